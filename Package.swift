@@ -1,0 +1,31 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "vtensor",
+    products: [
+        .executable(name: "vtensor", targets: ["VTensorCLI"]),
+        .library(name: "VTensor", targets: ["VTensor"]),
+        .library(name: "GPU", targets: ["GPU"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Declarations only: CUDA is loaded at run time with dlopen, never linked.
+        .target(name: "CCUDA"),
+        // memfd_create and hole punching for the host memory backend.
+        .target(name: "CSystem"),
+        .target(name: "GPU", dependencies: ["CCUDA"]),
+        .target(name: "VTensor", dependencies: ["CSystem"]),
+        .executableTarget(
+            name: "VTensorCLI",
+            dependencies: [
+                "VTensor", "GPU",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "VTensorTests", dependencies: ["VTensor"]),
+        .testTarget(name: "GPUTests", dependencies: ["GPU"]),
+    ]
+)

@@ -1,0 +1,18 @@
+// Linux calls Swift's Glibc module does not import (they need _GNU_SOURCE or are variadic):
+// memfd_create and hole punching, used by the host memory backend.
+#ifndef VTENSOR_CSYSTEM_H
+#define VTENSOR_CSYSTEM_H
+
+#include <stddef.h>
+#include <pthread.h>
+#include <sys/types.h>
+
+/// memfd_create(name, MFD_CLOEXEC); -1 with errno on failure.
+int vt_memfd_create(const char *name);
+/// Frees the pages of [offset, offset+length) of a file, keeping its size (reads give zeros).
+int vt_punch_hole(int fd, off_t offset, off_t length);
+
+/// Names a thread for debuggers and top (truncated to Linux's 15 bytes).
+int vt_set_thread_name(pthread_t thread, const char *name);
+
+#endif

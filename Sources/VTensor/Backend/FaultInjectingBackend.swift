@@ -1,0 +1,137 @@
+import Synchronization
+
+/// Wraps a backend and makes chosen operations fail: on demand (`failNext`), at random with a
+/// seeded rate, or by capping live chunks (a device that fills up under our budget, as when
+/// another process takes memory). The tests use it to prove that a failure reaches only the
+/// request that caused it and leaks nothing.
+public final class FaultInjectingBackend: MemoryBackend {
+    public enum Operation: String, CaseIterable, Sendable {
+        case reserve, create, map, setAccess, copy
+    }
+
+    public let inner: any MemoryBackend
+    private let state: Mutex<State>
+
+    private struct State {
+        var rng: SplitMix64
+        var rates: [Operation: Double] = [:]
+        var forced: [Operation: Int] = [:]
+        var chunkLimit: Int?
+        var liveChunks = 0
+        var injected: [Operation: Int] = [:]
+    }
+
+    public init(wrapping inner: any MemoryBackend, seed: UInt64 = 1) {
+        self.inner = inner
+        self.state = Mutex(State(rng: SplitMix64(seed: seed)))
+    }
+
+    /// Makes the next `times` calls of `operation` fail.
+    public func failNext(_ operation: Operation, times: Int = 1) {
+        state.withLock { $0.forced[operation, default: 0] += times }
+    }
+
+    /// Makes each call of `operation` fail with probability `rate`.
+    public func setFailureRate(_ operation: Operation, _ rate: Double) {
+        state.withLock { $0.rates[operation] = rate }
+    }
+
+    /// At most this many live chunks; creating more fails as out of memory.
+    public func setChunkLimit(_ limit: Int?) {
+        state.withLock { $0.chunkLimit = limit }
+    }
+
+    /// How many failures were injected, per operation.
+    public var injectedCounts: [Operation: Int] { state.withLock { $0.injected } }
+
+    private func maybeFail(_ operation: Operation) throws {
+        let fail = state.withLock { s -> Bool in
+            var fail = false
+            if let n = s.forced[operation], n > 0 {
+                s.forced[operation] = n - 1
+                fail = true
+            } else if let rate = s.rates[operation], rate > 0, s.rng.nextDouble() < rate {
+                fail = true
+            }
+            if fail { s.injected[operation, default: 0] += 1 }
+            return fail
+        }
+        if fail {
+            throw BackendError(operation: operation.rawValue, message: "injected failure", isOutOfMemory: operation == .create)
+        }
+    }
+
+    public var name: String { "faulty-\(inner.name)" }
+    public var chunkSize: Int { inner.chunkSize }
+    public var totalPhysicalBytes: Int { inner.totalPhysicalBytes }
+    public func freePhysicalBytes() throws -> Int { try inner.freePhysicalBytes() }
+
+    public func reserve(bytes: Int) throws -> UInt64 {
+        try maybeFail(.reserve)
+        return try inner.reserve(bytes: bytes)
+    }
+
+    public func releaseReservation(base: UInt64, bytes: Int) throws {
+        try inner.releaseReservation(base: base, bytes: bytes)
+    }
+
+    public func createChunk() throws -> PhysicalChunk {
+        try maybeFail(.create)
+        let limited = state.withLock { s -> Bool in
+            if let limit = s.chunkLimit, s.liveChunks >= limit { return true }
+            s.liveChunks += 1
+            return false
+        }
+        if limited {
+            state.withLock { $0.injected[.create, default: 0] += 1 }
+            throw BackendError(operation: "create", message: "device out of memory (injected chunk limit)", isOutOfMemory: true)
+        }
+        do {
+            return try inner.createChunk()
+        } catch {
+            state.withLock { $0.liveChunks -= 1 }
+            throw error
+        }
+    }
+
+    public func releaseChunk(_ chunk: PhysicalChunk) throws {
+        try inner.releaseChunk(chunk)
+        state.withLock { $0.liveChunks -= 1 }
+    }
+
+    public func map(_ chunk: PhysicalChunk, at address: UInt64) throws {
+        try maybeFail(.map)
+        try inner.map(chunk, at: address)
+    }
+
+    public func setAccess(at address: UInt64, bytes: Int) throws {
+        try maybeFail(.setAccess)
+        try inner.setAccess(at: address, bytes: bytes)
+    }
+
+    public func unmap(at address: UInt64) throws { try inner.unmap(at: address) }
+
+    public func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws {
+        try maybeFail(.copy)
+        try inner.copy(from: source, to: destination, bytes: bytes)
+    }
+
+    public func recordFence() throws -> Fence { try inner.recordFence() }
+    public func isComplete(_ fence: Fence) throws -> Bool { try inner.isComplete(fence) }
+    public func wait(_ fence: Fence) throws { try inner.wait(fence) }
+}
+
+/// A small, fast, seedable generator (SplitMix64), so randomized tests and fault plans are
+/// reproducible from their seed.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    public mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}

@@ -1,0 +1,81 @@
+/// A physical chunk as the backend knows it (a CUDA allocation handle, or a slot of the host
+/// backend's memory file). Always exactly `MemoryBackend.chunkSize` bytes.
+public struct PhysicalChunk: Hashable, Sendable, CustomStringConvertible {
+    public let raw: UInt64
+    public init(raw: UInt64) { self.raw = raw }
+    public var description: String { "chunk#\(raw)" }
+}
+
+/// A point in the stream of device work: complete once every kernel or copy submitted before
+/// it has finished, so memory those could read may be unmapped.
+public struct Fence: Hashable, Sendable {
+    public let raw: UInt64
+    public init(raw: UInt64) { self.raw = raw }
+}
+
+/// A failure reported by a backend: which operation, why, and whether it was out of memory
+/// (the one failure the layers above treat specially).
+public struct BackendError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let message: String
+    public let isOutOfMemory: Bool
+
+    public init(operation: String, message: String, isOutOfMemory: Bool = false) {
+        self.operation = operation
+        self.message = message
+        self.isOutOfMemory = isOutOfMemory
+    }
+
+    public var description: String { "\(operation) failed: \(message)" }
+}
+
+/// The virtual-memory operations a virtual tensor needs, with CUDA VMM's rules:
+/// - address ranges are reserved first and hold no memory;
+/// - a physical chunk is mapped at a chunk-aligned address inside a reservation, never over a
+///   mapped one, and is usable only after access is set;
+/// - unmapping must wait until no device work can still read the range (fences);
+/// - a reservation is freed only when nothing is mapped in it.
+///
+/// Three implementations: `CUDABackend` (the GPU), `HostBackend` (memfd + mmap: the same
+/// semantics on real host virtual memory, so CPU tests exercise the real logic), and
+/// `FaultInjectingBackend` (wraps another and injects failures). Implementations are
+/// thread-safe.
+public protocol MemoryBackend: AnyObject, Sendable {
+    /// Short name for reports ("cuda", "host").
+    var name: String { get }
+    /// Bytes per physical chunk: the mapping granularity (2 MiB on current GPUs).
+    var chunkSize: Int { get }
+    /// Physical memory the device has in all, if known: budgets above it are refused.
+    var totalPhysicalBytes: Int { get }
+    /// Physical memory free right now, for budgets given as a fraction of free memory.
+    func freePhysicalBytes() throws -> Int
+
+    /// Reserves `bytes` (a multiple of `chunkSize`) of address space, chunk-aligned.
+    func reserve(bytes: Int) throws -> UInt64
+    /// Frees a reservation; nothing may be mapped in it.
+    func releaseReservation(base: UInt64, bytes: Int) throws
+
+    /// Creates one physical chunk (cuMemCreate).
+    func createChunk() throws -> PhysicalChunk
+    /// Releases a physical chunk that is mapped nowhere (cuMemRelease).
+    func releaseChunk(_ chunk: PhysicalChunk) throws
+
+    /// Maps `chunk` at `address` (chunk-aligned, inside a reservation, currently unmapped).
+    func map(_ chunk: PhysicalChunk, at address: UInt64) throws
+    /// Makes `bytes` at `address` readable and writable by the device (cuMemSetAccess).
+    func setAccess(at address: UInt64, bytes: Int) throws
+    /// Unmaps the chunk mapped at `address`. The caller guarantees (through fences) that no
+    /// device work can still read it.
+    func unmap(at address: UInt64) throws
+
+    /// Copies device memory to device memory, ordered after earlier work on the backend's
+    /// work stream.
+    func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws
+
+    /// Records a fence after all device work submitted so far.
+    func recordFence() throws -> Fence
+    /// Whether the fence has completed, without blocking.
+    func isComplete(_ fence: Fence) throws -> Bool
+    /// Blocks until the fence completes.
+    func wait(_ fence: Fence) throws
+}

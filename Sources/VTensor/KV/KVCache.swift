@@ -1,0 +1,249 @@
+/// What the KV cache holds, for reports and for the engine's admission decisions.
+public struct KVAccounting: Equatable, Sendable, Codable {
+    public var requests: Int
+    /// Tokens holding data, summed over requests.
+    public var tokens: Int
+    /// Mappings held by requests (an aliased chunk counts once per request that maps it).
+    public var mappedChunks: Int
+    /// Distinct physical chunks in use by the whole memory manager.
+    public var physicalChunks: Int
+    public var chunkSize: Int
+    public var bytesPerToken: Int
+
+    /// Bytes that hold token data.
+    public var dataBytes: Int { tokens * bytesPerToken }
+    /// Physical bytes in use.
+    public var physicalBytes: Int { physicalChunks * chunkSize }
+}
+
+/// Per-request KV tensors over virtual memory, in one of the `KVLayoutKind` layouts.
+///
+/// A request's tensors are reserved for `maxTokensPerRequest` tokens up front (address space
+/// only) and mapped as it grows; `guardTokens` extra tokens are always kept mapped past the
+/// length so kernels with a fixed over-read stay on mapped pages. Forking shares the full
+/// chunks of a prefix by aliasing and copies the boundary chunk; a later append into a chunk
+/// that is still shared first gets a private copy, so no request ever sees another's writes.
+public final class KVCache: @unchecked Sendable {
+    public let layout: KVLayout
+    public let memory: VirtualMemory
+    public let maxTokensPerRequest: Int
+    public let guardTokens: Int
+    /// Chunks reserved per range.
+    public let chunksPerRange: Int
+
+    private struct Entry {
+        var tensors: [VirtualTensor]
+        var length: Int
+    }
+
+    private let lock = ConditionLock()
+    private var entries: [Int: Entry] = [:]
+    private var padding: VirtualTensor?
+
+    public init(shape: KVShape, layout kind: KVLayoutKind, memory: VirtualMemory, maxTokensPerRequest: Int, guardTokens: Int = 0) throws {
+        guard maxTokensPerRequest > 0 else { throw VTensorError.invalidSize("max tokens per request must be positive, got \(maxTokensPerRequest)") }
+        guard guardTokens >= 0 else { throw VTensorError.invalidSize("guard tokens must be >= 0, got \(guardTokens)") }
+        layout = try KVLayout(kind, shape: shape, chunkSize: memory.chunkSize)
+        self.memory = memory
+        self.maxTokensPerRequest = maxTokensPerRequest
+        self.guardTokens = guardTokens
+        chunksPerRange = layout.chunks(forTokens: maxTokensPerRequest + guardTokens)
+        let minimum = layout.rangesPerRequest * layout.chunks(forTokens: 1 + guardTokens)
+        let budget = memory.accounting.budgetChunks
+        guard minimum <= budget else {
+            throw VTensorError.layoutDoesNotFit("one token of one request needs \(minimum) chunks in the \(kind.rawValue) layout; the budget is \(budget)")
+        }
+    }
+
+    // MARK: Requests
+
+    /// Reserves address space for a new request; maps nothing yet.
+    public func addRequest(_ id: Int) throws {
+        try lock.withLock {
+            guard entries[id] == nil else { throw VTensorError.duplicateRequest(id) }
+            let tensors = try makeTensorsLocked()
+            if guardTokens > 0 {
+                // Even an empty request keeps its guard mapped: kernels may over-read into it.
+                do {
+                    try memory.grow(tensors.map { ($0, layout.chunks(forTokens: guardTokens)) })
+                } catch {
+                    for tensor in tensors { try? memory.free(tensor) }
+                    throw error
+                }
+            }
+            entries[id] = Entry(tensors: tensors, length: 0)
+        }
+    }
+
+    public func contains(_ id: Int) -> Bool { lock.withLock { entries[id] != nil } }
+    public var requestIDs: [Int] { lock.withLock { Array(entries.keys) } }
+
+    public func length(of id: Int) throws -> Int { try lock.withLock { try entry(id).length } }
+
+    /// Maps what `id` needs to hold `tokens` tokens, now (prefill's synchronous path).
+    public func reserve(_ id: Int, tokens: Int) throws {
+        try memory.grow(try prepareGrowth(id, tokens: tokens))
+    }
+
+    /// Prepares growth to `tokens` tokens and returns the mapping job for the `AsyncMapper`
+    /// (decode's path: submitted a step ahead). Copy-on-write of shared chunks that the new
+    /// tokens would land in happens here, synchronously.
+    public func prepareGrowth(_ id: Int, tokens: Int) throws -> AsyncMapper.Job {
+        try lock.withLock {
+            let entry = try entry(id)
+            guard tokens <= maxTokensPerRequest else {
+                throw VTensorError.capacityExceeded("request \(id) asks for \(tokens) tokens; the maximum is \(maxTokensPerRequest)")
+            }
+            let chunks = layout.chunks(forTokens: tokens + guardTokens)
+            if tokens > entry.length {
+                for tensor in entry.tensors {
+                    for index in (entry.length / layout.tokensPerChunk)..<min(chunks, tensor.chunkCount)
+                    where memory.shareCount(tensor, chunk: index) > 1 {
+                        try memory.makePrivate(tensor, chunk: index)
+                    }
+                }
+            }
+            return entry.tensors.map { ($0, chunks) }
+        }
+    }
+
+    /// Declares that tokens 0..<n now hold data (after a step wrote them).
+    public func setLength(_ id: Int, _ n: Int) throws {
+        try lock.withLock {
+            var entry = try entry(id)
+            guard n >= 0, n <= maxTokensPerRequest else {
+                throw VTensorError.capacityExceeded("length \(n) outside 0...\(maxTokensPerRequest)")
+            }
+            let needed = layout.chunks(forTokens: n + guardTokens)
+            for tensor in entry.tensors where needed > 0 && !memory.isMapped(tensor, chunk: needed - 1) {
+                throw VTensorError.capacityExceeded("request \(id) has no mapped memory for token \(n + guardTokens - 1) (length \(n) + \(guardTokens) guard); reserve first")
+            }
+            entry.length = n
+            entries[id] = entry
+        }
+    }
+
+    /// Shortens a request to `n` tokens and unmaps (after in-flight work) what it no longer needs.
+    public func truncate(_ id: Int, to n: Int) throws {
+        try lock.withLock {
+            var entry = try entry(id)
+            guard n >= 0, n <= entry.length else {
+                throw VTensorError.invalidSize("cannot truncate request \(id) of \(entry.length) tokens to \(n)")
+            }
+            let keep = layout.chunks(forTokens: n + guardTokens)
+            for tensor in entry.tensors { try memory.shrink(tensor, toChunks: keep) }
+            entry.length = n
+            entries[id] = entry
+        }
+    }
+
+    /// Makes request `destination` start with the first `tokens` tokens of `source`: full
+    /// chunks are shared (aliased, no copy), the partial boundary chunk is copied. All or
+    /// nothing: on failure `destination` does not exist and nothing leaks.
+    public func fork(from source: Int, prefix tokens: Int, into destination: Int) throws {
+        try lock.withLock {
+            let src = try entry(source)
+            guard entries[destination] == nil else { throw VTensorError.duplicateRequest(destination) }
+            guard tokens >= 0, tokens <= src.length else {
+                throw VTensorError.invalidSize("cannot fork \(tokens) tokens of request \(source), which holds \(src.length)")
+            }
+            let tensors = try makeTensorsLocked()
+            do {
+                let full = tokens / layout.tokensPerChunk
+                let partial = tokens % layout.tokensPerChunk
+                for (mine, theirs) in zip(tensors, src.tensors) {
+                    for index in 0..<full {
+                        try memory.alias(mine, chunk: index, from: theirs, chunk: index)
+                    }
+                    if partial > 0 {
+                        try memory.map(mine, chunk: full)
+                        try memory.copyChunk(from: theirs, chunk: full, to: mine, chunk: full, bytes: layout.boundaryCopyBytes(tokens: partial))
+                    }
+                }
+                let chunks = layout.chunks(forTokens: tokens + guardTokens)
+                try memory.grow(tensors.map { ($0, chunks) })
+            } catch {
+                for tensor in tensors { try? memory.free(tensor) }
+                throw error
+            }
+            entries[destination] = Entry(tensors: tensors, length: tokens)
+        }
+    }
+
+    /// Frees a request's KV; its memory returns to the pool once in-flight work is done.
+    public func free(_ id: Int) throws {
+        try lock.withLock {
+            let entry = try entry(id)
+            entries[id] = nil
+            for tensor in entry.tensors { try memory.free(tensor) }
+        }
+    }
+
+    // MARK: Views
+
+    /// Where (request, layer, component) lives: the descriptor kernels read.
+    public func view(_ id: Int, layer: Int, component: KVComponent) throws -> KVView {
+        try lock.withLock {
+            let entry = try entry(id)
+            let place = layout.placement(layer: layer, component: component)
+            let readable = (layout.chunks(forTokens: entry.length + guardTokens)) * layout.tokensPerChunk
+            return KVView(
+                base: entry.tensors[place.range].base + UInt64(place.offset),
+                tokenStride: layout.tokenStride, headStride: layout.headStride,
+                blockStride: layout.chunkSize, tokensPerBlock: layout.tokensPerChunk,
+                length: entry.length, readableTokens: min(readable, chunksPerRange * layout.tokensPerChunk))
+        }
+    }
+
+    /// A view for padded batch slots: always mapped (one chunk), length 0, contents unspecified.
+    public func paddingView(layer: Int, component: KVComponent) throws -> KVView {
+        try lock.withLock {
+            if padding == nil {
+                let tensor = try memory.makeTensor(bytes: layout.chunkSize)
+                try memory.map(tensor, chunk: 0)
+                padding = tensor
+            }
+            let place = layout.placement(layer: layer, component: component)
+            return KVView(base: padding!.base + UInt64(place.offset), tokenStride: layout.tokenStride,
+                          headStride: layout.headStride, blockStride: layout.chunkSize,
+                          tokensPerBlock: layout.tokensPerChunk, length: 0,
+                          readableTokens: layout.tokensPerChunk)
+        }
+    }
+
+    /// The request's virtual tensors (one per range), for tests and benchmarks.
+    public func tensors(of id: Int) throws -> [VirtualTensor] { try lock.withLock { try entry(id).tensors } }
+
+    public var accounting: KVAccounting {
+        lock.withLock {
+            var tokens = 0, mapped = 0
+            for entry in entries.values {
+                tokens += entry.length
+                for tensor in entry.tensors { mapped += memory.mappedChunkCount(tensor) }
+            }
+            return KVAccounting(requests: entries.count, tokens: tokens, mappedChunks: mapped,
+                                physicalChunks: memory.accounting.inUse, chunkSize: layout.chunkSize,
+                                bytesPerToken: layout.bytesPerToken)
+        }
+    }
+
+    // MARK: Internals
+
+    private func entry(_ id: Int) throws -> Entry {
+        guard let entry = entries[id] else { throw VTensorError.unknownRequest(id) }
+        return entry
+    }
+
+    private func makeTensorsLocked() throws -> [VirtualTensor] {
+        var made: [VirtualTensor] = []
+        do {
+            for _ in 0..<layout.rangesPerRequest {
+                made.append(try memory.makeTensor(bytes: chunksPerRange * layout.chunkSize))
+            }
+        } catch {
+            for tensor in made { try? memory.free(tensor) }
+            throw error
+        }
+        return made
+    }
+}

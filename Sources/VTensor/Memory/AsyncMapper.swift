@@ -1,0 +1,195 @@
+/// A ticket for mapping work submitted to the `AsyncMapper`: the consumer's fence.
+public struct MapTicket: Hashable, Sendable {
+    public let id: UInt64
+}
+
+/// What the mapper measured.
+public struct MapperStatistics: Sendable, Codable, Equatable {
+    public var jobsSubmitted = 0
+    public var jobsCompleted = 0
+    public var jobsFailed = 0
+    public var chunksMapped = 0
+    public var currentQueueDepth = 0
+    public var maxQueueDepth = 0
+    /// Consumer waits: how many, how many found the job unfinished, total and worst time.
+    public var waits = 0
+    public var blockedWaits = 0
+    public var waitNanosTotal: UInt64 = 0
+    public var waitNanosMax: UInt64 = 0
+    /// Per-chunk mapping latency (take + map + set access), nanoseconds.
+    public var chunkLatencyP50: UInt64 = 0
+    public var chunkLatencyP99: UInt64 = 0
+    public var chunkLatencyMax: UInt64 = 0
+    public var busyNanos: UInt64 = 0
+}
+
+/// Maps what coming steps need on its own thread while the GPU computes the current one.
+///
+/// The engine submits the growth the next step needs (`submit`), launches the current step,
+/// then `wait`s on the ticket before launching the next: if the mapper kept up, the wait
+/// returns at once. When idle, the mapper completes retirements and refills the pool's warm
+/// reserve, so the expensive chunk creation is off the critical path too.
+public final class AsyncMapper: @unchecked Sendable {
+    public typealias Job = [(tensor: VirtualTensor, chunks: Int)]
+
+    private let memory: VirtualMemory
+    private let condition = ConditionLock()
+    private var queue: [(ticket: UInt64, job: Job)] = []
+    private var results: [UInt64: Result<Void, VTensorError>] = [:]
+    private var nextTicket: UInt64 = 1
+    private var stopping = false
+    private var stats = MapperStatistics()
+    private var latencies: [UInt64] = []
+    private var latencyCursor = 0
+    private static let latencySamples = 1 << 16
+    private var threads: [WorkerThread] = []
+    private var setupError: (any Error)?
+
+    /// - Parameters:
+    ///   - threadSetup: runs first on the mapper thread (for CUDA: make the context current).
+    public init(memory: VirtualMemory, threadSetup: (@Sendable () throws -> Void)? = nil) {
+        self.memory = memory
+        // The worker holds the mapper strongly until `shutdown` ends its loop.
+        threads = [WorkerThread(name: "vtensor-mapper") { [self] in
+            do {
+                try threadSetup?()
+            } catch {
+                self.condition.withLock { self.setupError = error }
+            }
+            self.run()
+        }]
+    }
+
+    deinit { shutdown() }
+
+    /// Queues mapping work; returns at once.
+    public func submit(_ job: Job) -> MapTicket {
+        condition.withLock {
+            let ticket = nextTicket
+            nextTicket += 1
+            queue.append((ticket, job))
+            stats.jobsSubmitted += 1
+            stats.currentQueueDepth = queue.count
+            stats.maxQueueDepth = max(stats.maxQueueDepth, queue.count)
+            condition.broadcast()
+            return MapTicket(id: ticket)
+        }
+    }
+
+    /// Whether the job behind the ticket has finished (successfully or not).
+    public func isDone(_ ticket: MapTicket) -> Bool {
+        condition.withLock { results[ticket.id] != nil }
+    }
+
+    /// Blocks until the job is done; rethrows its error. Each ticket is waited on once.
+    public func wait(_ ticket: MapTicket) throws {
+        let start = monotonicNanos()
+        let result: Result<Void, VTensorError> = condition.withLock {
+            var blocked = false
+            while results[ticket.id] == nil {
+                blocked = true
+                condition.wait()
+            }
+            let waited = monotonicNanos() - start
+            stats.waits += 1
+            if blocked { stats.blockedWaits += 1 }
+            stats.waitNanosTotal += waited
+            stats.waitNanosMax = max(stats.waitNanosMax, waited)
+            return results.removeValue(forKey: ticket.id)!
+        }
+        try result.get()
+    }
+
+    public var statistics: MapperStatistics {
+        condition.withLock {
+            var s = stats
+            let sorted = latencies.sorted()
+            if !sorted.isEmpty {
+                s.chunkLatencyP50 = sorted[sorted.count / 2]
+                s.chunkLatencyP99 = sorted[min(sorted.count - 1, sorted.count * 99 / 100)]
+                s.chunkLatencyMax = sorted.last!
+            }
+            return s
+        }
+    }
+
+    /// Forgets the measurements so far (benchmarks call this after warm-up).
+    public func resetStatistics() {
+        condition.withLock {
+            let depth = stats.currentQueueDepth
+            stats = MapperStatistics()
+            stats.currentQueueDepth = depth
+            latencies.removeAll(keepingCapacity: true)
+            latencyCursor = 0
+        }
+    }
+
+    /// Finishes queued jobs, then stops the thread.
+    public func shutdown() {
+        let running = condition.withLock { () -> Bool in
+            guard !stopping else { return false }
+            stopping = true
+            condition.broadcast()
+            return true
+        }
+        if running { threads.forEach { $0.join() } }
+    }
+
+    private func record(latency: UInt64) {
+        // Caller holds the lock. A ring of samples bounds memory on long runs.
+        if latencies.count < Self.latencySamples {
+            latencies.append(latency)
+        } else {
+            latencies[latencyCursor] = latency
+            latencyCursor = (latencyCursor + 1) % Self.latencySamples
+        }
+    }
+
+    private func run() {
+        while true {
+            let next: (ticket: UInt64, job: Job)? = condition.withLock {
+                while queue.isEmpty && !stopping {
+                    // Idle: nothing waits on us, so housekeeping runs now. Bounded sleep keeps
+                    // retirements flowing even without new jobs.
+                    condition.unlock()
+                    _ = try? memory.reclaim()
+                    _ = try? memory.replenish()
+                    condition.lock()
+                    if queue.isEmpty && !stopping { _ = condition.wait(seconds: 0.002) }
+                }
+                if queue.isEmpty { return nil }
+                let item = queue.removeFirst()
+                stats.currentQueueDepth = queue.count
+                return item
+            }
+            guard let next else { return }
+            let start = monotonicNanos()
+            var mapped = 0
+            var chunkTimes: [UInt64] = []
+            let result: Result<Void, VTensorError>
+            if let setupError = condition.withLock({ setupError }) {
+                result = .failure(.backend(operation: "mapper thread setup", message: String(describing: setupError)))
+            } else {
+                do {
+                    try memory.grow(next.job) { nanos in
+                        mapped += 1
+                        chunkTimes.append(nanos)
+                    }
+                    result = .success(())
+                } catch {
+                    result = .failure(VTensorError.from(error))
+                }
+            }
+            let busy = monotonicNanos() - start
+            condition.withLock {
+                for t in chunkTimes { record(latency: t) }
+                stats.chunksMapped += mapped
+                stats.busyNanos += busy
+                stats.jobsCompleted += 1
+                if case .failure = result { stats.jobsFailed += 1 }
+                results[next.ticket] = result
+                condition.broadcast()
+            }
+        }
+    }
+}

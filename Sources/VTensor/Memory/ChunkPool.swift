@@ -1,0 +1,108 @@
+/// How much physical memory the pool may hold at most. A cap, never an allocation: chunks
+/// are created only when a tensor needs them.
+public enum MemoryBudget: Sendable, Equatable, CustomStringConvertible {
+    case bytes(Int)
+    /// A fraction (0, 1] of the device memory free when the pool is made.
+    case fractionOfFree(Double)
+
+    public var description: String {
+        switch self {
+        case .bytes(let n): return "\(n) bytes"
+        case .fractionOfFree(let f): return "\(f) of free memory"
+        }
+    }
+}
+
+/// The elastic pool of physical chunks. Chunks no tensor maps wait in a warm reserve (LIFO,
+/// so recently used memory is reused first); the reserve is refilled up to the low watermark
+/// ahead of need (by the mapper thread) and trimmed back to the high watermark, releasing the
+/// excess to the device. Not thread-safe: `VirtualMemory` owns it under its lock.
+struct ChunkPool {
+    let backend: any MemoryBackend
+    let budgetChunks: Int
+    let lowWatermark: Int
+    let highWatermark: Int
+
+    /// Chunks with no mapping, ready for reuse.
+    private(set) var reserve: [PhysicalChunk] = []
+    /// Mapping count of every chunk that is mapped at least once (retiring mappings count).
+    private(set) var references: [PhysicalChunk: Int] = [:]
+    private(set) var created = 0
+    private(set) var peakCreated = 0
+    private(set) var totalCreated = 0
+    private(set) var totalReleased = 0
+
+    var inUse: Int { references.count }
+
+    /// Takes a chunk for a new mapping: from the reserve, else newly created under the budget.
+    /// Returns nil when the budget is exhausted; throws when the device itself is out of memory.
+    mutating func take() throws -> PhysicalChunk? {
+        let chunk: PhysicalChunk
+        if let reused = reserve.popLast() {
+            chunk = reused
+        } else if created < budgetChunks {
+            chunk = try backend.createChunk()
+            created += 1
+            totalCreated += 1
+            peakCreated = max(peakCreated, created)
+        } else {
+            return nil
+        }
+        return chunk
+    }
+
+    /// Records a new mapping of a chunk just taken (count 1) or already mapped (alias).
+    mutating func addReference(_ chunk: PhysicalChunk) {
+        references[chunk, default: 0] += 1
+    }
+
+    /// Drops one mapping; the chunk returns to the reserve when none is left.
+    mutating func dropReference(_ chunk: PhysicalChunk) {
+        guard let count = references[chunk] else { preconditionFailure("\(chunk) has no mapping to drop") }
+        if count == 1 {
+            references[chunk] = nil
+            reserve.append(chunk)
+        } else {
+            references[chunk] = count - 1
+        }
+    }
+
+    /// Returns a taken chunk that never got mapped (a failed map).
+    mutating func giveBack(_ chunk: PhysicalChunk) {
+        precondition(references[chunk] == nil, "\(chunk) is still mapped")
+        reserve.append(chunk)
+    }
+
+    func referenceCount(_ chunk: PhysicalChunk) -> Int { references[chunk] ?? 0 }
+
+    /// Creates chunks until the reserve holds `lowWatermark` (within the budget).
+    mutating func replenish() throws -> Int {
+        var made = 0
+        while reserve.count < lowWatermark, created < budgetChunks {
+            reserve.append(try backend.createChunk())
+            created += 1
+            totalCreated += 1
+            peakCreated = max(peakCreated, created)
+            made += 1
+        }
+        return made
+    }
+
+    /// Releases reserve chunks above `limit` back to the device (cuMemRelease).
+    mutating func trim(to limit: Int) throws -> Int {
+        var released = 0
+        while reserve.count > limit {
+            let chunk = reserve.removeLast()
+            do {
+                try backend.releaseChunk(chunk)
+            } catch {
+                reserve.append(chunk)
+                throw error
+            }
+            created -= 1
+            totalReleased += 1
+            released += 1
+        }
+        return released
+    }
+}

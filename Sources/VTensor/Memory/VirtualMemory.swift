@@ -1,0 +1,543 @@
+/// Exact accounting of the virtual-memory layer, in chunks unless named otherwise.
+public struct MemoryAccounting: Equatable, Sendable, Codable {
+    public var chunkSize: Int
+    public var budgetChunks: Int
+    public var lowWatermark: Int
+    public var highWatermark: Int
+    /// Physical chunks that exist now (= inReserve + inUse).
+    public var created: Int
+    public var peakCreated: Int
+    /// Created but mapped nowhere: the warm reserve.
+    public var inReserve: Int
+    /// Distinct chunks mapped at least once (retiring mappings included).
+    public var inUse: Int
+    /// Mappings in all: aliases count once per address.
+    public var mappings: Int
+    /// Chunks mapped at two or more addresses.
+    public var shared: Int
+    /// Mappings waiting for a fence before the physical unmap.
+    public var retiring: Int
+    public var liveTensors: Int
+    public var reservedBytes: Int
+    /// Address ranges reserved (tensors not yet released, plus the copy-on-write scratch).
+    public var reservations: Int
+    /// Chunks created and released over the pool's life (cuMemCreate / cuMemRelease calls).
+    public var totalCreated: Int
+    public var totalReleased: Int
+
+    public var createdBytes: Int { created * chunkSize }
+    public var inUseBytes: Int { inUse * chunkSize }
+}
+
+/// The virtual-memory manager: owns the backend, the elastic chunk pool and every virtual
+/// tensor, and keeps their bookkeeping exact. Thread-safe: one lock guards all state, taken per
+/// chunk operation, so the mapper thread and the engine thread interleave.
+///
+/// Unmapping is deferred: a chunk unmapped from a tensor is first marked retiring with a fence
+/// recorded after all device work submitted so far, and is physically unmapped (and its chunk
+/// reused) only once that fence completes. No kernel in flight can read an unmapped page.
+public final class VirtualMemory: @unchecked Sendable {
+    public let backend: any MemoryBackend
+    public let chunkSize: Int
+    private let lock = ConditionLock()
+    private var pool: ChunkPool
+    private var tensors: [Int: VirtualTensor] = [:]
+    private var retiring: [(tensor: VirtualTensor, index: Int)] = []
+    private var nextTensorID = 1
+    private var scratch: VirtualTensor?
+
+    /// - Parameters:
+    ///   - budget: the cap on physical memory held.
+    ///   - lowWatermark: chunks the reserve is refilled to ahead of need (default: 16, within budget).
+    ///   - highWatermark: chunks above which the reserve is released to the device (default: 4 x low).
+    public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil) throws {
+        self.backend = backend
+        self.chunkSize = backend.chunkSize
+        let budgetBytes: Int
+        switch budget {
+        case .bytes(let bytes):
+            guard bytes > 0 else { throw VTensorError.invalidBudget("a budget of \(bytes) bytes holds no chunk") }
+            guard bytes <= backend.totalPhysicalBytes else {
+                throw VTensorError.invalidBudget("\(bytes) bytes is more than the \(backend.name) device has (\(backend.totalPhysicalBytes) bytes)")
+            }
+            budgetBytes = bytes
+        case .fractionOfFree(let fraction):
+            guard fraction > 0, fraction <= 1 else {
+                throw VTensorError.invalidBudget("fraction of free memory must be in (0, 1], got \(fraction)")
+            }
+            budgetBytes = Int(Double(try backend.freePhysicalBytes()) * fraction)
+        }
+        let budgetChunks = budgetBytes / backend.chunkSize
+        guard budgetChunks > 0 else {
+            throw VTensorError.invalidBudget("\(budgetBytes) bytes is less than one \(backend.chunkSize)-byte chunk")
+        }
+        let low = lowWatermark ?? min(16, budgetChunks)
+        let high = highWatermark ?? min(max(4 * low, low), budgetChunks)
+        guard low >= 0, low <= high, high <= budgetChunks else {
+            throw VTensorError.invalidWatermarks("need 0 <= low (\(low)) <= high (\(high)) <= budget (\(budgetChunks) chunks)")
+        }
+        pool = ChunkPool(backend: backend, budgetChunks: budgetChunks, lowWatermark: low, highWatermark: high)
+    }
+
+    deinit {
+        // Best effort: return everything to the device. Live tensors' memory goes too.
+        lock.withLock {
+            for entry in retiring { try? backend.wait(entry.tensor.fence(at: entry.index)) }
+            for tensor in tensors.values { releaseAllLocked(tensor) }
+            if let scratch { releaseAllLocked(scratch) }
+            _ = try? pool.trim(to: 0)
+        }
+    }
+
+    // MARK: Tensors
+
+    /// Reserves a tensor of at least `bytes` (rounded up to whole chunks). Nothing is mapped.
+    public func makeTensor(bytes: Int) throws -> VirtualTensor {
+        guard bytes > 0 else { throw VTensorError.invalidSize("a tensor needs a positive size, got \(bytes)") }
+        let chunks = (bytes + chunkSize - 1) / chunkSize
+        let base: UInt64
+        do { base = try backend.reserve(bytes: chunks * chunkSize) } catch { throw VTensorError.from(error) }
+        return lock.withLock {
+            let tensor = VirtualTensor(id: nextTensorID, base: base, chunkCount: chunks, chunkSize: chunkSize)
+            nextTensorID += 1
+            tensors[tensor.id] = tensor
+            return tensor
+        }
+    }
+
+    /// Maps a fresh chunk at chunk `index`.
+    public func map(_ tensor: VirtualTensor, chunk index: Int) throws {
+        try lock.withLock {
+            try checkLive(tensor, index)
+            try mapFreshLocked(tensor, index)
+        }
+    }
+
+    /// Maps a fresh chunk at byte `offset`, which must be chunk-aligned.
+    public func map(_ tensor: VirtualTensor, offset: Int) throws {
+        guard offset % chunkSize == 0 else { throw VTensorError.misalignedOffset(offset: offset, chunkSize: chunkSize) }
+        try map(tensor, chunk: offset / chunkSize)
+    }
+
+    /// Maps the physical chunk behind `source`'s chunk `sourceIndex` at `tensor`'s chunk
+    /// `index` too: zero-copy sharing. The chunk lives until no tensor maps it.
+    public func alias(_ tensor: VirtualTensor, chunk index: Int, from source: VirtualTensor, chunk sourceIndex: Int) throws {
+        try lock.withLock {
+            try checkLive(tensor, index)
+            try checkLive(source, sourceIndex)
+            guard case .mapped(let chunk) = source.slots[sourceIndex] else {
+                throw VTensorError.notMapped(tensor: source.id, chunk: sourceIndex)
+            }
+            try settleLocked(tensor, index)
+            guard tensor.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: tensor.id, chunk: index) }
+            let address = tensor.address(ofChunk: index)
+            do {
+                try backend.map(chunk, at: address)
+            } catch { throw VTensorError.from(error) }
+            do {
+                try backend.setAccess(at: address, bytes: chunkSize)
+            } catch {
+                try? backend.unmap(at: address)
+                throw VTensorError.from(error)
+            }
+            tensor.slots[index] = .mapped(chunk)
+            pool.addReference(chunk)
+        }
+    }
+
+    /// Unmaps chunk `index` once in-flight device work is done with it.
+    public func unmap(_ tensor: VirtualTensor, chunk index: Int) throws {
+        try lock.withLock {
+            try checkLive(tensor, index)
+            guard case .mapped = tensor.slots[index] else { throw VTensorError.notMapped(tensor: tensor.id, chunk: index) }
+            try retireLocked(tensor, indices: [index])
+        }
+    }
+
+    /// Ensures chunks `0..<chunks` of each tensor are mapped. All or nothing: if any mapping
+    /// fails, the chunks this call mapped are unmapped again (no kernel has seen them) and the
+    /// error is rethrown; other tensors are untouched. The lock is taken per chunk, so a long
+    /// grow on the mapper thread does not stall the engine.
+    public func grow(_ targets: [(tensor: VirtualTensor, chunks: Int)], onChunkMapped: ((UInt64) -> Void)? = nil) throws {
+        var mapped: [(VirtualTensor, Int)] = []
+        do {
+            for (tensor, chunks) in targets {
+                guard chunks <= tensor.chunkCount else {
+                    throw VTensorError.capacityExceeded("tensor \(tensor.id) spans \(tensor.chunkCount) chunks; \(chunks) requested")
+                }
+                for index in 0..<chunks {
+                    let start = onChunkMapped == nil ? 0 : monotonicNanos()
+                    let didMap = try lock.withLock { () throws -> Bool in
+                        guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+                        if case .mapped = tensor.slots[index] { return false }
+                        try mapFreshLocked(tensor, index)
+                        return true
+                    }
+                    if didMap {
+                        mapped.append((tensor, index))
+                        onChunkMapped?(monotonicNanos() - start)
+                    }
+                }
+            }
+        } catch {
+            lock.withLock {
+                for (tensor, index) in mapped.reversed() where !tensor.isFreed {
+                    guard case .mapped(let chunk) = tensor.slots[index] else { continue }
+                    // Never handed to a kernel: safe to unmap without a fence.
+                    try? backend.unmap(at: tensor.address(ofChunk: index))
+                    tensor.slots[index] = .empty
+                    pool.dropReference(chunk)
+                }
+            }
+            throw error
+        }
+    }
+
+    public func grow(_ tensor: VirtualTensor, toChunks chunks: Int) throws {
+        try grow([(tensor, chunks)])
+    }
+
+    /// Unmaps (deferred) every mapped chunk at index >= `chunks`.
+    public func shrink(_ tensor: VirtualTensor, toChunks chunks: Int) throws {
+        try lock.withLock {
+            guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+            let indices = (max(0, chunks)..<tensor.chunkCount).filter {
+                if case .mapped = tensor.slots[$0] { return true } else { return false }
+            }
+            try retireLocked(tensor, indices: indices)
+        }
+    }
+
+    /// Frees a tensor: every chunk is unmapped (deferred) and the reservation released after.
+    /// Any later use of the tensor throws `tensorFreed`.
+    public func free(_ tensor: VirtualTensor) throws {
+        try lock.withLock {
+            guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+            let indices = (0..<tensor.chunkCount).filter {
+                if case .mapped = tensor.slots[$0] { return true } else { return false }
+            }
+            try retireLocked(tensor, indices: indices)
+            tensor.isFreed = true
+            releaseReservationIfIdleLocked(tensor)
+        }
+    }
+
+    /// Gives chunk `index` of `tensor` a private copy if it is shared (copy-on-write before a
+    /// write). Waits for in-flight device work, since the shared mapping is replaced in place.
+    public func makePrivate(_ tensor: VirtualTensor, chunk index: Int) throws {
+        try lock.withLock {
+            try checkLive(tensor, index)
+            guard case .mapped(let shared) = tensor.slots[index] else {
+                throw VTensorError.notMapped(tensor: tensor.id, chunk: index)
+            }
+            guard pool.referenceCount(shared) > 1 else { return }
+            let scratch = try scratchLocked()
+            let scratchAddress = scratch.address(ofChunk: 0)
+            try mapFreshLocked(scratch, 0)
+            guard case .mapped(let fresh) = scratch.slots[0] else { preconditionFailure() }
+            let address = tensor.address(ofChunk: index)
+            do {
+                try backend.copy(from: address, to: scratchAddress, bytes: chunkSize)
+                try backend.wait(try backend.recordFence())
+            } catch {
+                try? backend.unmap(at: scratchAddress)
+                scratch.slots[0] = .empty
+                pool.dropReference(fresh)
+                throw VTensorError.from(error)
+            }
+            // Nothing in flight reads either address now: swap without deferral. A failed map
+            // here is retried, then the shared chunk is put back, so the tensor never loses data.
+            do {
+                try backend.unmap(at: scratchAddress)
+                scratch.slots[0] = .empty
+                try backend.unmap(at: address)
+            } catch {
+                preconditionFailure("copy-on-write unmap of \(tensor) chunk \(index) failed: \(error)")
+            }
+            if mapWithRetries(fresh, at: address) {
+                tensor.slots[index] = .mapped(fresh)
+                pool.dropReference(shared)
+            } else {
+                pool.dropReference(fresh)
+                guard mapWithRetries(shared, at: address) else {
+                    preconditionFailure("copy-on-write could not map either chunk back at \(tensor) chunk \(index)")
+                }
+                throw VTensorError.backend(operation: "copy-on-write", message: "mapping a private copy of \(tensor) chunk \(index) failed")
+            }
+        }
+    }
+
+    private func mapWithRetries(_ chunk: PhysicalChunk, at address: UInt64, attempts: Int = 4) -> Bool {
+        for _ in 0..<attempts {
+            do {
+                try backend.map(chunk, at: address)
+            } catch { continue }
+            do {
+                try backend.setAccess(at: address, bytes: chunkSize)
+                return true
+            } catch {
+                try? backend.unmap(at: address)
+            }
+        }
+        return false
+    }
+
+    /// Copies `bytes` from the start of one mapped chunk to the start of another.
+    public func copyChunk(from source: VirtualTensor, chunk sourceIndex: Int, to destination: VirtualTensor, chunk destinationIndex: Int, bytes: Int) throws {
+        precondition(bytes >= 0 && bytes <= chunkSize, "copy of \(bytes) bytes does not fit a chunk")
+        try lock.withLock {
+            try checkLive(source, sourceIndex)
+            try checkLive(destination, destinationIndex)
+            guard case .mapped = source.slots[sourceIndex] else { throw VTensorError.notMapped(tensor: source.id, chunk: sourceIndex) }
+            guard case .mapped = destination.slots[destinationIndex] else { throw VTensorError.notMapped(tensor: destination.id, chunk: destinationIndex) }
+            guard bytes > 0 else { return }
+            do {
+                try backend.copy(from: source.address(ofChunk: sourceIndex), to: destination.address(ofChunk: destinationIndex), bytes: bytes)
+            } catch { throw VTensorError.from(error) }
+        }
+    }
+
+    // MARK: Queries
+
+    public func isMapped(_ tensor: VirtualTensor, chunk index: Int) -> Bool {
+        lock.withLock { if case .mapped = tensor.slots[index] { return true } else { return false } }
+    }
+
+    /// The physical chunk mapped at `index`, if any (for tests and reports).
+    public func physicalChunk(_ tensor: VirtualTensor, chunk index: Int) -> PhysicalChunk? {
+        lock.withLock { if case .mapped(let c) = tensor.slots[index] { return c } else { return nil } }
+    }
+
+    public func mappedChunkCount(_ tensor: VirtualTensor) -> Int {
+        lock.withLock { tensor.slots.reduce(0) { if case .mapped = $1 { return $0 + 1 } else { return $0 } } }
+    }
+
+    /// Number of mappings of the chunk behind `tensor`'s chunk `index` (0 when unmapped).
+    public func shareCount(_ tensor: VirtualTensor, chunk index: Int) -> Int {
+        lock.withLock {
+            guard case .mapped(let c) = tensor.slots[index] else { return 0 }
+            return pool.referenceCount(c)
+        }
+    }
+
+    public var accounting: MemoryAccounting { lock.withLock { accountingLocked() } }
+
+    private func accountingLocked() -> MemoryAccounting {
+        let mappings = pool.references.values.reduce(0, +)
+        return MemoryAccounting(
+            chunkSize: chunkSize, budgetChunks: pool.budgetChunks,
+            lowWatermark: pool.lowWatermark, highWatermark: pool.highWatermark,
+            created: pool.created, peakCreated: pool.peakCreated, inReserve: pool.reserve.count,
+            inUse: pool.inUse, mappings: mappings,
+            shared: pool.references.values.filter { $0 > 1 }.count,
+            retiring: retiring.count,
+            liveTensors: tensors.values.filter { !$0.isFreed }.count,
+            reservedBytes: tensors.values.filter { !$0.reservationReleased }.reduce(0) { $0 + $1.reservedBytes },
+            reservations: tensors.values.filter { !$0.reservationReleased }.count + (scratch == nil ? 0 : 1),
+            totalCreated: pool.totalCreated, totalReleased: pool.totalReleased)
+    }
+
+    /// Recomputes ownership from the tensors and compares with the pool; returns every
+    /// violation found (empty when consistent). `census`, if given, runs under the same lock
+    /// with the accounting, to compare it with what the backend itself holds. For tests and
+    /// `selftest`.
+    public func audit(census: ((MemoryAccounting) -> [String])? = nil) -> [String] {
+        lock.withLock {
+            var problems: [String] = census?(accountingLocked()) ?? []
+            var counted: [PhysicalChunk: Int] = [:]
+            var all = Array(tensors.values)
+            if let scratch { all.append(scratch) }
+            for tensor in all {
+                for slot in tensor.slots { if let c = slot.chunk { counted[c, default: 0] += 1 } }
+                if tensor.isFreed, tensor.slots.contains(where: { if case .mapped = $0 { return true } else { return false } }) {
+                    problems.append("\(tensor) is freed but still has mapped chunks")
+                }
+            }
+            if counted != pool.references {
+                problems.append("mapping counts differ: tensors say \(counted.count) chunks / \(counted.values.reduce(0, +)) mappings, pool says \(pool.references.count) / \(pool.references.values.reduce(0, +))")
+            }
+            let reserve = Set(pool.reserve)
+            if reserve.count != pool.reserve.count { problems.append("a chunk is in the reserve twice") }
+            if !reserve.isDisjoint(with: counted.keys) { problems.append("a chunk is both in the reserve and mapped") }
+            if pool.created != pool.reserve.count + pool.references.count {
+                problems.append("created \(pool.created) != reserve \(pool.reserve.count) + in use \(pool.references.count)")
+            }
+            if pool.created > pool.budgetChunks { problems.append("created \(pool.created) exceeds the budget \(pool.budgetChunks)") }
+            let retiringCount = all.reduce(0) { $0 + $1.slots.filter { if case .retiring = $0 { return true } else { return false } }.count }
+            if retiringCount != retiring.count { problems.append("retire queue holds \(retiring.count) entries, tensors \(retiringCount)") }
+            return problems
+        }
+    }
+
+    // MARK: Pool maintenance (the mapper calls these when idle)
+
+    /// Completes retirements whose fences are done: physical unmap, chunk back to the reserve,
+    /// reservations of freed tensors released, reserve trimmed to the high watermark.
+    @discardableResult
+    public func reclaim() throws -> Int {
+        try lock.withLock { try reclaimLocked(waitForOldest: false) }
+    }
+
+    /// Waits for every pending retirement and completes it.
+    public func drain() throws {
+        try lock.withLock {
+            while !retiring.isEmpty { _ = try reclaimLocked(waitForOldest: true) }
+        }
+    }
+
+    /// Creates chunks ahead of need up to the low watermark; returns how many.
+    @discardableResult
+    public func replenish() throws -> Int {
+        try lock.withLock {
+            do { return try pool.replenish() } catch { throw VTensorError.from(error) }
+        }
+    }
+
+    /// Releases reserve chunks above `limit` (default: the high watermark) to the device.
+    @discardableResult
+    public func trim(to limit: Int? = nil) throws -> Int {
+        try lock.withLock {
+            do { return try pool.trim(to: limit ?? pool.highWatermark) } catch { throw VTensorError.from(error) }
+        }
+    }
+
+    // MARK: Locked internals
+
+    private func checkLive(_ tensor: VirtualTensor, _ index: Int) throws {
+        guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+        guard index >= 0, index < tensor.chunkCount else {
+            throw VTensorError.chunkOutOfRange(tensor: tensor.id, chunk: index, chunkCount: tensor.chunkCount)
+        }
+    }
+
+    /// If slot `index` is retiring, waits for its fence and finishes the unmap so it can be reused.
+    private func settleLocked(_ tensor: VirtualTensor, _ index: Int) throws {
+        guard case .retiring(_, let fence) = tensor.slots[index] else { return }
+        do { try backend.wait(fence) } catch { throw VTensorError.from(error) }
+        _ = try reclaimLocked(waitForOldest: false)
+    }
+
+    private func mapFreshLocked(_ tensor: VirtualTensor, _ index: Int) throws {
+        try settleLocked(tensor, index)
+        guard tensor.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: tensor.id, chunk: index) }
+        let chunk = try takeChunkLocked()
+        let address = tensor.address(ofChunk: index)
+        do {
+            try backend.map(chunk, at: address)
+        } catch {
+            pool.giveBack(chunk)
+            throw VTensorError.from(error)
+        }
+        do {
+            try backend.setAccess(at: address, bytes: chunkSize)
+        } catch {
+            try? backend.unmap(at: address)
+            pool.giveBack(chunk)
+            throw VTensorError.from(error)
+        }
+        tensor.slots[index] = .mapped(chunk)
+        pool.addReference(chunk)
+    }
+
+    /// A chunk for a new mapping. When the budget is exhausted, completes retirements (waiting
+    /// for their fences if needed) before declaring out of memory.
+    private func takeChunkLocked() throws -> PhysicalChunk {
+        while true {
+            let chunk: PhysicalChunk?
+            do { chunk = try pool.take() } catch { throw VTensorError.from(error) }
+            if let chunk { return chunk }
+            if retiring.isEmpty {
+                throw VTensorError.outOfMemory("all \(pool.budgetChunks) chunks of the \(pool.budgetChunks * chunkSize >> 20) MiB budget are mapped")
+            }
+            _ = try reclaimLocked(waitForOldest: true)
+        }
+    }
+
+    private func retireLocked(_ tensor: VirtualTensor, indices: [Int]) throws {
+        guard !indices.isEmpty else { return }
+        let fence: Fence
+        do { fence = try backend.recordFence() } catch { throw VTensorError.from(error) }
+        for index in indices {
+            guard case .mapped(let chunk) = tensor.slots[index] else { preconditionFailure("retiring an unmapped slot") }
+            tensor.slots[index] = .retiring(chunk, fence)
+            retiring.append((tensor, index))
+        }
+    }
+
+    private func reclaimLocked(waitForOldest: Bool) throws -> Int {
+        if waitForOldest, let first = retiring.first {
+            do { try backend.wait(first.tensor.fence(at: first.index)) } catch { throw VTensorError.from(error) }
+        }
+        var done: [Fence: Bool] = [:]
+        var remaining: [(tensor: VirtualTensor, index: Int)] = []
+        var reclaimed = 0
+        var touched: [VirtualTensor] = []
+        for entry in retiring {
+            guard case .retiring(let chunk, let fence) = entry.tensor.slots[entry.index] else {
+                preconditionFailure("retire queue entry is not retiring")
+            }
+            let complete: Bool
+            if let known = done[fence] {
+                complete = known
+            } else {
+                do { complete = try backend.isComplete(fence) } catch { throw VTensorError.from(error) }
+                done[fence] = complete
+            }
+            guard complete else { remaining.append(entry); continue }
+            do {
+                try backend.unmap(at: entry.tensor.address(ofChunk: entry.index))
+            } catch {
+                preconditionFailure("unmap of \(entry.tensor) chunk \(entry.index) after its fence failed: \(error)")
+            }
+            entry.tensor.slots[entry.index] = .empty
+            pool.dropReference(chunk)
+            reclaimed += 1
+            touched.append(entry.tensor)
+        }
+        retiring = remaining
+        for tensor in touched where tensor.isFreed { releaseReservationIfIdleLocked(tensor) }
+        do { _ = try pool.trim(to: pool.highWatermark) } catch { throw VTensorError.from(error) }
+        return reclaimed
+    }
+
+    private func releaseReservationIfIdleLocked(_ tensor: VirtualTensor) {
+        guard tensor.isFreed, !tensor.reservationReleased, tensor.slots.allSatisfy({ $0 == .empty }) else { return }
+        do {
+            try backend.releaseReservation(base: tensor.base, bytes: tensor.reservedBytes)
+        } catch {
+            preconditionFailure("releasing the reservation of \(tensor) failed: \(error)")
+        }
+        tensor.reservationReleased = true
+        tensors[tensor.id] = nil
+    }
+
+    private func scratchLocked() throws -> VirtualTensor {
+        if let scratch { return scratch }
+        let base: UInt64
+        do { base = try backend.reserve(bytes: chunkSize) } catch { throw VTensorError.from(error) }
+        let tensor = VirtualTensor(id: 0, base: base, chunkCount: 1, chunkSize: chunkSize)
+        scratch = tensor
+        return tensor
+    }
+
+    /// Teardown only: unmaps everything of a tensor immediately and frees its reservation.
+    private func releaseAllLocked(_ tensor: VirtualTensor) {
+        for index in 0..<tensor.chunkCount {
+            guard let chunk = tensor.slots[index].chunk else { continue }
+            try? backend.unmap(at: tensor.address(ofChunk: index))
+            tensor.slots[index] = .empty
+            pool.dropReference(chunk)
+        }
+        if !tensor.reservationReleased {
+            try? backend.releaseReservation(base: tensor.base, bytes: tensor.reservedBytes)
+            tensor.reservationReleased = true
+        }
+    }
+}
+
+extension VirtualTensor {
+    func fence(at index: Int) -> Fence {
+        guard case .retiring(_, let fence) = slots[index] else { preconditionFailure("slot \(index) is not retiring") }
+        return fence
+    }
+}

@@ -1,0 +1,50 @@
+/// A reserved, virtually contiguous address range whose physical chunks are mapped on demand.
+///
+/// The base address never changes during the tensor's life, so kernels (and captured CUDA
+/// graphs) can keep using it while chunks come and go behind it. All mutation goes through
+/// the `VirtualMemory` that made the tensor.
+///
+/// `@unchecked Sendable`: the mutable slot table is only touched under the owning
+/// `VirtualMemory`'s lock; `id`, `base` and sizes are immutable.
+public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
+    public let id: Int
+    /// Device virtual address of byte 0.
+    public let base: UInt64
+    /// Reserved bytes: `chunkCount * chunkSize`.
+    public let reservedBytes: Int
+    public let chunkSize: Int
+    public var chunkCount: Int { slots.count }
+
+    enum Slot: Equatable {
+        case empty
+        case mapped(PhysicalChunk)
+        /// Logically unmapped; physically unmapped once `fence` completes.
+        case retiring(PhysicalChunk, Fence)
+
+        var chunk: PhysicalChunk? {
+            switch self {
+            case .empty: return nil
+            case .mapped(let chunk), .retiring(let chunk, _): return chunk
+            }
+        }
+    }
+
+    var slots: [Slot]
+    var isFreed = false
+    var reservationReleased = false
+
+    init(id: Int, base: UInt64, chunkCount: Int, chunkSize: Int) {
+        self.id = id
+        self.base = base
+        self.chunkSize = chunkSize
+        self.reservedBytes = chunkCount * chunkSize
+        self.slots = Array(repeating: .empty, count: chunkCount)
+    }
+
+    /// Address of chunk `index`.
+    public func address(ofChunk index: Int) -> UInt64 {
+        base + UInt64(index * chunkSize)
+    }
+
+    public var description: String { "tensor#\(id)@\(hex(base))" }
+}

@@ -1,0 +1,143 @@
+import Testing
+@testable import VTensor
+
+@Suite struct KVLayoutTests {
+    @Test func llama3ArithmeticMatchesTheNotes() throws {
+        let chunk = 2 << 20
+        let perLayer = try KVLayout(.perLayer, shape: .llama3_8B, chunkSize: chunk)
+        #expect(perLayer.rangesPerRequest == 64)
+        #expect(perLayer.tokensPerChunk == 1024)
+        #expect(perLayer.tokenStride == 2048)
+        let perToken = try KVLayout(.perToken, shape: .llama3_8B, chunkSize: chunk)
+        #expect(perToken.rangesPerRequest == 1)
+        #expect(perToken.tokensPerChunk == 16)
+        #expect(perToken.tokenStride == 128 << 10)
+        let blocked = try KVLayout(.blocked, shape: .llama3_8B, chunkSize: chunk)
+        #expect(blocked.tokensPerChunk == 16)
+        #expect(blocked.tokenStride == 2048)
+        // Layer 3's V run in a block starts after 7 runs of 16 tokens x 2 KiB.
+        #expect(blocked.placement(layer: 3, component: .value) == (0, 7 * 16 * 2048))
+        #expect(perLayer.placement(layer: 3, component: .value) == (7, 0))
+        #expect(perToken.placement(layer: 3, component: .value) == (0, 7 * 2048))
+    }
+
+    @Test func viewsOfEveryLayoutTileTheRequestWithoutOverlap() throws {
+        // SmolLM2 does not divide 2 MiB evenly: blocks carry padding, and no two
+        // (token, layer, component, head) addresses may coincide.
+        let chunk = 2 << 20
+        for kind in KVLayoutKind.allCases {
+            let layout = try KVLayout(kind, shape: .smolLM2_135M, chunkSize: chunk)
+            var seen = Set<UInt64>()
+            let tokens = layout.tokensPerChunk * 2 + 3
+            for layer in 0..<layout.shape.layers {
+                for component in KVComponent.allCases {
+                    let place = layout.placement(layer: layer, component: component)
+                    let view = KVView(base: UInt64(place.range) << 40 + UInt64(place.offset), tokenStride: layout.tokenStride,
+                                      headStride: layout.headStride, blockStride: chunk, tokensPerBlock: layout.tokensPerChunk,
+                                      length: tokens, readableTokens: tokens)
+                    for token in 0..<tokens {
+                        for head in 0..<layout.shape.kvHeads {
+                            let address = view.address(token: token, head: head)
+                            #expect((address & ((1 << 40) - 1)) % UInt64(chunk) + UInt64(layout.shape.headBytes) <= UInt64(chunk))
+                            #expect(seen.insert(address).inserted)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func aTokenLargerThanAChunkIsAClearError() {
+        #expect {
+            try KVLayout(.perToken, shape: KVShape(layers: 80, kvHeads: 64, headDim: 128), chunkSize: 1 << 20)
+        } throws: { error in
+            String(describing: error).contains("does not fit")
+        }
+    }
+}
+
+@Suite struct KVCacheTests {
+    let shape = KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32)
+
+    @Test func forkSharesFullChunksAndCopiesTheBoundary() throws {
+        for kind in KVLayoutKind.allCases {
+            let host = try makeHost()
+            let memory = try makeMemory(host, budgetChunks: 200)
+            let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 256)
+            let perChunk = cache.layout.tokensPerChunk
+            try cache.addRequest(1)
+            let n = 2 * perChunk + perChunk / 2
+            try cache.reserve(1, tokens: n)
+            try cache.setLength(1, n)
+            let view = try cache.view(1, layer: 1, component: .value)
+            for t in 0..<n { store(UInt32(t + 1), at: view.address(token: t, head: 1)) }
+            try cache.fork(from: 1, prefix: n - 1, into: 2)
+            let child = try cache.view(2, layer: 1, component: .value)
+            for t in 0..<(n - 1) { #expect(load(child.address(token: t, head: 1)) == UInt32(t + 1)) }
+            for (mine, theirs) in zip(try cache.tensors(of: 2), try cache.tensors(of: 1)) {
+                // Two full chunks shared without a copy, the boundary chunk private.
+                #expect(memory.physicalChunk(mine, chunk: 0) == memory.physicalChunk(theirs, chunk: 0))
+                #expect(memory.physicalChunk(mine, chunk: 1) == memory.physicalChunk(theirs, chunk: 1))
+                #expect(memory.physicalChunk(mine, chunk: 2) != memory.physicalChunk(theirs, chunk: 2))
+            }
+            // The parent's append into its boundary chunk never shows in the child.
+            store(999, at: view.address(token: n - 1, head: 1))
+            try cache.reserve(2, tokens: n)
+            store(555, at: child.address(token: n - 1, head: 1))
+            #expect(load(view.address(token: n - 1, head: 1)) == 999)
+            // Truncating the child into its shared prefix, then appending, copies on write.
+            try cache.truncate(2, to: 3)
+            try cache.reserve(2, tokens: 4)
+            store(777, at: child.address(token: 3, head: 1))
+            #expect(load(view.address(token: 3, head: 1)) == 4)
+            #expect(load(child.address(token: 2, head: 1)) == 3)
+            #expect(memory.audit { backendAgrees($0, host) } == [])
+            try cache.free(1)
+            try cache.free(2)
+            try memory.drain()
+            #expect(memory.accounting.inUse == 0)
+        }
+    }
+
+    @Test func requestErrorsAreNamed() throws {
+        let memory = try makeMemory(try makeHost(), budgetChunks: 64)
+        let cache = try KVCache(shape: shape, layout: .perToken, memory: memory, maxTokensPerRequest: 40)
+        #expect(throws: VTensorError.unknownRequest(9)) { try cache.view(9, layer: 0, component: .key) }
+        try cache.addRequest(1)
+        #expect(throws: VTensorError.duplicateRequest(1)) { try cache.addRequest(1) }
+        #expect(throws: VTensorError.self) { try cache.reserve(1, tokens: 41) }
+        #expect(throws: VTensorError.self) { try cache.setLength(1, 5) }  // nothing mapped yet
+        #expect(throws: VTensorError.self) { try cache.fork(from: 1, prefix: 3, into: 2) }
+        try cache.free(1)
+        #expect(throws: VTensorError.unknownRequest(1)) { try cache.free(1) }
+        #expect(throws: VTensorError.self) {
+            try KVCache(shape: shape, layout: .perLayer, memory: try makeMemory(try makeHost(), budgetChunks: 2), maxTokensPerRequest: 8)
+        }
+    }
+
+    @Test func paddingViewIsAlwaysMapped() throws {
+        let host = try makeHost()
+        let memory = try makeMemory(host, budgetChunks: 8)
+        let cache = try KVCache(shape: shape, layout: .blocked, memory: memory, maxTokensPerRequest: 40)
+        let pad = try cache.paddingView(layer: 1, component: .value)
+        #expect(pad.length == 0)
+        #expect(host.isAccessible(address: pad.address(token: pad.readableTokens - 1, head: 1), bytes: shape.headBytes))
+    }
+
+    @Test func wasteIsBoundedPerLayout() throws {
+        // Per-token and blocked layouts waste at most one chunk per request; per-layer one per range.
+        for kind in KVLayoutKind.allCases {
+            let memory = try makeMemory(try makeHost(), budgetChunks: 400)
+            let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 256)
+            for id in 1...5 {
+                try cache.addRequest(id)
+                try cache.reserve(id, tokens: 17 * id)
+                try cache.setLength(id, 17 * id)
+            }
+            let a = cache.accounting
+            let waste = a.physicalBytes - a.dataBytes
+            #expect(waste >= 0)
+            #expect(waste < 5 * cache.layout.rangesPerRequest * testChunk)
+        }
+    }
+}
