@@ -17,11 +17,12 @@ let package = Package(
         // memfd_create and hole punching for the host memory backend.
         .target(name: "CSystem"),
         .target(name: "GPU", dependencies: ["CCUDA"]),
-        .target(name: "VTensor", dependencies: ["CSystem"]),
+        .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
+        .target(name: "Kernels", dependencies: ["GPU"]),
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [
-                "VTensor", "GPU",
+                "VTensor", "GPU", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -131,6 +131,16 @@ public struct KVView: Equatable, Sendable, Codable {
     public var length: Int
     public var readableTokens: Int
 
+    public init(base: UInt64, tokenStride: Int, headStride: Int, blockStride: Int, tokensPerBlock: Int, length: Int, readableTokens: Int) {
+        self.base = base
+        self.tokenStride = tokenStride
+        self.headStride = headStride
+        self.blockStride = blockStride
+        self.tokensPerBlock = tokensPerBlock
+        self.length = length
+        self.readableTokens = readableTokens
+    }
+
     /// Blocks are back to back: a plain strided tensor with `tokenStride`.
     public var isContiguous: Bool { tokensPerBlock * tokenStride == blockStride }
 

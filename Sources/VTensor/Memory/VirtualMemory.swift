@@ -165,7 +165,12 @@ public final class VirtualMemory: @unchecked Sendable {
                 guard chunks <= tensor.chunkCount else {
                     throw VTensorError.capacityExceeded("tensor \(tensor.id) spans \(tensor.chunkCount) chunks; \(chunks) requested")
                 }
-                for index in 0..<chunks {
+                // One pass under the lock finds the holes; each is then mapped under its own hold.
+                let holes = try lock.withLock { () throws -> [Int] in
+                    guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+                    return (0..<chunks).filter { if case .mapped = tensor.slots[$0] { return false } else { return true } }
+                }
+                for index in holes {
                     let start = onChunkMapped == nil ? 0 : monotonicNanos()
                     let didMap = try lock.withLock { () throws -> Bool in
                         guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }

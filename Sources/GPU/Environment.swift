@@ -1,0 +1,26 @@
+import Glibc
+
+/// The environment variables this module reads, gathered into a dictionary so that every
+/// decision made from them (library search, cache directory) is a pure, testable function.
+public enum ProcessEnvironment {
+    /// Names read by ``current()``.
+    public static let names = ["CUDA_HOME", "CUDA_PATH", "VTENSOR_CACHE_DIR", "XDG_CACHE_HOME", "HOME"]
+
+    /// Reads ``names`` with `getenv` (not `environ`, which Swift 6 treats as shared mutable state).
+    public static func current() -> [String: String] {
+        var environment: [String: String] = [:]
+        for name in names {
+            if let value = getenv(name) { environment[name] = String(cString: value) }
+        }
+        return environment
+    }
+}
+
+extension Dictionary where Key == String, Value == String {
+    /// The value of `name` when set and not empty, without trailing slashes (a lone "/" stays).
+    func nonEmpty(_ name: String) -> String? {
+        guard var value = self[name], !value.isEmpty else { return nil }
+        while value.count > 1 && value.hasSuffix("/") { value.removeLast() }
+        return value
+    }
+}

@@ -1,0 +1,82 @@
+import CCUDA
+
+/// Device memory from `cuMemAlloc`, freed in `deinit`: for weights and scratch buffers, whose
+/// size is known up front (the KV cache uses virtual memory instead).
+///
+/// `@unchecked Sendable`: address and size never change; the memory itself is the caller's
+/// to synchronise, as with any device pointer.
+public final class DeviceBuffer: @unchecked Sendable {
+    public let context: CUDAContext
+    public let address: UInt64
+    public let bytes: Int
+
+    public init(context: CUDAContext, bytes: Int) throws {
+        precondition(bytes > 0, "device buffer size must be positive")
+        try context.makeCurrent()
+        var address: CUdeviceptr = 0
+        try context.driver.check(context.driver.api.cuMemAlloc(&address, bytes), "cuMemAlloc")
+        self.context = context
+        self.address = address
+        self.bytes = bytes
+    }
+
+    deinit {
+        // cuMemFree synchronises implicitly with outstanding work that uses the buffer.
+        _ = context.driver.api.cuMemFree(address)
+    }
+}
+
+/// Copies and fills on raw device addresses, so they work on ``DeviceBuffer``s and on mapped
+/// virtual ranges alike. The synchronous ones make the context current; the asynchronous
+/// ones, meant for hot paths, expect it current already (``CUDAContext/makeCurrent()``).
+extension CUDAContext {
+    /// `cuMemcpyHtoD`: copies `source` to `destination` and returns once the copy is done.
+    public func copyHostToDevice(destination: UInt64, source: UnsafeRawBufferPointer) throws {
+        guard let base = source.baseAddress, source.count > 0 else { return }
+        try makeCurrent()
+        try driver.check(driver.api.cuMemcpyHtoD(destination, base, source.count), "cuMemcpyHtoD")
+    }
+
+    /// ``copyHostToDevice(destination:source:)`` for an array of plain values.
+    public func copyHostToDevice<T: BitwiseCopyable>(destination: UInt64, from values: [T]) throws {
+        try values.withUnsafeBytes { try copyHostToDevice(destination: destination, source: $0) }
+    }
+
+    /// `cuMemcpyDtoH`: copies `destination.count` bytes from `source`, waiting for the copy.
+    public func copyDeviceToHost(destination: UnsafeMutableRawBufferPointer, source: UInt64) throws {
+        guard let base = destination.baseAddress, destination.count > 0 else { return }
+        try makeCurrent()
+        try driver.check(driver.api.cuMemcpyDtoH(base, source, destination.count), "cuMemcpyDtoH")
+    }
+
+    /// ``copyDeviceToHost(destination:source:)`` into a new array of `count` values.
+    public func copyDeviceToHost<T: BitwiseCopyable>(source: UInt64, count: Int, as type: T.Type = T.self) throws -> [T] {
+        precondition(count >= 0, "negative element count")
+        return try [T](unsafeUninitializedCapacity: count) { buffer, initialized in
+            try copyDeviceToHost(destination: UnsafeMutableRawBufferPointer(buffer), source: source)
+            initialized = count
+        }
+    }
+
+    /// `cuMemcpyDtoDAsync`: queues a device-to-device copy on `stream` (nil: default stream).
+    public func copyDeviceToDeviceAsync(destination: UInt64, source: UInt64, bytes: Int, stream: CUDAStream?) throws {
+        precondition(bytes >= 0, "negative copy size")
+        if bytes == 0 { return }
+        try driver.check(driver.api.cuMemcpyDtoDAsync(destination, source, bytes, stream.handle), "cuMemcpyDtoDAsync")
+    }
+
+    /// `cuMemcpyHtoDAsync`: queues a host-to-device copy. `source` must stay valid until the
+    /// stream reaches the copy; for pageable memory the driver stages it and may block.
+    public func copyHostToDeviceAsync(destination: UInt64, source: UnsafeRawBufferPointer, stream: CUDAStream?) throws {
+        guard let base = source.baseAddress, source.count > 0 else { return }
+        try driver.check(
+            driver.api.cuMemcpyHtoDAsync(destination, base, source.count, stream.handle), "cuMemcpyHtoDAsync")
+    }
+
+    /// `cuMemsetD8Async`: queues filling `bytes` bytes at `destination` with `value`.
+    public func memset8Async(destination: UInt64, value: UInt8, bytes: Int, stream: CUDAStream?) throws {
+        precondition(bytes >= 0, "negative fill size")
+        if bytes == 0 { return }
+        try driver.check(driver.api.cuMemsetD8Async(destination, value, bytes, stream.handle), "cuMemsetD8Async")
+    }
+}

@@ -1,0 +1,123 @@
+import GPU
+import Synchronization
+
+/// The GPU backend: CUDA's virtual memory management API (cuMemAddressReserve, cuMemCreate,
+/// cuMemMap, cuMemSetAccess, cuMemUnmap, cuMemRelease) on one device.
+///
+/// Fences are CUDA events recorded on the work stream. Every kernel that reads KV memory must
+/// run on that stream (or be ordered before it), so that a fence recorded at unmap time covers
+/// it. Driver calls may come from any thread; the backend makes its context current first.
+public final class CUDABackend: MemoryBackend {
+    public let name = "cuda"
+    public let context: CUDAContext
+    /// Where kernels that read mapped memory are launched, and where fences are recorded.
+    public let workStream: CUDAStream
+    public let chunkSize: Int
+    public let totalPhysicalBytes: Int
+    private let driver: CUDADriver
+    private let ordinal: Int
+    private let fences = Mutex(FenceTable())
+
+    private struct FenceTable {
+        var next: UInt64 = 1
+        var pending: [UInt64: CUDAEvent] = [:]
+        var spare: [CUDAEvent] = []
+    }
+
+    public init(context: CUDAContext, workStream: CUDAStream) throws {
+        try context.device.requireVirtualMemory()
+        self.context = context
+        self.workStream = workStream
+        self.driver = context.driver
+        self.ordinal = context.ordinal
+        self.chunkSize = try context.driver.allocationGranularity(device: context.ordinal)
+        self.totalPhysicalBytes = context.device.totalMemory
+    }
+
+    public func freePhysicalBytes() throws -> Int { try context.memoryInfo().free }
+
+    private func current() throws -> CUDADriver {
+        try context.makeCurrent()
+        return driver
+    }
+
+    public func reserve(bytes: Int) throws -> UInt64 {
+        try wrap { try current().reserveAddressRange(size: bytes, alignment: chunkSize) }
+    }
+
+    public func releaseReservation(base: UInt64, bytes: Int) throws {
+        try wrap { try current().freeAddressRange(base, size: bytes) }
+    }
+
+    public func createChunk() throws -> PhysicalChunk {
+        try wrap { PhysicalChunk(raw: try current().createPhysical(size: chunkSize, device: ordinal)) }
+    }
+
+    public func releaseChunk(_ chunk: PhysicalChunk) throws {
+        try wrap { try current().releasePhysical(chunk.raw) }
+    }
+
+    public func map(_ chunk: PhysicalChunk, at address: UInt64) throws {
+        try wrap { try current().map(address: address, size: chunkSize, handle: chunk.raw) }
+    }
+
+    public func setAccess(at address: UInt64, bytes: Int) throws {
+        try wrap { try current().setAccess(address: address, size: bytes, device: ordinal, readWrite: true) }
+    }
+
+    public func unmap(at address: UInt64) throws {
+        try wrap { try current().unmap(address: address, size: chunkSize) }
+    }
+
+    public func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws {
+        try wrap {
+            try context.makeCurrent()
+            try context.copyDeviceToDeviceAsync(destination: destination, source: source, bytes: bytes, stream: workStream)
+        }
+    }
+
+    public func recordFence() throws -> Fence {
+        try wrap {
+            try context.makeCurrent()
+            let event = try fences.withLock { $0.spare.popLast() } ?? CUDAEvent(context: context, timing: false)
+            try event.record(on: workStream)
+            return fences.withLock { table in
+                let id = table.next
+                table.next += 1
+                table.pending[id] = event
+                return Fence(raw: id)
+            }
+        }
+    }
+
+    public func isComplete(_ fence: Fence) throws -> Bool {
+        guard let event = fences.withLock({ $0.pending[fence.raw] }) else { return true }
+        let done = try wrap { try event.isComplete() }
+        if done { retire(fence) }
+        return done
+    }
+
+    public func wait(_ fence: Fence) throws {
+        guard let event = fences.withLock({ $0.pending[fence.raw] }) else { return }
+        try wrap { try event.synchronize() }
+        retire(fence)
+    }
+
+    /// Completed events are recycled: creating one per fence would cost a driver call each time.
+    private func retire(_ fence: Fence) {
+        fences.withLock { table in
+            if let event = table.pending.removeValue(forKey: fence.raw), table.spare.count < 256 {
+                table.spare.append(event)
+            }
+        }
+    }
+
+    /// Driver errors become backend errors that keep out-of-memory distinct.
+    private func wrap<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as CUDAError {
+            throw BackendError(operation: error.function, message: error.description, isOutOfMemory: error.isOutOfMemory)
+        }
+    }
+}

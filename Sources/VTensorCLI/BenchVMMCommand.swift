@@ -1,0 +1,140 @@
+import ArgumentParser
+import GPU
+import Glibc
+import Kernels
+import VTensor
+
+struct OperationLatency: Codable {
+    var operation: String
+    var latency: Percentiles
+}
+
+struct MapperThroughput: Codable {
+    var chunks: Int
+    /// Map + set access of chunks already created (the pool's warm reserve).
+    var mappingsPerSecond: Double
+    /// Create + map + set access (cold pool).
+    var coldMappingsPerSecond: Double
+    var p50Micros: Double
+    var p99Micros: Double
+}
+
+struct StepAheadResult: Codable {
+    var scenario: String
+    var steps: Int
+    var requests: Int
+    var stepMillis: Double
+    var chunksPerStepMean: Double
+    var chunksPerStepMax: Int
+    var blockedWaits: Int
+    var waitMeanMicros: Double
+    var waitMaxMicros: Double
+}
+
+struct LaunchInterference: Codable {
+    var idle: Percentiles
+    var whileMapping: Percentiles
+    var chunksMappedMeanwhile: Int
+    var copyMillisIdle: Double
+    var copyMillisWhileMapping: Double
+}
+
+struct CopyBandwidth: Codable {
+    var bytes: Int
+    var mappedTBps: Double
+    var plainTBps: Double
+}
+
+struct LayoutRead: Codable {
+    var layout: String
+    var requests: Int
+    var tokens: Int
+    var bytesRead: Int
+    var millis: Double
+    var tbps: Double
+    var fractionOfPlain: Double
+    var note: String?
+}
+
+struct VMMBenchReport: Codable {
+    var date: String
+    var backend: String
+    var device: String
+    var chunkSize: Int
+    var latencies: [OperationLatency]
+    var mapper: MapperThroughput
+    var stepAhead: [StepAheadResult]
+    var launch: LaunchInterference?
+    var copy: CopyBandwidth
+    var layoutShape: String
+    var layouts: [LayoutRead]
+}
+
+struct BenchVMMCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vmm",
+        abstract: "Virtual-memory costs: per-chunk latencies, mapper throughput, step-ahead waits, copy and KV-layout read bandwidth.")
+
+    @OptionGroup var options: BackendOptions
+
+    @Flag(help: "Print JSON on stdout instead of the tables.")
+    var json = false
+
+    @Option(name: .customLong("json-out"), help: "Also write the JSON report to this file.")
+    var jsonOut: String?
+
+    @Option(help: "Chunks for the latency and mapper measurements (default: 2000 on cuda, 256 on cpu).")
+    var chunks: Int?
+
+    @Option(help: "Decode steps for the step-ahead measurement.")
+    var steps = 200
+
+    func run() throws {
+        let (kind, unavailable) = options.resolve()
+        if kind == .cpu, let unavailable, options.backend == nil, !json { print("(\(unavailable); measuring the cpu backend)") }
+        let device = try openDevice(kind, ordinal: options.device, hostCapacity: min(12 << 30, hostMemoryBytes() / 2))
+        let bench = VMMBench(device: device, chunks: chunks ?? (kind == .cuda ? 2000 : 256), steps: steps, log: !json)
+        let report = try bench.run()
+        if let jsonOut { try writeFile(jsonOut, try jsonString(report) + "\n") }
+        if json {
+            print(try jsonString(report))
+        } else {
+            print(render(report))
+        }
+    }
+
+    func render(_ r: VMMBenchReport) -> String {
+        var out = "vtensor bench vmm — \(r.backend) on \(r.device), chunk \(mib(r.chunkSize)), \(r.date)\n\n"
+        var lat = Table(title: "Per-chunk driver calls (us)", header: ["operation", "p50", "p99", "mean", "max", "n"])
+        for l in r.latencies {
+            lat.add([l.operation, fixed(l.latency.p50Micros, 1), fixed(l.latency.p99Micros, 1), fixed(l.latency.meanMicros, 1), fixed(l.latency.maxMicros, 1), "\(l.latency.count)"])
+        }
+        out += lat.render() + "\n"
+        var mapper = Table(title: "Asynchronous mapper", header: ["measure", "value"])
+        mapper.add(["mappings/s (map + set access, warm pool)", fixed(r.mapper.mappingsPerSecond, 0)])
+        mapper.add(["mappings/s (create + map + set access)", fixed(r.mapper.coldMappingsPerSecond, 0)])
+        mapper.add(["per-chunk latency p50 / p99 (us)", "\(fixed(r.mapper.p50Micros, 1)) / \(fixed(r.mapper.p99Micros, 1))"])
+        out += mapper.render() + "\n"
+        var steps = Table(title: "Consumer waits on mappings requested one step ahead", header: ["scenario", "steps", "requests", "step ms", "chunks/step", "max", "blocked", "wait mean us", "wait max us"])
+        for s in r.stepAhead {
+            steps.add([s.scenario, "\(s.steps)", "\(s.requests)", fixed(s.stepMillis, 1), fixed(s.chunksPerStepMean, 1), "\(s.chunksPerStepMax)", "\(s.blockedWaits)", fixed(s.waitMeanMicros, 1), fixed(s.waitMaxMicros, 1)])
+        }
+        out += steps.render() + "\n"
+        if let l = r.launch {
+            var launch = Table(title: "Kernel launches while the mapper works (host us per cuLaunchKernel)", header: ["condition", "p50", "p99", "mean", "copy kernel ms"])
+            launch.add(["mapper idle", fixed(l.idle.p50Micros, 2), fixed(l.idle.p99Micros, 2), fixed(l.idle.meanMicros, 2), fixed(l.copyMillisIdle, 3)])
+            launch.add(["mapper mapping \(l.chunksMappedMeanwhile) chunks", fixed(l.whileMapping.p50Micros, 2), fixed(l.whileMapping.p99Micros, 2), fixed(l.whileMapping.meanMicros, 2), fixed(l.copyMillisWhileMapping, 3)])
+            out += launch.render() + "\n"
+        }
+        var copy = Table(title: "Copy bandwidth, \(mib(r.copy.bytes)) read + written (TB/s)", header: ["memory", "TB/s"])
+        copy.add(["virtual tensor (mapped chunks)", fixed(r.copy.mappedTBps, 3)])
+        copy.add(["plain allocation", fixed(r.copy.plainTBps, 3)])
+        out += copy.render() + "\n"
+        var layouts = Table(title: "Decode-style read of one layer's K and V, \(r.layoutShape)", header: ["layout", "requests x tokens", "MiB read", "ms", "TB/s", "vs plain"])
+        for l in r.layouts {
+            layouts.add([l.layout, "\(l.requests) x \(l.tokens)", fixed(Double(l.bytesRead) / 1_048_576, 0), fixed(l.millis, 3), fixed(l.tbps, 3), fixed(l.fractionOfPlain, 3) + (l.note.map { " (\($0))" } ?? "")])
+        }
+        out += layouts.render()
+        return out
+    }
+}

@@ -1,0 +1,66 @@
+/// Number formatting without Foundation (String(format:) would pull in ICU data).
+func fixed(_ value: Double, _ digits: Int = 2) -> String {
+    guard value.isFinite else { return value.isNaN ? "nan" : (value > 0 ? "inf" : "-inf") }
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let rounded = (abs(value) * scale).rounded()
+    let whole = Int(rounded / scale)
+    let fraction = Int(rounded - Double(whole) * scale)
+    var text = (value < 0 && rounded != 0 ? "-" : "") + String(whole)
+    if digits > 0 {
+        let f = String(fraction)
+        text += "." + String(repeating: "0", count: digits - f.count) + f
+    }
+    return text
+}
+
+func mib(_ bytes: Int) -> String { fixed(Double(bytes) / 1_048_576, 1) + " MiB" }
+func gib(_ bytes: Int) -> String { fixed(Double(bytes) / 1_073_741_824, 2) + " GiB" }
+func micros(_ nanos: UInt64) -> String { fixed(Double(nanos) / 1000, 1) }
+
+/// A plain text table with right-aligned numeric columns.
+struct Table {
+    var title: String
+    var header: [String]
+    var rows: [[String]] = []
+
+    mutating func add(_ row: [String]) { rows.append(row) }
+
+    func render() -> String {
+        var widths = header.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, cell in
+                let pad = String(repeating: " ", count: widths[i] - cell.count)
+                return i == 0 ? cell + pad : pad + cell
+            }.joined(separator: "  ")
+        }
+        var out = "\(title)\n" + line(header) + "\n" + widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ") + "\n"
+        for row in rows { out += line(row) + "\n" }
+        return out
+    }
+}
+
+/// Percentiles of nanosecond samples.
+struct Percentiles: Codable {
+    var count: Int
+    var p50Micros: Double
+    var p99Micros: Double
+    var meanMicros: Double
+    var maxMicros: Double
+
+    init(_ samples: [UInt64]) {
+        let sorted = samples.sorted()
+        count = sorted.count
+        guard !sorted.isEmpty else { p50Micros = 0; p99Micros = 0; meanMicros = 0; maxMicros = 0; return }
+        p50Micros = Double(sorted[sorted.count / 2]) / 1000
+        p99Micros = Double(sorted[min(sorted.count - 1, sorted.count * 99 / 100)]) / 1000
+        meanMicros = Double(sorted.reduce(0, +)) / Double(sorted.count) / 1000
+        maxMicros = Double(sorted.last!) / 1000
+    }
+}
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+}

@@ -1,0 +1,433 @@
+import GPU
+import Glibc
+import Kernels
+import VTensor
+
+/// The measurements behind `vtensor bench vmm`, on either backend.
+struct VMMBench {
+    let device: any DeviceWork
+    let chunks: Int
+    let steps: Int
+    let log: Bool
+    var gpu: CUDAWork? { device as? CUDAWork }
+    var backend: any MemoryBackend { device.backend }
+    var chunk: Int { backend.chunkSize }
+    /// Layers the CPU layout measurement writes and reads (one per timed run, plus warm-up).
+    let cpuLayers = 6
+
+    func say(_ text: String) { if log { print(text) } }
+
+    func run() throws -> VMMBenchReport {
+        say("measuring per-chunk driver calls (\(chunks) chunks)...")
+        let latencies = try measureLatencies()
+        say("measuring the asynchronous mapper...")
+        let mapper = try measureMapper()
+        say("measuring step-ahead waits (\(steps) steps)...")
+        let stepAhead = try measureStepAhead()
+        let launch: LaunchInterference?
+        if let gpu {
+            say("measuring kernel launches while mapping...")
+            launch = try measureLaunches(gpu)
+        } else {
+            launch = nil
+        }
+        say("measuring copy bandwidth...")
+        let copy = try measureCopy()
+        say("measuring KV layout read bandwidth...")
+        let (shape, layouts) = try measureLayouts()
+        return VMMBenchReport(date: todayUTC(), backend: backend.name, device: device.name, chunkSize: chunk,
+                              latencies: latencies, mapper: mapper, stepAhead: stepAhead, launch: launch,
+                              copy: copy, layoutShape: shape, layouts: layouts)
+    }
+
+    // MARK: Per-chunk latencies, straight on the backend
+
+    func measureLatencies() throws -> [OperationLatency] {
+        let base = try backend.reserve(bytes: chunks * chunk)
+        defer { try? backend.releaseReservation(base: base, bytes: chunks * chunk) }
+        var created: [PhysicalChunk] = []
+        var samples: [String: [UInt64]] = [:]
+        func timed(_ name: String, _ body: () throws -> Void) rethrows {
+            let start = monotonicNanos()
+            try body()
+            samples[name, default: []].append(monotonicNanos() - start)
+        }
+        for _ in 0..<chunks { try timed("create") { created.append(try backend.createChunk()) } }
+        for (i, c) in created.enumerated() { try timed("map") { try backend.map(c, at: base + UInt64(i * chunk)) } }
+        for i in 0..<chunks { try timed("set access") { try backend.setAccess(at: base + UInt64(i * chunk), bytes: chunk) } }
+        for i in 0..<chunks { try timed("unmap") { try backend.unmap(at: base + UInt64(i * chunk)) } }
+        for c in created { try timed("release") { try backend.releaseChunk(c) } }
+        return ["create", "map", "set access", "unmap", "release"].map { OperationLatency(operation: $0, latency: Percentiles(samples[$0]!)) }
+    }
+
+    // MARK: Mapper throughput
+
+    func measureMapper() throws -> MapperThroughput {
+        func rate(warm: Bool) throws -> (Double, MapperStatistics) {
+            let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 8) * chunk),
+                                           lowWatermark: warm ? chunks : 0, highWatermark: chunks)
+            if warm { try memory.replenish() }
+            let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
+            defer { mapper.shutdown() }
+            let parts = 8
+            let tensors = try (0..<parts).map { _ in try memory.makeTensor(bytes: (chunks / parts) * chunk) }
+            let start = monotonicNanos()
+            let tickets = tensors.map { mapper.submit([($0, $0.chunkCount)]) }
+            for t in tickets { try mapper.wait(t) }
+            let seconds = Double(monotonicNanos() - start) / 1e9
+            let mapped = tensors.reduce(0) { $0 + $1.chunkCount }
+            return (Double(mapped) / seconds, mapper.statistics)
+        }
+        let (warm, stats) = try rate(warm: true)
+        let (cold, _) = try rate(warm: false)
+        return MapperThroughput(chunks: chunks / 8 * 8, mappingsPerSecond: warm, coldMappingsPerSecond: cold,
+                                p50Micros: Double(stats.chunkLatencyP50) / 1000, p99Micros: Double(stats.chunkLatencyP99) / 1000)
+    }
+
+    // MARK: Step-ahead waits
+
+    /// A decode loop: while step s "computes" (a GPU kernel of fixed length, or a sleep on the
+    /// CPU), the mapper maps what step s+1 needs; the wait before step s+1 should not block.
+    func measureStepAhead() throws -> [StepAheadResult] {
+        let isGPU = gpu != nil
+        let requests = isGPU ? 256 : 64
+        let stepMillis = 5.0
+        let spinCycles = try gpu.map { try calibrateSpin($0, millis: stepMillis) } ?? 0
+        var results: [StepAheadResult] = []
+        for scenario in ["decode", "decode + prefill bursts"] {
+            let bursts = scenario != "decode"
+            let memory = try VirtualMemory(backend: backend, budget: .fractionOfFree(0.9), lowWatermark: 64, highWatermark: 256)
+            let cache = try KVCache(shape: .llama3_8B, layout: .perToken, memory: memory, maxTokensPerRequest: 4096)
+            let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
+            defer { mapper.shutdown() }
+            var rng = SplitMix64(seed: 7)
+            var lengths: [Int: Int] = [:]
+            for id in 0..<requests {
+                try cache.addRequest(id)
+                let n = 1 + Int(rng.next() % 512)
+                try cache.reserve(id, tokens: n)
+                try cache.setLength(id, n)
+                lengths[id] = n
+            }
+            var nextID = requests
+            var pendingPrefill: [Int] = []
+            mapper.resetStatistics()
+            var demand: [Int] = []
+            for step in 0..<steps {
+                // Launch step s.
+                if let gpu { try gpu.kernels.spin(cycles: spinCycles, stream: gpu.stream) }
+                let deadline = monotonicNanos() + UInt64(stepMillis * 1e6)
+                // Plan step s+1: every running request grows by one token; bursts add prefills.
+                var job: AsyncMapper.Job = []
+                var chunksNeeded = 0
+                for (id, n) in lengths {
+                    chunksNeeded += cache.layout.chunks(forTokens: n + 2) - cache.layout.chunks(forTokens: n + 1)
+                    job += try cache.prepareGrowth(id, tokens: n + 2)
+                }
+                if bursts && step % 25 == 0 && step + 1 < steps {
+                    for _ in 0..<4 {
+                        try cache.addRequest(nextID)
+                        job += try cache.prepareGrowth(nextID, tokens: 1024)
+                        chunksNeeded += cache.layout.chunks(forTokens: 1024)
+                        pendingPrefill.append(nextID)
+                        nextID += 1
+                    }
+                }
+                demand.append(chunksNeeded)
+                let ticket = mapper.submit(job)
+                // Step s ends.
+                if let gpu {
+                    try gpu.stream.synchronize()
+                } else {
+                    let now = monotonicNanos()
+                    if now < deadline { usleep(UInt32((deadline - now) / 1000)) }
+                }
+                try mapper.wait(ticket)
+                for (id, n) in lengths { try cache.setLength(id, n + 1); lengths[id] = n + 1 }
+                for id in pendingPrefill { try cache.setLength(id, 1023); lengths[id] = 1023 }
+                pendingPrefill.removeAll()
+            }
+            let s = mapper.statistics
+            results.append(StepAheadResult(
+                scenario: scenario, steps: steps, requests: requests, stepMillis: stepMillis,
+                chunksPerStepMean: Double(demand.reduce(0, +)) / Double(max(1, demand.count)), chunksPerStepMax: demand.max() ?? 0,
+                blockedWaits: s.blockedWaits, waitMeanMicros: Double(s.waitNanosTotal) / Double(max(1, s.waits)) / 1000,
+                waitMaxMicros: Double(s.waitNanosMax) / 1000))
+            for id in lengths.keys { try cache.free(id) }
+            try memory.drain()
+        }
+        return results
+    }
+
+    /// Clock cycles of `vt_spin` that take `millis` on this GPU.
+    func calibrateSpin(_ gpu: CUDAWork, millis: Double) throws -> UInt64 {
+        let cycles: UInt64 = 20_000_000
+        let start = try CUDAEvent(context: gpu.context, timing: true)
+        let end = try CUDAEvent(context: gpu.context, timing: true)
+        try gpu.kernels.spin(cycles: cycles / 10, stream: gpu.stream)
+        try start.record(on: gpu.stream)
+        try gpu.kernels.spin(cycles: cycles, stream: gpu.stream)
+        try end.record(on: gpu.stream)
+        try end.synchronize()
+        let ms = Double(try CUDAEvent.elapsedMilliseconds(from: start, to: end))
+        return UInt64(Double(cycles) * millis / ms)
+    }
+
+    // MARK: Launch latency while mapping (GPU)
+
+    func measureLaunches(_ gpu: CUDAWork) throws -> LaunchInterference {
+        let launches = 20_000
+        func launchSamples(until done: () -> Bool, max: Int) throws -> [UInt64] {
+            var samples: [UInt64] = []
+            samples.reserveCapacity(max)
+            while samples.count < max && !done() {
+                let start = monotonicNanos()
+                try gpu.kernels.empty(stream: gpu.stream)
+                samples.append(monotonicNanos() - start)
+                if samples.count % 1000 == 0 { try gpu.stream.synchronize() }
+            }
+            try gpu.stream.synchronize()
+            return samples
+        }
+        let copyBytes = 256 << 20
+        let source = try DeviceBuffer(context: gpu.context, bytes: copyBytes)
+        let target = try DeviceBuffer(context: gpu.context, bytes: copyBytes)
+        try gpu.fill(source.address, words: copyBytes / 4, seed: 5)
+        func timeCopy() throws -> Double {
+            try timeGPU(gpu, reps: 10) {
+                try gpu.kernels.copy(from: source.address, to: target.address, bytes: copyBytes,
+                                     multiprocessors: gpu.context.device.multiprocessorCount, stream: gpu.stream)
+            }
+        }
+        let idle = try launchSamples(until: { false }, max: launches)
+        let copyIdle = try timeCopy()
+
+        let n = min(chunks * 2, 4000)
+        let memory = try VirtualMemory(backend: backend, budget: .bytes((2 * n + 8) * chunk), lowWatermark: 0, highWatermark: 2 * n)
+        let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
+        defer { mapper.shutdown() }
+        let first = try memory.makeTensor(bytes: n * chunk)
+        var ticket = mapper.submit([(first, n)])
+        let busy = try launchSamples(until: { mapper.isDone(ticket) }, max: launches)
+        try mapper.wait(ticket)
+        let second = try memory.makeTensor(bytes: n * chunk)
+        ticket = mapper.submit([(second, n)])
+        let copyBusy = try timeCopy()
+        try mapper.wait(ticket)
+        return LaunchInterference(idle: Percentiles(idle), whileMapping: Percentiles(busy), chunksMappedMeanwhile: n,
+                                  copyMillisIdle: copyIdle, copyMillisWhileMapping: copyBusy)
+    }
+
+    /// Median milliseconds of `body` over `reps` runs, timed with CUDA events after one warm-up.
+    func timeGPU(_ gpu: CUDAWork, reps: Int, _ body: () throws -> Void) throws -> Double {
+        try body()
+        var times: [Double] = []
+        let start = try CUDAEvent(context: gpu.context, timing: true)
+        let end = try CUDAEvent(context: gpu.context, timing: true)
+        for _ in 0..<reps {
+            try start.record(on: gpu.stream)
+            try body()
+            try end.record(on: gpu.stream)
+            try end.synchronize()
+            times.append(Double(try CUDAEvent.elapsedMilliseconds(from: start, to: end)))
+        }
+        return median(times)
+    }
+
+    /// Median milliseconds of `body` on the CPU.
+    func timeCPU(reps: Int, _ body: () throws -> Void) rethrows -> Double {
+        try body()
+        var times: [Double] = []
+        for _ in 0..<reps {
+            let start = monotonicNanos()
+            try body()
+            times.append(Double(monotonicNanos() - start) / 1e6)
+        }
+        return median(times)
+    }
+
+    // MARK: Copy bandwidth
+
+    func measureCopy() throws -> CopyBandwidth {
+        let bytes = gpu != nil ? 1 << 30 : 256 << 20
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(2 * bytes + 4 * chunk), lowWatermark: 0, highWatermark: 0)
+        let source = try memory.makeTensor(bytes: bytes)
+        let target = try memory.makeTensor(bytes: bytes)
+        try memory.grow([(source, source.chunkCount), (target, target.chunkCount)])
+        try device.fill(source.base, words: bytes / 4, seed: 9)
+        let mappedMillis: Double
+        let plainMillis: Double
+        if let gpu {
+            let sms = gpu.context.device.multiprocessorCount
+            mappedMillis = try timeGPU(gpu, reps: 20) {
+                try gpu.kernels.copy(from: source.base, to: target.base, bytes: bytes, multiprocessors: sms, stream: gpu.stream)
+            }
+            try require(try gpu.mismatches(target.base, words: bytes / 4, seed: 9) == 0, "mapped copy is wrong")
+            try memory.free(source)
+            try memory.free(target)
+            try memory.drain()
+            let plainSource = try DeviceBuffer(context: gpu.context, bytes: bytes)
+            let plainTarget = try DeviceBuffer(context: gpu.context, bytes: bytes)
+            try gpu.fill(plainSource.address, words: bytes / 4, seed: 9)
+            plainMillis = try timeGPU(gpu, reps: 20) {
+                try gpu.kernels.copy(from: plainSource.address, to: plainTarget.address, bytes: bytes, multiprocessors: sms, stream: gpu.stream)
+            }
+        } else {
+            let s = pointer(source.base), t = pointer(target.base)
+            mappedMillis = timeCPU(reps: 5) { memcpy(t, s, bytes) }
+            let plainSource = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+            let plainTarget = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+            defer { plainSource.deallocate(); plainTarget.deallocate() }
+            memset(plainSource, 0x5A, bytes)
+            memset(plainTarget, 0, bytes)
+            plainMillis = timeCPU(reps: 5) { memcpy(plainTarget, plainSource, bytes) }
+            try memory.free(source)
+            try memory.free(target)
+        }
+        func tbps(_ ms: Double) -> Double { Double(2 * bytes) / (ms / 1000) / 1e12 }
+        return CopyBandwidth(bytes: 2 * bytes, mappedTBps: tbps(mappedMillis), plainTBps: tbps(plainMillis))
+    }
+
+    // MARK: KV layout read bandwidth
+
+    /// Reads one layer's K and V of every request, as a decode step's attention does, in each
+    /// layout, and in a plain allocation holding just that layer contiguously.
+    func measureLayouts() throws -> (String, [LayoutRead]) {
+        let shape = KVShape.llama3_8B
+        let cases: [(requests: Int, tokens: Int)] = gpu != nil ? [(64, 4096), (256, 1024)] : [(8, 1024), (32, 256)]
+        var results: [LayoutRead] = []
+        for (requests, tokens) in cases {
+            let bytesRead = requests * tokens * 2 * shape.tokenLayerBytes
+            let plain = try readPlain(requests: requests, tokens: tokens, rowBytes: shape.tokenLayerBytes)
+            results.append(LayoutRead(layout: "plain allocation", requests: requests, tokens: tokens, bytesRead: bytesRead,
+                                      millis: plain, tbps: Double(bytesRead) / (plain / 1000) / 1e12, fractionOfPlain: 1, note: "one layer only"))
+            for kind in KVLayoutKind.allCases {
+                let layout = try KVLayout(kind, shape: shape, chunkSize: chunk)
+                let kvBytes = requests * layout.rangesPerRequest * layout.chunks(forTokens: tokens) * chunk
+                let free = try backend.freePhysicalBytes()
+                guard kvBytes + 64 * chunk < free * 9 / 10 else {
+                    results.append(LayoutRead(layout: kind.rawValue, requests: requests, tokens: tokens, bytesRead: bytesRead, millis: 0, tbps: 0,
+                                              fractionOfPlain: 0, note: "skipped: \(gib(kvBytes)) of KV does not fit \(gib(free)) free"))
+                    continue
+                }
+                let ms = try readLayout(kind, shape: shape, requests: requests, tokens: tokens, kvBytes: kvBytes)
+                results.append(LayoutRead(layout: kind.rawValue, requests: requests, tokens: tokens, bytesRead: bytesRead, millis: ms,
+                                          tbps: Double(bytesRead) / (ms / 1000) / 1e12, fractionOfPlain: plain / ms, note: nil))
+            }
+        }
+        return ("Llama-3-8B KV (32 layers, 8 KV heads x 128, bf16)", results)
+    }
+
+    func readLayout(_ kind: KVLayoutKind, shape: KVShape, requests: Int, tokens: Int, kvBytes: Int) throws -> Double {
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(min(backend.totalPhysicalBytes, kvBytes + 64 * chunk)),
+                                       lowWatermark: 0, highWatermark: 0)
+        let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: tokens)
+        for id in 0..<requests {
+            try cache.addRequest(id)
+            try cache.reserve(id, tokens: tokens)
+            try cache.setLength(id, tokens)
+            if gpu != nil {
+                for t in try cache.tensors(of: id) {
+                    try device.fill(t.base, words: memory.mappedChunkCount(t) * chunk / 4, seed: UInt32(id))
+                }
+            } else {
+                // The CPU run reads only the first few layers: write just those rows (non-zero).
+                for layer in 0..<cpuLayers {
+                    for component in KVComponent.allCases {
+                        let view = try cache.view(id, layer: layer, component: component)
+                        for t in 0..<tokens { memset(pointer(view.address(token: t, head: 0)), Int32(id & 0x7F) | 1, shape.tokenLayerBytes) }
+                    }
+                }
+            }
+        }
+        defer {
+            for id in 0..<requests { try? cache.free(id) }
+            try? memory.drain()
+        }
+        // One set of views per layer; timing rotates through layers so no rep hits in cache.
+        let layers = gpu != nil ? shape.layers : cpuLayers
+        let views = try (0..<layers).map { layer in
+            try (0..<requests).map { id in
+                (try cache.view(id, layer: layer, component: .key), try cache.view(id, layer: layer, component: .value))
+            }
+        }
+        let sample = views[0][0].0
+        if let gpu {
+            let bases = try (0..<layers).map { layer -> DeviceBuffer in
+                let buffer = try DeviceBuffer(context: gpu.context, bytes: 16 * requests)
+                try gpu.context.copyHostToDevice(destination: buffer.address, from: views[layer].flatMap { [$0.0.base, $0.1.base] })
+                return buffer
+            }
+            let output = try DeviceBuffer(context: gpu.context, bytes: 4 * MemoryKernels.kvReadOutputWords(requests: requests, tokens: tokens))
+            var layer = 0
+            return try timeGPU(gpu, reps: 20) {
+                try gpu.kernels.kvRead(bases: bases[layer % layers].address, requests: requests, tokens: tokens,
+                                       tokenStride: sample.tokenStride, blockStride: sample.blockStride, tokensPerBlock: sample.tokensPerBlock,
+                                       output: output.address, stream: gpu.stream)
+                layer += 1
+            }
+        } else {
+            var layer = 0
+            var sink: UInt64 = 0
+            let ms = timeCPU(reps: cpuLayers - 1) {
+                sink ^= hostRead(views[layer % layers].flatMap { [$0.0, $0.1] }, tokens: tokens, rowBytes: shape.tokenLayerBytes)
+                layer += 1
+            }
+            if sink == 0x1234_5678_9ABC_DEF0 { print("") }  // keeps the reads alive
+            return ms
+        }
+    }
+
+    func readPlain(requests: Int, tokens: Int, rowBytes: Int) throws -> Double {
+        let bytes = requests * tokens * 2 * rowBytes
+        if let gpu {
+            let buffers = try (0..<4).map { _ in try DeviceBuffer(context: gpu.context, bytes: bytes) }
+            for b in buffers { try gpu.fill(b.address, words: bytes / 4, seed: 3) }
+            let bases = try buffers.map { buffer -> DeviceBuffer in
+                let table = try DeviceBuffer(context: gpu.context, bytes: 16 * requests)
+                let addresses = (0..<(2 * requests)).map { buffer.address + UInt64($0 * tokens * rowBytes) }
+                try gpu.context.copyHostToDevice(destination: table.address, from: addresses)
+                return table
+            }
+            let output = try DeviceBuffer(context: gpu.context, bytes: 4 * MemoryKernels.kvReadOutputWords(requests: requests, tokens: tokens))
+            var rep = 0
+            return try timeGPU(gpu, reps: 20) {
+                try gpu.kernels.kvRead(bases: bases[rep % 4].address, requests: requests, tokens: tokens, tokenStride: rowBytes,
+                                       blockStride: tokens * rowBytes, tokensPerBlock: tokens, output: output.address, stream: gpu.stream)
+                rep += 1
+            }
+        } else {
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+            defer { raw.deallocate() }
+            memset(raw, 0x5A, bytes)
+            let base = UInt64(UInt(bitPattern: raw))
+            let views = (0..<(2 * requests)).map {
+                KVView(base: base + UInt64($0 * tokens * rowBytes), tokenStride: rowBytes, headStride: 0, blockStride: tokens * rowBytes,
+                       tokensPerBlock: tokens, length: tokens, readableTokens: tokens)
+            }
+            var sink: UInt64 = 0
+            let ms = timeCPU(reps: 5) { sink ^= hostRead(views, tokens: tokens, rowBytes: rowBytes) }
+            if sink == 0x1234_5678_9ABC_DEF0 { print("") }
+            return ms
+        }
+    }
+}
+
+/// The CPU twin of `vt_kv_read`: XOR of every 8-byte word of each token row.
+func hostRead(_ views: [KVView], tokens: Int, rowBytes: Int) -> UInt64 {
+    var acc: UInt64 = 0
+    let words = rowBytes / 8
+    for view in views {
+        for t in 0..<tokens {
+            let row = UnsafePointer<UInt64>(bitPattern: UInt(view.address(token: t, head: 0)))!
+            var i = 0
+            while i < words {
+                acc ^= row[i] ^ row[i + 1] ^ row[i + 2] ^ row[i + 3]
+                i += 4
+            }
+        }
+    }
+    return acc
+}
+
+func pointer(_ address: UInt64) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: UInt(address))! }

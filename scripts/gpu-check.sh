@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: every GPU check and benchmark of the static binary in one go.
+# Usage: scripts/gpu-check.sh OUTDIR   (the device tool passes $OUT)
+# Writes details under OUTDIR and prints a short summary last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-/tmp/vtensor-gpu}}
+bin=${VTENSOR_BIN:-gpu-bin/vtensor}
+mkdir -p "$out"
+export VTENSOR_CACHE_DIR=${VTENSOR_CACHE_DIR:-/tmp/vtensor-cache}
+chmod +x "$bin"
+echo "binary built from $(cat gpu-bin/COMMIT 2>/dev/null || echo '?')" | tee "$out/summary.txt"
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,clocks.mem --format=csv >> "$out/summary.txt" 2>&1
+
+"$bin" info > "$out/info.txt" 2>&1; info_rc=$?
+"$bin" selftest > "$out/selftest.txt" 2>&1; selftest_rc=$?
+"$bin" bench vmm --json-out "$out/bench-vmm.json" > "$out/bench-vmm.txt" 2>&1; bench_rc=$?
+
+{
+  echo "== info (rc=$info_rc)"; cat "$out/info.txt"
+  echo "== selftest (rc=$selftest_rc)"; grep -E "^(PASS|FAIL)|passed|skipped|device:" "$out/selftest.txt"
+  echo "== bench vmm (rc=$bench_rc)"; grep -v "^measuring" "$out/bench-vmm.txt"
+} >> "$out/summary.txt"
+cat "$out/summary.txt"
+[ $selftest_rc -eq 0 ] && [ $bench_rc -eq 0 ]
