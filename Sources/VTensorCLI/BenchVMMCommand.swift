@@ -17,6 +17,14 @@ struct MapperThroughput: Codable {
     var coldMappingsPerSecond: Double
     var p50Micros: Double
     var p99Micros: Double
+    /// Raw driver rate (map + set access per chunk, no manager) with 1, 2, 4 threads: does
+    /// the driver let mapping work run in parallel?
+    var threadedRates: [ThreadedRate]
+}
+
+struct ThreadedRate: Codable {
+    var threads: Int
+    var mappingsPerSecond: Double
 }
 
 struct StepAheadResult: Codable {
@@ -62,10 +70,10 @@ struct VMMBenchReport: Codable {
     var device: String
     var chunkSize: Int
     var latencies: [OperationLatency]
-    var mapper: MapperThroughput
+    var mapper: MapperThroughput?
     var stepAhead: [StepAheadResult]
     var launch: LaunchInterference?
-    var copy: CopyBandwidth
+    var copy: CopyBandwidth?
     var layoutShape: String
     var layouts: [LayoutRead]
 }
@@ -86,6 +94,9 @@ struct BenchVMMCommand: ParsableCommand {
     @Option(help: "Chunks for the latency and mapper measurements (default: 2000 on cuda, 256 on cpu).")
     var chunks: Int?
 
+    @Option(help: "Comma-separated stages to run (latency, mapper, steps, launch, copy, layouts); default all.")
+    var only: String?
+
     @Option(help: "Decode steps for the step-ahead measurement.")
     var steps = 200
 
@@ -93,7 +104,11 @@ struct BenchVMMCommand: ParsableCommand {
         let (kind, unavailable) = options.resolve()
         if kind == .cpu, let unavailable, options.backend == nil, !json { print("(\(unavailable); measuring the cpu backend)") }
         let device = try openDevice(kind, ordinal: options.device, hostCapacity: min(12 << 30, hostMemoryBytes() / 2))
-        let bench = VMMBench(device: device, chunks: chunks ?? (kind == .cuda ? 2000 : 256), steps: steps, log: !json)
+        let stages = Set((only ?? VMMBench.allStages.joined(separator: ",")).split(separator: ",").map(String.init))
+        if let unknown = stages.first(where: { !VMMBench.allStages.contains($0) }) {
+            throw ValidationError("unknown stage '\(unknown)'; stages are \(VMMBench.allStages.joined(separator: ", "))")
+        }
+        let bench = VMMBench(device: device, chunks: chunks ?? (kind == .cuda ? 2000 : 256), steps: steps, log: !json, stages: stages)
         let report = try bench.run()
         if let jsonOut { try writeFile(jsonOut, try jsonString(report) + "\n") }
         if json {
@@ -110,11 +125,16 @@ struct BenchVMMCommand: ParsableCommand {
             lat.add([l.operation, fixed(l.latency.p50Micros, 1), fixed(l.latency.p99Micros, 1), fixed(l.latency.meanMicros, 1), fixed(l.latency.maxMicros, 1), "\(l.latency.count)"])
         }
         out += lat.render() + "\n"
-        var mapper = Table(title: "Asynchronous mapper", header: ["measure", "value"])
-        mapper.add(["mappings/s (map + set access, warm pool)", fixed(r.mapper.mappingsPerSecond, 0)])
-        mapper.add(["mappings/s (create + map + set access)", fixed(r.mapper.coldMappingsPerSecond, 0)])
-        mapper.add(["per-chunk latency p50 / p99 (us)", "\(fixed(r.mapper.p50Micros, 1)) / \(fixed(r.mapper.p99Micros, 1))"])
-        out += mapper.render() + "\n"
+        if let m = r.mapper {
+            var mapper = Table(title: "Asynchronous mapper", header: ["measure", "value"])
+            mapper.add(["mappings/s (map + set access, warm pool)", fixed(m.mappingsPerSecond, 0)])
+            mapper.add(["mappings/s (create + map + set access)", fixed(m.coldMappingsPerSecond, 0)])
+            mapper.add(["per-chunk latency p50 / p99 (us)", "\(fixed(m.p50Micros, 1)) / \(fixed(m.p99Micros, 1))"])
+            for t in m.threadedRates {
+                mapper.add(["raw driver mappings/s, \(t.threads) thread(s)", fixed(t.mappingsPerSecond, 0)])
+            }
+            out += mapper.render() + "\n"
+        }
         var steps = Table(title: "Consumer waits on mappings requested one step ahead", header: ["scenario", "steps", "requests", "step ms", "chunks/step", "max", "blocked", "wait mean us", "wait max us"])
         for s in r.stepAhead {
             steps.add([s.scenario, "\(s.steps)", "\(s.requests)", fixed(s.stepMillis, 1), fixed(s.chunksPerStepMean, 1), "\(s.chunksPerStepMax)", "\(s.blockedWaits)", fixed(s.waitMeanMicros, 1), fixed(s.waitMaxMicros, 1)])
@@ -126,10 +146,12 @@ struct BenchVMMCommand: ParsableCommand {
             launch.add(["mapper mapping \(l.chunksMappedMeanwhile) chunks", fixed(l.whileMapping.p50Micros, 2), fixed(l.whileMapping.p99Micros, 2), fixed(l.whileMapping.meanMicros, 2), fixed(l.copyMillisWhileMapping, 3)])
             out += launch.render() + "\n"
         }
-        var copy = Table(title: "Copy bandwidth, \(mib(r.copy.bytes)) read + written (TB/s)", header: ["memory", "TB/s"])
-        copy.add(["virtual tensor (mapped chunks)", fixed(r.copy.mappedTBps, 3)])
-        copy.add(["plain allocation", fixed(r.copy.plainTBps, 3)])
-        out += copy.render() + "\n"
+        if let c = r.copy {
+            var copy = Table(title: "Copy bandwidth, \(mib(c.bytes)) read + written (TB/s)", header: ["memory", "TB/s"])
+            copy.add(["virtual tensor (mapped chunks)", fixed(c.mappedTBps, 3)])
+            copy.add(["plain allocation", fixed(c.plainTBps, 3)])
+            out += copy.render() + "\n"
+        }
         var layouts = Table(title: "Decode-style read of one layer's K and V, \(r.layoutShape)", header: ["layout", "requests x tokens", "MiB read", "ms", "TB/s", "vs plain"])
         for l in r.layouts {
             layouts.add([l.layout, "\(l.requests) x \(l.tokens)", fixed(Double(l.bytesRead) / 1_048_576, 0), fixed(l.millis, 3), fixed(l.tbps, 3), fixed(l.fractionOfPlain, 3) + (l.note.map { " (\($0))" } ?? "")])

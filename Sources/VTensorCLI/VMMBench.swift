@@ -9,6 +9,8 @@ struct VMMBench {
     let chunks: Int
     let steps: Int
     let log: Bool
+    let stages: Set<String>
+    static let allStages = ["latency", "mapper", "steps", "launch", "copy", "layouts"]
     var gpu: CUDAWork? { device as? CUDAWork }
     var backend: any MemoryBackend { device.backend }
     var chunk: Int { backend.chunkSize }
@@ -18,26 +20,20 @@ struct VMMBench {
     func say(_ text: String) { if log { print(text) } }
 
     func run() throws -> VMMBenchReport {
-        say("measuring per-chunk driver calls (\(chunks) chunks)...")
-        let latencies = try measureLatencies()
-        say("measuring the asynchronous mapper...")
-        let mapper = try measureMapper()
-        say("measuring step-ahead waits (\(steps) steps)...")
-        let stepAhead = try measureStepAhead()
-        let launch: LaunchInterference?
-        if let gpu {
-            say("measuring kernel launches while mapping...")
-            launch = try measureLaunches(gpu)
-        } else {
-            launch = nil
+        func stage<T>(_ name: String, _ message: String, _ body: () throws -> T) throws -> T? {
+            guard stages.contains(name) else { return nil }
+            say(message)
+            return try body()
         }
-        say("measuring copy bandwidth...")
-        let copy = try measureCopy()
-        say("measuring KV layout read bandwidth...")
-        let (shape, layouts) = try measureLayouts()
+        let latencies = try stage("latency", "measuring per-chunk driver calls (\(chunks) chunks)...") { try measureLatencies() } ?? []
+        let mapper = try stage("mapper", "measuring the asynchronous mapper...") { try measureMapper() }
+        let stepAhead = try stage("steps", "measuring step-ahead waits (\(steps) steps)...") { try measureStepAhead() } ?? []
+        let launch = try gpu.flatMap { gpu in try stage("launch", "measuring kernel launches while mapping...") { try measureLaunches(gpu) } }
+        let copy = try stage("copy", "measuring copy bandwidth...") { try measureCopy() }
+        let layouts = try stage("layouts", "measuring KV layout read bandwidth...") { try measureLayouts() }
         return VMMBenchReport(date: todayUTC(), backend: backend.name, device: device.name, chunkSize: chunk,
                               latencies: latencies, mapper: mapper, stepAhead: stepAhead, launch: launch,
-                              copy: copy, layoutShape: shape, layouts: layouts)
+                              copy: copy, layoutShape: layouts?.0 ?? "", layouts: layouts?.1 ?? [])
     }
 
     // MARK: Per-chunk latencies, straight on the backend
@@ -80,8 +76,46 @@ struct VMMBench {
         }
         let (warm, stats) = try rate(warm: true)
         let (cold, _) = try rate(warm: false)
+        let threaded = try [1, 2, 4].map { ThreadedRate(threads: $0, mappingsPerSecond: try rawThreadedRate(threads: $0)) }
         return MapperThroughput(chunks: chunks / 8 * 8, mappingsPerSecond: warm, coldMappingsPerSecond: cold,
-                                p50Micros: Double(stats.chunkLatencyP50) / 1000, p99Micros: Double(stats.chunkLatencyP99) / 1000)
+                                p50Micros: Double(stats.chunkLatencyP50) / 1000, p99Micros: Double(stats.chunkLatencyP99) / 1000,
+                                threadedRates: threaded)
+    }
+
+    /// Map + set access of pre-created chunks straight on the backend, split over `threads`.
+    func rawThreadedRate(threads: Int) throws -> Double {
+        let n = chunks / 4 * 4
+        let backend = self.backend
+        let chunk = self.chunk
+        let base = try backend.reserve(bytes: n * chunk)
+        let made = try (0..<n).map { _ in try backend.createChunk() }
+        defer {
+            for i in 0..<n { try? backend.unmap(at: base + UInt64(i * chunk)) }
+            for c in made { try? backend.releaseChunk(c) }
+            try? backend.releaseReservation(base: base, bytes: n * chunk)
+        }
+        let setup = threadSetup(for: device)
+        let failures = ConditionLock()
+        nonisolated(unsafe) var firstError: (any Error)?
+        let start = monotonicNanos()
+        let workers = (0..<threads).map { t in
+            WorkerThread(name: "vtensor-bench-\(t)") {
+                do {
+                    try setup?()
+                    for i in stride(from: t, to: n, by: threads) {
+                        let address = base + UInt64(i * chunk)
+                        try backend.map(made[i], at: address)
+                        try backend.setAccess(at: address, bytes: chunk)
+                    }
+                } catch {
+                    failures.withLock { if firstError == nil { firstError = error } }
+                }
+            }
+        }
+        workers.forEach { $0.join() }
+        let seconds = Double(monotonicNanos() - start) / 1e9
+        if let firstError { throw firstError }
+        return Double(n) / seconds
     }
 
     // MARK: Step-ahead waits
@@ -94,10 +128,14 @@ struct VMMBench {
         let stepMillis = 5.0
         let spinCycles = try gpu.map { try calibrateSpin($0, millis: stepMillis) } ?? 0
         var results: [StepAheadResult] = []
-        for scenario in ["decode", "decode + prefill bursts"] {
-            let bursts = scenario != "decode"
+        // Bursts: every 25 steps 4 requests of 1024 tokens join; their mapping is requested
+        // `lookahead` steps before the step that first uses it.
+        let scenarios: [(name: String, lookahead: Int?)] = [
+            ("decode", nil), ("decode + prefill bursts, 1 step ahead", 1), ("decode + prefill bursts, 2 steps ahead", 2),
+        ]
+        for (scenario, lookahead) in scenarios {
             let memory = try VirtualMemory(backend: backend, budget: .fractionOfFree(0.9), lowWatermark: 64, highWatermark: 256)
-            let cache = try KVCache(shape: .llama3_8B, layout: .perToken, memory: memory, maxTokensPerRequest: 4096)
+            let cache = try KVCache(shape: .llama3_8B, layout: .default, memory: memory, maxTokensPerRequest: 4096)
             let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
             defer { mapper.shutdown() }
             var rng = SplitMix64(seed: 7)
@@ -110,32 +148,33 @@ struct VMMBench {
                 lengths[id] = n
             }
             var nextID = requests
-            var pendingPrefill: [Int] = []
+            var joining: [(step: Int, ids: [Int], ticket: MapTicket)] = []
             mapper.resetStatistics()
-            var demand: [Int] = []
+            var demand = Array(repeating: 0, count: steps + 4)
             for step in 0..<steps {
                 // Launch step s.
                 if let gpu { try gpu.kernels.spin(cycles: spinCycles, stream: gpu.stream) }
                 let deadline = monotonicNanos() + UInt64(stepMillis * 1e6)
-                // Plan step s+1: every running request grows by one token; bursts add prefills.
+                // Plan step s+1: every running request grows by one token.
                 var job: AsyncMapper.Job = []
-                var chunksNeeded = 0
                 for (id, n) in lengths {
-                    chunksNeeded += cache.layout.chunks(forTokens: n + 2) - cache.layout.chunks(forTokens: n + 1)
+                    demand[step + 1] += cache.layout.rangesPerRequest * (cache.layout.chunks(forTokens: n + 2) - cache.layout.chunks(forTokens: n + 1))
                     job += try cache.prepareGrowth(id, tokens: n + 2)
                 }
-                if bursts && step % 25 == 0 && step + 1 < steps {
+                let ticket = mapper.submit(job)
+                if let lookahead, step % 25 == 0, step + lookahead < steps {
+                    var burst: AsyncMapper.Job = []
+                    var ids: [Int] = []
                     for _ in 0..<4 {
                         try cache.addRequest(nextID)
-                        job += try cache.prepareGrowth(nextID, tokens: 1024)
-                        chunksNeeded += cache.layout.chunks(forTokens: 1024)
-                        pendingPrefill.append(nextID)
+                        burst += try cache.prepareGrowth(nextID, tokens: 1024)
+                        demand[step + lookahead] += cache.layout.rangesPerRequest * cache.layout.chunks(forTokens: 1024)
+                        ids.append(nextID)
                         nextID += 1
                     }
+                    joining.append((step + lookahead, ids, mapper.submit(burst)))
                 }
-                demand.append(chunksNeeded)
-                let ticket = mapper.submit(job)
-                // Step s ends.
+                // Step s ends; step s+1 may start once what it needs is mapped.
                 if let gpu {
                     try gpu.stream.synchronize()
                 } else {
@@ -144,13 +183,18 @@ struct VMMBench {
                 }
                 try mapper.wait(ticket)
                 for (id, n) in lengths { try cache.setLength(id, n + 1); lengths[id] = n + 1 }
-                for id in pendingPrefill { try cache.setLength(id, 1023); lengths[id] = 1023 }
-                pendingPrefill.removeAll()
+                for entry in joining where entry.step == step + 1 {
+                    try mapper.wait(entry.ticket)
+                    for id in entry.ids { try cache.setLength(id, 1023); lengths[id] = 1023 }
+                }
+                joining.removeAll { $0.step == step + 1 }
             }
+            for entry in joining { try mapper.wait(entry.ticket); for id in entry.ids { lengths[id] = 0 } }
             let s = mapper.statistics
+            let stepDemand = demand[1...steps]
             results.append(StepAheadResult(
                 scenario: scenario, steps: steps, requests: requests, stepMillis: stepMillis,
-                chunksPerStepMean: Double(demand.reduce(0, +)) / Double(max(1, demand.count)), chunksPerStepMax: demand.max() ?? 0,
+                chunksPerStepMean: Double(stepDemand.reduce(0, +)) / Double(steps), chunksPerStepMax: stepDemand.max() ?? 0,
                 blockedWaits: s.blockedWaits, waitMeanMicros: Double(s.waitNanosTotal) / Double(max(1, s.waits)) / 1000,
                 waitMaxMicros: Double(s.waitNanosMax) / 1000))
             for id in lengths.keys { try cache.free(id) }
@@ -298,6 +342,7 @@ struct VMMBench {
         var results: [LayoutRead] = []
         for (requests, tokens) in cases {
             let bytesRead = requests * tokens * 2 * shape.tokenLayerBytes
+            say("  plain \(requests) x \(tokens)")
             let plain = try readPlain(requests: requests, tokens: tokens, rowBytes: shape.tokenLayerBytes)
             results.append(LayoutRead(layout: "plain allocation", requests: requests, tokens: tokens, bytesRead: bytesRead,
                                       millis: plain, tbps: Double(bytesRead) / (plain / 1000) / 1e12, fractionOfPlain: 1, note: "one layer only"))
@@ -310,6 +355,7 @@ struct VMMBench {
                                               fractionOfPlain: 0, note: "skipped: \(gib(kvBytes)) of KV does not fit \(gib(free)) free"))
                     continue
                 }
+                say("  \(kind.rawValue) \(requests) x \(tokens): \(gib(kvBytes)) mapped")
                 let ms = try readLayout(kind, shape: shape, requests: requests, tokens: tokens, kvBytes: kvBytes)
                 results.append(LayoutRead(layout: kind.rawValue, requests: requests, tokens: tokens, bytesRead: bytesRead, millis: ms,
                                           tbps: Double(bytesRead) / (ms / 1000) / 1e12, fractionOfPlain: plain / ms, note: nil))
@@ -391,10 +437,14 @@ struct VMMBench {
             }
             let output = try DeviceBuffer(context: gpu.context, bytes: 4 * MemoryKernels.kvReadOutputWords(requests: requests, tokens: tokens))
             var rep = 0
-            return try timeGPU(gpu, reps: 20) {
-                try gpu.kernels.kvRead(bases: bases[rep % 4].address, requests: requests, tokens: tokens, tokenStride: rowBytes,
-                                       blockStride: tokens * rowBytes, tokensPerBlock: tokens, output: output.address, stream: gpu.stream)
-                rep += 1
+            // The kernels read `buffers` through the address tables only: keep them alive
+            // (an optimized build may release an object after its last use in Swift code).
+            return try withExtendedLifetime(buffers) {
+                try timeGPU(gpu, reps: 20) {
+                    try gpu.kernels.kvRead(bases: bases[rep % 4].address, requests: requests, tokens: tokens, tokenStride: rowBytes,
+                                           blockStride: tokens * rowBytes, tokensPerBlock: tokens, output: output.address, stream: gpu.stream)
+                    rep += 1
+                }
             }
         } else {
             let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)

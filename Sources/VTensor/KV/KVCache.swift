@@ -40,7 +40,7 @@ public final class KVCache: @unchecked Sendable {
     private var entries: [Int: Entry] = [:]
     private var padding: VirtualTensor?
 
-    public init(shape: KVShape, layout kind: KVLayoutKind, memory: VirtualMemory, maxTokensPerRequest: Int, guardTokens: Int = 0) throws {
+    public init(shape: KVShape, layout kind: KVLayoutKind = .default, memory: VirtualMemory, maxTokensPerRequest: Int, guardTokens: Int = 0) throws {
         guard maxTokensPerRequest > 0 else { throw VTensorError.invalidSize("max tokens per request must be positive, got \(maxTokensPerRequest)") }
         guard guardTokens >= 0 else { throw VTensorError.invalidSize("guard tokens must be >= 0, got \(guardTokens)") }
         layout = try KVLayout(kind, shape: shape, chunkSize: memory.chunkSize)

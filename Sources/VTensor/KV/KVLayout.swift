@@ -53,6 +53,11 @@ public enum KVLayoutKind: String, Codable, Sendable, CaseIterable {
     /// [layer][K|V][token][head][dim]. Waste of `perToken`; one layer's K of a block is a
     /// contiguous run of tokensPerChunk x kvHeads x headDim elements.
     case blocked = "blocked"
+
+    /// The layout used unless one is asked for. `blocked` wastes no more than `perToken` (under
+    /// one chunk per request, prefixes shared at 16-token granularity for Llama-3-8B) and read
+    /// as fast as a plain allocation in `vtensor bench vmm` (docs/perf.md, 2026-11-27).
+    public static let `default`: KVLayoutKind = .blocked
 }
 
 /// Address arithmetic of one layout for one model shape and chunk size.

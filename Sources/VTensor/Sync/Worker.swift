@@ -3,11 +3,11 @@ import Glibc
 
 /// A dedicated OS thread running one closure. The mapper needs a real thread (not a task on
 /// Swift's cooperative pool): it blocks in driver calls and must keep a CUDA context current.
-final class WorkerThread: @unchecked Sendable {
+public final class WorkerThread: @unchecked Sendable {
     private var thread = pthread_t()
     private let body: @Sendable () -> Void
 
-    init(name: String, body: @escaping @Sendable () -> Void) {
+    public init(name: String, body: @escaping @Sendable () -> Void) {
         self.body = body
         // passRetained: the thread owns one reference to `self` until its closure returns.
         let context = Unmanaged.passRetained(self).toOpaque()
@@ -20,5 +20,5 @@ final class WorkerThread: @unchecked Sendable {
         _ = vt_set_thread_name(thread, name)
     }
 
-    func join() { pthread_join(thread, nil) }
+    public func join() { pthread_join(thread, nil) }
 }
