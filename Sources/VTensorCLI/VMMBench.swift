@@ -161,7 +161,7 @@ struct VMMBench {
                     demand[step + 1] += cache.layout.rangesPerRequest * (cache.layout.chunks(forTokens: n + 2) - cache.layout.chunks(forTokens: n + 1))
                     job += try cache.prepareGrowth(id, tokens: n + 2)
                 }
-                let ticket = mapper.submit(job)
+                let ticket = mapper.submit(job, priority: step + 1)
                 if let lookahead, step % 25 == 0, step + lookahead < steps {
                     var burst: AsyncMapper.Job = []
                     var ids: [Int] = []
@@ -172,7 +172,7 @@ struct VMMBench {
                         ids.append(nextID)
                         nextID += 1
                     }
-                    joining.append((step + lookahead, ids, mapper.submit(burst)))
+                    joining.append((step + lookahead, ids, mapper.submit(burst, priority: step + lookahead)))
                 }
                 // Step s ends; step s+1 may start once what it needs is mapped.
                 if let gpu {

@@ -38,7 +38,7 @@ struct PropertyRun {
         // Chunks hold 64 tokens per range (per-layer) or 16 (per-token, blocked).
         cache = try KVCache(shape: KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32), layout: layout,
                             memory: memory, maxTokensPerRequest: 200, guardTokens: guardTokens)
-        mapper = useMapper ? AsyncMapper(memory: memory) : nil
+        mapper = useMapper ? AsyncMapper(memory: memory, sliceChunks: 3) : nil
         rng = SplitMix64(seed: seed)
     }
 

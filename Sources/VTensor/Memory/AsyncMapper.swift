@@ -27,14 +27,30 @@ public struct MapperStatistics: Sendable, Codable, Equatable {
 ///
 /// The engine submits the growth the next step needs (`submit`), launches the current step,
 /// then `wait`s on the ticket before launching the next: if the mapper kept up, the wait
-/// returns at once. When idle, the mapper completes retirements and refills the pool's warm
-/// reserve, so the expensive chunk creation is off the critical path too.
+/// returns at once. Jobs run in priority order (the step that needs them: lower first, FIFO
+/// among equals) and in slices of `sliceChunks` chunks, so a large prefill mapping requested
+/// early never holds back the next decode step's few chunks. When idle, the mapper completes
+/// retirements and refills the pool's warm reserve, so chunk creation is off the critical path.
+///
+/// One thread: measured on H100, the driver serializes map + set-access calls (two threads
+/// map fewer chunks per second than one; docs/perf.md).
 public final class AsyncMapper: @unchecked Sendable {
     public typealias Job = [(tensor: VirtualTensor, chunks: Int)]
 
     private let memory: VirtualMemory
     private let condition = ConditionLock()
-    private var queue: [(ticket: UInt64, job: Job)] = []
+    private struct Item {
+        let ticket: UInt64
+        let priority: Int
+        let sequence: UInt64
+        let job: Job
+        var holes: [(tensor: VirtualTensor, index: Int)]?
+        var cursor = 0
+    }
+
+    private var queue: [Item] = []
+    /// Chunks mapped before the queue is looked at again (about 1 ms of driver calls).
+    public let sliceChunks: Int
     private var results: [UInt64: Result<Void, VTensorError>] = [:]
     private var nextTicket: UInt64 = 1
     private var stopping = false
@@ -47,8 +63,10 @@ public final class AsyncMapper: @unchecked Sendable {
 
     /// - Parameters:
     ///   - threadSetup: runs first on the mapper thread (for CUDA: make the context current).
-    public init(memory: VirtualMemory, threadSetup: (@Sendable () throws -> Void)? = nil) {
+    public init(memory: VirtualMemory, sliceChunks: Int = 32, threadSetup: (@Sendable () throws -> Void)? = nil) {
+        precondition(sliceChunks > 0, "slices must map at least one chunk")
         self.memory = memory
+        self.sliceChunks = sliceChunks
         // The worker holds the mapper strongly until `shutdown` ends its loop.
         threads = [WorkerThread(name: "vtensor-mapper") { [self] in
             do {
@@ -62,12 +80,13 @@ public final class AsyncMapper: @unchecked Sendable {
 
     deinit { shutdown() }
 
-    /// Queues mapping work; returns at once.
-    public func submit(_ job: Job) -> MapTicket {
+    /// Queues mapping work; returns at once. `priority`: lower runs first (use the step that
+    /// needs the memory).
+    public func submit(_ job: Job, priority: Int = 0) -> MapTicket {
         condition.withLock {
             let ticket = nextTicket
             nextTicket += 1
-            queue.append((ticket, job))
+            queue.append(Item(ticket: ticket, priority: priority, sequence: ticket, job: job))
             stats.jobsSubmitted += 1
             stats.currentQueueDepth = queue.count
             stats.maxQueueDepth = max(stats.maxQueueDepth, queue.count)
@@ -147,7 +166,7 @@ public final class AsyncMapper: @unchecked Sendable {
 
     private func run() {
         while true {
-            let next: (ticket: UInt64, job: Job)? = condition.withLock {
+            let picked: Item? = condition.withLock {
                 while queue.isEmpty && !stopping {
                     // Idle: nothing waits on us, so housekeeping runs now. Bounded sleep keeps
                     // retirements flowing even without new jobs.
@@ -157,37 +176,45 @@ public final class AsyncMapper: @unchecked Sendable {
                     condition.lock()
                     if queue.isEmpty && !stopping { _ = condition.wait(seconds: 0.002) }
                 }
-                if queue.isEmpty { return nil }
-                let item = queue.removeFirst()
-                stats.currentQueueDepth = queue.count
-                return item
+                guard let best = queue.indices.min(by: { (queue[$0].priority, queue[$0].sequence) < (queue[$1].priority, queue[$1].sequence) }) else {
+                    return nil
+                }
+                return queue.remove(at: best)
             }
-            guard let next else { return }
+            guard var item = picked else { return }
             let start = monotonicNanos()
-            var mapped = 0
             var chunkTimes: [UInt64] = []
-            let result: Result<Void, VTensorError>
+            var failure: VTensorError?
             if let setupError = condition.withLock({ setupError }) {
-                result = .failure(.backend(operation: "mapper thread setup", message: String(describing: setupError)))
+                failure = .backend(operation: "mapper thread setup", message: String(describing: setupError))
             } else {
                 do {
-                    try memory.grow(next.job) { nanos in
-                        mapped += 1
-                        chunkTimes.append(nanos)
-                    }
-                    result = .success(())
+                    if item.holes == nil { item.holes = try memory.holes(in: item.job) }
+                    let holes = item.holes!
+                    let end = min(holes.count, item.cursor + sliceChunks)
+                    try memory.mapHoles(holes[item.cursor..<end]) { chunkTimes.append($0) }
+                    item.cursor = end
                 } catch {
-                    result = .failure(VTensorError.from(error))
+                    failure = VTensorError.from(error)
                 }
             }
             let busy = monotonicNanos() - start
             condition.withLock {
                 for t in chunkTimes { record(latency: t) }
-                stats.chunksMapped += mapped
+                stats.chunksMapped += chunkTimes.count
                 stats.busyNanos += busy
-                stats.jobsCompleted += 1
-                if case .failure = result { stats.jobsFailed += 1 }
-                results[next.ticket] = result
+                if let failure {
+                    stats.jobsCompleted += 1
+                    stats.jobsFailed += 1
+                    results[item.ticket] = .failure(failure)
+                } else if item.cursor < item.holes!.count {
+                    queue.append(item)  // keeps its priority and place among equals
+                    return
+                } else {
+                    stats.jobsCompleted += 1
+                    results[item.ticket] = .success(())
+                }
+                stats.currentQueueDepth = queue.count
                 condition.broadcast()
             }
         }

@@ -159,29 +159,42 @@ public final class VirtualMemory: @unchecked Sendable {
     /// error is rethrown; other tensors are untouched. The lock is taken per chunk, so a long
     /// grow on the mapper thread does not stall the engine.
     public func grow(_ targets: [(tensor: VirtualTensor, chunks: Int)], onChunkMapped: ((UInt64) -> Void)? = nil) throws {
+        try mapHoles(try holes(in: targets)[...], onChunkMapped: onChunkMapped)
+    }
+
+    /// The unmapped chunks among `0..<chunks` of each tensor, in order: the work a grow does.
+    public func holes(in targets: [(tensor: VirtualTensor, chunks: Int)]) throws -> [(tensor: VirtualTensor, index: Int)] {
+        var holes: [(tensor: VirtualTensor, index: Int)] = []
+        for (tensor, chunks) in targets {
+            guard chunks <= tensor.chunkCount else {
+                throw VTensorError.capacityExceeded("tensor \(tensor.id) spans \(tensor.chunkCount) chunks; \(chunks) requested")
+            }
+            try lock.withLock {
+                guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+                for index in 0..<chunks {
+                    if case .mapped = tensor.slots[index] { continue }
+                    holes.append((tensor, index))
+                }
+            }
+        }
+        return holes
+    }
+
+    /// Maps a fresh chunk at each listed place not mapped yet. All or nothing, like `grow`.
+    public func mapHoles(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, onChunkMapped: ((UInt64) -> Void)? = nil) throws {
         var mapped: [(VirtualTensor, Int)] = []
         do {
-            for (tensor, chunks) in targets {
-                guard chunks <= tensor.chunkCount else {
-                    throw VTensorError.capacityExceeded("tensor \(tensor.id) spans \(tensor.chunkCount) chunks; \(chunks) requested")
-                }
-                // One pass under the lock finds the holes; each is then mapped under its own hold.
-                let holes = try lock.withLock { () throws -> [Int] in
+            for (tensor, index) in holes {
+                let start = onChunkMapped == nil ? 0 : monotonicNanos()
+                let didMap = try lock.withLock { () throws -> Bool in
                     guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
-                    return (0..<chunks).filter { if case .mapped = tensor.slots[$0] { return false } else { return true } }
+                    if case .mapped = tensor.slots[index] { return false }
+                    try mapFreshLocked(tensor, index)
+                    return true
                 }
-                for index in holes {
-                    let start = onChunkMapped == nil ? 0 : monotonicNanos()
-                    let didMap = try lock.withLock { () throws -> Bool in
-                        guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
-                        if case .mapped = tensor.slots[index] { return false }
-                        try mapFreshLocked(tensor, index)
-                        return true
-                    }
-                    if didMap {
-                        mapped.append((tensor, index))
-                        onChunkMapped?(monotonicNanos() - start)
-                    }
+                if didMap {
+                    mapped.append((tensor, index))
+                    onChunkMapped?(monotonicNanos() - start)
                 }
             }
         } catch {
