@@ -124,7 +124,7 @@ struct BenchVMMCommand: ParsableCommand {
         for l in r.latencies {
             lat.add([l.operation, fixed(l.latency.p50Micros, 1), fixed(l.latency.p99Micros, 1), fixed(l.latency.meanMicros, 1), fixed(l.latency.maxMicros, 1), "\(l.latency.count)"])
         }
-        out += lat.render() + "\n"
+        if !r.latencies.isEmpty { out += lat.render() + "\n" }
         if let m = r.mapper {
             var mapper = Table(title: "Asynchronous mapper", header: ["measure", "value"])
             mapper.add(["mappings/s (map + set access, warm pool)", fixed(m.mappingsPerSecond, 0)])
@@ -139,7 +139,7 @@ struct BenchVMMCommand: ParsableCommand {
         for s in r.stepAhead {
             steps.add([s.scenario, "\(s.steps)", "\(s.requests)", fixed(s.stepMillis, 1), fixed(s.chunksPerStepMean, 1), "\(s.chunksPerStepMax)", "\(s.blockedWaits)", fixed(s.waitMeanMicros, 1), fixed(s.waitMaxMicros, 1)])
         }
-        out += steps.render() + "\n"
+        if !r.stepAhead.isEmpty { out += steps.render() + "\n" }
         if let l = r.launch {
             var launch = Table(title: "Kernel launches while the mapper works (host us per cuLaunchKernel)", header: ["condition", "p50", "p99", "mean", "copy kernel ms"])
             launch.add(["mapper idle", fixed(l.idle.p50Micros, 2), fixed(l.idle.p99Micros, 2), fixed(l.idle.meanMicros, 2), fixed(l.copyMillisIdle, 3)])
@@ -156,7 +156,7 @@ struct BenchVMMCommand: ParsableCommand {
         for l in r.layouts {
             layouts.add([l.layout, "\(l.requests) x \(l.tokens)", fixed(Double(l.bytesRead) / 1_048_576, 0), fixed(l.millis, 3), fixed(l.tbps, 3), fixed(l.fractionOfPlain, 3) + (l.note.map { " (\($0))" } ?? "")])
         }
-        out += layouts.render()
+        if !r.layouts.isEmpty { out += layouts.render() }
         return out
     }
 }
