@@ -37,6 +37,13 @@ struct StepAheadResult: Codable {
     var blockedWaits: Int
     var waitMeanMicros: Double
     var waitMaxMicros: Double
+    /// The mapper's per-chunk latency during the scenario (kernels running meanwhile).
+    var chunkP50Micros: Double
+    var chunkP99Micros: Double
+    var chunkMaxMicros: Double
+    /// Steps whose wait blocked, and how long each waited (us).
+    var blockedSteps: [Int]
+    var blockedMicros: [Double]
 }
 
 struct LaunchInterference: Codable {
@@ -45,6 +52,9 @@ struct LaunchInterference: Codable {
     var chunksMappedMeanwhile: Int
     var copyMillisIdle: Double
     var copyMillisWhileMapping: Double
+    /// Map + set access per chunk (us) with the GPU idle, and while a kernel runs.
+    var mapGPUIdle: Percentiles
+    var mapWhileKernelRuns: Percentiles
 }
 
 struct CopyBandwidth: Codable {
@@ -135,9 +145,9 @@ struct BenchVMMCommand: ParsableCommand {
             }
             out += mapper.render() + "\n"
         }
-        var steps = Table(title: "Consumer waits on mappings requested one step ahead", header: ["scenario", "steps", "requests", "step ms", "chunks/step", "max", "blocked", "wait mean us", "wait max us"])
+        var steps = Table(title: "Consumer waits on mappings requested one step ahead", header: ["scenario", "steps", "requests", "step ms", "chunks/step", "max", "blocked", "wait mean us", "wait max us", "chunk p99 / max us"])
         for s in r.stepAhead {
-            steps.add([s.scenario, "\(s.steps)", "\(s.requests)", fixed(s.stepMillis, 1), fixed(s.chunksPerStepMean, 1), "\(s.chunksPerStepMax)", "\(s.blockedWaits)", fixed(s.waitMeanMicros, 1), fixed(s.waitMaxMicros, 1)])
+            steps.add([s.scenario, "\(s.steps)", "\(s.requests)", fixed(s.stepMillis, 1), fixed(s.chunksPerStepMean, 1), "\(s.chunksPerStepMax)", "\(s.blockedWaits)", fixed(s.waitMeanMicros, 1), fixed(s.waitMaxMicros, 1), "\(fixed(s.chunkP99Micros, 1)) / \(fixed(s.chunkMaxMicros, 1))"])
         }
         if !r.stepAhead.isEmpty { out += steps.render() + "\n" }
         if let l = r.launch {
@@ -145,6 +155,10 @@ struct BenchVMMCommand: ParsableCommand {
             launch.add(["mapper idle", fixed(l.idle.p50Micros, 2), fixed(l.idle.p99Micros, 2), fixed(l.idle.meanMicros, 2), fixed(l.copyMillisIdle, 3)])
             launch.add(["mapper mapping \(l.chunksMappedMeanwhile) chunks", fixed(l.whileMapping.p50Micros, 2), fixed(l.whileMapping.p99Micros, 2), fixed(l.whileMapping.meanMicros, 2), fixed(l.copyMillisWhileMapping, 3)])
             out += launch.render() + "\n"
+            var busy = Table(title: "Map + set access per chunk while the GPU computes (us)", header: ["condition", "p50", "p99", "max"])
+            busy.add(["GPU idle", fixed(l.mapGPUIdle.p50Micros, 1), fixed(l.mapGPUIdle.p99Micros, 1), fixed(l.mapGPUIdle.maxMicros, 1)])
+            busy.add(["kernel running", fixed(l.mapWhileKernelRuns.p50Micros, 1), fixed(l.mapWhileKernelRuns.p99Micros, 1), fixed(l.mapWhileKernelRuns.maxMicros, 1)])
+            out += busy.render() + "\n"
         }
         if let c = r.copy {
             var copy = Table(title: "Copy bandwidth, \(mib(c.bytes)) read + written (TB/s)", header: ["memory", "TB/s"])

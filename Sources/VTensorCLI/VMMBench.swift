@@ -151,6 +151,8 @@ struct VMMBench {
             var joining: [(step: Int, ids: [Int], ticket: MapTicket)] = []
             mapper.resetStatistics()
             var demand = Array(repeating: 0, count: steps + 4)
+            var blockedSteps: [Int] = []
+            var blockedMicros: [Double] = []
             for step in 0..<steps {
                 // Launch step s.
                 if let gpu { try gpu.kernels.spin(cycles: spinCycles, stream: gpu.stream) }
@@ -181,8 +183,16 @@ struct VMMBench {
                     let now = monotonicNanos()
                     if now < deadline { usleep(UInt32((deadline - now) / 1000)) }
                 }
+                let waitStart = monotonicNanos()
+                let ready = mapper.isDone(ticket) && joining.allSatisfy { $0.step != step + 1 || mapper.isDone($0.ticket) }
                 try mapper.wait(ticket)
                 for (id, n) in lengths { try cache.setLength(id, n + 1); lengths[id] = n + 1 }
+                defer {
+                    if !ready {
+                        blockedSteps.append(step + 1)
+                        blockedMicros.append(Double(monotonicNanos() - waitStart) / 1000)
+                    }
+                }
                 for entry in joining where entry.step == step + 1 {
                     try mapper.wait(entry.ticket)
                     for id in entry.ids { try cache.setLength(id, 1023); lengths[id] = 1023 }
@@ -196,7 +206,9 @@ struct VMMBench {
                 scenario: scenario, steps: steps, requests: requests, stepMillis: stepMillis,
                 chunksPerStepMean: Double(stepDemand.reduce(0, +)) / Double(steps), chunksPerStepMax: stepDemand.max() ?? 0,
                 blockedWaits: s.blockedWaits, waitMeanMicros: Double(s.waitNanosTotal) / Double(max(1, s.waits)) / 1000,
-                waitMaxMicros: Double(s.waitNanosMax) / 1000))
+                waitMaxMicros: Double(s.waitNanosMax) / 1000,
+                chunkP50Micros: Double(s.chunkLatencyP50) / 1000, chunkP99Micros: Double(s.chunkLatencyP99) / 1000,
+                chunkMaxMicros: Double(s.chunkLatencyMax) / 1000, blockedSteps: blockedSteps, blockedMicros: blockedMicros))
             for id in lengths.keys { try cache.free(id) }
             try memory.drain()
         }
@@ -258,8 +270,37 @@ struct VMMBench {
         ticket = mapper.submit([(second, n)])
         let copyBusy = try timeCopy()
         try mapper.wait(ticket)
+        // Does mapping slow down while a kernel runs? 300 chunks each way, on this thread.
+        func mapTimes(duringKernel: Bool) throws -> [UInt64] {
+            let count = 300
+            let base = try backend.reserve(bytes: count * chunk)
+            let made = try (0..<count).map { _ in try backend.createChunk() }
+            let cycles = try calibrateSpin(gpu, millis: 200)
+            let kernelDone = try CUDAEvent(context: gpu.context)
+            if duringKernel {
+                try gpu.kernels.spin(cycles: cycles, stream: gpu.stream)
+                try kernelDone.record(on: gpu.stream)
+            }
+            var times: [UInt64] = []
+            for (i, c) in made.enumerated() {
+                let start = monotonicNanos()
+                try backend.map(c, at: base + UInt64(i * chunk))
+                try backend.setAccess(at: base + UInt64(i * chunk), bytes: chunk)
+                times.append(monotonicNanos() - start)
+            }
+            let kernelStillRunning = duringKernel ? !(try kernelDone.isComplete()) : false
+            try gpu.stream.synchronize()
+            for i in 0..<count { try backend.unmap(at: base + UInt64(i * chunk)) }
+            for c in made { try backend.releaseChunk(c) }
+            try backend.releaseReservation(base: base, bytes: count * chunk)
+            if duringKernel && !kernelStillRunning { say("  note: the kernel ended before the mapping did") }
+            return times
+        }
+        let mapIdle = try mapTimes(duringKernel: false)
+        let mapBusy = try mapTimes(duringKernel: true)
         return LaunchInterference(idle: Percentiles(idle), whileMapping: Percentiles(busy), chunksMappedMeanwhile: n,
-                                  copyMillisIdle: copyIdle, copyMillisWhileMapping: copyBusy)
+                                  copyMillisIdle: copyIdle, copyMillisWhileMapping: copyBusy,
+                                  mapGPUIdle: Percentiles(mapIdle), mapWhileKernelRuns: Percentiles(mapBusy))
     }
 
     /// Median milliseconds of `body` over `reps` runs, timed with CUDA events after one warm-up.
