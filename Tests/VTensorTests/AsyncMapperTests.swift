@@ -40,3 +40,44 @@ import Testing
         #expect(memory.audit { backendAgrees($0, host) } == [])
     }
 }
+
+@Suite struct ConcurrentMappingTests {
+    /// The mapper maps outside the manager's lock (slots pending) while this thread frees,
+    /// shrinks and queries the same tensors: the accounting must stay exact and nothing leak.
+    @Test func freeingTensorsWhileTheyAreBeingMapped() throws {
+        let host = try HostBackend(chunkSize: testChunk, capacityBytes: 20_000 * testChunk)
+        let memory = try makeMemory(host, budgetChunks: 20_000, low: 8, high: 32)
+        let mapper = AsyncMapper(memory: memory, sliceChunks: 16)
+        var rng = SplitMix64(seed: 42)
+        var live: [(VirtualTensor, MapTicket)] = []
+        var freedWhileMapping = 0
+        for round in 0..<60 {
+            let t = try memory.makeTensor(bytes: 300 * testChunk)
+            live.append((t, mapper.submit([(t, 300)], priority: round % 3)))
+            if live.count > 4 {
+                let (victim, ticket) = live.remove(at: Int(rng.next() % UInt64(live.count)))
+                if !mapper.isDone(ticket) { freedWhileMapping += 1 }
+                if rng.next() % 2 == 0 { try memory.shrink(victim, toChunks: 10) }
+                try memory.free(victim)
+                _ = memory.mappedChunkCount(victim)
+                // The job may fail (tensor freed) or have finished: either is fine.
+                do { try mapper.wait(ticket) } catch let error as VTensorError {
+                    #expect(error == .tensorFreed(tensor: victim.id))
+                }
+            }
+            let problems = memory.audit { backendAgrees($0, host) }
+            #expect(problems == [], "\(problems)")
+        }
+        for (t, ticket) in live {
+            try mapper.wait(ticket)
+            #expect(memory.mappedChunkCount(t) == 300)
+            try memory.free(t)
+        }
+        mapper.shutdown()
+        try memory.drain()
+        _ = try memory.trim(to: 0)
+        #expect(memory.audit { backendAgrees($0, host) } == [])
+        #expect(host.census() == .init(liveChunks: 0, mappings: 0, reservations: 0))
+        #expect(freedWhileMapping > 0)
+    }
+}

@@ -76,9 +76,9 @@ struct ChunkPool {
     func referenceCount(_ chunk: PhysicalChunk) -> Int { references[chunk] ?? 0 }
 
     /// Creates chunks until the reserve holds `lowWatermark` (within the budget).
-    mutating func replenish() throws -> Int {
+    mutating func replenish(limit: Int = .max) throws -> Int {
         var made = 0
-        while reserve.count < lowWatermark, created < budgetChunks {
+        while reserve.count < lowWatermark, created < budgetChunks, made < limit {
             reserve.append(try backend.createChunk())
             created += 1
             totalCreated += 1
