@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,cl
 
 "$bin" info > "$out/info.txt" 2>&1; info_rc=$?
 "$bin" selftest > "$out/selftest.txt" 2>&1; selftest_rc=$?
-"$bin" bench vmm --json-out "$out/bench-vmm.json" > "$out/bench-vmm.txt" 2>&1; bench_rc=$?
+"$bin" bench vmm --steps 400 --json-out "$out/bench-vmm.json" > "$out/bench-vmm.txt" 2>&1; bench_rc=$?
 
 {
   echo "== info (rc=$info_rc)"; cat "$out/info.txt"
