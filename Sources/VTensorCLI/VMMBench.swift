@@ -59,9 +59,9 @@ struct VMMBench {
     // MARK: Mapper throughput
 
     func measureMapper() throws -> MapperThroughput {
-        func rate(warm: Bool) throws -> (Double, MapperStatistics) {
+        func rate(warm: Bool, outsideLock: Bool = true) throws -> (Double, MapperStatistics) {
             let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 8) * chunk),
-                                           lowWatermark: warm ? chunks : 0, highWatermark: chunks)
+                                           lowWatermark: warm ? chunks : 0, highWatermark: chunks, mapsOutsideLock: outsideLock)
             if warm { try memory.replenish() }
             let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
             defer { mapper.shutdown() }
@@ -76,8 +76,10 @@ struct VMMBench {
         }
         let (warm, stats) = try rate(warm: true)
         let (cold, _) = try rate(warm: false)
+        let (lockedPath, _) = try rate(warm: true, outsideLock: false)
         let threaded = try [1, 2, 4].map { ThreadedRate(threads: $0, mappingsPerSecond: try rawThreadedRate(threads: $0)) }
         return MapperThroughput(chunks: chunks / 8 * 8, mappingsPerSecond: warm, coldMappingsPerSecond: cold,
+                                lockedPathMappingsPerSecond: lockedPath,
                                 p50Micros: Double(stats.chunkLatencyP50) / 1000, p99Micros: Double(stats.chunkLatencyP99) / 1000,
                                 threadedRates: threaded)
     }
@@ -130,11 +132,15 @@ struct VMMBench {
         var results: [StepAheadResult] = []
         // Bursts: every 25 steps 4 requests of 1024 tokens join; their mapping is requested
         // `lookahead` steps before the step that first uses it.
-        let scenarios: [(name: String, lookahead: Int?)] = [
-            ("decode", nil), ("decode + prefill bursts, 1 step ahead", 1), ("decode + prefill bursts, 2 steps ahead", 2),
+        let scenarios: [(name: String, lookahead: Int?, outsideLock: Bool)] = [
+            ("decode", nil, true), ("decode + prefill bursts, 1 step ahead", 1, true),
+            ("decode + prefill bursts, 2 steps ahead", 2, true),
+            ("decode, driver calls under the manager lock", nil, false),
+            ("bursts 2 ahead, driver calls under the lock", 2, false),
         ]
-        for (scenario, lookahead) in scenarios {
-            let memory = try VirtualMemory(backend: backend, budget: .fractionOfFree(0.9), lowWatermark: 64, highWatermark: 256)
+        for (scenario, lookahead, outsideLock) in scenarios {
+            let memory = try VirtualMemory(backend: backend, budget: .fractionOfFree(0.9), lowWatermark: 64, highWatermark: 256,
+                                           mapsOutsideLock: outsideLock)
             let cache = try KVCache(shape: .llama3_8B, layout: .default, memory: memory, maxTokensPerRequest: 4096)
             let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
             defer { mapper.shutdown() }
@@ -158,11 +164,10 @@ struct VMMBench {
                 if let gpu { try gpu.kernels.spin(cycles: spinCycles, stream: gpu.stream) }
                 let deadline = monotonicNanos() + UInt64(stepMillis * 1e6)
                 // Plan step s+1: every running request grows by one token.
-                var job: AsyncMapper.Job = []
-                for (id, n) in lengths {
+                for (_, n) in lengths {
                     demand[step + 1] += cache.layout.rangesPerRequest * (cache.layout.chunks(forTokens: n + 2) - cache.layout.chunks(forTokens: n + 1))
-                    job += try cache.prepareGrowth(id, tokens: n + 2)
                 }
+                let job = try cache.prepareGrowth(lengths.map { ($0.key, $0.value + 2) })
                 let ticket = mapper.submit(job, priority: step + 1)
                 if let lookahead, step % 25 == 0, step + lookahead < steps {
                     var burst: AsyncMapper.Job = []
@@ -198,10 +203,11 @@ struct VMMBench {
                     blockedSteps.append(step + 1)
                     blockedMicros.append(Double(waited) / 1000)
                 }
-                for (id, n) in lengths { try cache.setLength(id, n + 1); lengths[id] = n + 1 }
+                for (id, n) in lengths { lengths[id] = n + 1 }
                 for entry in joining where entry.step == step + 1 {
-                    for id in entry.ids { try cache.setLength(id, 1023); lengths[id] = 1023 }
+                    for id in entry.ids { lengths[id] = 1023 }
                 }
+                try cache.setLengths(lengths.map { ($0.key, $0.value) })
                 joining.removeAll { $0.step == step + 1 }
             }
             for entry in joining { try mapper.wait(entry.ticket); for id in entry.ids { lengths[id] = 0 } }

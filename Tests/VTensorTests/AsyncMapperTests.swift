@@ -81,3 +81,24 @@ import Testing
         #expect(freedWhileMapping > 0)
     }
 }
+
+@Suite struct MapperLifetimeTests {
+    @Test func shutdownReleasesTheMapperAndItsMemory() throws {
+        let host = try makeHost()
+        weak var weakMemory: VirtualMemory?
+        weak var weakMapper: AsyncMapper?
+        do {
+            let memory = try makeMemory(host, budgetChunks: 16, low: 4, high: 8)
+            let mapper = AsyncMapper(memory: memory)
+            let t = try memory.makeTensor(bytes: 4 * testChunk)
+            try mapper.wait(mapper.submit([(t, 4)]))
+            mapper.shutdown()
+            weakMemory = memory
+            weakMapper = mapper
+        }
+        #expect(weakMapper == nil)
+        #expect(weakMemory == nil)
+        // The memory manager's teardown gave every chunk back to the device.
+        #expect(host.census() == .init(liveChunks: 0, mappings: 0, reservations: 0))
+    }
+}

@@ -89,37 +89,62 @@ public final class KVCache: @unchecked Sendable {
     /// (decode's path: submitted a step ahead). Copy-on-write of shared chunks that the new
     /// tokens would land in happens here, synchronously.
     public func prepareGrowth(_ id: Int, tokens: Int) throws -> AsyncMapper.Job {
+        try prepareGrowth([(id, tokens)])
+    }
+
+    /// `prepareGrowth` for a whole batch, with one look at the memory manager for all of it.
+    public func prepareGrowth(_ requests: [(id: Int, tokens: Int)]) throws -> AsyncMapper.Job {
         try lock.withLock {
-            let entry = try entry(id)
-            guard tokens <= maxTokensPerRequest else {
-                throw VTensorError.capacityExceeded("request \(id) asks for \(tokens) tokens; the maximum is \(maxTokensPerRequest)")
+            var job: AsyncMapper.Job = []
+            job.reserveCapacity(requests.count * layout.rangesPerRequest)
+            var growing: [(entry: Entry, chunks: Int)] = []
+            for (id, tokens) in requests {
+                let entry = try entry(id)
+                guard tokens <= maxTokensPerRequest else {
+                    throw VTensorError.capacityExceeded("request \(id) asks for \(tokens) tokens; the maximum is \(maxTokensPerRequest)")
+                }
+                let chunks = layout.chunks(forTokens: tokens + guardTokens)
+                if tokens > entry.length { growing.append((entry, chunks)) }
+                for tensor in entry.tensors { job.append((tensor, chunks)) }
             }
-            let chunks = layout.chunks(forTokens: tokens + guardTokens)
-            if tokens > entry.length {
-                for tensor in entry.tensors {
-                    for index in (entry.length / layout.tokensPerChunk)..<min(chunks, tensor.chunkCount)
-                    where memory.shareCount(tensor, chunk: index) > 1 {
-                        try memory.makePrivate(tensor, chunk: index)
+            // Chunks the new tokens land in that another request still maps: copy on write.
+            let shared = memory.inspect { memory in
+                growing.flatMap { entry, chunks in
+                    entry.tensors.flatMap { tensor in
+                        ((entry.length / layout.tokensPerChunk)..<min(chunks, tensor.chunkCount))
+                            .filter { memory.shareCount(tensor, chunk: $0) > 1 }
+                            .map { (tensor, $0) }
                     }
                 }
             }
-            return entry.tensors.map { ($0, chunks) }
+            for (tensor, index) in shared { try memory.makePrivate(tensor, chunk: index) }
+            return job
         }
     }
 
     /// Declares that tokens 0..<n now hold data (after a step wrote them).
     public func setLength(_ id: Int, _ n: Int) throws {
+        try setLengths([(id, n)])
+    }
+
+    /// `setLength` for a whole batch, with one look at the memory manager.
+    public func setLengths(_ updates: [(id: Int, length: Int)]) throws {
         try lock.withLock {
-            var entry = try entry(id)
-            guard n >= 0, n <= maxTokensPerRequest else {
-                throw VTensorError.capacityExceeded("length \(n) outside 0...\(maxTokensPerRequest)")
+            let checked = try updates.map { id, n -> (Int, Entry, Int) in
+                guard n >= 0, n <= maxTokensPerRequest else {
+                    throw VTensorError.capacityExceeded("length \(n) outside 0...\(maxTokensPerRequest)")
+                }
+                return (id, try entry(id), n)
             }
-            let needed = layout.chunks(forTokens: n + guardTokens)
-            for tensor in entry.tensors where needed > 0 && !memory.isMapped(tensor, chunk: needed - 1) {
-                throw VTensorError.capacityExceeded("request \(id) has no mapped memory for token \(n + guardTokens - 1) (length \(n) + \(guardTokens) guard); reserve first")
+            try memory.inspect { memory in
+                for (id, entry, n) in checked {
+                    let needed = layout.chunks(forTokens: n + guardTokens)
+                    for tensor in entry.tensors where needed > 0 && !memory.isMapped(tensor, chunk: needed - 1) {
+                        throw VTensorError.capacityExceeded("request \(id) has no mapped memory for token \(n + guardTokens - 1) (length \(n) + \(guardTokens) guard); reserve first")
+                    }
+                }
             }
-            entry.length = n
-            entries[id] = entry
+            for (id, _, n) in checked { entries[id]!.length = n }
         }
     }
 
@@ -216,10 +241,9 @@ public final class KVCache: @unchecked Sendable {
 
     public var accounting: KVAccounting {
         lock.withLock {
-            var tokens = 0, mapped = 0
-            for entry in entries.values {
-                tokens += entry.length
-                for tensor in entry.tensors { mapped += memory.mappedChunkCount(tensor) }
+            let tokens = entries.values.reduce(0) { $0 + $1.length }
+            let mapped = memory.inspect { memory in
+                entries.values.reduce(0) { sum, entry in sum + entry.tensors.reduce(0) { $0 + memory.mappedChunkCount($1) } }
             }
             return KVAccounting(requests: entries.count, tokens: tokens, mappedChunks: mapped,
                                 physicalChunks: memory.accounting.inUse, chunkSize: layout.chunkSize,

@@ -143,7 +143,8 @@ public final class AsyncMapper: @unchecked Sendable {
         }
     }
 
-    /// Finishes queued jobs, then stops the thread.
+    /// Finishes queued jobs, then stops the thread. Call it when done: until then the thread
+    /// keeps the mapper and its memory manager alive.
     public func shutdown() {
         let running = condition.withLock { () -> Bool in
             guard !stopping else { return false }
@@ -151,7 +152,12 @@ public final class AsyncMapper: @unchecked Sendable {
             condition.broadcast()
             return true
         }
-        if running { threads.forEach { $0.join() } }
+        if running {
+            threads.forEach { $0.join() }
+            // The threads' closures hold the mapper (and through it the memory manager):
+            // dropping them breaks the cycle, so both can be released.
+            threads = []
+        }
     }
 
     private func record(latency: UInt64) {

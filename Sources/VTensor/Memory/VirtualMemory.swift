@@ -44,7 +44,7 @@ public final class VirtualMemory: @unchecked Sendable {
     public let backend: any MemoryBackend
     public let chunkSize: Int
     private let lock = ConditionLock()
-    private var pool: ChunkPool
+    fileprivate var pool: ChunkPool
     private var tensors: [Int: VirtualTensor] = [:]
     private var retiring: [(tensor: VirtualTensor, index: Int)] = []
     private var nextTensorID = 1
@@ -53,12 +53,18 @@ public final class VirtualMemory: @unchecked Sendable {
     private var pendingCount = 0
     private var scratch: VirtualTensor?
 
+    /// Whether `mapHoles` runs driver calls outside the lock (pending slots). On by default;
+    /// off only to measure the difference (`vtensor bench vmm`).
+    public let mapsOutsideLock: Bool
+
     /// - Parameters:
     ///   - budget: the cap on physical memory held.
     ///   - lowWatermark: chunks the reserve is refilled to ahead of need (default: 16, within budget).
     ///   - highWatermark: chunks above which the reserve is released to the device (default: 4 x low).
-    public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil) throws {
+    public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil,
+                mapsOutsideLock: Bool = true) throws {
         self.backend = backend
+        self.mapsOutsideLock = mapsOutsideLock
         self.chunkSize = backend.chunkSize
         let budgetBytes: Int
         switch budget {
@@ -171,20 +177,20 @@ public final class VirtualMemory: @unchecked Sendable {
 
     /// The unmapped chunks among `0..<chunks` of each tensor, in order: the work a grow does.
     public func holes(in targets: [(tensor: VirtualTensor, chunks: Int)]) throws -> [(tensor: VirtualTensor, index: Int)] {
-        var holes: [(tensor: VirtualTensor, index: Int)] = []
-        for (tensor, chunks) in targets {
-            guard chunks <= tensor.chunkCount else {
-                throw VTensorError.capacityExceeded("tensor \(tensor.id) spans \(tensor.chunkCount) chunks; \(chunks) requested")
-            }
-            try lock.withLock {
+        try lock.withLock {
+            var holes: [(tensor: VirtualTensor, index: Int)] = []
+            for (tensor, chunks) in targets {
+                guard chunks <= tensor.chunkCount else {
+                    throw VTensorError.capacityExceeded("tensor \(tensor.id) spans \(tensor.chunkCount) chunks; \(chunks) requested")
+                }
                 guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
                 for index in 0..<chunks {
                     if case .mapped = tensor.slots[index] { continue }
                     holes.append((tensor, index))
                 }
             }
+            return holes
         }
-        return holes
     }
 
     /// Maps a fresh chunk at each listed place not mapped yet. All or nothing, like `grow`.
@@ -196,6 +202,19 @@ public final class VirtualMemory: @unchecked Sendable {
         do {
             for (tensor, index) in holes {
                 let start = onChunkMapped == nil ? 0 : monotonicNanos()
+                if !mapsOutsideLock {
+                    let didMap = try lock.withLock { () throws -> Bool in
+                        guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+                        if case .mapped = tensor.slots[index] { return false }
+                        try mapFreshLocked(tensor, index)
+                        return true
+                    }
+                    if didMap {
+                        mapped.append((tensor, index))
+                        onChunkMapped?(monotonicNanos() - start)
+                    }
+                    continue
+                }
                 guard let chunk = try beginMapping(tensor, index) else { continue }
                 let address = tensor.address(ofChunk: index)
                 var failure: (any Error)?
@@ -379,26 +398,39 @@ public final class VirtualMemory: @unchecked Sendable {
 
     // MARK: Queries
 
-    public func isMapped(_ tensor: VirtualTensor, chunk index: Int) -> Bool {
-        lock.withLock { if case .mapped = tensor.slots[index] { return true } else { return false } }
-    }
+    /// Read-only questions about tensors, answered under one hold of the lock: the engine
+    /// asks many per step, and one acquisition for all of them keeps it off the mapper's way.
+    public struct Inspector: ~Copyable {
+        fileprivate let memory: VirtualMemory
 
-    /// The physical chunk mapped at `index`, if any (for tests and reports).
-    public func physicalChunk(_ tensor: VirtualTensor, chunk index: Int) -> PhysicalChunk? {
-        lock.withLock { if case .mapped(let c) = tensor.slots[index] { return c } else { return nil } }
-    }
+        public func isMapped(_ tensor: VirtualTensor, chunk index: Int) -> Bool {
+            if case .mapped = tensor.slots[index] { return true } else { return false }
+        }
 
-    public func mappedChunkCount(_ tensor: VirtualTensor) -> Int {
-        lock.withLock { tensor.slots.reduce(0) { if case .mapped = $1 { return $0 + 1 } else { return $0 } } }
-    }
+        /// The physical chunk mapped at `index`, if any.
+        public func physicalChunk(_ tensor: VirtualTensor, chunk index: Int) -> PhysicalChunk? {
+            if case .mapped(let c) = tensor.slots[index] { return c } else { return nil }
+        }
 
-    /// Number of mappings of the chunk behind `tensor`'s chunk `index` (0 when unmapped).
-    public func shareCount(_ tensor: VirtualTensor, chunk index: Int) -> Int {
-        lock.withLock {
+        public func mappedChunkCount(_ tensor: VirtualTensor) -> Int {
+            tensor.slots.reduce(0) { if case .mapped = $1 { return $0 + 1 } else { return $0 } }
+        }
+
+        /// Number of mappings of the chunk behind `tensor`'s chunk `index` (0 when unmapped).
+        public func shareCount(_ tensor: VirtualTensor, chunk index: Int) -> Int {
             guard case .mapped(let c) = tensor.slots[index] else { return 0 }
-            return pool.referenceCount(c)
+            return memory.pool.referenceCount(c)
         }
     }
+
+    public func inspect<T>(_ body: (borrowing Inspector) throws -> T) rethrows -> T {
+        try lock.withLock { try body(Inspector(memory: self)) }
+    }
+
+    public func isMapped(_ tensor: VirtualTensor, chunk index: Int) -> Bool { inspect { $0.isMapped(tensor, chunk: index) } }
+    public func physicalChunk(_ tensor: VirtualTensor, chunk index: Int) -> PhysicalChunk? { inspect { $0.physicalChunk(tensor, chunk: index) } }
+    public func mappedChunkCount(_ tensor: VirtualTensor) -> Int { inspect { $0.mappedChunkCount(tensor) } }
+    public func shareCount(_ tensor: VirtualTensor, chunk index: Int) -> Int { inspect { $0.shareCount(tensor, chunk: index) } }
 
     public var accounting: MemoryAccounting { lock.withLock { accountingLocked() } }
 
