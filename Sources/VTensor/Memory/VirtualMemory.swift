@@ -400,7 +400,8 @@ public final class VirtualMemory: @unchecked Sendable {
 
     /// Read-only questions about tensors, answered under one hold of the lock: the engine
     /// asks many per step, and one acquisition for all of them keeps it off the mapper's way.
-    public struct Inspector: ~Copyable {
+    /// Valid only inside `inspect`'s closure (it does not take the lock itself).
+    public struct Inspector {
         fileprivate let memory: VirtualMemory
 
         public func isMapped(_ tensor: VirtualTensor, chunk index: Int) -> Bool {
@@ -423,7 +424,7 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
-    public func inspect<T>(_ body: (borrowing Inspector) throws -> T) rethrows -> T {
+    public func inspect<T>(_ body: (Inspector) throws -> T) rethrows -> T {
         try lock.withLock { try body(Inspector(memory: self)) }
     }
 
