@@ -59,9 +59,9 @@ struct VMMBench {
     // MARK: Mapper throughput
 
     func measureMapper() throws -> MapperThroughput {
-        func rate(warm: Bool, outsideLock: Bool = true) throws -> (Double, MapperStatistics) {
+        func rate(warm: Bool) throws -> (Double, MapperStatistics) {
             let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 8) * chunk),
-                                           lowWatermark: warm ? chunks : 0, highWatermark: chunks, mapsOutsideLock: outsideLock)
+                                           lowWatermark: warm ? chunks : 0, highWatermark: chunks)
             if warm { try memory.replenish() }
             let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
             defer { mapper.shutdown() }
@@ -76,10 +76,8 @@ struct VMMBench {
         }
         let (warm, stats) = try rate(warm: true)
         let (cold, _) = try rate(warm: false)
-        let (lockedPath, _) = try rate(warm: true, outsideLock: false)
         let threaded = try [1, 2, 4].map { ThreadedRate(threads: $0, mappingsPerSecond: try rawThreadedRate(threads: $0)) }
         return MapperThroughput(chunks: chunks / 8 * 8, mappingsPerSecond: warm, coldMappingsPerSecond: cold,
-                                lockedPathMappingsPerSecond: lockedPath,
                                 p50Micros: Double(stats.chunkLatencyP50) / 1000, p99Micros: Double(stats.chunkLatencyP99) / 1000,
                                 threadedRates: threaded)
     }
@@ -132,15 +130,13 @@ struct VMMBench {
         var results: [StepAheadResult] = []
         // Bursts: every 25 steps 4 requests of 1024 tokens join; their mapping is requested
         // `lookahead` steps before the step that first uses it.
-        let scenarios: [(name: String, lookahead: Int?, outsideLock: Bool)] = [
-            ("decode", nil, true), ("decode + prefill bursts, 1 step ahead", 1, true),
-            ("decode + prefill bursts, 2 steps ahead", 2, true),
-            ("decode, driver calls under the manager lock", nil, false),
-            ("bursts 2 ahead, driver calls under the lock", 2, false),
+        let scenarios: [(name: String, lookahead: Int?)] = [
+            ("decode", nil), ("decode + prefill bursts, 1 step ahead", 1), ("decode + prefill bursts, 2 steps ahead", 2),
+            ("decode + prefill bursts, 3 steps ahead", 3),
         ]
-        for (scenario, lookahead, outsideLock) in scenarios {
-            let memory = try VirtualMemory(backend: backend, budget: .fractionOfFree(0.9), lowWatermark: 64, highWatermark: 256,
-                                           mapsOutsideLock: outsideLock)
+        for (scenario, lookahead) in scenarios {
+            // The warm reserve holds one burst (4 x 1024 tokens), so creation happens while idle.
+            let memory = try VirtualMemory(backend: backend, budget: .fractionOfFree(0.9), lowWatermark: 320, highWatermark: 640)
             let cache = try KVCache(shape: .llama3_8B, layout: .default, memory: memory, maxTokensPerRequest: 4096)
             let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
             defer { mapper.shutdown() }

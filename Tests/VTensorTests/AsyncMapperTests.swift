@@ -42,8 +42,8 @@ import Testing
 }
 
 @Suite struct ConcurrentMappingTests {
-    /// The mapper maps outside the manager's lock (slots pending) while this thread frees,
-    /// shrinks and queries the same tensors: the accounting must stay exact and nothing leak.
+    /// The mapper maps while this thread frees, shrinks and queries the same tensors: the
+    /// accounting must stay exact and nothing leak.
     @Test func freeingTensorsWhileTheyAreBeingMapped() throws {
         let host = try HostBackend(chunkSize: testChunk, capacityBytes: 20_000 * testChunk)
         let memory = try makeMemory(host, budgetChunks: 20_000, low: 8, high: 32)

@@ -83,7 +83,7 @@ struct PropertyRun {
         #expect(problems == [], "\(problems)")
         let a = memory.accounting
         #expect(a.created <= a.budgetChunks)
-        #expect(a.created == a.inReserve + a.inUse + a.pending)
+        #expect(a.created == a.inReserve + a.inUse)
         let kv = cache.accounting
         #expect(kv.requests == model.tokens.count)
         #expect(kv.tokens == model.tokens.values.reduce(0) { $0 + $1.count })

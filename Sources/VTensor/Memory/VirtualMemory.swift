@@ -6,15 +6,13 @@ public struct MemoryAccounting: Equatable, Sendable, Codable {
     public var budgetChunks: Int
     public var lowWatermark: Int
     public var highWatermark: Int
-    /// Physical chunks that exist now (= inReserve + inUse + pending).
+    /// Physical chunks that exist now (= inReserve + inUse).
     public var created: Int
     public var peakCreated: Int
     /// Created but mapped nowhere: the warm reserve.
     public var inReserve: Int
     /// Distinct chunks mapped at least once (retiring mappings included).
     public var inUse: Int
-    /// Taken from the pool and being mapped right now (created = inReserve + inUse + pending).
-    public var pending: Int
     /// Mappings in all: aliases count once per address.
     public var mappings: Int
     /// Chunks mapped at two or more addresses.
@@ -48,23 +46,14 @@ public final class VirtualMemory: @unchecked Sendable {
     private var tensors: [Int: VirtualTensor] = [:]
     private var retiring: [(tensor: VirtualTensor, index: Int)] = []
     private var nextTensorID = 1
-    /// Slots being mapped outside the lock right now (their chunks are neither in the reserve
-    /// nor referenced).
-    private var pendingCount = 0
     private var scratch: VirtualTensor?
-
-    /// Whether `mapHoles` runs driver calls outside the lock (pending slots). On by default;
-    /// off only to measure the difference (`vtensor bench vmm`).
-    public let mapsOutsideLock: Bool
 
     /// - Parameters:
     ///   - budget: the cap on physical memory held.
     ///   - lowWatermark: chunks the reserve is refilled to ahead of need (default: 16, within budget).
     ///   - highWatermark: chunks above which the reserve is released to the device (default: 4 x low).
-    public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil,
-                mapsOutsideLock: Bool = true) throws {
+    public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil) throws {
         self.backend = backend
-        self.mapsOutsideLock = mapsOutsideLock
         self.chunkSize = backend.chunkSize
         let budgetBytes: Int
         switch budget {
@@ -195,43 +184,24 @@ public final class VirtualMemory: @unchecked Sendable {
 
     /// Maps a fresh chunk at each listed place not mapped yet. All or nothing, like `grow`.
     ///
-    /// The driver calls (map, set access: tens of microseconds each) run outside the lock, with
-    /// the slot marked pending, so the engine's bookkeeping never queues behind them.
+    /// Each chunk's driver calls run under one hold of the lock. Mapping outside the lock (slots
+    /// marked pending) was tried and measured slower on H100 (docs/perf.md): the engine's
+    /// bookkeeping takes the lock a few times per step (`inspect`), so it rarely waits.
     public func mapHoles(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, onChunkMapped: ((UInt64) -> Void)? = nil) throws {
         var mapped: [(VirtualTensor, Int)] = []
         do {
             for (tensor, index) in holes {
                 let start = onChunkMapped == nil ? 0 : monotonicNanos()
-                if !mapsOutsideLock {
-                    let didMap = try lock.withLock { () throws -> Bool in
-                        guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
-                        if case .mapped = tensor.slots[index] { return false }
-                        try mapFreshLocked(tensor, index)
-                        return true
-                    }
-                    if didMap {
-                        mapped.append((tensor, index))
-                        onChunkMapped?(monotonicNanos() - start)
-                    }
-                    continue
+                let didMap = try lock.withLock { () throws -> Bool in
+                    guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+                    if case .mapped = tensor.slots[index] { return false }
+                    try mapFreshLocked(tensor, index)
+                    return true
                 }
-                guard let chunk = try beginMapping(tensor, index) else { continue }
-                let address = tensor.address(ofChunk: index)
-                var failure: (any Error)?
-                do {
-                    try backend.map(chunk, at: address)
-                    do {
-                        try backend.setAccess(at: address, bytes: chunkSize)
-                    } catch {
-                        try? backend.unmap(at: address)
-                        throw error
-                    }
-                } catch {
-                    failure = error
+                if didMap {
+                    mapped.append((tensor, index))
+                    onChunkMapped?(monotonicNanos() - start)
                 }
-                try finishMapping(tensor, index, chunk, failure: failure)
-                mapped.append((tensor, index))
-                onChunkMapped?(monotonicNanos() - start)
             }
         } catch {
             lock.withLock {
@@ -244,51 +214,6 @@ public final class VirtualMemory: @unchecked Sendable {
                 }
             }
             throw error
-        }
-    }
-
-    /// Marks a slot pending and takes its chunk; nil if it is mapped already. Waits out another
-    /// thread's pending mapping of the same slot.
-    private func beginMapping(_ tensor: VirtualTensor, _ index: Int) throws -> PhysicalChunk? {
-        while true {
-            let outcome = try lock.withLock { () throws -> PhysicalChunk?? in
-                guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
-                switch tensor.slots[index] {
-                case .mapped: return .some(nil)
-                case .pending: return nil  // someone else is mapping it: wait
-                case .retiring, .empty:
-                    try settleLocked(tensor, index)
-                    let chunk = try takeChunkLocked()
-                    tensor.slots[index] = .pending(chunk)
-                    pendingCount += 1
-                    return .some(chunk)
-                }
-            }
-            if let outcome { return outcome }
-            usleep(20)
-        }
-    }
-
-    /// Publishes a pending mapping, or undoes it after a failure or if the tensor was freed
-    /// meanwhile (then no kernel can use it: unmapped at once).
-    private func finishMapping(_ tensor: VirtualTensor, _ index: Int, _ chunk: PhysicalChunk, failure: (any Error)?) throws {
-        try lock.withLock {
-            precondition(tensor.slots[index] == .pending(chunk), "pending slot changed under its mapper")
-            pendingCount -= 1
-            if let failure {
-                tensor.slots[index] = .empty
-                pool.giveBack(chunk)
-                throw VTensorError.from(failure)
-            }
-            if tensor.isFreed {
-                try? backend.unmap(at: tensor.address(ofChunk: index))
-                tensor.slots[index] = .empty
-                pool.giveBack(chunk)
-                releaseReservationIfIdleLocked(tensor)
-                throw VTensorError.tensorFreed(tensor: tensor.id)
-            }
-            tensor.slots[index] = .mapped(chunk)
-            pool.addReference(chunk)
         }
     }
 
@@ -441,7 +366,7 @@ public final class VirtualMemory: @unchecked Sendable {
             chunkSize: chunkSize, budgetChunks: pool.budgetChunks,
             lowWatermark: pool.lowWatermark, highWatermark: pool.highWatermark,
             created: pool.created, peakCreated: pool.peakCreated, inReserve: pool.reserve.count,
-            inUse: pool.inUse, pending: pendingCount, mappings: mappings,
+            inUse: pool.inUse, mappings: mappings,
             shared: pool.references.values.filter { $0 > 1 }.count,
             retiring: retiring.count,
             liveTensors: tensors.values.filter { !$0.isFreed }.count,
@@ -472,10 +397,8 @@ public final class VirtualMemory: @unchecked Sendable {
             let reserve = Set(pool.reserve)
             if reserve.count != pool.reserve.count { problems.append("a chunk is in the reserve twice") }
             if !reserve.isDisjoint(with: counted.keys) { problems.append("a chunk is both in the reserve and mapped") }
-            let pending = all.reduce(0) { $0 + $1.slots.filter(\.isPending).count }
-            if pending != pendingCount { problems.append("\(pending) pending slots, counter says \(pendingCount)") }
-            if pool.created != pool.reserve.count + pool.references.count + pendingCount {
-                problems.append("created \(pool.created) != reserve \(pool.reserve.count) + in use \(pool.references.count) + pending \(pendingCount)")
+            if pool.created != pool.reserve.count + pool.references.count {
+                problems.append("created \(pool.created) != reserve \(pool.reserve.count) + in use \(pool.references.count)")
             }
             if pool.created > pool.budgetChunks { problems.append("created \(pool.created) exceeds the budget \(pool.budgetChunks)") }
             let retiringCount = all.reduce(0) { $0 + $1.slots.filter { if case .retiring = $0 { return true } else { return false } }.count }

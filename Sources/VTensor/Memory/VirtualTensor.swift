@@ -20,18 +20,13 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
         case mapped(PhysicalChunk)
         /// Logically unmapped; physically unmapped once `fence` completes.
         case retiring(PhysicalChunk, Fence)
-        /// Taken from the pool; a thread is mapping it outside the lock.
-        case pending(PhysicalChunk)
 
-        /// The chunk a mapping holds (pending ones hold none yet).
         var chunk: PhysicalChunk? {
             switch self {
-            case .empty, .pending: return nil
+            case .empty: return nil
             case .mapped(let chunk), .retiring(let chunk, _): return chunk
             }
         }
-
-        var isPending: Bool { if case .pending = self { return true } else { return false } }
     }
 
     var slots: [Slot]
