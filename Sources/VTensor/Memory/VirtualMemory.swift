@@ -1,5 +1,3 @@
-import Glibc
-
 /// Exact accounting of the virtual-memory layer, in chunks unless named otherwise.
 public struct MemoryAccounting: Equatable, Sendable, Codable {
     public var chunkSize: Int
