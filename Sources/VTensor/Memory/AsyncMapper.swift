@@ -174,13 +174,13 @@ public final class AsyncMapper: @unchecked Sendable {
         while true {
             let picked: Item? = condition.withLock {
                 while queue.isEmpty && !stopping {
-                    // Idle: nothing waits on us, so housekeeping runs now. Bounded sleep keeps
-                    // retirements flowing even without new jobs.
+                    // Idle: housekeeping in small steps (a few chunks each), looking at the
+                    // queue in between, so a job that arrives meanwhile waits for one step at
+                    // most. Nothing left to do: sleep until a job arrives or 2 ms pass.
                     condition.unlock()
-                    _ = try? memory.reclaim()
-                    _ = try? memory.replenish()
+                    let work = ((try? memory.reclaim(limit: 4)) ?? 0) + ((try? memory.replenish(limit: 4)) ?? 0)
                     condition.lock()
-                    if queue.isEmpty && !stopping { _ = condition.wait(seconds: 0.002) }
+                    if work == 0 && queue.isEmpty && !stopping { _ = condition.wait(seconds: 0.002) }
                 }
                 guard let best = queue.indices.min(by: { (queue[$0].priority, queue[$0].sequence) < (queue[$1].priority, queue[$1].sequence) }) else {
                     return nil

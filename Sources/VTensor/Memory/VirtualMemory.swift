@@ -410,14 +410,16 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Completes retirements whose fences are done: physical unmap, chunk back to the reserve,
     /// reservations of freed tensors released, reserve trimmed to the high watermark.
     @discardableResult
-    public func reclaim() throws -> Int {
+    public func reclaim(limit: Int = .max) throws -> Int {
         // A few unmaps per hold of the lock, so the engine's bookkeeping interleaves.
         var total = 0
-        while true {
-            let done = try lock.withLock { try reclaimLocked(waitForOldest: false, limit: 4) }
+        while total < limit {
+            let batch = min(4, limit - total)
+            let done = try lock.withLock { try reclaimLocked(waitForOldest: false, limit: batch) }
             total += done
-            if done < 4 { return total }
+            if done < batch { break }
         }
+        return total
     }
 
     /// Waits for every pending retirement and completes it.
@@ -429,15 +431,16 @@ public final class VirtualMemory: @unchecked Sendable {
 
     /// Creates chunks ahead of need up to the low watermark; returns how many.
     @discardableResult
-    public func replenish() throws -> Int {
+    public func replenish(limit: Int = .max) throws -> Int {
         var total = 0
-        while true {
+        while total < limit {
             let made = try lock.withLock {
                 do { return try pool.replenish(limit: 1) } catch { throw VTensorError.from(error) }
             }
             total += made
-            if made == 0 { return total }
+            if made == 0 { break }
         }
+        return total
     }
 
     /// Releases reserve chunks above `limit` (default: the high watermark) to the device.
