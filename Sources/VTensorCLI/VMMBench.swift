@@ -130,11 +130,15 @@ struct VMMBench {
         var results: [StepAheadResult] = []
         // Bursts: every 25 steps 4 requests of 1024 tokens join; their mapping is requested
         // `lookahead` steps before the step that first uses it.
-        let scenarios: [(name: String, lookahead: Int?)] = [
-            ("decode", nil), ("decode + prefill bursts, 1 step ahead", 1), ("decode + prefill bursts, 2 steps ahead", 2),
-            ("decode + prefill bursts, 3 steps ahead", 3),
+        // How the engine thread waits for a step: cuStreamSynchronize spins in the driver; an
+        // event polled between short sleeps leaves the driver to the mapper thread.
+        let scenarios: [(name: String, lookahead: Int?, pollEvent: Bool)] = [
+            ("decode", nil, true), ("decode + prefill bursts, 1 step ahead", 1, true),
+            ("decode + prefill bursts, 2 steps ahead", 2, true), ("decode + prefill bursts, 3 steps ahead", 3, true),
+            ("decode, step waited with cuStreamSynchronize", nil, false),
         ]
-        for (scenario, lookahead) in scenarios {
+        let stepDone = try gpu.map { try CUDAEvent(context: $0.context) }
+        for (scenario, lookahead, pollEvent) in scenarios {
             // The warm reserve holds one burst (4 x 1024 tokens), so creation happens while idle.
             let memory = try VirtualMemory(backend: backend, budget: .fractionOfFree(0.9), lowWatermark: 320, highWatermark: 640)
             let cache = try KVCache(shape: .llama3_8B, layout: .default, memory: memory, maxTokensPerRequest: 4096)
@@ -157,7 +161,10 @@ struct VMMBench {
             var blockedMicros: [Double] = []
             for step in 0..<steps {
                 // Launch step s.
-                if let gpu { try gpu.kernels.spin(cycles: spinCycles, stream: gpu.stream) }
+                if let gpu {
+                    try gpu.kernels.spin(cycles: spinCycles, stream: gpu.stream)
+                    try stepDone!.record(on: gpu.stream)
+                }
                 let deadline = monotonicNanos() + UInt64(stepMillis * 1e6)
                 // Plan step s+1: every running request grows by one token.
                 for (_, n) in lengths {
@@ -179,7 +186,11 @@ struct VMMBench {
                 }
                 // Step s ends; step s+1 may start once what it needs is mapped.
                 if let gpu {
-                    try gpu.stream.synchronize()
+                    if pollEvent {
+                        while try !stepDone!.isComplete() { usleep(50) }
+                    } else {
+                        try gpu.stream.synchronize()
+                    }
                 } else {
                     let now = monotonicNanos()
                     if now < deadline { usleep(UInt32((deadline - now) / 1000)) }
