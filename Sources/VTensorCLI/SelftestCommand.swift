@@ -99,9 +99,7 @@ func runVirtualMemoryChecks(on device: any DeviceWork, runner: inout CheckRunner
         let t = try memory.makeTensor(bytes: 8 * chunk)
         defer { try? memory.free(t) }
         try memory.grow(t, toChunks: 8)
-        for i in 0..<8 { try device.fill(t.address(ofChunk: i), words: words, seed: UInt32(100 + i)) }
-        var bad = 0
-        for i in 0..<8 { bad += try device.mismatches(t.address(ofChunk: i), words: words, seed: UInt32(100 + i)) }
+        let bad = try writeAndVerify(device, tensor: t, chunks: 0..<8, seedBase: 100)
         try require(bad == 0, "\(bad) words differ")
         return "8 chunks written and verified (\(mib(8 * chunk)))"
     }
@@ -169,9 +167,7 @@ func runVirtualMemoryChecks(on device: any DeviceWork, runner: inout CheckRunner
         try memory.drain()
         try require(memory.mappedChunkCount(t) == 4, "\(memory.mappedChunkCount(t)) chunks mapped after shrink")
         try memory.grow(t, toChunks: 8)
-        for i in 4..<8 { try device.fill(t.address(ofChunk: i), words: words, seed: UInt32(300 + i)) }
-        var bad = 0
-        for i in 4..<8 { bad += try device.mismatches(t.address(ofChunk: i), words: words, seed: UInt32(300 + i)) }
+        let bad = try writeAndVerify(device, tensor: t, chunks: 4..<8, seedBase: 300)
         try require(bad == 0, "\(bad) words differ after remap")
         return "4 chunks unmapped, remapped, written and verified"
     }
@@ -184,9 +180,7 @@ func runVirtualMemoryChecks(on device: any DeviceWork, runner: inout CheckRunner
         let ticket = mapper.submit([(t, 64)])
         try mapper.wait(ticket)
         try require(memory.mappedChunkCount(t) == 64, "\(memory.mappedChunkCount(t)) of 64 chunks mapped")
-        for i in stride(from: 0, to: 64, by: 9) { try device.fill(t.address(ofChunk: i), words: words, seed: UInt32(400 + i)) }
-        var bad = 0
-        for i in stride(from: 0, to: 64, by: 9) { bad += try device.mismatches(t.address(ofChunk: i), words: words, seed: UInt32(400 + i)) }
+        let bad = try writeAndVerify(device, tensor: t, chunks: stride(from: 0, to: 64, by: 9), seedBase: 400)
         try require(bad == 0, "\(bad) words differ")
         let stats = mapper.statistics
         return "64 chunks mapped on the mapper thread, p50 \(micros(stats.chunkLatencyP50)) us/chunk"
@@ -215,6 +209,14 @@ func runVirtualMemoryChecks(on device: any DeviceWork, runner: inout CheckRunner
         let a = memory.accounting
         return "created \(a.created), reserve \(a.inReserve), in use \(a.inUse), mappings \(a.mappings), \(a.totalCreated) created / \(a.totalReleased) released in all"
     }
+}
+
+/// Writes a seeded pattern into each listed chunk (seed: seedBase + index) with the device,
+/// then counts the words that read back wrong.
+func writeAndVerify(_ device: any DeviceWork, tensor: VirtualTensor, chunks: some Sequence<Int>, seedBase: UInt32) throws -> Int {
+    let words = tensor.chunkSize / 4
+    for i in chunks { try device.fill(tensor.address(ofChunk: i), words: words, seed: seedBase + UInt32(i)) }
+    return try chunks.reduce(0) { $0 + (try device.mismatches(tensor.address(ofChunk: $1), words: words, seed: seedBase + UInt32($1))) }
 }
 
 /// The mapper thread must make the CUDA context current before driver calls.
