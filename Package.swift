@@ -18,7 +18,7 @@ let package = Package(
         .target(name: "CSystem"),
         .target(name: "GPU", dependencies: ["CCUDA"]),
         .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
-        .target(name: "Kernels", dependencies: ["GPU"]),
+        .target(name: "Kernels", dependencies: ["GPU", "VTensor"]),
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [
@@ -28,5 +28,6 @@ let package = Package(
         ),
         .testTarget(name: "VTensorTests", dependencies: ["VTensor"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "VTensor"]),
     ]
 )

@@ -80,6 +80,12 @@ public final class NVRTC: @unchecked Sendable {
     ///
     /// - Throws: ``GPUError/compilationFailed(kernel:log:message:)`` with NVRTC's full log.
     public func compile(source: String, name: String, options: [String]) throws -> [UInt8] {
+        try compileWithLog(source: source, name: name, options: options).cubin
+    }
+
+    /// `compile`, also returning NVRTC's log on success (warnings; with
+    /// `--ptxas-options=-v`, each kernel's registers, shared memory and spills).
+    public func compileWithLog(source: String, name: String, options: [String]) throws -> (cubin: [UInt8], log: String) {
         var program: nvrtcProgram? = nil
         try call(api.nvrtcCreateProgram(&program, source, name, 0, nil, nil), "nvrtcCreateProgram")
         defer { _ = api.nvrtcDestroyProgram(&program) }
@@ -100,7 +106,7 @@ public final class NVRTC: @unchecked Sendable {
             try call(
                 api.nvrtcGetCUBIN(program, buffer.baseAddress!.assumingMemoryBound(to: CChar.self)), "nvrtcGetCUBIN")
         }
-        return cubin
+        return (cubin, log(program))
     }
 
     /// `nvrtcGetProgramLog`: warnings and errors, empty if NVRTC has none.

@@ -21,14 +21,20 @@ public final class MemoryKernels: @unchecked Sendable {
         precondition(rowBytes > 0 && rowBytes % 16 == 0, "K/V rows must be whole 16-byte vectors")
         self.compiler = compiler
         self.rowBytes = rowBytes
-        module = try compiler.module(source: Self.source, name: "vtensor_memory_kernels.cu",
-                                     options: ["-DROW_VEC=\(rowBytes / 16)", "-DTOK_PER_WARP=\(Self.tokensPerWarp)"])
+        let program = Self.program(rowBytes: rowBytes)
+        module = try compiler.module(source: program.source, name: program.name, options: program.options)
         fill = try module.function(named: "vt_fill")
         check = try module.function(named: "vt_check")
         copyVectors = try module.function(named: "vt_copy")
         spinKernel = try module.function(named: "vt_spin")
         emptyKernel = try module.function(named: "vt_empty")
         kvReadKernel = try module.function(named: "vt_kv_read")
+    }
+
+    /// The program for rows of `rowBytes`.
+    public static func program(rowBytes: Int) -> KernelSource {
+        KernelSource(name: "vtensor_memory_kernels.cu", source: source,
+                     options: ["-DROW_VEC=\(rowBytes / 16)", "-DTOK_PER_WARP=\(tokensPerWarp)"])
     }
 
     private func blocks(_ n: Int, perBlock: Int = 256, cap: Int = 65_535) -> Int {
