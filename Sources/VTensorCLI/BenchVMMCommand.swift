@@ -25,6 +25,8 @@ struct MapperThroughput: Codable {
 struct ThreadedRate: Codable {
     var threads: Int
     var mappingsPerSecond: Double
+    /// Chunks mapped in the reverse of their creation order.
+    var reverseOrder = false
 }
 
 struct StepAheadResult: Codable {
@@ -141,7 +143,7 @@ struct BenchVMMCommand: ParsableCommand {
             mapper.add(["mappings/s (create + map + set access)", fixed(m.coldMappingsPerSecond, 0)])
             mapper.add(["per-chunk latency p50 / p99 (us)", "\(fixed(m.p50Micros, 1)) / \(fixed(m.p99Micros, 1))"])
             for t in m.threadedRates {
-                mapper.add(["raw driver mappings/s, \(t.threads) thread(s)", fixed(t.mappingsPerSecond, 0)])
+                mapper.add(["raw driver mappings/s, \(t.threads) thread(s)\(t.reverseOrder ? ", reverse order" : "")", fixed(t.mappingsPerSecond, 0)])
             }
             out += mapper.render() + "\n"
         }

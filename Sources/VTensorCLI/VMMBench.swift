@@ -76,19 +76,23 @@ struct VMMBench {
         }
         let (warm, stats) = try rate(warm: true)
         let (cold, _) = try rate(warm: false)
-        let threaded = try [1, 2, 4].map { ThreadedRate(threads: $0, mappingsPerSecond: try rawThreadedRate(threads: $0)) }
+        var threaded = try [1, 2, 4].map { ThreadedRate(threads: $0, mappingsPerSecond: try rawThreadedRate(threads: $0)) }
+        // The pool hands out its newest chunk first (LIFO): does mapping physical chunks in the
+        // reverse of their creation order cost the driver more?
+        threaded.append(ThreadedRate(threads: 1, mappingsPerSecond: try rawThreadedRate(threads: 1, reverseOrder: true), reverseOrder: true))
         return MapperThroughput(chunks: chunks / 8 * 8, mappingsPerSecond: warm, coldMappingsPerSecond: cold,
                                 p50Micros: Double(stats.chunkLatencyP50) / 1000, p99Micros: Double(stats.chunkLatencyP99) / 1000,
                                 threadedRates: threaded)
     }
 
     /// Map + set access of pre-created chunks straight on the backend, split over `threads`.
-    func rawThreadedRate(threads: Int) throws -> Double {
+    func rawThreadedRate(threads: Int, reverseOrder: Bool = false) throws -> Double {
         let n = chunks / 4 * 4
         let backend = self.backend
         let chunk = self.chunk
         let base = try backend.reserve(bytes: n * chunk)
-        let made = try (0..<n).map { _ in try backend.createChunk() }
+        let created = try (0..<n).map { _ in try backend.createChunk() }
+        let made = reverseOrder ? Array(created.reversed()) : created
         defer {
             for i in 0..<n { try? backend.unmap(at: base + UInt64(i * chunk)) }
             for c in made { try? backend.releaseChunk(c) }
