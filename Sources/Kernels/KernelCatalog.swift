@@ -21,5 +21,6 @@ public struct KernelSource: Sendable {
 public enum KernelCatalog {
     public static var all: [KernelSource] {
         [MemoryKernels.program(rowBytes: 2048)]
+            + DecodeAttention.catalog + KVWriteKernel.catalog
     }
 }

@@ -1,0 +1,195 @@
+import GPU
+import VTensor
+
+/// Decode attention on the GPU: split-KV (FlashDecoding) over a persistent grid, GQA-aware
+/// (each K/V tile is read once for all query heads of its group, on tensor cores), reading K/V
+/// through virtual-tensor views or, for the paged baseline, through block tables.
+///
+/// Computes the `AttentionParameters` contract for any batch (built for queryCount == 1; a
+/// request with several queries gets one pass over its keys per query). Head dim 64 or 128,
+/// bf16 or fp16, any GQA ratio (groups above 16 query heads re-read K/V once per 16), optional
+/// sliding window. Q and O are [totalQueries][queryHeads][headDim] in device memory.
+///
+/// Use: `prepare` a batch (host planning plus one small upload, on `stream`), then `run` it,
+/// once or many times (e.g. once per layer with per-layer batches). A `DecodeAttention` owns
+/// the partial-result workspace; launches that share it must go to one stream.
+public final class DecodeAttention: @unchecked Sendable {
+    /// Compile-time shape of the kernel.
+    public struct Config: Sendable, Hashable, Codable, CustomStringConvertible {
+        /// Warps per CTA (each takes 16-token steps of a segment in turn).
+        public var warps: Int
+        /// 16-token sub-steps whose loads a warp issues before computing.
+        public var subSteps: Int
+        /// CTAs per multiprocessor the launch bounds ask for; the grid is SMs x this.
+        public var minBlocks: Int
+        /// Q fragments read from shared memory each step (32 fewer registers at head dim 128).
+        public var qInShared: Bool
+        /// K/V loads ask L2 for whole 256-byte blocks (`.L2::256B`).
+        public var l2Prefetch: Bool
+
+        public init(warps: Int = 4, subSteps: Int, minBlocks: Int, qInShared: Bool = false, l2Prefetch: Bool = false) {
+            self.warps = warps
+            self.subSteps = subSteps
+            self.minBlocks = minBlocks
+            self.qInShared = qInShared
+            self.l2Prefetch = l2Prefetch
+        }
+
+        /// Measured on H100 (dev decode --ab, 2026-11-27): L2::256B loads gained 1.3-2.5% on every
+        /// shape; Q in shared memory with one more CTA per SM lost 0-4% (30% at 8 x 1k).
+        public static func standard(headDim: Int) -> Config {
+            headDim == 64 ? Config(subSteps: 2, minBlocks: 3, l2Prefetch: true) : Config(subSteps: 1, minBlocks: 2, l2Prefetch: true)
+        }
+
+        public var description: String {
+            "\(warps) warps, \(subSteps) x 16 tokens a step, \(minBlocks) CTAs/SM" + (qInShared ? ", Q in shared memory" : "")
+                + (l2Prefetch ? ", L2::256B" : "")
+        }
+    }
+
+    public let parameters: AttentionParameters
+    public let paged: Bool
+    public let config: Config
+    public let module: KernelModule
+    public let multiprocessors: Int
+    /// CTAs that keep DRAM busy, for the schedule's choice of whole pairs (0: always split).
+    public var saturatingCTAs: Int
+    let kernel: KernelFunction
+    private var partialO: DeviceBuffer?
+    private var partialML: DeviceBuffer?
+    private var counters: DeviceBuffer?
+
+    public static func supports(_ p: AttentionParameters) -> Bool {
+        (p.headDim == 64 || p.headDim == 128) && (p.dtype == .bf16 || p.dtype == .fp16)
+    }
+
+    public static func program(headDim: Int, dtype: KVDType, paged: Bool, config: Config) -> KernelSource {
+        precondition(headDim == 64 || headDim == 128, "decode attention supports head dim 64 and 128")
+        precondition(dtype != .fp32, "decode attention needs bf16 or fp16")
+        return KernelSource(
+            name: "vtensor_decode_attention.cu", source: DecodeKernelSource.text,
+            options: ["-DHEAD_DIM=\(headDim)", "-DFP16=\(dtype == .fp16 ? 1 : 0)", "-DPAGED=\(paged ? 1 : 0)",
+                      "-DWARPS=\(config.warps)", "-DNSUB=\(config.subSteps)", "-DMIN_BLOCKS=\(config.minBlocks)",
+                      "-DQSMEM=\(config.qInShared ? 1 : 0)", "-DL2HINT=\(config.l2Prefetch ? 1 : 0)"])
+    }
+
+    /// Every program this file launches (for `KernelCatalog`).
+    public static var catalog: [KernelSource] {
+        [64, 128].flatMap { d in
+            [KVDType.bf16, .fp16].flatMap { dtype in
+                [false, true].map { paged in program(headDim: d, dtype: dtype, paged: paged, config: .standard(headDim: d)) }
+            }
+        }
+    }
+
+    public init(compiler: KernelCompiler, parameters: AttentionParameters, paged: Bool = false, config: Config? = nil) throws {
+        precondition(Self.supports(parameters), "decode attention does not support \(parameters)")
+        self.parameters = parameters
+        self.paged = paged
+        self.config = config ?? .standard(headDim: parameters.headDim)
+        multiprocessors = compiler.context.device.multiprocessorCount
+        saturatingCTAs = multiprocessors
+        let program = Self.program(headDim: parameters.headDim, dtype: parameters.dtype, paged: paged, config: self.config)
+        module = try compiler.module(source: program.source, name: program.name, options: program.options)
+        kernel = try module.function(named: "vt_decode_attention")
+    }
+
+    /// CTAs of a full grid.
+    public var defaultMaxCTAs: Int { multiprocessors * config.minBlocks }
+
+    /// The work split of a batch (host only).
+    /// `maxCTAs` defaults to a full grid, `minTokensPerCTA` to one 16-token step per warp.
+    public func schedule(_ requests: [DecodeSchedule.Request], maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) -> DecodeSchedule {
+        DecodeSchedule(requests: requests, queryHeads: parameters.queryHeads, kvHeads: parameters.kvHeads,
+                       window: parameters.window, maxCTAs: maxCTAs ?? defaultMaxCTAs, minTokensPerCTA: minTokensPerCTA ?? 16 * config.warps,
+                       saturatingCTAs: saturatingCTAs)
+    }
+
+    /// Plans `requests` (virtual-tensor views) and uploads the plan on `stream`.
+    public func prepare(_ requests: [AttentionRequest], stream: CUDAStream, maxCTAs: Int? = nil,
+                        minTokensPerCTA: Int? = nil) throws -> DecodeBatch {
+        precondition(!paged, "this kernel reads through block tables")
+        let plan = schedule(requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
+                            minTokensPerCTA: minTokensPerCTA)
+        return try upload(plan, items: plan.kernelItems { (requests[$0].key.base, requests[$0].value.base) },
+                          geometry: DecodeKVGeometry(requests), kPool: 0, vPool: 0, stream: stream)
+    }
+
+    /// Plans a paged batch (block tables into `pool`) and uploads the plan on `stream`.
+    public func prepare(_ requests: [PagedRequest], pool: PagedKVPool, stream: CUDAStream, maxCTAs: Int? = nil,
+                        minTokensPerCTA: Int? = nil) throws -> DecodeBatch {
+        precondition(paged, "this kernel reads through views")
+        let p = parameters
+        precondition(pool.kvHeads == p.kvHeads && pool.headDim == p.headDim && pool.dtype == p.dtype, "pool does not match the parameters")
+        let plan = schedule(requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
+                            minTokensPerCTA: minTokensPerCTA)
+        return try upload(plan, items: plan.kernelItems { (requests[$0].blockTable, 0) }, geometry: DecodeKVGeometry(pool),
+                          kPool: pool.keys, vPool: pool.values, stream: stream)
+    }
+
+    private func upload(_ plan: DecodeSchedule, items: [UInt8], geometry: DecodeKVGeometry, kPool: UInt64, vPool: UInt64,
+                        stream: CUDAStream) throws -> DecodeBatch {
+        try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
+        let buffer = try DeviceBuffer(context: module.context, bytes: max(items.count, 16))
+        try items.withUnsafeBytes { try module.context.copyHostToDeviceAsync(destination: buffer.address, source: $0, stream: stream) }
+        return DecodeBatch(schedule: plan, geometry: geometry, kPool: kPool, vPool: vPool, buffer: buffer)
+    }
+
+    private func ensureWorkspace(slots: Int, pairs: Int, stream: CUDAStream) throws {
+        let rows = DecodeSchedule.rowsPerHeadBlock
+        let oBytes = max(1, slots) * rows * parameters.headDim * 4
+        if (partialO?.bytes ?? 0) < oBytes {
+            partialO = try DeviceBuffer(context: module.context, bytes: oBytes * 3 / 2)
+            partialML = try DeviceBuffer(context: module.context, bytes: max(1, slots) * rows * 8 * 3 / 2)
+        }
+        let cBytes = max(1, pairs) * 4
+        if (counters?.bytes ?? 0) < cBytes {
+            let buffer = try DeviceBuffer(context: module.context, bytes: max(4096, cBytes * 3 / 2))
+            try module.context.memset8Async(destination: buffer.address, value: 0, bytes: buffer.bytes, stream: stream)
+            counters = buffer
+        }
+    }
+
+    /// Queues the kernel for a prepared batch. The context must be current on this thread;
+    /// `stream` must be the one the batch was prepared on (or ordered after it).
+    public func run(_ batch: DecodeBatch, queries: UInt64, output: UInt64, stream: CUDAStream) throws {
+        let plan = batch.schedule
+        guard plan.ctas > 0 else { return }
+        precondition((partialO?.bytes ?? 0) >= max(1, plan.partialSlots) * DecodeSchedule.rowsPerHeadBlock * parameters.headDim * 4 &&
+                     (counters?.bytes ?? 0) >= plan.pairs * 4, "batch prepared by another DecodeAttention")
+        let p = parameters
+        let base = batch.buffer.address
+        try kernel.launch(
+            grid: (plan.ctas, 1, 1), block: (32 * config.warps, 1, 1), stream: stream,
+            arguments: [.pointer(base), .pointer(queries), .pointer(output),
+                        .pointer(partialO!.address), .pointer(partialML!.address), .pointer(counters!.address),
+                        .pointer(batch.kPool), .pointer(batch.vPool)]
+                + batch.geometry.arguments
+                + [.int32(Int32(p.queryHeads)), .int32(Int32(p.groupSize)), .int32(Int32(plan.headBlocks)),
+                   .float32(p.scale * 1.442_695_040_888_963_4)])
+    }
+
+    /// Prepares and runs in one call. The plan's buffer is freed on return (cuMemFree waits for
+    /// the device): for tests and one-off calls; hot paths keep `prepare`d batches.
+    public func run(_ requests: [AttentionRequest], queries: UInt64, output: UInt64, stream: CUDAStream) throws {
+        try run(prepare(requests, stream: stream), queries: queries, output: output, stream: stream)
+    }
+}
+
+/// A decode batch in device memory: the work items (with the requests' K/V addresses, so one
+/// batch per layer). Independent of Q and O.
+public final class DecodeBatch: @unchecked Sendable {
+    public let schedule: DecodeSchedule
+    public let geometry: DecodeKVGeometry
+    let kPool: UInt64
+    let vPool: UInt64
+    let buffer: DeviceBuffer
+
+    init(schedule: DecodeSchedule, geometry: DecodeKVGeometry, kPool: UInt64, vPool: UInt64, buffer: DeviceBuffer) {
+        self.schedule = schedule
+        self.geometry = geometry
+        self.kPool = kPool
+        self.vPool = vPool
+        self.buffer = buffer
+    }
+}
