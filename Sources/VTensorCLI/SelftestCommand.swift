@@ -8,6 +8,11 @@ import VTensor
 struct CheckRunner {
     var results: [(name: String, passed: Bool, detail: String)] = []
 
+    /// Adds results of checks that printed their own lines.
+    mutating func absorb(_ checks: [(name: String, passed: Bool, detail: String)]) {
+        results += checks
+    }
+
     mutating func run(_ name: String, _ body: () throws -> String) {
         do {
             let detail = try body()
@@ -51,6 +56,8 @@ struct SelftestCommand: ParsableCommand {
                 print("device: \(gpu.name), chunk \(mib(gpu.cuda.chunkSize))")
                 runVirtualMemoryChecks(on: gpu, runner: &runner)
                 runCUDAOnlyChecks(gpu, runner: &runner)
+                print("== attention kernels against the CPU oracle")
+                runAttentionChecks(gpu, runner: &runner)
             } catch {
                 runner.run("open CUDA device") { throw error }
             }
@@ -262,4 +269,13 @@ func runCUDAOnlyChecks(_ gpu: CUDAWork, runner: inout CheckRunner) {
         try require(disk.diskHits == 1 && disk.compiles == 0, "a new compiler recompiled instead of loading the disk cache: \(disk)")
         return "memory hit, then disk hit in \(fresh.diskCache?.directory ?? "?")"
     }
+}
+
+/// The attention kernels' own check suites (the same ones `vtensor dev decode` runs): every
+/// kernel against the CPU oracle on fresh random inputs, outputs poisoned before each run.
+func runAttentionChecks(_ gpu: CUDAWork, runner: inout CheckRunner) {
+    let threads = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    let decode = DecodeBench(gpu: gpu, reps: 1, ctasPerSM: nil, oracleThreads: threads, filter: nil,
+                             variants: [.init(name: "standard", configs: [:], saturatingCTAs: nil)])
+    runner.absorb(decode.runChecks().map { ("[cuda] decode: \($0.name)", $0.passed, $0.detail) })
 }
