@@ -21,6 +21,7 @@ public struct KernelSource: Sendable {
 public enum KernelCatalog {
     public static var all: [KernelSource] {
         [MemoryKernels.program(rowBytes: 2048)]
+            + PrefillAttention.catalog
             + DecodeAttention.catalog + KVWriteKernel.catalog
     }
 }

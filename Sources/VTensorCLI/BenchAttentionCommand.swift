@@ -27,5 +27,26 @@ struct BenchAttentionCommand: ParsableCommand {
         var report = DecodeReport(date: todayUTC(), device: gpu.name, multiprocessors: gpu.context.device.multiprocessorCount)
         try decode.runTimings(into: &report)
         if let jsonOut { try writeFile(jsonOut + ".decode.json", try jsonString(report)) }
+
+        let prefillGPU = try PrefillGPU(device: device)
+        var prefill = PrefillReport(date: todayUTC(), device: prefillGPU.name, matmulCeilingTFLOPs: PrefillReport.anchorCeiling,
+                                    ceilingSource: "bf16 matmul measured on H100 80GB (anchors.md), not in this run")
+        do {
+            prefill.matmulCeilingTFLOPs = try PrefillTiming.matmulCeiling(gpu: prefillGPU)
+            prefill.ceilingSource = "cuBLASLt bf16 8192^3 matmul, this run"
+        } catch {
+            print("cuBLASLt matmul ceiling unavailable (\(error)); using the anchors' \(PrefillReport.anchorCeiling) TFLOP/s")
+        }
+        for c in PrefillTiming.cases {
+            prefill.timings += try PrefillTiming.run(c, gpu: prefillGPU, reps: reps, ceiling: prefill.matmulCeilingTFLOPs)
+        }
+        var table = Table(title: "\nprefill and extend on \(prefillGPU.name); ceiling \(fixed(prefill.matmulCeilingTFLOPs, 0)) TFLOP/s (\(prefill.ceilingSource))",
+                          header: ["case", "tiles", "ms", "TFLOP/s", "of ceiling", "FA2", "target", "vs target"])
+        for t in prefill.timings {
+            table.add([t.name, t.config, fixed(t.millis, 3), fixed(t.tflops, 1), fixed(t.fractionOfCeiling, 2),
+                       fixed(t.flashAttention2, 0), fixed(t.target, 0), fixed(t.tflops / t.target, 2)])
+        }
+        print(table.render())
+        if let jsonOut { try writeFile(jsonOut + ".prefill.json", try jsonString(prefill)) }
     }
 }

@@ -278,4 +278,15 @@ func runAttentionChecks(_ gpu: CUDAWork, runner: inout CheckRunner) {
     let decode = DecodeBench(gpu: gpu, reps: 1, ctasPerSM: nil, oracleThreads: threads, filter: nil,
                              variants: [.init(name: "standard", configs: [:], saturatingCTAs: nil)])
     runner.absorb(decode.runChecks().map { ("[cuda] decode: \($0.name)", $0.passed, $0.detail) })
+    do {
+        let prefillGPU = try PrefillGPU(device: gpu.context.ordinal)
+        var results: [PrefillCheckResult] = []
+        for c in PrefillChecks.cases { results += try PrefillChecks.run(c, gpu: prefillGPU, threads: threads, seed: 1) }
+        for r in results {
+            print("\(r.passed ? "PASS" : "FAIL")  [cuda] prefill: \(r.name) (\(r.config)): worst \(sci(r.worstSampleError)), overall \(sci(r.overallError)), \(r.unwritten) unwritten")
+        }
+        runner.absorb(results.map { ("[cuda] prefill: \($0.name)", $0.passed, "worst \(sci($0.worstSampleError))") })
+    } catch {
+        runner.run("[cuda] prefill and extend kernels") { throw error }
+    }
 }

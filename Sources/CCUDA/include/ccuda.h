@@ -177,6 +177,34 @@ typedef cublasStatus_t (*PFN_cublasLtCreate)(cublasLtHandle_t *handle);
 typedef cublasStatus_t (*PFN_cublasLtDestroy)(cublasLtHandle_t handle);
 typedef size_t (*PFN_cublasLtGetVersion)(void);
 
+// Matmul entry points (for measuring the bf16 matmul ceiling). Enum arguments are plain ints:
+// cublasComputeType_t (CUBLAS_COMPUTE_32F = 68), cudaDataType_t (CUDA_R_32F = 0,
+// CUDA_R_16F = 2, CUDA_R_16BF = 14), cublasLtMatmulDescAttributes_t (TRANSA = 3, TRANSB = 4),
+// cublasOperation_t (N = 0, T = 1). `algo` NULL asks cublasLtMatmul for its own heuristic.
+enum {
+    CUBLAS_COMPUTE_32F = 68,
+    CUDA_R_32F = 0,
+    CUDA_R_16F = 2,
+    CUDA_R_16BF = 14,
+    CUBLASLT_MATMUL_DESC_TRANSA = 3,
+    CUBLASLT_MATMUL_DESC_TRANSB = 4,
+    CUBLAS_OP_N = 0,
+    CUBLAS_OP_T = 1,
+};
+typedef cublasStatus_t (*PFN_cublasLtMatmulDescCreate)(cublasLtMatmulDesc_t *matmulDesc, int computeType, int scaleType);
+typedef cublasStatus_t (*PFN_cublasLtMatmulDescDestroy)(cublasLtMatmulDesc_t matmulDesc);
+typedef cublasStatus_t (*PFN_cublasLtMatmulDescSetAttribute)(cublasLtMatmulDesc_t matmulDesc, int attr, const void *buf,
+                                                            size_t sizeInBytes);
+typedef cublasStatus_t (*PFN_cublasLtMatrixLayoutCreate)(cublasLtMatrixLayout_t *matLayout, int type, uint64_t rows,
+                                                        uint64_t cols, int64_t ld);
+typedef cublasStatus_t (*PFN_cublasLtMatrixLayoutDestroy)(cublasLtMatrixLayout_t matLayout);
+typedef cublasStatus_t (*PFN_cublasLtMatmul)(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t computeDesc,
+                                            const void *alpha, const void *A, cublasLtMatrixLayout_t Adesc,
+                                            const void *B, cublasLtMatrixLayout_t Bdesc, const void *beta,
+                                            const void *C, cublasLtMatrixLayout_t Cdesc, void *D,
+                                            cublasLtMatrixLayout_t Ddesc, const void *algo, void *workspace,
+                                            size_t workspaceSizeInBytes, CUstream stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,83 @@
+import CCUDA
+
+/// A half-precision matrix product through cuBLASLt (`cublasLtMatmul`, fp32 accumulation):
+/// D[m x n] = A^T B with A stored k x m and B k x n, column-major ("TN"), D m x n. Used to
+/// measure the device's matmul ceiling next to our own kernels.
+///
+/// `@unchecked Sendable`: immutable handles; calls are serialized by the caller's stream.
+public final class CuBLASLtMatmul: @unchecked Sendable {
+    /// `@unchecked Sendable`: immutable C function addresses.
+    struct API: @unchecked Sendable {
+        let descCreate: PFN_cublasLtMatmulDescCreate
+        let descDestroy: PFN_cublasLtMatmulDescDestroy
+        let descSetAttribute: PFN_cublasLtMatmulDescSetAttribute
+        let layoutCreate: PFN_cublasLtMatrixLayoutCreate
+        let layoutDestroy: PFN_cublasLtMatrixLayoutDestroy
+        let matmul: PFN_cublasLtMatmul
+
+        init(_ library: DynamicLibrary) throws {
+            descCreate = try library.function("cublasLtMatmulDescCreate", as: PFN_cublasLtMatmulDescCreate.self)
+            descDestroy = try library.function("cublasLtMatmulDescDestroy", as: PFN_cublasLtMatmulDescDestroy.self)
+            descSetAttribute = try library.function("cublasLtMatmulDescSetAttribute", as: PFN_cublasLtMatmulDescSetAttribute.self)
+            layoutCreate = try library.function("cublasLtMatrixLayoutCreate", as: PFN_cublasLtMatrixLayoutCreate.self)
+            layoutDestroy = try library.function("cublasLtMatrixLayoutDestroy", as: PFN_cublasLtMatrixLayoutDestroy.self)
+            matmul = try library.function("cublasLtMatmul", as: PFN_cublasLtMatmul.self)
+        }
+    }
+
+    public let handle: CuBLASLtHandle
+    public let m: Int, n: Int, k: Int
+    let api: API
+    let desc: cublasLtMatmulDesc_t
+    let layouts: (a: cublasLtMatrixLayout_t, b: cublasLtMatrixLayout_t, d: cublasLtMatrixLayout_t)
+
+    /// - Parameter fp16: fp16 inputs and output (else bf16).
+    public init(context: CUDAContext, m: Int, n: Int, k: Int, fp16: Bool = false) throws {
+        let library = try CuBLASLt.shared()
+        handle = try library.makeHandle(context: context)
+        let api = try API(library.library)
+        self.api = api
+        self.m = m
+        self.n = n
+        self.k = k
+        func check(_ status: cublasStatus_t, _ function: String) throws {
+            guard status == CUBLAS_STATUS_SUCCESS else { throw GPUError.cublasCall(function: function, status: status) }
+        }
+        var desc: cublasLtMatmulDesc_t? = nil
+        try check(api.descCreate(&desc, Int32(CUBLAS_COMPUTE_32F), Int32(CUDA_R_32F)), "cublasLtMatmulDescCreate")
+        guard let desc else { preconditionFailure("cublasLtMatmulDescCreate succeeded without a descriptor") }
+        self.desc = desc
+        var transA = Int32(CUBLAS_OP_T), transB = Int32(CUBLAS_OP_N)
+        try check(api.descSetAttribute(desc, Int32(CUBLASLT_MATMUL_DESC_TRANSA), &transA, 4), "cublasLtMatmulDescSetAttribute")
+        try check(api.descSetAttribute(desc, Int32(CUBLASLT_MATMUL_DESC_TRANSB), &transB, 4), "cublasLtMatmulDescSetAttribute")
+        let type = Int32(fp16 ? CUDA_R_16F : CUDA_R_16BF)
+        func layout(_ rows: Int, _ cols: Int) throws -> cublasLtMatrixLayout_t {
+            var layout: cublasLtMatrixLayout_t? = nil
+            try check(api.layoutCreate(&layout, type, UInt64(rows), UInt64(cols), Int64(rows)), "cublasLtMatrixLayoutCreate")
+            guard let layout else { preconditionFailure("cublasLtMatrixLayoutCreate succeeded without a layout") }
+            return layout
+        }
+        layouts = (try layout(k, m), try layout(k, n), try layout(m, n))
+    }
+
+    deinit {
+        _ = api.layoutDestroy(layouts.a)
+        _ = api.layoutDestroy(layouts.b)
+        _ = api.layoutDestroy(layouts.d)
+        _ = api.descDestroy(desc)
+    }
+
+    /// FLOPs of one product.
+    public var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
+
+    /// Queues D = A^T B on `stream` (the context current on this thread).
+    public func run(a: UInt64, b: UInt64, d: UInt64, workspace: UInt64, workspaceBytes: Int, stream: CUDAStream) throws {
+        var alpha: Float = 1, beta: Float = 0
+        let status = api.matmul(
+            handle.handle, desc, &alpha, UnsafeRawPointer(bitPattern: UInt(a)), layouts.a,
+            UnsafeRawPointer(bitPattern: UInt(b)), layouts.b, &beta, UnsafeRawPointer(bitPattern: UInt(d)), layouts.d,
+            UnsafeMutableRawPointer(bitPattern: UInt(d)), layouts.d, nil, UnsafeMutableRawPointer(bitPattern: UInt(workspace)),
+            workspaceBytes, stream.handle)
+        guard status == CUBLAS_STATUS_SUCCESS else { throw GPUError.cublasCall(function: "cublasLtMatmul", status: status) }
+    }
+}

@@ -1,0 +1,162 @@
+import GPU
+import VTensor
+
+/// A batch laid out for the prefill kernel: the per-request descriptors and the tile table,
+/// as the bytes the kernel reads, plus the strides every request shares.
+public struct PrefillPlan: Sendable, Equatable {
+    /// 32 bytes per request (K base, V base, length, queryStart, queryCount, 0), then 8 bytes
+    /// per tile (request, queryBegin), longest tiles first.
+    public var descriptor: [UInt8]
+    public var requestCount: Int
+    public var tileCount: Int
+    /// Byte offset of the tile table in `descriptor`.
+    public var tileTableOffset: Int { requestCount * 32 }
+    public var tokenStride: Int
+    public var headStride: Int
+    public var blockStride: Int
+    public var tokensPerBlock: Int
+    /// Bytes of device memory `upload` needs.
+    public var workspaceBytes: Int { max(descriptor.count, 16) }
+
+    /// - Precondition: every view shares one set of strides (one KV cache), rows are 16-byte
+    ///   aligned, and `length * tokensPerBlock < 2^32` (the kernel's fast division).
+    public init(_ p: AttentionParameters, requests: [AttentionRequest], config: PrefillTileConfig) {
+        let first = requests.first?.key
+        tokenStride = first?.tokenStride ?? 0
+        headStride = first?.headStride ?? 0
+        blockStride = first?.blockStride ?? 0
+        tokensPerBlock = first?.tokensPerBlock ?? 1
+        for request in requests {
+            for view in [request.key, request.value] {
+                precondition(view.tokenStride == tokenStride && view.headStride == headStride &&
+                             view.blockStride == blockStride && view.tokensPerBlock == tokensPerBlock,
+                             "every K/V view of a prefill batch must share its strides")
+                precondition(view.base % 16 == 0 && view.tokenStride % 16 == 0 && view.headStride % 16 == 0 &&
+                             view.blockStride % 16 == 0, "K/V rows must be 16-byte aligned")
+            }
+            precondition(request.queryCount >= 0 && request.queryCount <= request.length, "queries must be the last tokens of the KV")
+            precondition(request.length < Int(Int32.max) && (request.length + config.blockN) * tokensPerBlock < 1 << 32,
+                         "request of \(request.length) tokens is too long for the kernel's index math")
+            precondition(blockStride < 1 << 32 && tokensPerBlock * tokenStride < 1 << 32,
+                         "a KV block must be under 4 GiB for the kernel's index math")
+        }
+        let schedule = PrefillSchedule(requests: requests.map { ($0.length, $0.queryCount) },
+                                       blockM: config.blockM, blockN: config.blockN, window: p.window)
+        requestCount = requests.count
+        tileCount = schedule.tiles.count
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(32 * requests.count + 8 * schedule.tiles.count)
+        func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+        for request in requests {
+            append(request.key.base)
+            append(request.value.base)
+            append(Int32(request.length))
+            append(Int32(request.queryStart))
+            append(Int32(request.queryCount))
+            append(Int32(0))
+        }
+        for tile in schedule.tiles {
+            append(Int32(tile.request))
+            append(Int32(tile.queryBegin))
+        }
+        descriptor = bytes
+    }
+}
+
+/// Prefill and extend attention on tensor cores (FlashAttention-2 style, `mma.sync`), reading
+/// K/V through virtual-tensor views: the `AttentionParameters` contract for any batch (each
+/// request's queries are the last `queryCount` of its KV; prefill, extend and decode mix).
+///
+/// Head dim 64 or 128, bf16 or fp16, any GQA ratio, optional sliding window.
+/// Q and O are [totalQueries][queryHeads][headDim] in device memory.
+public final class PrefillAttention: @unchecked Sendable {
+    public let parameters: AttentionParameters
+    public let config: PrefillTileConfig
+    public let module: KernelModule
+    let kernel: KernelFunction
+    let fillKernel: KernelFunction
+
+    /// Whether the kernel handles these parameters.
+    public static func supports(_ p: AttentionParameters) -> Bool {
+        (p.headDim == 64 || p.headDim == 128) && (p.dtype == .bf16 || p.dtype == .fp16) && p.scale > 0
+    }
+
+    /// The program for one head dim, type and tile shape.
+    public static func program(headDim: Int, dtype: KVDType, config: PrefillTileConfig) -> KernelSource {
+        precondition(headDim == 64 || headDim == 128, "prefill attention supports head dim 64 and 128")
+        precondition(dtype != .fp32, "prefill attention needs bf16 or fp16")
+        return KernelSource(
+            name: "vtensor_prefill_attention.cu", source: PrefillKernelSource.text,
+            options: ["-DHEAD_DIM=\(headDim)", "-DBLOCK_M=\(config.blockM)", "-DBLOCK_N=\(config.blockN)",
+                      "-DNWARPS=\(config.warps)", "-DMIN_BLOCKS=\(config.minBlocks)", "-DINTERLEAVE=\(config.interleave ? 1 : 0)",
+                      "-DFP16=\(dtype == .fp16 ? 1 : 0)"])
+    }
+
+    /// Every program this file launches (for `KernelCatalog`).
+    public static var catalog: [KernelSource] {
+        [64, 128].flatMap { d in
+            [KVDType.bf16, .fp16].flatMap { dtype in
+                PrefillTileConfig.candidates(headDim: d).map { program(headDim: d, dtype: dtype, config: $0) }
+            }
+        }
+    }
+
+    public init(compiler: KernelCompiler, parameters: AttentionParameters, config: PrefillTileConfig? = nil) throws {
+        precondition(Self.supports(parameters), "prefill attention does not support \(parameters)")
+        self.parameters = parameters
+        self.config = config ?? .standard(headDim: parameters.headDim)
+        let program = Self.program(headDim: parameters.headDim, dtype: parameters.dtype, config: self.config)
+        module = try compiler.module(source: program.source, name: program.name, options: program.options)
+        kernel = try module.function(named: "vt_prefill_attention")
+        fillKernel = try module.function(named: "vt_prefill_fill")
+        try kernel.setMaxDynamicSharedMemory(sharedMemoryBytes)
+    }
+
+    public var sharedMemoryBytes: Int { config.sharedMemoryBytes(headDim: parameters.headDim) }
+
+    /// The descriptor and tile table of a batch (host work only).
+    public func plan(_ requests: [AttentionRequest]) -> PrefillPlan {
+        PrefillPlan(parameters, requests: requests, config: config)
+    }
+
+    /// Copies the plan's bytes to `workspace` (at least `plan.workspaceBytes`), synchronously.
+    public func upload(_ plan: PrefillPlan, workspace: UInt64) throws {
+        try plan.descriptor.withUnsafeBytes { try module.context.copyHostToDevice(destination: workspace, source: $0) }
+    }
+
+    /// Queues the kernel for an uploaded plan. The context must be current on this thread.
+    public func launch(_ plan: PrefillPlan, workspace: UInt64, queries: UInt64, output: UInt64, stream: CUDAStream?) throws {
+        guard plan.tileCount > 0 else { return }
+        let p = parameters
+        let blocks = plan.tileCount * p.queryHeads
+        precondition(blocks < Int(Int32.max), "batch too large for one launch")
+        try kernel.launch(
+            grid: (blocks, 1, 1), block: (config.threads, 1, 1), sharedMemoryBytes: sharedMemoryBytes, stream: stream,
+            arguments: [
+                .pointer(queries), .pointer(output), .pointer(workspace), .pointer(workspace + UInt64(plan.tileTableOffset)),
+                .int32(Int32(p.queryHeads)), .int32(Int32(p.groupSize)), .float32(p.scale * 1.442_695_040_888_963_4),
+                .int32(Int32(p.window ?? 0)),
+                .uint32(UInt32(plan.tokenStride)), .uint64(UInt64(plan.headStride)), .uint32(UInt32(plan.blockStride)),
+                .uint32(UInt32(plan.tokensPerBlock)), .uint32(PrefillSchedule.divisionMagic32(plan.tokensPerBlock)),
+            ])
+    }
+
+    /// Plans, uploads into `workspace` (grown when too small) and launches.
+    public func run(_ requests: [AttentionRequest], queries: UInt64, output: UInt64, workspace: inout DeviceBuffer?,
+                    stream: CUDAStream?) throws {
+        let plan = plan(requests)
+        if (workspace?.bytes ?? 0) < plan.workspaceBytes {
+            workspace = try DeviceBuffer(context: module.context, bytes: max(plan.workspaceBytes, 4096))
+        }
+        try upload(plan, workspace: workspace!.address)
+        try launch(plan, workspace: workspace!.address, queries: queries, output: output, stream: stream)
+    }
+
+    /// Fills `count` elements at `address` with uniform values in [-amplitude, amplitude) of
+    /// the parameters' dtype (for timing inputs).
+    public func fillRandom(address: UInt64, count: Int, seed: UInt32, amplitude: Float = 1, stream: CUDAStream?) throws {
+        guard count > 0 else { return }
+        try fillKernel.launch(grid: (min(8192, (count + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
+                              arguments: [.pointer(address), .uint64(UInt64(count)), .uint32(seed), .float32(amplitude)])
+    }
+}

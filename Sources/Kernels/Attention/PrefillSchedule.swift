@@ -1,0 +1,140 @@
+/// Tile shapes and the host-side schedule of the prefill/extend attention kernel.
+///
+/// The kernel runs one thread block per (query tile, query head). A query tile is up to
+/// `blockM` consecutive query rows of one request; the block walks the request's key tiles of
+/// `blockN` tokens that any of its rows can see, from the last to the first. The functions
+/// here are the same index math the kernel does, in Swift, so it can be tested on the CPU.
+
+/// One tile shape of the kernel.
+public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// Query rows per block.
+    public var blockM: Int
+    /// Key tokens per tile.
+    public var blockN: Int
+    /// Warps per block; each owns blockM / warps query rows (one or two m16 tiles).
+    public var warps: Int
+    /// `__launch_bounds__` minimum blocks per multiprocessor (caps registers).
+    public var minBlocks: Int
+    /// Whether a warp's m16 tiles are spread over the block (warp w owns rows w*16 + m*blockM/mTiles)
+    /// rather than consecutive: on the causal diagonal every warp then has a share of the work.
+    public var interleave: Bool
+
+    public init(blockM: Int, blockN: Int, warps: Int, minBlocks: Int = 1, interleave: Bool = true) {
+        precondition(blockM > 0 && blockN > 0 && warps > 0, "tile sizes must be positive")
+        precondition(blockM % (16 * warps) == 0, "each warp needs a multiple of 16 query rows")
+        precondition(blockN % 16 == 0, "key tiles are whole 16-token mma steps")
+        precondition(blockM / warps <= 32, "a warp holds one or two m16 tiles")
+        self.blockM = blockM
+        self.blockN = blockN
+        self.warps = warps
+        self.minBlocks = minBlocks
+        self.interleave = interleave
+    }
+
+    /// m16 tiles per warp.
+    public var mTiles: Int { warpRows / 16 }
+
+    /// First row (in the query tile) of m16 tile `m` of warp `warp`.
+    public func rowOfMTile(warp: Int, _ m: Int) -> Int {
+        interleave ? m * (blockM / mTiles) + warp * 16 : warp * warpRows + m * 16
+    }
+
+    public var threads: Int { warps * 32 }
+    public var warpRows: Int { blockM / warps }
+
+    /// Dynamic shared memory: the Q tile and two stages of K and V tiles, rows padded by 16 bytes.
+    public func sharedMemoryBytes(headDim: Int, elementBytes: Int = 2) -> Int {
+        (blockM + 4 * blockN) * (headDim * elementBytes + 16)
+    }
+
+    /// The shape used unless one is asked for: 128 query rows in 4 warps of 2 interleaved m16
+    /// tiles, 64-key tiles, 2 blocks per multiprocessor (255 registers). On H100 it was the
+    /// fastest of `candidates` for prefill and within 1-2% of the best for extend (2026-11-27).
+    public static func standard(headDim: Int) -> PrefillTileConfig {
+        PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2)
+    }
+
+    /// Every shape `vtensor dev prefill` checks and measures (the first is the standard one):
+    /// the standard, the same with consecutive m-tiles, and 8 warps of 16 rows (half the
+    /// registers, 4 warps per scheduler, but twice the shared-memory reads per FLOP).
+    public static func candidates(headDim: Int) -> [PrefillTileConfig] {
+        [standard(headDim: headDim),
+         PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2, interleave: false),
+         PrefillTileConfig(blockM: 128, blockN: 64, warps: 8, minBlocks: 2)]
+    }
+
+    public var description: String {
+        "\(blockM)x\(blockN)/\(warps)w" + (minBlocks > 1 ? "/\(minBlocks)b" : "") + (interleave || mTiles == 1 ? "" : "/consecutive")
+    }
+}
+
+/// Which query tiles the kernel runs, and in what order.
+public struct PrefillSchedule: Sendable, Equatable {
+    public struct Tile: Sendable, Equatable {
+        /// Index of the request in the batch.
+        public var request: Int
+        /// First query row of the tile, counted from the request's first query.
+        public var queryBegin: Int
+        /// Key tiles the tile visits (its work).
+        public var keyTiles: Int
+    }
+
+    /// Longest first, so the last blocks of the grid are short ones.
+    public var tiles: [Tile]
+
+    /// - Parameter requests: (KV length, query count) per request, in batch order.
+    public init(requests: [(length: Int, queryCount: Int)], blockM: Int, blockN: Int, window: Int?) {
+        var tiles: [Tile] = []
+        for (r, request) in requests.enumerated() {
+            precondition(request.queryCount >= 0 && request.queryCount <= request.length, "queries must be the last tokens of the KV")
+            var begin = 0
+            while begin < request.queryCount {
+                let range = Self.keyTileRange(length: request.length, queryCount: request.queryCount, queryBegin: begin,
+                                              blockM: blockM, blockN: blockN, window: window)
+                tiles.append(Tile(request: r, queryBegin: begin, keyTiles: range.count))
+                begin += blockM
+            }
+        }
+        // Stable: equal work keeps batch order (neighbouring tiles share K/V in L2).
+        self.tiles = tiles.enumerated().sorted { a, b in
+            a.element.keyTiles != b.element.keyTiles ? a.element.keyTiles > b.element.keyTiles : a.offset < b.offset
+        }.map(\.element)
+    }
+
+    /// Positions of the tile's first and last valid query rows.
+    public static func queryPositions(length: Int, queryCount: Int, queryBegin: Int, blockM: Int) -> ClosedRange<Int> {
+        let rows = min(blockM, queryCount - queryBegin)
+        let first = length - queryCount + queryBegin
+        return first...(first + rows - 1)
+    }
+
+    /// The key tiles a query tile visits: every tile holding a key some row of it can see.
+    public static func keyTileRange(length: Int, queryCount: Int, queryBegin: Int, blockM: Int, blockN: Int, window: Int?) -> Range<Int> {
+        let positions = queryPositions(length: length, queryCount: queryCount, queryBegin: queryBegin, blockM: blockM)
+        let keyBegin = window.map { max(0, positions.lowerBound - $0 + 1) } ?? 0
+        return (keyBegin / blockN)..<(positions.upperBound / blockN + 1)
+    }
+
+    /// Whether a warp whose rows sit at `positions` sees any key of `keys` (else it skips the tile).
+    public static func warpSeesTile(positions: ClosedRange<Int>, keys: ClosedRange<Int>, window: Int?) -> Bool {
+        keys.lowerBound <= positions.upperBound && (window.map { keys.upperBound > positions.lowerBound - $0 } ?? true)
+    }
+
+    /// Whether some (row, key) pair of the warp and tile is masked (else no mask is applied).
+    public static func warpNeedsMask(positions: ClosedRange<Int>, keys: ClosedRange<Int>, window: Int?) -> Bool {
+        keys.upperBound > positions.lowerBound || (window.map { keys.lowerBound <= positions.upperBound - $0 } ?? false)
+    }
+
+    /// The multiplier the kernel uses to divide a token index by `tokensPerBlock`:
+    /// `t / d == (t * magic) >> 32` for every `t` with `t * d < 2^32`.
+    public static func divisionMagic(_ divisor: Int) -> UInt64 {
+        precondition(divisor >= 1 && divisor < 1 << 31, "bad divisor \(divisor)")
+        return (1 << 32) / UInt64(divisor) + 1
+    }
+
+    /// `divisionMagic` as the kernel takes it: 32 bits, `t / d == umulhi(t, magic)`; 0 for
+    /// d == 1 (whose magic, 2^32 + 1, does not fit), which the kernel reads as "t itself".
+    public static func divisionMagic32(_ divisor: Int) -> UInt32 {
+        divisor == 1 ? 0 : UInt32(divisionMagic(divisor))
+    }
+}
