@@ -25,7 +25,7 @@ struct BenchAttentionCommand: ParsableCommand {
         let decode = DecodeBench(gpu: gpu, reps: reps, ctasPerSM: nil, oracleThreads: 1, filter: nil,
                                  variants: [.init(name: "standard", configs: [:], saturatingCTAs: nil)])
         var report = DecodeReport(date: todayUTC(), device: gpu.name, multiprocessors: gpu.context.device.multiprocessorCount)
-        try decode.runTimings(into: &report)
+        try decode.runTimings(into: &report, cases: DecodeBench.sweepCases)
         if let jsonOut { try writeFile(jsonOut + ".decode.json", try jsonString(report)) }
 
         let prefillGPU = try PrefillGPU(device: device)

@@ -108,6 +108,8 @@ struct DecodeReport: Codable {
         var heads: String
         var batch: Int
         var length: Int
+        var ragged: Bool
+        var layout: String
         var mode: String
         var variant: String
         var layersInCache: Int
@@ -508,6 +510,40 @@ final class DecodeBench {
         var length: Int
         var cuDNN: Double?
         var vllm: Double?
+        /// Lengths drawn evenly from [length/4, length] instead of all equal.
+        var ragged = false
+        var layout: KVLayoutKind = .blocked
+        /// Also time the paged baseline on this shape.
+        var paged = true
+
+        var label: String { "\(batch) x \(length)" + (ragged ? " ragged" : "") }
+
+        /// Each request's KV length.
+        var lengths: [Int] {
+            guard ragged else { return Array(repeating: length, count: batch) }
+            // Deterministic spread over [length/4, length]: a varied, repeatable batch.
+            return (0..<batch).map { i in length / 4 + (3 * length / 4) * ((i * 7919) % batch) / max(1, batch - 1) }
+        }
+    }
+
+    /// `bench attention`'s sweep (issue 3): Llama-3-8B decode over batch 1..256 and context
+    /// 512..32k, equal and ragged, the other layouts at 32 x 4k, and the anchors' shapes.
+    static var sweepCases: [TimingCase] {
+        var cases: [TimingCase] = []
+        for batch in [1, 16, 64, 256] {
+            for length in [512, 4096, 32768] {
+                let anchor = timingCases.first { $0.model == "Llama-3-8B" && $0.batch == batch && $0.length == length }
+                cases.append(TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: batch, length: length,
+                                        cuDNN: anchor?.cuDNN, vllm: anchor?.vllm))
+            }
+        }
+        cases += [
+            TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: 64, length: 4096, cuDNN: nil, vllm: nil, ragged: true),
+            TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: 256, length: 2048, cuDNN: nil, vllm: nil, ragged: true),
+            TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: 32, length: 4096, cuDNN: 2.81, vllm: 1.14, layout: .perLayer, paged: false),
+            TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: 32, length: 4096, cuDNN: 2.81, vllm: 1.14, layout: .perToken, paged: false),
+        ]
+        return cases + timingCases
     }
 
     static let timingCases: [TimingCase] = [
@@ -519,7 +555,7 @@ final class DecodeBench {
         TimingCase(model: "SmolLM2-135M", parameters: smol, layers: 30, batch: 64, length: 2048, cuDNN: nil, vllm: nil),
     ]
 
-    func runTimings(into report: inout DecodeReport) throws {
+    func runTimings(into report: inout DecodeReport, cases: [TimingCase] = DecodeBench.timingCases) throws {
         try context.makeCurrent()
         // The read ceiling: the plain-allocation read of `bench vmm` (1 GiB of 2 KiB rows).
         let plain = VMMBench(device: gpu, chunks: 0, steps: 0, log: false, stages: [])
@@ -530,19 +566,19 @@ final class DecodeBench {
         print("read ceiling (plain 1 GiB read, kvRead): \(fixed(ceiling, 3)) TB/s")
         var table = Table(title: "Decode attention, \(gpu.name), median of \(reps) (CUDA events, layers rotated)",
                           header: ["model", "B x L", "mode", "variant", "ms", "TB/s", "of ceiling", "cuDNN", "vLLM paged", "CTAs", "split", "note"])
-        for c in Self.timingCases {
-            let name = "\(c.model) \(c.batch)x\(c.length)"
+        for c in cases {
+            let name = "\(c.model) \(c.label)"
             if let filter, !name.contains(filter) { continue }
             do {
                 for timing in try time(c, ceiling: ceiling) {
                     report.timings.append(timing)
-                    table.add([c.model, "\(c.batch) x \(c.length)", timing.mode, timing.variant, fixed(timing.millis, 4), fixed(timing.tbps, 3),
+                    table.add([c.model, c.label, timing.mode, timing.variant, fixed(timing.millis, 4), fixed(timing.tbps, 3),
                                fixed(timing.fractionOfCeiling, 3), c.cuDNN.map { fixed($0, 2) } ?? "-", c.vllm.map { fixed($0, 2) } ?? "-",
                                "\(timing.ctas)", timing.wholePairs ? "whole" : "\(timing.splitPairs)/\(timing.pairs)", timing.note ?? ""])
                 }
             } catch {
                 print("  \(name): \(error)")
-                table.add([c.model, "\(c.batch) x \(c.length)", "error", "", "", "", "", "", "", "", "", String(describing: error)])
+                table.add([c.model, c.label, "skipped", "", "", "", "", "", "", "", "", String(describing: error)])
             }
         }
         print(table.render())
@@ -562,15 +598,16 @@ final class DecodeBench {
         }
         let rotation = min(layers, max(2, (3 * context.device.l2CacheBytes + layerBytes - 1) / layerBytes))
         let shape = KVShape(layers: layers, kvHeads: p.kvHeads, headDim: p.headDim, dtype: p.dtype)
-        let layout = try KVLayout(.blocked, shape: shape, chunkSize: chunk)
+        let layout = try KVLayout(c.layout, shape: shape, chunkSize: chunk)
+        let lengths = c.lengths
         let note = layers < c.layers ? "cache of \(layers) of \(c.layers) layers (\(layout.tokensPerChunk) tokens/chunk)" : nil
-        print("timing \(c.model) \(c.batch) x \(c.length): \(layers) layers in the cache, \(layout.tokensPerChunk) tokens/chunk, rotating \(rotation) layers")
+        print("timing \(c.model) \(c.label) (\(c.layout.rawValue)): \(layers) layers in the cache, \(layout.tokensPerChunk) tokens/chunk, rotating \(rotation) layers")
 
         let write = try writer(paged: false)
         let queries = try DeviceBuffer(context: context, bytes: c.batch * p.queryHeads * p.headDim * 2)
         let output = try DeviceBuffer(context: context, bytes: c.batch * p.queryHeads * p.headDim * 2)
         try write.fillRandom(address: queries.address, count: c.batch * p.queryHeads * p.headDim, dtype: p.dtype, seed: 77, amplitude: 2, stream: stream)
-        let kvBytes = c.batch * c.length * p.kvHeads * p.headDim * 2 * 2
+        let kvBytes = lengths.reduce(0, +) * p.kvHeads * p.headDim * 2 * 2
         var results: [DecodeReport.Timing] = []
 
         func entry(_ mode: String, _ variant: Variant, _ ms: Double, _ plan: DecodeSchedule, tokensPerBlock: Int, note: String?) -> DecodeReport.Timing {
@@ -578,6 +615,7 @@ final class DecodeBench {
             print("  \(mode) [\(variant.name)]: \(fixed(ms, 4)) ms, \(fixed(tbps, 3)) TB/s (\(fixed(tbps / ceiling, 3)) of ceiling), \(plan.ctas) CTAs, "
                   + (plan.wholePairs ? "whole pairs" : "\(plan.splitPairs)/\(plan.pairs) pairs split"))
             return DecodeReport.Timing(model: c.model, heads: "\(p.queryHeads)/\(p.kvHeads) x \(p.headDim)", batch: c.batch, length: c.length,
+                                       ragged: c.ragged, layout: c.layout.rawValue,
                                        mode: mode, variant: variant.name, layersInCache: layers, tokensPerBlock: tokensPerBlock, kvBytes: kvBytes,
                                        millis: ms, tbps: tbps, fractionOfCeiling: tbps / ceiling, ctas: plan.ctas, splitPairs: plan.splitPairs,
                                        pairs: plan.pairs, wholePairs: plan.wholePairs, anchorCuDNN: c.cuDNN, anchorVLLMPaged: c.vllm, note: note)
@@ -585,17 +623,20 @@ final class DecodeBench {
 
         // vTensor: a KV cache with every layer, filled with random values.
         do {
-            let need = c.batch * layout.chunks(forTokens: c.length) * chunk
+            let need = lengths.reduce(0) { $0 + layout.rangesPerRequest * layout.chunks(forTokens: $1) } * chunk
+            guard need + 16 * chunk < free * 9 / 10 else {
+                throw CheckFailed("\(gib(need)) of KV in the \(c.layout.rawValue) layout does not fit \(gib(free)) free")
+            }
             let memory = try VirtualMemory(backend: gpu.cuda, budget: .bytes(need + 16 * chunk), lowWatermark: 0, highWatermark: 0)
-            let cache = try KVCache(shape: shape, layout: .blocked, memory: memory, maxTokensPerRequest: c.length)
+            let cache = try KVCache(shape: shape, layout: c.layout, memory: memory, maxTokensPerRequest: c.length)
             defer {
                 for id in 0..<c.batch { try? cache.free(id) }
                 try? memory.drain()
             }
             for id in 0..<c.batch {
                 try cache.addRequest(id)
-                try cache.reserve(id, tokens: c.length)
-                try cache.setLength(id, c.length)
+                try cache.reserve(id, tokens: lengths[id])
+                try cache.setLength(id, lengths[id])
                 for t in try cache.tensors(of: id) {
                     try write.fillRandom(address: t.base, count: memory.mappedChunkCount(t) * chunk / 2, dtype: p.dtype,
                                          seed: UInt32(id + 1), stream: stream)
@@ -612,15 +653,19 @@ final class DecodeBench {
                 let ms = try timeRotating(batches.count) { i in
                     try decode.run(batches[i], queries: queries.address, output: output.address, stream: stream)
                 }
-                results.append(entry("vTensor", variant, ms, batches[0].schedule, tokensPerBlock: layout.tokensPerChunk, note: note))
+                results.append(entry(c.layout == .blocked ? "vTensor" : "vTensor (\(c.layout.rawValue))", variant, ms, batches[0].schedule,
+                                     tokensPerBlock: layout.tokensPerChunk, note: note))
             }
         }
+        guard c.paged else { return results }
 
         // Paged: per rotated layer a K and a V pool of 16-token pages in shuffled order.
         do {
             let pageTokens = 16
-            let pagesPer = (c.length + pageTokens - 1) / pageTokens
-            let pageCount = c.batch * pagesPer
+            let pages = lengths.map { ($0 + pageTokens - 1) / pageTokens }
+            var firstPage = [0]
+            for n in pages { firstPage.append(firstPage.last! + n) }
+            let pageCount = firstPage.last!
             var order = Array(0..<pageCount)
             for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
             let tables = try DeviceBuffer(context: context, bytes: pageCount * 4)
@@ -640,7 +685,7 @@ final class DecodeBench {
                 let decode = try make(p, paged: true, variant)
                 let batches = try layerPools.map { pool in
                     try decode.prepare((0..<c.batch).map { id in
-                        PagedRequest(blockTable: tables.address + UInt64(4 * id * pagesPer), length: c.length, queryStart: id, queryCount: 1)
+                        PagedRequest(blockTable: tables.address + UInt64(4 * firstPage[id]), length: lengths[id], queryStart: id, queryCount: 1)
                     }, pool: pool, stream: stream, maxCTAs: maxCTAs(decode))
                 }
                 let ms = try withExtendedLifetime(pools) {
