@@ -40,13 +40,7 @@ struct BenchAttentionCommand: ParsableCommand {
         for c in PrefillTiming.cases {
             prefill.timings += try PrefillTiming.run(c, gpu: prefillGPU, reps: reps, ceiling: prefill.matmulCeilingTFLOPs)
         }
-        var table = Table(title: "\nprefill and extend on \(prefillGPU.name); ceiling \(fixed(prefill.matmulCeilingTFLOPs, 0)) TFLOP/s (\(prefill.ceilingSource))",
-                          header: ["case", "tiles", "ms", "TFLOP/s", "of ceiling", "FA2", "target", "vs target"])
-        for t in prefill.timings {
-            table.add([t.name, t.config, fixed(t.millis, 3), fixed(t.tflops, 1), fixed(t.fractionOfCeiling, 2),
-                       fixed(t.flashAttention2, 0), fixed(t.target, 0), fixed(t.tflops / t.target, 2)])
-        }
-        print(table.render())
+        print(prefillTimingTable(prefill, title: "\nprefill and extend on \(prefillGPU.name); ceiling \(fixed(prefill.matmulCeilingTFLOPs, 0)) TFLOP/s (\(prefill.ceilingSource))").render())
         if let jsonOut { try writeFile(jsonOut + ".prefill.json", try jsonString(prefill)) }
     }
 }

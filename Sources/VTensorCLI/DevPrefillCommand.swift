@@ -51,13 +51,7 @@ struct DevPrefillCommand: ParsableCommand {
             for timing in PrefillTiming.cases where filter.map({ timing.name.contains($0) }) ?? true {
                 report.timings += try PrefillTiming.run(timing, gpu: gpu, reps: reps, ceiling: report.matmulCeilingTFLOPs)
             }
-            var table = Table(title: "\ntiming on \(gpu.name) (median of \(reps), CUDA events, \(PrefillTiming.sets) input sets rotated); ceiling \(fixed(report.matmulCeilingTFLOPs, 0)) TFLOP/s: \(report.ceilingSource)",
-                              header: ["case", "tiles", "ms", "TFLOP/s", "of ceiling", "FA2", "target", "vs target"])
-            for t in report.timings {
-                table.add([t.name, t.config, fixed(t.millis, 3), fixed(t.tflops, 1), fixed(t.fractionOfCeiling, 2),
-                           fixed(t.flashAttention2, 0), fixed(t.target, 0), fixed(t.tflops / t.target, 2)])
-            }
-            print(table.render())
+            print(prefillTimingTable(report, title: "\ntiming on \(gpu.name) (median of \(reps), CUDA events, \(PrefillTiming.sets) input sets rotated); ceiling \(fixed(report.matmulCeilingTFLOPs, 0)) TFLOP/s: \(report.ceilingSource)").render())
         }
         if let jsonOut { try writeFile(jsonOut, try jsonString(report) + "\n") }
         let failed = report.checks.filter { !$0.passed }
@@ -67,6 +61,16 @@ struct DevPrefillCommand: ParsableCommand {
         }
         if !report.checks.isEmpty { print("PASS: all \(report.checks.count) checks") }
     }
+}
+
+/// The prefill/extend timings as a table, next to FlashAttention-2 and the targets.
+func prefillTimingTable(_ report: PrefillReport, title: String) -> Table {
+    var table = Table(title: title, header: ["case", "tiles", "ms", "TFLOP/s", "of ceiling", "FA2", "target", "vs target"])
+    for t in report.timings {
+        table.add([t.name, t.config, fixed(t.millis, 3), fixed(t.tflops, 1), fixed(t.fractionOfCeiling, 2),
+                   fixed(t.flashAttention2, 0), fixed(t.target, 0), fixed(t.tflops / t.target, 2)])
+    }
+    return table
 }
 
 func sci(_ x: Double) -> String {
