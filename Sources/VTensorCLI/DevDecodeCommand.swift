@@ -146,6 +146,7 @@ struct DecodeCheckCase {
     var pageTokens: Int?
     var queryAmplitude: Float = 2
     var allPlans = true
+    var layout: KVLayoutKind = .blocked
 }
 
 final class DecodeBench {
@@ -244,6 +245,10 @@ final class DecodeBench {
                             lengths: [10, 200, 1000], queryCounts: [2, 17, 3], pageTokens: 16),
             DecodeCheckCase(name: "llama3-8b bf16 32 x 4096", parameters: llama3, layers: 32, layer: 9,
                             lengths: Array(repeating: 4096, count: 32), queryCounts: Array(repeating: 1, count: 32), pageTokens: 16),
+            DecodeCheckCase(name: "llama3-8b bf16 ragged, per-layer layout (1024 tokens a chunk)", parameters: llama3, layers: 32, layer: 6,
+                            lengths: [1, 17, 1023, 1024, 1025, 3001], queryCounts: [1, 1, 1, 1, 1, 3], pageTokens: nil, layout: .perLayer),
+            DecodeCheckCase(name: "yi-34b bf16 ragged, per-token layout (128 KiB token stride)", parameters: yi34, layers: 60, layer: 31,
+                            lengths: [1, 8, 9, 100, 2049], queryCounts: [1, 1, 1, 1, 1], pageTokens: nil, layout: .perToken),
         ]
     }
 
@@ -277,9 +282,9 @@ final class DecodeBench {
     func check(_ c: DecodeCheckCase) throws {
         let p = c.parameters
         let shape = KVShape(layers: c.layers, kvHeads: p.kvHeads, headDim: p.headDim, dtype: p.dtype)
-        let layout = try KVLayout(.blocked, shape: shape, chunkSize: gpu.cuda.chunkSize)
+        let layout = try KVLayout(c.layout, shape: shape, chunkSize: gpu.cuda.chunkSize)
         let maxLength = c.lengths.max()!
-        let chunks = c.lengths.reduce(0) { $0 + layout.chunks(forTokens: $1) } + 8
+        let chunks = c.lengths.reduce(0) { $0 + layout.rangesPerRequest * layout.chunks(forTokens: $1) } + 8
         let chunk = gpu.cuda.chunkSize
         let rowElements = p.kvHeads * p.headDim
         let rowBytes = rowElements * p.dtype.bytes
@@ -287,9 +292,9 @@ final class DecodeBench {
         // The same requests in a host cache (for the oracle) and a GPU cache.
         let host = try HostBackend(chunkSize: chunk, capacityBytes: (chunks + 8) * chunk)
         let hostMemory = try VirtualMemory(backend: host, budget: .bytes((chunks + 8) * chunk), lowWatermark: 0, highWatermark: 0)
-        let hostCache = try KVCache(shape: shape, layout: .blocked, memory: hostMemory, maxTokensPerRequest: maxLength)
+        let hostCache = try KVCache(shape: shape, layout: c.layout, memory: hostMemory, maxTokensPerRequest: maxLength)
         let gpuMemory = try VirtualMemory(backend: gpu.cuda, budget: .bytes((chunks + 8) * chunk), lowWatermark: 0, highWatermark: 0)
-        let gpuCache = try KVCache(shape: shape, layout: .blocked, memory: gpuMemory, maxTokensPerRequest: maxLength)
+        let gpuCache = try KVCache(shape: shape, layout: c.layout, memory: gpuMemory, maxTokensPerRequest: maxLength)
         defer {
             for id in 0..<c.lengths.count { try? gpuCache.free(id); try? hostCache.free(id) }
             try? gpuMemory.drain()
