@@ -59,9 +59,9 @@ struct VMMBench {
     // MARK: Mapper throughput
 
     func measureMapper() throws -> MapperThroughput {
-        func rate(warm: Bool) throws -> (Double, MapperStatistics) {
+        func rate(warm: Bool, reuseOrder: ChunkReuseOrder = .newestFirst) throws -> (Double, MapperStatistics) {
             let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 8) * chunk),
-                                           lowWatermark: warm ? chunks : 0, highWatermark: chunks)
+                                           lowWatermark: warm ? chunks : 0, highWatermark: chunks, reuseOrder: reuseOrder)
             if warm { try memory.replenish() }
             let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
             defer { mapper.shutdown() }
@@ -76,11 +76,13 @@ struct VMMBench {
         }
         let (warm, stats) = try rate(warm: true)
         let (cold, _) = try rate(warm: false)
+        let (oldestFirst, _) = try rate(warm: true, reuseOrder: .oldestFirst)
         var threaded = try [1, 2, 4].map { ThreadedRate(threads: $0, mappingsPerSecond: try rawThreadedRate(threads: $0)) }
         // The pool hands out its newest chunk first (LIFO): does mapping physical chunks in the
         // reverse of their creation order cost the driver more?
         threaded.append(ThreadedRate(threads: 1, mappingsPerSecond: try rawThreadedRate(threads: 1, reverseOrder: true), reverseOrder: true))
         return MapperThroughput(chunks: chunks / 8 * 8, mappingsPerSecond: warm, coldMappingsPerSecond: cold,
+                                oldestFirstMappingsPerSecond: oldestFirst,
                                 p50Micros: Double(stats.chunkLatencyP50) / 1000, p99Micros: Double(stats.chunkLatencyP99) / 1000,
                                 threadedRates: threaded)
     }

@@ -24,7 +24,8 @@ struct PropertyRun {
     var leases: [(request: Int, reader: UInt64)] = []
     var stats: [String: Int] = [:]
 
-    init(layout: KVLayoutKind, seed: UInt64, faultRate: Double, useMapper: Bool, guardTokens: Int = 0) throws {
+    init(layout: KVLayoutKind, seed: UInt64, faultRate: Double, useMapper: Bool, guardTokens: Int = 0,
+         reuseOrder: ChunkReuseOrder = .newestFirst) throws {
         host = try HostBackend(chunkSize: testChunk, capacityBytes: 1024 * testChunk)
         if faultRate > 0 {
             let faulty = FaultInjectingBackend(wrapping: host, seed: seed ^ 0x5EED)
@@ -33,7 +34,8 @@ struct PropertyRun {
         } else {
             backend = host
         }
-        memory = try VirtualMemory(backend: backend, budget: .bytes(160 * testChunk), lowWatermark: 3, highWatermark: 10)
+        memory = try VirtualMemory(backend: backend, budget: .bytes(160 * testChunk), lowWatermark: 3, highWatermark: 10,
+                                   reuseOrder: reuseOrder)
         // 2 layers x 2 heads x 8 dims x fp32: 64 bytes per layer-token, 256 per token.
         // Chunks hold 64 tokens per range (per-layer) or 16 (per-token, blocked).
         cache = try KVCache(shape: KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32), layout: layout,
@@ -212,7 +214,7 @@ struct PropertyRun {
     }
 
     @Test func throughTheAsyncMapperWithGuardTokens() throws {
-        var run = try PropertyRun(layout: .perToken, seed: 77, faultRate: 0, useMapper: true, guardTokens: 5)
+        var run = try PropertyRun(layout: .perToken, seed: 77, faultRate: 0, useMapper: true, guardTokens: 5, reuseOrder: .oldestFirst)
         for i in 0..<1500 {
             try run.step()
             run.verifyAccounting()

@@ -174,3 +174,18 @@ import Testing
         #expect(backendAgrees(memory, host) == [])
     }
 }
+
+@Suite struct ReuseOrderTests {
+    @Test(arguments: [ChunkReuseOrder.newestFirst, .oldestFirst])
+    func reserveChunksAreTakenInTheChosenOrder(order: ChunkReuseOrder) throws {
+        let host = try makeHost()
+        let memory = try VirtualMemory(backend: host, budget: .bytes(64 * testChunk), lowWatermark: 64, highWatermark: 64, reuseOrder: order)
+        #expect(try memory.replenish() == 64)
+        let t = try memory.makeTensor(bytes: 64 * testChunk)
+        try memory.grow(t, toChunks: 64)
+        let raws = (0..<64).map { memory.physicalChunk(t, chunk: $0)!.raw }
+        // The host backend numbers chunks in creation order.
+        #expect(raws == (order == .oldestFirst ? Array(0..<64) : Array((0..<64).reversed())))
+        #expect(memory.audit { backendAgrees($0, host) } == [])
+    }
+}

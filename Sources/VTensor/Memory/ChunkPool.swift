@@ -13,8 +13,41 @@ public enum MemoryBudget: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// The elastic pool of physical chunks. Chunks no tensor maps wait in a warm reserve (LIFO,
-/// so recently used memory is reused first); the reserve is refilled up to the low watermark
+/// Which reserve chunk a new mapping takes.
+public enum ChunkReuseOrder: String, Sendable, Codable {
+    /// The chunk that entered the reserve last (LIFO).
+    case newestFirst
+    /// The chunk that entered the reserve first (FIFO): freshly created chunks map in creation order.
+    case oldestFirst
+}
+
+/// A queue of chunks that can be taken from either end.
+struct ChunkQueue {
+    private var storage: [PhysicalChunk] = []
+    private var head = 0
+
+    var count: Int { storage.count - head }
+    var isEmpty: Bool { count == 0 }
+    var chunks: ArraySlice<PhysicalChunk> { storage[head...] }
+
+    mutating func append(_ chunk: PhysicalChunk) { storage.append(chunk) }
+
+    mutating func popLast() -> PhysicalChunk? { isEmpty ? nil : storage.removeLast() }
+
+    mutating func popFirst() -> PhysicalChunk? {
+        guard !isEmpty else { return nil }
+        let chunk = storage[head]
+        head += 1
+        if head > 64 && head * 2 > storage.count {  // compact now and then
+            storage.removeFirst(head)
+            head = 0
+        }
+        return chunk
+    }
+}
+
+/// The elastic pool of physical chunks. Chunks no tensor maps wait in a warm reserve (taken in
+/// `reuseOrder`); the reserve is refilled up to the low watermark
 /// ahead of need (by the mapper thread) and trimmed back to the high watermark, releasing the
 /// excess to the device. Not thread-safe: `VirtualMemory` owns it under its lock.
 struct ChunkPool {
@@ -24,7 +57,8 @@ struct ChunkPool {
     let highWatermark: Int
 
     /// Chunks with no mapping, ready for reuse.
-    private(set) var reserve: [PhysicalChunk] = []
+    let reuseOrder: ChunkReuseOrder
+    private(set) var reserve = ChunkQueue()
     /// Mapping count of every chunk that is mapped at least once (retiring mappings count).
     private(set) var references: [PhysicalChunk: Int] = [:]
     private(set) var created = 0
@@ -38,7 +72,7 @@ struct ChunkPool {
     /// Returns nil when the budget is exhausted; throws when the device itself is out of memory.
     mutating func take() throws -> PhysicalChunk? {
         let chunk: PhysicalChunk
-        if let reused = reserve.popLast() {
+        if let reused = reuseOrder == .newestFirst ? reserve.popLast() : reserve.popFirst() {
             chunk = reused
         } else if created < budgetChunks {
             chunk = try backend.createChunk()
@@ -92,7 +126,7 @@ struct ChunkPool {
     mutating func trim(to limit: Int) throws -> Int {
         var released = 0
         while reserve.count > limit {
-            let chunk = reserve.removeLast()
+            let chunk = reserve.popLast()!
             do {
                 try backend.releaseChunk(chunk)
             } catch {

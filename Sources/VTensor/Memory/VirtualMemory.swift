@@ -50,7 +50,9 @@ public final class VirtualMemory: @unchecked Sendable {
     ///   - budget: the cap on physical memory held.
     ///   - lowWatermark: chunks the reserve is refilled to ahead of need (default: 16, within budget).
     ///   - highWatermark: chunks above which the reserve is released to the device (default: 4 x low).
-    public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil) throws {
+    ///   - reuseOrder: which reserve chunk a new mapping takes.
+    public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil,
+                reuseOrder: ChunkReuseOrder = .newestFirst) throws {
         self.backend = backend
         self.chunkSize = backend.chunkSize
         let budgetBytes: Int
@@ -76,7 +78,7 @@ public final class VirtualMemory: @unchecked Sendable {
         guard low >= 0, low <= high, high <= budgetChunks else {
             throw VTensorError.invalidWatermarks("need 0 <= low (\(low)) <= high (\(high)) <= budget (\(budgetChunks) chunks)")
         }
-        pool = ChunkPool(backend: backend, budgetChunks: budgetChunks, lowWatermark: low, highWatermark: high)
+        pool = ChunkPool(backend: backend, budgetChunks: budgetChunks, lowWatermark: low, highWatermark: high, reuseOrder: reuseOrder)
     }
 
     deinit {
@@ -392,7 +394,7 @@ public final class VirtualMemory: @unchecked Sendable {
             if counted != pool.references {
                 problems.append("mapping counts differ: tensors say \(counted.count) chunks / \(counted.values.reduce(0, +)) mappings, pool says \(pool.references.count) / \(pool.references.values.reduce(0, +))")
             }
-            let reserve = Set(pool.reserve)
+            let reserve = Set(pool.reserve.chunks)
             if reserve.count != pool.reserve.count { problems.append("a chunk is in the reserve twice") }
             if !reserve.isDisjoint(with: counted.keys) { problems.append("a chunk is both in the reserve and mapped") }
             if pool.created != pool.reserve.count + pool.references.count {
