@@ -65,10 +65,11 @@ struct DevPrefillCommand: ParsableCommand {
 
 /// The prefill/extend timings as a table, next to FlashAttention-2 and the targets.
 func prefillTimingTable(_ report: PrefillReport, title: String) -> Table {
-    var table = Table(title: title, header: ["case", "tiles", "ms", "TFLOP/s", "of ceiling", "FA2", "target", "vs target"])
+    var table = Table(title: title, header: ["case", "tiles", "ms", "TFLOP/s", "of ceiling", "FA2", "target", "vs target", "paged/vTensor time"])
     for t in report.timings {
         table.add([t.name, t.config, fixed(t.millis, 3), fixed(t.tflops, 1), fixed(t.fractionOfCeiling, 2),
-                   fixed(t.flashAttention2, 0), fixed(t.target, 0), fixed(t.tflops / t.target, 2)])
+                   fixed(t.flashAttention2, 0), fixed(t.target, 0), fixed(t.tflops / t.target, 2),
+                   t.vTensorMillis.map { fixed(t.millis / $0, 3) } ?? ""])
     }
     return table
 }
@@ -116,6 +117,9 @@ struct PrefillTimingResult: Codable {
     var fractionOfCeiling: Double
     var flashAttention2: Double
     var target: Double
+    /// Paged baseline entries: page size, and the vTensor time of the same shape and tiles.
+    var pageTokens: Int? = nil
+    var vTensorMillis: Double? = nil
 }
 
 /// The device, its stream, VMM backend and compiler.
@@ -133,9 +137,9 @@ final class PrefillGPU {
         compiler = KernelCompiler(context: context)
     }
 
-    func kernel(_ p: AttentionParameters, _ config: PrefillTileConfig) throws -> PrefillAttention {
+    func kernel(_ p: AttentionParameters, _ config: PrefillTileConfig, paged: Bool = false) throws -> PrefillAttention {
         try context.makeCurrent()
-        return try PrefillAttention(compiler: compiler, parameters: p, config: config)
+        return try PrefillAttention(compiler: compiler, parameters: p, config: config, paged: paged)
     }
 }
 
@@ -182,6 +186,11 @@ enum PrefillChecks {
         var shape: KVShape
         /// (KV length, query count) per request.
         var requests: [(length: Int, queries: Int)]
+        /// Paged baseline: K/V copied into a pool of pages of this many tokens (the standard
+        /// tile shape only); nil: the virtual-tensor views of a real KV cache.
+        var pageTokens: Int? = nil
+        /// Paged: pages handed out in a random order (else in order).
+        var shuffled = true
     }
 
     static let llama = KVShape.llama3_8B
@@ -208,6 +217,19 @@ enum PrefillChecks {
              shape: yi, requests: [(3000, 200), (1500, 1), (700, 700), (1100, 65)]),
         Case(name: "extend d=64, bf16", p: AttentionParameters(queryHeads: 9, kvHeads: 3, headDim: 64),
              shape: smol, requests: [(1000, 100), (91, 1), (183, 92), (4097, 17)]),
+        // The paged baseline (same kernel, block-table addressing).
+        Case(name: "paged prefill ragged, Llama-3-8B bf16, 16-token pages shuffled", p: AttentionParameters(queryHeads: 32, kvHeads: 8, headDim: 128),
+             shape: llama, requests: [(1, 1), (17, 17), (63, 63), (65, 65), (1000, 1000)], pageTokens: 16),
+        Case(name: "paged prefill ragged, Llama-3-8B bf16, 5-token pages shuffled", p: AttentionParameters(queryHeads: 32, kvHeads: 8, headDim: 128),
+             shape: llama, requests: [(1, 1), (17, 17), (63, 63), (65, 65), (1000, 1000)], pageTokens: 5),
+        Case(name: "paged extend + decode + prefill, Llama-3-8B, 16-token pages shuffled", p: AttentionParameters(queryHeads: 32, kvHeads: 8, headDim: 128),
+             shape: llama, requests: [(1077, 77), (4097, 513), (130, 129), (65, 1), (2000, 1), (300, 300), (1500, 200)], pageTokens: 16),
+        Case(name: "paged extend + decode + prefill, Llama-3-8B, 5-token pages shuffled", p: AttentionParameters(queryHeads: 32, kvHeads: 8, headDim: 128),
+             shape: llama, requests: [(1077, 77), (4097, 513), (130, 129), (65, 1), (2000, 1), (300, 300), (1500, 200)], pageTokens: 5),
+        Case(name: "paged extend + decode, Llama-3-8B, 16-token pages in order", p: AttentionParameters(queryHeads: 32, kvHeads: 8, headDim: 128),
+             shape: llama, requests: [(1077, 77), (65, 1), (2000, 1), (1500, 200)], pageTokens: 16, shuffled: false),
+        Case(name: "paged d=64 fp16 window 100, 5-token pages shuffled", p: AttentionParameters(queryHeads: 9, kvHeads: 3, headDim: 64, dtype: .fp16, window: 100),
+             shape: KVShape(layers: 30, kvHeads: 3, headDim: 64, dtype: .fp16), requests: [(1, 1), (99, 99), (333, 333), (1000, 100), (700, 1)], pageTokens: 5),
     ]
 
     /// Rows of a request the oracle computes: all of short requests; else the first 40, 40 in
@@ -233,7 +255,7 @@ enum PrefillChecks {
         let hostBytes = (lengths.reduce(0) { $0 + layout.chunks(forTokens: $1) } + 8) * (2 << 20)
         let host = try HostBackend(chunkSize: 2 << 20, capacityBytes: hostBytes)
         let hostCache = try PrefillCache(backend: host, shape: c.shape, lengths: lengths)
-        let gpuCache = try gpu.map { try PrefillCache(backend: $0.cuda, shape: c.shape, lengths: lengths) }
+        let gpuCache = c.pageTokens != nil ? nil : try gpu.map { try PrefillCache(backend: $0.cuda, shape: c.shape, lengths: lengths) }
         defer { hostCache.release(); gpuCache?.release() }
         let hostRequests = try hostCache.requests(layer: layer, queryCounts: counts)
         let gpuRequests = try gpuCache?.requests(layer: layer, queryCounts: counts) ?? hostRequests
@@ -252,7 +274,7 @@ enum PrefillChecks {
                 }
             }
         }
-        for (hr, gr) in zip(hostRequests, gpuRequests) where gpu != nil {
+        for (hr, gr) in zip(hostRequests, gpuRequests) where gpuCache != nil {
             for (hv, gv) in [(hr.key, gr.key), (hr.value, gr.value)] {
                 var first = 0
                 while first < hv.length {
@@ -263,6 +285,47 @@ enum PrefillChecks {
                     first += n
                 }
             }
+        }
+        // Paged: the same K/V rows copied into K and V pools of pages (a random permutation of
+        // the pages unless in order); one int32 table per request, all in one buffer.
+        var pagedBuffers: [DeviceBuffer] = []
+        var pagedRun: (requests: [PagedRequest], pool: PagedKVPool)?
+        if let pageTokens = c.pageTokens, let gpu {
+            let pageCounts = lengths.map { ($0 + pageTokens - 1) / pageTokens }
+            let pageCount = max(1, pageCounts.reduce(0, +))
+            var order = Array(0..<pageCount)
+            if c.shuffled { order.shuffle(using: &rng) }
+            let rowBytes = d * dtype.bytes
+            let poolBytes = pageCount * pageTokens * p.kvHeads * rowBytes
+            let kPool = try DeviceBuffer(context: gpu.context, bytes: poolBytes)
+            let vPool = try DeviceBuffer(context: gpu.context, bytes: poolBytes)
+            let tables = try DeviceBuffer(context: gpu.context, bytes: 4 * pageCount)
+            pagedBuffers = [kPool, vPool, tables]
+            let pool = PagedKVPool(keys: kPool.address, values: vPool.address, pages: pageCount, pageTokens: pageTokens,
+                                   kvHeads: p.kvHeads, headDim: d, dtype: dtype)
+            var hostK = [UInt8](repeating: 0, count: poolBytes), hostV = hostK
+            var first = 0
+            var requests: [PagedRequest] = []
+            for (r, request) in hostRequests.enumerated() {
+                let table = order[first..<(first + pageCounts[r])].map { Int32($0) }
+                for t in 0..<request.length {
+                    for h in 0..<p.kvHeads {
+                        let at = pool.offset(token: t, head: h, table: table)
+                        for (view, dst) in [(request.key, 0), (request.value, 1)] {
+                            let src = UnsafeRawPointer(bitPattern: UInt(view.address(token: t, head: h)))!
+                            if dst == 0 { hostK.withUnsafeMutableBytes { _ = memcpy($0.baseAddress! + at, src, rowBytes) } }
+                            else { hostV.withUnsafeMutableBytes { _ = memcpy($0.baseAddress! + at, src, rowBytes) } }
+                        }
+                    }
+                }
+                requests.append(PagedRequest(blockTable: tables.address + UInt64(4 * first), length: request.length,
+                                             queryStart: request.queryStart, queryCount: request.queryCount))
+                first += pageCounts[r]
+            }
+            try gpu.context.copyHostToDevice(destination: kPool.address, from: hostK)
+            try gpu.context.copyHostToDevice(destination: vPool.address, from: hostV)
+            try gpu.context.copyHostToDevice(destination: tables.address, from: order.map { Int32($0) })
+            pagedRun = (requests, pool)
         }
         let totalQueries = counts.reduce(0, +)
         let elements = totalQueries * p.queryHeads * d
@@ -297,13 +360,22 @@ enum PrefillChecks {
         print("  oracle: \(rowsChecked) rows x \(p.queryHeads) heads in \(fixed(Double(monotonicNanos() - start) / 1e9, 2)) s")
 
         var results: [PrefillCheckResult] = []
-        for config in PrefillTileConfig.candidates(headDim: d) {
+        let configs = c.pageTokens == nil ? PrefillTileConfig.candidates(headDim: d) : [.standard(headDim: d)]
+        for config in configs {
             var got = [UInt8](repeating: 0xFF, count: queries.count)
             if let gpu, let oBuffer, let qBuffer {
-                let kernel = try gpu.kernel(p, config)
+                let kernel = try gpu.kernel(p, config, paged: pagedRun != nil)
                 var workspace: DeviceBuffer? = nil
                 try gpu.context.memset8Async(destination: oBuffer.address, value: 0xFF, bytes: queries.count, stream: gpu.stream)
-                try kernel.run(gpuRequests, queries: qBuffer.address, output: oBuffer.address, workspace: &workspace, stream: gpu.stream)
+                if let pagedRun {
+                    try withExtendedLifetime(pagedBuffers) {
+                        try kernel.run(pagedRun.requests, pool: pagedRun.pool, queries: qBuffer.address, output: oBuffer.address,
+                                       workspace: &workspace, stream: gpu.stream)
+                        try gpu.stream.synchronize()
+                    }
+                } else {
+                    try kernel.run(gpuRequests, queries: qBuffer.address, output: oBuffer.address, workspace: &workspace, stream: gpu.stream)
+                }
                 try gpu.stream.synchronize()
                 got = try gpu.context.copyDeviceToHost(source: oBuffer.address, count: queries.count)
             } else {
@@ -355,7 +427,7 @@ enum PrefillChecks {
                 }
             }
             results.append(PrefillCheckResult(
-                name: c.name, config: config.description, parameters: p.description,
+                name: c.name, config: config.description + (c.pageTokens.map { " paged \($0)" } ?? ""), parameters: p.description,
                 requests: c.requests.map { "\($0.length)/\($0.queries)" }.joined(separator: " "),
                 worstSampleError: worst, overallError: overall, rowsChecked: rowsChecked, unwritten: unwritten, passed: passed))
         }
@@ -372,6 +444,8 @@ enum PrefillTiming {
         /// Published TFLOP/s of FlashAttention-2 on H100 (anchors.md) and this kernel's target.
         var flashAttention2: Double
         var target: Double
+        /// Also time the paged baseline (standard tiles, 16-token pages in shuffled order).
+        var paged = false
 
         /// Causal attention FLOPs: 4 Hq d per (query, visible key) pair, counting a prefill
         /// sequence as L^2 / 2 pairs and an extend request as E (P + E / 2).
@@ -392,13 +466,13 @@ enum PrefillTiming {
         Case(name: "prefill Llama-3-8B 16 x 1k", p: llamaP, shape: .llama3_8B, requests: Array(repeating: (1024, 1024), count: 16),
              flashAttention2: 271, target: 271),
         Case(name: "prefill Llama-3-8B 4 x 4k", p: llamaP, shape: .llama3_8B, requests: Array(repeating: (4096, 4096), count: 4),
-             flashAttention2: 317, target: 317),
+             flashAttention2: 317, target: 317, paged: true),
         Case(name: "prefill Yi-34B 4 x 4k", p: yiP, shape: .yi34B, requests: Array(repeating: (4096, 4096), count: 4),
              flashAttention2: 337, target: 337),
         Case(name: "extend Llama-3-8B 8 x 1k+128", p: llamaP, shape: .llama3_8B, requests: Array(repeating: (1024 + 128, 128), count: 8),
              flashAttention2: 266, target: 2 * 123),
         Case(name: "extend Llama-3-8B 8 x 4k+512", p: llamaP, shape: .llama3_8B, requests: Array(repeating: (4096 + 512, 512), count: 8),
-             flashAttention2: 334, target: 2 * 156),
+             flashAttention2: 334, target: 2 * 156, paged: true),
         Case(name: "extend Yi-34B 8 x 4k+512", p: yiP, shape: .yi34B, requests: Array(repeating: (4096 + 512, 512), count: 8),
              flashAttention2: 334, target: 2 * 163),
     ]
@@ -460,9 +534,52 @@ enum PrefillTiming {
         var results: [PrefillTimingResult] = []
         let start = try CUDAEvent(context: gpu.context, timing: true)
         let end = try CUDAEvent(context: gpu.context, timing: true)
-        for config in PrefillTileConfig.candidates(headDim: p.headDim) {
-            let kernel = try gpu.kernel(p, config)
-            let plans = requestSets.map { kernel.plan($0) }
+
+        // Paged: per rotated set a K and a V pool of 16-token pages, handed out in a shuffled
+        // order (one table buffer shared by the sets), filled like the cache.
+        let pageTokens = 16
+        var pagedPlans: [(PagedKVPool, [PagedRequest])] = []
+        var pagedBuffers: [DeviceBuffer] = []
+        if c.paged {
+            let pageCounts = c.requests.map { ($0.length + pageTokens - 1) / pageTokens }
+            let pageCount = pageCounts.reduce(0, +)
+            var rng = SplitMix64(seed: 12345)
+            var order = Array(0..<pageCount)
+            order.shuffle(using: &rng)
+            let tables = try DeviceBuffer(context: gpu.context, bytes: 4 * pageCount)
+            try gpu.context.copyHostToDevice(destination: tables.address, from: order.map { Int32($0) })
+            pagedBuffers.append(tables)
+            var firstPage: [Int] = []
+            var queryStart = 0
+            var requests: [PagedRequest] = []
+            for (id, r) in c.requests.enumerated() {
+                firstPage.append(firstPage.last.map { $0 + pageCounts[id - 1] } ?? 0)
+                requests.append(PagedRequest(blockTable: tables.address + UInt64(4 * firstPage[id]), length: r.length,
+                                             queryStart: queryStart, queryCount: r.queries))
+                queryStart += r.queries
+            }
+            for set in 0..<sets {
+                let pool0 = PagedKVPool(keys: 0, values: 0, pages: pageCount, pageTokens: pageTokens, kvHeads: p.kvHeads,
+                                        headDim: p.headDim, dtype: p.dtype)
+                let k = try DeviceBuffer(context: gpu.context, bytes: pool0.poolBytes)
+                let v = try DeviceBuffer(context: gpu.context, bytes: pool0.poolBytes)
+                try fill.fillRandom(address: k.address, count: pool0.poolBytes / 2, seed: UInt32(2000 + 2 * set), amplitude: 1.5, stream: gpu.stream)
+                try fill.fillRandom(address: v.address, count: pool0.poolBytes / 2, seed: UInt32(2001 + 2 * set), amplitude: 1.5, stream: gpu.stream)
+                pagedBuffers += [k, v]
+                var pool = pool0
+                pool.keys = k.address
+                pool.values = v.address
+                pagedPlans.append((pool, requests))
+            }
+            try gpu.stream.synchronize()
+        }
+        defer { withExtendedLifetime(pagedBuffers) {} }
+
+        var runs: [(config: PrefillTileConfig, paged: Bool)] = PrefillTileConfig.candidates(headDim: p.headDim).map { ($0, false) }
+        if c.paged { runs.append((.standard(headDim: p.headDim), true)) }
+        for (config, paged) in runs {
+            let kernel = try gpu.kernel(p, config, paged: paged)
+            let plans = paged ? pagedPlans.map { kernel.plan($0.1, pool: $0.0) } : requestSets.map { kernel.plan($0) }
             let workspaces = try plans.map { plan -> DeviceBuffer in
                 let buffer = try DeviceBuffer(context: gpu.context, bytes: plan.workspaceBytes)
                 try kernel.upload(plan, workspace: buffer.address)
@@ -485,11 +602,15 @@ enum PrefillTiming {
             let sorted = times.sorted()
             let ms = sorted[sorted.count / 2]
             let tflops = c.flops / (ms / 1000) / 1e12
-            print("  \(config): \(fixed(ms, 3)) ms (min \(fixed(sorted.first!, 3)), max \(fixed(sorted.last!, 3))) = \(fixed(tflops, 1)) TFLOP/s")
+            let label = config.description + (paged ? " paged \(pageTokens) shuffled" : "")
+            let vTensorMillis = paged ? results.first(where: { $0.config == config.description })?.millis : nil
+            let ratio = vTensorMillis.map { "; paged/vTensor time \(fixed(ms / $0, 3))" } ?? ""
+            print("  \(label): \(fixed(ms, 3)) ms (min \(fixed(sorted.first!, 3)), max \(fixed(sorted.last!, 3))) = \(fixed(tflops, 1)) TFLOP/s\(ratio)")
             results.append(PrefillTimingResult(
-                name: c.name, config: config.description, millis: ms, spreadMillis: [sorted.first!, sorted.last!],
+                name: c.name, config: label, millis: ms, spreadMillis: [sorted.first!, sorted.last!],
                 flops: c.flops, tflops: tflops, fractionOfCeiling: tflops / ceiling,
-                flashAttention2: c.flashAttention2, target: c.target))
+                flashAttention2: c.flashAttention2, target: c.target,
+                pageTokens: paged ? pageTokens : nil, vTensorMillis: vTensorMillis))
         }
         return results
     }

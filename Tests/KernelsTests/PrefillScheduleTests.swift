@@ -111,6 +111,31 @@ import Glibc
         #expect(plan.tokensPerBlock == batch.requests[0].key.tokensPerBlock)
     }
 
+    @Test func pagedPlanDescriptorLayout() {
+        let p = AttentionParameters(queryHeads: 4, kvHeads: 2, headDim: 64, dtype: .bf16)
+        let pool = PagedKVPool(keys: 0x10000, values: 0x90000, pages: 100, pageTokens: 5, kvHeads: 2, headDim: 64, dtype: .bf16)
+        let requests = [PagedRequest(blockTable: 0x4000, length: 300, queryStart: 0, queryCount: 200),
+                        PagedRequest(blockTable: 0x4000 + 4 * 60, length: 10, queryStart: 200, queryCount: 1)]
+        let plan = PrefillPlan(p, requests: requests, pool: pool, config: .standard(headDim: 64))
+        #expect(plan.paged && plan.kPool == 0x10000 && plan.vPool == 0x90000)
+        #expect(plan.requestCount == 2 && plan.tileCount == 3)
+        #expect(plan.tokensPerBlock == 5 && plan.blockStride == pool.pageStride && plan.tokenStride == 2 * 128 && plan.headStride == 128)
+        func int32(_ offset: Int) -> Int32 { plan.descriptor.withUnsafeBytes { $0.load(fromByteOffset: offset, as: Int32.self) } }
+        func uint64(_ offset: Int) -> UInt64 { plan.descriptor.withUnsafeBytes { $0.load(fromByteOffset: offset, as: UInt64.self) } }
+        #expect(uint64(0) == 0x4000 && uint64(8) == 0 && uint64(32) == 0x4000 + 240)
+        #expect(int32(16) == 300 && int32(20) == 0 && int32(24) == 200)
+        #expect(int32(32 + 16) == 10 && int32(32 + 20) == 200 && int32(32 + 24) == 1)
+        #expect((int32(64), int32(68)) == (0, 128))
+        // The kernel's page index math (umulhi by the magic) against the pool's.
+        let magic = UInt64(PrefillSchedule.divisionMagic32(pool.pageTokens))
+        let table: [Int32] = (0..<60).map { Int32((37 * $0 + 11) % 100) }
+        for t in 0..<300 {
+            let block = Int((UInt64(t) * magic) >> 32)
+            let kernelOffset = Int(table[block]) * plan.blockStride + (t - block * plan.tokensPerBlock) * plan.tokenStride + plan.headStride
+            #expect(kernelOffset == pool.offset(token: t, head: 1, table: table))
+        }
+    }
+
     static let emulationCases: [(String, AttentionParameters, [(length: Int, queries: Int)], PrefillTileConfig)] = [
         ("prefill ragged", AttentionParameters(queryHeads: 6, kvHeads: 2, headDim: 64, dtype: .bf16), [(1, 1), (17, 17), (63, 63), (65, 65), (150, 150)], .standard(headDim: 64)),
         ("small tiles, extend + decode", AttentionParameters(queryHeads: 7, kvHeads: 1, headDim: 64, dtype: .bf16), [(70, 13), (50, 1), (100, 100), (33, 32)], PrefillTileConfig(blockM: 32, blockN: 16, warps: 2)),

@@ -1,7 +1,8 @@
 /// CUDA source of the prefill/extend attention kernel (FlashAttention-2 style on mma.sync).
 ///
 /// Compile-time macros: HEAD_DIM (64 or 128), BLOCK_M, BLOCK_N, NWARPS, MIN_BLOCKS, INTERLEAVE
-/// (1: a warp's m16 tiles spread over the block), FP16 (0: bf16).
+/// (1: a warp's m16 tiles spread over the block), FP16 (0: bf16), PAGED (0 or undefined:
+/// virtual-tensor views; 1: the paged baseline, vLLM's layout, see below).
 ///
 /// Block = (query tile, query head), from a host-built tile table (longest first). The Q tile
 /// (BLOCK_M rows) and two stages of K/V tiles (BLOCK_N tokens) live in shared memory, rows of
@@ -16,6 +17,10 @@
 /// tile's K/V are loaded by cp.async (16-byte, zero-filled past the KV length) while this one
 /// is computed; token t's row is at
 /// base + (t / tokensPerBlock) * blockStride + (t % tokensPerBlock) * tokenStride + head * headStride.
+/// PAGED: the same kernel with block-table addressing: a request's `key` is its int32 block
+/// table, tokensPerBlock is the page size and blockStride the page's bytes, and token t's row
+/// is at pool + table[t / tokensPerBlock] * blockStride + (t % tokensPerBlock) * tokenStride
+/// + head * headStride, in the K pool and the V pool (two extra kernel arguments).
 /// O leaves through the warp's own Q rows in shared memory with 16-byte stores.
 enum PrefillKernelSource {
     static let text = #"""
@@ -37,6 +42,9 @@ typedef unsigned long long u64;
 #ifndef INTERLEAVE
 #define INTERLEAVE 1
 #endif
+#ifndef PAGED
+#define PAGED 0
+#endif
 
 static_assert(WARP_ROWS % 16 == 0, "warp rows must be whole m16 tiles");
 static_assert(THREADS % CHUNKS == 0, "");
@@ -53,8 +61,8 @@ static_assert(BLOCK_N % 16 == 0 && DT % 2 == 0, "");
 #endif
 
 struct PrefillRequest {  // 32 bytes, written by the host
-    u64 key;
-    u64 value;
+    u64 key;    // PAGED: the request's int32 block table
+    u64 value;  // PAGED: unused
     int length;
     int queryStart;
     int queryCount;
@@ -119,7 +127,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
 vt_prefill_attention(const u16 *__restrict__ q, u16 *__restrict__ o,
                      const PrefillRequest *__restrict__ requests, const PrefillTile *__restrict__ tiles,
                      int queryHeads, int groupSize, float scaleLog2, int window,
-                     u32 tokenStride, u64 headStride, u32 blockStride, u32 tokensPerBlock, u32 blockMagic) {
+                     u32 tokenStride, u64 headStride, u32 blockStride, u32 tokensPerBlock, u32 blockMagic
+#if PAGED
+                     , u64 kPool, u64 vPool
+#endif
+                     ) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int head = blockIdx.x % queryHeads;
     const int item = blockIdx.x / queryHeads;
@@ -155,8 +167,14 @@ vt_prefill_attention(const u16 *__restrict__ q, u16 *__restrict__ o,
 
     const int keyLength = rq.length;
     // This thread's 16-byte column of its rows (row r0 + j * THREADS / CHUNKS), head included.
+#if PAGED
+    const int *__restrict__ table = (const int *)rq.key;
+    const u64 kBase = kPool + (u64)kvHead * headStride + (tid % CHUNKS) * 16;
+    const u64 vMinusK = vPool - kPool;
+#else
     const u64 kBase = rq.key + (u64)kvHead * headStride + (tid % CHUNKS) * 16;
     const u64 vMinusK = rq.value - rq.key;
+#endif
     // K and V rows of key tile `t` into stage `stage`; tokens past the length are zero.
     // Block index t / tokensPerBlock = umulhi(t, magic) (exact while t * tokensPerBlock < 2^32;
     // magic 0 stands for tokensPerBlock 1); offsets below 2^32 except block * blockStride.
@@ -169,7 +187,13 @@ vt_prefill_attention(const u16 *__restrict__ q, u16 *__restrict__ o,
             const bool ok = token < keyLength;
             const u32 tk = ok ? (u32)token : 0u;
             const u32 blk = blockMagic ? __umulhi(tk, blockMagic) : tk;
+#if PAGED
+            // Page id from the block table (entry 0 for tokens past the length: always valid).
+            const u32 page = (u32)__ldg(table + blk);
+            const u64 k = kBase + (u64)page * blockStride + (u64)((tk - blk * tokensPerBlock) * tokenStride);
+#else
             const u64 k = kBase + (u64)blk * blockStride + (u64)((tk - blk * tokensPerBlock) * tokenStride);
+#endif
             const u32 d = dk + j * (THREADS / CHUNKS) * SROW;
             cp_async16(d, (const void *)k, ok ? 16 : 0);
             cp_async16(d + 2 * KV_TILE_BYTES, (const void *)(k + vMinusK), ok ? 16 : 0);
