@@ -20,17 +20,8 @@ struct HostBatch {
         let shape = KVShape(layers: 2, kvHeads: p.kvHeads, headDim: p.headDim, dtype: p.dtype)
         cache = try KVCache(shape: shape, layout: layout, memory: memory, maxTokensPerRequest: 4096)
         var rng = SplitMix64(seed: seed)
-        var made: [AttentionRequest] = []
-        var start = 0
-        for (id, s) in shapes.enumerated() {
-            try cache.addRequest(id)
-            try cache.reserve(id, tokens: s.length)
-            try cache.setLength(id, s.length)
-            made.append(AttentionRequest(key: try cache.view(id, layer: 1, component: .key),
-                                         value: try cache.view(id, layer: 1, component: .value),
-                                         queryStart: start, queryCount: s.queries))
-            start += s.queries
-        }
+        let made = try addRequests(to: cache, shapes: shapes, layer: 1)
+        let start = made.reduce(0) { $0 + $1.queryCount }
         requests = made
         func randomBytes(_ count: Int) -> [UInt8] {
             var bytes = [UInt8](repeating: 0, count: count * p.dtype.bytes)

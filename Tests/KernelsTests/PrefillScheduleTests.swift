@@ -275,18 +275,8 @@ struct PrefillTestBatch {
         // 3 layers: 64 KiB chunks hold 42 tokens of a 2 x 64 head (not a power of two).
         let shape = KVShape(layers: 3, kvHeads: p.kvHeads, headDim: p.headDim, dtype: p.dtype)
         cache = try KVCache(shape: shape, layout: .blocked, memory: memory, maxTokensPerRequest: 4096)
-        var made: [AttentionRequest] = []
-        var start = 0
-        for (id, s) in shapes.enumerated() {
-            try cache.addRequest(id)
-            try cache.reserve(id, tokens: s.length)
-            try cache.setLength(id, s.length)
-            made.append(AttentionRequest(key: try cache.view(id, layer: 2, component: .key),
-                                         value: try cache.view(id, layer: 2, component: .value),
-                                         queryStart: start, queryCount: s.queries))
-            start += s.queries
-        }
-        requests = made
+        requests = try addRequests(to: cache, shapes: shapes, layer: 2)
+        let start = requests.reduce(0) { $0 + $1.queryCount }
         var rng = SplitMix64(seed: seed)
         let dtype = p.dtype
         func random(_ base: UnsafeMutableRawPointer, _ count: Int, amplitude: Double) {
@@ -294,7 +284,7 @@ struct PrefillTestBatch {
         }
         queries = [UInt8](repeating: 0, count: start * p.queryHeads * p.headDim * p.dtype.bytes)
         queries.withUnsafeMutableBytes { random($0.baseAddress!, start * p.queryHeads * p.headDim, amplitude: 1.5) }
-        for request in made {
+        for request in requests {
             for t in 0..<request.length {
                 for h in 0..<p.kvHeads {
                     random(UnsafeMutableRawPointer(bitPattern: UInt(request.key.address(token: t, head: h)))!, p.headDim, amplitude: 1.5)
