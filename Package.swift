@@ -19,6 +19,8 @@ let package = Package(
         .target(name: "GPU", dependencies: ["CCUDA"]),
         .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
         .target(name: "Kernels", dependencies: ["GPU", "VTensor"]),
+        // Model files (safetensors, GGUF, config.json) and, later, the forward pass.
+        .target(name: "Models", dependencies: ["VTensor", "Kernels"]),
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [
@@ -29,5 +31,6 @@ let package = Package(
         .testTarget(name: "VTensorTests", dependencies: ["VTensor"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "VTensor"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models"]),
     ]
 )
