@@ -31,6 +31,6 @@ let package = Package(
         .testTarget(name: "VTensorTests", dependencies: ["VTensor"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "VTensor"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models"], exclude: ["Fixtures"]),
     ]
 )
