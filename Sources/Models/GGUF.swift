@@ -55,33 +55,6 @@ public struct GGUFTensorInfo: Sendable, Equatable {
     public var shape: [Int] { dims.reversed() }
 }
 
-/// Owns a read-only private mapping of a whole file; unmapped when released.
-final class GGUFMapping: @unchecked Sendable {
-    let bytes: UnsafeRawBufferPointer
-
-    init(path: String) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw ModelFileError(path: path, "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ModelFileError(path: path, "cannot stat: \(String(cString: strerror(errno)))") }
-        let size = Int(st.st_size)
-        if size == 0 {
-            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
-            return
-        }
-        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0),
-              p != UnsafeMutableRawPointer(bitPattern: -1) else {
-            throw ModelFileError(path: path, "cannot mmap: \(String(cString: strerror(errno)))")
-        }
-        bytes = UnsafeRawBufferPointer(start: p, count: size)
-    }
-
-    deinit {
-        if let p = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: p), bytes.count) }
-    }
-}
-
 /// A GGUF v2/v3 file (llama.cpp's model format), memory-mapped: header, metadata and
 /// tensor table are parsed and bounds-checked up front; tensor data is read in place.
 public final class GGUFFile: @unchecked Sendable {
@@ -93,12 +66,12 @@ public final class GGUFFile: @unchecked Sendable {
     public let alignment: Int
     /// Absolute file offset of the data section.
     public let dataOffset: Int
-    private let file: GGUFMapping
+    private let file: MappedFile
     private let index: [String: Int]
 
     public init(path: String) throws {
         self.path = path
-        file = try GGUFMapping(path: path)
+        file = try MappedFile(path: path)
         var r = GGUFReader(bytes: file.bytes, path: path)
         guard try r.u32("magic") == 0x4655_4747 else { throw ModelFileError(path: path, "not a GGUF file (bad magic)") }
         version = try r.u32("version")

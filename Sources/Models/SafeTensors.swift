@@ -37,42 +37,6 @@ public struct TensorView: @unchecked Sendable {
     let owner: AnyObject
 }
 
-/// A read-only private mapping of a whole file; unmapped when the last reference goes.
-final class SafeTensorsMapping: @unchecked Sendable {
-    let path: String
-    let base: UnsafeRawPointer?
-    let count: Int
-
-    init(path: String) throws {
-        self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw ModelFileError(path: path, "cannot open file: \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            throw ModelFileError(path: path, "cannot stat file: \(String(cString: strerror(errno)))")
-        }
-        count = Int(st.st_size)
-        if count == 0 {
-            base = nil  // mmap rejects length 0; callers see an empty buffer
-            return
-        }
-        let p = mmap(nil, count, PROT_READ, MAP_PRIVATE, fd, 0)
-        guard let p, p != MAP_FAILED else {
-            throw ModelFileError(path: path, "cannot map file: \(String(cString: strerror(errno)))")
-        }
-        base = UnsafeRawPointer(p)
-    }
-
-    var buffer: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
-
-    deinit {
-        if let base { munmap(UnsafeMutableRawPointer(mutating: base), count) }
-    }
-}
-
 /// One `.safetensors` file, memory-mapped and validated up front so later lookups cannot fail on bad offsets.
 public final class SafeTensorsFile: @unchecked Sendable {
     public let path: String
@@ -81,7 +45,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Tensor names in data order.
     public let tensorNames: [String]
     private let entries: [String: Entry]
-    private let file: SafeTensorsMapping
+    private let file: MappedFile
     private let dataStart: Int
 
     struct Entry {
@@ -94,9 +58,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let file = try SafeTensorsMapping(path: path)
+        let file = try MappedFile(path: path)
         self.file = file
-        let buf = file.buffer
+        let buf = file.bytes
         guard buf.count >= 8 else {
             throw ModelFileError(path: path, "file is \(buf.count) bytes, shorter than the 8-byte header length")
         }
@@ -156,7 +120,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
         guard let e = entries[name] else {
             throw ModelFileError(path: path, "tensor '\(name)' not found")
         }
-        let all = file.buffer
+        let all = file.bytes
         let slice = UnsafeRawBufferPointer(rebasing: all[(dataStart + e.begin)..<(dataStart + e.end)])
         return TensorView(name: name, dtype: e.dtype, shape: e.shape, elementCount: e.elementCount, bytes: slice, owner: file)
     }

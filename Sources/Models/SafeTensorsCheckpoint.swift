@@ -77,6 +77,6 @@ public final class SafeTensorsCheckpoint: @unchecked Sendable {
 
 /// Reads a small file (index, config) whole, with a ModelFileError on failure.
 func readModelFile(_ path: String) throws -> Data {
-    let file = try SafeTensorsMapping(path: path)
-    return Data(file.buffer)
+    let file = try MappedFile(path: path)
+    return Data(file.bytes)
 }
