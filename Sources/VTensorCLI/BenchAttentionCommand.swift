@@ -28,7 +28,7 @@ struct BenchAttentionCommand: ParsableCommand {
         try decode.runTimings(into: &report, cases: DecodeBench.sweepCases)
         if let jsonOut { try writeFile(jsonOut + ".decode.json", try jsonString(report)) }
 
-        let prefillGPU = try PrefillGPU(device: device)
+        let prefillGPU = PrefillGPU(work: gpu)
         var prefill = PrefillReport(date: todayUTC(), device: prefillGPU.name, matmulCeilingTFLOPs: PrefillReport.anchorCeiling,
                                     ceilingSource: "bf16 matmul measured on H100 80GB (anchors.md), not in this run")
         do {

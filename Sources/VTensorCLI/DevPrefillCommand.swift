@@ -130,11 +130,17 @@ final class PrefillGPU {
     let compiler: KernelCompiler
     var name: String { "\(context.device.name) (sm_\(context.device.computeCapability.major)\(context.device.computeCapability.minor))" }
 
-    init(device: Int) throws {
-        context = try CUDAContext(device: device)
-        stream = try CUDAStream(context: context)
-        cuda = try CUDABackend(context: context, workStream: stream)
-        compiler = KernelCompiler(context: context)
+    /// Shares the device, stream, VMM backend and kernel compiler of `work`, so kernels of both
+    /// run on the one work stream whose fences guard unmapping.
+    init(work: CUDAWork) {
+        context = work.context
+        stream = work.stream
+        cuda = work.cuda
+        compiler = work.compiler
+    }
+
+    convenience init(device: Int) throws {
+        self.init(work: try CUDAWork(device: device))
     }
 
     func kernel(_ p: AttentionParameters, _ config: PrefillTileConfig, paged: Bool = false) throws -> PrefillAttention {

@@ -279,7 +279,7 @@ func runAttentionChecks(_ gpu: CUDAWork, runner: inout CheckRunner) {
                              variants: [.init(name: "standard", configs: [:], saturatingCTAs: nil)])
     runner.absorb(decode.runChecks().map { ("[cuda] decode: \($0.name)", $0.passed, $0.detail) })
     do {
-        let prefillGPU = try PrefillGPU(device: gpu.context.ordinal)
+        let prefillGPU = PrefillGPU(work: gpu)
         var results: [PrefillCheckResult] = []
         for c in PrefillChecks.cases { results += try PrefillChecks.run(c, gpu: prefillGPU, threads: threads, seed: 1) }
         for r in results {
