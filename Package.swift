@@ -24,7 +24,9 @@ let package = Package(
         // Text: byte-level BPE and SentencePiece tokenizers, incremental detokenizer.
         .target(name: "Tokenizers", dependencies: ["Models"]),
         // The model runtime: weights, the forward pass (CPU and GPU), sampling, generation.
-        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU"]),
+        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU"],
+                // The CPU forward pass's SIMD loops want AVX2 + FMA (haswell: every x86 server since 2015).
+                swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [

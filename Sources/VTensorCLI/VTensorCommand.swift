@@ -5,7 +5,7 @@ struct VTensorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vtensor",
         abstract: "LLM serving over virtual-tensor KV caches (CUDA virtual memory).",
-        subcommands: [InfoCommand.self, SelftestCommand.self, BenchCommand.self, KernelsCommand.self, DevCommand.self]
+        subcommands: [InfoCommand.self, SelftestCommand.self, BenchCommand.self, KernelsCommand.self, DevCommand.self, LogitsCommand.self]
     )
 }
 
@@ -13,6 +13,6 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print a table (or JSON with --json).",
-        subcommands: [BenchVMMCommand.self, BenchAttentionCommand.self]
+        subcommands: [BenchVMMCommand.self, BenchAttentionCommand.self, BenchModelCommand.self]
     )
 }

