@@ -31,8 +31,14 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
     let desc: cublasLtMatmulDesc_t
     let layouts: (a: cublasLtMatrixLayout_t, b: cublasLtMatrixLayout_t, d: cublasLtMatrixLayout_t)
 
-    /// - Parameter fp16: fp16 inputs and output (else bf16).
-    public init(context: CUDAContext, m: Int, n: Int, k: Int, fp16: Bool = false) throws {
+    /// Whether D is fp32 (else the input type).
+    public let floatOutput: Bool
+
+    /// - Parameters:
+    ///   - fp16: fp16 inputs (else bf16).
+    ///   - floatOutput: D in fp32 (e.g. a residual stream) instead of the input type.
+    public init(context: CUDAContext, m: Int, n: Int, k: Int, fp16: Bool = false, floatOutput: Bool = false) throws {
+        self.floatOutput = floatOutput
         let library = try CuBLASLt.shared()
         handle = try library.makeHandle(context: context)
         let api = try API(library.library)
@@ -51,13 +57,13 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
         try check(api.descSetAttribute(desc, Int32(CUBLASLT_MATMUL_DESC_TRANSA), &transA, 4), "cublasLtMatmulDescSetAttribute")
         try check(api.descSetAttribute(desc, Int32(CUBLASLT_MATMUL_DESC_TRANSB), &transB, 4), "cublasLtMatmulDescSetAttribute")
         let type = Int32(fp16 ? CUDA_R_16F : CUDA_R_16BF)
-        func layout(_ rows: Int, _ cols: Int) throws -> cublasLtMatrixLayout_t {
+        func layout(_ rows: Int, _ cols: Int, _ type: Int32) throws -> cublasLtMatrixLayout_t {
             var layout: cublasLtMatrixLayout_t? = nil
             try check(api.layoutCreate(&layout, type, UInt64(rows), UInt64(cols), Int64(rows)), "cublasLtMatrixLayoutCreate")
             guard let layout else { preconditionFailure("cublasLtMatrixLayoutCreate succeeded without a layout") }
             return layout
         }
-        layouts = (try layout(k, m), try layout(k, n), try layout(m, n))
+        layouts = (try layout(k, m, type), try layout(k, n, type), try layout(m, n, floatOutput ? Int32(CUDA_R_32F) : type))
     }
 
     deinit {
@@ -70,9 +76,10 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
     /// FLOPs of one product.
     public var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
 
-    /// Queues D = A^T B on `stream` (the context current on this thread).
-    public func run(a: UInt64, b: UInt64, d: UInt64, workspace: UInt64, workspaceBytes: Int, stream: CUDAStream) throws {
-        var alpha: Float = 1, beta: Float = 0
+    /// Queues D = A^T B (or D += A^T B with `accumulate`) on `stream` (the context current on this thread).
+    public func run(a: UInt64, b: UInt64, d: UInt64, workspace: UInt64, workspaceBytes: Int, stream: CUDAStream,
+                    accumulate: Bool = false) throws {
+        var alpha: Float = 1, beta: Float = accumulate ? 1 : 0
         let status = api.matmul(
             handle.handle, desc, &alpha, UnsafeRawPointer(bitPattern: UInt(a)), layouts.a,
             UnsafeRawPointer(bitPattern: UInt(b)), layouts.b, &beta, UnsafeRawPointer(bitPattern: UInt(d)), layouts.d,

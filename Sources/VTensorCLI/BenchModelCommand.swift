@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Models
 import Runtime
 
 struct ModelBenchResult: Codable {
@@ -15,8 +16,18 @@ struct ModelBenchResult: Codable {
     var prefillTokensPerSecond: Double
     var decodeStepMedianMs: Double
     var decodeTokensPerSecond: Double
-    /// Weight bytes read per decode step (Float on the CPU) over the step time.
+    /// Weight bytes read per decode step (Float on the CPU, bf16 on the GPU) over the step time.
     var decodeWeightGBps: Double
+    var device: String?
+    var readCeilingTBps: Double?
+    var matmulCeilingTFLOPs: Double?
+    /// Decode: weight bytes per step / read ceiling, over the measured step (batch 1's target: 0.85).
+    var decodeFractionOfRoofline: Double?
+    /// Prefill FLOPs (matrices of every layer x tokens, attention, LM head rows) / matmul ceiling, over the measured time.
+    var prefillFractionOfRoofline: Double?
+    var prefillTFLOPs: Double?
+    var workspaceBytes: Int?
+    var weightBytes: Int?
 }
 
 /// `vtensor bench model`: prefill and decode throughput of the whole model on random tokens.
@@ -40,9 +51,9 @@ struct BenchModelCommand: ParsableCommand {
 
     func run() throws {
         let (kind, unavailable) = backendOptions.resolve()
-        guard kind == .cpu else {
+        if kind == .cuda {
             if let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
-            throw ValidationError("--backend cuda: the GPU forward pass is not built yet; use --backend cpu")
+            return try runGPU()
         }
         guard batch > 0, promptTokens > 0, decodeTokens > 0 else { throw ValidationError("--batch, --prompt-tokens and --decode-tokens must be positive") }
         let loaded = try modelOptions.open()
@@ -77,6 +88,93 @@ struct BenchModelCommand: ParsableCommand {
         table.add(["cpu x\(cores)", "\(batch)", "\(promptTokens)", fixed(result.prefillTokensPerSecond, 1),
                    fixed(result.decodeStepMedianMs, 2), fixed(result.decodeTokensPerSecond, 1), fixed(result.decodeWeightGBps, 2)])
         print("model: \(loaded.path) (\(fixed(Double(result.parameters) / 1e6, 1))M parameters, Float)")
+        print(table.render())
+        if let jsonOut { try writeFile(jsonOut, try jsonString(result)) }
+    }
+}
+
+extension BenchModelCommand {
+    func runGPU() throws {
+        guard batch > 0, promptTokens > 0, decodeTokens > 0 else { throw ValidationError("--batch, --prompt-tokens and --decode-tokens must be positive") }
+        // Ceilings first, on the same device, before the model takes its memory.
+        var readCeiling = 0.0, matmulCeiling = 0.0
+        do {
+            let work = try CUDAWork(device: backendOptions.device)
+            let plain = VMMBench(device: work, chunks: 0, steps: 0, log: false, stages: [])
+            let ms = try plain.readPlain(requests: 64, tokens: 4096, rowBytes: 2048)
+            readCeiling = Double(64 * 4096 * 2 * 2048) / (ms / 1000) / 1e12
+            matmulCeiling = try PrefillTiming.matmulCeiling(gpu: PrefillGPU(work: work))
+            try work.synchronize()
+        }
+        print("read ceiling (plain 1 GiB read): \(fixed(readCeiling, 3)) TB/s")
+
+        let format = LoadFormat(rawValue: modelOptions.loadFormat) ?? .auto
+        let config: ModelConfig
+        var hostWeights: ModelWeights? = nil
+        var label = modelOptions.model ?? "SmolLM2-135M-Instruct"
+        if format == .dummy, let name = modelOptions.model, let preset = ModelPresets.config(named: name) {
+            config = preset
+        } else {
+            let loaded = try modelOptions.open()
+            config = loaded.config
+            hostWeights = format == .dummy ? nil : loaded.weights
+            label = loaded.path
+        }
+        let tokensPerStep = batch * promptTokens
+        let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
+                                 maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
+                                 maxTokensPerSequence: promptTokens + decodeTokens + 8)
+        print("model: \(label) on \(model.name): \(fixed(Double(model.weights.bytes) / 1e9, 2)) GB of weights (bf16), workspace \(mib(model.workspaceBytes))")
+        var rng = SplitMix64(seed: 7)
+        let c = config
+        func prompts() -> [[Int]] { (0..<batch).map { _ in (0..<promptTokens).map { _ in Int(rng.next() % UInt64(c.vocabSize)) } } }
+
+        // Prefill: warm once, then the median of 3 on fresh sequences.
+        var prefillTimes: [Double] = []
+        var next: [Int] = []
+        var id = 0
+        for round in 0..<4 {
+            let ids = (0..<batch).map { id + $0 }
+            id += batch
+            for i in ids { try model.addSequence(i) }
+            let inputs = zip(ids, prompts()).map { ForwardInput(id: $0, tokens: $1) }
+            let t = Date()
+            next = try model.forwardGreedy(inputs)
+            if round > 0 { prefillTimes.append(Date().timeIntervalSince(t)) }
+            if round < 3 { for i in ids { try model.freeSequence(i) } }
+        }
+        let liveIDs = ((id - batch)..<id).map { $0 }
+        var steps: [Double] = []
+        for _ in 0..<decodeTokens {
+            let inputs = zip(liveIDs, next).map { ForwardInput(id: $0, tokens: [$1]) }
+            let t = Date()
+            next = try model.forwardGreedy(inputs)
+            steps.append(Date().timeIntervalSince(t))
+        }
+        let prefill = median(prefillTimes), step = median(steps)
+        // Roofline work.
+        let layerMatrices = Double(c.numHiddenLayers) * Double(c.hiddenSize) *
+            Double((c.numAttentionHeads + 2 * c.numKeyValueHeads) * c.headDim + c.numAttentionHeads * c.headDim + 3 * c.intermediateSize)
+        let attentionFLOPs = Double(batch * c.numHiddenLayers) * 4 * Double(c.numAttentionHeads * c.headDim) * Double(promptTokens * promptTokens) / 2
+        let prefillFLOPs = 2 * layerMatrices * Double(tokensPerStep) + attentionFLOPs + 2 * Double(batch * c.vocabSize * c.hiddenSize)
+        let decodeBytes = Double(model.weights.bytesReadPerToken)
+        var result = ModelBenchResult(
+            date: todayUTC(), backend: "cuda", model: label, parameters: model.weights.bytes / 2, threads: 0, batch: batch,
+            promptTokens: promptTokens, decodeTokens: decodeTokens, prefillSeconds: prefill,
+            prefillTokensPerSecond: Double(tokensPerStep) / prefill, decodeStepMedianMs: step * 1000,
+            decodeTokensPerSecond: Double(batch) / step, decodeWeightGBps: decodeBytes / step / 1e9)
+        result.device = model.name
+        result.readCeilingTBps = readCeiling
+        result.matmulCeilingTFLOPs = matmulCeiling
+        result.decodeFractionOfRoofline = decodeBytes / (readCeiling * 1e12) / step
+        result.prefillTFLOPs = prefillFLOPs / prefill / 1e12
+        result.prefillFractionOfRoofline = prefillFLOPs / (matmulCeiling * 1e12) / prefill
+        result.workspaceBytes = model.workspaceBytes
+        result.weightBytes = model.weights.bytes
+        var table = Table(title: "model throughput on \(model.name) (dummy weights: \(hostWeights == nil))",
+                          header: ["batch", "prompt", "prefill ms", "prefill TFLOP/s", "of roofline", "decode step ms", "decode tok/s", "weights TB/s", "of roofline"])
+        table.add(["\(batch)", "\(promptTokens)", fixed(prefill * 1000, 2), fixed(result.prefillTFLOPs!, 1), fixed(result.prefillFractionOfRoofline!, 3),
+                   fixed(step * 1000, 3), fixed(result.decodeTokensPerSecond, 1), fixed(decodeBytes / step / 1e12, 3), fixed(result.decodeFractionOfRoofline!, 3)])
         print(table.render())
         if let jsonOut { try writeFile(jsonOut, try jsonString(result)) }
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import GPU
 import Glibc
 import Kernels
+import Runtime
 
 struct KernelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,7 +30,7 @@ struct CompileKernelsCommand: ParsableCommand {
         let nvrtc = try NVRTC.shared()
         print("NVRTC \(nvrtc.version) (\(nvrtc.library.path))")
         var failed = 0
-        for program in KernelCatalog.all where filter.map({ program.name.contains($0) }) ?? true {
+        for program in KernelCatalog.all + RuntimeKernels.catalog where filter.map({ program.name.contains($0) }) ?? true {
             let capability = ComputeCapability(major: arch / 10, minor: arch % 10)
             let options = KernelCompiler.compileOptions(computeCapability: capability, options: program.options, archSuffix: program.archSuffix)
                 + ["--ptxas-options=-v"]

@@ -43,16 +43,21 @@ struct LogitsCommand: ParsableCommand {
         }
         guard !ids.isEmpty else { throw ValidationError("--tokens is empty") }
         let (kind, unavailable) = backendOptions.resolve()
-        guard kind == .cpu else {
-            if let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
-            throw ValidationError("--backend cuda: the GPU forward pass is not built yet; use --backend cpu")
-        }
+        if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
         let loaded = try modelOptions.open()
-        let model = try CPUModel(weights: loaded.weights, maxTokensPerSequence: max(ids.count, 16))
-        try model.addSequence(0)
-        let logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
+        let logits: [Float]
+        if kind == .cuda {
+            let model = try GPUModel(config: loaded.config, weights: loaded.weights, device: backendOptions.device,
+                                     maxBatchTokens: max(ids.count, 16), maxLogitRows: ids.count, maxTokensPerSequence: max(ids.count, 16))
+            try model.addSequence(0)
+            logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
+        } else {
+            let model = try CPUModel(weights: loaded.weights, maxTokensPerSequence: max(ids.count, 16))
+            try model.addSequence(0)
+            logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
+        }
         let data = logits.withUnsafeBytes { Data($0) }
         try data.write(to: URL(fileURLWithPath: out))
-        print("logits: \(ids.count) x \(loaded.config.vocabSize) (cpu, float32) -> \(out)")
+        print("logits: \(ids.count) x \(loaded.config.vocabSize) (\(kind == .cuda ? "cuda, bf16" : "cpu, float32")) -> \(out)")
     }
 }

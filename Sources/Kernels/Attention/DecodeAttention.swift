@@ -132,7 +132,37 @@ public final class DecodeAttention: @unchecked Sendable {
         try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
         let buffer = try DeviceBuffer(context: module.context, bytes: max(items.count, 16))
         try items.withUnsafeBytes { try module.context.copyHostToDeviceAsync(destination: buffer.address, source: $0, stream: stream) }
-        return DecodeBatch(schedule: plan, geometry: geometry, kPool: kPool, vPool: vPool, buffer: buffer)
+        return DecodeBatch(schedule: plan, geometry: geometry, kPool: kPool, vPool: vPool, address: buffer.address, owner: buffer)
+    }
+
+    /// Plans one decode batch for every layer of a model (same requests and lengths, each
+    /// layer's own K/V views): one schedule, one upload of every layer's work items into
+    /// `workspace` (grown when too small; no allocation otherwise). The batches are valid until
+    /// the next call: the caller orders the next call after this step's kernels (a step sync).
+    public func prepare(layers: [[AttentionRequest]], stream: CUDAStream, workspace: inout DeviceBuffer?,
+                        maxCTAs: Int? = nil) throws -> [DecodeBatch] {
+        precondition(!paged, "this kernel reads through block tables")
+        guard let first = layers.first else { return [] }
+        let plan = schedule(first.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs)
+        try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
+        var all: [UInt8] = []
+        var offsets: [Int] = []
+        for requests in layers {
+            precondition(requests.map(\.length) == first.map(\.length), "every layer must hold the same requests")
+            let items = plan.kernelItems { (requests[$0].key.base, requests[$0].value.base) }
+            offsets.append(all.count)
+            all += items
+            while all.count % 256 != 0 { all.append(0) }
+        }
+        if (workspace?.bytes ?? 0) < max(all.count, 16) {
+            workspace = try DeviceBuffer(context: module.context, bytes: max(all.count * 3 / 2, 4096))
+        }
+        let buffer = workspace!
+        try all.withUnsafeBytes { try module.context.copyHostToDeviceAsync(destination: buffer.address, source: $0, stream: stream) }
+        return zip(layers, offsets).map { requests, offset in
+            DecodeBatch(schedule: plan, geometry: DecodeKVGeometry(requests), kPool: 0, vPool: 0,
+                        address: buffer.address + UInt64(offset), owner: buffer)
+        }
     }
 
     private func ensureWorkspace(slots: Int, pairs: Int, stream: CUDAStream) throws {
@@ -158,7 +188,7 @@ public final class DecodeAttention: @unchecked Sendable {
         precondition((partialO?.bytes ?? 0) >= max(1, plan.partialSlots) * DecodeSchedule.rowsPerHeadBlock * parameters.headDim * 4 &&
                      (counters?.bytes ?? 0) >= plan.pairs * 4, "batch prepared by another DecodeAttention")
         let p = parameters
-        let base = batch.buffer.address
+        let base = batch.address
         try kernel.launch(
             grid: (plan.ctas, 1, 1), block: (32 * config.warps, 1, 1), stream: stream,
             arguments: [.pointer(base), .pointer(queries), .pointer(output),
@@ -183,13 +213,16 @@ public final class DecodeBatch: @unchecked Sendable {
     public let geometry: DecodeKVGeometry
     let kPool: UInt64
     let vPool: UInt64
-    let buffer: DeviceBuffer
+    let address: UInt64
+    /// Keeps the device memory at `address` alive.
+    let owner: AnyObject
 
-    init(schedule: DecodeSchedule, geometry: DecodeKVGeometry, kPool: UInt64, vPool: UInt64, buffer: DeviceBuffer) {
+    init(schedule: DecodeSchedule, geometry: DecodeKVGeometry, kPool: UInt64, vPool: UInt64, address: UInt64, owner: AnyObject) {
         self.schedule = schedule
         self.geometry = geometry
         self.kPool = kPool
         self.vPool = vPool
-        self.buffer = buffer
+        self.address = address
+        self.owner = owner
     }
 }

@@ -1,0 +1,335 @@
+import Foundation
+import GPU
+import Kernels
+import Models
+import VTensor
+
+/// The Llama-family forward pass on one GPU in bf16 (fp32 residual stream and accumulation),
+/// over a KV cache of virtual tensors mapped on demand (CUDA VMM).
+///
+/// A step: host planning and every upload first (the stream is idle then, so pageable copies
+/// cost no overlap), then all kernels back to back, then one read of the results. Workspace
+/// is allocated once for `maxBatchTokens`; nothing is allocated per step.
+public final class GPUModel: @unchecked Sendable {
+    public let config: ModelConfig
+    public let context: CUDAContext
+    public let stream: CUDAStream
+    public let compiler: KernelCompiler
+    public let weights: GPUWeights
+    public let memory: VirtualMemory
+    public let cache: KVCache
+    public let maxBatchTokens: Int
+    /// Rows of logits one step can return.
+    public let maxLogitRows: Int
+    public let attention: AttentionParameters
+
+    let kernels: ModelKernels
+    let decode: DecodeAttention
+    let prefill: PrefillAttention
+    let workspace: Workspace
+    var decodeWorkspace: DeviceBuffer?
+    var prefillWorkspace: DeviceBuffer?
+    var matmuls: [String: CuBLASLtMatmul] = [:]
+    private let lock = NSLock()
+
+    /// Device buffers sized once for the largest step.
+    struct Workspace {
+        let buffer: DeviceBuffer
+        let residual: UInt64, normed: UInt64, qkv: UInt64, q: UInt64, attended: UInt64, gateUp: UInt64, activated: UInt64
+        let logits: UInt64, argmax: UInt64, meta: UInt64, blas: UInt64
+        let metaBytes: Int, blasBytes: Int
+        var bytes: Int { buffer.bytes }
+    }
+
+    /// - Parameters:
+    ///   - weights: host weights to upload, or nil for dummy weights generated on the device.
+    ///   - kvBudget: the cap on GPU memory the KV cache may hold (default: 90% of what is free
+    ///     after weights and workspace).
+    public init(config: ModelConfig, weights hostWeights: ModelWeights?, device: Int = 0, kvBudget: MemoryBudget = .fractionOfFree(0.9),
+                maxBatchTokens: Int = 8192, maxLogitRows: Int = 256, maxTokensPerSequence: Int? = nil, dummySeed: UInt32 = 1) throws {
+        let c = config
+        self.config = c
+        self.maxBatchTokens = maxBatchTokens
+        self.maxLogitRows = maxLogitRows
+        context = try CUDAContext(device: device)
+        stream = try CUDAStream(context: context)
+        compiler = KernelCompiler(context: context)
+        kernels = try ModelKernels(compiler: compiler)
+        attention = AttentionParameters(queryHeads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
+                                        dtype: .bf16, window: c.effectiveSlidingWindow)
+        guard DecodeAttention.supports(attention), PrefillAttention.supports(attention) else {
+            throw RuntimeError.unsupported("GPU attention for head dim \(c.headDim) (supported: 64 and 128)")
+        }
+        let rope = RoPE(config: c.rope, headDim: c.headDim, frequencyFactors: hostWeights?.ropeFrequencyFactors)
+        if let hostWeights {
+            weights = try GPUWeights(context: context, weights: hostWeights, rope: rope)
+        } else {
+            let kernels = self.kernels, stream = self.stream, context = self.context
+            var rng = SplitMix64(seed: UInt64(dummySeed))
+            var index: UInt32 = 0
+            weights = try GPUWeights(context: context, config: c, rope: rope) { name, count, address, bf16 in
+                index += 1
+                if bf16 {
+                    try kernels.fillNormal(address: address, count: count, seed: dummySeed &* 7919 &+ index, std: 0.02, stream: stream)
+                } else {
+                    let isNorm = name.hasSuffix("Norm")
+                    let values = (0..<count).map { _ in isNorm ? 1 + rng.nextNormal() * 0.05 : rng.nextNormal() * 0.02 }
+                    try GPUWeights.upload(values, to: address, bf16: false, context: context)
+                }
+            }
+            try stream.synchronize()
+        }
+        decode = try DecodeAttention(compiler: compiler, parameters: attention)
+        prefill = try PrefillAttention(compiler: compiler, parameters: attention)
+
+        // Workspace.
+        let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize, n = maxBatchTokens
+        let qkvWidth = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * d
+        var total = 0
+        func take(_ bytes: Int) -> Int { total = (total + 255) / 256 * 256; defer { total += bytes }; return total }
+        let metaBytes = n * 4 * 2 + maxLogitRows * 4 + c.numHiddenLayers * n * 16 + 256
+        let blasBytes = 32 << 20
+        let offsets = [take(n * h * 4), take(n * h * 2), take(n * qkvWidth * 2), take(n * c.numAttentionHeads * d * 2),
+                       take(n * c.numAttentionHeads * d * 2), take(n * 2 * f * 2), take(n * f * 2),
+                       take(maxLogitRows * c.vocabSize * 4), take(maxLogitRows * 4), take(metaBytes), take(blasBytes)]
+        let buffer = try DeviceBuffer(context: context, bytes: total)
+        let a = offsets.map { buffer.address + UInt64($0) }
+        workspace = Workspace(buffer: buffer, residual: a[0], normed: a[1], qkv: a[2], q: a[3], attended: a[4], gateUp: a[5],
+                              activated: a[6], logits: a[7], argmax: a[8], meta: a[9], blas: a[10], metaBytes: metaBytes, blasBytes: blasBytes)
+
+        // The KV cache, capped by the budget, mapped as sequences grow.
+        let backend = try CUDABackend(context: context, workStream: stream)
+        memory = try VirtualMemory(backend: backend, budget: kvBudget)
+        let shape = KVShape(layers: c.numHiddenLayers, kvHeads: c.numKeyValueHeads, headDim: d, dtype: .bf16)
+        cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokensPerSequence ?? c.maxPositionEmbeddings)
+    }
+
+    public var name: String { "\(context.device.name) (sm_\(context.device.computeCapability.major)\(context.device.computeCapability.minor))" }
+    public var workspaceBytes: Int { workspace.bytes + (decodeWorkspace?.bytes ?? 0) + (prefillWorkspace?.bytes ?? 0) }
+
+    public func addSequence(_ id: Int) throws { try cache.addRequest(id) }
+    public func freeSequence(_ id: Int) throws { try cache.free(id) }
+    public func length(of id: Int) throws -> Int { try cache.length(of: id) }
+
+    /// What a step returns: logits copied to the host, or only each row's argmax.
+    public enum Output { case logits, argmax }
+
+    /// Runs a step and returns per input its logits rows ([rows][vocab] flattened), as `CPUModel.forward`.
+    public func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
+        let rows = try step(inputs)
+        let v = config.vocabSize
+        let all = try context.copyDeviceToHost(source: workspace.logits, count: rows.total * v, as: Float.self)
+        return rows.counts.reduce(into: (result: [[Float]](), offset: 0)) { acc, count in
+            acc.result.append(Array(all[(acc.offset * v)..<((acc.offset + count) * v)]))
+            acc.offset += count
+        }.result
+    }
+
+    /// Runs a step and returns the greedy next token of each input (its last row's argmax).
+    public func forwardGreedy(_ inputs: [ForwardInput], vocabularyLimit: Int? = nil) throws -> [Int] {
+        let rows = try step(inputs.map { ForwardInput(id: $0.id, tokens: $0.tokens, allLogits: false) })
+        try context.makeCurrent()
+        try kernels.argmax(logits: workspace.logits, rows: rows.total, vocab: config.vocabSize,
+                           limit: min(vocabularyLimit ?? config.vocabSize, config.vocabSize), out: workspace.argmax, stream: stream)
+        return try context.copyDeviceToHost(source: workspace.argmax, count: rows.total, as: Int32.self).map(Int.init)
+    }
+
+    /// Queues one forward step and waits for it; returns how many logits rows each input got.
+    func step(_ inputs: [ForwardInput]) throws -> (counts: [Int], total: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        let c = config
+        let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize, hq = c.numAttentionHeads, hkv = c.numKeyValueHeads
+        let layers = c.numHiddenLayers
+        let qkvWidth = (hq + 2 * hkv) * d
+        let n = inputs.reduce(0) { $0 + $1.tokens.count }
+        let counts = inputs.map { $0.allLogits ? $0.tokens.count : 1 }
+        let logitRows = counts.reduce(0, +)
+        guard !inputs.isEmpty else { return ([], 0) }
+        guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence appears twice in one batch") }
+        guard n <= maxBatchTokens else { throw RuntimeError.invalidRequest("a step of \(n) tokens exceeds the \(maxBatchTokens)-token workspace") }
+        guard logitRows <= maxLogitRows else { throw RuntimeError.invalidRequest("\(logitRows) rows of logits exceed the \(maxLogitRows) a step can return") }
+        var starts: [Int] = []
+        for input in inputs {
+            guard !input.tokens.isEmpty else { throw RuntimeError.invalidRequest("sequence \(input.id) has no new tokens") }
+            for t in input.tokens where t < 0 || t >= c.vocabSize {
+                throw RuntimeError.invalidRequest("token id \(t) is outside the vocabulary (0..<\(c.vocabSize))")
+            }
+            let start = try cache.length(of: input.id)
+            guard start + input.tokens.count <= cache.maxTokensPerRequest else {
+                throw RuntimeError.contextExceeded(tokens: start + input.tokens.count, limit: cache.maxTokensPerRequest)
+            }
+            starts.append(start)
+        }
+        try context.makeCurrent()
+        try memory.grow(try cache.prepareGrowth(inputs.enumerated().map { ($0.element.id, starts[$0.offset] + $0.element.tokens.count) }))
+        try cache.setLengths(inputs.enumerated().map { ($0.element.id, starts[$0.offset] + $0.element.tokens.count) })
+
+        // Step metadata: tokens, positions, logits rows (int32), then per layer per row the K and V row addresses.
+        var ints: [Int32] = []
+        ints.reserveCapacity(2 * n + logitRows)
+        for input in inputs { ints += input.tokens.map { Int32($0) } }
+        for (i, input) in inputs.enumerated() { ints += (0..<input.tokens.count).map { Int32(starts[i] + $0) } }
+        var rowStart = 0
+        for input in inputs {
+            let count = input.tokens.count
+            ints += input.allLogits ? (rowStart..<(rowStart + count)).map { Int32($0) } : [Int32(rowStart + count - 1)]
+            rowStart += count
+        }
+        let addressOffset = (ints.count * 4 + 255) / 256 * 256
+        var addresses = [UInt64](repeating: 0, count: layers * n * 2)
+        var requestsPerLayer: [[AttentionRequest]] = []
+        for layer in 0..<layers {
+            var requests: [AttentionRequest] = []
+            var queryStart = 0, row = 0
+            for (i, input) in inputs.enumerated() {
+                let key = try cache.view(input.id, layer: layer, component: .key)
+                let value = try cache.view(input.id, layer: layer, component: .value)
+                for j in 0..<input.tokens.count {
+                    addresses[(layer * n + row) * 2] = key.address(token: starts[i] + j, head: 0)
+                    addresses[(layer * n + row) * 2 + 1] = value.address(token: starts[i] + j, head: 0)
+                    row += 1
+                }
+                requests.append(AttentionRequest(key: key, value: value, queryStart: queryStart, queryCount: input.tokens.count))
+                queryStart += input.tokens.count
+            }
+            requestsPerLayer.append(requests)
+        }
+        var blob = [UInt8](repeating: 0, count: addressOffset + addresses.count * 8)
+        blob.withUnsafeMutableBytes { raw in
+            ints.withUnsafeBytes { raw.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            addresses.withUnsafeBytes { (raw.baseAddress! + addressOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+        precondition(blob.count <= workspace.metaBytes, "step metadata exceeds its workspace")
+        let meta = workspace.meta
+        let tokens = meta, positions = meta + UInt64(4 * n), logitRowIndex = meta + UInt64(8 * n)
+        let rowAddresses = meta + UInt64(addressOffset)
+        try blob.withUnsafeBytes { try context.copyHostToDeviceAsync(destination: meta, source: $0, stream: stream) }
+
+        // Attention plans for every layer, uploaded before any kernel runs.
+        let isDecode = inputs.allSatisfy { $0.tokens.count == 1 }
+        var decodeBatches: [DecodeBatch] = []
+        var prefillPlans: [(plan: PrefillPlan, offset: Int)] = []
+        if isDecode {
+            decodeBatches = try decode.prepare(layers: requestsPerLayer, stream: stream, workspace: &decodeWorkspace)
+        } else {
+            var descriptors: [UInt8] = []
+            for requests in requestsPerLayer {
+                let plan = prefill.plan(requests)
+                prefillPlans.append((plan, descriptors.count))
+                descriptors += plan.descriptor
+                while descriptors.count % 256 != 0 { descriptors.append(0) }
+            }
+            if (prefillWorkspace?.bytes ?? 0) < max(descriptors.count, 16) {
+                prefillWorkspace = try DeviceBuffer(context: context, bytes: max(descriptors.count * 3 / 2, 4096))
+            }
+            try descriptors.withUnsafeBytes { try context.copyHostToDeviceAsync(destination: prefillWorkspace!.address, source: $0, stream: stream) }
+        }
+
+        // The kernels.
+        let w = workspace, eps = Float(c.rmsNormEps)
+        try kernels.embed(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, stream: stream)
+        for (i, layer) in weights.layers.enumerated() {
+            try kernels.rmsNorm(x: w.residual, weight: layer.inputNorm, out: w.normed, rows: n, rowIndex: nil, hidden: h, eps: eps, stream: stream)
+            try matmul(out: qkvWidth, tokens: n, k: h, weight: layer.qkv, input: w.normed, output: w.qkv)
+            try kernels.ropeSplit(qkv: w.qkv, bias: layer.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
+                                  q: w.q, rowAddresses: rowAddresses + UInt64(i * n * 16), rows: n, hq: hq, hkv: hkv, d: d, stream: stream)
+            if isDecode {
+                try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream)
+            } else {
+                let entry = prefillPlans[i]
+                try prefill.launch(entry.plan, workspace: prefillWorkspace!.address + UInt64(entry.offset), queries: w.q,
+                                   output: w.attended, stream: stream)
+            }
+            try matmul(out: h, tokens: n, k: hq * d, weight: layer.output, input: w.attended, output: w.residual, accumulate: true)
+            if let bias = layer.outputBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
+            try kernels.rmsNorm(x: w.residual, weight: layer.postAttentionNorm, out: w.normed, rows: n, rowIndex: nil, hidden: h, eps: eps, stream: stream)
+            try matmul(out: 2 * f, tokens: n, k: h, weight: layer.gateUp, input: w.normed, output: w.gateUp)
+            try kernels.siluMultiply(gateUp: w.gateUp, bias: layer.gateUpBias, out: w.activated, rows: n, f: f, stream: stream)
+            try matmul(out: h, tokens: n, k: f, weight: layer.down, input: w.activated, output: w.residual, accumulate: true)
+            if let bias = layer.downBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
+        }
+        try kernels.rmsNorm(x: w.residual, weight: weights.finalNorm, out: w.normed, rows: logitRows, rowIndex: logitRowIndex,
+                            hidden: h, eps: eps, stream: stream)
+        try matmul(out: c.vocabSize, tokens: logitRows, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true)
+        try stream.synchronize()
+        return (counts, logitRows)
+    }
+
+    /// output[tokens, out] (=|+=) input[tokens, k] · weight[out, k]ᵀ through cuBLASLt.
+    private func matmul(out: Int, tokens: Int, k: Int, weight: UInt64, input: UInt64, output: UInt64, accumulate: Bool = false,
+                        floatOutput: Bool? = nil) throws {
+        let float = floatOutput ?? accumulate
+        let key = "\(out)x\(tokens)x\(k)\(float ? "f" : "b")"
+        let product: CuBLASLtMatmul
+        if let cached = matmuls[key] {
+            product = cached
+        } else {
+            product = try CuBLASLtMatmul(context: context, m: out, n: tokens, k: k, floatOutput: float)
+            matmuls[key] = product
+        }
+        try product.run(a: weight, b: input, d: output, workspace: workspace.blas, workspaceBytes: workspace.blasBytes, stream: stream,
+                        accumulate: accumulate)
+    }
+}
+
+/// The model's element-wise kernels (`ModelKernelSource`), with typed launchers.
+struct ModelKernels: @unchecked Sendable {
+    static var program: KernelSource { KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text) }
+
+    let module: KernelModule
+    let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel: KernelFunction
+
+    init(compiler: KernelCompiler) throws {
+        let p = Self.program
+        module = try compiler.module(source: p.source, name: p.name, options: p.options)
+        embedKernel = try module.function(named: "vt_embed")
+        rmsNormKernel = try module.function(named: "vt_rmsnorm")
+        ropeKernel = try module.function(named: "vt_rope_split")
+        siluKernel = try module.function(named: "vt_silu_mul")
+        biasKernel = try module.function(named: "vt_add_bias")
+        argmaxKernel = try module.function(named: "vt_argmax")
+        fillKernel = try module.function(named: "vt_fill_normal_bf16")
+    }
+
+    private func grid(_ count: Int) -> Int { max(1, min(65_535, (count + 255) / 256)) }
+
+    func embed(table: UInt64, tokens: UInt64, x: UInt64, rows: Int, hidden: Int, stream: CUDAStream) throws {
+        try embedKernel.launch(grid: (rows, 1, 1), block: (256, 1, 1), stream: stream,
+                               arguments: [.pointer(table), .pointer(tokens), .pointer(x), .int32(Int32(hidden))])
+    }
+
+    func rmsNorm(x: UInt64, weight: UInt64, out: UInt64, rows: Int, rowIndex: UInt64?, hidden: Int, eps: Float, stream: CUDAStream) throws {
+        try rmsNormKernel.launch(grid: (rows, 1, 1), block: (hidden >= 2048 ? 512 : 256, 1, 1), stream: stream,
+                                 arguments: [.pointer(x), .pointer(weight), .pointer(out), .pointer(rowIndex ?? 0),
+                                             .int32(Int32(hidden)), .float32(eps)])
+    }
+
+    func ropeSplit(qkv: UInt64, bias: UInt64?, positions: UInt64, inverseFrequencies: UInt64, q: UInt64, rowAddresses: UInt64,
+                   rows: Int, hq: Int, hkv: Int, d: Int, stream: CUDAStream) throws {
+        try ropeKernel.launch(grid: (rows, 1, 1), block: (256, 1, 1), stream: stream,
+                              arguments: [.pointer(qkv), .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies),
+                                          .pointer(q), .pointer(rowAddresses), .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d))])
+    }
+
+    func siluMultiply(gateUp: UInt64, bias: UInt64?, out: UInt64, rows: Int, f: Int, stream: CUDAStream) throws {
+        let total = rows * f
+        try siluKernel.launch(grid: (grid(total), 1, 1), block: (256, 1, 1), stream: stream,
+                              arguments: [.pointer(gateUp), .pointer(bias ?? 0), .pointer(out), .int32(Int32(f)), .uint64(UInt64(total))])
+    }
+
+    func addBias(x: UInt64, bias: UInt64, width: Int, count: Int, stream: CUDAStream) throws {
+        try biasKernel.launch(grid: (grid(count), 1, 1), block: (256, 1, 1), stream: stream,
+                              arguments: [.pointer(x), .pointer(bias), .int32(Int32(width)), .uint64(UInt64(count))])
+    }
+
+    func argmax(logits: UInt64, rows: Int, vocab: Int, limit: Int, out: UInt64, stream: CUDAStream) throws {
+        try argmaxKernel.launch(grid: (rows, 1, 1), block: (1024, 1, 1), stream: stream,
+                                arguments: [.pointer(logits), .int32(Int32(vocab)), .int32(Int32(limit)), .pointer(out)])
+    }
+
+    func fillNormal(address: UInt64, count: Int, seed: UInt32, std: Float, stream: CUDAStream) throws {
+        try fillKernel.launch(grid: (min(8192, (count + 255) / 256), 1, 1), block: (256, 1, 1), stream: stream,
+                              arguments: [.pointer(address), .uint64(UInt64(count)), .uint32(seed), .float32(0), .float32(std)])
+    }
+}

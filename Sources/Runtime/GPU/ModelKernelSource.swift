@@ -1,0 +1,160 @@
+import Kernels
+
+/// CUDA source of the model's element-wise kernels (compiled at run time by NVRTC):
+/// embedding gather, RMSNorm (fp32 residual in, bf16 out), RoPE + Q/K/V split, SiLU-and-multiply,
+/// greedy argmax, residual add, and the random fill for dummy weights. Matmuls go to cuBLASLt and
+/// attention to the Kernels module.
+enum ModelKernelSource {
+    static let text = #"""
+typedef unsigned int u32;
+typedef unsigned short bf16;  // raw bfloat16 bits: no headers, so NVRTC needs no include path
+typedef unsigned long long u64;
+
+__device__ __forceinline__ float bf2f(bf16 v) { return __int_as_float(((u32)v) << 16); }
+__device__ __forceinline__ bf16 f2bf(float f) {  // round to nearest even; NaN stays NaN
+    u32 u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// x[row][:] = table[tokens[row]][:], in fp32 (the residual stream is fp32).
+extern "C" __global__ void vt_embed(const bf16* __restrict__ table, const int* __restrict__ tokens,
+                                    float* __restrict__ x, int hidden) {
+    const int row = blockIdx.x;
+    const bf16* src = table + (size_t)tokens[row] * hidden;
+    float* dst = x + (size_t)row * hidden;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = bf2f(src[i]);
+}
+
+// out[i][:] = bf16(x[r][:] * rsqrt(mean(x[r]^2) + eps) * w), r = rows ? rows[i] : i.
+// One block per output row; the row is read twice (sum of squares, then scale) from L1/L2.
+extern "C" __global__ void vt_rmsnorm(const float* __restrict__ x, const float* __restrict__ w,
+                                      bf16* __restrict__ out, const int* __restrict__ rows,
+                                      int hidden, float eps) {
+    const int i = blockIdx.x;
+    const int r = rows ? rows[i] : i;
+    const float* src = x + (size_t)r * hidden;
+    float s = 0.f;
+    for (int c = threadIdx.x; c < hidden; c += blockDim.x) { float v = src[c]; s += v * v; }
+    __shared__ float partial[32];
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float t = threadIdx.x < (blockDim.x >> 5) ? partial[threadIdx.x] : 0.f;
+        t = warp_sum(t);
+        if (threadIdx.x == 0) partial[0] = t;
+    }
+    __syncthreads();
+    const float scale = rsqrtf(partial[0] / hidden + eps);
+    bf16* dst = out + (size_t)i * hidden;
+    for (int c = threadIdx.x; c < hidden; c += blockDim.x) dst[c] = f2bf(src[c] * scale * w[c]);
+}
+
+// Splits qkv rows [n][(hq + 2 hkv) d] (bf16, + optional fp32 bias) into q [n][hq][d] and the
+// row's K and V in the KV cache (kv_rows[2 row], kv_rows[2 row + 1]: the addresses of head 0 of
+// the token's K and V rows in this layer; heads follow contiguously), rotating q and k
+// (rotate-half) at positions[row]. One block per row; a thread handles pairs (i, i + d/2).
+extern "C" __global__ void vt_rope_split(const bf16* __restrict__ qkv, const float* __restrict__ bias,
+                                         const int* __restrict__ positions, const float* __restrict__ inv_freq,
+                                         bf16* __restrict__ q, const u64* __restrict__ kv_rows,
+                                         int hq, int hkv, int d) {
+    bf16* k = (bf16*)kv_rows[2 * blockIdx.x];
+    bf16* v = (bf16*)kv_rows[2 * blockIdx.x + 1];
+    const int row = blockIdx.x;
+    const int half = d / 2;
+    const int width = (hq + 2 * hkv) * d;
+    const bf16* src = qkv + (size_t)row * width;
+    const float pos = (float)positions[row];
+    // Rotated heads: hq query heads then hkv key heads, half pairs each.
+    const int pairs = (hq + hkv) * half;
+    for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+        const int head = p / half, i = p - head * half;
+        const int c0 = head * d + i, c1 = c0 + half;
+        float a = bf2f(src[c0]), b = bf2f(src[c1]);
+        if (bias) { a += bias[c0]; b += bias[c1]; }
+        float sn, cs;
+        sincosf(pos * inv_freq[i], &sn, &cs);
+        const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+        if (head < hq) {
+            bf16* dst = q + ((size_t)row * hq + head) * d;
+            dst[i] = f2bf(ra); dst[i + half] = f2bf(rb);
+        } else {
+            bf16* dst = k + (size_t)(head - hq) * d;
+            dst[i] = f2bf(ra); dst[i + half] = f2bf(rb);
+        }
+    }
+    const int vBase = (hq + hkv) * d;
+    for (int c = threadIdx.x; c < hkv * d; c += blockDim.x) {
+        float a = bf2f(src[vBase + c]);
+        if (bias) a += bias[vBase + c];
+        v[c] = f2bf(a);
+    }
+}
+
+// act[r][i] = silu(g) * u for gateUp rows [g (f) | u (f)], with optional fp32 bias on both.
+extern "C" __global__ void vt_silu_mul(const bf16* __restrict__ gateUp, const float* __restrict__ bias,
+                                       bf16* __restrict__ act, int f, u64 total) {
+    for (u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (u64)gridDim.x * blockDim.x) {
+        const u64 r = idx / f; const int i = (int)(idx - r * f);
+        float g = bf2f(gateUp[r * 2 * f + i]), u = bf2f(gateUp[r * 2 * f + f + i]);
+        if (bias) { g += bias[i]; u += bias[f + i]; }
+        act[idx] = f2bf(g / (1.f + __expf(-g)) * u);
+    }
+}
+
+// x[i] += bias[i % width] (an fp32 bias on a matmul that accumulated into the residual).
+extern "C" __global__ void vt_add_bias(float* __restrict__ x, const float* __restrict__ bias, int width, u64 total) {
+    for (u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += (u64)gridDim.x * blockDim.x)
+        x[idx] += bias[idx % width];
+}
+
+// out[row] = argmax over the first `limit` logits of the row (lowest id on ties). One block a row.
+extern "C" __global__ void vt_argmax(const float* __restrict__ logits, int vocab, int limit, int* __restrict__ out) {
+    const float* src = logits + (size_t)blockIdx.x * vocab;
+    float best = __int_as_float(0xff800000); int id = 0x7fffffff;
+    for (int i = threadIdx.x; i < limit; i += blockDim.x) {
+        float v = src[i];
+        if (v > best || (v == best && i < id)) { best = v; id = i; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o); int oi = __shfl_xor_sync(0xffffffffu, id, o);
+        if (ov > best || (ov == best && oi < id)) { best = ov; id = oi; }
+    }
+    __shared__ float bv[32]; __shared__ int bi[32];
+    if ((threadIdx.x & 31) == 0) { bv[threadIdx.x >> 5] = best; bi[threadIdx.x >> 5] = id; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); ++w)
+            if (bv[w] > best || (bv[w] == best && bi[w] < id)) { best = bv[w]; id = bi[w]; }
+        out[blockIdx.x] = id;
+    }
+}
+
+__device__ __forceinline__ u32 hash32(u32 x) {
+    x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+    return x;
+}
+
+// Dummy weights: approximately normal(mean, std) bf16 values (sum of 4 uniforms), from a seed.
+extern "C" __global__ void vt_fill_normal_bf16(bf16* __restrict__ out, u64 count, u32 seed, float mean, float std) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (u64)gridDim.x * blockDim.x) {
+        u32 h = hash32((u32)i ^ hash32(seed ^ (u32)(i >> 32) * 0x9e3779b9U));
+        float s = 0.f;
+        for (int j = 0; j < 4; ++j) { h = hash32(h + j); s += (h >> 8) * (1.0f / 16777216.0f); }
+        out[i] = f2bf(mean + (s - 2.f) * 1.7320508f * std);
+    }
+}
+"""#
+}
+
+/// Every program the runtime compiles (for `vtensor kernels compile`).
+public enum RuntimeKernels {
+    public static var catalog: [KernelSource] { [ModelKernels.program] }
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import Models
+import Runtime
+
+/// `vtensor dev model`: the GPU forward pass (bf16) against the CPU forward pass (fp32, the
+/// oracle) on small random models of every supported kind, through prefill, extend mixed with
+/// prefill, and decode steps, with a sequence whose KV spans several chunks.
+struct DevModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model", abstract: "Check the GPU forward pass against the CPU forward pass on small random models.")
+
+    @Option(help: "CUDA device ordinal.")
+    var device = 0
+    @Option(name: .customLong("json-out"), help: "Write every comparison as JSON.")
+    var jsonOut: String?
+
+    struct Check: Codable {
+        var model: String
+        var step: String
+        var rows: Int
+        var minCosine: Double
+        var meanCosine: Double
+        var top1Agreement: Double
+        var relativeError: Double
+        var pass: Bool
+    }
+
+    static let models: [(name: String, json: String)] = [
+        ("llama GQA 8/2 d128", #"{"model_type":"llama","hidden_size":512,"intermediate_size":1024,"num_hidden_layers":3,"num_attention_heads":8,"num_key_value_heads":2,"vocab_size":1000,"max_position_embeddings":8192,"rms_norm_eps":1e-5,"rope_theta":500000,"rope_scaling":{"rope_type":"llama3","factor":8,"low_freq_factor":1,"high_freq_factor":4,"original_max_position_embeddings":64}}"#),
+        ("smollm tied 9/3 d64", #"{"model_type":"llama","hidden_size":576,"intermediate_size":1536,"num_hidden_layers":3,"num_attention_heads":9,"num_key_value_heads":3,"vocab_size":1200,"max_position_embeddings":8192,"rms_norm_eps":1e-5,"rope_theta":100000,"tie_word_embeddings":true}"#),
+        ("qwen2 biases 7/1 d64", #"{"model_type":"qwen2","hidden_size":448,"intermediate_size":896,"num_hidden_layers":3,"num_attention_heads":7,"num_key_value_heads":1,"vocab_size":900,"max_position_embeddings":8192,"rms_norm_eps":1e-6,"rope_theta":1000000,"sliding_window":8,"use_sliding_window":false}"#),
+        ("mistral window 16 8/4 d128", #"{"model_type":"mistral","hidden_size":1024,"intermediate_size":2048,"num_hidden_layers":3,"num_attention_heads":8,"num_key_value_heads":4,"vocab_size":1000,"max_position_embeddings":8192,"rms_norm_eps":1e-5,"rope_theta":10000,"sliding_window":16}"#),
+    ]
+
+    func run() throws {
+        if let reason = gpuUnavailableReason() { throw ValidationError("dev model needs a GPU: \(reason)") }
+        var checks: [Check] = []
+        var rng = SplitMix64(seed: 11)
+        for (name, json) in Self.models {
+            let config = try ModelConfig.decode(Data(json.utf8), path: name)
+            let weights = ModelWeights.dummy(config: config, seed: 5, std: 0.05)
+            let cpu = try CPUModel(weights: weights, kvBudgetBytes: 1 << 30, maxTokensPerSequence: 8192)
+            let gpu = try GPUModel(config: config, weights: weights, device: device, kvBudget: .bytes(1 << 30), maxBatchTokens: 6000,
+                                   maxLogitRows: 256, maxTokensPerSequence: 8192)
+            func tokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(config.vocabSize)) } }
+            func compare(_ step: String, _ inputs: [ForwardInput]) throws {
+                let a = try cpu.forward(inputs), b = try gpu.forward(inputs)
+                checks.append(Self.compare(model: name, step: step, reference: a, candidate: b, vocab: config.vocabSize))
+                let c = checks.last!
+                print("\(c.pass ? "PASS" : "FAIL") \(name) \(step): \(c.rows) rows, cosine min \(fixed(c.minCosine, 5)) mean \(fixed(c.meanCosine, 5)), top-1 \(fixed(c.top1Agreement, 3)), rel err \(fixed(c.relativeError, 4))")
+            }
+            for id in 0..<4 { try cpu.addSequence(id); try gpu.addSequence(id) }
+            try compare("prefill 37", [ForwardInput(id: 0, tokens: tokens(37), allLogits: true)])
+            try compare("extend 5 + prefill 20 + prefill 1", [ForwardInput(id: 0, tokens: tokens(5), allLogits: true),
+                                                              ForwardInput(id: 1, tokens: tokens(20), allLogits: true),
+                                                              ForwardInput(id: 2, tokens: tokens(1), allLogits: true)])
+            for s in 0..<4 {
+                let next = (0..<3).map { _ in tokens(1) }
+                try compare("decode step \(s + 1) (3 sequences)", (0..<3).map { ForwardInput(id: $0, tokens: next[$0]) })
+            }
+            // A long prompt whose K/V spans more than one 2 MiB chunk where the workspace allows.
+            let long = tokens(min(gpu.cache.layout.tokensPerChunk + 300, 6000))
+            let a = try cpu.forward([ForwardInput(id: 3, tokens: long, allLogits: false)])
+            let b = try gpu.forward([ForwardInput(id: 3, tokens: long, allLogits: false)])
+            checks.append(Self.compare(model: name, step: "prefill \(long.count) (last row)", reference: a, candidate: b, vocab: config.vocabSize))
+            let last = checks.last!
+            print("\(last.pass ? "PASS" : "FAIL") \(name) \(last.step): cosine \(fixed(last.minCosine, 5)), top-1 \(fixed(last.top1Agreement, 3))")
+            try compare("decode after \(long.count)", [ForwardInput(id: 3, tokens: tokens(1)), ForwardInput(id: 0, tokens: tokens(1))])
+            print("  KV: \(gpu.cache.accounting.mappedChunks) chunks mapped for \(gpu.cache.accounting.tokens) tokens")
+        }
+        let rows = checks.reduce(0) { $0 + $1.rows }
+        let agreement = checks.reduce(0.0) { $0 + $1.top1Agreement * Double($1.rows) } / Double(max(rows, 1))
+        let failed = checks.filter { !$0.pass }.count + (agreement >= 0.99 ? 0 : 1)
+        print("top-1 agreement over all \(rows) rows: \(fixed(agreement, 4)) (needs 0.99)")
+        print("\(checks.count - checks.filter { !$0.pass }.count)/\(checks.count) model checks passed (cosine >= 0.999 on every row)")
+        if let jsonOut { try writeFile(jsonOut, try jsonString(checks)) }
+        if failed > 0 { throw ExitCode(1) }
+    }
+
+    /// Per row: cosine of the logits; the batch: top-1 agreement and norm-wise relative error.
+    /// Pass: every row's cosine >= 0.999 (top-1 agreement is judged over all rows of the run).
+    static func compare(model: String, step: String, reference: [[Float]], candidate: [[Float]], vocab: Int) -> Check {
+        var cosines: [Double] = []
+        var agree = 0, rows = 0
+        var diff = 0.0, norm = 0.0
+        for (r, c) in zip(reference, candidate) {
+            for row in 0..<(r.count / vocab) {
+                let a = r[(row * vocab)..<((row + 1) * vocab)], b = c[(row * vocab)..<((row + 1) * vocab)]
+                var dot = 0.0, na = 0.0, nb = 0.0
+                for (x, y) in zip(a, b) {
+                    dot += Double(x) * Double(y); na += Double(x) * Double(x); nb += Double(y) * Double(y)
+                    diff += Double(x - y) * Double(x - y)
+                }
+                norm += na
+                cosines.append(dot / max((na * nb).squareRoot(), 1e-30))
+                if a.indices.max(by: { a[$0] < a[$1] }) == b.indices.max(by: { b[$0] < b[$1] }) { agree += 1 }
+                rows += 1
+            }
+        }
+        let minCosine = cosines.min() ?? 0
+        let top1 = Double(agree) / Double(max(rows, 1))
+        return Check(model: model, step: step, rows: rows, minCosine: minCosine, meanCosine: cosines.reduce(0, +) / Double(max(rows, 1)),
+                     top1Agreement: top1, relativeError: (diff / max(norm, 1e-30)).squareRoot(),
+                     pass: rows > 0 && minCosine >= 0.999)
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: the model runtime's GPU checks and timings in one go.
+# Usage: scripts/gpu-model-check.sh OUTDIR   (the device tool passes $OUT)
+#   1. vtensor dev model: the GPU forward pass (bf16) against the CPU forward pass (fp32).
+#   2. scripts/reference/compare.py (when torch + transformers exist): vtensor against
+#      transformers on randomly initialized reference models, CPU and CUDA backends.
+#   3. vtensor bench model on a dummy Llama-3-8B: prefill of 8192 tokens, batch-1 decode.
+# Writes details under OUTDIR and prints a short summary last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-/tmp/vtensor-gpu}}
+bin=${VTENSOR_BIN:-gpu-bin/vtensor}
+mkdir -p "$out"
+export VTENSOR_CACHE_DIR=${VTENSOR_CACHE_DIR:-/tmp/vtensor-cache}
+chmod +x "$bin"
+echo "binary built from $(cat gpu-bin/COMMIT 2>/dev/null || echo '?')" | tee "$out/summary.txt"
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,clocks.mem --format=csv >> "$out/summary.txt" 2>&1
+
+"$bin" dev model --json-out "$out/dev-model.json" > "$out/dev-model.txt" 2>&1; dev_rc=$?
+ref_rc=skipped
+if [ -f scripts/reference/compare.py ] && python3 -c "import torch, transformers" 2>/dev/null; then
+  timeout 300 python3 scripts/reference/compare.py --vtensor "$bin" --backends cpu,cuda --out "$out/reference" > "$out/reference.txt" 2>&1; ref_rc=$?
+fi
+"$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --batch 1 --prompt-tokens 8192 --decode-tokens 8 \
+  --json-out "$out/bench-model-prefill8k.json" > "$out/bench-model-prefill8k.txt" 2>&1; prefill_rc=$?
+"$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --batch 1 --prompt-tokens 128 --decode-tokens 64 \
+  --json-out "$out/bench-model-decode.json" > "$out/bench-model-decode.txt" 2>&1; decode_rc=$?
+
+{
+  echo "== dev model (rc=$dev_rc)"; grep -E "FAIL|passed|agreement|KV:" "$out/dev-model.txt" | tail -30
+  echo "== reference (rc=$ref_rc)"; [ -f "$out/reference.txt" ] && tail -25 "$out/reference.txt"
+  echo "== bench model prefill 8k (rc=$prefill_rc)"; cat "$out/bench-model-prefill8k.txt"
+  echo "== bench model decode (rc=$decode_rc)"; cat "$out/bench-model-decode.txt"
+} >> "$out/summary.txt"
+cat "$out/summary.txt"
+[ $dev_rc -eq 0 ] && [ $prefill_rc -eq 0 ] && [ $decode_rc -eq 0 ]
