@@ -28,6 +28,13 @@ struct ModelBenchResult: Codable {
     var prefillTFLOPs: Double?
     var workspaceBytes: Int?
     var weightBytes: Int?
+    var matmulPolicy: String?
+    /// Median host time of a decode step before the first kernel, queuing kernels, and waiting.
+    var decodeHostPlanMs: Double?
+    var decodeHostLaunchMs: Double?
+    var decodeHostWaitMs: Double?
+    /// Profiled decode step: GPU ms per operation (summed over layers).
+    var decodeProfileMs: [String: Double]?
 }
 
 /// `vtensor bench model`: prefill and decode throughput of the whole model on random tokens.
@@ -48,6 +55,10 @@ struct BenchModelCommand: ParsableCommand {
     var threads: Int?
     @Option(name: .customLong("json-out"), help: "Write the result as JSON.")
     var jsonOut: String?
+    @Option(help: "GPU skinny matmuls: auto (our GEMV for up to 4 rows) or cublas.")
+    var matmul: String = "auto"
+    @Flag(help: "GPU: after the timed decode steps, time every operation of a few steps with CUDA events.")
+    var profile = false
 
     func run() throws {
         let (kind, unavailable) = backendOptions.resolve()
@@ -124,6 +135,8 @@ extension BenchModelCommand {
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
                                  maxTokensPerSequence: promptTokens + decodeTokens + 8)
+        guard let policy = GPUModel.MatmulPolicy(rawValue: matmul) else { throw ValidationError("--matmul must be auto or cublas") }
+        model.matmulPolicy = policy
         print("model: \(label) on \(model.name): \(fixed(Double(model.weights.bytes) / 1e9, 2)) GB of weights (bf16), workspace \(mib(model.workspaceBytes))")
         var rng = SplitMix64(seed: 7)
         let c = config
@@ -145,11 +158,26 @@ extension BenchModelCommand {
         }
         let liveIDs = ((id - batch)..<id).map { $0 }
         var steps: [Double] = []
+        var phases: [(Double, Double, Double)] = []
         for _ in 0..<decodeTokens {
             let inputs = zip(liveIDs, next).map { ForwardInput(id: $0, tokens: [$1]) }
             let t = Date()
             next = try model.forwardGreedy(inputs)
             steps.append(Date().timeIntervalSince(t))
+            phases.append((model.lastStep.planMs, model.lastStep.launchMs, model.lastStep.waitMs))
+        }
+        var profileMs: [String: Double]? = nil
+        if profile {
+            model.profile = true
+            var sums: [String: Double] = [:]
+            let rounds = 5
+            for _ in 0..<rounds {
+                let inputs = zip(liveIDs, next).map { ForwardInput(id: $0, tokens: [$1]) }
+                next = try model.forwardGreedy(inputs)
+                for (k, v) in model.lastStep.gpuMsByOperation { sums[k, default: 0] += v / Double(rounds) }
+            }
+            model.profile = false
+            profileMs = sums
         }
         let prefill = median(prefillTimes), step = median(steps)
         // Roofline work.
@@ -170,12 +198,25 @@ extension BenchModelCommand {
         result.prefillTFLOPs = prefillFLOPs / prefill / 1e12
         result.prefillFractionOfRoofline = prefillFLOPs / (matmulCeiling * 1e12) / prefill
         result.workspaceBytes = model.workspaceBytes
+        result.matmulPolicy = policy.rawValue
+        result.decodeHostPlanMs = median(phases.map { $0.0 })
+        result.decodeHostLaunchMs = median(phases.map { $0.1 })
+        result.decodeHostWaitMs = median(phases.map { $0.2 })
+        result.decodeProfileMs = profileMs
         result.weightBytes = model.weights.bytes
         var table = Table(title: "model throughput on \(model.name) (dummy weights: \(hostWeights == nil))",
                           header: ["batch", "prompt", "prefill ms", "prefill TFLOP/s", "of roofline", "decode step ms", "decode tok/s", "weights TB/s", "of roofline"])
         table.add(["\(batch)", "\(promptTokens)", fixed(prefill * 1000, 2), fixed(result.prefillTFLOPs!, 1), fixed(result.prefillFractionOfRoofline!, 3),
                    fixed(step * 1000, 3), fixed(result.decodeTokensPerSecond, 1), fixed(decodeBytes / step / 1e12, 3), fixed(result.decodeFractionOfRoofline!, 3)])
         print(table.render())
+        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue)")
+        if let profileMs {
+            var t = Table(title: "decode step, GPU time per operation (CUDA events, batch \(batch))", header: ["operation", "ms", "share"])
+            let total = profileMs.values.reduce(0, +)
+            for (k, v) in profileMs.sorted(by: { $0.value > $1.value }) { t.add([k, fixed(v, 3), fixed(v / total, 3)]) }
+            t.add(["total", fixed(total, 3), "1.000"])
+            print(t.render())
+        }
         if let jsonOut { try writeFile(jsonOut, try jsonString(result)) }
     }
 }

@@ -32,6 +32,32 @@ public final class GPUModel: @unchecked Sendable {
     var matmuls: [String: CuBLASLtMatmul] = [:]
     private let lock = NSLock()
 
+    /// Which matmul runs skinny products (decode): our GEMV kernel for up to 4 token rows, or cuBLASLt always.
+    public enum MatmulPolicy: String, Sendable, CaseIterable { case auto, cublas }
+    public var matmulPolicy: MatmulPolicy = .auto
+
+    /// Per-step timings: host phases always; GPU time per operation when `profile` is on
+    /// (CUDA events around every launch, which adds a little host time).
+    public struct StepTiming: Sendable {
+        public var planMs = 0.0, launchMs = 0.0, waitMs = 0.0
+        public var gpuMsByOperation: [String: Double] = [:]
+    }
+    public var profile = false
+    public private(set) var lastStep = StepTiming()
+    private var eventPool: [CUDAEvent] = []
+    private var recorded: [(name: String, start: CUDAEvent, end: CUDAEvent)] = []
+
+    private func timed(_ name: String, _ body: () throws -> Void) throws {
+        guard profile else { return try body() }
+        let index = recorded.count * 2
+        while eventPool.count < index + 2 { eventPool.append(try CUDAEvent(context: context, timing: true)) }
+        let start = eventPool[index], end = eventPool[index + 1]
+        try start.record(on: stream)
+        try body()
+        try end.record(on: stream)
+        recorded.append((name, start, end))
+    }
+
     /// Device buffers sized once for the largest step.
     struct Workspace {
         let buffer: DeviceBuffer
@@ -146,6 +172,8 @@ public final class GPUModel: @unchecked Sendable {
         let counts = inputs.map { $0.allLogits ? $0.tokens.count : 1 }
         let logitRows = counts.reduce(0, +)
         guard !inputs.isEmpty else { return ([], 0) }
+        let clock0 = DispatchTime.now().uptimeNanoseconds
+        recorded.removeAll(keepingCapacity: true)
         guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence appears twice in one batch") }
         guard n <= maxBatchTokens else { throw RuntimeError.invalidRequest("a step of \(n) tokens exceeds the \(maxBatchTokens)-token workspace") }
         guard logitRows <= maxLogitRows else { throw RuntimeError.invalidRequest("\(logitRows) rows of logits exceed the \(maxLogitRows) a step can return") }
@@ -227,32 +255,57 @@ public final class GPUModel: @unchecked Sendable {
         }
 
         // The kernels.
+        let clock1 = DispatchTime.now().uptimeNanoseconds
         let w = workspace, eps = Float(c.rmsNormEps)
-        try kernels.embed(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, stream: stream)
+        try timed("embed") { try kernels.embed(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, stream: stream) }
         for (i, layer) in weights.layers.enumerated() {
-            try kernels.rmsNorm(x: w.residual, weight: layer.inputNorm, out: w.normed, rows: n, rowIndex: nil, hidden: h, eps: eps, stream: stream)
-            try matmul(out: qkvWidth, tokens: n, k: h, weight: layer.qkv, input: w.normed, output: w.qkv)
-            try kernels.ropeSplit(qkv: w.qkv, bias: layer.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
-                                  q: w.q, rowAddresses: rowAddresses + UInt64(i * n * 16), rows: n, hq: hq, hkv: hkv, d: d, stream: stream)
-            if isDecode {
-                try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream)
-            } else {
-                let entry = prefillPlans[i]
-                try prefill.launch(entry.plan, workspace: prefillWorkspace!.address + UInt64(entry.offset), queries: w.q,
-                                   output: w.attended, stream: stream)
+            try timed("rmsnorm") {
+                try kernels.rmsNorm(x: w.residual, weight: layer.inputNorm, out: w.normed, rows: n, rowIndex: nil, hidden: h, eps: eps, stream: stream)
             }
-            try matmul(out: h, tokens: n, k: hq * d, weight: layer.output, input: w.attended, output: w.residual, accumulate: true)
-            if let bias = layer.outputBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
-            try kernels.rmsNorm(x: w.residual, weight: layer.postAttentionNorm, out: w.normed, rows: n, rowIndex: nil, hidden: h, eps: eps, stream: stream)
-            try matmul(out: 2 * f, tokens: n, k: h, weight: layer.gateUp, input: w.normed, output: w.gateUp)
-            try kernels.siluMultiply(gateUp: w.gateUp, bias: layer.gateUpBias, out: w.activated, rows: n, f: f, stream: stream)
-            try matmul(out: h, tokens: n, k: f, weight: layer.down, input: w.activated, output: w.residual, accumulate: true)
-            if let bias = layer.downBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
+            try timed("qkv") { try matmul(out: qkvWidth, tokens: n, k: h, weight: layer.qkv, input: w.normed, output: w.qkv) }
+            try timed("rope+kv write") {
+                try kernels.ropeSplit(qkv: w.qkv, bias: layer.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
+                                      q: w.q, rowAddresses: rowAddresses + UInt64(i * n * 16), rows: n, hq: hq, hkv: hkv, d: d, stream: stream)
+            }
+            try timed("attention") {
+                if isDecode {
+                    try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream)
+                } else {
+                    let entry = prefillPlans[i]
+                    try prefill.launch(entry.plan, workspace: prefillWorkspace!.address + UInt64(entry.offset), queries: w.q,
+                                       output: w.attended, stream: stream)
+                }
+            }
+            try timed("o proj") {
+                try matmul(out: h, tokens: n, k: hq * d, weight: layer.output, input: w.attended, output: w.residual, accumulate: true)
+                if let bias = layer.outputBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
+            }
+            try timed("rmsnorm") {
+                try kernels.rmsNorm(x: w.residual, weight: layer.postAttentionNorm, out: w.normed, rows: n, rowIndex: nil, hidden: h, eps: eps, stream: stream)
+            }
+            try timed("gate+up") { try matmul(out: 2 * f, tokens: n, k: h, weight: layer.gateUp, input: w.normed, output: w.gateUp) }
+            try timed("silu*up") { try kernels.siluMultiply(gateUp: w.gateUp, bias: layer.gateUpBias, out: w.activated, rows: n, f: f, stream: stream) }
+            try timed("down") {
+                try matmul(out: h, tokens: n, k: f, weight: layer.down, input: w.activated, output: w.residual, accumulate: true)
+                if let bias = layer.downBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
+            }
         }
-        try kernels.rmsNorm(x: w.residual, weight: weights.finalNorm, out: w.normed, rows: logitRows, rowIndex: logitRowIndex,
-                            hidden: h, eps: eps, stream: stream)
-        try matmul(out: c.vocabSize, tokens: logitRows, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true)
+        try timed("final norm") {
+            try kernels.rmsNorm(x: w.residual, weight: weights.finalNorm, out: w.normed, rows: logitRows, rowIndex: logitRowIndex,
+                                hidden: h, eps: eps, stream: stream)
+        }
+        try timed("lm head") {
+            try matmul(out: c.vocabSize, tokens: logitRows, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true)
+        }
+        let clock2 = DispatchTime.now().uptimeNanoseconds
         try stream.synchronize()
+        let clock3 = DispatchTime.now().uptimeNanoseconds
+        var timing = StepTiming(planMs: Double(clock1 - clock0) / 1e6, launchMs: Double(clock2 - clock1) / 1e6,
+                                waitMs: Double(clock3 - clock2) / 1e6)
+        for entry in recorded {
+            timing.gpuMsByOperation[entry.name, default: 0] += Double(try CUDAEvent.elapsedMilliseconds(from: entry.start, to: entry.end))
+        }
+        lastStep = timing
         return (counts, logitRows)
     }
 
@@ -260,6 +313,10 @@ public final class GPUModel: @unchecked Sendable {
     private func matmul(out: Int, tokens: Int, k: Int, weight: UInt64, input: UInt64, output: UInt64, accumulate: Bool = false,
                         floatOutput: Bool? = nil) throws {
         let float = floatOutput ?? accumulate
+        if matmulPolicy == .auto && tokens <= 4 && k % 8 == 0 {
+            return try kernels.gemv(weight: weight, input: input, output: output, tokens: tokens, out: out, k: k,
+                                    mode: float ? (accumulate ? 2 : 1) : 0, stream: stream)
+        }
         let key = "\(out)x\(tokens)x\(k)\(float ? "f" : "b")"
         let product: CuBLASLtMatmul
         if let cached = matmuls[key] {
@@ -278,7 +335,7 @@ struct ModelKernels: @unchecked Sendable {
     static var program: KernelSource { KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text) }
 
     let module: KernelModule
-    let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel: KernelFunction
+    let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel: KernelFunction
 
     init(compiler: KernelCompiler) throws {
         let p = Self.program
@@ -290,6 +347,16 @@ struct ModelKernels: @unchecked Sendable {
         biasKernel = try module.function(named: "vt_add_bias")
         argmaxKernel = try module.function(named: "vt_argmax")
         fillKernel = try module.function(named: "vt_fill_normal_bf16")
+        gemvKernel = try module.function(named: "vt_gemv")
+    }
+
+    /// y[tokens][out] = x[tokens][k] · W[out][k]ᵀ for tokens <= 4; mode 0: bf16 y, 1: fp32 y, 2: fp32 y +=.
+    func gemv(weight: UInt64, input: UInt64, output: UInt64, tokens: Int, out: Int, k: Int, mode: Int, stream: CUDAStream) throws {
+        precondition(tokens >= 1 && tokens <= 4 && k % 8 == 0, "gemv takes 1-4 rows and k a multiple of 8")
+        let rowsPerBlock = 4 * 2
+        try gemvKernel.launch(grid: ((out + rowsPerBlock - 1) / rowsPerBlock, 1, 1), block: (128, 1, 1), stream: stream,
+                              arguments: [.pointer(weight), .pointer(input), .pointer(output), .int32(Int32(tokens)),
+                                          .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(mode))])
     }
 
     private func grid(_ count: Int) -> Int { max(1, min(65_535, (count + 255) / 256)) }

@@ -137,6 +137,101 @@ extern "C" __global__ void vt_argmax(const float* __restrict__ logits, int vocab
     }
 }
 
+
+// Skinny matmul for decode (n <= 4 token rows): y[t][r] = sum_k x[t][k] * W[r][k], W bf16 [out][k]
+// row-major, x bf16 [n][k]. Each warp owns 2 consecutive rows and streams them with 16-byte
+// loads, 4 k-steps unrolled (8 loads of 16 B in flight per lane); x comes through L1.
+// mode 0: y bf16; mode 1: y fp32; mode 2: y fp32 += (the residual stream). k % 8 == 0.
+#define GEMV_ROWS 2
+#define GEMV_UNROLL 4
+template <int N>
+__device__ __forceinline__ void gemv_rows(const bf16* __restrict__ W, const bf16* __restrict__ x, void* __restrict__ y,
+                                          int out, int k, int mode, int row0, int lane) {
+    float acc[N][GEMV_ROWS];
+#pragma unroll
+    for (int t = 0; t < N; ++t)
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; ++r) acc[t][r] = 0.f;
+    const int nrows = min(GEMV_ROWS, out - row0);
+    const uint4* wrow[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; ++r) wrow[r] = (const uint4*)(W + (size_t)(row0 + min(r, nrows - 1)) * k);
+    const int vecs = k / 8;  // 16-byte vectors per row
+    int v = lane;
+    for (; v + 32 * (GEMV_UNROLL - 1) < vecs; v += 32 * GEMV_UNROLL) {
+        uint4 wv[GEMV_UNROLL][GEMV_ROWS];
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; ++u)
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; ++r) wv[u][r] = __ldg(wrow[r] + v + 32 * u);
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; ++u) {
+#pragma unroll
+            for (int t = 0; t < N; ++t) {
+                const uint4 xv = __ldg((const uint4*)(x + (size_t)t * k) + v + 32 * u);
+                const u32 xs[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+                for (int r = 0; r < GEMV_ROWS; ++r) {
+                    const u32 ws[4] = {wv[u][r].x, wv[u][r].y, wv[u][r].z, wv[u][r].w};
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        acc[t][r] += __int_as_float(xs[e] << 16) * __int_as_float(ws[e] << 16);
+                        acc[t][r] += __int_as_float(xs[e] & 0xffff0000u) * __int_as_float(ws[e] & 0xffff0000u);
+                    }
+                }
+            }
+        }
+    }
+    for (; v < vecs; v += 32) {
+        uint4 wv[GEMV_ROWS];
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; ++r) wv[r] = __ldg(wrow[r] + v);
+#pragma unroll
+        for (int t = 0; t < N; ++t) {
+            const uint4 xv = __ldg((const uint4*)(x + (size_t)t * k) + v);
+            const u32 xs[4] = {xv.x, xv.y, xv.z, xv.w};
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; ++r) {
+                const u32 ws[4] = {wv[r].x, wv[r].y, wv[r].z, wv[r].w};
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    acc[t][r] += __int_as_float(xs[e] << 16) * __int_as_float(ws[e] << 16);
+                    acc[t][r] += __int_as_float(xs[e] & 0xffff0000u) * __int_as_float(ws[e] & 0xffff0000u);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < N; ++t)
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; ++r) acc[t][r] = warp_sum(acc[t][r]);
+    if (lane == 0) {
+#pragma unroll
+        for (int t = 0; t < N; ++t)
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; ++r) {
+                if (r >= nrows) continue;
+                const size_t o = (size_t)t * out + row0 + r;
+                if (mode == 0) ((bf16*)y)[o] = f2bf(acc[t][r]);
+                else if (mode == 1) ((float*)y)[o] = acc[t][r];
+                else ((float*)y)[o] += acc[t][r];
+            }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) vt_gemv(const bf16* __restrict__ W, const bf16* __restrict__ x, void* __restrict__ y,
+                                                          int n, int out, int k, int mode) {
+    const int warp = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    const int row0 = warp * GEMV_ROWS;
+    if (row0 >= out) return;
+    switch (n) {
+    case 1: gemv_rows<1>(W, x, y, out, k, mode, row0, lane); break;
+    case 2: gemv_rows<2>(W, x, y, out, k, mode, row0, lane); break;
+    case 3: gemv_rows<3>(W, x, y, out, k, mode, row0, lane); break;
+    default: gemv_rows<4>(W, x, y, out, k, mode, row0, lane); break;
+    }
+}
+
 __device__ __forceinline__ u32 hash32(u32 x) {
     x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
     return x;

@@ -41,6 +41,18 @@ public final class ModelWeights: @unchecked Sendable {
         self.ropeFrequencyFactors = ropeFrequencyFactors
     }
 
+    /// The same model with every tensor passed through `transform` (e.g. rounding to bf16).
+    public func mapped(_ transform: ([Float]) -> [Float]) -> ModelWeights {
+        func m(_ v: [Float]?) -> [Float]? { v.map(transform) }
+        let layers = self.layers.map { l in
+            LayerWeights(inputNorm: transform(l.inputNorm), qkv: transform(l.qkv), qkvBias: m(l.qkvBias), output: transform(l.output),
+                         outputBias: m(l.outputBias), postAttentionNorm: transform(l.postAttentionNorm), gateUp: transform(l.gateUp),
+                         gateUpBias: m(l.gateUpBias), down: transform(l.down), downBias: m(l.downBias))
+        }
+        return ModelWeights(config: config, embedding: transform(embedding), layers: layers, finalNorm: transform(finalNorm),
+                            lmHead: m(lmHead), ropeFrequencyFactors: ropeFrequencyFactors)
+    }
+
     public var parameterCount: Int {
         var n = embedding.count + finalNorm.count + (lmHead?.count ?? 0)
         for l in layers {
