@@ -21,7 +21,7 @@ ref_rc=skipped
 if [ -f scripts/reference/compare.py ] && python3 -c "import torch, transformers" 2>/dev/null; then
   timeout 300 python3 scripts/reference/compare.py --vtensor "$bin" --backends cpu,cuda --out "$out/reference" > "$out/reference.txt" 2>&1; ref_rc=$?
 fi
-"$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --batch 1 --prompt-tokens 8192 --decode-tokens 8 \
+"$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --batch 1 --prompt-tokens 8192 --decode-tokens 8 --profile \
   --json-out "$out/bench-model-prefill8k.json" > "$out/bench-model-prefill8k.txt" 2>&1; prefill_rc=$?
 "$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --batch 1 --prompt-tokens 128 --decode-tokens 64 --profile \
   --json-out "$out/bench-model-decode.json" > "$out/bench-model-decode.txt" 2>&1; decode_rc=$?
@@ -31,7 +31,7 @@ fi
 {
   echo "== dev model (rc=$dev_rc)"; grep -E "FAIL|passed|agreement|KV:" "$out/dev-model.txt" | tail -30
   echo "== reference (rc=$ref_rc)"; [ -f "$out/reference.txt" ] && tail -25 "$out/reference.txt"
-  echo "== bench model prefill 8k (rc=$prefill_rc)"; cat "$out/bench-model-prefill8k.txt"
+  echo "== bench model prefill 8k (rc=$prefill_rc)"; grep -v -E "^(decode step, GPU|norm|o proj|silu|attention  |embed|final|lm head)" "$out/bench-model-prefill8k.txt" | head -40
   echo "== bench model decode (rc=$decode_rc)"; grep -v ceiling "$out/bench-model-decode.txt"
   echo "== bench model decode, cuBLASLt for every matmul"; grep -v ceiling "$out/bench-model-decode-cublas.txt"
 } >> "$out/summary.txt"

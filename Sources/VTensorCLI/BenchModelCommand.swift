@@ -35,6 +35,7 @@ struct ModelBenchResult: Codable {
     var decodeHostWaitMs: Double?
     /// Profiled decode step: GPU ms per operation (summed over layers).
     var decodeProfileMs: [String: Double]?
+    var prefillProfileMs: [String: Double]?
 }
 
 /// `vtensor bench model`: prefill and decode throughput of the whole model on random tokens.
@@ -156,6 +157,16 @@ extension BenchModelCommand {
             if round > 0 { prefillTimes.append(Date().timeIntervalSince(t)) }
             if round < 3 { for i in ids { try model.freeSequence(i) } }
         }
+        var prefillProfile: [String: Double]? = nil
+        if profile {
+            let ids = (0..<batch).map { id + $0 }
+            for i in ids { try model.addSequence(i) }
+            model.profile = true
+            _ = try model.forwardGreedy(zip(ids, prompts()).map { ForwardInput(id: $0, tokens: $1) })
+            model.profile = false
+            prefillProfile = model.lastStep.gpuMsByOperation
+            for i in ids { try model.freeSequence(i) }
+        }
         let liveIDs = ((id - batch)..<id).map { $0 }
         var steps: [Double] = []
         var phases: [(Double, Double, Double)] = []
@@ -203,6 +214,7 @@ extension BenchModelCommand {
         result.decodeHostLaunchMs = median(phases.map { $0.1 })
         result.decodeHostWaitMs = median(phases.map { $0.2 })
         result.decodeProfileMs = profileMs
+        result.prefillProfileMs = prefillProfile
         result.weightBytes = model.weights.bytes
         var table = Table(title: "model throughput on \(model.name) (dummy weights: \(hostWeights == nil))",
                           header: ["batch", "prompt", "prefill ms", "prefill TFLOP/s", "of roofline", "decode step ms", "decode tok/s", "weights TB/s", "of roofline"])
@@ -210,10 +222,11 @@ extension BenchModelCommand {
                    fixed(step * 1000, 3), fixed(result.decodeTokensPerSecond, 1), fixed(decodeBytes / step / 1e12, 3), fixed(result.decodeFractionOfRoofline!, 3)])
         print(table.render())
         print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue)")
-        if let profileMs {
-            var t = Table(title: "decode step, GPU time per operation (CUDA events, batch \(batch))", header: ["operation", "ms", "share"])
-            let total = profileMs.values.reduce(0, +)
-            for (k, v) in profileMs.sorted(by: { $0.value > $1.value }) { t.add([k, fixed(v, 3), fixed(v / total, 3)]) }
+        for (title, table) in [("prefill step", prefillProfile), ("decode step", profileMs)] {
+            guard let table else { continue }
+            var t = Table(title: "\(title), GPU time per operation (CUDA events, batch \(batch))", header: ["operation", "ms", "share"])
+            let total = table.values.reduce(0, +)
+            for (k, v) in table.sorted(by: { $0.value > $1.value }) { t.add([k, fixed(v, 3), fixed(v / total, 3)]) }
             t.add(["total", fixed(total, 3), "1.000"])
             print(t.render())
         }

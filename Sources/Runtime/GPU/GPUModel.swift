@@ -63,6 +63,8 @@ public final class GPUModel: @unchecked Sendable {
         let buffer: DeviceBuffer
         let residual: UInt64, normed: UInt64, qkv: UInt64, q: UInt64, attended: UInt64, gateUp: UInt64, activated: UInt64
         let logits: UInt64, argmax: UInt64, meta: UInt64, blas: UInt64
+        /// Fused decode: per norm slot (2 per layer + 1) and row, the residual's sum of squares.
+        let sums: UInt64
         let metaBytes: Int, blasBytes: Int
         var bytes: Int { buffer.bytes }
     }
@@ -117,11 +119,13 @@ public final class GPUModel: @unchecked Sendable {
         let blasBytes = 32 << 20
         let offsets = [take(n * h * 4), take(n * h * 2), take(n * qkvWidth * 2), take(n * c.numAttentionHeads * d * 2),
                        take(n * c.numAttentionHeads * d * 2), take(n * 2 * f * 2), take(n * f * 2),
-                       take(maxLogitRows * c.vocabSize * 4), take(maxLogitRows * 4), take(metaBytes), take(blasBytes)]
+                       take(maxLogitRows * c.vocabSize * 4), take(maxLogitRows * 4), take(metaBytes), take(blasBytes),
+                       take((2 * c.numHiddenLayers + 1) * 4 * 4)]
         let buffer = try DeviceBuffer(context: context, bytes: total)
         let a = offsets.map { buffer.address + UInt64($0) }
         workspace = Workspace(buffer: buffer, residual: a[0], normed: a[1], qkv: a[2], q: a[3], attended: a[4], gateUp: a[5],
-                              activated: a[6], logits: a[7], argmax: a[8], meta: a[9], blas: a[10], metaBytes: metaBytes, blasBytes: blasBytes)
+                              activated: a[6], logits: a[7], argmax: a[8], meta: a[9], blas: a[10], sums: a[11], metaBytes: metaBytes,
+                              blasBytes: blasBytes)
 
         // The KV cache, capped by the budget, mapped as sequences grow.
         let backend = try CUDABackend(context: context, workStream: stream)
@@ -257,6 +261,39 @@ public final class GPUModel: @unchecked Sendable {
         // The kernels.
         let clock1 = DispatchTime.now().uptimeNanoseconds
         let w = workspace, eps = Float(c.rmsNormEps)
+        // Decode of up to 4 rows: 4 fused matmul kernels + attention per layer (norms, RoPE, the KV write
+        // and SwiGLU folded into the matmuls; see ModelKernelSource).
+        let fused = matmulPolicy == .auto && n <= 4 && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
+            && weights.layers.allSatisfy { $0.outputBias == nil && $0.gateUpBias == nil && $0.downBias == nil }
+        if fused {
+            let slots = 2 * layers + 1
+            func slot(_ s: Int) -> UInt64 { w.sums + UInt64(s * n * 4) }
+            try timed("embed") {
+                try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, sums: w.sums, slots: slots,
+                                      stream: stream)
+            }
+            for (i, layer) in weights.layers.enumerated() {
+                try timed("norm+qkv+rope+kv write") {
+                    try kernels.decodeMatmul(.normRoPE, weight: layer.qkv, out: qkvWidth, k: h, rows: n, residual: w.residual,
+                                             norm: layer.inputNorm, sumsIn: slot(2 * i), eps: eps, output: w.q, bias: layer.qkvBias,
+                                             positions: positions, inverseFrequencies: weights.inverseFrequencies,
+                                             rowAddresses: rowAddresses + UInt64(i * n * 16), hq: hq, hkv: hkv, d: d, stream: stream)
+                }
+                try timed("attention") { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
+                try timed("o proj") {
+                    try kernels.decodeMatmul(.inputResidual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
+                                             output: w.residual, sumsOut: slot(2 * i + 1), stream: stream)
+                }
+                try timed("norm+gate+up") {
+                    try kernels.decodeMatmul(.normBF16, weight: layer.gateUp, out: 2 * f, k: h, rows: n, residual: w.residual,
+                                             norm: layer.postAttentionNorm, sumsIn: slot(2 * i + 1), eps: eps, output: w.gateUp, stream: stream)
+                }
+                try timed("silu+down") {
+                    try kernels.decodeMatmul(.siluResidual, weight: layer.down, out: h, k: f, rows: n, gateUp: w.gateUp,
+                                             output: w.residual, sumsOut: slot(2 * i + 2), stream: stream)
+                }
+            }
+        } else {
         try timed("embed") { try kernels.embed(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, stream: stream) }
         for (i, layer) in weights.layers.enumerated() {
             try timed("rmsnorm") {
@@ -289,6 +326,7 @@ public final class GPUModel: @unchecked Sendable {
                 try matmul(out: h, tokens: n, k: f, weight: layer.down, input: w.activated, output: w.residual, accumulate: true)
                 if let bias = layer.downBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
             }
+        }
         }
         try timed("final norm") {
             try kernels.rmsNorm(x: w.residual, weight: weights.finalNorm, out: w.normed, rows: logitRows, rowIndex: logitRowIndex,
@@ -335,7 +373,8 @@ struct ModelKernels: @unchecked Sendable {
     static var program: KernelSource { KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text) }
 
     let module: KernelModule
-    let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel: KernelFunction
+    let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel, embedSumsKernel: KernelFunction
+    let decodeKernels: [DecodeMatmul: KernelFunction]
 
     init(compiler: KernelCompiler) throws {
         let p = Self.program
@@ -348,6 +387,45 @@ struct ModelKernels: @unchecked Sendable {
         argmaxKernel = try module.function(named: "vt_argmax")
         fillKernel = try module.function(named: "vt_fill_normal_bf16")
         gemvKernel = try module.function(named: "vt_gemv")
+        embedSumsKernel = try module.function(named: "vt_embed_sums")
+        decodeKernels = [
+            .normRoPE: try module.function(named: "vt_dgemv_norm_rope"),
+            .inputResidual: try module.function(named: "vt_dgemv_x_residual"),
+            .normBF16: try module.function(named: "vt_dgemv_norm_bf16"),
+            .siluResidual: try module.function(named: "vt_dgemv_silu_residual"),
+        ]
+    }
+
+    /// The fused decode matmuls (see ModelKernelSource): input transform and output epilogue.
+    enum DecodeMatmul: Hashable {
+        /// RMSNorm'd residual in; Q to `output`, K/V into the cache, with bias and RoPE.
+        case normRoPE
+        /// bf16 input; fp32 residual += product, sums of squares out.
+        case inputResidual
+        /// RMSNorm'd residual in; bf16 out.
+        case normBF16
+        /// silu(gate) * up in; fp32 residual += product, sums of squares out.
+        case siluResidual
+    }
+
+    func decodeMatmul(_ kind: DecodeMatmul, weight: UInt64, out: Int, k: Int, rows: Int, input: UInt64 = 0, residual: UInt64 = 0,
+                      norm: UInt64 = 0, sumsIn: UInt64 = 0, eps: Float = 0, gateUp: UInt64 = 0, output: UInt64, sumsOut: UInt64 = 0,
+                      bias: UInt64? = nil, positions: UInt64 = 0, inverseFrequencies: UInt64 = 0, rowAddresses: UInt64 = 0,
+                      hq: Int = 0, hkv: Int = 0, d: Int = 0, stream: CUDAStream) throws {
+        precondition(rows >= 1 && rows <= 4 && k % 8 == 0, "decode matmuls take 1-4 rows and k a multiple of 8")
+        let warps = (out + 1) / 2
+        try decodeKernels[kind]!.launch(
+            grid: ((warps + 3) / 4, 1, 1), block: (128, 1, 1), stream: stream,
+            arguments: [.pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)),
+                        .pointer(input), .pointer(residual), .pointer(norm), .pointer(sumsIn), .float32(eps), .pointer(gateUp),
+                        .pointer(output), .pointer(sumsOut), .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies),
+                        .pointer(rowAddresses), .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d))])
+    }
+
+    func embedSums(table: UInt64, tokens: UInt64, x: UInt64, rows: Int, hidden: Int, sums: UInt64, slots: Int, stream: CUDAStream) throws {
+        try embedSumsKernel.launch(grid: (rows, 1, 1), block: (256, 1, 1), stream: stream,
+                                   arguments: [.pointer(table), .pointer(tokens), .pointer(x), .int32(Int32(hidden)), .pointer(sums),
+                                               .int32(Int32(slots)), .int32(Int32(rows))])
     }
 
     /// y[tokens][out] = x[tokens][k] · W[out][k]ᵀ for tokens <= 4; mode 0: bf16 y, 1: fp32 y, 2: fp32 y +=.

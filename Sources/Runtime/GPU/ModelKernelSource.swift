@@ -232,6 +232,193 @@ extern "C" __global__ void __launch_bounds__(128) vt_gemv(const bf16* __restrict
     }
 }
 
+// ---- Fused decode matmuls (n <= 4 token rows) ----------------------------------------------
+// One template, four uses per layer, so a decode layer is 4 matmul kernels + attention:
+//   input  IN 0: x bf16 [n][k]
+//          IN 1: RMSNorm on the fly: x = res[t][c] * rsqrt(sums_in[t] / k + eps) * normw[c]
+//                (sums_in: the row's sum of squares, accumulated by the kernel that last wrote res)
+//          IN 2: SwiGLU on the fly: x = silu(g) * u from gate_up bf16 [n][2k]
+//   output OUT 0: bf16 y[t][row]
+//          OUT 2: fp32 y[t][row] += acc (the residual), and sums_out[t] += the new values squared
+//          OUT 3: Q/K/V with bias and RoPE: q -> y [n][hq][d]; k, v -> the KV cache rows kv_rows[2t], [2t+1]
+// A warp owns 2 rows: consecutive ones, or for OUT 3 the rotate-half pair (i, i + d/2) of one head.
+template <int IN>
+__device__ __forceinline__ void dg_load(float xs[8], int t, int v, int k, const bf16* __restrict__ x, const float* __restrict__ res,
+                                        const float* __restrict__ normw, float scale, const bf16* __restrict__ gate_up) {
+    if (IN == 0) {
+        const uint4 q = __ldg((const uint4*)(x + (size_t)t * k) + v);
+        const u32 w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) { xs[2 * e] = __int_as_float(w[e] << 16); xs[2 * e + 1] = __int_as_float(w[e] & 0xffff0000u); }
+    } else if (IN == 1) {
+        const float4* r = (const float4*)(res + (size_t)t * k) + 2 * v;
+        const float4* g = (const float4*)normw + 2 * v;
+        const float4 r0 = __ldg(r), r1 = __ldg(r + 1), g0 = __ldg(g), g1 = __ldg(g + 1);
+        xs[0] = r0.x * scale * g0.x; xs[1] = r0.y * scale * g0.y; xs[2] = r0.z * scale * g0.z; xs[3] = r0.w * scale * g0.w;
+        xs[4] = r1.x * scale * g1.x; xs[5] = r1.y * scale * g1.y; xs[6] = r1.z * scale * g1.z; xs[7] = r1.w * scale * g1.w;
+    } else {
+        const uint4 gq = __ldg((const uint4*)(gate_up + (size_t)t * 2 * k) + v);
+        const uint4 uq = __ldg((const uint4*)(gate_up + (size_t)t * 2 * k + k) + v);
+        const u32 gw[4] = {gq.x, gq.y, gq.z, gq.w}, uw[4] = {uq.x, uq.y, uq.z, uq.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float g0 = __int_as_float(gw[e] << 16), g1 = __int_as_float(gw[e] & 0xffff0000u);
+            xs[2 * e] = g0 / (1.f + __expf(-g0)) * __int_as_float(uw[e] << 16);
+            xs[2 * e + 1] = g1 / (1.f + __expf(-g1)) * __int_as_float(uw[e] & 0xffff0000u);
+        }
+    }
+}
+
+__device__ __forceinline__ void dg_fma(float& acc, const float xs[8], uint4 w) {
+    const u32 ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        acc += xs[2 * e] * __int_as_float(ws[e] << 16);
+        acc += xs[2 * e + 1] * __int_as_float(ws[e] & 0xffff0000u);
+    }
+}
+
+template <int N, int IN, int OUT>
+__device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k,
+                                      const bf16* __restrict__ x, const float* __restrict__ res, const float* __restrict__ normw,
+                                      const float* __restrict__ sums_in, float eps, const bf16* __restrict__ gate_up,
+                                      void* __restrict__ y, float* __restrict__ sums_out,
+                                      const float* __restrict__ bias, const int* __restrict__ positions,
+                                      const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d) {
+    const int warp_in_block = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int warp = blockIdx.x * 4 + warp_in_block;
+    int r0, r1;
+    if (OUT == 3) {
+        const int half = d >> 1, head = warp / half, i = warp - head * half;
+        r0 = head * d + i; r1 = r0 + half;
+    } else {
+        r0 = 2 * warp; r1 = r0 + 1;
+    }
+    const bool active = r0 < out;
+    const bool second = active && r1 < out;
+    float scale[N];
+#pragma unroll
+    for (int t = 0; t < N; ++t) scale[t] = IN == 1 ? rsqrtf(sums_in[t] / k + eps) : 1.f;
+    float acc[N][2];
+#pragma unroll
+    for (int t = 0; t < N; ++t) { acc[t][0] = 0.f; acc[t][1] = 0.f; }
+    if (active) {
+        const uint4* w0 = (const uint4*)(W + (size_t)r0 * k);
+        const uint4* w1 = (const uint4*)(W + (size_t)(second ? r1 : r0) * k);
+        const int vecs = k >> 3;
+        int v = lane;
+        for (; v + 32 * (GEMV_UNROLL - 1) < vecs; v += 32 * GEMV_UNROLL) {
+            uint4 a[GEMV_UNROLL], b[GEMV_UNROLL];
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; ++u) { a[u] = __ldg(w0 + v + 32 * u); b[u] = __ldg(w1 + v + 32 * u); }
+#pragma unroll
+            for (int u = 0; u < GEMV_UNROLL; ++u)
+#pragma unroll
+                for (int t = 0; t < N; ++t) {
+                    float xs[8];
+                    dg_load<IN>(xs, t, v + 32 * u, k, x, res, normw, scale[t], gate_up);
+                    dg_fma(acc[t][0], xs, a[u]);
+                    dg_fma(acc[t][1], xs, b[u]);
+                }
+        }
+        for (; v < vecs; v += 32) {
+            const uint4 a = __ldg(w0 + v), b = __ldg(w1 + v);
+#pragma unroll
+            for (int t = 0; t < N; ++t) {
+                float xs[8];
+                dg_load<IN>(xs, t, v, k, x, res, normw, scale[t], gate_up);
+                dg_fma(acc[t][0], xs, a);
+                dg_fma(acc[t][1], xs, b);
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < N; ++t) { acc[t][0] = warp_sum(acc[t][0]); acc[t][1] = warp_sum(acc[t][1]); }
+
+    if (OUT == 2) {
+        __shared__ float block_sums[4][4];
+        if (lane == 0) {
+#pragma unroll
+            for (int t = 0; t < N; ++t) {
+                float sq = 0.f;
+                if (active) { float* p = (float*)y + (size_t)t * out + r0; const float nv = *p + acc[t][0]; *p = nv; sq += nv * nv; }
+                if (second) { float* p = (float*)y + (size_t)t * out + r1; const float nv = *p + acc[t][1]; *p = nv; sq += nv * nv; }
+                block_sums[warp_in_block][t] = sq;
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x < N) {
+            const float s = block_sums[0][threadIdx.x] + block_sums[1][threadIdx.x] + block_sums[2][threadIdx.x] + block_sums[3][threadIdx.x];
+            atomicAdd(sums_out + threadIdx.x, s);
+        }
+        return;
+    }
+    if (lane != 0 || !active) return;
+#pragma unroll
+    for (int t = 0; t < N; ++t) {
+        if (OUT == 0) {
+            ((bf16*)y)[(size_t)t * out + r0] = f2bf(acc[t][0]);
+            if (second) ((bf16*)y)[(size_t)t * out + r1] = f2bf(acc[t][1]);
+        } else {  // OUT == 3
+            const int half = d >> 1, head = r0 / d, i = r0 - head * d;
+            float a = acc[t][0], b = acc[t][1];
+            if (bias) { a += bias[r0]; b += bias[r1]; }
+            if (head < hq + hkv) {
+                float sn, cs;
+                sincosf((float)positions[t] * inv_freq[i], &sn, &cs);
+                const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+                a = ra; b = rb;
+            }
+            bf16* dst;
+            if (head < hq) dst = (bf16*)y + ((size_t)t * hq + head) * d;
+            else if (head < hq + hkv) dst = (bf16*)kv_rows[2 * t] + (size_t)(head - hq) * d;
+            else dst = (bf16*)kv_rows[2 * t + 1] + (size_t)(head - hq - hkv) * d;
+            dst[i] = f2bf(a); dst[i + half] = f2bf(b);
+        }
+    }
+}
+
+#define DGEMV_PARAMS const bf16* __restrict__ W, int out, int k, int n, \
+    const bf16* __restrict__ x, const float* __restrict__ res, const float* __restrict__ normw, \
+    const float* __restrict__ sums_in, float eps, const bf16* __restrict__ gate_up, \
+    void* __restrict__ y, float* __restrict__ sums_out, const float* __restrict__ bias, const int* __restrict__ positions, \
+    const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d
+#define DGEMV_ARGS W, out, k, x, res, normw, sums_in, eps, gate_up, y, sums_out, bias, positions, inv_freq, kv_rows, hq, hkv, d
+#define DGEMV_KERNEL(NAME, IN, OUT) \
+extern "C" __global__ void __launch_bounds__(128) NAME(DGEMV_PARAMS) { \
+    switch (n) { \
+    case 1: dgemv<1, IN, OUT>(DGEMV_ARGS); break; \
+    case 2: dgemv<2, IN, OUT>(DGEMV_ARGS); break; \
+    case 3: dgemv<3, IN, OUT>(DGEMV_ARGS); break; \
+    default: dgemv<4, IN, OUT>(DGEMV_ARGS); break; \
+    } \
+}
+DGEMV_KERNEL(vt_dgemv_norm_rope, 1, 3)
+DGEMV_KERNEL(vt_dgemv_x_residual, 0, 2)
+DGEMV_KERNEL(vt_dgemv_norm_bf16, 1, 0)
+DGEMV_KERNEL(vt_dgemv_silu_residual, 2, 2)
+
+// Decode's embedding: x[row] = table[tokens[row]] in fp32, sums[0][row] = its sum of squares,
+// and every later norm slot of the row zeroed (the matmuls that write the residual accumulate them).
+extern "C" __global__ void vt_embed_sums(const bf16* __restrict__ table, const int* __restrict__ tokens, float* __restrict__ x,
+                                         int hidden, float* __restrict__ sums, int slots, int n) {
+    const int row = blockIdx.x;
+    const bf16* src = table + (size_t)tokens[row] * hidden;
+    float* dst = x + (size_t)row * hidden;
+    float s = 0.f;
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) { const float v = bf2f(src[i]); dst[i] = v; s += v * v; }
+    __shared__ float partial[32];
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float t = 0.f;
+        for (int w = 0; w < (int)(blockDim.x >> 5); ++w) t += partial[w];
+        sums[row] = t;
+    }
+    for (int slot = 1 + threadIdx.x; slot < slots; slot += blockDim.x) sums[(size_t)slot * n + row] = 0.f;
+}
+
 __device__ __forceinline__ u32 hash32(u32 x) {
     x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
     return x;
