@@ -263,35 +263,43 @@ public final class GPUModel: @unchecked Sendable {
         let w = workspace, eps = Float(c.rmsNormEps)
         // Decode of up to 4 rows: 4 fused matmul kernels + attention per layer (norms, RoPE, the KV write
         // and SwiGLU folded into the matmuls; see ModelKernelSource).
-        let fused = matmulPolicy == .auto && n <= 4 && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
+        let fused = matmulPolicy == .auto && n <= 4 && logitRows == n && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
             && weights.layers.allSatisfy { $0.outputBias == nil && $0.gateUpBias == nil && $0.downBias == nil }
         if fused {
             let slots = 2 * layers + 1
             func slot(_ s: Int) -> UInt64 { w.sums + UInt64(s * n * 4) }
+            let layerWeights = weights.layers
             try timed("embed") {
                 try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, sums: w.sums, slots: slots,
-                                      stream: stream)
+                                      xw: w.normed, norm: layerWeights[0].inputNorm, stream: stream)
             }
-            for (i, layer) in weights.layers.enumerated() {
-                try timed("norm+qkv+rope+kv write") {
-                    try kernels.decodeMatmul(.normRoPE, weight: layer.qkv, out: qkvWidth, k: h, rows: n, residual: w.residual,
-                                             norm: layer.inputNorm, sumsIn: slot(2 * i), eps: eps, output: w.q, bias: layer.qkvBias,
-                                             positions: positions, inverseFrequencies: weights.inverseFrequencies,
-                                             rowAddresses: rowAddresses + UInt64(i * n * 16), hq: hq, hkv: hkv, d: d, stream: stream)
+            for (i, layer) in layerWeights.enumerated() {
+                let nextNorm = i + 1 < layers ? layerWeights[i + 1].inputNorm : weights.finalNorm
+                try timed("qkv+rope+kv write") {
+                    try kernels.decodeMatmul(.qkvRoPE, weight: layer.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(2 * i),
+                                             eps: eps, output: w.q, bias: layer.qkvBias, positions: positions,
+                                             inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses + UInt64(i * n * 16),
+                                             hq: hq, hkv: hkv, d: d, stream: stream)
                 }
                 try timed("attention") { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
                 try timed("o proj") {
-                    try kernels.decodeMatmul(.inputResidual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
-                                             output: w.residual, sumsOut: slot(2 * i + 1), stream: stream)
+                    try kernels.decodeMatmul(.residual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
+                                             output: w.residual, sumsOut: slot(2 * i + 1), xw: w.normed, norm: layer.postAttentionNorm,
+                                             stream: stream)
                 }
-                try timed("norm+gate+up") {
-                    try kernels.decodeMatmul(.normBF16, weight: layer.gateUp, out: 2 * f, k: h, rows: n, residual: w.residual,
-                                             norm: layer.postAttentionNorm, sumsIn: slot(2 * i + 1), eps: eps, output: w.gateUp, stream: stream)
+                try timed("gate+up+silu") {
+                    try kernels.decodeMatmul(.swiGLU, weight: layer.gateUp, out: 2 * f, k: h, rows: n, input: w.normed,
+                                             sumsIn: slot(2 * i + 1), eps: eps, output: w.activated, stream: stream)
                 }
-                try timed("silu+down") {
-                    try kernels.decodeMatmul(.siluResidual, weight: layer.down, out: h, k: f, rows: n, gateUp: w.gateUp,
-                                             output: w.residual, sumsOut: slot(2 * i + 2), stream: stream)
+                try timed("down") {
+                    try kernels.decodeMatmul(.residual, weight: layer.down, out: h, k: f, rows: n, input: w.activated,
+                                             output: w.residual, sumsOut: slot(2 * i + 2), xw: w.normed, norm: nextNorm, stream: stream)
                 }
+            }
+            // Logits of every row (decode asks one per sequence), the final norm folded in.
+            try timed("lm head") {
+                try kernels.decodeMatmul(.logits, weight: weights.lmHead, out: c.vocabSize, k: h, rows: n, input: w.normed,
+                                         sumsIn: slot(2 * layers), eps: eps, output: w.logits, stream: stream)
             }
         } else {
         try timed("embed") { try kernels.embed(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, stream: stream) }
@@ -327,13 +335,13 @@ public final class GPUModel: @unchecked Sendable {
                 if let bias = layer.downBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
             }
         }
-        }
         try timed("final norm") {
             try kernels.rmsNorm(x: w.residual, weight: weights.finalNorm, out: w.normed, rows: logitRows, rowIndex: logitRowIndex,
                                 hidden: h, eps: eps, stream: stream)
         }
         try timed("lm head") {
             try matmul(out: c.vocabSize, tokens: logitRows, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true)
+        }
         }
         let clock2 = DispatchTime.now().uptimeNanoseconds
         try stream.synchronize()
@@ -389,43 +397,45 @@ struct ModelKernels: @unchecked Sendable {
         gemvKernel = try module.function(named: "vt_gemv")
         embedSumsKernel = try module.function(named: "vt_embed_sums")
         decodeKernels = [
-            .normRoPE: try module.function(named: "vt_dgemv_norm_rope"),
-            .inputResidual: try module.function(named: "vt_dgemv_x_residual"),
-            .normBF16: try module.function(named: "vt_dgemv_norm_bf16"),
-            .siluResidual: try module.function(named: "vt_dgemv_silu_residual"),
+            .logits: try module.function(named: "vt_dgemv_logits"),
+            .residual: try module.function(named: "vt_dgemv_residual"),
+            .qkvRoPE: try module.function(named: "vt_dgemv_qkv_rope"),
+            .swiGLU: try module.function(named: "vt_dgemv_swiglu"),
         ]
     }
 
-    /// The fused decode matmuls (see ModelKernelSource): input transform and output epilogue.
+    /// The fused decode matmuls (see ModelKernelSource). Inputs are bf16 rows; with `sumsIn`,
+    /// each token's products are scaled by its RMSNorm factor.
     enum DecodeMatmul: Hashable {
-        /// RMSNorm'd residual in; Q to `output`, K/V into the cache, with bias and RoPE.
-        case normRoPE
-        /// bf16 input; fp32 residual += product, sums of squares out.
-        case inputResidual
-        /// RMSNorm'd residual in; bf16 out.
-        case normBF16
-        /// silu(gate) * up in; fp32 residual += product, sums of squares out.
-        case siluResidual
+        /// fp32 logits.
+        case logits
+        /// residual += product; sums of squares and xw = bf16(residual * norm) out.
+        case residual
+        /// Q to `output`, K/V into the cache, with bias and RoPE.
+        case qkvRoPE
+        /// Rows [gate | up]; silu(gate) * up out (bf16, out/2 wide).
+        case swiGLU
     }
 
-    func decodeMatmul(_ kind: DecodeMatmul, weight: UInt64, out: Int, k: Int, rows: Int, input: UInt64 = 0, residual: UInt64 = 0,
-                      norm: UInt64 = 0, sumsIn: UInt64 = 0, eps: Float = 0, gateUp: UInt64 = 0, output: UInt64, sumsOut: UInt64 = 0,
-                      bias: UInt64? = nil, positions: UInt64 = 0, inverseFrequencies: UInt64 = 0, rowAddresses: UInt64 = 0,
-                      hq: Int = 0, hkv: Int = 0, d: Int = 0, stream: CUDAStream) throws {
+    func decodeMatmul(_ kind: DecodeMatmul, weight: UInt64, out: Int, k: Int, rows: Int, input: UInt64, sumsIn: UInt64 = 0, eps: Float = 0,
+                      output: UInt64, sumsOut: UInt64 = 0, xw: UInt64 = 0, norm: UInt64 = 0, bias: UInt64? = nil, positions: UInt64 = 0,
+                      inverseFrequencies: UInt64 = 0, rowAddresses: UInt64 = 0, hq: Int = 0, hkv: Int = 0, d: Int = 0,
+                      stream: CUDAStream) throws {
         precondition(rows >= 1 && rows <= 4 && k % 8 == 0, "decode matmuls take 1-4 rows and k a multiple of 8")
         let warps = (out + 1) / 2
         try decodeKernels[kind]!.launch(
             grid: ((warps + 3) / 4, 1, 1), block: (128, 1, 1), stream: stream,
-            arguments: [.pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)),
-                        .pointer(input), .pointer(residual), .pointer(norm), .pointer(sumsIn), .float32(eps), .pointer(gateUp),
-                        .pointer(output), .pointer(sumsOut), .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies),
-                        .pointer(rowAddresses), .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d))])
+            arguments: [.pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
+                        .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),
+                        .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies), .pointer(rowAddresses),
+                        .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d))])
     }
 
-    func embedSums(table: UInt64, tokens: UInt64, x: UInt64, rows: Int, hidden: Int, sums: UInt64, slots: Int, stream: CUDAStream) throws {
+    func embedSums(table: UInt64, tokens: UInt64, x: UInt64, rows: Int, hidden: Int, sums: UInt64, slots: Int, xw: UInt64, norm: UInt64,
+                   stream: CUDAStream) throws {
         try embedSumsKernel.launch(grid: (rows, 1, 1), block: (256, 1, 1), stream: stream,
                                    arguments: [.pointer(table), .pointer(tokens), .pointer(x), .int32(Int32(hidden)), .pointer(sums),
-                                               .int32(Int32(slots)), .int32(Int32(rows))])
+                                               .int32(Int32(slots)), .int32(Int32(rows)), .pointer(xw), .pointer(norm)])
     }
 
     /// y[tokens][out] = x[tokens][k] · W[out][k]ᵀ for tokens <= 4; mode 0: bf16 y, 1: fp32 y, 2: fp32 y +=.

@@ -233,42 +233,15 @@ extern "C" __global__ void __launch_bounds__(128) vt_gemv(const bf16* __restrict
 }
 
 // ---- Fused decode matmuls (n <= 4 token rows) ----------------------------------------------
-// One template, four uses per layer, so a decode layer is 4 matmul kernels + attention:
-//   input  IN 0: x bf16 [n][k]
-//          IN 1: RMSNorm on the fly: x = res[t][c] * rsqrt(sums_in[t] / k + eps) * normw[c]
-//                (sums_in: the row's sum of squares, accumulated by the kernel that last wrote res)
-//          IN 2: SwiGLU on the fly: x = silu(g) * u from gate_up bf16 [n][2k]
-//   output OUT 0: bf16 y[t][row]
-//          OUT 2: fp32 y[t][row] += acc (the residual), and sums_out[t] += the new values squared
-//          OUT 3: Q/K/V with bias and RoPE: q -> y [n][hq][d]; k, v -> the KV cache rows kv_rows[2t], [2t+1]
-// A warp owns 2 rows: consecutive ones, or for OUT 3 the rotate-half pair (i, i + d/2) of one head.
-template <int IN>
-__device__ __forceinline__ void dg_load(float xs[8], int t, int v, int k, const bf16* __restrict__ x, const float* __restrict__ res,
-                                        const float* __restrict__ normw, float scale, const bf16* __restrict__ gate_up) {
-    if (IN == 0) {
-        const uint4 q = __ldg((const uint4*)(x + (size_t)t * k) + v);
-        const u32 w[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) { xs[2 * e] = __int_as_float(w[e] << 16); xs[2 * e + 1] = __int_as_float(w[e] & 0xffff0000u); }
-    } else if (IN == 1) {
-        const float4* r = (const float4*)(res + (size_t)t * k) + 2 * v;
-        const float4* g = (const float4*)normw + 2 * v;
-        const float4 r0 = __ldg(r), r1 = __ldg(r + 1), g0 = __ldg(g), g1 = __ldg(g + 1);
-        xs[0] = r0.x * scale * g0.x; xs[1] = r0.y * scale * g0.y; xs[2] = r0.z * scale * g0.z; xs[3] = r0.w * scale * g0.w;
-        xs[4] = r1.x * scale * g1.x; xs[5] = r1.y * scale * g1.y; xs[6] = r1.z * scale * g1.z; xs[7] = r1.w * scale * g1.w;
-    } else {
-        const uint4 gq = __ldg((const uint4*)(gate_up + (size_t)t * 2 * k) + v);
-        const uint4 uq = __ldg((const uint4*)(gate_up + (size_t)t * 2 * k + k) + v);
-        const u32 gw[4] = {gq.x, gq.y, gq.z, gq.w}, uw[4] = {uq.x, uq.y, uq.z, uq.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float g0 = __int_as_float(gw[e] << 16), g1 = __int_as_float(gw[e] & 0xffff0000u);
-            xs[2 * e] = g0 / (1.f + __expf(-g0)) * __int_as_float(uw[e] << 16);
-            xs[2 * e + 1] = g1 / (1.f + __expf(-g1)) * __int_as_float(uw[e] & 0xffff0000u);
-        }
-    }
-}
-
+// A decode layer is 4 matmul kernels + attention. RMSNorm costs nothing per element: whoever
+// updates the residual also writes xw = bf16(residual * w_next) (w_next: the weight of the norm
+// that reads it next) and adds the new values squared into sums; the next matmul reads xw and
+// scales each token's dot products by rsqrt(sums[t] / k + eps). Epilogues:
+//   OUT 1: fp32 y[t][row] (logits)
+//   OUT 2: residual y[t][row] += acc, then sums_out[t] += new^2 and xw[t][row] = bf16(new * normw[row])
+//   OUT 3: Q/K/V with bias and RoPE: q -> y [n][hq][d]; k, v -> the KV cache rows kv_rows[2t], [2t+1]
+//   OUT 4: SwiGLU: rows (i, i + out/2) are gate and up; y[t][i] = bf16(silu(gate) * up)
+// A warp owns 2 rows: consecutive ones, or the pair its epilogue combines (OUT 3, OUT 4).
 __device__ __forceinline__ void dg_fma(float& acc, const float xs[8], uint4 w) {
     const u32 ws[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
@@ -278,11 +251,17 @@ __device__ __forceinline__ void dg_fma(float& acc, const float xs[8], uint4 w) {
     }
 }
 
-template <int N, int IN, int OUT>
-__device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k,
-                                      const bf16* __restrict__ x, const float* __restrict__ res, const float* __restrict__ normw,
-                                      const float* __restrict__ sums_in, float eps, const bf16* __restrict__ gate_up,
-                                      void* __restrict__ y, float* __restrict__ sums_out,
+__device__ __forceinline__ void dg_load(float xs[8], const bf16* __restrict__ x, int v) {
+    const uint4 q = __ldg((const uint4*)x + v);
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) { xs[2 * e] = __int_as_float(w[e] << 16); xs[2 * e + 1] = __int_as_float(w[e] & 0xffff0000u); }
+}
+
+template <int N, int OUT>
+__device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k, const bf16* __restrict__ x,
+                                      const float* __restrict__ sums_in, float eps, void* __restrict__ y,
+                                      float* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
                                       const float* __restrict__ bias, const int* __restrict__ positions,
                                       const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d) {
     const int warp_in_block = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -291,14 +270,14 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     if (OUT == 3) {
         const int half = d >> 1, head = warp / half, i = warp - head * half;
         r0 = head * d + i; r1 = r0 + half;
+    } else if (OUT == 4) {
+        r0 = warp; r1 = warp + (out >> 1);
+        if (r0 >= (out >> 1)) r0 = out;  // inactive
     } else {
         r0 = 2 * warp; r1 = r0 + 1;
     }
     const bool active = r0 < out;
     const bool second = active && r1 < out;
-    float scale[N];
-#pragma unroll
-    for (int t = 0; t < N; ++t) scale[t] = IN == 1 ? rsqrtf(sums_in[t] / k + eps) : 1.f;
     float acc[N][2];
 #pragma unroll
     for (int t = 0; t < N; ++t) { acc[t][0] = 0.f; acc[t][1] = 0.f; }
@@ -316,7 +295,7 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
 #pragma unroll
                 for (int t = 0; t < N; ++t) {
                     float xs[8];
-                    dg_load<IN>(xs, t, v + 32 * u, k, x, res, normw, scale[t], gate_up);
+                    dg_load(xs, x + (size_t)t * k, v + 32 * u);
                     dg_fma(acc[t][0], xs, a[u]);
                     dg_fma(acc[t][1], xs, b[u]);
                 }
@@ -326,14 +305,18 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
 #pragma unroll
             for (int t = 0; t < N; ++t) {
                 float xs[8];
-                dg_load<IN>(xs, t, v, k, x, res, normw, scale[t], gate_up);
+                dg_load(xs, x + (size_t)t * k, v);
                 dg_fma(acc[t][0], xs, a);
                 dg_fma(acc[t][1], xs, b);
             }
         }
     }
 #pragma unroll
-    for (int t = 0; t < N; ++t) { acc[t][0] = warp_sum(acc[t][0]); acc[t][1] = warp_sum(acc[t][1]); }
+    for (int t = 0; t < N; ++t) {
+        const float scale = sums_in ? rsqrtf(sums_in[t] / k + eps) : 1.f;
+        acc[t][0] = warp_sum(acc[t][0]) * scale;
+        acc[t][1] = warp_sum(acc[t][1]) * scale;
+    }
 
     if (OUT == 2) {
         __shared__ float block_sums[4][4];
@@ -341,8 +324,14 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
 #pragma unroll
             for (int t = 0; t < N; ++t) {
                 float sq = 0.f;
-                if (active) { float* p = (float*)y + (size_t)t * out + r0; const float nv = *p + acc[t][0]; *p = nv; sq += nv * nv; }
-                if (second) { float* p = (float*)y + (size_t)t * out + r1; const float nv = *p + acc[t][1]; *p = nv; sq += nv * nv; }
+                if (active) {
+                    float* p = (float*)y + (size_t)t * out + r0; const float nv = *p + acc[t][0]; *p = nv; sq += nv * nv;
+                    xw[(size_t)t * out + r0] = f2bf(nv * normw[r0]);
+                }
+                if (second) {
+                    float* p = (float*)y + (size_t)t * out + r1; const float nv = *p + acc[t][1]; *p = nv; sq += nv * nv;
+                    xw[(size_t)t * out + r1] = f2bf(nv * normw[r1]);
+                }
                 block_sums[warp_in_block][t] = sq;
             }
         }
@@ -356,9 +345,12 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     if (lane != 0 || !active) return;
 #pragma unroll
     for (int t = 0; t < N; ++t) {
-        if (OUT == 0) {
-            ((bf16*)y)[(size_t)t * out + r0] = f2bf(acc[t][0]);
-            if (second) ((bf16*)y)[(size_t)t * out + r1] = f2bf(acc[t][1]);
+        if (OUT == 1) {
+            ((float*)y)[(size_t)t * out + r0] = acc[t][0];
+            if (second) ((float*)y)[(size_t)t * out + r1] = acc[t][1];
+        } else if (OUT == 4) {
+            const float g = acc[t][0];
+            ((bf16*)y)[(size_t)t * (out >> 1) + r0] = f2bf(g / (1.f + __expf(-g)) * acc[t][1]);
         } else {  // OUT == 3
             const int half = d >> 1, head = r0 / d, i = r0 - head * d;
             float a = acc[t][0], b = acc[t][1];
@@ -378,35 +370,40 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     }
 }
 
-#define DGEMV_PARAMS const bf16* __restrict__ W, int out, int k, int n, \
-    const bf16* __restrict__ x, const float* __restrict__ res, const float* __restrict__ normw, \
-    const float* __restrict__ sums_in, float eps, const bf16* __restrict__ gate_up, \
-    void* __restrict__ y, float* __restrict__ sums_out, const float* __restrict__ bias, const int* __restrict__ positions, \
+#define DGEMV_PARAMS const bf16* __restrict__ W, int out, int k, int n, const bf16* __restrict__ x, \
+    const float* __restrict__ sums_in, float eps, void* __restrict__ y, float* __restrict__ sums_out, bf16* __restrict__ xw, \
+    const float* __restrict__ normw, const float* __restrict__ bias, const int* __restrict__ positions, \
     const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d
-#define DGEMV_ARGS W, out, k, x, res, normw, sums_in, eps, gate_up, y, sums_out, bias, positions, inv_freq, kv_rows, hq, hkv, d
-#define DGEMV_KERNEL(NAME, IN, OUT) \
+#define DGEMV_ARGS W, out, k, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d
+#define DGEMV_KERNEL(NAME, OUT) \
 extern "C" __global__ void __launch_bounds__(128) NAME(DGEMV_PARAMS) { \
     switch (n) { \
-    case 1: dgemv<1, IN, OUT>(DGEMV_ARGS); break; \
-    case 2: dgemv<2, IN, OUT>(DGEMV_ARGS); break; \
-    case 3: dgemv<3, IN, OUT>(DGEMV_ARGS); break; \
-    default: dgemv<4, IN, OUT>(DGEMV_ARGS); break; \
+    case 1: dgemv<1, OUT>(DGEMV_ARGS); break; \
+    case 2: dgemv<2, OUT>(DGEMV_ARGS); break; \
+    case 3: dgemv<3, OUT>(DGEMV_ARGS); break; \
+    default: dgemv<4, OUT>(DGEMV_ARGS); break; \
     } \
 }
-DGEMV_KERNEL(vt_dgemv_norm_rope, 1, 3)
-DGEMV_KERNEL(vt_dgemv_x_residual, 0, 2)
-DGEMV_KERNEL(vt_dgemv_norm_bf16, 1, 0)
-DGEMV_KERNEL(vt_dgemv_silu_residual, 2, 2)
+DGEMV_KERNEL(vt_dgemv_logits, 1)
+DGEMV_KERNEL(vt_dgemv_residual, 2)
+DGEMV_KERNEL(vt_dgemv_qkv_rope, 3)
+DGEMV_KERNEL(vt_dgemv_swiglu, 4)
 
 // Decode's embedding: x[row] = table[tokens[row]] in fp32, sums[0][row] = its sum of squares,
-// and every later norm slot of the row zeroed (the matmuls that write the residual accumulate them).
+// xw[row] = bf16(x * normw) (layer 0's input norm weight), and every later norm slot of the row
+// zeroed (the matmuls that update the residual accumulate them).
 extern "C" __global__ void vt_embed_sums(const bf16* __restrict__ table, const int* __restrict__ tokens, float* __restrict__ x,
-                                         int hidden, float* __restrict__ sums, int slots, int n) {
+                                         int hidden, float* __restrict__ sums, int slots, int n, bf16* __restrict__ xw,
+                                         const float* __restrict__ normw) {
     const int row = blockIdx.x;
     const bf16* src = table + (size_t)tokens[row] * hidden;
     float* dst = x + (size_t)row * hidden;
     float s = 0.f;
-    for (int i = threadIdx.x; i < hidden; i += blockDim.x) { const float v = bf2f(src[i]); dst[i] = v; s += v * v; }
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) {
+        const float v = bf2f(src[i]);
+        dst[i] = v; s += v * v;
+        xw[(size_t)row * hidden + i] = f2bf(v * normw[i]);
+    }
     __shared__ float partial[32];
     s = warp_sum(s);
     if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
