@@ -60,6 +60,10 @@ struct BenchModelCommand: ParsableCommand {
     var matmul: String = "auto"
     @Flag(help: "GPU: after the timed decode steps, time every operation of a few steps with CUDA events.")
     var profile = false
+    @Option(help: "GPU decode matmuls: 16-byte loads in flight per lane per row (4 or 8).")
+    var gemvUnroll = 8
+    @Option(help: "GPU decode attention: smallest keys per CTA (default: the kernel's).")
+    var attentionMinTokens: Int?
 
     func run() throws {
         let (kind, unavailable) = backendOptions.resolve()
@@ -135,7 +139,8 @@ extension BenchModelCommand {
         let tokensPerStep = batch * promptTokens
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
-                                 maxTokensPerSequence: promptTokens + decodeTokens + 8)
+                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll)
+        model.decodeMinTokensPerCTA = attentionMinTokens
         guard let policy = GPUModel.MatmulPolicy(rawValue: matmul) else { throw ValidationError("--matmul must be auto or cublas") }
         model.matmulPolicy = policy
         print("model: \(label) on \(model.name): \(fixed(Double(model.weights.bytes) / 1e9, 2)) GB of weights (bf16), workspace \(mib(model.workspaceBytes))")
@@ -221,7 +226,7 @@ extension BenchModelCommand {
         table.add(["\(batch)", "\(promptTokens)", fixed(prefill * 1000, 2), fixed(result.prefillTFLOPs!, 1), fixed(result.prefillFractionOfRoofline!, 3),
                    fixed(step * 1000, 3), fixed(result.decodeTokensPerSecond, 1), fixed(decodeBytes / step / 1e12, 3), fixed(result.decodeFractionOfRoofline!, 3)])
         print(table.render())
-        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue)")
+        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
         for (title, table) in [("prefill step", prefillProfile), ("decode step", profileMs)] {
             guard let table else { continue }
             var t = Table(title: "\(title), GPU time per operation (CUDA events, batch \(batch))", header: ["operation", "ms", "share"])

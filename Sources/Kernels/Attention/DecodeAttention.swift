@@ -140,10 +140,11 @@ public final class DecodeAttention: @unchecked Sendable {
     /// `workspace` (grown when too small; no allocation otherwise). The batches are valid until
     /// the next call: the caller orders the next call after this step's kernels (a step sync).
     public func prepare(layers: [[AttentionRequest]], stream: CUDAStream, workspace: inout DeviceBuffer?,
-                        maxCTAs: Int? = nil) throws -> [DecodeBatch] {
+                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) throws -> [DecodeBatch] {
         precondition(!paged, "this kernel reads through block tables")
         guard let first = layers.first else { return [] }
-        let plan = schedule(first.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs)
+        let plan = schedule(first.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
+                            minTokensPerCTA: minTokensPerCTA)
         try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
         var all: [UInt8] = []
         var offsets: [Int] = []

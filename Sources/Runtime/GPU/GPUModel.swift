@@ -35,6 +35,8 @@ public final class GPUModel: @unchecked Sendable {
     /// Which matmul runs skinny products (decode): our GEMV kernel for up to 4 token rows, or cuBLASLt always.
     public enum MatmulPolicy: String, Sendable, CaseIterable { case auto, cublas }
     public var matmulPolicy: MatmulPolicy = .auto
+    /// Decode attention's smallest split (keys per CTA); nil: the kernel's default.
+    public var decodeMinTokensPerCTA: Int?
 
     /// Per-step timings: host phases always; GPU time per operation when `profile` is on
     /// (CUDA events around every launch, which adds a little host time).
@@ -74,7 +76,8 @@ public final class GPUModel: @unchecked Sendable {
     ///   - kvBudget: the cap on GPU memory the KV cache may hold (default: 90% of what is free
     ///     after weights and workspace).
     public init(config: ModelConfig, weights hostWeights: ModelWeights?, device: Int = 0, kvBudget: MemoryBudget = .fractionOfFree(0.9),
-                maxBatchTokens: Int = 8192, maxLogitRows: Int = 256, maxTokensPerSequence: Int? = nil, dummySeed: UInt32 = 1) throws {
+                maxBatchTokens: Int = 8192, maxLogitRows: Int = 256, maxTokensPerSequence: Int? = nil, dummySeed: UInt32 = 1,
+                gemvUnroll: Int = 8) throws {
         let c = config
         self.config = c
         self.maxBatchTokens = maxBatchTokens
@@ -82,7 +85,7 @@ public final class GPUModel: @unchecked Sendable {
         context = try CUDAContext(device: device)
         stream = try CUDAStream(context: context)
         compiler = KernelCompiler(context: context)
-        kernels = try ModelKernels(compiler: compiler)
+        kernels = try ModelKernels(compiler: compiler, gemvUnroll: gemvUnroll)
         attention = AttentionParameters(queryHeads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
                                         dtype: .bf16, window: c.effectiveSlidingWindow)
         guard DecodeAttention.supports(attention), PrefillAttention.supports(attention) else {
@@ -243,7 +246,8 @@ public final class GPUModel: @unchecked Sendable {
         var decodeBatches: [DecodeBatch] = []
         var prefillPlans: [(plan: PrefillPlan, offset: Int)] = []
         if isDecode {
-            decodeBatches = try decode.prepare(layers: requestsPerLayer, stream: stream, workspace: &decodeWorkspace)
+            decodeBatches = try decode.prepare(layers: requestsPerLayer, stream: stream, workspace: &decodeWorkspace,
+                                               minTokensPerCTA: decodeMinTokensPerCTA)
         } else {
             var descriptors: [UInt8] = []
             for requests in requestsPerLayer {
@@ -378,14 +382,16 @@ public final class GPUModel: @unchecked Sendable {
 
 /// The model's element-wise kernels (`ModelKernelSource`), with typed launchers.
 struct ModelKernels: @unchecked Sendable {
-    static var program: KernelSource { KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text) }
+    static func program(gemvUnroll: Int = 8) -> KernelSource {
+        KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text, options: ["-DGEMV_UNROLL=\(gemvUnroll)"])
+    }
 
     let module: KernelModule
     let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel, embedSumsKernel: KernelFunction
     let decodeKernels: [DecodeMatmul: KernelFunction]
 
-    init(compiler: KernelCompiler) throws {
-        let p = Self.program
+    init(compiler: KernelCompiler, gemvUnroll: Int = 8) throws {
+        let p = Self.program(gemvUnroll: gemvUnroll)
         module = try compiler.module(source: p.source, name: p.name, options: p.options)
         embedKernel = try module.function(named: "vt_embed")
         rmsNormKernel = try module.function(named: "vt_rmsnorm")

@@ -143,7 +143,9 @@ extern "C" __global__ void vt_argmax(const float* __restrict__ logits, int vocab
 // loads, 4 k-steps unrolled (8 loads of 16 B in flight per lane); x comes through L1.
 // mode 0: y bf16; mode 1: y fp32; mode 2: y fp32 += (the residual stream). k % 8 == 0.
 #define GEMV_ROWS 2
-#define GEMV_UNROLL 4
+#ifndef GEMV_UNROLL
+#define GEMV_UNROLL 8
+#endif
 template <int N>
 __device__ __forceinline__ void gemv_rows(const bf16* __restrict__ W, const bf16* __restrict__ x, void* __restrict__ y,
                                           int out, int k, int mode, int row0, int lane) {
@@ -435,5 +437,5 @@ extern "C" __global__ void vt_fill_normal_bf16(bf16* __restrict__ out, u64 count
 
 /// Every program the runtime compiles (for `vtensor kernels compile`).
 public enum RuntimeKernels {
-    public static var catalog: [KernelSource] { [ModelKernels.program] }
+    public static var catalog: [KernelSource] { [ModelKernels.program()] }
 }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: batch-1 decode of a dummy Llama-3-8B under A/B variants
+# (GEMV unroll, decode attention's smallest split), plus the dev model check for correctness.
+# Usage: scripts/gpu-decode-variants.sh OUTDIR
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-/tmp/vtensor-gpu}}
+bin=${VTENSOR_BIN:-gpu-bin/vtensor}
+mkdir -p "$out"
+export VTENSOR_CACHE_DIR=${VTENSOR_CACHE_DIR:-/tmp/vtensor-cache}
+chmod +x "$bin"
+"$bin" dev model --json-out "$out/dev-model.json" > "$out/dev-model.txt" 2>&1; echo "dev model rc=$?: $(grep -E 'passed|agreement' "$out/dev-model.txt" | tr '\n' ' ')"
+run() {
+  local name=$1; shift
+  "$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --prompt-tokens 128 --decode-tokens 64 --profile \
+    --json-out "$out/decode-$name.json" "$@" > "$out/decode-$name.txt" 2>&1
+  echo "== $name ($*)"; grep -A2 "^batch" "$out/decode-$name.txt" | tail -1; grep -A12 "^decode step, GPU" "$out/decode-$name.txt" | tail -9
+}
+run unroll8 --gemv-unroll 8
+run unroll4 --gemv-unroll 4
+run attn16 --attention-min-tokens 16
+run attn32 --attention-min-tokens 32
+run batch4 --batch 4
