@@ -22,6 +22,10 @@ enum PreTokenizer: Sendable {
     /// SentencePiece's metaspace: spaces become `replacement`, which is prepended per the
     /// scheme; with `split`, each piece starts at a replacement character.
     case metaspace(replacement: [UInt8], prepend: PrependScheme, split: Bool)
+    /// Splits before each run of `marker` that follows another character: an optimization
+    /// for SentencePiece vocabularies where no piece has the marker after another character,
+    /// so no merge can cross such a point (the pieces then hit the word cache).
+    case markerRuns([UInt8])
 
     /// `isFirst`: the segment starts the input (no added token before it), for
     /// `PrependScheme.first`.
@@ -42,6 +46,27 @@ enum PreTokenizer: Sendable {
                 } else if !p.isEmpty {
                     out.append(p)
                 }
+            case .markerRuns(let marker):
+                let m = marker.count
+                var start = 0
+                var i = 1
+                var previousWasMarker = piece.starts(with: marker)
+                if previousWasMarker { i = m }
+                while i < piece.count {
+                    let isMarker = i + m <= piece.count && piece[i..<(i + m)].elementsEqual(marker)
+                    if isMarker {
+                        if !previousWasMarker {
+                            out.append(Array(piece[start..<i]))
+                            start = i
+                        }
+                        previousWasMarker = true
+                        i += m
+                    } else {
+                        previousWasMarker = false
+                        i += 1
+                    }
+                }
+                if start < piece.count { out.append(Array(piece[start...])) }
             case .metaspace(let replacement, let prepend, let split):
                 var p: [UInt8] = []
                 p.reserveCapacity(piece.count + 3)

@@ -79,6 +79,17 @@ struct SentencePieceVocabulary {
         if removeExtraWhitespaces { parts.normalizers.append(.collapseSpaces) }
         if addDummyPrefix { parts.normalizers.append(.prepend(space)) }
         parts.normalizers.append(.replace([0x20], with: space))
+        // Words can be encoded separately (and cached) when no piece continues past a "▁"
+        // that follows another character.
+        let crossesWords = mergeable.contains { id in
+            var previousIsSpace = true
+            for ch in pieces[id].unicodeScalars {
+                if ch == "\u{2581}" && !previousIsSpace { return true }
+                previousIsSpace = ch == "\u{2581}"
+            }
+            return false
+        }
+        if !crossesWords { parts.preTokenizers = [.markerRuns(space)] }
         parts.addedTokens = added
         parts.specialIds = special
         parts.stripLeadingSpaces = addDummyPrefix ? 1 : 0

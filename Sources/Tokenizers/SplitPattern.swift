@@ -113,10 +113,10 @@ enum SplitPattern: Sendable, Equatable {
         case .gpt2:
             if let e = contraction(t, at: i, caseInsensitive: false) { return e }
             let space = t.scalars[i] == 0x20
-            for mask in [C.letter, C.number] {
-                if space && has(i + 1, mask) { return run(from: i + 1, mask) }
-                if has(i, mask) { return run(from: i, mask) }
-            }
+            if space && has(i + 1, C.letter) { return run(from: i + 1, C.letter) }
+            if has(i, C.letter) { return run(from: i, C.letter) }
+            if space && has(i + 1, C.number) { return run(from: i + 1, C.number) }
+            if has(i, C.number) { return run(from: i, C.number) }
             let notOther = C.whitespace | C.letter | C.number
             if space && i + 1 < n && cls[i + 1] & notOther == 0 { return runNot(from: i + 1, notOther) }
             if cls[i] & notOther == 0 { return runNot(from: i, notOther) }
