@@ -1,5 +1,15 @@
 import Foundation
 
+/// The pre-tokenizer regexes that ``Tokenizer/init(tiktoken:pattern:specialTokens:bosToken:eosTokens:)``
+/// accepts (tokenizer.json files may use these and DeepSeek's).
+public enum PreTokenizerRegex {
+    public static let gpt2 = SplitPattern.gpt2Regex
+    public static let llama3 = SplitPattern.llama3Regex
+    public static let qwen2 = SplitPattern.qwen2Regex
+    /// tiktoken's current cl100k_base pattern.
+    public static let cl100k = SplitPattern.cl100kRegex
+}
+
 extension Tokenizer {
     /// A tiktoken BPE file: one `base64(token bytes) rank` per line; the rank is the id and
     /// the merge priority (two adjacent parts merge when their concatenation has a rank, the
@@ -47,13 +57,11 @@ extension Tokenizer {
         }
         let rankOfId = (0...maxRank).map { Int32($0) }
         let model = BPEModel(vocab: table, ranks: .tokens(rankOfId: rankOfId), units: .bytes)
+        for (token, id) in specialTokens where id < decoded.count { decoded[id] = Array(token.utf8) }
         var parts = Parts(model: model, tokenNames: names, decodedBytes: decoded)
         parts.preTokenizers = [.split(try SplitPattern.regex(pattern, source: path), .isolated, invert: false)]
         parts.addedTokens = specialTokens.sorted { $0.value < $1.value }.map { AddedToken(content: $0.key, id: $0.value, special: true) }
-        for (token, id) in specialTokens {
-            if id < decoded.count { decoded[id] = Array(token.utf8) }
-        }
-        parts.decodedBytes = decoded + []
+        parts.decodedBytes = decoded
         if let bosToken {
             guard let id = specialTokens[bosToken] else { throw TokenizerError(path, "BOS \(bosToken.debugDescription) is not a special token") }
             parts.bosTokenId = id

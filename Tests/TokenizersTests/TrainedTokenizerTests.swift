@@ -49,3 +49,27 @@ final class TrainedTokenizerTests: XCTestCase {
         })
     }
 }
+
+final class ConcurrencyTests: XCTestCase {
+    /// One tokenizer shared by several threads (the word cache is shared): every thread gets
+    /// the oracle's ids.
+    func testConcurrentEncodesAgree() throws {
+        let fixture = try loadFixture("trained-llama3.json")
+        let tokenizer = try Tokenizer(tokenizerJSON: fixturesDirectory + "/" + XCTUnwrap(fixture.tokenizer_file))
+        let corpus = String(try loadCorpus().unicodeScalars.prefix(try XCTUnwrap(fixture.corpus_length)))
+        let results = LockedResults()
+        DispatchQueue.concurrentPerform(iterations: 4) { i in
+            let c = fixture.cases[i * 5 % fixture.cases.count]
+            results.append(tokenizer.encode(corpus, addSpecialTokens: false) == fixture.corpus_ids
+                           && tokenizer.encode(c.text, addSpecialTokens: false) == c.ids)
+        }
+        XCTAssertEqual(results.values, [true, true, true, true])
+    }
+}
+
+final class LockedResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [Bool] = []
+    func append(_ v: Bool) { lock.lock(); storage.append(v); lock.unlock() }
+    var values: [Bool] { lock.lock(); defer { lock.unlock() }; return storage }
+}
