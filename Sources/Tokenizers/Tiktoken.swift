@@ -61,7 +61,6 @@ extension Tokenizer {
         var parts = Parts(model: model, tokenNames: names, decodedBytes: decoded)
         parts.preTokenizers = [.split(try SplitPattern.regex(pattern, source: path), .isolated, invert: false)]
         parts.addedTokens = specialTokens.sorted { $0.value < $1.value }.map { AddedToken(content: $0.key, id: $0.value, special: true) }
-        parts.decodedBytes = decoded
         if let bosToken {
             guard let id = specialTokens[bosToken] else { throw TokenizerError(path, "BOS \(bosToken.debugDescription) is not a special token") }
             parts.bosTokenId = id
