@@ -45,6 +45,8 @@ public struct DriverAPI: @unchecked Sendable {
     public let cuModuleGetFunction: PFN_cuModuleGetFunction
     public let cuFuncSetAttribute: PFN_cuFuncSetAttribute
     public let cuLaunchKernel: PFN_cuLaunchKernel
+    /// nil on drivers without it (before CUDA 11.8).
+    public let cuLaunchKernelEx: PFN_cuLaunchKernelEx?
     public let cuMemAddressReserve: PFN_cuMemAddressReserve
     public let cuMemAddressFree: PFN_cuMemAddressFree
     public let cuMemCreate: PFN_cuMemCreate
@@ -120,6 +122,7 @@ public struct DriverAPI: @unchecked Sendable {
         cuModuleGetFunction = try load("cuModuleGetFunction", PFN_cuModuleGetFunction.self)
         cuFuncSetAttribute = try load("cuFuncSetAttribute", PFN_cuFuncSetAttribute.self)
         cuLaunchKernel = try load("cuLaunchKernel", PFN_cuLaunchKernel.self)
+        cuLaunchKernelEx = try? load("cuLaunchKernelEx", PFN_cuLaunchKernelEx.self)
         cuMemAddressReserve = try load("cuMemAddressReserve", PFN_cuMemAddressReserve.self)
         cuMemAddressFree = try load("cuMemAddressFree", PFN_cuMemAddressFree.self)
         cuMemCreate = try load("cuMemCreate", PFN_cuMemCreate.self)

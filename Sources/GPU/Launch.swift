@@ -120,6 +120,34 @@ public struct KernelFunction: @unchecked Sendable {
             "cuFuncSetAttribute")
     }
 
+    /// Whether launches can ask for programmatic dependent launch (cuLaunchKernelEx exists).
+    public var supportsProgrammaticLaunch: Bool { module.context.driver.api.cuLaunchKernelEx != nil }
+
+    /// `cuLaunchKernelEx` with programmatic stream serialization (Hopper's programmatic
+    /// dependent launch): the kernel may start before the previous kernel on `stream` finishes;
+    /// it must execute `griddepcontrol.wait` before reading anything that kernel wrote. Falls
+    /// back to a plain launch where the driver lacks cuLaunchKernelEx.
+    public func launchDependent(
+        grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int = 0, stream: CUDAStream,
+        arguments: [KernelArgument]
+    ) throws {
+        guard let launchEx = module.context.driver.api.cuLaunchKernelEx else {
+            return try launch(grid: grid, block: block, sharedMemoryBytes: sharedMemoryBytes, stream: stream, arguments: arguments)
+        }
+        let dimensions = [grid.0, grid.1, grid.2, block.0, block.1, block.2]
+        precondition(dimensions.allSatisfy { $0 >= 1 && $0 <= Int(UInt32.max) }, "bad launch shape \(grid) x \(block)")
+        var attribute = CUlaunchAttribute()
+        attribute.id = Int32(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
+        attribute.value.programmaticStreamSerializationAllowed = 1
+        let result = withUnsafeMutablePointer(to: &attribute) { attributes in
+            var config = CUlaunchConfig(gridDimX: UInt32(grid.0), gridDimY: UInt32(grid.1), gridDimZ: UInt32(grid.2),
+                                        blockDimX: UInt32(block.0), blockDimY: UInt32(block.1), blockDimZ: UInt32(block.2),
+                                        sharedMemBytes: UInt32(sharedMemoryBytes), hStream: stream.handle, attrs: attributes, numAttrs: 1)
+            return KernelArgument.withPacked(arguments) { parameters in launchEx(&config, handle, parameters, nil) }
+        }
+        try module.context.driver.check(result, "cuLaunchKernelEx")
+    }
+
     /// `cuLaunchKernel`: queues the kernel on `stream` (nil: the legacy default stream).
     /// `arguments` must match the kernel's parameters in order and type; the context must be
     /// current on this thread. Launch errors show here; faults only at the next synchronisation.

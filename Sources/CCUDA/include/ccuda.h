@@ -132,6 +132,25 @@ typedef CUresult (*PFN_cuLaunchKernel)(CUfunction function, unsigned int gridX, 
                                        unsigned int gridZ, unsigned int blockX, unsigned int blockY,
                                        unsigned int blockZ, unsigned int sharedMemBytes, CUstream stream,
                                        void **kernelParams, void **extra);
+// cuLaunchKernelEx (CUDA 11.8+), used for programmatic dependent launch on Hopper.
+enum { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+typedef struct CUlaunchAttribute_st {
+    int id;
+    char pad[4];
+    union {
+        char raw[64];
+        int programmaticStreamSerializationAllowed;
+    } value;
+} CUlaunchAttribute;
+typedef struct CUlaunchConfig_st {
+    unsigned int gridDimX, gridDimY, gridDimZ;
+    unsigned int blockDimX, blockDimY, blockDimZ;
+    unsigned int sharedMemBytes;
+    CUstream hStream;
+    CUlaunchAttribute *attrs;
+    unsigned int numAttrs;
+} CUlaunchConfig;
+typedef CUresult (*PFN_cuLaunchKernelEx)(const CUlaunchConfig *config, CUfunction function, void **kernelParams, void **extra);
 typedef CUresult (*PFN_cuMemAddressReserve)(CUdeviceptr *pointer, size_t size, size_t alignment,
                                             CUdeviceptr address, unsigned long long flags);
 typedef CUresult (*PFN_cuMemAddressFree)(CUdeviceptr pointer, size_t size);
