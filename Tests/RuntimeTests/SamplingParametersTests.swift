@@ -163,17 +163,28 @@ final class VectorMathTests: XCTestCase {
     func testExpSumStoresTermsAndBlockSums() {
         let n = 2500  // two full blocks and a ragged tail
         let x = (0..<n).map { Float(($0 * 37) % 101) * -0.1 }
-        var out = [Float](repeating: 0, count: n)
-        var blocks: [Double] = []
-        let total = x.withUnsafeBufferPointer { xs in
-            out.withUnsafeMutableBufferPointer { VectorMath.expSum(xs, shift: -1, scale: 0.5, into: $0, blockSums: &blocks) }
-        }
         let reference = x.map { Foundation.exp((Double($0) + 1) * 0.5) }
-        XCTAssertEqual(total, reference.reduce(0, +), accuracy: 1e-5 * total)
-        XCTAssertEqual(blocks.count, 3)
-        XCTAssertEqual(blocks.reduce(0, +), total, accuracy: 1e-9 * total)
-        XCTAssertEqual(blocks[2], reference[2048...].reduce(0, +), accuracy: 1e-5 * blocks[2])
-        for i in stride(from: 0, to: n, by: 97) { XCTAssertEqual(Double(out[i]), reference[i], accuracy: 1e-6 * reference[i]) }
+        for vector in [false, true] {
+            var out = [Float](repeating: 0, count: n)
+            var blocks: [Double] = []
+            let total = x.withUnsafeBufferPointer { xs in
+                out.withUnsafeMutableBufferPointer { o in
+                    vector ? VectorMath.expSumVector(xs, shift: -1, scale: 0.5, into: o, blockSums: &blocks)
+                           : VectorMath.expSumScalar(xs, shift: -1, scale: 0.5, into: o, blockSums: &blocks)
+                }
+            }
+            XCTAssertEqual(total, reference.reduce(0, +), accuracy: 1e-5 * total)
+            XCTAssertEqual(blocks.count, 3)
+            XCTAssertEqual(blocks.reduce(0, +), total, accuracy: 1e-9 * total)
+            XCTAssertEqual(blocks[2], reference[2048...].reduce(0, +), accuracy: 1e-5 * blocks[2])
+            for i in 0..<n { XCTAssertEqual(Double(out[i]), reference[i], accuracy: 1e-6 * reference[i]) }
+            var none: [Double] = []
+            let sumOnly = x.withUnsafeBufferPointer {
+                vector ? VectorMath.expSumVector($0, shift: -1, scale: 0.5, into: nil, blockSums: &none)
+                       : VectorMath.expSumScalar($0, shift: -1, scale: 0.5, into: nil, blockSums: &none)
+            }
+            XCTAssertEqual(sumOnly, total, accuracy: 1e-9 * total)
+        }
     }
 
     func testSanitizedCopyAndArgmax() {
@@ -182,14 +193,28 @@ final class VectorMathTests: XCTestCase {
         source[17] = .infinity
         source[30] = .infinity
         source[39] = .nan
-        var out = [Float](repeating: 0, count: 40)
-        source.withUnsafeBufferPointer { s in out.withUnsafeMutableBufferPointer { VectorMath.sanitizedCopy(s, into: $0) } }
-        XCTAssertEqual(out[3], -.infinity)
-        XCTAssertEqual(out[39], -.infinity)
-        XCTAssertEqual(out[17], .greatestFiniteMagnitude)
-        XCTAssertEqual(out[0], 1)
-        let (index, value) = out.withUnsafeBufferPointer { VectorMath.argmax($0) }
-        XCTAssertEqual(index, 17)  // the first of two equal maxima
-        XCTAssertEqual(value, .greatestFiniteMagnitude)
+        for vector in [false, true] {
+            var out = [Float](repeating: 0, count: 40)
+            source.withUnsafeBufferPointer { s in
+                out.withUnsafeMutableBufferPointer {
+                    vector ? VectorMath.sanitizedCopyVector(s, into: $0) : VectorMath.sanitizedCopyScalar(s, into: $0)
+                }
+            }
+            XCTAssertEqual(out[3], -.infinity)
+            XCTAssertEqual(out[39], -.infinity)
+            XCTAssertEqual(out[17], .greatestFiniteMagnitude)
+            XCTAssertEqual(out[0], 1)
+            let (index, value) = out.withUnsafeBufferPointer { vector ? VectorMath.argmaxVector($0) : VectorMath.argmaxScalar($0) }
+            XCTAssertEqual(index, 17)  // the first of two equal maxima
+            XCTAssertEqual(value, .greatestFiniteMagnitude)
+        }
+        // Ragged lengths and a maximum in the tail.
+        for n in [1, 15, 16, 17, 33] {
+            var x = (0..<n).map { Float($0 % 5) }
+            x[n - 1] = 9
+            for f in [VectorMath.argmaxVector, VectorMath.argmaxScalar] {
+                XCTAssertEqual(x.withUnsafeBufferPointer { f($0) }.index, n - 1)
+            }
+        }
     }
 }

@@ -71,8 +71,27 @@ enum VectorMath {
         UnsafeMutableRawPointer(x.baseAddress! + i).storeBytes(of: v, as: Vector.self)
     }
 
+    // Debug builds run the scalar loops: without optimization every SIMD operation is a generic
+    // call per lane, hundreds of times slower than plain scalar code. Release builds run the
+    // vector loops. Tests check that both give the same results.
+
     /// Copies `source` into `destination` with NaN as -infinity and +infinity as the largest float.
     static func sanitizedCopy(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>) {
+        #if DEBUG
+        sanitizedCopyScalar(source, into: destination)
+        #else
+        sanitizedCopyVector(source, into: destination)
+        #endif
+    }
+
+    static func sanitizedCopyScalar(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>) {
+        for i in 0..<destination.count {
+            let v = source[i]
+            destination[i] = v.isNaN ? -.infinity : Swift.min(v, .greatestFiniteMagnitude)
+        }
+    }
+
+    static func sanitizedCopyVector(_ source: UnsafeBufferPointer<Float>, into destination: UnsafeMutableBufferPointer<Float>) {
         let count = destination.count
         let big = Float.greatestFiniteMagnitude
         var i = 0
@@ -92,6 +111,20 @@ enum VectorMath {
 
     /// The largest value and the first index holding it.
     static func argmax(_ x: UnsafeBufferPointer<Float>) -> (index: Int, value: Float) {
+        #if DEBUG
+        argmaxScalar(x)
+        #else
+        argmaxVector(x)
+        #endif
+    }
+
+    static func argmaxScalar(_ x: UnsafeBufferPointer<Float>) -> (index: Int, value: Float) {
+        var best = 0
+        for i in 1..<x.count where x[i] > x[best] { best = i }
+        return (best, x[best])
+    }
+
+    static func argmaxVector(_ x: UnsafeBufferPointer<Float>) -> (index: Int, value: Float) {
         let count = x.count
         var best = Vector(repeating: -.infinity)
         var i = 0
@@ -112,6 +145,35 @@ enum VectorMath {
     /// also the sum of each run of ``blockSize`` terms (for a fast cumulative walk).
     static func expSum(_ x: UnsafeBufferPointer<Float>, shift: Float, scale: Float,
                        into out: UnsafeMutableBufferPointer<Float>?, blockSums: inout [Double]) -> Double {
+        #if DEBUG
+        expSumScalar(x, shift: shift, scale: scale, into: out, blockSums: &blockSums)
+        #else
+        expSumVector(x, shift: shift, scale: scale, into: out, blockSums: &blockSums)
+        #endif
+    }
+
+    static func expSumScalar(_ x: UnsafeBufferPointer<Float>, shift: Float, scale: Float,
+                             into out: UnsafeMutableBufferPointer<Float>?, blockSums: inout [Double]) -> Double {
+        blockSums.removeAll(keepingCapacity: true)
+        var total = 0.0
+        var start = 0
+        while start < x.count {
+            let end = Swift.min(start + blockSize, x.count)
+            var block = 0.0
+            for i in start..<end {
+                let e = exp((x[i] - shift) * scale)
+                out?[i] = e
+                block += Double(e)
+            }
+            blockSums.append(block)
+            total += block
+            start = end
+        }
+        return total
+    }
+
+    static func expSumVector(_ x: UnsafeBufferPointer<Float>, shift: Float, scale: Float,
+                             into out: UnsafeMutableBufferPointer<Float>?, blockSums: inout [Double]) -> Double {
         let count = x.count
         blockSums.removeAll(keepingCapacity: true)
         let shiftV = Vector(repeating: shift)
