@@ -60,7 +60,7 @@ final class SamplerTests: XCTestCase {
             var s = try Sampler(parameters: SamplingParameters(temperature: temperature, topK: 3, topP: 0.9, seed: 1,
                                                                logprobs: 20))
             let token = s.sample(logits: x)
-            XCTAssertEqual(Double(token.logprob), reference[token.id], accuracy: 1e-5)
+            XCTAssertEqual(Double(try XCTUnwrap(token.logprob)), reference[token.id], accuracy: 1e-5)
             XCTAssertEqual(token.alternatives.count, 20)
             // Every id is listed: the probabilities sum to one.
             XCTAssertEqual(token.alternatives.reduce(0.0) { $0 + exp(Double($1.logprob)) }, 1, accuracy: 1e-5)
@@ -79,17 +79,22 @@ final class SamplerTests: XCTestCase {
         let reference = logSoftmax(x)
         var s = try Sampler(parameters: SamplingParameters(temperature: 0.8, seed: 2, logprobs: 5))
         let token = s.sample(logits: x)
-        XCTAssertEqual(Double(token.logprob), reference[token.id], accuracy: 1e-4)
+        XCTAssertEqual(Double(try XCTUnwrap(token.logprob)), reference[token.id], accuracy: 1e-4)
         let top = reference.indices.sorted { reference[$0] > reference[$1] }.prefix(5)
         XCTAssertEqual(token.alternatives.map(\.id), Array(top))
         XCTAssertEqual(reference.reduce(0.0) { $0 + exp($1) }, 1, accuracy: 1e-9)
     }
 
-    func testNoAlternativesUnlessAsked() throws {
-        var s = try Sampler(parameters: SamplingParameters(seed: 1))
-        XCTAssertEqual(s.sample(logits: [1, 2, 3]).alternatives, [])
-        var zero = try Sampler(parameters: SamplingParameters(seed: 1, logprobs: 0))
-        XCTAssertEqual(zero.sample(logits: [1, 2, 3]).alternatives, [])
+    func testLogprobsOnlyWhenAsked() throws {
+        for temperature in [0.0, 1.0, 0.5] {
+            var s = try Sampler(parameters: SamplingParameters(temperature: temperature, seed: 1))
+            XCTAssertEqual(s.sample(logits: [1, 2, 3]).alternatives, [])
+            XCTAssertNil(s.sample(logits: [1, 2, 3]).logprob)
+            var zero = try Sampler(parameters: SamplingParameters(temperature: temperature, seed: 1, logprobs: 0))
+            let token = zero.sample(logits: [1, 2, 3])
+            XCTAssertEqual(token.alternatives, [])
+            XCTAssertEqual(Double(try XCTUnwrap(token.logprob)), logSoftmax([1, 2, 3])[token.id], accuracy: 1e-6)
+        }
     }
 
     // MARK: - Penalties
@@ -213,6 +218,8 @@ final class SamplerTests: XCTestCase {
         let token = s.sample(logits: [-.infinity, .nan, -.infinity])
         XCTAssertEqual(token.id, 0)
         XCTAssertEqual(token.logprob, -.infinity)
+        var quiet = try Sampler(parameters: SamplingParameters(temperature: 0))
+        XCTAssertEqual(quiet.sample(logits: [.nan, .nan]), SampledToken(id: 0))
     }
 
     // MARK: - Vocabulary limit
@@ -297,32 +304,39 @@ final class SamplerTests: XCTestCase {
             let p = [0.3, 0.9, 0.95, 0.999][trial % 4]
             let maxLogit = x.max()!
             let w = x.map { VectorMath.exp(($0 - maxLogit) * invT) }
-            let total = w.reduce(0.0) { $0 + Double($1) }
 
-            var scratch = Sampler.Scratch()
-            x.withUnsafeBufferPointer { xs in
-                w.withUnsafeBufferPointer { ws in
-                    Sampler.nucleus(allIds: true, topP: p, total: total, logits: xs, max: maxLogit, invT: invT,
-                                    weights: ws, scratch: &scratch)
+            // Every id, then a listed subset (every third id): short lists are sorted, long
+            // ones (over Sampler.sortLimit) go by buckets.
+            for subset in [nil, Array(stride(from: 0, to: count, by: 3)), Array(stride(from: 0, to: 900, by: 1))] {
+                var scratch = Sampler.Scratch()
+                if let subset { scratch.selection = subset.map(Int32.init) }
+                let candidates = subset ?? Array(0..<count)
+                let total = candidates.reduce(0.0) { $0 + Double(w[$1]) }
+                x.withUnsafeBufferPointer { xs in
+                    w.withUnsafeBufferPointer { ws in
+                        Sampler.nucleus(allIds: subset == nil, topP: p, total: total, logits: xs, max: maxLogit,
+                                        invT: invT, weights: ws, scratch: &scratch)
+                    }
                 }
+                // Reference: sort everything, keep ids while the mass before them is below p.
+                let order = candidates.sorted { x[$0] > x[$1] || (x[$0] == x[$1] && $0 < $1) }
+                var reference: [Int] = []
+                var cumulative = 0.0
+                for i in order {
+                    if !reference.isEmpty && cumulative >= p * total { break }
+                    reference.append(i)
+                    cumulative += Double(w[i])
+                }
+                let label = "trial \(trial), p \(p), \(subset.map { "\($0.count) listed" } ?? "all")"
+                XCTAssertEqual(Set(scratch.selection.map(Int.init)).symmetricDifference(reference).sorted(), [], label)
+                XCTAssertEqual(scratch.selection.count, reference.count, label)
             }
-            // Reference: sort everything, keep ids while the mass before them is below p.
-            let order = x.indices.sorted { x[$0] > x[$1] || (x[$0] == x[$1] && $0 < $1) }
-            var reference: [Int] = []
-            var cumulative = 0.0
-            for i in order {
-                if !reference.isEmpty && cumulative >= p * total { break }
-                reference.append(i)
-                cumulative += Double(w[i])
-            }
-            XCTAssertEqual(Set(scratch.selection.map(Int.init)), Set(reference), "trial \(trial), p \(p)")
-            XCTAssertEqual(scratch.selection.count, reference.count)
         }
     }
 
     func testTopPOnAFlatLargeVocabularyStaysInsideTheNucleus() throws {
-        // Logits decreasing slowly with the id: the nucleus is a prefix of ids, longer than the
-        // 1024-id head, so the bucket path runs.
+        // Logits decreasing slowly with the id: the nucleus is a prefix of ids, much longer than
+        // the head tried first, so the bucket path runs.
         let count = 4000
         let x = (0..<count).map { Float($0) * -0.001 }
         let w = x.map { exp(Double($0)) }
@@ -354,7 +368,7 @@ final class SamplerTests: XCTestCase {
             var selection: [Int32] = []
             x.withUnsafeBufferPointer { Sampler.selectTop(k, of: $0, into: &selection) }
             let reference = x.indices.sorted { x[$0] > x[$1] || (x[$0] == x[$1] && $0 < $1) }.prefix(k)
-            XCTAssertEqual(Set(selection.map(Int.init)), Set(reference), "n \(n), k \(k)")
+            XCTAssertEqual(Set(selection.map(Int.init)).symmetricDifference(reference).sorted(), [], "n \(n), k \(k)")
             XCTAssertEqual(selection.count, k)
         }
     }

@@ -23,16 +23,18 @@ public struct TokenLogprob: Sendable, Equatable, CustomStringConvertible {
 /// presence and frequency penalties and *before* temperature, top-k, top-p and min-p. That is
 /// the distribution the model (as steered by the penalties) assigns, independent of how the
 /// draw was shaped, so a token outside the truncated set still has a finite logprob and
-/// greedy and sampled requests report comparable numbers. (vLLM reports raw logits' logprobs
-/// by default; OpenAI does not document its choice.)
+/// greedy and sampled requests report comparable numbers. (vLLM reports the raw logits'
+/// logprobs by default; OpenAI does not document its choice.) They cost a pass of `exp` over
+/// the vocabulary, so they are computed only when ``SamplingParameters/logprobs`` is set.
 public struct SampledToken: Sendable, Equatable {
     public var id: Int
-    public var logprob: Float
+    /// The log probability of `id`; nil unless `parameters.logprobs` is set (0 or more).
+    public var logprob: Float?
     /// The `parameters.logprobs` most likely ids, most likely first (ties: lower id first),
-    /// whether or not they include `id`. Empty when logprobs were not asked for.
+    /// whether or not they include `id`. Empty when `parameters.logprobs` is nil or 0.
     public var alternatives: [TokenLogprob]
 
-    public init(id: Int, logprob: Float, alternatives: [TokenLogprob] = []) {
+    public init(id: Int, logprob: Float? = nil, alternatives: [TokenLogprob] = []) {
         self.id = id
         self.logprob = logprob
         self.alternatives = alternatives
@@ -98,7 +100,7 @@ public struct Sampler: Sendable {
     /// id for) are never picked nor reported. Does not record the pick: call ``accept(_:)``.
     ///
     /// NaN logits count as minus infinity, plus infinity as the largest float. If no id below
-    /// the limit has a finite logit, returns id 0 with logprob minus infinity.
+    /// the limit has a finite logit, returns id 0 (with logprob minus infinity when asked for).
     /// - Precondition: `vocabularyLimit > 0` and `logits` is not empty.
     public mutating func sample(logits: UnsafeBufferPointer<Float>, vocabularyLimit: Int) -> SampledToken {
         precondition(vocabularyLimit > 0, "vocabularyLimit must be positive")
@@ -123,14 +125,20 @@ public struct Sampler: Sendable {
                 applyPenalties(x)
                 let logits = UnsafeBufferPointer(x)
                 let (top, maxLogit) = VectorMath.argmax(logits)
-                guard maxLogit > -.infinity else { return SampledToken(id: 0, logprob: -.infinity) }
-                // At temperature 1 the log-softmax terms are the sampling weights: compute them once.
+                let wantsLogprobs = parameters.logprobs != nil
+                guard maxLogit > -.infinity else {
+                    return SampledToken(id: 0, logprob: wantsLogprobs ? -.infinity : nil)
+                }
+                // At temperature 1 the log-softmax terms are the sampling weights: one pass for both.
                 let shared = !parameters.isGreedy && parameters.temperature == 1
-                let sum = VectorMath.expSum(logits, shift: maxLogit, scale: 1, into: shared ? w : nil,
-                                            blockSums: &scratch.blockSums)
-                let logNormalizer = maxLogit + Float(log(sum))
+                var logNormalizer: Float?
+                if wantsLogprobs || shared {
+                    let sum = VectorMath.expSum(logits, shift: maxLogit, scale: 1, into: shared ? w : nil,
+                                                blockSums: &scratch.blockSums)
+                    if wantsLogprobs { logNormalizer = maxLogit + Float(log(sum)) }
+                }
                 var alternatives: [TokenLogprob] = []
-                if let n = parameters.logprobs, n > 0 {
+                if let n = parameters.logprobs, n > 0, let logNormalizer {
                     Self.selectTop(Swift.min(n, count), of: logits, into: &scratch.selection)
                     Self.sortDescending(&scratch.selection, by: logits)
                     alternatives = scratch.selection.map {
@@ -140,7 +148,7 @@ public struct Sampler: Sendable {
                 let id = parameters.isGreedy
                     ? top
                     : draw(logits, max: maxLogit, weights: w, weightsReady: shared, scratch: &scratch)
-                return SampledToken(id: id, logprob: logits[id] - logNormalizer, alternatives: alternatives)
+                return SampledToken(id: id, logprob: logNormalizer.map { logits[id] - $0 }, alternatives: alternatives)
             }
         }
     }
@@ -209,7 +217,7 @@ public struct Sampler: Sendable {
             } else {
                 ensureWeights()
                 let total = scratch.blockSums.reduce(0, +)
-                // Usually a short head holds p of the mass: try the 1024 most likely ids first.
+                // Usually a short head holds p of the mass: try the 64 most likely ids first.
                 Self.selectTop(Swift.min(Self.nucleusHead, count), of: x, into: &scratch.selection)
                 var head = 0.0
                 for i in scratch.selection { head += Double(w[Int(i)]) }
@@ -270,7 +278,9 @@ public struct Sampler: Sendable {
     }
 
     /// Candidate lists up to this size are sorted whole for top-p; longer ones go by buckets.
-    static let nucleusHead = 1024
+    static let sortLimit = 1024
+    /// How many of the most likely ids top-p tries before it files the whole vocabulary into buckets.
+    static let nucleusHead = 64
 
     /// Cuts the candidates to the nucleus and leaves it in `scratch.selection`: the shortest run
     /// of the most likely candidates whose weight reaches `topP * total` (ids are kept while the
@@ -284,7 +294,7 @@ public struct Sampler: Sendable {
                         logits x: UnsafeBufferPointer<Float>, max maxLogit: Float, invT: Float,
                         weights w: UnsafeBufferPointer<Float>, scratch: inout Scratch) {
         let target = topP * total
-        if !all && scratch.selection.count <= nucleusHead {
+        if !all && scratch.selection.count <= sortLimit {
             sortDescending(&scratch.selection, by: x)
             var cumulative = 0.0, kept = 0
             for i in scratch.selection {
