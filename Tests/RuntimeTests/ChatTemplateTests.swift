@@ -155,6 +155,24 @@ final class ChatTemplateTests: XCTestCase {
         }
     }
 
+    func testFromModelDirectory() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vtensor-chat-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        XCTAssertThrowsError(try ChatTemplate(modelDirectory: dir)) { XCTAssertTrue("\($0)".contains("no chat_template"), "\($0)") }
+        let config = #"{"chat_template": "{{ '[INST] ' + m + ' [/INST]' }}", "bos_token": "<s>", "eos_token": "</s>"}"#
+        try Data(config.utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        XCTAssertEqual(try ChatTemplate(modelDirectory: dir).format, .mistral)
+        // chat_template.jinja wins over the config's template; the token text still comes from the config.
+        let header = "{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m.role + '<|end_header_id|>\\n\\n' }}{% endfor %}"
+        try Data(header.utf8).write(to: URL(fileURLWithPath: dir + "/chat_template.jinja"))
+        let t = try ChatTemplate(modelDirectory: dir + "/")
+        XCTAssertEqual(t.format, .llama3)
+        XCTAssertEqual(t.bosToken, "<s>")
+        XCTAssertEqual(try t.render([.user(" hi ")], addGenerationPrompt: false),
+                       "<s><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>")
+    }
+
     /// The real GGUF, when a previous `PyPIAsset.smolLM2.fetch()` left it in the cache: its
     /// metadata gives the fixture's template and token text.
     func testSmolLM2GGUFWhenCached() throws {

@@ -40,11 +40,51 @@ extension ChatTemplate {
     }
 }
 
+extension ChatTemplate {
+    /// The template of a Hugging Face model directory: `chat_template.jinja` when present (newer
+    /// checkpoints keep it there), else `chat_template` of `tokenizer_config.json`; BOS and EOS
+    /// text from `tokenizer_config.json` either way.
+    /// - Throws: ``ModelFileError`` when neither file has a template or a file is malformed,
+    ///   ``ChatTemplateError`` when the format is not supported.
+    public init(modelDirectory directory: String) throws {
+        let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        let jinjaPath = base + "/chat_template.jinja", configPath = base + "/tokenizer_config.json"
+        func read(_ path: String) throws -> Data? {
+            guard FileManager.default.fileExists(atPath: path) else { return nil }
+            do {
+                return try Data(contentsOf: URL(fileURLWithPath: path))
+            } catch {
+                throw ModelFileError(path: path, "cannot read: \(error)")
+            }
+        }
+        let config = try read(configPath)
+        guard let jinja = try read(jinjaPath) else {
+            guard let config else {
+                throw ModelFileError(path: base, "no chat_template.jinja or tokenizer_config.json with a chat template")
+            }
+            try self.init(tokenizerConfig: config, path: configPath)
+            return
+        }
+        var tokens = TokenizerConfigTemplate()
+        if let config {
+            do {
+                tokens = try JSONDecoder().decode(TokenizerConfigTemplate.self, from: config)
+            } catch {
+                throw ModelFileError(path: configPath, "tokenizer config: cannot read bos_token or eos_token (\(error))")
+            }
+        }
+        try self.init(jinja: String(decoding: jinja, as: UTF8.self), bosToken: tokens.bosToken ?? "",
+                      eosToken: tokens.eosToken ?? "")
+    }
+}
+
 /// The chat-template fields of tokenizer_config.json.
 private struct TokenizerConfigTemplate: Decodable {
     var chatTemplate: String?
     var bosToken: String?
     var eosToken: String?
+
+    init() {}
 
     enum CodingKeys: String, CodingKey {
         case chatTemplate = "chat_template"
