@@ -1,0 +1,255 @@
+/// One turn of a conversation.
+public struct ChatMessage: Codable, Sendable, Equatable {
+    /// "system", "user", "assistant", or "tool" (ChatML and Llama 3 accept any role).
+    public var role: String
+    public var content: String
+
+    public init(role: String, content: String) {
+        self.role = role
+        self.content = content
+    }
+
+    public static func system(_ content: String) -> ChatMessage { ChatMessage(role: "system", content: content) }
+    public static func user(_ content: String) -> ChatMessage { ChatMessage(role: "user", content: content) }
+    public static func assistant(_ content: String) -> ChatMessage { ChatMessage(role: "assistant", content: content) }
+}
+
+/// A conversation that the template cannot render, or a template this engine does not know.
+public struct ChatTemplateError: Error, CustomStringConvertible, Equatable, Sendable {
+    public let message: String
+
+    public init(_ message: String) { self.message = message }
+
+    public var description: String { message }
+}
+
+/// Turns a conversation into the prompt text a chat model was trained on.
+///
+/// Not a Jinja evaluator: ``init(jinja:bosToken:eosToken:)`` recognises which of the common
+/// formats a model's template writes, reads the fixed strings it inserts (a default system
+/// prompt, Llama 3.1's date lines), and ``render(_:addGenerationPrompt:)`` writes that format
+/// directly. Supported:
+/// - ChatML (SmolLM2, Qwen2/2.5, many fine-tunes): `<|im_start|>role\ncontent<|im_end|>\n` per
+///   message, `<|im_start|>assistant\n` as the generation prompt, and the default system
+///   prompt some templates insert when the conversation has none. Qwen2.5's grouping of `tool`
+///   messages into one user turn of `<tool_response>` blocks too.
+/// - Llama 3 headers: `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>` with
+///   trimmed content after the BOS text; Llama 3.1's system turn with its knowledge-cutoff and
+///   date lines.
+/// - Llama 2 chat: `[INST] <<SYS>>\nsystem\n<</SYS>>\n\nuser [/INST] assistant </s>`.
+/// - Mistral v0.1 instruct: `[INST] user [/INST]assistant</s>`, no system role.
+public struct ChatTemplate: Sendable, Equatable {
+    public enum Format: String, Sendable, Equatable, CaseIterable {
+        case chatML = "ChatML"
+        case llama3 = "Llama 3"
+        case llama2 = "Llama 2 [INST] <<SYS>>"
+        case mistral = "Mistral [INST]"
+    }
+
+    public var format: Format
+    /// ChatML: inserted as the first system turn when the conversation does not start with one.
+    public var defaultSystemPrompt: String?
+    /// ChatML: whether an empty conversation also gets the default system turn (Qwen2.5's
+    /// template writes it before its message loop, SmolLM2's inside it).
+    public var defaultSystemPromptWhenEmpty = false
+    /// ChatML: `tool` messages become one user turn of `<tool_response>` blocks (Qwen2.5).
+    public var toolResponsesInUserTurn = false
+    /// Llama 3.1 and later: the first line of the system turn, e.g. "Cutting Knowledge Date:
+    /// December 2023\n"; nil for Llama 3.0, which has no forced system turn.
+    public var knowledgeCutoffLine: String?
+    /// Llama 3.1 and later: the date written after "Today Date: " (the template's default, or
+    /// today's date where the serving layer sets one).
+    public var dateString: String = "26 Jul 2024"
+    /// The text of the BOS and EOS tokens, for formats whose templates write them (Llama 3,
+    /// Llama 2, Mistral). Templates for ChatML write neither.
+    public var bosToken: String
+    public var eosToken: String
+
+    public init(format: Format, defaultSystemPrompt: String? = nil, bosToken: String = "", eosToken: String = "") {
+        self.format = format
+        self.defaultSystemPrompt = defaultSystemPrompt
+        self.bosToken = bosToken
+        self.eosToken = eosToken
+    }
+
+    /// The formats ``init(jinja:bosToken:eosToken:)`` recognises, for error messages.
+    public static var supportedFormats: String { Format.allCases.map(\.rawValue).joined(separator: ", ") }
+
+    /// Recognises the format of a Jinja chat template (a GGUF's `tokenizer.chat_template` or
+    /// `chat_template` of tokenizer_config.json) and reads its fixed strings.
+    /// - Throws: ``ChatTemplateError`` naming the supported formats when the template writes
+    ///   none of them.
+    public init(jinja source: String, bosToken: String = "", eosToken: String = "") throws {
+        let literals = JinjaScanner.literals(in: source)
+        let text = literals.map(\.text)
+        func mentions(_ marker: String) -> Bool { text.contains { $0.contains(marker) } }
+        self.bosToken = bosToken
+        self.eosToken = eosToken
+        if mentions("<|im_start|>") && mentions("<|im_end|>") {
+            format = .chatML
+            // The default system prompt is a literal "<|im_start|>system\n" + text + "<|im_end|>".
+            let opening = "<|im_start|>system\n", closing = "<|im_end|>"
+            for literal in literals {
+                guard let open = literal.text.firstRange(of: opening),
+                      let close = literal.text[open.upperBound...].firstRange(of: closing),
+                      open.upperBound < close.lowerBound else { continue }
+                defaultSystemPrompt = String(literal.text[open.upperBound..<close.lowerBound])
+                // Written before the template's first loop: also for an empty conversation.
+                let firstLoop = Self.firstLoopOffset(in: source)
+                defaultSystemPromptWhenEmpty = firstLoop.map { literal.offset < $0 } ?? true
+                break
+            }
+            toolResponsesInUserTurn = mentions("<tool_response>")
+        } else if mentions("<|start_header_id|>") && mentions("<|end_header_id|>") {
+            format = .llama3
+            if let cutoff = literals.first(where: { $0.text.hasPrefix("Cutting Knowledge Date:") }) {
+                knowledgeCutoffLine = cutoff.text
+                if let date = Self.assignedString("date_string", in: source) { dateString = date }
+            }
+        } else if mentions("[INST]") {
+            format = mentions("<<SYS>>") ? .llama2 : .mistral
+        } else {
+            throw ChatTemplateError(
+                "unsupported chat template: it writes none of the formats this engine renders (\(Self.supportedFormats)); "
+                    + "general Jinja templates are not supported yet")
+        }
+    }
+
+    /// Renders the conversation; with `addGenerationPrompt`, ends with the opening of an
+    /// assistant turn so the model writes the reply.
+    /// - Throws: ``ChatTemplateError`` for a conversation the format cannot express (Llama 2
+    ///   and Mistral need alternating user and assistant turns).
+    public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+        switch format {
+        case .chatML: renderChatML(messages, addGenerationPrompt: addGenerationPrompt)
+        case .llama3: renderLlama3(messages, addGenerationPrompt: addGenerationPrompt)
+        case .llama2: try renderInstruct(messages, systemBlock: true)
+        case .mistral: try renderInstruct(messages, systemBlock: false)
+        }
+    }
+
+    // MARK: - Formats
+
+    private func renderChatML(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> String {
+        var out = ""
+        if let defaultSystemPrompt, messages.first?.role != "system",
+           !messages.isEmpty || defaultSystemPromptWhenEmpty {
+            out += "<|im_start|>system\n\(defaultSystemPrompt)<|im_end|>\n"
+        }
+        for (index, message) in messages.enumerated() {
+            if toolResponsesInUserTurn && message.role == "tool" {
+                // A run of tool messages shares one user turn.
+                if index == 0 || messages[index - 1].role != "tool" { out += "<|im_start|>user" }
+                out += "\n<tool_response>\n\(message.content)\n</tool_response>"
+                if index == messages.count - 1 || messages[index + 1].role != "tool" { out += "<|im_end|>\n" }
+            } else {
+                out += "<|im_start|>\(message.role)\n\(message.content)<|im_end|>\n"
+            }
+        }
+        if addGenerationPrompt { out += "<|im_start|>assistant\n" }
+        return out
+    }
+
+    private func renderLlama3(_ messages: [ChatMessage], addGenerationPrompt: Bool) -> String {
+        func turn(_ role: String, _ content: String) -> String {
+            "<|start_header_id|>\(role)<|end_header_id|>\n\n\(content)<|eot_id|>"
+        }
+        var out = ""
+        var rest = messages[...]
+        if let knowledgeCutoffLine {
+            // Llama 3.1: the system turn is always written, with the date lines first.
+            var system = ""
+            if let first = rest.first, first.role == "system" {
+                system = Self.jinjaTrim(first.content)
+                rest = rest.dropFirst()
+            }
+            out += bosToken
+            out += turn("system", knowledgeCutoffLine + "Today Date: " + dateString + "\n\n" + system)
+        } else if !messages.isEmpty {
+            out += bosToken
+        }
+        for message in rest { out += turn(message.role, Self.jinjaTrim(message.content)) }
+        if addGenerationPrompt { out += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
+        return out
+    }
+
+    /// Llama 2 (`systemBlock`) and Mistral v0.1. Their templates write no generation prompt:
+    /// a conversation ending in a user turn already ends with `[/INST]`.
+    private func renderInstruct(_ messages: [ChatMessage], systemBlock: Bool) throws -> String {
+        var rest = messages[...]
+        var system: String?
+        if let first = rest.first, first.role == "system" {
+            guard systemBlock else {
+                throw ChatTemplateError("the \(format.rawValue) chat format has no system role")
+            }
+            system = first.content
+            rest = rest.dropFirst()
+        }
+        var out = systemBlock ? "" : bosToken
+        for (index, message) in rest.enumerated() {
+            let expected = index % 2 == 0 ? "user" : "assistant"
+            guard message.role == "user" || message.role == "assistant" else {
+                throw ChatTemplateError("the \(format.rawValue) chat format supports only user and assistant roles "
+                                            + "(and a leading system message for Llama 2), got '\(message.role)'")
+            }
+            guard message.role == expected else {
+                throw ChatTemplateError("the \(format.rawValue) chat format needs alternating user/assistant turns "
+                                            + "starting with user; message \(index + 1) is '\(message.role)'")
+            }
+            if systemBlock {
+                var content = message.content
+                if index == 0, let system { content = "<<SYS>>\n\(system)\n<</SYS>>\n\n" + content }
+                out += message.role == "user"
+                    ? bosToken + "[INST] " + Self.pythonStrip(content) + " [/INST]"
+                    : " " + Self.pythonStrip(content) + " " + eosToken
+            } else {
+                out += message.role == "user" ? "[INST] " + message.content + " [/INST]" : message.content + eosToken
+            }
+        }
+        return out
+    }
+
+    // MARK: - Helpers
+
+    /// Where the template's first `{% for` tag starts (its message loop), if it has one.
+    private static func firstLoopOffset(in source: String) -> Int? {
+        let bytes = Array(source.utf8)
+        var i = 0
+        while i + 1 < bytes.count {
+            if bytes[i] == UInt8(ascii: "{") && bytes[i + 1] == UInt8(ascii: "%") {
+                var j = i + 2
+                while j < bytes.count && (bytes[j] == UInt8(ascii: "-") || bytes[j] == UInt8(ascii: "+") || bytes[j] == 32
+                                          || bytes[j] == 10 || bytes[j] == 9) { j += 1 }
+                if bytes[j...].starts(with: "for ".utf8) { return i }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// The string literal assigned by `set NAME = "..."`, if the template has one.
+    private static func assignedString(_ name: String, in source: String) -> String? {
+        let literals = JinjaScanner.literals(in: source)
+        var search = source.startIndex
+        while let found = source[search...].firstRange(of: "set \(name)") {
+            let afterName = source.utf8.distance(from: source.startIndex, to: found.upperBound)
+            // The first quoted literal after the name, if only "=" and spaces lie between.
+            if let literal = literals.first(where: { $0.quoted && $0.offset >= afterName }) {
+                let between = source.utf8.dropFirst(afterName).prefix(literal.offset - afterName)
+                if between.allSatisfy({ $0 == 32 || $0 == UInt8(ascii: "=") }) { return literal.text }
+            }
+            search = found.upperBound
+        }
+        return nil
+    }
+
+    /// Jinja's `trim` filter and Python's `str.strip()`: leading and trailing whitespace.
+    static func jinjaTrim(_ s: String) -> String { pythonStrip(s) }
+
+    static func pythonStrip(_ s: String) -> String {
+        let scalars = s.unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
+        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
+        return String(scalars[first...last])
+    }
+}

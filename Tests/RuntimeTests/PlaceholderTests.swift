@@ -1,3 +1,0 @@
-import XCTest
-@testable import Runtime
-final class RuntimePlaceholderTests: XCTestCase { func testModuleLinks() { _ = RuntimeModule.self } }
