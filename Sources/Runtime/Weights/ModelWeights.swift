@@ -130,20 +130,10 @@ public final class ModelWeights: @unchecked Sendable {
     }
 }
 
-/// A small, fast, seedable generator (SplitMix64) for dummy weights and test data.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+extension SplitMix64 {
     /// Uniform in [0, 1).
     public mutating func nextUniform() -> Float { Float(next() >> 40) * 0x1p-24 }
-    /// Standard normal (Box-Muller).
+    /// Standard normal (Box-Muller), for dummy weights and test data.
     public mutating func nextNormal() -> Float {
         let u = max(nextUniform(), 1e-7), v = nextUniform()
         return (-2 * logf(u)).squareRoot() * cosf(2 * .pi * v)
