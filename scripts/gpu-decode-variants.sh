@@ -14,10 +14,10 @@ run() {
   local name=$1; shift
   "$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --prompt-tokens 128 --decode-tokens 64 --profile \
     --json-out "$out/decode-$name.json" "$@" > "$out/decode-$name.txt" 2>&1
-  echo "== $name ($*)"; grep -A2 "^batch" "$out/decode-$name.txt" | tail -1; grep -A12 "^decode step, GPU" "$out/decode-$name.txt" | tail -9
+  echo "== $name ($*)"; grep -A2 "^batch" "$out/decode-$name.txt" | tail -1; grep "host phases" "$out/decode-$name.txt"; grep -A12 "^decode step, GPU" "$out/decode-$name.txt" | tail -9
 }
-run unroll8 --gemv-unroll 8
-run unroll4 --gemv-unroll 4
-run attn16 --attention-min-tokens 16
-run attn32 --attention-min-tokens 32
+run default
+run no-pdl --pdl off
+run attn256 --attention-min-tokens 256
 run batch4 --batch 4
+run batch4-no-pdl --batch 4 --pdl off

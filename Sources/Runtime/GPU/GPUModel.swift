@@ -35,6 +35,9 @@ public final class GPUModel: @unchecked Sendable {
     /// Which matmul runs skinny products (decode): our GEMV kernel for up to 4 token rows, or cuBLASLt always.
     public enum MatmulPolicy: String, Sendable, CaseIterable { case auto, cublas }
     public var matmulPolicy: MatmulPolicy = .auto
+    /// Launch the fused decode matmuls with programmatic dependent launch (Hopper), so each
+    /// prefetches its weights while the previous kernel finishes.
+    public var programmaticLaunch = true
     /// Decode attention's smallest split (keys per CTA); nil: the kernel's default.
     public var decodeMinTokensPerCTA: Int?
 
@@ -283,27 +286,28 @@ public final class GPUModel: @unchecked Sendable {
                     try kernels.decodeMatmul(.qkvRoPE, weight: layer.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(2 * i),
                                              eps: eps, output: w.q, bias: layer.qkvBias, positions: positions,
                                              inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses + UInt64(i * n * 16),
-                                             hq: hq, hkv: hkv, d: d, stream: stream)
+                                             hq: hq, hkv: hkv, d: d, dependent: programmaticLaunch && i > 0, stream: stream)
                 }
                 try timed("attention") { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
                 try timed("o proj") {
                     try kernels.decodeMatmul(.residual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
                                              output: w.residual, sumsOut: slot(2 * i + 1), xw: w.normed, norm: layer.postAttentionNorm,
-                                             stream: stream)
+                                             dependent: programmaticLaunch, stream: stream)
                 }
                 try timed("gate+up+silu") {
                     try kernels.decodeMatmul(.swiGLU, weight: layer.gateUp, out: 2 * f, k: h, rows: n, input: w.normed,
-                                             sumsIn: slot(2 * i + 1), eps: eps, output: w.activated, stream: stream)
+                                             sumsIn: slot(2 * i + 1), eps: eps, output: w.activated, dependent: programmaticLaunch, stream: stream)
                 }
                 try timed("down") {
                     try kernels.decodeMatmul(.residual, weight: layer.down, out: h, k: f, rows: n, input: w.activated,
-                                             output: w.residual, sumsOut: slot(2 * i + 2), xw: w.normed, norm: nextNorm, stream: stream)
+                                             output: w.residual, sumsOut: slot(2 * i + 2), xw: w.normed, norm: nextNorm,
+                                             dependent: programmaticLaunch, stream: stream)
                 }
             }
             // Logits of every row (decode asks one per sequence), the final norm folded in.
             try timed("lm head") {
                 try kernels.decodeMatmul(.logits, weight: weights.lmHead, out: c.vocabSize, k: h, rows: n, input: w.normed,
-                                         sumsIn: slot(2 * layers), eps: eps, output: w.logits, stream: stream)
+                                         sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: programmaticLaunch, stream: stream)
             }
         } else {
         try timed("embed") { try kernels.embed(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, stream: stream) }
@@ -426,15 +430,22 @@ struct ModelKernels: @unchecked Sendable {
     func decodeMatmul(_ kind: DecodeMatmul, weight: UInt64, out: Int, k: Int, rows: Int, input: UInt64, sumsIn: UInt64 = 0, eps: Float = 0,
                       output: UInt64, sumsOut: UInt64 = 0, xw: UInt64 = 0, norm: UInt64 = 0, bias: UInt64? = nil, positions: UInt64 = 0,
                       inverseFrequencies: UInt64 = 0, rowAddresses: UInt64 = 0, hq: Int = 0, hkv: Int = 0, d: Int = 0,
-                      stream: CUDAStream) throws {
+                      dependent: Bool = false, stream: CUDAStream) throws {
         precondition(rows >= 1 && rows <= 4 && k % 8 == 0, "decode matmuls take 1-4 rows and k a multiple of 8")
         let warps = (out + 1) / 2
-        try decodeKernels[kind]!.launch(
-            grid: ((warps + 3) / 4, 1, 1), block: (128, 1, 1), stream: stream,
-            arguments: [.pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
-                        .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),
-                        .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies), .pointer(rowAddresses),
-                        .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d))])
+        let kernel = decodeKernels[kind]!
+        let grid = ((warps + 3) / 4, 1, 1), block = (128, 1, 1)
+        let arguments: [KernelArgument] = [
+            .pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
+            .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),
+            .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies), .pointer(rowAddresses),
+            .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d)),
+        ]
+        if dependent {
+            try kernel.launchDependent(grid: grid, block: block, stream: stream, arguments: arguments)
+        } else {
+            try kernel.launch(grid: grid, block: block, stream: stream, arguments: arguments)
+        }
     }
 
     func embedSums(table: UInt64, tokens: UInt64, x: UInt64, rows: Int, hidden: Int, sums: UInt64, slots: Int, xw: UInt64, norm: UInt64,

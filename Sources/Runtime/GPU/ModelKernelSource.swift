@@ -280,6 +280,20 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     }
     const bool active = r0 < out;
     const bool second = active && r1 < out;
+    // Programmatic dependent launch (a no-op without it): let the next matmul's CTAs start
+    // prefetching now, pull this warp's first weights towards L2, and only then wait for the
+    // previous kernel, whose outputs (x, sums, residual, positions) this one reads.
+    asm volatile("griddepcontrol.launch_dependents;");
+    if (active) {
+        const char* p0 = (const char*)(W + (size_t)r0 * k);
+        const char* p1 = (const char*)(W + (size_t)(second ? r1 : r0) * k);
+        const int bytes = min(k * 2, 32 * 16 * GEMV_UNROLL);
+        for (int o = lane * 128; o < bytes; o += 32 * 128) {
+            asm volatile("prefetch.global.L2 [%0];" :: "l"(p0 + o));
+            asm volatile("prefetch.global.L2 [%0];" :: "l"(p1 + o));
+        }
+    }
+    asm volatile("griddepcontrol.wait;" ::: "memory");
     float acc[N][2];
 #pragma unroll
     for (int t = 0; t < N; ++t) { acc[t][0] = 0.f; acc[t][1] = 0.f; }
