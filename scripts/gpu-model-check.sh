@@ -19,7 +19,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,cl
 "$bin" dev model --json-out "$out/dev-model.json" > "$out/dev-model.txt" 2>&1; dev_rc=$?
 ref_rc=skipped
 if [ -f scripts/reference/compare.py ] && python3 -c "import torch, transformers" 2>/dev/null; then
-  timeout 300 python3 scripts/reference/compare.py --vtensor "$bin" --backends cpu,cuda --out "$out/reference" > "$out/reference.txt" 2>&1; ref_rc=$?
+  timeout 300 python3 scripts/reference/compare.py "$bin" --backends cpu,cuda --out "$out/reference" > "$out/reference.txt" 2>&1; ref_rc=$?
 fi
 "$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --batch 1 --prompt-tokens 8192 --decode-tokens 8 --profile \
   --json-out "$out/bench-model-prefill8k.json" > "$out/bench-model-prefill8k.txt" 2>&1; prefill_rc=$?
