@@ -9,4 +9,8 @@ mkdir -p gpu-bin
 cp .build/release/vtensor gpu-bin/vtensor
 strip gpu-bin/vtensor
 git rev-parse --short HEAD > gpu-bin/COMMIT 2>/dev/null || true
-ls -l gpu-bin/vtensor
+# The device tool carries at most 64 MiB: carry gpu-pack/ (compressed); the GPU scripts unpack it.
+mkdir -p gpu-pack
+gzip -c -6 gpu-bin/vtensor > gpu-pack/vtensor.gz
+cp gpu-bin/COMMIT gpu-pack/COMMIT
+ls -l gpu-bin/vtensor gpu-pack/vtensor.gz

@@ -4,6 +4,10 @@
 # Writes details under OUTDIR and prints a short summary last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Unpack the carried binary (scripts/build-gpu-binary.sh writes gpu-pack/vtensor.gz).
+if [ -f gpu-pack/vtensor.gz ] && [ -z "${VTENSOR_BIN:-}" ]; then
+  mkdir -p gpu-bin && gunzip -c gpu-pack/vtensor.gz > gpu-bin/vtensor && cp gpu-pack/COMMIT gpu-bin/COMMIT
+fi
 out=${1:-${OUT:-/tmp/vtensor-gpu}}
 bin=${VTENSOR_BIN:-gpu-bin/vtensor}
 mkdir -p "$out"
