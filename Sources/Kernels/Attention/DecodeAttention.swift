@@ -183,21 +183,27 @@ public final class DecodeAttention: @unchecked Sendable {
 
     /// Queues the kernel for a prepared batch. The context must be current on this thread;
     /// `stream` must be the one the batch was prepared on (or ordered after it).
-    public func run(_ batch: DecodeBatch, queries: UInt64, output: UInt64, stream: CUDAStream) throws {
+    /// - Parameter dependent: launch with programmatic dependent launch (the kernel waits on
+    ///   `griddepcontrol.wait` before reading anything, so it may start during the previous kernel).
+    public func run(_ batch: DecodeBatch, queries: UInt64, output: UInt64, stream: CUDAStream, dependent: Bool = false) throws {
         let plan = batch.schedule
         guard plan.ctas > 0 else { return }
         precondition((partialO?.bytes ?? 0) >= max(1, plan.partialSlots) * DecodeSchedule.rowsPerHeadBlock * parameters.headDim * 4 &&
                      (counters?.bytes ?? 0) >= plan.pairs * 4, "batch prepared by another DecodeAttention")
         let p = parameters
         let base = batch.address
-        try kernel.launch(
-            grid: (plan.ctas, 1, 1), block: (32 * config.warps, 1, 1), stream: stream,
-            arguments: [.pointer(base), .pointer(queries), .pointer(output),
+        let arguments: [KernelArgument] = [.pointer(base), .pointer(queries), .pointer(output),
                         .pointer(partialO!.address), .pointer(partialML!.address), .pointer(counters!.address),
                         .pointer(batch.kPool), .pointer(batch.vPool)]
                 + batch.geometry.arguments
                 + [.int32(Int32(p.queryHeads)), .int32(Int32(p.groupSize)), .int32(Int32(plan.headBlocks)),
-                   .float32(p.scale * 1.442_695_040_888_963_4)])
+                   .float32(p.scale * 1.442_695_040_888_963_4)]
+        let grid = (plan.ctas, 1, 1), block = (32 * config.warps, 1, 1)
+        if dependent {
+            try kernel.launchDependent(grid: grid, block: block, stream: stream, arguments: arguments)
+        } else {
+            try kernel.launch(grid: grid, block: block, stream: stream, arguments: arguments)
+        }
     }
 
     /// Prepares and runs in one call. The plan's buffer is freed on return (cuMemFree waits for

@@ -152,6 +152,10 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
     /* Rows padded by 64 bytes: the 8 lanes of a quarter warp (rows g, g+1) hit distinct banks. */
     __shared__ __align__(16) u16 sQ[ROWS][DH + 32];
 #endif
+    /* Programmatic dependent launch (no-ops without it): the next kernel (a matmul) may start
+       prefetching its weights now; this one waits for the kernel that wrote Q and the new K/V. */
+    asm volatile("griddepcontrol.launch_dependents;");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, c = lane & 3;

@@ -288,7 +288,9 @@ public final class GPUModel: @unchecked Sendable {
                                              inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses + UInt64(i * n * 16),
                                              hq: hq, hkv: hkv, d: d, dependent: programmaticLaunch && i > 0, stream: stream)
                 }
-                try timed("attention") { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
+                try timed("attention") {
+                    try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream, dependent: programmaticLaunch)
+                }
                 try timed("o proj") {
                     try kernels.decodeMatmul(.residual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
                                              output: w.residual, sumsOut: slot(2 * i + 1), xw: w.normed, norm: layer.postAttentionNorm,
@@ -439,13 +441,21 @@ struct ModelKernels: @unchecked Sendable {
             .pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
             .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),
             .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies), .pointer(rowAddresses),
-            .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d)),
+            .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d)), .int32(Int32(prefetchBytes(rows: out, k: k))),
         ]
         if dependent {
             try kernel.launchDependent(grid: grid, block: block, stream: stream, arguments: arguments)
         } else {
             try kernel.launch(grid: grid, block: block, stream: stream, arguments: arguments)
         }
+    }
+
+    /// Bytes of each weight row a decode matmul pulls towards L2 before waiting on the previous
+    /// kernel: whole rows while the matrix's share stays within ~32 MiB (under H100's 50 MB L2),
+    /// never less than one round of loads (4 KiB).
+    func prefetchBytes(rows: Int, k: Int) -> Int {
+        let budget = 32 << 20
+        return min(k * 2, max(4096, budget / max(rows, 1) / 128 * 128))
     }
 
     func embedSums(table: UInt64, tokens: UInt64, x: UInt64, rows: Int, hidden: Int, sums: UInt64, slots: Int, xw: UInt64, norm: UInt64,

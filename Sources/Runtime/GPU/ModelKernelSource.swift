@@ -265,7 +265,8 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
                                       const float* __restrict__ sums_in, float eps, void* __restrict__ y,
                                       float* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
                                       const float* __restrict__ bias, const int* __restrict__ positions,
-                                      const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d) {
+                                      const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d,
+                                      int prefetch_bytes) {
     const int warp_in_block = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int warp = blockIdx.x * 4 + warp_in_block;
     int r0, r1;
@@ -287,7 +288,7 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     if (active) {
         const char* p0 = (const char*)(W + (size_t)r0 * k);
         const char* p1 = (const char*)(W + (size_t)(second ? r1 : r0) * k);
-        const int bytes = min(k * 2, 32 * 16 * GEMV_UNROLL);
+        const int bytes = min(k * 2, prefetch_bytes);
         for (int o = lane * 128; o < bytes; o += 32 * 128) {
             asm volatile("prefetch.global.L2 [%0];" :: "l"(p0 + o));
             asm volatile("prefetch.global.L2 [%0];" :: "l"(p1 + o));
@@ -389,8 +390,8 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
 #define DGEMV_PARAMS const bf16* __restrict__ W, int out, int k, int n, const bf16* __restrict__ x, \
     const float* __restrict__ sums_in, float eps, void* __restrict__ y, float* __restrict__ sums_out, bf16* __restrict__ xw, \
     const float* __restrict__ normw, const float* __restrict__ bias, const int* __restrict__ positions, \
-    const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d
-#define DGEMV_ARGS W, out, k, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d
+    const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d, int prefetch_bytes
+#define DGEMV_ARGS W, out, k, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d, prefetch_bytes
 #define DGEMV_KERNEL(NAME, OUT) \
 extern "C" __global__ void __launch_bounds__(128) NAME(DGEMV_PARAMS) { \
     switch (n) { \
