@@ -23,7 +23,7 @@ public final class GPUModel: @unchecked Sendable {
     public let maxLogitRows: Int
     public let attention: AttentionParameters
 
-    let kernels: ModelKernels
+    var kernels: ModelKernels
     let decode: DecodeAttention
     let prefill: PrefillAttention
     let workspace: Workspace
@@ -38,6 +38,11 @@ public final class GPUModel: @unchecked Sendable {
     /// Launch the fused decode matmuls with programmatic dependent launch (Hopper), so each
     /// prefetches its weights while the previous kernel finishes.
     public var programmaticLaunch = true
+    /// Decode matmuls read rows of up to 4096 in one round of loads (16 in flight per lane).
+    public var oneRoundMatmuls: Bool {
+        get { kernels.oneRound }
+        set { kernels.oneRound = newValue }
+    }
     /// Decode attention's smallest split (keys per CTA); nil: the kernel's default.
     public var decodeMinTokensPerCTA: Int?
 
@@ -139,6 +144,9 @@ public final class GPUModel: @unchecked Sendable {
         let shape = KVShape(layers: c.numHiddenLayers, kvHeads: c.numKeyValueHeads, headDim: d, dtype: .bf16)
         cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokensPerSequence ?? c.maxPositionEmbeddings)
     }
+
+    /// Whether the driver offers cuLaunchKernelEx (programmatic dependent launch).
+    public var kernelsSupportProgrammaticLaunch: Bool { kernels.embedKernel.supportsProgrammaticLaunch }
 
     public var name: String { "\(context.device.name) (sm_\(context.device.computeCapability.major)\(context.device.computeCapability.minor))" }
     public var workspaceBytes: Int { workspace.bytes + (decodeWorkspace?.bytes ?? 0) + (prefillWorkspace?.bytes ?? 0) }
@@ -395,6 +403,10 @@ struct ModelKernels: @unchecked Sendable {
     let module: KernelModule
     let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel, embedSumsKernel: KernelFunction
     let decodeKernels: [DecodeMatmul: KernelFunction]
+    /// The same with 16 loads in flight per lane: one round for rows of up to 4096 bf16.
+    let decodeKernelsOneRound: [DecodeMatmul: KernelFunction]
+    /// Use the one-round kernels where a row fits one round (k <= 4096).
+    var oneRound = true
 
     init(compiler: KernelCompiler, gemvUnroll: Int = 8) throws {
         let p = Self.program(gemvUnroll: gemvUnroll)
@@ -413,6 +425,12 @@ struct ModelKernels: @unchecked Sendable {
             .residual: try module.function(named: "vt_dgemv_residual"),
             .qkvRoPE: try module.function(named: "vt_dgemv_qkv_rope"),
             .swiGLU: try module.function(named: "vt_dgemv_swiglu"),
+        ]
+        decodeKernelsOneRound = [
+            .logits: try module.function(named: "vt_dgemv_logits_u16"),
+            .residual: try module.function(named: "vt_dgemv_residual_u16"),
+            .qkvRoPE: try module.function(named: "vt_dgemv_qkv_rope_u16"),
+            .swiGLU: try module.function(named: "vt_dgemv_swiglu_u16"),
         ]
     }
 
@@ -435,7 +453,7 @@ struct ModelKernels: @unchecked Sendable {
                       dependent: Bool = false, stream: CUDAStream) throws {
         precondition(rows >= 1 && rows <= 4 && k % 8 == 0, "decode matmuls take 1-4 rows and k a multiple of 8")
         let warps = (out + 1) / 2
-        let kernel = decodeKernels[kind]!
+        let kernel = oneRound && k <= 16 * 256 ? decodeKernelsOneRound[kind]! : decodeKernels[kind]!
         let grid = ((warps + 3) / 4, 1, 1), block = (128, 1, 1)
         let arguments: [KernelArgument] = [
             .pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),

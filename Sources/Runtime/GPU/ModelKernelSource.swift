@@ -244,6 +244,16 @@ extern "C" __global__ void __launch_bounds__(128) vt_gemv(const bf16* __restrict
 //   OUT 3: Q/K/V with bias and RoPE: q -> y [n][hq][d]; k, v -> the KV cache rows kv_rows[2t], [2t+1]
 //   OUT 4: SwiGLU: rows (i, i + out/2) are gate and up; y[t][i] = bf16(silu(gate) * up)
 // A warp owns 2 rows: consecutive ones, or the pair its epilogue combines (OUT 3, OUT 4).
+// Weight loads as volatile asm so ptxas issues them in program order, all before the math that
+// uses them (with __ldg it interleaved loads and FMAs, holding only a few loads in flight).
+// Weights are read once: no L1 allocation, 256-byte L2 prefetch.
+__device__ __forceinline__ uint4 ld_weights(const uint4* p) {
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
 __device__ __forceinline__ void dg_fma(float& acc, const float xs[8], uint4 w) {
     const u32 ws[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
@@ -260,7 +270,7 @@ __device__ __forceinline__ void dg_load(float xs[8], const bf16* __restrict__ x,
     for (int e = 0; e < 4; ++e) { xs[2 * e] = __int_as_float(w[e] << 16); xs[2 * e + 1] = __int_as_float(w[e] & 0xffff0000u); }
 }
 
-template <int N, int OUT>
+template <int N, int OUT, int U>
 __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k, const bf16* __restrict__ x,
                                       const float* __restrict__ sums_in, float eps, void* __restrict__ y,
                                       float* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
@@ -303,12 +313,13 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
         const uint4* w1 = (const uint4*)(W + (size_t)(second ? r1 : r0) * k);
         const int vecs = k >> 3;
         int v = lane;
-        for (; v + 32 * (GEMV_UNROLL - 1) < vecs; v += 32 * GEMV_UNROLL) {
-            uint4 a[GEMV_UNROLL], b[GEMV_UNROLL];
+        for (; v + 32 * (U - 1) < vecs; v += 32 * U) {
+            uint4 a[U], b[U];
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; ++u) { a[u] = __ldg(w0 + v + 32 * u); b[u] = __ldg(w1 + v + 32 * u); }
+            for (int u = 0; u < U; ++u) { a[u] = ld_weights(w0 + v + 32 * u); b[u] = ld_weights(w1 + v + 32 * u); }
+            __syncwarp();  // with the volatile loads: every load of the round issues before the math
 #pragma unroll
-            for (int u = 0; u < GEMV_UNROLL; ++u)
+            for (int u = 0; u < U; ++u)
 #pragma unroll
                 for (int t = 0; t < N; ++t) {
                     float xs[8];
@@ -392,19 +403,25 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     const float* __restrict__ normw, const float* __restrict__ bias, const int* __restrict__ positions, \
     const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d, int prefetch_bytes
 #define DGEMV_ARGS W, out, k, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d, prefetch_bytes
-#define DGEMV_KERNEL(NAME, OUT) \
+// U: 16-byte loads in flight per lane per row. U = 16 reads a 4096-wide bf16 row in one round
+// (no second dependent round of loads); U = 8 keeps registers lower for wider rows.
+#define DGEMV_KERNEL(NAME, OUT, U) \
 extern "C" __global__ void __launch_bounds__(128) NAME(DGEMV_PARAMS) { \
     switch (n) { \
-    case 1: dgemv<1, OUT>(DGEMV_ARGS); break; \
-    case 2: dgemv<2, OUT>(DGEMV_ARGS); break; \
-    case 3: dgemv<3, OUT>(DGEMV_ARGS); break; \
-    default: dgemv<4, OUT>(DGEMV_ARGS); break; \
+    case 1: dgemv<1, OUT, U>(DGEMV_ARGS); break; \
+    case 2: dgemv<2, OUT, U>(DGEMV_ARGS); break; \
+    case 3: dgemv<3, OUT, U>(DGEMV_ARGS); break; \
+    default: dgemv<4, OUT, U>(DGEMV_ARGS); break; \
     } \
 }
-DGEMV_KERNEL(vt_dgemv_logits, 1)
-DGEMV_KERNEL(vt_dgemv_residual, 2)
-DGEMV_KERNEL(vt_dgemv_qkv_rope, 3)
-DGEMV_KERNEL(vt_dgemv_swiglu, 4)
+DGEMV_KERNEL(vt_dgemv_logits, 1, GEMV_UNROLL)
+DGEMV_KERNEL(vt_dgemv_residual, 2, GEMV_UNROLL)
+DGEMV_KERNEL(vt_dgemv_qkv_rope, 3, GEMV_UNROLL)
+DGEMV_KERNEL(vt_dgemv_swiglu, 4, GEMV_UNROLL)
+DGEMV_KERNEL(vt_dgemv_logits_u16, 1, 16)
+DGEMV_KERNEL(vt_dgemv_residual_u16, 2, 16)
+DGEMV_KERNEL(vt_dgemv_qkv_rope_u16, 3, 16)
+DGEMV_KERNEL(vt_dgemv_swiglu_u16, 4, 16)
 
 // Decode's embedding: x[row] = table[tokens[row]] in fp32, sums[0][row] = its sum of squares,
 // xw[row] = bf16(x * normw) (layer 0's input norm weight), and every later norm slot of the row
