@@ -67,7 +67,7 @@ struct BenchModelCommand: ParsableCommand {
     @Option(help: "GPU decode matmuls with programmatic dependent launch: on or off.")
     var pdl = "on"
     @Option(help: "GPU decode matmuls read 4096-wide rows in one round of loads: on or off.")
-    var oneRound = "on"
+    var oneRound = "off"
 
     func run() throws {
         let (kind, unavailable) = backendOptions.resolve()

@@ -406,7 +406,7 @@ struct ModelKernels: @unchecked Sendable {
     /// The same with 16 loads in flight per lane: one round for rows of up to 4096 bf16.
     let decodeKernelsOneRound: [DecodeMatmul: KernelFunction]
     /// Use the one-round kernels where a row fits one round (k <= 4096).
-    var oneRound = true
+    var oneRound = false
 
     init(compiler: KernelCompiler, gemvUnroll: Int = 8) throws {
         let p = Self.program(gemvUnroll: gemvUnroll)
