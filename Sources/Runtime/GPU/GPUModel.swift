@@ -38,10 +38,10 @@ public final class GPUModel: @unchecked Sendable {
     /// Launch the fused decode matmuls with programmatic dependent launch (Hopper), so each
     /// prefetches its weights while the previous kernel finishes.
     public var programmaticLaunch = true
-    /// Decode matmuls read rows of up to 4096 in one round of loads (16 in flight per lane).
-    public var oneRoundMatmuls: Bool {
-        get { kernels.oneRound }
-        set { kernels.oneRound = newValue }
+    /// Decode matmuls with at most this many row pairs split k over two warps (0: never).
+    public var splitKMaxPairs: Int {
+        get { kernels.splitKMaxPairs }
+        set { kernels.splitKMaxPairs = newValue }
     }
     /// Decode attention's smallest split (keys per CTA); nil: the kernel's default.
     public var decodeMinTokensPerCTA: Int?
@@ -403,10 +403,10 @@ struct ModelKernels: @unchecked Sendable {
     let module: KernelModule
     let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel, embedSumsKernel: KernelFunction
     let decodeKernels: [DecodeMatmul: KernelFunction]
-    /// The same with 16 loads in flight per lane: one round for rows of up to 4096 bf16.
-    let decodeKernelsOneRound: [DecodeMatmul: KernelFunction]
-    /// Use the one-round kernels where a row fits one round (k <= 4096).
-    var oneRound = false
+    /// The same with each row pair's k range split over two warps.
+    let decodeKernelsSplitK: [DecodeMatmul: KernelFunction]
+    /// Split k over two warps for matrices of at most this many row pairs (0: never).
+    var splitKMaxPairs = 4096
 
     init(compiler: KernelCompiler, gemvUnroll: Int = 8) throws {
         let p = Self.program(gemvUnroll: gemvUnroll)
@@ -426,11 +426,11 @@ struct ModelKernels: @unchecked Sendable {
             .qkvRoPE: try module.function(named: "vt_dgemv_qkv_rope"),
             .swiGLU: try module.function(named: "vt_dgemv_swiglu"),
         ]
-        decodeKernelsOneRound = [
-            .logits: try module.function(named: "vt_dgemv_logits_u16"),
-            .residual: try module.function(named: "vt_dgemv_residual_u16"),
-            .qkvRoPE: try module.function(named: "vt_dgemv_qkv_rope_u16"),
-            .swiGLU: try module.function(named: "vt_dgemv_swiglu_u16"),
+        decodeKernelsSplitK = [
+            .logits: try module.function(named: "vt_dgemv_logits_k2"),
+            .residual: try module.function(named: "vt_dgemv_residual_k2"),
+            .qkvRoPE: try module.function(named: "vt_dgemv_qkv_rope_k2"),
+            .swiGLU: try module.function(named: "vt_dgemv_swiglu_k2"),
         ]
     }
 
@@ -452,9 +452,10 @@ struct ModelKernels: @unchecked Sendable {
                       inverseFrequencies: UInt64 = 0, rowAddresses: UInt64 = 0, hq: Int = 0, hkv: Int = 0, d: Int = 0,
                       dependent: Bool = false, stream: CUDAStream) throws {
         precondition(rows >= 1 && rows <= 4 && k % 8 == 0, "decode matmuls take 1-4 rows and k a multiple of 8")
-        let warps = (out + 1) / 2
-        let kernel = oneRound && k <= 16 * 256 ? decodeKernelsOneRound[kind]! : decodeKernels[kind]!
-        let grid = ((warps + 3) / 4, 1, 1), block = (128, 1, 1)
+        let pairs = (out + 1) / 2
+        let split = pairs <= splitKMaxPairs && k % 16 == 0 ? 2 : 1
+        let kernel = split == 2 ? decodeKernelsSplitK[kind]! : decodeKernels[kind]!
+        let grid = ((pairs * split + 3) / 4, 1, 1), block = (128, 1, 1)
         let arguments: [KernelArgument] = [
             .pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
             .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),

@@ -270,15 +270,18 @@ __device__ __forceinline__ void dg_load(float xs[8], const bf16* __restrict__ x,
     for (int e = 0; e < 4; ++e) { xs[2 * e] = __int_as_float(w[e] << 16); xs[2 * e + 1] = __int_as_float(w[e] & 0xffff0000u); }
 }
 
-template <int N, int OUT, int U>
+template <int N, int OUT, int U, int S>
 __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k, const bf16* __restrict__ x,
                                       const float* __restrict__ sums_in, float eps, void* __restrict__ y,
                                       float* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
                                       const float* __restrict__ bias, const int* __restrict__ positions,
                                       const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d,
                                       int prefetch_bytes) {
+    // S = 2 splits each row pair's k range over two warps of the block (twice the warps, half
+    // the dependent rounds each) for matrices too small to fill the GPU with one warp per pair.
     const int warp_in_block = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int warp = blockIdx.x * 4 + warp_in_block;
+    const int part = S == 2 ? (warp_in_block & 1) : 0;
+    const int warp = blockIdx.x * (4 / S) + warp_in_block / S;
     int r0, r1;
     if (OUT == 3) {
         const int half = d >> 1, head = warp / half, i = warp - head * half;
@@ -311,8 +314,8 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     if (active) {
         const uint4* w0 = (const uint4*)(W + (size_t)r0 * k);
         const uint4* w1 = (const uint4*)(W + (size_t)(second ? r1 : r0) * k);
-        const int vecs = k >> 3;
-        int v = lane;
+        const int vecs = (k >> 3) * (part + 1) / S;
+        int v = (k >> 3) * part / S + lane;
         for (; v + 32 * (U - 1) < vecs; v += 32 * U) {
             uint4 a[U], b[U];
 #pragma unroll
@@ -340,10 +343,26 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
         }
     }
 #pragma unroll
+    for (int t = 0; t < N; ++t) { acc[t][0] = warp_sum(acc[t][0]); acc[t][1] = warp_sum(acc[t][1]); }
+    if (S == 2) {
+        __shared__ float split_acc[2][4][2];
+        const int pair = warp_in_block >> 1;
+        if (part == 1 && lane == 0) {
+#pragma unroll
+            for (int t = 0; t < N; ++t) { split_acc[pair][t][0] = acc[t][0]; split_acc[pair][t][1] = acc[t][1]; }
+        }
+        __syncthreads();
+        if (part == 0) {
+#pragma unroll
+            for (int t = 0; t < N; ++t) { acc[t][0] += split_acc[pair][t][0]; acc[t][1] += split_acc[pair][t][1]; }
+        }
+    }
+    const bool leader = part == 0;
+#pragma unroll
     for (int t = 0; t < N; ++t) {
         const float scale = sums_in ? rsqrtf(sums_in[t] / k + eps) : 1.f;
-        acc[t][0] = warp_sum(acc[t][0]) * scale;
-        acc[t][1] = warp_sum(acc[t][1]) * scale;
+        acc[t][0] *= scale;
+        acc[t][1] *= scale;
     }
 
     if (OUT == 2) {
@@ -352,11 +371,11 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
 #pragma unroll
             for (int t = 0; t < N; ++t) {
                 float sq = 0.f;
-                if (active) {
+                if (active && leader) {
                     float* p = (float*)y + (size_t)t * out + r0; const float nv = *p + acc[t][0]; *p = nv; sq += nv * nv;
                     xw[(size_t)t * out + r0] = f2bf(nv * normw[r0]);
                 }
-                if (second) {
+                if (second && leader) {
                     float* p = (float*)y + (size_t)t * out + r1; const float nv = *p + acc[t][1]; *p = nv; sq += nv * nv;
                     xw[(size_t)t * out + r1] = f2bf(nv * normw[r1]);
                 }
@@ -370,7 +389,7 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
         }
         return;
     }
-    if (lane != 0 || !active) return;
+    if (lane != 0 || !active || !leader) return;
 #pragma unroll
     for (int t = 0; t < N; ++t) {
         if (OUT == 1) {
@@ -403,25 +422,24 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     const float* __restrict__ normw, const float* __restrict__ bias, const int* __restrict__ positions, \
     const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d, int prefetch_bytes
 #define DGEMV_ARGS W, out, k, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d, prefetch_bytes
-// U: 16-byte loads in flight per lane per row. U = 16 reads a 4096-wide bf16 row in one round
-// (no second dependent round of loads); U = 8 keeps registers lower for wider rows.
-#define DGEMV_KERNEL(NAME, OUT, U) \
+// U: 16-byte loads per lane per row per round. S: warps sharing a row pair's k range (1 or 2).
+#define DGEMV_KERNEL(NAME, OUT, U, S) \
 extern "C" __global__ void __launch_bounds__(128) NAME(DGEMV_PARAMS) { \
     switch (n) { \
-    case 1: dgemv<1, OUT, U>(DGEMV_ARGS); break; \
-    case 2: dgemv<2, OUT, U>(DGEMV_ARGS); break; \
-    case 3: dgemv<3, OUT, U>(DGEMV_ARGS); break; \
-    default: dgemv<4, OUT, U>(DGEMV_ARGS); break; \
+    case 1: dgemv<1, OUT, U, S>(DGEMV_ARGS); break; \
+    case 2: dgemv<2, OUT, U, S>(DGEMV_ARGS); break; \
+    case 3: dgemv<3, OUT, U, S>(DGEMV_ARGS); break; \
+    default: dgemv<4, OUT, U, S>(DGEMV_ARGS); break; \
     } \
 }
-DGEMV_KERNEL(vt_dgemv_logits, 1, GEMV_UNROLL)
-DGEMV_KERNEL(vt_dgemv_residual, 2, GEMV_UNROLL)
-DGEMV_KERNEL(vt_dgemv_qkv_rope, 3, GEMV_UNROLL)
-DGEMV_KERNEL(vt_dgemv_swiglu, 4, GEMV_UNROLL)
-DGEMV_KERNEL(vt_dgemv_logits_u16, 1, 16)
-DGEMV_KERNEL(vt_dgemv_residual_u16, 2, 16)
-DGEMV_KERNEL(vt_dgemv_qkv_rope_u16, 3, 16)
-DGEMV_KERNEL(vt_dgemv_swiglu_u16, 4, 16)
+DGEMV_KERNEL(vt_dgemv_logits, 1, GEMV_UNROLL, 1)
+DGEMV_KERNEL(vt_dgemv_residual, 2, GEMV_UNROLL, 1)
+DGEMV_KERNEL(vt_dgemv_qkv_rope, 3, GEMV_UNROLL, 1)
+DGEMV_KERNEL(vt_dgemv_swiglu, 4, GEMV_UNROLL, 1)
+DGEMV_KERNEL(vt_dgemv_logits_k2, 1, GEMV_UNROLL, 2)
+DGEMV_KERNEL(vt_dgemv_residual_k2, 2, GEMV_UNROLL, 2)
+DGEMV_KERNEL(vt_dgemv_qkv_rope_k2, 3, GEMV_UNROLL, 2)
+DGEMV_KERNEL(vt_dgemv_swiglu_k2, 4, GEMV_UNROLL, 2)
 
 // Decode's embedding: x[row] = table[tokens[row]] in fp32, sums[0][row] = its sum of squares,
 // xw[row] = bf16(x * normw) (layer 0's input norm weight), and every later norm slot of the row
