@@ -67,7 +67,7 @@ struct BenchModelCommand: ParsableCommand {
     @Option(help: "GPU decode matmuls with programmatic dependent launch: on or off.")
     var pdl = "on"
     @Option(help: "GPU decode matmuls with at most this many row pairs split k over two warps (0: never).")
-    var splitKPairs = 4096
+    var splitKPairs = 0
 
     func run() throws {
         let (kind, unavailable) = backendOptions.resolve()

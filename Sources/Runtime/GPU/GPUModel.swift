@@ -406,7 +406,7 @@ struct ModelKernels: @unchecked Sendable {
     /// The same with each row pair's k range split over two warps.
     let decodeKernelsSplitK: [DecodeMatmul: KernelFunction]
     /// Split k over two warps for matrices of at most this many row pairs (0: never).
-    var splitKMaxPairs = 4096
+    var splitKMaxPairs = 0
 
     init(compiler: KernelCompiler, gemvUnroll: Int = 8) throws {
         let p = Self.program(gemvUnroll: gemvUnroll)
