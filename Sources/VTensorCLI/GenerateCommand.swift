@@ -74,11 +74,13 @@ struct GenerateCommand: ParsableCommand {
         try parameters.validate()
 
         let model: any LanguageModel
+        var gpuModel: GPUModel? = nil
         let label: String
         if kind == .cuda {
             let gpu = try GPUModel(config: loaded.config, weights: loaded.weights, device: backendOptions.device,
                                    maxBatchTokens: max(ids.count, 256), maxLogitRows: 4)
             model = gpu
+            gpuModel = gpu
             label = "cuda, \(gpu.name), bf16"
         } else {
             model = try CPUModel(weights: loaded.weights)
@@ -99,6 +101,12 @@ struct GenerateCommand: ParsableCommand {
         let line = "[\(result.promptTokens) prompt tokens, \(result.tokens.count) generated, finish: \(result.finishReason.rawValue); "
             + "time to first token \(fixed(result.timeToFirstToken * 1000, 1)) ms, \(fixed(result.decodeTokensPerSecond, 1)) tokens/s; \(label)]\n"
         FileHandle.standardError.write(Data(line.utf8))
+        if let gpu = gpuModel {
+            let memory = gpu.memory.accounting
+            let text = "[GPU memory: weights \(mib(gpu.weights.bytes)), KV peak \(mib(memory.peakCreated * memory.chunkSize)) "
+                + "(2 MiB chunks, held while used), workspace \(mib(gpu.workspaceBytes))]\n"
+            FileHandle.standardError.write(Data(text.utf8))
+        }
     }
 
     private func quoted(_ s: String) -> String {

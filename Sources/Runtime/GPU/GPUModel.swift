@@ -120,6 +120,11 @@ public final class GPUModel: @unchecked Sendable {
         }
         decode = try DecodeAttention(compiler: compiler, parameters: attention)
         prefill = try PrefillAttention(compiler: compiler, parameters: attention)
+        // Attention plans and scratch for the largest step, allocated now: steps never allocate.
+        try decode.reserveWorkspace(maxRequests: maxLogitRows, stream: stream)
+        decodeWorkspace = try DeviceBuffer(context: context, bytes: c.numHiddenLayers * decode.itemBytesPerLayer(maxRequests: maxLogitRows))
+        let tiles = maxBatchTokens / 16 + maxLogitRows
+        prefillWorkspace = try DeviceBuffer(context: context, bytes: c.numHiddenLayers * ((32 * maxLogitRows + 8 * tiles + 255) / 256 * 256))
 
         // Workspace.
         let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize, n = maxBatchTokens
@@ -149,7 +154,10 @@ public final class GPUModel: @unchecked Sendable {
     public var kernelsSupportProgrammaticLaunch: Bool { kernels.embedKernel.supportsProgrammaticLaunch }
 
     public var name: String { "\(context.device.name) (sm_\(context.device.computeCapability.major)\(context.device.computeCapability.minor))" }
-    public var workspaceBytes: Int { workspace.bytes + (decodeWorkspace?.bytes ?? 0) + (prefillWorkspace?.bytes ?? 0) }
+    /// Device memory besides weights and KV: activations, metadata, cuBLASLt and attention scratch.
+    public var workspaceBytes: Int {
+        workspace.bytes + (decodeWorkspace?.bytes ?? 0) + (prefillWorkspace?.bytes ?? 0) + decode.workspaceBytes
+    }
 
     public func addSequence(_ id: Int) throws { try cache.addRequest(id) }
     public func freeSequence(_ id: Int) throws { try cache.free(id) }
