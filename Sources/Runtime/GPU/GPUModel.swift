@@ -96,6 +96,9 @@ public final class GPUModel: @unchecked Sendable {
         kernels = try ModelKernels(compiler: compiler, gemvUnroll: gemvUnroll)
         attention = AttentionParameters(queryHeads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
                                         dtype: .bf16, window: c.effectiveSlidingWindow)
+        guard c.intermediateSize % 8 == 0, c.hiddenSize % 8 == 0 else {
+            throw RuntimeError.unsupported("GPU kernels need hidden_size and intermediate_size divisible by 8 (got \(c.hiddenSize), \(c.intermediateSize))")
+        }
         guard DecodeAttention.supports(attention), PrefillAttention.supports(attention) else {
             throw RuntimeError.unsupported("GPU attention for head dim \(c.headDim) (supported: 64 and 128)")
         }
@@ -522,8 +525,9 @@ struct ModelKernels: @unchecked Sendable {
     }
 
     func siluMultiply(gateUp: UInt64, bias: UInt64?, out: UInt64, rows: Int, f: Int, stream: CUDAStream) throws {
+        precondition(f % 8 == 0, "SwiGLU works on 8-element vectors")
         let total = rows * f
-        try siluKernel.launch(grid: (grid(total), 1, 1), block: (256, 1, 1), stream: stream,
+        try siluKernel.launch(grid: (grid(total / 8), 1, 1), block: (256, 1, 1), stream: stream,
                               arguments: [.pointer(gateUp), .pointer(bias ?? 0), .pointer(out), .int32(Int32(f)), .uint64(UInt64(total))])
     }
 
