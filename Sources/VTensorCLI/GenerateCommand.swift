@@ -44,6 +44,9 @@ struct GenerateCommand: ParsableCommand {
     func run() throws {
         let (kind, unavailable) = backendOptions.resolve()
         if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
+        if kind == .cpu, backendOptions.backend == nil, let unavailable {
+            FileHandle.standardError.write(Data("vtensor: \(unavailable.split(separator: ":").first ?? "no CUDA device"); generating on the CPU\n".utf8))
+        }
         let loaded = try modelOptions.open()
         let tokenizer = try loaded.tokenizer()
         let generation = try loaded.generationConfig()
