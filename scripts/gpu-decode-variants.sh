@@ -21,7 +21,6 @@ run() {
   echo "== $name ($*)"; grep -A2 "^batch" "$out/decode-$name.txt" | tail -1; grep "host phases" "$out/decode-$name.txt"; grep -A12 "^decode step, GPU" "$out/decode-$name.txt" | tail -9
 }
 run default
-run split-k --split-k-pairs 4096
-run no-pdl --pdl off
+run persistent --persistent on
 run batch4 --batch 4
-run batch4-no-pdl --batch 4 --pdl off
+run batch4-persistent --batch 4 --persistent on

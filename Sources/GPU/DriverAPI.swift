@@ -47,6 +47,7 @@ public struct DriverAPI: @unchecked Sendable {
     public let cuLaunchKernel: PFN_cuLaunchKernel
     /// nil on drivers without it (before CUDA 11.8).
     public let cuLaunchKernelEx: PFN_cuLaunchKernelEx?
+    public let cuOccupancyMaxActiveBlocksPerMultiprocessor: PFN_cuOccupancyMaxActiveBlocksPerMultiprocessor?
     public let cuMemAddressReserve: PFN_cuMemAddressReserve
     public let cuMemAddressFree: PFN_cuMemAddressFree
     public let cuMemCreate: PFN_cuMemCreate
@@ -123,6 +124,8 @@ public struct DriverAPI: @unchecked Sendable {
         cuFuncSetAttribute = try load("cuFuncSetAttribute", PFN_cuFuncSetAttribute.self)
         cuLaunchKernel = try load("cuLaunchKernel", PFN_cuLaunchKernel.self)
         cuLaunchKernelEx = try? load("cuLaunchKernelEx", PFN_cuLaunchKernelEx.self)
+        cuOccupancyMaxActiveBlocksPerMultiprocessor = try? load("cuOccupancyMaxActiveBlocksPerMultiprocessor",
+                                                                PFN_cuOccupancyMaxActiveBlocksPerMultiprocessor.self)
         cuMemAddressReserve = try load("cuMemAddressReserve", PFN_cuMemAddressReserve.self)
         cuMemAddressFree = try load("cuMemAddressFree", PFN_cuMemAddressFree.self)
         cuMemCreate = try load("cuMemCreate", PFN_cuMemCreate.self)

@@ -131,14 +131,45 @@ public struct KernelFunction: @unchecked Sendable {
         grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int = 0, stream: CUDAStream,
         arguments: [KernelArgument]
     ) throws {
-        guard let launchEx = module.context.driver.api.cuLaunchKernelEx else {
+        guard module.context.driver.api.cuLaunchKernelEx != nil else {
             return try launch(grid: grid, block: block, sharedMemoryBytes: sharedMemoryBytes, stream: stream, arguments: arguments)
         }
+        try launchEx(attribute: Int32(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION), grid: grid, block: block,
+                     sharedMemoryBytes: sharedMemoryBytes, stream: stream, arguments: arguments)
+    }
+
+    /// A cooperative launch: every block of the grid is resident at once, so the kernel may
+    /// synchronize the whole grid. The grid must not exceed ``maxActiveBlocksPerMultiprocessor(blockSize:)``
+    /// times the SM count. Throws where the driver lacks cuLaunchKernelEx.
+    public func launchCooperative(
+        grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int = 0, stream: CUDAStream,
+        arguments: [KernelArgument]
+    ) throws {
+        guard module.context.driver.api.cuLaunchKernelEx != nil else {
+            throw GPUError.symbolNotFound(symbol: "cuLaunchKernelEx", library: "libcuda.so.1 (cooperative launch)")
+        }
+        try launchEx(attribute: Int32(CU_LAUNCH_ATTRIBUTE_COOPERATIVE), grid: grid, block: block,
+                     sharedMemoryBytes: sharedMemoryBytes, stream: stream, arguments: arguments)
+    }
+
+    /// Blocks of `blockSize` threads one SM can hold at once (cuOccupancyMaxActiveBlocksPerMultiprocessor).
+    public func maxActiveBlocksPerMultiprocessor(blockSize: Int, sharedMemoryBytes: Int = 0) throws -> Int {
+        guard let query = module.context.driver.api.cuOccupancyMaxActiveBlocksPerMultiprocessor else {
+            throw GPUError.symbolNotFound(symbol: "cuOccupancyMaxActiveBlocksPerMultiprocessor", library: "libcuda.so.1")
+        }
+        var blocks: Int32 = 0
+        try module.context.driver.check(query(&blocks, handle, Int32(blockSize), sharedMemoryBytes), "cuOccupancyMaxActiveBlocksPerMultiprocessor")
+        return Int(blocks)
+    }
+
+    private func launchEx(attribute id: Int32, grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemoryBytes: Int,
+                          stream: CUDAStream, arguments: [KernelArgument]) throws {
+        let launchEx = module.context.driver.api.cuLaunchKernelEx!
         let dimensions = [grid.0, grid.1, grid.2, block.0, block.1, block.2]
         precondition(dimensions.allSatisfy { $0 >= 1 && $0 <= Int(UInt32.max) }, "bad launch shape \(grid) x \(block)")
         var attribute = CUlaunchAttribute()
-        attribute.id = Int32(CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
-        attribute.value.programmaticStreamSerializationAllowed = 1
+        attribute.id = id
+        attribute.value.programmaticStreamSerializationAllowed = 1  // the same int as .cooperative
         let result = withUnsafeMutablePointer(to: &attribute) { attributes in
             var config = CUlaunchConfig(gridDimX: UInt32(grid.0), gridDimY: UInt32(grid.1), gridDimZ: UInt32(grid.2),
                                         blockDimX: UInt32(block.0), blockDimY: UInt32(block.1), blockDimZ: UInt32(block.2),

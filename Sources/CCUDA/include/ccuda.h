@@ -133,13 +133,14 @@ typedef CUresult (*PFN_cuLaunchKernel)(CUfunction function, unsigned int gridX, 
                                        unsigned int blockZ, unsigned int sharedMemBytes, CUstream stream,
                                        void **kernelParams, void **extra);
 // cuLaunchKernelEx (CUDA 11.8+), used for programmatic dependent launch on Hopper.
-enum { CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
+enum { CU_LAUNCH_ATTRIBUTE_COOPERATIVE = 2, CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6 };
 typedef struct CUlaunchAttribute_st {
     int id;
     char pad[4];
     union {
         char raw[64];
         int programmaticStreamSerializationAllowed;
+        int cooperative;
     } value;
 } CUlaunchAttribute;
 typedef struct CUlaunchConfig_st {
@@ -150,6 +151,8 @@ typedef struct CUlaunchConfig_st {
     CUlaunchAttribute *attrs;
     unsigned int numAttrs;
 } CUlaunchConfig;
+typedef CUresult (*PFN_cuOccupancyMaxActiveBlocksPerMultiprocessor)(int *numBlocks, CUfunction function, int blockSize,
+                                                                     size_t dynamicSMemSize);
 typedef CUresult (*PFN_cuLaunchKernelEx)(const CUlaunchConfig *config, CUfunction function, void **kernelParams, void **extra);
 typedef CUresult (*PFN_cuMemAddressReserve)(CUdeviceptr *pointer, size_t size, size_t alignment,
                                             CUdeviceptr address, unsigned long long flags);

@@ -35,6 +35,9 @@ public final class GPUModel: @unchecked Sendable {
     /// Which matmul runs skinny products (decode): our GEMV kernel for up to 4 token rows, or cuBLASLt always.
     public enum MatmulPolicy: String, Sendable, CaseIterable { case auto, cublas }
     public var matmulPolicy: MatmulPolicy = .auto
+    /// Decode runs each layer's O, gate/up, down and the next layer's QKV as one cooperative
+    /// kernel with grid barriers (see ModelKernelSource), where the driver supports it.
+    public var persistentLayers = false
     /// Launch the fused decode matmuls with programmatic dependent launch (Hopper), so each
     /// prefetches its weights while the previous kernel finishes.
     public var programmaticLaunch = true
@@ -75,6 +78,8 @@ public final class GPUModel: @unchecked Sendable {
         let logits: UInt64, argmax: UInt64, meta: UInt64, blas: UInt64
         /// Fused decode: per norm slot (2 per layer + 1) and row, the residual's sum of squares.
         let sums: UInt64
+        /// Persistent decode: one grid-barrier counter per layer.
+        let barriers: UInt64
         let metaBytes: Int, blasBytes: Int
         var bytes: Int { buffer.bytes }
     }
@@ -139,11 +144,11 @@ public final class GPUModel: @unchecked Sendable {
         let offsets = [take(n * h * 4), take(n * h * 2), take(n * qkvWidth * 2), take(n * c.numAttentionHeads * d * 2),
                        take(n * c.numAttentionHeads * d * 2), take(n * 2 * f * 2), take(n * f * 2),
                        take(maxLogitRows * c.vocabSize * 4), take(maxLogitRows * 4), take(metaBytes), take(blasBytes),
-                       take((2 * c.numHiddenLayers + 1) * 4 * 4)]
+                       take((2 * c.numHiddenLayers + 1) * 4 * 4), take(c.numHiddenLayers * 4)]
         let buffer = try DeviceBuffer(context: context, bytes: total)
         let a = offsets.map { buffer.address + UInt64($0) }
         workspace = Workspace(buffer: buffer, residual: a[0], normed: a[1], qkv: a[2], q: a[3], attended: a[4], gateUp: a[5],
-                              activated: a[6], logits: a[7], argmax: a[8], meta: a[9], blas: a[10], sums: a[11], metaBytes: metaBytes,
+                              activated: a[6], logits: a[7], argmax: a[8], meta: a[9], blas: a[10], sums: a[11], barriers: a[12], metaBytes: metaBytes,
                               blasBytes: blasBytes)
 
         // The KV cache, capped by the budget, mapped as sequences grow.
@@ -299,6 +304,29 @@ public final class GPUModel: @unchecked Sendable {
                 try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, sums: w.sums, slots: slots,
                                       xw: w.normed, norm: layerWeights[0].inputNorm, stream: stream)
             }
+            if persistentLayers {
+                try timed("zero barriers") { try kernels.zeroWords(w.barriers, count: layers, stream: stream) }
+                let first = layerWeights[0]
+                try timed("qkv+rope+kv write") {
+                    try kernels.decodeMatmul(.qkvRoPE, weight: first.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(0),
+                                             eps: eps, output: w.q, bias: first.qkvBias, positions: positions,
+                                             inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses,
+                                             hq: hq, hkv: hkv, d: d, stream: stream)
+                }
+                for (i, layer) in layerWeights.enumerated() {
+                    try timed("attention") { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
+                    let next: GPUWeights.Layer? = i + 1 < layers ? layerWeights[i + 1] : nil
+                    try timed("layer block") {
+                        try kernels.layerBlock(
+                            output: layer.output, gateUp: layer.gateUp, down: layer.down, nextQKV: next?.qkv, attended: w.attended,
+                            residual: w.residual, xw: w.normed, activated: w.activated, q: w.q, postNorm: layer.postAttentionNorm,
+                            nextNorm: next?.inputNorm ?? weights.finalNorm, sumsPost: slot(2 * i + 1), sumsNext: slot(2 * i + 2),
+                            qkvBias: next?.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
+                            nextRowAddresses: rowAddresses + UInt64((i + 1) * n * 16), barrier: w.barriers + UInt64(4 * i),
+                            h: h, f: f, hq: hq, hkv: hkv, d: d, rows: n, eps: eps, stream: stream)
+                    }
+                }
+            } else {
             for (i, layer) in layerWeights.enumerated() {
                 let nextNorm = i + 1 < layers ? layerWeights[i + 1].inputNorm : weights.finalNorm
                 try timed("qkv+rope+kv write") {
@@ -324,6 +352,7 @@ public final class GPUModel: @unchecked Sendable {
                                              output: w.residual, sumsOut: slot(2 * i + 2), xw: w.normed, norm: nextNorm,
                                              dependent: programmaticLaunch, stream: stream)
                 }
+            }
             }
             // Logits of every row (decode asks one per sequence), the final norm folded in.
             try timed("lm head") {
@@ -414,6 +443,7 @@ struct ModelKernels: @unchecked Sendable {
     let module: KernelModule
     let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel, embedSumsKernel: KernelFunction
     let decodeKernels: [DecodeMatmul: KernelFunction]
+    let layerBlockKernel, zeroKernel: KernelFunction
     /// The same with each row pair's k range split over two warps.
     let decodeKernelsSplitK: [DecodeMatmul: KernelFunction]
     /// Split k over two warps for matrices of at most this many row pairs (0: never).
@@ -431,6 +461,8 @@ struct ModelKernels: @unchecked Sendable {
         fillKernel = try module.function(named: "vt_fill_normal_bf16")
         gemvKernel = try module.function(named: "vt_gemv")
         embedSumsKernel = try module.function(named: "vt_embed_sums")
+        layerBlockKernel = try module.function(named: "vt_decode_layer_block")
+        zeroKernel = try module.function(named: "vt_zero_words")
         decodeKernels = [
             .logits: try module.function(named: "vt_dgemv_logits"),
             .residual: try module.function(named: "vt_dgemv_residual"),
@@ -486,6 +518,30 @@ struct ModelKernels: @unchecked Sendable {
     func prefetchBytes(rows: Int, k: Int) -> Int {
         let budget = 32 << 20
         return min(k * 2, max(4096, budget / max(rows, 1) / 128 * 128))
+    }
+
+    func zeroWords(_ address: UInt64, count: Int, stream: CUDAStream) throws {
+        try zeroKernel.launch(grid: (1, 1, 1), block: (256, 1, 1), stream: stream, arguments: [.pointer(address), .int32(Int32(count))])
+    }
+
+    /// Blocks of the persistent layer kernel: 4 per SM where the occupancy allows (all resident).
+    func layerBlockGrid() throws -> Int {
+        let perSM = try layerBlockKernel.maxActiveBlocksPerMultiprocessor(blockSize: 128)
+        return layerBlockKernel.module.context.device.multiprocessorCount * max(1, min(4, perSM))
+    }
+
+    func layerBlock(output: UInt64, gateUp: UInt64, down: UInt64, nextQKV: UInt64?, attended: UInt64, residual: UInt64, xw: UInt64,
+                    activated: UInt64, q: UInt64, postNorm: UInt64, nextNorm: UInt64, sumsPost: UInt64, sumsNext: UInt64,
+                    qkvBias: UInt64?, positions: UInt64, inverseFrequencies: UInt64, nextRowAddresses: UInt64, barrier: UInt64,
+                    h: Int, f: Int, hq: Int, hkv: Int, d: Int, rows: Int, eps: Float, stream: CUDAStream) throws {
+        precondition(rows >= 1 && rows <= 4 && h % 8 == 0 && f % 8 == 0 && (hq * d) % 8 == 0, "layer block shape")
+        try layerBlockKernel.launchCooperative(
+            grid: (try layerBlockGrid(), 1, 1), block: (128, 1, 1), stream: stream,
+            arguments: [.pointer(output), .pointer(gateUp), .pointer(down), .pointer(nextQKV ?? 0), .pointer(attended), .pointer(residual),
+                        .pointer(xw), .pointer(activated), .pointer(q), .pointer(postNorm), .pointer(nextNorm), .pointer(sumsPost),
+                        .pointer(sumsNext), .pointer(qkvBias ?? 0), .pointer(positions), .pointer(inverseFrequencies),
+                        .pointer(nextRowAddresses), .pointer(barrier), .int32(Int32(h)), .int32(Int32(f)), .int32(Int32(hq)),
+                        .int32(Int32(hkv)), .int32(Int32(d)), .int32(Int32(rows)), .float32(eps)])
     }
 
     func embedSums(table: UInt64, tokens: UInt64, x: UInt64, rows: Int, hidden: Int, sums: UInt64, slots: Int, xw: UInt64, norm: UInt64,

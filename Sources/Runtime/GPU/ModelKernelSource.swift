@@ -432,6 +432,219 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     }
 }
 
+
+// ---- Persistent decode layer block (cooperative launch) ------------------------------------
+// One kernel runs O, then gate/up + SwiGLU, then down, then the next layer's QKV + RoPE + KV
+// write, with grid barriers between the phases instead of kernel boundaries: a warp that finishes
+// a phase prefetches its first weights of the next one into L2 before waiting, so the weight
+// stream does not drain between matmuls. Data produced inside the kernel is read with ld.cg
+// (L2, never a stale L1 line). All blocks must be resident: cooperative launch, grid <= occupancy.
+__device__ __forceinline__ void cg_load_x(float xs[8], const bf16* __restrict__ x, int v) {
+    uint4 q;
+    asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(q.x), "=r"(q.y), "=r"(q.z), "=r"(q.w) : "l"((const uint4*)x + v));
+    const u32 w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) { xs[2 * e] = __int_as_float(w[e] << 16); xs[2 * e + 1] = __int_as_float(w[e] & 0xffff0000u); }
+}
+
+__device__ __forceinline__ float ld_cg_f32(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(counter, 1u);
+        unsigned seen;
+        do {
+            asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(seen) : "l"(counter));
+            if (seen < target) __nanosleep(20);
+        } while (seen < target);
+    }
+    __syncthreads();
+}
+
+// Dot products of rows r0, r1 of W (k wide) with the n token rows of x (bf16, produced in-kernel).
+template <int N, int U>
+__device__ __forceinline__ void pl_rows(float acc[N][2], const bf16* __restrict__ W, int k, const bf16* __restrict__ x,
+                                        int r0, int r1, bool second, int lane) {
+#pragma unroll
+    for (int t = 0; t < N; ++t) { acc[t][0] = 0.f; acc[t][1] = 0.f; }
+    const uint4* w0 = (const uint4*)(W + (size_t)r0 * k);
+    const uint4* w1 = (const uint4*)(W + (size_t)(second ? r1 : r0) * k);
+    const int vecs = k >> 3;
+    int v = lane;
+    for (; v + 32 * (U - 1) < vecs; v += 32 * U) {
+        uint4 a[U], b[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) { a[u] = ld_weights(w0 + v + 32 * u); b[u] = ld_weights(w1 + v + 32 * u); }
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int t = 0; t < N; ++t) {
+                float xs[8];
+                cg_load_x(xs, x + (size_t)t * k, v + 32 * u);
+                dg_fma(acc[t][0], xs, a[u]);
+                dg_fma(acc[t][1], xs, b[u]);
+            }
+    }
+    for (; v < vecs; v += 32) {
+        const uint4 a = ld_weights(w0 + v), b = ld_weights(w1 + v);
+#pragma unroll
+        for (int t = 0; t < N; ++t) {
+            float xs[8];
+            cg_load_x(xs, x + (size_t)t * k, v);
+            dg_fma(acc[t][0], xs, a);
+            dg_fma(acc[t][1], xs, b);
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < N; ++t) { acc[t][0] = warp_sum(acc[t][0]); acc[t][1] = warp_sum(acc[t][1]); }
+}
+
+__device__ __forceinline__ void pl_prefetch(const bf16* __restrict__ W, int k, int r0, int r1, int lane) {
+    const char* p0 = (const char*)(W + (size_t)r0 * k);
+    const char* p1 = (const char*)(W + (size_t)r1 * k);
+    const int bytes = min(k * 2, 4096);
+    for (int o = lane * 128; o < bytes; o += 32 * 128) {
+        asm volatile("prefetch.global.L2 [%0];" :: "l"(p0 + o));
+        asm volatile("prefetch.global.L2 [%0];" :: "l"(p1 + o));
+    }
+}
+
+struct LayerBlockArgs {
+    const bf16* wo; const bf16* wgu; const bf16* wd; const bf16* wqkv;  // wqkv null: last layer
+    const bf16* attended; float* residual; bf16* xw; bf16* act; bf16* q;
+    const float* post_norm; const float* next_norm;
+    float* sums_post; float* sums_next;                                  // zeroed at the step start
+    const float* qkv_bias; const int* positions; const float* inv_freq; const u64* kv_rows_next;
+    unsigned* barrier;                                                   // zeroed at the step start
+    int h, f, hq, hkv, d, n; float eps;
+};
+
+// Residual update epilogue for a pair: residual += acc, xw = bf16(new * norm), squares into blk_sq.
+template <int N>
+__device__ __forceinline__ void pl_residual(const float acc[N][2], float* residual, bf16* xw, const float* norm, int out,
+                                            int r0, int r1, bool second, float* blk_sq) {
+#pragma unroll
+    for (int t = 0; t < N; ++t) {
+        float sq = 0.f;
+        float* p = residual + (size_t)t * out + r0;
+        float nv = ld_cg_f32(p) + acc[t][0]; *p = nv; sq += nv * nv; xw[(size_t)t * out + r0] = f2bf(nv * norm[r0]);
+        if (second) {
+            p = residual + (size_t)t * out + r1;
+            nv = ld_cg_f32(p) + acc[t][1]; *p = nv; sq += nv * nv; xw[(size_t)t * out + r1] = f2bf(nv * norm[r1]);
+        }
+        atomicAdd(blk_sq + t, sq);
+    }
+}
+
+template <int N>
+__device__ void layer_block(const LayerBlockArgs& A) {
+    __shared__ float blk_sq[4];
+    const int lane = threadIdx.x & 31;
+    const int gw = blockIdx.x * 4 + (threadIdx.x >> 5), GW = gridDim.x * 4;
+    unsigned phase = 0;
+    // Phase 1: O. residual += attended . Wo^T; sums_post, xw (post-attention norm).
+    if (threadIdx.x < 4) blk_sq[threadIdx.x] = 0.f;
+    __syncthreads();
+    const int hq_d = A.hq * A.d, pairsO = A.h / 2;
+    for (int p = gw; p < pairsO; p += GW) {
+        float acc[N][2];
+        pl_rows<N, 8>(acc, A.wo, hq_d, A.attended, 2 * p, 2 * p + 1, true, lane);
+        if (lane == 0) pl_residual<N>(acc, A.residual, A.xw, A.post_norm, A.h, 2 * p, 2 * p + 1, true, blk_sq);
+    }
+    if (gw < A.f) pl_prefetch(A.wgu, A.h, gw, gw + A.f, lane);
+    __syncthreads();
+    if (threadIdx.x < N) atomicAdd(A.sums_post + threadIdx.x, blk_sq[threadIdx.x]);
+    grid_barrier(A.barrier, ++phase * gridDim.x);
+
+    // Phase 2: gate/up with the post-attention norm's scale, SwiGLU into act.
+    float scale[N];
+#pragma unroll
+    for (int t = 0; t < N; ++t) scale[t] = rsqrtf(ld_cg_f32(A.sums_post + t) / A.h + A.eps);
+    for (int p = gw; p < A.f; p += GW) {
+        float acc[N][2];
+        pl_rows<N, 8>(acc, A.wgu, A.h, A.xw, p, p + A.f, true, lane);
+        if (lane == 0) {
+#pragma unroll
+            for (int t = 0; t < N; ++t) {
+                const float g = acc[t][0] * scale[t], u = acc[t][1] * scale[t];
+                A.act[(size_t)t * A.f + p] = f2bf(g / (1.f + __expf(-g)) * u);
+            }
+        }
+    }
+    if (gw < pairsO) pl_prefetch(A.wd, A.f, 2 * gw, 2 * gw + 1, lane);
+    if (threadIdx.x < 4) blk_sq[threadIdx.x] = 0.f;
+    grid_barrier(A.barrier, ++phase * gridDim.x);
+
+    // Phase 3: down. residual += act . Wd^T; sums_next, xw (next norm).
+    for (int p = gw; p < pairsO; p += GW) {
+        float acc[N][2];
+        pl_rows<N, 8>(acc, A.wd, A.f, A.act, 2 * p, 2 * p + 1, true, lane);
+        if (lane == 0) pl_residual<N>(acc, A.residual, A.xw, A.next_norm, A.h, 2 * p, 2 * p + 1, true, blk_sq);
+    }
+    const int half = A.d / 2, pairsQKV = (A.hq + 2 * A.hkv) * half;
+    if (A.wqkv && gw < pairsQKV) {
+        const int head = gw / half, i = gw - head * half;
+        pl_prefetch(A.wqkv, A.h, head * A.d + i, head * A.d + i + half, lane);
+    }
+    __syncthreads();
+    if (threadIdx.x < N) atomicAdd(A.sums_next + threadIdx.x, blk_sq[threadIdx.x]);
+    if (!A.wqkv) return;
+    grid_barrier(A.barrier, ++phase * gridDim.x);
+
+    // Phase 4: the next layer's QKV with its input norm's scale, bias, RoPE; Q out, K/V into the cache.
+#pragma unroll
+    for (int t = 0; t < N; ++t) scale[t] = rsqrtf(ld_cg_f32(A.sums_next + t) / A.h + A.eps);
+    for (int p = gw; p < pairsQKV; p += GW) {
+        const int head = p / half, i = p - head * half;
+        const int r0 = head * A.d + i, r1 = r0 + half;
+        float acc[N][2];
+        pl_rows<N, 8>(acc, A.wqkv, A.h, A.xw, r0, r1, true, lane);
+        if (lane != 0) continue;
+#pragma unroll
+        for (int t = 0; t < N; ++t) {
+            float a = acc[t][0] * scale[t], b = acc[t][1] * scale[t];
+            if (A.qkv_bias) { a += A.qkv_bias[r0]; b += A.qkv_bias[r1]; }
+            if (head < A.hq + A.hkv) {
+                float sn, cs;
+                sincosf((float)A.positions[t] * A.inv_freq[i], &sn, &cs);
+                const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+                a = ra; b = rb;
+            }
+            bf16* dst;
+            if (head < A.hq) dst = A.q + ((size_t)t * A.hq + head) * A.d;
+            else if (head < A.hq + A.hkv) dst = (bf16*)A.kv_rows_next[2 * t] + (size_t)(head - A.hq) * A.d;
+            else dst = (bf16*)A.kv_rows_next[2 * t + 1] + (size_t)(head - A.hq - A.hkv) * A.d;
+            dst[i] = f2bf(a); dst[i + half] = f2bf(b);
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) vt_decode_layer_block(
+    const bf16* wo, const bf16* wgu, const bf16* wd, const bf16* wqkv, const bf16* attended, float* residual, bf16* xw,
+    bf16* act, bf16* q, const float* post_norm, const float* next_norm, float* sums_post, float* sums_next,
+    const float* qkv_bias, const int* positions, const float* inv_freq, const u64* kv_rows_next, unsigned* barrier,
+    int h, int f, int hq, int hkv, int d, int n, float eps) {
+    const LayerBlockArgs args = {wo, wgu, wd, wqkv, attended, residual, xw, act, q, post_norm, next_norm, sums_post, sums_next,
+                                 qkv_bias, positions, inv_freq, kv_rows_next, barrier, h, f, hq, hkv, d, n, eps};
+    switch (args.n) {
+    case 1: layer_block<1>(args); break;
+    case 2: layer_block<2>(args); break;
+    case 3: layer_block<3>(args); break;
+    default: layer_block<4>(args); break;
+    }
+}
+
+// Zeroes `count` words (the layer blocks' barrier counters) at the start of a decode step.
+extern "C" __global__ void vt_zero_words(unsigned* __restrict__ p, int count) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += gridDim.x * blockDim.x) p[i] = 0u;
+}
+
 #define DGEMV_PARAMS const bf16* __restrict__ W, int out, int k, int n, const bf16* __restrict__ x, \
     const float* __restrict__ sums_in, float eps, void* __restrict__ y, float* __restrict__ sums_out, bf16* __restrict__ xw, \
     const float* __restrict__ normw, const float* __restrict__ bias, const int* __restrict__ positions, \
