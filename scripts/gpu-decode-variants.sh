@@ -13,7 +13,7 @@ bin=${VTENSOR_BIN:-gpu-bin/vtensor}
 mkdir -p "$out"
 export VTENSOR_CACHE_DIR=${VTENSOR_CACHE_DIR:-/tmp/vtensor-cache}
 chmod +x "$bin"
-"$bin" dev model --json-out "$out/dev-model.json" > "$out/dev-model.txt" 2>&1; echo "dev model rc=$?: $(grep -E 'passed|agreement' "$out/dev-model.txt" | tr '\n' ' ')"
+[ -n "${SKIP_DEV:-}" ] || "$bin" dev model --json-out "$out/dev-model.json" > "$out/dev-model.txt" 2>&1; echo "dev model rc=$?: $(grep -E 'passed|agreement' "$out/dev-model.txt" | tr '\n' ' ')"
 run() {
   local name=$1; shift
   "$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --prompt-tokens 128 --decode-tokens 64 --profile \
@@ -22,5 +22,6 @@ run() {
 }
 run default
 run persistent --persistent on
-run batch4 --batch 4
+run persistent-4 --persistent on --persistent-blocks 4
+run persistent-8 --persistent on --persistent-blocks 8
 run batch4-persistent --batch 4 --persistent on

@@ -38,6 +38,11 @@ public final class GPUModel: @unchecked Sendable {
     /// Decode runs each layer's O, gate/up, down and the next layer's QKV as one cooperative
     /// kernel with grid barriers (see ModelKernelSource), where the driver supports it.
     public var persistentLayers = false
+    /// Blocks per SM of the persistent layer kernel (0: the occupancy limit).
+    public var persistentBlocksPerSM: Int {
+        get { kernels.layerBlocksPerSM }
+        set { kernels.layerBlocksPerSM = newValue }
+    }
     /// Launch the fused decode matmuls with programmatic dependent launch (Hopper), so each
     /// prefetches its weights while the previous kernel finishes.
     public var programmaticLaunch = true
@@ -524,10 +529,14 @@ struct ModelKernels: @unchecked Sendable {
         try zeroKernel.launch(grid: (1, 1, 1), block: (256, 1, 1), stream: stream, arguments: [.pointer(address), .int32(Int32(count))])
     }
 
-    /// Blocks of the persistent layer kernel: 4 per SM where the occupancy allows (all resident).
+    /// Most blocks per SM the persistent layer kernel uses (0: as many as the occupancy allows).
+    var layerBlocksPerSM = 0
+
+    /// Blocks of the persistent layer kernel: all resident at once (cooperative launch).
     func layerBlockGrid() throws -> Int {
         let perSM = try layerBlockKernel.maxActiveBlocksPerMultiprocessor(blockSize: 128)
-        return layerBlockKernel.module.context.device.multiprocessorCount * max(1, min(4, perSM))
+        let chosen = layerBlocksPerSM > 0 ? min(layerBlocksPerSM, perSM) : perSM
+        return layerBlockKernel.module.context.device.multiprocessorCount * max(1, chosen)
     }
 
     func layerBlock(output: UInt64, gateUp: UInt64, down: UInt64, nextQKV: UInt64?, attended: UInt64, residual: UInt64, xw: UInt64,
