@@ -69,7 +69,7 @@ struct BenchModelCommand: ParsableCommand {
     @Option(help: "GPU decode: each layer's O, gate/up, down and next QKV as one cooperative kernel: on or off.")
     var persistent = "off"
     @Option(help: "GPU decode, persistent layers: blocks per SM (0: the occupancy limit).")
-    var persistentBlocks = 0
+    var persistentBlocks = 4
     @Option(help: "GPU decode matmuls with at most this many row pairs split k over two warps (0: never).")
     var splitKPairs = 0
 

@@ -530,7 +530,7 @@ struct ModelKernels: @unchecked Sendable {
     }
 
     /// Most blocks per SM the persistent layer kernel uses (0: as many as the occupancy allows).
-    var layerBlocksPerSM = 0
+    var layerBlocksPerSM = 4
 
     /// Blocks of the persistent layer kernel: all resident at once (cooperative launch).
     func layerBlockGrid() throws -> Int {
