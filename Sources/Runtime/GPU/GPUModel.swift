@@ -176,9 +176,6 @@ public final class GPUModel: @unchecked Sendable {
     public func freeSequence(_ id: Int) throws { try cache.free(id) }
     public func length(of id: Int) throws -> Int { try cache.length(of: id) }
 
-    /// What a step returns: logits copied to the host, or only each row's argmax.
-    public enum Output { case logits, argmax }
-
     /// Runs a step and returns per input its logits rows ([rows][vocab] flattened), as `CPUModel.forward`.
     public func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
         let rows = try step(inputs)
