@@ -38,6 +38,11 @@ public final class GPUModel: @unchecked Sendable {
     /// Decode runs each layer's O, gate/up, down and the next layer's QKV as one cooperative
     /// kernel with grid barriers (see ModelKernelSource), where the driver supports it.
     public var persistentLayers = false
+    /// Decode matmuls' weight prefetch per row before griddepcontrol.wait (nil: whole rows within ~32 MiB).
+    public var prefetchBytesPerRow: Int? {
+        get { kernels.prefetchBytesPerRow }
+        set { kernels.prefetchBytesPerRow = newValue }
+    }
     /// Blocks per SM of the persistent layer kernel (0: the occupancy limit).
     public var persistentBlocksPerSM: Int {
         get { kernels.layerBlocksPerSM }
@@ -518,9 +523,13 @@ struct ModelKernels: @unchecked Sendable {
     /// kernel: whole rows while the matrix's share stays within ~32 MiB (under H100's 50 MB L2),
     /// never less than one round of loads (4 KiB).
     func prefetchBytes(rows: Int, k: Int) -> Int {
+        if let fixed = prefetchBytesPerRow { return min(k * 2, fixed) }
         let budget = 32 << 20
         return min(k * 2, max(4096, budget / max(rows, 1) / 128 * 128))
     }
+
+    /// A fixed prefetch per weight row (bytes) instead of the L2 budget rule, for A/B runs.
+    var prefetchBytesPerRow: Int?
 
     func zeroWords(_ address: UInt64, count: Int, stream: CUDAStream) throws {
         try zeroKernel.launch(grid: (1, 1, 1), block: (256, 1, 1), stream: stream, arguments: [.pointer(address), .int32(Int32(count))])
