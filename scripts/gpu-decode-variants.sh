@@ -21,7 +21,7 @@ run() {
   echo "== $name ($*)"; grep -A2 "^batch" "$out/decode-$name.txt" | tail -1; grep "host phases" "$out/decode-$name.txt"; grep -A12 "^decode step, GPU" "$out/decode-$name.txt" | tail -9
 }
 run default
+run prefetch-4k --prefetch-bytes 4096
+run no-pdl --pdl off
 run persistent --persistent on
-run persistent-4 --persistent on --persistent-blocks 4
-run persistent-8 --persistent on --persistent-blocks 8
-run batch4-persistent --batch 4 --persistent on
+run batch4 --batch 4

@@ -38,7 +38,7 @@ public final class GPUModel: @unchecked Sendable {
     /// Decode runs each layer's O, gate/up, down and the next layer's QKV as one cooperative
     /// kernel with grid barriers (see ModelKernelSource), where the driver supports it.
     public var persistentLayers = false
-    /// Decode matmuls' weight prefetch per row before griddepcontrol.wait (nil: whole rows within ~32 MiB).
+    /// Decode matmuls' weight prefetch per row before griddepcontrol.wait (default 0; nil: whole rows within ~32 MiB).
     public var prefetchBytesPerRow: Int? {
         get { kernels.prefetchBytesPerRow }
         set { kernels.prefetchBytesPerRow = newValue }
@@ -528,8 +528,10 @@ struct ModelKernels: @unchecked Sendable {
         return min(k * 2, max(4096, budget / max(rows, 1) / 128 * 128))
     }
 
-    /// A fixed prefetch per weight row (bytes) instead of the L2 budget rule, for A/B runs.
-    var prefetchBytesPerRow: Int?
+    /// A fixed prefetch per weight row (bytes) instead of the L2 budget rule; 0 by default:
+    /// on H200 any prefetch before griddepcontrol.wait made decode slower (4.55 ms a token
+    /// without, 4.85-4.98 with 4 KiB or whole rows, same machine).
+    var prefetchBytesPerRow: Int? = 0
 
     func zeroWords(_ address: UInt64, count: Int, stream: CUDAStream) throws {
         try zeroKernel.launch(grid: (1, 1, 1), block: (256, 1, 1), stream: stream, arguments: [.pointer(address), .int32(Int32(count))])
