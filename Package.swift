@@ -23,8 +23,10 @@ let package = Package(
         .target(name: "Models", dependencies: ["VTensor", "Kernels"]),
         // Text: byte-level BPE and SentencePiece tokenizers, incremental detokenizer.
         .target(name: "Tokenizers", dependencies: ["Models"]),
+        // Dot products over GGUF quantized blocks for the CPU's decode (AVX2/FMA/F16C intrinsics).
+        .target(name: "CQuant", cSettings: [.unsafeFlags(["-O3", "-mavx2", "-mfma", "-mf16c"])]),
         // The model runtime: weights, the forward pass (CPU and GPU), sampling, generation.
-        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU"],
+        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant"],
                 // The CPU forward pass's SIMD loops want AVX2 + FMA (haswell: every x86 server since 2015).
                 swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
         .executableTarget(

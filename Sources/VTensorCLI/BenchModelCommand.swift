@@ -85,8 +85,8 @@ struct BenchModelCommand: ParsableCommand {
         let loaded = try modelOptions.open()
         let c = loaded.config
         let cores = threads ?? ProcessInfo.processInfo.activeProcessorCount
-        let model = try CPUModel(weights: loaded.weights, kvBudgetBytes: 4 << 30,
-                                 maxTokensPerSequence: promptTokens + decodeTokens + 1, threads: cores)
+        let model = try loaded.cpuModel(kvBudgetBytes: 4 << 30, maxTokensPerSequence: promptTokens + decodeTokens + 1, threads: cores,
+                                        nativeWeights: modelOptions.nativeCPUWeights)
         var rng = SplitMix64(seed: 7)
         var inputs: [ForwardInput] = []
         for id in 0..<batch {
@@ -104,7 +104,8 @@ struct BenchModelCommand: ParsableCommand {
             steps.append(Date().timeIntervalSince(t))
         }
         let stepMedian = median(steps)
-        let weightBytes = Double(loaded.weights.parameterCount - c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 0 : 1) + c.hiddenSize) * 4
+        var weightBytes = Double(loaded.weights.parameterCount - c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 0 : 1) + c.hiddenSize) * 4
+        if let q = model.quantized { weightBytes = Double(q.bytes) + Double(c.numHiddenLayers * 2 * c.hiddenSize * 4) }
         let result = ModelBenchResult(
             date: todayUTC(), backend: "cpu", model: loaded.path, parameters: loaded.weights.parameterCount, threads: cores,
             batch: batch, promptTokens: promptTokens, decodeTokens: decodeTokens, prefillSeconds: prefill,
@@ -113,7 +114,7 @@ struct BenchModelCommand: ParsableCommand {
         var table = Table(title: "model throughput", header: ["backend", "batch", "prompt", "prefill tok/s", "decode step ms", "decode tok/s", "weights GB/s"])
         table.add(["cpu x\(cores)", "\(batch)", "\(promptTokens)", fixed(result.prefillTokensPerSecond, 1),
                    fixed(result.decodeStepMedianMs, 2), fixed(result.decodeTokensPerSecond, 1), fixed(result.decodeWeightGBps, 2)])
-        print("model: \(loaded.path) (\(fixed(Double(result.parameters) / 1e6, 1))M parameters, Float)")
+        print("model: \(loaded.path) (\(fixed(Double(result.parameters) / 1e6, 1))M parameters, Float\(model.quantized != nil ? "; decode reads the GGUF's quantized blocks" : ""))")
         print(table.render())
         if let jsonOut { try writeFile(jsonOut, try jsonString(result)) }
     }

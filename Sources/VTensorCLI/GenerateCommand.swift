@@ -86,8 +86,9 @@ struct GenerateCommand: ParsableCommand {
             gpuModel = gpu
             label = "cuda, \(gpu.name), bf16"
         } else {
-            model = try CPUModel(weights: loaded.weights)
-            label = "cpu, \(ProcessInfo.processInfo.activeProcessorCount) threads, fp32"
+            let cpu = try loaded.cpuModel(nativeWeights: modelOptions.nativeCPUWeights)
+            model = cpu
+            label = "cpu, \(ProcessInfo.processInfo.activeProcessorCount) threads, fp32" + (cpu.quantized != nil ? " (decode on the GGUF's quantized blocks)" : "")
         }
         let generator = Generator(model: model, tokenizer: tokenizer, extraEOSTokenIds: generation.eosTokenIds)
         let output = FileHandle.standardOutput

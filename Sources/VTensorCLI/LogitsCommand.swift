@@ -11,6 +11,11 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "auto (read the weights) or dummy (random weights at the config's size).")
     var loadFormat: String = "auto"
 
+    @Option(help: "CPU backend: native (a GGUF's Q4_0/Q4_1/Q8_0 matrices stay in their block format for decode) or float.")
+    var cpuWeights: String = "native"
+
+    var nativeCPUWeights: Bool { cpuWeights != "float" }
+
     func open() throws -> LoadedModel {
         guard let format = LoadFormat(rawValue: loadFormat) else {
             throw ValidationError("--load-format must be one of \(LoadFormat.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -52,7 +57,7 @@ struct LogitsCommand: ParsableCommand {
             try model.addSequence(0)
             logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
         } else {
-            let model = try CPUModel(weights: loaded.weights, maxTokensPerSequence: max(ids.count, 16))
+            let model = try loaded.cpuModel(maxTokensPerSequence: max(ids.count, 16), nativeWeights: modelOptions.nativeCPUWeights)
             try model.addSequence(0)
             logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
         }

@@ -27,6 +27,9 @@ public final class CPUModel: @unchecked Sendable {
     let rope: RoPE
     let attention: AttentionParameters
     private let lock = NSLock()
+    /// Matrices in their GGUF block formats: used for steps of up to 4 rows (decode), where
+    /// reading fewer weight bytes is the whole game; prefill keeps the Float path.
+    public var quantized: QuantizedWeights?
 
     /// - Parameters:
     ///   - kvBudgetBytes: the cap on host memory the KV cache may hold.
@@ -116,7 +119,8 @@ public final class CPUModel: @unchecked Sendable {
                 queryStart += input.tokens.count
             }
             CPUOps.rmsNorm(x, weight: layer.inputNorm, n: n, width: h, eps: Float(c.rmsNormEps), into: &normed)
-            linear(normed, n: n, k: h, layer.qkv, out: qkvWidth, bias: layer.qkvBias, into: &qkv)
+            let q8 = quantized?.layers[layerIndex]
+            linear(normed, n: n, k: h, layer.qkv, out: qkvWidth, bias: layer.qkvBias, quantized: q8?.qkv, into: &qkv)
             // Split into per-row [heads][d] blocks and rotate Q and K.
             for r in 0..<n {
                 let base = r * qkvWidth
@@ -134,13 +138,13 @@ public final class CPUModel: @unchecked Sendable {
                     CPUAttention.run(attention, requests: requests, queries: qb.baseAddress!, output: ob.baseAddress!, threads: threads)
                 }
             }
-            linear(attended, n: n, k: hq * d, layer.output, out: h, bias: layer.outputBias, into: &projected)
+            linear(attended, n: n, k: hq * d, layer.output, out: h, bias: layer.outputBias, quantized: q8?.output.map { [$0] }, into: &projected)
             for i in 0..<(n * h) { x[i] += projected[i] }
 
             CPUOps.rmsNorm(x, weight: layer.postAttentionNorm, n: n, width: h, eps: Float(c.rmsNormEps), into: &normed)
-            linear(normed, n: n, k: h, layer.gateUp, out: 2 * f, bias: layer.gateUpBias, into: &gateUp)
+            linear(normed, n: n, k: h, layer.gateUp, out: 2 * f, bias: layer.gateUpBias, quantized: q8?.gateUp, into: &gateUp)
             CPUOps.siluAndMultiply(gateUp, n: n, f: f, into: &activated)
-            linear(activated, n: n, k: f, layer.down, out: h, bias: layer.downBias, into: &projected)
+            linear(activated, n: n, k: f, layer.down, out: h, bias: layer.downBias, quantized: q8?.down.map { [$0] }, into: &projected)
             for i in 0..<(n * h) { x[i] += projected[i] }
         }
 
@@ -159,7 +163,8 @@ public final class CPUModel: @unchecked Sendable {
         var selected = [Float](repeating: 0, count: wanted.count * h)
         CPUOps.rmsNorm(gathered, weight: weights.finalNorm, n: wanted.count, width: h, eps: Float(c.rmsNormEps), into: &selected)
         var logits = [Float](repeating: 0, count: wanted.count * c.vocabSize)
-        linear(selected, n: wanted.count, k: h, weights.lmHead ?? weights.embedding, out: c.vocabSize, bias: nil, into: &logits)
+        linear(selected, n: wanted.count, k: h, weights.lmHead ?? weights.embedding, out: c.vocabSize, bias: nil,
+               quantized: quantized?.lmHead.map { [$0] }, into: &logits)
 
         var result: [[Float]] = []
         var offset = 0
@@ -171,7 +176,21 @@ public final class CPUModel: @unchecked Sendable {
         return result
     }
 
-    private func linear(_ x: [Float], n: Int, k: Int, _ w: [Float], out: Int, bias: [Float]?, into y: inout [Float]) {
+    private func linear(_ x: [Float], n: Int, k: Int, _ w: [Float], out: Int, bias: [Float]?, quantized parts: [QuantizedMatrix]? = nil,
+                        into y: inout [Float]) {
+        if let parts, n <= 4, parts.allSatisfy({ $0.cols == k }), parts.reduce(0, { $0 + $1.rows }) == out {
+            x.withUnsafeBufferPointer { xb in
+                y.withUnsafeMutableBufferPointer { yb in
+                    var offset = 0
+                    for part in parts {
+                        part.multiply(x: xb.baseAddress!, n: n, y: yb.baseAddress!, yStride: out, rowOffset: offset, threads: threads)
+                        offset += part.rows
+                    }
+                }
+            }
+            if let bias { for t in 0..<n { for o in 0..<out { y[t * out + o] += bias[o] } } }
+            return
+        }
         x.withUnsafeBufferPointer { xb in
             w.withUnsafeBufferPointer { wb in
                 y.withUnsafeMutableBufferPointer { yb in

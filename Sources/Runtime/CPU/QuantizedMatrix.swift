@@ -1,0 +1,161 @@
+import CQuant
+import Foundation
+import Models
+
+/// A weight matrix kept in its GGUF block format (32 weights a block) for the CPU's decode
+/// matrix-vector products: a Q4_1 matrix reads 0.625 bytes a weight instead of fp32's 4, and
+/// decode on the CPU is bound by those bytes. Values are exactly the dequantized ones
+/// (d x q + m); only the order of the sums differs from the Float path.
+public struct QuantizedMatrix: Sendable {
+    public enum Format: Sendable { case q4_0, q4_1, q8_0 }
+
+    public let format: Format
+    public let rows: Int
+    public let cols: Int
+    /// Row-major blocks: rows x (cols / 32) x blockBytes.
+    public let bytes: [UInt8]
+
+    public static func blockBytes(_ format: Format) -> Int {
+        switch format {
+        case .q4_0: return 18
+        case .q4_1: return 20
+        case .q8_0: return 34
+        }
+    }
+
+    public var rowBytes: Int { cols / 32 * Self.blockBytes(format) }
+
+    init(format: Format, rows: Int, cols: Int, bytes: [UInt8]) {
+        precondition(cols % 32 == 0 && bytes.count == rows * cols / 32 * Self.blockBytes(format), "malformed quantized matrix")
+        self.format = format
+        self.rows = rows
+        self.cols = cols
+        self.bytes = bytes
+    }
+
+    /// The tensor's blocks when its type is one this path handles; nil otherwise.
+    /// - Parameter rotateHalfHeads: undo llama.cpp's Q/K row permutation for that many heads.
+    public init?(file: GGUFFile, info: GGUFTensorInfo, rotateHalfHeads: Int? = nil) {
+        let format: Format
+        switch info.type {
+        case .q4_0: format = .q4_0
+        case .q4_1: format = .q4_1
+        case .q8_0: format = .q8_0
+        default: return nil
+        }
+        guard info.shape.count == 2, info.shape[1] % 32 == 0 else { return nil }
+        let rows = info.shape[0], cols = info.shape[1]
+        let data = file.data(of: info)
+        let rowBytes = cols / 32 * Self.blockBytes(format)
+        guard data.count == rows * rowBytes else { return nil }
+        var bytes = [UInt8](repeating: 0, count: data.count)
+        if let heads = rotateHalfHeads {
+            // Row h*hd + j*hd/2 + i of the result is row h*hd + 2i + j of the file (as GGUFFile.unpermuteQK).
+            guard heads > 0, rows % heads == 0, (rows / heads) % 2 == 0 else { return nil }
+            let hd = rows / heads, half = hd / 2
+            bytes.withUnsafeMutableBytes { dst in
+                for h in 0..<heads {
+                    for i in 0..<half {
+                        for j in 0..<2 {
+                            let from = h * hd + 2 * i + j, to = h * hd + j * half + i
+                            dst.baseAddress!.advanced(by: to * rowBytes)
+                                .copyMemory(from: data.baseAddress!.advanced(by: from * rowBytes), byteCount: rowBytes)
+                        }
+                    }
+                }
+            }
+        } else {
+            bytes.withUnsafeMutableBytes { $0.copyMemory(from: data) }
+        }
+        self.init(format: format, rows: rows, cols: cols, bytes: bytes)
+    }
+
+    /// y[t][rowOffset + r] = x[t] . row r, for `n` token rows of x (stride cols) and y (stride yStride).
+    func multiply(x: UnsafePointer<Float>, n: Int, y: UnsafeMutablePointer<Float>, yStride: Int, rowOffset: Int, threads: Int) {
+        let blocks = cols / 32
+        // Per token, per block: the sum of x over the block (for the m and -8 terms).
+        var xsum = [Float](repeating: 0, count: n * blocks)
+        for t in 0..<n {
+            for b in 0..<blocks {
+                var s: Float = 0
+                for i in 0..<32 { s += x[t * cols + b * 32 + i] }
+                xsum[t * blocks + b] = s
+            }
+        }
+        let parts = max(1, min(threads, rows / 16))
+        let xa = UInt(bitPattern: x), ya = UInt(bitPattern: y)
+        let matrix = self
+        xsum.withUnsafeBufferPointer { sums in
+            let sa = UInt(bitPattern: sums.baseAddress!)
+            let work: @Sendable (Int) -> Void = { part in
+                let x = UnsafePointer<Float>(bitPattern: xa)!, y = UnsafeMutablePointer<Float>(bitPattern: ya)!
+                let sums = UnsafePointer<Float>(bitPattern: sa)!
+                matrix.bytes.withUnsafeBytes { raw in
+                    for r in (matrix.rows * part / parts)..<(matrix.rows * (part + 1) / parts) {
+                        let row = raw.baseAddress! + r * matrix.rowBytes
+                        for t in 0..<n {
+                            y[t * yStride + rowOffset + r] = matrix.dotRow(row, x + t * matrix.cols, sums + t * blocks)
+                        }
+                    }
+                }
+            }
+            if parts == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: work) }
+        }
+    }
+
+    @inline(__always)
+    private func dotRow(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ xsum: UnsafePointer<Float>) -> Float {
+        let blocks = Int32(cols / 32), q = row.assumingMemoryBound(to: UInt8.self)
+        switch format {
+        case .q4_1: return vt_dot_q4_1(q, x, xsum, blocks)
+        case .q4_0: return vt_dot_q4_0(q, x, xsum, blocks)
+        case .q8_0: return vt_dot_q8_0(q, x, blocks)
+        }
+    }
+}
+
+/// The matrices of a GGUF model in their block formats, per layer and part (Q, K, V; gate, up),
+/// where every part of a matrix has a supported format; nil parts fall back to Float.
+public struct QuantizedWeights: Sendable {
+    public struct Layer: Sendable {
+        public var qkv: [QuantizedMatrix]?
+        public var output: QuantizedMatrix?
+        public var gateUp: [QuantizedMatrix]?
+        public var down: QuantizedMatrix?
+    }
+    public let layers: [Layer]
+    /// The LM head (the embedding table when tied).
+    public let lmHead: QuantizedMatrix?
+
+    public var bytes: Int {
+        var n = lmHead?.bytes.count ?? 0
+        for l in layers {
+            n += (l.qkv ?? []).reduce(0) { $0 + $1.bytes.count } + (l.output?.bytes.count ?? 0)
+            n += (l.gateUp ?? []).reduce(0) { $0 + $1.bytes.count } + (l.down?.bytes.count ?? 0)
+        }
+        return n
+    }
+
+    /// Reads the block-format matrices of `file` (nil when none qualifies).
+    public init?(file: GGUFFile, config: ModelConfig) {
+        let permuted = (file.string("general.architecture") ?? "llama") == "llama"
+        func matrix(_ name: String, heads: Int? = nil) -> QuantizedMatrix? {
+            guard let info = try? file.tensor(named: name) else { return nil }
+            return QuantizedMatrix(file: file, info: info, rotateHalfHeads: permuted ? heads : nil)
+        }
+        func all(_ parts: [QuantizedMatrix?]) -> [QuantizedMatrix]? {
+            let present = parts.compactMap { $0 }
+            return present.count == parts.count ? present : nil
+        }
+        layers = (0..<config.numHiddenLayers).map { i in
+            let p = "blk.\(i)."
+            return Layer(qkv: all([matrix(p + "attn_q.weight", heads: config.numAttentionHeads),
+                                   matrix(p + "attn_k.weight", heads: config.numKeyValueHeads), matrix(p + "attn_v.weight")]),
+                         output: matrix(p + "attn_output.weight"),
+                         gateUp: all([matrix(p + "ffn_gate.weight"), matrix(p + "ffn_up.weight")]),
+                         down: matrix(p + "ffn_down.weight"))
+        }
+        lmHead = matrix("output.weight") ?? (config.tieWordEmbeddings ? matrix("token_embd.weight") : nil)
+        if lmHead == nil && layers.allSatisfy({ $0.qkv == nil && $0.output == nil && $0.gateUp == nil && $0.down == nil }) { return nil }
+    }
+}
