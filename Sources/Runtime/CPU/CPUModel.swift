@@ -181,11 +181,7 @@ public final class CPUModel: @unchecked Sendable {
         if let parts, n <= 4, parts.allSatisfy({ $0.cols == k }), parts.reduce(0, { $0 + $1.rows }) == out {
             x.withUnsafeBufferPointer { xb in
                 y.withUnsafeMutableBufferPointer { yb in
-                    var offset = 0
-                    for part in parts {
-                        part.multiply(x: xb.baseAddress!, n: n, y: yb.baseAddress!, yStride: out, rowOffset: offset, threads: threads)
-                        offset += part.rows
-                    }
+                    QuantizedMatrix.multiply(parts, x: xb.baseAddress!, n: n, y: yb.baseAddress!, yStride: out, threads: threads)
                 }
             }
             if let bias { for t in 0..<n { for o in 0..<out { y[t * out + o] += bias[o] } } }

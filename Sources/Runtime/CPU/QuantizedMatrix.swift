@@ -72,6 +72,15 @@ public struct QuantizedMatrix: Sendable {
 
     /// y[t][rowOffset + r] = x[t] . row r, for `n` token rows of x (stride cols) and y (stride yStride).
     func multiply(x: UnsafePointer<Float>, n: Int, y: UnsafeMutablePointer<Float>, yStride: Int, rowOffset: Int, threads: Int) {
+        Self.multiply([self], x: x, n: n, y: y, yStride: yStride, threads: threads, firstRowOffset: rowOffset)
+    }
+
+    /// The matrices stacked by rows (Q, K, V; gate, up) against the same x, in one parallel
+    /// region: one hand-off to the worker threads instead of one per matrix.
+    static func multiply(_ parts: [QuantizedMatrix], x: UnsafePointer<Float>, n: Int, y: UnsafeMutablePointer<Float>, yStride: Int,
+                         threads: Int, firstRowOffset: Int = 0) {
+        guard let cols = parts.first?.cols else { return }
+        precondition(parts.allSatisfy { $0.cols == cols }, "stacked matrices must share their width")
         let blocks = cols / 32
         // Per token, per block: the sum of x over the block (for the m and -8 terms).
         var xsum = [Float](repeating: 0, count: n * blocks)
@@ -82,24 +91,33 @@ public struct QuantizedMatrix: Sendable {
                 xsum[t * blocks + b] = s
             }
         }
-        let parts = max(1, min(threads, rows / 16))
+        let totalRows = parts.reduce(0) { $0 + $1.rows }
+        let chunks = max(1, min(threads, totalRows / 16))
         let xa = UInt(bitPattern: x), ya = UInt(bitPattern: y)
-        let matrix = self
         xsum.withUnsafeBufferPointer { sums in
             let sa = UInt(bitPattern: sums.baseAddress!)
-            let work: @Sendable (Int) -> Void = { part in
+            let work: @Sendable (Int) -> Void = { chunk in
                 let x = UnsafePointer<Float>(bitPattern: xa)!, y = UnsafeMutablePointer<Float>(bitPattern: ya)!
                 let sums = UnsafePointer<Float>(bitPattern: sa)!
-                matrix.bytes.withUnsafeBytes { raw in
-                    for r in (matrix.rows * part / parts)..<(matrix.rows * (part + 1) / parts) {
-                        let row = raw.baseAddress! + r * matrix.rowBytes
-                        for t in 0..<n {
-                            y[t * yStride + rowOffset + r] = matrix.dotRow(row, x + t * matrix.cols, sums + t * blocks)
+                let first = totalRows * chunk / chunks, last = totalRows * (chunk + 1) / chunks
+                var partStart = 0
+                for part in parts {
+                    let lo = max(first, partStart), hi = min(last, partStart + part.rows)
+                    if lo < hi {
+                        part.bytes.withUnsafeBytes { raw in
+                            for global in lo..<hi {
+                                let r = global - partStart
+                                let row = raw.baseAddress! + r * part.rowBytes
+                                for t in 0..<n {
+                                    y[t * yStride + firstRowOffset + global] = part.dotRow(row, x + t * cols, sums + t * blocks)
+                                }
+                            }
                         }
                     }
+                    partStart += part.rows
                 }
             }
-            if parts == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: work) }
+            if chunks == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: chunks, execute: work) }
         }
     }
 
