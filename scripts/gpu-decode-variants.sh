@@ -18,10 +18,12 @@ run() {
   local name=$1; shift
   "$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --prompt-tokens 128 --decode-tokens 64 --profile \
     --json-out "$out/decode-$name.json" "$@" > "$out/decode-$name.txt" 2>&1
+  # (later options win: --prompt-tokens given in a variant overrides the 128 above)
   echo "== $name ($*)"; grep -A2 "^batch" "$out/decode-$name.txt" | tail -1; grep "host phases" "$out/decode-$name.txt"; grep -A12 "^decode step, GPU" "$out/decode-$name.txt" | tail -9
 }
 run default
-run prefetch-4k --prefetch-bytes 4096
-run no-pdl --pdl off
-run persistent --persistent on
-run batch4 --batch 4
+run attn-min128 --attention-min-tokens 128
+run attn-sub2 --attention-substeps 2
+run attn-sub2-min128 --attention-substeps 2 --attention-min-tokens 128
+run attn-sub2-ctx2k --attention-substeps 2 --prompt-tokens 2048
+run ctx2k --prompt-tokens 2048

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Kernels
 import Models
 import Runtime
 
@@ -64,6 +65,8 @@ struct BenchModelCommand: ParsableCommand {
     var gemvUnroll = 8
     @Option(help: "GPU decode attention: smallest keys per CTA (default: the kernel's).")
     var attentionMinTokens: Int?
+    @Option(help: "GPU decode attention: 16-token sub-steps a warp loads before computing (default: the kernel's standard shape).")
+    var attentionSubsteps: Int?
     @Option(help: "GPU decode matmuls with programmatic dependent launch: on or off.")
     var pdl = "on"
     @Option(help: "GPU decode: each layer's O, gate/up, down and next QKV as one cooperative kernel: on or off.")
@@ -150,7 +153,12 @@ extension BenchModelCommand {
         let tokensPerStep = batch * promptTokens
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
-                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll)
+                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll,
+                                 decodeConfig: attentionSubsteps.map { n in
+                                     var config = DecodeAttention.Config.standard(headDim: config.headDim)
+                                     config.subSteps = n
+                                     return config
+                                 })
         model.decodeMinTokensPerCTA = attentionMinTokens
         model.programmaticLaunch = pdl != "off"
         model.splitKMaxPairs = splitKPairs

@@ -100,7 +100,7 @@ public final class GPUModel: @unchecked Sendable {
     ///     after weights and workspace).
     public init(config: ModelConfig, weights hostWeights: ModelWeights?, device: Int = 0, kvBudget: MemoryBudget = .fractionOfFree(0.9),
                 maxBatchTokens: Int = 8192, maxLogitRows: Int = 256, maxTokensPerSequence: Int? = nil, dummySeed: UInt32 = 1,
-                gemvUnroll: Int = 8) throws {
+                gemvUnroll: Int = 8, decodeConfig: DecodeAttention.Config? = nil) throws {
         let c = config
         self.config = c
         self.maxBatchTokens = maxBatchTokens
@@ -136,7 +136,7 @@ public final class GPUModel: @unchecked Sendable {
             }
             try stream.synchronize()
         }
-        decode = try DecodeAttention(compiler: compiler, parameters: attention)
+        decode = try DecodeAttention(compiler: compiler, parameters: attention, config: decodeConfig)
         prefill = try PrefillAttention(compiler: compiler, parameters: attention)
         // Attention plans and scratch for the largest step, allocated now: steps never allocate.
         try decode.reserveWorkspace(maxRequests: maxLogitRows, stream: stream)
