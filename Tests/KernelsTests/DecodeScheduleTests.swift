@@ -194,3 +194,22 @@ import VTensor
         #expect(pool.pageStride == 16 * 2048 && pool.offset(token: 17, head: 2, table: [5, 3]) == 3 * 32_768 + 2048 + 512)
     }
 }
+
+/// The bound the GPU model allocates its per-layer decode plans from: no schedule may exceed it,
+/// or a decode step would have to allocate.
+@Suite struct DecodeScheduleBoundTests {
+    @Test func itemsNeverExceedTheBound() {
+        var rng = SplitMix64(seed: 77)
+        for trial in 0..<300 {
+            let requests = 1 + Int(rng.next() % 64)
+            let (queryHeads, kvHeads) = [(32, 8), (56, 8), (9, 3), (32, 32), (7, 1), (64, 4)][trial % 6]
+            let lengths = (0..<requests).map { _ in 1 + Int(rng.next() % (trial % 3 == 0 ? 200 : 20_000)) }
+            let maxCTAs = [132, 264, 16, 1][trial % 4]
+            let s = DecodeSchedule(requests: lengths.enumerated().map { .init(length: $1, queryStart: $0, queryCount: 1) },
+                                   queryHeads: queryHeads, kvHeads: kvHeads, window: trial % 5 == 0 ? 512 : nil, maxCTAs: maxCTAs,
+                                   minTokensPerCTA: 64, saturatingCTAs: trial % 2 == 0 ? maxCTAs : 0)
+            let bound = DecodeSchedule.maxItems(requests: requests, kvHeads: kvHeads, groupSize: queryHeads / kvHeads, maxCTAs: maxCTAs)
+            #expect(s.items.count <= bound, "trial \(trial): \(s.items.count) items > \(bound)")
+        }
+    }
+}

@@ -434,3 +434,34 @@ struct PrefillTestBatch {
         }
     }
 }
+
+/// The bound the GPU model sizes its per-layer prefill descriptors from (tiles <= tokens / 16 +
+/// requests): no plan may exceed it, or a step would have to allocate.
+@Suite struct PrefillPlanBoundTests {
+    @Test func tilesNeverExceedTheBound() {
+        var rng = SplitMix64(seed: 5)
+        for trial in 0..<200 {
+            let headDim = trial % 2 == 0 ? 64 : 128
+            let p = AttentionParameters(queryHeads: 8, kvHeads: 2, headDim: headDim, dtype: .bf16)
+            let count = 1 + Int(rng.next() % 40)
+            var requests: [AttentionRequest] = []
+            var start = 0
+            for i in 0..<count {
+                let queries = 1 + Int(rng.next() % (trial % 3 == 0 ? 3 : 700))
+                let length = queries + Int(rng.next() % 3000)
+                let view = { (base: UInt64) in
+                    KVView(base: base, tokenStride: 2 * headDim * 2, headStride: headDim * 2, blockStride: 1 << 21,
+                           tokensPerBlock: (1 << 21) / (2 * headDim * 2), length: length, readableTokens: length)
+                }
+                requests.append(AttentionRequest(key: view(UInt64(i + 1) << 32), value: view(UInt64(i + 1) << 32 + (1 << 30)),
+                                                 queryStart: start, queryCount: queries))
+                start += queries
+            }
+            for config in PrefillTileConfig.candidates(headDim: headDim) {
+                let plan = PrefillPlan(p, requests: requests, config: config)
+                #expect(plan.tileCount <= start / 16 + count, "trial \(trial): \(plan.tileCount) tiles for \(start) rows, \(count) requests")
+                #expect(plan.descriptor.count <= 32 * count + 8 * (start / 16 + count))
+            }
+        }
+    }
+}

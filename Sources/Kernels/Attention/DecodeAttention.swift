@@ -169,8 +169,7 @@ public final class DecodeAttention: @unchecked Sendable {
     /// Most work items a batch of `maxRequests` decode requests can need (one per CTA, plus one
     /// per (request, KV head, head block) pair that a CTA boundary splits).
     public func maxItems(maxRequests: Int) -> Int {
-        let headBlocks = (parameters.groupSize + DecodeSchedule.rowsPerHeadBlock - 1) / DecodeSchedule.rowsPerHeadBlock
-        return defaultMaxCTAs + maxRequests * parameters.kvHeads * headBlocks
+        DecodeSchedule.maxItems(requests: maxRequests, kvHeads: parameters.kvHeads, groupSize: parameters.groupSize, maxCTAs: defaultMaxCTAs)
     }
 
     /// Bytes of one layer's work items for `maxRequests` requests (what `prepare(layers:)` uploads per layer).

@@ -73,6 +73,13 @@ public struct DecodeSchedule: Sendable, Equatable {
     /// Bytes of one item in the kernel's table (`kernelItems`).
     public static let kernelItemBytes = 48
 
+    /// The most work items a schedule of `requests` single-query requests can hold: one per
+    /// (request, KV head, head block) pair, plus one per CTA whose range starts inside a pair.
+    public static func maxItems(requests: Int, kvHeads: Int, groupSize: Int, maxCTAs: Int) -> Int {
+        let headBlocks = (groupSize + rowsPerHeadBlock - 1) / rowsPerHeadBlock
+        return maxCTAs + requests * kvHeads * headBlocks
+    }
+
     /// Items in CTA order: CTA c runs items[ctaItemOffsets[c] ..< ctaItemOffsets[c + 1]].
     public var items: [Item]
     public var ctaItemOffsets: [Int32]
