@@ -47,6 +47,9 @@ struct GenerateCommand: ParsableCommand {
         if kind == .cpu, backendOptions.backend == nil, let unavailable {
             FileHandle.standardError.write(Data("vtensor: \(unavailable.split(separator: ":").first ?? "no CUDA device"); generating on the CPU\n".utf8))
         }
+        if modelOptions.loadFormat == "dummy", let name = modelOptions.model, ModelPresets.config(named: name) != nil {
+            throw ValidationError("preset \(name) has random weights and no tokenizer: use `vtensor bench model` or `vtensor logits` with it")
+        }
         let loaded = try modelOptions.open()
         let tokenizer = try loaded.tokenizer()
         let generation = try loaded.generationConfig()

@@ -49,6 +49,16 @@ struct LogitsCommand: ParsableCommand {
         guard !ids.isEmpty else { throw ValidationError("--tokens is empty") }
         let (kind, unavailable) = backendOptions.resolve()
         if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
+        // A dummy preset on the GPU gets its random weights on the device (no host copy of an 8B model).
+        if kind == .cuda, modelOptions.loadFormat == "dummy", let name = modelOptions.model, let config = ModelPresets.config(named: name) {
+            let model = try GPUModel(config: config, weights: nil, device: backendOptions.device, maxBatchTokens: max(ids.count, 16),
+                                     maxLogitRows: ids.count, maxTokensPerSequence: max(ids.count, 16))
+            try model.addSequence(0)
+            let logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
+            try logits.withUnsafeBytes { Data($0) }.write(to: URL(fileURLWithPath: out))
+            print("logits: \(ids.count) x \(config.vocabSize) (cuda, bf16, dummy weights) -> \(out)")
+            return
+        }
         let loaded = try modelOptions.open()
         let logits: [Float]
         if kind == .cuda {
