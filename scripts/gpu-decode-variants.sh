@@ -22,8 +22,8 @@ run() {
   echo "== $name ($*)"; grep -A2 "^batch" "$out/decode-$name.txt" | tail -1; grep "host phases" "$out/decode-$name.txt"; grep -A12 "^decode step, GPU" "$out/decode-$name.txt" | tail -9
 }
 run default
-run attn-min128 --attention-min-tokens 128
-run attn-sub2 --attention-substeps 2
-run attn-sub2-min128 --attention-substeps 2 --attention-min-tokens 128
-run attn-sub2-ctx2k --attention-substeps 2 --prompt-tokens 2048
-run ctx2k --prompt-tokens 2048
+run graphs --cuda-graphs on
+run graphs-no-pdl --cuda-graphs on --pdl off
+run graphs-persistent --cuda-graphs on --persistent on
+run batch4 --batch 4
+run batch4-graphs --batch 4 --cuda-graphs on

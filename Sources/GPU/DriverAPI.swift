@@ -48,6 +48,8 @@ public struct DriverAPI: @unchecked Sendable {
     /// nil on drivers without it (before CUDA 11.8).
     public let cuLaunchKernelEx: PFN_cuLaunchKernelEx?
     public let cuOccupancyMaxActiveBlocksPerMultiprocessor: PFN_cuOccupancyMaxActiveBlocksPerMultiprocessor?
+    /// Stream capture into CUDA graphs; nil where the driver lacks any of them.
+    public let graphs: GraphAPI?
     public let cuMemAddressReserve: PFN_cuMemAddressReserve
     public let cuMemAddressFree: PFN_cuMemAddressFree
     public let cuMemCreate: PFN_cuMemCreate
@@ -126,6 +128,13 @@ public struct DriverAPI: @unchecked Sendable {
         cuLaunchKernelEx = try? load("cuLaunchKernelEx", PFN_cuLaunchKernelEx.self)
         cuOccupancyMaxActiveBlocksPerMultiprocessor = try? load("cuOccupancyMaxActiveBlocksPerMultiprocessor",
                                                                 PFN_cuOccupancyMaxActiveBlocksPerMultiprocessor.self)
+        graphs = try? GraphAPI(
+            beginCapture: load("cuStreamBeginCapture", PFN_cuStreamBeginCapture.self),
+            endCapture: load("cuStreamEndCapture", PFN_cuStreamEndCapture.self),
+            instantiate: load("cuGraphInstantiateWithFlags", PFN_cuGraphInstantiateWithFlags.self),
+            launch: load("cuGraphLaunch", PFN_cuGraphLaunch.self),
+            destroyExec: load("cuGraphExecDestroy", PFN_cuGraphExecDestroy.self),
+            destroy: load("cuGraphDestroy", PFN_cuGraphDestroy.self))
         cuMemAddressReserve = try load("cuMemAddressReserve", PFN_cuMemAddressReserve.self)
         cuMemAddressFree = try load("cuMemAddressFree", PFN_cuMemAddressFree.self)
         cuMemCreate = try load("cuMemCreate", PFN_cuMemCreate.self)
@@ -135,4 +144,14 @@ public struct DriverAPI: @unchecked Sendable {
         cuMemSetAccess = try load("cuMemSetAccess", PFN_cuMemSetAccess.self)
         cuMemGetAllocationGranularity = try load("cuMemGetAllocationGranularity", PFN_cuMemGetAllocationGranularity.self)
     }
+}
+
+/// The driver's stream-capture and graph entry points (all present, or the table is nil).
+public struct GraphAPI: @unchecked Sendable {
+    public let beginCapture: PFN_cuStreamBeginCapture
+    public let endCapture: PFN_cuStreamEndCapture
+    public let instantiate: PFN_cuGraphInstantiateWithFlags
+    public let launch: PFN_cuGraphLaunch
+    public let destroyExec: PFN_cuGraphExecDestroy
+    public let destroy: PFN_cuGraphDestroy
 }

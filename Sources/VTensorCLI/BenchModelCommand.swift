@@ -71,6 +71,8 @@ struct BenchModelCommand: ParsableCommand {
     var pdl = "on"
     @Option(help: "GPU decode: each layer's O, gate/up, down and next QKV as one cooperative kernel: on or off.")
     var persistent = "off"
+    @Option(help: "GPU decode: replay steps from CUDA graphs: on or off.")
+    var cudaGraphs = "off"
     @Option(help: "GPU decode matmuls: weight prefetch per row in bytes before waiting on the previous kernel (-1: whole rows within ~32 MiB of L2).")
     var prefetchBytes = 0
     @Option(help: "GPU decode, persistent layers: blocks per SM (0: the occupancy limit).")
@@ -163,6 +165,7 @@ extension BenchModelCommand {
         model.programmaticLaunch = pdl != "off"
         model.splitKMaxPairs = splitKPairs
         model.persistentLayers = persistent == "on"
+        model.cudaGraphs = cudaGraphs == "on"
         model.persistentBlocksPerSM = persistentBlocks
         model.prefetchBytesPerRow = prefetchBytes < 0 ? nil : prefetchBytes
         guard let policy = GPUModel.MatmulPolicy(rawValue: matmul) else { throw ValidationError("--matmul must be auto or cublas") }
@@ -250,7 +253,7 @@ extension BenchModelCommand {
         table.add(["\(batch)", "\(promptTokens)", fixed(prefill * 1000, 2), fixed(result.prefillTFLOPs!, 1), fixed(result.prefillFractionOfRoofline!, 3),
                    fixed(step * 1000, 3), fixed(result.decodeTokensPerSecond, 1), fixed(decodeBytes / step / 1e12, 3), fixed(result.decodeFractionOfRoofline!, 3)])
         print(table.render())
-        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
+        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), CUDA graphs \(cudaGraphs), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
         for (title, table) in [("prefill step", prefillProfile), ("decode step", profileMs)] {
             guard let table else { continue }
             var t = Table(title: "\(title), GPU time per operation (CUDA events, batch \(batch))", header: ["operation", "ms", "share"])

@@ -43,8 +43,9 @@ struct DevModelCommand: ParsableCommand {
         var rng = SplitMix64(seed: 11)
         for (name, json) in Self.models {
             let config = try ModelConfig.decode(Data(json.utf8), path: name)
-          for (policy, persistent) in [(GPUModel.MatmulPolicy.auto, false), (.cublas, false), (.auto, true)] {
-            let name = "\(name) [matmul \(policy.rawValue)\(persistent ? ", persistent layers" : "")]"
+          for (policy, persistent, graphs) in [(GPUModel.MatmulPolicy.auto, false, false), (.cublas, false, false), (.auto, true, false),
+                                               (.auto, false, true)] {
+            let name = "\(name) [matmul \(policy.rawValue)\(persistent ? ", persistent layers" : "")\(graphs ? ", CUDA graphs" : "")]"
             // Both sides get the same bf16-representable weights, so differences come from the arithmetic alone.
             let weights = Self.roundedToBF16(ModelWeights.dummy(config: config, seed: 5, std: 0.05))
             let cpu = try CPUModel(weights: weights, kvBudgetBytes: 1 << 30, maxTokensPerSequence: 8192)
@@ -52,6 +53,7 @@ struct DevModelCommand: ParsableCommand {
                                    maxLogitRows: 256, maxTokensPerSequence: 8192)
             gpu.matmulPolicy = policy
             gpu.persistentLayers = persistent
+            gpu.cudaGraphs = graphs
             func tokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(config.vocabSize)) } }
             func compare(_ step: String, _ inputs: [ForwardInput]) throws {
                 let a = try cpu.forward(inputs), b = try gpu.forward(inputs)

@@ -36,6 +36,8 @@ typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
 typedef struct CUstream_st *CUstream;
 typedef struct CUevent_st *CUevent;
+typedef struct CUgraph_st *CUgraph;
+typedef struct CUgraphExec_st *CUgraphExec;
 
 // CUdevice_attribute values we read.
 enum {
@@ -153,6 +155,13 @@ typedef struct CUlaunchConfig_st {
 } CUlaunchConfig;
 typedef CUresult (*PFN_cuOccupancyMaxActiveBlocksPerMultiprocessor)(int *numBlocks, CUfunction function, int blockSize,
                                                                      size_t dynamicSMemSize);
+// CUDA graphs (stream capture), CUDA 12 ABI. Capture mode 1 = CU_STREAM_CAPTURE_MODE_THREAD_LOCAL.
+typedef CUresult (*PFN_cuStreamBeginCapture)(CUstream stream, int mode);
+typedef CUresult (*PFN_cuStreamEndCapture)(CUstream stream, CUgraph *graph);
+typedef CUresult (*PFN_cuGraphInstantiateWithFlags)(CUgraphExec *exec, CUgraph graph, unsigned long long flags);
+typedef CUresult (*PFN_cuGraphLaunch)(CUgraphExec exec, CUstream stream);
+typedef CUresult (*PFN_cuGraphExecDestroy)(CUgraphExec exec);
+typedef CUresult (*PFN_cuGraphDestroy)(CUgraph graph);
 typedef CUresult (*PFN_cuLaunchKernelEx)(const CUlaunchConfig *config, CUfunction function, void **kernelParams, void **extra);
 typedef CUresult (*PFN_cuMemAddressReserve)(CUdeviceptr *pointer, size_t size, size_t alignment,
                                             CUdeviceptr address, unsigned long long flags);

@@ -139,8 +139,10 @@ public final class DecodeAttention: @unchecked Sendable {
     /// layer's own K/V views): one schedule, one upload of every layer's work items into
     /// `workspace` (grown when too small; no allocation otherwise). The batches are valid until
     /// the next call: the caller orders the next call after this step's kernels (a step sync).
+    /// - Parameter layerStride: place layer i's items at i x this many bytes (stable addresses
+    ///   across steps, for CUDA graphs); nil packs them.
     public func prepare(layers: [[AttentionRequest]], stream: CUDAStream, workspace: inout DeviceBuffer?,
-                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) throws -> [DecodeBatch] {
+                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil, layerStride: Int? = nil) throws -> [DecodeBatch] {
         precondition(!paged, "this kernel reads through block tables")
         guard let first = layers.first else { return [] }
         let plan = schedule(first.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
@@ -151,6 +153,10 @@ public final class DecodeAttention: @unchecked Sendable {
         for requests in layers {
             precondition(requests.map(\.length) == first.map(\.length), "every layer must hold the same requests")
             let items = plan.kernelItems { (requests[$0].key.base, requests[$0].value.base) }
+            if let layerStride {
+                precondition(items.count <= layerStride && layerStride % 256 == 0, "a layer's decode plan exceeds its stride")
+                while all.count < offsets.count * layerStride { all.append(0) }
+            }
             offsets.append(all.count)
             all += items
             while all.count % 256 != 0 { all.append(0) }

@@ -38,6 +38,9 @@ public final class GPUModel: @unchecked Sendable {
     /// Decode runs each layer's O, gate/up, down and the next layer's QKV as one cooperative
     /// kernel with grid barriers (see ModelKernelSource), where the driver supports it.
     public var persistentLayers = false
+    /// Replay fused decode steps from CUDA graphs captured per step shape (experimental).
+    public var cudaGraphs = false
+    private var graphCache: [String: CUDAGraphExec] = [:]
     /// Decode matmuls' weight prefetch per row before griddepcontrol.wait (default 0; nil: whole rows within ~32 MiB).
     public var prefetchBytesPerRow: Int? {
         get { kernels.prefetchBytesPerRow }
@@ -281,7 +284,8 @@ public final class GPUModel: @unchecked Sendable {
         var prefillPlans: [(plan: PrefillPlan, offset: Int)] = []
         if isDecode {
             decodeBatches = try decode.prepare(layers: requestsPerLayer, stream: stream, workspace: &decodeWorkspace,
-                                               minTokensPerCTA: decodeMinTokensPerCTA)
+                                               minTokensPerCTA: decodeMinTokensPerCTA,
+                                               layerStride: decode.itemBytesPerLayer(maxRequests: maxLogitRows))
         } else {
             var descriptors: [UInt8] = []
             for requests in requestsPerLayer {
@@ -304,68 +308,89 @@ public final class GPUModel: @unchecked Sendable {
         let fused = matmulPolicy == .auto && n <= 4 && logitRows == n && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
             && weights.layers.allSatisfy { $0.outputBias == nil && $0.gateUpBias == nil && $0.downBias == nil }
         if fused {
-            let slots = 2 * layers + 1
-            func slot(_ s: Int) -> UInt64 { w.sums + UInt64(s * n * 4) }
-            let layerWeights = weights.layers
-            try timed("embed") {
-                try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, sums: w.sums, slots: slots,
-                                      xw: w.normed, norm: layerWeights[0].inputNorm, stream: stream)
-            }
-            if persistentLayers {
-                try timed("zero barriers") { try kernels.zeroWords(w.barriers, count: layers, stream: stream) }
-                let first = layerWeights[0]
-                try timed("qkv+rope+kv write") {
-                    try kernels.decodeMatmul(.qkvRoPE, weight: first.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(0),
-                                             eps: eps, output: w.q, bias: first.qkvBias, positions: positions,
-                                             inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses,
-                                             hq: hq, hkv: hkv, d: d, stream: stream)
+            let queueDecode: () throws -> Void = { [self] in
+                let slots = 2 * layers + 1
+                func slot(_ s: Int) -> UInt64 { w.sums + UInt64(s * n * 4) }
+                let layerWeights = weights.layers
+                try timed("embed") {
+                    try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, sums: w.sums, slots: slots,
+                                          xw: w.normed, norm: layerWeights[0].inputNorm, stream: stream)
                 }
+                if persistentLayers {
+                    try timed("zero barriers") { try kernels.zeroWords(w.barriers, count: layers, stream: stream) }
+                    let first = layerWeights[0]
+                    try timed("qkv+rope+kv write") {
+                        try kernels.decodeMatmul(.qkvRoPE, weight: first.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(0),
+                                                 eps: eps, output: w.q, bias: first.qkvBias, positions: positions,
+                                                 inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses,
+                                                 hq: hq, hkv: hkv, d: d, stream: stream)
+                    }
+                    for (i, layer) in layerWeights.enumerated() {
+                        try timed("attention") { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
+                        let next: GPUWeights.Layer? = i + 1 < layers ? layerWeights[i + 1] : nil
+                        try timed("layer block") {
+                            try kernels.layerBlock(
+                                output: layer.output, gateUp: layer.gateUp, down: layer.down, nextQKV: next?.qkv, attended: w.attended,
+                                residual: w.residual, xw: w.normed, activated: w.activated, q: w.q, postNorm: layer.postAttentionNorm,
+                                nextNorm: next?.inputNorm ?? weights.finalNorm, sumsPost: slot(2 * i + 1), sumsNext: slot(2 * i + 2),
+                                qkvBias: next?.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
+                                nextRowAddresses: rowAddresses + UInt64((i + 1) * n * 16), barrier: w.barriers + UInt64(4 * i),
+                                h: h, f: f, hq: hq, hkv: hkv, d: d, rows: n, eps: eps, stream: stream)
+                        }
+                    }
+                } else {
                 for (i, layer) in layerWeights.enumerated() {
-                    try timed("attention") { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
-                    let next: GPUWeights.Layer? = i + 1 < layers ? layerWeights[i + 1] : nil
-                    try timed("layer block") {
-                        try kernels.layerBlock(
-                            output: layer.output, gateUp: layer.gateUp, down: layer.down, nextQKV: next?.qkv, attended: w.attended,
-                            residual: w.residual, xw: w.normed, activated: w.activated, q: w.q, postNorm: layer.postAttentionNorm,
-                            nextNorm: next?.inputNorm ?? weights.finalNorm, sumsPost: slot(2 * i + 1), sumsNext: slot(2 * i + 2),
-                            qkvBias: next?.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
-                            nextRowAddresses: rowAddresses + UInt64((i + 1) * n * 16), barrier: w.barriers + UInt64(4 * i),
-                            h: h, f: f, hq: hq, hkv: hkv, d: d, rows: n, eps: eps, stream: stream)
+                    let nextNorm = i + 1 < layers ? layerWeights[i + 1].inputNorm : weights.finalNorm
+                    try timed("qkv+rope+kv write") {
+                        try kernels.decodeMatmul(.qkvRoPE, weight: layer.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(2 * i),
+                                                 eps: eps, output: w.q, bias: layer.qkvBias, positions: positions,
+                                                 inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses + UInt64(i * n * 16),
+                                                 hq: hq, hkv: hkv, d: d, dependent: programmaticLaunch && i > 0, stream: stream)
+                    }
+                    try timed("attention") {
+                        try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream, dependent: programmaticLaunch)
+                    }
+                    try timed("o proj") {
+                        try kernels.decodeMatmul(.residual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
+                                                 output: w.residual, sumsOut: slot(2 * i + 1), xw: w.normed, norm: layer.postAttentionNorm,
+                                                 dependent: programmaticLaunch, stream: stream)
+                    }
+                    try timed("gate+up+silu") {
+                        try kernels.decodeMatmul(.swiGLU, weight: layer.gateUp, out: 2 * f, k: h, rows: n, input: w.normed,
+                                                 sumsIn: slot(2 * i + 1), eps: eps, output: w.activated, dependent: programmaticLaunch, stream: stream)
+                    }
+                    try timed("down") {
+                        try kernels.decodeMatmul(.residual, weight: layer.down, out: h, k: f, rows: n, input: w.activated,
+                                                 output: w.residual, sumsOut: slot(2 * i + 2), xw: w.normed, norm: nextNorm,
+                                                 dependent: programmaticLaunch, stream: stream)
                     }
                 }
-            } else {
-            for (i, layer) in layerWeights.enumerated() {
-                let nextNorm = i + 1 < layers ? layerWeights[i + 1].inputNorm : weights.finalNorm
-                try timed("qkv+rope+kv write") {
-                    try kernels.decodeMatmul(.qkvRoPE, weight: layer.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(2 * i),
-                                             eps: eps, output: w.q, bias: layer.qkvBias, positions: positions,
-                                             inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses + UInt64(i * n * 16),
-                                             hq: hq, hkv: hkv, d: d, dependent: programmaticLaunch && i > 0, stream: stream)
                 }
-                try timed("attention") {
-                    try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream, dependent: programmaticLaunch)
-                }
-                try timed("o proj") {
-                    try kernels.decodeMatmul(.residual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
-                                             output: w.residual, sumsOut: slot(2 * i + 1), xw: w.normed, norm: layer.postAttentionNorm,
-                                             dependent: programmaticLaunch, stream: stream)
-                }
-                try timed("gate+up+silu") {
-                    try kernels.decodeMatmul(.swiGLU, weight: layer.gateUp, out: 2 * f, k: h, rows: n, input: w.normed,
-                                             sumsIn: slot(2 * i + 1), eps: eps, output: w.activated, dependent: programmaticLaunch, stream: stream)
-                }
-                try timed("down") {
-                    try kernels.decodeMatmul(.residual, weight: layer.down, out: h, k: f, rows: n, input: w.activated,
-                                             output: w.residual, sumsOut: slot(2 * i + 2), xw: w.normed, norm: nextNorm,
-                                             dependent: programmaticLaunch, stream: stream)
+                // Logits of every row (decode asks one per sequence), the final norm folded in.
+                try timed("lm head") {
+                    try kernels.decodeMatmul(.logits, weight: weights.lmHead, out: c.vocabSize, k: h, rows: n, input: w.normed,
+                                             sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: programmaticLaunch, stream: stream)
                 }
             }
+            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(persistentLayers)/\(programmaticLaunch)/"
+                + "\(decodeWorkspace?.address ?? 0)/\(decode.workspaceBytes)"
+            var graph: CUDAGraphExec? = nil
+            if cudaGraphs && !profile && CUDAGraphExec.isSupported(context: context) {
+                if let cached = graphCache[signature] {
+                    graph = cached
+                } else {
+                    do {
+                        if graphCache.count >= 64 { graphCache.removeAll() }
+                        graph = try CUDAGraphExec(context: context, stream: stream, body: queueDecode)
+                        graphCache[signature] = graph
+                    } catch {
+                        // Capture is an optimization: say why once, then launch directly from now on.
+                        FileHandle.standardError.write(Data("vtensor: CUDA graph capture failed (\(error)); launching kernels directly\n".utf8))
+                        cudaGraphs = false
+                    }
+                }
             }
-            // Logits of every row (decode asks one per sequence), the final norm folded in.
-            try timed("lm head") {
-                try kernels.decodeMatmul(.logits, weight: weights.lmHead, out: c.vocabSize, k: h, rows: n, input: w.normed,
-                                         sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: programmaticLaunch, stream: stream)
-            }
+            if let graph { try graph.launch(on: stream) } else { try queueDecode() }
         } else {
         try timed("embed") { try kernels.embed(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, stream: stream) }
         for (i, layer) in weights.layers.enumerated() {
