@@ -132,9 +132,7 @@ extension BenchModelCommand {
         var readCeiling = 0.0, matmulCeiling = 0.0
         do {
             let work = try CUDAWork(device: backendOptions.device)
-            let plain = VMMBench(device: work, chunks: 0, steps: 0, log: false, stages: [])
-            let ms = try plain.readPlain(requests: 64, tokens: 4096, rowBytes: 2048)
-            readCeiling = Double(64 * 4096 * 2 * 2048) / (ms / 1000) / 1e12
+            readCeiling = try VMMBench.readCeilingTBps(device: work)
             matmulCeiling = try PrefillTiming.matmulCeiling(gpu: PrefillGPU(work: work))
             try work.synchronize()
         }

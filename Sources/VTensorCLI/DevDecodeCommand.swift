@@ -563,10 +563,7 @@ final class DecodeBench {
     func runTimings(into report: inout DecodeReport, cases: [TimingCase] = DecodeBench.timingCases) throws {
         try context.makeCurrent()
         // The read ceiling: the plain-allocation read of `bench vmm` (1 GiB of 2 KiB rows).
-        let plain = VMMBench(device: gpu, chunks: 0, steps: 0, log: false, stages: [])
-        let requests = 64, tokens = 4096, rowBytes = 2048
-        let ms = try plain.readPlain(requests: requests, tokens: tokens, rowBytes: rowBytes)
-        let ceiling = Double(requests * tokens * 2 * rowBytes) / (ms / 1000) / 1e12
+        let ceiling = try VMMBench.readCeilingTBps(device: gpu)
         report.readCeilingTBps = ceiling
         print("read ceiling (plain 1 GiB read, kvRead): \(fixed(ceiling, 3)) TB/s")
         var table = Table(title: "Decode attention, \(gpu.name), median of \(reps) (CUDA events, layers rotated)",

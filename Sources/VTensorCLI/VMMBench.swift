@@ -490,6 +490,15 @@ struct VMMBench {
         }
     }
 
+    /// The read ceiling every GPU benchmark reports against: TB/s of the plain-allocation read
+    /// (1 GiB of 2 KiB rows, 64 x 4096 tokens x K and V).
+    static func readCeilingTBps(device: CUDAWork) throws -> Double {
+        let requests = 64, tokens = 4096, rowBytes = 2048
+        let plain = VMMBench(device: device, chunks: 0, steps: 0, log: false, stages: [])
+        let ms = try plain.readPlain(requests: requests, tokens: tokens, rowBytes: rowBytes)
+        return Double(requests * tokens * 2 * rowBytes) / (ms / 1000) / 1e12
+    }
+
     func readPlain(requests: Int, tokens: Int, rowBytes: Int) throws -> Double {
         let bytes = requests * tokens * 2 * rowBytes
         if let gpu {
