@@ -4,15 +4,7 @@
 # Usage: scripts/gpu-decode-variants.sh OUTDIR
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# Unpack the carried binary (scripts/build-gpu-binary.sh writes gpu-pack/vtensor.gz).
-if [ -f gpu-pack/vtensor.gz ] && [ -z "${VTENSOR_BIN:-}" ]; then
-  mkdir -p gpu-bin && gunzip -c gpu-pack/vtensor.gz > gpu-bin/vtensor && cp gpu-pack/COMMIT gpu-bin/COMMIT
-fi
-out=${1:-${OUT:-/tmp/vtensor-gpu}}
-bin=${VTENSOR_BIN:-gpu-bin/vtensor}
-mkdir -p "$out"
-export VTENSOR_CACHE_DIR=${VTENSOR_CACHE_DIR:-/tmp/vtensor-cache}
-chmod +x "$bin"
+. scripts/gpu-common.sh
 [ -n "${SKIP_DEV:-}" ] || "$bin" dev model --json-out "$out/dev-model.json" > "$out/dev-model.txt" 2>&1; echo "dev model rc=$?: $(grep -E 'passed|agreement' "$out/dev-model.txt" | tr '\n' ' ')"
 run() {
   local name=$1; shift

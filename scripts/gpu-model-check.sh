@@ -8,17 +8,8 @@
 # Writes details under OUTDIR and prints a short summary last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-# Unpack the carried binary (scripts/build-gpu-binary.sh writes gpu-pack/vtensor.gz).
-if [ -f gpu-pack/vtensor.gz ] && [ -z "${VTENSOR_BIN:-}" ]; then
-  mkdir -p gpu-bin && gunzip -c gpu-pack/vtensor.gz > gpu-bin/vtensor && cp gpu-pack/COMMIT gpu-bin/COMMIT
-fi
-out=${1:-${OUT:-/tmp/vtensor-gpu}}
-bin=${VTENSOR_BIN:-gpu-bin/vtensor}
-mkdir -p "$out"
-export VTENSOR_CACHE_DIR=${VTENSOR_CACHE_DIR:-/tmp/vtensor-cache}
-chmod +x "$bin"
-echo "binary built from $(cat gpu-bin/COMMIT 2>/dev/null || echo '?')" | tee "$out/summary.txt"
-nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,clocks.mem --format=csv >> "$out/summary.txt" 2>&1
+. scripts/gpu-common.sh
+start_summary
 
 "$bin" dev model --json-out "$out/dev-model.json" > "$out/dev-model.txt" 2>&1; dev_rc=$?
 ref_rc=skipped

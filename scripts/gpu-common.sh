@@ -1,0 +1,17 @@
+# Sourced by the scripts/gpu-*.sh runners on the GPU machine (from the repository root):
+# unpacks the carried binary (scripts/build-gpu-binary.sh writes gpu-pack/vtensor.gz), sets
+# $out (the first argument, else $OUT) and $bin, and points the kernel cache at /tmp.
+if [ -f gpu-pack/vtensor.gz ] && [ -z "${VTENSOR_BIN:-}" ]; then
+  mkdir -p gpu-bin && gunzip -c gpu-pack/vtensor.gz > gpu-bin/vtensor && cp gpu-pack/COMMIT gpu-bin/COMMIT
+fi
+out=${1:-${OUT:-/tmp/vtensor-gpu}}
+bin=${VTENSOR_BIN:-gpu-bin/vtensor}
+mkdir -p "$out"
+export VTENSOR_CACHE_DIR=${VTENSOR_CACHE_DIR:-/tmp/vtensor-cache}
+chmod +x "$bin"
+
+# Starts $out/summary.txt with the binary's commit and the card.
+start_summary() {
+  echo "binary built from $(cat gpu-bin/COMMIT 2>/dev/null || echo '?')" | tee "$out/summary.txt"
+  nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,clocks.mem --format=csv >> "$out/summary.txt" 2>&1
+}
