@@ -3,20 +3,6 @@ import Kernels
 import Models
 import VTensor
 
-/// A batch entry for one forward pass: `tokens` are appended to sequence `id`'s KV cache.
-public struct ForwardInput: Sendable {
-    public var id: Int
-    public var tokens: [Int]
-    /// Logits for every new token (teacher forcing, scoring) or only the last (generation).
-    public var allLogits: Bool
-
-    public init(id: Int, tokens: [Int], allLogits: Bool = false) {
-        self.id = id
-        self.tokens = tokens
-        self.allLogits = allLogits
-    }
-}
-
 /// The Llama-family forward pass on the CPU in Float, over a KV cache of virtual tensors on
 /// host memory (the same `KVCache` the GPU uses, on the host backend) and `CPUAttention`.
 public final class CPUModel: @unchecked Sendable {
@@ -65,24 +51,7 @@ public final class CPUModel: @unchecked Sendable {
         let qkvWidth = (hq + 2 * hkv) * d
         let n = inputs.reduce(0) { $0 + $1.tokens.count }
         guard !inputs.isEmpty else { return [] }
-        guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence appears twice in one batch") }
-
-        // Validate, then grow every sequence's cache before any state changes.
-        var starts: [Int] = []
-        for input in inputs {
-            guard !input.tokens.isEmpty else { throw RuntimeError.invalidRequest("sequence \(input.id) has no new tokens") }
-            for t in input.tokens where t < 0 || t >= c.vocabSize {
-                throw RuntimeError.invalidRequest("token id \(t) is outside the vocabulary (0..<\(c.vocabSize))")
-            }
-            let start = try cache.length(of: input.id)
-            let total = start + input.tokens.count
-            guard total <= cache.maxTokensPerRequest else {
-                throw RuntimeError.contextExceeded(tokens: total, limit: cache.maxTokensPerRequest)
-            }
-            starts.append(start)
-        }
-        for (i, input) in inputs.enumerated() { try cache.reserve(input.id, tokens: starts[i] + input.tokens.count) }
-        try cache.setLengths(inputs.enumerated().map { ($0.element.id, starts[$0.offset] + $0.element.tokens.count) })
+        let starts = try ForwardStep.begin(inputs, cache: cache, vocabularySize: c.vocabSize)
 
         var x = [Float](repeating: 0, count: n * h)
         var normed = [Float](repeating: 0, count: n * h)

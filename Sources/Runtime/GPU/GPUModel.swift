@@ -218,24 +218,10 @@ public final class GPUModel: @unchecked Sendable {
         guard !inputs.isEmpty else { return ([], 0) }
         let clock0 = DispatchTime.now().uptimeNanoseconds
         recorded.removeAll(keepingCapacity: true)
-        guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence appears twice in one batch") }
         guard n <= maxBatchTokens else { throw RuntimeError.invalidRequest("a step of \(n) tokens exceeds the \(maxBatchTokens)-token workspace") }
         guard logitRows <= maxLogitRows else { throw RuntimeError.invalidRequest("\(logitRows) rows of logits exceed the \(maxLogitRows) a step can return") }
-        var starts: [Int] = []
-        for input in inputs {
-            guard !input.tokens.isEmpty else { throw RuntimeError.invalidRequest("sequence \(input.id) has no new tokens") }
-            for t in input.tokens where t < 0 || t >= c.vocabSize {
-                throw RuntimeError.invalidRequest("token id \(t) is outside the vocabulary (0..<\(c.vocabSize))")
-            }
-            let start = try cache.length(of: input.id)
-            guard start + input.tokens.count <= cache.maxTokensPerRequest else {
-                throw RuntimeError.contextExceeded(tokens: start + input.tokens.count, limit: cache.maxTokensPerRequest)
-            }
-            starts.append(start)
-        }
         try context.makeCurrent()
-        try memory.grow(try cache.prepareGrowth(inputs.enumerated().map { ($0.element.id, starts[$0.offset] + $0.element.tokens.count) }))
-        try cache.setLengths(inputs.enumerated().map { ($0.element.id, starts[$0.offset] + $0.element.tokens.count) })
+        let starts = try ForwardStep.begin(inputs, cache: cache, vocabularySize: c.vocabSize)
 
         // Step metadata: tokens, positions, logits rows (int32), then per layer per row the K and V row addresses.
         var ints: [Int32] = []
