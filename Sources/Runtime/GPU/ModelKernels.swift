@@ -11,6 +11,8 @@ struct ModelKernels: @unchecked Sendable {
     let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel, embedSumsKernel: KernelFunction
     let decodeKernels: [DecodeMatmul: KernelFunction]
     let layerBlockKernel, zeroKernel: KernelFunction
+    /// Blocks of 128 threads of the persistent layer kernel one SM holds (queried once; nil without the query).
+    let layerBlockOccupancy: Int?
     /// The same with each row pair's k range split over two warps.
     let decodeKernelsSplitK: [DecodeMatmul: KernelFunction]
     /// Split k over two warps for matrices of at most this many row pairs (0: never).
@@ -29,6 +31,7 @@ struct ModelKernels: @unchecked Sendable {
         gemvKernel = try module.function(named: "vt_gemv")
         embedSumsKernel = try module.function(named: "vt_embed_sums")
         layerBlockKernel = try module.function(named: "vt_decode_layer_block")
+        layerBlockOccupancy = try? layerBlockKernel.maxActiveBlocksPerMultiprocessor(blockSize: 128)
         zeroKernel = try module.function(named: "vt_zero_words")
         decodeKernels = [
             .logits: try module.function(named: "vt_dgemv_logits"),
@@ -102,7 +105,9 @@ struct ModelKernels: @unchecked Sendable {
 
     /// Blocks of the persistent layer kernel: all resident at once (cooperative launch).
     func layerBlockGrid() throws -> Int {
-        let perSM = try layerBlockKernel.maxActiveBlocksPerMultiprocessor(blockSize: 128)
+        guard let perSM = layerBlockOccupancy else {
+            throw RuntimeError.unsupported("the persistent layer kernel needs the driver's occupancy query")
+        }
         let chosen = layerBlocksPerSM > 0 ? min(layerBlocksPerSM, perSM) : perSM
         return layerBlockKernel.module.context.device.multiprocessorCount * max(1, chosen)
     }
