@@ -138,18 +138,7 @@ extension BenchModelCommand {
         }
         print("read ceiling (plain 1 GiB read): \(fixed(readCeiling, 3)) TB/s")
 
-        let format = LoadFormat(rawValue: modelOptions.loadFormat) ?? .auto
-        let config: ModelConfig
-        var hostWeights: ModelWeights? = nil
-        var label = modelOptions.model ?? "SmolLM2-135M-Instruct"
-        if format == .dummy, let name = modelOptions.model, let preset = ModelPresets.config(named: name) {
-            config = preset
-        } else {
-            let loaded = try modelOptions.open()
-            config = loaded.config
-            hostWeights = format == .dummy ? nil : loaded.weights
-            label = loaded.path
-        }
+        let (config, hostWeights, label) = try modelOptions.openForGPU()
         let tokensPerStep = batch * promptTokens
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),

@@ -16,6 +16,15 @@ struct ModelOptions: ParsableArguments {
 
     var nativeCPUWeights: Bool { cpuWeights != "float" }
 
+    /// What the GPU model needs: the config, and host weights unless they are dummy (then the
+    /// device generates them: no host copy of an 8B model). A dummy preset needs no files at all.
+    func openForGPU() throws -> (config: ModelConfig, weights: ModelWeights?, label: String) {
+        let dummy = LoadFormat(rawValue: loadFormat) == .dummy
+        if dummy, let name = model, let preset = ModelPresets.config(named: name) { return (preset, nil, name) }
+        let loaded = try open()
+        return (loaded.config, dummy ? nil : loaded.weights, loaded.path)
+    }
+
     func open() throws -> LoadedModel {
         guard let format = LoadFormat(rawValue: loadFormat) else {
             throw ValidationError("--load-format must be one of \(LoadFormat.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -49,30 +58,21 @@ struct LogitsCommand: ParsableCommand {
         guard !ids.isEmpty else { throw ValidationError("--tokens is empty") }
         let (kind, unavailable) = backendOptions.resolve()
         if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
-        // A dummy preset on the GPU gets its random weights on the device (no host copy of an 8B model).
-        if kind == .cuda, modelOptions.loadFormat == "dummy", let name = modelOptions.model, let config = ModelPresets.config(named: name) {
-            let model = try GPUModel(config: config, weights: nil, device: backendOptions.device, maxBatchTokens: max(ids.count, 16),
-                                     maxLogitRows: ids.count, maxTokensPerSequence: max(ids.count, 16))
-            try model.addSequence(0)
-            let logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
-            try logits.withUnsafeBytes { Data($0) }.write(to: URL(fileURLWithPath: out))
-            print("logits: \(ids.count) x \(config.vocabSize) (cuda, bf16, dummy weights) -> \(out)")
-            return
-        }
-        let loaded = try modelOptions.open()
-        let logits: [Float]
+        let model: any LanguageModel
+        let vocabulary: Int
         if kind == .cuda {
-            let model = try GPUModel(config: loaded.config, weights: loaded.weights, device: backendOptions.device,
-                                     maxBatchTokens: max(ids.count, 16), maxLogitRows: ids.count, maxTokensPerSequence: max(ids.count, 16))
-            try model.addSequence(0)
-            logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
+            let opened = try modelOptions.openForGPU()
+            model = try GPUModel(config: opened.config, weights: opened.weights, device: backendOptions.device,
+                                 maxBatchTokens: max(ids.count, 16), maxLogitRows: ids.count, maxTokensPerSequence: max(ids.count, 16))
+            vocabulary = opened.config.vocabSize
         } else {
-            let model = try loaded.cpuModel(maxTokensPerSequence: max(ids.count, 16), nativeWeights: modelOptions.nativeCPUWeights)
-            try model.addSequence(0)
-            logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
+            let loaded = try modelOptions.open()
+            model = try loaded.cpuModel(maxTokensPerSequence: max(ids.count, 16), nativeWeights: modelOptions.nativeCPUWeights)
+            vocabulary = loaded.config.vocabSize
         }
-        let data = logits.withUnsafeBytes { Data($0) }
-        try data.write(to: URL(fileURLWithPath: out))
-        print("logits: \(ids.count) x \(loaded.config.vocabSize) (\(kind == .cuda ? "cuda, bf16" : "cpu, float32")) -> \(out)")
+        try model.addSequence(0)
+        let logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
+        try logits.withUnsafeBytes { Data($0) }.write(to: URL(fileURLWithPath: out))
+        print("logits: \(ids.count) x \(vocabulary) (\(kind == .cuda ? "cuda, bf16" : "cpu, float32")) -> \(out)")
     }
 }
