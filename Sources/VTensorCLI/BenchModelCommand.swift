@@ -3,6 +3,7 @@ import Foundation
 import Kernels
 import Models
 import Runtime
+import VTensor
 
 struct ModelBenchResult: Codable {
     var date: String

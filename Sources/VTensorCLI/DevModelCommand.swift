@@ -3,6 +3,7 @@ import Foundation
 import Models
 import Kernels
 import Runtime
+import VTensor
 
 /// `vtensor dev model`: the GPU forward pass (bf16) against the CPU forward pass (fp32, the
 /// oracle) on small random models of every supported kind, through prefill, extend mixed with

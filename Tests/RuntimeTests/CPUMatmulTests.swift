@@ -1,3 +1,4 @@
+import VTensor
 import XCTest
 @testable import Runtime
 

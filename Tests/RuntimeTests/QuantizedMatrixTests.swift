@@ -1,5 +1,6 @@
 import Foundation
 import Models
+import VTensor
 import XCTest
 @testable import Runtime
 

@@ -1,4 +1,5 @@
 import Foundation
+import VTensor
 import XCTest
 @testable import Runtime
 

@@ -1,18 +1,4 @@
-/// SplitMix64 (Steele, Lea and Flood, 2014): a 64-bit counter run through a mixing function.
-/// Used to spread one seed over the 256-bit state of ``Xoshiro256StarStar``, as its authors advise.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public private(set) var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import VTensor
 
 /// xoshiro256** (Blackman and Vigna, 2018): a small, fast generator with 256 bits of state,
 /// the same sequence on every platform and Swift version for a given seed (unlike

@@ -1,5 +1,6 @@
 import Foundation
 import Models
+import VTensor
 
 /// One decoder layer's weights in Float, row-major [out, in] as in Hugging Face checkpoints.
 /// Q, K and V are stacked into one matrix (rows: the query heads, then the KV heads of K, then
