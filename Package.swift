@@ -39,8 +39,10 @@ let package = Package(
         .testTarget(name: "VTensorTests", dependencies: ["VTensor"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "VTensor"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models"], exclude: ["Fixtures"]),
-        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Models"], exclude: ["Fixtures"]),
+        // GGUF files built by hand for the Models and Tokenizers tests.
+        .target(name: "GGUFTestSupport", dependencies: ["Models"], path: "Tests/GGUFTestSupport"),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "Tokenizers"], exclude: ["Fixtures"]),
     ]
 )

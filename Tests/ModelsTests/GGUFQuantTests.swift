@@ -1,5 +1,6 @@
 import Testing
 @testable import Models
+import GGUFTestSupport
 
 // Blocks are built from the values they should decode to, packing them the way
 // ggml's quantizers lay them out, so expectations don't reuse the decoder's loops.

@@ -1,4 +1,5 @@
 import Foundation
+import GGUFTestSupport
 import XCTest
 import Models
 @testable import Tokenizers
@@ -10,16 +11,16 @@ final class LoaderTests: XCTestCase {
         let model = try fetchAsset(PyPIAsset(package: "mistral-common", version: "1.13.1",
                                              member: "mistral_common/data/mistral_instruct_tokenizer_240323.model.v3"))
         let proto = try SentencePieceModelProto(try readFile(model), source: model)
-        var w = GGUFWriter()
+        var w = GGUFTestWriter()
         w.add("tokenizer.ggml.model", .string("llama"))
-        w.add("tokenizer.ggml.tokens", .strings(proto.pieces))
-        w.add("tokenizer.ggml.scores", .floats(proto.scores))
-        w.add("tokenizer.ggml.token_type", .ints(proto.types.map { Int32($0) }))
-        w.add("tokenizer.ggml.bos_token_id", .u32(1))
-        w.add("tokenizer.ggml.eos_token_id", .u32(2))
-        w.add("tokenizer.ggml.unknown_token_id", .u32(0))
+        w.add("tokenizer.ggml.tokens", .array(proto.pieces.map { .string($0) }))
+        w.add("tokenizer.ggml.scores", .array(proto.scores.map { .float32($0) }))
+        w.add("tokenizer.ggml.token_type", .array(proto.types.map { .int32(Int32($0)) }))
+        w.add("tokenizer.ggml.bos_token_id", .uint32(1))
+        w.add("tokenizer.ggml.eos_token_id", .uint32(2))
+        w.add("tokenizer.ggml.unknown_token_id", .uint32(0))
         w.add("tokenizer.ggml.add_bos_token", .bool(true))
-        let tokenizer = try Tokenizer(gguf: try GGUFFile(path: try w.write()))
+        let tokenizer = try Tokenizer(gguf: try GGUFFile(path: w.write()))
         let fixture = try loadFixture("mistral.json")
         for c in fixture.cases {
             let got = tokenizer.encode(c.text, addSpecialTokens: false)
@@ -72,25 +73,25 @@ final class LoaderTests: XCTestCase {
     }
 
     func testGGUFErrorsNameTheProblem() throws {
-        var w = GGUFWriter()
+        var w = GGUFTestWriter()
         w.add("tokenizer.ggml.model", .string("gpt2"))
-        w.add("tokenizer.ggml.tokens", .strings(["a", "b", "ab"]))
-        w.add("tokenizer.ggml.merges", .strings(["a b"]))
+        w.add("tokenizer.ggml.tokens", .array(["a", "b", "ab"].map { .string($0) }))
+        w.add("tokenizer.ggml.merges", .array(["a b"].map { .string($0) }))
         w.add("tokenizer.ggml.pre", .string("mystery"))
-        assertError(try Tokenizer(gguf: try GGUFFile(path: try w.write())), contains: #"unsupported tokenizer.ggml.pre "mystery""#)
+        assertError(try Tokenizer(gguf: try GGUFFile(path: w.write())), contains: #"unsupported tokenizer.ggml.pre "mystery""#)
 
-        var bert = GGUFWriter()
+        var bert = GGUFTestWriter()
         bert.add("tokenizer.ggml.model", .string("bert"))
-        bert.add("tokenizer.ggml.tokens", .strings(["a"]))
-        assertError(try Tokenizer(gguf: try GGUFFile(path: try bert.write())), contains: #"unsupported tokenizer.ggml.model "bert""#)
+        bert.add("tokenizer.ggml.tokens", .array(["a"].map { .string($0) }))
+        assertError(try Tokenizer(gguf: try GGUFFile(path: bert.write())), contains: #"unsupported tokenizer.ggml.model "bert""#)
 
-        var none = GGUFWriter()
+        var none = GGUFTestWriter()
         none.add("general.architecture", .string("llama"))
-        assertError(try Tokenizer(gguf: try GGUFFile(path: try none.write())), contains: "no tokenizer.ggml.model")
+        assertError(try Tokenizer(gguf: try GGUFFile(path: none.write())), contains: "no tokenizer.ggml.model")
 
-        var ok = GGUFWriter()
-        ok.entries = w.entries.filter { $0.0 != "tokenizer.ggml.pre" }
-        let t = try Tokenizer(gguf: try GGUFFile(path: try ok.write()))
+        var ok = GGUFTestWriter()
+        ok.metadata = w.metadata.filter { $0.0 != "tokenizer.ggml.pre" }
+        let t = try Tokenizer(gguf: try GGUFFile(path: ok.write()))
         XCTAssertEqual(t.encode("abab"), [2, 2])
     }
 
