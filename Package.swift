@@ -20,7 +20,7 @@ let package = Package(
         .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
         .target(name: "Kernels", dependencies: ["GPU", "VTensor"]),
         // Model files (safetensors, GGUF, config.json) and, later, the forward pass.
-        .target(name: "Models", dependencies: ["VTensor", "Kernels"]),
+        .target(name: "Models", dependencies: ["GPU", "VTensor", "Kernels"]),
         // Text: byte-level BPE and SentencePiece tokenizers, incremental detokenizer.
         .target(name: "Tokenizers", dependencies: ["Models"]),
         // Dot products over GGUF quantized blocks for the CPU's decode (AVX2/FMA/F16C intrinsics).

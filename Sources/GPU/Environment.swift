@@ -16,6 +16,18 @@ public enum ProcessEnvironment {
     }
 }
 
+extension ProcessEnvironment {
+    /// vtensor's cache root: `$VTENSOR_CACHE_DIR` if set, else `$XDG_CACHE_HOME/vtensor` (only
+    /// when absolute, as the XDG spec requires), else `$HOME/.cache/vtensor`, else nil.
+    /// Compiled kernels live in `ROOT/kernels`, fetched models in `ROOT/assets`.
+    public static func cacheRoot(_ environment: [String: String]) -> String? {
+        if let root = environment.nonEmpty("VTENSOR_CACHE_DIR") { return root }
+        if let root = environment.nonEmpty("XDG_CACHE_HOME"), root.hasPrefix("/") { return root.joined("vtensor") }
+        if let home = environment.nonEmpty("HOME") { return home.joined(".cache/vtensor") }
+        return nil
+    }
+}
+
 extension Dictionary where Key == String, Value == String {
     /// The value of `name` when set and not empty, without trailing slashes (a lone "/" stays).
     func nonEmpty(_ name: String) -> String? {

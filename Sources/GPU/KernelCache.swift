@@ -54,10 +54,7 @@ public struct KernelCache: Sendable {
     /// absolute, as the XDG spec requires), else `$HOME/.cache/vtensor/kernels`, else nil
     /// (no disk cache).
     public static func defaultDirectory(environment: [String: String]) -> String? {
-        if let root = environment.nonEmpty("VTENSOR_CACHE_DIR") { return root.joined("kernels") }
-        if let root = environment.nonEmpty("XDG_CACHE_HOME"), root.hasPrefix("/") { return root.joined("vtensor/kernels") }
-        if let home = environment.nonEmpty("HOME") { return home.joined(".cache/vtensor/kernels") }
-        return nil
+        ProcessEnvironment.cacheRoot(environment)?.joined("kernels")
     }
 
     public func binaryPath(for key: KernelCacheKey) -> String { directory.joined(key.hash + ".cubin") }

