@@ -80,6 +80,8 @@ struct BenchModelCommand: ParsableCommand {
     var persistentBlocks = 4
     @Option(help: "GPU decode matmuls with at most this many row pairs split k over two warps (0: never).")
     var splitKPairs = 0
+    @Flag(help: "GPU decode, timing experiments only: leave attention out of the step (the output is wrong) to measure its cost in the pipelined step.")
+    var skipAttention = false
 
     func run() throws {
         let (kind, unavailable) = backendOptions.resolve()
@@ -154,6 +156,8 @@ extension BenchModelCommand {
         model.splitKMaxPairs = splitKPairs
         model.persistentLayers = persistent == "on"
         model.cudaGraphs = cudaGraphs == "on"
+        model.timingOnlySkipAttention = skipAttention
+        if skipAttention { print("--skip-attention: decode steps leave attention out; times only, the logits are wrong") }
         model.persistentBlocksPerSM = persistentBlocks
         model.prefetchBytesPerRow = prefetchBytes < 0 ? nil : prefetchBytes
         guard let policy = GPUModel.MatmulPolicy(rawValue: matmul) else { throw ValidationError("--matmul must be auto or cublas") }

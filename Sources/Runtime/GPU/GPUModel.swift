@@ -61,6 +61,9 @@ public final class GPUModel: @unchecked Sendable {
     }
     /// Decode attention's smallest split (keys per CTA); nil: the kernel's default.
     public var decodeMinTokensPerCTA: Int?
+    /// Timing experiments only: fused decode steps leave attention out (the logits are wrong), so
+    /// the step time with and without it measures what attention costs inside the pipelined step.
+    public var timingOnlySkipAttention = false
 
     /// Per-step timings: host phases always; GPU time per operation when `profile` is on
     /// (CUDA events around every launch, which adds a little host time).
@@ -333,8 +336,10 @@ public final class GPUModel: @unchecked Sendable {
                                                  inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses + UInt64(i * n * 16),
                                                  hq: hq, hkv: hkv, d: d, dependent: programmaticLaunch && i > 0, stream: stream)
                     }
-                    try timed("attention") {
-                        try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream, dependent: programmaticLaunch)
+                    if !timingOnlySkipAttention {
+                        try timed("attention") {
+                            try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream, dependent: programmaticLaunch)
+                        }
                     }
                     try timed("o proj") {
                         try kernels.decodeMatmul(.residual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
@@ -358,7 +363,7 @@ public final class GPUModel: @unchecked Sendable {
                                              sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: programmaticLaunch, stream: stream)
                 }
             }
-            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(persistentLayers)/\(programmaticLaunch)/"
+            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(persistentLayers)/\(programmaticLaunch)/\(timingOnlySkipAttention)/"
                 + "\(decodeWorkspace?.address ?? 0)/\(decode.workspaceBytes)"
             var graph: CUDAGraphExec? = nil
             if cudaGraphs && !profile && CUDAGraphExec.isSupported(context: context) {
