@@ -26,6 +26,9 @@ public struct DriverAPI: @unchecked Sendable {
     public let cuMemGetInfo: PFN_cuMemGetInfo
     public let cuMemAlloc: PFN_cuMemAlloc
     public let cuMemFree: PFN_cuMemFree
+    /// Page-locked host memory (optional: uploads fall back to pageable memory without it).
+    public let cuMemAllocHost: PFN_cuMemAllocHost?
+    public let cuMemFreeHost: PFN_cuMemFreeHost?
     public let cuMemcpyHtoD: PFN_cuMemcpyHtoD
     public let cuMemcpyDtoH: PFN_cuMemcpyDtoH
     public let cuMemcpyDtoDAsync: PFN_cuMemcpyDtoDAsync
@@ -68,6 +71,7 @@ public struct DriverAPI: @unchecked Sendable {
         "cuMemGetInfo": ["cuMemGetInfo_v2"],
         "cuMemAlloc": ["cuMemAlloc_v2"],
         "cuMemFree": ["cuMemFree_v2"],
+        "cuMemAllocHost": ["cuMemAllocHost_v2"],
         "cuMemcpyHtoD": ["cuMemcpyHtoD_v2"],
         "cuMemcpyDtoH": ["cuMemcpyDtoH_v2"],
         "cuMemcpyDtoDAsync": ["cuMemcpyDtoDAsync_v2"],
@@ -106,6 +110,8 @@ public struct DriverAPI: @unchecked Sendable {
         cuMemGetInfo = try load("cuMemGetInfo", PFN_cuMemGetInfo.self)
         cuMemAlloc = try load("cuMemAlloc", PFN_cuMemAlloc.self)
         cuMemFree = try load("cuMemFree", PFN_cuMemFree.self)
+        cuMemAllocHost = try? load("cuMemAllocHost", PFN_cuMemAllocHost.self)
+        cuMemFreeHost = try? load("cuMemFreeHost", PFN_cuMemFreeHost.self)
         cuMemcpyHtoD = try load("cuMemcpyHtoD", PFN_cuMemcpyHtoD.self)
         cuMemcpyDtoH = try load("cuMemcpyDtoH", PFN_cuMemcpyDtoH.self)
         cuMemcpyDtoDAsync = try load("cuMemcpyDtoDAsync", PFN_cuMemcpyDtoDAsync.self)

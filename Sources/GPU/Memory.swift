@@ -80,3 +80,77 @@ extension CUDAContext {
         try driver.check(driver.api.cuMemsetD8Async(destination, value, bytes, stream.handle), "cuMemsetD8Async")
     }
 }
+
+/// Host memory that a hot path queues its uploads from, reused call after call: page-locked
+/// when the driver allows it (so `cuMemcpyHtoDAsync` is a DMA the host does not wait for or
+/// stage), else ordinary memory. An event recorded after each round of copies keeps the next
+/// round from overwriting bytes a queued copy has not read yet.
+///
+/// Use: `begin(bytes:)`, write into the memory it returns, `upload` ranges of it, `end(stream:)`.
+/// `@unchecked Sendable`: one user at a time, as with a stream.
+public final class UploadStaging: @unchecked Sendable {
+    public let context: CUDAContext
+    public private(set) var capacity = 0
+    /// Whether the memory is page-locked (false: the driver stages each copy itself).
+    public private(set) var pageLocked = false
+    private var pointer: UnsafeMutableRawPointer?
+    private let copied: CUDAEvent
+    private var pending = false
+
+    public init(context: CUDAContext) throws {
+        self.context = context
+        copied = try CUDAEvent(context: context)
+    }
+
+    deinit {
+        // The event's wait cannot fail in a way deinit could report; free after it.
+        if pending { _ = context.driver.api.cuEventSynchronize(copied.handle) }
+        release()
+    }
+
+    /// Waits for the last round's copies to have read their bytes, grows to `bytes` if needed,
+    /// and returns the memory to write this round's bytes into.
+    public func begin(bytes: Int) throws -> UnsafeMutableRawPointer {
+        precondition(bytes > 0, "staging size must be positive")
+        if pending {
+            try copied.synchronize()
+            pending = false
+        }
+        if bytes > capacity {
+            release()
+            let size = max(bytes, capacity * 3 / 2, 64 << 10)
+            var raw: UnsafeMutableRawPointer? = nil
+            if let allocate = context.driver.api.cuMemAllocHost, context.driver.api.cuMemFreeHost != nil,
+               allocate(&raw, size) == CUDA_SUCCESS, let raw {
+                pointer = raw
+                pageLocked = true
+            } else {
+                pointer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 256)
+                pageLocked = false
+            }
+            capacity = size
+        }
+        return pointer!
+    }
+
+    /// Queues a copy of `count` bytes at `offset` of this round's memory to `destination`.
+    public func upload(offset: Int, count: Int, to destination: UInt64, stream: CUDAStream?) throws {
+        precondition(offset >= 0 && offset + count <= capacity, "upload outside the staging memory")
+        guard count > 0, let pointer else { return }
+        try context.copyHostToDeviceAsync(destination: destination, source: UnsafeRawBufferPointer(start: pointer + offset, count: count),
+                                          stream: stream)
+    }
+
+    /// Ends the round: the next `begin` waits until `stream` has passed this round's copies.
+    public func end(stream: CUDAStream?) throws {
+        try copied.record(on: stream)
+        pending = true
+    }
+
+    private func release() {
+        guard let pointer else { return }
+        if pageLocked { _ = context.driver.api.cuMemFreeHost?(pointer) } else { pointer.deallocate() }
+        self.pointer = nil
+        capacity = 0
+    }
+}

@@ -109,6 +109,8 @@ typedef CUresult (*PFN_cuCtxSynchronize)(void);
 typedef CUresult (*PFN_cuMemGetInfo)(size_t *free, size_t *total);
 typedef CUresult (*PFN_cuMemAlloc)(CUdeviceptr *pointer, size_t bytes);
 typedef CUresult (*PFN_cuMemFree)(CUdeviceptr pointer);
+typedef CUresult (*PFN_cuMemAllocHost)(void **pointer, size_t bytes);
+typedef CUresult (*PFN_cuMemFreeHost)(void *pointer);
 typedef CUresult (*PFN_cuMemcpyHtoD)(CUdeviceptr destination, const void *source, size_t bytes);
 typedef CUresult (*PFN_cuMemcpyDtoH)(void *destination, CUdeviceptr source, size_t bytes);
 typedef CUresult (*PFN_cuMemcpyDtoDAsync)(CUdeviceptr destination, CUdeviceptr source, size_t bytes,

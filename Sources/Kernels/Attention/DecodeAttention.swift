@@ -58,6 +58,8 @@ public final class DecodeAttention: @unchecked Sendable {
     private var partialO: DeviceBuffer?
     private var partialML: DeviceBuffer?
     private var counters: DeviceBuffer?
+    /// Page-locked host memory the per-step plans are written into and uploaded from.
+    private var staging: UploadStaging?
 
     public static func supports(_ p: AttentionParameters) -> Bool {
         (p.headDim == 64 || p.headDim == 128) && (p.dtype == .bf16 || p.dtype == .fp16)
@@ -137,39 +139,43 @@ public final class DecodeAttention: @unchecked Sendable {
 
     /// Plans one decode batch for every layer of a model (same requests and lengths, each
     /// layer's own K/V views): one schedule, one upload of every layer's work items into
-    /// `workspace` (grown when too small; no allocation otherwise). The batches are valid until
-    /// the next call: the caller orders the next call after this step's kernels (a step sync).
-    /// - Parameter layerStride: place layer i's items at i x this many bytes (stable addresses
-    ///   across steps, for CUDA graphs); nil packs them.
+    /// `workspace` (grown when too small; no allocation otherwise), written straight into
+    /// page-locked staging memory. Layer i's items sit at i x `layerStride(of:)` bytes, so a
+    /// step shape (the plan's CTAs and items) always gives the same addresses (CUDA graphs).
+    /// The batches are valid until the next call: the caller orders the next call after this
+    /// step's kernels (a step sync).
     public func prepare(layers: [[AttentionRequest]], stream: CUDAStream, workspace: inout DeviceBuffer?,
-                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil, layerStride: Int? = nil) throws -> [DecodeBatch] {
+                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) throws -> [DecodeBatch] {
         precondition(!paged, "this kernel reads through block tables")
         guard let first = layers.first else { return [] }
         let plan = schedule(first.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
                             minTokensPerCTA: minTokensPerCTA)
         try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
-        var all: [UInt8] = []
-        var offsets: [Int] = []
-        for requests in layers {
-            precondition(requests.map(\.length) == first.map(\.length), "every layer must hold the same requests")
-            let items = plan.kernelItems { (requests[$0].key.base, requests[$0].value.base) }
-            if let layerStride {
-                precondition(items.count <= layerStride && layerStride % 256 == 0, "a layer's decode plan exceeds its stride")
-                while all.count < offsets.count * layerStride { all.append(0) }
-            }
-            offsets.append(all.count)
-            all += items
-            while all.count % 256 != 0 { all.append(0) }
-        }
-        if (workspace?.bytes ?? 0) < max(all.count, 16) {
-            workspace = try DeviceBuffer(context: module.context, bytes: max(all.count * 3 / 2, 4096))
+        let stride = Self.layerStride(of: plan)
+        let total = max(stride * layers.count, 16)
+        if (workspace?.bytes ?? 0) < total {
+            workspace = try DeviceBuffer(context: module.context, bytes: max(total * 3 / 2, 4096))
         }
         let buffer = workspace!
-        try all.withUnsafeBytes { try module.context.copyHostToDeviceAsync(destination: buffer.address, source: $0, stream: stream) }
-        return zip(layers, offsets).map { requests, offset in
-            DecodeBatch(schedule: plan, geometry: DecodeKVGeometry(requests), kPool: 0, vPool: 0,
-                        address: buffer.address + UInt64(offset), owner: buffer)
+        if staging == nil { staging = try UploadStaging(context: module.context) }
+        let host = try staging!.begin(bytes: total)
+        host.initializeMemory(as: UInt8.self, repeating: 0, count: total)
+        for (i, requests) in layers.enumerated() {
+            precondition(requests.count == first.count && zip(requests, first).allSatisfy { $0.length == $1.length },
+                         "every layer must hold the same requests")
+            plan.writeKernelItems(to: host + i * stride) { (requests[$0].key.base, requests[$0].value.base) }
         }
+        try staging!.upload(offset: 0, count: total, to: buffer.address, stream: stream)
+        try staging!.end(stream: stream)
+        return layers.enumerated().map { i, requests in
+            DecodeBatch(schedule: plan, geometry: DecodeKVGeometry(requests), kPool: 0, vPool: 0,
+                        address: buffer.address + UInt64(i * stride), owner: buffer)
+        }
+    }
+
+    /// Bytes between two layers' item tables in `prepare(layers:)`: the plan's table, 256-byte aligned.
+    public static func layerStride(of plan: DecodeSchedule) -> Int {
+        (plan.kernelItemsBytes + 255) / 256 * 256
     }
 
     /// Most work items a batch of `maxRequests` decode requests can need (one per CTA, plus one

@@ -238,38 +238,43 @@ public struct DecodeSchedule: Sendable, Equatable {
     /// (no lookup before its first load); its further items follow all first items, each
     /// linked from the one before by `next` (-1: the CTA's last).
     public func kernelItems(addresses: (_ request: Int) -> (UInt64, UInt64)) -> [UInt8] {
-        var position = [Int](repeating: 0, count: items.count)
+        [UInt8](unsafeUninitializedCapacity: kernelItemsBytes) { buffer, initialized in
+            if let base = buffer.baseAddress { writeKernelItems(to: UnsafeMutableRawPointer(base), addresses: addresses) }
+            initialized = kernelItemsBytes
+        }
+    }
+
+    /// Bytes of `kernelItems`.
+    public var kernelItemsBytes: Int { items.count * Self.kernelItemBytes }
+
+    /// Writes `kernelItems` to `destination` (`kernelItemsBytes` of writable memory) without
+    /// building an array: the per-step host path writes every layer's table straight into its
+    /// upload buffer.
+    public func writeKernelItems(to destination: UnsafeMutableRawPointer, addresses: (_ request: Int) -> (UInt64, UInt64)) {
+        // Slot of each item: CTA c's first item at c, the others after all first items, in order.
         var nextFree = ctas
         for c in 0..<ctas {
-            for (j, k) in (Int(ctaItemOffsets[c])..<Int(ctaItemOffsets[c + 1])).enumerated() {
-                if j == 0 {
-                    position[k] = c
-                } else {
-                    position[k] = nextFree
-                    nextFree += 1
-                }
+            let range = Int(ctaItemOffsets[c])..<Int(ctaItemOffsets[c + 1])
+            var slot = c
+            for k in range {
+                let nextSlot = k + 1 < range.upperBound ? nextFree : -1
+                if k + 1 < range.upperBound { nextFree += 1 }
+                let item = items[k]
+                let at = destination + slot * Self.kernelItemBytes
+                let (a, b) = addresses(Int(item.request))
+                at.storeBytes(of: a.littleEndian, as: UInt64.self)
+                at.storeBytes(of: b.littleEndian, toByteOffset: 8, as: UInt64.self)
+                at.storeBytes(of: item.row.littleEndian, toByteOffset: 16, as: Int32.self)
+                at.storeBytes(of: item.headSlot.littleEndian, toByteOffset: 20, as: Int32.self)
+                at.storeBytes(of: item.start.littleEndian, toByteOffset: 24, as: Int32.self)
+                at.storeBytes(of: item.end.littleEndian, toByteOffset: 28, as: Int32.self)
+                at.storeBytes(of: item.pair.littleEndian, toByteOffset: 32, as: Int32.self)
+                at.storeBytes(of: item.firstSlot.littleEndian, toByteOffset: 36, as: Int32.self)
+                at.storeBytes(of: (item.split | (item.splits << 16)).littleEndian, toByteOffset: 40, as: Int32.self)
+                at.storeBytes(of: Int32(nextSlot).littleEndian, toByteOffset: 44, as: Int32.self)
+                slot = nextSlot
             }
         }
-        var bytes = [UInt8](repeating: 0, count: items.count * Self.kernelItemBytes)
-        bytes.withUnsafeMutableBytes { raw in
-            for c in 0..<ctas {
-                let range = Int(ctaItemOffsets[c])..<Int(ctaItemOffsets[c + 1])
-                for k in range {
-                    let item = items[k]
-                    let at = position[k] * Self.kernelItemBytes
-                    let (a, b) = addresses(Int(item.request))
-                    raw.storeBytes(of: a.littleEndian, toByteOffset: at, as: UInt64.self)
-                    raw.storeBytes(of: b.littleEndian, toByteOffset: at + 8, as: UInt64.self)
-                    let next: Int32 = k + 1 < range.upperBound ? Int32(position[k + 1]) : -1
-                    let fields: [Int32] = [item.row, item.headSlot, item.start, item.end, item.pair, item.firstSlot,
-                                           item.split | (item.splits << 16), next]
-                    for (f, value) in fields.enumerated() {
-                        raw.storeBytes(of: value.littleEndian, toByteOffset: at + 16 + 4 * f, as: Int32.self)
-                    }
-                }
-            }
-        }
-        return bytes
     }
 
     /// The largest number of keys any CTA reads (the critical path), for reports.

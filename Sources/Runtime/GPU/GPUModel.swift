@@ -29,6 +29,8 @@ public final class GPUModel: @unchecked Sendable {
     let workspace: Workspace
     var decodeWorkspace: DeviceBuffer?
     var prefillWorkspace: DeviceBuffer?
+    /// Page-locked host memory each step's metadata is uploaded from.
+    let metaStaging: UploadStaging
     var matmuls: [String: CuBLASLtMatmul] = [:]
     private let lock = NSLock()
 
@@ -106,7 +108,7 @@ public final class GPUModel: @unchecked Sendable {
     ///     after weights and workspace).
     public init(config: ModelConfig, weights hostWeights: ModelWeights?, device: Int = 0, kvBudget: MemoryBudget = .fractionOfFree(0.9),
                 maxBatchTokens: Int = 8192, maxLogitRows: Int = 256, maxTokensPerSequence: Int? = nil, dummySeed: UInt32 = 1,
-                gemvUnroll: Int = 8, decodeConfig: DecodeAttention.Config? = nil) throws {
+                gemvUnroll: Int = 8, earlyWeights: Bool = true, decodeConfig: DecodeAttention.Config? = nil) throws {
         let c = config
         self.config = c
         self.maxBatchTokens = maxBatchTokens
@@ -114,7 +116,7 @@ public final class GPUModel: @unchecked Sendable {
         context = try CUDAContext(device: device)
         stream = try CUDAStream(context: context)
         compiler = KernelCompiler(context: context)
-        kernels = try ModelKernels(compiler: compiler, gemvUnroll: gemvUnroll)
+        kernels = try ModelKernels(compiler: compiler, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights)
         attention = AttentionParameters(queryHeads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
                                         dtype: .bf16, window: c.effectiveSlidingWindow)
         guard c.intermediateSize % 8 == 0, c.hiddenSize % 8 == 0 else {
@@ -146,6 +148,7 @@ public final class GPUModel: @unchecked Sendable {
         prefill = try PrefillAttention(compiler: compiler, parameters: attention)
         // Attention plans and scratch for the largest step, allocated now: steps never allocate.
         try decode.reserveWorkspace(maxRequests: maxLogitRows, stream: stream)
+        metaStaging = try UploadStaging(context: context)
         decodeWorkspace = try DeviceBuffer(context: context, bytes: c.numHiddenLayers * decode.itemBytesPerLayer(maxRequests: maxLogitRows))
         let tiles = maxBatchTokens / 16 + maxLogitRows
         prefillWorkspace = try DeviceBuffer(context: context, bytes: c.numHiddenLayers * ((32 * maxLogitRows + 8 * tiles + 255) / 256 * 256))
@@ -256,16 +259,16 @@ public final class GPUModel: @unchecked Sendable {
             }
             requestsPerLayer.append(requests)
         }
-        var blob = [UInt8](repeating: 0, count: addressOffset + addresses.count * 8)
-        blob.withUnsafeMutableBytes { raw in
-            ints.withUnsafeBytes { raw.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            addresses.withUnsafeBytes { (raw.baseAddress! + addressOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        }
-        precondition(blob.count <= workspace.metaBytes, "step metadata exceeds its workspace")
+        let blobBytes = addressOffset + addresses.count * 8
+        precondition(blobBytes <= workspace.metaBytes, "step metadata exceeds its workspace")
+        let blob = try metaStaging.begin(bytes: blobBytes)
+        ints.withUnsafeBytes { blob.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        addresses.withUnsafeBytes { (blob + addressOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         let meta = workspace.meta
         let tokens = meta, positions = meta + UInt64(4 * n), logitRowIndex = meta + UInt64(8 * n)
         let rowAddresses = meta + UInt64(addressOffset)
-        try blob.withUnsafeBytes { try context.copyHostToDeviceAsync(destination: meta, source: $0, stream: stream) }
+        try metaStaging.upload(offset: 0, count: blobBytes, to: meta, stream: stream)
+        try metaStaging.end(stream: stream)
 
         // Attention plans for every layer, uploaded before any kernel runs.
         let isDecode = inputs.allSatisfy { $0.tokens.count == 1 }
@@ -273,8 +276,7 @@ public final class GPUModel: @unchecked Sendable {
         var prefillPlans: [(plan: PrefillPlan, offset: Int)] = []
         if isDecode {
             decodeBatches = try decode.prepare(layers: requestsPerLayer, stream: stream, workspace: &decodeWorkspace,
-                                               minTokensPerCTA: decodeMinTokensPerCTA,
-                                               layerStride: decode.itemBytesPerLayer(maxRequests: maxLogitRows))
+                                               minTokensPerCTA: decodeMinTokensPerCTA)
         } else {
             var descriptors: [UInt8] = []
             for requests in requestsPerLayer {
@@ -363,7 +365,7 @@ public final class GPUModel: @unchecked Sendable {
                                              sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: programmaticLaunch, stream: stream)
                 }
             }
-            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(persistentLayers)/\(programmaticLaunch)/\(timingOnlySkipAttention)/"
+            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(decodeBatches.first?.schedule.items.count ?? 0)/\(persistentLayers)/\(programmaticLaunch)/\(timingOnlySkipAttention)/"
                 + "\(decodeWorkspace?.address ?? 0)/\(decode.workspaceBytes)"
             var graph: CUDAGraphExec? = nil
             if cudaGraphs && !profile && CUDAGraphExec.isSupported(context: context) {

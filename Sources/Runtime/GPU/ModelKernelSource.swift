@@ -158,6 +158,9 @@ extern "C" __global__ void vt_argmax(const float* __restrict__ logits, int vocab
 // loads, 4 k-steps unrolled (8 loads of 16 B in flight per lane); x comes through L1.
 // mode 0: y bf16; mode 1: y fp32; mode 2: y fp32 += (the residual stream). k % 8 == 0.
 #define GEMV_ROWS 2
+#ifndef EARLY_WEIGHTS
+#define EARLY_WEIGHTS 1
+#endif
 #ifndef GEMV_UNROLL
 #define GEMV_UNROLL 8
 #endif
@@ -269,6 +272,15 @@ __device__ __forceinline__ uint4 ld_weights(const uint4* p) {
     return r;
 }
 
+// The same load, weak instead of .nc: ptxas sinks .nc loads below griddepcontrol.wait (they
+// have no ordering to keep) but leaves weak loads where they are, so the early round uses these.
+__device__ __forceinline__ uint4 ld_weights_early(const uint4* p) {
+    uint4 r;
+    asm volatile("ld.global.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
 __device__ __forceinline__ void dg_fma(float& acc, const float xs[8], uint4 w) {
     const u32 ws[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
@@ -283,6 +295,20 @@ __device__ __forceinline__ void dg_load(float xs[8], const bf16* __restrict__ x,
     const u32 w[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
     for (int e = 0; e < 4; ++e) { xs[2 * e] = __int_as_float(w[e] << 16); xs[2 * e + 1] = __int_as_float(w[e] & 0xffff0000u); }
+}
+
+// One round: U vectors of each of the warp's two rows against every token's x.
+template <int N, int U>
+__device__ __forceinline__ void dg_round(float (&acc)[N][2], const bf16* __restrict__ x, int k, int v, const uint4 (&a)[U], const uint4 (&b)[U]) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int t = 0; t < N; ++t) {
+            float xs[8];
+            dg_load(xs, x + (size_t)t * k, v + 32 * u);
+            dg_fma(acc[t][0], xs, a[u]);
+            dg_fma(acc[t][1], xs, b[u]);
+        }
 }
 
 template <int N, int OUT, int U, int S>
@@ -322,29 +348,35 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
             asm volatile("prefetch.global.L2 [%0];" :: "l"(p1 + o));
         }
     }
+    // EARLY_WEIGHTS: the first round of weights goes into registers before the wait. Weights never
+    // change, so reading them early is safe, and a warp resident while the previous kernel
+    // drains keeps DRAM busy across the kernel boundary (registers, unlike an L2 prefetch,
+    // cannot be evicted by the previous kernel's stream before use).
+    const uint4* w0 = (const uint4*)(W + (size_t)r0 * k);
+    const uint4* w1 = (const uint4*)(W + (size_t)(second ? r1 : r0) * k);
+    const int vecs = (k >> 3) * (part + 1) / S;
+    int v = (k >> 3) * part / S + lane;
+    uint4 ea[U], eb[U];
+    const bool loaded = EARLY_WEIGHTS && active && v + 32 * (U - 1) < vecs;
+    if (loaded) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) { ea[u] = ld_weights_early(w0 + v + 32 * u); eb[u] = ld_weights_early(w1 + v + 32 * u); }
+    }
     asm volatile("griddepcontrol.wait;" ::: "memory");
     float acc[N][2];
 #pragma unroll
     for (int t = 0; t < N; ++t) { acc[t][0] = 0.f; acc[t][1] = 0.f; }
     if (active) {
-        const uint4* w0 = (const uint4*)(W + (size_t)r0 * k);
-        const uint4* w1 = (const uint4*)(W + (size_t)(second ? r1 : r0) * k);
-        const int vecs = (k >> 3) * (part + 1) / S;
-        int v = (k >> 3) * part / S + lane;
+        if (loaded) {  // the early round, then the loop as without it (its registers free again)
+            dg_round<N, U>(acc, x, k, v, ea, eb);
+            v += 32 * U;
+        }
         for (; v + 32 * (U - 1) < vecs; v += 32 * U) {
             uint4 a[U], b[U];
 #pragma unroll
             for (int u = 0; u < U; ++u) { a[u] = ld_weights(w0 + v + 32 * u); b[u] = ld_weights(w1 + v + 32 * u); }
             __syncwarp();  // with the volatile loads: every load of the round issues before the math
-#pragma unroll
-            for (int u = 0; u < U; ++u)
-#pragma unroll
-                for (int t = 0; t < N; ++t) {
-                    float xs[8];
-                    dg_load(xs, x + (size_t)t * k, v + 32 * u);
-                    dg_fma(acc[t][0], xs, a[u]);
-                    dg_fma(acc[t][1], xs, b[u]);
-                }
+            dg_round<N, U>(acc, x, k, v, a, b);
         }
         for (; v < vecs; v += 32) {
             const uint4 a = __ldg(w0 + v), b = __ldg(w1 + v);

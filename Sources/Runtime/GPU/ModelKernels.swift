@@ -3,8 +3,12 @@ import Kernels
 
 /// The model's element-wise kernels (`ModelKernelSource`), with typed launchers.
 struct ModelKernels: @unchecked Sendable {
-    static func program(gemvUnroll: Int = 8) -> KernelSource {
-        KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text, options: ["-DGEMV_UNROLL=\(gemvUnroll)"])
+    /// - Parameter earlyWeights: decode matmuls load their first round of weights into registers
+    ///   before waiting on the previous kernel (programmatic dependent launch), so the weight
+    ///   stream does not stop at kernel boundaries.
+    static func program(gemvUnroll: Int = 8, earlyWeights: Bool = true) -> KernelSource {
+        KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text,
+                     options: ["-DGEMV_UNROLL=\(gemvUnroll)", "-DEARLY_WEIGHTS=\(earlyWeights ? 1 : 0)"])
     }
 
     let module: KernelModule
@@ -18,8 +22,8 @@ struct ModelKernels: @unchecked Sendable {
     /// Split k over two warps for matrices of at most this many row pairs (0: never).
     var splitKMaxPairs = 0
 
-    init(compiler: KernelCompiler, gemvUnroll: Int = 8) throws {
-        let p = Self.program(gemvUnroll: gemvUnroll)
+    init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true) throws {
+        let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights)
         module = try compiler.module(source: p.source, name: p.name, options: p.options)
         embedKernel = try module.function(named: "vt_embed")
         rmsNormKernel = try module.function(named: "vt_rmsnorm")
