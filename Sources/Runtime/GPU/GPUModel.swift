@@ -26,6 +26,8 @@ public final class GPUModel: @unchecked Sendable {
     var kernels: ModelKernels
     let decode: DecodeAttention
     let prefill: PrefillAttention
+    /// Picks tokens from the logits rows on the GPU, for up to `maxLogitRows` rows a step.
+    let sampler: GPUSampler
     let workspace: Workspace
     var decodeWorkspace: DeviceBuffer?
     var prefillWorkspace: DeviceBuffer?
@@ -149,6 +151,7 @@ public final class GPUModel: @unchecked Sendable {
         // Attention plans and scratch for the largest step, allocated now: steps never allocate.
         try decode.reserveWorkspace(maxRequests: maxLogitRows, stream: stream)
         metaStaging = try UploadStaging(context: context)
+        sampler = try GPUSampler(compiler: compiler, maxRows: maxLogitRows)
         decodeWorkspace = try DeviceBuffer(context: context, bytes: c.numHiddenLayers * decode.itemBytesPerLayer(maxRequests: maxLogitRows))
         let tiles = maxBatchTokens / 16 + maxLogitRows
         prefillWorkspace = try DeviceBuffer(context: context, bytes: c.numHiddenLayers * ((32 * maxLogitRows + 8 * tiles + 255) / 256 * 256))
@@ -199,6 +202,16 @@ public final class GPUModel: @unchecked Sendable {
             acc.result.append(Array(all[(acc.offset * v)..<((acc.offset + count) * v)]))
             acc.offset += count
         }.result
+    }
+
+    /// Runs a step and samples each input's next token on the GPU (`GPUSampler`): only the
+    /// picks and their log-probabilities come back to the host, not the logits.
+    public func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
+        precondition(draws.count == inputs.count, "one draw per input")
+        let rows = try step(inputs.map { ForwardInput(id: $0.id, tokens: $0.tokens, allLogits: false) })
+        try context.makeCurrent()
+        return try sampler.sample(logits: workspace.logits, stride: config.vocabSize, limit: min(max(vocabularyLimit, 1), config.vocabSize),
+                                  draws: Array(draws.prefix(rows.total)), stream: stream)
     }
 
     /// Runs a step and returns the greedy next token of each input (its last row's argmax).

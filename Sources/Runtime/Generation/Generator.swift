@@ -76,7 +76,14 @@ public final class Generator {
 
         let start = DispatchTime.now().uptimeNanoseconds
         var firstTokenAt: UInt64?
-        var logits = try model.forward([ForwardInput(id: id, tokens: prompt)])[0]
+        // The model's device samples when it can (the logits stay there); else the host does.
+        func sampleNext(_ input: ForwardInput) throws -> SampledToken {
+            if model.samplesOnDevice {
+                return try model.forwardAndSample([input], draws: [sampler.deviceDraw()], vocabularyLimit: vocabularyLimit)[0]
+            }
+            return sampler.sample(logits: try model.forward([input])[0], vocabularyLimit: vocabularyLimit)
+        }
+        var sampled = try sampleNext(ForwardInput(id: id, tokens: prompt))
         var tokens: [Int] = []
         var logprobs: [SampledToken] = []
         var text = ""
@@ -87,7 +94,6 @@ public final class Generator {
             onText(piece)
         }
         generation: while tokens.count < limit {
-            let sampled = sampler.sample(logits: logits, vocabularyLimit: vocabularyLimit)
             if firstTokenAt == nil { firstTokenAt = DispatchTime.now().uptimeNanoseconds }
             sampler.accept(sampled.id)
             tokens.append(sampled.id)
@@ -103,7 +109,7 @@ public final class Generator {
                 break generation
             }
             if tokens.count >= limit { break }
-            logits = try model.forward([ForwardInput(id: id, tokens: [sampled.id])])[0]
+            sampled = try sampleNext(ForwardInput(id: id, tokens: [sampled.id]))
         }
         // Text held back (an incomplete UTF-8 sequence, a possible stop-string prefix) is
         // final once generation ends any other way than by a stop string.

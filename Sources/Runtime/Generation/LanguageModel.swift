@@ -9,6 +9,18 @@ public protocol LanguageModel: AnyObject {
     func freeSequence(_ id: Int) throws
     /// Per input, its logits rows ([rows][vocab] flattened).
     func forward(_ inputs: [ForwardInput]) throws -> [[Float]]
+    /// Whether `forwardAndSample` picks the tokens where the logits are (the GPU), so they never
+    /// travel to the host.
+    var samplesOnDevice: Bool { get }
+    /// Runs a step and picks each input's next token with its draw (one per input, in order).
+    func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken]
+}
+
+extension LanguageModel {
+    public var samplesOnDevice: Bool { false }
+    public func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
+        throw RuntimeError.unsupported("this model samples on the host: use forward and a Sampler")
+    }
 }
 
 extension CPUModel: LanguageModel {
@@ -17,4 +29,5 @@ extension CPUModel: LanguageModel {
 
 extension GPUModel: LanguageModel {
     public var maxSequenceTokens: Int { cache.maxTokensPerRequest }
+    public var samplesOnDevice: Bool { true }
 }

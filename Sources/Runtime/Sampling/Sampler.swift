@@ -100,6 +100,12 @@ public struct Sampler: Sendable {
     /// How often `token` was generated so far.
     public func generatedCount(of token: Int) -> Int { generatedCounts[token] ?? 0 }
 
+    /// Every id seen in the prompt or generated so far.
+    public var seenIds: Set<Int> { seen }
+
+    /// The next uniform of this sampler's generator (what a draw consumes).
+    mutating func nextUnit() -> Double { random.nextUnit() }
+
     /// Picks the next id; ids at or above `vocabularyLimit` (embedding rows the tokenizer has no
     /// id for) are never picked nor reported. Does not record the pick: call ``accept(_:)``.
     ///

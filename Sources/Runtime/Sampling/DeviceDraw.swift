@@ -1,0 +1,82 @@
+/// What one row's draw on the GPU needs from its sequence's ``Sampler``: the parameters, the
+/// uniform the CPU sampler would draw for this step (one step of the same generator, so a
+/// seed reproduces a GPU run), and the penalty pairs. See `GPUSampler`.
+public struct DeviceDraw: Sendable, Equatable {
+    public var parameters: SamplingParameters
+    /// In [0, 1), rounded down to a Float (the kernel draws in float).
+    public var u: Float
+    /// (id, times generated) for every id seen in the prompt or generated, when a penalty is on; else empty.
+    public var penalties: [SIMD2<Int32>]
+
+    public init(parameters: SamplingParameters, u: Float, penalties: [SIMD2<Int32>] = []) {
+        self.parameters = parameters
+        self.u = u
+        self.penalties = penalties
+    }
+
+    /// Bytes of one row's record in the kernel's table (`SampleRow` in SamplingKernelSource).
+    public static let rowBytes = 48
+    /// Bytes of one row's result (`SampleOut`).
+    public static let outBytes = 176
+
+    /// `u` as the kernel gets it: the largest Float not above `unit`, so it stays below 1.
+    public static func floatUnit(_ unit: Double) -> Float {
+        let f = Float(unit)
+        return Double(f) > unit ? f.nextDown : f
+    }
+
+    /// The kernel's tables for `draws`: one 48-byte record per row (little-endian:
+    /// 1/temperature or 0 when greedy, top-k or 0, top-p, min-p, repetition, presence,
+    /// frequency, u, logprobs or -1, first penalty pair, pair count, 0) and the pairs of every row.
+    public static func pack(_ draws: [DeviceDraw]) -> (rows: [UInt8], penalties: [Int32]) {
+        var rows = [UInt8](repeating: 0, count: draws.count * rowBytes)
+        var penalties: [Int32] = []
+        rows.withUnsafeMutableBytes { raw in
+            for (r, draw) in draws.enumerated() {
+                let p = draw.parameters
+                let at = r * rowBytes
+                func put(_ value: Float, _ field: Int) { raw.storeBytes(of: value.bitPattern.littleEndian, toByteOffset: at + 4 * field, as: UInt32.self) }
+                func put(_ value: Int32, _ field: Int) { raw.storeBytes(of: value.littleEndian, toByteOffset: at + 4 * field, as: Int32.self) }
+                put(p.isGreedy ? Float(0) : Float(1 / p.temperature), 0)
+                put(Int32(clamping: max(p.topK, 0)), 1)
+                put(Float(p.topP), 2)
+                put(Float(p.minP), 3)
+                put(Float(p.repetitionPenalty), 4)
+                put(Float(p.presencePenalty), 5)
+                put(Float(p.frequencyPenalty), 6)
+                put(draw.u, 7)
+                put(Int32(p.logprobs.map { min($0, SamplingParameters.maxLogprobs) } ?? -1), 8)
+                put(Int32(penalties.count / 2), 9)
+                put(Int32(draw.penalties.count), 10)
+                for pair in draw.penalties { penalties.append(pair.x); penalties.append(pair.y) }
+            }
+        }
+        return (rows, penalties)
+    }
+
+    /// Reads one row's result record.
+    public static func unpack(_ raw: UnsafeRawBufferPointer, row: Int, wantsLogprobs: Bool) -> SampledToken {
+        let at = row * outBytes
+        func int(_ field: Int) -> Int32 { Int32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 4 * field, as: Int32.self)) }
+        func float(_ field: Int) -> Float { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 4 * field, as: UInt32.self))) }
+        let count = Int(max(0, min(int(2), Int32(SamplingParameters.maxLogprobs))))
+        let alternatives = (0..<count).map { TokenLogprob(id: Int(int(4 + $0)), logprob: float(4 + SamplingParameters.maxLogprobs + $0)) }
+        return SampledToken(id: Int(int(0)), logprob: wantsLogprobs ? float(1) : nil, alternatives: alternatives)
+    }
+}
+
+extension Sampler {
+    /// The inputs of this step's draw on the GPU, taking the same step of the random generator
+    /// that ``sample(logits:vocabularyLimit:)`` would (none when greedy). Record the pick with
+    /// ``accept(_:)`` as usual.
+    public mutating func deviceDraw() -> DeviceDraw {
+        let u = parameters.isGreedy ? 0 : DeviceDraw.floatUnit(nextUnit())
+        let p = parameters
+        var pairs: [SIMD2<Int32>] = []
+        if p.repetitionPenalty != 1 || p.presencePenalty != 0 || p.frequencyPenalty != 0 {
+            pairs.reserveCapacity(seenIds.count)
+            for id in seenIds.sorted() { pairs.append(SIMD2(Int32(clamping: id), Int32(clamping: generatedCount(of: id)))) }
+        }
+        return DeviceDraw(parameters: p, u: u, penalties: pairs)
+    }
+}
