@@ -44,6 +44,8 @@ struct DevSampleCommand: ParsableCommand {
         ("penalties", SamplingParameters(temperature: 0.9, topP: 0.8, repetitionPenalty: 1.3, presencePenalty: 0.5, frequencyPenalty: 0.3, logprobs: 2)),
         ("greedy + repetition", SamplingParameters(temperature: 0, repetitionPenalty: 1.5)),
         ("top-k 1", SamplingParameters(temperature: 1, topK: 1)),
+        ("top-k 5000 top-p 0.5", SamplingParameters(temperature: 1, topK: 5000, topP: 0.5, logprobs: 4)),
+        ("top-p 0.999", SamplingParameters(temperature: 1.3, topP: 0.999)),
     ]
 
     func run() throws {
@@ -91,7 +93,7 @@ struct DevSampleCommand: ParsableCommand {
             var maxError = 0.0
             for r in 0..<rows {
                 let row = Array(logits[(r * vocab)..<((r + 1) * vocab)])
-                let ref = SamplingReference.sample(logits: row, vocabularyLimit: limit, draw: draws[r])
+                let ref = SamplingReference.sample(logits: row, vocabularyLimit: limit, draw: draws[r], tolerance: 1e-5)
                 if ref.ambiguous { ambiguous += 1 }
                 if got[r].id != ref.token.id && !ref.ambiguous {
                     mismatches += 1

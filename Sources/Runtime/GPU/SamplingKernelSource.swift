@@ -78,6 +78,10 @@ struct Shared {
     float pickAbove;
     int pickDigit;
     int found;
+    unsigned long long sorted[THREADS];  // compact path: (~key << 32 | id), ascending
+    float cum[THREADS];
+    int listCount;
+    int cut;
 };
 
 __device__ float block_sum(float v, Shared &s) {
@@ -251,6 +255,125 @@ __device__ int ranked_matches(const float *x, int n, u32 key, const Filter &f, i
     return total;
 }
 
+__device__ float block_inclusive_scan(float v, Shared &s) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 1; o < 32; o <<= 1) {
+        const float t = __shfl_up_sync(FULL, v, o);
+        if (lane >= o) v += t;
+    }
+    if (lane == 31) s.red[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float w = s.red[lane];
+        for (int o = 1; o < 32; o <<= 1) {
+            const float t = __shfl_up_sync(FULL, w, o);
+            if (lane >= o) w += t;
+        }
+        s.red[lane] = w;
+    }
+    __syncthreads();
+    if (warp > 0) v += s.red[warp - 1];
+    __syncthreads();
+    return v;
+}
+
+// The ids whose key is at least `lo`, sorted by value descending then id ascending into
+// s.sorted (padded with ~0). Returns how many, or -1 when more than THREADS.
+__device__ int gather_sorted(const float *x, int n, u32 lo, Shared &s) {
+    s.sorted[threadIdx.x] = ~0ull;
+    if (threadIdx.x == 0) s.listCount = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += THREADS) {
+        const u32 k = key_of(sanitize(x[i]));
+        if (k >= lo) {
+            const int slot = atomicAdd(&s.listCount, 1);
+            if (slot < THREADS) s.sorted[slot] = ((unsigned long long)(~k) << 32) | (u32)i;
+        }
+    }
+    __syncthreads();
+    const int count = s.listCount;
+    __syncthreads();
+    if (count > THREADS) return -1;
+    for (int size = 2; size <= THREADS; size <<= 1) {   // bitonic sort, ascending
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            const int i = threadIdx.x, j = i ^ stride;
+            if (j > i) {
+                const unsigned long long a = s.sorted[i], b = s.sorted[j];
+                if ((a > b) == ((i & size) == 0)) { s.sorted[i] = b; s.sorted[j] = a; }
+            }
+            __syncthreads();
+        }
+    }
+    return count;
+}
+
+__device__ __forceinline__ float sorted_value(const Shared &s, int i) { return value_of(~(u32)(s.sorted[i] >> 32)); }
+
+// The draw on a short list: when top-k keeps at most THREADS ids, or the THREADS most likely
+// ids hold top-p's share of the mass (usual for real distributions), or the vocabulary is that
+// small, the candidates go to shared memory sorted, and top-p, min-p and the draw are prefix
+// scans there. Returns the pick, or -1 (the caller takes the general path). `count` gets the
+// list's length (for the alternatives), or -1.
+__device__ int compact_draw(const float *x, int n, const SampleRow &p, float mx, Shared &s, int &count) {
+    count = -1;
+    const Filter all = {0u, mx, p.invT, 0.f};
+    u32 lo = 0;
+    float massRef = -1.f;  // top-p's reference mass; < 0: the list's own
+    float above;
+    if (p.topK > 0 && p.topK < n && p.topK <= THREADS) {
+        lo = radix_select<false>(x, n, all, (float)p.topK, false, above, s);
+    } else if (n <= THREADS) {
+        lo = 0;
+    } else if (p.topP < 1.f) {
+        Filter f = all;
+        if (p.topK > 0 && p.topK < n) f.lo = radix_select<false>(x, n, f, (float)p.topK, false, above, s);
+        massRef = candidate_total<true>(x, n, f, s);
+        lo = radix_select<false>(x, n, f, (float)THREADS, false, above, s);
+        const Filter head = {lo, mx, p.invT, 0.f};
+        if (candidate_total<true>(x, n, head, s) < p.topP * massRef) return -1;  // the cut lies past the head
+    } else {
+        return -1;
+    }
+    count = gather_sorted(x, n, lo, s);
+    if (count < 0) return -1;
+    const int i = threadIdx.x;
+    const float w = i < count ? expf((sorted_value(s, i) - mx) * p.invT) : 0.f;
+    const float c = block_inclusive_scan(w, s);
+    s.cum[i] = c;
+    if (i == 0) s.cut = count - 1;
+    __syncthreads();
+    int keep = count;
+    if (p.topP < 1.f) {
+        const float target = p.topP * (massRef >= 0.f ? massRef : s.cum[THREADS - 1]);
+        if (i < count && c >= target) atomicMin(&s.cut, i);
+        __syncthreads();
+        const float edge = sorted_value(s, s.cut);  // keep the ties of the id where the mass is reached
+        __syncthreads();
+        if (i == 0) s.cut = 0;
+        __syncthreads();
+        if (i < count && sorted_value(s, i) >= edge) atomicMax(&s.cut, i + 1);
+        __syncthreads();
+        keep = s.cut;
+        __syncthreads();
+    }
+    if (p.minP > 0.f) {
+        if (i == 0) s.cut = 1;  // the most likely id weighs 1 >= min-p
+        __syncthreads();
+        if (i < keep && w >= p.minP) atomicMax(&s.cut, i + 1);
+        __syncthreads();
+        keep = s.cut;
+        __syncthreads();
+    }
+    const float target = p.u * s.cum[keep - 1];
+    if (i == 0) s.cut = keep - 1;
+    __syncthreads();
+    if (i < keep && c > target) atomicMin(&s.cut, i);
+    __syncthreads();
+    const int id = (int)(u32)s.sorted[s.cut];
+    __syncthreads();
+    return id;
+}
+
 extern "C" __global__ void __launch_bounds__(THREADS, 1)
 vt_sample(float *__restrict__ logits, int stride, int limit, const SampleRow *__restrict__ rows,
           const int2 *__restrict__ penalties, SampleOut *__restrict__ out) {
@@ -288,9 +411,42 @@ vt_sample(float *__restrict__ logits, int stride, int limit, const SampleRow *__
         float t = 0.f;
         for (int i = threadIdx.x; i < n; i += THREADS) t += expf(sanitize(x[i]) - mx);
         logZ = mx + logf(block_sum(t, s));
+    }
+    int id = top, listCount = -1;
+    if (p.invT > 0.f) id = compact_draw(x, n, p, mx, s, listCount);
+    if (id < 0) {
+        Filter f = {0u, mx, p.invT, 0.f};
+        if (p.topK > 0 && p.topK < n) {
+            float above;
+            f.lo = radix_select<false>(x, n, f, (float)p.topK, false, above, s);
+        }
+        if (p.topP < 1.f) {
+            const float massK = candidate_total<true>(x, n, f, s);
+            float above;
+            f.lo = radix_select<true>(x, n, f, p.topP * massK, false, above, s);
+        }
+        f.minP = p.minP;
+        const float mass = candidate_total<true>(x, n, f, s);
+        const float target = p.u * mass;
+        float above;
+        const u32 kappa = radix_select<true>(x, n, f, target, true, above, s);
+        const float w = f.weight(value_of(kappa));
+        int j = w > 0.f ? (int)floorf((target - above) / w) : 0;
+        const int ties = ranked_matches(x, n, kappa, f, 0, 0, s);
+        j = max(0, min(j, ties - 1));
+        ranked_matches(x, n, kappa, f, j, j + 1, s);
+        id = s.ids[0];
+    }
+    if (p.logprobs >= 0) {
         const int want = min(min(p.logprobs, MAX_ALTERNATIVES), n);
         int have = 0;
-        if (want > 0) {
+        if (want > 0 && listCount >= want) {  // the draw's sorted list holds them
+            if (threadIdx.x < want) {
+                const int id = (int)(u32)s.sorted[threadIdx.x];
+                o->altId[threadIdx.x] = id;
+                o->altLogprob[threadIdx.x] = sanitize(x[id]) - logZ;
+            }
+        } else if (want > 0) {
             const Filter all = {0u, mx, 1.f, 0.f};
             float above = 0.f;
             const u32 kappa = radix_select<false>(x, n, all, (float)want, false, above, s);
@@ -331,30 +487,6 @@ vt_sample(float *__restrict__ logits, int stride, int limit, const SampleRow *__
         o->alternatives = 0;
     }
 
-    int id = top;
-    if (p.invT > 0.f) {
-        Filter f = {0u, mx, p.invT, 0.f};
-        if (p.topK > 0 && p.topK < n) {
-            float above;
-            f.lo = radix_select<false>(x, n, f, (float)p.topK, false, above, s);
-        }
-        if (p.topP < 1.f) {
-            const float massK = candidate_total<true>(x, n, f, s);
-            float above;
-            f.lo = radix_select<true>(x, n, f, p.topP * massK, false, above, s);
-        }
-        f.minP = p.minP;
-        const float mass = candidate_total<true>(x, n, f, s);
-        const float target = p.u * mass;
-        float above;
-        const u32 kappa = radix_select<true>(x, n, f, target, true, above, s);
-        const float w = f.weight(value_of(kappa));
-        int j = w > 0.f ? (int)floorf((target - above) / w) : 0;
-        const int ties = ranked_matches(x, n, kappa, f, 0, 0, s);
-        j = max(0, min(j, ties - 1));
-        ranked_matches(x, n, kappa, f, j, j + 1, s);
-        id = s.ids[0];
-    }
     if (threadIdx.x == 0) {
         o->id = id;
         o->logprob = p.logprobs >= 0 ? sanitize(x[id]) - logZ : 0.f;
