@@ -125,29 +125,33 @@ struct DevSampleCommand: ParsableCommand {
         }
         print(table.render())
 
-        // Timing: rows x 128256 logits, top-p 0.9 with logprobs 5, and greedy, CUDA events, median of 20.
+        // Timing: rows x 128256 logits, normal with sd 3 (a flat distribution: top-p 0.9 needs about the 1000
+        // most likely ids, at the short list's edge) and sd 8 (peaked, like a trained model's), CUDA events, median of 20.
         var timings: [Timing] = []
         let vocab = 128_256
         let buffer = try DeviceBuffer(context: context, bytes: maxRows * vocab * 4)
         var host = [Float](repeating: 0, count: maxRows * vocab)
-        for i in host.indices { host[i] = 3 * normal() }
-        try context.copyHostToDevice(destination: buffer.address, from: host)
         let start = try CUDAEvent(context: context, timing: true), end = try CUDAEvent(context: context, timing: true)
-        for (label, parameters) in [("top-p 0.9, T 0.8, logprobs 5", SamplingParameters(temperature: 0.8, topP: 0.9, logprobs: 5)),
-                                    ("top-k 50, top-p 0.95", SamplingParameters(temperature: 1, topK: 50, topP: 0.95)),
-                                    ("greedy", SamplingParameters(temperature: 0))] {
-            for rows in [1, 64, 256] {
-                let draws = (0..<rows).map { _ in DeviceDraw(parameters: parameters, u: 0.5) }
-                var times: [Double] = []
-                for rep in 0..<22 {
-                    try start.record(on: stream)
-                    _ = try sampler.sample(logits: buffer.address, stride: vocab, limit: vocab, draws: draws, stream: stream)
-                    try end.record(on: stream)
-                    try end.synchronize()
-                    if rep >= 2 { times.append(Double(try CUDAEvent.elapsedMilliseconds(from: start, to: end))) }
+        for sd: Float in [3, 8] {
+            for i in host.indices { host[i] = sd * normal() }
+            try context.copyHostToDevice(destination: buffer.address, from: host)
+            for (label, parameters) in [("top-p 0.9, T 0.8, logprobs 5", SamplingParameters(temperature: 0.8, topP: 0.9, logprobs: 5)),
+                                        ("top-k 50, top-p 0.95", SamplingParameters(temperature: 1, topK: 50, topP: 0.95)),
+                                        ("min-p 0.05 (no top-k/top-p)", SamplingParameters(temperature: 1, minP: 0.05)),
+                                        ("greedy", SamplingParameters(temperature: 0))] {
+                for rows in [1, 64, 256] {
+                    let draws = (0..<rows).map { _ in DeviceDraw(parameters: parameters, u: 0.5) }
+                    var times: [Double] = []
+                    for rep in 0..<22 {
+                        try start.record(on: stream)
+                        _ = try sampler.sample(logits: buffer.address, stride: vocab, limit: vocab, draws: draws, stream: stream)
+                        try end.record(on: stream)
+                        try end.synchronize()
+                        if rep >= 2 { times.append(Double(try CUDAEvent.elapsedMilliseconds(from: start, to: end))) }
+                    }
+                    times.sort()
+                    timings.append(Timing(name: "sd \(Int(sd)): \(label)", rows: rows, vocab: vocab, ms: times[times.count / 2]))
                 }
-                times.sort()
-                timings.append(Timing(name: label, rows: rows, vocab: vocab, ms: times[times.count / 2]))
             }
         }
         var timeTable = Table(title: "GPU sampling time per step (vocab \(vocab); upload, kernel, read-back of results; CUDA events, median of 20)",

@@ -64,6 +64,21 @@ __device__ __forceinline__ float value_of(u32 k) {
     return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
 
+// Calls body(i, value) for this thread's ids (threadIdx.x + k x THREADS, ascending), four
+// loads in flight before any is used: one at a time, a pass is bound by L2 latency.
+template <typename Body>
+__device__ __forceinline__ void for_each_logit(const float *x, int n, Body body) {
+    int i = threadIdx.x;
+    for (; i + 3 * THREADS < n; i += 4 * THREADS) {
+        float v[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[u] = x[i + u * THREADS];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) body(i + u * THREADS, sanitize(v[u]));
+    }
+    for (; i < n; i += THREADS) body(i, sanitize(x[i]));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
     return v;
@@ -137,10 +152,7 @@ struct Filter {
 template <bool MASS>
 __device__ float candidate_total(const float *x, int n, const Filter &f, Shared &s) {
     float t = 0.f;
-    for (int i = threadIdx.x; i < n; i += THREADS) {
-        const float v = sanitize(x[i]);
-        if (f.keeps(v, key_of(v))) t += MASS ? f.weight(v) : 1.f;
-    }
+    for_each_logit(x, n, [&](int, float v) { if (f.keeps(v, key_of(v))) t += MASS ? f.weight(v) : 1.f; });
     return block_sum(t, s);
 }
 
@@ -157,12 +169,10 @@ __device__ u32 radix_select(const float *x, int n, const Filter &f, float target
         const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, bins = pass == 2 ? 1024 : 2048;
         for (int b = threadIdx.x; b < bins; b += THREADS) s.hist[b] = 0.f;
         __syncthreads();
-        for (int i = threadIdx.x; i < n; i += THREADS) {
-            const float v = sanitize(x[i]);
+        for_each_logit(x, n, [&](int, float v) {
             const u32 k = key_of(v);
-            if ((k & mask) != prefix || !f.keeps(v, k)) continue;
-            atomicAdd(&s.hist[(k >> shift) & (bins - 1)], MASS ? f.weight(v) : 1.f);
-        }
+            if ((k & mask) == prefix && f.keeps(v, k)) atomicAdd(&s.hist[(k >> shift) & (bins - 1)], MASS ? f.weight(v) : 1.f);
+        });
         __syncthreads();
         if (warp == 0) {
             // Lane l scans bins from the top: bins - 1 - (l * per + j).
@@ -215,7 +225,15 @@ __device__ int ranked_matches(const float *x, int n, u32 key, const Filter &f, i
     const int chunk = (n + THREADS - 1) / THREADS;
     const int lo = threadIdx.x * chunk, hi = min(n, lo + chunk);
     int count = 0;
-    for (int i = lo; i < hi; ++i) {
+    int i = lo;
+    for (; i + 3 < hi; i += 4) {
+        float v[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[u] = sanitize(x[i + u]);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) count += key_of(v[u]) == key && f.keeps(v[u], key);
+    }
+    for (; i < hi; ++i) {
         const float v = sanitize(x[i]);
         count += key_of(v) == key && f.keeps(v, key);
     }
@@ -283,13 +301,13 @@ __device__ int gather_sorted(const float *x, int n, u32 lo, Shared &s) {
     s.sorted[threadIdx.x] = ~0ull;
     if (threadIdx.x == 0) s.listCount = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < n; i += THREADS) {
-        const u32 k = key_of(sanitize(x[i]));
+    for_each_logit(x, n, [&](int i, float v) {
+        const u32 k = key_of(v);
         if (k >= lo) {
             const int slot = atomicAdd(&s.listCount, 1);
             if (slot < THREADS) s.sorted[slot] = ((unsigned long long)(~k) << 32) | (u32)i;
         }
-    }
+    });
     __syncthreads();
     const int count = s.listCount;
     __syncthreads();
@@ -396,10 +414,7 @@ vt_sample(float *__restrict__ logits, int stride, int limit, const SampleRow *__
 
     float mx = __int_as_float(0xff800000);
     int top = 0x7fffffff;
-    for (int i = threadIdx.x; i < n; i += THREADS) {
-        const float v = sanitize(x[i]);
-        if (v > mx) { mx = v; top = i; }   // ids ascend within a thread: the first maximum stays
-    }
+    for_each_logit(x, n, [&](int i, float v) { if (v > mx) { mx = v; top = i; } });  // ids ascend: the first maximum stays
     block_argmax(mx, top, s);
     if (!(mx > __int_as_float(0xff800000))) {  // no finite logit
         if (threadIdx.x == 0) { o->id = 0; o->logprob = __int_as_float(0xff800000); o->alternatives = 0; }
@@ -409,7 +424,7 @@ vt_sample(float *__restrict__ logits, int stride, int limit, const SampleRow *__
     float logZ = 0.f;
     if (p.logprobs >= 0) {
         float t = 0.f;
-        for (int i = threadIdx.x; i < n; i += THREADS) t += expf(sanitize(x[i]) - mx);
+        for_each_logit(x, n, [&](int, float v) { t += expf(v - mx); });
         logZ = mx + logf(block_sum(t, s));
     }
     int id = top, listCount = -1;
@@ -454,12 +469,12 @@ vt_sample(float *__restrict__ logits, int stride, int limit, const SampleRow *__
             // lowest-id ties at it.
             if (threadIdx.x == 0) s.found = 0;
             __syncthreads();
-            for (int i = threadIdx.x; i < n; i += THREADS) {
-                if (key_of(sanitize(x[i])) > kappa) {
+            for_each_logit(x, n, [&](int i, float v) {
+                if (key_of(v) > kappa) {
                     const int slot = atomicAdd(&s.found, 1);
                     if (slot < MAX_ALTERNATIVES) o->altId[slot] = i;
                 }
-            }
+            });
             __syncthreads();
             have = min(s.found, want);
             __syncthreads();
