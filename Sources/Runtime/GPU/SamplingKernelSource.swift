@@ -171,7 +171,18 @@ __device__ u32 radix_select(const float *x, int n, const Filter &f, float target
         __syncthreads();
         for_each_logit(x, n, [&](int, float v) {
             const u32 k = key_of(v);
-            if ((k & mask) == prefix && f.keeps(v, k)) atomicAdd(&s.hist[(k >> shift) & (bins - 1)], MASS ? f.weight(v) : 1.f);
+            if ((k & mask) != prefix || !f.keeps(v, k)) return;
+            const int bin = (k >> shift) & (bins - 1);
+            if (MASS) {
+                // Weights are at most 1 (the maximum's); below 2^-40 their sum over the whole
+                // vocabulary stays under float rounding of the total, so skip the atomic.
+                const float w = f.weight(v);
+                if (w >= 9.094947e-13f) atomicAdd(&s.hist[bin], w);
+            } else {
+                // Neighbouring ids often share a bin: one atomic per bin per warp.
+                const u32 peers = __match_any_sync(__activemask(), bin);
+                if ((threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&s.hist[bin], (float)__popc(peers));
+            }
         });
         __syncthreads();
         if (warp == 0) {
