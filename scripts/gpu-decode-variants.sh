@@ -19,15 +19,15 @@ run() {
 }
 QUIET=1
 run default
-run early-off --early-weights off
-run graphs --cuda-graphs on
-run graphs-early-off --cuda-graphs on --early-weights off
-run no-attention --skip-attention
+run stream --gemv-weights stream
 run default-again
-run early-off-again --early-weights off
-unset QUIET
-run graphs-again --cuda-graphs on
+run stream-again --gemv-weights stream
+run stream-graphs --gemv-weights stream --cuda-graphs on
+run graphs --cuda-graphs on
 run batch4 --batch 4
-run batch4-early-off --batch 4 --early-weights off
-run context2k --prompt-tokens 2048
+run batch4-stream --batch 4 --gemv-weights stream
+run context2k-stream --prompt-tokens 2048 --gemv-weights stream
+unset QUIET
+run profile-default
+run profile-stream --gemv-weights stream
 tar czf "$out/decode-variants.tgz" -C "$work" .

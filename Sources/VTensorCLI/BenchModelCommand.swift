@@ -80,6 +80,8 @@ struct BenchModelCommand: ParsableCommand {
     var persistentBlocks = 4
     @Option(help: "GPU decode matmuls with at most this many row pairs split k over two warps (0: never).")
     var splitKPairs = 0
+    @Option(help: "GPU decode matmuls: how weights reach the SMs: registers (16-byte loads) or stream (bulk copies through shared memory).")
+    var gemvWeights = "registers"
     @Option(help: "GPU decode matmuls: load the first weights before waiting on the previous kernel: on or off.")
     var earlyWeights = "on"
     @Flag(help: "GPU decode, timing experiments only: leave attention out of the step (the output is wrong) to measure its cost in the pipelined step.")
@@ -159,6 +161,7 @@ extension BenchModelCommand {
         model.persistentLayers = persistent == "on"
         model.cudaGraphs = cudaGraphs == "on"
         model.timingOnlySkipAttention = skipAttention
+        model.streamWeights = gemvWeights == "stream"
         if skipAttention { print("--skip-attention: decode steps leave attention out; times only, the logits are wrong") }
         model.persistentBlocksPerSM = persistentBlocks
         model.prefetchBytesPerRow = prefetchBytes < 0 ? nil : prefetchBytes
@@ -247,7 +250,7 @@ extension BenchModelCommand {
         table.add(["\(batch)", "\(promptTokens)", fixed(prefill * 1000, 2), fixed(result.prefillTFLOPs!, 1), fixed(result.prefillFractionOfRoofline!, 3),
                    fixed(step * 1000, 3), fixed(result.decodeTokensPerSecond, 1), fixed(decodeBytes / step / 1e12, 3), fixed(result.decodeFractionOfRoofline!, 3)])
         print(table.render())
-        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), CUDA graphs \(cudaGraphs), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), early weights \(earlyWeights), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
+        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), CUDA graphs \(cudaGraphs), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), early weights \(earlyWeights), gemv weights \(gemvWeights), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
         for (title, table) in [("prefill step", prefillProfile), ("decode step", profileMs)] {
             guard let table else { continue }
             var t = Table(title: "\(title), GPU time per operation (CUDA events, batch \(batch))", header: ["operation", "ms", "share"])

@@ -50,6 +50,12 @@ public final class GPUModel: @unchecked Sendable {
         get { kernels.prefetchBytesPerRow }
         set { kernels.prefetchBytesPerRow = newValue }
     }
+    /// Decode matmuls stream their weights with bulk copies through shared memory (`dsgemv`)
+    /// instead of register loads.
+    public var streamWeights: Bool {
+        get { kernels.streamWeights }
+        set { kernels.streamWeights = newValue }
+    }
     /// Blocks per SM of the persistent layer kernel (0: the occupancy limit).
     public var persistentBlocksPerSM: Int {
         get { kernels.layerBlocksPerSM }
@@ -378,7 +384,7 @@ public final class GPUModel: @unchecked Sendable {
                                              sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: programmaticLaunch, stream: stream)
                 }
             }
-            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(decodeBatches.first?.schedule.items.count ?? 0)/\(persistentLayers)/\(programmaticLaunch)/\(timingOnlySkipAttention)/"
+            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(decodeBatches.first?.schedule.items.count ?? 0)/\(persistentLayers)/\(programmaticLaunch)/\(timingOnlySkipAttention)/\(streamWeights)/"
                 + "\(decodeWorkspace?.address ?? 0)/\(decode.workspaceBytes)"
             var graph: CUDAGraphExec? = nil
             if cudaGraphs && !profile && CUDAGraphExec.isSupported(context: context) {

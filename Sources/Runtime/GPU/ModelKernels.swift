@@ -21,6 +21,14 @@ struct ModelKernels: @unchecked Sendable {
     let decodeKernelsSplitK: [DecodeMatmul: KernelFunction]
     /// Split k over two warps for matrices of at most this many row pairs (0: never).
     var splitKMaxPairs = 0
+    /// The same products with the weights streamed by bulk copies through shared memory
+    /// (`dsgemv`): a persistent grid of 4 CTAs per SM.
+    let streamKernels: [DecodeMatmul: KernelFunction]
+    /// Decode matmuls stream their weights with bulk copies instead of register loads.
+    var streamWeights = false
+    let multiprocessors: Int
+    /// STREAM_SMEM in ModelKernelSource: 4 warps x 3 stages x 2 rows x 2 KiB.
+    static let streamSharedBytes = 4 * 3 * 2 * 2048
 
     init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true) throws {
         let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights)
@@ -43,6 +51,14 @@ struct ModelKernels: @unchecked Sendable {
             .qkvRoPE: try module.function(named: "vt_dgemv_qkv_rope"),
             .swiGLU: try module.function(named: "vt_dgemv_swiglu"),
         ]
+        streamKernels = [
+            .logits: try module.function(named: "vt_dsgemv_logits"),
+            .residual: try module.function(named: "vt_dsgemv_residual"),
+            .qkvRoPE: try module.function(named: "vt_dsgemv_qkv_rope"),
+            .swiGLU: try module.function(named: "vt_dsgemv_swiglu"),
+        ]
+        for kernel in streamKernels.values { try kernel.setMaxDynamicSharedMemory(Self.streamSharedBytes) }
+        multiprocessors = compiler.context.device.multiprocessorCount
         decodeKernelsSplitK = [
             .logits: try module.function(named: "vt_dgemv_logits_k2"),
             .residual: try module.function(named: "vt_dgemv_residual_k2"),
@@ -70,6 +86,24 @@ struct ModelKernels: @unchecked Sendable {
                       dependent: Bool = false, stream: CUDAStream) throws {
         precondition(rows >= 1 && rows <= 4 && k % 8 == 0, "decode matmuls take 1-4 rows and k a multiple of 8")
         let pairs = (out + 1) / 2
+        if streamWeights {
+            let ctas = max(1, min(multiprocessors * 4, (pairs + 3) / 4))
+            let arguments: [KernelArgument] = [
+                .pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
+                .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),
+                .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies), .pointer(rowAddresses),
+                .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d)), .int32(0),
+            ]
+            let kernel = streamKernels[kind]!
+            if dependent {
+                try kernel.launchDependent(grid: (ctas, 1, 1), block: (128, 1, 1), sharedMemoryBytes: Self.streamSharedBytes,
+                                           stream: stream, arguments: arguments)
+            } else {
+                try kernel.launch(grid: (ctas, 1, 1), block: (128, 1, 1), sharedMemoryBytes: Self.streamSharedBytes,
+                                  stream: stream, arguments: arguments)
+            }
+            return
+        }
         let split = pairs <= splitKMaxPairs && k % 16 == 0 ? 2 : 1
         let kernel = split == 2 ? decodeKernelsSplitK[kind]! : decodeKernels[kind]!
         let grid = ((pairs * split + 3) / 4, 1, 1), block = (128, 1, 1)
