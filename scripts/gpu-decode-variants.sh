@@ -19,15 +19,14 @@ run() {
 }
 QUIET=1
 run default
-run stream --gemv-weights stream
+run fence --round-fence on
 run default-again
-run stream-again --gemv-weights stream
-run stream-graphs --gemv-weights stream --cuda-graphs on
-run graphs --cuda-graphs on
+run fence-again --round-fence on
+run fence-graphs --round-fence on --cuda-graphs on
+run fence-no-early --round-fence on --early-weights off
 run batch4 --batch 4
-run batch4-stream --batch 4 --gemv-weights stream
-run context2k-stream --prompt-tokens 2048 --gemv-weights stream
+run batch4-fence --batch 4 --round-fence on
+run stream --gemv-weights stream
 unset QUIET
-run profile-default
-run profile-stream --gemv-weights stream
+run profile-fence --round-fence on
 tar czf "$out/decode-variants.tgz" -C "$work" .

@@ -80,6 +80,8 @@ struct BenchModelCommand: ParsableCommand {
     var persistentBlocks = 4
     @Option(help: "GPU decode matmuls with at most this many row pairs split k over two warps (0: never).")
     var splitKPairs = 0
+    @Option(help: "GPU decode matmuls, register loads: a fence after each round of loads so all of it is in flight: on or off.")
+    var roundFence = "off"
     @Option(help: "GPU decode matmuls: how weights reach the SMs: registers (16-byte loads) or stream (bulk copies through shared memory).")
     var gemvWeights = "registers"
     @Option(help: "GPU decode matmuls: load the first weights before waiting on the previous kernel: on or off.")
@@ -149,7 +151,7 @@ extension BenchModelCommand {
         let tokensPerStep = batch * promptTokens
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
-                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off",
+                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off", roundFence: roundFence == "on",
                                  decodeConfig: attentionSubsteps.map { n in
                                      var config = DecodeAttention.Config.standard(headDim: config.headDim)
                                      config.subSteps = n
@@ -250,7 +252,7 @@ extension BenchModelCommand {
         table.add(["\(batch)", "\(promptTokens)", fixed(prefill * 1000, 2), fixed(result.prefillTFLOPs!, 1), fixed(result.prefillFractionOfRoofline!, 3),
                    fixed(step * 1000, 3), fixed(result.decodeTokensPerSecond, 1), fixed(decodeBytes / step / 1e12, 3), fixed(result.decodeFractionOfRoofline!, 3)])
         print(table.render())
-        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), CUDA graphs \(cudaGraphs), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), early weights \(earlyWeights), gemv weights \(gemvWeights), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
+        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), CUDA graphs \(cudaGraphs), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), early weights \(earlyWeights), gemv weights \(gemvWeights), round fence \(roundFence), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
         for (title, table) in [("prefill step", prefillProfile), ("decode step", profileMs)] {
             guard let table else { continue }
             var t = Table(title: "\(title), GPU time per operation (CUDA events, batch \(batch))", header: ["operation", "ms", "share"])

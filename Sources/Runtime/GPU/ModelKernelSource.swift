@@ -158,6 +158,9 @@ extern "C" __global__ void vt_argmax(const float* __restrict__ logits, int vocab
 // loads, 4 k-steps unrolled (8 loads of 16 B in flight per lane); x comes through L1.
 // mode 0: y bf16; mode 1: y fp32; mode 2: y fp32 += (the residual stream). k % 8 == 0.
 #define GEMV_ROWS 2
+#ifndef ROUND_FENCE
+#define ROUND_FENCE 0
+#endif
 #ifndef EARLY_WEIGHTS
 #define EARLY_WEIGHTS 1
 #endif
@@ -374,8 +377,18 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
         for (; v + 32 * (U - 1) < vecs; v += 32 * U) {
             uint4 a[U], b[U];
 #pragma unroll
+#if ROUND_FENCE
+            // Weak loads and a fence after them: ptxas may not sink a weak load below a fence,
+            // so the whole round is in flight before the first FMA (without it ptxas interleaves
+            // the loads with the math and keeps 2-3 in flight at batch 1: 44 registers).
+#pragma unroll
+            for (int u = 0; u < U; ++u) { a[u] = ld_weights_early(w0 + v + 32 * u); b[u] = ld_weights_early(w1 + v + 32 * u); }
+            asm volatile("fence.cta;" ::: "memory");
+#else
+#pragma unroll
             for (int u = 0; u < U; ++u) { a[u] = ld_weights(w0 + v + 32 * u); b[u] = ld_weights(w1 + v + 32 * u); }
             __syncwarp();  // with the volatile loads: every load of the round issues before the math
+#endif
             dg_round<N, U>(acc, x, k, v, a, b);
         }
         for (; v < vecs; v += 32) {

@@ -6,9 +6,11 @@ struct ModelKernels: @unchecked Sendable {
     /// - Parameter earlyWeights: decode matmuls load their first round of weights into registers
     ///   before waiting on the previous kernel (programmatic dependent launch), so the weight
     ///   stream does not stop at kernel boundaries.
-    static func program(gemvUnroll: Int = 8, earlyWeights: Bool = true) -> KernelSource {
+    /// - Parameter roundFence: each round of weight loads is weak and followed by a fence, so
+    ///   ptxas issues the whole round before the math (see ModelKernelSource's ROUND_FENCE).
+    static func program(gemvUnroll: Int = 8, earlyWeights: Bool = true, roundFence: Bool = false) -> KernelSource {
         KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text,
-                     options: ["-DGEMV_UNROLL=\(gemvUnroll)", "-DEARLY_WEIGHTS=\(earlyWeights ? 1 : 0)"])
+                     options: ["-DGEMV_UNROLL=\(gemvUnroll)", "-DEARLY_WEIGHTS=\(earlyWeights ? 1 : 0)"] + (roundFence ? ["-DROUND_FENCE=1"] : []))
     }
 
     let module: KernelModule
@@ -30,8 +32,8 @@ struct ModelKernels: @unchecked Sendable {
     /// STREAM_SMEM in ModelKernelSource: 4 warps x 3 stages x 2 rows x 2 KiB.
     static let streamSharedBytes = 4 * 3 * 2 * 2048
 
-    init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true) throws {
-        let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights)
+    init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true, roundFence: Bool = false) throws {
+        let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights, roundFence: roundFence)
         module = try compiler.module(source: p.source, name: p.name, options: p.options)
         embedKernel = try module.function(named: "vt_embed")
         rmsNormKernel = try module.function(named: "vt_rmsnorm")
