@@ -20,13 +20,11 @@ run() {
 QUIET=1
 run default
 run fence --round-fence on
+run stream --gemv-weights stream
+run graphs --cuda-graphs on
 run default-again
 run fence-again --round-fence on
-run fence-graphs --round-fence on --cuda-graphs on
-run fence-no-early --round-fence on --early-weights off
+run stream-again --gemv-weights stream
 run batch4 --batch 4
 run batch4-fence --batch 4 --round-fence on
-run stream --gemv-weights stream
-unset QUIET
-run profile-fence --round-fence on
 tar czf "$out/decode-variants.tgz" -C "$work" .

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# On the GPU machine, only when it is an H200 (else it says so and stops): what keeps reads,
+# decode attention and batch-1 decode below the card's ceiling there. The read-pattern
+# experiment (bulk copies, cp.async, registers, decode's head pieces, torch's read), the decode
+# attention timings at the issue-3 shapes, and batch-1 decode with the opt-in weight paths.
+# Usage: scripts/gpu-h200-explore.sh OUTDIR
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/gpu-common.sh
+if ! nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
+  echo "not an H200: $(nvidia-smi --query-gpu=name --format=csv,noheader)"; exit 0
+fi
+start_summary
+OUT="$out/read" bash scripts/experiments/run_read_patterns.sh | tail -42
+"$bin" dev decode --skip-checks --filter "x" --json-out "$out/decode.json" > "$out/decode.txt" 2>&1
+grep -E "read ceiling|TB/s" "$out/decode.txt" | head -30
+SKIP_DEV=1 bash scripts/gpu-decode-variants.sh "$out/variants" 2>&1 | tail -40
