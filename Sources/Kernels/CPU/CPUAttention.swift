@@ -9,14 +9,17 @@ import VTensor
 /// Accumulation is in Float; inputs and outputs in `p.dtype`.
 public enum CPUAttention {
     /// O = softmax(scale * Q K^T + mask) V for every request of the batch (see
-    /// `AttentionParameters` for the masking rule). `threads` > 1 splits the (request, query)
-    /// rows across threads.
+    /// `AttentionParameters` for the masking rule). `threads` > 1 splits the (request, query,
+    /// head) items across threads.
     public static func run(_ p: AttentionParameters, requests: [AttentionRequest], queries: UnsafeRawPointer,
                            output: UnsafeMutableRawPointer, threads: Int = 1) {
-        // One work item per (request, query row).
-        var rows: [(request: Int, query: Int)] = []
+        // One work item per (request, query row, query head): decode has one row a request,
+        // so the heads are what spreads over the threads.
+        var rows: [(request: Int, query: Int, head: Int)] = []
         for (r, request) in requests.enumerated() {
-            for i in 0..<request.queryCount { rows.append((r, i)) }
+            for i in 0..<request.queryCount {
+                for h in 0..<p.queryHeads { rows.append((r, i, h)) }
+            }
         }
         let items = rows
         let q = UInt(bitPattern: queries)
@@ -26,19 +29,15 @@ public enum CPUAttention {
             var accumulator = [Float](repeating: 0, count: p.headDim)
             var query = [Float](repeating: 0, count: p.headDim)
             for item in range {
-                let (r, i) = items[item]
-                attendOneRow(p, requests[r], queryIndex: i, queries: UnsafeRawPointer(bitPattern: q)!,
+                let (r, i, h) = items[item]
+                attendOneRow(p, requests[r], queryIndex: i, head: h, queries: UnsafeRawPointer(bitPattern: q)!,
                              output: UnsafeMutableRawPointer(bitPattern: o)!, scores: &scores,
                              accumulator: &accumulator, query: &query)
             }
         }
         let parts = max(1, min(threads, items.count))
-        if parts == 1 {
-            work(0..<items.count)
-        } else {
-            DispatchQueue.concurrentPerform(iterations: parts) { part in
-                work(items.count * part / parts ..< items.count * (part + 1) / parts)
-            }
+        WorkerPool.shared.run(parts: parts, maxThreads: threads) { part in
+            work(items.count * part / parts ..< items.count * (part + 1) / parts)
         }
     }
 
@@ -48,37 +47,35 @@ public enum CPUAttention {
         (window.map { max(0, position - $0 + 1) } ?? 0)...position
     }
 
-    private static func attendOneRow(_ p: AttentionParameters, _ request: AttentionRequest, queryIndex i: Int,
+    private static func attendOneRow(_ p: AttentionParameters, _ request: AttentionRequest, queryIndex i: Int, head h: Int,
                                      queries: UnsafeRawPointer, output: UnsafeMutableRawPointer,
                                      scores: inout [Float], accumulator: inout [Float], query: inout [Float]) {
         let d = p.headDim
         let position = request.firstQueryPosition + i
         let keys = visibleKeys(position: position, window: p.window)
         let row = request.queryStart + i
-        for h in 0..<p.queryHeads {
-            let kvHead = h / p.groupSize
-            let qBase = (row * p.queryHeads + h) * d
-            for x in 0..<d { query[x] = HalfFloat.load(queries, qBase + x, p.dtype) * p.scale }
-            scores.removeAll(keepingCapacity: true)
-            var maximum = -Float.infinity
-            for j in keys {
-                let k = UnsafeRawPointer(bitPattern: UInt(request.key.address(token: j, head: kvHead)))!
-                var dot: Float = 0
-                for x in 0..<d { dot += query[x] * HalfFloat.load(k, x, p.dtype) }
-                scores.append(dot)
-                maximum = max(maximum, dot)
-            }
-            for x in 0..<d { accumulator[x] = 0 }
-            var sum: Float = 0
-            for (n, j) in keys.enumerated() {
-                let weight = expf(scores[n] - maximum)
-                sum += weight
-                let v = UnsafeRawPointer(bitPattern: UInt(request.value.address(token: j, head: kvHead)))!
-                for x in 0..<d { accumulator[x] += weight * HalfFloat.load(v, x, p.dtype) }
-            }
-            let oBase = (row * p.queryHeads + h) * d
-            for x in 0..<d { HalfFloat.store(accumulator[x] / sum, output, oBase + x, p.dtype) }
+        let kvHead = h / p.groupSize
+        let qBase = (row * p.queryHeads + h) * d
+        for x in 0..<d { query[x] = HalfFloat.load(queries, qBase + x, p.dtype) * p.scale }
+        scores.removeAll(keepingCapacity: true)
+        var maximum = -Float.infinity
+        for j in keys {
+            let k = UnsafeRawPointer(bitPattern: UInt(request.key.address(token: j, head: kvHead)))!
+            var dot: Float = 0
+            for x in 0..<d { dot += query[x] * HalfFloat.load(k, x, p.dtype) }
+            scores.append(dot)
+            maximum = max(maximum, dot)
         }
+        for x in 0..<d { accumulator[x] = 0 }
+        var sum: Float = 0
+        for (n, j) in keys.enumerated() {
+            let weight = expf(scores[n] - maximum)
+            sum += weight
+            let v = UnsafeRawPointer(bitPattern: UInt(request.value.address(token: j, head: kvHead)))!
+            for x in 0..<d { accumulator[x] += weight * HalfFloat.load(v, x, p.dtype) }
+        }
+        let oBase = (row * p.queryHeads + h) * d
+        for x in 0..<d { HalfFloat.store(accumulator[x] / sum, output, oBase + x, p.dtype) }
     }
 
     /// Writes the new K and V rows ([totalQueries][kvHeads][headDim]) of each request at its

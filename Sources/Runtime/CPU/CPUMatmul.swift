@@ -1,4 +1,4 @@
-import Dispatch
+import VTensor
 
 /// Y[n, out] = X[n, k] · W[out, k]ᵀ (+ bias), Float, row-major: the CPU backend's every linear
 /// layer. Output rows of W are split across threads; within a thread, a 4-row block of W stays
@@ -15,7 +15,7 @@ public enum CPUMatmul {
             rows(x: UnsafePointer(bitPattern: xa)!, n: n, k: k, w: UnsafePointer(bitPattern: wa)!, rows: first..<last, out: out,
                  bias: ba.flatMap { UnsafePointer(bitPattern: $0) }, y: UnsafeMutablePointer(bitPattern: ya)!)
         }
-        if parts == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: work) }
+        WorkerPool.shared.run(parts: parts, maxThreads: threads, work)
     }
 
     private static func rows(x: UnsafePointer<Float>, n: Int, k: Int, w: UnsafePointer<Float>, rows: Range<Int>, out: Int,

@@ -1,6 +1,7 @@
 import CQuant
 import Foundation
 import Models
+import VTensor
 
 /// A weight matrix kept in its GGUF block format (32 weights a block) for the CPU's decode
 /// matrix-vector products: a Q4_1 matrix reads 0.625 bytes a weight instead of fp32's 4, and
@@ -117,7 +118,7 @@ public struct QuantizedMatrix: Sendable {
                     partStart += part.rows
                 }
             }
-            if chunks == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: chunks, execute: work) }
+            WorkerPool.shared.run(parts: chunks, maxThreads: threads, work)
         }
     }
 
