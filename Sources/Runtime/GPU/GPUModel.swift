@@ -466,6 +466,10 @@ public final class GPUModel: @unchecked Sendable {
             return try kernels.gemv(weight: weight, input: input, output: output, tokens: tokens, out: out, k: k,
                                     mode: float ? (accumulate ? 2 : 1) : 0, stream: stream)
         }
+        if matmulPolicy == .auto && tokens <= ModelKernels.skinnyMaxTokens && k % 32 == 0 {
+            return try kernels.skinny(weight: weight, input: input, output: output, tokens: tokens, out: out, k: k,
+                                      mode: float ? (accumulate ? 2 : 1) : 0, stream: stream)
+        }
         let key = "\(out)x\(tokens)x\(k)\(float ? "f" : "b")"
         let product: CuBLASLtMatmul
         if let cached = matmuls[key] {

@@ -478,6 +478,100 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
 }
 
 
+// ---- Skinny matmul on tensor cores: 5-64 token rows ------------------------------------------
+// Y[t][row] (bf16 =, fp32 =, or fp32 +=: mode 0, 1, 2) = sum_k X[t][k] W[row][k]. A CTA of 8
+// warps owns 16 rows; its warps take interleaved 32-wide k chunks (split k) and meet in shared
+// memory. Per chunk a lane loads 16 bytes of rows g and g + 8 straight into m16n8k16 A
+// fragments, and for each 8-token tile 16 bytes of token g's X row as B fragments: the k order
+// inside a chunk is permuted the same way on both sides (elements 8c .. 8c + 7 of the chunk are
+// the lane's k pairs (2c, 2c + 1) and (2c + 8, 2c + 9) of two k16 steps), as the decode attention
+// kernel loads K. SK_U chunks' loads are issued before their math.
+#define SK_WARPS 8
+__device__ __forceinline__ void sk_mma(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ u32 sk_word(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+template <int NT, int U>
+__device__ __forceinline__ void skinny(const bf16* __restrict__ W, const bf16* __restrict__ X, void* __restrict__ Y,
+                                       int out, int k, int n, int mode, float* __restrict__ red) {
+    // red: [SK_WARPS][16][8 * NT + 1], the warps' partial sums.
+    constexpr int stride = 8 * NT + 1;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const int row0 = blockIdx.x * 16;
+    const uint4* wa = (const uint4*)(W + (size_t)min(row0 + g, out - 1) * k) + c;
+    const uint4* wb = (const uint4*)(W + (size_t)min(row0 + g + 8, out - 1) * k) + c;
+    const uint4* xs[NT];
+    bool live[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        const int token = 8 * t + g;
+        live[t] = token < n;
+        xs[t] = (const uint4*)(X + (size_t)(live[t] ? token : 0) * k) + c;
+    }
+    float acc[NT][4];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) { acc[t][0] = 0.f; acc[t][1] = 0.f; acc[t][2] = 0.f; acc[t][3] = 0.f; }
+    const int chunks = k >> 5;
+    for (int base = w; base < chunks; base += SK_WARPS * U) {
+        uint4 ra[U], rb[U], rx[U][NT];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int ch = base + SK_WARPS * u;
+            const bool ok = ch < chunks;
+            ra[u] = ok ? ld_weights(wa + 4 * ch) : make_uint4(0, 0, 0, 0);
+            rb[u] = ok ? ld_weights(wb + 4 * ch) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+            for (int t = 0; t < NT; ++t) rx[u][t] = ok && live[t] ? __ldg(xs[t] + 4 * ch) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int s = 0; s < 2; ++s)
+#pragma unroll
+                for (int t = 0; t < NT; ++t)
+                    sk_mma(acc[t], sk_word(ra[u], 2 * s), sk_word(rb[u], 2 * s), sk_word(ra[u], 2 * s + 1), sk_word(rb[u], 2 * s + 1),
+                           sk_word(rx[u][t], 2 * s), sk_word(rx[u][t], 2 * s + 1));
+    }
+    // Lane (g, c) holds rows g, g + 8 and tokens 8t + 2c, 8t + 2c + 1 of each tile.
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        red[(w * 16 + g) * stride + 8 * t + 2 * c] = acc[t][0];
+        red[(w * 16 + g) * stride + 8 * t + 2 * c + 1] = acc[t][1];
+        red[(w * 16 + g + 8) * stride + 8 * t + 2 * c] = acc[t][2];
+        red[(w * 16 + g + 8) * stride + 8 * t + 2 * c + 1] = acc[t][3];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < 16 * n; e += SK_WARPS * 32) {
+        const int r = e & 15, token = e >> 4, row = row0 + r;
+        if (row >= out) continue;
+        float v = 0.f;
+#pragma unroll
+        for (int q = 0; q < SK_WARPS; ++q) v += red[(q * 16 + r) * stride + token];
+        const size_t at = (size_t)token * out + row;
+        if (mode == 0) ((bf16*)Y)[at] = f2bf(v);
+        else if (mode == 1) ((float*)Y)[at] = v;
+        else ((float*)Y)[at] += v;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(SK_WARPS * 32) vt_skinny(const bf16* __restrict__ W, const bf16* __restrict__ X,
+                                                                      void* __restrict__ Y, int out, int k, int n, int mode) {
+    __shared__ float red[SK_WARPS * 16 * 65];
+    switch ((n + 7) >> 3) {
+    case 1: skinny<1, 4>(W, X, Y, out, k, n, mode, red); break;
+    case 2: skinny<2, 4>(W, X, Y, out, k, n, mode, red); break;
+    case 3: skinny<3, 2>(W, X, Y, out, k, n, mode, red); break;
+    case 4: skinny<4, 2>(W, X, Y, out, k, n, mode, red); break;
+    case 5: skinny<5, 2>(W, X, Y, out, k, n, mode, red); break;
+    case 6: skinny<6, 2>(W, X, Y, out, k, n, mode, red); break;
+    case 7: skinny<7, 1>(W, X, Y, out, k, n, mode, red); break;
+    default: skinny<8, 1>(W, X, Y, out, k, n, mode, red); break;
+    }
+}
+
 // ---- Streamed decode matmuls (bulk copies) -------------------------------------------------
 // The same products and epilogues as dgemv, with the weights brought in by the copy engine
 // instead of register loads: ptxas keeps only 2-3 of a warp's register loads in flight at batch

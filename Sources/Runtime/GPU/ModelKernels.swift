@@ -16,7 +16,7 @@ struct ModelKernels: @unchecked Sendable {
     let module: KernelModule
     let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel, embedSumsKernel: KernelFunction
     let decodeKernels: [DecodeMatmul: KernelFunction]
-    let layerBlockKernel, zeroKernel: KernelFunction
+    let layerBlockKernel, zeroKernel, skinnyKernel: KernelFunction
     /// Blocks of 128 threads of the persistent layer kernel one SM holds (queried once; nil without the query).
     let layerBlockOccupancy: Int?
     /// The same with each row pair's k range split over two warps.
@@ -43,6 +43,7 @@ struct ModelKernels: @unchecked Sendable {
         argmaxKernel = try module.function(named: "vt_argmax")
         fillKernel = try module.function(named: "vt_fill_normal_bf16")
         gemvKernel = try module.function(named: "vt_gemv")
+        skinnyKernel = try module.function(named: "vt_skinny")
         embedSumsKernel = try module.function(named: "vt_embed_sums")
         layerBlockKernel = try module.function(named: "vt_decode_layer_block")
         layerBlockOccupancy = try? layerBlockKernel.maxActiveBlocksPerMultiprocessor(blockSize: 128)
@@ -180,6 +181,18 @@ struct ModelKernels: @unchecked Sendable {
         try gemvKernel.launch(grid: ((out + rowsPerBlock - 1) / rowsPerBlock, 1, 1), block: (128, 1, 1), stream: stream,
                               arguments: [.pointer(weight), .pointer(input), .pointer(output), .int32(Int32(tokens)),
                                           .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(mode))])
+    }
+
+    /// Most token rows `skinny` takes.
+    static let skinnyMaxTokens = 64
+
+    /// output[tokens, out] (bf16 =, fp32 =, fp32 +=: mode 0, 1, 2) = input[tokens, k] · weight[out, k]ᵀ on
+    /// tensor cores for 5-64 token rows (`vt_skinny`): 16 weight rows a CTA, k split over its 8 warps.
+    func skinny(weight: UInt64, input: UInt64, output: UInt64, tokens: Int, out: Int, k: Int, mode: Int, stream: CUDAStream) throws {
+        precondition(tokens >= 1 && tokens <= Self.skinnyMaxTokens && k % 32 == 0, "skinny takes 1-64 rows and k a multiple of 32")
+        try skinnyKernel.launch(grid: ((out + 15) / 16, 1, 1), block: (256, 1, 1), stream: stream,
+                                arguments: [.pointer(weight), .pointer(input), .pointer(output), .int32(Int32(out)), .int32(Int32(k)),
+                                            .int32(Int32(tokens)), .int32(Int32(mode))])
     }
 
     private func grid(_ count: Int) -> Int { max(1, min(65_535, (count + 255) / 256)) }
