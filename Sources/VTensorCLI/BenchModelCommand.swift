@@ -58,7 +58,7 @@ struct BenchModelCommand: ParsableCommand {
     var threads: Int?
     @Option(name: .customLong("json-out"), help: "Write the result as JSON.")
     var jsonOut: String?
-    @Option(help: "GPU skinny matmuls: auto (our GEMV for up to 4 rows, our tensor-core kernel up to 64) or cublas.")
+    @Option(help: "GPU skinny matmuls: auto (our GEMV for up to 4 rows, our tensor-core kernel up to 16) or cublas.")
     var matmul: String = "auto"
     @Flag(help: "GPU: after the timed decode steps, time every operation of a few steps with CUDA events.")
     var profile = false

@@ -66,9 +66,13 @@ struct DevModelCommand: ParsableCommand {
             }
             for id in 0..<4 { try cpu.addSequence(id); try gpu.addSequence(id) }
             try compare("prefill 37", [ForwardInput(id: 0, tokens: tokens(37), allLogits: true)])
-            try compare("extend 5 + prefill 20 + prefill 1", [ForwardInput(id: 0, tokens: tokens(5), allLogits: true),
-                                                              ForwardInput(id: 1, tokens: tokens(20), allLogits: true),
-                                                              ForwardInput(id: 2, tokens: tokens(1), allLogits: true)])
+            // 12 and 7 token rows: the tensor-core skinny matmul (5-16 rows); 37 above goes to cuBLASLt.
+            try compare("extend 5 + prefill 6 + prefill 1", [ForwardInput(id: 0, tokens: tokens(5), allLogits: true),
+                                                             ForwardInput(id: 1, tokens: tokens(6), allLogits: true),
+                                                             ForwardInput(id: 2, tokens: tokens(1), allLogits: true)])
+            try compare("extend 2 + 3 + 2", [ForwardInput(id: 0, tokens: tokens(2), allLogits: true),
+                                             ForwardInput(id: 1, tokens: tokens(3), allLogits: true),
+                                             ForwardInput(id: 2, tokens: tokens(2), allLogits: true)])
             for s in 0..<4 {
                 let next = (0..<3).map { _ in tokens(1) }
                 try compare("decode step \(s + 1) (3 sequences)", (0..<3).map { ForwardInput(id: $0, tokens: next[$0]) })

@@ -36,7 +36,8 @@ public final class GPUModel: @unchecked Sendable {
     var matmuls: [String: CuBLASLtMatmul] = [:]
     private let lock = NSLock()
 
-    /// Which matmul runs skinny products (decode): our GEMV kernel for up to 4 token rows, or cuBLASLt always.
+    /// Which matmul runs skinny products (decode): our GEMV kernel for up to 4 token rows and our
+    /// tensor-core skinny kernel up to 16 (cuBLASLt above), or cuBLASLt always.
     public enum MatmulPolicy: String, Sendable, CaseIterable { case auto, cublas }
     public var matmulPolicy: MatmulPolicy = .auto
     /// Decode runs each layer's O, gate/up, down and the next layer's QKV as one cooperative

@@ -183,13 +183,14 @@ struct ModelKernels: @unchecked Sendable {
                                           .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(mode))])
     }
 
-    /// Most token rows `skinny` takes.
-    static let skinnyMaxTokens = 64
+    /// Most token rows the model sends to `skinny` (the kernel takes up to 64): measured against
+    /// cuBLASLt on H100 (docs/perf.md), it wins by 12/8/5% at 5/8/16 rows and loses at 32 and 64.
+    static let skinnyMaxTokens = 16
 
     /// output[tokens, out] (bf16 =, fp32 =, fp32 +=: mode 0, 1, 2) = input[tokens, k] · weight[out, k]ᵀ on
-    /// tensor cores for 5-64 token rows (`vt_skinny`): 16 weight rows a CTA, k split over its 8 warps.
+    /// tensor cores for up to 64 token rows (`vt_skinny`): 16 weight rows a CTA, k split over its 8 warps.
     func skinny(weight: UInt64, input: UInt64, output: UInt64, tokens: Int, out: Int, k: Int, mode: Int, stream: CUDAStream) throws {
-        precondition(tokens >= 1 && tokens <= Self.skinnyMaxTokens && k % 32 == 0, "skinny takes 1-64 rows and k a multiple of 32")
+        precondition(tokens >= 1 && tokens <= 64 && k % 32 == 0, "skinny takes 1-64 rows and k a multiple of 32")
         try skinnyKernel.launch(grid: ((out + 15) / 16, 1, 1), block: (256, 1, 1), stream: stream,
                                 arguments: [.pointer(weight), .pointer(input), .pointer(output), .int32(Int32(out)), .int32(Int32(k)),
                                             .int32(Int32(tokens)), .int32(Int32(mode))])
