@@ -64,7 +64,7 @@ struct DevModelCommand: ParsableCommand {
                 let c = checks.last!
                 print("\(c.pass ? "PASS" : "FAIL") \(name) \(step): \(c.rows) rows, cosine min \(fixed(c.minCosine, 5)) mean \(fixed(c.meanCosine, 5)), top-1 \(fixed(c.top1Agreement, 3)), rel err \(fixed(c.relativeError, 4))")
             }
-            for id in 0..<4 { try cpu.addSequence(id); try gpu.addSequence(id) }
+            for id in 0..<16 { try cpu.addSequence(id); try gpu.addSequence(id) }
             try compare("prefill 37", [ForwardInput(id: 0, tokens: tokens(37), allLogits: true)])
             // 12 and 7 token rows: the tensor-core skinny matmul (5-16 rows); 37 above goes to cuBLASLt.
             try compare("extend 5 + prefill 6 + prefill 1", [ForwardInput(id: 0, tokens: tokens(5), allLogits: true),
@@ -76,6 +76,11 @@ struct DevModelCommand: ParsableCommand {
             for s in 0..<4 {
                 let next = (0..<3).map { _ in tokens(1) }
                 try compare("decode step \(s + 1) (3 sequences)", (0..<3).map { ForwardInput(id: $0, tokens: next[$0]) })
+            }
+            // 8 and 13 sequences a step: the fused decode matmuls on tensor cores (5-16 rows).
+            for (s, ids) in [[0, 1, 2, 4, 5, 6, 7, 8], [0, 1, 2, 4, 5, 6, 7, 8], [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]].enumerated() {
+                let next = ids.map { _ in tokens(1) }
+                try compare("decode step \(s + 5) (\(ids.count) sequences)", zip(ids, next).map { ForwardInput(id: $0, tokens: $1) })
             }
             // A long prompt whose K/V spans more than one 2 MiB chunk where the workspace allows.
             let long = tokens(min(gpu.cache.layout.tokensPerChunk + 300, 6000))

@@ -174,7 +174,7 @@ public final class GPUModel: @unchecked Sendable {
         let offsets = [take(n * h * 4), take(n * h * 2), take(n * qkvWidth * 2), take(n * c.numAttentionHeads * d * 2),
                        take(n * c.numAttentionHeads * d * 2), take(n * 2 * f * 2), take(n * f * 2),
                        take(maxLogitRows * c.vocabSize * 4), take(maxLogitRows * 4), take(metaBytes), take(blasBytes),
-                       take((2 * c.numHiddenLayers + 1) * 4 * 4), take(c.numHiddenLayers * 4)]
+                       take((2 * c.numHiddenLayers + 1) * ModelKernels.fusedMaxRows * 4), take(c.numHiddenLayers * 4)]
         let buffer = try DeviceBuffer(context: context, bytes: total)
         let a = offsets.map { buffer.address + UInt64($0) }
         workspace = Workspace(buffer: buffer, residual: a[0], normed: a[1], qkv: a[2], q: a[3], attended: a[4], gateUp: a[5],
@@ -317,7 +317,8 @@ public final class GPUModel: @unchecked Sendable {
         let w = workspace, eps = Float(c.rmsNormEps)
         // Decode of up to 4 rows: 4 fused matmul kernels + attention per layer (norms, RoPE, the KV write
         // and SwiGLU folded into the matmuls; see ModelKernelSource).
-        let fused = matmulPolicy == .auto && n <= 4 && logitRows == n && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
+        let fused = matmulPolicy == .auto && logitRows == n && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
+            && (n <= 4 || (n <= ModelKernels.fusedMaxRows && h % 32 == 0 && (hq * d) % 32 == 0 && f % 32 == 0 && (d / 2) % 8 == 0))
             && weights.layers.allSatisfy { $0.outputBias == nil && $0.gateUpBias == nil && $0.downBias == nil }
         if fused {
             let queueDecode: () throws -> Void = { [self] in
@@ -328,7 +329,7 @@ public final class GPUModel: @unchecked Sendable {
                     try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, sums: w.sums, slots: slots,
                                           xw: w.normed, norm: layerWeights[0].inputNorm, stream: stream)
                 }
-                if persistentLayers {
+                if persistentLayers && n <= 4 {
                     try timed("zero barriers") { try kernels.zeroWords(w.barriers, count: layers, stream: stream) }
                     let first = layerWeights[0]
                     try timed("qkv+rope+kv write") {

@@ -494,15 +494,14 @@ __device__ __forceinline__ void sk_mma(float (&d)[4], u32 a0, u32 a1, u32 a2, u3
 }
 __device__ __forceinline__ u32 sk_word(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
+// The k loop: this warp's 32-wide chunks (w, w + SK_WARPS, ...) of weight rows `rowA` (the
+// fragment's row g) and `rowB` (row g + 8) against every token; acc[t] is tile t's C fragment.
 template <int NT, int U>
-__device__ __forceinline__ void skinny(const bf16* __restrict__ W, const bf16* __restrict__ X, void* __restrict__ Y,
-                                       int out, int k, int n, int mode, float* __restrict__ red) {
-    // red: [SK_WARPS][16][8 * NT + 1], the warps' partial sums.
-    constexpr int stride = 8 * NT + 1;
+__device__ __forceinline__ void sk_accumulate(const bf16* __restrict__ W, const bf16* __restrict__ X, int rowA, int rowB,
+                                              int k, int n, float (&acc)[NT][4]) {
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
-    const int row0 = blockIdx.x * 16;
-    const uint4* wa = (const uint4*)(W + (size_t)min(row0 + g, out - 1) * k) + c;
-    const uint4* wb = (const uint4*)(W + (size_t)min(row0 + g + 8, out - 1) * k) + c;
+    const uint4* wa = (const uint4*)(W + (size_t)rowA * k) + c;
+    const uint4* wb = (const uint4*)(W + (size_t)rowB * k) + c;
     const uint4* xs[NT];
     bool live[NT];
 #pragma unroll
@@ -511,7 +510,6 @@ __device__ __forceinline__ void skinny(const bf16* __restrict__ W, const bf16* _
         live[t] = token < n;
         xs[t] = (const uint4*)(X + (size_t)(live[t] ? token : 0) * k) + c;
     }
-    float acc[NT][4];
 #pragma unroll
     for (int t = 0; t < NT; ++t) { acc[t][0] = 0.f; acc[t][1] = 0.f; acc[t][2] = 0.f; acc[t][3] = 0.f; }
     const int chunks = k >> 5;
@@ -535,7 +533,12 @@ __device__ __forceinline__ void skinny(const bf16* __restrict__ W, const bf16* _
                     sk_mma(acc[t], sk_word(ra[u], 2 * s), sk_word(rb[u], 2 * s), sk_word(ra[u], 2 * s + 1), sk_word(rb[u], 2 * s + 1),
                            sk_word(rx[u][t], 2 * s), sk_word(rx[u][t], 2 * s + 1));
     }
-    // Lane (g, c) holds rows g, g + 8 and tokens 8t + 2c, 8t + 2c + 1 of each tile.
+}
+
+// The warps' C fragments into red ([SK_WARPS][16][stride]): row g | g + 8, tokens 8t + 2c, + 1.
+template <int NT>
+__device__ __forceinline__ void sk_spill(const float (&acc)[NT][4], float* __restrict__ red, int stride) {
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
         red[(w * 16 + g) * stride + 8 * t + 2 * c] = acc[t][0];
@@ -543,18 +546,115 @@ __device__ __forceinline__ void skinny(const bf16* __restrict__ W, const bf16* _
         red[(w * 16 + g + 8) * stride + 8 * t + 2 * c] = acc[t][2];
         red[(w * 16 + g + 8) * stride + 8 * t + 2 * c + 1] = acc[t][3];
     }
+}
+
+__device__ __forceinline__ float sk_sum(const float* __restrict__ red, int stride, int r, int token) {
+    float v = 0.f;
+#pragma unroll
+    for (int q = 0; q < SK_WARPS; ++q) v += red[(q * 16 + r) * stride + token];
+    return v;
+}
+
+template <int NT, int U>
+__device__ __forceinline__ void skinny(const bf16* __restrict__ W, const bf16* __restrict__ X, void* __restrict__ Y,
+                                       int out, int k, int n, int mode, float* __restrict__ red) {
+    constexpr int stride = 8 * NT + 1;
+    const int g = (threadIdx.x & 31) >> 2;
+    const int row0 = blockIdx.x * 16;
+    float acc[NT][4];
+    sk_accumulate<NT, U>(W, X, min(row0 + g, out - 1), min(row0 + g + 8, out - 1), k, n, acc);
+    sk_spill<NT>(acc, red, stride);
     __syncthreads();
     for (int e = threadIdx.x; e < 16 * n; e += SK_WARPS * 32) {
         const int r = e & 15, token = e >> 4, row = row0 + r;
         if (row >= out) continue;
-        float v = 0.f;
-#pragma unroll
-        for (int q = 0; q < SK_WARPS; ++q) v += red[(q * 16 + r) * stride + token];
+        const float v = sk_sum(red, stride, r, token);
         const size_t at = (size_t)token * out + row;
         if (mode == 0) ((bf16*)Y)[at] = f2bf(v);
         else if (mode == 1) ((float*)Y)[at] = v;
         else ((float*)Y)[at] += v;
     }
+}
+
+// The fused decode matmuls (dgemv's epilogues) for 5-16 token rows: a CTA owns 8 row pairs, the
+// pair's first row as the fragment's row g and its partner as row g + 8 (consecutive rows for
+// OUT 1 and 2; (i, i + d/2) of a head for OUT 3; (i, f + i) for OUT 4).
+template <int NT, int U, int OUT>
+__device__ __forceinline__ void dskinny(const bf16* __restrict__ W, int out, int k, int n, const bf16* __restrict__ x,
+                                        const float* __restrict__ sums_in, float eps, void* __restrict__ y,
+                                        float* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
+                                        const float* __restrict__ bias, const int* __restrict__ positions,
+                                        const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d,
+                                        float* __restrict__ red, float* __restrict__ tokenSums) {
+    constexpr int stride = 8 * NT + 1;
+    const int g = (threadIdx.x & 31) >> 2;
+    // Pair p's rows; for OUT 1 and 2 the CTA's 16 consecutive rows, g and g + 8.
+    auto rows_of = [&](int gg, int& r0, int& r1) {
+        if (OUT == 3) { const int p = blockIdx.x * 8 + gg, half = d >> 1, head = p / half, i = p - head * half; r0 = head * d + i; r1 = r0 + half; }
+        else if (OUT == 4) { r0 = blockIdx.x * 8 + gg; r1 = r0 + (out >> 1); }
+        else { r0 = blockIdx.x * 16 + gg; r1 = r0 + 8; }
+    };
+    int r0, r1;
+    rows_of(g, r0, r1);
+    const int last = (OUT == 3 || OUT == 4) ? out - 1 : out - 1;
+    asm volatile("griddepcontrol.launch_dependents;");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (OUT == 2 && threadIdx.x < 16) tokenSums[threadIdx.x] = 0.f;
+    float acc[NT][4];
+    sk_accumulate<NT, U>(W, x, min(r0, last), min(r1, last), k, n, acc);
+    sk_spill<NT>(acc, red, stride);
+    __syncthreads();
+    for (int e = threadIdx.x; e < 8 * n; e += SK_WARPS * 32) {
+        const int gg = e & 7, t = e >> 3;
+        rows_of(gg, r0, r1);
+        const float scale = sums_in ? rsqrtf(sums_in[t] / k + eps) : 1.f;
+        float a = sk_sum(red, stride, gg, t) * scale, b = sk_sum(red, stride, gg + 8, t) * scale;
+        if (OUT == 1) {
+            if (r0 < out) ((float*)y)[(size_t)t * out + r0] = a;
+            if (r1 < out) ((float*)y)[(size_t)t * out + r1] = b;
+        } else if (OUT == 2) {
+            float sq = 0.f;
+            if (r0 < out) {
+                float* p0 = (float*)y + (size_t)t * out + r0; const float n0 = *p0 + a; *p0 = n0; sq += n0 * n0;
+                xw[(size_t)t * out + r0] = f2bf(n0 * normw[r0]);
+            }
+            if (r1 < out) {
+                float* p1 = (float*)y + (size_t)t * out + r1; const float n1 = *p1 + b; *p1 = n1; sq += n1 * n1;
+                xw[(size_t)t * out + r1] = f2bf(n1 * normw[r1]);
+            }
+            atomicAdd(&tokenSums[t], sq);
+        } else if (OUT == 4) {
+            if (r0 < (out >> 1)) ((bf16*)y)[(size_t)t * (out >> 1) + r0] = f2bf(a / (1.f + __expf(-a)) * b);
+        } else {  // OUT == 3
+            if (r0 >= out) continue;
+            const int half = d >> 1, head = r0 / d, i = r0 - head * d;
+            if (bias) { a += bias[r0]; b += bias[r1]; }
+            if (head < hq + hkv) {
+                float sn, cs;
+                sincosf((float)positions[t] * inv_freq[i], &sn, &cs);
+                const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+                a = ra; b = rb;
+            }
+            bf16* dst;
+            if (head < hq) dst = (bf16*)y + ((size_t)t * hq + head) * d;
+            else if (head < hq + hkv) dst = (bf16*)kv_rows[2 * t] + (size_t)(head - hq) * d;
+            else dst = (bf16*)kv_rows[2 * t + 1] + (size_t)(head - hq - hkv) * d;
+            dst[i] = f2bf(a); dst[i + half] = f2bf(b);
+        }
+    }
+    if (OUT == 2) {
+        __syncthreads();
+        if (threadIdx.x < n) atomicAdd(sums_out + threadIdx.x, tokenSums[threadIdx.x]);
+    }
+}
+
+#define DSKINNY_KERNEL(NAME, OUT) \
+extern "C" __global__ void __launch_bounds__(SK_WARPS * 32) NAME(DGEMV_PARAMS) { \
+    __shared__ float red[SK_WARPS * 16 * 17]; \
+    __shared__ float tokenSums[16]; \
+    (void)prefetch_bytes; \
+    if (n <= 8) dskinny<1, 4, OUT>(W, out, k, n, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d, red, tokenSums); \
+    else dskinny<2, 4, OUT>(W, out, k, n, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d, red, tokenSums); \
 }
 
 extern "C" __global__ void __launch_bounds__(SK_WARPS * 32) vt_skinny(const bf16* __restrict__ W, const bf16* __restrict__ X,
@@ -974,6 +1074,10 @@ DGEMV_KERNEL(vt_dgemv_logits_k2, 1, GEMV_UNROLL, 2)
 DGEMV_KERNEL(vt_dgemv_residual_k2, 2, GEMV_UNROLL, 2)
 DGEMV_KERNEL(vt_dgemv_qkv_rope_k2, 3, GEMV_UNROLL, 2)
 DGEMV_KERNEL(vt_dgemv_swiglu_k2, 4, GEMV_UNROLL, 2)
+DSKINNY_KERNEL(vt_dskinny_logits, 1)
+DSKINNY_KERNEL(vt_dskinny_residual, 2)
+DSKINNY_KERNEL(vt_dskinny_qkv_rope, 3)
+DSKINNY_KERNEL(vt_dskinny_swiglu, 4)
 DSGEMV_KERNEL(vt_dsgemv_logits, 1)
 DSGEMV_KERNEL(vt_dsgemv_residual, 2)
 DSGEMV_KERNEL(vt_dsgemv_qkv_rope, 3)

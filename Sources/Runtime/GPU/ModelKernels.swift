@@ -23,6 +23,10 @@ struct ModelKernels: @unchecked Sendable {
     let decodeKernelsSplitK: [DecodeMatmul: KernelFunction]
     /// Split k over two warps for matrices of at most this many row pairs (0: never).
     var splitKMaxPairs = 0
+    /// The same products and epilogues on tensor cores for 5-16 token rows (`dskinny`).
+    let skinnyKernels: [DecodeMatmul: KernelFunction]
+    /// Most token rows the fused decode matmuls take.
+    static let fusedMaxRows = 16
     /// The same products with the weights streamed by bulk copies through shared memory
     /// (`dsgemv`): a persistent grid of 4 CTAs per SM.
     let streamKernels: [DecodeMatmul: KernelFunction]
@@ -53,6 +57,12 @@ struct ModelKernels: @unchecked Sendable {
             .residual: try module.function(named: "vt_dgemv_residual"),
             .qkvRoPE: try module.function(named: "vt_dgemv_qkv_rope"),
             .swiGLU: try module.function(named: "vt_dgemv_swiglu"),
+        ]
+        skinnyKernels = [
+            .logits: try module.function(named: "vt_dskinny_logits"),
+            .residual: try module.function(named: "vt_dskinny_residual"),
+            .qkvRoPE: try module.function(named: "vt_dskinny_qkv_rope"),
+            .swiGLU: try module.function(named: "vt_dskinny_swiglu"),
         ]
         streamKernels = [
             .logits: try module.function(named: "vt_dsgemv_logits"),
@@ -87,8 +97,25 @@ struct ModelKernels: @unchecked Sendable {
                       output: UInt64, sumsOut: UInt64 = 0, xw: UInt64 = 0, norm: UInt64 = 0, bias: UInt64? = nil, positions: UInt64 = 0,
                       inverseFrequencies: UInt64 = 0, rowAddresses: UInt64 = 0, hq: Int = 0, hkv: Int = 0, d: Int = 0,
                       dependent: Bool = false, stream: CUDAStream) throws {
-        precondition(rows >= 1 && rows <= 4 && k % 8 == 0, "decode matmuls take 1-4 rows and k a multiple of 8")
+        precondition(rows >= 1 && rows <= Self.fusedMaxRows && k % 8 == 0, "decode matmuls take 1-16 rows and k a multiple of 8")
         let pairs = (out + 1) / 2
+        if rows > 4 {
+            precondition(k % 32 == 0, "decode matmuls of more than 4 rows need k a multiple of 32")
+            let arguments: [KernelArgument] = [
+                .pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
+                .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),
+                .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies), .pointer(rowAddresses),
+                .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d)), .int32(0),
+            ]
+            let kernel = skinnyKernels[kind]!
+            let grid = ((out + 15) / 16, 1, 1), block = (256, 1, 1)
+            if dependent {
+                try kernel.launchDependent(grid: grid, block: block, stream: stream, arguments: arguments)
+            } else {
+                try kernel.launch(grid: grid, block: block, stream: stream, arguments: arguments)
+            }
+            return
+        }
         if streamWeights {
             let ctas = max(1, min(multiprocessors * 4, (pairs + 3) / 4))
             let arguments: [KernelArgument] = [
