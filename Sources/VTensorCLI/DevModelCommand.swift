@@ -40,6 +40,7 @@ struct DevModelCommand: ParsableCommand {
 
     func run() throws {
         if let reason = gpuUnavailableReason() { throw ValidationError("dev model needs a GPU: \(reason)") }
+        setvbuf(stdout, nil, _IOLBF, 0)  // every line reaches a redirected log, even if a check traps
         var checks: [Check] = []
         var rng = SplitMix64(seed: 11)
         for (name, json) in Self.models {
@@ -66,6 +67,8 @@ struct DevModelCommand: ParsableCommand {
             }
             for id in 0..<16 { try cpu.addSequence(id); try gpu.addSequence(id) }
             try compare("prefill 37", [ForwardInput(id: 0, tokens: tokens(37), allLogits: true)])
+            // A short step that is not decode (every row's logits): the unfused path.
+            try compare("extend 3", [ForwardInput(id: 0, tokens: tokens(3), allLogits: true)])
             // 12 and 7 token rows: the tensor-core skinny matmul (5-16 rows); 37 above goes to cuBLASLt.
             try compare("extend 5 + prefill 6 + prefill 1", [ForwardInput(id: 0, tokens: tokens(5), allLogits: true),
                                                              ForwardInput(id: 1, tokens: tokens(6), allLogits: true),

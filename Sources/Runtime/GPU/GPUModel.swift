@@ -317,7 +317,8 @@ public final class GPUModel: @unchecked Sendable {
         let w = workspace, eps = Float(c.rmsNormEps)
         // Decode of up to 4 rows: 4 fused matmul kernels + attention per layer (norms, RoPE, the KV write
         // and SwiGLU folded into the matmuls; see ModelKernelSource).
-        let fused = matmulPolicy == .auto && logitRows == n && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
+        // (Only decode steps: the fused path runs the decode attention plans, made for them alone.)
+        let fused = isDecode && matmulPolicy == .auto && logitRows == n && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
             && (n <= 4 || (n <= ModelKernels.fusedMaxRows && h % 32 == 0 && (hq * d) % 32 == 0 && f % 32 == 0 && (d / 2) % 8 == 0))
             && weights.layers.allSatisfy { $0.outputBias == nil && $0.gateUpBias == nil && $0.downBias == nil }
         if fused {
