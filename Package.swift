@@ -32,7 +32,7 @@ let package = Package(
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [
-                "VTensor", "GPU", "Kernels", "Models", "Tokenizers", "Runtime",
+                "VTensor", "GPU", "Kernels", "Models", "Tokenizers", "Runtime", "CSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -24,3 +24,6 @@ int vt_set_thread_name(pthread_t thread, const char *name) {
     shortName[sizeof shortName - 1] = 0;
     return pthread_setname_np(thread, shortName);
 }
+
+#include <stdio.h>
+void vt_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }

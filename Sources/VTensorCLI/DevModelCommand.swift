@@ -1,3 +1,4 @@
+import CSystem
 import ArgumentParser
 import Foundation
 import Models
@@ -40,7 +41,7 @@ struct DevModelCommand: ParsableCommand {
 
     func run() throws {
         if let reason = gpuUnavailableReason() { throw ValidationError("dev model needs a GPU: \(reason)") }
-        setvbuf(stdout, nil, _IOLBF, 0)  // every line reaches a redirected log, even if a check traps
+        vt_line_buffer_stdout()  // every line reaches a redirected log, even if a check traps
         var checks: [Check] = []
         var rng = SplitMix64(seed: 11)
         for (name, json) in Self.models {

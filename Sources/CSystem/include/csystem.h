@@ -15,4 +15,8 @@ int vt_punch_hole(int fd, off_t offset, off_t length);
 /// Names a thread for debuggers and top (truncated to Linux's 15 bytes).
 int vt_set_thread_name(pthread_t thread, const char *name);
 
+/// Makes standard output line-buffered, so a log redirected to a file keeps every finished
+/// line even when the process traps (Swift's `stdout` global is not concurrency-safe to touch).
+void vt_line_buffer_stdout(void);
+
 #endif
