@@ -19,12 +19,14 @@ run() {
 }
 QUIET=1
 run default
-run fence --round-fence on
-run stream --gemv-weights stream
-run graphs --cuda-graphs on
+run attn-pf --attention-early-prefetch on
 run default-again
-run fence-again --round-fence on
-run stream-again --gemv-weights stream
-run batch4 --batch 4
-run batch4-fence --batch 4 --round-fence on
+run attn-pf-again --attention-early-prefetch on
+run default-third
+run attn-pf-third --attention-early-prefetch on
+run graphs --cuda-graphs on
+run graphs-attn-pf --cuda-graphs on --attention-early-prefetch on
+run no-attention --skip-attention
+run batch8 --batch 8
+run batch8-attn-pf --batch 8 --attention-early-prefetch on
 tar czf "$out/decode-variants.tgz" -C "$work" .

@@ -68,6 +68,8 @@ struct BenchModelCommand: ParsableCommand {
     var attentionMinTokens: Int?
     @Option(help: "GPU decode attention: 16-token sub-steps a warp loads before computing (default: the kernel's standard shape).")
     var attentionSubsteps: Int?
+    @Option(help: "GPU decode attention: prefetch each warp's first K/V rows into L2 before waiting on the previous kernel: on or off.")
+    var attentionEarlyPrefetch = "off"
     @Option(help: "GPU decode matmuls with programmatic dependent launch: on or off.")
     var pdl = "on"
     @Option(help: "GPU decode: each layer's O, gate/up, down and next QKV as one cooperative kernel: on or off.")
@@ -152,11 +154,12 @@ extension BenchModelCommand {
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
                                  maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off", roundFence: roundFence == "on",
-                                 decodeConfig: attentionSubsteps.map { n in
-                                     var config = DecodeAttention.Config.standard(headDim: config.headDim)
-                                     config.subSteps = n
-                                     return config
-                                 })
+                                 decodeConfig: attentionSubsteps == nil && attentionEarlyPrefetch == "off" ? nil : {
+                                     var decodeConfig = DecodeAttention.Config.standard(headDim: config.headDim)
+                                     if let n = attentionSubsteps { decodeConfig.subSteps = n }
+                                     decodeConfig.earlyPrefetch = attentionEarlyPrefetch == "on"
+                                     return decodeConfig
+                                 }())
         model.decodeMinTokensPerCTA = attentionMinTokens
         model.programmaticLaunch = pdl != "off"
         model.splitKMaxPairs = splitKPairs
