@@ -14,4 +14,10 @@ start_summary
 OUT="$out/read" bash scripts/experiments/run_read_patterns.sh | tail -42
 "$bin" dev decode --skip-checks --filter "x" --json-out "$out/decode.json" > "$out/decode.txt" 2>&1
 grep -E "read ceiling|TB/s" "$out/decode.txt" | head -30
-SKIP_DEV=1 bash scripts/gpu-decode-variants.sh "$out/variants" 2>&1 | tail -40
+for v in "default:" "fence:--round-fence on" "stream:--gemv-weights stream" "graphs:--cuda-graphs on" "default-again:" \
+         "fence-again:--round-fence on" "batch4:--batch 4" "batch4-fence:--batch 4 --round-fence on" "batch8:--batch 8"; do
+  name=${v%%:*}; args=${v#*:}
+  "$bin" bench model --backend cuda --load-format dummy --model llama-3-8b --prompt-tokens 128 --decode-tokens 64 $args \
+    > "$out/decode-$name.txt" 2>&1
+  echo "== $name ($args): $(grep -A2 '^batch' "$out/decode-$name.txt" | tail -1)"
+done
