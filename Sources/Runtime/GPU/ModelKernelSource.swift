@@ -41,7 +41,15 @@ extern "C" __global__ void vt_rmsnorm(const float* __restrict__ x, const float* 
     const int r = rows ? rows[i] : i;
     const float* src = x + (size_t)r * hidden;
     float s = 0.f;
-    for (int c = threadIdx.x; c < hidden; c += blockDim.x) { float v = src[c]; s += v * v; }
+    const bool vec = (hidden & 3) == 0;  // 16-byte loads (rows start 16-byte aligned when hidden % 4 == 0)
+    if (vec) {
+        for (int c = 4 * threadIdx.x; c < hidden; c += 4 * blockDim.x) {
+            const float4 v = *(const float4*)(src + c);
+            s += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+    } else {
+        for (int c = threadIdx.x; c < hidden; c += blockDim.x) { float v = src[c]; s += v * v; }
+    }
     __shared__ float partial[32];
     s = warp_sum(s);
     if ((threadIdx.x & 31) == 0) partial[threadIdx.x >> 5] = s;
@@ -54,7 +62,16 @@ extern "C" __global__ void vt_rmsnorm(const float* __restrict__ x, const float* 
     __syncthreads();
     const float scale = rsqrtf(partial[0] / hidden + eps);
     bf16* dst = out + (size_t)i * hidden;
-    for (int c = threadIdx.x; c < hidden; c += blockDim.x) dst[c] = f2bf(src[c] * scale * w[c]);
+    if (vec) {  // the row is in L1 from the first pass
+        for (int c = 4 * threadIdx.x; c < hidden; c += 4 * blockDim.x) {
+            const float4 v = *(const float4*)(src + c), g = *(const float4*)(w + c);
+            const u32 lo = (u32)f2bf(v.x * scale * g.x) | ((u32)f2bf(v.y * scale * g.y) << 16);
+            const u32 hi = (u32)f2bf(v.z * scale * g.z) | ((u32)f2bf(v.w * scale * g.w) << 16);
+            *(uint2*)(dst + c) = make_uint2(lo, hi);
+        }
+    } else {
+        for (int c = threadIdx.x; c < hidden; c += blockDim.x) dst[c] = f2bf(src[c] * scale * w[c]);
+    }
 }
 
 // Splits qkv rows [n][(hq + 2 hkv) d] (bf16, + optional fp32 bias) into q [n][hq][d] and the
@@ -74,13 +91,19 @@ extern "C" __global__ void vt_rope_split(const bf16* __restrict__ qkv, const flo
     const float pos = (float)positions[row];
     // Rotated heads: hq query heads then hkv key heads, half pairs each.
     const int pairs = (hq + hkv) * half;
+    // When the block is a multiple of half a head, every pair a thread visits has the same i:
+    // one sincosf per thread instead of one per pair (the argument reaches thousands of radians
+    // in long prompts, where sincosf takes its slow path).
+    const bool fixedI = blockDim.x % half == 0;
+    float sn0 = 0.f, cs0 = 1.f;
+    if (fixedI) sincosf(pos * inv_freq[threadIdx.x % half], &sn0, &cs0);
     for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
         const int head = p / half, i = p - head * half;
         const int c0 = head * d + i, c1 = c0 + half;
         float a = bf2f(src[c0]), b = bf2f(src[c1]);
         if (bias) { a += bias[c0]; b += bias[c1]; }
-        float sn, cs;
-        sincosf(pos * inv_freq[i], &sn, &cs);
+        float sn = sn0, cs = cs0;
+        if (!fixedI) sincosf(pos * inv_freq[i], &sn, &cs);
         const float ra = a * cs - b * sn, rb = b * cs + a * sn;
         if (head < hq) {
             bf16* dst = q + ((size_t)row * hq + head) * d;
