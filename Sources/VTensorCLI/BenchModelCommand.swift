@@ -68,6 +68,8 @@ struct BenchModelCommand: ParsableCommand {
     var attentionMinTokens: Int?
     @Option(help: "GPU decode attention: 16-token sub-steps a warp loads before computing (default: the kernel's standard shape).")
     var attentionSubsteps: Int?
+    @Option(help: "GPU decode: matmul weight loads (and decode attention's K/V loads) ask L2 for whole 256-byte blocks: on or off.")
+    var l2Hint = "on"
     @Option(help: "GPU decode attention: prefetch each warp's first K/V rows into L2 before waiting on the previous kernel: on or off.")
     var attentionEarlyPrefetch = "off"
     @Option(help: "GPU decode matmuls with programmatic dependent launch: on or off.")
@@ -153,11 +155,12 @@ extension BenchModelCommand {
         let tokensPerStep = batch * promptTokens
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
-                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off", roundFence: roundFence == "on",
-                                 decodeConfig: attentionSubsteps == nil && attentionEarlyPrefetch == "off" ? nil : {
+                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off", roundFence: roundFence == "on", weightL2Hint: l2Hint != "off",
+                                 decodeConfig: attentionSubsteps == nil && attentionEarlyPrefetch == "off" && l2Hint != "off" ? nil : {
                                      var decodeConfig = DecodeAttention.Config.standard(headDim: config.headDim)
                                      if let n = attentionSubsteps { decodeConfig.subSteps = n }
                                      decodeConfig.earlyPrefetch = attentionEarlyPrefetch == "on"
+                                     decodeConfig.l2Prefetch = l2Hint != "off"
                                      return decodeConfig
                                  }())
         model.decodeMinTokensPerCTA = attentionMinTokens
@@ -255,7 +258,7 @@ extension BenchModelCommand {
         table.add(["\(batch)", "\(promptTokens)", fixed(prefill * 1000, 2), fixed(result.prefillTFLOPs!, 1), fixed(result.prefillFractionOfRoofline!, 3),
                    fixed(step * 1000, 3), fixed(result.decodeTokensPerSecond, 1), fixed(decodeBytes / step / 1e12, 3), fixed(result.decodeFractionOfRoofline!, 3)])
         print(table.render())
-        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), CUDA graphs \(cudaGraphs), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), early weights \(earlyWeights), gemv weights \(gemvWeights), round fence \(roundFence), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
+        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), CUDA graphs \(cudaGraphs), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), early weights \(earlyWeights), gemv weights \(gemvWeights), round fence \(roundFence), L2 hint \(l2Hint), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
         for (title, table) in [("prefill step", prefillProfile), ("decode step", profileMs)] {
             guard let table else { continue }
             var t = Table(title: "\(title), GPU time per operation (CUDA events, batch \(batch))", header: ["operation", "ms", "share"])

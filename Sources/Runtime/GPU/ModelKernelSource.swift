@@ -181,6 +181,9 @@ extern "C" __global__ void vt_argmax(const float* __restrict__ logits, int vocab
 // loads, 4 k-steps unrolled (8 loads of 16 B in flight per lane); x comes through L1.
 // mode 0: y bf16; mode 1: y fp32; mode 2: y fp32 += (the residual stream). k % 8 == 0.
 #define GEMV_ROWS 2
+#ifndef WEIGHT_HINT
+#define WEIGHT_HINT 1
+#endif
 #ifndef ROUND_FENCE
 #define ROUND_FENCE 0
 #endif
@@ -291,10 +294,16 @@ extern "C" __global__ void __launch_bounds__(128) vt_gemv(const bf16* __restrict
 // Weight loads as volatile asm so ptxas issues them in program order, all before the math that
 // uses them (with __ldg it interleaved loads and FMAs, holding only a few loads in flight).
 // Weights are read once: no L1 allocation, 256-byte L2 prefetch.
+// WEIGHT_HINT 0 drops the L2::256B hint (on an H200 a plain sequential read lost 7% with it).
 __device__ __forceinline__ uint4 ld_weights(const uint4* p) {
     uint4 r;
+#if WEIGHT_HINT
     asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+#else
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+#endif
     return r;
 }
 
@@ -302,8 +311,13 @@ __device__ __forceinline__ uint4 ld_weights(const uint4* p) {
 // have no ordering to keep) but leaves weak loads where they are, so the early round uses these.
 __device__ __forceinline__ uint4 ld_weights_early(const uint4* p) {
     uint4 r;
+#if WEIGHT_HINT
     asm volatile("ld.global.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+#else
+    asm volatile("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+#endif
     return r;
 }
 

@@ -8,9 +8,11 @@ struct ModelKernels: @unchecked Sendable {
     ///   stream does not stop at kernel boundaries.
     /// - Parameter roundFence: each round of weight loads is weak and followed by a fence, so
     ///   ptxas issues the whole round before the math (see ModelKernelSource's ROUND_FENCE).
-    static func program(gemvUnroll: Int = 8, earlyWeights: Bool = true, roundFence: Bool = false) -> KernelSource {
+    /// - Parameter weightL2Hint: weight loads ask L2 for whole 256-byte blocks.
+    static func program(gemvUnroll: Int = 8, earlyWeights: Bool = true, roundFence: Bool = false, weightL2Hint: Bool = true) -> KernelSource {
         KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text,
-                     options: ["-DGEMV_UNROLL=\(gemvUnroll)", "-DEARLY_WEIGHTS=\(earlyWeights ? 1 : 0)"] + (roundFence ? ["-DROUND_FENCE=1"] : []))
+                     options: ["-DGEMV_UNROLL=\(gemvUnroll)", "-DEARLY_WEIGHTS=\(earlyWeights ? 1 : 0)"] + (roundFence ? ["-DROUND_FENCE=1"] : [])
+                        + (weightL2Hint ? [] : ["-DWEIGHT_HINT=0"]))
     }
 
     let module: KernelModule
@@ -36,8 +38,8 @@ struct ModelKernels: @unchecked Sendable {
     /// STREAM_SMEM in ModelKernelSource: 4 warps x 3 stages x 2 rows x 2 KiB.
     static let streamSharedBytes = 4 * 3 * 2 * 2048
 
-    init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true, roundFence: Bool = false) throws {
-        let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights, roundFence: roundFence)
+    init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true, roundFence: Bool = false, weightL2Hint: Bool = true) throws {
+        let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights, roundFence: roundFence, weightL2Hint: weightL2Hint)
         module = try compiler.module(source: p.source, name: p.name, options: p.options)
         embedKernel = try module.function(named: "vt_embed")
         rmsNormKernel = try module.function(named: "vt_rmsnorm")
