@@ -68,8 +68,8 @@ struct BenchModelCommand: ParsableCommand {
     var attentionMinTokens: Int?
     @Option(help: "GPU decode attention: 16-token sub-steps a warp loads before computing (default: the kernel's standard shape).")
     var attentionSubsteps: Int?
-    @Option(help: "GPU decode: matmul weight loads (and decode attention's K/V loads) ask L2 for whole 256-byte blocks: on or off.")
-    var l2Hint = "on"
+    @Option(help: "GPU decode: matmul weight loads (and decode attention's K/V loads) ask L2 for whole 256-byte blocks: auto (off on H200), on or off.")
+    var l2Hint = "auto"
     @Option(help: "GPU decode attention: prefetch each warp's first K/V rows into L2 before waiting on the previous kernel: on or off.")
     var attentionEarlyPrefetch = "off"
     @Option(help: "GPU decode matmuls with programmatic dependent launch: on or off.")
@@ -155,12 +155,12 @@ extension BenchModelCommand {
         let tokensPerStep = batch * promptTokens
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
-                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off", roundFence: roundFence == "on", weightL2Hint: l2Hint != "off",
-                                 decodeConfig: attentionSubsteps == nil && attentionEarlyPrefetch == "off" && l2Hint != "off" ? nil : {
+                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off", roundFence: roundFence == "on", weightL2Hint: l2Hint == "auto" ? nil : l2Hint == "on",
+                                 decodeConfig: attentionSubsteps == nil && attentionEarlyPrefetch == "off" && l2Hint == "auto" ? nil : {
                                      var decodeConfig = DecodeAttention.Config.standard(headDim: config.headDim)
                                      if let n = attentionSubsteps { decodeConfig.subSteps = n }
                                      decodeConfig.earlyPrefetch = attentionEarlyPrefetch == "on"
-                                     decodeConfig.l2Prefetch = l2Hint != "off"
+                                     if l2Hint != "auto" { decodeConfig.l2Prefetch = l2Hint == "on" }
                                      return decodeConfig
                                  }())
         model.decodeMinTokensPerCTA = attentionMinTokens
