@@ -2,7 +2,8 @@
 # On the GPU machine, only when it is an H200 (else it says so and stops): what keeps reads,
 # decode attention and batch-1 decode below the card's ceiling there. The read-pattern
 # experiment (bulk copies, cp.async, registers, decode's head pieces, torch's read), the decode
-# attention timings at the issue-3 shapes, and batch-1 decode with the opt-in weight paths.
+# attention timings at the issue-3 shapes next to torch's cuDNN and FlashAttention on the same card,
+# and batch-1 decode with the opt-in weight paths.
 # Usage: scripts/gpu-h200-explore.sh OUTDIR
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,8 @@ if ! nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
 fi
 start_summary
 OUT="$out/read" bash scripts/experiments/run_read_patterns.sh | tail -42
-"$bin" dev decode --skip-checks --filter "x" --json-out "$out/decode.json" > "$out/decode.txt" 2>&1
+python3 scripts/experiments/torch_decode_anchor.py 2>&1 | tee "$out/torch-decode-anchor.txt"
+"$bin" dev decode --skip-checks --ab --filter "x" --json-out "$out/decode.json" > "$out/decode.txt" 2>&1
 grep -E "read ceiling|TB/s" "$out/decode.txt" | head -30
 for v in "default:" "fence:--round-fence on" "stream:--gemv-weights stream" "graphs:--cuda-graphs on" "default-again:" \
          "fence-again:--round-fence on" "batch4:--batch 4" "batch4-fence:--batch 4 --round-fence on" "batch8:--batch 8"; do

@@ -1,0 +1,47 @@
+# Same-machine anchors for decode attention (issue 3): torch SDPA's cuDNN and FlashAttention
+# backends on the shapes of anchors.md, so our kernel can be compared on the very card that ran
+# it (anchors.md's H200 figures came from another machine). bf16, head dim 128, one query token a
+# request, GQA read natively (enable_gqa); median of 30 CUDA-event timings after warm-up;
+# KV bytes = B x L x KV heads x 128 x 2 (K, V) x 2 bytes. Usage: python3 torch_decode_anchor.py
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SHAPES = [  # name, query heads, KV heads, batch, context
+    ("Llama-3-8B 8 x 1k", 32, 8, 8, 1024),
+    ("Llama-3-8B 32 x 4k", 32, 8, 32, 4096),
+    ("Llama-3-8B 128 x 16k", 32, 8, 128, 16384),
+    ("Yi-34B 32 x 4k", 56, 8, 32, 4096),
+    ("Llama-2-7B 32 x 4k", 32, 32, 32, 4096),
+]
+BACKENDS = [("cuDNN", SDPBackend.CUDNN_ATTENTION), ("FlashAttention-2", SDPBackend.FLASH_ATTENTION)]
+
+
+def median_ms(fn, reps=30):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); fn(); b.record(); b.synchronize()
+        times.append(a.elapsed_time(b))
+    return sorted(times)[len(times) // 2]
+
+
+print(f"device {torch.cuda.get_device_name()}")
+print(f"{'shape':24s} {'backend':18s} {'ms':>9s} {'TB/s':>7s}")
+for name, hq, hkv, b, l in SHAPES:
+    q = torch.randn(b, hq, 1, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(b, hkv, l, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(b, hkv, l, 128, device="cuda", dtype=torch.bfloat16)
+    kv_bytes = b * l * hkv * 128 * 2 * 2
+    for label, backend in BACKENDS:
+        try:
+            with sdpa_kernel(backend):
+                ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=hkv != hq))
+            print(f"{name:24s} {label:18s} {ms:9.4f} {kv_bytes / ms / 1e9:7.3f}")
+        except Exception as error:  # a backend that refuses the shape says why
+            print(f"{name:24s} {label:18s} unavailable: {str(error).splitlines()[0][:80]}")
+    del q, k, v
+    torch.cuda.empty_cache()
