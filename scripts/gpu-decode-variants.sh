@@ -19,14 +19,12 @@ run() {
 }
 QUIET=1
 run default
-run attn-pf --attention-early-prefetch on
-run default-again
-run attn-pf-again --attention-early-prefetch on
-run default-third
-run attn-pf-third --attention-early-prefetch on
 run graphs --cuda-graphs on
-run graphs-attn-pf --cuda-graphs on --attention-early-prefetch on
 run no-attention --skip-attention
+run default-again
+run graphs-again --cuda-graphs on
+run batch4 --batch 4
 run batch8 --batch 8
-run batch8-attn-pf --batch 8 --attention-early-prefetch on
+unset QUIET
+run profile-default
 tar czf "$out/decode-variants.tgz" -C "$work" .

@@ -70,8 +70,6 @@ struct BenchModelCommand: ParsableCommand {
     var attentionSubsteps: Int?
     @Option(help: "GPU decode: matmul weight loads (and decode attention's K/V loads) ask L2 for whole 256-byte blocks: auto (off on H200), on or off.")
     var l2Hint = "auto"
-    @Option(help: "GPU decode attention: prefetch each warp's first K/V rows into L2 before waiting on the previous kernel: on or off.")
-    var attentionEarlyPrefetch = "off"
     @Option(help: "GPU decode matmuls with programmatic dependent launch: on or off.")
     var pdl = "on"
     @Option(help: "GPU decode: each layer's O, gate/up, down and next QKV as one cooperative kernel: on or off.")
@@ -84,10 +82,6 @@ struct BenchModelCommand: ParsableCommand {
     var persistentBlocks = 4
     @Option(help: "GPU decode matmuls with at most this many row pairs split k over two warps (0: never).")
     var splitKPairs = 0
-    @Option(help: "GPU decode matmuls, register loads: a fence after each round of loads so all of it is in flight: on or off.")
-    var roundFence = "off"
-    @Option(help: "GPU decode matmuls: how weights reach the SMs: registers (16-byte loads) or stream (bulk copies through shared memory).")
-    var gemvWeights = "registers"
     @Option(help: "GPU decode matmuls: load the first weights before waiting on the previous kernel: on or off.")
     var earlyWeights = "on"
     @Flag(help: "GPU decode, timing experiments only: leave attention out of the step (the output is wrong) to measure its cost in the pipelined step.")
@@ -155,11 +149,10 @@ extension BenchModelCommand {
         let tokensPerStep = batch * promptTokens
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
-                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off", roundFence: roundFence == "on", weightL2Hint: l2Hint == "auto" ? nil : l2Hint == "on",
-                                 decodeConfig: attentionSubsteps == nil && attentionEarlyPrefetch == "off" && l2Hint == "auto" ? nil : {
+                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off", weightL2Hint: l2Hint == "auto" ? nil : l2Hint == "on",
+                                 decodeConfig: attentionSubsteps == nil && l2Hint == "auto" ? nil : {
                                      var decodeConfig = DecodeAttention.Config.standard(headDim: config.headDim)
                                      if let n = attentionSubsteps { decodeConfig.subSteps = n }
-                                     decodeConfig.earlyPrefetch = attentionEarlyPrefetch == "on"
                                      if l2Hint != "auto" { decodeConfig.l2Prefetch = l2Hint == "on" }
                                      return decodeConfig
                                  }())
@@ -169,7 +162,6 @@ extension BenchModelCommand {
         model.persistentLayers = persistent == "on"
         model.cudaGraphs = cudaGraphs == "on"
         model.timingOnlySkipAttention = skipAttention
-        model.streamWeights = gemvWeights == "stream"
         if skipAttention { print("--skip-attention: decode steps leave attention out; times only, the logits are wrong") }
         model.persistentBlocksPerSM = persistentBlocks
         model.prefetchBytesPerRow = prefetchBytes < 0 ? nil : prefetchBytes
@@ -258,7 +250,7 @@ extension BenchModelCommand {
         table.add(["\(batch)", "\(promptTokens)", fixed(prefill * 1000, 2), fixed(result.prefillTFLOPs!, 1), fixed(result.prefillFractionOfRoofline!, 3),
                    fixed(step * 1000, 3), fixed(result.decodeTokensPerSecond, 1), fixed(decodeBytes / step / 1e12, 3), fixed(result.decodeFractionOfRoofline!, 3)])
         print(table.render())
-        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), CUDA graphs \(cudaGraphs), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), early weights \(earlyWeights), gemv weights \(gemvWeights), round fence \(roundFence), L2 hint \(l2Hint), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
+        print("decode step host phases (median ms): plan+upload \(fixed(result.decodeHostPlanMs!, 3)), queue kernels \(fixed(result.decodeHostLaunchMs!, 3)), wait \(fixed(result.decodeHostWaitMs!, 3)); matmul \(policy.rawValue), gemv unroll \(gemvUnroll), split-k up to \(splitKPairs) pairs, persistent \(persistent) (\(persistentBlocks) blocks/SM), CUDA graphs \(cudaGraphs), prefetch \(prefetchBytes < 0 ? "whole rows" : "\(prefetchBytes) B/row"), early weights \(earlyWeights), L2 hint \(l2Hint), PDL \(pdl) (cuLaunchKernelEx \(model.kernelsSupportProgrammaticLaunch ? "present" : "absent")), attention min tokens \(attentionMinTokens.map(String.init) ?? "default")")
         for (title, table) in [("prefill step", prefillProfile), ("decode step", profileMs)] {
             guard let table else { continue }
             var t = Table(title: "\(title), GPU time per operation (CUDA events, batch \(batch))", header: ["operation", "ms", "share"])

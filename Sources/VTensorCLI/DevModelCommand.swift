@@ -46,10 +46,9 @@ struct DevModelCommand: ParsableCommand {
         var rng = SplitMix64(seed: 11)
         for (name, json) in Self.models {
             let config = try ModelConfig.decode(Data(json.utf8), path: name)
-          for (policy, persistent, graphs, stream) in [(GPUModel.MatmulPolicy.auto, false, false, false), (.cublas, false, false, false),
-                                                       (.auto, true, false, false), (.auto, false, true, false), (.auto, false, false, true),
-                                                       (.auto, false, true, true)] {
-            let name = "\(name) [matmul \(policy.rawValue)\(persistent ? ", persistent layers" : "")\(graphs ? ", CUDA graphs" : "")\(stream ? ", streamed weights" : "")]"
+          for (policy, persistent, graphs) in [(GPUModel.MatmulPolicy.auto, false, false), (.cublas, false, false), (.auto, true, false),
+                                               (.auto, false, true)] {
+            let name = "\(name) [matmul \(policy.rawValue)\(persistent ? ", persistent layers" : "")\(graphs ? ", CUDA graphs" : "")]"
             // Both sides get the same bf16-representable weights, so differences come from the arithmetic alone.
             let weights = Self.roundedToBF16(ModelWeights.dummy(config: config, seed: 5, std: 0.05))
             let cpu = try CPUModel(weights: weights, kvBudgetBytes: 1 << 30, maxTokensPerSequence: 8192)
@@ -58,7 +57,6 @@ struct DevModelCommand: ParsableCommand {
             gpu.matmulPolicy = policy
             gpu.persistentLayers = persistent
             gpu.cudaGraphs = graphs
-            gpu.streamWeights = stream
             func tokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(config.vocabSize)) } }
             func compare(_ step: String, _ inputs: [ForwardInput]) throws {
                 let a = try cpu.forward(inputs), b = try gpu.forward(inputs)

@@ -27,10 +27,6 @@ public final class DecodeAttention: @unchecked Sendable {
         /// K/V loads ask L2 for whole 256-byte blocks (`.L2::256B`).
         public var l2Prefetch: Bool
 
-        /// Before waiting on the previous kernel (programmatic dependent launch), each warp
-        /// prefetches its first step's K/V rows into L2.
-        public var earlyPrefetch: Bool = false
-
         public init(warps: Int = 4, subSteps: Int, minBlocks: Int, qInShared: Bool = false, l2Prefetch: Bool = false) {
             self.warps = warps
             self.subSteps = subSteps
@@ -56,7 +52,7 @@ public final class DecodeAttention: @unchecked Sendable {
 
         public var description: String {
             "\(warps) warps, \(subSteps) x 16 tokens a step, \(minBlocks) CTAs/SM" + (qInShared ? ", Q in shared memory" : "")
-                + (l2Prefetch ? ", L2::256B" : "") + (earlyPrefetch ? ", early L2 prefetch" : "")
+                + (l2Prefetch ? ", L2::256B" : "")
         }
     }
 
@@ -85,8 +81,7 @@ public final class DecodeAttention: @unchecked Sendable {
             name: "vtensor_decode_attention.cu", source: DecodeKernelSource.text,
             options: ["-DHEAD_DIM=\(headDim)", "-DFP16=\(dtype == .fp16 ? 1 : 0)", "-DPAGED=\(paged ? 1 : 0)",
                       "-DWARPS=\(config.warps)", "-DNSUB=\(config.subSteps)", "-DMIN_BLOCKS=\(config.minBlocks)",
-                      "-DQSMEM=\(config.qInShared ? 1 : 0)", "-DL2HINT=\(config.l2Prefetch ? 1 : 0)"]
-                + (config.earlyPrefetch ? ["-DEARLY_PF=1"] : []))
+                      "-DQSMEM=\(config.qInShared ? 1 : 0)", "-DL2HINT=\(config.l2Prefetch ? 1 : 0)"])
     }
 
     /// Every program this file launches (for `KernelCatalog`).

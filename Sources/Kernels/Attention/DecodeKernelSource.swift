@@ -3,8 +3,7 @@
 /// Compile-time macros: HEAD_DIM (64 or 128), FP16 (0: bf16), PAGED (0: virtual-tensor views,
 /// 1: block table), WARPS, NSUB (16-token sub-steps a warp loads before computing), MIN_BLOCKS,
 /// QSMEM (1: Q fragments read from shared memory each step instead of held in registers),
-/// L2HINT (1: K/V loads ask L2 for whole 256-byte blocks), EARLY_PF (1: before waiting on the
-/// previous kernel, each warp prefetches its first step's K/V rows into L2).
+/// L2HINT (1: K/V loads ask L2 for whole 256-byte blocks).
 ///
 /// Work: a "pair" is (request, query row, KV head, head block of up to 16 query heads of that KV
 /// head's group) over its visible keys [lo, hi). The host (`DecodeSchedule`) gives the pairs to
@@ -156,24 +155,6 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
     /* Programmatic dependent launch (no-ops without it): the next kernel (a matmul) may start
        prefetching its weights now; this one waits for the kernel that wrote Q and the new K/V. */
     asm volatile("griddepcontrol.launch_dependents;");
-#if EARLY_PF && !PAGED
-    /* Before the wait: pull this warp's first step of K/V rows into L2. The plan and the
-       cache rows of earlier steps are already in place; the newest row may still be being
-       written, which is harmless for a prefetch (L2 is where that write lands too). */
-    {
-        const DecodeItem first = items[blockIdx.x];
-        const int w0 = threadIdx.x >> 5, l0 = threadIdx.x & 31;
-        const u64 head = (u64)(first.headSlot / headBlocks) * headStride;
-        for (int s = 0; s < NSUB; ++s) {
-            const int tok = first.start + w0 * 16 * NSUB + 16 * s + (l0 & 15);
-            if (tok < first.end) {
-                const u64 row = (l0 < 16 ? first.k : first.v) + head + token_offset(tok, 0, tokenStride, blockStride, tpb, magic, shift);
-#pragma unroll
-                for (int o = 0; o < DH * 2; o += 128) prefetch_l2((const void *)(row + o));
-            }
-        }
-    }
-#endif
     asm volatile("griddepcontrol.wait;" ::: "memory");
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;

@@ -51,12 +51,6 @@ public final class GPUModel: @unchecked Sendable {
         get { kernels.prefetchBytesPerRow }
         set { kernels.prefetchBytesPerRow = newValue }
     }
-    /// Decode matmuls stream their weights with bulk copies through shared memory (`dsgemv`)
-    /// instead of register loads.
-    public var streamWeights: Bool {
-        get { kernels.streamWeights }
-        set { kernels.streamWeights = newValue }
-    }
     /// Blocks per SM of the persistent layer kernel (0: the occupancy limit).
     public var persistentBlocksPerSM: Int {
         get { kernels.layerBlocksPerSM }
@@ -117,7 +111,7 @@ public final class GPUModel: @unchecked Sendable {
     ///     after weights and workspace).
     public init(config: ModelConfig, weights hostWeights: ModelWeights?, device: Int = 0, kvBudget: MemoryBudget = .fractionOfFree(0.9),
                 maxBatchTokens: Int = 8192, maxLogitRows: Int = 256, maxTokensPerSequence: Int? = nil, dummySeed: UInt32 = 1,
-                gemvUnroll: Int = 8, earlyWeights: Bool = true, roundFence: Bool = false, weightL2Hint: Bool? = nil,
+                gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
                 decodeConfig: DecodeAttention.Config? = nil) throws {
         let c = config
         self.config = c
@@ -128,7 +122,7 @@ public final class GPUModel: @unchecked Sendable {
         compiler = KernelCompiler(context: context)
         // The L2::256B hint on weight loads: on, except on an H200, where it cost 3.4% of a batch-1
         // step (same-machine A/B, 2026-11-27; neutral to +0.7% on H100).
-        kernels = try ModelKernels(compiler: compiler, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights, roundFence: roundFence,
+        kernels = try ModelKernels(compiler: compiler, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights,
                                    weightL2Hint: weightL2Hint ?? !context.device.name.contains("H200"))
         attention = AttentionParameters(queryHeads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
                                         dtype: .bf16, window: c.effectiveSlidingWindow)
@@ -391,7 +385,7 @@ public final class GPUModel: @unchecked Sendable {
                                              sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: programmaticLaunch, stream: stream)
                 }
             }
-            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(decodeBatches.first?.schedule.items.count ?? 0)/\(persistentLayers)/\(programmaticLaunch)/\(timingOnlySkipAttention)/\(streamWeights)/"
+            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(decodeBatches.first?.schedule.items.count ?? 0)/\(persistentLayers)/\(programmaticLaunch)/\(timingOnlySkipAttention)/"
                 + "\(decodeWorkspace?.address ?? 0)/\(decode.workspaceBytes)"
             var graph: CUDAGraphExec? = nil
             if cudaGraphs && !profile && CUDAGraphExec.isSupported(context: context) {

@@ -184,9 +184,6 @@ extern "C" __global__ void vt_argmax(const float* __restrict__ logits, int vocab
 #ifndef WEIGHT_HINT
 #define WEIGHT_HINT 1
 #endif
-#ifndef ROUND_FENCE
-#define ROUND_FENCE 0
-#endif
 #ifndef EARLY_WEIGHTS
 #define EARLY_WEIGHTS 1
 #endif
@@ -414,18 +411,9 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
         for (; v + 32 * (U - 1) < vecs; v += 32 * U) {
             uint4 a[U], b[U];
 #pragma unroll
-#if ROUND_FENCE
-            // Weak loads and a fence after them: ptxas may not sink a weak load below a fence,
-            // so the whole round is in flight before the first FMA (without it ptxas interleaves
-            // the loads with the math and keeps 2-3 in flight at batch 1: 44 registers).
-#pragma unroll
-            for (int u = 0; u < U; ++u) { a[u] = ld_weights_early(w0 + v + 32 * u); b[u] = ld_weights_early(w1 + v + 32 * u); }
-            asm volatile("fence.cta;" ::: "memory");
-#else
 #pragma unroll
             for (int u = 0; u < U; ++u) { a[u] = ld_weights(w0 + v + 32 * u); b[u] = ld_weights(w1 + v + 32 * u); }
             __syncwarp();  // with the volatile loads: every load of the round issues before the math
-#endif
             dg_round<N, U>(acc, x, k, v, a, b);
         }
         for (; v < vecs; v += 32) {
@@ -709,173 +697,6 @@ extern "C" __global__ void __launch_bounds__(SK_WARPS * 32) vt_skinny(const bf16
     }
 }
 
-// ---- Streamed decode matmuls (bulk copies) -------------------------------------------------
-// The same products and epilogues as dgemv, with the weights brought in by the copy engine
-// instead of register loads: ptxas keeps only 2-3 of a warp's register loads in flight at batch
-// 1 (it interleaves them with the FMAs), while a bulk copy is in flight until its bytes land.
-// A persistent grid (4 CTAs of 4 warps per SM); each warp takes row pairs p, p + warps, ... and
-// streams them as one sequence of chunks (STREAM_CHUNK bytes of each row of the pair) through
-// its own STREAM_STAGES-deep shared-memory ring, lane 0 refilling each stage as soon as the
-// warp has read it, so the stream runs on across row pairs. The first chunks are requested
-// before griddepcontrol.wait (weights never change). OUT 2's sums of squares go through shared
-// memory and one atomic per CTA at the end.
-#define STREAM_CHUNK 2048
-#define STREAM_STAGES 3
-#define STREAM_VECS (STREAM_CHUNK / 16)
-#define STREAM_SMEM (4 * STREAM_STAGES * 2 * STREAM_CHUNK)
-
-__device__ __forceinline__ u32 smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
-__device__ __forceinline__ void st_wait(unsigned long long* bar, u32 parity) {
-    asm volatile("{\n .reg .pred p;\n WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra WAIT_%=;\n}"
-                 :: "r"(smem_addr(bar)), "r"(parity) : "memory");
-}
-
-// Rows of row pair `pr` for each epilogue (as dgemv pairs them); second: whether r1 is a row.
-template <int OUT>
-__device__ __forceinline__ void st_rows(int pr, int out, int d, int& r0, int& r1, bool& second) {
-    if (OUT == 3) { const int half = d >> 1, head = pr / half, i = pr - head * half; r0 = head * d + i; r1 = r0 + half; second = true; }
-    else if (OUT == 4) { r0 = pr; r1 = pr + (out >> 1); second = true; }
-    else { r0 = 2 * pr; r1 = r0 + 1; second = r1 < out; }
-}
-
-template <int N, int OUT>
-__device__ __forceinline__ void dsgemv(const bf16* __restrict__ W, int out, int k, const bf16* __restrict__ x,
-                                       const float* __restrict__ sums_in, float eps, void* __restrict__ y,
-                                       float* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
-                                       const float* __restrict__ bias, const int* __restrict__ positions,
-                                       const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d) {
-    extern __shared__ __align__(128) uint4 st_ring[];  // [warp][stage][row][STREAM_VECS]
-    __shared__ __align__(8) unsigned long long st_bars[4][STREAM_STAGES];
-    __shared__ float st_sums[4];
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int gwarp = blockIdx.x * 4 + w, nwarps = gridDim.x * 4;
-    const int pairs = (OUT == 3 || OUT == 4) ? (out >> 1) : ((out + 1) >> 1);
-    const int rowBytes = k * 2;
-    const int perRow = (rowBytes + STREAM_CHUNK - 1) / STREAM_CHUNK;
-    const int mine = gwarp < pairs ? (pairs - gwarp + nwarps - 1) / nwarps : 0;
-    const int total = mine * perRow;
-    uint4* ring = st_ring + (size_t)w * STREAM_STAGES * 2 * STREAM_VECS;
-    if (lane == 0) {
-        for (int st = 0; st < STREAM_STAGES; ++st)
-            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(smem_addr(&st_bars[w][st])));
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    }
-    if (threadIdx.x < 4) st_sums[threadIdx.x] = 0.f;
-    __syncthreads();
-    // Chunk c of this warp's stream: row pair c / perRow, bytes [q * CHUNK, ...) of each row.
-    auto produce = [&](int c) {
-        const int q = c % perRow;
-        int r0, r1; bool second;
-        st_rows<OUT>(gwarp + (c / perRow) * nwarps, out, d, r0, r1, second);
-        if (!second) r1 = r0;
-        const u32 bytes = (u32)min(STREAM_CHUNK, rowBytes - q * STREAM_CHUNK);
-        const int st = c % STREAM_STAGES;
-        const u32 bar = smem_addr(&st_bars[w][st]);
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(2 * bytes) : "memory");
-        const char* g0 = (const char*)W + (size_t)r0 * rowBytes + (size_t)q * STREAM_CHUNK;
-        const char* g1 = (const char*)W + (size_t)r1 * rowBytes + (size_t)q * STREAM_CHUNK;
-        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                     :: "r"(smem_addr(ring + (st * 2) * STREAM_VECS)), "l"(g0), "r"(bytes), "r"(bar) : "memory");
-        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                     :: "r"(smem_addr(ring + (st * 2 + 1) * STREAM_VECS)), "l"(g1), "r"(bytes), "r"(bar) : "memory");
-    };
-    asm volatile("griddepcontrol.launch_dependents;");
-    if (lane == 0)
-        for (int c = 0; c < STREAM_STAGES && c < total; ++c) produce(c);
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-    float scale[N];
-#pragma unroll
-    for (int t = 0; t < N; ++t) scale[t] = sums_in ? rsqrtf(sums_in[t] / k + eps) : 1.f;
-    float acc[N][2];
-#pragma unroll
-    for (int t = 0; t < N; ++t) { acc[t][0] = 0.f; acc[t][1] = 0.f; }
-    for (int c = 0; c < total; ++c) {
-        const int st = c % STREAM_STAGES, q = c % perRow;
-        st_wait(&st_bars[w][st], (u32)(c / STREAM_STAGES) & 1u);
-        const int vecs = min(STREAM_CHUNK, rowBytes - q * STREAM_CHUNK) >> 4;
-        const uint4* a = ring + (st * 2) * STREAM_VECS;
-        const uint4* b = a + STREAM_VECS;
-        const int v0 = q * STREAM_VECS;
-#pragma unroll 4
-        for (int u = lane; u < vecs; u += 32) {
-            const uint4 wa = a[u], wb = b[u];
-#pragma unroll
-            for (int t = 0; t < N; ++t) {
-                float xs[8];
-                dg_load(xs, x + (size_t)t * k, v0 + u);
-                dg_fma(acc[t][0], xs, wa);
-                dg_fma(acc[t][1], xs, wb);
-            }
-        }
-        __syncwarp();  // every lane has read the stage: it may be refilled
-        if (lane == 0 && c + STREAM_STAGES < total) produce(c + STREAM_STAGES);
-        if (q != perRow - 1) continue;
-        // The pair's products are complete: reduce, scale, and the epilogue (lane 0 writes).
-        int r0, r1; bool second;
-        st_rows<OUT>(gwarp + (c / perRow) * nwarps, out, d, r0, r1, second);
-#pragma unroll
-        for (int t = 0; t < N; ++t) {
-            acc[t][0] = warp_sum(acc[t][0]) * scale[t];
-            acc[t][1] = warp_sum(acc[t][1]) * scale[t];
-        }
-        if (lane == 0) {
-#pragma unroll
-            for (int t = 0; t < N; ++t) {
-                if (OUT == 1) {
-                    ((float*)y)[(size_t)t * out + r0] = acc[t][0];
-                    if (second) ((float*)y)[(size_t)t * out + r1] = acc[t][1];
-                } else if (OUT == 2) {
-                    float sq = 0.f;
-                    float* p0 = (float*)y + (size_t)t * out + r0; const float n0 = *p0 + acc[t][0]; *p0 = n0; sq += n0 * n0;
-                    xw[(size_t)t * out + r0] = f2bf(n0 * normw[r0]);
-                    if (second) {
-                        float* p1 = (float*)y + (size_t)t * out + r1; const float n1 = *p1 + acc[t][1]; *p1 = n1; sq += n1 * n1;
-                        xw[(size_t)t * out + r1] = f2bf(n1 * normw[r1]);
-                    }
-                    atomicAdd(&st_sums[t], sq);
-                } else if (OUT == 4) {
-                    const float g = acc[t][0];
-                    ((bf16*)y)[(size_t)t * (out >> 1) + r0] = f2bf(g / (1.f + __expf(-g)) * acc[t][1]);
-                } else {  // OUT == 3
-                    const int half = d >> 1, head = r0 / d, i = r0 - head * d;
-                    float va = acc[t][0], vb = acc[t][1];
-                    if (bias) { va += bias[r0]; vb += bias[r1]; }
-                    if (head < hq + hkv) {
-                        float sn, cs;
-                        sincosf((float)positions[t] * inv_freq[i], &sn, &cs);
-                        const float ra = va * cs - vb * sn, rb = vb * cs + va * sn;
-                        va = ra; vb = rb;
-                    }
-                    bf16* dst;
-                    if (head < hq) dst = (bf16*)y + ((size_t)t * hq + head) * d;
-                    else if (head < hq + hkv) dst = (bf16*)kv_rows[2 * t] + (size_t)(head - hq) * d;
-                    else dst = (bf16*)kv_rows[2 * t + 1] + (size_t)(head - hq - hkv) * d;
-                    dst[i] = f2bf(va); dst[i + half] = f2bf(vb);
-                }
-            }
-        }
-#pragma unroll
-        for (int t = 0; t < N; ++t) { acc[t][0] = 0.f; acc[t][1] = 0.f; }
-    }
-    if (OUT == 2) {
-        __syncthreads();
-        if (threadIdx.x < N) atomicAdd(sums_out + threadIdx.x, st_sums[threadIdx.x]);
-    }
-}
-
-#define DSGEMV_ARGS W, out, k, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d
-#define DSGEMV_KERNEL(NAME, OUT) \
-extern "C" __global__ void __launch_bounds__(128, 4) NAME(DGEMV_PARAMS) { \
-    (void)prefetch_bytes; \
-    switch (n) { \
-    case 1: dsgemv<1, OUT>(DSGEMV_ARGS); break; \
-    case 2: dsgemv<2, OUT>(DSGEMV_ARGS); break; \
-    case 3: dsgemv<3, OUT>(DSGEMV_ARGS); break; \
-    default: dsgemv<4, OUT>(DSGEMV_ARGS); break; \
-    } \
-}
-
 // ---- Persistent decode layer block (cooperative launch) ------------------------------------
 // One kernel runs O, then gate/up + SwiGLU, then down, then the next layer's QKV + RoPE + KV
 // write, with grid barriers between the phases instead of kernel boundaries: a warp that finishes
@@ -1115,10 +936,6 @@ DSKINNY_KERNEL(vt_dskinny_logits, 1)
 DSKINNY_KERNEL(vt_dskinny_residual, 2)
 DSKINNY_KERNEL(vt_dskinny_qkv_rope, 3)
 DSKINNY_KERNEL(vt_dskinny_swiglu, 4)
-DSGEMV_KERNEL(vt_dsgemv_logits, 1)
-DSGEMV_KERNEL(vt_dsgemv_residual, 2)
-DSGEMV_KERNEL(vt_dsgemv_qkv_rope, 3)
-DSGEMV_KERNEL(vt_dsgemv_swiglu, 4)
 
 // Decode's embedding: x[row] = table[tokens[row]] in fp32, sums[0][row] = its sum of squares,
 // xw[row] = bf16(x * normw) (layer 0's input norm weight), and every later norm slot of the row

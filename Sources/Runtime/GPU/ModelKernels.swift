@@ -6,12 +6,10 @@ struct ModelKernels: @unchecked Sendable {
     /// - Parameter earlyWeights: decode matmuls load their first round of weights into registers
     ///   before waiting on the previous kernel (programmatic dependent launch), so the weight
     ///   stream does not stop at kernel boundaries.
-    /// - Parameter roundFence: each round of weight loads is weak and followed by a fence, so
-    ///   ptxas issues the whole round before the math (see ModelKernelSource's ROUND_FENCE).
     /// - Parameter weightL2Hint: weight loads ask L2 for whole 256-byte blocks.
-    static func program(gemvUnroll: Int = 8, earlyWeights: Bool = true, roundFence: Bool = false, weightL2Hint: Bool = true) -> KernelSource {
+    static func program(gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool = true) -> KernelSource {
         KernelSource(name: "vtensor_model.cu", source: ModelKernelSource.text,
-                     options: ["-DGEMV_UNROLL=\(gemvUnroll)", "-DEARLY_WEIGHTS=\(earlyWeights ? 1 : 0)"] + (roundFence ? ["-DROUND_FENCE=1"] : [])
+                     options: ["-DGEMV_UNROLL=\(gemvUnroll)", "-DEARLY_WEIGHTS=\(earlyWeights ? 1 : 0)"]
                         + (weightL2Hint ? [] : ["-DWEIGHT_HINT=0"]))
     }
 
@@ -29,17 +27,9 @@ struct ModelKernels: @unchecked Sendable {
     let skinnyKernels: [DecodeMatmul: KernelFunction]
     /// Most token rows the fused decode matmuls take.
     static let fusedMaxRows = 16
-    /// The same products with the weights streamed by bulk copies through shared memory
-    /// (`dsgemv`): a persistent grid of 4 CTAs per SM.
-    let streamKernels: [DecodeMatmul: KernelFunction]
-    /// Decode matmuls stream their weights with bulk copies instead of register loads.
-    var streamWeights = false
-    let multiprocessors: Int
-    /// STREAM_SMEM in ModelKernelSource: 4 warps x 3 stages x 2 rows x 2 KiB.
-    static let streamSharedBytes = 4 * 3 * 2 * 2048
 
-    init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true, roundFence: Bool = false, weightL2Hint: Bool = true) throws {
-        let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights, roundFence: roundFence, weightL2Hint: weightL2Hint)
+    init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool = true) throws {
+        let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights, weightL2Hint: weightL2Hint)
         module = try compiler.module(source: p.source, name: p.name, options: p.options)
         embedKernel = try module.function(named: "vt_embed")
         rmsNormKernel = try module.function(named: "vt_rmsnorm")
@@ -66,14 +56,6 @@ struct ModelKernels: @unchecked Sendable {
             .qkvRoPE: try module.function(named: "vt_dskinny_qkv_rope"),
             .swiGLU: try module.function(named: "vt_dskinny_swiglu"),
         ]
-        streamKernels = [
-            .logits: try module.function(named: "vt_dsgemv_logits"),
-            .residual: try module.function(named: "vt_dsgemv_residual"),
-            .qkvRoPE: try module.function(named: "vt_dsgemv_qkv_rope"),
-            .swiGLU: try module.function(named: "vt_dsgemv_swiglu"),
-        ]
-        for kernel in streamKernels.values { try kernel.setMaxDynamicSharedMemory(Self.streamSharedBytes) }
-        multiprocessors = compiler.context.device.multiprocessorCount
         decodeKernelsSplitK = [
             .logits: try module.function(named: "vt_dgemv_logits_k2"),
             .residual: try module.function(named: "vt_dgemv_residual_k2"),
@@ -100,50 +82,25 @@ struct ModelKernels: @unchecked Sendable {
                       inverseFrequencies: UInt64 = 0, rowAddresses: UInt64 = 0, hq: Int = 0, hkv: Int = 0, d: Int = 0,
                       dependent: Bool = false, stream: CUDAStream) throws {
         precondition(rows >= 1 && rows <= Self.fusedMaxRows && k % 8 == 0, "decode matmuls take 1-16 rows and k a multiple of 8")
-        let pairs = (out + 1) / 2
+        // Up to 4 rows: the GEMV kernels (2 rows a warp); 5-16: the tensor-core ones (16 rows a CTA of 8 warps).
+        let kernel: KernelFunction, grid: (Int, Int, Int), block: (Int, Int, Int)
         if rows > 4 {
             precondition(k % 32 == 0, "decode matmuls of more than 4 rows need k a multiple of 32")
-            let arguments: [KernelArgument] = [
-                .pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
-                .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),
-                .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies), .pointer(rowAddresses),
-                .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d)), .int32(0),
-            ]
-            let kernel = skinnyKernels[kind]!
-            let grid = ((out + 15) / 16, 1, 1), block = (256, 1, 1)
-            if dependent {
-                try kernel.launchDependent(grid: grid, block: block, stream: stream, arguments: arguments)
-            } else {
-                try kernel.launch(grid: grid, block: block, stream: stream, arguments: arguments)
-            }
-            return
+            kernel = skinnyKernels[kind]!
+            grid = ((out + 15) / 16, 1, 1)
+            block = (256, 1, 1)
+        } else {
+            let pairs = (out + 1) / 2
+            let split = pairs <= splitKMaxPairs && k % 16 == 0 ? 2 : 1
+            kernel = split == 2 ? decodeKernelsSplitK[kind]! : decodeKernels[kind]!
+            grid = ((pairs * split + 3) / 4, 1, 1)
+            block = (128, 1, 1)
         }
-        if streamWeights {
-            let ctas = max(1, min(multiprocessors * 4, (pairs + 3) / 4))
-            let arguments: [KernelArgument] = [
-                .pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
-                .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),
-                .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies), .pointer(rowAddresses),
-                .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d)), .int32(0),
-            ]
-            let kernel = streamKernels[kind]!
-            if dependent {
-                try kernel.launchDependent(grid: (ctas, 1, 1), block: (128, 1, 1), sharedMemoryBytes: Self.streamSharedBytes,
-                                           stream: stream, arguments: arguments)
-            } else {
-                try kernel.launch(grid: (ctas, 1, 1), block: (128, 1, 1), sharedMemoryBytes: Self.streamSharedBytes,
-                                  stream: stream, arguments: arguments)
-            }
-            return
-        }
-        let split = pairs <= splitKMaxPairs && k % 16 == 0 ? 2 : 1
-        let kernel = split == 2 ? decodeKernelsSplitK[kind]! : decodeKernels[kind]!
-        let grid = ((pairs * split + 3) / 4, 1, 1), block = (128, 1, 1)
         let arguments: [KernelArgument] = [
             .pointer(weight), .int32(Int32(out)), .int32(Int32(k)), .int32(Int32(rows)), .pointer(input),
             .pointer(sumsIn), .float32(eps), .pointer(output), .pointer(sumsOut), .pointer(xw), .pointer(norm),
             .pointer(bias ?? 0), .pointer(positions), .pointer(inverseFrequencies), .pointer(rowAddresses),
-            .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d)), .int32(Int32(prefetchBytes(rows: out, k: k))),
+            .int32(Int32(hq)), .int32(Int32(hkv)), .int32(Int32(d)), .int32(Int32(rows > 4 ? 0 : prefetchBytes(rows: out, k: k))),
         ]
         if dependent {
             try kernel.launchDependent(grid: grid, block: block, stream: stream, arguments: arguments)
