@@ -25,6 +25,8 @@ public enum GPUError: Error, CustomStringConvertible, Sendable {
     case cublasCall(function: String, status: Int32)
     /// The kernel cache could not `operation` on `path`; `errno` is the C errno.
     case cacheIO(path: String, operation: String, errno: Int32)
+    /// The device lacks a feature a kernel needs (e.g. sm_90a instructions on another chip).
+    case unsupportedDevice(String)
 
     public var description: String {
         switch self {
@@ -47,6 +49,8 @@ public enum GPUError: Error, CustomStringConvertible, Sendable {
             return "\(function) failed: cuBLAS status \(status)"
         case let .cacheIO(path, operation, code):
             return "kernel cache: cannot \(operation) \(path): \(errnoText(code))"
+        case let .unsupportedDevice(reason):
+            return reason
         }
     }
 }

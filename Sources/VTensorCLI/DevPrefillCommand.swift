@@ -19,11 +19,13 @@ struct DevPrefillCommand: ParsableCommand {
     @Flag(help: "Skip the timing.") var checksOnly = false
     @Flag(help: "Skip the checks.") var timingOnly = false
     @Flag(help: .hidden) var cpuDryRun = false
+    @Option(help: "A NAME=VALUE macro for the wgmma kernel (repeatable; experiments).") var define: [String] = []
 
     func run() throws {
         // --cpu-dry-run: the checks' host side with the oracle standing in for the kernel.
         if !cpuDryRun, let reason = gpuUnavailableReason() { throw ValidationError(reason) }
         let gpu = cpuDryRun ? nil : try PrefillGPU(device: device)
+        gpu?.wgmmaDefines = define
         let cores = threads > 0 ? threads : max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         let deviceName = gpu?.name ?? "cpu dry run"
         print("device: \(deviceName); oracle threads: \(cores)")
@@ -129,6 +131,10 @@ final class PrefillGPU {
     let cuda: CUDABackend
     let compiler: KernelCompiler
     var name: String { "\(context.device.name) (sm_\(context.device.computeCapability.major)\(context.device.computeCapability.minor))" }
+    /// Whether the Hopper (wgmma) kernel runs here, so its shapes are checked and timed too.
+    var hasWGMMA: Bool { PrefillAttention.hasWGMMA(context.device.computeCapability) }
+    /// Extra macros for the wgmma kernel (`--define`).
+    var wgmmaDefines: [String] = []
 
     /// Shares the device, stream, VMM backend and kernel compiler of `work`, so kernels of both
     /// run on the one work stream whose fences guard unmapping.
@@ -145,7 +151,8 @@ final class PrefillGPU {
 
     func kernel(_ p: AttentionParameters, _ config: PrefillTileConfig, paged: Bool = false) throws -> PrefillAttention {
         try context.makeCurrent()
-        return try PrefillAttention(compiler: compiler, parameters: p, config: config, paged: paged)
+        return try PrefillAttention(compiler: compiler, parameters: p, config: config, paged: paged,
+                                    defines: config.engine == .wgmma ? wgmmaDefines : [])
     }
 }
 
@@ -366,7 +373,9 @@ enum PrefillChecks {
         print("  oracle: \(rowsChecked) rows x \(p.queryHeads) heads in \(fixed(Double(monotonicNanos() - start) / 1e9, 2)) s")
 
         var results: [PrefillCheckResult] = []
-        let configs = c.pageTokens == nil ? PrefillTileConfig.candidates(headDim: d) : [.standard(headDim: d)]
+        let wgmma = gpu?.hasWGMMA ?? false
+        let configs = c.pageTokens == nil ? PrefillTileConfig.candidates(headDim: d, wgmma: wgmma)
+            : [.standard(headDim: d)] + (wgmma ? [.standard(headDim: d, wgmma: true)] : [])
         for config in configs {
             var got = [UInt8](repeating: 0xFF, count: queries.count)
             if let gpu, let oBuffer, let qBuffer {
@@ -581,8 +590,11 @@ enum PrefillTiming {
         }
         defer { withExtendedLifetime(pagedBuffers) {} }
 
-        var runs: [(config: PrefillTileConfig, paged: Bool)] = PrefillTileConfig.candidates(headDim: p.headDim).map { ($0, false) }
-        if c.paged { runs.append((.standard(headDim: p.headDim), true)) }
+        var runs: [(config: PrefillTileConfig, paged: Bool)] = PrefillTileConfig.candidates(headDim: p.headDim, wgmma: gpu.hasWGMMA).map { ($0, false) }
+        if c.paged {
+            runs.append((.standard(headDim: p.headDim), true))
+            if gpu.hasWGMMA { runs.append((.standard(headDim: p.headDim, wgmma: true), true)) }
+        }
         for (config, paged) in runs {
             let kernel = try gpu.kernel(p, config, paged: paged)
             let plans = paged ? pagedPlans.map { kernel.plan($0.1, pool: $0.0) } : requestSets.map { kernel.plan($0) }

@@ -32,6 +32,8 @@ struct CompileKernelsCommand: ParsableCommand {
         var failed = 0
         for program in KernelCatalog.all + RuntimeKernels.catalog where filter.map({ program.name.contains($0) }) ?? true {
             let capability = ComputeCapability(major: arch / 10, minor: arch % 10)
+            // Architecture-specific programs (sm_90a) exist for their one architecture only.
+            if !program.archSuffix.isEmpty && arch != 90 { continue }
             let options = KernelCompiler.compileOptions(computeCapability: capability, options: program.options, archSuffix: program.archSuffix)
                 + ["--ptxas-options=-v"]
             do {

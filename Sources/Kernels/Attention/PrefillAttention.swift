@@ -122,6 +122,14 @@ public final class PrefillAttention: @unchecked Sendable {
     public static func program(headDim: Int, dtype: KVDType, config: PrefillTileConfig, paged: Bool = false) -> KernelSource {
         precondition(headDim == 64 || headDim == 128, "prefill attention supports head dim 64 and 128")
         precondition(dtype != .fp32, "prefill attention needs bf16 or fp16")
+        if config.engine == .wgmma {
+            return KernelSource(
+                name: "vtensor_prefill_wgmma.cu", source: PrefillWGMMAKernelSource.text(blockN: config.blockN, headDim: headDim),
+                options: ["-DHEAD_DIM=\(headDim)", "-DBLOCK_M=\(config.blockM)", "-DBLOCK_N=\(config.blockN)",
+                          "-DNWARPS=\(config.warps)", "-DMIN_BLOCKS=\(config.minBlocks)",
+                          "-DFP16=\(dtype == .fp16 ? 1 : 0)"] + (paged ? ["-DPAGED=1"] : []),
+                archSuffix: "a")
+        }
         return KernelSource(
             name: "vtensor_prefill_attention.cu", source: PrefillKernelSource.text,
             options: ["-DHEAD_DIM=\(headDim)", "-DBLOCK_M=\(config.blockM)", "-DBLOCK_N=\(config.blockN)",
@@ -134,22 +142,34 @@ public final class PrefillAttention: @unchecked Sendable {
     public static var catalog: [KernelSource] {
         [64, 128].flatMap { d in
             [KVDType.bf16, .fp16].flatMap { dtype in
-                PrefillTileConfig.candidates(headDim: d).map { program(headDim: d, dtype: dtype, config: $0) }
+                PrefillTileConfig.candidates(headDim: d, wgmma: true).map { program(headDim: d, dtype: dtype, config: $0) }
                     + [program(headDim: d, dtype: dtype, config: .standard(headDim: d), paged: true)]
+                    + [program(headDim: d, dtype: dtype, config: .standard(headDim: d, wgmma: true), paged: true)]
             }
         }
     }
 
-    public init(compiler: KernelCompiler, parameters: AttentionParameters, config: PrefillTileConfig? = nil, paged: Bool = false) throws {
+    /// - Parameter defines: extra `NAME=VALUE` macros (experiments: `vtensor dev prefill --define`).
+    public init(compiler: KernelCompiler, parameters: AttentionParameters, config: PrefillTileConfig? = nil, paged: Bool = false,
+                defines: [String] = []) throws {
         precondition(Self.supports(parameters), "prefill attention does not support \(parameters)")
         self.parameters = parameters
         self.config = config ?? .standard(headDim: parameters.headDim)
         self.paged = paged
-        let program = Self.program(headDim: parameters.headDim, dtype: parameters.dtype, config: self.config, paged: paged)
-        module = try compiler.module(source: program.source, name: program.name, options: program.options)
+        var program = Self.program(headDim: parameters.headDim, dtype: parameters.dtype, config: self.config, paged: paged)
+        program.options += defines.map { "-D\($0)" }
+        if self.config.engine == .wgmma && !Self.hasWGMMA(compiler.context.device.computeCapability) {
+            throw GPUError.unsupportedDevice("wgmma prefill needs compute capability 9.0 (sm_90a); this device is \(compiler.context.device.computeCapability)")
+        }
+        module = try compiler.module(source: program.source, name: program.name, options: program.options, archSuffix: program.archSuffix)
         kernel = try module.function(named: "vt_prefill_attention")
         fillKernel = try module.function(named: "vt_prefill_fill")
         try kernel.setMaxDynamicSharedMemory(sharedMemoryBytes)
+    }
+
+    /// Whether a device of this capability runs the wgmma kernel (sm_90a code runs on 9.0 only).
+    public static func hasWGMMA(_ capability: ComputeCapability) -> Bool {
+        capability.major == 9 && capability.minor == 0
     }
 
     public var sharedMemoryBytes: Int { config.sharedMemoryBytes(headDim: parameters.headDim) }

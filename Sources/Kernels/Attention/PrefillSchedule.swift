@@ -19,6 +19,9 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
     /// rather than consecutive: on the causal diagonal every warp then has a share of the work.
     public var interleave: Bool
 
+    /// Which tensor-core instructions the kernel uses.
+    public var engine: PrefillEngine
+
     public init(blockM: Int, blockN: Int, warps: Int, minBlocks: Int = 1, interleave: Bool = true) {
         precondition(blockM > 0 && blockN > 0 && warps > 0, "tile sizes must be positive")
         precondition(blockM % (16 * warps) == 0, "each warp needs a multiple of 16 query rows")
@@ -29,6 +32,16 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
         self.warps = warps
         self.minBlocks = minBlocks
         self.interleave = interleave
+        engine = .mmaSync
+    }
+
+    /// A Hopper (sm_90a) shape: `warpgroups` x 64 query rows, `blockN`-key tiles (64 or 128).
+    public static func wgmma(warpgroups: Int, blockN: Int, minBlocks: Int = 1) -> PrefillTileConfig {
+        precondition(warpgroups >= 1 && warpgroups <= 4, "1 to 4 warpgroups")
+        precondition(blockN == 64 || blockN == 128, "key tiles of 64 or 128 tokens")
+        var config = PrefillTileConfig(blockM: 64 * warpgroups, blockN: blockN, warps: 4 * warpgroups, minBlocks: minBlocks)
+        config.engine = .wgmma
+        return config
     }
 
     /// m16 tiles per warp.
@@ -42,30 +55,46 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
     public var threads: Int { warps * 32 }
     public var warpRows: Int { blockM / warps }
 
-    /// Dynamic shared memory: the Q tile and two stages of K and V tiles, rows padded by 16 bytes.
+    /// Dynamic shared memory: the Q tile and two stages of K and V tiles; mma.sync rows are
+    /// padded by 16 bytes, wgmma tiles are swizzled and need 1 KiB to align their base.
     public func sharedMemoryBytes(headDim: Int, elementBytes: Int = 2) -> Int {
-        (blockM + 4 * blockN) * (headDim * elementBytes + 16)
+        switch engine {
+        case .mmaSync: (blockM + 4 * blockN) * (headDim * elementBytes + 16)
+        case .wgmma: (blockM + 4 * blockN) * headDim * elementBytes + 1024
+        }
     }
 
     /// The shape used unless one is asked for: 128 query rows in 4 warps of 2 interleaved m16
     /// tiles, 64-key tiles, 2 blocks per multiprocessor (255 registers). On H100 it was the
     /// fastest of `candidates` for prefill and within 1-2% of the best for extend (2026-11-27).
-    public static func standard(headDim: Int) -> PrefillTileConfig {
-        PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2)
+    /// `wgmma`: the Hopper kernel's standard shape instead (sm_90a devices only).
+    public static func standard(headDim: Int, wgmma: Bool = false) -> PrefillTileConfig {
+        wgmma ? .wgmma(warpgroups: 2, blockN: 128) : PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2)
     }
 
     /// Every shape `vtensor dev prefill` checks and measures (the first is the standard one):
     /// the standard, the same with consecutive m-tiles, and 8 warps of 16 rows (half the
-    /// registers, 4 warps per scheduler, but twice the shared-memory reads per FLOP).
-    public static func candidates(headDim: Int) -> [PrefillTileConfig] {
+    /// registers, 4 warps per scheduler, but twice the shared-memory reads per FLOP); with
+    /// `wgmma`, the Hopper kernel's shapes too (2 or 3 warpgroups, 64- or 128-key tiles).
+    public static func candidates(headDim: Int, wgmma: Bool = false) -> [PrefillTileConfig] {
         [standard(headDim: headDim),
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2, interleave: false),
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 8, minBlocks: 2)]
+            + (wgmma ? [.wgmma(warpgroups: 2, blockN: 128), .wgmma(warpgroups: 2, blockN: 64),
+                        .wgmma(warpgroups: 3, blockN: 128), .wgmma(warpgroups: 3, blockN: 64)] : [])
     }
 
     public var description: String {
-        "\(blockM)x\(blockN)/\(warps)w" + (minBlocks > 1 ? "/\(minBlocks)b" : "") + (interleave || mTiles == 1 ? "" : "/consecutive")
+        (engine == .wgmma ? "wgmma " : "") + "\(blockM)x\(blockN)/\(warps)w" + (minBlocks > 1 ? "/\(minBlocks)b" : "") + (interleave || mTiles == 1 ? "" : "/consecutive")
     }
+}
+
+/// The tensor-core instructions of a prefill kernel.
+public enum PrefillEngine: String, Sendable, Hashable, Codable {
+    /// `mma.sync` m16n8k16 (sm_80 and later): `PrefillKernelSource`.
+    case mmaSync
+    /// Hopper's asynchronous warpgroup `wgmma` (sm_90a only): `PrefillWGMMAKernelSource`.
+    case wgmma
 }
 
 /// Which query tiles the kernel runs, and in what order.

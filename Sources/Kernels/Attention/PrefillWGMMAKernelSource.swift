@@ -1,0 +1,393 @@
+/// CUDA source of the Hopper prefill/extend attention kernel: the same contract, schedule and
+/// K/V addressing as `PrefillKernelSource` (read that first), with both products on `wgmma`
+/// (sm_90a) instead of `mma.sync`.
+///
+/// Compile-time macros: HEAD_DIM (64 or 128), BLOCK_M (64 per warpgroup), BLOCK_N (64 or 128),
+/// NWARPS (4 per warpgroup), MIN_BLOCKS, FP16 (0: bf16), PAGED (see `PrefillKernelSource`).
+///
+/// Shared memory holds Q (BLOCK_M rows) and two stages of K and V tiles (BLOCK_N rows) in the
+/// tensor cores' 128-byte-swizzled layout: a row's 16-byte chunk c of column block c / 8 sits at
+/// block * rows * 128 + row * 128 + ((c % 8) ^ (row % 8)) * 16, every 8-row atom 1024-byte
+/// aligned. Each warpgroup owns 64 query rows. Per key tile it computes S = Q K^T with
+/// m64nBLOCK_Nk16 (Q and K both K-major in shared memory, one descriptor step of 32 bytes per
+/// k16 inside a column block), runs the online softmax on S in registers (the accumulator
+/// layout is mma.sync's m16n8 C layout, so the softmax is `PrefillKernelSource`'s), then
+/// O += P V with P straight from registers as the A operand and V read transposed (MN-major)
+/// from shared memory. K/V tiles arrive by cp.async one tile ahead; cp.async writes are made
+/// visible to the tensor cores' async proxy by a proxy fence before the block barrier.
+enum PrefillWGMMAKernelSource {
+    /// `wgmma` wrappers: S = Q K^T (both operands in shared memory) for N = `sn`, and
+    /// O += P V (A in registers, B transposed) for N = `on`. Inline PTX with one operand per
+    /// accumulator register, written out here rather than by hand.
+    static func wrappers(sn: Int, on: Int) -> String {
+        func registers(_ count: Int, from first: Int = 0) -> String {
+            (first..<(first + count)).map { "%\($0)" }.joined(separator: ", ")
+        }
+        func outputs(_ count: Int) -> String {
+            (0..<count).map { "\"+f\"(d[\($0)])" }.joined(separator: ", ")
+        }
+        let s = sn / 2, o = on / 2
+        return """
+        // D (+)= A B for m64n\(sn)k16, A and B by shared-memory descriptor (K-major).
+        __device__ __forceinline__ void wgmma_ss(float (&d)[\(s)], u64 descA, u64 descB, int accumulate) {
+            asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, %\(s + 2), 0;\\n"
+                         "wgmma.mma_async.sync.aligned.m64n\(sn)k16.f32." WG_TYPE "." WG_TYPE " {\(registers(s))}, %\(s), %\(s + 1), p, 1, 1, 0, 0;\\n}\\n"
+                         : \(outputs(s))
+                         : "l"(descA), "l"(descB), "r"(accumulate));
+        }
+        // D += A B for m64n\(on)k16, A from registers, B by descriptor, transposed (MN-major).
+        __device__ __forceinline__ void wgmma_rs(float (&d)[\(o)], const u32 (&a)[4], u64 descB) {
+            asm volatile("{\\n.reg .pred p;\\nsetp.ne.b32 p, 1, 0;\\n"
+                         "wgmma.mma_async.sync.aligned.m64n\(on)k16.f32." WG_TYPE "." WG_TYPE " {\(registers(o))}, {\(registers(4, from: o))}, %\(o + 4), p, 1, 1, 1;\\n}\\n"
+                         : \(outputs(o))
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB));
+        }
+        // Keeps the compiler from touching accumulators across an asynchronous wgmma.
+        template <int N> __device__ __forceinline__ void fence_registers(float (&d)[N]) {
+        #pragma unroll
+            for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+        }
+
+        """
+    }
+
+    static func text(blockN: Int, headDim: Int) -> String { prologue + wrappers(sn: blockN, on: headDim) + body }
+
+    static let prologue = #"""
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+#define ROW_BYTES (HEAD_DIM * 2)
+#define CHUNKS (HEAD_DIM / 8)           // 16-byte chunks per row
+#define COLUMN_BLOCKS (HEAD_DIM / 64)   // 128-byte column blocks per row
+#define THREADS (NWARPS * 32)
+#define WARPGROUPS (NWARPS / 4)
+#define NT (BLOCK_N / 8)
+#define DT (HEAD_DIM / 8)
+#define KSTEPS (HEAD_DIM / 16)
+#define Q_BYTES (BLOCK_M * ROW_BYTES)
+#define KV_TILE_BYTES (BLOCK_N * ROW_BYTES)
+#define RESCALE_SLACK 8.0f  // log2 of the largest P before a rescale
+#ifndef PAGED
+#define PAGED 0
+#endif
+
+static_assert(BLOCK_M == 64 * WARPGROUPS && NWARPS % 4 == 0, "each warpgroup owns 64 query rows");
+static_assert(HEAD_DIM == 64 || HEAD_DIM == 128, "");
+static_assert(BLOCK_N == 64 || BLOCK_N == 128, "");
+static_assert(THREADS % CHUNKS == 0, "a thread loads one 16-byte column of its rows");
+#define Q_LOADS ((BLOCK_M * CHUNKS + THREADS - 1) / THREADS)
+#define KV_LOADS ((BLOCK_N * CHUNKS + THREADS - 1) / THREADS)
+
+#if FP16
+#define WG_TYPE "f16"
+#define CVT_OP "cvt.rn.f16x2.f32"
+#else
+#define WG_TYPE "bf16"
+#define CVT_OP "cvt.rn.bf16x2.f32"
+#endif
+
+"""#
+
+    static let body = #"""
+struct PrefillRequest {  // 32 bytes, written by the host
+    u64 key;    // PAGED: the request's int32 block table
+    u64 value;  // PAGED: unused
+    int length;
+    int queryStart;
+    int queryCount;
+    int reserved;
+};
+
+struct PrefillTile {  // 8 bytes
+    int request;
+    int queryBegin;
+};
+
+__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
+__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+
+__device__ __forceinline__ u32 smem_address(const void *p) {
+    u32 r;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled tile of `rows` rows.
+__device__ __forceinline__ u32 swz(int row, int chunk, int rows) {
+    return (u32)((chunk >> 3) * rows * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
+}
+
+__device__ __forceinline__ void cp_async16(u32 dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// This thread's cp.async writes, complete, become visible to the tensor cores (async proxy).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// A shared-memory matrix descriptor: start address, leading and stride byte offsets, 128-byte
+// swizzle. Adding (bytes >> 4) moves the start (addresses stay below 2^18).
+__device__ __forceinline__ u64 descriptor(u32 address, u32 leading, u32 stride) {
+    return (u64)((address & 0x3FFFF) >> 4) | ((u64)(leading >> 4) << 16) | ((u64)(stride >> 4) << 32) | (1ull << 62);
+}
+
+// Two floats to a packed pair of 16-bit values; `lo` in the low half (the lower column).
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    u32 r;
+    asm(CVT_OP " %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
+vt_prefill_attention(const u16 *__restrict__ q, u16 *__restrict__ o,
+                     const PrefillRequest *__restrict__ requests, const PrefillTile *__restrict__ tiles,
+                     int queryHeads, int groupSize, float scaleLog2, int window,
+                     u32 tokenStride, u64 headStride, u32 blockStride, u32 tokensPerBlock, u32 blockMagic
+#if PAGED
+                     , u64 kPool, u64 vPool
+#endif
+                     ) {
+    extern __shared__ __align__(1024) unsigned char smem[];
+    const int head = blockIdx.x % queryHeads;
+    const int item = blockIdx.x / queryHeads;
+    const PrefillTile tile = tiles[item];
+    const PrefillRequest rq = requests[tile.request];
+    const int kvHead = head / groupSize;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int group = warp >> 2;               // this thread's warpgroup
+    const int groupRow0 = group * 64;          // its first row in the tile
+    const int warpRow = (warp & 3) * 16 + (lane >> 2);  // this thread's first row in the warpgroup
+
+    const int rows = imin(BLOCK_M, rq.queryCount - tile.queryBegin);
+    const int firstPos = rq.length - rq.queryCount + tile.queryBegin;
+    const int lastPos = firstPos + rows - 1;
+    const int keyBegin = window > 0 ? imax(0, firstPos - window + 1) : 0;
+    const int tileBegin = keyBegin / BLOCK_N;
+    const int tileEnd = lastPos / BLOCK_N + 1;
+
+    // Swizzled tiles need 1024-byte-aligned atoms: round the base up (the launch adds 1 KiB).
+    const u32 sQ = (smem_address(smem) + 1023u) & ~1023u;
+    const u32 sK = sQ + Q_BYTES;
+    const u32 sV = sK + 2 * KV_TILE_BYTES;
+
+    {
+        const u64 rowStride = (u64)queryHeads * HEAD_DIM;
+        const u16 *qBase = q + ((u64)(rq.queryStart + tile.queryBegin) * queryHeads + head) * HEAD_DIM;
+#pragma unroll
+        for (int j = 0; j < Q_LOADS; ++j) {
+            const int i = tid + j * THREADS;
+            if ((BLOCK_M * CHUNKS) % THREADS != 0 && i >= BLOCK_M * CHUNKS) break;
+            const int r = i / CHUNKS, c = i % CHUNKS;
+            const bool ok = r < rows;
+            cp_async16(sQ + swz(r, c, BLOCK_M), qBase + (u64)(ok ? r : 0) * rowStride + c * 8, ok ? 16 : 0);
+        }
+    }
+
+    const int keyLength = rq.length;
+    const int chunk = tid % CHUNKS;
+#if PAGED
+    const int *__restrict__ table = (const int *)rq.key;
+    const u64 kBase = kPool + (u64)kvHead * headStride + chunk * 16;
+    const u64 vMinusK = vPool - kPool;
+#else
+    const u64 kBase = rq.key + (u64)kvHead * headStride + chunk * 16;
+    const u64 vMinusK = rq.value - rq.key;
+#endif
+    auto load_kv = [&](int t, int stage) {
+#pragma unroll
+        for (int j = 0; j < KV_LOADS; ++j) {
+            const int r = tid / CHUNKS + j * (THREADS / CHUNKS);
+            if ((BLOCK_N * CHUNKS) % THREADS != 0 && r >= BLOCK_N) break;
+            const int token = t * BLOCK_N + r;
+            const bool ok = token < keyLength;
+            const u32 tk = ok ? (u32)token : 0u;
+            const u32 blk = blockMagic ? __umulhi(tk, blockMagic) : tk;
+#if PAGED
+            const u32 page = (u32)__ldg(table + blk);
+            const u64 k = kBase + (u64)page * blockStride + (u64)((tk - blk * tokensPerBlock) * tokenStride);
+#else
+            const u64 k = kBase + (u64)blk * blockStride + (u64)((tk - blk * tokensPerBlock) * tokenStride);
+#endif
+            const u32 d = sK + stage * KV_TILE_BYTES + swz(r, chunk, BLOCK_N);
+            cp_async16(d, (const void *)k, ok ? 16 : 0);
+            cp_async16(d + 2 * KV_TILE_BYTES, (const void *)(k + vMinusK), ok ? 16 : 0);
+        }
+    };
+
+    load_kv(tileEnd - 1, 0);
+    cp_async_commit();
+
+    float acc[HEAD_DIM / 2];
+#pragma unroll
+    for (int i = 0; i < HEAD_DIM / 2; ++i) acc[i] = 0.f;
+    float rowMax[2] = {neg_inf(), neg_inf()}, rowSum[2] = {0.f, 0.f};
+
+    // This warpgroup's rows: positions of its first and last valid rows.
+    const bool groupHasRows = groupRow0 < rows;
+    const int groupFirstPos = firstPos + imin(groupRow0, rows - 1);
+    const int groupLastPos = firstPos + imin(groupRow0 + 63, rows - 1);
+
+    // Descriptors: Q (A, this warpgroup's 64 rows), K (B, K-major), V (B, MN-major: column
+    // blocks BLOCK_N * 128 bytes apart, 8-key groups 1024 apart). Stage offsets are added below.
+    const u64 qDesc = descriptor(sQ + groupRow0 * 128, 16, 1024);
+    const u64 kDesc = descriptor(sK, 16, 1024);
+#if V_DESC_SWAP  // experiment: the MN-major offsets the other way round
+    const u64 vDesc = descriptor(sV, 1024, BLOCK_N * 128);
+#else
+    const u64 vDesc = descriptor(sV, BLOCK_N * 128, 1024);
+#endif
+
+    int stage = 0;
+    for (int t = tileEnd - 1; t >= tileBegin; --t) {
+        cp_async_wait_all();
+        fence_proxy_async();
+        __syncthreads();  // tile t is in shared memory; every warpgroup is done with the other stage
+        if (t > tileBegin) load_kv(t - 1, stage ^ 1);
+        cp_async_commit();
+
+        const int key0 = t * BLOCK_N, key1 = key0 + BLOCK_N - 1;
+        const bool sees = groupHasRows && key0 <= groupLastPos && (window <= 0 || key1 > groupFirstPos - window);
+        if (sees) {
+            const bool needMask = key1 > groupFirstPos || (window > 0 && key0 <= groupLastPos - window);
+            const u64 stageStep = (u64)((stage * KV_TILE_BYTES) >> 4);
+            // S = Q K^T
+            float s[BLOCK_N / 2];
+            wgmma_fence();
+#pragma unroll
+            for (int ks = 0; ks < KSTEPS; ++ks) {
+                const u64 qStep = (u64)(((ks >> 2) * BLOCK_M * 128 + (ks & 3) * 32) >> 4);
+                const u64 kStep = (u64)(((ks >> 2) * BLOCK_N * 128 + (ks & 3) * 32) >> 4);
+                wgmma_ss(s, qDesc + qStep, kDesc + stageStep + kStep, ks > 0);
+            }
+            wgmma_commit();
+            wgmma_wait_all();
+            fence_registers(s);
+
+            if (needMask) {
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int row = groupRow0 + warpRow + ((e & 2) ? 8 : 0);
+                        const int pos = firstPos + imin(row, rows - 1);
+                        const int key = key0 + nt * 8 + 2 * (lane & 3) + (e & 1);
+                        if (key > pos || (window > 0 && key <= pos - window)) s[4 * nt + e] = neg_inf();
+                    }
+            }
+
+            // Online softmax (see PrefillKernelSource): rows warpRow and warpRow + 8, a row per quad.
+            float correction[2];
+            bool moved = false;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                float mx = neg_inf();
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * h], s[4 * nt + 2 * h + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float old = rowMax[h];
+                const float candidate = mx * scaleLog2;
+                const bool move = candidate > old + RESCALE_SLACK;
+                const float newMax = move ? candidate : old;
+                const float base = newMax == neg_inf() ? 0.f : newMax;
+                correction[h] = move ? ex2(old - base) : 1.f;
+                moved |= move;
+                rowMax[h] = newMax;
+                float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                    const float p0 = ex2(fmaf(s[4 * nt + 2 * h], scaleLog2, -base));
+                    const float p1 = ex2(fmaf(s[4 * nt + 2 * h + 1], scaleLog2, -base));
+                    s[4 * nt + 2 * h] = p0;
+                    s[4 * nt + 2 * h + 1] = p1;
+                    sum0 += p0;
+                    sum1 += p1;
+                }
+                rowSum[h] = rowSum[h] * correction[h] + (sum0 + sum1);
+            }
+            if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+                for (int i = 0; i < HEAD_DIM / 2; ++i) acc[i] *= correction[(i >> 1) & 1];
+            }
+
+            // O += P V: P in registers as m64k16 A fragments (mma.sync's A layout).
+            u32 pa[BLOCK_N / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < BLOCK_N / 16; ++kk) {
+                pa[kk][0] = pack2(s[8 * kk + 0], s[8 * kk + 1]);
+                pa[kk][1] = pack2(s[8 * kk + 2], s[8 * kk + 3]);
+                pa[kk][2] = pack2(s[8 * kk + 4], s[8 * kk + 5]);
+                pa[kk][3] = pack2(s[8 * kk + 6], s[8 * kk + 7]);
+            }
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BLOCK_N / 16; ++kk)
+                wgmma_rs(acc, pa[kk], vDesc + stageStep + (u64)((kk * 16 * 128) >> 4));
+            wgmma_commit();
+            wgmma_wait_all();
+            fence_registers(acc);
+        }
+        stage ^= 1;
+    }
+    cp_async_wait_all();
+    if (!groupHasRows) return;
+
+    // O / l into this warp's own 16 rows of the Q tile (swizzled, as Q), then out with
+    // 16-byte stores.
+    const u32 sO = sQ;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float l = rowSum[h];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = l > 0.f ? __fdividef(1.f, l) : 0.f;
+        const int row = groupRow0 + warpRow + 8 * h;
+#pragma unroll
+        for (int dt = 0; dt < DT; ++dt) {
+            const u32 v = pack2(acc[4 * dt + 2 * h] * inv, acc[4 * dt + 2 * h + 1] * inv);
+            asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(sO + swz(row, dt, BLOCK_M) + 4 * (lane & 3)), "r"(v) : "memory");
+        }
+    }
+    __syncwarp();
+    u16 *out = o + ((u64)(rq.queryStart + tile.queryBegin) * queryHeads + head) * HEAD_DIM;
+    const int warpRow0 = groupRow0 + (warp & 3) * 16;
+#pragma unroll
+    for (int j = 0; j < 16 * CHUNKS / 32; ++j) {
+        const int i = lane + 32 * j;
+        const int row = warpRow0 + i / CHUNKS, c = i % CHUNKS;
+        if (row < rows) {
+            uint4 v;
+            asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(sO + swz(row, c, BLOCK_M)) : "memory");
+            *(uint4 *)(out + (u64)row * queryHeads * HEAD_DIM + c * 8) = v;
+        }
+    }
+}
+
+// Uniform values in [-amplitude, amplitude) from a hash of (seed, index), as bf16 or fp16:
+// random inputs for timing, written on the GPU (the same as PrefillKernelSource's).
+extern "C" __global__ void vt_prefill_fill(u16 *p, u64 n, u32 seed, float amplitude) {
+    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
+        u64 x = (i + 1) * 0x9E3779B97F4A7C15ull ^ ((u64)seed << 32 | seed);
+        x ^= x >> 31;
+        x *= 0xBF58476D1CE4E5B9ull;
+        x ^= x >> 29;
+        const float v = ((float)(u32)(x >> 40) * (1.f / 16777216.f) * 2.f - 1.f) * amplitude;
+        p[i] = (u16)(pack2(v, 0.f) & 0xffffu);
+    }
+}
+"""#
+}
