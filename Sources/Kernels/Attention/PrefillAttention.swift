@@ -124,10 +124,12 @@ public final class PrefillAttention: @unchecked Sendable {
         precondition(dtype != .fp32, "prefill attention needs bf16 or fp16")
         if config.engine == .wgmma {
             return KernelSource(
-                name: "vtensor_prefill_wgmma.cu", source: PrefillWGMMAKernelSource.text(blockN: config.blockN, headDim: headDim),
+                name: "vtensor_prefill_wgmma.cu",
+                source: PrefillWGMMAKernelSource.text(blockN: config.blockN, headDim: headDim, producer: config.producer),
                 options: ["-DHEAD_DIM=\(headDim)", "-DBLOCK_M=\(config.blockM)", "-DBLOCK_N=\(config.blockN)",
                           "-DNWARPS=\(config.warps)", "-DMIN_BLOCKS=\(config.minBlocks)",
-                          "-DFP16=\(dtype == .fp16 ? 1 : 0)"] + (paged ? ["-DPAGED=1"] : []),
+                          "-DFP16=\(dtype == .fp16 ? 1 : 0)"]
+                    + (config.producer ? ["-DSTAGES=\(config.stages)"] : []) + (paged ? ["-DPAGED=1"] : []),
                 archSuffix: "a")
         }
         return KernelSource(
@@ -154,7 +156,7 @@ public final class PrefillAttention: @unchecked Sendable {
                 defines: [String] = []) throws {
         precondition(Self.supports(parameters), "prefill attention does not support \(parameters)")
         self.parameters = parameters
-        self.config = config ?? .standard(headDim: parameters.headDim)
+        self.config = config ?? .standard(headDim: parameters.headDim, wgmma: Self.hasWGMMA(compiler.context.device.computeCapability))
         self.paged = paged
         var program = Self.program(headDim: parameters.headDim, dtype: parameters.dtype, config: self.config, paged: paged)
         program.options += defines.map { "-D\($0)" }

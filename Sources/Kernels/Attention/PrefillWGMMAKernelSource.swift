@@ -51,7 +51,10 @@ enum PrefillWGMMAKernelSource {
         """
     }
 
-    static func text(blockN: Int, headDim: Int) -> String { prologue + wrappers(sn: blockN, on: headDim) + body }
+    /// The program for one tile shape: `producer` picks the warp-specialized kernel.
+    static func text(blockN: Int, headDim: Int, producer: Bool) -> String {
+        prologue + wrappers(sn: blockN, on: headDim) + helpers + (producer ? producerKernel : simpleKernel) + fill
+    }
 
     static let prologue = #"""
 typedef unsigned int u32;
@@ -73,11 +76,10 @@ typedef unsigned long long u64;
 #define PAGED 0
 #endif
 
-static_assert(BLOCK_M == 64 * WARPGROUPS && NWARPS % 4 == 0, "each warpgroup owns 64 query rows");
+static_assert(NWARPS % 4 == 0, "whole warpgroups");
 static_assert(HEAD_DIM == 64 || HEAD_DIM == 128, "");
 static_assert(BLOCK_N == 64 || BLOCK_N == 128, "");
 static_assert(THREADS % CHUNKS == 0, "a thread loads one 16-byte column of its rows");
-#define Q_LOADS ((BLOCK_M * CHUNKS + THREADS - 1) / THREADS)
 #define KV_LOADS ((BLOCK_N * CHUNKS + THREADS - 1) / THREADS)
 
 #if FP16
@@ -90,7 +92,7 @@ static_assert(THREADS % CHUNKS == 0, "a thread loads one 16-byte column of its r
 
 """#
 
-    static let body = #"""
+    static let helpers = #"""
 struct PrefillRequest {  // 32 bytes, written by the host
     u64 key;    // PAGED: the request's int32 block table
     u64 value;  // PAGED: unused
@@ -125,12 +127,13 @@ __device__ __forceinline__ void cp_async16(u32 dst, const void *src, int bytes) 
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-// This thread's cp.async writes, complete, become visible to the tensor cores (async proxy).
+// Orders this thread's view of shared memory (generic proxy: cp.async and ordinary stores)
+// before the tensor cores' reads (async proxy).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 
 // A shared-memory matrix descriptor: start address, leading and stride byte offsets, 128-byte
 // swizzle. Adding (bytes >> 4) moves the start (addresses stay below 2^18).
@@ -151,66 +154,36 @@ __device__ __forceinline__ float ex2(float x) {
     return y;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
-vt_prefill_attention(const u16 *__restrict__ q, u16 *__restrict__ o,
-                     const PrefillRequest *__restrict__ requests, const PrefillTile *__restrict__ tiles,
-                     int queryHeads, int groupSize, float scaleLog2, int window,
-                     u32 tokenStride, u64 headStride, u32 blockStride, u32 tokensPerBlock, u32 blockMagic
-#if PAGED
-                     , u64 kPool, u64 vPool
-#endif
-                     ) {
-    extern __shared__ __align__(1024) unsigned char smem[];
-    const int head = blockIdx.x % queryHeads;
-    const int item = blockIdx.x / queryHeads;
-    const PrefillTile tile = tiles[item];
-    const PrefillRequest rq = requests[tile.request];
-    const int kvHead = head / groupSize;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int group = warp >> 2;               // this thread's warpgroup
-    const int groupRow0 = group * 64;          // its first row in the tile
-    const int warpRow = (warp & 3) * 16 + (lane >> 2);  // this thread's first row in the warpgroup
-
-    const int rows = imin(BLOCK_M, rq.queryCount - tile.queryBegin);
-    const int firstPos = rq.length - rq.queryCount + tile.queryBegin;
-    const int lastPos = firstPos + rows - 1;
-    const int keyBegin = window > 0 ? imax(0, firstPos - window + 1) : 0;
-    const int tileBegin = keyBegin / BLOCK_N;
-    const int tileEnd = lastPos / BLOCK_N + 1;
-
-    // Swizzled tiles need 1024-byte-aligned atoms: round the base up (the launch adds 1 KiB).
-    const u32 sQ = (smem_address(smem) + 1023u) & ~1023u;
-    const u32 sK = sQ + Q_BYTES;
-    const u32 sV = sK + 2 * KV_TILE_BYTES;
-
-    {
-        const u64 rowStride = (u64)queryHeads * HEAD_DIM;
-        const u16 *qBase = q + ((u64)(rq.queryStart + tile.queryBegin) * queryHeads + head) * HEAD_DIM;
-#pragma unroll
-        for (int j = 0; j < Q_LOADS; ++j) {
-            const int i = tid + j * THREADS;
-            if ((BLOCK_M * CHUNKS) % THREADS != 0 && i >= BLOCK_M * CHUNKS) break;
-            const int r = i / CHUNKS, c = i % CHUNKS;
-            const bool ok = r < rows;
-            cp_async16(sQ + swz(r, c, BLOCK_M), qBase + (u64)(ok ? r : 0) * rowStride + c * 8, ok ? 16 : 0);
-        }
+// Where a block's work lies: its query rows and the key tiles they see (last to first).
+struct TileSpan {
+    int rows, firstPos, tileBegin, tileEnd;
+    __device__ __forceinline__ TileSpan(const PrefillRequest &rq, const PrefillTile &tile, int window) {
+        rows = imin(BLOCK_M, rq.queryCount - tile.queryBegin);
+        firstPos = rq.length - rq.queryCount + tile.queryBegin;
+        const int lastPos = firstPos + rows - 1;
+        const int keyBegin = window > 0 ? imax(0, firstPos - window + 1) : 0;
+        tileBegin = keyBegin / BLOCK_N;
+        tileEnd = lastPos / BLOCK_N + 1;
     }
+};
 
-    const int keyLength = rq.length;
-    const int chunk = tid % CHUNKS;
-#if PAGED
-    const int *__restrict__ table = (const int *)rq.key;
-    const u64 kBase = kPool + (u64)kvHead * headStride + chunk * 16;
-    const u64 vMinusK = vPool - kPool;
-#else
-    const u64 kBase = rq.key + (u64)kvHead * headStride + chunk * 16;
-    const u64 vMinusK = rq.value - rq.key;
-#endif
-    auto load_kv = [&](int t, int stage) {
+// One 16-byte column (`chunk`) of the K and V rows of key tile `t` into a stage, rows
+// `row0`, `row0 + rowStep`, ... (tokens past the length are zero). Token t's row is at
+// base + (t / tokensPerBlock) * blockStride + (t % tokensPerBlock) * tokenStride (PAGED: the
+// block's page from the request's table); t / tokensPerBlock = umulhi(t, magic).
+struct KVLoader {
+    u64 kBase, vMinusK;
+    const int *table;
+    int keyLength;
+    u32 tokenStride, blockStride, tokensPerBlock, blockMagic;
+    int chunk;
+
+    template <int LOADS, int ROW_STEP>
+    __device__ __forceinline__ void load(int t, u32 kDst, u32 vDst, int row0) const {
 #pragma unroll
-        for (int j = 0; j < KV_LOADS; ++j) {
-            const int r = tid / CHUNKS + j * (THREADS / CHUNKS);
-            if ((BLOCK_N * CHUNKS) % THREADS != 0 && r >= BLOCK_N) break;
+        for (int j = 0; j < LOADS; ++j) {
+            const int r = row0 + j * ROW_STEP;
+            if ((BLOCK_N % ROW_STEP) != 0 && r >= BLOCK_N) break;
             const int token = t * BLOCK_N + r;
             const bool ok = token < keyLength;
             const u32 tk = ok ? (u32)token : 0u;
@@ -221,140 +194,177 @@ vt_prefill_attention(const u16 *__restrict__ q, u16 *__restrict__ o,
 #else
             const u64 k = kBase + (u64)blk * blockStride + (u64)((tk - blk * tokensPerBlock) * tokenStride);
 #endif
-            const u32 d = sK + stage * KV_TILE_BYTES + swz(r, chunk, BLOCK_N);
-            cp_async16(d, (const void *)k, ok ? 16 : 0);
-            cp_async16(d + 2 * KV_TILE_BYTES, (const void *)(k + vMinusK), ok ? 16 : 0);
+            const u32 off = swz(r, chunk, BLOCK_N);
+            cp_async16(kDst + off, (const void *)k, ok ? 16 : 0);
+            cp_async16(vDst + off, (const void *)(k + vMinusK), ok ? 16 : 0);
         }
-    };
-
-    load_kv(tileEnd - 1, 0);
-    cp_async_commit();
-
-    float acc[HEAD_DIM / 2];
-#pragma unroll
-    for (int i = 0; i < HEAD_DIM / 2; ++i) acc[i] = 0.f;
-    float rowMax[2] = {neg_inf(), neg_inf()}, rowSum[2] = {0.f, 0.f};
-
-    // This warpgroup's rows: positions of its first and last valid rows.
-    const bool groupHasRows = groupRow0 < rows;
-    const int groupFirstPos = firstPos + imin(groupRow0, rows - 1);
-    const int groupLastPos = firstPos + imin(groupRow0 + 63, rows - 1);
-
-    // Descriptors: Q (A, this warpgroup's 64 rows), K (B, K-major), V (B, MN-major: column
-    // blocks BLOCK_N * 128 bytes apart, 8-key groups 1024 apart). Stage offsets are added below.
-    const u64 qDesc = descriptor(sQ + groupRow0 * 128, 16, 1024);
-    const u64 kDesc = descriptor(sK, 16, 1024);
-#if V_DESC_SWAP  // experiment: the MN-major offsets the other way round
-    const u64 vDesc = descriptor(sV, 1024, BLOCK_N * 128);
-#else
-    const u64 vDesc = descriptor(sV, BLOCK_N * 128, 1024);
-#endif
-
-    int stage = 0;
-    for (int t = tileEnd - 1; t >= tileBegin; --t) {
-        cp_async_wait_all();
-        fence_proxy_async();
-        __syncthreads();  // tile t is in shared memory; every warpgroup is done with the other stage
-        if (t > tileBegin) load_kv(t - 1, stage ^ 1);
-        cp_async_commit();
-
-        const int key0 = t * BLOCK_N, key1 = key0 + BLOCK_N - 1;
-        const bool sees = groupHasRows && key0 <= groupLastPos && (window <= 0 || key1 > groupFirstPos - window);
-        if (sees) {
-            const bool needMask = key1 > groupFirstPos || (window > 0 && key0 <= groupLastPos - window);
-            const u64 stageStep = (u64)((stage * KV_TILE_BYTES) >> 4);
-            // S = Q K^T
-            float s[BLOCK_N / 2];
-            wgmma_fence();
-#pragma unroll
-            for (int ks = 0; ks < KSTEPS; ++ks) {
-                const u64 qStep = (u64)(((ks >> 2) * BLOCK_M * 128 + (ks & 3) * 32) >> 4);
-                const u64 kStep = (u64)(((ks >> 2) * BLOCK_N * 128 + (ks & 3) * 32) >> 4);
-                wgmma_ss(s, qDesc + qStep, kDesc + stageStep + kStep, ks > 0);
-            }
-            wgmma_commit();
-            wgmma_wait_all();
-            fence_registers(s);
-
-            if (needMask) {
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int row = groupRow0 + warpRow + ((e & 2) ? 8 : 0);
-                        const int pos = firstPos + imin(row, rows - 1);
-                        const int key = key0 + nt * 8 + 2 * (lane & 3) + (e & 1);
-                        if (key > pos || (window > 0 && key <= pos - window)) s[4 * nt + e] = neg_inf();
-                    }
-            }
-
-            // Online softmax (see PrefillKernelSource): rows warpRow and warpRow + 8, a row per quad.
-            float correction[2];
-            bool moved = false;
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                float mx = neg_inf();
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * h], s[4 * nt + 2 * h + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float old = rowMax[h];
-                const float candidate = mx * scaleLog2;
-                const bool move = candidate > old + RESCALE_SLACK;
-                const float newMax = move ? candidate : old;
-                const float base = newMax == neg_inf() ? 0.f : newMax;
-                correction[h] = move ? ex2(old - base) : 1.f;
-                moved |= move;
-                rowMax[h] = newMax;
-                float sum0 = 0.f, sum1 = 0.f;
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt) {
-                    const float p0 = ex2(fmaf(s[4 * nt + 2 * h], scaleLog2, -base));
-                    const float p1 = ex2(fmaf(s[4 * nt + 2 * h + 1], scaleLog2, -base));
-                    s[4 * nt + 2 * h] = p0;
-                    s[4 * nt + 2 * h + 1] = p1;
-                    sum0 += p0;
-                    sum1 += p1;
-                }
-                rowSum[h] = rowSum[h] * correction[h] + (sum0 + sum1);
-            }
-            if (__any_sync(0xffffffffu, moved)) {
-#pragma unroll
-                for (int i = 0; i < HEAD_DIM / 2; ++i) acc[i] *= correction[(i >> 1) & 1];
-            }
-
-            // O += P V: P in registers as m64k16 A fragments (mma.sync's A layout).
-            u32 pa[BLOCK_N / 16][4];
-#pragma unroll
-            for (int kk = 0; kk < BLOCK_N / 16; ++kk) {
-                pa[kk][0] = pack2(s[8 * kk + 0], s[8 * kk + 1]);
-                pa[kk][1] = pack2(s[8 * kk + 2], s[8 * kk + 3]);
-                pa[kk][2] = pack2(s[8 * kk + 4], s[8 * kk + 5]);
-                pa[kk][3] = pack2(s[8 * kk + 6], s[8 * kk + 7]);
-            }
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < BLOCK_N / 16; ++kk)
-                wgmma_rs(acc, pa[kk], vDesc + stageStep + (u64)((kk * 16 * 128) >> 4));
-            wgmma_commit();
-            wgmma_wait_all();
-            fence_registers(acc);
-        }
-        stage ^= 1;
     }
-    cp_async_wait_all();
-    if (!groupHasRows) return;
+};
 
-    // O / l into this warp's own 16 rows of the Q tile (swizzled, as Q), then out with
-    // 16-byte stores.
-    const u32 sO = sQ;
+__device__ __forceinline__ KVLoader kv_loader(const PrefillRequest &rq, int kvHead, int chunk, u32 tokenStride, u64 headStride,
+                                              u32 blockStride, u32 tokensPerBlock, u32 blockMagic, u64 kPool, u64 vPool) {
+    KVLoader l;
+#if PAGED
+    l.table = (const int *)rq.key;
+    l.kBase = kPool + (u64)kvHead * headStride + chunk * 16;
+    l.vMinusK = vPool - kPool;
+#else
+    l.table = nullptr;
+    l.kBase = rq.key + (u64)kvHead * headStride + chunk * 16;
+    l.vMinusK = rq.value - rq.key;
+#endif
+    l.keyLength = rq.length;
+    l.tokenStride = tokenStride;
+    l.blockStride = blockStride;
+    l.tokensPerBlock = tokensPerBlock;
+    l.blockMagic = blockMagic;
+    l.chunk = chunk;
+    return l;
+}
+
+// Q rows of the tile into shared memory (rows past the request's queries are zero), by
+// `threads` threads numbered `t`.
+template <int THREADS_Q>
+__device__ __forceinline__ void load_q(u32 sQ, const u16 *q, const PrefillRequest &rq, const PrefillTile &tile, int head,
+                                       int queryHeads, int rows, int t) {
+    const u64 rowStride = (u64)queryHeads * HEAD_DIM;
+    const u16 *qBase = q + ((u64)(rq.queryStart + tile.queryBegin) * queryHeads + head) * HEAD_DIM;
+#pragma unroll
+    for (int j = 0; j < (BLOCK_M * CHUNKS + THREADS_Q - 1) / THREADS_Q; ++j) {
+        const int i = t + j * THREADS_Q;
+        if ((BLOCK_M * CHUNKS) % THREADS_Q != 0 && i >= BLOCK_M * CHUNKS) break;
+        const int r = i / CHUNKS, c = i % CHUNKS;
+        const bool ok = r < rows;
+        cp_async16(sQ + swz(r, c, BLOCK_M), qBase + (u64)(ok ? r : 0) * rowStride + c * 8, ok ? 16 : 0);
+    }
+}
+
+// One warpgroup's view of the block: its 64 rows, their positions, and the per-thread rows
+// (row0 = this thread's first row in the tile; it also holds row0 + 8).
+struct GroupRows {
+    int row0, firstPos, rows;  // block's first position and row count (for masking)
+    int groupFirstPos, groupLastPos;
+    bool hasRows;
+    __device__ __forceinline__ GroupRows(int groupRow0, int warpInGroup, int lane, const TileSpan &span) {
+        row0 = groupRow0 + warpInGroup * 16 + (lane >> 2);
+        firstPos = span.firstPos;
+        rows = span.rows;
+        hasRows = groupRow0 < span.rows;
+        groupFirstPos = span.firstPos + imin(groupRow0, span.rows - 1);
+        groupLastPos = span.firstPos + imin(groupRow0 + 63, span.rows - 1);
+    }
+    __device__ __forceinline__ bool sees(int key0, int window) const {
+        return hasRows && key0 <= groupLastPos && (window <= 0 || key0 + BLOCK_N - 1 > groupFirstPos - window);
+    }
+    __device__ __forceinline__ bool needs_mask(int key0, int window) const {
+        return key0 + BLOCK_N - 1 > groupFirstPos || (window > 0 && key0 <= groupLastPos - window);
+    }
+};
+
+// Causal and window masks on a tile of scores in the accumulator layout (rows row0 and
+// row0 + 8; two columns per n8 tile).
+__device__ __forceinline__ void mask_scores(float (&s)[BLOCK_N / 2], const GroupRows &g, int key0, int window, int lane) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int row = g.row0 + ((e & 2) ? 8 : 0);
+            const int pos = g.firstPos + imin(row, g.rows - 1);
+            const int key = key0 + nt * 8 + 2 * (lane & 3) + (e & 1);
+            if (key > pos || (window > 0 && key <= pos - window)) s[4 * nt + e] = neg_inf();
+        }
+}
+
+// Online softmax of one tile (see PrefillKernelSource): scores become P in place; returns
+// whether some row of the warp moved its maximum (then O must be scaled by `correction`).
+__device__ __forceinline__ bool softmax_tile(float (&s)[BLOCK_N / 2], float (&rowMax)[2], float (&rowSum)[2],
+                                             float (&correction)[2], float scaleLog2) {
+    bool moved = false;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        float mx = neg_inf();
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) mx = fmaxf(mx, fmaxf(s[4 * nt + 2 * h], s[4 * nt + 2 * h + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float old = rowMax[h];
+        const float candidate = mx * scaleLog2;
+        const bool move = candidate > old + RESCALE_SLACK;
+        const float newMax = move ? candidate : old;
+        const float base = newMax == neg_inf() ? 0.f : newMax;
+        correction[h] = move ? ex2(old - base) : 1.f;
+        moved |= move;
+        rowMax[h] = newMax;
+        float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const float p0 = ex2(fmaf(s[4 * nt + 2 * h], scaleLog2, -base));
+            const float p1 = ex2(fmaf(s[4 * nt + 2 * h + 1], scaleLog2, -base));
+            s[4 * nt + 2 * h] = p0;
+            s[4 * nt + 2 * h + 1] = p1;
+            sum0 += p0;
+            sum1 += p1;
+        }
+        rowSum[h] = rowSum[h] * correction[h] + (sum0 + sum1);
+    }
+    return __any_sync(0xffffffffu, moved);
+}
+
+__device__ __forceinline__ void rescale(float (&acc)[HEAD_DIM / 2], const float (&correction)[2]) {
+#pragma unroll
+    for (int i = 0; i < HEAD_DIM / 2; ++i) acc[i] *= correction[(i >> 1) & 1];
+}
+
+// P (fp32, accumulator layout) as m64k16 A fragments: mma.sync's A layout, 16 keys a step.
+__device__ __forceinline__ void pack_p(u32 (&pa)[BLOCK_N / 16][4], const float (&s)[BLOCK_N / 2]) {
+#pragma unroll
+    for (int kk = 0; kk < BLOCK_N / 16; ++kk) {
+        pa[kk][0] = pack2(s[8 * kk + 0], s[8 * kk + 1]);
+        pa[kk][1] = pack2(s[8 * kk + 2], s[8 * kk + 3]);
+        pa[kk][2] = pack2(s[8 * kk + 4], s[8 * kk + 5]);
+        pa[kk][3] = pack2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+}
+
+// S = Q K^T for one warpgroup (qDesc at its rows, kDesc at the stage), committed.
+__device__ __forceinline__ void issue_scores(float (&s)[BLOCK_N / 2], u64 qDesc, u64 kDesc) {
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks) {
+        const u64 qStep = (u64)(((ks >> 2) * BLOCK_M * 128 + (ks & 3) * 32) >> 4);
+        const u64 kStep = (u64)(((ks >> 2) * BLOCK_N * 128 + (ks & 3) * 32) >> 4);
+        wgmma_ss(s, qDesc + qStep, kDesc + kStep, ks > 0);
+    }
+    wgmma_commit();
+}
+
+// O += P V (vDesc at the stage), committed.
+__device__ __forceinline__ void issue_pv(float (&acc)[HEAD_DIM / 2], const u32 (&pa)[BLOCK_N / 16][4], u64 vDesc) {
+#pragma unroll
+    for (int kk = 0; kk < BLOCK_N / 16; ++kk) wgmma_rs(acc, pa[kk], vDesc + (u64)((kk * 16 * 128) >> 4));
+    wgmma_commit();
+}
+
+// V's descriptor: MN-major, column blocks BLOCK_N * 128 bytes apart, 8-key groups 1024 apart.
+__device__ __forceinline__ u64 v_descriptor(u32 sV) {
+#if V_DESC_SWAP  // experiment: the MN-major offsets the other way round
+    return descriptor(sV, 1024, BLOCK_N * 128);
+#else
+    return descriptor(sV, BLOCK_N * 128, 1024);
+#endif
+}
+
+// O / l into this warp's own 16 rows of the Q tile (swizzled, as Q), then out with 16-byte
+// stores. Only this warp touches those rows.
+__device__ __forceinline__ void store_output(const float (&acc)[HEAD_DIM / 2], const float (&rowSum)[2], u32 sO, u16 *o,
+                                             const PrefillRequest &rq, const PrefillTile &tile, int head, int queryHeads,
+                                             int warpRow0, int rows, int lane) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         float l = rowSum[h];
         l += __shfl_xor_sync(0xffffffffu, l, 1);
         l += __shfl_xor_sync(0xffffffffu, l, 2);
         const float inv = l > 0.f ? __fdividef(1.f, l) : 0.f;
-        const int row = groupRow0 + warpRow + 8 * h;
+        const int row = warpRow0 + (lane >> 2) + 8 * h;
 #pragma unroll
         for (int dt = 0; dt < DT; ++dt) {
             const u32 v = pack2(acc[4 * dt + 2 * h] * inv, acc[4 * dt + 2 * h + 1] * inv);
@@ -363,7 +373,6 @@ vt_prefill_attention(const u16 *__restrict__ q, u16 *__restrict__ o,
     }
     __syncwarp();
     u16 *out = o + ((u64)(rq.queryStart + tile.queryBegin) * queryHeads + head) * HEAD_DIM;
-    const int warpRow0 = groupRow0 + (warp & 3) * 16;
 #pragma unroll
     for (int j = 0; j < 16 * CHUNKS / 32; ++j) {
         const int i = lane + 32 * j;
@@ -377,6 +386,258 @@ vt_prefill_attention(const u16 *__restrict__ q, u16 *__restrict__ o,
     }
 }
 
+#if PAGED
+#define POOL_PARAMS , u64 kPool, u64 vPool
+#define POOL_ARGS kPool, vPool
+#else
+#define POOL_PARAMS
+#define POOL_ARGS 0, 0
+#endif
+#define KERNEL_PARAMS const u16 *__restrict__ q, u16 *__restrict__ o, \
+    const PrefillRequest *__restrict__ requests, const PrefillTile *__restrict__ tiles, \
+    int queryHeads, int groupSize, float scaleLog2, int window, \
+    u32 tokenStride, u64 headStride, u32 blockStride, u32 tokensPerBlock, u32 blockMagic POOL_PARAMS
+
+"""#
+
+    /// Every warpgroup computes and loads: K/V tiles by cp.async one tile ahead, a block
+    /// barrier per tile (so the warpgroups run in step).
+    static let simpleKernel = #"""
+static_assert(BLOCK_M == 64 * WARPGROUPS, "each warpgroup owns 64 query rows");
+
+extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) vt_prefill_attention(KERNEL_PARAMS) {
+    extern __shared__ __align__(1024) unsigned char smem[];
+    const int head = blockIdx.x % queryHeads;
+    const PrefillTile tile = tiles[blockIdx.x / queryHeads];
+    const PrefillRequest rq = requests[tile.request];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const TileSpan span(rq, tile, window);
+    const GroupRows g((warp >> 2) * 64, warp & 3, lane, span);
+
+    // Swizzled tiles need 1024-byte-aligned atoms: round the base up (the launch adds 1 KiB).
+    const u32 sQ = (smem_address(smem) + 1023u) & ~1023u;
+    const u32 sK = sQ + Q_BYTES;
+    const u32 sV = sK + 2 * KV_TILE_BYTES;
+
+    load_q<THREADS>(sQ, q, rq, tile, head, queryHeads, span.rows, tid);
+    const KVLoader loader = kv_loader(rq, head / groupSize, tid % CHUNKS, tokenStride, headStride, blockStride,
+                                      tokensPerBlock, blockMagic, POOL_ARGS);
+    loader.load<KV_LOADS, THREADS / CHUNKS>(span.tileEnd - 1, sK, sV, tid / CHUNKS);
+    cp_async_commit();
+
+    float acc[HEAD_DIM / 2];
+#pragma unroll
+    for (int i = 0; i < HEAD_DIM / 2; ++i) acc[i] = 0.f;
+    float rowMax[2] = {neg_inf(), neg_inf()}, rowSum[2] = {0.f, 0.f};
+
+    const u64 qDesc = descriptor(sQ + (warp >> 2) * 64 * 128, 16, 1024);
+    const u64 kDesc = descriptor(sK, 16, 1024);
+    const u64 vDesc = v_descriptor(sV);
+
+    int stage = 0;
+    for (int t = span.tileEnd - 1; t >= span.tileBegin; --t) {
+        cp_async_wait_all();
+        fence_proxy_async();
+        __syncthreads();  // tile t is in shared memory; every warpgroup is done with the other stage
+        if (t > span.tileBegin)
+            loader.load<KV_LOADS, THREADS / CHUNKS>(t - 1, sK + (stage ^ 1) * KV_TILE_BYTES, sV + (stage ^ 1) * KV_TILE_BYTES, tid / CHUNKS);
+        cp_async_commit();
+
+        const int key0 = t * BLOCK_N;
+        if (g.sees(key0, window)) {
+            const u64 stageStep = (u64)((stage * KV_TILE_BYTES) >> 4);
+            float s[BLOCK_N / 2];
+            wgmma_fence();
+            issue_scores(s, qDesc, kDesc + stageStep);
+            wgmma_wait<0>();
+            fence_registers(s);
+            if (g.needs_mask(key0, window)) mask_scores(s, g, key0, window, lane);
+            float correction[2];
+            if (softmax_tile(s, rowMax, rowSum, correction, scaleLog2)) rescale(acc, correction);
+            u32 pa[BLOCK_N / 16][4];
+            pack_p(pa, s);
+            wgmma_fence();
+            issue_pv(acc, pa, vDesc + stageStep);
+            wgmma_wait<0>();
+            fence_registers(acc);
+        }
+        stage ^= 1;
+    }
+    cp_async_wait_all();
+    if (!g.hasRows) return;
+    store_output(acc, rowSum, sQ, o, rq, tile, head, queryHeads, (warp >> 2) * 64 + (warp & 3) * 16, span.rows, lane);
+}
+
+"""#
+
+    /// Warpgroup 0 produces, the others consume (`PRODUCER`): the producer's 128 threads copy
+    /// Q and then K/V tiles into a ring of STAGES stages with cp.async, each thread's copies
+    /// arriving on the stage's `full` barrier when they land; consumers wait on it, run the
+    /// tile, and release the stage on its `empty` barrier (one arrival per warp). With
+    /// OVERLAP, a consumer issues S = Q K^T of tile i together with O += P V of tile i - 1 and
+    /// runs tile i's softmax while the tensor cores do the latter. setmaxnreg moves registers
+    /// from the producer to the consumers. No block barrier after the start, so consumer
+    /// warpgroups drift apart and one's softmax overlaps another's products.
+    static let producerKernel = #"""
+#define CONSUMERS (WARPGROUPS - 1)
+static_assert(BLOCK_M == 64 * CONSUMERS, "each consumer warpgroup owns 64 query rows");
+#ifndef STAGES
+#define STAGES 2
+#endif
+#ifndef OVERLAP
+#define OVERLAP 1
+#endif
+#ifndef PRODUCER_REGS
+#define PRODUCER_REGS 56
+#endif
+#ifndef CONSUMER_REGS
+#define CONSUMER_REGS ((((512 - PRODUCER_REGS) / CONSUMERS) / 8) * 8 > 240 ? 240 : (((512 - PRODUCER_REGS) / CONSUMERS) / 8) * 8)
+#endif
+
+__device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 bar) {
+    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Arrives on `bar` when every cp.async this thread issued so far has landed (no increment:
+// the barrier's count includes this arrival).
+__device__ __forceinline__ void mbar_arrive_on_copies(u32 bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
+    asm volatile("{\n.reg .pred done;\nWAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT;\n}\n" ::"r"(bar), "r"(parity) : "memory");
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KERNEL_PARAMS) {
+    extern __shared__ __align__(1024) unsigned char smem[];
+    const int head = blockIdx.x % queryHeads;
+    const PrefillTile tile = tiles[blockIdx.x / queryHeads];
+    const PrefillRequest rq = requests[tile.request];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const TileSpan span(rq, tile, window);
+    const int tileCount = span.tileEnd - span.tileBegin;
+
+    const u32 sQ = (smem_address(smem) + 1023u) & ~1023u;
+    const u32 sK = sQ + Q_BYTES;
+    const u32 sV = sK + STAGES * KV_TILE_BYTES;
+    const u32 qFull = sV + STAGES * KV_TILE_BYTES;  // then full[STAGES], empty[STAGES]
+    const u32 full0 = qFull + 8, empty0 = full0 + 8 * STAGES;
+    if (tid == 0) {
+        mbar_init(qFull, 128);
+        for (int s = 0; s < STAGES; ++s) {
+            mbar_init(full0 + 8 * s, 128);
+            mbar_init(empty0 + 8 * s, 4 * CONSUMERS);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (warp < 4) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PRODUCER_REGS));
+        load_q<128>(sQ, q, rq, tile, head, queryHeads, span.rows, tid);
+        mbar_arrive_on_copies(qFull);
+        const KVLoader loader = kv_loader(rq, head / groupSize, tid % CHUNKS, tokenStride, headStride, blockStride,
+                                          tokensPerBlock, blockMagic, POOL_ARGS);
+        for (int i = 0; i < tileCount; ++i) {
+            const int s = i % STAGES;
+            if (i >= STAGES) mbar_wait(empty0 + 8 * s, ((i / STAGES) - 1) & 1);
+            loader.load<(BLOCK_N * CHUNKS) / 128, 128 / CHUNKS>(span.tileEnd - 1 - i, sK + s * KV_TILE_BYTES,
+                                                                sV + s * KV_TILE_BYTES, tid / CHUNKS);
+            mbar_arrive_on_copies(full0 + 8 * s);
+        }
+        cp_async_wait_all();
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CONSUMER_REGS));
+        const int consumer = (warp >> 2) - 1;
+        const GroupRows g(consumer * 64, warp & 3, lane, span);
+        float acc[HEAD_DIM / 2];
+#pragma unroll
+        for (int i = 0; i < HEAD_DIM / 2; ++i) acc[i] = 0.f;
+        float rowMax[2] = {neg_inf(), neg_inf()}, rowSum[2] = {0.f, 0.f};
+        const u64 qDesc = descriptor(sQ + consumer * 64 * 128, 16, 1024);
+        const u64 kDesc = descriptor(sK, 16, 1024);
+        const u64 vDesc = v_descriptor(sV);
+        auto release = [&](int s) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(empty0 + 8 * s);
+        };
+        mbar_wait(qFull, 0);
+        fence_proxy_async();
+
+        u32 pa[BLOCK_N / 16][4];
+        int pending = -1;  // OVERLAP: the stage whose P V is not yet issued (P in pa)
+        for (int i = 0; i < tileCount; ++i) {
+            const int s = i % STAGES;
+            const int key0 = (span.tileEnd - 1 - i) * BLOCK_N;
+            mbar_wait(full0 + 8 * s, (i / STAGES) & 1);
+            fence_proxy_async();
+            const u64 stageStep = (u64)((s * KV_TILE_BYTES) >> 4);
+            if (!g.sees(key0, window)) {
+                if (pending >= 0) {  // finish the held tile before letting stages go by
+                    wgmma_fence();
+                    issue_pv(acc, pa, vDesc + (u64)((pending * KV_TILE_BYTES) >> 4));
+                    wgmma_wait<0>();
+                    fence_registers(acc);
+                    release(pending);
+                    pending = -1;
+                }
+                release(s);
+                continue;
+            }
+            float s_[BLOCK_N / 2];
+            wgmma_fence();
+            issue_scores(s_, qDesc, kDesc + stageStep);
+#if OVERLAP
+            if (pending >= 0) {
+                issue_pv(acc, pa, vDesc + (u64)((pending * KV_TILE_BYTES) >> 4));
+                wgmma_wait<1>();
+            } else {
+                wgmma_wait<0>();
+            }
+#else
+            wgmma_wait<0>();
+#endif
+            fence_registers(s_);
+            if (g.needs_mask(key0, window)) mask_scores(s_, g, key0, window, lane);
+            float correction[2];
+            const bool moved = softmax_tile(s_, rowMax, rowSum, correction, scaleLog2);
+#if OVERLAP
+            if (pending >= 0) {
+                wgmma_wait<0>();
+                fence_registers(acc);
+                release(pending);
+            }
+            if (moved) rescale(acc, correction);
+            pack_p(pa, s_);
+            pending = s;
+#else
+            if (moved) rescale(acc, correction);
+            pack_p(pa, s_);
+            wgmma_fence();
+            issue_pv(acc, pa, vDesc + stageStep);
+            wgmma_wait<0>();
+            fence_registers(acc);
+            release(s);
+#endif
+        }
+        if (pending >= 0) {
+            wgmma_fence();
+            issue_pv(acc, pa, vDesc + (u64)((pending * KV_TILE_BYTES) >> 4));
+            wgmma_wait<0>();
+            fence_registers(acc);
+            release(pending);
+        }
+        if (!g.hasRows) return;
+        store_output(acc, rowSum, sQ, o, rq, tile, head, queryHeads, consumer * 64 + (warp & 3) * 16, span.rows, lane);
+    }
+}
+
+"""#
+
+    static let fill = #"""
 // Uniform values in [-amplitude, amplitude) from a hash of (seed, index), as bf16 or fp16:
 // random inputs for timing, written on the GPU (the same as PrefillKernelSource's).
 extern "C" __global__ void vt_prefill_fill(u16 *p, u64 n, u32 seed, float amplitude) {
