@@ -30,6 +30,6 @@ if [ "${MODEL:-0}" = 1 ]; then
   echo "== prefill 8k"; grep -E "ceiling" "$out/prefill-8k.txt" | head -2; grep -A2 "^batch" "$out/prefill-8k.txt" | tail -1
   grep -A12 "^prefill step, GPU" "$out/prefill-8k.txt" | tail -10
 fi
-echo "== correctness (wgmma rows)"; grep -E "wgmma" "$out/checks.txt" | grep -E "PASS|FAIL" | cut -c1-150 | head -40
+echo "== correctness: $(grep -E 'wgmma.*PASS$' "$out/checks.txt" | wc -l) wgmma rows PASS; failing rows:"; grep -E "FAIL$" "$out/checks.txt" | cut -c1-170 | head -20
 echo "== timing"; sed -n '/^timing on/,$p' "$out/timing.txt" | head -60
 echo "== torch"; cat "$out/torch.txt"
