@@ -39,7 +39,7 @@ struct CompileKernelsCommand: ParsableCommand {
             do {
                 let (cubin, log) = try nvrtc.compileWithLog(source: program.source, name: program.name, options: options)
                 print("== \(program.name) \(program.options.joined(separator: " ")): \(cubin.count) bytes")
-                print(log.split(separator: "\n").filter { $0.contains("registers") || $0.contains("spill") || $0.contains("Compiling") || $0.contains("warning") }.joined(separator: "\n"))
+                print(log.split(separator: "\n").filter { $0.contains("registers") || $0.contains("spill") || $0.contains("Compiling") || $0.contains("warning") || $0.contains("Performance") }.joined(separator: "\n"))
                 if let out {
                     mkdir(out, 0o755)
                     let path = "\(out)/\(program.name).\(program.options.joined().filter { $0.isLetter || $0.isNumber }).sm_\(arch)\(program.archSuffix).cubin"

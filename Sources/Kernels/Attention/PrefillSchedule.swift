@@ -99,8 +99,8 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2, interleave: false),
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 8, minBlocks: 2)]
             + (wgmma ? [.wgmma(warpgroups: 3, blockN: 128), .wgmma(warpgroups: 2, blockN: 128),
-                        .wgmmaProducer(consumers: 2, blockN: 128, stages: 3), .wgmmaProducer(consumers: 2, blockN: 128, stages: 2),
-                        .wgmmaProducer(consumers: 3, blockN: 64, stages: 3), .wgmmaProducer(consumers: 2, blockN: 64, stages: 4)] : [])
+                        .wgmmaProducer(consumers: 2, blockN: 128, stages: 3), .wgmmaProducer(consumers: 3, blockN: 64, stages: 3),
+                        .wgmmaProducer(consumers: 2, blockN: 64, stages: 4)] : [])
     }
 
     public var description: String {

@@ -567,69 +567,84 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
         mbar_wait(qFull, 0);
         fence_proxy_async();
 
-        u32 pa[BLOCK_N / 16][4];
-        int pending = -1;  // OVERLAP: the stage whose P V is not yet issued (P in pa)
-        for (int i = 0; i < tileCount; ++i) {
-            const int s = i % STAGES;
-            const int key0 = (span.tileEnd - 1 - i) * BLOCK_N;
-            mbar_wait(full0 + 8 * s, (i / STAGES) & 1);
+        // The tiles this warpgroup sees are one run [first, last] of the ring's order; the
+        // others it only lets pass. Each phase is its own straight loop: ptxas serializes
+        // wgmma issued under a branch it cannot prove uniform (C7520).
+        int first = tileCount, last = -1;
+        for (int i = 0; i < tileCount; ++i)
+            if (g.sees((span.tileEnd - 1 - i) * BLOCK_N, window)) { first = imin(first, i); last = i; }
+        auto wait_full = [&](int i) {
+            mbar_wait(full0 + 8 * (i % STAGES), (i / STAGES) & 1);
             fence_proxy_async();
-            const u64 stageStep = (u64)((s * KV_TILE_BYTES) >> 4);
-            if (!g.sees(key0, window)) {
-                if (pending >= 0) {  // finish the held tile before letting stages go by
-                    wgmma_fence();
-                    issue_pv(acc, pa, vDesc + (u64)((pending * KV_TILE_BYTES) >> 4));
-                    wgmma_wait<0>();
-                    fence_registers(acc);
-                    release(pending);
-                    pending = -1;
-                }
-                release(s);
-                continue;
-            }
-            float s_[BLOCK_N / 2];
-            wgmma_fence();
-            issue_scores(s_, qDesc, kDesc + stageStep);
-#if OVERLAP
-            if (pending >= 0) {
-                issue_pv(acc, pa, vDesc + (u64)((pending * KV_TILE_BYTES) >> 4));
-                wgmma_wait<1>();
-            } else {
-                wgmma_wait<0>();
-            }
-#else
-            wgmma_wait<0>();
-#endif
+        };
+        auto stage_of = [&](int i) { return (u64)(((i % STAGES) * KV_TILE_BYTES) >> 4); };
+        // Scores of tile i: wait for S, mask, softmax (P in s_, O rescaled unless OVERLAP
+        // leaves that to the caller).
+        auto scores_softmax = [&](float (&s_)[BLOCK_N / 2], int i, float (&correction)[2]) {
+            const int key0 = (span.tileEnd - 1 - i) * BLOCK_N;
             fence_registers(s_);
             if (g.needs_mask(key0, window)) mask_scores(s_, g, key0, window, lane);
-            float correction[2];
-            const bool moved = softmax_tile(s_, rowMax, rowSum, correction, scaleLog2);
+            return softmax_tile(s_, rowMax, rowSum, correction, scaleLog2);
+        };
+
+        for (int i = 0; i < imin(first, tileCount); ++i) { wait_full(i); release(i % STAGES); }
+        if (first <= last) {
+            u32 pa[BLOCK_N / 16][4];
+            {
+                wait_full(first);
+                float s_[BLOCK_N / 2];
+                wgmma_fence();
+                issue_scores(s_, qDesc, kDesc + stage_of(first));
+                wgmma_wait<0>();
+                float correction[2];
+                scores_softmax(s_, first, correction);  // O is still zero: no rescale
+                pack_p(pa, s_);
+            }
 #if OVERLAP
-            if (pending >= 0) {
+            for (int i = first + 1; i <= last; ++i) {
+                wait_full(i);
+                float s_[BLOCK_N / 2];
+                wgmma_fence();
+                issue_scores(s_, qDesc, kDesc + stage_of(i));
+                issue_pv(acc, pa, vDesc + stage_of(i - 1));
+                wgmma_wait<1>();
+                float correction[2];
+                const bool moved = scores_softmax(s_, i, correction);
                 wgmma_wait<0>();
                 fence_registers(acc);
-                release(pending);
+                release((i - 1) % STAGES);
+                if (moved) rescale(acc, correction);
+                pack_p(pa, s_);
             }
-            if (moved) rescale(acc, correction);
-            pack_p(pa, s_);
-            pending = s;
-#else
-            if (moved) rescale(acc, correction);
-            pack_p(pa, s_);
             wgmma_fence();
-            issue_pv(acc, pa, vDesc + stageStep);
+            issue_pv(acc, pa, vDesc + stage_of(last));
             wgmma_wait<0>();
             fence_registers(acc);
-            release(s);
+            release(last % STAGES);
+#else
+            wgmma_fence();
+            issue_pv(acc, pa, vDesc + stage_of(first));
+            wgmma_wait<0>();
+            fence_registers(acc);
+            release(first % STAGES);
+            for (int i = first + 1; i <= last; ++i) {
+                wait_full(i);
+                float s_[BLOCK_N / 2];
+                wgmma_fence();
+                issue_scores(s_, qDesc, kDesc + stage_of(i));
+                wgmma_wait<0>();
+                float correction[2];
+                if (scores_softmax(s_, i, correction)) rescale(acc, correction);
+                pack_p(pa, s_);
+                wgmma_fence();
+                issue_pv(acc, pa, vDesc + stage_of(i));
+                wgmma_wait<0>();
+                fence_registers(acc);
+                release(i % STAGES);
+            }
 #endif
         }
-        if (pending >= 0) {
-            wgmma_fence();
-            issue_pv(acc, pa, vDesc + (u64)((pending * KV_TILE_BYTES) >> 4));
-            wgmma_wait<0>();
-            fence_registers(acc);
-            release(pending);
-        }
+        for (int i = imax(last + 1, first); i < tileCount; ++i) { wait_full(i); release(i % STAGES); }
         if (!g.hasRows) return;
         store_output(acc, rowSum, sQ, o, rq, tile, head, queryHeads, consumer * 64 + (warp & 3) * 16, span.rows, lane);
     }
