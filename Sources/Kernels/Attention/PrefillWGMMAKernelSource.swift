@@ -487,6 +487,15 @@ static_assert(BLOCK_M == 64 * CONSUMERS, "each consumer warpgroup owns 64 query 
 #ifndef OVERLAP
 #define OVERLAP 1
 #endif
+#ifndef PINGPONG
+#define PINGPONG 0
+#endif
+#ifndef CONSUMER_FENCE
+#define CONSUMER_FENCE 1
+#endif
+#if PINGPONG && (!OVERLAP || CONSUMERS < 2)
+#error "PINGPONG needs OVERLAP and at least two consumer warpgroups"
+#endif
 #ifndef PRODUCER_REGS
 #define PRODUCER_REGS 56
 #endif
@@ -575,7 +584,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             if (g.sees((span.tileEnd - 1 - i) * BLOCK_N, window)) { first = imin(first, i); last = i; }
         auto wait_full = [&](int i) {
             mbar_wait(full0 + 8 * (i % STAGES), (i / STAGES) & 1);
-            fence_proxy_async();
+#if CONSUMER_FENCE
+            fence_proxy_async();  // the producer's cp.async writes, seen through the barrier, before wgmma reads
+#endif
         };
         auto stage_of = [&](int i) { return (u64)(((i % STAGES) * KV_TILE_BYTES) >> 4); };
         // Scores of tile i: wait for S, mask, softmax (P in s_, O rescaled unless OVERLAP
@@ -587,14 +598,28 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             return softmax_tile(s_, rowMax, rowSum, correction, scaleLog2);
         };
 
-        for (int i = 0; i < imin(first, tileCount); ++i) { wait_full(i); release(i % STAGES); }
+        // PINGPONG: consumers take turns issuing their products, one phase per tile plus a
+        // last one (the final P V), in a ring of named barriers 1..CONSUMERS: while one
+        // warpgroup's products run, the others do their softmax. Every consumer runs every
+        // phase, issuing nothing in those of tiles it does not see.
+#if PINGPONG
+        auto turn_wait = [&]() { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + consumer) : "memory"); };
+        auto turn_pass = [&]() { asm volatile("bar.arrive %0, 256;\n" ::"r"(1 + (consumer + 1) % CONSUMERS) : "memory"); };
+        if (consumer == CONSUMERS - 1) turn_pass();  // consumer 0 starts
+#else
+        auto turn_wait = [&]() {};
+        auto turn_pass = [&]() {};
+#endif
+        for (int i = 0; i < imin(first, tileCount); ++i) { wait_full(i); turn_wait(); turn_pass(); release(i % STAGES); }
         if (first <= last) {
             u32 pa[BLOCK_N / 16][4];
             {
                 wait_full(first);
                 float s_[BLOCK_N / 2];
+                turn_wait();
                 wgmma_fence();
                 issue_scores(s_, qDesc, kDesc + stage_of(first));
+                turn_pass();
                 wgmma_wait<0>();
                 float correction[2];
                 scores_softmax(s_, first, correction);  // O is still zero: no rescale
@@ -604,9 +629,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             for (int i = first + 1; i <= last; ++i) {
                 wait_full(i);
                 float s_[BLOCK_N / 2];
+                turn_wait();
                 wgmma_fence();
                 issue_scores(s_, qDesc, kDesc + stage_of(i));
                 issue_pv(acc, pa, vDesc + stage_of(i - 1));
+                turn_pass();
                 wgmma_wait<1>();
                 float correction[2];
                 const bool moved = scores_softmax(s_, i, correction);
@@ -616,8 +643,10 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
                 if (moved) rescale(acc, correction);
                 pack_p(pa, s_);
             }
+            turn_wait();
             wgmma_fence();
             issue_pv(acc, pa, vDesc + stage_of(last));
+            turn_pass();
             wgmma_wait<0>();
             fence_registers(acc);
             release(last % STAGES);
@@ -644,7 +673,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             }
 #endif
         }
-        for (int i = imax(last + 1, first); i < tileCount; ++i) { wait_full(i); release(i % STAGES); }
+        else {
+            turn_wait();  // the last phase, with nothing to issue
+            turn_pass();
+        }
+        for (int i = imax(last + 1, first); i < tileCount; ++i) { wait_full(i); turn_wait(); turn_pass(); release(i % STAGES); }
+#if PINGPONG
+        if (consumer == 0) turn_wait();  // the ring's last pass
+#endif
         if (!g.hasRows) return;
         store_output(acc, rowSum, sQ, o, rq, tile, head, queryHeads, consumer * 64 + (warp & 3) * 16, span.rows, lane);
     }
