@@ -129,7 +129,7 @@ public final class PrefillAttention: @unchecked Sendable {
                 options: ["-DHEAD_DIM=\(headDim)", "-DBLOCK_M=\(config.blockM)", "-DBLOCK_N=\(config.blockN)",
                           "-DNWARPS=\(config.warps)", "-DMIN_BLOCKS=\(config.minBlocks)",
                           "-DFP16=\(dtype == .fp16 ? 1 : 0)"]
-                    + (config.producer ? ["-DSTAGES=\(config.stages)"] : []) + (paged ? ["-DPAGED=1"] : []),
+                    + (config.producer ? ["-DSTAGES=\(config.stages)", "-DPINGPONG=\(config.pingpong ? 1 : 0)"] : []) + (paged ? ["-DPAGED=1"] : []),
                 archSuffix: "a")
         }
         return KernelSource(

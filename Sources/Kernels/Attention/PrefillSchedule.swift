@@ -24,6 +24,8 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
     /// wgmma: warpgroup 0 only loads K/V (the others compute), in a ring of `stages` tiles.
     public var producer = false
     public var stages = 2
+    /// wgmma producer: consumer warpgroups take turns issuing their products.
+    public var pingpong = false
 
     public init(blockM: Int, blockN: Int, warps: Int, minBlocks: Int = 1, interleave: Bool = true) {
         precondition(blockM > 0 && blockN > 0 && warps > 0, "tile sizes must be positive")
@@ -40,13 +42,15 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
 
     /// A warp-specialized Hopper shape: one producer warpgroup loading K/V into `stages`
     /// stages, `consumers` x 64 query rows.
-    public static func wgmmaProducer(consumers: Int, blockN: Int, stages: Int) -> PrefillTileConfig {
+    public static func wgmmaProducer(consumers: Int, blockN: Int, stages: Int, pingpong: Bool = false) -> PrefillTileConfig {
         precondition(consumers >= 1 && consumers <= 3, "1 to 3 consumer warpgroups")
-        precondition(stages >= 2 && stages <= 4, "2 to 4 stages")
+        precondition(stages >= 3 && stages <= 4, "3 or 4 stages (a tile is published after the next one is issued)")
+        precondition(!pingpong || consumers >= 2, "pingpong needs two consumers")
         var config = wgmma(warpgroups: consumers, blockN: blockN)
         config.warps = 4 * (consumers + 1)
         config.producer = true
         config.stages = stages
+        config.pingpong = pingpong
         return config
     }
 
@@ -98,13 +102,15 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
         [standard(headDim: headDim),
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2, interleave: false),
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 8, minBlocks: 2)]
-            + (wgmma ? [.wgmma(warpgroups: 3, blockN: 128), .wgmma(warpgroups: 2, blockN: 128),
-                        .wgmmaProducer(consumers: 2, blockN: 128, stages: 3), .wgmmaProducer(consumers: 3, blockN: 64, stages: 3),
-                        .wgmmaProducer(consumers: 2, blockN: 64, stages: 4)] : [])
+            + (wgmma ? [.wgmma(warpgroups: 3, blockN: 128),
+                        .wgmmaProducer(consumers: 2, blockN: 128, stages: 3, pingpong: true),
+                        .wgmmaProducer(consumers: 2, blockN: 128, stages: 3),
+                        .wgmmaProducer(consumers: 3, blockN: 64, stages: 3),
+                        .wgmmaProducer(consumers: 3, blockN: 64, stages: 3, pingpong: true)] : [])
     }
 
     public var description: String {
-        (engine == .wgmma ? (producer ? "wgmma producer \(stages)-stage " : "wgmma ") : "") + "\(blockM)x\(blockN)/\(warps)w" + (minBlocks > 1 ? "/\(minBlocks)b" : "") + (interleave || mTiles == 1 ? "" : "/consecutive")
+        (engine == .wgmma ? (producer ? "wgmma producer \(stages)-stage " + (pingpong ? "pingpong " : "") : "wgmma ") : "") + "\(blockM)x\(blockN)/\(warps)w" + (minBlocks > 1 ? "/\(minBlocks)b" : "") + (interleave || mTiles == 1 ? "" : "/consecutive")
     }
 }
 

@@ -490,8 +490,19 @@ static_assert(BLOCK_M == 64 * CONSUMERS, "each consumer warpgroup owns 64 query 
 #ifndef PINGPONG
 #define PINGPONG 0
 #endif
+// How the producer publishes a tile. 0: it waits for its copies of the previous tile after
+// issuing the next one, fences and arrives (writer-side fence, as the PTX memory model asks;
+// a tile is published one issue later, so with OVERLAP it needs 3 stages, else the consumer
+// holding two tiles and the producer holding the third publication wait on each other).
+// 1: cp.async.mbarrier.arrive (arrives when the copies land) and a fence in each consumer.
+#ifndef ASYNC_PUBLISH
+#define ASYNC_PUBLISH 0
+#endif
 #ifndef CONSUMER_FENCE
-#define CONSUMER_FENCE 1
+#define CONSUMER_FENCE ASYNC_PUBLISH
+#endif
+#if !ASYNC_PUBLISH && OVERLAP && STAGES < 3
+#error "publishing after the next issue needs 3 stages with OVERLAP"
 #endif
 #if PINGPONG && (!OVERLAP || CONSUMERS < 2)
 #error "PINGPONG needs OVERLAP and at least two consumer warpgroups"
@@ -547,7 +558,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
     if (warp < 4) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PRODUCER_REGS));
         load_q<128>(sQ, q, rq, tile, head, queryHeads, span.rows, tid);
+#if ASYNC_PUBLISH
         mbar_arrive_on_copies(qFull);
+#else
+        cp_async_commit();
+#endif
         const KVLoader loader = kv_loader(rq, head / groupSize, tid % CHUNKS, tokenStride, headStride, blockStride,
                                           tokensPerBlock, blockMagic, POOL_ARGS);
         for (int i = 0; i < tileCount; ++i) {
@@ -555,8 +570,22 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             if (i >= STAGES) mbar_wait(empty0 + 8 * s, ((i / STAGES) - 1) & 1);
             loader.load<(BLOCK_N * CHUNKS) / 128, 128 / CHUNKS>(span.tileEnd - 1 - i, sK + s * KV_TILE_BYTES,
                                                                 sV + s * KV_TILE_BYTES, tid / CHUNKS);
+#if ASYNC_PUBLISH
             mbar_arrive_on_copies(full0 + 8 * s);
+#else
+            // Publish the previous group (Q, or tile i - 1) once it has landed: this thread's
+            // copies complete, then its proxy fence, then the release-arrive.
+            cp_async_commit();
+            asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+            fence_proxy_async();
+            mbar_arrive(i == 0 ? qFull : full0 + 8 * ((i - 1) % STAGES));
+#endif
         }
+        cp_async_wait_all();
+#if !ASYNC_PUBLISH
+        fence_proxy_async();
+        mbar_arrive(full0 + 8 * ((tileCount - 1) % STAGES));
+#endif
         cp_async_wait_all();
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CONSUMER_REGS));
@@ -574,7 +603,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             if (lane == 0) mbar_arrive(empty0 + 8 * s);
         };
         mbar_wait(qFull, 0);
+#if CONSUMER_FENCE
         fence_proxy_async();
+#endif
 
         // The tiles this warpgroup sees are one run [first, last] of the ring's order; the
         // others it only lets pass. Each phase is its own straight loop: ptxas serializes
