@@ -23,6 +23,18 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// RMSNorm's factor for a row of `width` values whose squares sum to sum_sq.
+__device__ __forceinline__ float rms_scale(float sum_sq, int width, float eps) { return rsqrtf(sum_sq / width + eps); }
+
+// SwiGLU: silu(g) * u.
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.f + __expf(-g)) * u; }
+
+// RoPE (rotate-half) on the pair (a, b) = (x[i], x[i + d/2]) by the angle whose sine and cosine are sn, cs.
+__device__ __forceinline__ void rope_rotate(float& a, float& b, float sn, float cs) {
+    const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+    a = ra; b = rb;
+}
+
 // x[row][:] = table[tokens[row]][:], in fp32 (the residual stream is fp32).
 extern "C" __global__ void vt_embed(const bf16* __restrict__ table, const int* __restrict__ tokens,
                                     float* __restrict__ x, int hidden) {
@@ -60,7 +72,7 @@ extern "C" __global__ void vt_rmsnorm(const float* __restrict__ x, const float* 
         if (threadIdx.x == 0) partial[0] = t;
     }
     __syncthreads();
-    const float scale = rsqrtf(partial[0] / hidden + eps);
+    const float scale = rms_scale(partial[0], hidden, eps);
     bf16* dst = out + (size_t)i * hidden;
     if (vec) {  // the row is in L1 from the first pass
         for (int c = 4 * threadIdx.x; c < hidden; c += 4 * blockDim.x) {
@@ -104,13 +116,13 @@ extern "C" __global__ void vt_rope_split(const bf16* __restrict__ qkv, const flo
         if (bias) { a += bias[c0]; b += bias[c1]; }
         float sn = sn0, cs = cs0;
         if (!fixedI) sincosf(pos * inv_freq[i], &sn, &cs);
-        const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+        rope_rotate(a, b, sn, cs);
         if (head < hq) {
             bf16* dst = q + ((size_t)row * hq + head) * d;
-            dst[i] = f2bf(ra); dst[i + half] = f2bf(rb);
+            dst[i] = f2bf(a); dst[i + half] = f2bf(b);
         } else {
             bf16* dst = k + (size_t)(head - hq) * d;
-            dst[i] = f2bf(ra); dst[i + half] = f2bf(rb);
+            dst[i] = f2bf(a); dst[i + half] = f2bf(b);
         }
     }
     const int vBase = (hq + hkv) * d;
@@ -140,7 +152,7 @@ extern "C" __global__ void vt_silu_mul(const bf16* __restrict__ gateUp, const fl
             float g0 = __int_as_float(gw[e] << 16), g1 = __int_as_float(gw[e] & 0xffff0000u);
             float u0 = __int_as_float(uw[e] << 16), u1 = __int_as_float(uw[e] & 0xffff0000u);
             if (bias) { g0 += bias[c + 2 * e]; g1 += bias[c + 2 * e + 1]; u0 += bias[f + c + 2 * e]; u1 += bias[f + c + 2 * e + 1]; }
-            const float a0 = g0 / (1.f + __expf(-g0)) * u0, a1 = g1 / (1.f + __expf(-g1)) * u1;
+            const float a0 = silu_mul(g0, u0), a1 = silu_mul(g1, u1);
             out[e] = (u32)f2bf(a0) | ((u32)f2bf(a1) << 16);
         }
         *(uint4*)(act + r * f + c) = make_uint4(out[0], out[1], out[2], out[3]);
@@ -348,6 +360,53 @@ __device__ __forceinline__ void dg_round(float (&acc)[N][2], const bf16* __restr
         }
 }
 
+// ---- Fused decode epilogues, shared by dgemv, dskinny and the persistent layer block ----------
+// An fp32 load from L2 (ld.cg), never a stale L1 line: for data written earlier in the same kernel.
+__device__ __forceinline__ float ld_cg_f32(const float* p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+
+// OUT 2 for token t, row `row`: residual += v, xw = bf16(new * norm[row]) (the next matmul's
+// input), new^2 into sq (the next norm's sum of squares). InKernel: the residual was written in
+// this kernel (persistent block), so it is read with ld.cg.
+template <bool InKernel>
+__device__ __forceinline__ void residual_add(float* residual, bf16* xw, const float* norm, int out, int t, int row, float v,
+                                             float& sq) {
+    float* p = residual + (size_t)t * out + row;
+    const float nv = (InKernel ? ld_cg_f32(p) : *p) + v;
+    *p = nv;
+    sq += nv * nv;
+    xw[(size_t)t * out + row] = f2bf(nv * norm[row]);
+}
+
+// A block's per-token sums of squares (shared memory) into the global ones: one atomic a token.
+__device__ __forceinline__ void add_block_sums(float* sums, const float* block_sums, int n) {
+    __syncthreads();
+    if (threadIdx.x < n) atomicAdd(sums + threadIdx.x, block_sums[threadIdx.x]);
+}
+
+// OUT 3 for token t: rows r0 = head d + i and r1 = r0 + d/2 give (a, b); bias, RoPE on query and
+// key heads, then Q to q [n][hq][d] and K or V into the token's cache rows kv_rows[2t], [2t + 1].
+// rotated = head < hq + hkv (a query or key head), from the caller: computed in here, it moved
+// in dgemv's code (same results, different registers).
+__device__ __forceinline__ void qkv_rope_store(float a, float b, int r0, int r1, bool rotated, int head, int i, int half, int d,
+                                               int t, int hq, int hkv, const float* bias, const int* positions,
+                                               const float* inv_freq, bf16* q, const u64* kv_rows) {
+    if (bias) { a += bias[r0]; b += bias[r1]; }
+    if (rotated) {
+        float sn, cs;
+        sincosf((float)positions[t] * inv_freq[i], &sn, &cs);
+        rope_rotate(a, b, sn, cs);
+    }
+    bf16* dst;
+    if (head < hq) dst = q + ((size_t)t * hq + head) * d;
+    else if (rotated) dst = (bf16*)kv_rows[2 * t] + (size_t)(head - hq) * d;
+    else dst = (bf16*)kv_rows[2 * t + 1] + (size_t)(head - hq - hkv) * d;
+    dst[i] = f2bf(a); dst[i + half] = f2bf(b);
+}
+
 template <int N, int OUT, int U, int S>
 __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k, const bf16* __restrict__ x,
                                       const float* __restrict__ sums_in, float eps, void* __restrict__ y,
@@ -445,7 +504,7 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     const bool leader = part == 0;
 #pragma unroll
     for (int t = 0; t < N; ++t) {
-        const float scale = sums_in ? rsqrtf(sums_in[t] / k + eps) : 1.f;
+        const float scale = sums_in ? rms_scale(sums_in[t], k, eps) : 1.f;
         acc[t][0] *= scale;
         acc[t][1] *= scale;
     }
@@ -456,14 +515,8 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
 #pragma unroll
             for (int t = 0; t < N; ++t) {
                 float sq = 0.f;
-                if (active && leader) {
-                    float* p = (float*)y + (size_t)t * out + r0; const float nv = *p + acc[t][0]; *p = nv; sq += nv * nv;
-                    xw[(size_t)t * out + r0] = f2bf(nv * normw[r0]);
-                }
-                if (second && leader) {
-                    float* p = (float*)y + (size_t)t * out + r1; const float nv = *p + acc[t][1]; *p = nv; sq += nv * nv;
-                    xw[(size_t)t * out + r1] = f2bf(nv * normw[r1]);
-                }
+                if (active && leader) residual_add<false>((float*)y, xw, normw, out, t, r0, acc[t][0], sq);
+                if (second && leader) residual_add<false>((float*)y, xw, normw, out, t, r1, acc[t][1], sq);
                 block_sums[warp_in_block][t] = sq;
             }
         }
@@ -481,23 +534,11 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
             ((float*)y)[(size_t)t * out + r0] = acc[t][0];
             if (second) ((float*)y)[(size_t)t * out + r1] = acc[t][1];
         } else if (OUT == 4) {
-            const float g = acc[t][0];
-            ((bf16*)y)[(size_t)t * (out >> 1) + r0] = f2bf(g / (1.f + __expf(-g)) * acc[t][1]);
+            ((bf16*)y)[(size_t)t * (out >> 1) + r0] = f2bf(silu_mul(acc[t][0], acc[t][1]));
         } else {  // OUT == 3
             const int half = d >> 1, head = r0 / d, i = r0 - head * d;
-            float a = acc[t][0], b = acc[t][1];
-            if (bias) { a += bias[r0]; b += bias[r1]; }
-            if (head < hq + hkv) {
-                float sn, cs;
-                sincosf((float)positions[t] * inv_freq[i], &sn, &cs);
-                const float ra = a * cs - b * sn, rb = b * cs + a * sn;
-                a = ra; b = rb;
-            }
-            bf16* dst;
-            if (head < hq) dst = (bf16*)y + ((size_t)t * hq + head) * d;
-            else if (head < hq + hkv) dst = (bf16*)kv_rows[2 * t] + (size_t)(head - hq) * d;
-            else dst = (bf16*)kv_rows[2 * t + 1] + (size_t)(head - hq - hkv) * d;
-            dst[i] = f2bf(a); dst[i + half] = f2bf(b);
+            qkv_rope_store(acc[t][0], acc[t][1], r0, r1, head < hq + hkv, head, i, half, d, t, hq, hkv, bias, positions, inv_freq,
+                           (bf16*)y, kv_rows);
         }
     }
 }
@@ -632,45 +673,26 @@ __device__ __forceinline__ void dskinny(const bf16* __restrict__ W, int out, int
     for (int e = threadIdx.x; e < 8 * n; e += SK_WARPS * 32) {
         const int gg = e & 7, t = e >> 3;
         rows_of(gg, r0, r1);
-        const float scale = sums_in ? rsqrtf(sums_in[t] / k + eps) : 1.f;
-        float a = sk_sum(red, stride, gg, t) * scale, b = sk_sum(red, stride, gg + 8, t) * scale;
+        const float scale = sums_in ? rms_scale(sums_in[t], k, eps) : 1.f;
+        const float a = sk_sum(red, stride, gg, t) * scale, b = sk_sum(red, stride, gg + 8, t) * scale;
         if (OUT == 1) {
             if (r0 < out) ((float*)y)[(size_t)t * out + r0] = a;
             if (r1 < out) ((float*)y)[(size_t)t * out + r1] = b;
         } else if (OUT == 2) {
             float sq = 0.f;
-            if (r0 < out) {
-                float* p0 = (float*)y + (size_t)t * out + r0; const float n0 = *p0 + a; *p0 = n0; sq += n0 * n0;
-                xw[(size_t)t * out + r0] = f2bf(n0 * normw[r0]);
-            }
-            if (r1 < out) {
-                float* p1 = (float*)y + (size_t)t * out + r1; const float n1 = *p1 + b; *p1 = n1; sq += n1 * n1;
-                xw[(size_t)t * out + r1] = f2bf(n1 * normw[r1]);
-            }
+            if (r0 < out) residual_add<false>((float*)y, xw, normw, out, t, r0, a, sq);
+            if (r1 < out) residual_add<false>((float*)y, xw, normw, out, t, r1, b, sq);
             atomicAdd(&tokenSums[t], sq);
         } else if (OUT == 4) {
-            if (r0 < (out >> 1)) ((bf16*)y)[(size_t)t * (out >> 1) + r0] = f2bf(a / (1.f + __expf(-a)) * b);
+            if (r0 < (out >> 1)) ((bf16*)y)[(size_t)t * (out >> 1) + r0] = f2bf(silu_mul(a, b));
         } else {  // OUT == 3
             if (r0 >= out) continue;
             const int half = d >> 1, head = r0 / d, i = r0 - head * d;
-            if (bias) { a += bias[r0]; b += bias[r1]; }
-            if (head < hq + hkv) {
-                float sn, cs;
-                sincosf((float)positions[t] * inv_freq[i], &sn, &cs);
-                const float ra = a * cs - b * sn, rb = b * cs + a * sn;
-                a = ra; b = rb;
-            }
-            bf16* dst;
-            if (head < hq) dst = (bf16*)y + ((size_t)t * hq + head) * d;
-            else if (head < hq + hkv) dst = (bf16*)kv_rows[2 * t] + (size_t)(head - hq) * d;
-            else dst = (bf16*)kv_rows[2 * t + 1] + (size_t)(head - hq - hkv) * d;
-            dst[i] = f2bf(a); dst[i + half] = f2bf(b);
+            qkv_rope_store(a, b, r0, r1, head < hq + hkv, head, i, half, d, t, hq, hkv, bias, positions, inv_freq, (bf16*)y,
+                           kv_rows);
         }
     }
-    if (OUT == 2) {
-        __syncthreads();
-        if (threadIdx.x < n) atomicAdd(sums_out + threadIdx.x, tokenSums[threadIdx.x]);
-    }
+    if (OUT == 2) add_block_sums(sums_out, tokenSums, n);
 }
 
 #define DSKINNY_KERNEL(NAME, OUT) \
@@ -709,12 +731,6 @@ __device__ __forceinline__ void cg_load_x(float xs[8], const bf16* __restrict__ 
     const u32 w[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
     for (int e = 0; e < 4; ++e) { xs[2 * e] = __int_as_float(w[e] << 16); xs[2 * e + 1] = __int_as_float(w[e] & 0xffff0000u); }
-}
-
-__device__ __forceinline__ float ld_cg_f32(const float* p) {
-    float v;
-    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
-    return v;
 }
 
 __device__ __forceinline__ void grid_barrier(unsigned* counter, unsigned target) {
@@ -796,12 +812,8 @@ __device__ __forceinline__ void pl_residual(const float acc[N][2], float* residu
 #pragma unroll
     for (int t = 0; t < N; ++t) {
         float sq = 0.f;
-        float* p = residual + (size_t)t * out + r0;
-        float nv = ld_cg_f32(p) + acc[t][0]; *p = nv; sq += nv * nv; xw[(size_t)t * out + r0] = f2bf(nv * norm[r0]);
-        if (second) {
-            p = residual + (size_t)t * out + r1;
-            nv = ld_cg_f32(p) + acc[t][1]; *p = nv; sq += nv * nv; xw[(size_t)t * out + r1] = f2bf(nv * norm[r1]);
-        }
+        residual_add<true>(residual, xw, norm, out, t, r0, acc[t][0], sq);
+        if (second) residual_add<true>(residual, xw, norm, out, t, r1, acc[t][1], sq);
         atomicAdd(blk_sq + t, sq);
     }
 }
@@ -822,23 +834,19 @@ __device__ void layer_block(const LayerBlockArgs& A) {
         if (lane == 0) pl_residual<N>(acc, A.residual, A.xw, A.post_norm, A.h, 2 * p, 2 * p + 1, true, blk_sq);
     }
     if (gw < A.f) pl_prefetch(A.wgu, A.h, gw, gw + A.f, lane);
-    __syncthreads();
-    if (threadIdx.x < N) atomicAdd(A.sums_post + threadIdx.x, blk_sq[threadIdx.x]);
+    add_block_sums(A.sums_post, blk_sq, N);
     grid_barrier(A.barrier, ++phase * gridDim.x);
 
     // Phase 2: gate/up with the post-attention norm's scale, SwiGLU into act.
     float scale[N];
 #pragma unroll
-    for (int t = 0; t < N; ++t) scale[t] = rsqrtf(ld_cg_f32(A.sums_post + t) / A.h + A.eps);
+    for (int t = 0; t < N; ++t) scale[t] = rms_scale(ld_cg_f32(A.sums_post + t), A.h, A.eps);
     for (int p = gw; p < A.f; p += GW) {
         float acc[N][2];
         pl_rows<N, 8>(acc, A.wgu, A.h, A.xw, p, p + A.f, true, lane);
         if (lane == 0) {
 #pragma unroll
-            for (int t = 0; t < N; ++t) {
-                const float g = acc[t][0] * scale[t], u = acc[t][1] * scale[t];
-                A.act[(size_t)t * A.f + p] = f2bf(g / (1.f + __expf(-g)) * u);
-            }
+            for (int t = 0; t < N; ++t) A.act[(size_t)t * A.f + p] = f2bf(silu_mul(acc[t][0] * scale[t], acc[t][1] * scale[t]));
         }
     }
     if (gw < pairsO) pl_prefetch(A.wd, A.f, 2 * gw, 2 * gw + 1, lane);
@@ -856,14 +864,13 @@ __device__ void layer_block(const LayerBlockArgs& A) {
         const int head = gw / half, i = gw - head * half;
         pl_prefetch(A.wqkv, A.h, head * A.d + i, head * A.d + i + half, lane);
     }
-    __syncthreads();
-    if (threadIdx.x < N) atomicAdd(A.sums_next + threadIdx.x, blk_sq[threadIdx.x]);
+    add_block_sums(A.sums_next, blk_sq, N);
     if (!A.wqkv) return;
     grid_barrier(A.barrier, ++phase * gridDim.x);
 
     // Phase 4: the next layer's QKV with its input norm's scale, bias, RoPE; Q out, K/V into the cache.
 #pragma unroll
-    for (int t = 0; t < N; ++t) scale[t] = rsqrtf(ld_cg_f32(A.sums_next + t) / A.h + A.eps);
+    for (int t = 0; t < N; ++t) scale[t] = rms_scale(ld_cg_f32(A.sums_next + t), A.h, A.eps);
     for (int p = gw; p < pairsQKV; p += GW) {
         const int head = p / half, i = p - head * half;
         const int r0 = head * A.d + i, r1 = r0 + half;
@@ -871,21 +878,9 @@ __device__ void layer_block(const LayerBlockArgs& A) {
         pl_rows<N, 8>(acc, A.wqkv, A.h, A.xw, r0, r1, true, lane);
         if (lane != 0) continue;
 #pragma unroll
-        for (int t = 0; t < N; ++t) {
-            float a = acc[t][0] * scale[t], b = acc[t][1] * scale[t];
-            if (A.qkv_bias) { a += A.qkv_bias[r0]; b += A.qkv_bias[r1]; }
-            if (head < A.hq + A.hkv) {
-                float sn, cs;
-                sincosf((float)A.positions[t] * A.inv_freq[i], &sn, &cs);
-                const float ra = a * cs - b * sn, rb = b * cs + a * sn;
-                a = ra; b = rb;
-            }
-            bf16* dst;
-            if (head < A.hq) dst = A.q + ((size_t)t * A.hq + head) * A.d;
-            else if (head < A.hq + A.hkv) dst = (bf16*)A.kv_rows_next[2 * t] + (size_t)(head - A.hq) * A.d;
-            else dst = (bf16*)A.kv_rows_next[2 * t + 1] + (size_t)(head - A.hq - A.hkv) * A.d;
-            dst[i] = f2bf(a); dst[i + half] = f2bf(b);
-        }
+        for (int t = 0; t < N; ++t)
+            qkv_rope_store(acc[t][0] * scale[t], acc[t][1] * scale[t], r0, r1, head < A.hq + A.hkv, head, i, half, A.d, t, A.hq,
+                           A.hkv, A.qkv_bias, A.positions, A.inv_freq, A.q, A.kv_rows_next);
     }
 }
 
