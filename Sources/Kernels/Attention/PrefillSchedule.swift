@@ -44,7 +44,7 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
     /// stages, `consumers` x 64 query rows.
     public static func wgmmaProducer(consumers: Int, blockN: Int, stages: Int, pingpong: Bool = false) -> PrefillTileConfig {
         precondition(consumers >= 1 && consumers <= 3, "1 to 3 consumer warpgroups")
-        precondition(stages >= 3 && stages <= 4, "3 or 4 stages (a tile is published after the next one is issued)")
+        precondition(stages >= 2 && stages <= 4, "2 to 4 stages")
         precondition(!pingpong || consumers >= 2, "pingpong needs two consumers")
         var config = wgmma(warpgroups: consumers, blockN: blockN)
         config.warps = 4 * (consumers + 1)

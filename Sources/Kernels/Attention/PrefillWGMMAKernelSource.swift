@@ -490,20 +490,17 @@ static_assert(BLOCK_M == 64 * CONSUMERS, "each consumer warpgroup owns 64 query 
 #ifndef PINGPONG
 #define PINGPONG 0
 #endif
-// How the producer publishes a tile. 0: it waits for its copies of the previous tile after
-// issuing the next one, fences and arrives (writer-side fence, as the PTX memory model asks;
-// a tile is published one issue later, so with OVERLAP it needs 3 stages, else the consumer
-// holding two tiles and the producer holding the third publication wait on each other).
-// 1: cp.async.mbarrier.arrive (arrives when the copies land) and a fence in each consumer.
+// How the producer publishes a tile. 0: each producer thread waits for its own copies, fences
+// and release-arrives (the writer-side proxy fence the PTX memory model asks for). 1:
+// cp.async.mbarrier.arrive (arrives when the copies land) and a fence in each consumer after
+// its wait (an experiment: that ordering is not the documented one).
 #ifndef ASYNC_PUBLISH
 #define ASYNC_PUBLISH 0
 #endif
 #ifndef CONSUMER_FENCE
 #define CONSUMER_FENCE ASYNC_PUBLISH
 #endif
-#if !ASYNC_PUBLISH && OVERLAP && STAGES < 3
-#error "publishing after the next issue needs 3 stages with OVERLAP"
-#endif
+
 #if PINGPONG && (!OVERLAP || CONSUMERS < 2)
 #error "PINGPONG needs OVERLAP and at least two consumer warpgroups"
 #endif
@@ -558,35 +555,44 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
     if (warp < 4) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PRODUCER_REGS));
         load_q<128>(sQ, q, rq, tile, head, queryHeads, span.rows, tid);
-#if ASYNC_PUBLISH
-        mbar_arrive_on_copies(qFull);
-#else
-        cp_async_commit();
-#endif
         const KVLoader loader = kv_loader(rq, head / groupSize, tid % CHUNKS, tokenStride, headStride, blockStride,
                                           tokensPerBlock, blockMagic, POOL_ARGS);
-        for (int i = 0; i < tileCount; ++i) {
+        auto issue = [&](int i) {
             const int s = i % STAGES;
-            if (i >= STAGES) mbar_wait(empty0 + 8 * s, ((i / STAGES) - 1) & 1);
             loader.load<(BLOCK_N * CHUNKS) / 128, 128 / CHUNKS>(span.tileEnd - 1 - i, sK + s * KV_TILE_BYTES,
                                                                 sV + s * KV_TILE_BYTES, tid / CHUNKS);
+        };
 #if ASYNC_PUBLISH
-            mbar_arrive_on_copies(full0 + 8 * s);
-#else
-            // Publish the previous group (Q, or tile i - 1) once it has landed: this thread's
-            // copies complete, then its proxy fence, then the release-arrive.
-            cp_async_commit();
-            asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-            fence_proxy_async();
-            mbar_arrive(i == 0 ? qFull : full0 + 8 * ((i - 1) % STAGES));
-#endif
+        mbar_arrive_on_copies(qFull);
+        for (int i = 0; i < tileCount; ++i) {
+            if (i >= STAGES) mbar_wait(empty0 + 8 * (i % STAGES), ((i / STAGES) - 1) & 1);
+            issue(i);
+            mbar_arrive_on_copies(full0 + 8 * (i % STAGES));
         }
         cp_async_wait_all();
-#if !ASYNC_PUBLISH
+#else
+        // Each tile is published once this thread's copies of it have landed: wait, fence
+        // (nothing else in flight, so the fence waits for nothing), release-arrive; only then
+        // the next tile is issued. One tile in flight per thread; the ring's other stages keep
+        // the consumers fed.
+        cp_async_commit();
+        issue(0);
+        cp_async_commit();
+        asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        fence_proxy_async();
+        mbar_arrive(qFull);
+        for (int i = 1; i < tileCount; ++i) {
+            cp_async_wait_all();
+            fence_proxy_async();
+            mbar_arrive(full0 + 8 * ((i - 1) % STAGES));
+            if (i >= STAGES) mbar_wait(empty0 + 8 * (i % STAGES), ((i / STAGES) - 1) & 1);
+            issue(i);
+            cp_async_commit();
+        }
+        cp_async_wait_all();
         fence_proxy_async();
         mbar_arrive(full0 + 8 * ((tileCount - 1) % STAGES));
 #endif
-        cp_async_wait_all();
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CONSUMER_REGS));
         const int consumer = (warp >> 2) - 1;
