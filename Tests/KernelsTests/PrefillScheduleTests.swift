@@ -11,6 +11,56 @@ import Glibc
         key <= position && (window.map { position - key < $0 } ?? true)
     }
 
+    /// The Hopper kernel's consumers walk the key tiles each of their 64 rows can see as one
+    /// run (they only let the others pass), so that run must be contiguous for every shape.
+    @Test func wgmmaGroupsSeeOneRunOfKeyTiles() {
+        var rng = SplitMix64(seed: 23)
+        for _ in 0..<300 {
+            let length = Int(1 + rng.next() % 3000)
+            let queryCount = Int(1 + rng.next() % UInt64(length))
+            let window: Int? = rng.next() % 2 == 0 ? nil : Int(1 + rng.next() % 700)
+            for blockN in [64, 128] {
+                let schedule = PrefillSchedule(requests: [(length, queryCount)], blockM: 128, blockN: blockN, window: window)
+                for tile in schedule.tiles {
+                    let tiles = PrefillSchedule.keyTileRange(length: length, queryCount: queryCount, queryBegin: tile.queryBegin,
+                                                             blockM: 128, blockN: blockN, window: window)
+                    let rows = min(128, queryCount - tile.queryBegin)
+                    let first = length - queryCount + tile.queryBegin
+                    for group0 in stride(from: 0, to: rows, by: 64) {
+                        let positions = (first + group0)...(first + min(group0 + 63, rows - 1))
+                        let seen = tiles.filter {
+                            PrefillSchedule.warpSeesTile(positions: positions, keys: ($0 * blockN)...($0 * blockN + blockN - 1), window: window)
+                        }
+                        #expect(!seen.isEmpty)
+                        #expect(seen.last! - seen.first! + 1 == seen.count, "group at \(positions) sees \(seen)")
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func wgmmaShapesFitSharedMemoryAndNameTheirTarget() {
+        for d in [64, 128] {
+            for config in PrefillTileConfig.candidates(headDim: d, wgmma: true) where config.engine == .wgmma {
+                #expect(config.sharedMemoryBytes(headDim: d) <= 232_448, "\(config) needs \(config.sharedMemoryBytes(headDim: d)) bytes")
+                let program = PrefillAttention.program(headDim: d, dtype: .bf16, config: config)
+                #expect(program.archSuffix == "a")
+                #expect(program.options.contains("-DNWARPS=\(config.warps)"))
+                #expect(program.options.contains("-DSTAGES=\(config.stages)") == config.producer)
+                if config.producer {
+                    #expect(config.warps == 4 * (config.blockM / 64 + 1))
+                    #expect(program.options.contains("-DPINGPONG=\(config.pingpong ? 1 : 0)"))
+                } else {
+                    #expect(config.warps == 4 * (config.blockM / 64))
+                }
+            }
+            #expect(PrefillTileConfig.standard(headDim: d, wgmma: true).engine == .wgmma)
+            #expect(PrefillTileConfig.standard(headDim: d).engine == .mmaSync)
+        }
+        // mma.sync programs stay architecture-neutral.
+        #expect(PrefillAttention.program(headDim: 128, dtype: .bf16, config: .standard(headDim: 128)).archSuffix == "")
+    }
+
     @Test func tilesCoverEveryQueryOnceLongestFirst() {
         var rng = SplitMix64(seed: 11)
         for _ in 0..<50 {

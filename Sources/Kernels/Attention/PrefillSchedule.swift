@@ -86,27 +86,30 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
     /// The shape used unless one is asked for: 128 query rows in 4 warps of 2 interleaved m16
     /// tiles, 64-key tiles, 2 blocks per multiprocessor (255 registers). On H100 it was the
     /// fastest of `candidates` for prefill and within 1-2% of the best for extend (2026-11-27).
-    /// `wgmma`: the Hopper kernel's standard shape instead (sm_90a devices only): 3 warpgroups
-    /// of 64 query rows, 128-key tiles; the fastest of the wgmma candidates on an H200 for
-    /// every prefill and long extend case (466 TFLOP/s at 4 x 4k, 2026-11-27), within 1% of
-    /// the best on short extends.
+    /// `wgmma`: the Hopper kernel's standard shape instead (sm_90a devices only): a producer
+    /// warpgroup feeding two consumer warpgroups of 64 query rows through a 3-stage ring of
+    /// 128-key tiles, the consumers taking turns on the tensor cores. On an H200 it was the
+    /// fastest shape, or within 1% of it, on every prefill and extend case (2026-11-27:
+    /// 491 TFLOP/s at 4 x 4k, 513 on extend 8 x 4k+512, against 469 and 476 for the best
+    /// shape without a producer).
     public static func standard(headDim: Int, wgmma: Bool = false) -> PrefillTileConfig {
-        wgmma ? .wgmma(warpgroups: 3, blockN: 128) : PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2)
+        wgmma ? .wgmmaProducer(consumers: 2, blockN: 128, stages: 3, pingpong: true)
+            : PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2)
     }
 
     /// Every shape `vtensor dev prefill` checks and measures (the first is the standard one):
     /// the standard, the same with consecutive m-tiles, and 8 warps of 16 rows (half the
     /// registers, 4 warps per scheduler, but twice the shared-memory reads per FLOP); with
-    /// `wgmma`, the Hopper kernel's shapes too (2 or 3 warpgroups, 64- or 128-key tiles).
+    /// `wgmma`, the Hopper kernel's: its standard, the same without turns, three consumers on
+    /// 64-key tiles, and the kernel without a producer (every warpgroup loads and computes).
     public static func candidates(headDim: Int, wgmma: Bool = false) -> [PrefillTileConfig] {
         [standard(headDim: headDim),
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2, interleave: false),
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 8, minBlocks: 2)]
-            + (wgmma ? [.wgmma(warpgroups: 3, blockN: 128),
-                        .wgmmaProducer(consumers: 2, blockN: 128, stages: 3, pingpong: true),
+            + (wgmma ? [standard(headDim: headDim, wgmma: true),
                         .wgmmaProducer(consumers: 2, blockN: 128, stages: 3),
-                        .wgmmaProducer(consumers: 3, blockN: 64, stages: 3),
-                        .wgmmaProducer(consumers: 3, blockN: 64, stages: 3, pingpong: true)] : [])
+                        .wgmmaProducer(consumers: 3, blockN: 64, stages: 3, pingpong: true),
+                        .wgmma(warpgroups: 3, blockN: 128)] : [])
     }
 
     public var description: String {
