@@ -178,9 +178,9 @@ struct KVLoader {
     u32 tokenStride, blockStride, tokensPerBlock, blockMagic;
     int chunk;
 
-    template <int LOADS, int ROW_STEP>
+    template <int LOADS, int ROW_STEP, int UNROLL = LOADS>
     __device__ __forceinline__ void load(int t, u32 kDst, u32 vDst, int row0) const {
-#pragma unroll
+#pragma unroll UNROLL
         for (int j = 0; j < LOADS; ++j) {
             const int r = row0 + j * ROW_STEP;
             if ((BLOCK_N % ROW_STEP) != 0 && r >= BLOCK_N) break;
@@ -503,6 +503,9 @@ static_assert(BLOCK_M == 64 * CONSUMERS, "each consumer warpgroup owns 64 query 
 #ifndef PRODUCER_REGS
 #define PRODUCER_REGS 56
 #endif
+#ifndef PRODUCER_UNROLL
+#define PRODUCER_UNROLL 4
+#endif
 #ifndef CONSUMER_REGS
 #define CONSUMER_REGS ((((512 - PRODUCER_REGS) / CONSUMERS) / 8) * 8 > 240 ? 240 : (((512 - PRODUCER_REGS) / CONSUMERS) / 8) * 8)
 #endif
@@ -557,8 +560,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             auto issue = [&](int i) {
                 const int g = base + i, s = g % STAGES;
                 if (g >= STAGES) mbar_wait(empty0 + 8 * s, ((g / STAGES) - 1) & 1);
-                loader.load<(BLOCK_N * CHUNKS) / 128, 128 / CHUNKS>(span.tileEnd - 1 - i, sK + s * KV_TILE_BYTES,
-                                                                    sV + s * KV_TILE_BYTES, tid / CHUNKS);
+                // Partly unrolled: the producer lives on PRODUCER_REGS registers.
+                loader.load<(BLOCK_N * CHUNKS) / 128, 128 / CHUNKS, PRODUCER_UNROLL>(span.tileEnd - 1 - i, sK + s * KV_TILE_BYTES,
+                                                                                     sV + s * KV_TILE_BYTES, tid / CHUNKS);
                 cp_async_commit();
             };
             // Each load is published once this thread's copies have landed: wait, fence
