@@ -198,9 +198,8 @@ public final class PrefillAttention: @unchecked Sendable {
         guard plan.tileCount > 0 else { return }
         precondition(plan.paged == paged, paged ? "this kernel reads through block tables" : "this kernel reads through views")
         let p = parameters
-        let items = plan.tileCount * p.queryHeads
-        precondition(items < Int(Int32.max), "batch too large for one launch")
-        let blocks = config.persistent ? min(items, module.context.device.multiprocessorCount) : items
+        let blocks = plan.tileCount * p.queryHeads
+        precondition(blocks < Int(Int32.max), "batch too large for one launch")
         try kernel.launch(
             grid: (blocks, 1, 1), block: (config.threads, 1, 1), sharedMemoryBytes: sharedMemoryBytes, stream: stream,
             arguments: [
@@ -209,8 +208,7 @@ public final class PrefillAttention: @unchecked Sendable {
                 .int32(Int32(p.window ?? 0)),
                 .uint32(UInt32(plan.tokenStride)), .uint64(UInt64(plan.headStride)), .uint32(UInt32(plan.blockStride)),
                 .uint32(UInt32(plan.tokensPerBlock)), .uint32(PrefillSchedule.divisionMagic32(plan.tokensPerBlock)),
-            ] + (paged ? [.pointer(plan.kPool), .pointer(plan.vPool)] : [])
-              + (config.engine == .wgmma ? [.int32(Int32(items))] : []))
+            ] + (paged ? [.pointer(plan.kPool), .pointer(plan.vPool)] : []))
     }
 
     /// Plans, uploads into `workspace` (grown when too small) and launches.

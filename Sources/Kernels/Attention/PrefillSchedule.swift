@@ -26,8 +26,6 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
     public var stages = 2
     /// wgmma producer: consumer warpgroups take turns issuing their products.
     public var pingpong = false
-    /// wgmma: one block per multiprocessor, each running many work items in turn.
-    public var persistent = false
 
     public init(blockM: Int, blockN: Int, warps: Int, minBlocks: Int = 1, interleave: Bool = true) {
         precondition(blockM > 0 && blockN > 0 && warps > 0, "tile sizes must be positive")
@@ -44,8 +42,7 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
 
     /// A warp-specialized Hopper shape: one producer warpgroup loading K/V into `stages`
     /// stages, `consumers` x 64 query rows.
-    public static func wgmmaProducer(consumers: Int, blockN: Int, stages: Int, pingpong: Bool = false,
-                                     persistent: Bool = false) -> PrefillTileConfig {
+    public static func wgmmaProducer(consumers: Int, blockN: Int, stages: Int, pingpong: Bool = false) -> PrefillTileConfig {
         precondition(consumers >= 1 && consumers <= 3, "1 to 3 consumer warpgroups")
         precondition(stages >= 2 && stages <= 4, "2 to 4 stages")
         precondition(!pingpong || consumers >= 2, "pingpong needs two consumers")
@@ -54,7 +51,6 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
         config.producer = true
         config.stages = stages
         config.pingpong = pingpong
-        config.persistent = persistent
         return config
     }
 
@@ -83,7 +79,7 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
     public func sharedMemoryBytes(headDim: Int, elementBytes: Int = 2) -> Int {
         switch engine {
         case .mmaSync: (blockM + 4 * blockN) * (headDim * elementBytes + 16)
-        case .wgmma: (blockM + 2 * stages * blockN) * headDim * elementBytes + 1024 + (producer ? 8 * (2 + 2 * stages) : 0)
+        case .wgmma: (blockM + 2 * stages * blockN) * headDim * elementBytes + 1024 + (producer ? 8 * (1 + 2 * stages) : 0)
         }
     }
 
@@ -111,14 +107,13 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 4, minBlocks: 2, interleave: false),
          PrefillTileConfig(blockM: 128, blockN: 64, warps: 8, minBlocks: 2)]
             + (wgmma ? [standard(headDim: headDim, wgmma: true),
-                        .wgmmaProducer(consumers: 2, blockN: 128, stages: 3, pingpong: true, persistent: true),
                         .wgmmaProducer(consumers: 2, blockN: 128, stages: 3),
                         .wgmmaProducer(consumers: 3, blockN: 64, stages: 3, pingpong: true),
                         .wgmma(warpgroups: 3, blockN: 128)] : [])
     }
 
     public var description: String {
-        (engine == .wgmma ? (producer ? "wgmma producer \(stages)-stage " + (pingpong ? "pingpong " : "") + (persistent ? "persistent " : "") : "wgmma ") : "") + "\(blockM)x\(blockN)/\(warps)w" + (minBlocks > 1 ? "/\(minBlocks)b" : "") + (interleave || mTiles == 1 ? "" : "/consecutive")
+        (engine == .wgmma ? (producer ? "wgmma producer \(stages)-stage " + (pingpong ? "pingpong " : "") : "wgmma ") : "") + "\(blockM)x\(blockN)/\(warps)w" + (minBlocks > 1 ? "/\(minBlocks)b" : "") + (interleave || mTiles == 1 ? "" : "/consecutive")
     }
 }
 

@@ -178,9 +178,9 @@ struct KVLoader {
     u32 tokenStride, blockStride, tokensPerBlock, blockMagic;
     int chunk;
 
-    template <int LOADS, int ROW_STEP, int UNROLL = LOADS>
+    template <int LOADS, int ROW_STEP>
     __device__ __forceinline__ void load(int t, u32 kDst, u32 vDst, int row0) const {
-#pragma unroll UNROLL
+#pragma unroll
         for (int j = 0; j < LOADS; ++j) {
             const int r = row0 + j * ROW_STEP;
             if ((BLOCK_N % ROW_STEP) != 0 && r >= BLOCK_N) break;
@@ -396,7 +396,7 @@ __device__ __forceinline__ void store_output(const float (&acc)[HEAD_DIM / 2], c
 #define KERNEL_PARAMS const u16 *__restrict__ q, u16 *__restrict__ o, \
     const PrefillRequest *__restrict__ requests, const PrefillTile *__restrict__ tiles, \
     int queryHeads, int groupSize, float scaleLog2, int window, \
-    u32 tokenStride, u64 headStride, u32 blockStride, u32 tokensPerBlock, u32 blockMagic POOL_PARAMS, int itemCount
+    u32 tokenStride, u64 headStride, u32 blockStride, u32 tokensPerBlock, u32 blockMagic POOL_PARAMS
 
 """#
 
@@ -470,15 +470,14 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) vt_prefill_att
 
 """#
 
-    /// Warpgroup 0 produces, the others consume: the producer's 128 threads copy Q and then
-    /// K/V tiles into a ring of STAGES stages with cp.async and publish each on an mbarrier
-    /// once their copies have landed (wait, proxy fence, arrive); consumers wait on it, run the
+    /// Warpgroup 0 produces, the others consume (`PRODUCER`): the producer's 128 threads copy
+    /// Q and then K/V tiles into a ring of STAGES stages with cp.async, each thread's copies
+    /// arriving on the stage's `full` barrier when they land; consumers wait on it, run the
     /// tile, and release the stage on its `empty` barrier (one arrival per warp). With
     /// OVERLAP, a consumer issues S = Q K^T of tile i together with O += P V of tile i - 1 and
-    /// runs tile i's softmax while the latter runs; with PINGPONG the consumers take turns
-    /// issuing. setmaxnreg moves registers from the producer to the consumers. A block may
-    /// run several work items in turn (a persistent grid): the ring carries on across them,
-    /// and Q is reloaded once the consumers release it (`qEmpty`).
+    /// runs tile i's softmax while the tensor cores do the latter. setmaxnreg moves registers
+    /// from the producer to the consumers. No block barrier after the start, so consumer
+    /// warpgroups drift apart and one's softmax overlaps another's products.
     static let producerKernel = #"""
 #define CONSUMERS (WARPGROUPS - 1)
 static_assert(BLOCK_M == 64 * CONSUMERS, "each consumer warpgroup owns 64 query rows");
@@ -491,20 +490,22 @@ static_assert(BLOCK_M == 64 * CONSUMERS, "each consumer warpgroup owns 64 query 
 #ifndef PINGPONG
 #define PINGPONG 0
 #endif
-// The producer publishes each load after its own copies have landed and its proxy fence (the
-// writer-side ordering the PTX memory model asks for). CONSUMER_FENCE=1 adds a fence in each
-// consumer after its wait (an experiment; measured no gain).
-#ifndef CONSUMER_FENCE
-#define CONSUMER_FENCE 0
+// How the producer publishes a tile. 0: each producer thread waits for its own copies, fences
+// and release-arrives (the writer-side proxy fence the PTX memory model asks for). 1:
+// cp.async.mbarrier.arrive (arrives when the copies land) and a fence in each consumer after
+// its wait (an experiment: that ordering is not the documented one).
+#ifndef ASYNC_PUBLISH
+#define ASYNC_PUBLISH 0
 #endif
+#ifndef CONSUMER_FENCE
+#define CONSUMER_FENCE ASYNC_PUBLISH
+#endif
+
 #if PINGPONG && (!OVERLAP || CONSUMERS < 2)
 #error "PINGPONG needs OVERLAP and at least two consumer warpgroups"
 #endif
 #ifndef PRODUCER_REGS
 #define PRODUCER_REGS 56
-#endif
-#ifndef PRODUCER_UNROLL
-#define PRODUCER_UNROLL 4
 #endif
 #ifndef CONSUMER_REGS
 #define CONSUMER_REGS ((((512 - PRODUCER_REGS) / CONSUMERS) / 8) * 8 > 240 ? 240 : (((512 - PRODUCER_REGS) / CONSUMERS) / 8) * 8)
@@ -516,6 +517,11 @@ __device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
 __device__ __forceinline__ void mbar_arrive(u32 bar) {
     asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
 }
+// Arrives on `bar` when every cp.async this thread issued so far has landed (no increment:
+// the barrier's count includes this arrival).
+__device__ __forceinline__ void mbar_arrive_on_copies(u32 bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
 __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
     asm volatile("{\n.reg .pred done;\nWAIT:\n"
                  "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
@@ -524,16 +530,20 @@ __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
 
 extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KERNEL_PARAMS) {
     extern __shared__ __align__(1024) unsigned char smem[];
+    const int head = blockIdx.x % queryHeads;
+    const PrefillTile tile = tiles[blockIdx.x / queryHeads];
+    const PrefillRequest rq = requests[tile.request];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const TileSpan span(rq, tile, window);
+    const int tileCount = span.tileEnd - span.tileBegin;
+
     const u32 sQ = (smem_address(smem) + 1023u) & ~1023u;
     const u32 sK = sQ + Q_BYTES;
     const u32 sV = sK + STAGES * KV_TILE_BYTES;
-    const u32 qFull = sV + STAGES * KV_TILE_BYTES;  // then qEmpty, full[STAGES], empty[STAGES]
-    const u32 qEmpty = qFull + 8;
-    const u32 full0 = qEmpty + 8, empty0 = full0 + 8 * STAGES;
+    const u32 qFull = sV + STAGES * KV_TILE_BYTES;  // then full[STAGES], empty[STAGES]
+    const u32 full0 = qFull + 8, empty0 = full0 + 8 * STAGES;
     if (tid == 0) {
         mbar_init(qFull, 128);
-        mbar_init(qEmpty, 4 * CONSUMERS);
         for (int s = 0; s < STAGES; ++s) {
             mbar_init(full0 + 8 * s, 128);
             mbar_init(empty0 + 8 * s, 4 * CONSUMERS);
@@ -542,58 +552,92 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
     }
     __syncthreads();
 
-    // Work items are (query tile, head) pairs, longest first; a block takes items blockIdx.x,
-    // + gridDim.x, ... (one item when the grid covers them all; with a persistent grid the
-    // producer fills the ring with the next item's first tile while the consumers finish the
-    // current one). Ring slots count across items: global tile g is in stage g % STAGES.
     if (warp < 4) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PRODUCER_REGS));
-        int base = 0, k = 0;
-        for (int item = blockIdx.x; item < itemCount; item += gridDim.x, ++k) {
-            const int head = item % queryHeads;
-            const PrefillTile tile = tiles[item / queryHeads];
-            const PrefillRequest rq = requests[tile.request];
-            const TileSpan span(rq, tile, window);
-            const int tileCount = span.tileEnd - span.tileBegin;
-            const KVLoader loader = kv_loader(rq, head / groupSize, tid % CHUNKS, tokenStride, headStride, blockStride,
-                                              tokensPerBlock, blockMagic, POOL_ARGS);
-            auto issue = [&](int i) {
-                const int g = base + i, s = g % STAGES;
-                if (g >= STAGES) mbar_wait(empty0 + 8 * s, ((g / STAGES) - 1) & 1);
-                // Partly unrolled: the producer lives on PRODUCER_REGS registers.
-                loader.load<(BLOCK_N * CHUNKS) / 128, 128 / CHUNKS, PRODUCER_UNROLL>(span.tileEnd - 1 - i, sK + s * KV_TILE_BYTES,
-                                                                                     sV + s * KV_TILE_BYTES, tid / CHUNKS);
-                cp_async_commit();
-            };
-            // Each load is published once this thread's copies have landed: wait, fence
-            // (nothing else in flight, so the fence waits for nothing), release-arrive.
-            auto publish = [&](u32 bar, int pendingAfter) {
-                if (pendingAfter) asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-                else cp_async_wait_all();
-                fence_proxy_async();
-                mbar_arrive(bar);
-            };
-            issue(0);
-            if (k > 0) mbar_wait(qEmpty, (k - 1) & 1);  // the consumers are done with the last Q
-            load_q<128>(sQ, q, rq, tile, head, queryHeads, span.rows, tid);
-            cp_async_commit();
-            publish(full0 + 8 * (base % STAGES), 1);
-            publish(qFull, 0);
-            for (int i = 1; i < tileCount; ++i) {
-                issue(i);
-                publish(full0 + 8 * ((base + i) % STAGES), 0);
-            }
-            base += tileCount;
+        load_q<128>(sQ, q, rq, tile, head, queryHeads, span.rows, tid);
+        const KVLoader loader = kv_loader(rq, head / groupSize, tid % CHUNKS, tokenStride, headStride, blockStride,
+                                          tokensPerBlock, blockMagic, POOL_ARGS);
+        auto issue = [&](int i) {
+            const int s = i % STAGES;
+            loader.load<(BLOCK_N * CHUNKS) / 128, 128 / CHUNKS>(span.tileEnd - 1 - i, sK + s * KV_TILE_BYTES,
+                                                                sV + s * KV_TILE_BYTES, tid / CHUNKS);
+        };
+#if ASYNC_PUBLISH
+        mbar_arrive_on_copies(qFull);
+        for (int i = 0; i < tileCount; ++i) {
+            if (i >= STAGES) mbar_wait(empty0 + 8 * (i % STAGES), ((i / STAGES) - 1) & 1);
+            issue(i);
+            mbar_arrive_on_copies(full0 + 8 * (i % STAGES));
         }
+        cp_async_wait_all();
+#else
+        // Each tile is published once this thread's copies of it have landed: wait, fence
+        // (nothing else in flight, so the fence waits for nothing), release-arrive; only then
+        // the next tile is issued. One tile in flight per thread; the ring's other stages keep
+        // the consumers fed.
+        cp_async_commit();
+        issue(0);
+        cp_async_commit();
+        asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        fence_proxy_async();
+        mbar_arrive(qFull);
+        for (int i = 1; i < tileCount; ++i) {
+            cp_async_wait_all();
+            fence_proxy_async();
+            mbar_arrive(full0 + 8 * ((i - 1) % STAGES));
+            if (i >= STAGES) mbar_wait(empty0 + 8 * (i % STAGES), ((i / STAGES) - 1) & 1);
+            issue(i);
+            cp_async_commit();
+        }
+        cp_async_wait_all();
+        fence_proxy_async();
+        mbar_arrive(full0 + 8 * ((tileCount - 1) % STAGES));
+#endif
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CONSUMER_REGS));
         const int consumer = (warp >> 2) - 1;
+        const GroupRows g(consumer * 64, warp & 3, lane, span);
+        float acc[HEAD_DIM / 2];
+#pragma unroll
+        for (int i = 0; i < HEAD_DIM / 2; ++i) acc[i] = 0.f;
+        float rowMax[2] = {neg_inf(), neg_inf()}, rowSum[2] = {0.f, 0.f};
         const u64 qDesc = descriptor(sQ + consumer * 64 * 128, 16, 1024);
         const u64 kDesc = descriptor(sK, 16, 1024);
         const u64 vDesc = v_descriptor(sV);
+        auto release = [&](int s) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(empty0 + 8 * s);
+        };
+        mbar_wait(qFull, 0);
+#if CONSUMER_FENCE
+        fence_proxy_async();
+#endif
+
+        // The tiles this warpgroup sees are one run [first, last] of the ring's order; the
+        // others it only lets pass. Each phase is its own straight loop: ptxas serializes
+        // wgmma issued under a branch it cannot prove uniform (C7520).
+        int first = tileCount, last = -1;
+        for (int i = 0; i < tileCount; ++i)
+            if (g.sees((span.tileEnd - 1 - i) * BLOCK_N, window)) { first = imin(first, i); last = i; }
+        auto wait_full = [&](int i) {
+            mbar_wait(full0 + 8 * (i % STAGES), (i / STAGES) & 1);
+#if CONSUMER_FENCE
+            fence_proxy_async();  // the producer's cp.async writes, seen through the barrier, before wgmma reads
+#endif
+        };
+        auto stage_of = [&](int i) { return (u64)(((i % STAGES) * KV_TILE_BYTES) >> 4); };
+        // Scores of tile i: wait for S, mask, softmax (P in s_, O rescaled unless OVERLAP
+        // leaves that to the caller).
+        auto scores_softmax = [&](float (&s_)[BLOCK_N / 2], int i, float (&correction)[2]) {
+            const int key0 = (span.tileEnd - 1 - i) * BLOCK_N;
+            fence_registers(s_);
+            if (g.needs_mask(key0, window)) mask_scores(s_, g, key0, window, lane);
+            return softmax_tile(s_, rowMax, rowSum, correction, scaleLog2);
+        };
+
         // PINGPONG: consumers take turns issuing their products, one phase per tile plus a
-        // last one (the final P V) per item, in a ring of named barriers 1..CONSUMERS: while
-        // one warpgroup's products run, the others do their softmax. Every consumer runs every
+        // last one (the final P V), in a ring of named barriers 1..CONSUMERS: while one
+        // warpgroup's products run, the others do their softmax. Every consumer runs every
         // phase, issuing nothing in those of tiles it does not see.
 #if PINGPONG
         auto turn_wait = [&]() { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + consumer) : "memory"); };
@@ -603,124 +647,79 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
         auto turn_wait = [&]() {};
         auto turn_pass = [&]() {};
 #endif
-        int base = 0, k = 0;
-        for (int item = blockIdx.x; item < itemCount; item += gridDim.x, ++k) {
-            const int head = item % queryHeads;
-            const PrefillTile tile = tiles[item / queryHeads];
-            const PrefillRequest rq = requests[tile.request];
-            const TileSpan span(rq, tile, window);
-            const int tileCount = span.tileEnd - span.tileBegin;
-            const GroupRows g(consumer * 64, warp & 3, lane, span);
-            float acc[HEAD_DIM / 2];
-#pragma unroll
-            for (int i = 0; i < HEAD_DIM / 2; ++i) acc[i] = 0.f;
-            float rowMax[2] = {neg_inf(), neg_inf()}, rowSum[2] = {0.f, 0.f};
-            auto release = [&](int i) {
-                __syncwarp();
-                if (lane == 0) mbar_arrive(empty0 + 8 * ((base + i) % STAGES));
-            };
-            auto wait_full = [&](int i) {
-                mbar_wait(full0 + 8 * ((base + i) % STAGES), ((base + i) / STAGES) & 1);
-#if CONSUMER_FENCE
-                fence_proxy_async();  // the producer's cp.async writes, seen through the barrier, before wgmma reads
-#endif
-            };
-            auto stage_of = [&](int i) { return (u64)((((base + i) % STAGES) * KV_TILE_BYTES) >> 4); };
-            // Scores of tile i: mask and softmax (P in s_; O's rescale is the caller's).
-            auto scores_softmax = [&](float (&s_)[BLOCK_N / 2], int i, float (&correction)[2]) {
-                const int key0 = (span.tileEnd - 1 - i) * BLOCK_N;
-                fence_registers(s_);
-                if (g.needs_mask(key0, window)) mask_scores(s_, g, key0, window, lane);
-                return softmax_tile(s_, rowMax, rowSum, correction, scaleLog2);
-            };
-            // The tiles this warpgroup sees are one run [first, last] of the ring's order; the
-            // others it only lets pass. Each phase is its own straight loop: ptxas serializes
-            // wgmma issued under a branch it cannot prove uniform (C7520).
-            int first = tileCount, last = -1;
-            for (int i = 0; i < tileCount; ++i)
-                if (g.sees((span.tileEnd - 1 - i) * BLOCK_N, window)) { first = imin(first, i); last = i; }
-
-            mbar_wait(qFull, k & 1);
-#if CONSUMER_FENCE
-            fence_proxy_async();
-#endif
-            for (int i = 0; i < imin(first, tileCount); ++i) { wait_full(i); turn_wait(); turn_pass(); release(i); }
-            if (first <= last) {
-                u32 pa[BLOCK_N / 16][4];
-                {
-                    wait_full(first);
-                    float s_[BLOCK_N / 2];
-                    turn_wait();
-                    wgmma_fence();
-                    issue_scores(s_, qDesc, kDesc + stage_of(first));
-                    turn_pass();
-                    wgmma_wait<0>();
-                    float correction[2];
-                    scores_softmax(s_, first, correction);  // O is still zero: no rescale
-                    pack_p(pa, s_);
-                }
-#if OVERLAP
-                for (int i = first + 1; i <= last; ++i) {
-                    wait_full(i);
-                    float s_[BLOCK_N / 2];
-                    turn_wait();
-                    wgmma_fence();
-                    issue_scores(s_, qDesc, kDesc + stage_of(i));
-                    issue_pv(acc, pa, vDesc + stage_of(i - 1));
-                    turn_pass();
-                    wgmma_wait<1>();
-                    float correction[2];
-                    const bool moved = scores_softmax(s_, i, correction);
-                    wgmma_wait<0>();
-                    fence_registers(acc);
-                    release(i - 1);
-                    if (moved) rescale(acc, correction);
-                    pack_p(pa, s_);
-                }
+        for (int i = 0; i < imin(first, tileCount); ++i) { wait_full(i); turn_wait(); turn_pass(); release(i % STAGES); }
+        if (first <= last) {
+            u32 pa[BLOCK_N / 16][4];
+            {
+                wait_full(first);
+                float s_[BLOCK_N / 2];
                 turn_wait();
                 wgmma_fence();
-                issue_pv(acc, pa, vDesc + stage_of(last));
+                issue_scores(s_, qDesc, kDesc + stage_of(first));
                 turn_pass();
                 wgmma_wait<0>();
-                fence_registers(acc);
-                release(last);
-#else
+                float correction[2];
+                scores_softmax(s_, first, correction);  // O is still zero: no rescale
+                pack_p(pa, s_);
+            }
+#if OVERLAP
+            for (int i = first + 1; i <= last; ++i) {
+                wait_full(i);
+                float s_[BLOCK_N / 2];
+                turn_wait();
                 wgmma_fence();
-                issue_pv(acc, pa, vDesc + stage_of(first));
+                issue_scores(s_, qDesc, kDesc + stage_of(i));
+                issue_pv(acc, pa, vDesc + stage_of(i - 1));
+                turn_pass();
+                wgmma_wait<1>();
+                float correction[2];
+                const bool moved = scores_softmax(s_, i, correction);
                 wgmma_wait<0>();
                 fence_registers(acc);
-                release(first);
-                for (int i = first + 1; i <= last; ++i) {
-                    wait_full(i);
-                    float s_[BLOCK_N / 2];
-                    wgmma_fence();
-                    issue_scores(s_, qDesc, kDesc + stage_of(i));
-                    wgmma_wait<0>();
-                    float correction[2];
-                    if (scores_softmax(s_, i, correction)) rescale(acc, correction);
-                    pack_p(pa, s_);
-                    wgmma_fence();
-                    issue_pv(acc, pa, vDesc + stage_of(i));
-                    wgmma_wait<0>();
-                    fence_registers(acc);
-                    release(i);
-                }
+                release((i - 1) % STAGES);
+                if (moved) rescale(acc, correction);
+                pack_p(pa, s_);
+            }
+            turn_wait();
+            wgmma_fence();
+            issue_pv(acc, pa, vDesc + stage_of(last));
+            turn_pass();
+            wgmma_wait<0>();
+            fence_registers(acc);
+            release(last % STAGES);
+#else
+            wgmma_fence();
+            issue_pv(acc, pa, vDesc + stage_of(first));
+            wgmma_wait<0>();
+            fence_registers(acc);
+            release(first % STAGES);
+            for (int i = first + 1; i <= last; ++i) {
+                wait_full(i);
+                float s_[BLOCK_N / 2];
+                wgmma_fence();
+                issue_scores(s_, qDesc, kDesc + stage_of(i));
+                wgmma_wait<0>();
+                float correction[2];
+                if (scores_softmax(s_, i, correction)) rescale(acc, correction);
+                pack_p(pa, s_);
+                wgmma_fence();
+                issue_pv(acc, pa, vDesc + stage_of(i));
+                wgmma_wait<0>();
+                fence_registers(acc);
+                release(i % STAGES);
+            }
 #endif
-            }
-            else {
-                turn_wait();  // the item's last phase, with nothing to issue
-                turn_pass();
-            }
-            for (int i = imax(last + 1, first); i < tileCount; ++i) { wait_full(i); turn_wait(); turn_pass(); release(i); }
-            if (g.hasRows)
-                store_output(acc, rowSum, sQ, o, rq, tile, head, queryHeads, consumer * 64 + (warp & 3) * 16, span.rows, lane);
-            __syncwarp();
-            if (lane == 0) mbar_arrive(qEmpty);  // this warp's Q rows (and O staging) are free
-            base += tileCount;
         }
+        else {
+            turn_wait();  // the last phase, with nothing to issue
+            turn_pass();
+        }
+        for (int i = imax(last + 1, first); i < tileCount; ++i) { wait_full(i); turn_wait(); turn_pass(); release(i % STAGES); }
 #if PINGPONG
         if (consumer == 0) turn_wait();  // the ring's last pass
 #endif
+        if (!g.hasRows) return;
+        store_output(acc, rowSum, sQ, o, rq, tile, head, queryHeads, consumer * 64 + (warp & 3) * 16, span.rows, lane);
     }
 }
 
