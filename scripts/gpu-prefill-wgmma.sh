@@ -2,10 +2,9 @@
 # On the GPU machine: the Hopper (wgmma) prefill kernel against the CPU oracle and against the
 # mma.sync kernel and torch's FlashAttention-2 / cuDNN on the same card.
 # 1. `vtensor dev prefill --checks-only`: every check case, every tile shape (wgmma ones on sm_90).
-# 2. If a wgmma check failed: the same with the V descriptor's offsets swapped (-DV_DESC_SWAP=1).
-# 3. `vtensor dev prefill --timing-only`: all shapes, cuBLASLt ceiling in the same run.
-# 4. torch SDPA anchors (scripts/experiments/torch_prefill_anchor.py).
-# 5. With MODEL=1: `vtensor dev model` (the GPU model, now on the default prefill kernel, against
+# 2. `vtensor dev prefill --timing-only`: all shapes, cuBLASLt ceiling in the same run.
+# 3. torch SDPA anchors (scripts/experiments/torch_prefill_anchor.py).
+# 4. With MODEL=1: `vtensor dev model` (the GPU model, now on the default prefill kernel, against
 #    the CPU) and an 8k-token prefill of a dummy Llama-3-8B with the per-operation profile.
 # Usage: scripts/gpu-prefill-wgmma.sh [OUTDIR] [extra dev prefill options]
 set -uo pipefail
@@ -15,10 +14,6 @@ shift || true
 start_summary
 timeout 240 "$bin" dev prefill --checks-only --json-out "$out/checks.json" "$@" > "$out/checks.txt" 2>&1
 echo "checks rc=$?: $(grep -cE 'PASS$' "$out/checks.txt") PASS rows, $(grep -cE 'FAIL$' "$out/checks.txt") FAIL rows" | tee -a "$out/summary.txt"
-if grep -E "wgmma.*FAIL$" "$out/checks.txt" > /dev/null; then
-  timeout 120 "$bin" dev prefill --checks-only --define V_DESC_SWAP=1 --filter "d=64 group 3" "$@" > "$out/checks-swap.txt" 2>&1
-  echo "V_DESC_SWAP=1 d=64 checks rc=$?" | tee -a "$out/summary.txt"; grep -E "wgmma" "$out/checks-swap.txt" | tail -6
-fi
 timeout 200 "$bin" dev prefill --timing-only --json-out "$out/timing.json" "$@" > "$out/timing.txt" 2>&1
 echo "timing rc=$?" | tee -a "$out/summary.txt"
 timeout 120 python3 scripts/experiments/torch_prefill_anchor.py > "$out/torch.txt" 2>&1

@@ -11,7 +11,9 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
     public var blockM: Int
     /// Key tokens per tile.
     public var blockN: Int
-    /// Warps per block; each owns blockM / warps query rows (one or two m16 tiles).
+    /// Warps per block. mma.sync: each owns blockM / warps query rows (one or two m16 tiles);
+    /// wgmma: four per warpgroup, each computing warpgroup owning 64 rows (plus the producer's
+    /// four with `producer`).
     public var warps: Int
     /// `__launch_bounds__` minimum blocks per multiprocessor (caps registers).
     public var minBlocks: Int

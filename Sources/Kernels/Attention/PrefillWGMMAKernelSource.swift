@@ -5,16 +5,19 @@
 /// Compile-time macros: HEAD_DIM (64 or 128), BLOCK_M (64 per warpgroup), BLOCK_N (64 or 128),
 /// NWARPS (4 per warpgroup), MIN_BLOCKS, FP16 (0: bf16), PAGED (see `PrefillKernelSource`).
 ///
-/// Shared memory holds Q (BLOCK_M rows) and two stages of K and V tiles (BLOCK_N rows) in the
+/// Shared memory holds Q (BLOCK_M rows) and stages of K and V tiles (BLOCK_N rows) in the
 /// tensor cores' 128-byte-swizzled layout: a row's 16-byte chunk c of column block c / 8 sits at
 /// block * rows * 128 + row * 128 + ((c % 8) ^ (row % 8)) * 16, every 8-row atom 1024-byte
-/// aligned. Each warpgroup owns 64 query rows. Per key tile it computes S = Q K^T with
+/// aligned. A compute warpgroup owns 64 query rows. Per key tile it computes S = Q K^T with
 /// m64nBLOCK_Nk16 (Q and K both K-major in shared memory, one descriptor step of 32 bytes per
 /// k16 inside a column block), runs the online softmax on S in registers (the accumulator
 /// layout is mma.sync's m16n8 C layout, so the softmax is `PrefillKernelSource`'s), then
 /// O += P V with P straight from registers as the A operand and V read transposed (MN-major)
-/// from shared memory. K/V tiles arrive by cp.async one tile ahead; cp.async writes are made
-/// visible to the tensor cores' async proxy by a proxy fence before the block barrier.
+/// from shared memory. Two kernels share these pieces: `simpleKernel` (every warpgroup loads
+/// and computes, two stages, a block barrier per tile) and `producerKernel` (a loading
+/// warpgroup and two or three computing ones, an mbarrier ring; the standard on sm_90).
+/// cp.async writes reach the tensor cores' async proxy through a proxy fence by the writing
+/// thread before the barrier that publishes them.
 enum PrefillWGMMAKernelSource {
     /// `wgmma` wrappers: S = Q K^T (both operands in shared memory) for N = `sn`, and
     /// O += P V (A in registers, B transposed) for N = `on`. Inline PTX with one operand per
@@ -344,14 +347,9 @@ __device__ __forceinline__ void issue_pv(float (&acc)[HEAD_DIM / 2], const u32 (
     wgmma_commit();
 }
 
-// V's descriptor: MN-major, column blocks BLOCK_N * 128 bytes apart, 8-key groups 1024 apart.
-__device__ __forceinline__ u64 v_descriptor(u32 sV) {
-#if V_DESC_SWAP  // experiment: the MN-major offsets the other way round
-    return descriptor(sV, 1024, BLOCK_N * 128);
-#else
-    return descriptor(sV, BLOCK_N * 128, 1024);
-#endif
-}
+// V's descriptor: MN-major, column blocks BLOCK_N * 128 bytes apart (the leading offset),
+// 8-key groups 1024 apart (the stride offset).
+__device__ __forceinline__ u64 v_descriptor(u32 sV) { return descriptor(sV, BLOCK_N * 128, 1024); }
 
 // O / l into this warp's own 16 rows of the Q tile (swizzled, as Q), then out with 16-byte
 // stores. Only this warp touches those rows.
