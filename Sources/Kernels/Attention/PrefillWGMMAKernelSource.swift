@@ -468,39 +468,26 @@ extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) vt_prefill_att
 
 """#
 
-    /// Warpgroup 0 produces, the others consume (`PRODUCER`): the producer's 128 threads copy
-    /// Q and then K/V tiles into a ring of STAGES stages with cp.async, each thread's copies
-    /// arriving on the stage's `full` barrier when they land; consumers wait on it, run the
-    /// tile, and release the stage on its `empty` barrier (one arrival per warp). With
-    /// OVERLAP, a consumer issues S = Q K^T of tile i together with O += P V of tile i - 1 and
-    /// runs tile i's softmax while the tensor cores do the latter. setmaxnreg moves registers
-    /// from the producer to the consumers. No block barrier after the start, so consumer
-    /// warpgroups drift apart and one's softmax overlaps another's products.
+    /// Warpgroup 0 produces, the others consume: the producer's 128 threads copy Q and then
+    /// K/V tiles into a ring of STAGES stages with cp.async and publish each on the stage's
+    /// `full` mbarrier once their own copies have landed (wait, proxy fence, arrive);
+    /// consumers wait on it, run the tile, and release the stage on its `empty` barrier (one
+    /// arrival per warp). A consumer issues S = Q K^T of tile i together with O += P V of tile
+    /// i - 1 and runs tile i's softmax while the tensor cores do the latter; with PINGPONG the
+    /// consumers take turns issuing. setmaxnreg moves registers from the producer to the
+    /// consumers. (perf.md records the variants measured and dropped: consumers that wait for
+    /// P V before the next S, and publication by cp.async.mbarrier.arrive.)
     static let producerKernel = #"""
 #define CONSUMERS (WARPGROUPS - 1)
 static_assert(BLOCK_M == 64 * CONSUMERS, "each consumer warpgroup owns 64 query rows");
 #ifndef STAGES
 #define STAGES 2
 #endif
-#ifndef OVERLAP
-#define OVERLAP 1
-#endif
 #ifndef PINGPONG
 #define PINGPONG 0
 #endif
-// How the producer publishes a tile. 0: each producer thread waits for its own copies, fences
-// and release-arrives (the writer-side proxy fence the PTX memory model asks for). 1:
-// cp.async.mbarrier.arrive (arrives when the copies land) and a fence in each consumer after
-// its wait (an experiment: that ordering is not the documented one).
-#ifndef ASYNC_PUBLISH
-#define ASYNC_PUBLISH 0
-#endif
-#ifndef CONSUMER_FENCE
-#define CONSUMER_FENCE ASYNC_PUBLISH
-#endif
-
-#if PINGPONG && (!OVERLAP || CONSUMERS < 2)
-#error "PINGPONG needs OVERLAP and at least two consumer warpgroups"
+#if PINGPONG && CONSUMERS < 2
+#error "PINGPONG needs at least two consumer warpgroups"
 #endif
 #ifndef PRODUCER_REGS
 #define PRODUCER_REGS 56
@@ -514,11 +501,6 @@ __device__ __forceinline__ void mbar_init(u32 bar, u32 count) {
 }
 __device__ __forceinline__ void mbar_arrive(u32 bar) {
     asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
-}
-// Arrives on `bar` when every cp.async this thread issued so far has landed (no increment:
-// the barrier's count includes this arrival).
-__device__ __forceinline__ void mbar_arrive_on_copies(u32 bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 __device__ __forceinline__ void mbar_wait(u32 bar, u32 parity) {
     asm volatile("{\n.reg .pred done;\nWAIT:\n"
@@ -560,15 +542,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             loader.load<(BLOCK_N * CHUNKS) / 128, 128 / CHUNKS>(span.tileEnd - 1 - i, sK + s * KV_TILE_BYTES,
                                                                 sV + s * KV_TILE_BYTES, tid / CHUNKS);
         };
-#if ASYNC_PUBLISH
-        mbar_arrive_on_copies(qFull);
-        for (int i = 0; i < tileCount; ++i) {
-            if (i >= STAGES) mbar_wait(empty0 + 8 * (i % STAGES), ((i / STAGES) - 1) & 1);
-            issue(i);
-            mbar_arrive_on_copies(full0 + 8 * (i % STAGES));
-        }
-        cp_async_wait_all();
-#else
         // Each tile is published once this thread's copies of it have landed: wait, fence
         // (nothing else in flight, so the fence waits for nothing), release-arrive; only then
         // the next tile is issued. One tile in flight per thread; the ring's other stages keep
@@ -590,7 +563,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
         cp_async_wait_all();
         fence_proxy_async();
         mbar_arrive(full0 + 8 * ((tileCount - 1) % STAGES));
-#endif
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CONSUMER_REGS));
         const int consumer = (warp >> 2) - 1;
@@ -607,9 +579,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             if (lane == 0) mbar_arrive(empty0 + 8 * s);
         };
         mbar_wait(qFull, 0);
-#if CONSUMER_FENCE
-        fence_proxy_async();
-#endif
 
         // The tiles this warpgroup sees are one run [first, last] of the ring's order; the
         // others it only lets pass. Each phase is its own straight loop: ptxas serializes
@@ -619,13 +588,9 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             if (g.sees((span.tileEnd - 1 - i) * BLOCK_N, window)) { first = imin(first, i); last = i; }
         auto wait_full = [&](int i) {
             mbar_wait(full0 + 8 * (i % STAGES), (i / STAGES) & 1);
-#if CONSUMER_FENCE
-            fence_proxy_async();  // the producer's cp.async writes, seen through the barrier, before wgmma reads
-#endif
         };
         auto stage_of = [&](int i) { return (u64)(((i % STAGES) * KV_TILE_BYTES) >> 4); };
-        // Scores of tile i: wait for S, mask, softmax (P in s_, O rescaled unless OVERLAP
-        // leaves that to the caller).
+        // Scores of tile i: mask and softmax (P in s_; O's rescale is the caller's).
         auto scores_softmax = [&](float (&s_)[BLOCK_N / 2], int i, float (&correction)[2]) {
             const int key0 = (span.tileEnd - 1 - i) * BLOCK_N;
             fence_registers(s_);
@@ -660,7 +625,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
                 scores_softmax(s_, first, correction);  // O is still zero: no rescale
                 pack_p(pa, s_);
             }
-#if OVERLAP
             for (int i = first + 1; i <= last; ++i) {
                 wait_full(i);
                 float s_[BLOCK_N / 2];
@@ -685,28 +649,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
             wgmma_wait<0>();
             fence_registers(acc);
             release(last % STAGES);
-#else
-            wgmma_fence();
-            issue_pv(acc, pa, vDesc + stage_of(first));
-            wgmma_wait<0>();
-            fence_registers(acc);
-            release(first % STAGES);
-            for (int i = first + 1; i <= last; ++i) {
-                wait_full(i);
-                float s_[BLOCK_N / 2];
-                wgmma_fence();
-                issue_scores(s_, qDesc, kDesc + stage_of(i));
-                wgmma_wait<0>();
-                float correction[2];
-                if (scores_softmax(s_, i, correction)) rescale(acc, correction);
-                pack_p(pa, s_);
-                wgmma_fence();
-                issue_pv(acc, pa, vDesc + stage_of(i));
-                wgmma_wait<0>();
-                fence_registers(acc);
-                release(i % STAGES);
-            }
-#endif
         }
         else {
             turn_wait();  // the last phase, with nothing to issue
