@@ -23,7 +23,9 @@
 /// + head * headStride, in the K pool and the V pool (two extra kernel arguments).
 /// O leaves through the warp's own Q rows in shared memory with 16-byte stores.
 enum PrefillKernelSource {
-    static let text = #"""
+    static let text = prologue + shared + mmaKernel + fill
+
+    static let prologue = #"""
 typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned long long u64;
@@ -60,6 +62,12 @@ static_assert(BLOCK_N % 16 == 0 && DT % 2 == 0, "");
 #define CVT_OP "cvt.rn.bf16x2.f32"
 #endif
 
+"""#
+
+    /// What the mma.sync and wgmma prefill programs share: the host-written descriptors,
+    /// small integer helpers, cp.async, the fp32 pair packing (CVT_OP, defined by each
+    /// program's prologue) and exp2.
+    static let shared = #"""
 struct PrefillRequest {  // 32 bytes, written by the host
     u64 key;    // PAGED: the request's int32 block table
     u64 value;  // PAGED: unused
@@ -74,8 +82,6 @@ struct PrefillTile {  // 8 bytes
     int queryBegin;
 };
 
-template <int N> struct Int { static constexpr int value = N; };
-
 __device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
 __device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
@@ -86,14 +92,32 @@ __device__ __forceinline__ u32 smem_address(const void *p) {
     return r;
 }
 
-// Byte offset of 16-byte chunk `chunk` of row `row` in a tile.
-__device__ __forceinline__ u32 swz(int row, int chunk) { return (u32)(row * SROW + chunk * 16); }
-
 __device__ __forceinline__ void cp_async16(u32 dst, const void *src, int bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Two floats to a packed pair of 16-bit values; `lo` in the low half (the lower column).
+__device__ __forceinline__ u32 pack2(float lo, float hi) {
+    u32 r;
+    asm(CVT_OP " %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+"""#
+
+    static let mmaKernel = #"""
+template <int N> struct Int { static constexpr int value = N; };
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a tile.
+__device__ __forceinline__ u32 swz(int row, int chunk) { return (u32)(row * SROW + chunk * 16); }
 
 __device__ __forceinline__ void ldsm_x4(u32 (&r)[4], u32 addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -108,19 +132,6 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const u32 (&a)[4], u32 b
     asm volatile(MMA_OP " {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats to a packed pair of 16-bit values; `lo` in the low half (the lower column).
-__device__ __forceinline__ u32 pack2(float lo, float hi) {
-    u32 r;
-    asm(CVT_OP " %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
@@ -420,6 +431,10 @@ vt_prefill_attention(const u16 *__restrict__ q, u16 *__restrict__ o,
         }
 }
 
+"""#
+
+    /// Uniform random inputs for the timing runs (both programs carry it).
+    static let fill = #"""
 // Uniform values in [-amplitude, amplitude) from a hash of (seed, index), as bf16 or fp16:
 // random inputs for timing, written on the GPU.
 extern "C" __global__ void vt_prefill_fill(u16 *p, u64 n, u32 seed, float amplitude) {

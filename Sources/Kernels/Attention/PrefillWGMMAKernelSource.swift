@@ -56,7 +56,8 @@ enum PrefillWGMMAKernelSource {
 
     /// The program for one tile shape: `producer` picks the warp-specialized kernel.
     static func text(blockN: Int, headDim: Int, producer: Bool) -> String {
-        prologue + wrappers(sn: blockN, on: headDim) + helpers + (producer ? producerKernel : simpleKernel) + fill
+        prologue + wrappers(sn: blockN, on: headDim) + PrefillKernelSource.shared + helpers
+            + (producer ? producerKernel : simpleKernel) + PrefillKernelSource.fill
     }
 
     static let prologue = #"""
@@ -96,40 +97,11 @@ static_assert(THREADS % CHUNKS == 0, "a thread loads one 16-byte column of its r
 """#
 
     static let helpers = #"""
-struct PrefillRequest {  // 32 bytes, written by the host
-    u64 key;    // PAGED: the request's int32 block table
-    u64 value;  // PAGED: unused
-    int length;
-    int queryStart;
-    int queryCount;
-    int reserved;
-};
-
-struct PrefillTile {  // 8 bytes
-    int request;
-    int queryBegin;
-};
-
-__device__ __forceinline__ int imin(int a, int b) { return a < b ? a : b; }
-__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
-__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
-
-__device__ __forceinline__ u32 smem_address(const void *p) {
-    u32 r;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-    return r;
-}
-
 // Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled tile of `rows` rows.
 __device__ __forceinline__ u32 swz(int row, int chunk, int rows) {
     return (u32)((chunk >> 3) * rows * 128 + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
 }
 
-__device__ __forceinline__ void cp_async16(u32 dst, const void *src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 // Orders this thread's view of shared memory (generic proxy: cp.async and ordinary stores)
 // before the tensor cores' reads (async proxy).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
@@ -142,19 +114,6 @@ template <int N> __device__ __forceinline__ void wgmma_wait() { asm volatile("wg
 // swizzle. Adding (bytes >> 4) moves the start (addresses stay below 2^18).
 __device__ __forceinline__ u64 descriptor(u32 address, u32 leading, u32 stride) {
     return (u64)((address & 0x3FFFF) >> 4) | ((u64)(leading >> 4) << 16) | ((u64)(stride >> 4) << 32) | (1ull << 62);
-}
-
-// Two floats to a packed pair of 16-bit values; `lo` in the low half (the lower column).
-__device__ __forceinline__ u32 pack2(float lo, float hi) {
-    u32 r;
-    asm(CVT_OP " %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
 }
 
 // Where a block's work lies: its query rows and the key tiles they see (last to first).
@@ -663,20 +622,5 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) vt_prefill_attention(KE
     }
 }
 
-"""#
-
-    static let fill = #"""
-// Uniform values in [-amplitude, amplitude) from a hash of (seed, index), as bf16 or fp16:
-// random inputs for timing, written on the GPU (the same as PrefillKernelSource's).
-extern "C" __global__ void vt_prefill_fill(u16 *p, u64 n, u32 seed, float amplitude) {
-    for (u64 i = blockIdx.x * (u64)blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) {
-        u64 x = (i + 1) * 0x9E3779B97F4A7C15ull ^ ((u64)seed << 32 | seed);
-        x ^= x >> 31;
-        x *= 0xBF58476D1CE4E5B9ull;
-        x ^= x >> 29;
-        const float v = ((float)(u32)(x >> 40) * (1.f / 16777216.f) * 2.f - 1.f) * amplitude;
-        p[i] = (u16)(pack2(v, 0.f) & 0xffffu);
-    }
-}
 """#
 }
