@@ -5,7 +5,8 @@
 # KV bytes = B x L x KV heads x 128 x 2 (K, V) x 2 bytes. Usage: python3 torch_decode_anchor.py
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
+from sdpa_timing import time_backends
 
 SHAPES = [  # name, query heads, KV heads, batch, context
     ("Llama-3-8B 8 x 1k", 32, 8, 8, 1024),
@@ -16,32 +17,13 @@ SHAPES = [  # name, query heads, KV heads, batch, context
 ]
 BACKENDS = [("cuDNN", SDPBackend.CUDNN_ATTENTION), ("FlashAttention-2", SDPBackend.FLASH_ATTENTION)]
 
-
-def median_ms(fn, reps=30):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); b.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
-
-
 print(f"device {torch.cuda.get_device_name()}")
-print(f"{'shape':24s} {'backend':18s} {'ms':>9s} {'TB/s':>7s}")
+print(f"{'shape':24s} {'backend':18s} {'ms':>9s} {'TB/s':>8s}")
 for name, hq, hkv, b, l in SHAPES:
     q = torch.randn(b, hq, 1, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(b, hkv, l, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(b, hkv, l, 128, device="cuda", dtype=torch.bfloat16)
     kv_bytes = b * l * hkv * 128 * 2 * 2
-    for label, backend in BACKENDS:
-        try:
-            with sdpa_kernel(backend):
-                ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=hkv != hq))
-            print(f"{name:24s} {label:18s} {ms:9.4f} {kv_bytes / ms / 1e9:7.3f}")
-        except Exception as error:  # a backend that refuses the shape says why
-            print(f"{name:24s} {label:18s} unavailable: {str(error).splitlines()[0][:80]}")
+    time_backends(name, BACKENDS, lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=hkv != hq), kv_bytes, 1e9, 30, 24)
     del q, k, v
     torch.cuda.empty_cache()

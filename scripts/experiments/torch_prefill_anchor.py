@@ -5,7 +5,8 @@
 # Median of 20 CUDA-event timings after warm-up. Usage: python3 torch_prefill_anchor.py
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
+from sdpa_timing import time_backends
 
 SHAPES = [  # name, query heads, KV heads, sequences, length
     ("prefill Llama-3-8B 16 x 1k", 32, 8, 16, 1024),
@@ -14,32 +15,13 @@ SHAPES = [  # name, query heads, KV heads, sequences, length
 ]
 BACKENDS = [("FlashAttention-2", SDPBackend.FLASH_ATTENTION), ("cuDNN", SDPBackend.CUDNN_ATTENTION)]
 
-
-def median_ms(fn, reps=20):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); b.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
-
-
 print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
-print(f"{'shape':28s} {'backend':18s} {'ms':>8s} {'TFLOP/s':>8s}")
+print(f"{'shape':28s} {'backend':18s} {'ms':>9s} {'TFLOP/s':>8s}")
 for name, hq, hkv, b, l in SHAPES:
     q = torch.randn(b, hq, l, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(b, hkv, l, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(b, hkv, l, 128, device="cuda", dtype=torch.bfloat16)
     flops = b * 4 * hq * 128 * l * l / 2
-    for label, backend in BACKENDS:
-        try:
-            with sdpa_kernel(backend):
-                ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=hkv != hq))
-            print(f"{name:28s} {label:18s} {ms:8.3f} {flops / ms / 1e9:8.1f}")
-        except Exception as error:  # a backend that refuses the shape says why
-            print(f"{name:28s} {label:18s} unavailable: {str(error).splitlines()[0][:80]}")
+    time_backends(name, BACKENDS, lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=hkv != hq), flops, 1e9, 20, 28)
     del q, k, v
     torch.cuda.empty_cache()
