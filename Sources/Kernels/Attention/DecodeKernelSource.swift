@@ -69,15 +69,15 @@ struct __align__(16) DecodeItem {   /* 48 bytes, written by the host (DecodeSche
 
 /* K/V loads: weak (not .nc) and volatile, so that ptxas keeps all of a step's loads ahead of
    the __syncwarp() that precedes its math instead of sinking the V loads below Q.K^T. */
+#if L2HINT
+#define STREAM_L2 ".L2::256B"
+#else
+#define STREAM_L2 ""
+#endif
 __device__ __forceinline__ uint4 ld_stream(u64 address) {
     uint4 r;
-#if L2HINT
-    asm volatile("ld.global.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+    asm volatile("ld.global.L1::no_allocate" STREAM_L2 ".v4.u32 {%0, %1, %2, %3}, [%4];"
         : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(address));
-#else
-    asm volatile("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(address));
-#endif
     return r;
 }
 
