@@ -375,7 +375,7 @@ enum PrefillChecks {
         var results: [PrefillCheckResult] = []
         let wgmma = gpu?.hasWGMMA ?? false
         let configs = c.pageTokens == nil ? PrefillTileConfig.candidates(headDim: d, wgmma: wgmma)
-            : [.standard(headDim: d)] + (wgmma ? [.standard(headDim: d, wgmma: true)] : [])
+            : PrefillTileConfig.pagedCandidates(headDim: d, wgmma: wgmma)
         for config in configs {
             var got = [UInt8](repeating: 0xFF, count: queries.count)
             if let gpu, let oBuffer, let qBuffer {
@@ -591,10 +591,7 @@ enum PrefillTiming {
         defer { withExtendedLifetime(pagedBuffers) {} }
 
         var runs: [(config: PrefillTileConfig, paged: Bool)] = PrefillTileConfig.candidates(headDim: p.headDim, wgmma: gpu.hasWGMMA).map { ($0, false) }
-        if c.paged {
-            runs.append((.standard(headDim: p.headDim), true))
-            if gpu.hasWGMMA { runs.append((.standard(headDim: p.headDim, wgmma: true), true)) }
-        }
+        if c.paged { runs += PrefillTileConfig.pagedCandidates(headDim: p.headDim, wgmma: gpu.hasWGMMA).map { ($0, true) } }
         for (config, paged) in runs {
             let kernel = try gpu.kernel(p, config, paged: paged)
             let plans = paged ? pagedPlans.map { kernel.plan($0.1, pool: $0.0) } : requestSets.map { kernel.plan($0) }

@@ -122,21 +122,20 @@ public final class PrefillAttention: @unchecked Sendable {
     public static func program(headDim: Int, dtype: KVDType, config: PrefillTileConfig, paged: Bool = false) -> KernelSource {
         precondition(headDim == 64 || headDim == 128, "prefill attention supports head dim 64 and 128")
         precondition(dtype != .fp32, "prefill attention needs bf16 or fp16")
+        let shape = ["-DHEAD_DIM=\(headDim)", "-DBLOCK_M=\(config.blockM)", "-DBLOCK_N=\(config.blockN)",
+                     "-DNWARPS=\(config.warps)", "-DMIN_BLOCKS=\(config.minBlocks)"]
+        let fp16 = "-DFP16=\(dtype == .fp16 ? 1 : 0)"
+        let pagedOption = paged ? ["-DPAGED=1"] : []
         if config.engine == .wgmma {
             return KernelSource(
                 name: "vtensor_prefill_wgmma.cu",
                 source: PrefillWGMMAKernelSource.text(blockN: config.blockN, headDim: headDim, producer: config.producer),
-                options: ["-DHEAD_DIM=\(headDim)", "-DBLOCK_M=\(config.blockM)", "-DBLOCK_N=\(config.blockN)",
-                          "-DNWARPS=\(config.warps)", "-DMIN_BLOCKS=\(config.minBlocks)",
-                          "-DFP16=\(dtype == .fp16 ? 1 : 0)"]
-                    + (config.producer ? ["-DSTAGES=\(config.stages)", "-DPINGPONG=\(config.pingpong ? 1 : 0)"] : []) + (paged ? ["-DPAGED=1"] : []),
+                options: shape + [fp16]
+                    + (config.producer ? ["-DSTAGES=\(config.stages)", "-DPINGPONG=\(config.pingpong ? 1 : 0)"] : []) + pagedOption,
                 archSuffix: "a")
         }
-        return KernelSource(
-            name: "vtensor_prefill_attention.cu", source: PrefillKernelSource.text,
-            options: ["-DHEAD_DIM=\(headDim)", "-DBLOCK_M=\(config.blockM)", "-DBLOCK_N=\(config.blockN)",
-                      "-DNWARPS=\(config.warps)", "-DMIN_BLOCKS=\(config.minBlocks)", "-DINTERLEAVE=\(config.interleave ? 1 : 0)",
-                      "-DFP16=\(dtype == .fp16 ? 1 : 0)"] + (paged ? ["-DPAGED=1"] : []))
+        return KernelSource(name: "vtensor_prefill_attention.cu", source: PrefillKernelSource.text,
+                            options: shape + ["-DINTERLEAVE=\(config.interleave ? 1 : 0)", fp16] + pagedOption)
     }
 
     /// Every program this file launches (for `KernelCatalog`): every candidate shape with
@@ -145,8 +144,7 @@ public final class PrefillAttention: @unchecked Sendable {
         [64, 128].flatMap { d in
             [KVDType.bf16, .fp16].flatMap { dtype in
                 PrefillTileConfig.candidates(headDim: d, wgmma: true).map { program(headDim: d, dtype: dtype, config: $0) }
-                    + [program(headDim: d, dtype: dtype, config: .standard(headDim: d), paged: true)]
-                    + [program(headDim: d, dtype: dtype, config: .standard(headDim: d, wgmma: true), paged: true)]
+                    + PrefillTileConfig.pagedCandidates(headDim: d, wgmma: true).map { program(headDim: d, dtype: dtype, config: $0, paged: true) }
             }
         }
     }

@@ -114,6 +114,11 @@ public struct PrefillTileConfig: Sendable, Hashable, Codable, CustomStringConver
                         .wgmma(warpgroups: 3, blockN: 128)] : [])
     }
 
+    /// The shapes the paged baseline runs: each engine's standard one.
+    public static func pagedCandidates(headDim: Int, wgmma: Bool = false) -> [PrefillTileConfig] {
+        [standard(headDim: headDim)] + (wgmma ? [standard(headDim: headDim, wgmma: true)] : [])
+    }
+
     public var description: String {
         (engine == .wgmma ? (producer ? "wgmma producer \(stages)-stage " + (pingpong ? "pingpong " : "") : "wgmma ") : "") + "\(blockM)x\(blockN)/\(warps)w" + (minBlocks > 1 ? "/\(minBlocks)b" : "") + (interleave || mTiles == 1 ? "" : "/consecutive")
     }
