@@ -29,10 +29,13 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant"],
                 // The CPU forward pass's SIMD loops want AVX2 + FMA (haswell: every x86 server since 2015).
                 swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
+        // The serving engine: requests, scheduler, KV admission, the step loop. No GPU imports:
+        // it gets a model and its KV cache from outside.
+        .target(name: "Engine", dependencies: ["Runtime", "Tokenizers", "VTensor"]),
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [
-                "VTensor", "GPU", "Kernels", "Models", "Tokenizers", "Runtime", "CSystem",
+                "VTensor", "GPU", "Kernels", "Models", "Tokenizers", "Runtime", "Engine", "CSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -43,6 +46,7 @@ let package = Package(
         .target(name: "GGUFTestSupport", dependencies: ["Models"], path: "Tests/GGUFTestSupport"),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "Tokenizers"], exclude: ["Fixtures"]),
     ]
 )

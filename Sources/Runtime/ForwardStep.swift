@@ -17,8 +17,11 @@ public struct ForwardInput: Sendable {
 /// What every forward pass does before its kernels, CPU or GPU alike.
 enum ForwardStep {
     /// Checks a step's inputs (each sequence once, new tokens present and in the vocabulary, the
-    /// context not exceeded), then maps what the new tokens need and declares them written —
-    /// nothing changes when a check fails. Returns each sequence's length before the step.
+    /// context not exceeded, the KV for the new tokens already mapped), then declares them
+    /// written — nothing changes when a check fails. Returns each sequence's length before the step.
+    ///
+    /// The model never grows memory: whoever owns the cache maps first (the engine through its
+    /// mapper, ahead of the step; tools and tests with `LanguageModel.reserve`).
     static func begin(_ inputs: [ForwardInput], cache: KVCache, vocabularySize: Int) throws -> [Int] {
         guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence appears twice in one batch") }
         var starts: [Int] = []
@@ -34,7 +37,6 @@ enum ForwardStep {
             starts.append(start)
         }
         let lengths = inputs.enumerated().map { ($0.element.id, starts[$0.offset] + $0.element.tokens.count) }
-        try cache.memory.grow(try cache.prepareGrowth(lengths))
         try cache.setLengths(lengths)
         return starts
     }

@@ -106,13 +106,13 @@ struct BenchModelCommand: ParsableCommand {
             inputs.append(ForwardInput(id: id, tokens: (0..<promptTokens).map { _ in Int(rng.next() % UInt64(c.vocabSize)) }))
         }
         let start = Date()
-        var logits = try model.forward(inputs)
+        var logits = try model.reserveAndForward(inputs)
         let prefill = Date().timeIntervalSince(start)
         var steps: [Double] = []
         for _ in 0..<decodeTokens {
             let next = logits.enumerated().map { ForwardInput(id: $0.offset, tokens: [argmax($0.element)]) }
             let t = Date()
-            logits = try model.forward(next)
+            logits = try model.reserveAndForward(next)
             steps.append(Date().timeIntervalSince(t))
         }
         let stepMedian = median(steps)
@@ -182,6 +182,7 @@ extension BenchModelCommand {
             for i in ids { try model.addSequence(i) }
             let inputs = zip(ids, prompts()).map { ForwardInput(id: $0, tokens: $1) }
             let t = Date()
+            try model.reserve(inputs)
             next = try model.forwardGreedy(inputs)
             if round > 0 { prefillTimes.append(Date().timeIntervalSince(t)) }
             if round < 3 { for i in ids { try model.freeSequence(i) } }
@@ -191,7 +192,9 @@ extension BenchModelCommand {
             let ids = (0..<batch).map { id + $0 }
             for i in ids { try model.addSequence(i) }
             model.profile = true
-            _ = try model.forwardGreedy(zip(ids, prompts()).map { ForwardInput(id: $0, tokens: $1) })
+            let inputs = zip(ids, prompts()).map { ForwardInput(id: $0, tokens: $1) }
+            try model.reserve(inputs)
+            _ = try model.forwardGreedy(inputs)
             model.profile = false
             prefillProfile = model.lastStep.gpuMsByOperation
             for i in ids { try model.freeSequence(i) }
@@ -202,6 +205,7 @@ extension BenchModelCommand {
         for _ in 0..<decodeTokens {
             let inputs = zip(liveIDs, next).map { ForwardInput(id: $0, tokens: [$1]) }
             let t = Date()
+            try model.reserve(inputs)
             next = try model.forwardGreedy(inputs)
             steps.append(Date().timeIntervalSince(t))
             phases.append((model.lastStep.planMs, model.lastStep.launchMs, model.lastStep.waitMs))
@@ -213,6 +217,7 @@ extension BenchModelCommand {
             let rounds = 5
             for _ in 0..<rounds {
                 let inputs = zip(liveIDs, next).map { ForwardInput(id: $0, tokens: [$1]) }
+                try model.reserve(inputs)
                 next = try model.forwardGreedy(inputs)
                 for (k, v) in model.lastStep.gpuMsByOperation { sums[k, default: 0] += v / Double(rounds) }
             }

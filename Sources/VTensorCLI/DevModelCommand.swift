@@ -59,7 +59,7 @@ struct DevModelCommand: ParsableCommand {
             gpu.cudaGraphs = graphs
             func tokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(config.vocabSize)) } }
             func compare(_ step: String, _ inputs: [ForwardInput]) throws {
-                let a = try cpu.forward(inputs), b = try gpu.forward(inputs)
+                let a = try cpu.reserveAndForward(inputs), b = try gpu.reserveAndForward(inputs)
                 checks.append(Self.compare(model: name, step: step, reference: a, candidate: b, vocab: config.vocabSize))
                 let c = checks.last!
                 print("\(c.pass ? "PASS" : "FAIL") \(name) \(step): \(c.rows) rows, cosine min \(fixed(c.minCosine, 5)) mean \(fixed(c.meanCosine, 5)), top-1 \(fixed(c.top1Agreement, 3)), rel err \(fixed(c.relativeError, 4))")
@@ -86,8 +86,8 @@ struct DevModelCommand: ParsableCommand {
             }
             // A long prompt whose K/V spans more than one 2 MiB chunk where the workspace allows.
             let long = tokens(min(gpu.cache.layout.tokensPerChunk + 300, 6000))
-            let a = try cpu.forward([ForwardInput(id: 3, tokens: long, allLogits: false)])
-            let b = try gpu.forward([ForwardInput(id: 3, tokens: long, allLogits: false)])
+            let a = try cpu.reserveAndForward([ForwardInput(id: 3, tokens: long, allLogits: false)])
+            let b = try gpu.reserveAndForward([ForwardInput(id: 3, tokens: long, allLogits: false)])
             checks.append(Self.compare(model: name, step: "prefill \(long.count) (last row)", reference: a, candidate: b, vocab: config.vocabSize))
             let last = checks.last!
             print("\(last.pass ? "PASS" : "FAIL") \(name) \(last.step): cosine \(fixed(last.minCosine, 5)), top-1 \(fixed(last.top1Agreement, 3))")

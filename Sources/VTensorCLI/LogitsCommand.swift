@@ -71,7 +71,7 @@ struct LogitsCommand: ParsableCommand {
             vocabulary = loaded.config.vocabSize
         }
         try model.addSequence(0)
-        let logits = try model.forward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
+        let logits = try model.reserveAndForward([ForwardInput(id: 0, tokens: ids, allLogits: true)])[0]
         try logits.withUnsafeBytes { Data($0) }.write(to: URL(fileURLWithPath: out))
         print("logits: \(ids.count) x \(vocabulary) (\(kind == .cuda ? "cuda, bf16" : "cpu, float32")) -> \(out)")
     }

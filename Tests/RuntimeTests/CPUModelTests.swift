@@ -36,7 +36,7 @@ final class CPUModelTests: XCTestCase {
                                ("llama3 scaling", try Self.config(",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8,\"low_freq_factor\":1,\"high_freq_factor\":4,\"original_max_position_embeddings\":16}"))] {
             let m = try model(config)
             try m.addSequence(1)
-            let logits = try m.forward([ForwardInput(id: 1, tokens: tokens, allLogits: true)])[0]
+            let logits = try m.reserveAndForward([ForwardInput(id: 1, tokens: tokens, allLogits: true)])[0]
             let reference = ReferenceLlama(weights: m.weights).logits(tokens)
             assertClose(logits, reference.map(Float.init), 1e-5, name)
         }
@@ -47,8 +47,8 @@ final class CPUModelTests: XCTestCase {
         let full = try model(try Self.config(type: "mistral"))
         try windowed.addSequence(0)
         try full.addSequence(0)
-        let a = try windowed.forward([ForwardInput(id: 0, tokens: tokens, allLogits: true)])[0]
-        let b = try full.forward([ForwardInput(id: 0, tokens: tokens, allLogits: true)])[0]
+        let a = try windowed.reserveAndForward([ForwardInput(id: 0, tokens: tokens, allLogits: true)])[0]
+        let b = try full.reserveAndForward([ForwardInput(id: 0, tokens: tokens, allLogits: true)])[0]
         let v = 97
         XCTAssertEqual(Array(a[0..<(4 * v)]), Array(b[0..<(4 * v)]), "the first 4 positions see the same keys")
         XCTAssertNotEqual(Array(a[(11 * v)...]), Array(b[(11 * v)...]))
@@ -58,11 +58,11 @@ final class CPUModelTests: XCTestCase {
     func testIncrementalEqualsFull() throws {
         let m = try model(try Self.config(",\"sliding_window\":5", type: "mistral"))
         try m.addSequence(0)
-        let full = try m.forward([ForwardInput(id: 0, tokens: tokens, allLogits: true)])[0]
+        let full = try m.reserveAndForward([ForwardInput(id: 0, tokens: tokens, allLogits: true)])[0]
         try m.addSequence(1)
-        var pieces = try m.forward([ForwardInput(id: 1, tokens: Array(tokens[0..<5]), allLogits: true)])[0]
-        pieces += try m.forward([ForwardInput(id: 1, tokens: Array(tokens[5..<8]), allLogits: true)])[0]
-        for t in tokens[8...] { pieces += try m.forward([ForwardInput(id: 1, tokens: [t])])[0] }
+        var pieces = try m.reserveAndForward([ForwardInput(id: 1, tokens: Array(tokens[0..<5]), allLogits: true)])[0]
+        pieces += try m.reserveAndForward([ForwardInput(id: 1, tokens: Array(tokens[5..<8]), allLogits: true)])[0]
+        for t in tokens[8...] { pieces += try m.reserveAndForward([ForwardInput(id: 1, tokens: [t])])[0] }
         assertClose(pieces, full, 1e-5, "incremental")
         XCTAssertEqual(try m.length(of: 1), tokens.count)
     }
@@ -72,9 +72,9 @@ final class CPUModelTests: XCTestCase {
         let m = try model(try Self.config(type: "qwen2"))
         let a = Array(tokens[0..<7]), b = Array(tokens[3...])
         for id in 0..<4 { try m.addSequence(id) }
-        let alone = [try m.forward([ForwardInput(id: 0, tokens: a, allLogits: true)])[0],
-                     try m.forward([ForwardInput(id: 1, tokens: b)])[0]]
-        let together = try m.forward([ForwardInput(id: 2, tokens: a, allLogits: true), ForwardInput(id: 3, tokens: b)])
+        let alone = [try m.reserveAndForward([ForwardInput(id: 0, tokens: a, allLogits: true)])[0],
+                     try m.reserveAndForward([ForwardInput(id: 1, tokens: b)])[0]]
+        let together = try m.reserveAndForward([ForwardInput(id: 2, tokens: a, allLogits: true), ForwardInput(id: 3, tokens: b)])
         assertClose(together[0], alone[0], 1e-6, "first")
         assertClose(together[1], alone[1], 1e-6, "second")
     }
@@ -82,7 +82,7 @@ final class CPUModelTests: XCTestCase {
     func testBadRequestsLeaveStateUnchanged() throws {
         let m = try model(try Self.config())
         try m.addSequence(0)
-        _ = try m.forward([ForwardInput(id: 0, tokens: [1, 2, 3])])
+        _ = try m.reserveAndForward([ForwardInput(id: 0, tokens: [1, 2, 3])])
         XCTAssertThrowsError(try m.forward([ForwardInput(id: 0, tokens: [4, 97])])) { error in
             XCTAssertTrue("\(error)".contains("outside the vocabulary"), "\(error)")
         }

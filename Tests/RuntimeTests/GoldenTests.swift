@@ -28,7 +28,7 @@ final class GoldenTests: XCTestCase {
 
         // Teacher-forced logits.
         try model.addSequence(0)
-        let ours = try model.forward([ForwardInput(id: 0, tokens: golden.input_ids, allLogits: true)])[0]
+        let ours = try model.reserveAndForward([ForwardInput(id: 0, tokens: golden.input_ids, allLogits: true)])[0]
         let reference = try Data(contentsOf: URL(fileURLWithPath: dir + "/" + golden.logits_file)).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         XCTAssertEqual(golden.logits_shape, [golden.input_ids.count, golden.vocab_size])
         XCTAssertEqual(ours.count, reference.count)
@@ -40,12 +40,12 @@ final class GoldenTests: XCTestCase {
 
         // Greedy continuation, one token at a time through the cache.
         try model.addSequence(1)
-        var logits = try model.forward([ForwardInput(id: 1, tokens: golden.greedy_prompt)])[0]
+        var logits = try model.reserveAndForward([ForwardInput(id: 1, tokens: golden.greedy_prompt)])[0]
         var generated: [Int] = []
         for _ in 0..<golden.greedy_tokens.count {
             let next = logits.indices.max { logits[$0] < logits[$1] }!
             generated.append(next)
-            logits = try model.forward([ForwardInput(id: 1, tokens: [next])])[0]
+            logits = try model.reserveAndForward([ForwardInput(id: 1, tokens: [next])])[0]
         }
         XCTAssertEqual(generated, golden.greedy_tokens, name)
     }

@@ -56,11 +56,11 @@ final class QuantizedMatrixTests: XCTestCase {
         let prompt = [504, 3575, 282, 4649, 314]
         for model in [float, native] { try model.addSequence(0) }
         // Prefill runs the Float path on both (more than 4 rows); the next steps differ in path.
-        _ = try float.forward([ForwardInput(id: 0, tokens: prompt)])
-        _ = try native.forward([ForwardInput(id: 0, tokens: prompt)])
+        _ = try float.reserveAndForward([ForwardInput(id: 0, tokens: prompt)])
+        _ = try native.reserveAndForward([ForwardInput(id: 0, tokens: prompt)])
         for token in [7042, 30] {
-            let a = try float.forward([ForwardInput(id: 0, tokens: [token])])[0]
-            let b = try native.forward([ForwardInput(id: 0, tokens: [token])])[0]
+            let a = try float.reserveAndForward([ForwardInput(id: 0, tokens: [token])])[0]
+            let b = try native.reserveAndForward([ForwardInput(id: 0, tokens: [token])])[0]
             var diff = 0.0, norm = 0.0
             for (u, v) in zip(a, b) { diff += Double(u - v) * Double(u - v); norm += Double(u) * Double(u) }
             XCTAssertLessThan((diff / norm).squareRoot(), 1e-4)

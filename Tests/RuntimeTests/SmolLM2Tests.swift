@@ -36,7 +36,7 @@ final class SmolLM2Tests: XCTestCase {
         XCTAssertEqual(prompt, [504, 3575, 282, 4649, 314], "The, Ġcapital, Ġof, ĠFrance, Ġis; no BOS for SmolLM2")
         let model = try CPUModel(weights: loaded.weights, kvBudgetBytes: 64 << 20, maxTokensPerSequence: 64)
         try model.addSequence(0)
-        let logits = try model.forward([ForwardInput(id: 0, tokens: prompt)])[0]
+        let logits = try model.reserveAndForward([ForwardInput(id: 0, tokens: prompt)])[0]
         let best = logits.indices.max { logits[$0] < logits[$1] }!
         XCTAssertEqual(tokenizer.decode([best]), " Paris")
     }

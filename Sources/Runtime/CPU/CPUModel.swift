@@ -17,28 +17,43 @@ public final class CPUModel: @unchecked Sendable {
     /// reading fewer weight bytes is the whole game; prefill keeps the Float path.
     public var quantized: QuantizedWeights?
 
-    /// - Parameters:
-    ///   - kvBudgetBytes: the cap on host memory the KV cache may hold.
-    ///   - maxTokensPerSequence: address space reserved per sequence (default: the model's context).
-    public init(weights: ModelWeights, kvBudgetBytes: Int = 2 << 30, maxTokensPerSequence: Int? = nil,
-                threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+    /// A model over `cache`, which must hold fp32 K/V of this model's shape (see `makeCache`).
+    public init(weights: ModelWeights, cache: KVCache, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
         let c = weights.config
+        guard cache.layout.shape == Self.kvShape(c) else {
+            throw RuntimeError.invalidRequest("the KV cache holds \(cache.layout.shape); the model needs \(Self.kvShape(c))")
+        }
         self.weights = weights
         config = c
         self.threads = max(1, threads)
         rope = RoPE(config: c.rope, headDim: c.headDim, frequencyFactors: weights.ropeFrequencyFactors)
         attention = AttentionParameters(queryHeads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
                                         dtype: .fp32, window: c.effectiveSlidingWindow)
-        let shape = KVShape(layers: c.numHiddenLayers, kvHeads: c.numKeyValueHeads, headDim: c.headDim, dtype: .fp32)
-        let maxTokens = maxTokensPerSequence ?? c.maxPositionEmbeddings
-        let backend = try HostBackend(capacityBytes: max(kvBudgetBytes, 4 << 20))
-        let memory = try VirtualMemory(backend: backend, budget: .bytes(max(kvBudgetBytes, backend.chunkSize)), lowWatermark: 0)
-        cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens)
+        self.cache = cache
     }
 
-    public func addSequence(_ id: Int) throws { try cache.addRequest(id) }
-    public func freeSequence(_ id: Int) throws { try cache.free(id) }
-    public func length(of id: Int) throws -> Int { try cache.length(of: id) }
+    /// A model with its own host-memory KV cache.
+    /// - Parameters:
+    ///   - kvBudgetBytes: the cap on host memory the KV cache may hold.
+    ///   - maxTokensPerSequence: address space reserved per sequence (default: the model's context).
+    public convenience init(weights: ModelWeights, kvBudgetBytes: Int = 2 << 30, maxTokensPerSequence: Int? = nil,
+                            threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+        let cache = try Self.makeCache(config: weights.config, kvBudgetBytes: kvBudgetBytes, maxTokensPerSequence: maxTokensPerSequence)
+        try self.init(weights: weights, cache: cache, threads: threads)
+    }
+
+    /// The K/V shape the CPU forward pass reads and writes (fp32).
+    public static func kvShape(_ c: ModelConfig) -> KVShape {
+        KVShape(layers: c.numHiddenLayers, kvHeads: c.numKeyValueHeads, headDim: c.headDim, dtype: .fp32)
+    }
+
+    /// A KV cache on host memory (memfd + mmap, the same virtual-memory manager the GPU uses),
+    /// capped at `kvBudgetBytes`, reserving `maxTokensPerSequence` tokens of address space a sequence.
+    public static func makeCache(config c: ModelConfig, kvBudgetBytes: Int, maxTokensPerSequence: Int? = nil) throws -> KVCache {
+        let backend = try HostBackend(capacityBytes: max(kvBudgetBytes, 4 << 20))
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(max(kvBudgetBytes, backend.chunkSize)), lowWatermark: 0)
+        return try KVCache(shape: kvShape(c), layout: .default, memory: memory, maxTokensPerRequest: maxTokensPerSequence ?? c.maxPositionEmbeddings)
+    }
 
     /// Runs the new tokens of every input through the model and returns the requested logits:
     /// per input, [new tokens or 1][vocab] flattened.

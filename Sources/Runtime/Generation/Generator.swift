@@ -8,6 +8,8 @@ public enum FinishReason: String, Sendable, Codable {
     case stop
     /// `maxTokens`, or the sequence reached the model's context.
     case length
+    /// Cancelled by the client (or ended by a failed step) before it finished.
+    case abort
 }
 
 /// The outcome of one generation: the text, the ids, why it ended, and its timing.
@@ -78,6 +80,7 @@ public final class Generator {
         var firstTokenAt: UInt64?
         // The model's device samples when it can (the logits stay there); else the host does.
         func sampleNext(_ input: ForwardInput) throws -> SampledToken {
+            try model.reserve([input])
             if model.samplesOnDevice {
                 return try model.forwardAndSample([input], draws: [sampler.deviceDraw()], vocabularyLimit: vocabularyLimit)[0]
             }

@@ -1,12 +1,18 @@
 import Models
+import VTensor
 
 /// What generation needs from a forward pass: the CPU and GPU models both provide it.
+///
+/// The model computes over a KV cache it is given and never maps memory itself: the caller
+/// (the engine) adds and frees sequences and maps what a step's new tokens need before the step.
 public protocol LanguageModel: AnyObject {
     var config: ModelConfig { get }
+    /// The cache this model reads and writes. On the GPU it is built together with the model,
+    /// because its memory backend must use the model's CUDA context and work stream; its owner
+    /// (the engine) is still the only one that grows or frees it.
+    var kvCache: KVCache { get }
     /// The most tokens one sequence may hold (its KV address space).
     var maxSequenceTokens: Int { get }
-    func addSequence(_ id: Int) throws
-    func freeSequence(_ id: Int) throws
     /// Per input, its logits rows ([rows][vocab] flattened).
     func forward(_ inputs: [ForwardInput]) throws -> [[Float]]
     /// Whether `forwardAndSample` picks the tokens where the logits are (the GPU), so they never
@@ -21,13 +27,32 @@ extension LanguageModel {
     public func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
         throw RuntimeError.unsupported("this model samples on the host: use forward and a Sampler")
     }
+
+    public func addSequence(_ id: Int) throws { try kvCache.addRequest(id) }
+    public func freeSequence(_ id: Int) throws { try kvCache.free(id) }
+    public func length(of id: Int) throws -> Int { try kvCache.length(of: id) }
+
+    /// Maps, now, what `inputs` will write: for tools and tests that drive a model step by step.
+    /// (The engine instead maps through its `AsyncMapper`, ahead of the step.)
+    public func reserve(_ inputs: [ForwardInput]) throws {
+        let targets = try inputs.map { ($0.id, try kvCache.length(of: $0.id) + $0.tokens.count) }
+        try kvCache.memory.grow(try kvCache.prepareGrowth(targets))
+    }
+
+    /// `reserve`, then `forward`: one synchronous step for tools and tests.
+    public func reserveAndForward(_ inputs: [ForwardInput]) throws -> [[Float]] {
+        try reserve(inputs)
+        return try forward(inputs)
+    }
 }
 
 extension CPUModel: LanguageModel {
+    public var kvCache: KVCache { cache }
     public var maxSequenceTokens: Int { cache.maxTokensPerRequest }
 }
 
 extension GPUModel: LanguageModel {
+    public var kvCache: KVCache { cache }
     public var maxSequenceTokens: Int { cache.maxTokensPerRequest }
     public var samplesOnDevice: Bool { true }
 }

@@ -1,0 +1,379 @@
+import Runtime
+import Synchronization
+import Tokenizers
+import VTensor
+
+/// Continuous batching over a model and the KV cache it reads: requests join and leave between
+/// steps, every step runs the rows the `Scheduler` picked (decodes and prefill chunks mixed),
+/// and the engine, not the model, maps the memory those rows need, through the `AsyncMapper`,
+/// one step ahead where it can.
+///
+/// Threads: `step()` runs on one thread at a time (the engine's loop, see `EngineLoop`);
+/// `add`, `abort`, `statistics` and `snapshot` may be called from any thread. Additions and
+/// aborts land in an inbox that the next step drains, so a step never sees a request change
+/// under it.
+public final class Engine: @unchecked Sendable {
+    public let model: any LanguageModel
+    public let cache: KVCache
+    public let options: EngineOptions
+    public let tokenizer: Tokenizer?
+    public let eosTokenIds: [Int]
+    /// Ids at or above this are never sampled (embedding rows the tokenizer has no token for).
+    public let vocabularyLimit: Int
+    /// The longest a sequence (prompt + output) may get: the model's context, the cache's
+    /// address space, `maxModelLen`, and what the KV budget holds for one request alone.
+    public let maxSequenceLength: Int
+    private let mapper: AsyncMapper?
+
+    // The stepping thread's state.
+    private var scheduler: Scheduler
+    private var ledger: KVLedger
+    private var sequences: [RequestID: EngineSequence] = [:]
+    private var stepIndex = 0
+    private var aheadTicket: MapTicket?
+    /// The last step's plan (read it on the stepping thread: benchmarks chart batch sizes with it).
+    public private(set) var lastPlan = SchedulerOutput()
+
+    // Shared with other threads.
+    private struct Shared {
+        var added: [EngineSequence] = []
+        var aborts: [RequestID] = []
+        /// Requests added and not yet finished or aborted.
+        var live: Set<RequestID> = []
+        var nextID: RequestID = 1
+        var statistics = EngineStatistics()
+        var snapshot: EngineSnapshot
+    }
+    private let shared: Mutex<Shared>
+
+    /// - Parameters:
+    ///   - cache: the KV cache `model` reads (`model.kvCache`), with no requests in it yet.
+    ///   - tokenizer: for text output and stop strings; nil produces token ids only.
+    ///   - eosTokenIds: ids that end a request unless it asks to ignore them.
+    ///   - mapperThreadSetup: runs first on the mapper thread (for CUDA: make the context current).
+    public init(model: any LanguageModel, cache: KVCache, tokenizer: Tokenizer?, eosTokenIds: [Int], options: EngineOptions = EngineOptions(),
+                mapperThreadSetup: (@Sendable () throws -> Void)? = nil) throws {
+        try options.validate()
+        guard model.kvCache === cache else {
+            throw EngineError.invalidOptions("the model reads another KV cache than the one given to the engine")
+        }
+        guard cache.requestIDs.isEmpty else { throw EngineError.invalidOptions("the KV cache already holds requests") }
+        self.model = model
+        self.cache = cache
+        self.options = options
+        self.tokenizer = tokenizer
+        var seen = Set<Int>()
+        self.eosTokenIds = eosTokenIds.filter { $0 >= 0 && seen.insert($0).inserted }
+        vocabularyLimit = min(model.config.vocabSize, tokenizer?.vocabularySize ?? model.config.vocabSize)
+        let memory = cache.memory.accounting
+        // Chunks already in use (the padding view) are not the requests' to take.
+        ledger = KVLedger(layout: cache.layout, guardTokens: cache.guardTokens, capacityChunks: memory.budgetChunks - memory.inUse)
+        let limit = min(options.maxModelLen ?? Int.max, model.config.maxPositionEmbeddings, cache.maxTokensPerRequest)
+        guard ledger.maxTokensAlone >= 2 else {
+            throw EngineError.budgetTooSmall("\(ledger.capacityChunks) chunks of \(cache.layout.chunkSize >> 20) MiB hold \(ledger.maxTokensAlone) tokens of one request (\(cache.layout.bytesPerToken) bytes a token); a request needs at least 2")
+        }
+        maxSequenceLength = min(limit, ledger.maxTokensAlone)
+        scheduler = Scheduler(maxNumSeqs: options.maxNumSeqs, maxNumBatchedTokens: options.maxNumBatchedTokens)
+        shared = Mutex(Shared(snapshot: EngineSnapshot(waiting: 0, running: 0, committedChunks: 0, capacityChunks: ledger.capacityChunks,
+                                                       chunkSize: cache.layout.chunkSize)))
+        mapper = options.asyncMapping ? AsyncMapper(memory: cache.memory, threadSetup: mapperThreadSetup) : nil
+    }
+
+    deinit { mapper?.shutdown() }
+
+    // MARK: Any thread
+
+    /// Queues a request; it joins the batch at the next step. Throws (and changes nothing) when
+    /// the request cannot be served: an empty prompt, ids outside the vocabulary, a prompt that
+    /// leaves no room to generate, bad sampling parameters.
+    @discardableResult
+    public func add(_ request: GenerationRequest) throws -> RequestID {
+        do {
+            let prompt = request.prompt
+            guard !prompt.isEmpty else { throw EngineError.invalidRequest("the prompt is empty") }
+            for t in prompt where t < 0 || t >= model.config.vocabSize {
+                throw EngineError.invalidRequest("prompt token id \(t) is outside the vocabulary (0..<\(model.config.vocabSize))")
+            }
+            guard prompt.count < maxSequenceLength else {
+                throw EngineError.invalidRequest("the prompt has \(prompt.count) tokens; the longest sequence this engine runs is \(maxSequenceLength) tokens, leaving no room to generate")
+            }
+            if let maxTokens = request.parameters.maxTokens, maxTokens < 1 {
+                throw EngineError.invalidRequest("max_tokens must be at least 1, got \(maxTokens)")
+            }
+            let state = try SequenceState(prompt: prompt, parameters: request.parameters, eosTokenIds: eosTokenIds,
+                                          maxLength: maxSequenceLength, tokenizer: tokenizer)
+            return shared.withLock { s in
+                let id = s.nextID
+                s.nextID += 1
+                s.added.append(EngineSequence(id: id, prompt: prompt, state: state, arrivalNanos: monotonicNanos()))
+                s.live.insert(id)
+                s.statistics.requestsAdded += 1
+                return id
+            }
+        } catch {
+            shared.withLock { $0.statistics.requestsRejected += 1 }
+            throw error
+        }
+    }
+
+    /// Cancels a request at the next step boundary: its KV goes back (after in-flight work) and
+    /// its last output says `abort`. Returns false for an unknown or already finished request.
+    @discardableResult
+    public func abort(_ id: RequestID) -> Bool {
+        shared.withLock { s in
+            guard s.live.contains(id) else { return false }
+            if !s.aborts.contains(id) { s.aborts.append(id) }
+            return true
+        }
+    }
+
+    /// Whether a step would do anything: requests queued, running, or arriving.
+    public var hasWork: Bool {
+        shared.withLock { !$0.live.isEmpty || !$0.aborts.isEmpty }
+    }
+
+    public var statistics: EngineStatistics { shared.withLock { $0.statistics } }
+
+    public var mapperStatistics: MapperStatistics? { mapper?.statistics }
+
+    public var snapshot: EngineSnapshot { shared.withLock { $0.snapshot } }
+
+    // MARK: The stepping thread
+
+    /// Runs one step: takes in new requests and aborts, schedules, maps, runs the model, and
+    /// feeds each sampled token to its request. Returns every request's output of this step.
+    public func step() -> [RequestOutput] {
+        let start = monotonicNanos()
+        var outputs: [RequestOutput] = []
+        var stats = EngineStatistics()
+        let (added, aborts) = shared.withLock { s -> ([EngineSequence], [RequestID]) in
+            defer { s.added.removeAll(); s.aborts.removeAll() }
+            return (s.added, s.aborts)
+        }
+        for sequence in added {
+            sequences[sequence.id] = sequence
+            scheduler.enqueue(sequence)
+        }
+        for id in aborts {
+            guard let sequence = sequences[id] else { continue }
+            end(sequence, status: .aborted, stats: &stats)
+            stats.aborted += 1
+            outputs.append(RequestOutput(id: id, tokens: [], text: "", finish: .abort, error: nil,
+                                         promptTokens: sequence.state.promptCount, outputTokens: sequence.state.output.count))
+        }
+        var modelNanos: UInt64 = 0
+        if scheduler.isIdle {
+            lastPlan = SchedulerOutput()
+            _ = try? cache.memory.reclaim(limit: 64)
+        } else {
+            let plan = scheduler.schedule(ledger: &ledger)
+            lastPlan = plan
+            outputs += run(plan, stats: &stats, modelNanos: &modelNanos)
+        }
+        let snapshot = EngineSnapshot(waiting: scheduler.waiting.count, running: scheduler.running.count,
+                                      committedChunks: ledger.committedChunks, capacityChunks: ledger.capacityChunks,
+                                      chunkSize: cache.layout.chunkSize)
+        let elapsed = monotonicNanos() - start
+        stats.hostSeconds = Double(elapsed - modelNanos) / 1e9
+        stats.modelSeconds = Double(modelNanos) / 1e9
+        let peak = ledger.peakCommittedChunks
+        shared.withLock { s in
+            s.statistics.merge(stats)
+            s.statistics.peakCommittedChunks = max(s.statistics.peakCommittedChunks, peak)
+            s.snapshot = snapshot
+            for output in outputs where output.isFinal { s.live.remove(output.id) }
+        }
+        return outputs
+    }
+
+    /// Steps until every request added so far has finished; hands each step's outputs to `body`.
+    public func runUntilIdle(_ body: ([RequestOutput]) throws -> Void = { _ in }) rethrows {
+        while hasWork { try body(step()) }
+    }
+
+    // MARK: Internals
+
+    private func run(_ plan: SchedulerOutput, stats: inout EngineStatistics, modelNanos: inout UInt64) -> [RequestOutput] {
+        var outputs: [RequestOutput] = []
+        for id in plan.preempted {
+            let sequence = sequences[id]!
+            if sequence.hasKV { try? cache.free(id) }
+            sequence.hasKV = false
+            stats.preemptions += 1
+        }
+        var failedRows: [(EngineSequence, String)] = []
+        for id in plan.admitted {
+            let sequence = sequences[id]!
+            if sequence.preemptions > 0 { stats.resumptions += 1 } else { stats.admitted += 1 }
+            do {
+                try cache.addRequest(id)
+                sequence.hasKV = true
+            } catch {
+                failedRows.append((sequence, "KV cache: \(error)"))
+            }
+        }
+        let rows = plan.rows.filter { row in !failedRows.contains { $0.0.id == row.id } }
+        guard !rows.isEmpty else { return outputs + fail(failedRows, stats: &stats) }
+        stepIndex += 1
+        stats.steps += 1
+        stats.maxRowsInStep = rows.count
+        stats.maxTokensInStep = rows.reduce(0) { $0 + $1.count }
+
+        // Memory: map what this step writes, then ask for the next step's decode growth.
+        do {
+            try mapMemory(for: rows, stats: &stats)
+        } catch {
+            return outputs + fail(rows.map { (sequences[$0.id]!, "mapping KV memory: \(error)") } + failedRows, stats: &stats)
+        }
+
+        // The model.
+        let inputs = rows.map { row in ForwardInput(id: row.id, tokens: Array(sequences[row.id]!.tokens[row.start..<(row.start + row.count)])) }
+        let modelStart = monotonicNanos()
+        var picks: [SampledToken?]
+        do {
+            if model.samplesOnDevice {
+                let draws = rows.map { row in row.samples ? sequences[row.id]!.state.deviceDraw() : Self.placeholderDraw }
+                let sampled = try model.forwardAndSample(inputs, draws: draws, vocabularyLimit: vocabularyLimit)
+                picks = zip(rows, sampled).map { $0.samples ? $1 : nil }
+            } else {
+                let logits = try model.forward(inputs)
+                picks = zip(rows, logits).map { row, logits in
+                    row.samples ? sequences[row.id]!.state.sample(logits: logits, vocabularyLimit: vocabularyLimit) : nil
+                }
+            }
+        } catch {
+            modelNanos = monotonicNanos() - modelStart
+            return outputs + fail(rows.map { (sequences[$0.id]!, "model step: \(error)") } + failedRows, stats: &stats)
+        }
+        modelNanos = monotonicNanos() - modelStart
+
+        // Each row's request takes its token.
+        for (row, pick) in zip(rows, picks) {
+            let sequence = sequences[row.id]!
+            let promptEnd = sequence.state.promptCount
+            let promptPart = max(0, min(row.start + row.count, promptEnd) - row.start)
+            if sequence.preemptions > 0 { stats.recomputedTokens += row.count - (row.isDecode ? 1 : 0) } else { stats.promptTokensComputed += promptPart }
+            if row.isDecode { stats.decodeRows += 1 } else { stats.prefillRows += 1 }
+            sequence.computed = row.start + row.count
+            guard let pick else { continue }
+            let delta = sequence.state.accept(pick.id)
+            sequence.tokens.append(pick.id)
+            stats.generatedTokens += 1
+            if sequence.firstTokenNanos == nil { sequence.firstTokenNanos = monotonicNanos() }
+            var output = RequestOutput(id: row.id, tokens: [pick], text: delta.text, finish: nil, error: nil,
+                                       promptTokens: promptEnd, outputTokens: sequence.state.output.count)
+            if let stop = delta.stop {
+                output.finish = stop.finishReason
+                stats.countFinish(stop)
+                end(sequence, status: .finished(stop.finishReason), stats: &stats)
+            }
+            outputs.append(output)
+        }
+        return outputs + fail(failedRows, stats: &stats)
+    }
+
+    /// Maps what `rows` write (waiting on the mapper when it has not finished), then submits the
+    /// growth the next step's decodes will need, so the mapper works while the model computes.
+    private func mapMemory(for rows: [ScheduledRow], stats: inout EngineStatistics) throws {
+        let targets = rows.map { (id: $0.id, tokens: $0.start + $0.count) }
+        let job = try cache.prepareGrowth(targets)
+        guard let mapper else {
+            try cache.memory.grow(job)
+            return
+        }
+        // The previous step's look-ahead covers this step's decodes; this step's own job maps
+        // whatever it missed (the look-ahead is an optimization, so its failure is not this step's).
+        let waitStart = monotonicNanos()
+        var blocked = false
+        if let ahead = aheadTicket {
+            aheadTicket = nil
+            blocked = !mapper.isDone(ahead)
+            try? mapper.wait(ahead)
+        }
+        let ticket = try cache.memory.holes(in: job).isEmpty ? nil : mapper.submit(job, priority: stepIndex)
+        if options.mapAheadTokens > 0 {
+            var next: [(id: RequestID, tokens: Int)] = []
+            for row in rows where row.samples {
+                let tokens = min(row.start + row.count + options.mapAheadTokens, maxSequenceLength)
+                if ledger.canGrow(row.id, to: tokens) {
+                    ledger.grow(row.id, to: tokens)
+                    next.append((row.id, tokens))
+                }
+            }
+            if !next.isEmpty, let aheadJob = try? cache.prepareGrowth(next), !((try? cache.memory.holes(in: aheadJob).isEmpty) ?? true) {
+                aheadTicket = mapper.submit(aheadJob, priority: stepIndex + 1)
+            }
+        }
+        if let ticket {
+            blocked = blocked || !mapper.isDone(ticket)
+            try mapper.wait(ticket)
+        }
+        let waited = Double(monotonicNanos() - waitStart) / 1e9
+        stats.mappingWaits += 1
+        if blocked {
+            stats.blockedMappingWaits += 1
+            if rows.allSatisfy(\.isDecode) { stats.blockedDecodeOnlyWaits += 1 }
+            stats.mappingWaitSeconds += waited
+            stats.maxMappingWaitSeconds = max(stats.maxMappingWaitSeconds, waited)
+        }
+    }
+
+    /// Takes a request out for good: out of the queues, its KV back to the pool.
+    private func end(_ sequence: EngineSequence, status: RequestStatus, stats: inout EngineStatistics) {
+        _ = scheduler.remove(sequence.id)
+        if sequence.hasKV { try? cache.free(sequence.id) }
+        sequence.hasKV = false
+        ledger.release(sequence.id)
+        sequence.status = status
+        sequences[sequence.id] = nil
+    }
+
+    /// Ends requests whose step failed, each with its error.
+    private func fail(_ failures: [(EngineSequence, String)], stats: inout EngineStatistics) -> [RequestOutput] {
+        var outputs: [RequestOutput] = []
+        for (sequence, message) in failures where sequences[sequence.id] != nil {
+            end(sequence, status: .aborted, stats: &stats)
+            stats.failed += 1
+            outputs.append(RequestOutput(id: sequence.id, tokens: [], text: "", finish: .abort, error: message,
+                                         promptTokens: sequence.state.promptCount, outputTokens: sequence.state.output.count))
+        }
+        return outputs
+    }
+
+    /// The draw of a row that samples nothing (a prefill chunk short of the prompt's end): greedy,
+    /// and its pick is dropped. It takes no step of any request's random stream.
+    private static let placeholderDraw = DeviceDraw(parameters: SamplingParameters(temperature: 0), u: 0)
+}
+
+extension EngineStatistics {
+    /// Adds one step's counts (maxima and peaks take the larger).
+    mutating func merge(_ step: EngineStatistics) {
+        requestsAdded += step.requestsAdded
+        requestsRejected += step.requestsRejected
+        admitted += step.admitted
+        preemptions += step.preemptions
+        resumptions += step.resumptions
+        finishedEOS += step.finishedEOS
+        finishedStopToken += step.finishedStopToken
+        finishedStopString += step.finishedStopString
+        finishedLength += step.finishedLength
+        aborted += step.aborted
+        failed += step.failed
+        steps += step.steps
+        promptTokensComputed += step.promptTokensComputed
+        recomputedTokens += step.recomputedTokens
+        generatedTokens += step.generatedTokens
+        decodeRows += step.decodeRows
+        prefillRows += step.prefillRows
+        maxRowsInStep = max(maxRowsInStep, step.maxRowsInStep)
+        maxTokensInStep = max(maxTokensInStep, step.maxTokensInStep)
+        mappingWaits += step.mappingWaits
+        blockedMappingWaits += step.blockedMappingWaits
+        blockedDecodeOnlyWaits += step.blockedDecodeOnlyWaits
+        mappingWaitSeconds += step.mappingWaitSeconds
+        maxMappingWaitSeconds = max(maxMappingWaitSeconds, step.maxMappingWaitSeconds)
+        hostSeconds += step.hostSeconds
+        modelSeconds += step.modelSeconds
+        peakCommittedChunks = max(peakCommittedChunks, step.peakCommittedChunks)
+    }
+}

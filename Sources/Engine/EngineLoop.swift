@@ -1,0 +1,93 @@
+import VTensor
+
+/// Runs an `Engine` on its own thread: steps while there is work, sleeps when there is none,
+/// and hands each request's outputs to the handler it was submitted with. Callers on any thread
+/// (HTTP event loops, a CLI) submit and abort; nothing they do blocks on a step.
+public final class EngineLoop: @unchecked Sendable {
+    public typealias Handler = @Sendable (RequestOutput) -> Void
+
+    public let engine: Engine
+    private let condition = ConditionLock()
+    private var handlers: [RequestID: Handler] = [:]
+    private var stopping = false
+    private var thread: WorkerThread?
+
+    public init(engine: Engine) {
+        self.engine = engine
+        thread = WorkerThread(name: "vtensor-engine") { [self] in run() }
+    }
+
+    deinit { shutdown() }
+
+    /// Queues a request; `onOutput` receives its outputs on the engine thread, the last one with
+    /// `finish` set. Throws when the engine refuses the request or the loop has stopped.
+    @discardableResult
+    public func submit(_ request: GenerationRequest, onOutput: @escaping Handler) throws -> RequestID {
+        try condition.withLock {
+            guard !stopping else { throw EngineError.stopped }
+            // Registered under the lock the dispatcher takes, so no output can miss its handler.
+            let id = try engine.add(request)
+            handlers[id] = onOutput
+            condition.broadcast()
+            return id
+        }
+    }
+
+    /// The request's outputs as an async stream; cancelling the stream's consumer aborts it.
+    public func stream(_ request: GenerationRequest) throws -> (id: RequestID, outputs: AsyncStream<RequestOutput>) {
+        let (stream, continuation) = AsyncStream.makeStream(of: RequestOutput.self)
+        let id = try submit(request) { output in
+            continuation.yield(output)
+            if output.isFinal { continuation.finish() }
+        }
+        continuation.onTermination = { [weak self] reason in
+            if case .cancelled = reason { self?.abort(id) }
+        }
+        return (id, stream)
+    }
+
+    /// Cancels a request; false when it is unknown or already finished.
+    @discardableResult
+    public func abort(_ id: RequestID) -> Bool {
+        condition.withLock {
+            let queued = engine.abort(id)
+            condition.broadcast()
+            return queued
+        }
+    }
+
+    /// Stops taking requests; aborts those still in flight, finishes the step under way, and
+    /// joins the thread. Handlers of aborted requests get their final `abort` output.
+    public func shutdown() {
+        let running = condition.withLock { () -> Bool in
+            guard !stopping else { return false }
+            stopping = true
+            for id in handlers.keys { _ = engine.abort(id) }
+            condition.broadcast()
+            return true
+        }
+        if running {
+            thread?.join()
+            thread = nil
+        }
+    }
+
+    private func run() {
+        while true {
+            let proceed = condition.withLock { () -> Bool in
+                while !engine.hasWork && !stopping { condition.wait() }
+                return engine.hasWork
+            }
+            guard proceed else { return }
+            let outputs = engine.step()
+            let deliveries = condition.withLock { () -> [(Handler, RequestOutput)] in
+                outputs.compactMap { output in
+                    guard let handler = handlers[output.id] else { return nil }
+                    if output.isFinal { handlers[output.id] = nil }
+                    return (handler, output)
+                }
+            }
+            for (handler, output) in deliveries { handler(output) }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+/// How the engine schedules, fixed at construction (options are values: an A/B switch is a
+/// field here, never a property changed on a live engine).
+public struct EngineOptions: Sendable, Equatable {
+    /// The most requests running at once (`--max-num-seqs`).
+    public var maxNumSeqs: Int
+    /// The most tokens one step computes, over all its rows (`--max-num-batched-tokens`):
+    /// running decodes first, then prefill chunks fill what is left.
+    public var maxNumBatchedTokens: Int
+    /// The longest sequence (prompt + output) a request may reach; nil: the model's context
+    /// and the cache's address space. Capped by both, and by what the KV budget can hold.
+    public var maxModelLen: Int?
+    /// Tokens mapped ahead of a decoding request, for the steps after the one being planned, so
+    /// the mapper works while the model computes (0: map only what the step itself writes).
+    public var mapAheadTokens: Int
+    /// Map through the `AsyncMapper` thread (the GPU's way) or synchronously on the engine
+    /// thread before each step.
+    public var asyncMapping: Bool
+
+    public init(maxNumSeqs: Int = 256, maxNumBatchedTokens: Int = 8192, maxModelLen: Int? = nil, mapAheadTokens: Int = 2,
+                asyncMapping: Bool = true) {
+        self.maxNumSeqs = maxNumSeqs
+        self.maxNumBatchedTokens = maxNumBatchedTokens
+        self.maxModelLen = maxModelLen
+        self.mapAheadTokens = mapAheadTokens
+        self.asyncMapping = asyncMapping
+    }
+
+    func validate() throws {
+        guard maxNumSeqs > 0 else { throw EngineError.invalidOptions("--max-num-seqs must be at least 1, got \(maxNumSeqs)") }
+        guard maxNumBatchedTokens > 0 else {
+            throw EngineError.invalidOptions("--max-num-batched-tokens must be at least 1, got \(maxNumBatchedTokens)")
+        }
+        if let maxModelLen, maxModelLen < 2 {
+            throw EngineError.invalidOptions("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
+        }
+        guard mapAheadTokens >= 0 else { throw EngineError.invalidOptions("map-ahead tokens must be >= 0, got \(mapAheadTokens)") }
+    }
+}
+
+/// What the engine refuses, with the reason in words.
+public enum EngineError: Error, CustomStringConvertible, Equatable, Sendable {
+    case invalidOptions(String)
+    case invalidRequest(String)
+    /// The KV budget cannot hold even one request of the smallest useful length.
+    case budgetTooSmall(String)
+    case stopped
+
+    public var description: String {
+        switch self {
+        case .invalidOptions(let m): return "invalid engine options: \(m)"
+        case .invalidRequest(let m): return "invalid request: \(m)"
+        case .budgetTooSmall(let m): return "KV budget too small: \(m)"
+        case .stopped: return "the engine has stopped"
+        }
+    }
+}

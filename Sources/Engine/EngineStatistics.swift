@@ -1,0 +1,69 @@
+/// What the engine counted since it started: request transitions, steps, tokens and waits.
+/// Plain data, copied out under the engine's lock (the server's /metrics reads it).
+public struct EngineStatistics: Sendable, Codable, Equatable {
+    // Request lifecycle transitions.
+    public var requestsAdded = 0
+    public var requestsRejected = 0
+    /// waiting -> running, the first time.
+    public var admitted = 0
+    /// running -> preempted.
+    public var preemptions = 0
+    /// preempted -> running.
+    public var resumptions = 0
+    /// running -> finished, by cause.
+    public var finishedEOS = 0
+    public var finishedStopToken = 0
+    public var finishedStopString = 0
+    public var finishedLength = 0
+    /// waiting, running or preempted -> aborted.
+    public var aborted = 0
+    /// Requests whose step failed (they end aborted, with the error).
+    public var failed = 0
+
+    // Steps.
+    public var steps = 0
+    public var promptTokensComputed = 0
+    /// Prompt tokens computed again after a preemption.
+    public var recomputedTokens = 0
+    public var generatedTokens = 0
+    public var decodeRows = 0
+    public var prefillRows = 0
+    public var maxRowsInStep = 0
+    public var maxTokensInStep = 0
+
+    // Waits on the mapper before a step could run: all of them, and those that blocked.
+    public var mappingWaits = 0
+    public var blockedMappingWaits = 0
+    /// Of the blocked waits, those in steps with only decode rows (steady state: should be 0).
+    public var blockedDecodeOnlyWaits = 0
+    public var mappingWaitSeconds = 0.0
+    public var maxMappingWaitSeconds = 0.0
+
+    // Time on the engine thread: planning and bookkeeping, and inside the model's step.
+    public var hostSeconds = 0.0
+    public var modelSeconds = 0.0
+
+    // KV memory, in chunks, as the engine committed it.
+    public var peakCommittedChunks = 0
+
+    public var finished: Int { finishedEOS + finishedStopToken + finishedStopString + finishedLength }
+
+    mutating func countFinish(_ cause: StopCause) {
+        switch cause {
+        case .eos: finishedEOS += 1
+        case .stopToken: finishedStopToken += 1
+        case .stopString: finishedStopString += 1
+        case .length: finishedLength += 1
+        }
+    }
+}
+
+/// The queues right now, for gauges.
+public struct EngineSnapshot: Sendable, Equatable {
+    public var waiting: Int
+    public var running: Int
+    /// KV chunks committed to requests, and the chunks the budget leaves for them.
+    public var committedChunks: Int
+    public var capacityChunks: Int
+    public var chunkSize: Int
+}

@@ -1,0 +1,52 @@
+import Runtime
+
+/// The engine's name for a request.
+public typealias RequestID = Int
+
+/// What a client asks for: prompt token ids and how to sample the continuation.
+public struct GenerationRequest: Sendable {
+    public var prompt: [Int]
+    public var parameters: SamplingParameters
+
+    public init(prompt: [Int], parameters: SamplingParameters = SamplingParameters(temperature: 0)) {
+        self.prompt = prompt
+        self.parameters = parameters
+    }
+}
+
+/// Where a request is in its life. Every transition is counted in `EngineStatistics`.
+public enum RequestStatus: Sendable, Equatable {
+    /// Queued, never run yet.
+    case waiting
+    /// In the running batch: its prompt is being computed (maybe in chunks) or it decodes.
+    case running
+    /// Gave its KV back under memory pressure and waits to resume from its tokens (recompute).
+    case preempted
+    case finished(FinishReason)
+    case aborted
+
+    public var isDone: Bool {
+        switch self {
+        case .finished, .aborted: return true
+        default: return false
+        }
+    }
+}
+
+/// What one step produced for one request: its new tokens and text, and its finish.
+public struct RequestOutput: Sendable {
+    public let id: RequestID
+    /// Tokens chosen this step (with log-probabilities when the request asked for them).
+    public var tokens: [SampledToken]
+    /// Text that became final this step (whole UTF-8 characters, nothing that may still start a stop string).
+    public var text: String
+    /// Set on the request's last output.
+    public var finish: FinishReason?
+    /// Why the request ended early, when a step failed under it.
+    public var error: String?
+    public var promptTokens: Int
+    /// Tokens generated so far.
+    public var outputTokens: Int
+
+    public var isFinal: Bool { finish != nil }
+}

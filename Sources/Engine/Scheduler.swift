@@ -1,0 +1,123 @@
+/// One request's place in the engine: its tokens (prompt, then output), how many of them
+/// the KV cache holds, and its generation state.
+final class EngineSequence {
+    let id: RequestID
+    /// Prompt followed by every generated token.
+    var tokens: [Int]
+    /// Tokens whose K/V are in the cache. A decode step computes the one token past this.
+    var computed = 0
+    var status: RequestStatus = .waiting
+    var state: SequenceState
+    /// Whether the cache has an entry for it (from admission until it finishes or is preempted).
+    var hasKV = false
+    var preemptions = 0
+    let arrivalNanos: UInt64
+    var firstTokenNanos: UInt64?
+
+    init(id: RequestID, prompt: [Int], state: SequenceState, arrivalNanos: UInt64) {
+        self.id = id
+        tokens = prompt
+        self.state = state
+        self.arrivalNanos = arrivalNanos
+    }
+
+    /// Tokens not yet in the cache: the prompt (or, after preemption, everything) still to
+    /// prefill, or the one token a decode step feeds.
+    var uncomputed: Int { tokens.count - computed }
+}
+
+/// One row of a step: `count` tokens of request `id` from position `start`. When `samples`,
+/// the row ends the request's known tokens, so its last position's logits pick the next token;
+/// a prefill chunk that stops short of the end samples nothing.
+public struct ScheduledRow: Sendable, Equatable {
+    public var id: RequestID
+    public var start: Int
+    public var count: Int
+    public var samples: Bool
+    /// Decode: one token after a sampled one.
+    public var isDecode: Bool { count == 1 && start > 0 && samples }
+}
+
+/// What the scheduler decided for one step: plain data, no tensors.
+public struct SchedulerOutput: Sendable {
+    public var rows: [ScheduledRow] = []
+    /// Running requests that gave their KV back this step (newest first) and wait again.
+    public var preempted: [RequestID] = []
+    /// Requests that enter the running batch this step (new or resumed): they need a KV entry.
+    public var admitted: [RequestID] = []
+    public var tokenCount: Int { rows.reduce(0) { $0 + $1.count } }
+}
+
+/// The step loop's decisions, first come first served under a token budget and a sequence cap
+/// (vLLM v1's shape): every running request first, in admission order, each taking what it
+/// has left to compute (one token when decoding, a chunk of its prompt when prefilling) within
+/// the budget; then waiting requests, oldest first, while the budget, the cap and the KV
+/// budget allow. When a running request cannot grow, the newest running request is preempted
+/// (its KV freed; it resumes later by recomputing its tokens), which may be itself.
+struct Scheduler {
+    let maxNumSeqs: Int
+    let maxNumBatchedTokens: Int
+    private(set) var waiting: [EngineSequence] = []
+    private(set) var running: [EngineSequence] = []
+
+    init(maxNumSeqs: Int, maxNumBatchedTokens: Int) {
+        self.maxNumSeqs = maxNumSeqs
+        self.maxNumBatchedTokens = maxNumBatchedTokens
+    }
+
+    var isIdle: Bool { waiting.isEmpty && running.isEmpty }
+
+    mutating func enqueue(_ sequence: EngineSequence) { waiting.append(sequence) }
+
+    /// Takes a request out of either queue (abort, finish); returns it if it was there.
+    mutating func remove(_ id: RequestID) -> EngineSequence? {
+        if let i = running.firstIndex(where: { $0.id == id }) { return running.remove(at: i) }
+        if let i = waiting.firstIndex(where: { $0.id == id }) { return waiting.remove(at: i) }
+        return nil
+    }
+
+    mutating func schedule(ledger: inout KVLedger) -> SchedulerOutput {
+        var output = SchedulerOutput()
+        var budget = maxNumBatchedTokens
+        var index = 0
+        running: while index < running.count && budget > 0 {
+            let sequence = running[index]
+            let count = min(sequence.uncomputed, budget)
+            let target = sequence.computed + count
+            while !ledger.canGrow(sequence.id, to: target) {
+                let victim = running.removeLast()
+                preempt(victim, ledger: &ledger)
+                output.preempted.append(victim.id)
+                if victim === sequence { break running }
+            }
+            ledger.grow(sequence.id, to: target)
+            output.rows.append(ScheduledRow(id: sequence.id, start: sequence.computed, count: count, samples: target == sequence.tokens.count))
+            budget -= count
+            index += 1
+        }
+        // New work only when nothing had to give memory back this step.
+        guard output.preempted.isEmpty else { return output }
+        while let sequence = waiting.first, running.count < maxNumSeqs, budget > 0 {
+            let count = min(sequence.uncomputed, budget)
+            let target = sequence.computed + count
+            guard ledger.canGrow(sequence.id, to: target) else { break }
+            waiting.removeFirst()
+            ledger.grow(sequence.id, to: target)
+            sequence.status = .running
+            running.append(sequence)
+            output.admitted.append(sequence.id)
+            output.rows.append(ScheduledRow(id: sequence.id, start: sequence.computed, count: count, samples: target == sequence.tokens.count))
+            budget -= count
+        }
+        return output
+    }
+
+    /// Gives a running request's memory back; it waits at the head of the queue to recompute.
+    private mutating func preempt(_ sequence: EngineSequence, ledger: inout KVLedger) {
+        ledger.release(sequence.id)
+        sequence.computed = 0
+        sequence.status = .preempted
+        sequence.preemptions += 1
+        waiting.insert(sequence, at: 0)
+    }
+}

@@ -1,0 +1,229 @@
+import Foundation
+import Models
+import Runtime
+import Testing
+import VTensor
+@testable import Engine
+
+/// The engine over a real forward pass (a tiny random Llama on the CPU): what it generates for
+/// each request in mixed, chunked, preempted and aborted batches equals what the model makes
+/// for that request alone.
+@Suite struct EngineModelTests {
+    static let config: ModelConfig = {
+        let json = """
+            {"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,
+             "num_key_value_heads":2,"head_dim":16,"vocab_size":256,"max_position_embeddings":96,"rms_norm_eps":1e-5,
+             "rope_theta":10000,"eos_token_id":0}
+            """
+        return try! ModelConfig.decode(Data(json.utf8))
+    }()
+    static let weights = ModelWeights.dummy(config: config, seed: 5, std: 0.5)
+
+    /// A CPU model over a host KV cache of 4 KiB chunks (8 tokens a chunk), `budgetChunks` of them.
+    static func model(budgetChunks: Int = 64) throws -> CPUModel {
+        let backend = try HostBackend(chunkSize: 4096, capacityBytes: 4096 * (budgetChunks + 4))
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(4096 * budgetChunks), lowWatermark: 0)
+        let cache = try KVCache(shape: CPUModel.kvShape(config), memory: memory, maxTokensPerRequest: config.maxPositionEmbeddings)
+        return try CPUModel(weights: weights, cache: cache, threads: 2)
+    }
+
+    /// Greedy tokens for one request run alone, step by step on its own model, and the smallest
+    /// gap between the best and second-best logit on the way (how clear each choice was).
+    static func alone(_ prompt: [Int], maxTokens: Int, maxLength: Int) throws -> (tokens: [Int], margin: Float) {
+        let model = try model()
+        try model.addSequence(0)
+        var logits = try model.reserveAndForward([ForwardInput(id: 0, tokens: prompt)])[0]
+        var tokens: [Int] = []
+        var margin = Float.infinity
+        while true {
+            let order = logits.indices.sorted { logits[$0] > logits[$1] }
+            margin = min(margin, logits[order[0]] - logits[order[1]])
+            tokens.append(order[0])
+            if order[0] == 0 || tokens.count >= min(maxTokens, maxLength - prompt.count) { break }
+            logits = try model.reserveAndForward([ForwardInput(id: 0, tokens: [order[0]])])[0]
+        }
+        return (tokens, margin)
+    }
+
+    static func prompts(_ count: Int, lengths: ClosedRange<Int>, seed: UInt64) -> [[Int]] {
+        var random = TestRandom(seed: seed)
+        return (0..<count).map { _ in (0..<Int.random(in: lengths, using: &random)).map { _ in Int.random(in: 1..<256, using: &random) } }
+    }
+
+    func runAll(_ engine: Engine, _ requests: [GenerationRequest]) throws -> [RequestID: (tokens: [Int], finish: FinishReason?)] {
+        var results: [RequestID: (tokens: [Int], finish: FinishReason?)] = [:]
+        for request in requests { results[try engine.add(request)] = ([], nil) }
+        engine.runUntilIdle { outputs in
+            for output in outputs {
+                results[output.id]!.tokens += output.tokens.map(\.id)
+                if output.isFinal { results[output.id]!.finish = output.finish }
+            }
+        }
+        return results
+    }
+
+    /// Seven ragged requests, four at a time, 16 tokens a step: prompts are split over steps
+    /// while other requests decode, and late requests wait for a free slot.
+    @Test(arguments: [true, false])
+    func mixedChunkedBatchesMatchEachRequestAlone(asyncMapping: Bool) throws {
+        let model = try Self.model()
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [0],
+                                options: EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 16, asyncMapping: asyncMapping))
+        let prompts = Self.prompts(7, lengths: 3...40, seed: 1)
+        let maxTokens = [9, 14, 5, 20, 11, 3, 17]
+        let requests = zip(prompts, maxTokens).map { GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: $1)) }
+        let results = try runAll(engine, requests)
+        for (id, request) in zip(results.keys.sorted(), requests) {
+            let reference = try Self.alone(request.prompt, maxTokens: request.parameters.maxTokens!, maxLength: engine.maxSequenceLength)
+            #expect(reference.margin > 1e-3, "choose a case with clear top-1 margins (got \(reference.margin))")
+            #expect(results[id]!.tokens == reference.tokens)
+            #expect(results[id]!.finish == (reference.tokens.last == 0 ? .stop : .length))
+        }
+        let stats = engine.statistics
+        #expect(stats.prefillRows > 7, "prompts were split into chunks")
+        #expect(stats.maxTokensInStep <= 16)
+        #expect(model.kvCache.requestIDs.isEmpty)
+    }
+
+    /// A KV budget of 16 chunks (128 tokens) for six requests that need up to 50 tokens each:
+    /// the newest running request is preempted, recomputes later, and still makes its tokens.
+    @Test func preemptedRequestsResumeWithTheSameTokens() throws {
+        let model = try Self.model(budgetChunks: 16)
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+                                options: EngineOptions(maxNumSeqs: 6, maxNumBatchedTokens: 64))
+        let prompts = Self.prompts(6, lengths: 20...30, seed: 2)
+        let requests = prompts.map { GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 20)) }
+        let results = try runAll(engine, requests)
+        #expect(engine.statistics.preemptions > 0)
+        #expect(engine.statistics.resumptions == engine.statistics.preemptions)
+        for (id, request) in zip(results.keys.sorted(), requests) {
+            var reference = try Self.alone(request.prompt, maxTokens: 20, maxLength: engine.maxSequenceLength)
+            // No end-of-sequence for this engine: the reference keeps going past token 0 too.
+            if reference.tokens.last == 0 && reference.tokens.count < 20 {
+                reference = try Self.aloneIgnoringEOS(request.prompt, maxTokens: 20)
+            }
+            #expect(results[id]!.tokens == reference.tokens)
+            #expect(results[id]!.finish == .length)
+        }
+        try model.kvCache.memory.drain()
+        #expect(model.kvCache.memory.accounting.inUse == 0)
+    }
+
+    static func aloneIgnoringEOS(_ prompt: [Int], maxTokens: Int) throws -> (tokens: [Int], margin: Float) {
+        let model = try model()
+        try model.addSequence(0)
+        var logits = try model.reserveAndForward([ForwardInput(id: 0, tokens: prompt)])[0]
+        var tokens: [Int] = []
+        while tokens.count < maxTokens {
+            let best = logits.indices.max { logits[$0] < logits[$1] }!
+            tokens.append(best)
+            if tokens.count == maxTokens { break }
+            logits = try model.reserveAndForward([ForwardInput(id: 0, tokens: [best])])[0]
+        }
+        return (tokens, 0)
+    }
+
+    /// Seeded sampling gives each request the same tokens in a batch as alone: each draws from
+    /// its own random stream, one step per token.
+    @Test func seededSamplingIsIndependentOfTheBatch() throws {
+        let prompts = Self.prompts(4, lengths: 4...12, seed: 3)
+        func run(maxNumSeqs: Int) throws -> [[Int]] {
+            let model = try Self.model()
+            let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+                                    options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: 8))
+            let requests = prompts.enumerated().map {
+                GenerationRequest(prompt: $0.element, parameters: SamplingParameters(temperature: 1.3, topK: 20, seed: 100 + $0.offset, maxTokens: 12))
+            }
+            let results = try runAll(engine, requests)
+            return results.keys.sorted().map { results[$0]!.tokens }
+        }
+        #expect(try run(maxNumSeqs: 4) == (try run(maxNumSeqs: 1)))
+    }
+
+    /// An abort from another thread while the loop runs: that request ends with `abort`, the
+    /// others are untouched, and its memory comes back. (The victim's handler holds the engine
+    /// thread after its third token until the test thread has aborted it, so the abort lands
+    /// mid-generation every time.)
+    @Test func abortFromAnotherThread() throws {
+        let model = try Self.model()
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+                                options: EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 32))
+        let loop = EngineLoop(engine: engine)
+        let prompts = Self.prompts(3, lengths: 5...15, seed: 4)
+        final class Collector: @unchecked Sendable {
+            let lock = NSLock()
+            var tokens: [[Int]] = [[], [], []]
+            var finishes: [FinishReason?] = [nil, nil, nil]
+            let thirdToken = DispatchSemaphore(value: 0), aborted = DispatchSemaphore(value: 0), done = DispatchGroup()
+        }
+        let c = Collector()
+        var ids: [RequestID] = []
+        for (index, prompt) in prompts.enumerated() {
+            c.done.enter()
+            ids.append(try loop.submit(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 40))) { output in
+                let count = c.lock.withLock { () -> Int in
+                    c.tokens[index] += output.tokens.map(\.id)
+                    if output.isFinal { c.finishes[index] = output.finish }
+                    return c.tokens[index].count
+                }
+                if index == 1 && count == 3 && !output.isFinal {
+                    c.thirdToken.signal()
+                    c.aborted.wait()
+                }
+                if output.isFinal { c.done.leave() }
+            })
+        }
+        c.thirdToken.wait()
+        #expect(loop.abort(ids[1]))
+        c.aborted.signal()
+        c.done.wait()
+        #expect(c.finishes == [.length, .abort, .length])
+        #expect(c.tokens[1].count == 3)
+        for i in [0, 2] {
+            #expect(c.tokens[i] == (try Self.aloneIgnoringEOS(prompts[i], maxTokens: 40).tokens))
+        }
+        let reference = try Self.aloneIgnoringEOS(prompts[1], maxTokens: 40).tokens
+        #expect(Array(reference.prefix(3)) == c.tokens[1])
+        #expect(!loop.abort(ids[1]), "an aborted request is no longer live")
+        loop.shutdown()
+        #expect(engine.statistics.aborted == 1)
+        #expect(model.kvCache.requestIDs.isEmpty)
+        try model.kvCache.memory.drain()
+        #expect(model.kvCache.memory.accounting.inUse == 0)
+    }
+
+    /// Bad input gets a clear error or a clean finish, never a crash or a leak.
+    @Test func badInput() throws {
+        let model = try Self.model()
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [0], options: EngineOptions(maxModelLen: 40))
+        #expect(engine.maxSequenceLength == 40)
+        func message(_ body: () throws -> Void) -> String {
+            do { try body(); return "" } catch { return String(describing: error) }
+        }
+        #expect(message { try engine.add(GenerationRequest(prompt: [])) }.contains("the prompt is empty"))
+        #expect(message { try engine.add(GenerationRequest(prompt: Array(repeating: 5, count: 40))) }.contains("leaving no room to generate"))
+        #expect(message { try engine.add(GenerationRequest(prompt: [5, 256])) }.contains("outside the vocabulary"))
+        #expect(message { try engine.add(GenerationRequest(prompt: [5], parameters: SamplingParameters(temperature: 0, maxTokens: 0))) }.contains("max_tokens"))
+        var stopString = SamplingParameters(temperature: 0)
+        stopString.stopStrings = ["x"]
+        #expect(message { try engine.add(GenerationRequest(prompt: [5], parameters: stopString)) }.contains("stop strings need a tokenizer"))
+        #expect(engine.statistics.requestsRejected == 5)
+        #expect(!engine.abort(12345))
+
+        // max_tokens past the context: the request stops at the context with reason `length`.
+        let results = try runAll(engine, [GenerationRequest(prompt: Array(repeating: 7, count: 30),
+                                                            parameters: SamplingParameters(temperature: 0, maxTokens: 500, ignoreEOS: true))])
+        let only = results.values.first!
+        #expect(only.tokens.count == 10)
+        #expect(only.finish == .length)
+        #expect(!engine.abort(results.keys.first!), "a finished request cannot be aborted")
+
+        // A budget that cannot hold one request of two tokens (one chunk of 8 tokens, 7 of them
+        // guard), a cache the model does not read, and options that make no sense.
+        let starved = try FakeModel(context: 32, budgetChunks: 1, guardTokens: 7)
+        #expect(message { _ = try Engine(model: starved, cache: starved.kvCache, tokenizer: nil, eosTokenIds: []) }.contains("KV budget too small"))
+        #expect(message { _ = try Engine(model: starved, cache: model.kvCache, tokenizer: nil, eosTokenIds: []) }.contains("another KV cache"))
+        #expect(message { _ = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 0)) }
+                    .contains("--max-num-seqs"))
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import Models
+import Runtime
+import VTensor
+
+/// A model whose "forward pass" writes each new token id into its K slot in the KV cache and
+/// picks the next token from the whole history read back from that memory: if the engine maps
+/// the wrong chunks, frees memory under a request or mixes requests up, the tokens change.
+/// Its next token is `FakeModel.next(after:)` of the history, so a reference needs no model.
+final class FakeModel: LanguageModel {
+    let config: ModelConfig
+    let kvCache: KVCache
+    let samplesOnDevice: Bool
+    var maxSequenceTokens: Int { kvCache.maxTokensPerRequest }
+    /// Tokens written per step, to check budgets from the model's side too.
+    private(set) var stepTokenCounts: [Int] = []
+
+    /// vocabulary 50 (token 0 is end-of-sequence); 2 layers x 2 KV heads x 16 fp32 = 512 bytes a token.
+    static func config(context: Int) throws -> ModelConfig {
+        let json = """
+            {"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":2,
+             "num_key_value_heads":2,"head_dim":16,"vocab_size":50,"max_position_embeddings":\(context),"rms_norm_eps":1e-5,
+             "rope_theta":10000,"eos_token_id":0}
+            """
+        return try ModelConfig.decode(Data(json.utf8))
+    }
+
+    /// A KV cache on host memory with `chunkBytes` chunks (4 KiB: 8 tokens a chunk) and a budget of `budgetChunks`.
+    static func cache(config: ModelConfig, chunkBytes: Int = 4096, budgetChunks: Int, maxTokens: Int, guardTokens: Int = 0) throws -> KVCache {
+        let backend = try HostBackend(chunkSize: chunkBytes, capacityBytes: chunkBytes * (budgetChunks + 8))
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(chunkBytes * budgetChunks), lowWatermark: 0)
+        let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .fp32)
+        return try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens, guardTokens: guardTokens)
+    }
+
+    init(context: Int, budgetChunks: Int, samplesOnDevice: Bool = false, guardTokens: Int = 0) throws {
+        config = try Self.config(context: context)
+        kvCache = try Self.cache(config: config, budgetChunks: budgetChunks, maxTokens: context, guardTokens: guardTokens)
+        self.samplesOnDevice = samplesOnDevice
+    }
+
+    /// The next token after `history`: a hash of every token and its position.
+    static func next(after history: [Int], vocabulary: Int = 50) -> Int {
+        var h: UInt64 = 1469598103934665603
+        for (i, t) in history.enumerated() { h = (h ^ UInt64(t &* 131 &+ i)) &* 1099511628211 }
+        return Int(h % UInt64(vocabulary))
+    }
+
+    func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
+        try run(inputs).map { token in
+            var row = [Float](repeating: 0, count: config.vocabSize)
+            row[token] = 10
+            return row
+        }
+    }
+
+    func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
+        precondition(draws.count == inputs.count)
+        return try run(inputs).map { SampledToken(id: $0) }
+    }
+
+    private func run(_ inputs: [ForwardInput]) throws -> [Int] {
+        guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence twice in one step") }
+        let starts = try inputs.map { try kvCache.length(of: $0.id) }
+        // Throws unless the engine mapped the new tokens' memory first (the model never maps).
+        try kvCache.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
+        stepTokenCounts.append(inputs.reduce(0) { $0 + $1.tokens.count })
+        return try zip(inputs, starts).map { input, start in
+            let view = try kvCache.view(input.id, layer: 1, component: .key)
+            for (j, token) in input.tokens.enumerated() {
+                UnsafeMutablePointer<Int32>(bitPattern: UInt(view.address(token: start + j, head: 1)))!.pointee = Int32(token)
+            }
+            let history = (0..<(start + input.tokens.count)).map {
+                Int(UnsafePointer<Int32>(bitPattern: UInt(view.address(token: $0, head: 1)))!.pointee)
+            }
+            return Self.next(after: history)
+        }
+    }
+}
+
+/// The tokens a request generates when run alone by the fake model's rule.
+func fakeReference(prompt: [Int], maxTokens: Int, maxLength: Int, eos: Int? = 0) -> [Int] {
+    var history = prompt
+    var output: [Int] = []
+    let limit = min(maxTokens, maxLength - prompt.count)
+    while output.count < limit {
+        let t = FakeModel.next(after: history)
+        output.append(t)
+        history.append(t)
+        if t == eos { break }
+    }
+    return output
+}

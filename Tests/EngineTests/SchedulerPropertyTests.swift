@@ -1,0 +1,115 @@
+import Runtime
+import Testing
+import VTensor
+@testable import Engine
+
+/// A small deterministic generator for the randomized runs.
+struct TestRandom: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed &+ 0x9E3779B97F4A7C15 }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E3779B97F4A7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// The engine against the fake model, with random arrivals, lengths, aborts and memory budgets.
+/// After every step: the token budget and the sequence cap hold, the memory manager's audit
+/// is clean and no more is held than the budget. At the end: every request ended exactly once
+/// (finished with exactly the tokens it makes alone, or aborted with a prefix of them), no
+/// chunk is left mapped, and no request waited forever.
+@Suite struct SchedulerPropertyTests {
+    struct Trial {
+        var seed: UInt64
+        var samplesOnDevice: Bool
+    }
+
+    @Test(arguments: (0..<48).map { Trial(seed: UInt64($0), samplesOnDevice: $0 % 3 == 2) })
+    func randomWorkload(_ trial: Trial) throws {
+        var random = TestRandom(seed: trial.seed)
+        let context = Int.random(in: 24...80, using: &random)
+        let budgetChunks = Int.random(in: 3...40, using: &random)
+        let model = try FakeModel(context: context, budgetChunks: budgetChunks, samplesOnDevice: trial.samplesOnDevice)
+        let options = EngineOptions(maxNumSeqs: Int.random(in: 1...8, using: &random),
+                                    maxNumBatchedTokens: [1, 2, 3, 7, 16, 64, 512][Int.random(in: 0..<7, using: &random)],
+                                    mapAheadTokens: Int.random(in: 0...3, using: &random), asyncMapping: random.next() % 2 == 0)
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [0], options: options)
+        #expect(engine.maxSequenceLength <= context)
+        #expect(engine.maxSequenceLength <= budgetChunks * model.kvCache.layout.tokensPerChunk)
+
+        let requestCount = Int.random(in: 20...60, using: &random)
+        var pending: [(step: Int, request: GenerationRequest)] = (0..<requestCount).map { _ in
+            let length = Int.random(in: 1..<engine.maxSequenceLength, using: &random)
+            var parameters = SamplingParameters(temperature: 0)
+            parameters.maxTokens = Int.random(in: 1...24, using: &random)
+            return (Int.random(in: 0...40, using: &random), GenerationRequest(prompt: (0..<length).map { _ in Int.random(in: 1..<50, using: &random) },
+                                                                              parameters: parameters))
+        }
+        pending.sort { $0.step < $1.step }
+        var requests: [RequestID: GenerationRequest] = [:]
+        var outputs: [RequestID: [Int]] = [:]
+        var finals: [RequestID: RequestOutput] = [:]
+        var abortedOnPurpose: Set<RequestID> = []
+        var step = 0
+        let memory = model.kvCache.memory
+        while !pending.isEmpty || engine.hasWork {
+            while let next = pending.first, next.step <= step {
+                pending.removeFirst()
+                let id = try engine.add(next.request)
+                requests[id] = next.request
+            }
+            // Aborts: live requests now and then, plus ids that are unknown or already done.
+            if random.next() % 40 == 0, let id = requests.keys.filter({ finals[$0] == nil }).randomElement(using: &random) {
+                if engine.abort(id) { abortedOnPurpose.insert(id) }
+            }
+            if let done = finals.keys.randomElement(using: &random) { #expect(!engine.abort(done)) }
+            #expect(!engine.abort(-5))
+
+            for output in engine.step() {
+                #expect(finals[output.id] == nil, "request \(output.id) produced output after its final one")
+                outputs[output.id, default: []] += output.tokens.map(\.id)
+                if output.isFinal { finals[output.id] = output }
+            }
+            let plan = engine.lastPlan
+            #expect(plan.tokenCount <= options.maxNumBatchedTokens)
+            #expect(plan.rows.count <= options.maxNumSeqs)
+            #expect(Set(plan.rows.map(\.id)).count == plan.rows.count)
+            #expect(engine.snapshot.running <= options.maxNumSeqs)
+            #expect(engine.snapshot.committedChunks <= engine.snapshot.capacityChunks)
+            #expect(memory.audit().isEmpty, "\(memory.audit())")
+            #expect(memory.accounting.created <= budgetChunks)
+            step += 1
+            if step > 20_000 { Issue.record("no progress after 20000 steps: a request waits forever"); return }
+        }
+        #expect(model.stepTokenCounts.allSatisfy { $0 <= options.maxNumBatchedTokens })
+
+        // Every request ended once; finished ones match the reference, aborted ones are a prefix.
+        #expect(finals.count == requests.count)
+        for (id, request) in requests {
+            let reference = fakeReference(prompt: request.prompt, maxTokens: request.parameters.maxTokens!, maxLength: engine.maxSequenceLength)
+            let got = outputs[id] ?? []
+            guard let final = finals[id] else { continue }
+            if final.finish == .abort {
+                #expect(abortedOnPurpose.contains(id), "request \(id) aborted with \(final.error ?? "no error")")
+                #expect(Array(reference.prefix(got.count)) == got)
+            } else {
+                #expect(got == reference, "request \(id): got \(got), alone it makes \(reference)")
+                #expect(final.finish == (got.last == 0 ? .stop : .length))
+            }
+        }
+
+        // Nothing held: no request in the cache, every chunk back in the pool once in-flight work is done.
+        let stats = engine.statistics
+        #expect(stats.finished + stats.aborted == requests.count)
+        #expect(stats.requestsAdded == requests.count)
+        #expect(model.kvCache.requestIDs.isEmpty)
+        #expect(engine.snapshot.committedChunks == 0)
+        withExtendedLifetime(engine) {}
+        try memory.drain()
+        #expect(memory.accounting.inUse == 0)
+        #expect(memory.accounting.mappings == 0)
+    }
+}
