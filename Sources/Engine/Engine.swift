@@ -58,6 +58,12 @@ public final class Engine: @unchecked Sendable {
             throw EngineError.invalidOptions("the model reads another KV cache than the one given to the engine")
         }
         guard cache.requestIDs.isEmpty else { throw EngineError.invalidOptions("the KV cache already holds requests") }
+        guard options.maxNumBatchedTokens <= model.maxStepTokens else {
+            throw EngineError.invalidOptions("--max-num-batched-tokens \(options.maxNumBatchedTokens) is more than the model's workspace takes in one step (\(model.maxStepTokens))")
+        }
+        guard options.maxNumSeqs <= model.maxStepRows else {
+            throw EngineError.invalidOptions("--max-num-seqs \(options.maxNumSeqs) is more than the model returns rows for in one step (\(model.maxStepRows))")
+        }
         self.model = model
         self.cache = cache
         self.options = options

