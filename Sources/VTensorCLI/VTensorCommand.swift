@@ -13,6 +13,6 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print a table (or JSON with --json).",
-        subcommands: [BenchVMMCommand.self, BenchAttentionCommand.self, BenchModelCommand.self]
+        subcommands: [BenchVMMCommand.self, BenchAttentionCommand.self, BenchModelCommand.self, BenchThroughputCommand.self]
     )
 }

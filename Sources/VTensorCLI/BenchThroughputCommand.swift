@@ -1,0 +1,222 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Models
+import Runtime
+import VTensor
+
+/// Request lengths for an offline throughput run: fixed, uniform in a range, or ShareGPT pairs.
+struct ThroughputWorkload {
+    struct Shape: Equatable { var input: Int; var output: Int }
+    var shapes: [Shape]
+
+    /// "N" or "A-B" (uniform over A...B).
+    static func parseRange(_ text: String, flag: String) throws -> ClosedRange<Int> {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+        if parts.count == 1, let n = parts[0], n >= 1 { return n...n }
+        if parts.count == 2, let a = parts[0], let b = parts[1], a >= 1, a <= b { return a...b }
+        throw ValidationError("\(flag) takes N or A-B with 1 <= A <= B, got \(text)")
+    }
+
+    static func random(count: Int, input: ClosedRange<Int>, output: ClosedRange<Int>, seed: UInt64) -> ThroughputWorkload {
+        var rng = SplitMix64(seed: seed)
+        return ThroughputWorkload(shapes: (0..<count).map { _ in
+            Shape(input: Int.random(in: input, using: &rng), output: Int.random(in: output, using: &rng))
+        })
+    }
+
+    /// Pairs from a TSV of `input_tokens<TAB>output_tokens` lines ('#' comments and a header
+    /// allowed), taken in order and repeated if `count` is larger than the file.
+    static func pairs(path: String, count: Int) throws -> ThroughputWorkload {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("--dataset-path \(path): cannot read the file") }
+        var pairs: [Shape] = []
+        for (number, line) in String(decoding: data, as: UTF8.self).split(separator: "\n").enumerated() {
+            if line.hasPrefix("#") || line.hasPrefix("input") || line.allSatisfy(\.isWhitespace) { continue }
+            let fields = line.split(whereSeparator: { $0 == "\t" || $0 == " " || $0 == "," }).map { Int($0) }
+            guard fields.count == 2, let i = fields[0], let o = fields[1], i >= 1, o >= 1 else {
+                throw ValidationError("\(path) line \(number + 1): expected two positive integers, got \"\(line)\"")
+            }
+            pairs.append(Shape(input: i, output: o))
+        }
+        guard !pairs.isEmpty else { throw ValidationError("\(path): no length pairs") }
+        return ThroughputWorkload(shapes: (0..<count).map { pairs[$0 % pairs.count] })
+    }
+}
+
+/// `vtensor bench throughput`: N requests handed to the engine at once (`vllm bench throughput`'s
+/// shape): throughput, step times, batch sizes over time, preemptions, mapping waits, KV memory.
+struct BenchThroughputCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "throughput",
+        abstract: "Offline throughput: N requests through the engine at once.",
+        discussion: """
+            Prompts are random token ids; every request generates exactly its output length (end-of-sequence ignored).
+            Datasets: fixed (every request --input-len / --output-len), random (lengths uniform in the A-B ranges given),
+            sharegpt (length pairs from --dataset-path, default scripts/data/sharegpt_v3_lengths.tsv).
+            """)
+
+    enum Dataset: String, ExpressibleByArgument, CaseIterable { case fixed, random, sharegpt }
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var backendOptions: BackendOptions
+    @OptionGroup var engineFlags: EngineFlags
+
+    @Option(help: "Requests in the run.") var numPrompts = 64
+    @Option(help: "fixed, random or sharegpt.") var dataset: Dataset = .fixed
+    @Option(help: "Prompt tokens: N, or A-B with --dataset random.") var inputLen = "128"
+    @Option(help: "Generated tokens: N, or A-B with --dataset random.") var outputLen = "128"
+    @Option(help: "With --dataset sharegpt: the length pairs.") var datasetPath = "scripts/data/sharegpt_v3_lengths.tsv"
+    @Option(help: "Seed for the lengths and the prompts.") var seed: UInt64 = 0
+    @Option(help: "Write the results as JSON here.") var jsonOut: String?
+
+    struct Report: Codable {
+        var date: String
+        var backend: String
+        var model: String
+        var dataset: String
+        var requests: Int
+        var inputTokens: Int
+        var outputTokens: Int
+        var seconds: Double
+        var requestsPerSecond: Double
+        var inputTokensPerSecond: Double
+        var outputTokensPerSecond: Double
+        var totalTokensPerSecond: Double
+        var steps: Int
+        var stepMeanMs: Double
+        var stepP50Ms: Double
+        var stepP99Ms: Double
+        /// Decode-only steps (every row one token): how long, and how many rows.
+        var decodeStepMeanMs: Double?
+        var engineHostMsPerStep: Double
+        var modelMsPerStep: Double
+        var maxNumSeqs: Int
+        var maxNumBatchedTokens: Int
+        var meanRowsPerStep: Double
+        var maxRowsPerStep: Int
+        /// Rows per step over the run, in 20 equal slices of steps (mean of each slice).
+        var rowsOverTime: [Double]
+        var preemptions: Int
+        var recomputedTokens: Int
+        var mappingWaits: Int
+        var blockedMappingWaits: Int
+        var blockedDecodeOnlyWaits: Int
+        var mappingWaitMsTotal: Double
+        var chunkBytes: Int
+        var kvPeakCreatedBytes: Int
+        var kvPeakCommittedBytes: Int
+        var kvHeldAtEndBytes: Int
+        var kvHeldAfterTrimBytes: Int
+        var kvBudgetBytes: Int
+        var statistics: EngineStatistics
+    }
+
+    func run() throws {
+        let (kind, unavailable) = backendOptions.resolve()
+        if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
+        guard numPrompts >= 1 else { throw ValidationError("--num-prompts must be at least 1") }
+        guard let format = LoadFormat(rawValue: modelOptions.loadFormat) else {
+            throw ValidationError("--load-format must be one of \(LoadFormat.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let inputs = try ThroughputWorkload.parseRange(inputLen, flag: "--input-len")
+        let outputs = try ThroughputWorkload.parseRange(outputLen, flag: "--output-len")
+        let workload: ThroughputWorkload
+        switch dataset {
+        case .fixed:
+            guard inputs.count == 1, outputs.count == 1 else { throw ValidationError("--dataset fixed takes single lengths; use --dataset random for ranges") }
+            workload = .random(count: numPrompts, input: inputs, output: outputs, seed: seed)
+        case .random: workload = .random(count: numPrompts, input: inputs, output: outputs, seed: seed)
+        case .sharegpt: workload = try .pairs(path: datasetPath, count: numPrompts)
+        }
+
+        var runtimeOptions = engineFlags.runtimeOptions(backend: kind == .cuda ? .cuda : .cpu, device: backendOptions.device,
+                                                        nativeCPUWeights: modelOptions.nativeCPUWeights)
+        let longest = workload.shapes.map { $0.input + $0.output }.max()!
+        if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
+        let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)
+        let model = runtime.model
+        let config = model.config
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [], options: engineFlags.engineOptions(for: model),
+                                mapperThreadSetup: runtime.mapperThreadSetup)
+        print("model: \(modelOptions.model ?? "SmolLM2-135M-Instruct") (\(runtime.description)), \(numPrompts) requests, dataset \(dataset.rawValue), "
+              + "max \(engine.options.maxNumSeqs) sequences and \(engine.options.maxNumBatchedTokens) tokens a step")
+        for shape in workload.shapes where shape.input + shape.output > engine.maxSequenceLength {
+            throw ValidationError("a request of \(shape.input) + \(shape.output) tokens exceeds the longest sequence the engine runs (\(engine.maxSequenceLength))")
+        }
+
+        // Random prompts over the vocabulary, past the low ids that tokenizers keep for special tokens.
+        var rng = SplitMix64(seed: seed &+ 1)
+        let low = min(1000, config.vocabSize / 4)
+        let requests = workload.shapes.map { shape in
+            GenerationRequest(prompt: (0..<shape.input).map { _ in Int.random(in: low..<config.vocabSize, using: &rng) },
+                              parameters: SamplingParameters(temperature: 0, maxTokens: shape.output, ignoreEOS: true))
+        }
+        let start = monotonicNanos()
+        for request in requests { try engine.add(request) }
+        var stepMs: [Double] = [], decodeStepMs: [Double] = [], rows: [Int] = []
+        var finished = 0, failures: [String] = []
+        while engine.hasWork {
+            let t = monotonicNanos()
+            let outputs = engine.step()
+            let ms = Double(monotonicNanos() - t) / 1e6
+            let plan = engine.lastPlan
+            guard !plan.rows.isEmpty else { continue }
+            stepMs.append(ms)
+            rows.append(plan.rows.count)
+            if plan.rows.allSatisfy(\.isDecode) { decodeStepMs.append(ms) }
+            for output in outputs where output.isFinal {
+                finished += 1
+                if let error = output.error { failures.append(error) }
+            }
+        }
+        let seconds = Double(monotonicNanos() - start) / 1e9
+        if let first = failures.first { throw ValidationError("\(failures.count) requests failed; the first: \(first)") }
+        let stats = engine.statistics
+        let memory = model.kvCache.memory
+        let heldAtEnd = memory.accounting.created
+        try memory.drain()
+        _ = try memory.trim()
+        let heldAfterTrim = memory.accounting.created
+
+        let input = workload.shapes.reduce(0) { $0 + $1.input }, output = workload.shapes.reduce(0) { $0 + $1.output }
+        let sorted = stepMs.sorted()
+        func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        let slices = 20
+        let overTime = (0..<slices).compactMap { s -> Double? in
+            let range = (rows.count * s / slices)..<(rows.count * (s + 1) / slices)
+            return range.isEmpty ? nil : Double(rows[range].reduce(0, +)) / Double(range.count)
+        }
+        let accounting = memory.accounting
+        let chunk = accounting.chunkSize
+        let report = Report(
+            date: todayUTC(), backend: runtime.description, model: modelOptions.model ?? "SmolLM2-135M-Instruct", dataset: dataset.rawValue,
+            requests: numPrompts, inputTokens: input, outputTokens: output, seconds: seconds,
+            requestsPerSecond: Double(numPrompts) / seconds, inputTokensPerSecond: Double(input) / seconds,
+            outputTokensPerSecond: Double(output) / seconds, totalTokensPerSecond: Double(input + output) / seconds,
+            steps: stepMs.count, stepMeanMs: stepMs.reduce(0, +) / Double(max(1, stepMs.count)), stepP50Ms: percentile(0.5), stepP99Ms: percentile(0.99),
+            decodeStepMeanMs: decodeStepMs.isEmpty ? nil : decodeStepMs.reduce(0, +) / Double(decodeStepMs.count),
+            engineHostMsPerStep: stats.hostSeconds * 1000 / Double(max(1, stats.steps)), modelMsPerStep: stats.modelSeconds * 1000 / Double(max(1, stats.steps)),
+            maxNumSeqs: engine.options.maxNumSeqs, maxNumBatchedTokens: engine.options.maxNumBatchedTokens,
+            meanRowsPerStep: Double(rows.reduce(0, +)) / Double(max(1, rows.count)), maxRowsPerStep: rows.max() ?? 0, rowsOverTime: overTime,
+            preemptions: stats.preemptions, recomputedTokens: stats.recomputedTokens, mappingWaits: stats.mappingWaits,
+            blockedMappingWaits: stats.blockedMappingWaits, blockedDecodeOnlyWaits: stats.blockedDecodeOnlyWaits,
+            mappingWaitMsTotal: stats.mappingWaitSeconds * 1000, chunkBytes: chunk,
+            kvPeakCreatedBytes: accounting.peakCreated * chunk, kvPeakCommittedBytes: stats.peakCommittedChunks * chunk,
+            kvHeldAtEndBytes: heldAtEnd * chunk, kvHeldAfterTrimBytes: heldAfterTrim * chunk, kvBudgetBytes: accounting.budgetChunks * chunk,
+            statistics: stats)
+        var table = Table(title: "offline throughput", header: ["metric", "value"])
+        table.add(["requests", "\(numPrompts) (\(finished) finished) in \(fixed(seconds, 2)) s: \(fixed(report.requestsPerSecond, 2)) req/s"])
+        table.add(["tokens", "\(input) in, \(output) out"])
+        table.add(["throughput (tokens/s)", "output \(fixed(report.outputTokensPerSecond, 1)), input \(fixed(report.inputTokensPerSecond, 1)), total \(fixed(report.totalTokensPerSecond, 1))"])
+        table.add(["steps", "\(report.steps): mean \(fixed(report.stepMeanMs, 2)) ms, p50 \(fixed(report.stepP50Ms, 2)), p99 \(fixed(report.stepP99Ms, 2))"
+                   + (report.decodeStepMeanMs.map { "; decode-only mean \(fixed($0, 2)) ms" } ?? "")])
+        table.add(["per step", "engine host \(fixed(report.engineHostMsPerStep, 3)) ms, model \(fixed(report.modelMsPerStep, 3)) ms"])
+        table.add(["rows a step", "mean \(fixed(report.meanRowsPerStep, 1)), max \(report.maxRowsPerStep); over time: \(overTime.map { fixed($0, 0) }.joined(separator: " "))"])
+        table.add(["preemptions", "\(stats.preemptions) (\(stats.recomputedTokens) tokens recomputed)"])
+        table.add(["mapping waits", "\(stats.blockedMappingWaits) of \(stats.mappingWaits) blocked (\(stats.blockedDecodeOnlyWaits) in decode-only steps), \(fixed(report.mappingWaitMsTotal, 2)) ms in all"])
+        table.add(["KV memory", "peak \(mib(report.kvPeakCreatedBytes)) created (committed \(mib(report.kvPeakCommittedBytes))) of a \(mib(report.kvBudgetBytes)) budget; "
+                   + "held at the end \(mib(report.kvHeldAtEndBytes)), after trim \(mib(report.kvHeldAfterTrimBytes))"])
+        print(table.render())
+        if let jsonOut { try writeFile(jsonOut, try jsonString(report)) }
+    }
+}
