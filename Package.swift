@@ -32,10 +32,25 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant"],
                 // The CPU forward pass's SIMD loops want AVX2 + FMA (haswell: every x86 server since 2015).
                 swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
+        // What the command-line targets share: --backend/--device and --model option groups,
+        // number and table formatting, JSON output.
+        .target(
+            name: "CLICommon",
+            dependencies: ["GPU", "Models", "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // The code that measures the product: selftest, bench *, dev *, kernels compile, logits.
+        .target(
+            name: "VTensorBench",
+            dependencies: [
+                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "CSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // The `vtensor` command: generate and info, plus the measurement commands of VTensorBench.
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [
-                "VTensor", "GPU", "Kernels", "Models", "Tokenizers", "Runtime", "CSystem",
+                "CLICommon", "VTensorBench", "VTensor", "GPU", "Models", "Tokenizers", "Runtime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,5 +1,6 @@
 import CSystem
 import ArgumentParser
+import CLICommon
 import Foundation
 import Models
 import Kernels
