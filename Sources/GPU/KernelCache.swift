@@ -1,3 +1,5 @@
+import Support
+
 /// Everything a compiled kernel depends on. Two keys with equal ``text`` may share a CUBIN.
 public struct KernelCacheKey: Hashable, Sendable {
     public var source: String
@@ -54,11 +56,11 @@ public struct KernelCache: Sendable {
     /// absolute, as the XDG spec requires), else `$HOME/.cache/vtensor/kernels`, else nil
     /// (no disk cache).
     public static func defaultDirectory(environment: [String: String]) -> String? {
-        ProcessEnvironment.cacheRoot(environment)?.joined("kernels")
+        ProcessEnvironment.cacheRoot(environment)?.joiningPath("kernels")
     }
 
-    public func binaryPath(for key: KernelCacheKey) -> String { directory.joined(key.hash + ".cubin") }
-    public func keyPath(for key: KernelCacheKey) -> String { directory.joined(key.hash + ".key") }
+    public func binaryPath(for key: KernelCacheKey) -> String { directory.joiningPath(key.hash + ".cubin") }
+    public func keyPath(for key: KernelCacheKey) -> String { directory.joiningPath(key.hash + ".key") }
 
     /// The stored CUBIN for `key`, or nil when absent, unreadable, empty, or stored under a
     /// different key text.
@@ -73,13 +75,12 @@ public struct KernelCache: Sendable {
     ///
     /// - Throws: ``GPUError/cacheIO(path:operation:errno:)``.
     public func store(_ binary: [UInt8], for key: KernelCacheKey) throws {
-        try FileSystem.createDirectories(directory)
-        try FileSystem.writeAtomically(binaryPath(for: key), bytes: binary)
-        try FileSystem.writeAtomically(keyPath(for: key), bytes: Array(key.text.utf8))
+        do {
+            try FileSystem.createDirectories(directory)
+            try FileSystem.writeAtomically(binaryPath(for: key), bytes: binary)
+            try FileSystem.writeAtomically(keyPath(for: key), bytes: Array(key.text.utf8))
+        } catch let error as FileSystemError {
+            throw GPUError.cacheIO(path: error.path, operation: error.operation, errno: error.errno)
+        }
     }
-}
-
-extension String {
-    /// `self + "/" + component`, without doubling a trailing slash.
-    func joined(_ component: String) -> String { hasSuffix("/") ? self + component : self + "/" + component }
 }

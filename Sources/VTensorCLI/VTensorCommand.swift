@@ -1,18 +1,12 @@
 import ArgumentParser
+import VTensorBench
 
 @main
 struct VTensorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vtensor",
         abstract: "LLM serving over virtual-tensor KV caches (CUDA virtual memory).",
-        subcommands: [InfoCommand.self, SelftestCommand.self, BenchCommand.self, KernelsCommand.self, DevCommand.self, LogitsCommand.self, GenerateCommand.self]
-    )
-}
-
-struct BenchCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "bench",
-        abstract: "Benchmarks that print a table (or JSON with --json).",
-        subcommands: [BenchVMMCommand.self, BenchAttentionCommand.self, BenchModelCommand.self, BenchThroughputCommand.self]
+        // The measurement commands (selftest, bench, kernels, dev, logits) live in VTensorBench.
+        subcommands: [InfoCommand.self] + MeasurementCommands.all + [GenerateCommand.self]
     )
 }

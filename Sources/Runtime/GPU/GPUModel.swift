@@ -22,8 +22,10 @@ public final class GPUModel: @unchecked Sendable {
     /// Rows of logits one step can return.
     public let maxLogitRows: Int
     public let attention: AttentionParameters
+    /// The experiment switches, fixed at construction.
+    public let options: Options
 
-    var kernels: ModelKernels
+    let kernels: ModelKernels
     let decode: DecodeAttention
     let prefill: PrefillAttention
     /// Picks tokens from the logits rows on the GPU, for up to `maxLogitRows` rows a step.
@@ -39,36 +41,66 @@ public final class GPUModel: @unchecked Sendable {
     /// Which matmul runs skinny products (decode): our GEMV kernel for up to 4 token rows and our
     /// tensor-core skinny kernel up to 16 (cuBLASLt above), or cuBLASLt always.
     public enum MatmulPolicy: String, Sendable, CaseIterable { case auto, cublas }
-    public var matmulPolicy: MatmulPolicy = .auto
-    /// Decode runs each layer's O, gate/up, down and the next layer's QKV as one cooperative
-    /// kernel with grid barriers (see ModelKernelSource), where the driver supports it.
-    public var persistentLayers = false
-    /// Replay fused decode steps from CUDA graphs captured per step shape (experimental).
-    public var cudaGraphs = false
+
+    /// The forward pass's experiment switches (A/B knobs of `vtensor bench model`), one value
+    /// fixed for the life of a model. The defaults are what the model runs with in service.
+    public struct Options: Sendable {
+        /// Which matmul runs skinny products (decode).
+        public let matmulPolicy: MatmulPolicy
+        /// Decode runs each layer's O, gate/up, down and the next layer's QKV as one cooperative
+        /// kernel with grid barriers (see ModelKernelSource), where the driver supports it.
+        public let persistentLayers: Bool
+        /// Replay fused decode steps from CUDA graphs captured per step shape (experimental).
+        public let cudaGraphs: Bool
+        /// Decode matmuls' weight prefetch per row (bytes) before griddepcontrol.wait; nil: whole
+        /// rows within ~32 MiB of L2. 0 by default: on H200 any prefetch made decode slower
+        /// (4.55 ms a token without, 4.85-4.98 with 4 KiB or whole rows, same machine).
+        public let prefetchBytesPerRow: Int?
+        /// Blocks per SM of the persistent layer kernel (0: the occupancy limit).
+        public let persistentBlocksPerSM: Int
+        /// Launch the fused decode matmuls with programmatic dependent launch (Hopper), so each
+        /// prefetches its weights while the previous kernel finishes.
+        public let programmaticLaunch: Bool
+        /// Decode matmuls with at most this many row pairs split k over two warps (0: never).
+        public let splitKMaxPairs: Int
+        /// Decode attention's smallest split (keys per CTA); nil: the kernel's default.
+        public let decodeMinTokensPerCTA: Int?
+        /// Timing experiments only: fused decode steps leave attention out (the logits are wrong), so
+        /// the step time with and without it measures what attention costs inside the pipelined step.
+        public let timingOnlySkipAttention: Bool
+        /// Decode matmuls: 16-byte loads in flight per lane per row (`-DGEMV_UNROLL`).
+        public let gemvUnroll: Int
+        /// Decode matmuls load their first weights before waiting on the previous kernel (`-DEARLY_WEIGHTS`).
+        public let earlyWeights: Bool
+        /// Weight loads ask L2 for whole 256-byte blocks; nil: on, except on an H200.
+        public let weightL2Hint: Bool?
+        /// Decode attention's kernel shape; nil: the standard one for the head dimension.
+        public let decodeConfig: DecodeAttention.Config?
+
+        public init(matmulPolicy: MatmulPolicy = .auto, persistentLayers: Bool = false, cudaGraphs: Bool = false,
+                    prefetchBytesPerRow: Int? = 0, persistentBlocksPerSM: Int = 4, programmaticLaunch: Bool = true,
+                    splitKMaxPairs: Int = 0, decodeMinTokensPerCTA: Int? = nil, timingOnlySkipAttention: Bool = false,
+                    gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
+                    decodeConfig: DecodeAttention.Config? = nil) {
+            self.matmulPolicy = matmulPolicy
+            self.persistentLayers = persistentLayers
+            self.cudaGraphs = cudaGraphs
+            self.prefetchBytesPerRow = prefetchBytesPerRow
+            self.persistentBlocksPerSM = persistentBlocksPerSM
+            self.programmaticLaunch = programmaticLaunch
+            self.splitKMaxPairs = splitKMaxPairs
+            self.decodeMinTokensPerCTA = decodeMinTokensPerCTA
+            self.timingOnlySkipAttention = timingOnlySkipAttention
+            self.gemvUnroll = gemvUnroll
+            self.earlyWeights = earlyWeights
+            self.weightL2Hint = weightL2Hint
+            self.decodeConfig = decodeConfig
+        }
+    }
+
     private var graphCache: [String: CUDAGraphExec] = [:]
-    /// Decode matmuls' weight prefetch per row before griddepcontrol.wait (default 0; nil: whole rows within ~32 MiB).
-    public var prefetchBytesPerRow: Int? {
-        get { kernels.prefetchBytesPerRow }
-        set { kernels.prefetchBytesPerRow = newValue }
-    }
-    /// Blocks per SM of the persistent layer kernel (0: the occupancy limit).
-    public var persistentBlocksPerSM: Int {
-        get { kernels.layerBlocksPerSM }
-        set { kernels.layerBlocksPerSM = newValue }
-    }
-    /// Launch the fused decode matmuls with programmatic dependent launch (Hopper), so each
-    /// prefetches its weights while the previous kernel finishes.
-    public var programmaticLaunch = true
-    /// Decode matmuls with at most this many row pairs split k over two warps (0: never).
-    public var splitKMaxPairs: Int {
-        get { kernels.splitKMaxPairs }
-        set { kernels.splitKMaxPairs = newValue }
-    }
-    /// Decode attention's smallest split (keys per CTA); nil: the kernel's default.
-    public var decodeMinTokensPerCTA: Int?
-    /// Timing experiments only: fused decode steps leave attention out (the logits are wrong), so
-    /// the step time with and without it measures what attention costs inside the pipelined step.
-    public var timingOnlySkipAttention = false
+    /// Set when a graph capture fails: later steps launch kernels directly (`options.cudaGraphs` stays as given).
+    private var graphCaptureDisabled = false
 
     /// Per-step timings: host phases always; GPU time per operation when `profile` is on
     /// (CUDA events around every launch, which adds a little host time).
@@ -76,6 +108,8 @@ public final class GPUModel: @unchecked Sendable {
         public var planMs = 0.0, launchMs = 0.0, waitMs = 0.0
         public var gpuMsByOperation: [String: Double] = [:]
     }
+    /// A measurement mode, not a kernel switch, so it stays mutable: `vtensor bench model` turns it
+    /// on around a few steps of a live model. It launches the same kernels (and no CUDA graphs).
     public var profile = false
     public private(set) var lastStep = StepTiming()
     private var eventPool: [CUDAEvent] = []
@@ -109,12 +143,13 @@ public final class GPUModel: @unchecked Sendable {
     ///   - weights: host weights to upload, or nil for dummy weights generated on the device.
     ///   - kvBudget: the cap on GPU memory the KV cache may hold (default: 90% of what is free
     ///     after weights and workspace).
+    ///   - options: the experiment switches (default: the service configuration).
     public init(config: ModelConfig, weights hostWeights: ModelWeights?, device: Int = 0, kvBudget: MemoryBudget = .fractionOfFree(0.9),
                 maxBatchTokens: Int = 8192, maxLogitRows: Int = 256, maxTokensPerSequence: Int? = nil, dummySeed: UInt32 = 1,
-                gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
-                decodeConfig: DecodeAttention.Config? = nil) throws {
+                options: Options = .init()) throws {
         let c = config
         self.config = c
+        self.options = options
         self.maxBatchTokens = maxBatchTokens
         self.maxLogitRows = maxLogitRows
         context = try CUDAContext(device: device)
@@ -122,8 +157,10 @@ public final class GPUModel: @unchecked Sendable {
         compiler = KernelCompiler(context: context)
         // The L2::256B hint on weight loads: on, except on an H200, where it cost 3.4% of a batch-1
         // step (same-machine A/B, 2026-11-27; neutral to +0.7% on H100).
-        kernels = try ModelKernels(compiler: compiler, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights,
-                                   weightL2Hint: weightL2Hint ?? !context.device.name.contains("H200"))
+        kernels = try ModelKernels(compiler: compiler, gemvUnroll: options.gemvUnroll, earlyWeights: options.earlyWeights,
+                                   weightL2Hint: options.weightL2Hint ?? !context.device.name.contains("H200"),
+                                   prefetchBytesPerRow: options.prefetchBytesPerRow, layerBlocksPerSM: options.persistentBlocksPerSM,
+                                   splitKMaxPairs: options.splitKMaxPairs)
         attention = AttentionParameters(queryHeads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads, headDim: c.headDim,
                                         dtype: .bf16, window: c.effectiveSlidingWindow)
         guard c.intermediateSize % 8 == 0, c.hiddenSize % 8 == 0 else {
@@ -151,7 +188,7 @@ public final class GPUModel: @unchecked Sendable {
             }
             try stream.synchronize()
         }
-        decode = try DecodeAttention(compiler: compiler, parameters: attention, config: decodeConfig)
+        decode = try DecodeAttention(compiler: compiler, parameters: attention, config: options.decodeConfig)
         prefill = try PrefillAttention(compiler: compiler, parameters: attention)
         // Attention plans and scratch for the largest step, allocated now: steps never allocate.
         try decode.reserveWorkspace(maxRequests: maxLogitRows, stream: stream)
@@ -294,7 +331,7 @@ public final class GPUModel: @unchecked Sendable {
         var prefillPlans: [(plan: PrefillPlan, offset: Int)] = []
         if isDecode {
             decodeBatches = try decode.prepare(layers: requestsPerLayer, stream: stream, workspace: &decodeWorkspace,
-                                               minTokensPerCTA: decodeMinTokensPerCTA)
+                                               minTokensPerCTA: options.decodeMinTokensPerCTA)
         } else {
             var descriptors: [UInt8] = []
             for requests in requestsPerLayer {
@@ -315,7 +352,7 @@ public final class GPUModel: @unchecked Sendable {
         // Decode of up to 4 rows: 4 fused matmul kernels + attention per layer (norms, RoPE, the KV write
         // and SwiGLU folded into the matmuls; see ModelKernelSource).
         // (Only decode steps: the fused path runs the decode attention plans, made for them alone.)
-        let fused = isDecode && matmulPolicy == .auto && logitRows == n && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
+        let fused = isDecode && options.matmulPolicy == .auto && logitRows == n && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
             && (n <= 4 || (n <= ModelKernels.fusedMaxRows && h % 32 == 0 && (hq * d) % 32 == 0 && f % 32 == 0 && (d / 2) % 8 == 0))
             && weights.layers.allSatisfy { $0.outputBias == nil && $0.gateUpBias == nil && $0.downBias == nil }
         if fused {
@@ -327,7 +364,7 @@ public final class GPUModel: @unchecked Sendable {
                     try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, sums: w.sums, slots: slots,
                                           xw: w.normed, norm: layerWeights[0].inputNorm, stream: stream)
                 }
-                if persistentLayers && n <= 4 {
+                if options.persistentLayers && n <= 4 {
                     try timed("zero barriers") { try kernels.zeroWords(w.barriers, count: layers, stream: stream) }
                     let first = layerWeights[0]
                     try timed("qkv+rope+kv write") {
@@ -356,39 +393,39 @@ public final class GPUModel: @unchecked Sendable {
                         try kernels.decodeMatmul(.qkvRoPE, weight: layer.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(2 * i),
                                                  eps: eps, output: w.q, bias: layer.qkvBias, positions: positions,
                                                  inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses + UInt64(i * n * 16),
-                                                 hq: hq, hkv: hkv, d: d, dependent: programmaticLaunch && i > 0, stream: stream)
+                                                 hq: hq, hkv: hkv, d: d, dependent: options.programmaticLaunch && i > 0, stream: stream)
                     }
-                    if !timingOnlySkipAttention {
+                    if !options.timingOnlySkipAttention {
                         try timed("attention") {
-                            try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream, dependent: programmaticLaunch)
+                            try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream, dependent: options.programmaticLaunch)
                         }
                     }
                     try timed("o proj") {
                         try kernels.decodeMatmul(.residual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
                                                  output: w.residual, sumsOut: slot(2 * i + 1), xw: w.normed, norm: layer.postAttentionNorm,
-                                                 dependent: programmaticLaunch, stream: stream)
+                                                 dependent: options.programmaticLaunch, stream: stream)
                     }
                     try timed("gate+up+silu") {
                         try kernels.decodeMatmul(.swiGLU, weight: layer.gateUp, out: 2 * f, k: h, rows: n, input: w.normed,
-                                                 sumsIn: slot(2 * i + 1), eps: eps, output: w.activated, dependent: programmaticLaunch, stream: stream)
+                                                 sumsIn: slot(2 * i + 1), eps: eps, output: w.activated, dependent: options.programmaticLaunch, stream: stream)
                     }
                     try timed("down") {
                         try kernels.decodeMatmul(.residual, weight: layer.down, out: h, k: f, rows: n, input: w.activated,
                                                  output: w.residual, sumsOut: slot(2 * i + 2), xw: w.normed, norm: nextNorm,
-                                                 dependent: programmaticLaunch, stream: stream)
+                                                 dependent: options.programmaticLaunch, stream: stream)
                     }
                 }
                 }
                 // Logits of every row (decode asks one per sequence), the final norm folded in.
                 try timed("lm head") {
                     try kernels.decodeMatmul(.logits, weight: weights.lmHead, out: c.vocabSize, k: h, rows: n, input: w.normed,
-                                             sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: programmaticLaunch, stream: stream)
+                                             sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: options.programmaticLaunch, stream: stream)
                 }
             }
-            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(decodeBatches.first?.schedule.items.count ?? 0)/\(persistentLayers)/\(programmaticLaunch)/\(timingOnlySkipAttention)/"
+            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(decodeBatches.first?.schedule.items.count ?? 0)/\(options.persistentLayers)/\(options.programmaticLaunch)/\(options.timingOnlySkipAttention)/"
                 + "\(decodeWorkspace?.address ?? 0)/\(decode.workspaceBytes)"
             var graph: CUDAGraphExec? = nil
-            if cudaGraphs && !profile && CUDAGraphExec.isSupported(context: context) {
+            if options.cudaGraphs && !graphCaptureDisabled && !profile && CUDAGraphExec.isSupported(context: context) {
                 if let cached = graphCache[signature] {
                     graph = cached
                 } else {
@@ -399,7 +436,7 @@ public final class GPUModel: @unchecked Sendable {
                     } catch {
                         // Capture is an optimization: say why once, then launch directly from now on.
                         FileHandle.standardError.write(Data("vtensor: CUDA graph capture failed (\(error)); launching kernels directly\n".utf8))
-                        cudaGraphs = false
+                        graphCaptureDisabled = true
                     }
                 }
             }
@@ -462,11 +499,11 @@ public final class GPUModel: @unchecked Sendable {
     private func matmul(out: Int, tokens: Int, k: Int, weight: UInt64, input: UInt64, output: UInt64, accumulate: Bool = false,
                         floatOutput: Bool? = nil) throws {
         let float = floatOutput ?? accumulate
-        if matmulPolicy == .auto && tokens <= 4 && k % 8 == 0 {
+        if options.matmulPolicy == .auto && tokens <= 4 && k % 8 == 0 {
             return try kernels.gemv(weight: weight, input: input, output: output, tokens: tokens, out: out, k: k,
                                     mode: float ? (accumulate ? 2 : 1) : 0, stream: stream)
         }
-        if matmulPolicy == .auto && tokens <= ModelKernels.skinnyMaxTokens && k % 32 == 0 {
+        if options.matmulPolicy == .auto && tokens <= ModelKernels.skinnyMaxTokens && k % 32 == 0 {
             return try kernels.skinny(weight: weight, input: input, output: output, tokens: tokens, out: out, k: k,
                                       mode: float ? (accumulate ? 2 : 1) : 0, stream: stream)
         }

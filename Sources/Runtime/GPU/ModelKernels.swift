@@ -22,13 +22,19 @@ struct ModelKernels: @unchecked Sendable {
     /// The same with each row pair's k range split over two warps.
     let decodeKernelsSplitK: [DecodeMatmul: KernelFunction]
     /// Split k over two warps for matrices of at most this many row pairs (0: never).
-    var splitKMaxPairs = 0
+    let splitKMaxPairs: Int
     /// The same products and epilogues on tensor cores for 5-16 token rows (`dskinny`).
     let skinnyKernels: [DecodeMatmul: KernelFunction]
     /// Most token rows the fused decode matmuls take.
     static let fusedMaxRows = 16
 
-    init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool = true) throws {
+    /// - Parameters: `prefetchBytesPerRow`, `layerBlocksPerSM` and `splitKMaxPairs` are launch
+    ///   settings (see the properties); `GPUModel.Options` holds their defaults.
+    init(compiler: KernelCompiler, gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool = true,
+         prefetchBytesPerRow: Int?, layerBlocksPerSM: Int, splitKMaxPairs: Int) throws {
+        self.prefetchBytesPerRow = prefetchBytesPerRow
+        self.layerBlocksPerSM = layerBlocksPerSM
+        self.splitKMaxPairs = splitKMaxPairs
         let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights, weightL2Hint: weightL2Hint)
         module = try compiler.module(source: p.source, name: p.name, options: p.options)
         embedKernel = try module.function(named: "vt_embed")
@@ -118,17 +124,16 @@ struct ModelKernels: @unchecked Sendable {
         return min(k * 2, max(4096, budget / max(rows, 1) / 128 * 128))
     }
 
-    /// A fixed prefetch per weight row (bytes) instead of the L2 budget rule; 0 by default:
-    /// on H200 any prefetch before griddepcontrol.wait made decode slower (4.55 ms a token
-    /// without, 4.85-4.98 with 4 KiB or whole rows, same machine).
-    var prefetchBytesPerRow: Int? = 0
+    /// A fixed prefetch per weight row (bytes) instead of the L2 budget rule (nil: the rule);
+    /// `GPUModel.Options.prefetchBytesPerRow` says why the default is 0.
+    let prefetchBytesPerRow: Int?
 
     func zeroWords(_ address: UInt64, count: Int, stream: CUDAStream) throws {
         try zeroKernel.launch(grid: (1, 1, 1), block: (256, 1, 1), stream: stream, arguments: [.pointer(address), .int32(Int32(count))])
     }
 
     /// Most blocks per SM the persistent layer kernel uses (0: as many as the occupancy allows).
-    var layerBlocksPerSM = 4
+    let layerBlocksPerSM: Int
 
     /// Blocks of the persistent layer kernel: all resident at once (cooperative launch).
     func layerBlockGrid() throws -> Int {

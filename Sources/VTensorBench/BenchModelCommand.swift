@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLICommon
 import Foundation
 import Kernels
 import Models
@@ -147,26 +148,23 @@ extension BenchModelCommand {
 
         let (config, hostWeights, label) = try modelOptions.openForGPU()
         let tokensPerStep = batch * promptTokens
+        guard let policy = GPUModel.MatmulPolicy(rawValue: matmul) else { throw ValidationError("--matmul must be auto or cublas") }
+        let options = GPUModel.Options(
+            matmulPolicy: policy, persistentLayers: persistent == "on", cudaGraphs: cudaGraphs == "on",
+            prefetchBytesPerRow: prefetchBytes < 0 ? nil : prefetchBytes, persistentBlocksPerSM: persistentBlocks,
+            programmaticLaunch: pdl != "off", splitKMaxPairs: splitKPairs, decodeMinTokensPerCTA: attentionMinTokens,
+            timingOnlySkipAttention: skipAttention, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off",
+            weightL2Hint: l2Hint == "auto" ? nil : l2Hint == "on",
+            decodeConfig: attentionSubsteps == nil && l2Hint == "auto" ? nil : {
+                var decodeConfig = DecodeAttention.Config.standard(headDim: config.headDim)
+                if let n = attentionSubsteps { decodeConfig.subSteps = n }
+                if l2Hint != "auto" { decodeConfig.l2Prefetch = l2Hint == "on" }
+                return decodeConfig
+            }())
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
-                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, gemvUnroll: gemvUnroll, earlyWeights: earlyWeights != "off", weightL2Hint: l2Hint == "auto" ? nil : l2Hint == "on",
-                                 decodeConfig: attentionSubsteps == nil && l2Hint == "auto" ? nil : {
-                                     var decodeConfig = DecodeAttention.Config.standard(headDim: config.headDim)
-                                     if let n = attentionSubsteps { decodeConfig.subSteps = n }
-                                     if l2Hint != "auto" { decodeConfig.l2Prefetch = l2Hint == "on" }
-                                     return decodeConfig
-                                 }())
-        model.decodeMinTokensPerCTA = attentionMinTokens
-        model.programmaticLaunch = pdl != "off"
-        model.splitKMaxPairs = splitKPairs
-        model.persistentLayers = persistent == "on"
-        model.cudaGraphs = cudaGraphs == "on"
-        model.timingOnlySkipAttention = skipAttention
+                                 maxTokensPerSequence: promptTokens + decodeTokens + 8, options: options)
         if skipAttention { print("--skip-attention: decode steps leave attention out; times only, the logits are wrong") }
-        model.persistentBlocksPerSM = persistentBlocks
-        model.prefetchBytesPerRow = prefetchBytes < 0 ? nil : prefetchBytes
-        guard let policy = GPUModel.MatmulPolicy(rawValue: matmul) else { throw ValidationError("--matmul must be auto or cublas") }
-        model.matmulPolicy = policy
         print("model: \(label) on \(model.name): \(fixed(Double(model.weights.bytes) / 1e9, 2)) GB of weights (bf16), workspace \(mib(model.workspaceBytes))")
         var rng = SplitMix64(seed: 7)
         let c = config

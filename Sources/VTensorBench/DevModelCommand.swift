@@ -1,5 +1,6 @@
 import CSystem
 import ArgumentParser
+import CLICommon
 import Foundation
 import Models
 import Kernels
@@ -53,10 +54,8 @@ struct DevModelCommand: ParsableCommand {
             let weights = Self.roundedToBF16(ModelWeights.dummy(config: config, seed: 5, std: 0.05))
             let cpu = try CPUModel(weights: weights, kvBudgetBytes: 1 << 30, maxTokensPerSequence: 8192)
             let gpu = try GPUModel(config: config, weights: weights, device: device, kvBudget: .bytes(1 << 30), maxBatchTokens: 6000,
-                                   maxLogitRows: 256, maxTokensPerSequence: 8192)
-            gpu.matmulPolicy = policy
-            gpu.persistentLayers = persistent
-            gpu.cudaGraphs = graphs
+                                   maxLogitRows: 256, maxTokensPerSequence: 8192,
+                                   options: GPUModel.Options(matmulPolicy: policy, persistentLayers: persistent, cudaGraphs: graphs))
             func tokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(config.vocabSize)) } }
             func compare(_ step: String, _ inputs: [ForwardInput]) throws {
                 let a = try cpu.reserveAndForward(inputs), b = try gpu.reserveAndForward(inputs)

@@ -1,37 +1,8 @@
 import ArgumentParser
+import CLICommon
 import Foundation
 import Models
 import Runtime
-
-/// Options naming a model, shared by generate, logits and the model benchmarks.
-struct ModelOptions: ParsableArguments {
-    @Option(help: "A Hugging Face model directory, a .gguf file, or (with --load-format dummy) a preset: \(ModelPresets.names.joined(separator: ", ")). Default: the embedded SmolLM2-135M-Instruct.")
-    var model: String?
-
-    @Option(help: "auto (read the weights) or dummy (random weights at the config's size).")
-    var loadFormat: String = "auto"
-
-    @Option(help: "CPU backend: native (a GGUF's Q4_0/Q4_1/Q8_0 matrices stay in their block format for decode) or float.")
-    var cpuWeights: String = "native"
-
-    var nativeCPUWeights: Bool { cpuWeights != "float" }
-
-    /// What the GPU model needs: the config, and host weights unless they are dummy (then the
-    /// device generates them: no host copy of an 8B model). A dummy preset needs no files at all.
-    func openForGPU() throws -> (config: ModelConfig, weights: ModelWeights?, label: String) {
-        let dummy = LoadFormat(rawValue: loadFormat) == .dummy
-        if dummy, let name = model, let preset = ModelPresets.config(named: name) { return (preset, nil, name) }
-        let loaded = try open()
-        return (loaded.config, dummy ? nil : loaded.weights, loaded.path)
-    }
-
-    func open() throws -> LoadedModel {
-        guard let format = LoadFormat(rawValue: loadFormat) else {
-            throw ValidationError("--load-format must be one of \(LoadFormat.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        return try LoadedModel.open(model, format: format)
-    }
-}
 
 /// Teacher-forced logits of a token sequence, for agreement checks against a reference.
 struct LogitsCommand: ParsableCommand {

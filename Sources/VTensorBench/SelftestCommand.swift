@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLICommon
 import GPU
 import Glibc
 import Kernels

@@ -1,6 +1,6 @@
 import Glibc
 
-/// The environment variables this module reads, gathered into a dictionary so that every
+/// The environment variables vtensor reads, gathered into a dictionary so that every
 /// decision made from them (library search, cache directory) is a pure, testable function.
 public enum ProcessEnvironment {
     /// Names read by ``current()``.
@@ -22,17 +22,22 @@ extension ProcessEnvironment {
     /// Compiled kernels live in `ROOT/kernels`, fetched models in `ROOT/assets`.
     public static func cacheRoot(_ environment: [String: String]) -> String? {
         if let root = environment.nonEmpty("VTENSOR_CACHE_DIR") { return root }
-        if let root = environment.nonEmpty("XDG_CACHE_HOME"), root.hasPrefix("/") { return root.joined("vtensor") }
-        if let home = environment.nonEmpty("HOME") { return home.joined(".cache/vtensor") }
+        if let root = environment.nonEmpty("XDG_CACHE_HOME"), root.hasPrefix("/") { return root.joiningPath("vtensor") }
+        if let home = environment.nonEmpty("HOME") { return home.joiningPath(".cache/vtensor") }
         return nil
     }
 }
 
 extension Dictionary where Key == String, Value == String {
     /// The value of `name` when set and not empty, without trailing slashes (a lone "/" stays).
-    func nonEmpty(_ name: String) -> String? {
+    public func nonEmpty(_ name: String) -> String? {
         guard var value = self[name], !value.isEmpty else { return nil }
         while value.count > 1 && value.hasSuffix("/") { value.removeLast() }
         return value
     }
+}
+
+extension String {
+    /// `self + "/" + component`, without doubling a trailing slash.
+    public func joiningPath(_ component: String) -> String { hasSuffix("/") ? self + component : self + "/" + component }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLICommon
 import Glibc
 
 /// `vtensor bench attention`: the attention kernels' timing sweeps (decode in vTensor and paged

@@ -1,5 +1,5 @@
 /// Number formatting without Foundation (String(format:) would pull in ICU data).
-func fixed(_ value: Double, _ digits: Int = 2) -> String {
+public func fixed(_ value: Double, _ digits: Int = 2) -> String {
     guard value.isFinite else { return value.isNaN ? "nan" : (value > 0 ? "inf" : "-inf") }
     var scale = 1.0
     for _ in 0..<digits { scale *= 10 }
@@ -14,19 +14,25 @@ func fixed(_ value: Double, _ digits: Int = 2) -> String {
     return text
 }
 
-func mib(_ bytes: Int) -> String { fixed(Double(bytes) / 1_048_576, 1) + " MiB" }
-func gib(_ bytes: Int) -> String { fixed(Double(bytes) / 1_073_741_824, 2) + " GiB" }
-func micros(_ nanos: UInt64) -> String { fixed(Double(nanos) / 1000, 1) }
+public func mib(_ bytes: Int) -> String { fixed(Double(bytes) / 1_048_576, 1) + " MiB" }
+public func gib(_ bytes: Int) -> String { fixed(Double(bytes) / 1_073_741_824, 2) + " GiB" }
+public func micros(_ nanos: UInt64) -> String { fixed(Double(nanos) / 1000, 1) }
 
 /// A plain text table with right-aligned numeric columns.
-struct Table {
-    var title: String
-    var header: [String]
-    var rows: [[String]] = []
+public struct Table {
+    public var title: String
+    public var header: [String]
+    public var rows: [[String]] = []
 
-    mutating func add(_ row: [String]) { rows.append(row) }
+    public init(title: String, header: [String], rows: [[String]] = []) {
+        self.title = title
+        self.header = header
+        self.rows = rows
+    }
 
-    func render() -> String {
+    public mutating func add(_ row: [String]) { rows.append(row) }
+
+    public func render() -> String {
         var widths = header.map(\.count)
         for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
         func line(_ cells: [String]) -> String {
@@ -42,14 +48,14 @@ struct Table {
 }
 
 /// Percentiles of nanosecond samples.
-struct Percentiles: Codable {
-    var count: Int
-    var p50Micros: Double
-    var p99Micros: Double
-    var meanMicros: Double
-    var maxMicros: Double
+public struct Percentiles: Codable {
+    public var count: Int
+    public var p50Micros: Double
+    public var p99Micros: Double
+    public var meanMicros: Double
+    public var maxMicros: Double
 
-    init(_ samples: [UInt64]) {
+    public init(_ samples: [UInt64]) {
         let sorted = samples.sorted()
         count = sorted.count
         guard !sorted.isEmpty else { p50Micros = 0; p99Micros = 0; meanMicros = 0; maxMicros = 0; return }
@@ -60,7 +66,7 @@ struct Percentiles: Codable {
     }
 }
 
-func median(_ values: [Double]) -> Double {
+public func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
     return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
 }

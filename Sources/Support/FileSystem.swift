@@ -1,9 +1,28 @@
 import Glibc
 
+/// A file operation that failed: what was attempted on which path, and the C `errno`.
+public struct FileSystemError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let path: String
+    /// What was attempted, e.g. "create directory", "write", "rename into place".
+    public let operation: String
+    public let errno: Int32
+
+    public init(path: String, operation: String, errno: Int32) {
+        self.path = path
+        self.operation = operation
+        self.errno = errno
+    }
+
+    public var description: String {
+        let reason = strerror(errno).map { String(cString: $0) } ?? "errno \(errno)"
+        return "cannot \(operation) \(path): \(reason)"
+    }
+}
+
 /// The few POSIX file operations the kernel cache needs (this module avoids Foundation).
-enum FileSystem {
-    static func isRegularFile(_ path: String) -> Bool { fileType(path) == S_IFREG }
-    static func isDirectory(_ path: String) -> Bool { fileType(path) == S_IFDIR }
+public enum FileSystem {
+    public static func isRegularFile(_ path: String) -> Bool { fileType(path) == S_IFREG }
+    public static func isDirectory(_ path: String) -> Bool { fileType(path) == S_IFDIR }
 
     private static func fileType(_ path: String) -> mode_t? {
         var info = stat()
@@ -12,7 +31,9 @@ enum FileSystem {
     }
 
     /// `mkdir -p`: creates `path` and any missing parents (mode 0755 before umask).
-    static func createDirectories(_ path: String) throws {
+    ///
+    /// - Throws: ``FileSystemError`` naming the component that could not be created.
+    public static func createDirectories(_ path: String) throws {
         precondition(!path.isEmpty, "empty directory path")
         if isDirectory(path) { return }
         var prefix = path.hasPrefix("/") ? "/" : ""
@@ -21,7 +42,7 @@ enum FileSystem {
             if mkdir(prefix, 0o755) != 0 {
                 let code = errno
                 guard code == EEXIST, isDirectory(prefix) else {
-                    throw GPUError.cacheIO(path: prefix, operation: "create directory", errno: code == EEXIST ? ENOTDIR : code)
+                    throw FileSystemError(path: prefix, operation: "create directory", errno: code == EEXIST ? ENOTDIR : code)
                 }
             }
             prefix += "/"
@@ -29,7 +50,7 @@ enum FileSystem {
     }
 
     /// The whole file, or nil when it does not exist or cannot be read.
-    static func contents(of path: String) -> [UInt8]? {
+    public static func contents(of path: String) -> [UInt8]? {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
@@ -48,11 +69,13 @@ enum FileSystem {
 
     /// Writes `bytes` to a unique temporary file beside `path`, then `rename`s it over `path`,
     /// so readers in any process see either the old file, or the new one complete.
-    static func writeAtomically(_ path: String, bytes: [UInt8]) throws {
+    ///
+    /// - Throws: ``FileSystemError``; the temporary file is removed first.
+    public static func writeAtomically(_ path: String, bytes: [UInt8]) throws {
         let temporary = "\(path).tmp.\(getpid()).\(UInt64.random(in: 0...UInt64.max))"
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else {
-            throw GPUError.cacheIO(path: temporary, operation: "create", errno: errno)
+            throw FileSystemError(path: temporary, operation: "create", errno: errno)
         }
         var written = 0
         let failure: Int32? = bytes.withUnsafeBytes { buffer in
@@ -69,12 +92,12 @@ enum FileSystem {
         let closeFailed = close(descriptor) != 0 ? errno : nil
         if let code = failure ?? closeFailed {
             unlink(temporary)
-            throw GPUError.cacheIO(path: temporary, operation: "write", errno: code)
+            throw FileSystemError(path: temporary, operation: "write", errno: code)
         }
         if rename(temporary, path) != 0 {
             let code = errno
             unlink(temporary)
-            throw GPUError.cacheIO(path: path, operation: "rename into place", errno: code)
+            throw FileSystemError(path: path, operation: "rename into place", errno: code)
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLICommon
 import Engine
 import Foundation
 import Models

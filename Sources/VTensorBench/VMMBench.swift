@@ -1,3 +1,4 @@
+import CLICommon
 import GPU
 import Glibc
 import Kernels

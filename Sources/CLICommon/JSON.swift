@@ -5,14 +5,14 @@ import Foundation
 #endif
 
 /// Pretty JSON of any Codable value.
-func jsonString<T: Encodable>(_ value: T) throws -> String {
+public func jsonString<T: Encodable>(_ value: T) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, for reports.
-func todayUTC() -> String {
+public func todayUTC() -> String {
     let date = Date()
     let days = Int(date.timeIntervalSince1970 / 86_400)
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -29,12 +29,12 @@ func todayUTC() -> String {
     return "\(y)-\(two(m))-\(two(d))"
 }
 
-struct FileWriteError: Error, CustomStringConvertible {
-    let path: String
-    var description: String { "cannot write \(path)" }
+public struct FileWriteError: Error, CustomStringConvertible {
+    public let path: String
+    public var description: String { "cannot write \(path)" }
 }
 
-func writeFile(_ path: String, _ text: String) throws {
+public func writeFile(_ path: String, _ text: String) throws {
     do {
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
     } catch {

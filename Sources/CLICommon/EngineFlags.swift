@@ -1,0 +1,47 @@
+import ArgumentParser
+import Engine
+import Runtime
+
+/// Engine flags shared by the commands that run the engine.
+public struct EngineFlags: ParsableArguments {
+    public init() {}
+
+    @Option(help: "The most requests running at once.")
+    public var maxNumSeqs: Int?
+    @Option(help: "The most tokens one step computes (decodes first, then prompt chunks).")
+    public var maxNumBatchedTokens: Int?
+    @Option(help: "The longest sequence (prompt + output) a request may reach (default: the model's context).")
+    public var maxModelLen: Int?
+    @Option(help: "CPU threads (default: every processor this process may use).")
+    public var threads: Int?
+    @Option(help: "The cap on KV-cache memory in MiB (default: 90% of free GPU memory after weights; 2048 on the CPU).")
+    public var kvBudgetMib: Int?
+
+    public func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let kvBudgetMib, kvBudgetMib < 1 { throw ValidationError("--kv-budget-mib must be at least 1") }
+    }
+
+    /// Runtime options: the model's workspace sized for the engine's limits.
+    public func runtimeOptions(backend: ComputeBackend?, device: Int, nativeCPUWeights: Bool) -> ModelRuntimeOptions {
+        var options = ModelRuntimeOptions()
+        options.backend = backend
+        options.device = device
+        options.threads = threads
+        options.nativeCPUWeights = nativeCPUWeights
+        if let kvBudgetMib { options.kvBudget = .bytes(kvBudgetMib << 20) }
+        if let maxModelLen { options.maxTokensPerSequence = maxModelLen }
+        if let maxNumSeqs { options.maxStepRows = maxNumSeqs }
+        if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
+        return options
+    }
+
+    public func engineOptions(for model: any LanguageModel) -> EngineOptions {
+        var options = EngineOptions(fittedTo: model)
+        if let maxNumSeqs { options.maxNumSeqs = maxNumSeqs }
+        if let maxNumBatchedTokens { options.maxNumBatchedTokens = maxNumBatchedTokens }
+        options.maxModelLen = maxModelLen
+        return options
+    }
+}
+
