@@ -25,6 +25,8 @@ public struct ModelRuntimeOptions: Sendable {
     public var threads: Int?
     /// CPU: a GGUF's Q4_0/Q4_1/Q8_0 matrices stay in their block format for decode steps.
     public var nativeCPUWeights = true
+    /// GPU: the kernel choices fixed at construction.
+    public var gpu = GPUModel.Options()
 
     public init() {}
 }
@@ -81,7 +83,8 @@ public struct ModelRuntime: @unchecked Sendable {
             }
             let gpu = try GPUModel(config: config, weights: format == .dummy ? nil : loaded?.weights, device: options.device,
                                    kvBudget: options.kvBudget ?? .fractionOfFree(0.9), maxBatchTokens: options.maxStepTokens,
-                                   maxLogitRows: options.maxStepRows, maxTokensPerSequence: options.maxTokensPerSequence)
+                                   maxLogitRows: options.maxStepRows, maxTokensPerSequence: options.maxTokensPerSequence,
+                                   options: options.gpu)
             let context = gpu.context
             return ModelRuntime(model: gpu, backend: .cuda, loaded: loaded, description: "cuda, \(gpu.name), bf16",
                                 mapperThreadSetup: { try context.makeCurrent() })

@@ -69,6 +69,10 @@ struct BenchThroughputCommand: ParsableCommand {
     @Option(help: "With --dataset sharegpt: the length pairs.") var datasetPath = "scripts/data/sharegpt_v3_lengths.tsv"
     @Option(help: "Seed for the lengths and the prompts.") var seed: UInt64 = 0
     @Option(help: "Write the results as JSON here.") var jsonOut: String?
+    @Option(help: "GPU: in steps mixing decodes with prompt chunks, decodes on decode attention (split) or every row on prefill attention (prefill).")
+    var mixedAttention: MixedAttention = .split
+
+    enum MixedAttention: String, ExpressibleByArgument, CaseIterable { case split, prefill }
 
     struct Report: Codable {
         var date: String
@@ -132,6 +136,7 @@ struct BenchThroughputCommand: ParsableCommand {
 
         var runtimeOptions = engineFlags.runtimeOptions(backend: kind == .cuda ? .cuda : .cpu, device: backendOptions.device,
                                                         nativeCPUWeights: modelOptions.nativeCPUWeights)
+        runtimeOptions.gpu = GPUModel.Options(splitMixedAttention: mixedAttention == .split)
         let longest = workload.shapes.map { $0.input + $0.output }.max()!
         if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)

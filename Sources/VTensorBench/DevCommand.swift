@@ -5,5 +5,5 @@ import ArgumentParser
 struct DevCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dev", abstract: "Development checks of kernels in progress (GPU machine).",
-        subcommands: [DevDecodeCommand.self, DevPrefillCommand.self, DevModelCommand.self, DevSampleCommand.self])
+        subcommands: [DevDecodeCommand.self, DevPrefillCommand.self, DevModelCommand.self, DevSampleCommand.self, DevEngineCommand.self])
 }

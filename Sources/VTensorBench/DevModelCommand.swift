@@ -83,6 +83,13 @@ struct DevModelCommand: ParsableCommand {
                 let next = ids.map { _ in tokens(1) }
                 try compare("decode step \(s + 5) (\(ids.count) sequences)", zip(ids, next).map { ForwardInput(id: $0, tokens: $1) })
             }
+            // A mixed step as the engine makes them: decodes (one token: decode attention) next to a
+            // prompt chunk and an extend (prefill attention), in one step, rows interleaved.
+            try compare("mixed: decode x3 + prefill 20 + extend 4", [ForwardInput(id: 0, tokens: tokens(1)), ForwardInput(id: 14, tokens: tokens(20)),
+                                                                      ForwardInput(id: 1, tokens: tokens(1)), ForwardInput(id: 4, tokens: tokens(4)),
+                                                                      ForwardInput(id: 2, tokens: tokens(1))])
+            try compare("mixed: prefill chunk 2 of seq 14 (17) + decode x2", [ForwardInput(id: 14, tokens: tokens(17)), ForwardInput(id: 0, tokens: tokens(1)),
+                                                                             ForwardInput(id: 1, tokens: tokens(1))])
             // A long prompt whose K/V spans more than one 2 MiB chunk where the workspace allows.
             let long = tokens(min(gpu.cache.layout.tokensPerChunk + 300, 6000))
             let a = try cpu.reserveAndForward([ForwardInput(id: 3, tokens: long, allLogits: false)])

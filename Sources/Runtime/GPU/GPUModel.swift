@@ -76,12 +76,16 @@ public final class GPUModel: @unchecked Sendable {
         public let weightL2Hint: Bool?
         /// Decode attention's kernel shape; nil: the standard one for the head dimension.
         public let decodeConfig: DecodeAttention.Config?
+        /// In a step that mixes one-token rows (decodes) with longer ones (prompt chunks), run the
+        /// one-token rows through decode attention and the rest through prefill attention (off:
+        /// every row of a mixed step through prefill attention, as before the engine).
+        public let splitMixedAttention: Bool
 
         public init(matmulPolicy: MatmulPolicy = .auto, persistentLayers: Bool = false, cudaGraphs: Bool = false,
                     prefetchBytesPerRow: Int? = 0, persistentBlocksPerSM: Int = 4, programmaticLaunch: Bool = true,
                     splitKMaxPairs: Int = 0, decodeMinTokensPerCTA: Int? = nil, timingOnlySkipAttention: Bool = false,
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
-                    decodeConfig: DecodeAttention.Config? = nil) {
+                    decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
@@ -95,6 +99,7 @@ public final class GPUModel: @unchecked Sendable {
             self.earlyWeights = earlyWeights
             self.weightL2Hint = weightL2Hint
             self.decodeConfig = decodeConfig
+            self.splitMixedAttention = splitMixedAttention
         }
     }
 
@@ -326,16 +331,23 @@ public final class GPUModel: @unchecked Sendable {
         try metaStaging.end(stream: stream)
 
         // Attention plans for every layer, uploaded before any kernel runs.
+        // Rows of one new token go through decode attention, the others through prefill attention,
+        // in the same step (a mixed step of 255 decodes and one prompt chunk keeps its decodes on
+        // the decode kernel); `options.splitMixedAttention` off sends a mixed step to prefill alone.
         let isDecode = inputs.allSatisfy { $0.tokens.count == 1 }
+        let decodeRows = isDecode || options.splitMixedAttention ? inputs.map { $0.tokens.count == 1 } : inputs.map { _ in false }
+        let anyDecode = decodeRows.contains(true), anyPrefill = decodeRows.contains(false)
         var decodeBatches: [DecodeBatch] = []
         var prefillPlans: [(plan: PrefillPlan, offset: Int)] = []
-        if isDecode {
-            decodeBatches = try decode.prepare(layers: requestsPerLayer, stream: stream, workspace: &decodeWorkspace,
+        if anyDecode {
+            let decodeRequests = requestsPerLayer.map { requests in requests.indices.filter { decodeRows[$0] }.map { requests[$0] } }
+            decodeBatches = try decode.prepare(layers: decodeRequests, stream: stream, workspace: &decodeWorkspace,
                                                minTokensPerCTA: options.decodeMinTokensPerCTA)
-        } else {
+        }
+        if anyPrefill {
             var descriptors: [UInt8] = []
             for requests in requestsPerLayer {
-                let plan = prefill.plan(requests)
+                let plan = prefill.plan(requests.indices.filter { !decodeRows[$0] }.map { requests[$0] })
                 prefillPlans.append((plan, descriptors.count))
                 descriptors += plan.descriptor
                 while descriptors.count % 256 != 0 { descriptors.append(0) }
@@ -453,9 +465,8 @@ public final class GPUModel: @unchecked Sendable {
                                       q: w.q, rowAddresses: rowAddresses + UInt64(i * n * 16), rows: n, hq: hq, hkv: hkv, d: d, stream: stream)
             }
             try timed("attention") {
-                if isDecode {
-                    try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream)
-                } else {
+                if anyDecode { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
+                if anyPrefill {
                     let entry = prefillPlans[i]
                     try prefill.launch(entry.plan, workspace: prefillWorkspace!.address + UInt64(entry.offset), queries: w.q,
                                        output: w.attended, stream: stream)

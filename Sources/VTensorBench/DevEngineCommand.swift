@@ -1,0 +1,147 @@
+import ArgumentParser
+import CLICommon
+import Engine
+import Foundation
+import Models
+import Runtime
+import VTensor
+
+/// `vtensor dev engine`: requests through the engine in mixed, chunked, preempted batches
+/// against the same requests run alone on the same backend: exact greedy tokens, teacher-forced
+/// top-1 agreement, and the margin (how near a tie) at every divergence.
+struct DevEngineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine",
+        abstract: "The engine's batched outputs against each request alone (GPU or CPU).",
+        discussion: """
+            A random 8-layer model (hidden 512, GQA 8/2, head dim 64, vocabulary 4096). The batched run uses a small
+            token budget (prompts in chunks, mixed with decodes) and a small KV budget (preemption).
+            Pass: on the CPU every token equal; on the GPU (bf16) teacher-forced top-1 agreement >= 99% and every
+            divergence at a near-tie (margin below --tie-margin).
+            """)
+
+    @OptionGroup var backendOptions: BackendOptions
+    @Option(help: "Requests in the batched run.") var requests = 24
+    @Option(help: "Seed for the weights and prompts.") var seed: UInt64 = 3
+    @Option(help: "A divergence counts as a near-tie below this logit margin.") var tieMargin = 0.1
+    @Option(help: "Write the per-request results as JSON here.") var jsonOut: String?
+
+    static let config: ModelConfig = {
+        let json = """
+            {"model_type":"llama","hidden_size":512,"intermediate_size":1408,"num_hidden_layers":8,"num_attention_heads":8,
+             "num_key_value_heads":2,"head_dim":64,"vocab_size":4096,"max_position_embeddings":2048,"rms_norm_eps":1e-5,
+             "rope_theta":10000,"eos_token_id":0}
+            """
+        return try! ModelConfig.decode(Data(json.utf8))
+    }()
+
+    struct RequestResult: Codable {
+        var prompt: Int
+        var generated: Int
+        var exact: Bool
+        var firstDivergence: Int?
+        /// At the first divergence: the alone run's top logit minus its logit of the batched token.
+        var divergenceMargin: Double?
+        var teacherForcedAgree: Int
+        var teacherForcedRows: Int
+        /// Largest margin among the teacher-forced disagreements.
+        var worstDisagreementMargin: Double?
+    }
+
+    func run() throws {
+        let (kind, unavailable) = backendOptions.resolve()
+        if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
+        let weights = ModelWeights.dummy(config: Self.config, seed: seed, std: 0.1)
+        // 8 layers x 2 KV heads x 64 x 2 (K, V): 4 KiB a token on the GPU (bf16), 512 tokens a 2 MiB chunk.
+        func makeModel(kvChunks: Int) throws -> any LanguageModel {
+            switch kind {
+            case .cuda:
+                return try GPUModel(config: Self.config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
+                                    maxBatchTokens: 1024, maxLogitRows: 32, maxTokensPerSequence: 2048)
+            case .cpu:
+                // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
+                return try CPUModel(weights: weights, kvBudgetBytes: (2 * kvChunks) << 21, maxTokensPerSequence: 2048)
+            }
+        }
+        var rng = SplitMix64(seed: seed &+ 17)
+        let prompts = (0..<requests).map { _ in (0..<Int.random(in: 5...900, using: &rng)).map { _ in Int.random(in: 1..<4096, using: &rng) } }
+        let lengths = (0..<requests).map { _ in Int.random(in: 16...48, using: &rng) }
+
+        // Batched: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
+        let batchedModel = try makeModel(kvChunks: 12)
+        let engine = try Engine(model: batchedModel, cache: batchedModel.kvCache, tokenizer: nil, eosTokenIds: [],
+                                options: EngineOptions(maxNumSeqs: 16, maxNumBatchedTokens: 256, asyncMapping: batchedModel.computesAsynchronously))
+        var ids: [RequestID] = []
+        for (prompt, count) in zip(prompts, lengths) {
+            ids.append(try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: count, ignoreEOS: true))))
+        }
+        var batched: [RequestID: [Int]] = [:]
+        var mixedSteps = 0
+        while engine.hasWork {
+            for output in engine.step() {
+                if let error = output.error { throw ValidationError("request \(output.id) failed: \(error)") }
+                batched[output.id, default: []] += output.tokens.map(\.id)
+            }
+            let rows = engine.lastPlan.rows
+            if rows.contains(where: \.isDecode) && rows.contains(where: { !$0.isDecode }) { mixedSteps += 1 }
+        }
+        let stats = engine.statistics
+
+        // Alone: one request at a time on a fresh model with room for it.
+        let alone = try makeModel(kvChunks: 8)
+        var results: [RequestResult] = []
+        for (index, id) in ids.enumerated() {
+            let prompt = prompts[index], got = batched[id] ?? []
+            // Greedy alone, step by step, keeping each step's logits.
+            try alone.addSequence(1)
+            var logits = try alone.reserveAndForward([ForwardInput(id: 1, tokens: prompt)])[0]
+            var own: [Int] = [], margins: [Double] = []
+            while own.count < lengths[index] {
+                let best = logits.indices.max { logits[$0] < logits[$1] }!
+                own.append(best)
+                if own.count <= got.count { margins.append(Double(logits[best] - logits[got[own.count - 1]])) }
+                if own.count == lengths[index] { break }
+                logits = try alone.reserveAndForward([ForwardInput(id: 1, tokens: [best])])[0]
+            }
+            try alone.freeSequence(1)
+            let divergence = zip(own, got).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+            // Teacher-forced: the alone model reads prompt + the batched tokens; does its argmax pick each batched token?
+            try alone.addSequence(2)
+            let forced = try alone.reserveAndForward([ForwardInput(id: 2, tokens: prompt + got.dropLast(), allLogits: true)])[0]
+            try alone.freeSequence(2)
+            let vocab = Self.config.vocabSize
+            var agree = 0
+            var worst: Double?
+            for (j, token) in got.enumerated() {
+                let row = (prompt.count - 1 + j) * vocab
+                var best = 0
+                for v in 0..<vocab where forced[row + v] > forced[row + best] { best = v }
+                if best == token { agree += 1 } else { worst = max(worst ?? 0, Double(forced[row + best] - forced[row + token])) }
+            }
+            results.append(RequestResult(prompt: prompt.count, generated: got.count, exact: own == got && got.count == lengths[index],
+                                         firstDivergence: divergence, divergenceMargin: divergence.map { margins[$0] },
+                                         teacherForcedAgree: agree, teacherForcedRows: got.count, worstDisagreementMargin: worst))
+        }
+        let rows = results.reduce(0) { $0 + $1.teacherForcedRows }, agree = results.reduce(0) { $0 + $1.teacherForcedAgree }
+        let agreement = Double(agree) / Double(max(1, rows))
+        let divergenceMargins = results.compactMap(\.divergenceMargin)
+        let worstForced = results.compactMap(\.worstDisagreementMargin).max()
+        let exact = results.filter(\.exact).count
+        let pass: Bool
+        if kind == .cpu {
+            pass = exact == results.count
+        } else {
+            pass = agreement >= 0.99 && divergenceMargins.allSatisfy { $0 < tieMargin } && (worstForced ?? 0) < tieMargin
+        }
+        var table = Table(title: "engine vs alone (\(kind == .cuda ? "cuda, bf16" : "cpu, fp32"))", header: ["check", "value"])
+        table.add(["requests", "\(results.count): prompts 5-900, 16-48 tokens each"])
+        table.add(["batched run", "\(stats.steps) steps (\(mixedSteps) mixing decodes with prompt chunks), \(stats.preemptions) preemptions, \(stats.prefillRows) prefill rows"])
+        table.add(["exact greedy continuations", "\(exact) of \(results.count)"])
+        table.add(["divergence margins", divergenceMargins.isEmpty ? "none" : divergenceMargins.map { fixed($0, 4) }.joined(separator: ", ")])
+        table.add(["teacher-forced top-1", "\(agree)/\(rows) = \(fixed(agreement * 100, 2))%" + (worstForced.map { ", worst disagreement margin \(fixed($0, 4))" } ?? "")])
+        table.add(["result", pass ? "PASS" : "FAIL"])
+        print(table.render())
+        if let jsonOut { try writeFile(jsonOut, try jsonString(results)) }
+        if !pass { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: the engine's GPU checks and throughput in one go.
+# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick]   (the device tool passes $OUT)
+#   1. vtensor dev engine: batched (mixed, chunked, preempted) against each request alone, bf16.
+#   2. vtensor dev model: the GPU forward pass against the CPU's, mixed decode + prefill steps included.
+#   3. vtensor bench throughput, dummy Llama-3-8B: 256 requests of 128-1024 prompt tokens and
+#      128 output tokens (the transformers anchor's workload), then the issue's 1000 requests of
+#      128-1024 in and 128-512 out (decodes split from prompt chunks, then all on prefill
+#      attention, for the A/B), then 1000 ShareGPT-shaped requests.
+#   4. transformers' generate_batch (paged attention) on the first workload, same card.
+# Writes details under OUTDIR and prints a short summary last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/gpu-common.sh
+start_summary
+quick=${2:-}
+
+run() {  # name, timeout seconds, command...
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$out/$name.txt" 2>&1; local rc=$?
+  echo "$name: rc=$rc, $(( $(date +%s) - t0 )) s" >> "$out/rcs.txt"
+  return $rc
+}
+dummy=(--backend cuda --load-format dummy --model llama-3-8b)
+
+run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+if [ "$quick" = quick ]; then
+  run tp-small 240 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 32 --num-prompts 64 --json-out "$out/tp-small.json"
+else
+  run tp-256x128 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128 --num-prompts 256 --json-out "$out/tp-256x128.json"
+  run tp-1000 400 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 --json-out "$out/tp-1000.json"
+  run tp-sharegpt 400 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --json-out "$out/tp-sharegpt.json"
+  run tp-1000-prefill-attn 400 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
+    --mixed-attention prefill --json-out "$out/tp-1000-prefill-attn.json"
+  run dev-model 400 "$bin" dev model --json-out "$out/dev-model.json"
+  PYTHONUNBUFFERED=1 run transformers-256x128 400 python3 scripts/reference/transformers_throughput.py --num-prompts 256 --input-len 128-1024 \
+    --output-len 128 --json-out "$out/transformers-256x128.json"
+fi
+
+{
+  echo "== return codes"; cat "$out/rcs.txt"
+  echo "== dev engine"; tail -12 "$out/dev-engine.txt"
+  [ -f "$out/dev-model.txt" ] && { echo "== dev model"; grep -cE "^PASS" "$out/dev-model.txt"; grep -E "FAIL|mixed" "$out/dev-model.txt" | head -20; }
+  for f in tp-small tp-256x128 tp-1000 tp-1000-prefill-attn tp-sharegpt; do
+    [ -f "$out/$f.txt" ] && { echo "== bench throughput $f"; grep -vE "^---" "$out/$f.txt" | tail -12; }
+  done
+  [ -f "$out/transformers-256x128.txt" ] && { echo "== transformers generate_batch"; tail -20 "$out/transformers-256x128.txt"; }
+} >> "$out/summary.txt"
+cat "$out/summary.txt"
