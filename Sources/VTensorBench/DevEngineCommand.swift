@@ -57,7 +57,7 @@ struct DevEngineCommand: ParsableCommand {
             switch kind {
             case .cuda:
                 return try GPUModel(config: Self.config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
-                                    maxBatchTokens: 1024, maxLogitRows: 32, maxTokensPerSequence: 2048)
+                                    maxBatchTokens: 1024, maxLogitRows: 64, maxTokensPerSequence: 2048)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
                 return try CPUModel(weights: weights, kvBudgetBytes: (2 * kvChunks) << 21, maxTokensPerSequence: 2048)
@@ -105,15 +105,17 @@ struct DevEngineCommand: ParsableCommand {
             }
             try alone.freeSequence(1)
             let divergence = zip(own, got).enumerated().first { $0.element.0 != $0.element.1 }?.offset
-            // Teacher-forced: the alone model reads prompt + the batched tokens; does its argmax pick each batched token?
+            // Teacher-forced: the alone model reads the prompt, then the batched tokens in one step;
+            // does its argmax pick each batched token? (Rows: the prompt's last, then one per token read.)
             try alone.addSequence(2)
-            let forced = try alone.reserveAndForward([ForwardInput(id: 2, tokens: prompt + got.dropLast(), allLogits: true)])[0]
+            var forced = try alone.reserveAndForward([ForwardInput(id: 2, tokens: prompt)])[0]
+            if got.count > 1 { forced += try alone.reserveAndForward([ForwardInput(id: 2, tokens: Array(got.dropLast()), allLogits: true)])[0] }
             try alone.freeSequence(2)
             let vocab = Self.config.vocabSize
             var agree = 0
             var worst: Double?
             for (j, token) in got.enumerated() {
-                let row = (prompt.count - 1 + j) * vocab
+                let row = j * vocab
                 var best = 0
                 for v in 0..<vocab where forced[row + v] > forced[row + best] { best = v }
                 if best == token { agree += 1 } else { worst = max(worst ?? 0, Double(forced[row + best] - forced[row + token])) }
