@@ -25,6 +25,11 @@ struct DevEngineCommand: ParsableCommand {
     @Option(help: "Seed for the weights and prompts.") var seed: UInt64 = 3
     @Option(help: "A divergence counts as a near-tie below this logit margin.") var tieMargin = 0.1
     @Option(help: "Write the per-request results as JSON here.") var jsonOut: String?
+    @Option(help: "A model directory (safetensors) instead of the random model; its config must fit the GPU kernels.") var model: String?
+    @Option(help: "A JSON array of prompts (arrays of token ids) instead of random ones.") var prompts: String?
+    @Option(help: "Batched run: the most requests at once.") var maxNumSeqs = 16
+    @Option(help: "Batched run: tokens a step (prompts longer than this are split).") var maxNumBatchedTokens = 256
+    @Option(help: "Batched run: KV budget in 2 MiB chunks (512 tokens each on the GPU).") var kvChunks = 12
 
     static let config: ModelConfig = {
         let json = """
@@ -51,12 +56,18 @@ struct DevEngineCommand: ParsableCommand {
     func run() throws {
         let (kind, unavailable) = backendOptions.resolve()
         if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
-        let weights = ModelWeights.dummy(config: Self.config, seed: seed, std: 0.1)
+        let weights: ModelWeights
+        if let model {
+            weights = try LoadedModel.open(model).weights
+        } else {
+            weights = ModelWeights.dummy(config: Self.config, seed: seed, std: 0.1)
+        }
+        let config = weights.config
         // 8 layers x 2 KV heads x 64 x 2 (K, V): 4 KiB a token on the GPU (bf16), 512 tokens a 2 MiB chunk.
         func makeModel(kvChunks: Int) throws -> any LanguageModel {
             switch kind {
             case .cuda:
-                return try GPUModel(config: Self.config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
+                return try GPUModel(config: config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
                                     maxBatchTokens: 1024, maxLogitRows: 64, maxTokensPerSequence: 2048)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
@@ -64,13 +75,18 @@ struct DevEngineCommand: ParsableCommand {
             }
         }
         var rng = SplitMix64(seed: seed &+ 17)
-        let prompts = (0..<requests).map { _ in (0..<Int.random(in: 5...900, using: &rng)).map { _ in Int.random(in: 1..<4096, using: &rng) } }
-        let lengths = (0..<requests).map { _ in Int.random(in: 16...48, using: &rng) }
+        var prompts = (0..<requests).map { _ in (0..<Int.random(in: 5...900, using: &rng)).map { _ in Int.random(in: 1..<config.vocabSize, using: &rng) } }
+        if let path = self.prompts {
+            guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("--prompts \(path): cannot read the file") }
+            prompts = try JSONDecoder().decode([[Int]].self, from: data)
+        }
+        let lengths = prompts.map { _ in Int.random(in: 16...48, using: &rng) }
 
-        // Batched: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
-        let batchedModel = try makeModel(kvChunks: 12)
+        // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
+        let batchedModel = try makeModel(kvChunks: kvChunks)
         let engine = try Engine(model: batchedModel, cache: batchedModel.kvCache, tokenizer: nil, eosTokenIds: [],
-                                options: EngineOptions(maxNumSeqs: 16, maxNumBatchedTokens: 256, asyncMapping: batchedModel.computesAsynchronously))
+                                options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
+                                                       asyncMapping: batchedModel.computesAsynchronously))
         var ids: [RequestID] = []
         for (prompt, count) in zip(prompts, lengths) {
             ids.append(try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: count, ignoreEOS: true))))
@@ -90,6 +106,7 @@ struct DevEngineCommand: ParsableCommand {
         // Alone: one request at a time on a fresh model with room for it.
         let alone = try makeModel(kvChunks: 8)
         var results: [RequestResult] = []
+        var gaps: [Double] = []  // the alone run's top-1 minus top-2 logit at every step: how clear its choices are
         for (index, id) in ids.enumerated() {
             let prompt = prompts[index], got = batched[id] ?? []
             // Greedy alone, step by step, keeping each step's logits.
@@ -98,6 +115,7 @@ struct DevEngineCommand: ParsableCommand {
             var own: [Int] = [], margins: [Double] = []
             while own.count < lengths[index] {
                 let best = logits.indices.max { logits[$0] < logits[$1] }!
+                gaps.append(Double(logits[best] - logits.indices.filter { $0 != best }.map { logits[$0] }.max()!))
                 own.append(best)
                 if own.count <= got.count { margins.append(Double(logits[best] - logits[got[own.count - 1]])) }
                 if own.count == lengths[index] { break }
@@ -111,7 +129,7 @@ struct DevEngineCommand: ParsableCommand {
             var forced = try alone.reserveAndForward([ForwardInput(id: 2, tokens: prompt)])[0]
             if got.count > 1 { forced += try alone.reserveAndForward([ForwardInput(id: 2, tokens: Array(got.dropLast()), allLogits: true)])[0] }
             try alone.freeSequence(2)
-            let vocab = Self.config.vocabSize
+            let vocab = config.vocabSize
             var agree = 0
             var worst: Double?
             for (j, token) in got.enumerated() {
@@ -136,8 +154,10 @@ struct DevEngineCommand: ParsableCommand {
             pass = agreement >= 0.99 && divergenceMargins.allSatisfy { $0 < tieMargin } && (worstForced ?? 0) < tieMargin
         }
         var table = Table(title: "engine vs alone (\(kind == .cuda ? "cuda, bf16" : "cpu, fp32"))", header: ["check", "value"])
-        table.add(["requests", "\(results.count): prompts 5-900, 16-48 tokens each"])
+        table.add(["requests", "\(results.count): prompts 5-900, 16-48 tokens each; \(model ?? "random model"), \(maxNumSeqs) at once, \(maxNumBatchedTokens) tokens a step, \(kvChunks) KV chunks"])
         table.add(["batched run", "\(stats.steps) steps (\(mixedSteps) mixing decodes with prompt chunks), \(stats.preemptions) preemptions, \(stats.prefillRows) prefill rows"])
+        let sortedGaps = gaps.sorted()
+        table.add(["alone top-1 margins", "median \(fixed(sortedGaps[sortedGaps.count / 2], 3)), \(fixed(Double(gaps.filter { $0 < tieMargin }.count) * 100 / Double(gaps.count), 1))% below \(tieMargin)"])
         table.add(["exact greedy continuations", "\(exact) of \(results.count)"])
         table.add(["divergence margins", divergenceMargins.isEmpty ? "none" : divergenceMargins.map { fixed($0, 4) }.joined(separator: ", ")])
         table.add(["teacher-forced top-1", "\(agree)/\(rows) = \(fixed(agreement * 100, 2))%" + (worstForced.map { ", worst disagreement margin \(fixed($0, 4))" } ?? "")])
