@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: the engine's GPU checks and throughput in one go.
-# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick]   (the device tool passes $OUT)
+# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs]   (the device tool passes $OUT)
+#   quick: dev engine and one small throughput run; seqs: the 1000-request workloads at 512 and
+#   1024 sequences a step (the default is 256).
 #   1. vtensor dev engine: batched (mixed, chunked, preempted) against each request alone, bf16.
 #   2. vtensor dev model: the GPU forward pass against the CPU's, mixed decode + prefill steps included.
 #   3. vtensor bench throughput, dummy Llama-3-8B: 256 requests of 128-1024 prompt tokens and
@@ -24,8 +26,14 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
-if [ "$quick" = quick ]; then
+[ "$quick" = seqs ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+if [ "$quick" = seqs ]; then
+  for n in 512 1024; do
+    run tp-sharegpt-$n 300 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --max-num-seqs $n --json-out "$out/tp-sharegpt-$n.json"
+    run tp-1000-$n 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
+      --max-num-seqs $n --json-out "$out/tp-1000-$n.json"
+  done
+elif [ "$quick" = quick ]; then
   run tp-small 240 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 32 --num-prompts 64 --json-out "$out/tp-small.json"
 else
   run tp-256x128 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128 --num-prompts 256 --json-out "$out/tp-256x128.json"
@@ -40,9 +48,9 @@ fi
 
 {
   echo "== return codes"; cat "$out/rcs.txt"
-  echo "== dev engine"; tail -12 "$out/dev-engine.txt"
+  [ -f "$out/dev-engine.txt" ] && { echo "== dev engine"; tail -12 "$out/dev-engine.txt"; }
   [ -f "$out/dev-model.txt" ] && { echo "== dev model"; grep -cE "^PASS" "$out/dev-model.txt"; grep -E "FAIL|mixed" "$out/dev-model.txt" | head -20; }
-  for f in tp-small tp-256x128 tp-1000 tp-1000-prefill-attn tp-sharegpt; do
+  for f in tp-small tp-256x128 tp-1000 tp-1000-prefill-attn tp-sharegpt tp-sharegpt-512 tp-1000-512 tp-sharegpt-1024 tp-1000-1024; do
     [ -f "$out/$f.txt" ] && { echo "== bench throughput $f"; grep -vE "^---" "$out/$f.txt" | tail -12; }
   done
   [ -f "$out/transformers-256x128.txt" ] && { echo "== transformers generate_batch"; tail -20 "$out/transformers-256x128.txt"; }
