@@ -141,3 +141,29 @@ import Testing
         }
     }
 }
+
+@Suite struct KVCacheLayerViewsTests {
+    /// `layerViews` (one lock for a whole step) gives exactly the views `view` gives one by one.
+    @Test(arguments: KVLayoutKind.allCases)
+    func layerViewsEqualSingleViews(_ kind: KVLayoutKind) throws {
+        let shape = KVShape(layers: 3, kvHeads: 2, headDim: 16, dtype: .fp32)
+        let memory = try makeMemory(try makeHost(), budgetChunks: 256)
+        let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 64, guardTokens: 1)
+        for (id, length) in [(4, 0), (9, 5), (2, 40)] {
+            try cache.addRequest(id)
+            try cache.reserve(id, tokens: length)
+            try cache.setLength(id, length)
+        }
+        let ids = [9, 2, 4]
+        let all = try cache.layerViews(ids)
+        #expect(all.count == 3)
+        for (i, id) in ids.enumerated() {
+            #expect(all[i].count == shape.layers)
+            for layer in 0..<shape.layers {
+                #expect(all[i][layer].key == (try cache.view(id, layer: layer, component: .key)))
+                #expect(all[i][layer].value == (try cache.view(id, layer: layer, component: .value)))
+            }
+        }
+        #expect(throws: VTensorError.unknownRequest(77)) { try cache.layerViews([9, 77]) }
+    }
+}

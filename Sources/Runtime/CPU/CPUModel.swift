@@ -93,12 +93,12 @@ public final class CPUModel: @unchecked Sendable {
             }
         }
 
+        let views = try cache.layerViews(inputs.map(\.id))
         for (layerIndex, layer) in weights.layers.enumerated() {
             var requests: [AttentionRequest] = []
             var queryStart = 0
-            for input in inputs {
-                requests.append(AttentionRequest(key: try cache.view(input.id, layer: layerIndex, component: .key),
-                                                 value: try cache.view(input.id, layer: layerIndex, component: .value),
+            for (i, input) in inputs.enumerated() {
+                requests.append(AttentionRequest(key: views[i][layerIndex].key, value: views[i][layerIndex].value,
                                                  queryStart: queryStart, queryCount: input.tokens.count))
                 queryStart += input.tokens.count
             }

@@ -303,12 +303,12 @@ public final class GPUModel: @unchecked Sendable {
         let addressOffset = (ints.count * 4 + 255) / 256 * 256
         var addresses = [UInt64](repeating: 0, count: layers * n * 2)
         var requestsPerLayer: [[AttentionRequest]] = []
+        let views = try cache.layerViews(inputs.map(\.id))
         for layer in 0..<layers {
             var requests: [AttentionRequest] = []
             var queryStart = 0, row = 0
             for (i, input) in inputs.enumerated() {
-                let key = try cache.view(input.id, layer: layer, component: .key)
-                let value = try cache.view(input.id, layer: layer, component: .value)
+                let (key, value) = views[i][layer]
                 for j in 0..<input.tokens.count {
                     addresses[(layer * n + row) * 2] = key.address(token: starts[i] + j, head: 0)
                     addresses[(layer * n + row) * 2 + 1] = value.address(token: starts[i] + j, head: 0)

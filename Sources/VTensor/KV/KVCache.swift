@@ -220,6 +220,25 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    /// Every layer's K and V views of each request, under one hold of the lock: a step plans
+    /// [request][layer] views at once instead of asking 2 x layers x requests times.
+    public func layerViews(_ ids: [Int]) throws -> [[(key: KVView, value: KVView)]] {
+        try lock.withLock {
+            try ids.map { id in
+                let entry = try entry(id)
+                let readable = min(layout.chunks(forTokens: entry.length + guardTokens) * layout.tokensPerChunk,
+                                   chunksPerRange * layout.tokensPerChunk)
+                func view(_ layer: Int, _ component: KVComponent) -> KVView {
+                    let place = layout.placement(layer: layer, component: component)
+                    return KVView(base: entry.tensors[place.range].base + UInt64(place.offset), tokenStride: layout.tokenStride,
+                                  headStride: layout.headStride, blockStride: layout.chunkSize, tokensPerBlock: layout.tokensPerChunk,
+                                  length: entry.length, readableTokens: readable)
+                }
+                return (0..<layout.shape.layers).map { (view($0, .key), view($0, .value)) }
+            }
+        }
+    }
+
     /// A view for padded batch slots: always mapped (one chunk), length 0, contents unspecified.
     public func paddingView(layer: Int, component: KVComponent) throws -> KVView {
         try lock.withLock {
