@@ -28,6 +28,7 @@ dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
 [ "$quick" = seqs ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = seqs ]; then
+  run bench-vmm 180 "$bin" bench vmm --backend cuda --json-out "$out/bench-vmm.json"
   run tp-sharegpt-256 300 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --json-out "$out/tp-sharegpt-256.json"
   for n in 512 1024; do
     run tp-sharegpt-$n 300 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --max-num-seqs $n --json-out "$out/tp-sharegpt-$n.json"
@@ -50,6 +51,7 @@ fi
 {
   echo "== return codes"; cat "$out/rcs.txt"
   [ -f "$out/dev-engine.txt" ] && { echo "== dev engine"; tail -12 "$out/dev-engine.txt"; }
+  [ -f "$out/bench-vmm.txt" ] && { echo "== bench vmm: mapper"; grep -E "mappings/s|latency p50" "$out/bench-vmm.txt"; }
   [ -f "$out/dev-model.txt" ] && { echo "== dev model"; grep -cE "^PASS" "$out/dev-model.txt"; grep -E "FAIL|mixed" "$out/dev-model.txt" | head -20; }
   for f in tp-small tp-256x128 tp-1000 tp-1000-prefill-attn tp-sharegpt tp-sharegpt-256 tp-sharegpt-512 tp-1000-512 tp-sharegpt-1024 tp-1000-1024; do
     [ -f "$out/$f.txt" ] && { echo "== bench throughput $f"; grep -vE "^---" "$out/$f.txt" | tail -12; }

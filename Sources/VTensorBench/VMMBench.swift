@@ -60,7 +60,7 @@ struct VMMBench {
     // MARK: Mapper throughput
 
     func measureMapper() throws -> MapperThroughput {
-        func rate(warm: Bool, reuseOrder: ChunkReuseOrder = .newestFirst) throws -> (Double, MapperStatistics) {
+        func rate(warm: Bool, reuseOrder: ChunkReuseOrder = .default) throws -> (Double, MapperStatistics) {
             let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 8) * chunk),
                                            lowWatermark: warm ? chunks : 0, highWatermark: chunks, reuseOrder: reuseOrder)
             if warm { try memory.replenish() }
@@ -77,13 +77,13 @@ struct VMMBench {
         }
         let (warm, stats) = try rate(warm: true)
         let (cold, _) = try rate(warm: false)
-        let (oldestFirst, _) = try rate(warm: true, reuseOrder: .oldestFirst)
+        let (newestFirst, _) = try rate(warm: true, reuseOrder: .newestFirst)
         var threaded = try [1, 2, 4].map { ThreadedRate(threads: $0, mappingsPerSecond: try rawThreadedRate(threads: $0)) }
-        // The pool hands out its newest chunk first (LIFO): does mapping physical chunks in the
-        // reverse of their creation order cost the driver more?
+        // Does mapping physical chunks in the reverse of their creation order (what a pool that
+        // hands out its newest chunk first does) cost the driver more?
         threaded.append(ThreadedRate(threads: 1, mappingsPerSecond: try rawThreadedRate(threads: 1, reverseOrder: true), reverseOrder: true))
         return MapperThroughput(chunks: chunks / 8 * 8, mappingsPerSecond: warm, coldMappingsPerSecond: cold,
-                                oldestFirstMappingsPerSecond: oldestFirst,
+                                newestFirstMappingsPerSecond: newestFirst,
                                 p50Micros: Double(stats.chunkLatencyP50) / 1000, p99Micros: Double(stats.chunkLatencyP99) / 1000,
                                 threadedRates: threaded)
     }

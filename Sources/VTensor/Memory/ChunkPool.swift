@@ -19,6 +19,10 @@ public enum ChunkReuseOrder: String, Sendable, Codable {
     case newestFirst
     /// The chunk that entered the reserve first (FIFO): freshly created chunks map in creation order.
     case oldestFirst
+
+    /// Oldest first: the warm pool mapped 31,900 chunks/s that way on an H200 against 18,200
+    /// newest first (raw driver calls: 32,700; issue 10).
+    public static let `default`: ChunkReuseOrder = .oldestFirst
 }
 
 /// A queue of chunks that can be taken from either end.

@@ -52,7 +52,7 @@ public final class VirtualMemory: @unchecked Sendable {
     ///   - highWatermark: chunks above which the reserve is released to the device (default: 4 x low).
     ///   - reuseOrder: which reserve chunk a new mapping takes.
     public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil,
-                reuseOrder: ChunkReuseOrder = .newestFirst) throws {
+                reuseOrder: ChunkReuseOrder = .default) throws {
         self.backend = backend
         self.chunkSize = backend.chunkSize
         let budgetBytes: Int
