@@ -20,8 +20,10 @@ public enum ChunkReuseOrder: String, Sendable, Codable {
     /// The chunk that entered the reserve first (FIFO): freshly created chunks map in creation order.
     case oldestFirst
 
-    /// Oldest first: the warm pool mapped 31,900 chunks/s that way on an H200 against 18,200
-    /// newest first (raw driver calls: 32,700; issue 10).
+    /// Oldest first. The order's effect moves from machine to machine: on one H200 the warm pool
+    /// mapped 31,900 chunks/s oldest first against 18,200 newest first (raw driver calls 32,700),
+    /// on another 24,852 against 33,933 (raw 27,340; docs/perf.md, 2026-12-03). Oldest first
+    /// stayed above 20,000 on both.
     public static let `default`: ChunkReuseOrder = .oldestFirst
 }
 
