@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: the engine's GPU checks and throughput in one go.
-# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs]   (the device tool passes $OUT)
+# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs|prefetch]   (the device tool passes $OUT)
+#   prefetch: the 1000-request random workload with admissions' first chunks mapped a step early
+#   and without (A/B), and ShareGPT.
 #   quick: dev engine and one small throughput run; seqs: the 1000-request workloads at 512 and
 #   1024 sequences a step (the default is 256).
 #   1. vtensor dev engine: batched (mixed, chunked, preempted) against each request alone, bf16.
@@ -26,8 +28,13 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
-if [ "$quick" = seqs ]; then
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+if [ "$quick" = prefetch ]; then
+  run tp-1000 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 --json-out "$out/tp-1000.json"
+  run tp-1000-no-prefetch 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
+    --prefetch-admissions off --json-out "$out/tp-1000-no-prefetch.json"
+  run tp-sharegpt 300 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --json-out "$out/tp-sharegpt.json"
+elif [ "$quick" = seqs ]; then
   run bench-vmm 180 "$bin" bench vmm --backend cuda --json-out "$out/bench-vmm.json"
   run tp-sharegpt-256 300 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --json-out "$out/tp-sharegpt-256.json"
   for n in 512 1024; do
@@ -53,7 +60,7 @@ fi
   [ -f "$out/dev-engine.txt" ] && { echo "== dev engine"; tail -12 "$out/dev-engine.txt"; }
   [ -f "$out/bench-vmm.txt" ] && { echo "== bench vmm: mapper"; grep -E "mappings/s|latency p50" "$out/bench-vmm.txt"; }
   [ -f "$out/dev-model.txt" ] && { echo "== dev model"; grep -cE "^PASS" "$out/dev-model.txt"; grep -E "FAIL|mixed" "$out/dev-model.txt" | head -20; }
-  for f in tp-small tp-256x128 tp-1000 tp-1000-prefill-attn tp-sharegpt tp-sharegpt-256 tp-sharegpt-512 tp-1000-512 tp-sharegpt-1024 tp-1000-1024; do
+  for f in tp-small tp-256x128 tp-1000 tp-1000-no-prefetch tp-1000-prefill-attn tp-sharegpt tp-sharegpt-256 tp-sharegpt-512 tp-1000-512 tp-sharegpt-1024 tp-1000-1024; do
     [ -f "$out/$f.txt" ] && { echo "== bench throughput $f"; grep -vE "^---" "$out/$f.txt" | tail -12; }
   done
   [ -f "$out/transformers-256x128.txt" ] && { echo "== transformers generate_batch"; tail -20 "$out/transformers-256x128.txt"; }

@@ -207,12 +207,18 @@ public final class Engine: @unchecked Sendable {
             sequence.hasKV = false
             stats.preemptions += 1
         }
+        for id in plan.released {
+            let sequence = sequences[id]!
+            if sequence.hasKV { try? cache.free(id) }
+            sequence.hasKV = false
+            stats.prefetchesReleased += 1
+        }
         var failedRows: [(EngineSequence, String)] = []
         for id in plan.admitted {
             let sequence = sequences[id]!
             if sequence.preemptions > 0 { stats.resumptions += 1 } else { stats.admitted += 1 }
             do {
-                try cache.addRequest(id)
+                if !sequence.hasKV { try cache.addRequest(id) } else { stats.prefetchesUsed += 1 }
                 sequence.hasKV = true
             } catch {
                 failedRows.append((sequence, "KV cache: \(error)"))
@@ -296,21 +302,8 @@ public final class Engine: @unchecked Sendable {
             blocked = !mapper.isDone(ahead)
             try? mapper.wait(ahead)
         }
-        let ticket = try cache.memory.holes(in: job).isEmpty ? nil : mapper.submit(job, priority: stepIndex)
-        if options.mapAheadTokens > 0 {
-            var next: [(id: RequestID, tokens: Int)] = []
-            for row in rows where row.samples {
-                let tokens = min(row.start + row.count + options.mapAheadTokens, maxSequenceLength)
-                if ledger.canGrow(row.id, to: tokens) {
-                    ledger.grow(row.id, to: tokens)
-                    next.append((row.id, tokens))
-                }
-            }
-            if !next.isEmpty, let aheadJob = try? cache.prepareGrowth(next), !((try? cache.memory.holes(in: aheadJob).isEmpty) ?? true) {
-                aheadTicket = mapper.submit(aheadJob, priority: stepIndex + 1)
-            }
-        }
-        if let ticket {
+        if !(try cache.memory.holes(in: job).isEmpty) {
+            let ticket = mapper.submit(job, priority: stepIndex)
             blocked = blocked || !mapper.isDone(ticket)
             try mapper.wait(ticket)
         }
@@ -322,6 +315,56 @@ public final class Engine: @unchecked Sendable {
             stats.mappingWaitSeconds += waited
             stats.maxMappingWaitSeconds = max(stats.maxMappingWaitSeconds, waited)
         }
+
+        // Ahead, for the next step, mapped while this one computes: each decode's next token(s),
+        // and the first prompt chunk of the waiting requests the next step will likely admit.
+        var next: [(id: RequestID, tokens: Int)] = []
+        if options.mapAheadTokens > 0 {
+            for row in rows where row.samples {
+                let tokens = min(row.start + row.count + options.mapAheadTokens, maxSequenceLength)
+                if ledger.canGrow(row.id, to: tokens) {
+                    ledger.grow(row.id, to: tokens)
+                    next.append((row.id, tokens))
+                }
+            }
+        }
+        if options.prefetchAdmissions { next += prefetchAdmissions(after: rows, stats: &stats) }
+        if !next.isEmpty, let aheadJob = try? cache.prepareGrowth(next), !((try? cache.memory.holes(in: aheadJob).isEmpty) ?? true) {
+            aheadTicket = mapper.submit(aheadJob, priority: stepIndex + 1)
+        }
+    }
+
+    /// Gives the waiting requests that the next step will likely admit their KV entry and a
+    /// reservation for their first prompt chunk, within the next step's token budget, sequence cap
+    /// and the KV budget, in queue order. Returns the growth to map ahead.
+    private func prefetchAdmissions(after rows: [ScheduledRow], stats: inout EngineStatistics) -> [(id: RequestID, tokens: Int)] {
+        var budget = options.maxNumBatchedTokens
+        var seats = options.maxNumSeqs - scheduler.running.count
+        let scheduled = Dictionary(rows.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for sequence in scheduler.running where budget > 0 {
+            // A sampled row decodes one token next; a prompt chunk continues with the rest.
+            let row = scheduled[sequence.id]
+            let need = row.map { $0.samples ? 1 : sequence.tokens.count - ($0.start + $0.count) } ?? sequence.uncomputed
+            budget -= min(need, budget)
+        }
+        var targets: [(id: RequestID, tokens: Int)] = []
+        for sequence in scheduler.waiting {
+            guard budget > 0, seats > 0 else { break }
+            let count = min(sequence.uncomputed, budget)
+            budget -= count
+            seats -= 1
+            if sequence.prefetched { continue }
+            guard ledger.canGrow(sequence.id, to: count) else { break }
+            if !sequence.hasKV {
+                do { try cache.addRequest(sequence.id) } catch { break }
+                sequence.hasKV = true
+            }
+            ledger.grow(sequence.id, to: count)
+            sequence.prefetched = true
+            stats.prefetches += 1
+            targets.append((sequence.id, count))
+        }
+        return targets
     }
 
     /// Takes a request out for good: out of the queues, its KV back to the pool.
@@ -373,6 +416,9 @@ extension EngineStatistics {
         prefillRows += step.prefillRows
         maxRowsInStep = max(maxRowsInStep, step.maxRowsInStep)
         maxTokensInStep = max(maxTokensInStep, step.maxTokensInStep)
+        prefetches += step.prefetches
+        prefetchesUsed += step.prefetchesUsed
+        prefetchesReleased += step.prefetchesReleased
         mappingWaits += step.mappingWaits
         blockedMappingWaits += step.blockedMappingWaits
         blockedDecodeOnlyWaits += step.blockedDecodeOnlyWaits

@@ -15,14 +15,18 @@ public struct EngineOptions: Sendable, Equatable {
     /// Map through the `AsyncMapper` thread (the GPU's way) or synchronously on the engine
     /// thread before each step.
     public var asyncMapping: Bool
+    /// With `asyncMapping`: give the waiting requests the next step will likely admit their first
+    /// prompt chunk's memory one step early, so a prompt's mapping overlaps the step before it.
+    public var prefetchAdmissions: Bool
 
     public init(maxNumSeqs: Int = 256, maxNumBatchedTokens: Int = 8192, maxModelLen: Int? = nil, mapAheadTokens: Int = 2,
-                asyncMapping: Bool = true) {
+                asyncMapping: Bool = true, prefetchAdmissions: Bool = true) {
         self.maxNumSeqs = maxNumSeqs
         self.maxNumBatchedTokens = maxNumBatchedTokens
         self.maxModelLen = maxModelLen
         self.mapAheadTokens = mapAheadTokens
         self.asyncMapping = asyncMapping
+        self.prefetchAdmissions = prefetchAdmissions
     }
 
     func validate() throws {

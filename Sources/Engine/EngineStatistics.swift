@@ -31,6 +31,12 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     public var maxRowsInStep = 0
     public var maxTokensInStep = 0
 
+    /// Waiting requests given their first chunk's KV a step before admission, how many of those
+    /// were admitted with it, and how many gave it back for memory a running request needed.
+    public var prefetches = 0
+    public var prefetchesUsed = 0
+    public var prefetchesReleased = 0
+
     // Waits on the mapper before a step could run: all of them, and those that blocked.
     public var mappingWaits = 0
     public var blockedMappingWaits = 0

@@ -8,8 +8,12 @@ final class EngineSequence {
     var computed = 0
     var status: RequestStatus = .waiting
     var state: SequenceState
-    /// Whether the cache has an entry for it (from admission until it finishes or is preempted).
+    /// Whether the cache has an entry for it (from admission, or from a prefetch while it still
+    /// waits, until it finishes, is preempted or gives the prefetch back).
     var hasKV = false
+    /// Waiting, but given KV and a ledger reservation for its first prompt chunk a step early, so
+    /// the mapper maps it while the previous step runs. Given back first when memory is short.
+    var prefetched = false
     var preemptions = 0
     let arrivalNanos: UInt64
     var firstTokenNanos: UInt64?
@@ -43,8 +47,11 @@ public struct SchedulerOutput: Sendable {
     public var rows: [ScheduledRow] = []
     /// Running requests that gave their KV back this step (newest first) and wait again.
     public var preempted: [RequestID] = []
-    /// Requests that enter the running batch this step (new or resumed): they need a KV entry.
+    /// Requests that enter the running batch this step (new or resumed): they need a KV entry
+    /// unless a prefetch gave them one.
     public var admitted: [RequestID] = []
+    /// Waiting requests whose prefetched KV was taken back for memory a running request needed.
+    public var released: [RequestID] = []
     public var tokenCount: Int { rows.reduce(0) { $0 + $1.count } }
 }
 
@@ -85,6 +92,7 @@ struct Scheduler {
             let count = min(sequence.uncomputed, budget)
             let target = sequence.computed + count
             while !ledger.canGrow(sequence.id, to: target) {
+                if releasePrefetch(except: nil, ledger: &ledger, output: &output) { continue }
                 let victim = running.removeLast()
                 preempt(victim, ledger: &ledger)
                 output.preempted.append(victim.id)
@@ -100,9 +108,13 @@ struct Scheduler {
         while let sequence = waiting.first, running.count < maxNumSeqs, budget > 0 {
             let count = min(sequence.uncomputed, budget)
             let target = sequence.computed + count
-            guard ledger.canGrow(sequence.id, to: target) else { break }
+            guard ledger.canGrow(sequence.id, to: target) else {
+                if releasePrefetch(except: sequence, ledger: &ledger, output: &output) { continue }
+                break
+            }
             waiting.removeFirst()
             ledger.grow(sequence.id, to: target)
+            sequence.prefetched = false
             sequence.status = .running
             running.append(sequence)
             output.admitted.append(sequence.id)
@@ -110,6 +122,16 @@ struct Scheduler {
             budget -= count
         }
         return output
+    }
+
+    /// Takes back the reservation of the last prefetched waiting request (other than `except`);
+    /// false when there is none.
+    private mutating func releasePrefetch(except: EngineSequence?, ledger: inout KVLedger, output: inout SchedulerOutput) -> Bool {
+        guard let victim = waiting.last(where: { $0.prefetched && $0 !== except }) else { return false }
+        ledger.release(victim.id)
+        victim.prefetched = false
+        output.released.append(victim.id)
+        return true
     }
 
     /// Gives a running request's memory back; it waits at the head of the queue to recompute.

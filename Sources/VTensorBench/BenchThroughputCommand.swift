@@ -73,6 +73,9 @@ struct BenchThroughputCommand: ParsableCommand {
     var mixedAttention: MixedAttention = .split
 
     enum MixedAttention: String, ExpressibleByArgument, CaseIterable { case split, prefill }
+    enum Switch: String, ExpressibleByArgument, CaseIterable { case on, off }
+    @Option(help: "Map the first prompt chunk of the requests the next step will admit one step early (on) or when scheduled (off).")
+    var prefetchAdmissions: Switch = .on
 
     struct Report: Codable {
         var date: String
@@ -95,6 +98,11 @@ struct BenchThroughputCommand: ParsableCommand {
         var decodeStepMeanMs: Double?
         var engineHostMsPerStep: Double
         var modelMsPerStep: Double
+        /// GPU: the model step's own phases, per step: host planning and uploads, queueing the
+        /// kernels, waiting for the GPU.
+        var modelPlanMsPerStep: Double?
+        var modelLaunchMsPerStep: Double?
+        var modelWaitMsPerStep: Double?
         var maxNumSeqs: Int
         var maxNumBatchedTokens: Int
         var meanRowsPerStep: Double
@@ -142,7 +150,9 @@ struct BenchThroughputCommand: ParsableCommand {
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)
         let model = runtime.model
         let config = model.config
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [], options: engineFlags.engineOptions(for: model),
+        var engineOptions = engineFlags.engineOptions(for: model)
+        engineOptions.prefetchAdmissions = prefetchAdmissions == .on
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [], options: engineOptions,
                                 mapperThreadSetup: runtime.mapperThreadSetup)
         print("model: \(modelOptions.model ?? "SmolLM2-135M-Instruct") (\(runtime.description)), \(numPrompts) requests, dataset \(dataset.rawValue), "
               + "max \(engine.options.maxNumSeqs) sequences and \(engine.options.maxNumBatchedTokens) tokens a step")
@@ -160,6 +170,7 @@ struct BenchThroughputCommand: ParsableCommand {
         let start = monotonicNanos()
         for request in requests { try engine.add(request) }
         var stepMs: [Double] = [], decodeStepMs: [Double] = [], rows: [Int] = []
+        var gpuPhases: (plan: Double, launch: Double, wait: Double) = (0, 0, 0)
         var finished = 0, failures: [String] = []
         while engine.hasWork {
             let t = monotonicNanos()
@@ -169,6 +180,11 @@ struct BenchThroughputCommand: ParsableCommand {
             guard !plan.rows.isEmpty else { continue }
             stepMs.append(ms)
             rows.append(plan.rows.count)
+            if let gpu = model as? GPUModel {
+                gpuPhases.plan += gpu.lastStep.planMs
+                gpuPhases.launch += gpu.lastStep.launchMs
+                gpuPhases.wait += gpu.lastStep.waitMs
+            }
             if plan.rows.allSatisfy(\.isDecode) { decodeStepMs.append(ms) }
             for output in outputs where output.isFinal {
                 finished += 1
@@ -202,6 +218,9 @@ struct BenchThroughputCommand: ParsableCommand {
             steps: stepMs.count, stepMeanMs: stepMs.reduce(0, +) / Double(max(1, stepMs.count)), stepP50Ms: percentile(0.5), stepP99Ms: percentile(0.99),
             decodeStepMeanMs: decodeStepMs.isEmpty ? nil : decodeStepMs.reduce(0, +) / Double(decodeStepMs.count),
             engineHostMsPerStep: stats.hostSeconds * 1000 / Double(max(1, stats.steps)), modelMsPerStep: stats.modelSeconds * 1000 / Double(max(1, stats.steps)),
+            modelPlanMsPerStep: model is GPUModel ? gpuPhases.plan / Double(max(1, stepMs.count)) : nil,
+            modelLaunchMsPerStep: model is GPUModel ? gpuPhases.launch / Double(max(1, stepMs.count)) : nil,
+            modelWaitMsPerStep: model is GPUModel ? gpuPhases.wait / Double(max(1, stepMs.count)) : nil,
             maxNumSeqs: engine.options.maxNumSeqs, maxNumBatchedTokens: engine.options.maxNumBatchedTokens,
             meanRowsPerStep: Double(rows.reduce(0, +)) / Double(max(1, rows.count)), maxRowsPerStep: rows.max() ?? 0, rowsOverTime: overTime,
             preemptions: stats.preemptions, recomputedTokens: stats.recomputedTokens, mappingWaits: stats.mappingWaits,
@@ -216,7 +235,9 @@ struct BenchThroughputCommand: ParsableCommand {
         table.add(["throughput (tokens/s)", "output \(fixed(report.outputTokensPerSecond, 1)), input \(fixed(report.inputTokensPerSecond, 1)), total \(fixed(report.totalTokensPerSecond, 1))"])
         table.add(["steps", "\(report.steps): mean \(fixed(report.stepMeanMs, 2)) ms, p50 \(fixed(report.stepP50Ms, 2)), p99 \(fixed(report.stepP99Ms, 2))"
                    + (report.decodeStepMeanMs.map { "; decode-only mean \(fixed($0, 2)) ms" } ?? "")])
-        table.add(["per step", "engine host \(fixed(report.engineHostMsPerStep, 3)) ms, model \(fixed(report.modelMsPerStep, 3)) ms"])
+        table.add(["per step", "engine host \(fixed(report.engineHostMsPerStep, 3)) ms, model \(fixed(report.modelMsPerStep, 3)) ms"
+                   + (report.modelPlanMsPerStep.map { " (plan \(fixed($0, 3)), queue \(fixed(report.modelLaunchMsPerStep!, 3)), GPU wait \(fixed(report.modelWaitMsPerStep!, 3)))" } ?? "")])
+        table.add(["prefetched admissions", "\(stats.prefetches) (\(stats.prefetchesUsed) admitted with them, \(stats.prefetchesReleased) given back)"])
         table.add(["rows a step", "mean \(fixed(report.meanRowsPerStep, 1)), max \(report.maxRowsPerStep); over time: \(overTime.map { fixed($0, 0) }.joined(separator: " "))"])
         table.add(["preemptions", "\(stats.preemptions) (\(stats.recomputedTokens) tokens recomputed)"])
         table.add(["mapping waits", "\(stats.blockedMappingWaits) of \(stats.mappingWaits) blocked (\(stats.blockedDecodeOnlyWaits) in decode-only steps), \(fixed(report.mappingWaitMsTotal, 2)) ms in all"])

@@ -35,7 +35,8 @@ struct TestRandom: RandomNumberGenerator {
         let model = try FakeModel(context: context, budgetChunks: budgetChunks, samplesOnDevice: trial.samplesOnDevice)
         let options = EngineOptions(maxNumSeqs: Int.random(in: 1...8, using: &random),
                                     maxNumBatchedTokens: [1, 2, 3, 7, 16, 64, 512][Int.random(in: 0..<7, using: &random)],
-                                    mapAheadTokens: Int.random(in: 0...3, using: &random), asyncMapping: random.next() % 2 == 0)
+                                    mapAheadTokens: Int.random(in: 0...3, using: &random), asyncMapping: random.next() % 3 != 0,
+                                    prefetchAdmissions: random.next() % 4 != 0)
         let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
         #expect(engine.maxSequenceLength <= budgetChunks * model.kvCache.layout.tokensPerChunk)
