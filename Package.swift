@@ -39,7 +39,7 @@ let package = Package(
         // number and table formatting, JSON output.
         .target(
             name: "CLICommon",
-            dependencies: ["GPU", "Models", "Runtime", "Engine", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Models", "Runtime", "Engine", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // The code that measures the product: selftest, bench *, dev *, kernels compile, logits.
         .target(

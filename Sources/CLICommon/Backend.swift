@@ -1,10 +1,10 @@
 import ArgumentParser
-import GPU
 import Glibc
+import Runtime
 
-public enum BackendKind: String, ExpressibleByArgument, Codable, CaseIterable {
-    case cuda, cpu
-}
+/// `--backend cuda|cpu`: the runtime's own choice of backend.
+public typealias BackendKind = ComputeBackend
+extension ComputeBackend: ExpressibleByArgument {}
 
 /// `--backend` and `--device`, shared by every subcommand that picks a backend.
 public struct BackendOptions: ParsableArguments {
@@ -25,15 +25,7 @@ public struct BackendOptions: ParsableArguments {
 }
 
 /// nil when a CUDA device can be used; otherwise "no CUDA device: ...".
-public func gpuUnavailableReason() -> String? {
-    do {
-        let driver = try CUDADriver.shared()
-        return driver.deviceCount > 0 ? nil : "no CUDA device: the driver reports 0 devices"
-    } catch {
-        let text = String(describing: error)
-        return text.hasPrefix("no CUDA device") ? text : "no CUDA device: \(text)"
-    }
-}
+public func gpuUnavailableReason() -> String? { ModelRuntime.gpuUnavailableReason() }
 
 /// The physical memory of this machine, for sizing the host backend.
 public func hostMemoryBytes() -> Int {

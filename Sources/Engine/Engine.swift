@@ -201,18 +201,14 @@ public final class Engine: @unchecked Sendable {
 
     private func run(_ plan: SchedulerOutput, stats: inout EngineStatistics, modelNanos: inout UInt64) -> [RequestOutput] {
         var outputs: [RequestOutput] = []
-        for id in plan.preempted {
+        // Preempted running requests and released prefetches give their KV back.
+        for id in plan.preempted + plan.released {
             let sequence = sequences[id]!
             if sequence.hasKV { try? cache.free(id) }
             sequence.hasKV = false
-            stats.preemptions += 1
         }
-        for id in plan.released {
-            let sequence = sequences[id]!
-            if sequence.hasKV { try? cache.free(id) }
-            sequence.hasKV = false
-            stats.prefetchesReleased += 1
-        }
+        stats.preemptions += plan.preempted.count
+        stats.prefetchesReleased += plan.released.count
         var failedRows: [(EngineSequence, String)] = []
         for id in plan.admitted {
             let sequence = sequences[id]!

@@ -4,7 +4,7 @@ import Models
 import VTensor
 
 /// Where a model computes.
-public enum ComputeBackend: String, Sendable, CaseIterable {
+public enum ComputeBackend: String, Sendable, Codable, CaseIterable {
     case cuda, cpu
 }
 

@@ -142,7 +142,7 @@ struct BenchThroughputCommand: ParsableCommand {
         case .sharegpt: workload = try .pairs(path: datasetPath, count: numPrompts)
         }
 
-        var runtimeOptions = engineFlags.runtimeOptions(backend: kind == .cuda ? .cuda : .cpu, device: backendOptions.device,
+        var runtimeOptions = engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
                                                         nativeCPUWeights: modelOptions.nativeCPUWeights)
         runtimeOptions.gpu = GPUModel.Options(splitMixedAttention: mixedAttention == .split)
         let longest = workload.shapes.map { $0.input + $0.output }.max()!

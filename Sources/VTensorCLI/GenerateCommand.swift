@@ -98,7 +98,7 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("--load-format must be one of \(LoadFormat.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format,
-                                            options: engineFlags.runtimeOptions(backend: kind == .cuda ? .cuda : .cpu, device: backendOptions.device,
+                                            options: engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
                                                                                 nativeCPUWeights: modelOptions.nativeCPUWeights))
         let loaded = runtime.loaded!
         let tokenizer = try loaded.tokenizer()
