@@ -97,8 +97,9 @@ public final class Engine: @unchecked Sendable {
         do {
             let prompt = request.prompt
             guard !prompt.isEmpty else { throw EngineError.invalidRequest("the prompt is empty") }
-            for t in prompt where t < 0 || t >= model.config.vocabSize {
-                throw EngineError.invalidRequest("prompt token id \(t) is outside the vocabulary (0..<\(model.config.vocabSize))")
+            let vocabulary = model.config.vocabSize
+            if let t = prompt.first(where: { $0 < 0 || $0 >= vocabulary }) {
+                throw EngineError.invalidRequest("prompt token id \(t) is outside the vocabulary (0..<\(vocabulary))")
             }
             guard prompt.count < maxSequenceLength else {
                 throw EngineError.invalidRequest("the prompt has \(prompt.count) tokens; the longest sequence this engine runs is \(maxSequenceLength) tokens, leaving no room to generate")

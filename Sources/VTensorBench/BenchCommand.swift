@@ -11,6 +11,7 @@ struct BenchCommand: ParsableCommand {
         BenchAttentionCommand.self,
         BenchModelCommand.self,
         BenchThroughputCommand.self,
+        BenchEngineCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

@@ -1,0 +1,89 @@
+import ArgumentParser
+import CLICommon
+import Engine
+import Foundation
+import Models
+import Runtime
+import VTensor
+
+/// `vtensor bench engine`: the engine's own host time a step (scheduling, admission, mapping,
+/// bookkeeping, outputs) with a model that computes nothing, over host memory: what a step
+/// costs before and after the model, measured without a GPU.
+struct BenchEngineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine",
+        abstract: "The engine's own host time a step, with a model that computes nothing.")
+
+    @Option(help: "Running requests (rows a decode step), comma-separated.") var rows = "64,256,1024"
+    @Option(help: "Prompt tokens of each request.") var promptTokens = 500
+    @Option(help: "Decode steps timed after the prompts.") var steps = 100
+    @Option(help: "Write the results as JSON here.") var jsonOut: String?
+
+    /// Takes each row's tokens into the cache (as a model would) and returns a fixed token.
+    final class NullModel: LanguageModel {
+        let config: ModelConfig
+        let kvCache: KVCache
+        var maxSequenceTokens: Int { kvCache.maxTokensPerRequest }
+        var samplesOnDevice: Bool { true }
+        var computesAsynchronously: Bool { true }
+        init(config: ModelConfig, cache: KVCache) { self.config = config; kvCache = cache }
+        func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
+            throw RuntimeError.unsupported("the null model only samples")
+        }
+        func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
+            let starts = try inputs.map { try kvCache.length(of: $0.id) }
+            try kvCache.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
+            return inputs.map { _ in SampledToken(id: 5) }
+        }
+    }
+
+    struct Result: Codable { var rows: Int; var medianMs: Double; var microsPerRow: Double; var addMs: Double }
+
+    func run() throws {
+        let counts = try rows.split(separator: ",").map { text -> Int in
+            guard let n = Int(text), n >= 1 else { throw ValidationError("--rows takes positive integers, got \(text)") }
+            return n
+        }
+        guard promptTokens >= 1, steps >= 1 else { throw ValidationError("--prompt-tokens and --steps must be positive") }
+        // Llama-3-8B's KV shape and blocked layout over host memory, with small chunks so that
+        // address space, not memory, is what the run uses.
+        guard var config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
+        var results: [Result] = []
+        var table = Table(title: "engine host time a decode step (null model, host memory)", header: ["rows", "median ms", "us a row", "add (ms)"])
+        for n in counts {
+            let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
+            // Long enough outputs that the first requests still decode when the last are admitted.
+            let outputTokens = steps + n * promptTokens / 8192 + 8
+            let tokensPerRequest = promptTokens + outputTokens + 8
+            config.maxPositionEmbeddings = tokensPerRequest
+            let bytes = n * (tokensPerRequest + 16) * shape.tokenBytes
+            let backend = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
+            let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)))
+            let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
+            let model = NullModel(config: config, cache: cache)
+            let engine = try Engine(model: model, cache: cache, tokenizer: nil, eosTokenIds: [],
+                                    options: EngineOptions(maxNumSeqs: n, maxNumBatchedTokens: max(8192, n)))
+            let addStart = monotonicNanos()
+            for i in 0..<n {
+                try engine.add(GenerationRequest(prompt: (0..<promptTokens).map { 1000 + ($0 &* 31 &+ i) % 100_000 },
+                                                 parameters: SamplingParameters(temperature: 0, maxTokens: outputTokens, ignoreEOS: true)))
+            }
+            let addMs = Double(monotonicNanos() - addStart) / 1e6
+            var decode: [Double] = []
+            while decode.count < steps && engine.hasWork {
+                let t = monotonicNanos()
+                if let failed = engine.step().first(where: { $0.error != nil }) { throw ValidationError("request \(failed.id) failed: \(failed.error!)") }
+                let ms = Double(monotonicNanos() - t) / 1e6
+                if engine.lastPlan.rows.count == n && engine.lastPlan.rows.allSatisfy(\.isDecode) { decode.append(ms) }
+            }
+            for id in 1...n { engine.abort(id) }
+            engine.runUntilIdle { _ in }
+            guard !decode.isEmpty else { throw ValidationError("no decode step of \(n) rows ran") }
+            let median = decode.sorted()[decode.count / 2]
+            results.append(Result(rows: n, medianMs: median, microsPerRow: median * 1000 / Double(n), addMs: addMs))
+            table.add(["\(n)", fixed(median, 3), fixed(median * 1000 / Double(n), 2), fixed(addMs, 1)])
+        }
+        print(table.render())
+        if let jsonOut { try writeFile(jsonOut, try jsonString(results)) }
+    }
+}
