@@ -227,3 +227,50 @@ import VTensor
                     .contains("--max-num-seqs"))
     }
 }
+
+/// A model that takes at least `delay` a step: long enough runs for a client to leave mid-way.
+final class DelayedModel: LanguageModel {
+    let inner: any LanguageModel
+    let delay: UInt32
+    init(_ inner: any LanguageModel, microseconds: UInt32) { self.inner = inner; delay = microseconds }
+    var config: ModelConfig { inner.config }
+    var kvCache: KVCache { inner.kvCache }
+    var maxSequenceTokens: Int { inner.maxSequenceTokens }
+    func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
+        usleep(delay)
+        return try inner.forward(inputs)
+    }
+}
+
+/// The loop's async streams: a consumer whose task is cancelled (a client that disconnects)
+/// aborts its request at the next step; its KV goes back.
+@Suite struct EngineLoopStreamTests {
+    @Test func cancellingTheConsumerAbortsTheRequest() async throws {
+        let model = DelayedModel(try EngineModelTests.model(), microseconds: 5000)
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+                                options: EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 32))
+        let loop = EngineLoop(engine: engine)
+        // 80 tokens at >= 5 ms a step: the request runs for at least 0.4 s.
+        let (id, stream) = try loop.stream(GenerationRequest(prompt: [5, 6, 7, 8], parameters: SamplingParameters(temperature: 0, maxTokens: 80)))
+        let consumer = Task {
+            var seen = 0
+            for await output in stream {
+                seen += output.tokens.count
+                if seen == 2 { withUnsafeCurrentTask { $0?.cancel() } }  // the client goes away
+            }
+            return seen
+        }
+        let seen = await consumer.value
+        #expect(seen >= 2 && seen < 80)
+        var waited = 0
+        while engine.hasWork && waited < 500 {
+            try await Task.sleep(nanoseconds: 2_000_000)
+            waited += 1
+        }
+        #expect(!engine.hasWork, "the request was still running after its client left")
+        #expect(engine.statistics.aborted == 1)
+        #expect(!loop.abort(id))
+        loop.shutdown()
+        #expect(model.kvCache.requestIDs.isEmpty)
+    }
+}
