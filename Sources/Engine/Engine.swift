@@ -228,7 +228,7 @@ public final class Engine: @unchecked Sendable {
         stats.maxRowsInStep = rows.count
         stats.maxTokensInStep = rows.reduce(0) { $0 + $1.count }
 
-        // Memory: map what this step writes, then ask for the next step's decode growth.
+        // Memory: map what this step writes, then ask ahead for what the next step will write.
         do {
             try mapMemory(for: rows, stats: &stats)
         } catch {
@@ -281,8 +281,9 @@ public final class Engine: @unchecked Sendable {
         return outputs + fail(failedRows, stats: &stats)
     }
 
-    /// Maps what `rows` write (waiting on the mapper when it has not finished), then submits the
-    /// growth the next step's decodes will need, so the mapper works while the model computes.
+    /// Maps what `rows` write (waiting on the mapper when it has not finished), then submits what
+    /// the next step will likely write (its decodes' next tokens, the first prompt chunk of the
+    /// requests it will likely admit), so the mapper works while the model computes.
     private func mapMemory(for rows: [ScheduledRow], stats: inout EngineStatistics) throws {
         let targets = rows.map { (id: $0.id, tokens: $0.start + $0.count) }
         let job = try cache.prepareGrowth(targets)
