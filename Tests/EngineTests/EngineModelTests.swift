@@ -228,16 +228,20 @@ import VTensor
     }
 }
 
-/// A model that takes at least `delay` a step: long enough runs for a client to leave mid-way.
-final class DelayedModel: LanguageModel {
+/// A model that holds its `holdAt`-th step until `gate` is signalled: the test decides when the
+/// request may go on, however the threads are scheduled.
+final class GatedModel: LanguageModel, @unchecked Sendable {
     let inner: any LanguageModel
-    let delay: UInt32
-    init(_ inner: any LanguageModel, microseconds: UInt32) { self.inner = inner; delay = microseconds }
+    let holdAt: Int
+    let gate = DispatchSemaphore(value: 0)
+    private var steps = 0
+    init(_ inner: any LanguageModel, holdAt: Int) { self.inner = inner; self.holdAt = holdAt }
     var config: ModelConfig { inner.config }
     var kvCache: KVCache { inner.kvCache }
     var maxSequenceTokens: Int { inner.maxSequenceTokens }
     func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
-        usleep(delay)
+        steps += 1
+        if steps == holdAt { gate.wait() }
         return try inner.forward(inputs)
     }
 }
@@ -246,11 +250,11 @@ final class DelayedModel: LanguageModel {
 /// aborts its request at the next step; its KV goes back.
 @Suite struct EngineLoopStreamTests {
     @Test func cancellingTheConsumerAbortsTheRequest() async throws {
-        let model = DelayedModel(try EngineModelTests.model(), microseconds: 5000)
+        // Step 4 waits until the client has gone: the request cannot finish before the abort.
+        let model = GatedModel(try EngineModelTests.model(), holdAt: 4)
         let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 32))
         let loop = EngineLoop(engine: engine)
-        // 80 tokens at >= 5 ms a step: the request runs for at least 0.4 s.
         let (id, stream) = try loop.stream(GenerationRequest(prompt: [5, 6, 7, 8], parameters: SamplingParameters(temperature: 0, maxTokens: 80)))
         let consumer = Task {
             var seen = 0
@@ -261,14 +265,16 @@ final class DelayedModel: LanguageModel {
             return seen
         }
         let seen = await consumer.value
+        model.gate.signal()
         #expect(seen >= 2 && seen < 80)
         var waited = 0
-        while engine.hasWork && waited < 500 {
+        while engine.hasWork && waited < 2000 {
             try await Task.sleep(nanoseconds: 2_000_000)
             waited += 1
         }
         #expect(!engine.hasWork, "the request was still running after its client left")
         #expect(engine.statistics.aborted == 1)
+        #expect(engine.statistics.generatedTokens < 80)
         #expect(!loop.abort(id))
         loop.shutdown()
         #expect(model.kvCache.requestIDs.isEmpty)
