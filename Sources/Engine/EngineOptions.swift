@@ -1,3 +1,5 @@
+import Runtime
+
 /// How the engine schedules, fixed at construction (options are values: an A/B switch is a
 /// field here, never a property changed on a live engine).
 public struct EngineOptions: Sendable, Equatable {
@@ -38,6 +40,15 @@ public struct EngineOptions: Sendable, Equatable {
             throw EngineError.invalidOptions("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
         }
         guard mapAheadTokens >= 0 else { throw EngineError.invalidOptions("map-ahead tokens must be >= 0, got \(mapAheadTokens)") }
+    }
+}
+
+extension EngineOptions {
+    /// Defaults within what `model` takes in one step (its workspace's tokens and rows), mapping
+    /// through the mapper thread where the model computes asynchronously (the GPU).
+    public init(fittedTo model: any LanguageModel) {
+        self.init(maxNumSeqs: min(256, model.maxStepRows), maxNumBatchedTokens: min(8192, model.maxStepTokens),
+                  asyncMapping: model.computesAsynchronously)
     }
 }
 

@@ -96,12 +96,3 @@ public final class Generator {
         return progress.map(\.result)
     }
 }
-
-extension EngineOptions {
-    /// Defaults within what `model` takes in one step (its workspace's tokens and rows), mapping
-    /// through the mapper thread where the model computes asynchronously (the GPU).
-    public init(fittedTo model: any LanguageModel) {
-        self.init(maxNumSeqs: min(256, model.maxStepRows), maxNumBatchedTokens: min(8192, model.maxStepTokens),
-                  asyncMapping: model.computesAsynchronously)
-    }
-}
