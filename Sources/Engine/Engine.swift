@@ -165,8 +165,8 @@ public final class Engine: @unchecked Sendable {
             guard let sequence = sequences[id] else { continue }
             end(sequence, status: .aborted, stats: &stats)
             stats.aborted += 1
-            outputs.append(RequestOutput(id: id, tokens: [], text: "", finish: .abort, error: nil,
-                                         promptTokens: sequence.state.promptCount, outputTokens: sequence.state.output.count))
+            outputs.append(RequestOutput(id: id, tokens: [], text: "", finish: .abort, error: nil, promptTokens: sequence.state.promptCount,
+                                         outputTokens: sequence.state.output.count, timing: sequence.timing(now: monotonicNanos())))
         }
         var modelNanos: UInt64 = 0
         if scheduler.isIdle {
@@ -228,6 +228,9 @@ public final class Engine: @unchecked Sendable {
         stats.maxRowsInStep = rows.count
         stats.maxTokensInStep = rows.reduce(0) { $0 + $1.count }
 
+        let now = monotonicNanos()
+        for row in rows where sequences[row.id]!.firstScheduledNanos == nil { sequences[row.id]!.firstScheduledNanos = now }
+
         // Memory: map what this step writes, then ask ahead for what the next step will write.
         do {
             try mapMemory(for: rows, stats: &stats)
@@ -270,9 +273,10 @@ public final class Engine: @unchecked Sendable {
             stats.generatedTokens += 1
             if sequence.firstTokenNanos == nil { sequence.firstTokenNanos = monotonicNanos() }
             var output = RequestOutput(id: row.id, tokens: [pick], text: delta.text, finish: nil, error: nil,
-                                       promptTokens: promptEnd, outputTokens: sequence.state.output.count)
+                                       promptTokens: promptEnd, outputTokens: sequence.state.output.count, timing: nil)
             if let stop = delta.stop {
                 output.finish = stop.finishReason
+                output.timing = sequence.timing(now: monotonicNanos())
                 stats.countFinish(stop)
                 end(sequence, status: .finished(stop.finishReason), stats: &stats)
             }
@@ -381,8 +385,8 @@ public final class Engine: @unchecked Sendable {
         for (sequence, message) in failures where sequences[sequence.id] != nil {
             end(sequence, status: .aborted, stats: &stats)
             stats.failed += 1
-            outputs.append(RequestOutput(id: sequence.id, tokens: [], text: "", finish: .abort, error: message,
-                                         promptTokens: sequence.state.promptCount, outputTokens: sequence.state.output.count))
+            outputs.append(RequestOutput(id: sequence.id, tokens: [], text: "", finish: .abort, error: message, promptTokens: sequence.state.promptCount,
+                                         outputTokens: sequence.state.output.count, timing: sequence.timing(now: monotonicNanos())))
         }
         return outputs
     }

@@ -1,7 +1,6 @@
 import Models
 import Runtime
 import Tokenizers
-import VTensor
 
 /// The outcome of one generation: the text, the ids, why it ended, and its timing.
 public struct GenerationResult: Sendable {
@@ -53,12 +52,6 @@ public final class Generator {
     /// Runs every request in continuous batches; `onOutput` sees each step's output with the
     /// index of its request. Throws (running nothing) if any request is refused.
     public func generate(_ requests: [GenerationRequest], onOutput: (Int, RequestOutput) -> Void = { _, _ in }) throws -> [GenerationResult] {
-        struct Progress {
-            var result: GenerationResult
-            var arrival: UInt64
-            var firstToken: UInt64?
-            var done = false
-        }
         var ids: [RequestID] = []
         do {
             for request in requests { ids.append(try engine.add(request)) }
@@ -67,32 +60,29 @@ public final class Generator {
             engine.runUntilIdle { _ in }
             throw error
         }
-        let now = monotonicNanos()
-        var index: [RequestID: Int] = [:]
-        var progress: [Progress] = []
-        for (i, id) in ids.enumerated() {
-            index[id] = i
-            progress.append(Progress(result: GenerationResult(text: "", tokens: [], promptTokens: requests[i].prompt.count, finishReason: .length,
-                                                              error: nil, logprobs: [], timeToFirstToken: 0, decodeSeconds: 0), arrival: now))
+        let index = Dictionary(uniqueKeysWithValues: ids.enumerated().map { ($0.element, $0.offset) })
+        var results = requests.map {
+            GenerationResult(text: "", tokens: [], promptTokens: $0.prompt.count, finishReason: .length, error: nil, logprobs: [],
+                             timeToFirstToken: 0, decodeSeconds: 0)
         }
         engine.runUntilIdle { outputs in
-            let at = monotonicNanos()
             for output in outputs {
                 guard let i = index[output.id] else { continue }
-                if progress[i].firstToken == nil && !output.tokens.isEmpty { progress[i].firstToken = at }
-                progress[i].result.tokens += output.tokens.map(\.id)
-                if requests[i].parameters.logprobs != nil { progress[i].result.logprobs += output.tokens }
-                progress[i].result.text += output.text
+                results[i].tokens += output.tokens.map(\.id)
+                if requests[i].parameters.logprobs != nil { results[i].logprobs += output.tokens }
+                results[i].text += output.text
                 if let finish = output.finish {
-                    progress[i].result.finishReason = finish
-                    progress[i].result.error = output.error
-                    let first = progress[i].firstToken ?? at
-                    progress[i].result.timeToFirstToken = Double(first - progress[i].arrival) / 1e9
-                    progress[i].result.decodeSeconds = Double(at - first) / 1e9
+                    results[i].finishReason = finish
+                    results[i].error = output.error
+                    if let timing = output.timing {
+                        let first = timing.firstToken ?? timing.total
+                        results[i].timeToFirstToken = first
+                        results[i].decodeSeconds = timing.total - first
+                    }
                 }
                 onOutput(i, output)
             }
         }
-        return progress.map(\.result)
+        return results
     }
 }

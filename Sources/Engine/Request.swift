@@ -47,6 +47,26 @@ public struct RequestOutput: Sendable {
     public var promptTokens: Int
     /// Tokens generated so far.
     public var outputTokens: Int
+    /// On the last output: the request's times, measured by the engine from its arrival.
+    public var timing: RequestTiming?
 
     public var isFinal: Bool { finish != nil }
+}
+
+/// One request's latencies, in seconds from its arrival (`Engine.add`): what a server's metrics
+/// and a benchmark's percentiles are made of.
+public struct RequestTiming: Sendable, Codable, Equatable {
+    /// Arrival to its first step (waiting in the queue).
+    public var queue: Double
+    /// Arrival to its first generated token; nil if it ended before one.
+    public var firstToken: Double?
+    /// Arrival to its end.
+    public var total: Double
+    public var outputTokens: Int
+
+    /// Mean time between tokens after the first.
+    public var interToken: Double? {
+        guard let firstToken, outputTokens > 1 else { return nil }
+        return (total - firstToken) / Double(outputTokens - 1)
+    }
 }

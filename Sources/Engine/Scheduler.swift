@@ -16,7 +16,15 @@ final class EngineSequence {
     var prefetched = false
     var preemptions = 0
     let arrivalNanos: UInt64
+    var firstScheduledNanos: UInt64?
     var firstTokenNanos: UInt64?
+
+    /// Its latencies so far, ending now.
+    func timing(now: UInt64) -> RequestTiming {
+        func seconds(_ t: UInt64) -> Double { Double(t &- arrivalNanos) / 1e9 }
+        return RequestTiming(queue: seconds(firstScheduledNanos ?? now), firstToken: firstTokenNanos.map(seconds), total: seconds(now),
+                             outputTokens: state.output.count)
+    }
 
     init(id: RequestID, prompt: [Int], state: SequenceState, arrivalNanos: UInt64) {
         self.id = id

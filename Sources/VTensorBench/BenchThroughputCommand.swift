@@ -121,6 +121,13 @@ struct BenchThroughputCommand: ParsableCommand {
         var kvHeldAtEndBytes: Int
         var kvHeldAfterTrimBytes: Int
         var kvBudgetBytes: Int
+        /// Per request, from its arrival (all arrive at the start): time to the first token and
+        /// to the end, p50 / p99, and the mean time between tokens.
+        var firstTokenP50Seconds: Double
+        var firstTokenP99Seconds: Double
+        var totalP50Seconds: Double
+        var totalP99Seconds: Double
+        var interTokenMeanMs: Double
         var statistics: EngineStatistics
     }
 
@@ -172,6 +179,7 @@ struct BenchThroughputCommand: ParsableCommand {
         var stepMs: [Double] = [], decodeStepMs: [Double] = [], rows: [Int] = []
         var gpuPhases: (plan: Double, launch: Double, wait: Double) = (0, 0, 0)
         var finished = 0, failures: [String] = []
+        var timings: [RequestTiming] = []
         while engine.hasWork {
             let t = monotonicNanos()
             let outputs = engine.step()
@@ -188,6 +196,7 @@ struct BenchThroughputCommand: ParsableCommand {
             if plan.rows.allSatisfy(\.isDecode) { decodeStepMs.append(ms) }
             for output in outputs where output.isFinal {
                 finished += 1
+                if let timing = output.timing { timings.append(timing) }
                 if let error = output.error { failures.append(error) }
             }
         }
@@ -208,6 +217,12 @@ struct BenchThroughputCommand: ParsableCommand {
             let range = (rows.count * s / slices)..<(rows.count * (s + 1) / slices)
             return range.isEmpty ? nil : Double(rows[range].reduce(0, +)) / Double(range.count)
         }
+        func percentile(_ values: [Double], _ p: Double) -> Double {
+            let sorted = values.sorted()
+            return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        }
+        let firstTokens = timings.compactMap(\.firstToken), totals = timings.map(\.total)
+        let interTokens = timings.compactMap(\.interToken)
         let accounting = memory.accounting
         let chunk = accounting.chunkSize
         let report = Report(
@@ -228,6 +243,9 @@ struct BenchThroughputCommand: ParsableCommand {
             mappingWaitMsTotal: stats.mappingWaitSeconds * 1000, chunkBytes: chunk,
             kvPeakCreatedBytes: accounting.peakCreated * chunk, kvPeakCommittedBytes: stats.peakCommittedChunks * chunk,
             kvHeldAtEndBytes: heldAtEnd * chunk, kvHeldAfterTrimBytes: heldAfterTrim * chunk, kvBudgetBytes: accounting.budgetChunks * chunk,
+            firstTokenP50Seconds: percentile(firstTokens, 0.5), firstTokenP99Seconds: percentile(firstTokens, 0.99),
+            totalP50Seconds: percentile(totals, 0.5), totalP99Seconds: percentile(totals, 0.99),
+            interTokenMeanMs: interTokens.isEmpty ? 0 : interTokens.reduce(0, +) / Double(interTokens.count) * 1000,
             statistics: stats)
         var table = Table(title: "offline throughput", header: ["metric", "value"])
         table.add(["requests", "\(numPrompts) (\(finished) finished) in \(fixed(seconds, 2)) s: \(fixed(report.requestsPerSecond, 2)) req/s"])
@@ -235,6 +253,8 @@ struct BenchThroughputCommand: ParsableCommand {
         table.add(["throughput (tokens/s)", "output \(fixed(report.outputTokensPerSecond, 1)), input \(fixed(report.inputTokensPerSecond, 1)), total \(fixed(report.totalTokensPerSecond, 1))"])
         table.add(["steps", "\(report.steps): mean \(fixed(report.stepMeanMs, 2)) ms, p50 \(fixed(report.stepP50Ms, 2)), p99 \(fixed(report.stepP99Ms, 2))"
                    + (report.decodeStepMeanMs.map { "; decode-only mean \(fixed($0, 2)) ms" } ?? "")])
+        table.add(["latency (from arrival)", "first token p50 \(fixed(report.firstTokenP50Seconds, 2)) s, p99 \(fixed(report.firstTokenP99Seconds, 2)); "
+                   + "end p50 \(fixed(report.totalP50Seconds, 2)) s, p99 \(fixed(report.totalP99Seconds, 2)); between tokens \(fixed(report.interTokenMeanMs, 2)) ms"])
         table.add(["per step", "engine host \(fixed(report.engineHostMsPerStep, 3)) ms, model \(fixed(report.modelMsPerStep, 3)) ms"
                    + (report.modelPlanMsPerStep.map { " (plan \(fixed($0, 3)), queue \(fixed(report.modelLaunchMsPerStep!, 3)), GPU wait \(fixed(report.modelWaitMsPerStep!, 3)))" } ?? "")])
         table.add(["prefetched admissions", "\(stats.prefetches) (\(stats.prefetchesUsed) admitted with them, \(stats.prefetchesReleased) given back)"])

@@ -192,6 +192,27 @@ import VTensor
         #expect(model.kvCache.memory.accounting.inUse == 0)
     }
 
+    /// Every last output carries the request's latencies: queue <= first token <= end, and the
+    /// token count; a request aborted while waiting has no first token.
+    @Test func finalOutputsCarryTheirTiming() throws {
+        let model = try Self.model()
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+                                options: EngineOptions(maxNumSeqs: 1, maxNumBatchedTokens: 16))
+        let first = try engine.add(GenerationRequest(prompt: Self.prompts(1, lengths: 20...20, seed: 9)[0], parameters: SamplingParameters(temperature: 0, maxTokens: 5)))
+        let second = try engine.add(GenerationRequest(prompt: [3, 4, 5], parameters: SamplingParameters(temperature: 0, maxTokens: 5)))
+        var finals: [RequestID: RequestOutput] = [:]
+        _ = engine.step()
+        engine.abort(second)  // still waiting behind the first (one sequence at a time)
+        engine.runUntilIdle { outputs in for output in outputs where output.isFinal { finals[output.id] = output } }
+        let done = try #require(finals[first]?.timing)
+        #expect(done.outputTokens == 5)
+        #expect(done.queue >= 0 && done.queue <= done.firstToken! && done.firstToken! <= done.total)
+        #expect(done.interToken != nil)
+        let aborted = try #require(finals[second]?.timing)
+        #expect(finals[second]?.finish == .abort)
+        #expect(aborted.firstToken == nil && aborted.outputTokens == 0)
+    }
+
     /// Bad input gets a clear error or a clean finish, never a crash or a leak.
     @Test func badInput() throws {
         let model = try Self.model()
