@@ -189,3 +189,52 @@ import Testing
         #expect(memory.audit { backendAgrees($0, host) } == [])
     }
 }
+
+@Suite struct RetireQueueTests {
+    /// Taking entries from the front and the middle keeps the rest in order; a throw keeps the entry.
+    @Test func scanKeepsOrderAndEntriesItDidNotTake() throws {
+        let memory = try makeMemory(try makeHost(), budgetChunks: 8)
+        let tensor = try memory.makeTensor(bytes: testChunk * 8)
+        var queue = RetireQueue()
+        for i in 0..<8 { queue.append((tensor, i)) }
+        // Take the even ones among the first five visited.
+        var visited = 0
+        queue.scan(while: { visited < 5 }) { entry in
+            visited += 1
+            return entry.index % 2 == 0
+        }
+        #expect(queue.entries.map(\.index) == [1, 3, 5, 6, 7])
+        #expect(queue.first?.index == 1 && queue.count == 5)
+        struct Failure: Error {}
+        #expect(throws: Failure.self) {
+            try queue.scan(while: { true }) { entry in
+                if entry.index == 5 { throw Failure() }
+                return entry.index == 1
+            }
+        }
+        #expect(queue.entries.map(\.index) == [3, 5, 6, 7])
+        queue.scan(while: { true }) { _ in true }
+        #expect(queue.isEmpty && queue.first == nil)
+    }
+
+    /// Reclaiming many retired chunks in small slices (the mapper's idle work) takes them all,
+    /// oldest first, and leaves the books exact.
+    @Test func reclaimInSlicesTakesEverything() throws {
+        let host = try makeHost(capacityChunks: 2100)
+        let memory = try VirtualMemory(backend: host, budget: .bytes(2000 * testChunk), lowWatermark: 0, highWatermark: 0)
+        let tensors = try (0..<8).map { _ in try memory.makeTensor(bytes: testChunk * 250) }
+        for t in tensors { try memory.grow(t, toChunks: 250) }
+        for t in tensors { try memory.free(t) }
+        #expect(memory.accounting.retiring == 2000)
+        var total = 0
+        while true {
+            let n = try memory.reclaim(limit: 4)
+            total += n
+            if n == 0 { break }
+        }
+        #expect(total == 2000)
+        #expect(memory.accounting.retiring == 0 && memory.accounting.inUse == 0)
+        #expect(backendAgrees(memory, host).isEmpty)
+        #expect(memory.audit().isEmpty)
+    }
+}

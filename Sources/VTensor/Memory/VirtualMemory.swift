@@ -42,7 +42,7 @@ public final class VirtualMemory: @unchecked Sendable {
     private let lock = ConditionLock()
     fileprivate var pool: ChunkPool
     private var tensors: [Int: VirtualTensor] = [:]
-    private var retiring: [(tensor: VirtualTensor, index: Int)] = []
+    private var retiring = RetireQueue()
     private var nextTensorID = 1
     private var scratch: VirtualTensor?
 
@@ -84,7 +84,7 @@ public final class VirtualMemory: @unchecked Sendable {
     deinit {
         // Best effort: return everything to the device. Live tensors' memory goes too.
         lock.withLock {
-            for entry in retiring { try? backend.wait(entry.tensor.fence(at: entry.index)) }
+            for entry in retiring.entries { try? backend.wait(entry.tensor.fence(at: entry.index)) }
             for tensor in tensors.values { releaseAllLocked(tensor) }
             if let scratch { releaseAllLocked(scratch) }
             _ = try? pool.trim(to: 0)
@@ -521,10 +521,11 @@ public final class VirtualMemory: @unchecked Sendable {
             do { try backend.wait(first.tensor.fence(at: first.index)) } catch { throw VTensorError.from(error) }
         }
         var done: [Fence: Bool] = [:]
-        var remaining: [(tensor: VirtualTensor, index: Int)] = []
         var reclaimed = 0
         var touched: [VirtualTensor] = []
-        for entry in retiring {
+        // Oldest first, stopping at the limit: a slice of a few unmaps looks at the queue's front,
+        // not the whole queue (which made reclaiming n chunks cost n^2 / 4 steps).
+        try retiring.scan(while: { reclaimed < limit }) { entry in
             guard case .retiring(let chunk, let fence) = entry.tensor.slots[entry.index] else {
                 preconditionFailure("retire queue entry is not retiring")
             }
@@ -535,7 +536,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 do { complete = try backend.isComplete(fence) } catch { throw VTensorError.from(error) }
                 done[fence] = complete
             }
-            guard complete, reclaimed < limit else { remaining.append(entry); continue }
+            guard complete else { return false }
             do {
                 try backend.unmap(at: entry.tensor.address(ofChunk: entry.index))
             } catch {
@@ -545,8 +546,8 @@ public final class VirtualMemory: @unchecked Sendable {
             pool.dropReference(chunk)
             reclaimed += 1
             touched.append(entry.tensor)
+            return true
         }
-        retiring = remaining
         for tensor in touched where tensor.isFreed { releaseReservationIfIdleLocked(tensor) }
         do { _ = try pool.trim(to: pool.highWatermark) } catch { throw VTensorError.from(error) }
         return reclaimed
@@ -591,5 +592,54 @@ extension VirtualTensor {
     func fence(at index: Int) -> Fence {
         guard case .retiring(_, let fence) = slots[index] else { preconditionFailure("slot \(index) is not retiring") }
         return fence
+    }
+}
+
+/// The retire queue: entries in the order they were retired (their fences in recording order),
+/// removed from the front or, when a later fence completes first, from the middle. The front is a
+/// head index, so taking a few entries costs what they cost, not the length of the queue.
+struct RetireQueue {
+    typealias Entry = (tensor: VirtualTensor, index: Int)
+    private var storage: [Entry] = []
+    private var head = 0
+
+    var count: Int { storage.count - head }
+    var isEmpty: Bool { count == 0 }
+    var first: Entry? { isEmpty ? nil : storage[head] }
+    var entries: ArraySlice<Entry> { storage[head...] }
+
+    mutating func append(_ entry: Entry) { storage.append(entry) }
+
+    /// Visits entries from the front while `more()` holds; `take` says whether an entry leaves
+    /// the queue. Entries kept stay in order, ahead of the ones not visited.
+    mutating func scan(while more: () -> Bool, take: (Entry) throws -> Bool) rethrows {
+        var kept: [Entry] = []
+        var i = head
+        defer {
+            // The kept entries go back right before the first unvisited one.
+            let newHead = i - kept.count
+            for (k, entry) in kept.enumerated() { storage[newHead + k] = entry }
+            head = newHead
+            if head == storage.count {
+                storage.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head > 64 && head * 2 > storage.count {
+                storage.removeFirst(head)
+                head = 0
+            }
+        }
+        while i < storage.count, more() {
+            let entry = storage[i]
+            let taken: Bool
+            do {
+                taken = try take(entry)
+            } catch {
+                kept.append(entry)  // not taken: it stays in the queue
+                i += 1
+                throw error
+            }
+            i += 1
+            if !taken { kept.append(entry) }
+        }
     }
 }
