@@ -59,6 +59,4 @@ struct KVLedger {
         guard let tokens = reservedTokens.removeValue(forKey: id) else { return }
         committedChunks -= chunks(forTokens: tokens)
     }
-
-    func reserved(_ id: RequestID) -> Int? { reservedTokens[id] }
 }

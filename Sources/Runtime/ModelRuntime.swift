@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import GPU
 import Models
 import VTensor
@@ -14,7 +15,7 @@ public struct ModelRuntimeOptions: Sendable {
     public var backend: ComputeBackend?
     public var device = 0
     /// The cap on KV memory; nil: 90% of the GPU memory free after weights and workspace, or
-    /// 2 GiB of host memory on the CPU.
+    /// 2 GiB of host memory on the CPU (where a fraction is of the machine's memory).
     public var kvBudget: MemoryBudget?
     /// Address space reserved per sequence; nil: the model's context.
     public var maxTokensPerSequence: Int?
@@ -94,7 +95,9 @@ public struct ModelRuntime: @unchecked Sendable {
             let budget: Int
             switch options.kvBudget {
             case .bytes(let bytes)?: budget = bytes
-            case .fractionOfFree(let fraction)?: budget = Int(Double(2 << 30) * fraction)
+            case .fractionOfFree(let fraction)?:
+                // The host's memory stands in for the device's.
+                budget = Int(Double(sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))) * fraction)
             case nil: budget = 2 << 30
             }
             let cpu = try loaded.cpuModel(kvBudgetBytes: budget, maxTokensPerSequence: options.maxTokensPerSequence, threads: threads,

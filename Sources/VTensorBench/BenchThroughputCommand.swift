@@ -260,6 +260,9 @@ struct BenchThroughputCommand: ParsableCommand {
         table.add(["prefetched admissions", "\(stats.prefetches) (\(stats.prefetchesUsed) admitted with them, \(stats.prefetchesReleased) given back)"])
         table.add(["rows a step", "mean \(fixed(report.meanRowsPerStep, 1)), max \(report.maxRowsPerStep); over time: \(overTime.map { fixed($0, 0) }.joined(separator: " "))"])
         table.add(["preemptions", "\(stats.preemptions) (\(stats.recomputedTokens) tokens recomputed)"])
+        if let mapper = engine.mapperStatistics {
+            table.add(["mapper", "\(mapper.chunksMapped) chunks mapped, p50 \(fixed(Double(mapper.chunkLatencyP50) / 1000, 1)) us, p99 \(fixed(Double(mapper.chunkLatencyP99) / 1000, 1)) us a chunk"])
+        }
         table.add(["mapping waits", "\(stats.blockedMappingWaits) of \(stats.mappingWaits) blocked (\(stats.blockedDecodeOnlyWaits) in decode-only steps), \(fixed(report.mappingWaitMsTotal, 2)) ms in all"])
         table.add(["KV memory", "peak \(mib(report.kvPeakCreatedBytes)) created (committed \(mib(report.kvPeakCommittedBytes))) of a \(mib(report.kvBudgetBytes)) budget; "
                    + "held at the end \(mib(report.kvHeldAtEndBytes)), after trim \(mib(report.kvHeldAfterTrimBytes))"])

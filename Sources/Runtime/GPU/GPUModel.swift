@@ -236,9 +236,6 @@ public final class GPUModel: @unchecked Sendable {
         workspace.bytes + (decodeWorkspace?.bytes ?? 0) + (prefillWorkspace?.bytes ?? 0) + decode.workspaceBytes
     }
 
-    public func addSequence(_ id: Int) throws { try cache.addRequest(id) }
-    public func freeSequence(_ id: Int) throws { try cache.free(id) }
-    public func length(of id: Int) throws -> Int { try cache.length(of: id) }
 
     /// Runs a step and returns per input its logits rows ([rows][vocab] flattened), as `CPUModel.forward`.
     public func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
