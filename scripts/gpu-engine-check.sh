@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: the engine's GPU checks and throughput in one go.
-# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs|prefetch]   (the device tool passes $OUT)
+# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs|prefetch|pipeline]   (the device tool passes $OUT)
+#   pipeline: the pipelined step (step N+1 planned and queued while N runs) checked against each
+#   request alone (random and trained models), then A/B against one step at a time: 1000 random
+#   requests, ShareGPT, and decode-heavy batches of 256 and 64 (the host-time target).
 #   prefetch: the 1000-request random workload with admissions' first chunks mapped a step early
 #   and without (A/B), and ShareGPT.
 #   quick: dev engine and one small throughput run; seqs: the 1000-request workloads at 512 and
@@ -28,8 +31,19 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || [ "$quick" = prefetch ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
-if [ "$quick" = prefetch ]; then
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+if [ "$quick" = pipeline ]; then
+  run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+  PYTHONUNBUFFERED=1 run train 240 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+  run dev-engine-trained 240 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/prompts.json
+  for p in on off; do
+    run tp-b256-$p 120 "$bin" bench throughput "${dummy[@]}" --input-len 512 --output-len 128 --num-prompts 256 --pipeline-steps $p --json-out "$out/tp-b256-$p.json"
+    run tp-b64-$p 120 "$bin" bench throughput "${dummy[@]}" --input-len 512 --output-len 256 --num-prompts 64 --pipeline-steps $p --json-out "$out/tp-b64-$p.json"
+    run tp-sharegpt-$p 200 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --pipeline-steps $p --json-out "$out/tp-sharegpt-$p.json"
+    run tp-1000-$p 200 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
+      --pipeline-steps $p --json-out "$out/tp-1000-$p.json"
+  done
+elif [ "$quick" = prefetch ]; then
   run tp-1000 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 --json-out "$out/tp-1000.json"
   run tp-1000-no-prefetch 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
     --prefetch-admissions off --json-out "$out/tp-1000-no-prefetch.json"
@@ -58,6 +72,23 @@ fi
 {
   echo "== return codes"; cat "$out/rcs.txt"
   [ -f "$out/dev-engine.txt" ] && { echo "== dev engine"; tail -12 "$out/dev-engine.txt"; }
+  [ -f "$out/dev-engine-trained.txt" ] && { echo "== dev engine, trained model"; grep -E "batched|exact|teacher|result" "$out/dev-engine-trained.txt"; }
+  if [ "$quick" = pipeline ]; then
+    python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+print("== pipelined (on) vs one step at a time (off)")
+print("run            pipe  tok/s     steps  step ms  GPU span ms  idle gap ms  busy%  queued ahead  plan/queue/wait ms   host ms")
+for name in ["b64", "b256", "sharegpt", "1000"]:
+    for p in ["on", "off"]:
+        f = os.path.join(out, f"tp-{name}-{p}.json")
+        if not os.path.exists(f): print(f"{name:14} {p:4}  missing"); continue
+        r = json.load(open(f)); st = r["statistics"]
+        print(f"{name:14} {p:4}  {r['outputTokensPerSecond']:8.1f} {r['steps']:6d} {r['stepMeanMs']:8.3f} {r.get('gpuSpanMsPerStep') or 0:11.3f} "
+              f"{r.get('gpuIdleGapMsPerStep') or 0:11.3f} {100*(r.get('gpuBusyShare') or 0):6.1f} {r.get('queuedAheadShare') or 0:12.3f}  "
+              f"{r.get('modelPlanMsPerStep') or 0:.2f}/{r.get('modelLaunchMsPerStep') or 0:.2f}/{r.get('modelWaitMsPerStep') or 0:.2f}  {r['engineHostMsPerStep']:8.3f}")
+PY
+  fi
   [ -f "$out/bench-vmm.txt" ] && { echo "== bench vmm: mapper"; grep -E "mappings/s|latency p50" "$out/bench-vmm.txt"; }
   [ -f "$out/dev-model.txt" ] && { echo "== dev model"; grep -cE "^PASS" "$out/dev-model.txt"; grep -E "FAIL|mixed" "$out/dev-model.txt" | head -20; }
   for f in tp-small tp-256x128 tp-1000 tp-1000-no-prefetch tp-1000-prefill-attn tp-sharegpt tp-sharegpt-256 tp-sharegpt-512 tp-1000-512 tp-sharegpt-1024 tp-1000-1024; do

@@ -16,6 +16,8 @@ public struct EngineFlags: ParsableArguments {
     public var threads: Int?
     @Option(help: "The cap on KV-cache memory in MiB (default: 90% of free GPU memory after weights; 2048 on the CPU).")
     public var kvBudgetMib: Int?
+    @Option(help: "GPU: plan and queue each step while the one before runs, its picks fed on the device (on), or one step at a time (off).")
+    public var pipelineSteps: OnOff = .on
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
@@ -41,7 +43,11 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumSeqs { options.maxNumSeqs = maxNumSeqs }
         if let maxNumBatchedTokens { options.maxNumBatchedTokens = maxNumBatchedTokens }
         options.maxModelLen = maxModelLen
+        options.pipelineSteps = pipelineSteps == .on
         return options
     }
 }
 
+
+/// A switch flag's value: `--flag on` or `--flag off`.
+public enum OnOff: String, ExpressibleByArgument, CaseIterable, Sendable { case on, off }

@@ -31,6 +31,11 @@ public final class Engine: @unchecked Sendable {
     private var sequences: [RequestID: EngineSequence] = [:]
     private var stepIndex = 0
     private var aheadTicket: MapTicket?
+    /// The step queued on the model and not yet collected (pipelined steps only).
+    private var inFlight: InFlightStep?
+    /// Whether step N+1 is planned and queued while step N runs (`options.pipelineSteps`, for a
+    /// model that samples on the device); else each step is collected before the next is planned.
+    public let pipelined: Bool
     /// The last step's plan (read it on the stepping thread: benchmarks chart batch sizes with it).
     public private(set) var lastPlan = SchedulerOutput()
 
@@ -83,6 +88,7 @@ public final class Engine: @unchecked Sendable {
         shared = Mutex(Shared(snapshot: EngineSnapshot(waiting: 0, running: 0, committedChunks: 0, capacityChunks: ledger.capacityChunks,
                                                        chunkSize: cache.layout.chunkSize)))
         mapper = options.asyncMapping ? AsyncMapper(memory: cache.memory, threadSetup: mapperThreadSetup) : nil
+        pipelined = options.pipelineSteps && model.samplesOnDevice
     }
 
     deinit { mapper?.shutdown() }
@@ -169,15 +175,35 @@ public final class Engine: @unchecked Sendable {
                                          outputTokens: sequence.state.output.count, timing: sequence.timing(now: monotonicNanos())))
         }
         var modelNanos: UInt64 = 0
+        // A draw with penalties counts the request's previous pick, which must be on the host.
+        if let flight = inFlight, flight.needsPicksBeforePlanning(sequences) {
+            inFlight = nil
+            stats.synchronizedSteps += 1
+            outputs += collect(flight, stats: &stats, modelNanos: &modelNanos)
+        }
+        var queued: InFlightStep?
         if scheduler.isIdle {
             lastPlan = SchedulerOutput()
-            _ = try? cache.memory.reclaim(limit: 64)
+            if inFlight == nil { _ = try? cache.memory.reclaim(limit: 64) }
         } else {
             let plan = scheduler.schedule(ledger: &ledger)
             lastPlan = plan
-            outputs += run(plan, stats: &stats, modelNanos: &modelNanos)
+            let result = queue(plan, after: inFlight, stats: &stats, modelNanos: &modelNanos)
+            outputs += result.outputs
+            queued = result.step
         }
-        let snapshot = EngineSnapshot(waiting: scheduler.waiting.count, running: scheduler.running.count,
+        if let flight = inFlight {
+            inFlight = nil
+            outputs += collect(flight, stats: &stats, modelNanos: &modelNanos)
+        }
+        if let step = queued {
+            if pipelined && step.rows.contains(where: { sequences[$0.id] != nil }) {
+                inFlight = step
+            } else {
+                outputs += collect(step, stats: &stats, modelNanos: &modelNanos)
+            }
+        }
+        let snapshot = EngineSnapshot(waiting: scheduler.waiting.count, running: scheduler.seatsTaken,
                                       committedChunks: ledger.committedChunks, capacityChunks: ledger.capacityChunks,
                                       chunkSize: cache.layout.chunkSize)
         let elapsed = monotonicNanos() - start
@@ -200,9 +226,30 @@ public final class Engine: @unchecked Sendable {
 
     // MARK: Internals
 
-    private func run(_ plan: SchedulerOutput, stats: inout EngineStatistics, modelNanos: inout UInt64) -> [RequestOutput] {
-        var outputs: [RequestOutput] = []
-        // Preempted running requests and released prefetches give their KV back.
+    /// A step queued on the model: its rows, and its picks when they are known.
+    struct InFlightStep {
+        let rows: [ScheduledRow]
+        /// Each request's row index in `rows`.
+        let rowIndex: [RequestID: Int]
+        /// The model's handle while the picks are on the device.
+        var handle: QueuedStep?
+        /// The picks of a model that ran the step when it was queued (nil for rows that sample nothing).
+        var picks: [SampledToken?]?
+
+        /// Whether a request that samples in this step draws with penalties next, which count
+        /// this step's pick: the next step cannot be planned before it is on the host.
+        func needsPicksBeforePlanning(_ sequences: [RequestID: EngineSequence]) -> Bool {
+            handle != nil && rows.contains { row in row.samples && (sequences[row.id]?.state.parameters.hasPenalties ?? false) }
+        }
+    }
+
+    /// Frees what the plan took back, admits, maps, and queues the step on the model (the rows
+    /// whose input token is a pick of `previous` fed from it). Returns the queued step, or the
+    /// outputs of requests that could not run.
+    private func queue(_ plan: SchedulerOutput, after previous: InFlightStep?, stats: inout EngineStatistics,
+                       modelNanos: inout UInt64) -> (step: InFlightStep?, outputs: [RequestOutput]) {
+        // Preempted running requests and released prefetches give their KV back (after the work
+        // already queued: the free's fence covers it).
         for id in plan.preempted + plan.released {
             let sequence = sequences[id]!
             if sequence.hasKV { try? cache.free(id) }
@@ -222,7 +269,7 @@ public final class Engine: @unchecked Sendable {
             }
         }
         let rows = plan.rows.filter { row in !failedRows.contains { $0.0.id == row.id } }
-        guard !rows.isEmpty else { return outputs + fail(failedRows, stats: &stats) }
+        guard !rows.isEmpty else { return (nil, fail(failedRows, stats: &stats)) }
         stepIndex += 1
         stats.steps += 1
         stats.maxRowsInStep = rows.count
@@ -235,45 +282,96 @@ public final class Engine: @unchecked Sendable {
         do {
             try mapMemory(for: rows, stats: &stats)
         } catch {
-            return outputs + fail(rows.map { (sequences[$0.id]!, "mapping KV memory: \(error)") } + failedRows, stats: &stats)
+            return (nil, fail(rows.map { (sequences[$0.id]!, "mapping KV memory: \(error)") } + failedRows, stats: &stats))
         }
 
-        // The model.
-        let inputs = rows.map { row in ForwardInput(id: row.id, tokens: Array(sequences[row.id]!.tokens[row.start..<(row.start + row.count)])) }
+        // The inputs: known tokens, or (a decode whose token the previous step is still picking)
+        // a placeholder fed from that step's pick.
+        var inputs: [ForwardInput] = []
+        var feeds: [StepFeed] = []
+        inputs.reserveCapacity(rows.count)
+        for (i, row) in rows.enumerated() {
+            let sequence = sequences[row.id]!
+            if row.start + row.count <= sequence.tokens.count {
+                inputs.append(ForwardInput(id: row.id, tokens: Array(sequence.tokens[row.start..<(row.start + row.count)])))
+                continue
+            }
+            // Only a one-token decode reaches past the known tokens, by the one pick in flight.
+            precondition(row.count == 1 && row.start == sequence.tokens.count && sequence.pendingTokens == 1,
+                         "a row past the known tokens that is not the decode of a pick in flight")
+            guard let previous, let source = previous.rowIndex[row.id] else { preconditionFailure("a pick in flight without its step") }
+            if let picks = previous.picks {
+                inputs.append(ForwardInput(id: row.id, tokens: [picks[source]!.id]))
+            } else {
+                inputs.append(ForwardInput(id: row.id, tokens: [0]))
+                feeds.append(StepFeed(input: i, previousInput: source))
+            }
+        }
+        for row in rows {
+            let sequence = sequences[row.id]!
+            let promptPart = max(0, min(row.start + row.count, sequence.state.promptCount) - row.start)
+            if sequence.preemptions > 0 { stats.recomputedTokens += row.count - (row.isDecode ? 1 : 0) } else { stats.promptTokensComputed += promptPart }
+            if row.isDecode { stats.decodeRows += 1 } else { stats.prefillRows += 1 }
+            sequence.computed = row.start + row.count
+            if row.samples { sequence.pendingTokens += 1 }
+        }
+        if previous != nil { stats.pipelinedSteps += 1 }
+        var step = InFlightStep(rows: rows, rowIndex: Dictionary(rows.enumerated().map { ($1.id, $0) }, uniquingKeysWith: { a, _ in a }))
+
         let modelStart = monotonicNanos()
-        var picks: [SampledToken?]
+        defer { modelNanos += monotonicNanos() - modelStart }
         do {
             if model.samplesOnDevice {
                 let draws = rows.map { row in row.samples ? sequences[row.id]!.state.deviceDraw() : Self.placeholderDraw }
-                let sampled = try model.forwardAndSample(inputs, draws: draws, vocabularyLimit: vocabularyLimit)
-                picks = zip(rows, sampled).map { $0.samples ? $1 : nil }
+                if model.queuesSteps {
+                    step.handle = try model.queueStep(inputs, feeds: feeds, draws: draws, vocabularyLimit: vocabularyLimit)
+                } else {
+                    let sampled = try model.forwardAndSample(inputs, draws: draws, vocabularyLimit: vocabularyLimit)
+                    step.picks = zip(rows, sampled).map { $0.samples ? $1 : nil }
+                }
             } else {
                 let logits = try model.forward(inputs)
-                picks = zip(rows, logits).map { row, logits in
+                step.picks = zip(rows, logits).map { row, logits in
                     row.samples ? sequences[row.id]!.state.sample(logits: logits, vocabularyLimit: vocabularyLimit) : nil
                 }
             }
         } catch {
-            modelNanos = monotonicNanos() - modelStart
-            return outputs + fail(rows.map { (sequences[$0.id]!, "model step: \(error)") } + failedRows, stats: &stats)
+            return (nil, fail(rows.map { (sequences[$0.id]!, "model step: \(error)") } + failedRows, stats: &stats))
         }
-        modelNanos = monotonicNanos() - modelStart
+        return (step, fail(failedRows, stats: &stats))
+    }
 
-        // Each row's request takes its token.
-        for (row, pick) in zip(rows, picks) {
-            let sequence = sequences[row.id]!
-            let promptEnd = sequence.state.promptCount
-            let promptPart = max(0, min(row.start + row.count, promptEnd) - row.start)
-            if sequence.preemptions > 0 { stats.recomputedTokens += row.count - (row.isDecode ? 1 : 0) } else { stats.promptTokensComputed += promptPart }
-            if row.isDecode { stats.decodeRows += 1 } else { stats.prefillRows += 1 }
-            sequence.computed = row.start + row.count
+    /// Waits for a queued step's picks and gives each to its request; requests that ended while
+    /// the step ran (a stop seen in the step before, an abort) drop theirs.
+    private func collect(_ step: InFlightStep, stats: inout EngineStatistics, modelNanos: inout UInt64) -> [RequestOutput] {
+        var picks: [SampledToken?]
+        if let handle = step.handle {
+            let modelStart = monotonicNanos()
+            do {
+                let sampled = try model.collect(handle)
+                picks = zip(step.rows, sampled).map { $0.samples ? $1 : nil }
+            } catch {
+                modelNanos += monotonicNanos() - modelStart
+                return fail(step.rows.compactMap { row in sequences[row.id].map { ($0, "model step: \(error)") } }, stats: &stats)
+            }
+            modelNanos += monotonicNanos() - modelStart
+        } else {
+            picks = step.picks ?? []
+        }
+        var outputs: [RequestOutput] = []
+        for (row, pick) in zip(step.rows, picks) {
             guard let pick else { continue }
+            guard let sequence = sequences[row.id] else {
+                stats.discardedRows += 1
+                continue
+            }
+            sequence.pendingTokens -= 1
             let delta = sequence.state.accept(pick.id)
             sequence.tokens.append(pick.id)
             stats.generatedTokens += 1
             if sequence.firstTokenNanos == nil { sequence.firstTokenNanos = monotonicNanos() }
             var output = RequestOutput(id: row.id, tokens: [pick], text: delta.text, finish: nil, error: nil,
-                                       promptTokens: promptEnd, outputTokens: sequence.state.output.count, timing: nil)
+                                       promptTokens: sequence.state.promptCount, outputTokens: sequence.state.output.count, timing: nil)
             if let stop = delta.stop {
                 output.finish = stop.finishReason
                 output.timing = sequence.timing(now: monotonicNanos())
@@ -282,7 +380,7 @@ public final class Engine: @unchecked Sendable {
             }
             outputs.append(output)
         }
-        return outputs + fail(failedRows, stats: &stats)
+        return outputs
     }
 
     /// Maps what `rows` write (waiting on the mapper when it has not finished), then submits what
@@ -341,7 +439,7 @@ public final class Engine: @unchecked Sendable {
     /// and the KV budget, in queue order. Returns the growth to map ahead.
     private func prefetchAdmissions(after rows: [ScheduledRow], stats: inout EngineStatistics) -> [(id: RequestID, tokens: Int)] {
         var budget = options.maxNumBatchedTokens
-        var seats = options.maxNumSeqs - scheduler.running.count
+        var seats = options.maxNumSeqs - scheduler.seatsTaken
         let scheduled = Dictionary(rows.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         for sequence in scheduler.running where budget > 0 {
             // A sampled row decodes one token next; a prompt chunk continues with the rest.
@@ -418,6 +516,9 @@ extension EngineStatistics {
         prefillRows += step.prefillRows
         maxRowsInStep = max(maxRowsInStep, step.maxRowsInStep)
         maxTokensInStep = max(maxTokensInStep, step.maxTokensInStep)
+        pipelinedSteps += step.pipelinedSteps
+        discardedRows += step.discardedRows
+        synchronizedSteps += step.synchronizedSteps
         prefetches += step.prefetches
         prefetchesUsed += step.prefetchesUsed
         prefetchesReleased += step.prefetchesReleased

@@ -20,15 +20,19 @@ public struct EngineOptions: Sendable, Equatable {
     /// With `asyncMapping`: give the waiting requests the next step will likely admit their first
     /// prompt chunk's memory one step early, so a prompt's mapping overlaps the step before it.
     public var prefetchAdmissions: Bool
+    /// Plan and queue step N+1 while the model runs step N, feeding N's picks to N+1 where they
+    /// are (for a model that samples on the device; others collect each step before the next).
+    public var pipelineSteps: Bool
 
     public init(maxNumSeqs: Int = 256, maxNumBatchedTokens: Int = 8192, maxModelLen: Int? = nil, mapAheadTokens: Int = 2,
-                asyncMapping: Bool = true, prefetchAdmissions: Bool = true) {
+                asyncMapping: Bool = true, prefetchAdmissions: Bool = true, pipelineSteps: Bool = true) {
         self.maxNumSeqs = maxNumSeqs
         self.maxNumBatchedTokens = maxNumBatchedTokens
         self.maxModelLen = maxModelLen
         self.mapAheadTokens = mapAheadTokens
         self.asyncMapping = asyncMapping
         self.prefetchAdmissions = prefetchAdmissions
+        self.pipelineSteps = pipelineSteps
     }
 
     func validate() throws {

@@ -30,6 +30,14 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     public var prefillRows = 0
     public var maxRowsInStep = 0
     public var maxTokensInStep = 0
+    /// Steps queued while the step before them still ran (the pipelined step), and rows computed
+    /// for requests that had already finished by then (an end-of-sequence or stop the host saw
+    /// only after the next step was queued): their picks are dropped.
+    public var pipelinedSteps = 0
+    public var discardedRows = 0
+    /// Steps whose planning waited for the step before to finish, because a request's draw needs
+    /// the previous pick on the host (penalties).
+    public var synchronizedSteps = 0
 
     /// Waiting requests given their first chunk's KV a step before admission, how many of those
     /// were admitted with it, and how many gave it back for memory a running request needed.

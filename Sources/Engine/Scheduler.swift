@@ -15,6 +15,9 @@ final class EngineSequence {
     /// the mapper maps it while the previous step runs. Given back first when memory is short.
     var prefetched = false
     var preemptions = 0
+    /// Tokens picked by a queued step that have not reached the host yet (0 or 1): the request
+    /// is one longer than `tokens`, and its next decode is fed that pick on the device.
+    var pendingTokens = 0
     let arrivalNanos: UInt64
     var firstScheduledNanos: UInt64?
     var firstTokenNanos: UInt64?
@@ -35,7 +38,14 @@ final class EngineSequence {
 
     /// Tokens not yet in the cache: the prompt (or, after preemption, everything) still to
     /// prefill, or the one token a decode step feeds.
-    var uncomputed: Int { tokens.count - computed }
+    var uncomputed: Int { knownLength - computed }
+
+    /// Its length counting the pick in flight.
+    var knownLength: Int { tokens.count + pendingTokens }
+
+    /// Whether the pick in flight is its last (its output limit): it has nothing left to schedule
+    /// and ends when that pick arrives.
+    var awaitsLastPick: Bool { pendingTokens > 0 && state.output.count + pendingTokens >= state.outputLimit }
 }
 
 /// One row of a step: `count` tokens of request `id` from position `start`. When `samples`,
@@ -82,6 +92,10 @@ struct Scheduler {
 
     var isIdle: Bool { waiting.isEmpty && running.isEmpty }
 
+    /// Running requests that hold a seat: one waiting only for its last pick (in flight) has
+    /// nothing left to compute and gives its seat to a waiting request already.
+    var seatsTaken: Int { running.reduce(0) { $0 + ($1.awaitsLastPick ? 0 : 1) } }
+
     mutating func enqueue(_ sequence: EngineSequence) { waiting.append(sequence) }
 
     /// Takes a request out of either queue (abort, finish); returns it if it was there.
@@ -97,6 +111,10 @@ struct Scheduler {
         var index = 0
         running: while index < running.count && budget > 0 {
             let sequence = running[index]
+            if sequence.awaitsLastPick {
+                index += 1
+                continue
+            }
             let count = min(sequence.uncomputed, budget)
             let target = sequence.computed + count
             while !ledger.canGrow(sequence.id, to: target) {
@@ -107,13 +125,14 @@ struct Scheduler {
                 if victim === sequence { break running }
             }
             ledger.grow(sequence.id, to: target)
-            output.rows.append(ScheduledRow(id: sequence.id, start: sequence.computed, count: count, samples: target == sequence.tokens.count))
+            output.rows.append(ScheduledRow(id: sequence.id, start: sequence.computed, count: count, samples: target == sequence.knownLength))
             budget -= count
             index += 1
         }
         // New work only when nothing had to give memory back this step.
         guard output.preempted.isEmpty else { return output }
-        while let sequence = waiting.first, running.count < maxNumSeqs, budget > 0 {
+        var seats = maxNumSeqs - seatsTaken
+        while let sequence = waiting.first, seats > 0, budget > 0 {
             let count = min(sequence.uncomputed, budget)
             let target = sequence.computed + count
             guard ledger.canGrow(sequence.id, to: target) else {
@@ -126,7 +145,8 @@ struct Scheduler {
             sequence.status = .running
             running.append(sequence)
             output.admitted.append(sequence.id)
-            output.rows.append(ScheduledRow(id: sequence.id, start: sequence.computed, count: count, samples: target == sequence.tokens.count))
+            seats -= 1
+            output.rows.append(ScheduledRow(id: sequence.id, start: sequence.computed, count: count, samples: target == sequence.knownLength))
             budget -= count
         }
         return output

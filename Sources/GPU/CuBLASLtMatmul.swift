@@ -37,10 +37,13 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
     /// - Parameters:
     ///   - fp16: fp16 inputs (else bf16).
     ///   - floatOutput: D in fp32 (e.g. a residual stream) instead of the input type.
-    public init(context: CUDAContext, m: Int, n: Int, k: Int, fp16: Bool = false, floatOutput: Bool = false) throws {
+    ///   - handle: a handle to share (creating one is a costly call: a model making a product per
+    ///     step shape shares one); nil creates one for this product.
+    public init(context: CUDAContext, m: Int, n: Int, k: Int, fp16: Bool = false, floatOutput: Bool = false,
+                handle: CuBLASLtHandle? = nil) throws {
         self.floatOutput = floatOutput
         let library = try CuBLASLt.shared()
-        handle = try library.makeHandle(context: context)
+        self.handle = try handle ?? library.makeHandle(context: context)
         let api = try API(library.library)
         self.api = api
         self.m = m

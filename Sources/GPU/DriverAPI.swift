@@ -31,6 +31,7 @@ public struct DriverAPI: @unchecked Sendable {
     public let cuMemFreeHost: PFN_cuMemFreeHost?
     public let cuMemcpyHtoD: PFN_cuMemcpyHtoD
     public let cuMemcpyDtoH: PFN_cuMemcpyDtoH
+    public let cuMemcpyDtoHAsync: PFN_cuMemcpyDtoHAsync
     public let cuMemcpyDtoDAsync: PFN_cuMemcpyDtoDAsync
     public let cuMemcpyHtoDAsync: PFN_cuMemcpyHtoDAsync
     public let cuMemsetD8Async: PFN_cuMemsetD8Async
@@ -74,6 +75,7 @@ public struct DriverAPI: @unchecked Sendable {
         "cuMemAllocHost": ["cuMemAllocHost_v2"],
         "cuMemcpyHtoD": ["cuMemcpyHtoD_v2"],
         "cuMemcpyDtoH": ["cuMemcpyDtoH_v2"],
+        "cuMemcpyDtoHAsync": ["cuMemcpyDtoHAsync_v2"],
         "cuMemcpyDtoDAsync": ["cuMemcpyDtoDAsync_v2"],
         "cuMemcpyHtoDAsync": ["cuMemcpyHtoDAsync_v2"],
         "cuStreamDestroy": ["cuStreamDestroy_v2"],
@@ -114,6 +116,7 @@ public struct DriverAPI: @unchecked Sendable {
         cuMemFreeHost = try? load("cuMemFreeHost", PFN_cuMemFreeHost.self)
         cuMemcpyHtoD = try load("cuMemcpyHtoD", PFN_cuMemcpyHtoD.self)
         cuMemcpyDtoH = try load("cuMemcpyDtoH", PFN_cuMemcpyDtoH.self)
+        cuMemcpyDtoHAsync = try load("cuMemcpyDtoHAsync", PFN_cuMemcpyDtoHAsync.self)
         cuMemcpyDtoDAsync = try load("cuMemcpyDtoDAsync", PFN_cuMemcpyDtoDAsync.self)
         cuMemcpyHtoDAsync = try load("cuMemcpyHtoDAsync", PFN_cuMemcpyHtoDAsync.self)
         cuMemsetD8Async = try load("cuMemsetD8Async", PFN_cuMemsetD8Async.self)

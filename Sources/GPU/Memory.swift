@@ -65,6 +65,15 @@ extension CUDAContext {
         try driver.check(driver.api.cuMemcpyDtoDAsync(destination, source, bytes, stream.handle), "cuMemcpyDtoDAsync")
     }
 
+    /// `cuMemcpyDtoHAsync`: queues a device-to-host copy into `destination`, which must stay valid
+    /// (and unread) until the stream passes the copy; page-locked memory makes it a DMA the host
+    /// does not wait for.
+    public func copyDeviceToHostAsync(destination: UnsafeMutableRawPointer, source: UInt64, bytes: Int, stream: CUDAStream?) throws {
+        precondition(bytes >= 0, "negative copy size")
+        if bytes == 0 { return }
+        try driver.check(driver.api.cuMemcpyDtoHAsync(destination, source, bytes, stream.handle), "cuMemcpyDtoHAsync")
+    }
+
     /// `cuMemcpyHtoDAsync`: queues a host-to-device copy. `source` must stay valid until the
     /// stream reaches the copy; for pageable memory the driver stages it and may block.
     public func copyHostToDeviceAsync(destination: UInt64, source: UnsafeRawBufferPointer, stream: CUDAStream?) throws {
@@ -152,5 +161,55 @@ public final class UploadStaging: @unchecked Sendable {
         if pageLocked { _ = context.driver.api.cuMemFreeHost?(pointer) } else { pointer.deallocate() }
         self.pointer = nil
         capacity = 0
+    }
+}
+
+/// Host memory that results are copied back into while the host goes on: page-locked when the
+/// driver allows it, with an event marking when the last copy into it has landed.
+///
+/// `@unchecked Sendable`: one user at a time, as with a stream.
+public final class DownloadBuffer: @unchecked Sendable {
+    public let context: CUDAContext
+    public let capacity: Int
+    public let pageLocked: Bool
+    public let pointer: UnsafeMutableRawPointer
+    private let landed: CUDAEvent
+    private var pending = false
+
+    public init(context: CUDAContext, bytes: Int) throws {
+        precondition(bytes > 0, "a download buffer needs a positive size")
+        self.context = context
+        capacity = bytes
+        landed = try CUDAEvent(context: context)
+        var raw: UnsafeMutableRawPointer? = nil
+        if let allocate = context.driver.api.cuMemAllocHost, context.driver.api.cuMemFreeHost != nil,
+           allocate(&raw, bytes) == CUDA_SUCCESS, let raw {
+            pointer = raw
+            pageLocked = true
+        } else {
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 256)
+            pageLocked = false
+        }
+    }
+
+    deinit {
+        if pending { _ = context.driver.api.cuEventSynchronize(landed.handle) }
+        if pageLocked { _ = context.driver.api.cuMemFreeHost?(pointer) } else { pointer.deallocate() }
+    }
+
+    /// Queues a copy of `bytes` from `source` into the start of this buffer, then marks it.
+    public func download(from source: UInt64, bytes: Int, stream: CUDAStream?) throws {
+        precondition(bytes <= capacity, "download of \(bytes) bytes exceeds the buffer's \(capacity)")
+        if pending { try landed.synchronize(); pending = false }
+        try context.copyDeviceToHostAsync(destination: pointer, source: source, bytes: bytes, stream: stream)
+        try landed.record(on: stream)
+        pending = true
+    }
+
+    /// Waits until the last queued copy has landed; the bytes are then the host's to read.
+    public func wait() throws {
+        guard pending else { return }
+        try landed.synchronize()
+        pending = false
     }
 }

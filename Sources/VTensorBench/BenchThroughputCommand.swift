@@ -2,6 +2,7 @@ import ArgumentParser
 import CLICommon
 import Engine
 import Foundation
+import GPU
 import Models
 import Runtime
 import VTensor
@@ -73,9 +74,8 @@ struct BenchThroughputCommand: ParsableCommand {
     var mixedAttention: MixedAttention = .split
 
     enum MixedAttention: String, ExpressibleByArgument, CaseIterable { case split, prefill }
-    enum Switch: String, ExpressibleByArgument, CaseIterable { case on, off }
     @Option(help: "Map the first prompt chunk of the requests the next step will admit one step early (on) or when scheduled (off).")
-    var prefetchAdmissions: Switch = .on
+    var prefetchAdmissions: OnOff = .on
 
     struct Report: Codable {
         var date: String
@@ -103,6 +103,15 @@ struct BenchThroughputCommand: ParsableCommand {
         var modelPlanMsPerStep: Double?
         var modelLaunchMsPerStep: Double?
         var modelWaitMsPerStep: Double?
+        /// GPU: whether steps were pipelined, each step's span on the GPU (events, its first
+        /// upload to its last result copy), the GPU's idle gap before a step, the share of steps
+        /// queued in full while the step before still ran, and the GPU's span over the run's time.
+        var pipelined: Bool
+        var gpuSpanMsPerStep: Double?
+        var gpuIdleGapMsPerStep: Double?
+        var queuedAheadShare: Double?
+        var gpuBusyShare: Double?
+        var gpuStepTotals: GPUModel.StepTotals?
         var maxNumSeqs: Int
         var maxNumBatchedTokens: Int
         var meanRowsPerStep: Double
@@ -174,10 +183,10 @@ struct BenchThroughputCommand: ParsableCommand {
             GenerationRequest(prompt: (0..<shape.input).map { _ in Int.random(in: low..<config.vocabSize, using: &rng) },
                               parameters: SamplingParameters(temperature: 0, maxTokens: shape.output, ignoreEOS: true))
         }
+        (model as? GPUModel)?.resetStepTotals()
         let start = monotonicNanos()
         for request in requests { try engine.add(request) }
         var stepMs: [Double] = [], decodeStepMs: [Double] = [], rows: [Int] = []
-        var gpuPhases: (plan: Double, launch: Double, wait: Double) = (0, 0, 0)
         var finished = 0, failures: [String] = []
         var timings: [RequestTiming] = []
         while engine.hasWork {
@@ -188,11 +197,6 @@ struct BenchThroughputCommand: ParsableCommand {
             guard !plan.rows.isEmpty else { continue }
             stepMs.append(ms)
             rows.append(plan.rows.count)
-            if let gpu = model as? GPUModel {
-                gpuPhases.plan += gpu.lastStep.planMs
-                gpuPhases.launch += gpu.lastStep.launchMs
-                gpuPhases.wait += gpu.lastStep.waitMs
-            }
             if plan.rows.allSatisfy(\.isDecode) { decodeStepMs.append(ms) }
             for output in outputs where output.isFinal {
                 finished += 1
@@ -201,6 +205,8 @@ struct BenchThroughputCommand: ParsableCommand {
             }
         }
         let seconds = Double(monotonicNanos() - start) / 1e9
+        let gpu = (model as? GPUModel)?.stepTotals
+        let gpuSteps = Double(max(1, gpu?.steps ?? 1))
         if let first = failures.first { throw ValidationError("\(failures.count) requests failed; the first: \(first)") }
         let stats = engine.statistics
         let memory = model.kvCache.memory
@@ -233,9 +239,11 @@ struct BenchThroughputCommand: ParsableCommand {
             steps: stepMs.count, stepMeanMs: stepMs.reduce(0, +) / Double(max(1, stepMs.count)), stepP50Ms: percentile(0.5), stepP99Ms: percentile(0.99),
             decodeStepMeanMs: decodeStepMs.isEmpty ? nil : decodeStepMs.reduce(0, +) / Double(decodeStepMs.count),
             engineHostMsPerStep: stats.hostSeconds * 1000 / Double(max(1, stats.steps)), modelMsPerStep: stats.modelSeconds * 1000 / Double(max(1, stats.steps)),
-            modelPlanMsPerStep: model is GPUModel ? gpuPhases.plan / Double(max(1, stepMs.count)) : nil,
-            modelLaunchMsPerStep: model is GPUModel ? gpuPhases.launch / Double(max(1, stepMs.count)) : nil,
-            modelWaitMsPerStep: model is GPUModel ? gpuPhases.wait / Double(max(1, stepMs.count)) : nil,
+            modelPlanMsPerStep: gpu.map { $0.planMs / gpuSteps }, modelLaunchMsPerStep: gpu.map { $0.launchMs / gpuSteps },
+            modelWaitMsPerStep: gpu.map { $0.waitMs / gpuSteps }, pipelined: engine.pipelined,
+            gpuSpanMsPerStep: gpu.map { $0.gpuSpanMs / gpuSteps }, gpuIdleGapMsPerStep: gpu.map { $0.idleGapMs / gpuSteps },
+            queuedAheadShare: gpu.map { Double($0.queuedAhead) / Double(max(1, $0.followingSteps)) },
+            gpuBusyShare: gpu.map { $0.gpuSpanMs / 1000 / seconds }, gpuStepTotals: gpu,
             maxNumSeqs: engine.options.maxNumSeqs, maxNumBatchedTokens: engine.options.maxNumBatchedTokens,
             meanRowsPerStep: Double(rows.reduce(0, +)) / Double(max(1, rows.count)), maxRowsPerStep: rows.max() ?? 0, rowsOverTime: overTime,
             preemptions: stats.preemptions, recomputedTokens: stats.recomputedTokens, mappingWaits: stats.mappingWaits,
@@ -257,6 +265,18 @@ struct BenchThroughputCommand: ParsableCommand {
                    + "end p50 \(fixed(report.totalP50Seconds, 2)) s, p99 \(fixed(report.totalP99Seconds, 2)); between tokens \(fixed(report.interTokenMeanMs, 2)) ms"])
         table.add(["per step", "engine host \(fixed(report.engineHostMsPerStep, 3)) ms, model \(fixed(report.modelMsPerStep, 3)) ms"
                    + (report.modelPlanMsPerStep.map { " (plan \(fixed($0, 3)), queue \(fixed(report.modelLaunchMsPerStep!, 3)), GPU wait \(fixed(report.modelWaitMsPerStep!, 3)))" } ?? "")])
+        if let gpu, let gpuModel = model as? GPUModel {
+            // What a handle per product shape (before they were shared) would have cost on top.
+            let clock = monotonicNanos()
+            for _ in 0..<4 { _ = try CuBLASLt.shared().makeHandle(context: gpuModel.context) }
+            let handleMs = Double(monotonicNanos() - clock) / 4e6
+            table.add(["cuBLASLt handle", "\(fixed(handleMs, 3)) ms to create one: a handle per shape would have added \(fixed(handleMs * Double(gpu.matmulShapes), 0)) ms"])
+            table.add(["GPU per step", "span \(fixed(report.gpuSpanMsPerStep!, 3)) ms, idle gap before it \(fixed(report.gpuIdleGapMsPerStep!, 3)) ms; "
+                       + "busy \(fixed(100 * report.gpuBusyShare!, 1))% of the run; \(engine.pipelined ? "pipelined" : "one step at a time"): "
+                       + "\(gpu.queuedAhead) of \(gpu.followingSteps) steps queued before the step ahead ended; "
+                       + "\(stats.synchronizedSteps) waited for picks, \(stats.discardedRows) rows discarded; "
+                       + "\(gpu.matmulShapes) cuBLASLt shapes set up in \(fixed(gpu.matmulSetupMs, 1)) ms"])
+        }
         table.add(["prefetched admissions", "\(stats.prefetches) (\(stats.prefetchesUsed) admitted with them, \(stats.prefetchesReleased) given back)"])
         table.add(["rows a step", "mean \(fixed(report.meanRowsPerStep, 1)), max \(report.maxRowsPerStep); over time: \(overTime.map { fixed($0, 0) }.joined(separator: " "))"])
         table.add(["preemptions", "\(stats.preemptions) (\(stats.recomputedTokens) tokens recomputed)"])

@@ -30,6 +30,7 @@ struct DevEngineCommand: ParsableCommand {
     @Option(help: "Batched run: the most requests at once.") var maxNumSeqs = 16
     @Option(help: "Batched run: tokens a step (prompts longer than this are split).") var maxNumBatchedTokens = 256
     @Option(help: "Batched run: KV budget in 2 MiB chunks (512 tokens each on the GPU).") var kvChunks = 12
+    @Option(help: "Batched run: plan each step while the one before runs (on) or one step at a time (off).") var pipelineSteps: OnOff = .on
 
     static let config: ModelConfig = {
         let json = """
@@ -86,7 +87,7 @@ struct DevEngineCommand: ParsableCommand {
         let batchedModel = try makeModel(kvChunks: kvChunks)
         let engine = try Engine(model: batchedModel, cache: batchedModel.kvCache, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
-                                                       asyncMapping: batchedModel.computesAsynchronously))
+                                                       asyncMapping: batchedModel.computesAsynchronously, pipelineSteps: pipelineSteps == .on))
         var ids: [RequestID] = []
         for (prompt, count) in zip(prompts, lengths) {
             ids.append(try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: count, ignoreEOS: true))))
@@ -155,7 +156,8 @@ struct DevEngineCommand: ParsableCommand {
         }
         var table = Table(title: "engine vs alone (\(kind == .cuda ? "cuda, bf16" : "cpu, fp32"))", header: ["check", "value"])
         table.add(["requests", "\(results.count): prompts 5-900, 16-48 tokens each; \(model ?? "random model"), \(maxNumSeqs) at once, \(maxNumBatchedTokens) tokens a step, \(kvChunks) KV chunks"])
-        table.add(["batched run", "\(stats.steps) steps (\(mixedSteps) mixing decodes with prompt chunks), \(stats.preemptions) preemptions, \(stats.prefillRows) prefill rows"])
+        table.add(["batched run", "\(stats.steps) steps (\(mixedSteps) mixing decodes with prompt chunks, \(stats.pipelinedSteps) queued while the step before ran), "
+                   + "\(stats.preemptions) preemptions, \(stats.prefillRows) prefill rows"])
         let sortedGaps = gaps.sorted()
         table.add(["alone top-1 margins", "median \(fixed(sortedGaps[sortedGaps.count / 2], 3)), \(fixed(Double(gaps.filter { $0 < tieMargin }.count) * 100 / Double(gaps.count), 1))% below \(tieMargin)"])
         table.add(["exact greedy continuations", "\(exact) of \(results.count)"])

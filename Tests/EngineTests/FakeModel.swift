@@ -11,6 +11,14 @@ final class FakeModel: LanguageModel {
     let config: ModelConfig
     let kvCache: KVCache
     let samplesOnDevice: Bool
+    /// Queue steps as a GPU model does: `queueStep` substitutes each fed placeholder with the
+    /// previous queued step's pick (the engine never sees it) and holds the picks until `collect`.
+    let queuesSteps: Bool
+    private var queued: [(serial: Int, picks: [SampledToken])] = []
+    /// Per queued row that samples: its request and how many generated tokens its draw's
+    /// penalty pairs count (so a test sees whether a draw knew the previous pick).
+    private(set) var penaltyLog: [(id: Int, counted: Int)] = []
+    private var nextSerial = 0
     var maxSequenceTokens: Int { kvCache.maxTokensPerRequest }
     /// Tokens written per step, to check budgets from the model's side too.
     private(set) var stepTokenCounts: [Int] = []
@@ -33,10 +41,39 @@ final class FakeModel: LanguageModel {
         return try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens, guardTokens: guardTokens)
     }
 
-    init(context: Int, budgetChunks: Int, samplesOnDevice: Bool = false, guardTokens: Int = 0) throws {
+    init(context: Int, budgetChunks: Int, samplesOnDevice: Bool = false, queuesSteps: Bool = false, guardTokens: Int = 0) throws {
         config = try Self.config(context: context)
         kvCache = try Self.cache(config: config, budgetChunks: budgetChunks, maxTokens: context, guardTokens: guardTokens)
-        self.samplesOnDevice = samplesOnDevice
+        self.samplesOnDevice = samplesOnDevice || queuesSteps
+        self.queuesSteps = queuesSteps
+    }
+
+    func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
+        precondition(queuesSteps && draws.count == inputs.count)
+        guard queued.count < 2 else { throw RuntimeError.invalidRequest("two steps already in flight") }
+        var inputs = inputs
+        if !feeds.isEmpty {
+            guard let previous = queued.last, previous.serial == nextSerial - 1 else { throw RuntimeError.invalidRequest("feeds without the step before in flight") }
+            for feed in feeds {
+                guard inputs[feed.input].tokens == [0], feed.previousInput < previous.picks.count else {
+                    throw RuntimeError.invalidRequest("a feed must name a one-token placeholder input and a row of the step before")
+                }
+                inputs[feed.input].tokens = [previous.picks[feed.previousInput].id]
+            }
+        }
+        for (input, draw) in zip(inputs, draws) where draw.parameters.hasPenalties {
+            penaltyLog.append((input.id, draw.penalties.reduce(0) { $0 + Int($1.y) }))
+        }
+        let picks = try run(inputs).map { SampledToken(id: $0) }
+        queued.append((nextSerial, picks))
+        nextSerial += 1
+        return QueuedStep(serial: nextSerial - 1, rows: inputs.count)
+    }
+
+    func collect(_ step: QueuedStep) throws -> [SampledToken] {
+        guard let first = queued.first, first.serial == step.serial else { throw RuntimeError.invalidRequest("steps collected out of order") }
+        queued.removeFirst()
+        return first.picks
     }
 
     /// The next token after `history`: a hash of every token and its position.

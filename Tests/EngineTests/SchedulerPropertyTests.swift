@@ -22,21 +22,32 @@ struct TestRandom: RandomNumberGenerator {
 /// (finished with exactly the tokens it makes alone, or aborted with a prefix of them), no
 /// chunk is left mapped, and no request waited forever.
 @Suite struct SchedulerPropertyTests {
-    struct Trial {
+    /// How the fake model runs a step: sampling on the host, sampling "on the device" and
+    /// returning at once, or queueing steps with picks fed on the "device" (the GPU's way).
+    enum Mode: String, CaseIterable, Sendable { case host, device, queued }
+
+    struct Trial: CustomTestStringConvertible, Sendable {
         var seed: UInt64
-        var samplesOnDevice: Bool
+        var mode: Mode
+        var pipelined: Bool
+        var testDescription: String { "seed \(seed), \(mode), \(pipelined ? "pipelined" : "one step at a time")" }
     }
 
-    @Test(arguments: (0..<48).map { Trial(seed: UInt64($0), samplesOnDevice: $0 % 3 == 2) })
+    static let trials = (0..<60).map { i in
+        Trial(seed: UInt64(i), mode: Mode.allCases[i % 3], pipelined: i % 6 < 3)
+    }
+
+    @Test(arguments: trials)
     func randomWorkload(_ trial: Trial) throws {
         var random = TestRandom(seed: trial.seed)
         let context = Int.random(in: 24...80, using: &random)
         let budgetChunks = Int.random(in: 3...40, using: &random)
-        let model = try FakeModel(context: context, budgetChunks: budgetChunks, samplesOnDevice: trial.samplesOnDevice)
+        let model = try FakeModel(context: context, budgetChunks: budgetChunks, samplesOnDevice: trial.mode == .device,
+                                  queuesSteps: trial.mode == .queued)
         let options = EngineOptions(maxNumSeqs: Int.random(in: 1...8, using: &random),
                                     maxNumBatchedTokens: [1, 2, 3, 7, 16, 64, 512][Int.random(in: 0..<7, using: &random)],
                                     mapAheadTokens: Int.random(in: 0...3, using: &random), asyncMapping: random.next() % 3 != 0,
-                                    prefetchAdmissions: random.next() % 4 != 0)
+                                    prefetchAdmissions: random.next() % 4 != 0, pipelineSteps: trial.pipelined)
         let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
         #expect(engine.maxSequenceLength <= budgetChunks * model.kvCache.layout.tokensPerChunk)
@@ -105,6 +116,11 @@ struct TestRandom: RandomNumberGenerator {
         // Nothing held: no request in the cache, every chunk back in the pool once in-flight work is done.
         let stats = engine.statistics
         #expect(stats.finished + stats.aborted == requests.count)
+        // Pipelined where the model samples on the device and it was asked for; a row is wasted
+        // only for a request that stopped early (a stop token or an abort), at most one each.
+        #expect(engine.pipelined == (trial.pipelined && trial.mode != .host))
+        if engine.pipelined { #expect(stats.pipelinedSteps > 0) } else { #expect(stats.pipelinedSteps == 0 && stats.discardedRows == 0) }
+        #expect(stats.discardedRows <= stats.finishedEOS + stats.aborted)
         #expect(stats.requestsAdded == requests.count)
         #expect(model.kvCache.requestIDs.isEmpty)
         #expect(engine.snapshot.committedChunks == 0)
@@ -112,5 +128,29 @@ struct TestRandom: RandomNumberGenerator {
         try memory.drain()
         #expect(memory.accounting.inUse == 0)
         #expect(memory.accounting.mappings == 0)
+    }
+
+    /// A draw with penalties counts every token generated before it, so a pipelined engine
+    /// collects the step in flight before planning the next one for such a request.
+    @Test func penaltiesSeeThePreviousPick() throws {
+        let model = try FakeModel(context: 64, budgetChunks: 32, queuesSteps: true)
+        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 4))
+        #expect(engine.pipelined)
+        var penalized = SamplingParameters(temperature: 0, maxTokens: 12)
+        penalized.repetitionPenalty = 1.2
+        let plain = SamplingParameters(temperature: 0, maxTokens: 12)
+        let ids = try [penalized, plain, penalized].enumerated().map { i, parameters in
+            try engine.add(GenerationRequest(prompt: [3 + i, 7, 9], parameters: parameters))
+        }
+        var outputs: [RequestID: [Int]] = [:]
+        engine.runUntilIdle { for output in $0 { outputs[output.id, default: []] += output.tokens.map(\.id) } }
+        for (i, id) in ids.enumerated() {
+            #expect(outputs[id] == fakeReference(prompt: [3 + i, 7, 9], maxTokens: 12, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        for id in [ids[0], ids[2]] {
+            let counted = model.penaltyLog.filter { $0.id == id }.map(\.counted)
+            #expect(counted == Array(0..<12), "request \(id)'s draws counted \(counted) generated tokens")
+        }
+        #expect(engine.statistics.synchronizedSteps > 0)
     }
 }

@@ -33,9 +33,13 @@ public final class GPUModel: @unchecked Sendable {
     let workspace: Workspace
     var decodeWorkspace: DeviceBuffer?
     var prefillWorkspace: DeviceBuffer?
-    /// Page-locked host memory each step's metadata is uploaded from.
-    let metaStaging: UploadStaging
+    /// Page-locked host memory each step's metadata and prefill plans are uploaded from, two
+    /// sets used by alternate steps: queueing step N+1 never waits for step N's copies.
+    let metaStagings: [UploadStaging]
+    let prefillStagings: [UploadStaging]
+    /// cuBLASLt products by shape (a step's token count is part of it), on one shared handle.
     var matmuls: [String: CuBLASLtMatmul] = [:]
+    private var blasHandle: CuBLASLtHandle?
     private let lock = NSLock()
 
     /// Which matmul runs skinny products (decode): our GEMV kernel for up to 4 token rows and our
@@ -113,6 +117,39 @@ public final class GPUModel: @unchecked Sendable {
         public var planMs = 0.0, launchMs = 0.0, waitMs = 0.0
         public var gpuMsByOperation: [String: Double] = [:]
     }
+    /// Sums over every step since the model was built (or `resetStepTotals`): the host phases,
+    /// and from events on the stream the GPU's span of each step (its first upload to its last
+    /// result copy), the GPU's idle gap before it (since the previous step's end), and how many
+    /// steps were completely queued before the step ahead of them finished (so the GPU had the
+    /// next step's work waiting and never idled between them).
+    public struct StepTotals: Sendable, Codable {
+        public var steps = 0
+        public var planMs = 0.0, launchMs = 0.0, waitMs = 0.0
+        public var gpuSpanMs = 0.0, idleGapMs = 0.0
+        /// Steps with a step before them, and those of them queued in full while it still ran.
+        public var followingSteps = 0, queuedAhead = 0
+        /// cuBLASLt products set up for new shapes, and the host time that took.
+        public var matmulShapes = 0
+        public var matmulSetupMs = 0.0
+    }
+    public private(set) var stepTotals = StepTotals()
+    public func resetStepTotals() { lock.lock(); stepTotals = StepTotals(); lock.unlock() }
+
+    /// A step queued and not yet collected: its sampler round and the events around it.
+    private struct InFlight {
+        let rows: Int
+        let draws: GPUSampler.Pending?
+        let marks: Int
+        /// The marks of the step queued before it, for the idle gap between them.
+        let previousMarks: Int?
+    }
+    private var inFlight: [Int: InFlight] = [:]
+    private var nextSerial = 0
+    private var stagingRound = 0
+    /// Timing events (begin, end) of recent steps, used in turn; the end of the step before is
+    /// read at a step's collection, so a ring of 4 covers two steps in flight.
+    private var marks: [(begin: CUDAEvent, end: CUDAEvent)] = []
+    private var previousMarks: Int?
     /// A measurement mode, not a kernel switch, so it stays mutable: `vtensor bench model` turns it
     /// on around a few steps of a live model. It launches the same kernels (and no CUDA graphs).
     public var profile = false
@@ -197,7 +234,9 @@ public final class GPUModel: @unchecked Sendable {
         prefill = try PrefillAttention(compiler: compiler, parameters: attention)
         // Attention plans and scratch for the largest step, allocated now: steps never allocate.
         try decode.reserveWorkspace(maxRequests: maxLogitRows, stream: stream)
-        metaStaging = try UploadStaging(context: context)
+        let cudaContext = context
+        metaStagings = try (0..<2).map { _ in try UploadStaging(context: cudaContext) }
+        prefillStagings = try (0..<2).map { _ in try UploadStaging(context: cudaContext) }
         sampler = try GPUSampler(compiler: compiler, maxRows: maxLogitRows)
         decodeWorkspace = try DeviceBuffer(context: context, bytes: c.numHiddenLayers * decode.itemBytesPerLayer(maxRequests: maxLogitRows))
         let tiles = maxBatchTokens / 16 + maxLogitRows
@@ -208,7 +247,7 @@ public final class GPUModel: @unchecked Sendable {
         let qkvWidth = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * d
         var total = 0
         func take(_ bytes: Int) -> Int { total = (total + 255) / 256 * 256; defer { total += bytes }; return total }
-        let metaBytes = n * 4 * 2 + maxLogitRows * 4 + c.numHiddenLayers * n * 16 + 256
+        let metaBytes = n * 4 * 2 + maxLogitRows * 4 + maxLogitRows * 8 + c.numHiddenLayers * n * 16 + 256
         let blasBytes = 32 << 20
         let offsets = [take(n * h * 4), take(n * h * 2), take(n * qkvWidth * 2), take(n * c.numAttentionHeads * d * 2),
                        take(n * c.numAttentionHeads * d * 2), take(n * 2 * f * 2), take(n * f * 2),
@@ -251,11 +290,69 @@ public final class GPUModel: @unchecked Sendable {
     /// Runs a step and samples each input's next token on the GPU (`GPUSampler`): only the
     /// picks and their log-probabilities come back to the host, not the logits.
     public func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
+        try collect(queueStep(inputs, feeds: [], draws: draws, vocabularyLimit: vocabularyLimit))
+    }
+
+    /// Queues a step and its sampling and returns before the GPU has run it, so the host can plan
+    /// the next step meanwhile. `feeds` name the rows whose one input token is a pick of the step
+    /// queued just before this one (still on the device); their `tokens` hold a placeholder.
+    /// At most two steps may be in flight; collect them in order.
+    public func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
         precondition(draws.count == inputs.count, "one draw per input")
-        let rows = try step(inputs.map { ForwardInput(id: $0.id, tokens: $0.tokens, allLogits: false) })
+        lock.lock()
+        defer { lock.unlock() }
+        guard inFlight.count < 2 else { throw RuntimeError.invalidRequest("two steps are already in flight: collect one first") }
+        if !feeds.isEmpty {
+            guard inFlight[nextSerial - 1] != nil else {
+                throw RuntimeError.invalidRequest("a step feeds on picks of the step before it, and none is in flight")
+            }
+        }
+        let serial = nextSerial
+        let marks = try beginMarks(serial)
+        let rows = try enqueue(inputs.map { ForwardInput(id: $0.id, tokens: $0.tokens, allLogits: false) }, feeds: feeds)
+        let pending = try sampler.queue(logits: workspace.logits, stride: config.vocabSize, limit: min(max(vocabularyLimit, 1), config.vocabSize),
+                                        draws: Array(draws.prefix(rows.total)), stream: stream)
+        try self.marks[marks].end.record(on: stream)
+        // Whether the step before was still running once this one was queued in full.
+        if let previous = previousMarks, inFlight[serial - 1] != nil {
+            stepTotals.followingSteps += 1
+            if !(try self.marks[previous].end.isComplete()) { stepTotals.queuedAhead += 1 }
+        }
+        nextSerial += 1
+        inFlight[serial] = InFlight(rows: rows.total, draws: pending, marks: marks, previousMarks: previousMarks)
+        previousMarks = marks
+        return QueuedStep(serial: serial, rows: rows.total)
+    }
+
+    /// Waits for a queued step and returns its picks, one per input.
+    public func collect(_ step: QueuedStep) throws -> [SampledToken] {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let entry = inFlight.removeValue(forKey: step.serial) else {
+            throw RuntimeError.invalidRequest("step \(step.serial) is not in flight")
+        }
         try context.makeCurrent()
-        return try sampler.sample(logits: workspace.logits, stride: config.vocabSize, limit: min(max(vocabularyLimit, 1), config.vocabSize),
-                                  draws: Array(draws.prefix(rows.total)), stream: stream)
+        let clock = DispatchTime.now().uptimeNanoseconds
+        let picks = try entry.draws.map { try sampler.collect($0) } ?? []
+        try self.marks[entry.marks].end.synchronize()
+        lastStep.waitMs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
+        stepTotals.waitMs += lastStep.waitMs
+        let mark = self.marks[entry.marks]
+        stepTotals.gpuSpanMs += Double(try CUDAEvent.elapsedMilliseconds(from: mark.begin, to: mark.end))
+        // The step before ran ahead of this one on the stream, so its end is complete by now.
+        if let before = entry.previousMarks, let gap = try? CUDAEvent.elapsedMilliseconds(from: self.marks[before].end, to: mark.begin) {
+            stepTotals.idleGapMs += max(0, Double(gap))
+        }
+        return picks
+    }
+
+    /// Records the begin mark of step `serial` and returns its slot in the ring.
+    private func beginMarks(_ serial: Int) throws -> Int {
+        try context.makeCurrent()
+        while marks.count < 4 { marks.append((try CUDAEvent(context: context, timing: true), try CUDAEvent(context: context, timing: true))) }
+        let slot = serial % marks.count
+        try marks[slot].begin.record(on: stream)
+        return slot
     }
 
     /// Runs a step and returns the greedy next token of each input (its last row's argmax).
@@ -271,6 +368,21 @@ public final class GPUModel: @unchecked Sendable {
     func step(_ inputs: [ForwardInput]) throws -> (counts: [Int], total: Int) {
         lock.lock()
         defer { lock.unlock() }
+        guard inFlight.isEmpty else { throw RuntimeError.invalidRequest("a synchronous step while queued steps are in flight") }
+        let rows = try enqueue(inputs, feeds: [])
+        let clock = DispatchTime.now().uptimeNanoseconds
+        try stream.synchronize()
+        lastStep.waitMs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
+        stepTotals.waitMs += lastStep.waitMs
+        for entry in recorded {
+            lastStep.gpuMsByOperation[entry.name, default: 0] += Double(try CUDAEvent.elapsedMilliseconds(from: entry.start, to: entry.end))
+        }
+        return rows
+    }
+
+    /// Plans a step, uploads its metadata and queues its kernels on the stream; returns how many
+    /// logits rows each input gets. Does not wait for the GPU. Call with the lock held.
+    private func enqueue(_ inputs: [ForwardInput], feeds: [StepFeed]) throws -> (counts: [Int], total: Int) {
         let c = config
         let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize, hq = c.numAttentionHeads, hkv = c.numKeyValueHeads
         let layers = c.numHiddenLayers
@@ -292,10 +404,21 @@ public final class GPUModel: @unchecked Sendable {
         for input in inputs { ints += input.tokens.map { Int32($0) } }
         for (i, input) in inputs.enumerated() { ints += (0..<input.tokens.count).map { Int32(starts[i] + $0) } }
         var rowStart = 0
+        var firstRow: [Int] = []
         for input in inputs {
             let count = input.tokens.count
+            firstRow.append(rowStart)
             ints += input.allLogits ? (rowStart..<(rowStart + count)).map { Int32($0) } : [Int32(rowStart + count - 1)]
             rowStart += count
+        }
+        // Fed rows: (token row, the previous step's sampler row) pairs.
+        let feedOffset = ints.count * 4
+        for feed in feeds {
+            guard feed.input >= 0 && feed.input < inputs.count && inputs[feed.input].tokens.count == 1 && feed.previousInput >= 0
+                    && feed.previousInput < sampler.maxRows else {
+                throw RuntimeError.invalidRequest("a fed row must be a one-token input fed from a row of the previous step")
+            }
+            ints += [Int32(firstRow[feed.input]), Int32(feed.previousInput)]
         }
         let addressOffset = (ints.count * 4 + 255) / 256 * 256
         var addresses = [UInt64](repeating: 0, count: layers * n * 2)
@@ -318,6 +441,8 @@ public final class GPUModel: @unchecked Sendable {
         }
         let blobBytes = addressOffset + addresses.count * 8
         precondition(blobBytes <= workspace.metaBytes, "step metadata exceeds its workspace")
+        stagingRound += 1
+        let metaStaging = metaStagings[stagingRound % 2]
         let blob = try metaStaging.begin(bytes: blobBytes)
         ints.withUnsafeBytes { blob.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         addresses.withUnsafeBytes { (blob + addressOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -326,6 +451,8 @@ public final class GPUModel: @unchecked Sendable {
         let rowAddresses = meta + UInt64(addressOffset)
         try metaStaging.upload(offset: 0, count: blobBytes, to: meta, stream: stream)
         try metaStaging.end(stream: stream)
+        try kernels.feedTokens(tokens: tokens, pairs: meta + UInt64(feedOffset), count: feeds.count, picks: sampler.resultsAddress,
+                               strideBytes: DeviceDraw.outBytes, stream: stream)
 
         // Attention plans for every layer, uploaded before any kernel runs.
         // Rows of one new token go through decode attention, the others through prefill attention,
@@ -350,9 +477,15 @@ public final class GPUModel: @unchecked Sendable {
                 while descriptors.count % 256 != 0 { descriptors.append(0) }
             }
             if (prefillWorkspace?.bytes ?? 0) < max(descriptors.count, 16) {
+                // The old buffer may be read by a step still in flight: replacing it waits for the stream.
+                try stream.synchronize()
                 prefillWorkspace = try DeviceBuffer(context: context, bytes: max(descriptors.count * 3 / 2, 4096))
             }
-            try descriptors.withUnsafeBytes { try context.copyHostToDeviceAsync(destination: prefillWorkspace!.address, source: $0, stream: stream) }
+            let staging = prefillStagings[stagingRound % 2]
+            let host = try staging.begin(bytes: max(descriptors.count, 1))
+            descriptors.withUnsafeBytes { if let base = $0.baseAddress { host.copyMemory(from: base, byteCount: $0.count) } }
+            try staging.upload(offset: 0, count: descriptors.count, to: prefillWorkspace!.address, stream: stream)
+            try staging.end(stream: stream)
         }
 
         // The kernels.
@@ -492,14 +625,10 @@ public final class GPUModel: @unchecked Sendable {
         }
         }
         let clock2 = DispatchTime.now().uptimeNanoseconds
-        try stream.synchronize()
-        let clock3 = DispatchTime.now().uptimeNanoseconds
-        var timing = StepTiming(planMs: Double(clock1 - clock0) / 1e6, launchMs: Double(clock2 - clock1) / 1e6,
-                                waitMs: Double(clock3 - clock2) / 1e6)
-        for entry in recorded {
-            timing.gpuMsByOperation[entry.name, default: 0] += Double(try CUDAEvent.elapsedMilliseconds(from: entry.start, to: entry.end))
-        }
-        lastStep = timing
+        lastStep = StepTiming(planMs: Double(clock1 - clock0) / 1e6, launchMs: Double(clock2 - clock1) / 1e6, waitMs: 0)
+        stepTotals.steps += 1
+        stepTotals.planMs += lastStep.planMs
+        stepTotals.launchMs += lastStep.launchMs
         return (counts, logitRows)
     }
 
@@ -520,8 +649,14 @@ public final class GPUModel: @unchecked Sendable {
         if let cached = matmuls[key] {
             product = cached
         } else {
-            product = try CuBLASLtMatmul(context: context, m: out, n: tokens, k: k, floatOutput: float)
+            let clock = DispatchTime.now().uptimeNanoseconds
+            if blasHandle == nil { blasHandle = try CuBLASLt.shared().makeHandle(context: context) }
+            // Each prompt chunk length is a new shape: keep the set bounded.
+            if matmuls.count >= 4096 { matmuls.removeAll(keepingCapacity: true) }
+            product = try CuBLASLtMatmul(context: context, m: out, n: tokens, k: k, floatOutput: float, handle: blasHandle)
             matmuls[key] = product
+            stepTotals.matmulShapes += 1
+            stepTotals.matmulSetupMs += Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
         }
         try product.run(a: weight, b: input, d: output, workspace: workspace.blas, workspaceBytes: workspace.blasBytes, stream: stream,
                         accumulate: accumulate)

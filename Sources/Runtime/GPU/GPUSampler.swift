@@ -18,7 +18,22 @@ public final class GPUSampler: @unchecked Sendable {
     private let rowsBuffer: DeviceBuffer
     private let outBuffer: DeviceBuffer
     private var penaltyBuffer: DeviceBuffer
-    private let staging: UploadStaging
+    /// Two of each, used by alternate steps, so queueing step N+1's draws never waits for step
+    /// N's copies (which run at N's end) and N's results stay readable while N+1's land.
+    private let stagings: [UploadStaging]
+    private let results: [DownloadBuffer]
+    private var round = 0
+
+    /// A queued sampling round: its results arrive with ``collect(_:)``.
+    public struct Pending: Sendable {
+        let slot: Int
+        let rows: Int
+        let wantsLogprobs: [Bool]
+    }
+
+    /// Where the kernel writes row r's result record (``DeviceDraw/outBytes`` a row; the picked
+    /// id is its first int32). A later step's tokens may be read from here on the device.
+    public var resultsAddress: UInt64 { outBuffer.address }
 
     public init(compiler: KernelCompiler, maxRows: Int) throws {
         precondition(maxRows > 0, "a sampler needs room for at least one row")
@@ -30,7 +45,9 @@ public final class GPUSampler: @unchecked Sendable {
         rowsBuffer = try DeviceBuffer(context: context, bytes: maxRows * DeviceDraw.rowBytes)
         outBuffer = try DeviceBuffer(context: context, bytes: maxRows * DeviceDraw.outBytes)
         penaltyBuffer = try DeviceBuffer(context: context, bytes: 64 << 10)
-        staging = try UploadStaging(context: context)
+        let cudaContext = context
+        stagings = try (0..<2).map { _ in try UploadStaging(context: cudaContext) }
+        results = try (0..<2).map { _ in try DownloadBuffer(context: cudaContext, bytes: maxRows * DeviceDraw.outBytes) }
     }
 
     /// Device memory the sampler holds.
@@ -39,14 +56,26 @@ public final class GPUSampler: @unchecked Sendable {
     /// Samples row r of `logits` ([rows][stride] fp32, ids below `limit`) with `draws[r]`, on
     /// `stream`, and waits for the results. The context must be current.
     public func sample(logits: UInt64, stride: Int, limit: Int, draws: [DeviceDraw], stream: CUDAStream) throws -> [SampledToken] {
-        guard !draws.isEmpty else { return [] }
+        try collect(queue(logits: logits, stride: stride, limit: limit, draws: draws, stream: stream))
+    }
+
+    /// Queues the draws and the copy of their results to the host; returns at once. At most two
+    /// rounds may be pending: collect a round before queueing the one after the next.
+    public func queue(logits: UInt64, stride: Int, limit: Int, draws: [DeviceDraw], stream: CUDAStream) throws -> Pending {
         precondition(draws.count <= maxRows, "\(draws.count) rows exceed the sampler's \(maxRows)")
         precondition(limit > 0 && limit <= stride, "the vocabulary limit must be within the row")
+        let slot = round % 2
+        round += 1
+        let pending = Pending(slot: slot, rows: draws.count, wantsLogprobs: draws.map { $0.parameters.logprobs != nil })
+        guard !draws.isEmpty else { return pending }
         let (rows, pairs) = DeviceDraw.pack(draws)
         let pairBytes = pairs.count * 4
         if pairBytes > penaltyBuffer.bytes {
+            // The old buffer may still be read by a queued round: replacing it waits for the stream.
+            try stream.synchronize()
             penaltyBuffer = try DeviceBuffer(context: context, bytes: pairBytes * 3 / 2)
         }
+        let staging = stagings[slot]
         let host = try staging.begin(bytes: rows.count + pairBytes)
         rows.withUnsafeBytes { host.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         pairs.withUnsafeBytes { if let base = $0.baseAddress { (host + rows.count).copyMemory(from: base, byteCount: $0.count) } }
@@ -56,10 +85,16 @@ public final class GPUSampler: @unchecked Sendable {
         try kernel.launch(grid: (draws.count, 1, 1), block: (1024, 1, 1), stream: stream,
                           arguments: [.pointer(logits), .int32(Int32(stride)), .int32(Int32(limit)), .pointer(rowsBuffer.address),
                                       .pointer(penaltyBuffer.address), .pointer(outBuffer.address)])
-        try stream.synchronize()
-        let raw: [UInt8] = try context.copyDeviceToHost(source: outBuffer.address, count: draws.count * DeviceDraw.outBytes)
-        return raw.withUnsafeBytes { buffer in
-            draws.indices.map { DeviceDraw.unpack(buffer, row: $0, wantsLogprobs: draws[$0].parameters.logprobs != nil) }
-        }
+        try results[slot].download(from: outBuffer.address, bytes: draws.count * DeviceDraw.outBytes, stream: stream)
+        return pending
+    }
+
+    /// Waits for a queued round's results and reads them.
+    public func collect(_ pending: Pending) throws -> [SampledToken] {
+        guard pending.rows > 0 else { return [] }
+        let buffer = results[pending.slot]
+        try buffer.wait()
+        let raw = UnsafeRawBufferPointer(start: buffer.pointer, count: pending.rows * DeviceDraw.outBytes)
+        return (0..<pending.rows).map { DeviceDraw.unpack(raw, row: $0, wantsLogprobs: pending.wantsLogprobs[$0]) }
     }
 }

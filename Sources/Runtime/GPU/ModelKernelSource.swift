@@ -44,6 +44,14 @@ extern "C" __global__ void vt_embed(const bf16* __restrict__ table, const int* _
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = bf2f(src[i]);
 }
 
+// Rows whose token is a pick of the step before (queued before that step's picks reached the
+// host): tokens[pairs[2i]] = picks[pairs[2i + 1] * stride], stride in ints (the sampler's records).
+extern "C" __global__ void vt_feed_tokens(int* __restrict__ tokens, const int* __restrict__ pairs,
+                                          const int* __restrict__ picks, int stride, int count) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < count) tokens[pairs[2 * i]] = picks[(size_t)pairs[2 * i + 1] * stride];
+}
+
 // out[i][:] = bf16(x[r][:] * rsqrt(mean(x[r]^2) + eps) * w), r = rows ? rows[i] : i.
 // One block per output row; the row is read twice (sum of squares, then scale) from L1/L2.
 extern "C" __global__ void vt_rmsnorm(const float* __restrict__ x, const float* __restrict__ w,

@@ -14,7 +14,7 @@ struct ModelKernels: @unchecked Sendable {
     }
 
     let module: KernelModule
-    let embedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel, embedSumsKernel: KernelFunction
+    let embedKernel, feedKernel, rmsNormKernel, ropeKernel, siluKernel, biasKernel, argmaxKernel, fillKernel, gemvKernel, embedSumsKernel: KernelFunction
     let decodeKernels: [DecodeMatmul: KernelFunction]
     let layerBlockKernel, zeroKernel, skinnyKernel: KernelFunction
     /// Blocks of 128 threads of the persistent layer kernel one SM holds (queried once; nil without the query).
@@ -38,6 +38,7 @@ struct ModelKernels: @unchecked Sendable {
         let p = Self.program(gemvUnroll: gemvUnroll, earlyWeights: earlyWeights, weightL2Hint: weightL2Hint)
         module = try compiler.module(source: p.source, name: p.name, options: p.options)
         embedKernel = try module.function(named: "vt_embed")
+        feedKernel = try module.function(named: "vt_feed_tokens")
         rmsNormKernel = try module.function(named: "vt_rmsnorm")
         ropeKernel = try module.function(named: "vt_rope_split")
         siluKernel = try module.function(named: "vt_silu_mul")
@@ -192,6 +193,15 @@ struct ModelKernels: @unchecked Sendable {
     func embed(table: UInt64, tokens: UInt64, x: UInt64, rows: Int, hidden: Int, stream: CUDAStream) throws {
         try embedKernel.launch(grid: (rows, 1, 1), block: (256, 1, 1), stream: stream,
                                arguments: [.pointer(table), .pointer(tokens), .pointer(x), .int32(Int32(hidden))])
+    }
+
+    /// tokens[dst] = the id in the `src`-th record of `picks` (`strideBytes` apart), for each of
+    /// the `count` (dst, src) int32 pairs at `pairs`.
+    func feedTokens(tokens: UInt64, pairs: UInt64, count: Int, picks: UInt64, strideBytes: Int, stream: CUDAStream) throws {
+        guard count > 0 else { return }
+        precondition(strideBytes % 4 == 0, "records must be int32-aligned")
+        try feedKernel.launch(grid: ((count + 127) / 128, 1, 1), block: (128, 1, 1), stream: stream,
+                              arguments: [.pointer(tokens), .pointer(pairs), .pointer(picks), .int32(Int32(strideBytes / 4)), .int32(Int32(count))])
     }
 
     func rmsNorm(x: UInt64, weight: UInt64, out: UInt64, rows: Int, rowIndex: UInt64?, hidden: Int, eps: Float, stream: CUDAStream) throws {

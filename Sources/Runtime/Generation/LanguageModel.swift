@@ -27,11 +27,47 @@ public protocol LanguageModel: AnyObject {
     var computesAsynchronously: Bool { get }
     /// Runs a step and picks each input's next token with its draw (one per input, in order).
     func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken]
+    /// Whether `queueStep` returns before the step has run (the GPU), so the caller can plan the
+    /// next step meanwhile and feed it this step's picks without them visiting the host.
+    var queuesSteps: Bool { get }
+    /// Queues a step with its draws (as `forwardAndSample`); its picks come from `collect`. The
+    /// inputs named in `feeds` have one token each, a placeholder for a pick of the step queued
+    /// just before, which the model substitutes where that pick is (on the device).
+    func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep
+    /// Waits for a queued step; returns one pick per input. Steps are collected in queue order.
+    func collect(_ step: QueuedStep) throws -> [SampledToken]
+}
+
+/// An input whose one token is the pick, for input `previousInput`, of the step queued just before.
+public struct StepFeed: Sendable, Equatable {
+    public var input: Int
+    public var previousInput: Int
+    public init(input: Int, previousInput: Int) {
+        self.input = input
+        self.previousInput = previousInput
+    }
+}
+
+/// A step queued with `LanguageModel.queueStep`, to be collected.
+public struct QueuedStep: Sendable, Equatable {
+    public let serial: Int
+    public let rows: Int
+    public init(serial: Int, rows: Int) {
+        self.serial = serial
+        self.rows = rows
+    }
 }
 
 extension LanguageModel {
     public var samplesOnDevice: Bool { false }
     public var computesAsynchronously: Bool { false }
+    public var queuesSteps: Bool { false }
+    public func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
+        throw RuntimeError.unsupported("this model runs its steps synchronously: use forwardAndSample")
+    }
+    public func collect(_ step: QueuedStep) throws -> [SampledToken] {
+        throw RuntimeError.unsupported("this model runs its steps synchronously: use forwardAndSample")
+    }
     public var maxStepTokens: Int { Int.max }
     public var maxStepRows: Int { Int.max }
     public func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
@@ -68,4 +104,5 @@ extension GPUModel: LanguageModel {
     public var maxStepRows: Int { maxLogitRows }
     public var samplesOnDevice: Bool { true }
     public var computesAsynchronously: Bool { true }
+    public var queuesSteps: Bool { true }
 }

@@ -73,7 +73,7 @@ extension Sampler {
         let u = parameters.isGreedy ? 0 : DeviceDraw.floatUnit(nextUnit())
         let p = parameters
         var pairs: [SIMD2<Int32>] = []
-        if p.repetitionPenalty != 1 || p.presencePenalty != 0 || p.frequencyPenalty != 0 {
+        if p.hasPenalties {
             pairs.reserveCapacity(seenIds.count)
             for id in seenIds.sorted() { pairs.append(SIMD2(Int32(clamping: id), Int32(clamping: generatedCount(of: id)))) }
         }

@@ -76,6 +76,8 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
 
     /// True when the sampler takes the most likely id instead of drawing.
     public var isGreedy: Bool { temperature < Self.greedyTemperature }
+    /// Whether a draw depends on the tokens generated so far (a repetition, presence or frequency penalty).
+    public var hasPenalties: Bool { repetitionPenalty != 1 || presencePenalty != 0 || frequencyPenalty != 0 }
 
     /// The ids that end generation: `stopTokenIds`, plus `eosTokenIds` unless `ignoreEOS`.
     public func stopTokens(eosTokenIds: [Int]) -> Set<Int> {
