@@ -18,6 +18,7 @@ struct BenchEngineCommand: ParsableCommand {
     @Option(help: "Prompt tokens of each request.") var promptTokens = 500
     @Option(help: "Decode steps timed after the prompts.") var steps = 100
     @Option(help: "Write the results as JSON here.") var jsonOut: String?
+    @Option(help: "Plan each step before the previous one's picks are in (on, the GPU's way) or after (off).") var pipelineSteps: OnOff = .on
 
     /// Takes each row's tokens into the cache (as a model would) and returns a fixed token.
     final class NullModel: LanguageModel {
@@ -62,7 +63,7 @@ struct BenchEngineCommand: ParsableCommand {
             let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
             let model = NullModel(config: config, cache: cache)
             let engine = try Engine(model: model, cache: cache, tokenizer: nil, eosTokenIds: [],
-                                    options: EngineOptions(maxNumSeqs: n, maxNumBatchedTokens: max(8192, n)))
+                                    options: EngineOptions(maxNumSeqs: n, maxNumBatchedTokens: max(8192, n), pipelineSteps: pipelineSteps == .on))
             let addStart = monotonicNanos()
             for i in 0..<n {
                 try engine.add(GenerationRequest(prompt: (0..<promptTokens).map { 1000 + ($0 &* 31 &+ i) % 100_000 },
