@@ -1,0 +1,112 @@
+import Testing
+@testable import VTensor
+
+/// The paged baseline's bookkeeping: random adds, growths, length updates and frees against a
+/// plain model of what each request should hold; after every operation the audit is clean
+/// (every page owned once or free, every slot held once) and the counts are exact.
+@Suite struct PagedKVCacheTests {
+    static let shape = KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .bf16)
+
+    @Test func pagesFollowTheTokens() throws {
+        let cache = try PagedKVCache(shape: Self.shape, pageTokens: 16, pageCount: 10, maxTokensPerRequest: 100, maxRequests: 4)
+        try cache.addRequest(7)
+        try cache.reserve([(7, 17)])
+        #expect(try cache.blockTable(of: 7).pages.count == 2)
+        try cache.setLengths([(7, 17)])
+        #expect(throws: VTensorError.self) { try cache.setLengths([(7, 33)]) }
+        #expect(try cache.length(of: 7) == 17)
+        try cache.reserve([(7, 10)])  // never shrinks
+        #expect(try cache.blockTable(of: 7).pages.count == 2)
+        #expect(cache.poolBytes == 2 * 2 * 10 * 16 * 2 * 8 * 2)
+        #expect(cache.audit().isEmpty)
+    }
+
+    @Test func badRequestsChangeNothing() throws {
+        let cache = try PagedKVCache(shape: Self.shape, pageTokens: 16, pageCount: 4, maxTokensPerRequest: 64, maxRequests: 2)
+        try cache.addRequest(1)
+        try cache.addRequest(2)
+        #expect(throws: VTensorError.duplicateRequest(1)) { try cache.addRequest(1) }
+        #expect(throws: VTensorError.self) { try cache.addRequest(3) }  // no slot left
+        try cache.reserve([(1, 32)])
+        // 3 more pages for request 2 but 2 free: all or nothing.
+        #expect(throws: VTensorError.self) { try cache.reserve([(2, 16), (1, 64)]) }
+        #expect(try cache.blockTable(of: 2).pages.isEmpty)
+        #expect(try cache.blockTable(of: 1).pages.count == 2)
+        #expect(throws: VTensorError.self) { try cache.reserve([(1, 65)]) }  // past the longest request
+        #expect(throws: VTensorError.unknownRequest(9)) { try cache.reserve([(9, 1)]) }
+        #expect(throws: VTensorError.unknownRequest(9)) { try cache.free(9) }
+        #expect(cache.accounting.usedPages == 2)
+        #expect(cache.audit().isEmpty)
+        #expect(throws: VTensorError.self) { try PagedKVCache(shape: Self.shape, pageCount: 0, maxTokensPerRequest: 1, maxRequests: 1) }
+    }
+
+    @Test func changedTablesAreReportedOnce() throws {
+        let cache = try PagedKVCache(shape: Self.shape, pageTokens: 4, pageCount: 8, maxTokensPerRequest: 32, maxRequests: 3)
+        try cache.addRequest(1)
+        try cache.addRequest(2)
+        _ = cache.takeChangedTables()
+        try cache.reserve([(2, 5)])
+        let changed = cache.takeChangedTables()
+        #expect(changed.count == 1)
+        #expect(changed.first?.slot == (try cache.blockTable(of: 2).slot))
+        #expect(changed.first?.pages == (try cache.blockTable(of: 2).pages))
+        #expect(cache.takeChangedTables().isEmpty)
+        try cache.reserve([(2, 8)])  // still 2 pages: no change
+        #expect(cache.takeChangedTables().isEmpty)
+    }
+
+    @Test(arguments: 0..<12)
+    func randomOperationsKeepEveryPageOwnedOnce(seed: Int) throws {
+        var random = SplitMix64(seed: UInt64(seed) &+ 99)
+        let pageTokens = [1, 4, 16][seed % 3]
+        let pageCount = Int.random(in: 4...64, using: &random)
+        let maxTokens = Int.random(in: 8...200, using: &random)
+        let maxRequests = Int.random(in: 1...8, using: &random)
+        let cache = try PagedKVCache(shape: Self.shape, pageTokens: pageTokens, pageCount: pageCount, maxTokensPerRequest: maxTokens,
+                                     maxRequests: maxRequests)
+        var held: [Int: (pages: Int, length: Int)] = [:]
+        var nextID = 0
+        for _ in 0..<600 {
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0...2:
+                if held.count < maxRequests {
+                    try cache.addRequest(nextID)
+                    held[nextID] = (0, 0)
+                } else {
+                    #expect(throws: VTensorError.self) { try cache.addRequest(nextID) }
+                }
+                nextID += 1
+            case 3...6:
+                guard !held.isEmpty else { continue }
+                let ids = Array(held.keys).shuffled(using: &random).prefix(Int.random(in: 1...3, using: &random))
+                let targets = ids.map { ($0, Int.random(in: 0...maxTokens, using: &random)) }
+                let need = targets.reduce(0) { $0 + max(0, cache.pages(forTokens: $1.1) - held[$1.0]!.pages) }
+                let free = pageCount - held.values.reduce(0) { $0 + $1.pages }
+                if need <= free {
+                    try cache.reserve(targets.map { (id: $0.0, tokens: $0.1) })
+                    for (id, tokens) in targets { held[id]!.pages = max(held[id]!.pages, cache.pages(forTokens: tokens)) }
+                    for (id, _) in targets {
+                        let length = Int.random(in: 0...(held[id]!.pages * pageTokens), using: &random)
+                        try cache.setLengths([(id, min(length, maxTokens))])
+                        held[id]!.length = min(length, maxTokens)
+                    }
+                } else {
+                    #expect(throws: VTensorError.self) { try cache.reserve(targets.map { (id: $0.0, tokens: $0.1) }) }
+                }
+            default:
+                guard let id = held.keys.randomElement(using: &random) else { continue }
+                try cache.free(id)
+                held[id] = nil
+            }
+            #expect(cache.audit().isEmpty, "\(cache.audit())")
+            let accounting = cache.accounting
+            #expect(accounting.usedPages == held.values.reduce(0) { $0 + $1.pages })
+            #expect(accounting.tokens == held.values.reduce(0) { $0 + $1.length })
+            #expect(accounting.requests == held.count)
+            for (id, entry) in held { #expect(try cache.blockTable(of: id).pages.count == entry.pages) }
+        }
+        for id in held.keys { try cache.free(id) }
+        #expect(cache.accounting.usedPages == 0)
+        #expect(cache.audit().isEmpty)
+    }
+}
