@@ -16,6 +16,8 @@ public struct EngineFlags: ParsableArguments {
     public var threads: Int?
     @Option(help: "The cap on KV-cache memory in MiB (default: 90% of free GPU memory after weights; 2048 on the CPU).")
     public var kvBudgetMib: Int?
+    @Option(help: "GPU: the KV cache in virtual tensors held while used (vtensor), or vLLM's design: 16-token pages with block tables, the budget reserved up front (paged).")
+    public var kv: KVMode = .vtensor
     @Option(help: "GPU: plan and queue each step while the one before runs, its picks fed on the device (on), or one step at a time (off).")
     public var pipelineSteps: OnOff = .on
 
@@ -35,6 +37,7 @@ public struct EngineFlags: ParsableArguments {
         if let maxModelLen { options.maxTokensPerSequence = maxModelLen }
         if let maxNumSeqs { options.maxStepRows = maxNumSeqs }
         if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
+        options.kvMode = kv
         return options
     }
 
@@ -51,3 +54,5 @@ public struct EngineFlags: ParsableArguments {
 
 /// A switch flag's value: `--flag on` or `--flag off`.
 public enum OnOff: String, ExpressibleByArgument, CaseIterable, Sendable { case on, off }
+
+extension KVMode: ExpressibleByArgument {}

@@ -14,7 +14,8 @@ import VTensor
 /// under it.
 public final class Engine: @unchecked Sendable {
     public let model: any LanguageModel
-    public let cache: KVCache
+    /// The KV cache the model reads (`model.kvStorage`): the engine adds, grows and frees requests in it.
+    public let storage: KVStorage
     public let options: EngineOptions
     public let tokenizer: Tokenizer?
     public let eosTokenIds: [Int]
@@ -52,17 +53,15 @@ public final class Engine: @unchecked Sendable {
     private let shared: Mutex<Shared>
 
     /// - Parameters:
-    ///   - cache: the KV cache `model` reads (`model.kvCache`), with no requests in it yet.
     ///   - tokenizer: for text output and stop strings; nil produces token ids only.
     ///   - eosTokenIds: ids that end a request unless it asks to ignore them.
     ///   - mapperThreadSetup: runs first on the mapper thread (for CUDA: make the context current).
-    public init(model: any LanguageModel, cache: KVCache, tokenizer: Tokenizer?, eosTokenIds: [Int], options: EngineOptions = EngineOptions(),
+    /// The model's KV cache (`model.kvStorage`) must hold no requests yet.
+    public init(model: any LanguageModel, tokenizer: Tokenizer?, eosTokenIds: [Int], options: EngineOptions = EngineOptions(),
                 mapperThreadSetup: (@Sendable () throws -> Void)? = nil) throws {
         try options.validate()
-        guard model.kvCache === cache else {
-            throw EngineError.invalidOptions("the model reads another KV cache than the one given to the engine")
-        }
-        guard cache.requestIDs.isEmpty else { throw EngineError.invalidOptions("the KV cache already holds requests") }
+        let storage = model.kvStorage
+        guard storage.requestIDs.isEmpty else { throw EngineError.invalidOptions("the KV cache already holds requests") }
         guard options.maxNumBatchedTokens <= model.maxStepTokens else {
             throw EngineError.invalidOptions("--max-num-batched-tokens \(options.maxNumBatchedTokens) is more than the model's workspace takes in one step (\(model.maxStepTokens))")
         }
@@ -70,24 +69,30 @@ public final class Engine: @unchecked Sendable {
             throw EngineError.invalidOptions("--max-num-seqs \(options.maxNumSeqs) is more than the model returns rows for in one step (\(model.maxStepRows))")
         }
         self.model = model
-        self.cache = cache
+        self.storage = storage
         self.options = options
         self.tokenizer = tokenizer
         var seen = Set<Int>()
         self.eosTokenIds = eosTokenIds.filter { $0 >= 0 && seen.insert($0).inserted }
         vocabularyLimit = min(model.config.vocabSize, tokenizer?.vocabularySize ?? model.config.vocabSize)
-        let memory = cache.memory.accounting
-        // Chunks already in use (the padding view) are not the requests' to take.
-        ledger = KVLedger(layout: cache.layout, guardTokens: cache.guardTokens, capacityChunks: memory.budgetChunks - memory.inUse)
-        let limit = min(options.maxModelLen ?? Int.max, model.config.maxPositionEmbeddings, cache.maxTokensPerRequest)
+        switch storage {
+        case .virtual(let cache):
+            let memory = cache.memory.accounting
+            // Chunks already in use (the padding view) are not the requests' to take.
+            ledger = KVLedger(units: .chunks(cache.layout, guardTokens: cache.guardTokens), capacityChunks: memory.budgetChunks - memory.inUse)
+        case .paged(let cache):
+            ledger = KVLedger(units: .pages(cache), capacityChunks: cache.pageCount)
+        }
+        let limit = min(options.maxModelLen ?? Int.max, model.config.maxPositionEmbeddings, storage.maxTokensPerRequest)
         guard ledger.maxTokensAlone >= 2 else {
-            throw EngineError.budgetTooSmall("\(ledger.capacityChunks) chunks of \(cache.layout.chunkSize >> 20) MiB hold \(ledger.maxTokensAlone) tokens of one request (\(cache.layout.bytesPerToken) bytes a token); a request needs at least 2")
+            let unit = ledger.units.bytes >= 1 << 20 ? "\(ledger.units.bytes >> 20) MiB" : "\(ledger.units.bytes >> 10) KiB"
+            throw EngineError.budgetTooSmall("\(ledger.capacityChunks) \(storage.pagedCache != nil ? "pages" : "chunks") of \(unit) hold \(ledger.maxTokensAlone) tokens of one request; a request needs at least 2")
         }
         maxSequenceLength = min(limit, ledger.maxTokensAlone)
         scheduler = Scheduler(maxNumSeqs: options.maxNumSeqs, maxNumBatchedTokens: options.maxNumBatchedTokens)
         shared = Mutex(Shared(snapshot: EngineSnapshot(waiting: 0, running: 0, committedChunks: 0, capacityChunks: ledger.capacityChunks,
-                                                       chunkSize: cache.layout.chunkSize)))
-        mapper = options.asyncMapping ? AsyncMapper(memory: cache.memory, threadSetup: mapperThreadSetup) : nil
+                                                       chunkSize: ledger.units.bytes)))
+        mapper = options.asyncMapping ? storage.virtualCache.map { AsyncMapper(memory: $0.memory, threadSetup: mapperThreadSetup) } : nil
         pipelined = options.pipelineSteps && model.samplesOnDevice
     }
 
@@ -184,7 +189,7 @@ public final class Engine: @unchecked Sendable {
         var queued: InFlightStep?
         if scheduler.isIdle {
             lastPlan = SchedulerOutput()
-            if inFlight == nil { _ = try? cache.memory.reclaim(limit: 64) }
+            if inFlight == nil { _ = try? storage.virtualCache?.memory.reclaim(limit: 64) }
         } else {
             let plan = scheduler.schedule(ledger: &ledger)
             lastPlan = plan
@@ -205,7 +210,7 @@ public final class Engine: @unchecked Sendable {
         }
         let snapshot = EngineSnapshot(waiting: scheduler.waiting.count, running: scheduler.seatsTaken,
                                       committedChunks: ledger.committedChunks, capacityChunks: ledger.capacityChunks,
-                                      chunkSize: cache.layout.chunkSize)
+                                      chunkSize: ledger.units.bytes)
         let elapsed = monotonicNanos() - start
         stats.hostSeconds = Double(elapsed - modelNanos) / 1e9
         stats.modelSeconds = Double(modelNanos) / 1e9
@@ -252,7 +257,7 @@ public final class Engine: @unchecked Sendable {
         // already queued: the free's fence covers it).
         for id in plan.preempted + plan.released {
             let sequence = sequences[id]!
-            if sequence.hasKV { try? cache.free(id) }
+            if sequence.hasKV { try? storage.free(id) }
             sequence.hasKV = false
         }
         stats.preemptions += plan.preempted.count
@@ -262,7 +267,7 @@ public final class Engine: @unchecked Sendable {
             let sequence = sequences[id]!
             if sequence.preemptions > 0 { stats.resumptions += 1 } else { stats.admitted += 1 }
             do {
-                if !sequence.hasKV { try cache.addRequest(id) } else { stats.prefetchesUsed += 1 }
+                if !sequence.hasKV { try storage.addRequest(id) } else { stats.prefetchesUsed += 1 }
                 sequence.hasKV = true
             } catch {
                 failedRows.append((sequence, "KV cache: \(error)"))
@@ -388,6 +393,11 @@ public final class Engine: @unchecked Sendable {
     /// requests it will likely admit), so the mapper works while the model computes.
     private func mapMemory(for rows: [ScheduledRow], stats: inout EngineStatistics) throws {
         let targets = rows.map { (id: $0.id, tokens: $0.start + $0.count) }
+        guard let cache = storage.virtualCache else {
+            // Paged: pages come off a free list on this thread; there is nothing to map ahead.
+            try storage.reserveNow(targets)
+            return
+        }
         let job = try cache.prepareGrowth(targets)
         guard let mapper else {
             try cache.memory.grow(job)
@@ -456,7 +466,7 @@ public final class Engine: @unchecked Sendable {
             if sequence.prefetched { continue }
             guard ledger.canGrow(sequence.id, to: count) else { break }
             if !sequence.hasKV {
-                do { try cache.addRequest(sequence.id) } catch { break }
+                do { try storage.addRequest(sequence.id) } catch { break }
                 sequence.hasKV = true
             }
             ledger.grow(sequence.id, to: count)
@@ -470,7 +480,7 @@ public final class Engine: @unchecked Sendable {
     /// Takes a request out for good: out of the queues, its KV back to the pool.
     private func end(_ sequence: EngineSequence, status: RequestStatus, stats: inout EngineStatistics) {
         _ = scheduler.remove(sequence.id)
-        if sequence.hasKV { try? cache.free(sequence.id) }
+        if sequence.hasKV { try? storage.free(sequence.id) }
         sequence.hasKV = false
         ledger.release(sequence.id)
         sequence.status = status

@@ -38,7 +38,7 @@ public final class Generator {
     public init(model: any LanguageModel, tokenizer: Tokenizer, extraEOSTokenIds: [Int] = [], options: EngineOptions? = nil) throws {
         self.tokenizer = tokenizer
         let eos = tokenizer.eosTokenIds + model.config.eosTokenIds + extraEOSTokenIds
-        engine = try Engine(model: model, cache: model.kvCache, tokenizer: tokenizer, eosTokenIds: eos,
+        engine = try Engine(model: model, tokenizer: tokenizer, eosTokenIds: eos,
                             options: options ?? EngineOptions(fittedTo: model))
     }
 

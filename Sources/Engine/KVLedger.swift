@@ -8,30 +8,46 @@ import VTensor
 /// physical unmap waits for in-flight work, and a mapping that needs them waits for that fence
 /// (`VirtualMemory` completes retirements before it declares the budget exhausted).
 struct KVLedger {
-    let layout: KVLayout
-    let guardTokens: Int
-    /// Chunks the budget leaves for requests (the padding view and the like excluded).
+    /// What a request's tokens take: virtual tensors count chunks of every range a request maps
+    /// (guard tokens included); the paged baseline counts 16-token pages.
+    struct Units: Equatable {
+        var tokensPerUnit: Int
+        /// Units a request holds per `tokensPerUnit` tokens (its ranges).
+        var perRequest: Int
+        var guardTokens: Int
+        /// Bytes of one unit, for reports.
+        var bytes: Int
+
+        static func chunks(_ layout: KVLayout, guardTokens: Int) -> Units {
+            Units(tokensPerUnit: layout.tokensPerChunk, perRequest: layout.rangesPerRequest, guardTokens: guardTokens, bytes: layout.chunkSize)
+        }
+        static func pages(_ cache: PagedKVCache) -> Units {
+            Units(tokensPerUnit: cache.pageTokens, perRequest: 1, guardTokens: 0, bytes: cache.poolBytes / cache.pageCount)
+        }
+    }
+
+    let units: Units
+    /// Units the budget leaves for requests (the padding view and the like excluded).
     let capacityChunks: Int
     private(set) var committedChunks = 0
     private(set) var peakCommittedChunks = 0
     /// Per request: the tokens its mappings cover (or will, once the mapper is done).
     private(set) var reservedTokens: [RequestID: Int] = [:]
 
-    init(layout: KVLayout, guardTokens: Int, capacityChunks: Int) {
-        self.layout = layout
-        self.guardTokens = guardTokens
+    init(units: Units, capacityChunks: Int) {
+        self.units = units
         self.capacityChunks = capacityChunks
     }
 
-    /// Chunks a request of `tokens` tokens holds (every range, guard included).
+    /// Units a request of `tokens` tokens holds (every range, guard included).
     func chunks(forTokens tokens: Int) -> Int {
-        layout.rangesPerRequest * layout.chunks(forTokens: tokens + guardTokens)
+        units.perRequest * ((tokens + units.guardTokens + units.tokensPerUnit - 1) / units.tokensPerUnit)
     }
 
     /// The longest request the budget can hold when it runs alone.
     var maxTokensAlone: Int {
-        let perRange = capacityChunks / layout.rangesPerRequest
-        return max(0, perRange * layout.tokensPerChunk - guardTokens)
+        let perRange = capacityChunks / units.perRequest
+        return max(0, perRange * units.tokensPerUnit - units.guardTokens)
     }
 
     var freeChunks: Int { capacityChunks - committedChunks }

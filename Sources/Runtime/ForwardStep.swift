@@ -22,7 +22,7 @@ enum ForwardStep {
     ///
     /// The model never grows memory: whoever owns the cache maps first (the engine through its
     /// mapper, ahead of the step; tools and tests with `LanguageModel.reserve`).
-    static func begin(_ inputs: [ForwardInput], cache: KVCache, vocabularySize: Int) throws -> [Int] {
+    static func begin(_ inputs: [ForwardInput], cache: KVStorage, vocabularySize: Int) throws -> [Int] {
         guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence appears twice in one batch") }
         var starts: [Int] = []
         for input in inputs {

@@ -28,6 +28,8 @@ public struct ModelRuntimeOptions: Sendable {
     public var nativeCPUWeights = true
     /// GPU: the kernel choices fixed at construction.
     public var gpu = GPUModel.Options()
+    /// GPU: virtual tensors (held while used) or the paged baseline (the budget reserved up front).
+    public var kvMode = KVMode.vtensor
 
     public init() {}
 }
@@ -85,11 +87,13 @@ public struct ModelRuntime: @unchecked Sendable {
             let gpu = try GPUModel(config: config, weights: format == .dummy ? nil : loaded?.weights, device: options.device,
                                    kvBudget: options.kvBudget ?? .fractionOfFree(0.9), maxBatchTokens: options.maxStepTokens,
                                    maxLogitRows: options.maxStepRows, maxTokensPerSequence: options.maxTokensPerSequence,
-                                   options: options.gpu)
+                                   options: options.gpu, kvMode: options.kvMode)
             let context = gpu.context
-            return ModelRuntime(model: gpu, backend: .cuda, loaded: loaded, description: "cuda, \(gpu.name), bf16",
+            return ModelRuntime(model: gpu, backend: .cuda, loaded: loaded,
+                                description: "cuda, \(gpu.name), bf16" + (options.kvMode == .paged ? ", paged KV" : ""),
                                 mapperThreadSetup: { try context.makeCurrent() })
         case .cpu:
+            guard options.kvMode == .vtensor else { throw RuntimeError.unsupported("the paged KV cache (--kv paged) runs on the GPU only") }
             let loaded = try LoadedModel.open(path, format: format)
             let threads = options.threads ?? ProcessInfo.processInfo.activeProcessorCount
             let budget: Int
@@ -110,10 +114,19 @@ public struct ModelRuntime: @unchecked Sendable {
     /// KV memory the model's cache holds now and at its peak, and the weights' and workspace's
     /// device bytes where they apply (GPU).
     public var memoryReport: String {
-        let memory = model.kvCache.memory.accounting
-        var text = "KV \(memory.inUse * memory.chunkSize >> 20) MiB in use, peak \(memory.peakCreated * memory.chunkSize >> 20) MiB created "
+        var text: String
+        if let paged = model.kvStorage.pagedCache {
+            let a = paged.accounting
+            text = "KV paged: \(paged.poolBytes >> 20) MiB reserved up front (\(paged.pageCount) pages of \(paged.pageTokens) tokens), "
+                + "\(a.usedPages) pages in use, peak \(a.peakUsedPages)"
+        } else if let cache = model.kvStorage.virtualCache {
+            let memory = cache.memory.accounting
+            text = "KV \(memory.inUse * memory.chunkSize >> 20) MiB in use, peak \(memory.peakCreated * memory.chunkSize >> 20) MiB created "
             + "(\(memory.chunkSize >> 20 > 0 ? "\(memory.chunkSize >> 20) MiB" : "\(memory.chunkSize >> 10) KiB") chunks, held while used), "
             + "\(memory.created * memory.chunkSize >> 20) MiB held now"
+        } else {
+            text = "KV: none"
+        }
         if let gpu = model as? GPUModel {
             text += "; weights \(gpu.weights.bytes >> 20) MiB, workspace \(gpu.workspaceBytes >> 20) MiB"
         }

@@ -24,6 +24,7 @@ struct BenchEngineCommand: ParsableCommand {
     final class NullModel: LanguageModel {
         let config: ModelConfig
         let kvCache: KVCache
+        var kvStorage: KVStorage { .virtual(kvCache) }
         var maxSequenceTokens: Int { kvCache.maxTokensPerRequest }
         var samplesOnDevice: Bool { true }
         var computesAsynchronously: Bool { true }
@@ -62,7 +63,7 @@ struct BenchEngineCommand: ParsableCommand {
             let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)))
             let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
             let model = NullModel(config: config, cache: cache)
-            let engine = try Engine(model: model, cache: cache, tokenizer: nil, eosTokenIds: [],
+            let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
                                     options: EngineOptions(maxNumSeqs: n, maxNumBatchedTokens: max(8192, n), pipelineSteps: pipelineSteps == .on))
             let addStart = monotonicNanos()
             for i in 0..<n {

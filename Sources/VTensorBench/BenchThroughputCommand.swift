@@ -124,6 +124,9 @@ struct BenchThroughputCommand: ParsableCommand {
         var blockedMappingWaits: Int
         var blockedDecodeOnlyWaits: Int
         var mappingWaitMsTotal: Double
+        /// vtensor or paged; a paged pool is reserved whole (created = budget) from start to end.
+        var kvMode: String
+        /// Bytes of the ledger's unit: a chunk (vtensor) or a 16-token page of every layer (paged).
         var chunkBytes: Int
         var kvPeakCreatedBytes: Int
         var kvPeakCommittedBytes: Int
@@ -168,7 +171,7 @@ struct BenchThroughputCommand: ParsableCommand {
         let config = model.config
         var engineOptions = engineFlags.engineOptions(for: model)
         engineOptions.prefetchAdmissions = prefetchAdmissions == .on
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [], options: engineOptions,
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: engineOptions,
                                 mapperThreadSetup: runtime.mapperThreadSetup)
         print("model: \(modelOptions.model ?? "SmolLM2-135M-Instruct") (\(runtime.description)), \(numPrompts) requests, dataset \(dataset.rawValue), "
               + "max \(engine.options.maxNumSeqs) sequences and \(engine.options.maxNumBatchedTokens) tokens a step")
@@ -209,11 +212,23 @@ struct BenchThroughputCommand: ParsableCommand {
         let gpuSteps = Double(max(1, gpu?.steps ?? 1))
         if let first = failures.first { throw ValidationError("\(failures.count) requests failed; the first: \(first)") }
         let stats = engine.statistics
-        let memory = model.kvCache.memory
-        let heldAtEnd = memory.accounting.created
-        try memory.drain()
-        _ = try memory.trim()
-        let heldAfterTrim = memory.accounting.created
+        // KV held, in bytes: virtual tensors hold what requests map and give it back; the paged
+        // pool is reserved whole from start to end.
+        let kvPeakCreated: Int, heldAtEnd: Int, heldAfterTrim: Int, kvBudget: Int, unitBytes: Int
+        if let memory = model.kvStorage.virtualCache?.memory {
+            let chunk = memory.accounting.chunkSize
+            heldAtEnd = memory.accounting.created * chunk
+            try memory.drain()
+            _ = try memory.trim()
+            heldAfterTrim = memory.accounting.created * chunk
+            kvPeakCreated = memory.accounting.peakCreated * chunk
+            kvBudget = memory.accounting.budgetChunks * chunk
+            unitBytes = chunk
+        } else {
+            let paged = model.kvStorage.pagedCache!
+            (kvPeakCreated, heldAtEnd, heldAfterTrim, kvBudget) = (paged.poolBytes, paged.poolBytes, paged.poolBytes, paged.poolBytes)
+            unitBytes = paged.poolBytes / paged.pageCount
+        }
 
         let input = workload.shapes.reduce(0) { $0 + $1.input }, output = workload.shapes.reduce(0) { $0 + $1.output }
         let sorted = stepMs.sorted()
@@ -229,8 +244,6 @@ struct BenchThroughputCommand: ParsableCommand {
         }
         let firstTokens = timings.compactMap(\.firstToken), totals = timings.map(\.total)
         let interTokens = timings.compactMap(\.interToken)
-        let accounting = memory.accounting
-        let chunk = accounting.chunkSize
         let report = Report(
             date: todayUTC(), backend: runtime.description, model: modelOptions.model ?? "SmolLM2-135M-Instruct", dataset: dataset.rawValue,
             requests: numPrompts, inputTokens: input, outputTokens: output, seconds: seconds,
@@ -248,9 +261,9 @@ struct BenchThroughputCommand: ParsableCommand {
             meanRowsPerStep: Double(rows.reduce(0, +)) / Double(max(1, rows.count)), maxRowsPerStep: rows.max() ?? 0, rowsOverTime: overTime,
             preemptions: stats.preemptions, recomputedTokens: stats.recomputedTokens, mappingWaits: stats.mappingWaits,
             blockedMappingWaits: stats.blockedMappingWaits, blockedDecodeOnlyWaits: stats.blockedDecodeOnlyWaits,
-            mappingWaitMsTotal: stats.mappingWaitSeconds * 1000, chunkBytes: chunk,
-            kvPeakCreatedBytes: accounting.peakCreated * chunk, kvPeakCommittedBytes: stats.peakCommittedChunks * chunk,
-            kvHeldAtEndBytes: heldAtEnd * chunk, kvHeldAfterTrimBytes: heldAfterTrim * chunk, kvBudgetBytes: accounting.budgetChunks * chunk,
+            mappingWaitMsTotal: stats.mappingWaitSeconds * 1000, kvMode: model.kvStorage.kindName, chunkBytes: unitBytes,
+            kvPeakCreatedBytes: kvPeakCreated, kvPeakCommittedBytes: stats.peakCommittedChunks * unitBytes,
+            kvHeldAtEndBytes: heldAtEnd, kvHeldAfterTrimBytes: heldAfterTrim, kvBudgetBytes: kvBudget,
             firstTokenP50Seconds: percentile(firstTokens, 0.5), firstTokenP99Seconds: percentile(firstTokens, 0.99),
             totalP50Seconds: percentile(totals, 0.5), totalP99Seconds: percentile(totals, 0.99),
             interTokenMeanMs: interTokens.isEmpty ? 0 : interTokens.reduce(0, +) / Double(interTokens.count) * 1000,
@@ -284,7 +297,7 @@ struct BenchThroughputCommand: ParsableCommand {
             table.add(["mapper", "\(mapper.chunksMapped) chunks mapped, p50 \(fixed(Double(mapper.chunkLatencyP50) / 1000, 1)) us, p99 \(fixed(Double(mapper.chunkLatencyP99) / 1000, 1)) us a chunk"])
         }
         table.add(["mapping waits", "\(stats.blockedMappingWaits) of \(stats.mappingWaits) blocked (\(stats.blockedDecodeOnlyWaits) in decode-only steps), \(fixed(report.mappingWaitMsTotal, 2)) ms in all"])
-        table.add(["KV memory", "peak \(mib(report.kvPeakCreatedBytes)) created (committed \(mib(report.kvPeakCommittedBytes))) of a \(mib(report.kvBudgetBytes)) budget; "
+        table.add(["KV memory", "\(report.kvMode): peak \(mib(report.kvPeakCreatedBytes)) created (committed \(mib(report.kvPeakCommittedBytes))) of a \(mib(report.kvBudgetBytes)) budget; "
                    + "held at the end \(mib(report.kvHeldAtEndBytes)), after trim \(mib(report.kvHeldAfterTrimBytes))"])
         print(table.render())
         if let jsonOut { try writeFile(jsonOut, try jsonString(report)) }

@@ -85,7 +85,7 @@ struct DevEngineCommand: ParsableCommand {
 
         // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
         let batchedModel = try makeModel(kvChunks: kvChunks)
-        let engine = try Engine(model: batchedModel, cache: batchedModel.kvCache, tokenizer: nil, eosTokenIds: [],
+        let engine = try Engine(model: batchedModel, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
                                                        asyncMapping: batchedModel.computesAsynchronously, pipelineSteps: pipelineSteps == .on))
         var ids: [RequestID] = []

@@ -91,14 +91,14 @@ struct DevModelCommand: ParsableCommand {
             try compare("mixed: prefill chunk 2 of seq 14 (17) + decode x2", [ForwardInput(id: 14, tokens: tokens(17)), ForwardInput(id: 0, tokens: tokens(1)),
                                                                              ForwardInput(id: 1, tokens: tokens(1))])
             // A long prompt whose K/V spans more than one 2 MiB chunk where the workspace allows.
-            let long = tokens(min(gpu.cache.layout.tokensPerChunk + 300, 6000))
+            let long = tokens(min(gpu.cache!.layout.tokensPerChunk + 300, 6000))
             let a = try cpu.reserveAndForward([ForwardInput(id: 3, tokens: long, allLogits: false)])
             let b = try gpu.reserveAndForward([ForwardInput(id: 3, tokens: long, allLogits: false)])
             checks.append(Self.compare(model: name, step: "prefill \(long.count) (last row)", reference: a, candidate: b, vocab: config.vocabSize))
             let last = checks.last!
             print("\(last.pass ? "PASS" : "FAIL") \(name) \(last.step): cosine \(fixed(last.minCosine, 5)), top-1 \(fixed(last.top1Agreement, 3))")
             try compare("decode after \(long.count)", [ForwardInput(id: 3, tokens: tokens(1)), ForwardInput(id: 0, tokens: tokens(1))])
-            print("  KV: \(gpu.cache.accounting.mappedChunks) chunks mapped for \(gpu.cache.accounting.tokens) tokens")
+            print("  KV: \(gpu.cache!.accounting.mappedChunks) chunks mapped for \(gpu.cache!.accounting.tokens) tokens")
           }
         }
         let rows = checks.reduce(0) { $0 + $1.rows }

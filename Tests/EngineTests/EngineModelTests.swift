@@ -67,7 +67,7 @@ import VTensor
     @Test(arguments: [true, false])
     func mixedChunkedBatchesMatchEachRequestAlone(asyncMapping: Bool) throws {
         let model = try Self.model()
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [0],
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0],
                                 options: EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 16, asyncMapping: asyncMapping))
         let prompts = Self.prompts(7, lengths: 3...40, seed: 1)
         let maxTokens = [9, 14, 5, 20, 11, 3, 17]
@@ -82,14 +82,14 @@ import VTensor
         let stats = engine.statistics
         #expect(stats.prefillRows > 7, "prompts were split into chunks")
         #expect(stats.maxTokensInStep <= 16)
-        #expect(model.kvCache.requestIDs.isEmpty)
+        #expect(model.cache.requestIDs.isEmpty)
     }
 
     /// A KV budget of 16 chunks (128 tokens) for six requests that need up to 50 tokens each:
     /// the newest running request is preempted, recomputes later, and still makes its tokens.
     @Test func preemptedRequestsResumeWithTheSameTokens() throws {
         let model = try Self.model(budgetChunks: 16)
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: 6, maxNumBatchedTokens: 64))
         let prompts = Self.prompts(6, lengths: 20...30, seed: 2)
         let requests = prompts.map { GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 20)) }
@@ -105,8 +105,8 @@ import VTensor
             #expect(results[id]!.tokens == reference.tokens)
             #expect(results[id]!.finish == .length)
         }
-        try model.kvCache.memory.drain()
-        #expect(model.kvCache.memory.accounting.inUse == 0)
+        try model.cache.memory.drain()
+        #expect(model.cache.memory.accounting.inUse == 0)
     }
 
     static func aloneIgnoringEOS(_ prompt: [Int], maxTokens: Int) throws -> (tokens: [Int], margin: Float) {
@@ -129,7 +129,7 @@ import VTensor
         let prompts = Self.prompts(4, lengths: 4...12, seed: 3)
         func run(maxNumSeqs: Int) throws -> [[Int]] {
             let model = try Self.model()
-            let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+            let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
                                     options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: 8))
             let requests = prompts.enumerated().map {
                 GenerationRequest(prompt: $0.element, parameters: SamplingParameters(temperature: 1.3, topK: 20, seed: 100 + $0.offset, maxTokens: 12))
@@ -146,7 +146,7 @@ import VTensor
     /// mid-generation every time.)
     @Test func abortFromAnotherThread() throws {
         let model = try Self.model()
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 32))
         let loop = EngineLoop(engine: engine)
         let prompts = Self.prompts(3, lengths: 5...15, seed: 4)
@@ -187,16 +187,16 @@ import VTensor
         #expect(!loop.abort(ids[1]), "an aborted request is no longer live")
         loop.shutdown()
         #expect(engine.statistics.aborted == 1)
-        #expect(model.kvCache.requestIDs.isEmpty)
-        try model.kvCache.memory.drain()
-        #expect(model.kvCache.memory.accounting.inUse == 0)
+        #expect(model.cache.requestIDs.isEmpty)
+        try model.cache.memory.drain()
+        #expect(model.cache.memory.accounting.inUse == 0)
     }
 
     /// Every last output carries the request's latencies: queue <= first token <= end, and the
     /// token count; a request aborted while waiting has no first token.
     @Test func finalOutputsCarryTheirTiming() throws {
         let model = try Self.model()
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: 1, maxNumBatchedTokens: 16))
         let first = try engine.add(GenerationRequest(prompt: Self.prompts(1, lengths: 20...20, seed: 9)[0], parameters: SamplingParameters(temperature: 0, maxTokens: 5)))
         let second = try engine.add(GenerationRequest(prompt: [3, 4, 5], parameters: SamplingParameters(temperature: 0, maxTokens: 5)))
@@ -216,7 +216,7 @@ import VTensor
     /// Bad input gets a clear error or a clean finish, never a crash or a leak.
     @Test func badInput() throws {
         let model = try Self.model()
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [0], options: EngineOptions(maxModelLen: 40))
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: EngineOptions(maxModelLen: 40))
         #expect(engine.maxSequenceLength == 40)
         func message(_ body: () throws -> Void) -> String {
             do { try body(); return "" } catch { return String(describing: error) }
@@ -240,11 +240,13 @@ import VTensor
         #expect(!engine.abort(results.keys.first!), "a finished request cannot be aborted")
 
         // A budget that cannot hold one request of two tokens (one chunk of 8 tokens, 7 of them
-        // guard), a cache the model does not read, and options that make no sense.
+        // guard), a cache that already holds a request, and options that make no sense.
         let starved = try FakeModel(context: 32, budgetChunks: 1, guardTokens: 7)
-        #expect(message { _ = try Engine(model: starved, cache: starved.kvCache, tokenizer: nil, eosTokenIds: []) }.contains("KV budget too small"))
-        #expect(message { _ = try Engine(model: starved, cache: model.kvCache, tokenizer: nil, eosTokenIds: []) }.contains("another KV cache"))
-        #expect(message { _ = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 0)) }
+        #expect(message { _ = try Engine(model: starved, tokenizer: nil, eosTokenIds: []) }.contains("KV budget too small"))
+        let used = try FakeModel(context: 32, budgetChunks: 8)
+        try used.addSequence(1)
+        #expect(message { _ = try Engine(model: used, tokenizer: nil, eosTokenIds: []) }.contains("already holds requests"))
+        #expect(message { _ = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 0)) }
                     .contains("--max-num-seqs"))
     }
 }
@@ -258,7 +260,7 @@ final class GatedModel: LanguageModel, @unchecked Sendable {
     private var steps = 0
     init(_ inner: any LanguageModel, holdAt: Int) { self.inner = inner; self.holdAt = holdAt }
     var config: ModelConfig { inner.config }
-    var kvCache: KVCache { inner.kvCache }
+    var kvStorage: KVStorage { inner.kvStorage }
     var maxSequenceTokens: Int { inner.maxSequenceTokens }
     func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
         steps += 1
@@ -273,7 +275,7 @@ final class GatedModel: LanguageModel, @unchecked Sendable {
     @Test func cancellingTheConsumerAbortsTheRequest() async throws {
         // Step 4 waits until the client has gone: the request cannot finish before the abort.
         let model = GatedModel(try EngineModelTests.model(), holdAt: 4)
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [],
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 32))
         let loop = EngineLoop(engine: engine)
         let (id, stream) = try loop.stream(GenerationRequest(prompt: [5, 6, 7, 8], parameters: SamplingParameters(temperature: 0, maxTokens: 80)))
@@ -298,6 +300,6 @@ final class GatedModel: LanguageModel, @unchecked Sendable {
         #expect(engine.statistics.generatedTokens < 80)
         #expect(!loop.abort(id))
         loop.shutdown()
-        #expect(model.kvCache.requestIDs.isEmpty)
+        #expect(model.kvStorage.requestIDs.isEmpty)
     }
 }

@@ -9,7 +9,11 @@ import VTensor
 /// Its next token is `FakeModel.next(after:)` of the history, so a reference needs no model.
 final class FakeModel: LanguageModel {
     let config: ModelConfig
-    let kvCache: KVCache
+    let kvStorage: KVStorage
+    /// The virtual-tensor cache (the fake's default storage).
+    var kvCache: KVCache { kvStorage.virtualCache! }
+    /// Paged storage: the host pool the block tables point into.
+    private var pagedPool: UnsafeMutableRawPointer?
     let samplesOnDevice: Bool
     /// Queue steps as a GPU model does: `queueStep` substitutes each fed placeholder with the
     /// previous queued step's pick (the engine never sees it) and holds the picks until `collect`.
@@ -19,7 +23,7 @@ final class FakeModel: LanguageModel {
     /// penalty pairs count (so a test sees whether a draw knew the previous pick).
     private(set) var penaltyLog: [(id: Int, counted: Int)] = []
     private var nextSerial = 0
-    var maxSequenceTokens: Int { kvCache.maxTokensPerRequest }
+    var maxSequenceTokens: Int { kvStorage.maxTokensPerRequest }
     /// Tokens written per step, to check budgets from the model's side too.
     private(set) var stepTokenCounts: [Int] = []
 
@@ -41,9 +45,20 @@ final class FakeModel: LanguageModel {
         return try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens, guardTokens: guardTokens)
     }
 
-    init(context: Int, budgetChunks: Int, samplesOnDevice: Bool = false, queuesSteps: Bool = false, guardTokens: Int = 0) throws {
+    /// - Parameter pagedPages: store KV in the paged baseline's pool of this many 4-token pages
+    ///   (host memory) instead of virtual tensors.
+    init(context: Int, budgetChunks: Int, samplesOnDevice: Bool = false, queuesSteps: Bool = false, guardTokens: Int = 0,
+         pagedPages: Int? = nil) throws {
         config = try Self.config(context: context)
-        kvCache = try Self.cache(config: config, budgetChunks: budgetChunks, maxTokens: context, guardTokens: guardTokens)
+        if let pagedPages {
+            let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .fp32)
+            let paged = try PagedKVCache(shape: shape, pageTokens: 4, pageCount: pagedPages, maxTokensPerRequest: context, maxRequests: 64)
+            kvStorage = .paged(paged)
+            pagedPool = UnsafeMutableRawPointer.allocate(byteCount: paged.poolBytes, alignment: 64)
+            pagedPool!.initializeMemory(as: UInt8.self, repeating: 0xEE, count: paged.poolBytes)
+        } else {
+            kvStorage = .virtual(try Self.cache(config: config, budgetChunks: budgetChunks, maxTokens: context, guardTokens: guardTokens))
+        }
         self.samplesOnDevice = samplesOnDevice || queuesSteps
         self.queuesSteps = queuesSteps
     }
@@ -83,6 +98,22 @@ final class FakeModel: LanguageModel {
         return Int(h % UInt64(vocabulary))
     }
 
+    deinit { pagedPool?.deallocate() }
+
+    /// Where token t's K of head 1 in layer 1 lives for request `id`.
+    private func keySlot(_ id: Int, token t: Int) throws -> UnsafeMutablePointer<Int32> {
+        if let paged = kvStorage.pagedCache {
+            let pages = try paged.blockTable(of: id).pages
+            let shape = paged.shape
+            // Pools: [layer][K|V][page][token][head][dim].
+            let keysOfLayer1 = 2 * 1 * paged.pageCount * paged.pageBytes
+            let offset = keysOfLayer1 + Int(pages[t / paged.pageTokens]) * paged.pageBytes + (t % paged.pageTokens) * shape.tokenLayerBytes + shape.headBytes
+            return (pagedPool! + offset).assumingMemoryBound(to: Int32.self)
+        }
+        let view = try kvCache.view(id, layer: 1, component: .key)
+        return UnsafeMutablePointer<Int32>(bitPattern: UInt(view.address(token: t, head: 1)))!
+    }
+
     func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
         try run(inputs).map { token in
             var row = [Float](repeating: 0, count: config.vocabSize)
@@ -98,18 +129,13 @@ final class FakeModel: LanguageModel {
 
     private func run(_ inputs: [ForwardInput]) throws -> [Int] {
         guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence twice in one step") }
-        let starts = try inputs.map { try kvCache.length(of: $0.id) }
+        let starts = try inputs.map { try kvStorage.length(of: $0.id) }
         // Throws unless the engine mapped the new tokens' memory first (the model never maps).
-        try kvCache.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
+        try kvStorage.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
         stepTokenCounts.append(inputs.reduce(0) { $0 + $1.tokens.count })
         return try zip(inputs, starts).map { input, start in
-            let view = try kvCache.view(input.id, layer: 1, component: .key)
-            for (j, token) in input.tokens.enumerated() {
-                UnsafeMutablePointer<Int32>(bitPattern: UInt(view.address(token: start + j, head: 1)))!.pointee = Int32(token)
-            }
-            let history = (0..<(start + input.tokens.count)).map {
-                Int(UnsafePointer<Int32>(bitPattern: UInt(view.address(token: $0, head: 1)))!.pointee)
-            }
+            for (j, token) in input.tokens.enumerated() { try keySlot(input.id, token: start + j).pointee = Int32(token) }
+            let history = try (0..<(start + input.tokens.count)).map { Int(try keySlot(input.id, token: $0).pointee) }
             return Self.next(after: history)
         }
     }

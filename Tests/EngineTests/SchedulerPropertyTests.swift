@@ -30,27 +30,35 @@ struct TestRandom: RandomNumberGenerator {
         var seed: UInt64
         var mode: Mode
         var pipelined: Bool
-        var testDescription: String { "seed \(seed), \(mode), \(pipelined ? "pipelined" : "one step at a time")" }
+        /// KV in the paged baseline's pool instead of virtual tensors.
+        var paged = false
+        var testDescription: String { "seed \(seed), \(mode), \(pipelined ? "pipelined" : "one step at a time")\(paged ? ", paged" : "")" }
     }
 
-    static let trials = (0..<60).map { i in
+    static let virtualTrials: [Trial] = (0..<60).map { (i: Int) -> Trial in
         Trial(seed: UInt64(i), mode: Mode.allCases[i % 3], pipelined: i % 6 < 3)
     }
+    static let pagedTrials: [Trial] = (0..<18).map { (i: Int) -> Trial in
+        Trial(seed: UInt64(1000 + i), mode: Mode.allCases[i % 3], pipelined: i % 2 == 0, paged: true)
+    }
+    static let trials: [Trial] = virtualTrials + pagedTrials
 
     @Test(arguments: trials)
     func randomWorkload(_ trial: Trial) throws {
         var random = TestRandom(seed: trial.seed)
         let context = Int.random(in: 24...80, using: &random)
         let budgetChunks = Int.random(in: 3...40, using: &random)
+        // Paged: as many 4-token pages as the chunks (8 tokens) would hold, plus some.
         let model = try FakeModel(context: context, budgetChunks: budgetChunks, samplesOnDevice: trial.mode == .device,
-                                  queuesSteps: trial.mode == .queued)
+                                  queuesSteps: trial.mode == .queued, pagedPages: trial.paged ? 2 * budgetChunks + 1 : nil)
+        let pageCount = 2 * budgetChunks + 1
         let options = EngineOptions(maxNumSeqs: Int.random(in: 1...8, using: &random),
                                     maxNumBatchedTokens: [1, 2, 3, 7, 16, 64, 512][Int.random(in: 0..<7, using: &random)],
                                     mapAheadTokens: Int.random(in: 0...3, using: &random), asyncMapping: random.next() % 3 != 0,
                                     prefetchAdmissions: random.next() % 4 != 0, pipelineSteps: trial.pipelined)
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [0], options: options)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
-        #expect(engine.maxSequenceLength <= budgetChunks * model.kvCache.layout.tokensPerChunk)
+        #expect(engine.maxSequenceLength <= (trial.paged ? pageCount * 4 : budgetChunks * 8))
 
         let requestCount = Int.random(in: 20...60, using: &random)
         var pending: [(step: Int, request: GenerationRequest)] = (0..<requestCount).map { _ in
@@ -66,7 +74,8 @@ struct TestRandom: RandomNumberGenerator {
         var finals: [RequestID: RequestOutput] = [:]
         var abortedOnPurpose: Set<RequestID> = []
         var step = 0
-        let memory = model.kvCache.memory
+        let memory = model.kvStorage.virtualCache?.memory
+        let paged = model.kvStorage.pagedCache
         while !pending.isEmpty || engine.hasWork {
             while let next = pending.first, next.step <= step {
                 pending.removeFirst()
@@ -91,8 +100,14 @@ struct TestRandom: RandomNumberGenerator {
             #expect(Set(plan.rows.map(\.id)).count == plan.rows.count)
             #expect(engine.snapshot.running <= options.maxNumSeqs)
             #expect(engine.snapshot.committedChunks <= engine.snapshot.capacityChunks)
-            #expect(memory.audit().isEmpty, "\(memory.audit())")
-            #expect(memory.accounting.created <= budgetChunks)
+            if let memory {
+                #expect(memory.audit().isEmpty, "\(memory.audit())")
+                #expect(memory.accounting.created <= budgetChunks)
+            }
+            if let paged {
+                #expect(paged.audit().isEmpty, "\(paged.audit())")
+                #expect(paged.accounting.usedPages == engine.snapshot.committedChunks)
+            }
             step += 1
             if step > 20_000 { Issue.record("no progress after 20000 steps: a request waits forever"); return }
         }
@@ -122,19 +137,22 @@ struct TestRandom: RandomNumberGenerator {
         if engine.pipelined { #expect(stats.pipelinedSteps > 0) } else { #expect(stats.pipelinedSteps == 0 && stats.discardedRows == 0) }
         #expect(stats.discardedRows <= stats.finishedEOS + stats.aborted)
         #expect(stats.requestsAdded == requests.count)
-        #expect(model.kvCache.requestIDs.isEmpty)
+        #expect(model.kvStorage.requestIDs.isEmpty)
         #expect(engine.snapshot.committedChunks == 0)
         withExtendedLifetime(engine) {}
-        try memory.drain()
-        #expect(memory.accounting.inUse == 0)
-        #expect(memory.accounting.mappings == 0)
+        if let memory {
+            try memory.drain()
+            #expect(memory.accounting.inUse == 0)
+            #expect(memory.accounting.mappings == 0)
+        }
+        if let paged { #expect(paged.accounting.usedPages == 0) }
     }
 
     /// A draw with penalties counts every token generated before it, so a pipelined engine
     /// collects the step in flight before planning the next one for such a request.
     @Test func penaltiesSeeThePreviousPick() throws {
         let model = try FakeModel(context: 64, budgetChunks: 32, queuesSteps: true)
-        let engine = try Engine(model: model, cache: model.kvCache, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 4))
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 4))
         #expect(engine.pipelined)
         var penalized = SamplingParameters(temperature: 0, maxTokens: 12)
         penalized.repetitionPenalty = 1.2

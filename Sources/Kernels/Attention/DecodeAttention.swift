@@ -182,6 +182,34 @@ public final class DecodeAttention: @unchecked Sendable {
         }
     }
 
+    /// Plans one paged decode batch for every layer of a model: the requests' block tables are
+    /// the same in every layer (the layers' pools share page ids), so one schedule and one item
+    /// table serve them all, uploaded once into `workspace`; each layer's batch differs only in
+    /// its pools. Valid until the next call, as `prepare(layers:)`.
+    public func prepare(paged requests: [PagedRequest], pools: [PagedKVPool], stream: CUDAStream, workspace: inout DeviceBuffer?,
+                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) throws -> [DecodeBatch] {
+        precondition(paged, "this kernel reads through views")
+        guard let first = pools.first else { return [] }
+        let p = parameters
+        precondition(first.kvHeads == p.kvHeads && first.headDim == p.headDim && first.dtype == p.dtype, "pool does not match the parameters")
+        let plan = schedule(requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
+                            minTokensPerCTA: minTokensPerCTA)
+        try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
+        let total = max(plan.kernelItemsBytes, 16)
+        if (workspace?.bytes ?? 0) < total {
+            workspace = try DeviceBuffer(context: module.context, bytes: max(total * 3 / 2, 4096))
+        }
+        let buffer = workspace!
+        if staging == nil { staging = try UploadStaging(context: module.context) }
+        let host = try staging!.begin(bytes: total)
+        plan.writeKernelItems(to: host) { (requests[$0].blockTable, 0) }
+        try staging!.upload(offset: 0, count: plan.kernelItemsBytes, to: buffer.address, stream: stream)
+        try staging!.end(stream: stream)
+        return pools.map { pool in
+            DecodeBatch(schedule: plan, geometry: DecodeKVGeometry(pool), kPool: pool.keys, vPool: pool.values, address: buffer.address, owner: buffer)
+        }
+    }
+
     /// Bytes between two layers' item tables in `prepare(layers:)`: the plan's table, 256-byte aligned.
     public static func layerStride(of plan: DecodeSchedule) -> Int {
         (plan.kernelItemsBytes + 255) / 256 * 256

@@ -66,7 +66,7 @@ public final class CPUModel: @unchecked Sendable {
         let qkvWidth = (hq + 2 * hkv) * d
         let n = inputs.reduce(0) { $0 + $1.tokens.count }
         guard !inputs.isEmpty else { return [] }
-        let starts = try ForwardStep.begin(inputs, cache: cache, vocabularySize: c.vocabSize)
+        let starts = try ForwardStep.begin(inputs, cache: .virtual(cache), vocabularySize: c.vocabSize)
 
         var x = [Float](repeating: 0, count: n * h)
         var normed = [Float](repeating: 0, count: n * h)

@@ -4,6 +4,13 @@ import Kernels
 import Models
 import VTensor
 
+/// Where the GPU model keeps its KV cache: virtual tensors mapped as requests grow (the
+/// default), or a pool of 16-token pages reserved up front with block tables (the paged
+/// baseline, vLLM's design, for the A/B).
+public enum KVMode: String, Sendable, CaseIterable, Codable {
+    case vtensor, paged
+}
+
 /// The Llama-family forward pass on one GPU in bf16 (fp32 residual stream and accumulation),
 /// over a KV cache of virtual tensors mapped on demand (CUDA VMM).
 ///
@@ -16,8 +23,16 @@ public final class GPUModel: @unchecked Sendable {
     public let stream: CUDAStream
     public let compiler: KernelCompiler
     public let weights: GPUWeights
-    public let memory: VirtualMemory
-    public let cache: KVCache
+    /// The KV cache: virtual tensors mapped as requests grow (`memory`, `cache`), or the paged
+    /// baseline's pool reserved up front (`kvMode == .paged`).
+    public let kvStorage: KVStorage
+    public var memory: VirtualMemory? { kvStorage.virtualCache?.memory }
+    public var cache: KVCache? { kvStorage.virtualCache }
+    /// Paged mode: every layer's K and V pools (one allocation) and the requests' block tables
+    /// on the device ([slot][page] int32), mirrored from `kvStorage.pagedCache`.
+    private let pagedPool: DeviceBuffer?
+    private let blockTables: DeviceBuffer?
+    public let pagedPools: [PagedKVPool]
     public let maxBatchTokens: Int
     /// Rows of logits one step can return.
     public let maxLogitRows: Int
@@ -188,7 +203,7 @@ public final class GPUModel: @unchecked Sendable {
     ///   - options: the experiment switches (default: the service configuration).
     public init(config: ModelConfig, weights hostWeights: ModelWeights?, device: Int = 0, kvBudget: MemoryBudget = .fractionOfFree(0.9),
                 maxBatchTokens: Int = 8192, maxLogitRows: Int = 256, maxTokensPerSequence: Int? = nil, dummySeed: UInt32 = 1,
-                options: Options = .init()) throws {
+                options: Options = .init(), kvMode: KVMode = .vtensor) throws {
         let c = config
         self.config = c
         self.options = options
@@ -230,8 +245,9 @@ public final class GPUModel: @unchecked Sendable {
             }
             try stream.synchronize()
         }
-        decode = try DecodeAttention(compiler: compiler, parameters: attention, config: options.decodeConfig)
-        prefill = try PrefillAttention(compiler: compiler, parameters: attention)
+        let paged = kvMode == .paged
+        decode = try DecodeAttention(compiler: compiler, parameters: attention, paged: paged, config: options.decodeConfig)
+        prefill = try PrefillAttention(compiler: compiler, parameters: attention, paged: paged)
         // Attention plans and scratch for the largest step, allocated now: steps never allocate.
         try decode.reserveWorkspace(maxRequests: maxLogitRows, stream: stream)
         let cudaContext = context
@@ -259,11 +275,40 @@ public final class GPUModel: @unchecked Sendable {
                               activated: a[6], logits: a[7], argmax: a[8], meta: a[9], blas: a[10], sums: a[11], barriers: a[12], metaBytes: metaBytes,
                               blasBytes: blasBytes)
 
-        // The KV cache, capped by the budget, mapped as sequences grow.
-        let backend = try CUDABackend(context: context, workStream: stream)
-        memory = try VirtualMemory(backend: backend, budget: kvBudget)
         let shape = KVShape(layers: c.numHiddenLayers, kvHeads: c.numKeyValueHeads, headDim: d, dtype: .bf16)
-        cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokensPerSequence ?? c.maxPositionEmbeddings)
+        let maxTokens = maxTokensPerSequence ?? c.maxPositionEmbeddings
+        if paged {
+            // The paged baseline reserves its whole pool now, as vLLM does (the budget, resolved
+            // against what is free after weights and workspace).
+            let pageTokens = 16
+            let pageBytes = pageTokens * shape.tokenLayerBytes
+            let budgetBytes: Int
+            switch kvBudget {
+            case .bytes(let n): budgetBytes = n
+            case .fractionOfFree(let f): budgetBytes = Int(Double(try context.memoryInfo().free) * f)
+            }
+            let pages = budgetBytes / (2 * c.numHiddenLayers * pageBytes)
+            guard pages >= 1 else { throw RuntimeError.invalidRequest("a KV budget of \(budgetBytes) bytes holds no 16-token page of every layer") }
+            let slots = max(1024, 4 * maxLogitRows)
+            let pagedCache = try PagedKVCache(shape: shape, pageTokens: pageTokens, pageCount: pages, maxTokensPerRequest: maxTokens, maxRequests: slots)
+            let pool = try DeviceBuffer(context: context, bytes: pagedCache.poolBytes)
+            let componentBytes = UInt64(pages * pageBytes)
+            pagedPools = (0..<c.numHiddenLayers).map { layer in
+                PagedKVPool(keys: pool.address + UInt64(2 * layer) * componentBytes, values: pool.address + UInt64(2 * layer + 1) * componentBytes,
+                            pages: pages, pageTokens: pageTokens, kvHeads: c.numKeyValueHeads, headDim: d, dtype: .bf16)
+            }
+            pagedPool = pool
+            blockTables = try DeviceBuffer(context: context, bytes: slots * pagedCache.maxPagesPerRequest * 4)
+            kvStorage = .paged(pagedCache)
+        } else {
+            // The KV cache, capped by the budget, mapped as sequences grow.
+            let backend = try CUDABackend(context: context, workStream: stream)
+            let memory = try VirtualMemory(backend: backend, budget: kvBudget)
+            kvStorage = .virtual(try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens))
+            pagedPool = nil
+            blockTables = nil
+            pagedPools = []
+        }
     }
 
     /// Whether the driver offers cuLaunchKernelEx (programmatic dependent launch).
@@ -396,7 +441,7 @@ public final class GPUModel: @unchecked Sendable {
         guard n <= maxBatchTokens else { throw RuntimeError.invalidRequest("a step of \(n) tokens exceeds the \(maxBatchTokens)-token workspace") }
         guard logitRows <= maxLogitRows else { throw RuntimeError.invalidRequest("\(logitRows) rows of logits exceed the \(maxLogitRows) a step can return") }
         try context.makeCurrent()
-        let starts = try ForwardStep.begin(inputs, cache: cache, vocabularySize: c.vocabSize)
+        let starts = try ForwardStep.begin(inputs, cache: kvStorage, vocabularySize: c.vocabSize)
 
         // Step metadata: tokens, positions, logits rows (int32), then per layer per row the K and V row addresses.
         var ints: [Int32] = []
@@ -423,24 +468,52 @@ public final class GPUModel: @unchecked Sendable {
         let addressOffset = (ints.count * 4 + 255) / 256 * 256
         var addresses = [UInt64](repeating: 0, count: layers * n * 2)
         var requestsPerLayer: [[AttentionRequest]] = []
-        let views = try cache.layerViews(inputs.map(\.id))
-        for layer in 0..<layers {
-            var requests: [AttentionRequest] = []
+        var pagedRequests: [PagedRequest] = []
+        var changedTables: [(slot: Int, pages: [Int32])] = []
+        if let paged = kvStorage.pagedCache {
+            // Row addresses through the block tables; attention reads the same tables in every layer.
+            let tables = try inputs.map { try paged.blockTable(of: $0.id) }
+            let rowBytes = UInt64(paged.maxPagesPerRequest * 4)
+            let tokenBytes = UInt64(pagedPools[0].tokenStride), pageBytes = UInt64(pagedPools[0].pageStride)
             var queryStart = 0, row = 0
             for (i, input) in inputs.enumerated() {
-                let (key, value) = views[i][layer]
+                let pages = tables[i].pages
                 for j in 0..<input.tokens.count {
-                    addresses[(layer * n + row) * 2] = key.address(token: starts[i] + j, head: 0)
-                    addresses[(layer * n + row) * 2 + 1] = value.address(token: starts[i] + j, head: 0)
+                    let t = starts[i] + j
+                    let offset = UInt64(pages[t / paged.pageTokens]) * pageBytes + UInt64(t % paged.pageTokens) * tokenBytes
+                    for layer in 0..<layers {
+                        addresses[(layer * n + row) * 2] = pagedPools[layer].keys + offset
+                        addresses[(layer * n + row) * 2 + 1] = pagedPools[layer].values + offset
+                    }
                     row += 1
                 }
-                requests.append(AttentionRequest(key: key, value: value, queryStart: queryStart, queryCount: input.tokens.count))
+                pagedRequests.append(PagedRequest(blockTable: blockTables!.address + UInt64(tables[i].slot) * rowBytes,
+                                                  length: starts[i] + input.tokens.count, queryStart: queryStart, queryCount: input.tokens.count))
                 queryStart += input.tokens.count
             }
-            requestsPerLayer.append(requests)
+            changedTables = paged.takeChangedTables()
+        } else {
+            let views = try cache!.layerViews(inputs.map(\.id))
+            for layer in 0..<layers {
+                var requests: [AttentionRequest] = []
+                var queryStart = 0, row = 0
+                for (i, input) in inputs.enumerated() {
+                    let (key, value) = views[i][layer]
+                    for j in 0..<input.tokens.count {
+                        addresses[(layer * n + row) * 2] = key.address(token: starts[i] + j, head: 0)
+                        addresses[(layer * n + row) * 2 + 1] = value.address(token: starts[i] + j, head: 0)
+                        row += 1
+                    }
+                    requests.append(AttentionRequest(key: key, value: value, queryStart: queryStart, queryCount: input.tokens.count))
+                    queryStart += input.tokens.count
+                }
+                requestsPerLayer.append(requests)
+            }
         }
-        let blobBytes = addressOffset + addresses.count * 8
-        precondition(blobBytes <= workspace.metaBytes, "step metadata exceeds its workspace")
+        // Changed block tables ride in the same upload, after the addresses.
+        let tablesOffset = addressOffset + addresses.count * 8
+        let tableBytes = changedTables.reduce(0) { $0 + $1.pages.count * 4 }
+        let blobBytes = tablesOffset + tableBytes
         stagingRound += 1
         let metaStaging = metaStagings[stagingRound % 2]
         let blob = try metaStaging.begin(bytes: blobBytes)
@@ -449,7 +522,17 @@ public final class GPUModel: @unchecked Sendable {
         let meta = workspace.meta
         let tokens = meta, positions = meta + UInt64(4 * n), logitRowIndex = meta + UInt64(8 * n)
         let rowAddresses = meta + UInt64(addressOffset)
-        try metaStaging.upload(offset: 0, count: blobBytes, to: meta, stream: stream)
+        precondition(tablesOffset <= workspace.metaBytes, "step metadata exceeds its workspace")
+        try metaStaging.upload(offset: 0, count: tablesOffset, to: meta, stream: stream)
+        if let paged = kvStorage.pagedCache {
+            var at = tablesOffset
+            for table in changedTables where !table.pages.isEmpty {
+                table.pages.withUnsafeBytes { (blob + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                try metaStaging.upload(offset: at, count: table.pages.count * 4,
+                                       to: blockTables!.address + UInt64(table.slot * paged.maxPagesPerRequest * 4), stream: stream)
+                at += table.pages.count * 4
+            }
+        }
         try metaStaging.end(stream: stream)
         try kernels.feedTokens(tokens: tokens, pairs: meta + UInt64(feedOffset), count: feeds.count, picks: sampler.resultsAddress,
                                strideBytes: DeviceDraw.outBytes, stream: stream)
@@ -464,14 +547,25 @@ public final class GPUModel: @unchecked Sendable {
         var decodeBatches: [DecodeBatch] = []
         var prefillPlans: [(plan: PrefillPlan, offset: Int)] = []
         if anyDecode {
-            let decodeRequests = requestsPerLayer.map { requests in requests.indices.filter { decodeRows[$0] }.map { requests[$0] } }
-            decodeBatches = try decode.prepare(layers: decodeRequests, stream: stream, workspace: &decodeWorkspace,
-                                               minTokensPerCTA: options.decodeMinTokensPerCTA)
+            if kvStorage.pagedCache != nil {
+                decodeBatches = try decode.prepare(paged: pagedRequests.indices.filter { decodeRows[$0] }.map { pagedRequests[$0] }, pools: pagedPools,
+                                                   stream: stream, workspace: &decodeWorkspace, minTokensPerCTA: options.decodeMinTokensPerCTA)
+            } else {
+                let decodeRequests = requestsPerLayer.map { requests in requests.indices.filter { decodeRows[$0] }.map { requests[$0] } }
+                decodeBatches = try decode.prepare(layers: decodeRequests, stream: stream, workspace: &decodeWorkspace,
+                                                   minTokensPerCTA: options.decodeMinTokensPerCTA)
+            }
         }
         if anyPrefill {
             var descriptors: [UInt8] = []
-            for requests in requestsPerLayer {
-                let plan = prefill.plan(requests.indices.filter { !decodeRows[$0] }.map { requests[$0] })
+            for layer in 0..<layers {
+                let plan: PrefillPlan
+                if kvStorage.pagedCache != nil {
+                    plan = prefill.plan(pagedRequests.indices.filter { !decodeRows[$0] }.map { pagedRequests[$0] }, pool: pagedPools[layer])
+                } else {
+                    let requests = requestsPerLayer[layer]
+                    plan = prefill.plan(requests.indices.filter { !decodeRows[$0] }.map { requests[$0] })
+                }
                 prefillPlans.append((plan, descriptors.count))
                 descriptors += plan.descriptor
                 while descriptors.count % 256 != 0 { descriptors.append(0) }

@@ -7,10 +7,11 @@ import VTensor
 /// (the engine) adds and frees sequences and maps what a step's new tokens need before the step.
 public protocol LanguageModel: AnyObject {
     var config: ModelConfig { get }
-    /// The cache this model reads and writes. On the GPU it is built together with the model,
-    /// because its memory backend must use the model's CUDA context and work stream; its owner
-    /// (the engine) is still the only one that grows or frees it.
-    var kvCache: KVCache { get }
+    /// The cache this model reads and writes: virtual tensors, or (GPU, for the A/B) the paged
+    /// baseline. On the GPU it is built together with the model, because its memory must use the
+    /// model's CUDA context and work stream; its owner (the engine) is still the only one that
+    /// grows or frees it.
+    var kvStorage: KVStorage { get }
     /// The most tokens one sequence may hold (its KV address space).
     var maxSequenceTokens: Int { get }
     /// The most tokens, and the most rows (sequences), one step may carry (the workspace's size).
@@ -74,15 +75,14 @@ extension LanguageModel {
         throw RuntimeError.unsupported("this model samples on the host: use forward and a Sampler")
     }
 
-    public func addSequence(_ id: Int) throws { try kvCache.addRequest(id) }
-    public func freeSequence(_ id: Int) throws { try kvCache.free(id) }
-    public func length(of id: Int) throws -> Int { try kvCache.length(of: id) }
+    public func addSequence(_ id: Int) throws { try kvStorage.addRequest(id) }
+    public func freeSequence(_ id: Int) throws { try kvStorage.free(id) }
+    public func length(of id: Int) throws -> Int { try kvStorage.length(of: id) }
 
     /// Maps, now, what `inputs` will write: for tools and tests that drive a model step by step.
     /// (The engine instead maps through its `AsyncMapper`, ahead of the step.)
     public func reserve(_ inputs: [ForwardInput]) throws {
-        let targets = try inputs.map { ($0.id, try kvCache.length(of: $0.id) + $0.tokens.count) }
-        try kvCache.memory.grow(try kvCache.prepareGrowth(targets))
+        try kvStorage.reserveNow(try inputs.map { ($0.id, try kvStorage.length(of: $0.id) + $0.tokens.count) })
     }
 
     /// `reserve`, then `forward`: one synchronous step for tools and tests.
@@ -93,13 +93,12 @@ extension LanguageModel {
 }
 
 extension CPUModel: LanguageModel {
-    public var kvCache: KVCache { cache }
+    public var kvStorage: KVStorage { .virtual(cache) }
     public var maxSequenceTokens: Int { cache.maxTokensPerRequest }
 }
 
 extension GPUModel: LanguageModel {
-    public var kvCache: KVCache { cache }
-    public var maxSequenceTokens: Int { cache.maxTokensPerRequest }
+    public var maxSequenceTokens: Int { kvStorage.maxTokensPerRequest }
     public var maxStepTokens: Int { maxBatchTokens }
     public var maxStepRows: Int { maxLogitRows }
     public var samplesOnDevice: Bool { true }
