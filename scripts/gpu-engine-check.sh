@@ -33,16 +33,23 @@ dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
 [ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
-  run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
-  PYTHONUNBUFFERED=1 run train 240 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
-  run dev-engine-trained 240 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/prompts.json
+  # In order of what matters most, each with its own time limit.
+  run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+  run dev-engine-paged 150 "$bin" dev engine --backend cuda --kv paged
+  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+  run dev-engine-trained 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/prompts.json
+  sg=(--dataset sharegpt --num-prompts 1000)
+  rnd=(--dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000)
+  run tp-sharegpt-on 150 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/tp-sharegpt-on.json"
+  run tp-sharegpt-off 150 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --pipeline-steps off --json-out "$out/tp-sharegpt-off.json"
   for p in on off; do
-    run tp-b256-$p 120 "$bin" bench throughput "${dummy[@]}" --input-len 512 --output-len 128 --num-prompts 256 --pipeline-steps $p --json-out "$out/tp-b256-$p.json"
-    run tp-b64-$p 120 "$bin" bench throughput "${dummy[@]}" --input-len 512 --output-len 256 --num-prompts 64 --pipeline-steps $p --json-out "$out/tp-b64-$p.json"
-    run tp-sharegpt-$p 200 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --pipeline-steps $p --json-out "$out/tp-sharegpt-$p.json"
-    run tp-1000-$p 200 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
-      --pipeline-steps $p --json-out "$out/tp-1000-$p.json"
+    run tp-b256-$p 100 "$bin" bench throughput "${dummy[@]}" --input-len 512 --output-len 128 --num-prompts 256 --pipeline-steps $p --json-out "$out/tp-b256-$p.json"
+    run tp-b64-$p 100 "$bin" bench throughput "${dummy[@]}" --input-len 512 --output-len 256 --num-prompts 64 --pipeline-steps $p --json-out "$out/tp-b64-$p.json"
   done
+  run tp-sharegpt-paged 150 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --kv paged --json-out "$out/tp-sharegpt-paged.json"
+  run tp-1000-on 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --json-out "$out/tp-1000-on.json"
+  run tp-1000-paged 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --kv paged --json-out "$out/tp-1000-paged.json"
+  run tp-1000-off 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --pipeline-steps off --json-out "$out/tp-1000-off.json"
 elif [ "$quick" = prefetch ]; then
   run tp-1000 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 --json-out "$out/tp-1000.json"
   run tp-1000-no-prefetch 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
@@ -72,7 +79,8 @@ fi
 {
   echo "== return codes"; cat "$out/rcs.txt"
   [ -f "$out/dev-engine.txt" ] && { echo "== dev engine"; tail -12 "$out/dev-engine.txt"; }
-  [ -f "$out/dev-engine-trained.txt" ] && { echo "== dev engine, trained model"; grep -E "batched|exact|teacher|result" "$out/dev-engine-trained.txt"; }
+  [ -f "$out/dev-engine-paged.txt" ] && { echo "== dev engine, paged KV"; grep -E "requests|batched|exact|teacher|divergence|result|rror" "$out/dev-engine-paged.txt"; }
+  [ -f "$out/dev-engine-trained.txt" ] && { echo "== dev engine, trained model"; grep -E "batched|exact|teacher|result|rror" "$out/dev-engine-trained.txt"; }
   if [ "$quick" = pipeline ]; then
     python3 - "$out" <<'PY'
 import json, os, sys
@@ -80,13 +88,16 @@ out = sys.argv[1]
 print("== pipelined (on) vs one step at a time (off)")
 print("run            pipe  tok/s     steps  step ms  GPU span ms  idle gap ms  busy%  queued ahead  plan/queue/wait ms   host ms")
 for name in ["b64", "b256", "sharegpt", "1000"]:
-    for p in ["on", "off"]:
+    for p in ["on", "off", "paged"]:
         f = os.path.join(out, f"tp-{name}-{p}.json")
-        if not os.path.exists(f): print(f"{name:14} {p:4}  missing"); continue
+        if not os.path.exists(f):
+            if p != "paged" or name in ("sharegpt", "1000"): print(f"{name:14} {p:5}  missing")
+            continue
         r = json.load(open(f)); st = r["statistics"]
         print(f"{name:14} {p:4}  {r['outputTokensPerSecond']:8.1f} {r['steps']:6d} {r['stepMeanMs']:8.3f} {r.get('gpuSpanMsPerStep') or 0:11.3f} "
               f"{r.get('gpuIdleGapMsPerStep') or 0:11.3f} {100*(r.get('gpuBusyShare') or 0):6.1f} {r.get('queuedAheadShare') or 0:12.3f}  "
-              f"{r.get('modelPlanMsPerStep') or 0:.2f}/{r.get('modelLaunchMsPerStep') or 0:.2f}/{r.get('modelWaitMsPerStep') or 0:.2f}  {r['engineHostMsPerStep']:8.3f}")
+              f"{r.get('modelPlanMsPerStep') or 0:.2f}/{r.get('modelLaunchMsPerStep') or 0:.2f}/{r.get('modelWaitMsPerStep') or 0:.2f}  {r['engineHostMsPerStep']:8.3f}"
+              f"  KV {r.get('kvMode','?')} peak {r['kvPeakCreatedBytes']/2**30:.1f} GiB, end {r['kvHeldAfterTrimBytes']/2**30:.2f} GiB, preempt {st['preemptions']}, disc {st.get('discardedRows',0)}")
 PY
   fi
   [ -f "$out/bench-vmm.txt" ] && { echo "== bench vmm: mapper"; grep -E "mappings/s|latency p50" "$out/bench-vmm.txt"; }

@@ -31,6 +31,8 @@ struct DevEngineCommand: ParsableCommand {
     @Option(help: "Batched run: tokens a step (prompts longer than this are split).") var maxNumBatchedTokens = 256
     @Option(help: "Batched run: KV budget in 2 MiB chunks (512 tokens each on the GPU).") var kvChunks = 12
     @Option(help: "Batched run: plan each step while the one before runs (on) or one step at a time (off).") var pipelineSteps: OnOff = .on
+    @Option(help: "Batched run, GPU: KV in virtual tensors (vtensor) or the paged baseline's pool (paged); the alone runs use virtual tensors.")
+    var kv: KVMode = .vtensor
 
     static let config: ModelConfig = {
         let json = """
@@ -65,11 +67,11 @@ struct DevEngineCommand: ParsableCommand {
         }
         let config = weights.config
         // 8 layers x 2 KV heads x 64 x 2 (K, V): 4 KiB a token on the GPU (bf16), 512 tokens a 2 MiB chunk.
-        func makeModel(kvChunks: Int) throws -> any LanguageModel {
+        func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor) throws -> any LanguageModel {
             switch kind {
             case .cuda:
                 return try GPUModel(config: config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
-                                    maxBatchTokens: 1024, maxLogitRows: 64, maxTokensPerSequence: 2048)
+                                    maxBatchTokens: 1024, maxLogitRows: 64, maxTokensPerSequence: 2048, kvMode: kvMode)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
                 return try CPUModel(weights: weights, kvBudgetBytes: (2 * kvChunks) << 21, maxTokensPerSequence: 2048)
@@ -84,7 +86,8 @@ struct DevEngineCommand: ParsableCommand {
         let lengths = prompts.map { _ in Int.random(in: 16...48, using: &rng) }
 
         // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
-        let batchedModel = try makeModel(kvChunks: kvChunks)
+        if kv == .paged && kind != .cuda { throw ValidationError("--kv paged runs on the GPU only") }
+        let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv)
         let engine = try Engine(model: batchedModel, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
                                                        asyncMapping: batchedModel.computesAsynchronously, pipelineSteps: pipelineSteps == .on))
@@ -155,7 +158,7 @@ struct DevEngineCommand: ParsableCommand {
             pass = agreement >= 0.99 && divergenceMargins.allSatisfy { $0 < tieMargin } && (worstForced ?? 0) < tieMargin
         }
         var table = Table(title: "engine vs alone (\(kind == .cuda ? "cuda, bf16" : "cpu, fp32"))", header: ["check", "value"])
-        table.add(["requests", "\(results.count): prompts 5-900, 16-48 tokens each; \(model ?? "random model"), \(maxNumSeqs) at once, \(maxNumBatchedTokens) tokens a step, \(kvChunks) KV chunks"])
+        table.add(["requests", "\(results.count): prompts 5-900, 16-48 tokens each; \(model ?? "random model"), \(maxNumSeqs) at once, \(maxNumBatchedTokens) tokens a step, \(kvChunks) KV chunks' worth, \(batchedModel.kvStorage.kindName) KV"])
         table.add(["batched run", "\(stats.steps) steps (\(mixedSteps) mixing decodes with prompt chunks, \(stats.pipelinedSteps) queued while the step before ran), "
                    + "\(stats.preemptions) preemptions, \(stats.prefillRows) prefill rows"])
         let sortedGaps = gaps.sorted()
