@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: the engine's GPU checks and throughput in one go.
-# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs|prefetch|pipeline]   (the device tool passes $OUT)
+# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs|prefetch|pipeline|ab]   (the device tool passes $OUT)
+#   ab: the three-way A/B on one workload (virtual tensors, the paged baseline, transformers'
+#   generate_batch), the paged baseline on the trained model, and more sequences a step.
 #   pipeline: the pipelined step (step N+1 planned and queued while N runs) checked against each
 #   request alone (random and trained models), then A/B against one step at a time: 1000 random
 #   requests, ShareGPT, and decode-heavy batches of 256 and 64 (the host-time target).
@@ -31,7 +33,7 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -50,6 +52,21 @@ if [ "$quick" = pipeline ]; then
   run tp-1000-on 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --json-out "$out/tp-1000-on.json"
   run tp-1000-paged 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --kv paged --json-out "$out/tp-1000-paged.json"
   run tp-1000-off 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --pipeline-steps off --json-out "$out/tp-1000-off.json"
+elif [ "$quick" = ab ]; then
+  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+  run dev-engine-trained-paged 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/prompts.json --kv paged
+  w256=(--dataset random --input-len 128-1024 --output-len 128 --num-prompts 256)
+  run tp-256x128-on 100 "$bin" bench throughput "${dummy[@]}" "${w256[@]}" --json-out "$out/tp-256x128-on.json"
+  run tp-256x128-paged 100 "$bin" bench throughput "${dummy[@]}" "${w256[@]}" --kv paged --json-out "$out/tp-256x128-paged.json"
+  PYTHONUNBUFFERED=1 run transformers-256x128 200 python3 scripts/reference/transformers_throughput.py --num-prompts 256 --input-len 128-1024 \
+    --output-len 128 --json-out "$out/transformers-256x128.json"
+  for n in 512 1024; do
+    run tp-sharegpt-$n 120 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --max-num-seqs $n --json-out "$out/tp-sharegpt-$n.json"
+  done
+  run tp-1000-512 150 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
+    --max-num-seqs 512 --json-out "$out/tp-1000-512.json"
+  run tp-1000-512-paged 150 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
+    --max-num-seqs 512 --kv paged --json-out "$out/tp-1000-512-paged.json"
 elif [ "$quick" = prefetch ]; then
   run tp-1000 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 --json-out "$out/tp-1000.json"
   run tp-1000-no-prefetch 300 "$bin" bench throughput "${dummy[@]}" --dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000 \
@@ -80,6 +97,7 @@ fi
   echo "== return codes"; cat "$out/rcs.txt"
   [ -f "$out/dev-engine.txt" ] && { echo "== dev engine"; tail -12 "$out/dev-engine.txt"; }
   [ -f "$out/dev-engine-paged.txt" ] && { echo "== dev engine, paged KV"; grep -E "requests|batched|exact|teacher|divergence|result|rror" "$out/dev-engine-paged.txt"; }
+  [ -f "$out/dev-engine-trained-paged.txt" ] && { echo "== dev engine, trained model, paged KV"; grep -E "requests|batched|exact|teacher|divergence|result|rror" "$out/dev-engine-trained-paged.txt"; }
   [ -f "$out/dev-engine-trained.txt" ] && { echo "== dev engine, trained model"; grep -E "batched|exact|teacher|result|rror" "$out/dev-engine-trained.txt"; }
   if [ "$quick" = pipeline ]; then
     python3 - "$out" <<'PY'
@@ -102,7 +120,7 @@ PY
   fi
   [ -f "$out/bench-vmm.txt" ] && { echo "== bench vmm: mapper"; grep -E "mappings/s|latency p50" "$out/bench-vmm.txt"; }
   [ -f "$out/dev-model.txt" ] && { echo "== dev model"; grep -cE "^PASS" "$out/dev-model.txt"; grep -E "FAIL|mixed" "$out/dev-model.txt" | head -20; }
-  for f in tp-small tp-256x128 tp-1000 tp-1000-no-prefetch tp-1000-prefill-attn tp-sharegpt tp-sharegpt-256 tp-sharegpt-512 tp-1000-512 tp-sharegpt-1024 tp-1000-1024; do
+  for f in tp-256x128-on tp-256x128-paged tp-1000-512-paged tp-small tp-256x128 tp-1000 tp-1000-no-prefetch tp-1000-prefill-attn tp-sharegpt tp-sharegpt-256 tp-sharegpt-512 tp-1000-512 tp-sharegpt-1024 tp-1000-1024; do
     [ -f "$out/$f.txt" ] && { echo "== bench throughput $f"; grep -vE "^---" "$out/$f.txt" | tail -12; }
   done
   [ -f "$out/transformers-256x128.txt" ] && { echo "== transformers generate_batch"; tail -20 "$out/transformers-256x128.txt"; }
