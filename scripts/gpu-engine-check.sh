@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: the engine's GPU checks and throughput in one go.
 # Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs|prefetch|pipeline|ab]   (the device tool passes $OUT)
+#   table: decode attention's one shared item table (layer-0 bases + per-layer offsets) checked
+#   (dev model, dev engine on the trained model) and A/B'd against a table per layer and paged.
 #   ab: the three-way A/B on one workload (virtual tensors, the paged baseline, transformers'
 #   generate_batch), the paged baseline on the trained model, and more sequences a step.
 #   pipeline: the pipelined step (step N+1 planned and queued while N runs) checked against each
@@ -33,7 +35,7 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -52,6 +54,15 @@ if [ "$quick" = pipeline ]; then
   run tp-1000-on 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --json-out "$out/tp-1000-on.json"
   run tp-1000-paged 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --kv paged --json-out "$out/tp-1000-paged.json"
   run tp-1000-off 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --pipeline-steps off --json-out "$out/tp-1000-off.json"
+elif [ "$quick" = table ]; then
+  run dev-model 200 "$bin" dev model --json-out "$out/dev-model.json"
+  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+  run dev-engine-trained 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/prompts.json
+  w256=(--dataset random --input-len 128-1024 --output-len 128 --num-prompts 256)
+  run tp-256x128-shared 100 "$bin" bench throughput "${dummy[@]}" "${w256[@]}" --json-out "$out/tp-256x128-shared.json"
+  run tp-256x128-per-layer 100 "$bin" bench throughput "${dummy[@]}" "${w256[@]}" --decode-table per-layer --json-out "$out/tp-256x128-per-layer.json"
+  run tp-256x128-paged 100 "$bin" bench throughput "${dummy[@]}" "${w256[@]}" --kv paged --json-out "$out/tp-256x128-paged.json"
+  run tp-sharegpt-shared 120 "$bin" bench throughput "${dummy[@]}" --dataset sharegpt --num-prompts 1000 --json-out "$out/tp-sharegpt-shared.json"
 elif [ "$quick" = ab ]; then
   PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
   run dev-engine-trained-paged 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/prompts.json --kv paged
@@ -99,6 +110,19 @@ fi
   [ -f "$out/dev-engine-paged.txt" ] && { echo "== dev engine, paged KV"; grep -E "requests|batched|exact|teacher|divergence|result|rror" "$out/dev-engine-paged.txt"; }
   [ -f "$out/dev-engine-trained-paged.txt" ] && { echo "== dev engine, trained model, paged KV"; grep -E "requests|batched|exact|teacher|divergence|result|rror" "$out/dev-engine-trained-paged.txt"; }
   [ -f "$out/dev-engine-trained.txt" ] && { echo "== dev engine, trained model"; grep -E "batched|exact|teacher|result|rror" "$out/dev-engine-trained.txt"; }
+  if [ "$quick" = table ]; then
+    python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+for name in ["256x128-shared", "256x128-per-layer", "256x128-paged", "sharegpt-shared"]:
+    f = os.path.join(out, f"tp-{name}.json")
+    if not os.path.exists(f): print(name, "missing"); continue
+    r = json.load(open(f))
+    print(f"{name:20} out {r['outputTokensPerSecond']:8.1f} tok/s  {r['seconds']:6.2f} s  decode-only {r.get('decodeStepMeanMs') or 0:6.2f} ms  "
+          f"GPU span {r.get('gpuSpanMsPerStep') or 0:6.2f}  busy {100*(r.get('gpuBusyShare') or 0):5.1f}%  plan {r.get('modelPlanMsPerStep') or 0:.2f}  "
+          f"queue {r.get('modelLaunchMsPerStep') or 0:.2f}  host {r['engineHostMsPerStep']:.2f} ms  KV {r['kvMode']} peak {r['kvPeakCreatedBytes']/2**30:.1f} GiB")
+PY
+  fi
   if [ "$quick" = pipeline ]; then
     python3 - "$out" <<'PY'
 import json, os, sys

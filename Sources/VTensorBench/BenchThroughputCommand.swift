@@ -74,6 +74,9 @@ struct BenchThroughputCommand: ParsableCommand {
     var mixedAttention: MixedAttention = .split
 
     enum MixedAttention: String, ExpressibleByArgument, CaseIterable { case split, prefill }
+    @Option(help: "GPU, vtensor KV: decode attention reads one table of layer-0 bases with per-layer offsets (shared) or a table per layer (per-layer).")
+    var decodeTable: DecodeTable = .shared
+    enum DecodeTable: String, ExpressibleByArgument, CaseIterable { case shared, perLayer = "per-layer" }
     @Option(help: "Map the first prompt chunk of the requests the next step will admit one step early (on) or when scheduled (off).")
     var prefetchAdmissions: OnOff = .on
 
@@ -163,7 +166,7 @@ struct BenchThroughputCommand: ParsableCommand {
 
         var runtimeOptions = engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
                                                         nativeCPUWeights: modelOptions.nativeCPUWeights)
-        runtimeOptions.gpu = GPUModel.Options(splitMixedAttention: mixedAttention == .split)
+        runtimeOptions.gpu = GPUModel.Options(splitMixedAttention: mixedAttention == .split, sharedDecodeTable: decodeTable == .shared)
         let longest = workload.shapes.map { $0.input + $0.output }.max()!
         if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)

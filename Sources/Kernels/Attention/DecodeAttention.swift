@@ -182,6 +182,33 @@ public final class DecodeAttention: @unchecked Sendable {
         }
     }
 
+    /// Plans one decode batch for every layer of a model whose layers sit at fixed offsets from
+    /// each request's layer-0 K and V (one range per request, as the blocked layout has): one
+    /// schedule and one item table of layer-0 bases for all layers, each layer's batch adding its
+    /// `layerOffsets` (bytes). A table per layer (`prepare(layers:)`) writes and uploads
+    /// `layers` times as much. Valid until the next call, as `prepare(layers:)`.
+    public func prepare(layerZero requests: [AttentionRequest], layerOffsets: [(key: UInt64, value: UInt64)], stream: CUDAStream,
+                        workspace: inout DeviceBuffer?, maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) throws -> [DecodeBatch] {
+        precondition(!paged, "this kernel reads through block tables")
+        let plan = schedule(requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
+                            minTokensPerCTA: minTokensPerCTA)
+        try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
+        let total = max(plan.kernelItemsBytes, 16)
+        if (workspace?.bytes ?? 0) < total {
+            workspace = try DeviceBuffer(context: module.context, bytes: max(total * 3 / 2, 4096))
+        }
+        let buffer = workspace!
+        if staging == nil { staging = try UploadStaging(context: module.context) }
+        let host = try staging!.begin(bytes: total)
+        plan.writeKernelItems(to: host) { (requests[$0].key.base, requests[$0].value.base) }
+        try staging!.upload(offset: 0, count: plan.kernelItemsBytes, to: buffer.address, stream: stream)
+        try staging!.end(stream: stream)
+        let geometry = DecodeKVGeometry(requests)
+        return layerOffsets.map { offset in
+            DecodeBatch(schedule: plan, geometry: geometry, kPool: offset.key, vPool: offset.value, address: buffer.address, owner: buffer)
+        }
+    }
+
     /// Plans one paged decode batch for every layer of a model: the requests' block tables are
     /// the same in every layer (the layers' pools share page ids), so one schedule and one item
     /// table serve them all, uploaded once into `workspace`; each layer's batch differs only in

@@ -201,8 +201,9 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
         const u64 kBase = kPool + (u64)kvHead * headStride, vBase = vPool + (u64)kvHead * headStride;
 #else
         const int *table = 0;
-        const u64 kBase = item.k + (u64)kvHead * headStride, vBase = item.v + (u64)kvHead * headStride;
-        (void)kPool; (void)vPool;
+        // kPool / vPool: the layer's byte offset from the bases in the items (0 for a table of
+        // this layer's own bases), so one table serves every layer of a model.
+        const u64 kBase = item.k + kPool + (u64)kvHead * headStride, vBase = item.v + vPool + (u64)kvHead * headStride;
 #endif
 
         float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;

@@ -99,12 +99,15 @@ public final class GPUModel: @unchecked Sendable {
         /// one-token rows through decode attention and the rest through prefill attention (off:
         /// every row of a mixed step through prefill attention, as before the engine).
         public let splitMixedAttention: Bool
+        /// Decode attention reads one table of layer-0 K/V bases with a per-layer offset (where
+        /// the layout puts layers at fixed offsets), instead of a table per layer.
+        public let sharedDecodeTable: Bool
 
         public init(matmulPolicy: MatmulPolicy = .auto, persistentLayers: Bool = false, cudaGraphs: Bool = false,
                     prefetchBytesPerRow: Int? = 0, persistentBlocksPerSM: Int = 4, programmaticLaunch: Bool = true,
                     splitKMaxPairs: Int = 0, decodeMinTokensPerCTA: Int? = nil, timingOnlySkipAttention: Bool = false,
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
-                    decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true) {
+                    decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
@@ -119,6 +122,7 @@ public final class GPUModel: @unchecked Sendable {
             self.weightL2Hint = weightL2Hint
             self.decodeConfig = decodeConfig
             self.splitMixedAttention = splitMixedAttention
+            self.sharedDecodeTable = sharedDecodeTable
         }
     }
 
@@ -469,6 +473,8 @@ public final class GPUModel: @unchecked Sendable {
         var addresses = [UInt64](repeating: 0, count: layers * n * 2)
         var requestsPerLayer: [[AttentionRequest]] = []
         var pagedRequests: [PagedRequest] = []
+        var layerZeroRequests: [AttentionRequest] = []
+        let layerOffsets = options.sharedDecodeTable ? cache?.layerOffsets : nil
         var changedTables: [(slot: Int, pages: [Int32])] = []
         if let paged = kvStorage.pagedCache {
             // Row addresses through the block tables; attention reads the same tables in every layer.
@@ -492,6 +498,24 @@ public final class GPUModel: @unchecked Sendable {
                 queryStart += input.tokens.count
             }
             changedTables = paged.takeChangedTables()
+        } else if let offsets = layerOffsets {
+            // Layers at fixed offsets from layer 0 (the blocked layout): layer-0 views only; a
+            // row's address in layer L is its layer-0 address plus L's offset.
+            let zero = try cache!.views(inputs.map(\.id), layer: 0)
+            var queryStart = 0, row = 0
+            for (i, input) in inputs.enumerated() {
+                let (key, value) = zero[i]
+                for j in 0..<input.tokens.count {
+                    let k0 = key.address(token: starts[i] + j, head: 0), v0 = value.address(token: starts[i] + j, head: 0)
+                    for layer in 0..<layers {
+                        addresses[(layer * n + row) * 2] = k0 + offsets[layer].key
+                        addresses[(layer * n + row) * 2 + 1] = v0 + offsets[layer].value
+                    }
+                    row += 1
+                }
+                layerZeroRequests.append(AttentionRequest(key: key, value: value, queryStart: queryStart, queryCount: input.tokens.count))
+                queryStart += input.tokens.count
+            }
         } else {
             let views = try cache!.layerViews(inputs.map(\.id))
             for layer in 0..<layers {
@@ -550,6 +574,10 @@ public final class GPUModel: @unchecked Sendable {
             if kvStorage.pagedCache != nil {
                 decodeBatches = try decode.prepare(paged: pagedRequests.indices.filter { decodeRows[$0] }.map { pagedRequests[$0] }, pools: pagedPools,
                                                    stream: stream, workspace: &decodeWorkspace, minTokensPerCTA: options.decodeMinTokensPerCTA)
+            } else if let layerOffsets {
+                decodeBatches = try decode.prepare(layerZero: layerZeroRequests.indices.filter { decodeRows[$0] }.map { layerZeroRequests[$0] },
+                                                   layerOffsets: layerOffsets, stream: stream, workspace: &decodeWorkspace,
+                                                   minTokensPerCTA: options.decodeMinTokensPerCTA)
             } else {
                 let decodeRequests = requestsPerLayer.map { requests in requests.indices.filter { decodeRows[$0] }.map { requests[$0] } }
                 decodeBatches = try decode.prepare(layers: decodeRequests, stream: stream, workspace: &decodeWorkspace,
@@ -562,6 +590,14 @@ public final class GPUModel: @unchecked Sendable {
                 let plan: PrefillPlan
                 if kvStorage.pagedCache != nil {
                     plan = prefill.plan(pagedRequests.indices.filter { !decodeRows[$0] }.map { pagedRequests[$0] }, pool: pagedPools[layer])
+                } else if let layerOffsets {
+                    let offset = layerOffsets[layer]
+                    plan = prefill.plan(layerZeroRequests.indices.filter { !decodeRows[$0] }.map { index in
+                        var request = layerZeroRequests[index]
+                        request.key.base += offset.key
+                        request.value.base += offset.value
+                        return request
+                    })
                 } else {
                     let requests = requestsPerLayer[layer]
                     plan = prefill.plan(requests.indices.filter { !decodeRows[$0] }.map { requests[$0] })

@@ -239,6 +239,35 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    /// Each request's K and V views of one layer, under one hold of the lock.
+    public func views(_ ids: [Int], layer: Int) throws -> [(key: KVView, value: KVView)] {
+        try lock.withLock {
+            let keyPlace = layout.placement(layer: layer, component: .key), valuePlace = layout.placement(layer: layer, component: .value)
+            return try ids.map { id in
+                let entry = try entry(id)
+                let readable = min(layout.chunks(forTokens: entry.length + guardTokens) * layout.tokensPerChunk,
+                                   chunksPerRange * layout.tokensPerChunk)
+                func view(_ place: (range: Int, offset: Int)) -> KVView {
+                    KVView(base: entry.tensors[place.range].base + UInt64(place.offset), tokenStride: layout.tokenStride,
+                           headStride: layout.headStride, blockStride: layout.chunkSize, tokensPerBlock: layout.tokensPerChunk,
+                           length: entry.length, readableTokens: readable)
+                }
+                return (view(keyPlace), view(valuePlace))
+            }
+        }
+    }
+
+    /// Per layer, the byte offsets of its K and V views from layer 0's, the same for every
+    /// request; nil when layers live in ranges of their own (`perLayer`), whose bases are unrelated.
+    public var layerOffsets: [(key: UInt64, value: UInt64)]? {
+        guard layout.rangesPerRequest == 1 else { return nil }
+        let key0 = layout.placement(layer: 0, component: .key).offset, value0 = layout.placement(layer: 0, component: .value).offset
+        return (0..<layout.shape.layers).map { layer in
+            (UInt64(layout.placement(layer: layer, component: .key).offset - key0),
+             UInt64(layout.placement(layer: layer, component: .value).offset - value0))
+        }
+    }
+
     /// A view for padded batch slots: always mapped (one chunk), length 0, contents unspecified.
     public func paddingView(layer: Int, component: KVComponent) throws -> KVView {
         try lock.withLock {
