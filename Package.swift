@@ -65,7 +65,7 @@ let package = Package(
         .target(name: "GGUFTestSupport", dependencies: ["Models"], path: "Tests/GGUFTestSupport"),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
-        .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench"]),
+        .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "Tokenizers"], exclude: ["Fixtures"]),
     ]

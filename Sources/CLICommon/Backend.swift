@@ -13,8 +13,12 @@ public struct BackendOptions: ParsableArguments {
     @Option(help: "cuda or cpu (default: cuda when a CUDA device exists, else cpu).")
     public var backend: BackendKind?
 
-    @Option(help: "CUDA device ordinal.")
+    @Option(parsing: .unconditional, help: "CUDA device ordinal.")
     public var device: Int = 0
+
+    public func validate() throws {
+        if device < 0 { throw ValidationError("--device must be a CUDA device ordinal (0 or more), got \(device)") }
+    }
 
     /// The backend to use, and why the GPU is unavailable when it is.
     public func resolve() -> (kind: BackendKind, gpuUnavailable: String?) {

@@ -6,15 +6,15 @@ import Runtime
 public struct EngineFlags: ParsableArguments {
     public init() {}
 
-    @Option(help: "The most requests running at once.")
+    @Option(parsing: .unconditional, help: "The most requests running at once.")
     public var maxNumSeqs: Int?
-    @Option(help: "The most tokens one step computes (decodes first, then prompt chunks).")
+    @Option(parsing: .unconditional, help: "The most tokens one step computes (decodes first, then prompt chunks).")
     public var maxNumBatchedTokens: Int?
-    @Option(help: "The longest sequence (prompt + output) a request may reach (default: the model's context).")
+    @Option(parsing: .unconditional, help: "The longest sequence (prompt + output) a request may reach (default: the model's context).")
     public var maxModelLen: Int?
-    @Option(help: "CPU threads (default: every processor this process may use).")
+    @Option(parsing: .unconditional, help: "CPU threads (default: every processor this process may use).")
     public var threads: Int?
-    @Option(help: "The cap on KV-cache memory in MiB (default: 90% of free GPU memory after weights; 2048 on the CPU).")
+    @Option(parsing: .unconditional, help: "The cap on KV-cache memory in MiB (default: 90% of free GPU memory after weights; 2048 on the CPU).")
     public var kvBudgetMib: Int?
     @Option(help: "GPU: the KV cache in virtual tensors held while used (vtensor), or vLLM's design: 16-token pages with block tables, the budget reserved up front (paged).")
     public var kv: KVMode = .vtensor
@@ -22,8 +22,15 @@ public struct EngineFlags: ParsableArguments {
     public var pipelineSteps: OnOff = .on
 
     public func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
-        if let kvBudgetMib, kvBudgetMib < 1 { throw ValidationError("--kv-budget-mib must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        if let kvBudgetMib, kvBudgetMib < 1 { throw ValidationError("--kv-budget-mib must be at least 1, got \(kvBudgetMib)") }
+        if let maxNumSeqs, maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1, got \(maxNumSeqs)") }
+        if let maxNumBatchedTokens, maxNumBatchedTokens < 1 {
+            throw ValidationError("--max-num-batched-tokens must be at least 1, got \(maxNumBatchedTokens)")
+        }
+        if let maxModelLen, maxModelLen < 2 {
+            throw ValidationError("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
+        }
     }
 
     /// Runtime options: the model's workspace sized for the engine's limits.

@@ -63,7 +63,7 @@ struct BenchThroughputCommand: ParsableCommand {
     @OptionGroup var backendOptions: BackendOptions
     @OptionGroup var engineFlags: EngineFlags
 
-    @Option(help: "Requests in the run.") var numPrompts = 64
+    @Option(parsing: .unconditional, help: "Requests in the run.") var numPrompts = 64
     @Option(help: "fixed, random or sharegpt.") var dataset: Dataset = .fixed
     @Option(help: "Prompt tokens: N, or A-B with --dataset random.") var inputLen = "128"
     @Option(help: "Generated tokens: N, or A-B with --dataset random.") var outputLen = "128"

@@ -40,20 +40,20 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "With --chat: the system message (default: the template's own default, if any).")
     var system: String?
 
-    @Option(help: "Most tokens to generate.")
+    @Option(parsing: .unconditional, help: "Most tokens to generate.")
     var maxTokens = 128
-    @Option(help: "0 is greedy.") var temperature: Double?
-    @Option(help: "Nucleus sampling mass (0, 1].") var topP: Double?
-    @Option(help: "Sample among the K most likely (0: off).") var topK: Int?
-    @Option(help: "Drop tokens below min-p times the top probability.") var minP: Double?
-    @Option(help: "Repetition penalty over prompt and output (1: off).") var repetitionPenalty: Double?
-    @Option(help: "Presence penalty over the output.") var presencePenalty: Double = 0
-    @Option(help: "Frequency penalty over the output.") var frequencyPenalty: Double = 0
-    @Option(help: "Seed for reproducible sampling.") var seed: Int?
+    @Option(parsing: .unconditional, help: "0 is greedy.") var temperature: Double?
+    @Option(parsing: .unconditional, help: "Nucleus sampling mass (0, 1].") var topP: Double?
+    @Option(parsing: .unconditional, help: "Sample among the K most likely (0: off).") var topK: Int?
+    @Option(parsing: .unconditional, help: "Drop tokens below min-p times the top probability.") var minP: Double?
+    @Option(parsing: .unconditional, help: "Repetition penalty over prompt and output (1: off).") var repetitionPenalty: Double?
+    @Option(parsing: .unconditional, help: "Presence penalty over the output.") var presencePenalty: Double = 0
+    @Option(parsing: .unconditional, help: "Frequency penalty over the output.") var frequencyPenalty: Double = 0
+    @Option(parsing: .unconditional, help: "Seed for reproducible sampling.") var seed: Int?
     @Option(help: "Stop string (repeatable).") var stop: [String] = []
-    @Option(help: "Stop token id (repeatable).") var stopTokenId: [Int] = []
+    @Option(parsing: .unconditionalSingleValue, help: "Stop token id (repeatable).") var stopTokenId: [Int] = []
     @Flag(help: "Keep going past end-of-sequence tokens.") var ignoreEOS = false
-    @Option(help: "Print the chosen tokens' logprobs and N alternatives each (0-20).") var logprobs: Int?
+    @Option(parsing: .unconditional, help: "Print the chosen tokens' logprobs and N alternatives each (0-20).") var logprobs: Int?
 
     func validate() throws {
         if prompts.isEmpty && input == nil { throw ValidationError("give a prompt, several prompts, or --input FILE") }

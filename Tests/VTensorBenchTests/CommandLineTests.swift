@@ -1,0 +1,35 @@
+import ArgumentParser
+import CLICommon
+import Testing
+
+/// The shared flags read negative numbers as values, so the user sees the range check that
+/// names the problem instead of "Missing value".
+@Suite struct CommandLineTests {
+    func message<T: ParsableArguments>(_ type: T.Type, _ arguments: [String]) -> String? {
+        do {
+            _ = try type.parse(arguments)
+            return nil
+        } catch {
+            return type.message(for: error)
+        }
+    }
+
+    @Test func negativeNumbersReachTheRangeChecks() {
+        #expect(message(EngineFlags.self, ["--threads", "-2"]) == "--threads must be at least 1, got -2")
+        #expect(message(EngineFlags.self, ["--max-num-seqs", "-1"]) == "--max-num-seqs must be at least 1, got -1")
+        #expect(message(EngineFlags.self, ["--max-num-batched-tokens", "0"]) == "--max-num-batched-tokens must be at least 1, got 0")
+        #expect(message(EngineFlags.self, ["--max-model-len", "1"])?.contains("at least 2") == true)
+        #expect(message(EngineFlags.self, ["--kv-budget-mib", "-64"]) == "--kv-budget-mib must be at least 1, got -64")
+        #expect(message(BackendOptions.self, ["--device", "-1"])?.contains("got -1") == true)
+        #expect(message(EngineFlags.self, ["--threads", "2", "--max-num-seqs", "8"]) == nil)
+    }
+
+    @Test func kvModeAndPipelineSwitches() throws {
+        let flags = try EngineFlags.parse(["--kv", "paged", "--pipeline-steps", "off"])
+        #expect(flags.kv == .paged)
+        #expect(flags.pipelineSteps == .off)
+        #expect(message(EngineFlags.self, ["--kv", "pages"]) != nil)
+        let defaults = try EngineFlags.parse([])
+        #expect(defaults.kv == .vtensor && defaults.pipelineSteps == .on)
+    }
+}
