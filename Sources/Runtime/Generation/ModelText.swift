@@ -21,8 +21,27 @@ extension LoadedModel {
 
     /// generation_config.json when the model is a directory that has one; else empty defaults.
     public func generationConfig() throws -> GenerationConfig {
-        if gguf == nil, LoadedModel.isDirectory(path) { return try GenerationConfig.load(directory: path) }
-        return GenerationConfig()
+        try generationDefaults().config
+    }
+
+    /// The model's generation config and where its sampling defaults come from: its
+    /// generation_config.json when that sets any, else the authors' recommendation for a model
+    /// we know (``KnownGenerationDefaults``), else none (greedy).
+    public func generationDefaults() throws -> (config: GenerationConfig, source: String?) {
+        var config = GenerationConfig()
+        if gguf == nil, LoadedModel.isDirectory(path) { config = try GenerationConfig.load(directory: path) }
+        let setsSampling = config.temperature != nil || config.topP != nil || config.topK != nil || config.minP != nil
+            || config.repetitionPenalty != nil || config.doSample != nil
+        if setsSampling { return (config, "generation_config.json") }
+        let name = gguf?.string("general.name") ?? (path as NSString).lastPathComponent
+        guard let known = KnownGenerationDefaults.entry(forModelNamed: name)
+                ?? KnownGenerationDefaults.entry(forModelNamed: (path as NSString).lastPathComponent) else { return (config, nil) }
+        config.temperature = known.config.temperature
+        config.topP = known.config.topP
+        config.topK = known.config.topK
+        config.minP = known.config.minP
+        config.repetitionPenalty = known.config.repetitionPenalty
+        return (config, known.source)
     }
 }
 

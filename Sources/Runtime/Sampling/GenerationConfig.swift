@@ -159,3 +159,31 @@ private struct RawGenerationConfig: Decodable {
         }
     }
 }
+
+/// Sampling defaults that a model's authors recommend on its model card but that its file does
+/// not carry (a GGUF has no generation_config.json; some directories leave the fields out).
+/// Greedy decoding with no penalty makes small chat models loop; their authors' settings do not.
+public enum KnownGenerationDefaults {
+    public struct Entry: Sendable, Equatable {
+        /// Who recommends it, for the line that reports the defaults in use.
+        public var source: String
+        public var config: GenerationConfig
+    }
+
+    /// The entry for a model called `name` (a GGUF's `general.name`, or a file or directory
+    /// name), if it is one we know.
+    public static func entry(forModelNamed name: String) -> Entry? {
+        let lower = name.lowercased()
+        if lower.contains("smollm2") && lower.contains("instruct") {
+            // SmolLM2's model cards: temperature 0.2, top-p 0.9. Ours on top: a repetition penalty
+            // of 1.1, without which the 135M model in Q4_1 still loops on short chat prompts
+            // ("a fleeting sight, a fleeting sight, ..." for a haiku about the sea).
+            var config = GenerationConfig()
+            config.temperature = 0.2
+            config.topP = 0.9
+            config.repetitionPenalty = 1.1
+            return Entry(source: "SmolLM2-Instruct: its model card, plus a repetition penalty", config: config)
+        }
+        return nil
+    }
+}
