@@ -17,7 +17,7 @@ let package = Package(
         // memfd_create and hole punching for the host memory backend.
         .target(name: "CSystem"),
         // File-system and environment helpers (cache directory, atomic writes); depends on nothing.
-        .target(name: "Support"),
+        .target(name: "Support", dependencies: ["CSystem"]),
         .target(name: "GPU", dependencies: ["CCUDA", "Support"]),
         .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
         .target(name: "Kernels", dependencies: ["GPU", "VTensor"]),
@@ -29,7 +29,7 @@ let package = Package(
         // Dot products over GGUF quantized blocks for the CPU's decode (AVX2/FMA/F16C intrinsics).
         .target(name: "CQuant", cSettings: [.unsafeFlags(["-O3", "-mavx2", "-mfma", "-mf16c"])]),
         // The model runtime: weights, the forward pass (CPU and GPU), sampling, generation.
-        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant"],
+        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant", "Support"],
                 // The CPU forward pass's SIMD loops want AVX2 + FMA (haswell: every x86 server since 2015).
                 swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
         // The serving engine: requests, scheduler, KV admission, the step loop. No GPU imports:

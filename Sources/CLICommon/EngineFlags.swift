@@ -12,7 +12,7 @@ public struct EngineFlags: ParsableArguments {
     public var maxNumBatchedTokens: Int?
     @Option(parsing: .unconditional, help: "The longest sequence (prompt + output) a request may reach (default: the model's context).")
     public var maxModelLen: Int?
-    @Option(parsing: .unconditional, help: "CPU threads (default: every processor this process may use).")
+    @Option(parsing: .unconditional, help: "CPU threads (default: the CPUs this process may use: its affinity mask and cgroup quota).")
     public var threads: Int?
     @Option(parsing: .unconditional, help: "The cap on KV-cache memory in MiB (default: 90% of free GPU memory after weights; 2048 on the CPU).")
     public var kvBudgetMib: Int?

@@ -1,3 +1,4 @@
+import Support
 import Foundation
 import Glibc
 import GPU
@@ -95,7 +96,7 @@ public struct ModelRuntime: @unchecked Sendable {
         case .cpu:
             guard options.kvMode == .vtensor else { throw RuntimeError.unsupported("the paged KV cache (--kv paged) runs on the GPU only") }
             let loaded = try LoadedModel.open(path, format: format)
-            let threads = options.threads ?? ProcessInfo.processInfo.activeProcessorCount
+            let threads = options.threads ?? Processors.available
             let budget: Int
             switch options.kvBudget {
             case .bytes(let bytes)?: budget = bytes
@@ -106,7 +107,7 @@ public struct ModelRuntime: @unchecked Sendable {
             }
             let cpu = try loaded.cpuModel(kvBudgetBytes: budget, maxTokensPerSequence: options.maxTokensPerSequence, threads: threads,
                                           nativeWeights: options.nativeCPUWeights)
-            let label = "cpu, \(threads) threads, fp32" + (cpu.quantized != nil ? " (decode on the GGUF's quantized blocks)" : "")
+            let label = "cpu, \(threads) thread\(threads == 1 ? "" : "s"), fp32" + (cpu.quantized != nil ? " (decode on the GGUF's quantized blocks)" : "")
             return ModelRuntime(model: cpu, backend: .cpu, loaded: loaded, description: label, mapperThreadSetup: nil)
         }
     }

@@ -1,3 +1,4 @@
+import Support
 import ArgumentParser
 import CLICommon
 import Foundation
@@ -97,7 +98,7 @@ struct BenchModelCommand: ParsableCommand {
         guard batch > 0, promptTokens > 0, decodeTokens > 0 else { throw ValidationError("--batch, --prompt-tokens and --decode-tokens must be positive") }
         let loaded = try modelOptions.open()
         let c = loaded.config
-        let cores = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        let cores = threads ?? Processors.available
         let model = try loaded.cpuModel(kvBudgetBytes: 4 << 30, maxTokensPerSequence: promptTokens + decodeTokens + 1, threads: cores,
                                         nativeWeights: modelOptions.nativeCPUWeights)
         var rng = SplitMix64(seed: 7)

@@ -19,4 +19,8 @@ int vt_set_thread_name(pthread_t thread, const char *name);
 /// line even when the process traps (Swift's `stdout` global is not concurrency-safe to touch).
 void vt_line_buffer_stdout(void);
 
+/// CPUs this process may use: its affinity mask, capped by its cgroup's CPU quota (v2 or v1),
+/// at least 1. Not the host's core count.
+int vt_available_cpus(void);
+
 #endif

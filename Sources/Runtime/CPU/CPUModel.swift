@@ -1,3 +1,4 @@
+import Support
 import Foundation
 import Kernels
 import Models
@@ -18,7 +19,7 @@ public final class CPUModel: @unchecked Sendable {
     public var quantized: QuantizedWeights?
 
     /// A model over `cache`, which must hold fp32 K/V of this model's shape (see `makeCache`).
-    public init(weights: ModelWeights, cache: KVCache, threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+    public init(weights: ModelWeights, cache: KVCache, threads: Int = Processors.available) throws {
         let c = weights.config
         guard cache.layout.shape == Self.kvShape(c) else {
             throw RuntimeError.invalidRequest("the KV cache holds \(cache.layout.shape); the model needs \(Self.kvShape(c))")
@@ -37,7 +38,7 @@ public final class CPUModel: @unchecked Sendable {
     ///   - kvBudgetBytes: the cap on host memory the KV cache may hold.
     ///   - maxTokensPerSequence: address space reserved per sequence (default: the model's context).
     public convenience init(weights: ModelWeights, kvBudgetBytes: Int = 2 << 30, maxTokensPerSequence: Int? = nil,
-                            threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws {
+                            threads: Int = Processors.available) throws {
         let cache = try Self.makeCache(config: weights.config, kvBudgetBytes: kvBudgetBytes, maxTokensPerSequence: maxTokensPerSequence)
         try self.init(weights: weights, cache: cache, threads: threads)
     }

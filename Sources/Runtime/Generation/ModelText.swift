@@ -1,3 +1,4 @@
+import Support
 import Foundation
 import Models
 import Tokenizers
@@ -49,7 +50,7 @@ extension LoadedModel {
     /// The CPU forward pass for this model; with `nativeWeights`, a GGUF's Q4_0/Q4_1/Q8_0
     /// matrices are also kept in their block formats for decode steps.
     public func cpuModel(kvBudgetBytes: Int = 2 << 30, maxTokensPerSequence: Int? = nil,
-                         threads: Int = ProcessInfo.processInfo.activeProcessorCount, nativeWeights: Bool = true) throws -> CPUModel {
+                         threads: Int = Processors.available, nativeWeights: Bool = true) throws -> CPUModel {
         let model = try CPUModel(weights: weights, kvBudgetBytes: kvBudgetBytes, maxTokensPerSequence: maxTokensPerSequence, threads: threads)
         if nativeWeights, let gguf { model.quantized = QuantizedWeights(file: gguf, config: config) }
         return model
