@@ -31,10 +31,12 @@ public struct LoadedModel: @unchecked Sendable {
             } else {
                 throw ModelFileError(path: path, "not a preset (\(ModelPresets.names.joined(separator: ", "))), a model directory or a .gguf file")
             }
+            try ModelWeights.checkFitsInHostMemory(config: config, label: path)
             return LoadedModel(config: config, weights: .dummy(config: config, seed: seed), path: path, gguf: nil)
         }
         if isDirectory(path) {
             let config = try ModelConfig.load(path: path + "/config.json")
+            try ModelWeights.checkFitsInHostMemory(config: config, label: path)
             let weights = try ModelWeights.load(config: config, from: SafeTensorsWeightSource(directory: path))
             return LoadedModel(config: config, weights: weights, path: path, gguf: nil)
         }
@@ -43,6 +45,7 @@ public struct LoadedModel: @unchecked Sendable {
         }
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
+        try ModelWeights.checkFitsInHostMemory(config: config, label: path)
         var factors: [Float]? = nil
         if let info = try? file.tensor(named: "rope_freqs.weight") { factors = try file.dequantize(info) }
         let weights = try ModelWeights.load(config: config, from: GGUFWeightSource(file: file, config: config),

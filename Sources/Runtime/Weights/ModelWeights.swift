@@ -1,6 +1,7 @@
 import Foundation
 import Models
 import VTensor
+import Support
 
 /// One decoder layer's weights in Float, row-major [out, in] as in Hugging Face checkpoints.
 /// Q, K and V are stacked into one matrix (rows: the query heads, then the KV heads of K, then
@@ -52,6 +53,26 @@ public final class ModelWeights: @unchecked Sendable {
         }
         return ModelWeights(config: config, embedding: transform(embedding), layers: layers, finalNorm: transform(finalNorm),
                             lmHead: m(lmHead), ropeFrequencyFactors: ropeFrequencyFactors)
+    }
+
+    /// Parameters a model of `config` holds (what `load` or `dummy` will allocate, in Float).
+    public static func parameterCount(config c: ModelConfig) -> Int {
+        let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize
+        let q = c.numAttentionHeads * d, kv = c.numKeyValueHeads * d
+        let biases = (c.attentionBias ? q + 2 * kv : 0) + (c.attentionOutputBias ? h : 0) + (c.mlpBias ? 2 * f + h : 0)
+        let perLayer = 2 * h + (q + 2 * kv) * h + q * h + 3 * f * h + biases
+        return c.vocabSize * h * (c.tieWordEmbeddings ? 1 : 2) + h + c.numHiddenLayers * perLayer
+    }
+
+    /// Refuses, with the numbers, to build host weights that the memory this process may use
+    /// cannot hold (they would be killed by the out-of-memory killer, with no message).
+    public static func checkFitsInHostMemory(config: ModelConfig, label: String, headroom: Double = 0.9) throws {
+        let bytes = parameterCount(config: config) * MemoryLayout<Float>.size
+        guard let available = HostMemory.available() else { return }
+        guard Double(bytes) <= Double(available.bytes) * headroom else {
+            func gb(_ n: Int) -> String { String(format: "%.1f GB", Double(n) / 1e9) }
+            throw RuntimeError.unsupported("\(label) needs \(gb(bytes)) of host memory for its fp32 weights; this process may use \(gb(available.bytes)) (\(available.boundBy))")
+        }
     }
 
     public var parameterCount: Int {
