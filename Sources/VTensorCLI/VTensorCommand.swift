@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLICommon
 import Foundation
 import VTensorBench
 
@@ -7,6 +8,7 @@ struct VTensorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vtensor",
         abstract: "LLM serving over virtual-tensor KV caches (CUDA virtual memory).",
+        version: VTensorVersion.text,
         // The measurement commands (selftest, bench, kernels, dev, logits) live in VTensorBench.
         subcommands: [InfoCommand.self] + MeasurementCommands.all + [GenerateCommand.self]
     )
