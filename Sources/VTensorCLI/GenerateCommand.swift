@@ -29,11 +29,13 @@ struct GenerateCommand: ParsableCommand {
     @OptionGroup var backendOptions: BackendOptions
     @OptionGroup var engineFlags: EngineFlags
 
-    @Argument(help: "Prompts (each one a request).")
+    @Argument(help: "Prompts (each one a request); - reads one from standard input.")
     var prompts: [String] = []
 
     @Option(help: "A JSON-lines file of requests.")
     var input: String?
+    @Option(help: "A file whose whole text is one prompt.")
+    var promptFile: String?
     @Option(help: "Where the JSON lines of results go (default: standard output).")
     var output: String?
 
@@ -58,7 +60,10 @@ struct GenerateCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Print the chosen tokens' logprobs and N alternatives each (0-20).") var logprobs: Int?
 
     func validate() throws {
-        if prompts.isEmpty && input == nil { throw ValidationError("give a prompt, several prompts, or --input FILE") }
+        if prompts.isEmpty && input == nil && promptFile == nil {
+            throw ValidationError("give a prompt, several prompts, - (standard input), --prompt-file FILE, or --input FILE")
+        }
+        if prompts.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input (-) can give one prompt only") }
         if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
     }
 
@@ -117,6 +122,14 @@ struct GenerateCommand: ParsableCommand {
         }
     }
 
+    /// A prompt read from a file or a pipe without the newline that ends its last line (`echo`
+    /// and editors add one; the model would read it as part of the prompt).
+    static func droppingFinalNewline(_ text: String) -> String {
+        if text.hasSuffix("\r\n") { return String(text.dropLast(2)) }
+        if text.hasSuffix("\n") { return String(text.dropLast()) }
+        return text
+    }
+
     /// The sampling in use and where its defaults came from, for the timing line.
     static func samplingNote(_ p: SamplingParameters, source: String?, flagsGiven: Bool) -> String {
         var text = p.isGreedy ? "greedy" : "temperature \(p.temperature), top-p \(p.topP)" + (p.topK > 0 ? ", top-k \(p.topK)" : "")
@@ -159,7 +172,19 @@ struct GenerateCommand: ParsableCommand {
             }
             return tokenizer.encode(text, addSpecialTokens: true)
         }
-        var requests = try prompts.map { GenerationRequest(prompt: try encode(text: $0, messages: nil, where: "prompt"), parameters: base) }
+        var texts = try prompts.map { prompt -> String in
+            guard prompt == "-" else { return prompt }
+            let data = FileHandle.standardInput.readDataToEndOfFile()
+            guard !data.isEmpty else { throw ValidationError("standard input (-) gave no prompt") }
+            return Self.droppingFinalNewline(String(decoding: data, as: UTF8.self))
+        }
+        if let promptFile {
+            guard let data = FileManager.default.contents(atPath: promptFile) else {
+                throw ValidationError("--prompt-file \(promptFile): cannot read the file")
+            }
+            texts.append(Self.droppingFinalNewline(String(decoding: data, as: UTF8.self)))
+        }
+        var requests = try texts.map { GenerationRequest(prompt: try encode(text: $0, messages: nil, where: "prompt"), parameters: base) }
         if let input {
             guard let data = FileManager.default.contents(atPath: input) else { throw ValidationError("--input \(input): cannot read the file") }
             let decoder = JSONDecoder()
