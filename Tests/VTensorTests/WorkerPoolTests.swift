@@ -20,6 +20,27 @@ final class WorkerPoolTests: XCTestCase {
         }
     }
 
+    /// More workers than cores, parts that sometimes sleep: workers wake late, after jobs they
+    /// were meant for have ended; each part still runs exactly once, in its own job.
+    func testOversubscribedWorkersNeverTouchAnEndedJob() {
+        let pool = WorkerPool(workers: 7)
+        defer { pool.shutdown() }
+        for job in 0..<600 {
+            let parts = 1 + job % 23
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: parts)
+            counts.initialize(repeating: 0, count: parts)
+            let owner = Atomic<Int>(job)
+            pool.run(parts: parts) { part in
+                XCTAssertEqual(owner.load(ordering: .relaxed), job, "a part of job \(job) ran after its job")
+                if part % 7 == 3 { usleep(50) }
+                counts[part] += 1
+            }
+            owner.store(-1, ordering: .relaxed)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: counts, count: parts)), Array(repeating: 1, count: parts), "job \(job)")
+            counts.deallocate()
+        }
+    }
+
     func testJobsAfterTheWorkersFellAsleep() {
         let pool = WorkerPool(workers: 2)
         defer { pool.shutdown() }

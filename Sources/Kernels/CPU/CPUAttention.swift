@@ -35,7 +35,8 @@ public enum CPUAttention {
                              accumulator: &accumulator, query: &query)
             }
         }
-        let parts = max(1, min(threads, items.count))
+        // Several parts a thread: a thread the OS holds back delays at most one small part.
+        let parts = max(1, min(threads > 1 ? threads * WorkerPool.partsPerThread : 1, items.count))
         WorkerPool.shared.run(parts: parts, maxThreads: threads) { part in
             work(items.count * part / parts ..< items.count * (part + 1) / parts)
         }

@@ -7,7 +7,8 @@ public enum CPUMatmul {
     public static func multiply(x: UnsafePointer<Float>, n: Int, k: Int, w: UnsafePointer<Float>, out: Int,
                                 bias: UnsafePointer<Float>? = nil, y: UnsafeMutablePointer<Float>, threads: Int) {
         let blocks = (out + 3) / 4
-        let parts = max(1, min(threads, blocks))
+        // Several parts a thread: a thread the OS holds back delays at most one small part.
+        let parts = max(1, min(threads > 1 ? threads * WorkerPool.partsPerThread : 1, blocks))
         let xa = UInt(bitPattern: x), wa = UInt(bitPattern: w), ya = UInt(bitPattern: y)
         let ba = bias.map { UInt(bitPattern: $0) }
         let work: @Sendable (Int) -> Void = { part in

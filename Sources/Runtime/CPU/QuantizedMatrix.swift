@@ -93,7 +93,8 @@ public struct QuantizedMatrix: Sendable {
             }
         }
         let totalRows = parts.reduce(0) { $0 + $1.rows }
-        let chunks = max(1, min(threads, totalRows / 16))
+        // Several parts a thread: a thread the OS holds back delays at most one small part.
+        let chunks = max(1, min(threads > 1 ? threads * WorkerPool.partsPerThread : 1, totalRows / 16))
         let xa = UInt(bitPattern: x), ya = UInt(bitPattern: y)
         xsum.withUnsafeBufferPointer { sums in
             let sa = UInt(bitPattern: sums.baseAddress!)

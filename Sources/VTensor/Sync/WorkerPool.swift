@@ -4,14 +4,16 @@ import Synchronization
 /// Persistent worker threads for the CPU forward pass's parallel loops. A decode step on the
 /// CPU hands work to the other cores a few hundred times (each matmul, attention); through
 /// `DispatchQueue.concurrentPerform` every hand-off wakes a sleeping thread through the kernel
-/// (about 12% of a SmolLM2 step on two cores, by perf). Here workers spin on a generation
-/// counter for a while after each job, so back-to-back jobs start without a system call, and
-/// sleep on a condition variable once the loop has gone quiet.
+/// (about 12% of a SmolLM2 step on two cores, by perf). Here workers spin on the job ticket for
+/// a while after each job, so back-to-back jobs start without a system call, and sleep on a
+/// condition variable once the loop has gone quiet.
 ///
-/// Protocol: the caller writes the job, then bumps `generation` (release); each worker handles
-/// every generation exactly once (takes parts while any are left) and then counts itself in
-/// `acks`; the caller returns only when all parts are done and every worker has acknowledged,
-/// so no worker can still be reading the job when the next one is written.
+/// No job waits for every worker to show up: on a shared machine a worker may not be scheduled
+/// for milliseconds, and the caller and the workers that do run take its parts. A part is
+/// claimed with one compare-and-swap on a ticket that packs (job generation, parts, next part),
+/// so a worker that wakes late claims nothing of a finished job and never reads its closure;
+/// the caller returns once every part is done. Callers split work into several parts a thread
+/// so that a stalled thread holds back at most one small part.
 ///
 /// `run` takes one caller at a time (a lock serializes callers) and is not reentrant; the
 /// caller's thread takes parts too.
@@ -20,20 +22,27 @@ public final class WorkerPool: @unchecked Sendable {
     public static let shared = WorkerPool(workers: max(0, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) - 1))
 
     public let workers: Int
-    private let generation = Atomic<Int>(0)
-    private let nextPart = Atomic<Int>(0)
+    /// (generation << 40) | (parts << 20) | next part.
+    private let ticket = Atomic<UInt64>(0)
     private let remaining = Atomic<Int>(0)
-    private let acks = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
     private let wake = ConditionLock()
     private let callers = ConditionLock()
-    // The job: written by the caller before the generation bump, read by workers after it.
+    // The job: written by the caller before the ticket is published; read only by a thread that
+    // has claimed one of its parts (so the job cannot end, or be replaced, under it).
     private var job: ((Int) -> Void)?
-    private var parts = 0
     private var threads: [WorkerThread] = []
     /// How long an idle worker spins before it sleeps.
     private static let spinNanoseconds: UInt64 = 200_000
+    /// How many parts a parallel loop cuts its work into for each thread it may use.
+    public static let partsPerThread = 2
+    /// Most parts one job may have (20 bits of the ticket).
+    public static let maxParts = (1 << 20) - 1
+
+    private static func generation(_ t: UInt64) -> UInt64 { t >> 40 }
+    private static func parts(_ t: UInt64) -> Int { Int((t >> 20) & 0xFFFFF) }
+    private static func next(_ t: UInt64) -> Int { Int(t & 0xFFFFF) }
 
     public init(workers: Int) {
         self.workers = max(0, workers)
@@ -50,19 +59,18 @@ public final class WorkerPool: @unchecked Sendable {
             for part in 0..<parts { body(part) }
             return
         }
+        precondition(parts <= Self.maxParts, "\(parts) parts exceed the pool's \(Self.maxParts)")
         callers.lock()
         defer { callers.unlock() }
         withoutActuallyEscaping(body) { body in
             job = body
-            self.parts = parts
-            nextPart.store(0, ordering: .relaxed)
             remaining.store(parts, ordering: .relaxed)
-            acks.store(0, ordering: .relaxed)
-            generation.add(1, ordering: .sequentiallyConsistent)
+            let generation = (Self.generation(ticket.load(ordering: .relaxed)) + 1) & 0xFFFFFF
+            ticket.store(generation << 40 | UInt64(parts) << 20, ordering: .sequentiallyConsistent)
             if sleepers.load(ordering: .sequentiallyConsistent) > 0 { wake.withLock { wake.broadcast() } }
-            drain()
+            drain(generation)
             var spins = 0
-            while remaining.load(ordering: .acquiring) > 0 || acks.load(ordering: .acquiring) < workers {
+            while remaining.load(ordering: .acquiring) > 0 {
                 spins += 1
                 if spins > 2000 { sched_yield() }
             }
@@ -76,49 +84,52 @@ public final class WorkerPool: @unchecked Sendable {
         defer { callers.unlock() }
         guard !stopping.load(ordering: .sequentiallyConsistent) else { return }
         stopping.store(true, ordering: .sequentiallyConsistent)
-        generation.add(1, ordering: .sequentiallyConsistent)
+        let generation = (Self.generation(ticket.load(ordering: .relaxed)) + 1) & 0xFFFFFF
+        ticket.store(generation << 40, ordering: .sequentiallyConsistent)
         wake.withLock { wake.broadcast() }
         for thread in threads { thread.join() }
         threads.removeAll()
     }
 
-    /// Takes parts of the current job until none are left.
-    private func drain() {
-        guard let body = job else { return }
-        let count = parts
-        while true {
-            let part = nextPart.add(1, ordering: .relaxed).oldValue
-            if part >= count { return }
-            body(part)
+    /// Claims and runs parts of job `generation` until none are left (or another job is out).
+    private func drain(_ generation: UInt64) {
+        var t = ticket.load(ordering: .acquiring)
+        while Self.generation(t) == generation && Self.next(t) < Self.parts(t) {
+            let (exchanged, current) = ticket.compareExchange(expected: t, desired: t + 1, ordering: .acquiringAndReleasing)
+            guard exchanged else {
+                t = current
+                continue
+            }
+            job!(Self.next(t))
             remaining.subtract(1, ordering: .releasing)
+            t = ticket.load(ordering: .acquiring)
         }
     }
 
     private func workerLoop() {
-        var seen = 0
+        var seen: UInt64 = 0
         while true {
             var start: UInt64 = 0
             var spins = 0
-            while generation.load(ordering: .acquiring) == seen {
+            while Self.generation(ticket.load(ordering: .acquiring)) == seen {
                 spins += 1
                 if spins & 255 != 0 { continue }  // read the clock now and then only
                 let now = Self.monotonicNanoseconds()
                 if start == 0 { start = now }
                 if now - start > Self.spinNanoseconds {
                     // Sleep until the next job; the check under the lock (and the caller's
-                    // broadcast under it) means no bump is missed.
+                    // broadcast under it) means no job is missed.
                     sleepers.add(1, ordering: .sequentiallyConsistent)
                     wake.lock()
-                    while generation.load(ordering: .sequentiallyConsistent) == seen { wake.wait() }
+                    while Self.generation(ticket.load(ordering: .sequentiallyConsistent)) == seen { wake.wait() }
                     wake.unlock()
                     sleepers.subtract(1, ordering: .sequentiallyConsistent)
                     start = 0
                 }
             }
-            seen = generation.load(ordering: .acquiring)
             if stopping.load(ordering: .sequentiallyConsistent) { return }
-            drain()
-            acks.add(1, ordering: .releasing)
+            seen = Self.generation(ticket.load(ordering: .acquiring))
+            drain(seen)
         }
     }
 
