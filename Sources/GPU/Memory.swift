@@ -90,6 +90,23 @@ extension CUDAContext {
     }
 }
 
+extension CUDAContext {
+    /// Host memory for copies the host does not wait for: page-locked when the driver allows it
+    /// (`cuMemAllocHost`), else ordinary memory (the driver then stages each copy itself).
+    func allocateHostMemory(bytes: Int) -> (pointer: UnsafeMutableRawPointer, pageLocked: Bool) {
+        var raw: UnsafeMutableRawPointer? = nil
+        if let allocate = driver.api.cuMemAllocHost, driver.api.cuMemFreeHost != nil, allocate(&raw, bytes) == CUDA_SUCCESS, let raw {
+            return (raw, true)
+        }
+        return (UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 256), false)
+    }
+
+    /// Frees what `allocateHostMemory` returned.
+    func freeHostMemory(_ pointer: UnsafeMutableRawPointer, pageLocked: Bool) {
+        if pageLocked { _ = driver.api.cuMemFreeHost?(pointer) } else { pointer.deallocate() }
+    }
+}
+
 /// Host memory that a hot path queues its uploads from, reused call after call: page-locked
 /// when the driver allows it (so `cuMemcpyHtoDAsync` is a DMA the host does not wait for or
 /// stage), else ordinary memory. An event recorded after each round of copies keeps the next
@@ -128,15 +145,7 @@ public final class UploadStaging: @unchecked Sendable {
         if bytes > capacity {
             release()
             let size = max(bytes, capacity * 3 / 2, 64 << 10)
-            var raw: UnsafeMutableRawPointer? = nil
-            if let allocate = context.driver.api.cuMemAllocHost, context.driver.api.cuMemFreeHost != nil,
-               allocate(&raw, size) == CUDA_SUCCESS, let raw {
-                pointer = raw
-                pageLocked = true
-            } else {
-                pointer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 256)
-                pageLocked = false
-            }
+            (pointer, pageLocked) = context.allocateHostMemory(bytes: size)
             capacity = size
         }
         return pointer!
@@ -158,7 +167,7 @@ public final class UploadStaging: @unchecked Sendable {
 
     private func release() {
         guard let pointer else { return }
-        if pageLocked { _ = context.driver.api.cuMemFreeHost?(pointer) } else { pointer.deallocate() }
+        context.freeHostMemory(pointer, pageLocked: pageLocked)
         self.pointer = nil
         capacity = 0
     }
@@ -181,20 +190,12 @@ public final class DownloadBuffer: @unchecked Sendable {
         self.context = context
         capacity = bytes
         landed = try CUDAEvent(context: context)
-        var raw: UnsafeMutableRawPointer? = nil
-        if let allocate = context.driver.api.cuMemAllocHost, context.driver.api.cuMemFreeHost != nil,
-           allocate(&raw, bytes) == CUDA_SUCCESS, let raw {
-            pointer = raw
-            pageLocked = true
-        } else {
-            pointer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 256)
-            pageLocked = false
-        }
+        (pointer, pageLocked) = context.allocateHostMemory(bytes: bytes)
     }
 
     deinit {
         if pending { _ = context.driver.api.cuEventSynchronize(landed.handle) }
-        if pageLocked { _ = context.driver.api.cuMemFreeHost?(pointer) } else { pointer.deallocate() }
+        context.freeHostMemory(pointer, pageLocked: pageLocked)
     }
 
     /// Queues a copy of `bytes` from `source` into the start of this buffer, then marks it.

@@ -44,6 +44,7 @@ struct DevModelCommand: ParsableCommand {
         if let reason = gpuUnavailableReason() { throw ValidationError("dev model needs a GPU: \(reason)") }
         vt_line_buffer_stdout()  // every line reaches a redirected log, even if a check traps
         var checks: [Check] = []
+        var feedFailures = 0
         var rng = SplitMix64(seed: 11)
         for (name, json) in Self.models {
             let config = try ModelConfig.decode(Data(json.utf8), path: name)
@@ -99,14 +100,40 @@ struct DevModelCommand: ParsableCommand {
             print("\(last.pass ? "PASS" : "FAIL") \(name) \(last.step): cosine \(fixed(last.minCosine, 5)), top-1 \(fixed(last.top1Agreement, 3))")
             try compare("decode after \(long.count)", [ForwardInput(id: 3, tokens: tokens(1)), ForwardInput(id: 0, tokens: tokens(1))])
             print("  KV: \(gpu.cache!.accounting.mappedChunks) chunks mapped for \(gpu.cache!.accounting.tokens) tokens")
+
+            // Fed decodes (the pipelined step): step A picks greedily on the GPU; step B, queued
+            // before A is collected, takes A's picks as its input tokens on the device
+            // (vt_feed_tokens, feeds in reverse row order). Its picks must equal those of a twin
+            // step whose tokens the host writes (the CPU side of the feed), on sequences with the
+            // same histories: same kernels, same shapes, so equal bit for bit.
+            let fedIDs = [20, 21, 22], twinIDs = [30, 31, 32]
+            let prompts = [tokens(5), tokens(9), tokens(3)]
+            let greedy = DeviceDraw(parameters: SamplingParameters(temperature: 0), u: 0)
+            for id in fedIDs + twinIDs { try gpu.addSequence(id) }
+            let stepA = zip(fedIDs + twinIDs, prompts + prompts).map { ForwardInput(id: $0, tokens: $1) }
+            try gpu.reserve(stepA)
+            let queuedA = try gpu.queueStep(stepA, feeds: [], draws: stepA.map { _ in greedy }, vocabularyLimit: config.vocabSize)
+            let stepB = fedIDs.reversed().map { ForwardInput(id: $0, tokens: [0]) }
+            try gpu.reserve(stepB)
+            let feeds = (0..<3).map { StepFeed(input: $0, previousInput: 2 - $0) }
+            let queuedB = try gpu.queueStep(stepB, feeds: feeds, draws: stepB.map { _ in greedy }, vocabularyLimit: config.vocabSize)
+            let picksA = try gpu.collect(queuedA).map(\.id)
+            let picksB = try gpu.collect(queuedB).map(\.id)
+            let twin = twinIDs.reversed().enumerated().map { i, id in ForwardInput(id: id, tokens: [picksA[2 - i]]) }
+            let picksTwin = try gpu.reserveAndSample(twin, draws: twin.map { _ in greedy }, vocabularyLimit: config.vocabSize).map(\.id)
+            let fedPass = picksB == picksTwin
+            if !fedPass { feedFailures += 1 }
+            print("\(fedPass ? "PASS" : "FAIL") \(name) fed decode x3 (picks of the step before, on the device): \(picksB) vs host-fed \(picksTwin)")
+            for id in fedIDs + twinIDs { try gpu.freeSequence(id) }
           }
         }
         let rows = checks.reduce(0) { $0 + $1.rows }
         let agreement = checks.reduce(0.0) { $0 + $1.top1Agreement * Double($1.rows) } / Double(max(rows, 1))
         let beyondTies = checks.reduce(0.0) { $0 + $1.top1AgreementBeyondTies * Double($1.rows) } / Double(max(rows, 1))
-        let failed = checks.filter { !$0.pass }.count + (beyondTies >= 0.99 ? 0 : 1)
+        let failed = checks.filter { !$0.pass }.count + (beyondTies >= 0.99 ? 0 : 1) + feedFailures
         print("top-1 agreement over all \(rows) rows: \(fixed(agreement, 4)) strict, \(fixed(beyondTies, 4)) beyond ties within noise (needs 0.99)")
-        print("\(checks.count - checks.filter { !$0.pass }.count)/\(checks.count) model checks passed (cosine >= 0.999 on every row)")
+        print("\(checks.count - checks.filter { !$0.pass }.count)/\(checks.count) model checks passed (cosine >= 0.999 on every row); "
+              + "fed decodes equal to host-fed: \(feedFailures == 0 ? "all" : "\(feedFailures) failed")")
         if let jsonOut { try writeFile(jsonOut, try jsonString(checks)) }
         if failed > 0 { throw ExitCode(1) }
     }

@@ -190,22 +190,13 @@ public final class DecodeAttention: @unchecked Sendable {
     public func prepare(layerZero requests: [AttentionRequest], layerOffsets: [(key: UInt64, value: UInt64)], stream: CUDAStream,
                         workspace: inout DeviceBuffer?, maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) throws -> [DecodeBatch] {
         precondition(!paged, "this kernel reads through block tables")
-        let plan = schedule(requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
-                            minTokensPerCTA: minTokensPerCTA)
-        try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
-        let total = max(plan.kernelItemsBytes, 16)
-        if (workspace?.bytes ?? 0) < total {
-            workspace = try DeviceBuffer(context: module.context, bytes: max(total * 3 / 2, 4096))
-        }
-        let buffer = workspace!
-        if staging == nil { staging = try UploadStaging(context: module.context) }
-        let host = try staging!.begin(bytes: total)
-        plan.writeKernelItems(to: host) { (requests[$0].key.base, requests[$0].value.base) }
-        try staging!.upload(offset: 0, count: plan.kernelItemsBytes, to: buffer.address, stream: stream)
-        try staging!.end(stream: stream)
+        let (plan, address, buffer) = try uploadOneTable(
+            requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) },
+            addresses: { (requests[$0].key.base, requests[$0].value.base) }, stream: stream, workspace: &workspace,
+            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA)
         let geometry = DecodeKVGeometry(requests)
         return layerOffsets.map { offset in
-            DecodeBatch(schedule: plan, geometry: geometry, kPool: offset.key, vPool: offset.value, address: buffer.address, owner: buffer)
+            DecodeBatch(schedule: plan, geometry: geometry, kPool: offset.key, vPool: offset.value, address: address, owner: buffer)
         }
     }
 
@@ -219,8 +210,21 @@ public final class DecodeAttention: @unchecked Sendable {
         guard let first = pools.first else { return [] }
         let p = parameters
         precondition(first.kvHeads == p.kvHeads && first.headDim == p.headDim && first.dtype == p.dtype, "pool does not match the parameters")
-        let plan = schedule(requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
-                            minTokensPerCTA: minTokensPerCTA)
+        let (plan, address, buffer) = try uploadOneTable(
+            requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) },
+            addresses: { (requests[$0].blockTable, 0) }, stream: stream, workspace: &workspace,
+            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA)
+        return pools.map { pool in
+            DecodeBatch(schedule: plan, geometry: DecodeKVGeometry(pool), kPool: pool.keys, vPool: pool.values, address: address, owner: buffer)
+        }
+    }
+
+    /// Schedules a batch and uploads its one item table (each request's two addresses from
+    /// `addresses`) into `workspace`, grown when too small, through the page-locked staging.
+    private func uploadOneTable(_ requests: [DecodeSchedule.Request], addresses: (Int) -> (UInt64, UInt64), stream: CUDAStream,
+                                workspace: inout DeviceBuffer?, maxCTAs: Int?, minTokensPerCTA: Int?)
+        throws -> (plan: DecodeSchedule, address: UInt64, buffer: DeviceBuffer) {
+        let plan = schedule(requests, maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA)
         try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
         let total = max(plan.kernelItemsBytes, 16)
         if (workspace?.bytes ?? 0) < total {
@@ -229,12 +233,10 @@ public final class DecodeAttention: @unchecked Sendable {
         let buffer = workspace!
         if staging == nil { staging = try UploadStaging(context: module.context) }
         let host = try staging!.begin(bytes: total)
-        plan.writeKernelItems(to: host) { (requests[$0].blockTable, 0) }
+        plan.writeKernelItems(to: host, addresses: addresses)
         try staging!.upload(offset: 0, count: plan.kernelItemsBytes, to: buffer.address, stream: stream)
         try staging!.end(stream: stream)
-        return pools.map { pool in
-            DecodeBatch(schedule: plan, geometry: DecodeKVGeometry(pool), kPool: pool.keys, vPool: pool.values, address: buffer.address, owner: buffer)
-        }
+        return (plan, buffer.address, buffer)
     }
 
     /// Bytes between two layers' item tables in `prepare(layers:)`: the plan's table, 256-byte aligned.

@@ -156,8 +156,7 @@ public final class GPUModel: @unchecked Sendable {
 
     /// A step queued and not yet collected: its sampler round and the events around it.
     private struct InFlight {
-        let rows: Int
-        let draws: GPUSampler.Pending?
+        let draws: GPUSampler.Pending
         let marks: Int
         /// The marks of the step queued before it, for the idle gap between them.
         let previousMarks: Int?
@@ -324,7 +323,6 @@ public final class GPUModel: @unchecked Sendable {
         workspace.bytes + (decodeWorkspace?.bytes ?? 0) + (prefillWorkspace?.bytes ?? 0) + decode.workspaceBytes
     }
 
-
     /// Runs a step and returns per input its logits rows ([rows][vocab] flattened), as `CPUModel.forward`.
     public func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
         let rows = try step(inputs)
@@ -368,7 +366,7 @@ public final class GPUModel: @unchecked Sendable {
             if !(try self.marks[previous].end.isComplete()) { stepTotals.queuedAhead += 1 }
         }
         nextSerial += 1
-        inFlight[serial] = InFlight(rows: rows.total, draws: pending, marks: marks, previousMarks: previousMarks)
+        inFlight[serial] = InFlight(draws: pending, marks: marks, previousMarks: previousMarks)
         previousMarks = marks
         return QueuedStep(serial: serial, rows: rows.total)
     }
@@ -382,7 +380,7 @@ public final class GPUModel: @unchecked Sendable {
         }
         try context.makeCurrent()
         let clock = DispatchTime.now().uptimeNanoseconds
-        let picks = try entry.draws.map { try sampler.collect($0) } ?? []
+        let picks = try sampler.collect(entry.draws)
         try self.marks[entry.marks].end.synchronize()
         lastStep.waitMs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
         stepTotals.waitMs += lastStep.waitMs

@@ -85,6 +85,12 @@ extension LanguageModel {
         try kvStorage.reserveNow(try inputs.map { ($0.id, try kvStorage.length(of: $0.id) + $0.tokens.count) })
     }
 
+    /// `reserve`, then `forwardAndSample`: one synchronous sampled step for tools and tests.
+    public func reserveAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
+        try reserve(inputs)
+        return try forwardAndSample(inputs, draws: draws, vocabularyLimit: vocabularyLimit)
+    }
+
     /// `reserve`, then `forward`: one synchronous step for tools and tests.
     public func reserveAndForward(_ inputs: [ForwardInput]) throws -> [[Float]] {
         try reserve(inputs)
