@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: the engine's GPU checks and throughput in one go.
-# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs|prefetch|pipeline|ab]   (the device tool passes $OUT)
+# Usage: scripts/gpu-engine-check.sh [OUTDIR] [quick|seqs|prefetch|pipeline|ab|table|graphs]   (the device tool passes $OUT)
+#   graphs: CUDA graphs for decode steps (padded batch-size buckets) checked (dev model, dev engine
+#   on random and trained models, virtual tensors and paged) and A/B'd on ShareGPT, 8 and 64
+#   requests; then ShareGPT with the longest-output-first admission order and other seat counts.
 #   table: decode attention's one shared item table (layer-0 bases + per-layer offsets) checked
 #   (dev model, dev engine on the trained model) and A/B'd against a table per layer and paged.
 #   ab: the three-way A/B on one workload (virtual tensors, the paged baseline, transformers'
@@ -35,7 +38,7 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -54,6 +57,23 @@ if [ "$quick" = pipeline ]; then
   run tp-1000-on 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --json-out "$out/tp-1000-on.json"
   run tp-1000-paged 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --kv paged --json-out "$out/tp-1000-paged.json"
   run tp-1000-off 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --pipeline-steps off --json-out "$out/tp-1000-off.json"
+elif [ "$quick" = graphs ]; then
+  # CUDA graphs for decode steps (padded buckets) checked, then A/B'd; then the admission order.
+  run dev-model 200 "$bin" dev model --json-out "$out/dev-model.json"
+  run dev-engine-graphs 120 "$bin" dev engine --backend cuda --cuda-graphs on --requests 48 --max-num-seqs 40 --kv-chunks 24
+  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+  run dev-engine-trained-graphs 120 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/prompts.json --cuda-graphs on --max-num-seqs 24
+  run dev-engine-trained-graphs-paged 120 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/prompts.json --cuda-graphs on \
+    --max-num-seqs 24 --kv paged
+  sg=(--dataset sharegpt --num-prompts 1000)
+  for g in on off; do
+    run tp-sharegpt-g$g 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --cuda-graphs $g --json-out "$out/tp-sharegpt-g$g.json"
+    run tp-b8-g$g 60 "$bin" bench throughput "${dummy[@]}" --input-len 512 --output-len 256 --num-prompts 8 --cuda-graphs $g --json-out "$out/tp-b8-g$g.json"
+    run tp-b64-g$g 60 "$bin" bench throughput "${dummy[@]}" --input-len 512 --output-len 256 --num-prompts 64 --cuda-graphs $g --json-out "$out/tp-b64-g$g.json"
+  done
+  run tp-sharegpt-lof 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --schedule-policy lof --json-out "$out/tp-sharegpt-lof.json"
+  run tp-sharegpt-lof128 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --schedule-policy lof --max-num-seqs 128 --json-out "$out/tp-sharegpt-lof128.json"
+  run tp-sharegpt-fcfs192 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --max-num-seqs 192 --json-out "$out/tp-sharegpt-fcfs192.json"
 elif [ "$quick" = table ]; then
   run dev-model 200 "$bin" dev model --json-out "$out/dev-model.json"
   PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
@@ -121,6 +141,24 @@ for name in ["256x128-shared", "256x128-per-layer", "256x128-paged", "sharegpt-s
     print(f"{name:20} out {r['outputTokensPerSecond']:8.1f} tok/s  {r['seconds']:6.2f} s  decode-only {r.get('decodeStepMeanMs') or 0:6.2f} ms  "
           f"GPU span {r.get('gpuSpanMsPerStep') or 0:6.2f}  busy {100*(r.get('gpuBusyShare') or 0):5.1f}%  plan {r.get('modelPlanMsPerStep') or 0:.2f}  "
           f"queue {r.get('modelLaunchMsPerStep') or 0:.2f}  host {r['engineHostMsPerStep']:.2f} ms  KV {r['kvMode']} peak {r['kvPeakCreatedBytes']/2**30:.1f} GiB")
+PY
+  fi
+  [ -f "$out/dev-engine-graphs.txt" ] && { echo "== dev engine, CUDA graphs, random model"; grep -E "requests|batched|CUDA|exact|teacher|result|rror" "$out/dev-engine-graphs.txt"; }
+  for f in dev-engine-trained-graphs dev-engine-trained-graphs-paged; do
+    [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "batched|CUDA|exact|teacher|divergence|result|rror" "$out/$f.txt"; }
+  done
+  if [ "$quick" = graphs ]; then
+    python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+print("run                tok/s     steps  step ms  decode ms  GPU span  idle gap  busy%   graphs (replayed/captured/direct)")
+for name in ["sharegpt-gon", "sharegpt-goff", "b8-gon", "b8-goff", "b64-gon", "b64-goff", "sharegpt-lof", "sharegpt-lof128", "sharegpt-fcfs192"]:
+    f = os.path.join(out, f"tp-{name}.json")
+    if not os.path.exists(f): print(f"{name:18} missing"); continue
+    r = json.load(open(f)); g = r.get("gpuStepTotals") or {}
+    print(f"{name:18} {r['outputTokensPerSecond']:8.1f} {r['steps']:6d} {r['stepMeanMs']:8.3f} {r.get('decodeStepMeanMs') or 0:9.3f} "
+          f"{r.get('gpuSpanMsPerStep') or 0:9.3f} {r.get('gpuIdleGapMsPerStep') or 0:9.3f} {100*(r.get('gpuBusyShare') or 0):6.1f}   "
+          f"{g.get('graphReplays',0)}/{g.get('graphCaptures',0)}/{g.get('graphDirect',0)}")
 PY
   fi
   if [ "$quick" = pipeline ]; then

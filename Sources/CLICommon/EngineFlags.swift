@@ -20,6 +20,10 @@ public struct EngineFlags: ParsableArguments {
     public var kv: KVMode = .vtensor
     @Option(help: "GPU: plan and queue each step while the one before runs, its picks fed on the device (on), or one step at a time (off).")
     public var pipelineSteps: OnOff = .on
+    @Option(help: "GPU: replay decode steps from CUDA graphs captured per padded batch size (on), or launch every kernel (off).")
+    public var cudaGraphs: OnOff = .off
+    @Option(help: "The order waiting requests start in: first come first served (fcfs), or the one that may generate the most tokens first (lof).")
+    public var schedulePolicy: SchedulePolicy = .fcfs
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -45,6 +49,7 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumSeqs { options.maxStepRows = maxNumSeqs }
         if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
         options.kvMode = kv
+        options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on)
         return options
     }
 
@@ -54,6 +59,7 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumBatchedTokens { options.maxNumBatchedTokens = maxNumBatchedTokens }
         options.maxModelLen = maxModelLen
         options.pipelineSteps = pipelineSteps == .on
+        options.schedulePolicy = schedulePolicy
         return options
     }
 }
@@ -63,3 +69,4 @@ public struct EngineFlags: ParsableArguments {
 public enum OnOff: String, ExpressibleByArgument, CaseIterable, Sendable { case on, off }
 
 extension KVMode: ExpressibleByArgument {}
+extension SchedulePolicy: ExpressibleByArgument {}

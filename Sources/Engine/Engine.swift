@@ -89,7 +89,7 @@ public final class Engine: @unchecked Sendable {
             throw EngineError.budgetTooSmall("\(ledger.capacityChunks) \(storage.pagedCache != nil ? "pages" : "chunks") of \(unit) hold \(ledger.maxTokensAlone) tokens of one request; a request needs at least 2")
         }
         maxSequenceLength = min(limit, ledger.maxTokensAlone)
-        scheduler = Scheduler(maxNumSeqs: options.maxNumSeqs, maxNumBatchedTokens: options.maxNumBatchedTokens)
+        scheduler = Scheduler(maxNumSeqs: options.maxNumSeqs, maxNumBatchedTokens: options.maxNumBatchedTokens, policy: options.schedulePolicy)
         shared = Mutex(Shared(snapshot: EngineSnapshot(waiting: 0, running: 0, committedChunks: 0, capacityChunks: ledger.capacityChunks,
                                                        chunkSize: ledger.units.bytes)))
         mapper = options.asyncMapping ? storage.virtualCache.map { AsyncMapper(memory: $0.memory, threadSetup: mapperThreadSetup) } : nil

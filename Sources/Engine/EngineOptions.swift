@@ -23,9 +23,13 @@ public struct EngineOptions: Sendable, Equatable {
     /// Plan and queue step N+1 while the model runs step N, feeding N's picks to N+1 where they
     /// are (for a model that samples on the device; others collect each step before the next).
     public var pipelineSteps: Bool
+    /// The order waiting requests are admitted in.
+    public var schedulePolicy: SchedulePolicy
 
     public init(maxNumSeqs: Int = 256, maxNumBatchedTokens: Int = 8192, maxModelLen: Int? = nil, mapAheadTokens: Int = 2,
-                asyncMapping: Bool = true, prefetchAdmissions: Bool = true, pipelineSteps: Bool = true) {
+                asyncMapping: Bool = true, prefetchAdmissions: Bool = true, pipelineSteps: Bool = true,
+                schedulePolicy: SchedulePolicy = .fcfs) {
+        self.schedulePolicy = schedulePolicy
         self.maxNumSeqs = maxNumSeqs
         self.maxNumBatchedTokens = maxNumBatchedTokens
         self.maxModelLen = maxModelLen
@@ -54,6 +58,17 @@ extension EngineOptions {
         self.init(maxNumSeqs: min(256, model.maxStepRows), maxNumBatchedTokens: min(8192, model.maxStepTokens),
                   asyncMapping: model.computesAsynchronously)
     }
+}
+
+/// The order in which waiting requests are admitted.
+public enum SchedulePolicy: String, Sendable, Equatable, CaseIterable, Codable {
+    /// First come, first served (vLLM's default).
+    case fcfs
+    /// The request that may generate the most tokens first (its output limit: `max_tokens`, or
+    /// what the context leaves), arrival order among equals (SGLang's `lof`). For offline
+    /// batches: a run lasts at least as many steps as its longest request, so starting the long
+    /// ones first keeps the batch full until the end instead of leaving them to run alone.
+    case lof
 }
 
 /// What the engine refuses, with the reason in words.

@@ -82,12 +82,14 @@ public struct SchedulerOutput: Sendable {
 struct Scheduler {
     let maxNumSeqs: Int
     let maxNumBatchedTokens: Int
+    let policy: SchedulePolicy
     private(set) var waiting: [EngineSequence] = []
     private(set) var running: [EngineSequence] = []
 
-    init(maxNumSeqs: Int, maxNumBatchedTokens: Int) {
+    init(maxNumSeqs: Int, maxNumBatchedTokens: Int, policy: SchedulePolicy = .fcfs) {
         self.maxNumSeqs = maxNumSeqs
         self.maxNumBatchedTokens = maxNumBatchedTokens
+        self.policy = policy
     }
 
     var isIdle: Bool { waiting.isEmpty && running.isEmpty }
@@ -96,7 +98,18 @@ struct Scheduler {
     /// nothing left to compute and gives its seat to a waiting request already.
     var seatsTaken: Int { running.reduce(0) { $0 + ($1.awaitsLastPick ? 0 : 1) } }
 
-    mutating func enqueue(_ sequence: EngineSequence) { waiting.append(sequence) }
+    /// Queues a new request: last (fcfs), or (lof) after every waiting request that may generate
+    /// as many tokens or more. Preempted requests stay at the head either way.
+    mutating func enqueue(_ sequence: EngineSequence) {
+        switch policy {
+        case .fcfs:
+            waiting.append(sequence)
+        case .lof:
+            let limit = sequence.state.outputLimit
+            let at = waiting.firstIndex { $0.status != .preempted && $0.state.outputLimit < limit } ?? waiting.count
+            waiting.insert(sequence, at: at)
+        }
+    }
 
     /// Takes a request out of either queue (abort, finish); returns it if it was there.
     mutating func remove(_ id: RequestID) -> EngineSequence? {

@@ -166,7 +166,8 @@ struct BenchThroughputCommand: ParsableCommand {
 
         var runtimeOptions = engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
                                                         nativeCPUWeights: modelOptions.nativeCPUWeights)
-        runtimeOptions.gpu = GPUModel.Options(splitMixedAttention: mixedAttention == .split, sharedDecodeTable: decodeTable == .shared)
+        runtimeOptions.gpu = GPUModel.Options(cudaGraphs: engineFlags.cudaGraphs == .on, splitMixedAttention: mixedAttention == .split,
+                                              sharedDecodeTable: decodeTable == .shared)
         let longest = workload.shapes.map { $0.input + $0.output }.max()!
         if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)
@@ -292,6 +293,9 @@ struct BenchThroughputCommand: ParsableCommand {
                        + "\(gpu.queuedAhead) of \(gpu.followingSteps) steps queued before the step ahead ended; "
                        + "\(stats.synchronizedSteps) waited for picks, \(stats.discardedRows) rows discarded; "
                        + "\(gpu.matmulShapes) cuBLASLt shapes set up in \(fixed(gpu.matmulSetupMs, 1)) ms"])
+            table.add(["CUDA graphs", engineFlags.cudaGraphs == .on
+                       ? "\(gpu.graphReplays) decode steps replayed, \(gpu.graphCaptures) graphs captured, \(gpu.graphDirect) first sightings run directly"
+                       : "off"])
         }
         table.add(["prefetched admissions", "\(stats.prefetches) (\(stats.prefetchesUsed) admitted with them, \(stats.prefetchesReleased) given back)"])
         table.add(["rows a step", "mean \(fixed(report.meanRowsPerStep, 1)), max \(report.maxRowsPerStep); over time: \(overTime.map { fixed($0, 0) }.joined(separator: " "))"])

@@ -33,6 +33,8 @@ struct DevEngineCommand: ParsableCommand {
     @Option(help: "Batched run: plan each step while the one before runs (on) or one step at a time (off).") var pipelineSteps: OnOff = .on
     @Option(help: "Batched run, GPU: KV in virtual tensors (vtensor) or the paged baseline's pool (paged); the alone runs use virtual tensors.")
     var kv: KVMode = .vtensor
+    @Option(help: "Batched run, GPU: decode steps replayed from CUDA graphs per padded batch size (on) or launched kernel by kernel (off); the alone runs launch directly.")
+    var cudaGraphs: OnOff = .off
 
     static let config: ModelConfig = {
         let json = """
@@ -67,11 +69,12 @@ struct DevEngineCommand: ParsableCommand {
         }
         let config = weights.config
         // 8 layers x 2 KV heads x 64 x 2 (K, V): 4 KiB a token on the GPU (bf16), 512 tokens a 2 MiB chunk.
-        func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor) throws -> any LanguageModel {
+        func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor, graphs: Bool = false) throws -> any LanguageModel {
             switch kind {
             case .cuda:
                 return try GPUModel(config: config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
-                                    maxBatchTokens: 1024, maxLogitRows: 64, maxTokensPerSequence: 2048, kvMode: kvMode)
+                                    maxBatchTokens: 1024, maxLogitRows: 64, maxTokensPerSequence: 2048,
+                                    options: GPUModel.Options(cudaGraphs: graphs), kvMode: kvMode)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
                 return try CPUModel(weights: weights, kvBudgetBytes: (2 * kvChunks) << 21, maxTokensPerSequence: 2048)
@@ -87,7 +90,8 @@ struct DevEngineCommand: ParsableCommand {
 
         // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
         if kv == .paged && kind != .cuda { throw ValidationError("--kv paged runs on the GPU only") }
-        let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv)
+        if cudaGraphs == .on && kind != .cuda { throw ValidationError("--cuda-graphs on runs on the GPU only") }
+        let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv, graphs: cudaGraphs == .on)
         let engine = try Engine(model: batchedModel, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
                                                        asyncMapping: batchedModel.computesAsynchronously, pipelineSteps: pipelineSteps == .on))
@@ -161,6 +165,10 @@ struct DevEngineCommand: ParsableCommand {
         table.add(["requests", "\(results.count): prompts 5-900, 16-48 tokens each; \(model ?? "random model"), \(maxNumSeqs) at once, \(maxNumBatchedTokens) tokens a step, \(kvChunks) KV chunks' worth, \(batchedModel.kvStorage.kindName) KV"])
         table.add(["batched run", "\(stats.steps) steps (\(mixedSteps) mixing decodes with prompt chunks, \(stats.pipelinedSteps) queued while the step before ran), "
                    + "\(stats.preemptions) preemptions, \(stats.prefillRows) prefill rows"])
+        if let gpu = batchedModel as? GPUModel, cudaGraphs == .on {
+            let totals = gpu.stepTotals
+            table.add(["CUDA graphs", "\(totals.graphReplays) decode steps replayed, \(totals.graphCaptures) graphs captured, \(totals.graphDirect) first sightings run directly"])
+        }
         let sortedGaps = gaps.sorted()
         table.add(["alone top-1 margins", "median \(fixed(sortedGaps[sortedGaps.count / 2], 3)), \(fixed(Double(gaps.filter { $0 < tieMargin }.count) * 100 / Double(gaps.count), 1))% below \(tieMargin)"])
         table.add(["exact greedy continuations", "\(exact) of \(results.count)"])

@@ -45,6 +45,7 @@ struct DevModelCommand: ParsableCommand {
         vt_line_buffer_stdout()  // every line reaches a redirected log, even if a check traps
         var checks: [Check] = []
         var feedFailures = 0
+        var graphFailures = 0
         var rng = SplitMix64(seed: 11)
         for (name, json) in Self.models {
             let config = try ModelConfig.decode(Data(json.utf8), path: name)
@@ -84,6 +85,16 @@ struct DevModelCommand: ParsableCommand {
                 let next = ids.map { _ in tokens(1) }
                 try compare("decode step \(s + 5) (\(ids.count) sequences)", zip(ids, next).map { ForwardInput(id: $0, tokens: $1) })
             }
+            // 20 and 40 sequences a step (cuBLASLt, unfused), three steps each: with CUDA graphs
+            // the first runs its bucket (24, 40) directly, the second captures, the third replays;
+            // 13 above pads to 16 and 3 to itself.
+            let wide = Array(40..<80)
+            for id in wide { try cpu.addSequence(id); try gpu.addSequence(id) }
+            try compare("prefill x40 (2-9 tokens each)", wide.map { ForwardInput(id: $0, tokens: tokens(2 + $0 % 8), allLogits: false) })
+            for (s, count) in [20, 20, 20, 40, 40, 40].enumerated() {
+                let next = (0..<count).map { _ in tokens(1) }
+                try compare("decode step \(s + 1) (\(count) sequences)", (0..<count).map { ForwardInput(id: wide[$0], tokens: next[$0]) })
+            }
             // A mixed step as the engine makes them: decodes (one token: decode attention) next to a
             // prompt chunk and an extend (prefill attention), in one step, rows interleaved.
             try compare("mixed: decode x3 + prefill 20 + extend 4", [ForwardInput(id: 0, tokens: tokens(1)), ForwardInput(id: 14, tokens: tokens(20)),
@@ -100,6 +111,12 @@ struct DevModelCommand: ParsableCommand {
             print("\(last.pass ? "PASS" : "FAIL") \(name) \(last.step): cosine \(fixed(last.minCosine, 5)), top-1 \(fixed(last.top1Agreement, 3))")
             try compare("decode after \(long.count)", [ForwardInput(id: 3, tokens: tokens(1)), ForwardInput(id: 0, tokens: tokens(1))])
             print("  KV: \(gpu.cache!.accounting.mappedChunks) chunks mapped for \(gpu.cache!.accounting.tokens) tokens")
+            if graphs {
+                // The graph path must have replayed, or its checks above measured the direct path.
+                let totals = gpu.stepTotals
+                print("  CUDA graphs: \(totals.graphReplays) steps replayed, \(totals.graphCaptures) captured, \(totals.graphDirect) run directly")
+                if totals.graphReplays == 0 || totals.graphCaptures == 0 { graphFailures += 1 }
+            }
 
             // Fed decodes (the pipelined step): step A picks greedily on the GPU; step B, queued
             // before A is collected, takes A's picks as its input tokens on the device
@@ -130,7 +147,7 @@ struct DevModelCommand: ParsableCommand {
         let rows = checks.reduce(0) { $0 + $1.rows }
         let agreement = checks.reduce(0.0) { $0 + $1.top1Agreement * Double($1.rows) } / Double(max(rows, 1))
         let beyondTies = checks.reduce(0.0) { $0 + $1.top1AgreementBeyondTies * Double($1.rows) } / Double(max(rows, 1))
-        let failed = checks.filter { !$0.pass }.count + (beyondTies >= 0.99 ? 0 : 1) + feedFailures
+        let failed = checks.filter { !$0.pass }.count + (beyondTies >= 0.99 ? 0 : 1) + feedFailures + graphFailures
         print("top-1 agreement over all \(rows) rows: \(fixed(agreement, 4)) strict, \(fixed(beyondTies, 4)) beyond ties within noise (needs 0.99)")
         print("\(checks.count - checks.filter { !$0.pass }.count)/\(checks.count) model checks passed (cosine >= 0.999 on every row); "
               + "fed decodes equal to host-fed: \(feedFailures == 0 ? "all" : "\(feedFailures) failed")")

@@ -172,3 +172,29 @@ struct TestRandom: RandomNumberGenerator {
         #expect(engine.statistics.synchronizedSteps > 0)
     }
 }
+
+@Suite struct SchedulePolicyTests {
+    /// With one seat, the admission order is the finishing order: arrival order under fcfs; under
+    /// lof the most tokens first, arrival order among equals. Every request's tokens are its own.
+    @Test(arguments: SchedulePolicy.allCases) func admissionOrder(policy: SchedulePolicy) throws {
+        let model = try FakeModel(context: 64, budgetChunks: 32)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 1, schedulePolicy: policy))
+        let limits = [3, 9, 5, 9, 1, 7]
+        let ids = try limits.enumerated().map { i, limit in
+            try engine.add(GenerationRequest(prompt: [3 + i, 7], parameters: SamplingParameters(temperature: 0, maxTokens: limit)))
+        }
+        var finished: [RequestID] = []
+        var outputs: [RequestID: [Int]] = [:]
+        engine.runUntilIdle { batch in
+            for output in batch {
+                outputs[output.id, default: []] += output.tokens.map(\.id)
+                if output.isFinal { finished.append(output.id) }
+            }
+        }
+        let expected = policy == .fcfs ? ids : [1, 3, 5, 2, 0, 4].map { ids[$0] }
+        #expect(finished == expected)
+        for (i, id) in ids.enumerated() {
+            #expect(outputs[id] == fakeReference(prompt: [3 + i, 7], maxTokens: limits[i], maxLength: engine.maxSequenceLength, eos: nil))
+        }
+    }
+}

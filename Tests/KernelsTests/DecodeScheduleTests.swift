@@ -175,6 +175,37 @@ import VTensor
         #expect(int(0, 7) == -1 && int(1, 7) == 3 && int(3, 7) == -1 && int(2, 7) == -1)
     }
 
+    /// A fixed grid (CUDA graphs): CTAs past the plan's get an empty item (row -1, no next), and
+    /// every CTA's chain, walked as the kernel walks it, yields the plan's items in order.
+    @Test func kernelItemTableForAFixedGrid() {
+        var rng = SplitMix64(seed: 5)
+        for _ in 0..<50 {
+            let lengths = (0..<(1 + Int(rng.next() % 12))).map { _ in 1 + Int(rng.next() % 700) }
+            let s = DecodeSchedule(requests: Self.decodeBatch(lengths), queryHeads: 8, kvHeads: 2, window: nil,
+                                   maxCTAs: 1 + Int(rng.next() % 40), minTokensPerCTA: 16 * (1 + Int(rng.next() % 4)))
+            let grid = s.ctas + Int(rng.next() % 9)
+            let bytes = s.kernelItems(grid: grid) { (UInt64($0) << 20, UInt64($0) << 21) }
+            #expect(bytes.count == s.kernelItemsBytes(grid: grid) && bytes.count == 48 * (s.items.count + grid - s.ctas))
+            func int(_ slot: Int, _ field: Int) -> Int32 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 48 * slot + 16 + 4 * field, as: Int32.self) } }
+            for c in 0..<grid {
+                var chain: [(row: Int32, start: Int32, end: Int32, pair: Int32)] = []
+                var slot = c
+                while slot >= 0 {
+                    if int(slot, 0) < 0 { break }
+                    chain.append((int(slot, 0), int(slot, 2), int(slot, 3), int(slot, 4)))
+                    slot = Int(int(slot, 7))
+                }
+                if c >= s.ctas {
+                    #expect(chain.isEmpty && int(c, 0) == -1 && int(c, 7) == -1, "CTA \(c) of \(s.ctas) must be empty")
+                    continue
+                }
+                let expected = s.items[Int(s.ctaItemOffsets[c])..<Int(s.ctaItemOffsets[c + 1])]
+                #expect(chain.map(\.row) == expected.map(\.row) && chain.map(\.start) == expected.map(\.start)
+                        && chain.map(\.end) == expected.map(\.end) && chain.map(\.pair) == expected.map(\.pair))
+            }
+        }
+    }
+
     @Test func requestTablePacking() {
         let view = KVView(base: 0x1000, tokenStride: 2048, headStride: 256, blockStride: 2 << 20, tokensPerBlock: 16, length: 9, readableTokens: 16)
         var value = view

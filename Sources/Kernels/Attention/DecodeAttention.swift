@@ -187,16 +187,21 @@ public final class DecodeAttention: @unchecked Sendable {
     /// schedule and one item table of layer-0 bases for all layers, each layer's batch adding its
     /// `layerOffsets` (bytes). A table per layer (`prepare(layers:)`) writes and uploads
     /// `layers` times as much. Valid until the next call, as `prepare(layers:)`.
+    /// `fixedGrid`: launch a full grid (`defaultMaxCTAs`) whatever the plan needs, the CTAs
+    /// past the plan's own returning at once, so a captured launch (CUDA graph) stays valid for
+    /// any batch.
     public func prepare(layerZero requests: [AttentionRequest], layerOffsets: [(key: UInt64, value: UInt64)], stream: CUDAStream,
-                        workspace: inout DeviceBuffer?, maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) throws -> [DecodeBatch] {
+                        workspace: inout DeviceBuffer?, maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil,
+                        fixedGrid: Bool = false) throws -> [DecodeBatch] {
         precondition(!paged, "this kernel reads through block tables")
-        let (plan, address, buffer) = try uploadOneTable(
+        let (plan, address, buffer, grid) = try uploadOneTable(
             requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) },
             addresses: { (requests[$0].key.base, requests[$0].value.base) }, stream: stream, workspace: &workspace,
-            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA)
+            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA, fixedGrid: fixedGrid)
         let geometry = DecodeKVGeometry(requests)
         return layerOffsets.map { offset in
-            DecodeBatch(schedule: plan, geometry: geometry, kPool: offset.key, vPool: offset.value, address: address, owner: buffer)
+            DecodeBatch(schedule: plan, geometry: geometry, kPool: offset.key, vPool: offset.value, address: address, owner: buffer,
+                        launchCTAs: grid)
         }
     }
 
@@ -205,38 +210,42 @@ public final class DecodeAttention: @unchecked Sendable {
     /// table serve them all, uploaded once into `workspace`; each layer's batch differs only in
     /// its pools. Valid until the next call, as `prepare(layers:)`.
     public func prepare(paged requests: [PagedRequest], pools: [PagedKVPool], stream: CUDAStream, workspace: inout DeviceBuffer?,
-                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) throws -> [DecodeBatch] {
+                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil, fixedGrid: Bool = false) throws -> [DecodeBatch] {
         precondition(paged, "this kernel reads through views")
         guard let first = pools.first else { return [] }
         let p = parameters
         precondition(first.kvHeads == p.kvHeads && first.headDim == p.headDim && first.dtype == p.dtype, "pool does not match the parameters")
-        let (plan, address, buffer) = try uploadOneTable(
+        let (plan, address, buffer, grid) = try uploadOneTable(
             requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) },
             addresses: { (requests[$0].blockTable, 0) }, stream: stream, workspace: &workspace,
-            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA)
+            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA, fixedGrid: fixedGrid)
         return pools.map { pool in
-            DecodeBatch(schedule: plan, geometry: DecodeKVGeometry(pool), kPool: pool.keys, vPool: pool.values, address: address, owner: buffer)
+            DecodeBatch(schedule: plan, geometry: DecodeKVGeometry(pool), kPool: pool.keys, vPool: pool.values, address: address, owner: buffer,
+                        launchCTAs: grid)
         }
     }
 
     /// Schedules a batch and uploads its one item table (each request's two addresses from
     /// `addresses`) into `workspace`, grown when too small, through the page-locked staging.
+    /// Returns the grid to launch: the plan's CTAs, or a full grid with `fixedGrid`.
     private func uploadOneTable(_ requests: [DecodeSchedule.Request], addresses: (Int) -> (UInt64, UInt64), stream: CUDAStream,
-                                workspace: inout DeviceBuffer?, maxCTAs: Int?, minTokensPerCTA: Int?)
-        throws -> (plan: DecodeSchedule, address: UInt64, buffer: DeviceBuffer) {
+                                workspace: inout DeviceBuffer?, maxCTAs: Int?, minTokensPerCTA: Int?, fixedGrid: Bool)
+        throws -> (plan: DecodeSchedule, address: UInt64, buffer: DeviceBuffer, grid: Int) {
         let plan = schedule(requests, maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA)
+        let grid = fixedGrid ? max(maxCTAs ?? defaultMaxCTAs, plan.ctas) : plan.ctas
         try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
-        let total = max(plan.kernelItemsBytes, 16)
+        let bytes = plan.kernelItemsBytes(grid: grid)
+        let total = max(bytes, 16)
         if (workspace?.bytes ?? 0) < total {
             workspace = try DeviceBuffer(context: module.context, bytes: max(total * 3 / 2, 4096))
         }
         let buffer = workspace!
         if staging == nil { staging = try UploadStaging(context: module.context) }
         let host = try staging!.begin(bytes: total)
-        plan.writeKernelItems(to: host, addresses: addresses)
-        try staging!.upload(offset: 0, count: plan.kernelItemsBytes, to: buffer.address, stream: stream)
+        plan.writeKernelItems(to: host, grid: grid, addresses: addresses)
+        try staging!.upload(offset: 0, count: bytes, to: buffer.address, stream: stream)
         try staging!.end(stream: stream)
-        return (plan, buffer.address, buffer)
+        return (plan, buffer.address, buffer, grid)
     }
 
     /// Bytes between two layers' item tables in `prepare(layers:)`: the plan's table, 256-byte aligned.
@@ -286,7 +295,7 @@ public final class DecodeAttention: @unchecked Sendable {
     ///   `griddepcontrol.wait` before reading anything, so it may start during the previous kernel).
     public func run(_ batch: DecodeBatch, queries: UInt64, output: UInt64, stream: CUDAStream, dependent: Bool = false) throws {
         let plan = batch.schedule
-        guard plan.ctas > 0 else { return }
+        guard batch.launchCTAs > 0 else { return }
         precondition((partialO?.bytes ?? 0) >= max(1, plan.partialSlots) * DecodeSchedule.rowsPerHeadBlock * parameters.headDim * 4 &&
                      (counters?.bytes ?? 0) >= plan.pairs * 4, "batch prepared by another DecodeAttention")
         let p = parameters
@@ -297,7 +306,7 @@ public final class DecodeAttention: @unchecked Sendable {
                 + batch.geometry.arguments
                 + [.int32(Int32(p.queryHeads)), .int32(Int32(p.groupSize)), .int32(Int32(plan.headBlocks)),
                    .float32(p.scale * 1.442_695_040_888_963_4)]
-        let grid = (plan.ctas, 1, 1), block = (32 * config.warps, 1, 1)
+        let grid = (batch.launchCTAs, 1, 1), block = (32 * config.warps, 1, 1)
         if dependent {
             try kernel.launchDependent(grid: grid, block: block, stream: stream, arguments: arguments)
         } else {
@@ -322,8 +331,12 @@ public final class DecodeBatch: @unchecked Sendable {
     let address: UInt64
     /// Keeps the device memory at `address` alive.
     let owner: AnyObject
+    /// The grid launched: the plan's CTAs, or more (a fixed grid whose extra CTAs have empty items).
+    public let launchCTAs: Int
 
-    init(schedule: DecodeSchedule, geometry: DecodeKVGeometry, kPool: UInt64, vPool: UInt64, address: UInt64, owner: AnyObject) {
+    init(schedule: DecodeSchedule, geometry: DecodeKVGeometry, kPool: UInt64, vPool: UInt64, address: UInt64, owner: AnyObject,
+         launchCTAs: Int? = nil) {
+        self.launchCTAs = launchCTAs ?? schedule.ctas
         self.schedule = schedule
         self.geometry = geometry
         self.kPool = kPool

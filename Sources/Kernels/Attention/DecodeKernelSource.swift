@@ -163,6 +163,7 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
 
     for (int it = blockIdx.x; it >= 0;) {
         const DecodeItem item = items[it];
+        if (item.row < 0) break;  /* an empty item: a CTA of a fixed grid (CUDA graph) with no work */
         it = item.next;
         if (it >= 0) prefetch_l2(items + it);
         const int kvHead = item.headSlot / headBlocks;

@@ -236,23 +236,42 @@ public struct DecodeSchedule: Sendable, Equatable {
     /// request's K and V bases, or its block table and 0 for the paged kernel), row, head slot,
     /// start, end, pair, first partial slot, split | splits << 16, next. CTA c starts at item c
     /// (no lookup before its first load); its further items follow all first items, each
-    /// linked from the one before by `next` (-1: the CTA's last).
-    public func kernelItems(addresses: (_ request: Int) -> (UInt64, UInt64)) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: kernelItemsBytes) { buffer, initialized in
-            if let base = buffer.baseAddress { writeKernelItems(to: UnsafeMutableRawPointer(base), addresses: addresses) }
-            initialized = kernelItemsBytes
+    /// linked from the one before by `next` (-1: the CTA's last). A row of -1 marks an empty
+    /// item (a CTA of a fixed grid with no work).
+    public func kernelItems(grid: Int? = nil, addresses: (_ request: Int) -> (UInt64, UInt64)) -> [UInt8] {
+        let bytes = kernelItemsBytes(grid: grid ?? ctas)
+        return [UInt8](unsafeUninitializedCapacity: bytes) { buffer, initialized in
+            if let base = buffer.baseAddress { writeKernelItems(to: UnsafeMutableRawPointer(base), grid: grid, addresses: addresses) }
+            initialized = bytes
         }
     }
 
     /// Bytes of `kernelItems`.
     public var kernelItemsBytes: Int { items.count * Self.kernelItemBytes }
 
-    /// Writes `kernelItems` to `destination` (`kernelItemsBytes` of writable memory) without
-    /// building an array: the per-step host path writes every layer's table straight into its
-    /// upload buffer.
-    public func writeKernelItems(to destination: UnsafeMutableRawPointer, addresses: (_ request: Int) -> (UInt64, UInt64)) {
+    /// Bytes of the item table for a launch of `grid` CTAs (at least `ctas`): CTAs past the
+    /// plan's own get an empty item each.
+    public func kernelItemsBytes(grid: Int) -> Int {
+        precondition(grid >= ctas, "a grid of \(grid) CTAs is smaller than the plan's \(ctas)")
+        return (items.count + grid - ctas) * Self.kernelItemBytes
+    }
+
+    /// Writes `kernelItems` to `destination` (`kernelItemsBytes(grid:)` of writable memory)
+    /// without building an array: the per-step host path writes every layer's table straight
+    /// into its upload buffer. With `grid` above the plan's CTAs (a launch whose grid is fixed,
+    /// as in a CUDA graph), CTAs `ctas..<grid` get an empty item (row -1: the kernel returns)
+    /// and the further items follow all `grid` first items.
+    public func writeKernelItems(to destination: UnsafeMutableRawPointer, grid: Int? = nil, addresses: (_ request: Int) -> (UInt64, UInt64)) {
+        let grid = grid ?? ctas
+        precondition(grid >= ctas, "a grid of \(grid) CTAs is smaller than the plan's \(ctas)")
+        for c in ctas..<grid {
+            let at = destination + c * Self.kernelItemBytes
+            at.initializeMemory(as: UInt8.self, repeating: 0, count: Self.kernelItemBytes)
+            at.storeBytes(of: Int32(-1).littleEndian, toByteOffset: 16, as: Int32.self)
+            at.storeBytes(of: Int32(-1).littleEndian, toByteOffset: 44, as: Int32.self)
+        }
         // Slot of each item: CTA c's first item at c, the others after all first items, in order.
-        var nextFree = ctas
+        var nextFree = grid
         for c in 0..<ctas {
             let range = Int(ctaItemOffsets[c])..<Int(ctaItemOffsets[c + 1])
             var slot = c

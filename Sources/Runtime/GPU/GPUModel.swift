@@ -69,7 +69,10 @@ public final class GPUModel: @unchecked Sendable {
         /// Decode runs each layer's O, gate/up, down and the next layer's QKV as one cooperative
         /// kernel with grid barriers (see ModelKernelSource), where the driver supports it.
         public let persistentLayers: Bool
-        /// Replay fused decode steps from CUDA graphs captured per step shape (experimental).
+        /// Replay decode steps from CUDA graphs, one per padded batch size (`graphBucket`): a
+        /// step's rows are padded up to its bucket, the padded rows writing their K/V to a padding
+        /// view no request reads and their logits left unread; decode attention launches a full
+        /// grid (extra CTAs return at once). Captured the second time a bucket is seen.
         public let cudaGraphs: Bool
         /// Decode matmuls' weight prefetch per row (bytes) before griddepcontrol.wait; nil: whole
         /// rows within ~32 MiB of L2. 0 by default: on H200 any prefetch made decode slower
@@ -127,8 +130,31 @@ public final class GPUModel: @unchecked Sendable {
     }
 
     private var graphCache: [String: CUDAGraphExec] = [:]
+    /// Graph keys seen once: the first step of a shape runs directly (cuBLASLt products and
+    /// kernels set up outside any capture), the second captures.
+    private var graphKeysSeen: Set<String> = []
     /// Set when a graph capture fails: later steps launch kernels directly (`options.cudaGraphs` stays as given).
     private var graphCaptureDisabled = false
+    /// Graph steps: where padded rows write their K and V, per layer (a padding view of the
+    /// virtual-tensor cache, or a page of the paged pool no request owns), and the stream
+    /// graphs are captured on (private, so no other thread's work lands in a capture).
+    private let paddingRows: [(key: UInt64, value: UInt64)]
+    private let captureStream: CUDAStream?
+
+    /// The padded batch size a decode step of `rows` rows runs at with CUDA graphs: 1-4 exact,
+    /// then 8, 12, 16 (the fused kernels), multiples of 8 to 64 and of 16 above (cuBLASLt),
+    /// capped at `cap` (the step's row limit). nil when `rows` exceeds the cap.
+    public static func graphBucket(rows: Int, cap: Int) -> Int? {
+        guard rows >= 1 && rows <= cap else { return nil }
+        let bucket: Int
+        switch rows {
+        case ...4: bucket = rows
+        case ...16: bucket = (rows + 3) / 4 * 4
+        case ...64: bucket = (rows + 7) / 8 * 8
+        default: bucket = (rows + 15) / 16 * 16
+        }
+        return min(bucket, cap)
+    }
 
     /// Per-step timings: host phases always; GPU time per operation when `profile` is on
     /// (CUDA events around every launch, which adds a little host time).
@@ -150,6 +176,9 @@ public final class GPUModel: @unchecked Sendable {
         /// cuBLASLt products set up for new shapes, and the host time that took.
         public var matmulShapes = 0
         public var matmulSetupMs = 0.0
+        /// CUDA graphs: decode steps replayed from a graph, graphs captured, and steps of a graph
+        /// bucket run directly (its first sighting).
+        public var graphReplays = 0, graphCaptures = 0, graphDirect = 0
     }
     public private(set) var stepTotals = StepTotals()
     public func resetStepTotals() { lock.lock(); stepTotals = StepTotals(); lock.unlock() }
@@ -291,10 +320,15 @@ public final class GPUModel: @unchecked Sendable {
             case .fractionOfFree(let f): budgetBytes = Int(Double(try context.memoryInfo().free) * f)
             }
             let pages = budgetBytes / (2 * c.numHiddenLayers * pageBytes)
-            guard pages >= 1 else { throw RuntimeError.invalidRequest("a KV budget of \(budgetBytes) bytes holds no 16-token page of every layer") }
+            // With CUDA graphs the pool's last page is the padded rows' (no request's).
+            let paddingPages = options.cudaGraphs ? 1 : 0
+            guard pages >= 1 + paddingPages else {
+                throw RuntimeError.invalidRequest("a KV budget of \(budgetBytes) bytes holds no 16-token page of every layer")
+            }
             let slots = max(1024, 4 * maxLogitRows)
-            let pagedCache = try PagedKVCache(shape: shape, pageTokens: pageTokens, pageCount: pages, maxTokensPerRequest: maxTokens, maxRequests: slots)
-            let pool = try DeviceBuffer(context: context, bytes: pagedCache.poolBytes)
+            let pagedCache = try PagedKVCache(shape: shape, pageTokens: pageTokens, pageCount: pages - paddingPages,
+                                              maxTokensPerRequest: maxTokens, maxRequests: slots)
+            let pool = try DeviceBuffer(context: context, bytes: 2 * c.numHiddenLayers * pages * pageBytes)
             let componentBytes = UInt64(pages * pageBytes)
             pagedPools = (0..<c.numHiddenLayers).map { layer in
                 PagedKVPool(keys: pool.address + UInt64(2 * layer) * componentBytes, values: pool.address + UInt64(2 * layer + 1) * componentBytes,
@@ -303,15 +337,24 @@ public final class GPUModel: @unchecked Sendable {
             pagedPool = pool
             blockTables = try DeviceBuffer(context: context, bytes: slots * pagedCache.maxPagesPerRequest * 4)
             kvStorage = .paged(pagedCache)
+            let pools = pagedPools, paddingPage = UInt64(pages - 1) * UInt64(pageBytes)
+            paddingRows = options.cudaGraphs ? pools.map { ($0.keys + paddingPage, $0.values + paddingPage) } : []
         } else {
             // The KV cache, capped by the budget, mapped as sequences grow.
             let backend = try CUDABackend(context: context, workStream: stream)
             let memory = try VirtualMemory(backend: backend, budget: kvBudget)
-            kvStorage = .virtual(try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens))
+            let cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens)
+            kvStorage = .virtual(cache)
             pagedPool = nil
             blockTables = nil
             pagedPools = []
+            // The padding view is mapped now, before anyone counts the chunks left for requests.
+            paddingRows = options.cudaGraphs ? try (0..<c.numHiddenLayers).map { layer in
+                (try cache.paddingView(layer: layer, component: .key).address(token: 0, head: 0),
+                 try cache.paddingView(layer: layer, component: .value).address(token: 0, head: 0))
+            } : []
         }
+        captureStream = options.cudaGraphs && CUDAGraphExec.isSupported(context: context) ? try CUDAStream(context: context) : nil
     }
 
     /// Whether the driver offers cuLaunchKernelEx (programmatic dependent launch).
@@ -444,12 +487,22 @@ public final class GPUModel: @unchecked Sendable {
         guard logitRows <= maxLogitRows else { throw RuntimeError.invalidRequest("\(logitRows) rows of logits exceed the \(maxLogitRows) a step can return") }
         try context.makeCurrent()
         let starts = try ForwardStep.begin(inputs, cache: kvStorage, vocabularySize: c.vocabSize)
+        let isDecode = inputs.allSatisfy { $0.tokens.count == 1 }
+        let layerOffsets = options.sharedDecodeTable ? cache?.layerOffsets : nil
+        // CUDA graphs: a decode step runs at its bucket's size, the padded rows after the real
+        // ones (token 0 at position 0, K/V written to the padding rows, logits never read).
+        let graphRows = isDecode && captureStream != nil && !graphCaptureDisabled && !profile && !paddingRows.isEmpty
+            && (layerOffsets != nil || kvStorage.pagedCache != nil) ? Self.graphBucket(rows: n, cap: min(maxLogitRows, maxBatchTokens)) : nil
+        let stepRows = graphRows ?? n, kernelLogitRows = graphRows ?? logitRows
 
-        // Step metadata: tokens, positions, logits rows (int32), then per layer per row the K and V row addresses.
+        // Step metadata: tokens, positions, logits rows (int32), then per layer per row the K and V
+        // row addresses, then the fed rows.
         var ints: [Int32] = []
-        ints.reserveCapacity(2 * n + logitRows)
+        ints.reserveCapacity(2 * stepRows + kernelLogitRows)
         for input in inputs { ints += input.tokens.map { Int32($0) } }
+        ints += [Int32](repeating: 0, count: stepRows - n)
         for (i, input) in inputs.enumerated() { ints += (0..<input.tokens.count).map { Int32(starts[i] + $0) } }
+        ints += [Int32](repeating: 0, count: stepRows - n)
         var rowStart = 0
         var firstRow: [Int] = []
         for input in inputs {
@@ -458,21 +511,27 @@ public final class GPUModel: @unchecked Sendable {
             ints += input.allLogits ? (rowStart..<(rowStart + count)).map { Int32($0) } : [Int32(rowStart + count - 1)]
             rowStart += count
         }
+        ints += (n..<stepRows).map { Int32($0) }
         // Fed rows: (token row, the previous step's sampler row) pairs.
-        let feedOffset = ints.count * 4
+        var feedPairs: [Int32] = []
         for feed in feeds {
             guard feed.input >= 0 && feed.input < inputs.count && inputs[feed.input].tokens.count == 1 && feed.previousInput >= 0
                     && feed.previousInput < sampler.maxRows else {
                 throw RuntimeError.invalidRequest("a fed row must be a one-token input fed from a row of the previous step")
             }
-            ints += [Int32(firstRow[feed.input]), Int32(feed.previousInput)]
+            feedPairs += [Int32(firstRow[feed.input]), Int32(feed.previousInput)]
         }
         let addressOffset = (ints.count * 4 + 255) / 256 * 256
-        var addresses = [UInt64](repeating: 0, count: layers * n * 2)
+        var addresses = [UInt64](repeating: 0, count: layers * stepRows * 2)
+        for row in n..<stepRows {
+            for layer in 0..<layers {
+                addresses[(layer * stepRows + row) * 2] = paddingRows[layer].key
+                addresses[(layer * stepRows + row) * 2 + 1] = paddingRows[layer].value
+            }
+        }
         var requestsPerLayer: [[AttentionRequest]] = []
         var pagedRequests: [PagedRequest] = []
         var layerZeroRequests: [AttentionRequest] = []
-        let layerOffsets = options.sharedDecodeTable ? cache?.layerOffsets : nil
         var changedTables: [(slot: Int, pages: [Int32])] = []
         if let paged = kvStorage.pagedCache {
             // Row addresses through the block tables; attention reads the same tables in every layer.
@@ -486,8 +545,8 @@ public final class GPUModel: @unchecked Sendable {
                     let t = starts[i] + j
                     let offset = UInt64(pages[t / paged.pageTokens]) * pageBytes + UInt64(t % paged.pageTokens) * tokenBytes
                     for layer in 0..<layers {
-                        addresses[(layer * n + row) * 2] = pagedPools[layer].keys + offset
-                        addresses[(layer * n + row) * 2 + 1] = pagedPools[layer].values + offset
+                        addresses[(layer * stepRows + row) * 2] = pagedPools[layer].keys + offset
+                        addresses[(layer * stepRows + row) * 2 + 1] = pagedPools[layer].values + offset
                     }
                     row += 1
                 }
@@ -506,8 +565,8 @@ public final class GPUModel: @unchecked Sendable {
                 for j in 0..<input.tokens.count {
                     let k0 = key.address(token: starts[i] + j, head: 0), v0 = value.address(token: starts[i] + j, head: 0)
                     for layer in 0..<layers {
-                        addresses[(layer * n + row) * 2] = k0 + offsets[layer].key
-                        addresses[(layer * n + row) * 2 + 1] = v0 + offsets[layer].value
+                        addresses[(layer * stepRows + row) * 2] = k0 + offsets[layer].key
+                        addresses[(layer * stepRows + row) * 2 + 1] = v0 + offsets[layer].value
                     }
                     row += 1
                 }
@@ -522,8 +581,8 @@ public final class GPUModel: @unchecked Sendable {
                 for (i, input) in inputs.enumerated() {
                     let (key, value) = views[i][layer]
                     for j in 0..<input.tokens.count {
-                        addresses[(layer * n + row) * 2] = key.address(token: starts[i] + j, head: 0)
-                        addresses[(layer * n + row) * 2 + 1] = value.address(token: starts[i] + j, head: 0)
+                        addresses[(layer * stepRows + row) * 2] = key.address(token: starts[i] + j, head: 0)
+                        addresses[(layer * stepRows + row) * 2 + 1] = value.address(token: starts[i] + j, head: 0)
                         row += 1
                     }
                     requests.append(AttentionRequest(key: key, value: value, queryStart: queryStart, queryCount: input.tokens.count))
@@ -532,8 +591,10 @@ public final class GPUModel: @unchecked Sendable {
                 requestsPerLayer.append(requests)
             }
         }
-        // Changed block tables ride in the same upload, after the addresses.
-        let tablesOffset = addressOffset + addresses.count * 8
+        // Changed block tables ride in the same upload, after the addresses and fed rows (they
+        // go to the block-table buffer, not to the step's metadata).
+        let feedOffset = addressOffset + addresses.count * 8
+        let tablesOffset = feedOffset + feedPairs.count * 4
         let tableBytes = changedTables.reduce(0) { $0 + $1.pages.count * 4 }
         let blobBytes = tablesOffset + tableBytes
         stagingRound += 1
@@ -541,8 +602,9 @@ public final class GPUModel: @unchecked Sendable {
         let blob = try metaStaging.begin(bytes: blobBytes)
         ints.withUnsafeBytes { blob.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         addresses.withUnsafeBytes { (blob + addressOffset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        feedPairs.withUnsafeBytes { if let base = $0.baseAddress { (blob + feedOffset).copyMemory(from: base, byteCount: $0.count) } }
         let meta = workspace.meta
-        let tokens = meta, positions = meta + UInt64(4 * n), logitRowIndex = meta + UInt64(8 * n)
+        let tokens = meta, positions = meta + UInt64(4 * stepRows), logitRowIndex = meta + UInt64(8 * stepRows)
         let rowAddresses = meta + UInt64(addressOffset)
         precondition(tablesOffset <= workspace.metaBytes, "step metadata exceeds its workspace")
         try metaStaging.upload(offset: 0, count: tablesOffset, to: meta, stream: stream)
@@ -563,7 +625,6 @@ public final class GPUModel: @unchecked Sendable {
         // Rows of one new token go through decode attention, the others through prefill attention,
         // in the same step (a mixed step of 255 decodes and one prompt chunk keeps its decodes on
         // the decode kernel); `options.splitMixedAttention` off sends a mixed step to prefill alone.
-        let isDecode = inputs.allSatisfy { $0.tokens.count == 1 }
         let decodeRows = isDecode || options.splitMixedAttention ? inputs.map { $0.tokens.count == 1 } : inputs.map { _ in false }
         let anyDecode = decodeRows.contains(true), anyPrefill = decodeRows.contains(false)
         var decodeBatches: [DecodeBatch] = []
@@ -571,11 +632,12 @@ public final class GPUModel: @unchecked Sendable {
         if anyDecode {
             if kvStorage.pagedCache != nil {
                 decodeBatches = try decode.prepare(paged: pagedRequests.indices.filter { decodeRows[$0] }.map { pagedRequests[$0] }, pools: pagedPools,
-                                                   stream: stream, workspace: &decodeWorkspace, minTokensPerCTA: options.decodeMinTokensPerCTA)
+                                                   stream: stream, workspace: &decodeWorkspace, minTokensPerCTA: options.decodeMinTokensPerCTA,
+                                                   fixedGrid: graphRows != nil)
             } else if let layerOffsets {
                 decodeBatches = try decode.prepare(layerZero: layerZeroRequests.indices.filter { decodeRows[$0] }.map { layerZeroRequests[$0] },
                                                    layerOffsets: layerOffsets, stream: stream, workspace: &decodeWorkspace,
-                                                   minTokensPerCTA: options.decodeMinTokensPerCTA)
+                                                   minTokensPerCTA: options.decodeMinTokensPerCTA, fixedGrid: graphRows != nil)
             } else {
                 let decodeRequests = requestsPerLayer.map { requests in requests.indices.filter { decodeRows[$0] }.map { requests[$0] } }
                 decodeBatches = try decode.prepare(layers: decodeRequests, stream: stream, workspace: &decodeWorkspace,
@@ -619,50 +681,51 @@ public final class GPUModel: @unchecked Sendable {
         // The kernels.
         let clock1 = DispatchTime.now().uptimeNanoseconds
         let w = workspace, eps = Float(c.rmsNormEps)
+        let rows = stepRows
         // Decode of up to 4 rows: 4 fused matmul kernels + attention per layer (norms, RoPE, the KV write
         // and SwiGLU folded into the matmuls; see ModelKernelSource).
         // (Only decode steps: the fused path runs the decode attention plans, made for them alone.)
-        let fused = isDecode && options.matmulPolicy == .auto && logitRows == n && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
-            && (n <= 4 || (n <= ModelKernels.fusedMaxRows && h % 32 == 0 && (hq * d) % 32 == 0 && f % 32 == 0 && (d / 2) % 8 == 0))
+        let fused = isDecode && options.matmulPolicy == .auto && kernelLogitRows == rows && h % 8 == 0 && (hq * d) % 8 == 0 && f % 8 == 0 && d % 2 == 0
+            && (rows <= 4 || (rows <= ModelKernels.fusedMaxRows && h % 32 == 0 && (hq * d) % 32 == 0 && f % 32 == 0 && (d / 2) % 8 == 0))
             && weights.layers.allSatisfy { $0.outputBias == nil && $0.gateUpBias == nil && $0.downBias == nil }
-        if fused {
-            let queueDecode: () throws -> Void = { [self] in
-                let slots = 2 * layers + 1
-                func slot(_ s: Int) -> UInt64 { w.sums + UInt64(s * n * 4) }
-                let layerWeights = weights.layers
-                try timed("embed") {
-                    try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, sums: w.sums, slots: slots,
-                                          xw: w.normed, norm: layerWeights[0].inputNorm, stream: stream)
+        // Every kernel of the step, queued on `stream` (the model's, or the capture stream).
+        let queueFused: (CUDAStream) throws -> Void = { [self] stream in
+            let slots = 2 * layers + 1
+            func slot(_ s: Int) -> UInt64 { w.sums + UInt64(s * rows * 4) }
+            let layerWeights = weights.layers
+            try timed("embed") {
+                try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: rows, hidden: h, sums: w.sums, slots: slots,
+                                      xw: w.normed, norm: layerWeights[0].inputNorm, stream: stream)
+            }
+            if options.persistentLayers && rows <= 4 {
+                try timed("zero barriers") { try kernels.zeroWords(w.barriers, count: layers, stream: stream) }
+                let first = layerWeights[0]
+                try timed("qkv+rope+kv write") {
+                    try kernels.decodeMatmul(.qkvRoPE, weight: first.qkv, out: qkvWidth, k: h, rows: rows, input: w.normed, sumsIn: slot(0),
+                                             eps: eps, output: w.q, bias: first.qkvBias, positions: positions,
+                                             inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses,
+                                             hq: hq, hkv: hkv, d: d, stream: stream)
                 }
-                if options.persistentLayers && n <= 4 {
-                    try timed("zero barriers") { try kernels.zeroWords(w.barriers, count: layers, stream: stream) }
-                    let first = layerWeights[0]
-                    try timed("qkv+rope+kv write") {
-                        try kernels.decodeMatmul(.qkvRoPE, weight: first.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(0),
-                                                 eps: eps, output: w.q, bias: first.qkvBias, positions: positions,
-                                                 inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses,
-                                                 hq: hq, hkv: hkv, d: d, stream: stream)
+                for (i, layer) in layerWeights.enumerated() {
+                    try timed("attention") { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
+                    let next: GPUWeights.Layer? = i + 1 < layers ? layerWeights[i + 1] : nil
+                    try timed("layer block") {
+                        try kernels.layerBlock(
+                            output: layer.output, gateUp: layer.gateUp, down: layer.down, nextQKV: next?.qkv, attended: w.attended,
+                            residual: w.residual, xw: w.normed, activated: w.activated, q: w.q, postNorm: layer.postAttentionNorm,
+                            nextNorm: next?.inputNorm ?? weights.finalNorm, sumsPost: slot(2 * i + 1), sumsNext: slot(2 * i + 2),
+                            qkvBias: next?.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
+                            nextRowAddresses: rowAddresses + UInt64((i + 1) * rows * 16), barrier: w.barriers + UInt64(4 * i),
+                            h: h, f: f, hq: hq, hkv: hkv, d: d, rows: rows, eps: eps, stream: stream)
                     }
-                    for (i, layer) in layerWeights.enumerated() {
-                        try timed("attention") { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
-                        let next: GPUWeights.Layer? = i + 1 < layers ? layerWeights[i + 1] : nil
-                        try timed("layer block") {
-                            try kernels.layerBlock(
-                                output: layer.output, gateUp: layer.gateUp, down: layer.down, nextQKV: next?.qkv, attended: w.attended,
-                                residual: w.residual, xw: w.normed, activated: w.activated, q: w.q, postNorm: layer.postAttentionNorm,
-                                nextNorm: next?.inputNorm ?? weights.finalNorm, sumsPost: slot(2 * i + 1), sumsNext: slot(2 * i + 2),
-                                qkvBias: next?.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
-                                nextRowAddresses: rowAddresses + UInt64((i + 1) * n * 16), barrier: w.barriers + UInt64(4 * i),
-                                h: h, f: f, hq: hq, hkv: hkv, d: d, rows: n, eps: eps, stream: stream)
-                        }
-                    }
-                } else {
+                }
+            } else {
                 for (i, layer) in layerWeights.enumerated() {
                     let nextNorm = i + 1 < layers ? layerWeights[i + 1].inputNorm : weights.finalNorm
                     try timed("qkv+rope+kv write") {
-                        try kernels.decodeMatmul(.qkvRoPE, weight: layer.qkv, out: qkvWidth, k: h, rows: n, input: w.normed, sumsIn: slot(2 * i),
+                        try kernels.decodeMatmul(.qkvRoPE, weight: layer.qkv, out: qkvWidth, k: h, rows: rows, input: w.normed, sumsIn: slot(2 * i),
                                                  eps: eps, output: w.q, bias: layer.qkvBias, positions: positions,
-                                                 inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses + UInt64(i * n * 16),
+                                                 inverseFrequencies: weights.inverseFrequencies, rowAddresses: rowAddresses + UInt64(i * rows * 16),
                                                  hq: hq, hkv: hkv, d: d, dependent: options.programmaticLaunch && i > 0, stream: stream)
                     }
                     if !options.timingOnlySkipAttention {
@@ -671,86 +734,96 @@ public final class GPUModel: @unchecked Sendable {
                         }
                     }
                     try timed("o proj") {
-                        try kernels.decodeMatmul(.residual, weight: layer.output, out: h, k: hq * d, rows: n, input: w.attended,
+                        try kernels.decodeMatmul(.residual, weight: layer.output, out: h, k: hq * d, rows: rows, input: w.attended,
                                                  output: w.residual, sumsOut: slot(2 * i + 1), xw: w.normed, norm: layer.postAttentionNorm,
                                                  dependent: options.programmaticLaunch, stream: stream)
                     }
                     try timed("gate+up+silu") {
-                        try kernels.decodeMatmul(.swiGLU, weight: layer.gateUp, out: 2 * f, k: h, rows: n, input: w.normed,
+                        try kernels.decodeMatmul(.swiGLU, weight: layer.gateUp, out: 2 * f, k: h, rows: rows, input: w.normed,
                                                  sumsIn: slot(2 * i + 1), eps: eps, output: w.activated, dependent: options.programmaticLaunch, stream: stream)
                     }
                     try timed("down") {
-                        try kernels.decodeMatmul(.residual, weight: layer.down, out: h, k: f, rows: n, input: w.activated,
+                        try kernels.decodeMatmul(.residual, weight: layer.down, out: h, k: f, rows: rows, input: w.activated,
                                                  output: w.residual, sumsOut: slot(2 * i + 2), xw: w.normed, norm: nextNorm,
                                                  dependent: options.programmaticLaunch, stream: stream)
                     }
                 }
-                }
-                // Logits of every row (decode asks one per sequence), the final norm folded in.
-                try timed("lm head") {
-                    try kernels.decodeMatmul(.logits, weight: weights.lmHead, out: c.vocabSize, k: h, rows: n, input: w.normed,
-                                             sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: options.programmaticLaunch, stream: stream)
-                }
             }
-            let signature = "\(n)/\(decodeBatches.first?.schedule.ctas ?? 0)/\(decodeBatches.first?.schedule.items.count ?? 0)/\(options.persistentLayers)/\(options.programmaticLaunch)/\(options.timingOnlySkipAttention)/"
-                + "\(decodeWorkspace?.address ?? 0)/\(decode.workspaceBytes)"
-            var graph: CUDAGraphExec? = nil
-            if options.cudaGraphs && !graphCaptureDisabled && !profile && CUDAGraphExec.isSupported(context: context) {
-                if let cached = graphCache[signature] {
-                    graph = cached
-                } else {
-                    do {
-                        if graphCache.count >= 64 { graphCache.removeAll() }
-                        graph = try CUDAGraphExec(context: context, stream: stream, body: queueDecode)
-                        graphCache[signature] = graph
-                    } catch {
-                        // Capture is an optimization: say why once, then launch directly from now on.
-                        FileHandle.standardError.write(Data("vtensor: CUDA graph capture failed (\(error)); launching kernels directly\n".utf8))
-                        graphCaptureDisabled = true
+            // Logits of every row (decode asks one per sequence), the final norm folded in.
+            try timed("lm head") {
+                try kernels.decodeMatmul(.logits, weight: weights.lmHead, out: c.vocabSize, k: h, rows: rows, input: w.normed,
+                                         sumsIn: slot(2 * layers), eps: eps, output: w.logits, dependent: options.programmaticLaunch, stream: stream)
+            }
+        }
+        let queueUnfused: (CUDAStream) throws -> Void = { [self] stream in
+            try timed("embed") { try kernels.embed(table: weights.embedding, tokens: tokens, x: w.residual, rows: rows, hidden: h, stream: stream) }
+            for (i, layer) in weights.layers.enumerated() {
+                try timed("rmsnorm") {
+                    try kernels.rmsNorm(x: w.residual, weight: layer.inputNorm, out: w.normed, rows: rows, rowIndex: nil, hidden: h, eps: eps, stream: stream)
+                }
+                try timed("qkv") { try matmul(out: qkvWidth, tokens: rows, k: h, weight: layer.qkv, input: w.normed, output: w.qkv, stream: stream) }
+                try timed("rope+kv write") {
+                    try kernels.ropeSplit(qkv: w.qkv, bias: layer.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
+                                          q: w.q, rowAddresses: rowAddresses + UInt64(i * rows * 16), rows: rows, hq: hq, hkv: hkv, d: d, stream: stream)
+                }
+                try timed("attention") {
+                    if anyDecode { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
+                    if anyPrefill {
+                        let entry = prefillPlans[i]
+                        try prefill.launch(entry.plan, workspace: prefillWorkspace!.address + UInt64(entry.offset), queries: w.q,
+                                           output: w.attended, stream: stream)
                     }
                 }
-            }
-            if let graph { try graph.launch(on: stream) } else { try queueDecode() }
-        } else {
-        try timed("embed") { try kernels.embed(table: weights.embedding, tokens: tokens, x: w.residual, rows: n, hidden: h, stream: stream) }
-        for (i, layer) in weights.layers.enumerated() {
-            try timed("rmsnorm") {
-                try kernels.rmsNorm(x: w.residual, weight: layer.inputNorm, out: w.normed, rows: n, rowIndex: nil, hidden: h, eps: eps, stream: stream)
-            }
-            try timed("qkv") { try matmul(out: qkvWidth, tokens: n, k: h, weight: layer.qkv, input: w.normed, output: w.qkv) }
-            try timed("rope+kv write") {
-                try kernels.ropeSplit(qkv: w.qkv, bias: layer.qkvBias, positions: positions, inverseFrequencies: weights.inverseFrequencies,
-                                      q: w.q, rowAddresses: rowAddresses + UInt64(i * n * 16), rows: n, hq: hq, hkv: hkv, d: d, stream: stream)
-            }
-            try timed("attention") {
-                if anyDecode { try decode.run(decodeBatches[i], queries: w.q, output: w.attended, stream: stream) }
-                if anyPrefill {
-                    let entry = prefillPlans[i]
-                    try prefill.launch(entry.plan, workspace: prefillWorkspace!.address + UInt64(entry.offset), queries: w.q,
-                                       output: w.attended, stream: stream)
+                try timed("o proj") {
+                    try matmul(out: h, tokens: rows, k: hq * d, weight: layer.output, input: w.attended, output: w.residual, accumulate: true, stream: stream)
+                    if let bias = layer.outputBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: rows * h, stream: stream) }
+                }
+                try timed("rmsnorm") {
+                    try kernels.rmsNorm(x: w.residual, weight: layer.postAttentionNorm, out: w.normed, rows: rows, rowIndex: nil, hidden: h, eps: eps, stream: stream)
+                }
+                try timed("gate+up") { try matmul(out: 2 * f, tokens: rows, k: h, weight: layer.gateUp, input: w.normed, output: w.gateUp, stream: stream) }
+                try timed("silu*up") { try kernels.siluMultiply(gateUp: w.gateUp, bias: layer.gateUpBias, out: w.activated, rows: rows, f: f, stream: stream) }
+                try timed("down") {
+                    try matmul(out: h, tokens: rows, k: f, weight: layer.down, input: w.activated, output: w.residual, accumulate: true, stream: stream)
+                    if let bias = layer.downBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: rows * h, stream: stream) }
                 }
             }
-            try timed("o proj") {
-                try matmul(out: h, tokens: n, k: hq * d, weight: layer.output, input: w.attended, output: w.residual, accumulate: true)
-                if let bias = layer.outputBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
+            try timed("final norm") {
+                try kernels.rmsNorm(x: w.residual, weight: weights.finalNorm, out: w.normed, rows: kernelLogitRows, rowIndex: logitRowIndex,
+                                    hidden: h, eps: eps, stream: stream)
             }
-            try timed("rmsnorm") {
-                try kernels.rmsNorm(x: w.residual, weight: layer.postAttentionNorm, out: w.normed, rows: n, rowIndex: nil, hidden: h, eps: eps, stream: stream)
-            }
-            try timed("gate+up") { try matmul(out: 2 * f, tokens: n, k: h, weight: layer.gateUp, input: w.normed, output: w.gateUp) }
-            try timed("silu*up") { try kernels.siluMultiply(gateUp: w.gateUp, bias: layer.gateUpBias, out: w.activated, rows: n, f: f, stream: stream) }
-            try timed("down") {
-                try matmul(out: h, tokens: n, k: f, weight: layer.down, input: w.activated, output: w.residual, accumulate: true)
-                if let bias = layer.downBias { try kernels.addBias(x: w.residual, bias: bias, width: h, count: n * h, stream: stream) }
+            try timed("lm head") {
+                try matmul(out: c.vocabSize, tokens: kernelLogitRows, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true,
+                           stream: stream)
             }
         }
-        try timed("final norm") {
-            try kernels.rmsNorm(x: w.residual, weight: weights.finalNorm, out: w.normed, rows: logitRows, rowIndex: logitRowIndex,
-                                hidden: h, eps: eps, stream: stream)
-        }
-        try timed("lm head") {
-            try matmul(out: c.vocabSize, tokens: logitRows, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true)
-        }
+        let queueKernels = fused ? queueFused : queueUnfused
+        if graphRows != nil, let captureStream {
+            // Everything a graph bakes in: the path, the padded rows, attention's grid, and the
+            // addresses of buffers that can be replaced (decode items, split scratch).
+            let key = "\(fused)/\(rows)/\(decodeBatches.first?.launchCTAs ?? 0)/\(decodeWorkspace?.address ?? 0)/\(decode.workspaceBytes)"
+            if let graph = graphCache[key] {
+                try graph.launch(on: stream)
+                stepTotals.graphReplays += 1
+            } else if graphKeysSeen.contains(key) {
+                do {
+                    let graph = try CUDAGraphExec(context: context, stream: captureStream) { try queueKernels(captureStream) }
+                    graphCache[key] = graph
+                    stepTotals.graphCaptures += 1
+                    try graph.launch(on: stream)
+                } catch {
+                    // Capture is an optimization: say why once, then launch directly from now on.
+                    FileHandle.standardError.write(Data("vtensor: CUDA graph capture failed (\(error)); launching kernels directly\rows".utf8))
+                    graphCaptureDisabled = true
+                    try queueKernels(stream)
+                }
+            } else {
+                graphKeysSeen.insert(key)
+                stepTotals.graphDirect += 1
+                try queueKernels(stream)
+            }
+        } else {
+            try queueKernels(stream)
         }
         let clock2 = DispatchTime.now().uptimeNanoseconds
         lastStep = StepTiming(planMs: Double(clock1 - clock0) / 1e6, launchMs: Double(clock2 - clock1) / 1e6, waitMs: 0)
@@ -762,7 +835,7 @@ public final class GPUModel: @unchecked Sendable {
 
     /// output[tokens, out] (=|+=) input[tokens, k] · weight[out, k]ᵀ through cuBLASLt.
     private func matmul(out: Int, tokens: Int, k: Int, weight: UInt64, input: UInt64, output: UInt64, accumulate: Bool = false,
-                        floatOutput: Bool? = nil) throws {
+                        floatOutput: Bool? = nil, stream: CUDAStream) throws {
         let float = floatOutput ?? accumulate
         if options.matmulPolicy == .auto && tokens <= 4 && k % 8 == 0 {
             return try kernels.gemv(weight: weight, input: input, output: output, tokens: tokens, out: out, k: k,
