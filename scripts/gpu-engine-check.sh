@@ -4,6 +4,7 @@
 #   graphs: CUDA graphs for decode steps (padded batch-size buckets) checked (dev model, dev engine
 #   on random and trained models, virtual tensors and paged) and A/B'd on ShareGPT, 8 and 64
 #   requests; then ShareGPT with the longest-output-first admission order and other seat counts.
+#   final: the service defaults (graphs on) on ShareGPT and random 1000, both KV modes, and lof.
 #   table: decode attention's one shared item table (layer-0 bases + per-layer offsets) checked
 #   (dev model, dev engine on the trained model) and A/B'd against a table per layer and paged.
 #   ab: the three-way A/B on one workload (virtual tensors, the paged baseline, transformers'
@@ -38,7 +39,7 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -74,6 +75,20 @@ elif [ "$quick" = graphs ]; then
   run tp-sharegpt-lof 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --schedule-policy lof --json-out "$out/tp-sharegpt-lof.json"
   run tp-sharegpt-lof128 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --schedule-policy lof --max-num-seqs 128 --json-out "$out/tp-sharegpt-lof128.json"
   run tp-sharegpt-fcfs192 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --max-num-seqs 192 --json-out "$out/tp-sharegpt-fcfs192.json"
+elif [ "$quick" = final ]; then
+  # The service defaults (CUDA graphs on) on the issue's workloads, both KV modes, and the
+  # longest-output-first admission order at several seat counts.
+  sg=(--dataset sharegpt --num-prompts 1000)
+  rnd=(--dataset random --input-len 128-1024 --output-len 128-512 --num-prompts 1000)
+  run tp-sharegpt 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/tp-sharegpt.json"
+  run tp-sharegpt-paged 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --kv paged --json-out "$out/tp-sharegpt-paged.json"
+  for n in 128 160 192; do
+    run tp-sharegpt-lof$n 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --schedule-policy lof --max-num-seqs $n --json-out "$out/tp-sharegpt-lof$n.json"
+  done
+  run tp-sharegpt-lof128-paged 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --schedule-policy lof --max-num-seqs 128 --kv paged \
+    --json-out "$out/tp-sharegpt-lof128-paged.json"
+  run tp-1000 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --json-out "$out/tp-1000.json"
+  run tp-1000-paged 150 "$bin" bench throughput "${dummy[@]}" "${rnd[@]}" --kv paged --json-out "$out/tp-1000-paged.json"
 elif [ "$quick" = table ]; then
   run dev-model 200 "$bin" dev model --json-out "$out/dev-model.json"
   PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
@@ -147,18 +162,21 @@ PY
   for f in dev-engine-trained-graphs dev-engine-trained-graphs-paged; do
     [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "batched|CUDA|exact|teacher|divergence|result|rror" "$out/$f.txt"; }
   done
-  if [ "$quick" = graphs ]; then
-    python3 - "$out" <<'PY'
+  if [ "$quick" = graphs ] || [ "$quick" = final ]; then
+    python3 - "$out" "$quick" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-print("run                tok/s     steps  step ms  decode ms  GPU span  idle gap  busy%   graphs (replayed/captured/direct)")
-for name in ["sharegpt-gon", "sharegpt-goff", "b8-gon", "b8-goff", "b64-gon", "b64-goff", "sharegpt-lof", "sharegpt-lof128", "sharegpt-fcfs192"]:
+names = ["sharegpt-gon", "sharegpt-goff", "b8-gon", "b8-goff", "b64-gon", "b64-goff", "sharegpt-lof", "sharegpt-lof128", "sharegpt-fcfs192"]
+if sys.argv[2] == "final":
+    names = ["sharegpt", "sharegpt-paged", "sharegpt-lof128", "sharegpt-lof160", "sharegpt-lof192", "sharegpt-lof128-paged", "1000", "1000-paged"]
+print("run                tok/s     steps  step ms  decode ms  GPU span  idle gap  busy%   graphs (replayed/captured/direct)  KV peak GiB")
+for name in names:
     f = os.path.join(out, f"tp-{name}.json")
     if not os.path.exists(f): print(f"{name:18} missing"); continue
     r = json.load(open(f)); g = r.get("gpuStepTotals") or {}
     print(f"{name:18} {r['outputTokensPerSecond']:8.1f} {r['steps']:6d} {r['stepMeanMs']:8.3f} {r.get('decodeStepMeanMs') or 0:9.3f} "
           f"{r.get('gpuSpanMsPerStep') or 0:9.3f} {r.get('gpuIdleGapMsPerStep') or 0:9.3f} {100*(r.get('gpuBusyShare') or 0):6.1f}   "
-          f"{g.get('graphReplays',0)}/{g.get('graphCaptures',0)}/{g.get('graphDirect',0)}")
+          f"{g.get('graphReplays',0)}/{g.get('graphCaptures',0)}/{g.get('graphDirect',0)}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}")
 PY
   fi
   if [ "$quick" = pipeline ]; then

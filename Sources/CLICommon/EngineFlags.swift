@@ -21,7 +21,7 @@ public struct EngineFlags: ParsableArguments {
     @Option(help: "GPU: plan and queue each step while the one before runs, its picks fed on the device (on), or one step at a time (off).")
     public var pipelineSteps: OnOff = .on
     @Option(help: "GPU: replay decode steps from CUDA graphs captured per padded batch size (on), or launch every kernel (off).")
-    public var cudaGraphs: OnOff = .off
+    public var cudaGraphs: OnOff = .on
     @Option(help: "The order waiting requests start in: first come first served (fcfs), or the one that may generate the most tokens first (lof).")
     public var schedulePolicy: SchedulePolicy = .fcfs
 

@@ -77,7 +77,7 @@ struct BenchModelCommand: ParsableCommand {
     @Option(help: "GPU decode: each layer's O, gate/up, down and next QKV as one cooperative kernel: on or off.")
     var persistent = "off"
     @Option(help: "GPU decode: replay steps from CUDA graphs: on or off.")
-    var cudaGraphs = "off"
+    var cudaGraphs = "on"
     @Option(help: "GPU decode matmuls: weight prefetch per row in bytes before waiting on the previous kernel (-1: whole rows within ~32 MiB of L2).")
     var prefetchBytes = 0
     @Option(help: "GPU decode, persistent layers: blocks per SM (0: the occupancy limit).")

@@ -33,8 +33,8 @@ struct DevEngineCommand: ParsableCommand {
     @Option(help: "Batched run: plan each step while the one before runs (on) or one step at a time (off).") var pipelineSteps: OnOff = .on
     @Option(help: "Batched run, GPU: KV in virtual tensors (vtensor) or the paged baseline's pool (paged); the alone runs use virtual tensors.")
     var kv: KVMode = .vtensor
-    @Option(help: "Batched run, GPU: decode steps replayed from CUDA graphs per padded batch size (on) or launched kernel by kernel (off); the alone runs launch directly.")
-    var cudaGraphs: OnOff = .off
+    @Option(help: "Batched run, GPU: decode steps replayed from CUDA graphs per padded batch size (on) or launched kernel by kernel (off); the alone runs launch directly. The CPU has no graphs.")
+    var cudaGraphs: OnOff = .on
 
     static let config: ModelConfig = {
         let json = """
@@ -90,7 +90,6 @@ struct DevEngineCommand: ParsableCommand {
 
         // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
         if kv == .paged && kind != .cuda { throw ValidationError("--kv paged runs on the GPU only") }
-        if cudaGraphs == .on && kind != .cuda { throw ValidationError("--cuda-graphs on runs on the GPU only") }
         let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv, graphs: cudaGraphs == .on)
         let engine = try Engine(model: batchedModel, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,

@@ -9,7 +9,7 @@ final class GPUModelOptionsTests: XCTestCase {
         let o = GPUModel.Options()
         XCTAssertEqual(o.matmulPolicy, .auto)
         XCTAssertFalse(o.persistentLayers)
-        XCTAssertFalse(o.cudaGraphs)
+        XCTAssertTrue(o.cudaGraphs)
         XCTAssertEqual(o.prefetchBytesPerRow, 0)
         XCTAssertEqual(o.persistentBlocksPerSM, 4)
         XCTAssertTrue(o.programmaticLaunch)
