@@ -1,0 +1,127 @@
+import Testing
+@testable import Engine
+import VTensor
+
+@Suite struct PrefixTreeTests {
+    @Test func sharedPrefixesBranchesInsideABlockAndSalts() {
+        var tree = PrefixTree(tokensPerBlock: 4)
+        let a = Array(0..<10)  // blocks [0-3] [4-7] [8 9]
+        #expect(tree.insert(a, holder: 1) == .init(kept: [0, 1, 2], unneeded: []))
+        // Shares 6 tokens: two blocks match in full... the second only up to token 5.
+        let b = [0, 1, 2, 3, 4, 5, 99, 98, 97]
+        var m = tree.lookup(b, limit: b.count - 1)
+        #expect(m.tokens == 6 && m.locations == [.init(holder: 1, chunk: 0), .init(holder: 1, chunk: 1)])
+        // Inserting b keeps its own second and third blocks; the first is the tree's already.
+        #expect(tree.insert(b, holder: 2) == .init(kept: [1, 2], unneeded: [0]))
+        m = tree.lookup(b + [5], limit: 10)
+        #expect(m.tokens == 9 && m.locations.map(\.holder) == [1, 2, 2])
+        // A request must compute its last token: a full match stops one short.
+        m = tree.lookup(a, limit: a.count - 1)
+        #expect(m.tokens == 9)
+        // Another salt sees nothing.
+        #expect(tree.lookup(a, salt: "tenant", limit: 9).tokens == 0)
+        #expect(tree.insert(a, salt: "tenant", holder: 3).kept == [0, 1, 2])
+        #expect(tree.count == 8 && tree.audit().isEmpty)
+        // A partial block another block already covers is not kept.
+        #expect(tree.insert([0, 1, 2, 3, 4, 5], holder: 4) == .init(kept: [], unneeded: [0, 1]))
+    }
+
+    @Test func evictionTakesUnreferencedLeavesOldestFirst() {
+        var tree = PrefixTree(tokensPerBlock: 2)
+        _ = tree.insert([1, 2, 3, 4, 5, 6], holder: 1)     // chain of 3
+        _ = tree.insert([1, 2, 3, 4, 7, 8], holder: 2)     // branches at the third block
+        _ = tree.insert([9, 9], holder: 3)
+        let inUse = tree.lookup([1, 2, 3, 4, 7, 8, 0], limit: 6)
+        tree.acquire(inUse)
+        #expect(tree.evictableCount == 2)  // [5 6] and [9 9]
+        // [5 6] was inserted before [9 9]: it goes first; the referenced path never.
+        var out = tree.evict(1)
+        #expect(out.locations == [.init(holder: 1, chunk: 2)] && out.emptyHolders.isEmpty)
+        out = tree.evict(10)
+        #expect(out.locations == [.init(holder: 3, chunk: 0)] && out.emptyHolders == [3])
+        tree.release(inUse)
+        // Now the whole tree can go, leaves first: [7 8], then [3 4] and [1 2].
+        out = tree.evict(10)
+        #expect(out.locations == [.init(holder: 2, chunk: 2), .init(holder: 1, chunk: 1), .init(holder: 1, chunk: 0)])
+        #expect(Set(out.emptyHolders) == [1, 2] && tree.count == 0 && tree.audit().isEmpty)
+    }
+
+    /// Thousands of random operations against a brute-force model: every lookup returns the
+    /// longest prefix any cached path shares with the sequence, the chunks it names hold exactly
+    /// those tokens, referenced nodes are never evicted, and the counts stay exact.
+    @Test(arguments: [1, 3, 16]) func randomOperationsAgainstAModel(tokensPerBlock: Int) {
+        var rng = SplitMix64(seed: UInt64(tokensPerBlock) &* 7 &+ 1)
+        var tree = PrefixTree(tokensPerBlock: tokensPerBlock)
+        // What the caller's holders hold: holder -> chunk -> tokens (the "KV contents").
+        var holders: [Int: [Int: [Int]]] = [:]
+        var nextHolder = 1
+        var held: [PrefixTree.Match] = []
+        let stems: [[Int]] = (0..<6).map { _ in (0..<Int(rng.next() % 40)).map { _ in Int(rng.next() % 5) } }
+        func randomSequence() -> [Int] {
+            let stem = stems[Int(rng.next() % UInt64(stems.count))]
+            let cut = stem.isEmpty ? 0 : Int(rng.next() % UInt64(stem.count + 1))
+            return Array(stem[..<cut]) + (0..<Int(rng.next() % 30)).map { _ in Int(rng.next() % 5) }
+        }
+        func contents(_ match: PrefixTree.Match) -> [Int] {
+            var tokens: [Int] = []
+            for location in match.locations { tokens += holders[location.holder]![location.chunk]! }
+            return Array(tokens.prefix(match.tokens))
+        }
+        for _ in 0..<1500 {
+            switch rng.next() % 5 {
+            case 0, 1:
+                let sequence = randomSequence()
+                guard !sequence.isEmpty else { continue }
+                let holder = nextHolder
+                nextHolder += 1
+                let result = tree.insert(sequence, salt: rng.next() % 4 == 0 ? "b" : "", holder: holder)
+                // Every chunk of the sequence is kept or unneeded, once.
+                let chunks = (sequence.count + tokensPerBlock - 1) / tokensPerBlock
+                #expect(Set(result.kept).isDisjoint(with: result.unneeded) && Set(result.kept + result.unneeded).isSubset(of: Set(0..<chunks)))
+                var chunkTokens: [Int: [Int]] = [:]
+                for c in result.kept { chunkTokens[c] = Array(sequence[(c * tokensPerBlock)..<min(sequence.count, (c + 1) * tokensPerBlock)]) }
+                if !chunkTokens.isEmpty { holders[holder] = chunkTokens }
+            case 2:
+                let sequence = randomSequence()
+                let salt = rng.next() % 4 == 0 ? "b" : ""
+                let limit = max(0, sequence.count - 1)
+                let match = tree.lookup(sequence, salt: salt, limit: limit)
+                // The model: the longest prefix any cached path of this salt shares.
+                var best = 0
+                for entry in tree.pathsForTesting(salt: salt) {
+                    var shared = 0
+                    while shared < entry.count && shared < limit && entry[shared] == sequence[shared] { shared += 1 }
+                    best = max(best, shared)
+                }
+                #expect(match.tokens == best, "lookup found \(match.tokens) of \(sequence), the model \(best)")
+                #expect(contents(match) == Array(sequence.prefix(match.tokens)))
+                #expect(match.locations.count == (match.tokens + tokensPerBlock - 1) / tokensPerBlock)
+                if !match.nodes.isEmpty && rng.next() % 2 == 0 {
+                    tree.acquire(match)
+                    held.append(match)
+                }
+            case 3:
+                if !held.isEmpty {
+                    let match = held.remove(at: Int(rng.next() % UInt64(held.count)))
+                    tree.release(match)
+                }
+            default:
+                let pinned = Set(held.flatMap(\.locations))
+                let before = tree.count
+                let out = tree.evict(Int(rng.next() % 4))
+                #expect(tree.count == before - out.locations.count)
+                #expect(pinned.isDisjoint(with: out.locations), "a referenced chunk was evicted")
+                for location in out.locations { holders[location.holder]![location.chunk] = nil }
+                for holder in out.emptyHolders {
+                    #expect(holders[holder]?.isEmpty ?? true, "holder \(holder) still has chunks")
+                    holders[holder] = nil
+                }
+            }
+            #expect(tree.audit().isEmpty, "\(tree.audit())")
+            #expect(tree.count == holders.values.reduce(0) { $0 + $1.count })
+        }
+        for match in held { tree.release(match) }
+        _ = tree.evict(Int.max)
+        #expect(tree.count == 0 && tree.evictableCount == 0)
+    }
+}
