@@ -99,6 +99,56 @@ import Testing
         }
     }
 
+    /// A request that leaves becomes a holder; a later request aliases its chunks, reads its
+    /// K/V, and its writes (into a shared boundary chunk too) never reach the holder.
+    @Test func holdersLendTheirChunksWithoutCopies() throws {
+        for kind in KVLayoutKind.allCases {
+            let host = try makeHost()
+            let memory = try makeMemory(host, budgetChunks: 300)
+            let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 256)
+            let perChunk = cache.layout.tokensPerChunk
+            let n = 2 * perChunk + perChunk / 2 + 1
+            try cache.addRequest(1)
+            try cache.reserve(1, tokens: n + perChunk)  // mapped ahead past its length
+            try cache.setLength(1, n)
+            let view = try cache.view(1, layer: 1, component: .key)
+            for t in 0..<n { store(UInt32(t + 1), at: view.address(token: t, head: 1)) }
+            try cache.detach(1, tokens: n, asHolder: 50)
+            #expect(!cache.contains(1) && cache.holderIDs == [50])
+            // Past its tokens the holder kept nothing (once the deferred unmaps complete).
+            try memory.drain()
+            let holderChunks = memory.accounting.inUse
+            #expect(holderChunks == cache.layout.rangesPerRequest * cache.layout.chunks(forTokens: n))
+            // Two requests share the first 2.5 chunks; one stops inside the third.
+            let shared = 2 * perChunk + perChunk / 2
+            let prefix = (0..<3).map { (holder: 50, chunk: $0) }
+            try cache.addRequest(2, aliasing: prefix, tokens: shared)
+            try cache.addRequest(3, aliasing: Array(prefix.prefix(2)), tokens: 2 * perChunk)
+            #expect(memory.accounting.inUse == holderChunks)  // no copy yet
+            let two = try cache.view(2, layer: 1, component: .key)
+            for t in 0..<shared { #expect(load(two.address(token: t, head: 1)) == UInt32(t + 1)) }
+            // Request 2 writes inside the shared third chunk: it gets its own copy first.
+            try cache.reserve(2, tokens: shared + 1)
+            try cache.setLength(2, shared + 1)
+            store(999, at: two.address(token: shared, head: 1))
+            #expect(load(view.address(token: shared, head: 1)) == UInt32(shared + 1))
+            #expect(load(two.address(token: shared - 1, head: 1)) == UInt32(shared))
+            // The holder gives back its third chunk; request 3 still reads chunks 0-1 through its own mappings.
+            try cache.releaseHolderChunks(50, chunks: [2])
+            try cache.free(2)
+            let three = try cache.view(3, layer: 1, component: .key)
+            for t in 0..<(2 * perChunk) { #expect(load(three.address(token: t, head: 1)) == UInt32(t + 1)) }
+            #expect(throws: VTensorError.self) { try cache.addRequest(4, aliasing: [(holder: 50, chunk: 1)], tokens: 1) }
+            #expect(throws: VTensorError.unknownRequest(51)) { try cache.addRequest(4, aliasing: [(holder: 51, chunk: 0)], tokens: 1) }
+            #expect(!cache.contains(4))
+            try cache.freeHolder(50)
+            try cache.free(3)
+            #expect(memory.audit { backendAgrees($0, host) } == [])
+            try memory.drain()
+            #expect(memory.accounting.inUse == 0 && cache.holderIDs.isEmpty)
+        }
+    }
+
     @Test func requestErrorsAreNamed() throws {
         let memory = try makeMemory(try makeHost(), budgetChunks: 64)
         let cache = try KVCache(shape: shape, layout: .perToken, memory: memory, maxTokensPerRequest: 40)

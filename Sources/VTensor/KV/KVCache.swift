@@ -38,6 +38,9 @@ public final class KVCache: @unchecked Sendable {
 
     private let lock = ConditionLock()
     private var entries: [Int: Entry] = [:]
+    /// Tensors of requests that left, kept for a prefix cache: their chunks stay mapped until
+    /// the cache gives them back one by one (`releaseHolderChunks`) or all at once.
+    private var holders: [Int: [VirtualTensor]] = [:]
     private var padding: VirtualTensor?
 
     public init(shape: KVShape, layout kind: KVLayoutKind = .default, memory: VirtualMemory, maxTokensPerRequest: Int, guardTokens: Int = 0) throws {
@@ -192,6 +195,77 @@ public final class KVCache: @unchecked Sendable {
                 throw error
             }
             entries[destination] = Entry(tensors: tensors, length: tokens)
+        }
+    }
+
+    // MARK: Prefix-cache holders
+
+    /// Makes request `id`'s KV a holder: the request ends, but the chunks covering its first
+    /// `tokens` tokens stay mapped under holder `holder` (chunks past them are given back now),
+    /// so a prefix cache can alias them into later requests (`addRequest(_:aliasing:tokens:)`).
+    public func detach(_ id: Int, tokens: Int, asHolder holder: Int) throws {
+        try lock.withLock {
+            let entry = try entry(id)
+            guard holders[holder] == nil else { throw VTensorError.duplicateRequest(holder) }
+            guard tokens >= 0, tokens <= entry.length else {
+                throw VTensorError.invalidSize("cannot keep \(tokens) tokens of request \(id), which holds \(entry.length)")
+            }
+            let keep = layout.chunks(forTokens: tokens)
+            for tensor in entry.tensors { try memory.shrink(tensor, toChunks: keep) }
+            entries[id] = nil
+            holders[holder] = entry.tensors
+        }
+    }
+
+    /// Gives back chunks `chunks` of holder `holder` (every range), once in-flight work is done.
+    public func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws {
+        try lock.withLock {
+            guard let tensors = holders[holder] else { throw VTensorError.unknownRequest(holder) }
+            for tensor in tensors {
+                for index in chunks where memory.inspect({ $0.isMapped(tensor, chunk: index) }) {
+                    try memory.unmap(tensor, chunk: index)
+                }
+            }
+        }
+    }
+
+    /// Gives back everything holder `holder` still keeps and forgets it.
+    public func freeHolder(_ holder: Int) throws {
+        try lock.withLock {
+            guard let tensors = holders.removeValue(forKey: holder) else { throw VTensorError.unknownRequest(holder) }
+            for tensor in tensors { try memory.free(tensor) }
+        }
+    }
+
+    public var holderIDs: [Int] { lock.withLock { Array(holders.keys) } }
+
+    /// A new request whose first `tokens` tokens are already in holders' chunks: chunk i of
+    /// every range aliases `prefix[i]` (a holder and its chunk i: a prefix sits at the same
+    /// positions in every sequence), with no copy. `tokens` may end inside the last aliased
+    /// chunk: the request's first write there gets it a private copy (`prepareGrowth`). All or
+    /// nothing: on failure the request does not exist and nothing leaks.
+    public func addRequest(_ id: Int, aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) throws {
+        try lock.withLock {
+            guard entries[id] == nil else { throw VTensorError.duplicateRequest(id) }
+            guard tokens >= 0, layout.chunks(forTokens: tokens) == prefix.count, tokens <= maxTokensPerRequest else {
+                throw VTensorError.invalidSize("\(tokens) tokens take \(layout.chunks(forTokens: tokens)) chunks; \(prefix.count) given")
+            }
+            let sources = try prefix.enumerated().map { i, place -> [VirtualTensor] in
+                guard place.chunk == i else { throw VTensorError.invalidSize("chunk \(i) of a prefix must come from chunk \(i), not \(place.chunk)") }
+                guard let tensors = holders[place.holder] else { throw VTensorError.unknownRequest(place.holder) }
+                return tensors
+            }
+            let tensors = try makeTensorsLocked()
+            do {
+                for (i, source) in sources.enumerated() {
+                    for (mine, theirs) in zip(tensors, source) { try memory.alias(mine, chunk: i, from: theirs, chunk: i) }
+                }
+                if guardTokens > 0 { try memory.grow(tensors.map { ($0, layout.chunks(forTokens: tokens + guardTokens)) }) }
+            } catch {
+                for tensor in tensors { try? memory.free(tensor) }
+                throw error
+            }
+            entries[id] = Entry(tensors: tensors, length: tokens)
         }
     }
 
