@@ -29,6 +29,8 @@ public final class Engine: @unchecked Sendable {
     // The stepping thread's state.
     private var scheduler: Scheduler
     private var ledger: KVLedger
+    /// The prefix cache (`options.prefixCaching`, virtual-tensor KV only).
+    private let prefixCache: PrefixCache?
     private var sequences: [RequestID: EngineSequence] = [:]
     private var stepIndex = 0
     private var aheadTicket: MapTicket?
@@ -44,6 +46,8 @@ public final class Engine: @unchecked Sendable {
     private struct Shared {
         var added: [EngineSequence] = []
         var aborts: [RequestID] = []
+        /// Asked to drop every cached prefix no request uses (`resetPrefixCache`).
+        var resetPrefixCache = false
         /// Requests added and not yet finished or aborted.
         var live: Set<RequestID> = []
         var nextID: RequestID = 1
@@ -94,6 +98,7 @@ public final class Engine: @unchecked Sendable {
                                                        chunkSize: ledger.units.bytes)))
         mapper = options.asyncMapping ? storage.virtualCache.map { AsyncMapper(memory: $0.memory, threadSetup: mapperThreadSetup) } : nil
         pipelined = options.pipelineSteps && model.samplesOnDevice
+        prefixCache = options.prefixCaching ? storage.virtualCache.map { PrefixCache(cache: $0) } : nil
     }
 
     deinit { mapper?.shutdown() }
@@ -123,7 +128,7 @@ public final class Engine: @unchecked Sendable {
             return shared.withLock { s in
                 let id = s.nextID
                 s.nextID += 1
-                s.added.append(EngineSequence(id: id, prompt: prompt, state: state, arrivalNanos: monotonicNanos()))
+                s.added.append(EngineSequence(id: id, prompt: prompt, state: state, arrivalNanos: monotonicNanos(), salt: request.cacheSalt ?? ""))
                 s.live.insert(id)
                 s.statistics.requestsAdded += 1
                 return id
@@ -145,6 +150,15 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Drops every cached prefix no running request uses, at the next step (vLLM's
+    /// `/reset_prefix_cache`). Returns false when the engine has no prefix cache.
+    @discardableResult
+    public func resetPrefixCache() -> Bool {
+        guard prefixCache != nil else { return false }
+        shared.withLock { $0.resetPrefixCache = true }
+        return true
+    }
+
     /// Whether a step would do anything: requests queued, running, or arriving.
     public var hasWork: Bool {
         shared.withLock { !$0.live.isEmpty || !$0.aborts.isEmpty }
@@ -164,10 +178,11 @@ public final class Engine: @unchecked Sendable {
         let start = monotonicNanos()
         var outputs: [RequestOutput] = []
         var stats = EngineStatistics()
-        let (added, aborts) = shared.withLock { s -> ([EngineSequence], [RequestID]) in
-            defer { s.added.removeAll(); s.aborts.removeAll() }
-            return (s.added, s.aborts)
+        let (added, aborts, reset) = shared.withLock { s -> ([EngineSequence], [RequestID], Bool) in
+            defer { s.added.removeAll(); s.aborts.removeAll(); s.resetPrefixCache = false }
+            return (s.added, s.aborts, s.resetPrefixCache)
         }
+        if reset, let prefixCache { prefixCache.evict(units: Int.max / 2, ledger: &ledger) }
         for sequence in added {
             sequences[sequence.id] = sequence
             scheduler.enqueue(sequence)
@@ -189,9 +204,21 @@ public final class Engine: @unchecked Sendable {
         var queued: InFlightStep?
         if scheduler.isIdle {
             lastPlan = SchedulerOutput()
-            if inFlight == nil { _ = try? storage.virtualCache?.memory.reclaim(limit: 64) }
+            if inFlight == nil {
+                // Idle: cached chunks above the pool's high watermark go back to the device, so the
+                // cache never keeps memory other processes could use.
+                if let prefixCache, let memory = storage.virtualCache?.memory {
+                    let excess = prefixCache.cachedUnits - memory.accounting.highWatermark
+                    if excess > 0 { prefixCache.evict(units: excess, ledger: &ledger) }
+                }
+                _ = try? storage.virtualCache?.memory.reclaim(limit: 64)
+            }
         } else {
-            let plan = scheduler.schedule(ledger: &ledger)
+            let plan = scheduler.schedule(ledger: &ledger, prefix: prefixCache)
+            if prefixCache != nil {
+                for hit in plan.prefixHits { stats.prefixHitTokens += hit.tokens }
+                for id in plan.admitted { stats.prefixQueriedTokens += sequences[id].map { $0.tokens.count } ?? 0 }
+            }
             lastPlan = plan
             let result = queue(plan, after: inFlight, stats: &stats, modelNanos: &modelNanos)
             outputs += result.outputs
@@ -215,6 +242,11 @@ public final class Engine: @unchecked Sendable {
         stats.hostSeconds = Double(elapsed - modelNanos) / 1e9
         stats.modelSeconds = Double(modelNanos) / 1e9
         let peak = ledger.peakCommittedChunks
+        if let prefixCache {
+            stats.prefixKeptChunks = prefixCache.keptUnits
+            stats.prefixEvictedChunks = prefixCache.evictedUnits
+            stats.prefixHeldChunks = prefixCache.cachedUnits
+        }
         shared.withLock { s in
             s.statistics.merge(stats)
             s.statistics.peakCommittedChunks = max(s.statistics.peakCommittedChunks, peak)
@@ -460,29 +492,54 @@ public final class Engine: @unchecked Sendable {
         var targets: [(id: RequestID, tokens: Int)] = []
         for sequence in scheduler.waiting {
             guard budget > 0, seats > 0 else { break }
+            var attached = false
+            if let prefixCache, !sequence.hasKV {
+                // Its cached prefix first: only the rest needs mapping.
+                let match = prefixCache.lookup(sequence)
+                if match.tokens > 0 {
+                    guard ledger.attachChunks(sharedUnits: prefixCache.sharedUnits(match), tokens: match.tokens) <= ledger.freeChunks,
+                          (try? prefixCache.attach(sequence, match, ledger: &ledger)) != nil else { break }
+                    attached = true
+                }
+            }
             let count = min(sequence.uncomputed, budget)
+            let target = sequence.computed + count
             budget -= count
             seats -= 1
             if sequence.prefetched { continue }
-            guard ledger.canGrow(sequence.id, to: count) else { break }
+            guard ledger.canGrow(sequence.id, to: target) else {
+                // Only prefetches hold pins while they wait (they give them back when memory is short).
+                if attached, let prefixCache {
+                    prefixCache.retire(sequence, tokens: 0, ledger: &ledger)
+                    sequence.computed = 0
+                }
+                break
+            }
             if !sequence.hasKV {
                 do { try storage.addRequest(sequence.id) } catch { break }
                 sequence.hasKV = true
             }
-            ledger.grow(sequence.id, to: count)
+            ledger.grow(sequence.id, to: target)
+            if attached { stats.prefixHitTokens += sequence.computed }
             sequence.prefetched = true
             stats.prefetches += 1
-            targets.append((sequence.id, count))
+            targets.append((sequence.id, target))
         }
         return targets
     }
 
-    /// Takes a request out for good: out of the queues, its KV back to the pool.
-    private func end(_ sequence: EngineSequence, status: RequestStatus, stats: inout EngineStatistics) {
+    /// Takes a request out for good: out of the queues, its KV back to the pool, or (with the
+    /// prefix cache, unless a step failed under it) into the cache.
+    private func end(_ sequence: EngineSequence, status: RequestStatus, stats: inout EngineStatistics, failed: Bool = false) {
         _ = scheduler.remove(sequence.id)
-        if sequence.hasKV { try? storage.free(sequence.id) }
+        if let prefixCache {
+            // Tokens whose K/V is written, or will be by a step already queued (stream order).
+            prefixCache.retire(sequence, tokens: failed ? 0 : min(sequence.computed, sequence.tokens.count), ledger: &ledger)
+        } else {
+            if sequence.hasKV { try? storage.free(sequence.id) }
+            ledger.release(sequence.id)
+        }
         sequence.hasKV = false
-        ledger.release(sequence.id)
         sequence.status = status
         sequences[sequence.id] = nil
     }
@@ -491,12 +548,26 @@ public final class Engine: @unchecked Sendable {
     private func fail(_ failures: [(EngineSequence, String)], stats: inout EngineStatistics) -> [RequestOutput] {
         var outputs: [RequestOutput] = []
         for (sequence, message) in failures where sequences[sequence.id] != nil {
-            end(sequence, status: .aborted, stats: &stats)
+            end(sequence, status: .aborted, stats: &stats, failed: true)
             stats.failed += 1
             outputs.append(RequestOutput(id: sequence.id, tokens: [], text: "", finish: .abort, error: message, promptTokens: sequence.state.promptCount,
                                          outputTokens: sequence.state.output.count, timing: sequence.timing(now: monotonicNanos())))
         }
         return outputs
+    }
+
+    /// The prefix cache's nodes (salt, tokens, holder, chunk) and any inconsistency between the
+    /// tree, the ledger and the KV cache's holders, for tests. Call on the stepping thread.
+    func auditPrefixCache() -> (nodes: [(salt: String, tokens: [Int], holder: Int, chunk: Int)], problems: [String]) {
+        guard let prefixCache else { return ([], []) }
+        var problems = prefixCache.tree.audit()
+        if ledger.cachedUnits != prefixCache.cachedUnits {
+            problems.append("ledger counts \(ledger.cachedUnits) cached units, the tree holds \(prefixCache.cachedUnits)")
+        }
+        let nodes = prefixCache.tree.nodesForTesting()
+        let holders = Set(prefixCache.cache.holderIDs)
+        for node in nodes where !holders.contains(node.holder) { problems.append("node at holder \(node.holder) chunk \(node.chunk): no such holder") }
+        return (nodes, problems)
     }
 
     /// The draw of a row that samples nothing (a prefill chunk short of the prompt's end): greedy,
@@ -540,5 +611,11 @@ extension EngineStatistics {
         hostSeconds += step.hostSeconds
         modelSeconds += step.modelSeconds
         peakCommittedChunks = max(peakCommittedChunks, step.peakCommittedChunks)
+        prefixQueriedTokens += step.prefixQueriedTokens
+        prefixHitTokens += step.prefixHitTokens
+        // The cache's own running totals (set, not added).
+        prefixKeptChunks = step.prefixKeptChunks
+        prefixEvictedChunks = step.prefixEvictedChunks
+        prefixHeldChunks = step.prefixHeldChunks
     }
 }

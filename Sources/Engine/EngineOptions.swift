@@ -25,11 +25,15 @@ public struct EngineOptions: Sendable, Equatable {
     public var pipelineSteps: Bool
     /// The order waiting requests are admitted in.
     public var schedulePolicy: SchedulePolicy
+    /// Keep the K/V of requests that leave and start new requests from their longest cached
+    /// prefix (virtual-tensor KV; the paged baseline has none yet).
+    public var prefixCaching: Bool
 
     public init(maxNumSeqs: Int = 256, maxNumBatchedTokens: Int = 8192, maxModelLen: Int? = nil, mapAheadTokens: Int = 2,
                 asyncMapping: Bool = true, prefetchAdmissions: Bool = true, pipelineSteps: Bool = true,
-                schedulePolicy: SchedulePolicy = .fcfs) {
+                schedulePolicy: SchedulePolicy = .fcfs, prefixCaching: Bool = true) {
         self.schedulePolicy = schedulePolicy
+        self.prefixCaching = prefixCaching
         self.maxNumSeqs = maxNumSeqs
         self.maxNumBatchedTokens = maxNumBatchedTokens
         self.maxModelLen = maxModelLen

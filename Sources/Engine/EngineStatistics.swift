@@ -60,6 +60,16 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     // KV memory, in chunks, as the engine committed it.
     public var peakCommittedChunks = 0
 
+    // The prefix cache: tokens of admitted requests looked up and found cached; chunks it kept
+    // from requests that left, gave back (evicted), and holds now.
+    public var prefixQueriedTokens = 0
+    public var prefixHitTokens = 0
+    public var prefixKeptChunks = 0
+    public var prefixEvictedChunks = 0
+    public var prefixHeldChunks = 0
+    /// Hit tokens over queried tokens (0 with nothing queried).
+    public var prefixHitRate: Double { prefixQueriedTokens > 0 ? Double(prefixHitTokens) / Double(prefixQueriedTokens) : 0 }
+
     public var finished: Int { finishedEOS + finishedStopToken + finishedStopString + finishedLength }
 
     mutating func countFinish(_ cause: StopCause) {

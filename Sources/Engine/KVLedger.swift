@@ -33,6 +33,10 @@ struct KVLedger {
     private(set) var peakCommittedChunks = 0
     /// Per request: the tokens its mappings cover (or will, once the mapper is done).
     private(set) var reservedTokens: [RequestID: Int] = [:]
+    /// Per request: units it maps that the prefix cache holds (aliased full chunks), not its own.
+    private(set) var sharedUnits: [RequestID: Int] = [:]
+    /// Units the prefix cache holds (counted in `committedChunks`: reclaimable by eviction).
+    private(set) var cachedUnits = 0
 
     init(units: Units, capacityChunks: Int) {
         self.units = units
@@ -56,7 +60,7 @@ struct KVLedger {
     /// in the ledger starts from nothing).
     func growthChunks(_ id: RequestID, to tokens: Int) -> Int {
         let held = reservedTokens[id].map { chunks(forTokens: $0) } ?? 0
-        return max(0, chunks(forTokens: tokens) - held)
+        return max(0, chunks(forTokens: tokens) - max(held, sharedUnits[id] ?? 0))
     }
 
     func canGrow(_ id: RequestID, to tokens: Int) -> Bool { growthChunks(id, to: tokens) <= freeChunks }
@@ -70,9 +74,41 @@ struct KVLedger {
         peakCommittedChunks = max(peakCommittedChunks, committedChunks)
     }
 
-    /// `id` gave all its chunks back.
+    /// `id` gave all its chunks back (those it shared stay the prefix cache's).
     mutating func release(_ id: RequestID) {
+        let shared = sharedUnits.removeValue(forKey: id) ?? 0
         guard let tokens = reservedTokens.removeValue(forKey: id) else { return }
-        committedChunks -= chunks(forTokens: tokens)
+        committedChunks -= chunks(forTokens: tokens) - shared
+    }
+
+    /// Units a request starting with `sharedUnits` of the prefix cache's units needs to cover
+    /// `tokens` tokens.
+    func attachChunks(sharedUnits shared: Int, tokens: Int) -> Int { max(0, chunks(forTokens: tokens) - shared) }
+
+    /// Records a request that maps `shared` of the prefix cache's units and covers `tokens`
+    /// tokens (its own units: the rest, such as a boundary chunk it will copy on write).
+    mutating func attach(_ id: RequestID, sharedUnits shared: Int, tokens: Int) {
+        precondition(reservedTokens[id] == nil, "attach of a request the ledger already holds")
+        let own = attachChunks(sharedUnits: shared, tokens: tokens)
+        precondition(own <= freeChunks, "attach past the budget: admission must check first")
+        reservedTokens[id] = tokens
+        sharedUnits[id] = shared
+        committedChunks += own
+        peakCommittedChunks = max(peakCommittedChunks, committedChunks)
+    }
+
+    /// The prefix cache took `units` units (a leaving request's chunks it keeps: release the
+    /// request first).
+    mutating func cache(_ units: Int) {
+        cachedUnits += units
+        committedChunks += units
+        peakCommittedChunks = max(peakCommittedChunks, committedChunks)
+    }
+
+    /// The prefix cache gave `units` units back.
+    mutating func uncache(_ units: Int) {
+        precondition(units <= cachedUnits, "uncache of more than the prefix cache holds")
+        cachedUnits -= units
+        committedChunks -= units
     }
 }

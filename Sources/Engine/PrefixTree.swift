@@ -228,6 +228,19 @@ struct PrefixTree {
         return out
     }
 
+    /// Every node: its salt, its own block's tokens and where it lives (tests).
+    func nodesForTesting() -> [(salt: String, tokens: [Int], holder: Int, chunk: Int)] {
+        var out: [(salt: String, tokens: [Int], holder: Int, chunk: Int)] = []
+        func visit(_ node: Node, _ salt: String) {
+            for child in node.children.values {
+                out.append((salt, child.block, child.location.holder, child.location.chunk))
+                visit(child, salt)
+            }
+        }
+        for (salt, root) in roots { visit(root, salt) }
+        return out
+    }
+
     /// Every node's location, for audits.
     var allLocations: [Location] { nodes.values.map(\.location) }
 

@@ -7,10 +7,14 @@ public typealias RequestID = Int
 public struct GenerationRequest: Sendable {
     public var prompt: [Int]
     public var parameters: SamplingParameters
+    /// Splits the prefix cache (vLLM's `cache_salt`): requests share cached K/V only with
+    /// requests of the same salt, so tenants never see each other's prefixes.
+    public var cacheSalt: String?
 
-    public init(prompt: [Int], parameters: SamplingParameters = SamplingParameters(temperature: 0)) {
+    public init(prompt: [Int], parameters: SamplingParameters = SamplingParameters(temperature: 0), cacheSalt: String? = nil) {
         self.prompt = prompt
         self.parameters = parameters
+        self.cacheSalt = cacheSalt
     }
 }
 

@@ -19,6 +19,8 @@ final class EngineSequence {
     /// is one longer than `tokens`, and its next decode is fed that pick on the device.
     var pendingTokens = 0
     let arrivalNanos: UInt64
+    /// The prefix cache's partition (`GenerationRequest.cacheSalt`, "" without one).
+    let salt: String
     var firstScheduledNanos: UInt64?
     var firstTokenNanos: UInt64?
 
@@ -29,11 +31,12 @@ final class EngineSequence {
                              outputTokens: state.output.count)
     }
 
-    init(id: RequestID, prompt: [Int], state: SequenceState, arrivalNanos: UInt64) {
+    init(id: RequestID, prompt: [Int], state: SequenceState, arrivalNanos: UInt64, salt: String = "") {
         self.id = id
         tokens = prompt
         self.state = state
         self.arrivalNanos = arrivalNanos
+        self.salt = salt
     }
 
     /// Tokens not yet in the cache: the prompt (or, after preemption, everything) still to
@@ -68,6 +71,8 @@ public struct SchedulerOutput: Sendable {
     /// Requests that enter the running batch this step (new or resumed): they need a KV entry
     /// unless a prefetch gave them one.
     public var admitted: [RequestID] = []
+    /// Requests admitted (or given KV while waiting) from a cached prefix, with its tokens.
+    public var prefixHits: [(id: RequestID, tokens: Int)] = []
     /// Waiting requests whose prefetched KV was taken back for memory a running request needed.
     public var released: [RequestID] = []
     public var tokenCount: Int { rows.reduce(0) { $0 + $1.count } }
@@ -118,10 +123,17 @@ struct Scheduler {
         return nil
     }
 
-    mutating func schedule(ledger: inout KVLedger) -> SchedulerOutput {
+    /// - Parameter prefix: the prefix cache: a request without KV starts from its longest cached
+    ///   prefix, and the cache's unreferenced chunks are evicted before anyone is preempted.
+    mutating func schedule(ledger: inout KVLedger, prefix: PrefixCache? = nil) -> SchedulerOutput {
         var output = SchedulerOutput()
         var budget = maxNumBatchedTokens
         var index = 0
+        // Memory for `units` more units from the prefix cache's unreferenced chunks.
+        func evict(_ units: Int) -> Bool {
+            guard let prefix, units > 0 else { return false }
+            return prefix.evict(units: units, ledger: &ledger) > 0
+        }
         running: while index < running.count && budget > 0 {
             let sequence = running[index]
             if sequence.awaitsLastPick {
@@ -131,9 +143,10 @@ struct Scheduler {
             let count = min(sequence.uncomputed, budget)
             let target = sequence.computed + count
             while !ledger.canGrow(sequence.id, to: target) {
-                if releasePrefetch(except: nil, ledger: &ledger, output: &output) { continue }
+                if evict(ledger.growthChunks(sequence.id, to: target) - ledger.freeChunks) { continue }
+                if releasePrefetch(except: nil, ledger: &ledger, output: &output, prefix: prefix) { continue }
                 let victim = running.removeLast()
-                preempt(victim, ledger: &ledger)
+                preempt(victim, ledger: &ledger, prefix: prefix)
                 output.preempted.append(victim.id)
                 if victim === sequence { break running }
             }
@@ -145,13 +158,36 @@ struct Scheduler {
         // New work only when nothing had to give memory back this step.
         guard output.preempted.isEmpty else { return output }
         var seats = maxNumSeqs - seatsTaken
+        var attached: (id: RequestID, tokens: Int)?
         while let sequence = waiting.first, seats > 0, budget > 0 {
+            if let prefix, !sequence.hasKV {
+                // Start from the longest cached prefix: alias its chunks (pinned from now on).
+                let match = prefix.lookup(sequence)
+                if match.tokens > 0 {
+                    let own = ledger.attachChunks(sharedUnits: prefix.sharedUnits(match), tokens: match.tokens)
+                    if own > ledger.freeChunks {
+                        // Eviction may take the match's own chunks: look again.
+                        if evict(own - ledger.freeChunks) { continue }
+                    } else if (try? prefix.attach(sequence, match, ledger: &ledger)) != nil {
+                        attached = (sequence.id, match.tokens)
+                    }
+                }
+            }
             let count = min(sequence.uncomputed, budget)
             let target = sequence.computed + count
             guard ledger.canGrow(sequence.id, to: target) else {
-                if releasePrefetch(except: sequence, ledger: &ledger, output: &output) { continue }
+                if evict(ledger.growthChunks(sequence.id, to: target) - ledger.freeChunks) { continue }
+                if releasePrefetch(except: sequence, ledger: &ledger, output: &output, prefix: prefix) { continue }
+                // Not admitted: a waiting request holds no pins (they would keep the cache from
+                // making room for the requests that can run), unless it is a prefetch, which
+                // gives them back when memory is short.
+                if let prefix, attached?.id == sequence.id {
+                    prefix.retire(sequence, tokens: 0, ledger: &ledger)
+                    sequence.computed = 0
+                }
                 break
             }
+            if let hit = attached, hit.id == sequence.id { output.prefixHits.append(hit) }
             waiting.removeFirst()
             ledger.grow(sequence.id, to: target)
             sequence.prefetched = false
@@ -167,17 +203,29 @@ struct Scheduler {
 
     /// Takes back the reservation of the last prefetched waiting request (other than `except`);
     /// false when there is none.
-    private mutating func releasePrefetch(except: EngineSequence?, ledger: inout KVLedger, output: inout SchedulerOutput) -> Bool {
+    private mutating func releasePrefetch(except: EngineSequence?, ledger: inout KVLedger, output: inout SchedulerOutput,
+                                          prefix: PrefixCache?) -> Bool {
         guard let victim = waiting.last(where: { $0.prefetched && $0 !== except }) else { return false }
-        ledger.release(victim.id)
+        if let prefix {
+            // Its KV goes now (it computed nothing; what it aliased stays cached).
+            prefix.retire(victim, tokens: 0, ledger: &ledger)
+            victim.computed = 0
+        } else {
+            ledger.release(victim.id)
+        }
         victim.prefetched = false
         output.released.append(victim.id)
         return true
     }
 
-    /// Gives a running request's memory back; it waits at the head of the queue to recompute.
-    private mutating func preempt(_ sequence: EngineSequence, ledger: inout KVLedger) {
-        ledger.release(sequence.id)
+    /// Gives a running request's memory back; it waits at the head of the queue to recompute
+    /// (with a prefix cache, its computed tokens are cached, so it resumes from what survives).
+    private mutating func preempt(_ sequence: EngineSequence, ledger: inout KVLedger, prefix: PrefixCache?) {
+        if let prefix {
+            prefix.retire(sequence, tokens: min(sequence.computed, sequence.tokens.count), ledger: &ledger)
+        } else {
+            ledger.release(sequence.id)
+        }
         sequence.computed = 0
         sequence.status = .preempted
         sequence.preemptions += 1

@@ -55,18 +55,38 @@ struct TestRandom: RandomNumberGenerator {
         let options = EngineOptions(maxNumSeqs: Int.random(in: 1...8, using: &random),
                                     maxNumBatchedTokens: [1, 2, 3, 7, 16, 64, 512][Int.random(in: 0..<7, using: &random)],
                                     mapAheadTokens: Int.random(in: 0...3, using: &random), asyncMapping: random.next() % 3 != 0,
-                                    prefetchAdmissions: random.next() % 4 != 0, pipelineSteps: trial.pipelined)
+                                    prefetchAdmissions: random.next() % 4 != 0, pipelineSteps: trial.pipelined,
+                                    prefixCaching: random.next() % 4 != 0)
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
         #expect(engine.maxSequenceLength <= (trial.paged ? pageCount * 4 : budgetChunks * 8))
 
         let requestCount = Int.random(in: 20...60, using: &random)
+        // Prompts that share prefixes (a few stems cut at random lengths), continue earlier
+        // requests (their prompt and output, then a new turn: multi-turn chat), or stand alone;
+        // some under another cache salt.
+        let longest = engine.maxSequenceLength - 1
+        let stems = (0..<3).map { _ in (0..<longest).map { _ in Int.random(in: 1..<50, using: &random) } }
+        var made: [GenerationRequest] = []
         var pending: [(step: Int, request: GenerationRequest)] = (0..<requestCount).map { _ in
-            let length = Int.random(in: 1..<engine.maxSequenceLength, using: &random)
             var parameters = SamplingParameters(temperature: 0)
             parameters.maxTokens = Int.random(in: 1...24, using: &random)
-            return (Int.random(in: 0...40, using: &random), GenerationRequest(prompt: (0..<length).map { _ in Int.random(in: 1..<50, using: &random) },
-                                                                              parameters: parameters))
+            var prompt: [Int]
+            switch random.next() % 4 {
+            case 0, 1:
+                prompt = Array(stems[Int(random.next() % 3)].prefix(Int.random(in: 1...longest, using: &random)))
+                prompt += (0..<Int.random(in: 0...3, using: &random)).map { _ in Int.random(in: 1..<50, using: &random) }
+            case 2 where !made.isEmpty:
+                let earlier = made[Int(random.next() % UInt64(made.count))]
+                prompt = earlier.prompt + fakeReference(prompt: earlier.prompt, maxTokens: earlier.parameters.maxTokens!, maxLength: engine.maxSequenceLength)
+                prompt += (0..<Int.random(in: 1...4, using: &random)).map { _ in Int.random(in: 1..<50, using: &random) }
+            default:
+                prompt = (0..<Int.random(in: 1..<engine.maxSequenceLength, using: &random)).map { _ in Int.random(in: 1..<50, using: &random) }
+            }
+            prompt = Array(prompt.prefix(longest))
+            let request = GenerationRequest(prompt: prompt, parameters: parameters, cacheSalt: random.next() % 5 == 0 ? "tenant" : nil)
+            made.append(request)
+            return (Int.random(in: 0...40, using: &random), request)
         }
         pending.sort { $0.step < $1.step }
         var requests: [RequestID: GenerationRequest] = [:]
@@ -103,6 +123,23 @@ struct TestRandom: RandomNumberGenerator {
             if let memory {
                 #expect(memory.audit().isEmpty, "\(memory.audit())")
                 #expect(memory.accounting.created <= budgetChunks)
+                // The prefix cache: tree, ledger and holders agree, and every cached block's
+                // tokens are what its chunk holds (the fake writes each token id into its K).
+                // Physical memory never exceeds what the ledger committed (requests' own chunks
+                // plus the prefix cache's), once deferred unmaps complete.
+                try memory.drain()
+                #expect(memory.accounting.inUse <= engine.snapshot.committedChunks,
+                        "\(memory.accounting.inUse) chunks in use, \(engine.snapshot.committedChunks) committed")
+                let audit = engine.auditPrefixCache()
+                #expect(audit.problems.isEmpty, "\(audit.problems)")
+                let cache = model.kvCache, perChunk = cache.layout.tokensPerChunk
+                for node in audit.nodes {
+                    let view = try cache.holderView(node.holder, layer: 1, component: .key)
+                    let held = node.tokens.indices.map {
+                        Int(UnsafePointer<Int32>(bitPattern: UInt(view.address(token: node.chunk * perChunk + $0, head: 1)))!.pointee)
+                    }
+                    #expect(held == node.tokens, "cached block at holder \(node.holder) chunk \(node.chunk) holds \(held), the tree says \(node.tokens)")
+                }
             }
             if let paged {
                 #expect(paged.audit().isEmpty, "\(paged.audit())")
@@ -138,7 +175,14 @@ struct TestRandom: RandomNumberGenerator {
         #expect(stats.discardedRows <= stats.finishedEOS + stats.aborted)
         #expect(stats.requestsAdded == requests.count)
         #expect(model.kvStorage.requestIDs.isEmpty)
-        #expect(engine.snapshot.committedChunks == 0)
+        // Only the prefix cache holds memory now; a reset gives it all back.
+        #expect(engine.snapshot.committedChunks == stats.prefixHeldChunks)
+        if options.prefixCaching && !trial.paged {
+            #expect(stats.prefixKeptChunks > 0)
+            #expect(engine.resetPrefixCache())
+            _ = engine.step()
+            #expect(engine.snapshot.committedChunks == 0 && engine.statistics.prefixHeldChunks == 0)
+        }
         withExtendedLifetime(engine) {}
         if let memory {
             try memory.drain()

@@ -211,7 +211,11 @@ public final class KVCache: @unchecked Sendable {
                 throw VTensorError.invalidSize("cannot keep \(tokens) tokens of request \(id), which holds \(entry.length)")
             }
             let keep = layout.chunks(forTokens: tokens)
-            for tensor in entry.tensors { try memory.shrink(tensor, toChunks: keep) }
+            // Sealed first: growth the mapper still has queued for the request must not land here.
+            for tensor in entry.tensors {
+                try memory.seal(tensor)
+                try memory.shrink(tensor, toChunks: keep)
+            }
             entries[id] = nil
             holders[holder] = entry.tensors
         }
@@ -238,6 +242,17 @@ public final class KVCache: @unchecked Sendable {
     }
 
     public var holderIDs: [Int] { lock.withLock { Array(holders.keys) } }
+
+    /// Where a holder's (layer, component) K/V lives, for checks of what a prefix cache keeps.
+    public func holderView(_ holder: Int, layer: Int, component: KVComponent) throws -> KVView {
+        try lock.withLock {
+            guard let tensors = holders[holder] else { throw VTensorError.unknownRequest(holder) }
+            let place = layout.placement(layer: layer, component: component)
+            return KVView(base: tensors[place.range].base + UInt64(place.offset), tokenStride: layout.tokenStride,
+                          headStride: layout.headStride, blockStride: layout.chunkSize, tokensPerBlock: layout.tokensPerChunk,
+                          length: 0, readableTokens: chunksPerRange * layout.tokensPerChunk)
+        }
+    }
 
     /// A new request whose first `tokens` tokens are already in holders' chunks: chunk i of
     /// every range aliases `prefix[i]` (a holder and its chunk i: a prefix sits at the same

@@ -173,6 +173,7 @@ public final class VirtualMemory: @unchecked Sendable {
                     throw VTensorError.capacityExceeded("tensor \(tensor.id) spans \(tensor.chunkCount) chunks; \(chunks) requested")
                 }
                 guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+                if tensor.isSealed { continue }
                 for index in 0..<chunks {
                     if case .mapped = tensor.slots[index] { continue }
                     holes.append((tensor, index))
@@ -194,6 +195,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 let start = onChunkMapped == nil ? 0 : monotonicNanos()
                 let didMap = try lock.withLock { () throws -> Bool in
                     guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+                    if tensor.isSealed { return false }
                     if case .mapped = tensor.slots[index] { return false }
                     try mapFreshLocked(tensor, index)
                     return true
@@ -219,6 +221,15 @@ public final class VirtualMemory: @unchecked Sendable {
 
     public func grow(_ tensor: VirtualTensor, toChunks chunks: Int) throws {
         try grow([(tensor, chunks)])
+    }
+
+    /// Closes `tensor` to new mappings (its mapped chunks stay until unmapped or freed): growth
+    /// queued for it, on the mapper thread too, passes it by.
+    public func seal(_ tensor: VirtualTensor) throws {
+        try lock.withLock {
+            guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+            tensor.isSealed = true
+        }
     }
 
     /// Unmaps (deferred) every mapped chunk at index >= `chunks`.

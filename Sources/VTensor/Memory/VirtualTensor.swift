@@ -31,6 +31,9 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
 
     var slots: [Slot]
     var isFreed = false
+    /// Takes no new mappings (a prefix-cache holder): a grow, including one the mapper thread
+    /// still has queued for the request it was, passes it by.
+    var isSealed = false
     var reservationReleased = false
 
     init(id: Int, base: UInt64, chunkCount: Int, chunkSize: Int) {

@@ -1,0 +1,106 @@
+import VTensor
+
+/// The engine's prefix cache over virtual tensors: the K/V chunks of requests that left stay
+/// mapped (as `KVCache` holders) and indexed by their tokens (`PrefixTree`); a new request whose
+/// tokens start the same way maps those chunks into its own tensor (aliases, no copy) and
+/// computes only the rest. The chunks count in the `KVLedger` as committed but reclaimable:
+/// admission evicts unreferenced leaves, least recently used first, before it preempts anyone.
+///
+/// Runs on the engine's stepping thread only.
+final class PrefixCache {
+    let cache: KVCache
+    private(set) var tree: PrefixTree
+    /// Ledger units per tree node (a node is one chunk of every range of the layout).
+    let unitsPerNode: Int
+    private var nextHolder = 1
+    /// What each request with cached chunks holds references on.
+    private var pins: [RequestID: PrefixTree.Match] = [:]
+    /// Running totals: units kept from requests that left, and given back.
+    private(set) var keptUnits = 0
+    private(set) var evictedUnits = 0
+
+    init(cache: KVCache) {
+        self.cache = cache
+        tree = PrefixTree(tokensPerBlock: cache.layout.tokensPerChunk)
+        unitsPerNode = cache.layout.rangesPerRequest
+    }
+
+    /// Chunks (ledger units) the cache holds.
+    var cachedUnits: Int { tree.count * unitsPerNode }
+
+    /// The cached prefix a waiting request could start from: at most all its tokens but the
+    /// last (whose logits it must compute).
+    func lookup(_ sequence: EngineSequence) -> PrefixTree.Match {
+        tree.lookup(sequence.tokens, salt: sequence.salt, limit: sequence.tokens.count - 1)
+    }
+
+    /// Gives `sequence` (no KV yet) a KV entry whose first `match.tokens` tokens alias the cached
+    /// chunks, pins them, and records it in the ledger, which must have room for its own part.
+    func attach(_ sequence: EngineSequence, _ match: PrefixTree.Match, ledger: inout KVLedger) throws {
+        precondition(!sequence.hasKV && pins[sequence.id] == nil, "attach of a request that has KV")
+        try cache.addRequest(sequence.id, aliasing: match.locations.map { ($0.holder, $0.chunk) }, tokens: match.tokens)
+        tree.acquire(match)
+        pins[sequence.id] = match
+        ledger.attach(sequence.id, sharedUnits: sharedUnits(match), tokens: match.tokens)
+        sequence.hasKV = true
+        sequence.computed = match.tokens
+    }
+
+    /// Units of `match` a request shares with the cache: its full chunks (a chunk it matched only
+    /// in part becomes its own copy at its first write).
+    func sharedUnits(_ match: PrefixTree.Match) -> Int {
+        (match.tokens / tree.tokensPerBlock) * unitsPerNode
+    }
+
+    /// A request leaves (finished, aborted, preempted): its KV's first `tokens` tokens go into
+    /// the tree (chunks the tree lacks are kept, the others given back) and its pins are
+    /// released. `tokens` 0 (a failed step: its K/V may be half written) frees everything.
+    /// Returns the chunks (ledger units) the tree kept.
+    @discardableResult
+    func retire(_ sequence: EngineSequence, tokens: Int, ledger: inout KVLedger) -> Int {
+        if let match = pins.removeValue(forKey: sequence.id) { tree.release(match) }
+        ledger.release(sequence.id)
+        guard sequence.hasKV else { return 0 }
+        sequence.hasKV = false
+        guard tokens > 0 else {
+            try? cache.free(sequence.id)
+            return 0
+        }
+        let holder = nextHolder
+        nextHolder += 1
+        let insertion = tree.insert(Array(sequence.tokens.prefix(tokens)), salt: sequence.salt, holder: holder)
+        do {
+            try cache.detach(sequence.id, tokens: tokens, asHolder: holder)
+            if insertion.kept.isEmpty {
+                try cache.freeHolder(holder)
+            } else if !insertion.unneeded.isEmpty {
+                try cache.releaseHolderChunks(holder, chunks: insertion.unneeded)
+            }
+        } catch {
+            // The cache refused (it should not): drop what the tree just took from this holder.
+            preconditionFailure("prefix cache: keeping request \(sequence.id)'s KV failed: \(error)")
+        }
+        let kept = insertion.kept.count * unitsPerNode
+        ledger.cache(kept)
+        keptUnits += kept
+        return kept
+    }
+
+    /// Gives back at least `units` units (whole nodes), least recently used unreferenced leaves
+    /// first. Returns the units given back (0: nothing is evictable).
+    @discardableResult
+    func evict(units: Int, ledger: inout KVLedger) -> Int {
+        guard units > 0 else { return 0 }
+        let nodes = (units + unitsPerNode - 1) / unitsPerNode
+        let out = tree.evict(nodes)
+        var byHolder: [Int: [Int]] = [:]
+        for location in out.locations { byHolder[location.holder, default: []].append(location.chunk) }
+        let empty = Set(out.emptyHolders)
+        for (holder, chunks) in byHolder where !empty.contains(holder) { try? cache.releaseHolderChunks(holder, chunks: chunks) }
+        for holder in empty { try? cache.freeHolder(holder) }
+        let freed = out.locations.count * unitsPerNode
+        ledger.uncache(freed)
+        evictedUnits += freed
+        return freed
+    }
+}
