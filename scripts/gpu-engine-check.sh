@@ -5,6 +5,8 @@
 #   on random and trained models, virtual tensors and paged) and A/B'd on ShareGPT, 8 and 64
 #   requests; then ShareGPT with the longest-output-first admission order and other seat counts.
 #   final: the service defaults (graphs on) on ShareGPT and random 1000, both KV modes, and lof.
+#   prefix: the prefix cache: shared-prefix prompts through the engine vs alone (trained model),
+#   ShareGPT with the cache on and off.
 #   table: decode attention's one shared item table (layer-0 bases + per-layer offsets) checked
 #   (dev model, dev engine on the trained model) and A/B'd against a table per layer and paged.
 #   ab: the three-way A/B on one workload (virtual tensors, the paged baseline, transformers'
@@ -39,7 +41,7 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -75,6 +77,22 @@ elif [ "$quick" = graphs ]; then
   run tp-sharegpt-lof 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --schedule-policy lof --json-out "$out/tp-sharegpt-lof.json"
   run tp-sharegpt-lof128 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --schedule-policy lof --max-num-seqs 128 --json-out "$out/tp-sharegpt-lof128.json"
   run tp-sharegpt-fcfs192 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --max-num-seqs 192 --json-out "$out/tp-sharegpt-fcfs192.json"
+elif [ "$quick" = prefix ]; then
+  # The prefix cache on the GPU: requests sharing long prefixes through the engine (hits alias
+  # cached chunks) against each request alone, on the trained model; ShareGPT with the cache on
+  # (no shared prefixes: its cost only) and off.
+  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+  python3 - <<'PY'
+import json, random
+p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
+out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
+json.dump(out, open("/tmp/tiny/shared.json", "w"))
+PY
+  run dev-engine-prefix 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24
+  run dev-engine-prefix-paged 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24 --kv paged
+  sg=(--dataset sharegpt --num-prompts 1000)
+  run tp-sharegpt 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/tp-sharegpt.json"
+  run tp-sharegpt-nocache 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --no-prefix-cache --json-out "$out/tp-sharegpt-nocache.json"
 elif [ "$quick" = final ]; then
   # The service defaults (CUDA graphs on) on the issue's workloads, both KV modes, and the
   # longest-output-first admission order at several seat counts.
@@ -159,8 +177,8 @@ for name in ["256x128-shared", "256x128-per-layer", "256x128-paged", "sharegpt-s
 PY
   fi
   [ -f "$out/dev-engine-graphs.txt" ] && { echo "== dev engine, CUDA graphs, random model"; grep -E "requests|batched|CUDA|exact|teacher|result|rror" "$out/dev-engine-graphs.txt"; }
-  for f in dev-engine-trained-graphs dev-engine-trained-graphs-paged; do
-    [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "batched|CUDA|exact|teacher|divergence|result|rror" "$out/$f.txt"; }
+  for f in dev-engine-trained-graphs dev-engine-trained-graphs-paged dev-engine-prefix dev-engine-prefix-paged; do
+    [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "batched|CUDA|prefix|exact|teacher|divergence|result|rror" "$out/$f.txt"; }
   done
   if [ "$quick" = graphs ] || [ "$quick" = final ]; then
     python3 - "$out" "$quick" <<'PY'
@@ -200,7 +218,7 @@ PY
   fi
   [ -f "$out/bench-vmm.txt" ] && { echo "== bench vmm: mapper"; grep -E "mappings/s|latency p50" "$out/bench-vmm.txt"; }
   [ -f "$out/dev-model.txt" ] && { echo "== dev model"; grep -cE "^PASS" "$out/dev-model.txt"; grep -E "FAIL|mixed" "$out/dev-model.txt" | head -20; }
-  for f in tp-256x128-on tp-256x128-paged tp-1000-512-paged tp-small tp-256x128 tp-1000 tp-1000-no-prefetch tp-1000-prefill-attn tp-sharegpt tp-sharegpt-256 tp-sharegpt-512 tp-1000-512 tp-sharegpt-1024 tp-1000-1024; do
+  for f in tp-sharegpt-nocache tp-256x128-on tp-256x128-paged tp-1000-512-paged tp-small tp-256x128 tp-1000 tp-1000-no-prefetch tp-1000-prefill-attn tp-sharegpt tp-sharegpt-256 tp-sharegpt-512 tp-1000-512 tp-sharegpt-1024 tp-1000-1024; do
     [ -f "$out/$f.txt" ] && { echo "== bench throughput $f"; grep -vE "^---" "$out/$f.txt" | tail -12; }
   done
   [ -f "$out/transformers-256x128.txt" ] && { echo "== transformers generate_batch"; tail -20 "$out/transformers-256x128.txt"; }

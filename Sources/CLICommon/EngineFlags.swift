@@ -24,6 +24,8 @@ public struct EngineFlags: ParsableArguments {
     public var cudaGraphs: OnOff = .on
     @Option(help: "The order waiting requests start in: first come first served (fcfs), or the one that may generate the most tokens first (lof).")
     public var schedulePolicy: SchedulePolicy = .fcfs
+    @Flag(help: "Do not keep the K/V of finished requests for later requests that start the same way (the prefix cache; virtual-tensor KV only).")
+    public var noPrefixCache = false
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -60,6 +62,7 @@ public struct EngineFlags: ParsableArguments {
         options.maxModelLen = maxModelLen
         options.pipelineSteps = pipelineSteps == .on
         options.schedulePolicy = schedulePolicy
+        options.prefixCaching = !noPrefixCache
         return options
     }
 }

@@ -300,6 +300,8 @@ struct BenchThroughputCommand: ParsableCommand {
         table.add(["prefetched admissions", "\(stats.prefetches) (\(stats.prefetchesUsed) admitted with them, \(stats.prefetchesReleased) given back)"])
         table.add(["rows a step", "mean \(fixed(report.meanRowsPerStep, 1)), max \(report.maxRowsPerStep); over time: \(overTime.map { fixed($0, 0) }.joined(separator: " "))"])
         table.add(["preemptions", "\(stats.preemptions) (\(stats.recomputedTokens) tokens recomputed)"])
+        table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (hit rate \(fixed(stats.prefixHitRate * 100, 1))%); "
+                   + "\(stats.prefixKeptChunks) chunks kept, \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"])
         if let mapper = engine.mapperStatistics {
             table.add(["mapper", "\(mapper.chunksMapped) chunks mapped, p50 \(fixed(Double(mapper.chunkLatencyP50) / 1000, 1)) us, p99 \(fixed(Double(mapper.chunkLatencyP99) / 1000, 1)) us a chunk"])
         }

@@ -164,6 +164,8 @@ struct DevEngineCommand: ParsableCommand {
         table.add(["requests", "\(results.count): prompts 5-900, 16-48 tokens each; \(model ?? "random model"), \(maxNumSeqs) at once, \(maxNumBatchedTokens) tokens a step, \(kvChunks) KV chunks' worth, \(batchedModel.kvStorage.kindName) KV"])
         table.add(["batched run", "\(stats.steps) steps (\(mixedSteps) mixing decodes with prompt chunks, \(stats.pipelinedSteps) queued while the step before ran), "
                    + "\(stats.preemptions) preemptions, \(stats.prefillRows) prefill rows"])
+        table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (\(fixed(stats.prefixHitRate * 100, 1))%), "
+                   + "\(stats.prefixKeptChunks) chunks kept, \(stats.prefixEvictedChunks) evicted"])
         if let gpu = batchedModel as? GPUModel, cudaGraphs == .on {
             let totals = gpu.stepTotals
             table.add(["CUDA graphs", "\(totals.graphReplays) decode steps replayed, \(totals.graphCaptures) graphs captured, \(totals.graphDirect) first sightings run directly"])
