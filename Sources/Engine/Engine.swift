@@ -204,15 +204,7 @@ public final class Engine: @unchecked Sendable {
         var queued: InFlightStep?
         if scheduler.isIdle {
             lastPlan = SchedulerOutput()
-            if inFlight == nil {
-                // Idle: cached chunks above the pool's high watermark go back to the device, so the
-                // cache never keeps memory other processes could use.
-                if let prefixCache, let memory = storage.virtualCache?.memory {
-                    let excess = prefixCache.cachedUnits - memory.accounting.highWatermark
-                    if excess > 0 { prefixCache.evict(units: excess, ledger: &ledger) }
-                }
-                _ = try? storage.virtualCache?.memory.reclaim(limit: 64)
-            }
+            if inFlight == nil { trimWhileIdle() }
         } else {
             let plan = scheduler.schedule(ledger: &ledger, prefix: prefixCache)
             if prefixCache != nil {
@@ -235,6 +227,8 @@ public final class Engine: @unchecked Sendable {
                 outputs += collect(step, stats: &stats, modelNanos: &modelNanos)
             }
         }
+        // The last request just left: give memory back now, not at some later idle step.
+        if scheduler.isIdle && inFlight == nil && !outputs.isEmpty { trimWhileIdle() }
         let snapshot = EngineSnapshot(waiting: scheduler.waiting.count, running: scheduler.seatsTaken,
                                       committedChunks: ledger.committedChunks, capacityChunks: ledger.capacityChunks,
                                       chunkSize: ledger.units.bytes)
@@ -262,6 +256,17 @@ public final class Engine: @unchecked Sendable {
     }
 
     // MARK: Internals
+
+    /// With nothing to run: cached chunks above the pool's high watermark go back to the device
+    /// (the cache never keeps memory other processes could use), and so does the pool's reserve.
+    private func trimWhileIdle() {
+        if let prefixCache, let memory = storage.virtualCache?.memory {
+            let keep = options.prefixCacheIdleChunks ?? max(memory.accounting.highWatermark, ledger.capacityChunks / 8)
+            let excess = prefixCache.cachedUnits - keep
+            if excess > 0 { prefixCache.evict(units: excess, ledger: &ledger) }
+        }
+        _ = try? storage.virtualCache?.memory.reclaim(limit: 64)
+    }
 
     /// A step queued on the model: its rows, and its picks when they are known.
     struct InFlightStep {

@@ -28,6 +28,11 @@ public struct EngineOptions: Sendable, Equatable {
     /// Keep the K/V of requests that leave and start new requests from their longest cached
     /// prefix (virtual-tensor KV; the paged baseline has none yet).
     public var prefixCaching: Bool
+    /// Chunks the prefix cache keeps while the engine has nothing to run (the rest goes back to
+    /// the device, so an idle engine never sits on memory other processes could use); nil: the
+    /// pool's high watermark or an eighth of the KV budget, whichever is more, so a chat's next
+    /// turn still finds the last one.
+    public var prefixCacheIdleChunks: Int?
 
     public init(maxNumSeqs: Int = 256, maxNumBatchedTokens: Int = 8192, maxModelLen: Int? = nil, mapAheadTokens: Int = 2,
                 asyncMapping: Bool = true, prefetchAdmissions: Bool = true, pipelineSteps: Bool = true,

@@ -125,6 +125,46 @@ import VTensor
         return (tokens, 0)
     }
 
+    /// A conversation's next turn resends the whole conversation: the engine finds the last
+    /// turn's K/V cached (prompt and answer), computes only the new tokens, and generates what
+    /// the whole prompt makes alone. Another salt finds nothing; a branch inside a chunk reuses
+    /// the chunks before it.
+    @Test func nextTurnsStartFromTheCachedConversation() throws {
+        let model = try Self.model(budgetChunks: 64)
+        var options = EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 64)
+        options.prefixCacheIdleChunks = 64  // keep everything between turns (the engine idles after each)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let parameters = SamplingParameters(temperature: 0, maxTokens: 6, ignoreEOS: true)
+        var conversation = Self.prompts(1, lengths: 21...21, seed: 9)[0]
+        var hits: [Int] = []
+        for turn in 0..<3 {
+            let before = engine.statistics
+            let result = try runAll(engine, [GenerationRequest(prompt: conversation, parameters: parameters)]).values.first!
+            let reference = try Self.aloneIgnoringEOS(conversation, maxTokens: 6).tokens
+            #expect(result.tokens == reference, "turn \(turn)")
+            let after = engine.statistics
+            hits.append(after.prefixHitTokens - before.prefixHitTokens)
+            #expect(after.promptTokensComputed - before.promptTokensComputed == conversation.count - hits.last!)
+            conversation += result.tokens + [7 + turn, 40 + turn, 90]
+        }
+        // Turn 1 reads turn 0's 21 + 5 computed tokens (its last answer token was never fed back); turn 2 likewise.
+        #expect(hits == [0, 26, 26 + 3 + 6])
+        // Another tenant sends the same conversation: nothing shared.
+        let before = engine.statistics.prefixHitTokens
+        _ = try runAll(engine, [GenerationRequest(prompt: conversation, parameters: parameters, cacheSalt: "other")])
+        #expect(engine.statistics.prefixHitTokens == before)
+        // A branch after 20 tokens (inside the third 8-token chunk): 20 tokens reused, the rest computed.
+        var branch = Array(conversation.prefix(20)) + [200, 201, 202]
+        let branched = try runAll(engine, [GenerationRequest(prompt: branch, parameters: parameters)]).values.first!
+        #expect(engine.statistics.prefixHitTokens == before + 20)
+        #expect(branched.tokens == (try Self.aloneIgnoringEOS(branch, maxTokens: 6).tokens))
+        branch.removeAll()
+        #expect(engine.resetPrefixCache())
+        _ = engine.step()
+        try model.cache.memory.drain()
+        #expect(model.cache.memory.accounting.inUse == 0)
+    }
+
     /// Seeded sampling gives each request the same tokens in a batch as alone: each draws from
     /// its own random stream, one step per token.
     @Test func seededSamplingIsIndependentOfTheBatch() throws {
@@ -190,9 +230,12 @@ import VTensor
         loop.shutdown()
         #expect(engine.statistics.aborted == 1)
         #expect(model.cache.requestIDs.isEmpty)
-        // What the three computed (the aborted one's included) stays cached until the cache is reset.
+        // What the three computed (the aborted one's included) was cached; idle, the cache keeps
+        // at most its idle share (an eighth of the budget here) until it is reset.
         try model.cache.memory.drain()
-        #expect(engine.statistics.prefixHeldChunks > 0 && model.cache.memory.accounting.inUse == engine.statistics.prefixHeldChunks)
+        let stats = engine.statistics
+        #expect(stats.prefixKeptChunks > 0 && stats.prefixHeldChunks > 0 && stats.prefixHeldChunks <= model.cache.memory.accounting.budgetChunks / 8)
+        #expect(model.cache.memory.accounting.inUse == stats.prefixHeldChunks)
         #expect(engine.resetPrefixCache())
         _ = engine.step()
         try model.cache.memory.drain()
