@@ -5,6 +5,7 @@
 #   on random and trained models, virtual tensors and paged) and A/B'd on ShareGPT, 8 and 64
 #   requests; then ShareGPT with the longest-output-first admission order and other seat counts.
 #   final: the service defaults (graphs on) on ShareGPT and random 1000, both KV modes, and lof.
+#   workloads: multi-turn and shared-prefix throughput, prefix cache on and off, and paged.
 #   prefix: the prefix cache: shared-prefix prompts through the engine vs alone (trained model),
 #   ShareGPT with the cache on and off.
 #   table: decode attention's one shared item table (layer-0 bases + per-layer offsets) checked
@@ -41,7 +42,7 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -93,6 +94,16 @@ PY
   sg=(--dataset sharegpt --num-prompts 1000)
   run tp-sharegpt 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/tp-sharegpt.json"
   run tp-sharegpt-nocache 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --no-prefix-cache --json-out "$out/tp-sharegpt-nocache.json"
+elif [ "$quick" = workloads ]; then
+  # The prefix cache's workloads, cache on and off, virtual tensors and paged (no cache there).
+  mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
+  sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
+  run tp-multiturn 120 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/tp-multiturn.json"
+  run tp-multiturn-nocache 120 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-nocache.json"
+  run tp-sharedprefix 120 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"
+  run tp-sharedprefix-nocache 120 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/tp-sharedprefix-nocache.json"
+  run tp-multiturn-paged 120 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv paged --json-out "$out/tp-multiturn-paged.json"
+  run tp-sharedprefix-paged 120 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/tp-sharedprefix-paged.json"
 elif [ "$quick" = final ]; then
   # The service defaults (CUDA graphs on) on the issue's workloads, both KV modes, and the
   # longest-output-first admission order at several seat counts.
@@ -195,6 +206,21 @@ for name in names:
     print(f"{name:18} {r['outputTokensPerSecond']:8.1f} {r['steps']:6d} {r['stepMeanMs']:8.3f} {r.get('decodeStepMeanMs') or 0:9.3f} "
           f"{r.get('gpuSpanMsPerStep') or 0:9.3f} {r.get('gpuIdleGapMsPerStep') or 0:9.3f} {100*(r.get('gpuBusyShare') or 0):6.1f}   "
           f"{g.get('graphReplays',0)}/{g.get('graphCaptures',0)}/{g.get('graphDirect',0)}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}")
+PY
+  fi
+  if [ "$quick" = workloads ]; then
+    python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+print("run                       tok/s out  total    s     reqs  hit rate  prompt computed  TTFT p50 (first / later rounds)  KV peak GiB")
+for name in ["multiturn", "multiturn-nocache", "multiturn-paged", "sharedprefix", "sharedprefix-nocache", "sharedprefix-paged"]:
+    f = os.path.join(out, f"tp-{name}.json")
+    if not os.path.exists(f): print(f"{name:24} missing"); continue
+    r = json.load(open(f)); st = r["statistics"]
+    a, b = r.get("firstTokenP50FirstRoundSeconds"), r.get("firstTokenP50LaterRoundsSeconds")
+    ttft = f"{a*1000:8.1f} / {b*1000:8.1f} ms" if a is not None else f"p50 {r['firstTokenP50Seconds']*1000:8.1f} ms"
+    print(f"{name:24} {r['outputTokensPerSecond']:9.1f} {r['totalTokensPerSecond']:9.1f} {r['seconds']:6.2f} {r['requests']:5d} {100*r['prefixCacheHitRate']:7.1f}%  "
+          f"{st['promptTokensComputed']:9d}   {ttft}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}")
 PY
   fi
   if [ "$quick" = pipeline ]; then

@@ -54,17 +54,30 @@ struct BenchThroughputCommand: ParsableCommand {
         discussion: """
             Prompts are random token ids; every request generates exactly its output length (end-of-sequence ignored).
             Datasets: fixed (every request --input-len / --output-len), random (lengths uniform in the A-B ranges given),
-            sharegpt (length pairs from --dataset-path, default scripts/data/sharegpt_v3_lengths.tsv).
+            sharegpt (length pairs from --dataset-path, default scripts/data/sharegpt_v3_lengths.tsv),
+            shared-prefix (--groups system prompts of --system-len tokens, each with --prompts-per-group questions of
+            --question-len tokens, --output-len out: SGLang's generated-shared-prefix), multi-turn (--num-conversations of
+            --rounds rounds: each round resends the conversation plus --user-len new tokens and asks --answer-len; the next
+            round goes out when the answer is complete, at most --max-in-flight conversations at once).
             """)
 
-    enum Dataset: String, ExpressibleByArgument, CaseIterable { case fixed, random, sharegpt }
+    enum Dataset: String, ExpressibleByArgument, CaseIterable { case fixed, random, sharegpt, sharedPrefix = "shared-prefix", multiTurn = "multi-turn" }
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var backendOptions: BackendOptions
     @OptionGroup var engineFlags: EngineFlags
 
     @Option(parsing: .unconditional, help: "Requests in the run.") var numPrompts = 64
-    @Option(help: "fixed, random or sharegpt.") var dataset: Dataset = .fixed
+    @Option(help: "fixed, random, sharegpt, shared-prefix or multi-turn.") var dataset: Dataset = .fixed
+    @Option(parsing: .unconditional, help: "shared-prefix: system prompts.") var groups = 64
+    @Option(parsing: .unconditional, help: "shared-prefix: questions per system prompt.") var promptsPerGroup = 16
+    @Option(parsing: .unconditional, help: "shared-prefix: system prompt tokens.") var systemLen = 2048
+    @Option(parsing: .unconditional, help: "shared-prefix: question tokens.") var questionLen = 128
+    @Option(parsing: .unconditional, help: "multi-turn: conversations.") var numConversations = 256
+    @Option(parsing: .unconditional, help: "multi-turn: rounds a conversation.") var rounds = 5
+    @Option(parsing: .unconditional, help: "multi-turn: tokens of each new user turn.") var userLen = 512
+    @Option(parsing: .unconditional, help: "multi-turn: tokens of each answer.") var answerLen = 64
+    @Option(parsing: .unconditional, help: "multi-turn: conversations under way at once.") var maxInFlight = 128
     @Option(help: "Prompt tokens: N, or A-B with --dataset random.") var inputLen = "128"
     @Option(help: "Generated tokens: N, or A-B with --dataset random.") var outputLen = "128"
     @Option(help: "With --dataset sharegpt: the length pairs.") var datasetPath = "scripts/data/sharegpt_v3_lengths.tsv"
@@ -143,6 +156,11 @@ struct BenchThroughputCommand: ParsableCommand {
         var totalP50Seconds: Double
         var totalP99Seconds: Double
         var interTokenMeanMs: Double
+        /// Prompt tokens found in the prefix cache over those looked up.
+        var prefixCacheHitRate: Double
+        /// multi-turn: time to first token (p50) of first rounds, and of later rounds.
+        var firstTokenP50FirstRoundSeconds: Double?
+        var firstTokenP50LaterRoundsSeconds: Double?
         var statistics: EngineStatistics
     }
 
@@ -155,13 +173,25 @@ struct BenchThroughputCommand: ParsableCommand {
         }
         let inputs = try ThroughputWorkload.parseRange(inputLen, flag: "--input-len")
         let outputs = try ThroughputWorkload.parseRange(outputLen, flag: "--output-len")
-        let workload: ThroughputWorkload
+        var workload = ThroughputWorkload(shapes: [])
+        let sharedPrefix = SharedPrefixWorkload(groups: groups, perGroup: promptsPerGroup, systemLength: systemLen, questionLength: questionLen,
+                                                outputLength: outputs.upperBound)
         switch dataset {
         case .fixed:
             guard inputs.count == 1, outputs.count == 1 else { throw ValidationError("--dataset fixed takes single lengths; use --dataset random for ranges") }
             workload = .random(count: numPrompts, input: inputs, output: outputs, seed: seed)
         case .random: workload = .random(count: numPrompts, input: inputs, output: outputs, seed: seed)
         case .sharegpt: workload = try .pairs(path: datasetPath, count: numPrompts)
+        case .sharedPrefix:
+            guard groups >= 1, promptsPerGroup >= 1, systemLen >= 1, questionLen >= 1 else {
+                throw ValidationError("--groups, --prompts-per-group, --system-len and --question-len must be at least 1")
+            }
+            workload.shapes = Array(repeating: .init(input: systemLen + questionLen, output: outputs.upperBound), count: groups * promptsPerGroup)
+        case .multiTurn:
+            guard numConversations >= 1, rounds >= 1, userLen >= 1, answerLen >= 1, maxInFlight >= 1 else {
+                throw ValidationError("--num-conversations, --rounds, --user-len, --answer-len and --max-in-flight must be at least 1")
+            }
+            workload.shapes = [.init(input: rounds * userLen + (rounds - 1) * answerLen, output: answerLen)]
         }
 
         var runtimeOptions = engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
@@ -177,7 +207,7 @@ struct BenchThroughputCommand: ParsableCommand {
         engineOptions.prefetchAdmissions = prefetchAdmissions == .on
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: engineOptions,
                                 mapperThreadSetup: runtime.mapperThreadSetup)
-        print("model: \(modelOptions.model ?? "SmolLM2-135M-Instruct") (\(runtime.description)), \(numPrompts) requests, dataset \(dataset.rawValue), "
+        print("model: \(modelOptions.model ?? "SmolLM2-135M-Instruct") (\(runtime.description)), dataset \(dataset.rawValue), "
               + "max \(engine.options.maxNumSeqs) sequences and \(engine.options.maxNumBatchedTokens) tokens a step")
         for shape in workload.shapes where shape.input + shape.output > engine.maxSequenceLength {
             throw ValidationError("a request of \(shape.input) + \(shape.output) tokens exceeds the longest sequence the engine runs (\(engine.maxSequenceLength))")
@@ -186,13 +216,25 @@ struct BenchThroughputCommand: ParsableCommand {
         // Random prompts over the vocabulary, past the low ids that tokenizers keep for special tokens.
         var rng = SplitMix64(seed: seed &+ 1)
         let low = min(1000, config.vocabSize / 4)
-        let requests = workload.shapes.map { shape in
-            GenerationRequest(prompt: (0..<shape.input).map { _ in Int.random(in: low..<config.vocabSize, using: &rng) },
-                              parameters: SamplingParameters(temperature: 0, maxTokens: shape.output, ignoreEOS: true))
+        var requests: [GenerationRequest] = []
+        var conversations: ConversationDriver?
+        switch dataset {
+        case .sharedPrefix: requests = sharedPrefix.requests(vocabulary: low..<config.vocabSize, seed: seed)
+        case .multiTurn:
+            conversations = ConversationDriver(conversations: numConversations, rounds: rounds, userLength: userLen, answerLength: answerLen,
+                                               maxInFlight: maxInFlight, vocabulary: low..<config.vocabSize, seed: seed)
+        default:
+            requests = workload.shapes.map { shape in
+                GenerationRequest(prompt: (0..<shape.input).map { _ in Int.random(in: low..<config.vocabSize, using: &rng) },
+                                  parameters: SamplingParameters(temperature: 0, maxTokens: shape.output, ignoreEOS: true))
+            }
         }
         (model as? GPUModel)?.resetStepTotals()
         let start = monotonicNanos()
         for request in requests { try engine.add(request) }
+        try conversations?.start(engine)
+        var answers: [RequestID: [Int]] = [:]
+        var firstTokenByRound: [(round: Int, seconds: Double)] = []
         var stepMs: [Double] = [], decodeStepMs: [Double] = [], rows: [Int] = []
         var finished = 0, failures: [String] = []
         var timings: [RequestTiming] = []
@@ -205,12 +247,18 @@ struct BenchThroughputCommand: ParsableCommand {
             stepMs.append(ms)
             rows.append(plan.rows.count)
             if plan.rows.allSatisfy(\.isDecode) { decodeStepMs.append(ms) }
+            if let conversations { for output in outputs { answers[output.id, default: []] += output.tokens.map(\.id) } }
             for output in outputs where output.isFinal {
                 finished += 1
                 if let timing = output.timing { timings.append(timing) }
                 if let error = output.error { failures.append(error) }
+                if let conversations {
+                    if let round = conversations.roundOf[output.id], let first = output.timing?.firstToken { firstTokenByRound.append((round, first)) }
+                    try conversations.finished(output.id, answer: answers.removeValue(forKey: output.id) ?? [], engine: engine)
+                }
             }
         }
+        if let conversations { requests = conversations.sent }
         let seconds = Double(monotonicNanos() - start) / 1e9
         let gpu = (model as? GPUModel)?.stepTotals
         let gpuSteps = Double(max(1, gpu?.steps ?? 1))
@@ -234,7 +282,8 @@ struct BenchThroughputCommand: ParsableCommand {
             unitBytes = paged.poolBytes / paged.pageCount
         }
 
-        let input = workload.shapes.reduce(0) { $0 + $1.input }, output = workload.shapes.reduce(0) { $0 + $1.output }
+        let input = requests.reduce(0) { $0 + $1.prompt.count }, output = requests.reduce(0) { $0 + ($1.parameters.maxTokens ?? 0) }
+        let numPrompts = requests.count
         let sorted = stepMs.sorted()
         func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let slices = 20
@@ -271,6 +320,9 @@ struct BenchThroughputCommand: ParsableCommand {
             firstTokenP50Seconds: percentile(firstTokens, 0.5), firstTokenP99Seconds: percentile(firstTokens, 0.99),
             totalP50Seconds: percentile(totals, 0.5), totalP99Seconds: percentile(totals, 0.99),
             interTokenMeanMs: interTokens.isEmpty ? 0 : interTokens.reduce(0, +) / Double(interTokens.count) * 1000,
+            prefixCacheHitRate: stats.prefixHitRate,
+            firstTokenP50FirstRoundSeconds: conversations.map { _ in percentile(firstTokenByRound.filter { $0.round == 0 }.map(\.seconds), 0.5) },
+            firstTokenP50LaterRoundsSeconds: conversations.map { _ in percentile(firstTokenByRound.filter { $0.round > 0 }.map(\.seconds), 0.5) },
             statistics: stats)
         var table = Table(title: "offline throughput", header: ["metric", "value"])
         table.add(["requests", "\(numPrompts) (\(finished) finished) in \(fixed(seconds, 2)) s: \(fixed(report.requestsPerSecond, 2)) req/s"])
@@ -300,6 +352,9 @@ struct BenchThroughputCommand: ParsableCommand {
         table.add(["prefetched admissions", "\(stats.prefetches) (\(stats.prefetchesUsed) admitted with them, \(stats.prefetchesReleased) given back)"])
         table.add(["rows a step", "mean \(fixed(report.meanRowsPerStep, 1)), max \(report.maxRowsPerStep); over time: \(overTime.map { fixed($0, 0) }.joined(separator: " "))"])
         table.add(["preemptions", "\(stats.preemptions) (\(stats.recomputedTokens) tokens recomputed)"])
+        if let first = report.firstTokenP50FirstRoundSeconds, let later = report.firstTokenP50LaterRoundsSeconds {
+            table.add(["multi-turn first token", "p50 \(fixed(first * 1000, 1)) ms in first rounds, \(fixed(later * 1000, 1)) ms in later rounds"])
+        }
         table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (hit rate \(fixed(stats.prefixHitRate * 100, 1))%); "
                    + "\(stats.prefixKeptChunks) chunks kept, \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"])
         if let mapper = engine.mapperStatistics {
