@@ -20,7 +20,8 @@ let package = Package(
         .target(name: "Support", dependencies: ["CSystem"]),
         .target(name: "GPU", dependencies: ["CCUDA", "Support"]),
         .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
-        .target(name: "Kernels", dependencies: ["GPU", "VTensor"]),
+        // CPUAttention's SIMD loops want AVX2 + FMA like the CPU forward pass (Runtime).
+        .target(name: "Kernels", dependencies: ["GPU", "VTensor"], swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
         // Model files (safetensors, GGUF, config.json) and the PyPI asset fetch. No GPU stack:
         // a server front end links Models and Tokenizers without CUDA code.
         .target(name: "Models", dependencies: ["Support"]),

@@ -13,9 +13,11 @@ struct HostBatch {
     var totalQueries: Int { requests.reduce(0) { $0 + $1.queryCount } }
 
     /// `shapes`: (KV length, query count) per request.
-    init(_ p: AttentionParameters, shapes: [(length: Int, queries: Int)], layout: KVLayoutKind = .default, seed: UInt64 = 1) throws {
+    /// `chunkSize`: the host backend's chunk, which sets the tokens of a KV block.
+    init(_ p: AttentionParameters, shapes: [(length: Int, queries: Int)], layout: KVLayoutKind = .default, seed: UInt64 = 1,
+         chunkSize: Int = 64 << 10) throws {
         self.p = p
-        let host = try HostBackend(chunkSize: 64 << 10, capacityBytes: 1 << 30)
+        let host = try HostBackend(chunkSize: chunkSize, capacityBytes: 1 << 30)
         let memory = try VirtualMemory(backend: host, budget: .bytes(1 << 30))
         let shape = KVShape(layers: 2, kvHeads: p.kvHeads, headDim: p.headDim, dtype: p.dtype)
         cache = try KVCache(shape: shape, layout: layout, memory: memory, maxTokensPerRequest: 4096)

@@ -9,10 +9,17 @@ import VTensor
 /// Accumulation is in Float; inputs and outputs in `p.dtype`.
 public enum CPUAttention {
     /// O = softmax(scale * Q K^T + mask) V for every request of the batch (see
-    /// `AttentionParameters` for the masking rule). `threads` > 1 splits the (request, query,
-    /// head) items across threads.
+    /// `AttentionParameters` for the masking rule). `threads` > 1 splits the work across threads.
+    ///
+    /// fp32 K/V with a head dim a multiple of 8 (the CPU backend) take the tiled path
+    /// (`runTiled`); every other case the row-at-a-time scalar loop below, the GPU kernels' oracle.
     public static func run(_ p: AttentionParameters, requests: [AttentionRequest], queries: UnsafeRawPointer,
                            output: UnsafeMutableRawPointer, threads: Int = 1) {
+        if p.dtype == .fp32 && p.headDim % 8 == 0 {
+            runTiled(p, requests: requests, queries: queries.assumingMemoryBound(to: Float.self),
+                     output: output.assumingMemoryBound(to: Float.self), threads: threads)
+            return
+        }
         // One work item per (request, query row, query head): decode has one row a request,
         // so the heads are what spreads over the threads.
         var rows: [(request: Int, query: Int, head: Int)] = []
@@ -58,11 +65,6 @@ public enum CPUAttention {
         let kvHead = h / p.groupSize
         let qBase = (row * p.queryHeads + h) * d
         for x in 0..<d { query[x] = HalfFloat.load(queries, qBase + x, p.dtype) * p.scale }
-        if p.dtype == .fp32 && d % 8 == 0 {
-            attendFloatRows(request, keys: keys, kvHead: kvHead, d: d, query: query, scores: &scores, accumulator: &accumulator,
-                            output: output.assumingMemoryBound(to: Float.self) + (row * p.queryHeads + h) * d)
-            return
-        }
         scores.removeAll(keepingCapacity: true)
         var maximum = -Float.infinity
         for j in keys {
@@ -82,46 +84,6 @@ public enum CPUAttention {
         }
         let oBase = (row * p.queryHeads + h) * d
         for x in 0..<d { HalfFloat.store(accumulator[x] / sum, output, oBase + x, p.dtype) }
-    }
-
-    /// `attendOneRow` for fp32 K/V (the CPU backend's cache): the same arithmetic in Float, eight
-    /// lanes at a time (the sums' order differs from the scalar loop by rounding only).
-    private static func attendFloatRows(_ request: AttentionRequest, keys: ClosedRange<Int>, kvHead: Int, d: Int, query: [Float],
-                                        scores: inout [Float], accumulator: inout [Float], output: UnsafeMutablePointer<Float>) {
-        let vectors = d / 8
-        query.withUnsafeBufferPointer { qb in
-            let q = UnsafeRawPointer(qb.baseAddress!)
-            scores.removeAll(keepingCapacity: true)
-            var maximum = -Float.infinity
-            for j in keys {
-                let k = UnsafeRawPointer(bitPattern: UInt(request.key.address(token: j, head: kvHead)))!
-                var sum = SIMD8<Float>()
-                for v in 0..<vectors {
-                    sum += q.loadUnaligned(fromByteOffset: 32 * v, as: SIMD8<Float>.self)
-                        * k.loadUnaligned(fromByteOffset: 32 * v, as: SIMD8<Float>.self)
-                }
-                let dot = sum.sum()
-                scores.append(dot)
-                maximum = max(maximum, dot)
-            }
-            accumulator.withUnsafeMutableBufferPointer { ab in
-                let acc = UnsafeMutableRawPointer(ab.baseAddress!)
-                for v in 0..<vectors { acc.storeBytes(of: SIMD8<Float>(), toByteOffset: 32 * v, as: SIMD8<Float>.self) }
-                var total: Float = 0
-                for (n, j) in keys.enumerated() {
-                    let weight = expf(scores[n] - maximum)
-                    total += weight
-                    let value = UnsafeRawPointer(bitPattern: UInt(request.value.address(token: j, head: kvHead)))!
-                    let w = SIMD8<Float>(repeating: weight)
-                    for v in 0..<vectors {
-                        let a = acc.loadUnaligned(fromByteOffset: 32 * v, as: SIMD8<Float>.self)
-                        acc.storeBytes(of: a + w * value.loadUnaligned(fromByteOffset: 32 * v, as: SIMD8<Float>.self),
-                                       toByteOffset: 32 * v, as: SIMD8<Float>.self)
-                    }
-                }
-                for x in 0..<d { output[x] = ab[x] / total }
-            }
-        }
     }
 
     /// Writes the new K and V rows ([totalQueries][kvHeads][headDim]) of each request at its

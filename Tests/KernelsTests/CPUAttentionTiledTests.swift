@@ -1,0 +1,114 @@
+import Glibc
+import Testing
+@testable import Kernels
+import VTensor
+
+/// The tiled fp32 path (`CPUAttention.runTiled`, taken by `run` for fp32 K/V with a head dim a
+/// multiple of 8) against the float64 reference of `HostBatch`.
+@Suite struct CPUAttentionTiledTests {
+    /// Largest |out - ref| over the largest |ref|: a bound on every element, at the output's scale.
+    static func maxError(_ out: [Float], _ ref: [Double]) -> Double {
+        var worst = 0.0, scale = 0.0
+        for (o, r) in zip(out, ref) {
+            worst = max(worst, abs(Double(o) - r))
+            scale = max(scale, abs(r))
+        }
+        return worst / scale
+    }
+
+    /// Runs `batch` on 1 and 2 threads (2 threads also split long decodes' keys) and checks both.
+    static func check(_ batch: HostBatch, _ name: String) {
+        let reference = batch.reference()
+        for threads in [1, 2] {
+            let out = batch.runCPU(threads: threads)
+            #expect(!out.contains { !$0.isFinite }, "\(name), \(threads) threads: a non-finite output")
+            let error = maxError(out, reference)
+            #expect(error <= 2e-5, "\(name), \(threads) threads: max error \(error)")
+        }
+    }
+
+    /// Random shapes: GQA groups 1/3/4/8, head dims 64/128 (and 40 and 8, whose last 8 dims take
+    /// the narrow accumulate), sliding windows, large score scales (peaked softmax: the running max
+    /// grows and most weights underflow), ragged batches of decode, extend and fresh prompts.
+    @Test(arguments: 0..<12)
+    func randomBatchesMatchTheReference(seed: Int) throws {
+        var rng = SplitMix64(seed: UInt64(seed) &* 7919 &+ 17)
+        func pick<T>(_ values: [T]) -> T { values[Int(rng.next() % UInt64(values.count))] }
+        func between(_ low: Int, _ high: Int) -> Int { low + Int(rng.next() % UInt64(high - low + 1)) }
+        let group = [1, 3, 4, 8][seed % 4]
+        let kvHeads = pick([1, 2, 3])
+        let headDim = seed == 5 ? 40 : seed == 11 ? 8 : pick([64, 128])
+        let window: Int? = seed % 3 == 2 ? between(1, 90) : nil
+        let scale: Float? = pick([nil, 2, 8])
+        let p = AttentionParameters(queryHeads: group * kvHeads, kvHeads: kvHeads, headDim: headDim, dtype: .fp32,
+                                    scale: scale, window: window)
+        // Keep the float64 reference (a debug build) to about two million multiply-adds a batch.
+        var shapes: [(length: Int, queries: Int)] = []
+        var work = 0
+        while shapes.count < 6 {
+            let shape: (length: Int, queries: Int)
+            switch rng.next() % 3 {
+            case 0: shape = (between(1, 700), 1)                      // decode
+            case 1: let length = between(2, 300); shape = (length, between(2, min(length, 40)))  // extend
+            default: let length = between(1, 100); shape = (length, length)  // fresh prompt
+            }
+            let cost = shape.queries * min(shape.length, window ?? shape.length) * p.queryHeads * headDim
+            if work + cost > 2_000_000 {
+                if shapes.count >= 2 { break }
+                continue
+            }
+            shapes.append(shape)
+            work += cost
+        }
+        let batch = try HostBatch(p, shapes: shapes, seed: UInt64(seed + 100))
+        Self.check(batch, "seed \(seed): \(p), shapes \(shapes)")
+    }
+
+    /// The CPU model's layout: 2 MiB chunks, so requests cross whole-chunk KV blocks (256 tokens
+    /// here; the extend's rows straddle the first boundary).
+    @Test func crossesTwoMiBBlocks() throws {
+        let p = AttentionParameters(queryHeads: 4, kvHeads: 4, headDim: 128, dtype: .fp32)
+        let batch = try HostBatch(p, shapes: [(600, 1), (300, 48), (520, 6)], seed: 5, chunkSize: 2 << 20)
+        #expect(batch.requests[0].key.tokensPerBlock == 256)
+        Self.check(batch, "2 MiB blocks")
+    }
+
+    /// Llama-3's groups of 8 at head dim 128: row tiles of 6 rows (48 vectors), the last of 13 rows a single row.
+    @Test func groupsOfEight() throws {
+        let p = AttentionParameters(queryHeads: 16, kvHeads: 2, headDim: 128, dtype: .fp32, scale: 2)
+        Self.check(try HostBatch(p, shapes: [(100, 13), (40, 40), (300, 1)], seed: 9), "groups of 8")
+    }
+
+    /// SmolLM2's shape: one decode row over 3 KV heads, long enough that 2 threads split its keys.
+    @Test func longDecodeSplitsKeys() throws {
+        let p = AttentionParameters(queryHeads: 9, kvHeads: 3, headDim: 64, dtype: .fp32)
+        Self.check(try HostBatch(p, shapes: [(2000, 1)], seed: 6), "decode 2000")
+        let windowed = AttentionParameters(queryHeads: 9, kvHeads: 3, headDim: 64, dtype: .fp32, window: 700)
+        Self.check(try HostBatch(windowed, shapes: [(1500, 1), (900, 3), (40, 1)], seed: 7), "windowed decode")
+    }
+
+    /// A window narrower than a key tile inside a long prompt: most key tiles are hidden from
+    /// some rows of a row tile and skipped for the whole tile.
+    @Test func narrowWindowOverAPrompt() throws {
+        let p = AttentionParameters(queryHeads: 6, kvHeads: 2, headDim: 64, dtype: .fp32, scale: 4, window: 5)
+        Self.check(try HostBatch(p, shapes: [(260, 260), (300, 17)], seed: 8), "window 5")
+    }
+
+    /// The vectorized exp: relative error against Glibc's, and 0 far below the float range.
+    @Test func vectorExpIsAccurate() {
+        var worst: Double = 0
+        var x: Float = -87
+        while x <= 1 {
+            let lanes = SIMD8<Float>((0..<8).map { x + Float($0) * 0.0013 })
+            let result = CPUAttention.vectorExp(lanes)
+            for i in 0..<8 {
+                let exact = Glibc.exp(Double(lanes[i]))
+                worst = max(worst, abs(Double(result[i]) - exact) / exact)
+            }
+            x += 0.0173
+        }
+        #expect(worst < 1e-6, "relative error \(worst)")
+        let tiny = CPUAttention.vectorExp(SIMD8(-.infinity, -1e30, -200, -104, -88, -87.7, 0, -0))
+        #expect(tiny == SIMD8(0, 0, 0, 0, 0, 0, 1, 1))
+    }
+}
