@@ -42,7 +42,7 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -94,6 +94,13 @@ PY
   sg=(--dataset sharegpt --num-prompts 1000)
   run tp-sharegpt 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/tp-sharegpt.json"
   run tp-sharegpt-nocache 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --no-prefix-cache --json-out "$out/tp-sharegpt-nocache.json"
+elif [ "$quick" = sharedprefix ]; then
+  # Shared prefixes with requests held back while another computes their prefix; multi-turn again.
+  mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
+  sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
+  run tp-sharedprefix 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"
+  run tp-sharedprefix-nocache 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/tp-sharedprefix-nocache.json"
+  run tp-multiturn 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/tp-multiturn.json"
 elif [ "$quick" = workloads ]; then
   # The prefix cache's workloads, cache on and off, virtual tensors and paged (no cache there).
   mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
@@ -208,7 +215,7 @@ for name in names:
           f"{g.get('graphReplays',0)}/{g.get('graphCaptures',0)}/{g.get('graphDirect',0)}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}")
 PY
   fi
-  if [ "$quick" = workloads ]; then
+  if [ "$quick" = workloads ] || [ "$quick" = sharedprefix ]; then
     python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]

@@ -495,8 +495,11 @@ public final class Engine: @unchecked Sendable {
             budget -= min(need, budget)
         }
         var targets: [(id: RequestID, tokens: Int)] = []
+        let computing = prefixCache.map { scheduler.runningPrefixes($0) }
         for sequence in scheduler.waiting {
             guard budget > 0, seats > 0 else { break }
+            // One that will wait for a running request's prefix gets no KV of its own yet.
+            if let prefixCache, let computing, !sequence.hasKV, scheduler.isHeldBack(sequence, prefix: prefixCache, computing: computing) { continue }
             var attached = false
             if let prefixCache, !sequence.hasKV {
                 // Its cached prefix first: only the rest needs mapping.

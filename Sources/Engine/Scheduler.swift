@@ -159,7 +159,14 @@ struct Scheduler {
         guard output.preempted.isEmpty else { return output }
         var seats = maxNumSeqs - seatsTaken
         var attached: (id: RequestID, tokens: Int)?
-        while let sequence = waiting.first, seats > 0, budget > 0 {
+        var slot = 0
+        var computing = prefix.map { runningPrefixes($0) }
+        while slot < waiting.count, seats > 0, budget > 0 {
+            let sequence = waiting[slot]
+            if let prefix, let computing, !sequence.hasKV, isHeldBack(sequence, prefix: prefix, computing: computing) {
+                slot += 1
+                continue
+            }
             if let prefix, !sequence.hasKV {
                 // Start from the longest cached prefix: alias its chunks (pinned from now on).
                 let match = prefix.lookup(sequence)
@@ -188,17 +195,52 @@ struct Scheduler {
                 break
             }
             if let hit = attached, hit.id == sequence.id { output.prefixHits.append(hit) }
-            waiting.removeFirst()
+            waiting.remove(at: slot)
             ledger.grow(sequence.id, to: target)
             sequence.prefetched = false
             sequence.status = .running
             running.append(sequence)
+            if let prefix, sequence.tokens.count > prefix.tree.tokensPerBlock {
+                computing?[Self.blockKey(sequence, prefix.tree.tokensPerBlock), default: []].append(sequence)
+            }
             output.admitted.append(sequence.id)
             seats -= 1
             output.rows.append(ScheduledRow(id: sequence.id, start: sequence.computed, count: count, samples: target == sequence.knownLength))
             budget -= count
         }
         return output
+    }
+
+    /// Running requests by their first cached block (salt and the block's tokens): the prefixes
+    /// being computed now, which the tree learns when those requests leave.
+    func runningPrefixes(_ prefix: PrefixCache) -> [String: [EngineSequence]] {
+        let block = prefix.tree.tokensPerBlock
+        var byKey: [String: [EngineSequence]] = [:]
+        for sequence in running where sequence.tokens.count > block {
+            byKey[Self.blockKey(sequence, block), default: []].append(sequence)
+        }
+        return byKey
+    }
+
+    private static func blockKey(_ sequence: EngineSequence, _ block: Int) -> String {
+        sequence.salt + "|" + sequence.tokens.prefix(block).map(String.init).joined(separator: ",")
+    }
+
+    /// Whether a waiting request should wait for a running one that is computing a longer prefix
+    /// of it than the cache holds (at least one more whole chunk): once that one leaves, this one
+    /// finds the prefix cached instead of computing it a second time side by side.
+    func isHeldBack(_ sequence: EngineSequence, prefix: PrefixCache, computing: [String: [EngineSequence]]) -> Bool {
+        let block = prefix.tree.tokensPerBlock
+        guard sequence.tokens.count > block, let others = computing[Self.blockKey(sequence, block)] else { return false }
+        let limit = sequence.tokens.count - 1
+        var shared = 0
+        for other in others.prefix(8) {
+            var n = 0
+            let bound = min(limit, other.tokens.count)
+            while n < bound && other.tokens[n] == sequence.tokens[n] { n += 1 }
+            shared = max(shared, n / block * block)
+        }
+        return shared >= prefix.lookup(sequence).tokens + block
     }
 
     /// Takes back the reservation of the last prefetched waiting request (other than `except`);

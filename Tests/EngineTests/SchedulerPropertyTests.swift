@@ -242,3 +242,25 @@ struct TestRandom: RandomNumberGenerator {
         }
     }
 }
+
+@Suite struct SharedPrefixSchedulingTests {
+    /// Requests that arrive together with a common 40-token prefix: the first computes it, the
+    /// others wait for it (instead of computing it side by side) and then find it cached. Every
+    /// request still makes exactly its own tokens.
+    @Test func requestsWaitForAPrefixBeingComputed() throws {
+        let model = try FakeModel(context: 80, budgetChunks: 64)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 8, maxNumBatchedTokens: 64))
+        let shared = (0..<40).map { 1 + $0 % 47 }
+        let prompts = (0..<6).map { i in shared + [3 + i, 5, 7 + i] }
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 5))) }
+        var outputs: [RequestID: [Int]] = [:]
+        engine.runUntilIdle { for output in $0 { outputs[output.id, default: []] += output.tokens.map(\.id) } }
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 5, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        // Five of six found the 40 shared tokens (five whole 8-token chunks) cached.
+        let stats = engine.statistics
+        #expect(stats.prefixHitTokens == 5 * 40, "hits \(stats.prefixHitTokens)")
+        #expect(stats.promptTokensComputed == prompts.reduce(0) { $0 + $1.count } - 5 * 40)
+    }
+}
