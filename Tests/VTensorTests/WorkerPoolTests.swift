@@ -20,6 +20,18 @@ final class WorkerPoolTests: XCTestCase {
         }
     }
 
+    /// Shutdown right after jobs, many times: a worker that read the shutdown's generation as a
+    /// job before it saw `stopping` used to sleep for good, and the join hung (seen in CI-like runs).
+    func testShutdownRightAfterJobsJoinsEveryWorker() {
+        for round in 0..<2000 {
+            let pool = WorkerPool(workers: 6)
+            let sum = Atomic<Int>(0)
+            for _ in 0..<(round % 4) { pool.run(parts: 6) { part in sum.add(part, ordering: .relaxed) } }
+            pool.shutdown()
+            XCTAssertEqual(sum.load(ordering: .relaxed), 15 * (round % 4))
+        }
+    }
+
     /// More workers than cores, parts that sometimes sleep: workers wake late, after jobs they
     /// were meant for have ended; each part still runs exactly once, in its own job.
     func testOversubscribedWorkersNeverTouchAnEndedJob() {

@@ -111,7 +111,9 @@ public final class WorkerPool: @unchecked Sendable {
         while true {
             var start: UInt64 = 0
             var spins = 0
-            while Self.generation(ticket.load(ordering: .acquiring)) == seen {
+            // `stopping` is checked with the generation: shutdown may publish its generation
+            // after this thread read `seen` (it then looks like a job already taken).
+            while Self.generation(ticket.load(ordering: .acquiring)) == seen && !stopping.load(ordering: .relaxed) {
                 spins += 1
                 if spins & 255 != 0 { continue }  // read the clock now and then only
                 let now = Self.monotonicNanoseconds()
@@ -121,7 +123,8 @@ public final class WorkerPool: @unchecked Sendable {
                     // broadcast under it) means no job is missed.
                     sleepers.add(1, ordering: .sequentiallyConsistent)
                     wake.lock()
-                    while Self.generation(ticket.load(ordering: .sequentiallyConsistent)) == seen { wake.wait() }
+                    while Self.generation(ticket.load(ordering: .sequentiallyConsistent)) == seen
+                            && !stopping.load(ordering: .sequentiallyConsistent) { wake.wait() }
                     wake.unlock()
                     sleepers.subtract(1, ordering: .sequentiallyConsistent)
                     start = 0
