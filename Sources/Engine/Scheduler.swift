@@ -21,6 +21,18 @@ final class EngineSequence {
     let arrivalNanos: UInt64
     /// The prefix cache's partition (`GenerationRequest.cacheSalt`, "" without one).
     let salt: String
+    /// A hash of its salt and first `block` tokens (they never change), kept once computed.
+    private var firstBlockHash: (block: Int, hash: Int)?
+
+    func firstBlockKey(_ block: Int) -> Int {
+        if let known = firstBlockHash, known.block == block { return known.hash }
+        var hasher = Hasher()
+        hasher.combine(salt)
+        for token in tokens.prefix(block) { hasher.combine(token) }
+        let hash = hasher.finalize()
+        firstBlockHash = (block, hash)
+        return hash
+    }
     var firstScheduledNanos: UInt64?
     var firstTokenNanos: UInt64?
 
@@ -201,7 +213,7 @@ struct Scheduler {
             sequence.status = .running
             running.append(sequence)
             if let prefix, sequence.tokens.count > prefix.tree.tokensPerBlock {
-                computing?[Self.blockKey(sequence, prefix.tree.tokensPerBlock), default: []].append(sequence)
+                computing?[sequence.firstBlockKey(prefix.tree.tokensPerBlock), default: []].append(sequence)
             }
             output.admitted.append(sequence.id)
             seats -= 1
@@ -213,28 +225,25 @@ struct Scheduler {
 
     /// Running requests by their first cached block (salt and the block's tokens): the prefixes
     /// being computed now, which the tree learns when those requests leave.
-    func runningPrefixes(_ prefix: PrefixCache) -> [String: [EngineSequence]] {
+    /// (Keys are hashes: a collision only costs a token comparison in `isHeldBack`.)
+    func runningPrefixes(_ prefix: PrefixCache) -> [Int: [EngineSequence]] {
         let block = prefix.tree.tokensPerBlock
-        var byKey: [String: [EngineSequence]] = [:]
+        var byKey: [Int: [EngineSequence]] = [:]
         for sequence in running where sequence.tokens.count > block {
-            byKey[Self.blockKey(sequence, block), default: []].append(sequence)
+            byKey[sequence.firstBlockKey(block), default: []].append(sequence)
         }
         return byKey
-    }
-
-    private static func blockKey(_ sequence: EngineSequence, _ block: Int) -> String {
-        sequence.salt + "|" + sequence.tokens.prefix(block).map(String.init).joined(separator: ",")
     }
 
     /// Whether a waiting request should wait for a running one that is computing a longer prefix
     /// of it than the cache holds (at least one more whole chunk): once that one leaves, this one
     /// finds the prefix cached instead of computing it a second time side by side.
-    func isHeldBack(_ sequence: EngineSequence, prefix: PrefixCache, computing: [String: [EngineSequence]]) -> Bool {
+    func isHeldBack(_ sequence: EngineSequence, prefix: PrefixCache, computing: [Int: [EngineSequence]]) -> Bool {
         let block = prefix.tree.tokensPerBlock
-        guard sequence.tokens.count > block, let others = computing[Self.blockKey(sequence, block)] else { return false }
+        guard sequence.tokens.count > block, let others = computing[sequence.firstBlockKey(block)] else { return false }
         let limit = sequence.tokens.count - 1
         var shared = 0
-        for other in others.prefix(8) {
+        for other in others.prefix(8) where other.salt == sequence.salt {
             var n = 0
             let bound = min(limit, other.tokens.count)
             while n < bound && other.tokens[n] == sequence.tokens[n] { n += 1 }
