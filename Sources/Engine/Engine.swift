@@ -495,7 +495,7 @@ public final class Engine: @unchecked Sendable {
             budget -= min(need, budget)
         }
         var targets: [(id: RequestID, tokens: Int)] = []
-        let computing = prefixCache.map { scheduler.runningPrefixes($0) }
+        let computing = scheduler.waiting.isEmpty ? nil : prefixCache.map { scheduler.runningPrefixes($0) }
         for sequence in scheduler.waiting {
             guard budget > 0, seats > 0 else { break }
             // One that will wait for a running request's prefix gets no KV of its own yet.
@@ -503,12 +503,9 @@ public final class Engine: @unchecked Sendable {
             var attached = false
             if let prefixCache, !sequence.hasKV {
                 // Its cached prefix first: only the rest needs mapping.
-                let match = prefixCache.lookup(sequence)
-                if match.tokens > 0 {
-                    guard ledger.attachChunks(sharedUnits: prefixCache.sharedUnits(match), tokens: match.tokens) <= ledger.freeChunks,
-                          (try? prefixCache.attach(sequence, match, ledger: &ledger)) != nil else { break }
-                    attached = true
-                }
+                let start = prefixCache.start(sequence, ledger: &ledger)
+                if case .needs = start { break }
+                if case .attached = start { attached = true }
             }
             let count = min(sequence.uncomputed, budget)
             let target = sequence.computed + count
@@ -517,10 +514,7 @@ public final class Engine: @unchecked Sendable {
             if sequence.prefetched { continue }
             guard ledger.canGrow(sequence.id, to: target) else {
                 // Only prefetches hold pins while they wait (they give them back when memory is short).
-                if attached, let prefixCache {
-                    prefixCache.retire(sequence, tokens: 0, ledger: &ledger)
-                    sequence.computed = 0
-                }
+                if attached, let prefixCache { prefixCache.giveBack(sequence, ledger: &ledger) }
                 break
             }
             if !sequence.hasKV {

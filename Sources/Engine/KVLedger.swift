@@ -60,7 +60,7 @@ struct KVLedger {
     /// in the ledger starts from nothing).
     func growthChunks(_ id: RequestID, to tokens: Int) -> Int {
         let held = reservedTokens[id].map { chunks(forTokens: $0) } ?? 0
-        return max(0, chunks(forTokens: tokens) - max(held, sharedUnits[id] ?? 0))
+        return max(0, chunks(forTokens: tokens) - held)
     }
 
     func canGrow(_ id: RequestID, to tokens: Int) -> Bool { growthChunks(id, to: tokens) <= freeChunks }

@@ -34,6 +34,34 @@ final class PrefixCache {
         tree.lookup(sequence.tokens, salt: sequence.salt, limit: sequence.tokens.count - 1)
     }
 
+    /// What `start` did for a waiting request.
+    enum Start {
+        /// Nothing cached for it (or the cache refused): it starts from scratch.
+        case none
+        /// It starts with this many tokens from the cache.
+        case attached(tokens: Int)
+        /// Its cached prefix needs this many more free units (a boundary chunk it will copy).
+        case needs(units: Int)
+    }
+
+    /// Starts a waiting request (no KV yet) from its longest cached prefix, when the ledger has
+    /// room for the part that will be its own.
+    func start(_ sequence: EngineSequence, ledger: inout KVLedger) -> Start {
+        let match = lookup(sequence)
+        guard match.tokens > 0 else { return .none }
+        let own = ledger.attachChunks(sharedUnits: sharedUnits(match), tokens: match.tokens)
+        guard own <= ledger.freeChunks else { return .needs(units: own - ledger.freeChunks) }
+        guard (try? attach(sequence, match, ledger: &ledger)) != nil else { return .none }
+        return .attached(tokens: match.tokens)
+    }
+
+    /// Takes back the KV of a request that waits and will start over (a start that was not
+    /// admitted, a prefetch given back): nothing of it is cached, its pins are released.
+    func giveBack(_ sequence: EngineSequence, ledger: inout KVLedger) {
+        retire(sequence, tokens: 0, ledger: &ledger)
+        sequence.computed = 0
+    }
+
     /// Gives `sequence` (no KV yet) a KV entry whose first `match.tokens` tokens alias the cached
     /// chunks, pins them, and records it in the ledger, which must have room for its own part.
     func attach(_ sequence: EngineSequence, _ match: PrefixTree.Match, ledger: inout KVLedger) throws {

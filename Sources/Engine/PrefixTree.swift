@@ -1,3 +1,5 @@
+import Support
+
 /// Cached KV prefixes: a tree over blocks of token ids, one block per KV chunk, so a node is
 /// exactly the chunk holding its tokens' K/V (SGLang's radix tree at the granularity the
 /// virtual tensors share memory in). Pure bookkeeping: the tree never touches memory; it says
@@ -272,43 +274,5 @@ struct PrefixTree {
         if unreferenced != unreferencedCount { problems.append("\(unreferencedCount) unreferenced counted, \(unreferenced) found") }
         if perHolder != nodesPerHolder { problems.append("nodes per holder \(nodesPerHolder), found \(perHolder)") }
         return problems
-    }
-}
-
-/// A binary min-heap under `less`.
-struct MinHeap<Element> {
-    private var items: [Element] = []
-    private let less: (Element, Element) -> Bool
-
-    init(by less: @escaping (Element, Element) -> Bool) { self.less = less }
-
-    var count: Int { items.count }
-
-    mutating func push(_ element: Element) {
-        items.append(element)
-        var i = items.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard less(items[i], items[parent]) else { break }
-            items.swapAt(i, parent)
-            i = parent
-        }
-    }
-
-    mutating func pop() -> Element? {
-        guard !items.isEmpty else { return nil }
-        items.swapAt(0, items.count - 1)
-        let top = items.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var smallest = i
-            if l < items.count && less(items[l], items[smallest]) { smallest = l }
-            if r < items.count && less(items[r], items[smallest]) { smallest = r }
-            if smallest == i { break }
-            items.swapAt(i, smallest)
-            i = smallest
-        }
-        return top
     }
 }

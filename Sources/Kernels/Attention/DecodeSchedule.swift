@@ -1,3 +1,4 @@
+import Support
 import VTensor
 
 /// n / d by a multiply and a shift, for 0 <= n < 2^31 (CUTLASS's FastDivmod rule):
@@ -202,25 +203,16 @@ public struct DecodeSchedule: Sendable, Equatable {
         guard bins >= 1 else { return nil }
         let order = lengths.indices.sorted { lengths[$0] != lengths[$1] ? lengths[$0] > lengths[$1] : $0 < $1 }
         var members = [[Int]](repeating: [], count: bins)
-        // A binary min-heap of (load, bin).
-        var heap = (0..<bins).map { (load: 0, bin: $0) }
-        func less(_ a: (load: Int, bin: Int), _ b: (load: Int, bin: Int)) -> Bool { a.load != b.load ? a.load < b.load : a.bin < b.bin }
+        // Bins by (load, bin), least loaded first.
+        var heap = MinHeap<(load: Int, bin: Int)>(by: { $0.load != $1.load ? $0.load < $1.load : $0.bin < $1.bin })
+        for bin in 0..<bins { heap.push((0, bin)) }
+        var makespan = 0
         for index in order {
-            let top = heap[0]
+            let top = heap.pop()!
             members[top.bin].append(index)
-            heap[0].load += lengths[index]
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var smallest = i
-                if l < heap.count && less(heap[l], heap[smallest]) { smallest = l }
-                if r < heap.count && less(heap[r], heap[smallest]) { smallest = r }
-                if smallest == i { break }
-                heap.swapAt(i, smallest)
-                i = smallest
-            }
+            heap.push((top.load + lengths[index], top.bin))
+            makespan = max(makespan, top.load + lengths[index])
         }
-        let makespan = heap.map(\.load).max() ?? 0
         return (members.filter { !$0.isEmpty }, makespan)
     }
 
