@@ -27,8 +27,8 @@ let package = Package(
         .target(name: "Models", dependencies: ["Support"]),
         // Text: byte-level BPE and SentencePiece tokenizers, incremental detokenizer.
         .target(name: "Tokenizers", dependencies: ["Models"]),
-        // Dot products over GGUF quantized blocks for the CPU's decode (AVX2/FMA/F16C intrinsics).
-        .target(name: "CQuant", cSettings: [.unsafeFlags(["-O3", "-mavx2", "-mfma", "-mf16c"])]),
+        // The CPU's matrix kernels: decode dot products over GGUF blocks, the prefill product (AVX2 or AVX-512 picked at run time).
+        .target(name: "CQuant", cSettings: []),
         // The model runtime: weights, the forward pass (CPU and GPU), sampling, generation.
         .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant", "Support"],
                 // The CPU forward pass's SIMD loops want AVX2 + FMA (haswell: every x86 server since 2015).
@@ -68,6 +68,6 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Models", "Tokenizers", "Support"], exclude: ["Fixtures"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CQuant", "Models", "Tokenizers", "Support"], exclude: ["Fixtures"]),
     ]
 )

@@ -18,7 +18,7 @@ public struct ModelOptions: ParsableArguments {
     @Option(help: "auto (read the weights) or dummy (random weights at the config's size).")
     public var loadFormat: String = "auto"
 
-    @Option(help: "CPU backend: native (a GGUF's Q4_0/Q4_1/Q8_0 matrices stay in their block format for decode) or float.")
+    @Option(help: "CPU backend: native (a GGUF's Q4_0/Q4_1/Q8_0 matrices stay in their block format, and only in it) or float.")
     public var cpuWeights: String = "native"
 
     public var nativeCPUWeights: Bool { cpuWeights != "float" }
@@ -33,9 +33,19 @@ public struct ModelOptions: ParsableArguments {
     }
 
     public func open() throws -> LoadedModel {
+        try LoadedModel.open(model, format: try format())
+    }
+
+    /// The model for the CPU backend: with native weights, a GGUF's block matrices are kept only
+    /// in their block format.
+    public func openForCPU() throws -> LoadedModel {
+        try LoadedModel.open(model, format: try format(), keepBlocks: nativeCPUWeights)
+    }
+
+    func format() throws -> LoadFormat {
         guard let format = LoadFormat(rawValue: loadFormat) else {
             throw ValidationError("--load-format must be one of \(LoadFormat.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        return try LoadedModel.open(model, format: format)
+        return format
     }
 }

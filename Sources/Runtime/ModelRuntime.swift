@@ -25,7 +25,7 @@ public struct ModelRuntimeOptions: Sendable {
     public var maxStepRows = 256
     /// CPU threads; nil: every processor this process may use.
     public var threads: Int?
-    /// CPU: a GGUF's Q4_0/Q4_1/Q8_0 matrices stay in their block format for decode steps.
+    /// CPU: a GGUF's Q4_0/Q4_1/Q8_0 matrices stay in their block format (and only in it).
     public var nativeCPUWeights = true
     /// GPU: the kernel choices fixed at construction.
     public var gpu = GPUModel.Options()
@@ -95,7 +95,7 @@ public struct ModelRuntime: @unchecked Sendable {
                                 mapperThreadSetup: { try context.makeCurrent() })
         case .cpu:
             guard options.kvMode == .vtensor else { throw RuntimeError.unsupported("the paged KV cache (--kv paged) runs on the GPU only") }
-            let loaded = try LoadedModel.open(path, format: format)
+            let loaded = try LoadedModel.open(path, format: format, keepBlocks: options.nativeCPUWeights)
             let threads = options.threads ?? Processors.available
             let budget: Int
             switch options.kvBudget {

@@ -96,7 +96,7 @@ struct BenchModelCommand: ParsableCommand {
             return try runGPU()
         }
         guard batch > 0, promptTokens > 0, decodeTokens > 0 else { throw ValidationError("--batch, --prompt-tokens and --decode-tokens must be positive") }
-        let loaded = try modelOptions.open()
+        let loaded = try modelOptions.openForCPU()
         let c = loaded.config
         let cores = threads ?? Processors.available
         let model = try loaded.cpuModel(kvBudgetBytes: 4 << 30, maxTokensPerSequence: promptTokens + decodeTokens + 1, threads: cores,
@@ -119,16 +119,16 @@ struct BenchModelCommand: ParsableCommand {
         }
         let stepMedian = median(steps)
         var weightBytes = Double(loaded.weights.parameterCount - c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 0 : 1) + c.hiddenSize) * 4
-        if let q = model.quantized { weightBytes = Double(q.bytes) + Double(c.numHiddenLayers * 2 * c.hiddenSize * 4) }
+        if let q = model.quantized { weightBytes = Double(q.decodeBytes) + Double(c.numHiddenLayers * 2 * c.hiddenSize * 4) }
         let result = ModelBenchResult(
-            date: todayUTC(), backend: "cpu", model: loaded.path, parameters: loaded.weights.parameterCount, threads: cores,
+            date: todayUTC(), backend: "cpu", model: loaded.path, parameters: loaded.weights.parameterCount + (model.quantized?.coveredParameterCount ?? 0), threads: cores,
             batch: batch, promptTokens: promptTokens, decodeTokens: decodeTokens, prefillSeconds: prefill,
             prefillTokensPerSecond: Double(batch * promptTokens) / prefill, decodeStepMedianMs: stepMedian * 1000,
             decodeTokensPerSecond: Double(batch) / stepMedian, decodeWeightGBps: weightBytes / stepMedian / 1e9)
         var table = Table(title: "model throughput", header: ["backend", "batch", "prompt", "prefill tok/s", "decode step ms", "decode tok/s", "weights GB/s"])
         table.add(["cpu x\(cores)", "\(batch)", "\(promptTokens)", fixed(result.prefillTokensPerSecond, 1),
                    fixed(result.decodeStepMedianMs, 2), fixed(result.decodeTokensPerSecond, 1), fixed(result.decodeWeightGBps, 2)])
-        print("model: \(loaded.path) (\(fixed(Double(result.parameters) / 1e6, 1))M parameters, Float\(model.quantized != nil ? "; decode reads the GGUF's quantized blocks" : ""))")
+        print("model: \(loaded.path) (\(fixed(Double(result.parameters) / 1e6, 1))M parameters, \(model.quantized != nil ? "matrices in the GGUF's blocks" : "Float"))")
         print(table.render())
         if let jsonOut { try writeFile(jsonOut, try jsonString(result)) }
     }

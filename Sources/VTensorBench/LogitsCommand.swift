@@ -37,7 +37,7 @@ struct LogitsCommand: ParsableCommand {
                                  maxBatchTokens: max(ids.count, 16), maxLogitRows: ids.count, maxTokensPerSequence: max(ids.count, 16))
             vocabulary = opened.config.vocabSize
         } else {
-            let loaded = try modelOptions.open()
+            let loaded = try modelOptions.openForCPU()
             model = try loaded.cpuModel(maxTokensPerSequence: max(ids.count, 16), nativeWeights: modelOptions.nativeCPUWeights)
             vocabulary = loaded.config.vocabSize
         }

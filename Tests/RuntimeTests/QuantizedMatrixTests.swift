@@ -46,24 +46,34 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
-    /// SmolLM2 (Q4_1 matrices, Q8_0 embedding): decode steps on the native blocks give the
-    /// Float path's logits, Q/K row permutation included.
-    func testSmolLM2NativeDecodeMatchesFloat() throws {
+    /// SmolLM2 (Q4_1 matrices, Q8_0 embedding) opened with its blocks only: no Float copy of
+    /// the covered matrices, and prefill (the panel product) and decode steps (the block dot
+    /// products) give the Float model's logits, Q/K row permutation included.
+    func testSmolLM2BlocksOnlyMatchesFloat() throws {
         let loaded = try SmolLM2Tests.model()
-        let float = try loaded.cpuModel(kvBudgetBytes: 64 << 20, maxTokensPerSequence: 32, threads: 2, nativeWeights: false)
-        let native = try loaded.cpuModel(kvBudgetBytes: 64 << 20, maxTokensPerSequence: 32, threads: 2, nativeWeights: true)
-        XCTAssertNotNil(native.quantized)
-        let prompt = [504, 3575, 282, 4649, 314]
+        let blocksOnly = try LoadedModel.open(loaded.path, keepBlocks: true)
+        XCTAssertTrue(blocksOnly.weights.embedding.isEmpty)
+        XCTAssertTrue(blocksOnly.weights.layers.allSatisfy { $0.qkv.isEmpty && $0.output.isEmpty && $0.gateUp.isEmpty && $0.down.isEmpty })
+        XCTAssertThrowsError(try blocksOnly.cpuModel(nativeWeights: false))
+        let float = try loaded.cpuModel(kvBudgetBytes: 64 << 20, maxTokensPerSequence: 64, threads: 2, nativeWeights: false)
+        let native = try blocksOnly.cpuModel(kvBudgetBytes: 64 << 20, maxTokensPerSequence: 64, threads: 2)
+        XCTAssertNil(float.quantized)
+        XCTAssertNotNil(native.quantized?.embedding)
+        func relativeError(_ a: [Float], _ b: [Float]) -> Double {
+            var diff = 0.0, norm = 0.0
+            for (u, v) in zip(a, b) { diff += Double(u - v) * Double(u - v); norm += Double(u) * Double(u) }
+            return (diff / norm).squareRoot()
+        }
+        let prompt = [504, 3575, 282, 4649, 314, 2, 17, 900, 4410, 28, 7042, 30, 1116]
         for model in [float, native] { try model.addSequence(0) }
-        // Prefill runs the Float path on both (more than 4 rows); the next steps differ in path.
-        _ = try float.reserveAndForward([ForwardInput(id: 0, tokens: prompt)])
-        _ = try native.reserveAndForward([ForwardInput(id: 0, tokens: prompt)])
+        let a = try float.reserveAndForward([ForwardInput(id: 0, tokens: prompt, allLogits: true)])[0]
+        let b = try native.reserveAndForward([ForwardInput(id: 0, tokens: prompt, allLogits: true)])[0]
+        XCTAssertEqual(a.count, prompt.count * float.config.vocabSize)
+        XCTAssertLessThan(relativeError(a, b), 1e-4)
         for token in [7042, 30] {
             let a = try float.reserveAndForward([ForwardInput(id: 0, tokens: [token])])[0]
             let b = try native.reserveAndForward([ForwardInput(id: 0, tokens: [token])])[0]
-            var diff = 0.0, norm = 0.0
-            for (u, v) in zip(a, b) { diff += Double(u - v) * Double(u - v); norm += Double(u) * Double(u) }
-            XCTAssertLessThan((diff / norm).squareRoot(), 1e-4)
+            XCTAssertLessThan(relativeError(a, b), 1e-4)
             XCTAssertEqual(a.indices.max { a[$0] < a[$1] }, b.indices.max { b[$0] < b[$1] })
         }
     }

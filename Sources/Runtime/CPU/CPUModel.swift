@@ -14,16 +14,19 @@ public final class CPUModel: @unchecked Sendable {
     let rope: RoPE
     let attention: AttentionParameters
     private let lock = NSLock()
-    /// Matrices in their GGUF block formats: used for steps of up to 4 rows (decode), where
-    /// reading fewer weight bytes is the whole game; prefill keeps the Float path.
-    public var quantized: QuantizedWeights?
+    /// Matrices in their GGUF block formats: decode steps read the blocks directly (fewer weight
+    /// bytes is the whole game there); prefill dequantizes a panel of rows at a time. A Float
+    /// matrix of `weights` may be empty only where a block matrix stands in for it.
+    public let quantized: QuantizedWeights?
 
     /// A model over `cache`, which must hold fp32 K/V of this model's shape (see `makeCache`).
-    public init(weights: ModelWeights, cache: KVCache, threads: Int = Processors.available) throws {
+    public init(weights: ModelWeights, cache: KVCache, threads: Int = Processors.available, quantized: QuantizedWeights? = nil) throws {
         let c = weights.config
         guard cache.layout.shape == Self.kvShape(c) else {
             throw RuntimeError.invalidRequest("the KV cache holds \(cache.layout.shape); the model needs \(Self.kvShape(c))")
         }
+        try Self.checkBlocks(quantized, cover: weights)
+        self.quantized = quantized
         self.weights = weights
         config = c
         self.threads = max(1, threads)
@@ -38,9 +41,34 @@ public final class CPUModel: @unchecked Sendable {
     ///   - kvBudgetBytes: the cap on host memory the KV cache may hold.
     ///   - maxTokensPerSequence: address space reserved per sequence (default: the model's context).
     public convenience init(weights: ModelWeights, kvBudgetBytes: Int = 2 << 30, maxTokensPerSequence: Int? = nil,
-                            threads: Int = Processors.available) throws {
+                            threads: Int = Processors.available, quantized: QuantizedWeights? = nil) throws {
         let cache = try Self.makeCache(config: weights.config, kvBudgetBytes: kvBudgetBytes, maxTokensPerSequence: maxTokensPerSequence)
-        try self.init(weights: weights, cache: cache, threads: threads)
+        try self.init(weights: weights, cache: cache, threads: threads, quantized: quantized)
+    }
+
+    /// Every block matrix has the shape its Float twin has, and every empty Float matrix has a twin.
+    static func checkBlocks(_ q: QuantizedWeights?, cover w: ModelWeights) throws {
+        let c = w.config
+        let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize
+        let qRows = c.numAttentionHeads * d, kvRows = c.numKeyValueHeads * d
+        func check(_ name: String, _ floats: [Float], _ parts: [QuantizedMatrix]?, _ shapes: [(Int, Int)]) throws {
+            if let parts {
+                guard parts.count == shapes.count, zip(parts, shapes).allSatisfy({ $0.rows == $1.0 && $0.cols == $1.1 }) else {
+                    throw RuntimeError.invalidRequest("the block matrices of \(name) have shapes \(parts.map { [$0.rows, $0.cols] }); the config implies \(shapes.map { [$0.0, $0.1] })")
+                }
+            } else if floats.isEmpty {
+                throw RuntimeError.invalidRequest("\(name) has neither Float weights nor blocks")
+            }
+        }
+        for (i, l) in w.layers.enumerated() {
+            let b = q?.layers[i]
+            try check("layer \(i) Q/K/V", l.qkv, b?.qkv, [(qRows, h), (kvRows, h), (kvRows, h)])
+            try check("layer \(i) attention output", l.output, b?.output.map { [$0] }, [(h, qRows)])
+            try check("layer \(i) gate/up", l.gateUp, b?.gateUp, [(f, h), (f, h)])
+            try check("layer \(i) down", l.down, b?.down.map { [$0] }, [(h, f)])
+        }
+        try check("the token embedding", w.embedding, q?.embedding.map { [$0] }, [(c.vocabSize, h)])
+        try check("the LM head", w.lmHead ?? w.embedding, q?.lmHead.map { [$0] }, [(c.vocabSize, h)])
     }
 
     /// The K/V shape the CPU forward pass reads and writes (fp32).
@@ -86,8 +114,12 @@ public final class CPUModel: @unchecked Sendable {
         var row = 0
         for (i, input) in inputs.enumerated() {
             for (j, token) in input.tokens.enumerated() {
-                weights.embedding.withUnsafeBufferPointer { e in
-                    for c in 0..<h { x[row * h + c] = e[token * h + c] }
+                if weights.embedding.isEmpty, let table = quantized?.embedding {
+                    x.withUnsafeMutableBufferPointer { table.dequantizeRow(token, into: $0.baseAddress! + row * h) }
+                } else {
+                    weights.embedding.withUnsafeBufferPointer { e in
+                        for c in 0..<h { x[row * h + c] = e[token * h + c] }
+                    }
                 }
                 positions.append(starts[i] + j)
                 row += 1
@@ -163,7 +195,8 @@ public final class CPUModel: @unchecked Sendable {
 
     private func linear(_ x: [Float], n: Int, k: Int, _ w: [Float], out: Int, bias: [Float]?, quantized parts: [QuantizedMatrix]? = nil,
                         into y: inout [Float]) {
-        if let parts, n <= 4, parts.allSatisfy({ $0.cols == k }), parts.reduce(0, { $0 + $1.rows }) == out {
+        if let parts {
+            precondition(parts.allSatisfy({ $0.cols == k }) && parts.reduce(0, { $0 + $1.rows }) == out, "block matrices checked at init")
             x.withUnsafeBufferPointer { xb in
                 y.withUnsafeMutableBufferPointer { yb in
                     QuantizedMatrix.multiply(parts, x: xb.baseAddress!, n: n, y: yb.baseAddress!, yStride: out, threads: threads)

@@ -8,13 +8,39 @@ import VTensor
 /// decode on the CPU is bound by those bytes. Values are exactly the dequantized ones
 /// (d x q + m); only the order of the sums differs from the Float path.
 public struct QuantizedMatrix: Sendable {
-    public enum Format: Sendable { case q4_0, q4_1, q8_0 }
+    public enum Format: Sendable {
+        case q4_0, q4_1, q8_0
+
+        /// The C kernels' name for it.
+        var kernelFormat: Int32 {
+            switch self {
+            case .q4_0: return Int32(VT_WEIGHTS_Q4_0)
+            case .q4_1: return Int32(VT_WEIGHTS_Q4_1)
+            case .q8_0: return Int32(VT_WEIGHTS_Q8_0)
+            }
+        }
+    }
 
     public let format: Format
     public let rows: Int
     public let cols: Int
-    /// Row-major blocks: rows x (cols / 32) x blockBytes.
-    public let bytes: [UInt8]
+    /// Row-major blocks: rows x (cols / 32) x blockBytes, either in `owned` or in the mapped file
+    /// `mapping` keeps alive (read in place: the blocks cost the process no copy).
+    private let owned: [UInt8]
+    private let mapping: GGUFFile?
+    /// The blocks' address inside `mapping` (0: they are `owned`).
+    private let mappedAddress: UInt
+
+    /// Bytes of blocks.
+    public var byteCount: Int { rows * rowBytes }
+
+    /// The blocks, row-major.
+    public func withBlocks<R>(_ body: (UnsafePointer<UInt8>) throws -> R) rethrows -> R {
+        if let mapped = UnsafePointer<UInt8>(bitPattern: mappedAddress) {
+            return try withExtendedLifetime(mapping) { try body(mapped) }
+        }
+        return try owned.withUnsafeBytes { try body($0.baseAddress!.assumingMemoryBound(to: UInt8.self)) }
+    }
 
     public static func blockBytes(_ format: Format) -> Int {
         switch format {
@@ -28,10 +54,16 @@ public struct QuantizedMatrix: Sendable {
 
     init(format: Format, rows: Int, cols: Int, bytes: [UInt8]) {
         precondition(cols % 32 == 0 && bytes.count == rows * cols / 32 * Self.blockBytes(format), "malformed quantized matrix")
+        self.init(format: format, rows: rows, cols: cols, owned: bytes, mapping: nil, mappedAddress: 0)
+    }
+
+    private init(format: Format, rows: Int, cols: Int, owned: [UInt8], mapping: GGUFFile?, mappedAddress: UInt) {
         self.format = format
         self.rows = rows
         self.cols = cols
-        self.bytes = bytes
+        self.owned = owned
+        self.mapping = mapping
+        self.mappedAddress = mappedAddress
     }
 
     /// The tensor's blocks when its type is one this path handles; nil otherwise.
@@ -44,13 +76,17 @@ public struct QuantizedMatrix: Sendable {
         case .q8_0: format = .q8_0
         default: return nil
         }
-        guard info.shape.count == 2, info.shape[1] % 32 == 0 else { return nil }
+        guard info.shape.count == 2, info.shape[0] > 0, info.shape[1] % 32 == 0 else { return nil }
         let rows = info.shape[0], cols = info.shape[1]
         let data = file.data(of: info)
         let rowBytes = cols / 32 * Self.blockBytes(format)
         guard data.count == rows * rowBytes else { return nil }
+        guard let heads = rotateHalfHeads else {
+            self.init(format: format, rows: rows, cols: cols, owned: [], mapping: file, mappedAddress: UInt(bitPattern: data.baseAddress))
+            return
+        }
         var bytes = [UInt8](repeating: 0, count: data.count)
-        if let heads = rotateHalfHeads {
+        do {
             // Row h*hd + j*hd/2 + i of the result is row h*hd + 2i + j of the file (as GGUFFile.unpermuteQK).
             guard heads > 0, rows % heads == 0, (rows / heads) % 2 == 0 else { return nil }
             let hd = rows / heads, half = hd / 2
@@ -65,8 +101,6 @@ public struct QuantizedMatrix: Sendable {
                     }
                 }
             }
-        } else {
-            bytes.withUnsafeMutableBytes { $0.copyMemory(from: data) }
         }
         self.init(format: format, rows: rows, cols: cols, bytes: bytes)
     }
@@ -77,19 +111,24 @@ public struct QuantizedMatrix: Sendable {
     }
 
     /// The matrices stacked by rows (Q, K, V; gate, up) against the same x, in one parallel
-    /// region: one hand-off to the worker threads instead of one per matrix.
+    /// region: one hand-off to the worker threads instead of one per matrix. Up to
+    /// `dotProductRows` token rows (decode) read the blocks directly; more (prefill) go through
+    /// `vt_gemm`, which dequantizes a panel of rows at a time and passes every token over it.
     static func multiply(_ parts: [QuantizedMatrix], x: UnsafePointer<Float>, n: Int, y: UnsafeMutablePointer<Float>, yStride: Int,
                          threads: Int, firstRowOffset: Int = 0) {
-        guard let cols = parts.first?.cols else { return }
+        guard let cols = parts.first?.cols, n > 0 else { return }
         precondition(parts.allSatisfy { $0.cols == cols }, "stacked matrices must share their width")
         let blocks = cols / 32
-        // Per token, per block: the sum of x over the block (for the m and -8 terms).
-        var xsum = [Float](repeating: 0, count: n * blocks)
-        for t in 0..<n {
-            for b in 0..<blocks {
-                var s: Float = 0
-                for i in 0..<32 { s += x[t * cols + b * 32 + i] }
-                xsum[t * blocks + b] = s
+        let direct = n <= dotProductRows
+        // Per token, per block: the sum of x over the block (for the m and -8 terms of the dots).
+        var xsum = [Float](repeating: 0, count: direct ? n * blocks : 0)
+        if direct {
+            for t in 0..<n {
+                for b in 0..<blocks {
+                    var s: Float = 0
+                    for i in 0..<32 { s += x[t * cols + b * 32 + i] }
+                    xsum[t * blocks + b] = s
+                }
             }
         }
         let totalRows = parts.reduce(0) { $0 + $1.rows }
@@ -97,22 +136,26 @@ public struct QuantizedMatrix: Sendable {
         let chunks = max(1, min(threads > 1 ? threads * WorkerPool.partsPerThread : 1, totalRows / 16))
         let xa = UInt(bitPattern: x), ya = UInt(bitPattern: y)
         xsum.withUnsafeBufferPointer { sums in
-            let sa = UInt(bitPattern: sums.baseAddress!)
+            let sa = sums.baseAddress.map { UInt(bitPattern: $0) } ?? 0
             let work: @Sendable (Int) -> Void = { chunk in
                 let x = UnsafePointer<Float>(bitPattern: xa)!, y = UnsafeMutablePointer<Float>(bitPattern: ya)!
-                let sums = UnsafePointer<Float>(bitPattern: sa)!
                 let first = totalRows * chunk / chunks, last = totalRows * (chunk + 1) / chunks
                 var partStart = 0
                 for part in parts {
                     let lo = max(first, partStart), hi = min(last, partStart + part.rows)
                     if lo < hi {
-                        part.bytes.withUnsafeBytes { raw in
-                            for global in lo..<hi {
-                                let r = global - partStart
-                                let row = raw.baseAddress! + r * part.rowBytes
-                                for t in 0..<n {
-                                    y[t * yStride + firstRowOffset + global] = part.dotRow(row, x + t * cols, sums + t * blocks)
+                        part.withBlocks { base in
+                            if direct {
+                                let sums = UnsafePointer<Float>(bitPattern: sa)!
+                                for global in lo..<hi {
+                                    let row = base + (global - partStart) * part.rowBytes
+                                    for t in 0..<n {
+                                        y[t * yStride + firstRowOffset + global] = part.dotRow(row, x + t * cols, sums + t * blocks)
+                                    }
                                 }
+                            } else {
+                                vt_gemm(part.format.kernelFormat, base, part.rowBytes, Int32(cols), x, cols, Int32(n),
+                                        y + firstRowOffset + partStart, yStride, Int32(lo - partStart), Int32(hi - partStart))
                             }
                         }
                     }
@@ -121,6 +164,15 @@ public struct QuantizedMatrix: Sendable {
             }
             WorkerPool.shared.run(parts: chunks, maxThreads: threads, work)
         }
+    }
+
+    /// Token rows up to which products read the blocks directly (decode steps).
+    static let dotProductRows = 4
+
+    /// Row `row` in Float (an embedding lookup).
+    func dequantizeRow(_ row: Int, into out: UnsafeMutablePointer<Float>) {
+        precondition(row >= 0 && row < rows, "row \(row) outside 0..<\(rows)")
+        withBlocks { vt_dequantize_row(format.kernelFormat, $0 + row * rowBytes, Int32(cols), out) }
     }
 
     @inline(__always)
@@ -146,12 +198,22 @@ public struct QuantizedWeights: Sendable {
     public let layers: [Layer]
     /// The LM head (the embedding table when tied).
     public let lmHead: QuantizedMatrix?
+    /// The token embedding table, looked up a row at a time.
+    public let embedding: QuantizedMatrix?
+    /// Whether `lmHead` is the file's `output.weight` (not the tied embedding).
+    let lmHeadIsOwnTensor: Bool
 
+    /// Bytes of blocks held (the tied embedding and LM head once).
     public var bytes: Int {
-        var n = lmHead?.bytes.count ?? 0
+        decodeBytes + (lmHeadIsOwnTensor || lmHead == nil ? embedding?.byteCount ?? 0 : 0)
+    }
+
+    /// Bytes of blocks a decode step reads: every layer's matrices and the LM head.
+    public var decodeBytes: Int {
+        var n = lmHead?.byteCount ?? 0
         for l in layers {
-            n += (l.qkv ?? []).reduce(0) { $0 + $1.bytes.count } + (l.output?.bytes.count ?? 0)
-            n += (l.gateUp ?? []).reduce(0) { $0 + $1.bytes.count } + (l.down?.bytes.count ?? 0)
+            n += (l.qkv ?? []).reduce(0) { $0 + $1.byteCount } + (l.output?.byteCount ?? 0)
+            n += (l.gateUp ?? []).reduce(0) { $0 + $1.byteCount } + (l.down?.byteCount ?? 0)
         }
         return n
     }
@@ -175,7 +237,36 @@ public struct QuantizedWeights: Sendable {
                          gateUp: all([matrix(p + "ffn_gate.weight"), matrix(p + "ffn_up.weight")]),
                          down: matrix(p + "ffn_down.weight"))
         }
-        lmHead = matrix("output.weight") ?? (config.tieWordEmbeddings ? matrix("token_embd.weight") : nil)
-        if lmHead == nil && layers.allSatisfy({ $0.qkv == nil && $0.output == nil && $0.gateUp == nil && $0.down == nil }) { return nil }
+        embedding = matrix("token_embd.weight")
+        let own = matrix("output.weight")
+        lmHeadIsOwnTensor = own != nil
+        lmHead = own ?? (config.tieWordEmbeddings ? embedding : nil)
+        if lmHead == nil && embedding == nil
+            && layers.allSatisfy({ $0.qkv == nil && $0.output == nil && $0.gateUp == nil && $0.down == nil }) { return nil }
+    }
+
+    /// The Hugging Face names of the tensors these blocks stand for: a model that keeps the
+    /// blocks need not hold them in Float as well.
+    public var coveredTensorNames: Set<String> {
+        var names: Set<String> = []
+        for (i, l) in layers.enumerated() {
+            let p = "model.layers.\(i)."
+            if l.qkv != nil { names.formUnion(["q_proj", "k_proj", "v_proj"].map { p + "self_attn.\($0).weight" }) }
+            if l.output != nil { names.insert(p + "self_attn.o_proj.weight") }
+            if l.gateUp != nil { names.formUnion([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]) }
+            if l.down != nil { names.insert(p + "mlp.down_proj.weight") }
+        }
+        if embedding != nil { names.insert("model.embed_tokens.weight") }
+        if lmHeadIsOwnTensor { names.insert("lm_head.weight") }
+        return names
+    }
+
+    /// Weights (elements) the covered tensors hold.
+    public var coveredParameterCount: Int {
+        var n = (embedding.map { $0.rows * $0.cols } ?? 0) + (lmHeadIsOwnTensor ? lmHead.map { $0.rows * $0.cols } ?? 0 : 0)
+        for l in layers {
+            for m in (l.qkv ?? []) + (l.gateUp ?? []) + [l.output, l.down].compactMap({ $0 }) { n += m.rows * m.cols }
+        }
+        return n
     }
 }

@@ -48,11 +48,15 @@ extension LoadedModel {
 
 extension LoadedModel {
     /// The CPU forward pass for this model; with `nativeWeights`, a GGUF's Q4_0/Q4_1/Q8_0
-    /// matrices are also kept in their block formats for decode steps.
+    /// matrices are computed on in their block formats (the ones opened with `keepBlocks`, else
+    /// read from the file now, beside the Float weights).
     public func cpuModel(kvBudgetBytes: Int = 2 << 30, maxTokensPerSequence: Int? = nil,
                          threads: Int = Processors.available, nativeWeights: Bool = true) throws -> CPUModel {
-        let model = try CPUModel(weights: weights, kvBudgetBytes: kvBudgetBytes, maxTokensPerSequence: maxTokensPerSequence, threads: threads)
-        if nativeWeights, let gguf { model.quantized = QuantizedWeights(file: gguf, config: config) }
-        return model
+        if !nativeWeights, blocks != nil {
+            throw RuntimeError.invalidRequest("this model was opened with its matrices kept in block format only; Float weights need it opened without keepBlocks")
+        }
+        let quantized = nativeWeights ? blocks ?? gguf.flatMap { QuantizedWeights(file: $0, config: config) } : nil
+        return try CPUModel(weights: weights, kvBudgetBytes: kvBudgetBytes, maxTokensPerSequence: maxTokensPerSequence, threads: threads,
+                            quantized: quantized)
     }
 }

