@@ -28,11 +28,9 @@ let package = Package(
         // Text: byte-level BPE and SentencePiece tokenizers, incremental detokenizer.
         .target(name: "Tokenizers", dependencies: ["Models"]),
         // The CPU's matrix kernels: decode dot products over GGUF blocks, the prefill product (AVX2 or AVX-512 picked at run time).
-        .target(name: "CQuant", cSettings: []),
+        .target(name: "CQuant"),
         // The model runtime: weights, the forward pass (CPU and GPU), sampling, generation.
-        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant", "Support"],
-                // The CPU forward pass's SIMD loops want AVX2 + FMA (haswell: every x86 server since 2015).
-                swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
+        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant", "Support"]),
         // The serving engine: requests, scheduler, KV admission, the step loop. No GPU imports:
         // it gets a model and its KV cache from outside.
         .target(name: "Engine", dependencies: ["Runtime", "Tokenizers", "VTensor", "Support"]),

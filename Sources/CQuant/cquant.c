@@ -6,6 +6,8 @@
 #define VT_X86 1
 #include <immintrin.h>
 #define VT_AVX2 __attribute__((target("avx2,fma,f16c")))
+// Helpers are inlined even at -O0 (SwiftPM's debug builds), where a call would pass vectors through memory.
+#define VT_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 #define VT_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 #endif
 
@@ -152,13 +154,13 @@ static void tile_portable(const float *const *w, int rows, const float *const *x
 // AVX2 + FMA + F16C
 
 #ifdef VT_X86
-VT_AVX2 static inline float half_avx2(const uint8_t *p) {
+VT_AVX2_INLINE float half_avx2(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
     return _cvtsh_ss(h);
 }
 
-VT_AVX2 static inline float hsum_avx2(__m256 v) {
+VT_AVX2_INLINE float hsum_avx2(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -166,7 +168,7 @@ VT_AVX2 static inline float hsum_avx2(__m256 v) {
 }
 
 // The 32 nibbles of 16 bytes as floats, in ggml's order: low nibbles are elements 0..15, high 16..31.
-VT_AVX2 static inline void nibbles_avx2(const uint8_t *q, __m256 out[4]) {
+VT_AVX2_INLINE void nibbles_avx2(const uint8_t *q, __m256 out[4]) {
     const __m128i bytes = _mm_loadu_si128((const __m128i *)q);
     const __m128i mask = _mm_set1_epi8(0x0F);
     const __m128i lo = _mm_and_si128(bytes, mask);
@@ -177,7 +179,7 @@ VT_AVX2 static inline void nibbles_avx2(const uint8_t *q, __m256 out[4]) {
     out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
 }
 
-VT_AVX2 static inline __m256 nibble_dot_avx2(const uint8_t *q, const float *x) {
+VT_AVX2_INLINE __m256 nibble_dot_avx2(const uint8_t *q, const float *x) {
     __m256 v[4];
     nibbles_avx2(q, v);
     __m256 s = _mm256_mul_ps(v[0], _mm256_loadu_ps(x));

@@ -229,9 +229,12 @@ public final class Engine: @unchecked Sendable {
         }
         // The last request just left: give memory back now, not at some later idle step.
         if scheduler.isIdle && inFlight == nil && !outputs.isEmpty { trimWhileIdle() }
+        var promptLeft = 0
+        for sequence in scheduler.waiting { promptLeft += max(0, sequence.state.promptCount - sequence.computed) }
+        for sequence in scheduler.running { promptLeft += max(0, sequence.state.promptCount - sequence.computed) }
         let snapshot = EngineSnapshot(waiting: scheduler.waiting.count, running: scheduler.seatsTaken,
                                       committedChunks: ledger.committedChunks, capacityChunks: ledger.capacityChunks,
-                                      chunkSize: ledger.units.bytes)
+                                      chunkSize: ledger.units.bytes, promptTokensLeft: promptLeft)
         let elapsed = monotonicNanos() - start
         stats.hostSeconds = Double(elapsed - modelNanos) / 1e9
         stats.modelSeconds = Double(modelNanos) / 1e9

@@ -63,10 +63,16 @@ public struct EngineOptions: Sendable, Equatable {
 extension EngineOptions {
     /// Defaults within what `model` takes in one step (its workspace's tokens and rows), mapping
     /// through the mapper thread where the model computes asynchronously (the GPU).
+    /// On the CPU a step takes at most `cpuStepTokens` tokens: a long prompt is computed over
+    /// several steps (progress to show, and running requests' decodes wait less behind it).
     public init(fittedTo model: any LanguageModel) {
-        self.init(maxNumSeqs: min(256, model.maxStepRows), maxNumBatchedTokens: min(8192, model.maxStepTokens),
+        let tokens = model.computesAsynchronously ? 8192 : Self.cpuStepTokens
+        self.init(maxNumSeqs: min(256, model.maxStepRows), maxNumBatchedTokens: min(tokens, model.maxStepTokens),
                   asyncMapping: model.computesAsynchronously)
     }
+
+    /// About a second of SmolLM2-135M's prefill on two cores.
+    public static let cpuStepTokens = 512
 }
 
 /// The order in which waiting requests are admitted.

@@ -90,4 +90,7 @@ public struct EngineSnapshot: Sendable, Equatable {
     public var committedChunks: Int
     public var capacityChunks: Int
     public var chunkSize: Int
+    /// Prompt tokens of waiting and running requests whose K/V is not computed yet (a long
+    /// prompt is computed over several steps: progress for the user).
+    public var promptTokensLeft = 0
 }

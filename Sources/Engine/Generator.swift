@@ -42,16 +42,24 @@ public final class Generator {
                             options: options ?? EngineOptions(fittedTo: model))
     }
 
-    /// Generates from `prompt` token ids; `onText` receives each piece of text as it is final.
-    public func generate(prompt: [Int], parameters: SamplingParameters, onText: (String) -> Void = { _ in }) throws -> GenerationResult {
-        try generate([GenerationRequest(prompt: prompt, parameters: parameters)]) { _, output in
+    /// Generates from `prompt` token ids; `onText` receives each piece of text as it is final,
+    /// `onPromptProgress` the prompt tokens computed so far after each step until the first token.
+    public func generate(prompt: [Int], parameters: SamplingParameters, onText: (String) -> Void = { _ in },
+                         onPromptProgress: ((_ computed: Int, _ total: Int) -> Void)? = nil) throws -> GenerationResult {
+        var started = false
+        return try generate([GenerationRequest(prompt: prompt, parameters: parameters)], onOutput: { _, output in
+            if !output.tokens.isEmpty { started = true }
             if !output.text.isEmpty { onText(output.text) }
-        }[0]
+        }, onStep: { snapshot in
+            if !started, let onPromptProgress { onPromptProgress(prompt.count - min(prompt.count, snapshot.promptTokensLeft), prompt.count) }
+        })[0]
     }
 
     /// Runs every request in continuous batches; `onOutput` sees each step's output with the
-    /// index of its request. Throws (running nothing) if any request is refused.
-    public func generate(_ requests: [GenerationRequest], onOutput: (Int, RequestOutput) -> Void = { _, _ in }) throws -> [GenerationResult] {
+    /// index of its request, `onStep` the engine's state after each step. Throws (running
+    /// nothing) if any request is refused.
+    public func generate(_ requests: [GenerationRequest], onOutput: (Int, RequestOutput) -> Void = { _, _ in },
+                         onStep: ((EngineSnapshot) -> Void)? = nil) throws -> [GenerationResult] {
         var ids: [RequestID] = []
         do {
             for request in requests { ids.append(try engine.add(request)) }
@@ -82,6 +90,7 @@ public final class Generator {
                 }
                 onOutput(i, output)
             }
+            onStep?(engine.snapshot)
         }
         return results
     }

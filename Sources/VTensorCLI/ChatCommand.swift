@@ -76,7 +76,11 @@ struct ChatCommand: ParsableCommand {
             let before = generator.engine.statistics.prefixHitTokens
             let result: GenerationResult
             do {
-                result = try generator.generate(prompt: prompt, parameters: parameters) { out.write(Data($0.utf8)) }
+                let progress = PromptProgress()
+                result = try generator.generate(prompt: prompt, parameters: parameters, onText: {
+                    progress.clear()
+                    out.write(Data($0.utf8))
+                }, onPromptProgress: progress.update)
             } catch {
                 // The turn is refused (the conversation outgrew the context): say so, keep the session.
                 messages.removeLast()

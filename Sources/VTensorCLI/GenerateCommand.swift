@@ -211,9 +211,11 @@ struct GenerateCommand: ParsableCommand {
 
     private func streamOne(_ request: GenerationRequest, generator: Generator, tokenizer: Tokenizer, runtime: ModelRuntime, samplingNote: String) throws {
         let output = FileHandle.standardOutput
-        let result = try generator.generate(prompt: request.prompt, parameters: request.parameters) { piece in
+        let progress = PromptProgress()
+        let result = try generator.generate(prompt: request.prompt, parameters: request.parameters, onText: { piece in
+            progress.clear()
             output.write(Data(piece.utf8))
-        }
+        }, onPromptProgress: progress.update)
         output.write(Data("\n".utf8))
         if let error = result.error { throw ValidationError(error) }
         if logprobs != nil {

@@ -20,6 +20,44 @@ final class WorkerPoolTests: XCTestCase {
         }
     }
 
+    /// A worker that holds a part for milliseconds (as a descheduled thread on a busy core)
+    /// makes the caller run the next jobs alone; after the solo period the workers take parts again.
+    func testStalledWorkerSendsJobsToTheCallerForAWhile() {
+        let pool = WorkerPool(workers: 1)
+        defer { pool.shutdown() }
+        let caller = pthread_self()
+        var stalled = false
+        for _ in 0..<2000 where !stalled {
+            let before = pool.contention.stalls
+            pool.run(parts: 4) { _ in
+                if pthread_equal(pthread_self(), caller) == 0 { usleep(5000); return }
+                // The caller's parts take a moment, so the worker gets to claim one.
+                let end = WorkerPool.monotonicNanoseconds() + 50_000
+                while WorkerPool.monotonicNanoseconds() < end {}
+            }
+            stalled = pool.contention.stalls > before
+        }
+        XCTAssertTrue(stalled, "a worker never took a part")
+        let onWorkers = Atomic<Int>(0)
+        let soloBefore = pool.contention.soloJobs
+        for _ in 0..<5 {
+            pool.run(parts: 4) { _ in if pthread_equal(pthread_self(), caller) == 0 { onWorkers.add(1, ordering: .relaxed) } }
+        }
+        XCTAssertEqual(onWorkers.load(ordering: .relaxed), 0)
+        XCTAssertEqual(pool.contention.soloJobs - soloBefore, 5)
+        usleep(40_000)
+        // Within two seconds (stalls on a loaded machine may start more solo periods meanwhile).
+        let deadline = WorkerPool.monotonicNanoseconds() + 2_000_000_000
+        while onWorkers.load(ordering: .relaxed) == 0 && WorkerPool.monotonicNanoseconds() < deadline {
+            pool.run(parts: 8) { _ in
+                if pthread_equal(pthread_self(), caller) == 0 { onWorkers.add(1, ordering: .relaxed) }
+                let end = WorkerPool.monotonicNanoseconds() + 20_000
+                while WorkerPool.monotonicNanoseconds() < end {}
+            }
+        }
+        XCTAssertGreaterThan(onWorkers.load(ordering: .relaxed), 0, "the workers were not tried again after the solo period")
+    }
+
     /// Shutdown right after jobs, many times: a worker that read the shutdown's generation as a
     /// job before it saw `stopping` used to sleep for good, and the join hung (seen in CI-like runs).
     func testShutdownRightAfterJobsJoinsEveryWorker() {

@@ -15,6 +15,16 @@ import Synchronization
 /// the caller returns once every part is done. Callers split work into several parts a thread
 /// so that a stalled thread holds back at most one small part.
 ///
+/// A part a descheduled worker has claimed still holds the caller until that worker runs again
+/// (on a core shared with a busy process, a scheduler slice: milliseconds), so two threads on a
+/// contended machine can be slower than one. The caller measures how long it waits for others
+/// after finishing its own parts; a wait longer than its own work plus `stallNanoseconds` is a
+/// stall. So is a job during which the caller itself was off its core for a good share of the
+/// time (its thread's CPU time against the clock, sampled every few jobs): it then held a part
+/// that the workers waited for. After a stall, jobs run on the caller alone for a while (10 ms,
+/// doubling while stalls recur, up to a second; the idle workers sleep, so the scheduler gives
+/// the caller a core to itself), then the workers are tried again.
+///
 /// `run` takes one caller at a time (a lock serializes callers) and is not reentrant; the
 /// caller's thread takes parts too.
 public final class WorkerPool: @unchecked Sendable {
@@ -39,6 +49,30 @@ public final class WorkerPool: @unchecked Sendable {
     public static let partsPerThread = 2
     /// Most parts one job may have (20 bits of the ticket).
     public static let maxParts = (1 << 20) - 1
+    /// A wait for other threads' parts this much longer than the caller's own work is a stall.
+    static let stallNanoseconds: UInt64 = 300_000
+    /// How long jobs run on the caller alone after a first stall, and at most.
+    static let firstSoloNanoseconds: UInt64 = 10_000_000
+    static let longestSoloNanoseconds: UInt64 = 1_000_000_000
+    /// Jobs without a stall after which a stall counts as a first one again.
+    static let cleanJobsToForget = 256
+    /// Every this many parallel jobs, the caller's CPU time is compared with the clock.
+    static let cpuTimeSampleInterval = 8
+    /// Sampled jobs shorter than this are not judged (the clocks' resolution and costs).
+    static let cpuTimeSampleMinimumNanoseconds: UInt64 = 200_000
+
+    // Guarded by `callers`.
+    private var soloUntil: UInt64 = 0
+    private var soloPeriod: UInt64 = 0
+    private var cleanJobs = 0
+    private var parallelJobs = 0
+    private let stallCount = Atomic<Int>(0)
+    private let soloJobCount = Atomic<Int>(0)
+
+    /// Stalls seen (a worker held the caller up) and jobs run on the caller alone after them.
+    public var contention: (stalls: Int, soloJobs: Int) {
+        (stallCount.load(ordering: .relaxed), soloJobCount.load(ordering: .relaxed))
+    }
 
     private static func generation(_ t: UInt64) -> UInt64 { t >> 40 }
     private static func parts(_ t: UInt64) -> Int { Int((t >> 20) & 0xFFFFF) }
@@ -62,6 +96,14 @@ public final class WorkerPool: @unchecked Sendable {
         precondition(parts <= Self.maxParts, "\(parts) parts exceed the pool's \(Self.maxParts)")
         callers.lock()
         defer { callers.unlock() }
+        let start = Self.monotonicNanoseconds()
+        if start < soloUntil {
+            soloJobCount.add(1, ordering: .relaxed)
+            for part in 0..<parts { body(part) }
+            return
+        }
+        parallelJobs &+= 1
+        let cpuStart = parallelJobs % Self.cpuTimeSampleInterval == 0 ? Self.threadCPUNanoseconds() : nil
         withoutActuallyEscaping(body) { body in
             job = body
             remaining.store(parts, ordering: .relaxed)
@@ -69,12 +111,33 @@ public final class WorkerPool: @unchecked Sendable {
             ticket.store(generation << 40 | UInt64(parts) << 20, ordering: .sequentiallyConsistent)
             if sleepers.load(ordering: .sequentiallyConsistent) > 0 { wake.withLock { wake.broadcast() } }
             drain(generation)
+            let ownDone = Self.monotonicNanoseconds()
             var spins = 0
             while remaining.load(ordering: .acquiring) > 0 {
                 spins += 1
                 if spins > 2000 { sched_yield() }
             }
             job = nil
+            let end = spins == 0 ? ownDone : Self.monotonicNanoseconds()
+            var descheduled = false
+            if let cpuStart, end - start >= Self.cpuTimeSampleMinimumNanoseconds {
+                // Off the core for over a third of the job: the caller shares its core with another busy thread.
+                descheduled = (Self.threadCPUNanoseconds() - cpuStart) * 3 < (end - start) * 2
+            }
+            noteWait(own: ownDone - start, waited: end - ownDone, descheduled: descheduled, now: end)
+        }
+    }
+
+    /// Starts or lengthens a solo period after a stall; forgets stalls after enough clean jobs.
+    private func noteWait(own: UInt64, waited: UInt64, descheduled: Bool, now: UInt64) {
+        if descheduled || waited > own + Self.stallNanoseconds {
+            stallCount.add(1, ordering: .relaxed)
+            soloPeriod = soloPeriod == 0 ? Self.firstSoloNanoseconds : min(soloPeriod * 2, Self.longestSoloNanoseconds)
+            soloUntil = now + soloPeriod
+            cleanJobs = 0
+        } else if soloPeriod > 0 {
+            cleanJobs += 1
+            if cleanJobs >= Self.cleanJobsToForget { soloPeriod = 0 }
         }
     }
 
@@ -136,7 +199,13 @@ public final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    private static func monotonicNanoseconds() -> UInt64 {
+    static func threadCPUNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    static func monotonicNanoseconds() -> UInt64 {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
