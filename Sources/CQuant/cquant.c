@@ -9,6 +9,7 @@
 // Helpers are inlined even at -O0 (SwiftPM's debug builds), where a call would pass vectors through memory.
 #define VT_AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 #define VT_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
+#define VT_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -26,6 +27,8 @@ int vt_cpu_best_level(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         best = VT_CPU_AVX2;
         if (__builtin_cpu_supports("avx512f")) best = VT_CPU_AVX512;
+        if (best == VT_CPU_AVX512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi")) best = VT_CPU_AVX512_VNNI;
     }
     // F16C came with every AVX2 CPU (Haswell, Zen); checked anyway.
     if (best > VT_CPU_PORTABLE) {
@@ -79,41 +82,6 @@ static float half_to_float(const uint8_t *p) {
     float f;
     memcpy(&f, &bits, 4);
     return f;
-}
-
-static float dot_q4_1_portable(const uint8_t *row, const float *x, const float *xsum, int blocks) {
-    float total = 0.f;
-    for (int b = 0; b < blocks; ++b) {
-        const uint8_t *blk = row + 20 * b;
-        const float *xb = x + 32 * b;
-        float s = 0.f;
-        for (int i = 0; i < 16; ++i) s += (float)(blk[4 + i] & 0xF) * xb[i] + (float)(blk[4 + i] >> 4) * xb[i + 16];
-        total += half_to_float(blk) * s + half_to_float(blk + 2) * xsum[b];
-    }
-    return total;
-}
-
-static float dot_q4_0_portable(const uint8_t *row, const float *x, const float *xsum, int blocks) {
-    float total = 0.f;
-    for (int b = 0; b < blocks; ++b) {
-        const uint8_t *blk = row + 18 * b;
-        const float *xb = x + 32 * b;
-        float s = 0.f;
-        for (int i = 0; i < 16; ++i) s += (float)(blk[2 + i] & 0xF) * xb[i] + (float)(blk[2 + i] >> 4) * xb[i + 16];
-        total += half_to_float(blk) * (s - 8.f * xsum[b]);
-    }
-    return total;
-}
-
-static float dot_q8_0_portable(const uint8_t *row, const float *x, int blocks) {
-    float total = 0.f;
-    for (int b = 0; b < blocks; ++b) {
-        const uint8_t *blk = row + 34 * b;
-        float s = 0.f;
-        for (int i = 0; i < 32; ++i) s += (float)(int8_t)blk[2 + i] * x[32 * b + i];
-        total += half_to_float(blk) * s;
-    }
-    return total;
 }
 
 static void dequantize_portable(int format, const uint8_t *row, int cols, float *out) {
@@ -177,53 +145,6 @@ VT_AVX2_INLINE void nibbles_avx2(const uint8_t *q, __m256 out[4]) {
     out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
     out[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
     out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-}
-
-VT_AVX2_INLINE __m256 nibble_dot_avx2(const uint8_t *q, const float *x) {
-    __m256 v[4];
-    nibbles_avx2(q, v);
-    __m256 s = _mm256_mul_ps(v[0], _mm256_loadu_ps(x));
-    s = _mm256_fmadd_ps(v[1], _mm256_loadu_ps(x + 8), s);
-    s = _mm256_fmadd_ps(v[2], _mm256_loadu_ps(x + 16), s);
-    return _mm256_fmadd_ps(v[3], _mm256_loadu_ps(x + 24), s);
-}
-
-VT_AVX2 static float dot_q4_1_avx2(const uint8_t *row, const float *x, const float *xsum, int blocks) {
-    __m256 acc = _mm256_setzero_ps();
-    float scalar = 0.f;
-    for (int b = 0; b < blocks; ++b) {
-        const uint8_t *blk = row + 20 * b;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(blk)), nibble_dot_avx2(blk + 4, x + 32 * b), acc);
-        scalar += half_avx2(blk + 2) * xsum[b];
-    }
-    return hsum_avx2(acc) + scalar;
-}
-
-VT_AVX2 static float dot_q4_0_avx2(const uint8_t *row, const float *x, const float *xsum, int blocks) {
-    __m256 acc = _mm256_setzero_ps();
-    float scalar = 0.f;
-    for (int b = 0; b < blocks; ++b) {
-        const uint8_t *blk = row + 18 * b;
-        const float d = half_avx2(blk);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), nibble_dot_avx2(blk + 2, x + 32 * b), acc);
-        scalar -= 8.f * d * xsum[b];
-    }
-    return hsum_avx2(acc) + scalar;
-}
-
-VT_AVX2 static float dot_q8_0_avx2(const uint8_t *row, const float *x, int blocks) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < blocks; ++b) {
-        const uint8_t *blk = row + 34 * b;
-        const float *xb = x + 32 * b;
-        __m256 s = _mm256_setzero_ps();
-        for (int j = 0; j < 4; ++j) {
-            const __m128i q = _mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * j));
-            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(xb + 8 * j), s);
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(half_avx2(blk)), s, acc);
-    }
-    return hsum_avx2(acc);
 }
 
 VT_AVX2 static void dequantize_avx2(int format, const uint8_t *row, int cols, float *out) {
@@ -311,28 +232,261 @@ VT_AVX512 static void tile_avx512(const float *const *w, int rows, const float *
 #endif
 
 // ---------------------------------------------------------------------------------------------
+// Decode products on int8 activations
+
+void vt_quantize_q8(const float *x, int cols, int8_t *q, float *d, float *sum, int32_t *qsum) {
+    for (int b = 0; b < cols / 32; ++b) {
+        const float *xb = x + 32 * b;
+        float amax = 0.f, s = 0.f;
+        for (int i = 0; i < 32; ++i) {
+            const float a = xb[i] < 0 ? -xb[i] : xb[i];
+            amax = a > amax ? a : amax;
+            s += xb[i];
+        }
+        const float scale = amax / 127.f, inverse = amax > 0 ? 127.f / amax : 0.f;
+        int32_t qs = 0;
+        for (int i = 0; i < 32; ++i) {
+            float v = xb[i] * inverse;
+            int r = (int)(v < 0 ? v - 0.5f : v + 0.5f);
+            r = r > 127 ? 127 : r < -127 ? -127 : r;
+            q[32 * b + i] = (int8_t)r;
+            qs += r;
+        }
+        d[b] = scale;
+        sum[b] = s;
+        qsum[b] = qs;
+    }
+}
+
+// The integer dot of one weight block with one activation block, and what its scale multiplies.
+static float block_q8_portable(int format, const uint8_t *blk, const int8_t *q, float xd, float xs, int32_t xqs) {
+    int32_t dot = 0;
+    if (format == VT_WEIGHTS_Q8_0) {
+        for (int i = 0; i < 32; ++i) dot += (int32_t)(int8_t)blk[2 + i] * q[i];
+        return half_to_float(blk) * xd * (float)dot;
+    }
+    const int q4_1 = format == VT_WEIGHTS_Q4_1;
+    const uint8_t *n = blk + (q4_1 ? 4 : 2);
+    for (int i = 0; i < 16; ++i) dot += (int32_t)(n[i] & 0xF) * q[i] + (int32_t)(n[i] >> 4) * q[i + 16];
+    if (q4_1) return half_to_float(blk) * xd * (float)dot + half_to_float(blk + 2) * xs;
+    return half_to_float(blk) * xd * (float)(dot - 8 * xqs);
+}
+
+static int block_bytes(int format) { return format == VT_WEIGHTS_Q4_1 ? 20 : format == VT_WEIGHTS_Q4_0 ? 18 : 34; }
+
+static void gemv_q8_portable(int format, const uint8_t *w, size_t row_bytes, int cols, const int8_t *q, const float *d,
+                             const float *sum, const int32_t *qsum, int n, float *y, size_t ys, int row_begin, int row_end) {
+    const int blocks = cols / 32, bb = block_bytes(format);
+    for (int r = row_begin; r < row_end; ++r) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        for (int t = 0; t < n; ++t) {
+            float acc = 0.f;
+            for (int b = 0; b < blocks; ++b)
+                acc += block_q8_portable(format, row + bb * b, q + (size_t)t * cols + 32 * b, d[t * blocks + b], sum[t * blocks + b],
+                                         qsum[t * blocks + b]);
+            y[(size_t)t * ys + r] = acc;
+        }
+    }
+}
+
+#ifdef VT_X86
+// One weight block as 32 unsigned bytes in element order (Q4: low nibbles 0..15, high 16..31;
+// Q8_0: the int8 values offset by 128), for maddubs/dpbusd against int8 activations.
+VT_AVX2_INLINE __m256i block_bytes_avx2(int format, const uint8_t *blk) {
+    if (format == VT_WEIGHTS_Q8_0)
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80));
+    const __m128i n = _mm_loadu_si128((const __m128i *)(blk + (format == VT_WEIGHTS_Q4_1 ? 4 : 2)));
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(n, 4), n);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// The decode kernels, written once and instantiated per weight format and token-row count
+// (both constants there, so the accumulators stay in registers and the format's branches go).
+// A block's integer dot d_w d_x sum(q_w q_x) takes back Q4_0's offset of 8 and Q8_0's of 128 (the
+// VNNI path's unsigned weights) with the activations' integer sum, and Q4_1 adds m sum(x).
+#define VT_OFFSET(format, vnni) ((format) == VT_WEIGHTS_Q4_0 ? 8.f : ((format) == VT_WEIGHTS_Q8_0 && (vnni)) ? 128.f : 0.f)
+
+#define VT_GEMV_ARGS const uint8_t *w, size_t row_bytes, int cols, const int8_t *q, const float *d, const float *sum, \
+    const int32_t *qsum, float *y, size_t ys, int row_begin, int row_end
+
+VT_AVX2_INLINE void gemv_avx2_body(const int format, const int n, VT_GEMV_ARGS) {
+    const int blocks = cols / 32, bb = block_bytes(format), q8 = format == VT_WEIGHTS_Q8_0;
+    const float offset = VT_OFFSET(format, 0);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = row_begin; r < row_end; ++r) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        float constant[4] = {0, 0, 0, 0};
+        for (int b = 0; b < blocks; ++b) {
+            const uint8_t *blk = row + bb * b;
+            const float dw = half_avx2(blk), mw = format == VT_WEIGHTS_Q4_1 ? half_avx2(blk + 2) : 0.f;
+            // maddubs saturates its s16 pair sums: Q8_0 takes |w| against x with w's sign
+            // (at most 2 x 128 x 127); Q4 nibbles are at most 2 x 15 x 127.
+            const __m256i raw = q8 ? _mm256_loadu_si256((const __m256i *)(blk + 2)) : _mm256_setzero_si256();
+            const __m256i wb = q8 ? _mm256_abs_epi8(raw) : block_bytes_avx2(format, blk);
+            for (int t = 0; t < n; ++t) {
+                const int i = t * blocks + b;
+                __m256i xq = _mm256_loadu_si256((const __m256i *)(q + (size_t)t * cols + 32 * b));
+                if (q8) xq = _mm256_sign_epi8(xq, raw);
+                const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(wb, xq), ones);
+                const float scale = dw * d[i];
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), acc[t]);
+                constant[t] += mw * sum[i];
+                if (offset != 0.f) constant[t] -= offset * scale * (float)qsum[i];
+            }
+        }
+        for (int t = 0; t < n; ++t) y[(size_t)t * ys + r] = hsum_avx2(acc[t]) + constant[t];
+    }
+}
+
+// Two blocks in one 512-bit register. Q4: one masked load covers both blocks' nibbles (20 or
+// 18 bytes apart); a byte permute places each block's 16 bytes twice and the upper copy is
+// shifted to its high nibbles. Q8_0: the two blocks' 32 bytes, offset by 128 to unsigned.
+VT_VNNI static inline __attribute__((always_inline)) __m512i pair_bytes_vnni(int format, const uint8_t *blk, int bb, __m512i index) {
+    if (format == VT_WEIGHTS_Q8_0) {
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(blk + 2)), b = _mm256_loadu_si256((const __m256i *)(blk + bb + 2));
+        return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1), _mm512_set1_epi8((char)0x80));
+    }
+    const int head = format == VT_WEIGHTS_Q4_1 ? 4 : 2;
+    const __m512i raw = _mm512_maskz_loadu_epi8((__mmask64)((1ull << (bb + 16)) - 1), blk + head);
+    const __m512i twice = _mm512_permutexvar_epi8(index, raw);
+    // Bytes 16..31 and 48..63 take the shifted copy (high nibbles).
+    const __m512i mixed = _mm512_mask_blend_epi8((__mmask64)0xFFFF0000FFFF0000ull, twice, _mm512_srli_epi16(twice, 4));
+    return _mm512_and_si512(mixed, _mm512_set1_epi8(0x0F));
+}
+
+VT_VNNI static inline __attribute__((always_inline)) void gemv_vnni_body(const int format, const int n, VT_GEMV_ARGS) {
+    const int blocks = cols / 32, bb = block_bytes(format), pairs = blocks / 2;
+    const float offset = VT_OFFSET(format, 1);
+    const int s = bb;  // the second block's nibbles start bb bytes after the first's
+    const __m512i index = _mm512_set_epi8(
+        s + 15, s + 14, s + 13, s + 12, s + 11, s + 10, s + 9, s + 8, s + 7, s + 6, s + 5, s + 4, s + 3, s + 2, s + 1, s,
+        s + 15, s + 14, s + 13, s + 12, s + 11, s + 10, s + 9, s + 8, s + 7, s + 6, s + 5, s + 4, s + 3, s + 2, s + 1, s,
+        15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i block_offsets = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(bb));
+    const __m512i upper_half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    for (int r = row_begin; r < row_end; ++r) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        __m512 lanes[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        float constant[4] = {0, 0, 0, 0};
+        // Sixteen blocks at a time: their scales (and Q4_1's mins) come in one gather of each
+        // block's first four bytes, so the per-block scalar work becomes vector work.
+        int first = 0;
+        for (; first + 16 <= blocks; first += 16) {
+            const uint8_t *base = row + (size_t)bb * first;
+            const __m512i head = _mm512_i32gather_epi32(block_offsets, (const void *)base, 1);
+            const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(head));
+            __m512 scales[4];
+            for (int t = 0; t < n; ++t) {
+                const int i = t * blocks + first;
+                scales[t] = _mm512_mul_ps(dw, _mm512_loadu_ps(d + i));
+                if (format == VT_WEIGHTS_Q4_1) {
+                    const __m512 mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(head, 16)));
+                    lanes[t] = _mm512_fmadd_ps(mw, _mm512_loadu_ps(sum + i), lanes[t]);
+                } else {
+                    const __m512 qs = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(qsum + i)));
+                    lanes[t] = _mm512_fnmadd_ps(_mm512_mul_ps(_mm512_set1_ps(offset), scales[t]), qs, lanes[t]);
+                }
+            }
+            for (int p = 0; p < 8; ++p) {
+                const __m512i wb = pair_bytes_vnni(format, base + 2 * bb * p, bb, index);
+                const __m512i pick = _mm512_add_epi32(upper_half, _mm512_set1_epi32(2 * p));
+                for (int t = 0; t < n; ++t) {
+                    const __m512i xq = _mm512_loadu_si512((const void *)(q + (size_t)t * cols + 32 * first + 64 * p));
+                    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wb, xq);
+                    acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(pick, scales[t]), acc[t]);
+                }
+            }
+        }
+        for (int p = first / 2; p < pairs; ++p) {
+            const uint8_t *blk = row + 2 * bb * p;
+            const __m512i wb = pair_bytes_vnni(format, blk, bb, index);
+            const float dw0 = half_avx2(blk), dw1 = half_avx2(blk + bb);
+            const float mw0 = format == VT_WEIGHTS_Q4_1 ? half_avx2(blk + 2) : 0.f;
+            const float mw1 = format == VT_WEIGHTS_Q4_1 ? half_avx2(blk + bb + 2) : 0.f;
+            for (int t = 0; t < n; ++t) {
+                const int i = t * blocks + 2 * p;
+                const float s0 = dw0 * d[i], s1 = dw1 * d[i + 1];
+                const __m512i xq = _mm512_loadu_si512((const void *)(q + (size_t)t * cols + 64 * p));
+                const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wb, xq);
+                const __m512 scale = _mm512_mask_blend_ps((__mmask16)0xFF00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[t]);
+                constant[t] += mw0 * sum[i] + mw1 * sum[i + 1];
+                if (offset != 0.f) constant[t] -= offset * (s0 * (float)qsum[i] + s1 * (float)qsum[i + 1]);
+            }
+        }
+        if (blocks & 1) {
+            const int b = blocks - 1;
+            const uint8_t *blk = row + bb * b;
+            const __m256i wb = format == VT_WEIGHTS_Q8_0
+                ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80))
+                : block_bytes_avx2(format, blk);
+            const float dw = half_avx2(blk), mw = format == VT_WEIGHTS_Q4_1 ? half_avx2(blk + 2) : 0.f;
+            for (int t = 0; t < n; ++t) {
+                const int i = t * blocks + b;
+                const float s0 = dw * d[i];
+                const __m256i xq = _mm256_loadu_si256((const __m256i *)(q + (size_t)t * cols + 32 * b));
+                const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wb, xq);
+                acc[t] = _mm512_add_ps(acc[t], _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(s0))));
+                constant[t] += mw * sum[i];
+                if (offset != 0.f) constant[t] -= offset * s0 * (float)qsum[i];
+            }
+        }
+        for (int t = 0; t < n; ++t) y[(size_t)t * ys + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[t], lanes[t])) + constant[t];
+    }
+}
+
+#define VT_GEMV_CALL w, row_bytes, cols, q, d, sum, qsum, y, ys, row_begin, row_end
+#define VT_GEMV_VARIANTS(F, NAME) \
+    VT_AVX2 static void gemv_avx2_##NAME##_1(VT_GEMV_ARGS) { gemv_avx2_body(F, 1, VT_GEMV_CALL); } \
+    VT_AVX2 static void gemv_avx2_##NAME##_2(VT_GEMV_ARGS) { gemv_avx2_body(F, 2, VT_GEMV_CALL); } \
+    VT_AVX2 static void gemv_avx2_##NAME##_3(VT_GEMV_ARGS) { gemv_avx2_body(F, 3, VT_GEMV_CALL); } \
+    VT_AVX2 static void gemv_avx2_##NAME##_4(VT_GEMV_ARGS) { gemv_avx2_body(F, 4, VT_GEMV_CALL); } \
+    VT_VNNI static void gemv_vnni_##NAME##_1(VT_GEMV_ARGS) { gemv_vnni_body(F, 1, VT_GEMV_CALL); } \
+    VT_VNNI static void gemv_vnni_##NAME##_2(VT_GEMV_ARGS) { gemv_vnni_body(F, 2, VT_GEMV_CALL); } \
+    VT_VNNI static void gemv_vnni_##NAME##_3(VT_GEMV_ARGS) { gemv_vnni_body(F, 3, VT_GEMV_CALL); } \
+    VT_VNNI static void gemv_vnni_##NAME##_4(VT_GEMV_ARGS) { gemv_vnni_body(F, 4, VT_GEMV_CALL); }
+VT_GEMV_VARIANTS(VT_WEIGHTS_Q4_0, q4_0)
+VT_GEMV_VARIANTS(VT_WEIGHTS_Q4_1, q4_1)
+VT_GEMV_VARIANTS(VT_WEIGHTS_Q8_0, q8_0)
+
+typedef void (*gemv_fn)(VT_GEMV_ARGS);
+// [vnni][format - 1][n - 1]
+static const gemv_fn gemv_variants[2][3][4] = {
+    {{gemv_avx2_q4_0_1, gemv_avx2_q4_0_2, gemv_avx2_q4_0_3, gemv_avx2_q4_0_4},
+     {gemv_avx2_q4_1_1, gemv_avx2_q4_1_2, gemv_avx2_q4_1_3, gemv_avx2_q4_1_4},
+     {gemv_avx2_q8_0_1, gemv_avx2_q8_0_2, gemv_avx2_q8_0_3, gemv_avx2_q8_0_4}},
+    {{gemv_vnni_q4_0_1, gemv_vnni_q4_0_2, gemv_vnni_q4_0_3, gemv_vnni_q4_0_4},
+     {gemv_vnni_q4_1_1, gemv_vnni_q4_1_2, gemv_vnni_q4_1_3, gemv_vnni_q4_1_4},
+     {gemv_vnni_q8_0_1, gemv_vnni_q8_0_2, gemv_vnni_q8_0_3, gemv_vnni_q8_0_4}},
+};
+#endif
+
+void vt_gemv_q8(int format, const uint8_t *w, size_t row_bytes, int cols, const int8_t *q, const float *d, const float *sum,
+                const int32_t *qsum, int n, float *y, size_t y_stride, int row_begin, int row_end) {
+    if (format < VT_WEIGHTS_Q4_0 || format > VT_WEIGHTS_Q8_0) return;
+    // Four token rows at a time (the register budget of the SIMD paths).
+    for (int t0 = 0; t0 < n; t0 += 4) {
+        const int count = n - t0 < 4 ? n - t0 : 4, blocks = cols / 32;
+        const int8_t *qt = q + (size_t)t0 * cols;
+        const float *dt = d + t0 * blocks, *st = sum + t0 * blocks;
+        const int32_t *it = qsum + t0 * blocks;
+        float *yt = y + (size_t)t0 * y_stride;
+#ifdef VT_X86
+        const int level = vt_cpu_level();
+        if (level >= VT_CPU_AVX2) {
+            gemv_variants[level >= VT_CPU_AVX512_VNNI][format - 1][count - 1](w, row_bytes, cols, qt, dt, st, it, yt, y_stride, row_begin,
+                                                                              row_end);
+            continue;
+        }
+#endif
+        gemv_q8_portable(format, w, row_bytes, cols, qt, dt, st, it, count, yt, y_stride, row_begin, row_end);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Dispatch
-
-float vt_dot_q4_1(const uint8_t *row, const float *x, const float *xsum, int blocks) {
-#ifdef VT_X86
-    if (vt_cpu_level() >= VT_CPU_AVX2) return dot_q4_1_avx2(row, x, xsum, blocks);
-#endif
-    return dot_q4_1_portable(row, x, xsum, blocks);
-}
-
-float vt_dot_q4_0(const uint8_t *row, const float *x, const float *xsum, int blocks) {
-#ifdef VT_X86
-    if (vt_cpu_level() >= VT_CPU_AVX2) return dot_q4_0_avx2(row, x, xsum, blocks);
-#endif
-    return dot_q4_0_portable(row, x, xsum, blocks);
-}
-
-float vt_dot_q8_0(const uint8_t *row, const float *x, int blocks) {
-#ifdef VT_X86
-    if (vt_cpu_level() >= VT_CPU_AVX2) return dot_q8_0_avx2(row, x, blocks);
-#endif
-    return dot_q8_0_portable(row, x, blocks);
-}
 
 void vt_dequantize_row(int format, const uint8_t *row, int cols, float *out) {
 #ifdef VT_X86

@@ -82,7 +82,7 @@ import Testing
         }
     }
 
-    @Test func dequantizeAndDotsMatchOracleAtEveryLevel() throws {
+    @Test func dequantizeMatchesOracleAtEveryLevel() throws {
         defer { _ = vt_cpu_set_level(vt_cpu_best_level()) }
         var rng = SplitMix64(seed: 6)
         for level in Self.levels {
@@ -90,27 +90,86 @@ import Testing
             for f in Self.formats {
                 let cols = 160
                 let m = try Self.matrix(f, rows: 3, cols: cols, rng: &rng)
-                let x = (0..<cols).map { _ in rng.nextNormal() }
-                var xsum = [Float](repeating: 0, count: cols / 32)
-                for c in 0..<cols { xsum[c / 32] += x[c] }
                 for r in 0..<3 {
                     var row = [Float](repeating: .nan, count: cols)
                     m.bytes.withUnsafeBufferPointer { w in
                         row.withUnsafeMutableBufferPointer { vt_dequantize_row(f.format, w.baseAddress! + r * m.rowBytes, Int32(cols), $0.baseAddress!) }
                     }
                     #expect(row == Array(m.dense[(r * cols)..<((r + 1) * cols)]), "level \(level) format \(f.format) row \(r)")
-                    guard f.type != nil else { continue }
-                    var expected = 0.0
-                    for c in 0..<cols { expected += Double(x[c]) * Double(m.dense[r * cols + c]) }
-                    let got: Float = m.bytes.withUnsafeBufferPointer { w in
-                        let p = w.baseAddress! + r * m.rowBytes
-                        switch f.type! {
-                        case .q4_0: return vt_dot_q4_0(p, x, xsum, Int32(cols / 32))
-                        case .q4_1: return vt_dot_q4_1(p, x, xsum, Int32(cols / 32))
-                        default: return vt_dot_q8_0(p, x, Int32(cols / 32))
+                }
+            }
+        }
+    }
+
+    /// Activations quantized per block of 32: each value within half a step of its block's
+    /// scale, sums exact; then the decode product on them against a Double oracle over the
+    /// quantized activations (the kernels' only other difference is the order of float sums),
+    /// for 1-6 token rows (two calls past four), odd and even block counts, row ranges.
+    @Test func decodeProductMatchesOracleAtEveryLevel() throws {
+        defer { _ = vt_cpu_set_level(vt_cpu_best_level()) }
+        var rng = SplitMix64(seed: 7)
+        for level in Self.levels {
+            #expect(vt_cpu_set_level(level) == level)
+            for f in Self.formats where f.type != nil {
+                for (rows, cols, n) in [(5, 32, 1), (9, 96, 2), (37, 160, 4), (6, 256, 6), (3, 608, 3), (7, 1024, 1), (4, 1536, 4)] {
+                    let blocks = cols / 32
+                    let m = try Self.matrix(f, rows: rows, cols: cols, rng: &rng)
+                    // Activations with an outlier now and then, as LLM activations have.
+                    let x = (0..<(n * cols)).map { i in rng.nextNormal() * (i % 53 == 7 ? 20 : 1) }
+                    var q = [Int8](repeating: 0, count: n * cols)
+                    var d = [Float](repeating: 0, count: n * blocks), sum = d
+                    var qsum = [Int32](repeating: 0, count: n * blocks)
+                    for t in 0..<n {
+                        x.withUnsafeBufferPointer { xb in
+                            q.withUnsafeMutableBufferPointer { qb in
+                                vt_quantize_q8(xb.baseAddress! + t * cols, Int32(cols), qb.baseAddress! + t * cols, &d[t * blocks],
+                                               &sum[t * blocks], &qsum[t * blocks])
+                            }
                         }
                     }
-                    #expect(abs(Double(got) - expected) <= 1e-4 * max(1, abs(expected)), "level \(level) format \(f.format) row \(r)")
+                    for t in 0..<n {
+                        for b in 0..<blocks {
+                            let block = (0..<32).map { t * cols + b * 32 + $0 }
+                            let amax = block.map { abs(x[$0]) }.max()!
+                            #expect(abs(d[t * blocks + b] - amax / 127) <= 1e-6 * amax)
+                            #expect(qsum[t * blocks + b] == block.reduce(Int32(0)) { $0 + Int32(q[$1]) })
+                            #expect(abs(Double(sum[t * blocks + b]) - block.reduce(0.0) { $0 + Double(x[$1]) }) <= 1e-5 * Double(amax) * 32)
+                            for i in block { #expect(abs(Float(q[i]) * d[t * blocks + b] - x[i]) <= d[t * blocks + b] * 0.5001) }
+                        }
+                    }
+                    let yStride = rows + 2
+                    var y = [Float](repeating: .nan, count: n * yStride)
+                    let split = rows / 2
+                    m.bytes.withUnsafeBufferPointer { w in
+                        y.withUnsafeMutableBufferPointer { yb in
+                            for (lo, hi) in [(0, split), (split, rows)] {
+                                vt_gemv_q8(f.format, w.baseAddress!, m.rowBytes, Int32(cols), q, d, sum, qsum, Int32(n), yb.baseAddress!, yStride,
+                                           Int32(lo), Int32(hi))
+                            }
+                        }
+                    }
+                    for t in 0..<n {
+                        for r in 0..<rows {
+                            var expected = 0.0, scale = 0.0
+                            for c in 0..<cols {
+                                let b = t * blocks + c / 32
+                                // Q4_1's m multiplies the exact block sum; everything else the quantized values.
+                                let xq = Double(q[t * cols + c]) * Double(d[b])
+                                var term = Double(m.dense[r * cols + c]) * xq
+                                if f.type == .q4_1 {
+                                    let mValue = Double(GGUFQuant.halfToFloat(UInt16(m.bytes[r * m.rowBytes + (c / 32) * 20 + 2])
+                                                                              | UInt16(m.bytes[r * m.rowBytes + (c / 32) * 20 + 3]) << 8))
+                                    term += mValue * (Double(x[t * cols + c]) - xq)
+                                }
+                                expected += term
+                                scale += abs(term)
+                            }
+                            let got = Double(y[t * yStride + r])
+                            #expect(abs(got - expected) <= 1e-5 * max(1, scale),
+                                    "level \(level) format \(f.format) rows \(rows) cols \(cols) token \(t) row \(r): \(got) vs \(expected)")
+                        }
+                        for r in rows..<yStride { #expect(y[t * yStride + r].isNaN, "wrote outside its rows") }
+                    }
                 }
             }
         }

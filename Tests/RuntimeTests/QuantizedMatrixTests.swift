@@ -26,7 +26,7 @@ final class QuantizedMatrixTests: XCTestCase {
             }
             let matrix = QuantizedMatrix(format: format, rows: rows, cols: cols, bytes: bytes)
             let dense = try bytes.withUnsafeBytes { try GGUFQuant.dequantize(type, $0, count: rows * cols) }
-            for n in 1...3 {
+            for n in 1...6 {
                 let x = (0..<(n * cols)).map { _ in rng.nextNormal() }
                 var y = [Float](repeating: .nan, count: n * (rows + 5))
                 x.withUnsafeBufferPointer { xb in
@@ -36,9 +36,15 @@ final class QuantizedMatrixTests: XCTestCase {
                 }
                 for t in 0..<n {
                     for r in 0..<rows {
-                        var expected = 0.0
-                        for c in 0..<cols { expected += Double(x[t * cols + c]) * Double(dense[r * cols + c]) }
-                        XCTAssertEqual(Double(y[t * (rows + 5) + 5 + r]), expected, accuracy: 1e-4 * max(1, abs(expected)),
+                        var expected = 0.0, bound = 0.0
+                        for c in 0..<cols {
+                            expected += Double(x[t * cols + c]) * Double(dense[r * cols + c])
+                            // Decode rows (n <= 4) quantize x to int8 per block: half a step of error per value.
+                            let block = (t * cols + c / 32 * 32)..<(t * cols + c / 32 * 32 + 32)
+                            let step = Double(x[block].map { abs($0) }.max()!) / 127
+                            bound += abs(Double(dense[r * cols + c])) * (n <= QuantizedMatrix.dotProductRows ? step / 2 : 0)
+                        }
+                        XCTAssertEqual(Double(y[t * (rows + 5) + 5 + r]), expected, accuracy: bound + 1e-4 * max(1, abs(expected)),
                                        "\(format) n \(n) token \(t) row \(r)")
                     }
                 }
@@ -47,8 +53,8 @@ final class QuantizedMatrixTests: XCTestCase {
     }
 
     /// SmolLM2 (Q4_1 matrices, Q8_0 embedding) opened with its blocks only: no Float copy of
-    /// the covered matrices, and prefill (the panel product) and decode steps (the block dot
-    /// products) give the Float model's logits, Q/K row permutation included.
+    /// the covered matrices; prefill (the panel product, Float) gives the Float model's logits,
+    /// Q/K row permutation included, and decode steps (int8 activations) come close to them.
     func testSmolLM2BlocksOnlyMatchesFloat() throws {
         let loaded = try SmolLM2Tests.model()
         let blocksOnly = try LoadedModel.open(loaded.path, keepBlocks: true)
@@ -70,11 +76,14 @@ final class QuantizedMatrixTests: XCTestCase {
         let b = try native.reserveAndForward([ForwardInput(id: 0, tokens: prompt, allLogits: true)])[0]
         XCTAssertEqual(a.count, prompt.count * float.config.vocabSize)
         XCTAssertLessThan(relativeError(a, b), 1e-4)
-        for token in [7042, 30] {
+        for token in [7042, 30, 314, 2] {
             let a = try float.reserveAndForward([ForwardInput(id: 0, tokens: [token])])[0]
             let b = try native.reserveAndForward([ForwardInput(id: 0, tokens: [token])])[0]
-            XCTAssertLessThan(relativeError(a, b), 1e-4)
-            XCTAssertEqual(a.indices.max { a[$0] < a[$1] }, b.indices.max { b[$0] < b[$1] })
+            let error = relativeError(a, b)
+            XCTAssertLessThan(error, 5e-2)  // measured 1.0-3.9% (int8 steps of 1/127 of each block's largest value, through 30 layers)
+            // The float model's pick is among the native model's best three.
+            let best = a.indices.max { a[$0] < a[$1] }!
+            XCTAssertLessThan(b.filter { $0 > b[best] }.count, 3)
         }
     }
 }

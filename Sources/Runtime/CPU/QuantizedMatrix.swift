@@ -3,10 +3,9 @@ import Foundation
 import Models
 import VTensor
 
-/// A weight matrix kept in its GGUF block format (32 weights a block) for the CPU's decode
-/// matrix-vector products: a Q4_1 matrix reads 0.625 bytes a weight instead of fp32's 4, and
-/// decode on the CPU is bound by those bytes. Values are exactly the dequantized ones
-/// (d x q + m); only the order of the sums differs from the Float path.
+/// A weight matrix kept in its GGUF block format (32 weights a block) for the CPU: a Q4_1
+/// matrix holds 0.625 bytes a weight instead of fp32's 4. Prefill computes on the exactly
+/// dequantized values (d x q + m) in Float; decode steps on int8-quantized activations.
 public struct QuantizedMatrix: Sendable {
     public enum Format: Sendable {
         case q4_0, q4_1, q8_0
@@ -112,22 +111,27 @@ public struct QuantizedMatrix: Sendable {
 
     /// The matrices stacked by rows (Q, K, V; gate, up) against the same x, in one parallel
     /// region: one hand-off to the worker threads instead of one per matrix. Up to
-    /// `dotProductRows` token rows (decode) read the blocks directly; more (prefill) go through
-    /// `vt_gemm`, which dequantizes a panel of rows at a time and passes every token over it.
+    /// `dotProductRows` token rows (decode) quantize x to int8 blocks and take integer dot
+    /// products with the weight blocks (`vt_gemv_q8`, as llama.cpp's Q8 activations); more
+    /// (prefill) go through `vt_gemm` in Float, which dequantizes a panel of rows at a time.
     static func multiply(_ parts: [QuantizedMatrix], x: UnsafePointer<Float>, n: Int, y: UnsafeMutablePointer<Float>, yStride: Int,
                          threads: Int, firstRowOffset: Int = 0) {
         guard let cols = parts.first?.cols, n > 0 else { return }
         precondition(parts.allSatisfy { $0.cols == cols }, "stacked matrices must share their width")
         let blocks = cols / 32
         let direct = n <= dotProductRows
-        // Per token, per block: the sum of x over the block (for the m and -8 terms of the dots).
-        var xsum = [Float](repeating: 0, count: direct ? n * blocks : 0)
+        var q = [Int8](repeating: 0, count: direct ? n * cols : 0)
+        var scales = [Float](repeating: 0, count: direct ? 2 * n * blocks : 0)
+        var sums = [Int32](repeating: 0, count: direct ? n * blocks : 0)
         if direct {
-            for t in 0..<n {
-                for b in 0..<blocks {
-                    var s: Float = 0
-                    for i in 0..<32 { s += x[t * cols + b * 32 + i] }
-                    xsum[t * blocks + b] = s
+            q.withUnsafeMutableBufferPointer { qb in
+                scales.withUnsafeMutableBufferPointer { sb in
+                    sums.withUnsafeMutableBufferPointer { ib in
+                        for t in 0..<n {
+                            vt_quantize_q8(x + t * cols, Int32(cols), qb.baseAddress! + t * cols, sb.baseAddress! + t * blocks,
+                                           sb.baseAddress! + (n + t) * blocks, ib.baseAddress! + t * blocks)
+                        }
+                    }
                 }
             }
         }
@@ -135,34 +139,38 @@ public struct QuantizedMatrix: Sendable {
         // Several parts a thread: a thread the OS holds back delays at most one small part.
         let chunks = max(1, min(threads > 1 ? threads * WorkerPool.partsPerThread : 1, totalRows / 16))
         let xa = UInt(bitPattern: x), ya = UInt(bitPattern: y)
-        xsum.withUnsafeBufferPointer { sums in
-            let sa = sums.baseAddress.map { UInt(bitPattern: $0) } ?? 0
-            let work: @Sendable (Int) -> Void = { chunk in
-                let x = UnsafePointer<Float>(bitPattern: xa)!, y = UnsafeMutablePointer<Float>(bitPattern: ya)!
-                let first = totalRows * chunk / chunks, last = totalRows * (chunk + 1) / chunks
-                var partStart = 0
-                for part in parts {
-                    let lo = max(first, partStart), hi = min(last, partStart + part.rows)
-                    if lo < hi {
-                        part.withBlocks { base in
-                            if direct {
-                                let sums = UnsafePointer<Float>(bitPattern: sa)!
-                                for global in lo..<hi {
-                                    let row = base + (global - partStart) * part.rowBytes
-                                    for t in 0..<n {
-                                        y[t * yStride + firstRowOffset + global] = part.dotRow(row, x + t * cols, sums + t * blocks)
+        q.withUnsafeBufferPointer { qb in
+            scales.withUnsafeBufferPointer { sb in
+                sums.withUnsafeBufferPointer { ib in
+                    let qa = qb.baseAddress.map { UInt(bitPattern: $0) } ?? 0
+                    let sa = sb.baseAddress.map { UInt(bitPattern: $0) } ?? 0
+                    let ia = ib.baseAddress.map { UInt(bitPattern: $0) } ?? 0
+                    let work: @Sendable (Int) -> Void = { chunk in
+                        let x = UnsafePointer<Float>(bitPattern: xa)!, y = UnsafeMutablePointer<Float>(bitPattern: ya)!
+                        let first = totalRows * chunk / chunks, last = totalRows * (chunk + 1) / chunks
+                        var partStart = 0
+                        for part in parts {
+                            let lo = max(first, partStart), hi = min(last, partStart + part.rows)
+                            if lo < hi {
+                                part.withBlocks { base in
+                                    let out = y + firstRowOffset + partStart
+                                    if direct {
+                                        let d = UnsafePointer<Float>(bitPattern: sa)!
+                                        vt_gemv_q8(part.format.kernelFormat, base, part.rowBytes, Int32(cols), UnsafePointer<Int8>(bitPattern: qa)!,
+                                                   d, d + n * blocks, UnsafePointer<Int32>(bitPattern: ia)!, Int32(n), out, yStride,
+                                                   Int32(lo - partStart), Int32(hi - partStart))
+                                    } else {
+                                        vt_gemm(part.format.kernelFormat, base, part.rowBytes, Int32(cols), x, cols, Int32(n), out, yStride,
+                                                Int32(lo - partStart), Int32(hi - partStart))
                                     }
                                 }
-                            } else {
-                                vt_gemm(part.format.kernelFormat, base, part.rowBytes, Int32(cols), x, cols, Int32(n),
-                                        y + firstRowOffset + partStart, yStride, Int32(lo - partStart), Int32(hi - partStart))
                             }
+                            partStart += part.rows
                         }
                     }
-                    partStart += part.rows
+                    WorkerPool.shared.run(parts: chunks, maxThreads: threads, work)
                 }
             }
-            WorkerPool.shared.run(parts: chunks, maxThreads: threads, work)
         }
     }
 
@@ -175,15 +183,6 @@ public struct QuantizedMatrix: Sendable {
         withBlocks { vt_dequantize_row(format.kernelFormat, $0 + row * rowBytes, Int32(cols), out) }
     }
 
-    @inline(__always)
-    private func dotRow(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ xsum: UnsafePointer<Float>) -> Float {
-        let blocks = Int32(cols / 32), q = row.assumingMemoryBound(to: UInt8.self)
-        switch format {
-        case .q4_1: return vt_dot_q4_1(q, x, xsum, blocks)
-        case .q4_0: return vt_dot_q4_0(q, x, xsum, blocks)
-        case .q8_0: return vt_dot_q8_0(q, x, blocks)
-        }
-    }
 }
 
 /// The matrices of a GGUF model in their block formats, per layer and part (Q, K, V; gate, up),
