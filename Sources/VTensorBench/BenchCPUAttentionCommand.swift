@@ -65,8 +65,9 @@ struct BenchCPUAttentionCommand: ParsableCommand {
         // As CPUModel.makeCache: the host backend's default 2 MiB chunks, the default layout.
         // One case's request at a time (each is freed after its case), with room for chunk rounding.
         let longest = selected.map(\.tokens).max() ?? 0
-        let bytes = max(64 << 20, 2 * longest * layers * p.kvHeads * p.headDim * 4 * 2)
-        let backend = try HostBackend(capacityBytes: bytes)
+        let chunk = 2 << 20
+        let bytes = (max(64 << 20, 2 * longest * layers * p.kvHeads * p.headDim * 4 * 2) + chunk - 1) / chunk * chunk
+        let backend = try HostBackend(chunkSize: chunk, capacityBytes: bytes)
         let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes), lowWatermark: 0)
         let cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: 4096)
 
