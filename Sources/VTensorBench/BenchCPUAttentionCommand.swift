@@ -13,6 +13,9 @@ struct CPUAttentionCaseResult: Codable {
     var samplesMs: [Double]
     var medianMs: Double
     var minMs: Double
+    /// Decode with --read-floor: a plain read of the same K and V bytes on the same threads, timed
+    /// between the attention's repeats (ms per layer).
+    var readMedianMs: Double?
 }
 
 struct CPUAttentionBenchReport: Codable {
@@ -45,6 +48,8 @@ struct BenchCPUAttentionCommand: ParsableCommand {
     var layers = 30
     @Option(name: .customLong("json-out"), help: "Write the report as JSON to this file.")
     var jsonOut: String?
+    @Flag(name: .customLong("read-floor"), help: "Decode: also time a plain read of the same K/V bytes (the memory's pace), between the repeats.")
+    var readFloor = false
 
     static let allCases: [(name: String, kind: String, tokens: Int)] = [
         ("prefill-512", "prefill", 512), ("prefill-1024", "prefill", 1024), ("prefill-4096", "prefill", 4096),
@@ -88,7 +93,7 @@ struct BenchCPUAttentionCommand: ParsableCommand {
         var report = CPUAttentionBenchReport(date: todayUTC(), threads: threads, repeats: repeats, queryHeads: p.queryHeads,
                                              kvHeads: p.kvHeads, headDim: p.headDim, decodeLayers: layers, cases: [])
         var table = Table(title: "CPU attention, 9 query heads / 3 KV heads / head dim 64, fp32, \(threads) threads, medians of \(repeats)",
-                          header: ["case", "tokens", "ms per layer (median)", "min"])
+                          header: ["case", "tokens", "ms per layer (median)", "min"] + (readFloor ? ["read only (median)"] : []))
         for (id, c) in selected.enumerated() {
             let queries = c.kind == "prefill" ? c.tokens : 1
             // Prefill uses layer 0 only; decode every layer.
@@ -115,22 +120,76 @@ struct BenchCPUAttentionCommand: ParsableCommand {
                     }
                 }
             }
-            pass()  // warm-up: page faults, the worker pool's threads
-            var samples: [Double] = []
-            for _ in 0..<repeats {
+            func milliseconds(_ body: () -> Void) -> Double {
                 let start = ContinuousClock.now
-                pass()
+                body()
                 let elapsed = ContinuousClock.now - start
-                let ms = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) * 1e-15
-                samples.append(ms / Double(usedLayers))
+                return Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) * 1e-15
+            }
+            let reader = readFloor && c.kind == "decode" ? KVReader(requests: requests, tokens: c.tokens, threads: threads) : nil
+            pass()  // warm-up: page faults, the worker pool's threads
+            var samples: [Double] = [], reads: [Double] = []
+            for _ in 0..<repeats {
+                samples.append(milliseconds(pass) / Double(usedLayers))
+                if let reader { reads.append(milliseconds(reader.pass) / Double(usedLayers)) }
             }
             try cache.free(id)
             let result = CPUAttentionCaseResult(name: c.name, kind: c.kind, tokens: c.tokens, samplesMs: samples,
-                                                medianMs: median(samples), minMs: samples.min() ?? 0)
+                                                medianMs: median(samples), minMs: samples.min() ?? 0,
+                                                readMedianMs: reader == nil ? nil : median(reads))
             report.cases.append(result)
-            table.add([c.name, String(c.tokens), fixed(result.medianMs, 4), fixed(result.minMs, 4)])
+            table.add([c.name, String(c.tokens), fixed(result.medianMs, 4), fixed(result.minMs, 4)]
+                      + (readFloor ? [result.readMedianMs.map { fixed($0, 4) } ?? "-"] : []))
         }
         print(table.render())
         if let jsonOut { try writeFile(jsonOut, try jsonString(report)) }
+    }
+}
+
+/// Sums every K and V byte of the requests' first `tokens` tokens, layer by layer, each layer in
+/// parts over the threads as the attention spreads it: how fast this machine streams those bytes.
+private struct KVReader {
+    /// Per layer, the block-contiguous runs of K and V token rows.
+    let layers: [[(address: UInt, bytes: Int)]]
+    let threads: Int
+
+    init(requests: [AttentionRequest], tokens: Int, threads: Int) {
+        self.threads = threads
+        layers = requests.map { request in
+            [request.key, request.value].flatMap { view -> [(address: UInt, bytes: Int)] in
+                stride(from: 0, to: tokens, by: view.tokensPerBlock).map { first in
+                    (UInt(view.address(token: first, head: 0)), min(view.tokensPerBlock, tokens - first) * view.tokenStride)
+                }
+            }
+        }
+    }
+
+    func pass() {
+        let parts = threads * 8
+        let sums = UnsafeMutablePointer<Float>.allocate(capacity: parts)
+        defer { sums.deallocate() }
+        for runs in layers {
+            let total = runs.reduce(0) { $0 + $1.bytes }
+            WorkerPool.shared.run(parts: parts, maxThreads: threads) { part in
+                // This part's bytes [lower, upper) of the layer's runs laid end to end, in 64-byte steps.
+                let lower = total * part / parts / 64 * 64, upper = total * (part + 1) / parts / 64 * 64
+                var a = SIMD16<Float>(), b = SIMD16<Float>()
+                var offset = 0
+                for run in runs {
+                    let from = max(lower, offset), to = min(upper, offset + run.bytes)
+                    if from < to {
+                        let base = UnsafeRawPointer(bitPattern: run.address + UInt(from - offset))!
+                        var x = 0
+                        while x + 128 <= to - from {
+                            a += base.loadUnaligned(fromByteOffset: x, as: SIMD16<Float>.self)
+                            b += base.loadUnaligned(fromByteOffset: x + 64, as: SIMD16<Float>.self)
+                            x += 128
+                        }
+                    }
+                    offset += run.bytes
+                }
+                sums[part] = (a + b).sum()
+            }
+        }
     }
 }
