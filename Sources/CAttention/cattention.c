@@ -116,7 +116,11 @@ void vt_attn_tile(vt_attn_state *s, const void *const *key_rows, const void *con
 #endif
     default:
 #if defined(__x86_64__)
-        if (s->variant >= VT_ATTN_AVX2) {
+        if (s->variant == VT_ATTN_AVX512) {
+            vt_attn_rows_tile_avx512(s, keys, values, key_offset, value_offset, first_key, count, ahead, masked);
+            return;
+        }
+        if (s->variant == VT_ATTN_AVX2) {
             vt_attn_rows_tile_avx2(s, keys, values, key_offset, value_offset, first_key, count, ahead, masked);
             return;
         }

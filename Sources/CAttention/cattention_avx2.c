@@ -4,12 +4,6 @@
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma")))
-#ifndef PREFETCH_KEYS
-#define PREFETCH_KEYS 32
-#endif
-#ifndef PREFETCH_HINT
-#define PREFETCH_HINT _MM_HINT_T1
-#endif
 #define AVX2_INLINE static inline __attribute__((always_inline, target("avx2,fma")))
 
 // The exp of cattention.c's exp_one, 8 lanes.
@@ -109,37 +103,11 @@ AVX2_INLINE void axpy_rows_nv(float *acc, int d, const float *w, int tile, const
     if (x < d) axpy_rows(acc + x, d, w, tile, rows, offset + 4 * x, count, nv, 1);
 }
 
-AVX2 void vt_attn_rows_tile_avx2(vt_attn_state *s, const char *const *key_rows, const char *const *value_rows,
-                            ptrdiff_t key_offset, ptrdiff_t value_offset, int64_t first_key, int count, int ahead, int masked) {
+// The online softmax of a ROWS tile whose score rows are padded with -infinity to `width` (a
+// multiple of 8): folds each vector's tile max into its running max (rescaling its sum and
+// accumulator if it grew) and turns the scores into weights.
+AVX2 void vt_attn_rows_softmax_avx2(vt_attn_state *s, int width) {
     const int vectors = s->vectors, d = s->head_dim, tile = s->key_tile;
-    // Key-major: four key rows come from memory once and serve every vector from L1.
-    for (int k = 0; k < count; k += 4) {
-        // Asks early for the K rows PREFETCH_KEYS on (into the next tile's) and for this tile's V
-        // rows (read after the scores): the hardware prefetchers alone leave decode well short of
-        // the memory's bandwidth.
-        for (int j = k + PREFETCH_KEYS; j < k + PREFETCH_KEYS + 4 && j < count + ahead; j++)
-            for (int b = 0; b < 4 * d; b += 64) _mm_prefetch(key_rows[j] + key_offset + b, PREFETCH_HINT);
-        for (int j = k; j < k + 4 && j < count; j++)
-            for (int b = 0; b < 4 * d; b += 64) _mm_prefetch(value_rows[j] + value_offset + b, PREFETCH_HINT);
-        // Past the end, repeat the last key (its scores land in the padding and are hidden).
-        const int last = count - 1;
-        const float *k0 = (const float *)(key_rows[k] + key_offset);
-        const float *k1 = (const float *)(key_rows[k + 1 < count ? k + 1 : last] + key_offset);
-        const float *k2 = (const float *)(key_rows[k + 2 < count ? k + 2 : last] + key_offset);
-        const float *k3 = (const float *)(key_rows[k + 3 < count ? k + 3 : last] + key_offset);
-        for (int v = 0; v < vectors; v += 3) {
-            const float *q = s->queries + (size_t)v * d;
-            float *out = s->scores + (size_t)v * tile + k;
-            switch (vectors - v) {
-            case 1: dots_rows(q, 1, d, k0, k1, k2, k3, out, tile); break;
-            case 2: dots_rows(q, 2, d, k0, k1, k2, k3, out, tile); break;
-            default: dots_rows(q, 3, d, k0, k1, k2, k3, out, tile); break;
-            }
-        }
-    }
-    const int width = (count + 7) & ~7;
-    vt_attn_mask_rows(s, first_key, count, width, masked);
-
     for (int v = 0; v < vectors; v++) {
         float *row = s->scores + (size_t)v * tile;
         // Two running maxima and sums halve the chains of dependent operations.
@@ -184,6 +152,34 @@ AVX2 void vt_attn_rows_tile_avx2(vt_attn_state *s, const char *const *key_rows, 
         }
         s->sum[v] += sum_lanes(_mm256_add_ps(total0, total1));
     }
+
+}
+
+AVX2 void vt_attn_rows_tile_avx2(vt_attn_state *s, const char *const *key_rows, const char *const *value_rows,
+                            ptrdiff_t key_offset, ptrdiff_t value_offset, int64_t first_key, int count, int ahead, int masked) {
+    const int vectors = s->vectors, d = s->head_dim, tile = s->key_tile;
+    // Key-major: four key rows come from memory once and serve every vector from L1.
+    for (int k = 0; k < count; k += 4) {
+        vt_attn_rows_prefetch(key_rows, value_rows, key_offset, value_offset, k, count, ahead, 4 * d);
+        // Past the end, repeat the last key (its scores land in the padding and are hidden).
+        const int last = count - 1;
+        const float *k0 = (const float *)(key_rows[k] + key_offset);
+        const float *k1 = (const float *)(key_rows[k + 1 < count ? k + 1 : last] + key_offset);
+        const float *k2 = (const float *)(key_rows[k + 2 < count ? k + 2 : last] + key_offset);
+        const float *k3 = (const float *)(key_rows[k + 3 < count ? k + 3 : last] + key_offset);
+        for (int v = 0; v < vectors; v += 3) {
+            const float *q = s->queries + (size_t)v * d;
+            float *out = s->scores + (size_t)v * tile + k;
+            switch (vectors - v) {
+            case 1: dots_rows(q, 1, d, k0, k1, k2, k3, out, tile); break;
+            case 2: dots_rows(q, 2, d, k0, k1, k2, k3, out, tile); break;
+            default: dots_rows(q, 3, d, k0, k1, k2, k3, out, tile); break;
+            }
+        }
+    }
+    const int width = (count + 7) & ~7;
+    vt_attn_mask_rows(s, first_key, count, width, masked);
+    vt_attn_rows_softmax_avx2(s, width);
 
     for (int v = 0; v < vectors; v += 3) {
         float *acc = s->accumulator + (size_t)v * d;

@@ -1,5 +1,5 @@
-// AVX-512 kernels for the LANES16 layout (16 vectors a register, 32 registers for the blocks).
-// Only called after the CPU check in cattention.c; the ROWS layout keeps the AVX2 kernels.
+// AVX-512 kernels: LANES16 (16 vectors a register, 32 registers for the blocks) and ROWS with
+// 16-float registers. Only called after the CPU check in cattention.c.
 #if defined(__x86_64__)
 #include "cattention_internal.h"
 #include <immintrin.h>
@@ -35,6 +35,114 @@ AVX512 void vt_attn_exp_avx512(const float *x, float *y, size_t n) {
         _mm512_mask_storeu_ps(y + i, tail, exp16(_mm512_maskz_loadu_ps(tail, x + i)));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// ROWS layout (decode): the AVX2 kernel's steps with half the instructions; the softmax is the
+// AVX2 one. A head dim's last 8 floats, if any, are a masked half register.
+
+// Lane i: the sum of the lanes of a_i.
+AVX512_INLINE __m128 sums4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+#define VT_FOLD(a) _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)))
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(VT_FOLD(a0), VT_FOLD(a1)), _mm256_hadd_ps(VT_FOLD(a2), VT_FOLD(a3)));
+#undef VT_FOLD
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// Scores of `nv` (1-3) query vectors with 4 keys.
+AVX512_INLINE void dots_rows(const float *q, int nv, int d, const float *k0, const float *k1, const float *k2,
+                             const float *k3, float *out, int tile) {
+    __m512 a[3][4];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++) a[i][j] = _mm512_setzero_ps();
+    for (int x = 0; x < d; x += 16) {
+        const __mmask16 lanes = d - x >= 16 ? 0xFFFF : 0x00FF;
+        const __m512 y0 = _mm512_maskz_loadu_ps(lanes, k0 + x), y1 = _mm512_maskz_loadu_ps(lanes, k1 + x);
+        const __m512 y2 = _mm512_maskz_loadu_ps(lanes, k2 + x), y3 = _mm512_maskz_loadu_ps(lanes, k3 + x);
+        for (int i = 0; i < nv; i++) {
+            const __m512 qi = _mm512_maskz_loadu_ps(lanes, q + i * d + x);
+            a[i][0] = _mm512_fmadd_ps(qi, y0, a[i][0]);
+            a[i][1] = _mm512_fmadd_ps(qi, y1, a[i][1]);
+            a[i][2] = _mm512_fmadd_ps(qi, y2, a[i][2]);
+            a[i][3] = _mm512_fmadd_ps(qi, y3, a[i][3]);
+        }
+    }
+    for (int i = 0; i < nv; i++) _mm_storeu_ps(out + i * tile, sums4(a[i][0], a[i][1], a[i][2], a[i][3]));
+}
+
+// acc[i][0 ..< 16 nz] += sum over keys of w[i][k] * V_k for nv (1-3) vectors; the last of the
+// nz (<= 4) registers takes the lanes in `last`.
+AVX512_INLINE void axpy_rows(float *acc, int d, const float *w, int tile, const char *const *rows, ptrdiff_t offset,
+                             int count, int nv, int nz, __mmask16 last) {
+    __m512 c[3][4];
+    for (int i = 0; i < nv; i++)
+        for (int j = 0; j < nz; j++) c[i][j] = _mm512_maskz_loadu_ps(j == nz - 1 ? last : 0xFFFF, acc + i * d + 16 * j);
+    for (int k = 0; k < count; k++) {
+        const float *value = (const float *)(rows[k] + offset);
+        __m512 y[4];
+        for (int j = 0; j < nz; j++) y[j] = _mm512_maskz_loadu_ps(j == nz - 1 ? last : 0xFFFF, value + 16 * j);
+        for (int i = 0; i < nv; i++) {
+            const __m512 weight = _mm512_set1_ps(w[i * tile + k]);
+            for (int j = 0; j < nz; j++) c[i][j] = _mm512_fmadd_ps(weight, y[j], c[i][j]);
+        }
+    }
+    for (int i = 0; i < nv; i++)
+        for (int j = 0; j < nz; j++) _mm512_mask_storeu_ps(acc + i * d + 16 * j, j == nz - 1 ? last : 0xFFFF, c[i][j]);
+}
+
+AVX512_INLINE void axpy_rows_nv(float *acc, int d, const float *w, int tile, const char *const *rows, ptrdiff_t offset,
+                                int count, int nv) {
+    for (int x = 0; x < d;) {
+        const int left = d - x;
+        const int nz = left >= 64 ? 4 : (left + 15) / 16;
+        const __mmask16 last = left >= 64 || left % 16 == 0 ? 0xFFFF : 0x00FF;
+        switch (nz) {
+        case 4: axpy_rows(acc + x, d, w, tile, rows, offset + 4 * x, count, nv, 4, last); break;
+        case 3: axpy_rows(acc + x, d, w, tile, rows, offset + 4 * x, count, nv, 3, last); break;
+        case 2: axpy_rows(acc + x, d, w, tile, rows, offset + 4 * x, count, nv, 2, last); break;
+        default: axpy_rows(acc + x, d, w, tile, rows, offset + 4 * x, count, nv, 1, last); break;
+        }
+        x += nz == 4 ? 64 : left;
+    }
+}
+
+AVX512 void vt_attn_rows_tile_avx512(vt_attn_state *s, const char *const *key_rows, const char *const *value_rows,
+                                     ptrdiff_t key_offset, ptrdiff_t value_offset, int64_t first_key, int count, int ahead,
+                                     int masked) {
+    const int vectors = s->vectors, d = s->head_dim, tile = s->key_tile;
+    for (int k = 0; k < count; k += 4) {
+        vt_attn_rows_prefetch(key_rows, value_rows, key_offset, value_offset, k, count, ahead, 4 * d);
+        // Past the end, repeat the last key (its scores land in the padding and are hidden).
+        const int last = count - 1;
+        const float *k0 = (const float *)(key_rows[k] + key_offset);
+        const float *k1 = (const float *)(key_rows[k + 1 < count ? k + 1 : last] + key_offset);
+        const float *k2 = (const float *)(key_rows[k + 2 < count ? k + 2 : last] + key_offset);
+        const float *k3 = (const float *)(key_rows[k + 3 < count ? k + 3 : last] + key_offset);
+        for (int v = 0; v < vectors; v += 3) {
+            const float *q = s->queries + (size_t)v * d;
+            float *out = s->scores + (size_t)v * tile + k;
+            switch (vectors - v) {
+            case 1: dots_rows(q, 1, d, k0, k1, k2, k3, out, tile); break;
+            case 2: dots_rows(q, 2, d, k0, k1, k2, k3, out, tile); break;
+            default: dots_rows(q, 3, d, k0, k1, k2, k3, out, tile); break;
+            }
+        }
+    }
+    const int width = (count + 7) & ~7;
+    vt_attn_mask_rows(s, first_key, count, width, masked);
+    vt_attn_rows_softmax_avx2(s, width);
+    for (int v = 0; v < vectors; v += 3) {
+        float *acc = s->accumulator + (size_t)v * d;
+        const float *w = s->scores + (size_t)v * tile;
+        switch (vectors - v) {
+        case 1: axpy_rows_nv(acc, d, w, tile, value_rows, value_offset, count, 1); break;
+        case 2: axpy_rows_nv(acc, d, w, tile, value_rows, value_offset, count, 2); break;
+        default: axpy_rows_nv(acc, d, w, tile, value_rows, value_offset, count, 3); break;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// LANES16 layout
 
 // Scores of keys k ..< k + nk (<= 8) with chunks c ..< c + nc (<= 3) of 16 vectors; constants
 // once inlined. 24 accumulators; each key element is broadcast from memory into the FMA.
