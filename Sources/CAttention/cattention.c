@@ -125,6 +125,7 @@ void vt_attn_tile(vt_attn_state *s, const void *const *key_rows, const void *con
             return;
         }
 #endif
+        (void)ahead;  // the plain C kernel leaves the prefetching to the hardware
         vt_attn_rows_tile_portable(s, keys, values, key_offset, value_offset, first_key, count, masked);
     }
 }

@@ -86,6 +86,13 @@ import VTensor
         Self.check(try HostBatch(p, shapes: [(100, 13), (40, 40), (300, 1)], seed: 9), "groups of 8")
     }
 
+    /// More query heads a KV head than an item's 48 vectors: one row an item, 56 vectors (lanes
+    /// over several register blocks, the last one part padding).
+    @Test func groupsWiderThanAnItem() throws {
+        let p = AttentionParameters(queryHeads: 56, kvHeads: 1, headDim: 8, dtype: .fp32, scale: 3)
+        Self.check(try HostBatch(p, shapes: [(150, 5), (400, 1), (30, 30)], seed: 12), "groups of 56")
+    }
+
     /// SmolLM2's shape: one decode row over 3 KV heads, long enough that 2 threads split its keys.
     @Test func longDecodeSplitsKeys() throws {
         let p = AttentionParameters(queryHeads: 9, kvHeads: 3, headDim: 64, dtype: .fp32)
