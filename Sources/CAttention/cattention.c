@@ -1,21 +1,29 @@
 // Variant selection, the per-item setup and output (cold: once an item), and the plain C kernels.
 #include "cattention_internal.h"
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 // ---------------------------------------------------------------------------------------------
 // Variants
 
 static int detect_variant(void) {
+    int best = VT_ATTN_PORTABLE;
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        best = VT_ATTN_AVX2;
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-            return VT_ATTN_AVX512;
-        return VT_ATTN_AVX2;
+            best = VT_ATTN_AVX512;
     }
 #endif
-    return VT_ATTN_PORTABLE;
+    // A lower variant on request, to measure what CPUs without the wider one get.
+    const char *asked = getenv("VTENSOR_CPU_ATTENTION");
+    if (asked) {
+        if (strcmp(asked, "portable") == 0) best = VT_ATTN_PORTABLE;
+        else if (strcmp(asked, "avx2") == 0 && best > VT_ATTN_AVX2) best = VT_ATTN_AVX2;
+    }
+    return best;
 }
 
 // -1 until first asked; racing first calls store the same answer.
@@ -214,50 +222,58 @@ void vt_attn_exp_portable(const float *x, float *y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = exp_one(x[i]);
 }
 
+// Eight running sums, lane by lane: the order of additions is fixed, so the compiler may keep
+// the lanes in vector registers (SSE2, NEON) without reassociating anything.
+static inline float dot_portable(const float *restrict a, const float *restrict b, int d) {
+    float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int x = 0; x < d; x += 8)
+        for (int l = 0; l < 8; l++) part[l] += a[x + l] * b[x + l];
+    return ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+}
+
+// head_dim is a multiple of 8 here, as for every tiled item.
 void vt_attn_rows_tile_portable(vt_attn_state *s, const char *const *key_rows, const char *const *value_rows,
                                 ptrdiff_t key_offset, ptrdiff_t value_offset, int64_t first_key, int count, int masked) {
     const int vectors = s->vectors, d = s->head_dim, tile = s->key_tile;
-    for (int v = 0; v < vectors; v++) {
-        const float *q = s->queries + (size_t)v * d;
-        float *row = s->scores + (size_t)v * tile;
-        for (int k = 0; k < count; k++) {
-            const float *key = (const float *)(key_rows[k] + key_offset);
-            float dot = 0;
-            for (int x = 0; x < d; x++) dot += q[x] * key[x];
-            row[k] = dot;
-        }
+    for (int k = 0; k < count; k++) {
+        const float *key = (const float *)(key_rows[k] + key_offset);
+        for (int v = 0; v < vectors; v++) s->scores[(size_t)v * tile + k] = dot_portable(s->queries + (size_t)v * d, key, d);
     }
-    vt_attn_mask_rows(s, first_key, count, count, masked);
+    const int width = (count + 7) & ~7;
+    vt_attn_mask_rows(s, first_key, count, width, masked);
     for (int v = 0; v < vectors; v++) {
         float *row = s->scores + (size_t)v * tile;
         float top = -__builtin_inff();
         for (int k = 0; k < count; k++) top = row[k] > top ? row[k] : top;
         if (top == -__builtin_inff()) {
             // Every key of the tile is hidden from this vector: it adds nothing.
-            for (int k = 0; k < count; k++) row[k] = 0;
+            for (int k = 0; k < width; k++) row[k] = 0;
             continue;
         }
         if (top > s->maximum[v]) {
             if (s->maximum[v] > -__builtin_inff()) {
-                float shrink = exp_one(s->maximum[v] - top);
+                const float shrink = exp_one(s->maximum[v] - top);
                 s->sum[v] *= shrink;
                 float *acc = s->accumulator + (size_t)v * d;
                 for (int x = 0; x < d; x++) acc[x] *= shrink;
             }
             s->maximum[v] = top;
         }
-        float total = 0;
-        for (int k = 0; k < count; k++) {
-            row[k] = exp_one(row[k] - s->maximum[v]);
-            total += row[k];
-        }
-        s->sum[v] += total;
+        // The padding past `count` is -infinity: weight 0.
+        const float maximum = s->maximum[v];
+        float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int k = 0; k < width; k += 8)
+            for (int l = 0; l < 8; l++) {
+                row[k + l] = exp_one(row[k + l] - maximum);
+                part[l] += row[k + l];
+            }
+        s->sum[v] += ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
     }
     for (int k = 0; k < count; k++) {
-        const float *value = (const float *)(value_rows[k] + value_offset);
+        const float *restrict value = (const float *)(value_rows[k] + value_offset);
         for (int v = 0; v < vectors; v++) {
             const float weight = s->scores[(size_t)v * tile + k];
-            float *acc = s->accumulator + (size_t)v * d;
+            float *restrict acc = s->accumulator + (size_t)v * d;
             for (int x = 0; x < d; x++) acc[x] += weight * value[x];
         }
     }

@@ -13,6 +13,7 @@
 //
 // Variants: plain C (any CPU), AVX2 + FMA, and AVX-512 (F, BW, VL). The CPU is checked once;
 // an item runs the best variant it has unless the caller asks for a lower one (tests compare them).
+// VTENSOR_CPU_ATTENTION=avx2 or =portable in the environment lowers the best (for measurements).
 
 enum {
     VT_ATTN_PORTABLE = 0,
