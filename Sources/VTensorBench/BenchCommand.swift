@@ -9,6 +9,7 @@ struct BenchCommand: ParsableCommand {
     static let subcommands: [any ParsableCommand.Type] = [
         BenchVMMCommand.self,
         BenchAttentionCommand.self,
+        BenchCPUAttentionCommand.self,
         BenchModelCommand.self,
         BenchThroughputCommand.self,
         BenchEngineCommand.self,

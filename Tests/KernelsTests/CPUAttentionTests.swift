@@ -55,11 +55,17 @@ struct HostBatch {
         }
     }
 
-    func runCPU(threads: Int = 1) -> [Float] {
+    /// `kernels`: run the tiled fp32 path with these kernels instead of letting `run` choose.
+    func runCPU(threads: Int = 1, kernels: CPUAttention.TiledKernels? = nil) -> [Float] {
         var out = [UInt8](repeating: 0xFF, count: totalQueries * p.queryHeads * p.headDim * p.dtype.bytes)
         queries.withUnsafeBytes { q in
             out.withUnsafeMutableBytes { o in
-                CPUAttention.run(p, requests: requests, queries: q.baseAddress!, output: o.baseAddress!, threads: threads)
+                if let kernels {
+                    CPUAttention.runTiled(p, requests: requests, queries: q.baseAddress!.assumingMemoryBound(to: Float.self),
+                                          output: o.baseAddress!.assumingMemoryBound(to: Float.self), threads: threads, kernels: kernels)
+                } else {
+                    CPUAttention.run(p, requests: requests, queries: q.baseAddress!, output: o.baseAddress!, threads: threads)
+                }
             }
         }
         return out.withUnsafeBytes { o in (0..<(out.count / p.dtype.bytes)).map { HalfFloat.load(o.baseAddress!, $0, p.dtype) } }

@@ -16,14 +16,21 @@ import VTensor
         return worst / scale
     }
 
-    /// Runs `batch` on 1 and 2 threads (2 threads also split long decodes' keys) and checks both.
+    /// Every kernel variant this CPU runs: plain C, then AVX2 and AVX-512 where present.
+    static var variants: [CPUAttention.TiledKernels] {
+        [.portable, .avx2, .avx512].filter { $0.rawValue <= CPUAttention.TiledKernels.available.rawValue }
+    }
+
+    /// Runs `batch` through `run` on 1 and 2 threads (2 threads also split long decodes' keys) and
+    /// through every kernel variant on 2 threads, and checks each against the reference.
     static func check(_ batch: HostBatch, _ name: String) {
         let reference = batch.reference()
-        for threads in [1, 2] {
-            let out = batch.runCPU(threads: threads)
-            #expect(!out.contains { !$0.isFinite }, "\(name), \(threads) threads: a non-finite output")
+        var runs: [(String, [Float])] = [1, 2].map { ("\($0) threads", batch.runCPU(threads: $0)) }
+        runs += variants.map { ("\($0) kernels", batch.runCPU(threads: 2, kernels: $0)) }
+        for (label, out) in runs {
+            #expect(!out.contains { !$0.isFinite }, "\(name), \(label): a non-finite output")
             let error = maxError(out, reference)
-            #expect(error <= 2e-5, "\(name), \(threads) threads: max error \(error)")
+            #expect(error <= 2e-5, "\(name), \(label): max error \(error)")
         }
     }
 
@@ -79,6 +86,13 @@ import VTensor
         Self.check(try HostBatch(p, shapes: [(100, 13), (40, 40), (300, 1)], seed: 9), "groups of 8")
     }
 
+    /// More query heads a KV head than an item's 48 vectors: one row an item, 56 vectors (lanes
+    /// over several register blocks, the last one part padding).
+    @Test func groupsWiderThanAnItem() throws {
+        let p = AttentionParameters(queryHeads: 56, kvHeads: 1, headDim: 8, dtype: .fp32, scale: 3)
+        Self.check(try HostBatch(p, shapes: [(150, 5), (400, 1), (30, 30)], seed: 12), "groups of 56")
+    }
+
     /// SmolLM2's shape: one decode row over 3 KV heads, long enough that 2 threads split its keys.
     @Test func longDecodeSplitsKeys() throws {
         let p = AttentionParameters(queryHeads: 9, kvHeads: 3, headDim: 64, dtype: .fp32)
@@ -94,21 +108,47 @@ import VTensor
         Self.check(try HostBatch(p, shapes: [(260, 260), (300, 17)], seed: 8), "window 5")
     }
 
-    /// The vectorized exp: relative error against Glibc's, and 0 far below the float range.
-    @Test func vectorExpIsAccurate() {
-        var worst: Double = 0
+    /// The plain C kernels and the SIMD ones agree with each other, output by output, on batches
+    /// that take every layout (few vectors: dot products; 8 or more: vectors in lanes), masks,
+    /// windows and key splits. On a CPU with no SIMD variant there is nothing to compare.
+    @Test func portableAndSIMDKernelsAgree() throws {
+        let cases: [(AttentionParameters, [(length: Int, queries: Int)])] = [
+            (AttentionParameters(queryHeads: 9, kvHeads: 3, headDim: 64, dtype: .fp32), [(1500, 1), (200, 37), (90, 90)]),
+            (AttentionParameters(queryHeads: 16, kvHeads: 2, headDim: 128, dtype: .fp32, scale: 2), [(300, 1), (120, 13)]),
+            (AttentionParameters(queryHeads: 6, kvHeads: 2, headDim: 40, dtype: .fp32, scale: 8, window: 30), [(400, 1), (150, 70)]),
+        ]
+        for (n, (p, shapes)) in cases.enumerated() {
+            let batch = try HostBatch(p, shapes: shapes, seed: UInt64(40 + n))
+            let reference = batch.reference()
+            let portable = batch.runCPU(threads: 2, kernels: .portable)
+            for variant in Self.variants where variant != .portable {
+                let simd = batch.runCPU(threads: 2, kernels: variant)
+                let scale = reference.reduce(0) { max($0, abs($1)) }
+                let worst = zip(portable, simd).reduce(0.0) { max($0, abs(Double($1.0) - Double($1.1))) } / scale
+                #expect(worst <= 1e-5, "\(p), \(shapes): plain C and \(variant) differ by \(worst)")
+            }
+        }
+    }
+
+    /// The softmax's exp in every variant: relative error against Glibc's, and 0 far below the float range.
+    @Test(arguments: CPUAttentionTiledTests.variants)
+    func kernelExpIsAccurate(kernels: CPUAttention.TiledKernels) {
+        var inputs: [Float] = []
         var x: Float = -87
         while x <= 1 {
-            let lanes = SIMD8<Float>((0..<8).map { x + Float($0) * 0.0013 })
-            let result = CPUAttention.vectorExp(lanes)
-            for i in 0..<8 {
-                let exact = Glibc.exp(Double(lanes[i]))
-                worst = max(worst, abs(Double(result[i]) - exact) / exact)
-            }
-            x += 0.0173
+            inputs.append(x)
+            x += 0.0013
         }
-        #expect(worst < 1e-6, "relative error \(worst)")
-        let tiny = CPUAttention.vectorExp(SIMD8(-.infinity, -1e30, -200, -104, -88, -87.7, 0, -0))
-        #expect(tiny == SIMD8(0, 0, 0, 0, 0, 0, 1, 1))
+        let result = CPUAttention.kernelExp(inputs, kernels: kernels)
+        var worst: Double = 0
+        for (input, value) in zip(inputs, result) {
+            let exact = Glibc.exp(Double(input))
+            worst = max(worst, abs(Double(value) - exact) / exact)
+        }
+        #expect(worst < 1e-6, "\(kernels): relative error \(worst)")
+        // 19 values: the SIMD loops' tails are taken too.
+        let tiny = CPUAttention.kernelExp([-.infinity, -1e30, -200, -104, -88, -87.7, 0, -0, 0, 0, 0, 0, 0, 0, 0, 0, -.infinity, 0, -.infinity],
+                                          kernels: kernels)
+        #expect(tiny == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0], "\(kernels): \(tiny)")
     }
 }
