@@ -8,11 +8,10 @@ import Testing
 /// prove nothing: the throwaway package here depends on a tagged git copy of this working tree.
 /// It uses every library product the manifest declares, so the test covers whatever a library
 /// product comes to include (today VTensor and GPU; Kernels, Runtime and CQuant are in none, so
-/// a second test keeps the list of targets that still use unsafeFlags from growing).
+/// a second test checks that no target uses unsafeFlags at all).
 @Suite struct PackageDependencyTests {
-    /// Targets that still use unsafeFlags, on their way out (another branch). A target joins this
-    /// list only by a decision; one that drops its flags leaves it.
-    static let stillUsingUnsafeFlags: Set<String> = ["CQuant", "Runtime"]
+    /// Targets allowed to use unsafeFlags: none. A target joins this list only by a decision.
+    static let stillUsingUnsafeFlags: Set<String> = []
 
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
