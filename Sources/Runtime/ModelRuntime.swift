@@ -107,7 +107,8 @@ public struct ModelRuntime: @unchecked Sendable {
             }
             let cpu = try loaded.cpuModel(kvBudgetBytes: budget, maxTokensPerSequence: options.maxTokensPerSequence, threads: threads,
                                           nativeWeights: options.nativeCPUWeights)
-            let label = "cpu, \(threads) thread\(threads == 1 ? "" : "s"), fp32" + (cpu.quantized != nil ? " (decode on the GGUF's quantized blocks)" : "")
+            let label = "cpu, \(threads) thread\(threads == 1 ? "" : "s"), "
+                + (cpu.quantized != nil ? "GGUF blocks (fp32 prefill, int8-activation decode)" : "fp32")
             return ModelRuntime(model: cpu, backend: .cpu, loaded: loaded, description: label, mapperThreadSetup: nil)
         }
     }

@@ -45,7 +45,7 @@ final class WorkerPoolTests: XCTestCase {
         }
         XCTAssertEqual(onWorkers.load(ordering: .relaxed), 0)
         XCTAssertEqual(pool.contention.soloJobs - soloBefore, 5)
-        usleep(40_000)
+        usleep(60_000)
         // Within two seconds (stalls on a loaded machine may start more solo periods meanwhile).
         let deadline = WorkerPool.monotonicNanoseconds() + 2_000_000_000
         while onWorkers.load(ordering: .relaxed) == 0 && WorkerPool.monotonicNanoseconds() < deadline {

@@ -21,9 +21,10 @@ import Synchronization
 /// after finishing its own parts; a wait longer than its own work plus `stallNanoseconds` is a
 /// stall. So is a job during which the caller itself was off its core for a good share of the
 /// time (its thread's CPU time against the clock, sampled every few jobs): it then held a part
-/// that the workers waited for. After a stall, jobs run on the caller alone for a while (10 ms,
-/// doubling while stalls recur, up to a second; the idle workers sleep, so the scheduler gives
-/// the caller a core to itself), then the workers are tried again.
+/// that the workers waited for. After a stall, jobs run on the caller alone for a while (20 ms,
+/// four times longer each time stalls recur, up to two seconds; the idle workers sleep, so the
+/// scheduler gives the caller a core to itself), then the workers are tried again: on a machine
+/// that stays busy, a probe (and its stall) comes every two seconds.
 ///
 /// `run` takes one caller at a time (a lock serializes callers) and is not reentrant; the
 /// caller's thread takes parts too.
@@ -52,8 +53,8 @@ public final class WorkerPool: @unchecked Sendable {
     /// A wait for other threads' parts this much longer than the caller's own work is a stall.
     static let stallNanoseconds: UInt64 = 300_000
     /// How long jobs run on the caller alone after a first stall, and at most.
-    static let firstSoloNanoseconds: UInt64 = 10_000_000
-    static let longestSoloNanoseconds: UInt64 = 1_000_000_000
+    static let firstSoloNanoseconds: UInt64 = 20_000_000
+    static let longestSoloNanoseconds: UInt64 = 2_000_000_000
     /// Jobs without a stall after which a stall counts as a first one again.
     static let cleanJobsToForget = 256
     /// Every this many parallel jobs, the caller's CPU time is compared with the clock.
@@ -132,7 +133,7 @@ public final class WorkerPool: @unchecked Sendable {
     private func noteWait(own: UInt64, waited: UInt64, descheduled: Bool, now: UInt64) {
         if descheduled || waited > own + Self.stallNanoseconds {
             stallCount.add(1, ordering: .relaxed)
-            soloPeriod = soloPeriod == 0 ? Self.firstSoloNanoseconds : min(soloPeriod * 2, Self.longestSoloNanoseconds)
+            soloPeriod = soloPeriod == 0 ? Self.firstSoloNanoseconds : min(soloPeriod * 4, Self.longestSoloNanoseconds)
             soloUntil = now + soloPeriod
             cleanJobs = 0
         } else if soloPeriod > 0 {
