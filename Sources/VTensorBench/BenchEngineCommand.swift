@@ -19,6 +19,12 @@ struct BenchEngineCommand: ParsableCommand {
     @Option(help: "Decode steps timed after the prompts.") var steps = 100
     @Option(help: "Write the results as JSON here.") var jsonOut: String?
     @Option(help: "Plan each step before the previous one's picks are in (on, the GPU's way) or after (off).") var pipelineSteps: OnOff = .on
+    @Option(help: "decode: every request decodes for the timed steps; churn: short answers, a new request for every one that finishes, prompts sharing a prefix within 16 groups (the prefix cache's matching, insertion, eviction and hold-back every step).")
+    var workload: Workload = .decode
+    @Option(help: "churn: output tokens of each request.") var outputTokens = 32
+    @Option(help: "The prefix cache (on by default in the engine).") var prefixCache: OnOff = .on
+
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case decode, churn }
 
     /// Takes each row's tokens into the cache (as a model would) and returns a fixed token.
     final class NullModel: LanguageModel {
@@ -39,7 +45,10 @@ struct BenchEngineCommand: ParsableCommand {
         }
     }
 
-    struct Result: Codable { var rows: Int; var medianMs: Double; var microsPerRow: Double; var addMs: Double }
+    struct Result: Codable {
+        var rows: Int; var medianMs: Double; var microsPerRow: Double; var addMs: Double
+        var workload = "decode"; var prefixCache = true; var finishedPerStep: Double?; var prefixHitRate: Double?
+    }
 
     func run() throws {
         let counts = try rows.split(separator: ",").map { text -> Int in
@@ -47,6 +56,7 @@ struct BenchEngineCommand: ParsableCommand {
             return n
         }
         guard promptTokens >= 1, steps >= 1 else { throw ValidationError("--prompt-tokens and --steps must be positive") }
+        if workload == .churn { return try runChurn(counts) }
         // Llama-3-8B's KV shape and blocked layout over host memory, with small chunks so that
         // address space, not memory, is what the run uses.
         guard var config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
@@ -64,7 +74,8 @@ struct BenchEngineCommand: ParsableCommand {
             let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
             let model = NullModel(config: config, cache: cache)
             let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
-                                    options: EngineOptions(maxNumSeqs: n, maxNumBatchedTokens: max(8192, n), pipelineSteps: pipelineSteps == .on))
+                                    options: EngineOptions(maxNumSeqs: n, maxNumBatchedTokens: max(8192, n), pipelineSteps: pipelineSteps == .on,
+                                                           prefixCaching: prefixCache == .on))
             let addStart = monotonicNanos()
             for i in 0..<n {
                 try engine.add(GenerationRequest(prompt: (0..<promptTokens).map { 1000 + ($0 &* 31 &+ i) % 100_000 },
@@ -84,6 +95,63 @@ struct BenchEngineCommand: ParsableCommand {
             let median = decode.sorted()[decode.count / 2]
             results.append(Result(rows: n, medianMs: median, microsPerRow: median * 1000 / Double(n), addMs: addMs))
             table.add(["\(n)", fixed(median, 3), fixed(median * 1000 / Double(n), 2), fixed(addMs, 1)])
+        }
+        print(table.render())
+        if let jsonOut { try writeFile(jsonOut, try jsonString(results)) }
+    }
+
+    /// Keeps `n` requests in flight: each prompt is a 16-group shared prefix (half the prompt) and
+    /// its own half; every step's finished requests are replaced by new ones before the next step.
+    /// Times every step after the first 2n finishes (prefill chunks, decodes, admissions, the
+    /// prefix cache's bookkeeping: all host work, the model computes nothing).
+    private func runChurn(_ counts: [Int]) throws {
+        guard outputTokens >= 1 else { throw ValidationError("--output-tokens must be positive") }
+        guard var config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
+        var results: [Result] = []
+        var table = Table(title: "engine host time a step, churn (null model, host memory, prefix cache \(prefixCache.rawValue))",
+                          header: ["rows", "median ms", "us a row", "finished a step", "prefix hit rate"])
+        for n in counts {
+            let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
+            let tokensPerRequest = promptTokens + outputTokens + 8
+            config.maxPositionEmbeddings = tokensPerRequest
+            // Room for the running requests and as much again for cached prefixes.
+            let bytes = 2 * n * (tokensPerRequest + 16) * shape.tokenBytes
+            let backend = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
+            let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)))
+            let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
+            let engine = try Engine(model: NullModel(config: config, cache: cache), tokenizer: nil, eosTokenIds: [],
+                                    options: EngineOptions(maxNumSeqs: n, maxNumBatchedTokens: max(8192, n), pipelineSteps: pipelineSteps == .on,
+                                                           prefixCaching: prefixCache == .on))
+            var next = 0
+            func add() throws {
+                let group = next % 16, shared = promptTokens / 2
+                let prompt = (0..<promptTokens).map { $0 < shared ? 1000 + ($0 &* 7 &+ group * 977) % 50_000 : 60_000 + ($0 &* 31 &+ next) % 60_000 }
+                try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: outputTokens, ignoreEOS: true)))
+                next += 1
+            }
+            let addStart = monotonicNanos()
+            for _ in 0..<n { try add() }
+            let addMs = Double(monotonicNanos() - addStart) / 1e6
+            var finished = 0, timed: [Double] = [], finishedTimed = 0
+            let warmup = 2 * n
+            while timed.count < steps {
+                let t = monotonicNanos()
+                let outputs = engine.step()
+                let ms = Double(monotonicNanos() - t) / 1e6
+                if let failed = outputs.first(where: { $0.error != nil }) { throw ValidationError("request \(failed.id) failed: \(failed.error!)") }
+                let done = outputs.filter(\.isFinal).count
+                finished += done
+                if finished > warmup { timed.append(ms); finishedTimed += done }
+                for _ in 0..<done { try add() }
+            }
+            let hitRate = engine.statistics.prefixHitRate
+            for id in 1...next { engine.abort(id) }
+            engine.runUntilIdle { _ in }
+            let median = timed.sorted()[timed.count / 2]
+            let perStep = Double(finishedTimed) / Double(timed.count)
+            results.append(Result(rows: n, medianMs: median, microsPerRow: median * 1000 / Double(n), addMs: addMs, workload: "churn",
+                                  prefixCache: prefixCache == .on, finishedPerStep: perStep, prefixHitRate: hitRate))
+            table.add(["\(n)", fixed(median, 3), fixed(median * 1000 / Double(n), 2), fixed(perStep, 2), fixed(100 * hitRate, 1) + "%"])
         }
         print(table.render())
         if let jsonOut { try writeFile(jsonOut, try jsonString(results)) }
