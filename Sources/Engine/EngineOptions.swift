@@ -84,6 +84,13 @@ public enum SchedulePolicy: String, Sendable, Equatable, CaseIterable, Codable {
     /// batches: a run lasts at least as many steps as its longest request, so starting the long
     /// ones first keeps the batch full until the end instead of leaving them to run alone.
     case lof
+    /// The request with the longest cached prefix first (SGLang's `lpm`), arrival order among
+    /// equals; requests already given memory (preempted, prefetched) keep their place ahead. It
+    /// admits the requests the cache serves while their prefixes are still cached. Reordered
+    /// each step while at most `Scheduler.lpmWaitingLimit` requests wait (fcfs beyond, where a
+    /// lookup per waiting request per step would cost more than it saves); fcfs without the
+    /// prefix cache.
+    case lpm
 }
 
 /// What the engine refuses, with the reason in words.

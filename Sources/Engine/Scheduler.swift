@@ -119,13 +119,31 @@ struct Scheduler {
     /// as many tokens or more. Preempted requests stay at the head either way.
     mutating func enqueue(_ sequence: EngineSequence) {
         switch policy {
-        case .fcfs:
+        case .fcfs, .lpm:
             waiting.append(sequence)
         case .lof:
             let limit = sequence.state.outputLimit
             let at = waiting.firstIndex { $0.status != .preempted && $0.state.outputLimit < limit } ?? waiting.count
             waiting.insert(sequence, at: at)
         }
+    }
+
+    /// Most waiting requests `lpm` reorders by their cached prefix each step.
+    static let lpmWaitingLimit = 128
+
+    /// lpm: waiting requests with memory already (preempted, prefetched) first, in their order;
+    /// then the longest cached prefix first, arrival order among equals (a stable sort).
+    mutating func orderByCachedPrefix(_ prefix: PrefixCache) {
+        struct Key { let sequence: EngineSequence; let placed: Bool; let cached: Int; let index: Int }
+        let keyed = waiting.enumerated().map { index, sequence -> Key in
+            let placed = sequence.status == .preempted || sequence.hasKV
+            return Key(sequence: sequence, placed: placed, cached: placed ? 0 : prefix.lookup(sequence).tokens, index: index)
+        }
+        waiting = keyed.sorted { (a: Key, b: Key) -> Bool in
+            if a.placed != b.placed { return a.placed }
+            if !a.placed && a.cached != b.cached { return a.cached > b.cached }
+            return a.index < b.index
+        }.map(\.sequence)
     }
 
     /// Takes a request out of either queue (abort, finish); returns it if it was there.
@@ -169,6 +187,7 @@ struct Scheduler {
         }
         // New work only when nothing had to give memory back this step.
         guard output.preempted.isEmpty else { return output }
+        if policy == .lpm, let prefix, waiting.count > 1, waiting.count <= Self.lpmWaitingLimit { orderByCachedPrefix(prefix) }
         var seats = maxNumSeqs - seatsTaken
         var attached: (id: RequestID, tokens: Int)?
         var slot = 0

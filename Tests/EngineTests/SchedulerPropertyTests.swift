@@ -56,6 +56,8 @@ struct TestRandom: RandomNumberGenerator {
                                     maxNumBatchedTokens: [1, 2, 3, 7, 16, 64, 512][Int.random(in: 0..<7, using: &random)],
                                     mapAheadTokens: Int.random(in: 0...3, using: &random), asyncMapping: random.next() % 3 != 0,
                                     prefetchAdmissions: random.next() % 4 != 0, pipelineSteps: trial.pipelined,
+                                    // Every policy in turn (lpm reorders the waiting queue by cached prefix each step).
+                                    schedulePolicy: SchedulePolicy.allCases[Int(trial.seed / 2) % SchedulePolicy.allCases.count],
                                     prefixCaching: random.next() % 4 != 0)
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
@@ -218,8 +220,9 @@ struct TestRandom: RandomNumberGenerator {
 }
 
 @Suite struct SchedulePolicyTests {
-    /// With one seat, the admission order is the finishing order: arrival order under fcfs; under
-    /// lof the most tokens first, arrival order among equals. Every request's tokens are its own.
+    /// With one seat, the admission order is the finishing order: arrival order under fcfs (and
+    /// lpm, nothing being cached here); under lof the most tokens first, arrival order among
+    /// equals. Every request's tokens are its own.
     @Test(arguments: SchedulePolicy.allCases) func admissionOrder(policy: SchedulePolicy) throws {
         let model = try FakeModel(context: 64, budgetChunks: 32)
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 1, schedulePolicy: policy))
@@ -235,10 +238,38 @@ struct TestRandom: RandomNumberGenerator {
                 if output.isFinal { finished.append(output.id) }
             }
         }
-        let expected = policy == .fcfs ? ids : [1, 3, 5, 2, 0, 4].map { ids[$0] }
+        let expected = policy != .lof ? ids : [1, 3, 5, 2, 0, 4].map { ids[$0] }
         #expect(finished == expected)
         for (i, id) in ids.enumerated() {
             #expect(outputs[id] == fakeReference(prompt: [3 + i, 7], maxTokens: limits[i], maxLength: engine.maxSequenceLength, eos: nil))
+        }
+    }
+}
+
+@Suite struct LongestPrefixFirstTests {
+    /// One seat; a finished request leaves 24 tokens cached. Then B (nothing cached), C (8 of its
+    /// tokens cached) and D (16 cached) arrive in that order: lpm starts D, C, B; fcfs B, C, D.
+    /// Tokens are each request's own either way.
+    @Test(arguments: [SchedulePolicy.fcfs, .lpm]) func startsTheLongestCachedPrefixFirst(policy: SchedulePolicy) throws {
+        let model = try FakeModel(context: 64, budgetChunks: 64)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
+                                options: EngineOptions(maxNumSeqs: 1, maxNumBatchedTokens: 64, schedulePolicy: policy))
+        let first = (0..<24).map { 1 + $0 % 41 }
+        _ = try engine.add(GenerationRequest(prompt: first + [45], parameters: SamplingParameters(temperature: 0, maxTokens: 2)))
+        engine.runUntilIdle { _ in }
+        let prompts = [(0..<20).map { 42 + $0 % 7 }, Array(first[0..<8]) + [43, 44, 45], Array(first[0..<16]) + [46, 47, 48]]
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 3))) }
+        var finished: [RequestID] = []
+        var outputs: [RequestID: [Int]] = [:]
+        engine.runUntilIdle { batch in
+            for output in batch {
+                outputs[output.id, default: []] += output.tokens.map(\.id)
+                if output.isFinal { finished.append(output.id) }
+            }
+        }
+        #expect(finished == (policy == .lpm ? [ids[2], ids[1], ids[0]] : ids))
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 3, maxLength: engine.maxSequenceLength, eos: nil))
         }
     }
 }
