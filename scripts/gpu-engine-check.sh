@@ -6,6 +6,8 @@
 #   requests; then ShareGPT with the longest-output-first admission order and other seat counts.
 #   final: the service defaults (graphs on) on ShareGPT and random 1000, both KV modes, and lof.
 #   workloads: multi-turn and shared-prefix throughput, prefix cache on and off, and paged.
+#   lpm: the same workloads under fcfs and lpm (longest cached prefix first), also with a KV
+#   budget small enough that the cache must evict (8 GiB).
 #   prefix: the prefix cache: shared-prefix prompts through the engine vs alone (trained model),
 #   ShareGPT with the cache on and off.
 #   table: decode attention's one shared item table (layer-0 bases + per-layer offsets) checked
@@ -42,7 +44,7 @@ run() {  # name, timeout seconds, command...
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 
-[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -101,6 +103,15 @@ elif [ "$quick" = sharedprefix ]; then
   run tp-sharedprefix 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"
   run tp-sharedprefix-nocache 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/tp-sharedprefix-nocache.json"
   run tp-multiturn 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/tp-multiturn.json"
+elif [ "$quick" = lpm ]; then
+  mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
+  sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
+  for policy in fcfs lpm; do
+    run tp-multiturn-$policy 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --schedule-policy $policy --json-out "$out/tp-multiturn-$policy.json"
+    run tp-sharedprefix-$policy 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --schedule-policy $policy --json-out "$out/tp-sharedprefix-$policy.json"
+    run tp-multiturn-8g-$policy 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv-budget-mib 8192 --schedule-policy $policy --json-out "$out/tp-multiturn-8g-$policy.json"
+    run tp-sharedprefix-8g-$policy 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv-budget-mib 8192 --schedule-policy $policy --json-out "$out/tp-sharedprefix-8g-$policy.json"
+  done
 elif [ "$quick" = workloads ]; then
   # The prefix cache's workloads, cache on and off, virtual tensors and paged (no cache there).
   mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
@@ -215,12 +226,15 @@ for name in names:
           f"{g.get('graphReplays',0)}/{g.get('graphCaptures',0)}/{g.get('graphDirect',0)}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}")
 PY
   fi
-  if [ "$quick" = workloads ] || [ "$quick" = sharedprefix ]; then
+  if [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ]; then
     python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
 print("run                       tok/s out  total    s     reqs  hit rate  prompt computed  TTFT p50 (first / later rounds)  KV peak GiB")
-for name in ["multiturn", "multiturn-nocache", "multiturn-paged", "sharedprefix", "sharedprefix-nocache", "sharedprefix-paged"]:
+names = ["multiturn", "multiturn-nocache", "multiturn-paged", "sharedprefix", "sharedprefix-nocache", "sharedprefix-paged"]
+if any(os.path.exists(os.path.join(out, f"tp-{w}-fcfs.json")) for w in ["multiturn"]):
+    names = [f"{w}-{p}" for w in ["multiturn", "sharedprefix", "multiturn-8g", "sharedprefix-8g"] for p in ["fcfs", "lpm"]]
+for name in names:
     f = os.path.join(out, f"tp-{name}.json")
     if not os.path.exists(f): print(f"{name:24} missing"); continue
     r = json.load(open(f)); st = r["statistics"]
