@@ -70,7 +70,8 @@ public final class WorkerPool: @unchecked Sendable {
     private let stallCount = Atomic<Int>(0)
     private let soloJobCount = Atomic<Int>(0)
 
-    /// Stalls seen (a worker held the caller up) and jobs run on the caller alone after them.
+    /// Stalls seen (the caller held up by a worker, or off its own core) and jobs run on the
+    /// caller alone after them.
     public var contention: (stalls: Int, soloJobs: Int) {
         (stallCount.load(ordering: .relaxed), soloJobCount.load(ordering: .relaxed))
     }
