@@ -230,7 +230,7 @@ PY
     python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-print("run                       tok/s out  total    s     reqs  hit rate  prompt computed  TTFT p50 (first / later rounds)  KV peak GiB")
+print("run                       tok/s out  total    s     reqs  hit rate  prompt computed  TTFT p50 (first / later rounds)  KV peak GiB  GPU free GiB before/lowest/after of total")
 names = ["multiturn", "multiturn-nocache", "multiturn-paged", "sharedprefix", "sharedprefix-nocache", "sharedprefix-paged"]
 if any(os.path.exists(os.path.join(out, f"tp-{w}-fcfs.json")) for w in ["multiturn"]):
     names = [f"{w}-{p}" for w in ["multiturn", "sharedprefix", "multiturn-8g", "sharedprefix-8g"] for p in ["fcfs", "lpm"]]
@@ -241,7 +241,8 @@ for name in names:
     a, b = r.get("firstTokenP50FirstRoundSeconds"), r.get("firstTokenP50LaterRoundsSeconds")
     ttft = f"{a*1000:8.1f} / {b*1000:8.1f} ms" if a is not None else f"p50 {r['firstTokenP50Seconds']*1000:8.1f} ms"
     print(f"{name:24} {r['outputTokensPerSecond']:9.1f} {r['totalTokensPerSecond']:9.1f} {r['seconds']:6.2f} {r['requests']:5d} {100*r['prefixCacheHitRate']:7.1f}%  "
-          f"{st['promptTokensComputed']:9d}   {ttft}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}")
+          f"{st['promptTokensComputed']:9d}   {ttft}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}   "
+          + ("/".join(f"{(r.get(k) or 0)/2**30:.1f}" for k in ["deviceFreeBeforeBytes", "deviceFreeLowestBytes", "deviceFreeAfterTrimBytes", "deviceTotalBytes"])))
 PY
   fi
   if [ "$quick" = pipeline ]; then

@@ -149,6 +149,12 @@ struct BenchThroughputCommand: ParsableCommand {
         var kvHeldAtEndBytes: Int
         var kvHeldAfterTrimBytes: Int
         var kvBudgetBytes: Int
+        /// GPU: device memory free (cuMemGetInfo) after the model was built, at its lowest during
+        /// the run (sampled every 8 steps), and after the K/V was trimmed; and the device's total.
+        var deviceFreeBeforeBytes: Int?
+        var deviceFreeLowestBytes: Int?
+        var deviceFreeAfterTrimBytes: Int?
+        var deviceTotalBytes: Int?
         /// Per request, from its arrival (all arrive at the start): time to the first token and
         /// to the end, p50 / p99, and the mean time between tokens.
         var firstTokenP50Seconds: Double
@@ -230,6 +236,9 @@ struct BenchThroughputCommand: ParsableCommand {
             }
         }
         (model as? GPUModel)?.resetStepTotals()
+        let deviceContext = (model as? GPUModel)?.context
+        let freeBefore = try deviceContext?.memoryInfo()
+        var freeLowest = freeBefore?.free
         let start = monotonicNanos()
         for request in requests { try engine.add(request) }
         try conversations?.start(engine)
@@ -244,6 +253,7 @@ struct BenchThroughputCommand: ParsableCommand {
             let ms = Double(monotonicNanos() - t) / 1e6
             let plan = engine.lastPlan
             guard !plan.rows.isEmpty else { continue }
+            if let deviceContext, stepMs.count % 8 == 0, let free = try? deviceContext.memoryInfo().free { freeLowest = min(freeLowest ?? free, free) }
             stepMs.append(ms)
             rows.append(plan.rows.count)
             if plan.rows.allSatisfy(\.isDecode) { decodeStepMs.append(ms) }
@@ -281,6 +291,7 @@ struct BenchThroughputCommand: ParsableCommand {
             (kvPeakCreated, heldAtEnd, heldAfterTrim, kvBudget) = (paged.poolBytes, paged.poolBytes, paged.poolBytes, paged.poolBytes)
             unitBytes = paged.poolBytes / paged.pageCount
         }
+        let freeAfter = try deviceContext?.memoryInfo().free
 
         let input = requests.reduce(0) { $0 + $1.prompt.count }, output = requests.reduce(0) { $0 + ($1.parameters.maxTokens ?? 0) }
         let numPrompts = requests.count
@@ -317,6 +328,8 @@ struct BenchThroughputCommand: ParsableCommand {
             mappingWaitMsTotal: stats.mappingWaitSeconds * 1000, kvMode: model.kvStorage.kindName, chunkBytes: unitBytes,
             kvPeakCreatedBytes: kvPeakCreated, kvPeakCommittedBytes: stats.peakCommittedChunks * unitBytes,
             kvHeldAtEndBytes: heldAtEnd, kvHeldAfterTrimBytes: heldAfterTrim, kvBudgetBytes: kvBudget,
+            deviceFreeBeforeBytes: freeBefore?.free, deviceFreeLowestBytes: freeLowest, deviceFreeAfterTrimBytes: freeAfter,
+            deviceTotalBytes: freeBefore?.total,
             firstTokenP50Seconds: percentile(firstTokens, 0.5), firstTokenP99Seconds: percentile(firstTokens, 0.99),
             totalP50Seconds: percentile(totals, 0.5), totalP99Seconds: percentile(totals, 0.99),
             interTokenMeanMs: interTokens.isEmpty ? 0 : interTokens.reduce(0, +) / Double(interTokens.count) * 1000,
@@ -363,6 +376,10 @@ struct BenchThroughputCommand: ParsableCommand {
         table.add(["mapping waits", "\(stats.blockedMappingWaits) of \(stats.mappingWaits) blocked (\(stats.blockedDecodeOnlyWaits) in decode-only steps), \(fixed(report.mappingWaitMsTotal, 2)) ms in all"])
         table.add(["KV memory", "\(report.kvMode): peak \(mib(report.kvPeakCreatedBytes)) created (committed \(mib(report.kvPeakCommittedBytes))) of a \(mib(report.kvBudgetBytes)) budget; "
                    + "held at the end \(mib(report.kvHeldAtEndBytes)), after trim \(mib(report.kvHeldAfterTrimBytes))"])
+        if let before = report.deviceFreeBeforeBytes, let lowest = report.deviceFreeLowestBytes, let after = report.deviceFreeAfterTrimBytes,
+           let total = report.deviceTotalBytes {
+            table.add(["GPU memory free", "\(mib(before)) before the run, \(mib(lowest)) at the lowest, \(mib(after)) after the trim, of \(mib(total))"])
+        }
         print(table.render())
         if let jsonOut { try writeFile(jsonOut, try jsonString(report)) }
     }
