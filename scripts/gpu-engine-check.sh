@@ -43,6 +43,9 @@ run() {  # name, timeout seconds, command...
   return $rc
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
+# The prefix cache's workloads (sharedprefix, workloads, lpm).
+mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
+sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
 
 [ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
@@ -98,14 +101,10 @@ PY
   run tp-sharegpt-nocache 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --no-prefix-cache --json-out "$out/tp-sharegpt-nocache.json"
 elif [ "$quick" = sharedprefix ]; then
   # Shared prefixes with requests held back while another computes their prefix; multi-turn again.
-  mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
-  sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
   run tp-sharedprefix 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"
   run tp-sharedprefix-nocache 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/tp-sharedprefix-nocache.json"
   run tp-multiturn 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/tp-multiturn.json"
 elif [ "$quick" = lpm ]; then
-  mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
-  sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
   for policy in fcfs lpm; do
     run tp-multiturn-$policy 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --schedule-policy $policy --json-out "$out/tp-multiturn-$policy.json"
     run tp-sharedprefix-$policy 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --schedule-policy $policy --json-out "$out/tp-sharedprefix-$policy.json"
@@ -114,8 +113,6 @@ elif [ "$quick" = lpm ]; then
   done
 elif [ "$quick" = workloads ]; then
   # The prefix cache's workloads, cache on and off, virtual tensors and paged (no cache there).
-  mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
-  sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
   run tp-multiturn 120 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/tp-multiturn.json"
   run tp-multiturn-nocache 120 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-nocache.json"
   run tp-sharedprefix 120 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"

@@ -85,10 +85,6 @@ static float half_to_float(const uint8_t *p) {
 }
 
 static void dequantize_portable(int format, const uint8_t *row, int cols, float *out) {
-    if (format == VT_WEIGHTS_F32) {
-        memcpy(out, row, (size_t)cols * sizeof(float));
-        return;
-    }
     for (int b = 0; b < cols / 32; ++b) {
         float *o = out + 32 * b;
         if (format == VT_WEIGHTS_Q8_0) {
@@ -148,10 +144,6 @@ VT_AVX2_INLINE void nibbles_avx2(const uint8_t *q, __m256 out[4]) {
 }
 
 VT_AVX2 static void dequantize_avx2(int format, const uint8_t *row, int cols, float *out) {
-    if (format == VT_WEIGHTS_F32) {
-        memcpy(out, row, (size_t)cols * sizeof(float));
-        return;
-    }
     for (int b = 0; b < cols / 32; ++b) {
         float *o = out + 32 * b;
         if (format == VT_WEIGHTS_Q8_0) {
@@ -489,6 +481,10 @@ void vt_gemv_q8(int format, const uint8_t *w, size_t row_bytes, int cols, const 
 // Dispatch
 
 void vt_dequantize_row(int format, const uint8_t *row, int cols, float *out) {
+    if (format == VT_WEIGHTS_F32) {
+        memcpy(out, row, (size_t)cols * sizeof(float));
+        return;
+    }
 #ifdef VT_X86
     if (vt_cpu_level() >= VT_CPU_AVX2) {
         dequantize_avx2(format, row, cols, out);

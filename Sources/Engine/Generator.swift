@@ -50,8 +50,8 @@ public final class Generator {
         return try generate([GenerationRequest(prompt: prompt, parameters: parameters)], onOutput: { _, output in
             if !output.tokens.isEmpty { started = true }
             if !output.text.isEmpty { onText(output.text) }
-        }, onStep: { snapshot in
-            if !started, let onPromptProgress { onPromptProgress(prompt.count - min(prompt.count, snapshot.promptTokensLeft), prompt.count) }
+        }, onStep: onPromptProgress.map { report in
+            { snapshot in if !started { report(prompt.count - min(prompt.count, snapshot.promptTokensLeft), prompt.count) } }
         })[0]
     }
 

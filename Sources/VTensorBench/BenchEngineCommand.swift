@@ -57,25 +57,13 @@ struct BenchEngineCommand: ParsableCommand {
         }
         guard promptTokens >= 1, steps >= 1 else { throw ValidationError("--prompt-tokens and --steps must be positive") }
         if workload == .churn { return try runChurn(counts) }
-        // Llama-3-8B's KV shape and blocked layout over host memory, with small chunks so that
-        // address space, not memory, is what the run uses.
-        guard var config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
+        guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
         var results: [Result] = []
         var table = Table(title: "engine host time a decode step (null model, host memory)", header: ["rows", "median ms", "us a row", "add (ms)"])
         for n in counts {
-            let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
             // Long enough outputs that the first requests still decode when the last are admitted.
             let outputTokens = steps + n * promptTokens / 8192 + 8
-            let tokensPerRequest = promptTokens + outputTokens + 8
-            config.maxPositionEmbeddings = tokensPerRequest
-            let bytes = n * (tokensPerRequest + 16) * shape.tokenBytes
-            let backend = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
-            let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)))
-            let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
-            let model = NullModel(config: config, cache: cache)
-            let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
-                                    options: EngineOptions(maxNumSeqs: n, maxNumBatchedTokens: max(8192, n), pipelineSteps: pipelineSteps == .on,
-                                                           prefixCaching: prefixCache == .on))
+            let engine = try makeEngine(config: config, rows: n, tokensPerRequest: promptTokens + outputTokens + 8, requestsHeld: n)
             let addStart = monotonicNanos()
             for i in 0..<n {
                 try engine.add(GenerationRequest(prompt: (0..<promptTokens).map { 1000 + ($0 &* 31 &+ i) % 100_000 },
@@ -100,28 +88,35 @@ struct BenchEngineCommand: ParsableCommand {
         if let jsonOut { try writeFile(jsonOut, try jsonString(results)) }
     }
 
+    /// An engine over the null model with Llama-3-8B's KV shape on host memory (small chunks,
+    /// so that address space, not memory, is what a run uses), its budget holding
+    /// `requestsHeld` requests of `tokensPerRequest` tokens.
+    private func makeEngine(config: ModelConfig, rows: Int, tokensPerRequest: Int, requestsHeld: Int) throws -> Engine {
+        var config = config
+        config.maxPositionEmbeddings = tokensPerRequest
+        let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
+        let bytes = requestsHeld * (tokensPerRequest + 16) * shape.tokenBytes
+        let backend = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)))
+        let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
+        return try Engine(model: NullModel(config: config, cache: cache), tokenizer: nil, eosTokenIds: [],
+                          options: EngineOptions(maxNumSeqs: rows, maxNumBatchedTokens: max(8192, rows), pipelineSteps: pipelineSteps == .on,
+                                                 prefixCaching: prefixCache == .on))
+    }
+
     /// Keeps `n` requests in flight: each prompt is a 16-group shared prefix (half the prompt) and
     /// its own half; every step's finished requests are replaced by new ones before the next step.
     /// Times every step after the first 2n finishes (prefill chunks, decodes, admissions, the
     /// prefix cache's bookkeeping: all host work, the model computes nothing).
     private func runChurn(_ counts: [Int]) throws {
         guard outputTokens >= 1 else { throw ValidationError("--output-tokens must be positive") }
-        guard var config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
+        guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
         var results: [Result] = []
         var table = Table(title: "engine host time a step, churn (null model, host memory, prefix cache \(prefixCache.rawValue))",
                           header: ["rows", "median ms", "us a row", "finished a step", "prefix hit rate"])
         for n in counts {
-            let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
-            let tokensPerRequest = promptTokens + outputTokens + 8
-            config.maxPositionEmbeddings = tokensPerRequest
             // Room for the running requests and as much again for cached prefixes.
-            let bytes = 2 * n * (tokensPerRequest + 16) * shape.tokenBytes
-            let backend = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
-            let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)))
-            let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
-            let engine = try Engine(model: NullModel(config: config, cache: cache), tokenizer: nil, eosTokenIds: [],
-                                    options: EngineOptions(maxNumSeqs: n, maxNumBatchedTokens: max(8192, n), pipelineSteps: pipelineSteps == .on,
-                                                           prefixCaching: prefixCache == .on))
+            let engine = try makeEngine(config: config, rows: n, tokensPerRequest: promptTokens + outputTokens + 8, requestsHeld: 2 * n)
             var next = 0
             func add() throws {
                 let group = next % 16, shared = promptTokens / 2

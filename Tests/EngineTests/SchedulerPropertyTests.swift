@@ -219,6 +219,19 @@ struct TestRandom: RandomNumberGenerator {
     }
 }
 
+/// Runs `engine` until idle: the order requests finished in, and each one's tokens.
+func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [RequestID: [Int]]) {
+    var finished: [RequestID] = []
+    var outputs: [RequestID: [Int]] = [:]
+    engine.runUntilIdle { batch in
+        for output in batch {
+            outputs[output.id, default: []] += output.tokens.map(\.id)
+            if output.isFinal { finished.append(output.id) }
+        }
+    }
+    return (finished, outputs)
+}
+
 @Suite struct SchedulePolicyTests {
     /// With one seat, the admission order is the finishing order: arrival order under fcfs (and
     /// lpm, nothing being cached here); under lof the most tokens first, arrival order among
@@ -230,14 +243,7 @@ struct TestRandom: RandomNumberGenerator {
         let ids = try limits.enumerated().map { i, limit in
             try engine.add(GenerationRequest(prompt: [3 + i, 7], parameters: SamplingParameters(temperature: 0, maxTokens: limit)))
         }
-        var finished: [RequestID] = []
-        var outputs: [RequestID: [Int]] = [:]
-        engine.runUntilIdle { batch in
-            for output in batch {
-                outputs[output.id, default: []] += output.tokens.map(\.id)
-                if output.isFinal { finished.append(output.id) }
-            }
-        }
+        let (finished, outputs) = runCollecting(engine)
         let expected = policy != .lof ? ids : [1, 3, 5, 2, 0, 4].map { ids[$0] }
         #expect(finished == expected)
         for (i, id) in ids.enumerated() {
@@ -259,14 +265,7 @@ struct TestRandom: RandomNumberGenerator {
         engine.runUntilIdle { _ in }
         let prompts = [(0..<20).map { 42 + $0 % 7 }, Array(first[0..<8]) + [43, 44, 45], Array(first[0..<16]) + [46, 47, 48]]
         let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 3))) }
-        var finished: [RequestID] = []
-        var outputs: [RequestID: [Int]] = [:]
-        engine.runUntilIdle { batch in
-            for output in batch {
-                outputs[output.id, default: []] += output.tokens.map(\.id)
-                if output.isFinal { finished.append(output.id) }
-            }
-        }
+        let (finished, outputs) = runCollecting(engine)
         #expect(finished == (policy == .lpm ? [ids[2], ids[1], ids[0]] : ids))
         for (id, prompt) in zip(ids, prompts) {
             #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 3, maxLength: engine.maxSequenceLength, eos: nil))

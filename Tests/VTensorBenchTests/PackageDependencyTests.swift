@@ -10,9 +10,6 @@ import Testing
 /// product comes to include (today VTensor and GPU; Kernels, Runtime and CQuant are in none, so
 /// a second test checks that no target uses unsafeFlags at all).
 @Suite struct PackageDependencyTests {
-    /// Targets allowed to use unsafeFlags: none. A target joins this list only by a decision.
-    static let stillUsingUnsafeFlags: Set<String> = []
-
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
     /// The manifest of the package in `directory` as JSON (`swift package dump-package`).
@@ -52,7 +49,7 @@ import Testing
         String((try? String(contentsOf: log, encoding: .utf8))?.suffix(2000) ?? "")
     }
 
-    @Test func noOtherTargetUsesUnsafeFlags() throws {
+    @Test func noTargetUsesUnsafeFlags() throws {
         let temp = FileManager.default.temporaryDirectory.appendingPathComponent("vtensor-manifest-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: temp, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: temp) }
@@ -63,10 +60,7 @@ import Testing
             let usesUnsafe = settings.contains { ($0["kind"] as? [String: Any])?["unsafeFlags"] != nil }
             return usesUnsafe ? target["name"] as? String : nil
         })
-        #expect(unsafe.subtracting(Self.stillUsingUnsafeFlags).isEmpty,
-                "unsafeFlags in \(unsafe.subtracting(Self.stillUsingUnsafeFlags).sorted()): SwiftPM refuses them in a versioned dependency")
-        #expect(Self.stillUsingUnsafeFlags.subtracting(unsafe).isEmpty,
-                "\(Self.stillUsingUnsafeFlags.subtracting(unsafe).sorted()) no longer use unsafeFlags: take them off stillUsingUnsafeFlags")
+        #expect(unsafe.isEmpty, "unsafeFlags in \(unsafe.sorted()): SwiftPM refuses them in a versioned dependency")
     }
 
     @Test func buildsAsAVersionedDependency() throws {
