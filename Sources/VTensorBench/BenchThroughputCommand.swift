@@ -167,6 +167,11 @@ struct BenchThroughputCommand: ParsableCommand {
         /// multi-turn: time to first token (p50) of first rounds, and of later rounds.
         var firstTokenP50FirstRoundSeconds: Double?
         var firstTokenP50LaterRoundsSeconds: Double?
+        /// multi-turn: per round (first to last), time to first token p50 and mean, and time in
+        /// the queue (arrival to its first step) p50.
+        var firstTokenP50ByRoundSeconds: [Double]?
+        var firstTokenMeanByRoundSeconds: [Double]?
+        var queueP50ByRoundSeconds: [Double]?
         var statistics: EngineStatistics
     }
 
@@ -243,7 +248,7 @@ struct BenchThroughputCommand: ParsableCommand {
         for request in requests { try engine.add(request) }
         try conversations?.start(engine)
         var answers: [RequestID: [Int]] = [:]
-        var firstTokenByRound: [(round: Int, seconds: Double)] = []
+        var firstTokenByRound: [(round: Int, seconds: Double, queue: Double)] = []
         var stepMs: [Double] = [], decodeStepMs: [Double] = [], rows: [Int] = []
         var finished = 0, failures: [String] = []
         var timings: [RequestTiming] = []
@@ -263,7 +268,9 @@ struct BenchThroughputCommand: ParsableCommand {
                 if let timing = output.timing { timings.append(timing) }
                 if let error = output.error { failures.append(error) }
                 if let conversations {
-                    if let round = conversations.roundOf[output.id], let first = output.timing?.firstToken { firstTokenByRound.append((round, first)) }
+                    if let round = conversations.roundOf[output.id], let timing = output.timing, let first = timing.firstToken {
+                        firstTokenByRound.append((round, first, timing.queue))
+                    }
                     try conversations.finished(output.id, answer: answers.removeValue(forKey: output.id) ?? [], engine: engine)
                 }
             }
@@ -336,6 +343,12 @@ struct BenchThroughputCommand: ParsableCommand {
             prefixCacheHitRate: stats.prefixHitRate,
             firstTokenP50FirstRoundSeconds: conversations.map { _ in percentile(firstTokenByRound.filter { $0.round == 0 }.map(\.seconds), 0.5) },
             firstTokenP50LaterRoundsSeconds: conversations.map { _ in percentile(firstTokenByRound.filter { $0.round > 0 }.map(\.seconds), 0.5) },
+            firstTokenP50ByRoundSeconds: conversations.map { c in (0..<c.rounds).map { r in percentile(firstTokenByRound.filter { $0.round == r }.map(\.seconds), 0.5) } },
+            firstTokenMeanByRoundSeconds: conversations.map { c in (0..<c.rounds).map { r in
+                let values = firstTokenByRound.filter { $0.round == r }.map(\.seconds)
+                return values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
+            } },
+            queueP50ByRoundSeconds: conversations.map { c in (0..<c.rounds).map { r in percentile(firstTokenByRound.filter { $0.round == r }.map(\.queue), 0.5) } },
             statistics: stats)
         var table = Table(title: "offline throughput", header: ["metric", "value"])
         table.add(["requests", "\(numPrompts) (\(finished) finished) in \(fixed(seconds, 2)) s: \(fixed(report.requestsPerSecond, 2)) req/s"])
@@ -367,6 +380,11 @@ struct BenchThroughputCommand: ParsableCommand {
         table.add(["preemptions", "\(stats.preemptions) (\(stats.recomputedTokens) tokens recomputed)"])
         if let first = report.firstTokenP50FirstRoundSeconds, let later = report.firstTokenP50LaterRoundsSeconds {
             table.add(["multi-turn first token", "p50 \(fixed(first * 1000, 1)) ms in first rounds, \(fixed(later * 1000, 1)) ms in later rounds"])
+            if let p50 = report.firstTokenP50ByRoundSeconds, let mean = report.firstTokenMeanByRoundSeconds, let queue = report.queueP50ByRoundSeconds {
+                table.add(["first token by round", zip(zip(p50, mean), queue).enumerated().map { r, v in
+                    "\(r + 1): p50 \(fixed(v.0.0 * 1000, 0)), mean \(fixed(v.0.1 * 1000, 0)), queue p50 \(fixed(v.1 * 1000, 0)) ms"
+                }.joined(separator: "; ")])
+            }
         }
         table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (hit rate \(fixed(stats.prefixHitRate * 100, 1))%); "
                    + "\(stats.prefixKeptChunks) chunks kept, \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"])

@@ -122,13 +122,22 @@ import Testing
             // Two requests share the first 2.5 chunks; one stops inside the third.
             let shared = 2 * perChunk + perChunk / 2
             let prefix = (0..<3).map { (holder: 50, chunk: $0) }
+            let mappingsBefore = host.census().mappings
             try cache.addRequest(2, aliasing: prefix, tokens: shared)
             try cache.addRequest(3, aliasing: Array(prefix.prefix(2)), tokens: 2 * perChunk)
-            #expect(memory.accounting.inUse == holderChunks)  // no copy yet
+            // Full chunks are recorded as aliases, not mapped: no driver call, no new chunk. Request
+            // 2's third chunk, which it shares only in part, is its own copy from the start.
+            let ranges = cache.layout.rangesPerRequest
+            #expect(memory.accounting.inUse == holderChunks + ranges)
+            #expect(memory.accounting.pendingAliases == 4 * ranges)
+            #expect(host.census().mappings == mappingsBefore + ranges)
+            #expect(memory.audit { backendAgrees($0, host) } == [])
+            // The first growth maps the aliases.
+            try cache.reserve(2, tokens: shared + 1)
+            #expect(memory.accounting.pendingAliases == 2 * ranges)
             let two = try cache.view(2, layer: 1, component: .key)
             for t in 0..<shared { #expect(load(two.address(token: t, head: 1)) == UInt32(t + 1)) }
-            // Request 2 writes inside the shared third chunk: it gets its own copy first.
-            try cache.reserve(2, tokens: shared + 1)
+            // Request 2 writes inside the third chunk: the holder's copy is untouched.
             try cache.setLength(2, shared + 1)
             store(999, at: two.address(token: shared, head: 1))
             #expect(load(view.address(token: shared, head: 1)) == UInt32(shared + 1))
@@ -136,6 +145,12 @@ import Testing
             // The holder gives back its third chunk; request 3 still reads chunks 0-1 through its own mappings.
             try cache.releaseHolderChunks(50, chunks: [2])
             try cache.free(2)
+            // Request 3's aliases are still pending: the holder gives back chunk 0 first, the
+            // reference the pending alias took keeps its data alive until request 3 maps it.
+            try cache.releaseHolderChunks(50, chunks: [0])
+            try memory.drain()
+            try cache.reserve(3, tokens: 2 * perChunk)
+            #expect(memory.accounting.pendingAliases == 0)
             let three = try cache.view(3, layer: 1, component: .key)
             for t in 0..<(2 * perChunk) { #expect(load(three.address(token: t, head: 1)) == UInt32(t + 1)) }
             #expect(throws: VTensorError.self) { try cache.addRequest(4, aliasing: [(holder: 50, chunk: 1)], tokens: 1) }

@@ -211,6 +211,9 @@ public final class KVCache: @unchecked Sendable {
                 throw VTensorError.invalidSize("cannot keep \(tokens) tokens of request \(id), which holds \(entry.length)")
             }
             let keep = layout.chunks(forTokens: tokens)
+            // A holder's kept chunks are mapped (readable, and the copy source of later boundary
+            // chunks): aliases still pending (a request that left before its first step) map now.
+            try memory.grow(entry.tensors.map { ($0, keep) })
             // Sealed first: growth the mapper still has queued for the request must not land here.
             for tensor in entry.tensors {
                 try memory.seal(tensor)
@@ -226,7 +229,7 @@ public final class KVCache: @unchecked Sendable {
         try lock.withLock {
             guard let tensors = holders[holder] else { throw VTensorError.unknownRequest(holder) }
             for tensor in tensors {
-                for index in chunks where memory.inspect({ $0.isMapped(tensor, chunk: index) }) {
+                for index in chunks where memory.inspect({ $0.isHeld(tensor, chunk: index) }) {
                     try memory.unmap(tensor, chunk: index)
                 }
             }
@@ -256,9 +259,13 @@ public final class KVCache: @unchecked Sendable {
 
     /// A new request whose first `tokens` tokens are already in holders' chunks: chunk i of
     /// every range aliases `prefix[i]` (a holder and its chunk i: a prefix sits at the same
-    /// positions in every sequence), with no copy. `tokens` may end inside the last aliased
-    /// chunk: the request's first write there gets it a private copy (`prepareGrowth`). All or
-    /// nothing: on failure the request does not exist and nothing leaks.
+    /// positions in every sequence), with no copy. The aliases are recorded, not mapped: the
+    /// request's first growth maps them (on the mapper thread, for the engine), so admitting a
+    /// long cached conversation costs the engine thread no driver call per chunk. When `tokens`
+    /// ends inside the last chunk, that chunk is the request's own from the start: a fresh chunk
+    /// with the holder's first tokens copied in, in stream order (no wait for the device), since
+    /// the request's first write lands there. All or nothing: on failure the request does not
+    /// exist and nothing leaks.
     public func addRequest(_ id: Int, aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) throws {
         try lock.withLock {
             guard entries[id] == nil else { throw VTensorError.duplicateRequest(id) }
@@ -272,10 +279,23 @@ public final class KVCache: @unchecked Sendable {
             }
             let tensors = try makeTensorsLocked()
             do {
-                for (i, source) in sources.enumerated() {
-                    for (mine, theirs) in zip(tensors, source) { try memory.alias(mine, chunk: i, from: theirs, chunk: i) }
+                let partial = tokens % layout.tokensPerChunk
+                // The boundary chunk is copied when its holder maps it (always, but for a holder
+                // whose own aliases were still pending: that one stays an alias, copied on write).
+                let copied = partial > 0 && zip(tensors, sources[prefix.count - 1]).allSatisfy { _, theirs in
+                    memory.isMapped(theirs, chunk: prefix.count - 1)
                 }
-                if guardTokens > 0 { try memory.grow(tensors.map { ($0, layout.chunks(forTokens: tokens + guardTokens)) }) }
+                let aliased = copied ? prefix.count - 1 : prefix.count
+                try memory.aliasOnGrow((0..<aliased).flatMap { i in
+                    zip(tensors, sources[i]).map { mine, theirs in (mine, i, theirs, i) }
+                })
+                if copied {
+                    let last = prefix.count - 1
+                    for (mine, theirs) in zip(tensors, sources[last]) {
+                        try memory.map(mine, chunk: last)
+                        try memory.copyChunk(from: theirs, chunk: last, to: mine, chunk: last, bytes: layout.boundaryCopyBytes(tokens: partial))
+                    }
+                }
             } catch {
                 for tensor in tensors { try? memory.free(tensor) }
                 throw error

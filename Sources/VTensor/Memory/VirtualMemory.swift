@@ -13,6 +13,8 @@ public struct MemoryAccounting: Equatable, Sendable, Codable {
     public var inUse: Int
     /// Mappings in all: aliases count once per address.
     public var mappings: Int
+    /// Aliases recorded but not mapped yet (`aliasOnGrow`): each holds its chunk, maps nothing.
+    public var pendingAliases: Int
     /// Chunks mapped at two or more addresses.
     public var shared: Int
     /// Mappings waiting for a fence before the physical unmap.
@@ -45,6 +47,8 @@ public final class VirtualMemory: @unchecked Sendable {
     private var retiring = RetireQueue()
     private var nextTensorID = 1
     private var scratch: VirtualTensor?
+    /// Slots in the `.pendingAlias` state, over all tensors.
+    private var pendingAliases = 0
 
     /// - Parameters:
     ///   - budget: the cap on physical memory held.
@@ -125,32 +129,46 @@ public final class VirtualMemory: @unchecked Sendable {
     /// `index` too: zero-copy sharing. The chunk lives until no tensor maps it.
     public func alias(_ tensor: VirtualTensor, chunk index: Int, from source: VirtualTensor, chunk sourceIndex: Int) throws {
         try lock.withLock {
-            try checkLive(tensor, index)
-            try checkLive(source, sourceIndex)
-            guard case .mapped(let chunk) = source.slots[sourceIndex] else {
-                throw VTensorError.notMapped(tensor: source.id, chunk: sourceIndex)
-            }
-            try settleLocked(tensor, index)
-            guard tensor.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: tensor.id, chunk: index) }
-            let address = tensor.address(ofChunk: index)
-            do {
-                try backend.map(chunk, at: address)
-            } catch { throw VTensorError.from(error) }
-            do {
-                try backend.setAccess(at: address, bytes: chunkSize)
-            } catch {
-                try? backend.unmap(at: address)
-                throw VTensorError.from(error)
-            }
-            tensor.slots[index] = .mapped(chunk)
+            let chunk = try aliasSourceLocked(tensor, index, source, sourceIndex)
+            try mapChunkLocked(chunk, tensor, index)
             pool.addReference(chunk)
         }
     }
 
-    /// Unmaps chunk `index` once in-flight device work is done with it.
+    /// Records that `tensor`'s chunk `index` is to alias the physical chunk behind `source`'s
+    /// chunk `sourceIndex` (mapped there, or itself a pending alias), without a driver call: the
+    /// slot takes a reference on the chunk now (it stays alive whatever `source` does next) and
+    /// the next grow over the slot maps it (on the mapper thread, for the engine's growth jobs).
+    /// The address holds nothing readable until then.
+    public func aliasOnGrow(_ tensor: VirtualTensor, chunk index: Int, from source: VirtualTensor, chunk sourceIndex: Int) throws {
+        try aliasOnGrow([(tensor, index, source, sourceIndex)])
+    }
+
+    /// `aliasOnGrow` for many slots under one hold of the lock. All or nothing.
+    public func aliasOnGrow(_ places: [(tensor: VirtualTensor, index: Int, source: VirtualTensor, sourceIndex: Int)]) throws {
+        try lock.withLock {
+            var done = 0
+            do {
+                for (tensor, index, source, sourceIndex) in places {
+                    let chunk = try aliasSourceLocked(tensor, index, source, sourceIndex)
+                    tensor.slots[index] = .pendingAlias(chunk)
+                    pool.addReference(chunk)
+                    pendingAliases += 1
+                    done += 1
+                }
+            } catch {
+                for (tensor, index, _, _) in places.prefix(done) { dropPendingLocked(tensor, indices: [index]) }
+                throw error
+            }
+        }
+    }
+
+    /// Unmaps chunk `index` once in-flight device work is done with it (a pending alias is
+    /// simply dropped: nothing was mapped).
     public func unmap(_ tensor: VirtualTensor, chunk index: Int) throws {
         try lock.withLock {
             try checkLive(tensor, index)
+            if case .pendingAlias = tensor.slots[index] { return dropPendingLocked(tensor, indices: [index]) }
             guard case .mapped = tensor.slots[index] else { throw VTensorError.notMapped(tensor: tensor.id, chunk: index) }
             try retireLocked(tensor, indices: [index])
         }
@@ -189,30 +207,43 @@ public final class VirtualMemory: @unchecked Sendable {
     /// marked pending) was tried and measured slower on H100 (docs/perf.md): the engine's
     /// bookkeeping takes the lock a few times per step (`inspect`), so it rarely waits.
     public func mapHoles(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, onChunkMapped: ((UInt64) -> Void)? = nil) throws {
-        var mapped: [(VirtualTensor, Int)] = []
+        // What this call mapped, and whether the slot was a pending alias (put back as one on failure).
+        var mapped: [(tensor: VirtualTensor, index: Int, wasPending: Bool)] = []
         do {
             for (tensor, index) in holes {
                 let start = onChunkMapped == nil ? 0 : monotonicNanos()
-                let didMap = try lock.withLock { () throws -> Bool in
+                let outcome = try lock.withLock { () throws -> Bool? in
                     guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
-                    if tensor.isSealed { return false }
-                    if case .mapped = tensor.slots[index] { return false }
-                    try mapFreshLocked(tensor, index)
-                    return true
+                    if tensor.isSealed { return nil }
+                    switch tensor.slots[index] {
+                    case .mapped: return nil
+                    case .pendingAlias(let chunk):
+                        try mapChunkLocked(chunk, tensor, index)
+                        pendingAliases -= 1
+                        return true
+                    case .empty, .retiring:
+                        try mapFreshLocked(tensor, index)
+                        return false
+                    }
                 }
-                if didMap {
-                    mapped.append((tensor, index))
+                if let wasPending = outcome {
+                    mapped.append((tensor, index, wasPending))
                     onChunkMapped?(monotonicNanos() - start)
                 }
             }
         } catch {
             lock.withLock {
-                for (tensor, index) in mapped.reversed() where !tensor.isFreed {
+                for (tensor, index, wasPending) in mapped.reversed() where !tensor.isFreed {
                     guard case .mapped(let chunk) = tensor.slots[index] else { continue }
                     // Never handed to a kernel: safe to unmap without a fence.
                     try? backend.unmap(at: tensor.address(ofChunk: index))
-                    tensor.slots[index] = .empty
-                    pool.dropReference(chunk)
+                    if wasPending {
+                        tensor.slots[index] = .pendingAlias(chunk)
+                        pendingAliases += 1
+                    } else {
+                        tensor.slots[index] = .empty
+                        pool.dropReference(chunk)
+                    }
                 }
             }
             throw error
@@ -236,6 +267,7 @@ public final class VirtualMemory: @unchecked Sendable {
     public func shrink(_ tensor: VirtualTensor, toChunks chunks: Int) throws {
         try lock.withLock {
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+            dropPendingLocked(tensor, indices: max(0, chunks)..<tensor.chunkCount)
             let indices = (max(0, chunks)..<tensor.chunkCount).filter {
                 if case .mapped = tensor.slots[$0] { return true } else { return false }
             }
@@ -248,6 +280,7 @@ public final class VirtualMemory: @unchecked Sendable {
     public func free(_ tensor: VirtualTensor) throws {
         try lock.withLock {
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+            dropPendingLocked(tensor, indices: 0..<tensor.chunkCount)
             let indices = (0..<tensor.chunkCount).filter {
                 if case .mapped = tensor.slots[$0] { return true } else { return false }
             }
@@ -258,10 +291,19 @@ public final class VirtualMemory: @unchecked Sendable {
     }
 
     /// Gives chunk `index` of `tensor` a private copy if it is shared (copy-on-write before a
-    /// write). Waits for in-flight device work, since the shared mapping is replaced in place.
+    /// write). Waits for in-flight device work, since the shared mapping is replaced in place. A
+    /// shared pending alias is mapped first (the copy's source); one held by this slot alone
+    /// stays pending.
     public func makePrivate(_ tensor: VirtualTensor, chunk index: Int) throws {
         try lock.withLock {
             try checkLive(tensor, index)
+            if case .pendingAlias(let chunk) = tensor.slots[index] {
+                // Held by this slot alone: mapping it later gives the tensor a private chunk already.
+                guard pool.referenceCount(chunk) > 1 else { return }
+                // Shared: map the alias now, so the copy below reads it from here.
+                try mapChunkLocked(chunk, tensor, index)
+                pendingAliases -= 1
+            }
             guard case .mapped(let shared) = tensor.slots[index] else {
                 throw VTensorError.notMapped(tensor: tensor.id, chunk: index)
             }
@@ -353,9 +395,13 @@ public final class VirtualMemory: @unchecked Sendable {
             tensor.slots.reduce(0) { if case .mapped = $1 { return $0 + 1 } else { return $0 } }
         }
 
-        /// Number of mappings of the chunk behind `tensor`'s chunk `index` (0 when unmapped).
+        /// Whether slot `index` holds a chunk for data: mapped, or a pending alias.
+        public func isHeld(_ tensor: VirtualTensor, chunk index: Int) -> Bool { tensor.slots[index].heldChunk != nil }
+
+        /// Number of holders of the chunk behind `tensor`'s chunk `index`, pending aliases
+        /// included (0 when the slot holds none).
         public func shareCount(_ tensor: VirtualTensor, chunk index: Int) -> Int {
-            guard case .mapped(let c) = tensor.slots[index] else { return 0 }
+            guard let c = tensor.slots[index].heldChunk else { return 0 }
             return memory.pool.referenceCount(c)
         }
     }
@@ -372,12 +418,12 @@ public final class VirtualMemory: @unchecked Sendable {
     public var accounting: MemoryAccounting { lock.withLock { accountingLocked() } }
 
     private func accountingLocked() -> MemoryAccounting {
-        let mappings = pool.references.values.reduce(0, +)
+        let mappings = pool.references.values.reduce(0, +) - pendingAliases
         return MemoryAccounting(
             chunkSize: chunkSize, budgetChunks: pool.budgetChunks,
             lowWatermark: pool.lowWatermark, highWatermark: pool.highWatermark,
             created: pool.created, peakCreated: pool.peakCreated, inReserve: pool.reserve.count,
-            inUse: pool.inUse, mappings: mappings,
+            inUse: pool.inUse, mappings: mappings, pendingAliases: pendingAliases,
             shared: pool.references.values.filter { $0 > 1 }.count,
             retiring: retiring.count,
             liveTensors: tensors.values.filter { !$0.isFreed }.count,
@@ -414,6 +460,8 @@ public final class VirtualMemory: @unchecked Sendable {
             if pool.created > pool.budgetChunks { problems.append("created \(pool.created) exceeds the budget \(pool.budgetChunks)") }
             let retiringCount = all.reduce(0) { $0 + $1.slots.filter { if case .retiring = $0 { return true } else { return false } }.count }
             if retiringCount != retiring.count { problems.append("retire queue holds \(retiring.count) entries, tensors \(retiringCount)") }
+            let pendingCount = all.reduce(0) { $0 + $1.slots.filter { if case .pendingAlias = $0 { return true } else { return false } }.count }
+            if pendingCount != pendingAliases { problems.append("\(pendingAliases) pending aliases counted, tensors hold \(pendingCount)") }
             return problems
         }
     }
@@ -478,6 +526,44 @@ public final class VirtualMemory: @unchecked Sendable {
         guard case .retiring(_, let fence) = tensor.slots[index] else { return }
         do { try backend.wait(fence) } catch { throw VTensorError.from(error) }
         _ = try reclaimLocked(waitForOldest: false)
+    }
+
+    /// The chunk `tensor`'s empty slot `index` can alias from `source`'s slot `sourceIndex`.
+    private func aliasSourceLocked(_ tensor: VirtualTensor, _ index: Int, _ source: VirtualTensor, _ sourceIndex: Int) throws -> PhysicalChunk {
+        try checkLive(tensor, index)
+        try checkLive(source, sourceIndex)
+        guard let chunk = source.slots[sourceIndex].heldChunk else {
+            throw VTensorError.notMapped(tensor: source.id, chunk: sourceIndex)
+        }
+        try settleLocked(tensor, index)
+        guard tensor.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: tensor.id, chunk: index) }
+        return chunk
+    }
+
+    /// Maps an existing chunk at slot `index` (map + access) and marks the slot mapped; the
+    /// caller keeps the reference count right.
+    private func mapChunkLocked(_ chunk: PhysicalChunk, _ tensor: VirtualTensor, _ index: Int) throws {
+        let address = tensor.address(ofChunk: index)
+        do {
+            try backend.map(chunk, at: address)
+        } catch { throw VTensorError.from(error) }
+        do {
+            try backend.setAccess(at: address, bytes: chunkSize)
+        } catch {
+            try? backend.unmap(at: address)
+            throw VTensorError.from(error)
+        }
+        tensor.slots[index] = .mapped(chunk)
+    }
+
+    /// Drops the pending aliases among `indices`: their references go, nothing was mapped.
+    private func dropPendingLocked(_ tensor: VirtualTensor, indices: some Sequence<Int>) {
+        for index in indices {
+            guard case .pendingAlias(let chunk) = tensor.slots[index] else { continue }
+            tensor.slots[index] = .empty
+            pool.dropReference(chunk)
+            pendingAliases -= 1
+        }
     }
 
     private func mapFreshLocked(_ tensor: VirtualTensor, _ index: Int) throws {
@@ -588,7 +674,11 @@ public final class VirtualMemory: @unchecked Sendable {
     private func releaseAllLocked(_ tensor: VirtualTensor) {
         for index in 0..<tensor.chunkCount {
             guard let chunk = tensor.slots[index].chunk else { continue }
-            try? backend.unmap(at: tensor.address(ofChunk: index))
+            if case .pendingAlias = tensor.slots[index] {
+                pendingAliases -= 1
+            } else {
+                try? backend.unmap(at: tensor.address(ofChunk: index))
+            }
             tensor.slots[index] = .empty
             pool.dropReference(chunk)
         }

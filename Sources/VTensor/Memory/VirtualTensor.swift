@@ -20,11 +20,23 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
         case mapped(PhysicalChunk)
         /// Logically unmapped; physically unmapped once `fence` completes.
         case retiring(PhysicalChunk, Fence)
+        /// An alias recorded but not mapped yet: the slot holds a reference on `chunk` (so the
+        /// chunk outlives whoever else maps it) and the next grow over the slot maps it here, on
+        /// the mapper thread, instead of a fresh chunk. Nothing can read the address before then.
+        case pendingAlias(PhysicalChunk)
 
         var chunk: PhysicalChunk? {
             switch self {
             case .empty: return nil
-            case .mapped(let chunk), .retiring(let chunk, _): return chunk
+            case .mapped(let chunk), .retiring(let chunk, _), .pendingAlias(let chunk): return chunk
+            }
+        }
+
+        /// The chunk this slot holds for data, mapped or about to be (not one retiring).
+        var heldChunk: PhysicalChunk? {
+            switch self {
+            case .mapped(let chunk), .pendingAlias(let chunk): return chunk
+            case .empty, .retiring: return nil
             }
         }
     }
