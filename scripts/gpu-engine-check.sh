@@ -275,7 +275,7 @@ for name in names:
     if r.get("firstTokenP50ByRoundSeconds"):
         rounds = " ".join(f"{a*1000:.0f}/{b*1000:.0f}({q*1000:.0f})" for a, b, q in zip(r["firstTokenP50ByRoundSeconds"], r["firstTokenMeanByRoundSeconds"], r["queueP50ByRoundSeconds"]))
     print(f"{name:24} {r['steps']:6d} {r['stepMeanMs']:8.2f} {r.get('gpuIdleGapMsPerStep') or 0:10.3f} {100*(r.get('gpuBusyShare') or 0):9.1f} {r['engineHostMsPerStep']:7.3f}  "
-          f"{st['blockedMappingWaits']}/{st['mappingWaits']} ({r['mappingWaitMsTotal']:.0f})   {rounds}")
+          f"{st['blockedMappingWaits']}/{st['mappingWaits']} ({r['mappingWaitMsTotal']:.0f})  takeovers {r.get('prefixTakeovers') or 0}  {rounds}")
 PY
   fi
   if [ "$quick" = pipeline ]; then

@@ -82,11 +82,14 @@ final class PrefixCache {
 
     /// A request leaves (finished, aborted, preempted): its KV's first `tokens` tokens go into
     /// the tree (chunks the tree lacks are kept, the others given back) and its pins are
-    /// released. `tokens` 0 (a failed step: its K/V may be half written) frees everything.
+    /// released. The nodes it matched whose chunks it still holds itself move to it, so a
+    /// conversation's chunks gather in its latest holder (which the next round can take over
+    /// whole). `tokens` 0 (a failed step: its K/V may be half written) frees everything.
     /// Returns the chunks (ledger units) the tree kept.
     @discardableResult
     func retire(_ sequence: EngineSequence, tokens: Int, ledger: inout KVLedger) -> Int {
-        if let match = pins.removeValue(forKey: sequence.id) { tree.release(match) }
+        let pinned = pins.removeValue(forKey: sequence.id)
+        if let pinned { tree.release(pinned) }
         ledger.release(sequence.id)
         guard sequence.hasKV else { return 0 }
         sequence.hasKV = false
@@ -96,22 +99,44 @@ final class PrefixCache {
         }
         let holder = nextHolder
         nextHolder += 1
-        let insertion = tree.insert(Array(sequence.tokens.prefix(tokens)), salt: sequence.salt, holder: holder)
         do {
             try cache.detach(sequence.id, tokens: tokens, asHolder: holder)
-            if insertion.kept.isEmpty {
+        } catch {
+            preconditionFailure("prefix cache: keeping request \(sequence.id)'s KV failed: \(error)")
+        }
+        var relocating: Set<Int> = []
+        if let pinned {
+            for node in pinned.nodes {
+                if let location = tree.location(of: node), cache.holdSameChunk(holder, location.holder, chunk: location.chunk) {
+                    relocating.insert(node)
+                }
+            }
+        }
+        let insertion = tree.insert(Array(sequence.tokens.prefix(tokens)), salt: sequence.salt, holder: holder, relocating: relocating)
+        do {
+            if insertion.kept.isEmpty && insertion.relocated.isEmpty {
                 try cache.freeHolder(holder)
             } else if !insertion.unneeded.isEmpty {
                 try cache.releaseHolderChunks(holder, chunks: insertion.unneeded)
             }
+            giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
         } catch {
-            // The cache refused (it should not): drop what the tree just took from this holder.
             preconditionFailure("prefix cache: keeping request \(sequence.id)'s KV failed: \(error)")
         }
+        ledger.uncache(insertion.removed * unitsPerNode)
         let kept = insertion.kept.count * unitsPerNode
         ledger.cache(kept)
         keptUnits += kept
         return kept
+    }
+
+    /// Gives back the chunks at `locations` and frees `emptyHolders` (they keep nothing now).
+    private func giveBack(_ locations: [PrefixTree.Location], emptyHolders: [Int]) {
+        var byHolder: [Int: [Int]] = [:]
+        for location in locations { byHolder[location.holder, default: []].append(location.chunk) }
+        let empty = Set(emptyHolders)
+        for (holder, chunks) in byHolder where !empty.contains(holder) { try? cache.releaseHolderChunks(holder, chunks: chunks) }
+        for holder in empty { try? cache.freeHolder(holder) }
     }
 
     /// Gives back at least `units` units (whole nodes), least recently used unreferenced leaves
@@ -121,11 +146,7 @@ final class PrefixCache {
         guard units > 0 else { return 0 }
         let nodes = (units + unitsPerNode - 1) / unitsPerNode
         let out = tree.evict(nodes)
-        var byHolder: [Int: [Int]] = [:]
-        for location in out.locations { byHolder[location.holder, default: []].append(location.chunk) }
-        let empty = Set(out.emptyHolders)
-        for (holder, chunks) in byHolder where !empty.contains(holder) { try? cache.releaseHolderChunks(holder, chunks: chunks) }
-        for holder in empty { try? cache.freeHolder(holder) }
+        giveBack(out.locations, emptyHolders: out.emptyHolders)
         let freed = out.locations.count * unitsPerNode
         ledger.uncache(freed)
         evictedUnits += freed

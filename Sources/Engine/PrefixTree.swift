@@ -35,14 +35,23 @@ struct PrefixTree {
     struct Insertion: Equatable {
         /// Chunk indices of the holder the tree now keeps (new nodes).
         var kept: [Int] = []
+        /// Chunk indices of the holder that existing nodes moved to (`relocating`).
+        var relocated: [Int] = []
         /// Chunk indices of the holder the tree does not need (blocks it already had): unmap them.
         var unneeded: [Int] = []
+        /// Where moved nodes lived before, and where nodes the insertion made redundant lived (a
+        /// partial leaf that a new full block of the same tokens supersedes): give those back.
+        var displaced: [Location] = []
+        /// Nodes the insertion removed (the superseded partial leaves).
+        var removed = 0
+        /// Holders left with no node: free them.
+        var emptyHolders: [Int] = []
     }
 
     private final class Node {
         let id: Int
         let block: [Int]
-        let location: Location
+        var location: Location
         weak var parent: Node?
         var children: [[Int]: Node] = [:]
         var references = 0
@@ -152,9 +161,13 @@ struct PrefixTree {
 
     /// Adds the K/V of a sequence that leaves (finished, aborted or preempted): its first
     /// `tokens.count` tokens live in chunks `0...` of `holder`. Blocks the tree lacks become
-    /// nodes kept at the holder's chunks; blocks it has already are the holder's to give back.
-    /// A partial last block is kept as a partial leaf unless a sibling already covers it.
-    mutating func insert(_ tokens: [Int], salt: String = "", holder: Int) -> Insertion {
+    /// nodes kept at the holder's chunks; blocks it has already are the holder's to give back,
+    /// except nodes in `relocating` (the caller knows the holder holds the very same chunk),
+    /// which move to the holder, so a conversation's chunks gather in its latest holder and
+    /// the next round can take that one over whole. A partial last block is kept as a partial
+    /// leaf unless a sibling already covers it; a full block supersedes an unreferenced partial
+    /// leaf sibling that it extends.
+    mutating func insert(_ tokens: [Int], salt: String = "", holder: Int, relocating: Set<Int> = []) -> Insertion {
         clock += 1
         var result = Insertion()
         var node = root(salt)
@@ -164,7 +177,15 @@ struct PrefixTree {
             let end = min(start + tokensPerBlock, tokens.count)
             let block = Array(tokens[start..<end])
             if let child = node.children[block] {
-                result.unneeded.append(chunk)
+                if relocating.contains(child.id) {
+                    result.displaced.append(child.location)
+                    countOut(child.location.holder, emptyHolders: &result.emptyHolders)
+                    child.location = Location(holder: holder, chunk: chunk)
+                    nodesPerHolder[holder, default: 0] += 1
+                    result.relocated.append(chunk)
+                } else {
+                    result.unneeded.append(chunk)
+                }
                 child.lastUse = clock
                 if child.references == 0 && child.children.isEmpty { candidates.push((clock, child.id)) }
                 node = child
@@ -173,6 +194,16 @@ struct PrefixTree {
                 result.unneeded.append(chunk)
                 break
             } else {
+                if block.count == tokensPerBlock,
+                   let partial = node.children.values.first(where: { $0.block.count < tokensPerBlock && $0.children.isEmpty && $0.references == 0 && block.starts(with: $0.block) }) {
+                    // The new block holds the partial leaf's tokens and more: the leaf is redundant.
+                    node.children[partial.block] = nil
+                    nodes[partial.id] = nil
+                    unreferencedCount -= 1
+                    result.displaced.append(partial.location)
+                    result.removed += 1
+                    countOut(partial.location.holder, emptyHolders: &result.emptyHolders)
+                }
                 let child = Node(id: nextID, block: block, location: Location(holder: holder, chunk: chunk), parent: node, lastUse: clock)
                 nextID += 1
                 node.children[block] = child
@@ -186,7 +217,20 @@ struct PrefixTree {
             chunk += 1
         }
         if node.children.isEmpty, node.id != 0, node.references == 0 { candidates.push((clock, node.id)) }
+        // A holder that lost its last node here but gained one back is not empty after all.
+        result.emptyHolders.removeAll { nodesPerHolder[$0] != nil }
         return result
+    }
+
+    /// One node fewer at `holder`; notes the holder when it has none left.
+    private mutating func countOut(_ holder: Int, emptyHolders: inout [Int]) {
+        let left = nodesPerHolder[holder, default: 1] - 1
+        if left == 0 {
+            nodesPerHolder[holder] = nil
+            emptyHolders.append(holder)
+        } else {
+            nodesPerHolder[holder] = left
+        }
     }
 
     /// Removes up to `count` unreferenced leaves, least recently used first (a parent becomes a
@@ -206,13 +250,7 @@ struct PrefixTree {
                 if parent.id != 0 && parent.children.isEmpty && parent.references == 0 { candidates.push((parent.lastUse, parent.id)) }
             }
             locations.append(node.location)
-            let left = nodesPerHolder[node.location.holder, default: 1] - 1
-            if left == 0 {
-                nodesPerHolder[node.location.holder] = nil
-                empty.append(node.location.holder)
-            } else {
-                nodesPerHolder[node.location.holder] = left
-            }
+            countOut(node.location.holder, emptyHolders: &empty)
         }
         return (locations, empty)
     }
@@ -242,6 +280,9 @@ struct PrefixTree {
         for (salt, root) in roots { visit(root, salt) }
         return out
     }
+
+    /// Where node `id` lives now (nodes move when `insert` relocates them), nil once it is gone.
+    func location(of id: Int) -> Location? { nodes[id]?.location }
 
     /// Every node's location, for audits.
     var allLocations: [Location] { nodes.values.map(\.location) }

@@ -172,6 +172,8 @@ struct BenchThroughputCommand: ParsableCommand {
         var firstTokenP50ByRoundSeconds: [Double]?
         var firstTokenMeanByRoundSeconds: [Double]?
         var queueP50ByRoundSeconds: [Double]?
+        /// Virtual tensors: admissions that took over a prefix-cache holder's ranges whole.
+        var prefixTakeovers: Int?
         var statistics: EngineStatistics
     }
 
@@ -349,6 +351,7 @@ struct BenchThroughputCommand: ParsableCommand {
                 return values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
             } },
             queueP50ByRoundSeconds: conversations.map { c in (0..<c.rounds).map { r in percentile(firstTokenByRound.filter { $0.round == r }.map(\.queue), 0.5) } },
+            prefixTakeovers: model.kvStorage.virtualCache?.takeovers,
             statistics: stats)
         var table = Table(title: "offline throughput", header: ["metric", "value"])
         table.add(["requests", "\(numPrompts) (\(finished) finished) in \(fixed(seconds, 2)) s: \(fixed(report.requestsPerSecond, 2)) req/s"])
@@ -387,7 +390,8 @@ struct BenchThroughputCommand: ParsableCommand {
             }
         }
         table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (hit rate \(fixed(stats.prefixHitRate * 100, 1))%); "
-                   + "\(stats.prefixKeptChunks) chunks kept, \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"])
+                   + "\(stats.prefixKeptChunks) chunks kept, \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"
+                   + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges whole" } ?? "")])
         if let mapper = engine.mapperStatistics {
             table.add(["mapper", "\(mapper.chunksMapped) chunks mapped, p50 \(fixed(Double(mapper.chunkLatencyP50) / 1000, 1)) us, p99 \(fixed(Double(mapper.chunkLatencyP99) / 1000, 1)) us a chunk"])
         }

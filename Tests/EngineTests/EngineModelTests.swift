@@ -149,6 +149,8 @@ import VTensor
         }
         // Turn 1 reads turn 0's 21 + 5 computed tokens (its last answer token was never fed back); turn 2 likewise.
         #expect(hits == [0, 26, 26 + 3 + 6])
+        // Turns 1 and 2 continued the turn before whole: each took its ranges over (no mapping).
+        #expect(model.cache.takeovers == 2)
         // Another tenant sends the same conversation: nothing shared.
         let before = engine.statistics.prefixHitTokens
         _ = try runAll(engine, [GenerationRequest(prompt: conversation, parameters: parameters, cacheSalt: "other")])

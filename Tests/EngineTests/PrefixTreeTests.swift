@@ -26,6 +26,32 @@ import VTensor
         #expect(tree.insert([0, 1, 2, 3, 4, 5], holder: 4) == .init(kept: [], unneeded: [0, 1]))
     }
 
+    /// A conversation's next round: the nodes it matched move to its own holder (which holds
+    /// the same chunks), and its full block supersedes the partial leaf of the round before.
+    @Test func relocationGathersAConversationInItsLatestHolder() {
+        var tree = PrefixTree(tokensPerBlock: 4)
+        let first = Array(0..<10)  // [0-3] [4-7] [8 9]
+        _ = tree.insert(first, holder: 1)
+        let second = first + [10, 11, 12]  // [0-3] [4-7] [8-11] [12]
+        let match = tree.lookup(second, limit: second.count - 1)
+        #expect(match.tokens == 10 && match.locations.map(\.holder) == [1, 1, 1])
+        let result = tree.insert(second, holder: 2, relocating: Set(match.nodes))
+        #expect(result.relocated == [0, 1] && result.kept == [2, 3] && result.unneeded.isEmpty)
+        #expect(result.removed == 1, "the partial leaf [8 9] is superseded by [8-11]")
+        #expect(Set(result.displaced) == [.init(holder: 1, chunk: 0), .init(holder: 1, chunk: 1), .init(holder: 1, chunk: 2)])
+        #expect(result.emptyHolders == [1])
+        #expect(tree.lookup(second + [13], limit: 13).locations.map(\.holder) == [2, 2, 2, 2])
+        #expect(tree.count == 4 && tree.audit().isEmpty)
+        // A referenced partial leaf is not superseded (a running request reads through it).
+        _ = tree.insert([50, 51], holder: 3)
+        let reader = tree.lookup([50, 51, 52], limit: 2)
+        tree.acquire(reader)
+        let longer = tree.insert([50, 51, 52, 53], holder: 4)
+        #expect(longer.removed == 0 && longer.kept == [0] && tree.count == 6)
+        tree.release(reader)
+        #expect(tree.audit().isEmpty)
+    }
+
     @Test func evictionTakesUnreferencedLeavesOldestFirst() {
         var tree = PrefixTree(tokensPerBlock: 2)
         _ = tree.insert([1, 2, 3, 4, 5, 6], holder: 1)     // chain of 3
@@ -56,6 +82,7 @@ import VTensor
         var holders: [Int: [Int: [Int]]] = [:]
         var nextHolder = 1
         var held: [PrefixTree.Match] = []
+        var relocations = 0, superseded = 0
         let stems: [[Int]] = (0..<6).map { _ in (0..<Int(rng.next() % 40)).map { _ in Int(rng.next() % 5) } }
         func randomSequence() -> [Int] {
             let stem = stems[Int(rng.next() % UInt64(stems.count))]
@@ -74,12 +101,33 @@ import VTensor
                 guard !sequence.isEmpty else { continue }
                 let holder = nextHolder
                 nextHolder += 1
-                let result = tree.insert(sequence, salt: rng.next() % 4 == 0 ? "b" : "", holder: holder)
-                // Every chunk of the sequence is kept or unneeded, once.
+                let salt = rng.next() % 4 == 0 ? "b" : ""
+                // Half the time the new holder holds the chunks it matched too (a request that
+                // aliased them): those nodes may move to it.
+                let relocating = rng.next() % 2 == 0 ? Set(tree.lookup(sequence, salt: salt, limit: sequence.count).nodes) : []
+                let result = tree.insert(sequence, salt: salt, holder: holder, relocating: relocating)
+                relocations += result.relocated.count
+                superseded += result.removed
+                // Every chunk of the sequence is kept, relocated or unneeded, once.
                 let chunks = (sequence.count + tokensPerBlock - 1) / tokensPerBlock
-                #expect(Set(result.kept).isDisjoint(with: result.unneeded) && Set(result.kept + result.unneeded).isSubset(of: Set(0..<chunks)))
+                let all = result.kept + result.relocated + result.unneeded
+                #expect(Set(all).count == all.count && Set(all).isSubset(of: Set(0..<chunks)))
+                if relocating.isEmpty { #expect(result.relocated.isEmpty) }
+                // Moved nodes and superseded partial leaves leave their old places.
+                #expect(result.displaced.count == result.relocated.count + result.removed)
+                for location in result.displaced {
+                    #expect(holders[location.holder]?[location.chunk] != nil, "displaced \(location) held nothing")
+                    holders[location.holder]?[location.chunk] = nil
+                }
+                for empty in result.emptyHolders {
+                    #expect(holders[empty]?.isEmpty ?? true, "holder \(empty) still has chunks")
+                    holders[empty] = nil
+                }
+                #expect(holders.filter { $0.value.isEmpty }.isEmpty, "a holder left with nothing was not reported")
                 var chunkTokens: [Int: [Int]] = [:]
-                for c in result.kept { chunkTokens[c] = Array(sequence[(c * tokensPerBlock)..<min(sequence.count, (c + 1) * tokensPerBlock)]) }
+                for c in result.kept + result.relocated {
+                    chunkTokens[c] = Array(sequence[(c * tokensPerBlock)..<min(sequence.count, (c + 1) * tokensPerBlock)])
+                }
                 if !chunkTokens.isEmpty { holders[holder] = chunkTokens }
             case 2:
                 let sequence = randomSequence()
@@ -120,6 +168,7 @@ import VTensor
             #expect(tree.audit().isEmpty, "\(tree.audit())")
             #expect(tree.count == holders.values.reduce(0) { $0 + $1.count })
         }
+        #expect(relocations > 0 && (superseded > 0 || tokensPerBlock == 1), "the run moved \(relocations) nodes and superseded \(superseded) leaves")
         for match in held { tree.release(match) }
         _ = tree.evict(Int.max)
         #expect(tree.count == 0 && tree.evictableCount == 0)

@@ -60,10 +60,8 @@ import Testing
                 if rng.next() % 2 == 0 { try memory.shrink(victim, toChunks: 10) }
                 try memory.free(victim)
                 _ = memory.mappedChunkCount(victim)
-                // The job may fail (tensor freed) or have finished: either is fine.
-                do { try mapper.wait(ticket) } catch let error as VTensorError {
-                    #expect(error == .tensorFreed(tensor: victim.id))
-                }
+                // The job passes the freed tensor by: growth of a tensor that is gone is moot.
+                try mapper.wait(ticket)
             }
             let problems = memory.audit { backendAgrees($0, host) }
             #expect(problems == [], "\(problems)")

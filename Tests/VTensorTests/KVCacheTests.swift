@@ -164,6 +164,72 @@ import Testing
         }
     }
 
+    /// The next round of a conversation takes over its holder's ranges: no mapping, no copy; the
+    /// holder keeps its chunks as pending aliases and never sees the new round's writes.
+    @Test func aRequestContinuingAHolderTakesItsRangeOver() throws {
+        for kind in KVLayoutKind.allCases {
+            let host = try makeHost()
+            let memory = try makeMemory(host, budgetChunks: 300)
+            let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 256)
+            let perChunk = cache.layout.tokensPerChunk, ranges = cache.layout.rangesPerRequest
+            let n = 2 * perChunk + perChunk / 2
+            try cache.addRequest(1)
+            try cache.reserve(1, tokens: n + 1)
+            try cache.setLength(1, n)
+            let first = try cache.view(1, layer: 1, component: .value)
+            for t in 0..<n { store(UInt32(t + 1), at: first.address(token: t, head: 1)) }
+            let oldTensors = try cache.tensors(of: 1)
+            try cache.detach(1, tokens: n, asHolder: 10)
+            try memory.drain()
+            let census = host.census(), inUse = memory.accounting.inUse
+            let prefix = (0..<3).map { (holder: 10, chunk: $0) }
+
+            try cache.addRequest(2, aliasing: prefix, tokens: n)
+            #expect(host.census().mappings == census.mappings && memory.accounting.inUse == inUse, "no mapping, no chunk")
+            #expect(memory.accounting.pendingAliases == 3 * ranges, "the holder keeps its chunks as pending aliases")
+            let taken = try cache.tensors(of: 2)
+            #expect(taken.map(\.base) == oldTensors.map(\.base), "the same ranges")
+            let allFreed = oldTensors.allSatisfy { $0.isFreed }
+            #expect(allFreed, "the old tensor objects are gone")
+            let stale = try memory.holes(in: oldTensors.map { ($0, $0.chunkCount) }, skippingFreed: true)
+            #expect(stale.isEmpty, "growth queued for them passes by")
+            #expect(cache.holdSameChunk(10, 10, chunk: 2))
+            // Another request shares the holder's first 2.5 chunks but one token: its boundary
+            // chunk is copied from the range that maps it (the adopter's).
+            try cache.addRequest(3, aliasing: prefix, tokens: n - 1)
+            try cache.reserve(3, tokens: n)
+            // The adopter appends in place into the shared third chunk, and grows.
+            try cache.reserve(2, tokens: n + perChunk)
+            try cache.setLength(2, n + perChunk)
+            let two = try cache.view(2, layer: 1, component: .value)
+            for t in 0..<n { #expect(load(two.address(token: t, head: 1)) == UInt32(t + 1)) }
+            for t in n..<(n + perChunk) { store(UInt32(1000 + t), at: two.address(token: t, head: 1)) }
+            try cache.setLength(3, n)
+            let three = try cache.view(3, layer: 1, component: .value)
+            for t in 0..<(n - 1) { #expect(load(three.address(token: t, head: 1)) == UInt32(t + 1)) }
+            store(7, at: three.address(token: n - 1, head: 1))
+            // The holder still reads its own tokens (its pending aliases mapped to read them).
+            let held = try cache.holderView(10, layer: 1, component: .value)
+            for t in 0..<n { #expect(load(held.address(token: t, head: 1)) == UInt32(t + 1)) }
+            #expect(load(two.address(token: n - 1, head: 1)) == UInt32(n))
+            // Truncated into the shared prefix, the adopter copies on write again.
+            try cache.truncate(2, to: n - 2)
+            try cache.reserve(2, tokens: n - 1)
+            store(99, at: two.address(token: n - 2, head: 1))
+            #expect(load(held.address(token: n - 2, head: 1)) == UInt32(n - 1))
+            #expect(memory.audit { backendAgrees($0, host) } == [])
+            try cache.detach(2, tokens: n - 2, asHolder: 11)
+            #expect(cache.holdSameChunk(11, 10, chunk: 0) && cache.holdSameChunk(11, 10, chunk: 1))
+            #expect(!cache.holdSameChunk(11, 10, chunk: 2), "the copy on write gave it its own third chunk")
+            try cache.free(3)
+            try cache.freeHolder(10)
+            try cache.freeHolder(11)
+            #expect(memory.audit { backendAgrees($0, host) } == [])
+            try memory.drain()
+            #expect(memory.accounting.inUse == 0 && memory.accounting.pendingAliases == 0)
+        }
+    }
+
     @Test func requestErrorsAreNamed() throws {
         let memory = try makeMemory(try makeHost(), budgetChunks: 64)
         let cache = try KVCache(shape: shape, layout: .perToken, memory: memory, maxTokensPerRequest: 40)

@@ -34,6 +34,12 @@ public final class KVCache: @unchecked Sendable {
     private struct Entry {
         var tensors: [VirtualTensor]
         var length: Int
+        /// A chunk the request appends into in place although a holder shares it: the request
+        /// continues that holder's whole sequence, so the holder's tokens there all come before
+        /// its writes. Nil after a truncation (writes could then land on the holder's tokens).
+        var appendChunk: Int? = nil
+        /// The holder whose range the request took over (`addRequest(_:aliasing:tokens:)`).
+        var adoptedFrom: Int? = nil
     }
 
     private let lock = ConditionLock()
@@ -41,6 +47,11 @@ public final class KVCache: @unchecked Sendable {
     /// Tensors of requests that left, kept for a prefix cache: their chunks stay mapped until
     /// the cache gives them back one by one (`releaseHolderChunks`) or all at once.
     private var holders: [Int: [VirtualTensor]] = [:]
+    /// Tokens each holder keeps.
+    private var holderTokens: [Int: Int] = [:]
+    /// Holders whose range a live request took over: holder -> request.
+    private var adopters: [Int: Int] = [:]
+    private var takeoverCount = 0
     private var padding: VirtualTensor?
 
     public init(shape: KVShape, layout kind: KVLayoutKind = .default, memory: VirtualMemory, maxTokensPerRequest: Int, guardTokens: Int = 0) throws {
@@ -115,7 +126,7 @@ public final class KVCache: @unchecked Sendable {
                 growing.flatMap { entry, chunks in
                     entry.tensors.flatMap { tensor in
                         ((entry.length / layout.tokensPerChunk)..<min(chunks, tensor.chunkCount))
-                            .filter { memory.shareCount(tensor, chunk: $0) > 1 }
+                            .filter { memory.shareCount(tensor, chunk: $0) > 1 && $0 != entry.appendChunk }
                             .map { (tensor, $0) }
                     }
                 }
@@ -161,6 +172,7 @@ public final class KVCache: @unchecked Sendable {
             let keep = layout.chunks(forTokens: n + guardTokens)
             for tensor in entry.tensors { try memory.shrink(tensor, toChunks: keep) }
             entry.length = n
+            entry.appendChunk = nil
             entries[id] = entry
         }
     }
@@ -220,7 +232,9 @@ public final class KVCache: @unchecked Sendable {
                 try memory.shrink(tensor, toChunks: keep)
             }
             entries[id] = nil
+            forgetAdoptionLocked(entry, id)
             holders[holder] = entry.tensors
+            holderTokens[holder] = tokens
         }
     }
 
@@ -240,16 +254,23 @@ public final class KVCache: @unchecked Sendable {
     public func freeHolder(_ holder: Int) throws {
         try lock.withLock {
             guard let tensors = holders.removeValue(forKey: holder) else { throw VTensorError.unknownRequest(holder) }
+            holderTokens[holder] = nil
+            adopters[holder] = nil
             for tensor in tensors { try memory.free(tensor) }
         }
     }
 
     public var holderIDs: [Int] { lock.withLock { Array(holders.keys) } }
 
+    /// Requests that took over a holder's ranges whole (`addRequest(_:aliasing:tokens:)`), in all.
+    public var takeovers: Int { lock.withLock { takeoverCount } }
+
     /// Where a holder's (layer, component) K/V lives, for checks of what a prefix cache keeps.
     public func holderView(_ holder: Int, layer: Int, component: KVComponent) throws -> KVView {
         try lock.withLock {
             guard let tensors = holders[holder] else { throw VTensorError.unknownRequest(holder) }
+            // A holder whose range a request took over keeps its chunks as pending aliases: map them to read.
+            for tensor in tensors { try memory.mapPendingAliases(tensor) }
             let place = layout.placement(layer: layer, component: component)
             return KVView(base: tensors[place.range].base + UInt64(place.offset), tokenStride: layout.tokenStride,
                           headStride: layout.headStride, blockStride: layout.chunkSize, tokensPerBlock: layout.tokensPerChunk,
@@ -259,13 +280,18 @@ public final class KVCache: @unchecked Sendable {
 
     /// A new request whose first `tokens` tokens are already in holders' chunks: chunk i of
     /// every range aliases `prefix[i]` (a holder and its chunk i: a prefix sits at the same
-    /// positions in every sequence), with no copy. The aliases are recorded, not mapped: the
-    /// request's first growth maps them (on the mapper thread, for the engine), so admitting a
-    /// long cached conversation costs the engine thread no driver call per chunk. When `tokens`
-    /// ends inside the last chunk, that chunk is the request's own from the start: a fresh chunk
-    /// with the holder's first tokens copied in, in stream order (no wait for the device), since
-    /// the request's first write lands there. All or nothing: on failure the request does not
-    /// exist and nothing leaks.
+    /// positions in every sequence), with no copy. All or nothing: on failure the request does
+    /// not exist and nothing leaks.
+    ///
+    /// - When the request continues a holder's whole sequence (every chunk from that holder,
+    ///   `tokens` all it keeps, all mapped), it takes over the holder's range with its mappings
+    ///   (no driver call at all: the next round of a conversation), appending into the last chunk
+    ///   in place; the holder keeps its chunks as pending aliases in a range of its own.
+    /// - Otherwise the aliases are recorded, not mapped: the request's first growth maps them (on
+    ///   the mapper thread, for the engine), so admission costs the engine thread no driver call
+    ///   per chunk. When `tokens` ends inside the last chunk, that chunk is the request's own from
+    ///   the start: a fresh chunk with the holder's first tokens copied in, in stream order (no
+    ///   wait for the device), since the request's first write lands there.
     public func addRequest(_ id: Int, aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) throws {
         try lock.withLock {
             guard entries[id] == nil else { throw VTensorError.duplicateRequest(id) }
@@ -277,21 +303,22 @@ public final class KVCache: @unchecked Sendable {
                 guard let tensors = holders[place.holder] else { throw VTensorError.unknownRequest(place.holder) }
                 return tensors
             }
+            if let holder = adoptableLocked(prefix, tokens: tokens) {
+                try adoptLocked(holder, by: id, chunks: prefix.count, tokens: tokens)
+                return
+            }
             let tensors = try makeTensorsLocked()
             do {
-                let partial = tokens % layout.tokensPerChunk
-                // The boundary chunk is copied when its holder maps it (always, but for a holder
+                let partial = tokens % layout.tokensPerChunk, last = prefix.count - 1
+                // The boundary chunk is copied from a range that maps it (always, but for a holder
                 // whose own aliases were still pending: that one stays an alias, copied on write).
-                let copied = partial > 0 && zip(tensors, sources[prefix.count - 1]).allSatisfy { _, theirs in
-                    memory.isMapped(theirs, chunk: prefix.count - 1)
-                }
-                let aliased = copied ? prefix.count - 1 : prefix.count
+                let copyFrom = partial > 0 ? mappedSourceLocked(holder: prefix[last].holder, chunk: last) : nil
+                let aliased = copyFrom == nil ? prefix.count : last
                 try memory.aliasOnGrow((0..<aliased).flatMap { i in
                     zip(tensors, sources[i]).map { mine, theirs in (mine, i, theirs, i) }
                 })
-                if copied {
-                    let last = prefix.count - 1
-                    for (mine, theirs) in zip(tensors, sources[last]) {
+                if let copyFrom {
+                    for (mine, theirs) in zip(tensors, copyFrom) {
                         try memory.map(mine, chunk: last)
                         try memory.copyChunk(from: theirs, chunk: last, to: mine, chunk: last, bytes: layout.boundaryCopyBytes(tokens: partial))
                     }
@@ -304,11 +331,81 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    /// Whether holders `a` and `b` hold the same physical chunk at chunk `index` of every range
+    /// (a request that aliased a cached chunk and left holds what the cache's holder holds).
+    public func holdSameChunk(_ a: Int, _ b: Int, chunk index: Int) -> Bool {
+        lock.withLock {
+            guard let first = holders[a], let second = holders[b] else { return false }
+            return memory.inspect { memory in
+                zip(first, second).allSatisfy { x, y in
+                    guard index < x.chunkCount, index < y.chunkCount, let chunk = memory.heldChunk(x, chunk: index) else { return false }
+                    return memory.heldChunk(y, chunk: index) == chunk
+                }
+            }
+        }
+    }
+
+    /// The holder a request with this prefix can take over whole, if there is one.
+    private func adoptableLocked(_ prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int? {
+        guard let holder = prefix.first?.holder, prefix.allSatisfy({ $0.holder == holder }), holderTokens[holder] == tokens,
+              adopters[holder] == nil, let tensors = holders[holder] else { return nil }
+        let whole = memory.inspect { memory in
+            tensors.allSatisfy { tensor in
+                (0..<prefix.count).allSatisfy { memory.isMapped(tensor, chunk: $0) }
+                    && (prefix.count..<tensor.chunkCount).allSatisfy { memory.heldChunk(tensor, chunk: $0) == nil }
+            }
+        }
+        return whole ? holder : nil
+    }
+
+    /// Request `id` takes over holder `holder`'s ranges (their mappings stay, no driver call);
+    /// the holder keeps its chunks as pending aliases in new ranges of its own.
+    private func adoptLocked(_ holder: Int, by id: Int, chunks: Int, tokens: Int) throws {
+        let old = holders[holder]!
+        let kept = try makeTensorsLocked()
+        do {
+            try memory.aliasOnGrow(zip(kept, old).flatMap { mine, theirs in (0..<chunks).map { (mine, $0, theirs, $0) } })
+            for tensor in kept { try memory.seal(tensor) }
+        } catch {
+            for tensor in kept { try? memory.free(tensor) }
+            throw error
+        }
+        // New tensor objects for the ranges: growth still queued for the request that left them
+        // finds its tensors freed and passes by.
+        let taken = old.map { tensor -> VirtualTensor in
+            do { return try memory.handOver(tensor) } catch { preconditionFailure("handing over \(tensor) of holder \(holder) failed: \(error)") }
+        }
+        holders[holder] = kept
+        adopters[holder] = id
+        takeoverCount += 1
+        let partial = tokens % layout.tokensPerChunk > 0
+        entries[id] = Entry(tensors: taken, length: tokens, appendChunk: partial ? chunks - 1 : nil, adoptedFrom: holder)
+    }
+
+    /// Ranges that map chunk `index` of holder `holder`: its own, or those of the request that
+    /// took over its range (the same physical chunk at the same place).
+    private func mappedSourceLocked(holder: Int, chunk index: Int) -> [VirtualTensor]? {
+        guard let tensors = holders[holder] else { return nil }
+        return memory.inspect { memory in
+            if tensors.allSatisfy({ memory.isMapped($0, chunk: index) }) { return tensors }
+            guard let adopter = adopters[holder], let entry = entries[adopter] else { return nil }
+            let same = zip(tensors, entry.tensors).allSatisfy { theirs, mine in
+                memory.isMapped(mine, chunk: index) && memory.heldChunk(mine, chunk: index) == memory.heldChunk(theirs, chunk: index)
+            }
+            return same ? entry.tensors : nil
+        }
+    }
+
+    private func forgetAdoptionLocked(_ entry: Entry, _ id: Int) {
+        if let holder = entry.adoptedFrom, adopters[holder] == id { adopters[holder] = nil }
+    }
+
     /// Frees a request's KV; its memory returns to the pool once in-flight work is done.
     public func free(_ id: Int) throws {
         try lock.withLock {
             let entry = try entry(id)
             entries[id] = nil
+            forgetAdoptionLocked(entry, id)
             for tensor in entry.tensors { try memory.free(tensor) }
         }
     }

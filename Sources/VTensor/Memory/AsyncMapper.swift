@@ -195,10 +195,11 @@ public final class AsyncMapper: @unchecked Sendable {
                 failure = .backend(operation: "mapper thread setup", message: String(describing: setupError))
             } else {
                 do {
-                    if item.holes == nil { item.holes = try memory.holes(in: item.job) }
+                    // A tensor freed while its growth waited here (its request left) is passed by.
+                    if item.holes == nil { item.holes = try memory.holes(in: item.job, skippingFreed: true) }
                     let holes = item.holes!
                     let end = min(holes.count, item.cursor + sliceChunks)
-                    try memory.mapHoles(holes[item.cursor..<end]) { chunkTimes.append($0) }
+                    try memory.mapHoles(holes[item.cursor..<end], skippingFreed: true) { chunkTimes.append($0) }
                     item.cursor = end
                 } catch {
                     failure = VTensorError.from(error)

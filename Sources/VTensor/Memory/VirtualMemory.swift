@@ -183,10 +183,13 @@ public final class VirtualMemory: @unchecked Sendable {
     }
 
     /// The unmapped chunks among `0..<chunks` of each tensor, in order: the work a grow does.
-    public func holes(in targets: [(tensor: VirtualTensor, chunks: Int)]) throws -> [(tensor: VirtualTensor, index: Int)] {
+    /// `skippingFreed`: a freed tensor has no holes (the mapper's queued jobs: growth of a request
+    /// that left meanwhile is moot) instead of an error.
+    public func holes(in targets: [(tensor: VirtualTensor, chunks: Int)], skippingFreed: Bool = false) throws -> [(tensor: VirtualTensor, index: Int)] {
         try lock.withLock {
             var holes: [(tensor: VirtualTensor, index: Int)] = []
             for (tensor, chunks) in targets {
+                if tensor.isFreed && skippingFreed { continue }
                 guard chunks <= tensor.chunkCount else {
                     throw VTensorError.capacityExceeded("tensor \(tensor.id) spans \(tensor.chunkCount) chunks; \(chunks) requested")
                 }
@@ -206,13 +209,15 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Each chunk's driver calls run under one hold of the lock. Mapping outside the lock (slots
     /// marked pending) was tried and measured slower on H100 (docs/perf.md): the engine's
     /// bookkeeping takes the lock a few times per step (`inspect`), so it rarely waits.
-    public func mapHoles(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, onChunkMapped: ((UInt64) -> Void)? = nil) throws {
+    public func mapHoles(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, skippingFreed: Bool = false,
+                         onChunkMapped: ((UInt64) -> Void)? = nil) throws {
         // What this call mapped, and whether the slot was a pending alias (put back as one on failure).
         var mapped: [(tensor: VirtualTensor, index: Int, wasPending: Bool)] = []
         do {
             for (tensor, index) in holes {
                 let start = onChunkMapped == nil ? 0 : monotonicNanos()
                 let outcome = try lock.withLock { () throws -> Bool? in
+                    if tensor.isFreed && skippingFreed { return nil }
                     guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
                     if tensor.isSealed { return nil }
                     switch tensor.slots[index] {
@@ -260,6 +265,40 @@ public final class VirtualMemory: @unchecked Sendable {
         try lock.withLock {
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
             tensor.isSealed = true
+        }
+    }
+
+    /// Maps `tensor`'s pending aliases now, sealed or not (tests read a prefix cache's holders).
+    public func mapPendingAliases(_ tensor: VirtualTensor) throws {
+        try lock.withLock {
+            guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+            for index in 0..<tensor.chunkCount {
+                guard case .pendingAlias(let chunk) = tensor.slots[index] else { continue }
+                try mapChunkLocked(chunk, tensor, index)
+                pendingAliases -= 1
+            }
+        }
+    }
+
+    /// Moves `tensor`'s address range, mappings and pending aliases to a new tensor object,
+    /// open to growth, and leaves the old object freed and empty (its reservation now the new
+    /// one's). Work still queued for the old object (a request that left) then finds a freed
+    /// tensor instead of growing the one its range now serves (a prefix cache's holder handed to
+    /// the request that continues it). No driver call.
+    public func handOver(_ tensor: VirtualTensor) throws -> VirtualTensor {
+        try lock.withLock {
+            guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+            let successor = VirtualTensor(id: nextTensorID, base: tensor.base, chunkCount: tensor.chunkCount, chunkSize: chunkSize)
+            nextTensorID += 1
+            successor.slots = tensor.slots
+            tensor.slots = Array(repeating: .empty, count: tensor.chunkCount)
+            tensor.isFreed = true
+            tensor.isSealed = true
+            tensor.reservationReleased = true
+            tensors[tensor.id] = nil
+            tensors[successor.id] = successor
+            retiring.replaceTensor(tensor, with: successor)
+            return successor
         }
     }
 
@@ -394,6 +433,9 @@ public final class VirtualMemory: @unchecked Sendable {
         public func mappedChunkCount(_ tensor: VirtualTensor) -> Int {
             tensor.slots.reduce(0) { if case .mapped = $1 { return $0 + 1 } else { return $0 } }
         }
+
+        /// The physical chunk slot `index` holds for data (mapped, or a pending alias), if any.
+        public func heldChunk(_ tensor: VirtualTensor, chunk index: Int) -> PhysicalChunk? { tensor.slots[index].heldChunk }
 
         /// Whether slot `index` holds a chunk for data: mapped, or a pending alias.
         public func isHeld(_ tensor: VirtualTensor, chunk index: Int) -> Bool { tensor.slots[index].heldChunk != nil }
@@ -710,6 +752,11 @@ struct RetireQueue {
     var entries: ArraySlice<Entry> { storage[head...] }
 
     mutating func append(_ entry: Entry) { storage.append(entry) }
+
+    /// Entries of `old` now belong to `new` (a tensor handed over: same slots, new object).
+    mutating func replaceTensor(_ old: VirtualTensor, with new: VirtualTensor) {
+        for i in head..<storage.count where storage[i].tensor === old { storage[i].tensor = new }
+    }
 
     /// Visits entries from the front while `more()` holds; `take` says whether an entry leaves
     /// the queue. Entries kept stay in order, ahead of the ones not visited.
