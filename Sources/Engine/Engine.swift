@@ -241,6 +241,7 @@ public final class Engine: @unchecked Sendable {
         let peak = ledger.peakCommittedChunks
         if let prefixCache {
             stats.prefixKeptChunks = prefixCache.keptUnits
+            stats.prefixSharedRunningChunks = prefixCache.sharedRunningUnits
             stats.prefixEvictedChunks = prefixCache.evictedUnits
             stats.prefixHeldChunks = prefixCache.cachedUnits
         }
@@ -402,6 +403,14 @@ public final class Engine: @unchecked Sendable {
             modelNanos += monotonicNanos() - modelStart
         } else {
             picks = step.picks ?? []
+        }
+        // The step's prompt chunks are written now: their whole chunks go into the prefix cache
+        // while requests wait (one may be waiting for exactly that prefix).
+        if let prefixCache, !scheduler.waiting.isEmpty {
+            for row in step.rows where !row.isDecode {
+                guard let sequence = sequences[row.id], sequence.hasKV, sequence.computed >= row.start + row.count else { continue }
+                prefixCache.publish(sequence, written: row.start + row.count, ledger: &ledger)
+            }
         }
         var outputs: [RequestOutput] = []
         for (row, pick) in zip(step.rows, picks) {
@@ -620,6 +629,7 @@ extension EngineStatistics {
         prefixHitTokens += step.prefixHitTokens
         // The cache's own running totals (set, not added).
         prefixKeptChunks = step.prefixKeptChunks
+        prefixSharedRunningChunks = step.prefixSharedRunningChunks
         prefixEvictedChunks = step.prefixEvictedChunks
         prefixHeldChunks = step.prefixHeldChunks
     }

@@ -61,10 +61,13 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     public var peakCommittedChunks = 0
 
     // The prefix cache: tokens of admitted requests looked up and found cached; chunks it kept
-    // from requests that left, gave back (evicted), and holds now.
+    // from requests that left or took from running ones, gave back (evicted), and holds now.
     public var prefixQueriedTokens = 0
     public var prefixHitTokens = 0
     public var prefixKeptChunks = 0
+    /// Of the kept chunks, those taken from running requests (their computed prompt chunks,
+    /// while requests waited).
+    public var prefixSharedRunningChunks = 0
     public var prefixEvictedChunks = 0
     public var prefixHeldChunks = 0
     /// Hit tokens over queried tokens (0 with nothing queried).

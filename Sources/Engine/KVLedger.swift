@@ -105,6 +105,14 @@ struct KVLedger {
         peakCommittedChunks = max(peakCommittedChunks, committedChunks)
     }
 
+    /// `units` of running request `id`'s own units are now the prefix cache's too (it shared
+    /// chunks it computed): they stay committed, as the cache's once the request leaves.
+    mutating func share(_ id: RequestID, units: Int) {
+        precondition(reservedTokens[id] != nil, "share by a request the ledger does not hold")
+        sharedUnits[id, default: 0] += units
+        cachedUnits += units
+    }
+
     /// The prefix cache gave `units` units back.
     mutating func uncache(_ units: Int) {
         precondition(units <= cachedUnits, "uncache of more than the prefix cache holds")

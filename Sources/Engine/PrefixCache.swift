@@ -17,6 +17,8 @@ final class PrefixCache {
     private var pins: [RequestID: PrefixTree.Match] = [:]
     /// Running totals: units kept from requests that left, and given back.
     private(set) var keptUnits = 0
+    /// Of those, units taken from running requests (`publish`).
+    private(set) var sharedRunningUnits = 0
     private(set) var evictedUnits = 0
 
     init(cache: KVCache) {
@@ -128,6 +130,42 @@ final class PrefixCache {
         ledger.cache(kept)
         keptUnits += kept
         return kept
+    }
+
+    /// A running request has written its first `written` tokens (a step that ended its prompt
+    /// came back): its whole chunks among them go into the tree now, not when it leaves, so
+    /// requests waiting for that prefix start from it while this one generates. The request
+    /// pins them (they are its own memory too: the ledger counts them once, as the cache's).
+    /// Returns whether the tree took any.
+    @discardableResult
+    func publish(_ sequence: EngineSequence, written: Int, ledger: inout KVLedger) -> Bool {
+        guard sequence.hasKV else { return false }
+        let block = tree.tokensPerBlock
+        let full = min(written, sequence.tokens.count) / block
+        let current = pins[sequence.id]
+        guard full > (current?.tokens ?? 0) / block else { return false }
+        let holder = nextHolder
+        nextHolder += 1
+        guard (try? cache.share(sequence.id, chunks: full, asHolder: holder)) != nil else { return false }
+        let tokens = Array(sequence.tokens.prefix(full * block))
+        let insertion = tree.insert(tokens, salt: sequence.salt, holder: holder)
+        if insertion.kept.isEmpty {
+            try? cache.freeHolder(holder)
+        } else if !insertion.unneeded.isEmpty {
+            try? cache.releaseHolderChunks(holder, chunks: insertion.unneeded)
+        }
+        giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
+        ledger.uncache(insertion.removed * unitsPerNode)
+        // Its pins now cover the whole path (the nodes it matched, and those it just added).
+        let path = tree.lookup(tokens, salt: sequence.salt, limit: tokens.count)
+        tree.acquire(path)
+        if let current { tree.release(current) }
+        pins[sequence.id] = path
+        let shared = insertion.kept.count * unitsPerNode
+        ledger.share(sequence.id, units: shared)
+        keptUnits += shared
+        sharedRunningUnits += shared
+        return !insertion.kept.isEmpty
     }
 
     /// Gives back the chunks at `locations` and frees `emptyHolders` (they keep nothing now).

@@ -390,7 +390,7 @@ struct BenchThroughputCommand: ParsableCommand {
             }
         }
         table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (hit rate \(fixed(stats.prefixHitRate * 100, 1))%); "
-                   + "\(stats.prefixKeptChunks) chunks kept, \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"
+                   + "\(stats.prefixKeptChunks) chunks kept (\(stats.prefixSharedRunningChunks) from running requests), \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"
                    + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges whole" } ?? "")])
         if let mapper = engine.mapperStatistics {
             table.add(["mapper", "\(mapper.chunksMapped) chunks mapped, p50 \(fixed(Double(mapper.chunkLatencyP50) / 1000, 1)) us, p99 \(fixed(Double(mapper.chunkLatencyP99) / 1000, 1)) us a chunk"])

@@ -38,8 +38,9 @@ final class FakeModel: LanguageModel {
     }
 
     /// A KV cache on host memory with `chunkBytes` chunks (4 KiB: 8 tokens a chunk) and a budget of `budgetChunks`.
-    static func cache(config: ModelConfig, chunkBytes: Int = 4096, budgetChunks: Int, maxTokens: Int, guardTokens: Int = 0) throws -> KVCache {
-        let backend = try HostBackend(chunkSize: chunkBytes, capacityBytes: chunkBytes * (budgetChunks + 8))
+    static func cache(config: ModelConfig, chunkBytes: Int = 4096, budgetChunks: Int, maxTokens: Int, guardTokens: Int = 0,
+                      ordersWork: Bool = false) throws -> KVCache {
+        let backend = try HostBackend(chunkSize: chunkBytes, capacityBytes: chunkBytes * (budgetChunks + 8), ordersWork: ordersWork)
         let memory = try VirtualMemory(backend: backend, budget: .bytes(chunkBytes * budgetChunks), lowWatermark: 0)
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .fp32)
         return try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens, guardTokens: guardTokens)
@@ -47,8 +48,10 @@ final class FakeModel: LanguageModel {
 
     /// - Parameter pagedPages: store KV in the paged baseline's pool of this many 4-token pages
     ///   (host memory) instead of virtual tensors.
+    /// - Parameter ordersWork: the host backend models one ordered stream (retiring mappings
+    ///   are taken back into use, as on CUDA).
     init(context: Int, budgetChunks: Int, samplesOnDevice: Bool = false, queuesSteps: Bool = false, guardTokens: Int = 0,
-         pagedPages: Int? = nil) throws {
+         pagedPages: Int? = nil, ordersWork: Bool = false) throws {
         config = try Self.config(context: context)
         if let pagedPages {
             let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .fp32)
@@ -57,7 +60,8 @@ final class FakeModel: LanguageModel {
             pagedPool = UnsafeMutableRawPointer.allocate(byteCount: paged.poolBytes, alignment: 64)
             pagedPool!.initializeMemory(as: UInt8.self, repeating: 0xEE, count: paged.poolBytes)
         } else {
-            kvStorage = .virtual(try Self.cache(config: config, budgetChunks: budgetChunks, maxTokens: context, guardTokens: guardTokens))
+            kvStorage = .virtual(try Self.cache(config: config, budgetChunks: budgetChunks, maxTokens: context, guardTokens: guardTokens,
+                                                ordersWork: ordersWork))
         }
         self.samplesOnDevice = samplesOnDevice || queuesSteps
         self.queuesSteps = queuesSteps

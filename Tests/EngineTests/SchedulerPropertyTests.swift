@@ -50,7 +50,8 @@ struct TestRandom: RandomNumberGenerator {
         let budgetChunks = Int.random(in: 3...40, using: &random)
         // Paged: as many 4-token pages as the chunks (8 tokens) would hold, plus some.
         let model = try FakeModel(context: context, budgetChunks: budgetChunks, samplesOnDevice: trial.mode == .device,
-                                  queuesSteps: trial.mode == .queued, pagedPages: trial.paged ? 2 * budgetChunks + 1 : nil)
+                                  queuesSteps: trial.mode == .queued, pagedPages: trial.paged ? 2 * budgetChunks + 1 : nil,
+                                  ordersWork: trial.seed % 2 == 1)
         let pageCount = 2 * budgetChunks + 1
         let options = EngineOptions(maxNumSeqs: Int.random(in: 1...8, using: &random),
                                     maxNumBatchedTokens: [1, 2, 3, 7, 16, 64, 512][Int.random(in: 0..<7, using: &random)],
@@ -284,7 +285,14 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         let prompts = (0..<6).map { i in shared + [3 + i, 5, 7 + i] }
         let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 5))) }
         var outputs: [RequestID: [Int]] = [:]
-        engine.runUntilIdle { for output in $0 { outputs[output.id, default: []] += output.tokens.map(\.id) } }
+        var step = 0, startStep: [RequestID: Int] = [:], finishStep: [RequestID: Int] = [:]
+        engine.runUntilIdle { step += 1
+            for row in engine.lastPlan.rows where startStep[row.id] == nil { startStep[row.id] = step }
+            for output in $0 {
+                outputs[output.id, default: []] += output.tokens.map(\.id)
+                if output.isFinal { finishStep[output.id] = step }
+            }
+        }
         for (id, prompt) in zip(ids, prompts) {
             #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 5, maxLength: engine.maxSequenceLength, eos: nil))
         }
@@ -292,5 +300,10 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         let stats = engine.statistics
         #expect(stats.prefixHitTokens == 5 * 40, "hits \(stats.prefixHitTokens)")
         #expect(stats.promptTokensComputed == prompts.reduce(0) { $0 + $1.count } - 5 * 40)
+        // The first request's five whole chunks went into the cache when its prompt was written,
+        // while it was still running: the others started before it finished.
+        #expect(stats.prefixSharedRunningChunks == 5)
+        let firstEnd = finishStep[ids[0]]!, othersStart = ids.dropFirst().map { startStep[$0]! }
+        #expect(othersStart.allSatisfy { $0 < firstEnd }, "the first ended at step \(firstEnd), the others started at \(othersStart)")
     }
 }

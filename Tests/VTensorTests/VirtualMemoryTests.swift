@@ -88,6 +88,37 @@ import Testing
         #expect(memory.audit() == [])
     }
 
+    /// On a backend whose work runs in order (CUDA's stream), a mapping that waits for its fence
+    /// and is nobody else's is taken back into use by the next map there, without waiting; a
+    /// chunk another tensor shares is never taken back (its data is theirs).
+    @Test func aRetiringMappingIsTakenBackWhenWorkRunsInOrder() throws {
+        let host = try HostBackend(chunkSize: testChunk, capacityBytes: 64 * testChunk, ordersWork: true)
+        let memory = try makeMemory(host, budgetChunks: 8, low: 0, high: 0)
+        let t = try memory.makeTensor(bytes: 3 * testChunk)
+        try memory.grow(t, toChunks: 3)
+        let chunk = memory.physicalChunk(t, chunk: 2)
+        let reader = try host.beginRead(address: t.address(ofChunk: 1), bytes: 2 * testChunk)
+        try memory.shrink(t, toChunks: 1)
+        #expect(memory.accounting.retiring == 2)
+        let created = host.census().liveChunks
+        try memory.grow(t, toChunks: 3)  // would wait for the reader on a backend without order
+        #expect(memory.accounting.retiring == 0 && memory.physicalChunk(t, chunk: 2) == chunk)
+        #expect(host.census().liveChunks == created, "no chunk created")
+        #expect(memory.audit { backendAgrees($0, host) } == [])
+        host.endRead(reader)
+        // Shared with another tensor: unmapped here, then a fresh chunk.
+        let other = try memory.makeTensor(bytes: testChunk)
+        try memory.alias(other, chunk: 0, from: t, chunk: 2)
+        try memory.unmap(t, chunk: 2)
+        try memory.map(t, chunk: 2)
+        #expect(memory.physicalChunk(t, chunk: 2) != chunk && memory.physicalChunk(other, chunk: 0) == chunk)
+        #expect(memory.audit { backendAgrees($0, host) } == [])
+        try memory.free(t)
+        try memory.free(other)
+        try memory.drain()
+        #expect(memory.accounting.inUse == 0 && memory.audit { backendAgrees($0, host) } == [])
+    }
+
     @Test func watermarksKeepAWarmReserveAndReleaseTheRest() throws {
         let host = try makeHost()
         let memory = try makeMemory(host, budgetChunks: 64, low: 4, high: 6)

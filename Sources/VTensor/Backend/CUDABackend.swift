@@ -9,6 +9,8 @@ import Synchronization
 /// it. Driver calls may come from any thread; the backend makes its context current first.
 public final class CUDABackend: MemoryBackend {
     public let name = "cuda"
+    /// Every kernel that touches KV memory runs on the work stream, in order.
+    public var ordersWork: Bool { true }
     public let context: CUDAContext
     /// Where kernels that read mapped memory are launched, and where fences are recorded.
     public let workStream: CUDAStream

@@ -62,6 +62,7 @@ public final class FaultInjectingBackend: MemoryBackend {
     }
 
     public var name: String { "faulty-\(inner.name)" }
+    public var ordersWork: Bool { inner.ordersWork }
     public var chunkSize: Int { inner.chunkSize }
     public var totalPhysicalBytes: Int { inner.totalPhysicalBytes }
     public func freePhysicalBytes() throws -> Int { try inner.freePhysicalBytes() }

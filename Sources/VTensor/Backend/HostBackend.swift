@@ -16,6 +16,9 @@ import Synchronization
 public final class HostBackend: MemoryBackend {
     public let name = "host"
     public let chunkSize: Int
+    /// Readers (leases) are not ordered by default: a lease is device work that may still be
+    /// running whatever comes after. `ordersWork: true` models one stream, as CUDA's.
+    public let ordersWork: Bool
     public let totalPhysicalBytes: Int
     private let fd: Int32
     private let capacityChunks: UInt64
@@ -40,7 +43,9 @@ public final class HostBackend: MemoryBackend {
     /// - Parameters:
     ///   - chunkSize: bytes per chunk; a multiple of the system page size.
     ///   - capacityBytes: the "device" size: creating more chunks than fit fails with out of memory.
-    public init(chunkSize: Int = 2 << 20, capacityBytes: Int = 4 << 30) throws {
+    ///   - ordersWork: whether work is modelled as one ordered stream (see `ordersWork`).
+    public init(chunkSize: Int = 2 << 20, capacityBytes: Int = 4 << 30, ordersWork: Bool = false) throws {
+        self.ordersWork = ordersWork
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         guard chunkSize > 0, chunkSize % page == 0 else {
             throw BackendError(operation: "host backend", message: "chunk size \(chunkSize) is not a multiple of the page size \(page)")

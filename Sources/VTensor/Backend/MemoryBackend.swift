@@ -78,4 +78,13 @@ public protocol MemoryBackend: AnyObject, Sendable {
     func isComplete(_ fence: Fence) throws -> Bool
     /// Blocks until the fence completes.
     func wait(_ fence: Fence) throws
+
+    /// Whether all device work runs in the order it was submitted (one stream): then work
+    /// submitted later never overtakes work that reads a range still in flight, and a mapping
+    /// waiting for its fence can be taken back into use at once.
+    var ordersWork: Bool { get }
+}
+
+extension MemoryBackend {
+    public var ordersWork: Bool { false }
 }

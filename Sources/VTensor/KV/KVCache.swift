@@ -38,8 +38,9 @@ public final class KVCache: @unchecked Sendable {
         /// continues that holder's whole sequence, so the holder's tokens there all come before
         /// its writes. Nil after a truncation (writes could then land on the holder's tokens).
         var appendChunk: Int? = nil
-        /// The holder whose range the request took over (`addRequest(_:aliasing:tokens:)`).
-        var adoptedFrom: Int? = nil
+        /// Holders whose chunks this request maps at the same places: the one whose ranges it took
+        /// over (`addRequest(_:aliasing:tokens:)`), those it shared its chunks as (`share`).
+        var twinHolders: [Int] = []
     }
 
     private let lock = ConditionLock()
@@ -49,8 +50,8 @@ public final class KVCache: @unchecked Sendable {
     private var holders: [Int: [VirtualTensor]] = [:]
     /// Tokens each holder keeps.
     private var holderTokens: [Int: Int] = [:]
-    /// Holders whose range a live request took over: holder -> request.
-    private var adopters: [Int: Int] = [:]
+    /// Holders whose chunks a live request maps at the same places: holder -> request.
+    private var twins: [Int: Int] = [:]
     private var takeoverCount = 0
     private var padding: VirtualTensor?
 
@@ -238,6 +239,32 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    /// Makes the first `chunks` chunks of running request `id` (tokens it has computed) a holder
+    /// too, while it runs: the holder keeps them as pending aliases (no driver call), so a prefix
+    /// cache can hand them to other requests now instead of when `id` leaves. Copies of a
+    /// boundary inside them are made from `id`'s own mapping.
+    public func share(_ id: Int, chunks: Int, asHolder holder: Int) throws {
+        try lock.withLock {
+            let entry = try entry(id)
+            guard holders[holder] == nil else { throw VTensorError.duplicateRequest(holder) }
+            guard chunks > 0, chunks * layout.tokensPerChunk <= entry.length else {
+                throw VTensorError.invalidSize("cannot share \(chunks) chunks of request \(id), which holds \(entry.length) tokens")
+            }
+            let kept = try makeTensorsLocked()
+            do {
+                try memory.aliasOnGrow(zip(kept, entry.tensors).flatMap { mine, theirs in (0..<chunks).map { (mine, $0, theirs, $0) } })
+                for tensor in kept { try memory.seal(tensor) }
+            } catch {
+                for tensor in kept { try? memory.free(tensor) }
+                throw error
+            }
+            holders[holder] = kept
+            holderTokens[holder] = chunks * layout.tokensPerChunk
+            twins[holder] = id
+            entries[id]!.twinHolders.append(holder)
+        }
+    }
+
     /// Gives back chunks `chunks` of holder `holder` (every range), once in-flight work is done.
     public func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws {
         try lock.withLock {
@@ -255,7 +282,7 @@ public final class KVCache: @unchecked Sendable {
         try lock.withLock {
             guard let tensors = holders.removeValue(forKey: holder) else { throw VTensorError.unknownRequest(holder) }
             holderTokens[holder] = nil
-            adopters[holder] = nil
+            twins[holder] = nil
             for tensor in tensors { try memory.free(tensor) }
         }
     }
@@ -348,7 +375,7 @@ public final class KVCache: @unchecked Sendable {
     /// The holder a request with this prefix can take over whole, if there is one.
     private func adoptableLocked(_ prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int? {
         guard let holder = prefix.first?.holder, prefix.allSatisfy({ $0.holder == holder }), holderTokens[holder] == tokens,
-              adopters[holder] == nil, let tensors = holders[holder] else { return nil }
+              twins[holder] == nil, let tensors = holders[holder] else { return nil }
         let whole = memory.inspect { memory in
             tensors.allSatisfy { tensor in
                 (0..<prefix.count).allSatisfy { memory.isMapped(tensor, chunk: $0) }
@@ -376,19 +403,19 @@ public final class KVCache: @unchecked Sendable {
             do { return try memory.handOver(tensor) } catch { preconditionFailure("handing over \(tensor) of holder \(holder) failed: \(error)") }
         }
         holders[holder] = kept
-        adopters[holder] = id
+        twins[holder] = id
         takeoverCount += 1
         let partial = tokens % layout.tokensPerChunk > 0
-        entries[id] = Entry(tensors: taken, length: tokens, appendChunk: partial ? chunks - 1 : nil, adoptedFrom: holder)
+        entries[id] = Entry(tensors: taken, length: tokens, appendChunk: partial ? chunks - 1 : nil, twinHolders: [holder])
     }
 
-    /// Ranges that map chunk `index` of holder `holder`: its own, or those of the request that
-    /// took over its range (the same physical chunk at the same place).
+    /// Ranges that map chunk `index` of holder `holder`: its own, or those of its twin request
+    /// (the same physical chunk at the same place).
     private func mappedSourceLocked(holder: Int, chunk index: Int) -> [VirtualTensor]? {
         guard let tensors = holders[holder] else { return nil }
         return memory.inspect { memory in
             if tensors.allSatisfy({ memory.isMapped($0, chunk: index) }) { return tensors }
-            guard let adopter = adopters[holder], let entry = entries[adopter] else { return nil }
+            guard let adopter = twins[holder], let entry = entries[adopter] else { return nil }
             let same = zip(tensors, entry.tensors).allSatisfy { theirs, mine in
                 memory.isMapped(mine, chunk: index) && memory.heldChunk(mine, chunk: index) == memory.heldChunk(theirs, chunk: index)
             }
@@ -397,7 +424,7 @@ public final class KVCache: @unchecked Sendable {
     }
 
     private func forgetAdoptionLocked(_ entry: Entry, _ id: Int) {
-        if let holder = entry.adoptedFrom, adopters[holder] == id { adopters[holder] = nil }
+        for holder in entry.twinHolders where twins[holder] == id { twins[holder] = nil }
     }
 
     /// Frees a request's KV; its memory returns to the pool once in-flight work is done.

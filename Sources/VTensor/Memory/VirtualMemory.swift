@@ -609,6 +609,15 @@ public final class VirtualMemory: @unchecked Sendable {
     }
 
     private func mapFreshLocked(_ tensor: VirtualTensor, _ index: Int) throws {
+        // A chunk still mapped here, waiting for its fence, and nobody else's: on a backend whose
+        // work runs in order, it serves as the fresh chunk at once (whatever writes it now runs
+        // after the work that reads it), with no driver call and no wait for the device. A range
+        // a request takes over has such chunks just past its tokens.
+        if backend.ordersWork, case .retiring(let chunk, _) = tensor.slots[index], pool.referenceCount(chunk) == 1 {
+            retiring.remove(tensor, index)
+            tensor.slots[index] = .mapped(chunk)
+            return
+        }
         try settleLocked(tensor, index)
         guard tensor.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: tensor.id, chunk: index) }
         let chunk = try takeChunkLocked()
@@ -752,6 +761,15 @@ struct RetireQueue {
     var entries: ArraySlice<Entry> { storage[head...] }
 
     mutating func append(_ entry: Entry) { storage.append(entry) }
+
+    /// Takes the entry for `tensor`'s slot `index` out (a retiring mapping taken back into use);
+    /// looks from the back, where recent retirements are.
+    mutating func remove(_ tensor: VirtualTensor, _ index: Int) {
+        guard let i = storage[head...].lastIndex(where: { $0.tensor === tensor && $0.index == index }) else {
+            preconditionFailure("\(tensor) chunk \(index) is not in the retire queue")
+        }
+        storage.remove(at: i)
+    }
 
     /// Entries of `old` now belong to `new` (a tensor handed over: same slots, new object).
     mutating func replaceTensor(_ old: VirtualTensor, with new: VirtualTensor) {
