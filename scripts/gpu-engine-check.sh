@@ -11,6 +11,10 @@
 #   alias: cached prefixes aliased on the mapper thread (pending aliases): the trained model on
 #   shared prompts against each alone, then multi-turn (the small run, the issue's defaults, and
 #   2048 tokens a step for first-token latency) and shared prefix, cache on and off, and paged.
+#   prefixab: the prefix cache's A/B in one call: GPU checks (trained model on shared prompts,
+#   virtual tensors and paged), then multi-turn (the issue's defaults and the small run) and
+#   shared prefix, each with the cache on and off, virtual tensors and the paged baseline with
+#   the same prefix cache.
 #   prefix: the prefix cache: shared-prefix prompts through the engine vs alone (trained model),
 #   ShareGPT with the cache on and off.
 #   table: decode attention's one shared item table (layer-0 bases + per-layer offsets) checked
@@ -50,7 +54,7 @@ dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
 sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
 
-[ "$quick" = alias ] || [ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = alias ] || [ "$quick" = prefixab ] || [ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -112,16 +116,39 @@ json.dump(out, open("/tmp/tiny/shared.json", "w"))
 PY
   run dev-engine-prefix 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24
   mtd=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
+  # CACHE_ONLY=1: the prefix-cache arms alone (a quick look between full runs).
+  nocache() { if [ -z "${CACHE_ONLY:-}" ]; then run "$@"; fi; }
   run tp-multiturn 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/tp-multiturn.json"
-  run tp-multiturn-nocache 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-nocache.json"
+  nocache tp-multiturn-nocache 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-nocache.json"
   run tp-multiturn-2048 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --max-num-batched-tokens 2048 --json-out "$out/tp-multiturn-2048.json"
-  run tp-multiturn-2048-nocache 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --max-num-batched-tokens 2048 --no-prefix-cache \
+  nocache tp-multiturn-2048-nocache 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --max-num-batched-tokens 2048 --no-prefix-cache \
     --json-out "$out/tp-multiturn-2048-nocache.json"
   run tp-sharedprefix 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"
-  run tp-sharedprefix-nocache 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/tp-sharedprefix-nocache.json"
+  nocache tp-sharedprefix-nocache 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/tp-sharedprefix-nocache.json"
   run tp-multiturn-defaults 150 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$out/tp-multiturn-defaults.json"
-  run tp-multiturn-defaults-nocache 200 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-defaults-nocache.json"
-  run tp-multiturn-paged 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv paged --json-out "$out/tp-multiturn-paged.json"
+  nocache tp-multiturn-defaults-nocache 200 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-defaults-nocache.json"
+  nocache tp-multiturn-paged 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv paged --json-out "$out/tp-multiturn-paged.json"
+elif [ "$quick" = prefixab ]; then
+  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+  python3 - <<'PY'
+import json, random
+p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
+out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
+json.dump(out, open("/tmp/tiny/shared.json", "w"))
+PY
+  run dev-engine-prefix 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24
+  run dev-engine-prefix-paged 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24 --kv paged
+  mtd=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
+  run tp-multiturn-defaults 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$out/tp-multiturn-defaults.json"
+  run tp-multiturn-defaults-nocache 120 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-defaults-nocache.json"
+  run tp-multiturn-defaults-paged 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --kv paged --json-out "$out/tp-multiturn-defaults-paged.json"
+  run tp-sharedprefix 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"
+  run tp-sharedprefix-nocache 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/tp-sharedprefix-nocache.json"
+  run tp-sharedprefix-paged 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/tp-sharedprefix-paged.json"
+  run tp-sharedprefix-paged-nocache 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --no-prefix-cache --json-out "$out/tp-sharedprefix-paged-nocache.json"
+  run tp-multiturn 60 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/tp-multiturn.json"
+  run tp-multiturn-nocache 60 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-nocache.json"
+  run tp-multiturn-paged 60 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv paged --json-out "$out/tp-multiturn-paged.json"
 elif [ "$quick" = sharedprefix ]; then
   # Shared prefixes with requests held back while another computes their prefix; multi-turn again.
   run tp-sharedprefix 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"
@@ -246,7 +273,7 @@ for name in names:
           f"{g.get('graphReplays',0)}/{g.get('graphCaptures',0)}/{g.get('graphDirect',0)}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}")
 PY
   fi
-  if [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || [ "$quick" = alias ]; then
+  if [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || [ "$quick" = alias ] || [ "$quick" = prefixab ]; then
     python3 - "$out" "$quick" <<'PY'
 import json, os, sys
 out = sys.argv[1]
@@ -254,6 +281,9 @@ print("run                       tok/s out  total    s     reqs  hit rate  promp
 names = ["multiturn", "multiturn-nocache", "multiturn-paged", "sharedprefix", "sharedprefix-nocache", "sharedprefix-paged"]
 if any(os.path.exists(os.path.join(out, f"tp-{w}-fcfs.json")) for w in ["multiturn"]):
     names = [f"{w}-{p}" for w in ["multiturn", "sharedprefix", "multiturn-8g", "sharedprefix-8g"] for p in ["fcfs", "lpm"]]
+if sys.argv[2] == "prefixab":
+    names = ["multiturn-defaults", "multiturn-defaults-nocache", "multiturn-defaults-paged", "sharedprefix", "sharedprefix-nocache",
+             "sharedprefix-paged", "sharedprefix-paged-nocache", "multiturn", "multiturn-nocache", "multiturn-paged"]
 if sys.argv[2] == "alias":
     names = ["multiturn", "multiturn-nocache", "multiturn-paged", "multiturn-2048", "multiturn-2048-nocache",
              "multiturn-defaults", "multiturn-defaults-nocache", "sharedprefix", "sharedprefix-nocache"]
@@ -275,7 +305,8 @@ for name in names:
     if r.get("firstTokenP50ByRoundSeconds"):
         rounds = " ".join(f"{a*1000:.0f}/{b*1000:.0f}({q*1000:.0f})" for a, b, q in zip(r["firstTokenP50ByRoundSeconds"], r["firstTokenMeanByRoundSeconds"], r["queueP50ByRoundSeconds"]))
     print(f"{name:24} {r['steps']:6d} {r['stepMeanMs']:8.2f} {r.get('gpuIdleGapMsPerStep') or 0:10.3f} {100*(r.get('gpuBusyShare') or 0):9.1f} {r['engineHostMsPerStep']:7.3f}  "
-          f"{st['blockedMappingWaits']}/{st['mappingWaits']} ({r['mappingWaitMsTotal']:.0f})  takeovers {r.get('prefixTakeovers') or 0}  {rounds}")
+          f"{st['blockedMappingWaits']}/{st['mappingWaits']} ({r['mappingWaitMsTotal']:.0f})  takeovers {r.get('prefixTakeovers') or 0}  "
+          f"committed peak {r['kvPeakCommittedBytes']/2**30:.1f} GiB  {rounds}")
 PY
   fi
   if [ "$quick" = pipeline ]; then

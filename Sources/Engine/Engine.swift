@@ -98,7 +98,7 @@ public final class Engine: @unchecked Sendable {
                                                        chunkSize: ledger.units.bytes)))
         mapper = options.asyncMapping ? storage.virtualCache.map { AsyncMapper(memory: $0.memory, threadSetup: mapperThreadSetup) } : nil
         pipelined = options.pipelineSteps && model.samplesOnDevice
-        prefixCache = options.prefixCaching ? storage.virtualCache.map { PrefixCache(cache: $0) } : nil
+        prefixCache = options.prefixCaching ? PrefixCache(store: storage.prefixStore) : nil
     }
 
     deinit { mapper?.shutdown() }

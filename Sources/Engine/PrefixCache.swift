@@ -1,14 +1,14 @@
 import VTensor
 
-/// The engine's prefix cache over virtual tensors: the K/V chunks of requests that left stay
-/// mapped (as `KVCache` holders) and indexed by their tokens (`PrefixTree`); a new request whose
-/// tokens start the same way maps those chunks into its own tensor (aliases, no copy) and
-/// computes only the rest. The chunks count in the `KVLedger` as committed but reclaimable:
+/// The engine's prefix cache: the K/V blocks of requests that left stay held (as the store's
+/// holders: virtual-tensor chunks, or the paged baseline's pages) and indexed by their tokens
+/// (`PrefixTree`); a new request whose tokens start the same way starts from those blocks
+/// (aliased chunks or shared pages, no copy) and computes only the rest. The chunks count in the `KVLedger` as committed but reclaimable:
 /// admission evicts unreferenced leaves, least recently used first, before it preempts anyone.
 ///
 /// Runs on the engine's stepping thread only.
 final class PrefixCache {
-    let cache: KVCache
+    let cache: any PrefixStore
     private(set) var tree: PrefixTree
     /// Ledger units per tree node (a node is one chunk of every range of the layout).
     let unitsPerNode: Int
@@ -21,10 +21,10 @@ final class PrefixCache {
     private(set) var sharedRunningUnits = 0
     private(set) var evictedUnits = 0
 
-    init(cache: KVCache) {
-        self.cache = cache
-        tree = PrefixTree(tokensPerBlock: cache.layout.tokensPerChunk)
-        unitsPerNode = cache.layout.rangesPerRequest
+    init(store: any PrefixStore) {
+        cache = store
+        tree = PrefixTree(tokensPerBlock: store.blockTokens)
+        unitsPerNode = store.unitsPerBlock
     }
 
     /// Chunks (ledger units) the cache holds.

@@ -104,6 +104,13 @@ final class FakeModel: LanguageModel {
 
     deinit { pagedPool?.deallocate() }
 
+    /// Token t's K of head 1 in layer 1 in page `page` of the paged pool.
+    func pagedKeySlot(page: Int32, token t: Int) -> UnsafeMutablePointer<Int32> {
+        let paged = kvStorage.pagedCache!, shape = paged.shape
+        let offset = 2 * 1 * paged.pageCount * paged.pageBytes + Int(page) * paged.pageBytes + (t % paged.pageTokens) * shape.tokenLayerBytes + shape.headBytes
+        return (pagedPool! + offset).assumingMemoryBound(to: Int32.self)
+    }
+
     /// Where token t's K of head 1 in layer 1 lives for request `id`.
     private func keySlot(_ id: Int, token t: Int) throws -> UnsafeMutablePointer<Int32> {
         if let paged = kvStorage.pagedCache {
@@ -133,6 +140,15 @@ final class FakeModel: LanguageModel {
 
     private func run(_ inputs: [ForwardInput]) throws -> [Int] {
         guard Set(inputs.map(\.id)).count == inputs.count else { throw RuntimeError.invalidRequest("a sequence twice in one step") }
+        if let paged = kvStorage.pagedCache {
+            // Pages shared in part: their copies first, in every layer's K and V (as the GPU model).
+            for copy in paged.takePageCopies() {
+                for pool in 0..<(2 * paged.shape.layers) {
+                    let base = pagedPool! + pool * paged.pageCount * paged.pageBytes
+                    (base + Int(copy.destination) * paged.pageBytes).copyMemory(from: base + Int(copy.source) * paged.pageBytes, byteCount: paged.pageBytes)
+                }
+            }
+        }
         let starts = try inputs.map { try kvStorage.length(of: $0.id) }
         // Throws unless the engine mapped the new tokens' memory first (the model never maps).
         try kvStorage.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })

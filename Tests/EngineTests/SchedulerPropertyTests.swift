@@ -147,6 +147,18 @@ struct TestRandom: RandomNumberGenerator {
             if let paged {
                 #expect(paged.audit().isEmpty, "\(paged.audit())")
                 #expect(paged.accounting.usedPages == engine.snapshot.committedChunks)
+                // The paged prefix cache: every cached block's tokens are what its page holds.
+                let audit = engine.auditPrefixCache()
+                #expect(audit.problems.isEmpty, "\(audit.problems)")
+                for node in audit.nodes {
+                    let pages = try paged.holderPages(node.holder)
+                    guard node.chunk < pages.count, let page = pages[node.chunk] else {
+                        Issue.record("cached block at holder \(node.holder) page \(node.chunk) has no page")
+                        continue
+                    }
+                    let held = node.tokens.indices.map { Int(model.pagedKeySlot(page: page, token: $0).pointee) }
+                    #expect(held == node.tokens, "cached block at holder \(node.holder) page \(node.chunk) holds \(held), the tree says \(node.tokens)")
+                }
             }
             step += 1
             if step > 20_000 { Issue.record("no progress after 20000 steps: a request waits forever"); return }
@@ -180,7 +192,7 @@ struct TestRandom: RandomNumberGenerator {
         #expect(model.kvStorage.requestIDs.isEmpty)
         // Only the prefix cache holds memory now; a reset gives it all back.
         #expect(engine.snapshot.committedChunks == stats.prefixHeldChunks)
-        if options.prefixCaching && !trial.paged {
+        if options.prefixCaching {
             #expect(stats.prefixKeptChunks > 0)
             #expect(engine.resetPrefixCache())
             _ = engine.step()
@@ -278,8 +290,8 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
     /// Requests that arrive together with a common 40-token prefix: the first computes it, the
     /// others wait for it (instead of computing it side by side) and then find it cached. Every
     /// request still makes exactly its own tokens.
-    @Test func requestsWaitForAPrefixBeingComputed() throws {
-        let model = try FakeModel(context: 80, budgetChunks: 64)
+    @Test(arguments: [false, true]) func requestsWaitForAPrefixBeingComputed(paged: Bool) throws {
+        let model = try FakeModel(context: 80, budgetChunks: 64, pagedPages: paged ? 129 : nil)
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 8, maxNumBatchedTokens: 64))
         let shared = (0..<40).map { 1 + $0 % 47 }
         let prompts = (0..<6).map { i in shared + [3 + i, 5, 7 + i] }
@@ -296,13 +308,13 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         for (id, prompt) in zip(ids, prompts) {
             #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 5, maxLength: engine.maxSequenceLength, eos: nil))
         }
-        // Five of six found the 40 shared tokens (five whole 8-token chunks) cached.
+        // Five of six found the 40 shared tokens (five whole 8-token chunks, ten 4-token pages) cached.
         let stats = engine.statistics
         #expect(stats.prefixHitTokens == 5 * 40, "hits \(stats.prefixHitTokens)")
         #expect(stats.promptTokensComputed == prompts.reduce(0) { $0 + $1.count } - 5 * 40)
         // The first request's five whole chunks went into the cache when its prompt was written,
         // while it was still running: the others started before it finished.
-        #expect(stats.prefixSharedRunningChunks == 5)
+        #expect(stats.prefixSharedRunningChunks == (paged ? 10 : 5))
         let firstEnd = finishStep[ids[0]]!, othersStart = ids.dropFirst().map { startStep[$0]! }
         #expect(othersStart.allSatisfy { $0 < firstEnd }, "the first ended at step \(firstEnd), the others started at \(othersStart)")
     }

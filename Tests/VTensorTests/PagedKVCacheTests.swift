@@ -55,6 +55,48 @@ import Testing
         #expect(cache.takeChangedTables().isEmpty)
     }
 
+    /// The prefix cache's side of the paged baseline: holders keep pages, new requests share
+    /// them (references, no copy), and a page shared in part is copied (by the model, from the
+    /// list it takes).
+    @Test func holdersSharePagesAndPartPagesAreCopied() throws {
+        let cache = try PagedKVCache(shape: Self.shape, pageTokens: 4, pageCount: 12, maxTokensPerRequest: 32, maxRequests: 4)
+        try cache.addRequest(1)
+        try cache.reserve([(1, 10)])
+        try cache.setLengths([(1, 10)])
+        let pages1 = try cache.blockTable(of: 1).pages
+        try cache.detach(1, tokens: 10, asHolder: 50)
+        #expect(try cache.holderPages(50) == pages1.map { $0 })
+        #expect(cache.accounting.usedPages == 3 && !cache.contains(1))
+        // Request 2 shares 2.5 pages: two by reference, the third copied into its own page.
+        try cache.addRequest(2, aliasing: (0..<3).map { (holder: 50, chunk: $0) }, tokens: 10)
+        let pages2 = try cache.blockTable(of: 2).pages
+        #expect(Array(pages2.prefix(2)) == Array(pages1.prefix(2)) && pages2[2] != pages1[2])
+        let copies = cache.takePageCopies()
+        #expect(copies.count == 1 && copies[0].source == pages1[2] && copies[0].destination == pages2[2])
+        #expect(cache.takePageCopies().isEmpty)
+        #expect(cache.audit().isEmpty && cache.accounting.usedPages == 4)
+        // A running request shares its pages as a holder too; a holder then gives one back.
+        try cache.share(2, chunks: 2, asHolder: 51)
+        #expect(cache.holdSameChunk(50, 51, chunk: 1) && !cache.holdSameChunk(50, 51, chunk: 2))
+        try cache.releaseHolderChunks(50, chunks: [0])
+        #expect(cache.accounting.usedPages == 4, "request 2 and holder 51 still hold page 0")
+        // Request 3 takes 1.5 pages from holder 51; both grow past what they share.
+        try cache.addRequest(3, aliasing: [(holder: 51, chunk: 0), (holder: 51, chunk: 1)], tokens: 6)
+        #expect(cache.takePageCopies().count == 1)
+        try cache.reserve([(3, 8), (2, 13)])
+        #expect(cache.audit().isEmpty)
+        try cache.free(2)
+        try cache.freeHolder(50)
+        try cache.freeHolder(51)
+        #expect(cache.audit().isEmpty)
+        try cache.free(3)
+        #expect(cache.accounting.usedPages == 0 && cache.audit().isEmpty)
+        // Errors name the problem and change nothing.
+        #expect(throws: VTensorError.unknownRequest(77)) { try cache.addRequest(4, aliasing: [(holder: 77, chunk: 0)], tokens: 2) }
+        #expect(throws: VTensorError.self) { try cache.addRequest(4, aliasing: [], tokens: 2) }
+        #expect(!cache.contains(4) && cache.audit().isEmpty)
+    }
+
     @Test(arguments: 0..<12)
     func randomOperationsKeepEveryPageOwnedOnce(seed: Int) throws {
         var random = SplitMix64(seed: UInt64(seed) &+ 99)

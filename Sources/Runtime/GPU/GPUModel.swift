@@ -534,6 +534,7 @@ public final class GPUModel: @unchecked Sendable {
         var pagedRequests: [PagedRequest] = []
         var layerZeroRequests: [AttentionRequest] = []
         var changedTables: [(slot: Int, pages: [Int32])] = []
+        var pageCopies: [(source: Int32, destination: Int32)] = []
         if let paged = kvStorage.pagedCache {
             // Row addresses through the block tables; attention reads the same tables in every layer.
             let tables = try inputs.map { try paged.blockTable(of: $0.id) }
@@ -556,6 +557,7 @@ public final class GPUModel: @unchecked Sendable {
                 queryStart += input.tokens.count
             }
             changedTables = paged.takeChangedTables()
+            pageCopies = paged.takePageCopies()
         } else if let offsets = layerOffsets {
             // Layers at fixed offsets from layer 0 (the blocked layout): layer-0 views only; a
             // row's address in layer L is its layer-0 address plus L's offset.
@@ -619,6 +621,17 @@ public final class GPUModel: @unchecked Sendable {
             }
         }
         try metaStaging.end(stream: stream)
+        // Pages a request shares only in part get their copies before any kernel of the step
+        // (the prefix cache's boundary blocks), every layer's K and V.
+        for copy in pageCopies {
+            let pageBytes = UInt64(pagedPools[0].pageStride)
+            for pool in pagedPools {
+                for base in [pool.keys, pool.values] {
+                    try context.copyDeviceToDeviceAsync(destination: base + UInt64(copy.destination) * pageBytes,
+                                                        source: base + UInt64(copy.source) * pageBytes, bytes: Int(pageBytes), stream: stream)
+                }
+            }
+        }
         try kernels.feedTokens(tokens: tokens, pairs: meta + UInt64(feedOffset), count: feeds.count, picks: sampler.resultsAddress,
                                strideBytes: DeviceDraw.outBytes, stream: stream)
 

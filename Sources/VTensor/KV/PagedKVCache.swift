@@ -11,6 +11,14 @@
 /// order, so a page freed while a queued step still writes it is rewritten by its next owner
 /// only in a later step.
 ///
+/// A prefix cache (the same one virtual tensors have, for the A/B) shares pages: a request that
+/// leaves becomes a *holder* of its first pages, a new request's table starts with holders'
+/// pages (a reference each, no copy), and a page a request would share only in part is copied
+/// into a page of its own when it starts (its first write lands there): the copies wait in
+/// `takePageCopies()` for the model, which makes them before the step's kernels. Requests only
+/// ever write past what they share (holders take whole pages of running requests), so a page
+/// another holds is never written.
+///
 /// `@unchecked Sendable`: every mutable field is guarded by `lock`.
 public final class PagedKVCache: @unchecked Sendable {
     public let shape: KVShape
@@ -28,6 +36,14 @@ public final class PagedKVCache: @unchecked Sendable {
     }
     private let lock = ConditionLock()
     private var entries: [Int: Entry] = [:]
+    /// Per page: the tables and holders that hold it (0: free).
+    private var references: [Int32]
+    /// Prefix-cache holders: their pages by block index (nil: given back), and their tokens.
+    private var holders: [Int: [Int32?]] = [:]
+    private var holderTokens: [Int: Int] = [:]
+    /// Page copies the model makes before the next step (source, destination); each source
+    /// holds a reference until the copy is taken, so it is not reused before it is read.
+    private var pendingCopies: [(source: Int32, destination: Int32)] = []
     /// Free page ids, taken from the end (recently freed pages first: warm in L2).
     private var freePages: [Int32]
     private var freeSlots: [Int]
@@ -46,6 +62,7 @@ public final class PagedKVCache: @unchecked Sendable {
         self.maxRequests = maxRequests
         freePages = (0..<Int32(pageCount)).reversed()
         freeSlots = (0..<maxRequests).reversed()
+        references = Array(repeating: 0, count: pageCount)
     }
 
     /// Bytes of one page in one layer's K (or V) pool.
@@ -70,11 +87,12 @@ public final class PagedKVCache: @unchecked Sendable {
     public func contains(_ id: Int) -> Bool { lock.withLock { entries[id] != nil } }
     public var requestIDs: [Int] { lock.withLock { Array(entries.keys) } }
 
-    /// Gives every page of `id` back at once (see the type's note on in-flight steps).
+    /// Gives every page of `id` back at once (see the type's note on in-flight steps); pages a
+    /// holder shares stay the holder's.
     public func free(_ id: Int) throws {
         try lock.withLock {
             guard let entry = entries.removeValue(forKey: id) else { throw VTensorError.unknownRequest(id) }
-            freePages += entry.pages.reversed()
+            for page in entry.pages.reversed() { dropLocked(page) }
             freeSlots.append(entry.slot)
             changedSlots.remove(entry.slot)
         }
@@ -98,8 +116,7 @@ public final class PagedKVCache: @unchecked Sendable {
             for (id, tokens) in targets {
                 let extra = pages(forTokens: tokens) - entries[id]!.pages.count
                 guard extra > 0 else { continue }
-                entries[id]!.pages += freePages.suffix(extra).reversed()
-                freePages.removeLast(extra)
+                for _ in 0..<extra { entries[id]!.pages.append(takeLocked()) }
                 changedSlots.insert(entries[id]!.slot)
             }
             peakUsed = max(peakUsed, pageCount - freePages.count)
@@ -144,6 +161,138 @@ public final class PagedKVCache: @unchecked Sendable {
         }
     }
 
+    /// Page copies to make before the next step reads the pages (source, destination), in
+    /// order; taking them lets their sources go.
+    public func takePageCopies() -> [(source: Int32, destination: Int32)] {
+        lock.withLock {
+            defer {
+                for copy in pendingCopies { dropLocked(copy.source) }
+                pendingCopies.removeAll(keepingCapacity: true)
+            }
+            return pendingCopies
+        }
+    }
+
+    // MARK: Prefix-cache holders
+
+    /// Makes request `id`'s first `tokens` tokens a holder's: the pages covering them stay
+    /// `holder`'s, the rest are given back, and the request ends.
+    public func detach(_ id: Int, tokens: Int, asHolder holder: Int) throws {
+        try lock.withLock {
+            guard let entry = entries[id] else { throw VTensorError.unknownRequest(id) }
+            guard holders[holder] == nil else { throw VTensorError.duplicateRequest(holder) }
+            guard tokens >= 0, tokens <= entry.length else {
+                throw VTensorError.invalidSize("cannot keep \(tokens) tokens of request \(id), which holds \(entry.length)")
+            }
+            let keep = pages(forTokens: tokens)
+            for page in entry.pages[keep...].reversed() { dropLocked(page) }
+            holders[holder] = entry.pages[..<keep].map { $0 }
+            holderTokens[holder] = tokens
+            entries[id] = nil
+            freeSlots.append(entry.slot)
+            changedSlots.remove(entry.slot)
+        }
+    }
+
+    /// Makes running request `id`'s first `chunks` pages (tokens it has computed) a holder's
+    /// too, while it runs.
+    public func share(_ id: Int, chunks: Int, asHolder holder: Int) throws {
+        try lock.withLock {
+            guard let entry = entries[id] else { throw VTensorError.unknownRequest(id) }
+            guard holders[holder] == nil else { throw VTensorError.duplicateRequest(holder) }
+            guard chunks > 0, chunks * pageTokens <= entry.length else {
+                throw VTensorError.invalidSize("cannot share \(chunks) pages of request \(id), which holds \(entry.length) tokens")
+            }
+            for page in entry.pages[..<chunks] { references[Int(page)] += 1 }
+            holders[holder] = entry.pages[..<chunks].map { $0 }
+            holderTokens[holder] = chunks * pageTokens
+        }
+    }
+
+    /// A new request whose first `tokens` tokens are in holders' pages: block i of its table is
+    /// `prefix[i]`'s page (a reference, no copy); a page it shares only in part is copied into
+    /// one of its own (`takePageCopies`). All or nothing.
+    public func addRequest(_ id: Int, aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) throws {
+        try lock.withLock {
+            guard entries[id] == nil else { throw VTensorError.duplicateRequest(id) }
+            guard tokens >= 0, pages(forTokens: tokens) == prefix.count, tokens <= maxTokensPerRequest else {
+                throw VTensorError.invalidSize("\(tokens) tokens take \(pages(forTokens: tokens)) pages; \(prefix.count) given")
+            }
+            let shared = try prefix.enumerated().map { i, place -> Int32 in
+                guard place.chunk == i else { throw VTensorError.invalidSize("page \(i) of a prefix must come from page \(i), not \(place.chunk)") }
+                guard let pages = holders[place.holder] else { throw VTensorError.unknownRequest(place.holder) }
+                guard i < pages.count, let page = pages[i] else { throw VTensorError.notMapped(tensor: place.holder, chunk: i) }
+                return page
+            }
+            let partial = tokens % pageTokens > 0
+            guard !partial || !freePages.isEmpty else { throw VTensorError.outOfMemory("1 page needed, 0 free") }
+            guard let slot = freeSlots.popLast() else {
+                throw VTensorError.capacityExceeded("the paged KV cache holds \(maxRequests) requests at most")
+            }
+            var pages = Array(shared.prefix(partial ? shared.count - 1 : shared.count))
+            for page in pages { references[Int(page)] += 1 }
+            if partial, let last = shared.last {
+                let own = takeLocked()
+                references[Int(last)] += 1  // held until the copy is taken
+                pendingCopies.append((last, own))
+                pages.append(own)
+            }
+            entries[id] = Entry(slot: slot, pages: pages, length: tokens)
+            changedSlots.insert(slot)
+            peakUsed = max(peakUsed, pageCount - freePages.count)
+        }
+    }
+
+    /// Gives back pages `chunks` of holder `holder`.
+    public func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws {
+        try lock.withLock {
+            guard holders[holder] != nil else { throw VTensorError.unknownRequest(holder) }
+            for index in chunks where index < holders[holder]!.count {
+                if let page = holders[holder]![index] { dropLocked(page) }
+                holders[holder]![index] = nil
+            }
+        }
+    }
+
+    /// Gives back everything holder `holder` keeps and forgets it.
+    public func freeHolder(_ holder: Int) throws {
+        try lock.withLock {
+            guard let pages = holders.removeValue(forKey: holder) else { throw VTensorError.unknownRequest(holder) }
+            holderTokens[holder] = nil
+            for case let page? in pages.reversed() { dropLocked(page) }
+        }
+    }
+
+    /// Whether holders `a` and `b` hold the same page at block `index`.
+    public func holdSameChunk(_ a: Int, _ b: Int, chunk index: Int) -> Bool {
+        lock.withLock {
+            guard let x = holders[a], let y = holders[b], index < x.count, index < y.count, let page = x[index] else { return false }
+            return y[index] == page
+        }
+    }
+
+    public var holderIDs: [Int] { lock.withLock { Array(holders.keys) } }
+
+    /// A holder's pages by block index (nil: given back), for checks of what a prefix cache keeps.
+    public func holderPages(_ holder: Int) throws -> [Int32?] {
+        try lock.withLock {
+            guard let pages = holders[holder] else { throw VTensorError.unknownRequest(holder) }
+            return pages
+        }
+    }
+
+    private func takeLocked() -> Int32 {
+        let page = freePages.removeLast()
+        references[Int(page)] = 1
+        return page
+    }
+
+    private func dropLocked(_ page: Int32) {
+        precondition(references[Int(page)] > 0, "page \(page) given back twice")
+        references[Int(page)] -= 1
+        if references[Int(page)] == 0 { freePages.append(page) }
+    }
+
     public struct Accounting: Sendable, Equatable, Codable {
         public var requests: Int
         public var usedPages: Int
@@ -159,12 +308,13 @@ public final class PagedKVCache: @unchecked Sendable {
         }
     }
 
-    /// Problems with the invariants (empty when sound): every page owned by exactly one request
-    /// or free, every slot held once, every length covered by its pages.
+    /// Problems with the invariants (empty when sound): every page's reference count is the
+    /// tables, holders and pending copies that hold it, free pages are held by nothing, every
+    /// slot held once, every length covered by its pages.
     public func audit() -> [String] {
         lock.withLock {
             var problems: [String] = []
-            var owner = [Int?](repeating: nil, count: pageCount)
+            var counted = [Int32](repeating: 0, count: pageCount)
             var free = [Bool](repeating: false, count: pageCount)
             for page in freePages {
                 guard page >= 0 && Int(page) < pageCount else { problems.append("free page \(page) out of range"); continue }
@@ -179,12 +329,19 @@ public final class PagedKVCache: @unchecked Sendable {
                 for page in entry.pages {
                     guard page >= 0 && Int(page) < pageCount else { problems.append("request \(id) holds page \(page), out of range"); continue }
                     if free[Int(page)] { problems.append("page \(page) is both free and held by request \(id)") }
-                    if let other = owner[Int(page)] { problems.append("page \(page) held by requests \(other) and \(id)") }
-                    owner[Int(page)] = id
+                    counted[Int(page)] += 1
                 }
             }
+            for (holder, pages) in holders {
+                for case let page? in pages {
+                    if free[Int(page)] { problems.append("page \(page) is both free and held by holder \(holder)") }
+                    counted[Int(page)] += 1
+                }
+            }
+            for copy in pendingCopies { counted[Int(copy.source)] += 1 }
+            if counted != references { problems.append("page references differ from the tables, holders and copies that hold pages") }
             if slots.count != maxRequests { problems.append("\(maxRequests - slots.count) table slots lost") }
-            let accounted = owner.indices.filter { owner[$0] != nil || free[$0] }.count
+            let accounted = counted.indices.filter { counted[$0] > 0 || free[$0] }.count
             if accounted != pageCount { problems.append("\(pageCount - accounted) pages neither free nor held") }
             return problems
         }

@@ -1,0 +1,42 @@
+/// What a prefix cache needs from where K/V lives: requests that leave (or run) become holders
+/// of their first blocks, and new requests start from holders' blocks without recomputing
+/// them. Virtual tensors share physical chunks (aliases); the paged baseline shares pages.
+/// Blocks are chunks or pages: `blockTokens` tokens each, at the same index in every sequence.
+public protocol PrefixStore: AnyObject {
+    /// Tokens per block.
+    var blockTokens: Int { get }
+    /// Memory units (the engine ledger's) one block of one request takes.
+    var unitsPerBlock: Int { get }
+    /// A new request starting with `tokens` tokens from holders' blocks (block i from `prefix[i]`).
+    func addRequest(_ id: Int, aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) throws
+    /// Request `id` ends; its first `tokens` tokens' blocks stay `holder`'s.
+    func detach(_ id: Int, tokens: Int, asHolder holder: Int) throws
+    /// Running request `id`'s first `chunks` blocks become `holder`'s too.
+    func share(_ id: Int, chunks: Int, asHolder holder: Int) throws
+    func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws
+    func freeHolder(_ holder: Int) throws
+    /// Whether holders `a` and `b` hold the same memory at block `chunk`.
+    func holdSameChunk(_ a: Int, _ b: Int, chunk: Int) -> Bool
+    func free(_ id: Int) throws
+    var holderIDs: [Int] { get }
+}
+
+extension KVCache: PrefixStore {
+    public var blockTokens: Int { layout.tokensPerChunk }
+    public var unitsPerBlock: Int { layout.rangesPerRequest }
+}
+
+extension PagedKVCache: PrefixStore {
+    public var blockTokens: Int { pageTokens }
+    public var unitsPerBlock: Int { 1 }
+}
+
+extension KVStorage {
+    /// The store a prefix cache keeps blocks in.
+    public var prefixStore: any PrefixStore {
+        switch self {
+        case .virtual(let cache): cache
+        case .paged(let cache): cache
+        }
+    }
+}
