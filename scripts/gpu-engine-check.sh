@@ -15,6 +15,9 @@
 #   virtual tensors and paged), then multi-turn (the issue's defaults and the small run) and
 #   shared prefix, each with the cache on and off, virtual tensors and the paged baseline with
 #   the same prefix cache.
+#   publish: shared prefix and multi-turn (defaults), virtual tensors against paged, both with
+#   the prefix cache (a running request's prompt chunks published when queued), and shared
+#   prefix without the cache.
 #   prefix: the prefix cache: shared-prefix prompts through the engine vs alone (trained model),
 #   ShareGPT with the cache on and off.
 #   table: decode attention's one shared item table (layer-0 bases + per-layer offsets) checked
@@ -54,7 +57,7 @@ dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
 sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
 
-[ "$quick" = alias ] || [ "$quick" = prefixab ] || [ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
+[ "$quick" = alias ] || [ "$quick" = prefixab ] || [ "$quick" = publish ] || [ "$quick" = seqs ] || [ "$quick" = prefetch ] || [ "$quick" = pipeline ] || [ "$quick" = ab ] || [ "$quick" = table ] || [ "$quick" = graphs ] || [ "$quick" = final ] || [ "$quick" = prefix ] || [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || run dev-engine 240 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
 if [ "$quick" = pipeline ]; then
   # In order of what matters most, each with its own time limit.
   run dev-engine 150 "$bin" dev engine --backend cuda --json-out "$out/dev-engine.json"
@@ -149,6 +152,13 @@ PY
   run tp-multiturn 60 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/tp-multiturn.json"
   run tp-multiturn-nocache 60 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-nocache.json"
   run tp-multiturn-paged 60 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv paged --json-out "$out/tp-multiturn-paged.json"
+elif [ "$quick" = publish ]; then
+  mtd=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
+  run tp-sharedprefix 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"
+  run tp-sharedprefix-paged 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/tp-sharedprefix-paged.json"
+  run tp-sharedprefix-nocache 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/tp-sharedprefix-nocache.json"
+  run tp-multiturn-defaults 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$out/tp-multiturn-defaults.json"
+  run tp-multiturn-defaults-paged 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --kv paged --json-out "$out/tp-multiturn-defaults-paged.json"
 elif [ "$quick" = sharedprefix ]; then
   # Shared prefixes with requests held back while another computes their prefix; multi-turn again.
   run tp-sharedprefix 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/tp-sharedprefix.json"
@@ -273,7 +283,7 @@ for name in names:
           f"{g.get('graphReplays',0)}/{g.get('graphCaptures',0)}/{g.get('graphDirect',0)}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}")
 PY
   fi
-  if [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || [ "$quick" = alias ] || [ "$quick" = prefixab ]; then
+  if [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || [ "$quick" = alias ] || [ "$quick" = prefixab ] || [ "$quick" = publish ]; then
     python3 - "$out" "$quick" <<'PY'
 import json, os, sys
 out = sys.argv[1]
@@ -284,6 +294,8 @@ if any(os.path.exists(os.path.join(out, f"tp-{w}-fcfs.json")) for w in ["multitu
 if sys.argv[2] == "prefixab":
     names = ["multiturn-defaults", "multiturn-defaults-nocache", "multiturn-defaults-paged", "sharedprefix", "sharedprefix-nocache",
              "sharedprefix-paged", "sharedprefix-paged-nocache", "multiturn", "multiturn-nocache", "multiturn-paged"]
+if sys.argv[2] == "publish":
+    names = ["sharedprefix", "sharedprefix-paged", "sharedprefix-nocache", "multiturn-defaults", "multiturn-defaults-paged"]
 if sys.argv[2] == "alias":
     names = ["multiturn", "multiturn-nocache", "multiturn-paged", "multiturn-2048", "multiturn-2048-nocache",
              "multiturn-defaults", "multiturn-defaults-nocache", "sharedprefix", "sharedprefix-nocache"]

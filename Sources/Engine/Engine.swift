@@ -384,6 +384,16 @@ public final class Engine: @unchecked Sendable {
         } catch {
             return (nil, fail(rows.map { (sequences[$0.id]!, "model step: \(error)") } + failedRows, stats: &stats))
         }
+        // The step's prompt chunks are written, or queued to be written before any later step
+        // runs (the device runs steps in order): their whole chunks go into the prefix cache
+        // now while requests wait (one may wait for exactly that prefix), so those requests'
+        // aliases are mapped while this step computes them, and their first step comes after.
+        if let prefixCache, !scheduler.waiting.isEmpty {
+            for row in rows where !row.isDecode {
+                guard let sequence = sequences[row.id], sequence.hasKV, sequence.computed >= row.start + row.count else { continue }
+                prefixCache.publish(sequence, written: row.start + row.count, ledger: &ledger)
+            }
+        }
         return (step, fail(failedRows, stats: &stats))
     }
 
@@ -403,14 +413,6 @@ public final class Engine: @unchecked Sendable {
             modelNanos += monotonicNanos() - modelStart
         } else {
             picks = step.picks ?? []
-        }
-        // The step's prompt chunks are written now: their whole chunks go into the prefix cache
-        // while requests wait (one may be waiting for exactly that prefix).
-        if let prefixCache, !scheduler.waiting.isEmpty {
-            for row in step.rows where !row.isDecode {
-                guard let sequence = sequences[row.id], sequence.hasKV, sequence.computed >= row.start + row.count else { continue }
-                prefixCache.publish(sequence, written: row.start + row.count, ledger: &ledger)
-            }
         }
         var outputs: [RequestOutput] = []
         for (row, pick) in zip(step.rows, picks) {
