@@ -509,11 +509,15 @@ public final class Engine: @unchecked Sendable {
             budget -= min(need, budget)
         }
         var targets: [(id: RequestID, tokens: Int)] = []
-        let computing = scheduler.waiting.isEmpty ? nil : prefixCache.map { scheduler.runningPrefixes($0) }
+        var computing = scheduler.waiting.isEmpty ? nil : prefixCache.map { scheduler.runningPrefixes($0) }
         for sequence in scheduler.waiting {
             guard budget > 0, seats > 0 else { break }
-            // One that will wait for a running request's prefix gets no KV of its own yet.
+            // One that will wait for a running request's prefix gets no KV of its own yet, nor
+            // one whose prefix a request admitted ahead of it will compute (as admission does).
             if let prefixCache, let computing, !sequence.hasKV, scheduler.isHeldBack(sequence, prefix: prefixCache, computing: computing) { continue }
+            if let prefixCache, sequence.tokens.count > prefixCache.tree.tokensPerBlock {
+                computing?[sequence.firstBlockKey(prefixCache.tree.tokensPerBlock), default: []].append(sequence)
+            }
             var attached = false
             if let prefixCache, !sequence.hasKV {
                 // Its cached prefix first: only the rest needs mapping.

@@ -108,11 +108,9 @@ final class PrefixCache {
         }
         var relocating: Set<Int> = []
         if let pinned {
-            for node in pinned.nodes {
-                if let location = tree.location(of: node), cache.holdSameChunk(holder, location.holder, chunk: location.chunk) {
-                    relocating.insert(node)
-                }
-            }
+            let placed = pinned.nodes.compactMap { node in tree.location(of: node).map { (node, $0) } }
+            let same = cache.holdSameChunks(holder, as: placed.map { ($0.1.holder, $0.1.chunk) })
+            for ((node, _), isSame) in zip(placed, same) where isSame { relocating.insert(node) }
         }
         let insertion = tree.insert(Array(sequence.tokens.prefix(tokens)), salt: sequence.salt, holder: holder, relocating: relocating)
         do {

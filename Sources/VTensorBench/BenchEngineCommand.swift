@@ -19,28 +19,31 @@ struct BenchEngineCommand: ParsableCommand {
     @Option(help: "Decode steps timed after the prompts.") var steps = 100
     @Option(help: "Write the results as JSON here.") var jsonOut: String?
     @Option(help: "Plan each step before the previous one's picks are in (on, the GPU's way) or after (off).") var pipelineSteps: OnOff = .on
-    @Option(help: "decode: every request decodes for the timed steps; churn: short answers, a new request for every one that finishes, prompts sharing a prefix within 16 groups (the prefix cache's matching, insertion, eviction and hold-back every step).")
+    @Option(help: "decode: every request decodes for the timed steps; churn: short answers, a new request for every one that finishes, prompts sharing a prefix within 16 groups (the prefix cache's matching, insertion, eviction and hold-back every step); shared-prefix: bench throughput's shared-prefix workload (16 groups x 16 prompts of 2048 + 128 tokens, 64 out) run to the end, virtual tensors and paged.")
     var workload: Workload = .decode
     @Option(help: "churn: output tokens of each request.") var outputTokens = 32
     @Option(help: "The prefix cache (on by default in the engine).") var prefixCache: OnOff = .on
 
-    enum Workload: String, ExpressibleByArgument, CaseIterable { case decode, churn }
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case decode, churn, sharedPrefix = "shared-prefix" }
 
     /// Takes each row's tokens into the cache (as a model would) and returns a fixed token.
     final class NullModel: LanguageModel {
         let config: ModelConfig
-        let kvCache: KVCache
-        var kvStorage: KVStorage { .virtual(kvCache) }
-        var maxSequenceTokens: Int { kvCache.maxTokensPerRequest }
+        let kvStorage: KVStorage
+        var maxSequenceTokens: Int { kvStorage.maxTokensPerRequest }
         var samplesOnDevice: Bool { true }
         var computesAsynchronously: Bool { true }
-        init(config: ModelConfig, cache: KVCache) { self.config = config; kvCache = cache }
+        init(config: ModelConfig, storage: KVStorage) { self.config = config; kvStorage = storage }
         func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
             throw RuntimeError.unsupported("the null model only samples")
         }
         func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
-            let starts = try inputs.map { try kvCache.length(of: $0.id) }
-            try kvCache.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
+            let starts = try inputs.map { try kvStorage.length(of: $0.id) }
+            try kvStorage.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
+            if let paged = kvStorage.pagedCache {
+                _ = paged.takeChangedTables()
+                _ = paged.takePageCopies()
+            }
             return inputs.map { _ in SampledToken(id: 5) }
         }
     }
@@ -57,6 +60,7 @@ struct BenchEngineCommand: ParsableCommand {
         }
         guard promptTokens >= 1, steps >= 1 else { throw ValidationError("--prompt-tokens and --steps must be positive") }
         if workload == .churn { return try runChurn(counts) }
+        if workload == .sharedPrefix { return try runSharedPrefix() }
         guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
         var results: [Result] = []
         var table = Table(title: "engine host time a decode step (null model, host memory)", header: ["rows", "median ms", "us a row", "add (ms)"])
@@ -91,7 +95,7 @@ struct BenchEngineCommand: ParsableCommand {
     /// An engine over the null model with Llama-3-8B's KV shape on host memory (small chunks,
     /// so that address space, not memory, is what a run uses), its budget holding
     /// `requestsHeld` requests of `tokensPerRequest` tokens.
-    private func makeEngine(config: ModelConfig, rows: Int, tokensPerRequest: Int, requestsHeld: Int) throws -> Engine {
+    private func makeEngine(config: ModelConfig, rows: Int, tokensPerRequest: Int, requestsHeld: Int, paged: Bool = false) throws -> Engine {
         var config = config
         config.maxPositionEmbeddings = tokensPerRequest
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
@@ -99,9 +103,49 @@ struct BenchEngineCommand: ParsableCommand {
         let backend = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
         let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)))
         let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
-        return try Engine(model: NullModel(config: config, cache: cache), tokenizer: nil, eosTokenIds: [],
+        let storage: KVStorage = paged
+            ? .paged(try PagedKVCache(shape: shape, pageTokens: 16, pageCount: bytes / (16 * shape.tokenBytes), maxTokensPerRequest: tokensPerRequest,
+                                      maxRequests: max(1024, 4 * rows)))
+            : .virtual(cache)
+        return try Engine(model: NullModel(config: config, storage: storage), tokenizer: nil, eosTokenIds: [],
                           options: EngineOptions(maxNumSeqs: rows, maxNumBatchedTokens: max(8192, rows), pipelineSteps: pipelineSteps == .on,
                                                  prefixCaching: prefixCache == .on))
+    }
+
+    /// The shared-prefix workload to the end, virtual tensors and paged in turn (interleaved
+    /// rounds): the engine thread's time with the model computing nothing.
+    private func runSharedPrefix() throws {
+        guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
+        let groups = 16, perGroup = 16, system = 2048, question = 128, output = 64
+        var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
+                          header: ["KV", "round", "steps", "host s", "ms a step", "hit rate"])
+        var results: [Result] = []
+        for round in 0..<3 {
+            for paged in [false, true] {
+                let engine = try makeEngine(config: config, rows: 256, tokensPerRequest: system + question + output + 8, requestsHeld: 2 * groups * perGroup,
+                                            paged: paged)
+                for g in 0..<groups {
+                    let prefix = (0..<system).map { 1000 + ($0 &* 7 &+ g * 977) % 50_000 }
+                    for q in 0..<perGroup {
+                        let prompt = prefix + (0..<question).map { 60_000 + ($0 &* 31 &+ q * 131 + g) % 60_000 }
+                        try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: output, ignoreEOS: true)))
+                    }
+                }
+                var steps = 0
+                let start = monotonicNanos()
+                while engine.hasWork {
+                    if let failed = engine.step().first(where: { $0.error != nil }) { throw ValidationError("request \(failed.id) failed: \(failed.error!)") }
+                    steps += 1
+                }
+                let seconds = Double(monotonicNanos() - start) / 1e9
+                let hit = engine.statistics.prefixHitRate
+                table.add([paged ? "paged" : "vtensor", "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3), fixed(100 * hit, 1) + "%"])
+                results.append(Result(rows: groups * perGroup, medianMs: seconds * 1000 / Double(steps), microsPerRow: 0, addMs: 0,
+                                      workload: paged ? "shared-prefix-paged" : "shared-prefix", prefixCache: prefixCache == .on, prefixHitRate: hit))
+            }
+        }
+        print(table.render())
+        if let jsonOut { try writeFile(jsonOut, try jsonString(results)) }
     }
 
     /// Keeps `n` requests in flight: each prompt is a 16-group shared prefix (half the prompt) and

@@ -290,6 +290,25 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
     /// Requests that arrive together with a common 40-token prefix: the first computes it, the
     /// others wait for it (instead of computing it side by side) and then find it cached. Every
     /// request still makes exactly its own tokens.
+    /// Groups of requests sharing a prefix, all sent at once: a request starting ahead of the
+    /// others of its group computes the prefix and the rest find it cached, whether they start
+    /// through admission or through a prefetch a step early.
+    @Test(arguments: [false, true]) func eachGroupComputesItsPrefixOnce(paged: Bool) throws {
+        let model = try FakeModel(context: 80, budgetChunks: 96, pagedPages: paged ? 193 : nil)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
+                                options: EngineOptions(maxNumSeqs: 16, maxNumBatchedTokens: 100))
+        let prompts = (0..<4).flatMap { g in
+            (0..<4).map { q in (0..<40).map { 1 + ($0 * 7 + g * 13) % 47 } + [3 + q, 5 + g, 7] }
+        }
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 4))) }
+        var outputs: [RequestID: [Int]] = [:]
+        engine.runUntilIdle { for output in $0 { outputs[output.id, default: []] += output.tokens.map(\.id) } }
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 4, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        #expect(engine.statistics.prefixHitTokens == 4 * 3 * 40, "hits \(engine.statistics.prefixHitTokens)")
+    }
+
     @Test(arguments: [false, true]) func requestsWaitForAPrefixBeingComputed(paged: Bool) throws {
         let model = try FakeModel(context: 80, budgetChunks: 64, pagedPages: paged ? 129 : nil)
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 8, maxNumBatchedTokens: 64))

@@ -193,7 +193,7 @@ import Testing
             #expect(allFreed, "the old tensor objects are gone")
             let stale = try memory.holes(in: oldTensors.map { ($0, $0.chunkCount) }, skippingFreed: true)
             #expect(stale.isEmpty, "growth queued for them passes by")
-            #expect(cache.holdSameChunk(10, 10, chunk: 2))
+            #expect(cache.holdSameChunks(10, as: [(10, 2)]) == [true])
             // Another request shares the holder's first 2.5 chunks but one token: its boundary
             // chunk is copied from the range that maps it (the adopter's).
             try cache.addRequest(3, aliasing: prefix, tokens: n - 1)
@@ -219,8 +219,8 @@ import Testing
             #expect(load(held.address(token: n - 2, head: 1)) == UInt32(n - 1))
             #expect(memory.audit { backendAgrees($0, host) } == [])
             try cache.detach(2, tokens: n - 2, asHolder: 11)
-            #expect(cache.holdSameChunk(11, 10, chunk: 0) && cache.holdSameChunk(11, 10, chunk: 1))
-            #expect(!cache.holdSameChunk(11, 10, chunk: 2), "the copy on write gave it its own third chunk")
+            // Chunks 0-1 shared; the copy on write gave it its own third chunk; no holder 12.
+            #expect(cache.holdSameChunks(11, as: [(10, 0), (10, 1), (10, 2), (12, 0)]) == [true, true, false, false])
             try cache.free(3)
             try cache.freeHolder(10)
             try cache.freeHolder(11)

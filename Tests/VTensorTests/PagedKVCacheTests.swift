@@ -77,7 +77,7 @@ import Testing
         #expect(cache.audit().isEmpty && cache.accounting.usedPages == 4)
         // A running request shares its pages as a holder too; a holder then gives one back.
         try cache.share(2, chunks: 2, asHolder: 51)
-        #expect(cache.holdSameChunk(50, 51, chunk: 1) && !cache.holdSameChunk(50, 51, chunk: 2))
+        #expect(cache.holdSameChunks(51, as: [(50, 1), (50, 2)]) == [true, false])
         try cache.releaseHolderChunks(50, chunks: [0])
         #expect(cache.accounting.usedPages == 4, "request 2 and holder 51 still hold page 0")
         // Request 3 takes 1.5 pages from holder 51; both grow past what they share.

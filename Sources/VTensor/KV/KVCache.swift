@@ -269,11 +269,7 @@ public final class KVCache: @unchecked Sendable {
     public func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws {
         try lock.withLock {
             guard let tensors = holders[holder] else { throw VTensorError.unknownRequest(holder) }
-            for tensor in tensors {
-                for index in chunks where memory.inspect({ $0.isHeld(tensor, chunk: index) }) {
-                    try memory.unmap(tensor, chunk: index)
-                }
-            }
+            for tensor in tensors { try memory.release(tensor, chunks: chunks) }
         }
     }
 
@@ -358,15 +354,20 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
-    /// Whether holders `a` and `b` hold the same physical chunk at chunk `index` of every range
-    /// (a request that aliased a cached chunk and left holds what the cache's holder holds).
-    public func holdSameChunk(_ a: Int, _ b: Int, chunk index: Int) -> Bool {
+    /// For each place, whether holder `holder` holds the same physical chunk there as the
+    /// place's holder, in every range (a request that aliased cached chunks and left holds what
+    /// the cache's holders hold). One look at the memory manager for all of them.
+    public func holdSameChunks(_ holder: Int, as places: [(holder: Int, chunk: Int)]) -> [Bool] {
         lock.withLock {
-            guard let first = holders[a], let second = holders[b] else { return false }
+            guard let mine = holders[holder] else { return places.map { _ in false } }
             return memory.inspect { memory in
-                zip(first, second).allSatisfy { x, y in
-                    guard index < x.chunkCount, index < y.chunkCount, let chunk = memory.heldChunk(x, chunk: index) else { return false }
-                    return memory.heldChunk(y, chunk: index) == chunk
+                places.map { place in
+                    guard let theirs = holders[place.holder] else { return false }
+                    let index = place.chunk
+                    return zip(mine, theirs).allSatisfy { x, y in
+                        guard index < x.chunkCount, index < y.chunkCount, let chunk = memory.heldChunk(x, chunk: index) else { return false }
+                        return memory.heldChunk(y, chunk: index) == chunk
+                    }
                 }
             }
         }

@@ -263,11 +263,15 @@ public final class PagedKVCache: @unchecked Sendable {
         }
     }
 
-    /// Whether holders `a` and `b` hold the same page at block `index`.
-    public func holdSameChunk(_ a: Int, _ b: Int, chunk index: Int) -> Bool {
+    /// For each place, whether holder `holder` holds the same page there as the place's holder.
+    public func holdSameChunks(_ holder: Int, as places: [(holder: Int, chunk: Int)]) -> [Bool] {
         lock.withLock {
-            guard let x = holders[a], let y = holders[b], index < x.count, index < y.count, let page = x[index] else { return false }
-            return y[index] == page
+            guard let mine = holders[holder] else { return places.map { _ in false } }
+            return places.map { place in
+                guard let theirs = holders[place.holder], place.chunk < mine.count, place.chunk < theirs.count,
+                      let page = mine[place.chunk] else { return false }
+                return theirs[place.chunk] == page
+            }
         }
     }
 

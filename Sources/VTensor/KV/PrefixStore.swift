@@ -15,8 +15,8 @@ public protocol PrefixStore: AnyObject {
     func share(_ id: Int, chunks: Int, asHolder holder: Int) throws
     func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws
     func freeHolder(_ holder: Int) throws
-    /// Whether holders `a` and `b` hold the same memory at block `chunk`.
-    func holdSameChunk(_ a: Int, _ b: Int, chunk: Int) -> Bool
+    /// For each place, whether `holder` holds the same memory there as the place's holder.
+    func holdSameChunks(_ holder: Int, as places: [(holder: Int, chunk: Int)]) -> [Bool]
     func free(_ id: Int) throws
     var holderIDs: [Int] { get }
 }

@@ -302,6 +302,18 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
+    /// Gives back the chunks `tensor` holds at `indices` under one hold of the lock and one
+    /// fence: mapped ones unmap after in-flight work, pending aliases are dropped, the others
+    /// are passed by (a prefix cache returning a holder's chunks).
+    public func release(_ tensor: VirtualTensor, chunks indices: [Int]) throws {
+        try lock.withLock {
+            guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+            let valid = indices.filter { $0 >= 0 && $0 < tensor.chunkCount }
+            dropPendingLocked(tensor, indices: valid)
+            try retireLocked(tensor, indices: valid.filter { if case .mapped = tensor.slots[$0] { return true } else { return false } })
+        }
+    }
+
     /// Unmaps (deferred) every mapped chunk at index >= `chunks`.
     public func shrink(_ tensor: VirtualTensor, toChunks chunks: Int) throws {
         try lock.withLock {
