@@ -23,6 +23,8 @@ struct BenchEngineCommand: ParsableCommand {
     var workload: Workload = .decode
     @Option(help: "churn: output tokens of each request.") var outputTokens = 32
     @Option(help: "The prefix cache (on by default in the engine).") var prefixCache: OnOff = .on
+    @Option(help: "shared-prefix: which KV modes to run (vtensor, paged or both, interleaved).") var kv: KVChoice = .both
+    enum KVChoice: String, ExpressibleByArgument, CaseIterable { case vtensor, paged, both }
 
     enum Workload: String, ExpressibleByArgument, CaseIterable { case decode, churn, sharedPrefix = "shared-prefix" }
 
@@ -118,10 +120,10 @@ struct BenchEngineCommand: ParsableCommand {
         guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
         let groups = 16, perGroup = 16, system = 2048, question = 128, output = 64
         var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
-                          header: ["KV", "round", "steps", "host s", "ms a step", "hit rate"])
+                          header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate"])
         var results: [Result] = []
         for round in 0..<3 {
-            for paged in [false, true] {
+            for paged in [false, true] where kv == .both || (kv == .paged) == paged {
                 let engine = try makeEngine(config: config, rows: 256, tokensPerRequest: system + question + output + 8, requestsHeld: 2 * groups * perGroup,
                                             paged: paged)
                 for g in 0..<groups {
@@ -139,7 +141,8 @@ struct BenchEngineCommand: ParsableCommand {
                 }
                 let seconds = Double(monotonicNanos() - start) / 1e9
                 let hit = engine.statistics.prefixHitRate
-                table.add([paged ? "paged" : "vtensor", "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3), fixed(100 * hit, 1) + "%"])
+                table.add([paged ? "paged" : "vtensor", "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
+                           fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%"])
                 results.append(Result(rows: groups * perGroup, medianMs: seconds * 1000 / Double(steps), microsPerRow: 0, addMs: 0,
                                       workload: paged ? "shared-prefix-paged" : "shared-prefix", prefixCache: prefixCache == .on, prefixHitRate: hit))
             }

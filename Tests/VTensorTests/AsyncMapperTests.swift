@@ -75,6 +75,7 @@ import Testing
         try memory.drain()
         _ = try memory.trim(to: 0)
         #expect(memory.audit { backendAgrees($0, host) } == [])
+        memory.releaseSpareRanges()
         #expect(host.census() == .init(liveChunks: 0, mappings: 0, reservations: 0))
         #expect(freedWhileMapping > 0)
     }

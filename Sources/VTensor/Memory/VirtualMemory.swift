@@ -49,6 +49,12 @@ public final class VirtualMemory: @unchecked Sendable {
     private var scratch: VirtualTensor?
     /// Slots in the `.pendingAlias` state, over all tensors.
     private var pendingAliases = 0
+    /// Address ranges of freed tensors kept for the next tensors of the same size (a request's
+    /// ranges are all one size): a reserve and a release per request would be two driver calls.
+    /// Address space only, no memory; given back when the manager goes.
+    private var spareRanges: [Int: [UInt64]] = [:]
+    private var spareRangeCount = 0
+    static let maxSpareRanges = 4096
 
     /// - Parameters:
     ///   - budget: the cap on physical memory held.
@@ -91,6 +97,7 @@ public final class VirtualMemory: @unchecked Sendable {
             for entry in retiring.entries { try? backend.wait(entry.tensor.fence(at: entry.index)) }
             for tensor in tensors.values { releaseAllLocked(tensor) }
             if let scratch { releaseAllLocked(scratch) }
+            releaseSpareRangesLocked()
             _ = try? pool.trim(to: 0)
         }
     }
@@ -101,8 +108,17 @@ public final class VirtualMemory: @unchecked Sendable {
     public func makeTensor(bytes: Int) throws -> VirtualTensor {
         guard bytes > 0 else { throw VTensorError.invalidSize("a tensor needs a positive size, got \(bytes)") }
         let chunks = (bytes + chunkSize - 1) / chunkSize
+        let spare = lock.withLock { () -> UInt64? in
+            guard let base = spareRanges[chunks * chunkSize]?.popLast() else { return nil }
+            spareRangeCount -= 1
+            return base
+        }
         let base: UInt64
-        do { base = try backend.reserve(bytes: chunks * chunkSize) } catch { throw VTensorError.from(error) }
+        if let spare {
+            base = spare
+        } else {
+            do { base = try backend.reserve(bytes: chunks * chunkSize) } catch { throw VTensorError.from(error) }
+        }
         return lock.withLock {
             let tensor = VirtualTensor(id: nextTensorID, base: base, chunkCount: chunks, chunkSize: chunkSize)
             nextTensorID += 1
@@ -482,7 +498,7 @@ public final class VirtualMemory: @unchecked Sendable {
             retiring: retiring.count,
             liveTensors: tensors.values.filter { !$0.isFreed }.count,
             reservedBytes: tensors.values.filter { !$0.reservationReleased }.reduce(0) { $0 + $1.reservedBytes },
-            reservations: tensors.values.filter { !$0.reservationReleased }.count + (scratch == nil ? 0 : 1),
+            reservations: tensors.values.filter { !$0.reservationReleased }.count + (scratch == nil ? 0 : 1) + spareRangeCount,
             totalCreated: pool.totalCreated, totalReleased: pool.totalReleased)
     }
 
@@ -715,13 +731,31 @@ public final class VirtualMemory: @unchecked Sendable {
 
     private func releaseReservationIfIdleLocked(_ tensor: VirtualTensor) {
         guard tensor.isFreed, !tensor.reservationReleased, tensor.slots.allSatisfy({ $0 == .empty }) else { return }
-        do {
-            try backend.releaseReservation(base: tensor.base, bytes: tensor.reservedBytes)
-        } catch {
-            preconditionFailure("releasing the reservation of \(tensor) failed: \(error)")
+        if spareRangeCount < Self.maxSpareRanges {
+            spareRanges[tensor.reservedBytes, default: []].append(tensor.base)
+            spareRangeCount += 1
+        } else {
+            do {
+                try backend.releaseReservation(base: tensor.base, bytes: tensor.reservedBytes)
+            } catch {
+                preconditionFailure("releasing the reservation of \(tensor) failed: \(error)")
+            }
         }
         tensor.reservationReleased = true
         tensors[tensor.id] = nil
+    }
+
+    private func releaseSpareRangesLocked() {
+        for (bytes, bases) in spareRanges {
+            for base in bases { try? backend.releaseReservation(base: base, bytes: bytes) }
+        }
+        spareRanges = [:]
+        spareRangeCount = 0
+    }
+
+    /// Gives the address ranges kept for reuse back to the backend (they hold no memory).
+    public func releaseSpareRanges() {
+        lock.withLock { releaseSpareRangesLocked() }
     }
 
     private func scratchLocked() throws -> VirtualTensor {
