@@ -26,6 +26,8 @@ let package = Package(
         // Model files (safetensors, GGUF, config.json) and the PyPI asset fetch. No GPU stack:
         // a server front end links Models and Tokenizers without CUDA code.
         .target(name: "Models", dependencies: ["Support"]),
+        // A Jinja2 template interpreter for Hugging Face chat templates; depends on nothing.
+        .target(name: "Jinja"),
         // Text: byte-level BPE and SentencePiece tokenizers, incremental detokenizer.
         .target(name: "Tokenizers", dependencies: ["Models"]),
         // The CPU's matrix kernels: decode dot products over GGUF blocks, the prefill product (AVX2 or AVX-512 picked at run time).
@@ -65,6 +67,7 @@ let package = Package(
         .target(name: "GGUFTestSupport", dependencies: ["Models"], path: "Tests/GGUFTestSupport"),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "JinjaTests", dependencies: ["Jinja"]),
         .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CQuant", "Models", "Tokenizers", "Support"], exclude: ["Fixtures"]),
