@@ -96,7 +96,8 @@ extension JinjaEvaluator {
             return .list(pairs)
         case "tojson":
             var indent: String?
-            switch a[0, "indent"] {
+            // transformers' signature: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False).
+            switch a[1, "indent"] {
             case .int(let n)?: indent = String(repeating: " ", count: max(0, n))
             case .string(let s)?: indent = s
             default: indent = nil
@@ -109,6 +110,7 @@ extension JinjaEvaluator {
             let sortKeys = a[3, "sort_keys"]?.isTruthy ?? false
             var out = ""
             try writeJSON(value, into: &out, indent: indent, level: 0, itemSeparator: itemSep, keySeparator: keySep, sortKeys: sortKeys, at: e)
+            if a[0, "ensure_ascii"]?.isTruthy ?? false { out = asciiEscaped(out) }
             return .string(out)
         case "selectattr", "rejectattr", "select", "reject":
             let byAttribute = name.hasSuffix("attr")

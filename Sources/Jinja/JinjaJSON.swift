@@ -66,3 +66,17 @@ func jsonString(_ s: String) -> String {
     }
     return out + "\""
 }
+
+/// `ensure_ascii=True`: non-ASCII characters as `\uXXXX` (UTF-16 surrogate pairs above U+FFFF).
+/// Only string contents can hold them, so escaping the finished text is the same.
+func asciiEscaped(_ json: String) -> String {
+    var out = ""
+    for u in json.unicodeScalars {
+        if u.isASCII {
+            out.unicodeScalars.append(u)
+        } else {
+            for unit in String(u).utf16 { out += "\\u" + hex(UInt32(unit), width: 4) }
+        }
+    }
+    return out
+}

@@ -324,18 +324,18 @@ struct JinjaParser {
 
     private mutating func parseCompare() throws -> Expr {
         let t = current
-        let left = try parseConcat()
+        let left = try parseAdditive()
         var ops: [(String, Expr)] = []
         while true {
             if case .op(let o) = current.kind, ["==", "!=", "<", ">", "<=", ">="].contains(o) {
                 advance()
-                ops.append((o, try parseConcat()))
+                ops.append((o, try parseAdditive()))
             } else if isName("in") {
                 advance()
-                ops.append(("in", try parseConcat()))
+                ops.append(("in", try parseAdditive()))
             } else if isName("not"), peekKind == .name("in") {
                 advance(); advance()
-                ops.append(("not in", try parseConcat()))
+                ops.append(("not in", try parseAdditive()))
             } else {
                 break
             }
@@ -344,21 +344,21 @@ struct JinjaParser {
     }
 
     private mutating func parseConcat() throws -> Expr {
-        var left = try parseAdditive()
+        var left = try parseMultiplicative()
         while isOp("~") {
             let t = current
             advance()
-            left = node(.binary("~", left, try parseAdditive()), t)
+            left = node(.binary("~", left, try parseMultiplicative()), t)
         }
         return left
     }
 
     private mutating func parseAdditive() throws -> Expr {
-        var left = try parseMultiplicative()
+        var left = try parseConcat()
         while case .op(let o) = current.kind, o == "+" || o == "-" {
             let t = current
             advance()
-            left = node(.binary(o, left, try parseMultiplicative()), t)
+            left = node(.binary(o, left, try parseConcat()), t)
         }
         return left
     }

@@ -180,6 +180,10 @@ func render(_ source: String, _ context: [String: JinjaValue] = [:]) throws -> S
         #expect(try render("{{ 'a' ~ 1 ~ none ~ true }} {{ 'a' + 'b' }} {{ [1] + [2] }} {{ 'ab' * 3 }} {{ x ~ 'y' }}", [:]) == "a1NoneTrue ab [1, 2] ababab y")
     }
 
+    @Test func concatPrecedence() throws {
+        #expect(try render("{{ 'a' ~ 2 * 3 ~ 'b' }} {{ (1 + 2) ~ 'x' }} {{ 1 ~ 2 == '12' }} {{ 'n' ~ 1 in 'n1' }}", [:]) == "a6b 3x True True")
+    }
+
     @Test func comparisons() throws {
         #expect(try render("{{ 1 < 2 }} {{ 2 <= 1 }} {{ 'a' < 'b' }} {{ 1 == 1.0 }} {{ 1 != 2 }} {{ [1, 2] == [1, 2] }} {{ 1 < 2 < 3 }} {{ 3 > 2 > 2 }} {{ true == 1 }}", [:]) == "True False True True True True True False True")
     }
@@ -324,6 +328,10 @@ func render(_ source: String, _ context: [String: JinjaValue] = [:]) throws -> S
 
     @Test func tojsonIndentAndScalars() throws {
         #expect(try render("{{ [1, [2, 3]] | tojson(indent=2) }} {{ 'x' | tojson }} {{ none | tojson }} {{ 1.5 | tojson }} {{ {'b': 1, 'a': 2} | tojson(sort_keys=true) }}", [:]) == "[\n  1,\n  [\n    2,\n    3\n  ]\n] \"x\" null 1.5 {\"a\": 2, \"b\": 1}")
+    }
+
+    @Test func tojsonArguments() throws {
+        #expect(try render("{{ d | tojson(true) }} {{ d | tojson(ensure_ascii=false) }} {{ d | tojson(false, 1) }} {{ d | tojson(separators=(',', ':')) }}", ["d": ["k": ["é", "😀"]]]) == "{\"k\": [\"\\u00e9\", \"\\ud83d\\ude00\"]} {\"k\": [\"é\", \"😀\"]} {\n \"k\": [\n  \"é\",\n  \"😀\"\n ]\n} {\"k\":[\"é\",\"😀\"]}")
     }
 
     @Test func filterChainWithArgs() throws {
