@@ -33,7 +33,7 @@ let package = Package(
         // The CPU's matrix kernels: decode dot products over GGUF blocks, the prefill product (AVX2 or AVX-512 picked at run time).
         .target(name: "CQuant"),
         // The model runtime: weights, the forward pass (CPU and GPU), sampling, generation.
-        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant", "Support"]),
+        .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant", "Support", "Jinja"]),
         // The serving engine: requests, scheduler, KV admission, the step loop. No GPU imports:
         // it gets a model and its KV cache from outside.
         .target(name: "Engine", dependencies: ["Runtime", "Tokenizers", "VTensor", "Support"]),

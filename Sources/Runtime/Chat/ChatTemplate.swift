@@ -1,3 +1,5 @@
+import Jinja
+
 /// One turn of a conversation.
 public struct ChatMessage: Codable, Sendable, Equatable {
     /// "system", "user", "assistant", or "tool" (ChatML and Llama 3 accept any role).
@@ -25,10 +27,13 @@ public struct ChatTemplateError: Error, CustomStringConvertible, Equatable, Send
 
 /// Turns a conversation into the prompt text a chat model was trained on.
 ///
-/// Not a Jinja evaluator: ``init(jinja:bosToken:eosToken:)`` recognises which of the common
-/// formats a model's template writes, reads the fixed strings it inserts (a default system
-/// prompt, Llama 3.1's date lines), and ``render(_:addGenerationPrompt:)`` writes that format
-/// directly. Supported:
+/// ``init(jinja:bosToken:eosToken:)`` takes the model's own Jinja template and renders it with
+/// our interpreter (the `Jinja` target) as transformers' `apply_chat_template` does: `messages`,
+/// `add_generation_prompt`, `bos_token` and `eos_token` in the context, `raise_exception` as a
+/// ``ChatTemplateError`` carrying the template's message. It also recognises which of the common
+/// formats the template writes and reads the fixed strings it inserts; those formats are written
+/// directly when there is no template to run (``init(format:defaultSystemPrompt:bosToken:eosToken:)``)
+/// or when a template does not parse. The formats:
 /// - ChatML (SmolLM2, Qwen2/2.5, many fine-tunes): `<|im_start|>role\ncontent<|im_end|>\n` per
 ///   message, `<|im_start|>assistant\n` as the generation prompt, and the default system
 ///   prompt some templates insert when the conversation has none. Qwen2.5's grouping of `tool`
@@ -39,6 +44,17 @@ public struct ChatTemplateError: Error, CustomStringConvertible, Equatable, Send
 /// - Llama 2 chat: `[INST] <<SYS>>\nsystem\n<</SYS>>\n\nuser [/INST] assistant </s>`.
 /// - Mistral v0.1 instruct: `[INST] user [/INST]assistant</s>`, no system role.
 public struct ChatTemplate: Sendable, Equatable {
+    /// A parsed template, compared by its source.
+    final class CompiledTemplate: @unchecked Sendable, Equatable {
+        let source: String
+        let template: JinjaTemplate
+        init(source: String, template: JinjaTemplate) {
+            self.source = source
+            self.template = template
+        }
+        static func == (a: CompiledTemplate, b: CompiledTemplate) -> Bool { a.source == b.source }
+    }
+
     public enum Format: String, Sendable, Equatable, CaseIterable {
         case chatML = "ChatML"
         case llama3 = "Llama 3"
@@ -46,7 +62,10 @@ public struct ChatTemplate: Sendable, Equatable {
         case mistral = "Mistral [INST]"
     }
 
-    public var format: Format
+    /// The common format the template writes, if it is one of them.
+    public var format: Format?
+    /// The model's template, parsed; rendering runs it when present.
+    private var compiled: CompiledTemplate?
     /// ChatML: inserted as the first system turn when the conversation does not start with one.
     public var defaultSystemPrompt: String?
     /// ChatML: whether an empty conversation also gets the default system turn (Qwen2.5's
@@ -58,8 +77,13 @@ public struct ChatTemplate: Sendable, Equatable {
     /// December 2023\n"; nil for Llama 3.0, which has no forced system turn.
     public var knowledgeCutoffLine: String?
     /// Llama 3.1 and later: the date written after "Today Date: " (the template's default, or
-    /// today's date where the serving layer sets one).
-    public var dateString: String = "26 Jul 2024"
+    /// today's date where the serving layer sets one). Setting it also passes it to the model's
+    /// template as `date_string` (otherwise the template picks: today through `strftime_now`,
+    /// or its own default).
+    public var dateString: String = "26 Jul 2024" {
+        didSet { dateOverride = dateString }
+    }
+    private var dateOverride: String?
     /// The text of the BOS and EOS tokens, for formats whose templates write them (Llama 3,
     /// Llama 2, Mistral). Templates for ChatML write neither.
     public var bosToken: String
@@ -80,6 +104,37 @@ public struct ChatTemplate: Sendable, Equatable {
     /// - Throws: ``ChatTemplateError`` naming the supported formats when the template writes
     ///   none of them.
     public init(jinja source: String, bosToken: String = "", eosToken: String = "") throws {
+        guard !source.allSatisfy(\.isWhitespace) else { throw ChatTemplateError("the chat template is empty") }
+        var parsed: CompiledTemplate?
+        var parseError: Error?
+        do { parsed = CompiledTemplate(source: source, template: try JinjaTemplate(source)) } catch { parseError = error }
+        do {
+            try self.init(detecting: source, bosToken: bosToken, eosToken: eosToken)
+        } catch {
+            guard parsed != nil else {
+                throw ChatTemplateError("\(error); the template does not parse either: \(parseError.map { "\($0)" } ?? "")")
+            }
+            self.init(format: .chatML, bosToken: bosToken, eosToken: eosToken)
+            format = nil
+        }
+        compiled = parsed
+    }
+
+    /// The same template written by its format's own renderer, without running the Jinja
+    /// source (what a template that does not parse falls back to); nil when no format was
+    /// recognised.
+    public var formatOnly: ChatTemplate? {
+        guard format != nil else { return nil }
+        var copy = self
+        copy.compiled = nil
+        return copy
+    }
+
+    /// Whether rendering runs the model's own Jinja template.
+    public var runsJinja: Bool { compiled != nil }
+
+    /// Recognises the format of a template and reads its fixed strings; throws when it writes none.
+    private init(detecting source: String, bosToken: String, eosToken: String) throws {
         let literals = JinjaScanner.literals(in: source)
         let text = literals.map(\.text)
         func mentions(_ marker: String) -> Bool { text.contains { $0.contains(marker) } }
@@ -120,11 +175,26 @@ public struct ChatTemplate: Sendable, Equatable {
     /// - Throws: ``ChatTemplateError`` for a conversation the format cannot express (Llama 2
     ///   and Mistral need alternating user and assistant turns).
     public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+        if let compiled {
+            var context: [String: JinjaValue] = [
+                "messages": .list(messages.map { .dict(JinjaDict([("role", .string($0.role)), ("content", .string($0.content))])) }),
+                "add_generation_prompt": .bool(addGenerationPrompt),
+                "bos_token": .string(bosToken),
+                "eos_token": .string(eosToken),
+            ]
+            if let dateOverride { context["date_string"] = .string(dateOverride) }
+            do {
+                return try compiled.template.render(context)
+            } catch let error as JinjaError {
+                throw ChatTemplateError(error.kind == .raised ? error.message : "chat template: \(error)")
+            }
+        }
         switch format {
-        case .chatML: renderChatML(messages, addGenerationPrompt: addGenerationPrompt)
-        case .llama3: renderLlama3(messages, addGenerationPrompt: addGenerationPrompt)
-        case .llama2: try renderInstruct(messages, systemBlock: true)
-        case .mistral: try renderInstruct(messages, systemBlock: false)
+        case .chatML: return renderChatML(messages, addGenerationPrompt: addGenerationPrompt)
+        case .llama3: return renderLlama3(messages, addGenerationPrompt: addGenerationPrompt)
+        case .llama2: return try renderInstruct(messages, systemBlock: true)
+        case .mistral: return try renderInstruct(messages, systemBlock: false)
+        case nil: throw ChatTemplateError("no chat template to render")
         }
     }
 
@@ -180,7 +250,7 @@ public struct ChatTemplate: Sendable, Equatable {
         var system: String?
         if let first = rest.first, first.role == "system" {
             guard systemBlock else {
-                throw ChatTemplateError("the \(format.rawValue) chat format has no system role")
+                throw ChatTemplateError("the \(format?.rawValue ?? "") chat format has no system role")
             }
             system = first.content
             rest = rest.dropFirst()
@@ -189,11 +259,11 @@ public struct ChatTemplate: Sendable, Equatable {
         for (index, message) in rest.enumerated() {
             let expected = index % 2 == 0 ? "user" : "assistant"
             guard message.role == "user" || message.role == "assistant" else {
-                throw ChatTemplateError("the \(format.rawValue) chat format supports only user and assistant roles "
+                throw ChatTemplateError("the \(format?.rawValue ?? "") chat format supports only user and assistant roles "
                                             + "(and a leading system message for Llama 2), got '\(message.role)'")
             }
             guard message.role == expected else {
-                throw ChatTemplateError("the \(format.rawValue) chat format needs alternating user/assistant turns "
+                throw ChatTemplateError("the \(format?.rawValue ?? "") chat format needs alternating user/assistant turns "
                                             + "starting with user; message \(index + 1) is '\(message.role)'")
             }
             if systemBlock {
