@@ -3,8 +3,9 @@ import VTensor
 /// The engine's prefix cache: the K/V blocks of requests that left stay held (as the store's
 /// holders: virtual-tensor chunks, or the paged baseline's pages) and indexed by their tokens
 /// (`PrefixTree`); a new request whose tokens start the same way starts from those blocks
-/// (aliased chunks or shared pages, no copy) and computes only the rest. The chunks count in the `KVLedger` as committed but reclaimable:
-/// admission evicts unreferenced leaves, least recently used first, before it preempts anyone.
+/// (aliased chunks or shared pages, no copy) and computes only the rest. The blocks count in
+/// the `KVLedger` as committed but reclaimable: admission evicts unreferenced leaves, least
+/// recently used first, before it preempts anyone.
 ///
 /// Runs on the engine's stepping thread only.
 final class PrefixCache {
