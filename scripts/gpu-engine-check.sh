@@ -53,6 +53,17 @@ run() {  # name, timeout seconds, command...
   return $rc
 }
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
+# The trained tiny model and 24 prompts sharing 600-token stems (/tmp/tiny/shared.json), for the
+# prefix cache's checks against each request alone.
+train_with_shared_prompts() {
+  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+  python3 - <<'PY'
+import json, random
+p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
+out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
+json.dump(out, open("/tmp/tiny/shared.json", "w"))
+PY
+}
 # The prefix cache's workloads (sharedprefix, workloads, lpm).
 mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
 sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
@@ -97,26 +108,14 @@ elif [ "$quick" = prefix ]; then
   # The prefix cache on the GPU: requests sharing long prefixes through the engine (hits alias
   # cached chunks) against each request alone, on the trained model; ShareGPT with the cache on
   # (no shared prefixes: its cost only) and off.
-  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
-  python3 - <<'PY'
-import json, random
-p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
-out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
-json.dump(out, open("/tmp/tiny/shared.json", "w"))
-PY
+  train_with_shared_prompts
   run dev-engine-prefix 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24
   run dev-engine-prefix-paged 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24 --kv paged
   sg=(--dataset sharegpt --num-prompts 1000)
   run tp-sharegpt 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/tp-sharegpt.json"
   run tp-sharegpt-nocache 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --no-prefix-cache --json-out "$out/tp-sharegpt-nocache.json"
 elif [ "$quick" = alias ]; then
-  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
-  python3 - <<'PY'
-import json, random
-p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
-out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
-json.dump(out, open("/tmp/tiny/shared.json", "w"))
-PY
+  train_with_shared_prompts
   run dev-engine-prefix 150 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24
   mtd=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
   # CACHE_ONLY=1: the prefix-cache arms alone (a quick look between full runs).
@@ -132,13 +131,7 @@ PY
   nocache tp-multiturn-defaults-nocache 200 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --no-prefix-cache --json-out "$out/tp-multiturn-defaults-nocache.json"
   nocache tp-multiturn-paged 100 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv paged --json-out "$out/tp-multiturn-paged.json"
 elif [ "$quick" = prefixab ]; then
-  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
-  python3 - <<'PY'
-import json, random
-p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
-out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
-json.dump(out, open("/tmp/tiny/shared.json", "w"))
-PY
+  train_with_shared_prompts
   run dev-engine-prefix 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24
   run dev-engine-prefix-paged 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24 --kv paged
   mtd=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)

@@ -114,17 +114,7 @@ final class PrefixCache {
             for ((node, _), isSame) in zip(placed, same) where isSame { relocating.insert(node) }
         }
         let insertion = tree.insert(Array(sequence.tokens.prefix(tokens)), salt: sequence.salt, holder: holder, relocating: relocating)
-        do {
-            if insertion.kept.isEmpty && insertion.relocated.isEmpty {
-                try cache.freeHolder(holder)
-            } else if !insertion.unneeded.isEmpty {
-                try cache.releaseHolderChunks(holder, chunks: insertion.unneeded)
-            }
-            giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
-        } catch {
-            preconditionFailure("prefix cache: keeping request \(sequence.id)'s KV failed: \(error)")
-        }
-        ledger.uncache(insertion.removed * unitsPerNode)
+        settle(insertion, holder: holder, ledger: &ledger)
         let kept = insertion.kept.count * unitsPerNode
         ledger.cache(kept)
         keptUnits += kept
@@ -148,13 +138,7 @@ final class PrefixCache {
         guard (try? cache.share(sequence.id, chunks: full, asHolder: holder)) != nil else { return false }
         let tokens = Array(sequence.tokens.prefix(full * block))
         let insertion = tree.insert(tokens, salt: sequence.salt, holder: holder)
-        if insertion.kept.isEmpty {
-            try? cache.freeHolder(holder)
-        } else if !insertion.unneeded.isEmpty {
-            try? cache.releaseHolderChunks(holder, chunks: insertion.unneeded)
-        }
-        giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
-        ledger.uncache(insertion.removed * unitsPerNode)
+        settle(insertion, holder: holder, ledger: &ledger)
         // Its pins now cover the whole path (the nodes it matched, and those it just added).
         let path = tree.lookup(tokens, salt: sequence.salt, limit: tokens.count)
         tree.acquire(path)
@@ -165,6 +149,24 @@ final class PrefixCache {
         keptUnits += shared
         sharedRunningUnits += shared
         return !insertion.kept.isEmpty
+    }
+
+    /// Carries out what an insertion at `holder` decided: the holder is freed if the tree keeps
+    /// nothing of it, or gives back the chunks the tree did not need; displaced chunks go back
+    /// and superseded nodes leave the ledger.
+    private func settle(_ insertion: PrefixTree.Insertion, holder: Int, ledger: inout KVLedger) {
+        do {
+            if insertion.kept.isEmpty && insertion.relocated.isEmpty {
+                try cache.freeHolder(holder)
+            } else if !insertion.unneeded.isEmpty {
+                try cache.releaseHolderChunks(holder, chunks: insertion.unneeded)
+            }
+        } catch {
+            // The holder was made just now: the store refusing it is a bug, not a state to carry on in.
+            preconditionFailure("prefix cache: settling holder \(holder) failed: \(error)")
+        }
+        giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
+        ledger.uncache(insertion.removed * unitsPerNode)
     }
 
     /// Gives back the chunks at `locations` and frees `emptyHolders` (they keep nothing now).

@@ -118,21 +118,18 @@ struct BenchEngineCommand: ParsableCommand {
     /// rounds): the engine thread's time with the model computing nothing.
     private func runSharedPrefix() throws {
         guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
-        let groups = 16, perGroup = 16, system = 2048, question = 128, output = 64
+        // bench throughput's shared-prefix workload, as the GPU runs use it (shuffled arrivals).
+        let workload = SharedPrefixWorkload(groups: 16, perGroup: 16, systemLength: 2048, questionLength: 128, outputLength: 64)
+        let requests = workload.requests(vocabulary: 1000..<config.vocabSize, seed: 1)
         var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
                           header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate"])
         var results: [Result] = []
         for round in 0..<3 {
             for paged in [false, true] where kv == .both || (kv == .paged) == paged {
-                let engine = try makeEngine(config: config, rows: 256, tokensPerRequest: system + question + output + 8, requestsHeld: 2 * groups * perGroup,
-                                            paged: paged)
-                for g in 0..<groups {
-                    let prefix = (0..<system).map { 1000 + ($0 &* 7 &+ g * 977) % 50_000 }
-                    for q in 0..<perGroup {
-                        let prompt = prefix + (0..<question).map { 60_000 + ($0 &* 31 &+ q * 131 + g) % 60_000 }
-                        try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: output, ignoreEOS: true)))
-                    }
-                }
+                let engine = try makeEngine(config: config, rows: 256,
+                                            tokensPerRequest: workload.systemLength + workload.questionLength + workload.outputLength + 8,
+                                            requestsHeld: 2 * requests.count, paged: paged)
+                for request in requests { try engine.add(request) }
                 var steps = 0
                 let start = monotonicNanos()
                 while engine.hasWork {
@@ -143,7 +140,7 @@ struct BenchEngineCommand: ParsableCommand {
                 let hit = engine.statistics.prefixHitRate
                 table.add([paged ? "paged" : "vtensor", "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
                            fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%"])
-                results.append(Result(rows: groups * perGroup, medianMs: seconds * 1000 / Double(steps), microsPerRow: 0, addMs: 0,
+                results.append(Result(rows: requests.count, medianMs: seconds * 1000 / Double(steps), microsPerRow: 0, addMs: 0,
                                       workload: paged ? "shared-prefix-paged" : "shared-prefix", prefixCache: prefixCache == .on, prefixHitRate: hit))
             }
         }

@@ -250,15 +250,7 @@ public final class KVCache: @unchecked Sendable {
             guard chunks > 0, chunks * layout.tokensPerChunk <= entry.length else {
                 throw VTensorError.invalidSize("cannot share \(chunks) chunks of request \(id), which holds \(entry.length) tokens")
             }
-            let kept = try makeTensorsLocked()
-            do {
-                try memory.aliasOnGrow(zip(kept, entry.tensors).flatMap { mine, theirs in (0..<chunks).map { (mine, $0, theirs, $0) } })
-                for tensor in kept { try memory.seal(tensor) }
-            } catch {
-                for tensor in kept { try? memory.free(tensor) }
-                throw error
-            }
-            holders[holder] = kept
+            holders[holder] = try pendingCopyLocked(of: entry.tensors, chunks: chunks)
             holderTokens[holder] = chunks * layout.tokensPerChunk
             twins[holder] = id
             entries[id]!.twinHolders.append(holder)
@@ -390,14 +382,7 @@ public final class KVCache: @unchecked Sendable {
     /// the holder keeps its chunks as pending aliases in new ranges of its own.
     private func adoptLocked(_ holder: Int, by id: Int, chunks: Int, tokens: Int) throws {
         let old = holders[holder]!
-        let kept = try makeTensorsLocked()
-        do {
-            try memory.aliasOnGrow(zip(kept, old).flatMap { mine, theirs in (0..<chunks).map { (mine, $0, theirs, $0) } })
-            for tensor in kept { try memory.seal(tensor) }
-        } catch {
-            for tensor in kept { try? memory.free(tensor) }
-            throw error
-        }
+        let kept = try pendingCopyLocked(of: old, chunks: chunks)
         // New tensor objects for the ranges: growth still queued for the request that left them
         // finds its tensors freed and passes by.
         let taken = old.map { tensor -> VirtualTensor in
@@ -408,6 +393,20 @@ public final class KVCache: @unchecked Sendable {
         takeoverCount += 1
         let partial = tokens % layout.tokensPerChunk > 0
         entries[id] = Entry(tensors: taken, length: tokens, appendChunk: partial ? chunks - 1 : nil, twinHolders: [holder])
+    }
+
+    /// New sealed ranges holding chunks `0..<chunks` of `tensors` as pending aliases (a holder's
+    /// references, no driver call). All or nothing.
+    private func pendingCopyLocked(of tensors: [VirtualTensor], chunks: Int) throws -> [VirtualTensor] {
+        let made = try makeTensorsLocked()
+        do {
+            try memory.aliasOnGrow(zip(made, tensors).flatMap { mine, theirs in (0..<chunks).map { (mine, $0, theirs, $0) } })
+            for tensor in made { try memory.seal(tensor) }
+        } catch {
+            for tensor in made { try? memory.free(tensor) }
+            throw error
+        }
+        return made
     }
 
     /// Ranges that map chunk `index` of holder `holder`: its own, or those of its twin request
