@@ -10,16 +10,20 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // The HTTP server of `vtensor serve`; only the Server target links it. (Its default traits stay on:
+        // `traits: []` needs swift-tools-version 6.1.)
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
     ],
     targets: [
         // Declarations only: CUDA is loaded at run time with dlopen, never linked.
         .target(name: "CCUDA"),
-        // memfd_create and hole punching for the host memory backend.
-        .target(name: "CSystem"),
+        // memfd_create and hole punching for the host memory backend. (Not "CSystem": swift-system,
+        // which Hummingbird's NIO pulls in, has a target of that name.)
+        .target(name: "CLinux"),
         // File-system and environment helpers (cache directory, atomic writes); depends on nothing.
-        .target(name: "Support", dependencies: ["CSystem"]),
+        .target(name: "Support", dependencies: ["CLinux"]),
         .target(name: "GPU", dependencies: ["CCUDA", "Support"]),
-        .target(name: "VTensor", dependencies: ["GPU", "CSystem"]),
+        .target(name: "VTensor", dependencies: ["GPU", "CLinux"]),
         // The CPU attention's inner loops: AVX2/AVX-512 functions chosen at run time, plain C elsewhere.
         .target(name: "CAttention"),
         .target(name: "Kernels", dependencies: ["GPU", "VTensor", "Support", "CAttention"]),
@@ -47,15 +51,23 @@ let package = Package(
         .target(
             name: "VTensorBench",
             dependencies: [
-                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "Engine", "CSystem",
+                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "Engine", "CLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // The `vtensor` command: generate and info, plus the measurement commands of VTensorBench.
+        // `vtensor serve`: the OpenAI-compatible HTTP API over an EngineLoop (Hummingbird).
+        .target(
+            name: "Server",
+            dependencies: [
+                "Engine", "Runtime", "Tokenizers",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
+        // The `vtensor` command: generate, chat, serve and info, plus the measurement commands of VTensorBench.
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [
-                "CLICommon", "VTensorBench", "VTensor", "GPU", "Models", "Tokenizers", "Runtime", "Engine",
+                "CLICommon", "VTensorBench", "Server", "VTensor", "GPU", "Models", "Tokenizers", "Runtime", "Engine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -70,6 +82,8 @@ let package = Package(
         .testTarget(name: "JinjaTests", dependencies: ["Jinja"]),
         .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
+        // Launches the built `vtensor serve` and talks to it with curl.
+        .testTarget(name: "ServerTests"),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CQuant", "Models", "Tokenizers", "Support"], exclude: ["Fixtures"]),
     ]
 )

@@ -1,4 +1,4 @@
-import CSystem
+import CLinux
 
 /// The CPUs this process may use: its affinity mask (`taskset`, a container's cpuset), capped by
 /// its cgroup's CPU quota. The default thread count of everything that computes on the CPU, so

@@ -33,30 +33,18 @@ struct ChatCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (kind, unavailable) = backendOptions.resolve()
-        if kind == .cuda, let unavailable { throw ValidationError("--backend cuda: \(unavailable)") }
-        guard let format = LoadFormat(rawValue: modelOptions.loadFormat), format != .dummy else {
-            throw ValidationError("chat needs a model with a tokenizer (--load-format dummy has none)")
-        }
-        let loadStart = Date()
-        let runtime = try ModelRuntime.open(modelOptions.model, format: format,
-                                            options: engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
-                                                                                nativeCPUWeights: modelOptions.nativeCPUWeights))
-        let loaded = runtime.loaded!
-        let tokenizer = try loaded.tokenizer()
-        let template = try loaded.chatTemplate()
-        let (generation, defaultsSource) = try loaded.generationDefaults()
-        var parameters = generation.samplingDefaults(base: SamplingParameters(temperature: 0))
+        let model = try OpenedModel.open(modelOptions, backendOptions, engineFlags, command: "chat")
+        let (runtime, tokenizer, generator, defaultsSource) = (model.runtime, model.tokenizer, model.generator, model.defaultsSource)
+        let template = try model.loaded.chatTemplate()
+        var parameters = model.defaultSampling
         if let temperature { parameters.temperature = temperature }
         if let topP { parameters.topP = topP }
         parameters.seed = seed
         parameters.maxTokens = maxTokens
         try parameters.validate()
-        let generator = try Generator(model: runtime.model, tokenizer: tokenizer, extraEOSTokenIds: generation.eosTokenIds,
-                                      options: engineFlags.engineOptions(for: runtime.model))
         let note = GenerateCommand.samplingNote(parameters, source: defaultsSource, flagsGiven: temperature != nil || topP != nil)
         let err = FileHandle.standardError, out = FileHandle.standardOutput
-        err.write(Data("vtensor: model loaded in \(fixed(Date().timeIntervalSince(loadStart), 2)) s (\(runtime.description)); \(note)\n".utf8))
+        err.write(Data("vtensor: model loaded in \(fixed(model.loadSeconds, 2)) s (\(runtime.description)); \(note)\n".utf8))
         let interactive = isatty(0) == 1
 
         var messages: [ChatMessage] = system.map { [.system($0)] } ?? []

@@ -10,7 +10,7 @@ struct VTensorCommand: ParsableCommand {
         abstract: "LLM serving over virtual-tensor KV caches (CUDA virtual memory).",
         version: VTensorVersion.text,
         // The measurement commands (selftest, bench, kernels, dev, logits) live in VTensorBench.
-        subcommands: [InfoCommand.self] + MeasurementCommands.all + [GenerateCommand.self, ChatCommand.self]
+        subcommands: [InfoCommand.self] + MeasurementCommands.all + [GenerateCommand.self, ChatCommand.self, ServeCommand.self]
     )
 
     /// ArgumentParser's `main`, except that a problem found while a subcommand runs (a file

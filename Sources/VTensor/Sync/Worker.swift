@@ -1,4 +1,4 @@
-import CSystem
+import CLinux
 import Glibc
 
 /// A dedicated OS thread running one closure. The mapper needs a real thread (not a task on
