@@ -462,6 +462,9 @@ final class JinjaEvaluator {
         case ("*", .list(let a), .int(let n)), ("*", .int(let n), .list(let a)):
             guard n <= 0 || a.count * n <= Self.maxRange else { throw fail("repeated list is too long", e) }
             return .list(n > 0 ? Array([[JinjaValue]](repeating: a, count: n).joined()) : [])
+        case ("+", .string, _), ("+", .list, _):
+            // Python's own wording when the left operand is a str or a list (`'a' + none`).
+            throw fail("can only concatenate \(l.typeName) (not \"\(r.typeName)\") to \(l.typeName)", e)
         default:
             throw unsupported
         }

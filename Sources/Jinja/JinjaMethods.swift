@@ -112,7 +112,7 @@ extension JinjaEvaluator {
             }
         case "isdigit": body = { _ in .bool(!s.isEmpty && s.unicodeScalars.allSatisfy { $0.properties.numericType == .decimal }) }
         case "isalpha": body = { _ in .bool(!s.isEmpty && s.unicodeScalars.allSatisfy { $0.properties.isAlphabetic }) }
-        case "isspace": body = { _ in .bool(!s.isEmpty && s.unicodeScalars.allSatisfy { $0.properties.isWhitespace }) }
+        case "isspace": body = { _ in .bool(!s.isEmpty && s.unicodeScalars.allSatisfy(\.isPythonSpace)) }
         case "isupper": body = { _ in .bool(s.contains { $0.isLetter } && s == s.uppercased()) }
         case "islower": body = { _ in .bool(s.contains { $0.isLetter } && s == s.lowercased()) }
         case "format": body = { a in .string(try pyFormat(s, a)) }
@@ -122,9 +122,15 @@ extension JinjaEvaluator {
     }
 }
 
+extension Unicode.Scalar {
+    /// Python's `str.isspace()`, which `strip()` and `split()` use: Unicode's White_Space plus
+    /// the information separators U+001C...U+001F.
+    var isPythonSpace: Bool { properties.isWhitespace || (0x1C...0x1F).contains(value) }
+}
+
 func pyStrip(_ s: String, chars: String?, left: Bool, right: Bool) -> String {
     let set = chars.map { Set($0.unicodeScalars) }
-    func strippable(_ u: Unicode.Scalar) -> Bool { set.map { $0.contains(u) } ?? u.properties.isWhitespace }
+    func strippable(_ u: Unicode.Scalar) -> Bool { set.map { $0.contains(u) } ?? u.isPythonSpace }
     let scalars = Array(s.unicodeScalars)
     var a = 0, b = scalars.count
     if left { while a < b, strippable(scalars[a]) { a += 1 } }
@@ -160,20 +166,20 @@ func pySplit(_ s: String, _ sep: String, _ maxSplit: Int, fromRight: Bool) -> [S
 
 func pySplitWhitespace(_ s: String, _ maxSplit: Int, fromRight: Bool) -> [String] {
     if maxSplit < 0 {
-        return s.unicodeScalars.split(whereSeparator: { $0.properties.isWhitespace }).map { String(String.UnicodeScalarView($0)) }
+        return s.unicodeScalars.split(whereSeparator: \.isPythonSpace).map { String(String.UnicodeScalarView($0)) }
     }
     // With a limit: split at most maxSplit times; the remainder keeps its inner whitespace.
     var words: [String] = []
     var scalars = Array(fromRight ? s.unicodeScalars.reversed() : Array(s.unicodeScalars))
     while true {
-        while let f = scalars.first, f.properties.isWhitespace { scalars.removeFirst() }
+        while let f = scalars.first, f.isPythonSpace { scalars.removeFirst() }
         if scalars.isEmpty { break }
         if words.count == maxSplit {
-            while let l = scalars.last, l.properties.isWhitespace { scalars.removeLast() }
+            while let l = scalars.last, l.isPythonSpace { scalars.removeLast() }
             words.append(String(String.UnicodeScalarView(scalars)))
             break
         }
-        let end = scalars.firstIndex { $0.properties.isWhitespace } ?? scalars.count
+        let end = scalars.firstIndex(where: \.isPythonSpace) ?? scalars.count
         words.append(String(String.UnicodeScalarView(scalars[..<end])))
         scalars.removeFirst(end)
     }

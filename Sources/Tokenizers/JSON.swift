@@ -1,6 +1,8 @@
 /// A parsed JSON value. Objects keep their members in file order as pairs (tokenizer.json
-/// vocabularies are large; configuration objects are small and looked up by key).
-enum JSON: Sendable {
+/// vocabularies are large; configuration objects are small and looked up by key). Public for the
+/// chat templates, whose tool schemas and tool-call arguments must keep their key order to be
+/// written back (`tojson`) as Python writes them.
+public enum JSON: Sendable {
     case null
     case bool(Bool)
     case int(Int)
@@ -9,34 +11,34 @@ enum JSON: Sendable {
     case array([JSON])
     case object([(String, JSON)])
 
-    subscript(key: String) -> JSON? {
+    public subscript(key: String) -> JSON? {
         guard case .object(let members) = self else { return nil }
         for (k, v) in members where k == key { return v }
         return nil
     }
 
-    var string: String? { if case .string(let s) = self { s } else { nil } }
-    var int: Int? {
+    public var string: String? { if case .string(let s) = self { s } else { nil } }
+    public var int: Int? {
         switch self {
         case .int(let i): i
         case .double(let d): Int(exactly: d)
         default: nil
         }
     }
-    var double: Double? {
+    public var double: Double? {
         switch self {
         case .int(let i): Double(i)
         case .double(let d): d
         default: nil
         }
     }
-    var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
-    var array: [JSON]? { if case .array(let a) = self { a } else { nil } }
-    var members: [(String, JSON)]? { if case .object(let m) = self { m } else { nil } }
-    var isNull: Bool { if case .null = self { true } else { false } }
+    public var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
+    public var array: [JSON]? { if case .array(let a) = self { a } else { nil } }
+    public var members: [(String, JSON)]? { if case .object(let m) = self { m } else { nil } }
+    public var isNull: Bool { if case .null = self { true } else { false } }
 
     /// Parses a whole document; errors name the byte offset.
-    static func parse(_ bytes: [UInt8], source: String) throws -> JSON {
+    public static func parse(_ bytes: [UInt8], source: String) throws -> JSON {
         try bytes.withUnsafeBufferPointer { buffer in
             var parser = JSONParser(bytes: buffer, source: source)
             parser.skipSpace()
@@ -44,6 +46,27 @@ enum JSON: Sendable {
             parser.skipSpace()
             guard parser.pos == buffer.count else { throw parser.error("unexpected data after the JSON value") }
             return value
+        }
+    }
+
+    /// Parses JSON text; errors (``TokenizerError``) name `source` and the byte offset.
+    public static func parse(_ text: String, source: String = "JSON") throws -> JSON {
+        try parse(Array(text.utf8), source: source)
+    }
+}
+
+extension JSON: Equatable {
+    /// Structural equality; object members compare in order.
+    public static func == (a: JSON, b: JSON) -> Bool {
+        switch (a, b) {
+        case (.null, .null): true
+        case (.bool(let x), .bool(let y)): x == y
+        case (.int(let x), .int(let y)): x == y
+        case (.double(let x), .double(let y)): x == y
+        case (.string(let x), .string(let y)): x == y
+        case (.array(let x), .array(let y)): x == y
+        case (.object(let x), .object(let y)): x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        default: false
         }
     }
 }

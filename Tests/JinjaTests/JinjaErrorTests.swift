@@ -98,6 +98,11 @@ import Testing
 
     @Test func badOperands() {
         #expect(renderError("{{ 1 + 'a' }}")?.message == "unsupported operand type(s) for +: 'int' and 'str'")
+        // Python words it differently when a str or list is on the left (chat templates hit it
+        // with `'\n' + message.content` on a tool-call turn whose content is None).
+        #expect(renderError("{{ 'a' + none }}")?.message == "can only concatenate str (not \"NoneType\") to str")
+        #expect(renderError("{{ [1] + 'a' }}")?.message == "can only concatenate list (not \"str\") to list")
+        #expect(renderError("{{ none + 'a' }}")?.message == "unsupported operand type(s) for +: 'NoneType' and 'str'")
         #expect(renderError("{{ 1 // 0 }}")?.message.contains("by zero") == true)
         #expect(renderError("{{ 1 < 'a' }}")?.message.contains("not supported") == true)
         #expect(renderError("{% for x in 3 %}{% endfor %}")?.message == "'int' object is not iterable")

@@ -212,6 +212,15 @@ func render(_ source: String, _ context: [String: JinjaValue] = [:]) throws -> S
         #expect(try render("{{ '  x  '.strip() }}|{{ 'xxhixx'.strip('x') }}|{{ '  x '.lstrip() }}|{{ ' x  '.rstrip() }}|{{ 'a,b,,c'.split(',') }}|{{ ' a  b '.split() }}|{{ 'a b c'.split(' ', 1) }}|{{ 'hello'.startswith('he') }}|{{ 'hello'.endswith(('x', 'lo')) }}|{{ 'Hi'.upper() }}{{ 'Hi'.lower() }}|{{ 'hello world'.title() }}|{{ 'aaa'.replace('a', 'b', 2) }}|{{ '{} and {}'.format(1, 'two') }}|{{ 'ab'.find('b') }}", [:]) == "x|hi|x | x|['a', 'b', '', 'c']|['a', 'b']|['a', 'b c']|True|True|HIhi|Hello World|bba|1 and two|1")
     }
 
+    /// Python's whitespace, which `strip`, `trim` and `split` use, includes U+001C...U+001F
+    /// besides Unicode's White_Space (U+3000, U+00A0, U+2028...); U+200B is not whitespace.
+    @Test func pythonWhitespace() throws {
+        let text: JinjaValue = "\u{1F}\u{3000}\u{A0} a\u{1C}b\u{200B} \u{2028}\u{1E}"
+        #expect(try render("[{{ t.strip() }}]", ["t": text]) == "[a\u{1C}b\u{200B}]")
+        #expect(try render("[{{ t | trim }}]", ["t": text]) == "[a\u{1C}b\u{200B}]")
+        #expect(try render("{{ t.split() | length }}|{{ '\u{1D}'.isspace() }}|{{ '\u{200B}'.isspace() }}", ["t": text]) == "2|True|False")
+    }
+
     @Test func dictMethods() throws {
         #expect(try render("{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %} {{ d.keys() | list }} {{ d.values() | list }} {{ d.get('a') }} {{ d.get('zz', 'dflt') }} {{ d.get('zz') }}", ["d": ["b": 2, "a": 1]]) == "b=2;a=1; ['b', 'a'] [2, 1] 1 dflt None")
     }

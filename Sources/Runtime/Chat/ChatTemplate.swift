@@ -1,20 +1,5 @@
 import Jinja
-
-/// One turn of a conversation.
-public struct ChatMessage: Codable, Sendable, Equatable {
-    /// "system", "user", "assistant", or "tool" (ChatML and Llama 3 accept any role).
-    public var role: String
-    public var content: String
-
-    public init(role: String, content: String) {
-        self.role = role
-        self.content = content
-    }
-
-    public static func system(_ content: String) -> ChatMessage { ChatMessage(role: "system", content: content) }
-    public static func user(_ content: String) -> ChatMessage { ChatMessage(role: "user", content: content) }
-    public static func assistant(_ content: String) -> ChatMessage { ChatMessage(role: "assistant", content: content) }
-}
+import Tokenizers
 
 /// A conversation that the template cannot render, or a template this engine does not know.
 public struct ChatTemplateError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -27,9 +12,10 @@ public struct ChatTemplateError: Error, CustomStringConvertible, Equatable, Send
 
 /// Turns a conversation into the prompt text a chat model was trained on.
 ///
-/// ``init(jinja:bosToken:eosToken:)`` takes the model's own Jinja template and renders it with
-/// our interpreter (the `Jinja` target) as transformers' `apply_chat_template` does: `messages`,
-/// `add_generation_prompt`, `bos_token` and `eos_token` in the context, `raise_exception` as a
+/// ``init(jinja:toolUse:bosToken:eosToken:)`` takes the model's own Jinja template (and its
+/// `tool_use` template, when the model has one) and renders it with our interpreter (the `Jinja`
+/// target) as transformers' `apply_chat_template` does (see
+/// ``render(_:tools:documents:addGenerationPrompt:variables:)``), `raise_exception` becoming a
 /// ``ChatTemplateError`` carrying the template's message. It also recognises which of the common
 /// formats the template writes and reads the fixed strings it inserts; those formats are written
 /// directly when there is no template to run (``init(format:defaultSystemPrompt:bosToken:eosToken:)``)
@@ -66,6 +52,8 @@ public struct ChatTemplate: Sendable, Equatable {
     public var format: Format?
     /// The model's template, parsed; rendering runs it when present.
     private var compiled: CompiledTemplate?
+    /// The model's `tool_use` template, when it names one: rendering takes it when tools are given.
+    private var toolUse: CompiledTemplate?
     /// ChatML: inserted as the first system turn when the conversation does not start with one.
     public var defaultSystemPrompt: String?
     /// ChatML: whether an empty conversation also gets the default system turn (Qwen2.5's
@@ -96,14 +84,15 @@ public struct ChatTemplate: Sendable, Equatable {
         self.eosToken = eosToken
     }
 
-    /// The formats ``init(jinja:bosToken:eosToken:)`` recognises, for error messages.
+    /// The formats ``init(jinja:toolUse:bosToken:eosToken:)`` recognises, for error messages.
     public static var supportedFormats: String { Format.allCases.map(\.rawValue).joined(separator: ", ") }
 
-    /// Recognises the format of a Jinja chat template (a GGUF's `tokenizer.chat_template` or
-    /// `chat_template` of tokenizer_config.json) and reads its fixed strings.
-    /// - Throws: ``ChatTemplateError`` naming the supported formats when the template writes
-    ///   none of them.
-    public init(jinja source: String, bosToken: String = "", eosToken: String = "") throws {
+    /// Parses a Jinja chat template (a GGUF's `tokenizer.chat_template`, `chat_template` of
+    /// tokenizer_config.json, or chat_template.jinja), recognises its format and reads its fixed
+    /// strings. `toolUse` is the model's template named `tool_use`, if any.
+    /// - Throws: ``ChatTemplateError`` when the template is empty, or neither parses nor writes
+    ///   a known format; when `toolUse` does not parse.
+    public init(jinja source: String, toolUse toolUseSource: String? = nil, bosToken: String = "", eosToken: String = "") throws {
         guard !source.allSatisfy(\.isWhitespace) else { throw ChatTemplateError("the chat template is empty") }
         var parsed: CompiledTemplate?
         var parseError: Error?
@@ -118,6 +107,13 @@ public struct ChatTemplate: Sendable, Equatable {
             format = nil
         }
         compiled = parsed
+        if let toolUseSource {
+            do {
+                toolUse = CompiledTemplate(source: toolUseSource, template: try JinjaTemplate(toolUseSource))
+            } catch {
+                throw ChatTemplateError("the tool_use chat template does not parse: \(error)")
+            }
+        }
     }
 
     /// The same template written by its format's own renderer, without running the Jinja
@@ -127,6 +123,7 @@ public struct ChatTemplate: Sendable, Equatable {
         guard format != nil else { return nil }
         var copy = self
         copy.compiled = nil
+        copy.toolUse = nil
         return copy
     }
 
@@ -172,22 +169,40 @@ public struct ChatTemplate: Sendable, Equatable {
 
     /// Renders the conversation; with `addGenerationPrompt`, ends with the opening of an
     /// assistant turn so the model writes the reply.
-    /// - Throws: ``ChatTemplateError`` for a conversation the format cannot express (Llama 2
-    ///   and Mistral need alternating user and assistant turns).
-    public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool) throws -> String {
+    ///
+    /// The model's template runs as transformers' `apply_chat_template` runs it: with `messages`
+    /// (see ``ChatMessage``), `tools` and `documents` (None when not given), `add_generation_prompt`,
+    /// `bos_token` and `eos_token`, and `variables` (extra keyword arguments such as `date_string`
+    /// or `tools_in_user_message`; they may override the tokens). Given tools, the model's
+    /// `tool_use` template is taken when it has one.
+    /// - Throws: ``ChatTemplateError``: the template's own `raise_exception` message, a
+    ///   rendering error, a variable that names one of the fixed ones; without a template, a
+    ///   conversation the format cannot express (Llama 2 and Mistral need alternating user and
+    ///   assistant turns; none of the formats takes tools).
+    public func render(_ messages: [ChatMessage], tools: [JSON]? = nil, documents: [JSON]? = nil,
+                       addGenerationPrompt: Bool, variables: [String: JSON] = [:]) throws -> String {
         if let compiled {
-            var context: [String: JinjaValue] = [
-                "messages": .list(messages.map { .dict(JinjaDict([("role", .string($0.role)), ("content", .string($0.content))])) }),
-                "add_generation_prompt": .bool(addGenerationPrompt),
-                "bos_token": .string(bosToken),
-                "eos_token": .string(eosToken),
-            ]
+            let template = tools != nil ? (toolUse ?? compiled) : compiled
+            var context: [String: JinjaValue] = ["bos_token": .string(bosToken), "eos_token": .string(eosToken)]
             if let dateOverride { context["date_string"] = .string(dateOverride) }
+            for (name, value) in variables {
+                guard !Self.requestVariables.contains(name) else {
+                    throw ChatTemplateError("'\(name)' cannot be passed as a chat template variable: it comes from the request")
+                }
+                context[name] = JinjaValue(value)
+            }
+            context["messages"] = .list(messages.map(JinjaValue.init))
+            context["tools"] = tools.map { .list($0.map(JinjaValue.init)) } ?? JinjaValue.none
+            context["documents"] = documents.map { .list($0.map(JinjaValue.init)) } ?? JinjaValue.none
+            context["add_generation_prompt"] = .bool(addGenerationPrompt)
             do {
-                return try compiled.template.render(context)
+                return try template.template.render(context)
             } catch let error as JinjaError {
                 throw ChatTemplateError(error.kind == .raised ? error.message : "chat template: \(error)")
             }
+        }
+        if tools != nil || messages.contains(where: { $0.toolCalls != nil }) {
+            throw ChatTemplateError("the \(format?.rawValue ?? "") chat format written without the model's template has no tools or tool calls")
         }
         switch format {
         case .chatML: return renderChatML(messages, addGenerationPrompt: addGenerationPrompt)
@@ -197,6 +212,9 @@ public struct ChatTemplate: Sendable, Equatable {
         case nil: throw ChatTemplateError("no chat template to render")
         }
     }
+
+    /// What transformers passes itself; a caller's variables may not replace them.
+    private static let requestVariables: Set<String> = ["messages", "tools", "documents", "add_generation_prompt"]
 
     // MARK: - Formats
 
@@ -210,10 +228,10 @@ public struct ChatTemplate: Sendable, Equatable {
             if toolResponsesInUserTurn && message.role == "tool" {
                 // A run of tool messages shares one user turn.
                 if index == 0 || messages[index - 1].role != "tool" { out += "<|im_start|>user" }
-                out += "\n<tool_response>\n\(message.content)\n</tool_response>"
+                out += "\n<tool_response>\n\(message.content ?? "")\n</tool_response>"
                 if index == messages.count - 1 || messages[index + 1].role != "tool" { out += "<|im_end|>\n" }
             } else {
-                out += "<|im_start|>\(message.role)\n\(message.content)<|im_end|>\n"
+                out += "<|im_start|>\(message.role)\n\(message.content ?? "")<|im_end|>\n"
             }
         }
         if addGenerationPrompt { out += "<|im_start|>assistant\n" }
@@ -230,7 +248,7 @@ public struct ChatTemplate: Sendable, Equatable {
             // Llama 3.1: the system turn is always written, with the date lines first.
             var system = ""
             if let first = rest.first, first.role == "system" {
-                system = Self.jinjaTrim(first.content)
+                system = Self.jinjaTrim(first.content ?? "")
                 rest = rest.dropFirst()
             }
             out += bosToken
@@ -238,7 +256,7 @@ public struct ChatTemplate: Sendable, Equatable {
         } else if !messages.isEmpty {
             out += bosToken
         }
-        for message in rest { out += turn(message.role, Self.jinjaTrim(message.content)) }
+        for message in rest { out += turn(message.role, Self.jinjaTrim(message.content ?? "")) }
         if addGenerationPrompt { out += "<|start_header_id|>assistant<|end_header_id|>\n\n" }
         return out
     }
@@ -252,7 +270,7 @@ public struct ChatTemplate: Sendable, Equatable {
             guard systemBlock else {
                 throw ChatTemplateError("the \(format?.rawValue ?? "") chat format has no system role")
             }
-            system = first.content
+            system = first.content ?? ""
             rest = rest.dropFirst()
         }
         var out = systemBlock ? "" : bosToken
@@ -267,13 +285,13 @@ public struct ChatTemplate: Sendable, Equatable {
                                             + "starting with user; message \(index + 1) is '\(message.role)'")
             }
             if systemBlock {
-                var content = message.content
+                var content = message.content ?? ""
                 if index == 0, let system { content = "<<SYS>>\n\(system)\n<</SYS>>\n\n" + content }
                 out += message.role == "user"
                     ? bosToken + "[INST] " + Self.pythonStrip(content) + " [/INST]"
                     : " " + Self.pythonStrip(content) + " " + eosToken
             } else {
-                out += message.role == "user" ? "[INST] " + message.content + " [/INST]" : message.content + eosToken
+                out += message.role == "user" ? "[INST] " + (message.content ?? "") + " [/INST]" : (message.content ?? "") + eosToken
             }
         }
         return out
@@ -318,8 +336,10 @@ public struct ChatTemplate: Sendable, Equatable {
 
     static func pythonStrip(_ s: String) -> String {
         let scalars = s.unicodeScalars
-        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }) else { return "" }
-        let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })!
+        // Python's whitespace: Unicode's White_Space and U+001C...U+001F.
+        func space(_ u: Unicode.Scalar) -> Bool { u.properties.isWhitespace || (0x1C...0x1F).contains(u.value) }
+        guard let first = scalars.firstIndex(where: { !space($0) }) else { return "" }
+        let last = scalars.lastIndex(where: { !space($0) })!
         return String(scalars[first...last])
     }
 }

@@ -6,8 +6,9 @@ import Foundation
 import Models
 
 extension ChatTemplate {
-    /// The template of a GGUF model: `tokenizer.chat_template`, with the BOS and EOS token text
-    /// looked up in `tokenizer.ggml.tokens`.
+    /// The template of a GGUF model: `tokenizer.chat_template` (and `tokenizer.chat_template.tool_use`,
+    /// llama.cpp's key for a named template), with the BOS and EOS token text looked up in
+    /// `tokenizer.ggml.tokens`.
     /// - Throws: ``ModelFileError`` when the file has no chat template, ``ChatTemplateError``
     ///   when its format is not supported.
     public init(gguf: GGUFFile) throws {
@@ -19,13 +20,15 @@ extension ChatTemplate {
             guard let id = gguf.int(key), tokens.indices.contains(id) else { return "" }
             return tokens[id]
         }
-        try self.init(jinja: source, bosToken: text("tokenizer.ggml.bos_token_id"),
+        try self.init(jinja: source, toolUse: gguf.string("tokenizer.chat_template.tool_use"),
+                      bosToken: text("tokenizer.ggml.bos_token_id"),
                       eosToken: text("tokenizer.ggml.eos_token_id"))
     }
 
     /// The template of a Hugging Face `tokenizer_config.json`: `chat_template` (a string, or a
-    /// list of named templates of which "default" is taken), with `bos_token` and `eos_token`
-    /// (strings or added-token objects). `path` names the file in errors.
+    /// list of `{name, template}` of which "default" is the template and "tool_use", if present,
+    /// the one for requests with tools, as transformers chooses), with `bos_token` and
+    /// `eos_token` (strings or added-token objects). `path` names the file in errors.
     public init(tokenizerConfig data: Data, path: String = "tokenizer_config.json") throws {
         let config: TokenizerConfigTemplate
         do {
@@ -36,13 +39,14 @@ extension ChatTemplate {
         guard let source = config.chatTemplate else {
             throw ModelFileError(path: path, "no chat_template in the tokenizer config")
         }
-        try self.init(jinja: source, bosToken: config.bosToken ?? "", eosToken: config.eosToken ?? "")
+        try self.init(jinja: source, toolUse: config.toolUseTemplate, bosToken: config.bosToken ?? "", eosToken: config.eosToken ?? "")
     }
 }
 
 extension ChatTemplate {
     /// The template of a Hugging Face model directory: `chat_template.jinja` when present (newer
-    /// checkpoints keep it there), else `chat_template` of `tokenizer_config.json`; BOS and EOS
+    /// checkpoints keep it there, with named ones as `additional_chat_templates/NAME.jinja`, of
+    /// which `tool_use` is read), else `chat_template` of `tokenizer_config.json`; BOS and EOS
     /// text from `tokenizer_config.json` either way.
     /// - Throws: ``ModelFileError`` when neither file has a template or a file is malformed,
     ///   ``ChatTemplateError`` when the format is not supported.
@@ -73,7 +77,8 @@ extension ChatTemplate {
                 throw ModelFileError(path: configPath, "tokenizer config: cannot read bos_token or eos_token (\(error))")
             }
         }
-        try self.init(jinja: String(decoding: jinja, as: UTF8.self), bosToken: tokens.bosToken ?? "",
+        let toolUse = try read(base + "/additional_chat_templates/tool_use.jinja").map { String(decoding: $0, as: UTF8.self) }
+        try self.init(jinja: String(decoding: jinja, as: UTF8.self), toolUse: toolUse, bosToken: tokens.bosToken ?? "",
                       eosToken: tokens.eosToken ?? "")
     }
 }
@@ -81,6 +86,7 @@ extension ChatTemplate {
 /// The chat-template fields of tokenizer_config.json.
 private struct TokenizerConfigTemplate: Decodable {
     var chatTemplate: String?
+    var toolUseTemplate: String?
     var bosToken: String?
     var eosToken: String?
 
@@ -118,7 +124,14 @@ private struct TokenizerConfigTemplate: Decodable {
             chatTemplate = one
         } else {
             let named = try c.decode([Named].self, forKey: .chatTemplate)
-            chatTemplate = (named.first { $0.name == "default" } ?? named.first)?.template
+            guard let main = named.first(where: { $0.name == "default" }) else {
+                // transformers refuses such a list too (unless the caller names a template).
+                throw DecodingError.dataCorruptedError(
+                    forKey: .chatTemplate, in: c,
+                    debugDescription: "the list of chat templates has none named \"default\" (it has: \(named.map(\.name).joined(separator: ", ")))")
+            }
+            chatTemplate = main.template
+            toolUseTemplate = named.first { $0.name == "tool_use" }?.template
         }
         bosToken = try c.decodeIfPresent(TokenText.self, forKey: .bosToken)?.content
         eosToken = try c.decodeIfPresent(TokenText.self, forKey: .eosToken)?.content
