@@ -1,0 +1,59 @@
+import Glibc
+import VTensor
+
+/// What one run (one request rate) measured.
+struct RunResult: Sendable {
+    var records: [RequestRecord]
+    /// Seconds from the first arrival to the last response.
+    var duration: Double
+    /// The client process's CPU time (user + system) over the run.
+    var clientCPUSeconds: Double
+    /// Seconds past its arrival time that each unit went out, for units that did not wait for
+    /// a concurrency slot: the client's own lag, near zero unless the client is overloaded.
+    var sendLags: [Double]
+}
+
+/// Sends a workload's units at their arrival times with at most `maxConcurrency` under way
+/// (`vllm bench serve`'s semaphore: arrivals past the limit wait for a slot, in order).
+enum LoadDriver {
+    static func run(_ workload: Workload, arrivals: [Double], maxConcurrency: Int?, client: ServeClient,
+                    progress: ServeProgress) async -> RunResult {
+        let cpuBefore = processCPUSeconds()
+        let start = monotonicNanos()
+        var lags: [Double] = []
+        let records = await withTaskGroup(of: [RequestRecord].self) { group -> [RequestRecord] in
+            var all: [RequestRecord] = []
+            all.reserveCapacity(workload.requestCount)
+            var inFlight = 0, waited = false
+            for (index, unit) in workload.units.enumerated() {
+                let due = start + UInt64(arrivals[index] * 1e9)
+                let now = monotonicNanos()
+                if due > now + 20_000 { try? await Task.sleep(nanoseconds: due - now) }
+                if arrivals[index] > 0, !waited { lags.append(Double(Int64(bitPattern: monotonicNanos() &- due)) / 1e9) }
+                waited = false
+                if let maxConcurrency {
+                    while inFlight >= maxConcurrency, let done = await group.next() {
+                        all += done
+                        inFlight -= 1
+                        waited = true
+                    }
+                }
+                group.addTask { await client.run(unit) { progress.finished($0.succeeded) } }
+                inFlight += 1
+            }
+            for await done in group { all += done }
+            return all
+        }
+        let duration = Double(monotonicNanos() - start) / 1e9
+        return RunResult(records: records, duration: duration, clientCPUSeconds: processCPUSeconds() - cpuBefore,
+                         sendLags: lags.map { max(0, $0) })
+    }
+
+    /// User plus system CPU seconds of this process.
+    static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+}
