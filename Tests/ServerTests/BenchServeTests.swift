@@ -25,15 +25,15 @@ import Testing
 
     @Test func tokenIdPromptsOfExactLengths() throws {
         let server = try ServerProcess.sharedServer()
-        let (result, output) = try benchServe(["--base-url", server.base, "--tokenizer", "embedded", "--num-prompts", "6",
-                                               "--random-input-len", "24", "--random-output-len", "5", "--ignore-eos", "--max-concurrency", "3"])
-        #expect(result["completed"] as? Int == 6 && result["failed"] as? Int == 0, "\(output)")
+        let (result, output) = try benchServe(["--base-url", server.base, "--tokenizer", "embedded", "--num-prompts", "3",
+                                               "--random-input-len", "16", "--random-output-len", "3", "--ignore-eos", "--max-concurrency", "3"])
+        #expect(result["completed"] as? Int == 3 && result["failed"] as? Int == 0, "\(output)")
         // The model came from /v1/models; --ignore-eos makes every answer its full length.
         #expect(result["model_id"] as? String == "smol")
-        #expect(result["total_output_tokens"] as? Int == 30)
-        #expect(result["output_tokens_source"] as? [String: Int] == ["usage": 6])
+        #expect(result["total_output_tokens"] as? Int == 9)
+        #expect(result["output_tokens_source"] as? [String: Int] == ["usage": 3])
         // Token ids go to the server as they are: the server counts exactly the prompt sent.
-        #expect(result["input_lens"] as? [Int] == Array(repeating: 24, count: 6), "\(result["input_lens"] ?? "none")")
+        #expect(result["input_lens"] as? [Int] == [16, 16, 16], "\(result["input_lens"] ?? "none")")
         for key in ["mean_ttft_ms", "p99_tpot_ms", "median_itl_ms", "p90_e2el_ms", "request_throughput", "output_throughput"] {
             #expect((result[key] as? Double ?? 0) > 0, "\(key)")
         }
@@ -43,11 +43,11 @@ import Testing
     @Test func multiTurnChat() throws {
         let server = try ServerProcess.sharedServer()
         let (result, output) = try benchServe(["--base-url", server.base, "--endpoint", "/v1/chat/completions", "--tokenizer", "embedded",
-                                               "--dataset", "multi-turn", "--num-conversations", "2", "--rounds", "2", "--user-len", "12",
-                                               "--answer-len", "4", "--max-in-flight", "2", "--ignore-eos"])
-        #expect(result["completed"] as? Int == 4 && result["failed"] as? Int == 0, "\(output)")
+                                               "--dataset", "multi-turn", "--num-conversations", "1", "--rounds", "2", "--user-len", "8",
+                                               "--answer-len", "2", "--ignore-eos"])
+        #expect(result["completed"] as? Int == 2 && result["failed"] as? Int == 0, "\(output)")
         let inputs = try #require(result["input_lens"] as? [Int])
-        // A second round resends the first with its answer: a longer prompt than any first round.
-        #expect(inputs.count == 4 && inputs.max()! > inputs.min()! + 4, "\(inputs)")
+        // The second round resends the first with its answer and adds a user turn of 8 tokens.
+        #expect(inputs.count == 2 && inputs[1] >= inputs[0] + 2 + 8, "\(inputs)")
     }
 }

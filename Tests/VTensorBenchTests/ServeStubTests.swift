@@ -19,12 +19,15 @@ import Testing
                                         form: form, settings: settings, timeoutSeconds: 20)
     }
 
-    /// A stub with a first token after 100 ms and then one every 20 ms, 5 tokens: TTFT,
-    /// ITL, TPOT and E2EL come out as scheduled (a little more for the trip and the timers,
-    /// never less), and throughput is what 4 slots each finishing a request every 180 ms give.
+    /// A stub with a first token after 150 ms and then one every 40 ms, 5 tokens: TTFT, ITL,
+    /// TPOT and E2EL come out as scheduled (a little more for the trip and the timers, never
+    /// less), and throughput is what 4 slots each finishing a request every 310 ms give.
+    /// Medians, and a time scale well above the scheduling noise of a busy 2-core machine
+    /// (other suites run beside this one), keep the tolerances tight enough to catch a wrong
+    /// definition (a role chunk taken for the first token, a finish chunk for a token).
     @Test(arguments: [ServeEndpoint.completions, .chat])
     func figuresMatchTheStubsSchedule(endpoint: ServeEndpoint) async throws {
-        let firstToken = 0.100, gap = 0.020, tokens = 5, slots = 4, requests = 24
+        let firstToken = 0.150, gap = 0.040, tokens = 5, slots = 4, requests = 16
         let stub = try await StubServer.start { _ in StubServer.Behavior(firstTokenDelay: firstToken, gap: gap, tokens: tokens) }
         let form: PromptForm = endpoint == .chat ? .chat : .text
         let run = await run(words(requests, output: tokens, form: form), port: stub.port, endpoint: endpoint, form: form, concurrency: slots)
@@ -34,12 +37,12 @@ import Testing
         #expect(m.totalOutput == requests * tokens && m.outputSources == [.usage: requests])
         #expect(run.result.records.allSatisfy { $0.itls.count == tokens - 1 }, "one gap between each two of the 5 tokens")
         let cycle = firstToken + Double(tokens - 1) * gap
-        #expect(m.ttft.median >= firstToken * 1000 && m.ttft.median < firstToken * 1000 + 15, "TTFT median \(m.ttft.median) ms")
-        #expect(abs(m.itl.median - gap * 1000) < 5, "ITL median \(m.itl.median) ms")
-        #expect(abs(m.tpot.mean - gap * 1000) < 5, "TPOT mean \(m.tpot.mean) ms")
-        #expect(m.e2el.median >= cycle * 1000 && m.e2el.median < cycle * 1000 + 20, "E2EL median \(m.e2el.median) ms")
+        #expect(m.ttft.median >= firstToken * 1000 && m.ttft.median < firstToken * 1000 + 20, "TTFT median \(m.ttft.median) ms")
+        #expect(abs(m.itl.median - gap * 1000) < 8, "ITL median \(m.itl.median) ms")
+        #expect(abs(m.tpot.median - gap * 1000) < 8, "TPOT median \(m.tpot.median) ms")
+        #expect(m.e2el.median >= cycle * 1000 && m.e2el.median < cycle * 1000 + 30, "E2EL median \(m.e2el.median) ms; TTFT \(m.ttft.median), ITL \(m.itl.median)")
         let expected = Double(slots) / cycle
-        #expect(m.requestThroughput <= expected * 1.02 && m.requestThroughput > expected * 0.75,
+        #expect(m.requestThroughput <= expected * 1.02 && m.requestThroughput > expected * 0.8,
                 "\(m.requestThroughput) requests/s; the schedule allows \(expected)")
         #expect(abs(m.outputThroughput - m.requestThroughput * Double(tokens)) < 1e-6)
         #expect(m.maxConcurrentRequests == slots)

@@ -21,9 +21,9 @@ enum LoadDriver {
         let cpuBefore = processCPUSeconds()
         let start = monotonicNanos()
         var lags: [Double] = []
-        let records = await withTaskGroup(of: [RequestRecord].self) { group -> [RequestRecord] in
-            var all: [RequestRecord] = []
-            all.reserveCapacity(workload.requestCount)
+        // Kept in the order the units were sent (vLLM's per-request lists are in request order).
+        let records = await withTaskGroup(of: (Int, [RequestRecord]).self) { group -> [RequestRecord] in
+            var byUnit = [[RequestRecord]](repeating: [], count: workload.units.count)
             var inFlight = 0, waited = false
             for (index, unit) in workload.units.enumerated() {
                 let due = start + UInt64(arrivals[index] * 1e9)
@@ -32,17 +32,17 @@ enum LoadDriver {
                 if arrivals[index] > 0, !waited { lags.append(Double(Int64(bitPattern: monotonicNanos() &- due)) / 1e9) }
                 waited = false
                 if let maxConcurrency {
-                    while inFlight >= maxConcurrency, let done = await group.next() {
-                        all += done
+                    while inFlight >= maxConcurrency, let (unit, done) = await group.next() {
+                        byUnit[unit] = done
                         inFlight -= 1
                         waited = true
                     }
                 }
-                group.addTask { await client.run(unit) { progress.finished($0.succeeded) } }
+                group.addTask { (index, await client.run(unit) { progress.finished($0.succeeded) }) }
                 inFlight += 1
             }
-            for await done in group { all += done }
-            return all
+            for await (unit, done) in group { byUnit[unit] = done }
+            return byUnit.flatMap { $0 }
         }
         let duration = Double(monotonicNanos() - start) / 1e9
         return RunResult(records: records, duration: duration, clientCPUSeconds: processCPUSeconds() - cpuBefore,

@@ -119,7 +119,11 @@ final class StubHandler: ChannelInboundHandler {
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if chat { write(context, chunk(role: true, text: "", finish: nil)) }
         let loop = context.eventLoop.assumeIsolated()
-        // Token i goes out at firstTokenDelay + i * gap; with no delays, all in one flush.
+        // Token i goes out at firstTokenDelay + i * gap after the request (deadlines from its
+        // arrival, so a late timer does not push the tokens after it); with no delays, all in
+        // one flush.
+        let arrival = NIODeadline.now()
+        func due(_ i: Int) -> NIODeadline { arrival + .nanoseconds(Int64((behavior.firstTokenDelay + Double(i) * behavior.gap) * 1e9)) }
         func send(_ i: Int) {
             guard context.channel.isActive else { return }
             if case .closeAfter(let n) = behavior.fault, i == n {
@@ -142,14 +146,14 @@ final class StubHandler: ChannelInboundHandler {
             }
             write(context, chunk(role: false, text: " tok\(i)", finish: nil), flush: behavior.gap > 0 || i == 0)
             if behavior.gap > 0 {
-                loop.scheduleTask(in: .nanoseconds(Int64(behavior.gap * 1e9))) { send(i + 1) }
+                loop.scheduleTask(deadline: due(i + 1)) { send(i + 1) }
             } else {
                 send(i + 1)
             }
         }
         if behavior.firstTokenDelay > 0 {
             context.flush()
-            loop.scheduleTask(in: .nanoseconds(Int64(behavior.firstTokenDelay * 1e9))) { send(0) }
+            loop.scheduleTask(deadline: due(0)) { send(0) }
         } else {
             send(0)
         }
