@@ -66,10 +66,22 @@ import Testing
         #expect(s.usagePromptTokens == 9 && s.usageCompletionTokens == 3)
     }
 
+    /// An answer that is only an end-of-sequence token: no text, but the server did answer.
+    @Test func anEmptyAnswerHasItsFirstTokenAtTheFinish() {
+        let s = state([
+            (#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#, 1_010_000_000),
+            (#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#, 1_300_000_000),
+            (#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1}}"#, 1_301_000_000),
+            ("[DONE]", 1_302_000_000),
+        ])
+        #expect(s.failure == nil)
+        #expect(s.firstToken == 1_300_000_000 && s.lastToken == 1_300_000_000 && s.gaps.isEmpty && s.text.isEmpty)
+    }
+
     @Test func streamsThatEndBadlyFail() {
         let token = (#"{"choices":[{"text":"a"}]}"#, UInt64(1_100_000_000))
         #expect(state([token]).failure?.reason == "stream ended without data: [DONE]")
-        #expect(state([("[DONE]", 1_100_000_000)]).failure?.reason == "no generated text in the stream")
+        #expect(state([("[DONE]", 1_100_000_000)]).failure?.reason == "no token in the stream")
         let error = state([token, (#"{"error":{"message":"out of memory","type":"server_error"}}"#, 1_200_000_000)]).failure
         #expect(error?.reason == "error event in the stream" && error?.detail == "out of memory")
         let broken = state([token, (#"{"choices": [{"text": "b""#, 1_200_000_000)]).failure

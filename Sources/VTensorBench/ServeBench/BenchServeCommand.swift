@@ -43,6 +43,8 @@ struct BenchServeCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "random: mean prompt tokens.") var randomInputLen = 1024
     @Option(parsing: .unconditional, help: "random: mean output tokens.") var randomOutputLen = 128
     @Option(parsing: .unconditional, help: "random: lengths uniform over [L(1-r), L(1+r)], 0 <= r < 1.") var randomRangeRatio = 0.0
+    @Option(parsing: .unconditional, help: "sharegpt: output tokens of every request (default: the length of the conversation's answer).")
+    var sharegptOutputLen: Int?
     @Option(parsing: .unconditional, help: "custom: output tokens of lines that do not set output_tokens.") var customOutputLen = 256
     @Option(parsing: .unconditional, help: "shared-prefix: system prompts.") var groups = 64
     @Option(parsing: .unconditional, help: "shared-prefix: questions per system prompt.") var promptsPerGroup = 16
@@ -103,6 +105,7 @@ struct BenchServeCommand: ParsableCommand {
         if randomInputLen < 1 || randomOutputLen < 1 { throw ValidationError("--random-input-len and --random-output-len must be at least 1") }
         if !(0..<1).contains(randomRangeRatio) { throw ValidationError("--random-range-ratio must be in [0, 1), got \(randomRangeRatio)") }
         if customOutputLen < 1 { throw ValidationError("--custom-output-len must be at least 1, got \(customOutputLen)") }
+        if let sharegptOutputLen, sharegptOutputLen < 1 { throw ValidationError("--sharegpt-output-len must be at least 1, got \(sharegptOutputLen)") }
         if min(groups, promptsPerGroup, systemLen, questionLen, outputLen) < 1 {
             throw ValidationError("--groups, --prompts-per-group, --system-len, --question-len and --output-len must be at least 1")
         }
@@ -143,6 +146,7 @@ struct BenchServeCommand: ParsableCommand {
 
     private func runAll(group: MultiThreadedEventLoopGroup) async throws {
         let address = try ServerAddress(baseURL: baseURL)
+        LoadDriver.raiseOpenFileLimit()
 
         // The model: as given, else the server's first (a server that cannot be asked gets no "model" field).
         let probe = ServeClient(address: address, endpoint: endpoint, model: nil, ignoreEOS: ignoreEOS, tokenizer: nil, form: .text,
@@ -187,7 +191,8 @@ struct BenchServeCommand: ParsableCommand {
         case .random:
             return .random(count: count, inputLength: randomInputLen, outputLength: randomOutputLen, rangeRatio: randomRangeRatio, maker: &maker, seed: seed)
         case .sharegpt:
-            return try ShareGPTDataset.workload(path: datasetPath, count: count, form: form, tokenizer: tokenizer, seed: seed)
+            return try ShareGPTDataset.workload(path: datasetPath, count: count, form: form, tokenizer: tokenizer, seed: seed,
+                                                outputLength: sharegptOutputLen)
         case .sharedPrefix:
             let shape = SharedPrefixWorkload(groups: groups, perGroup: promptsPerGroup, systemLength: systemLen, questionLength: questionLen,
                                              outputLength: outputLen)

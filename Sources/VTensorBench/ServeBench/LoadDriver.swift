@@ -49,6 +49,15 @@ enum LoadDriver {
                          sendLags: lags.map { max(0, $0) })
     }
 
+    /// Lifts the soft limit on open files to the hard one: without --max-concurrency, a run at
+    /// rate inf opens a connection per request (vLLM's client does the same).
+    static func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+    }
+
     /// User plus system CPU seconds of this process.
     static func processCPUSeconds() -> Double {
         var usage = rusage()

@@ -95,7 +95,7 @@ struct ServeMetrics: Sendable {
         var failureGroups: [String: (count: Int, example: String, first: Int)] = [:]
         for (index, record) in records.enumerated() {
             guard let ttft = record.ttft, record.failure == nil else {
-                let failure = record.failure ?? RequestFailure(reason: "no generated text", detail: "")
+                let failure = record.failure ?? RequestFailure(reason: "no token in the stream", detail: "")
                 failureGroups[failure.reason, default: (0, failure.detail, index)].count += 1
                 failed += 1
                 continue

@@ -57,8 +57,10 @@ enum ShareGPTDataset {
         return (lastEnd, true)
     }
 
-    /// `count` requests (repeated in order if fewer pairs pass the filters).
-    static func workload(path: String?, count: Int, form: PromptForm, tokenizer: Tokenizer?, seed: UInt64) throws -> Workload {
+    /// `count` requests (repeated in order if fewer pairs pass the filters). `outputLength`
+    /// replaces the answers' lengths (vLLM's --sharegpt-output-len; no minimum then).
+    static func workload(path: String?, count: Int, form: PromptForm, tokenizer: Tokenizer?, seed: UInt64,
+                         outputLength: Int? = nil) throws -> Workload {
         let file = try path ?? asset.fetch()
         guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read the ShareGPT file \(file)") }
         let (records, cutOff) = try records(data)
@@ -74,8 +76,8 @@ enum ShareGPTDataset {
         }
         var requests: [BenchRequest] = []
         for (prompt, answer) in conversations where requests.count < count {
-            let input = length(prompt), output = length(answer)
-            if input < 4 || output < 4 || input > 1024 || input + output > 2048 { continue }
+            let input = length(prompt), output = outputLength ?? length(answer)
+            if input < 4 || (outputLength == nil && output < 4) || input > 1024 || input + output > 2048 { continue }
             let message: BenchPrompt = form == .chat ? .messages([BenchMessage(role: "user", content: prompt)]) : .text(prompt)
             requests.append(BenchRequest(prompt: message, promptTokens: input, maxTokens: output))
         }

@@ -16,6 +16,7 @@ struct StreamChunk: Decodable {
     struct Choice: Decodable {
         var text: String?
         var delta: Delta?
+        var finish_reason: String?
     }
     struct Delta: Decodable {
         var content: String?
@@ -55,7 +56,8 @@ struct StreamChunk: Decodable {
 /// What a response stream has said so far, event by event. Time to first token is measured
 /// to the first chunk that carries generated text (a chat stream's opening role chunk does
 /// not count), and each later such chunk adds one inter-token gap: a chunk is one "token"
-/// for ITL, as in vLLM, even if a server bundles several.
+/// for ITL, as in vLLM, even if a server bundles several. An answer with no text at all (an
+/// end-of-sequence token first) has its first token at the chunk that says it finished.
 struct StreamState {
     /// When the request was sent (monotonic nanoseconds).
     let start: UInt64
@@ -96,10 +98,14 @@ struct StreamState {
             usageCompletionTokens = usage.completion_tokens ?? usageCompletionTokens
         }
         let content = chunk.content
+        if content.isEmpty, firstToken == nil, chunk.choices?.first?.finish_reason != nil {
+            firstToken = now
+            lastToken = now
+        }
         guard !content.isEmpty else { return }
         if firstToken == nil {
             firstToken = now
-        } else {
+        } else if contentChunks > 0 {
             gaps.append(Double(now - lastToken) / 1e9)
         }
         lastToken = now
@@ -114,7 +120,7 @@ struct StreamState {
             failure = RequestFailure(reason: "stream ended without data: [DONE]",
                                      detail: "the response ended after \(contentChunks) content chunks and no [DONE]")
         } else if firstToken == nil {
-            failure = RequestFailure(reason: "no generated text in the stream", detail: "the stream ended with [DONE] and no content chunk")
+            failure = RequestFailure(reason: "no token in the stream", detail: "the stream ended with [DONE] before any content or finish chunk")
         }
     }
 }
