@@ -179,6 +179,7 @@ struct BenchServeCommand: ParsableCommand {
         for rate in try rates {
             let run = await ServeBenchmark.run(workload, rate: rate, settings: settings, client: client)
             print(ServeReport.table(run.settings, run.result, run.metrics))
+            fflush(nil)  // the table before the notes on standard error that follow
             runs.append(run)
         }
         try writeOutputs(runs, settings: settings)

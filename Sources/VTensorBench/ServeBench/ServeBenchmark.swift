@@ -30,7 +30,9 @@ enum ServeBenchmark {
         let progress = ServeProgress(total: workload.requestCount, title: "\(settings.label) @ \(ServeReport.rateText(rate)) req/s",
                                      enabled: settings.progress)
         progress.start()
-        let result = await LoadDriver.run(workload, arrivals: arrivals, maxConcurrency: settings.maxConcurrency, client: client, progress: progress)
+        let result = await withTaskExecutorPreference(EventLoopGroupExecutor(group: client.pool.group)) {
+            await LoadDriver.run(workload, arrivals: arrivals, maxConcurrency: settings.maxConcurrency, client: client, progress: progress)
+        }
         await progress.stop()
         let metrics = ServeMetrics(records: result.records, duration: result.duration, percentiles: settings.percentiles, goodput: settings.goodput)
         let runSettings = RunSettings(label: settings.label, baseURL: settings.baseURL, endpoint: settings.endpoint, model: client.model,

@@ -105,8 +105,10 @@ struct ServeClient: Sendable {
         do {
             connection = try await pool.acquire()
         } catch {
+            // NIO's connection error lists every address tried; the first one's error says why.
+            let why = (error as? NIOConnectionError)?.connectionErrors.first.map { "\($0.error)" } ?? "\(error)"
             return record(request, state: StreamState(start: start),
-                          failure: RequestFailure(reason: "cannot connect", detail: "\(address.hostHeader): \(error)"))
+                          failure: RequestFailure(reason: "cannot connect", detail: "\(address.hostHeader): \(why)"))
         }
         let outcome = await connection.send(head: head, body: body, start: start, timeout: timeout)
         pool.release(connection, reusable: outcome.reusable)

@@ -54,9 +54,8 @@ enum ServeReport {
         }
         out += latency.render()
         if !m.failures.isEmpty {
-            var failures = Table(title: "\nfailed requests by reason", header: ["reason", "count", "example"])
-            for f in m.failures { failures.add([f.reason, "\(f.count)", String(f.example.prefix(120))]) }
-            out += failures.render()
+            out += "\nfailed requests by reason (count, reason: one of their messages)\n"
+            for f in m.failures { out += "\(f.count)  \(f.reason): \(f.example.prefix(160))\n" }
         }
         return out
     }
