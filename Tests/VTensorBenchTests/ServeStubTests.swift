@@ -118,6 +118,32 @@ import Testing
         #expect(sent[2][0] == sent[0][0] && sent[2][2] == sent[1][2], "a round repeats the conversation so far")
     }
 
+    /// The command end to end: a sweep over two rates writes {label, runs} and the chart, which
+    /// also draws the line of an earlier run's file (--plot-with).
+    @Test func aSweepWritesItsResultsAndChart() async throws {
+        let stub = try await StubServer.start { _ in StubServer.Behavior(firstTokenDelay: 0.005, gap: 0.002, tokens: 4) }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vtensor-sweep-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let base = ["--base-url", "http://127.0.0.1:\(stub.port)", "--model", "stub", "--num-prompts", "8", "--random-input-len", "8",
+                    "--random-output-len", "4", "--no-progress"]
+        let earlier = directory.appendingPathComponent("earlier.json").path, sweep = directory.appendingPathComponent("sweep.json").path
+        try await BenchServeCommand.parse(base + ["--label", "earlier", "--json-out", earlier]).runAsync()
+        try await BenchServeCommand.parse(base + ["--label", "now", "--sweep-rates", "40,inf", "--json-out", sweep, "--plot-with", earlier]).runAsync()
+        await stub.stop()
+
+        let single = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: earlier))) as? [String: Any])
+        #expect(single["completed"] as? Int == 8 && single["label"] as? String == "earlier" && single["request_rate"] as? String == "inf")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: sweep))) as? [String: Any])
+        let runs = try #require(object["runs"] as? [[String: Any]])
+        #expect(object["label"] as? String == "now" && runs.count == 2)
+        #expect(runs[0]["request_rate"] as? Double == 40 && runs[1]["request_rate"] as? String == "inf")
+        #expect(runs.allSatisfy { $0["completed"] as? Int == 8 && $0["total_output_tokens"] as? Int == 32 })
+        let svg = try String(contentsOfFile: directory.appendingPathComponent("sweep.svg").path, encoding: .utf8)
+        #expect(svg.components(separatedBy: "<polyline").count - 1 == 4, "a line per label in each of the two panels")
+        #expect(svg.contains(">now<") && svg.contains(">earlier<"))
+    }
+
     /// The client's own overhead: requests at rate inf against a stub answering at once, in
     /// this process. `vtensor bench serve --self-test` measures the real figure on a release
     /// build (see the report); this debug build, running beside the other tests, has to keep
