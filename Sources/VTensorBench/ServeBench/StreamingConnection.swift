@@ -159,6 +159,9 @@ final class StreamingResponseHandler: ChannelInboundHandler, RemovableChannelHan
         case .head(let head):
             status = head.status
             keepAlive = head.isKeepAlive
+            if head.status == .ok, !plain, head.headers["Content-Type"].first?.lowercased().hasPrefix("application/json") == true {
+                finish(failure: RequestFailure(reason: "response not streamed", detail: "the server answered with one JSON body (Content-Type application/json), not SSE"))
+            }
         case .body(let buffer):
             if status != .ok || plain {
                 let limit = plain ? 16 << 20 : 65536
