@@ -146,13 +146,15 @@ import Testing
 
     /// The client's own overhead: requests at rate inf against a stub answering at once, in
     /// this process. `vtensor bench serve --self-test` measures the real figure on a release
-    /// build (see the report); this debug build, running beside the other tests, has to keep
-    /// a floor well under it, so that a client regression that serializes requests fails here.
+    /// build (about 6,000 requests/s on 2 cores; README); this debug build, beside the other
+    /// suites, gets 400-1,200 here, so the floor is low. What must hold whatever the machine:
+    /// the requests overlap (a client that sent them one at a time would stay at one open).
     @Test func theClientKeepsUpWithAnInstantServer() async throws {
         let run = try await ClientSelfTest.run(requests: 2000, concurrency: 32, clientThreads: 2, progress: false)
         #expect(run.metrics.completed == 2000 && run.metrics.failed == 0, "\(run.metrics.failures)")
         #expect(run.metrics.totalOutput == 2000 * 8)
         print("bench serve client self-test (debug build): \(Int(run.metrics.requestThroughput)) requests/s")
-        #expect(run.metrics.requestThroughput > 150, "\(run.metrics.requestThroughput) requests/s")
+        #expect(run.metrics.requestThroughput > 100, "\(run.metrics.requestThroughput) requests/s")
+        #expect(run.metrics.maxConcurrentRequests > 16, "at most \(run.metrics.maxConcurrentRequests) of 32 slots in use at once")
     }
 }
