@@ -13,6 +13,8 @@ let package = Package(
         // The HTTP server of `vtensor serve`; only the Server target links it. (Its default traits stay on:
         // `traits: []` needs swift-tools-version 6.1.)
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // Already in the graph through Hummingbird; `bench serve`'s HTTP client and test stub use it directly.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
     ],
     targets: [
         // Declarations only: CUDA is loaded at run time with dlopen, never linked.
@@ -47,12 +49,15 @@ let package = Package(
             name: "CLICommon",
             dependencies: ["Models", "Runtime", "Engine", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        // The code that measures the product: selftest, bench *, dev *, kernels compile, logits.
+        // The code that measures the product: selftest, bench * (bench serve: an HTTP client on SwiftNIO), dev *, kernels compile, logits.
         .target(
             name: "VTensorBench",
             dependencies: [
-                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "Engine", "CLinux",
+                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "Engine", "CLinux", "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         // `vtensor serve`: the OpenAI-compatible HTTP API over an EngineLoop (Hummingbird).

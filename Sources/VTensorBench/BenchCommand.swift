@@ -13,6 +13,7 @@ struct BenchCommand: ParsableCommand {
         BenchModelCommand.self,
         BenchThroughputCommand.self,
         BenchEngineCommand.self,
+        BenchServeCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

@@ -1,0 +1,75 @@
+/// One chat message of a benchmark request.
+struct BenchMessage: Sendable, Equatable {
+    var role: String
+    var content: String
+}
+
+/// What a request sends as its prompt: token ids (/v1/completions accepts a list of ints),
+/// text, or chat messages (/v1/chat/completions).
+enum BenchPrompt: Sendable, Equatable {
+    case tokens([Int])
+    case text(String)
+    case messages([BenchMessage])
+}
+
+/// One request of a serving run.
+struct BenchRequest: Sendable, Equatable {
+    var prompt: BenchPrompt
+    /// Prompt tokens as the client knows them: exact with a tokenizer, estimated without. The
+    /// server's usage replaces it when the stream reports one.
+    var promptTokens: Int
+    /// `max_tokens` (completions) or `max_completion_tokens` (chat).
+    var maxTokens: Int
+}
+
+/// The HTTP endpoint a run drives.
+enum ServeEndpoint: String, Sendable, CaseIterable {
+    case completions = "/v1/completions"
+    case chat = "/v1/chat/completions"
+}
+
+/// The JSON body of a streaming request, written by hand: the client encodes thousands of
+/// bodies a second, and this is a few string appends.
+enum RequestBody {
+    static func encode(_ request: BenchRequest, endpoint: ServeEndpoint, model: String?, ignoreEOS: Bool) -> [UInt8] {
+        var out = "{"
+        if let model { out += "\"model\":\(quoted(model))," }
+        switch request.prompt {
+        case .tokens(let ids):
+            out += "\"prompt\":[" + ids.map(String.init).joined(separator: ",") + "],"
+        case .text(let text):
+            if endpoint == .chat {
+                out += "\"messages\":[{\"role\":\"user\",\"content\":\(quoted(text))}],"
+            } else {
+                out += "\"prompt\":\(quoted(text)),"
+            }
+        case .messages(let messages):
+            out += "\"messages\":[" + messages.map { "{\"role\":\(quoted($0.role)),\"content\":\(quoted($0.content))}" }.joined(separator: ",") + "],"
+        }
+        // vLLM's client sends max_completion_tokens to the chat endpoint, max_tokens to completions.
+        out += endpoint == .chat ? "\"max_completion_tokens\":\(request.maxTokens)," : "\"max_tokens\":\(request.maxTokens),"
+        if ignoreEOS { out += "\"ignore_eos\":true," }
+        out += "\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
+        return Array(out.utf8)
+    }
+
+    /// A JSON string literal.
+    static func quoted(_ text: String) -> String {
+        var out = "\""
+        out.reserveCapacity(text.utf8.count + 2)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case let s where s.value < 0x20:
+                let hex = String(s.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}

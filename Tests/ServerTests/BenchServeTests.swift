@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+
+/// `vtensor bench serve` against the real `vtensor serve` (the embedded model on the CPU): the
+/// built binary, as a user runs it, with token-id prompts on /v1/completions and a multi-turn
+/// chat on /v1/chat/completions.
+@Suite(.serialized) struct BenchServeTests {
+    /// Runs `vtensor bench serve <arguments> --json-out FILE`; returns its JSON result and output.
+    func benchServe(_ arguments: [String]) throws -> (result: [String: Any], output: String) {
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("vtensor-bench-serve-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: json) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try ServerProcess.executable())
+        process.arguments = ["bench", "serve"] + arguments + ["--json-out", json.path, "--no-progress"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "bench serve exited with \(process.terminationStatus):\n\(output)")
+        let data = try Data(contentsOf: json)
+        return (try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any]), output)
+    }
+
+    @Test func tokenIdPromptsOfExactLengths() throws {
+        let server = try ServerProcess.sharedServer()
+        let (result, output) = try benchServe(["--base-url", server.base, "--tokenizer", "embedded", "--num-prompts", "3",
+                                               "--random-input-len", "16", "--random-output-len", "3", "--ignore-eos", "--max-concurrency", "3"])
+        #expect(result["completed"] as? Int == 3 && result["failed"] as? Int == 0, "\(output)")
+        // The model came from /v1/models; --ignore-eos makes every answer its full length.
+        #expect(result["model_id"] as? String == "smol")
+        #expect(result["total_output_tokens"] as? Int == 9)
+        #expect(result["output_tokens_source"] as? [String: Int] == ["usage": 3])
+        // Token ids go to the server as they are: the server counts exactly the prompt sent.
+        #expect(result["input_lens"] as? [Int] == [16, 16, 16], "\(result["input_lens"] ?? "none")")
+        for key in ["mean_ttft_ms", "p99_tpot_ms", "median_itl_ms", "p90_e2el_ms", "request_throughput", "output_throughput"] {
+            #expect((result[key] as? Double ?? 0) > 0, "\(key)")
+        }
+        #expect(output.contains("token ids (exact lengths"), "\(output)")
+    }
+
+    @Test func multiTurnChat() throws {
+        let server = try ServerProcess.sharedServer()
+        let (result, output) = try benchServe(["--base-url", server.base, "--endpoint", "/v1/chat/completions", "--tokenizer", "embedded",
+                                               "--dataset", "multi-turn", "--num-conversations", "1", "--rounds", "2", "--user-len", "8",
+                                               "--answer-len", "2", "--ignore-eos"])
+        #expect(result["completed"] as? Int == 2 && result["failed"] as? Int == 0, "\(output)")
+        let inputs = try #require(result["input_lens"] as? [Int])
+        // The second round resends the first with its answer and adds a user turn of 8 tokens.
+        #expect(inputs.count == 2 && inputs[1] >= inputs[0] + 2 + 8, "\(inputs)")
+    }
+}
