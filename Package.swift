@@ -15,6 +15,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         // Already in the graph through Hummingbird; `bench serve`'s HTTP client and test stub use it directly.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        // Start and stop of `vtensor serve` (a ServiceGroup), and its request-id logging; Hummingbird depends on both already.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // Declarations only: CUDA is loaded at run time with dlopen, never linked.
@@ -66,6 +69,8 @@ let package = Package(
             dependencies: [
                 "Engine", "Runtime", "Tokenizers",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The `vtensor` command: generate, chat, serve and info, plus the measurement commands of VTensorBench.
@@ -74,6 +79,7 @@ let package = Package(
             dependencies: [
                 "CLICommon", "VTensorBench", "Server", "VTensor", "GPU", "Models", "Tokenizers", "Runtime", "Engine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),

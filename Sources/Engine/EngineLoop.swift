@@ -56,20 +56,25 @@ public final class EngineLoop: @unchecked Sendable {
         }
     }
 
-    /// Stops taking requests; aborts those still in flight, finishes the step under way, and
-    /// joins the thread. Handlers of aborted requests get their final `abort` output.
-    public func shutdown() {
-        let running = condition.withLock { () -> Bool in
-            guard !stopping else { return false }
+    /// Stops taking requests and aborts those still in flight, without waiting: the engine thread
+    /// delivers their final `abort` outputs, then ends. A server's drain deadline calls this.
+    public func stop() {
+        condition.withLock {
+            guard !stopping else { return }
             stopping = true
             for id in handlers.keys { _ = engine.abort(id) }
             condition.broadcast()
-            return true
         }
-        if running {
-            thread?.join()
-            thread = nil
+    }
+
+    /// `stop()`, then joins the thread once the step under way and the abort outputs are done.
+    public func shutdown() {
+        stop()
+        let thread = condition.withLock { () -> WorkerThread? in
+            defer { self.thread = nil }
+            return self.thread
         }
+        thread?.join()
     }
 
     private func run() {

@@ -17,6 +17,7 @@ extension OpenAIServer {
 
     /// /v1/completions (`chat` false) and /v1/chat/completions.
     func completions(_ request: Request, context: some RequestContext, chat: Bool) async throws -> Response {
+        let log = CompletionLog()
         var request = request
         let body = try await request.collectBody(upTo: 32 << 20)
         let data = Data(buffer: body)
@@ -68,10 +69,12 @@ extension OpenAIServer {
         } catch EngineError.stopped {
             throw APIError("the server is shutting down", status: .serviceUnavailable, type: "server_error")
         }
-        let id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        log.received(promptTokens: prompt.count, maxTokens: parameters.maxTokens, stream: stream)
+        // vLLM's ids: "cmpl-" + the request id (the client's X-Request-Id when it sent one).
+        let id = (chat ? "chatcmpl-" : "cmpl-") + context.id
         let response = ResponseShape(id: id, created: created(), model: configuration.servedModelName, chat: chat)
         if stream {
-            return streamingResponse(submitted, shape: response, includeUsage: includeUsage)
+            return streamingResponse(submitted, shape: response, includeUsage: includeUsage, log: log)
         }
         var text = "", last: RequestOutput?
         await withTaskCancellationHandler {
@@ -80,8 +83,9 @@ extension OpenAIServer {
                 last = output
             }
         } onCancel: { [loop] in
-            loop.abort(submitted.id)
+            if loop.abort(submitted.id) { log.clientWentAway() }
         }
+        if let last { log.finished(last) }
         guard let last, let finish = last.finish else {
             throw APIError("the request ended without a result", status: .internalServerError, type: "server_error")
         }
@@ -90,7 +94,7 @@ extension OpenAIServer {
     }
 
     func streamingResponse(_ submitted: (id: Int, outputs: AsyncStream<RequestOutput>), shape: ResponseShape,
-                                   includeUsage: Bool) -> Response {
+                                   includeUsage: Bool, log: CompletionLog) -> Response {
         let loop = self.loop
         let body = ResponseBody { writer in
             func send(_ object: Any) async throws {
@@ -100,6 +104,7 @@ extension OpenAIServer {
                 if shape.chat { try await send(shape.chunk(role: true, text: "", finish: nil)) }
                 for await output in submitted.outputs {
                     if let finish = output.finish {
+                        log.finished(output)
                         if let error = output.error {
                             try await send(["error": ["message": error, "type": "server_error", "param": NSNull(), "code": NSNull()]])
                         }
@@ -115,9 +120,7 @@ extension OpenAIServer {
                 try await writer.finish(nil)
             } catch {
                 // The client went away: the engine stops computing for it.
-                if loop.abort(submitted.id) {
-                    FileHandle.standardError.write(Data("vtensor: request \(shape.id) aborted: the client went away (\(error))\n".utf8))
-                }
+                if loop.abort(submitted.id) { log.clientWentAway(error) }
                 throw error
             }
         }

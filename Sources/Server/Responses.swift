@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import Hummingbird
+import Logging
 import Runtime
 import Tokenizers
 
@@ -33,6 +34,8 @@ extension OpenAIServer {
         } else {
             api = APIError("\(error)", status: .internalServerError, type: "server_error")
         }
+        // Logger.current: the request's logger (RequestLoggingMiddleware), so the line carries its id.
+        Logger.current.log(level: api.status.code >= 500 ? .error : .info, "error: \(api.status.code) \(api.type): \(api.message)")
         return json(api.status, ["error": ["message": api.message, "type": api.type, "param": api.param.map { $0 as Any } ?? NSNull(),
                                            "code": api.code.map { $0 as Any } ?? NSNull()]])
     }

@@ -12,12 +12,16 @@ public struct ServerConfiguration: Sendable {
     public var servedModelName: String
     /// When set, every /v1 request needs `Authorization: Bearer <apiKey>`.
     public var apiKey: String?
+    /// How long SIGTERM or SIGINT lets in-flight requests finish before they are aborted.
+    public var shutdownTimeout: Duration
 
-    public init(host: String = "127.0.0.1", port: Int = 8000, servedModelName: String, apiKey: String? = nil) {
+    public init(host: String = "127.0.0.1", port: Int = 8000, servedModelName: String, apiKey: String? = nil,
+                shutdownTimeout: Duration = .zero) {
         self.host = host
         self.port = port
         self.servedModelName = servedModelName
         self.apiKey = apiKey
+        self.shutdownTimeout = shutdownTimeout
     }
 }
 
@@ -46,9 +50,9 @@ public final class OpenAIServer: Sendable {
         self.defaults = defaults
     }
 
-    /// Serves until SIGTERM or SIGINT; `onRunning` is called once the socket listens.
+    /// Serves until SIGTERM or SIGINT (see ServerService.swift); `onRunning` is called once the socket listens.
     public func run(onRunning: @escaping @Sendable () -> Void = {}) async throws {
-        let router = Router()
+        let router = Router(context: ServerRequestContext.self)
         router.get("/health") { _, _ in Response(status: .ok) }
         router.get("/v1/models") { request, _ in self.guarded(request) { self.models() } }
         router.post("/v1/completions") { request, context in
@@ -58,9 +62,9 @@ public final class OpenAIServer: Sendable {
             await self.guardedAsync(request) { try await self.completions(request, context: context, chat: true) }
         }
         let app = Application(
-            router: router,
+            router: LoggedRouter(router: router),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "vtensor"),
-            onServerRunning: { _ in onRunning() })
-        try await app.runService()
+            onServerRunning: { _ in onRunning() }, logger: Self.logger)
+        try await serve(app)
     }
 }

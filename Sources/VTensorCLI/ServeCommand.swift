@@ -2,6 +2,7 @@ import ArgumentParser
 import CLICommon
 import Engine
 import Foundation
+import Logging
 import Runtime
 import Server
 
@@ -13,7 +14,12 @@ struct ServeCommand: ParsableCommand {
         abstract: "Serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health).",
         discussion: ModelOptions.embeddedModelNote + "\n" + """
             Sampling fields a request leaves out take the model's defaults, as for `vtensor generate`; max_tokens
-            defaults to the rest of the context (as vLLM does). SIGTERM or SIGINT stops the server.
+            defaults to the rest of the context (as vLLM does).
+
+            SIGTERM or SIGINT stops the server: it stops accepting connections, lets the requests in flight \
+            finish for up to --shutdown-timeout seconds, aborts the rest (their streams end with \
+            finish_reason "abort"), and exits 0. Logs go to stderr, each request's lines under its id \
+            (the client's X-Request-Id, or a new one, returned in the response's X-Request-Id).
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -25,35 +31,57 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "The model name clients send in \"model\" (default: --model as given, or the embedded model's name).")
     var servedModelName: String?
     @Option(help: "Require \"Authorization: Bearer KEY\" on /v1 requests.") var apiKey: String?
+    @Option(parsing: .unconditional, help: """
+        Seconds the requests in flight get to finish after SIGTERM or SIGINT before they are aborted \
+        (0, vLLM's default: abort at once).
+        """)
+    var shutdownTimeout: Double = 0
+    @Option(help: "The least severe level logged (to stderr).")
+    var logLevel: Logger.Level = .info
 
     func validate() throws {
         if !(0...65535).contains(port) { throw ValidationError("--port must be in 0...65535, got \(port)") }
         if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
+        if !(shutdownTimeout >= 0 && shutdownTimeout <= 86_400) {
+            throw ValidationError("--shutdown-timeout must be in 0...86400 seconds, got \(shutdownTimeout)")
+        }
     }
 
     func run() throws {
+        LoggingSystem.bootstrap { [logLevel] label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = logLevel
+            return handler
+        }
+        let logger = Logger(label: "vtensor")
         let model = try OpenedModel.open(modelOptions, backendOptions, engineFlags, command: "serve")
         let name = servedModelName ?? modelOptions.model ?? "SmolLM2-135M-Instruct"
         let loop = EngineLoop(engine: model.generator.engine)
         let template = Result<ChatTemplate, any Error> { try model.loaded.chatTemplate() }
-        let server = OpenAIServer(configuration: ServerConfiguration(host: host, port: port, servedModelName: name, apiKey: apiKey),
-                                  loop: loop, tokenizer: model.tokenizer, chatTemplate: template, defaults: model.defaultSampling)
+        let configuration = ServerConfiguration(host: host, port: port, servedModelName: name, apiKey: apiKey,
+                                                shutdownTimeout: .milliseconds(Int64((shutdownTimeout * 1000).rounded())))
+        let server = OpenAIServer(configuration: configuration, loop: loop, tokenizer: model.tokenizer, chatTemplate: template, defaults: model.defaultSampling)
         let note = GenerateCommand.samplingNote(model.defaultSampling, source: model.defaultsSource, flagsGiven: false)
-        let banner = "vtensor: model loaded in \(fixed(model.loadSeconds, 2)) s (\(model.runtime.description)); \(note); "
-            + "serving \"\(name)\" on http://\(host):\(port)\n"
+        let banner = "model loaded in \(fixed(model.loadSeconds, 2)) s (\(model.runtime.description)); \(note); "
+            + "serving \"\(name)\" on http://\(host):\(port)"
+        // The server's service group joins the engine thread before it returns.
+        let result = Self.waitFor { try await server.run(onRunning: { logger.info("\(banner)") }) }
+        withExtendedLifetime(model) {}
+        if case .failure(let error) = result { throw ValidationError("serve: \(error)") }
+        logger.info("stopped")
+    }
+
+    /// Runs `operation` to its end from this synchronous command (ArgumentParser's root is not async).
+    static func waitFor(_ operation: @escaping @Sendable () async throws -> Void) -> Result<Void, any Error> {
         let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var failure: (any Error)?
+        nonisolated(unsafe) var result: Result<Void, any Error> = .success(())
         Task.detached {
-            do {
-                try await server.run(onRunning: { FileHandle.standardError.write(Data(banner.utf8)) })
-            } catch {
-                failure = error
-            }
+            do { try await operation() } catch { result = .failure(error) }
             done.signal()
         }
         done.wait()
-        loop.shutdown()
-        withExtendedLifetime(model) {}
-        if let failure { throw ValidationError("serve: \(failure)") }
+        return result
     }
 }
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
