@@ -16,7 +16,7 @@ extension OpenAIServer {
     }
 
     /// /v1/completions (`chat` false) and /v1/chat/completions.
-    func completions(_ request: Request, context: some RequestContext, chat: Bool) async throws -> Response {
+    func completions(_ request: Request, context: ServerRequestContext, chat: Bool) async throws -> Response {
         var request = request
         let body = try await request.collectBody(upTo: 32 << 20)
         let data = Data(buffer: body)
@@ -68,10 +68,11 @@ extension OpenAIServer {
         } catch EngineError.stopped {
             throw APIError("the server is shutting down", status: .serviceUnavailable, type: "server_error")
         }
+        let watch = await context.abortWhenClientLeaves(submitted.id, in: loop)
         let id = (chat ? "chatcmpl-" : "cmpl-") + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         let response = ResponseShape(id: id, created: created(), model: configuration.servedModelName, chat: chat)
         if stream {
-            return streamingResponse(submitted, shape: response, includeUsage: includeUsage)
+            return streamingResponse(submitted, shape: response, includeUsage: includeUsage, watch: watch)
         }
         var text = "", last: RequestOutput?
         await withTaskCancellationHandler {
@@ -82,6 +83,7 @@ extension OpenAIServer {
         } onCancel: { [loop] in
             loop.abort(submitted.id)
         }
+        watch.end()
         guard let last, let finish = last.finish else {
             throw APIError("the request ended without a result", status: .internalServerError, type: "server_error")
         }
@@ -90,9 +92,10 @@ extension OpenAIServer {
     }
 
     func streamingResponse(_ submitted: (id: Int, outputs: AsyncStream<RequestOutput>), shape: ResponseShape,
-                                   includeUsage: Bool) -> Response {
+                                   includeUsage: Bool, watch: Watch) -> Response {
         let loop = self.loop
         let body = ResponseBody { writer in
+            defer { watch.end() }
             func send(_ object: Any) async throws {
                 try await writer.write(ByteBuffer(string: "data: " + Self.encode(object) + "\n\n"))
             }

@@ -48,7 +48,7 @@ public final class OpenAIServer: Sendable {
 
     /// Serves until SIGTERM or SIGINT; `onRunning` is called once the socket listens.
     public func run(onRunning: @escaping @Sendable () -> Void = {}) async throws {
-        let router = Router()
+        let router = Router(context: ServerRequestContext.self)
         router.get("/health") { _, _ in Response(status: .ok) }
         router.get("/v1/models") { request, _ in self.guarded(request) { self.models() } }
         router.post("/v1/completions") { request, context in
@@ -59,6 +59,7 @@ public final class OpenAIServer: Sendable {
         }
         let app = Application(
             router: router,
+            server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionWatch()])),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "vtensor"),
             onServerRunning: { _ in onRunning() })
         try await app.runService()
