@@ -51,8 +51,13 @@ import Testing
 /// step of the default 512 prompt tokens takes half a minute, and an abort waits for the step.
 @Suite(.serialized) struct MetricsAccountingTests {
     static let server: Result<ServerProcess, any Error> = Result {
-        try ServerProcess(arguments: ["--served-model-name", "smol", "--max-num-seqs", "8", "--max-num-batched-tokens", "32"])
+        let server = try ServerProcess(arguments: ["--served-model-name", "smol", "--max-num-seqs", "8", "--max-num-batched-tokens", "32"])
+        // A static is never deinitialized: stop the process when the test process exits.
+        serverForExit = server
+        atexit { MetricsAccountingTests.serverForExit?.kill() }
+        return server
     }
+    nonisolated(unsafe) private static var serverForExit: ServerProcess?
 
     /// Counters move by exactly what the responses' usage says; the histograms count each request.
     @Test func countersMatchUsage() throws {
