@@ -93,8 +93,8 @@ let package = Package(
         .testTarget(name: "JinjaTests", dependencies: ["Jinja"]),
         .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
-        // Launches the built `vtensor serve` and talks to it with curl.
-        .testTarget(name: "ServerTests"),
+        // Launches the built `vtensor serve` and talks to it with curl (and tests the /metrics writer).
+        .testTarget(name: "ServerTests", dependencies: ["Server", "Engine"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CQuant", "Models", "Tokenizers", "Support"], exclude: ["Fixtures"]),
     ]
 )

@@ -24,6 +24,10 @@ public final class Engine: @unchecked Sendable {
     /// The longest a sequence (prompt + output) may get: the model's context, the cache's
     /// address space, `maxModelLen`, and what the KV budget holds for one request alone.
     public let maxSequenceLength: Int
+    /// The KV cache's allocation block: tokens per block (a chunk of every range, or a page), and
+    /// the blocks the budget leaves for requests (vLLM's `block_size` and `num_gpu_blocks`).
+    public let kvBlockTokens: Int
+    public let kvBlocks: Int
     private let mapper: AsyncMapper?
 
     // The stepping thread's state.
@@ -93,6 +97,8 @@ public final class Engine: @unchecked Sendable {
             throw EngineError.budgetTooSmall("\(ledger.capacityChunks) \(storage.pagedCache != nil ? "pages" : "chunks") of \(unit) hold \(ledger.maxTokensAlone) tokens of one request; a request needs at least 2")
         }
         maxSequenceLength = min(limit, ledger.maxTokensAlone)
+        kvBlockTokens = ledger.units.tokensPerUnit
+        kvBlocks = ledger.capacityChunks / ledger.units.perRequest
         scheduler = Scheduler(maxNumSeqs: options.maxNumSeqs, maxNumBatchedTokens: options.maxNumBatchedTokens, policy: options.schedulePolicy)
         shared = Mutex(Shared(snapshot: EngineSnapshot(waiting: 0, running: 0, committedChunks: 0, capacityChunks: ledger.capacityChunks,
                                                        chunkSize: ledger.units.bytes)))
@@ -234,7 +240,9 @@ public final class Engine: @unchecked Sendable {
         for sequence in scheduler.running { promptLeft += max(0, sequence.state.promptCount - sequence.computed) }
         let snapshot = EngineSnapshot(waiting: scheduler.waiting.count, running: scheduler.seatsTaken,
                                       committedChunks: ledger.committedChunks, capacityChunks: ledger.capacityChunks,
-                                      chunkSize: ledger.units.bytes, promptTokensLeft: promptLeft)
+                                      chunkSize: ledger.units.bytes, promptTokensLeft: promptLeft,
+                                      prefixCacheChunks: prefixCache?.cachedUnits ?? 0,
+                                      evictableChunks: prefixCache.map { $0.tree.evictableCount * $0.unitsPerNode } ?? 0)
         let elapsed = monotonicNanos() - start
         stats.hostSeconds = Double(elapsed - modelNanos) / 1e9
         stats.modelSeconds = Double(modelNanos) / 1e9
@@ -425,7 +433,10 @@ public final class Engine: @unchecked Sendable {
             let delta = sequence.state.accept(pick.id)
             sequence.tokens.append(pick.id)
             stats.generatedTokens += 1
-            if sequence.firstTokenNanos == nil { sequence.firstTokenNanos = monotonicNanos() }
+            if sequence.firstTokenNanos == nil {
+                sequence.firstTokenNanos = monotonicNanos()
+                stats.promptTokens += sequence.state.promptCount
+            }
             var output = RequestOutput(id: row.id, tokens: [pick], text: delta.text, finish: nil, error: nil,
                                        promptTokens: sequence.state.promptCount, outputTokens: sequence.state.output.count, timing: nil)
             if let stop = delta.stop {
@@ -610,6 +621,7 @@ extension EngineStatistics {
         aborted += step.aborted
         failed += step.failed
         steps += step.steps
+        promptTokens += step.promptTokens
         promptTokensComputed += step.promptTokensComputed
         recomputedTokens += step.recomputedTokens
         generatedTokens += step.generatedTokens

@@ -7,6 +7,8 @@ public final class EngineLoop: @unchecked Sendable {
     public typealias Handler = @Sendable (RequestOutput) -> Void
 
     public let engine: Engine
+    /// Latency histograms of the requests that ended (for /metrics).
+    public let latencies = RequestLatencies()
     private let condition = ConditionLock()
     private var handlers: [RequestID: Handler] = [:]
     private var stopping = false
@@ -91,6 +93,10 @@ public final class EngineLoop: @unchecked Sendable {
                     if output.isFinal { handlers[output.id] = nil }
                     return (handler, output)
                 }
+            }
+            // Observed before the handlers run: a client that saw its last output finds it counted.
+            for output in outputs where output.isFinal {
+                if let timing = output.timing { latencies.observe(timing) }
             }
             for (handler, output) in deliveries { handler(output) }
         }

@@ -22,6 +22,9 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
 
     // Steps.
     public var steps = 0
+    /// Prompt tokens of requests that generated their first token, counted then, cached ones
+    /// included (vLLM's `prompt_tokens`: what usage reports for them).
+    public var promptTokens = 0
     public var promptTokensComputed = 0
     /// Prompt tokens computed again after a preemption.
     public var recomputedTokens = 0
@@ -96,4 +99,14 @@ public struct EngineSnapshot: Sendable, Equatable {
     /// Prompt tokens of waiting and running requests whose K/V is not computed yet (a long
     /// prompt is computed over several steps: progress for the user).
     public var promptTokensLeft = 0
+    /// Chunks the prefix cache holds (counted in `committedChunks`), and those of them no
+    /// request uses: free for the taking (eviction gives them back on demand).
+    public var prefixCacheChunks = 0
+    public var evictableChunks = 0
+
+    /// Committed chunks that requests use, over the chunks left for them (vLLM's
+    /// `kv_cache_usage_perc`, which also counts cached blocks nobody uses as free).
+    public var usage: Double {
+        capacityChunks > 0 ? Double(committedChunks - evictableChunks) / Double(capacityChunks) : 0
+    }
 }

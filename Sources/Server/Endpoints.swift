@@ -16,7 +16,7 @@ extension OpenAIServer {
     }
 
     /// /v1/completions (`chat` false) and /v1/chat/completions.
-    func completions(_ request: Request, context: some RequestContext, chat: Bool) async throws -> Response {
+    func completions(_ request: Request, context: ServerRequestContext, chat: Bool) async throws -> Response {
         let log = CompletionLog()
         var request = request
         let body = try await request.collectBody(upTo: 32 << 20)
@@ -70,11 +70,12 @@ extension OpenAIServer {
             throw APIError("the server is shutting down", status: .serviceUnavailable, type: "server_error")
         }
         log.received(promptTokens: prompt.count, maxTokens: parameters.maxTokens, stream: stream)
+        let watch = await context.abortWhenClientLeaves(submitted.id, in: loop, log: log)
         // vLLM's ids: "cmpl-" + the request id (the client's X-Request-Id when it sent one).
         let id = (chat ? "chatcmpl-" : "cmpl-") + context.id
         let response = ResponseShape(id: id, created: created(), model: configuration.servedModelName, chat: chat)
         if stream {
-            return streamingResponse(submitted, shape: response, includeUsage: includeUsage, log: log)
+            return streamingResponse(submitted, shape: response, includeUsage: includeUsage, log: log, watch: watch)
         }
         var text = "", last: RequestOutput?
         await withTaskCancellationHandler {
@@ -85,6 +86,7 @@ extension OpenAIServer {
         } onCancel: { [loop] in
             if loop.abort(submitted.id) { log.clientWentAway() }
         }
+        watch.end()
         if let last { log.finished(last) }
         guard let last, let finish = last.finish else {
             throw APIError("the request ended without a result", status: .internalServerError, type: "server_error")
@@ -94,9 +96,10 @@ extension OpenAIServer {
     }
 
     func streamingResponse(_ submitted: (id: Int, outputs: AsyncStream<RequestOutput>), shape: ResponseShape,
-                                   includeUsage: Bool, log: CompletionLog) -> Response {
+                                   includeUsage: Bool, log: CompletionLog, watch: Watch) -> Response {
         let loop = self.loop
         let body = ResponseBody { writer in
+            defer { watch.end() }
             func send(_ object: Any) async throws {
                 try await writer.write(ByteBuffer(string: "data: " + Self.encode(object) + "\n\n"))
             }

@@ -2,6 +2,7 @@ import Engine
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 
 // Every request gets one id: the client's `X-Request-Id` when it is a sane one, else a new one (as
 // vLLM does: its completion ids are "cmpl-" + that id). The id is returned in the response's
@@ -39,9 +40,12 @@ struct ServerRequestContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     /// "127.0.0.1:54321" or "[::1]:54321"; "-" when the socket has no IP address.
     let client: String
+    /// The connection, whose `ConnectionWatch` tells when the client leaves (ClientDisconnect.swift).
+    let channel: any Channel
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        channel = source.channel
         if let address = source.channel.remoteAddress, let ip = address.ipAddress {
             let host = ip.contains(":") ? "[\(ip)]" : ip
             client = address.port.map { "\(host):\($0)" } ?? host

@@ -54,6 +54,7 @@ public final class OpenAIServer: Sendable {
     public func run(onRunning: @escaping @Sendable () -> Void = {}) async throws {
         let router = Router(context: ServerRequestContext.self)
         router.get("/health") { _, _ in Response(status: .ok) }
+        router.get("/metrics") { _, _ in self.metrics() }
         router.get("/v1/models") { request, _ in self.guarded(request) { self.models() } }
         router.post("/v1/completions") { request, context in
             await self.guardedAsync(request) { try await self.completions(request, context: context, chat: false) }
@@ -63,6 +64,7 @@ public final class OpenAIServer: Sendable {
         }
         let app = Application(
             router: LoggedRouter(router: router),
+            server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionWatch()])),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "vtensor"),
             onServerRunning: { _ in onRunning() }, logger: Self.logger)
         try await serve(app)

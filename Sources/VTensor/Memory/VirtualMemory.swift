@@ -31,6 +31,20 @@ public struct MemoryAccounting: Equatable, Sendable, Codable {
     public var inUseBytes: Int { inUse * chunkSize }
 }
 
+/// How many chunks the pool holds and where they are (a subset of `MemoryAccounting`).
+public struct PoolCounts: Equatable, Sendable {
+    public var chunkSize: Int
+    public var budgetChunks: Int
+    /// Physical chunks that exist now (= inReserve + inUse).
+    public var created: Int
+    /// Created but mapped nowhere: the warm reserve.
+    public var inReserve: Int
+    /// Distinct chunks mapped at least once (retiring mappings included).
+    public var inUse: Int
+
+    public var createdBytes: Int { created * chunkSize }
+}
+
 /// The virtual-memory manager: owns the backend, the elastic chunk pool and every virtual
 /// tensor, and keeps their bookkeeping exact. Thread-safe: one lock guards all state, taken per
 /// chunk operation, so the mapper thread and the engine thread interleave.
@@ -486,6 +500,15 @@ public final class VirtualMemory: @unchecked Sendable {
     public func shareCount(_ tensor: VirtualTensor, chunk index: Int) -> Int { inspect { $0.shareCount(tensor, chunk: index) } }
 
     public var accounting: MemoryAccounting { lock.withLock { accountingLocked() } }
+
+    /// The pool's chunk counts, read in constant time (`accounting` walks every tensor): for
+    /// gauges a scraper reads many times a second.
+    public var poolCounts: PoolCounts {
+        lock.withLock {
+            PoolCounts(chunkSize: chunkSize, budgetChunks: pool.budgetChunks, created: pool.created,
+                       inReserve: pool.reserve.count, inUse: pool.inUse)
+        }
+    }
 
     private func accountingLocked() -> MemoryAccounting {
         let mappings = pool.references.values.reduce(0, +) - pendingAliases
