@@ -129,12 +129,27 @@ public final class Engine: @unchecked Sendable {
             if let maxTokens = request.parameters.maxTokens, maxTokens < 1 {
                 throw EngineError.invalidRequest("max_tokens must be at least 1, got \(maxTokens)")
             }
+            if let t = request.parameters.logitBias.keys.sorted().first(where: { $0 < 0 || $0 >= vocabulary }) {
+                throw EngineError.invalidRequest("logit_bias token id \(t) is outside the vocabulary (0..<\(vocabulary))")
+            }
+            if let k = request.promptLogprobs {
+                guard (0...SamplingParameters.maxLogprobs).contains(k) else {
+                    throw EngineError.invalidRequest("prompt logprobs must be in 0...\(SamplingParameters.maxLogprobs), got \(k)")
+                }
+                // The device picks tokens where the logits are; scoring the prompt needs them on the host.
+                guard !model.samplesOnDevice else {
+                    throw EngineError.invalidRequest("prompt logprobs (echo with logprobs) are not supported on the GPU yet")
+                }
+            }
             let state = try SequenceState(prompt: prompt, parameters: request.parameters, eosTokenIds: eosTokenIds,
                                           maxLength: maxSequenceLength, tokenizer: tokenizer)
+            let scores = request.promptLogprobs.map { PromptScores(promptCount: prompt.count, alternatives: $0) }
             return shared.withLock { s in
                 let id = s.nextID
                 s.nextID += 1
-                s.added.append(EngineSequence(id: id, prompt: prompt, state: state, arrivalNanos: monotonicNanos(), salt: request.cacheSalt ?? ""))
+                let sequence = EngineSequence(id: id, prompt: prompt, state: state, arrivalNanos: monotonicNanos(), salt: request.cacheSalt ?? "")
+                sequence.promptScores = scores
+                s.added.append(sequence)
                 s.live.insert(id)
                 s.statistics.requestsAdded += 1
                 return id
@@ -347,7 +362,8 @@ public final class Engine: @unchecked Sendable {
         for (i, row) in rows.enumerated() {
             let sequence = sequences[row.id]!
             if row.start + row.count <= sequence.tokens.count {
-                inputs.append(ForwardInput(id: row.id, tokens: Array(sequence.tokens[row.start..<(row.start + row.count)])))
+                let scores = sequence.promptScores?.wants(start: row.start, count: row.count) ?? false
+                inputs.append(ForwardInput(id: row.id, tokens: Array(sequence.tokens[row.start..<(row.start + row.count)]), allLogits: scores))
                 continue
             }
             // Only a one-token decode reaches past the known tokens, by the one pick in flight.
@@ -385,8 +401,18 @@ public final class Engine: @unchecked Sendable {
                 }
             } else {
                 let logits = try model.forward(inputs)
-                step.picks = zip(rows, logits).map { row, logits in
-                    row.samples ? sequences[row.id]!.state.sample(logits: logits, vocabularyLimit: vocabularyLimit) : nil
+                let stride = model.config.vocabSize
+                step.picks = zip(zip(rows, inputs), logits).map { pair, logits in
+                    let (row, input) = pair
+                    let sequence = sequences[row.id]!
+                    guard input.allLogits else {
+                        return row.samples ? sequence.state.sample(logits: logits, vocabularyLimit: vocabularyLimit) : nil
+                    }
+                    // Every position's logits: the prompt's scores, then the last row samples.
+                    sequence.promptScores!.record(logits, start: row.start, stride: stride,
+                                                  prompt: sequence.tokens[0..<sequence.state.promptCount], vocabularyLimit: vocabularyLimit)
+                    guard row.samples else { return nil }
+                    return sequence.state.sample(logits: Array(logits[(logits.count - stride)...]), vocabularyLimit: vocabularyLimit)
                 }
             }
         } catch {
@@ -439,6 +465,11 @@ public final class Engine: @unchecked Sendable {
             }
             var output = RequestOutput(id: row.id, tokens: [pick], text: delta.text, finish: nil, error: nil,
                                        promptTokens: sequence.state.promptCount, outputTokens: sequence.state.output.count, timing: nil)
+            if var scores = sequence.promptScores, scores.isComplete, !scores.delivered {
+                output.promptLogprobs = scores.scores
+                scores.delivered = true
+                sequence.promptScores = scores
+            }
             if let stop = delta.stop {
                 output.finish = stop.finishReason
                 output.timing = sequence.timing(now: monotonicNanos())

@@ -34,7 +34,8 @@ final class PrefixCache {
     /// The cached prefix a waiting request could start from: at most all its tokens but the
     /// last (whose logits it must compute).
     func lookup(_ sequence: EngineSequence) -> PrefixTree.Match {
-        tree.lookup(sequence.tokens, salt: sequence.salt, limit: sequence.tokens.count - 1)
+        guard sequence.readsPrefixCache else { return PrefixTree.Match() }
+        return tree.lookup(sequence.tokens, salt: sequence.salt, limit: sequence.tokens.count - 1)
     }
 
     /// What `start` did for a waiting request.

@@ -10,11 +10,17 @@ public struct GenerationRequest: Sendable {
     /// Splits the prefix cache (vLLM's `cache_salt`): requests share cached K/V only with
     /// requests of the same salt, so tenants never see each other's prefixes.
     public var cacheSalt: String?
+    /// Score the prompt too (vLLM's `prompt_logprobs`): each prompt token's log-probability given
+    /// the tokens before it, with this many most likely alternatives (0...20), on the raw logits.
+    /// Models that sample on the device (the GPU) refuse it for now: their logits never reach the host.
+    public var promptLogprobs: Int?
 
-    public init(prompt: [Int], parameters: SamplingParameters = SamplingParameters(temperature: 0), cacheSalt: String? = nil) {
+    public init(prompt: [Int], parameters: SamplingParameters = SamplingParameters(temperature: 0), cacheSalt: String? = nil,
+                promptLogprobs: Int? = nil) {
         self.prompt = prompt
         self.parameters = parameters
         self.cacheSalt = cacheSalt
+        self.promptLogprobs = promptLogprobs
     }
 }
 
@@ -53,6 +59,9 @@ public struct RequestOutput: Sendable {
     public var outputTokens: Int
     /// On the last output: the request's times, measured by the engine from its arrival.
     public var timing: RequestTiming?
+    /// With `GenerationRequest.promptLogprobs`, on the output of the first generated token: one
+    /// entry per prompt token, nil for the first (nothing comes before it).
+    public var promptLogprobs: [SampledToken?]? = nil
 
     public var isFinal: Bool { finish != nil }
 }

@@ -21,6 +21,11 @@ final class EngineSequence {
     let arrivalNanos: UInt64
     /// The prefix cache's partition (`GenerationRequest.cacheSalt`, "" without one).
     let salt: String
+    /// Its prompt's log-probabilities, when the request asked for them.
+    var promptScores: PromptScores?
+    /// Whether it may start from a cached prefix: not while its prompt scores are incomplete,
+    /// since cached tokens are never computed and so never scored.
+    var readsPrefixCache: Bool { promptScores.map(\.isComplete) ?? true }
     /// A hash of its salt and first `block` tokens (they never change), kept once computed.
     private var firstBlockHash: (block: Int, hash: Int)?
 
@@ -253,7 +258,7 @@ struct Scheduler {
     /// finds the prefix cached instead of computing it a second time side by side.
     func isHeldBack(_ sequence: EngineSequence, prefix: PrefixCache, computing: [Int: [EngineSequence]]) -> Bool {
         let block = prefix.tree.tokensPerBlock
-        guard sequence.tokens.count > block, let others = computing[sequence.firstBlockKey(block)] else { return false }
+        guard sequence.readsPrefixCache, sequence.tokens.count > block, let others = computing[sequence.firstBlockKey(block)] else { return false }
         let limit = sequence.tokens.count - 1
         var shared = 0
         for other in others.prefix(8) where other.salt == sequence.salt {

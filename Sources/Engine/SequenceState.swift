@@ -47,7 +47,7 @@ public struct SequenceState: Sendable {
         }
         promptCount = prompt.count
         self.parameters = parameters
-        sampler = try Sampler(parameters: parameters)
+        sampler = try Sampler(parameters: parameters, eosTokenIds: eosTokenIds)
         sampler.acceptPrompt(prompt)
         eosTokens = parameters.ignoreEOS ? [] : Set(eosTokenIds)
         stopTokens = Set(parameters.stopTokenIds)
@@ -79,9 +79,15 @@ public struct SequenceState: Sendable {
         } else if stopTokens.contains(token) {
             delta.stop = .stopToken
         } else if detokenizer != nil {
-            let step = stops.append(detokenizer!.add(token))
-            delta.text += step.text
-            if step.stop != nil { delta.stop = .stopString }
+            let piece = detokenizer!.add(token)
+            if output.count <= parameters.minTokens {
+                // vLLM's min_tokens: stop strings count only in text after the first min_tokens tokens.
+                delta.text += piece
+            } else {
+                let step = stops.append(piece)
+                delta.text += step.text
+                if step.stop != nil { delta.stop = .stopString }
+            }
         }
         if delta.stop == nil && output.count >= outputLimit { delta.stop = .length }
         if let stop = delta.stop {

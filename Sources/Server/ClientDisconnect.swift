@@ -72,10 +72,10 @@ final class ConnectionWatch: ChannelInboundHandler, RemovableChannelHandler, Sen
 
 /// Hummingbird's basic context plus the connection, to find its `ConnectionWatch`.
 extension ServerRequestContext {
-    /// Aborts `id` in `loop` if this request's client leaves before `Watch.end()`.
-    func abortWhenClientLeaves(_ id: Int, in loop: EngineLoop, log: CompletionLog) async -> Watch {
+    /// Aborts every request of `choices` still running if this request's client leaves before `Watch.end()`.
+    func abortWhenClientLeaves(_ choices: ChoiceStream, log: CompletionLog) async -> Watch {
         let presence = try? await channel.pipeline.handler(type: ConnectionWatch.self).get().presence
-        return Watch(presence: presence, token: presence?.onGone { if loop.abort(id) { log.clientWentAway() } })
+        return Watch(presence: presence, token: presence?.onGone { if choices.abortAll() { log.clientWentAway() } })
     }
 }
 

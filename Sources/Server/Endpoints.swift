@@ -15,122 +15,66 @@ extension OpenAIServer {
         ])
     }
 
-    /// /v1/completions (`chat` false) and /v1/chat/completions.
+    /// /v1/completions (`chat` false) and /v1/chat/completions: every choice is an engine
+    /// request; the response is streamed as they produce, or sent whole once all have finished.
     func completions(_ request: Request, context: ServerRequestContext, chat: Bool) async throws -> Response {
         let log = CompletionLog()
-        var request = request
-        let body = try await request.collectBody(upTo: 32 << 20)
-        let data = Data(buffer: body)
-        let object: [String: Any]
+        let (object, data) = try await jsonBody(request)
+        let parsed = try completionRequest(object, body: data, chat: chat)
+        try checkEngineSupport(parsed)
+        let requests = (0..<parsed.choiceCount).map { parsed.engineRequest(choice: $0, maxSequenceLength: loop.engine.maxSequenceLength) }
+        let choices: ChoiceStream
         do {
-            guard let parsed = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw APIError("the request body must be a JSON object")
-            }
-            object = parsed
-        } catch let error as APIError {
-            throw error
-        } catch {
-            throw APIError("malformed JSON in the request body: \((error as NSError).localizedDescription)")
-        }
-        if let model = object["model"], !(model is NSNull) {
-            guard let name = model as? String else { throw APIError("'model' must be a string", param: "model") }
-            guard name == configuration.servedModelName else {
-                throw APIError("The model `\(name)` does not exist.", status: .notFound, param: "model", code: "model_not_found")
-            }
-        }
-        let stream = try optionalBool(object, "stream") ?? false
-        let includeUsage = try streamIncludesUsage(object)
-        if let n = object["n"], !(n is NSNull) {
-            guard let count = jsonInt(n), count >= 1 else { throw APIError("'n' must be an integer >= 1", param: "n") }
-            if count != 1 { throw APIError("'n' > 1 is not supported yet", param: "n") }
-        }
-        var parameters = try samplingParameters(data)
-        if chat, let value = object["max_completion_tokens"], !(value is NSNull) {
-            guard let count = jsonInt(value) else {
-                throw APIError("'max_completion_tokens' must be an integer", param: "max_completion_tokens")
-            }
-            parameters.maxTokens = count
-        }
-        do { try parameters.validate() } catch let error as SamplingParameterError {
-            throw APIError("'\(error.field)' \(error.problem)", param: error.field)
-        }
-        if parameters.logprobs != nil { throw APIError("logprobs are not supported yet", param: "logprobs") }
-        let prompt = chat ? try chatPrompt(object) : try completionPrompt(object)
-        if parameters.maxTokens == nil {
-            // vLLM's default: up to the context.
-            parameters.maxTokens = max(1, loop.engine.maxSequenceLength - prompt.count)
-        }
-
-        let submitted: (id: Int, outputs: AsyncStream<RequestOutput>)
-        do {
-            submitted = try loop.stream(GenerationRequest(prompt: prompt, parameters: parameters))
+            choices = try ChoiceStream(loop: loop, requests: requests)
         } catch EngineError.invalidRequest(let message) {
             throw APIError(message, param: chat ? "messages" : "prompt")
         } catch EngineError.stopped {
             throw APIError("the server is shutting down", status: .serviceUnavailable, type: "server_error")
         }
-        log.received(promptTokens: prompt.count, maxTokens: parameters.maxTokens, stream: stream)
-        let watch = await context.abortWhenClientLeaves(submitted.id, in: loop, log: log)
+        log.received(promptTokens: parsed.promptTokenCount, maxTokens: parsed.parameters.maxTokens,
+                     choices: parsed.choiceCount, stream: parsed.stream)
+        let watch = await context.abortWhenClientLeaves(choices, log: log)
         // vLLM's ids: "cmpl-" + the request id (the client's X-Request-Id when it sent one).
         let id = (chat ? "chatcmpl-" : "cmpl-") + context.id
-        let response = ResponseShape(id: id, created: created(), model: configuration.servedModelName, chat: chat)
-        if stream {
-            return streamingResponse(submitted, shape: response, includeUsage: includeUsage, log: log, watch: watch)
-        }
-        var text = "", last: RequestOutput?
+        let shape = ResponseShape(id: id, created: created(), model: configuration.servedModelName, chat: chat)
+        if parsed.stream { return streamingResponse(choices, request: parsed, shape: shape, log: log, watch: watch) }
+        var states = Array(repeating: ChoiceState(), count: parsed.choiceCount)
         await withTaskCancellationHandler {
-            for await output in submitted.outputs {
-                text += output.text
-                last = output
-            }
-        } onCancel: { [loop] in
-            if loop.abort(submitted.id) { log.clientWentAway() }
+            for await item in choices.outputs { states[item.choice].record(item.output) }
+        } onCancel: {
+            if choices.abortAll() { log.clientWentAway() }
         }
         watch.end()
-        if let last { log.finished(last) }
-        guard let last, let finish = last.finish else {
-            throw APIError("the request ended without a result", status: .internalServerError, type: "server_error")
-        }
-        if let error = last.error { throw APIError(error, status: .internalServerError, type: "server_error") }
-        return json(.ok, response.complete(text: text, finish: finish, promptTokens: last.promptTokens, completionTokens: last.outputTokens))
+        log.finished(states, promptTokens: parsed.promptTokenCount)
+        return json(.ok, try wholeResponse(states, request: parsed, shape: shape))
     }
 
-    func streamingResponse(_ submitted: (id: Int, outputs: AsyncStream<RequestOutput>), shape: ResponseShape,
-                                   includeUsage: Bool, log: CompletionLog, watch: Watch) -> Response {
-        let loop = self.loop
-        let body = ResponseBody { writer in
-            defer { watch.end() }
-            func send(_ object: Any) async throws {
-                try await writer.write(ByteBuffer(string: "data: " + Self.encode(object) + "\n\n"))
+    /// The body as a JSON object (and its bytes, which the sampling fields are decoded from).
+    func jsonBody(_ request: Request) async throws -> ([String: Any], Data) {
+        var request = request
+        let body = try await request.collectBody(upTo: 32 << 20)
+        let data = Data(buffer: body)
+        do {
+            guard let parsed = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw APIError("the request body must be a JSON object")
             }
-            do {
-                if shape.chat { try await send(shape.chunk(role: true, text: "", finish: nil)) }
-                for await output in submitted.outputs {
-                    if let finish = output.finish {
-                        log.finished(output)
-                        if let error = output.error {
-                            try await send(["error": ["message": error, "type": "server_error", "param": NSNull(), "code": NSNull()]])
-                        }
-                        try await send(shape.chunk(role: false, text: output.text, finish: finish.rawValue))
-                        if includeUsage {
-                            try await send(shape.usageChunk(promptTokens: output.promptTokens, completionTokens: output.outputTokens))
-                        }
-                    } else if !output.text.isEmpty {
-                        try await send(shape.chunk(role: false, text: output.text, finish: nil))
-                    }
-                }
-                try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
-                try await writer.finish(nil)
-            } catch {
-                // The client went away: the engine stops computing for it.
-                if loop.abort(submitted.id) { log.clientWentAway(error) }
-                throw error
-            }
+            return (parsed, data)
+        } catch let error as APIError {
+            throw error
+        } catch {
+            throw APIError("malformed JSON in the request body: \((error as NSError).localizedDescription)")
         }
-        var headers = HTTPFields()
-        headers[.contentType] = "text/event-stream"
-        headers[.cacheControl] = "no-cache"
-        return Response(status: .ok, headers: headers, body: body)
     }
 
+    /// What the engine's model would refuse, said before anything is submitted.
+    func checkEngineSupport(_ parsed: CompletionRequest) throws {
+        let vocabulary = loop.engine.model.config.vocabSize
+        if let id = parsed.parameters.logitBias.keys.sorted().first(where: { $0 >= vocabulary }) {
+            throw APIError("'logit_bias' token id \(id) is outside the vocabulary (0..<\(vocabulary))", param: "logit_bias")
+        }
+        if parsed.echo, parsed.logprobs != nil, loop.engine.model.samplesOnDevice {
+            throw APIError("'echo' with 'logprobs' (the prompt's logprobs) is not supported on the GPU yet; use one or the other",
+                           param: "echo")
+        }
+    }
 }

@@ -7,7 +7,18 @@ import Tokenizers
 extension OpenAIServer {
     // MARK: Request fields
 
-    func samplingParameters(_ data: Data) throws -> SamplingParameters {
+    /// Fields that take an integer (the decoder's own error for 3.5 or 1e30 names no field).
+    static let integerFields = ["max_tokens", "max_completion_tokens", "top_k", "seed", "min_tokens", "logprobs", "top_logprobs", "n"]
+
+    func samplingParameters(_ data: Data, object: [String: Any]) throws -> SamplingParameters {
+        for field in Self.integerFields {
+            if let value = object[field], value is NSNumber, !isJSONBool(value), jsonInt(value) == nil {
+                throw APIError("'\(field)' must be an integer that fits in 64 bits, got \(value)", param: field)
+            }
+        }
+        if let ids = object["stop_token_ids"] as? [Any], let bad = ids.first(where: { jsonInt($0) == nil }) {
+            throw APIError("'stop_token_ids' must be a list of integer token ids, got \(Self.describe(bad)) in it", param: "stop_token_ids")
+        }
         let decoder = JSONDecoder()
         decoder.userInfo[SamplingParameters.defaultsKey] = defaults
         do {
@@ -25,6 +36,7 @@ extension OpenAIServer {
 
     static func typeName(_ type: Any.Type, field: String) -> String {
         if field == "stop" { return "a string or a list of strings" }
+        if field == "logit_bias" { return "an object mapping token ids to biases" }
         if type == Double.self { return "a number" }
         if type == Int.self { return "an integer" }
         if type == Bool.self { return "a boolean" }
@@ -44,57 +56,6 @@ extension OpenAIServer {
         guard let dict = options as? [String: Any] else { throw APIError("'stream_options' must be an object", param: "stream_options") }
         return try optionalBool(dict, "include_usage") ?? false
     }
-
-    func completionPrompt(_ object: [String: Any]) throws -> [Int] {
-        guard let value = object["prompt"], !(value is NSNull) else { throw APIError("'prompt' is required", param: "prompt") }
-        if let text = value as? String { return tokenizer.encode(text, addSpecialTokens: true) }
-        if let list = value as? [Any] {
-            if list.count == 1, let text = list[0] as? String { return tokenizer.encode(text, addSpecialTokens: true) }
-            if list.allSatisfy({ $0 is String }) {
-                throw APIError("a list of several prompts is not supported yet; send one prompt a request", param: "prompt")
-            }
-            let ids = list.compactMap(jsonInt)
-            if !list.isEmpty, ids.count == list.count { return ids }
-        }
-        throw APIError("'prompt' must be a string (or a list of token ids)", param: "prompt")
-    }
-
-    func chatPrompt(_ object: [String: Any]) throws -> [Int] {
-        guard let value = object["messages"], !(value is NSNull) else { throw APIError("'messages' is required", param: "messages") }
-        guard let list = value as? [Any], !list.isEmpty else {
-            throw APIError("'messages' must be a non-empty list of {role, content} objects", param: "messages")
-        }
-        var messages: [ChatMessage] = []
-        for (index, item) in list.enumerated() {
-            guard let message = item as? [String: Any], let role = message["role"] as? String else {
-                throw APIError("messages[\(index)] must be an object with a string 'role'", param: "messages")
-            }
-            let content: String
-            if let text = message["content"] as? String {
-                content = text
-            } else if let parts = message["content"] as? [Any] {
-                // The list form: only text parts.
-                content = try parts.map { part -> String in
-                    guard let part = part as? [String: Any], part["type"] as? String == "text", let text = part["text"] as? String else {
-                        throw APIError("messages[\(index)].content: only text parts are supported", param: "messages")
-                    }
-                    return text
-                }.joined()
-            } else {
-                throw APIError("messages[\(index)].content must be a string", param: "messages")
-            }
-            messages.append(ChatMessage(role: role, content: content))
-        }
-        guard let chatTemplate else {
-            throw APIError("this model has no usable chat template (\(chatTemplateProblem ?? "none")); use /v1/completions", param: "messages")
-        }
-        do {
-            return tokenizer.encode(try chatTemplate.render(messages, addGenerationPrompt: true), addSpecialTokens: true)
-        } catch {
-            throw APIError("the chat template cannot render these messages: \(error)", param: "messages")
-        }
-    }
-
 }
 
 /// True when JSONSerialization decoded the value from `true` or `false` (an NSNumber of type "c").

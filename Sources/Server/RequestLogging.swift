@@ -122,16 +122,21 @@ struct CompletionLog: Sendable {
         start = .now
     }
 
-    func received(promptTokens: Int, maxTokens: Int?, stream: Bool) {
-        logger.info("received: prompt_tokens=\(promptTokens) max_tokens=\(maxTokens.map(String.init) ?? "none") stream=\(stream)")
+    func received(promptTokens: Int, maxTokens: Int?, choices: Int, stream: Bool) {
+        logger.info("""
+            received: prompt_tokens=\(promptTokens) max_tokens=\(maxTokens.map(String.init) ?? "none") \
+            n=\(choices) stream=\(stream)
+            """)
     }
 
-    func finished(_ output: RequestOutput) {
-        let reason = output.finish?.rawValue ?? "none"
-        let error = output.error.map { " error=\($0)" } ?? ""
+    /// One line for the whole response: each choice's finish reason, the tokens, the time taken.
+    func finished(_ choices: [ChoiceState], promptTokens: Int) {
+        let reasons = choices.map { $0.finish?.rawValue ?? "none" }.joined(separator: ",")
+        let errors = choices.compactMap(\.error)
+        let error = errors.isEmpty ? "" : " error=\(errors[0])"
         logger.info("""
-            finished: finish_reason=\(reason) prompt_tokens=\(output.promptTokens) \
-            completion_tokens=\(output.outputTokens) duration=\(seconds(.now - start))\(error)
+            finished: finish_reason=\(reasons) prompt_tokens=\(promptTokens) \
+            completion_tokens=\(choices.reduce(0) { $0 + $1.outputTokens }) duration=\(seconds(.now - start))\(error)
             """)
     }
 

@@ -54,31 +54,37 @@ extension OpenAIServer {
     func created() -> Int { Int(Date().timeIntervalSince1970) }
 }
 
-/// The parts of one response that every chunk repeats.
+/// The parts of one response that every chunk repeats, and the response's JSON objects.
 struct ResponseShape: Sendable {
     let id: String
     let created: Int
     let model: String
     let chat: Bool
 
-    private var header: [String: Any] {
-        ["id": id, "created": created, "model": model]
+    private func object(chunk: Bool) -> [String: Any] {
+        ["id": id, "created": created, "model": model,
+         "object": chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion"]
     }
 
-    func complete(text: String, finish: FinishReason, promptTokens: Int, completionTokens: Int) -> [String: Any] {
-        var object = header
-        object["object"] = chat ? "chat.completion" : "text_completion"
-        var choice: [String: Any] = ["index": 0, "finish_reason": finish.rawValue, "logprobs": NSNull()]
-        if chat { choice["message"] = ["role": "assistant", "content": text] } else { choice["text"] = text }
-        object["choices"] = [choice]
+    /// A whole (non-streamed) response.
+    func complete(choices: [[String: Any]], promptTokens: Int, completionTokens: Int) -> [String: Any] {
+        var object = object(chunk: false)
+        object["choices"] = choices
         object["usage"] = usage(promptTokens, completionTokens)
         return object
     }
 
-    func chunk(role: Bool, text: String, finish: String?) -> [String: Any] {
-        var object = header
-        object["object"] = chat ? "chat.completion.chunk" : "text_completion"
-        var choice: [String: Any] = ["index": 0, "finish_reason": finish.map { $0 as Any } ?? NSNull(), "logprobs": NSNull()]
+    /// One choice of a whole response; `logprobs` is NSNull when none were asked for.
+    func choice(index: Int, text: String, logprobs: Any, finish: FinishReason) -> [String: Any] {
+        var choice: [String: Any] = ["index": index, "finish_reason": finish.rawValue, "logprobs": logprobs]
+        if chat { choice["message"] = ["role": "assistant", "content": text] } else { choice["text"] = text }
+        return choice
+    }
+
+    /// A streamed chunk of one choice: chat's first chunk of a choice carries the role.
+    func chunk(index: Int, role: Bool = false, text: String, logprobs: Any = NSNull(), finish: FinishReason? = nil) -> [String: Any] {
+        var object = object(chunk: true)
+        var choice: [String: Any] = ["index": index, "finish_reason": finish.map { $0.rawValue as Any } ?? NSNull(), "logprobs": logprobs]
         if chat {
             var delta: [String: Any] = [:]
             if role { delta["role"] = "assistant" }
@@ -91,9 +97,9 @@ struct ResponseShape: Sendable {
         return object
     }
 
+    /// The last chunk before `[DONE]` when the client asked for usage (`stream_options.include_usage`).
     func usageChunk(promptTokens: Int, completionTokens: Int) -> [String: Any] {
-        var object = header
-        object["object"] = chat ? "chat.completion.chunk" : "text_completion"
+        var object = object(chunk: true)
         object["choices"] = [Any]()
         object["usage"] = usage(promptTokens, completionTokens)
         return object

@@ -47,7 +47,19 @@ struct DevSampleCommand: ParsableCommand {
         ("top-k 1", SamplingParameters(temperature: 1, topK: 1)),
         ("top-k 5000 top-p 0.5", SamplingParameters(temperature: 1, topK: 5000, topP: 0.5, logprobs: 4)),
         ("top-p 0.999", SamplingParameters(temperature: 1.3, topP: 0.999)),
+        // Bias values; each row moves them to ids of its own (`biases(for:row:limit:)`).
+        ("logit bias", SamplingParameters(temperature: 0.8, topK: 200, logprobs: 3, logitBias: [0: 6, 1: -2.5, 2: -100])),
+        ("greedy, bias + penalties", SamplingParameters(temperature: 0, repetitionPenalty: 1.2, presencePenalty: 0.4, logprobs: 2,
+                                                        logitBias: [0: 4, 1: -.infinity])),
     ]
+
+    /// A row's biases: each value of `parameters.logitBias` on an id that depends on the row
+    /// (one entry per id, as the kernel requires).
+    static func biases(for parameters: SamplingParameters, row: Int, limit: Int) -> [LogitBias] {
+        var byId: [Int: Float] = [:]
+        for (k, value) in parameters.logitBias.sorted(by: { $0.key < $1.key }) { byId[(row * 131 + k * 977) % limit] = Float(value) }
+        return byId.sorted { $0.key < $1.key }.map { LogitBias(id: $0.key, value: $0.value) }
+    }
 
     func run() throws {
         if let reason = gpuUnavailableReason() { throw ValidationError("dev sample needs a GPU: \(reason)") }
@@ -84,7 +96,7 @@ struct DevSampleCommand: ParsableCommand {
                     seen = Array(Set(seen.map(\.x)).sorted().map { id in seen.first { $0.x == id }! })
                 }
                 let u = DeviceDraw.floatUnit(Double(rng.next() >> 11) * 0x1.0p-53)
-                draws.append(DeviceDraw(parameters: parameters, u: u, penalties: seen))
+                draws.append(DeviceDraw(parameters: parameters, u: u, penalties: seen, biases: Self.biases(for: parameters, row: r, limit: limit)))
             }
             let buffer = try DeviceBuffer(context: context, bytes: logits.count * 4)
             try context.copyHostToDevice(destination: buffer.address, from: logits)

@@ -2,8 +2,8 @@
 /// back a few words per row instead of its logits.
 ///
 /// Semantics (the same steps as the CPU `Sampler`; `SamplingReference` is the float64 oracle):
-/// NaN logits count as minus infinity and plus infinity as the largest float; the repetition
-/// penalty over the row's seen ids, then presence and frequency over its generated counts
+/// NaN logits count as minus infinity and plus infinity as the largest float; the logit biases
+/// (added in place), then the repetition penalty over the row's seen ids, then presence and frequency over its generated counts
 /// (applied in place to the logits); log-probabilities from the penalized logits before
 /// temperature; greedy takes the first maximum; sampling keeps the ids whose value is at least
 /// the top-k threshold, then at least the top-p threshold (computed over the top-k set), then
@@ -38,7 +38,7 @@ struct SampleRow {        // 48 bytes, written by the host (GPUSampler.rowBytes)
     int logprobs;         // -1: none; else alternatives wanted (0 ... 20)
     int penaltyStart;     // into the (id, generated count) pairs
     int penaltyCount;
-    int unused;
+    int biasCount;        // (id, float bits) pairs right after the row's penalty pairs
 };
 
 struct SampleOut {        // 176 bytes (GPUSampler.outBytes)
@@ -412,7 +412,13 @@ vt_sample(float *__restrict__ logits, int stride, int limit, const SampleRow *__
     const int n = limit;
     SampleOut *o = out + blockIdx.x;
 
-    // Penalties, in place: each pair is a distinct id.
+    // Biases, then penalties, in place: within each list every id is distinct.
+    for (int e = threadIdx.x; e < p.biasCount; e += THREADS) {
+        const int2 q = penalties[p.penaltyStart + p.penaltyCount + e];
+        if (q.x < 0 || q.x >= n) continue;
+        x[q.x] = sanitize(x[q.x]) + __int_as_float(q.y);
+    }
+    __syncthreads();
     for (int e = threadIdx.x; e < p.penaltyCount; e += THREADS) {
         const int2 q = penalties[p.penaltyStart + e];
         if (q.x < 0 || q.x >= n) continue;

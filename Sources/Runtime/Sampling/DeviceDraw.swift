@@ -1,17 +1,20 @@
 /// What one row's draw on the GPU needs from its sequence's ``Sampler``: the parameters, the
 /// uniform the CPU sampler would draw for this step (one step of the same generator, so a
-/// seed reproduces a GPU run), and the penalty pairs. See `GPUSampler`.
+/// seed reproduces a GPU run), the penalty pairs and the logit biases. See `GPUSampler`.
 public struct DeviceDraw: Sendable, Equatable {
     public var parameters: SamplingParameters
     /// In [0, 1), rounded down to a Float (the kernel draws in float).
     public var u: Float
     /// (id, times generated) for every id seen in the prompt or generated, when a penalty is on; else empty.
     public var penalties: [SIMD2<Int32>]
+    /// Added to the logits before the penalties, one entry per id (``Sampler/biases``).
+    public var biases: [LogitBias]
 
-    public init(parameters: SamplingParameters, u: Float, penalties: [SIMD2<Int32>] = []) {
+    public init(parameters: SamplingParameters, u: Float, penalties: [SIMD2<Int32>] = [], biases: [LogitBias] = []) {
         self.parameters = parameters
         self.u = u
         self.penalties = penalties
+        self.biases = biases
     }
 
     /// Bytes of one row's record in the kernel's table (`SampleRow` in SamplingKernelSource).
@@ -27,7 +30,8 @@ public struct DeviceDraw: Sendable, Equatable {
 
     /// The kernel's tables for `draws`: one 48-byte record per row (little-endian:
     /// 1/temperature or 0 when greedy, top-k or 0, top-p, min-p, repetition, presence,
-    /// frequency, u, logprobs or -1, first penalty pair, pair count, 0) and the pairs of every row.
+    /// frequency, u, logprobs or -1, first penalty pair, pair count, bias count) and the pairs of
+    /// every row: its penalty pairs (id, times generated), then its biases (id, the bias's Float bits).
     public static func pack(_ draws: [DeviceDraw]) -> (rows: [UInt8], penalties: [Int32]) {
         var rows = [UInt8](repeating: 0, count: draws.count * rowBytes)
         var penalties: [Int32] = []
@@ -48,7 +52,12 @@ public struct DeviceDraw: Sendable, Equatable {
                 put(Int32(p.logprobs.map { min($0, SamplingParameters.maxLogprobs) } ?? -1), 8)
                 put(Int32(penalties.count / 2), 9)
                 put(Int32(draw.penalties.count), 10)
+                put(Int32(draw.biases.count), 11)
                 for pair in draw.penalties { penalties.append(pair.x); penalties.append(pair.y) }
+                for bias in draw.biases {
+                    penalties.append(Int32(clamping: bias.id))
+                    penalties.append(Int32(bitPattern: bias.value.bitPattern))
+                }
             }
         }
         return (rows, penalties)
@@ -77,6 +86,6 @@ extension Sampler {
             pairs.reserveCapacity(seenIds.count)
             for id in seenIds.sorted() { pairs.append(SIMD2(Int32(clamping: id), Int32(clamping: generatedCount(of: id)))) }
         }
-        return DeviceDraw(parameters: p, u: u, penalties: pairs)
+        return DeviceDraw(parameters: p, u: u, penalties: pairs, biases: biases)
     }
 }

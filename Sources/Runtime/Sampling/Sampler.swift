@@ -17,11 +17,23 @@ public struct TokenLogprob: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "\(id):\(logprob)" }
 }
 
+/// An amount added to one id's logit before sampling (``SamplingParameters/logitBias``, or
+/// minus infinity for a stop id held back by ``SamplingParameters/minTokens``).
+public struct LogitBias: Sendable, Equatable {
+    public var id: Int
+    public var value: Float
+
+    public init(id: Int, value: Float) {
+        self.id = id
+        self.value = value
+    }
+}
+
 /// What ``Sampler/sample(logits:vocabularyLimit:)`` picked.
 ///
-/// Log probabilities come from the log-softmax of the model's logits *after* the repetition,
-/// presence and frequency penalties and *before* temperature, top-k, top-p and min-p. That is
-/// the distribution the model (as steered by the penalties) assigns, independent of how the
+/// Log probabilities come from the log-softmax of the model's logits *after* the logit bias and
+/// the repetition, presence and frequency penalties and *before* temperature, top-k, top-p and
+/// min-p. That is the distribution the model (as steered by bias and penalties) assigns, independent of how the
 /// draw was shaped, so a token outside the truncated set still has a finite logprob and
 /// greedy and sampled requests report comparable numbers. (vLLM reports the raw logits'
 /// logprobs by default; OpenAI does not document its choice.) They cost a pass of `exp` over
@@ -43,8 +55,9 @@ public struct SampledToken: Sendable, Equatable {
 
 /// Picks each next token of one sequence from the model's logits.
 ///
-/// The steps, in order: penalties (repetition over prompt and generated ids, then presence and
-/// frequency over generated ids) -> temperature -> top-k -> top-p -> min-p -> draw. With a
+/// The steps, in order: logit bias (and, below `minTokens`, the stop ids banned) -> penalties
+/// (repetition over prompt and generated ids, then presence and frequency over generated ids)
+/// -> temperature -> top-k -> top-p -> min-p -> draw. With a
 /// seed, the draws come from ``Xoshiro256StarStar`` and the same logits give the same tokens
 /// on every run.
 ///
@@ -62,6 +75,12 @@ public struct Sampler: Sendable {
     private var seen: Set<Int> = []
     /// How often each id was generated, for the presence and frequency penalties.
     private var generatedCounts: [Int: Int] = [:]
+    /// Tokens generated so far (for `minTokens`).
+    public private(set) var generated = 0
+    /// The ids `minTokens` keeps from being drawn early (the sequence's stop ids).
+    private let minTokenStops: [Int]
+    /// `parameters.logitBias`, in id order.
+    private let bias: [LogitBias]
     private var scratch = Scratch()
 
     /// Buffers kept between calls so sampling does not allocate.
@@ -75,10 +94,15 @@ public struct Sampler: Sendable {
         var bucketOfCandidate: [UInt16] = []
     }
 
+    /// - Parameters:
+    ///   - eosTokenIds: the model's end-of-sequence ids: with `stopTokenIds` (and unless
+    ///     `ignoreEOS`), the ids that cannot be drawn before `minTokens` tokens are generated.
     /// - Throws: ``SamplingParameterError`` when the parameters are out of range.
-    public init(parameters: SamplingParameters) throws {
+    public init(parameters: SamplingParameters, eosTokenIds: [Int] = []) throws {
         try parameters.validate()
         self.parameters = parameters
+        minTokenStops = parameters.minTokens > 0 ? parameters.stopTokens(eosTokenIds: eosTokenIds).sorted() : []
+        bias = parameters.logitBias.sorted { $0.key < $1.key }.map { LogitBias(id: $0.key, value: Float($0.value)) }
         if let seed = parameters.seed {
             random = Xoshiro256StarStar(seed: UInt64(bitPattern: Int64(seed)))
         } else {
@@ -95,6 +119,16 @@ public struct Sampler: Sendable {
     public mutating func accept(_ token: Int) {
         seen.insert(token)
         generatedCounts[token, default: 0] += 1
+        generated += 1
+    }
+
+    /// What this step adds to the logits before the penalties, one entry per id: the logit bias,
+    /// and minus infinity for the stop ids while fewer than `minTokens` tokens are generated.
+    public var biases: [LogitBias] {
+        guard generated < parameters.minTokens, !minTokenStops.isEmpty else { return bias }
+        var merged = Dictionary(uniqueKeysWithValues: bias.map { ($0.id, $0.value) })
+        for id in minTokenStops { merged[id] = -.infinity }
+        return merged.sorted { $0.key < $1.key }.map { LogitBias(id: $0.key, value: $0.value) }
     }
 
     /// How often `token` was generated so far.
@@ -132,6 +166,7 @@ public struct Sampler: Sendable {
         return work.withUnsafeMutableBufferPointer { x in
             weights.withUnsafeMutableBufferPointer { w in
                 VectorMath.sanitizedCopy(UnsafeBufferPointer(rebasing: logits[0..<count]), into: x)
+                applyBiases(x)
                 applyPenalties(x)
                 let logits = UnsafeBufferPointer(x)
                 let (top, maxLogit) = VectorMath.argmax(logits)
@@ -168,15 +203,22 @@ public struct Sampler: Sendable {
         logits.withUnsafeBufferPointer { sample(logits: $0, vocabularyLimit: vocabularyLimit ?? logits.count) }
     }
 
-    /// The penalized logits for `logits` (ids below `vocabularyLimit`), as `sample` sees them
-    /// before temperature. For tests and debugging.
+    /// The biased and penalized logits for `logits` (ids below `vocabularyLimit`), as `sample`
+    /// sees them before temperature. For tests and debugging.
     public func penalized(_ logits: [Float], vocabularyLimit: Int? = nil) -> [Float] {
         var x = Array(logits.prefix(vocabularyLimit ?? logits.count))
-        x.withUnsafeMutableBufferPointer { applyPenalties($0) }
+        x.withUnsafeMutableBufferPointer { applyBiases($0); applyPenalties($0) }
         return x
     }
 
     // MARK: - Steps
+
+    private func applyBiases(_ x: UnsafeMutableBufferPointer<Float>) {
+        for entry in bias where entry.id < x.count { x[entry.id] += entry.value }
+        if generated < parameters.minTokens {
+            for id in minTokenStops where id >= 0 && id < x.count { x[id] = -.infinity }
+        }
+    }
 
     private func applyPenalties(_ x: UnsafeMutableBufferPointer<Float>) {
         let repetition = Float(parameters.repetitionPenalty)

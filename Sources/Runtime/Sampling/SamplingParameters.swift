@@ -7,7 +7,7 @@ import Foundation
 /// How one request picks its tokens and when it stops, with the field names of the OpenAI and
 /// vLLM request bodies (`temperature`, `top_k`, `top_p`, `min_p`, `repetition_penalty`,
 /// `presence_penalty`, `frequency_penalty`, `seed`, `max_tokens`, `stop`, `stop_token_ids`,
-/// `ignore_eos`, `logprobs`).
+/// `ignore_eos`, `logprobs`, `logit_bias`, `min_tokens`).
 ///
 /// Decoding fills absent fields from ``SamplingParameters/defaultsKey`` in the decoder's
 /// `userInfo` when present (the model's `generation_config.json`, see ``GenerationConfig``),
@@ -44,11 +44,20 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
     /// Decoded from an integer (completions, vLLM) or from the chat form `logprobs: true` with
     /// `top_logprobs: n`.
     public var logprobs: Int?
+    /// Added to the logits of these ids before the penalties (OpenAI's and vLLM's `logit_bias`,
+    /// vLLM's order), each in [-100, 100]: +100 all but forces an id, -100 all but bans it. The
+    /// JSON keys are the ids written as strings.
+    public var logitBias: [Int: Double] = [:]
+    /// Until this many tokens are generated, the stop ids (end-of-sequence unless `ignoreEOS`, and
+    /// `stopTokenIds`) cannot be drawn and stop strings are not looked for (vLLM's `min_tokens`).
+    public var minTokens: Int = 0
 
     /// Below this temperature sampling is greedy (vLLM uses the same cut-off).
     public static let greedyTemperature = 1e-5
     /// The most alternatives ``logprobs`` may ask for (OpenAI's limit).
     public static let maxLogprobs = 20
+    /// The largest magnitude of a ``logitBias`` entry (OpenAI's limit).
+    public static let maxLogitBias = 100.0
     /// A `SamplingParameters` value in a decoder's `userInfo` under this key supplies the
     /// values of absent fields.
     public static let defaultsKey = CodingUserInfoKey(rawValue: "vtensor.samplingDefaults")!
@@ -58,7 +67,7 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
     public init(temperature: Double = 1, topK: Int = 0, topP: Double = 1, minP: Double = 0,
                 repetitionPenalty: Double = 1, presencePenalty: Double = 0, frequencyPenalty: Double = 0,
                 seed: Int? = nil, maxTokens: Int? = nil, stopTokenIds: [Int] = [], stopStrings: [String] = [],
-                ignoreEOS: Bool = false, logprobs: Int? = nil) {
+                ignoreEOS: Bool = false, logprobs: Int? = nil, logitBias: [Int: Double] = [:], minTokens: Int = 0) {
         self.temperature = temperature
         self.topK = topK
         self.topP = topP
@@ -72,6 +81,8 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         self.stopStrings = stopStrings
         self.ignoreEOS = ignoreEOS
         self.logprobs = logprobs
+        self.logitBias = logitBias
+        self.minTokens = minTokens
     }
 
     /// True when the sampler takes the most likely id instead of drawing.
@@ -112,6 +123,16 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         if let logprobs, !(0...Self.maxLogprobs).contains(logprobs) {
             throw fail("logprobs", "must be in 0...\(Self.maxLogprobs), got \(logprobs)")
         }
+        for (id, bias) in logitBias.sorted(by: { $0.key < $1.key }) {
+            guard id >= 0 else { throw fail("logit_bias", "token ids must be >= 0, got \(id)") }
+            guard bias.isFinite, abs(bias) <= Self.maxLogitBias else {
+                throw fail("logit_bias", "biases must be in [-100, 100], got \(bias) for token \(id)")
+            }
+        }
+        guard minTokens >= 0 else { throw fail("min_tokens", "must be >= 0, got \(minTokens)") }
+        if let maxTokens, minTokens > maxTokens {
+            throw fail("min_tokens", "must be at most max_tokens (\(maxTokens)), got \(minTokens)")
+        }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -126,6 +147,8 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         case stopTokenIds = "stop_token_ids"
         case ignoreEOS = "ignore_eos"
         case topLogprobs = "top_logprobs"
+        case logitBias = "logit_bias"
+        case minTokens = "min_tokens"
     }
 
     public init(from decoder: Decoder) throws {
@@ -158,6 +181,18 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         } else {
             logprobs = try c.decode(Int.self, forKey: .logprobs)
         }
+        if let bias = try c.decodeIfPresent([String: Double].self, forKey: .logitBias) {
+            logitBias = try bias.reduce(into: [:]) { result, entry in
+                guard let id = Int(entry.key) else {
+                    throw DecodingError.dataCorruptedError(forKey: .logitBias, in: c,
+                                                           debugDescription: "keys must be token ids (integers written as strings), got \"\(entry.key)\"")
+                }
+                result[id] = entry.value
+            }
+        } else {
+            logitBias = base.logitBias
+        }
+        minTokens = try c.decodeIfPresent(Int.self, forKey: .minTokens) ?? base.minTokens
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -175,6 +210,10 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         try c.encode(stopStrings, forKey: .stop)
         try c.encode(ignoreEOS, forKey: .ignoreEOS)
         try c.encodeIfPresent(logprobs, forKey: .logprobs)
+        if !logitBias.isEmpty {
+            try c.encode(Dictionary(uniqueKeysWithValues: logitBias.map { (String($0.key), $0.value) }), forKey: .logitBias)
+        }
+        if minTokens != 0 { try c.encode(minTokens, forKey: .minTokens) }
     }
 }
 

@@ -1,0 +1,139 @@
+import Engine
+import Foundation
+import Runtime
+
+/// A /v1/completions or /v1/chat/completions body, checked: its prompts as token ids and how
+/// many samples of each it wants. Choice `prompt * n + sample` of the response is the engine
+/// request ``engineRequest(choice:)`` (OpenAI's and vLLM's numbering).
+struct CompletionRequest {
+    /// The most choices one request may ask for (`n` times the number of prompts): each one is an
+    /// engine request, and the rest of the server's clients share the engine with them.
+    static let maxChoices = 128
+
+    let chat: Bool
+    /// Each prompt's ids; completions only may carry several.
+    var prompts: [[Int]]
+    /// What `echo` puts before each prompt's choices (completions; nil without echo).
+    var echoTexts: [String]?
+    var n: Int
+    /// Shared by every choice but for `maxTokens` (filled per prompt when absent) and `seed`.
+    var parameters: SamplingParameters
+    var stream: Bool
+    var includeUsage: Bool
+
+    var echo: Bool { echoTexts != nil }
+    var choiceCount: Int { prompts.count * n }
+    /// Alternatives per token, when logprobs were asked for.
+    var logprobs: Int? { parameters.logprobs }
+
+    /// The engine request behind choice `choice`: sample `choice % n` of prompt `choice / n`.
+    /// With a seed, sample i draws with seed + i (vLLM's choice), so the samples differ and the
+    /// whole response is reproducible.
+    func engineRequest(choice: Int, maxSequenceLength: Int) -> GenerationRequest {
+        let prompt = prompts[choice / n], sample = choice % n
+        var parameters = self.parameters
+        if let seed = parameters.seed { parameters.seed = seed &+ sample }
+        // vLLM's default: up to the context.
+        if parameters.maxTokens == nil { parameters.maxTokens = max(1, maxSequenceLength - prompt.count) }
+        return GenerationRequest(prompt: prompt, parameters: parameters, promptLogprobs: echo ? logprobs : nil)
+    }
+}
+
+extension OpenAIServer {
+    /// Parses and checks a request body; every problem is an `APIError` naming the field.
+    func completionRequest(_ object: [String: Any], body data: Data, chat: Bool) throws -> CompletionRequest {
+        if let model = object["model"], !(model is NSNull) {
+            guard let name = model as? String else { throw APIError("'model' must be a string", param: "model") }
+            guard name == configuration.servedModelName else {
+                throw APIError("The model `\(name)` does not exist.", status: .notFound, param: "model", code: "model_not_found")
+            }
+        }
+        let stream = try optionalBool(object, "stream") ?? false
+        let includeUsage = try streamIncludesUsage(object)
+        let n = try choicesPerPrompt(object)
+        try checkLogprobFields(object, chat: chat)
+        var parameters = try samplingParameters(data, object: object)
+        if chat, let value = object["max_completion_tokens"], !(value is NSNull) {
+            guard let count = jsonInt(value) else {
+                throw APIError("'max_completion_tokens' must be an integer, got \(Self.describe(value))", param: "max_completion_tokens")
+            }
+            parameters.maxTokens = count
+        }
+        do { try parameters.validate() } catch let error as SamplingParameterError {
+            throw APIError("'\(error.field)' \(error.problem)", param: error.field)
+        }
+
+        let prompts: [[Int]]
+        var echoTexts: [String]?
+        if chat {
+            prompts = [try chatPrompt(object)]
+        } else {
+            let parsed = try completionPrompts(object)
+            prompts = parsed.map(\.ids)
+            if try optionalBool(object, "echo") ?? false { echoTexts = parsed.map { $0.text ?? tokenizer.decode($0.ids) } }
+        }
+        guard prompts.count * n <= CompletionRequest.maxChoices else {
+            throw APIError("this request asks for \(prompts.count) prompts x n = \(n), \(prompts.count * n) choices; the limit is \(CompletionRequest.maxChoices)",
+                           param: "n")
+        }
+        for prompt in prompts { try checkContext(prompt: prompt.count, maxTokens: parameters.maxTokens, chat: chat) }
+        return CompletionRequest(chat: chat, prompts: prompts, echoTexts: echoTexts, n: n, parameters: parameters, stream: stream,
+                                 includeUsage: includeUsage)
+    }
+
+    /// `n`: an integer in 1...maxChoices.
+    func choicesPerPrompt(_ object: [String: Any]) throws -> Int {
+        guard let value = object["n"], !(value is NSNull) else { return 1 }
+        guard let n = jsonInt(value), n >= 1 else { throw APIError("'n' must be an integer >= 1, got \(Self.describe(value))", param: "n") }
+        guard n <= CompletionRequest.maxChoices else {
+            throw APIError("'n' must be at most \(CompletionRequest.maxChoices), got \(n)", param: "n")
+        }
+        return n
+    }
+
+    /// Completions take `logprobs` as a count; chat takes the flag `logprobs` and the count
+    /// `top_logprobs`, which needs the flag.
+    func checkLogprobFields(_ object: [String: Any], chat: Bool) throws {
+        let flag = object["logprobs"].flatMap { $0 is NSNull ? nil : $0 }
+        let top = object["top_logprobs"].flatMap { $0 is NSNull ? nil : $0 }
+        if chat {
+            if let flag, !isJSONBool(flag) {
+                throw APIError("'logprobs' must be a boolean in chat completions (the count of alternatives goes in 'top_logprobs')",
+                               param: "logprobs")
+            }
+            if let top {
+                guard jsonInt(top) != nil else { throw APIError("'top_logprobs' must be an integer, got \(Self.describe(top))", param: "top_logprobs") }
+                guard flag as? Bool == true else { throw APIError("'top_logprobs' needs 'logprobs': true", param: "top_logprobs") }
+            }
+        } else if let flag, jsonInt(flag) == nil {
+            throw APIError("'logprobs' must be an integer (0...\(SamplingParameters.maxLogprobs)) in completions, got \(Self.describe(flag))",
+                           param: "logprobs")
+        }
+    }
+
+    /// vLLM's checks against the context: the prompt must leave room, and with `max_tokens` the
+    /// whole request must fit.
+    func checkContext(prompt: Int, maxTokens: Int?, chat: Bool) throws {
+        let limit = loop.engine.maxSequenceLength
+        let place = chat ? "messages" : "prompt"
+        if let maxTokens, prompt + maxTokens > limit {
+            throw APIError("This model's maximum context length is \(limit) tokens. However, you requested \(prompt + maxTokens) tokens "
+                           + "(\(prompt) in the \(place), \(maxTokens) in the completion). Please reduce the length of the \(place) or completion.",
+                           param: prompt >= limit ? place : (chat ? "max_completion_tokens" : "max_tokens"))
+        }
+        if prompt >= limit {
+            throw APIError("This model's maximum context length is \(limit) tokens. However, your \(place) has \(prompt) tokens, "
+                           + "which leaves no room for the completion. Please reduce the length of the \(place).", param: place)
+        }
+    }
+
+    /// A JSON value as it would read in the body, for messages.
+    static func describe(_ value: Any) -> String {
+        if isJSONBool(value), let flag = value as? Bool { return flag ? "true" : "false" }
+        if value is NSNull { return "null" }
+        if let text = value as? String { return "\"\(text)\"" }
+        if value is [Any] { return "a list" }
+        if value is [String: Any] { return "an object" }
+        return "\(value)"
+    }
+}

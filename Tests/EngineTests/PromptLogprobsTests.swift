@@ -1,0 +1,105 @@
+import Foundation
+import Runtime
+import Testing
+@testable import Engine
+
+/// `GenerationRequest.promptLogprobs` (what `echo` with `logprobs` reports): each prompt token's
+/// log-probability under the teacher-forced logits of the CPU model, whether the prompt runs in
+/// one step or in chunks, and even when its prefix is cached.
+@Suite struct PromptLogprobsTests {
+    /// Log-softmax in Double of each position's logits from one teacher-forced pass over `prompt`.
+    static func teacherForced(_ prompt: [Int]) throws -> [[Double]] {
+        let model = try EngineModelTests.model()
+        try model.addSequence(0)
+        let flat = try model.reserveAndForward([ForwardInput(id: 0, tokens: prompt, allLogits: true)])[0]
+        let vocab = EngineModelTests.config.vocabSize
+        return (0..<prompt.count).map { p in
+            let row = flat[(p * vocab)..<((p + 1) * vocab)].map(Double.init)
+            let m = row.max()!
+            let logZ = m + log(row.reduce(0) { $0 + exp($1 - m) })
+            return row.map { $0 - logZ }
+        }
+    }
+
+    /// Runs one request; returns its prompt logprobs (from the output that carried them) and how
+    /// many outputs carried any.
+    static func run(_ engine: Engine, _ prompt: [Int], promptLogprobs: Int?) throws -> (scores: [SampledToken?]?, carriers: Int) {
+        let id = try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 3, ignoreEOS: true),
+                                                  promptLogprobs: promptLogprobs))
+        var scores: [SampledToken?]?
+        var carriers = 0
+        engine.runUntilIdle { outputs in
+            for output in outputs where output.id == id {
+                if let found = output.promptLogprobs {
+                    scores = found
+                    carriers += 1
+                    #expect(!output.tokens.isEmpty, "prompt logprobs come with the first generated token")
+                }
+            }
+        }
+        return (scores, carriers)
+    }
+
+    static func check(_ scores: [SampledToken?]?, against reference: [[Double]], prompt: [Int], alternatives: Int) {
+        guard let scores else {
+            Issue.record("no prompt logprobs came back")
+            return
+        }
+        #expect(scores.count == prompt.count)
+        #expect(scores.first! == nil, "the first prompt token has nothing before it")
+        for p in 1..<min(scores.count, prompt.count) {
+            guard let score = scores[p], let logprob = score.logprob else {
+                Issue.record("position \(p) has no score")
+                continue
+            }
+            let row = reference[p - 1]
+            #expect(score.id == prompt[p])
+            #expect(abs(Double(logprob) - row[prompt[p]]) < 1e-4, "position \(p): \(logprob) vs \(row[prompt[p]])")
+            let best = row.indices.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(alternatives)
+            #expect(score.alternatives.map(\.id) == Array(best), "position \(p)")
+            for alternative in score.alternatives {
+                #expect(abs(Double(alternative.logprob) - row[alternative.id]) < 1e-4)
+            }
+        }
+    }
+
+    @Test(arguments: [64, 8])
+    func scoresMatchTeacherForcedLogits(stepTokens: Int) throws {
+        let prompt = EngineModelTests.prompts(1, lengths: 30...30, seed: 21)[0]
+        let reference = try Self.teacherForced(prompt)
+        var options = EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: stepTokens)
+        options.prefixCacheIdleChunks = 64  // keep the prompt cached after the request
+        let engine = try Engine(model: try EngineModelTests.model(), tokenizer: nil, eosTokenIds: [0], options: options)
+
+        let first = try Self.run(engine, prompt, promptLogprobs: 3)
+        #expect(first.carriers == 1)
+        Self.check(first.scores, against: reference, prompt: prompt, alternatives: 3)
+
+        // The prompt is cached now: a plain request reads it, a scoring one computes it again.
+        let hits = engine.statistics.prefixHitTokens
+        _ = try Self.run(engine, prompt, promptLogprobs: nil)
+        #expect(engine.statistics.prefixHitTokens > hits, "the plain request should start from the cached prefix")
+        let computed = engine.statistics.promptTokensComputed
+        let again = try Self.run(engine, prompt, promptLogprobs: 0)
+        #expect(engine.statistics.promptTokensComputed - computed == prompt.count)
+        Self.check(again.scores, against: reference, prompt: prompt, alternatives: 0)
+    }
+
+    @Test func aOneTokenPromptHasOneEmptyScore() throws {
+        let engine = try Engine(model: try EngineModelTests.model(), tokenizer: nil, eosTokenIds: [0])
+        let result = try Self.run(engine, [17], promptLogprobs: 2)
+        #expect(result.scores.map { $0.count } == 1)
+        #expect(result.scores?.first! == nil)
+    }
+
+    @Test func modelsThatSampleOnTheDeviceRefuseThem() throws {
+        let model = try FakeModel(context: 64, budgetChunks: 16, samplesOnDevice: true)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0])
+        #expect(throws: EngineError.invalidRequest("prompt logprobs (echo with logprobs) are not supported on the GPU yet")) {
+            try engine.add(GenerationRequest(prompt: [1, 2, 3], promptLogprobs: 1))
+        }
+        #expect(throws: EngineError.invalidRequest("logit_bias token id 50 is outside the vocabulary (0..<50)")) {
+            try engine.add(GenerationRequest(prompt: [1, 2, 3], parameters: SamplingParameters(logitBias: [50: 1])))
+        }
+    }
+}

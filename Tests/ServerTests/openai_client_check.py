@@ -1,0 +1,339 @@
+"""Drives a running `vtensor serve` with the official `openai` Python client.
+
+Usage: python3 openai_client_check.py BASE_URL MODEL   (BASE_URL ends in /v1)
+
+Every check runs; each failure prints what was expected and what came back, and the exit
+status is 1 if any check failed (2 if the client is not installed). Expected values are
+computed from other responses (a greedy run, a single-prompt run), never written in by hand.
+"""
+
+import math
+import sys
+import time
+import traceback
+
+try:
+    import openai
+except ImportError:
+    print("the `openai` package is missing: pip install -r Tests/requirements.txt")
+    sys.exit(2)
+
+BASE, MODEL = sys.argv[1], sys.argv[2]
+client = openai.OpenAI(base_url=BASE, api_key="unused", max_retries=0, timeout=120)
+
+PROMPT = "The tallest mountain in the world is"
+# Generation runs to max_tokens (no early end-of-sequence) wherever lengths are compared.
+NO_EOS = {"ignore_eos": True}
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def complete(**kwargs):
+    kwargs.setdefault("model", MODEL)
+    return client.completions.create(**kwargs)
+
+
+def chat(**kwargs):
+    kwargs.setdefault("model", MODEL)
+    return client.chat.completions.create(**kwargs)
+
+
+def greedy(prompt=PROMPT, max_tokens=8):
+    return complete(prompt=prompt, max_tokens=max_tokens, temperature=0, extra_body=NO_EOS)
+
+
+def check_usage(usage, where):
+    check(usage is not None, f"{where}: no usage")
+    check(usage.total_tokens == usage.prompt_tokens + usage.completion_tokens,
+          f"{where}: total_tokens {usage.total_tokens} != {usage.prompt_tokens} + {usage.completion_tokens}")
+
+
+def check_legacy_logprobs(logprobs, count, k, where, greedy_pick):
+    """The completions object: parallel lists of `count` entries, each scored entry's map
+    holding the chosen token (with its own logprob) and up to k alternatives."""
+    check(logprobs is not None, f"{where}: no logprobs")
+    for field in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+        check(len(getattr(logprobs, field)) == count,
+              f"{where}: {field} has {len(getattr(logprobs, field))} entries, expected {count}")
+    check(all(b >= a for a, b in zip(logprobs.text_offset, logprobs.text_offset[1:])),
+          f"{where}: text_offset not increasing: {logprobs.text_offset}")
+    for i, (token, lp, top) in enumerate(zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs)):
+        if lp is None:
+            check(top is None, f"{where}[{i}]: no logprob but top_logprobs {top}")
+            continue
+        check(lp <= 0 and math.isfinite(lp), f"{where}[{i}]: logprob {lp} of {token!r} is not a finite number <= 0")
+        check(1 <= len(top) <= k + 1, f"{where}[{i}]: {len(top)} top_logprobs entries for logprobs={k}: {top}")
+        check(all(v <= 0 for v in top.values()), f"{where}[{i}]: a top logprob > 0: {top}")
+        check(token in top and abs(top[token] - lp) < 1e-6,
+              f"{where}[{i}]: the chosen token {token!r} ({lp}) is not in top_logprobs with its logprob: {top}")
+        if greedy_pick:
+            check(lp >= max(top.values()) - 1e-6, f"{where}[{i}]: greedy picked {token!r} ({lp}) below an alternative: {top}")
+
+
+def check_chat_logprobs(content, count, k, where):
+    check(content is not None and len(content) == count, f"{where}: {len(content or [])} logprobs entries, expected {count}")
+    for i, entry in enumerate(content):
+        check(entry.logprob <= 0, f"{where}[{i}]: logprob {entry.logprob} > 0")
+        check(entry.bytes == list(entry.token.encode("utf-8")), f"{where}[{i}]: bytes {entry.bytes} are not the UTF-8 of {entry.token!r}")
+        tops = entry.top_logprobs
+        check(len(tops) == k, f"{where}[{i}]: {len(tops)} top_logprobs, expected {k}")
+        values = [t.logprob for t in tops]
+        check(values == sorted(values, reverse=True), f"{where}[{i}]: top_logprobs not sorted, most likely first: {values}")
+        check(all(v <= 0 for v in values), f"{where}[{i}]: a top logprob > 0: {values}")
+        same = [t for t in tops if t.token == entry.token]
+        if same:
+            check(abs(same[0].logprob - entry.logprob) < 1e-6,
+                  f"{where}[{i}]: {entry.token!r} has logprob {entry.logprob} but {same[0].logprob} in top_logprobs")
+
+
+# MARK: checks
+
+
+def models():
+    listed = [m.id for m in client.models.list()]
+    check(listed == [MODEL], f"models.list() gave {listed}, expected [{MODEL!r}]")
+
+
+def completion_reaches_max_tokens():
+    r = complete(prompt=PROMPT, max_tokens=6, temperature=0, extra_body=NO_EOS)
+    choice = r.choices[0]
+    check(r.object == "text_completion", f"object {r.object!r}")
+    check(choice.finish_reason == "length", f"finish_reason {choice.finish_reason!r}, expected 'length'")
+    check(r.usage.completion_tokens == 6, f"completion_tokens {r.usage.completion_tokens}, expected max_tokens 6")
+    check(choice.text, "empty text")
+    check_usage(r.usage, "completion")
+
+
+def chat_completion():
+    r = chat(messages=[{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello."}],
+             max_tokens=5, temperature=0, extra_body=NO_EOS)
+    choice = r.choices[0]
+    check(r.object == "chat.completion", f"object {r.object!r}")
+    check(choice.message.role == "assistant", f"role {choice.message.role!r}")
+    check(choice.message.content, "empty content")
+    check(choice.finish_reason == "length" and r.usage.completion_tokens == 5,
+          f"finish_reason {choice.finish_reason!r} with {r.usage.completion_tokens} tokens, expected 'length' with 5")
+    check_usage(r.usage, "chat")
+    # max_completion_tokens is chat's newer name for the limit.
+    r = chat(messages=[{"role": "user", "content": [{"type": "text", "text": "Count: "}, {"type": "text", "text": "one, two"}]}],
+             max_completion_tokens=3, temperature=0, extra_body=NO_EOS)
+    check(r.usage.completion_tokens == 3, f"max_completion_tokens=3 gave {r.usage.completion_tokens} tokens")
+
+
+def streamed_completion_matches_whole():
+    whole = greedy(max_tokens=6)
+    chunks = list(complete(prompt=PROMPT, max_tokens=6, temperature=0, extra_body=NO_EOS, stream=True, logprobs=0,
+                           stream_options={"include_usage": True}))
+    check(chunks[-1].usage is not None and not chunks[-1].choices, f"the last chunk is not the usage chunk: {chunks[-1]}")
+    body = chunks[:-1]
+    check(all(c.usage is None for c in body), "usage before the last chunk")
+    text = "".join(c.choices[0].text for c in body)
+    check(text == whole.choices[0].text, f"streamed text {text!r} != whole text {whole.choices[0].text!r}")
+    finishes = [c.choices[0].finish_reason for c in body if c.choices[0].finish_reason]
+    check(finishes == ["length"], f"finish reasons {finishes}, expected one 'length'")
+    streamed_tokens = sum(len(c.choices[0].logprobs.tokens) for c in body if c.choices[0].logprobs)
+    usage = chunks[-1].usage
+    check_usage(usage, "stream usage")
+    check(streamed_tokens == usage.completion_tokens == whole.usage.completion_tokens,
+          f"tokens streamed {streamed_tokens}, usage {usage.completion_tokens}, whole response {whole.usage.completion_tokens}")
+    check(usage.prompt_tokens == whole.usage.prompt_tokens, f"prompt_tokens {usage.prompt_tokens} vs {whole.usage.prompt_tokens}")
+
+
+def streamed_chat_with_n():
+    n = 3
+    chunks = list(chat(messages=[{"role": "user", "content": "Name a color."}], max_tokens=6, n=n, temperature=1, seed=11,
+                       stream=True, logprobs=True, top_logprobs=2, stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    check(usage is not None and not chunks[-1].choices, "the last chunk is not the usage chunk")
+    seen_role, finishes, tokens, texts = set(), {}, 0, {i: "" for i in range(n)}
+    for c in chunks[:-1]:
+        check(len(c.choices) == 1, f"a chunk with {len(c.choices)} choices")
+        choice = c.choices[0]
+        check(0 <= choice.index < n, f"choice index {choice.index} outside 0..<{n}")
+        check(choice.index not in finishes, f"choice {choice.index} has a chunk after its finish chunk")
+        if choice.delta.role:
+            check(choice.index not in seen_role, f"choice {choice.index} got its role twice")
+            seen_role.add(choice.index)
+        else:
+            check(choice.index in seen_role, f"choice {choice.index} got content before its role")
+        texts[choice.index] += choice.delta.content or ""
+        if choice.logprobs and choice.logprobs.content:
+            check_chat_logprobs(choice.logprobs.content, len(choice.logprobs.content), 2, f"chunk of choice {choice.index}")
+            tokens += len(choice.logprobs.content)
+        if choice.finish_reason:
+            finishes[choice.index] = choice.finish_reason
+    check(seen_role == set(range(n)), f"role chunks for {sorted(seen_role)}")
+    check(sorted(finishes) == list(range(n)), f"finish chunks for {sorted(finishes)}, expected one per choice 0..<{n}")
+    check_usage(usage, "chat stream usage")
+    check(tokens == usage.completion_tokens, f"{tokens} tokens streamed with logprobs, usage says {usage.completion_tokens}")
+
+
+def n_and_seeds():
+    """n samples at temperature 1 with a seed: they differ from each other (sample i draws with
+    seed + i, vLLM's rule), and the same request gives the same response again."""
+    args = dict(prompt=PROMPT, max_tokens=8, temperature=1, top_p=1, extra_body=NO_EOS)
+    first = complete(n=4, seed=123, **args)
+    check([c.index for c in first.choices] == [0, 1, 2, 3], f"choice indices {[c.index for c in first.choices]}")
+    texts = [c.text for c in first.choices]
+    check(len(set(texts)) > 1, f"4 samples (seeds 123..126) at temperature 1 are all the same: {texts!r}")
+    again = complete(n=4, seed=123, **args)
+    check([c.text for c in again.choices] == texts, f"the same seed gave {texts!r}, then {[c.text for c in again.choices]!r}")
+    alone = complete(seed=125, **args)
+    check(alone.choices[0].text == texts[2], f"seed 125 alone gave {alone.choices[0].text!r}, sample 2 of seed 123 {texts[2]!r}")
+    check(first.usage.completion_tokens == 4 * 8, f"completion_tokens {first.usage.completion_tokens} for 4 x 8")
+    check(first.usage.prompt_tokens == alone.usage.prompt_tokens, "prompt_tokens counted more than once per prompt")
+
+
+def stop_strings():
+    text = greedy(max_tokens=12).choices[0].text
+    # A stop string from the middle of what the model says: the text must end just before it.
+    words = text.split()
+    check(len(words) >= 3, f"greedy text too short to pick a stop string: {text!r}")
+    stop = " " + words[2]
+    expected = text[: text.index(stop)]
+    r = complete(prompt=PROMPT, max_tokens=12, temperature=0, stop=[stop, "zzzz-never"], extra_body=NO_EOS)
+    check(r.choices[0].finish_reason == "stop", f"finish_reason {r.choices[0].finish_reason!r} with stop {stop!r}")
+    check(r.choices[0].text == expected, f"text {r.choices[0].text!r}, expected {expected!r} (stop {stop!r} in {text!r})")
+    # min_tokens: stop strings count only after the first min_tokens tokens (vLLM), so this one passes by.
+    held = complete(prompt=PROMPT, max_tokens=12, temperature=0, stop=[stop], extra_body={**NO_EOS, "min_tokens": 8})
+    check(held.choices[0].text.startswith(expected + stop),
+          f"with min_tokens 8 the text {held.choices[0].text!r} should run past the early {stop!r} (greedy text {text!r})")
+
+
+def completion_logprobs():
+    r = complete(prompt=PROMPT, max_tokens=6, temperature=0, logprobs=3, extra_body=NO_EOS)
+    lp = r.choices[0].logprobs
+    check_legacy_logprobs(lp, r.usage.completion_tokens, 3, "completion logprobs", greedy_pick=True)
+    check(lp.text_offset[0] == 0, f"text_offset starts at {lp.text_offset[0]}")
+    if not any("\ufffd" in t for t in lp.tokens):
+        check("".join(lp.tokens) == r.choices[0].text, f"tokens {lp.tokens} do not spell the text {r.choices[0].text!r}")
+    sampled = complete(prompt=PROMPT, max_tokens=6, temperature=1, seed=3, logprobs=2, extra_body=NO_EOS)
+    check_legacy_logprobs(sampled.choices[0].logprobs, 6, 2, "sampled completion logprobs", greedy_pick=False)
+
+
+def chat_logprobs():
+    r = chat(messages=[{"role": "user", "content": "Say hello."}], max_tokens=5, temperature=0, logprobs=True, top_logprobs=3,
+             extra_body=NO_EOS)
+    content = r.choices[0].logprobs.content
+    check_chat_logprobs(content, r.usage.completion_tokens, 3, "chat logprobs")
+    # Greedy: each token is its position's most likely one.
+    for i, entry in enumerate(content):
+        check(entry.top_logprobs[0].token == entry.token, f"greedy token {entry.token!r} is not top_logprobs[0] at {i}")
+    r = chat(messages=[{"role": "user", "content": "Hi"}], max_tokens=2, temperature=0, logprobs=True)
+    check(all(e.top_logprobs == [] for e in r.choices[0].logprobs.content), "logprobs without top_logprobs listed alternatives")
+
+
+def echo():
+    r = complete(prompt=PROMPT, max_tokens=3, temperature=0, echo=True, extra_body=NO_EOS)
+    plain = greedy(max_tokens=3)
+    check(r.choices[0].text == PROMPT + plain.choices[0].text,
+          f"echo text {r.choices[0].text!r}, expected the prompt then {plain.choices[0].text!r}")
+    r = complete(prompt=PROMPT, max_tokens=3, temperature=0, echo=True, logprobs=1, extra_body=NO_EOS)
+    lp = r.choices[0].logprobs
+    count = r.usage.prompt_tokens + r.usage.completion_tokens
+    check_legacy_logprobs(lp, count, 1, "echo logprobs", greedy_pick=False)
+    check(lp.token_logprobs[0] is None and lp.top_logprobs[0] is None, "the first prompt token has a logprob")
+    check(all(v is not None for v in lp.token_logprobs[1:]), f"a prompt token after the first has no logprob: {lp.token_logprobs}")
+    prompt_count = r.usage.prompt_tokens
+    check("".join(lp.tokens[:prompt_count]) == PROMPT, f"prompt tokens {lp.tokens[:prompt_count]} do not spell the prompt")
+    check("".join(lp.tokens[prompt_count:]) == plain.choices[0].text, f"generated tokens {lp.tokens[prompt_count:]} with echo")
+    check(lp.text_offset[prompt_count] == len(PROMPT), f"the first generated token's text_offset is {lp.text_offset[prompt_count]}")
+    streamed = list(complete(prompt=PROMPT, max_tokens=3, temperature=0, echo=True, stream=True, extra_body=NO_EOS))
+    check(streamed[0].choices[0].text.startswith(PROMPT), f"the first streamed chunk does not carry the prompt: {streamed[0]}")
+    check("".join(c.choices[0].text for c in streamed) == PROMPT + plain.choices[0].text, "streamed echo text differs")
+
+
+def list_prompts():
+    """Choice i answers prompt i // n. Greedy text is compared with each prompt run alone; the
+    server must be this script's own (a foreign request in the batch can change the CPU model's
+    arithmetic: steps of more than 4 rows take its fp32 path), and the 4 choices keep the
+    batch's decode steps on the same path as a single request's."""
+    prompts = [PROMPT, "One, two, three,"]
+    singles = [greedy(prompt=p, max_tokens=3) for p in prompts]
+    r = complete(prompt=prompts, n=2, max_tokens=3, temperature=0, extra_body=NO_EOS)
+    check([c.index for c in r.choices] == [0, 1, 2, 3], f"choice indices {[c.index for c in r.choices]}")
+    for c in r.choices:
+        expected = singles[c.index // 2].choices[0].text
+        check(c.text == expected, f"choice {c.index} (prompt {c.index // 2}) is {c.text!r}, alone it is {expected!r}")
+    prompt_tokens = sum(s.usage.prompt_tokens for s in singles)
+    check(r.usage.prompt_tokens == prompt_tokens, f"prompt_tokens {r.usage.prompt_tokens}, expected {prompt_tokens}")
+    check(r.usage.completion_tokens == 4 * 3, f"completion_tokens {r.usage.completion_tokens} for 4 x 3")
+    ids = complete(prompt=[[504, 3575, 282], [4444, 28]], max_tokens=2, temperature=0, extra_body=NO_EOS)
+    check(len(ids.choices) == 2 and ids.usage.prompt_tokens == 5, f"token-id prompts: {len(ids.choices)} choices, {ids.usage.prompt_tokens} prompt tokens")
+    one = complete(prompt=[504, 3575, 282], max_tokens=2, temperature=0, extra_body=NO_EOS)
+    check(one.choices[0].text == ids.choices[0].text, "a list of ids and a list holding that list disagree")
+    chunks = list(complete(prompt=prompts, max_tokens=2, temperature=0, stream=True, extra_body=NO_EOS))
+    streamed = {0: "", 1: ""}
+    finishes = []
+    for c in chunks:
+        streamed[c.choices[0].index] += c.choices[0].text
+        if c.choices[0].finish_reason:
+            finishes.append(c.choices[0].index)
+    check(sorted(finishes) == [0, 1], f"streamed finish chunks for choices {finishes}, expected one each for 0 and 1")
+    check(all(singles[i].choices[0].text.startswith(streamed[i]) and streamed[i] for i in (0, 1)),
+          f"streamed texts {streamed} are not the start of {[s.choices[0].text for s in singles]}")
+
+
+def logit_bias_and_stop_tokens():
+    """A +100 bias forces a token; with it a stop token, generation ends at once; min_tokens
+    holds that stop off for its first tokens."""
+    token = 3575
+    # The token's text: echo with logprobs lists the prompt's tokens.
+    spelled = complete(prompt=[token], max_tokens=1, echo=True, temperature=0, logprobs=0).choices[0].logprobs.tokens[0]
+    forced = complete(prompt=PROMPT, max_tokens=3, temperature=1, seed=1, logit_bias={str(token): 100})
+    check(forced.choices[0].text == spelled * 3, f"a +100 bias on {token} ({spelled!r}) gave {forced.choices[0].text!r}")
+    stopped = complete(prompt=PROMPT, max_tokens=8, temperature=0, logit_bias={str(token): 100}, extra_body={"stop_token_ids": [token]})
+    check(stopped.choices[0].finish_reason == "stop" and stopped.usage.completion_tokens == 1,
+          f"stop token {token}: finish {stopped.choices[0].finish_reason!r} after {stopped.usage.completion_tokens} tokens, expected 'stop' after 1")
+    held = complete(prompt=PROMPT, max_tokens=8, temperature=0, logit_bias={str(token): 100},
+                    extra_body={"stop_token_ids": [token], "min_tokens": 3})
+    check(held.choices[0].finish_reason == "stop" and held.usage.completion_tokens == 4,
+          f"min_tokens 3: finish {held.choices[0].finish_reason!r} after {held.usage.completion_tokens} tokens, expected 'stop' after 4")
+
+
+def bad_requests():
+    def refused(call, words):
+        try:
+            call()
+        except openai.BadRequestError as error:
+            message = str(error)
+            check(all(w in message for w in words), f"the 400 does not name {words}: {message}")
+            return
+        raise AssertionError(f"expected a 400 naming {words}")
+
+    refused(lambda: complete(prompt=PROMPT, n=129), ["'n'", "128"])
+    refused(lambda: complete(prompt=PROMPT, max_tokens=10**7), ["maximum context length"])
+    refused(lambda: complete(prompt=PROMPT, max_tokens=0), ["max_tokens"])
+    refused(lambda: complete(prompt=[]), ["prompt"])
+    refused(lambda: complete(prompt=PROMPT, logit_bias={"7": 500}), ["logit_bias"])
+    try:
+        complete(prompt=PROMPT, model="no-such-model")
+        raise AssertionError("an unknown model was accepted")
+    except openai.NotFoundError:
+        pass
+
+
+CHECKS = [models, completion_reaches_max_tokens, chat_completion, streamed_completion_matches_whole, streamed_chat_with_n,
+          n_and_seeds, stop_strings, completion_logprobs, chat_logprobs, echo, list_prompts, logit_bias_and_stop_tokens, bad_requests]
+
+
+def main():
+    failed = 0
+    for check_function in CHECKS:
+        start = time.monotonic()
+        try:
+            check_function()
+            print(f"ok   {check_function.__name__} ({time.monotonic() - start:.1f} s)")
+        except Exception:
+            failed += 1
+            print(f"FAIL {check_function.__name__}")
+            traceback.print_exc(file=sys.stdout)
+    print(f"{len(CHECKS) - failed} of {len(CHECKS)} checks passed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
