@@ -61,7 +61,9 @@ let package = Package(
             dependencies: [
                 "Engine", "Runtime", "Tokenizers",
                 .product(name: "Hummingbird", package: "hummingbird"),
-            ]
+            ],
+            // The OpenAPI document served at /openapi.json, compiled in as bytes.
+            resources: [.embedInCode("openapi.json")]
         ),
         // The `vtensor` command: generate, chat, serve and info, plus the measurement commands of VTensorBench.
         .executableTarget(
@@ -82,8 +84,8 @@ let package = Package(
         .testTarget(name: "JinjaTests", dependencies: ["Jinja"]),
         .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
-        // Launches the built `vtensor serve` and talks to it with curl.
-        .testTarget(name: "ServerTests"),
+        // Launches the built `vtensor serve` and talks to it with curl; reads Server's route table and OpenAPI document.
+        .testTarget(name: "ServerTests", dependencies: ["Server"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CQuant", "Models", "Tokenizers", "Support"], exclude: ["Fixtures"]),
     ]
 )

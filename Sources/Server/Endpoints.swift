@@ -17,26 +17,9 @@ extension OpenAIServer {
 
     /// /v1/completions (`chat` false) and /v1/chat/completions.
     func completions(_ request: Request, context: some RequestContext, chat: Bool) async throws -> Response {
-        var request = request
-        let body = try await request.collectBody(upTo: 32 << 20)
-        let data = Data(buffer: body)
-        let object: [String: Any]
-        do {
-            guard let parsed = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw APIError("the request body must be a JSON object")
-            }
-            object = parsed
-        } catch let error as APIError {
-            throw error
-        } catch {
-            throw APIError("malformed JSON in the request body: \((error as NSError).localizedDescription)")
-        }
-        if let model = object["model"], !(model is NSNull) {
-            guard let name = model as? String else { throw APIError("'model' must be a string", param: "model") }
-            guard name == configuration.servedModelName else {
-                throw APIError("The model `\(name)` does not exist.", status: .notFound, param: "model", code: "model_not_found")
-            }
-        }
+        let (data, object) = try await jsonBody(request)
+        try checkModel(object)
+        try checkIntegerFields(object, ["max_tokens", "max_completion_tokens", "n", "seed", "top_k", "logprobs", "top_logprobs", "stop_token_ids"])
         let stream = try optionalBool(object, "stream") ?? false
         let includeUsage = try streamIncludesUsage(object)
         if let n = object["n"], !(n is NSNull) {
@@ -55,6 +38,9 @@ extension OpenAIServer {
         }
         if parameters.logprobs != nil { throw APIError("logprobs are not supported yet", param: "logprobs") }
         let prompt = chat ? try chatPrompt(object) : try completionPrompt(object)
+        let completionTokensGiven = chat && Self.isGiven(object, "max_completion_tokens")
+        try checkContext(promptTokens: prompt.count, maxTokens: parameters.maxTokens, promptField: chat ? "messages" : "prompt",
+                         maxTokensField: completionTokensGiven ? "max_completion_tokens" : "max_tokens")
         if parameters.maxTokens == nil {
             // vLLM's default: up to the context.
             parameters.maxTokens = max(1, loop.engine.maxSequenceLength - prompt.count)

@@ -59,7 +59,9 @@ extension OpenAIServer {
         throw APIError("'prompt' must be a string (or a list of token ids)", param: "prompt")
     }
 
-    func chatPrompt(_ object: [String: Any]) throws -> [Int] {
+    /// The token ids of `messages` rendered by the chat template (/v1/chat/completions, and
+    /// /tokenize with its own `add_generation_prompt` and `add_special_tokens`).
+    func chatPrompt(_ object: [String: Any], addGenerationPrompt: Bool = true, addSpecialTokens: Bool = true) throws -> [Int] {
         guard let value = object["messages"], !(value is NSNull) else { throw APIError("'messages' is required", param: "messages") }
         guard let list = value as? [Any], !list.isEmpty else {
             throw APIError("'messages' must be a non-empty list of {role, content} objects", param: "messages")
@@ -89,7 +91,8 @@ extension OpenAIServer {
             throw APIError("this model has no usable chat template (\(chatTemplateProblem ?? "none")); use /v1/completions", param: "messages")
         }
         do {
-            return tokenizer.encode(try chatTemplate.render(messages, addGenerationPrompt: true), addSpecialTokens: true)
+            return tokenizer.encode(try chatTemplate.render(messages, addGenerationPrompt: addGenerationPrompt),
+                                    addSpecialTokens: addSpecialTokens)
         } catch {
             throw APIError("the chat template cannot render these messages: \(error)", param: "messages")
         }
