@@ -71,7 +71,9 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            // The OpenAPI document served at /openapi.json, compiled in as bytes.
+            resources: [.embedInCode("openapi.json")]
         ),
         // The `vtensor` command: generate, chat, serve and info, plus the measurement commands of VTensorBench.
         .executableTarget(
@@ -93,7 +95,8 @@ let package = Package(
         .testTarget(name: "JinjaTests", dependencies: ["Jinja"]),
         .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
-        // Launches the built `vtensor serve` and talks to it with curl and the openai package (and tests the /metrics writer).
+        // Launches the built `vtensor serve` and talks to it with curl and the openai package; tests the /metrics writer,
+        // and reads Server's route table and OpenAPI document.
         .testTarget(name: "ServerTests", dependencies: ["Server", "Engine"], exclude: ["openai_client_check.py"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CQuant", "Models", "Tokenizers", "Support"], exclude: ["Fixtures"]),
     ]

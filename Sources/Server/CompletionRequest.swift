@@ -42,12 +42,9 @@ struct CompletionRequest {
 extension OpenAIServer {
     /// Parses and checks a request body; every problem is an `APIError` naming the field.
     func completionRequest(_ object: [String: Any], body data: Data, chat: Bool) throws -> CompletionRequest {
-        if let model = object["model"], !(model is NSNull) {
-            guard let name = model as? String else { throw APIError("'model' must be a string", param: "model") }
-            guard name == configuration.servedModelName else {
-                throw APIError("The model `\(name)` does not exist.", status: .notFound, param: "model", code: "model_not_found")
-            }
-        }
+        try checkModel(object)
+        try checkIntegerFields(object, ["max_tokens", "max_completion_tokens", "min_tokens", "n", "seed", "top_k", "logprobs",
+                                        "top_logprobs", "stop_token_ids"])
         let stream = try optionalBool(object, "stream") ?? false
         let includeUsage = try streamIncludesUsage(object)
         let n = try choicesPerPrompt(object)
@@ -76,7 +73,11 @@ extension OpenAIServer {
             throw APIError("this request asks for \(prompts.count) prompts x n = \(n), \(prompts.count * n) choices; the limit is \(CompletionRequest.maxChoices)",
                            param: "n")
         }
-        for prompt in prompts { try checkContext(prompt: prompt.count, maxTokens: parameters.maxTokens, chat: chat) }
+        let completionTokensGiven = chat && Self.isGiven(object, "max_completion_tokens")
+        for prompt in prompts {
+            try checkContext(promptTokens: prompt.count, maxTokens: parameters.maxTokens, promptField: chat ? "messages" : "prompt",
+                             maxTokensField: completionTokensGiven ? "max_completion_tokens" : "max_tokens")
+        }
         return CompletionRequest(chat: chat, prompts: prompts, echoTexts: echoTexts, n: n, parameters: parameters, stream: stream,
                                  includeUsage: includeUsage)
     }
@@ -108,22 +109,6 @@ extension OpenAIServer {
         } else if let flag, jsonInt(flag) == nil {
             throw APIError("'logprobs' must be an integer (0...\(SamplingParameters.maxLogprobs)) in completions, got \(Self.describe(flag))",
                            param: "logprobs")
-        }
-    }
-
-    /// vLLM's checks against the context: the prompt must leave room, and with `max_tokens` the
-    /// whole request must fit.
-    func checkContext(prompt: Int, maxTokens: Int?, chat: Bool) throws {
-        let limit = loop.engine.maxSequenceLength
-        let place = chat ? "messages" : "prompt"
-        if let maxTokens, prompt + maxTokens > limit {
-            throw APIError("This model's maximum context length is \(limit) tokens. However, you requested \(prompt + maxTokens) tokens "
-                           + "(\(prompt) in the \(place), \(maxTokens) in the completion). Please reduce the length of the \(place) or completion.",
-                           param: prompt >= limit ? place : (chat ? "max_completion_tokens" : "max_tokens"))
-        }
-        if prompt >= limit {
-            throw APIError("This model's maximum context length is \(limit) tokens. However, your \(place) has \(prompt) tokens, "
-                           + "which leaves no room for the completion. Please reduce the length of the \(place).", param: place)
         }
     }
 

@@ -19,7 +19,7 @@ extension OpenAIServer {
     /// request; the response is streamed as they produce, or sent whole once all have finished.
     func completions(_ request: Request, context: ServerRequestContext, chat: Bool) async throws -> Response {
         let log = CompletionLog()
-        let (object, data) = try await jsonBody(request)
+        let (data, object) = try await jsonBody(request)
         let parsed = try completionRequest(object, body: data, chat: chat)
         try checkEngineSupport(parsed)
         let requests = (0..<parsed.choiceCount).map { parsed.engineRequest(choice: $0, maxSequenceLength: loop.engine.maxSequenceLength) }
@@ -47,23 +47,6 @@ extension OpenAIServer {
         watch.end()
         log.finished(states, promptTokens: parsed.promptTokenCount)
         return json(.ok, try wholeResponse(states, request: parsed, shape: shape))
-    }
-
-    /// The body as a JSON object (and its bytes, which the sampling fields are decoded from).
-    func jsonBody(_ request: Request) async throws -> ([String: Any], Data) {
-        var request = request
-        let body = try await request.collectBody(upTo: 32 << 20)
-        let data = Data(buffer: body)
-        do {
-            guard let parsed = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw APIError("the request body must be a JSON object")
-            }
-            return (parsed, data)
-        } catch let error as APIError {
-            throw error
-        } catch {
-            throw APIError("malformed JSON in the request body: \((error as NSError).localizedDescription)")
-        }
     }
 
     /// What the engine's model would refuse, said before anything is submitted.

@@ -39,8 +39,9 @@ extension OpenAIServer {
     /// The roles a message may have. `developer` (OpenAI's newer name for `system`) is read as `system`.
     static let chatRoles = ["system", "developer", "user", "assistant", "tool"]
 
-    /// `messages` rendered by the model's chat template with the generation prompt, as ids.
-    func chatPrompt(_ object: [String: Any]) throws -> [Int] {
+    /// `messages` rendered by the model's chat template, as ids (/v1/chat/completions with the
+    /// generation prompt; /tokenize with its own `add_generation_prompt` and `add_special_tokens`).
+    func chatPrompt(_ object: [String: Any], addGenerationPrompt: Bool = true, addSpecialTokens: Bool = true) throws -> [Int] {
         guard let value = object["messages"], !(value is NSNull) else { throw APIError("'messages' is required", param: "messages") }
         guard let list = value as? [Any], !list.isEmpty else {
             throw APIError("'messages' must be a non-empty list of {role, content} objects", param: "messages")
@@ -50,7 +51,7 @@ extension OpenAIServer {
             throw APIError("this model has no usable chat template (\(chatTemplateProblem ?? "none")); use /v1/completions", param: "messages")
         }
         do {
-            return tokenizer.encode(try chatTemplate.render(messages, addGenerationPrompt: true), addSpecialTokens: true)
+            return tokenizer.encode(try chatTemplate.render(messages, addGenerationPrompt: addGenerationPrompt), addSpecialTokens: addSpecialTokens)
         } catch {
             throw APIError("the chat template cannot render these messages: \(error)", param: "messages")
         }

@@ -8,16 +8,6 @@ import Tokenizers
 extension OpenAIServer {
     // MARK: Responses
 
-    func guarded(_ request: Request, _ body: () throws -> Response) -> Response {
-        if let refusal = unauthorized(request) { return refusal }
-        do { return try body() } catch { return errorResponse(error) }
-    }
-
-    func guardedAsync(_ request: Request, _ body: () async throws -> Response) async -> Response {
-        if let refusal = unauthorized(request) { return refusal }
-        do { return try await body() } catch { return errorResponse(error) }
-    }
-
     func unauthorized(_ request: Request) -> Response? {
         guard let key = configuration.apiKey else { return nil }
         if request.headers[.authorization] == "Bearer \(key)" { return nil }

@@ -11,7 +11,7 @@ import Server
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health).",
+        abstract: "Serve the model over an OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /tokenize, /health; the rest in /openapi.json).",
         discussion: ModelOptions.embeddedModelNote + "\n" + """
             Sampling fields a request leaves out take the model's defaults, as for `vtensor generate`; max_tokens
             defaults to the rest of the context (as vLLM does).
@@ -30,7 +30,8 @@ struct ServeCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "The TCP port to listen on.") var port = 8000
     @Option(help: "The model name clients send in \"model\" (default: --model as given, or the embedded model's name).")
     var servedModelName: String?
-    @Option(help: "Require \"Authorization: Bearer KEY\" on /v1 requests.") var apiKey: String?
+    @Option(help: "Require \"Authorization: Bearer KEY\" on /v1 requests, /tokenize and /detokenize.") var apiKey: String?
+    @Option(parsing: .unconditional, help: "Refuse request bodies larger than this many bytes (413).") var maxBodyBytes = 32 << 20
     @Option(parsing: .unconditional, help: """
         Seconds the requests in flight get to finish after SIGTERM or SIGINT before they are aborted \
         (0, vLLM's default: abort at once).
@@ -45,6 +46,7 @@ struct ServeCommand: ParsableCommand {
         if !(shutdownTimeout >= 0 && shutdownTimeout <= 86_400) {
             throw ValidationError("--shutdown-timeout must be in 0...86400 seconds, got \(shutdownTimeout)")
         }
+        if maxBodyBytes < 1 { throw ValidationError("--max-body-bytes must be at least 1, got \(maxBodyBytes)") }
     }
 
     func run() throws {
@@ -59,7 +61,8 @@ struct ServeCommand: ParsableCommand {
         let loop = EngineLoop(engine: model.generator.engine)
         let template = Result<ChatTemplate, any Error> { try model.loaded.chatTemplate() }
         let configuration = ServerConfiguration(host: host, port: port, servedModelName: name, apiKey: apiKey,
-                                                shutdownTimeout: .milliseconds(Int64((shutdownTimeout * 1000).rounded())))
+                                                shutdownTimeout: .milliseconds(Int64((shutdownTimeout * 1000).rounded())),
+                                                version: VTensorVersion.number, maxBodyBytes: maxBodyBytes)
         let server = OpenAIServer(configuration: configuration, loop: loop, tokenizer: model.tokenizer, chatTemplate: template, defaults: model.defaultSampling)
         let note = GenerateCommand.samplingNote(model.defaultSampling, source: model.defaultsSource, flagsGiven: false)
         let banner = "model loaded in \(fixed(model.loadSeconds, 2)) s (\(model.runtime.description)); \(note); "
