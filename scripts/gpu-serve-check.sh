@@ -33,7 +33,7 @@ fi
 grep -m1 "model loaded" "$out/serve.log" | tee -a "$out/summary.txt"
 
 t0=$(date +%s)
-python3 Tests/ServerTests/openai_client_check.py "$base" served > "$out/openai-client.txt" 2>&1
+python3 Tests/ServerTests/openai_client_check.py "$base/v1" served > "$out/openai-client.txt" 2>&1
 rc=$?
 echo "openai client checks: rc=$rc ($(( $(date +%s) - t0 )) s); last line: $(tail -1 "$out/openai-client.txt")" | tee -a "$out/summary.txt"
 

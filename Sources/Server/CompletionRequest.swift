@@ -63,7 +63,7 @@ extension OpenAIServer {
         let prompts: [[Int]]
         var echoTexts: [String]?
         if chat {
-            prompts = [try chatPrompt(object)]
+            prompts = [try chatPrompt(object, body: data)]
         } else {
             let parsed = try completionPrompts(object)
             prompts = parsed.map(\.ids)

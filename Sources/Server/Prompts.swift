@@ -39,55 +39,132 @@ extension OpenAIServer {
     /// The roles a message may have. `developer` (OpenAI's newer name for `system`) is read as `system`.
     static let chatRoles = ["system", "developer", "user", "assistant", "tool"]
 
-    /// `messages` rendered by the model's chat template, as ids (/v1/chat/completions with the
-    /// generation prompt; /tokenize with its own `add_generation_prompt` and `add_special_tokens`).
-    func chatPrompt(_ object: [String: Any], addGenerationPrompt: Bool = true, addSpecialTokens: Bool = true) throws -> [Int] {
+    /// `messages` rendered by the model's chat template, as ids, the way vLLM feeds
+    /// transformers' `apply_chat_template`: with the request's `tools` and `documents`, its
+    /// `chat_template_kwargs` as extra template variables, and the generation prompt unless
+    /// `add_generation_prompt` is false. Special tokens are not added by default (vLLM's
+    /// default too): the template writes the BOS token itself. A template's `raise_exception`
+    /// is a 400 carrying its message.
+    ///
+    /// The messages and tools are read again from `data` by a parser that keeps key order:
+    /// a tool's JSON schema or a call's arguments reach the template (`tojson`) in the order
+    /// the client wrote them, as they do in Python.
+    func chatPrompt(_ object: [String: Any], body data: Data, addGenerationPrompt defaultGenerationPrompt: Bool = true,
+                    addSpecialTokens: Bool = false) throws -> [Int] {
         guard let value = object["messages"], !(value is NSNull) else { throw APIError("'messages' is required", param: "messages") }
         guard let list = value as? [Any], !list.isEmpty else {
             throw APIError("'messages' must be a non-empty list of {role, content} objects", param: "messages")
         }
-        let messages = try list.enumerated().map { try chatMessage($0.element, index: $0.offset) }
+        for (index, item) in list.enumerated() { try checkChatMessage(item, index: index) }
+        let ordered: JSON
+        do { ordered = try JSON.parse(Array(data), source: "the request body") } catch {
+            throw APIError("malformed JSON in the request body: \(error)")
+        }
+        var messages: [ChatMessage]
+        do { messages = try ChatMessage.messages(fromJSON: ordered["messages"] ?? .null) } catch {
+            throw APIError("\(error)", param: "messages")
+        }
+        for index in messages.indices where messages[index].role == "developer" { messages[index].role = "system" }
+        let tools = try chatTools(object, ordered)
+        let documents = try chatDocuments(object, ordered)
+        let variables = try chatTemplateVariables(object, ordered)
+        let addGenerationPrompt = try optionalBool(object, "add_generation_prompt") ?? defaultGenerationPrompt
         guard let chatTemplate else {
             throw APIError("this model has no usable chat template (\(chatTemplateProblem ?? "none")); use /v1/completions", param: "messages")
         }
+        let text: String
         do {
-            return tokenizer.encode(try chatTemplate.render(messages, addGenerationPrompt: addGenerationPrompt), addSpecialTokens: addSpecialTokens)
+            text = try chatTemplate.render(messages, tools: tools, documents: documents, addGenerationPrompt: addGenerationPrompt,
+                                           variables: variables)
+        } catch let error as ChatTemplateError {
+            throw APIError("the chat template refused these messages: \(error.message)", param: "messages")
         } catch {
             throw APIError("the chat template cannot render these messages: \(error)", param: "messages")
         }
+        return tokenizer.encode(text, addSpecialTokens: addSpecialTokens)
+    }
+
+    /// `tools`: a list of `{"type": "function", "function": {"name", "description", "parameters"}}`,
+    /// passed to the template as sent. `tool_choice` may be "auto" or "none" (the template still
+    /// sees the tools, as in vLLM); forcing a call needs constrained decoding, which vtensor lacks.
+    func chatTools(_ object: [String: Any], _ ordered: JSON) throws -> [JSON]? {
+        if let choice = object["tool_choice"], !(choice is NSNull) {
+            guard let mode = choice as? String, ["auto", "none"].contains(mode) else {
+                throw APIError("'tool_choice' may be \"auto\" or \"none\"; forcing a tool call (\"required\" or a named function) "
+                               + "is not supported", param: "tool_choice")
+            }
+        }
+        guard Self.isGiven(object, "tools") else { return nil }
+        guard let list = ordered["tools"]?.array else { throw APIError("'tools' must be a list of tool objects", param: "tools") }
+        for (index, tool) in list.enumerated() {
+            let name = "tools[\(index)]"
+            guard tool.members != nil else { throw APIError("\(name) must be an object", param: "tools") }
+            if let type = tool["type"], type.string != "function" {
+                throw APIError("\(name).type must be \"function\"", param: "tools")
+            }
+            guard let function = tool["function"], function.members != nil else {
+                throw APIError("\(name).function must be an object with a 'name'", param: "tools")
+            }
+            guard let functionName = function["name"]?.string, !functionName.isEmpty else {
+                throw APIError("\(name).function.name must be a non-empty string", param: "tools")
+            }
+            if let parameters = function["parameters"], !parameters.isNull, parameters.members == nil {
+                throw APIError("\(name).function.parameters must be a JSON Schema object", param: "tools")
+            }
+        }
+        return list
+    }
+
+    /// `documents` (vLLM's extra field, for retrieval templates): a list of objects.
+    func chatDocuments(_ object: [String: Any], _ ordered: JSON) throws -> [JSON]? {
+        guard Self.isGiven(object, "documents") else { return nil }
+        guard let list = ordered["documents"]?.array, list.allSatisfy({ $0.members != nil }) else {
+            throw APIError("'documents' must be a list of objects", param: "documents")
+        }
+        return list
+    }
+
+    /// `chat_template_kwargs` (vLLM's extra field): variables the template reads, such as
+    /// `enable_thinking` or `date_string`.
+    func chatTemplateVariables(_ object: [String: Any], _ ordered: JSON) throws -> [String: JSON] {
+        guard Self.isGiven(object, "chat_template_kwargs") else { return [:] }
+        guard let members = ordered["chat_template_kwargs"]?.members else {
+            throw APIError("'chat_template_kwargs' must be an object", param: "chat_template_kwargs")
+        }
+        return Dictionary(members, uniquingKeysWith: { _, last in last })
     }
 
     /// One message: a known role, and content as a string or a list of text parts; an assistant
-    /// message that carries `tool_calls` may have null content. (`ChatMessage` holds the role and
-    /// the text; the tool calls themselves are not passed to the template yet.)
-    func chatMessage(_ item: Any, index: Int) throws -> ChatMessage {
+    /// message that carries `tool_calls` may have null content. (The template gets the message
+    /// from `ChatMessage(json:)`; this check gives the OpenAI-shaped errors first.)
+    func checkChatMessage(_ item: Any, index: Int) throws {
         let name = "messages[\(index)]"
         guard let message = item as? [String: Any] else { throw APIError("\(name) must be an object with 'role' and 'content'", param: "messages") }
         guard let role = message["role"] as? String else { throw APIError("\(name) must have a string 'role'", param: "messages") }
         guard Self.chatRoles.contains(role) else {
             throw APIError("\(name).role must be one of \(Self.chatRoles.joined(separator: ", ")), got \"\(role)\"", param: "messages")
         }
-        let content: String
         switch message["content"] {
-        case let text as String:
-            content = text
+        case is String:
+            break
         case let parts as [Any]:
-            content = try parts.enumerated().map { offset, part -> String in
-                guard let part = part as? [String: Any], part["type"] as? String == "text", let text = part["text"] as? String else {
+            try parts.enumerated().forEach { offset, part in
+                guard let part = part as? [String: Any], part["type"] as? String == "text", part["text"] is String else {
                     throw APIError("\(name).content[\(offset)] must be a text part ({\"type\": \"text\", \"text\": ...}); only text is supported",
                                    param: "messages")
                 }
-                return text
-            }.joined()
+            }
         case nil, is NSNull:
             let toolCalls = message["tool_calls"].map { !($0 is NSNull) } ?? false
             guard role == "assistant" && toolCalls else {
                 throw APIError("\(name).content is required (only an assistant message with tool_calls may leave it out)", param: "messages")
             }
-            content = ""
         default:
             throw APIError("\(name).content must be a string or a list of text parts", param: "messages")
         }
-        return ChatMessage(role: role == "developer" ? "system" : role, content: content)
+        if role == "tool", !Self.isGiven(message, "tool_call_id") {
+            // Templates that pair results with calls read it; vLLM requires it as OpenAI does.
+            throw APIError("\(name).tool_call_id is required for a tool message", param: "messages")
+        }
     }
 }

@@ -5,13 +5,14 @@ extension OpenAIServer {
     // MARK: /tokenize and /detokenize (vLLM's shapes)
 
     /// `{"prompt": "..."}` or `{"messages": [...]}` -> `{"tokens", "count", "max_model_len"}`.
-    /// Defaults follow what the completion endpoints would feed the engine for the same input:
-    /// special tokens added, and for messages the generation prompt too.
+    /// Defaults follow what the completion endpoints would feed the engine for the same input
+    /// (vLLM's defaults): a prompt gets the tokenizer's special tokens; messages get the
+    /// generation prompt and no added special tokens, since the template writes its own.
     func tokenize(_ request: Request) async throws -> Response {
-        let (_, object) = try await jsonBody(request)
+        let (data, object) = try await jsonBody(request)
         try checkModel(object)
         let given = { (key: String) in Self.isGiven(object, key) }
-        let addSpecialTokens = try optionalBool(object, "add_special_tokens") ?? true
+        let addSpecialTokens = try optionalBool(object, "add_special_tokens")
         let tokens: [Int]
         switch (given("prompt"), given("messages")) {
         case (true, false):
@@ -19,10 +20,10 @@ extension OpenAIServer {
             if given("add_generation_prompt") {
                 throw APIError("'add_generation_prompt' goes with 'messages', not 'prompt'", param: "add_generation_prompt")
             }
-            tokens = tokenizer.encode(text, addSpecialTokens: addSpecialTokens)
+            tokens = tokenizer.encode(text, addSpecialTokens: addSpecialTokens ?? true)
         case (false, true):
             let addGenerationPrompt = try optionalBool(object, "add_generation_prompt") ?? true
-            tokens = try chatPrompt(object, addGenerationPrompt: addGenerationPrompt, addSpecialTokens: addSpecialTokens)
+            tokens = try chatPrompt(object, body: data, addGenerationPrompt: addGenerationPrompt, addSpecialTokens: addSpecialTokens ?? false)
         case (true, true):
             throw APIError("send either 'prompt' or 'messages', not both", param: "prompt")
         case (false, false):

@@ -37,6 +37,11 @@ struct ServeCommand: ParsableCommand {
         (0, vLLM's default: abort at once).
         """)
     var shutdownTimeout: Double = 0
+    @Option(help: """
+        A Jinja chat template used instead of the model's (as vLLM's --chat-template): a file, or the \
+        template text itself. Its bos_token and eos_token are the model's.
+        """)
+    var chatTemplate: String?
     @Option(help: "The least severe level logged (to stderr).")
     var logLevel: Logger.Level = .info
 
@@ -59,7 +64,7 @@ struct ServeCommand: ParsableCommand {
         let model = try OpenedModel.open(modelOptions, backendOptions, engineFlags, command: "serve")
         let name = servedModelName ?? modelOptions.model ?? "SmolLM2-135M-Instruct"
         let loop = EngineLoop(engine: model.generator.engine)
-        let template = Result<ChatTemplate, any Error> { try model.loaded.chatTemplate() }
+        let template = try Self.chatTemplate(chatTemplate, model: model)
         let configuration = ServerConfiguration(host: host, port: port, servedModelName: name, apiKey: apiKey,
                                                 shutdownTimeout: .milliseconds(Int64((shutdownTimeout * 1000).rounded())),
                                                 version: VTensorVersion.number, maxBodyBytes: maxBodyBytes)
@@ -72,6 +77,31 @@ struct ServeCommand: ParsableCommand {
         withExtendedLifetime(model) {}
         if case .failure(let error) = result { throw ValidationError("serve: \(error)") }
         logger.info("stopped")
+    }
+
+    /// The model's chat template, or the `--chat-template` override (a file or the text; an
+    /// override that does not parse stops the server from starting, not each request). A model
+    /// without a usable template still serves /v1/completions; chat requests then get a 400.
+    static func chatTemplate(_ override: String?, model: OpenedModel) throws -> Result<ChatTemplate, any Error> {
+        let own = Result<ChatTemplate, any Error> { try model.loaded.chatTemplate() }
+        guard let override else { return own }
+        var source = override
+        if FileManager.default.fileExists(atPath: override) {
+            do { source = try String(contentsOfFile: override, encoding: .utf8) } catch {
+                throw ValidationError("--chat-template: cannot read \(override) as UTF-8 text: \(error)")
+            }
+        } else if override.hasSuffix(".jinja") || (!override.contains("{") && override.contains("/")) {
+            throw ValidationError("--chat-template: no file \(override)")
+        }
+        let tokens = try? own.get()
+        let template: ChatTemplate
+        do {
+            template = try ChatTemplate(jinja: source, bosToken: tokens?.bosToken ?? "", eosToken: tokens?.eosToken ?? "")
+        } catch {
+            throw ValidationError("--chat-template: \(error)")
+        }
+        guard template.runsJinja else { throw ValidationError("--chat-template: the template does not parse as Jinja") }
+        return .success(template)
     }
 
     /// Runs `operation` to its end from this synchronous command (ArgumentParser's root is not async).

@@ -49,6 +49,8 @@ import Testing
         let server = try ServerProcess(arguments: ["--served-model-name", "smol", "--api-key", Self.key,
                                                    "--max-body-bytes", "\(Self.bodyLimit)", "--max-model-len", "\(Self.contextLength)"])
         let client = Client(server: server)
+        let idle = try MetricsScrape(server.metrics())
+        let idleMapped = try idle.value("vtensor:kv_chunks_mapped") - idle.value("vtensor:prefix_cache_chunks")
         let completions = "/v1/completions", chat = "/v1/chat/completions"
 
         // Malformed JSON, and JSON that is not an object.
@@ -109,5 +111,22 @@ import Testing
         #expect(server.isRunning, "\(server.log())")
         let good = try client.post(completions, bytes: Array(#"{"prompt": "Hello", "max_tokens": 2}"#.utf8))
         #expect(good.status == 200, "\(good.body)")
+
+        // And the KV memory in use is back to zero: nothing running or waiting, no chunk mapped
+        // outside the prefix cache beyond what the idle server had (the last request's chunks
+        // return in the step it finishes in; polled briefly for that step).
+        var after = try MetricsScrape(server.metrics())
+        let settleBy = Date().addingTimeInterval(10)
+        func settled(_ m: MetricsScrape) throws -> Bool {
+            try m.value("vllm:num_requests_running") == 0 && m.value("vllm:num_requests_waiting") == 0
+                && m.value("vllm:kv_cache_usage_perc") == 0
+                && m.value("vtensor:kv_chunks_mapped") - m.value("vtensor:prefix_cache_chunks") == idleMapped
+        }
+        while try !settled(after) && Date() < settleBy {
+            usleep(100_000)
+            after = try MetricsScrape(server.metrics())
+        }
+        #expect(try settled(after), "KV memory still in use after the bad input: \(try server.metrics())")
+        #expect(try after.value("vllm:request_success_total", ["finished_reason": "length", "model_name": "smol"]) >= 1)
     }
 }

@@ -7,10 +7,12 @@ status is 1 if any check failed (2 if the client is not installed). Expected val
 computed from other responses (a greedy run, a single-prompt run), never written in by hand.
 """
 
+import json
 import math
 import sys
 import time
 import traceback
+import urllib.request
 
 try:
     import openai
@@ -231,7 +233,21 @@ def echo():
     plain = greedy(max_tokens=3)
     check(r.choices[0].text == PROMPT + plain.choices[0].text,
           f"echo text {r.choices[0].text!r}, expected the prompt then {plain.choices[0].text!r}")
-    r = complete(prompt=PROMPT, max_tokens=3, temperature=0, echo=True, logprobs=1, extra_body=NO_EOS)
+    try:
+        r = complete(prompt=PROMPT, max_tokens=3, temperature=0, echo=True, logprobs=1, extra_body=NO_EOS)
+    except openai.BadRequestError as error:
+        # The GPU backend does not score prompts yet; the server must say so, not fail another way.
+        check("not supported on the GPU" in str(error), f"echo with logprobs refused: {error}")
+        NOTES.append("echo with logprobs: refused on the GPU (400, as documented); checked echo text only")
+        r = None
+    if r is not None:
+        check_echo_logprobs(r, plain)
+    streamed = list(complete(prompt=PROMPT, max_tokens=3, temperature=0, echo=True, stream=True, extra_body=NO_EOS))
+    check(streamed[0].choices[0].text.startswith(PROMPT), f"the first streamed chunk does not carry the prompt: {streamed[0]}")
+    check("".join(c.choices[0].text for c in streamed) == PROMPT + plain.choices[0].text, "streamed echo text differs")
+
+
+def check_echo_logprobs(r, plain):
     lp = r.choices[0].logprobs
     count = r.usage.prompt_tokens + r.usage.completion_tokens
     check_legacy_logprobs(lp, count, 1, "echo logprobs", greedy_pick=False)
@@ -241,9 +257,6 @@ def echo():
     check("".join(lp.tokens[:prompt_count]) == PROMPT, f"prompt tokens {lp.tokens[:prompt_count]} do not spell the prompt")
     check("".join(lp.tokens[prompt_count:]) == plain.choices[0].text, f"generated tokens {lp.tokens[prompt_count:]} with echo")
     check(lp.text_offset[prompt_count] == len(PROMPT), f"the first generated token's text_offset is {lp.text_offset[prompt_count]}")
-    streamed = list(complete(prompt=PROMPT, max_tokens=3, temperature=0, echo=True, stream=True, extra_body=NO_EOS))
-    check(streamed[0].choices[0].text.startswith(PROMPT), f"the first streamed chunk does not carry the prompt: {streamed[0]}")
-    check("".join(c.choices[0].text for c in streamed) == PROMPT + plain.choices[0].text, "streamed echo text differs")
 
 
 def list_prompts():
@@ -281,8 +294,11 @@ def logit_bias_and_stop_tokens():
     """A +100 bias forces a token; with it a stop token, generation ends at once; min_tokens
     holds that stop off for its first tokens."""
     token = 3575
-    # The token's text: echo with logprobs lists the prompt's tokens.
-    spelled = complete(prompt=[token], max_tokens=1, echo=True, temperature=0, logprobs=0).choices[0].logprobs.tokens[0]
+    # The token's text, from the server's /detokenize.
+    request = urllib.request.Request(BASE.rstrip("/").removesuffix("/v1") + "/detokenize", data=json.dumps({"tokens": [token]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        spelled = json.load(response)["prompt"]
     forced = complete(prompt=PROMPT, max_tokens=3, temperature=1, seed=1, logit_bias={str(token): 100})
     check(forced.choices[0].text == spelled * 3, f"a +100 bias on {token} ({spelled!r}) gave {forced.choices[0].text!r}")
     stopped = complete(prompt=PROMPT, max_tokens=8, temperature=0, logit_bias={str(token): 100}, extra_body={"stop_token_ids": [token]})
@@ -320,6 +336,9 @@ CHECKS = [models, completion_reaches_max_tokens, chat_completion, streamed_compl
           n_and_seeds, stop_strings, completion_logprobs, chat_logprobs, echo, list_prompts, logit_bias_and_stop_tokens, bad_requests]
 
 
+NOTES = []
+
+
 def main():
     failed = 0
     for check_function in CHECKS:
@@ -331,6 +350,8 @@ def main():
             failed += 1
             print(f"FAIL {check_function.__name__}")
             traceback.print_exc(file=sys.stdout)
+    for note in NOTES:
+        print(f"note: {note}")
     print(f"{len(CHECKS) - failed} of {len(CHECKS)} checks passed")
     sys.exit(1 if failed else 0)
 

@@ -73,7 +73,8 @@ extension ChatMessage {
         }
     }
 
-    /// A string, null, or OpenAI's list of parts of which only text parts are supported (joined).
+    /// A string, null, or OpenAI's list of parts of which only text parts are supported (joined
+    /// by newlines, as vLLM joins them for templates that take string content).
     private static func content(_ value: JSON?, path: String) throws -> String? {
         guard let value, !value.isNull else { return nil }
         if let text = value.string { return text }
@@ -83,7 +84,7 @@ extension ChatMessage {
                 throw ChatTemplateError("\(path)[\(index)]: only {\"type\": \"text\", \"text\": ...} parts are supported")
             }
             return text
-        }.joined()
+        }.joined(separator: "\n")
     }
 }
 
