@@ -97,7 +97,8 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
         // Launches the built `vtensor serve` and talks to it with curl and the openai package; tests the /metrics writer,
         // and reads Server's route table and OpenAPI document.
-        .testTarget(name: "ServerTests", dependencies: ["Server", "Engine"], exclude: ["openai_client_check.py"]),
+        .testTarget(name: "ServerTests", dependencies: ["Server", "Engine"],
+                    exclude: ["openai_client_check.py", "chat_template_server_check.py", "load_clients.py", "parse_metrics.py"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CQuant", "Models", "Tokenizers", "Support"], exclude: ["Fixtures"]),
     ]
 )
