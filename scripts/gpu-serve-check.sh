@@ -12,6 +12,10 @@ start_summary
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site || { echo "wheels did not install" | tee -a "$out/summary.txt"; exit 1; }
 
+# The GPU sampler against its float64 reference (logit bias and min_tokens included).
+"$bin" dev sample --json-out "$out/sample.json" > "$out/sample.txt" 2>&1
+echo "dev sample rc=$? ($(tail -1 "$out/sample.txt"))" | tee -a "$out/summary.txt"
+
 shape=${SHAPE:-llama-3-8b}
 model=/tmp/served-$shape
 python3 scripts/reference/build_served_model.py "$model" --tokenizer gpu-assets/tokenizer.json --shape "$shape" \
@@ -47,4 +51,26 @@ for c in 1 32; do
   cat "$out/bench-c$c.txt" >> "$out/summary.txt"
 done
 curl -s "$base/metrics" > "$out/metrics.txt"
+nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/GPU memory used while serving: /' | tee -a "$out/summary.txt"
+grep -E "^vllm:kv_cache_usage_perc|^vtensor:kv_device_memory_bytes|^vllm:num_preemptions_total|^vllm:request_success_total" "$out/metrics.txt" >> "$out/summary.txt"
 kill -TERM $pid; wait $pid; echo "server exit status $?" | tee -a "$out/summary.txt"
+
+# For the issue-14 comparison: what the machine's transformers offers as a server.
+{ python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  python3 -m pip list 2>/dev/null | grep -iE "^(fastapi|uvicorn|starlette|pydantic|openai|rich|accelerate|kernels|flash)" 
+  timeout 60 transformers serve --help 2>&1 | head -80; } > "$out/transformers-serve-probe.txt" 2>&1
+
+# The short table, last.
+python3 - "$out" <<'PY'
+import json, sys, os
+out = sys.argv[1]
+print(f"{'clients':>8} {'done':>5} {'fail':>5} {'TTFT mean ms':>13} {'TTFT p99 ms':>12} {'TPOT mean ms':>13} {'out tok/s':>10} {'req/s':>7}")
+for c in (1, 32):
+    path = os.path.join(out, f"bench-c{c}.json")
+    if not os.path.exists(path):
+        print(f"{c:>8} no result"); continue
+    r = json.load(open(path))
+    print(f"{c:>8} {r.get('completed', 0):>5} {r.get('failed', 0):>5} {r.get('mean_ttft_ms', 0):>13.1f} {r.get('p99_ttft_ms', 0):>12.1f} "
+          f"{r.get('mean_tpot_ms', 0):>13.2f} {r.get('output_throughput', 0):>10.1f} {r.get('request_throughput', 0):>7.2f}")
+PY
+

@@ -216,7 +216,7 @@ public final class Engine: @unchecked Sendable {
                                          outputTokens: sequence.state.output.count, timing: sequence.timing(now: monotonicNanos())))
         }
         var modelNanos: UInt64 = 0
-        // A draw with penalties counts the request's previous pick, which must be on the host.
+        // A draw with penalties (or under min_tokens) counts the request's previous pick, which must be on the host.
         if let flight = inFlight, flight.needsPicksBeforePlanning(sequences) {
             inFlight = nil
             stats.synchronizedSteps += 1
@@ -305,10 +305,14 @@ public final class Engine: @unchecked Sendable {
         /// The picks of a model that ran the step when it was queued (nil for rows that sample nothing).
         var picks: [SampledToken?]?
 
-        /// Whether a request that samples in this step draws with penalties next, which count
-        /// this step's pick: the next step cannot be planned before it is on the host.
+        /// Whether a request that samples in this step draws next with what counts this step's
+        /// pick: penalties, or the stop ids `min_tokens` bans until enough tokens are out. The
+        /// next step cannot be planned before the pick is on the host.
         func needsPicksBeforePlanning(_ sequences: [RequestID: EngineSequence]) -> Bool {
-            handle != nil && rows.contains { row in row.samples && (sequences[row.id]?.state.parameters.hasPenalties ?? false) }
+            handle != nil && rows.contains { row in
+                guard row.samples, let state = sequences[row.id]?.state else { return false }
+                return state.parameters.hasPenalties || state.output.count < state.parameters.minTokens
+            }
         }
     }
 

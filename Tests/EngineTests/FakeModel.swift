@@ -22,6 +22,9 @@ final class FakeModel: LanguageModel {
     /// Per queued row that samples: its request and how many generated tokens its draw's
     /// penalty pairs count (so a test sees whether a draw knew the previous pick).
     private(set) var penaltyLog: [(id: Int, counted: Int)] = []
+    /// Per queued row that samples under `min_tokens`: its request and whether its draw banned
+    /// the stop ids (a bias of minus infinity).
+    private(set) var minTokensLog: [(id: Int, banned: Bool)] = []
     private var nextSerial = 0
     var maxSequenceTokens: Int { kvStorage.maxTokensPerRequest }
     /// Tokens written per step, to check budgets from the model's side too.
@@ -82,6 +85,9 @@ final class FakeModel: LanguageModel {
         }
         for (input, draw) in zip(inputs, draws) where draw.parameters.hasPenalties {
             penaltyLog.append((input.id, draw.penalties.reduce(0) { $0 + Int($1.y) }))
+        }
+        for (input, draw) in zip(inputs, draws) where draw.parameters.minTokens > 0 {
+            minTokensLog.append((input.id, draw.biases.contains { $0.value == -.infinity }))
         }
         let picks = try run(inputs).map { SampledToken(id: $0) }
         queued.append((nextSerial, picks))

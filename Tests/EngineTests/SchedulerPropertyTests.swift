@@ -230,6 +230,27 @@ struct TestRandom: RandomNumberGenerator {
         }
         #expect(engine.statistics.synchronizedSteps > 0)
     }
+
+    /// `min_tokens` bans the stop ids for exactly the first `min_tokens` draws: a pipelined
+    /// engine must know the previous pick before it plans the draw that follows it (the GPU
+    /// once held the stop off for one token too many).
+    @Test func minTokensSeesThePreviousPick() throws {
+        let model = try FakeModel(context: 64, budgetChunks: 32, queuesSteps: true)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: EngineOptions(maxNumSeqs: 4))
+        #expect(engine.pipelined)
+        var held = SamplingParameters(temperature: 0, maxTokens: 10)
+        held.minTokens = 4
+        held.stopTokenIds = [49]
+        let plain = SamplingParameters(temperature: 0, maxTokens: 10)
+        let ids = try [held, plain, held].enumerated().map { i, parameters in
+            try engine.add(GenerationRequest(prompt: [3 + i, 7, 9], parameters: parameters))
+        }
+        engine.runUntilIdle { _ in }
+        for id in [ids[0], ids[2]] {
+            let banned = model.minTokensLog.filter { $0.id == id }.map(\.banned)
+            #expect(Array(banned.prefix(5)) == [true, true, true, true, false], "request \(id)'s draws banned the stop ids: \(banned)")
+        }
+    }
 }
 
 /// Runs `engine` until idle: the order requests finished in, and each one's tokens.
