@@ -301,7 +301,7 @@ public final class GPUModel: @unchecked Sendable {
         let offsets = [take(n * h * 4), take(n * h * 2), take(n * qkvWidth * 2), take(n * c.numAttentionHeads * d * 2),
                        take(n * c.numAttentionHeads * d * 2), take(n * 2 * f * 2), take(n * f * 2),
                        take(maxLogitRows * c.vocabSize * 4), take(maxLogitRows * 4), take(metaBytes), take(blasBytes),
-                       take((2 * c.numHiddenLayers + 1) * ModelKernels.fusedMaxRows * 4), take(c.numHiddenLayers * 4)]
+                       take((2 * c.numHiddenLayers + 1) * ModelKernels.fusedMaxRows * 8), take(c.numHiddenLayers * 4)]
         let buffer = try DeviceBuffer(context: context, bytes: total)
         let a = offsets.map { buffer.address + UInt64($0) }
         workspace = Workspace(buffer: buffer, residual: a[0], normed: a[1], qkv: a[2], q: a[3], attended: a[4], gateUp: a[5],
@@ -705,7 +705,7 @@ public final class GPUModel: @unchecked Sendable {
         // Every kernel of the step, queued on `stream` (the model's, or the capture stream).
         let queueFused: (CUDAStream) throws -> Void = { [self] stream in
             let slots = 2 * layers + 1
-            func slot(_ s: Int) -> UInt64 { w.sums + UInt64(s * rows * 4) }
+            func slot(_ s: Int) -> UInt64 { w.sums + UInt64(s * rows * 8) }  // doubles (see rms_scale)
             let layerWeights = weights.layers
             try timed("embed") {
                 try kernels.embedSums(table: weights.embedding, tokens: tokens, x: w.residual, rows: rows, hidden: h, sums: w.sums, slots: slots,

@@ -25,6 +25,11 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // RMSNorm's factor for a row of `width` values whose squares sum to sum_sq.
 __device__ __forceinline__ float rms_scale(float sum_sq, int width, float eps) { return rsqrtf(sum_sq / width + eps); }
+// The decode path's sums are doubles: many blocks add into them with atomics, in no fixed order.
+// Float addition would round differently with each order, and a greedy pick between near-equal
+// logits could change from one run of the same request to the next; double rounding differences
+// (about 2^-53) do not survive the conversion to float.
+__device__ __forceinline__ float rms_scale(double sum_sq, int width, float eps) { return rsqrtf((float)(sum_sq / width) + eps); }
 
 // SwiGLU: silu(g) * u.
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.f + __expf(-g)) * u; }
@@ -370,6 +375,11 @@ __device__ __forceinline__ float ld_cg_f32(const float* p) {
     asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
     return v;
 }
+__device__ __forceinline__ double ld_cg_f64(const double* p) {
+    double v;
+    asm volatile("ld.global.cg.f64 %0, [%1];" : "=d"(v) : "l"(p));
+    return v;
+}
 
 // OUT 2 for token t, row `row`: residual += v, xw = bf16(new * norm[row]) (the next matmul's
 // input), new^2 into sq (the next norm's sum of squares). InKernel: the residual was written in
@@ -385,7 +395,7 @@ __device__ __forceinline__ void residual_add(float* residual, bf16* xw, const fl
 }
 
 // A block's per-token sums of squares (shared memory) into the global ones: one atomic a token.
-__device__ __forceinline__ void add_block_sums(float* sums, const float* block_sums, int n) {
+__device__ __forceinline__ void add_block_sums(double* sums, const double* block_sums, int n) {
     __syncthreads();
     if (threadIdx.x < n) atomicAdd(sums + threadIdx.x, block_sums[threadIdx.x]);
 }
@@ -412,8 +422,8 @@ __device__ __forceinline__ void qkv_rope_store(float a, float b, int r0, int r1,
 
 template <int N, int OUT, int U, int S>
 __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k, const bf16* __restrict__ x,
-                                      const float* __restrict__ sums_in, float eps, void* __restrict__ y,
-                                      float* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
+                                      const double* __restrict__ sums_in, float eps, void* __restrict__ y,
+                                      double* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
                                       const float* __restrict__ bias, const int* __restrict__ positions,
                                       const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d,
                                       int prefetch_bytes) {
@@ -513,7 +523,7 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
     }
 
     if (OUT == 2) {
-        __shared__ float block_sums[4][4];
+        __shared__ double block_sums[4][4];
         if (lane == 0) {
 #pragma unroll
             for (int t = 0; t < N; ++t) {
@@ -525,7 +535,7 @@ __device__ __forceinline__ void dgemv(const bf16* __restrict__ W, int out, int k
         }
         __syncthreads();
         if (threadIdx.x < N) {
-            const float s = block_sums[0][threadIdx.x] + block_sums[1][threadIdx.x] + block_sums[2][threadIdx.x] + block_sums[3][threadIdx.x];
+            const double s = block_sums[0][threadIdx.x] + block_sums[1][threadIdx.x] + block_sums[2][threadIdx.x] + block_sums[3][threadIdx.x];
             atomicAdd(sums_out + threadIdx.x, s);
         }
         return;
@@ -650,11 +660,11 @@ __device__ __forceinline__ void skinny(const bf16* __restrict__ W, const bf16* _
 // OUT 1 and 2; (i, i + d/2) of a head for OUT 3; (i, f + i) for OUT 4).
 template <int NT, int U, int OUT>
 __device__ __forceinline__ void dskinny(const bf16* __restrict__ W, int out, int k, int n, const bf16* __restrict__ x,
-                                        const float* __restrict__ sums_in, float eps, void* __restrict__ y,
-                                        float* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
+                                        const double* __restrict__ sums_in, float eps, void* __restrict__ y,
+                                        double* __restrict__ sums_out, bf16* __restrict__ xw, const float* __restrict__ normw,
                                         const float* __restrict__ bias, const int* __restrict__ positions,
                                         const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d,
-                                        float* __restrict__ red, float* __restrict__ tokenSums) {
+                                        float* __restrict__ red, double* __restrict__ tokenSums) {
     constexpr int stride = 8 * NT + 1;
     const int g = (threadIdx.x & 31) >> 2;
     // Pair p's rows; for OUT 1 and 2 the CTA's 16 consecutive rows, g and g + 8.
@@ -668,7 +678,7 @@ __device__ __forceinline__ void dskinny(const bf16* __restrict__ W, int out, int
     const int last = (OUT == 3 || OUT == 4) ? out - 1 : out - 1;
     asm volatile("griddepcontrol.launch_dependents;");
     asm volatile("griddepcontrol.wait;" ::: "memory");
-    if (OUT == 2 && threadIdx.x < 16) tokenSums[threadIdx.x] = 0.f;
+    if (OUT == 2 && threadIdx.x < 16) tokenSums[threadIdx.x] = 0.0;
     float acc[NT][4];
     sk_accumulate<NT, U>(W, x, min(r0, last), min(r1, last), k, n, acc);
     sk_spill<NT>(acc, red, stride);
@@ -685,7 +695,7 @@ __device__ __forceinline__ void dskinny(const bf16* __restrict__ W, int out, int
             float sq = 0.f;
             if (r0 < out) residual_add<false>((float*)y, xw, normw, out, t, r0, a, sq);
             if (r1 < out) residual_add<false>((float*)y, xw, normw, out, t, r1, b, sq);
-            atomicAdd(&tokenSums[t], sq);
+            atomicAdd(&tokenSums[t], (double)sq);
         } else if (OUT == 4) {
             if (r0 < (out >> 1)) ((bf16*)y)[(size_t)t * (out >> 1) + r0] = f2bf(silu_mul(a, b));
         } else {  // OUT == 3
@@ -701,7 +711,7 @@ __device__ __forceinline__ void dskinny(const bf16* __restrict__ W, int out, int
 #define DSKINNY_KERNEL(NAME, OUT) \
 extern "C" __global__ void __launch_bounds__(SK_WARPS * 32) NAME(DGEMV_PARAMS) { \
     __shared__ float red[SK_WARPS * 16 * 17]; \
-    __shared__ float tokenSums[16]; \
+    __shared__ double tokenSums[16]; \
     (void)prefetch_bytes; \
     if (n <= 8) dskinny<1, 4, OUT>(W, out, k, n, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d, red, tokenSums); \
     else dskinny<2, 4, OUT>(W, out, k, n, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d, red, tokenSums); \
@@ -802,7 +812,7 @@ struct LayerBlockArgs {
     const bf16* wo; const bf16* wgu; const bf16* wd; const bf16* wqkv;  // wqkv null: last layer
     const bf16* attended; float* residual; bf16* xw; bf16* act; bf16* q;
     const float* post_norm; const float* next_norm;
-    float* sums_post; float* sums_next;                                  // zeroed at the step start
+    double* sums_post; double* sums_next;                                // zeroed at the step start
     const float* qkv_bias; const int* positions; const float* inv_freq; const u64* kv_rows_next;
     unsigned* barrier;                                                   // zeroed at the step start
     int h, f, hq, hkv, d, n; float eps;
@@ -811,24 +821,24 @@ struct LayerBlockArgs {
 // Residual update epilogue for a pair: residual += acc, xw = bf16(new * norm), squares into blk_sq.
 template <int N>
 __device__ __forceinline__ void pl_residual(const float acc[N][2], float* residual, bf16* xw, const float* norm, int out,
-                                            int r0, int r1, bool second, float* blk_sq) {
+                                            int r0, int r1, bool second, double* blk_sq) {
 #pragma unroll
     for (int t = 0; t < N; ++t) {
         float sq = 0.f;
         residual_add<true>(residual, xw, norm, out, t, r0, acc[t][0], sq);
         if (second) residual_add<true>(residual, xw, norm, out, t, r1, acc[t][1], sq);
-        atomicAdd(blk_sq + t, sq);
+        atomicAdd(blk_sq + t, (double)sq);
     }
 }
 
 template <int N>
 __device__ void layer_block(const LayerBlockArgs& A) {
-    __shared__ float blk_sq[4];
+    __shared__ double blk_sq[4];
     const int lane = threadIdx.x & 31;
     const int gw = blockIdx.x * 4 + (threadIdx.x >> 5), GW = gridDim.x * 4;
     unsigned phase = 0;
     // Phase 1: O. residual += attended . Wo^T; sums_post, xw (post-attention norm).
-    if (threadIdx.x < 4) blk_sq[threadIdx.x] = 0.f;
+    if (threadIdx.x < 4) blk_sq[threadIdx.x] = 0.0;
     __syncthreads();
     const int hq_d = A.hq * A.d, pairsO = A.h / 2;
     for (int p = gw; p < pairsO; p += GW) {
@@ -843,7 +853,7 @@ __device__ void layer_block(const LayerBlockArgs& A) {
     // Phase 2: gate/up with the post-attention norm's scale, SwiGLU into act.
     float scale[N];
 #pragma unroll
-    for (int t = 0; t < N; ++t) scale[t] = rms_scale(ld_cg_f32(A.sums_post + t), A.h, A.eps);
+    for (int t = 0; t < N; ++t) scale[t] = rms_scale(ld_cg_f64(A.sums_post + t), A.h, A.eps);
     for (int p = gw; p < A.f; p += GW) {
         float acc[N][2];
         pl_rows<N, 8>(acc, A.wgu, A.h, A.xw, p, p + A.f, true, lane);
@@ -853,7 +863,7 @@ __device__ void layer_block(const LayerBlockArgs& A) {
         }
     }
     if (gw < pairsO) pl_prefetch(A.wd, A.f, 2 * gw, 2 * gw + 1, lane);
-    if (threadIdx.x < 4) blk_sq[threadIdx.x] = 0.f;
+    if (threadIdx.x < 4) blk_sq[threadIdx.x] = 0.0;
     grid_barrier(A.barrier, ++phase * gridDim.x);
 
     // Phase 3: down. residual += act . Wd^T; sums_next, xw (next norm).
@@ -873,7 +883,7 @@ __device__ void layer_block(const LayerBlockArgs& A) {
 
     // Phase 4: the next layer's QKV with its input norm's scale, bias, RoPE; Q out, K/V into the cache.
 #pragma unroll
-    for (int t = 0; t < N; ++t) scale[t] = rms_scale(ld_cg_f32(A.sums_next + t), A.h, A.eps);
+    for (int t = 0; t < N; ++t) scale[t] = rms_scale(ld_cg_f64(A.sums_next + t), A.h, A.eps);
     for (int p = gw; p < pairsQKV; p += GW) {
         const int head = p / half, i = p - head * half;
         const int r0 = head * A.d + i, r1 = r0 + half;
@@ -889,7 +899,7 @@ __device__ void layer_block(const LayerBlockArgs& A) {
 
 extern "C" __global__ void __launch_bounds__(128) vt_decode_layer_block(
     const bf16* wo, const bf16* wgu, const bf16* wd, const bf16* wqkv, const bf16* attended, float* residual, bf16* xw,
-    bf16* act, bf16* q, const float* post_norm, const float* next_norm, float* sums_post, float* sums_next,
+    bf16* act, bf16* q, const float* post_norm, const float* next_norm, double* sums_post, double* sums_next,
     const float* qkv_bias, const int* positions, const float* inv_freq, const u64* kv_rows_next, unsigned* barrier,
     int h, int f, int hq, int hkv, int d, int n, float eps) {
     const LayerBlockArgs args = {wo, wgu, wd, wqkv, attended, residual, xw, act, q, post_norm, next_norm, sums_post, sums_next,
@@ -908,7 +918,7 @@ extern "C" __global__ void vt_zero_words(unsigned* __restrict__ p, int count) {
 }
 
 #define DGEMV_PARAMS const bf16* __restrict__ W, int out, int k, int n, const bf16* __restrict__ x, \
-    const float* __restrict__ sums_in, float eps, void* __restrict__ y, float* __restrict__ sums_out, bf16* __restrict__ xw, \
+    const double* __restrict__ sums_in, float eps, void* __restrict__ y, double* __restrict__ sums_out, bf16* __restrict__ xw, \
     const float* __restrict__ normw, const float* __restrict__ bias, const int* __restrict__ positions, \
     const float* __restrict__ inv_freq, const u64* __restrict__ kv_rows, int hq, int hkv, int d, int prefetch_bytes
 #define DGEMV_ARGS W, out, k, x, sums_in, eps, y, sums_out, xw, normw, bias, positions, inv_freq, kv_rows, hq, hkv, d, prefetch_bytes
@@ -939,7 +949,7 @@ DSKINNY_KERNEL(vt_dskinny_swiglu, 4)
 // xw[row] = bf16(x * normw) (layer 0's input norm weight), and every later norm slot of the row
 // zeroed (the matmuls that update the residual accumulate them).
 extern "C" __global__ void vt_embed_sums(const bf16* __restrict__ table, const int* __restrict__ tokens, float* __restrict__ x,
-                                         int hidden, float* __restrict__ sums, int slots, int n, bf16* __restrict__ xw,
+                                         int hidden, double* __restrict__ sums, int slots, int n, bf16* __restrict__ xw,
                                          const float* __restrict__ normw) {
     const int row = blockIdx.x;
     const bf16* src = table + (size_t)tokens[row] * hidden;
@@ -959,7 +969,7 @@ extern "C" __global__ void vt_embed_sums(const bf16* __restrict__ table, const i
         for (int w = 0; w < (int)(blockDim.x >> 5); ++w) t += partial[w];
         sums[row] = t;
     }
-    for (int slot = 1 + threadIdx.x; slot < slots; slot += blockDim.x) sums[(size_t)slot * n + row] = 0.f;
+    for (int slot = 1 + threadIdx.x; slot < slots; slot += blockDim.x) sums[(size_t)slot * n + row] = 0.0;
 }
 
 __device__ __forceinline__ u32 hash32(u32 x) {

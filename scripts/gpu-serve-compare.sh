@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: issue 14's end-to-end serving comparison. One card, one call, the same
+# random Llama-3-8B (built by transformers, scripts/reference/build_served_model.py) for every
+# system, each driven by `vtensor bench serve` over HTTP:
+#   vtensor   `vtensor serve` with virtual tensors and the prefix cache (the defaults)
+#   nocache   the same with --no-prefix-cache
+#   paged     the same with --kv paged (16-token pages, block tables, budget reserved up front)
+#   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
+# Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
+#          SCALE=1 scripts/gpu-serve-compare.sh [OUTDIR]
+#   (carry gpu-pack, .whl, gpu-assets; SCALE < 1 shrinks every workload for a quick run)
+# Writes OUTDIR/SYSTEM-WORKLOAD.json (vLLM's keys), OUTDIR/SYSTEM-server.log, GPU memory samples
+# while each system serves, and a table last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/gpu-common.sh
+start_summary
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site || { echo "wheels did not install" | tee -a "$out/summary.txt"; exit 1; }
+
+systems=${SYSTEMS:-vtensor nocache paged hf}
+workloads=${WORKLOADS:-random sharegpt shared-prefix multi-turn}
+scale=${SCALE:-1}
+shape=${SHAPE:-llama-3-8b}
+model=/tmp/served-$shape
+if [ ! -f "$model/config.json" ]; then
+  python3 scripts/reference/build_served_model.py "$model" --tokenizer gpu-assets/tokenizer.json --shape "$shape" \
+    > "$out/build-model.txt" 2>&1 || { tail -20 "$out/build-model.txt"; exit 1; }
+fi
+[ -f /tmp/sharegpt.json ] || gunzip -c gpu-assets/sharegpt-4000.json.gz > /tmp/sharegpt.json
+n() { python3 -c "import math; print(max(1, math.ceil($1 * $scale)))"; }
+
+port=8124
+base=http://127.0.0.1:$port
+pid=
+start_server() {
+  local system=$1
+  case $system in
+    vtensor) "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served ;;
+    nocache) "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache ;;
+    paged)   "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --kv paged ;;
+    hf)      transformers serve --port $port --continuous-batching --force-model "$model" ${HF_FLAGS:-} ;;
+  esac > "$out/$system-server.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do
+    curl -sf "$base/v1/models" > /dev/null && return 0
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.5
+  done
+  echo "$system: server did not come up" | tee -a "$out/summary.txt"; tail -20 "$out/$system-server.log"
+  return 1
+}
+stop_server() { kill -TERM $pid 2>/dev/null; for _ in $(seq 1 60); do kill -0 $pid 2>/dev/null || break; sleep 0.5; done; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; }
+
+# GPU memory in use, sampled every half second while a system serves (MiB; the peak is reported).
+sample_memory() {
+  while true; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.5; done > "$out/$1-memory.txt" 2>/dev/null &
+  sampler=$!
+}
+
+bench() {  # bench SYSTEM WORKLOAD extra flags...
+  local system=$1 workload=$2; shift 2
+  local model_name=served
+  [ "$system" = hf ] && model_name=$model
+  "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress \
+    --json-out "$out/$system-$workload.json" "$@" > "$out/$system-$workload.txt" 2>&1
+  echo "$system $workload: rc=$? $(grep -m1 -i "output token throughput\|output tok/s" "$out/$system-$workload.txt")" | tee -a "$out/summary.txt"
+}
+
+for system in $systems; do
+  start_server $system || continue
+  sample_memory $system
+  for workload in $workloads; do
+    case $workload in
+      random) bench $system random --dataset random --num-prompts $(n 1000) --random-input-len 576 --random-range-ratio 0.7777 \
+                --random-output-len 320 --random-output-range-ratio 0.6 --ignore-eos --request-rate inf ;;
+      sharegpt) bench $system sharegpt --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n 1000) --request-rate inf ;;
+      shared-prefix) bench $system shared-prefix --dataset shared-prefix --groups $(n 32) --prompts-per-group 16 --system-len 2048 \
+                       --question-len 128 --output-len 256 --ignore-eos --request-rate inf ;;
+      multi-turn) bench $system multi-turn --dataset multi-turn --num-conversations $(n 128) --rounds 5 --user-len 512 --answer-len 128 \
+                    --max-in-flight 64 --ignore-eos --request-rate inf ;;
+      sweep) bench $system sweep --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n 400) --sweep-rates 4,8,16,32,inf ;;
+    esac
+  done
+  kill $sampler 2>/dev/null
+  curl -s "$base/metrics" > "$out/$system-metrics.txt" 2>/dev/null
+  stop_server
+done
+
+# The table, last: output tokens/s, request/s, TTFT and TPOT medians, peak GPU memory; ratios to vtensor.
+python3 - "$out" "$systems" "$workloads" <<'PY'
+import json, os, sys
+out, systems, workloads = sys.argv[1], sys.argv[2].split(), [w for w in sys.argv[3].split() if w != "sweep"]
+def load(s, w):
+    p = os.path.join(out, f"{s}-{w}.json")
+    return json.load(open(p)) if os.path.exists(p) else None
+def peak(s):
+    p = os.path.join(out, f"{s}-memory.txt")
+    vals = [int(x) for x in open(p).read().split() if x.isdigit()] if os.path.exists(p) else []
+    return max(vals) if vals else 0
+print(f"{'workload':<14}{'system':<9}{'done':>6}{'fail':>5}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TPOT p50':>10}{'peak MiB':>10}{'x vtensor':>10}")
+for w in workloads:
+    base = load("vtensor", w)
+    for s in systems:
+        r = load(s, w)
+        if not r:
+            print(f"{w:<14}{s:<9} no result"); continue
+        ratio = r["output_throughput"] / base["output_throughput"] if base and base.get("output_throughput") else float("nan")
+        print(f"{w:<14}{s:<9}{r['completed']:>6}{r['failed']:>5}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
+              f"{r.get('median_ttft_ms', 0):>10.1f}{r.get('median_tpot_ms', 0):>10.2f}{peak(s):>10}{ratio:>10.2f}")
+PY
