@@ -2,9 +2,11 @@
 # Runs on the GPU machine: `vtensor serve` over a model built there with transformers, driven by
 # the official `openai` client (the CPU suite's checks, Tests/ServerTests/openai_client_check.py)
 # and timed at 1 and 32 concurrent streaming clients with `vtensor bench serve`.
-# Usage: scripts/gpu-serve-check.sh [OUTDIR]   (carry gpu-pack, .whl and gpu-assets)
+# Also the determinism probe (scripts/reference/determinism_probe.py) against the same server.
+# Usage: scripts/gpu-serve-check.sh [OUTDIR]   (carry gpu-pack, .whl and gpu-tok or gpu-assets)
 #   gpu-pack: scripts/build-gpu-binary.sh; .whl: scripts/fetch-gpu-wheels.sh;
-#   gpu-assets/tokenizer.json: a byte-level BPE tokenizer (scripts/fetch-gpu-assets.sh).
+#   gpu-assets/tokenizer.json: a byte-level BPE tokenizer (scripts/fetch-gpu-assets.sh), or the
+#   same gzipped as gpu-tok/tokenizer.json.gz when the carry is short of room.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
@@ -18,9 +20,14 @@ echo "dev sample rc=$? ($(tail -1 "$out/sample.txt"))" | tee -a "$out/summary.tx
 
 shape=${SHAPE:-llama-3-8b}
 model=/tmp/served-$shape
-python3 scripts/reference/build_served_model.py "$model" --tokenizer gpu-assets/tokenizer.json --shape "$shape" \
-  > "$out/build-model.txt" 2>&1 || { tail -20 "$out/build-model.txt"; exit 1; }
-tail -1 "$out/build-model.txt" | tee -a "$out/summary.txt"
+tokenizer=gpu-assets/tokenizer.json
+[ -f gpu-tok/tokenizer.json.gz ] && { gunzip -c gpu-tok/tokenizer.json.gz > /tmp/tokenizer.json; tokenizer=/tmp/tokenizer.json; }
+# A machine still warm from an earlier call keeps the model it built.
+if [ ! -f "$model/config.json" ]; then
+  python3 scripts/reference/build_served_model.py "$model" --tokenizer "$tokenizer" --shape "$shape" \
+    > "$out/build-model.txt" 2>&1 || { tail -20 "$out/build-model.txt"; exit 1; }
+  tail -1 "$out/build-model.txt" | tee -a "$out/summary.txt"
+fi
 
 port=8123
 base=http://127.0.0.1:$port
@@ -37,9 +44,12 @@ fi
 grep -m1 "model loaded" "$out/serve.log" | tee -a "$out/summary.txt"
 
 t0=$(date +%s)
-python3 Tests/ServerTests/openai_client_check.py "$base/v1" served > "$out/openai-client.txt" 2>&1
+python3 Tests/ServerTests/openai_client_check.py "$base/v1" served --near-ties > "$out/openai-client.txt" 2>&1
 rc=$?
 echo "openai client checks: rc=$rc ($(( $(date +%s) - t0 )) s); last line: $(tail -1 "$out/openai-client.txt")" | tee -a "$out/summary.txt"
+grep -E "^(FAIL|note:)" "$out/openai-client.txt" | tee -a "$out/summary.txt"
+python3 scripts/reference/determinism_probe.py "$base" served > "$out/determinism.txt" 2>&1
+grep -v "^{" "$out/determinism.txt" | tee -a "$out/summary.txt"
 
 # Time to first token and tokens/s at 1 and 32 concurrent clients (random prompts, 512 in, 128 out).
 for c in 1 32; do

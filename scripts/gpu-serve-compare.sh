@@ -8,7 +8,11 @@
 #   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
 # Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
 #          SCALE=1 scripts/gpu-serve-compare.sh [OUTDIR]
-#   (carry gpu-pack, .whl, gpu-assets; SCALE < 1 shrinks every workload for a quick run)
+#   (carry gpu-pack, .whl (scripts/fetch-gpu-wheels.sh: the openai client and transformers serve's web
+#   packages), and gpu-tok (tokenizer.json.gz, sharegpt-4000.json.gz) or gpu-assets; SCALE < 1 shrinks
+#   every workload for a quick run)
+# transformers serve refuses fields it does not know (422), so it gets no ignore_eos: its requests
+# may end early at an end-of-sequence token, and the table shows each system's mean output length.
 # Writes OUTDIR/SYSTEM-WORKLOAD.json (vLLM's keys), OUTDIR/SYSTEM-server.log, GPU memory samples
 # while each system serves, and a table last.
 set -uo pipefail
@@ -23,11 +27,14 @@ workloads=${WORKLOADS:-random sharegpt shared-prefix multi-turn}
 scale=${SCALE:-1}
 shape=${SHAPE:-llama-3-8b}
 model=/tmp/served-$shape
+assets=gpu-assets
+[ -f gpu-tok/tokenizer.json.gz ] && { gunzip -c gpu-tok/tokenizer.json.gz > /tmp/tokenizer.json; assets=gpu-tok; }
+tokenizer=gpu-assets/tokenizer.json; [ $assets = gpu-tok ] && tokenizer=/tmp/tokenizer.json
 if [ ! -f "$model/config.json" ]; then
-  python3 scripts/reference/build_served_model.py "$model" --tokenizer gpu-assets/tokenizer.json --shape "$shape" \
+  python3 scripts/reference/build_served_model.py "$model" --tokenizer "$tokenizer" --shape "$shape" \
     > "$out/build-model.txt" 2>&1 || { tail -20 "$out/build-model.txt"; exit 1; }
 fi
-[ -f /tmp/sharegpt.json ] || gunzip -c gpu-assets/sharegpt-4000.json.gz > /tmp/sharegpt.json
+[ -f /tmp/sharegpt.json ] || gunzip -c $assets/sharegpt-4000.json.gz > /tmp/sharegpt.json
 n() { python3 -c "import math; print(max(1, math.ceil($1 * $scale)))"; }
 
 port=8124
@@ -39,7 +46,7 @@ start_server() {
     vtensor) "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served ;;
     nocache) "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache ;;
     paged)   "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --kv paged ;;
-    hf)      transformers serve --port $port --continuous-batching --force-model "$model" ${HF_FLAGS:-} ;;
+    hf)      transformers serve "$model" --host 127.0.0.1 --port $port --continuous-batching ${HF_FLAGS:-} ;;
   esac > "$out/$system-server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do
@@ -60,15 +67,27 @@ sample_memory() {
 
 bench() {  # bench SYSTEM WORKLOAD extra flags...
   local system=$1 workload=$2; shift 2
-  local model_name=served
+  local model_name=served args=()
   [ "$system" = hf ] && model_name=$model
+  for a in "$@"; do [ "$system" = hf ] && [ "$a" = --ignore-eos ] && continue; args+=("$a"); done
+  set -- "${args[@]}"
   "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress \
     --json-out "$out/$system-$workload.json" "$@" > "$out/$system-$workload.txt" 2>&1
   echo "$system $workload: rc=$? $(grep -m1 -i "output token throughput\|output tok/s" "$out/$system-$workload.txt")" | tee -a "$out/summary.txt"
 }
 
+# One short request first, so no system's first workload pays for its warm-up (graphs, allocator).
+warm_up() {
+  local model_name=served; [ "$1" = hf ] && model_name=$model
+  curl -s -m 300 "$base/v1/completions" -H "Content-Type: application/json" \
+    -d "{\"model\": \"$model_name\", \"prompt\": \"Hello there\", \"max_tokens\": 16, \"temperature\": 0}" > "$out/$1-warmup.json"
+}
+
 for system in $systems; do
+  t0=$(date +%s)
   start_server $system || continue
+  echo "$system: up in $(( $(date +%s) - t0 )) s" | tee -a "$out/summary.txt"
+  warm_up $system
   sample_memory $system
   for workload in $workloads; do
     case $workload in
@@ -87,18 +106,27 @@ for system in $systems; do
   stop_server
 done
 
+# Everything but the summary and the charts travels back as one archive (few files come back).
+(cd "$out" && tar czf details.tgz --exclude=summary.txt --exclude=details.tgz --exclude='*.svg' . && find . -type f ! -name summary.txt ! -name details.tgz ! -name '*.svg' -delete)
+
 # The table, last: output tokens/s, request/s, TTFT and TPOT medians, peak GPU memory; ratios to vtensor.
 python3 - "$out" "$systems" "$workloads" <<'PY'
 import json, os, sys
 out, systems, workloads = sys.argv[1], sys.argv[2].split(), [w for w in sys.argv[3].split() if w != "sweep"]
+import tarfile
+archive = tarfile.open(os.path.join(out, "details.tgz"))
+def member(name):
+    try:
+        return archive.extractfile("./" + name).read().decode()
+    except KeyError:
+        return None
 def load(s, w):
-    p = os.path.join(out, f"{s}-{w}.json")
-    return json.load(open(p)) if os.path.exists(p) else None
+    text = member(f"{s}-{w}.json")
+    return json.loads(text) if text else None
 def peak(s):
-    p = os.path.join(out, f"{s}-memory.txt")
-    vals = [int(x) for x in open(p).read().split() if x.isdigit()] if os.path.exists(p) else []
+    vals = [int(x) for x in (member(f"{s}-memory.txt") or "").split() if x.isdigit()]
     return max(vals) if vals else 0
-print(f"{'workload':<14}{'system':<9}{'done':>6}{'fail':>5}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TPOT p50':>10}{'peak MiB':>10}{'x vtensor':>10}")
+print(f"{'workload':<14}{'system':<9}{'done':>6}{'fail':>5}{'out/req':>8}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TPOT p50':>10}{'peak MiB':>10}{'x vtensor':>10}")
 for w in workloads:
     base = load("vtensor", w)
     for s in systems:
@@ -106,6 +134,7 @@ for w in workloads:
         if not r:
             print(f"{w:<14}{s:<9} no result"); continue
         ratio = r["output_throughput"] / base["output_throughput"] if base and base.get("output_throughput") else float("nan")
-        print(f"{w:<14}{s:<9}{r['completed']:>6}{r['failed']:>5}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
+        per = r.get("total_output_tokens", 0) / max(1, r["completed"])
+        print(f"{w:<14}{s:<9}{r['completed']:>6}{r['failed']:>5}{per:>8.0f}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
               f"{r.get('median_ttft_ms', 0):>10.1f}{r.get('median_tpot_ms', 0):>10.2f}{peak(s):>10}{ratio:>10.2f}")
 PY

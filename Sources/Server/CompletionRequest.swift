@@ -20,6 +20,8 @@ struct CompletionRequest {
     var parameters: SamplingParameters
     var stream: Bool
     var includeUsage: Bool
+    /// `cache_salt` (vLLM's): only requests with the same salt share cached prompt K/V.
+    var cacheSalt: String? = nil
 
     var echo: Bool { echoTexts != nil }
     var choiceCount: Int { prompts.count * n }
@@ -35,7 +37,7 @@ struct CompletionRequest {
         if let seed = parameters.seed { parameters.seed = seed &+ sample }
         // vLLM's default: up to the context.
         if parameters.maxTokens == nil { parameters.maxTokens = max(1, maxSequenceLength - prompt.count) }
-        return GenerationRequest(prompt: prompt, parameters: parameters, promptLogprobs: echo ? logprobs : nil)
+        return GenerationRequest(prompt: prompt, parameters: parameters, cacheSalt: cacheSalt, promptLogprobs: echo ? logprobs : nil)
     }
 }
 
@@ -79,7 +81,17 @@ extension OpenAIServer {
                              maxTokensField: completionTokensGiven ? "max_completion_tokens" : "max_tokens")
         }
         return CompletionRequest(chat: chat, prompts: prompts, echoTexts: echoTexts, n: n, parameters: parameters, stream: stream,
-                                 includeUsage: includeUsage)
+                                 includeUsage: includeUsage, cacheSalt: try cacheSalt(object))
+    }
+
+    /// `cache_salt`: a non-empty string, or absent.
+    func cacheSalt(_ object: [String: Any]) throws -> String? {
+        guard let value = object["cache_salt"], !(value is NSNull) else { return nil }
+        guard let salt = value as? String else {
+            throw APIError("'cache_salt' must be a string, got \(Self.describe(value))", param: "cache_salt")
+        }
+        guard !salt.isEmpty else { throw APIError("'cache_salt' must not be empty", param: "cache_salt") }
+        return salt
     }
 
     /// `n`: an integer in 1...maxChoices.

@@ -114,6 +114,29 @@ import Testing
         #expect(try after.value("vllm:kv_cache_usage_perc") == 0)
     }
 
+    /// `cache_salt` splits the prefix cache: the same prompt hits what an earlier request of its
+    /// own salt left, and nothing that another salt (or no salt) left. Bad salts are a 400.
+    @Test func cacheSaltSplitsThePrefixCache() throws {
+        let server = try Self.server.get()
+        let prompt = "The capital of France is Paris, the capital of Italy is Rome, and the capital of Spain is"
+        func hits(_ salt: String?) throws -> Double {
+            let before = try MetricsScrape(server.metrics())
+            let field = salt.map { #", "cache_salt": "\#($0)""# } ?? ""
+            let response = try server.post("/v1/completions", #"{"prompt": "\#(prompt)", "max_tokens": 2, "temperature": 0\#(field)}"#)
+            #expect(response.status == 200, "\(response.body)")
+            return try MetricsScrape(server.metrics()).value("vllm:prefix_cache_hits_total") - before.value("vllm:prefix_cache_hits_total")
+        }
+        _ = try hits("tenant-a")
+        #expect(try hits("tenant-a") > 0, "the same salt must reuse its own prefix")
+        #expect(try hits("tenant-b") == 0, "another salt must not see tenant-a's prefix")
+        #expect(try hits(nil) == 0, "no salt must not see a salted prefix")
+        #expect(try hits(nil) > 0)
+        for (value, words) in [("5", "must be a string"), (#""""#, "must not be empty")] {
+            let response = try server.post("/v1/completions", #"{"prompt": "Hi", "max_tokens": 1, "cache_salt": \#(value)}"#)
+            #expect(response.status == 400 && response.body.contains("cache_salt") && response.body.contains(words), "\(response.body)")
+        }
+    }
+
     /// A client that gives up on a non-streamed request (nothing is written to it until the end)
     /// aborts it: the abort counter moves by one and the engine is idle again within seconds,
     /// not after the 200 tokens asked for (about a minute here).

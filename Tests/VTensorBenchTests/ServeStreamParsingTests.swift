@@ -109,7 +109,11 @@ import Testing
         let m = try #require(try JSONSerialization.jsonObject(with: Data(chat)) as? [String: Any])
         let sent = (m["messages"] as? [[String: String]])?.map { BenchMessage(role: $0["role"]!, content: $0["content"]!) }
         #expect(sent == messages)
-        #expect(m["max_completion_tokens"] as? Int == 4 && m["max_tokens"] == nil)
+        #expect(m["max_completion_tokens"] as? Int == 4 && m["max_tokens"] as? Int == 4 && m["temperature"] == nil)
+        let greedy = RequestBody.encode(BenchRequest(prompt: .text("x"), promptTokens: 1, maxTokens: 1), endpoint: .completions,
+                                        model: nil, ignoreEOS: false, temperature: 0)
+        let g = try #require(try JSONSerialization.jsonObject(with: Data(greedy)) as? [String: Any])
+        #expect(g["temperature"] as? Double == 0 && g["max_completion_tokens"] == nil)
     }
 
     @Test func baseURLs() throws {

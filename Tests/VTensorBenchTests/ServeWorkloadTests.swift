@@ -38,6 +38,13 @@ import Testing
             guard case .text(let text) = request.prompt else { Issue.record("a text prompt expected"); continue }
             #expect(text.split(separator: " ").count == request.promptTokens)
         }
+        // The outputs' own ratio: issue 14's 128-1024 in, 128-512 out.
+        let mixed = Workload.random(count: 400, inputLength: 576, outputLength: 320, rangeRatio: 0.7777, outputRangeRatio: 0.6,
+                                    maker: &maker, seed: 3)
+        let mixedRequests = mixed.units.compactMap { unit -> BenchRequest? in if case .single(let r) = unit { r } else { nil } }
+        #expect(mixedRequests.allSatisfy { (128...1024).contains($0.promptTokens) && (128...512).contains($0.maxTokens) })
+        #expect(mixedRequests.contains { $0.promptTokens > 900 } && mixedRequests.contains { $0.maxTokens < 160 })
+        #expect(mixed.summary.contains("input 128-1024, output 128-512"), "\(mixed.summary)")
     }
 
     @Test func sharedPrefixGroupsShareTheirSystemPrompt() {

@@ -40,7 +40,14 @@ for i, prompt in enumerate(prompts):
                      stream=True) for _ in range(2)]
     distinct = len(set(texts + streamed))
     summary[f"greedy_prompt{i}_distinct"] = distinct
-    print(f"greedy, prompt {i}, {args.repeats} whole + 2 streamed with logprobs, one at a time: {distinct} distinct answer(s)")
+    print(f"greedy, prompt {i}, {args.repeats} whole + 2 streamed with logprobs, one at a time: {distinct} distinct answer(s)"
+          f" (the first: {texts[0] == texts[1]}-equal to the second)")
+    # A fresh cache_salt each: every request computes its whole prompt (no prefix-cache hit).
+    salted = [post({"prompt": prompt, "max_tokens": 32, "temperature": 0, "ignore_eos": True, "cache_salt": f"probe-{i}-{r}"})
+              ["choices"][0]["text"] for r in range(args.repeats)]
+    summary[f"greedy_prompt{i}_salted_distinct"] = len(set(salted))
+    print(f"greedy, prompt {i}, {args.repeats} with a fresh cache_salt each: {len(set(salted))} distinct answer(s);"
+          f" equal to the first unsalted (from scratch too): {salted[0] == texts[0]}")
 seeded = [tuple(c["text"] for c in post({"prompt": prompts[0], "max_tokens": 16, "temperature": 1.0, "seed": 7, "n": 4,
                                           "ignore_eos": True})["choices"]) for _ in range(args.repeats // 2)]
 summary["seeded_n4_distinct"] = len(set(seeded))

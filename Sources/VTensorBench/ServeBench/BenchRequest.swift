@@ -31,7 +31,10 @@ enum ServeEndpoint: String, Sendable, CaseIterable {
 /// The JSON body of a streaming request, written by hand: the client encodes thousands of
 /// bodies a second, and this is a few string appends.
 enum RequestBody {
-    static func encode(_ request: BenchRequest, endpoint: ServeEndpoint, model: String?, ignoreEOS: Bool) -> [UInt8] {
+    /// `temperature` nil leaves the server's default. Chat carries the limit as both
+    /// `max_completion_tokens` (vLLM's client) and `max_tokens` (what `transformers serve` reads).
+    static func encode(_ request: BenchRequest, endpoint: ServeEndpoint, model: String?, ignoreEOS: Bool,
+                       temperature: Double? = nil) -> [UInt8] {
         var out = "{"
         if let model { out += "\"model\":\(quoted(model))," }
         switch request.prompt {
@@ -46,8 +49,9 @@ enum RequestBody {
         case .messages(let messages):
             out += "\"messages\":[" + messages.map { "{\"role\":\(quoted($0.role)),\"content\":\(quoted($0.content))}" }.joined(separator: ",") + "],"
         }
-        // vLLM's client sends max_completion_tokens to the chat endpoint, max_tokens to completions.
-        out += endpoint == .chat ? "\"max_completion_tokens\":\(request.maxTokens)," : "\"max_tokens\":\(request.maxTokens),"
+        if endpoint == .chat { out += "\"max_completion_tokens\":\(request.maxTokens)," }
+        out += "\"max_tokens\":\(request.maxTokens),"
+        if let temperature { out += "\"temperature\":\(temperature)," }
         if ignoreEOS { out += "\"ignore_eos\":true," }
         out += "\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
         return Array(out.utf8)

@@ -43,6 +43,7 @@ struct BenchServeCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "random: mean prompt tokens.") var randomInputLen = 1024
     @Option(parsing: .unconditional, help: "random: mean output tokens.") var randomOutputLen = 128
     @Option(parsing: .unconditional, help: "random: lengths uniform over [L(1-r), L(1+r)], 0 <= r < 1.") var randomRangeRatio = 0.0
+    @Option(parsing: .unconditional, help: "random: the output lengths' own r (default: --random-range-ratio).") var randomOutputRangeRatio: Double?
     @Option(parsing: .unconditional, help: "sharegpt: output tokens of every request (default: the length of the conversation's answer).")
     var sharegptOutputLen: Int?
     @Option(parsing: .unconditional, help: "custom: output tokens of lines that do not set output_tokens.") var customOutputLen = 256
@@ -61,6 +62,8 @@ struct BenchServeCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "At most this many requests under way (default: no limit).") var maxConcurrency: Int?
     @Option(help: "Seed for the prompts, lengths and arrival times.") var seed: UInt64 = 0
     @Flag(name: .customLong("ignore-eos"), help: "Send ignore_eos: every request generates its full output length.") var ignoreEOS = false
+    @Option(parsing: .unconditional, help: "Sent with every request; vLLM's client sends 0 (greedy). A negative value sends none (the server's default).")
+    var temperature = 0.0
     @Option(help: "Latency percentiles to report, comma-separated.") var percentiles = "50,90,99"
     @Option(parsing: .upToNextOption, help: "Service-level objectives for goodput, NAME:MS pairs (ttft, tpot, e2el), e.g. --goodput ttft:200 tpot:50.")
     var goodput: [String] = []
@@ -104,6 +107,7 @@ struct BenchServeCommand: ParsableCommand {
         if let numPrompts, numPrompts < 1 { throw ValidationError("--num-prompts must be at least 1, got \(numPrompts)") }
         if randomInputLen < 1 || randomOutputLen < 1 { throw ValidationError("--random-input-len and --random-output-len must be at least 1") }
         if !(0..<1).contains(randomRangeRatio) { throw ValidationError("--random-range-ratio must be in [0, 1), got \(randomRangeRatio)") }
+        if let r = randomOutputRangeRatio, !(0..<1).contains(r) { throw ValidationError("--random-output-range-ratio must be in [0, 1), got \(r)") }
         if customOutputLen < 1 { throw ValidationError("--custom-output-len must be at least 1, got \(customOutputLen)") }
         if let sharegptOutputLen, sharegptOutputLen < 1 { throw ValidationError("--sharegpt-output-len must be at least 1, got \(sharegptOutputLen)") }
         if min(groups, promptsPerGroup, systemLen, questionLen, outputLen) < 1 {
@@ -166,8 +170,9 @@ struct BenchServeCommand: ParsableCommand {
         }
         let form = PromptForm.of(endpoint, tokenizer: loaded)
         let workload = try makeWorkload(tokenizer: loaded, form: form)
-        let client = ServeClient(address: address, endpoint: endpoint, model: modelName, ignoreEOS: ignoreEOS, tokenizer: loaded, form: form,
+        var client = ServeClient(address: address, endpoint: endpoint, model: modelName, ignoreEOS: ignoreEOS, tokenizer: loaded, form: form,
                                  timeoutSeconds: timeout, group: group)
+        client.temperature = temperature < 0 ? nil : temperature
         defer { client.pool.closeAll() }
         var limit = maxConcurrency
         if dataset == .multiTurn { limit = min(maxInFlight, maxConcurrency ?? maxInFlight) }
@@ -190,7 +195,8 @@ struct BenchServeCommand: ParsableCommand {
         let count = numPrompts ?? 1000
         switch dataset {
         case .random:
-            return .random(count: count, inputLength: randomInputLen, outputLength: randomOutputLen, rangeRatio: randomRangeRatio, maker: &maker, seed: seed)
+            return .random(count: count, inputLength: randomInputLen, outputLength: randomOutputLen, rangeRatio: randomRangeRatio,
+                           outputRangeRatio: randomOutputRangeRatio, maker: &maker, seed: seed)
         case .sharegpt:
             return try ShareGPTDataset.workload(path: datasetPath, count: count, form: form, tokenizer: tokenizer, seed: seed,
                                                 outputLength: sharegptOutputLen)

@@ -67,6 +67,8 @@ struct ServeClient: Sendable {
     /// The `model` field (nil: not sent).
     var model: String?
     var ignoreEOS: Bool
+    /// Sent with every request (nil: the server's default).
+    var temperature: Double? = nil
     var tokenizer: Tokenizer?
     var form: PromptForm
     var timeout: TimeAmount
@@ -97,7 +99,7 @@ struct ServeClient: Sendable {
 
     /// Sends one request and waits for its stream to end.
     func send(_ request: BenchRequest) async -> RequestRecord {
-        let body = RequestBody.encode(request, endpoint: endpoint, model: model, ignoreEOS: ignoreEOS)
+        let body = RequestBody.encode(request, endpoint: endpoint, model: model, ignoreEOS: ignoreEOS, temperature: temperature)
         var head = self.head
         head.headers.add(name: "Content-Length", value: String(body.count))
         let start = monotonicNanos()

@@ -70,20 +70,21 @@ struct Conversation: Sendable {
 
 extension Workload {
     /// vLLM's `random`: input lengths uniform over [floor(L(1-r)), ceil(L(1+r))] and output
-    /// lengths over [max(1, floor(O(1-r))), max(1, ceil(O(1+r)))] with r = `rangeRatio` in [0, 1).
+    /// lengths over [max(1, floor(O(1-r))), max(1, ceil(O(1+r)))] with r = `rangeRatio` in [0, 1),
+    /// or `outputRangeRatio` for the outputs when given (so 128-1024 in and 128-512 out is one run).
     /// Text prompts leave room for the BOS the server adds, as vLLM does.
-    static func random(count: Int, inputLength: Int, outputLength: Int, rangeRatio: Double, maker: inout PromptMaker,
-                       seed: UInt64) -> Workload {
+    static func random(count: Int, inputLength: Int, outputLength: Int, rangeRatio: Double, outputRangeRatio: Double? = nil,
+                       maker: inout PromptMaker, seed: UInt64) -> Workload {
         let input = randomRange(inputLength - maker.specialsAddedByServer, ratio: rangeRatio, atLeast: 1)
-        let output = randomRange(outputLength, ratio: rangeRatio, atLeast: 1)
+        let output = randomRange(outputLength, ratio: outputRangeRatio ?? rangeRatio, atLeast: 1)
         var rng = SplitMix64(seed: seed)
         let units = (0..<count).map { _ -> WorkUnit in
             let piece = maker.piece(tokens: Int.random(in: input, using: &rng))
             let out = Int.random(in: output, using: &rng)
             return .single(BenchRequest(prompt: piece.prompt(maker.form), promptTokens: piece.count + maker.specialsAddedByServer, maxTokens: out))
         }
-        let ranges = rangeRatio == 0 ? "input \(inputLength), output \(outputLength) tokens"
-            : "input \(input.lowerBound)-\(input.upperBound), output \(output.lowerBound)-\(output.upperBound) tokens (range ratio \(rangeRatio))"
+        let ranges = rangeRatio == 0 && (outputRangeRatio ?? 0) == 0 ? "input \(inputLength), output \(outputLength) tokens"
+            : "input \(input.lowerBound)-\(input.upperBound), output \(output.lowerBound)-\(output.upperBound) tokens"
         return Workload(units: units, summary: "random: \(count) prompts, \(ranges)", promptNote: maker.note)
     }
 
