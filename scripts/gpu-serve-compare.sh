@@ -7,7 +7,7 @@
 #   paged     the same with --kv paged (16-token pages, block tables, budget reserved up front)
 #   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
 # Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
-#          SCALE=1 scripts/gpu-serve-compare.sh [OUTDIR]
+#          SCALE=1 [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] scripts/gpu-serve-compare.sh [OUTDIR]
 #   (carry gpu-pack, .whl (scripts/fetch-gpu-wheels.sh: the openai client and transformers serve's web
 #   packages), and gpu-tok (tokenizer.json.gz, sharegpt-4000.json.gz) or gpu-assets; SCALE < 1 shrinks
 #   every workload for a quick run)
@@ -35,7 +35,7 @@ if [ ! -f "$model/config.json" ]; then
     > "$out/build-model.txt" 2>&1 || { tail -20 "$out/build-model.txt"; exit 1; }
 fi
 [ -f /tmp/sharegpt.json ] || gunzip -c $assets/sharegpt-4000.json.gz > /tmp/sharegpt.json
-n() { python3 -c "import math; print(max(1, math.ceil($1 * $scale)))"; }
+n() { python3 -c "import math; print(max(1, math.ceil($1 * ${2:-$scale})))"; }  # n COUNT [SCALE]
 
 port=8124
 base=http://127.0.0.1:$port
@@ -71,7 +71,7 @@ bench() {  # bench SYSTEM WORKLOAD extra flags...
   [ "$system" = hf ] && model_name=$model
   for a in "$@"; do [ "$system" = hf ] && [ "$a" = --ignore-eos ] && continue; args+=("$a"); done
   set -- "${args[@]}"
-  "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress \
+  timeout ${BENCH_TIMEOUT:-300} "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress \
     --json-out "$out/$system-$workload.json" "$@" > "$out/$system-$workload.txt" 2>&1
   echo "$system $workload: rc=$? $(grep -m1 -i "output token throughput\|output tok/s" "$out/$system-$workload.txt")" | tee -a "$out/summary.txt"
 }
@@ -96,7 +96,7 @@ for system in $systems; do
       sharegpt) bench $system sharegpt --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n 1000) --request-rate inf ;;
       shared-prefix) bench $system shared-prefix --dataset shared-prefix --groups $(n 32) --prompts-per-group 16 --system-len 2048 \
                        --question-len 128 --output-len 256 --ignore-eos --request-rate inf ;;
-      multi-turn) bench $system multi-turn --dataset multi-turn --num-conversations $(n 128) --rounds 5 --user-len 512 --answer-len 128 \
+      multi-turn) bench $system multi-turn --dataset multi-turn --num-conversations $(n 128 ${MULTI_TURN_SCALE:-}) --rounds 5 --user-len 512 --answer-len 128 \
                     --max-in-flight 64 --ignore-eos --request-rate inf ;;
       sweep) bench $system sweep --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n 400) --sweep-rates 4,8,16,32,inf ;;
     esac
