@@ -7,7 +7,7 @@
 #   paged     the same with --kv paged (16-token pages, block tables, budget reserved up front)
 #   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
 # Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
-#          SCALE=1 [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] scripts/gpu-serve-compare.sh [OUTDIR]
+#          SCALE=1 [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] [OPENAI_CHECK=1] scripts/gpu-serve-compare.sh [OUTDIR]
 #   (carry gpu-pack, .whl (scripts/fetch-gpu-wheels.sh: the openai client and transformers serve's web
 #   packages), and gpu-tok (tokenizer.json.gz, sharegpt-4000.json.gz) or gpu-assets; SCALE < 1 shrinks
 #   every workload for a quick run)
@@ -88,6 +88,11 @@ for system in $systems; do
   start_server $system || continue
   echo "$system: up in $(( $(date +%s) - t0 )) s" | tee -a "$out/summary.txt"
   warm_up $system
+  if [ "$system" = vtensor ] && [ -n "${OPENAI_CHECK:-}" ]; then  # the openai client checks too, while it is up
+    python3 Tests/ServerTests/openai_client_check.py "$base/v1" served --near-ties > "$out/openai-client.txt" 2>&1
+    echo "openai client checks: rc=$? $(tail -1 "$out/openai-client.txt")" | tee -a "$out/summary.txt"
+    grep -E "^(FAIL|note:)|AssertionError" "$out/openai-client.txt" | tee -a "$out/summary.txt"
+  fi
   sample_memory $system
   for workload in $workloads; do
     case $workload in
