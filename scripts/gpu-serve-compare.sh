@@ -42,12 +42,15 @@ base=http://127.0.0.1:$port
 pid=
 start_server() {
   local system=$1
-  case $system in
-    vtensor) "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served ;;
-    nocache) "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache ;;
-    paged)   "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --kv paged ;;
-    hf)      transformers serve "$model" --host 127.0.0.1 --port $port --continuous-batching ${HF_FLAGS:-} ;;
-  esac > "$out/$system-server.log" 2>&1 &
+  # The port must be free: a server that is still up would answer for the next one.
+  if curl -sf "$base/v1/models" > /dev/null; then echo "$system: port $port still answers" | tee -a "$out/summary.txt"; return 1; fi
+  # `exec`, so $! is the server itself and stop_server's signal reaches it.
+  (case $system in
+    vtensor) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served ;;
+    nocache) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache ;;
+    paged)   exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --kv paged ;;
+    hf)      exec transformers serve "$model" --host 127.0.0.1 --port $port --continuous-batching ${HF_FLAGS:-} ;;
+  esac) > "$out/$system-server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do
     curl -sf "$base/v1/models" > /dev/null && return 0
@@ -112,7 +115,8 @@ for system in $systems; do
 done
 
 # Everything but the summary and the charts travels back as one archive (few files come back).
-(cd "$out" && tar czf details.tgz --exclude=summary.txt --exclude=details.tgz --exclude='*.svg' . && find . -type f ! -name summary.txt ! -name details.tgz ! -name '*.svg' -delete)
+(cd "$out" && tar czf /tmp/details.tgz --exclude=summary.txt --exclude='*.svg' . && find . -type f ! -name summary.txt ! -name '*.svg' -delete \
+  && mv /tmp/details.tgz details.tgz)
 
 # The table, last: output tokens/s, request/s, TTFT and TPOT medians, peak GPU memory; ratios to vtensor.
 python3 - "$out" "$systems" "$workloads" <<'PY'

@@ -32,7 +32,10 @@ except ImportError:
 BASE, MODEL = sys.argv[1], sys.argv[2]
 NEAR_TIES = "--near-ties" in sys.argv[3:]
 # The largest logprob gap between the two tokens where a batch and a lone request part (nats).
-NEAR_TIE_GAP = 0.3
+# The GPU check's random model has logits spread over ~10 nats (its output head is scaled x8), and
+# a different batch size's rounding through 32 bf16 layers moves them by tenths of a nat; a wrong
+# prompt's or seed's token is rarely among the other's five most likely at all.
+NEAR_TIE_GAP = 1.0
 client = openai.OpenAI(base_url=BASE, api_key="unused", max_retries=0, timeout=120)
 
 PROMPT = "The tallest mountain in the world is"
