@@ -8,6 +8,12 @@ out=${1:-${OUT:-/tmp/vtensor-gpu}}
 bin=${VTENSOR_BIN:-gpu-bin/vtensor}
 mkdir -p "$out"
 export VTENSOR_CACHE_DIR=${VTENSOR_CACHE_DIR:-/tmp/vtensor-cache}
+# Kernels an earlier call compiled with this binary (save_kernel_cache below), so servers start
+# without NVRTC; a cache entry records its full key, so a stale one is simply not used.
+if [ -f gpu-kcache/kernel-cache.tgz ] && [ ! -d "$VTENSOR_CACHE_DIR" ]; then
+  mkdir -p "$VTENSOR_CACHE_DIR" && tar xzf gpu-kcache/kernel-cache.tgz -C "$VTENSOR_CACHE_DIR"
+fi
+save_kernel_cache() { [ -d "$VTENSOR_CACHE_DIR" ] && tar czf "$1" -C "$VTENSOR_CACHE_DIR" .; }
 chmod +x "$bin"
 
 # Starts $out/summary.txt with the binary's commit and the card.

@@ -35,6 +35,8 @@ if [ ! -f "$model/config.json" ]; then
     > "$out/build-model.txt" 2>&1 || { tail -20 "$out/build-model.txt"; exit 1; }
 fi
 [ -f /tmp/sharegpt.json ] || gunzip -c $assets/sharegpt-4000.json.gz > /tmp/sharegpt.json
+# transformers serve lists models from the Hugging Face cache, which this machine does not have.
+export HF_HUB_CACHE=/tmp/hf-cache && mkdir -p $HF_HUB_CACHE
 n() { python3 -c "import math; print(max(1, math.ceil($1 * ${2:-$scale})))"; }  # n COUNT [SCALE]
 
 port=8124
@@ -43,7 +45,7 @@ pid=
 start_server() {
   local system=$1
   # The port must be free: a server that is still up would answer for the next one.
-  if curl -sf "$base/v1/models" > /dev/null; then echo "$system: port $port still answers" | tee -a "$out/summary.txt"; return 1; fi
+  if curl -sf "$base/health" > /dev/null; then echo "$system: port $port still answers" | tee -a "$out/summary.txt"; return 1; fi
   # `exec`, so $! is the server itself and stop_server's signal reaches it.
   (case $system in
     vtensor) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served ;;
@@ -53,11 +55,12 @@ start_server() {
   esac) > "$out/$system-server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do
-    curl -sf "$base/v1/models" > /dev/null && return 0
+    curl -sf "$base/health" > /dev/null && return 0
     kill -0 $pid 2>/dev/null || break
     sleep 0.5
   done
   echo "$system: server did not come up" | tee -a "$out/summary.txt"; tail -20 "$out/$system-server.log"
+  stop_server
   return 1
 }
 stop_server() { kill -TERM $pid 2>/dev/null; for _ in $(seq 1 60); do kill -0 $pid 2>/dev/null || break; sleep 0.5; done; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; }
@@ -114,9 +117,11 @@ for system in $systems; do
   stop_server
 done
 
+# The compiled kernels, to carry back as gpu-kcache/ next time.
+save_kernel_cache /tmp/kernel-cache.tgz
 # Everything but the summary and the charts travels back as one archive (few files come back).
 (cd "$out" && tar czf /tmp/details.tgz --exclude=summary.txt --exclude='*.svg' . && find . -type f ! -name summary.txt ! -name '*.svg' -delete \
-  && mv /tmp/details.tgz details.tgz)
+  && mv /tmp/details.tgz details.tgz; mv /tmp/kernel-cache.tgz . 2>/dev/null)
 
 # The table, last: output tokens/s, request/s, TTFT and TPOT medians, peak GPU memory; ratios to vtensor.
 python3 - "$out" "$systems" "$workloads" <<'PY'
