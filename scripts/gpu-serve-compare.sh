@@ -13,6 +13,7 @@
 #   every workload for a quick run)
 # transformers serve refuses fields it does not know (422), so it gets no ignore_eos: its requests
 # may end early at an end-of-sequence token, and the table shows each system's mean output length.
+# It takes prompts only as strings, so every system gets text prompts cut to exact lengths.
 # Writes OUTDIR/SYSTEM-WORKLOAD.json (vLLM's keys), OUTDIR/SYSTEM-server.log, GPU memory samples
 # while each system serves, and a table last.
 set -uo pipefail
@@ -77,7 +78,7 @@ bench() {  # bench SYSTEM WORKLOAD extra flags...
   [ "$system" = hf ] && model_name=$model
   for a in "$@"; do [ "$system" = hf ] && [ "$a" = --ignore-eos ] && continue; args+=("$a"); done
   set -- "${args[@]}"
-  timeout ${BENCH_TIMEOUT:-300} "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress \
+  timeout ${BENCH_TIMEOUT:-300} "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress --text-prompts \
     --json-out "$out/$system-$workload.json" "$@" > "$out/$system-$workload.txt" 2>&1
   echo "$system $workload: rc=$? $(grep -m1 -i "output token throughput\|output tok/s" "$out/$system-$workload.txt")" | tee -a "$out/summary.txt"
 }

@@ -61,6 +61,8 @@ struct BenchServeCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Gamma shape of the gaps between arrivals: 1 is Poisson, lower is burstier.") var burstiness = 1.0
     @Option(parsing: .unconditional, help: "At most this many requests under way (default: no limit).") var maxConcurrency: Int?
     @Option(help: "Seed for the prompts, lengths and arrival times.") var seed: UInt64 = 0
+    @Flag(help: "Completions: send prompts as text cut to the exact length with the client's tokenizer, not as token ids (for servers that take only strings, such as transformers serve).")
+    var textPrompts = false
     @Flag(name: .customLong("ignore-eos"), help: "Send ignore_eos: every request generates its full output length.") var ignoreEOS = false
     @Option(parsing: .unconditional, help: "Sent with every request; vLLM's client sends 0 (greedy). A negative value sends none (the server's default).")
     var temperature = 0.0
@@ -168,7 +170,8 @@ struct BenchServeCommand: ParsableCommand {
         } else {
             note("no client-side tokenizer (--tokenizer): prompt lengths are approximate")
         }
-        let form = PromptForm.of(endpoint, tokenizer: loaded)
+        var form = PromptForm.of(endpoint, tokenizer: loaded)
+        if textPrompts && form == .tokenIds { form = .text }
         let workload = try makeWorkload(tokenizer: loaded, form: form)
         var client = ServeClient(address: address, endpoint: endpoint, model: modelName, ignoreEOS: ignoreEOS, tokenizer: loaded, form: form,
                                  timeoutSeconds: timeout, group: group)
