@@ -99,6 +99,6 @@ let package = Package(
         // and reads Server's route table and OpenAPI document.
         .testTarget(name: "ServerTests", dependencies: ["Server", "Engine"],
                     exclude: ["openai_client_check.py", "chat_template_server_check.py", "load_clients.py", "parse_metrics.py"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CQuant", "Models", "Tokenizers", "Support"], exclude: ["Fixtures"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CQuant", "Models", "Tokenizers", "Support", "Kernels"], exclude: ["Fixtures"]),
     ]
 )

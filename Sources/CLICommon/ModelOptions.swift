@@ -24,12 +24,13 @@ public struct ModelOptions: ParsableArguments {
     public var nativeCPUWeights: Bool { cpuWeights != "float" }
 
     /// What the GPU model needs: the config, and host weights unless they are dummy (then the
-    /// device generates them: no host copy of an 8B model). A dummy preset needs no files at all.
-    public func openForGPU() throws -> (config: ModelConfig, weights: ModelWeights?, label: String) {
+    /// device generates them: no host copy of an 8B model) or a checkpoint directory's (then the
+    /// device reads the mapped files: `checkpoint`). A dummy preset needs no files at all.
+    public func openForGPU() throws -> (config: ModelConfig, weights: ModelWeights?, checkpoint: SafeTensorsCheckpoint?, label: String) {
         let dummy = LoadFormat(rawValue: loadFormat) == .dummy
-        if dummy, let name = model, let preset = ModelPresets.config(named: name) { return (preset, nil, name) }
-        let loaded = try open()
-        return (loaded.config, dummy ? nil : loaded.weights, loaded.path)
+        if dummy, let name = model, let preset = ModelPresets.config(named: name) { return (preset, nil, nil, name) }
+        let loaded = try LoadedModel.open(model, format: try format(), hostWeights: false)
+        return (loaded.config, dummy ? nil : loaded.hostWeights, dummy ? nil : loaded.checkpoint, loaded.path)
     }
 
     public func open() throws -> LoadedModel {

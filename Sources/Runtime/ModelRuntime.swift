@@ -82,11 +82,13 @@ public struct ModelRuntime: @unchecked Sendable {
             if format == .dummy, let path, let preset = ModelPresets.config(named: path) {
                 config = preset
             } else {
-                loaded = try LoadedModel.open(path, format: format)
+                // A checkpoint directory goes to the device from its mapped files, with no host copy.
+                loaded = try LoadedModel.open(path, format: format, hostWeights: false)
                 config = loaded!.config
             }
-            let gpu = try GPUModel(config: config, weights: format == .dummy ? nil : loaded?.weights, device: options.device,
-                                   kvBudget: options.kvBudget ?? .fractionOfFree(0.9), maxBatchTokens: options.maxStepTokens,
+            let gpu = try GPUModel(config: config, weights: format == .dummy ? nil : loaded?.hostWeights,
+                                   device: options.device, kvBudget: options.kvBudget ?? .fractionOfFree(0.9),
+                                   checkpoint: format == .dummy ? nil : loaded?.checkpoint, maxBatchTokens: options.maxStepTokens,
                                    maxLogitRows: options.maxStepRows, maxTokensPerSequence: options.maxTokensPerSequence,
                                    options: options.gpu, kvMode: options.kvMode)
             let context = gpu.context

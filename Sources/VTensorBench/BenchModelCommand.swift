@@ -147,7 +147,7 @@ extension BenchModelCommand {
         }
         print("read ceiling (plain 1 GiB read): \(fixed(readCeiling, 3)) TB/s")
 
-        let (config, hostWeights, label) = try modelOptions.openForGPU()
+        let (config, hostWeights, checkpoint, label) = try modelOptions.openForGPU()
         let tokensPerStep = batch * promptTokens
         guard let policy = GPUModel.MatmulPolicy(rawValue: matmul) else { throw ValidationError("--matmul must be auto or cublas") }
         let options = GPUModel.Options(
@@ -162,7 +162,7 @@ extension BenchModelCommand {
                 if l2Hint != "auto" { decodeConfig.l2Prefetch = l2Hint == "on" }
                 return decodeConfig
             }())
-        let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device,
+        let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device, checkpoint: checkpoint,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
                                  maxTokensPerSequence: promptTokens + decodeTokens + 8, options: options)
         if skipAttention { print("--skip-attention: decode steps leave attention out; times only, the logits are wrong") }

@@ -33,7 +33,7 @@ struct LogitsCommand: ParsableCommand {
         let vocabulary: Int
         if kind == .cuda {
             let opened = try modelOptions.openForGPU()
-            model = try GPUModel(config: opened.config, weights: opened.weights, device: backendOptions.device,
+            model = try GPUModel(config: opened.config, weights: opened.weights, device: backendOptions.device, checkpoint: opened.checkpoint,
                                  maxBatchTokens: max(ids.count, 16), maxLogitRows: ids.count, maxTokensPerSequence: max(ids.count, 16))
             vocabulary = opened.config.vocabSize
         } else {

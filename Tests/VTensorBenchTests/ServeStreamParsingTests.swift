@@ -81,6 +81,13 @@ import Testing
     @Test func streamsThatEndBadlyFail() {
         let token = (#"{"choices":[{"text":"a"}]}"#, UInt64(1_100_000_000))
         #expect(state([token]).failure?.reason == "stream ended without data: [DONE]")
+        // A finish chunk then the end, no [DONE] (transformers serve's completions): complete.
+        let finish = (#"{"choices":[{"text":"","finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#, UInt64(1_150_000_000))
+        let unterminated = state([token, finish])
+        #expect(unterminated.failure == nil && unterminated.endedWithoutDone && unterminated.usageCompletionTokens == 1)
+        #expect(!state([token, finish, ("[DONE]", 1_160_000_000)]).endedWithoutDone)
+        // A finish chunk with no token before it is still an answer (an end-of-sequence first).
+        #expect(state([finish]).failure == nil)
         #expect(state([("[DONE]", 1_100_000_000)]).failure?.reason == "no token in the stream")
         let error = state([token, (#"{"error":{"message":"out of memory","type":"server_error"}}"#, 1_200_000_000)]).failure
         #expect(error?.reason == "error event in the stream" && error?.detail == "out of memory")

@@ -230,11 +230,14 @@ public final class GPUModel: @unchecked Sendable {
     }
 
     /// - Parameters:
-    ///   - weights: host weights to upload, or nil for dummy weights generated on the device.
+    ///   - weights: host weights to upload, or nil for `checkpoint`'s, or for dummy weights
+    ///     generated on the device when there is no checkpoint either.
+    ///   - checkpoint: a safetensors checkpoint to upload from its mapped files (`CheckpointLayout`).
     ///   - kvBudget: the cap on GPU memory the KV cache may hold (default: 90% of what is free
     ///     after weights and workspace).
     ///   - options: the experiment switches (default: the service configuration).
     public init(config: ModelConfig, weights hostWeights: ModelWeights?, device: Int = 0, kvBudget: MemoryBudget = .fractionOfFree(0.9),
+                checkpoint: SafeTensorsCheckpoint? = nil,
                 maxBatchTokens: Int = 8192, maxLogitRows: Int = 256, maxTokensPerSequence: Int? = nil, dummySeed: UInt32 = 1,
                 options: Options = .init(), kvMode: KVMode = .vtensor) throws {
         let c = config
@@ -262,6 +265,8 @@ public final class GPUModel: @unchecked Sendable {
         let rope = RoPE(config: c.rope, headDim: c.headDim, frequencyFactors: hostWeights?.ropeFrequencyFactors)
         if let hostWeights {
             weights = try GPUWeights(context: context, weights: hostWeights, rope: rope)
+        } else if let checkpoint {
+            weights = try GPUWeights(context: context, config: c, rope: rope, checkpoint: checkpoint)
         } else {
             let kernels = self.kernels, stream = self.stream, context = self.context
             var rng = SplitMix64(seed: UInt64(dummySeed))

@@ -29,32 +29,15 @@ public final class GPUWeights: @unchecked Sendable {
     init(context: CUDAContext, config c: ModelConfig, rope: RoPE,
          fill: (_ name: String, _ count: Int, _ address: UInt64, _ bf16: Bool) throws -> Void) throws {
         config = c
-        let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize
-        let qRows = c.numAttentionHeads * d, qkvRows = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * d
-        var plan: [(name: String, count: Int, bf16: Bool)] = []
+        let h = c.hiddenSize
+        let plan = CheckpointLayout.entries(config: c)
         var offsets: [String: Int] = [:]
         var total = 0
-        func add(_ name: String, _ count: Int, bf16: Bool) {
+        for entry in plan {
             total = (total + 255) / 256 * 256
-            offsets[name] = total
-            plan.append((name, count, bf16))
-            total += count * (bf16 ? 2 : 4)
+            offsets[entry.name] = total
+            total += entry.count * (entry.bf16 ? 2 : 4)
         }
-        add("embed", c.vocabSize * h, bf16: true)
-        for i in 0..<c.numHiddenLayers {
-            add("\(i).inputNorm", h, bf16: false)
-            add("\(i).qkv", qkvRows * h, bf16: true)
-            if c.attentionBias { add("\(i).qkvBias", qkvRows, bf16: false) }
-            add("\(i).output", h * qRows, bf16: true)
-            if c.attentionOutputBias { add("\(i).outputBias", h, bf16: false) }
-            add("\(i).postNorm", h, bf16: false)
-            add("\(i).gateUp", 2 * f * h, bf16: true)
-            if c.mlpBias { add("\(i).gateUpBias", 2 * f, bf16: false); add("\(i).downBias", h, bf16: false) }
-            add("\(i).down", h * f, bf16: true)
-        }
-        add("finalNorm", h, bf16: false)
-        if !c.tieWordEmbeddings { add("lmHead", c.vocabSize * h, bf16: true) }
-        add("invFreq", d / 2, bf16: false)
         buffer = try DeviceBuffer(context: context, bytes: total)
         let base = buffer.address
         func at(_ name: String) -> UInt64 { base + UInt64(offsets[name]!) }
@@ -73,6 +56,17 @@ public final class GPUWeights: @unchecked Sendable {
         let matrices = plan.filter { $0.bf16 && $0.name != "embed" }.reduce(0) { $0 + $1.count * 2 }
         let vectors = plan.filter { !$0.bf16 }.reduce(0) { $0 + $1.count * 4 }
         bytesReadPerToken = matrices + vectors + h * 2 + (c.tieWordEmbeddings ? c.vocabSize * h * 2 : 0)
+    }
+
+    /// Uploads a Hugging Face checkpoint's tensors straight from the mapped files
+    /// (`CheckpointLayout`): bf16 tensors are copied as they are, others converted one at a time.
+    public convenience init(context: CUDAContext, config: ModelConfig, rope: RoPE, checkpoint: SafeTensorsCheckpoint) throws {
+        let entries = Dictionary(uniqueKeysWithValues: CheckpointLayout.entries(config: config).map { ($0.name, $0) })
+        try self.init(context: context, config: config, rope: rope) { name, _, address, _ in
+            try CheckpointLayout.forEachPart(of: entries[name]!, config: config, checkpoint: checkpoint) { offset, bytes in
+                try context.copyHostToDevice(destination: address + UInt64(offset), source: bytes)
+            }
+        }
     }
 
     /// Uploads weights already in host memory.

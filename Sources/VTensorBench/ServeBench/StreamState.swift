@@ -70,6 +70,10 @@ struct StreamState {
     private(set) var usagePromptTokens: Int?
     private(set) var usageCompletionTokens: Int?
     private(set) var done = false
+    /// A chunk said why the answer ended (`finish_reason`).
+    private(set) var finished = false
+    /// It ended after its finish chunk but without `[DONE]` (transformers serve's completions do).
+    private(set) var endedWithoutDone = false
     var failure: RequestFailure?
 
     init(start: UInt64) { self.start = start }
@@ -98,6 +102,7 @@ struct StreamState {
             usageCompletionTokens = usage.completion_tokens ?? usageCompletionTokens
         }
         let content = chunk.content
+        if chunk.choices?.first?.finish_reason != nil { finished = true }
         if content.isEmpty, firstToken == nil, chunk.choices?.first?.finish_reason != nil {
             firstToken = now
             lastToken = now
@@ -113,12 +118,16 @@ struct StreamState {
         text += content
     }
 
-    /// The stream's HTTP response ended: a stream must have carried content and `[DONE]`.
+    /// The stream's HTTP response ended: a stream must have carried content, then `[DONE]` or at
+    /// least a finish chunk. vLLM's client takes any stream with a chunk in it; this one still
+    /// fails a stream cut off before its answer said it finished.
     mutating func ended() {
         guard failure == nil else { return }
-        if !done {
+        if !done && finished && firstToken != nil {
+            endedWithoutDone = true
+        } else if !done {
             failure = RequestFailure(reason: "stream ended without data: [DONE]",
-                                     detail: "the response ended after \(contentChunks) content chunks and no [DONE]")
+                                     detail: "the response ended after \(contentChunks) content chunks, with no finish chunk and no [DONE]")
         } else if firstToken == nil {
             failure = RequestFailure(reason: "no token in the stream", detail: "the stream ended with [DONE] before any content or finish chunk")
         }
