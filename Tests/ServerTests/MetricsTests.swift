@@ -118,7 +118,9 @@ import Testing
     /// own salt left, and nothing that another salt (or no salt) left. Bad salts are a 400.
     @Test func cacheSaltSplitsThePrefixCache() throws {
         let server = try Self.server.get()
-        let prompt = "The capital of France is Paris, the capital of Italy is Rome, and the capital of Spain is"
+        // A start no other test's prompt has: unsalted requests of the other tests share the
+        // no-salt tree, and a match counts from the first token.
+        let prompt = "Quokka probe 4711 with salts: the capital of France is Paris, the capital of Italy is Rome, and of Spain"
         func hits(_ salt: String?) throws -> Double {
             let before = try MetricsScrape(server.metrics())
             let field = salt.map { #", "cache_salt": "\#($0)""# } ?? ""
