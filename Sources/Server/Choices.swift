@@ -14,6 +14,9 @@ struct ChoiceState {
     var started = false
     /// Streaming: where the next token's text starts, for the completions logprobs' `text_offset`.
     var textOffset = 0
+    /// Streaming with a tool-call parser: characters of `text` sent as content so far (the rest
+    /// may be a call, held until the answer ends).
+    var sentCharacters = 0
 
     mutating func record(_ output: RequestOutput) {
         text += output.text
@@ -63,7 +66,8 @@ extension OpenAIServer {
                 }
             }
             let echoed = parsed.echoTexts?[index / parsed.n] ?? ""
-            choices.append(shape.choice(index: index, text: echoed + state.text, logprobs: logprobs, finish: finish))
+            let calls = parsed.toolCallFormat.flatMap { $0.parse(state.text) }
+            choices.append(shape.choice(index: index, text: echoed + state.text, logprobs: logprobs, finish: finish, toolCalls: calls))
         }
         return shape.complete(choices: choices, promptTokens: parsed.promptTokenCount,
                               completionTokens: states.reduce(0) { $0 + $1.outputTokens })

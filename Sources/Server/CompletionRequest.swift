@@ -22,6 +22,9 @@ struct CompletionRequest {
     var includeUsage: Bool
     /// `cache_salt` (vLLM's): only requests with the same salt share cached prompt K/V.
     var cacheSalt: String? = nil
+    /// Chat with `tools` (tool_choice not "none") on a server with a tool-call parser: answers
+    /// are parsed for calls.
+    var toolCallFormat: ToolCallFormat? = nil
 
     var echo: Bool { echoTexts != nil }
     var choiceCount: Int { prompts.count * n }
@@ -80,8 +83,10 @@ extension OpenAIServer {
             try checkContext(promptTokens: prompt.count, maxTokens: parameters.maxTokens, promptField: chat ? "messages" : "prompt",
                              maxTokensField: completionTokensGiven ? "max_completion_tokens" : "max_tokens")
         }
+        let usesTools = chat && Self.isGiven(object, "tools") && (object["tool_choice"] as? String) != "none"
         return CompletionRequest(chat: chat, prompts: prompts, echoTexts: echoTexts, n: n, parameters: parameters, stream: stream,
-                                 includeUsage: includeUsage, cacheSalt: try cacheSalt(object))
+                                 includeUsage: includeUsage, cacheSalt: try cacheSalt(object),
+                                 toolCallFormat: usesTools ? configuration.toolCallFormat : nil)
     }
 
     /// `cache_salt`: a non-empty string, or absent.

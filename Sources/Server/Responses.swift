@@ -64,21 +64,39 @@ struct ResponseShape: Sendable {
         return object
     }
 
-    /// One choice of a whole response; `logprobs` is NSNull when none were asked for.
-    func choice(index: Int, text: String, logprobs: Any, finish: FinishReason) -> [String: Any] {
+    /// One choice of a whole response; `logprobs` is NSNull when none were asked for. A chat
+    /// answer with tool calls has them, its other text as content (null when none), and
+    /// finish_reason "tool_calls".
+    func choice(index: Int, text: String, logprobs: Any, finish: FinishReason, toolCalls: ParsedToolCalls? = nil) -> [String: Any] {
         var choice: [String: Any] = ["index": index, "finish_reason": finish.rawValue, "logprobs": logprobs]
-        if chat { choice["message"] = ["role": "assistant", "content": text] } else { choice["text"] = text }
+        if chat {
+            var message: [String: Any] = ["role": "assistant", "content": text]
+            if let toolCalls {
+                message["content"] = toolCalls.content.map { $0 as Any } ?? NSNull()
+                message["tool_calls"] = ToolCall.objects(toolCalls.calls, streamed: false)
+                choice["finish_reason"] = "tool_calls"
+            }
+            choice["message"] = message
+        } else {
+            choice["text"] = text
+        }
         return choice
     }
 
-    /// A streamed chunk of one choice: chat's first chunk of a choice carries the role.
-    func chunk(index: Int, role: Bool = false, text: String, logprobs: Any = NSNull(), finish: FinishReason? = nil) -> [String: Any] {
+    /// A streamed chunk of one choice: chat's first chunk of a choice carries the role; a
+    /// finish chunk may carry the answer's tool calls (finish_reason "tool_calls").
+    func chunk(index: Int, role: Bool = false, text: String, logprobs: Any = NSNull(), finish: FinishReason? = nil,
+               toolCalls: [ToolCall] = []) -> [String: Any] {
         var object = object(chunk: true)
         var choice: [String: Any] = ["index": index, "finish_reason": finish.map { $0.rawValue as Any } ?? NSNull(), "logprobs": logprobs]
         if chat {
             var delta: [String: Any] = [:]
             if role { delta["role"] = "assistant" }
             if role || !text.isEmpty || finish == nil { delta["content"] = text }
+            if !toolCalls.isEmpty {
+                delta["tool_calls"] = ToolCall.objects(toolCalls, streamed: true)
+                choice["finish_reason"] = "tool_calls"
+            }
             choice["delta"] = delta
         } else {
             choice["text"] = text

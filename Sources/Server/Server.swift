@@ -18,9 +18,12 @@ public struct ServerConfiguration: Sendable {
     public var version: String
     /// Request bodies above this many bytes get a 413.
     public var maxBodyBytes: Int
+    /// How chat answers to requests with `tools` are parsed for calls (nil: they are not).
+    public var toolCallFormat: ToolCallFormat?
 
     public init(host: String = "127.0.0.1", port: Int = 8000, servedModelName: String, apiKey: String? = nil,
-                shutdownTimeout: Duration = .zero, version: String = "unknown", maxBodyBytes: Int = 32 << 20) {
+                shutdownTimeout: Duration = .zero, version: String = "unknown", maxBodyBytes: Int = 32 << 20,
+                toolCallFormat: ToolCallFormat? = nil) {
         self.host = host
         self.port = port
         self.servedModelName = servedModelName
@@ -28,6 +31,7 @@ public struct ServerConfiguration: Sendable {
         self.shutdownTimeout = shutdownTimeout
         self.version = version
         self.maxBodyBytes = maxBodyBytes
+        self.toolCallFormat = toolCallFormat
     }
 }
 

@@ -37,6 +37,11 @@ extension OpenAIServer {
                     if let error = output.error {
                         try await send(["error": ["message": error, "type": "server_error", "param": NSNull(), "code": NSNull()]])
                     }
+                    var calls: [ToolCall] = []
+                    if let tools = parsed.toolCallFormat {
+                        // What may be a call waits for the answer's end, then goes out as calls or as text.
+                        (text, calls) = Self.toolCallStep(tools, state: &states[index], final: output.isFinal)
+                    }
                     let listsTokens = parsed.logprobs != nil && !entries.isEmpty
                     guard output.isFinal || !text.isEmpty || listsTokens else { continue }
                     var logprobs: Any = NSNull()
@@ -44,7 +49,7 @@ extension OpenAIServer {
                         logprobs = parsed.chat ? ["content": format.chat(output.tokens)] as Any
                             : format.completion(entries, offset: &states[index].textOffset)
                     }
-                    try await send(shape.chunk(index: index, text: text, logprobs: logprobs, finish: output.finish))
+                    try await send(shape.chunk(index: index, text: text, logprobs: logprobs, finish: output.finish, toolCalls: calls))
                 }
                 log.finished(states, promptTokens: parsed.promptTokenCount)
                 if parsed.includeUsage {
@@ -63,5 +68,23 @@ extension OpenAIServer {
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-cache"
         return Response(status: .ok, headers: headers, body: body)
+    }
+
+    /// A streamed chat choice under a tool-call parser: the content this output may send (the
+    /// answer's text up to where a call could begin), and, at the end, the calls in what was held.
+    static func toolCallStep(_ format: ToolCallFormat, state: inout ChoiceState, final: Bool) -> (text: String, calls: [ToolCall]) {
+        let text = state.text
+        let sendable = final ? text.count : format.streamableCount(text)
+        guard sendable > state.sentCharacters || final else { return ("", []) }
+        let held = String(text.dropFirst(state.sentCharacters))
+        if final, let parsed = format.parse(held) {
+            // Text after the calls follows what went out before them on a line of its own.
+            let separator = state.sentCharacters > 0 ? "\n" : ""
+            state.sentCharacters = text.count
+            return (parsed.content.map { separator + $0 } ?? "", parsed.calls)
+        }
+        let out = String(held.prefix(sendable - state.sentCharacters))
+        state.sentCharacters = sendable
+        return (out, [])
     }
 }

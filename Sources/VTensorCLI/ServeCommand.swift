@@ -42,6 +42,10 @@ struct ServeCommand: ParsableCommand {
         template text itself. Its bos_token and eos_token are the model's.
         """)
     var chatTemplate: String?
+    @Flag(help: "Parse chat answers to requests with `tools` for tool calls (vLLM's flag; needs --tool-call-parser).")
+    var enableAutoToolChoice = false
+    @Option(help: "How the model writes tool calls: hermes (<tool_call> JSON blocks: Hermes, Qwen2.5) or llama3_json (Llama 3.1/3.2).")
+    var toolCallParser: String?
     @Option(help: "The least severe level logged (to stderr).")
     var logLevel: Logger.Level = .info
 
@@ -52,6 +56,22 @@ struct ServeCommand: ParsableCommand {
             throw ValidationError("--shutdown-timeout must be in 0...86400 seconds, got \(shutdownTimeout)")
         }
         if maxBodyBytes < 1 { throw ValidationError("--max-body-bytes must be at least 1, got \(maxBodyBytes)") }
+        _ = try toolCallFormat()
+    }
+
+    /// The tool-call parser asked for: both flags or neither (vLLM's rule).
+    func toolCallFormat() throws -> ToolCallFormat? {
+        let names = ToolCallFormat.allCases.map(\.rawValue).joined(separator: ", ")
+        switch (enableAutoToolChoice, toolCallParser) {
+        case (false, nil): return nil
+        case (true, nil): throw ValidationError("--enable-auto-tool-choice needs --tool-call-parser (one of \(names))")
+        case (false, _?): throw ValidationError("--tool-call-parser takes effect with --enable-auto-tool-choice")
+        case (true, let name?):
+            guard let format = ToolCallFormat(rawValue: name) else {
+                throw ValidationError("--tool-call-parser must be one of \(names), got \"\(name)\"")
+            }
+            return format
+        }
     }
 
     func run() throws {
@@ -67,7 +87,8 @@ struct ServeCommand: ParsableCommand {
         let template = try Self.chatTemplate(chatTemplate, model: model)
         let configuration = ServerConfiguration(host: host, port: port, servedModelName: name, apiKey: apiKey,
                                                 shutdownTimeout: .milliseconds(Int64((shutdownTimeout * 1000).rounded())),
-                                                version: VTensorVersion.number, maxBodyBytes: maxBodyBytes)
+                                                version: VTensorVersion.number, maxBodyBytes: maxBodyBytes,
+                                                toolCallFormat: try toolCallFormat())
         let server = OpenAIServer(configuration: configuration, loop: loop, tokenizer: model.tokenizer, chatTemplate: template, defaults: model.defaultSampling)
         let note = GenerateCommand.samplingNote(model.defaultSampling, source: model.defaultsSource, flagsGiven: false)
         let banner = "model loaded in \(fixed(model.loadSeconds, 2)) s (\(model.runtime.description)); \(note); "

@@ -21,15 +21,37 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: file) }
         let written = try ServerProcess.python(Self.script, ["--write-template", slug, file])
         try #require(written.status == 0, "\(written.output)")
-        let server = try ServerProcess(arguments: ["--chat-template", file])
+        // Each with its family's tool-call parser, as a vLLM user would serve it.
+        let parser = slug.hasPrefix("llama-3") ? "llama3_json" : "hermes"
+        let server = try ServerProcess(arguments: ["--chat-template", file, "--enable-auto-tool-choice", "--tool-call-parser", parser])
         defer { _ = server.stop() }
         try Self.check(slug, server)
-        // A chat completion with tools goes through the same path to the engine.
+        // A chat completion with tools goes through the same path to the engine; the answer is
+        // either content or calls, each in OpenAI's shape.
         let tools = #"[{"type": "function", "function": {"name": "get_time", "description": "The time in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]"#
         let (body, status) = try server.post("/v1/chat/completions", """
             {"messages": [{"role": "user", "content": "What time is it in Lisbon?"}], "tools": \(tools), "max_tokens": 3, "temperature": 0}
             """)
         #expect(status == 200, "\(body)")
+        let choice = try #require((try ServerProcess.object(body)["choices"] as? [[String: Any]])?.first)
+        let message = try #require(choice["message"] as? [String: Any])
+        if choice["finish_reason"] as? String == "tool_calls" {
+            #expect((message["tool_calls"] as? [[String: Any]])?.isEmpty == false, "\(body)")
+        } else {
+            #expect(message["content"] is String && message["tool_calls"] == nil, "\(body)")
+        }
+    }
+
+    @Test func toolCallFlagsComeTogether() throws {
+        for (arguments, words) in [(["--enable-auto-tool-choice"], "--tool-call-parser"),
+                                   (["--enable-auto-tool-choice", "--tool-call-parser", "pythonic"], "must be one of hermes, llama3_json")] {
+            let started = Result { try ServerProcess(arguments: arguments, timeout: 20) }
+            guard case .failure(let error) = started else {
+                Issue.record("the server started with \(arguments)")
+                continue
+            }
+            #expect("\(error)".contains(words), "\(error)")
+        }
     }
 
     @Test func aTemplateThatDoesNotParseStopsTheServerFromStarting() throws {

@@ -1,0 +1,173 @@
+import Foundation
+import Tokenizers
+
+/// vLLM's tool-call parsers (`serve --enable-auto-tool-choice --tool-call-parser NAME`): a
+/// model answering a chat request that carries `tools` writes its calls in its chat template's
+/// format; the server returns them as OpenAI's `tool_calls` (finish_reason "tool_calls"), with
+/// any other text as the message's content. Text that only looks like a call (not valid JSON,
+/// no name) stays content.
+public enum ToolCallFormat: String, Sendable, CaseIterable {
+    /// `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, one block per call, anywhere
+    /// in the answer (Hermes 2 Pro, Qwen2.5).
+    case hermes
+    /// The whole answer is `{"name": ..., "parameters": {...}}` (or "arguments"), after an
+    /// optional `<|python_tag|>`; several calls are separated by ";" (Llama 3.1, 3.2).
+    case llama3JSON = "llama3_json"
+}
+
+/// One call: the function's name and its arguments as JSON text (what OpenAI's `arguments` holds).
+struct ToolCall: Equatable, Sendable {
+    let name: String
+    let arguments: String
+
+    /// A new call id, in OpenAI's style.
+    static func newID() -> String { "call_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(24) }
+
+    /// OpenAI's `tool_calls` entries; streamed deltas carry their `index`.
+    static func objects(_ calls: [ToolCall], streamed: Bool) -> [[String: Any]] {
+        calls.enumerated().map { index, call in
+            var object: [String: Any] = ["id": newID(), "type": "function", "function": ["name": call.name, "arguments": call.arguments]]
+            if streamed { object["index"] = index }
+            return object
+        }
+    }
+}
+
+/// An answer split into what it said and what it called.
+struct ParsedToolCalls: Equatable, Sendable {
+    /// The text outside the calls, trimmed; nil when there is none.
+    var content: String?
+    var calls: [ToolCall]
+}
+
+extension ToolCallFormat {
+    static let hermesOpen = "<tool_call>", hermesClose = "</tool_call>", pythonTag = "<|python_tag|>"
+
+    /// The calls in a whole answer, or nil when it holds none (then it is all content).
+    func parse(_ text: String) -> ParsedToolCalls? {
+        switch self {
+        case .hermes: return Self.parseHermes(text)
+        case .llama3JSON: return Self.parseLlama3(text)
+        }
+    }
+
+    /// Streaming: how many leading characters of the answer so far can go out as content now.
+    /// The rest may be (the start of) a call, so it waits for the answer's end.
+    func streamableCount(_ text: String) -> Int {
+        switch self {
+        case .hermes:
+            if let open = text.range(of: Self.hermesOpen) { return text.distance(from: text.startIndex, to: open.lowerBound) }
+            // Hold back a tail that could be the marker's beginning.
+            for keep in stride(from: min(Self.hermesOpen.count - 1, text.count), to: 0, by: -1) where Self.hermesOpen.hasPrefix(text.suffix(keep)) {
+                return text.count - keep
+            }
+            return text.count
+        case .llama3JSON:
+            // A call is the whole answer: an answer that starts like one waits; any other streams.
+            let start = text.drop { $0.isWhitespace }
+            if start.isEmpty || start.first == "{" || Self.pythonTag.hasPrefix(String(start.prefix(Self.pythonTag.count))) { return 0 }
+            return text.count
+        }
+    }
+
+    private static func parseHermes(_ text: String) -> ParsedToolCalls? {
+        var calls: [ToolCall] = []
+        var content = ""
+        var rest = Substring(text)
+        while let open = rest.range(of: hermesOpen) {
+            content += rest[..<open.lowerBound]
+            let body = rest[open.upperBound...]
+            // An unclosed last block (the answer hit its length) is parsed if its JSON is whole.
+            let close = body.range(of: hermesClose)
+            guard let call = call(from: String(body[..<(close?.lowerBound ?? body.endIndex)]), argumentKeys: ["arguments"]) else {
+                return nil
+            }
+            calls.append(call)
+            rest = close.map { body[$0.upperBound...] } ?? ""
+        }
+        guard !calls.isEmpty else { return nil }
+        content += rest
+        let trimmed = content.trimmingCharacters(in: .whitespacesAndNewlines)
+        return ParsedToolCalls(content: trimmed.isEmpty ? nil : trimmed, calls: calls)
+    }
+
+    private static func parseLlama3(_ text: String) -> ParsedToolCalls? {
+        var body = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if body.hasPrefix(pythonTag) { body = String(body.dropFirst(pythonTag.count)).trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard body.hasPrefix("{") else { return nil }
+        var calls: [ToolCall] = []
+        for piece in splitTopLevel(body, on: ";") {
+            guard let call = call(from: piece, argumentKeys: ["parameters", "arguments"]) else { return nil }
+            calls.append(call)
+        }
+        return calls.isEmpty ? nil : ParsedToolCalls(content: nil, calls: calls)
+    }
+
+    /// `{"name": "...", KEY: {...}}` as a call; nil when it is not one.
+    private static func call(from json: String, argumentKeys: [String]) -> ToolCall? {
+        guard let object = try? JSON.parse(json.trimmingCharacters(in: .whitespacesAndNewlines), source: "a tool call"),
+              let name = object["name"]?.string, !name.isEmpty else { return nil }
+        var arguments = argumentKeys.lazy.compactMap { object[$0] }.first ?? .object([])
+        // Some models write the arguments as a string of JSON.
+        if let text = arguments.string, let inner = try? JSON.parse(text, source: "tool call arguments") { arguments = inner }
+        guard arguments.members != nil else { return nil }
+        return ToolCall(name: name, arguments: arguments.pythonText)
+    }
+
+    /// `text` cut at `separator`s that are outside strings and brackets.
+    private static func splitTopLevel(_ text: String, on separator: Character) -> [String] {
+        var pieces: [String] = [], current = "", depth = 0, inString = false, escaped = false
+        for c in text {
+            if inString {
+                if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
+            } else if c == "\"" {
+                inString = true
+            } else if c == "{" || c == "[" {
+                depth += 1
+            } else if c == "}" || c == "]" {
+                depth -= 1
+            } else if c == separator && depth == 0 {
+                pieces.append(current)
+                current = ""
+                continue
+            }
+            current.append(c)
+        }
+        if !current.trimmingCharacters(in: .whitespaces).isEmpty { pieces.append(current) }
+        return pieces
+    }
+}
+
+extension JSON {
+    /// JSON text as Python's `json.dumps(value, ensure_ascii=False)` writes it (vLLM's parsers'
+    /// `arguments`): keys in their order, ", " and ": " between items.
+    var pythonText: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let b): return b ? "true" : "false"
+        case .int(let i): return String(i)
+        case .double(let d): return d.isFinite ? "\(d)" : (d.isNaN ? "NaN" : d > 0 ? "Infinity" : "-Infinity")
+        case .string(let s): return Self.quoted(s)
+        case .array(let items): return "[" + items.map(\.pythonText).joined(separator: ", ") + "]"
+        case .object(let members): return "{" + members.map { Self.quoted($0.0) + ": " + $0.1.pythonText }.joined(separator: ", ") + "}"
+        }
+    }
+
+    private static func quoted(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
+            case let c where c.value < 0x20: out += String(format: "\\u%04x", c.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
