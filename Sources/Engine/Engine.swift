@@ -116,48 +116,67 @@ public final class Engine: @unchecked Sendable {
     /// leaves no room to generate, bad sampling parameters.
     @discardableResult
     public func add(_ request: GenerationRequest) throws -> RequestID {
+        try add([request])[0]
+    }
+
+    /// Queues several requests at once: all join the same step (a response's choices then run
+    /// the same way every time), or, when one cannot be served, none is queued.
+    @discardableResult
+    public func add(_ requests: [GenerationRequest]) throws -> [RequestID] {
+        let prepared: [(state: SequenceState, scores: PromptScores?, request: GenerationRequest)]
         do {
-            let prompt = request.prompt
-            guard !prompt.isEmpty else { throw EngineError.invalidRequest("the prompt is empty") }
-            let vocabulary = model.config.vocabSize
-            if let t = prompt.first(where: { $0 < 0 || $0 >= vocabulary }) {
-                throw EngineError.invalidRequest("prompt token id \(t) is outside the vocabulary (0..<\(vocabulary))")
+            prepared = try requests.map { request in
+                let (state, scores) = try prepare(request)
+                return (state, scores, request)
             }
-            guard prompt.count < maxSequenceLength else {
-                throw EngineError.invalidRequest("the prompt has \(prompt.count) tokens; the longest sequence this engine runs is \(maxSequenceLength) tokens, leaving no room to generate")
-            }
-            if let maxTokens = request.parameters.maxTokens, maxTokens < 1 {
-                throw EngineError.invalidRequest("max_tokens must be at least 1, got \(maxTokens)")
-            }
-            if let t = request.parameters.logitBias.keys.sorted().first(where: { $0 < 0 || $0 >= vocabulary }) {
-                throw EngineError.invalidRequest("logit_bias token id \(t) is outside the vocabulary (0..<\(vocabulary))")
-            }
-            if let k = request.promptLogprobs {
-                guard (0...SamplingParameters.maxLogprobs).contains(k) else {
-                    throw EngineError.invalidRequest("prompt logprobs must be in 0...\(SamplingParameters.maxLogprobs), got \(k)")
-                }
-                // The device picks tokens where the logits are; scoring the prompt needs them on the host.
-                guard !model.samplesOnDevice else {
-                    throw EngineError.invalidRequest("prompt logprobs (echo with logprobs) are not supported on the GPU yet")
-                }
-            }
-            let state = try SequenceState(prompt: prompt, parameters: request.parameters, eosTokenIds: eosTokenIds,
-                                          maxLength: maxSequenceLength, tokenizer: tokenizer)
-            let scores = request.promptLogprobs.map { PromptScores(promptCount: prompt.count, alternatives: $0) }
-            return shared.withLock { s in
+        } catch {
+            shared.withLock { $0.statistics.requestsRejected += requests.count }
+            throw error
+        }
+        return shared.withLock { s in
+            prepared.map { state, scores, request in
                 let id = s.nextID
                 s.nextID += 1
-                let sequence = EngineSequence(id: id, prompt: prompt, state: state, arrivalNanos: monotonicNanos(), salt: request.cacheSalt ?? "")
+                let sequence = EngineSequence(id: id, prompt: request.prompt, state: state, arrivalNanos: monotonicNanos(),
+                                              salt: request.cacheSalt ?? "")
                 sequence.promptScores = scores
                 s.added.append(sequence)
                 s.live.insert(id)
                 s.statistics.requestsAdded += 1
                 return id
             }
-        } catch {
-            shared.withLock { $0.statistics.requestsRejected += 1 }
-            throw error
         }
+    }
+
+    /// Checks a request and builds its sampling state.
+    private func prepare(_ request: GenerationRequest) throws -> (SequenceState, PromptScores?) {
+        let prompt = request.prompt
+        guard !prompt.isEmpty else { throw EngineError.invalidRequest("the prompt is empty") }
+        let vocabulary = model.config.vocabSize
+        if let t = prompt.first(where: { $0 < 0 || $0 >= vocabulary }) {
+            throw EngineError.invalidRequest("prompt token id \(t) is outside the vocabulary (0..<\(vocabulary))")
+        }
+        guard prompt.count < maxSequenceLength else {
+            throw EngineError.invalidRequest("the prompt has \(prompt.count) tokens; the longest sequence this engine runs is \(maxSequenceLength) tokens, leaving no room to generate")
+        }
+        if let maxTokens = request.parameters.maxTokens, maxTokens < 1 {
+            throw EngineError.invalidRequest("max_tokens must be at least 1, got \(maxTokens)")
+        }
+        if let t = request.parameters.logitBias.keys.sorted().first(where: { $0 < 0 || $0 >= vocabulary }) {
+            throw EngineError.invalidRequest("logit_bias token id \(t) is outside the vocabulary (0..<\(vocabulary))")
+        }
+        if let k = request.promptLogprobs {
+            guard (0...SamplingParameters.maxLogprobs).contains(k) else {
+                throw EngineError.invalidRequest("prompt logprobs must be in 0...\(SamplingParameters.maxLogprobs), got \(k)")
+            }
+            // The device picks tokens where the logits are; scoring the prompt needs them on the host.
+            guard !model.samplesOnDevice else {
+                throw EngineError.invalidRequest("prompt logprobs (echo with logprobs) are not supported on the GPU yet")
+            }
+        }
+        let state = try SequenceState(prompt: prompt, parameters: request.parameters, eosTokenIds: eosTokenIds,
+                                      maxLength: maxSequenceLength, tokenizer: tokenizer)
+        return (state, request.promptLogprobs.map { PromptScores(promptCount: prompt.count, alternatives: $0) })
     }
 
     /// Cancels a request at the next step boundary: its KV goes back (after in-flight work) and

@@ -35,6 +35,19 @@ public final class EngineLoop: @unchecked Sendable {
         }
     }
 
+    /// Queues several requests to join the same step (`Engine.add(_:)`), or none; `onOutput`
+    /// receives each one's outputs with its index in `requests`.
+    @discardableResult
+    public func submit(_ requests: [GenerationRequest], onOutput: @escaping @Sendable (Int, RequestOutput) -> Void) throws -> [RequestID] {
+        try condition.withLock {
+            guard !stopping else { throw EngineError.stopped }
+            let ids = try engine.add(requests)
+            for (index, id) in ids.enumerated() { handlers[id] = { onOutput(index, $0) } }
+            condition.broadcast()
+            return ids
+        }
+    }
+
     /// The request's outputs as an async stream; cancelling the stream's consumer aborts it.
     public func stream(_ request: GenerationRequest) throws -> (id: RequestID, outputs: AsyncStream<RequestOutput>) {
         let (stream, continuation) = AsyncStream.makeStream(of: RequestOutput.self)

@@ -16,21 +16,19 @@ struct ChoiceStream: Sendable {
     let outputs: AsyncStream<ChoiceOutput>
     let loop: EngineLoop
 
-    /// Submits every request or none: when the engine refuses one, those already queued are aborted.
+    /// Submits every request or none, to join the same engine step (so a response's choices are
+    /// batched the same way each time the request is sent).
     init(loop: EngineLoop, requests: [GenerationRequest]) throws {
         self.loop = loop
         let (stream, continuation) = AsyncStream.makeStream(of: ChoiceOutput.self)
         let open = Countdown(requests.count)
-        var ids: [RequestID] = []
+        let ids: [RequestID]
         do {
-            for (choice, request) in requests.enumerated() {
-                ids.append(try loop.submit(request) { output in
-                    continuation.yield(ChoiceOutput(choice: choice, output: output))
-                    if output.isFinal, open.finishOne() { continuation.finish() }
-                })
+            ids = try loop.submit(requests) { choice, output in
+                continuation.yield(ChoiceOutput(choice: choice, output: output))
+                if output.isFinal, open.finishOne() { continuation.finish() }
             }
         } catch {
-            for id in ids { loop.abort(id) }
             continuation.finish()
             throw error
         }

@@ -282,6 +282,16 @@ import VTensor
         #expect(message { try engine.add(GenerationRequest(prompt: [5], parameters: stopString)) }.contains("stop strings need a tokenizer"))
         #expect(engine.statistics.requestsRejected == 5)
         #expect(!engine.abort(12345))
+        // A batch (a response's choices) is queued whole or not at all.
+        let added = engine.statistics.requestsAdded
+        #expect(message { try engine.add([GenerationRequest(prompt: [5]), GenerationRequest(prompt: [])]) }.contains("the prompt is empty"))
+        #expect(engine.statistics.requestsRejected == 7 && engine.statistics.requestsAdded == added)
+        let batch = try engine.add([4, 5, 6].map { GenerationRequest(prompt: [$0, 9], parameters: SamplingParameters(temperature: 0, maxTokens: 2)) })
+        #expect(batch.count == 3 && Set(batch).count == 3)
+        _ = engine.step()
+        #expect(engine.statistics.admitted == 3, "a batch joins one step")
+        for id in batch { engine.abort(id) }
+        engine.runUntilIdle { _ in }
 
         // max_tokens past the context: the request stops at the context with reason `length`.
         let results = try runAll(engine, [GenerationRequest(prompt: Array(repeating: 7, count: 30),
