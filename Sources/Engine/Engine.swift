@@ -99,7 +99,8 @@ public final class Engine: @unchecked Sendable {
         maxSequenceLength = min(limit, ledger.maxTokensAlone)
         kvBlockTokens = ledger.units.tokensPerUnit
         kvBlocks = ledger.capacityChunks / ledger.units.perRequest
-        scheduler = Scheduler(maxNumSeqs: options.maxNumSeqs, maxNumBatchedTokens: options.maxNumBatchedTokens, policy: options.schedulePolicy)
+        scheduler = Scheduler(maxNumSeqs: options.maxNumSeqs, maxNumBatchedTokens: options.maxNumBatchedTokens, policy: options.schedulePolicy,
+                              maxLogitRows: model.samplesOnDevice ? model.maxStepRows : .max)
         shared = Mutex(Shared(snapshot: EngineSnapshot(waiting: 0, running: 0, committedChunks: 0, capacityChunks: ledger.capacityChunks,
                                                        chunkSize: ledger.units.bytes)))
         mapper = options.asyncMapping ? storage.virtualCache.map { AsyncMapper(memory: $0.memory, threadSetup: mapperThreadSetup) } : nil
@@ -169,10 +170,6 @@ public final class Engine: @unchecked Sendable {
             guard (0...SamplingParameters.maxLogprobs).contains(k) else {
                 throw EngineError.invalidRequest("prompt logprobs must be in 0...\(SamplingParameters.maxLogprobs), got \(k)")
             }
-            // The device picks tokens where the logits are; scoring the prompt needs them on the host.
-            guard !model.samplesOnDevice else {
-                throw EngineError.invalidRequest("prompt logprobs (echo with logprobs) are not supported on the GPU yet")
-            }
         }
         let state = try SequenceState(prompt: prompt, parameters: request.parameters, eosTokenIds: eosTokenIds,
                                       maxLength: maxSequenceLength, tokenizer: tokenizer)
@@ -235,8 +232,9 @@ public final class Engine: @unchecked Sendable {
                                          outputTokens: sequence.state.output.count, timing: sequence.timing(now: monotonicNanos())))
         }
         var modelNanos: UInt64 = 0
-        // A draw with penalties (or under min_tokens) counts the request's previous pick, which must be on the host.
-        if let flight = inFlight, flight.needsPicksBeforePlanning(sequences) {
+        // A draw with penalties (or under min_tokens) counts the request's previous pick, which must be on the host;
+        // a step that scores a prompt runs with its logits on the host, after the step before it.
+        if let flight = inFlight, flight.needsPicksBeforePlanning(sequences) || sequences.values.contains(where: \.scoresPrompt) {
             inFlight = nil
             stats.synchronizedSteps += 1
             outputs += collect(flight, stats: &stats, modelNanos: &modelNanos)
@@ -414,7 +412,10 @@ public final class Engine: @unchecked Sendable {
         let modelStart = monotonicNanos()
         defer { modelNanos += monotonicNanos() - modelStart }
         do {
-            if model.samplesOnDevice {
+            // A device sampler's step runs on the host's way when it scores a prompt: every
+            // position's logits come back (the engine synchronized before planning it, so no
+            // input is fed from a pick still on the device).
+            if model.samplesOnDevice && !inputs.contains(where: \.allLogits) {
                 let draws = rows.map { row in row.samples ? sequences[row.id]!.state.deviceDraw() : Self.placeholderDraw }
                 if model.queuesSteps {
                     step.handle = try model.queueStep(inputs, feeds: feeds, draws: draws, vocabularyLimit: vocabularyLimit)
@@ -423,6 +424,7 @@ public final class Engine: @unchecked Sendable {
                     step.picks = zip(rows, sampled).map { $0.samples ? $1 : nil }
                 }
             } else {
+                precondition(feeds.isEmpty, "a step with host logits fed from picks still on the device")
                 let logits = try model.forward(inputs)
                 let stride = model.config.vocabSize
                 step.picks = zip(zip(rows, inputs), logits).map { pair, logits in

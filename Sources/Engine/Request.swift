@@ -12,7 +12,9 @@ public struct GenerationRequest: Sendable {
     public var cacheSalt: String?
     /// Score the prompt too (vLLM's `prompt_logprobs`): each prompt token's log-probability given
     /// the tokens before it, with this many most likely alternatives (0...20), on the raw logits.
-    /// Models that sample on the device (the GPU) refuse it for now: their logits never reach the host.
+    /// On a model that samples on the device (the GPU), a step holding a scoring prompt chunk
+    /// runs synchronously with every position's logits brought to the host, within the model's
+    /// logits rows a step (the chunk is cut to fit).
     public var promptLogprobs: Int?
 
     public init(prompt: [Int], parameters: SamplingParameters = SamplingParameters(temperature: 0), cacheSalt: String? = nil,

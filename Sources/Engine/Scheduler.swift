@@ -26,6 +26,8 @@ final class EngineSequence {
     /// Whether it may start from a cached prefix: not while its prompt scores are incomplete,
     /// since cached tokens are never computed and so never scored.
     var readsPrefixCache: Bool { promptScores.map(\.isComplete) ?? true }
+    /// Its prompt chunks still return every position's logits (to score the prompt).
+    var scoresPrompt: Bool { promptScores.map { !$0.isComplete } ?? false }
     /// A hash of its salt and first `block` tokens (they never change), kept once computed.
     private var firstBlockHash: (block: Int, hash: Int)?
 
@@ -105,13 +107,17 @@ struct Scheduler {
     let maxNumSeqs: Int
     let maxNumBatchedTokens: Int
     let policy: SchedulePolicy
+    /// The most logits rows a step may return: a row gives one, a chunk that scores its prompt
+    /// one per token (the GPU's logits workspace; unbounded on the CPU).
+    let maxLogitRows: Int
     private(set) var waiting: [EngineSequence] = []
     private(set) var running: [EngineSequence] = []
 
-    init(maxNumSeqs: Int, maxNumBatchedTokens: Int, policy: SchedulePolicy = .fcfs) {
+    init(maxNumSeqs: Int, maxNumBatchedTokens: Int, policy: SchedulePolicy = .fcfs, maxLogitRows: Int = .max) {
         self.maxNumSeqs = maxNumSeqs
         self.maxNumBatchedTokens = maxNumBatchedTokens
         self.policy = policy
+        self.maxLogitRows = maxLogitRows
     }
 
     var isIdle: Bool { waiting.isEmpty && running.isEmpty }
@@ -163,6 +169,7 @@ struct Scheduler {
     mutating func schedule(ledger: inout KVLedger, prefix: PrefixCache? = nil) -> SchedulerOutput {
         var output = SchedulerOutput()
         var budget = maxNumBatchedTokens
+        var logitRows = maxLogitRows
         var index = 0
         // Memory for `units` more units from the prefix cache's unreferenced chunks.
         func evict(_ units: Int) -> Bool {
@@ -175,7 +182,18 @@ struct Scheduler {
                 index += 1
                 continue
             }
-            let count = min(sequence.uncomputed, budget)
+            var count = min(sequence.uncomputed, budget)
+            if sequence.scoresPrompt {
+                // Room for one logits row for each running request after it; none left: next step.
+                let room = logitRows - (running.count - index - 1)
+                guard room >= 1 else {
+                    index += 1
+                    continue
+                }
+                count = min(count, room)
+            } else if logitRows < 1 {
+                break running
+            }
             let target = sequence.computed + count
             while !ledger.canGrow(sequence.id, to: target) {
                 if evict(ledger.growthChunks(sequence.id, to: target) - ledger.freeChunks) { continue }
@@ -188,6 +206,7 @@ struct Scheduler {
             ledger.grow(sequence.id, to: target)
             output.rows.append(ScheduledRow(id: sequence.id, start: sequence.computed, count: count, samples: target == sequence.knownLength))
             budget -= count
+            logitRows -= sequence.scoresPrompt ? count : 1
             index += 1
         }
         // New work only when nothing had to give memory back this step.
@@ -198,7 +217,7 @@ struct Scheduler {
         var slot = 0
         // (Only worth building when someone waits.)
         var computing = waiting.isEmpty ? nil : prefix.map { runningPrefixes($0) }
-        while slot < waiting.count, seats > 0, budget > 0 {
+        while slot < waiting.count, seats > 0, budget > 0, logitRows > 0 {
             let sequence = waiting[slot]
             if let prefix, let computing, !sequence.hasKV, isHeldBack(sequence, prefix: prefix, computing: computing) {
                 slot += 1
@@ -213,7 +232,7 @@ struct Scheduler {
                 case .none: break
                 }
             }
-            let count = min(sequence.uncomputed, budget)
+            let count = min(sequence.uncomputed, budget, sequence.scoresPrompt ? logitRows : .max)
             let target = sequence.computed + count
             guard ledger.canGrow(sequence.id, to: target) else {
                 if evict(ledger.growthChunks(sequence.id, to: target) - ledger.freeChunks) { continue }
@@ -237,6 +256,7 @@ struct Scheduler {
             seats -= 1
             output.rows.append(ScheduledRow(id: sequence.id, start: sequence.computed, count: count, samples: target == sequence.knownLength))
             budget -= count
+            logitRows -= sequence.scoresPrompt ? count : 1
         }
         return output
     }

@@ -55,9 +55,5 @@ extension OpenAIServer {
         if let id = parsed.parameters.logitBias.keys.sorted().first(where: { $0 >= vocabulary }) {
             throw APIError("'logit_bias' token id \(id) is outside the vocabulary (0..<\(vocabulary))", param: "logit_bias")
         }
-        if parsed.echo, parsed.logprobs != nil, loop.engine.model.samplesOnDevice {
-            throw APIError("'echo' with 'logprobs' (the prompt's logprobs) is not supported on the GPU yet; use one or the other",
-                           param: "echo")
-        }
     }
 }

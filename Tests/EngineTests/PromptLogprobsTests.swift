@@ -1,5 +1,7 @@
 import Foundation
+import Models
 import Runtime
+import VTensor
 import Testing
 @testable import Engine
 
@@ -92,14 +94,108 @@ import Testing
         #expect(result.scores?.first! == nil)
     }
 
-    @Test func modelsThatSampleOnTheDeviceRefuseThem() throws {
-        let model = try FakeModel(context: 64, budgetChunks: 16, samplesOnDevice: true)
-        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0])
-        #expect(throws: EngineError.invalidRequest("prompt logprobs (echo with logprobs) are not supported on the GPU yet")) {
-            try engine.add(GenerationRequest(prompt: [1, 2, 3], promptLogprobs: 1))
+    /// A model that samples on the device (queued steps fed from picks on the device, as the
+    /// GPU's) scores prompts too: a step holding a scoring chunk runs after the step before
+    /// it with every position's logits on the host, and stays within the model's logits rows,
+    /// while other requests decode beside it.
+    @Test(arguments: [6, 40])
+    func aDeviceSamplerScoresPromptsWithinItsLogitsRows(maxRows: Int) throws {
+        let prompt = EngineModelTests.prompts(1, lengths: 30...30, seed: 21)[0]
+        let reference = try Self.teacherForced(prompt)
+        let model = try DeviceSamplingModel(inner: try EngineModelTests.model(), maxStepRows: maxRows)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 64))
+        let greedy = SamplingParameters(temperature: 0, maxTokens: 6)
+        let others = EngineModelTests.prompts(3, lengths: 5...9, seed: 4)
+        let otherIDs = try others.map { try engine.add(GenerationRequest(prompt: $0, parameters: greedy)) }
+        _ = engine.step()  // the others are decoding when the scoring request arrives
+        let id = try engine.add(GenerationRequest(prompt: prompt, parameters: greedy, promptLogprobs: 2))
+        var scores: [SampledToken?]?
+        var tokens: [RequestID: [Int]] = [:]
+        engine.runUntilIdle { outputs in
+            for output in outputs {
+                tokens[output.id, default: []] += output.tokens.map(\.id)
+                if output.id == id, let found = output.promptLogprobs { scores = found }
+            }
         }
+        Self.check(scores, against: reference, prompt: prompt, alternatives: 2)
+        #expect(model.mostLogitRows <= maxRows && model.mostLogitRows > 1, "\(model.mostLogitRows) logits rows in one step")
+        // Everyone's tokens are what each request gives alone on the host.
+        for (request, ids) in zip(others + [prompt], otherIDs + [id]) {
+            let alone = try EngineModelTests.alone(request, maxTokens: 6, maxLength: engine.maxSequenceLength)
+            #expect(alone.margin > 1e-3, "choose a case with clear top-1 margins (got \(alone.margin))")
+            #expect(tokens[ids] == alone.tokens, "request \(ids)")
+        }
+    }
+}
+
+extension PromptLogprobsTests {
+    @Test func aDeviceSamplerChecksLogitBiasIDs() throws {
+        let engine = try Engine(model: try FakeModel(context: 64, budgetChunks: 16, samplesOnDevice: true), tokenizer: nil, eosTokenIds: [0])
         #expect(throws: EngineError.invalidRequest("logit_bias token id 50 is outside the vocabulary (0..<50)")) {
             try engine.add(GenerationRequest(prompt: [1, 2, 3], parameters: SamplingParameters(logitBias: [50: 1])))
         }
+    }
+}
+
+/// A CPU model that keeps to the GPU model's contract: it picks tokens itself (greedy) in queued
+/// steps whose one-token inputs may be fed from the step before's picks, gives logits to the
+/// host only through `forward`, and holds at most `maxStepRows` logits rows a step.
+final class DeviceSamplingModel: LanguageModel {
+    let inner: CPUModel
+    let maxStepRows: Int
+    private(set) var mostLogitRows = 0
+    private var queued: [(serial: Int, picks: [SampledToken])] = []
+    private var nextSerial = 0
+
+    init(inner: CPUModel, maxStepRows: Int) throws {
+        self.inner = inner
+        self.maxStepRows = maxStepRows
+    }
+
+    var config: ModelConfig { inner.config }
+    var kvStorage: KVStorage { inner.kvStorage }
+    var maxSequenceTokens: Int { inner.maxSequenceTokens }
+    var samplesOnDevice: Bool { true }
+    var queuesSteps: Bool { true }
+
+    func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
+        guard queued.isEmpty else { throw RuntimeError.invalidRequest("a synchronous step while queued steps are in flight") }
+        try count(inputs)
+        return try inner.forward(inputs)
+    }
+
+    func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
+        try collect(queueStep(inputs, feeds: [], draws: draws, vocabularyLimit: vocabularyLimit))
+    }
+
+    func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
+        guard !inputs.contains(where: \.allLogits) else { throw RuntimeError.invalidRequest("a queued step never returns every position's logits") }
+        guard draws.allSatisfy({ $0.parameters.isGreedy }) else { throw RuntimeError.unsupported("this stand-in only picks greedily") }
+        var inputs = inputs
+        if !feeds.isEmpty {
+            guard let previous = queued.last, previous.serial == nextSerial - 1 else { throw RuntimeError.invalidRequest("feeds without the step before") }
+            for feed in feeds { inputs[feed.input].tokens = [previous.picks[feed.previousInput].id] }
+        }
+        try count(inputs)
+        let vocab = config.vocabSize
+        let picks = try inner.forward(inputs).map { row -> SampledToken in
+            let last = row[(row.count - vocab)...]
+            return SampledToken(id: last.indices.max { last[$0] < last[$1] || (last[$0] == last[$1] && $0 > $1) }! - (row.count - vocab))
+        }
+        queued.append((nextSerial, picks))
+        nextSerial += 1
+        return QueuedStep(serial: nextSerial - 1, rows: inputs.count)
+    }
+
+    func collect(_ step: QueuedStep) throws -> [SampledToken] {
+        guard let first = queued.first, first.serial == step.serial else { throw RuntimeError.invalidRequest("steps collected out of order") }
+        queued.removeFirst()
+        return first.picks
+    }
+
+    private func count(_ inputs: [ForwardInput]) throws {
+        let rows = inputs.reduce(0) { $0 + ($1.allLogits ? $1.tokens.count : 1) }
+        mostLogitRows = max(mostLogitRows, rows)
+        guard rows <= maxStepRows else { throw RuntimeError.invalidRequest("\(rows) rows of logits exceed the \(maxStepRows) a step can return") }
     }
 }
