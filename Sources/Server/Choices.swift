@@ -14,9 +14,9 @@ struct ChoiceState {
     var started = false
     /// Streaming: where the next token's text starts, for the completions logprobs' `text_offset`.
     var textOffset = 0
-    /// Streaming with a tool-call parser: characters of `text` sent as content so far (the rest
-    /// may be a call, held until the answer ends).
-    var sentCharacters = 0
+    /// Streaming with a tool-call parser: Unicode scalars of `text` sent as content so far (the
+    /// rest may be a call, held until the answer ends).
+    var sentScalars = 0
 
     mutating func record(_ output: RequestOutput) {
         text += output.text

@@ -73,18 +73,18 @@ extension OpenAIServer {
     /// A streamed chat choice under a tool-call parser: the content this output may send (the
     /// answer's text up to where a call could begin), and, at the end, the calls in what was held.
     static func toolCallStep(_ format: ToolCallFormat, state: inout ChoiceState, final: Bool) -> (text: String, calls: [ToolCall]) {
-        let text = state.text
-        let sendable = final ? text.count : format.streamableCount(text)
-        guard sendable > state.sentCharacters || final else { return ("", []) }
-        let held = String(text.dropFirst(state.sentCharacters))
+        let scalars = state.text.unicodeScalars
+        let sendable = final ? scalars.count : format.streamableCount(state.text)
+        guard sendable > state.sentScalars || final else { return ("", []) }
+        let held = String(String.UnicodeScalarView(scalars.dropFirst(state.sentScalars)))
         if final, let parsed = format.parse(held) {
             // Text after the calls follows what went out before them on a line of its own.
-            let separator = state.sentCharacters > 0 ? "\n" : ""
-            state.sentCharacters = text.count
+            let separator = state.sentScalars > 0 ? "\n" : ""
+            state.sentScalars = scalars.count
             return (parsed.content.map { separator + $0 } ?? "", parsed.calls)
         }
-        let out = String(held.prefix(sendable - state.sentCharacters))
-        state.sentCharacters = sendable
+        let out = String(String.UnicodeScalarView(held.unicodeScalars.prefix(sendable - state.sentScalars)))
+        state.sentScalars = sendable
         return (out, [])
     }
 }

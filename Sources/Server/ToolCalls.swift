@@ -51,22 +51,29 @@ extension ToolCallFormat {
         }
     }
 
-    /// Streaming: how many leading characters of the answer so far can go out as content now.
-    /// The rest may be (the start of) a call, so it waits for the answer's end.
+    /// Streaming: how many leading Unicode scalars of the answer so far can go out as content
+    /// now. The rest may be (the start of) a call, so it waits for the answer's end. (Scalars, not
+    /// characters: a later piece may join the last character, but never changes a scalar.)
     func streamableCount(_ text: String) -> Int {
+        let scalars = text.unicodeScalars
         switch self {
         case .hermes:
-            if let open = text.range(of: Self.hermesOpen) { return text.distance(from: text.startIndex, to: open.lowerBound) }
+            if let open = text.range(of: Self.hermesOpen) { return scalars.distance(from: scalars.startIndex, to: open.lowerBound) }
             // Hold back a tail that could be the marker's beginning.
-            for keep in stride(from: min(Self.hermesOpen.count - 1, text.count), to: 0, by: -1) where Self.hermesOpen.hasPrefix(text.suffix(keep)) {
-                return text.count - keep
+            let marker = Array(Self.hermesOpen.unicodeScalars)
+            for keep in stride(from: min(marker.count - 1, scalars.count), to: 0, by: -1)
+            where scalars.suffix(keep).elementsEqual(marker.prefix(keep)) {
+                return scalars.count - keep
             }
-            return text.count
+            return scalars.count
         case .llama3JSON:
             // A call is the whole answer: an answer that starts like one waits; any other streams.
-            let start = text.drop { $0.isWhitespace }
-            if start.isEmpty || start.first == "{" || Self.pythonTag.hasPrefix(String(start.prefix(Self.pythonTag.count))) { return 0 }
-            return text.count
+            let start = scalars.drop { $0.properties.isWhitespace }
+            let tag = Array(Self.pythonTag.unicodeScalars)
+            if start.isEmpty || start.first == "{" || start.prefix(tag.count).elementsEqual(tag.prefix(min(tag.count, start.count))) {
+                return 0
+            }
+            return scalars.count
         }
     }
 

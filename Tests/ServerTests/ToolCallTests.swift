@@ -67,6 +67,13 @@ import Testing
             out += OpenAIServer.toolCallStep(.hermes, state: &plain, final: i == 1).text
         }
         #expect(out == "Use <tools wisely")
+        // A piece that joins the character before it (a combining accent): nothing is lost or sent twice.
+        var joined = ChoiceState(), whole = ""
+        for (i, piece) in ["Cafe", "\u{301} ok"].enumerated() {
+            joined.text += piece
+            whole += OpenAIServer.toolCallStep(.hermes, state: &joined, final: i == 1).text
+        }
+        #expect(whole.unicodeScalars.elementsEqual("Cafe\u{301} ok".unicodeScalars), "\(whole.unicodeScalars.map(\.value))")
     }
 
     @Test func callsGoOutInOpenAIsShapes() throws {
