@@ -67,7 +67,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Engine", "Runtime", "Tokenizers",
+                "Engine", "Runtime", "Tokenizers", "Jinja",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -40,6 +40,9 @@ public final class Engine: @unchecked Sendable {
     private var aheadTicket: MapTicket?
     /// The step queued on the model and not yet collected (pipelined steps only).
     private var inFlight: InFlightStep?
+    /// Requests whose prompt scores are still coming (echo with logprobs), so the common step
+    /// checks an empty set, not every request.
+    private var scoring: Set<RequestID> = []
     /// Whether step N+1 is planned and queued while step N runs (`options.pipelineSteps`, for a
     /// model that samples on the device); else each step is collected before the next is planned.
     public let pipelined: Bool
@@ -223,6 +226,7 @@ public final class Engine: @unchecked Sendable {
         for sequence in added {
             sequences[sequence.id] = sequence
             scheduler.enqueue(sequence)
+            if sequence.scoresPrompt { scoring.insert(sequence.id) }
         }
         for id in aborts {
             guard let sequence = sequences[id] else { continue }
@@ -234,7 +238,8 @@ public final class Engine: @unchecked Sendable {
         var modelNanos: UInt64 = 0
         // A draw with penalties (or under min_tokens) counts the request's previous pick, which must be on the host;
         // a step that scores a prompt runs with its logits on the host, after the step before it.
-        if let flight = inFlight, flight.needsPicksBeforePlanning(sequences) || sequences.values.contains(where: \.scoresPrompt) {
+        if !scoring.isEmpty { scoring = scoring.filter { sequences[$0]?.scoresPrompt ?? false } }
+        if let flight = inFlight, flight.needsPicksBeforePlanning(sequences) || !scoring.isEmpty {
             inFlight = nil
             stats.synchronizedSteps += 1
             outputs += collect(flight, stats: &stats, modelNanos: &modelNanos)

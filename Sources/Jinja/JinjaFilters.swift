@@ -109,7 +109,9 @@ extension JinjaEvaluator {
             }
             let sortKeys = a[3, "sort_keys"]?.isTruthy ?? false
             var out = ""
-            try writeJSON(value, into: &out, indent: indent, level: 0, itemSeparator: itemSep, keySeparator: keySep, sortKeys: sortKeys, at: e)
+            do {
+                try writePythonJSON(value, into: &out, indent: indent, level: 0, itemSeparator: itemSep, keySeparator: keySep, sortKeys: sortKeys)
+            } catch { throw fail(error.message, e) }
             if a[0, "ensure_ascii"]?.isTruthy ?? false { out = asciiEscaped(out) }
             return .string(out)
         case "selectattr", "rejectattr", "select", "reject":

@@ -1,4 +1,6 @@
 import Foundation
+import Jinja
+import Runtime
 import Tokenizers
 
 /// vLLM's tool-call parsers (`serve --enable-auto-tool-choice --tool-call-parser NAME`): a
@@ -117,8 +119,8 @@ extension ToolCallFormat {
         var arguments = argumentKeys.lazy.compactMap { object[$0] }.first ?? .object([])
         // Some models write the arguments as a string of JSON.
         if let text = arguments.string, let inner = try? JSON.parse(text, source: "tool call arguments") { arguments = inner }
-        guard arguments.members != nil else { return nil }
-        return ToolCall(name: name, arguments: arguments.pythonText)
+        guard arguments.members != nil, let text = JinjaValue(arguments).pythonJSON else { return nil }
+        return ToolCall(name: name, arguments: text)
     }
 
     /// `text` cut at `separator`s that are outside strings and brackets.
@@ -142,39 +144,5 @@ extension ToolCallFormat {
         }
         if !current.trimmingCharacters(in: .whitespaces).isEmpty { pieces.append(current) }
         return pieces
-    }
-}
-
-extension JSON {
-    /// JSON text as Python's `json.dumps(value, ensure_ascii=False)` writes it (vLLM's parsers'
-    /// `arguments`): keys in their order, ", " and ": " between items.
-    var pythonText: String {
-        switch self {
-        case .null: return "null"
-        case .bool(let b): return b ? "true" : "false"
-        case .int(let i): return String(i)
-        case .double(let d): return d.isFinite ? "\(d)" : (d.isNaN ? "NaN" : d > 0 ? "Infinity" : "-Infinity")
-        case .string(let s): return Self.quoted(s)
-        case .array(let items): return "[" + items.map(\.pythonText).joined(separator: ", ") + "]"
-        case .object(let members): return "{" + members.map { Self.quoted($0.0) + ": " + $0.1.pythonText }.joined(separator: ", ") + "}"
-        }
-    }
-
-    private static func quoted(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            case let c where c.value < 0x20: out += String(format: "\\u%04x", c.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 }

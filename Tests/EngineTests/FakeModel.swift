@@ -18,14 +18,13 @@ final class FakeModel: LanguageModel {
     /// Queue steps as a GPU model does: `queueStep` substitutes each fed placeholder with the
     /// previous queued step's pick (the engine never sees it) and holds the picks until `collect`.
     let queuesSteps: Bool
-    private var queued: [(serial: Int, picks: [SampledToken])] = []
+    private var queued = QueuedPicks()
     /// Per queued row that samples: its request and how many generated tokens its draw's
     /// penalty pairs count (so a test sees whether a draw knew the previous pick).
     private(set) var penaltyLog: [(id: Int, counted: Int)] = []
     /// Per queued row that samples under `min_tokens`: its request and whether its draw banned
     /// the stop ids (a bias of minus infinity).
     private(set) var minTokensLog: [(id: Int, banned: Bool)] = []
-    private var nextSerial = 0
     var maxSequenceTokens: Int { kvStorage.maxTokensPerRequest }
     /// Tokens written per step, to check budgets from the model's side too.
     private(set) var stepTokenCounts: [Int] = []
@@ -72,34 +71,17 @@ final class FakeModel: LanguageModel {
 
     func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
         precondition(queuesSteps && draws.count == inputs.count)
-        guard queued.count < 2 else { throw RuntimeError.invalidRequest("two steps already in flight") }
-        var inputs = inputs
-        if !feeds.isEmpty {
-            guard let previous = queued.last, previous.serial == nextSerial - 1 else { throw RuntimeError.invalidRequest("feeds without the step before in flight") }
-            for feed in feeds {
-                guard inputs[feed.input].tokens == [0], feed.previousInput < previous.picks.count else {
-                    throw RuntimeError.invalidRequest("a feed must name a one-token placeholder input and a row of the step before")
-                }
-                inputs[feed.input].tokens = [previous.picks[feed.previousInput].id]
-            }
-        }
+        let inputs = try queued.feeding(inputs, feeds)
         for (input, draw) in zip(inputs, draws) where draw.parameters.hasPenalties {
             penaltyLog.append((input.id, draw.penalties.reduce(0) { $0 + Int($1.y) }))
         }
         for (input, draw) in zip(inputs, draws) where draw.parameters.minTokens > 0 {
             minTokensLog.append((input.id, draw.biases.contains { $0.value == -.infinity }))
         }
-        let picks = try run(inputs).map { SampledToken(id: $0) }
-        queued.append((nextSerial, picks))
-        nextSerial += 1
-        return QueuedStep(serial: nextSerial - 1, rows: inputs.count)
+        return queued.append(try run(inputs).map { SampledToken(id: $0) })
     }
 
-    func collect(_ step: QueuedStep) throws -> [SampledToken] {
-        guard let first = queued.first, first.serial == step.serial else { throw RuntimeError.invalidRequest("steps collected out of order") }
-        queued.removeFirst()
-        return first.picks
-    }
+    func collect(_ step: QueuedStep) throws -> [SampledToken] { try queued.collect(step) }
 
     /// The next token after `history`: a hash of every token and its position.
     static func next(after history: [Int], vocabulary: Int = 50) -> Int {
@@ -164,6 +146,43 @@ final class FakeModel: LanguageModel {
             let history = try (0..<(start + input.tokens.count)).map { Int(try keySlot(input.id, token: $0).pointee) }
             return Self.next(after: history)
         }
+    }
+}
+
+/// The steps a stand-in queues as the GPU model does: a fed placeholder takes the pick of the
+/// step queued just before, at most two steps are in flight, and they are collected in order.
+struct QueuedPicks {
+    private var queued: [(serial: Int, picks: [SampledToken])] = []
+    private var nextSerial = 0
+
+    var isEmpty: Bool { queued.isEmpty }
+
+    /// `inputs` with each fed one-token placeholder replaced by its pick from the step before.
+    func feeding(_ inputs: [ForwardInput], _ feeds: [StepFeed]) throws -> [ForwardInput] {
+        guard queued.count < 2 else { throw RuntimeError.invalidRequest("two steps already in flight") }
+        var inputs = inputs
+        guard !feeds.isEmpty else { return inputs }
+        guard let previous = queued.last, previous.serial == nextSerial - 1 else { throw RuntimeError.invalidRequest("feeds without the step before in flight") }
+        for feed in feeds {
+            guard inputs[feed.input].tokens == [0], feed.previousInput < previous.picks.count else {
+                throw RuntimeError.invalidRequest("a feed must name a one-token placeholder input and a row of the step before")
+            }
+            inputs[feed.input].tokens = [previous.picks[feed.previousInput].id]
+        }
+        return inputs
+    }
+
+    /// Queues a step's picks; returns its handle.
+    mutating func append(_ picks: [SampledToken]) -> QueuedStep {
+        queued.append((nextSerial, picks))
+        nextSerial += 1
+        return QueuedStep(serial: nextSerial - 1, rows: picks.count)
+    }
+
+    mutating func collect(_ step: QueuedStep) throws -> [SampledToken] {
+        guard let first = queued.first, first.serial == step.serial else { throw RuntimeError.invalidRequest("steps collected out of order") }
+        queued.removeFirst()
+        return first.picks
     }
 }
 

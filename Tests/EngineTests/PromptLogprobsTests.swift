@@ -144,8 +144,7 @@ final class DeviceSamplingModel: LanguageModel {
     let inner: CPUModel
     let maxStepRows: Int
     private(set) var mostLogitRows = 0
-    private var queued: [(serial: Int, picks: [SampledToken])] = []
-    private var nextSerial = 0
+    private var queued = QueuedPicks()
 
     init(inner: CPUModel, maxStepRows: Int) throws {
         self.inner = inner
@@ -171,27 +170,17 @@ final class DeviceSamplingModel: LanguageModel {
     func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
         guard !inputs.contains(where: \.allLogits) else { throw RuntimeError.invalidRequest("a queued step never returns every position's logits") }
         guard draws.allSatisfy({ $0.parameters.isGreedy }) else { throw RuntimeError.unsupported("this stand-in only picks greedily") }
-        var inputs = inputs
-        if !feeds.isEmpty {
-            guard let previous = queued.last, previous.serial == nextSerial - 1 else { throw RuntimeError.invalidRequest("feeds without the step before") }
-            for feed in feeds { inputs[feed.input].tokens = [previous.picks[feed.previousInput].id] }
-        }
+        let inputs = try queued.feeding(inputs, feeds)
         try count(inputs)
         let vocab = config.vocabSize
         let picks = try inner.forward(inputs).map { row -> SampledToken in
             let last = row[(row.count - vocab)...]
             return SampledToken(id: last.indices.max { last[$0] < last[$1] || (last[$0] == last[$1] && $0 > $1) }! - (row.count - vocab))
         }
-        queued.append((nextSerial, picks))
-        nextSerial += 1
-        return QueuedStep(serial: nextSerial - 1, rows: inputs.count)
+        return queued.append(picks)
     }
 
-    func collect(_ step: QueuedStep) throws -> [SampledToken] {
-        guard let first = queued.first, first.serial == step.serial else { throw RuntimeError.invalidRequest("steps collected out of order") }
-        queued.removeFirst()
-        return first.picks
-    }
+    func collect(_ step: QueuedStep) throws -> [SampledToken] { try queued.collect(step) }
 
     private func count(_ inputs: [ForwardInput]) throws {
         let rows = inputs.reduce(0) { $0 + ($1.allLogits ? $1.tokens.count : 1) }

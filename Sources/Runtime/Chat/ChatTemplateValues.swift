@@ -4,7 +4,7 @@ import Tokenizers
 /// What a chat template sees of the request: the Python values transformers would hand jinja2
 /// (json.loads of the request, dicts in key order).
 extension JinjaValue {
-    init(_ json: JSON) {
+    public init(_ json: JSON) {
         switch json {
         case .null: self = .none
         case .bool(let b): self = .bool(b)

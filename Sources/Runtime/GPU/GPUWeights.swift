@@ -61,9 +61,8 @@ public final class GPUWeights: @unchecked Sendable {
     /// Uploads a Hugging Face checkpoint's tensors straight from the mapped files
     /// (`CheckpointLayout`): bf16 tensors are copied as they are, others converted one at a time.
     public convenience init(context: CUDAContext, config: ModelConfig, rope: RoPE, checkpoint: SafeTensorsCheckpoint) throws {
-        let entries = Dictionary(uniqueKeysWithValues: CheckpointLayout.entries(config: config).map { ($0.name, $0) })
-        try self.init(context: context, config: config, rope: rope) { name, _, address, _ in
-            try CheckpointLayout.forEachPart(of: entries[name]!, config: config, checkpoint: checkpoint) { offset, bytes in
+        try self.init(context: context, config: config, rope: rope) { name, count, address, bf16 in
+            try CheckpointLayout.forEachPart(of: .init(name: name, count: count, bf16: bf16), config: config, checkpoint: checkpoint) { offset, bytes in
                 try context.copyHostToDevice(destination: address + UInt64(offset), source: bytes)
             }
         }
