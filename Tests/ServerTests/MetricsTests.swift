@@ -211,8 +211,9 @@ import Testing
         #expect(try after.value("vllm:num_requests_running") == 0)
         #expect(try after.value("vllm:num_requests_waiting") == 0)
         #expect(try after.value("vllm:kv_cache_usage_perc") == 0)
-        #expect(try after.value("vtensor:kv_chunks_mapped") - after.value("vtensor:prefix_cache_chunks") == idleMapped,
-                "chunks mapped outside the prefix cache did not return to idle")
+        let mappedAfter = try after.value("vtensor:kv_chunks_mapped"), cachedAfter = try after.value("vtensor:prefix_cache_chunks")
+        #expect(mappedAfter - cachedAfter == idleMapped,
+                "chunks mapped outside the prefix cache did not return to idle: \(mappedAfter) mapped, \(cachedAfter) cached, \(idleMapped) before")
         #expect(try after.value("vtensor:kv_chunks_reserve") <= idleReserve)
 
         func delta(_ name: String, _ labels: [String: String] = [:]) throws -> Int {

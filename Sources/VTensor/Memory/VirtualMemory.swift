@@ -46,8 +46,12 @@ public struct PoolCounts: Equatable, Sendable {
 }
 
 /// The virtual-memory manager: owns the backend, the elastic chunk pool and every virtual
-/// tensor, and keeps their bookkeeping exact. Thread-safe: one lock guards all state, taken per
-/// chunk operation, so the mapper thread and the engine thread interleave.
+/// tensor, and keeps their bookkeeping exact. Thread-safe: one lock guards all state.
+///
+/// The mapper's driver calls (map + set access of growth, the unmaps of reclaim) run outside the
+/// lock: the slots are claimed under it (`.mapping`, `.unmapping`), the calls made without it, and
+/// the result published under it again. Only operations on a claimed slot (or on the whole tensor
+/// that holds one) wait for it; everything else, the engine's bookkeeping above all, goes on.
 ///
 /// Unmapping is deferred: a chunk unmapped from a tensor is first marked retiring with a fence
 /// recorded after all device work submitted so far, and is physically unmapped (and its chunk
@@ -69,6 +73,14 @@ public final class VirtualMemory: @unchecked Sendable {
     private var spareRanges: [Int: [UInt64]] = [:]
     private var spareRangeCount = 0
     static let maxSpareRanges = 4096
+    /// Slots whose driver call runs outside the lock now, over all tensors.
+    private var mappingsInFlight = 0
+    private var unmappingsInFlight = 0
+    /// Threads asleep in `waitLocked`.
+    private var waiters = 0
+    /// Slots claimed per hold of the lock for driver calls made outside it: enough to amortize
+    /// the two holds, few enough that an operation waiting on one of them waits briefly.
+    static let claimBatch = 8
 
     /// - Parameters:
     ///   - budget: the cap on physical memory held.
@@ -144,6 +156,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Maps a fresh chunk at chunk `index`.
     public func map(_ tensor: VirtualTensor, chunk index: Int) throws {
         try lock.withLock {
+            waitLocked { slotInFlight(tensor, index) || onlyUnmapsCanFree }
             try checkLive(tensor, index)
             try mapFreshLocked(tensor, index)
         }
@@ -159,6 +172,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// `index` too: zero-copy sharing. The chunk lives until no tensor maps it.
     public func alias(_ tensor: VirtualTensor, chunk index: Int, from source: VirtualTensor, chunk sourceIndex: Int) throws {
         try lock.withLock {
+            waitLocked { slotInFlight(tensor, index) || slotInFlight(source, sourceIndex) }
             let chunk = try aliasSourceLocked(tensor, index, source, sourceIndex)
             try mapChunkLocked(chunk, tensor, index)
             pool.addReference(chunk)
@@ -177,6 +191,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// `aliasOnGrow` for many slots under one hold of the lock. All or nothing.
     public func aliasOnGrow(_ places: [(tensor: VirtualTensor, index: Int, source: VirtualTensor, sourceIndex: Int)]) throws {
         try lock.withLock {
+            waitLocked { places.contains { slotInFlight($0.tensor, $0.index) || slotInFlight($0.source, $0.sourceIndex) } }
             var done = 0
             do {
                 for (tensor, index, source, sourceIndex) in places {
@@ -197,6 +212,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// simply dropped: nothing was mapped).
     public func unmap(_ tensor: VirtualTensor, chunk index: Int) throws {
         try lock.withLock {
+            waitLocked { slotInFlight(tensor, index) }
             try checkLive(tensor, index)
             if case .pendingAlias = tensor.slots[index] { return dropPendingLocked(tensor, indices: [index]) }
             guard case .mapped = tensor.slots[index] else { throw VTensorError.notMapped(tensor: tensor.id, chunk: index) }
@@ -234,56 +250,169 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
-    /// Maps a fresh chunk at each listed place not mapped yet. All or nothing, like `grow`.
+    /// Maps a fresh chunk at each listed place not mapped yet (a pending alias's chunk where the
+    /// slot holds one). All or nothing, like `grow`.
     ///
-    /// Each chunk's driver calls run under one hold of the lock. Mapping outside the lock (slots
-    /// marked pending) was tried and measured slower on H100 (docs/perf.md): the engine's
-    /// bookkeeping takes the lock a few times per step (`inspect`), so it rarely waits.
+    /// The driver calls run outside the lock, a few chunks at a time: the slots are claimed under
+    /// it (`.mapping`, with the chunk's reference), mapped without it, then published. The engine's
+    /// bookkeeping (hundreds of short holds a step with the prefix cache) no longer queues behind
+    /// a map and a set access, which take 20-40 us each on a GPU. A claimed slot is never waited
+    /// for while this call holds claims of its own, so two callers never wait for each other.
     public func mapHoles(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, skippingFreed: Bool = false,
                          onChunkMapped: ((UInt64) -> Void)? = nil) throws {
-        // What this call mapped, and whether the slot was a pending alias (put back as one on failure).
-        var mapped: [(tensor: VirtualTensor, index: Int, wasPending: Bool)] = []
+        // What this call mapped, and how: undone in reverse if a later mapping fails.
+        var mapped: [(tensor: VirtualTensor, index: Int, kind: MappedKind)] = []
+        var next = holes.startIndex
         do {
-            for (tensor, index) in holes {
-                let start = onChunkMapped == nil ? 0 : monotonicNanos()
-                let outcome = try lock.withLock { () throws -> Bool? in
-                    if tensor.isFreed && skippingFreed { return nil }
-                    guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
-                    if tensor.isSealed { return nil }
-                    switch tensor.slots[index] {
-                    case .mapped: return nil
-                    case .pendingAlias(let chunk):
-                        try mapChunkLocked(chunk, tensor, index)
-                        pendingAliases -= 1
-                        return true
-                    case .empty, .retiring:
-                        try mapFreshLocked(tensor, index)
-                        return false
+            while next < holes.endIndex {
+                var claims: [Claim] = []
+                // An error while claiming ends the batch; the claims made are settled first.
+                var failure: (any Error)? = lock.withLock {
+                    do {
+                        try claimHolesLocked(holes, from: &next, skippingFreed: skippingFreed, into: &claims, mapped: &mapped)
+                        return nil
+                    } catch { return error }
+                }
+                var done = 0
+                if failure == nil {
+                    for claim in claims {
+                        let start = onChunkMapped == nil ? 0 : monotonicNanos()
+                        if let error = mapOutsideLock(claim) {
+                            failure = error
+                            break
+                        }
+                        done += 1
+                        onChunkMapped?(monotonicNanos() - start)
                     }
                 }
-                if let wasPending = outcome {
-                    mapped.append((tensor, index, wasPending))
-                    onChunkMapped?(monotonicNanos() - start)
-                }
+                lock.withLock { publishLocked(claims, mappedCount: done, into: &mapped) }
+                if let failure { throw VTensorError.from(failure) }
             }
         } catch {
-            lock.withLock {
-                for (tensor, index, wasPending) in mapped.reversed() where !tensor.isFreed {
-                    guard case .mapped(let chunk) = tensor.slots[index] else { continue }
-                    // Never handed to a kernel: safe to unmap without a fence.
-                    try? backend.unmap(at: tensor.address(ofChunk: index))
-                    if wasPending {
-                        tensor.slots[index] = .pendingAlias(chunk)
-                        pendingAliases += 1
-                    } else {
-                        tensor.slots[index] = .empty
-                        pool.dropReference(chunk)
-                    }
-                }
-            }
+            lock.withLock { undoLocked(mapped) }
             throw error
         }
     }
+
+    /// A slot claimed for a mapping made outside the lock, and the chunk it gets.
+    private typealias Claim = (tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)
+
+    /// Claims the holes from `next` on, up to `claimBatch`, advancing `next` past each hole
+    /// settled: a mapped, sealed or (when skipping) freed one is passed by, a retiring chunk
+    /// taken back is mapped at once (into `mapped`), the others are claimed. Stops early at a slot
+    /// in flight once it holds a claim, and waits for it otherwise.
+    private func claimHolesLocked(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, from next: inout Int,
+                                  skippingFreed: Bool, into claims: inout [Claim],
+                                  mapped: inout [(tensor: VirtualTensor, index: Int, kind: MappedKind)]) throws {
+        while next < holes.endIndex, claims.count < Self.claimBatch {
+            let (tensor, index) = holes[next]
+            if tensor.isFreed && skippingFreed {
+                next += 1
+                continue
+            }
+            let needsFreshChunk: Bool
+            switch tensor.slots[index] {
+            case .empty: needsFreshChunk = true
+            case .retiring(let held, _): needsFreshChunk = !(backend.ordersWork && pool.referenceCount(held) == 1)
+            default: needsFreshChunk = false
+            }
+            if slotInFlight(tensor, index) || (needsFreshChunk && onlyUnmapsCanFree) {
+                if !claims.isEmpty { return }
+                waitLocked { slotInFlight(tensor, index) || (needsFreshChunk && onlyUnmapsCanFree) }
+                continue
+            }
+            next += 1
+            guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
+            if tensor.isSealed { continue }
+            let chunk: PhysicalChunk
+            switch tensor.slots[index] {
+            case .mapped:
+                continue
+            case .pendingAlias(let held):
+                chunk = held
+                tensor.slots[index] = .mapping(held, fromPending: true)
+                pendingAliases -= 1
+            case .retiring(let held, _) where !needsFreshChunk:
+                // As in `mapFreshLocked`: serves as the fresh chunk, with no driver call.
+                retiring.remove(tensor, index)
+                tensor.slots[index] = .mapped(held)
+                mapped.append((tensor, index, .takenBack))
+                continue
+            case .empty, .retiring:
+                try settleLocked(tensor, index)
+                guard tensor.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: tensor.id, chunk: index) }
+                chunk = try takeChunkLocked()
+                pool.addReference(chunk)
+                tensor.slots[index] = .mapping(chunk, fromPending: false)
+            case .mapping, .unmapping:
+                preconditionFailure("a slot in flight was claimed")
+            }
+            tensor.mappingsInFlight += 1
+            mappingsInFlight += 1
+            claims.append((tensor, index, chunk))
+        }
+    }
+
+    /// Map + set access for a claimed slot, without the lock; the error, if any (nothing stays mapped then).
+    private func mapOutsideLock(_ claim: Claim) -> (any Error)? {
+        let address = claim.tensor.address(ofChunk: claim.index)
+        do {
+            try backend.map(claim.chunk, at: address)
+        } catch { return error }
+        do {
+            try backend.setAccess(at: address, bytes: chunkSize)
+        } catch {
+            try? backend.unmap(at: address)
+            return error
+        }
+        return nil
+    }
+
+    /// Ends the claims: the first `mappedCount` are mapped now, the rest go back to what they were
+    /// (a pending alias again, or empty with the chunk back in the pool). Wakes waiters.
+    private func publishLocked(_ claims: [Claim], mappedCount: Int, into mapped: inout [(tensor: VirtualTensor, index: Int, kind: MappedKind)]) {
+        for (k, (tensor, index, chunk)) in claims.enumerated() {
+            guard case .mapping(_, let fromPending) = tensor.slots[index] else { preconditionFailure("a claimed slot changed") }
+            tensor.mappingsInFlight -= 1
+            mappingsInFlight -= 1
+            if k < mappedCount {
+                tensor.slots[index] = .mapped(chunk)
+                mapped.append((tensor, index, fromPending ? .pending : .fresh))
+            } else if fromPending {
+                tensor.slots[index] = .pendingAlias(chunk)
+                pendingAliases += 1
+            } else {
+                tensor.slots[index] = .empty
+                pool.dropReference(chunk)
+            }
+        }
+        wakeWaitersLocked()
+    }
+
+    /// Undoes a failed `mapHoles`' mappings, newest first.
+    private func undoLocked(_ mapped: [(tensor: VirtualTensor, index: Int, kind: MappedKind)]) {
+        for (tensor, index, kind) in mapped.reversed() where !tensor.isFreed {
+            waitLocked { slotInFlight(tensor, index) }
+            guard case .mapped(let chunk) = tensor.slots[index] else { continue }
+            switch kind {
+            case .takenBack:
+                // Kernels queued before may still read it: retire it again behind a fence.
+                try? retireLocked(tensor, indices: [index])
+            case .pending:
+                // Never handed to a kernel: safe to unmap without a fence.
+                try? backend.unmap(at: tensor.address(ofChunk: index))
+                tensor.slots[index] = .pendingAlias(chunk)
+                pendingAliases += 1
+            case .fresh:
+                try? backend.unmap(at: tensor.address(ofChunk: index))
+                tensor.slots[index] = .empty
+                pool.dropReference(chunk)
+            }
+        }
+    }
+
+    /// How `mapHoles` filled a slot, for undoing it.
+    private enum MappedKind { case fresh, pending, takenBack }
 
     public func grow(_ tensor: VirtualTensor, toChunks chunks: Int) throws {
         try grow([(tensor, chunks)])
@@ -301,6 +430,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Maps `tensor`'s pending aliases now, sealed or not (tests read a prefix cache's holders).
     public func mapPendingAliases(_ tensor: VirtualTensor) throws {
         try lock.withLock {
+            waitLocked { tensor.mappingsInFlight > 0 }
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
             for index in 0..<tensor.chunkCount {
                 guard case .pendingAlias(let chunk) = tensor.slots[index] else { continue }
@@ -317,6 +447,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// the request that continues it). No driver call.
     public func handOver(_ tensor: VirtualTensor) throws -> VirtualTensor {
         try lock.withLock {
+            waitLocked { tensor.mappingsInFlight > 0 || tensor.unmappingsInFlight > 0 }
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
             let successor = VirtualTensor(id: nextTensorID, base: tensor.base, chunkCount: tensor.chunkCount, chunkSize: chunkSize)
             nextTensorID += 1
@@ -337,6 +468,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// are passed by (a prefix cache returning a holder's chunks).
     public func release(_ tensor: VirtualTensor, chunks indices: [Int]) throws {
         try lock.withLock {
+            waitLocked { tensor.mappingsInFlight > 0 }
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
             let valid = indices.filter { $0 >= 0 && $0 < tensor.chunkCount }
             dropPendingLocked(tensor, indices: valid)
@@ -347,6 +479,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Unmaps (deferred) every mapped chunk at index >= `chunks`.
     public func shrink(_ tensor: VirtualTensor, toChunks chunks: Int) throws {
         try lock.withLock {
+            waitLocked { tensor.mappingsInFlight > 0 }
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
             dropPendingLocked(tensor, indices: max(0, chunks)..<tensor.chunkCount)
             let indices = (max(0, chunks)..<tensor.chunkCount).filter {
@@ -360,6 +493,8 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Any later use of the tensor throws `tensorFreed`.
     public func free(_ tensor: VirtualTensor) throws {
         try lock.withLock {
+            // Slots being unmapped are passed by: the reservation goes when the last one is done.
+            waitLocked { tensor.mappingsInFlight > 0 }
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
             dropPendingLocked(tensor, indices: 0..<tensor.chunkCount)
             let indices = (0..<tensor.chunkCount).filter {
@@ -377,6 +512,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// stays pending.
     public func makePrivate(_ tensor: VirtualTensor, chunk index: Int) throws {
         try lock.withLock {
+            waitLocked { slotInFlight(tensor, index) || onlyUnmapsCanFree }
             try checkLive(tensor, index)
             if case .pendingAlias(let chunk) = tensor.slots[index] {
                 // Held by this slot alone: mapping it later gives the tensor a private chunk already.
@@ -444,6 +580,7 @@ public final class VirtualMemory: @unchecked Sendable {
     public func copyChunk(from source: VirtualTensor, chunk sourceIndex: Int, to destination: VirtualTensor, chunk destinationIndex: Int, bytes: Int) throws {
         precondition(bytes >= 0 && bytes <= chunkSize, "copy of \(bytes) bytes does not fit a chunk")
         try lock.withLock {
+            waitLocked { slotInFlight(source, sourceIndex) || slotInFlight(destination, destinationIndex) }
             try checkLive(source, sourceIndex)
             try checkLive(destination, destinationIndex)
             guard case .mapped = source.slots[sourceIndex] else { throw VTensorError.notMapped(tensor: source.id, chunk: sourceIndex) }
@@ -511,14 +648,15 @@ public final class VirtualMemory: @unchecked Sendable {
     }
 
     private func accountingLocked() -> MemoryAccounting {
-        let mappings = pool.references.values.reduce(0, +) - pendingAliases
+        // A slot being mapped counts once done; one being unmapped still counts (as retiring).
+        let mappings = pool.references.values.reduce(0, +) - pendingAliases - mappingsInFlight
         return MemoryAccounting(
             chunkSize: chunkSize, budgetChunks: pool.budgetChunks,
             lowWatermark: pool.lowWatermark, highWatermark: pool.highWatermark,
             created: pool.created, peakCreated: pool.peakCreated, inReserve: pool.reserve.count,
             inUse: pool.inUse, mappings: mappings, pendingAliases: pendingAliases,
             shared: pool.references.values.filter { $0 > 1 }.count,
-            retiring: retiring.count,
+            retiring: retiring.count + unmappingsInFlight,
             liveTensors: tensors.values.filter { !$0.isFreed }.count,
             reservedBytes: tensors.values.filter { !$0.reservationReleased }.reduce(0) { $0 + $1.reservedBytes },
             reservations: tensors.values.filter { !$0.reservationReleased }.count + (scratch == nil ? 0 : 1) + spareRangeCount,
@@ -531,6 +669,8 @@ public final class VirtualMemory: @unchecked Sendable {
     /// `selftest`.
     public func audit(census: ((MemoryAccounting) -> [String])? = nil) -> [String] {
         lock.withLock {
+            // Driver calls made outside the lock leave the backend and the books briefly apart.
+            waitLocked { mappingsInFlight > 0 || unmappingsInFlight > 0 }
             var problems: [String] = census?(accountingLocked()) ?? []
             var counted: [PhysicalChunk: Int] = [:]
             var all = Array(tensors.values)
@@ -563,15 +703,44 @@ public final class VirtualMemory: @unchecked Sendable {
 
     /// Completes retirements whose fences are done: physical unmap, chunk back to the reserve,
     /// reservations of freed tensors released, reserve trimmed to the high watermark.
+    /// The unmaps run outside the lock, a few at a time (claimed `.unmapping` under it), so the
+    /// engine's bookkeeping never waits behind them.
     @discardableResult
     public func reclaim(limit: Int = .max) throws -> Int {
-        // A few unmaps per hold of the lock, so the engine's bookkeeping interleaves.
         var total = 0
         while total < limit {
-            let batch = min(4, limit - total)
-            let done = try lock.withLock { try reclaimLocked(waitForOldest: false, limit: batch) }
-            total += done
-            if done < batch { break }
+            let batch = min(Self.claimBatch, limit - total)
+            let claimed = try lock.withLock { () throws -> [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)] in
+                let completed = try completedRetirementsLocked(limit: batch)
+                for (tensor, index, chunk) in completed {
+                    tensor.slots[index] = .unmapping(chunk)
+                    tensor.unmappingsInFlight += 1
+                }
+                unmappingsInFlight += completed.count
+                return completed
+            }
+            guard !claimed.isEmpty else { break }
+            for (tensor, index, _) in claimed {
+                do {
+                    try backend.unmap(at: tensor.address(ofChunk: index))
+                } catch {
+                    preconditionFailure("unmap of \(tensor) chunk \(index) after its fence failed: \(error)")
+                }
+            }
+            try lock.withLock {
+                for (tensor, index, chunk) in claimed {
+                    guard case .unmapping = tensor.slots[index] else { preconditionFailure("a slot being unmapped changed") }
+                    tensor.slots[index] = .empty
+                    tensor.unmappingsInFlight -= 1
+                    pool.dropReference(chunk)
+                }
+                unmappingsInFlight -= claimed.count
+                for (tensor, _, _) in claimed where tensor.isFreed { releaseReservationIfIdleLocked(tensor) }
+                wakeWaitersLocked()
+                do { _ = try pool.trim(to: pool.highWatermark) } catch { throw VTensorError.from(error) }
+            }
+            total += claimed.count
+            if claimed.count < batch { break }
         }
         return total
     }
@@ -579,6 +748,7 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Waits for every pending retirement and completes it.
     public func drain() throws {
         try lock.withLock {
+            waitLocked { unmappingsInFlight > 0 }
             while !retiring.isEmpty { _ = try reclaimLocked(waitForOldest: true) }
         }
     }
@@ -606,6 +776,33 @@ public final class VirtualMemory: @unchecked Sendable {
     }
 
     // MARK: Locked internals
+
+    /// Sleeps, giving up the lock, while `busy` holds: a thread that finishes a driver call made
+    /// outside the lock wakes the sleepers. Callers hold no claimed slot of their own while they
+    /// sleep, so two threads never wait for each other.
+    private func waitLocked(while busy: () -> Bool) {
+        while busy() {
+            waiters += 1
+            lock.wait()
+            waiters -= 1
+        }
+    }
+
+    private func wakeWaitersLocked() {
+        if waiters > 0 { lock.broadcast() }
+    }
+
+    /// Whether a driver call on `tensor`'s slot `index` runs outside the lock now.
+    private func slotInFlight(_ tensor: VirtualTensor, _ index: Int) -> Bool {
+        index >= 0 && index < tensor.chunkCount && tensor.slots[index].isInFlight
+    }
+
+    /// Whether a new mapping's chunk can only come from unmaps running outside the lock now (the
+    /// budget is spent, and nothing else is retiring): such a mapping waits for them, before it
+    /// claims anything.
+    private var onlyUnmapsCanFree: Bool {
+        unmappingsInFlight > 0 && retiring.isEmpty && pool.reserve.isEmpty && pool.created >= pool.budgetChunks
+    }
 
     private func checkLive(_ tensor: VirtualTensor, _ index: Int) throws {
         guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
@@ -698,6 +895,7 @@ public final class VirtualMemory: @unchecked Sendable {
             do { chunk = try pool.take() } catch { throw VTensorError.from(error) }
             if let chunk { return chunk }
             if retiring.isEmpty {
+                // Callers wait out `onlyUnmapsCanFree` first, so this is the budget really spent.
                 throw VTensorError.outOfMemory("all \(pool.budgetChunks) chunks of the \(pool.budgetChunks * chunkSize >> 20) MiB budget are mapped")
             }
             _ = try reclaimLocked(waitForOldest: true)
@@ -715,16 +913,35 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
+    /// Completes retirements under the lock (waiting for the oldest fence first if asked): the
+    /// paths that need a chunk or an empty slot now. The mapper's `reclaim` unmaps outside it.
     private func reclaimLocked(waitForOldest: Bool, limit: Int = .max) throws -> Int {
         if waitForOldest, let first = retiring.first {
             do { try backend.wait(first.tensor.fence(at: first.index)) } catch { throw VTensorError.from(error) }
         }
+        let completed = try completedRetirementsLocked(limit: limit)
+        for (tensor, index, chunk) in completed {
+            do {
+                try backend.unmap(at: tensor.address(ofChunk: index))
+            } catch {
+                preconditionFailure("unmap of \(tensor) chunk \(index) after its fence failed: \(error)")
+            }
+            tensor.slots[index] = .empty
+            pool.dropReference(chunk)
+        }
+        for (tensor, _, _) in completed where tensor.isFreed { releaseReservationIfIdleLocked(tensor) }
+        do { _ = try pool.trim(to: pool.highWatermark) } catch { throw VTensorError.from(error) }
+        return completed.count
+    }
+
+    /// Takes up to `limit` retirements whose fences have completed out of the retire queue, oldest
+    /// first; their slots stay `.retiring` for the caller to unmap.
+    private func completedRetirementsLocked(limit: Int) throws -> [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)] {
         var done: [Fence: Bool] = [:]
-        var reclaimed = 0
-        var touched: [VirtualTensor] = []
-        // Oldest first, stopping at the limit: a slice of a few unmaps looks at the queue's front,
-        // not the whole queue (which made reclaiming n chunks cost n^2 / 4 steps).
-        try retiring.scan(while: { reclaimed < limit }) { entry in
+        var completed: [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)] = []
+        // Stopping at the limit: a slice of a few unmaps looks at the queue's front, not the
+        // whole queue (which made reclaiming n chunks cost n^2 / 4 steps).
+        try retiring.scan(while: { completed.count < limit }) { entry in
             guard case .retiring(let chunk, let fence) = entry.tensor.slots[entry.index] else {
                 preconditionFailure("retire queue entry is not retiring")
             }
@@ -736,20 +953,10 @@ public final class VirtualMemory: @unchecked Sendable {
                 done[fence] = complete
             }
             guard complete else { return false }
-            do {
-                try backend.unmap(at: entry.tensor.address(ofChunk: entry.index))
-            } catch {
-                preconditionFailure("unmap of \(entry.tensor) chunk \(entry.index) after its fence failed: \(error)")
-            }
-            entry.tensor.slots[entry.index] = .empty
-            pool.dropReference(chunk)
-            reclaimed += 1
-            touched.append(entry.tensor)
+            completed.append((entry.tensor, entry.index, chunk))
             return true
         }
-        for tensor in touched where tensor.isFreed { releaseReservationIfIdleLocked(tensor) }
-        do { _ = try pool.trim(to: pool.highWatermark) } catch { throw VTensorError.from(error) }
-        return reclaimed
+        return completed
     }
 
     private func releaseReservationIfIdleLocked(_ tensor: VirtualTensor) {

@@ -24,19 +24,35 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
         /// chunk outlives whoever else maps it) and the next grow over the slot maps it here, on
         /// the mapper thread, instead of a fresh chunk. Nothing can read the address before then.
         case pendingAlias(PhysicalChunk)
+        /// Claimed by a thread that maps `chunk` here outside the manager's lock (the slot holds
+        /// its reference already); `.mapped` when that is done. `fromPending`: the slot was a
+        /// pending alias, and becomes one again if the map fails.
+        case mapping(PhysicalChunk, fromPending: Bool)
+        /// Its fence has completed and a thread unmaps it outside the manager's lock; `.empty`
+        /// (and the reference dropped) when that is done.
+        case unmapping(PhysicalChunk)
 
         var chunk: PhysicalChunk? {
             switch self {
             case .empty: return nil
-            case .mapped(let chunk), .retiring(let chunk, _), .pendingAlias(let chunk): return chunk
+            case .mapped(let chunk), .retiring(let chunk, _), .pendingAlias(let chunk), .mapping(let chunk, _), .unmapping(let chunk):
+                return chunk
             }
         }
 
         /// The chunk this slot holds for data, mapped or about to be (not one retiring).
         var heldChunk: PhysicalChunk? {
             switch self {
-            case .mapped(let chunk), .pendingAlias(let chunk): return chunk
-            case .empty, .retiring: return nil
+            case .mapped(let chunk), .pendingAlias(let chunk), .mapping(let chunk, _): return chunk
+            case .empty, .retiring, .unmapping: return nil
+            }
+        }
+
+        /// A driver call on this slot is running outside the lock: other operations on the slot wait.
+        var isInFlight: Bool {
+            switch self {
+            case .mapping, .unmapping: return true
+            default: return false
             }
         }
     }
@@ -47,6 +63,9 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
     /// still has queued for the request it was, passes it by.
     var isSealed = false
     var reservationReleased = false
+    /// Slots in `.mapping` / `.unmapping`: operations on the whole tensor wait for them.
+    var mappingsInFlight = 0
+    var unmappingsInFlight = 0
 
     init(id: Int, base: UInt64, chunkCount: Int, chunkSize: Int) {
         self.id = id

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine: the memory manager's driver calls made outside its lock (issue 12),
+# checked and A/B'd in one call against the binary before (gpu-pack-base/vtensor.xz).
+#   1. dev engine, random model, 24 prompts sharing 600-token stems: batched with the prefix
+#      cache (chunks aliased, pending aliases mapped by the mapper) against each request alone,
+#      virtual tensors; new binary.
+#   2. bench vmm (latency, mapper, steps): base, new, base, new (the mapping rate must hold).
+#   3. bench throughput, dummy Llama-3-8B: shared prefix (16 x 16, 2048 + 128 in, 64 out) and
+#      multi-turn (the issue's defaults), base and new interleaved, then paged (new binary).
+#   4. scripts/reference/compare.py --backends cuda when there is time (logits through the
+#      mapped-checkpoint load against transformers).
+# Usage: scripts/gpu-mapper-ab.sh [OUTDIR]   (carry gpu-pack, gpu-pack-base, gpu-kcache)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/gpu-common.sh
+start_summary
+mkdir -p gpu-bin-base && xz -dc gpu-pack-base/vtensor.xz > gpu-bin-base/vtensor && chmod +x gpu-bin-base/vtensor
+base=gpu-bin-base/vtensor
+echo "base binary: $(cat gpu-pack-base/COMMIT)" | tee -a "$out/summary.txt"
+
+run() {  # name, timeout seconds, command...
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$out/$name.txt" 2>&1; local rc=$?
+  echo "$name: rc=$rc, $(( $(date +%s) - t0 )) s" | tee -a "$out/rcs.txt"
+  return $rc
+}
+dummy=(--backend cuda --load-format dummy --model llama-3-8b)
+sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
+mtd=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
+
+python3 - <<'PY'
+import json, random
+random.seed(5)
+stems = [[random.randrange(4, 4096) for _ in range(600)] for _ in range(4)]
+prompts = [stems[k % 4] + [random.randrange(4, 4096) for _ in range(random.randint(10, 200))] for k in range(24)]
+json.dump(prompts, open("/tmp/shared-prompts.json", "w"))
+PY
+run dev-engine-shared 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 64 --json-out "$out/dev-engine-shared.json"
+for round in 1 2; do
+  run vmm-base-$round 60 "$base" bench vmm --backend cuda --only latency,mapper,steps --json-out "$out/vmm-base-$round.json"
+  run vmm-new-$round 60 "$bin" bench vmm --backend cuda --only latency,mapper,steps --json-out "$out/vmm-new-$round.json"
+done
+run sp-base 60 "$base" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-base.json"
+run sp-new 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-new.json"
+run sp-paged 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
+run sp-new-2 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-new-2.json"
+run mt-base 100 "$base" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$out/mt-base.json"
+run mt-new 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$out/mt-new.json"
+run mt-paged 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --kv paged --json-out "$out/mt-paged.json"
+run reference 150 python3 scripts/reference/compare.py "$bin" --backends cuda --out "$out/reference"
+save_kernel_cache "$out/kernel-cache.tgz"
+
+python3 - "$out" <<'PY' >> "$out/summary.txt"
+import json, os, sys
+out = sys.argv[1]
+def load(name):
+    try: return json.load(open(os.path.join(out, name + ".json")))
+    except Exception: return None
+print("== mapping rate (bench vmm: warm pool, cold, p50 per chunk)")
+for name in ["vmm-base-1", "vmm-new-1", "vmm-base-2", "vmm-new-2"]:
+    d = load(name)
+    if not d: print(f"{name:12} missing"); continue
+    m = d.get("mapper", {})
+    print(f"{name:12} warm {m.get('mappingsPerSecond', 0):8.0f}/s  cold {m.get('coldMappingsPerSecond', 0):8.0f}/s  p50 {m.get('p50Micros', 0):6.1f} us")
+print("== throughput (dummy Llama-3-8B)")
+print(f"{'run':9} {'out tok/s':>9} {'tot tok/s':>9} {'hit':>6} {'step ms':>8} {'host ms':>8} {'map wait ms':>11} {'KV peak GiB':>11} {'TTFT later s':>12}")
+for name in ["sp-base", "sp-new", "sp-new-2", "sp-paged", "mt-base", "mt-new", "mt-paged"]:
+    r = load(name)
+    if not r: print(f"{name:9} missing"); continue
+    later = r.get("firstTokenP50LaterRoundsSeconds")
+    print(f"{name:9} {r['outputTokensPerSecond']:9.0f} {r['totalTokensPerSecond']:9.0f} {100*r['prefixCacheHitRate']:5.1f}% {r['stepMeanMs']:8.2f} "
+          f"{r['engineHostMsPerStep']:8.2f} {r['mappingWaitMsTotal']:11.0f} {r['kvPeakCreatedBytes']/2**30:11.1f} {later if later is not None else '-':>12}")
+PY
+{ echo "== dev engine, shared stems"; tail -4 "$out/dev-engine-shared.txt"; echo "== reference logits"; tail -8 "$out/reference.txt"; echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
+(cd "$out" && tar czf /tmp/ab-details.tgz --exclude=summary.txt --exclude=kernel-cache.tgz . 2>/dev/null \
+  && find . -mindepth 1 ! -name summary.txt ! -name kernel-cache.tgz -delete && mv /tmp/ab-details.tgz details.tgz)
+cat "$out/summary.txt"
