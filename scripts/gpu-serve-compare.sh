@@ -7,10 +7,11 @@
 #   paged     the same with --kv paged (16-token pages, block tables, budget reserved up front)
 #   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
 # Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
-#          SCALE=1 [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] [OPENAI_CHECK=1] scripts/gpu-serve-compare.sh [OUTDIR]
+#          SCALE=1 [HF_SCALE=0.1] [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] [OPENAI_CHECK=1] scripts/gpu-serve-compare.sh [OUTDIR]
 #   (carry gpu-pack, .whl (scripts/fetch-gpu-wheels.sh: the openai client and transformers serve's web
 #   packages), and gpu-tok (tokenizer.json.gz, sharegpt-4000.json.gz) or gpu-assets; SCALE < 1 shrinks
-#   every workload for a quick run)
+#   every workload for a quick run; HF_SCALE shrinks transformers serve's, which runs some 12x slower:
+#   its request counts are in its JSON and the table shows them)
 # transformers serve refuses fields it does not know (422), so it gets no ignore_eos: its requests
 # may end early at an end-of-sequence token, and the table shows each system's mean output length.
 # It takes prompts only as strings, so every system gets text prompts cut to exact lengths.
@@ -39,6 +40,7 @@ fi
 # transformers serve lists models from the Hugging Face cache, which this machine does not have.
 export HF_HUB_CACHE=/tmp/hf-cache && mkdir -p $HF_HUB_CACHE
 n() { python3 -c "import math; print(max(1, math.ceil($1 * ${2:-$scale})))"; }  # n COUNT [SCALE]
+system_scale=$scale
 
 port=8124
 base=http://127.0.0.1:$port
@@ -92,6 +94,7 @@ warm_up() {
 
 for system in $systems; do
   t0=$(date +%s)
+  system_scale=$scale; [ "$system" = hf ] && system_scale=${HF_SCALE:-$scale}
   start_server $system || continue
   echo "$system: up in $(( $(date +%s) - t0 )) s" | tee -a "$out/summary.txt"
   warm_up $system
@@ -103,14 +106,14 @@ for system in $systems; do
   sample_memory $system
   for workload in $workloads; do
     case $workload in
-      random) bench $system random --dataset random --num-prompts $(n 1000) --random-input-len 576 --random-range-ratio 0.7777 \
+      random) bench $system random --dataset random --num-prompts $(n 1000 $system_scale) --random-input-len 576 --random-range-ratio 0.7777 \
                 --random-output-len 320 --random-output-range-ratio 0.6 --ignore-eos --request-rate inf ;;
-      sharegpt) bench $system sharegpt --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n 1000) --request-rate inf ;;
-      shared-prefix) bench $system shared-prefix --dataset shared-prefix --groups $(n 32) --prompts-per-group 16 --system-len 2048 \
+      sharegpt) bench $system sharegpt --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n 1000 $system_scale) --request-rate inf ;;
+      shared-prefix) bench $system shared-prefix --dataset shared-prefix --groups $(n 32 $system_scale) --prompts-per-group 16 --system-len 2048 \
                        --question-len 128 --output-len 256 --ignore-eos --request-rate inf ;;
-      multi-turn) bench $system multi-turn --dataset multi-turn --num-conversations $(n 128 ${MULTI_TURN_SCALE:-}) --rounds 5 --user-len 512 --answer-len 128 \
+      multi-turn) bench $system multi-turn --dataset multi-turn --num-conversations $(n 128 ${MULTI_TURN_SCALE:-$system_scale}) --rounds 5 --user-len 512 --answer-len 128 \
                     --max-in-flight 64 --ignore-eos --request-rate inf ;;
-      sweep) bench $system sweep --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n 400) --sweep-rates 4,8,16,32,inf ;;
+      sweep) bench $system sweep --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n ${SWEEP_PROMPTS:-400} $system_scale) --sweep-rates ${SWEEP_RATES:-4,8,16,32,inf} ;;
     esac
   done
   kill $sampler 2>/dev/null
@@ -141,7 +144,7 @@ def load(s, w):
 def peak(s):
     vals = [int(x) for x in (member(f"{s}-memory.txt") or "").split() if x.isdigit()]
     return max(vals) if vals else 0
-print(f"{'workload':<14}{'system':<9}{'done':>6}{'fail':>5}{'out/req':>8}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TPOT p50':>10}{'peak MiB':>10}{'x vtensor':>10}")
+print(f"{'workload':<14}{'system':<9}{'reqs':>6}{'done':>6}{'fail':>5}{'out/req':>8}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TPOT p50':>10}{'peak MiB':>10}{'x vtensor':>10}")
 for w in workloads:
     base = load("vtensor", w)
     for s in systems:
@@ -150,6 +153,6 @@ for w in workloads:
             print(f"{w:<14}{s:<9} no result"); continue
         ratio = r["output_throughput"] / base["output_throughput"] if base and base.get("output_throughput") else float("nan")
         per = r.get("total_output_tokens", 0) / max(1, r["completed"])
-        print(f"{w:<14}{s:<9}{r['completed']:>6}{r['failed']:>5}{per:>8.0f}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
+        print(f"{w:<14}{s:<9}{r.get('num_prompts', r['completed'] + r['failed']):>6}{r['completed']:>6}{r['failed']:>5}{per:>8.0f}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
               f"{r.get('median_ttft_ms', 0):>10.1f}{r.get('median_tpot_ms', 0):>10.2f}{peak(s):>10}{ratio:>10.2f}")
 PY

@@ -38,6 +38,9 @@ public final class Engine: @unchecked Sendable {
     private var sequences: [RequestID: EngineSequence] = [:]
     private var stepIndex = 0
     private var aheadTicket: MapTicket?
+    /// Mapper jobs for prefixes aliased ahead (`options.aliasAheadChunks`) not collected yet, with
+    /// the chunks each maps.
+    private var aliasAheadJobs: [(ticket: MapTicket, chunks: Int)] = []
     /// The step queued on the model and not yet collected (pipelined steps only).
     private var inFlight: InFlightStep?
     /// Requests whose prompt scores are still coming (echo with logprobs), so the common step
@@ -561,16 +564,36 @@ public final class Engine: @unchecked Sendable {
                 }
             }
         }
-        if options.prefetchAdmissions { next += prefetchAdmissions(after: rows, stats: &stats) }
+        var further: [(id: RequestID, tokens: Int)] = []
+        if options.prefetchAdmissions { next += prefetchAdmissions(after: rows, further: &further, stats: &stats) }
         if !next.isEmpty, let aheadJob = try? cache.prepareGrowth(next), !((try? cache.memory.holes(in: aheadJob).isEmpty) ?? true) {
             aheadTicket = mapper.submit(aheadJob, priority: stepIndex + 1)
         }
+        if !further.isEmpty, let job = try? cache.prepareGrowth(further) {
+            // After every step's own job: the mapper takes it up in the time they leave it.
+            let chunks = (try? cache.memory.holes(in: job).count) ?? 0
+            aliasAheadJobs.append((mapper.submit(job, priority: Int.max / 2), chunks))
+        }
+    }
+
+    /// Chunks still queued for prefixes aliased ahead (finished jobs are collected: an error
+    /// there is met again by the request's own step, which maps what is missing).
+    private func aliasAheadBacklog() -> Int {
+        guard let mapper else { return 0 }
+        aliasAheadJobs.removeAll { job in
+            guard mapper.isDone(job.ticket) else { return false }
+            try? mapper.wait(job.ticket)
+            return true
+        }
+        return aliasAheadJobs.reduce(0) { $0 + $1.chunks }
     }
 
     /// Gives the waiting requests that the next step will likely admit their KV entry and a
     /// reservation for their first prompt chunk, within the next step's token budget, sequence cap
-    /// and the KV budget, in queue order. Returns the growth to map ahead.
-    private func prefetchAdmissions(after rows: [ScheduledRow], stats: inout EngineStatistics) -> [(id: RequestID, tokens: Int)] {
+    /// and the KV budget, in queue order. Returns the growth to map ahead. Requests further back
+    /// with a cached prefix alias it now (`further`: their growth, mapped when the mapper is free).
+    private func prefetchAdmissions(after rows: [ScheduledRow], further: inout [(id: RequestID, tokens: Int)],
+                                    stats: inout EngineStatistics) -> [(id: RequestID, tokens: Int)] {
         var budget = options.maxNumBatchedTokens
         var seats = options.maxNumSeqs - scheduler.seatsTaken
         let scheduled = Dictionary(rows.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
@@ -582,8 +605,12 @@ public final class Engine: @unchecked Sendable {
         }
         var targets: [(id: RequestID, tokens: Int)] = []
         var computing = scheduler.waiting.isEmpty ? nil : prefixCache.map { scheduler.runningPrefixes($0) }
-        for sequence in scheduler.waiting {
-            guard budget > 0, seats > 0 else { break }
+        var reached = scheduler.waiting.count
+        for (position, sequence) in scheduler.waiting.enumerated() {
+            guard budget > 0, seats > 0 else {
+                reached = position
+                break
+            }
             // One that will wait for a running request's prefix gets no KV of its own yet, nor
             // one whose prefix a request admitted ahead of it will compute (as admission does).
             if let prefixCache, let computing, !sequence.hasKV, scheduler.isHeldBack(sequence, prefix: prefixCache, computing: computing) { continue }
@@ -601,7 +628,7 @@ public final class Engine: @unchecked Sendable {
             let target = sequence.computed + count
             budget -= count
             seats -= 1
-            if sequence.prefetched { continue }
+            if sequence.prefetched && !sequence.aliasedAhead { continue }
             guard ledger.canGrow(sequence.id, to: target) else {
                 // Only prefetches hold pins while they wait (they give them back when memory is short).
                 if attached, let prefixCache { prefixCache.giveBack(sequence, ledger: &ledger) }
@@ -613,12 +640,45 @@ public final class Engine: @unchecked Sendable {
             }
             ledger.grow(sequence.id, to: target)
             if attached { stats.prefixHitTokens += sequence.computed }
+            if !sequence.aliasedAhead { stats.prefetches += 1 }
             sequence.prefetched = true
-            stats.prefetches += 1
+            sequence.aliasedAhead = false
             targets.append((sequence.id, target))
+        }
+        if reached < scheduler.waiting.count, let computing { further = aliasAhead(scheduler.waiting[reached...], computing: computing, stats: &stats) }
+        return targets
+    }
+
+    /// Waiting requests beyond the next step's reach that start with a cached prefix get their KV
+    /// entry now, aliasing it (pinned; the ledger holds only their boundary chunk), as a prefetch
+    /// given back first when memory is short. Within `options.aliasAheadChunks` of chunks queued,
+    /// and a bounded look at the queue each step. Returns their growth (the aliased prefix).
+    private func aliasAhead(_ candidates: ArraySlice<EngineSequence>, computing: [Int: [EngineSequence]],
+                            stats: inout EngineStatistics) -> [(id: RequestID, tokens: Int)] {
+        guard let prefixCache, storage.virtualCache != nil, options.aliasAheadChunks > 0 else { return [] }
+        var queued = aliasAheadBacklog()
+        var targets: [(id: RequestID, tokens: Int)] = []
+        var looked = 0
+        for sequence in candidates where !sequence.hasKV {
+            guard queued < options.aliasAheadChunks, looked < Self.aliasAheadLooks else { break }
+            looked += 1
+            if scheduler.isHeldBack(sequence, prefix: prefixCache, computing: computing) { continue }
+            let start = prefixCache.start(sequence, ledger: &ledger)
+            if case .needs = start { break }
+            guard case .attached(let tokens) = start else { continue }
+            stats.prefixHitTokens += tokens
+            stats.prefetches += 1
+            stats.aliasedAhead += 1
+            sequence.prefetched = true
+            sequence.aliasedAhead = true
+            queued += tokens / prefixCache.tree.tokensPerBlock * prefixCache.unitsPerNode
+            targets.append((sequence.id, tokens))
         }
         return targets
     }
+
+    /// Waiting requests `aliasAhead` looks at in one step, so its host cost stays bounded.
+    static let aliasAheadLooks = 64
 
     /// Takes a request out for good: out of the queues, its KV back to the pool, or (with the
     /// prefix cache, unless a step failed under it) into the cache.
@@ -696,6 +756,7 @@ extension EngineStatistics {
         prefetches += step.prefetches
         prefetchesUsed += step.prefetchesUsed
         prefetchesReleased += step.prefetchesReleased
+        aliasedAhead += step.aliasedAhead
         mappingWaits += step.mappingWaits
         blockedMappingWaits += step.blockedMappingWaits
         blockedDecodeOnlyWaits += step.blockedDecodeOnlyWaits

@@ -20,6 +20,12 @@ public struct EngineOptions: Sendable, Equatable {
     /// With `asyncMapping`: give the waiting requests the next step will likely admit their first
     /// prompt chunk's memory one step early, so a prompt's mapping overlaps the step before it.
     public var prefetchAdmissions: Bool
+    /// With the prefix cache on virtual tensors: the most chunk mappings queued on the mapper for
+    /// waiting requests further back than the next step, whose cached prefixes they alias ahead
+    /// (0: none). A burst of requests sharing a long system prompt otherwise waits in one step for
+    /// thousands of alias mappings (a 2,048-token prefix is 128 chunks a request); queued ahead,
+    /// the mapper maps them in the time steps leave it. About 0.16 s of driver calls.
+    public var aliasAheadChunks = 4096
     /// Plan and queue step N+1 while the model runs step N, feeding N's picks to N+1 where they
     /// are (for a model that samples on the device; others collect each step before the next).
     public var pipelineSteps: Bool

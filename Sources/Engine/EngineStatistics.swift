@@ -47,6 +47,9 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     public var prefetches = 0
     public var prefetchesUsed = 0
     public var prefetchesReleased = 0
+    /// Of the prefetches, those further back than the next step that aliased their cached prefix
+    /// ahead (`EngineOptions.aliasAheadChunks`).
+    public var aliasedAhead = 0
 
     // Waits on the mapper before a step could run: all of them, and those that blocked.
     public var mappingWaits = 0

@@ -14,6 +14,10 @@ final class EngineSequence {
     /// Waiting, but given KV and a ledger reservation for its first prompt chunk a step early, so
     /// the mapper maps it while the previous step runs. Given back first when memory is short.
     var prefetched = false
+    /// A prefetch further back than the next step: its cached prefix is aliased (and being
+    /// mapped), nothing else is reserved yet. Its first prompt chunk is reserved when it comes
+    /// within the next step's reach.
+    var aliasedAhead = false
     var preemptions = 0
     /// Tokens picked by a queued step that have not reached the host yet (0 or 1): the request
     /// is one longer than `tokens`, and its next decode is fed that pick on the device.
@@ -247,6 +251,7 @@ struct Scheduler {
             waiting.remove(at: slot)
             ledger.grow(sequence.id, to: target)
             sequence.prefetched = false
+            sequence.aliasedAhead = false
             sequence.status = .running
             running.append(sequence)
             if let prefix, sequence.tokens.count > prefix.tree.tokensPerBlock {
@@ -302,6 +307,7 @@ struct Scheduler {
             ledger.release(victim.id)
         }
         victim.prefetched = false
+        victim.aliasedAhead = false
         output.released.append(victim.id)
         return true
     }

@@ -92,6 +92,8 @@ struct BenchThroughputCommand: ParsableCommand {
     enum DecodeTable: String, ExpressibleByArgument, CaseIterable { case shared, perLayer = "per-layer" }
     @Option(help: "Map the first prompt chunk of the requests the next step will admit one step early (on) or when scheduled (off).")
     var prefetchAdmissions: OnOff = .on
+    @Option(help: "Virtual tensors with the prefix cache: the most chunk mappings queued for waiting requests further back than the next step, aliasing their cached prefixes ahead (0: none; default: the engine's).")
+    var aliasAheadChunks: Int?
 
     struct Report: Codable {
         var date: String
@@ -218,6 +220,7 @@ struct BenchThroughputCommand: ParsableCommand {
         let config = model.config
         var engineOptions = engineFlags.engineOptions(for: model)
         engineOptions.prefetchAdmissions = prefetchAdmissions == .on
+        if let aliasAheadChunks { engineOptions.aliasAheadChunks = aliasAheadChunks }
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: engineOptions,
                                 mapperThreadSetup: runtime.mapperThreadSetup)
         print("model: \(modelOptions.model ?? "SmolLM2-135M-Instruct") (\(runtime.description)), dataset \(dataset.rawValue), "
@@ -378,7 +381,7 @@ struct BenchThroughputCommand: ParsableCommand {
                        ? "\(gpu.graphReplays) decode steps replayed, \(gpu.graphCaptures) graphs captured, \(gpu.graphDirect) first sightings run directly"
                        : "off"])
         }
-        table.add(["prefetched admissions", "\(stats.prefetches) (\(stats.prefetchesUsed) admitted with them, \(stats.prefetchesReleased) given back)"])
+        table.add(["prefetched admissions", "\(stats.prefetches) (\(stats.aliasedAhead) aliasing a cached prefix ahead; \(stats.prefetchesUsed) admitted with them, \(stats.prefetchesReleased) given back)"])
         table.add(["rows a step", "mean \(fixed(report.meanRowsPerStep, 1)), max \(report.maxRowsPerStep); over time: \(overTime.map { fixed($0, 0) }.joined(separator: " "))"])
         table.add(["preemptions", "\(stats.preemptions) (\(stats.recomputedTokens) tokens recomputed)"])
         if let first = report.firstTokenP50FirstRoundSeconds, let later = report.firstTokenP50LaterRoundsSeconds {

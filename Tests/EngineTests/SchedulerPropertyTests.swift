@@ -330,6 +330,37 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         #expect(engine.statistics.prefixHitTokens == 4 * 3 * 40, "hits \(engine.statistics.prefixHitTokens)")
     }
 
+    /// Requests further back than the next step whose prompts start with a cached prefix alias it
+    /// ahead (a prefetch that maps only the prefix, on the mapper's spare time): they count their
+    /// hits once, make the same tokens, and leave the memory manager and the cache consistent;
+    /// with `aliasAheadChunks` 0 none does.
+    @Test(arguments: [0, 4096]) func waitingRequestsAliasTheirCachedPrefixAhead(aliasAheadChunks: Int) throws {
+        let model = try FakeModel(context: 80, budgetChunks: 96)
+        var options = EngineOptions(maxNumSeqs: 2, maxNumBatchedTokens: 48)
+        options.aliasAheadChunks = aliasAheadChunks
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let shared = (0..<40).map { 1 + ($0 * 5) % 47 }
+        let prompts = (0..<12).map { i in shared + [3 + i, 5, 7 + i] }
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 6))) }
+        var outputs: [RequestID: [Int]] = [:]
+        let memory = try #require(model.kvStorage.virtualCache?.memory)
+        engine.runUntilIdle { step in
+            for output in step { outputs[output.id, default: []] += output.tokens.map(\.id) }
+            #expect(memory.audit().isEmpty, "\(memory.audit())")
+            #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+        }
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 6, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        let stats = engine.statistics
+        #expect(stats.prefixHitTokens == 11 * 40, "hits \(stats.prefixHitTokens)")
+        if aliasAheadChunks == 0 {
+            #expect(stats.aliasedAhead == 0)
+        } else {
+            #expect(stats.aliasedAhead >= 6, "\(stats.aliasedAhead) aliased ahead")
+        }
+    }
+
     @Test(arguments: [false, true]) func requestsWaitForAPrefixBeingComputed(paged: Bool) throws {
         let model = try FakeModel(context: 80, budgetChunks: 64, pagedPages: paged ? 129 : nil)
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 8, maxNumBatchedTokens: 64))
