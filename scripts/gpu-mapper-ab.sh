@@ -9,7 +9,13 @@
 #      multi-turn (the issue's defaults), base and new interleaved, then paged (new binary).
 #   4. scripts/reference/compare.py --backends cuda when there is time (logits through the
 #      mapped-checkpoint load against transformers).
-# Usage: scripts/gpu-mapper-ab.sh [OUTDIR]   (carry gpu-pack, gpu-pack-base, gpu-kcache)
+#   MODE=aliasahead instead: waiting requests aliasing their cached prefixes ahead
+#   (--alias-ahead-chunks: the default, 0 = off, 16384) on shared prefix and multi-turn against
+#   paged, and the shared-stem dev engine check on the new binary, paged, and the base binary.
+#   MODE=trained: the byte-level model trained here (scripts/reference/train_tiny.py, real top-1
+#   margins, unlike the random model's near-ties) on 24 prompts sharing 600-token stems, batched
+#   with the prefix cache against each alone, virtual tensors and paged (the correctness check).
+# Usage: [MODE=aliasahead|trained] scripts/gpu-mapper-ab.sh [OUTDIR]   (carry gpu-pack, gpu-pack-base, gpu-kcache)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
@@ -36,6 +42,34 @@ stems = [[random.randrange(4, 4096) for _ in range(600)] for _ in range(4)]
 prompts = [stems[k % 4] + [random.randrange(4, 4096) for _ in range(random.randint(10, 200))] for k in range(24)]
 json.dump(prompts, open("/tmp/shared-prompts.json", "w"))
 PY
+if [ "${MODE:-}" = trained ]; then
+  PYTHONUNBUFFERED=1 run train 170 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+  python3 - <<'PY'
+import json, random
+p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
+out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
+json.dump(out, open("/tmp/tiny/shared.json", "w"))
+PY
+  run dev-engine-trained 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24
+  run dev-engine-trained-paged 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24 --kv paged
+  run dev-engine-trained-wide 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 16 --kv-chunks 64
+  runs=""
+elif [ "${MODE:-}" = aliasahead ]; then
+  run dev-engine-shared 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 64 --json-out "$out/dev-engine-shared.json"
+  run dev-engine-shared-paged 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 64 --kv paged
+  run dev-engine-shared-base 150 "$base" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 64
+  run dev-engine 150 "$bin" dev engine --backend cuda
+  run sp-new 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-new.json"
+  run sp-off 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --alias-ahead-chunks 0 --json-out "$out/sp-off.json"
+  run sp-16k 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --alias-ahead-chunks 16384 --json-out "$out/sp-16k.json"
+  run sp-paged 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
+  run sp-new-2 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-new-2.json"
+  run mt-new 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$out/mt-new.json"
+  run mt-off 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --alias-ahead-chunks 0 --json-out "$out/mt-off.json"
+  run mt-paged 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --kv paged --json-out "$out/mt-paged.json"
+  runs="sp-new sp-off sp-16k sp-new-2 sp-paged mt-new mt-off mt-paged"
+else
+runs="sp-base sp-new sp-new-2 sp-paged mt-base mt-new mt-paged"
 run dev-engine-shared 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 64 --json-out "$out/dev-engine-shared.json"
 for round in 1 2; do
   run vmm-base-$round 60 "$base" bench vmm --backend cuda --only latency,mapper,steps --json-out "$out/vmm-base-$round.json"
@@ -49,30 +83,32 @@ run mt-base 100 "$base" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$
 run mt-new 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$out/mt-new.json"
 run mt-paged 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --kv paged --json-out "$out/mt-paged.json"
 run reference 150 python3 scripts/reference/compare.py "$bin" --backends cuda --out "$out/reference"
+fi
 save_kernel_cache "$out/kernel-cache.tgz"
 
-python3 - "$out" <<'PY' >> "$out/summary.txt"
+python3 - "$out" "$runs" <<'PY' >> "$out/summary.txt"
 import json, os, sys
-out = sys.argv[1]
+out, runs = sys.argv[1], sys.argv[2].split()
 def load(name):
     try: return json.load(open(os.path.join(out, name + ".json")))
     except Exception: return None
-print("== mapping rate (bench vmm: warm pool, cold, p50 per chunk)")
-for name in ["vmm-base-1", "vmm-new-1", "vmm-base-2", "vmm-new-2"]:
+vmm = ["vmm-base-1", "vmm-new-1", "vmm-base-2", "vmm-new-2"]
+if any(load(name) for name in vmm): print("== mapping rate (bench vmm: warm pool, cold, p50 per chunk)")
+for name in [name for name in vmm if load(name)]:
     d = load(name)
     if not d: print(f"{name:12} missing"); continue
     m = d.get("mapper", {})
     print(f"{name:12} warm {m.get('mappingsPerSecond', 0):8.0f}/s  cold {m.get('coldMappingsPerSecond', 0):8.0f}/s  p50 {m.get('p50Micros', 0):6.1f} us")
 print("== throughput (dummy Llama-3-8B)")
-print(f"{'run':9} {'out tok/s':>9} {'tot tok/s':>9} {'hit':>6} {'step ms':>8} {'host ms':>8} {'map wait ms':>11} {'KV peak GiB':>11} {'TTFT later s':>12}")
-for name in ["sp-base", "sp-new", "sp-new-2", "sp-paged", "mt-base", "mt-new", "mt-paged"]:
+print(f"{'run':9} {'out tok/s':>9} {'tot tok/s':>9} {'hit':>6} {'step ms':>8} {'host ms':>8} {'idle ms':>8} {'map wait ms':>11} {'KV peak GiB':>11} {'TTFT later s':>12}")
+for name in runs:
     r = load(name)
     if not r: print(f"{name:9} missing"); continue
     later = r.get("firstTokenP50LaterRoundsSeconds")
     print(f"{name:9} {r['outputTokensPerSecond']:9.0f} {r['totalTokensPerSecond']:9.0f} {100*r['prefixCacheHitRate']:5.1f}% {r['stepMeanMs']:8.2f} "
-          f"{r['engineHostMsPerStep']:8.2f} {r['mappingWaitMsTotal']:11.0f} {r['kvPeakCreatedBytes']/2**30:11.1f} {later if later is not None else '-':>12}")
+          f"{r['engineHostMsPerStep']:8.2f} {r.get('gpuIdleGapMsPerStep') or 0:8.2f} {r['mappingWaitMsTotal']:11.0f} {r['kvPeakCreatedBytes']/2**30:11.1f} {later if later is not None else '-':>12}")
 PY
-{ echo "== dev engine, shared stems"; tail -4 "$out/dev-engine-shared.txt"; echo "== reference logits"; tail -8 "$out/reference.txt"; echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
+{ for f in dev-engine-shared dev-engine-shared-paged dev-engine-shared-base dev-engine dev-engine-trained dev-engine-trained-paged dev-engine-trained-wide; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "teacher-forced|^result|prefix cache" "$out/$f.txt"; }; done; [ -f "$out/reference.txt" ] && { echo "== reference logits"; tail -8 "$out/reference.txt"; }; echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 (cd "$out" && tar czf /tmp/ab-details.tgz --exclude=summary.txt --exclude=kernel-cache.tgz . 2>/dev/null \
   && find . -mindepth 1 ! -name summary.txt ! -name kernel-cache.tgz -delete && mv /tmp/ab-details.tgz details.tgz)
 cat "$out/summary.txt"

@@ -7,11 +7,12 @@
 #   paged     the same with --kv paged (16-token pages, block tables, budget reserved up front)
 #   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
 # Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
-#          SCALE=1 [HF_SCALE=0.1] [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] [OPENAI_CHECK=1] scripts/gpu-serve-compare.sh [OUTDIR]
+#          [WORKLOADS_paged="sharegpt ..."] SCALE=1 [HF_SCALE=0.1] [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] [OPENAI_CHECK=1] scripts/gpu-serve-compare.sh [OUTDIR]
 #   (carry gpu-pack, .whl (scripts/fetch-gpu-wheels.sh: the openai client and transformers serve's web
 #   packages), and gpu-tok (tokenizer.json.gz, sharegpt-4000.json.gz) or gpu-assets; SCALE < 1 shrinks
 #   every workload for a quick run; HF_SCALE shrinks transformers serve's, which runs some 12x slower:
-#   its request counts are in its JSON and the table shows them)
+#   its request counts are in its JSON and the table shows them; WORKLOADS_<system> replaces
+#   WORKLOADS for one system)
 # transformers serve refuses fields it does not know (422), so it gets no ignore_eos: its requests
 # may end early at an end-of-sequence token, and the table shows each system's mean output length.
 # It takes prompts only as strings, so every system gets text prompts cut to exact lengths.
@@ -104,7 +105,8 @@ for system in $systems; do
     grep -E "^(FAIL|note:)|AssertionError" "$out/openai-client.txt" | tee -a "$out/summary.txt"
   fi
   sample_memory $system
-  for workload in $workloads; do
+  eval "system_workloads=\${WORKLOADS_$system:-\$workloads}"
+  for workload in $system_workloads; do
     case $workload in
       random) bench $system random --dataset random --num-prompts $(n 1000 $system_scale) --random-input-len 576 --random-range-ratio 0.7777 \
                 --random-output-len 320 --random-output-range-ratio 0.6 --ignore-eos --request-rate inf ;;
@@ -128,9 +130,11 @@ save_kernel_cache /tmp/kernel-cache.tgz
   && mv /tmp/details.tgz details.tgz; mv /tmp/kernel-cache.tgz . 2>/dev/null)
 
 # The table, last: output tokens/s, request/s, TTFT and TPOT medians, peak GPU memory; ratios to vtensor.
-python3 - "$out" "$systems" "$workloads" <<'PY'
+all_workloads="$workloads"; for s in $systems; do eval "all_workloads=\"\$all_workloads \${WORKLOADS_$s:-}\""; done
+python3 - "$out" "$systems" "$all_workloads" <<'PY'
 import json, os, sys
-out, systems, workloads = sys.argv[1], sys.argv[2].split(), [w for w in sys.argv[3].split() if w != "sweep"]
+out, systems = sys.argv[1], sys.argv[2].split()
+workloads = [w for w in dict.fromkeys(sys.argv[3].split()) if w != "sweep"]
 import tarfile
 archive = tarfile.open(os.path.join(out, "details.tgz"))
 def member(name):
@@ -150,7 +154,7 @@ for w in workloads:
     for s in systems:
         r = load(s, w)
         if not r:
-            print(f"{w:<14}{s:<9} no result"); continue
+            continue
         ratio = r["output_throughput"] / base["output_throughput"] if base and base.get("output_throughput") else float("nan")
         per = r.get("total_output_tokens", 0) / max(1, r["completed"])
         print(f"{w:<14}{s:<9}{r.get('num_prompts', r['completed'] + r['failed']):>6}{r['completed']:>6}{r['failed']:>5}{per:>8.0f}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
