@@ -15,7 +15,8 @@
 #   MODE=trained: the byte-level model trained here (scripts/reference/train_tiny.py, real top-1
 #   margins, unlike the random model's near-ties) on 24 prompts sharing 600-token stems, batched
 #   with the prefix cache against each alone, virtual tensors and paged (the correctness check).
-# Usage: [MODE=aliasahead|trained] scripts/gpu-mapper-ab.sh [OUTDIR]   (carry gpu-pack, gpu-pack-base, gpu-kcache)
+#   MODE=mapahead: ShareGPT 1000, decode growth mapped 2 (default), 16 and 32 tokens ahead, and paged.
+# Usage: [MODE=aliasahead|trained|mapahead] scripts/gpu-mapper-ab.sh [OUTDIR]   (carry gpu-pack, gpu-pack-base, gpu-kcache)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
@@ -42,7 +43,17 @@ stems = [[random.randrange(4, 4096) for _ in range(600)] for _ in range(4)]
 prompts = [stems[k % 4] + [random.randrange(4, 4096) for _ in range(random.randint(10, 200))] for k in range(24)]
 json.dump(prompts, open("/tmp/shared-prompts.json", "w"))
 PY
-if [ "${MODE:-}" = trained ]; then
+if [ "${MODE:-}" = mapahead ]; then
+  # ShareGPT 1000, virtual tensors against paged: decode growth mapped 2 tokens ahead (default),
+  # a chunk (16) and two (32) ahead.
+  sg=(--dataset sharegpt --num-prompts 1000)
+  run sg-new 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/sg-new.json"
+  run sg-ahead16 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --map-ahead-tokens 16 --json-out "$out/sg-ahead16.json"
+  run sg-paged 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --kv paged --json-out "$out/sg-paged.json"
+  run sg-ahead32 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --map-ahead-tokens 32 --json-out "$out/sg-ahead32.json"
+  run sg-new-2 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/sg-new-2.json"
+  runs="sg-new sg-ahead16 sg-ahead32 sg-new-2 sg-paged"
+elif [ "${MODE:-}" = trained ]; then
   PYTHONUNBUFFERED=1 run train 170 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
   python3 - <<'PY'
 import json, random

@@ -64,6 +64,7 @@ public struct EngineOptions: Sendable, Equatable {
             throw EngineError.invalidOptions("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
         }
         guard mapAheadTokens >= 0 else { throw EngineError.invalidOptions("map-ahead tokens must be >= 0, got \(mapAheadTokens)") }
+        guard aliasAheadChunks >= 0 else { throw EngineError.invalidOptions("alias-ahead chunks must be >= 0, got \(aliasAheadChunks)") }
     }
 }
 

@@ -92,6 +92,8 @@ struct BenchThroughputCommand: ParsableCommand {
     enum DecodeTable: String, ExpressibleByArgument, CaseIterable { case shared, perLayer = "per-layer" }
     @Option(help: "Map the first prompt chunk of the requests the next step will admit one step early (on) or when scheduled (off).")
     var prefetchAdmissions: OnOff = .on
+    @Option(help: "Tokens mapped ahead of each decoding request for the steps after the one planned (default: the engine's).")
+    var mapAheadTokens: Int?
     @Option(help: "Virtual tensors with the prefix cache: the most chunk mappings queued for waiting requests further back than the next step, aliasing their cached prefixes ahead (0: none; default: the engine's).")
     var aliasAheadChunks: Int?
 
@@ -221,6 +223,7 @@ struct BenchThroughputCommand: ParsableCommand {
         var engineOptions = engineFlags.engineOptions(for: model)
         engineOptions.prefetchAdmissions = prefetchAdmissions == .on
         if let aliasAheadChunks { engineOptions.aliasAheadChunks = aliasAheadChunks }
+        if let mapAheadTokens { engineOptions.mapAheadTokens = mapAheadTokens }
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: engineOptions,
                                 mapperThreadSetup: runtime.mapperThreadSetup)
         print("model: \(modelOptions.model ?? "SmolLM2-135M-Instruct") (\(runtime.description)), dataset \(dataset.rawValue), "
