@@ -564,6 +564,7 @@ public final class Engine: @unchecked Sendable {
                 }
             }
         }
+        if !aliasAheadJobs.isEmpty { _ = aliasAheadBacklog() }
         var further: [(id: RequestID, tokens: Int)] = []
         if options.prefetchAdmissions { next += prefetchAdmissions(after: rows, further: &further, stats: &stats) }
         if !next.isEmpty, let aheadJob = try? cache.prepareGrowth(next), !((try? cache.memory.holes(in: aheadJob).isEmpty) ?? true) {
