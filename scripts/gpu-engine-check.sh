@@ -250,9 +250,9 @@ for name in ["256x128-shared", "256x128-per-layer", "256x128-paged", "sharegpt-s
     f = os.path.join(out, f"tp-{name}.json")
     if not os.path.exists(f): print(name, "missing"); continue
     r = json.load(open(f))
-    print(f"{name:20} out {r['outputTokensPerSecond']:8.1f} tok/s  {r['seconds']:6.2f} s  decode-only {r.get('decodeStepMeanMs') or 0:6.2f} ms  "
-          f"GPU span {r.get('gpuSpanMsPerStep') or 0:6.2f}  busy {100*(r.get('gpuBusyShare') or 0):5.1f}%  plan {r.get('modelPlanMsPerStep') or 0:.2f}  "
-          f"queue {r.get('modelLaunchMsPerStep') or 0:.2f}  host {r['engineHostMsPerStep']:.2f} ms  KV {r['kvMode']} peak {r['kvPeakCreatedBytes']/2**30:.1f} GiB")
+    print(f"{name:20} out {r['output_tokens_per_second']:8.1f} tok/s  {r['seconds']:6.2f} s  decode-only {r.get('decode_step_mean_ms') or 0:6.2f} ms  "
+          f"GPU span {r.get('gpu_span_ms_per_step') or 0:6.2f}  busy {100*(r.get('gpu_busy_share') or 0):5.1f}%  plan {r.get('model_plan_ms_per_step') or 0:.2f}  "
+          f"queue {r.get('model_launch_ms_per_step') or 0:.2f}  host {r['engine_host_ms_per_step']:.2f} ms  KV {r['kv_mode']} peak {r['kv_peak_created_bytes']/2**30:.1f} GiB")
 PY
   fi
   [ -f "$out/dev-engine-graphs.txt" ] && { echo "== dev engine, CUDA graphs, random model"; grep -E "requests|batched|CUDA|exact|teacher|result|rror" "$out/dev-engine-graphs.txt"; }
@@ -270,10 +270,10 @@ print("run                tok/s     steps  step ms  decode ms  GPU span  idle ga
 for name in names:
     f = os.path.join(out, f"tp-{name}.json")
     if not os.path.exists(f): print(f"{name:18} missing"); continue
-    r = json.load(open(f)); g = r.get("gpuStepTotals") or {}
-    print(f"{name:18} {r['outputTokensPerSecond']:8.1f} {r['steps']:6d} {r['stepMeanMs']:8.3f} {r.get('decodeStepMeanMs') or 0:9.3f} "
-          f"{r.get('gpuSpanMsPerStep') or 0:9.3f} {r.get('gpuIdleGapMsPerStep') or 0:9.3f} {100*(r.get('gpuBusyShare') or 0):6.1f}   "
-          f"{g.get('graphReplays',0)}/{g.get('graphCaptures',0)}/{g.get('graphDirect',0)}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}")
+    r = json.load(open(f)); g = r.get("gpu_step_totals") or {}
+    print(f"{name:18} {r['output_tokens_per_second']:8.1f} {r['steps']:6d} {r['step_mean_ms']:8.3f} {r.get('decode_step_mean_ms') or 0:9.3f} "
+          f"{r.get('gpu_span_ms_per_step') or 0:9.3f} {r.get('gpu_idle_gap_ms_per_step') or 0:9.3f} {100*(r.get('gpu_busy_share') or 0):6.1f}   "
+          f"{g.get('graph_replays',0)}/{g.get('graph_captures',0)}/{g.get('graph_direct',0)}   {r['kv_mode']} {r['kv_peak_created_bytes']/2**30:.1f}")
 PY
   fi
   if [ "$quick" = workloads ] || [ "$quick" = sharedprefix ] || [ "$quick" = lpm ] || [ "$quick" = alias ] || [ "$quick" = prefixab ] || [ "$quick" = publish ]; then
@@ -296,22 +296,22 @@ for name in names:
     f = os.path.join(out, f"tp-{name}.json")
     if not os.path.exists(f): print(f"{name:24} missing"); continue
     r = json.load(open(f)); st = r["statistics"]
-    a, b = r.get("firstTokenP50FirstRoundSeconds"), r.get("firstTokenP50LaterRoundsSeconds")
-    ttft = f"{a*1000:8.1f} / {b*1000:8.1f} ms" if a is not None else f"p50 {r['firstTokenP50Seconds']*1000:8.1f} ms"
-    print(f"{name:24} {r['outputTokensPerSecond']:9.1f} {r['totalTokensPerSecond']:9.1f} {r['seconds']:6.2f} {r['requests']:5d} {100*r['prefixCacheHitRate']:7.1f}%  "
-          f"{st['promptTokensComputed']:9d}   {ttft}   {r['kvMode']} {r['kvPeakCreatedBytes']/2**30:.1f}   "
-          + ("/".join(f"{(r.get(k) or 0)/2**30:.1f}" for k in ["deviceFreeBeforeBytes", "deviceFreeLowestBytes", "deviceFreeAfterTrimBytes", "deviceTotalBytes"])))
+    a, b = r.get("first_token_p50_first_round_seconds"), r.get("first_token_p50_later_rounds_seconds")
+    ttft = f"{a*1000:8.1f} / {b*1000:8.1f} ms" if a is not None else f"p50 {r['first_token_p50_seconds']*1000:8.1f} ms"
+    print(f"{name:24} {r['output_tokens_per_second']:9.1f} {r['total_tokens_per_second']:9.1f} {r['seconds']:6.2f} {r['requests']:5d} {100*r['prefix_cache_hit_rate']:7.1f}%  "
+          f"{st['prompt_tokens_computed']:9d}   {ttft}   {r['kv_mode']} {r['kv_peak_created_bytes']/2**30:.1f}   "
+          + ("/".join(f"{(r.get(k) or 0)/2**30:.1f}" for k in ["device_free_before_bytes", "device_free_lowest_bytes", "device_free_after_trim_bytes", "device_total_bytes"])))
 print("run                       steps  step ms  GPU idle gap ms  busy%  host ms  mapping waits blocked/all (ms)  TTFT by round p50/mean (queue p50) ms")
 for name in names:
     f = os.path.join(out, f"tp-{name}.json")
     if not os.path.exists(f): continue
     r = json.load(open(f)); st = r["statistics"]
     rounds = ""
-    if r.get("firstTokenP50ByRoundSeconds"):
-        rounds = " ".join(f"{a*1000:.0f}/{b*1000:.0f}({q*1000:.0f})" for a, b, q in zip(r["firstTokenP50ByRoundSeconds"], r["firstTokenMeanByRoundSeconds"], r["queueP50ByRoundSeconds"]))
-    print(f"{name:24} {r['steps']:6d} {r['stepMeanMs']:8.2f} {r.get('gpuIdleGapMsPerStep') or 0:10.3f} {100*(r.get('gpuBusyShare') or 0):9.1f} {r['engineHostMsPerStep']:7.3f}  "
-          f"{st['blockedMappingWaits']}/{st['mappingWaits']} ({r['mappingWaitMsTotal']:.0f})  takeovers {r.get('prefixTakeovers') or 0}  "
-          f"committed peak {r['kvPeakCommittedBytes']/2**30:.1f} GiB  {rounds}")
+    if r.get("first_token_p50_by_round_seconds"):
+        rounds = " ".join(f"{a*1000:.0f}/{b*1000:.0f}({q*1000:.0f})" for a, b, q in zip(r["first_token_p50_by_round_seconds"], r["first_token_mean_by_round_seconds"], r["queue_p50_by_round_seconds"]))
+    print(f"{name:24} {r['steps']:6d} {r['step_mean_ms']:8.2f} {r.get('gpu_idle_gap_ms_per_step') or 0:10.3f} {100*(r.get('gpu_busy_share') or 0):9.1f} {r['engine_host_ms_per_step']:7.3f}  "
+          f"{st['blocked_mapping_waits']}/{st['mapping_waits']} ({r['mapping_wait_ms_total']:.0f})  takeovers {r.get('prefix_takeovers') or 0}  "
+          f"committed peak {r['kv_peak_committed_bytes']/2**30:.1f} GiB  {rounds}")
 PY
   fi
   if [ "$quick" = pipeline ]; then
@@ -327,10 +327,10 @@ for name in ["b64", "b256", "sharegpt", "1000"]:
             if p != "paged" or name in ("sharegpt", "1000"): print(f"{name:14} {p:5}  missing")
             continue
         r = json.load(open(f)); st = r["statistics"]
-        print(f"{name:14} {p:4}  {r['outputTokensPerSecond']:8.1f} {r['steps']:6d} {r['stepMeanMs']:8.3f} {r.get('gpuSpanMsPerStep') or 0:11.3f} "
-              f"{r.get('gpuIdleGapMsPerStep') or 0:11.3f} {100*(r.get('gpuBusyShare') or 0):6.1f} {r.get('queuedAheadShare') or 0:12.3f}  "
-              f"{r.get('modelPlanMsPerStep') or 0:.2f}/{r.get('modelLaunchMsPerStep') or 0:.2f}/{r.get('modelWaitMsPerStep') or 0:.2f}  {r['engineHostMsPerStep']:8.3f}"
-              f"  KV {r.get('kvMode','?')} peak {r['kvPeakCreatedBytes']/2**30:.1f} GiB, end {r['kvHeldAfterTrimBytes']/2**30:.2f} GiB, preempt {st['preemptions']}, disc {st.get('discardedRows',0)}")
+        print(f"{name:14} {p:4}  {r['output_tokens_per_second']:8.1f} {r['steps']:6d} {r['step_mean_ms']:8.3f} {r.get('gpu_span_ms_per_step') or 0:11.3f} "
+              f"{r.get('gpu_idle_gap_ms_per_step') or 0:11.3f} {100*(r.get('gpu_busy_share') or 0):6.1f} {r.get('queued_ahead_share') or 0:12.3f}  "
+              f"{r.get('model_plan_ms_per_step') or 0:.2f}/{r.get('model_launch_ms_per_step') or 0:.2f}/{r.get('model_wait_ms_per_step') or 0:.2f}  {r['engine_host_ms_per_step']:8.3f}"
+              f"  KV {r.get('kv_mode','?')} peak {r['kv_peak_created_bytes']/2**30:.1f} GiB, end {r['kv_held_after_trim_bytes']/2**30:.2f} GiB, preempt {st['preemptions']}, disc {st.get('discarded_rows',0)}")
 PY
   fi
   [ -f "$out/bench-vmm.txt" ] && { echo "== bench vmm: mapper"; grep -E "mappings/s|latency p50" "$out/bench-vmm.txt"; }

@@ -115,9 +115,9 @@ print(f"{'run':9} {'out tok/s':>9} {'tot tok/s':>9} {'hit':>6} {'step ms':>8} {'
 for name in runs:
     r = load(name)
     if not r: print(f"{name:9} missing"); continue
-    later = r.get("firstTokenP50LaterRoundsSeconds")
-    print(f"{name:9} {r['outputTokensPerSecond']:9.0f} {r['totalTokensPerSecond']:9.0f} {100*r['prefixCacheHitRate']:5.1f}% {r['stepMeanMs']:8.2f} "
-          f"{r['engineHostMsPerStep']:8.2f} {r.get('gpuIdleGapMsPerStep') or 0:8.2f} {r['mappingWaitMsTotal']:11.0f} {r['kvPeakCreatedBytes']/2**30:11.1f} {later if later is not None else '-':>12}")
+    later = r.get("first_token_p50_later_rounds_seconds")
+    print(f"{name:9} {r['output_tokens_per_second']:9.0f} {r['total_tokens_per_second']:9.0f} {100*r['prefix_cache_hit_rate']:5.1f}% {r['step_mean_ms']:8.2f} "
+          f"{r['engine_host_ms_per_step']:8.2f} {r.get('gpu_idle_gap_ms_per_step') or 0:8.2f} {r['mapping_wait_ms_total']:11.0f} {r['kv_peak_created_bytes']/2**30:11.1f} {later if later is not None else '-':>12}")
 PY
 { for f in dev-engine-shared dev-engine-shared-paged dev-engine-shared-base dev-engine dev-engine-trained dev-engine-trained-paged dev-engine-trained-wide; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "teacher-forced|^result|prefix cache" "$out/$f.txt"; }; done; [ -f "$out/reference.txt" ] && { echo "== reference logits"; tail -8 "$out/reference.txt"; }; echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 (cd "$out" && tar czf /tmp/ab-details.tgz --exclude=summary.txt --exclude=kernel-cache.tgz . 2>/dev/null \

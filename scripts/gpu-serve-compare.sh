@@ -113,8 +113,9 @@ for system in $systems; do
       sharegpt) bench $system sharegpt --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n 1000 $system_scale) --request-rate inf ;;
       shared-prefix) bench $system shared-prefix --dataset shared-prefix --groups $(n 32 $system_scale) --prompts-per-group 16 --system-len 2048 \
                        --question-len 128 --output-len 256 --ignore-eos --request-rate inf ;;
-      multi-turn) bench $system multi-turn --dataset multi-turn --num-conversations $(n 128 ${MULTI_TURN_SCALE:-$system_scale}) --rounds 5 --user-len 512 --answer-len 128 \
-                    --max-in-flight 64 --ignore-eos --request-rate inf ;;
+      # Issue 12's defaults (256 conversations of 5 rounds, 512-token turns, 64-token answers, 128 in flight).
+      multi-turn) bench $system multi-turn --dataset multi-turn --num-conversations $(n 256 ${MULTI_TURN_SCALE:-$system_scale}) --rounds 5 --user-len 512 --answer-len 64 \
+                    --max-in-flight 128 --ignore-eos --request-rate inf ;;
       sweep) bench $system sweep --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n ${SWEEP_PROMPTS:-400} $system_scale) --sweep-rates ${SWEEP_RATES:-4,8,16,32,inf} ;;
     esac
   done

@@ -4,10 +4,12 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// Pretty JSON of any Codable value.
-public func jsonString<T: Encodable>(_ value: T) throws -> String {
+/// Pretty JSON of any Codable value; `snakeCaseKeys`: `prefixCacheHitRate` written as
+/// `prefix_cache_hit_rate` (the key style of vLLM's and SGLang's benchmark results).
+public func jsonString<T: Encodable>(_ value: T, snakeCaseKeys: Bool = false) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    if snakeCaseKeys { encoder.keyEncodingStrategy = .convertToSnakeCase }
     return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 

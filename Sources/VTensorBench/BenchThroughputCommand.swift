@@ -409,6 +409,6 @@ struct BenchThroughputCommand: ParsableCommand {
             table.add(["GPU memory free", "\(mib(before)) before the run, \(mib(lowest)) at the lowest, \(mib(after)) after the trim, of \(mib(total))"])
         }
         print(table.render())
-        if let jsonOut { try writeFile(jsonOut, try jsonString(report)) }
+        if let jsonOut { try writeFile(jsonOut, try jsonString(report, snakeCaseKeys: true)) }
     }
 }
