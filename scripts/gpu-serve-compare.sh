@@ -116,7 +116,10 @@ for system in $systems; do
       # Issue 12's defaults (256 conversations of 5 rounds, 512-token turns, 64-token answers, 128 in flight).
       multi-turn) bench $system multi-turn --dataset multi-turn --num-conversations $(n 256 ${MULTI_TURN_SCALE:-$system_scale}) --rounds 5 --user-len 512 --answer-len 64 \
                     --max-in-flight 128 --ignore-eos --request-rate inf ;;
-      sweep) bench $system sweep --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n ${SWEEP_PROMPTS:-400} $system_scale) --sweep-rates ${SWEEP_RATES:-4,8,16,32,inf} ;;
+      # The chart of each system's sweep draws the sweeps of the systems before it in this call too.
+      sweep) plot=(); for f in "$out"/*-sweep.json; do [ -f "$f" ] && plot+=(--plot-with "$f"); done
+             bench $system sweep --dataset sharegpt --dataset-path /tmp/sharegpt.json --num-prompts $(n ${SWEEP_PROMPTS:-400} $system_scale) \
+               --sweep-rates ${SWEEP_RATES:-4,8,16,32,inf} "${plot[@]}" ;;
     esac
   done
   kill $sampler 2>/dev/null
