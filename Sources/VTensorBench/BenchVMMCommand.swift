@@ -57,6 +57,10 @@ struct LaunchInterference: Codable {
     var chunksMappedMeanwhile: Int
     var copyMillisIdle: Double
     var copyMillisWhileMapping: Double
+    /// The copy kernel (median of its timings) while the mapper unmaps freed chunks, each unmap a
+    /// change to the GPU's page tables under the running kernel; and how many it unmapped meanwhile.
+    var copyMillisWhileUnmapping: Double?
+    var chunksUnmappedMeanwhile: Int?
     /// Map + set access per chunk (us) with the GPU idle, and while a kernel runs.
     var mapGPUIdle: Percentiles
     var mapWhileKernelRuns: Percentiles
@@ -160,6 +164,9 @@ struct BenchVMMCommand: ParsableCommand {
             var launch = Table(title: "Kernel launches while the mapper works (host us per cuLaunchKernel)", header: ["condition", "p50", "p99", "mean", "copy kernel ms"])
             launch.add(["mapper idle", fixed(l.idle.p50Micros, 2), fixed(l.idle.p99Micros, 2), fixed(l.idle.meanMicros, 2), fixed(l.copyMillisIdle, 3)])
             launch.add(["mapper mapping \(l.chunksMappedMeanwhile) chunks", fixed(l.whileMapping.p50Micros, 2), fixed(l.whileMapping.p99Micros, 2), fixed(l.whileMapping.meanMicros, 2), fixed(l.copyMillisWhileMapping, 3)])
+            if let unmapping = l.copyMillisWhileUnmapping {
+                launch.add(["mapper unmapping \(l.chunksUnmappedMeanwhile ?? 0) chunks", "-", "-", "-", fixed(unmapping, 3)])
+            }
             out += launch.render() + "\n"
             var busy = Table(title: "Map + set access per chunk while the GPU computes (us)", header: ["condition", "p50", "p99", "max"])
             busy.add(["GPU idle", fixed(l.mapGPUIdle.p50Micros, 1), fixed(l.mapGPUIdle.p99Micros, 1), fixed(l.mapGPUIdle.maxMicros, 1)])

@@ -296,6 +296,14 @@ struct VMMBench {
         ticket = mapper.submit([(second, n)])
         let copyBusy = try timeCopy()
         try mapper.wait(ticket)
+        // Does unmapping slow a running kernel? Both tensors freed, the mapper's idle loop unmaps
+        // their chunks (page-table changes) while copies run; timed until it is done.
+        let mappedBefore = memory.poolCounts.inUse
+        try memory.free(first)
+        try memory.free(second)
+        var unmapCopies: [Double] = []
+        while memory.poolCounts.inUse > 0 && unmapCopies.count < 500 { unmapCopies.append(try timeCopy()) }
+        let unmappedMeanwhile = mappedBefore - memory.poolCounts.inUse
         // Does mapping slow down while a kernel runs? 300 chunks each way, on this thread.
         func mapTimes(duringKernel: Bool) throws -> [UInt64] {
             let count = 300
@@ -326,6 +334,8 @@ struct VMMBench {
         let mapBusy = try mapTimes(duringKernel: true)
         return LaunchInterference(idle: Percentiles(idle), whileMapping: Percentiles(busy), chunksMappedMeanwhile: n,
                                   copyMillisIdle: copyIdle, copyMillisWhileMapping: copyBusy,
+                                  copyMillisWhileUnmapping: unmapCopies.isEmpty ? nil : unmapCopies.sorted()[unmapCopies.count / 2],
+                                  chunksUnmappedMeanwhile: unmappedMeanwhile,
                                   mapGPUIdle: Percentiles(mapIdle), mapWhileKernelRuns: Percentiles(mapBusy))
     }
 
