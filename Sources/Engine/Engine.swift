@@ -564,7 +564,7 @@ public final class Engine: @unchecked Sendable {
                 }
             }
         }
-        if !aliasAheadJobs.isEmpty { _ = aliasAheadBacklog() }
+        collectAliasAheadJobs()
         var further: [(id: RequestID, tokens: Int)] = []
         if options.prefetchAdmissions { next += prefetchAdmissions(after: rows, further: &further, stats: &stats) }
         if !next.isEmpty, let aheadJob = try? cache.prepareGrowth(next), !((try? cache.memory.holes(in: aheadJob).isEmpty) ?? true) {
@@ -577,16 +577,15 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// Chunks still queued for prefixes aliased ahead (finished jobs are collected: an error
-    /// there is met again by the request's own step, which maps what is missing).
-    private func aliasAheadBacklog() -> Int {
-        guard let mapper else { return 0 }
+    /// Takes finished alias-ahead jobs off the list (an error there is met again by the
+    /// request's own step, which maps what is missing).
+    private func collectAliasAheadJobs() {
+        guard let mapper, !aliasAheadJobs.isEmpty else { return }
         aliasAheadJobs.removeAll { job in
             guard mapper.isDone(job.ticket) else { return false }
             try? mapper.wait(job.ticket)
             return true
         }
-        return aliasAheadJobs.reduce(0) { $0 + $1.chunks }
     }
 
     /// Gives the waiting requests that the next step will likely admit their KV entry and a
@@ -657,7 +656,8 @@ public final class Engine: @unchecked Sendable {
     private func aliasAhead(_ candidates: ArraySlice<EngineSequence>, computing: [Int: [EngineSequence]],
                             stats: inout EngineStatistics) -> [(id: RequestID, tokens: Int)] {
         guard let prefixCache, storage.virtualCache != nil, options.aliasAheadChunks > 0 else { return [] }
-        var queued = aliasAheadBacklog()
+        // Chunks still queued for earlier aliases (finished jobs were collected this step).
+        var queued = aliasAheadJobs.reduce(0) { $0 + $1.chunks }
         var targets: [(id: RequestID, tokens: Int)] = []
         var looked = 0
         for sequence in candidates where !sequence.hasKV {

@@ -9,16 +9,8 @@ import Testing
     func benchServe(_ arguments: [String]) throws -> (result: [String: Any], output: String) {
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("vtensor-bench-serve-\(UUID().uuidString).json")
         defer { try? FileManager.default.removeItem(at: json) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try ServerProcess.executable())
-        process.arguments = ["bench", "serve"] + arguments + ["--json-out", json.path, "--no-progress"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "bench serve exited with \(process.terminationStatus):\n\(output)")
+        let (output, status) = try ServerProcess.vtensor(["bench", "serve"] + arguments + ["--json-out", json.path, "--no-progress"])
+        try #require(status == 0, "bench serve exited with \(status):\n\(output)")
         let data = try Data(contentsOf: json)
         return (try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any]), output)
     }

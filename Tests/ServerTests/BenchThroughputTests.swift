@@ -8,16 +8,8 @@ import Testing
     func benchThroughput(_ arguments: [String]) throws -> [String: Any] {
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("vtensor-bench-throughput-\(UUID().uuidString).json")
         defer { try? FileManager.default.removeItem(at: json) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try ServerProcess.executable())
-        process.arguments = ["bench", "throughput", "--backend", "cpu"] + arguments + ["--json-out", json.path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "bench throughput exited with \(process.terminationStatus):\n\(output)")
+        let (output, status) = try ServerProcess.vtensor(["bench", "throughput", "--backend", "cpu"] + arguments + ["--json-out", json.path])
+        try #require(status == 0, "bench throughput exited with \(status):\n\(output)")
         return try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: json)) as? [String: Any])
     }
 

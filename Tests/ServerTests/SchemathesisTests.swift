@@ -49,17 +49,7 @@ import Testing
 
     /// `python3 -m <arguments>` in `directory`, where schemathesis leaves its replay cache (.schemathesis).
     static func python(in directory: URL, _ arguments: [String]) throws -> (output: String, status: Int32) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-m"] + arguments
-        process.currentDirectoryURL = directory
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (String(decoding: data, as: UTF8.self), process.terminationStatus)
+        try ServerProcess.run("/usr/bin/env", ["python3", "-m"] + arguments, in: directory)
     }
 
     @Test func schemathesisFindsNoServerErrors() throws {

@@ -151,9 +151,20 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Runs `python3 <script> <arguments>`; returns its combined output and exit status.
     static func python(_ script: String, _ arguments: [String]) throws -> (output: String, status: Int32) {
+        try run("/usr/bin/env", ["python3", script] + arguments)
+    }
+
+    /// Runs the built `vtensor` with `arguments`; returns its combined output and exit status.
+    static func vtensor(_ arguments: [String]) throws -> (output: String, status: Int32) {
+        try run(try executable(), arguments)
+    }
+
+    /// Runs `executable` to its end (in `directory`, if given); returns its combined output and exit status.
+    static func run(_ executable: String, _ arguments: [String], in directory: URL? = nil) throws -> (output: String, status: Int32) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script] + arguments
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = directory }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
