@@ -202,9 +202,9 @@ public final class Engine: @unchecked Sendable {
         return true
     }
 
-    /// Whether a step would do anything: requests queued, running, or arriving.
+    /// Whether a step would do anything: requests queued, running, or arriving, or a reset asked for.
     public var hasWork: Bool {
-        shared.withLock { !$0.live.isEmpty || !$0.aborts.isEmpty }
+        shared.withLock { !$0.live.isEmpty || !$0.aborts.isEmpty || $0.resetPrefixCache }
     }
 
     public var statistics: EngineStatistics { shared.withLock { $0.statistics } }
@@ -347,11 +347,15 @@ public final class Engine: @unchecked Sendable {
     private func queue(_ plan: SchedulerOutput, after previous: InFlightStep?, stats: inout EngineStatistics,
                        modelNanos: inout UInt64) -> (step: InFlightStep?, outputs: [RequestOutput]) {
         // Preempted running requests and released prefetches give their KV back (after the work
-        // already queued: the free's fence covers it).
-        for id in plan.preempted + plan.released {
-            let sequence = sequences[id]!
-            if sequence.hasKV { try? storage.free(id) }
-            sequence.hasKV = false
+        // already queued: the free's fence covers it). With the prefix cache the scheduler gave it
+        // back already, and a released prefetch it admitted later in the same plan holds a new
+        // KV entry (its cached prefix attached again): that one stays.
+        if prefixCache == nil {
+            for id in plan.preempted + plan.released {
+                let sequence = sequences[id]!
+                if sequence.hasKV { try? storage.free(id) }
+                sequence.hasKV = false
+            }
         }
         stats.preemptions += plan.preempted.count
         stats.prefetchesReleased += plan.released.count
@@ -711,8 +715,8 @@ public final class Engine: @unchecked Sendable {
 
     /// The prefix cache's nodes (salt, tokens, holder, chunk) and any inconsistency between the
     /// tree, the ledger and the KV cache's holders, for tests. Call on the stepping thread.
-    func auditPrefixCache() -> (nodes: [(salt: String, tokens: [Int], holder: Int, chunk: Int)], problems: [String]) {
-        guard let prefixCache else { return ([], []) }
+    func auditPrefixCache() -> (nodes: [(salt: String, tokens: [Int], holder: Int, chunk: Int)], heldChunks: Int, problems: [String]) {
+        guard let prefixCache else { return ([], 0, []) }
         var problems = prefixCache.tree.audit()
         if ledger.cachedUnits != prefixCache.cachedUnits {
             problems.append("ledger counts \(ledger.cachedUnits) cached units, the tree holds \(prefixCache.cachedUnits)")
@@ -720,7 +724,25 @@ public final class Engine: @unchecked Sendable {
         let nodes = prefixCache.tree.nodesForTesting()
         let holders = Set(prefixCache.cache.holderIDs)
         for node in nodes where !holders.contains(node.holder) { problems.append("node at holder \(node.holder) chunk \(node.chunk): no such holder") }
-        return (nodes, problems)
+        // Every node holds memory, its own but for one case: a referenced partial leaf and the
+        // longer block a request that took its holder over appended in place (same chunk,
+        // the leaf's tokens a prefix of the other's).
+        var owner: [[UInt64]: (salt: String, tokens: [Int], holder: Int, chunk: Int)] = [:]
+        for (node, held) in zip(nodes, prefixCache.cache.heldBlocks(nodes.map { ($0.holder, $0.chunk) })) {
+            guard let held else {
+                problems.append("node at holder \(node.holder) chunk \(node.chunk) holds no memory")
+                continue
+            }
+            if let other = owner[held] {
+                let (short, long) = other.tokens.count <= node.tokens.count ? (other.tokens, node.tokens) : (node.tokens, other.tokens)
+                if other.salt != node.salt || other.chunk != node.chunk || !long.starts(with: short) {
+                    problems.append("nodes at holder \(node.holder) chunk \(node.chunk) and holder \(other.holder) chunk \(other.chunk) hold the same memory \(held)")
+                }
+            }
+            owner[held] = node
+        }
+        let heldChunks = Set(owner.keys.joined()).count
+        return (nodes, heldChunks, problems)
     }
 
     /// The draw of a row that samples nothing (a prefill chunk short of the prompt's end): greedy,

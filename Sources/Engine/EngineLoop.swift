@@ -71,6 +71,17 @@ public final class EngineLoop: @unchecked Sendable {
         }
     }
 
+    /// Drops every cached prefix no running request uses, at the next step (one runs now when
+    /// the engine is idle). False when the engine has no prefix cache.
+    @discardableResult
+    public func resetPrefixCache() -> Bool {
+        condition.withLock {
+            let queued = engine.resetPrefixCache()
+            condition.broadcast()
+            return queued
+        }
+    }
+
     /// Stops taking requests and aborts those still in flight, without waiting: the engine thread
     /// delivers their final `abort` outputs, then ends. A server's drain deadline calls this.
     public func stop() {

@@ -165,8 +165,8 @@ struct PrefixTree {
     /// except nodes in `relocating` (the caller knows the holder holds the very same chunk),
     /// which move to the holder, so a conversation's chunks gather in its latest holder and
     /// the next round can take that one over whole. A partial last block is kept as a partial
-    /// leaf unless a sibling already covers it; a full block supersedes an unreferenced partial
-    /// leaf sibling that it extends.
+    /// leaf unless a sibling already covers it; a longer block (full or partial) supersedes an
+    /// unreferenced partial leaf sibling that it extends.
     mutating func insert(_ tokens: [Int], salt: String = "", holder: Int, relocating: Set<Int> = []) -> Insertion {
         clock += 1
         var result = Insertion()
@@ -194,9 +194,11 @@ struct PrefixTree {
                 result.unneeded.append(chunk)
                 break
             } else {
-                if block.count == tokensPerBlock,
-                   let partial = node.children.values.first(where: { $0.block.count < tokensPerBlock && $0.children.isEmpty && $0.references == 0 && block.starts(with: $0.block) }) {
-                    // The new block holds the partial leaf's tokens and more: the leaf is redundant.
+                if let partial = node.children.values.first(where: {
+                    $0.block.count < block.count && $0.children.isEmpty && $0.references == 0 && block.starts(with: $0.block)
+                }) {
+                    // The new block holds the partial leaf's tokens and more: the leaf is redundant
+                    // (and often the same chunk: a request that took a holder over appends in place).
                     node.children[partial.block] = nil
                     nodes[partial.id] = nil
                     unreferencedCount -= 1

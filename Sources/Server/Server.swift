@@ -38,7 +38,7 @@ public struct ServerConfiguration: Sendable {
 /// Every route the server answers. The router is built from this table, and a test checks the
 /// OpenAPI document against it, so the two cannot drift apart.
 public enum Endpoint: CaseIterable, Sendable {
-    case health, version, models, completions, chatCompletions, tokenize, detokenize, metrics, openAPI
+    case health, version, models, completions, chatCompletions, tokenize, detokenize, metrics, openAPI, resetPrefixCache
 
     public var route: (method: String, path: String) {
         switch self {
@@ -51,13 +51,14 @@ public enum Endpoint: CaseIterable, Sendable {
         case .detokenize: ("POST", "/detokenize")
         case .metrics: ("GET", "/metrics")
         case .openAPI: ("GET", "/openapi.json")
+        case .resetPrefixCache: ("POST", "/reset_prefix_cache")
         }
     }
 
-    /// Whether `--api-key` guards it (the OpenAI API and tokenization; not probes or documents).
+    /// Whether `--api-key` guards it (the OpenAI API, tokenization and the cache reset; not probes or documents).
     public var needsKey: Bool {
         switch self {
-        case .models, .completions, .chatCompletions, .tokenize, .detokenize: true
+        case .models, .completions, .chatCompletions, .tokenize, .detokenize, .resetPrefixCache: true
         case .health, .version, .metrics, .openAPI: false
         }
     }
@@ -117,6 +118,7 @@ public final class OpenAIServer: Sendable {
         case .detokenize: try await detokenize(request)
         case .metrics: metrics()
         case .openAPI: openAPIDocument()
+        case .resetPrefixCache: try resetPrefixCache()
         }
     }
 }

@@ -50,6 +50,11 @@ import VTensor
         #expect(longer.removed == 0 && longer.kept == [0] && tree.count == 6)
         tree.release(reader)
         #expect(tree.audit().isEmpty)
+        // An unreferenced one is, by a partial block that extends it too.
+        _ = tree.insert([60, 61], holder: 5)
+        let extended = tree.insert([60, 61, 62], holder: 6)
+        #expect(extended.removed == 1 && extended.kept == [0] && extended.displaced == [.init(holder: 5, chunk: 0)])
+        #expect(extended.emptyHolders == [5] && tree.count == 7 && tree.audit().isEmpty)
     }
 
     @Test func evictionTakesUnreferencedLeavesOldestFirst() {

@@ -35,7 +35,7 @@ struct TestRandom: RandomNumberGenerator {
         var testDescription: String { "seed \(seed), \(mode), \(pipelined ? "pipelined" : "one step at a time")\(paged ? ", paged" : "")" }
     }
 
-    static let virtualTrials: [Trial] = (0..<60).map { (i: Int) -> Trial in
+    static let virtualTrials: [Trial] = (0..<240).map { (i: Int) -> Trial in
         Trial(seed: UInt64(i), mode: Mode.allCases[i % 3], pipelined: i % 6 < 3)
     }
     static let pagedTrials: [Trial] = (0..<18).map { (i: Int) -> Trial in
@@ -106,7 +106,7 @@ struct TestRandom: RandomNumberGenerator {
                 requests[id] = next.request
             }
             // Aborts: live requests now and then, plus ids that are unknown or already done.
-            if random.next() % 40 == 0, let id = requests.keys.filter({ finals[$0] == nil }).randomElement(using: &random) {
+            if random.next() % 12 == 0, let id = requests.keys.filter({ finals[$0] == nil }).randomElement(using: &random) {
                 if engine.abort(id) { abortedOnPurpose.insert(id) }
             }
             if let done = finals.keys.randomElement(using: &random) { #expect(!engine.abort(done)) }
@@ -190,8 +190,16 @@ struct TestRandom: RandomNumberGenerator {
         #expect(stats.discardedRows <= stats.finishedEOS + stats.aborted)
         #expect(stats.requestsAdded == requests.count)
         #expect(model.kvStorage.requestIDs.isEmpty)
-        // Only the prefix cache holds memory now; a reset gives it all back.
+        // Only the prefix cache holds memory now: once deferred unmaps complete, the chunks in
+        // use are exactly those its blocks hold (a block extending a partial leaf in place shares
+        // the leaf's chunk). A reset gives it all back.
         #expect(engine.snapshot.committedChunks == stats.prefixHeldChunks)
+        if let memory {
+            try memory.drain()
+            let held = engine.auditPrefixCache().heldChunks
+            #expect(memory.accounting.inUse == held && held <= stats.prefixHeldChunks,
+                    "\(memory.accounting.inUse) chunks in use, the prefix cache's blocks hold \(held) (\(stats.prefixHeldChunks) blocks)")
+        }
         if options.prefixCaching {
             #expect(stats.prefixKeptChunks > 0)
             #expect(engine.resetPrefixCache())

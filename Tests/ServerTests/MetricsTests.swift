@@ -45,6 +45,21 @@ import Testing
     }
 }
 
+/// POST /reset_prefix_cache on a server without a prefix cache: a 400 that says why, with the
+/// key (`--api-key` guards it like the API).
+@Suite struct ResetPrefixCacheTests {
+    @Test func refusedWithoutAPrefixCacheAndWithoutTheKey() throws {
+        let server = try ServerProcess(arguments: ["--served-model-name", "smol", "--no-prefix-cache", "--api-key", "k3y"])
+        defer { server.kill() }
+        let bare = try server.post("/reset_prefix_cache", "")
+        #expect(bare.status == 401, "\(bare.body)")
+        let keyed = try server.post("/reset_prefix_cache", "", headers: ["Authorization: Bearer k3y"])
+        #expect(keyed.status == 400 && keyed.body.contains("--no-prefix-cache"), "\(keyed.status) \(keyed.body)")
+        let config = try MetricsScrape(server.metrics()).values.keys.first { $0.name == "vllm:cache_config_info" }?.labels ?? [:]
+        #expect(config["enable_prefix_caching"] == "False", "\(config)")
+    }
+}
+
 /// A server of its own (nothing else sends to it, so counter deltas are exact): exact counter
 /// deltas for a few requests, then the load test. A small batch, so requests queue, and small
 /// steps: the tests run the debug build on two shared cores (some 20 tokens a second), where a
@@ -173,13 +188,27 @@ import Testing
     ///   `abort` is at most D; `error` is 0;
     /// - generated and prompt tokens are at least the completed streams' usage;
     /// - every ended request is in the end-to-end histogram (O more observations);
-    /// and within a few seconds nothing runs or waits, no KV is in use, and the chunks mapped
-    /// outside the prefix cache and the warm reserve are back to their values before the load.
+    /// and within a few seconds nothing runs or waits, no KV is in use, the warm reserve is back
+    /// to its size before the load, and once `/reset_prefix_cache` empties the cache (before the
+    /// load and after it) exactly as many chunks are mapped as before: nothing leaked.
     @Test func loadWithDisconnects() throws {
         let server = try Self.server.get()
         let seconds = ProcessInfo.processInfo.environment["VTENSOR_LOAD_SECONDS"].flatMap(Double.init) ?? 60
-        let before = try MetricsScrape(server.metrics())
-        let idleMapped = try before.value("vtensor:kv_chunks_mapped") - before.value("vtensor:prefix_cache_chunks")
+        /// Empties the prefix cache and waits until its chunks are unmapped; the scrape after.
+        func resetPrefixCache() throws -> MetricsScrape {
+            let reset = try server.post("/reset_prefix_cache", "")
+            try #require(reset.status == 200, "POST /reset_prefix_cache: \(reset.status) \(reset.body)")
+            var scrape = try MetricsScrape(server.metrics())
+            let by = Date().addingTimeInterval(15)
+            while try scrape.value("vtensor:prefix_cache_chunks") > 0 || scrape.value("vtensor:kv_chunks_mapped") > 0, Date() < by {
+                usleep(200_000)
+                scrape = try MetricsScrape(server.metrics())
+            }
+            return scrape
+        }
+        let before = try resetPrefixCache()
+        let idleMapped = try before.value("vtensor:kv_chunks_mapped")
+        #expect(try before.value("vtensor:prefix_cache_chunks") == 0)
         let idleReserve = try before.value("vtensor:kv_chunks_reserve")
 
         let run = try ServerProcess.python(ServerProcess.resource("load_clients.py"), [server.base, "\(seconds)", "64", "13"])
@@ -193,16 +222,14 @@ import Testing
         #expect(opened == completed + disconnected)
         #expect(server.isRunning, "the server died under load:\n\(server.log().suffix(4000))")
 
-        // Settled: nothing running or waiting, no KV in use, the chunks back (the engine gives
-        // them back in the step where the last request leaves; an abort waits for the step under
-        // way, a few seconds at most here).
+        // Settled: nothing running or waiting, no KV in use, the reserve back (the engine gives
+        // memory back in the step where the last request leaves; an abort waits for the step
+        // under way, a few seconds at most here).
         var after = try MetricsScrape(server.metrics())
         let settleBy = Date().addingTimeInterval(15)
         func settled(_ m: MetricsScrape) throws -> Bool {
             try m.value("vllm:num_requests_running") == 0 && m.value("vllm:num_requests_waiting") == 0
-                && m.value("vllm:kv_cache_usage_perc") == 0
-                && m.value("vtensor:kv_chunks_mapped") - m.value("vtensor:prefix_cache_chunks") == idleMapped
-                && m.value("vtensor:kv_chunks_reserve") <= idleReserve
+                && m.value("vllm:kv_cache_usage_perc") == 0 && m.value("vtensor:kv_chunks_reserve") <= idleReserve
         }
         while try !settled(after) && Date() < settleBy {
             usleep(200_000)
@@ -211,10 +238,13 @@ import Testing
         #expect(try after.value("vllm:num_requests_running") == 0)
         #expect(try after.value("vllm:num_requests_waiting") == 0)
         #expect(try after.value("vllm:kv_cache_usage_perc") == 0)
-        let mappedAfter = try after.value("vtensor:kv_chunks_mapped"), cachedAfter = try after.value("vtensor:prefix_cache_chunks")
-        #expect(mappedAfter - cachedAfter == idleMapped,
-                "chunks mapped outside the prefix cache did not return to idle: \(mappedAfter) mapped, \(cachedAfter) cached, \(idleMapped) before")
         #expect(try after.value("vtensor:kv_chunks_reserve") <= idleReserve)
+        // The cache kept what the load left (its chunks all mapped), and gives it all back.
+        #expect(try after.value("vtensor:prefix_cache_chunks") > 0)
+        let emptied = try resetPrefixCache()
+        #expect(try emptied.value("vtensor:prefix_cache_chunks") == 0)
+        let mappedEmpty = try emptied.value("vtensor:kv_chunks_mapped")
+        #expect(mappedEmpty == idleMapped, "chunks still mapped with the prefix cache empty: \(mappedEmpty), \(idleMapped) before the load")
 
         func delta(_ name: String, _ labels: [String: String] = [:]) throws -> Int {
             Int(try after.value(name, labels) - before.value(name, labels))

@@ -365,6 +365,18 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    public func heldBlocks(_ places: [(holder: Int, chunk: Int)]) -> [[UInt64]?] {
+        lock.withLock {
+            memory.inspect { memory in
+                places.map { place -> [UInt64]? in
+                    guard let tensors = holders[place.holder] else { return nil }
+                    let chunks = tensors.map { place.chunk < $0.chunkCount ? memory.heldChunk($0, chunk: place.chunk)?.raw : nil }
+                    return chunks.contains(nil) ? nil : chunks.map { $0! }
+                }
+            }
+        }
+    }
+
     /// The holder a request with this prefix can take over whole, if there is one.
     private func adoptableLocked(_ prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int? {
         guard let holder = prefix.first?.holder, prefix.allSatisfy({ $0.holder == holder }), holderTokens[holder] == tokens,

@@ -277,6 +277,15 @@ public final class PagedKVCache: @unchecked Sendable {
 
     public var holderIDs: [Int] { lock.withLock { Array(holders.keys) } }
 
+    public func heldBlocks(_ places: [(holder: Int, chunk: Int)]) -> [[UInt64]?] {
+        lock.withLock {
+            places.map { place in
+                guard let pages = holders[place.holder], place.chunk < pages.count, let page = pages[place.chunk] else { return nil }
+                return [UInt64(page)]
+            }
+        }
+    }
+
     /// A holder's pages by block index (nil: given back), for checks of what a prefix cache keeps.
     public func holderPages(_ holder: Int) throws -> [Int32?] {
         try lock.withLock {

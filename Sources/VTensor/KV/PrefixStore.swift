@@ -19,6 +19,9 @@ public protocol PrefixStore: AnyObject {
     func holdSameChunks(_ holder: Int, as places: [(holder: Int, chunk: Int)]) -> [Bool]
     func free(_ id: Int) throws
     var holderIDs: [Int] { get }
+    /// For each place, the memory it holds (a physical chunk per range, or a page), nil where it
+    /// holds none: audits check that every cached block holds memory of its own.
+    func heldBlocks(_ places: [(holder: Int, chunk: Int)]) -> [[UInt64]?]
 }
 
 extension KVCache: PrefixStore {
