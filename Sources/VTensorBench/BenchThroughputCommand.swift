@@ -96,6 +96,8 @@ struct BenchThroughputCommand: ParsableCommand {
     var mapAheadTokens: Int?
     @Option(help: "Virtual tensors with the prefix cache: the most chunk mappings queued for waiting requests further back than the next step, aliasing their cached prefixes ahead (0: none; default: the engine's).")
     var aliasAheadChunks: Int?
+    @Flag(help: "GPU: CUDA events around every operation of every step (no CUDA graphs), summed by operation over the steps that take prompt tokens and over decode-only steps (to compare where two KV modes' steps differ).")
+    var profileOperations = false
 
     struct Report: Codable {
         var date: String
@@ -220,6 +222,10 @@ struct BenchThroughputCommand: ParsableCommand {
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)
         let model = runtime.model
         let config = model.config
+        if profileOperations {
+            guard let gpuModel = model as? GPUModel else { throw ValidationError("--profile-operations times GPU operations: run with --backend cuda") }
+            gpuModel.profile = true
+        }
         var engineOptions = engineFlags.engineOptions(for: model)
         engineOptions.prefetchAdmissions = prefetchAdmissions == .on
         if let aliasAheadChunks { engineOptions.aliasAheadChunks = aliasAheadChunks }
@@ -270,7 +276,7 @@ struct BenchThroughputCommand: ParsableCommand {
             stepMs.append(ms)
             rows.append(plan.rows.count)
             if plan.rows.allSatisfy(\.isDecode) { decodeStepMs.append(ms) }
-            if let conversations { for output in outputs { answers[output.id, default: []] += output.tokens.map(\.id) } }
+            if conversations != nil { for output in outputs { answers[output.id, default: []] += output.tokens.map(\.id) } }
             for output in outputs where output.isFinal {
                 finished += 1
                 if let timing = output.timing { timings.append(timing) }
@@ -380,6 +386,12 @@ struct BenchThroughputCommand: ParsableCommand {
                        + "\(gpu.queuedAhead) of \(gpu.followingSteps) steps queued before the step ahead ended; "
                        + "\(stats.synchronizedSteps) waited for picks, \(stats.discardedRows) rows discarded; "
                        + "\(gpu.matmulShapes) cuBLASLt shapes set up in \(fixed(gpu.matmulSetupMs, 1)) ms"])
+            for (kind, operations, steps) in [("prompt", gpu.promptStepOperationsMs, gpu.profiledPromptSteps),
+                                              ("decode-only", gpu.decodeStepOperationsMs, gpu.profiledDecodeSteps)] where steps > 0 {
+                let total = operations.values.reduce(0, +)
+                table.add(["GPU ms a \(kind) step", "\(steps) steps, \(fixed(total / Double(steps), 3)) ms of operations: "
+                           + operations.sorted { $0.value > $1.value }.map { "\($0.key) \(fixed($0.value / Double(steps), 3))" }.joined(separator: ", ")])
+            }
             table.add(["CUDA graphs", engineFlags.cudaGraphs == .on
                        ? "\(gpu.graphReplays) decode steps replayed, \(gpu.graphCaptures) graphs captured, \(gpu.graphDirect) first sightings run directly"
                        : "off"])

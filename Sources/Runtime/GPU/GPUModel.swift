@@ -180,6 +180,10 @@ public final class GPUModel: @unchecked Sendable {
         /// CUDA graphs: decode steps replayed from a graph, graphs captured, and steps of a graph
         /// bucket run directly (its first sighting).
         public var graphReplays = 0, graphCaptures = 0, graphDirect = 0
+        /// With `profile` on: GPU ms per operation summed over the steps that took prompt tokens
+        /// (a row of more than one token) and over decode-only steps, and those steps' counts.
+        public var promptStepOperationsMs: [String: Double] = [:], decodeStepOperationsMs: [String: Double] = [:]
+        public var profiledPromptSteps = 0, profiledDecodeSteps = 0
     }
     public private(set) var stepTotals = StepTotals()
     public func resetStepTotals() { lock.lock(); stepTotals = StepTotals(); lock.unlock() }
@@ -190,6 +194,9 @@ public final class GPUModel: @unchecked Sendable {
         let marks: Int
         /// The marks of the step queued before it, for the idle gap between them.
         let previousMarks: Int?
+        /// With `profile` on: the events around each operation, and whether it took prompt tokens.
+        var operations: [(name: String, start: CUDAEvent, end: CUDAEvent)] = []
+        var takesPrompt = false
     }
     private var inFlight: [Int: InFlight] = [:]
     private var nextSerial = 0
@@ -202,14 +209,17 @@ public final class GPUModel: @unchecked Sendable {
     /// on around a few steps of a live model. It launches the same kernels (and no CUDA graphs).
     public var profile = false
     public private(set) var lastStep = StepTiming()
-    private var eventPool: [CUDAEvent] = []
+    /// Profile events, one pool per step that may be in flight (a queued step's events stay
+    /// untouched until it is collected: the next step records into the other pool).
+    private var eventPools: [[CUDAEvent]] = [[], []]
+    private var eventPoolSlot = 0
     private var recorded: [(name: String, start: CUDAEvent, end: CUDAEvent)] = []
 
     private func timed(_ name: String, _ body: () throws -> Void) throws {
         guard profile else { return try body() }
         let index = recorded.count * 2
-        while eventPool.count < index + 2 { eventPool.append(try CUDAEvent(context: context, timing: true)) }
-        let start = eventPool[index], end = eventPool[index + 1]
+        while eventPools[eventPoolSlot].count < index + 2 { eventPools[eventPoolSlot].append(try CUDAEvent(context: context, timing: true)) }
+        let start = eventPools[eventPoolSlot][index], end = eventPools[eventPoolSlot][index + 1]
         try start.record(on: stream)
         try body()
         try end.record(on: stream)
@@ -405,6 +415,7 @@ public final class GPUModel: @unchecked Sendable {
         }
         let serial = nextSerial
         let marks = try beginMarks(serial)
+        eventPoolSlot = serial % eventPools.count
         let rows = try enqueue(inputs.map { ForwardInput(id: $0.id, tokens: $0.tokens, allLogits: false) }, feeds: feeds)
         let pending = try sampler.queue(logits: workspace.logits, stride: config.vocabSize, limit: min(max(vocabularyLimit, 1), config.vocabSize),
                                         draws: Array(draws.prefix(rows.total)), stream: stream)
@@ -415,7 +426,8 @@ public final class GPUModel: @unchecked Sendable {
             if !(try self.marks[previous].end.isComplete()) { stepTotals.queuedAhead += 1 }
         }
         nextSerial += 1
-        inFlight[serial] = InFlight(draws: pending, marks: marks, previousMarks: previousMarks)
+        inFlight[serial] = InFlight(draws: pending, marks: marks, previousMarks: previousMarks, operations: recorded,
+                                    takesPrompt: inputs.contains { $0.tokens.count > 1 })
         previousMarks = marks
         return QueuedStep(serial: serial, rows: rows.total)
     }
@@ -439,7 +451,20 @@ public final class GPUModel: @unchecked Sendable {
         if let before = entry.previousMarks, let gap = try? CUDAEvent.elapsedMilliseconds(from: self.marks[before].end, to: mark.begin) {
             stepTotals.idleGapMs += max(0, Double(gap))
         }
+        try addProfile(entry.operations, takesPrompt: entry.takesPrompt)
         return picks
+    }
+
+    /// A finished step's operation times (profile mode), into `lastStep` and the totals by step kind.
+    private func addProfile(_ operations: [(name: String, start: CUDAEvent, end: CUDAEvent)], takesPrompt: Bool) throws {
+        guard !operations.isEmpty else { return }
+        lastStep.gpuMsByOperation = [:]
+        for entry in operations {
+            let ms = Double(try CUDAEvent.elapsedMilliseconds(from: entry.start, to: entry.end))
+            lastStep.gpuMsByOperation[entry.name, default: 0] += ms
+            if takesPrompt { stepTotals.promptStepOperationsMs[entry.name, default: 0] += ms } else { stepTotals.decodeStepOperationsMs[entry.name, default: 0] += ms }
+        }
+        if takesPrompt { stepTotals.profiledPromptSteps += 1 } else { stepTotals.profiledDecodeSteps += 1 }
     }
 
     /// Records the begin mark of step `serial` and returns its slot in the ring.
@@ -465,14 +490,13 @@ public final class GPUModel: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard inFlight.isEmpty else { throw RuntimeError.invalidRequest("a synchronous step while queued steps are in flight") }
+        eventPoolSlot = 0
         let rows = try enqueue(inputs, feeds: [])
         let clock = DispatchTime.now().uptimeNanoseconds
         try stream.synchronize()
         lastStep.waitMs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
         stepTotals.waitMs += lastStep.waitMs
-        for entry in recorded {
-            lastStep.gpuMsByOperation[entry.name, default: 0] += Double(try CUDAEvent.elapsedMilliseconds(from: entry.start, to: entry.end))
-        }
+        try addProfile(recorded, takesPrompt: inputs.contains { $0.tokens.count > 1 })
         return rows
     }
 
