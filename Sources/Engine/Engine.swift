@@ -317,7 +317,8 @@ public final class Engine: @unchecked Sendable {
             let excess = prefixCache.cachedUnits - keep
             if excess > 0 { prefixCache.evict(units: excess, ledger: &ledger) }
         }
-        _ = try? storage.virtualCache?.memory.reclaim(limit: 64)
+        // The mapper thread goes on reclaiming while idle; without one, nothing else would.
+        _ = try? storage.virtualCache?.memory.reclaim(limit: mapper == nil ? .max : 64)
     }
 
     /// A step queued on the model: its rows, and its picks when they are known.

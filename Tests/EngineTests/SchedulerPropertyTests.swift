@@ -215,6 +215,27 @@ struct TestRandom: RandomNumberGenerator {
         if let paged { #expect(paged.accounting.usedPages == 0) }
     }
 
+    /// Without a mapper thread (the CPU's engine) only the engine reclaims while idle: when the
+    /// last request leaves, and when a reset empties the prefix cache, every chunk it retired is
+    /// unmapped at once, however many (it took 64 a step, and then nothing until the next request).
+    @Test func anIdleEngineWithoutAMapperUnmapsEverythingItRetired() throws {
+        let model = try FakeModel(context: 200, budgetChunks: 400)
+        var options = EngineOptions(maxNumSeqs: 16, maxNumBatchedTokens: 512, asyncMapping: false, prefixCaching: true)
+        options.prefixCacheIdleChunks = 400  // the cache keeps everything while idle
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
+        for i in 0..<12 {
+            try engine.add(GenerationRequest(prompt: (0..<150).map { 1 + ($0 &* 7 &+ i &* 13) % 49 }, parameters: SamplingParameters(temperature: 0, maxTokens: 4)))
+        }
+        try engine.runUntilIdle()
+        let memory = try #require(model.kvStorage.virtualCache?.memory)
+        #expect(memory.accounting.retiring == 0, "\(memory.accounting)")
+        let cached = engine.statistics.prefixHeldChunks
+        #expect(cached > 64, "the cache should hold more than one reclaim of old did (\(cached) chunks)")
+        #expect(engine.resetPrefixCache())
+        _ = engine.step()
+        #expect(memory.accounting.retiring == 0 && memory.accounting.inUse == 0, "\(memory.accounting)")
+    }
+
     /// A draw with penalties counts every token generated before it, so a pipelined engine
     /// collects the step in flight before planning the next one for such a request.
     @Test func penaltiesSeeThePreviousPick() throws {
