@@ -15,7 +15,8 @@
 #   WORKLOADS for one system)
 # transformers serve refuses fields it does not know (422), so it gets no ignore_eos: its requests
 # may end early at an end-of-sequence token, and the table shows each system's mean output length.
-# It takes prompts only as strings, so every system gets text prompts cut to exact lengths.
+# It takes prompts only as strings, so every system gets text prompts cut to exact lengths (but
+# for multi-turn on our servers: MULTI_TURN_FORM, below).
 # Writes OUTDIR/SYSTEM-WORKLOAD.json (vLLM's keys), OUTDIR/SYSTEM-server.log, GPU memory samples
 # while each system serves, and a table last.
 set -uo pipefail
@@ -80,8 +81,14 @@ bench() {  # bench SYSTEM WORKLOAD extra flags...
   local model_name=served args=()
   [ "$system" = hf ] && model_name=$model
   for a in "$@"; do [ "$system" = hf ] && [ "$a" = --ignore-eos ] && continue; args+=("$a"); done
+  # Multi-turn on our servers goes as token ids with each answer's own ids (return_token_ids):
+  # the random model's answers re-encoded from text are mostly other ids (random 64-id runs
+  # decoded and re-encoded: 2 of 20 came back the same with SmolLM2's tokenizer), which no prefix
+  # cache could hold. MULTI_TURN_FORM=text: as text.
+  local form=--text-prompts
+  [ "$workload" = multi-turn ] && [ "$system" != hf ] && [ "${MULTI_TURN_FORM:-ids}" = ids ] && form=
   set -- "${args[@]}"
-  timeout ${BENCH_TIMEOUT:-300} "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress --text-prompts \
+  timeout ${BENCH_TIMEOUT:-300} "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress $form \
     --json-out "$out/$system-$workload.json" "$@" > "$out/$system-$workload.txt" 2>&1
   echo "$system $workload: rc=$? $(grep -m1 -i "output token throughput\|output tok/s" "$out/$system-$workload.txt")" | tee -a "$out/summary.txt"
 }

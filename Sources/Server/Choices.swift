@@ -67,9 +67,17 @@ extension OpenAIServer {
             }
             let echoed = parsed.echoTexts?[index / parsed.n] ?? ""
             let calls = parsed.toolCallFormat.flatMap { $0.parse(state.text) }
-            choices.append(shape.choice(index: index, text: echoed + state.text, logprobs: logprobs, finish: finish, toolCalls: calls))
+            var choice = shape.choice(index: index, text: echoed + state.text, logprobs: logprobs, finish: finish, toolCalls: calls)
+            if parsed.returnTokenIds {
+                choice["token_ids"] = state.tokens.map(\.id)
+                // Completions list each choice's prompt; chat's one prompt goes on the response (vLLM's places).
+                if !parsed.chat { choice["prompt_token_ids"] = parsed.prompts[index / parsed.n] }
+            }
+            choices.append(choice)
         }
-        return shape.complete(choices: choices, promptTokens: parsed.promptTokenCount,
-                              completionTokens: states.reduce(0) { $0 + $1.outputTokens })
+        var response = shape.complete(choices: choices, promptTokens: parsed.promptTokenCount,
+                                      completionTokens: states.reduce(0) { $0 + $1.outputTokens })
+        if parsed.returnTokenIds && parsed.chat { response["prompt_token_ids"] = parsed.prompts[0] }
+        return response
     }
 }

@@ -25,6 +25,10 @@ struct CompletionRequest {
     /// Chat with `tools` (tool_choice not "none") on a server with a tool-call parser: answers
     /// are parsed for calls.
     var toolCallFormat: ToolCallFormat? = nil
+    /// `return_token_ids` (vLLM's): each choice also lists its generated ids (`token_ids`) and
+    /// the prompt's (`prompt_token_ids`), so a client can send a conversation on as the very ids
+    /// the model produced (re-encoding the text need not give them back).
+    var returnTokenIds = false
 
     var echo: Bool { echoTexts != nil }
     var choiceCount: Int { prompts.count * n }
@@ -86,7 +90,8 @@ extension OpenAIServer {
         let usesTools = chat && Self.isGiven(object, "tools") && (object["tool_choice"] as? String) != "none"
         return CompletionRequest(chat: chat, prompts: prompts, echoTexts: echoTexts, n: n, parameters: parameters, stream: stream,
                                  includeUsage: includeUsage, cacheSalt: try cacheSalt(object),
-                                 toolCallFormat: usesTools ? configuration.toolCallFormat : nil)
+                                 toolCallFormat: usesTools ? configuration.toolCallFormat : nil,
+                                 returnTokenIds: try optionalBool(object, "return_token_ids") ?? false)
     }
 
     /// `cache_salt`: a non-empty string, or absent.

@@ -20,6 +20,8 @@ struct ServingMetrics {
     var kvBlocks: Int
     /// The virtual-tensor pool (nil for the paged KV cache).
     var pool: (chunkBytes: Int, budgetChunks: Int, created: Int, inReserve: Int, inUse: Int)?
+    /// Requests that took a cached holder's ranges over whole (virtual tensors only).
+    var takeovers: Int?
 
     init(loop: EngineLoop, modelName: String) {
         let engine = loop.engine
@@ -34,6 +36,7 @@ struct ServingMetrics {
             let counts = cache.memory.poolCounts
             return (counts.chunkSize, counts.budgetChunks, counts.created, counts.inReserve, counts.inUse)
         }
+        takeovers = engine.storage.virtualCache?.takeovers
     }
 
     /// The text, in Prometheus's format 0.0.4.
@@ -84,6 +87,11 @@ struct ServingMetrics {
             out.gauge("vtensor:kv_budget_chunks", help: "The most chunks the pool may create.", Double(pool.budgetChunks))
         }
         out.gauge("vtensor:prefix_cache_chunks", help: "KV chunks (or pages) the prefix cache holds.", Double(snapshot.prefixCacheChunks))
+        if let takeovers {
+            out.counter("vtensor:prefix_cache_takeovers_total",
+                        help: "Requests that took a cached sequence's ranges over whole, mappings and all (a conversation's next round): no chunk mapped.",
+                        Double(takeovers))
+        }
         out.counter("vtensor:mapping_waits_total", help: "Steps that waited for the mapper before running.", Double(s.mappingWaits))
         out.counter("vtensor:mapping_waits_blocked_total", help: "Steps whose mapping was not done when they needed it.",
                     Double(s.blockedMappingWaits))

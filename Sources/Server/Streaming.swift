@@ -19,13 +19,18 @@ extension OpenAIServer {
             var states = Array(repeating: ChoiceState(), count: parsed.choiceCount)
             do {
                 if shape.chat {
-                    for index in 0..<parsed.choiceCount { try await send(shape.chunk(index: index, role: true, text: "")) }
+                    for index in 0..<parsed.choiceCount {
+                        var chunk = shape.chunk(index: index, role: true, text: "")
+                        if parsed.returnTokenIds { chunk["prompt_token_ids"] = parsed.prompts[0] }
+                        try await send(chunk)
+                    }
                 }
                 for await item in choices.outputs {
                     let index = item.choice, output = item.output
                     states[index].record(output)
                     var text = output.text
                     var entries = output.tokens.map { LogprobEntry(id: $0.id, score: $0) }
+                    let firstChunk = !states[index].started
                     if !states[index].started {
                         // The choice's first chunk carries the echoed prompt (and its scores).
                         states[index].started = true
@@ -43,13 +48,22 @@ extension OpenAIServer {
                         (text, calls) = Self.toolCallStep(tools, state: &states[index], final: output.isFinal)
                     }
                     let listsTokens = parsed.logprobs != nil && !entries.isEmpty
-                    guard output.isFinal || !text.isEmpty || listsTokens else { continue }
+                    // Ids go out with the chunk that produced them, text or not (text held back
+                    // for an unfinished character still has its ids).
+                    let listsIds = parsed.returnTokenIds && (!output.tokens.isEmpty || (firstChunk && !parsed.chat))
+                    guard output.isFinal || !text.isEmpty || listsTokens || listsIds else { continue }
                     var logprobs: Any = NSNull()
                     if listsTokens {
                         logprobs = parsed.chat ? ["content": format.chat(output.tokens)] as Any
                             : format.completion(entries, offset: &states[index].textOffset)
                     }
-                    try await send(shape.chunk(index: index, text: text, logprobs: logprobs, finish: output.finish, toolCalls: calls))
+                    var chunk = shape.chunk(index: index, text: text, logprobs: logprobs, finish: output.finish, toolCalls: calls)
+                    if parsed.returnTokenIds, var choice = (chunk["choices"] as? [[String: Any]])?.first {
+                        choice["token_ids"] = output.tokens.map(\.id)
+                        if firstChunk && !parsed.chat { choice["prompt_token_ids"] = parsed.prompts[index / parsed.n] }
+                        chunk["choices"] = [choice]
+                    }
+                    try await send(chunk)
                 }
                 log.finished(states, promptTokens: parsed.promptTokenCount)
                 if parsed.includeUsage {

@@ -32,6 +32,27 @@ import Testing
         #expect(output.contains("token ids (exact lengths"), "\(output)")
     }
 
+    /// Multi-turn in token-id form sends each answer on as the ids the server generated
+    /// (`return_token_ids`), so every round's prompt is the round before, its answer's ids and
+    /// the new turn, to the token.
+    @Test func multiTurnTokenIdsCarryTheAnswersOwnIds() throws {
+        let server = try ServerProcess.sharedServer()
+        let before = try MetricsScrape(server.metrics()).value("vtensor:prefix_cache_takeovers_total")
+        let (result, output) = try benchServe(["--base-url", server.base, "--tokenizer", "embedded", "--dataset", "multi-turn",
+                                               "--num-conversations", "2", "--rounds", "3", "--user-len", "8", "--answer-len", "3",
+                                               "--max-in-flight", "2", "--ignore-eos"])
+        // Each later round starts with everything its conversation's last round left, so it takes
+        // that holder over whole (no chunk mapped): 2 conversations x 2 later rounds.
+        let takeovers = try MetricsScrape(server.metrics()).value("vtensor:prefix_cache_takeovers_total") - before
+        #expect(takeovers >= 4, "\(takeovers) takeovers")
+        #expect(result["completed"] as? Int == 6 && result["failed"] as? Int == 0, "\(output)")
+        #expect(result["requests_with_token_ids"] as? Int == 6, "\(output)")
+        #expect(output.contains("the server's ids for 6 of 6"), "\(output)")
+        let inputs = try #require(result["input_lens"] as? [Int])
+        // Two conversations interleave: sorted, the lengths are each round's twice.
+        #expect(inputs.sorted() == [8, 8, 19, 19, 30, 30], "\(inputs)")
+    }
+
     @Test func multiTurnChat() throws {
         let server = try ServerProcess.sharedServer()
         let (result, output) = try benchServe(["--base-url", server.base, "--endpoint", "/v1/chat/completions", "--tokenizer", "embedded",

@@ -90,6 +90,30 @@ import Testing
         #expect(run.metrics.ttft.mean == 0 && run.metrics.requestThroughput == 0)
     }
 
+    /// Token-id form: an answer goes on as the ids the server sent with it (`return_token_ids`,
+    /// asked for by every round), not as its text encoded again; the ids a stream carries add up.
+    @Test func multiTurnTokenIdsSendTheAnswersIds() throws {
+        let conversation = Conversation(turns: [PromptPiece(tokens: [11, 12], count: 2), PromptPiece(tokens: [13], count: 1)], answerTokens: 2)
+        let first = conversation.request(after: [], form: .tokenIds, tokenizer: nil)
+        #expect(first.prompt == .tokens([11, 12]) && first.returnTokenIds)
+        let second = conversation.request(after: [.init(text: "two words", tokens: 2, ids: [901, 902])], form: .tokenIds, tokenizer: nil)
+        #expect(second.prompt == .tokens([11, 12, 901, 902, 13]) && second.promptTokens == 5)
+        #expect(String(decoding: RequestBody.encode(second, endpoint: .completions, model: nil, ignoreEOS: false), as: UTF8.self)
+            .contains(#""return_token_ids":true"#))
+        #expect(!String(decoding: RequestBody.encode(BenchRequest(prompt: .text("x"), promptTokens: 1, maxTokens: 1), endpoint: .completions,
+                                                     model: nil, ignoreEOS: false), as: UTF8.self).contains("return_token_ids"))
+
+        var state = StreamState(start: 0)
+        let decoder = JSONDecoder()
+        for event in [#"{"choices": [{"index": 0, "text": "a", "token_ids": [5], "prompt_token_ids": [1, 2]}]}"#,
+                      #"{"choices": [{"index": 0, "text": "", "token_ids": [6]}]}"#,
+                      #"{"choices": [{"index": 0, "text": "b", "token_ids": [7], "finish_reason": "length"}]}"#] {
+            state.event(Array(event.utf8), at: 1, decoder: decoder)
+        }
+        #expect(state.tokenIds == [5, 6, 7] && state.text == "ab")
+        #expect(StreamState(start: 0).tokenIds == nil)
+    }
+
     /// Multi-turn over the chat endpoint: each round goes out after the answer to the one
     /// before, with that answer (the stub's text) as an assistant message.
     @Test func multiTurnRoundsResendTheConversation() async throws {

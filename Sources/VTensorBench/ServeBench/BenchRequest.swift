@@ -20,6 +20,9 @@ struct BenchRequest: Sendable, Equatable {
     var promptTokens: Int
     /// `max_tokens` (completions) or `max_completion_tokens` (chat).
     var maxTokens: Int
+    /// Ask for the generated ids (`return_token_ids`, vLLM's): a conversation in token-id form
+    /// sends its answers on as the ids the model produced.
+    var returnTokenIds = false
 }
 
 /// The HTTP endpoint a run drives.
@@ -53,6 +56,7 @@ enum RequestBody {
         out += "\"max_tokens\":\(request.maxTokens),"
         if let temperature { out += "\"temperature\":\(temperature)," }
         if ignoreEOS { out += "\"ignore_eos\":true," }
+        if request.returnTokenIds { out += "\"return_token_ids\":true," }
         out += "\"stream\":true,\"stream_options\":{\"include_usage\":true}}"
         return Array(out.utf8)
     }

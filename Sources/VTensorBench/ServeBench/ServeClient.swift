@@ -30,6 +30,8 @@ struct RequestRecord: Sendable {
     var text: String
     /// Complete, but its stream had no `[DONE]` after the finish chunk.
     var endedWithoutDone = false
+    /// The generated ids, when asked for and the server sent them.
+    var tokenIds: [Int]? = nil
 
     var succeeded: Bool { failure == nil }
 }
@@ -132,7 +134,8 @@ struct ServeClient: Sendable {
         return RequestRecord(start: state.start, ttft: first, itls: state.gaps,
                              latency: state.firstToken == nil ? 0 : Double(state.lastToken - state.start) / 1e9,
                              promptTokens: state.usagePromptTokens ?? request.promptTokens, outputTokens: outputTokens, outputSource: source,
-                             failure: failure, text: state.text, endedWithoutDone: state.endedWithoutDone)
+                             failure: failure, text: state.text, endedWithoutDone: state.endedWithoutDone,
+                             tokenIds: state.tokenIds)
     }
 
     /// Runs a unit of work: its one request, or its conversation round after round. When a
@@ -158,7 +161,7 @@ struct ServeClient: Sendable {
                 let record = await send(conversation.request(after: answers, form: form, tokenizer: tokenizer))
                 records.append(record)
                 onRecord(record)
-                answers.append(Conversation.Answer(text: record.text, tokens: record.outputTokens))
+                answers.append(Conversation.Answer(text: record.text, tokens: record.outputTokens, ids: record.tokenIds))
             }
             return records
         }

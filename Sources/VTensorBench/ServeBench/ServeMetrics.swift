@@ -89,6 +89,8 @@ struct ServeMetrics: Sendable {
     var maxConcurrentRequests = 0
     /// Completed requests whose stream ended after its finish chunk without `[DONE]`.
     var endedWithoutDone = 0
+    /// Completed requests whose generated ids came back (`return_token_ids`: multi-turn in token-id form).
+    var withTokenIds = 0
 
     init(records: [RequestRecord], duration: Double, percentiles: [Double], goodput: GoodputTargets) {
         self.duration = duration
@@ -104,6 +106,7 @@ struct ServeMetrics: Sendable {
             }
             completed += 1
             if record.endedWithoutDone { endedWithoutDone += 1 }
+            if record.tokenIds != nil { withTokenIds += 1 }
             totalInput += record.promptTokens
             totalOutput += record.outputTokens
             outputSources[record.outputSource, default: 0] += 1

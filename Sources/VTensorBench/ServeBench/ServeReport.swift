@@ -39,6 +39,10 @@ enum ServeReport {
         table.add(["duration (s)", fixed(m.duration, 2)])
         table.add(["total input tokens", "\(m.totalInput)"])
         table.add(["total output tokens", "\(m.totalOutput) (counted from \(sourcesText(m.outputSources)))"])
+        if settings.dataset == "multi-turn", m.completed > 0 {
+            table.add(["answers sent on as", m.withTokenIds > 0 ? "the server's ids for \(m.withTokenIds) of \(m.completed) (return_token_ids), the rest as text"
+                                                                 : "text (no ids came back)"])
+        }
         table.add(["request throughput (req/s)", fixed(m.requestThroughput, 2)])
         if let goodput = m.requestGoodput { table.add(["request goodput (req/s)", "\(fixed(goodput, 2)) (\(settings.goodput.description))"]) }
         table.add(["output token throughput (tok/s)", fixed(m.outputThroughput, 2)])
@@ -125,6 +129,7 @@ enum ServeReport {
             "errors": result.records.map { $0.failure.map { "\($0.reason): \($0.detail)" } ?? "" },
             "failure_reasons": Dictionary(uniqueKeysWithValues: m.failures.map { ($0.reason, $0.count) }),
             "output_tokens_source": Dictionary(uniqueKeysWithValues: m.outputSources.map { ($0.key.rawValue, $0.value) }),
+            "requests_with_token_ids": m.withTokenIds,
             "client_cpu_seconds": result.clientCPUSeconds,
         ]
         if let model = settings.model { out["model_id"] = model }

@@ -17,6 +17,8 @@ struct StreamChunk: Decodable {
         var text: String?
         var delta: Delta?
         var finish_reason: String?
+        /// With `return_token_ids`: the ids this chunk generated.
+        var token_ids: [Int]?
     }
     struct Delta: Decodable {
         var content: String?
@@ -67,6 +69,8 @@ struct StreamState {
     private(set) var gaps: [Double] = []
     private(set) var contentChunks = 0
     private(set) var text = ""
+    /// The generated ids, when the server sent them (`return_token_ids`).
+    private(set) var tokenIds: [Int]?
     private(set) var usagePromptTokens: Int?
     private(set) var usageCompletionTokens: Int?
     private(set) var done = false
@@ -101,6 +105,7 @@ struct StreamState {
             usagePromptTokens = usage.prompt_tokens ?? usagePromptTokens
             usageCompletionTokens = usage.completion_tokens ?? usageCompletionTokens
         }
+        if let ids = chunk.choices?.first?.token_ids { tokenIds = (tokenIds ?? []) + ids }
         let content = chunk.content
         if chunk.choices?.first?.finish_reason != nil { finished = true }
         if content.isEmpty, firstToken == nil, chunk.choices?.first?.finish_reason != nil {

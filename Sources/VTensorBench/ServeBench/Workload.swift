@@ -32,12 +32,15 @@ struct Conversation: Sendable {
     var turns: [PromptPiece]
     var answerTokens: Int
 
-    /// An answer that has come back: its text, and its length in tokens as counted.
-    struct Answer: Sendable { var text: String; var tokens: Int }
+    /// An answer that has come back: its text, its length in tokens as counted, and its ids when
+    /// the server sent them.
+    struct Answer: Sendable { var text: String; var tokens: Int; var ids: [Int]? = nil }
 
     /// The request of round `answers.count` (0-based), after the answers to the rounds before.
-    /// Token-id form: the ids of the turns with the answers' text encoded between them; text
-    /// form: the texts concatenated; chat: alternating user and assistant messages.
+    /// Token-id form: the ids of the turns with each answer's ids between them (asked for with
+    /// `return_token_ids`: re-encoding an answer's text often gives other ids, which no prefix
+    /// cache holds; a server that does not send them gets the text encoded); text form: the
+    /// texts concatenated; chat: alternating user and assistant messages.
     func request(after answers: [Answer], form: PromptForm, tokenizer: Tokenizer?) -> BenchRequest {
         let round = answers.count
         let answered = answers.reduce(0) { $0 + $1.tokens }
@@ -47,10 +50,10 @@ struct Conversation: Sendable {
             var ids: [Int] = []
             for r in 0..<round {
                 ids += turns[r].tokens
-                ids += tokenizer?.encode(answers[r].text, addSpecialTokens: false) ?? []
+                ids += answers[r].ids ?? tokenizer?.encode(answers[r].text, addSpecialTokens: false) ?? []
             }
             ids += turns[round].tokens
-            return BenchRequest(prompt: .tokens(ids), promptTokens: ids.count, maxTokens: answerTokens)
+            return BenchRequest(prompt: .tokens(ids), promptTokens: ids.count, maxTokens: answerTokens, returnTokenIds: true)
         case .text:
             var text = ""
             for r in 0..<round { text += turns[r].text + answers[r].text }
