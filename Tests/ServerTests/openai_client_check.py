@@ -193,6 +193,28 @@ def streamed_completion_matches_whole():
     check(usage.prompt_tokens == whole.usage.prompt_tokens, f"prompt_tokens {usage.prompt_tokens} vs {whole.usage.prompt_tokens}")
 
 
+def token_ids():
+    """return_token_ids (vLLM's, through extra_body): the generated ids count as the usage says
+    and a stream carries the same ids; the prompt's ids come with the first chunk (completions) or
+    on the response (chat)."""
+    ids_field = {**NO_EOS, "return_token_ids": True}
+    whole = complete(prompt=PROMPT, max_tokens=5, temperature=0, extra_body=ids_field)
+    choice = whole.choices[0]
+    ids, prompt_ids = getattr(choice, "token_ids", None), getattr(choice, "prompt_token_ids", None)
+    check(ids is not None and len(ids) == whole.usage.completion_tokens == 5, f"token_ids {ids}, usage {whole.usage}")
+    check(prompt_ids is not None and len(prompt_ids) == whole.usage.prompt_tokens, f"prompt_token_ids {prompt_ids}, usage {whole.usage}")
+    chunks = list(complete(prompt=PROMPT, max_tokens=5, temperature=0, extra_body=ids_field, stream=True))
+    streamed = [i for c in chunks if c.choices for i in (getattr(c.choices[0], "token_ids", None) or [])]
+    check(streamed == ids, f"streamed token_ids {streamed} != whole {ids}")
+    check(getattr(chunks[0].choices[0], "prompt_token_ids", None) == prompt_ids, "the first chunk lacks the prompt's ids")
+    r = chat(messages=[{"role": "user", "content": "Say hello."}], max_tokens=4, temperature=0, extra_body=ids_field)
+    chat_ids, chat_prompt = getattr(r.choices[0], "token_ids", None), getattr(r, "prompt_token_ids", None)
+    check(chat_ids is not None and len(chat_ids) == r.usage.completion_tokens == 4, f"chat token_ids {chat_ids}")
+    check(chat_prompt is not None and len(chat_prompt) == r.usage.prompt_tokens, f"chat prompt_token_ids {chat_prompt}")
+    plain = complete(prompt=PROMPT, max_tokens=2, temperature=0)
+    check(getattr(plain.choices[0], "token_ids", None) is None, "token_ids without return_token_ids")
+
+
 def streamed_chat_with_n():
     n = 3
     chunks = list(chat(messages=[{"role": "user", "content": "Name a color."}], max_tokens=6, n=n, temperature=1, seed=11,
@@ -400,7 +422,7 @@ def bad_requests():
         pass
 
 
-CHECKS = [models, completion_reaches_max_tokens, chat_completion, streamed_completion_matches_whole, streamed_chat_with_n,
+CHECKS = [models, completion_reaches_max_tokens, chat_completion, streamed_completion_matches_whole, token_ids, streamed_chat_with_n,
           n_and_seeds, stop_strings, completion_logprobs, chat_logprobs, echo, list_prompts, logit_bias_and_stop_tokens, bad_requests]
 
 
