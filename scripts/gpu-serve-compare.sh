@@ -5,6 +5,7 @@
 #   vtensor   `vtensor serve` with virtual tensors and the prefix cache (the defaults)
 #   nocache   the same with --no-prefix-cache
 #   paged     the same with --kv paged (16-token pages, block tables, budget reserved up front)
+#   vtensor-prefetch3  vtensor with --prefetch-steps 3 (a burst's prompts mapped three steps ahead)
 #   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
 # Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
 #          [WORKLOADS_paged="sharegpt ..."] SCALE=1 [HF_SCALE=0.1] [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] [OPENAI_CHECK=1] scripts/gpu-serve-compare.sh [OUTDIR]
@@ -54,6 +55,7 @@ start_server() {
   # `exec`, so $! is the server itself and stop_server's signal reaches it.
   (case $system in
     vtensor) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served ;;
+    vtensor-prefetch3) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --prefetch-steps 3 ;;
     nocache) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache ;;
     paged)   exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --kv paged ;;
     hf)      exec transformers serve "$model" --host 127.0.0.1 --port $port --continuous-batching ${HF_FLAGS:-} ;;

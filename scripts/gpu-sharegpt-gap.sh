@@ -8,7 +8,9 @@
 #      summed by operation over prompt steps and decode-only steps. If the attention kernels
 #      differ (suspect 2), the prompt steps' attention rows differ and the rest agree; if page-table
 #      changes slow the GPU (suspect 1), every operation of the prompt steps is slower by a similar share.
-#   3. The same two runs without profiling (CUDA graphs on), for the throughput itself.
+#   3. The same two runs without profiling (CUDA graphs on), for the throughput itself, and
+#      virtual tensors with --prefetch-steps 3 (1,000 requests at once: a burst whose prompts the
+#      mapper can map three steps ahead instead of one).
 # Usage: scripts/gpu-sharegpt-gap.sh [OUTDIR]   (carry gpu-pack, gpu-kcache)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,7 @@ run prof-vtensor-2 150 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --profil
 run prof-paged-2 150 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --profile-operations --kv paged --json-out "$out/prof-paged-2.json"
 run sg-vtensor 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/sg-vtensor.json"
 run sg-paged 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --kv paged --json-out "$out/sg-paged.json"
+run sg-prefetch3 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --prefetch-steps 3 --json-out "$out/sg-prefetch3.json"
 save_kernel_cache "$out/kernel-cache.tgz"
 
 {
@@ -43,10 +46,11 @@ out = sys.argv[1]
 def load(name):
     path = os.path.join(out, name + ".json")
     return json.load(open(path)) if os.path.exists(path) else None
-print("== throughput (output tok/s, step mean ms, GPU span ms a step)")
-for name in ["sg-vtensor", "sg-paged", "prof-vtensor", "prof-paged", "prof-vtensor-2", "prof-paged-2"]:
+print("== throughput (output tok/s, step mean ms, GPU span ms a step, first token p50 s, blocked mapping waits)")
+for name in ["sg-vtensor", "sg-paged", "sg-prefetch3", "prof-vtensor", "prof-paged", "prof-vtensor-2", "prof-paged-2"]:
     r = load(name)
-    if r: print(f"{name:16s} {r['output_tokens_per_second']:9.1f} {r['step_mean_ms']:7.2f} {r.get('gpu_span_ms_per_step') or 0:7.3f}")
+    if r: print(f"{name:16s} {r['output_tokens_per_second']:9.1f} {r['step_mean_ms']:7.2f} {r.get('gpu_span_ms_per_step') or 0:7.3f} "
+                f"{r.get('first_token_p50_seconds') or 0:6.3f} {r.get('blocked_mapping_waits') or 0:5d}")
 print("== GPU ms a step by operation (mean of the two profiled runs each), vtensor / paged")
 for kind, ops_key, steps_key in [("prompt", "prompt_step_operations_ms", "profiled_prompt_steps"),
                                  ("decode-only", "decode_step_operations_ms", "profiled_decode_steps")]:

@@ -26,6 +26,8 @@ public struct EngineFlags: ParsableArguments {
     public var schedulePolicy: SchedulePolicy = .fcfs
     @Flag(help: "Do not keep the K/V of finished requests for later requests that start the same way (the prefix cache; virtual-tensor KV only).")
     public var noPrefixCache = false
+    @Option(parsing: .unconditional, help: "GPU, virtual tensors: how many steps' worth of waiting requests get their first prompt chunk mapped ahead, while earlier steps compute (default 1: the next step's).")
+    public var prefetchSteps: Int?
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -34,6 +36,7 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumBatchedTokens, maxNumBatchedTokens < 1 {
             throw ValidationError("--max-num-batched-tokens must be at least 1, got \(maxNumBatchedTokens)")
         }
+        if let prefetchSteps, prefetchSteps < 1 { throw ValidationError("--prefetch-steps must be at least 1, got \(prefetchSteps)") }
         if let maxModelLen, maxModelLen < 2 {
             throw ValidationError("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
         }
@@ -63,6 +66,7 @@ public struct EngineFlags: ParsableArguments {
         options.pipelineSteps = pipelineSteps == .on
         options.schedulePolicy = schedulePolicy
         options.prefixCaching = !noPrefixCache
+        if let prefetchSteps { options.prefetchSteps = prefetchSteps }
         return options
     }
 }

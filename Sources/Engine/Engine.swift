@@ -41,6 +41,8 @@ public final class Engine: @unchecked Sendable {
     /// Mapper jobs for prefixes aliased ahead (`options.aliasAheadChunks`) not collected yet, with
     /// the chunks each maps.
     private var aliasAheadJobs: [(ticket: MapTicket, chunks: Int)] = []
+    /// Prefetches for the steps after the next (`prefetchSteps` > 1), collected once done.
+    private var deepPrefetchJobs: [MapTicket] = []
     /// The step queued on the model and not yet collected (pipelined steps only).
     private var inFlight: InFlightStep?
     /// Requests whose prompt scores are still coming (echo with logprobs), so the common step
@@ -569,11 +571,15 @@ public final class Engine: @unchecked Sendable {
                 }
             }
         }
-        collectAliasAheadJobs()
-        var further: [(id: RequestID, tokens: Int)] = []
-        if options.prefetchAdmissions { next += prefetchAdmissions(after: rows, further: &further, stats: &stats) }
+        collectBackgroundJobs()
+        var further: [(id: RequestID, tokens: Int)] = [], deeper: [(id: RequestID, tokens: Int)] = []
+        if options.prefetchAdmissions { next += prefetchAdmissions(after: rows, deeper: &deeper, further: &further, stats: &stats) }
         if !next.isEmpty, let aheadJob = try? cache.prepareGrowth(next), !((try? cache.memory.holes(in: aheadJob).isEmpty) ?? true) {
             aheadTicket = mapper.submit(aheadJob, priority: stepIndex + 1)
+        }
+        if !deeper.isEmpty, let job = try? cache.prepareGrowth(deeper) {
+            // After the next step's own job (its priority is stepIndex + 1), before alias-ahead work.
+            deepPrefetchJobs.append(mapper.submit(job, priority: stepIndex + 2))
         }
         if !further.isEmpty, let job = try? cache.prepareGrowth(further) {
             // After every step's own job: the mapper takes it up in the time they leave it.
@@ -582,10 +588,15 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// Takes finished alias-ahead jobs off the list (an error there is met again by the
-    /// request's own step, which maps what is missing).
-    private func collectAliasAheadJobs() {
-        guard let mapper, !aliasAheadJobs.isEmpty else { return }
+    /// Takes finished alias-ahead and deeper prefetch jobs off their lists (an error there is met
+    /// again by the request's own step, which maps what is missing).
+    private func collectBackgroundJobs() {
+        guard let mapper else { return }
+        deepPrefetchJobs.removeAll { ticket in
+            guard mapper.isDone(ticket) else { return false }
+            try? mapper.wait(ticket)
+            return true
+        }
         aliasAheadJobs.removeAll { job in
             guard mapper.isDone(job.ticket) else { return false }
             try? mapper.wait(job.ticket)
@@ -597,8 +608,11 @@ public final class Engine: @unchecked Sendable {
     /// reservation for their first prompt chunk, within the next step's token budget, sequence cap
     /// and the KV budget, in queue order. Returns the growth to map ahead. Requests further back
     /// with a cached prefix alias it now (`further`: their growth, mapped when the mapper is free).
-    private func prefetchAdmissions(after rows: [ScheduledRow], further: inout [(id: RequestID, tokens: Int)],
-                                    stats: inout EngineStatistics) -> [(id: RequestID, tokens: Int)] {
+    private func prefetchAdmissions(after rows: [ScheduledRow], deeper: inout [(id: RequestID, tokens: Int)],
+                                    further: inout [(id: RequestID, tokens: Int)], stats: inout EngineStatistics) -> [(id: RequestID, tokens: Int)] {
+        // Budget for the steps after the next one (`prefetchSteps` > 1): what is prefetched once
+        // the next step's budget is spent goes to `deeper`.
+        let laterBudget = options.maxNumBatchedTokens * (options.prefetchSteps - 1)
         var budget = options.maxNumBatchedTokens
         var seats = options.maxNumSeqs - scheduler.seatsTaken
         let scheduled = Dictionary(rows.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
@@ -608,6 +622,7 @@ public final class Engine: @unchecked Sendable {
             let need = row.map { $0.samples ? 1 : sequence.tokens.count - ($0.start + $0.count) } ?? sequence.uncomputed
             budget -= min(need, budget)
         }
+        budget += laterBudget
         var targets: [(id: RequestID, tokens: Int)] = []
         var computing = scheduler.waiting.isEmpty ? nil : prefixCache.map { scheduler.runningPrefixes($0) }
         var reached = scheduler.waiting.count
@@ -631,6 +646,7 @@ public final class Engine: @unchecked Sendable {
             }
             let count = min(sequence.uncomputed, budget)
             let target = sequence.computed + count
+            let inNextStep = budget > laterBudget
             budget -= count
             seats -= 1
             if sequence.prefetched && !sequence.aliasedAhead { continue }
@@ -648,7 +664,7 @@ public final class Engine: @unchecked Sendable {
             if !sequence.aliasedAhead { stats.prefetches += 1 }
             sequence.prefetched = true
             sequence.aliasedAhead = false
-            targets.append((sequence.id, target))
+            if inNextStep { targets.append((sequence.id, target)) } else { deeper.append((sequence.id, target)) }
         }
         if reached < scheduler.waiting.count, let computing { further = aliasAhead(scheduler.waiting[reached...], computing: computing, stats: &stats) }
         return targets

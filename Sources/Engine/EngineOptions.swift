@@ -20,6 +20,11 @@ public struct EngineOptions: Sendable, Equatable {
     /// With `asyncMapping`: give the waiting requests the next step will likely admit their first
     /// prompt chunk's memory one step early, so a prompt's mapping overlaps the step before it.
     public var prefetchAdmissions: Bool
+    /// With `prefetchAdmissions`: how many steps' worth of waiting requests (token budget) get
+    /// their first prompt chunk's memory ahead. The next step's come first; the rest are mapped
+    /// after every step's own work, so a burst of arrivals has its prompts mapped while earlier
+    /// steps compute instead of in the step that takes them.
+    public var prefetchSteps = 1
     /// With the prefix cache on virtual tensors: the most chunk mappings queued on the mapper for
     /// waiting requests further back than the next step, whose cached prefixes they alias ahead
     /// (0: none). A burst of requests sharing a long system prompt otherwise waits in one step for
@@ -57,6 +62,7 @@ public struct EngineOptions: Sendable, Equatable {
 
     func validate() throws {
         guard maxNumSeqs > 0 else { throw EngineError.invalidOptions("--max-num-seqs must be at least 1, got \(maxNumSeqs)") }
+        guard prefetchSteps >= 1 else { throw EngineError.invalidOptions("prefetch steps must be at least 1, got \(prefetchSteps)") }
         guard maxNumBatchedTokens > 0 else {
             throw EngineError.invalidOptions("--max-num-batched-tokens must be at least 1, got \(maxNumBatchedTokens)")
         }

@@ -53,13 +53,14 @@ struct TestRandom: RandomNumberGenerator {
                                   queuesSteps: trial.mode == .queued, pagedPages: trial.paged ? 2 * budgetChunks + 1 : nil,
                                   ordersWork: trial.seed % 2 == 1)
         let pageCount = 2 * budgetChunks + 1
-        let options = EngineOptions(maxNumSeqs: Int.random(in: 1...8, using: &random),
+        var options = EngineOptions(maxNumSeqs: Int.random(in: 1...8, using: &random),
                                     maxNumBatchedTokens: [1, 2, 3, 7, 16, 64, 512][Int.random(in: 0..<7, using: &random)],
                                     mapAheadTokens: Int.random(in: 0...3, using: &random), asyncMapping: random.next() % 3 != 0,
                                     prefetchAdmissions: random.next() % 4 != 0, pipelineSteps: trial.pipelined,
                                     // Every policy in turn (lpm reorders the waiting queue by cached prefix each step).
                                     schedulePolicy: SchedulePolicy.allCases[Int(trial.seed / 2) % SchedulePolicy.allCases.count],
                                     prefixCaching: random.next() % 4 != 0)
+        options.prefetchSteps = Int.random(in: 1...3, using: &random)
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
         #expect(engine.maxSequenceLength <= (trial.paged ? pageCount * 4 : budgetChunks * 8))
@@ -213,6 +214,38 @@ struct TestRandom: RandomNumberGenerator {
             #expect(memory.accounting.mappings == 0 && memory.accounting.pendingAliases == 0)
         }
         if let paged { #expect(paged.accounting.usedPages == 0) }
+    }
+
+    /// `prefetchSteps`: a burst of waiting requests gets its first prompt chunks mapped that many
+    /// steps' worth ahead (the steps after the next one in a job of their own), and every request
+    /// still makes exactly the tokens it makes alone.
+    @Test func prefetchStepsReachFurtherIntoABurst() throws {
+        var prefetched: [Int: Int] = [:]
+        for steps in [1, 3] {
+            let model = try FakeModel(context: 64, budgetChunks: 200, samplesOnDevice: true)
+            var options = EngineOptions(maxNumSeqs: 64, maxNumBatchedTokens: 16, asyncMapping: true, prefixCaching: false)
+            options.prefetchSteps = steps
+            let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
+            var prompts: [RequestID: [Int]] = [:]
+            for i in 0..<20 {
+                let prompt = (0..<8).map { 1 + ($0 &* 5 &+ i &* 3) % 49 }
+                prompts[try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 3)))] = prompt
+            }
+            var outputs: [RequestID: [Int]] = [:]
+            func collect(_ step: [RequestOutput]) { for output in step { outputs[output.id, default: []] += output.tokens.map(\.id) } }
+            collect(engine.step())
+            prefetched[steps] = engine.statistics.prefetches
+            try engine.runUntilIdle(collect)
+            for (id, prompt) in prompts {
+                #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 3, maxLength: engine.maxSequenceLength), "request \(id), \(steps) steps")
+            }
+            let memory = try #require(model.kvStorage.virtualCache?.memory)
+            try memory.drain()
+            #expect(memory.accounting.inUse == 0 && memory.audit().isEmpty)
+        }
+        // After the first step (two 8-token prompts): one step's budget covers the next two prompts,
+        // three steps' cover six.
+        #expect((prefetched[3] ?? 0) >= (prefetched[1] ?? 0) + 3, "\(prefetched)")
     }
 
     /// Without a mapper thread (the CPU's engine) only the engine reclaims while idle: when the
