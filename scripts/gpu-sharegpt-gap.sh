@@ -2,7 +2,8 @@
 # Runs on the GPU machine: separates the two suspects for virtual tensors' 1-4% gap to paged on
 # ShareGPT (docs/perf.md, "Where the sharegpt gap is"), in one call:
 #   1. bench vmm --only launch: a copy kernel's time alone, while the mapper maps fresh chunks,
-#      and while it unmaps freed ones (page-table changes under a running kernel).
+#      while it unmaps freed ones (page-table changes under a running kernel), and while it only
+#      creates chunks (cuMemCreate, no mapping); medians over the whole window of each.
 #   2. bench throughput --dataset sharegpt --num-prompts 1000 --profile-operations, virtual
 #      tensors and paged, interleaved twice: CUDA events around every operation of every step,
 #      summed by operation over prompt steps and decode-only steps. If the attention kernels

@@ -56,11 +56,18 @@ struct LaunchInterference: Codable {
     var whileMapping: Percentiles
     var chunksMappedMeanwhile: Int
     var copyMillisIdle: Double
+    /// The copy kernel (median of its timings while the mapper maps, each map + set access a change
+    /// to the GPU's page tables under it), and how many timings that median is of.
     var copyMillisWhileMapping: Double
+    var copiesWhileMapping: Int?
     /// The copy kernel (median of its timings) while the mapper unmaps freed chunks, each unmap a
     /// change to the GPU's page tables under the running kernel; and how many it unmapped meanwhile.
     var copyMillisWhileUnmapping: Double?
     var chunksUnmappedMeanwhile: Int?
+    /// The copy kernel (median) while the mapper's idle loop creates chunks (`cuMemCreate`, no
+    /// mapping), and how many it created meanwhile.
+    var copyMillisWhileCreating: Double?
+    var chunksCreatedMeanwhile: Int?
     /// Map + set access per chunk (us) with the GPU idle, and while a kernel runs.
     var mapGPUIdle: Percentiles
     var mapWhileKernelRuns: Percentiles
@@ -166,6 +173,9 @@ struct BenchVMMCommand: ParsableCommand {
             launch.add(["mapper mapping \(l.chunksMappedMeanwhile) chunks", fixed(l.whileMapping.p50Micros, 2), fixed(l.whileMapping.p99Micros, 2), fixed(l.whileMapping.meanMicros, 2), fixed(l.copyMillisWhileMapping, 3)])
             if let unmapping = l.copyMillisWhileUnmapping {
                 launch.add(["mapper unmapping \(l.chunksUnmappedMeanwhile ?? 0) chunks", "-", "-", "-", fixed(unmapping, 3)])
+            }
+            if let creating = l.copyMillisWhileCreating {
+                launch.add(["mapper creating \(l.chunksCreatedMeanwhile ?? 0) chunks (no mapping)", "-", "-", "-", fixed(creating, 3)])
             }
             out += launch.render() + "\n"
             var busy = Table(title: "Map + set access per chunk while the GPU computes (us)", header: ["condition", "p50", "p99", "max"])

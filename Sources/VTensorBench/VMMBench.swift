@@ -294,7 +294,12 @@ struct VMMBench {
         try mapper.wait(ticket)
         let second = try memory.makeTensor(bytes: n * chunk)
         ticket = mapper.submit([(second, n)])
-        let copyBusy = try timeCopy()
+        // Copies timed over the whole mapping, not one: the median of many says what a kernel
+        // under page-table changes costs, beyond the noise of a single timing.
+        var mapCopies: [Double] = []
+        while !mapper.isDone(ticket) && mapCopies.count < 500 { mapCopies.append(try timeCopy()) }
+        if mapCopies.isEmpty { mapCopies.append(try timeCopy()) }
+        let copyBusy = mapCopies.sorted()[mapCopies.count / 2]
         try mapper.wait(ticket)
         // Does unmapping slow a running kernel? Both tensors freed, the mapper's idle loop unmaps
         // their chunks (page-table changes) while copies run; timed until it is done.
@@ -304,6 +309,16 @@ struct VMMBench {
         var unmapCopies: [Double] = []
         while memory.poolCounts.inUse > 0 && unmapCopies.count < 500 { unmapCopies.append(try timeCopy()) }
         let unmappedMeanwhile = mappedBefore - memory.poolCounts.inUse
+        // Does creating physical chunks (no mapping) slow a running kernel? A pool whose reserve is
+        // refilled ahead (the low watermark) has its mapper create chunks while idle.
+        let creating = min(chunks, 2000)
+        let refilled = try VirtualMemory(backend: backend, budget: .bytes((creating + 8) * chunk), lowWatermark: creating, highWatermark: creating)
+        let creator = AsyncMapper(memory: refilled, threadSetup: threadSetup(for: device))
+        var createCopies: [Double] = []
+        while refilled.poolCounts.inReserve < creating && createCopies.count < 500 { createCopies.append(try timeCopy()) }
+        let createdMeanwhile = refilled.poolCounts.inReserve
+        creator.shutdown()
+        _ = try refilled.trim(to: 0)
         // Does mapping slow down while a kernel runs? 300 chunks each way, on this thread.
         func mapTimes(duringKernel: Bool) throws -> [UInt64] {
             let count = 300
@@ -333,9 +348,11 @@ struct VMMBench {
         let mapIdle = try mapTimes(duringKernel: false)
         let mapBusy = try mapTimes(duringKernel: true)
         return LaunchInterference(idle: Percentiles(idle), whileMapping: Percentiles(busy), chunksMappedMeanwhile: n,
-                                  copyMillisIdle: copyIdle, copyMillisWhileMapping: copyBusy,
+                                  copyMillisIdle: copyIdle, copyMillisWhileMapping: copyBusy, copiesWhileMapping: mapCopies.count,
                                   copyMillisWhileUnmapping: unmapCopies.isEmpty ? nil : unmapCopies.sorted()[unmapCopies.count / 2],
                                   chunksUnmappedMeanwhile: unmappedMeanwhile,
+                                  copyMillisWhileCreating: createCopies.isEmpty ? nil : createCopies.sorted()[createCopies.count / 2],
+                                  chunksCreatedMeanwhile: createdMeanwhile,
                                   mapGPUIdle: Percentiles(mapIdle), mapWhileKernelRuns: Percentiles(mapBusy))
     }
 
