@@ -90,7 +90,9 @@ bench() {  # bench SYSTEM WORKLOAD extra flags...
   local form=--text-prompts
   [ "$workload" = multi-turn ] && [ "$system" != hf ] && [ "${MULTI_TURN_FORM:-ids}" = ids ] && form=
   set -- "${args[@]}"
-  timeout ${BENCH_TIMEOUT:-300} "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress $form \
+  # Every run (every sweep rate) starts with an empty prefix cache: the sweep repeats its prompts.
+  local reset=--reset-prefix-cache; [ "$system" = hf ] && reset=
+  timeout ${BENCH_TIMEOUT:-300} "$bin" bench serve --base-url "$base" --model "$model_name" --tokenizer "$model" --seed 1 --label "$system" --no-progress $form $reset \
     --json-out "$out/$system-$workload.json" "$@" > "$out/$system-$workload.txt" 2>&1
   echo "$system $workload: rc=$? $(grep -m1 -i "output token throughput\|output tok/s" "$out/$system-$workload.txt")" | tee -a "$out/summary.txt"
 }

@@ -58,6 +58,21 @@ import Testing
         let config = try MetricsScrape(server.metrics()).values.keys.first { $0.name == "vllm:cache_config_info" }?.labels ?? [:]
         #expect(config["enable_prefix_caching"] == "False", "\(config)")
     }
+
+    /// `bench serve --reset-prefix-cache` resets before each run, and says so when the server refuses.
+    @Test func benchServeResetsBeforeEachRun() throws {
+        let arguments = ["bench", "serve", "--tokenizer", "embedded", "--num-prompts", "2", "--random-input-len", "8",
+                         "--random-output-len", "2", "--reset-prefix-cache", "--sweep-rates", "inf,inf", "--no-progress",
+                         "--chart", FileManager.default.temporaryDirectory.appendingPathComponent("vtensor-reset-\(UUID().uuidString).svg").path]
+        let shared = try ServerProcess.sharedServer()
+        let accepted = try ServerProcess.vtensor(arguments + ["--base-url", shared.base])
+        #expect(accepted.status == 0 && !accepted.output.contains("reset_prefix_cache did not answer"), "\(accepted.output)")
+        let uncached = try ServerProcess(arguments: ["--served-model-name", "smol", "--no-prefix-cache"])
+        defer { uncached.kill() }
+        let refused = try ServerProcess.vtensor(arguments + ["--base-url", uncached.base])
+        #expect(refused.status == 0, "\(refused.output)")
+        #expect(refused.output.components(separatedBy: "reset_prefix_cache did not answer 200").count - 1 == 2, "one note a run: \(refused.output)")
+    }
 }
 
 /// A server of its own (nothing else sends to it, so counter deltas are exact): exact counter

@@ -77,6 +77,8 @@ struct BenchServeCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seconds a request may take before it counts as failed.") var timeout = 600.0
     @Option(parsing: .unconditional, help: "Event-loop threads of the client (default: the processors, at most 4).") var clientThreads: Int?
     @Flag(help: "No progress display on standard error.") var noProgress = false
+    @Flag(help: "Before each run (each rate of a sweep), POST /reset_prefix_cache, so no run finds the prompts of the run before in the server's prefix cache.")
+    var resetPrefixCache = false
     @Flag(help: "Measure the client alone: --num-prompts requests (default 20000), --max-concurrency (default 64) at once, against an in-process stub answering at once.")
     var selfTest = false
 
@@ -185,6 +187,9 @@ struct BenchServeCommand: ParsableCommand {
 
         var runs: [ServeRun] = []
         for rate in try rates {
+            if resetPrefixCache, !(await client.resetPrefixCache()) {
+                note("POST \(baseURL)/reset_prefix_cache did not answer 200: this run may find earlier runs' prompts cached")
+            }
             let run = await ServeBenchmark.run(workload, rate: rate, settings: settings, client: client)
             print(ServeReport.table(run.settings, run.result, run.metrics))
             fflush(nil)  // the table before the notes on standard error that follow

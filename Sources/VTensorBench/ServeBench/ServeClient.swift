@@ -167,6 +167,20 @@ struct ServeClient: Sendable {
         }
     }
 
+    /// POST /reset_prefix_cache (vLLM's and vtensor's): the server drops its cached prefixes, so
+    /// a run does not find the prompts of the run before cached. False when it did not answer 200.
+    func resetPrefixCache() async -> Bool {
+        guard let connection = try? await StreamingConnection.connect(to: address, group: pool.group) else { return false }
+        defer { connection.close() }
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: address.pathPrefix + "/reset_prefix_cache")
+        head.headers.add(name: "Host", value: address.hostHeader)
+        head.headers.add(name: "Content-Length", value: "0")
+        if let key = ProcessInfo.processInfo.environment["OPENAI_API_KEY"], !key.isEmpty {
+            head.headers.add(name: "Authorization", value: "Bearer \(key)")
+        }
+        return await connection.fetch(head: head, timeout: .seconds(30)) != nil
+    }
+
     /// The first model id the server lists at /v1/models (as `vllm bench serve` does without
     /// --model), or nil when it cannot be asked.
     func firstModel() async -> String? {
