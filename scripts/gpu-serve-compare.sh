@@ -174,4 +174,14 @@ for w in workloads:
         per = r.get("total_output_tokens", 0) / max(1, r["completed"])
         print(f"{w:<14}{s:<9}{r.get('num_prompts', r['completed'] + r['failed']):>6}{r['completed']:>6}{r['failed']:>5}{per:>8.0f}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
               f"{r.get('median_ttft_ms', 0):>10.1f}{r.get('median_tpot_ms', 0):>10.2f}{peak(s):>10}{ratio:>10.2f}")
+# Issue 12's first-token target: rounds 2-5 with the cache against rounds 2-5 without it.
+for s in systems:
+    r = load(s, "multi-turn")
+    if r and "median_ttft_ms_later_rounds" in r:
+        print(f"multi-turn first token, {s}: first rounds median {r['median_ttft_ms_first_round']:.1f} ms, "
+              f"later rounds median {r['median_ttft_ms_later_rounds']:.1f} ms, mean {r['mean_ttft_ms_later_rounds']:.1f} ms")
+v, nc = load("vtensor", "multi-turn"), load("nocache", "multi-turn")
+if v and nc and nc.get("median_ttft_ms_later_rounds"):
+    print(f"later rounds' first token, vtensor / nocache: median {v['median_ttft_ms_later_rounds'] / nc['median_ttft_ms_later_rounds']:.2f}, "
+          f"mean {v['mean_ttft_ms_later_rounds'] / nc['mean_ttft_ms_later_rounds']:.2f} (target at most 0.33)")
 PY

@@ -51,6 +51,14 @@ import Testing
         let inputs = try #require(result["input_lens"] as? [Int])
         // Two conversations interleave: sorted, the lengths are each round's twice.
         #expect(inputs.sorted() == [8, 8, 19, 19, 30, 30], "\(inputs)")
+        // Rounds are numbered from 0, and the first rounds' first tokens are reported apart.
+        let rounds = try #require(result["rounds"] as? [Int])
+        #expect(rounds.sorted() == [0, 0, 1, 1, 2, 2], "\(rounds)")
+        #expect(zip(rounds, inputs).allSatisfy { [0: 8, 1: 19, 2: 30][$0.0] == $0.1 }, "\(rounds) \(inputs)")
+        for key in ["median_ttft_ms_first_round", "median_ttft_ms_later_rounds", "mean_ttft_ms_later_rounds"] {
+            #expect((result[key] as? Double ?? 0) > 0, "\(key)")
+        }
+        #expect(output.contains("first token by round"), "\(output)")
     }
 
     @Test func multiTurnChat() throws {

@@ -32,6 +32,8 @@ struct RequestRecord: Sendable {
     var endedWithoutDone = false
     /// The generated ids, when asked for and the server sent them.
     var tokenIds: [Int]? = nil
+    /// A conversation's round (0: its first), nil for a request of its own.
+    var round: Int? = nil
 
     var succeeded: Bool { failure == nil }
 }
@@ -158,7 +160,8 @@ struct ServeClient: Sendable {
                     onRecord(skipped)
                     continue
                 }
-                let record = await send(conversation.request(after: answers, form: form, tokenizer: tokenizer))
+                var record = await send(conversation.request(after: answers, form: form, tokenizer: tokenizer))
+                record.round = records.count
                 records.append(record)
                 onRecord(record)
                 answers.append(Conversation.Answer(text: record.text, tokens: record.outputTokens, ids: record.tokenIds))

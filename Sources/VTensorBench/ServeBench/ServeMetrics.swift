@@ -91,10 +91,14 @@ struct ServeMetrics: Sendable {
     var endedWithoutDone = 0
     /// Completed requests whose generated ids came back (`return_token_ids`: multi-turn in token-id form).
     var withTokenIds = 0
+    /// Multi-turn: time to first token of the conversations' first rounds and of the rounds after
+    /// (which a prefix cache serves from the conversation so far); nil for other workloads.
+    var ttftFirstRound: LatencySummary?, ttftLaterRounds: LatencySummary?
 
     init(records: [RequestRecord], duration: Double, percentiles: [Double], goodput: GoodputTargets) {
         self.duration = duration
         var ttfts: [Double] = [], tpots: [Double] = [], itls: [Double] = [], e2els: [Double] = []
+        var firstRounds: [Double] = [], laterRounds: [Double] = []
         var good = 0
         var failureGroups: [String: (count: Int, example: String, first: Int)] = [:]
         for (index, record) in records.enumerated() {
@@ -116,6 +120,7 @@ struct ServeMetrics: Sendable {
                 tpots.append(tpot)
             }
             ttfts.append(ttft)
+            if let round = record.round { if round == 0 { firstRounds.append(ttft) } else { laterRounds.append(ttft) } }
             itls += record.itls
             e2els.append(record.latency)
             if goodput.met(ttft: ttft, tpot: tpot, e2el: record.latency) { good += 1 }
@@ -130,6 +135,10 @@ struct ServeMetrics: Sendable {
         tpot = LatencySummary(seconds: tpots, percentiles: percentiles)
         itl = LatencySummary(seconds: itls, percentiles: percentiles)
         e2el = LatencySummary(seconds: e2els, percentiles: percentiles)
+        if records.contains(where: { $0.round != nil }) {
+            ttftFirstRound = LatencySummary(seconds: firstRounds, percentiles: percentiles)
+            ttftLaterRounds = LatencySummary(seconds: laterRounds, percentiles: percentiles)
+        }
         (maxOutputTokensPerSecond, maxConcurrentRequests) = Self.peaks(records.filter(\.succeeded))
     }
 

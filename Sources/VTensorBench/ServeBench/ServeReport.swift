@@ -39,6 +39,10 @@ enum ServeReport {
         table.add(["duration (s)", fixed(m.duration, 2)])
         table.add(["total input tokens", "\(m.totalInput)"])
         table.add(["total output tokens", "\(m.totalOutput) (counted from \(sourcesText(m.outputSources)))"])
+        if let first = m.ttftFirstRound, let later = m.ttftLaterRounds {
+            table.add(["first token by round (ms)", "first rounds: median \(fixed(first.median, 2)), mean \(fixed(first.mean, 2)); "
+                       + "later rounds: median \(fixed(later.median, 2)), mean \(fixed(later.mean, 2))"])
+        }
         if settings.dataset == "multi-turn", m.completed > 0 {
             table.add(["answers sent on as", m.withTokenIds > 0 ? "the server's ids for \(m.withTokenIds) of \(m.completed) (return_token_ids), the rest as text"
                                                                  : "text (no ids came back)"])
@@ -130,6 +134,7 @@ enum ServeReport {
             "failure_reasons": Dictionary(uniqueKeysWithValues: m.failures.map { ($0.reason, $0.count) }),
             "output_tokens_source": Dictionary(uniqueKeysWithValues: m.outputSources.map { ($0.key.rawValue, $0.value) }),
             "requests_with_token_ids": m.withTokenIds,
+            "rounds": result.records.map { $0.round ?? -1 },
             "client_cpu_seconds": result.clientCPUSeconds,
         ]
         if let model = settings.model { out["model_id"] = model }
@@ -145,6 +150,13 @@ enum ServeReport {
             out["median_\(name)_ms"] = s.median
             out["std_\(name)_ms"] = s.std
             for p in s.percentiles { out["\(percentileWord(p.p))_\(name)_ms"] = p.value }
+        }
+        // Multi-turn: the first rounds' time to first token apart from the later rounds'.
+        for (suffix, summary) in [("first_round", m.ttftFirstRound), ("later_rounds", m.ttftLaterRounds)] {
+            guard let summary else { continue }
+            out["mean_ttft_ms_\(suffix)"] = summary.mean
+            out["median_ttft_ms_\(suffix)"] = summary.median
+            for p in summary.percentiles { out["\(percentileWord(p.p))_ttft_ms_\(suffix)"] = p.value }
         }
         return out
     }
