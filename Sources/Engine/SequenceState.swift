@@ -86,7 +86,10 @@ public struct SequenceState: Sendable {
             } else {
                 let step = stops.append(piece)
                 delta.text += step.text
-                if step.stop != nil { delta.stop = .stopString }
+                if let stop = step.stop {
+                    delta.stop = .stopString
+                    if parameters.includeStopStringInOutput { delta.text += stop }
+                }
             }
         }
         if delta.stop == nil && output.count >= outputLimit { delta.stop = .length }
@@ -95,7 +98,13 @@ public struct SequenceState: Sendable {
             if stop != .stopString, detokenizer != nil {
                 let tail = stops.append(detokenizer!.finish())
                 delta.text += tail.text
-                if tail.stop != nil { stopCause = .stopString; delta.stop = .stopString } else { delta.text += stops.finish() }
+                if let stop = tail.stop {
+                    stopCause = .stopString
+                    delta.stop = .stopString
+                    if parameters.includeStopStringInOutput { delta.text += stop }
+                } else {
+                    delta.text += stops.finish()
+                }
             }
         }
         return delta

@@ -53,6 +53,12 @@ final class GeneratorTests: XCTestCase {
         let cut = try generator.generate(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 12, stopStrings: [stop], ignoreEOS: true))
         XCTAssertEqual(cut.finishReason, .stop)
         XCTAssertEqual(cut.text, String(full[..<full.range(of: stop)!.lowerBound]))
+        // include_stop_str_in_output: the same cut, the stop string kept.
+        var keeping = SamplingParameters(temperature: 0, maxTokens: 12, stopStrings: [stop], ignoreEOS: true)
+        keeping.includeStopStringInOutput = true
+        let kept = try generator.generate(prompt: prompt, parameters: keeping)
+        XCTAssertEqual(kept.finishReason, .stop)
+        XCTAssertEqual(kept.text, cut.text + stop)
     }
 
     func testStopTokenAndPromptTooLong() throws {

@@ -277,6 +277,13 @@ def stop_strings():
     held = complete(prompt=PROMPT, max_tokens=12, temperature=0, stop=[stop], extra_body={**NO_EOS, "min_tokens": 8})
     check(held.choices[0].text.startswith(expected + stop),
           f"with min_tokens 8 the text {held.choices[0].text!r} should run past the early {stop!r} (greedy text {text!r})")
+    # include_stop_str_in_output (vLLM's): the text runs up to and through the stop string, whole and streamed.
+    kept = complete(prompt=PROMPT, max_tokens=12, temperature=0, stop=[stop], extra_body={**NO_EOS, "include_stop_str_in_output": True})
+    check(kept.choices[0].finish_reason == "stop" and kept.choices[0].text == expected + stop,
+          f"with include_stop_str_in_output the text {kept.choices[0].text!r} should be {expected + stop!r}")
+    streamed = "".join(c.choices[0].text for c in complete(prompt=PROMPT, max_tokens=12, temperature=0, stop=[stop], stream=True,
+                                                            extra_body={**NO_EOS, "include_stop_str_in_output": True}) if c.choices)
+    check(streamed == expected + stop, f"streamed with include_stop_str_in_output: {streamed!r}, expected {expected + stop!r}")
 
 
 def completion_logprobs():

@@ -7,7 +7,7 @@ import Foundation
 /// How one request picks its tokens and when it stops, with the field names of the OpenAI and
 /// vLLM request bodies (`temperature`, `top_k`, `top_p`, `min_p`, `repetition_penalty`,
 /// `presence_penalty`, `frequency_penalty`, `seed`, `max_tokens`, `stop`, `stop_token_ids`,
-/// `ignore_eos`, `logprobs`, `logit_bias`, `min_tokens`).
+/// `ignore_eos`, `logprobs`, `logit_bias`, `min_tokens`, `include_stop_str_in_output`).
 ///
 /// Decoding fills absent fields from ``SamplingParameters/defaultsKey`` in the decoder's
 /// `userInfo` when present (the model's `generation_config.json`, see ``GenerationConfig``),
@@ -51,6 +51,9 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
     /// Until this many tokens are generated, the stop ids (end-of-sequence unless `ignoreEOS`, and
     /// `stopTokenIds`) cannot be drawn and stop strings are not looked for (vLLM's `min_tokens`).
     public var minTokens: Int = 0
+    /// A stop string that ends the output stays in its text (vLLM's `include_stop_str_in_output`);
+    /// by default the text ends just before it.
+    public var includeStopStringInOutput = false
 
     /// Below this temperature sampling is greedy (vLLM uses the same cut-off).
     public static let greedyTemperature = 1e-5
@@ -149,6 +152,7 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         case topLogprobs = "top_logprobs"
         case logitBias = "logit_bias"
         case minTokens = "min_tokens"
+        case includeStopStringInOutput = "include_stop_str_in_output"
     }
 
     public init(from decoder: Decoder) throws {
@@ -193,6 +197,7 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
             logitBias = base.logitBias
         }
         minTokens = try c.decodeIfPresent(Int.self, forKey: .minTokens) ?? base.minTokens
+        includeStopStringInOutput = try c.decodeIfPresent(Bool.self, forKey: .includeStopStringInOutput) ?? base.includeStopStringInOutput
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -214,6 +219,7 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
             try c.encode(Dictionary(uniqueKeysWithValues: logitBias.map { (String($0.key), $0.value) }), forKey: .logitBias)
         }
         if minTokens != 0 { try c.encode(minTokens, forKey: .minTokens) }
+        if includeStopStringInOutput { try c.encode(true, forKey: .includeStopStringInOutput) }
     }
 }
 
