@@ -52,7 +52,7 @@ public struct SequenceState: Sendable {
         eosTokens = parameters.ignoreEOS ? [] : Set(eosTokenIds)
         stopTokens = Set(parameters.stopTokenIds)
         stops = StopMatcher(stopStrings: parameters.stopStrings)
-        detokenizer = tokenizer.map { IncrementalDetokenizer(tokenizer: $0, skipSpecialTokens: true) }
+        detokenizer = tokenizer.map { IncrementalDetokenizer(tokenizer: $0, skipSpecialTokens: parameters.skipSpecialTokens) }
         outputLimit = max(0, min(parameters.maxTokens ?? Int.max, maxLength - prompt.count))
     }
 

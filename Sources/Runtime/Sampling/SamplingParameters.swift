@@ -7,7 +7,8 @@ import Foundation
 /// How one request picks its tokens and when it stops, with the field names of the OpenAI and
 /// vLLM request bodies (`temperature`, `top_k`, `top_p`, `min_p`, `repetition_penalty`,
 /// `presence_penalty`, `frequency_penalty`, `seed`, `max_tokens`, `stop`, `stop_token_ids`,
-/// `ignore_eos`, `logprobs`, `logit_bias`, `min_tokens`, `include_stop_str_in_output`).
+/// `ignore_eos`, `logprobs`, `logit_bias`, `min_tokens`, `include_stop_str_in_output`,
+/// `skip_special_tokens`).
 ///
 /// Decoding fills absent fields from ``SamplingParameters/defaultsKey`` in the decoder's
 /// `userInfo` when present (the model's `generation_config.json`, see ``GenerationConfig``),
@@ -54,6 +55,9 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
     /// A stop string that ends the output stays in its text (vLLM's `include_stop_str_in_output`);
     /// by default the text ends just before it.
     public var includeStopStringInOutput = false
+    /// The output text leaves out special tokens (`<|im_end|>` and the like), as vLLM's
+    /// `skip_special_tokens` does by default; false writes them into the text.
+    public var skipSpecialTokens = true
 
     /// Below this temperature sampling is greedy (vLLM uses the same cut-off).
     public static let greedyTemperature = 1e-5
@@ -153,6 +157,7 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         case logitBias = "logit_bias"
         case minTokens = "min_tokens"
         case includeStopStringInOutput = "include_stop_str_in_output"
+        case skipSpecialTokens = "skip_special_tokens"
     }
 
     public init(from decoder: Decoder) throws {
@@ -198,6 +203,7 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         }
         minTokens = try c.decodeIfPresent(Int.self, forKey: .minTokens) ?? base.minTokens
         includeStopStringInOutput = try c.decodeIfPresent(Bool.self, forKey: .includeStopStringInOutput) ?? base.includeStopStringInOutput
+        skipSpecialTokens = try c.decodeIfPresent(Bool.self, forKey: .skipSpecialTokens) ?? base.skipSpecialTokens
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -220,6 +226,7 @@ public struct SamplingParameters: Codable, Sendable, Equatable {
         }
         if minTokens != 0 { try c.encode(minTokens, forKey: .minTokens) }
         if includeStopStringInOutput { try c.encode(true, forKey: .includeStopStringInOutput) }
+        if !skipSpecialTokens { try c.encode(false, forKey: .skipSpecialTokens) }
     }
 }
 
