@@ -72,7 +72,8 @@ extension OpenAIServer {
         let prompts: [[Int]]
         var echoTexts: [String]?
         if chat {
-            prompts = [try chatPrompt(object, body: data)]
+            // Chat adds no special tokens unless asked (vLLM's default): the template writes its own.
+            prompts = [try chatPrompt(object, body: data, addSpecialTokens: try optionalBool(object, "add_special_tokens") ?? false)]
         } else {
             let parsed = try completionPrompts(object)
             prompts = parsed.map(\.ids)

@@ -10,12 +10,15 @@ struct PromptInput {
 
 extension OpenAIServer {
     /// `prompt`: a string, a list of strings, a list of token ids, or a list of token-id lists.
+    /// Text gets the tokenizer's special tokens (a BOS) unless `add_special_tokens` is false
+    /// (vLLM's field and default); ids go as they are.
     func completionPrompts(_ object: [String: Any]) throws -> [PromptInput] {
         let shapes = "a string, a list of strings, a list of token ids, or a list of token-id lists"
         guard let value = object["prompt"], !(value is NSNull) else { throw APIError("'prompt' is required", param: "prompt") }
+        let addSpecialTokens = try optionalBool(object, "add_special_tokens") ?? true
         func text(_ text: String, _ name: String) throws -> PromptInput {
             guard !text.isEmpty else { throw APIError("\(name) is empty", param: "prompt") }
-            return PromptInput(ids: tokenizer.encode(text, addSpecialTokens: true), text: text)
+            return PromptInput(ids: tokenizer.encode(text, addSpecialTokens: addSpecialTokens), text: text)
         }
         func ids(_ list: [Any], _ name: String) throws -> PromptInput {
             guard !list.isEmpty else { throw APIError("\(name) is an empty list of token ids", param: "prompt") }

@@ -387,6 +387,24 @@ def list_prompts():
           f"streamed texts {streamed} are not the start of {[s.choices[0].text for s in singles]}")
 
 
+def add_special_tokens():
+    """add_special_tokens (vLLM's): a text prompt without the tokenizer's special tokens is
+    that many tokens shorter (as /tokenize counts them; none with a tokenizer that adds none)."""
+    def count(add):
+        request = urllib.request.Request(BASE.rstrip("/").removesuffix("/v1") + "/tokenize",
+                                         data=json.dumps({"prompt": PROMPT, "add_special_tokens": add}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)["count"]
+    with_specials, without = count(True), count(False)
+    plain = complete(prompt=PROMPT, max_tokens=1, temperature=0)
+    bare = complete(prompt=PROMPT, max_tokens=1, temperature=0, extra_body={"add_special_tokens": False})
+    check(plain.usage.prompt_tokens == with_specials and bare.usage.prompt_tokens == without,
+          f"prompt tokens {plain.usage.prompt_tokens} / {bare.usage.prompt_tokens}, /tokenize counts {with_specials} / {without}")
+    if with_specials == without:
+        NOTES.append("add_special_tokens: this tokenizer adds no special tokens, so both counts agree")
+
+
 def logit_bias_and_stop_tokens():
     """A +100 bias forces a token; with it a stop token, generation ends at once; min_tokens
     holds that stop off for its first tokens."""
@@ -430,7 +448,8 @@ def bad_requests():
 
 
 CHECKS = [models, completion_reaches_max_tokens, chat_completion, streamed_completion_matches_whole, token_ids, streamed_chat_with_n,
-          n_and_seeds, stop_strings, completion_logprobs, chat_logprobs, echo, list_prompts, logit_bias_and_stop_tokens, bad_requests]
+          n_and_seeds, stop_strings, completion_logprobs, chat_logprobs, echo, list_prompts, add_special_tokens, logit_bias_and_stop_tokens,
+          bad_requests]
 
 
 NOTES = []
