@@ -52,6 +52,7 @@ extension OpenAIServer {
     /// Parses and checks a request body; every problem is an `APIError` naming the field.
     func completionRequest(_ object: [String: Any], body data: Data, chat: Bool) throws -> CompletionRequest {
         try checkModel(object)
+        warnAboutIgnoredFields(object, chat: chat)
         try checkIntegerFields(object, ["max_tokens", "max_completion_tokens", "min_tokens", "n", "seed", "top_k", "logprobs",
                                         "top_logprobs", "stop_token_ids"])
         let stream = try optionalBool(object, "stream") ?? false

@@ -65,6 +65,18 @@ import Testing
         #expect(kept["token_ids"] as? [Int] == special + special && kept["text"] as? String == "<|im_start|><|im_start|>", "\(kept)")
     }
 
+    /// A body field the server does not read is logged by name (as vLLM does), and the request
+    /// still runs; fields the document lists are not.
+    @Test func ignoredFieldsAreLogged() throws {
+        let server = try ServerProcess.sharedServer()
+        let marker = "quokka_\(UInt32.random(in: 0...UInt32.max))"
+        let answer = try server.post("/v1/completions", #"{"prompt": "Hi", "max_tokens": 1, "best_of": 2, "\#(marker)": true, "return_token_ids": true}"#)
+        #expect(answer.status == 200, "\(answer.body)")
+        let lines = server.log().split(separator: "\n").filter { $0.contains("request fields ignored") }
+        #expect(lines.contains { $0.contains("best_of, \(marker)") }, "\(lines.suffix(3))")
+        #expect(!lines.contains { $0.contains("return_token_ids") || $0.contains("max_tokens") }, "\(lines.suffix(3))")
+    }
+
     @Test func chatListsThePromptOnTheResponse() throws {
         let server = try ServerProcess.sharedServer()
         let messages = #"[{"role": "user", "content": "Count to three."}]"#
