@@ -16,8 +16,8 @@ extension OpenAIServer {
 }
 
 extension OpenAIServer {
-    /// The body fields the document lists for /v1/completions and /v1/chat/completions: the
-    /// fields this server reads (a test checks the document against the handlers' behaviour).
+    /// The body fields the document lists for /v1/completions and /v1/chat/completions, which
+    /// are the fields the handlers read (a field added to one belongs in the other).
     static let documentedFields: (completions: Set<String>, chat: Set<String>) = {
         let schemas = ((try? JSONSerialization.jsonObject(with: Data(OpenAPIDocument.bytes))) as? [String: Any])
             .flatMap { ($0["components"] as? [String: Any])?["schemas"] as? [String: Any] }
