@@ -29,6 +29,9 @@ struct CompletionRequest {
     /// the prompt's (`prompt_token_ids`), so a client can send a conversation on as the very ids
     /// the model produced (re-encoding the text need not give them back).
     var returnTokenIds = false
+    /// `stream_options.continuous_usage_stats` with `include_usage` (vLLM's): every streamed chunk
+    /// of a choice carries the usage so far (its prompt's tokens, the choice's tokens generated).
+    var continuousUsage = false
 
     var echo: Bool { echoTexts != nil }
     var choiceCount: Int { prompts.count * n }
@@ -93,7 +96,8 @@ extension OpenAIServer {
         return CompletionRequest(chat: chat, prompts: prompts, echoTexts: echoTexts, n: n, parameters: parameters, stream: stream,
                                  includeUsage: includeUsage, cacheSalt: try cacheSalt(object),
                                  toolCallFormat: usesTools ? configuration.toolCallFormat : nil,
-                                 returnTokenIds: try optionalBool(object, "return_token_ids") ?? false)
+                                 returnTokenIds: try optionalBool(object, "return_token_ids") ?? false,
+                                 continuousUsage: try streamHasContinuousUsage(object))
     }
 
     /// `cache_salt`: a non-empty string, or absent.

@@ -56,6 +56,12 @@ extension OpenAIServer {
         guard let dict = options as? [String: Any] else { throw APIError("'stream_options' must be an object", param: "stream_options") }
         return try optionalBool(dict, "include_usage") ?? false
     }
+
+    /// `stream_options.continuous_usage_stats` (vLLM's), which counts only with `include_usage`.
+    func streamHasContinuousUsage(_ object: [String: Any]) throws -> Bool {
+        guard try streamIncludesUsage(object), let dict = object["stream_options"] as? [String: Any] else { return false }
+        return try optionalBool(dict, "continuous_usage_stats") ?? false
+    }
 }
 
 /// True when JSONSerialization decoded the value from `true` or `false` (an NSNumber of type "c").

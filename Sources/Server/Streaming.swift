@@ -63,6 +63,9 @@ extension OpenAIServer {
                         if firstChunk && !parsed.chat { choice["prompt_token_ids"] = parsed.prompts[index / parsed.n] }
                         chunk["choices"] = [choice]
                     }
+                    if parsed.continuousUsage {
+                        chunk["usage"] = shape.usage(parsed.prompts[index / parsed.n].count, states[index].outputTokens)
+                    }
                     try await send(chunk)
                 }
                 log.finished(states, promptTokens: parsed.promptTokenCount)

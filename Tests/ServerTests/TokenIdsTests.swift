@@ -77,6 +77,28 @@ import Testing
         #expect(!lines.contains { $0.contains("return_token_ids") || $0.contains("max_tokens") }, "\(lines.suffix(3))")
     }
 
+    /// `stream_options.continuous_usage_stats` (vLLM's, with `include_usage`): every chunk of the
+    /// answer carries the usage so far, growing to the final usage chunk's.
+    @Test func continuousUsageInEveryChunk() throws {
+        let server = try ServerProcess.sharedServer()
+        let body = #"{"prompt": "Count:", "max_tokens": 4, "temperature": 0, "ignore_eos": true, "stream": true, "return_token_ids": true, "stream_options": {"include_usage": true, "continuous_usage_stats": true}}"#
+        let chunks = try Self.chunks(try server.post("/v1/completions", body))
+        let answer = chunks.filter { Self.firstChoice($0) != nil }
+        let usages = answer.compactMap { $0["usage"] as? [String: Int] }
+        #expect(usages.count == answer.count && !answer.isEmpty, "\(chunks)")
+        // Each chunk's count is the ids streamed so far.
+        var streamed = 0
+        for (chunk, usage) in zip(answer, usages) {
+            streamed += (Self.firstChoice(chunk)?["token_ids"] as? [Int])?.count ?? 0
+            #expect(usage["completion_tokens"] == streamed && usage["total_tokens"] == (usage["prompt_tokens"] ?? 0) + streamed, "\(usage)")
+        }
+        let final = chunks.last?["usage"] as? [String: Int]
+        #expect(final?["completion_tokens"] == 4 && usages.last?["prompt_tokens"] == final?["prompt_tokens"], "\(chunks.suffix(2))")
+        // Without include_usage it means nothing (vLLM's rule).
+        let plain = try Self.chunks(try server.post("/v1/completions", #"{"prompt": "Count:", "max_tokens": 2, "stream": true, "stream_options": {"continuous_usage_stats": true}}"#))
+        #expect(plain.allSatisfy { $0["usage"] == nil }, "\(plain)")
+    }
+
     @Test func chatListsThePromptOnTheResponse() throws {
         let server = try ServerProcess.sharedServer()
         let messages = #"[{"role": "user", "content": "Count to three."}]"#
