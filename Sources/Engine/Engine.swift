@@ -38,11 +38,10 @@ public final class Engine: @unchecked Sendable {
     private var sequences: [RequestID: EngineSequence] = [:]
     private var stepIndex = 0
     private var aheadTicket: MapTicket?
-    /// Mapper jobs for prefixes aliased ahead (`options.aliasAheadChunks`) not collected yet, with
-    /// the chunks each maps.
-    private var aliasAheadJobs: [(ticket: MapTicket, chunks: Int)] = []
-    /// Prefetches for the steps after the next (`prefetchSteps` > 1), collected once done.
-    private var deepPrefetchJobs: [MapTicket] = []
+    /// Mapper jobs no step waits for, not collected yet: prefetches for the steps after the next
+    /// (`prefetchSteps` > 1) and prefixes aliased ahead, with the alias mappings each queues
+    /// (counted against `options.aliasAheadChunks`; 0 for a prefetch).
+    private var backgroundJobs: [(ticket: MapTicket, aliasChunks: Int)] = []
     /// The step queued on the model and not yet collected (pipelined steps only).
     private var inFlight: InFlightStep?
     /// Requests whose prompt scores are still coming (echo with logprobs), so the common step
@@ -579,25 +578,20 @@ public final class Engine: @unchecked Sendable {
         }
         if !deeper.isEmpty, let job = try? cache.prepareGrowth(deeper) {
             // After the next step's own job (its priority is stepIndex + 1), before alias-ahead work.
-            deepPrefetchJobs.append(mapper.submit(job, priority: stepIndex + 2))
+            backgroundJobs.append((mapper.submit(job, priority: stepIndex + 2), 0))
         }
         if !further.isEmpty, let job = try? cache.prepareGrowth(further) {
             // After every step's own job: the mapper takes it up in the time they leave it.
             let chunks = (try? cache.memory.holes(in: job).count) ?? 0
-            aliasAheadJobs.append((mapper.submit(job, priority: Int.max / 2), chunks))
+            backgroundJobs.append((mapper.submit(job, priority: Int.max / 2), chunks))
         }
     }
 
-    /// Takes finished alias-ahead and deeper prefetch jobs off their lists (an error there is met
+    /// Takes finished background jobs off the list (an error there is met
     /// again by the request's own step, which maps what is missing).
     private func collectBackgroundJobs() {
         guard let mapper else { return }
-        deepPrefetchJobs.removeAll { ticket in
-            guard mapper.isDone(ticket) else { return false }
-            try? mapper.wait(ticket)
-            return true
-        }
-        aliasAheadJobs.removeAll { job in
+        backgroundJobs.removeAll { job in
             guard mapper.isDone(job.ticket) else { return false }
             try? mapper.wait(job.ticket)
             return true
@@ -678,7 +672,7 @@ public final class Engine: @unchecked Sendable {
                             stats: inout EngineStatistics) -> [(id: RequestID, tokens: Int)] {
         guard let prefixCache, storage.virtualCache != nil, options.aliasAheadChunks > 0 else { return [] }
         // Chunks still queued for earlier aliases (finished jobs were collected this step).
-        var queued = aliasAheadJobs.reduce(0) { $0 + $1.chunks }
+        var queued = backgroundJobs.reduce(0) { $0 + $1.aliasChunks }
         var targets: [(id: RequestID, tokens: Int)] = []
         var looked = 0
         for sequence in candidates where !sequence.hasKV {
