@@ -21,3 +21,16 @@ start_summary() {
   echo "binary built from $(cat gpu-bin/COMMIT 2>/dev/null || echo '?')" | tee "$out/summary.txt"
   nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm,clocks.mem --format=csv >> "$out/summary.txt" 2>&1
 }
+
+# Runs a step of a GPU script: run NAME TIMEOUT_SECONDS COMMAND...; its output goes to
+# $out/NAME.txt, and a line with its exit status and seconds to $out/rcs.txt (and the terminal).
+# Returns the command's status. (gpu-decode-variants.sh defines a run of its own.)
+run() {
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$out/$name.txt" 2>&1; local rc=$?
+  echo "$name: rc=$rc, $(( $(date +%s) - t0 )) s" | tee -a "$out/rcs.txt"
+  return $rc
+}
+# The dummy Llama-3-8B the engine benchmarks run.
+dummy=(--backend cuda --load-format dummy --model llama-3-8b)

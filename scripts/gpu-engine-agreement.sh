@@ -9,12 +9,6 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
-run() {  # name, timeout seconds, command...
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$out/$name.txt" 2>&1; local rc=$?
-  echo "$name: rc=$rc, $(( $(date +%s) - t0 )) s" >> "$out/rcs.txt"
-}
 PYTHONUNBUFFERED=1 run train 240 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
 tiny=(--model /tmp/tiny --prompts /tmp/tiny/prompts.json)
 run trained-batched 240 "$bin" dev engine --backend cuda "${tiny[@]}" --json-out "$out/trained-batched.json"

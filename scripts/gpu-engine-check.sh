@@ -45,14 +45,6 @@ cd "$(dirname "$0")/.."
 start_summary
 quick=${2:-}
 
-run() {  # name, timeout seconds, command...
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$out/$name.txt" 2>&1; local rc=$?
-  echo "$name: rc=$rc, $(( $(date +%s) - t0 )) s" >> "$out/rcs.txt"
-  return $rc
-}
-dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 # The trained tiny model and 24 prompts sharing 600-token stems (/tmp/tiny/shared.json), for the
 # prefix cache's checks against each request alone.
 train_with_shared_prompts() {

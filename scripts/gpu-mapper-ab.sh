@@ -28,14 +28,6 @@ if [ -f gpu-pack-base/vtensor.xz ]; then
   echo "base binary: $(cat gpu-pack-base/COMMIT)" | tee -a "$out/summary.txt"
 fi
 
-run() {  # name, timeout seconds, command...
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$out/$name.txt" 2>&1; local rc=$?
-  echo "$name: rc=$rc, $(( $(date +%s) - t0 )) s" | tee -a "$out/rcs.txt"
-  return $rc
-}
-dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)
 mtd=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
 

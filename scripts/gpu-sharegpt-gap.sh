@@ -18,14 +18,6 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 
-run() {  # name, timeout seconds, command...
-  local name=$1 limit=$2; shift 2
-  local t0=$(date +%s)
-  timeout "$limit" "$@" > "$out/$name.txt" 2>&1; local rc=$?
-  echo "$name: rc=$rc, $(( $(date +%s) - t0 )) s" | tee -a "$out/rcs.txt"
-  return $rc
-}
-dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 sg=(--dataset sharegpt --num-prompts 1000)
 
 run vmm-launch 120 "$bin" bench vmm --backend cuda --only launch --json-out "$out/vmm-launch.json"
