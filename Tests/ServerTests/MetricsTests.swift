@@ -59,6 +59,20 @@ import Testing
         #expect(config["enable_prefix_caching"] == "False", "\(config)")
     }
 
+    /// Under `--api-key`, `bench serve` sends `OPENAI_API_KEY` with every request it makes: the
+    /// completions, the model lookup at /v1/models (no --model given) and the reset.
+    @Test func benchServeSendsTheKeyEverywhere() throws {
+        let keyed = try ServerProcess(arguments: ["--served-model-name", "smol", "--api-key", "k3y"])
+        defer { keyed.kill() }
+        let arguments = ["bench", "serve", "--base-url", keyed.base, "--tokenizer", "embedded", "--num-prompts", "2", "--random-input-len", "8",
+                         "--random-output-len", "2", "--reset-prefix-cache", "--no-progress"]
+        let run = try ServerProcess.vtensor(arguments, environment: ["OPENAI_API_KEY": "k3y"])
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("model \"smol\""), "the model should come from /v1/models: \(run.output)")
+        #expect(!run.output.contains("reset_prefix_cache did not answer"), "\(run.output)")
+        #expect(run.output.contains(/successful requests +2\n/) && !run.output.contains("HTTP 401"), "\(run.output)")
+    }
+
     /// `bench serve --reset-prefix-cache` resets before each run, and says so when the server refuses.
     @Test func benchServeResetsBeforeEachRun() throws {
         let arguments = ["bench", "serve", "--tokenizer", "embedded", "--num-prompts", "2", "--random-input-len", "8",

@@ -155,16 +155,19 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Runs the built `vtensor` with `arguments`; returns its combined output and exit status.
-    static func vtensor(_ arguments: [String]) throws -> (output: String, status: Int32) {
-        try run(try executable(), arguments)
+    static func vtensor(_ arguments: [String], environment: [String: String] = [:]) throws -> (output: String, status: Int32) {
+        try run(try executable(), arguments, environment: environment)
     }
 
-    /// Runs `executable` to its end (in `directory`, if given); returns its combined output and exit status.
-    static func run(_ executable: String, _ arguments: [String], in directory: URL? = nil) throws -> (output: String, status: Int32) {
+    /// Runs `executable` to its end (in `directory`, if given, with `environment` added to this
+    /// process's); returns its combined output and exit status.
+    static func run(_ executable: String, _ arguments: [String], in directory: URL? = nil,
+                    environment: [String: String] = [:]) throws -> (output: String, status: Int32) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if let directory { process.currentDirectoryURL = directory }
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe

@@ -93,10 +93,17 @@ struct ServeClient: Sendable {
     }
 
     private var head: HTTPRequestHead {
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: address.pathPrefix + endpoint.rawValue)
-        head.headers.add(name: "Host", value: address.hostHeader)
+        var head = requestHead(.POST, endpoint.rawValue)
         head.headers.add(name: "Content-Type", value: "application/json")
         head.headers.add(name: "Accept", value: "text/event-stream")
+        return head
+    }
+
+    /// A request to `path` with the host and, when `OPENAI_API_KEY` is set, the key (as the
+    /// `openai` client sends it; a server under `--api-key` wants it on every /v1 route).
+    private func requestHead(_ method: HTTPMethod, _ path: String) -> HTTPRequestHead {
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: address.pathPrefix + path)
+        head.headers.add(name: "Host", value: address.hostHeader)
         if let key = ProcessInfo.processInfo.environment["OPENAI_API_KEY"], !key.isEmpty {
             head.headers.add(name: "Authorization", value: "Bearer \(key)")
         }
@@ -175,12 +182,8 @@ struct ServeClient: Sendable {
     func resetPrefixCache() async -> Bool {
         guard let connection = try? await StreamingConnection.connect(to: address, group: pool.group) else { return false }
         defer { connection.close() }
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: address.pathPrefix + "/reset_prefix_cache")
-        head.headers.add(name: "Host", value: address.hostHeader)
+        var head = requestHead(.POST, "/reset_prefix_cache")
         head.headers.add(name: "Content-Length", value: "0")
-        if let key = ProcessInfo.processInfo.environment["OPENAI_API_KEY"], !key.isEmpty {
-            head.headers.add(name: "Authorization", value: "Bearer \(key)")
-        }
         return await connection.fetch(head: head, timeout: .seconds(30)) != nil
     }
 
@@ -189,9 +192,8 @@ struct ServeClient: Sendable {
     func firstModel() async -> String? {
         guard let connection = try? await StreamingConnection.connect(to: address, group: pool.group) else { return nil }
         defer { connection.close() }
-        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: address.pathPrefix + "/v1/models")
-        head.headers.add(name: "Host", value: address.hostHeader)
-        return await connection.fetch(head: head, timeout: .seconds(30)).flatMap { body in
+        // (With the key: /v1/models is behind --api-key like the rest of /v1.)
+        return await connection.fetch(head: requestHead(.GET, "/v1/models"), timeout: .seconds(30)).flatMap { body in
             guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
                   let data = object["data"] as? [[String: Any]] else { return nil }
             return data.first?["id"] as? String
