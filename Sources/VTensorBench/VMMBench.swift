@@ -294,28 +294,29 @@ struct VMMBench {
         try mapper.wait(ticket)
         let second = try memory.makeTensor(bytes: n * chunk)
         ticket = mapper.submit([(second, n)])
-        // Copies timed over the whole mapping, not one: the median of many says what a kernel
-        // under page-table changes costs, beyond the noise of a single timing.
-        var mapCopies: [Double] = []
-        while !mapper.isDone(ticket) && mapCopies.count < 500 { mapCopies.append(try timeCopy()) }
-        if mapCopies.isEmpty { mapCopies.append(try timeCopy()) }
-        let copyBusy = mapCopies.sorted()[mapCopies.count / 2]
+        // Copies timed over a whole window of the mapper's work, not one: the median of many says
+        // what a kernel under page-table changes costs, beyond the noise of a single timing.
+        func copiesWhile(_ busy: () -> Bool) throws -> (median: Double?, count: Int) {
+            var times: [Double] = []
+            while busy() && times.count < 500 { times.append(try timeCopy()) }
+            return (times.isEmpty ? nil : times.sorted()[times.count / 2], times.count)
+        }
+        let mapping = try copiesWhile { !mapper.isDone(ticket) }
+        let copyBusy = try mapping.median ?? timeCopy()
         try mapper.wait(ticket)
         // Does unmapping slow a running kernel? Both tensors freed, the mapper's idle loop unmaps
         // their chunks (page-table changes) while copies run; timed until it is done.
         let mappedBefore = memory.poolCounts.inUse
         try memory.free(first)
         try memory.free(second)
-        var unmapCopies: [Double] = []
-        while memory.poolCounts.inUse > 0 && unmapCopies.count < 500 { unmapCopies.append(try timeCopy()) }
+        let unmapping = try copiesWhile { memory.poolCounts.inUse > 0 }
         let unmappedMeanwhile = mappedBefore - memory.poolCounts.inUse
         // Does creating physical chunks (no mapping) slow a running kernel? A pool whose reserve is
         // refilled ahead (the low watermark) has its mapper create chunks while idle.
         let creating = min(chunks, 2000)
         let refilled = try VirtualMemory(backend: backend, budget: .bytes((creating + 8) * chunk), lowWatermark: creating, highWatermark: creating)
         let creator = AsyncMapper(memory: refilled, threadSetup: threadSetup(for: device))
-        var createCopies: [Double] = []
-        while refilled.poolCounts.inReserve < creating && createCopies.count < 500 { createCopies.append(try timeCopy()) }
+        let creatingCopies = try copiesWhile { refilled.poolCounts.inReserve < creating }
         let createdMeanwhile = refilled.poolCounts.inReserve
         creator.shutdown()
         _ = try refilled.trim(to: 0)
@@ -348,10 +349,9 @@ struct VMMBench {
         let mapIdle = try mapTimes(duringKernel: false)
         let mapBusy = try mapTimes(duringKernel: true)
         return LaunchInterference(idle: Percentiles(idle), whileMapping: Percentiles(busy), chunksMappedMeanwhile: n,
-                                  copyMillisIdle: copyIdle, copyMillisWhileMapping: copyBusy, copiesWhileMapping: mapCopies.count,
-                                  copyMillisWhileUnmapping: unmapCopies.isEmpty ? nil : unmapCopies.sorted()[unmapCopies.count / 2],
-                                  chunksUnmappedMeanwhile: unmappedMeanwhile,
-                                  copyMillisWhileCreating: createCopies.isEmpty ? nil : createCopies.sorted()[createCopies.count / 2],
+                                  copyMillisIdle: copyIdle, copyMillisWhileMapping: copyBusy, copiesWhileMapping: mapping.count,
+                                  copyMillisWhileUnmapping: unmapping.median, chunksUnmappedMeanwhile: unmappedMeanwhile,
+                                  copyMillisWhileCreating: creatingCopies.median,
                                   chunksCreatedMeanwhile: createdMeanwhile,
                                   mapGPUIdle: Percentiles(mapIdle), mapWhileKernelRuns: Percentiles(mapBusy))
     }
