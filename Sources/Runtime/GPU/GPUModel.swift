@@ -427,7 +427,7 @@ public final class GPUModel: @unchecked Sendable {
         }
         nextSerial += 1
         inFlight[serial] = InFlight(draws: pending, marks: marks, previousMarks: previousMarks, operations: recorded,
-                                    takesPrompt: inputs.contains { $0.tokens.count > 1 })
+                                    takesPrompt: profile && inputs.contains { $0.tokens.count > 1 })
         previousMarks = marks
         return QueuedStep(serial: serial, rows: rows.total)
     }
@@ -496,7 +496,7 @@ public final class GPUModel: @unchecked Sendable {
         try stream.synchronize()
         lastStep.waitMs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
         stepTotals.waitMs += lastStep.waitMs
-        try addProfile(recorded, takesPrompt: inputs.contains { $0.tokens.count > 1 })
+        try addProfile(recorded, takesPrompt: profile && inputs.contains { $0.tokens.count > 1 })
         return rows
     }
 
