@@ -28,6 +28,8 @@ public struct EngineFlags: ParsableArguments {
     public var noPrefixCache = false
     @Option(parsing: .unconditional, help: "GPU, virtual tensors: how many steps' worth of waiting requests get their first prompt chunk mapped ahead, while earlier steps compute (default 1: the next step's).")
     public var prefetchSteps: Int?
+    @Option(help: "GPU, virtual tensors: grant access once per run of adjacent chunks the mapper maps together, one cuMemSetAccess over the run (on), or once per chunk (off).")
+    public var accessPerRun: OnOff = .off
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -54,7 +56,7 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumSeqs { options.maxStepRows = maxNumSeqs }
         if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
         options.kvMode = kv
-        options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on)
+        options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on)
         return options
     }
 

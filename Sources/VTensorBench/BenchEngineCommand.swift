@@ -25,6 +25,9 @@ struct BenchEngineCommand: ParsableCommand {
     @Option(help: "The prefix cache (on by default in the engine).") var prefixCache: OnOff = .on
     @Option(help: "shared-prefix: which KV modes to run (vtensor, paged or both, interleaved).") var kv: KVChoice = .both
     enum KVChoice: String, ExpressibleByArgument, CaseIterable { case vtensor, paged, both }
+    @Option(help: "Virtual tensors: access granted once per run of adjacent chunks mapped together (on), once per chunk (off), or, for shared-prefix, both interleaved.")
+    var accessPerRun: AccessChoice = .off
+    enum AccessChoice: String, ExpressibleByArgument, CaseIterable { case on, off, both }
 
     enum Workload: String, ExpressibleByArgument, CaseIterable { case decode, churn, sharedPrefix = "shared-prefix" }
 
@@ -61,6 +64,9 @@ struct BenchEngineCommand: ParsableCommand {
             return n
         }
         guard promptTokens >= 1, steps >= 1 else { throw ValidationError("--prompt-tokens and --steps must be positive") }
+        if accessPerRun == .both && workload != .sharedPrefix {
+            throw ValidationError("--access-per-run both runs the shared-prefix workload only; give on or off")
+        }
         if workload == .churn { return try runChurn(counts) }
         if workload == .sharedPrefix { return try runSharedPrefix() }
         guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
@@ -97,13 +103,14 @@ struct BenchEngineCommand: ParsableCommand {
     /// An engine over the null model with Llama-3-8B's KV shape on host memory (small chunks,
     /// so that address space, not memory, is what a run uses), its budget holding
     /// `requestsHeld` requests of `tokensPerRequest` tokens.
-    private func makeEngine(config: ModelConfig, rows: Int, tokensPerRequest: Int, requestsHeld: Int, paged: Bool = false) throws -> Engine {
+    private func makeEngine(config: ModelConfig, rows: Int, tokensPerRequest: Int, requestsHeld: Int, paged: Bool = false,
+                            perRun: Bool? = nil) throws -> Engine {
         var config = config
         config.maxPositionEmbeddings = tokensPerRequest
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
         let bytes = requestsHeld * (tokensPerRequest + 16) * shape.tokenBytes
         let backend = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
-        let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)))
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)), accessPerRun: perRun ?? (accessPerRun == .on))
         let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
         let storage: KVStorage = paged
             ? .paged(try PagedKVCache(shape: shape, pageTokens: 16, pageCount: bytes / (16 * shape.tokenBytes), maxTokensPerRequest: tokensPerRequest,
@@ -124,11 +131,18 @@ struct BenchEngineCommand: ParsableCommand {
         var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
                           header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate"])
         var results: [Result] = []
+        // The arms: virtual tensors with access granted per chunk and/or per run, then paged.
+        var arms: [(label: String, paged: Bool, perRun: Bool)] = []
+        if kv != .paged {
+            if accessPerRun != .on { arms.append((accessPerRun == .both ? "vtensor, access per chunk" : "vtensor", false, false)) }
+            if accessPerRun != .off { arms.append((accessPerRun == .both ? "vtensor, access per run" : "vtensor", false, true)) }
+        }
+        if kv != .vtensor { arms.append(("paged", true, false)) }
         for round in 0..<3 {
-            for paged in [false, true] where kv == .both || (kv == .paged) == paged {
+            for (label, paged, perRun) in arms {
                 let engine = try makeEngine(config: config, rows: 256,
                                             tokensPerRequest: workload.systemLength + workload.questionLength + workload.outputLength + 8,
-                                            requestsHeld: 2 * requests.count, paged: paged)
+                                            requestsHeld: 2 * requests.count, paged: paged, perRun: perRun)
                 for request in requests { try engine.add(request) }
                 var steps = 0
                 let start = monotonicNanos()
@@ -138,10 +152,10 @@ struct BenchEngineCommand: ParsableCommand {
                 }
                 let seconds = Double(monotonicNanos() - start) / 1e9
                 let hit = engine.statistics.prefixHitRate
-                table.add([paged ? "paged" : "vtensor", "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
+                table.add([label, "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
                            fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%"])
                 results.append(Result(rows: requests.count, medianMs: seconds * 1000 / Double(steps), microsPerRow: 0, addMs: 0,
-                                      workload: paged ? "shared-prefix-paged" : "shared-prefix", prefixCache: prefixCache == .on, prefixHitRate: hit))
+                                      workload: paged ? "shared-prefix-paged" : perRun ? "shared-prefix-access-per-run" : "shared-prefix", prefixCache: prefixCache == .on, prefixHitRate: hit))
             }
         }
         print(table.render())

@@ -73,6 +73,32 @@ struct LaunchInterference: Codable {
     var mapWhileKernelRuns: Percentiles
 }
 
+/// One run length of the access stage: `calls` set-access calls of `runChunks` chunks each over
+/// freshly mapped chunks, and the same chunks unmapped a run per call where the driver takes it.
+struct AccessRunCost: Codable {
+    var runChunks: Int
+    var calls: Int
+    var setAccessPerCall: Percentiles
+    var setAccessMicrosPerChunk: Double
+    /// Per call: one cuMemUnmap over the run (`unmapInOneCall`), or one per chunk of it.
+    var unmapPerCall: Percentiles?
+    var unmapInOneCall: Bool
+}
+
+struct AccessRuns: Codable {
+    var chunks: Int
+    var runs: [AccessRunCost]
+    /// Why the driver would not unmap several mappings in one call, if it would not.
+    var unmapRefusal: String?
+    /// The mapper's mappings/s (warm reserve, 8 tensors), access per chunk and per run, alternated.
+    var mapperPerChunk: [Double]
+    var mapperPerRun: [Double]
+    /// A 256 MiB copy kernel's median ms: idle, and while the mapper maps either way.
+    var copyMillisIdle: Double?
+    var copyMillisMappingPerChunk: Double?
+    var copyMillisMappingPerRun: Double?
+}
+
 struct CopyBandwidth: Codable {
     var bytes: Int
     var mappedTBps: Double
@@ -97,6 +123,7 @@ struct VMMBenchReport: Codable {
     var chunkSize: Int
     var latencies: [OperationLatency]
     var mapper: MapperThroughput?
+    var access: AccessRuns?
     var stepAhead: [StepAheadResult]
     var launch: LaunchInterference?
     var copy: CopyBandwidth?
@@ -120,7 +147,7 @@ struct BenchVMMCommand: ParsableCommand {
     @Option(help: "Chunks for the latency and mapper measurements (default: 2000 on cuda, 256 on cpu).")
     var chunks: Int?
 
-    @Option(help: "Comma-separated stages to run (latency, mapper, steps, launch, copy, layouts); default all.")
+    @Option(help: "Comma-separated stages to run (latency, mapper, access, steps, launch, copy, layouts); default all.")
     var only: String?
 
     @Option(help: "Decode steps for the step-ahead measurement.")
@@ -159,6 +186,26 @@ struct BenchVMMCommand: ParsableCommand {
             mapper.add(["per-chunk latency p50 / p99 (us)", "\(fixed(m.p50Micros, 1)) / \(fixed(m.p99Micros, 1))"])
             for t in m.threadedRates {
                 mapper.add(["raw driver mappings/s, \(t.threads) thread(s)\(t.reverseOrder ? ", reverse order" : "")", fixed(t.mappingsPerSecond, 0)])
+            }
+            out += mapper.render() + "\n"
+        }
+        if let a = r.access {
+            var runs = Table(title: "Access granted per run of adjacent chunks (\(a.chunks) chunks, us)",
+                             header: ["run (chunks)", "set access p50 / call", "p99", "us a chunk", "unmap p50 / call", "unmap"])
+            for c in a.runs {
+                runs.add(["\(c.runChunks)", fixed(c.setAccessPerCall.p50Micros, 1), fixed(c.setAccessPerCall.p99Micros, 1),
+                          fixed(c.setAccessMicrosPerChunk, 2), c.unmapPerCall.map { fixed($0.p50Micros, 1) } ?? "-",
+                          c.unmapInOneCall ? "one call" : "per chunk"])
+            }
+            out += runs.render() + "\n"
+            if let refusal = a.unmapRefusal { out += "unmap over several mappings refused: \(refusal)\n\n" }
+            var mapper = Table(title: "Mapper with access per chunk and per run (mappings/s, alternated)", header: ["access", "runs"])
+            mapper.add(["per chunk", a.mapperPerChunk.map { fixed($0, 0) }.joined(separator: " / ")])
+            mapper.add(["per run", a.mapperPerRun.map { fixed($0, 0) }.joined(separator: " / ")])
+            if let idle = a.copyMillisIdle {
+                mapper.add(["copy kernel ms: idle", fixed(idle, 3)])
+                mapper.add(["copy kernel ms: mapper mapping, access per chunk", a.copyMillisMappingPerChunk.map { fixed($0, 3) } ?? "-"])
+                mapper.add(["copy kernel ms: mapper mapping, access per run", a.copyMillisMappingPerRun.map { fixed($0, 3) } ?? "-"])
             }
             out += mapper.render() + "\n"
         }

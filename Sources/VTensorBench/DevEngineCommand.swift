@@ -35,6 +35,8 @@ struct DevEngineCommand: ParsableCommand {
     var kv: KVMode = .vtensor
     @Option(help: "Batched run, GPU: decode steps replayed from CUDA graphs per padded batch size (on) or launched kernel by kernel (off); the alone runs launch directly. The CPU has no graphs.")
     var cudaGraphs: OnOff = .on
+    @Option(help: "Batched run, GPU, virtual tensors: access granted once per run of adjacent chunks mapped together (on) or once per chunk (off).")
+    var accessPerRun: OnOff = .off
 
     static let config: ModelConfig = {
         let json = """
@@ -69,12 +71,12 @@ struct DevEngineCommand: ParsableCommand {
         }
         let config = weights.config
         // 8 layers x 2 KV heads x 64 x 2 (K, V): 4 KiB a token on the GPU (bf16), 512 tokens a 2 MiB chunk.
-        func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor, graphs: Bool = false) throws -> any LanguageModel {
+        func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor, graphs: Bool = false, perRun: Bool = false) throws -> any LanguageModel {
             switch kind {
             case .cuda:
                 return try GPUModel(config: config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
                                     maxBatchTokens: 1024, maxLogitRows: 64, maxTokensPerSequence: 2048,
-                                    options: GPUModel.Options(cudaGraphs: graphs), kvMode: kvMode)
+                                    options: GPUModel.Options(cudaGraphs: graphs, accessPerRun: perRun), kvMode: kvMode)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
                 return try CPUModel(weights: weights, kvBudgetBytes: (2 * kvChunks) << 21, maxTokensPerSequence: 2048)
@@ -90,7 +92,7 @@ struct DevEngineCommand: ParsableCommand {
 
         // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
         if kv == .paged && kind != .cuda { throw ValidationError("--kv paged runs on the GPU only") }
-        let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv, graphs: cudaGraphs == .on)
+        let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv, graphs: cudaGraphs == .on, perRun: accessPerRun == .on)
         let engine = try Engine(model: batchedModel, tokenizer: nil, eosTokenIds: [],
                                 options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
                                                        asyncMapping: batchedModel.computesAsynchronously, pipelineSteps: pipelineSteps == .on))

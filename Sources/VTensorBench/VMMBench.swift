@@ -11,7 +11,7 @@ struct VMMBench {
     let steps: Int
     let log: Bool
     let stages: Set<String>
-    static let allStages = ["latency", "mapper", "steps", "launch", "copy", "layouts"]
+    static let allStages = ["latency", "mapper", "access", "steps", "launch", "copy", "layouts"]
     var gpu: CUDAWork? { device as? CUDAWork }
     var backend: any MemoryBackend { device.backend }
     var chunk: Int { backend.chunkSize }
@@ -28,12 +28,13 @@ struct VMMBench {
         }
         let latencies = try stage("latency", "measuring per-chunk driver calls (\(chunks) chunks)...") { try measureLatencies() } ?? []
         let mapper = try stage("mapper", "measuring the asynchronous mapper...") { try measureMapper() }
+        let access = try stage("access", "measuring access granted per run of chunks...") { try measureAccessRuns() }
         let stepAhead = try stage("steps", "measuring step-ahead waits (\(steps) steps)...") { try measureStepAhead() } ?? []
         let launch = try gpu.flatMap { gpu in try stage("launch", "measuring kernel launches while mapping...") { try measureLaunches(gpu) } }
         let copy = try stage("copy", "measuring copy bandwidth...") { try measureCopy() }
         let layouts = try stage("layouts", "measuring KV layout read bandwidth...") { try measureLayouts() }
         return VMMBenchReport(date: todayUTC(), backend: backend.name, device: device.name, chunkSize: chunk,
-                              latencies: latencies, mapper: mapper, stepAhead: stepAhead, launch: launch,
+                              latencies: latencies, mapper: mapper, access: access, stepAhead: stepAhead, launch: launch,
                               copy: copy, layoutShape: layouts?.0 ?? "", layouts: layouts?.1 ?? [])
     }
 
@@ -59,25 +60,29 @@ struct VMMBench {
 
     // MARK: Mapper throughput
 
+    /// Mappings a second of the asynchronous mapper filling 8 tensors of `chunks / 8` chunks, from
+    /// a warm reserve or creating every chunk.
+    func mapperRate(warm: Bool, reuseOrder: ChunkReuseOrder = .default, accessPerRun: Bool = false) throws -> (Double, MapperStatistics) {
+        let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 8) * chunk),
+                                       lowWatermark: warm ? chunks : 0, highWatermark: chunks, reuseOrder: reuseOrder,
+                                       accessPerRun: accessPerRun)
+        if warm { try memory.replenish() }
+        let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
+        defer { mapper.shutdown() }
+        let parts = 8
+        let tensors = try (0..<parts).map { _ in try memory.makeTensor(bytes: (chunks / parts) * chunk) }
+        let start = monotonicNanos()
+        let tickets = tensors.map { mapper.submit([($0, $0.chunkCount)]) }
+        for t in tickets { try mapper.wait(t) }
+        let seconds = Double(monotonicNanos() - start) / 1e9
+        let mapped = tensors.reduce(0) { $0 + $1.chunkCount }
+        return (Double(mapped) / seconds, mapper.statistics)
+    }
+
     func measureMapper() throws -> MapperThroughput {
-        func rate(warm: Bool, reuseOrder: ChunkReuseOrder = .default) throws -> (Double, MapperStatistics) {
-            let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 8) * chunk),
-                                           lowWatermark: warm ? chunks : 0, highWatermark: chunks, reuseOrder: reuseOrder)
-            if warm { try memory.replenish() }
-            let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
-            defer { mapper.shutdown() }
-            let parts = 8
-            let tensors = try (0..<parts).map { _ in try memory.makeTensor(bytes: (chunks / parts) * chunk) }
-            let start = monotonicNanos()
-            let tickets = tensors.map { mapper.submit([($0, $0.chunkCount)]) }
-            for t in tickets { try mapper.wait(t) }
-            let seconds = Double(monotonicNanos() - start) / 1e9
-            let mapped = tensors.reduce(0) { $0 + $1.chunkCount }
-            return (Double(mapped) / seconds, mapper.statistics)
-        }
-        let (warm, stats) = try rate(warm: true)
-        let (cold, _) = try rate(warm: false)
-        let (newestFirst, _) = try rate(warm: true, reuseOrder: .newestFirst)
+        let (warm, stats) = try mapperRate(warm: true)
+        let (cold, _) = try mapperRate(warm: false)
+        let (newestFirst, _) = try mapperRate(warm: true, reuseOrder: .newestFirst)
         var threaded = try [1, 2, 4].map { ThreadedRate(threads: $0, mappingsPerSecond: try rawThreadedRate(threads: $0)) }
         // Does mapping physical chunks in the reverse of their creation order (what a pool that
         // hands out its newest chunk first does) cost the driver more?
@@ -271,16 +276,9 @@ struct VMMBench {
             try gpu.stream.synchronize()
             return samples
         }
-        let copyBytes = 256 << 20
-        let source = try DeviceBuffer(context: gpu.context, bytes: copyBytes)
-        let target = try DeviceBuffer(context: gpu.context, bytes: copyBytes)
-        try gpu.fill(source.address, words: copyBytes / 4, seed: 5)
-        func timeCopy() throws -> Double {
-            try timeGPU(gpu, reps: 10) {
-                try gpu.kernels.copy(from: source.address, to: target.address, bytes: copyBytes,
-                                     multiprocessors: gpu.context.device.multiprocessorCount, stream: gpu.stream)
-            }
-        }
+        let probe = try CopyProbe(bench: self, gpu: gpu)
+        func timeCopy() throws -> Double { try probe.time() }
+        func copiesWhile(_ busy: () -> Bool) throws -> (median: Double?, count: Int) { try probe.median(while: busy) }
         let idle = try launchSamples(until: { false }, max: launches)
         let copyIdle = try timeCopy()
 
@@ -294,13 +292,6 @@ struct VMMBench {
         try mapper.wait(ticket)
         let second = try memory.makeTensor(bytes: n * chunk)
         ticket = mapper.submit([(second, n)])
-        // Copies timed over a whole window of the mapper's work, not one: the median of many says
-        // what a kernel under page-table changes costs, beyond the noise of a single timing.
-        func copiesWhile(_ busy: () -> Bool) throws -> (median: Double?, count: Int) {
-            var times: [Double] = []
-            while busy() && times.count < 500 { times.append(try timeCopy()) }
-            return (times.isEmpty ? nil : times.sorted()[times.count / 2], times.count)
-        }
         let mapping = try copiesWhile { !mapper.isDone(ticket) }
         let copyBusy = try mapping.median ?? timeCopy()
         try mapper.wait(ticket)
@@ -354,6 +345,121 @@ struct VMMBench {
                                   copyMillisWhileCreating: creatingCopies.median,
                                   chunksCreatedMeanwhile: createdMeanwhile,
                                   mapGPUIdle: Percentiles(mapIdle), mapWhileKernelRuns: Percentiles(mapBusy))
+    }
+
+    /// A 256 MiB copy kernel timed on the GPU while something else goes on: what a kernel under
+    /// page-table changes costs.
+    struct CopyProbe {
+        let bench: VMMBench
+        let gpu: CUDAWork
+        let bytes = 256 << 20
+        let source: DeviceBuffer
+        let target: DeviceBuffer
+
+        init(bench: VMMBench, gpu: CUDAWork) throws {
+            self.bench = bench
+            self.gpu = gpu
+            source = try DeviceBuffer(context: gpu.context, bytes: bytes)
+            target = try DeviceBuffer(context: gpu.context, bytes: bytes)
+            try gpu.fill(source.address, words: bytes / 4, seed: 5)
+        }
+
+        /// One timing: the median of 10 copies.
+        func time() throws -> Double {
+            try bench.timeGPU(gpu, reps: 10) {
+                try gpu.kernels.copy(from: source.address, to: target.address, bytes: bytes,
+                                     multiprocessors: gpu.context.device.multiprocessorCount, stream: gpu.stream)
+            }
+        }
+
+        /// Timings over a whole window of other work, not one: the median of many says what a
+        /// kernel under page-table changes costs, beyond the noise of a single timing.
+        func median(while busy: () -> Bool) throws -> (median: Double?, count: Int) {
+            var times: [Double] = []
+            while busy() && times.count < 500 { times.append(try time()) }
+            return (times.isEmpty ? nil : times.sorted()[times.count / 2], times.count)
+        }
+    }
+
+    // MARK: Access granted per run of chunks
+
+    /// What one `cuMemSetAccess` (and one `cuMemUnmap`) over a run of adjacent mapped chunks
+    /// costs against one per chunk; the mapper's rate with access per run against per chunk; and
+    /// a copy kernel's time while the mapper maps either way.
+    func measureAccessRuns() throws -> AccessRuns {
+        let n = max(128, min(chunks, 1024) / 128 * 128)
+        let base = try backend.reserve(bytes: n * chunk)
+        let made = try (0..<n).map { _ in try backend.createChunk() }
+        defer {
+            for i in 0..<n { try? backend.unmap(at: base + UInt64(i * chunk)) }
+            for c in made { try? backend.releaseChunk(c) }
+            try? backend.releaseReservation(base: base, bytes: n * chunk)
+        }
+        var costs: [AccessRunCost] = []
+        // Does the driver unmap a range that spans several mappings in one call? Asked once, on
+        // the first run longer than a chunk; per chunk after a refusal.
+        var unmapRefusal: String?
+        for run in [1, 2, 8, 32, 128] {
+            for (i, c) in made.enumerated() { try backend.map(c, at: base + UInt64(i * chunk)) }
+            var access: [UInt64] = []
+            for start in stride(from: 0, to: n, by: run) {
+                let t = monotonicNanos()
+                try backend.setAccess(at: base + UInt64(start * chunk), bytes: run * chunk)
+                access.append(monotonicNanos() - t)
+            }
+            var unmap: [UInt64] = []
+            for start in stride(from: 0, to: n, by: run) {
+                let address = base + UInt64(start * chunk)
+                if run > 1, unmapRefusal == nil, let gpu {
+                    let t = monotonicNanos()
+                    do {
+                        try gpu.context.makeCurrent()
+                        try gpu.context.driver.unmap(address: address, size: run * chunk)
+                        unmap.append(monotonicNanos() - t)
+                        continue
+                    } catch {
+                        unmapRefusal = "\(error)"
+                        say("  the driver refused to unmap \(run) chunks in one call: \(error)")
+                    }
+                }
+                let t = monotonicNanos()
+                for i in start..<(start + run) { try backend.unmap(at: base + UInt64(i * chunk)) }
+                if run == 1 || unmapRefusal != nil || gpu == nil { unmap.append(monotonicNanos() - t) }
+            }
+            let accessLatency = Percentiles(access)
+            costs.append(AccessRunCost(runChunks: run, calls: access.count, setAccessPerCall: accessLatency,
+                                       setAccessMicrosPerChunk: accessLatency.meanMicros / Double(run),
+                                       unmapPerCall: unmap.count == access.count ? Percentiles(unmap) : nil,
+                                       unmapInOneCall: run == 1 || (gpu != nil && unmapRefusal == nil)))
+        }
+        // The mapper, each way, alternated.
+        var perChunk: [Double] = [], perRun: [Double] = []
+        for _ in 0..<2 {
+            perChunk.append(try mapperRate(warm: true, accessPerRun: false).0)
+            perRun.append(try mapperRate(warm: true, accessPerRun: true).0)
+        }
+        var copies: (idle: Double, perChunk: Double?, perRun: Double?)?
+        if let gpu {
+            let probe = try CopyProbe(bench: self, gpu: gpu)
+            func whileMapping(perRun: Bool) throws -> Double? {
+                let count = min(chunks * 2, 4000) / 8 * 8
+                let memory = try VirtualMemory(backend: backend, budget: .bytes((count + 8) * chunk), lowWatermark: count, highWatermark: count,
+                                               accessPerRun: perRun)
+                try memory.replenish()
+                let mapper = AsyncMapper(memory: memory, threadSetup: threadSetup(for: device))
+                defer { mapper.shutdown() }
+                let tensors = try (0..<8).map { _ in try memory.makeTensor(bytes: count / 8 * chunk) }
+                let tickets = tensors.map { mapper.submit([($0, $0.chunkCount)]) }
+                let median = try probe.median(while: { !tickets.allSatisfy(mapper.isDone) }).median
+                for t in tickets { try mapper.wait(t) }
+                return median
+            }
+            let idle = try probe.time()
+            copies = (idle, try whileMapping(perRun: false), try whileMapping(perRun: true))
+        }
+        return AccessRuns(chunks: n, runs: costs, unmapRefusal: unmapRefusal,
+                          mapperPerChunk: perChunk, mapperPerRun: perRun,
+                          copyMillisIdle: copies?.idle, copyMillisMappingPerChunk: copies?.perChunk, copyMillisMappingPerRun: copies?.perRun)
     }
 
     /// Median milliseconds of `body` over `reps` runs, timed with CUDA events after one warm-up.

@@ -41,9 +41,9 @@ final class FakeModel: LanguageModel {
 
     /// A KV cache on host memory with `chunkBytes` chunks (4 KiB: 8 tokens a chunk) and a budget of `budgetChunks`.
     static func cache(config: ModelConfig, chunkBytes: Int = 4096, budgetChunks: Int, maxTokens: Int, guardTokens: Int = 0,
-                      ordersWork: Bool = false) throws -> KVCache {
+                      ordersWork: Bool = false, accessPerRun: Bool = false) throws -> KVCache {
         let backend = try HostBackend(chunkSize: chunkBytes, capacityBytes: chunkBytes * (budgetChunks + 8), ordersWork: ordersWork)
-        let memory = try VirtualMemory(backend: backend, budget: .bytes(chunkBytes * budgetChunks), lowWatermark: 0)
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(chunkBytes * budgetChunks), lowWatermark: 0, accessPerRun: accessPerRun)
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .fp32)
         return try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens, guardTokens: guardTokens)
     }
@@ -52,8 +52,9 @@ final class FakeModel: LanguageModel {
     ///   (host memory) instead of virtual tensors.
     /// - Parameter ordersWork: the host backend models one ordered stream (retiring mappings
     ///   are taken back into use, as on CUDA).
+    /// - Parameter accessPerRun: the memory manager grants access once per run of chunks.
     init(context: Int, budgetChunks: Int, samplesOnDevice: Bool = false, queuesSteps: Bool = false, guardTokens: Int = 0,
-         pagedPages: Int? = nil, ordersWork: Bool = false) throws {
+         pagedPages: Int? = nil, ordersWork: Bool = false, accessPerRun: Bool = false) throws {
         config = try Self.config(context: context)
         if let pagedPages {
             let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .fp32)
@@ -63,7 +64,7 @@ final class FakeModel: LanguageModel {
             pagedPool!.initializeMemory(as: UInt8.self, repeating: 0xEE, count: paged.poolBytes)
         } else {
             kvStorage = .virtual(try Self.cache(config: config, budgetChunks: budgetChunks, maxTokens: context, guardTokens: guardTokens,
-                                                ordersWork: ordersWork))
+                                                ordersWork: ordersWork, accessPerRun: accessPerRun))
         }
         self.samplesOnDevice = samplesOnDevice || queuesSteps
         self.queuesSteps = queuesSteps

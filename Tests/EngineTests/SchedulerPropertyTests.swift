@@ -51,7 +51,7 @@ struct TestRandom: RandomNumberGenerator {
         // Paged: as many 4-token pages as the chunks (8 tokens) would hold, plus some.
         let model = try FakeModel(context: context, budgetChunks: budgetChunks, samplesOnDevice: trial.mode == .device,
                                   queuesSteps: trial.mode == .queued, pagedPages: trial.paged ? 2 * budgetChunks + 1 : nil,
-                                  ordersWork: trial.seed % 2 == 1)
+                                  ordersWork: trial.seed % 2 == 1, accessPerRun: trial.seed % 3 == 0)
         let pageCount = 2 * budgetChunks + 1
         var options = EngineOptions(maxNumSeqs: Int.random(in: 1...8, using: &random),
                                     maxNumBatchedTokens: [1, 2, 3, 7, 16, 64, 512][Int.random(in: 0..<7, using: &random)],

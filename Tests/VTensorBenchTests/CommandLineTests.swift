@@ -32,4 +32,13 @@ import Testing
         let defaults = try EngineFlags.parse([])
         #expect(defaults.kv == .vtensor && defaults.pipelineSteps == .on)
     }
+
+    /// `--access-per-run` reaches the GPU model's options (off unless asked for).
+    @Test func accessPerRunReachesTheModelOptions() throws {
+        let on = try EngineFlags.parse(["--access-per-run", "on"]).runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false)
+        #expect(on.gpu.accessPerRun)
+        let off = try EngineFlags.parse([]).runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false)
+        #expect(!off.gpu.accessPerRun)
+        #expect(message(EngineFlags.self, ["--access-per-run", "yes"]) != nil)
+    }
 }

@@ -17,10 +17,11 @@ import Testing
         var ticket: MapTicket?
     }
 
-    @Test(arguments: [false, true])
-    func randomWorkAgainstAMapperGrowingTheSameTensors(ordersWork: Bool) throws {
+    /// `accessPerRun`: the mapper grants access once per run of adjacent chunks.
+    @Test(arguments: [false, true], [false, true])
+    func randomWorkAgainstAMapperGrowingTheSameTensors(ordersWork: Bool, accessPerRun: Bool) throws {
         let host = try HostBackend(chunkSize: testChunk, capacityBytes: 8192 * testChunk, ordersWork: ordersWork)
-        let counts = try run(host, seed: ordersWork ? 7 : 11)
+        let counts = try run(host, seed: (ordersWork ? 7 : 11) + (accessPerRun ? 100 : 0), accessPerRun: accessPerRun)
         // The manager gone (its copy-on-write scratch range too), the device holds nothing.
         #expect(host.census() == .init(liveChunks: 0, mappings: 0, reservations: 0))
         // The run did what it is for. How many frees land while the mapper still maps depends on
@@ -29,8 +30,9 @@ import Testing
         #expect(counts["handed over", default: 0] > 50 && counts["aliased", default: 0] > 200 && counts["leases", default: 0] > 50, "\(counts)")
     }
 
-    func run(_ host: HostBackend, seed: UInt64) throws -> [String: Int] {
-        let memory = try makeMemory(host, budgetChunks: 8192, low: 8, high: 24)
+    func run(_ host: HostBackend, seed: UInt64, accessPerRun: Bool) throws -> [String: Int] {
+        let memory = try VirtualMemory(backend: host, budget: .bytes(8192 * testChunk), lowWatermark: 8, highWatermark: 24,
+                                       accessPerRun: accessPerRun)
         let mapper = AsyncMapper(memory: memory, sliceChunks: 8)
         var rng = SplitMix64(seed: seed)
         func pick(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }

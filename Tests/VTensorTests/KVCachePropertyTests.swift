@@ -25,7 +25,7 @@ struct PropertyRun {
     var stats: [String: Int] = [:]
 
     init(layout: KVLayoutKind, seed: UInt64, faultRate: Double, useMapper: Bool, guardTokens: Int = 0,
-         reuseOrder: ChunkReuseOrder = .newestFirst) throws {
+         reuseOrder: ChunkReuseOrder = .newestFirst, accessPerRun: Bool = false) throws {
         host = try HostBackend(chunkSize: testChunk, capacityBytes: 1024 * testChunk)
         if faultRate > 0 {
             let faulty = FaultInjectingBackend(wrapping: host, seed: seed ^ 0x5EED)
@@ -35,7 +35,7 @@ struct PropertyRun {
             backend = host
         }
         memory = try VirtualMemory(backend: backend, budget: .bytes(160 * testChunk), lowWatermark: 3, highWatermark: 10,
-                                   reuseOrder: reuseOrder)
+                                   reuseOrder: reuseOrder, accessPerRun: accessPerRun)
         // 2 layers x 2 heads x 8 dims x fp32: 64 bytes per layer-token, 256 per token.
         // Chunks hold 64 tokens per range (per-layer) or 16 (per-token, blocked).
         cache = try KVCache(shape: KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32), layout: layout,
@@ -199,9 +199,10 @@ struct PropertyRun {
         #expect(run.stats["fork", default: 0] > 20)
     }
 
-    @Test(arguments: layouts)
-    func injectedFailuresReachOnlyTheFailingRequest(layout: KVLayoutKind) throws {
-        var run = try PropertyRun(layout: layout, seed: 0xFA17, faultRate: 0.03, useMapper: false)
+    /// Also with access granted per run of chunks, where a failed set access undoes a whole run.
+    @Test(arguments: layouts, [false, true])
+    func injectedFailuresReachOnlyTheFailingRequest(layout: KVLayoutKind, accessPerRun: Bool) throws {
+        var run = try PropertyRun(layout: layout, seed: 0xFA17, faultRate: 0.03, useMapper: false, accessPerRun: accessPerRun)
         for i in 0..<2000 {
             try run.step()
             run.verifyAccounting()
@@ -213,8 +214,10 @@ struct PropertyRun {
         #expect(run.stats["fork failed", default: 0] + run.stats["add failed", default: 0] > 0)
     }
 
-    @Test func throughTheAsyncMapperWithGuardTokens() throws {
-        var run = try PropertyRun(layout: .perToken, seed: 77, faultRate: 0, useMapper: true, guardTokens: 5, reuseOrder: .oldestFirst)
+    @Test(arguments: [false, true])
+    func throughTheAsyncMapperWithGuardTokens(accessPerRun: Bool) throws {
+        var run = try PropertyRun(layout: .perToken, seed: 77, faultRate: 0, useMapper: true, guardTokens: 5, reuseOrder: .oldestFirst,
+                                  accessPerRun: accessPerRun)
         for i in 0..<1500 {
             try run.step()
             run.verifyAccounting()

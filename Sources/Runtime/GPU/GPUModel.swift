@@ -106,12 +106,16 @@ public final class GPUModel: @unchecked Sendable {
         /// Decode attention reads one table of layer-0 K/V bases with a per-layer offset (where
         /// the layout puts layers at fixed offsets), instead of a table per layer.
         public let sharedDecodeTable: Bool
+        /// Virtual-tensor KV: grant access once per run of adjacent chunks the mapper maps
+        /// together (`VirtualMemory.accessPerRun`), not once per chunk.
+        public let accessPerRun: Bool
 
         public init(matmulPolicy: MatmulPolicy = .auto, persistentLayers: Bool = false, cudaGraphs: Bool = true,
                     prefetchBytesPerRow: Int? = 0, persistentBlocksPerSM: Int = 4, programmaticLaunch: Bool = true,
                     splitKMaxPairs: Int = 0, decodeMinTokensPerCTA: Int? = nil, timingOnlySkipAttention: Bool = false,
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
-                    decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true) {
+                    decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true,
+                    accessPerRun: Bool = false) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
@@ -127,6 +131,7 @@ public final class GPUModel: @unchecked Sendable {
             self.decodeConfig = decodeConfig
             self.splitMixedAttention = splitMixedAttention
             self.sharedDecodeTable = sharedDecodeTable
+            self.accessPerRun = accessPerRun
         }
     }
 
@@ -358,7 +363,7 @@ public final class GPUModel: @unchecked Sendable {
         } else {
             // The KV cache, capped by the budget, mapped as sequences grow.
             let backend = try CUDABackend(context: context, workStream: stream)
-            let memory = try VirtualMemory(backend: backend, budget: kvBudget)
+            let memory = try VirtualMemory(backend: backend, budget: kvBudget, accessPerRun: options.accessPerRun)
             let cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens)
             kvStorage = .virtual(cache)
             pagedPool = nil

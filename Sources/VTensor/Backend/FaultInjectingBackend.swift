@@ -16,6 +16,9 @@ public final class FaultInjectingBackend: MemoryBackend {
         var rng: SplitMix64
         var rates: [Operation: Double] = [:]
         var forced: [Operation: Int] = [:]
+        /// Calls of an operation that succeed before its forced failures start.
+        var forcedAfter: [Operation: Int] = [:]
+        var calls: [Operation: Int] = [:]
         var chunkLimit: Int?
         var liveChunks = 0
         var injected: [Operation: Int] = [:]
@@ -26,9 +29,12 @@ public final class FaultInjectingBackend: MemoryBackend {
         self.state = Mutex(State(rng: SplitMix64(seed: seed)))
     }
 
-    /// Makes the next `times` calls of `operation` fail.
-    public func failNext(_ operation: Operation, times: Int = 1) {
-        state.withLock { $0.forced[operation, default: 0] += times }
+    /// Makes the next `times` calls of `operation` fail, after letting `after` calls succeed.
+    public func failNext(_ operation: Operation, times: Int = 1, after: Int = 0) {
+        state.withLock {
+            $0.forced[operation, default: 0] += times
+            $0.forcedAfter[operation] = after
+        }
     }
 
     /// Makes each call of `operation` fail with probability `rate`.
@@ -44,10 +50,16 @@ public final class FaultInjectingBackend: MemoryBackend {
     /// How many failures were injected, per operation.
     public var injectedCounts: [Operation: Int] { state.withLock { $0.injected } }
 
+    /// How many calls were made, per operation (failed ones included).
+    public var callCounts: [Operation: Int] { state.withLock { $0.calls } }
+
     private func maybeFail(_ operation: Operation) throws {
         let fail = state.withLock { s -> Bool in
             var fail = false
-            if let n = s.forced[operation], n > 0 {
+            s.calls[operation, default: 0] += 1
+            if let skip = s.forcedAfter[operation], skip > 0, s.forced[operation, default: 0] > 0 {
+                s.forcedAfter[operation] = skip - 1
+            } else if let n = s.forced[operation], n > 0 {
                 s.forced[operation] = n - 1
                 fail = true
             } else if let rate = s.rates[operation], rate > 0, s.rng.nextDouble() < rate {

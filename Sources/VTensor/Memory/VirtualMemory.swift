@@ -81,15 +81,26 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Slots claimed per hold of the lock for driver calls made outside it: enough to amortize
     /// the two holds, few enough that an operation waiting on one of them waits briefly.
     static let claimBatch = 8
+    /// The same with access granted once per run: the calls a batch makes are mostly maps
+    /// (about 1 us each on an H200, against 24 us for a set access), so a batch can be longer, and
+    /// a longer batch makes longer runs.
+    static let runClaimBatch = 32
+    /// Grant access once per run of adjacent chunks a batch maps in one tensor (one
+    /// `cuMemSetAccess` over the run) instead of once per chunk. The driver takes a range that
+    /// spans several mappings; set access is most of a mapping's cost (docs/perf.md, 2026-11-27).
+    public let accessPerRun: Bool
+    private var claimBatch: Int { accessPerRun ? Self.runClaimBatch : Self.claimBatch }
 
     /// - Parameters:
     ///   - budget: the cap on physical memory held.
     ///   - lowWatermark: chunks the reserve is refilled to ahead of need (default: 16, within budget).
     ///   - highWatermark: chunks above which the reserve is released to the device (default: 4 x low).
     ///   - reuseOrder: which reserve chunk a new mapping takes.
+    ///   - accessPerRun: access granted once per run of adjacent chunks mapped together.
     public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil,
-                reuseOrder: ChunkReuseOrder = .default) throws {
+                reuseOrder: ChunkReuseOrder = .default, accessPerRun: Bool = false) throws {
         self.backend = backend
+        self.accessPerRun = accessPerRun
         self.chunkSize = backend.chunkSize
         let budgetBytes: Int
         switch budget {
@@ -275,15 +286,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 }
                 var done = 0
                 if failure == nil {
-                    for claim in claims {
-                        let start = onChunkMapped == nil ? 0 : monotonicNanos()
-                        if let error = mapOutsideLock(claim) {
-                            failure = error
-                            break
-                        }
-                        done += 1
-                        onChunkMapped?(monotonicNanos() - start)
-                    }
+                    (done, failure) = mapOutsideLock(claims, onChunkMapped: onChunkMapped)
                 }
                 lock.withLock { publishLocked(claims, mappedCount: done, into: &mapped) }
                 if let failure { throw VTensorError.from(failure) }
@@ -304,7 +307,7 @@ public final class VirtualMemory: @unchecked Sendable {
     private func claimHolesLocked(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, from next: inout Int,
                                   skippingFreed: Bool, into claims: inout [Claim],
                                   mapped: inout [(tensor: VirtualTensor, index: Int, kind: MappedKind)]) throws {
-        while next < holes.endIndex, claims.count < Self.claimBatch {
+        while next < holes.endIndex, claims.count < claimBatch {
             let (tensor, index) = holes[next]
             if tensor.isFreed && skippingFreed {
                 next += 1
@@ -353,19 +356,49 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
-    /// Map + set access for a claimed slot, without the lock; the error, if any (nothing stays mapped then).
-    private func mapOutsideLock(_ claim: Claim) -> (any Error)? {
-        let address = claim.tensor.address(ofChunk: claim.index)
-        do {
-            try backend.map(claim.chunk, at: address)
-        } catch { return error }
-        do {
-            try backend.setAccess(at: address, bytes: chunkSize)
-        } catch {
-            try? backend.unmap(at: address)
-            return error
+    /// Map + set access for claimed slots, in order, without the lock: a run of adjacent slots in
+    /// one tensor at a time (one slot when access is granted per chunk), its chunks mapped and
+    /// then access granted over the whole run. Returns how many leading claims are mapped, and the
+    /// error that stopped it, if any (the failed run's own mappings are undone).
+    private func mapOutsideLock(_ claims: [Claim], onChunkMapped: ((UInt64) -> Void)?) -> (done: Int, error: (any Error)?) {
+        var runStart = 0
+        while runStart < claims.count {
+            var runEnd = runStart + 1
+            while accessPerRun, runEnd < claims.count, claims[runEnd].tensor === claims[runStart].tensor,
+                  claims[runEnd].index == claims[runEnd - 1].index + 1 {
+                runEnd += 1
+            }
+            let start = onChunkMapped == nil ? 0 : monotonicNanos()
+            let base = claims[runStart].tensor.address(ofChunk: claims[runStart].index)
+            var mapped = 0
+            var failure: (any Error)?
+            for claim in claims[runStart..<runEnd] {
+                do {
+                    try backend.map(claim.chunk, at: claim.tensor.address(ofChunk: claim.index))
+                    mapped += 1
+                } catch {
+                    failure = error
+                    break
+                }
+            }
+            if failure == nil {
+                do {
+                    try backend.setAccess(at: base, bytes: (runEnd - runStart) * chunkSize)
+                } catch { failure = error }
+            }
+            if let failure {
+                for claim in claims[runStart..<(runStart + mapped)] {
+                    try? backend.unmap(at: claim.tensor.address(ofChunk: claim.index))
+                }
+                return (runStart, failure)
+            }
+            if let onChunkMapped {
+                let each = (monotonicNanos() - start) / UInt64(runEnd - runStart)
+                for _ in runStart..<runEnd { onChunkMapped(each) }
+            }
+            runStart = runEnd
         }
-        return nil
+        return (claims.count, nil)
     }
 
     /// Ends the claims: the first `mappedCount` are mapped now, the rest go back to what they were
