@@ -28,6 +28,8 @@ public struct EngineFlags: ParsableArguments {
     public var noPrefixCache = false
     @Option(parsing: .unconditional, help: "GPU, virtual tensors: how many steps' worth of waiting requests get their first prompt chunk mapped ahead, while earlier steps compute (default 1: the next step's).")
     public var prefetchSteps: Int?
+    @Option(parsing: .unconditional, help: "Size each step's prompt tokens to the prompt work waiting, sqrt(waiting prompt tokens x N) within --max-num-batched-tokens, N a step's fixed cost counted in prompt tokens (about 512 for an 8B model on an H200): a wave of short prompts gets shorter steps and its first tokens sooner; a deep queue keeps full steps. Default: every step fills --max-num-batched-tokens.")
+    public var stepOverheadTokens: Int?
     @Option(help: "GPU, virtual tensors: grant access once per run of adjacent chunks the mapper maps together, one cuMemSetAccess over the run (on), or once per chunk (off).")
     public var accessPerRun: OnOff = .off
 
@@ -37,6 +39,9 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumSeqs, maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1, got \(maxNumSeqs)") }
         if let maxNumBatchedTokens, maxNumBatchedTokens < 1 {
             throw ValidationError("--max-num-batched-tokens must be at least 1, got \(maxNumBatchedTokens)")
+        }
+        if let stepOverheadTokens, stepOverheadTokens < 1 {
+            throw ValidationError("--step-overhead-tokens must be at least 1, got \(stepOverheadTokens)")
         }
         if let prefetchSteps, prefetchSteps < 1 { throw ValidationError("--prefetch-steps must be at least 1, got \(prefetchSteps)") }
         if let maxModelLen, maxModelLen < 2 {
@@ -69,6 +74,7 @@ public struct EngineFlags: ParsableArguments {
         options.schedulePolicy = schedulePolicy
         options.prefixCaching = !noPrefixCache
         if let prefetchSteps { options.prefetchSteps = prefetchSteps }
+        options.stepOverheadTokens = stepOverheadTokens
         return options
     }
 }

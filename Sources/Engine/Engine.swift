@@ -107,7 +107,7 @@ public final class Engine: @unchecked Sendable {
         kvBlockTokens = ledger.units.tokensPerUnit
         kvBlocks = ledger.capacityChunks / ledger.units.perRequest
         scheduler = Scheduler(maxNumSeqs: options.maxNumSeqs, maxNumBatchedTokens: options.maxNumBatchedTokens, policy: options.schedulePolicy,
-                              maxLogitRows: model.samplesOnDevice ? model.maxStepRows : .max)
+                              maxLogitRows: model.samplesOnDevice ? model.maxStepRows : .max, stepOverheadTokens: options.stepOverheadTokens)
         shared = Mutex(Shared(snapshot: EngineSnapshot(waiting: 0, running: 0, committedChunks: 0, capacityChunks: ledger.capacityChunks,
                                                        chunkSize: ledger.units.bytes)))
         mapper = options.asyncMapping ? storage.virtualCache.map { AsyncMapper(memory: $0.memory, threadSetup: mapperThreadSetup) } : nil

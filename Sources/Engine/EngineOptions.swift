@@ -45,6 +45,10 @@ public struct EngineOptions: Sendable, Equatable {
     /// pool's high watermark or an eighth of the KV budget, whichever is more, so a chat's next
     /// turn still finds the last one.
     public var prefixCacheIdleChunks: Int?
+    /// Size each step's prompt tokens to the prompt work waiting instead of always filling
+    /// `maxNumBatchedTokens`: the value is a step's fixed cost (weights read, decodes' K/V, launch)
+    /// counted in prompt tokens; nil: fixed. See `Scheduler.stepBudget`.
+    public var stepOverheadTokens: Int?
 
     public init(maxNumSeqs: Int = 256, maxNumBatchedTokens: Int = 8192, maxModelLen: Int? = nil, mapAheadTokens: Int = 2,
                 asyncMapping: Bool = true, prefetchAdmissions: Bool = true, pipelineSteps: Bool = true,
@@ -70,6 +74,9 @@ public struct EngineOptions: Sendable, Equatable {
             throw EngineError.invalidOptions("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
         }
         guard mapAheadTokens >= 0 else { throw EngineError.invalidOptions("map-ahead tokens must be >= 0, got \(mapAheadTokens)") }
+        if let stepOverheadTokens, stepOverheadTokens < 1 {
+            throw EngineError.invalidOptions("step overhead tokens must be at least 1, got \(stepOverheadTokens)")
+        }
         guard aliasAheadChunks >= 0 else { throw EngineError.invalidOptions("alias-ahead chunks must be >= 0, got \(aliasAheadChunks)") }
     }
 }

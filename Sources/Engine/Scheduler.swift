@@ -117,11 +117,42 @@ struct Scheduler {
     private(set) var waiting: [EngineSequence] = []
     private(set) var running: [EngineSequence] = []
 
-    init(maxNumSeqs: Int, maxNumBatchedTokens: Int, policy: SchedulePolicy = .fcfs, maxLogitRows: Int = .max) {
+    /// Prompt tokens a step takes sized to the prompt work waiting (`EngineOptions.stepOverheadTokens`).
+    let stepOverheadTokens: Int?
+    /// The fewest prompt tokens a step sized to the work takes (an eighth of the maximum).
+    var minPromptTokens: Int { max(1, maxNumBatchedTokens / 8) }
+
+    init(maxNumSeqs: Int, maxNumBatchedTokens: Int, policy: SchedulePolicy = .fcfs, maxLogitRows: Int = .max,
+         stepOverheadTokens: Int? = nil) {
         self.maxNumSeqs = maxNumSeqs
         self.maxNumBatchedTokens = maxNumBatchedTokens
         self.policy = policy
         self.maxLogitRows = maxLogitRows
+        self.stepOverheadTokens = stepOverheadTokens
+    }
+
+    /// The step's token budget. Fixed: `maxNumBatchedTokens`. Sized to the work: the decodes, plus
+    /// prompt tokens B = sqrt(D x T) within [minPromptTokens, max], D the prompt tokens left to
+    /// compute (running prefills, waiting requests less their cached prefixes), T a step's fixed
+    /// cost in prompt tokens. The prompts waiting get their first tokens one step at a time, all
+    /// of a step's at its end: a mean wait of about (D/B + 1)/2 steps of B tokens each, least at
+    /// B = sqrt(D x T). A deep queue keeps whole steps (throughput); a wave of short prompts gets
+    /// shorter ones, and its first tokens sooner.
+    func stepBudget(prefix: PrefixCache?) -> Int {
+        guard let overhead = stepOverheadTokens else { return maxNumBatchedTokens }
+        var decodes = 0
+        var demand = 0
+        // Past this much work the budget is the maximum: stop counting.
+        let enough = maxNumBatchedTokens * maxNumBatchedTokens / max(1, overhead)
+        for sequence in running where !sequence.awaitsLastPick {
+            if sequence.uncomputed == 1 { decodes += 1 } else { demand += sequence.uncomputed }
+        }
+        for sequence in waiting where demand < enough {
+            let cached = (sequence.hasKV || sequence.status == .preempted) ? 0 : (prefix?.lookup(sequence).tokens ?? 0)
+            demand += max(1, sequence.uncomputed - cached)
+        }
+        let prompt = Int(Double(demand * overhead).squareRoot())
+        return min(maxNumBatchedTokens, decodes + max(minPromptTokens, prompt))
     }
 
     var isIdle: Bool { waiting.isEmpty && running.isEmpty }
@@ -172,7 +203,7 @@ struct Scheduler {
     ///   prefix, and the cache's unreferenced chunks are evicted before anyone is preempted.
     mutating func schedule(ledger: inout KVLedger, prefix: PrefixCache? = nil) -> SchedulerOutput {
         var output = SchedulerOutput()
-        var budget = maxNumBatchedTokens
+        var budget = stepBudget(prefix: prefix)
         var logitRows = maxLogitRows
         var index = 0
         // Memory for `units` more units from the prefix cache's unreferenced chunks.

@@ -29,21 +29,41 @@ struct BenchEngineCommand: ParsableCommand {
     var accessPerRun: AccessChoice = .off
     enum AccessChoice: String, ExpressibleByArgument, CaseIterable { case on, off, both }
 
-    enum Workload: String, ExpressibleByArgument, CaseIterable { case decode, churn, sharedPrefix = "shared-prefix" }
+    enum Workload: String, ExpressibleByArgument, CaseIterable { case decode, churn, sharedPrefix = "shared-prefix", multiTurn = "multi-turn" }
+    @Option(help: "multi-turn: conversations, rounds, tokens of a user turn and of an answer, conversations in flight (the prefix cache issue's defaults).")
+    var numConversations = 256
+    @Option var rounds = 5
+    @Option var userLen = 512
+    @Option var answerLen = 64
+    @Option var maxInFlight = 128
+    @Option(help: "multi-turn: tokens a step.") var maxNumBatchedTokens = 8192
+    @Option(help: "multi-turn: the order waiting requests start in.") var schedulePolicy: SchedulePolicy = .fcfs
+    @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
+    @Option(help: "multi-turn: size each step's prompt tokens to the work waiting, with this step overhead in tokens (default: a fixed budget).")
+    var stepOverheadTokens: Int?
 
     /// Takes each row's tokens into the cache (as a model would) and returns a fixed token.
+    /// With a step cost model it also keeps a clock of the GPU time its steps would take.
     final class NullModel: LanguageModel {
         let config: ModelConfig
         let kvStorage: KVStorage
+        let cost: StepCostModel?
+        /// Milliseconds of modeled GPU time over the steps so far, and prompt tokens computed.
+        private(set) var clockMs = 0.0
+        private(set) var promptTokens = 0
         var maxSequenceTokens: Int { kvStorage.maxTokensPerRequest }
         var samplesOnDevice: Bool { true }
         var computesAsynchronously: Bool { true }
-        init(config: ModelConfig, storage: KVStorage) { self.config = config; kvStorage = storage }
+        init(config: ModelConfig, storage: KVStorage, cost: StepCostModel? = nil) { self.config = config; kvStorage = storage; self.cost = cost }
         func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
             throw RuntimeError.unsupported("the null model only samples")
         }
         func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
             let starts = try inputs.map { try kvStorage.length(of: $0.id) }
+            if let cost {
+                clockMs += cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
+                promptTokens += inputs.reduce(0) { $0 + ($1.tokens.count > 1 ? $1.tokens.count : 0) }
+            }
             try kvStorage.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
             if let paged = kvStorage.pagedCache {
                 _ = paged.takeChangedTables()
@@ -69,6 +89,7 @@ struct BenchEngineCommand: ParsableCommand {
         }
         if workload == .churn { return try runChurn(counts) }
         if workload == .sharedPrefix { return try runSharedPrefix() }
+        if workload == .multiTurn { return try runMultiTurn() }
         guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
         var results: [Result] = []
         var table = Table(title: "engine host time a decode step (null model, host memory)", header: ["rows", "median ms", "us a row", "add (ms)"])
@@ -104,7 +125,7 @@ struct BenchEngineCommand: ParsableCommand {
     /// so that address space, not memory, is what a run uses), its budget holding
     /// `requestsHeld` requests of `tokensPerRequest` tokens.
     private func makeEngine(config: ModelConfig, rows: Int, tokensPerRequest: Int, requestsHeld: Int, paged: Bool = false,
-                            perRun: Bool? = nil) throws -> Engine {
+                            perRun: Bool? = nil, options: EngineOptions? = nil, cost: StepCostModel? = nil) throws -> Engine {
         var config = config
         config.maxPositionEmbeddings = tokensPerRequest
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
@@ -116,9 +137,93 @@ struct BenchEngineCommand: ParsableCommand {
             ? .paged(try PagedKVCache(shape: shape, pageTokens: 16, pageCount: bytes / (16 * shape.tokenBytes), maxTokensPerRequest: tokensPerRequest,
                                       maxRequests: max(1024, 4 * rows)))
             : .virtual(cache)
-        return try Engine(model: NullModel(config: config, storage: storage), tokenizer: nil, eosTokenIds: [],
-                          options: EngineOptions(maxNumSeqs: rows, maxNumBatchedTokens: max(8192, rows), pipelineSteps: pipelineSteps == .on,
-                                                 prefixCaching: prefixCache == .on))
+        return try Engine(model: NullModel(config: config, storage: storage, cost: cost), tokenizer: nil, eosTokenIds: [],
+                          options: options ?? EngineOptions(maxNumSeqs: rows, maxNumBatchedTokens: max(8192, rows), pipelineSteps: pipelineSteps == .on,
+                                                            prefixCaching: prefixCache == .on))
+    }
+
+    /// bench throughput's multi-turn workload through the null model, with the prefix cache and
+    /// without, on a clock of modeled GPU time (`StepCostModel`): each round's first token in
+    /// modeled milliseconds from the moment it was sent. For the scheduling questions of issue 12
+    /// (first tokens of later rounds at a third of the no-cache engine's) on a machine without a GPU.
+    private func runMultiTurn() throws {
+        guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
+        guard numConversations >= 1, rounds >= 2, userLen >= 1, answerLen >= 1, maxInFlight >= 1, maxNumBatchedTokens >= 1, kvBudgetGib >= 1 else {
+            throw ValidationError("multi-turn needs at least 1 conversation, 2 rounds, positive lengths, budget and step tokens")
+        }
+        let cost = StepCostModel.h200Llama3_8B
+        struct Arm: Codable {
+            var prefixCache: Bool; var modeledSeconds: Double; var outputTokensPerSecond: Double; var steps: Int
+            var promptTokensComputed: Int; var hitRate: Double
+            var firstTokenP50MsByRound: [Double]; var firstTokenMeanMsByRound: [Double]
+            var laterRoundsP50Ms: Double; var laterRoundsMeanMs: Double
+            /// Means over all requests: time between tokens after the first, and from sent to the last token.
+            var interTokenMeanMs: Double; var roundMeanMs: Double
+            var hostSeconds: Double
+        }
+        var arms: [Arm] = []
+        var table = Table(title: "multi-turn on a modeled H200 clock (null model; \(numConversations) x \(rounds) rounds, \(userLen) + \(answerLen) tokens, \(maxInFlight) in flight, \(maxNumBatchedTokens) tokens a step, \(schedulePolicy.rawValue))",
+                          header: ["prefix cache", "modeled s", "out tok/s", "steps", "prompt tokens", "hit rate", "first token p50 by round (ms)", "mean by round (ms)", "between tokens ms", "round ms", "host s"])
+        let tokensPerRequest = rounds * (userLen + answerLen) + 8
+        let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
+        let held = max(maxInFlight, (kvBudgetGib << 30) / ((tokensPerRequest + 16) * shape.tokenBytes))
+        for cached in [true, false] {
+            var options = EngineOptions(maxNumSeqs: 256, maxNumBatchedTokens: maxNumBatchedTokens, pipelineSteps: pipelineSteps == .on,
+                                        schedulePolicy: schedulePolicy, prefixCaching: cached)
+            options.stepOverheadTokens = stepOverheadTokens
+            let engine = try makeEngine(config: config, rows: 256, tokensPerRequest: tokensPerRequest, requestsHeld: held,
+                                        options: options, cost: cost)
+            let model = engine.model as! NullModel
+            let driver = ConversationDriver(conversations: numConversations, rounds: rounds, userLength: userLen, answerLength: answerLen,
+                                            maxInFlight: maxInFlight, vocabulary: 1000..<config.vocabSize, seed: 1)
+            var sentAt: [RequestID: (round: Int, ms: Double)] = [:]
+            var firstToken: [[Double]] = Array(repeating: [], count: rounds)
+            var firstAt: [RequestID: Double] = [:]
+            var between: [Double] = [], roundTimes: [Double] = []
+            driver.onSend = { id, round in sentAt[id] = (round, model.clockMs) }
+            var answers: [RequestID: [Int]] = [:]
+            let start = monotonicNanos()
+            try driver.start(engine)
+            var steps = 0, outputTokens = 0
+            while engine.hasWork {
+                let outputs = engine.step()
+                steps += 1
+                for output in outputs {
+                    if let error = output.error { throw ValidationError("request \(output.id) failed: \(error)") }
+                    if !output.tokens.isEmpty, answers[output.id] == nil, let sent = sentAt[output.id] {
+                        firstToken[sent.round].append(model.clockMs - sent.ms)
+                        firstAt[output.id] = model.clockMs
+                    }
+                    answers[output.id, default: []] += output.tokens.map(\.id)
+                    outputTokens += output.tokens.count
+                    if output.isFinal, let sent = sentAt[output.id], let first = firstAt.removeValue(forKey: output.id) {
+                        let count = (answers[output.id]?.count ?? 1)
+                        if count > 1 { between.append((model.clockMs - first) / Double(count - 1)) }
+                        roundTimes.append(model.clockMs - sent.ms)
+                    }
+                    if output.isFinal { try driver.finished(output.id, answer: answers.removeValue(forKey: output.id) ?? [], engine: engine) }
+                }
+            }
+            let host = Double(monotonicNanos() - start) / 1e9
+            func p50(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.sorted()[v.count / 2] }
+            func mean(_ v: [Double]) -> Double { v.isEmpty ? 0 : v.reduce(0, +) / Double(v.count) }
+            let later = Array(firstToken.dropFirst().joined())
+            let arm = Arm(prefixCache: cached, modeledSeconds: model.clockMs / 1000, outputTokensPerSecond: Double(outputTokens) / (model.clockMs / 1000),
+                          steps: steps, promptTokensComputed: model.promptTokens, hitRate: engine.statistics.prefixHitRate,
+                          firstTokenP50MsByRound: firstToken.map(p50), firstTokenMeanMsByRound: firstToken.map(mean),
+                          laterRoundsP50Ms: p50(later), laterRoundsMeanMs: mean(later),
+                          interTokenMeanMs: mean(between), roundMeanMs: mean(roundTimes), hostSeconds: host)
+            arms.append(arm)
+            table.add([cached ? "on" : "off", fixed(arm.modeledSeconds, 2), fixed(arm.outputTokensPerSecond, 0), "\(steps)", "\(model.promptTokens)",
+                       fixed(100 * arm.hitRate, 1) + "%", arm.firstTokenP50MsByRound.map { fixed($0, 0) }.joined(separator: " / "),
+                       arm.firstTokenMeanMsByRound.map { fixed($0, 0) }.joined(separator: " / "), fixed(arm.interTokenMeanMs, 1),
+                       fixed(arm.roundMeanMs, 0), fixed(host, 1)])
+        }
+        print(table.render())
+        let on = arms[0], off = arms[1]
+        print("with the cache against without: throughput \(fixed(on.outputTokensPerSecond / off.outputTokensPerSecond, 2))x; "
+              + "first token of rounds 2-\(rounds): p50 \(fixed(on.laterRoundsP50Ms / off.laterRoundsP50Ms, 2)), mean \(fixed(on.laterRoundsMeanMs / off.laterRoundsMeanMs, 2)) (issue 12 asks at most 0.33)")
+        if let jsonOut { try writeFile(jsonOut, try jsonString(arms)) }
     }
 
     /// The shared-prefix workload to the end, virtual tensors and paged in turn (interleaved

@@ -37,6 +37,8 @@ final class ConversationDriver {
     /// The round (0-based) of every request sent.
     private(set) var roundOf: [RequestID: Int] = [:]
     private(set) var sent: [GenerationRequest] = []
+    /// Told of every request sent, with its round (0-based).
+    var onSend: ((RequestID, Int) -> Void)?
 
     init(conversations: Int, rounds: Int, userLength: Int, answerLength: Int, maxInFlight: Int, vocabulary: Range<Int>, seed: UInt64) {
         self.conversations = conversations
@@ -77,6 +79,7 @@ final class ConversationDriver {
         let id = try engine.add(request)
         conversationOf[id] = c
         roundOf[id] = nextRound[c]
+        onSend?(id, nextRound[c])
         nextRound[c] += 1
         sent.append(request)
     }

@@ -61,6 +61,8 @@ struct TestRandom: RandomNumberGenerator {
                                     schedulePolicy: SchedulePolicy.allCases[Int(trial.seed / 2) % SchedulePolicy.allCases.count],
                                     prefixCaching: random.next() % 4 != 0)
         options.prefetchSteps = Int.random(in: 1...3, using: &random)
+        // Steps sized to the prompt work waiting, in every third trial.
+        options.stepOverheadTokens = trial.seed % 3 == 1 ? Int.random(in: 1...32, using: &random) : nil
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
         #expect(engine.maxSequenceLength <= (trial.paged ? pageCount * 4 : budgetChunks * 8))
@@ -246,6 +248,40 @@ struct TestRandom: RandomNumberGenerator {
         // After the first step (two 8-token prompts): one step's budget covers the next two prompts,
         // three steps' cover six.
         #expect((prefetched[3] ?? 0) >= (prefetched[1] ?? 0) + 3, "\(prefetched)")
+    }
+
+    /// `stepOverheadTokens`: a step's prompt tokens are sqrt(waiting prompt tokens x overhead),
+    /// within an eighth of the maximum and the maximum; decodes come on top. A deep queue fills the
+    /// step; the answers are the same as with fixed steps.
+    @Test func stepsSizedToThePromptWorkWaiting() throws {
+        func run(overhead: Int?, prompts count: Int) throws -> (tokens: [Int], outputs: [RequestID: [Int]]) {
+            let model = try FakeModel(context: 64, budgetChunks: 400)
+            var options = EngineOptions(maxNumSeqs: 64, maxNumBatchedTokens: 256, asyncMapping: false, pipelineSteps: false, prefixCaching: false)
+            options.stepOverheadTokens = overhead
+            let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+            for i in 0..<count {
+                let prompt = (0..<20).map { 1 + ($0 &* 5 &+ i &* 3) % 49 }
+                _ = try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 4, ignoreEOS: true)))
+            }
+            var tokens: [Int] = []
+            var outputs: [RequestID: [Int]] = [:]
+            while engine.hasWork {
+                for output in engine.step() { outputs[output.id, default: []] += output.tokens.map(\.id) }
+                tokens.append(engine.lastPlan.tokenCount)
+            }
+            return (tokens, outputs)
+        }
+        // 4 prompts of 20: D = 80, sqrt(80 x 4) = 17 prompt tokens, within [32, 256]: 32.
+        let few = try run(overhead: 4, prompts: 4)
+        #expect(few.tokens.first == 32, "\(few.tokens)")
+        // 10 prompts: D = 200, sqrt(200 x 16) = 56; the next step has 2 decodes and D = 144: 2 + 48.
+        let ten = try run(overhead: 16, prompts: 10)
+        #expect(Array(ten.tokens.prefix(2)) == [56, 50], "\(ten.tokens)")
+        // 40 prompts: D = 800, sqrt(800 x 128) = 320 > 256: the whole budget.
+        let many = try run(overhead: 128, prompts: 40)
+        #expect(many.tokens.first == 256, "\(many.tokens)")
+        // The same answers as fixed steps.
+        #expect(try run(overhead: nil, prompts: 10).outputs == ten.outputs)
     }
 
     /// Without a mapper thread (the CPU's engine) only the engine reclaims while idle: when the

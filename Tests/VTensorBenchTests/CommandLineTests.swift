@@ -41,4 +41,10 @@ import Testing
         #expect(!off.gpu.accessPerRun)
         #expect(message(EngineFlags.self, ["--access-per-run", "yes"]) != nil)
     }
+
+    @Test func stepOverheadTokens() throws {
+        #expect(message(EngineFlags.self, ["--step-overhead-tokens", "0"]) == "--step-overhead-tokens must be at least 1, got 0")
+        #expect(try EngineFlags.parse(["--step-overhead-tokens", "512"]).stepOverheadTokens == 512)
+        #expect(try EngineFlags.parse([]).stepOverheadTokens == nil)
+    }
 }
