@@ -29,7 +29,13 @@ struct BenchEngineCommand: ParsableCommand {
     var accessPerRun: AccessChoice = .off
     enum AccessChoice: String, ExpressibleByArgument, CaseIterable { case on, off, both }
 
-    enum Workload: String, ExpressibleByArgument, CaseIterable { case decode, churn, sharedPrefix = "shared-prefix", multiTurn = "multi-turn" }
+    enum Workload: String, ExpressibleByArgument, CaseIterable {
+        case decode, churn, sharedPrefix = "shared-prefix", multiTurn = "multi-turn", arrivals
+    }
+    @Option(help: "arrivals: requests a second (Poisson, on the modeled clock), comma-separated.") var requestRates = "4,8,16,24"
+    @Option(help: "arrivals: requests in a run.") var numPrompts = 1000
+    @Option(help: "arrivals: prompt and output lengths, uniform within LOW-HIGH.") var inputRange = "128-1024"
+    @Option var outputRange = "128-512"
     @Option(help: "multi-turn: conversations, rounds, tokens of a user turn and of an answer, conversations in flight (the prefix cache issue's defaults).")
     var numConversations = 256
     @Option var rounds = 5
@@ -50,6 +56,8 @@ struct BenchEngineCommand: ParsableCommand {
         let cost: StepCostModel?
         /// Milliseconds of modeled GPU time over the steps so far, and prompt tokens computed.
         private(set) var clockMs = 0.0
+        /// An idle engine's clock moves on to the next arrival.
+        func advance(to ms: Double) { clockMs = max(clockMs, ms) }
         private(set) var promptTokens = 0
         var maxSequenceTokens: Int { kvStorage.maxTokensPerRequest }
         var samplesOnDevice: Bool { true }
@@ -90,6 +98,7 @@ struct BenchEngineCommand: ParsableCommand {
         if workload == .churn { return try runChurn(counts) }
         if workload == .sharedPrefix { return try runSharedPrefix() }
         if workload == .multiTurn { return try runMultiTurn() }
+        if workload == .arrivals { return try runArrivals() }
         guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
         var results: [Result] = []
         var table = Table(title: "engine host time a decode step (null model, host memory)", header: ["rows", "median ms", "us a row", "add (ms)"])
@@ -140,6 +149,92 @@ struct BenchEngineCommand: ParsableCommand {
         return try Engine(model: NullModel(config: config, storage: storage, cost: cost), tokenizer: nil, eosTokenIds: [],
                           options: options ?? EngineOptions(maxNumSeqs: rows, maxNumBatchedTokens: max(8192, rows), pipelineSteps: pipelineSteps == .on,
                                                             prefixCaching: prefixCache == .on))
+    }
+
+    /// Requests arriving at Poisson rates on the modeled clock (open loop, unlike multi-turn):
+    /// fixed steps against steps sized to the work waiting (`--step-overhead-tokens`, 512 unless
+    /// given), random lengths as bench throughput's random dataset. First tokens, the time between
+    /// tokens and throughput in modeled time.
+    private func runArrivals() throws {
+        guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
+        func range(_ text: String, _ name: String) throws -> ClosedRange<Int> {
+            let parts = text.split(separator: "-").compactMap { Int($0) }
+            guard parts.count == 2, parts[0] >= 1, parts[0] <= parts[1] else { throw ValidationError("\(name) takes LOW-HIGH, got \(text)") }
+            return parts[0]...parts[1]
+        }
+        let inputs = try range(inputRange, "--input-range"), outputs = try range(outputRange, "--output-range")
+        let rates = try requestRates.split(separator: ",").map { text -> Double in
+            guard let r = Double(text), r > 0 else { throw ValidationError("--request-rates takes positive numbers, got \(text)") }
+            return r
+        }
+        guard numPrompts >= 1 else { throw ValidationError("--num-prompts must be at least 1") }
+        let overhead = stepOverheadTokens ?? 512
+        let cost = StepCostModel.h200Llama3_8B
+        struct Row: Codable {
+            var rate: Double; var sized: Bool; var outputTokensPerSecond: Double
+            var firstTokenMeanMs: Double; var firstTokenP50Ms: Double; var firstTokenP99Ms: Double
+            var interTokenMeanMs: Double; var steps: Int
+        }
+        var rows: [Row] = []
+        var table = Table(title: "arrivals on a modeled H200 clock (null model; \(numPrompts) requests, \(inputRange) in, \(outputRange) out, \(maxNumBatchedTokens) tokens a step; sized: overhead \(overhead))",
+                          header: ["rate", "steps", "out tok/s", "first token mean / p50 / p99 (ms)", "between tokens ms", "step count"])
+        let tokensPerRequest = inputs.upperBound + outputs.upperBound + 8
+        let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
+        let held = max(16, (kvBudgetGib << 30) / ((tokensPerRequest + 16) * shape.tokenBytes))
+        for rate in rates {
+            // The same requests and arrival times for both arms.
+            var rng = SplitMix64(seed: 7)
+            var at = 0.0
+            let plan: [(ms: Double, request: GenerationRequest)] = (0..<numPrompts).map { _ in
+                at += -log(max(1e-12, 1 - rng.nextDouble())) / rate * 1000
+                let n = Int.random(in: inputs, using: &rng), m = Int.random(in: outputs, using: &rng)
+                let prompt = (0..<n).map { _ in Int.random(in: 1000..<config.vocabSize, using: &rng) }
+                return (at, GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: m, ignoreEOS: true)))
+            }
+            for sized in [false, true] {
+                var options = EngineOptions(maxNumSeqs: 256, maxNumBatchedTokens: maxNumBatchedTokens, pipelineSteps: pipelineSteps == .on,
+                                            schedulePolicy: schedulePolicy, prefixCaching: prefixCache == .on)
+                options.stepOverheadTokens = sized ? overhead : nil
+                let engine = try makeEngine(config: config, rows: 256, tokensPerRequest: tokensPerRequest, requestsHeld: held,
+                                            options: options, cost: cost)
+                let model = engine.model as! NullModel
+                var next = 0
+                var sentAt: [RequestID: Double] = [:], firstAt: [RequestID: Double] = [:], counts: [RequestID: Int] = [:]
+                var firstTokens: [Double] = [], between: [Double] = []
+                var steps = 0, outputTokens = 0
+                while next < plan.count || engine.hasWork {
+                    if !engine.hasWork { model.advance(to: plan[next].ms) }
+                    while next < plan.count && plan[next].ms <= model.clockMs {
+                        sentAt[try engine.add(plan[next].request)] = plan[next].ms
+                        next += 1
+                    }
+                    for output in engine.step() {
+                        if let error = output.error { throw ValidationError("request \(output.id) failed: \(error)") }
+                        if !output.tokens.isEmpty, firstAt[output.id] == nil, let sent = sentAt[output.id] {
+                            firstAt[output.id] = model.clockMs
+                            firstTokens.append(model.clockMs - sent)
+                        }
+                        counts[output.id, default: 0] += output.tokens.count
+                        outputTokens += output.tokens.count
+                        if output.isFinal, let first = firstAt[output.id], let n = counts[output.id], n > 1 {
+                            between.append((model.clockMs - first) / Double(n - 1))
+                        }
+                    }
+                    steps += 1
+                }
+                let sorted = firstTokens.sorted()
+                func pick(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+                let row = Row(rate: rate, sized: sized, outputTokensPerSecond: Double(outputTokens) / (model.clockMs / 1000),
+                              firstTokenMeanMs: sorted.reduce(0, +) / Double(max(1, sorted.count)), firstTokenP50Ms: pick(0.5), firstTokenP99Ms: pick(0.99),
+                              interTokenMeanMs: between.reduce(0, +) / Double(max(1, between.count)), steps: steps)
+                rows.append(row)
+                table.add([fixed(rate, 1), sized ? "sized" : "fixed", fixed(row.outputTokensPerSecond, 0),
+                           "\(fixed(row.firstTokenMeanMs, 1)) / \(fixed(row.firstTokenP50Ms, 1)) / \(fixed(row.firstTokenP99Ms, 1))",
+                           fixed(row.interTokenMeanMs, 2), "\(steps)"])
+            }
+        }
+        print(table.render())
+        if let jsonOut { try writeFile(jsonOut, try jsonString(rows)) }
     }
 
     /// bench throughput's multi-turn workload through the null model, with the prefix cache and
