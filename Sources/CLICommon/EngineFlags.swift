@@ -32,6 +32,8 @@ public struct EngineFlags: ParsableArguments {
     public var stepOverheadTokens: Int?
     @Option(help: "GPU, virtual tensors: grant access once per run of adjacent chunks the mapper maps together, one cuMemSetAccess over the run (on), or once per chunk (off).")
     public var accessPerRun: OnOff = .off
+    @Option(help: "GPU, virtual tensors: unmap each run of adjacent freed chunks in one cuMemUnmap where the driver takes one (on), or one call per chunk (off).")
+    public var unmapPerRun: OnOff = .off
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -61,7 +63,8 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumSeqs { options.maxStepRows = maxNumSeqs }
         if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
         options.kvMode = kv
-        options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on)
+        options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on,
+                                       unmapPerRun: unmapPerRun == .on)
         return options
     }
 

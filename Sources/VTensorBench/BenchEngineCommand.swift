@@ -28,6 +28,8 @@ struct BenchEngineCommand: ParsableCommand {
     @Option(help: "Virtual tensors: access granted once per run of adjacent chunks mapped together (on), once per chunk (off), or, for shared-prefix, both interleaved.")
     var accessPerRun: AccessChoice = .off
     enum AccessChoice: String, ExpressibleByArgument, CaseIterable { case on, off, both }
+    @Option(help: "Virtual tensors: retired chunks unmapped a run at a time (on) or one by one (off).")
+    var unmapPerRun: OnOff = .off
 
     enum Workload: String, ExpressibleByArgument, CaseIterable {
         case decode, churn, sharedPrefix = "shared-prefix", multiTurn = "multi-turn", arrivals
@@ -140,7 +142,8 @@ struct BenchEngineCommand: ParsableCommand {
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
         let bytes = requestsHeld * (tokensPerRequest + 16) * shape.tokenBytes
         let backend = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
-        let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)), accessPerRun: perRun ?? (accessPerRun == .on))
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)), accessPerRun: perRun ?? (accessPerRun == .on),
+                                       unmapPerRun: unmapPerRun == .on)
         let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
         let storage: KVStorage = paged
             ? .paged(try PagedKVCache(shape: shape, pageTokens: 16, pageCount: bytes / (16 * shape.tokenBytes), maxTokensPerRequest: tokensPerRequest,

@@ -216,7 +216,8 @@ struct BenchThroughputCommand: ParsableCommand {
         var runtimeOptions = engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
                                                         nativeCPUWeights: modelOptions.nativeCPUWeights)
         runtimeOptions.gpu = GPUModel.Options(cudaGraphs: engineFlags.cudaGraphs == .on, splitMixedAttention: mixedAttention == .split,
-                                              sharedDecodeTable: decodeTable == .shared, accessPerRun: engineFlags.accessPerRun == .on)
+                                              sharedDecodeTable: decodeTable == .shared, accessPerRun: engineFlags.accessPerRun == .on,
+                                              unmapPerRun: engineFlags.unmapPerRun == .on)
         let longest = workload.shapes.map { $0.input + $0.output }.max()!
         if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)

@@ -80,7 +80,7 @@ struct AccessRunCost: Codable {
     var calls: Int
     var setAccessPerCall: Percentiles
     var setAccessMicrosPerChunk: Double
-    /// Per call: one cuMemUnmap over the run (`unmapInOneCall`), or one per chunk of it.
+    /// Per run: one cuMemUnmap over the run (`unmapInOneCall`), or one per chunk of it.
     var unmapPerCall: Percentiles?
     var unmapInOneCall: Bool
 }
@@ -88,8 +88,9 @@ struct AccessRunCost: Codable {
 struct AccessRuns: Codable {
     var chunks: Int
     var runs: [AccessRunCost]
-    /// Why the driver would not unmap several mappings in one call, if it would not.
-    var unmapRefusal: String?
+    /// Whether the backend unmaps several adjacent mappings in one call (its probe,
+    /// `MemoryBackend.unmapsRuns`).
+    var backendUnmapsRuns: Bool
     /// The mapper's mappings/s (warm reserve, 8 tensors), access per chunk and per run, alternated.
     var mapperPerChunk: [Double]
     var mapperPerRun: [Double]
@@ -198,7 +199,7 @@ struct BenchVMMCommand: ParsableCommand {
                           c.unmapInOneCall ? "one call" : "per chunk"])
             }
             out += runs.render() + "\n"
-            if let refusal = a.unmapRefusal { out += "unmap over several mappings refused: \(refusal)\n\n" }
+            out += "the backend unmaps a run in one call: \(a.backendUnmapsRuns ? "yes" : "no")\n\n"
             var mapper = Table(title: "Mapper with access per chunk and per run (mappings/s, alternated)", header: ["access", "runs"])
             mapper.add(["per chunk", a.mapperPerChunk.map { fixed($0, 0) }.joined(separator: " / ")])
             mapper.add(["per run", a.mapperPerRun.map { fixed($0, 0) }.joined(separator: " / ")])

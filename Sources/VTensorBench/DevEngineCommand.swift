@@ -35,7 +35,7 @@ struct DevEngineCommand: ParsableCommand {
     var kv: KVMode = .vtensor
     @Option(help: "Batched run, GPU: decode steps replayed from CUDA graphs per padded batch size (on) or launched kernel by kernel (off); the alone runs launch directly. The CPU has no graphs.")
     var cudaGraphs: OnOff = .on
-    @Option(help: "Batched run, GPU, virtual tensors: access granted once per run of adjacent chunks mapped together (on) or once per chunk (off).")
+    @Option(help: "Batched run, GPU, virtual tensors: access granted and chunks unmapped once per run of adjacent chunks where the driver takes it (on), or once per chunk (off).")
     var accessPerRun: OnOff = .off
 
     static let config: ModelConfig = {
@@ -76,7 +76,7 @@ struct DevEngineCommand: ParsableCommand {
             case .cuda:
                 return try GPUModel(config: config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
                                     maxBatchTokens: 1024, maxLogitRows: 64, maxTokensPerSequence: 2048,
-                                    options: GPUModel.Options(cudaGraphs: graphs, accessPerRun: perRun), kvMode: kvMode)
+                                    options: GPUModel.Options(cudaGraphs: graphs, accessPerRun: perRun, unmapPerRun: perRun), kvMode: kvMode)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
                 return try CPUModel(weights: weights, kvBudgetBytes: (2 * kvChunks) << 21, maxTokensPerSequence: 2048)

@@ -396,9 +396,8 @@ struct VMMBench {
             try? backend.releaseReservation(base: base, bytes: n * chunk)
         }
         var costs: [AccessRunCost] = []
-        // Does the driver unmap a range that spans several mappings in one call? Asked once, on
-        // the first run longer than a chunk; per chunk after a refusal.
-        var unmapRefusal: String?
+        // Unmapped a run a call where the backend takes several mappings at once (its probe,
+        // `unmapsRuns`), else a chunk a call: the time per run either way.
         for run in [1, 2, 8, 32, 128] {
             for (i, c) in made.enumerated() { try backend.map(c, at: base + UInt64(i * chunk)) }
             var access: [UInt64] = []
@@ -409,28 +408,14 @@ struct VMMBench {
             }
             var unmap: [UInt64] = []
             for start in stride(from: 0, to: n, by: run) {
-                let address = base + UInt64(start * chunk)
-                if run > 1, unmapRefusal == nil, let gpu {
-                    let t = monotonicNanos()
-                    do {
-                        try gpu.context.makeCurrent()
-                        try gpu.context.driver.unmap(address: address, size: run * chunk)
-                        unmap.append(monotonicNanos() - t)
-                        continue
-                    } catch {
-                        unmapRefusal = "\(error)"
-                        say("  the driver refused to unmap \(run) chunks in one call: \(error)")
-                    }
-                }
                 let t = monotonicNanos()
-                for i in start..<(start + run) { try backend.unmap(at: base + UInt64(i * chunk)) }
-                if run == 1 || unmapRefusal != nil || gpu == nil { unmap.append(monotonicNanos() - t) }
+                try backend.unmap(at: base + UInt64(start * chunk), chunks: run)
+                unmap.append(monotonicNanos() - t)
             }
             let accessLatency = Percentiles(access)
             costs.append(AccessRunCost(runChunks: run, calls: access.count, setAccessPerCall: accessLatency,
                                        setAccessMicrosPerChunk: accessLatency.meanMicros / Double(run),
-                                       unmapPerCall: unmap.count == access.count ? Percentiles(unmap) : nil,
-                                       unmapInOneCall: run == 1 || (gpu != nil && unmapRefusal == nil)))
+                                       unmapPerCall: Percentiles(unmap), unmapInOneCall: run == 1 || backend.unmapsRuns))
         }
         // The mapper, each way, alternated.
         var perChunk: [Double] = [], perRun: [Double] = []
@@ -457,7 +442,7 @@ struct VMMBench {
             let idle = try probe.time()
             copies = (idle, try whileMapping(perRun: false), try whileMapping(perRun: true))
         }
-        return AccessRuns(chunks: n, runs: costs, unmapRefusal: unmapRefusal,
+        return AccessRuns(chunks: n, runs: costs, backendUnmapsRuns: backend.unmapsRuns,
                           mapperPerChunk: perChunk, mapperPerRun: perRun,
                           copyMillisIdle: copies?.idle, copyMillisMappingPerChunk: copies?.perChunk, copyMillisMappingPerRun: copies?.perRun)
     }

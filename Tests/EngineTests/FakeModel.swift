@@ -43,7 +43,8 @@ final class FakeModel: LanguageModel {
     static func cache(config: ModelConfig, chunkBytes: Int = 4096, budgetChunks: Int, maxTokens: Int, guardTokens: Int = 0,
                       ordersWork: Bool = false, accessPerRun: Bool = false) throws -> KVCache {
         let backend = try HostBackend(chunkSize: chunkBytes, capacityBytes: chunkBytes * (budgetChunks + 8), ordersWork: ordersWork)
-        let memory = try VirtualMemory(backend: backend, budget: .bytes(chunkBytes * budgetChunks), lowWatermark: 0, accessPerRun: accessPerRun)
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(chunkBytes * budgetChunks), lowWatermark: 0, accessPerRun: accessPerRun,
+                                       unmapPerRun: accessPerRun)
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .fp32)
         return try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens, guardTokens: guardTokens)
     }
@@ -52,7 +53,7 @@ final class FakeModel: LanguageModel {
     ///   (host memory) instead of virtual tensors.
     /// - Parameter ordersWork: the host backend models one ordered stream (retiring mappings
     ///   are taken back into use, as on CUDA).
-    /// - Parameter accessPerRun: the memory manager grants access once per run of chunks.
+    /// - Parameter accessPerRun: the memory manager grants access, and unmaps, once per run of chunks.
     init(context: Int, budgetChunks: Int, samplesOnDevice: Bool = false, queuesSteps: Bool = false, guardTokens: Int = 0,
          pagedPages: Int? = nil, ordersWork: Bool = false, accessPerRun: Bool = false) throws {
         config = try Self.config(context: context)

@@ -7,7 +7,8 @@ import Testing
 /// the whole grow with nothing leaked.
 @Suite struct AccessPerRunTests {
     func memory(_ backend: any MemoryBackend, perRun: Bool, chunks: Int = 256) throws -> VirtualMemory {
-        try VirtualMemory(backend: backend, budget: .bytes(chunks * testChunk), lowWatermark: 0, highWatermark: 0, accessPerRun: perRun)
+        try VirtualMemory(backend: backend, budget: .bytes(chunks * testChunk), lowWatermark: 0, highWatermark: 0, accessPerRun: perRun,
+                          unmapPerRun: perRun)
     }
 
     /// The device may read all of `tensor`'s first `chunks` chunks (the host backend checks each).
@@ -91,5 +92,53 @@ import Testing
         _ = try memory.trim(to: 0)
         #expect(memory.accounting.inUse == 0)
         #expect(memory.audit { backendAgrees($0, host) } == [])
+    }
+
+    /// `unmapPerRun`: a freed tensor's chunks go in one unmap a run (the drain takes every
+    /// completed retirement at once; the mapper's reclaim 32 at a time), holes split the runs, and
+    /// the backend's census agrees.
+    @Test(arguments: [false, true])
+    func retiredRunsUnmapInOneCall(perRun: Bool) throws {
+        let host = try makeHost()
+        let faulty = FaultInjectingBackend(wrapping: host)
+        let memory = try memory(faulty, perRun: perRun)
+        let a = try memory.makeTensor(bytes: 40 * testChunk)
+        try memory.grow(a, toChunks: 40)
+        try memory.unmap(a, chunk: 10)
+        try memory.drain()
+        #expect(faulty.unmapCalls == 1)
+        try memory.free(a)
+        try memory.drain()
+        // Chunks 0..<10 and 11..<40: two runs.
+        #expect(faulty.unmapCalls == 1 + (perRun ? 2 : 39))
+        let b = try memory.makeTensor(bytes: 70 * testChunk)
+        try memory.grow(b, toChunks: 70)
+        try memory.free(b)
+        let before = faulty.unmapCalls
+        while try memory.reclaim(limit: 64) > 0 {}
+        #expect(faulty.unmapCalls - before == (perRun ? 3 : 70), "batches of 32, 32 and 6")
+        #expect(memory.accounting.inUse == 0)
+        #expect(host.census().mappings == 0)
+        #expect(memory.audit { backendAgrees($0, host) } == [])
+    }
+
+    /// The host backend's run unmap refuses a range with a hole or a live reader, and changes nothing then.
+    @Test func aRunUnmapChecksEveryChunkFirst() throws {
+        let host = try makeHost()
+        let base = try host.reserve(bytes: 4 * testChunk)
+        let chunks = try (0..<4).map { _ in try host.createChunk() }
+        for i in [0, 1, 3] { try host.map(chunks[i], at: base + UInt64(i * testChunk)) }
+        #expect(throws: BackendError.self) { try host.unmap(at: base, chunks: 4) }
+        #expect(host.census().mappings == 3)
+        try host.setAccess(at: base, bytes: 2 * testChunk)
+        let reader = try host.beginRead(address: base + UInt64(testChunk), bytes: 64)
+        #expect(throws: BackendError.self) { try host.unmap(at: base, chunks: 2) }
+        #expect(host.census().mappings == 3)
+        host.endRead(reader)
+        try host.unmap(at: base, chunks: 2)
+        try host.unmap(at: base + UInt64(3 * testChunk), chunks: 1)
+        #expect(host.census().mappings == 0)
+        for c in chunks { try host.releaseChunk(c) }
+        try host.releaseReservation(base: base, bytes: 4 * testChunk)
     }
 }

@@ -17,7 +17,7 @@ import Testing
         var ticket: MapTicket?
     }
 
-    /// `accessPerRun`: the mapper grants access once per run of adjacent chunks.
+    /// `accessPerRun`: the mapper grants access, and unmaps, once per run of adjacent chunks.
     @Test(arguments: [false, true], [false, true])
     func randomWorkAgainstAMapperGrowingTheSameTensors(ordersWork: Bool, accessPerRun: Bool) throws {
         let host = try HostBackend(chunkSize: testChunk, capacityBytes: 8192 * testChunk, ordersWork: ordersWork)
@@ -32,7 +32,7 @@ import Testing
 
     func run(_ host: HostBackend, seed: UInt64, accessPerRun: Bool) throws -> [String: Int] {
         let memory = try VirtualMemory(backend: host, budget: .bytes(8192 * testChunk), lowWatermark: 8, highWatermark: 24,
-                                       accessPerRun: accessPerRun)
+                                       accessPerRun: accessPerRun, unmapPerRun: accessPerRun)
         let mapper = AsyncMapper(memory: memory, sliceChunks: 8)
         var rng = SplitMix64(seed: seed)
         func pick(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }

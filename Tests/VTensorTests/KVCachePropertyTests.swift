@@ -35,7 +35,7 @@ struct PropertyRun {
             backend = host
         }
         memory = try VirtualMemory(backend: backend, budget: .bytes(160 * testChunk), lowWatermark: 3, highWatermark: 10,
-                                   reuseOrder: reuseOrder, accessPerRun: accessPerRun)
+                                   reuseOrder: reuseOrder, accessPerRun: accessPerRun, unmapPerRun: accessPerRun)
         // 2 layers x 2 heads x 8 dims x fp32: 64 bytes per layer-token, 256 per token.
         // Chunks hold 64 tokens per range (per-layer) or 16 (per-token, blocked).
         cache = try KVCache(shape: KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32), layout: layout,
@@ -199,7 +199,7 @@ struct PropertyRun {
         #expect(run.stats["fork", default: 0] > 20)
     }
 
-    /// Also with access granted per run of chunks, where a failed set access undoes a whole run.
+    /// Also with access granted (and chunks unmapped) per run, where a failed set access undoes a whole run.
     @Test(arguments: layouts, [false, true])
     func injectedFailuresReachOnlyTheFailingRequest(layout: KVLayoutKind, accessPerRun: Bool) throws {
         var run = try PropertyRun(layout: layout, seed: 0xFA17, faultRate: 0.03, useMapper: false, accessPerRun: accessPerRun)

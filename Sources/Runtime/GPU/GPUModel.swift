@@ -109,13 +109,16 @@ public final class GPUModel: @unchecked Sendable {
         /// Virtual-tensor KV: grant access once per run of adjacent chunks the mapper maps
         /// together (`VirtualMemory.accessPerRun`), not once per chunk.
         public let accessPerRun: Bool
+        /// Virtual-tensor KV: unmap each run of adjacent retired chunks in one call where the
+        /// driver takes one (`VirtualMemory.unmapPerRun`).
+        public let unmapPerRun: Bool
 
         public init(matmulPolicy: MatmulPolicy = .auto, persistentLayers: Bool = false, cudaGraphs: Bool = true,
                     prefetchBytesPerRow: Int? = 0, persistentBlocksPerSM: Int = 4, programmaticLaunch: Bool = true,
                     splitKMaxPairs: Int = 0, decodeMinTokensPerCTA: Int? = nil, timingOnlySkipAttention: Bool = false,
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
                     decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true,
-                    accessPerRun: Bool = false) {
+                    accessPerRun: Bool = false, unmapPerRun: Bool = false) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
@@ -132,6 +135,7 @@ public final class GPUModel: @unchecked Sendable {
             self.splitMixedAttention = splitMixedAttention
             self.sharedDecodeTable = sharedDecodeTable
             self.accessPerRun = accessPerRun
+            self.unmapPerRun = unmapPerRun
         }
     }
 
@@ -363,7 +367,8 @@ public final class GPUModel: @unchecked Sendable {
         } else {
             // The KV cache, capped by the budget, mapped as sequences grow.
             let backend = try CUDABackend(context: context, workStream: stream)
-            let memory = try VirtualMemory(backend: backend, budget: kvBudget, accessPerRun: options.accessPerRun)
+            let memory = try VirtualMemory(backend: backend, budget: kvBudget, accessPerRun: options.accessPerRun,
+                                           unmapPerRun: options.unmapPerRun)
             let cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens)
             kvStorage = .virtual(cache)
             pagedPool = nil

@@ -71,6 +71,46 @@ public final class CUDABackend: MemoryBackend {
         try wrap { try current().unmap(address: address, size: chunkSize) }
     }
 
+    /// Whether `cuMemUnmap` takes a range over several adjacent mappings (the documentation
+    /// speaks of "the entire contiguous address range that was mapped to"): asked once, on a
+    /// scratch range of two chunks of its own.
+    public var unmapsRuns: Bool { runUnmap.withLock { known in
+        if let known { return known }
+        let answer = probeRunUnmap()
+        known = answer
+        return answer
+    } }
+    private let runUnmap = Mutex<Bool?>(nil)
+
+    public func unmap(at address: UInt64, chunks count: Int) throws {
+        if count > 1 && unmapsRuns {
+            try wrap { try current().unmap(address: address, size: count * chunkSize) }
+        } else {
+            for i in 0..<count { try unmap(at: address + UInt64(i * chunkSize)) }
+        }
+    }
+
+    private func probeRunUnmap() -> Bool {
+        guard let driver = try? current(), let base = try? driver.reserveAddressRange(size: 2 * chunkSize, alignment: chunkSize) else { return false }
+        defer { try? driver.freeAddressRange(base, size: 2 * chunkSize) }
+        var handles: [UInt64] = []
+        defer { for h in handles { try? driver.releasePhysical(h) } }
+        var mapped: [UInt64] = []
+        for i in 0..<2 {
+            guard let h = try? driver.createPhysical(size: chunkSize, device: ordinal) else { return false }
+            handles.append(h)
+            let at = base + UInt64(i * chunkSize)
+            guard (try? driver.map(address: at, size: chunkSize, handle: h)) != nil else {
+                for m in mapped { try? driver.unmap(address: m, size: chunkSize) }
+                return false
+            }
+            mapped.append(at)
+        }
+        if (try? driver.unmap(address: base, size: 2 * chunkSize)) != nil { return true }
+        for m in mapped { try? driver.unmap(address: m, size: chunkSize) }
+        return false
+    }
+
     public func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws {
         try wrap {
             try context.makeCurrent()

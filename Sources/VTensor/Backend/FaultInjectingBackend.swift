@@ -19,6 +19,7 @@ public final class FaultInjectingBackend: MemoryBackend {
         /// Calls of an operation that succeed before its forced failures start.
         var forcedAfter: [Operation: Int] = [:]
         var calls: [Operation: Int] = [:]
+        var unmapCalls = 0
         var chunkLimit: Int?
         var liveChunks = 0
         var injected: [Operation: Int] = [:]
@@ -122,7 +123,18 @@ public final class FaultInjectingBackend: MemoryBackend {
         try inner.setAccess(at: address, bytes: bytes)
     }
 
-    public func unmap(at address: UInt64) throws { try inner.unmap(at: address) }
+    public func unmap(at address: UInt64) throws {
+        state.withLock { $0.unmapCalls += 1 }
+        try inner.unmap(at: address)
+    }
+    public var unmapsRuns: Bool { inner.unmapsRuns }
+    public func unmap(at address: UInt64, chunks count: Int) throws {
+        state.withLock { $0.unmapCalls += 1 }
+        try inner.unmap(at: address, chunks: count)
+    }
+    /// Calls of `unmap(at:chunks:)` (a run or a chunk each); unmaps are never failed on purpose:
+    /// the manager makes them only after a fence, and treats a failure as fatal.
+    public var unmapCalls: Int { state.withLock { $0.unmapCalls } }
 
     public func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws {
         try maybeFail(.copy)

@@ -205,6 +205,34 @@ public final class HostBackend: MemoryBackend {
         }
     }
 
+    /// One `mmap` puts the reservation back over the whole run.
+    public var unmapsRuns: Bool { true }
+
+    public func unmap(at address: UInt64, chunks count: Int) throws {
+        try state.withLock { s in
+            let end = address + UInt64(count * chunkSize)
+            var chunks: [PhysicalChunk] = []
+            for i in 0..<count {
+                let at = address + UInt64(i * chunkSize)
+                guard let mapping = s.mappings[at] else {
+                    throw BackendError(operation: "unmap", message: "\(hex(at)) is not mapped")
+                }
+                chunks.append(mapping.chunk)
+            }
+            for reader in s.readers.values where reader.address < end && reader.address + UInt64(reader.bytes) > address {
+                throw BackendError(operation: "unmap", message: "\(hex(address)) + \(count) chunks has a live reader (device work in flight)")
+            }
+            let result = mmap(pointer(address), count * chunkSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+            guard result != MAP_FAILED else {
+                throw BackendError(operation: "unmap", message: "mmap: \(String(cString: strerror(errno)))")
+            }
+            for (i, chunk) in chunks.enumerated() {
+                s.mappings[address + UInt64(i * chunkSize)] = nil
+                s.liveChunks[chunk.raw]! -= 1
+            }
+        }
+    }
+
     public func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws {
         try state.withLock { s in
             try checkAccessible(s, address: source, bytes: bytes, operation: "copy (source)")

@@ -67,6 +67,11 @@ public protocol MemoryBackend: AnyObject, Sendable {
     /// Unmaps the chunk mapped at `address`. The caller guarantees (through fences) that no
     /// device work can still read it.
     func unmap(at address: UInt64) throws
+    /// Unmaps the `count` adjacent chunks mapped from `address` on: one call where the backend
+    /// takes several mappings at once (`unmapsRuns`), else one a chunk.
+    func unmap(at address: UInt64, chunks count: Int) throws
+    /// Whether `unmap(at:chunks:)` unmaps a run in one call.
+    var unmapsRuns: Bool { get }
 
     /// Copies device memory to device memory, ordered after earlier work on the backend's
     /// work stream.
@@ -87,4 +92,8 @@ public protocol MemoryBackend: AnyObject, Sendable {
 
 extension MemoryBackend {
     public var ordersWork: Bool { false }
+    public var unmapsRuns: Bool { false }
+    public func unmap(at address: UInt64, chunks count: Int) throws {
+        for i in 0..<count { try unmap(at: address + UInt64(i * chunkSize)) }
+    }
 }

@@ -90,6 +90,10 @@ public final class VirtualMemory: @unchecked Sendable {
     /// spans several mappings; set access is most of a mapping's cost (docs/perf.md, 2026-11-27).
     public let accessPerRun: Bool
     private var claimBatch: Int { accessPerRun ? Self.runClaimBatch : Self.claimBatch }
+    /// Unmap each run of adjacent retired chunks of one tensor in one call, where the backend
+    /// takes one (`MemoryBackend.unmapsRuns`), instead of one call a chunk.
+    public let unmapPerRun: Bool
+    private var unmapBatch: Int { unmapPerRun ? Self.runClaimBatch : Self.claimBatch }
 
     /// - Parameters:
     ///   - budget: the cap on physical memory held.
@@ -97,10 +101,12 @@ public final class VirtualMemory: @unchecked Sendable {
     ///   - highWatermark: chunks above which the reserve is released to the device (default: 4 x low).
     ///   - reuseOrder: which reserve chunk a new mapping takes.
     ///   - accessPerRun: access granted once per run of adjacent chunks mapped together.
+    ///   - unmapPerRun: retired chunks unmapped a run at a time where the backend can.
     public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil,
-                reuseOrder: ChunkReuseOrder = .default, accessPerRun: Bool = false) throws {
+                reuseOrder: ChunkReuseOrder = .default, accessPerRun: Bool = false, unmapPerRun: Bool = false) throws {
         self.backend = backend
         self.accessPerRun = accessPerRun
+        self.unmapPerRun = unmapPerRun && backend.unmapsRuns
         self.chunkSize = backend.chunkSize
         let budgetBytes: Int
         switch budget {
@@ -742,7 +748,7 @@ public final class VirtualMemory: @unchecked Sendable {
     public func reclaim(limit: Int = .max) throws -> Int {
         var total = 0
         while total < limit {
-            let batch = min(Self.claimBatch, limit - total)
+            let batch = min(unmapBatch, limit - total)
             let claimed = try lock.withLock { () throws -> [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)] in
                 let completed = try completedRetirementsLocked(limit: batch)
                 for (tensor, index, chunk) in completed {
@@ -753,13 +759,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 return completed
             }
             guard !claimed.isEmpty else { break }
-            for (tensor, index, _) in claimed {
-                do {
-                    try backend.unmap(at: tensor.address(ofChunk: index))
-                } catch {
-                    preconditionFailure("unmap of \(tensor) chunk \(index) after its fence failed: \(error)")
-                }
-            }
+            unmapCompleted(claimed)
             try lock.withLock {
                 for (tensor, index, chunk) in claimed {
                     guard case .unmapping = tensor.slots[index] else { preconditionFailure("a slot being unmapped changed") }
@@ -935,6 +935,27 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
+    /// The physical unmaps of retirements whose fences completed: one call a run of adjacent
+    /// chunks of one tensor (`unmapPerRun`), else one a chunk. A failure here would leave the
+    /// books and the device apart, so it stops the process.
+    private func unmapCompleted(_ completed: [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)]) {
+        var start = 0
+        while start < completed.count {
+            var end = start + 1
+            while unmapPerRun, end < completed.count, completed[end].tensor === completed[start].tensor,
+                  completed[end].index == completed[end - 1].index + 1 {
+                end += 1
+            }
+            let (tensor, index, _) = completed[start]
+            do {
+                try backend.unmap(at: tensor.address(ofChunk: index), chunks: end - start)
+            } catch {
+                preconditionFailure("unmap of \(tensor) chunks \(index)..<\(index + end - start) after their fence failed: \(error)")
+            }
+            start = end
+        }
+    }
+
     private func retireLocked(_ tensor: VirtualTensor, indices: [Int]) throws {
         guard !indices.isEmpty else { return }
         let fence: Fence
@@ -953,12 +974,8 @@ public final class VirtualMemory: @unchecked Sendable {
             do { try backend.wait(first.tensor.fence(at: first.index)) } catch { throw VTensorError.from(error) }
         }
         let completed = try completedRetirementsLocked(limit: limit)
+        unmapCompleted(completed)
         for (tensor, index, chunk) in completed {
-            do {
-                try backend.unmap(at: tensor.address(ofChunk: index))
-            } catch {
-                preconditionFailure("unmap of \(tensor) chunk \(index) after its fence failed: \(error)")
-            }
             tensor.slots[index] = .empty
             pool.dropReference(chunk)
         }
