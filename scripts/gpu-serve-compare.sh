@@ -174,6 +174,17 @@ for w in workloads:
         per = r.get("total_output_tokens", 0) / max(1, r["completed"])
         print(f"{w:<14}{s:<9}{r.get('num_prompts', r['completed'] + r['failed']):>6}{r['completed']:>6}{r['failed']:>5}{per:>8.0f}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
               f"{r.get('median_ttft_ms', 0):>10.1f}{r.get('median_tpot_ms', 0):>10.2f}{peak(s):>10}{ratio:>10.2f}")
+# The servers' own counters over each run (bench serve reads /metrics before and after).
+for w in workloads:
+    for s in systems:
+        r = load(s, w)
+        c = (r or {}).get("server_counters")
+        if not c:
+            continue
+        q, h = c.get("vllm:prefix_cache_queries_total", 0), c.get("vllm:prefix_cache_hits_total", 0)
+        print(f"server {s:<9}{w:<14} hit {100 * h / q if q else 0:5.1f}% of {int(q)} tokens, takeovers {int(c.get('vtensor:prefix_cache_takeovers_total', 0))}, "
+              f"preemptions {int(c.get('vllm:num_preemptions_total', 0))}, blocked mapping waits {int(c.get('vtensor:mapping_waits_blocked_total', 0))} "
+              f"of {int(c.get('vtensor:mapping_waits_total', 0))} ({1000 * c.get('vtensor:mapping_wait_seconds_total', 0):.0f} ms)")
 # Issue 12's first-token target: rounds 2-5 with the cache against rounds 2-5 without it.
 for s in systems:
     r = load(s, "multi-turn")

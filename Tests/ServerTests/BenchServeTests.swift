@@ -30,6 +30,11 @@ import Testing
             #expect((result[key] as? Double ?? 0) > 0, "\(key)")
         }
         #expect(output.contains("token ids (exact lengths"), "\(output)")
+        // The server's counters over the run, from /metrics before and after (other tests may
+        // share the server, so at least this run's own tokens).
+        let counters = try #require(result["server_counters"] as? [String: Double], "\(result.keys.sorted())")
+        #expect((counters["vllm:prompt_tokens_total"] ?? 0) >= 48 && (counters["vllm:generation_tokens_total"] ?? 0) >= 9, "\(counters)")
+        #expect(output.contains("server: prefix cache"), "\(output)")
     }
 
     /// Multi-turn in token-id form sends each answer on as the ids the server generated
@@ -45,6 +50,7 @@ import Testing
         // that holder over whole (no chunk mapped): 2 conversations x 2 later rounds.
         let takeovers = try MetricsScrape(server.metrics()).value("vtensor:prefix_cache_takeovers_total") - before
         #expect(takeovers >= 4, "\(takeovers) takeovers")
+        #expect(((result["server_counters"] as? [String: Double])?["vtensor:prefix_cache_takeovers_total"] ?? 0) >= 4, "\(result["server_counters"] ?? "none")")
         #expect(result["completed"] as? Int == 6 && result["failed"] as? Int == 0, "\(output)")
         #expect(result["requests_with_token_ids"] as? Int == 6, "\(output)")
         #expect(output.contains("the server's ids for 6 of 6"), "\(output)")

@@ -190,8 +190,13 @@ struct BenchServeCommand: ParsableCommand {
             if resetPrefixCache, !(await client.resetPrefixCache()) {
                 note("POST \(baseURL)/reset_prefix_cache did not answer 200: this run may find earlier runs' prompts cached")
             }
-            let run = await ServeBenchmark.run(workload, rate: rate, settings: settings, client: client)
+            let before = await client.scrapeMetrics()
+            var run = await ServeBenchmark.run(workload, rate: rate, settings: settings, client: client)
+            if let before, let after = await client.scrapeMetrics() {
+                run.serverCounters = ServerCounters(before: ServerCounters.parse(before), after: ServerCounters.parse(after))
+            }
             print(ServeReport.table(run.settings, run.result, run.metrics))
+            if let summary = run.serverCounters?.summary, !summary.isEmpty { print(summary) }
             fflush(nil)  // the table before the notes on standard error that follow
             runs.append(run)
         }

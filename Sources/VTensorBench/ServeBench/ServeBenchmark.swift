@@ -21,6 +21,8 @@ struct ServeRun: Sendable {
     var settings: RunSettings
     var result: RunResult
     var metrics: ServeMetrics
+    /// The server's counters over the run, where it has /metrics.
+    var serverCounters: ServerCounters?
 }
 
 enum ServeBenchmark {

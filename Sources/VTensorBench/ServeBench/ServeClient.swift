@@ -187,6 +187,13 @@ struct ServeClient: Sendable {
         return await connection.fetch(head: head, timeout: .seconds(30)) != nil
     }
 
+    /// GET /metrics (Prometheus text), or nil when the server has none.
+    func scrapeMetrics() async -> String? {
+        guard let connection = try? await StreamingConnection.connect(to: address, group: pool.group) else { return nil }
+        defer { connection.close() }
+        return await connection.fetch(head: requestHead(.GET, "/metrics"), timeout: .seconds(30)).map { String(decoding: $0, as: UTF8.self) }
+    }
+
     /// The first model id the server lists at /v1/models (as `vllm bench serve` does without
     /// --model), or nil when it cannot be asked.
     func firstModel() async -> String? {

@@ -8,7 +8,11 @@ extension BenchServeCommand {
     /// The JSON file, and the chart of a sweep (or of any run given --chart).
     func writeOutputs(_ runs: [ServeRun], settings: ServeBenchSettings) throws {
         let date = todayUTC()
-        let results = runs.map { ServeReport.json($0.settings, $0.result, $0.metrics, date: date) }
+        let results = runs.map { run in
+            var json = ServeReport.json(run.settings, run.result, run.metrics, date: date)
+            if let counters = run.serverCounters { json["server_counters"] = counters.deltas }
+            return json
+        }
         if runs.count > 1 {
             print(ServeReport.sweepTable(settings.label, runs.map { ($0.settings.requestRate, $0.metrics) }, percentile: settings.percentiles.last ?? 99))
         }
