@@ -6,6 +6,8 @@
 #   nocache   the same with --no-prefix-cache
 #   paged     the same with --kv paged (16-token pages, block tables, budget reserved up front)
 #   vtensor-prefetch3  vtensor with --prefetch-steps 3 (a burst's prompts mapped three steps ahead)
+#   vtensor-runs  vtensor with --access-per-run on --unmap-per-run on (driver calls per run of chunks)
+#   VTENSOR_FLAGS="..." adds flags to every vtensor server (vtensor, nocache, paged and the variants)
 #   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
 # Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
 #          [WORKLOADS_paged="sharegpt ..."] SCALE=1 [HF_SCALE=0.1] [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] [OPENAI_CHECK=1] scripts/gpu-serve-compare.sh [OUTDIR]
@@ -54,10 +56,11 @@ start_server() {
   if curl -sf "$base/health" > /dev/null; then echo "$system: port $port still answers" | tee -a "$out/summary.txt"; return 1; fi
   # `exec`, so $! is the server itself and stop_server's signal reaches it.
   (case $system in
-    vtensor) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served ;;
-    vtensor-prefetch3) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --prefetch-steps 3 ;;
-    nocache) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache ;;
-    paged)   exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --kv paged ;;
+    vtensor) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served ${VTENSOR_FLAGS:-} ;;
+    vtensor-prefetch3) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --prefetch-steps 3 ${VTENSOR_FLAGS:-} ;;
+    vtensor-runs) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --access-per-run on --unmap-per-run on ${VTENSOR_FLAGS:-} ;;
+    nocache) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache ${VTENSOR_FLAGS:-} ;;
+    paged)   exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --kv paged ${VTENSOR_FLAGS:-} ;;
     hf)      exec transformers serve "$model" --host 127.0.0.1 --port $port --continuous-batching ${HF_FLAGS:-} ;;
   esac) > "$out/$system-server.log" 2>&1 &
   pid=$!
