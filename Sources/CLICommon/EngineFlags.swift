@@ -22,7 +22,7 @@ public struct EngineFlags: ParsableArguments {
     public var pipelineSteps: OnOff = .on
     @Option(help: "GPU: replay decode steps from CUDA graphs captured per padded batch size (on), or launch every kernel (off).")
     public var cudaGraphs: OnOff = .on
-    @Option(help: "The order waiting requests start in: first come first served (fcfs), the one that may generate the most tokens first (lof), or the longest prefix in the prefix cache first (lpm).")
+    @Option(help: "The order waiting requests start in: first come first served (fcfs), the one that may generate the most tokens first (lof), the longest prefix in the prefix cache first (lpm), or each request's priority, lower first (priority: the request field, vLLM's; memory runs short for the lowest priority first).")
     public var schedulePolicy: SchedulePolicy = .fcfs
     @Flag(help: "Do not keep the K/V of finished requests for later requests that start the same way (the prefix cache; virtual-tensor KV only).")
     public var noPrefixCache = false

@@ -146,7 +146,7 @@ public final class Engine: @unchecked Sendable {
                 let id = s.nextID
                 s.nextID += 1
                 let sequence = EngineSequence(id: id, prompt: request.prompt, state: state, arrivalNanos: monotonicNanos(),
-                                              salt: request.cacheSalt ?? "")
+                                              salt: request.cacheSalt ?? "", priority: request.priority)
                 sequence.promptScores = scores
                 s.added.append(sequence)
                 s.live.insert(id)
@@ -166,6 +166,9 @@ public final class Engine: @unchecked Sendable {
         }
         guard prompt.count < maxSequenceLength else {
             throw EngineError.invalidRequest("the prompt has \(prompt.count) tokens; the longest sequence this engine runs is \(maxSequenceLength) tokens, leaving no room to generate")
+        }
+        if request.priority != 0 && options.schedulePolicy != .priority {
+            throw EngineError.invalidRequest("priority \(request.priority) asked for, but this engine schedules \(options.schedulePolicy.rawValue); a request's priority counts only under --schedule-policy priority (and must be 0 otherwise)")
         }
         if let maxTokens = request.parameters.maxTokens, maxTokens < 1 {
             throw EngineError.invalidRequest("max_tokens must be at least 1, got \(maxTokens)")

@@ -112,6 +112,12 @@ public enum SchedulePolicy: String, Sendable, Equatable, CaseIterable, Codable {
     /// lookup per waiting request per step would cost more than it saves); fcfs without the
     /// prefix cache.
     case lpm
+    /// Each request's `priority` first, lower values sooner (vLLM's `priority` policy), arrival
+    /// order among equals. Running requests are kept in the same order: a step gives its budget
+    /// to them in it, and memory runs short for the last, the lowest priority, first (it is
+    /// preempted, vLLM's choice). A waiting request of higher priority does not preempt running
+    /// ones; it is the next admitted.
+    case priority
 }
 
 /// What the engine refuses, with the reason in words.

@@ -16,13 +16,17 @@ public struct GenerationRequest: Sendable {
     /// runs synchronously with every position's logits brought to the host, within the model's
     /// logits rows a step (the chunk is cut to fit).
     public var promptLogprobs: Int?
+    /// Its place under `SchedulePolicy.priority` (vLLM's `priority`): lower values are scheduled
+    /// sooner, arrival order among equals. The other policies take only 0.
+    public var priority: Int
 
     public init(prompt: [Int], parameters: SamplingParameters = SamplingParameters(temperature: 0), cacheSalt: String? = nil,
-                promptLogprobs: Int? = nil) {
+                promptLogprobs: Int? = nil, priority: Int = 0) {
         self.prompt = prompt
         self.parameters = parameters
         self.cacheSalt = cacheSalt
         self.promptLogprobs = promptLogprobs
+        self.priority = priority
     }
 }
 

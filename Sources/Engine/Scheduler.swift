@@ -25,6 +25,8 @@ final class EngineSequence {
     let arrivalNanos: UInt64
     /// The prefix cache's partition (`GenerationRequest.cacheSalt`, "" without one).
     let salt: String
+    /// `GenerationRequest.priority`: lower first under the priority policy.
+    let priority: Int
     /// Its prompt's log-probabilities, when the request asked for them.
     var promptScores: PromptScores?
     /// Whether it may start from a cached prefix: not while its prompt scores are incomplete,
@@ -54,7 +56,8 @@ final class EngineSequence {
                              outputTokens: state.output.count)
     }
 
-    init(id: RequestID, prompt: [Int], state: SequenceState, arrivalNanos: UInt64, salt: String = "") {
+    init(id: RequestID, prompt: [Int], state: SequenceState, arrivalNanos: UInt64, salt: String = "", priority: Int = 0) {
+        self.priority = priority
         self.id = id
         tokens = prompt
         self.state = state
@@ -171,7 +174,19 @@ struct Scheduler {
             let limit = sequence.state.outputLimit
             let at = waiting.firstIndex { $0.status != .preempted && $0.state.outputLimit < limit } ?? waiting.count
             waiting.insert(sequence, at: at)
+        case .priority:
+            insertInPriorityOrder(sequence, into: &waiting)
         }
+    }
+
+    /// The priority policy's order: lower `priority` first, then arrival (ids grow with it).
+    static func precedes(_ a: EngineSequence, _ b: EngineSequence) -> Bool {
+        (a.priority, a.id) < (b.priority, b.id)
+    }
+
+    private func insertInPriorityOrder(_ sequence: EngineSequence, into queue: inout [EngineSequence]) {
+        let at = queue.firstIndex { Self.precedes(sequence, $0) } ?? queue.count
+        queue.insert(sequence, at: at)
     }
 
     /// Most waiting requests `lpm` reorders by their cached prefix each step.
@@ -284,7 +299,7 @@ struct Scheduler {
             sequence.prefetched = false
             sequence.aliasedAhead = false
             sequence.status = .running
-            running.append(sequence)
+            if policy == .priority { insertInPriorityOrder(sequence, into: &running) } else { running.append(sequence) }
             if let prefix, sequence.tokens.count > prefix.tree.tokensPerBlock {
                 computing?[sequence.firstBlockKey(prefix.tree.tokensPerBlock), default: []].append(sequence)
             }
@@ -354,6 +369,7 @@ struct Scheduler {
         sequence.computed = 0
         sequence.status = .preempted
         sequence.preemptions += 1
-        waiting.insert(sequence, at: 0)
+        // Back at the head of the queue (fcfs and the others), or in its priority's place.
+        if policy == .priority { insertInPriorityOrder(sequence, into: &waiting) } else { waiting.insert(sequence, at: 0) }
     }
 }

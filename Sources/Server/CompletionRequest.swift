@@ -22,6 +22,8 @@ struct CompletionRequest {
     var includeUsage: Bool
     /// `cache_salt` (vLLM's): only requests with the same salt share cached prompt K/V.
     var cacheSalt: String? = nil
+    /// `priority` (vLLM's): lower values are scheduled sooner, under `--schedule-policy priority`.
+    var priority = 0
     /// Chat with `tools` (tool_choice not "none") on a server with a tool-call parser: answers
     /// are parsed for calls.
     var toolCallFormat: ToolCallFormat? = nil
@@ -47,7 +49,8 @@ struct CompletionRequest {
         if let seed = parameters.seed { parameters.seed = seed &+ sample }
         // vLLM's default: up to the context.
         if parameters.maxTokens == nil { parameters.maxTokens = max(1, maxSequenceLength - prompt.count) }
-        return GenerationRequest(prompt: prompt, parameters: parameters, cacheSalt: cacheSalt, promptLogprobs: echo ? logprobs : nil)
+        return GenerationRequest(prompt: prompt, parameters: parameters, cacheSalt: cacheSalt, promptLogprobs: echo ? logprobs : nil,
+                                 priority: priority)
     }
 }
 
@@ -57,7 +60,7 @@ extension OpenAIServer {
         try checkModel(object)
         warnAboutIgnoredFields(object, chat: chat)
         try checkIntegerFields(object, ["max_tokens", "max_completion_tokens", "min_tokens", "n", "seed", "top_k", "logprobs",
-                                        "top_logprobs", "stop_token_ids"])
+                                        "top_logprobs", "stop_token_ids", "priority"])
         let stream = try optionalBool(object, "stream") ?? false
         let includeUsage = try streamIncludesUsage(object)
         let n = try choicesPerPrompt(object)
@@ -94,7 +97,7 @@ extension OpenAIServer {
         }
         let usesTools = chat && Self.isGiven(object, "tools") && (object["tool_choice"] as? String) != "none"
         return CompletionRequest(chat: chat, prompts: prompts, echoTexts: echoTexts, n: n, parameters: parameters, stream: stream,
-                                 includeUsage: includeUsage, cacheSalt: try cacheSalt(object),
+                                 includeUsage: includeUsage, cacheSalt: try cacheSalt(object), priority: try priority(object),
                                  toolCallFormat: usesTools ? configuration.toolCallFormat : nil,
                                  returnTokenIds: try optionalBool(object, "return_token_ids") ?? false,
                                  continuousUsage: try streamHasContinuousUsage(object))
@@ -108,6 +111,15 @@ extension OpenAIServer {
         }
         guard !salt.isEmpty else { throw APIError("'cache_salt' must not be empty", param: "cache_salt") }
         return salt
+    }
+
+    /// `priority`: an integer (0 when absent); whether the engine schedules by it, the engine says.
+    func priority(_ object: [String: Any]) throws -> Int {
+        guard let value = object["priority"], !(value is NSNull) else { return 0 }
+        guard let priority = jsonInt(value) else {
+            throw APIError("'priority' must be an integer, got \(Self.describe(value))", param: "priority")
+        }
+        return priority
     }
 
     /// `n`: an integer in 1...maxChoices.

@@ -19,7 +19,8 @@ struct GenerateCommand: ParsableCommand {
             a model we know (SmolLM2-Instruct: temperature 0.2, top-p 0.9), else greedy. --temperature 0 asks for greedy.
             One prompt: its text streams to standard output, then a timing line goes to standard error.
             Several prompts, or --input FILE (one JSON object a line: "prompt" or chat "messages", plus optional
-            sampling fields such as "max_tokens", "temperature", "top_p", "stop", "seed"): one JSON object a line per
+            sampling fields such as "max_tokens", "temperature", "top_p", "stop", "seed", and "priority" under
+            --schedule-policy priority): one JSON object a line per
             request, in input order, to standard output or --output; progress on standard error.
             """)
 
@@ -70,12 +71,15 @@ struct GenerateCommand: ParsableCommand {
         var prompt: String?
         var messages: [ChatMessage]?
         var sampling: SamplingParameters
+        /// Under `--schedule-policy priority`: lower first (vLLM's `priority`).
+        var priority: Int
 
-        enum CodingKeys: String, CodingKey { case prompt, messages }
+        enum CodingKeys: String, CodingKey { case prompt, messages, priority }
         init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
             messages = try c.decodeIfPresent([ChatMessage].self, forKey: .messages)
+            priority = try c.decodeIfPresent(Int.self, forKey: .priority) ?? 0
             sampling = try SamplingParameters(from: decoder)
         }
     }
@@ -202,7 +206,8 @@ struct GenerateCommand: ParsableCommand {
                 } catch {
                     throw ValidationError("\(place): not a JSON object with \"prompt\" or \"messages\" (\(error))")
                 }
-                requests.append(GenerationRequest(prompt: try encode(text: item.prompt, messages: item.messages, where: place), parameters: item.sampling))
+                requests.append(GenerationRequest(prompt: try encode(text: item.prompt, messages: item.messages, where: place), parameters: item.sampling,
+                                                  priority: item.priority))
             }
         }
         guard !requests.isEmpty else { throw ValidationError("no requests: \(input ?? "the input") holds no lines") }

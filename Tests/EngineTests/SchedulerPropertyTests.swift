@@ -90,7 +90,8 @@ struct TestRandom: RandomNumberGenerator {
                 prompt = (0..<Int.random(in: 1..<engine.maxSequenceLength, using: &random)).map { _ in Int.random(in: 1..<50, using: &random) }
             }
             prompt = Array(prompt.prefix(longest))
-            let request = GenerationRequest(prompt: prompt, parameters: parameters, cacheSalt: random.next() % 5 == 0 ? "tenant" : nil)
+            let request = GenerationRequest(prompt: prompt, parameters: parameters, cacheSalt: random.next() % 5 == 0 ? "tenant" : nil,
+                                            priority: options.schedulePolicy == .priority ? Int.random(in: -2...2, using: &random) : 0)
             made.append(request)
             return (Int.random(in: 0...40, using: &random), request)
         }
@@ -381,6 +382,63 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         for (i, id) in ids.enumerated() {
             #expect(outputs[id] == fakeReference(prompt: [3 + i, 7], maxTokens: limits[i], maxLength: engine.maxSequenceLength, eos: nil))
         }
+    }
+}
+
+/// `--schedule-policy priority` (vLLM's): lower `priority` first, arrival order among equals;
+/// memory runs short for the lowest priority first; other policies refuse a priority.
+@Suite struct PriorityPolicyTests {
+    @Test func admittedByPriorityThenArrival() throws {
+        let model = try FakeModel(context: 64, budgetChunks: 32)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 1, schedulePolicy: .priority))
+        let priorities = [2, 0, 1, 0, -1, 2]
+        let ids = try priorities.enumerated().map { i, priority in
+            try engine.add(GenerationRequest(prompt: [3 + i, 7], parameters: SamplingParameters(temperature: 0, maxTokens: 2), priority: priority))
+        }
+        let (finished, outputs) = runCollecting(engine)
+        #expect(finished == [4, 1, 3, 2, 0, 5].map { ids[$0] })
+        for (i, id) in ids.enumerated() {
+            #expect(outputs[id] == fakeReference(prompt: [3 + i, 7], maxTokens: 2, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+    }
+
+    /// The lowest priority request starts first and runs alone for a step; two of higher
+    /// priority join it, and the three outgrow the KV budget. Preempted first: the lowest priority
+    /// (the first started), not the newest as under fcfs. Every answer is still its own.
+    @Test(arguments: [SchedulePolicy.fcfs, .priority])
+    func theLowestPriorityGivesItsMemoryBackFirst(policy: SchedulePolicy) throws {
+        let model = try FakeModel(context: 64, budgetChunks: 9)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [],
+                                options: EngineOptions(maxNumSeqs: 3, maxNumBatchedTokens: 64, asyncMapping: false, pipelineSteps: false,
+                                                       schedulePolicy: policy, prefixCaching: false))
+        let priorities = policy == .priority ? [5, 0, 1] : [0, 0, 0]
+        let prompts = (0..<3).map { i in (0..<12).map { 1 + ($0 &* 7 &+ i &* 5) % 49 } }
+        func add(_ i: Int) throws -> RequestID {
+            try engine.add(GenerationRequest(prompt: prompts[i], parameters: SamplingParameters(temperature: 0, maxTokens: 20, ignoreEOS: true),
+                                             priority: priorities[i]))
+        }
+        var outputs: [RequestID: [Int]] = [:]
+        var ids = [try add(0)]
+        for output in engine.step() { outputs[output.id, default: []] += output.tokens.map(\.id) }
+        ids += [try add(1), try add(2)]
+        var firstPreempted: RequestID?
+        while engine.hasWork {
+            for output in engine.step() { outputs[output.id, default: []] += output.tokens.map(\.id) }
+            if firstPreempted == nil { firstPreempted = engine.lastPlan.preempted.first }
+        }
+        #expect(firstPreempted == (policy == .priority ? ids[0] : ids[2]), "\(String(describing: firstPreempted))")
+        for (i, id) in ids.enumerated() {
+            #expect(outputs[id] == fakeReference(prompt: prompts[i], maxTokens: 20, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+    }
+
+    @Test func otherPoliciesRefuseAPriority() throws {
+        let model = try FakeModel(context: 64, budgetChunks: 32)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(schedulePolicy: .fcfs))
+        #expect(throws: EngineError.invalidRequest("priority 3 asked for, but this engine schedules fcfs; a request's priority counts only under --schedule-policy priority (and must be 0 otherwise)")) {
+            try engine.add(GenerationRequest(prompt: [3, 4], priority: 3))
+        }
+        _ = try engine.add(GenerationRequest(prompt: [3, 4], parameters: SamplingParameters(temperature: 0, maxTokens: 1), priority: 0))
     }
 }
 

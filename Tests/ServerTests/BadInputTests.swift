@@ -86,6 +86,10 @@ import Testing
         // `n` over the limit.
         try client.expectError(completions, #"{"prompt": "x", "max_tokens": 1, "n": 100000}"#, naming: ["'n'"], param: "n")
         try client.expectError(completions, #"{"prompt": "x", "max_tokens": 1, "n": 0}"#, naming: ["'n'"], param: "n")
+        // A priority on a server that does not schedule by it, and one that is not an integer.
+        try client.expectError(completions, #"{"prompt": "x", "max_tokens": 1, "priority": 2}"#, naming: ["priority 2", "--schedule-policy priority"])
+        try client.expectError(chat, #"{"messages": [{"role": "user", "content": "x"}], "max_tokens": 1, "priority": "high"}"#,
+                               naming: ["'priority'", "integer"], param: "priority")
         // A body over --max-body-bytes.
         let big = #"{"prompt": ""# + String(repeating: "a", count: Self.bodyLimit) + #""}"#
         try client.expectError(completions, big, status: 413, naming: ["\(Self.bodyLimit) bytes", "--max-body-bytes"])
