@@ -97,6 +97,43 @@ import Testing
         #expect(!cache.contains(4) && cache.audit().isEmpty)
     }
 
+    /// A request that leaves before a step takes its page copy (a prefetch given back, an abort):
+    /// the copy is cancelled and its source given back, so an idle cache holds only the holder's
+    /// pages, and no later step copies into the page's next owner. A copy into a page someone else
+    /// still holds (shared as a holder, or kept by a detach) stays.
+    @Test func aCopyIntoAPageNobodyHoldsIsCancelled() throws {
+        let cache = try PagedKVCache(shape: Self.shape, pageTokens: 4, pageCount: 8, maxTokensPerRequest: 32, maxRequests: 4)
+        try cache.addRequest(1)
+        try cache.reserve([(1, 6)])
+        try cache.setLengths([(1, 6)])
+        try cache.detach(1, tokens: 6, asHolder: 50)
+        #expect(cache.accounting.usedPages == 2)
+        // Request 2 shares 1.5 pages: its second page waits for a copy of the holder's second.
+        try cache.addRequest(2, aliasing: [(holder: 50, chunk: 0), (holder: 50, chunk: 1)], tokens: 6)
+        #expect(cache.accounting.usedPages == 3)
+        try cache.free(2)
+        #expect(cache.takePageCopies().isEmpty)
+        try cache.freeHolder(50)
+        #expect(cache.accounting.usedPages == 0 && cache.audit().isEmpty)
+
+        // Kept: request 3's pages shared as holder 51 before it leaves; request 4's kept by a detach.
+        try cache.addRequest(1)
+        try cache.reserve([(1, 6)])
+        try cache.setLengths([(1, 6)])
+        try cache.detach(1, tokens: 6, asHolder: 50)
+        try cache.addRequest(3, aliasing: [(holder: 50, chunk: 0), (holder: 50, chunk: 1)], tokens: 6)
+        try cache.share(3, chunks: 1, asHolder: 51)
+        try cache.addRequest(4, aliasing: [(holder: 50, chunk: 0), (holder: 50, chunk: 1)], tokens: 6)
+        let own4 = try cache.blockTable(of: 4).pages[1]
+        try cache.detach(4, tokens: 6, asHolder: 52)
+        try cache.free(3)
+        let copies = cache.takePageCopies()
+        #expect(copies.map(\.destination) == [own4], "\(copies)")
+        #expect(cache.audit().isEmpty)
+        for holder in [50, 51, 52] { try cache.freeHolder(holder) }
+        #expect(cache.accounting.usedPages == 0 && cache.audit().isEmpty)
+    }
+
     @Test(arguments: 0..<12)
     func randomOperationsKeepEveryPageOwnedOnce(seed: Int) throws {
         var random = SplitMix64(seed: UInt64(seed) &+ 99)

@@ -165,11 +165,10 @@ public final class PagedKVCache: @unchecked Sendable {
     /// order; taking them lets their sources go.
     public func takePageCopies() -> [(source: Int32, destination: Int32)] {
         lock.withLock {
-            defer {
-                for copy in pendingCopies { dropLocked(copy.source) }
-                pendingCopies.removeAll(keepingCapacity: true)
-            }
-            return pendingCopies
+            let taken = pendingCopies
+            pendingCopies.removeAll(keepingCapacity: true)
+            for copy in taken { dropLocked(copy.source) }
+            return taken
         }
     }
 
@@ -303,7 +302,15 @@ public final class PagedKVCache: @unchecked Sendable {
     private func dropLocked(_ page: Int32) {
         precondition(references[Int(page)] > 0, "page \(page) given back twice")
         references[Int(page)] -= 1
-        if references[Int(page)] == 0 { freePages.append(page) }
+        guard references[Int(page)] == 0 else { return }
+        freePages.append(page)
+        // A copy still pending into a page nobody holds any more (its request left before a step
+        // took the copy) is moot: cancelled, its source given back. Left pending, it would keep
+        // the source held while the engine idles, and copy into the page's next owner.
+        if let moot = pendingCopies.firstIndex(where: { $0.destination == page }) {
+            let source = pendingCopies.remove(at: moot).source
+            dropLocked(source)
+        }
     }
 
     public struct Accounting: Sendable, Equatable, Codable {
