@@ -1,0 +1,21 @@
+import Testing
+@testable import VTensorBench
+
+/// `bench vmm --only access` on the host backend: every run length is timed, the host backend
+/// unmaps a run in one call, and the mapper is measured both ways (so the stage the GPU script
+/// depends on runs in CI, not first on the GPU).
+@Suite struct VMMAccessStageTests {
+    @Test func theAccessStageRunsOnTheHostBackend() throws {
+        let device = try openDevice(.cpu, ordinal: 0, hostCapacity: 1 << 30)
+        let bench = VMMBench(device: device, chunks: 128, steps: 0, log: false, stages: ["access"])
+        let report = try bench.run()
+        let access = try #require(report.access)
+        #expect(access.chunks == 128)
+        #expect(access.runs.map(\.runChunks) == [1, 2, 8, 32, 128])
+        #expect(access.runs.map(\.calls) == [128, 64, 16, 4, 1])
+        #expect(access.runs.allSatisfy { $0.unmapInOneCall && $0.unmapPerCall != nil && $0.setAccessPerCall.count == $0.calls })
+        #expect(access.backendUnmapsRuns)
+        #expect(access.mapperPerChunk.count == 2 && access.mapperPerRun.count == 2 && (access.mapperPerRun + access.mapperPerChunk).allSatisfy { $0 > 0 })
+        #expect(access.copyMillisIdle == nil, "no copy kernel on the CPU")
+    }
+}
