@@ -16,6 +16,8 @@ public struct EngineFlags: ParsableArguments {
     public var threads: Int?
     @Option(parsing: .unconditional, help: "The cap on KV-cache memory in MiB (default: 90% of free GPU memory after weights; 2048 on the CPU).")
     public var kvBudgetMib: Int?
+    @Option(parsing: .unconditional, help: "GPU: the share (0, 1] of all the GPU's memory this process may use, weights and workspace included (vLLM's flag): the KV cache gets that share less what is in use once the model is loaded. Instead of --kv-budget-mib.")
+    public var gpuMemoryUtilization: Double?
     @Option(help: "GPU: the KV cache in virtual tensors held while used (vtensor), or vLLM's design: 16-token pages with block tables, the budget reserved up front (paged).")
     public var kv: KVMode = .vtensor
     @Option(help: "GPU: plan and queue each step while the one before runs, its picks fed on the device (on), or one step at a time (off).")
@@ -38,6 +40,12 @@ public struct EngineFlags: ParsableArguments {
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
         if let kvBudgetMib, kvBudgetMib < 1 { throw ValidationError("--kv-budget-mib must be at least 1, got \(kvBudgetMib)") }
+        if let gpuMemoryUtilization {
+            guard gpuMemoryUtilization > 0, gpuMemoryUtilization <= 1 else {
+                throw ValidationError("--gpu-memory-utilization must be in (0, 1], got \(gpuMemoryUtilization)")
+            }
+            guard kvBudgetMib == nil else { throw ValidationError("give --kv-budget-mib or --gpu-memory-utilization, not both") }
+        }
         if let maxNumSeqs, maxNumSeqs < 1 { throw ValidationError("--max-num-seqs must be at least 1, got \(maxNumSeqs)") }
         if let maxNumBatchedTokens, maxNumBatchedTokens < 1 {
             throw ValidationError("--max-num-batched-tokens must be at least 1, got \(maxNumBatchedTokens)")
@@ -59,6 +67,7 @@ public struct EngineFlags: ParsableArguments {
         options.threads = threads
         options.nativeCPUWeights = nativeCPUWeights
         if let kvBudgetMib { options.kvBudget = .bytes(kvBudgetMib << 20) }
+        if let gpuMemoryUtilization { options.kvBudget = .fractionOfTotal(gpuMemoryUtilization) }
         if let maxModelLen { options.maxTokensPerSequence = maxModelLen }
         if let maxNumSeqs { options.maxStepRows = maxNumSeqs }
         if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }

@@ -105,6 +105,8 @@ public struct ModelRuntime: @unchecked Sendable {
             case .fractionOfFree(let fraction)?:
                 // The host's memory stands in for the device's.
                 budget = Int(Double(sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))) * fraction)
+            case .fractionOfTotal?:
+                throw RuntimeError.unsupported("a share of the GPU's memory (--gpu-memory-utilization) does not apply to the CPU: give --kv-budget-mib")
             case nil: budget = 2 << 30
             }
             let cpu = try loaded.cpuModel(kvBudgetBytes: budget, maxTokensPerSequence: options.maxTokensPerSequence, threads: threads,

@@ -42,6 +42,15 @@ import Testing
         #expect(message(EngineFlags.self, ["--access-per-run", "yes"]) != nil)
     }
 
+    @Test func gpuMemoryUtilization() throws {
+        let options = try EngineFlags.parse(["--gpu-memory-utilization", "0.8"]).runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false)
+        #expect(options.kvBudget == .fractionOfTotal(0.8))
+        #expect(message(EngineFlags.self, ["--gpu-memory-utilization", "1.5"]) == "--gpu-memory-utilization must be in (0, 1], got 1.5")
+        #expect(message(EngineFlags.self, ["--gpu-memory-utilization", "-0.5"]) == "--gpu-memory-utilization must be in (0, 1], got -0.5")
+        #expect(message(EngineFlags.self, ["--gpu-memory-utilization", "0.8", "--kv-budget-mib", "512"])
+                == "give --kv-budget-mib or --gpu-memory-utilization, not both")
+    }
+
     @Test func stepOverheadTokens() throws {
         #expect(message(EngineFlags.self, ["--step-overhead-tokens", "0"]) == "--step-overhead-tokens must be at least 1, got 0")
         #expect(try EngineFlags.parse(["--step-overhead-tokens", "512"]).stepOverheadTokens == 512)

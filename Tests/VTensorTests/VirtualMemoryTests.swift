@@ -22,6 +22,24 @@ import Testing
         #expect(half.accounting.budgetChunks == 8)
     }
 
+    /// vLLM's `--gpu-memory-utilization`: a share of all the device's memory, less what is in use
+    /// (here 40 of 100 chunks live already: 0.5 leaves 10 chunks, 0.3 leaves none and says why).
+    @Test func aShareOfTheWholeDeviceLessWhatIsInUse() throws {
+        let host = try makeHost(capacityChunks: 100)
+        let taken = try (0..<40).map { _ in try host.createChunk() }
+        let memory = try VirtualMemory(backend: host, budget: .fractionOfTotal(0.5), lowWatermark: 0)
+        #expect(memory.accounting.budgetChunks == 10)
+        #expect {
+            try VirtualMemory(backend: host, budget: .fractionOfTotal(0.3))
+        } throws: { error in
+            String(describing: error).contains("is in use already") && String(describing: error).contains("nothing is left for the KV cache")
+        }
+        #expect(throws: VTensorError.self) { try VirtualMemory(backend: host, budget: .fractionOfTotal(0)) }
+        #expect(throws: VTensorError.self) { try VirtualMemory(backend: host, budget: .fractionOfTotal(1.2)) }
+        #expect(try MemoryBudget.fractionOfTotal(0.9).bytes(free: 60 << 30, total: 80 << 30) == Int(Double(80 << 30) * 0.9) - (20 << 30))
+        for chunk in taken { try host.releaseChunk(chunk) }
+    }
+
     @Test func budgetIsACapNotAnAllocation() throws {
         let host = try makeHost(capacityChunks: 64)
         let memory = try makeMemory(host, budgetChunks: 64, low: 0, high: 4)

@@ -339,11 +339,8 @@ public final class GPUModel: @unchecked Sendable {
             // against what is free after weights and workspace).
             let pageTokens = 16
             let pageBytes = pageTokens * shape.tokenLayerBytes
-            let budgetBytes: Int
-            switch kvBudget {
-            case .bytes(let n): budgetBytes = n
-            case .fractionOfFree(let f): budgetBytes = Int(Double(try context.memoryInfo().free) * f)
-            }
+            let info = try context.memoryInfo()
+            let budgetBytes = try kvBudget.bytes(free: info.free, total: info.total)
             let pages = budgetBytes / (2 * c.numHiddenLayers * pageBytes)
             // With CUDA graphs the pool's last page is the padded rows' (no request's).
             let paddingPages = options.cudaGraphs ? 1 : 0

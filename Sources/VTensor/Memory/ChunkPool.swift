@@ -1,14 +1,42 @@
+import Foundation
 /// How much physical memory the pool may hold at most. A cap, never an allocation: chunks
 /// are created only when a tensor needs them.
 public enum MemoryBudget: Sendable, Equatable, CustomStringConvertible {
     case bytes(Int)
     /// A fraction (0, 1] of the device memory free when the pool is made.
     case fractionOfFree(Double)
+    /// A fraction (0, 1] of all the device's memory that the process may use in all, weights and
+    /// workspace included (vLLM's `--gpu-memory-utilization`): the pool gets that share less what
+    /// is in use when it is made.
+    case fractionOfTotal(Double)
 
     public var description: String {
         switch self {
         case .bytes(let n): return "\(n) bytes"
         case .fractionOfFree(let f): return "\(f) of free memory"
+        case .fractionOfTotal(let f): return "\(f) of the device's memory, less what is in use"
+        }
+    }
+
+    /// The budget in bytes on a device with `free` of its `total` bytes free now; an error that
+    /// names the problem when it holds nothing.
+    public func bytes(free: Int, total: Int) throws -> Int {
+        func gib(_ n: Int) -> String { String(format: "%.1f GiB", Double(n) / Double(1 << 30)) }
+        switch self {
+        case .bytes(let n):
+            guard n > 0 else { throw VTensorError.invalidBudget("a budget of \(n) bytes holds no chunk") }
+            guard n <= total else { throw VTensorError.invalidBudget("\(n) bytes is more than the device has (\(total) bytes)") }
+            return n
+        case .fractionOfFree(let f):
+            guard f > 0, f <= 1 else { throw VTensorError.invalidBudget("fraction of free memory must be in (0, 1], got \(f)") }
+            return Int(Double(free) * f)
+        case .fractionOfTotal(let f):
+            guard f > 0, f <= 1 else { throw VTensorError.invalidBudget("fraction of the device's memory must be in (0, 1], got \(f)") }
+            let share = Int(Double(total) * f), used = total - free
+            guard share > used else {
+                throw VTensorError.invalidBudget("\(f) of the device's memory is \(gib(share)) of \(gib(total)), and \(gib(used)) is in use already (weights, workspace, other processes): nothing is left for the KV cache")
+            }
+            return share - used
         }
     }
 }

@@ -109,18 +109,14 @@ public final class VirtualMemory: @unchecked Sendable {
         self.unmapPerRun = unmapPerRun && backend.unmapsRuns
         self.chunkSize = backend.chunkSize
         let budgetBytes: Int
-        switch budget {
-        case .bytes(let bytes):
+        if case .bytes(let bytes) = budget {
             guard bytes > 0 else { throw VTensorError.invalidBudget("a budget of \(bytes) bytes holds no chunk") }
             guard bytes <= backend.totalPhysicalBytes else {
                 throw VTensorError.invalidBudget("\(bytes) bytes is more than the \(backend.name) device has (\(backend.totalPhysicalBytes) bytes)")
             }
             budgetBytes = bytes
-        case .fractionOfFree(let fraction):
-            guard fraction > 0, fraction <= 1 else {
-                throw VTensorError.invalidBudget("fraction of free memory must be in (0, 1], got \(fraction)")
-            }
-            budgetBytes = Int(Double(try backend.freePhysicalBytes()) * fraction)
+        } else {
+            budgetBytes = try budget.bytes(free: try backend.freePhysicalBytes(), total: backend.totalPhysicalBytes)
         }
         let budgetChunks = budgetBytes / backend.chunkSize
         guard budgetChunks > 0 else {
