@@ -26,7 +26,8 @@ public struct EngineFlags: ParsableArguments {
     public var cudaGraphs: OnOff = .on
     @Option(help: "The order waiting requests start in: first come first served (fcfs), the one that may generate the most tokens first (lof), the longest prefix in the prefix cache first (lpm), or each request's priority, lower first (priority: the request field, vLLM's; memory runs short for the lowest priority first).")
     public var schedulePolicy: SchedulePolicy = .fcfs
-    @Flag(help: "Do not keep the K/V of finished requests for later requests that start the same way (the prefix cache; virtual-tensor KV only).")
+    @Flag(name: [.customLong("no-prefix-cache"), .customLong("no-enable-prefix-caching")],
+          help: "Do not keep the K/V of finished requests for later requests that start the same way (the prefix cache, on by default; --no-enable-prefix-caching is vLLM's name).")
     public var noPrefixCache = false
     @Option(parsing: .unconditional, help: "GPU, virtual tensors: how many steps' worth of waiting requests get their first prompt chunk mapped ahead, while earlier steps compute (default 1: the next step's).")
     public var prefetchSteps: Int?

@@ -51,6 +51,12 @@ import Testing
                 == "give --kv-budget-mib or --gpu-memory-utilization, not both")
     }
 
+    @Test func vLLMsNameForTurningThePrefixCacheOff() throws {
+        #expect(try EngineFlags.parse(["--no-enable-prefix-caching"]).noPrefixCache)
+        #expect(try EngineFlags.parse(["--no-prefix-cache"]).noPrefixCache)
+        #expect(try !EngineFlags.parse([]).noPrefixCache)
+    }
+
     @Test func stepOverheadTokens() throws {
         #expect(message(EngineFlags.self, ["--step-overhead-tokens", "0"]) == "--step-overhead-tokens must be at least 1, got 0")
         #expect(try EngineFlags.parse(["--step-overhead-tokens", "512"]).stepOverheadTokens == 512)
