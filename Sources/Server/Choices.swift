@@ -17,6 +17,8 @@ struct ChoiceState {
     /// Streaming with a tool-call parser: Unicode scalars of `text` sent as content so far (the
     /// rest may be a call, held until the answer ends).
     var sentScalars = 0
+    /// Streaming under the hermes parser: calls go out piece by piece as they are written.
+    var hermes = HermesCallStreamer()
 
     mutating func record(_ output: RequestOutput) {
         text += output.text

@@ -42,22 +42,29 @@ extension OpenAIServer {
                     if let error = output.error {
                         try await send(["error": ["message": error, "type": "server_error", "param": NSNull(), "code": NSNull()]])
                     }
-                    var calls: [ToolCall] = []
-                    if let tools = parsed.toolCallFormat {
+                    var calls: [ToolCall] = [], callDeltas: [ToolCallDelta] = []
+                    switch parsed.toolCallFormat {
+                    case .hermes?:
+                        // Calls go out piece by piece as they are written, text around them as content.
+                        (text, callDeltas) = states[index].hermes.step(states[index].text, final: output.isFinal)
+                    case .llama3JSON?:
                         // What may be a call waits for the answer's end, then goes out as calls or as text.
-                        (text, calls) = Self.toolCallStep(tools, state: &states[index], final: output.isFinal)
+                        (text, calls) = Self.toolCallStep(.llama3JSON, state: &states[index], final: output.isFinal)
+                    case nil:
+                        break
                     }
                     let listsTokens = parsed.logprobs != nil && !entries.isEmpty
                     // Ids go out with the chunk that produced them, text or not (text held back
                     // for an unfinished character still has its ids).
                     let listsIds = parsed.returnTokenIds && (!output.tokens.isEmpty || (firstChunk && !parsed.chat))
-                    guard output.isFinal || !text.isEmpty || listsTokens || listsIds else { continue }
+                    guard output.isFinal || !text.isEmpty || listsTokens || listsIds || !callDeltas.isEmpty else { continue }
                     var logprobs: Any = NSNull()
                     if listsTokens {
                         logprobs = parsed.chat ? ["content": format.chat(output.tokens)] as Any
                             : format.completion(entries, offset: &states[index].textOffset)
                     }
-                    var chunk = shape.chunk(index: index, text: text, logprobs: logprobs, finish: output.finish, toolCalls: calls)
+                    var chunk = shape.chunk(index: index, text: text, logprobs: logprobs, finish: output.finish, toolCalls: calls,
+                                            toolCallDeltas: callDeltas, calledTools: states[index].hermes.callCount > 0)
                     if parsed.returnTokenIds, var choice = (chunk["choices"] as? [[String: Any]])?.first {
                         choice["token_ids"] = output.tokens.map(\.id)
                         if firstChunk && !parsed.chat { choice["prompt_token_ids"] = parsed.prompts[index / parsed.n] }

@@ -1,0 +1,217 @@
+import Foundation
+
+/// A piece of a streamed tool call (OpenAI's `delta.tool_calls[]`): the first piece of a call
+/// carries its id and name, the rest add to its arguments' JSON text.
+struct ToolCallDelta: Equatable, Sendable {
+    var index: Int
+    var id: String?
+    var name: String?
+    var arguments: String
+
+    /// The `delta.tool_calls` entry.
+    var object: [String: Any] {
+        var function: [String: Any] = ["arguments": arguments]
+        var object: [String: Any] = ["index": index]
+        if let id, let name {
+            object["id"] = id
+            object["type"] = "function"
+            function["name"] = name
+        }
+        object["function"] = function
+        return object
+    }
+}
+
+/// Streams a chat answer under the `hermes` tool-call parser as it is written, as vLLM does:
+/// content up to a `<tool_call>` goes out as it comes; then the call's name, as soon as it is
+/// whole, and its arguments' JSON text piece by piece; after `</tool_call>`, content again. A
+/// block that does not begin `{"name": "...", "arguments": {` (other key order, arguments as a
+/// string, no JSON) waits for the answer's end and goes out whole: as calls if it parses as
+/// calls, else as content. The arguments go out as the model wrote them (the whole answer's
+/// parse writes them again in a canonical form; both are the same JSON).
+struct HermesCallStreamer {
+    enum Phase: Equatable {
+        case content
+        /// Inside a block, before its arguments begin.
+        case prefix
+        /// Inside the arguments object: its nesting depth and string state.
+        case arguments(depth: Int, inString: Bool, escaped: Bool)
+        /// The arguments are whole; what is left of the block is skipped.
+        case afterArguments
+        /// A block that does not stream: everything from `blockStart` waits for the end.
+        case holding
+    }
+
+    private(set) var phase = Phase.content
+    /// Unicode scalars of the answer dealt with (sent, or skipped as markup).
+    private var consumed = 0
+    /// Where the current block's `<tool_call>` begins.
+    private var blockStart = 0
+    /// Calls opened so far: the next call's index.
+    private(set) var callCount = 0
+    /// Whether any content went out (text after a call then starts on a line of its own).
+    private var sentContent = false
+    /// After a block: whitespace before the next content is dropped.
+    private var afterBlock = false
+
+    static let open = Array(ToolCallFormat.hermesOpen.unicodeScalars), close = Array(ToolCallFormat.hermesClose.unicodeScalars)
+
+    /// The content and call pieces that `text` (the whole answer so far) adds since the last step.
+    mutating func step(_ text: String, final: Bool) -> (content: String, calls: [ToolCallDelta]) {
+        let s = Array(text.unicodeScalars)
+        var content = String.UnicodeScalarView(), calls: [ToolCallDelta] = []
+        func emit(_ range: Range<Int>) {
+            var range = range
+            if afterBlock {
+                while range.lowerBound < range.upperBound, s[range.lowerBound].properties.isWhitespace { range = (range.lowerBound + 1)..<range.upperBound }
+                guard !range.isEmpty else { return }
+                afterBlock = false
+                if sentContent { content.append("\n") }
+            }
+            guard !range.isEmpty else { return }
+            content.append(contentsOf: s[range])
+            sentContent = true
+        }
+        loop: while true {
+            switch phase {
+            case .content:
+                if let at = Self.find(Self.open, in: s, from: consumed) {
+                    emit(consumed..<at)
+                    blockStart = at
+                    consumed = at + Self.open.count
+                    phase = .prefix
+                    continue loop
+                }
+                // Hold back a tail that may be the marker's beginning.
+                var keep = 0
+                if !final {
+                    for k in stride(from: min(Self.open.count - 1, s.count - consumed), to: 0, by: -1)
+                    where s[(s.count - k)...].elementsEqual(Self.open.prefix(k)) {
+                        keep = k
+                        break
+                    }
+                }
+                emit(consumed..<(s.count - keep))
+                consumed = s.count - keep
+                break loop
+            case .prefix:
+                switch Self.scanPrefix(s, from: consumed) {
+                case .needMore:
+                    if final { phase = .holding; continue loop }
+                    break loop
+                case .mismatch:
+                    phase = .holding
+                    continue loop
+                case .matched(let name, let valueStart):
+                    calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: name, arguments: ""))
+                    callCount += 1
+                    consumed = valueStart
+                    phase = .arguments(depth: 0, inString: false, escaped: false)
+                }
+            case .arguments(var depth, var inString, var escaped):
+                var i = consumed, ended = false
+                while i < s.count {
+                    let c = s[i]
+                    i += 1
+                    if inString {
+                        if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
+                    } else if c == "\"" {
+                        inString = true
+                    } else if c == "{" || c == "[" {
+                        depth += 1
+                    } else if c == "}" || c == "]" {
+                        depth -= 1
+                        if depth == 0 { ended = true; break }
+                    }
+                }
+                if i > consumed {
+                    calls.append(ToolCallDelta(index: callCount - 1, arguments: String(String.UnicodeScalarView(s[consumed..<i]))))
+                    consumed = i
+                }
+                if ended { phase = .afterArguments; continue loop }
+                phase = .arguments(depth: depth, inString: inString, escaped: escaped)
+                break loop
+            case .afterArguments:
+                if let at = Self.find(Self.close, in: s, from: consumed) {
+                    consumed = at + Self.close.count
+                    afterBlock = true
+                    phase = .content
+                    continue loop
+                }
+                if final { consumed = s.count }
+                break loop
+            case .holding:
+                guard final else { break loop }
+                let held = String(String.UnicodeScalarView(s[blockStart...]))
+                consumed = s.count
+                if let parsed = ToolCallFormat.hermes.parse(held) {
+                    for call in parsed.calls {
+                        calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: call.name, arguments: call.arguments))
+                        callCount += 1
+                    }
+                    if let text = parsed.content {
+                        afterBlock = true
+                        let scalars = Array(text.unicodeScalars)
+                        if sentContent { content.append("\n") }
+                        content.append(contentsOf: scalars)
+                    }
+                } else {
+                    emit(blockStart..<s.count)
+                }
+                break loop
+            }
+        }
+        return (String(content), calls)
+    }
+
+    private static func find(_ needle: [Unicode.Scalar], in s: [Unicode.Scalar], from start: Int) -> Int? {
+        guard s.count - start >= needle.count else { return nil }
+        for i in start...(s.count - needle.count) where s[i] == needle[0] && s[i..<(i + needle.count)].elementsEqual(needle) { return i }
+        return nil
+    }
+
+    enum PrefixScan: Equatable { case needMore, mismatch, matched(name: String, valueStart: Int) }
+
+    /// Whether the block body from `start` begins `{"name": "NAME", "arguments": {` (any
+    /// whitespace between), may still, or cannot.
+    static func scanPrefix(_ s: [Unicode.Scalar], from start: Int) -> PrefixScan {
+        var i = start
+        func skipSpace() { while i < s.count, s[i].properties.isWhitespace { i += 1 } }
+        func expect(_ literal: String) -> PrefixScan? {
+            for c in literal.unicodeScalars {
+                guard i < s.count else { return .needMore }
+                guard s[i] == c else { return .mismatch }
+                i += 1
+            }
+            return nil
+        }
+        skipSpace()
+        if let r = expect("{") { return r }
+        skipSpace()
+        if let r = expect("\"name\"") { return r }
+        skipSpace()
+        if let r = expect(":") { return r }
+        skipSpace()
+        if let r = expect("\"") { return r }
+        let nameStart = i
+        var escaped = false
+        while true {
+            guard i < s.count else { return .needMore }
+            let c = s[i]
+            i += 1
+            if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { break }
+        }
+        let raw = String(String.UnicodeScalarView(s[nameStart..<(i - 1)]))
+        guard let name = try? JSONSerialization.jsonObject(with: Data(("\"" + raw + "\"").utf8), options: .fragmentsAllowed) as? String,
+              !name.isEmpty else { return .mismatch }
+        skipSpace()
+        if let r = expect(",") { return r }
+        skipSpace()
+        if let r = expect("\"arguments\"") { return r }
+        skipSpace()
+        if let r = expect(":") { return r }
+        skipSpace()
+        guard i < s.count else { return .needMore }
+        return s[i] == "{" ? .matched(name: name, valueStart: i) : .mismatch
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+import Testing
+@testable import Server
+
+/// Streaming under the hermes parser: calls go out piece by piece (name first, then the
+/// arguments' text as written), content around them as it comes; however the answer is split,
+/// the pieces add up to the same content and calls as the whole answer.
+@Suite struct ToolCallStreamingTests {
+    /// Feeds `answer` cut at `cuts` (scalar offsets); returns the content and each call's name,
+    /// id and arguments text as a client would assemble them.
+    func stream(_ answer: String, cuts: [Int]) -> (content: String, calls: [(id: String, name: String, arguments: String)]) {
+        let scalars = Array(answer.unicodeScalars)
+        var streamer = HermesCallStreamer()
+        var content = "", calls: [(id: String, name: String, arguments: String)] = []
+        let ends = (cuts.filter { $0 > 0 && $0 < scalars.count } + [scalars.count]).sorted()
+        for (k, end) in ends.enumerated() {
+            let text = String(String.UnicodeScalarView(scalars[..<end]))
+            let step = streamer.step(text, final: k == ends.count - 1)
+            content += step.content
+            for delta in step.calls {
+                if let id = delta.id, let name = delta.name {
+                    #expect(delta.index == calls.count, "calls open in order")
+                    calls.append((id, name, delta.arguments))
+                } else {
+                    #expect(delta.index == calls.count - 1, "pieces add to the call last opened")
+                    calls[delta.index].arguments += delta.arguments
+                }
+            }
+        }
+        return (content, calls)
+    }
+
+    func json(_ text: String) -> NSDictionary? {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? NSDictionary
+    }
+
+    static let answer = """
+        Let me check. <tool_call>
+        {"name": "get_weather", "arguments": {"city": "Paris", "units": ["c", "f"], "note": "a } in a string \\" and \\\\"}}
+        </tool_call>
+        <tool_call>{"name":"f2","arguments":{}}</tool_call> Done.
+        """
+
+    @Test func anyCutAddsUpToTheWholeAnswer() throws {
+        let whole = stream(Self.answer, cuts: [])
+        #expect(whole.content == "Let me check. \nDone.")
+        #expect(whole.calls.map(\.name) == ["get_weather", "f2"])
+        #expect(json(whole.calls[0].arguments) == ["city": "Paris", "units": ["c", "f"], "note": "a } in a string \" and \\"])
+        #expect(json(whole.calls[1].arguments) == [:])
+        #expect(Set(whole.calls.map(\.id)).count == 2 && whole.calls.allSatisfy { $0.id.hasPrefix("call_") })
+        var rng = SystemRandomNumberGenerator()
+        let length = Self.answer.unicodeScalars.count
+        for trial in 0..<200 {
+            let cuts = trial == 0 ? Array(1..<length) : (0..<Int.random(in: 1...12, using: &rng)).map { _ in Int.random(in: 1..<length, using: &rng) }
+            let got = stream(Self.answer, cuts: cuts)
+            #expect(got.content == whole.content, "cuts \(cuts.sorted())")
+            #expect(got.calls.map(\.name) == whole.calls.map(\.name) && got.calls.map(\.arguments) == whole.calls.map(\.arguments),
+                    "cuts \(cuts.sorted())")
+        }
+    }
+
+    /// The name goes out only once it is whole and the arguments object has begun.
+    @Test func theNameWaitsUntilItIsWhole() {
+        var streamer = HermesCallStreamer()
+        var step = streamer.step("Hi <tool_call>{\"name\": \"get_we", final: false)
+        #expect(step.content == "Hi " && step.calls.isEmpty)
+        step = streamer.step("Hi <tool_call>{\"name\": \"get_weather\", \"arguments\": ", final: false)
+        #expect(step.calls.isEmpty)
+        step = streamer.step("Hi <tool_call>{\"name\": \"get_weather\", \"arguments\": {\"ci", final: false)
+        #expect(step.calls.map(\.name) == ["get_weather", nil] && step.calls.last?.arguments == "{\"ci")
+        #expect(streamer.callCount == 1)
+    }
+
+    /// A block in another shape waits for the end and goes out whole (arguments written again in
+    /// the canonical form); a block that is no call is content.
+    @Test func otherShapesWaitForTheEnd() {
+        let reordered = "<tool_call>{\"arguments\": {\"x\": 1}, \"name\": \"f\"}</tool_call>"
+        let got = stream(reordered, cuts: [5, 20, 40])
+        #expect(got.calls.map(\.name) == ["f"] && json(got.calls[0].arguments) == ["x": 1] && got.content.isEmpty)
+        let notACall = "Use <tool_call>maybe</tool_call> later"
+        #expect(stream(notACall, cuts: [7, 18]).content == notACall && stream(notACall, cuts: [7, 18]).calls.isEmpty)
+        // Cut short inside the arguments (the length limit): what was written went out, nothing more.
+        let cut = stream("<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": [1, 2", cuts: [30])
+        #expect(cut.calls.map(\.name) == ["f"] && cut.calls[0].arguments == "{\"a\": [1, 2")
+    }
+
+    @Test func deltasGoOutInOpenAIsShape() throws {
+        let shape = ResponseShape(id: "chatcmpl-1", created: 0, model: "m", chat: true)
+        let opener = ToolCallDelta(index: 0, id: "call_1", name: "f", arguments: "")
+        var chunk = shape.chunk(index: 0, text: "", toolCallDeltas: [opener])
+        var choice = try #require((chunk["choices"] as? [[String: Any]])?.first)
+        var delta = try #require(choice["delta"] as? [String: Any])
+        #expect(delta["content"] == nil, "a call's piece carries no content")
+        let call = try #require((delta["tool_calls"] as? [[String: Any]])?.first)
+        #expect(call["index"] as? Int == 0 && call["id"] as? String == "call_1" && call["type"] as? String == "function")
+        #expect((call["function"] as? [String: String]) == ["name": "f", "arguments": ""])
+        chunk = shape.chunk(index: 0, text: "", toolCallDeltas: [ToolCallDelta(index: 0, arguments: "{\"a\"")])
+        delta = try #require(((chunk["choices"] as? [[String: Any]])?.first)?["delta"] as? [String: Any])
+        let piece = try #require((delta["tool_calls"] as? [[String: Any]])?.first)
+        #expect(piece["id"] == nil && (piece["function"] as? [String: String]) == ["arguments": "{\"a\""])
+        chunk = shape.chunk(index: 0, text: "", finish: .stop, calledTools: true)
+        choice = try #require((chunk["choices"] as? [[String: Any]])?.first)
+        #expect(choice["finish_reason"] as? String == "tool_calls")
+    }
+}
