@@ -46,7 +46,7 @@ extension OpenAIServer {
                     switch parsed.toolCallFormat {
                     case .hermes?:
                         // Calls go out piece by piece as they are written, text around them as content.
-                        (text, callDeltas) = states[index].hermes.step(states[index].text, final: output.isFinal)
+                        (text, callDeltas) = states[index].hermes.step(appending: output.text, final: output.isFinal)
                     case .llama3JSON?:
                         // What may be a call waits for the answer's end, then goes out as calls or as text.
                         (text, calls) = Self.toolCallStep(.llama3JSON, state: &states[index], final: output.isFinal)

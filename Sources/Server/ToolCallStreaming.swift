@@ -43,6 +43,8 @@ struct HermesCallStreamer {
     }
 
     private(set) var phase = Phase.content
+    /// The answer so far, as Unicode scalars (pieces never split a scalar).
+    private var s: [Unicode.Scalar] = []
     /// Unicode scalars of the answer dealt with (sent, or skipped as markup).
     private var consumed = 0
     /// Where the current block's `<tool_call>` begins.
@@ -56,9 +58,10 @@ struct HermesCallStreamer {
 
     static let open = Array(ToolCallFormat.hermesOpen.unicodeScalars), close = Array(ToolCallFormat.hermesClose.unicodeScalars)
 
-    /// The content and call pieces that `text` (the whole answer so far) adds since the last step.
-    mutating func step(_ text: String, final: Bool) -> (content: String, calls: [ToolCallDelta]) {
-        let s = Array(text.unicodeScalars)
+    /// The content and call pieces that `piece`, the answer's next text, brings.
+    mutating func step(appending piece: String, final: Bool) -> (content: String, calls: [ToolCallDelta]) {
+        s.append(contentsOf: piece.unicodeScalars)
+        let s = self.s
         var content = String.UnicodeScalarView(), calls: [ToolCallDelta] = []
         func emit(_ range: Range<Int>) {
             var range = range

@@ -13,9 +13,11 @@ import Testing
         var streamer = HermesCallStreamer()
         var content = "", calls: [(id: String, name: String, arguments: String)] = []
         let ends = (cuts.filter { $0 > 0 && $0 < scalars.count } + [scalars.count]).sorted()
+        var start = 0
         for (k, end) in ends.enumerated() {
-            let text = String(String.UnicodeScalarView(scalars[..<end]))
-            let step = streamer.step(text, final: k == ends.count - 1)
+            let piece = String(String.UnicodeScalarView(scalars[start..<end]))
+            start = end
+            let step = streamer.step(appending: piece, final: k == ends.count - 1)
             content += step.content
             for delta in step.calls {
                 if let id = delta.id, let name = delta.name {
@@ -62,11 +64,11 @@ import Testing
     /// The name goes out only once it is whole and the arguments object has begun.
     @Test func theNameWaitsUntilItIsWhole() {
         var streamer = HermesCallStreamer()
-        var step = streamer.step("Hi <tool_call>{\"name\": \"get_we", final: false)
+        var step = streamer.step(appending: "Hi <tool_call>{\"name\": \"get_we", final: false)
         #expect(step.content == "Hi " && step.calls.isEmpty)
-        step = streamer.step("Hi <tool_call>{\"name\": \"get_weather\", \"arguments\": ", final: false)
+        step = streamer.step(appending: "ather\", \"arguments\": ", final: false)
         #expect(step.calls.isEmpty)
-        step = streamer.step("Hi <tool_call>{\"name\": \"get_weather\", \"arguments\": {\"ci", final: false)
+        step = streamer.step(appending: "{\"ci", final: false)
         #expect(step.calls.map(\.name) == ["get_weather", nil] && step.calls.last?.arguments == "{\"ci")
         #expect(streamer.callCount == 1)
     }
