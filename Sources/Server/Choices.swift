@@ -14,11 +14,10 @@ struct ChoiceState {
     var started = false
     /// Streaming: where the next token's text starts, for the completions logprobs' `text_offset`.
     var textOffset = 0
-    /// Streaming with a tool-call parser: Unicode scalars of `text` sent as content so far (the
-    /// rest may be a call, held until the answer ends).
-    var sentScalars = 0
-    /// Streaming under the hermes parser: calls go out piece by piece as they are written.
+    /// Streaming under a tool-call parser: calls go out piece by piece as they are written.
     var hermes = HermesCallStreamer()
+    var llama3 = Llama3CallStreamer()
+    var calledTools: Bool { hermes.callCount + llama3.callCount > 0 }
 
     mutating func record(_ output: RequestOutput) {
         text += output.text

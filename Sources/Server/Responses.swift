@@ -73,7 +73,7 @@ struct ResponseShape: Sendable {
             var message: [String: Any] = ["role": "assistant", "content": text]
             if let toolCalls {
                 message["content"] = toolCalls.content.map { $0 as Any } ?? NSNull()
-                message["tool_calls"] = ToolCall.objects(toolCalls.calls, streamed: false)
+                message["tool_calls"] = ToolCall.objects(toolCalls.calls)
                 choice["finish_reason"] = "tool_calls"
             }
             choice["message"] = message
@@ -83,24 +83,18 @@ struct ResponseShape: Sendable {
         return choice
     }
 
-    /// A streamed chunk of one choice: chat's first chunk of a choice carries the role; a
-    /// finish chunk may carry the answer's tool calls (finish_reason "tool_calls").
+    /// A streamed chunk of one choice: chat's first chunk of a choice carries the role.
     /// - Parameters:
-    ///   - toolCalls: whole calls (parsed at the answer's end).
-    ///   - toolCallDeltas: pieces of calls streamed as they are written; `calledTools` on the last
-    ///     chunk of a choice that made calls (its finish reason is then "tool_calls").
+    ///   - toolCallDeltas: pieces of tool calls, streamed as they are written.
+    ///   - calledTools: the choice made calls: its finish chunk says "tool_calls".
     func chunk(index: Int, role: Bool = false, text: String, logprobs: Any = NSNull(), finish: FinishReason? = nil,
-               toolCalls: [ToolCall] = [], toolCallDeltas: [ToolCallDelta] = [], calledTools: Bool = false) -> [String: Any] {
+               toolCallDeltas: [ToolCallDelta] = [], calledTools: Bool = false) -> [String: Any] {
         var object = object(chunk: true)
         var choice: [String: Any] = ["index": index, "finish_reason": finish.map { $0.rawValue as Any } ?? NSNull(), "logprobs": logprobs]
         if chat {
             var delta: [String: Any] = [:]
             if role { delta["role"] = "assistant" }
             if role || !text.isEmpty || (finish == nil && toolCallDeltas.isEmpty) { delta["content"] = text }
-            if !toolCalls.isEmpty {
-                delta["tool_calls"] = ToolCall.objects(toolCalls, streamed: true)
-                choice["finish_reason"] = "tool_calls"
-            }
             if !toolCallDeltas.isEmpty { delta["tool_calls"] = toolCallDeltas.map(\.object) }
             if calledTools && finish != nil { choice["finish_reason"] = "tool_calls" }
             choice["delta"] = delta

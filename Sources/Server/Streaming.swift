@@ -42,16 +42,12 @@ extension OpenAIServer {
                     if let error = output.error {
                         try await send(["error": ["message": error, "type": "server_error", "param": NSNull(), "code": NSNull()]])
                     }
-                    var calls: [ToolCall] = [], callDeltas: [ToolCallDelta] = []
+                    // Calls go out piece by piece as they are written, text around them as content.
+                    var callDeltas: [ToolCallDelta] = []
                     switch parsed.toolCallFormat {
-                    case .hermes?:
-                        // Calls go out piece by piece as they are written, text around them as content.
-                        (text, callDeltas) = states[index].hermes.step(appending: output.text, final: output.isFinal)
-                    case .llama3JSON?:
-                        // What may be a call waits for the answer's end, then goes out as calls or as text.
-                        (text, calls) = Self.toolCallStep(.llama3JSON, state: &states[index], final: output.isFinal)
-                    case nil:
-                        break
+                    case .hermes?: (text, callDeltas) = states[index].hermes.step(appending: output.text, final: output.isFinal)
+                    case .llama3JSON?: (text, callDeltas) = states[index].llama3.step(appending: output.text, final: output.isFinal)
+                    case nil: break
                     }
                     let listsTokens = parsed.logprobs != nil && !entries.isEmpty
                     // Ids go out with the chunk that produced them, text or not (text held back
@@ -63,8 +59,8 @@ extension OpenAIServer {
                         logprobs = parsed.chat ? ["content": format.chat(output.tokens)] as Any
                             : format.completion(entries, offset: &states[index].textOffset)
                     }
-                    var chunk = shape.chunk(index: index, text: text, logprobs: logprobs, finish: output.finish, toolCalls: calls,
-                                            toolCallDeltas: callDeltas, calledTools: states[index].hermes.callCount > 0)
+                    var chunk = shape.chunk(index: index, text: text, logprobs: logprobs, finish: output.finish,
+                                            toolCallDeltas: callDeltas, calledTools: states[index].calledTools)
                     if parsed.returnTokenIds, var choice = (chunk["choices"] as? [[String: Any]])?.first {
                         choice["token_ids"] = output.tokens.map(\.id)
                         if firstChunk && !parsed.chat { choice["prompt_token_ids"] = parsed.prompts[index / parsed.n] }
@@ -92,23 +88,5 @@ extension OpenAIServer {
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-cache"
         return Response(status: .ok, headers: headers, body: body)
-    }
-
-    /// A streamed chat choice under a tool-call parser: the content this output may send (the
-    /// answer's text up to where a call could begin), and, at the end, the calls in what was held.
-    static func toolCallStep(_ format: ToolCallFormat, state: inout ChoiceState, final: Bool) -> (text: String, calls: [ToolCall]) {
-        let scalars = state.text.unicodeScalars
-        let sendable = final ? scalars.count : format.streamableCount(state.text)
-        guard sendable > state.sentScalars || final else { return ("", []) }
-        let held = String(String.UnicodeScalarView(scalars.dropFirst(state.sentScalars)))
-        if final, let parsed = format.parse(held) {
-            // Text after the calls follows what went out before them on a line of its own.
-            let separator = state.sentScalars > 0 ? "\n" : ""
-            state.sentScalars = scalars.count
-            return (parsed.content.map { separator + $0 } ?? "", parsed.calls)
-        }
-        let out = String(String.UnicodeScalarView(held.unicodeScalars.prefix(sendable - state.sentScalars)))
-        state.sentScalars = sendable
-        return (out, [])
     }
 }

@@ -111,28 +111,15 @@ struct HermesCallStreamer {
                     consumed = valueStart
                     phase = .arguments(depth: 0, inString: false, escaped: false)
                 }
-            case .arguments(var depth, var inString, var escaped):
-                var i = consumed, ended = false
-                while i < s.count {
-                    let c = s[i]
-                    i += 1
-                    if inString {
-                        if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
-                    } else if c == "\"" {
-                        inString = true
-                    } else if c == "{" || c == "[" {
-                        depth += 1
-                    } else if c == "}" || c == "]" {
-                        depth -= 1
-                        if depth == 0 { ended = true; break }
-                    }
+            case .arguments(let depth, let inString, let escaped):
+                var scan = ArgumentScan(depth: depth, inString: inString, escaped: escaped)
+                let end = scan.advance(s, from: consumed)
+                if end > consumed {
+                    calls.append(ToolCallDelta(index: callCount - 1, arguments: String(String.UnicodeScalarView(s[consumed..<end]))))
+                    consumed = end
                 }
-                if i > consumed {
-                    calls.append(ToolCallDelta(index: callCount - 1, arguments: String(String.UnicodeScalarView(s[consumed..<i]))))
-                    consumed = i
-                }
-                if ended { phase = .afterArguments; continue loop }
-                phase = .arguments(depth: depth, inString: inString, escaped: escaped)
+                if scan.ended { phase = .afterArguments; continue loop }
+                phase = .arguments(depth: scan.depth, inString: scan.inString, escaped: scan.escaped)
                 break loop
             case .afterArguments:
                 if let at = Self.find(Self.close, in: s, from: consumed) {
@@ -167,7 +154,7 @@ struct HermesCallStreamer {
         return (String(content), calls)
     }
 
-    private static func find(_ needle: [Unicode.Scalar], in s: [Unicode.Scalar], from start: Int) -> Int? {
+    static func find(_ needle: [Unicode.Scalar], in s: [Unicode.Scalar], from start: Int) -> Int? {
         guard s.count - start >= needle.count else { return nil }
         for i in start...(s.count - needle.count) where s[i] == needle[0] && s[i..<(i + needle.count)].elementsEqual(needle) { return i }
         return nil
@@ -175,9 +162,9 @@ struct HermesCallStreamer {
 
     enum PrefixScan: Equatable { case needMore, mismatch, matched(name: String, valueStart: Int) }
 
-    /// Whether the block body from `start` begins `{"name": "NAME", "arguments": {` (any
-    /// whitespace between), may still, or cannot.
-    static func scanPrefix(_ s: [Unicode.Scalar], from start: Int) -> PrefixScan {
+    /// Whether the block body from `start` begins `{"name": "NAME", "KEY": {` (KEY one of
+    /// `argumentKeys`; any whitespace between), may still, or cannot.
+    static func scanPrefix(_ s: [Unicode.Scalar], from start: Int, argumentKeys: [String] = ["arguments"]) -> PrefixScan {
         var i = start
         func skipSpace() { while i < s.count, s[i].properties.isWhitespace { i += 1 } }
         func expect(_ literal: String) -> PrefixScan? {
@@ -210,11 +197,161 @@ struct HermesCallStreamer {
         skipSpace()
         if let r = expect(",") { return r }
         skipSpace()
-        if let r = expect("\"arguments\"") { return r }
+        // One of the keys: the first that the text so far is consistent with.
+        let keyStart = i
+        var keyResult: PrefixScan? = .mismatch
+        for key in argumentKeys {
+            i = keyStart
+            keyResult = expect("\"\(key)\"")
+            if keyResult == nil || keyResult == .needMore { break }
+        }
+        if let keyResult { return keyResult }
         skipSpace()
         if let r = expect(":") { return r }
         skipSpace()
         guard i < s.count else { return .needMore }
         return s[i] == "{" ? .matched(name: name, valueStart: i) : .mismatch
+    }
+}
+
+/// Where a call's arguments object ends: nesting depth and string state over the scalars seen.
+struct ArgumentScan {
+    var depth = 0, inString = false, escaped = false
+    private(set) var ended = false
+
+    /// Scans from `start` up to the end of the object (the scalar after its closing brace) or
+    /// of what there is; returns where it stopped.
+    mutating func advance(_ s: [Unicode.Scalar], from start: Int) -> Int {
+        var i = start
+        while i < s.count && !ended {
+            let c = s[i]
+            i += 1
+            if inString {
+                if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
+            } else if c == "\"" {
+                inString = true
+            } else if c == "{" || c == "[" {
+                depth += 1
+            } else if c == "}" || c == "]" {
+                depth -= 1
+                if depth == 0 { ended = true }
+            }
+        }
+        return i
+    }
+}
+
+/// Streams a chat answer under the `llama3_json` parser as it is written. The answer is calls
+/// only when it begins (after whitespace and an optional `<|python_tag|>`) with `{`: then each
+/// call's name goes out once whole and its arguments (`parameters` or `arguments`) piece by
+/// piece, calls separated by `;`. Any other answer is content from its first scalar on. A call
+/// in another shape waits for the end and the whole answer is parsed then, as without streaming.
+struct Llama3CallStreamer {
+    enum Phase: Equatable { case start, content, prefix, arguments(ArgumentState), afterArguments, holding }
+    struct ArgumentState: Equatable { var depth: Int, inString: Bool, escaped: Bool }
+
+    private(set) var phase = Phase.start
+    private var s: [Unicode.Scalar] = []
+    private var consumed = 0
+    /// Where the held part begins (the answer's start, or the call that does not stream).
+    private var holdFrom = 0
+    private(set) var callCount = 0
+    static let tag = Array(ToolCallFormat.pythonTag.unicodeScalars)
+    static let keys = ["parameters", "arguments"]
+
+    mutating func step(appending piece: String, final: Bool) -> (content: String, calls: [ToolCallDelta]) {
+        s.append(contentsOf: piece.unicodeScalars)
+        let s = self.s
+        var content = String.UnicodeScalarView(), calls: [ToolCallDelta] = []
+        loop: while true {
+            switch phase {
+            case .start:
+                var i = 0
+                while i < s.count, s[i].properties.isWhitespace { i += 1 }
+                if i == s.count { if final { phase = .content; continue loop } else { break loop } }
+                // The tag, whole or a beginning of it, or a call's brace: calls; anything else: content.
+                let rest = s[i...]
+                if rest.starts(with: Self.tag) {
+                    i += Self.tag.count
+                    while i < s.count, s[i].properties.isWhitespace { i += 1 }
+                    if i == s.count && !final { break loop }
+                } else if Self.tag.starts(with: rest) && !final {
+                    break loop
+                }
+                if i < s.count && s[i] == "{" {
+                    holdFrom = 0
+                    consumed = i
+                    phase = .prefix
+                } else {
+                    phase = .content
+                }
+                continue loop
+            case .content:
+                content.append(contentsOf: s[consumed...])
+                consumed = s.count
+                break loop
+            case .prefix:
+                switch HermesCallStreamer.scanPrefix(s, from: consumed, argumentKeys: Self.keys) {
+                case .needMore:
+                    if final { phase = .holding; continue loop }
+                    break loop
+                case .mismatch:
+                    phase = .holding
+                    continue loop
+                case .matched(let name, let valueStart):
+                    calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: name, arguments: ""))
+                    callCount += 1
+                    consumed = valueStart
+                    phase = .arguments(ArgumentState(depth: 0, inString: false, escaped: false))
+                }
+            case .arguments(let state):
+                var scan = ArgumentScan(depth: state.depth, inString: state.inString, escaped: state.escaped)
+                let end = scan.advance(s, from: consumed)
+                if end > consumed {
+                    calls.append(ToolCallDelta(index: callCount - 1, arguments: String(String.UnicodeScalarView(s[consumed..<end]))))
+                    consumed = end
+                }
+                if scan.ended { phase = .afterArguments; continue loop }
+                phase = .arguments(ArgumentState(depth: scan.depth, inString: scan.inString, escaped: scan.escaped))
+                break loop
+            case .afterArguments:
+                // The call's closing brace, then `;` and the next call's `{`, or the end. (Looked
+                // at again from the arguments' end until the next call begins.)
+                var i = consumed
+                while i < s.count, s[i].properties.isWhitespace || s[i] == "}" { i += 1 }
+                if i < s.count, s[i] == ";" {
+                    i += 1
+                    while i < s.count, s[i].properties.isWhitespace { i += 1 }
+                    if i < s.count {
+                        holdFrom = i
+                        consumed = i
+                        phase = .prefix
+                        continue loop
+                    }
+                } else if i < s.count {
+                    // Something else after a call: the rest waits for the end, then goes out as
+                    // calls if it parses as calls, else as content (nothing is dropped).
+                    holdFrom = i
+                    phase = .holding
+                    continue loop
+                }
+                if final { consumed = s.count }
+                break loop
+            case .holding:
+                guard final else { break loop }
+                let held = String(String.UnicodeScalarView(s[holdFrom...]))
+                consumed = s.count
+                if let parsed = ToolCallFormat.llama3JSON.parse(held) {
+                    for call in parsed.calls {
+                        calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: call.name, arguments: call.arguments))
+                        callCount += 1
+                    }
+                } else {
+                    content.append(contentsOf: s[holdFrom...])
+                }
+                break loop
+            }
+        }
+        return (String(content), calls)
     }
 }

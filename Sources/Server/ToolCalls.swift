@@ -25,13 +25,9 @@ struct ToolCall: Equatable, Sendable {
     /// A new call id, in OpenAI's style.
     static func newID() -> String { "call_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(24) }
 
-    /// OpenAI's `tool_calls` entries; streamed deltas carry their `index`.
-    static func objects(_ calls: [ToolCall], streamed: Bool) -> [[String: Any]] {
-        calls.enumerated().map { index, call in
-            var object: [String: Any] = ["id": newID(), "type": "function", "function": ["name": call.name, "arguments": call.arguments]]
-            if streamed { object["index"] = index }
-            return object
-        }
+    /// OpenAI's `message.tool_calls` entries (streamed calls go out as `ToolCallDelta`s).
+    static func objects(_ calls: [ToolCall]) -> [[String: Any]] {
+        calls.map { call in ["id": newID(), "type": "function", "function": ["name": call.name, "arguments": call.arguments]] }
     }
 }
 
@@ -50,32 +46,6 @@ extension ToolCallFormat {
         switch self {
         case .hermes: return Self.parseHermes(text)
         case .llama3JSON: return Self.parseLlama3(text)
-        }
-    }
-
-    /// Streaming: how many leading Unicode scalars of the answer so far can go out as content
-    /// now. The rest may be (the start of) a call, so it waits for the answer's end. (Scalars, not
-    /// characters: a later piece may join the last character, but never changes a scalar.)
-    func streamableCount(_ text: String) -> Int {
-        let scalars = text.unicodeScalars
-        switch self {
-        case .hermes:
-            if let open = text.range(of: Self.hermesOpen) { return scalars.distance(from: scalars.startIndex, to: open.lowerBound) }
-            // Hold back a tail that could be the marker's beginning.
-            let marker = Array(Self.hermesOpen.unicodeScalars)
-            for keep in stride(from: min(marker.count - 1, scalars.count), to: 0, by: -1)
-            where scalars.suffix(keep).elementsEqual(marker.prefix(keep)) {
-                return scalars.count - keep
-            }
-            return scalars.count
-        case .llama3JSON:
-            // A call is the whole answer: an answer that starts like one waits; any other streams.
-            let start = scalars.drop { $0.properties.isWhitespace }
-            let tag = Array(Self.pythonTag.unicodeScalars)
-            if start.isEmpty || start.first == "{" || start.prefix(tag.count).elementsEqual(tag.prefix(min(tag.count, start.count))) {
-                return 0
-            }
-            return scalars.count
         }
     }
 

@@ -2,22 +2,23 @@ import Foundation
 import Testing
 @testable import Server
 
-/// Streaming under the hermes parser: calls go out piece by piece (name first, then the
+/// Streaming under a tool-call parser: calls go out piece by piece (name first, then the
 /// arguments' text as written), content around them as it comes; however the answer is split,
 /// the pieces add up to the same content and calls as the whole answer.
 @Suite struct ToolCallStreamingTests {
     /// Feeds `answer` cut at `cuts` (scalar offsets); returns the content and each call's name,
     /// id and arguments text as a client would assemble them.
-    func stream(_ answer: String, cuts: [Int]) -> (content: String, calls: [(id: String, name: String, arguments: String)]) {
+    func stream(_ answer: String, cuts: [Int], format: ToolCallFormat = .hermes) -> (content: String, calls: [(id: String, name: String, arguments: String)]) {
         let scalars = Array(answer.unicodeScalars)
-        var streamer = HermesCallStreamer()
+        var hermes = HermesCallStreamer(), llama3 = Llama3CallStreamer()
         var content = "", calls: [(id: String, name: String, arguments: String)] = []
         let ends = (cuts.filter { $0 > 0 && $0 < scalars.count } + [scalars.count]).sorted()
         var start = 0
         for (k, end) in ends.enumerated() {
             let piece = String(String.UnicodeScalarView(scalars[start..<end]))
             start = end
-            let step = streamer.step(appending: piece, final: k == ends.count - 1)
+            let final = k == ends.count - 1
+            let step = format == .hermes ? hermes.step(appending: piece, final: final) : llama3.step(appending: piece, final: final)
             content += step.content
             for delta in step.calls {
                 if let id = delta.id, let name = delta.name {
@@ -84,6 +85,42 @@ import Testing
         // Cut short inside the arguments (the length limit): what was written went out, nothing more.
         let cut = stream("<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": [1, 2", cuts: [30])
         #expect(cut.calls.map(\.name) == ["f"] && cut.calls[0].arguments == "{\"a\": [1, 2")
+    }
+
+    /// Content that only looks like a marker's beginning waits, then goes out; a combining accent
+    /// in the next piece loses nothing.
+    @Test func contentAroundAndWithoutCalls() {
+        var streamer = HermesCallStreamer()
+        #expect(streamer.step(appending: "Use <to", final: false).content == "Use ", "a tail that may begin the marker waits")
+        #expect(streamer.step(appending: "ols wisely", final: true).content == "<tools wisely")
+        let accented = stream("Cafe\u{301} ok", cuts: [4])
+        #expect(accented.content.unicodeScalars.elementsEqual("Cafe\u{301} ok".unicodeScalars) && accented.calls.isEmpty)
+    }
+
+    /// llama3_json: an answer that begins with `{` (after an optional python tag) is calls,
+    /// `;`-separated, each streamed as it is written; any other answer is content at once.
+    @Test func llama3JSONStreamsTheCallsOfAWholeAnswer() throws {
+        let answer = #"<|python_tag|>{"name": "search", "parameters": {"q": "a;b}", "n": 3}}; {"name": "b", "arguments": {"x": null}}"#
+        let whole = stream(answer, cuts: [], format: .llama3JSON)
+        #expect(whole.content.isEmpty && whole.calls.map(\.name) == ["search", "b"])
+        #expect(json(whole.calls[0].arguments) == ["q": "a;b}", "n": 3] && json(whole.calls[1].arguments) == ["x": NSNull()])
+        var rng = SystemRandomNumberGenerator()
+        let length = answer.unicodeScalars.count
+        for trial in 0..<200 {
+            let cuts = trial == 0 ? Array(1..<length) : (0..<Int.random(in: 1...10, using: &rng)).map { _ in Int.random(in: 1..<length, using: &rng) }
+            let got = stream(answer, cuts: cuts, format: .llama3JSON)
+            #expect(got.content.isEmpty && got.calls.map(\.name) == ["search", "b"] && got.calls.map(\.arguments) == whole.calls.map(\.arguments),
+                    "cuts \(cuts.sorted())")
+        }
+        // Plain text streams at once, from the first piece.
+        var plain = Llama3CallStreamer()
+        #expect(plain.step(appending: "It is ", final: false).content == "It is ")
+        #expect(plain.step(appending: "sunny {x}", final: true).content == "sunny {x}")
+        // A tag's beginning waits; a brace that is no call goes out whole at the end.
+        var tagged = Llama3CallStreamer()
+        #expect(tagged.step(appending: "<|pyt", final: false).content.isEmpty)
+        #expect(stream("{broken", cuts: [3], format: .llama3JSON).content == "{broken")
+        #expect(stream(#"{"parameters": {}, "name": "f"}"#, cuts: [9], format: .llama3JSON).calls.map(\.name) == ["f"])
     }
 
     @Test func deltasGoOutInOpenAIsShape() throws {

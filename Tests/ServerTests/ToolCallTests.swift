@@ -37,45 +37,6 @@ import Testing
         #expect(tagged.calls.map(\.name) == ["a", "b"] && tagged.calls[1].arguments == #"{"x": null}"#)
     }
 
-    @Test func streamingHoldsBackWhatMayBeACall() {
-        #expect(ToolCallFormat.hermes.streamableCount("Hello there") == 11)
-        #expect(ToolCallFormat.hermes.streamableCount("Hello <tool") == 6, "a tail that may start the marker waits")
-        #expect(ToolCallFormat.hermes.streamableCount("Hello <tool_call>{\"na") == 6)
-        #expect(ToolCallFormat.hermes.streamableCount("a < b") == 5)
-        #expect(ToolCallFormat.llama3JSON.streamableCount("  {\"name\"") == 0)
-        #expect(ToolCallFormat.llama3JSON.streamableCount("<|pyth") == 0)
-        #expect(ToolCallFormat.llama3JSON.streamableCount("It is sunny") == 11)
-    }
-
-    /// The streamed pieces of an answer, output by output, add up to the whole answer's content,
-    /// and the calls come with the last.
-    @Test func aStreamedAnswerSplitsAsTheWholeOneDoes() {
-        let pieces = ["Checking", " now. <to", "ol_call>{\"name\": \"f\",", " \"arguments\": {\"k\": 1}}</tool_call>", " Done."]
-        var state = ChoiceState(), sent = "", calls: [ToolCall] = []
-        for (i, piece) in pieces.enumerated() {
-            state.text += piece
-            let step = OpenAIServer.toolCallStep(.hermes, state: &state, final: i == pieces.count - 1)
-            sent += step.text
-            calls += step.calls
-            if i == 1 { #expect(sent == "Checking now. ", "the marker's first letters wait") }
-        }
-        #expect(sent == "Checking now. \nDone." && calls == [ToolCall(name: "f", arguments: #"{"k": 1}"#)])
-        // No call after all: the held text goes out at the end.
-        var plain = ChoiceState(), out = ""
-        for (i, piece) in ["Use <to", "ols wisely"].enumerated() {
-            plain.text += piece
-            out += OpenAIServer.toolCallStep(.hermes, state: &plain, final: i == 1).text
-        }
-        #expect(out == "Use <tools wisely")
-        // A piece that joins the character before it (a combining accent): nothing is lost or sent twice.
-        var joined = ChoiceState(), whole = ""
-        for (i, piece) in ["Cafe", "\u{301} ok"].enumerated() {
-            joined.text += piece
-            whole += OpenAIServer.toolCallStep(.hermes, state: &joined, final: i == 1).text
-        }
-        #expect(whole.unicodeScalars.elementsEqual("Cafe\u{301} ok".unicodeScalars), "\(whole.unicodeScalars.map(\.value))")
-    }
-
     @Test func callsGoOutInOpenAIsShapes() throws {
         let shape = ResponseShape(id: "chatcmpl-1", created: 0, model: "m", chat: true)
         let parsed = ParsedToolCalls(content: nil, calls: [ToolCall(name: "f", arguments: "{}")])
@@ -86,10 +47,5 @@ import Testing
         let call = try #require((message["tool_calls"] as? [[String: Any]])?.first)
         #expect(call["type"] as? String == "function" && (call["id"] as? String)?.hasPrefix("call_") == true && call["index"] == nil)
         #expect((call["function"] as? [String: String]) == ["name": "f", "arguments": "{}"])
-        let chunk = shape.chunk(index: 0, text: "", finish: .stop, toolCalls: parsed.calls)
-        let choice = try #require((chunk["choices"] as? [[String: Any]])?.first)
-        #expect(choice["finish_reason"] as? String == "tool_calls")
-        let delta = try #require(choice["delta"] as? [String: Any])
-        #expect((delta["tool_calls"] as? [[String: Any]])?.first?["index"] as? Int == 0)
     }
 }
