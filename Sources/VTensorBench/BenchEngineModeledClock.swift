@@ -37,7 +37,7 @@ extension BenchEngineCommand {
         }
         var rows: [Row] = []
         var table = Table(title: "arrivals on a modeled H200 clock (null model; \(numPrompts) requests, \(inputRange) in, \(outputRange) out, \(maxNumBatchedTokens) tokens a step; sized: overhead \(overhead))",
-                          header: ["rate", "steps", "out tok/s", "first token mean / p50 / p99 (ms)", "between tokens ms", "step count"])
+                          header: ["rate", "step budget", "out tok/s", "first token mean / p50 / p99 (ms)", "between tokens ms", "steps"])
         let tokensPerRequest = inputs.upperBound + outputs.upperBound + 8
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
         let held = max(16, (kvBudgetGib << 30) / ((tokensPerRequest + 16) * shape.tokenBytes))
