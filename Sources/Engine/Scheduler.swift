@@ -150,7 +150,8 @@ struct Scheduler {
         for sequence in running where !sequence.awaitsLastPick {
             if sequence.uncomputed == 1 { decodes += 1 } else { demand += sequence.uncomputed }
         }
-        for sequence in waiting where demand < enough {
+        for sequence in waiting {
+            guard demand < enough else { break }
             let cached = (sequence.hasKV || sequence.status == .preempted) ? 0 : (prefix?.lookup(sequence).tokens ?? 0)
             demand += max(1, sequence.uncomputed - cached)
         }

@@ -32,10 +32,8 @@ struct ToolCallDelta: Equatable, Sendable {
 struct HermesCallStreamer {
     enum Phase: Equatable {
         case content
-        /// Inside a block, before its arguments begin.
-        case prefix
-        /// Inside the arguments object: its nesting depth and string state.
-        case arguments(depth: Int, inString: Bool, escaped: Bool)
+        /// Inside a block: its call streams through `body`.
+        case call
         /// The arguments are whole; what is left of the block is skipped.
         case afterArguments
         /// A block that does not stream: everything from `blockStart` waits for the end.
@@ -49,8 +47,9 @@ struct HermesCallStreamer {
     private var consumed = 0
     /// Where the current block's `<tool_call>` begins.
     private var blockStart = 0
-    /// Calls opened so far: the next call's index.
-    private(set) var callCount = 0
+    private var body = CallBodyStream(argumentKeys: ["arguments"])
+    /// Calls opened so far.
+    var callCount: Int { body.callCount }
     /// Whether any content went out (text after a call then starts on a line of its own).
     private var sentContent = false
     /// After a block: whitespace before the next content is dropped.
@@ -82,7 +81,7 @@ struct HermesCallStreamer {
                     emit(consumed..<at)
                     blockStart = at
                     consumed = at + Self.open.count
-                    phase = .prefix
+                    phase = .call
                     continue loop
                 }
                 // Hold back a tail that may be the marker's beginning.
@@ -97,30 +96,12 @@ struct HermesCallStreamer {
                 emit(consumed..<(s.count - keep))
                 consumed = s.count - keep
                 break loop
-            case .prefix:
-                switch Self.scanPrefix(s, from: consumed) {
-                case .needMore:
-                    if final { phase = .holding; continue loop }
-                    break loop
-                case .mismatch:
-                    phase = .holding
-                    continue loop
-                case .matched(let name, let valueStart):
-                    calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: name, arguments: ""))
-                    callCount += 1
-                    consumed = valueStart
-                    phase = .arguments(depth: 0, inString: false, escaped: false)
+            case .call:
+                switch body.advance(s, consumed: &consumed, final: final, into: &calls) {
+                case .waiting: break loop
+                case .notStreamable: phase = .holding
+                case .argumentsEnded: phase = .afterArguments
                 }
-            case .arguments(let depth, let inString, let escaped):
-                var scan = ArgumentScan(depth: depth, inString: inString, escaped: escaped)
-                let end = scan.advance(s, from: consumed)
-                if end > consumed {
-                    calls.append(ToolCallDelta(index: callCount - 1, arguments: String(String.UnicodeScalarView(s[consumed..<end]))))
-                    consumed = end
-                }
-                if scan.ended { phase = .afterArguments; continue loop }
-                phase = .arguments(depth: scan.depth, inString: scan.inString, escaped: scan.escaped)
-                break loop
             case .afterArguments:
                 if let at = Self.find(Self.close, in: s, from: consumed) {
                     consumed = at + Self.close.count
@@ -135,10 +116,7 @@ struct HermesCallStreamer {
                 let held = String(String.UnicodeScalarView(s[blockStart...]))
                 consumed = s.count
                 if let parsed = ToolCallFormat.hermes.parse(held) {
-                    for call in parsed.calls {
-                        calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: call.name, arguments: call.arguments))
-                        callCount += 1
-                    }
+                    body.whole(parsed.calls, into: &calls)
                     if let text = parsed.content {
                         afterBlock = true
                         let scalars = Array(text.unicodeScalars)
@@ -159,12 +137,65 @@ struct HermesCallStreamer {
         for i in start...(s.count - needle.count) where s[i] == needle[0] && s[i..<(i + needle.count)].elementsEqual(needle) { return i }
         return nil
     }
+}
+
+/// One call as the model writes it, `{"name": "NAME", KEY: {...}}`, shared by both parsers: the
+/// call's opening piece (id and name) once the name is whole and the arguments object has begun,
+/// then the arguments' text as it comes.
+struct CallBodyStream {
+    enum Progress: Equatable {
+        /// More text is needed.
+        case waiting
+        /// Not a call in the shape that streams (nothing went out for it).
+        case notStreamable
+        /// The arguments object is whole.
+        case argumentsEnded
+    }
+
+    let argumentKeys: [String]
+    /// Calls opened so far: the next call's index.
+    private(set) var callCount = 0
+    /// The arguments being scanned, once the call's opening piece went out.
+    private var scan: ArgumentScan?
+
+    init(argumentKeys: [String]) { self.argumentKeys = argumentKeys }
+
+    /// Goes on with the call that begins (or went on) at `consumed`, adding its pieces to `calls`.
+    mutating func advance(_ s: [Unicode.Scalar], consumed: inout Int, final: Bool, into calls: inout [ToolCallDelta]) -> Progress {
+        if scan == nil {
+            switch Self.scanPrefix(s, from: consumed, argumentKeys: argumentKeys) {
+            case .needMore: return final ? .notStreamable : .waiting
+            case .mismatch: return .notStreamable
+            case .matched(let name, let valueStart):
+                calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: name, arguments: ""))
+                callCount += 1
+                consumed = valueStart
+                scan = ArgumentScan()
+            }
+        }
+        let end = scan!.advance(s, from: consumed)
+        if end > consumed {
+            calls.append(ToolCallDelta(index: callCount - 1, arguments: String(String.UnicodeScalarView(s[consumed..<end]))))
+            consumed = end
+        }
+        guard scan!.ended else { return .waiting }
+        scan = nil
+        return .argumentsEnded
+    }
+
+    /// Calls parsed from a whole answer (ones that did not stream), each in one piece.
+    mutating func whole(_ parsed: [ToolCall], into calls: inout [ToolCallDelta]) {
+        for call in parsed {
+            calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: call.name, arguments: call.arguments))
+            callCount += 1
+        }
+    }
 
     enum PrefixScan: Equatable { case needMore, mismatch, matched(name: String, valueStart: Int) }
 
     /// Whether the block body from `start` begins `{"name": "NAME", "KEY": {` (KEY one of
     /// `argumentKeys`; any whitespace between), may still, or cannot.
-    static func scanPrefix(_ s: [Unicode.Scalar], from start: Int, argumentKeys: [String] = ["arguments"]) -> PrefixScan {
+    static func scanPrefix(_ s: [Unicode.Scalar], from start: Int, argumentKeys: [String]) -> PrefixScan {
         var i = start
         func skipSpace() { while i < s.count, s[i].properties.isWhitespace { i += 1 } }
         func expect(_ literal: String) -> PrefixScan? {
@@ -214,9 +245,30 @@ struct HermesCallStreamer {
     }
 }
 
-/// Where a call's arguments object ends: nesting depth and string state over the scalars seen.
-struct ArgumentScan {
+/// Where JSON text stands in its nesting: brackets open and whether inside a string. The
+/// streamers find where a call's arguments end with it; the whole-answer parse splits calls at
+/// top-level separators with it.
+struct JSONNesting {
     var depth = 0, inString = false, escaped = false
+    /// Outside every string and bracket.
+    var atTopLevel: Bool { depth == 0 && !inString }
+
+    mutating func take(_ c: Unicode.Scalar) {
+        if inString {
+            if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
+        } else if c == "\"" {
+            inString = true
+        } else if c == "{" || c == "[" {
+            depth += 1
+        } else if c == "}" || c == "]" {
+            depth -= 1
+        }
+    }
+}
+
+/// Where a call's arguments object ends.
+struct ArgumentScan {
+    private var nesting = JSONNesting()
     private(set) var ended = false
 
     /// Scans from `start` up to the end of the object (the scalar after its closing brace) or
@@ -224,18 +276,10 @@ struct ArgumentScan {
     mutating func advance(_ s: [Unicode.Scalar], from start: Int) -> Int {
         var i = start
         while i < s.count && !ended {
-            let c = s[i]
+            let nested = nesting.depth > 0
+            nesting.take(s[i])
             i += 1
-            if inString {
-                if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
-            } else if c == "\"" {
-                inString = true
-            } else if c == "{" || c == "[" {
-                depth += 1
-            } else if c == "}" || c == "]" {
-                depth -= 1
-                if depth == 0 { ended = true }
-            }
+            if nested && nesting.depth == 0 { ended = true }
         }
         return i
     }
@@ -247,17 +291,17 @@ struct ArgumentScan {
 /// piece, calls separated by `;`. Any other answer is content from its first scalar on. A call
 /// in another shape waits for the end and the whole answer is parsed then, as without streaming.
 struct Llama3CallStreamer {
-    enum Phase: Equatable { case start, content, prefix, arguments(ArgumentState), afterArguments, holding }
-    struct ArgumentState: Equatable { var depth: Int, inString: Bool, escaped: Bool }
+    enum Phase: Equatable { case start, content, call, afterArguments, holding }
 
     private(set) var phase = Phase.start
     private var s: [Unicode.Scalar] = []
     private var consumed = 0
     /// Where the held part begins (the answer's start, or the call that does not stream).
     private var holdFrom = 0
-    private(set) var callCount = 0
+    private var body = CallBodyStream(argumentKeys: ["parameters", "arguments"])
+    /// Calls opened so far.
+    var callCount: Int { body.callCount }
     static let tag = Array(ToolCallFormat.pythonTag.unicodeScalars)
-    static let keys = ["parameters", "arguments"]
 
     mutating func step(appending piece: String, final: Bool) -> (content: String, calls: [ToolCallDelta]) {
         s.append(contentsOf: piece.unicodeScalars)
@@ -281,7 +325,7 @@ struct Llama3CallStreamer {
                 if i < s.count && s[i] == "{" {
                     holdFrom = 0
                     consumed = i
-                    phase = .prefix
+                    phase = .call
                 } else {
                     phase = .content
                 }
@@ -290,30 +334,12 @@ struct Llama3CallStreamer {
                 content.append(contentsOf: s[consumed...])
                 consumed = s.count
                 break loop
-            case .prefix:
-                switch HermesCallStreamer.scanPrefix(s, from: consumed, argumentKeys: Self.keys) {
-                case .needMore:
-                    if final { phase = .holding; continue loop }
-                    break loop
-                case .mismatch:
-                    phase = .holding
-                    continue loop
-                case .matched(let name, let valueStart):
-                    calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: name, arguments: ""))
-                    callCount += 1
-                    consumed = valueStart
-                    phase = .arguments(ArgumentState(depth: 0, inString: false, escaped: false))
+            case .call:
+                switch body.advance(s, consumed: &consumed, final: final, into: &calls) {
+                case .waiting: break loop
+                case .notStreamable: phase = .holding
+                case .argumentsEnded: phase = .afterArguments
                 }
-            case .arguments(let state):
-                var scan = ArgumentScan(depth: state.depth, inString: state.inString, escaped: state.escaped)
-                let end = scan.advance(s, from: consumed)
-                if end > consumed {
-                    calls.append(ToolCallDelta(index: callCount - 1, arguments: String(String.UnicodeScalarView(s[consumed..<end]))))
-                    consumed = end
-                }
-                if scan.ended { phase = .afterArguments; continue loop }
-                phase = .arguments(ArgumentState(depth: scan.depth, inString: scan.inString, escaped: scan.escaped))
-                break loop
             case .afterArguments:
                 // The call's closing brace, then `;` and the next call's `{`, or the end. (Looked
                 // at again from the arguments' end until the next call begins.)
@@ -325,7 +351,7 @@ struct Llama3CallStreamer {
                     if i < s.count {
                         holdFrom = i
                         consumed = i
-                        phase = .prefix
+                        phase = .call
                         continue loop
                     }
                 } else if i < s.count {
@@ -342,10 +368,7 @@ struct Llama3CallStreamer {
                 let held = String(String.UnicodeScalarView(s[holdFrom...]))
                 consumed = s.count
                 if let parsed = ToolCallFormat.llama3JSON.parse(held) {
-                    for call in parsed.calls {
-                        calls.append(ToolCallDelta(index: callCount, id: ToolCall.newID(), name: call.name, arguments: call.arguments))
-                        callCount += 1
-                    }
+                    body.whole(parsed.calls, into: &calls)
                 } else {
                     content.append(contentsOf: s[holdFrom...])
                 }

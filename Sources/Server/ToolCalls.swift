@@ -94,25 +94,18 @@ extension ToolCallFormat {
     }
 
     /// `text` cut at `separator`s that are outside strings and brackets.
-    private static func splitTopLevel(_ text: String, on separator: Character) -> [String] {
-        var pieces: [String] = [], current = "", depth = 0, inString = false, escaped = false
-        for c in text {
-            if inString {
-                if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
-            } else if c == "\"" {
-                inString = true
-            } else if c == "{" || c == "[" {
-                depth += 1
-            } else if c == "}" || c == "]" {
-                depth -= 1
-            } else if c == separator && depth == 0 {
-                pieces.append(current)
-                current = ""
+    private static func splitTopLevel(_ text: String, on separator: Unicode.Scalar) -> [String] {
+        var pieces: [String] = [], current = String.UnicodeScalarView(), nesting = JSONNesting()
+        for c in text.unicodeScalars {
+            if c == separator && nesting.atTopLevel {
+                pieces.append(String(current))
+                current = String.UnicodeScalarView()
                 continue
             }
+            nesting.take(c)
             current.append(c)
         }
-        if !current.trimmingCharacters(in: .whitespaces).isEmpty { pieces.append(current) }
+        if !String(current).trimmingCharacters(in: .whitespaces).isEmpty { pieces.append(String(current)) }
         return pieces
     }
 }

@@ -340,7 +340,7 @@ public final class GPUModel: @unchecked Sendable {
             let pageTokens = 16
             let pageBytes = pageTokens * shape.tokenLayerBytes
             let info = try context.memoryInfo()
-            let budgetBytes = try kvBudget.bytes(free: info.free, total: info.total)
+            let budgetBytes = try kvBudget.bytes(free: info.free, total: info.total, device: "cuda")
             let pages = budgetBytes / (2 * c.numHiddenLayers * pageBytes)
             // With CUDA graphs the pool's last page is the padded rows' (no request's).
             let paddingPages = options.cudaGraphs ? 1 : 0

@@ -18,14 +18,16 @@ public enum MemoryBudget: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The budget in bytes on a device with `free` of its `total` bytes free now; an error that
-    /// names the problem when it holds nothing.
-    public func bytes(free: Int, total: Int) throws -> Int {
+    /// The budget in bytes on a device (named `device` in errors) with `free` of its `total`
+    /// bytes free now; an error that names the problem when it holds nothing.
+    public func bytes(free: Int, total: Int, device: String? = nil) throws -> Int {
         func gib(_ n: Int) -> String { String(format: "%.1f GiB", Double(n) / Double(1 << 30)) }
         switch self {
         case .bytes(let n):
             guard n > 0 else { throw VTensorError.invalidBudget("a budget of \(n) bytes holds no chunk") }
-            guard n <= total else { throw VTensorError.invalidBudget("\(n) bytes is more than the device has (\(total) bytes)") }
+            guard n <= total else {
+                throw VTensorError.invalidBudget("\(n) bytes is more than the \(device.map { $0 + " " } ?? "")device has (\(total) bytes)")
+            }
             return n
         case .fractionOfFree(let f):
             guard f > 0, f <= 1 else { throw VTensorError.invalidBudget("fraction of free memory must be in (0, 1], got \(f)") }

@@ -108,16 +108,7 @@ public final class VirtualMemory: @unchecked Sendable {
         self.accessPerRun = accessPerRun
         self.unmapPerRun = unmapPerRun && backend.unmapsRuns
         self.chunkSize = backend.chunkSize
-        let budgetBytes: Int
-        if case .bytes(let bytes) = budget {
-            guard bytes > 0 else { throw VTensorError.invalidBudget("a budget of \(bytes) bytes holds no chunk") }
-            guard bytes <= backend.totalPhysicalBytes else {
-                throw VTensorError.invalidBudget("\(bytes) bytes is more than the \(backend.name) device has (\(backend.totalPhysicalBytes) bytes)")
-            }
-            budgetBytes = bytes
-        } else {
-            budgetBytes = try budget.bytes(free: try backend.freePhysicalBytes(), total: backend.totalPhysicalBytes)
-        }
+        let budgetBytes = try budget.bytes(free: try backend.freePhysicalBytes(), total: backend.totalPhysicalBytes, device: backend.name)
         let budgetChunks = budgetBytes / backend.chunkSize
         guard budgetChunks > 0 else {
             throw VTensorError.invalidBudget("\(budgetBytes) bytes is less than one \(backend.chunkSize)-byte chunk")
@@ -363,13 +354,10 @@ public final class VirtualMemory: @unchecked Sendable {
     /// then access granted over the whole run. Returns how many leading claims are mapped, and the
     /// error that stopped it, if any (the failed run's own mappings are undone).
     private func mapOutsideLock(_ claims: [Claim], onChunkMapped: ((UInt64) -> Void)?) -> (done: Int, error: (any Error)?) {
+        let places = accessPerRun ? claims.map { ($0.tensor, $0.index) } : []
         var runStart = 0
         while runStart < claims.count {
-            var runEnd = runStart + 1
-            while accessPerRun, runEnd < claims.count, claims[runEnd].tensor === claims[runStart].tensor,
-                  claims[runEnd].index == claims[runEnd - 1].index + 1 {
-                runEnd += 1
-            }
+            let runEnd = accessPerRun ? Self.runEnd(places, from: runStart) : runStart + 1
             let start = onChunkMapped == nil ? 0 : monotonicNanos()
             let base = claims[runStart].tensor.address(ofChunk: claims[runStart].index)
             var mapped = 0
@@ -931,17 +919,21 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
+    /// Where the run of adjacent slots of one tensor that begins at `start` ends (exclusive).
+    private static func runEnd(_ slots: [(tensor: VirtualTensor, index: Int)], from start: Int) -> Int {
+        var end = start + 1
+        while end < slots.count, slots[end].tensor === slots[start].tensor, slots[end].index == slots[end - 1].index + 1 { end += 1 }
+        return end
+    }
+
     /// The physical unmaps of retirements whose fences completed: one call a run of adjacent
     /// chunks of one tensor (`unmapPerRun`), else one a chunk. A failure here would leave the
     /// books and the device apart, so it stops the process.
     private func unmapCompleted(_ completed: [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)]) {
+        let places = unmapPerRun ? completed.map { ($0.tensor, $0.index) } : []
         var start = 0
         while start < completed.count {
-            var end = start + 1
-            while unmapPerRun, end < completed.count, completed[end].tensor === completed[start].tensor,
-                  completed[end].index == completed[end - 1].index + 1 {
-                end += 1
-            }
+            let end = unmapPerRun ? Self.runEnd(places, from: start) : start + 1
             let (tensor, index, _) = completed[start]
             do {
                 try backend.unmap(at: tensor.address(ofChunk: index), chunks: end - start)
