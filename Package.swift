@@ -45,7 +45,10 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["Models", "Tokenizers", "Kernels", "VTensor", "GPU", "CQuant", "Support", "Jinja"]),
         // The serving engine: requests, scheduler, KV admission, the step loop. No GPU imports:
         // it gets a model and its KV cache from outside.
-        .target(name: "Engine", dependencies: ["Runtime", "Tokenizers", "VTensor", "Support"]),
+        // Constrained decoding: grammars over UTF-8 bytes (from JSON schemas, regular expressions, choices),
+        // matched a token at a time, and the per-step mask of the tokens a grammar allows.
+        .target(name: "Structured", dependencies: ["Tokenizers"]),
+        .target(name: "Engine", dependencies: ["Runtime", "Tokenizers", "VTensor", "Support", "Structured"]),
         // What the command-line targets share: --backend/--device and --model option groups,
         // number and table formatting, JSON output.
         .target(
@@ -67,7 +70,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Engine", "Runtime", "Tokenizers", "Jinja",
+                "Engine", "Runtime", "Tokenizers", "Jinja", "Structured",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -93,6 +96,7 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "JinjaTests", dependencies: ["Jinja"]),
+        .testTarget(name: "StructuredTests", dependencies: ["Structured", "Tokenizers"]),
         .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
         // Launches the built `vtensor serve` and talks to it with curl and the openai package; tests the /metrics writer,
