@@ -80,7 +80,7 @@ public struct ByteSet: Hashable, Sendable, CustomStringConvertible {
 
 /// A grammar expression over UTF-8 bytes. Text and character classes are spelled in bytes, so a
 /// token's bytes can be matched one at a time even when a character spans two tokens.
-public indirect enum GrammarExpression: Sendable, Equatable {
+public indirect enum GrammarExpression: Sendable, Hashable {
     /// One byte from the set.
     case bytes(ByteSet)
     /// These bytes, in order.

@@ -107,6 +107,12 @@ public final class Tokenizer: Sendable {
 
     public func isSpecial(_ id: Int) -> Bool { id >= 0 && id < special.count && special[id] }
 
+    /// The bytes an id decodes to, before UTF-8 assembly (empty for unused ids).
+    public func bytes(of id: Int) -> [UInt8] { id >= 0 && id < decodedBytes.count ? decodedBytes[id] : [] }
+
+    /// Leading spaces removed from the start of decoded text (SentencePiece's first-piece space).
+    public var leadingSpacesStripped: Int { stripLeadingSpaces }
+
     /// The ids of `text`: added tokens in the text are recognized, and with
     /// `addSpecialTokens` the configured BOS (and EOS) are added.
     public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
