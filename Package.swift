@@ -98,7 +98,7 @@ let package = Package(
         .testTarget(name: "JinjaTests", dependencies: ["Jinja"]),
         .testTarget(name: "StructuredTests", dependencies: ["Structured", "Tokenizers"]),
         .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor", "Structured"]),
         // Launches the built `vtensor serve` and talks to it with curl and the openai package; tests the /metrics writer,
         // and reads Server's route table and OpenAPI document.
         .testTarget(name: "ServerTests", dependencies: ["Server", "Engine"],

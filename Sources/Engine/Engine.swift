@@ -182,7 +182,7 @@ public final class Engine: @unchecked Sendable {
             }
         }
         let state = try SequenceState(prompt: prompt, parameters: request.parameters, eosTokenIds: eosTokenIds,
-                                      maxLength: maxSequenceLength, tokenizer: tokenizer)
+                                      maxLength: maxSequenceLength, tokenizer: tokenizer, grammar: request.grammar)
         return (state, request.promptLogprobs.map { PromptScores(promptCount: prompt.count, alternatives: $0) })
     }
 
@@ -341,7 +341,7 @@ public final class Engine: @unchecked Sendable {
         func needsPicksBeforePlanning(_ sequences: [RequestID: EngineSequence]) -> Bool {
             handle != nil && rows.contains { row in
                 guard row.samples, let state = sequences[row.id]?.state else { return false }
-                return state.parameters.hasPenalties || state.output.count < state.parameters.minTokens
+                return state.parameters.hasPenalties || state.output.count < state.parameters.minTokens || state.grammar != nil
             }
         }
     }
@@ -433,7 +433,7 @@ public final class Engine: @unchecked Sendable {
             // position's logits come back (the engine synchronized before planning it, so no
             // input is fed from a pick still on the device).
             if model.samplesOnDevice && !inputs.contains(where: \.allLogits) {
-                let draws = rows.map { row in row.samples ? sequences[row.id]!.state.deviceDraw() : Self.placeholderDraw }
+                let draws = rows.map { row in row.samples ? sequences[row.id]!.state.deviceDraw(vocabularyLimit: vocabularyLimit) : Self.placeholderDraw }
                 if model.queuesSteps {
                     step.handle = try model.queueStep(inputs, feeds: feeds, draws: draws, vocabularyLimit: vocabularyLimit)
                 } else {
@@ -775,6 +775,7 @@ extension EngineStatistics {
         finishedEOS += step.finishedEOS
         finishedStopToken += step.finishedStopToken
         finishedStopString += step.finishedStopString
+        finishedGrammar += step.finishedGrammar
         finishedLength += step.finishedLength
         aborted += step.aborted
         failed += step.failed

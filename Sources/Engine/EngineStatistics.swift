@@ -14,6 +14,8 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     public var finishedEOS = 0
     public var finishedStopToken = 0
     public var finishedStopString = 0
+    /// Ended because the request's grammar was complete (structured output).
+    public var finishedGrammar = 0
     public var finishedLength = 0
     /// waiting, running or preempted -> aborted.
     public var aborted = 0
@@ -79,7 +81,7 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     /// Hit tokens over queried tokens (0 with nothing queried).
     public var prefixHitRate: Double { prefixQueriedTokens > 0 ? Double(prefixHitTokens) / Double(prefixQueriedTokens) : 0 }
 
-    public var finished: Int { finishedEOS + finishedStopToken + finishedStopString + finishedLength }
+    public var finished: Int { finishedEOS + finishedStopToken + finishedStopString + finishedGrammar + finishedLength }
 
     mutating func countFinish(_ cause: StopCause) {
         switch cause {
@@ -87,6 +89,7 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
         case .stopToken: finishedStopToken += 1
         case .stopString: finishedStopString += 1
         case .length: finishedLength += 1
+        case .grammarComplete: finishedGrammar += 1
         }
     }
 }

@@ -1,4 +1,5 @@
 import Runtime
+import Structured
 
 /// The engine's name for a request.
 public typealias RequestID = Int
@@ -19,9 +20,16 @@ public struct GenerationRequest: Sendable {
     /// Its place under `SchedulePolicy.priority` (vLLM's `priority`): lower values are scheduled
     /// sooner, arrival order among equals. The other policies take only 0.
     public var priority: Int
+    /// Constrains the output to a grammar's language (structured output: a JSON schema, a
+    /// pattern, a choice), compiled for this engine's tokenizer. Each step samples among the
+    /// tokens it allows; the request ends when the grammar is complete. On a model that samples
+    /// on the device, the refused ids go to the draw as biases of minus infinity, and the
+    /// request's steps wait for its previous pick (the next mask depends on it).
+    public var grammar: CompiledGrammar?
 
     public init(prompt: [Int], parameters: SamplingParameters = SamplingParameters(temperature: 0), cacheSalt: String? = nil,
-                promptLogprobs: Int? = nil, priority: Int = 0) {
+                promptLogprobs: Int? = nil, priority: Int = 0, grammar: CompiledGrammar? = nil) {
+        self.grammar = grammar
         self.prompt = prompt
         self.parameters = parameters
         self.cacheSalt = cacheSalt

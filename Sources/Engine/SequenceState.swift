@@ -1,4 +1,5 @@
 import Runtime
+import Structured
 import Tokenizers
 
 /// Why a request stopped generating.
@@ -11,6 +12,8 @@ public enum StopCause: String, Sendable, Codable, CaseIterable {
     case stopString
     /// `max_tokens`, or the sequence reached the longest length the engine allows.
     case length
+    /// The request's grammar (a JSON schema, a pattern, a choice) is complete and allows nothing more.
+    case grammarComplete
 
     public var finishReason: FinishReason { self == .length ? .length : .stop }
 }
@@ -30,6 +33,10 @@ public struct SequenceState: Sendable {
     private let stopTokens: Set<Int>
     private var stops: StopMatcher
     private var detokenizer: IncrementalDetokenizer?
+    /// Where the output stands in the request's grammar (constrained decoding); nil when unconstrained.
+    public private(set) var grammar: GrammarMatcher?
+    /// The ids that end the sequence where the grammar may end (the model's EOS, unless `ignoreEOS`).
+    private let grammarEnds: [Int]
 
     /// What accepting one token produced.
     public struct Delta: Sendable {
@@ -40,10 +47,18 @@ public struct SequenceState: Sendable {
     /// - Parameters:
     ///   - maxLength: the longest the sequence (prompt + output) may get.
     ///   - tokenizer: for text and stop strings; nil generates token ids only (stop strings then refused).
-    public init(prompt: [Int], parameters: SamplingParameters, eosTokenIds: [Int], maxLength: Int, tokenizer: Tokenizer?) throws {
+    ///   - grammar: constrains the output to a grammar's language (its vocabulary must be `tokenizer`'s).
+    public init(prompt: [Int], parameters: SamplingParameters, eosTokenIds: [Int], maxLength: Int, tokenizer: Tokenizer?,
+                grammar: CompiledGrammar? = nil) throws {
         try parameters.validate()
         guard tokenizer != nil || parameters.stopStrings.isEmpty else {
             throw EngineError.invalidRequest("stop strings need a tokenizer, and this engine has none")
+        }
+        if let grammar {
+            guard let tokenizer else { throw EngineError.invalidRequest("structured output needs a tokenizer, and this engine has none") }
+            guard grammar.vocabulary.size == tokenizer.vocabularySize else {
+                throw EngineError.invalidRequest("the grammar was compiled for a vocabulary of \(grammar.vocabulary.size) tokens; this model's has \(tokenizer.vocabularySize)")
+            }
         }
         promptCount = prompt.count
         self.parameters = parameters
@@ -54,16 +69,62 @@ public struct SequenceState: Sendable {
         stops = StopMatcher(stopStrings: parameters.stopStrings)
         detokenizer = tokenizer.map { IncrementalDetokenizer(tokenizer: $0, skipSpecialTokens: parameters.skipSpecialTokens) }
         outputLimit = max(0, min(parameters.maxTokens ?? Int.max, maxLength - prompt.count))
+        self.grammar = grammar.map { GrammarMatcher(grammar: $0) }
+        grammarEnds = parameters.ignoreEOS ? [] : eosTokenIds
+        if let matcher = self.grammar, matcher.allowedTokens().isEmpty && (grammarEnds.isEmpty || !matcher.canEnd) {
+            throw EngineError.invalidRequest("the grammar allows no token of this model's vocabulary at the start of the output")
+        }
+    }
+
+    /// The ids the grammar allows next (nil when unconstrained): its text tokens, and the EOS ids
+    /// where it may end. Never empty: where the vocabulary cannot spell what the grammar needs,
+    /// the EOS ids (or, with none, every id) are allowed, so the request ends rather than stalls.
+    public func allowedTokens() -> TokenMask? {
+        guard let grammar else { return nil }
+        var mask = grammar.allowedTokens()
+        if grammar.canEnd || mask.isEmpty {
+            for id in grammarEnds { mask.insert(id) }
+        }
+        return mask
     }
 
     public var isFinished: Bool { stopCause != nil }
 
-    /// The inputs of this step's draw on the device (one step of the random stream).
-    public mutating func deviceDraw() -> DeviceDraw { sampler.deviceDraw() }
+    /// The inputs of this step's draw on the device (one step of the random stream). Under a
+    /// grammar, every id it refuses gets a bias of minus infinity.
+    public mutating func deviceDraw(vocabularyLimit: Int) -> DeviceDraw {
+        var draw = sampler.deviceDraw()
+        if let mask = allowedTokens(), !mask.isEmpty {
+            draw.biases = Self.merging(draw.biases, refused: mask, below: vocabularyLimit)
+        }
+        return draw
+    }
 
-    /// Picks the next token on the host from its logits row.
+    /// Picks the next token on the host from its logits row (under a grammar, among the ids it allows).
     public mutating func sample(logits: [Float], vocabularyLimit: Int) -> SampledToken {
-        sampler.sample(logits: logits, vocabularyLimit: vocabularyLimit)
+        guard let mask = allowedTokens(), !mask.isEmpty else { return sampler.sample(logits: logits, vocabularyLimit: vocabularyLimit) }
+        var masked = logits
+        let limit = min(vocabularyLimit, masked.count)
+        masked.withUnsafeMutableBufferPointer { row in
+            for id in 0..<limit where !mask.allows(id) { row[id] = -.infinity }
+        }
+        return sampler.sample(logits: masked, vocabularyLimit: vocabularyLimit)
+    }
+
+    /// `biases` (ascending, distinct ids) with minus infinity for every id below `limit` the mask refuses.
+    static func merging(_ biases: [LogitBias], refused mask: TokenMask, below limit: Int) -> [LogitBias] {
+        var out: [LogitBias] = []
+        out.reserveCapacity(limit - mask.count + biases.count)
+        var b = 0
+        for id in 0..<limit {
+            while b < biases.count && biases[b].id < id { out.append(biases[b]); b += 1 }
+            if !mask.allows(id) {
+                out.append(LogitBias(id: id, value: -.infinity))
+                if b < biases.count && biases[b].id == id { b += 1 }
+            }
+        }
+        while b < biases.count { out.append(biases[b]); b += 1 }
+        return out
     }
 
     /// Takes the chosen token: records it for the penalties, checks every stop condition, and
@@ -74,6 +135,12 @@ public struct SequenceState: Sendable {
         var delta = Delta()
         sampler.accept(token)
         output.append(token)
+        // The grammar follows the text: an end id leaves it where it is (it was allowed only where the grammar may end).
+        var grammarDone = false
+        if grammar != nil, !grammarEnds.contains(token) {
+            _ = grammar!.accept(token)
+            grammarDone = grammar!.isComplete
+        }
         if eosTokens.contains(token) {
             delta.stop = .eos
         } else if stopTokens.contains(token) {
@@ -92,6 +159,7 @@ public struct SequenceState: Sendable {
                 }
             }
         }
+        if delta.stop == nil && grammarDone { delta.stop = .grammarComplete }
         if delta.stop == nil && output.count >= outputLimit { delta.stop = .length }
         if let stop = delta.stop {
             stopCause = stop

@@ -17,7 +17,9 @@ struct ChoiceState {
     /// Streaming under a tool-call parser: calls go out piece by piece as they are written.
     var hermes = HermesCallStreamer()
     var llama3 = Llama3CallStreamer()
-    var calledTools: Bool { hermes.callCount + llama3.callCount > 0 }
+    /// Streaming a forced call (`tool_choice` "required" or named).
+    var forced: ForcedCallStreamer?
+    var calledTools: Bool { hermes.callCount + llama3.callCount + (forced?.callCount ?? 0) > 0 }
 
     mutating func record(_ output: RequestOutput) {
         text += output.text
@@ -67,7 +69,7 @@ extension OpenAIServer {
                 }
             }
             let echoed = parsed.echoTexts?[index / parsed.n] ?? ""
-            let calls = parsed.toolCallFormat.flatMap { $0.parse(state.text) }
+            let calls = parsed.forcedTool.map { $0.calls(in: state.text) } ?? parsed.toolCallFormat.flatMap { $0.parse(state.text) }
             var choice = shape.choice(index: index, text: echoed + state.text, logprobs: logprobs, finish: finish, toolCalls: calls)
             if parsed.returnTokenIds {
                 choice["token_ids"] = state.tokens.map(\.id)

@@ -1,6 +1,8 @@
 import Engine
 import Foundation
 import Runtime
+import Structured
+import Tokenizers
 
 /// A /v1/completions or /v1/chat/completions body, checked: its prompts as token ids and how
 /// many samples of each it wants. Choice `prompt * n + sample` of the response is the engine
@@ -34,6 +36,10 @@ struct CompletionRequest {
     /// `stream_options.continuous_usage_stats` with `include_usage` (vLLM's): every streamed chunk
     /// of a choice carries the usage so far (its prompt's tokens, the choice's tokens generated).
     var continuousUsage = false
+    /// Structured output: the grammar every choice's answer is generated under.
+    var grammar: CompiledGrammar? = nil
+    /// `tool_choice` "required" or a named function: the answer is the call, returned as `tool_calls`.
+    var forcedTool: ForcedToolCall? = nil
 
     var echo: Bool { echoTexts != nil }
     var choiceCount: Int { prompts.count * n }
@@ -50,7 +56,7 @@ struct CompletionRequest {
         // vLLM's default: up to the context.
         if parameters.maxTokens == nil { parameters.maxTokens = max(1, maxSequenceLength - prompt.count) }
         return GenerationRequest(prompt: prompt, parameters: parameters, cacheSalt: cacheSalt, promptLogprobs: echo ? logprobs : nil,
-                                 priority: priority)
+                                 priority: priority, grammar: grammar)
     }
 }
 
@@ -95,12 +101,52 @@ extension OpenAIServer {
             try checkContext(promptTokens: prompt.count, maxTokens: parameters.maxTokens, promptField: chat ? "messages" : "prompt",
                              maxTokensField: completionTokensGiven ? "max_completion_tokens" : "max_tokens")
         }
-        let usesTools = chat && Self.isGiven(object, "tools") && (object["tool_choice"] as? String) != "none"
+        // Structured output, and forced tool calls (read from the body again with key order kept).
+        var constraint: (OutputConstraint, field: String)?
+        var forcedTool: ForcedToolCall?
+        let constraintFields = ["response_format", "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
+                                "guided_whitespace_pattern"]
+        if constraintFields.contains(where: { Self.isGiven(object, $0) }) || (chat && Self.isGiven(object, "tool_choice")) {
+            let ordered: JSON
+            do { ordered = try JSON.parse(Array(data), source: "the request body") } catch {
+                throw APIError("malformed JSON in the request body: \(error)")
+            }
+            constraint = try outputConstraint(object, ordered)
+            if chat, let forced = try forcedToolCall(object, ordered) {
+                if let constraint {
+                    throw APIError("'tool_choice' forces a tool call, which cannot be combined with '\(constraint.field)'", param: constraint.field)
+                }
+                forcedTool = forced
+                let parallel = try optionalBool(object, "parallel_tool_calls") ?? true
+                constraint = (try Self.toolConstraint(forced, tools: ordered["tools"]?.array ?? [], parallel: parallel), field: "tool_choice")
+            }
+        }
+        let grammar = try constraint.map { try compiledGrammar($0.0, field: $0.field) }
+        let usesTools = chat && Self.isGiven(object, "tools") && (object["tool_choice"] as? String) != "none" && forcedTool == nil
         return CompletionRequest(chat: chat, prompts: prompts, echoTexts: echoTexts, n: n, parameters: parameters, stream: stream,
                                  includeUsage: includeUsage, cacheSalt: try cacheSalt(object), priority: try priority(object),
                                  toolCallFormat: usesTools ? configuration.toolCallFormat : nil,
                                  returnTokenIds: try optionalBool(object, "return_token_ids") ?? false,
-                                 continuousUsage: try streamHasContinuousUsage(object))
+                                 continuousUsage: try streamHasContinuousUsage(object), grammar: grammar, forcedTool: forcedTool)
+    }
+
+    /// `tool_choice` "required" or `{"type": "function", "function": {"name"}}` (with `tools`);
+    /// nil for "auto", "none" or none. (Its shape is checked with the tools, in `chatTools`.)
+    func forcedToolCall(_ object: [String: Any], _ ordered: JSON) throws -> ForcedToolCall? {
+        guard let choice = ordered["tool_choice"], !choice.isNull else { return nil }
+        if let mode = choice.string {
+            guard mode == "required" else { return nil }
+            guard Self.isGiven(object, "tools"), !(ordered["tools"]?.array ?? []).isEmpty else {
+                throw APIError("'tool_choice' \"required\" needs a non-empty 'tools' list", param: "tool_choice")
+            }
+            return .required
+        }
+        guard let name = choice["function"]?["name"]?.string else {
+            throw APIError("'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                           param: "tool_choice")
+        }
+        guard Self.isGiven(object, "tools") else { throw APIError("'tool_choice' names a function but the request has no 'tools'", param: "tool_choice") }
+        return .named(name)
     }
 
     /// `cache_salt`: a non-empty string, or absent.

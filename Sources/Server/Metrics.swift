@@ -59,7 +59,7 @@ struct ServingMetrics {
         out.counter("vllm:generation_tokens_total", help: "Generated tokens.", Double(s.generatedTokens))
         out.counter("vllm:request_success_total",
                     help: "Requests that ended, by reason: stop, length, abort (the client went away or the server stopped), error (a step failed).",
-                    [(labels: [(name: "finished_reason", value: "stop")], value: Double(s.finishedEOS + s.finishedStopToken + s.finishedStopString)),
+                    [(labels: [(name: "finished_reason", value: "stop")], value: Double(s.finishedEOS + s.finishedStopToken + s.finishedStopString + s.finishedGrammar)),
                      (labels: [(name: "finished_reason", value: "length")], value: Double(s.finishedLength)),
                      (labels: [(name: "finished_reason", value: "abort")], value: Double(s.aborted)),
                      (labels: [(name: "finished_reason", value: "error")], value: Double(s.failed))])

@@ -88,13 +88,21 @@ extension OpenAIServer {
     }
 
     /// `tools`: a list of `{"type": "function", "function": {"name", "description", "parameters"}}`,
-    /// passed to the template as sent. `tool_choice` may be "auto" or "none" (the template still
-    /// sees the tools, as in vLLM); forcing a call needs constrained decoding, which vtensor lacks.
+    /// passed to the template as sent. `tool_choice` may be "auto", "none" (the template still
+    /// sees the tools, as in vLLM), "required" or a named function (forced by a grammar: see
+    /// `ForcedToolCall`).
     func chatTools(_ object: [String: Any], _ ordered: JSON) throws -> [JSON]? {
         if let choice = object["tool_choice"], !(choice is NSNull) {
-            guard let mode = choice as? String, ["auto", "none"].contains(mode) else {
-                throw APIError("'tool_choice' may be \"auto\" or \"none\"; forcing a tool call (\"required\" or a named function) "
-                               + "is not supported", param: "tool_choice")
+            if let mode = choice as? String {
+                guard ["auto", "none", "required"].contains(mode) else {
+                    throw APIError("'tool_choice' must be \"auto\", \"none\", \"required\" or a named function, got \"\(mode)\"", param: "tool_choice")
+                }
+            } else {
+                guard let named = choice as? [String: Any], (named["type"] as? String) == "function",
+                      let function = named["function"] as? [String: Any], let name = function["name"] as? String, !name.isEmpty else {
+                    throw APIError("'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                                   param: "tool_choice")
+                }
             }
         }
         guard Self.isGiven(object, "tools") else { return nil }

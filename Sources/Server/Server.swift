@@ -74,12 +74,15 @@ public final class OpenAIServer: Sendable {
     let chatTemplateProblem: String?
     /// Sampling for the fields a request leaves out (the model's generation defaults).
     let defaults: SamplingParameters
+    /// Structured output: compiled grammars by constraint, for this tokenizer.
+    let grammars: GrammarCache
 
     public init(configuration: ServerConfiguration, loop: EngineLoop, tokenizer: Tokenizer,
                 chatTemplate: Result<ChatTemplate, any Error>, defaults: SamplingParameters) {
         self.configuration = configuration
         self.loop = loop
         self.tokenizer = tokenizer
+        grammars = GrammarCache(tokenizer: tokenizer)
         switch chatTemplate {
         case .success(let template): self.chatTemplate = template; chatTemplateProblem = nil
         case .failure(let error): self.chatTemplate = nil; chatTemplateProblem = "\(error)"

@@ -17,6 +17,7 @@ extension OpenAIServer {
                 try await writer.write(ByteBuffer(string: "data: " + Self.encode(object) + "\n\n"))
             }
             var states = Array(repeating: ChoiceState(), count: parsed.choiceCount)
+            if let forced = parsed.forcedTool { for i in states.indices { states[i].forced = ForcedCallStreamer(forced) } }
             do {
                 if shape.chat {
                     for index in 0..<parsed.choiceCount {
@@ -45,6 +46,8 @@ extension OpenAIServer {
                     // Calls go out piece by piece as they are written, text around them as content.
                     var callDeltas: [ToolCallDelta] = []
                     switch parsed.toolCallFormat {
+                    case _ where states[index].forced != nil:
+                        (text, callDeltas) = states[index].forced!.step(appending: output.text, final: output.isFinal)
                     case .hermes?: (text, callDeltas) = states[index].hermes.step(appending: output.text, final: output.isFinal)
                     case .llama3JSON?: (text, callDeltas) = states[index].llama3.step(appending: output.text, final: output.isFinal)
                     case nil: break

@@ -26,6 +26,9 @@ final class FakeModel: LanguageModel {
     /// the stop ids (a bias of minus infinity).
     private(set) var minTokensLog: [(id: Int, banned: Bool)] = []
     var maxSequenceTokens: Int { kvStorage.maxTokensPerRequest }
+    /// Device draws keep off ids with a bias of minus infinity (a grammar's refusals): the
+    /// history's next token when allowed, else the lowest allowed id.
+    var honorsRefusals = false
     /// Tokens written per step, to check budgets from the model's side too.
     private(set) var stepTokenCounts: [Int] = []
 
@@ -80,7 +83,15 @@ final class FakeModel: LanguageModel {
         for (input, draw) in zip(inputs, draws) where draw.parameters.minTokens > 0 {
             minTokensLog.append((input.id, draw.biases.contains { $0.value == -.infinity }))
         }
-        return queued.append(try run(inputs).map { SampledToken(id: $0) })
+        return queued.append(zip(try run(inputs), draws).map { SampledToken(id: refusing($0, $1)) })
+    }
+
+    /// `pick`, or the lowest id the draw does not refuse when it refuses `pick` (with `honorsRefusals`).
+    private func refusing(_ pick: Int, _ draw: DeviceDraw) -> Int {
+        guard honorsRefusals else { return pick }
+        let refused = Set(draw.biases.filter { $0.value == -.infinity }.map(\.id))
+        guard refused.contains(pick) else { return pick }
+        return (0..<config.vocabSize).first { !refused.contains($0) } ?? pick
     }
 
     func collect(_ step: QueuedStep) throws -> [SampledToken] { try queued.collect(step) }
@@ -125,7 +136,7 @@ final class FakeModel: LanguageModel {
 
     func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
         precondition(draws.count == inputs.count)
-        return try run(inputs).map { SampledToken(id: $0) }
+        return zip(try run(inputs), draws).map { SampledToken(id: refusing($0, $1)) }
     }
 
     private func run(_ inputs: [ForwardInput]) throws -> [Int] {
