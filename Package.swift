@@ -59,7 +59,7 @@ let package = Package(
         .target(
             name: "VTensorBench",
             dependencies: [
-                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "Engine", "CLinux", "Tokenizers",
+                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "Engine", "CLinux", "Tokenizers", "Structured",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -82,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "VTensorCLI",
             dependencies: [
-                "CLICommon", "VTensorBench", "Server", "VTensor", "GPU", "Models", "Tokenizers", "Runtime", "Engine",
+                "CLICommon", "VTensorBench", "Server", "VTensor", "GPU", "Models", "Tokenizers", "Runtime", "Engine", "Structured", "Jinja",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

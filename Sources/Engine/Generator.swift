@@ -1,5 +1,6 @@
 import Models
 import Runtime
+import Structured
 import Tokenizers
 
 /// The outcome of one generation: the text, the ids, why it ended, and its timing.
@@ -44,10 +45,11 @@ public final class Generator {
 
     /// Generates from `prompt` token ids; `onText` receives each piece of text as it is final,
     /// `onPromptProgress` the prompt tokens computed so far after each step until the first token.
-    public func generate(prompt: [Int], parameters: SamplingParameters, onText: (String) -> Void = { _ in },
+    /// `grammar`: structured output (see ``GenerationRequest/grammar``).
+    public func generate(prompt: [Int], parameters: SamplingParameters, grammar: CompiledGrammar? = nil, onText: (String) -> Void = { _ in },
                          onPromptProgress: ((_ computed: Int, _ total: Int) -> Void)? = nil) throws -> GenerationResult {
         var started = false
-        return try generate([GenerationRequest(prompt: prompt, parameters: parameters)], onOutput: { _, output in
+        return try generate([GenerationRequest(prompt: prompt, parameters: parameters, grammar: grammar)], onOutput: { _, output in
             if !output.tokens.isEmpty { started = true }
             if !output.text.isEmpty { onText(output.text) }
         }, onStep: onPromptProgress.map { report in

@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import Runtime
+import Structured
 
 /// What one choice's engine request has produced so far.
 struct ChoiceState {

@@ -2,6 +2,7 @@ import Engine
 import Foundation
 import Hummingbird
 import Runtime
+import Structured
 import Tokenizers
 
 /// Where and how `vtensor serve` listens.

@@ -2,6 +2,7 @@ import Engine
 import Foundation
 import Hummingbird
 import Runtime
+import Structured
 
 extension OpenAIServer {
     /// Server-sent events in OpenAI's chunk format: (chat) a role chunk per choice, then each

@@ -4,48 +4,6 @@ import Structured
 import Synchronization
 import Tokenizers
 
-/// What a request constrains its answer to: OpenAI's `response_format`, vLLM's
-/// `structured_outputs` (and its older `guided_json`, `guided_regex`, `guided_choice`,
-/// `guided_grammar`), or a forced tool call. The key of the server's grammar cache.
-enum OutputConstraint: Hashable, Sendable {
-    /// Any JSON object (`response_format: {"type": "json_object"}`).
-    case jsonObject
-    /// JSON valid under this schema, written as JSON text with its keys in the order sent.
-    case jsonSchema(String)
-    /// The whole answer matches this regular expression.
-    case regex(String)
-    /// The answer is exactly one of these strings.
-    case choice([String])
-    /// The answer is a sentence of this GBNF grammar (rule `root`).
-    case grammar(String)
-
-    /// The field a problem with this constraint is reported under.
-    var describes: String {
-        switch self {
-        case .jsonObject: "a JSON object"
-        case .jsonSchema: "JSON under the schema"
-        case .regex: "the regular expression"
-        case .choice: "one of the choices"
-        case .grammar: "the grammar"
-        }
-    }
-
-    func grammar(options: JSONGrammarOptions) throws -> Grammar {
-        switch self {
-        case .jsonObject:
-            return JSONSchemaGrammar.anyJSON(objectOnly: true, options: options)
-        case .jsonSchema(let text):
-            return try JSONSchemaGrammar.grammar(schema: try JSON.parse(text, source: "the JSON schema"), options: options)
-        case .regex(let pattern):
-            return Grammar(try RegexGrammar.expression(pattern))
-        case .choice(let options):
-            return Grammar(.choice(options.map { .text($0) }))
-        case .grammar(let text):
-            _ = text; throw GrammarError("GBNF_PENDING")
-        }
-    }
-}
-
 /// A forced tool call (`tool_choice`): the answer is generated under a grammar of the call and
 /// returned as `tool_calls`.
 enum ForcedToolCall: Equatable, Sendable {
@@ -55,54 +13,6 @@ enum ForcedToolCall: Equatable, Sendable {
     /// `"required"`: the answer is a JSON list of one or more `{"name", "parameters"}` calls of
     /// the given tools, each under its own schema (vLLM's shape).
     case required
-}
-
-/// Compiled grammars, by constraint, for the server's tokenizer: a schema sent again (every
-/// turn of an agent sends the same tools) is compiled once, and its masks are kept with it.
-final class GrammarCache: Sendable {
-    private let tokenizer: Tokenizer
-    private let state = Mutex<State>(State())
-    static let capacity = 64
-
-    private struct State {
-        var vocabulary: TokenVocabulary?
-        var grammars: [OutputConstraint: CompiledGrammar] = [:]
-        /// Least recently used first.
-        var order: [OutputConstraint] = []
-    }
-
-    init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
-
-    /// The vocabulary, built on first use (sorting it takes a moment on a large tokenizer).
-    var vocabulary: TokenVocabulary {
-        state.withLock { s in
-            if let v = s.vocabulary { return v }
-            let v = TokenVocabulary(tokenizer: tokenizer)
-            s.vocabulary = v
-            return v
-        }
-    }
-
-    /// The compiled grammar of `constraint`; a problem with it is a `GrammarError`.
-    func compiled(_ constraint: OutputConstraint) throws -> CompiledGrammar {
-        if let hit = state.withLock({ s -> CompiledGrammar? in
-            guard let g = s.grammars[constraint] else { return nil }
-            s.order.removeAll { $0 == constraint }
-            s.order.append(constraint)
-            return g
-        }) { return hit }
-        let compiled = try CompiledGrammar(try constraint.grammar(options: JSONGrammarOptions()), vocabulary: vocabulary)
-        state.withLock { s in
-            if s.grammars[constraint] == nil {
-                s.grammars[constraint] = compiled
-                s.order.append(constraint)
-            }
-            while s.order.count > Self.capacity { s.grammars[s.order.removeFirst()] = nil }
-        }
-        return compiled
-    }
-
-    var count: Int { state.withLock { $0.grammars.count } }
 }
 
 extension OpenAIServer {

@@ -514,17 +514,22 @@ struct SchemaCompiler {
         sharedRule("string") { c in .sequence([.text("\""), .star(c.stringCharacter()), .text("\"")]) }
     }
 
+    /// Unbounded numbers get at most the digits a double holds (16 before and after the point, 3
+    /// in the exponent), unbounded integers those of an Int64 (19): without a limit a model can
+    /// write digits until its token limit, and more digits mean nothing to the reader.
+    static let numberDigits = 16, exponentDigits = 3, integerDigits = 19
+
     mutating func anyNumber() -> GrammarExpression {
         sharedRule("number") { _ in
-            let integer = G.any(.text("0"), G.seq(G.nonzeroDigit, .star(G.digit)))
-            let fraction = G.seq(.text("."), .plus(G.digit))
-            let exponent = G.seq(G.cls("eE"), .optional(G.cls("+-")), .plus(G.digit))
+            let integer = G.any(.text("0"), G.seq(G.nonzeroDigit, .repeat(G.digit, min: 0, max: Self.numberDigits - 1)))
+            let fraction = G.seq(.text("."), .repeat(G.digit, min: 1, max: Self.numberDigits))
+            let exponent = G.seq(G.cls("eE"), .optional(G.cls("+-")), .repeat(G.digit, min: 1, max: Self.exponentDigits))
             return G.seq(.optional(.text("-")), integer, .optional(fraction), .optional(exponent))
         }
     }
 
     mutating func anyInteger() -> GrammarExpression {
-        sharedRule("integer") { _ in G.any(.text("0"), G.seq(.optional(.text("-")), G.nonzeroDigit, .star(G.digit))) }
+        sharedRule("integer") { _ in G.any(.text("0"), G.seq(.optional(.text("-")), G.nonzeroDigit, .repeat(G.digit, min: 0, max: Self.integerDigits - 1))) }
     }
 
     // MARK: References

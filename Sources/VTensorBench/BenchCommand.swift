@@ -14,6 +14,7 @@ struct BenchCommand: ParsableCommand {
         BenchThroughputCommand.self,
         BenchEngineCommand.self,
         BenchServeCommand.self,
+        BenchStructuredCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

@@ -3,8 +3,10 @@ import CLICommon
 import Engine
 import Foundation
 import Glibc
+import Jinja
 import Models
 import Runtime
+import Structured
 import Tokenizers
 
 /// `vtensor generate`: prompts in, text out. One prompt streams its text; many (repeated
@@ -58,12 +60,50 @@ struct GenerateCommand: ParsableCommand {
     @Flag(help: "Keep going past end-of-sequence tokens.") var ignoreEOS = false
     @Option(parsing: .unconditional, help: "Print the chosen tokens' logprobs and N alternatives each (0-20).") var logprobs: Int?
 
+    // Structured output: every request's answer is generated under one grammar (at most one of these).
+    @Option(name: .customLong("json-schema"), help: "Answer JSON valid under this JSON Schema (a file, or the schema's text).")
+    var jsonSchema: String?
+    @Flag(name: .customLong("json-object"), help: "Answer a JSON object.") var jsonObject = false
+    @Option(help: "Answer text that the whole of this regular expression matches.") var regex: String?
+    @Option(help: "Answer exactly one of these strings (repeatable).") var choice: [String] = []
+    @Option(name: .customLong("grammar-file"), help: "Answer a sentence of this GBNF grammar (rule root).") var grammarFile: String?
+
     func validate() throws {
         if prompts.isEmpty && input == nil && promptFile == nil {
             throw ValidationError("give a prompt, several prompts, - (standard input), --prompt-file FILE, or --input FILE")
         }
         if prompts.filter({ $0 == "-" }).count > 1 { throw ValidationError("standard input (-) can give one prompt only") }
         if maxTokens < 1 { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+        let constraints = [jsonSchema != nil, jsonObject, regex != nil, !choice.isEmpty, grammarFile != nil].filter { $0 }.count
+        if constraints > 1 { throw ValidationError("give at most one of --json-schema, --json-object, --regex, --choice, --grammar-file") }
+    }
+
+    /// The output constraint the flags ask for, if any.
+    func outputConstraint() throws -> OutputConstraint? {
+        func text(_ value: String, _ flag: String) throws -> String {
+            if FileManager.default.fileExists(atPath: value) {
+                guard let data = FileManager.default.contents(atPath: value) else { throw ValidationError("\(flag) \(value): cannot read the file") }
+                return String(decoding: data, as: UTF8.self)
+            }
+            return value
+        }
+        if let jsonSchema {
+            let source = try text(jsonSchema, "--json-schema")
+            let schema: JSON
+            do { schema = try JSON.parse(source, source: "--json-schema") } catch {
+                throw ValidationError("--json-schema: neither a readable file nor JSON: \(error)")
+            }
+            guard schema.members != nil, let written = JinjaValue(schema).pythonJSON else { throw ValidationError("--json-schema must be a JSON object") }
+            return .jsonSchema(written)
+        }
+        if jsonObject { return .jsonObject }
+        if let regex { return .regex(regex) }
+        if !choice.isEmpty { return .choice(choice) }
+        if let grammarFile {
+            guard let data = FileManager.default.contents(atPath: grammarFile) else { throw ValidationError("--grammar-file \(grammarFile): cannot read the file") }
+            return .grammar(String(decoding: data, as: UTF8.self))
+        }
+        return nil
     }
 
     /// One request of the batch: its text (before the chat template) or messages, and sampling.
@@ -116,7 +156,14 @@ struct GenerateCommand: ParsableCommand {
         let (generation, defaultsSource) = try loaded.generationDefaults()
         let base = try baseParameters(generation)
         let samplingNote = Self.samplingNote(base, source: defaultsSource, flagsGiven: temperature != nil || topP != nil || topK != nil || minP != nil)
-        let requests = try makeRequests(loaded: loaded, tokenizer: tokenizer, base: base)
+        var requests = try makeRequests(loaded: loaded, tokenizer: tokenizer, base: base)
+        if let constraint = try outputConstraint() {
+            let grammar: CompiledGrammar
+            do { grammar = try GrammarCache(tokenizer: tokenizer).compiled(constraint) } catch let error as GrammarError {
+                throw ValidationError("cannot constrain the answer to \(constraint.describes): \(error.message)")
+            }
+            for i in requests.indices { requests[i].grammar = grammar }
+        }
         let generator = try Generator(model: runtime.model, tokenizer: tokenizer, extraEOSTokenIds: generation.eosTokenIds,
                                       options: engineFlags.engineOptions(for: runtime.model))
         if requests.count == 1 && input == nil {
@@ -217,7 +264,7 @@ struct GenerateCommand: ParsableCommand {
     private func streamOne(_ request: GenerationRequest, generator: Generator, tokenizer: Tokenizer, runtime: ModelRuntime, samplingNote: String) throws {
         let output = FileHandle.standardOutput
         let progress = PromptProgress()
-        let result = try generator.generate(prompt: request.prompt, parameters: request.parameters, onText: { piece in
+        let result = try generator.generate(prompt: request.prompt, parameters: request.parameters, grammar: request.grammar, onText: { piece in
             progress.clear()
             output.write(Data(piece.utf8))
         }, onPromptProgress: progress.update)

@@ -614,3 +614,15 @@ private indirect enum Shape {
         }
     }
 }
+
+/// Unbounded numbers stop at the digits a double (or an Int64) holds: a model cannot write digits forever.
+@Suite struct JSONNumberDigitTests {
+    @Test func unboundedNumbersAndIntegersHaveBoundedDigits() throws {
+        let numbers = GrammarReference(try JSONSchemaGrammar.grammar(schema: try JSON.parse(#"{"type": "number"}"#, source: "t")))
+        #expect(numbers.accepts(String(repeating: "9", count: 16)) && !numbers.accepts(String(repeating: "9", count: 17)))
+        #expect(numbers.accepts("-1." + String(repeating: "5", count: 16) + "e-308") && !numbers.accepts("1." + String(repeating: "5", count: 17)))
+        #expect(!numbers.accepts("1e1000"))
+        let integers = GrammarReference(try JSONSchemaGrammar.grammar(schema: try JSON.parse(#"{"type": "integer"}"#, source: "t")))
+        #expect(integers.accepts("-" + String(repeating: "9", count: 19)) && !integers.accepts("1" + String(repeating: "0", count: 19)))
+    }
+}

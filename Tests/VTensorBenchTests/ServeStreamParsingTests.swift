@@ -123,6 +123,24 @@ import Testing
         #expect(g["temperature"] as? Double == 0 && g["max_completion_tokens"] == nil)
     }
 
+    /// `--extra-body`: the object's members go into the body as written (key order kept, as a
+    /// schema's property order matters), to a stable share of the requests.
+    @Test func extraBodyFieldsGoToAStableShare() throws {
+        let members = try RequestBody.members(ofObject: #" {"response_format": {"type": "json_schema", "json_schema": {"schema": {"properties": {"b": {}, "a": {}}}}}} "#)
+        let body = String(decoding: RequestBody.encode(BenchRequest(prompt: .text("x"), promptTokens: 1, maxTokens: 1), endpoint: .chat,
+                                                       model: nil, ignoreEOS: false, extra: members), as: UTF8.self)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+        #expect((object["response_format"] as? [String: Any])?["type"] as? String == "json_schema")
+        #expect(body.range(of: #""b""#)!.lowerBound < body.range(of: #""a""#)!.lowerBound)
+        for bad in ["[1]", "{", "\"x\"", "{} {}"] { #expect(throws: (any Error).self, "\(bad)") { try RequestBody.members(ofObject: bad) } }
+
+        let requests = (0..<2000).map { BenchRequest(prompt: .tokens([$0, $0 * 7 + 1]), promptTokens: 2, maxTokens: 1) }
+        let taken = requests.filter { RequestBody.takesExtra($0, share: 0.25) }
+        #expect((400...600).contains(taken.count), "about a quarter: \(taken.count)")
+        #expect(requests.filter { RequestBody.takesExtra($0, share: 0.25) } == taken, "the same requests every time")
+        #expect(requests.allSatisfy { RequestBody.takesExtra($0, share: 1) } && !requests.contains { RequestBody.takesExtra($0, share: 0) })
+    }
+
     @Test func baseURLs() throws {
         #expect(try ServerAddress(baseURL: "http://127.0.0.1:8000") == ServerAddress(host: "127.0.0.1", port: 8000))
         #expect(try ServerAddress(baseURL: "http://example.test/api/") == ServerAddress(host: "example.test", port: 80, pathPrefix: "/api"))

@@ -66,6 +66,10 @@ struct BenchServeCommand: ParsableCommand {
     @Flag(name: .customLong("ignore-eos"), help: "Send ignore_eos: every request generates its full output length.") var ignoreEOS = false
     @Option(parsing: .unconditional, help: "Sent with every request; vLLM's client sends 0 (greedy). A negative value sends none (the server's default).")
     var temperature = 0.0
+    @Option(help: "A JSON object whose fields every request also sends (e.g. '{\"response_format\": {\"type\": \"json_object\"}}'), written as given (key order kept).")
+    var extraBody: String?
+    @Option(parsing: .unconditional, help: "With --extra-body: the share of requests (0-1) that send it, the same requests for every server (chosen by a hash of the prompt).")
+    var extraBodyShare = 1.0
     @Option(help: "Latency percentiles to report, comma-separated.") var percentiles = "50,90,99"
     @Option(parsing: .upToNextOption, help: "Service-level objectives for goodput, NAME:MS pairs (ttft, tpot, e2el), e.g. --goodput ttft:200 tpot:50.")
     var goodput: [String] = []
@@ -178,6 +182,11 @@ struct BenchServeCommand: ParsableCommand {
         var client = ServeClient(address: address, endpoint: endpoint, model: modelName, ignoreEOS: ignoreEOS, tokenizer: loaded, form: form,
                                  timeoutSeconds: timeout, group: group)
         client.temperature = temperature < 0 ? nil : temperature
+        if let extraBody {
+            client.extraBody = try RequestBody.members(ofObject: extraBody)
+            guard (0...1).contains(extraBodyShare) else { throw ValidationError("--extra-body-share must be in 0...1, got \(extraBodyShare)") }
+            client.extraBodyShare = extraBodyShare
+        }
         defer { client.pool.closeAll() }
         var limit = maxConcurrency
         if dataset == .multiTurn { limit = min(maxInFlight, maxConcurrency ?? maxInFlight) }

@@ -75,6 +75,9 @@ struct ServeClient: Sendable {
     var ignoreEOS: Bool
     /// Sent with every request (nil: the server's default).
     var temperature: Double? = nil
+    /// Extra body fields (an object's members, as JSON text) and the share of requests that send them.
+    var extraBody: String? = nil
+    var extraBodyShare = 1.0
     var tokenizer: Tokenizer?
     var form: PromptForm
     var timeout: TimeAmount
@@ -112,7 +115,8 @@ struct ServeClient: Sendable {
 
     /// Sends one request and waits for its stream to end.
     func send(_ request: BenchRequest) async -> RequestRecord {
-        let body = RequestBody.encode(request, endpoint: endpoint, model: model, ignoreEOS: ignoreEOS, temperature: temperature)
+        let extra = extraBody.flatMap { RequestBody.takesExtra(request, share: extraBodyShare) ? $0 : nil }
+        let body = RequestBody.encode(request, endpoint: endpoint, model: model, ignoreEOS: ignoreEOS, temperature: temperature, extra: extra)
         var head = self.head
         head.headers.add(name: "Content-Length", value: String(body.count))
         let start = monotonicNanos()
