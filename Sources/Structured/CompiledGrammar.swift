@@ -24,9 +24,14 @@ public final class CompiledGrammar: Sendable {
     /// Cached masks above this many bytes are dropped (all at once) before the next is kept.
     static let maskCacheBytes = 256 << 20
 
-    public init(_ grammar: Grammar, vocabulary: TokenVocabulary) throws {
+    public convenience init(_ grammar: Grammar, vocabulary: TokenVocabulary) throws {
+        try self.init(grammar, vocabulary: vocabulary, maxStates: GrammarAutomaton.defaultMaxStates)
+    }
+
+    /// `maxStates`: the automaton's limit (see ``GrammarAutomaton/defaultMaxStates``).
+    init(_ grammar: Grammar, vocabulary: TokenVocabulary, maxStates: Int) throws {
         let program = try GrammarProgram(grammar)
-        let automaton = GrammarAutomaton(program: program)
+        let automaton = GrammarAutomaton(program: program, maxStates: maxStates)
         self.vocabulary = vocabulary
         initial = GrammarState(id: automaton.initial)
         cache = Mutex(Cache(automaton: automaton))

@@ -15,11 +15,19 @@ struct GrammarAutomaton {
     private(set) var stateFrames: [[Int32]] = []
     private(set) var stateAccepts: [Bool] = []
     private var stateIndex: [StateKey: Int32] = [:]
-    /// 256 entries per state: the next state, `dead`, or `unknown`.
+    /// 256 entries per expanded state (its row, `rowOf[state]`): the next state, `dead`, or
+    /// `unknown`. A row is made when the state is first left, so the states a vocabulary walk
+    /// only reaches at a token's last byte cost no row.
     private(set) var transitions: [Int32] = []
+    private var rowOf: [Int32] = []
 
     static let dead: Int32 = -1
     static let unknown: Int32 = -2
+    /// The most states kept. A grammar whose configurations explode (a pathological regular
+    /// expression) stops growing here: a byte that would need a new state is refused, so masks
+    /// only ever narrow (the answer stays in the language, and may end early).
+    static let defaultMaxStates = 1_000_000
+    let maxStates: Int
     /// The frame below the root rule.
     static let bottom: Int32 = -1
 
@@ -31,13 +39,14 @@ struct GrammarAutomaton {
     /// The state before any byte.
     private(set) var initial: Int32 = 0
 
-    init(program: GrammarProgram) {
+    init(program: GrammarProgram, maxStates: Int = GrammarAutomaton.defaultMaxStates) {
         self.program = program
+        self.maxStates = max(1, maxStates)
         var frames: [Int32] = []
         var accepts = false
         var work: [(Int32, Int32)] = program.alternatives[Int(program.root)].map { ($0, Self.bottom) }
         close(&work, frames: &frames, accepts: &accepts)
-        initial = intern(frames, accepts)
+        initial = intern(frames, accepts)!
     }
 
     var stateCount: Int { stateFrames.count }
@@ -51,10 +60,16 @@ struct GrammarAutomaton {
     /// The state after `byte`, or `dead`.
     @inline(__always)
     mutating func next(_ state: Int32, _ byte: UInt8) -> Int32 {
-        let known = transitions[Int(state) &* 256 &+ Int(byte)]
-        if known != Self.unknown { return known }
+        let row = rowOf[Int(state)]
+        if row >= 0 {
+            let known = transitions[Int(row) &* 256 &+ Int(byte)]
+            if known != Self.unknown { return known }
+        }
         return computeNext(state, byte)
     }
+
+    /// Whether the state limit has been reached (new configurations are refused from then on).
+    var isFull: Bool { stateFrames.count >= maxStates }
 
     private mutating func computeNext(_ state: Int32, _ byte: UInt8) -> Int32 {
         var frames: [Int32] = []
@@ -71,9 +86,13 @@ struct GrammarAutomaton {
             result = Self.dead
         } else {
             close(&work, frames: &frames, accepts: &accepts)
-            result = frames.isEmpty && !accepts ? Self.dead : intern(frames, accepts)
+            result = frames.isEmpty && !accepts ? Self.dead : (intern(frames, accepts) ?? Self.dead)
         }
-        transitions[Int(state) &* 256 &+ Int(byte)] = result
+        if rowOf[Int(state)] < 0 {
+            rowOf[Int(state)] = Int32(transitions.count / 256)
+            transitions.append(contentsOf: repeatElement(Self.unknown, count: 256))
+        }
+        transitions[Int(rowOf[Int(state)]) &* 256 &+ Int(byte)] = result
         return result
     }
 
@@ -116,7 +135,8 @@ struct GrammarAutomaton {
         return id
     }
 
-    private mutating func intern(_ frames: [Int32], _ accepts: Bool) -> Int32 {
+    /// The state's number; nil when it is new and the limit is reached.
+    private mutating func intern(_ frames: [Int32], _ accepts: Bool) -> Int32? {
         var sorted = frames.sorted()
         var unique: [Int32] = []
         unique.reserveCapacity(sorted.count)
@@ -124,11 +144,12 @@ struct GrammarAutomaton {
         sorted = unique
         let key = StateKey(frames: sorted, accepts: accepts)
         if let id = stateIndex[key] { return id }
+        guard !isFull else { return nil }
         let id = Int32(stateFrames.count)
         stateFrames.append(sorted)
         stateAccepts.append(accepts)
         stateIndex[key] = id
-        transitions.append(contentsOf: repeatElement(Self.unknown, count: 256))
+        rowOf.append(-1)
         return id
     }
 }

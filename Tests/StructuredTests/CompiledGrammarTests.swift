@@ -143,6 +143,28 @@ import Testing
         }
     }
 
+    /// `(a|b)*a(a|b){10}` has a configuration for every recent window of bytes; with room for
+    /// few states the masks only narrow: what they allow still advances, and nothing crashes.
+    @Test func anExplodingGrammarStopsAtItsStateLimit() throws {
+        let ab = GrammarExpression.bytes(ByteSet("ab".utf8))
+        let g = Grammar(.sequence([.star(ab), .text("a"), .repeat(ab, min: 10, max: 10)]))
+        let v = Self.vocabulary(["aa", "ab", "ba", "bb", "aab", "bba"], alphabet: "ab")
+        let small = try CompiledGrammar(g, vocabulary: v, maxStates: 40)
+        var m = GrammarMatcher(grammar: small)
+        var narrowed = false
+        for step in 0..<60 {
+            let allowed = m.allowedTokens().ids
+            if allowed.count < v.size { narrowed = true }
+            guard let pick = allowed.randomElement() else { break }
+            let ok = m.accept(pick)
+            #expect(ok, "step \(step): an allowed token was refused")
+        }
+        #expect(small.statistics.states <= 40)
+        #expect(narrowed)
+        let full = try CompiledGrammar(g, vocabulary: v)
+        #expect(GrammarMatcher(grammar: full).allowedTokens().count == v.size)
+    }
+
     @Test func hugeRepeatsAreRefusedNotBuilt() {
         let g = Grammar(.repeat(.repeat(.text("abcdefgh"), min: 5000, max: 5000), min: 200, max: 200))
         #expect(throws: GrammarError.self) { try Self.compile(g, Self.vocabulary(["a"])) }
