@@ -89,7 +89,7 @@ public indirect enum GrammarExpression: Sendable, Hashable {
     case rule(String)
     /// Each in turn (empty: matches nothing, i.e. the empty string).
     case sequence([GrammarExpression])
-    /// Any one of them (must not be empty).
+    /// Any one of them (none: matches nothing at all).
     case choice([GrammarExpression])
     /// `min` to `max` repetitions (`max` nil: no upper bound).
     case `repeat`(GrammarExpression, min: Int, max: Int?)

@@ -38,7 +38,7 @@ public enum OutputConstraint: Hashable, Sendable {
         case .choice(let options):
             return Grammar(.choice(options.map { .text($0) }))
         case .grammar(let text):
-            _ = text; throw GrammarError("GBNF_PENDING")
+            return try GBNFGrammar.parse(text)
         }
     }
 }

@@ -60,6 +60,10 @@ import Testing
         let code = try Self.content(regex.body).text
         #expect(code.wholeMatch(of: /[A-Z]{2}-[0-9]{3}/) != nil, "\(code)")
 
+        let grammar = try server.post("/v1/completions", #"{"prompt": "Pick a colour:", "max_tokens": 10, "structured_outputs": {"grammar": "root ::= colour (\" or \" colour)?\ncolour ::= \"red\" | \"green\" | \"blue\""}}"#)
+        #expect(grammar.status == 200, "\(grammar.body)")
+        #expect(try Self.content(grammar.body).text.wholeMatch(of: /(red|green|blue)( or (red|green|blue))?/) != nil, "\(grammar.body)")
+
         let schema = try server.post("/v1/completions", #"{"prompt": "Person:", "max_tokens": 80, "guided_json": \#(Self.person)}"#)
         #expect(schema.status == 200, "\(schema.body)")
         try Self.checkPerson(try Self.content(schema.body).text)
@@ -139,6 +143,7 @@ import Testing
             (#", "response_format": {"type": "json_object"}, "guided_regex": "a+""#, "guided_regex", "2 ways"),
             (#", "structured_outputs": {"regex": "(a"}"#, "structured_outputs", "regular expression"),
             (#", "structured_outputs": {"choice": []}"#, "structured_outputs", "non-empty"),
+            (#", "structured_outputs": {"grammar": "root ::= item\nitem ::= \"x\" missing"}"#, "structured_outputs", "missing"),
             (#", "structured_outputs": {"regex": "a", "choice": ["b"]}"#, "structured_outputs", "exactly one"),
             (#", "tools": \#(Self.tools), "tool_choice": {"type": "function", "function": {"name": "nope"}}"#, "tool_choice", "\\\"nope\\\""),
             (#", "tool_choice": "required""#, "tool_choice", "tools"),
