@@ -447,9 +447,51 @@ def bad_requests():
         pass
 
 
+def structured_output_with_pydantic():
+    """The client's own structured-output path: a pydantic model as response_format (the client
+    writes its strict JSON Schema), parsed back into the model by the client."""
+    from typing import Literal
+    import pydantic
+
+    class City(pydantic.BaseModel):
+        name: str = pydantic.Field(max_length=24)
+        country: str = pydantic.Field(max_length=24)
+        population_millions: float
+        size: Literal["small", "medium", "large"]
+
+    parse = getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+    r = parse(**salted(dict(messages=[{"role": "user", "content": "Describe the capital of France."}], response_format=City,
+                           max_tokens=120, temperature=0)))
+    choice = r.choices[0]
+    check(choice.finish_reason == "stop", f"finish_reason {choice.finish_reason!r}: {choice.message.content!r}")
+    city = choice.message.parsed
+    check(isinstance(city, City), f"parsed {city!r} from {choice.message.content!r}")
+    check(list(json.loads(choice.message.content).keys()) == ["name", "country", "population_millions", "size"],
+          f"keys out of the schema's order: {choice.message.content!r}")
+
+
+def forced_tool_call():
+    """tool_choice naming a function (with the client's pydantic_function_tool): the answer is
+    that function's call, its arguments valid under the tool's strict schema."""
+    import pydantic
+
+    class GetWeather(pydantic.BaseModel):
+        city: str = pydantic.Field(max_length=30)
+        days: int = pydantic.Field(ge=1, le=7)
+
+    tool = openai.pydantic_function_tool(GetWeather)
+    r = chat(messages=[{"role": "user", "content": "Will it rain in Lyon this week?"}], tools=[tool],
+             tool_choice={"type": "function", "function": {"name": "GetWeather"}}, max_tokens=80, temperature=0)
+    message = r.choices[0].message
+    check(r.choices[0].finish_reason == "tool_calls", f"finish_reason {r.choices[0].finish_reason!r}")
+    check(message.tool_calls and message.tool_calls[0].function.name == "GetWeather", f"tool_calls {message.tool_calls!r}")
+    arguments = GetWeather.model_validate_json(message.tool_calls[0].function.arguments)
+    check(1 <= arguments.days <= 7, f"arguments {arguments!r}")
+
+
 CHECKS = [models, completion_reaches_max_tokens, chat_completion, streamed_completion_matches_whole, token_ids, streamed_chat_with_n,
           n_and_seeds, stop_strings, completion_logprobs, chat_logprobs, echo, list_prompts, add_special_tokens, logit_bias_and_stop_tokens,
-          bad_requests]
+          bad_requests, structured_output_with_pydantic, forced_tool_call]
 
 
 NOTES = []
