@@ -433,7 +433,7 @@ public final class Engine: @unchecked Sendable {
             // position's logits come back (the engine synchronized before planning it, so no
             // input is fed from a pick still on the device).
             if model.samplesOnDevice && !inputs.contains(where: \.allLogits) {
-                let draws = rows.map { row in row.samples ? sequences[row.id]!.state.deviceDraw(vocabularyLimit: vocabularyLimit) : Self.placeholderDraw }
+                let draws = rows.map { row in row.samples ? sequences[row.id]!.state.deviceDraw() : Self.placeholderDraw }
                 if model.queuesSteps {
                     step.handle = try model.queueStep(inputs, feeds: feeds, draws: draws, vocabularyLimit: vocabularyLimit)
                 } else {

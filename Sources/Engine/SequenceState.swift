@@ -91,12 +91,10 @@ public struct SequenceState: Sendable {
     public var isFinished: Bool { stopCause != nil }
 
     /// The inputs of this step's draw on the device (one step of the random stream). Under a
-    /// grammar, every id it refuses gets a bias of minus infinity.
-    public mutating func deviceDraw(vocabularyLimit: Int) -> DeviceDraw {
+    /// grammar, the draw carries its mask (the ids it refuses get minus infinity on the device).
+    public mutating func deviceDraw() -> DeviceDraw {
         var draw = sampler.deviceDraw()
-        if let mask = allowedTokens(), !mask.isEmpty {
-            draw.biases = Self.merging(draw.biases, refused: mask, below: vocabularyLimit)
-        }
+        if let mask = allowedTokens(), !mask.isEmpty { draw.allowed = mask.words }
         return draw
     }
 
@@ -109,22 +107,6 @@ public struct SequenceState: Sendable {
             for id in 0..<limit where !mask.allows(id) { row[id] = -.infinity }
         }
         return sampler.sample(logits: masked, vocabularyLimit: vocabularyLimit)
-    }
-
-    /// `biases` (ascending, distinct ids) with minus infinity for every id below `limit` the mask refuses.
-    static func merging(_ biases: [LogitBias], refused mask: TokenMask, below limit: Int) -> [LogitBias] {
-        var out: [LogitBias] = []
-        out.reserveCapacity(limit - mask.count + biases.count)
-        var b = 0
-        for id in 0..<limit {
-            while b < biases.count && biases[b].id < id { out.append(biases[b]); b += 1 }
-            if !mask.allows(id) {
-                out.append(LogitBias(id: id, value: -.infinity))
-                if b < biases.count && biases[b].id == id { b += 1 }
-            }
-        }
-        while b < biases.count { out.append(biases[b]); b += 1 }
-        return out
     }
 
     /// Takes the chosen token: records it for the penalties, checks every stop condition, and

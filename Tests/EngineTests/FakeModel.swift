@@ -86,12 +86,14 @@ final class FakeModel: LanguageModel {
         return queued.append(zip(try run(inputs), draws).map { SampledToken(id: refusing($0, $1)) })
     }
 
-    /// `pick`, or the lowest id the draw does not refuse when it refuses `pick` (with `honorsRefusals`).
+    /// `pick`, or the lowest id the draw does not refuse when it refuses `pick` (with
+    /// `honorsRefusals`): a bias of minus infinity, or a clear bit of its mask.
     private func refusing(_ pick: Int, _ draw: DeviceDraw) -> Int {
         guard honorsRefusals else { return pick }
         let refused = Set(draw.biases.filter { $0.value == -.infinity }.map(\.id))
-        guard refused.contains(pick) else { return pick }
-        return (0..<config.vocabSize).first { !refused.contains($0) } ?? pick
+        func allowed(_ id: Int) -> Bool { !refused.contains(id) && (draw.allowed.map { DeviceDraw.allows($0, id) } ?? true) }
+        guard !allowed(pick) else { return pick }
+        return (0..<config.vocabSize).first(where: allowed) ?? pick
     }
 
     func collect(_ step: QueuedStep) throws -> [SampledToken] { try queued.collect(step) }

@@ -126,14 +126,30 @@ import Tokenizers
         #expect((0..<prompts.count).contains { i in i % 2 == 0 && mixed[i] != plain[i] }, "the grammar changed the constrained requests")
     }
 
-    @Test func refusalsMergeWithLogitBiasesInIdOrder() {
-        var mask = TokenMask(size: 10)
-        for id in [1, 4, 5] { mask.insert(id) }
-        let merged = SequenceState.merging([LogitBias(id: 0, value: 2), LogitBias(id: 4, value: -1), LogitBias(id: 12, value: 3)], refused: mask, below: 12)
-        #expect(merged.map(\.id) == [0, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12])
-        #expect(merged.first { $0.id == 0 }!.value == -.infinity, "a refused id is refused whatever its bias")
-        #expect(merged.first { $0.id == 4 }!.value == -1, "an allowed id keeps its bias")
-        #expect(merged.first { $0.id == 12 }!.value == 3)
+    /// The device's masks: one per masked row, cut or padded to the vocabulary limit, and the
+    /// float64 oracle of the GPU sampler draws only allowed ids under them.
+    @Test func masksPackForTheDeviceAndTheOracleHonoursThem() {
+        var mask = TokenMask(size: 70)
+        for id in [1, 4, 5, 66, 69] { mask.insert(id) }
+        let plain = DeviceDraw(parameters: SamplingParameters(temperature: 0), u: 0)
+        var masked = plain
+        masked.allowed = mask.words
+        let (rows, words) = DeviceDraw.packMasks([plain, masked, plain, masked], limit: 68)
+        #expect(rows == [-1, 0, -1, 1])
+        #expect(words.count == 4, "two masks of (68 + 63) / 64 words")
+        #expect(words[1] == UInt64(1) << 2, "id 66 stays, 69 is past the limit")
+        #expect((0..<68).filter { DeviceDraw.allows(Array(words[0..<2]), $0) } == [1, 4, 5, 66])
+        let short = DeviceDraw.packMasks([DeviceDraw(parameters: SamplingParameters(temperature: 0), u: 0, allowed: [0b10])], limit: 200)
+        #expect(short.words == [0b10, 0, 0, 0], "a short mask refuses the ids past it")
+
+        var rng = Xoshiro256StarStar(seed: 5)
+        for trial in 0..<50 {
+            let logits = (0..<70).map { _ in Float(rng.nextUnit() * 8 - 4) }
+            var draw = DeviceDraw(parameters: SamplingParameters(temperature: trial % 2 == 0 ? 0 : 1.3, topP: 0.9), u: Float(rng.nextUnit()))
+            draw.allowed = mask.words
+            let pick = SamplingReference.sample(logits: logits, vocabularyLimit: 68, draw: draw).token.id
+            #expect([1, 4, 5, 66].contains(pick), "trial \(trial): \(pick)")
+        }
     }
 
     @Test func aGrammarForAnotherVocabularyIsRefused() throws {

@@ -11,13 +11,22 @@ import Kernels
 public final class GPUSampler: @unchecked Sendable {
     public static var program: KernelSource { KernelSource(name: "vtensor_sampling.cu", source: SamplingKernelSource.text, options: []) }
 
+    /// The mask kernel (structured output): a module of its own, compiled on the first step that
+    /// brings a mask, so the sampling of other steps never depends on it.
+    public static var maskProgram: KernelSource { KernelSource(name: "vtensor_sampling_masks.cu", source: SamplingKernelSource.maskText, options: []) }
+
     public let maxRows: Int
     let context: CUDAContext
+    let compiler: KernelCompiler
     let kernel: KernelFunction
     let module: KernelModule
     private let rowsBuffer: DeviceBuffer
     private let outBuffer: DeviceBuffer
     private var penaltyBuffer: DeviceBuffer
+    /// Per row the index of its mask (-1: none), and the masks: made on the first masked step.
+    private var maskKernel: (module: KernelModule, function: KernelFunction)?
+    private var maskRowsBuffer: DeviceBuffer?
+    private var maskBuffer: DeviceBuffer?
     /// Two of each, used by alternate steps, so queueing step N+1's draws never waits for step
     /// N's copies (which run at N's end) and N's results stay readable while N+1's land.
     private let stagings: [UploadStaging]
@@ -38,6 +47,7 @@ public final class GPUSampler: @unchecked Sendable {
     public init(compiler: KernelCompiler, maxRows: Int) throws {
         precondition(maxRows > 0, "a sampler needs room for at least one row")
         self.maxRows = maxRows
+        self.compiler = compiler
         context = compiler.context
         let p = Self.program
         module = try compiler.module(source: p.source, name: p.name, options: p.options)
@@ -51,7 +61,7 @@ public final class GPUSampler: @unchecked Sendable {
     }
 
     /// Device memory the sampler holds.
-    public var bytes: Int { rowsBuffer.bytes + outBuffer.bytes + penaltyBuffer.bytes }
+    public var bytes: Int { rowsBuffer.bytes + outBuffer.bytes + penaltyBuffer.bytes + (maskRowsBuffer?.bytes ?? 0) + (maskBuffer?.bytes ?? 0) }
 
     /// Samples row r of `logits` ([rows][stride] fp32, ids below `limit`) with `draws[r]`, on
     /// `stream`, and waits for the results. The context must be current.
@@ -75,18 +85,48 @@ public final class GPUSampler: @unchecked Sendable {
             try stream.synchronize()
             penaltyBuffer = try DeviceBuffer(context: context, bytes: pairBytes * 3 / 2)
         }
+        let masked = draws.contains { $0.allowed != nil }
+        let (maskRows, maskWords) = masked ? DeviceDraw.packMasks(draws, limit: limit) : ([], [])
+        let maskRowBytes = maskRows.count * 4, maskBytes = maskWords.count * 8
+        if masked { try prepareMasks(bytes: maskBytes, stream: stream) }
         let staging = stagings[slot]
-        let host = try staging.begin(bytes: rows.count + pairBytes)
+        // Rows, pairs, then (when masked) the mask index per row and the masks, 8-byte aligned.
+        let maskRowsAt = rows.count + pairBytes, masksAt = (maskRowsAt + maskRowBytes + 7) / 8 * 8
+        let host = try staging.begin(bytes: masked ? masksAt + maskBytes : rows.count + pairBytes)
         rows.withUnsafeBytes { host.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         pairs.withUnsafeBytes { if let base = $0.baseAddress { (host + rows.count).copyMemory(from: base, byteCount: $0.count) } }
         try staging.upload(offset: 0, count: rows.count, to: rowsBuffer.address, stream: stream)
         try staging.upload(offset: rows.count, count: pairBytes, to: penaltyBuffer.address, stream: stream)
+        if masked, let maskRowsBuffer, let maskBuffer, let maskKernel {
+            maskRows.withUnsafeBytes { (host + maskRowsAt).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            maskWords.withUnsafeBytes { if let base = $0.baseAddress { (host + masksAt).copyMemory(from: base, byteCount: $0.count) } }
+            try staging.upload(offset: maskRowsAt, count: maskRowBytes, to: maskRowsBuffer.address, stream: stream)
+            try staging.upload(offset: masksAt, count: maskBytes, to: maskBuffer.address, stream: stream)
+            try maskKernel.function.launch(grid: (draws.count, 1, 1), block: (256, 1, 1), stream: stream,
+                                           arguments: [.pointer(logits), .int32(Int32(stride)), .int32(Int32(limit)),
+                                                       .pointer(maskBuffer.address), .pointer(maskRowsBuffer.address)])
+        }
         try staging.end(stream: stream)
         try kernel.launch(grid: (draws.count, 1, 1), block: (1024, 1, 1), stream: stream,
                           arguments: [.pointer(logits), .int32(Int32(stride)), .int32(Int32(limit)), .pointer(rowsBuffer.address),
                                       .pointer(penaltyBuffer.address), .pointer(outBuffer.address)])
         try results[slot].download(from: outBuffer.address, bytes: draws.count * DeviceDraw.outBytes, stream: stream)
         return pending
+    }
+
+    /// Compiles the mask kernel and makes its buffers on first use; grows the mask buffer to `bytes`.
+    private func prepareMasks(bytes: Int, stream: CUDAStream) throws {
+        if maskKernel == nil {
+            let p = Self.maskProgram
+            let module = try compiler.module(source: p.source, name: p.name, options: p.options)
+            maskKernel = (module, try module.function(named: "vt_apply_masks"))
+        }
+        if maskRowsBuffer == nil { maskRowsBuffer = try DeviceBuffer(context: context, bytes: maxRows * 4) }
+        if (maskBuffer?.bytes ?? 0) < max(bytes, 8) {
+            // The old buffer may still be read by a queued round: replacing it waits for the stream.
+            if maskBuffer != nil { try stream.synchronize() }
+            maskBuffer = try DeviceBuffer(context: context, bytes: max(bytes * 3 / 2, 64 << 10))
+        }
     }
 
     /// Waits for a queued round's results and reads them.

@@ -991,5 +991,5 @@ extern "C" __global__ void vt_fill_normal_bf16(bf16* __restrict__ out, u64 count
 
 /// Every program the runtime compiles (for `vtensor kernels compile`).
 public enum RuntimeKernels {
-    public static var catalog: [KernelSource] { [ModelKernels.program(), GPUSampler.program] }
+    public static var catalog: [KernelSource] { [ModelKernels.program(), GPUSampler.program, GPUSampler.maskProgram] }
 }

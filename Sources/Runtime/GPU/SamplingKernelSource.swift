@@ -18,6 +18,24 @@
 /// values are then ranked by id with one ordered pass. A row costs about a dozen passes over
 /// its logits, which stay in L2.
 enum SamplingKernelSource {
+    /// Structured output's masks, applied before `vt_sample` in a launch of their own: one CTA per
+    /// logits row; a row with a mask (`rowMask[row]` >= 0) gets minus infinity at every id below
+    /// `limit` whose bit is clear (bit `id % 64` of word `id / 64` of its mask, `(limit + 63) / 64`
+    /// words a mask). `vt_sample` then treats those ids as it treats a bias of minus infinity.
+    static let maskText = #"""
+extern "C" __global__ void vt_apply_masks(float *__restrict__ logits, int stride, int limit,
+                                          const unsigned long long *__restrict__ masks, const int *__restrict__ rowMask) {
+    const int m = rowMask[blockIdx.x];
+    if (m < 0) return;
+    const int words = (limit + 63) / 64;
+    const unsigned long long *bits = masks + (size_t)m * (size_t)words;
+    float *x = logits + (size_t)blockIdx.x * (size_t)stride;
+    for (int i = threadIdx.x; i < limit; i += blockDim.x) {
+        if (((bits[i >> 6] >> (i & 63)) & 1ull) == 0ull) x[i] = __int_as_float(0xff800000);
+    }
+}
+"""#
+
     static let text = #"""
 typedef unsigned int u32;
 

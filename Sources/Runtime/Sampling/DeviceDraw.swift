@@ -9,12 +9,40 @@ public struct DeviceDraw: Sendable, Equatable {
     public var penalties: [SIMD2<Int32>]
     /// Added to the logits before the penalties, one entry per id (``Sampler/biases``).
     public var biases: [LogitBias]
+    /// The ids that may be drawn, one bit each (bit `id % 64` of word `id / 64`; ids past the
+    /// words are refused), or nil for all: a grammar's mask (structured output). The others'
+    /// logits become minus infinity before anything else, as a bias of minus infinity would.
+    public var allowed: [UInt64]?
 
-    public init(parameters: SamplingParameters, u: Float, penalties: [SIMD2<Int32>] = [], biases: [LogitBias] = []) {
+    public init(parameters: SamplingParameters, u: Float, penalties: [SIMD2<Int32>] = [], biases: [LogitBias] = [], allowed: [UInt64]? = nil) {
         self.parameters = parameters
         self.u = u
         self.penalties = penalties
         self.biases = biases
+        self.allowed = allowed
+    }
+
+    /// Whether `allowed` lets `id` be drawn.
+    @inline(__always)
+    public static func allows(_ allowed: [UInt64], _ id: Int) -> Bool {
+        id >= 0 && id >> 6 < allowed.count && allowed[id >> 6] & (UInt64(1) << UInt64(id & 63)) != 0
+    }
+
+    /// The masks of `draws` for the mask kernel (`GPUSampler`): per row the index of its mask or
+    /// -1, and the masks back to back, `(limit + 63) / 64` words each (padded with refusals).
+    public static func packMasks(_ draws: [DeviceDraw], limit: Int) -> (rows: [Int32], words: [UInt64]) {
+        let perRow = (limit + 63) / 64
+        var rows = [Int32](repeating: -1, count: draws.count)
+        var words: [UInt64] = []
+        for (r, draw) in draws.enumerated() {
+            guard let allowed = draw.allowed else { continue }
+            rows[r] = Int32(words.count / perRow)
+            words += allowed.prefix(perRow)
+            if allowed.count < perRow { words += repeatElement(0, count: perRow - allowed.count) }
+            // Ids at or past the limit are never drawn: clear the last word's bits beyond it.
+            if limit % 64 != 0 { words[words.count - 1] &= (UInt64(1) << UInt64(limit % 64)) - 1 }
+        }
+        return (rows, words)
     }
 
     /// Bytes of one row's record in the kernel's table (`SampleRow` in SamplingKernelSource).

@@ -18,12 +18,13 @@ public enum SamplingReference {
         public var ambiguous: Bool
     }
 
-    /// Applies the biases and penalties as the kernel does (in Float), then samples `draw` from `logits`
+    /// Applies the mask (`draw.allowed`), biases and penalties as the kernels do (in Float), then samples `draw` from `logits`
     /// (ids below `vocabularyLimit`).
     public static func sample(logits: [Float], vocabularyLimit: Int, draw: DeviceDraw, tolerance: Double = 1e-4) -> Result {
         let n = min(vocabularyLimit, logits.count)
         let p = draw.parameters
         var x = logits[0..<n].map { v -> Float in v.isNaN ? -.infinity : (v == .infinity ? .greatestFiniteMagnitude : v) }
+        if let allowed = draw.allowed { for id in 0..<n where !DeviceDraw.allows(allowed, id) { x[id] = -.infinity } }
         for bias in draw.biases where bias.id >= 0 && bias.id < n { x[bias.id] += bias.value }
         let repetition = Float(p.repetitionPenalty), presence = Float(p.presencePenalty), frequency = Float(p.frequencyPenalty)
         for pair in draw.penalties where pair.x >= 0 && Int(pair.x) < n {
