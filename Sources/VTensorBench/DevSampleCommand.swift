@@ -53,6 +53,22 @@ struct DevSampleCommand: ParsableCommand {
                                                         logitBias: [0: 4, 1: -.infinity])),
     ]
 
+    static let maskedCase = "grammar masks"
+
+    /// A row's mask: a few hundred allowed ids (a grammar between values), a third of the ids (inside
+    /// a string), or ids only near the end of the vocabulary, by row; bits past `vocab` set (they must be refused).
+    static func mask(row: Int, vocab: Int) -> [UInt64] {
+        var words = [UInt64](repeating: 0, count: (vocab + 63) / 64 + 1)
+        func allow(_ id: Int) { words[id >> 6] |= UInt64(1) << UInt64(id & 63) }
+        switch row % 3 {
+        case 1: for k in 0..<300 { allow((k * 7919 + row * 104_729) % vocab) }
+        default:
+            if row % 2 == 0 { for id in stride(from: row % 3, to: vocab, by: 3) { allow(id) } } else { for id in (vocab - 50)..<vocab { allow(id) } }
+        }
+        words[words.count - 1] = ~0
+        return words
+    }
+
     /// A row's biases: each value of `parameters.logitBias` on an id that depends on the row
     /// (one entry per id, as the kernel requires).
     static func biases(for parameters: SamplingParameters, row: Int, limit: Int) -> [LogitBias] {
@@ -83,6 +99,9 @@ struct DevSampleCommand: ParsableCommand {
             ("ties: 5 levels", 50_000, 50_000, 36, { _, i in Float((i * 7919) % 5) }),
             ("NaN and inf entries", 1000, 1000, 18, { r, i in i % 97 == 3 ? .nan : (i == 500 + r ? .infinity : (i % 89 == 1 ? -.infinity : normal())) }),
             ("small vocab 7", 7, 7, 18, { _, _ in normal() }),
+            // Structured output: two rows in three carry a grammar's mask (the mask kernel, then the sampler).
+            (Self.maskedCase, 128_256, 128_256, 72, { _, _ in 3 * normal() }),
+            (Self.maskedCase + ", limit 151665", 151_936, 151_665, 36, { _, _ in 8 * normal() }),
         ]
         for (name, vocab, limit, rows, make) in cases {
             var logits = [Float](repeating: 0, count: rows * vocab)
@@ -96,7 +115,9 @@ struct DevSampleCommand: ParsableCommand {
                     seen = Array(Set(seen.map(\.x)).sorted().map { id in seen.first { $0.x == id }! })
                 }
                 let u = DeviceDraw.floatUnit(Double(rng.next() >> 11) * 0x1.0p-53)
-                draws.append(DeviceDraw(parameters: parameters, u: u, penalties: seen, biases: Self.biases(for: parameters, row: r, limit: limit)))
+                var draw = DeviceDraw(parameters: parameters, u: u, penalties: seen, biases: Self.biases(for: parameters, row: r, limit: limit))
+                if name.hasPrefix(Self.maskedCase) && r % 3 != 0 { draw.allowed = Self.mask(row: r, vocab: vocab) }
+                draws.append(draw)
             }
             let buffer = try DeviceBuffer(context: context, bytes: logits.count * 4)
             try context.copyHostToDevice(destination: buffer.address, from: logits)
