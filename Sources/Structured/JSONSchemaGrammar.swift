@@ -2,11 +2,12 @@ import Tokenizers
 
 /// How the grammars of ``JSONSchemaGrammar`` write JSON text.
 public struct JSONGrammarOptions: Sendable, Equatable {
-    /// The most whitespace bytes (space, `\n`, `\t`, `\r`) allowed at each place JSON allows
-    /// whitespace: before the whole value and around `{ } [ ] : ,` (none after the value, so the
-    /// answer ends as soon as the value is complete, without waiting for an end token). Bounded so that a
-    /// model cannot emit newlines forever. The default, 32, allows pretty-printing with a newline
-    /// and a 4-space indent down to depth 7 (2-space: depth 15). 0 allows compact JSON only.
+    /// Whitespace at each place JSON allows it (before the whole value and around `{ } [ ] : ,`;
+    /// none after the value, so the answer ends as soon as the value is complete): nothing, one
+    /// space, or a newline and up to this many spaces or tabs of indent. Compact JSON,
+    /// `{"a": 1, "b": 2}` and pretty-printed JSON all fit, but a model cannot pad with runs of
+    /// spaces or blank lines (small models do, when the grammar lets them). The default, 32,
+    /// indents 4 spaces down to depth 8 (2 spaces: 16). 0 allows compact JSON only.
     public var maxWhitespace: Int
     /// true (the default): an object schema without `additionalProperties` allows no keys but
     /// its `properties` (OpenAI's strict mode). false: JSON Schema's default, any other key is
@@ -429,7 +430,7 @@ struct SchemaCompiler {
         self.options = options
         grammar.define("root", .empty)
         if options.maxWhitespace > 0 {
-            grammar.define("ws", .repeat(.bytes(ByteSet([0x20, 0x0A, 0x09, 0x0D])), min: 0, max: options.maxWhitespace))
+            grammar.define("ws", .optional(.choice([.text(" "), .sequence([.text("\n"), .repeat(.bytes(ByteSet([0x20, 0x09])), min: 0, max: options.maxWhitespace)])])))
             ws = .rule("ws")
         } else {
             ws = .empty
