@@ -433,7 +433,7 @@ public final class Engine: @unchecked Sendable {
             // position's logits come back (the engine synchronized before planning it, so no
             // input is fed from a pick still on the device).
             if model.samplesOnDevice && !inputs.contains(where: \.allLogits) {
-                let draws = rows.map { row in row.samples ? sequences[row.id]!.state.deviceDraw() : Self.placeholderDraw }
+                let draws = rows.map { row in row.samples ? draw(for: sequences[row.id]!, stats: &stats) : Self.placeholderDraw }
                 if model.queuesSteps {
                     step.handle = try model.queueStep(inputs, feeds: feeds, draws: draws, vocabularyLimit: vocabularyLimit)
                 } else {
@@ -448,13 +448,13 @@ public final class Engine: @unchecked Sendable {
                     let (row, input) = pair
                     let sequence = sequences[row.id]!
                     guard input.allLogits else {
-                        return row.samples ? sequence.state.sample(logits: logits, vocabularyLimit: vocabularyLimit) : nil
+                        return row.samples ? sample(sequence, logits: logits, stats: &stats) : nil
                     }
                     // Every position's logits: the prompt's scores, then the last row samples.
                     sequence.promptScores!.record(logits, start: row.start, stride: stride,
                                                   prompt: sequence.tokens[0..<sequence.state.promptCount], vocabularyLimit: vocabularyLimit)
                     guard row.samples else { return nil }
-                    return sequence.state.sample(logits: Array(logits[(logits.count - stride)...]), vocabularyLimit: vocabularyLimit)
+                    return sample(sequence, logits: Array(logits[(logits.count - stride)...]), stats: &stats)
                 }
             }
         } catch {
@@ -471,6 +471,28 @@ public final class Engine: @unchecked Sendable {
             }
         }
         return (step, fail(failedRows, stats: &stats))
+    }
+
+    /// A sequence's draw on the device, its grammar's mask timed into `stats`.
+    private func draw(for sequence: EngineSequence, stats: inout EngineStatistics) -> DeviceDraw {
+        let before = sequence.state.maskNanos
+        let draw = sequence.state.deviceDraw()
+        countMask(sequence, since: before, stats: &stats)
+        return draw
+    }
+
+    /// A sequence's pick from its logits on the host, its grammar's mask timed into `stats`.
+    private func sample(_ sequence: EngineSequence, logits: [Float], stats: inout EngineStatistics) -> SampledToken {
+        let before = sequence.state.maskNanos
+        let pick = sequence.state.sample(logits: logits, vocabularyLimit: vocabularyLimit)
+        countMask(sequence, since: before, stats: &stats)
+        return pick
+    }
+
+    private func countMask(_ sequence: EngineSequence, since before: UInt64, stats: inout EngineStatistics) {
+        guard sequence.state.grammar != nil else { return }
+        stats.constrainedDraws += 1
+        stats.grammarMaskSeconds += Double(sequence.state.maskNanos - before) / 1e9
     }
 
     /// Waits for a queued step's picks and gives each to its request; requests that ended while
@@ -791,6 +813,8 @@ extension EngineStatistics {
         pipelinedSteps += step.pipelinedSteps
         discardedRows += step.discardedRows
         synchronizedSteps += step.synchronizedSteps
+        constrainedDraws += step.constrainedDraws
+        grammarMaskSeconds += step.grammarMaskSeconds
         prefetches += step.prefetches
         prefetchesUsed += step.prefetchesUsed
         prefetchesReleased += step.prefetchesReleased

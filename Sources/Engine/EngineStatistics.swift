@@ -43,6 +43,9 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     /// Steps whose planning waited for the step before to finish, because a request's draw needs
     /// the previous pick on the host (penalties).
     public var synchronizedSteps = 0
+    /// Structured output: draws made under a grammar, and the time spent finding their masks.
+    public var constrainedDraws = 0
+    public var grammarMaskSeconds = 0.0
 
     /// Waiting requests given their first chunk's KV a step before admission, how many of those
     /// were admitted with it, and how many gave it back for memory a running request needed.

@@ -1,6 +1,7 @@
 import Runtime
 import Structured
 import Tokenizers
+import VTensor
 
 /// Why a request stopped generating.
 public enum StopCause: String, Sendable, Codable, CaseIterable {
@@ -37,6 +38,8 @@ public struct SequenceState: Sendable {
     public private(set) var grammar: GrammarMatcher?
     /// The ids that end the sequence where the grammar may end (the model's EOS, unless `ignoreEOS`).
     private let grammarEnds: [Int]
+    /// Time spent finding the grammar's masks for this sequence's draws so far (nanoseconds).
+    public private(set) var maskNanos: UInt64 = 0
 
     /// What accepting one token produced.
     public struct Delta: Sendable {
@@ -94,19 +97,26 @@ public struct SequenceState: Sendable {
     /// grammar, the draw carries its mask (the ids it refuses get minus infinity on the device).
     public mutating func deviceDraw() -> DeviceDraw {
         var draw = sampler.deviceDraw()
-        if let mask = allowedTokens(), !mask.isEmpty { draw.allowed = mask.words }
+        if let mask = timedMask(), !mask.isEmpty { draw.allowed = mask.words }
         return draw
     }
 
     /// Picks the next token on the host from its logits row (under a grammar, among the ids it allows).
     public mutating func sample(logits: [Float], vocabularyLimit: Int) -> SampledToken {
-        guard let mask = allowedTokens(), !mask.isEmpty else { return sampler.sample(logits: logits, vocabularyLimit: vocabularyLimit) }
+        guard let mask = timedMask(), !mask.isEmpty else { return sampler.sample(logits: logits, vocabularyLimit: vocabularyLimit) }
         var masked = logits
         let limit = min(vocabularyLimit, masked.count)
         masked.withUnsafeMutableBufferPointer { row in
             for id in 0..<limit where !mask.allows(id) { row[id] = -.infinity }
         }
         return sampler.sample(logits: masked, vocabularyLimit: vocabularyLimit)
+    }
+
+    private mutating func timedMask() -> TokenMask? {
+        guard grammar != nil else { return nil }
+        let start = monotonicNanos()
+        defer { maskNanos += monotonicNanos() - start }
+        return allowedTokens()
     }
 
     /// Takes the chosen token: records it for the penalties, checks every stop condition, and

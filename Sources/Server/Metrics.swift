@@ -96,6 +96,13 @@ struct ServingMetrics {
         out.counter("vtensor:mapping_waits_blocked_total", help: "Steps whose mapping was not done when they needed it.",
                     Double(s.blockedMappingWaits))
         out.counter("vtensor:mapping_wait_seconds_total", help: "Time steps spent blocked on the mapper.", s.mappingWaitSeconds)
+        out.counter("vtensor:synchronized_steps_total",
+                    help: "Steps that waited for the step before them to finish (a draw needed its previous pick: penalties, min_tokens, a grammar).",
+                    Double(s.synchronizedSteps))
+        out.counter("vtensor:structured_output_draws_total", help: "Tokens drawn under a request's grammar (structured output).",
+                    Double(s.constrainedDraws))
+        out.counter("vtensor:structured_output_mask_seconds_total", help: "Time the engine's thread spent finding grammar masks.",
+                    s.grammarMaskSeconds)
         return out.text
     }
 }

@@ -101,6 +101,8 @@ import Tokenizers
         }
         #expect(completed == ids.count, "a 20-byte-at-most grammar completes well within 40 tokens")
         #expect(engine.statistics.finishedGrammar + engine.statistics.finishedEOS == ids.count)
+        #expect(engine.statistics.constrainedDraws == ids.reduce(0) { $0 + (run.tokens[$1]?.count ?? 0) }, "one timed mask a token")
+        #expect(engine.statistics.grammarMaskSeconds > 0)
         if device { #expect(engine.statistics.synchronizedSteps > 0, "each constrained draw waited for its request's previous pick") }
         #expect(model.kvCache.requestIDs.isEmpty)
     }

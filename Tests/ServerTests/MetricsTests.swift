@@ -8,7 +8,8 @@ import Testing
                          "vtensor:prefix_cache_chunks"]
     static let counters = ["vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total",
                            "vllm:num_preemptions_total", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
-                           "vtensor:mapping_waits_total", "vtensor:mapping_wait_seconds_total", "vtensor:prefix_cache_takeovers_total"]
+                           "vtensor:mapping_waits_total", "vtensor:mapping_wait_seconds_total", "vtensor:prefix_cache_takeovers_total",
+                           "vtensor:synchronized_steps_total", "vtensor:structured_output_draws_total", "vtensor:structured_output_mask_seconds_total"]
     static let histograms = ["vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
                              "vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds"]
 

@@ -31,5 +31,9 @@ import Testing
                                     "vtensor:mapping_waits_blocked_total": 3, "vtensor:mapping_wait_seconds_total": 0.012])
         #expect(counters.summary == "server: prefix cache 75.0% of 1000 prompt tokens, 12 takeovers, 3 of 40 steps blocked on the mapper (12 ms)")
         #expect(ServerCounters(before: [:], after: [:]).summary.isEmpty)
+        let structured = ServerCounters(before: ["vtensor:structured_output_draws_total": 10, "vtensor:structured_output_mask_seconds_total": 0.001],
+                                        after: ["vtensor:structured_output_draws_total": 410, "vtensor:structured_output_mask_seconds_total": 0.021,
+                                                "vtensor:synchronized_steps_total": 30])
+        #expect(structured.summary == "server: 30 steps synchronized, 400 constrained draws (masks 20 ms, 50.0 us each)")
     }
 }

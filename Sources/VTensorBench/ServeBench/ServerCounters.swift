@@ -39,8 +39,9 @@ struct ServerCounters: Sendable, Equatable {
         self.deltas = deltas
     }
 
-    /// One line for the terminal: the prefix cache's hit rate, takeovers, preemptions and the
-    /// steps that waited for the mapper, where the server reports them.
+    /// One line for the terminal: the prefix cache's hit rate, takeovers, preemptions, the
+    /// steps that waited for the mapper or for the step before them, and structured output's
+    /// draws and mask time, where the server reports them.
     var summary: String {
         var parts: [String] = []
         if let queries = deltas["vllm:prefix_cache_queries_total"], queries > 0 {
@@ -53,6 +54,11 @@ struct ServerCounters: Sendable, Equatable {
             let blocked = deltas["vtensor:mapping_waits_blocked_total"] ?? 0
             let seconds = deltas["vtensor:mapping_wait_seconds_total"] ?? 0
             parts.append("\(Int(blocked)) of \(Int(waits)) steps blocked on the mapper (\(fixed(seconds * 1000, 0)) ms)")
+        }
+        if let synchronized = deltas["vtensor:synchronized_steps_total"], synchronized > 0 { parts.append("\(Int(synchronized)) steps synchronized") }
+        if let draws = deltas["vtensor:structured_output_draws_total"], draws > 0 {
+            let seconds = deltas["vtensor:structured_output_mask_seconds_total"] ?? 0
+            parts.append("\(Int(draws)) constrained draws (masks \(fixed(seconds * 1000, 0)) ms, \(fixed(seconds * 1e6 / draws, 1)) us each)")
         }
         return parts.isEmpty ? "" : "server: " + parts.joined(separator: ", ")
     }
