@@ -22,6 +22,8 @@ public struct EngineFlags: ParsableArguments {
     public var kv: KVMode = .vtensor
     @Option(help: "GPU: plan and queue each step while the one before runs, its picks fed on the device (on), or one step at a time (off).")
     public var pipelineSteps: OnOff = .on
+    @Option(help: "GPU, pipelined steps: a step whose draws need the previous step's picks (structured output, penalties, min_tokens) queues its forward pass, then its sampling once those picks are in (on), or waits for the step before it to finish (off).")
+    public var lateDraws: OnOff = .off
     @Option(help: "GPU: replay decode steps from CUDA graphs captured per padded batch size (on), or launch every kernel (off).")
     public var cudaGraphs: OnOff = .on
     @Option(help: "The order waiting requests start in: first come first served (fcfs), the one that may generate the most tokens first (lof), the longest prefix in the prefix cache first (lpm), or each request's priority, lower first (priority: the request field, vLLM's; memory runs short for the lowest priority first).")
@@ -84,6 +86,7 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumBatchedTokens { options.maxNumBatchedTokens = maxNumBatchedTokens }
         options.maxModelLen = maxModelLen
         options.pipelineSteps = pipelineSteps == .on
+        options.lateDraws = lateDraws == .on
         options.schedulePolicy = schedulePolicy
         options.prefixCaching = !noPrefixCache
         if let prefetchSteps { options.prefetchSteps = prefetchSteps }

@@ -50,6 +50,10 @@ public final class Engine: @unchecked Sendable {
     /// Whether step N+1 is planned and queued while step N runs (`options.pipelineSteps`, for a
     /// model that samples on the device); else each step is collected before the next is planned.
     public let pipelined: Bool
+    /// Whether a pipelined step whose draws need the previous step's picks queues its sampling
+    /// after its forward pass (`options.lateDraws`, a model that can), instead of waiting for
+    /// the step before it.
+    public let lateDraws: Bool
     /// The last step's plan (read it on the stepping thread: benchmarks chart batch sizes with it).
     public private(set) var lastPlan = SchedulerOutput()
 
@@ -112,6 +116,7 @@ public final class Engine: @unchecked Sendable {
                                                        chunkSize: ledger.units.bytes)))
         mapper = options.asyncMapping ? storage.virtualCache.map { AsyncMapper(memory: $0.memory, threadSetup: mapperThreadSetup) } : nil
         pipelined = options.pipelineSteps && model.samplesOnDevice
+        lateDraws = pipelined && options.lateDraws && model.queuesSteps && model.queuesSamplingLate
         prefixCache = options.prefixCaching ? PrefixCache(store: storage.prefixStore) : nil
     }
 
@@ -246,11 +251,14 @@ public final class Engine: @unchecked Sendable {
         // A draw with penalties (or under min_tokens) counts the request's previous pick, which must be on the host;
         // a step that scores a prompt runs with its logits on the host, after the step before it.
         if !scoring.isEmpty { scoring = scoring.filter { sequences[$0]?.scoresPrompt ?? false } }
-        if let flight = inFlight, flight.needsPicksBeforePlanning(sequences) || !scoring.isEmpty {
+        // With late draws such a step is queued anyway, its sampling after the step before is in.
+        let picksNeeded = inFlight?.needsPicksBeforePlanning(sequences) ?? false
+        if let flight = inFlight, (picksNeeded && !lateDraws) || !scoring.isEmpty {
             inFlight = nil
             stats.synchronizedSteps += 1
             outputs += collect(flight, stats: &stats, modelNanos: &modelNanos)
         }
+        let drawLate = lateDraws && picksNeeded && inFlight != nil
         var queued: InFlightStep?
         if scheduler.isIdle {
             lastPlan = SchedulerOutput()
@@ -262,13 +270,18 @@ public final class Engine: @unchecked Sendable {
                 for id in plan.admitted { stats.prefixQueriedTokens += sequences[id].map { $0.tokens.count } ?? 0 }
             }
             lastPlan = plan
-            let result = queue(plan, after: inFlight, stats: &stats, modelNanos: &modelNanos)
+            let result = queue(plan, after: inFlight, drawLate: drawLate, stats: &stats, modelNanos: &modelNanos)
             outputs += result.outputs
             queued = result.step
         }
         if let flight = inFlight {
             inFlight = nil
             outputs += collect(flight, stats: &stats, modelNanos: &modelNanos)
+        }
+        if let step = queued, step.drawsPending {
+            // The step before is in: its picks are on the host, so the draws can count them.
+            stats.lateDrawSteps += 1
+            queued = queueSampling(step, stats: &stats, modelNanos: &modelNanos, failures: &outputs)
         }
         if let step = queued {
             if pipelined && step.rows.contains(where: { sequences[$0.id] != nil }) {
@@ -334,6 +347,8 @@ public final class Engine: @unchecked Sendable {
         var handle: QueuedStep?
         /// The picks of a model that ran the step when it was queued (nil for rows that sample nothing).
         var picks: [SampledToken?]?
+        /// Queued with its forward pass only: its draws follow once the step before is collected.
+        var drawsPending = false
 
         /// Whether a request that samples in this step draws next with what counts this step's
         /// pick: penalties, or the stop ids `min_tokens` bans until enough tokens are out. The
@@ -349,7 +364,9 @@ public final class Engine: @unchecked Sendable {
     /// Frees what the plan took back, admits, maps, and queues the step on the model (the rows
     /// whose input token is a pick of `previous` fed from it). Returns the queued step, or the
     /// outputs of requests that could not run.
-    private func queue(_ plan: SchedulerOutput, after previous: InFlightStep?, stats: inout EngineStatistics,
+    /// With `drawLate`, a step the device samples gets its forward pass queued and its draws later
+    /// (`queueSampling(_:stats:modelNanos:failures:)`).
+    private func queue(_ plan: SchedulerOutput, after previous: InFlightStep?, drawLate: Bool = false, stats: inout EngineStatistics,
                        modelNanos: inout UInt64) -> (step: InFlightStep?, outputs: [RequestOutput]) {
         // Preempted running requests and released prefetches give their KV back (after the work
         // already queued: the free's fence covers it). With the prefix cache the scheduler gave it
@@ -432,7 +449,10 @@ public final class Engine: @unchecked Sendable {
             // A device sampler's step runs on the host's way when it scores a prompt: every
             // position's logits come back (the engine synchronized before planning it, so no
             // input is fed from a pick still on the device).
-            if model.samplesOnDevice && !inputs.contains(where: \.allLogits) {
+            if model.samplesOnDevice && !inputs.contains(where: \.allLogits) && drawLate {
+                step.handle = try model.queueForward(inputs, feeds: feeds)
+                step.drawsPending = true
+            } else if model.samplesOnDevice && !inputs.contains(where: \.allLogits) {
                 let draws = rows.map { row in row.samples ? draw(for: sequences[row.id]!, stats: &stats) : Self.placeholderDraw }
                 if model.queuesSteps {
                     step.handle = try model.queueStep(inputs, feeds: feeds, draws: draws, vocabularyLimit: vocabularyLimit)
@@ -471,6 +491,30 @@ public final class Engine: @unchecked Sendable {
             }
         }
         return (step, fail(failedRows, stats: &stats))
+    }
+
+    /// Queues the sampling of a step queued with its forward pass only: each row's draw, now that
+    /// the step before it is collected (a request that ended meanwhile draws a placeholder; its
+    /// pick is dropped). If that fails, the step's requests fail and the step is dropped.
+    private func queueSampling(_ step: InFlightStep, stats: inout EngineStatistics, modelNanos: inout UInt64,
+                               failures: inout [RequestOutput]) -> InFlightStep? {
+        guard let handle = step.handle else { return step }
+        let start = monotonicNanos()
+        defer { modelNanos += monotonicNanos() - start }
+        let draws = step.rows.map { row in
+            guard row.samples, let sequence = sequences[row.id] else { return Self.placeholderDraw }
+            return draw(for: sequence, stats: &stats)
+        }
+        do {
+            try model.queueSampling(handle, draws: draws, vocabularyLimit: vocabularyLimit)
+        } catch {
+            _ = try? model.collect(handle)
+            failures += fail(step.rows.compactMap { row in sequences[row.id].map { ($0, "model step: \(error)") } }, stats: &stats)
+            return nil
+        }
+        var queued = step
+        queued.drawsPending = false
+        return queued
     }
 
     /// A sequence's draw on the device, its grammar's mask timed into `stats`.
@@ -814,6 +858,7 @@ extension EngineStatistics {
         discardedRows += step.discardedRows
         synchronizedSteps += step.synchronizedSteps
         constrainedDraws += step.constrainedDraws
+        lateDrawSteps += step.lateDrawSteps
         grammarMaskSeconds += step.grammarMaskSeconds
         prefetches += step.prefetches
         prefetchesUsed += step.prefetchesUsed

@@ -35,6 +35,11 @@ public struct EngineOptions: Sendable, Equatable {
     /// Plan and queue step N+1 while the model runs step N, feeding N's picks to N+1 where they
     /// are (for a model that samples on the device; others collect each step before the next).
     public var pipelineSteps: Bool
+    /// Pipelined steps: a step whose draws need the previous step's picks on the host (a
+    /// grammar's mask, penalties, `min_tokens`) queues its forward pass first and its sampling
+    /// once those picks are in, while the forward pass runs; off: such a step waits for the step
+    /// before it to finish before it is planned (no pipelining for it).
+    public var lateDraws = false
     /// The order waiting requests are admitted in.
     public var schedulePolicy: SchedulePolicy
     /// Keep the K/V of requests that leave and start new requests from their longest cached

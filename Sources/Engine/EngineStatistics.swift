@@ -43,6 +43,8 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     /// Steps whose planning waited for the step before to finish, because a request's draw needs
     /// the previous pick on the host (penalties).
     public var synchronizedSteps = 0
+    /// Pipelined steps whose draws were queued after their forward pass (`EngineOptions.lateDraws`).
+    public var lateDrawSteps = 0
     /// Structured output: draws made under a grammar, and the time spent finding their masks.
     public var constrainedDraws = 0
     public var grammarMaskSeconds = 0.0

@@ -76,14 +76,35 @@ final class FakeModel: LanguageModel {
 
     func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
         precondition(queuesSteps && draws.count == inputs.count)
+        let step = try queueForward(inputs, feeds: feeds)
+        try queueSampling(step, draws: draws, vocabularyLimit: vocabularyLimit)
+        return step
+    }
+
+    /// A step whose forward pass is queued and whose draws are not: its ids and the history's picks.
+    private var forwardOnly: (serial: Int, ids: [Int], picks: [Int])?
+    var queuesSamplingLate: Bool { queuesSteps }
+
+    func queueForward(_ inputs: [ForwardInput], feeds: [StepFeed]) throws -> QueuedStep {
+        precondition(queuesSteps)
+        guard forwardOnly == nil else { throw RuntimeError.invalidRequest("the step before waits for its sampling") }
         let inputs = try queued.feeding(inputs, feeds)
-        for (input, draw) in zip(inputs, draws) where draw.parameters.hasPenalties {
-            penaltyLog.append((input.id, draw.penalties.reduce(0) { $0 + Int($1.y) }))
+        forwardOnly = (queued.upcomingSerial, inputs.map(\.id), try run(inputs))
+        return QueuedStep(serial: queued.upcomingSerial, rows: inputs.count)
+    }
+
+    func queueSampling(_ step: QueuedStep, draws: [DeviceDraw], vocabularyLimit: Int) throws {
+        guard let pending = forwardOnly, pending.serial == step.serial, draws.count == pending.ids.count else {
+            throw RuntimeError.invalidRequest("no forward pass of step \(step.serial) waits for these draws")
         }
-        for (input, draw) in zip(inputs, draws) where draw.parameters.minTokens > 0 {
-            minTokensLog.append((input.id, draw.biases.contains { $0.value == -.infinity }))
+        forwardOnly = nil
+        for (id, draw) in zip(pending.ids, draws) where draw.parameters.hasPenalties {
+            penaltyLog.append((id, draw.penalties.reduce(0) { $0 + Int($1.y) }))
         }
-        return queued.append(zip(try run(inputs), draws).map { SampledToken(id: refusing($0, $1)) })
+        for (id, draw) in zip(pending.ids, draws) where draw.parameters.minTokens > 0 {
+            minTokensLog.append((id, draw.biases.contains { $0.value == -.infinity }))
+        }
+        _ = queued.append(zip(pending.picks, draws).map { SampledToken(id: refusing($0, $1)) })
     }
 
     /// `pick`, or the lowest id the draw does not refuse when it refuses `pick` (with
@@ -171,6 +192,8 @@ struct QueuedPicks {
     private var nextSerial = 0
 
     var isEmpty: Bool { queued.isEmpty }
+    /// The serial the next appended step gets.
+    var upcomingSerial: Int { nextSerial }
 
     /// `inputs` with each fed one-token placeholder replaced by its pick from the step before.
     func feeding(_ inputs: [ForwardInput], _ feeds: [StepFeed]) throws -> [ForwardInput] {

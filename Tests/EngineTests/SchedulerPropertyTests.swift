@@ -63,6 +63,8 @@ struct TestRandom: RandomNumberGenerator {
         options.prefetchSteps = Int.random(in: 1...3, using: &random)
         // Steps sized to the prompt work waiting, in every third trial.
         options.stepOverheadTokens = trial.seed % 3 == 1 ? Int.random(in: 1...32, using: &random) : nil
+        // Late draws in half the trials (they matter to queued, pipelined ones).
+        options.lateDraws = trial.seed % 4 >= 2
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
         #expect(engine.maxSequenceLength <= (trial.paged ? pageCount * 4 : budgetChunks * 8))
@@ -77,6 +79,9 @@ struct TestRandom: RandomNumberGenerator {
         var pending: [(step: Int, request: GenerationRequest)] = (0..<requestCount).map { _ in
             var parameters = SamplingParameters(temperature: 0)
             parameters.maxTokens = Int.random(in: 1...24, using: &random)
+            // A penalty (it leaves the fake's picks alone) makes a draw need the previous pick:
+            // a pipelined engine synchronizes for it, or with late draws queues its sampling late.
+            if random.next() % 4 == 0 { parameters.repetitionPenalty = 1.3 }
             var prompt: [Int]
             switch random.next() % 4 {
             case 0, 1:
@@ -307,11 +312,15 @@ struct TestRandom: RandomNumberGenerator {
     }
 
     /// A draw with penalties counts every token generated before it, so a pipelined engine
-    /// collects the step in flight before planning the next one for such a request.
-    @Test func penaltiesSeeThePreviousPick() throws {
+    /// collects the step in flight before planning the next one for such a request, or (late
+    /// draws) queues the next step's forward pass and its draws after the collect.
+    @Test(arguments: [false, true])
+    func penaltiesSeeThePreviousPick(lateDraws: Bool) throws {
         let model = try FakeModel(context: 64, budgetChunks: 32, queuesSteps: true)
-        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 4))
-        #expect(engine.pipelined)
+        var options = EngineOptions(maxNumSeqs: 4)
+        options.lateDraws = lateDraws
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        #expect(engine.pipelined && engine.lateDraws == lateDraws)
         var penalized = SamplingParameters(temperature: 0, maxTokens: 12)
         penalized.repetitionPenalty = 1.2
         let plain = SamplingParameters(temperature: 0, maxTokens: 12)
@@ -327,15 +336,23 @@ struct TestRandom: RandomNumberGenerator {
             let counted = model.penaltyLog.filter { $0.id == id }.map(\.counted)
             #expect(counted == Array(0..<12), "request \(id)'s draws counted \(counted) generated tokens")
         }
-        #expect(engine.statistics.synchronizedSteps > 0)
+        if lateDraws {
+            #expect(engine.statistics.synchronizedSteps == 0 && engine.statistics.lateDrawSteps > 0, "\(engine.statistics)")
+            #expect(engine.statistics.pipelinedSteps > 0)
+        } else {
+            #expect(engine.statistics.synchronizedSteps > 0)
+        }
     }
 
     /// `min_tokens` bans the stop ids for exactly the first `min_tokens` draws: a pipelined
     /// engine must know the previous pick before it plans the draw that follows it (the GPU
     /// once held the stop off for one token too many).
-    @Test func minTokensSeesThePreviousPick() throws {
+    @Test(arguments: [false, true])
+    func minTokensSeesThePreviousPick(lateDraws: Bool) throws {
         let model = try FakeModel(context: 64, budgetChunks: 32, queuesSteps: true)
-        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: EngineOptions(maxNumSeqs: 4))
+        var options = EngineOptions(maxNumSeqs: 4)
+        options.lateDraws = lateDraws
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.pipelined)
         var held = SamplingParameters(temperature: 0, maxTokens: 10)
         held.minTokens = 4

@@ -199,7 +199,10 @@ public final class GPUModel: @unchecked Sendable {
 
     /// A step queued and not yet collected: its sampler round and the events around it.
     private struct InFlight {
-        let draws: GPUSampler.Pending
+        /// The sampling round; nil while a step queued with `queueForward` waits for its draws.
+        var draws: GPUSampler.Pending?
+        /// Logits rows the forward pass wrote (what its sampling reads).
+        var rows = 0
         let marks: Int
         /// The marks of the step queued before it, for the idle gap between them.
         let previousMarks: Int?
@@ -412,9 +415,20 @@ public final class GPUModel: @unchecked Sendable {
     /// At most two steps may be in flight; collect them in order.
     public func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
         precondition(draws.count == inputs.count, "one draw per input")
+        let step = try queueForward(inputs, feeds: feeds)
+        try queueSampling(step, draws: draws, vocabularyLimit: vocabularyLimit)
+        return step
+    }
+
+    /// Queues a step's forward pass alone; `queueSampling` queues its draws later (after the host
+    /// has the previous step's picks), before the next step is queued or this one collected.
+    public func queueForward(_ inputs: [ForwardInput], feeds: [StepFeed]) throws -> QueuedStep {
         lock.lock()
         defer { lock.unlock() }
         guard inFlight.count < 2 else { throw RuntimeError.invalidRequest("two steps are already in flight: collect one first") }
+        if let last = inFlight[nextSerial - 1], last.draws == nil {
+            throw RuntimeError.invalidRequest("step \(nextSerial - 1) waits for its sampling: queue it before the next step")
+        }
         if !feeds.isEmpty {
             guard inFlight[nextSerial - 1] != nil else {
                 throw RuntimeError.invalidRequest("a step feeds on picks of the step before it, and none is in flight")
@@ -424,19 +438,31 @@ public final class GPUModel: @unchecked Sendable {
         let marks = try beginMarks(serial)
         eventPoolSlot = serial % eventPools.count
         let rows = try enqueue(inputs.map { ForwardInput(id: $0.id, tokens: $0.tokens, allLogits: false) }, feeds: feeds)
-        let pending = try sampler.queue(logits: workspace.logits, stride: config.vocabSize, limit: min(max(vocabularyLimit, 1), config.vocabSize),
-                                        draws: Array(draws.prefix(rows.total)), stream: stream)
-        try self.marks[marks].end.record(on: stream)
-        // Whether the step before was still running once this one was queued in full.
-        if let previous = previousMarks, inFlight[serial - 1] != nil {
-            stepTotals.followingSteps += 1
-            if !(try self.marks[previous].end.isComplete()) { stepTotals.queuedAhead += 1 }
-        }
         nextSerial += 1
-        inFlight[serial] = InFlight(draws: pending, marks: marks, previousMarks: previousMarks, operations: recorded,
+        inFlight[serial] = InFlight(draws: nil, rows: rows.total, marks: marks, previousMarks: previousMarks, operations: recorded,
                                     takesPrompt: profile && inputs.contains { $0.tokens.count > 1 })
         previousMarks = marks
         return QueuedStep(serial: serial, rows: rows.total)
+    }
+
+    /// Queues the sampling of a step queued with `queueForward` (one draw per input) and the
+    /// step's end mark.
+    public func queueSampling(_ step: QueuedStep, draws: [DeviceDraw], vocabularyLimit: Int) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        guard var entry = inFlight[step.serial], entry.draws == nil else {
+            throw RuntimeError.invalidRequest("step \(step.serial) is not in flight waiting for its sampling")
+        }
+        try context.makeCurrent()
+        entry.draws = try sampler.queue(logits: workspace.logits, stride: config.vocabSize, limit: min(max(vocabularyLimit, 1), config.vocabSize),
+                                        draws: Array(draws.prefix(entry.rows)), stream: stream)
+        try self.marks[entry.marks].end.record(on: stream)
+        // Whether the step before was still running once this one was queued in full.
+        if let previous = entry.previousMarks, inFlight[step.serial - 1] != nil {
+            stepTotals.followingSteps += 1
+            if !(try self.marks[previous].end.isComplete()) { stepTotals.queuedAhead += 1 }
+        }
+        inFlight[step.serial] = entry
     }
 
     /// Waits for a queued step and returns its picks, one per input.
@@ -447,8 +473,13 @@ public final class GPUModel: @unchecked Sendable {
             throw RuntimeError.invalidRequest("step \(step.serial) is not in flight")
         }
         try context.makeCurrent()
+        guard let draws = entry.draws else {
+            // Never sampled (its draws failed): let the forward pass finish, so its buffers are free.
+            try stream.synchronize()
+            throw RuntimeError.invalidRequest("step \(step.serial) was collected before its sampling was queued")
+        }
         let clock = DispatchTime.now().uptimeNanoseconds
-        let picks = try sampler.collect(entry.draws)
+        let picks = try sampler.collect(draws)
         try self.marks[entry.marks].end.synchronize()
         lastStep.waitMs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
         stepTotals.waitMs += lastStep.waitMs

@@ -37,6 +37,15 @@ public protocol LanguageModel: AnyObject {
     func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep
     /// Waits for a queued step; returns one pick per input. Steps are collected in queue order.
     func collect(_ step: QueuedStep) throws -> [SampledToken]
+    /// Whether a step's sampling may be queued after its forward pass (`queueForward`, then
+    /// `queueSampling`), so draws that need the previous step's picks on the host (a grammar's
+    /// mask, penalties, `min_tokens`) are made while the forward pass runs.
+    var queuesSamplingLate: Bool { get }
+    /// Queues a step's forward pass only (as `queueStep`, without its draws); its sampling must be
+    /// queued with `queueSampling` before the next step is queued or this one collected.
+    func queueForward(_ inputs: [ForwardInput], feeds: [StepFeed]) throws -> QueuedStep
+    /// Queues the sampling of a step queued with `queueForward`, one draw per input.
+    func queueSampling(_ step: QueuedStep, draws: [DeviceDraw], vocabularyLimit: Int) throws
 }
 
 /// An input whose one token is the pick, for input `previousInput`, of the step queued just before.
@@ -68,6 +77,13 @@ extension LanguageModel {
     }
     public func collect(_ step: QueuedStep) throws -> [SampledToken] {
         throw RuntimeError.unsupported("this model runs its steps synchronously: use forwardAndSample")
+    }
+    public var queuesSamplingLate: Bool { false }
+    public func queueForward(_ inputs: [ForwardInput], feeds: [StepFeed]) throws -> QueuedStep {
+        throw RuntimeError.unsupported("this model queues a step's sampling with its forward pass: use queueStep")
+    }
+    public func queueSampling(_ step: QueuedStep, draws: [DeviceDraw], vocabularyLimit: Int) throws {
+        throw RuntimeError.unsupported("this model queues a step's sampling with its forward pass: use queueStep")
     }
     public var maxStepTokens: Int { Int.max }
     public var maxStepRows: Int { Int.max }
@@ -110,4 +126,5 @@ extension GPUModel: LanguageModel {
     public var samplesOnDevice: Bool { true }
     public var computesAsynchronously: Bool { true }
     public var queuesSteps: Bool { true }
+    public var queuesSamplingLate: Bool { true }
 }
