@@ -22,7 +22,9 @@ public final class CompiledGrammar: Sendable {
     }
 
     /// Cached masks above this many bytes are dropped (all at once) before the next is kept.
-    static let maskCacheBytes = 256 << 20
+    /// (16 MiB: a thousand masks at a 128k vocabulary, more states than a model's answers visit
+    /// in a schema; a server keeps up to `GrammarCache.capacity` grammars, so 1 GiB at most.)
+    static let maskCacheBytes = 16 << 20
 
     public convenience init(_ grammar: Grammar, vocabulary: TokenVocabulary) throws {
         try self.init(grammar, vocabulary: vocabulary, maxStates: GrammarAutomaton.defaultMaxStates)

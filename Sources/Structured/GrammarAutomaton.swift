@@ -26,7 +26,9 @@ struct GrammarAutomaton {
     /// The most states kept. A grammar whose configurations explode (a pathological regular
     /// expression) stops growing here: a byte that would need a new state is refused, so masks
     /// only ever narrow (the answer stays in the language, and may end early).
-    static let defaultMaxStates = 1_000_000
+    /// (A state costs its frames and, once left, a 1 KB transition row: 250k states stay within
+    /// a few hundred MB even for a grammar whose configurations explode.)
+    static let defaultMaxStates = 250_000
     let maxStates: Int
     /// The frame below the root rule.
     static let bottom: Int32 = -1
