@@ -21,7 +21,8 @@
 #      every request) both ways. Prediction: late draws bring the constrained and penalized runs
 #      back to within a few % of share 0 (the masks, ~0.1-0.3 ms a new state, are built while the
 #      forward pass runs, 10-40 ms).
-# Usage: scripts/gpu-structured.sh [OUTDIR]   (carry gpu-pack, gpu-kcache, gpu-tok)
+# Usage: scripts/gpu-structured.sh [OUTDIR]   (carry gpu-pack, gpu-kcache, and gpu-tok or gpu-assets:
+#   scripts/fetch-gpu-assets.sh)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
@@ -31,9 +32,10 @@ run compile 120 "$bin" kernels compile --filter sampling
 run dev-sample 180 "$bin" dev sample
 
 model=/tmp/served-llama-3-8b
-gunzip -c gpu-tok/tokenizer.json.gz > /tmp/tokenizer.json
+tokenizer=gpu-assets/tokenizer.json
+[ -f gpu-tok/tokenizer.json.gz ] && { gunzip -c gpu-tok/tokenizer.json.gz > /tmp/tokenizer.json; tokenizer=/tmp/tokenizer.json; }
 if [ ! -f "$model/config.json" ]; then
-  run build-model 300 python3 scripts/reference/build_served_model.py "$model" --tokenizer /tmp/tokenizer.json --shape llama-3-8b
+  run build-model 300 python3 scripts/reference/build_served_model.py "$model" --tokenizer "$tokenizer" --shape llama-3-8b
 fi
 port=8125
 base=http://127.0.0.1:$port
