@@ -104,14 +104,12 @@ extension OpenAIServer {
         // Structured output, and forced tool calls (read from the body again with key order kept).
         var constraint: (OutputConstraint, field: String)?
         var forcedTool: ForcedToolCall?
-        let constraintFields = ["response_format", "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
-                                "guided_whitespace_pattern"]
-        if constraintFields.contains(where: { Self.isGiven(object, $0) }) || (chat && Self.isGiven(object, "tool_choice")) {
+        if OutputConstraint.requestFields.contains(where: { Self.isGiven(object, $0) }) || (chat && Self.isGiven(object, "tool_choice")) {
             let ordered: JSON
             do { ordered = try JSON.parse(Array(data), source: "the request body") } catch {
                 throw APIError("malformed JSON in the request body: \(error)")
             }
-            constraint = try outputConstraint(object, ordered)
+            constraint = try outputConstraint(ordered)
             if chat, let forced = try forcedToolCall(object, ordered) {
                 if let constraint {
                     throw APIError("'tool_choice' forces a tool call, which cannot be combined with '\(constraint.field)'", param: constraint.field)

@@ -19,113 +19,12 @@ extension OpenAIServer {
     /// The request's output constraint, from whichever one field gives it (two are a 400).
     /// `ordered` is the body parsed with key order kept, so a schema's properties are
     /// generated in the order the client wrote them.
-    func outputConstraint(_ object: [String: Any], _ ordered: JSON) throws -> (OutputConstraint, field: String)? {
-        var found: [(OutputConstraint, String)] = []
-        if Self.isGiven(object, "response_format") {
-            if let c = try responseFormat(ordered["response_format"] ?? .null) { found.append((c, "response_format")) }
+    func outputConstraint(_ ordered: JSON) throws -> (OutputConstraint, field: String)? {
+        do {
+            return try OutputConstraint.fromRequest(ordered).map { ($0.constraint, field: $0.field) }
+        } catch let error as ConstraintFieldError {
+            throw APIError(error.message, param: error.field)
         }
-        if Self.isGiven(object, "structured_outputs") {
-            found.append((try structuredOutputs(ordered["structured_outputs"] ?? .null), "structured_outputs"))
-        }
-        for (field, make) in [("guided_json", Self.jsonConstraint), ("guided_regex", Self.regexConstraint),
-                              ("guided_choice", Self.choiceConstraint), ("guided_grammar", Self.grammarConstraint)] as [(String, (JSON, String) throws -> OutputConstraint)] {
-            if Self.isGiven(object, field) { found.append((try make(ordered[field] ?? .null, field), field)) }
-        }
-        if Self.isGiven(object, "guided_whitespace_pattern") {
-            throw APIError("'guided_whitespace_pattern' is not supported (JSON output allows a little whitespace at each place JSON does)",
-                           param: "guided_whitespace_pattern")
-        }
-        guard found.count <= 1 else {
-            throw APIError("the request constrains its output in \(found.count) ways (\(found.map { "'\($0.1)'" }.joined(separator: ", "))); give one",
-                           param: found[1].1)
-        }
-        return found.first.map { ($0.0, field: $0.1) }
-    }
-
-    /// OpenAI's `response_format`: `{"type": "text"}`, `{"type": "json_object"}`, or
-    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`.
-    private func responseFormat(_ value: JSON) throws -> OutputConstraint? {
-        guard value.members != nil, let type = value["type"]?.string else {
-            throw APIError("'response_format' must be an object with a 'type' (\"text\", \"json_object\" or \"json_schema\")", param: "response_format")
-        }
-        switch type {
-        case "text": return nil
-        case "json_object": return .jsonObject
-        case "json_schema":
-            guard let spec = value["json_schema"], spec.members != nil else {
-                throw APIError("'response_format.json_schema' must be an object with a 'schema'", param: "response_format")
-            }
-            guard let schema = spec["schema"] else {
-                throw APIError("'response_format.json_schema.schema' is required", param: "response_format")
-            }
-            return try Self.jsonConstraint(schema, "response_format.json_schema.schema")
-        default:
-            throw APIError("'response_format.type' must be \"text\", \"json_object\" or \"json_schema\", got \"\(type)\"", param: "response_format")
-        }
-    }
-
-    /// vLLM's `structured_outputs`: exactly one of `json`, `regex`, `choice`, `grammar`, `json_object`.
-    private func structuredOutputs(_ value: JSON) throws -> OutputConstraint {
-        guard let members = value.members else {
-            throw APIError("'structured_outputs' must be an object with one of json, regex, choice, grammar, json_object", param: "structured_outputs")
-        }
-        let ignored: Set<String> = ["backend", "disable_fallback", "disable_additional_properties", "disable_any_whitespace"]
-        var found: [OutputConstraint] = []
-        for (key, v) in members {
-            let field = "structured_outputs.\(key)"
-            switch key {
-            case "json": if !v.isNull { found.append(try Self.jsonConstraint(v, field)) }
-            case "regex": if !v.isNull { found.append(try Self.regexConstraint(v, field)) }
-            case "choice": if !v.isNull { found.append(try Self.choiceConstraint(v, field)) }
-            case "grammar": if !v.isNull { found.append(try Self.grammarConstraint(v, field)) }
-            case "json_object": if v.bool == true { found.append(.jsonObject) }
-            default:
-                guard ignored.contains(key) else {
-                    throw APIError("'\(field)' is not supported (give one of json, regex, choice, grammar, json_object)", param: "structured_outputs")
-                }
-            }
-        }
-        guard found.count == 1 else {
-            throw APIError("'structured_outputs' must give exactly one of json, regex, choice, grammar, json_object (it gives \(found.count))",
-                           param: "structured_outputs")
-        }
-        return found[0]
-    }
-
-    /// A schema: an object or `true`, or a string holding one (vLLM takes both).
-    static func jsonConstraint(_ value: JSON, _ field: String) throws -> OutputConstraint {
-        let param = String(field.prefix { $0 != "." })
-        var schema = value
-        if let text = value.string {
-            do { schema = try JSON.parse(text, source: field) } catch {
-                throw APIError("'\(field)' is not valid JSON: \(error)", param: param)
-            }
-        }
-        guard schema.members != nil || schema.bool == true else {
-            throw APIError("'\(field)' must be a JSON Schema object", param: param)
-        }
-        guard let text = JinjaValue(schema).pythonJSON else { throw APIError("'\(field)' cannot be written back as JSON", param: param) }
-        return .jsonSchema(text)
-    }
-
-    static func regexConstraint(_ value: JSON, _ field: String) throws -> OutputConstraint {
-        let param = String(field.prefix { $0 != "." })
-        guard let pattern = value.string, !pattern.isEmpty else { throw APIError("'\(field)' must be a non-empty string", param: param) }
-        return .regex(pattern)
-    }
-
-    static func choiceConstraint(_ value: JSON, _ field: String) throws -> OutputConstraint {
-        let param = String(field.prefix { $0 != "." })
-        guard let list = value.array, !list.isEmpty, list.allSatisfy({ $0.string.map { !$0.isEmpty } ?? false }) else {
-            throw APIError("'\(field)' must be a non-empty list of non-empty strings", param: param)
-        }
-        return .choice(list.map { $0.string! })
-    }
-
-    static func grammarConstraint(_ value: JSON, _ field: String) throws -> OutputConstraint {
-        let param = String(field.prefix { $0 != "." })
-        guard let text = value.string, !text.isEmpty else { throw APIError("'\(field)' must be a non-empty GBNF grammar", param: param) }
-        return .grammar(text)
     }
 
     /// The constraint of a forced call: the named function's parameters, or a list of calls of any tool.
@@ -152,7 +51,9 @@ extension OpenAIServer {
             schema = .object([("type", .string("array")), ("minItems", .int(1))] + (parallel ? [] : [("maxItems", .int(1))])
                              + [("items", calls.count == 1 ? calls[0] : .object([("anyOf", .array(calls))]))])
         }
-        return try jsonConstraint(schema, "tools")
+        do { return try OutputConstraint.json(schema, "tools") } catch let error as ConstraintFieldError {
+            throw APIError(error.message, param: error.field)
+        }
     }
 
     /// The compiled grammar of a constraint; a constraint the compiler cannot use is a 400 naming `field`.

@@ -21,8 +21,9 @@ struct GenerateCommand: ParsableCommand {
             a model we know (SmolLM2-Instruct: temperature 0.2, top-p 0.9), else greedy. --temperature 0 asks for greedy.
             One prompt: its text streams to standard output, then a timing line goes to standard error.
             Several prompts, or --input FILE (one JSON object a line: "prompt" or chat "messages", plus optional
-            sampling fields such as "max_tokens", "temperature", "top_p", "stop", "seed", and "priority" under
-            --schedule-policy priority): one JSON object a line per
+            sampling fields such as "max_tokens", "temperature", "top_p", "stop", "seed", "priority" under
+            --schedule-policy priority, and the server's structured-output fields "response_format",
+            "structured_outputs" or "guided_json"/"guided_regex"/"guided_choice"/"guided_grammar"): one JSON object a line per
             request, in input order, to standard output or --output; progress on standard error.
             """)
 
@@ -156,13 +157,15 @@ struct GenerateCommand: ParsableCommand {
         let (generation, defaultsSource) = try loaded.generationDefaults()
         let base = try baseParameters(generation)
         let samplingNote = Self.samplingNote(base, source: defaultsSource, flagsGiven: temperature != nil || topP != nil || topK != nil || minP != nil)
-        var requests = try makeRequests(loaded: loaded, tokenizer: tokenizer, base: base)
+        let grammars = GrammarCache(tokenizer: tokenizer)
+        var requests = try makeRequests(loaded: loaded, tokenizer: tokenizer, base: base, grammars: grammars)
         if let constraint = try outputConstraint() {
             let grammar: CompiledGrammar
-            do { grammar = try GrammarCache(tokenizer: tokenizer).compiled(constraint) } catch let error as GrammarError {
+            do { grammar = try grammars.compiled(constraint) } catch let error as GrammarError {
                 throw ValidationError("cannot constrain the answer to \(constraint.describes): \(error.message)")
             }
-            for i in requests.indices { requests[i].grammar = grammar }
+            // --input lines with a constraint of their own keep it.
+            for i in requests.indices where requests[i].grammar == nil { requests[i].grammar = grammar }
         }
         let generator = try Generator(model: runtime.model, tokenizer: tokenizer, extraEOSTokenIds: generation.eosTokenIds,
                                       options: engineFlags.engineOptions(for: runtime.model))
@@ -209,7 +212,7 @@ struct GenerateCommand: ParsableCommand {
         return parameters
     }
 
-    private func makeRequests(loaded: LoadedModel, tokenizer: Tokenizer, base: SamplingParameters) throws -> [GenerationRequest] {
+    private func makeRequests(loaded: LoadedModel, tokenizer: Tokenizer, base: SamplingParameters, grammars: GrammarCache) throws -> [GenerationRequest] {
         func encode(text: String?, messages: [ChatMessage]?, where place: String) throws -> [Int] {
             if let messages {
                 return tokenizer.encode(try loaded.chatTemplate().render(messages, addGenerationPrompt: true), addSpecialTokens: true)
@@ -253,8 +256,21 @@ struct GenerateCommand: ParsableCommand {
                 } catch {
                     throw ValidationError("\(place): not a JSON object with \"prompt\" or \"messages\" (\(error))")
                 }
-                requests.append(GenerationRequest(prompt: try encode(text: item.prompt, messages: item.messages, where: place), parameters: item.sampling,
-                                                  priority: item.priority))
+                var request = GenerationRequest(prompt: try encode(text: item.prompt, messages: item.messages, where: place), parameters: item.sampling,
+                                                priority: item.priority)
+                // The server's structured-output fields, read again with their key order kept.
+                if OutputConstraint.requestFields.contains(where: { text.contains("\"\($0)\"") }) {
+                    do {
+                        if let (constraint, _) = try OutputConstraint.fromRequest(try JSON.parse(text, source: place)) {
+                            request.grammar = try grammars.compiled(constraint)
+                        }
+                    } catch let error as ConstraintFieldError {
+                        throw ValidationError("\(place): \(error.message)")
+                    } catch let error as GrammarError {
+                        throw ValidationError("\(place): cannot constrain the answer: \(error.message)")
+                    }
+                }
+                requests.append(request)
             }
         }
         guard !requests.isEmpty else { throw ValidationError("no requests: \(input ?? "the input") holds no lines") }

@@ -134,6 +134,23 @@ import Testing
         }
     }
 
+    /// `vtensor generate --input`: a line may carry the server's fields, and a flag constrains the rest.
+    @Test func generateTakesTheFieldsPerLineAndFlagsForTheRest() throws {
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent("structured-\(UUID().uuidString).jsonl")
+        defer { try? FileManager.default.removeItem(at: input) }
+        try [#"{"prompt": "The capital of France is", "max_tokens": 8, "structured_outputs": {"choice": [" Paris", " Lyon"]}}"#,
+             #"{"messages": [{"role": "user", "content": "A person"}], "max_tokens": 60, "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": \#(Self.person)}}}"#,
+             #"{"prompt": "Count: one, two,", "max_tokens": 6}"#].joined(separator: "\n").write(to: input, atomically: true, encoding: .utf8)
+        let (output, status) = try ServerProcess.vtensor(["generate", "--backend", "cpu", "--temperature", "0", "--regex", "[a-z ]{1,12}", "--input", input.path])
+        #expect(status == 0, "\(output)")
+        let lines = output.split(separator: "\n").compactMap { try? ServerProcess.object(String($0)) }.filter { $0["index"] != nil }
+        #expect(lines.count == 3, "\(output)")
+        guard lines.count == 3 else { return }
+        #expect([" Paris", " Lyon"].contains(lines[0]["text"] as? String ?? ""), "\(lines[0])")
+        try Self.checkPerson(lines[1]["text"] as? String ?? "")
+        #expect((lines[2]["text"] as? String ?? "").wholeMatch(of: /[a-z ]{1,12}/) != nil, "the flag's pattern: \(lines[2])")
+    }
+
     @Test func constraintsTheServerCannotUseAre400s() throws {
         let server = try ServerProcess.sharedServer()
         let cases: [(String, String, String)] = [
