@@ -416,7 +416,13 @@ public final class GPUModel: @unchecked Sendable {
     public func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
         precondition(draws.count == inputs.count, "one draw per input")
         let step = try queueForward(inputs, feeds: feeds)
-        try queueSampling(step, draws: draws, vocabularyLimit: vocabularyLimit)
+        do {
+            try queueSampling(step, draws: draws, vocabularyLimit: vocabularyLimit)
+        } catch {
+            // Drop the step (collect takes it out of flight), so the next one can be queued.
+            _ = try? collect(step)
+            throw error
+        }
         return step
     }
 
