@@ -64,7 +64,7 @@ extension OpenAIServer {
                             : format.completion(entries, offset: &states[index].textOffset)
                     }
                     var chunk = shape.chunk(index: index, text: text, logprobs: logprobs, finish: output.finish,
-                                            toolCallDeltas: callDeltas, calledTools: states[index].calledTools)
+                                            toolCallDeltas: ToolCallDelta.merged(callDeltas), calledTools: states[index].calledTools)
                     if parsed.returnTokenIds, var choice = (chunk["choices"] as? [[String: Any]])?.first {
                         choice["token_ids"] = output.tokens.map(\.id)
                         if firstChunk && !parsed.chat { choice["prompt_token_ids"] = parsed.prompts[index / parsed.n] }

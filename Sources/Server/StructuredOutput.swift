@@ -92,15 +92,31 @@ extension ForcedToolCall {
 }
 
 /// Streams a forced call. A named function's arguments go out as they are written (its id and
-/// name with the first piece); a required list goes out at the answer's end, each call whole
-/// (or, cut short by its length, as content).
+/// name with the first piece). A required list goes out call by call as it is written: each call's
+/// name once it is whole, then its parameters' JSON text piece by piece (the grammar writes the
+/// list as `[{"name": ..., "parameters": {...}}, ...]`); a list in another shape (a tool whose
+/// parameters are not an object) goes out at the answer's end, each call whole, and a list cut
+/// short by its length as content.
 struct ForcedCallStreamer {
     let forced: ForcedToolCall
-    private var held = ""
     private var id: String?
-    private(set) var callCount = 0
+    /// Required lists: the answer so far, how far it is read, and where the reading stands.
+    private var s: [Unicode.Scalar] = []
+    private var consumed = 0
+    private var phase = ListPhase.open
+    private var body = CallBodyStream(argumentKeys: ["parameters"])
+    private var namedCalls = 0
+
+    enum ListPhase: Equatable { case open, call, afterArguments, afterCall, done, holding }
 
     init(_ forced: ForcedToolCall) { self.forced = forced }
+
+    var callCount: Int {
+        switch forced {
+        case .named: namedCalls
+        case .required: body.callCount
+        }
+    }
 
     mutating func step(appending piece: String, final: Bool) -> (content: String, calls: [ToolCallDelta]) {
         switch forced {
@@ -108,17 +124,61 @@ struct ForcedCallStreamer {
             guard !piece.isEmpty || (final && id == nil) else { return ("", []) }
             if id == nil {
                 id = ToolCall.newID()
-                callCount = 1
+                namedCalls = 1
                 return ("", [ToolCallDelta(index: 0, id: id, name: name, arguments: piece)])
             }
             return ("", [ToolCallDelta(index: 0, id: nil, name: nil, arguments: piece)])
         case .required:
-            held += piece
-            guard final else { return ("", []) }
-            guard let parsed = forced.calls(in: held) else { return (held, []) }
-            callCount = parsed.calls.count
-            let deltas = parsed.calls.enumerated().map { ToolCallDelta(index: $0, id: ToolCall.newID(), name: $1.name, arguments: $1.arguments) }
-            return ("", deltas)
+            s.append(contentsOf: piece.unicodeScalars)
+            var calls: [ToolCallDelta] = []
+            readList(final: final, into: &calls)
+            guard final, phase != .done else { return ("", calls) }
+            // Not whole, or not in the shape that streams: the rest goes out as the whole answer's parse.
+            let text = String(String.UnicodeScalarView(s))
+            guard let parsed = forced.calls(in: text), parsed.calls.count >= body.callCount else {
+                return (body.callCount == 0 ? text : "", calls)
+            }
+            body.whole(Array(parsed.calls.dropFirst(body.callCount)), into: &calls)
+            return ("", calls)
+        }
+    }
+
+    /// Reads the list as far as it goes: `[`, then calls separated by `,`, then `]`.
+    private mutating func readList(final: Bool, into calls: inout [ToolCallDelta]) {
+        func skipSpace() { while consumed < s.count, s[consumed].properties.isWhitespace { consumed += 1 } }
+        while true {
+            switch phase {
+            case .open:
+                skipSpace()
+                guard consumed < s.count else { return }
+                guard s[consumed] == "[" else { phase = .holding; return }
+                consumed += 1
+                phase = .call
+            case .call:
+                skipSpace()
+                guard consumed < s.count else { return }
+                switch body.advance(s, consumed: &consumed, final: final, into: &calls) {
+                case .waiting: return
+                case .notStreamable: phase = .holding; return
+                case .argumentsEnded: phase = .afterArguments
+                }
+            case .afterArguments:
+                skipSpace()
+                guard consumed < s.count else { return }
+                guard s[consumed] == "}" else { phase = .holding; return }
+                consumed += 1
+                phase = .afterCall
+            case .afterCall:
+                skipSpace()
+                guard consumed < s.count else { return }
+                switch s[consumed] {
+                case ",": consumed += 1; phase = .call
+                case "]": consumed += 1; phase = .done
+                default: phase = .holding
+                }
+            case .done, .holding:
+                return
+            }
         }
     }
 }

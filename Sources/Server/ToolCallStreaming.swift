@@ -8,6 +8,21 @@ struct ToolCallDelta: Equatable, Sendable {
     var name: String?
     var arguments: String
 
+    /// `deltas` with each run of entries for one call folded into one entry (its id and name, if
+    /// any, and the arguments' pieces joined): a chunk then carries at most one entry per call,
+    /// as OpenAI's and vLLM's streams do.
+    static func merged(_ deltas: [ToolCallDelta]) -> [ToolCallDelta] {
+        var out: [ToolCallDelta] = []
+        for delta in deltas {
+            if let last = out.last, last.index == delta.index, delta.id == nil {
+                out[out.count - 1].arguments += delta.arguments
+            } else {
+                out.append(delta)
+            }
+        }
+        return out
+    }
+
     /// The `delta.tool_calls` entry.
     var object: [String: Any] {
         var function: [String: Any] = ["arguments": arguments]

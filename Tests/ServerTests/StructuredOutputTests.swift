@@ -132,6 +132,20 @@ import Testing
             #expect(["get_weather", "get_time"].contains(call.name))
             if call.name == "get_time" { #expect(["UTC", "CET"].contains(call.arguments["zone"] as? String ?? "")) }
         }
+        // Streamed: the call's name, then its parameters piece by piece, adding up to the same call.
+        let body = Self.chat(#", "tools": \#(Self.tools), "tool_choice": "required", "parallel_tool_calls": false"#, stream: true,
+                             content: "What time is it in Berlin?")
+        let streamed = try server.post("/v1/chat/completions", body)
+        let entries = streamed.body.split(separator: "\n").filter { $0.hasPrefix("data: {") }
+            .compactMap { try? ServerProcess.object(String($0.dropFirst(6))) }
+            .compactMap { ($0["choices"] as? [[String: Any]])?.first }
+            .compactMap { ($0["delta"] as? [String: Any])?["tool_calls"] as? [[String: Any]] }
+        #expect(entries.allSatisfy { $0.count == 1 }, "one entry per call in a chunk")
+        let pieces = entries.flatMap { $0 }
+        #expect(pieces.count > 2, "the parameters streamed in pieces: \(streamed.body.prefix(600))")
+        #expect((pieces.first?["function"] as? [String: Any])?["name"] as? String == calls.first?.name)
+        let arguments = pieces.compactMap { ($0["function"] as? [String: Any])?["arguments"] as? String }.joined()
+        #expect((try? JSONSerialization.jsonObject(with: Data(arguments.utf8))) is [String: Any], "\(arguments)")
     }
 
     /// `vtensor generate --input`: a line may carry the server's fields, and a flag constrains the rest.

@@ -142,3 +142,73 @@ import Testing
         #expect(choice["finish_reason"] as? String == "tool_calls")
     }
 }
+
+/// `tool_choice` "required": the list the grammar writes streams call by call, its parameters
+/// piece by piece; however it is cut, the pieces add up to the whole answer's calls.
+@Suite struct RequiredCallStreamingTests {
+    static func stream(_ answer: String, cuts: [Int]) -> (content: String, calls: [(name: String, arguments: String)]) {
+        let scalars = Array(answer.unicodeScalars)
+        var streamer = ForcedCallStreamer(.required)
+        var content = "", calls: [(name: String, arguments: String)] = []
+        let ends = (cuts.filter { $0 > 0 && $0 < scalars.count } + [scalars.count]).sorted()
+        var start = 0
+        for (k, end) in ends.enumerated() {
+            let step = streamer.step(appending: String(String.UnicodeScalarView(scalars[start..<end])), final: k == ends.count - 1)
+            start = end
+            content += step.content
+            for delta in step.calls {
+                if let name = delta.name {
+                    #expect(delta.index == calls.count && delta.id?.hasPrefix("call_") == true)
+                    calls.append((name, delta.arguments))
+                } else {
+                    #expect(delta.index == calls.count - 1)
+                    calls[delta.index].arguments += delta.arguments
+                }
+            }
+        }
+        #expect(streamer.callCount == calls.count)
+        return (content, calls)
+    }
+
+    static func object(_ text: String) -> NSDictionary? { (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? NSDictionary }
+
+    @Test func aListStreamsCallByCall() {
+        let answer = "[\n  {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Pa]ris\", \"days\": [3, {\"x\": \"}\"}]}},\n {\"name\":\"get_time\",\"parameters\":{}}\n]"
+        let length = answer.unicodeScalars.count
+        var rng = SystemRandomNumberGenerator()
+        for trial in 0..<150 {
+            let cuts = trial == 0 ? [] : trial == 1 ? Array(1..<length) : (0..<Int.random(in: 1...10, using: &rng)).map { _ in Int.random(in: 1..<length, using: &rng) }
+            let got = Self.stream(answer, cuts: cuts)
+            #expect(got.content.isEmpty, "cuts \(cuts.sorted())")
+            #expect(got.calls.map(\.name) == ["get_weather", "get_time"], "cuts \(cuts.sorted())")
+            if got.calls.count == 2 {
+                #expect(Self.object(got.calls[0].arguments) == ["city": "Pa]ris", "days": [3, ["x": "}"]]], "\(got.calls[0].arguments)")
+                #expect(Self.object(got.calls[1].arguments) == [:])
+            }
+        }
+    }
+
+    @Test func otherShapesAndCutsFallBack() {
+        // Keys in another order do not stream; the whole answer's parse gives the call at the end.
+        let reordered = Self.stream(#"[{"parameters": {"a": 1}, "name": "f"}]"#, cuts: [5, 20])
+        #expect(reordered.content.isEmpty && reordered.calls.map(\.name) == ["f"] && Self.object(reordered.calls[0].arguments) == ["a": 1])
+        // Cut by max_tokens inside a call: what streamed stays a call, nothing becomes content.
+        let cut = Self.stream(#"[{"name": "f", "parameters": {"a": [1, 2"#, cuts: [12, 30])
+        #expect(cut.content.isEmpty && cut.calls.map(\.name) == ["f"] && cut.calls[0].arguments == #"{"a": [1, 2"#)
+        // Not a list at all: content.
+        let text = Self.stream("no calls here", cuts: [3])
+        #expect(text.content == "no calls here" && text.calls.isEmpty)
+    }
+}
+
+@Suite struct ToolCallDeltaMergeTests {
+    @Test func piecesOfOneCallFoldIntoOneEntry() {
+        let deltas = [ToolCallDelta(index: 0, id: "call_a", name: "f", arguments: ""), ToolCallDelta(index: 0, arguments: "{\"x\""),
+                      ToolCallDelta(index: 0, arguments: ": 1}"), ToolCallDelta(index: 1, id: "call_b", name: "g", arguments: "{"),
+                      ToolCallDelta(index: 1, arguments: "}")]
+        let merged = ToolCallDelta.merged(deltas)
+        #expect(merged == [ToolCallDelta(index: 0, id: "call_a", name: "f", arguments: "{\"x\": 1}"),
+                           ToolCallDelta(index: 1, id: "call_b", name: "g", arguments: "{}")])
+        #expect(ToolCallDelta.merged([]) == [])
+    }
+}
