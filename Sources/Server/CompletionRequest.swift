@@ -82,11 +82,15 @@ extension OpenAIServer {
             throw APIError("'\(error.field)' \(error.problem)", param: error.field)
         }
 
+        // The body with its key order kept, parsed once: for chat's messages and tools, and for
+        // structured output's schemas (generated in the order the client wrote them).
+        let constrained = OutputConstraint.requestFields.contains(where: { Self.isGiven(object, $0) }) || (chat && Self.isGiven(object, "tool_choice"))
+        let ordered = chat || constrained ? try Self.orderedBody(data) : nil
         let prompts: [[Int]]
         var echoTexts: [String]?
         if chat {
             // Chat adds no special tokens unless asked (vLLM's default): the template writes its own.
-            prompts = [try chatPrompt(object, body: data, addSpecialTokens: try optionalBool(object, "add_special_tokens") ?? false)]
+            prompts = [try chatPrompt(object, body: data, ordered: ordered, addSpecialTokens: try optionalBool(object, "add_special_tokens") ?? false)]
         } else {
             let parsed = try completionPrompts(object)
             prompts = parsed.map(\.ids)
@@ -101,14 +105,10 @@ extension OpenAIServer {
             try checkContext(promptTokens: prompt.count, maxTokens: parameters.maxTokens, promptField: chat ? "messages" : "prompt",
                              maxTokensField: completionTokensGiven ? "max_completion_tokens" : "max_tokens")
         }
-        // Structured output, and forced tool calls (read from the body again with key order kept).
+        // Structured output, and forced tool calls.
         var constraint: (OutputConstraint, field: String)?
         var forcedTool: ForcedToolCall?
-        if OutputConstraint.requestFields.contains(where: { Self.isGiven(object, $0) }) || (chat && Self.isGiven(object, "tool_choice")) {
-            let ordered: JSON
-            do { ordered = try JSON.parse(Array(data), source: "the request body") } catch {
-                throw APIError("malformed JSON in the request body: \(error)")
-            }
+        if constrained, let ordered {
             constraint = try outputConstraint(ordered)
             if chat, let forced = try forcedToolCall(object, ordered) {
                 if let constraint {

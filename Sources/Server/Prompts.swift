@@ -52,17 +52,15 @@ extension OpenAIServer {
     /// The messages and tools are read again from `data` by a parser that keeps key order:
     /// a tool's JSON schema or a call's arguments reach the template (`tojson`) in the order
     /// the client wrote them, as they do in Python.
-    func chatPrompt(_ object: [String: Any], body data: Data, addGenerationPrompt defaultGenerationPrompt: Bool = true,
+    /// `ordered`: the body already parsed that way (else it is parsed here).
+    func chatPrompt(_ object: [String: Any], body data: Data, ordered given: JSON? = nil, addGenerationPrompt defaultGenerationPrompt: Bool = true,
                     addSpecialTokens: Bool = false) throws -> [Int] {
         guard let value = object["messages"], !(value is NSNull) else { throw APIError("'messages' is required", param: "messages") }
         guard let list = value as? [Any], !list.isEmpty else {
             throw APIError("'messages' must be a non-empty list of {role, content} objects", param: "messages")
         }
         for (index, item) in list.enumerated() { try checkChatMessage(item, index: index) }
-        let ordered: JSON
-        do { ordered = try JSON.parse(Array(data), source: "the request body") } catch {
-            throw APIError("malformed JSON in the request body: \(error)")
-        }
+        let ordered = try given ?? Self.orderedBody(data)
         var messages: [ChatMessage]
         do { messages = try ChatMessage.messages(fromJSON: ordered["messages"] ?? .null) } catch {
             throw APIError("\(error)", param: "messages")
@@ -85,6 +83,13 @@ extension OpenAIServer {
             throw APIError("the chat template cannot render these messages: \(error)", param: "messages")
         }
         return tokenizer.encode(text, addSpecialTokens: addSpecialTokens)
+    }
+
+    /// The body parsed with its key order kept (schemas and tool arguments are written back in it).
+    static func orderedBody(_ data: Data) throws -> JSON {
+        do { return try JSON.parse(Array(data), source: "the request body") } catch {
+            throw APIError("malformed JSON in the request body: \(error)")
+        }
     }
 
     /// `tools`: a list of `{"type": "function", "function": {"name", "description", "parameters"}}`,

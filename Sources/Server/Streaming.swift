@@ -46,12 +46,15 @@ extension OpenAIServer {
                     }
                     // Calls go out piece by piece as they are written, text around them as content.
                     var callDeltas: [ToolCallDelta] = []
-                    switch parsed.toolCallFormat {
-                    case _ where states[index].forced != nil:
+                    // A forced call (tool_choice) and a tool-call parser never go together.
+                    if states[index].forced != nil {
                         (text, callDeltas) = states[index].forced!.step(appending: output.text, final: output.isFinal)
-                    case .hermes?: (text, callDeltas) = states[index].hermes.step(appending: output.text, final: output.isFinal)
-                    case .llama3JSON?: (text, callDeltas) = states[index].llama3.step(appending: output.text, final: output.isFinal)
-                    case nil: break
+                    } else {
+                        switch parsed.toolCallFormat {
+                        case .hermes?: (text, callDeltas) = states[index].hermes.step(appending: output.text, final: output.isFinal)
+                        case .llama3JSON?: (text, callDeltas) = states[index].llama3.step(appending: output.text, final: output.isFinal)
+                        case nil: break
+                        }
                     }
                     let listsTokens = parsed.logprobs != nil && !entries.isEmpty
                     // Ids go out with the chunk that produced them, text or not (text held back
