@@ -107,7 +107,7 @@ extension OutputConstraint {
         guard schema.members != nil || schema.bool == true else {
             throw ConstraintFieldError("'\(path)' must be a JSON Schema object", field: topLevel(path))
         }
-        return .jsonSchema(JSONSchemaGrammar.compactText(schema))
+        return .jsonSchema(schema.compactText)
     }
 
     static func regex(_ value: JSON, _ path: String) throws -> OutputConstraint {

@@ -24,97 +24,17 @@ struct GrammarProgram: Sendable {
     static let maxInstructions = 4_000_000
 
     init(_ grammar: Grammar) throws {
+        // A rule that can call itself before consuming a byte would make matching never end.
+        try GrammarChecks.checkLeftRecursion(grammar)
         var lowerer = Lowerer(grammar: grammar)
         root = try lowerer.rule(named: grammar.root)
         try lowerer.finish()
         var program = lowerer.program
         program.root = root
         self = program
-        try checkLeftRecursion()
     }
 
     fileprivate init() {}
-
-    /// Refuses a rule that can call itself before consuming a byte: matching it would never end.
-    private func checkLeftRecursion() throws {
-        // Which rules can match the empty string (to a fixed point).
-        var nullable = [Bool](repeating: false, count: alternatives.count)
-        var changed = true
-        while changed {
-            changed = false
-            for r in alternatives.indices where !nullable[r] {
-                if alternatives[r].contains(where: { alternativeIsNullable(from: $0, nullable) }) {
-                    nullable[r] = true
-                    changed = true
-                }
-            }
-        }
-        // Edges: rule -> rules it calls before any byte is consumed for certain.
-        var edges = [[Int32]](repeating: [], count: alternatives.count)
-        for r in alternatives.indices {
-            for start in alternatives[r] {
-                var pos = Int(start)
-                while code[pos] != Self.ret {
-                    let op = code[pos]
-                    if op >= 0 { break }
-                    let callee = Self.calledRule(op)
-                    edges[r].append(callee)
-                    if !nullable[Int(callee)] { break }
-                    pos += 1
-                }
-            }
-        }
-        // A cycle in that graph is left recursion. (Iterative DFS with colors.)
-        var color = [UInt8](repeating: 0, count: alternatives.count)
-        for start in alternatives.indices where color[start] == 0 {
-            var stack: [(Int, Int)] = [(start, 0)]
-            color[start] = 1
-            while let (r, i) = stack.last {
-                if i < edges[r].count {
-                    stack[stack.count - 1].1 += 1
-                    let next = Int(edges[r][i])
-                    if color[next] == 1 {
-                        // A repeat's own rule calling itself through a nullable body is harmless:
-                        // the matcher sees the same (position, frame) twice and stops. Only a cycle
-                        // that pushes frames (a non-tail call) never ends.
-                        if next == r && isTailOnlySelfCall(r) { continue }
-                        throw GrammarError("the grammar is left-recursive: rule '\(names[next])' can reach itself without consuming any text")
-                    }
-                    if color[next] == 0 {
-                        color[next] = 1
-                        stack.append((next, 0))
-                    }
-                } else {
-                    color[r] = 2
-                    stack.removeLast()
-                }
-            }
-        }
-    }
-
-    private func alternativeIsNullable(from start: Int32, _ nullable: [Bool]) -> Bool {
-        var pos = Int(start)
-        while code[pos] != Self.ret {
-            let op = code[pos]
-            if op >= 0 || !nullable[Int(Self.calledRule(op))] { return false }
-            pos += 1
-        }
-        return true
-    }
-
-    /// Whether every nullable-prefix call of rule `r` to itself is in tail position.
-    private func isTailOnlySelfCall(_ r: Int) -> Bool {
-        for start in alternatives[r] {
-            var pos = Int(start)
-            while code[pos] != Self.ret {
-                let op = code[pos]
-                if op >= 0 { break }
-                if Self.calledRule(op) == Int32(r) && code[pos + 1] != Self.ret { return false }
-                pos += 1
-            }
-        }
-        return true
-    }
 }
 
 /// Lowers expressions to instructions, one rule at a time.

@@ -105,45 +105,6 @@ public enum JSONSchemaGrammar {
             return .repeat(escapedForJSONString(body), min: lo, max: hi)
         }
     }
-
-    /// `s` as a JSON string literal, quotes included: `"`, `\` and control characters escaped
-    /// (`\n` `\r` `\t` `\b` `\f`, else `\u00xx`), everything else as itself.
-    public static func quoted(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if c.value < 0x20 {
-                    let hex = String(c.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(c)
-                }
-            }
-        }
-        return out + "\""
-    }
-
-    /// `value` as compact JSON text: no whitespace, strings as ``quoted(_:)``, integers in
-    /// decimal, other numbers as Swift prints a `Double` (`1.5`, `1e+20`: valid JSON).
-    public static func compactText(_ value: JSON) -> String {
-        switch value {
-        case .null: return "null"
-        case .bool(let b): return b ? "true" : "false"
-        case .int(let i): return String(i)
-        case .double(let d): return d.isFinite ? d.description : "null"
-        case .string(let s): return quoted(s)
-        case .array(let items): return "[" + items.map(compactText).joined(separator: ",") + "]"
-        case .object(let members): return "{" + members.map { quoted($0.0) + ":" + compactText($0.1) }.joined(separator: ",") + "}"
-        }
-    }
 }
 
 // MARK: - Escapes
@@ -712,7 +673,7 @@ struct SchemaCompiler {
             }
             for n in names {
                 guard case .string(let s) = n, Self.typeNames.contains(s) else {
-                    throw error(Self.child(path, "type"), "unknown type \(JSONSchemaGrammar.compactText(n))")
+                    throw error(Self.child(path, "type"), "unknown type \(n.compactText)")
                 }
                 types.insert(s)
             }
@@ -763,7 +724,7 @@ struct SchemaCompiler {
         var seen: Set<String> = []
         var texts: [String] = []
         for v in values {
-            let t = JSONSchemaGrammar.compactText(v)
+            let t = v.compactText
             if seen.insert(t).inserted { texts.append(t) }
         }
         guard !texts.isEmpty else {
@@ -868,7 +829,7 @@ struct SchemaCompiler {
                 do {
                     inner = try RegexGrammar.expression(String(body))
                 } catch let e as GrammarError {
-                    throw error(path, "'pattern' \(JSONSchemaGrammar.quoted(pattern)): \(e.message)")
+                    throw error(path, "'pattern' \(JSON.quoted(pattern)): \(e.message)")
                 }
             }
             var parts: [GrammarExpression] = []
@@ -1088,7 +1049,7 @@ struct SchemaCompiler {
                     continue
                 }
                 let value = try compile(schema, path: Self.child(propertiesPath, key), depth: depth + 1)
-                properties.append(Property(key: key, member: .sequence([.text(JSONSchemaGrammar.quoted(key)), colon, value]), required: isRequired))
+                properties.append(Property(key: key, member: .sequence([.text(JSON.quoted(key)), colon, value]), required: isRequired))
             }
         }
         // Required keys without a schema of their own take the additional properties' schema.
@@ -1096,7 +1057,7 @@ struct SchemaCompiler {
             if additionalExplicitlyFalse {
                 throw error(Self.child(path, "required"), "required property \"\(key)\" is not in 'properties' and '\(additionalKey)' is false")
             }
-            properties.append(Property(key: key, member: .sequence([.text(JSONSchemaGrammar.quoted(key)), colon, additional ?? anyValue()]), required: true))
+            properties.append(Property(key: key, member: .sequence([.text(JSON.quoted(key)), colon, additional ?? anyValue()]), required: true))
         }
 
         let requiredCount = properties.filter(\.required).count

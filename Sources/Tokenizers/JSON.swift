@@ -53,6 +53,47 @@ public enum JSON: Sendable {
     public static func parse(_ text: String, source: String = "JSON") throws -> JSON {
         try parse(Array(text.utf8), source: source)
     }
+
+    /// `s` as a JSON string literal, quotes included: `"`, `\` and control characters escaped
+    /// (`\n` `\r` `\t` `\b` `\f`, else `\u00xx`), everything else as itself.
+    public static func quoted(_ s: String) -> String {
+        var out = "\""
+        out.reserveCapacity(s.utf8.count + 2)
+        for c in s.unicodeScalars {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
+            default:
+                if c.value < 0x20 {
+                    let hex = String(c.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(c)
+                }
+            }
+        }
+        return out + "\""
+    }
+
+    /// The value as compact JSON text, members in their order: no whitespace, strings as
+    /// ``quoted(_:)``, integers in decimal, other numbers as Swift prints a `Double` (`1.5`,
+    /// `1e+20`: valid JSON; a non-finite one as `null`).
+    public var compactText: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let b): return b ? "true" : "false"
+        case .int(let i): return String(i)
+        case .double(let d): return d.isFinite ? d.description : "null"
+        case .string(let s): return Self.quoted(s)
+        case .array(let items): return "[" + items.map(\.compactText).joined(separator: ",") + "]"
+        case .object(let members): return "{" + members.map { Self.quoted($0.0) + ":" + $0.1.compactText }.joined(separator: ",") + "}"
+        }
+    }
 }
 
 extension JSON: Equatable {
