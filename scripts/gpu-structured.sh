@@ -8,7 +8,7 @@
 #      at once (JSON schema, regular expression) and 16 forced tool calls; every answer must be valid.
 #   4. The cost: bench serve, random 400 requests (128-512 in, 128-256 out, ignore_eos), with a
 #      regular expression that never completes (so lengths match) on 0, 25% and 100% of them.
-#      Prediction: the host mask walk is ~0.3 ms a new state at a 128k vocabulary (bench
+#      Prediction: the host mask walk is ~0.05-0.09 ms a new state at a 128k vocabulary (bench
 #      structured on the development machine) and cached states cost ~0.1 us; the 16 KB a row of
 #      masks is nothing next to a step; the cost that shows is the synchronized step (the
 #      engine waits for each constrained row's pick before the next draw): pipelining was worth
@@ -19,7 +19,7 @@
 #      (validity through the late path), 25% and 100% constrained, and a repetition penalty on
 #      every request (penalties need the previous pick too; SmolLM2-style defaults add one to
 #      every request) both ways. Prediction: late draws bring the constrained and penalized runs
-#      back to within a few % of share 0 (the masks, ~0.1-0.3 ms a new state, are built while the
+#      back to within a few % of share 0 (the masks, ~0.05-0.09 ms a new state, are built while the
 #      forward pass runs, 10-40 ms).
 # Usage: scripts/gpu-structured.sh [OUTDIR]   (carry gpu-pack, gpu-kcache, and gpu-tok or gpu-assets:
 #   scripts/fetch-gpu-assets.sh)

@@ -112,9 +112,8 @@ public final class CompiledGrammar: Sendable {
         var mask = TokenMask(size: vocabulary.size)
         let n = vocabulary.sorted.count
         guard n > 0 else { return mask }
-        let longest = zip(vocabulary.offsets.dropFirst(), vocabulary.offsets).map { Int($0 - $1) }.max() ?? 0
         // states[d]: the state after the current token's first d bytes; valid up to `valid`.
-        var states = [Int32](repeating: 0, count: longest + 1)
+        var states = [Int32](repeating: 0, count: vocabulary.longestToken + 1)
         states[0] = start
         var valid = 0
         vocabulary.flat.withUnsafeBufferPointer { flat in

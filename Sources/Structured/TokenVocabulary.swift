@@ -20,6 +20,8 @@ public final class TokenVocabulary: Sendable {
     /// All sorted tokens' bytes, back to back; token i's at `offsets[i]..<offsets[i + 1]`.
     let flat: [UInt8]
     let offsets: [Int32]
+    /// The most bytes of any text token (how deep a mask's walk goes).
+    let longestToken: Int
 
     public convenience init(tokenizer: Tokenizer) {
         let ids = 0..<tokenizer.vocabularySize
@@ -58,6 +60,7 @@ public final class TokenVocabulary: Sendable {
         self.common = common
         self.flat = flat
         self.offsets = offsets
+        longestToken = order.map { tokens[$0].count }.max() ?? 0
     }
 
     /// The bytes of a token, or nil when it is not text.
