@@ -7,15 +7,19 @@
 #   paged     the same with --kv paged (16-token pages, block tables, budget reserved up front)
 #   vtensor-prefetch3  vtensor with --prefetch-steps 3 (a burst's prompts mapped three steps ahead)
 #   vtensor-runs  vtensor with --access-per-run on --unmap-per-run on (driver calls per run of chunks)
+#   vtensor-noprefetch, vtensor-noalias  vtensor with no prefetched admissions (--prefetch-steps 0),
+#                 with no cached prefixes aliased ahead (--alias-ahead-chunks 0)
+#   vtensor-sized, nocache-sized  vtensor and nocache with steps sized to the work waiting
+#                 (--step-overhead-tokens 512)
 #   VTENSOR_FLAGS="..." adds flags to every vtensor server (vtensor, nocache, paged and the variants)
 #   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
 # Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
-#          [WORKLOADS_paged="sharegpt ..."] SCALE=1 [HF_SCALE=0.1] [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] [OPENAI_CHECK=1] scripts/gpu-serve-compare.sh [OUTDIR]
+#          [WORKLOADS_paged="sharegpt ..."] SCALE=1 [HF_SCALE=0.1] [MULTI_TURN_SCALE=1] [BENCH_TIMEOUT=300] [DEADLINE=S] [OPENAI_CHECK=1] scripts/gpu-serve-compare.sh [OUTDIR]
 #   (carry gpu-pack, .whl (scripts/fetch-gpu-wheels.sh: the openai client and transformers serve's web
 #   packages), and gpu-tok (tokenizer.json.gz, sharegpt-4000.json.gz) or gpu-assets; SCALE < 1 shrinks
 #   every workload for a quick run; HF_SCALE shrinks transformers serve's, which runs some 12x slower:
 #   its request counts are in its JSON and the table shows them; WORKLOADS_<system> replaces
-#   WORKLOADS for one system)
+#   WORKLOADS for one system, its hyphens written as underscores)
 # transformers serve refuses fields it does not know (422), so it gets no ignore_eos: its requests
 # may end early at an end-of-sequence token, and the table shows each system's mean output length.
 # It takes prompts only as strings, so every system gets text prompts cut to exact lengths (but
@@ -26,6 +30,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
+script_start=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site || { echo "wheels did not install" | tee -a "$out/summary.txt"; exit 1; }
 
@@ -60,6 +65,10 @@ start_server() {
     vtensor-prefetch3) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --prefetch-steps 3 ${VTENSOR_FLAGS:-} ;;
     vtensor-runs) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --access-per-run on --unmap-per-run on ${VTENSOR_FLAGS:-} ;;
     nocache) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache ${VTENSOR_FLAGS:-} ;;
+    vtensor-noprefetch) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --prefetch-steps 0 ${VTENSOR_FLAGS:-} ;;
+    vtensor-noalias) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --alias-ahead-chunks 0 ${VTENSOR_FLAGS:-} ;;
+    vtensor-sized) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --step-overhead-tokens 512 ${VTENSOR_FLAGS:-} ;;
+    nocache-sized) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache --step-overhead-tokens 512 ${VTENSOR_FLAGS:-} ;;
     paged)   exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --kv paged ${VTENSOR_FLAGS:-} ;;
     hf)      exec transformers serve "$model" --host 127.0.0.1 --port $port --continuous-batching ${HF_FLAGS:-} ;;
   esac) > "$out/$system-server.log" 2>&1 &
@@ -109,6 +118,10 @@ warm_up() {
 
 for system in $systems; do
   t0=$(date +%s)
+  # DEADLINE=S: start no further system S seconds into the call, so the table still gets printed.
+  if [ -n "${DEADLINE:-}" ] && [ $(( t0 - script_start )) -gt "$DEADLINE" ]; then
+    echo "$system: not run, $(( t0 - script_start )) s into the call (DEADLINE=$DEADLINE)" | tee -a "$out/summary.txt"; continue
+  fi
   system_scale=$scale; [ "$system" = hf ] && system_scale=${HF_SCALE:-$scale}
   start_server $system || continue
   echo "$system: up in $(( $(date +%s) - t0 )) s" | tee -a "$out/summary.txt"
@@ -119,7 +132,8 @@ for system in $systems; do
     grep -E "^(FAIL|note:)|AssertionError" "$out/openai-client.txt" | tee -a "$out/summary.txt"
   fi
   sample_memory $system
-  eval "system_workloads=\${WORKLOADS_$system:-\$workloads}"
+  # WORKLOADS_<system>, with the system's hyphens as underscores (WORKLOADS_vtensor_sized).
+  eval "system_workloads=\${WORKLOADS_${system//-/_}:-\$workloads}"
   for workload in $system_workloads; do
     case $workload in
       random) bench $system random --dataset random --num-prompts $(n 1000 $system_scale) --random-input-len 576 --random-range-ratio 0.7777 \
@@ -141,6 +155,9 @@ for system in $systems; do
   stop_server
 done
 
+# A server that found cached prefixes it could not reuse says why when it stops.
+for f in "$out"/*-server.log; do grep -H "prefix cache:" "$f" | tail -1; done | tee -a "$out/summary.txt"
+
 # The compiled kernels, to carry back as gpu-kcache/ next time.
 save_kernel_cache /tmp/kernel-cache.tgz
 # Everything but the summary and the charts travels back as one archive (few files come back).
@@ -148,7 +165,7 @@ save_kernel_cache /tmp/kernel-cache.tgz
   && mv /tmp/details.tgz details.tgz; mv /tmp/kernel-cache.tgz . 2>/dev/null)
 
 # The table, last: output tokens/s, request/s, TTFT and TPOT medians, peak GPU memory; ratios to vtensor.
-all_workloads="$workloads"; for s in $systems; do eval "all_workloads=\"\$all_workloads \${WORKLOADS_$s:-}\""; done
+all_workloads="$workloads"; for s in $systems; do eval "all_workloads=\"\$all_workloads \${WORKLOADS_${s//-/_}:-}\""; done
 python3 - "$out" "$systems" "$all_workloads" <<'PY'
 import json, os, sys
 out, systems = sys.argv[1], sys.argv[2].split()
@@ -166,7 +183,7 @@ def load(s, w):
 def peak(s):
     vals = [int(x) for x in (member(f"{s}-memory.txt") or "").split() if x.isdigit()]
     return max(vals) if vals else 0
-print(f"{'workload':<14}{'system':<9}{'reqs':>6}{'done':>6}{'fail':>5}{'out/req':>8}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TPOT p50':>10}{'peak MiB':>10}{'x vtensor':>10}")
+print(f"{'workload':<14}{'system':<14}{'reqs':>6}{'done':>6}{'fail':>5}{'out/req':>8}{'out tok/s':>11}{'req/s':>8}{'TTFT p50':>10}{'TPOT p50':>10}{'peak MiB':>10}{'x vtensor':>10}")
 for w in workloads:
     base = load("vtensor", w)
     for s in systems:
@@ -175,7 +192,7 @@ for w in workloads:
             continue
         ratio = r["output_throughput"] / base["output_throughput"] if base and base.get("output_throughput") else float("nan")
         per = r.get("total_output_tokens", 0) / max(1, r["completed"])
-        print(f"{w:<14}{s:<9}{r.get('num_prompts', r['completed'] + r['failed']):>6}{r['completed']:>6}{r['failed']:>5}{per:>8.0f}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
+        print(f"{w:<14}{s:<14}{r.get('num_prompts', r['completed'] + r['failed']):>6}{r['completed']:>6}{r['failed']:>5}{per:>8.0f}{r['output_throughput']:>11.0f}{r['request_throughput']:>8.2f}"
               f"{r.get('median_ttft_ms', 0):>10.1f}{r.get('median_tpot_ms', 0):>10.2f}{peak(s):>10}{ratio:>10.2f}")
 # The servers' own counters over each run (bench serve reads /metrics before and after).
 for w in workloads:
@@ -185,7 +202,10 @@ for w in workloads:
         if not c:
             continue
         q, h = c.get("vllm:prefix_cache_queries_total", 0), c.get("vllm:prefix_cache_hits_total", 0)
-        print(f"server {s:<9}{w:<14} hit {100 * h / q if q else 0:5.1f}% of {int(q)} tokens, takeovers {int(c.get('vtensor:prefix_cache_takeovers_total', 0))}, "
+        print(f"server {s:<14}{w:<14} hit {100 * h / q if q else 0:5.1f}% of {int(q)} tokens, computed {int(c.get('vtensor:prompt_tokens_computed_total', 0))}, "
+              f"attach/publish failures {int(c.get('vtensor:prefix_cache_attach_failures_total', 0))}/{int(c.get('vtensor:prefix_cache_publish_failures_total', 0))}, "
+              f"prefetches {int(c.get('vtensor:prefetches_total', 0))} (aliased ahead {int(c.get('vtensor:prefetches_aliased_ahead_total', 0))}), "
+              f"takeovers {int(c.get('vtensor:prefix_cache_takeovers_total', 0))}, "
               f"preemptions {int(c.get('vllm:num_preemptions_total', 0))}, blocked mapping waits {int(c.get('vtensor:mapping_waits_blocked_total', 0))} "
               f"of {int(c.get('vtensor:mapping_waits_total', 0))} ({1000 * c.get('vtensor:mapping_wait_seconds_total', 0):.0f} ms)")
 # Issue 12's first-token target: rounds 2-5 with the cache against rounds 2-5 without it.
@@ -194,8 +214,10 @@ for s in systems:
     if r and "median_ttft_ms_later_rounds" in r:
         print(f"multi-turn first token, {s}: first rounds median {r['median_ttft_ms_first_round']:.1f} ms, "
               f"later rounds median {r['median_ttft_ms_later_rounds']:.1f} ms, mean {r['mean_ttft_ms_later_rounds']:.1f} ms")
-v, nc = load("vtensor", "multi-turn"), load("nocache", "multi-turn")
-if v and nc and nc.get("median_ttft_ms_later_rounds"):
-    print(f"later rounds' first token, vtensor / nocache: median {v['median_ttft_ms_later_rounds'] / nc['median_ttft_ms_later_rounds']:.2f}, "
-          f"mean {v['mean_ttft_ms_later_rounds'] / nc['mean_ttft_ms_later_rounds']:.2f} (target at most 0.33)")
+for on, off in [("vtensor", "nocache"), ("vtensor-sized", "nocache-sized")]:
+    v, nc = load(on, "multi-turn"), load(off, "multi-turn")
+    if v and nc and nc.get("median_ttft_ms_later_rounds"):
+        print(f"multi-turn {on} / {off}: throughput {v['output_throughput'] / nc['output_throughput']:.2f}x (target 2.4x); later rounds' first token "
+              f"median {v['median_ttft_ms_later_rounds'] / nc['median_ttft_ms_later_rounds']:.2f}, "
+              f"mean {v['mean_ttft_ms_later_rounds'] / nc['mean_ttft_ms_later_rounds']:.2f} (target at most 0.33)")
 PY

@@ -23,7 +23,7 @@ public struct EngineFlags: ParsableArguments {
     @Option(help: "GPU: plan and queue each step while the one before runs, its picks fed on the device (on), or one step at a time (off).")
     public var pipelineSteps: OnOff = .on
     @Option(help: "GPU, pipelined steps: a step whose draws need the previous step's picks (structured output, penalties, min_tokens) queues its forward pass, then its sampling once those picks are in (on), or waits for the step before it to finish (off).")
-    public var lateDraws: OnOff = .off
+    public var lateDraws: OnOff = .on
     @Option(help: "GPU: replay decode steps from CUDA graphs captured per padded batch size (on), or launch every kernel (off).")
     public var cudaGraphs: OnOff = .on
     @Option(help: "The order waiting requests start in: first come first served (fcfs), the one that may generate the most tokens first (lof), the longest prefix in the prefix cache first (lpm), or each request's priority, lower first (priority: the request field, vLLM's; memory runs short for the lowest priority first).")
@@ -31,8 +31,10 @@ public struct EngineFlags: ParsableArguments {
     @Flag(name: [.customLong("no-prefix-cache"), .customLong("no-enable-prefix-caching")],
           help: "Do not keep the K/V of finished requests for later requests that start the same way (the prefix cache, on by default; --no-enable-prefix-caching is vLLM's name).")
     public var noPrefixCache = false
-    @Option(parsing: .unconditional, help: "GPU, virtual tensors: how many steps' worth of waiting requests get their first prompt chunk mapped ahead, while earlier steps compute (default 1: the next step's).")
+    @Option(parsing: .unconditional, help: "GPU, virtual tensors: how many steps' worth of waiting requests get their first prompt chunk mapped ahead, while earlier steps compute (default 1: the next step's; 0: none, each request's memory is mapped in the step that admits it).")
     public var prefetchSteps: Int?
+    @Option(parsing: .unconditional, help: "GPU, virtual tensors with the prefix cache: the most chunk mappings queued for waiting requests further back than the next step, which alias their cached prefixes ahead (default 16384; 0: none).")
+    public var aliasAheadChunks: Int?
     @Option(parsing: .unconditional, help: "Size each step's prompt tokens to the prompt work waiting, sqrt(waiting prompt tokens x N) within --max-num-batched-tokens, N a step's fixed cost counted in prompt tokens (about 512 for an 8B model on an H200): a wave of short prompts gets shorter steps and its first tokens sooner; a deep queue keeps full steps. Default: every step fills --max-num-batched-tokens.")
     public var stepOverheadTokens: Int?
     @Option(help: "GPU, virtual tensors: grant access once per run of adjacent chunks the mapper maps together, one cuMemSetAccess over the run (on), or once per chunk (off).")
@@ -56,7 +58,8 @@ public struct EngineFlags: ParsableArguments {
         if let stepOverheadTokens, stepOverheadTokens < 1 {
             throw ValidationError("--step-overhead-tokens must be at least 1, got \(stepOverheadTokens)")
         }
-        if let prefetchSteps, prefetchSteps < 1 { throw ValidationError("--prefetch-steps must be at least 1, got \(prefetchSteps)") }
+        if let prefetchSteps, prefetchSteps < 0 { throw ValidationError("--prefetch-steps must be at least 0, got \(prefetchSteps)") }
+        if let aliasAheadChunks, aliasAheadChunks < 0 { throw ValidationError("--alias-ahead-chunks must be at least 0, got \(aliasAheadChunks)") }
         if let maxModelLen, maxModelLen < 2 {
             throw ValidationError("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
         }
@@ -89,7 +92,11 @@ public struct EngineFlags: ParsableArguments {
         options.lateDraws = lateDraws == .on
         options.schedulePolicy = schedulePolicy
         options.prefixCaching = !noPrefixCache
-        if let prefetchSteps { options.prefetchSteps = prefetchSteps }
+        if let prefetchSteps {
+            options.prefetchAdmissions = options.prefetchAdmissions && prefetchSteps > 0
+            options.prefetchSteps = max(1, prefetchSteps)
+        }
+        if let aliasAheadChunks { options.aliasAheadChunks = aliasAheadChunks }
         options.stepOverheadTokens = stepOverheadTokens
         return options
     }

@@ -309,6 +309,9 @@ public final class Engine: @unchecked Sendable {
             stats.prefixSharedRunningChunks = prefixCache.sharedRunningUnits
             stats.prefixEvictedChunks = prefixCache.evictedUnits
             stats.prefixHeldChunks = prefixCache.cachedUnits
+            stats.prefixAttachFailures = prefixCache.attachFailures
+            stats.prefixPublishFailures = prefixCache.publishFailures
+            stats.prefixLastFailure = prefixCache.lastFailure
         }
         shared.withLock { s in
             s.statistics.merge(stats)
@@ -879,5 +882,8 @@ extension EngineStatistics {
         prefixSharedRunningChunks = step.prefixSharedRunningChunks
         prefixEvictedChunks = step.prefixEvictedChunks
         prefixHeldChunks = step.prefixHeldChunks
+        prefixAttachFailures = step.prefixAttachFailures
+        prefixPublishFailures = step.prefixPublishFailures
+        prefixLastFailure = step.prefixLastFailure
     }
 }

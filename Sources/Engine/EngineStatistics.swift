@@ -83,6 +83,11 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     public var prefixSharedRunningChunks = 0
     public var prefixEvictedChunks = 0
     public var prefixHeldChunks = 0
+    /// Cached prefixes found but not aliased (computed again), running requests' chunks the
+    /// store would not share, and the last such error: each should stay 0 / nil.
+    public var prefixAttachFailures = 0
+    public var prefixPublishFailures = 0
+    public var prefixLastFailure: String?
     /// Hit tokens over queried tokens (0 with nothing queried).
     public var prefixHitRate: Double { prefixQueriedTokens > 0 ? Double(prefixHitTokens) / Double(prefixQueriedTokens) : 0 }
 

@@ -21,6 +21,11 @@ final class PrefixCache {
     /// Of those, units taken from running requests (`publish`).
     private(set) var sharedRunningUnits = 0
     private(set) var evictedUnits = 0
+    /// Starts that found a cached prefix but could not alias it (the request computed it all
+    /// again), publishes a running request's store refused, and the last such error.
+    private(set) var attachFailures = 0
+    private(set) var publishFailures = 0
+    private(set) var lastFailure: String?
 
     init(store: any PrefixStore) {
         cache = store
@@ -55,7 +60,13 @@ final class PrefixCache {
         guard match.tokens > 0 else { return .none }
         let own = ledger.attachChunks(sharedUnits: sharedUnits(match), tokens: match.tokens)
         guard own <= ledger.freeChunks else { return .needs(units: own - ledger.freeChunks) }
-        guard (try? attach(sequence, match, ledger: &ledger)) != nil else { return .none }
+        do {
+            try attach(sequence, match, ledger: &ledger)
+        } catch {
+            attachFailures += 1
+            lastFailure = "aliasing \(match.tokens) cached tokens for request \(sequence.id): \(error)"
+            return .none
+        }
         return .attached(tokens: match.tokens)
     }
 
@@ -136,7 +147,13 @@ final class PrefixCache {
         guard full > (current?.tokens ?? 0) / block else { return false }
         let holder = nextHolder
         nextHolder += 1
-        guard (try? cache.share(sequence.id, chunks: full, asHolder: holder)) != nil else { return false }
+        do {
+            try cache.share(sequence.id, chunks: full, asHolder: holder)
+        } catch {
+            publishFailures += 1
+            lastFailure = "publishing \(full) chunks of running request \(sequence.id): \(error)"
+            return false
+        }
         let tokens = Array(sequence.tokens.prefix(full * block))
         let insertion = tree.insert(tokens, salt: sequence.salt, holder: holder)
         settle(insertion, holder: holder, ledger: &ledger)

@@ -92,6 +92,26 @@ struct ServingMetrics {
                         help: "Requests that took a cached sequence's ranges over whole, mappings and all (a conversation's next round): no chunk mapped.",
                         Double(takeovers))
         }
+        out.counter("vtensor:prompt_tokens_computed_total",
+                    help: "Prompt tokens the model computed (cached prefixes not included; recomputation after a preemption included).",
+                    Double(s.promptTokensComputed))
+        out.counter("vtensor:prefix_cache_kept_chunks_total",
+                    help: "KV chunks (or pages) the prefix cache kept, from requests that left or from running requests' computed prompts.",
+                    Double(s.prefixKeptChunks))
+        out.counter("vtensor:prefix_cache_evicted_chunks_total", help: "KV chunks (or pages) the prefix cache gave back.",
+                    Double(s.prefixEvictedChunks))
+        out.counter("vtensor:prefix_cache_attach_failures_total",
+                    help: "Cached prefixes found but not reused: the request computed them again (should stay 0).",
+                    Double(s.prefixAttachFailures))
+        out.counter("vtensor:prefix_cache_publish_failures_total",
+                    help: "Running requests' computed prompt chunks the cache could not share with waiting requests (should stay 0).",
+                    Double(s.prefixPublishFailures))
+        out.counter("vtensor:prefetches_total", help: "Waiting requests given their first prompt chunk's KV ahead of admission (virtual tensors).",
+                    Double(s.prefetches))
+        out.counter("vtensor:prefetches_released_total", help: "Prefetched requests that gave their KV back for memory a running request needed.",
+                    Double(s.prefetchesReleased))
+        out.counter("vtensor:prefetches_aliased_ahead_total",
+                    help: "Prefetches further back than the next step that aliased their cached prefix ahead.", Double(s.aliasedAhead))
         out.counter("vtensor:mapping_waits_total", help: "Steps that waited for the mapper before running.", Double(s.mappingWaits))
         out.counter("vtensor:mapping_waits_blocked_total", help: "Steps whose mapping was not done when they needed it.",
                     Double(s.blockedMappingWaits))

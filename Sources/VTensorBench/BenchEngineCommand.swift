@@ -19,7 +19,7 @@ struct BenchEngineCommand: ParsableCommand {
     @Option(help: "Decode steps timed after the prompts.") var steps = 100
     @Option(help: "Write the results as JSON here.") var jsonOut: String?
     @Option(help: "Plan each step before the previous one's picks are in (on, the GPU's way) or after (off).") var pipelineSteps: OnOff = .on
-    @Option(help: "decode: every request decodes for the timed steps; churn: short answers, a new request for every one that finishes, prompts sharing a prefix within 16 groups (the prefix cache's matching, insertion, eviction and hold-back every step); shared-prefix: bench throughput's shared-prefix workload (16 groups x 16 prompts of 2048 + 128 tokens, 64 out) run to the end, virtual tensors and paged.")
+    @Option(help: "decode: every request decodes for the timed steps; churn: short answers, a new request for every one that finishes, prompts sharing a prefix within 16 groups (the prefix cache's matching, insertion, eviction and hold-back every step); shared-prefix: bench throughput's shared-prefix workload (16 groups x 16 prompts of 2048 + 128 tokens, 64 out; --groups, --shared-output-len, --arrivals-per-step) run to the end, virtual tensors and paged.")
     var workload: Workload = .decode
     @Option(help: "churn: output tokens of each request.") var outputTokens = 32
     @Option(help: "The prefix cache (on by default in the engine).") var prefixCache: OnOff = .on
@@ -45,6 +45,10 @@ struct BenchEngineCommand: ParsableCommand {
     @Option var answerLen = 64
     @Option var maxInFlight = 128
     @Option(help: "multi-turn: tokens a step.") var maxNumBatchedTokens = 8192
+    @Option(help: "shared-prefix: requests added before each step (default: all before the first), as a server's arrive.")
+    var arrivalsPerStep: Int?
+    @Option(help: "shared-prefix: groups of 16 prompts sharing a system prompt.") var groups = 16
+    @Option(help: "shared-prefix: output tokens of each request.") var sharedOutputLen = 64
     @Option(help: "multi-turn: the order waiting requests start in.") var schedulePolicy: SchedulePolicy = .fcfs
     @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
     @Option(help: "multi-turn: size each step's prompt tokens to the work waiting, with this step overhead in tokens (default: a fixed budget).")
@@ -159,7 +163,7 @@ struct BenchEngineCommand: ParsableCommand {
     private func runSharedPrefix() throws {
         guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
         // bench throughput's shared-prefix workload, as the GPU runs use it (shuffled arrivals).
-        let workload = SharedPrefixWorkload(groups: 16, perGroup: 16, systemLength: 2048, questionLength: 128, outputLength: 64)
+        let workload = SharedPrefixWorkload(groups: groups, perGroup: 16, systemLength: 2048, questionLength: 128, outputLength: sharedOutputLen)
         let requests = workload.requests(vocabulary: 1000..<config.vocabSize, seed: 1)
         var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
                           header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate"])
@@ -176,10 +180,18 @@ struct BenchEngineCommand: ParsableCommand {
                 let engine = try makeEngine(config: config, rows: 256,
                                             tokensPerRequest: workload.systemLength + workload.questionLength + workload.outputLength + 8,
                                             requestsHeld: 2 * requests.count, paged: paged, perRun: perRun)
-                for request in requests { try engine.add(request) }
+                // All at once, or a few before each step (as a server's requests come in).
+                var pending = requests[...]
+                func arrive() throws {
+                    let n = arrivalsPerStep ?? pending.count
+                    for request in pending.prefix(n) { try engine.add(request) }
+                    pending = pending.dropFirst(n)
+                }
+                try arrive()
                 var steps = 0
                 let start = monotonicNanos()
-                while engine.hasWork {
+                while engine.hasWork || !pending.isEmpty {
+                    try arrive()
                     if let failed = engine.step().first(where: { $0.error != nil }) { throw ValidationError("request \(failed.id) failed: \(failed.error!)") }
                     steps += 1
                 }

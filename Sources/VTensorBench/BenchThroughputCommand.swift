@@ -411,6 +411,9 @@ struct BenchThroughputCommand: ParsableCommand {
         table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (hit rate \(fixed(stats.prefixHitRate * 100, 1))%); "
                    + "\(stats.prefixKeptChunks) chunks kept (\(stats.prefixSharedRunningChunks) from running requests), \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"
                    + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges whole" } ?? "")])
+        if let failure = stats.prefixLastFailure {
+            table.add(["prefix cache failures", "\(stats.prefixAttachFailures) found but not reused, \(stats.prefixPublishFailures) not shared; the last: \(failure)"])
+        }
         if let mapper = engine.mapperStatistics {
             table.add(["mapper", "\(mapper.chunksMapped) chunks mapped, p50 \(fixed(Double(mapper.chunkLatencyP50) / 1000, 1)) us, p99 \(fixed(Double(mapper.chunkLatencyP99) / 1000, 1)) us a chunk"])
         }

@@ -95,6 +95,10 @@ struct ServeCommand: ParsableCommand {
             + "serving \"\(name)\" on http://\(host):\(port)"
         // The server's service group joins the engine thread before it returns.
         let result = Self.waitFor { try await server.run(onRunning: { logger.info("\(banner)") }) }
+        let stats = model.generator.engine.statistics
+        if let failure = stats.prefixLastFailure {
+            logger.warning("prefix cache: \(stats.prefixAttachFailures) prefixes found but not reused, \(stats.prefixPublishFailures) not shared; the last: \(failure)")
+        }
         withExtendedLifetime(model) {}
         if case .failure(let error) = result { throw ValidationError("serve: \(error)") }
         logger.info("stopped")

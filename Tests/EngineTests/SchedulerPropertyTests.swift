@@ -534,6 +534,30 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         }
     }
 
+    /// A cached prefix that cannot be aliased (here the driver refuses the new request's address
+    /// range) is computed again, correctly, and counted with its error: a lost hit is never silent.
+    @Test func aPrefixThatCannotBeAliasedIsComputedAgainAndCounted() throws {
+        let model = try FakeModel(context: 96, budgetChunks: 64, faults: true)
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 4))
+        let prompt = (0..<40).map { 1 + ($0 &* 7) % 47 }
+        try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 4)))
+        try engine.runUntilIdle()
+        #expect(engine.statistics.prefixAttachFailures == 0 && engine.statistics.prefixLastFailure == nil)
+        let faults = try #require(model.kvCache.memory.backend as? FaultInjectingBackend)
+        faults.failNext(.reserve)
+        let longer = prompt + [5, 6, 9]
+        let id = try engine.add(GenerationRequest(prompt: longer, parameters: SamplingParameters(temperature: 0, maxTokens: 4)))
+        var tokens: [Int] = []
+        engine.runUntilIdle { for output in $0 where output.id == id { tokens += output.tokens.map(\.id) } }
+        #expect(tokens == fakeReference(prompt: longer, maxTokens: 4, maxLength: engine.maxSequenceLength, eos: nil))
+        let stats = engine.statistics
+        #expect(faults.injectedCounts[.reserve] == 1)
+        #expect(stats.prefixAttachFailures == 1 && stats.prefixPublishFailures == 0)
+        #expect(stats.prefixLastFailure?.contains("aliasing 40 cached tokens for request \(id)") == true, "\(stats.prefixLastFailure ?? "nil")")
+        #expect(stats.prefixHitTokens == 0 && stats.promptTokensComputed == prompt.count + longer.count)
+        #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+    }
+
     @Test(arguments: [false, true]) func requestsWaitForAPrefixBeingComputed(paged: Bool) throws {
         let model = try FakeModel(context: 80, budgetChunks: 64, pagedPages: paged ? 129 : nil)
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: EngineOptions(maxNumSeqs: 8, maxNumBatchedTokens: 64))

@@ -9,7 +9,10 @@ import Testing
     static let counters = ["vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:request_success_total",
                            "vllm:num_preemptions_total", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
                            "vtensor:mapping_waits_total", "vtensor:mapping_wait_seconds_total", "vtensor:prefix_cache_takeovers_total",
-                           "vtensor:synchronized_steps_total", "vtensor:structured_output_draws_total", "vtensor:structured_output_mask_seconds_total"]
+                           "vtensor:synchronized_steps_total", "vtensor:structured_output_draws_total", "vtensor:structured_output_mask_seconds_total",
+                           "vtensor:prompt_tokens_computed_total", "vtensor:prefix_cache_kept_chunks_total", "vtensor:prefix_cache_evicted_chunks_total",
+                           "vtensor:prefix_cache_attach_failures_total", "vtensor:prefix_cache_publish_failures_total",
+                           "vtensor:prefetches_total", "vtensor:prefetches_released_total", "vtensor:prefetches_aliased_ahead_total"]
     static let histograms = ["vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
                              "vllm:e2e_request_latency_seconds", "vllm:request_queue_time_seconds"]
 

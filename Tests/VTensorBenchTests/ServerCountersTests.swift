@@ -35,5 +35,9 @@ import Testing
                                         after: ["vtensor:structured_output_draws_total": 410, "vtensor:structured_output_mask_seconds_total": 0.021,
                                                 "vtensor:synchronized_steps_total": 30])
         #expect(structured.summary == "server: 30 steps synchronized, 400 constrained draws (masks 20 ms, 50.0 us each)")
+        let computed = ServerCounters(before: ["vtensor:prompt_tokens_computed_total": 50],
+                                      after: ["vtensor:prompt_tokens_computed_total": 250, "vtensor:prefix_cache_attach_failures_total": 2,
+                                              "vtensor:prefix_cache_publish_failures_total": 1])
+        #expect(computed.summary == "server: 200 prompt tokens computed, 3 prefix cache failures (the server's log says why)")
     }
 }

@@ -48,6 +48,9 @@ struct ServerCounters: Sendable, Equatable {
             let hits = deltas["vllm:prefix_cache_hits_total"] ?? 0
             parts.append("prefix cache \(fixed(100 * hits / queries, 1))% of \(Int(queries)) prompt tokens")
         }
+        if let computed = deltas["vtensor:prompt_tokens_computed_total"] { parts.append("\(Int(computed)) prompt tokens computed") }
+        let failures = (deltas["vtensor:prefix_cache_attach_failures_total"] ?? 0) + (deltas["vtensor:prefix_cache_publish_failures_total"] ?? 0)
+        if failures > 0 { parts.append("\(Int(failures)) prefix cache failures (the server's log says why)") }
         if let takeovers = deltas["vtensor:prefix_cache_takeovers_total"] { parts.append("\(Int(takeovers)) takeovers") }
         if let preemptions = deltas["vllm:num_preemptions_total"] { parts.append("\(Int(preemptions)) preemptions") }
         if let waits = deltas["vtensor:mapping_waits_total"] {
