@@ -205,7 +205,7 @@ for w in workloads:
         print(f"server {s:<14}{w:<14} hit {100 * h / q if q else 0:5.1f}% of {int(q)} tokens, computed {int(c.get('vtensor:prompt_tokens_computed_total', 0))}, "
               f"attach/publish failures {int(c.get('vtensor:prefix_cache_attach_failures_total', 0))}/{int(c.get('vtensor:prefix_cache_publish_failures_total', 0))}, "
               f"prefetches {int(c.get('vtensor:prefetches_total', 0))} (aliased ahead {int(c.get('vtensor:prefetches_aliased_ahead_total', 0))}), "
-              f"takeovers {int(c.get('vtensor:prefix_cache_takeovers_total', 0))}, "
+              f"evicted {int(c.get('vtensor:prefix_cache_evicted_chunks_total', 0))} chunks, takeovers {int(c.get('vtensor:prefix_cache_takeovers_total', 0))}, "
               f"preemptions {int(c.get('vllm:num_preemptions_total', 0))}, blocked mapping waits {int(c.get('vtensor:mapping_waits_blocked_total', 0))} "
               f"of {int(c.get('vtensor:mapping_waits_total', 0))} ({1000 * c.get('vtensor:mapping_wait_seconds_total', 0):.0f} ms)")
 # Issue 12's first-token target: rounds 2-5 with the cache against rounds 2-5 without it.

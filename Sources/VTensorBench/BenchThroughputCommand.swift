@@ -94,8 +94,6 @@ struct BenchThroughputCommand: ParsableCommand {
     var prefetchAdmissions: OnOff = .on
     @Option(help: "Tokens mapped ahead of each decoding request for the steps after the one planned (default: the engine's).")
     var mapAheadTokens: Int?
-    @Option(help: "Virtual tensors with the prefix cache: the most chunk mappings queued for waiting requests further back than the next step, aliasing their cached prefixes ahead (0: none; default: the engine's).")
-    var aliasAheadChunks: Int?
     @Flag(help: "GPU: CUDA events around every operation of every step (no CUDA graphs), summed by operation over the steps that take prompt tokens and over decode-only steps (to compare where two KV modes' steps differ).")
     var profileOperations = false
 
@@ -229,7 +227,6 @@ struct BenchThroughputCommand: ParsableCommand {
         }
         var engineOptions = engineFlags.engineOptions(for: model)
         engineOptions.prefetchAdmissions = prefetchAdmissions == .on
-        if let aliasAheadChunks { engineOptions.aliasAheadChunks = aliasAheadChunks }
         if let mapAheadTokens { engineOptions.mapAheadTokens = mapAheadTokens }
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: engineOptions,
                                 mapperThreadSetup: runtime.mapperThreadSetup)

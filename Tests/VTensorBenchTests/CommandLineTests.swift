@@ -62,4 +62,14 @@ import Testing
         #expect(try EngineFlags.parse(["--step-overhead-tokens", "512"]).stepOverheadTokens == 512)
         #expect(try EngineFlags.parse([]).stepOverheadTokens == nil)
     }
+
+    /// The prefetch paths can be turned off for an A/B (0), never made negative; late draws are on by default.
+    @Test func prefetchStepsAliasAheadAndLateDraws() throws {
+        #expect(message(EngineFlags.self, ["--prefetch-steps", "-1"]) == "--prefetch-steps must be at least 0, got -1")
+        #expect(message(EngineFlags.self, ["--alias-ahead-chunks", "-2"]) == "--alias-ahead-chunks must be at least 0, got -2")
+        #expect(try EngineFlags.parse(["--prefetch-steps", "0"]).prefetchSteps == 0)
+        #expect(try EngineFlags.parse(["--alias-ahead-chunks", "0"]).aliasAheadChunks == 0)
+        #expect(try EngineFlags.parse([]).lateDraws == .on)
+        #expect(try EngineFlags.parse(["--late-draws", "off"]).lateDraws == .off)
+    }
 }
