@@ -1,3 +1,4 @@
+import Synchronization
 import ArgumentParser
 import CLICommon
 import Engine
@@ -49,6 +50,10 @@ struct BenchEngineCommand: ParsableCommand {
     var arrivalsPerStep: Int?
     @Option(help: "shared-prefix: groups of 16 prompts sharing a system prompt.") var groups = 16
     @Option(help: "shared-prefix: output tokens of each request.") var sharedOutputLen = 64
+    @Option(help: "shared-prefix: add the requests from another thread, this many microseconds apart, while the engine steps (as a server's handlers do).")
+    var arrivalGapUs: Int?
+    @Option(help: "shared-prefix: milliseconds each step of the null model takes (a sleep standing in for the GPU).")
+    var stepSleepMs = 0.0
     @Option(help: "multi-turn: the order waiting requests start in.") var schedulePolicy: SchedulePolicy = .fcfs
     @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
     @Option(help: "multi-turn: size each step's prompt tokens to the work waiting, with this step overhead in tokens (default: a fixed budget).")
@@ -68,12 +73,15 @@ struct BenchEngineCommand: ParsableCommand {
         var maxSequenceTokens: Int { kvStorage.maxTokensPerRequest }
         var samplesOnDevice: Bool { true }
         var computesAsynchronously: Bool { true }
+        /// Milliseconds each step sleeps (standing in for a GPU's step time in real time).
+        var sleepMs = 0.0
         init(config: ModelConfig, storage: KVStorage, cost: StepCostModel? = nil) { self.config = config; kvStorage = storage; self.cost = cost }
         func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
             throw RuntimeError.unsupported("the null model only samples")
         }
         func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
             let starts = try inputs.map { try kvStorage.length(of: $0.id) }
+            if sleepMs > 0 { usleep(UInt32(sleepMs * 1000)) }
             if let cost {
                 clockMs += cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
                 promptTokens += inputs.reduce(0) { $0 + ($1.tokens.count > 1 ? $1.tokens.count : 0) }
@@ -180,8 +188,23 @@ struct BenchEngineCommand: ParsableCommand {
                 let engine = try makeEngine(config: config, rows: 256,
                                             tokensPerRequest: workload.systemLength + workload.questionLength + workload.outputLength + 8,
                                             requestsHeld: 2 * requests.count, paged: paged, perRun: perRun)
-                // All at once, or a few before each step (as a server's requests come in).
+                (engine.model as? NullModel)?.sleepMs = stepSleepMs
+                // All at once, a few before each step, or from another thread in real time (as a
+                // server's requests come in).
                 var pending = requests[...]
+                let arrived = Atomic<Bool>(arrivalGapUs == nil)
+                if let gap = arrivalGapUs {
+                    let all = requests
+                    pending = []
+                    let feeder = Thread {
+                        for request in all {
+                            _ = try? engine.add(request)
+                            usleep(UInt32(gap))
+                        }
+                        arrived.store(true, ordering: .releasing)
+                    }
+                    feeder.start()
+                }
                 func arrive() throws {
                     let n = arrivalsPerStep ?? pending.count
                     for request in pending.prefix(n) { try engine.add(request) }
@@ -190,8 +213,9 @@ struct BenchEngineCommand: ParsableCommand {
                 try arrive()
                 var steps = 0
                 let start = monotonicNanos()
-                while engine.hasWork || !pending.isEmpty {
+                while engine.hasWork || !pending.isEmpty || !arrived.load(ordering: .acquiring) {
                     try arrive()
+                    guard engine.hasWork else { usleep(50); continue }
                     if let failed = engine.step().first(where: { $0.error != nil }) { throw ValidationError("request \(failed.id) failed: \(failed.error!)") }
                     steps += 1
                 }
