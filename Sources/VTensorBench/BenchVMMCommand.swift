@@ -117,6 +117,17 @@ struct LayoutRead: Codable {
     var note: String?
 }
 
+/// One allocation of `chunks` chunks created, mapped, granted access, unmapped and released with
+/// one driver call each (16 times).
+struct SlabCost: Codable {
+    var chunks: Int
+    var create: Percentiles
+    var map: Percentiles
+    var setAccess: Percentiles
+    var unmap: Percentiles
+    var release: Percentiles
+}
+
 struct VMMBenchReport: Codable {
     var date: String
     var backend: String
@@ -125,6 +136,7 @@ struct VMMBenchReport: Codable {
     var latencies: [OperationLatency]
     var mapper: MapperThroughput?
     var access: AccessRuns?
+    var slabs: [SlabCost] = []
     var stepAhead: [StepAheadResult]
     var launch: LaunchInterference?
     var copy: CopyBandwidth?
@@ -209,6 +221,15 @@ struct BenchVMMCommand: ParsableCommand {
                 mapper.add(["copy kernel ms: mapper mapping, access per run", a.copyMillisMappingPerRun.map { fixed($0, 3) } ?? "-"])
             }
             out += mapper.render() + "\n"
+        }
+        if !r.slabs.isEmpty {
+            var slabs = Table(title: "One allocation of n chunks, one driver call each (p50 us; the last column: set access a chunk)",
+                              header: ["chunks", "create", "map", "set access", "unmap", "release", "set access / chunk"])
+            for c in r.slabs {
+                slabs.add(["\(c.chunks)", fixed(c.create.p50Micros, 1), fixed(c.map.p50Micros, 1), fixed(c.setAccess.p50Micros, 1),
+                           fixed(c.unmap.p50Micros, 1), fixed(c.release.p50Micros, 1), fixed(c.setAccess.p50Micros / Double(c.chunks), 2)])
+            }
+            out += slabs.render() + "\n"
         }
         var steps = Table(title: "Consumer waits on mappings requested one step ahead", header: ["scenario", "steps", "requests", "step ms", "chunks/step", "max", "steps delayed", "wait mean us", "wait max us", "chunk p99 / max us"])
         for s in r.stepAhead {

@@ -11,7 +11,7 @@ struct VMMBench {
     let steps: Int
     let log: Bool
     let stages: Set<String>
-    static let allStages = ["latency", "mapper", "access", "steps", "launch", "copy", "layouts"]
+    static let allStages = ["latency", "mapper", "access", "slabs", "steps", "launch", "copy", "layouts"]
     var gpu: CUDAWork? { device as? CUDAWork }
     var backend: any MemoryBackend { device.backend }
     var chunk: Int { backend.chunkSize }
@@ -29,12 +29,14 @@ struct VMMBench {
         let latencies = try stage("latency", "measuring per-chunk driver calls (\(chunks) chunks)...") { try measureLatencies() } ?? []
         let mapper = try stage("mapper", "measuring the asynchronous mapper...") { try measureMapper() }
         let access = try stage("access", "measuring access granted per run of chunks...") { try measureAccessRuns() }
+        for name in ["slabs", "launch"] where gpu == nil && stages.contains(name) { say("(\(name): a GPU stage, not measured on \(backend.name))") }
+        let slabs = try gpu.flatMap { gpu in try stage("slabs", "measuring allocations of several chunks, mapped in one call...") { try measureSlabs(gpu) } }
         let stepAhead = try stage("steps", "measuring step-ahead waits (\(steps) steps)...") { try measureStepAhead() } ?? []
         let launch = try gpu.flatMap { gpu in try stage("launch", "measuring kernel launches while mapping...") { try measureLaunches(gpu) } }
         let copy = try stage("copy", "measuring copy bandwidth...") { try measureCopy() }
         let layouts = try stage("layouts", "measuring KV layout read bandwidth...") { try measureLayouts() }
         return VMMBenchReport(date: todayUTC(), backend: backend.name, device: device.name, chunkSize: chunk,
-                              latencies: latencies, mapper: mapper, access: access, stepAhead: stepAhead, launch: launch,
+                              latencies: latencies, mapper: mapper, access: access, slabs: slabs ?? [], stepAhead: stepAhead, launch: launch,
                               copy: copy, layoutShape: layouts?.0 ?? "", layouts: layouts?.1 ?? [])
     }
 
@@ -445,6 +447,41 @@ struct VMMBench {
         return AccessRuns(chunks: n, runs: costs, backendUnmapsRuns: backend.unmapsRuns,
                           mapperPerChunk: perChunk, mapperPerRun: perRun,
                           copyMillisIdle: copies?.idle, copyMillisMappingPerChunk: copies?.perChunk, copyMillisMappingPerRun: copies?.perRun)
+    }
+
+    /// GPU: one physical allocation of n chunks (cuMemCreate of n x 2 MiB), mapped with one call
+    /// and granted access with one call, n from 1 to 128. A chunk each costs ~26 us of set access
+    /// whatever the run (the access stage): if a mapping of a larger allocation costs about the
+    /// same as a chunk's, a cached prefix copied into one allocation could be aliased by each
+    /// request that shares it with two driver calls instead of two a chunk.
+    func measureSlabs(_ gpu: CUDAWork) throws -> [SlabCost] {
+        let context = gpu.context
+        try context.makeCurrent()
+        let driver = context.driver
+        var costs: [SlabCost] = []
+        for n in [1, 8, 32, 128] {
+            let bytes = n * chunk
+            let base = try driver.reserveAddressRange(size: bytes, alignment: chunk)
+            defer { try? driver.freeAddressRange(base, size: bytes) }
+            var samples: [String: [UInt64]] = [:]
+            func timed(_ name: String, _ body: () throws -> Void) rethrows {
+                let start = monotonicNanos()
+                try body()
+                samples[name, default: []].append(monotonicNanos() - start)
+            }
+            for _ in 0..<16 {
+                var handle: UInt64 = 0
+                try timed("create") { handle = try driver.createPhysical(size: bytes, device: context.ordinal) }
+                try timed("map") { try driver.map(address: base, size: bytes, handle: handle) }
+                try timed("set access") { try driver.setAccess(address: base, size: bytes, device: context.ordinal) }
+                try timed("unmap") { try driver.unmap(address: base, size: bytes) }
+                try timed("release") { try driver.releasePhysical(handle) }
+            }
+            costs.append(SlabCost(chunks: n, create: Percentiles(samples["create"]!), map: Percentiles(samples["map"]!),
+                                  setAccess: Percentiles(samples["set access"]!), unmap: Percentiles(samples["unmap"]!),
+                                  release: Percentiles(samples["release"]!)))
+        }
+        return costs
     }
 
     /// Median milliseconds of `body` over `reps` runs, timed with CUDA events after one warm-up.
