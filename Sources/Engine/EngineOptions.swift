@@ -39,8 +39,8 @@ public struct EngineOptions: Sendable, Equatable {
     /// grammar's mask, penalties, `min_tokens`) queues its forward pass first and its sampling
     /// once those picks are in, while the forward pass runs; off: such a step waits for the step
     /// before it to finish before it is planned (no pipelining for it). On by default: on an H200
-    /// a repetition penalty on every request ran at 1.49x with it, a grammar on every request at
-    /// 1.29x (docs/perf.md).
+    /// a repetition penalty on every request ran at 1.42x with it, a grammar on every request at
+    /// 1.22x, and unconstrained requests the same (docs/perf.md, 2026-12-05).
     public var lateDraws = true
     /// The order waiting requests are admitted in.
     public var schedulePolicy: SchedulePolicy

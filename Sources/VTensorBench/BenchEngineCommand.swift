@@ -54,6 +54,8 @@ struct BenchEngineCommand: ParsableCommand {
     var arrivalGapUs: Int?
     @Option(help: "shared-prefix: milliseconds each step of the null model takes (a sleep standing in for the GPU).")
     var stepSleepMs = 0.0
+    @Option(help: "Microseconds each chunk's granted access takes on the host backend (an H200's cuMemSetAccess: ~26), so the mapper is as slow as a GPU's.")
+    var setAccessDelayUs: UInt32 = 0
     @Option(help: "multi-turn: the order waiting requests start in.") var schedulePolicy: SchedulePolicy = .fcfs
     @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
     @Option(help: "multi-turn: size each step's prompt tokens to the work waiting, with this step overhead in tokens (default: a fixed budget).")
@@ -153,7 +155,13 @@ struct BenchEngineCommand: ParsableCommand {
         config.maxPositionEmbeddings = tokensPerRequest
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
         let bytes = requestsHeld * (tokensPerRequest + 16) * shape.tokenBytes
-        let backend = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
+        let host = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
+        var backend: any MemoryBackend = host
+        if setAccessDelayUs > 0 {
+            let slow = FaultInjectingBackend(wrapping: host)
+            slow.setSetAccessDelay(micros: setAccessDelayUs)
+            backend = slow
+        }
         let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)), accessPerRun: perRun ?? (accessPerRun == .on),
                                        unmapPerRun: unmapPerRun == .on)
         let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)

@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 
 /// Wraps a backend and makes chosen operations fail: on demand (`failNext`), at random with a
@@ -23,6 +24,8 @@ public final class FaultInjectingBackend: MemoryBackend {
         var chunkLimit: Int?
         var liveChunks = 0
         var injected: [Operation: Int] = [:]
+        /// Microseconds each granted access takes, on the caller's thread (a driver's cost per mapping).
+        var setAccessDelayMicros: UInt32 = 0
     }
 
     public init(wrapping inner: any MemoryBackend, seed: UInt64 = 1) {
@@ -41,6 +44,12 @@ public final class FaultInjectingBackend: MemoryBackend {
     /// Makes each call of `operation` fail with probability `rate`.
     public func setFailureRate(_ operation: Operation, _ rate: Double) {
         state.withLock { $0.rates[operation] = rate }
+    }
+
+    /// Makes each set access take `micros` microseconds (CUDA's costs ~26 us a chunk on an H200),
+    /// so the host backend's mapper is as slow as a GPU's.
+    public func setSetAccessDelay(micros: UInt32) {
+        state.withLock { $0.setAccessDelayMicros = micros }
     }
 
     /// At most this many live chunks; creating more fails as out of memory.
@@ -120,6 +129,8 @@ public final class FaultInjectingBackend: MemoryBackend {
 
     public func setAccess(at address: UInt64, bytes: Int) throws {
         try maybeFail(.setAccess)
+        let delay = state.withLock { $0.setAccessDelayMicros }
+        if delay > 0 { usleep(delay * UInt32(max(1, bytes / inner.chunkSize))) }
         try inner.setAccess(at: address, bytes: bytes)
     }
 
