@@ -384,6 +384,7 @@ public final class Engine: @unchecked Sendable {
         }
         stats.preemptions += plan.preempted.count
         stats.prefetchesReleased += plan.released.count
+        stats.prefixHitTokens -= plan.releasedHitTokens
         var failedRows: [(EngineSequence, String)] = []
         for id in plan.admitted {
             let sequence = sequences[id]!

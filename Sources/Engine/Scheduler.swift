@@ -99,8 +99,12 @@ public struct SchedulerOutput: Sendable {
     public var admitted: [RequestID] = []
     /// Requests admitted (or given KV while waiting) from a cached prefix, with its tokens.
     public var prefixHits: [(id: RequestID, tokens: Int)] = []
-    /// Waiting requests whose prefetched KV was taken back for memory a running request needed.
+    /// Waiting requests whose prefetched KV was taken back: for memory a running request needed,
+    /// or because more of their prompt is cached (or being computed) than they attached ahead.
     public var released: [RequestID] = []
+    /// The cached tokens those requests had attached (counted as hits when they attached: a
+    /// request that attaches again counts its hit again).
+    public var releasedHitTokens = 0
     public var tokenCount: Int { rows.reduce(0) { $0 + $1.count } }
 }
 
@@ -270,6 +274,11 @@ struct Scheduler {
         var computing = waiting.isEmpty ? nil : prefix.map { runningPrefixes($0) }
         while slot < waiting.count, seats > 0, budget > 0, logitRows > 0 {
             let sequence = waiting[slot]
+            // KV given ahead from what was cached then: if more is cached now, or a running request
+            // is computing more of it, it starts again from there (it computed nothing yet).
+            if let prefix, sequence.prefetched, isStale(sequence, prefix: prefix, computing: computing) {
+                release(sequence, ledger: &ledger, output: &output, prefix: prefix)
+            }
             if let prefix, let computing, !sequence.hasKV, isHeldBack(sequence, prefix: prefix, computing: computing) {
                 slot += 1
                 continue
@@ -329,17 +338,36 @@ struct Scheduler {
     /// of it than the cache holds (at least one more whole chunk): once that one leaves, this one
     /// finds the prefix cached instead of computing it a second time side by side.
     func isHeldBack(_ sequence: EngineSequence, prefix: PrefixCache, computing: [Int: [EngineSequence]]) -> Bool {
+        guard sequence.readsPrefixCache else { return false }
+        return sharedWithComputing(sequence, prefix: prefix, computing: computing) >= prefix.lookup(sequence).tokens + prefix.tree.tokensPerBlock
+    }
+
+    /// The longest prefix of `sequence`'s tokens, in whole blocks, that a request in `computing`
+    /// (running, or admitted ahead of it) shares.
+    func sharedWithComputing(_ sequence: EngineSequence, prefix: PrefixCache, computing: [Int: [EngineSequence]]) -> Int {
         let block = prefix.tree.tokensPerBlock
-        guard sequence.readsPrefixCache, sequence.tokens.count > block, let others = computing[sequence.firstBlockKey(block)] else { return false }
+        guard sequence.tokens.count > block, let others = computing[sequence.firstBlockKey(block)] else { return 0 }
         let limit = sequence.tokens.count - 1
         var shared = 0
-        for other in others.prefix(8) where other.salt == sequence.salt {
+        for other in others.prefix(8) where other.salt == sequence.salt && other !== sequence {
             var n = 0
             let bound = min(limit, other.tokens.count)
             while n < bound && other.tokens[n] == sequence.tokens[n] { n += 1 }
             shared = max(shared, n / block * block)
         }
-        return shared >= prefix.lookup(sequence).tokens + block
+        return shared
+    }
+
+    /// Whether a waiting request given KV ahead (a prefetch, or a prefix aliased ahead) attached
+    /// less than it could start from now: at least a block more is cached, or is being computed
+    /// by a request in `computing`. (A group's requests queued behind full seats alias the part
+    /// of their prompt cached then; the first of them to run computes the rest.)
+    func isStale(_ sequence: EngineSequence, prefix: PrefixCache, computing: [Int: [EngineSequence]]?) -> Bool {
+        guard sequence.hasKV, sequence.readsPrefixCache else { return false }
+        let block = prefix.tree.tokensPerBlock
+        if prefix.lookup(sequence).tokens >= sequence.computed + block { return true }
+        guard let computing else { return false }
+        return sharedWithComputing(sequence, prefix: prefix, computing: computing) >= sequence.computed + block
     }
 
     /// Takes back the reservation of the last prefetched waiting request (other than `except`);
@@ -347,8 +375,15 @@ struct Scheduler {
     private mutating func releasePrefetch(except: EngineSequence?, ledger: inout KVLedger, output: inout SchedulerOutput,
                                           prefix: PrefixCache?) -> Bool {
         guard let victim = waiting.last(where: { $0.prefetched && $0 !== except }) else { return false }
+        release(victim, ledger: &ledger, output: &output, prefix: prefix)
+        return true
+    }
+
+    /// Takes back a waiting request's prefetched KV: it waits without any, as if never prefetched.
+    private func release(_ victim: EngineSequence, ledger: inout KVLedger, output: inout SchedulerOutput, prefix: PrefixCache?) {
         if let prefix {
             // Its KV goes now (it computed nothing; what it aliased stays cached).
+            output.releasedHitTokens += victim.computed
             prefix.giveBack(victim, ledger: &ledger)
         } else {
             ledger.release(victim.id)
@@ -356,7 +391,6 @@ struct Scheduler {
         victim.prefetched = false
         victim.aliasedAhead = false
         output.released.append(victim.id)
-        return true
     }
 
     /// Gives a running request's memory back; it waits at the head of the queue to recompute

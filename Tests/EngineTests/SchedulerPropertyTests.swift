@@ -534,6 +534,39 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         }
     }
 
+    /// A group whose prompt is partly cached (an earlier request shared its first 24 tokens)
+    /// queues behind running requests that hold every seat: the requests further back alias
+    /// what is cached ahead, the leader among them too. Once the leader computes the rest of the
+    /// shared prefix, the others must start from all of it, not from the part they aliased
+    /// ahead: aliasing ahead may never cost a hit.
+    @Test(arguments: [0, 4096]) func aliasingAheadNeverCostsAHit(aliasAheadChunks: Int) throws {
+        let model = try FakeModel(context: 96, budgetChunks: 160)
+        var options = EngineOptions(maxNumSeqs: 2, maxNumBatchedTokens: 48)
+        options.aliasAheadChunks = aliasAheadChunks
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let system = (0..<40).map { 1 + ($0 &* 5) % 47 }
+        try engine.add(GenerationRequest(prompt: Array(system.prefix(24)) + [2], parameters: SamplingParameters(temperature: 0, maxTokens: 2)))
+        try engine.runUntilIdle()
+        // Two long requests hold both seats while the group arrives.
+        for i in 0..<2 {
+            try engine.add(GenerationRequest(prompt: (0..<12).map { 3 + ($0 + i * 7) % 40 }, parameters: SamplingParameters(temperature: 0, maxTokens: 12, ignoreEOS: true)))
+        }
+        _ = engine.step()
+        let prompts = (0..<6).map { i in system + [3 + i, 5, 7 + i] }
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 3))) }
+        var outputs: [RequestID: [Int]] = [:]
+        engine.runUntilIdle { for output in $0 { outputs[output.id, default: []] += output.tokens.map(\.id) } }
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 3, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        let stats = engine.statistics
+        if aliasAheadChunks > 0 { #expect(stats.aliasedAhead > 0, "the group should alias its cached 24 tokens ahead") }
+        // The first computes 16 more shared tokens; the other five find all 40 cached.
+        let groupComputed = stats.promptTokensComputed - 25 - 24
+        #expect(groupComputed == 43 - 24 + 5 * 3, "the group computed \(groupComputed) prompt tokens")
+        #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+    }
+
     /// A cached prefix that cannot be aliased (here the driver refuses the new request's address
     /// range) is computed again, correctly, and counted with its error: a lost hit is never silent.
     @Test func aPrefixThatCannotBeAliasedIsComputedAgainAndCounted() throws {
