@@ -143,35 +143,30 @@ struct ForcedCallStreamer {
         }
     }
 
-    /// Reads the list as far as it goes: `[`, then calls separated by `,`, then `]`.
+    /// Reads the list as far as it goes: `[`, then calls separated by `,`, then `]`, whitespace
+    /// between them. Anything else leaves it holding (the answer goes out whole at its end).
     private mutating func readList(final: Bool, into calls: inout [ToolCallDelta]) {
-        func skipSpace() { while consumed < s.count, s[consumed].properties.isWhitespace { consumed += 1 } }
-        while true {
+        while phase != .done && phase != .holding {
+            while consumed < s.count, s[consumed].properties.isWhitespace { consumed += 1 }
+            guard consumed < s.count else { return }
+            let next = s[consumed]
             switch phase {
             case .open:
-                skipSpace()
-                guard consumed < s.count else { return }
-                guard s[consumed] == "[" else { phase = .holding; return }
+                guard next == "[" else { phase = .holding; return }
                 consumed += 1
                 phase = .call
             case .call:
-                skipSpace()
-                guard consumed < s.count else { return }
                 switch body.advance(s, consumed: &consumed, final: final, into: &calls) {
                 case .waiting: return
-                case .notStreamable: phase = .holding; return
+                case .notStreamable: phase = .holding
                 case .argumentsEnded: phase = .afterArguments
                 }
             case .afterArguments:
-                skipSpace()
-                guard consumed < s.count else { return }
-                guard s[consumed] == "}" else { phase = .holding; return }
+                guard next == "}" else { phase = .holding; return }
                 consumed += 1
                 phase = .afterCall
             case .afterCall:
-                skipSpace()
-                guard consumed < s.count else { return }
-                switch s[consumed] {
+                switch next {
                 case ",": consumed += 1; phase = .call
                 case "]": consumed += 1; phase = .done
                 default: phase = .holding
