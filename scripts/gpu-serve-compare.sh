@@ -11,6 +11,8 @@
 #                 with no cached prefixes aliased ahead (--alias-ahead-chunks 0)
 #   vtensor-sized, nocache-sized  vtensor and nocache with steps sized to the work waiting
 #                 (--step-overhead-tokens 512)
+#   vtensor-packed  vtensor with published prefixes packed into slabs (--pack-prefix-chunks 32:
+#                 each request aliasing a shared system prompt maps it with one driver call)
 #   VTENSOR_FLAGS="..." adds flags to every vtensor server (vtensor, nocache, paged and the variants)
 #   hf        `transformers serve --continuous-batching` (needs the carried web wheels)
 # Usage: SYSTEMS="vtensor nocache paged hf" WORKLOADS="random sharegpt shared-prefix multi-turn sweep" \
@@ -67,6 +69,7 @@ start_server() {
     nocache) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache ${VTENSOR_FLAGS:-} ;;
     vtensor-noprefetch) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --prefetch-steps 0 ${VTENSOR_FLAGS:-} ;;
     vtensor-noalias) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --alias-ahead-chunks 0 ${VTENSOR_FLAGS:-} ;;
+    vtensor-packed) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --pack-prefix-chunks 32 ${VTENSOR_FLAGS:-} ;;
     vtensor-sized) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --step-overhead-tokens 512 ${VTENSOR_FLAGS:-} ;;
     nocache-sized) exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --no-prefix-cache --step-overhead-tokens 512 ${VTENSOR_FLAGS:-} ;;
     paged)   exec "$bin" serve --model "$model" --backend cuda --port $port --served-model-name served --kv paged ${VTENSOR_FLAGS:-} ;;
@@ -205,6 +208,7 @@ for w in workloads:
         print(f"server {s:<14}{w:<14} hit {100 * h / q if q else 0:5.1f}% of {int(q)} tokens, computed {int(c.get('vtensor:prompt_tokens_computed_total', 0))}, "
               f"attach/publish failures {int(c.get('vtensor:prefix_cache_attach_failures_total', 0))}/{int(c.get('vtensor:prefix_cache_publish_failures_total', 0))}, "
               f"prefetches {int(c.get('vtensor:prefetches_total', 0))} (aliased ahead {int(c.get('vtensor:prefetches_aliased_ahead_total', 0))}), "
+              f"packed {int(c.get('vtensor:prefix_cache_packs_total', 0))} ({int(c.get('vtensor:prefix_cache_packed_chunks_total', 0))} chunks), "
               f"evicted {int(c.get('vtensor:prefix_cache_evicted_chunks_total', 0))} chunks, takeovers {int(c.get('vtensor:prefix_cache_takeovers_total', 0))}, "
               f"preemptions {int(c.get('vllm:num_preemptions_total', 0))}, blocked mapping waits {int(c.get('vtensor:mapping_waits_blocked_total', 0))} "
               f"of {int(c.get('vtensor:mapping_waits_total', 0))} ({1000 * c.get('vtensor:mapping_wait_seconds_total', 0):.0f} ms)")

@@ -35,6 +35,8 @@ public struct EngineFlags: ParsableArguments {
     public var prefetchSteps: Int?
     @Option(parsing: .unconditional, help: "GPU, virtual tensors with the prefix cache: the most chunk mappings queued for waiting requests further back than the next step, which alias their cached prefixes ahead (default 16384; 0: none).")
     public var aliasAheadChunks: Int?
+    @Option(parsing: .unconditional, help: "GPU, virtual tensors with the prefix cache: a running request that publishes at least N new chunks of its prompt while waiting requests share them gives the cache a copy packed into one allocation, which each of those requests maps with one driver call instead of two per chunk (default 0: never; the copy holds the chunks twice while the request runs).")
+    public var packPrefixChunks: Int?
     @Option(parsing: .unconditional, help: "Size each step's prompt tokens to the prompt work waiting, sqrt(waiting prompt tokens x N) within --max-num-batched-tokens, N a step's fixed cost counted in prompt tokens (about 512 for an 8B model on an H200): a wave of short prompts gets shorter steps and its first tokens sooner; a deep queue keeps full steps. Default: every step fills --max-num-batched-tokens.")
     public var stepOverheadTokens: Int?
     @Option(help: "GPU, virtual tensors: grant access once per run of adjacent chunks the mapper maps together, one cuMemSetAccess over the run (on), or once per chunk (off).")
@@ -60,6 +62,7 @@ public struct EngineFlags: ParsableArguments {
         }
         if let prefetchSteps, prefetchSteps < 0 { throw ValidationError("--prefetch-steps must be at least 0, got \(prefetchSteps)") }
         if let aliasAheadChunks, aliasAheadChunks < 0 { throw ValidationError("--alias-ahead-chunks must be at least 0, got \(aliasAheadChunks)") }
+        if let packPrefixChunks, packPrefixChunks < 0 { throw ValidationError("--pack-prefix-chunks must be at least 0, got \(packPrefixChunks)") }
         if let maxModelLen, maxModelLen < 2 {
             throw ValidationError("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
         }
@@ -97,6 +100,7 @@ public struct EngineFlags: ParsableArguments {
             options.prefetchSteps = max(1, prefetchSteps)
         }
         if let aliasAheadChunks { options.aliasAheadChunks = aliasAheadChunks }
+        if let packPrefixChunks { options.packPrefixChunks = packPrefixChunks }
         options.stepOverheadTokens = stepOverheadTokens
         return options
     }

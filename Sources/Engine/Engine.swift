@@ -117,7 +117,7 @@ public final class Engine: @unchecked Sendable {
         mapper = options.asyncMapping ? storage.virtualCache.map { AsyncMapper(memory: $0.memory, threadSetup: mapperThreadSetup) } : nil
         pipelined = options.pipelineSteps && model.samplesOnDevice
         lateDraws = pipelined && options.lateDraws && model.queuesSteps && model.queuesSamplingLate
-        prefixCache = options.prefixCaching ? PrefixCache(store: storage.prefixStore) : nil
+        prefixCache = options.prefixCaching ? PrefixCache(store: storage.prefixStore, packBlocks: options.packPrefixChunks) : nil
     }
 
     deinit { mapper?.shutdown() }
@@ -311,6 +311,8 @@ public final class Engine: @unchecked Sendable {
             stats.prefixHeldChunks = prefixCache.cachedUnits
             stats.prefixAttachFailures = prefixCache.attachFailures
             stats.prefixPublishFailures = prefixCache.publishFailures
+            stats.prefixPacks = prefixCache.packs
+            stats.prefixPackedChunks = prefixCache.packedUnits
             stats.prefixLastFailure = prefixCache.lastFailure
         }
         shared.withLock { s in
@@ -491,7 +493,7 @@ public final class Engine: @unchecked Sendable {
         if let prefixCache, !scheduler.waiting.isEmpty {
             for row in rows where !row.isDecode {
                 guard let sequence = sequences[row.id], sequence.hasKV, sequence.computed >= row.start + row.count else { continue }
-                prefixCache.publish(sequence, written: row.start + row.count, ledger: &ledger)
+                prefixCache.publish(sequence, written: row.start + row.count, ledger: &ledger, waiting: scheduler.waiting)
             }
         }
         return (step, fail(failedRows, stats: &stats))
@@ -885,6 +887,8 @@ extension EngineStatistics {
         prefixHeldChunks = step.prefixHeldChunks
         prefixAttachFailures = step.prefixAttachFailures
         prefixPublishFailures = step.prefixPublishFailures
+        prefixPacks = step.prefixPacks
+        prefixPackedChunks = step.prefixPackedChunks
         prefixLastFailure = step.prefixLastFailure
     }
 }

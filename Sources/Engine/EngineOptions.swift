@@ -32,6 +32,13 @@ public struct EngineOptions: Sendable, Equatable {
     /// the mapper maps them in the time steps leave it. About 0.6 s of driver calls (H200, shared
     /// prefix: 4,096 gained nothing, 16,384 took the GPU's idle time a step from 5.7 to 3.3 ms).
     public var aliasAheadChunks = 16384
+    /// With the prefix cache on virtual tensors: a running request that publishes at least this
+    /// many new chunks of its prompt while other waiting requests share them gives the cache a
+    /// copy packed into one slab (one physical allocation) instead of its own chunks, so each
+    /// request that aliases the prefix maps it with one driver call and one set access instead of
+    /// one of each per chunk (0: never). The copy costs the published chunks again while the
+    /// request runs. Off until measured on a GPU (docs/perf.md, 2026-12-05, "slabs").
+    public var packPrefixChunks = 0
     /// Plan and queue step N+1 while the model runs step N, feeding N's picks to N+1 where they
     /// are (for a model that samples on the device; others collect each step before the next).
     public var pipelineSteps: Bool
@@ -85,6 +92,7 @@ public struct EngineOptions: Sendable, Equatable {
             throw EngineError.invalidOptions("step overhead tokens must be at least 1, got \(stepOverheadTokens)")
         }
         guard aliasAheadChunks >= 0 else { throw EngineError.invalidOptions("alias-ahead chunks must be >= 0, got \(aliasAheadChunks)") }
+        guard packPrefixChunks >= 0 else { throw EngineError.invalidOptions("pack-prefix chunks must be >= 0, got \(packPrefixChunks)") }
     }
 }
 

@@ -87,6 +87,9 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     /// store would not share, and the last such error: each should stay 0 / nil.
     public var prefixAttachFailures = 0
     public var prefixPublishFailures = 0
+    /// Publishes whose chunks the cache took as a copy packed into a slab, and the chunks copied.
+    public var prefixPacks = 0
+    public var prefixPackedChunks = 0
     public var prefixLastFailure: String?
     /// Hit tokens over queried tokens (0 with nothing queried).
     public var prefixHitRate: Double { prefixQueriedTokens > 0 ? Double(prefixHitTokens) / Double(prefixQueriedTokens) : 0 }

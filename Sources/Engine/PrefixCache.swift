@@ -27,10 +27,18 @@ final class PrefixCache {
     private(set) var publishFailures = 0
     private(set) var lastFailure: String?
 
-    init(store: any PrefixStore) {
+    /// Publishes of at least this many new blocks that waiting requests share are packed into a
+    /// slab (`EngineOptions.packPrefixChunks`; 0: never).
+    let packBlocks: Int
+    /// Publishes packed, and the units their copies took.
+    private(set) var packs = 0
+    private(set) var packedUnits = 0
+
+    init(store: any PrefixStore, packBlocks: Int = 0) {
         cache = store
         tree = PrefixTree(tokensPerBlock: store.blockTokens)
         unitsPerNode = store.unitsPerBlock
+        self.packBlocks = packBlocks > 0 && store.packsPrefixes ? packBlocks : 0
     }
 
     /// Chunks (ledger units) the cache holds.
@@ -138,8 +146,13 @@ final class PrefixCache {
     /// requests waiting for that prefix start from it while this one generates. The request
     /// pins them (they are its own memory too: the ledger counts them once, as the cache's).
     /// Returns whether the tree took any.
+    ///
+    /// When at least `packBlocks` of those chunks are new to the tree and a request in `waiting`
+    /// shares them, the tree gets a copy packed into one slab instead (`PrefixStore.sharePacked`):
+    /// the requests that alias it map it with one driver call each. The copy is the cache's
+    /// memory (the ledger must have room for it); the request keeps its own chunks.
     @discardableResult
-    func publish(_ sequence: EngineSequence, written: Int, ledger: inout KVLedger) -> Bool {
+    func publish(_ sequence: EngineSequence, written: Int, ledger: inout KVLedger, waiting: [EngineSequence] = []) -> Bool {
         guard sequence.hasKV else { return false }
         let block = tree.tokensPerBlock
         let full = min(written, sequence.tokens.count) / block
@@ -147,16 +160,44 @@ final class PrefixCache {
         guard full > (current?.tokens ?? 0) / block else { return false }
         let holder = nextHolder
         nextHolder += 1
-        do {
-            try cache.share(sequence.id, chunks: full, asHolder: holder)
-        } catch {
-            publishFailures += 1
-            lastFailure = "publishing \(full) chunks of running request \(sequence.id): \(error)"
-            return false
-        }
         let tokens = Array(sequence.tokens.prefix(full * block))
+        var packed = false
+        if packBlocks > 0 {
+            let known = tree.lookup(tokens, salt: sequence.salt, limit: tokens.count).tokens / block
+            let units = (full - known) * unitsPerNode
+            if full - known >= packBlocks, units <= ledger.freeChunks, sharedByWaiting(sequence, blocks: known, waiting) {
+                do {
+                    packed = try cache.sharePacked(sequence.id, from: known, chunks: full, asHolder: holder)
+                } catch {
+                    // Not a failure to publish: the plain share below still does.
+                    lastFailure = "packing chunks \(known)..<\(full) of running request \(sequence.id): \(error)"
+                }
+            }
+        }
+        if !packed {
+            do {
+                try cache.share(sequence.id, chunks: full, asHolder: holder)
+            } catch {
+                publishFailures += 1
+                lastFailure = "publishing \(full) chunks of running request \(sequence.id): \(error)"
+                return false
+            }
+        }
         let insertion = tree.insert(tokens, salt: sequence.salt, holder: holder)
         settle(insertion, holder: holder, ledger: &ledger)
+        if packed {
+            // The copy is the cache's own memory; the request keeps all of its chunks.
+            let units = insertion.kept.count * unitsPerNode
+            ledger.cache(units)
+            keptUnits += units
+            packs += 1
+            packedUnits += units
+            let path = tree.lookup(tokens, salt: sequence.salt, limit: tokens.count)
+            tree.acquire(path)
+            if let current { tree.release(current) }
+            pins[sequence.id] = path
+            return !insertion.kept.isEmpty
+        }
         // Its pins now cover the whole path (the nodes it matched, and those it just added).
         let path = tree.lookup(tokens, salt: sequence.salt, limit: tokens.count)
         tree.acquire(path)
@@ -167,6 +208,19 @@ final class PrefixCache {
         keptUnits += shared
         sharedRunningUnits += shared
         return !insertion.kept.isEmpty
+    }
+
+    /// Whether a waiting request that reads the cache starts with `sequence`'s first block and its
+    /// block `blocks` (the first one a publish would add): it would alias what is published. A
+    /// look at two blocks of at most 64 requests, not a whole-prefix comparison.
+    private func sharedByWaiting(_ sequence: EngineSequence, blocks: Int, _ waiting: [EngineSequence]) -> Bool {
+        let block = tree.tokensPerBlock
+        let first = 0..<block, next = (blocks * block)..<((blocks + 1) * block)
+        guard sequence.tokens.count >= next.upperBound else { return false }
+        return waiting.prefix(64).contains { other in
+            other !== sequence && other.salt == sequence.salt && other.readsPrefixCache && other.tokens.count > next.upperBound
+                && other.tokens[first] == sequence.tokens[first] && other.tokens[next] == sequence.tokens[next]
+        }
     }
 
     /// Carries out what an insertion at `holder` decided: the holder is freed if the tree keeps

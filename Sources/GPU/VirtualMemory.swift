@@ -42,6 +42,12 @@ extension CUDADriver {
         try check(api.cuMemMap(address, size, 0, handle, 0), "cuMemMap")
     }
 
+    /// `cuMemMap` of `size` bytes of `handle` from byte `offset` on (a part of an allocation of
+    /// several chunks); `offset` and `size` are multiples of the granularity.
+    public func map(address: UInt64, size: Int, offset: Int, handle: UInt64) throws {
+        try check(api.cuMemMap(address, size, offset, handle, 0), "cuMemMap")
+    }
+
     /// `cuMemUnmap`: unmaps `size` bytes at `address`; the device must no longer be using them.
     public func unmap(address: UInt64, size: Int) throws {
         try check(api.cuMemUnmap(address, size), "cuMemUnmap")

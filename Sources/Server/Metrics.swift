@@ -106,6 +106,11 @@ struct ServingMetrics {
         out.counter("vtensor:prefix_cache_publish_failures_total",
                     help: "Running requests' computed prompt chunks the cache could not share with waiting requests (should stay 0).",
                     Double(s.prefixPublishFailures))
+        out.counter("vtensor:prefix_cache_packs_total",
+                    help: "Published prefixes the cache took as a copy packed into one allocation (--pack-prefix-chunks).",
+                    Double(s.prefixPacks))
+        out.counter("vtensor:prefix_cache_packed_chunks_total", help: "KV chunks copied into packed prefixes.",
+                    Double(s.prefixPackedChunks))
         out.counter("vtensor:prefetches_total", help: "Waiting requests given their first prompt chunk's KV ahead of admission (virtual tensors).",
                     Double(s.prefetches))
         out.counter("vtensor:prefetches_released_total", help: "Prefetched requests that gave their KV back for memory a running request needed.",

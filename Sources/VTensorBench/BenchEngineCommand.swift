@@ -54,8 +54,10 @@ struct BenchEngineCommand: ParsableCommand {
     var arrivalGapUs: Int?
     @Option(help: "shared-prefix: milliseconds each step of the null model takes (a sleep standing in for the GPU).")
     var stepSleepMs = 0.0
-    @Option(help: "Microseconds each chunk's granted access takes on the host backend (an H200's cuMemSetAccess: ~26), so the mapper is as slow as a GPU's.")
+    @Option(help: "Microseconds each mapping's granted access takes on the host backend (an H200's cuMemSetAccess: ~26 a chunk, or a slab's run), so the mapper is as slow as a GPU's. Copies (a packed prefix's) then move no bytes: on a GPU they are queued on the stream, and the null model's KV holds nothing.")
     var setAccessDelayUs: UInt32 = 0
+    @Option(help: "shared-prefix, virtual tensors: --pack-prefix-chunks values to run as arms, comma-separated (0: no packing; e.g. 0,64 for the A/B).")
+    var packPrefixChunks = "0"
     @Option(help: "multi-turn: the order waiting requests start in.") var schedulePolicy: SchedulePolicy = .fcfs
     @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
     @Option(help: "multi-turn: size each step's prompt tokens to the work waiting, with this step overhead in tokens (default: a fixed budget).")
@@ -160,6 +162,7 @@ struct BenchEngineCommand: ParsableCommand {
         if setAccessDelayUs > 0 {
             let slow = FaultInjectingBackend(wrapping: host)
             slow.setSetAccessDelay(micros: setAccessDelayUs)
+            slow.setSkipsCopies(true)
             backend = slow
         }
         let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)), accessPerRun: perRun ?? (accessPerRun == .on),
@@ -182,20 +185,29 @@ struct BenchEngineCommand: ParsableCommand {
         let workload = SharedPrefixWorkload(groups: groups, perGroup: 16, systemLength: 2048, questionLength: 128, outputLength: sharedOutputLen)
         let requests = workload.requests(vocabulary: 1000..<config.vocabSize, seed: 1)
         var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
-                          header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate"])
+                          header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate", "packs"])
         var results: [Result] = []
         // The arms: virtual tensors with access granted per chunk and/or per run, then paged.
-        var arms: [(label: String, paged: Bool, perRun: Bool)] = []
-        if kv != .paged {
-            if accessPerRun != .on { arms.append((accessPerRun == .both ? "vtensor, access per chunk" : "vtensor", false, false)) }
-            if accessPerRun != .off { arms.append((accessPerRun == .both ? "vtensor, access per run" : "vtensor", false, true)) }
+        let packs = try packPrefixChunks.split(separator: ",").map { text -> Int in
+            guard let n = Int(text), n >= 0 else { throw ValidationError("--pack-prefix-chunks takes integers >= 0, got \(text)") }
+            return n
         }
-        if kv != .vtensor { arms.append(("paged", true, false)) }
+        var arms: [(label: String, paged: Bool, perRun: Bool, pack: Int)] = []
+        if kv != .paged {
+            for pack in packs {
+                let packed = pack > 0 ? ", pack \(pack)" : ""
+                if accessPerRun != .on { arms.append((accessPerRun == .both ? "vtensor, access per chunk" + packed : "vtensor" + packed, false, false, pack)) }
+                if accessPerRun != .off { arms.append((accessPerRun == .both ? "vtensor, access per run" + packed : "vtensor" + packed, false, true, pack)) }
+            }
+        }
+        if kv != .vtensor { arms.append(("paged", true, false, 0)) }
         for round in 0..<3 {
-            for (label, paged, perRun) in arms {
+            for (label, paged, perRun, pack) in arms {
+                var options = EngineOptions(maxNumSeqs: 256, maxNumBatchedTokens: 8192, pipelineSteps: pipelineSteps == .on, prefixCaching: prefixCache == .on)
+                options.packPrefixChunks = pack
                 let engine = try makeEngine(config: config, rows: 256,
                                             tokensPerRequest: workload.systemLength + workload.questionLength + workload.outputLength + 8,
-                                            requestsHeld: 2 * requests.count, paged: paged, perRun: perRun)
+                                            requestsHeld: 2 * requests.count, paged: paged, perRun: perRun, options: options)
                 (engine.model as? NullModel)?.sleepMs = stepSleepMs
                 // All at once, a few before each step, or from another thread in real time (as a
                 // server's requests come in).
@@ -230,9 +242,10 @@ struct BenchEngineCommand: ParsableCommand {
                 let seconds = Double(monotonicNanos() - start) / 1e9
                 let hit = engine.statistics.prefixHitRate
                 table.add([label, "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
-                           fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%"])
+                           fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%", "\(engine.statistics.prefixPacks)"])
+                let name = paged ? "shared-prefix-paged" : (perRun ? "shared-prefix-access-per-run" : "shared-prefix") + (pack > 0 ? "-pack-\(pack)" : "")
                 results.append(Result(rows: requests.count, medianMs: seconds * 1000 / Double(steps), microsPerRow: 0, addMs: 0,
-                                      workload: paged ? "shared-prefix-paged" : perRun ? "shared-prefix-access-per-run" : "shared-prefix", prefixCache: prefixCache == .on, prefixHitRate: hit))
+                                      workload: name, prefixCache: prefixCache == .on, prefixHitRate: hit))
             }
         }
         print(table.render())

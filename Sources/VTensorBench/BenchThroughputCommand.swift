@@ -407,7 +407,9 @@ struct BenchThroughputCommand: ParsableCommand {
         }
         table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (hit rate \(fixed(stats.prefixHitRate * 100, 1))%); "
                    + "\(stats.prefixKeptChunks) chunks kept (\(stats.prefixSharedRunningChunks) from running requests), \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"
-                   + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges whole" } ?? "")])
+                   + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges whole" } ?? "")
+                   + (stats.prefixPacks > 0 ? "; \(stats.prefixPacks) prefixes packed into slabs (\(stats.prefixPackedChunks) chunks, "
+                      + "\(model.kvStorage.virtualCache?.memory.accounting.runSplits ?? 0) runs split)" : "")])
         if let failure = stats.prefixLastFailure {
             table.add(["prefix cache failures", "\(stats.prefixAttachFailures) found but not reused, \(stats.prefixPublishFailures) not shared; the last: \(failure)"])
         }

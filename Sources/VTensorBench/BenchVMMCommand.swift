@@ -128,6 +128,24 @@ struct SlabCost: Codable {
     var release: Percentiles
 }
 
+/// A prefix of `chunks` chunks packed into one slab (`VirtualMemory.packSlab`), then aliased by
+/// followers that map it as one run, against followers aliasing the same prefix chunk by chunk.
+struct PackedPrefixCost: Codable {
+    var chunks: Int
+    var followers: Int
+    /// The pack: slab made, mapped for the copy, copied, the device synchronized.
+    var packMillis: Double
+    /// One follower's grow over the aliased prefix plus two fresh chunks, by the manager.
+    var packedGrow: Percentiles
+    var perChunkGrow: Percentiles
+    /// Driver calls a follower made (maps, set accesses), packed and per chunk.
+    var packedCallsPerFollower: Int
+    var perChunkCallsPerFollower: Int
+    /// 32-bit words of the followers' prefixes that did not read what the source holds (must be 0).
+    var mismatches: Int
+    var runSplits: Int
+}
+
 struct VMMBenchReport: Codable {
     var date: String
     var backend: String
@@ -137,6 +155,7 @@ struct VMMBenchReport: Codable {
     var mapper: MapperThroughput?
     var access: AccessRuns?
     var slabs: [SlabCost] = []
+    var packed: PackedPrefixCost?
     var stepAhead: [StepAheadResult]
     var launch: LaunchInterference?
     var copy: CopyBandwidth?
@@ -230,6 +249,13 @@ struct BenchVMMCommand: ParsableCommand {
                            fixed(c.unmap.p50Micros, 1), fixed(c.release.p50Micros, 1), fixed(c.setAccess.p50Micros / Double(c.chunks), 2)])
             }
             out += slabs.render() + "\n"
+        }
+        if let p = r.packed {
+            var packed = Table(title: "A \(p.chunks)-chunk prefix aliased by \(p.followers) followers: packed into one slab (one run a follower) or chunk by chunk (pack: \(fixed(p.packMillis, 2)) ms)",
+                               header: ["followers map", "grow p50 us", "p99 us", "driver calls a follower", "mismatched words", "runs split"])
+            packed.add(["the packed slab", fixed(p.packedGrow.p50Micros, 1), fixed(p.packedGrow.p99Micros, 1), "\(p.packedCallsPerFollower)", "\(p.mismatches)", "\(p.runSplits)"])
+            packed.add(["the source's chunks", fixed(p.perChunkGrow.p50Micros, 1), fixed(p.perChunkGrow.p99Micros, 1), "\(p.perChunkCallsPerFollower)", "", ""])
+            out += packed.render() + "\n"
         }
         var steps = Table(title: "Consumer waits on mappings requested one step ahead", header: ["scenario", "steps", "requests", "step ms", "chunks/step", "max", "steps delayed", "wait mean us", "wait max us", "chunk p99 / max us"])
         for s in r.stepAhead {

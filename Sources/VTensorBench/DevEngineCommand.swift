@@ -37,6 +37,8 @@ struct DevEngineCommand: ParsableCommand {
     var cudaGraphs: OnOff = .on
     @Option(help: "Batched run, GPU, virtual tensors: access granted and chunks unmapped once per run of adjacent chunks where the driver takes it (on), or once per chunk (off).")
     var accessPerRun: OnOff = .off
+    @Option(help: "Batched run, virtual tensors: published prefixes of at least this many new chunks that waiting requests share go into the cache packed into one allocation (0: never).")
+    var packPrefixChunks = 0
 
     static let config: ModelConfig = {
         let json = """
@@ -93,9 +95,10 @@ struct DevEngineCommand: ParsableCommand {
         // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
         if kv == .paged && kind != .cuda { throw ValidationError("--kv paged runs on the GPU only") }
         let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv, graphs: cudaGraphs == .on, perRun: accessPerRun == .on)
-        let engine = try Engine(model: batchedModel, tokenizer: nil, eosTokenIds: [],
-                                options: EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
-                                                       asyncMapping: batchedModel.computesAsynchronously, pipelineSteps: pipelineSteps == .on))
+        var options = EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
+                                    asyncMapping: batchedModel.computesAsynchronously, pipelineSteps: pipelineSteps == .on)
+        options.packPrefixChunks = packPrefixChunks
+        let engine = try Engine(model: batchedModel, tokenizer: nil, eosTokenIds: [], options: options)
         var ids: [RequestID] = []
         for (prompt, count) in zip(prompts, lengths) {
             ids.append(try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: count, ignoreEOS: true))))
@@ -167,7 +170,7 @@ struct DevEngineCommand: ParsableCommand {
         table.add(["batched run", "\(stats.steps) steps (\(mixedSteps) mixing decodes with prompt chunks, \(stats.pipelinedSteps) queued while the step before ran), "
                    + "\(stats.preemptions) preemptions, \(stats.prefillRows) prefill rows"])
         table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (\(fixed(stats.prefixHitRate * 100, 1))%), "
-                   + "\(stats.prefixKeptChunks) chunks kept, \(stats.prefixEvictedChunks) evicted"])
+                   + "\(stats.prefixKeptChunks) chunks kept, \(stats.prefixEvictedChunks) evicted, \(stats.prefixPacks) packed into slabs (\(stats.prefixPackedChunks) chunks)"])
         if let gpu = batchedModel as? GPUModel, cudaGraphs == .on {
             let totals = gpu.stepTotals
             table.add(["CUDA graphs", "\(totals.graphReplays) decode steps replayed, \(totals.graphCaptures) graphs captured, \(totals.graphDirect) first sightings run directly"])

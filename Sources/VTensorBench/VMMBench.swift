@@ -11,7 +11,7 @@ struct VMMBench {
     let steps: Int
     let log: Bool
     let stages: Set<String>
-    static let allStages = ["latency", "mapper", "access", "slabs", "steps", "launch", "copy", "layouts"]
+    static let allStages = ["latency", "mapper", "access", "slabs", "packed", "steps", "launch", "copy", "layouts"]
     var gpu: CUDAWork? { device as? CUDAWork }
     var backend: any MemoryBackend { device.backend }
     var chunk: Int { backend.chunkSize }
@@ -31,12 +31,13 @@ struct VMMBench {
         let access = try stage("access", "measuring access granted per run of chunks...") { try measureAccessRuns() }
         for name in ["slabs", "launch"] where gpu == nil && stages.contains(name) { say("(\(name): a GPU stage, not measured on \(backend.name))") }
         let slabs = try gpu.flatMap { gpu in try stage("slabs", "measuring allocations of several chunks, mapped in one call...") { try measureSlabs(gpu) } }
+        let packed = try stage("packed", "measuring a prefix packed into a slab, aliased as one run...") { try measurePacked() } ?? nil
         let stepAhead = try stage("steps", "measuring step-ahead waits (\(steps) steps)...") { try measureStepAhead() } ?? []
         let launch = try gpu.flatMap { gpu in try stage("launch", "measuring kernel launches while mapping...") { try measureLaunches(gpu) } }
         let copy = try stage("copy", "measuring copy bandwidth...") { try measureCopy() }
         let layouts = try stage("layouts", "measuring KV layout read bandwidth...") { try measureLayouts() }
         return VMMBenchReport(date: todayUTC(), backend: backend.name, device: device.name, chunkSize: chunk,
-                              latencies: latencies, mapper: mapper, access: access, slabs: slabs ?? [], stepAhead: stepAhead, launch: launch,
+                              latencies: latencies, mapper: mapper, access: access, slabs: slabs ?? [], packed: packed, stepAhead: stepAhead, launch: launch,
                               copy: copy, layoutShape: layouts?.0 ?? "", layouts: layouts?.1 ?? [])
     }
 
@@ -482,6 +483,63 @@ struct VMMBench {
                                   release: Percentiles(samples["release"]!)))
         }
         return costs
+    }
+
+    /// A 128-chunk prefix packed into one slab, then 16 followers aliasing it (each maps it as one
+    /// run, plus two fresh chunks of its own), against 16 aliasing the source's chunks one by one.
+    /// Every follower's prefix is checked against the pattern written into the source. Nil where
+    /// the backend makes no slabs.
+    func measurePacked() throws -> PackedPrefixCost? {
+        guard backend.makesSlabs else {
+            say("(packed: the \(backend.name) backend makes no slabs)")
+            return nil
+        }
+        let n = 128, followers = 16, words = chunk / 4
+        let counting = FaultInjectingBackend(wrapping: backend)
+        let memory = try VirtualMemory(backend: counting, budget: .bytes((2 * n + 4 * followers + 16) * chunk), lowWatermark: 0, highWatermark: 0)
+        let source = try memory.makeTensor(bytes: (n + 2) * chunk)
+        try memory.grow(source, toChunks: n)
+        try device.fill(source.base, words: n * words, seed: 41)
+        let holder = try memory.makeTensor(bytes: (n + 2) * chunk)
+        let packStart = monotonicNanos()
+        guard try memory.packSlab(from: source, chunks: 0..<n, into: holder) else { throw VTensorError.outOfMemory("packing \(n) chunks was refused") }
+        try device.synchronize()
+        let packMillis = Double(monotonicNanos() - packStart) / 1e6
+        var mismatches = 0
+        func followersOf(_ prefixHolder: VirtualTensor) throws -> (Percentiles, Int) {
+            var samples: [UInt64] = []
+            let callsBefore = counting.callCounts.values.reduce(0, +)
+            var made: [VirtualTensor] = []
+            for k in 0..<followers {
+                let t = try memory.makeTensor(bytes: (n + 2) * chunk)
+                try memory.aliasOnGrow((0..<n).map { (t, $0, prefixHolder, $0) })
+                let start = monotonicNanos()
+                try memory.grow(t, toChunks: n + 2)
+                samples.append(monotonicNanos() - start)
+                // The whole prefix for the first follower, its first and last chunk for the others.
+                if k == 0 {
+                    mismatches += try device.mismatches(t.base, words: n * words, seed: 41)
+                } else {
+                    mismatches += try device.mismatches(t.base, words: words, seed: 41)
+                }
+                made.append(t)
+            }
+            let calls = counting.callCounts.values.reduce(0, +) - callsBefore
+            for t in made { try memory.free(t) }
+            try device.synchronize()
+            try memory.drain()
+            return (Percentiles(samples), calls / followers)
+        }
+        let (packedGrow, packedCalls) = try followersOf(holder)
+        let (perChunkGrow, perChunkCalls) = try followersOf(source)
+        let splits = memory.accounting.runSplits
+        try memory.free(holder)
+        try memory.free(source)
+        try device.synchronize()
+        try memory.drain()
+        _ = try memory.trim(to: 0)
+        return PackedPrefixCost(chunks: n, followers: followers, packMillis: packMillis, packedGrow: packedGrow, perChunkGrow: perChunkGrow,
+                                packedCallsPerFollower: packedCalls, perChunkCallsPerFollower: perChunkCalls, mismatches: mismatches, runSplits: splits)
     }
 
     /// Median milliseconds of `body` over `reps` runs, timed with CUDA events after one warm-up.

@@ -65,6 +65,8 @@ struct TestRandom: RandomNumberGenerator {
         options.stepOverheadTokens = trial.seed % 3 == 1 ? Int.random(in: 1...32, using: &random) : nil
         // Late draws in half the trials (they matter to queued, pipelined ones).
         options.lateDraws = trial.seed % 4 >= 2
+        // Published prefixes packed into slabs in two trials of five (from one new chunk, or two).
+        options.packPrefixChunks = [1, 0, 2, 0, 0][Int(trial.seed % 5)]
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
         #expect(engine.maxSequenceLength <= (trial.paged ? pageCount * 4 : budgetChunks * 8))
@@ -565,6 +567,49 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         let groupComputed = stats.promptTokensComputed - 25 - 24
         #expect(groupComputed == 43 - 24 + 5 * 3, "the group computed \(groupComputed) prompt tokens")
         #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+    }
+
+    /// With `packPrefixChunks`, a group leader's published prefix goes into the cache as a copy
+    /// packed into a slab while the rest of its group waits: each of them maps the packed chunks
+    /// as one run. Same tokens and hits as without packing, no run split, the ledger and the
+    /// memory manager agree every step, and everything goes back at the end.
+    @Test(arguments: [0, 2]) func aPackedPrefixServesItsGroupAsOneRunEach(pack: Int) throws {
+        let model = try FakeModel(context: 80, budgetChunks: 96)
+        var options = EngineOptions(maxNumSeqs: 16, maxNumBatchedTokens: 100)
+        options.packPrefixChunks = pack
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let prompts = (0..<4).flatMap { g in
+            (0..<4).map { q in (0..<40).map { 1 + ($0 * 7 + g * 13) % 47 } + [3 + q, 5 + g, 7] }
+        }
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 4))) }
+        let memory = try #require(model.kvStorage.virtualCache?.memory)
+        var outputs: [RequestID: [Int]] = [:]
+        var sawRuns = false
+        engine.runUntilIdle { step in
+            for output in step { outputs[output.id, default: []] += output.tokens.map(\.id) }
+            #expect(memory.audit().isEmpty, "\(memory.audit())")
+            #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+            #expect(memory.accounting.created <= 96)
+            sawRuns = sawRuns || memory.accounting.runMappings > 0
+        }
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 4, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        let stats = engine.statistics
+        #expect(stats.prefixHitTokens == 4 * 3 * 40, "hits \(stats.prefixHitTokens)")
+        #expect(memory.accounting.runSplits == 0)
+        if pack > 0 {
+            #expect(stats.prefixPacks >= 4, "\(stats.prefixPacks) packs")
+            #expect(stats.prefixPackedChunks >= 4 * 4, "\(stats.prefixPackedChunks) chunks packed")  // a publish of one new chunk is not packed
+            #expect(sawRuns, "no follower mapped a packed prefix as a run")
+        } else {
+            #expect(stats.prefixPacks == 0 && memory.accounting.packedSlabs == 0)
+        }
+        #expect(engine.resetPrefixCache())
+        _ = engine.step()
+        try memory.drain()
+        _ = try memory.trim(to: 0)
+        #expect(memory.accounting.inUse == 0 && memory.accounting.slabs == 0 && memory.accounting.runMappings == 0)
     }
 
     /// A cached prefix that cannot be aliased (here the driver refuses the new request's address

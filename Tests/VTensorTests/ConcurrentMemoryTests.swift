@@ -28,6 +28,8 @@ import Testing
         // the machine's load (17 and 20 in one loaded run on two shared cores): enough to be sure the race is run.
         #expect(counts["freed while mapping", default: 0] >= 5, "\(counts)")
         #expect(counts["handed over", default: 0] > 50 && counts["aliased", default: 0] > 200 && counts["leases", default: 0] > 50, "\(counts)")
+        // Slab runs were mapped, and some were cut in part and split.
+        #expect(counts["packed", default: 0] > 50 && counts["run mappings seen", default: 0] > 0 && counts["runs split", default: 0] > 0, "\(counts)")
     }
 
     func run(_ host: HostBackend, seed: UInt64, accessPerRun: Bool) throws -> [String: Int] {
@@ -71,7 +73,7 @@ import Testing
         }
 
         for step in 0..<1500 {
-            let op = live.count < 6 ? 0 : pick(10)
+            let op = live.count < 6 ? 0 : pick(11)
             counts["\(op)", default: 0] += 1
             switch op {
             case 0, 1:
@@ -130,6 +132,29 @@ import Testing
                 // This thread grows the same tensor the mapper may be growing.
                 let i = pick(live.count)
                 try memory.grow(live[i].tensor, toChunks: live[i].chunks)
+            case 9:
+                // A mapped prefix packed into a slab, held by a new sealed tensor as pending
+                // aliases; tensors made later alias it (ops 0 and 1) and the mapper maps each
+                // run of it in one call. Releases, shrinks and copy-on-write then cut those runs.
+                let source = live[pick(live.count)].tensor
+                let mapped = memory.inspect { inspector in (0..<source.chunkCount).prefix { inspector.isMapped(source, chunk: $0) }.count }
+                guard mapped >= 2 else { break }
+                let holder = try memory.makeTensor(bytes: source.chunkCount * testChunk)
+                let k = 2 + pick(mapped - 1)
+                if try memory.packSlab(from: source, chunks: 0..<k, into: holder) {
+                    try memory.seal(holder)
+                    live.append(Live(tensor: holder, chunks: 0, ticket: nil))
+                    counts["packed", default: 0] += 1
+                    // A follower grown here at once (one run), now and then cut in part at once too.
+                    let follower = try memory.makeTensor(bytes: (k + 2) * testChunk)
+                    try memory.aliasOnGrow((0..<k).map { (follower, $0, holder, $0) })
+                    counts["aliased", default: 0] += k
+                    try memory.grow(follower, toChunks: k + 1)
+                    if pick(2) == 0 { try memory.release(follower, chunks: [pick(k)]) }
+                    live.append(Live(tensor: follower, chunks: k + 1, ticket: nil))
+                } else {
+                    try memory.free(holder)
+                }
             default:
                 let i = pick(live.count)
                 let tensor = live[i].tensor
@@ -146,6 +171,9 @@ import Testing
             }
             let problems = memory.audit { backendAgrees($0, host) }
             #expect(problems == [], "step \(step), op \(op): \(problems)")
+            let accounting = memory.accounting
+            if accounting.runMappings > 0 { counts["run mappings seen", default: 0] += 1 }
+            counts["runs split"] = accounting.runSplits
             if step % 8 == 0 { try checkContents() }
         }
         for entry in live {

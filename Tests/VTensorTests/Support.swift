@@ -31,5 +31,7 @@ func backendAgrees(_ a: MemoryAccounting, _ host: HostBackend) -> [String] {
     if c.liveChunks != a.created { problems.append("backend has \(c.liveChunks) chunks, manager says \(a.created)") }
     if c.mappings != a.mappings { problems.append("backend has \(c.mappings) mappings, manager says \(a.mappings)") }
     if c.reservations != a.reservations { problems.append("backend has \(c.reservations) reservations, manager says \(a.reservations)") }
+    if c.slabs != a.slabs { problems.append("backend has \(c.slabs) slabs, manager says \(a.slabs)") }
+    if c.runMappings != a.runMappings { problems.append("backend has \(c.runMappings) run mappings, manager says \(a.runMappings)") }
     return problems
 }

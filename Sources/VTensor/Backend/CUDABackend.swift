@@ -56,11 +56,107 @@ public final class CUDABackend: MemoryBackend {
     }
 
     public func releaseChunk(_ chunk: PhysicalChunk) throws {
+        guard Self.slabPart(chunk) == nil else {
+            throw BackendError(operation: "releaseChunk", message: "\(chunk) belongs to a slab: release the slab whole")
+        }
         try wrap { try current().releasePhysical(chunk.raw) }
     }
 
     public func map(_ chunk: PhysicalChunk, at address: UInt64) throws {
-        try wrap { try current().map(address: address, size: chunkSize, handle: chunk.raw) }
+        if let (slab, index) = Self.slabPart(chunk) {
+            let handle = try slabHandle(slab)
+            try wrap { try current().map(address: address, size: chunkSize, offset: index * chunkSize, handle: handle) }
+        } else {
+            try wrap { try current().map(address: address, size: chunkSize, handle: chunk.raw) }
+        }
+    }
+
+    // MARK: Slabs
+
+    /// A slab's chunks are named by the slab's number and their index in it, with the top bit
+    /// set (a `cuMemCreate` handle is a pointer-sized value without it); the table holds each
+    /// slab's handle.
+    private struct SlabTable {
+        var next: UInt64 = 1
+        var handles: [UInt64: (handle: UInt64, count: Int)] = [:]
+    }
+    private let slabTable = Mutex(SlabTable())
+    private static let slabBit: UInt64 = 1 << 63
+    private static let indexBits: UInt64 = 24
+
+    private static func slabPart(_ chunk: PhysicalChunk) -> (slab: UInt64, index: Int)? {
+        guard chunk.raw & slabBit != 0 else { return nil }
+        let bits = chunk.raw & ~slabBit
+        return (bits >> indexBits, Int(bits & ((1 << indexBits) - 1)))
+    }
+
+    private func slabHandle(_ slab: UInt64) throws -> UInt64 {
+        guard let entry = slabTable.withLock({ $0.handles[slab] }) else {
+            throw BackendError(operation: "map", message: "slab \(slab) is not live")
+        }
+        return entry.handle
+    }
+
+    /// Whether `cuMemMap` takes an offset into an allocation here, for one chunk and for a run
+    /// (asked once, on a scratch allocation of two chunks).
+    public var makesSlabs: Bool { slabProbe.withLock { known in
+        if let known { return known }
+        let answer = probeSlabs()
+        known = answer
+        return answer
+    } }
+    private let slabProbe = Mutex<Bool?>(nil)
+
+    public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
+        guard count > 0, UInt64(count) < (1 << Self.indexBits) else {
+            throw BackendError(operation: "createSlab", message: "a slab of \(count) chunks")
+        }
+        let handle = try wrap { try current().createPhysical(size: count * chunkSize, device: ordinal) }
+        let slab = slabTable.withLock { table -> UInt64 in
+            let slab = table.next
+            table.next += 1
+            table.handles[slab] = (handle, count)
+            return slab
+        }
+        return (0..<count).map { PhysicalChunk(raw: Self.slabBit | (slab << Self.indexBits) | UInt64($0)) }
+    }
+
+    public func releaseSlab(_ chunks: [PhysicalChunk]) throws {
+        guard let first = chunks.first, let (slab, index) = Self.slabPart(first), index == 0,
+              let entry = slabTable.withLock({ $0.handles[slab] }), entry.count == chunks.count else {
+            throw BackendError(operation: "releaseSlab", message: "\(chunks.first.map { "\($0)" } ?? "nothing") + \(chunks.count) chunks is not a whole slab")
+        }
+        try wrap { try current().releasePhysical(entry.handle) }
+        _ = slabTable.withLock { $0.handles.removeValue(forKey: slab) }
+    }
+
+    public func mapRun(_ chunks: [PhysicalChunk], at address: UInt64) throws {
+        guard let first = chunks.first, let (slab, index) = Self.slabPart(first),
+              chunks.enumerated().allSatisfy({ $1.raw == first.raw + UInt64($0) }) else {
+            throw BackendError(operation: "mapRun", message: "\(chunks.count) chunks that are not adjacent chunks of one slab")
+        }
+        let handle = try slabHandle(slab)
+        try wrap { try current().map(address: address, size: chunks.count * chunkSize, offset: index * chunkSize, handle: handle) }
+    }
+
+    public func unmapRun(at address: UInt64, chunks count: Int) throws {
+        try wrap { try current().unmap(address: address, size: count * chunkSize) }
+    }
+
+    /// Maps the second chunk of a two-chunk allocation alone (offset one chunk), then both as one
+    /// run, with access each time; false if the driver refuses any of it.
+    private func probeSlabs() -> Bool {
+        guard let driver = try? current(), let base = try? driver.reserveAddressRange(size: 3 * chunkSize, alignment: chunkSize) else { return false }
+        defer { try? driver.freeAddressRange(base, size: 3 * chunkSize) }
+        guard let handle = try? driver.createPhysical(size: 2 * chunkSize, device: ordinal) else { return false }
+        defer { try? driver.releasePhysical(handle) }
+        guard (try? driver.map(address: base, size: chunkSize, offset: chunkSize, handle: handle)) != nil else { return false }
+        defer { try? driver.unmap(address: base, size: chunkSize) }
+        guard (try? driver.setAccess(address: base, size: chunkSize, device: ordinal)) != nil else { return false }
+        let run = base + UInt64(chunkSize)
+        guard (try? driver.map(address: run, size: 2 * chunkSize, offset: 0, handle: handle)) != nil else { return false }
+        defer { try? driver.unmap(address: run, size: 2 * chunkSize) }
+        return (try? driver.setAccess(address: run, size: 2 * chunkSize, device: ordinal)) != nil
     }
 
     public func setAccess(at address: UInt64, bytes: Int) throws {

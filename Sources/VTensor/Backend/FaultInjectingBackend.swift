@@ -26,6 +26,10 @@ public final class FaultInjectingBackend: MemoryBackend {
         var injected: [Operation: Int] = [:]
         /// Microseconds each granted access takes, on the caller's thread (a driver's cost per mapping).
         var setAccessDelayMicros: UInt32 = 0
+        /// Mappings `mapRun` made (address -> chunks): a set access pays the delay once per mapping.
+        var runs: [UInt64: Int] = [:]
+        /// Copies succeed without moving bytes (see `setSkipsCopies`).
+        var skipsCopies = false
     }
 
     public init(wrapping inner: any MemoryBackend, seed: UInt64 = 1) {
@@ -50,6 +54,13 @@ public final class FaultInjectingBackend: MemoryBackend {
     /// so the host backend's mapper is as slow as a GPU's.
     public func setSetAccessDelay(micros: UInt32) {
         state.withLock { $0.setAccessDelayMicros = micros }
+    }
+
+    /// Makes copies succeed without moving a byte: for benchmarks over a model that writes
+    /// nothing into its KV, standing in for a GPU, where a copy is queued on the stream and costs
+    /// the host nothing (the host backend's memmove would fault in and zero every page).
+    public func setSkipsCopies(_ skips: Bool) {
+        state.withLock { $0.skipsCopies = skips }
     }
 
     /// At most this many live chunks; creating more fails as out of memory.
@@ -129,9 +140,58 @@ public final class FaultInjectingBackend: MemoryBackend {
 
     public func setAccess(at address: UInt64, bytes: Int) throws {
         try maybeFail(.setAccess)
-        let delay = state.withLock { $0.setAccessDelayMicros }
-        if delay > 0 { usleep(delay * UInt32(max(1, bytes / inner.chunkSize))) }
+        let size = inner.chunkSize
+        let (delay, mappings) = state.withLock { s -> (UInt32, Int) in
+            guard s.setAccessDelayMicros > 0 else { return (0, 0) }
+            // The driver's cost is per allocation mapped: a run of a slab counts once.
+            var mappings = 0, offset = 0
+            while offset < bytes {
+                let run = s.runs[address + UInt64(offset)] ?? 1
+                mappings += 1
+                offset += run * size
+            }
+            return (s.setAccessDelayMicros, mappings)
+        }
+        if delay > 0 { usleep(delay * UInt32(max(1, mappings))) }
         try inner.setAccess(at: address, bytes: bytes)
+    }
+
+    public var makesSlabs: Bool { inner.makesSlabs }
+
+    public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
+        try maybeFail(.create)
+        let limited = state.withLock { s -> Bool in
+            if let limit = s.chunkLimit, s.liveChunks + count > limit { return true }
+            s.liveChunks += count
+            return false
+        }
+        if limited {
+            state.withLock { $0.injected[.create, default: 0] += 1 }
+            throw BackendError(operation: "create", message: "device out of memory (injected chunk limit)", isOutOfMemory: true)
+        }
+        do {
+            return try inner.createSlab(chunks: count)
+        } catch {
+            state.withLock { $0.liveChunks -= count }
+            throw error
+        }
+    }
+
+    public func releaseSlab(_ chunks: [PhysicalChunk]) throws {
+        try inner.releaseSlab(chunks)
+        state.withLock { $0.liveChunks -= chunks.count }
+    }
+
+    public func mapRun(_ chunks: [PhysicalChunk], at address: UInt64) throws {
+        try maybeFail(.map)
+        try inner.mapRun(chunks, at: address)
+        state.withLock { $0.runs[address] = chunks.count }
+    }
+
+    public func unmapRun(at address: UInt64, chunks count: Int) throws {
+        state.withLock { $0.unmapCalls += 1 }
+        try inner.unmapRun(at: address, chunks: count)
+        state.withLock { $0.runs[address] = nil }
     }
 
     public func unmap(at address: UInt64) throws {
@@ -149,6 +209,7 @@ public final class FaultInjectingBackend: MemoryBackend {
 
     public func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws {
         try maybeFail(.copy)
+        if state.withLock({ $0.skipsCopies }) { return }
         try inner.copy(from: source, to: destination, bytes: bytes)
     }
 

@@ -24,7 +24,9 @@ public final class HostBackend: MemoryBackend {
     private let capacityChunks: UInt64
     private let state = Mutex(State())
 
-    private struct Mapping { var chunk: PhysicalChunk; var accessible: Bool }
+    /// `run`: the one mapping this chunk belongs to (its first address and chunk count) when
+    /// `mapRun` made it; such a mapping is unmapped whole or not at all.
+    private struct Mapping { var chunk: PhysicalChunk; var accessible: Bool; var run: (start: UInt64, count: Int)? = nil }
 
     private struct State {
         var nextSlot: UInt64 = 0
@@ -38,6 +40,9 @@ public final class HostBackend: MemoryBackend {
         var nextReader: UInt64 = 1
         var fences: [UInt64: Set<UInt64>] = [:]
         var nextFence: UInt64 = 1
+        /// Slabs: first slot -> chunk count, and each slab slot -> its slab's first slot.
+        var slabs: [UInt64: Int] = [:]
+        var slabOf: [UInt64: UInt64] = [:]
     }
 
     /// - Parameters:
@@ -139,6 +144,9 @@ public final class HostBackend: MemoryBackend {
             guard let maps = s.liveChunks[chunk.raw] else {
                 throw BackendError(operation: "releaseChunk", message: "\(chunk) is not a live chunk")
             }
+            guard s.slabOf[chunk.raw] == nil else {
+                throw BackendError(operation: "releaseChunk", message: "\(chunk) belongs to a slab: release the slab whole")
+            }
             guard maps == 0 else {
                 throw BackendError(operation: "releaseChunk", message: "\(chunk) is still mapped at \(maps) address(es)")
             }
@@ -146,6 +154,103 @@ public final class HostBackend: MemoryBackend {
             _ = vt_punch_hole(fd, off_t(chunk.raw * UInt64(chunkSize)), off_t(chunkSize))
             s.liveChunks[chunk.raw] = nil
             s.freeSlots.append(chunk.raw)
+        }
+    }
+
+    // MARK: Slabs
+
+    /// A slab is `count` adjacent slots of the file: the first run of free slots that long, or
+    /// new slots at its end.
+    public var makesSlabs: Bool { true }
+
+    public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
+        guard count > 0 else { throw BackendError(operation: "createSlab", message: "a slab needs at least one chunk, got \(count)") }
+        return try state.withLock { s in
+            guard s.liveChunks.count + count <= Int(capacityChunks) else {
+                throw BackendError(operation: "createSlab", message: "host device memory exhausted (\(capacityChunks) chunks of \(chunkSize) bytes; \(s.liveChunks.count) live, \(count) asked)", isOutOfMemory: true)
+            }
+            let free = s.freeSlots.sorted()
+            var first: UInt64?
+            var runStart = 0
+            for i in free.indices {
+                if i > 0 && free[i] != free[i - 1] + 1 { runStart = i }
+                if i - runStart + 1 == count { first = free[runStart]; break }
+            }
+            if first == nil {
+                guard s.nextSlot + UInt64(count) <= capacityChunks else {
+                    throw BackendError(operation: "createSlab", message: "no \(count) adjacent free chunks in the host device's \(capacityChunks)", isOutOfMemory: true)
+                }
+                first = s.nextSlot
+                s.nextSlot += UInt64(count)
+            } else {
+                let taken = Set(first!..<(first! + UInt64(count)))
+                s.freeSlots.removeAll { taken.contains($0) }
+            }
+            let start = first!, end = start + UInt64(count)
+            if end > s.fileSlots {
+                guard ftruncate(fd, off_t(end * UInt64(chunkSize))) == 0 else {
+                    if start + UInt64(count) == s.nextSlot { s.nextSlot = start } else { s.freeSlots.append(contentsOf: start..<end) }
+                    throw BackendError(operation: "createSlab", message: "ftruncate: \(String(cString: strerror(errno)))", isOutOfMemory: true)
+                }
+                s.fileSlots = end
+            }
+            s.slabs[start] = count
+            for slot in start..<end {
+                s.liveChunks[slot] = 0
+                s.slabOf[slot] = start
+            }
+            return (start..<end).map { PhysicalChunk(raw: $0) }
+        }
+    }
+
+    public func releaseSlab(_ chunks: [PhysicalChunk]) throws {
+        try state.withLock { s in
+            guard let first = chunks.first, s.slabs[first.raw] == chunks.count,
+                  chunks.enumerated().allSatisfy({ $1.raw == first.raw + UInt64($0) }) else {
+                throw BackendError(operation: "releaseSlab", message: "\(chunks.first.map { "\($0)" } ?? "nothing") + \(chunks.count) chunks is not a whole slab")
+            }
+            for chunk in chunks where s.liveChunks[chunk.raw] != 0 {
+                throw BackendError(operation: "releaseSlab", message: "\(chunk) of the slab is still mapped")
+            }
+            _ = vt_punch_hole(fd, off_t(first.raw * UInt64(chunkSize)), off_t(chunks.count * chunkSize))
+            s.slabs[first.raw] = nil
+            for chunk in chunks {
+                s.liveChunks[chunk.raw] = nil
+                s.slabOf[chunk.raw] = nil
+                s.freeSlots.append(chunk.raw)
+            }
+        }
+    }
+
+    public func mapRun(_ chunks: [PhysicalChunk], at address: UInt64) throws {
+        try state.withLock { s in
+            guard let first = chunks.first else { throw BackendError(operation: "mapRun", message: "an empty run") }
+            let bytes = chunks.count * chunkSize
+            try checkInsideReservation(s, address: address, bytes: bytes, operation: "mapRun")
+            guard let slab = s.slabOf[first.raw],
+                  chunks.enumerated().allSatisfy({ $1.raw == first.raw + UInt64($0) && s.slabOf[$1.raw] == slab }) else {
+                throw BackendError(operation: "mapRun", message: "\(first) + \(chunks.count) chunks are not adjacent chunks of one slab")
+            }
+            for i in 0..<chunks.count where s.mappings[address + UInt64(i * chunkSize)] != nil {
+                throw BackendError(operation: "mapRun", message: "\(hex(address + UInt64(i * chunkSize))) is already mapped")
+            }
+            let result = mmap(pointer(address), bytes, PROT_NONE, MAP_SHARED | MAP_FIXED, fd, off_t(first.raw * UInt64(chunkSize)))
+            guard result != MAP_FAILED else {
+                throw BackendError(operation: "mapRun", message: "mmap: \(String(cString: strerror(errno)))")
+            }
+            for (i, chunk) in chunks.enumerated() {
+                s.liveChunks[chunk.raw]! += 1
+                s.mappings[address + UInt64(i * chunkSize)] = Mapping(chunk: chunk, accessible: false, run: (address, chunks.count))
+            }
+        }
+    }
+
+    public func unmapRun(at address: UInt64, chunks count: Int) throws {
+        try state.withLock { s in
+            guard let run = s.mappings[address]?.run, run.start == address, run.count == count else {
+                throw BackendError(operation: "unmapRun", message: "no mapping of \(count) chunks starts at \(hex(address))")
+            }
+            try unmapLocked(&s, address: address, count: count, operation: "unmapRun")
         }
     }
 
@@ -187,49 +292,41 @@ public final class HostBackend: MemoryBackend {
     }
 
     public func unmap(at address: UInt64) throws {
-        try state.withLock { s in
-            guard let mapping = s.mappings[address] else {
-                throw BackendError(operation: "unmap", message: "\(hex(address)) is not mapped")
-            }
-            let end = address + UInt64(chunkSize)
-            for reader in s.readers.values where reader.address < end && reader.address + UInt64(reader.bytes) > address {
-                throw BackendError(operation: "unmap", message: "\(hex(address)) has a live reader (device work in flight)")
-            }
-            // Put the PROT_NONE reservation back in place of the chunk.
-            let result = mmap(pointer(address), chunkSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
-            guard result != MAP_FAILED else {
-                throw BackendError(operation: "unmap", message: "mmap: \(String(cString: strerror(errno)))")
-            }
-            s.mappings[address] = nil
-            s.liveChunks[mapping.chunk.raw]! -= 1
-        }
+        try state.withLock { s in try unmapLocked(&s, address: address, count: 1, operation: "unmap") }
     }
 
     /// One `mmap` puts the reservation back over the whole run.
     public var unmapsRuns: Bool { true }
 
     public func unmap(at address: UInt64, chunks count: Int) throws {
-        try state.withLock { s in
-            let end = address + UInt64(count * chunkSize)
-            var chunks: [PhysicalChunk] = []
-            for i in 0..<count {
-                let at = address + UInt64(i * chunkSize)
-                guard let mapping = s.mappings[at] else {
-                    throw BackendError(operation: "unmap", message: "\(hex(at)) is not mapped")
-                }
-                chunks.append(mapping.chunk)
+        try state.withLock { s in try unmapLocked(&s, address: address, count: count, operation: "unmap") }
+    }
+
+    /// Unmaps `count` chunks from `address`: every one mapped, no live reader, and no mapping cut
+    /// in part (CUDA unmaps whole mappings only).
+    private func unmapLocked(_ s: inout State, address: UInt64, count: Int, operation: String) throws {
+        let end = address + UInt64(count * chunkSize)
+        var chunks: [PhysicalChunk] = []
+        for i in 0..<count {
+            let at = address + UInt64(i * chunkSize)
+            guard let mapping = s.mappings[at] else {
+                throw BackendError(operation: operation, message: "\(hex(at)) is not mapped")
             }
-            for reader in s.readers.values where reader.address < end && reader.address + UInt64(reader.bytes) > address {
-                throw BackendError(operation: "unmap", message: "\(hex(address)) + \(count) chunks has a live reader (device work in flight)")
+            if let run = mapping.run, run.start < address || run.start + UInt64(run.count * chunkSize) > end {
+                throw BackendError(operation: operation, message: "\(hex(at)) is part of a mapping of \(run.count) chunks at \(hex(run.start)): it unmaps whole")
             }
-            let result = mmap(pointer(address), count * chunkSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
-            guard result != MAP_FAILED else {
-                throw BackendError(operation: "unmap", message: "mmap: \(String(cString: strerror(errno)))")
-            }
-            for (i, chunk) in chunks.enumerated() {
-                s.mappings[address + UInt64(i * chunkSize)] = nil
-                s.liveChunks[chunk.raw]! -= 1
-            }
+            chunks.append(mapping.chunk)
+        }
+        for reader in s.readers.values where reader.address < end && reader.address + UInt64(reader.bytes) > address {
+            throw BackendError(operation: operation, message: "\(hex(address)) + \(count) chunks has a live reader (device work in flight)")
+        }
+        let result = mmap(pointer(address), count * chunkSize, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
+        guard result != MAP_FAILED else {
+            throw BackendError(operation: operation, message: "mmap: \(String(cString: strerror(errno)))")
+        }
+        for (i, chunk) in chunks.enumerated() {
+            s.mappings[address + UInt64(i * chunkSize)] = nil
+            s.liveChunks[chunk.raw]! -= 1
         }
     }
 
@@ -302,11 +399,17 @@ public final class HostBackend: MemoryBackend {
         public var liveChunks: Int
         public var mappings: Int
         public var reservations: Int
+        /// Live slabs (their chunks count in `liveChunks`), and mappings made by `mapRun`.
+        public var slabs: Int = 0
+        public var runMappings: Int = 0
     }
 
     /// What the backend itself holds: the ground truth the manager's accounting must match.
     public func census() -> Census {
-        state.withLock { Census(liveChunks: $0.liveChunks.count, mappings: $0.mappings.count, reservations: $0.reservationBases.count) }
+        state.withLock { s in
+            Census(liveChunks: s.liveChunks.count, mappings: s.mappings.count, reservations: s.reservationBases.count,
+                   slabs: s.slabs.count, runMappings: s.mappings.filter { $0.key == $0.value.run?.start }.count)
+        }
     }
 
     // MARK: Checks

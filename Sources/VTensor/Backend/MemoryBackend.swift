@@ -73,6 +73,24 @@ public protocol MemoryBackend: AnyObject, Sendable {
     /// Whether `unmap(at:chunks:)` unmaps a run in one call.
     var unmapsRuns: Bool { get }
 
+    /// Whether the backend makes slabs: one physical allocation of several chunks
+    /// (`createSlab`), whose chunks map alone (`map(_:at:)`, at their offset in the allocation)
+    /// or a run of adjacent ones in one mapping (`mapRun`). The driver's cost of a mapping is
+    /// per allocation mapped, not per byte (docs/perf.md, 2026-12-05), so a run of a slab maps
+    /// and gets access for about the price of one chunk.
+    var makesSlabs: Bool { get }
+    /// Creates one allocation of `count` chunks; returns its chunks in order (chunk i is bytes
+    /// `i * chunkSize ..< (i + 1) * chunkSize` of it). They are released together (`releaseSlab`),
+    /// never one by one.
+    func createSlab(chunks count: Int) throws -> [PhysicalChunk]
+    /// Releases a slab made by `createSlab` (all its chunks, in order), mapped nowhere.
+    func releaseSlab(_ chunks: [PhysicalChunk]) throws
+    /// Maps `chunks`, adjacent chunks of one slab in order, at `address` as one mapping: it is
+    /// unmapped whole (`unmapRun`), never in part, as CUDA requires.
+    func mapRun(_ chunks: [PhysicalChunk], at address: UInt64) throws
+    /// Unmaps the one mapping of `count` chunks that `mapRun` made at `address`.
+    func unmapRun(at address: UInt64, chunks count: Int) throws
+
     /// Copies device memory to device memory, ordered after earlier work on the backend's
     /// work stream.
     func copy(from source: UInt64, to destination: UInt64, bytes: Int) throws
@@ -93,6 +111,19 @@ public protocol MemoryBackend: AnyObject, Sendable {
 extension MemoryBackend {
     public var ordersWork: Bool { false }
     public var unmapsRuns: Bool { false }
+    public var makesSlabs: Bool { false }
+    public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
+        throw BackendError(operation: "createSlab", message: "the \(name) backend makes no slabs")
+    }
+    public func releaseSlab(_ chunks: [PhysicalChunk]) throws {
+        throw BackendError(operation: "releaseSlab", message: "the \(name) backend makes no slabs")
+    }
+    public func mapRun(_ chunks: [PhysicalChunk], at address: UInt64) throws {
+        throw BackendError(operation: "mapRun", message: "the \(name) backend makes no slabs")
+    }
+    public func unmapRun(at address: UInt64, chunks count: Int) throws {
+        throw BackendError(operation: "unmapRun", message: "the \(name) backend makes no slabs")
+    }
     public func unmap(at address: UInt64, chunks count: Int) throws {
         for i in 0..<count { try unmap(at: address + UInt64(i * chunkSize)) }
     }

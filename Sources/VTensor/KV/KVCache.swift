@@ -257,6 +257,44 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    /// Like `share`, but the holder keeps a copy: chunks `first..<chunks` of running request `id`
+    /// are copied into one slab per range (`VirtualMemory.packSlab`), and the holder keeps the
+    /// slab's chunks as pending aliases. A request that aliases them later maps each range's
+    /// run of the slab with one driver call and one set access, where the request's own chunks
+    /// would take one of each per chunk (~26 us apiece on an H200). The request keeps its own
+    /// chunks and is not the holder's twin; the copy costs `chunks - first` chunks per range
+    /// while it runs. Returns false, with nothing changed, when no slab can be made now (a
+    /// backend without slabs, or no room under the budget).
+    public func sharePacked(_ id: Int, from first: Int, chunks: Int, asHolder holder: Int) throws -> Bool {
+        try lock.withLock {
+            let entry = try entry(id)
+            guard holders[holder] == nil else { throw VTensorError.duplicateRequest(holder) }
+            guard first >= 0, first < chunks, chunks * layout.tokensPerChunk <= entry.length else {
+                throw VTensorError.invalidSize("cannot pack chunks \(first)..<\(chunks) of request \(id), which holds \(entry.length) tokens")
+            }
+            guard memory.backend.makesSlabs else { return false }
+            let made = try makeTensorsLocked()
+            do {
+                for (mine, theirs) in zip(made, entry.tensors) {
+                    guard try memory.packSlab(from: theirs, chunks: first..<chunks, into: mine) else {
+                        for tensor in made { try? memory.free(tensor) }
+                        return false
+                    }
+                }
+                for tensor in made { try memory.seal(tensor) }
+            } catch {
+                for tensor in made { try? memory.free(tensor) }
+                throw error
+            }
+            holders[holder] = made
+            holderTokens[holder] = chunks * layout.tokensPerChunk
+            return true
+        }
+    }
+
+    /// Whether the memory makes slabs: `sharePacked` can pack.
+    public var packsPrefixes: Bool { memory.backend.makesSlabs }
+
     /// Gives back chunks `chunks` of holder `holder` (every range), once in-flight work is done.
     public func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws {
         try lock.withLock {
@@ -327,7 +365,15 @@ public final class KVCache: @unchecked Sendable {
                 let partial = tokens % layout.tokensPerChunk, last = prefix.count - 1
                 // The boundary chunk is copied from a range that maps it (always, but for a holder
                 // whose own aliases were still pending: that one stays an alias, copied on write).
-                let copyFrom = partial > 0 ? mappedSourceLocked(holder: prefix[last].holder, chunk: last) : nil
+                var copyFrom = partial > 0 ? mappedSourceLocked(holder: prefix[last].holder, chunk: last) : nil
+                if partial > 0, copyFrom == nil, let theirs = holders[prefix[last].holder],
+                   memory.inspect({ m in theirs.allSatisfy { m.isSlabChunk($0, chunk: last) } }) {
+                    // A packed holder keeps pending aliases: its boundary chunk is mapped in the
+                    // holder, alone, once, to be the copy's source (aliased and copied on write,
+                    // it would cut the run it belongs to in every request that maps it).
+                    for tensor in theirs { try memory.mapPendingAlias(tensor, chunk: last) }
+                    copyFrom = theirs
+                }
                 let aliased = copyFrom == nil ? prefix.count : last
                 try memory.aliasOnGrow((0..<aliased).flatMap { i in
                     zip(tensors, sources[i]).map { mine, theirs in (mine, i, theirs, i) }
@@ -348,7 +394,9 @@ public final class KVCache: @unchecked Sendable {
 
     /// For each place, whether holder `holder` holds the same physical chunk there as the
     /// place's holder, in every range (a request that aliased cached chunks and left holds what
-    /// the cache's holders hold). One look at the memory manager for all of them.
+    /// the cache's holders hold). One look at the memory manager for all of them. A slab's chunk
+    /// never counts: it stays with the packed holder, which holds it without a mapping, and the
+    /// request that mapped it as part of a run gives the run back whole.
     public func holdSameChunks(_ holder: Int, as places: [(holder: Int, chunk: Int)]) -> [Bool] {
         lock.withLock {
             guard let mine = holders[holder] else { return places.map { _ in false } }
@@ -357,7 +405,8 @@ public final class KVCache: @unchecked Sendable {
                     guard let theirs = holders[place.holder] else { return false }
                     let index = place.chunk
                     return zip(mine, theirs).allSatisfy { x, y in
-                        guard index < x.chunkCount, index < y.chunkCount, let chunk = memory.heldChunk(x, chunk: index) else { return false }
+                        guard index < x.chunkCount, index < y.chunkCount, let chunk = memory.heldChunk(x, chunk: index),
+                              !memory.isSlabChunk(x, chunk: index) else { return false }
                         return memory.heldChunk(y, chunk: index) == chunk
                     }
                 }

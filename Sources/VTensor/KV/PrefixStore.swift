@@ -13,6 +13,12 @@ public protocol PrefixStore: AnyObject {
     func detach(_ id: Int, tokens: Int, asHolder holder: Int) throws
     /// Running request `id`'s first `chunks` blocks become `holder`'s too.
     func share(_ id: Int, chunks: Int, asHolder holder: Int) throws
+    /// Running request `id`'s blocks `first..<chunks` become `holder`'s as a copy packed into
+    /// one allocation, which requests map in one call (`KVCache.sharePacked`); false when the
+    /// store cannot pack now, with nothing changed.
+    func sharePacked(_ id: Int, from first: Int, chunks: Int, asHolder holder: Int) throws -> Bool
+    /// Whether `sharePacked` can ever pack here.
+    var packsPrefixes: Bool { get }
     func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws
     func freeHolder(_ holder: Int) throws
     /// For each place, whether `holder` holds the same memory there as the place's holder.
@@ -32,6 +38,9 @@ extension KVCache: PrefixStore {
 extension PagedKVCache: PrefixStore {
     public var blockTokens: Int { pageTokens }
     public var unitsPerBlock: Int { 1 }
+    /// Pages are one pool already: nothing to pack.
+    public var packsPrefixes: Bool { false }
+    public func sharePacked(_ id: Int, from first: Int, chunks: Int, asHolder holder: Int) throws -> Bool { false }
 }
 
 extension KVStorage {

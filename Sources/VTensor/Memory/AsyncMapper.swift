@@ -49,7 +49,8 @@ public final class AsyncMapper: @unchecked Sendable {
     }
 
     private var queue: [Item] = []
-    /// Chunks mapped before the queue is looked at again (about 1 ms of driver calls).
+    /// Chunks mapped before the queue is looked at again (about 1 ms of driver calls); a packed
+    /// prefix's run, mapped in one call, counts as one.
     public let sliceChunks: Int
     private var results: [UInt64: Result<Void, VTensorError>] = [:]
     private var nextTicket: UInt64 = 1
@@ -198,7 +199,7 @@ public final class AsyncMapper: @unchecked Sendable {
                     // A tensor freed while its growth waited here (its request left) is passed by.
                     if item.holes == nil { item.holes = try memory.holes(in: item.job, skippingFreed: true) }
                     let holes = item.holes!
-                    let end = min(holes.count, item.cursor + sliceChunks)
+                    let end = memory.sliceEnd(holes, from: item.cursor, calls: sliceChunks)
                     try memory.mapHoles(holes[item.cursor..<end], skippingFreed: true) { chunkTimes.append($0) }
                     item.cursor = end
                 } catch {

@@ -70,6 +70,15 @@ struct ChunkQueue {
 
     mutating func popLast() -> PhysicalChunk? { isEmpty ? nil : storage.removeLast() }
 
+    /// Takes out every chunk `remove` says to (order kept); returns them.
+    mutating func removeAll(where remove: (PhysicalChunk) -> Bool) -> [PhysicalChunk] {
+        let removed = storage[head...].filter(remove)
+        guard !removed.isEmpty else { return [] }
+        storage = storage[head...].filter { !remove($0) }
+        head = 0
+        return removed
+    }
+
     mutating func popFirst() -> PhysicalChunk? {
         guard !isEmpty else { return nil }
         let chunk = storage[head]
@@ -86,6 +95,13 @@ struct ChunkQueue {
 /// `reuseOrder`); the reserve is refilled up to the low watermark
 /// ahead of need (by the mapper thread) and trimmed back to the high watermark, releasing the
 /// excess to the device. Not thread-safe: `VirtualMemory` owns it under its lock.
+///
+/// Slabs (one allocation of several chunks, `makeSlab`) hold a cached prefix that many tensors
+/// map as one run each. Their chunks are chunks like any other here: counted in `created`,
+/// referenced per mapping, and, once no tensor maps one, in the reserve as a fresh chunk for
+/// anyone (mapped alone at its offset). Only their release differs: a slab goes back to the
+/// device whole, when all its chunks wait in the reserve. So the books stay exact in chunks:
+/// a chunk nobody maps is always one a new mapping can take.
 struct ChunkPool {
     let backend: any MemoryBackend
     let budgetChunks: Int
@@ -102,13 +118,68 @@ struct ChunkPool {
     private(set) var totalCreated = 0
     private(set) var totalReleased = 0
 
+    /// Each slab chunk's slab, each slab's chunks (in order), and how many of them are in the reserve.
+    private(set) var slabOf: [PhysicalChunk: (slab: Int, index: Int)] = [:]
+    private(set) var slabs: [Int: [PhysicalChunk]] = [:]
+    private(set) var slabChunksInReserve: [Int: Int] = [:]
+    private(set) var nextSlab = 1
+    private(set) var totalSlabs = 0
+
     var inUse: Int { references.count }
+
+    private mutating func putInReserve(_ chunk: PhysicalChunk) {
+        reserve.append(chunk)
+        if let slab = slabOf[chunk]?.slab { slabChunksInReserve[slab, default: 0] += 1 }
+    }
+
+    private mutating func takeFromReserve() -> PhysicalChunk? {
+        guard let chunk = reuseOrder == .newestFirst ? reserve.popLast() : reserve.popFirst() else { return nil }
+        if let slab = slabOf[chunk]?.slab { slabChunksInReserve[slab]! -= 1 }
+        return chunk
+    }
+
+    /// Makes a slab of `count` chunks under the budget, releasing reserve chunks to make room if
+    /// needed; nil when the budget cannot hold it. The chunks are the caller's to map (each
+    /// then `addReference`d) or to hand back (`giveBack`).
+    mutating func makeSlab(_ count: Int) throws -> [PhysicalChunk]? {
+        guard count > 0, count <= budgetChunks else { return nil }
+        if created + count > budgetChunks {
+            _ = try trim(to: max(0, reserve.count - (created + count - budgetChunks)))
+            guard created + count <= budgetChunks else { return nil }
+        }
+        let chunks = try backend.createSlab(chunks: count)
+        let slab = nextSlab
+        nextSlab += 1
+        slabs[slab] = chunks
+        slabChunksInReserve[slab] = 0
+        for (index, chunk) in chunks.enumerated() { slabOf[chunk] = (slab, index) }
+        created += count
+        totalCreated += count
+        totalSlabs += 1
+        peakCreated = max(peakCreated, created)
+        return chunks
+    }
+
+    func isSlabChunk(_ chunk: PhysicalChunk) -> Bool { slabOf[chunk] != nil }
+
+    /// Whether `chunks` are adjacent chunks of one slab, in order: they map as one run.
+    func formRun(_ chunks: some Collection<PhysicalChunk>) -> Bool {
+        guard let first = chunks.first, let place = slabOf[first], let all = slabs[place.slab],
+              place.index + chunks.count <= all.count else { return false }
+        return zip(chunks, all[place.index...]).allSatisfy { $0 == $1 }
+    }
+
+    /// Whether `next` follows `chunk` in the same slab.
+    func follows(_ next: PhysicalChunk, _ chunk: PhysicalChunk) -> Bool {
+        guard let a = slabOf[chunk], let b = slabOf[next] else { return false }
+        return a.slab == b.slab && b.index == a.index + 1
+    }
 
     /// Takes a chunk for a new mapping: from the reserve, else newly created under the budget.
     /// Returns nil when the budget is exhausted; throws when the device itself is out of memory.
     mutating func take() throws -> PhysicalChunk? {
         let chunk: PhysicalChunk
-        if let reused = reuseOrder == .newestFirst ? reserve.popLast() : reserve.popFirst() {
+        if let reused = takeFromReserve() {
             chunk = reused
         } else if created < budgetChunks {
             chunk = try backend.createChunk()
@@ -131,7 +202,7 @@ struct ChunkPool {
         guard let count = references[chunk] else { preconditionFailure("\(chunk) has no mapping to drop") }
         if count == 1 {
             references[chunk] = nil
-            reserve.append(chunk)
+            putInReserve(chunk)
         } else {
             references[chunk] = count - 1
         }
@@ -140,7 +211,7 @@ struct ChunkPool {
     /// Returns a taken chunk that never got mapped (a failed map).
     mutating func giveBack(_ chunk: PhysicalChunk) {
         precondition(references[chunk] == nil, "\(chunk) is still mapped")
-        reserve.append(chunk)
+        putInReserve(chunk)
     }
 
     func referenceCount(_ chunk: PhysicalChunk) -> Int { references[chunk] ?? 0 }
@@ -158,11 +229,37 @@ struct ChunkPool {
         return made
     }
 
-    /// Releases reserve chunks above `limit` back to the device (cuMemRelease).
+    /// Releases reserve chunks above `limit` back to the device (cuMemRelease): first slabs whose
+    /// chunks all wait in the reserve (whole, so possibly a little below `limit`), then single
+    /// chunks from the newest end. A slab's chunk alone is never released.
     mutating func trim(to limit: Int) throws -> Int {
         var released = 0
-        while reserve.count > limit {
-            let chunk = reserve.popLast()!
+        if reserve.count > limit, slabChunksInReserve.values.contains(where: { $0 > 0 }) {
+            for (slab, waiting) in slabChunksInReserve where reserve.count > limit && waiting == slabs[slab]!.count {
+                let chunks = slabs[slab]!
+                let members = Set(chunks)
+                _ = reserve.removeAll { members.contains($0) }
+                do {
+                    try backend.releaseSlab(chunks)
+                } catch {
+                    for chunk in chunks { reserve.append(chunk) }
+                    throw error
+                }
+                slabs[slab] = nil
+                slabChunksInReserve[slab] = nil
+                for chunk in chunks { slabOf[chunk] = nil }
+                created -= chunks.count
+                totalReleased += chunks.count
+                released += chunks.count
+            }
+        }
+        var kept: [PhysicalChunk] = []
+        defer { for chunk in kept.reversed() { reserve.append(chunk) } }
+        while reserve.count + kept.count > limit, let chunk = reserve.popLast() {
+            if slabOf[chunk] != nil {
+                kept.append(chunk)
+                continue
+            }
             do {
                 try backend.releaseChunk(chunk)
             } catch {
@@ -175,4 +272,8 @@ struct ChunkPool {
         }
         return released
     }
+
+    /// Live slabs and the chunks they hold.
+    var slabCount: Int { slabs.count }
+    var slabChunkCount: Int { slabOf.count }
 }

@@ -26,6 +26,16 @@ public struct MemoryAccounting: Equatable, Sendable, Codable {
     /// Chunks created and released over the pool's life (cuMemCreate / cuMemRelease calls).
     public var totalCreated: Int
     public var totalReleased: Int
+    /// Slabs (allocations of several chunks) alive, and the chunks they hold (counted in
+    /// `created` too).
+    public var slabs: Int = 0
+    public var slabChunks: Int = 0
+    /// Mappings of a slab run alive (`mappings` counts their chunks), and runs split into
+    /// single mappings so far.
+    public var runMappings: Int = 0
+    public var runSplits: Int = 0
+    /// Prefixes copied into a slab of their own so far (`packSlab`).
+    public var packedSlabs: Int = 0
 
     public var createdBytes: Int { created * chunkSize }
     public var inUseBytes: Int { inUse * chunkSize }
@@ -78,6 +88,9 @@ public final class VirtualMemory: @unchecked Sendable {
     private var unmappingsInFlight = 0
     /// Threads asleep in `waitLocked`.
     private var waiters = 0
+    /// Runs split into single mappings (`splitRunLocked`), and prefixes packed into slabs.
+    private var runSplits = 0
+    private var packedSlabs = 0
     /// Slots claimed per hold of the lock for driver calls made outside it: enough to amortize
     /// the two holds, few enough that an operation waiting on one of them waits briefly.
     static let claimBatch = 8
@@ -290,8 +303,47 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
-    /// A slot claimed for a mapping made outside the lock, and the chunk it gets.
-    private typealias Claim = (tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)
+    /// Where a slice of `holes` from `start` that makes about `calls` driver calls ends: a
+    /// pending alias that continues the hole before it in one slab run costs no call of its own
+    /// (the run maps in one), so a slice never cuts a packed prefix into several runs.
+    public func sliceEnd(_ holes: [(tensor: VirtualTensor, index: Int)], from start: Int, calls: Int) -> Int {
+        lock.withLock {
+            var end = start, made = 0
+            var previous: PhysicalChunk?
+            while end < holes.count {
+                let (tensor, index) = holes[end]
+                var chunk: PhysicalChunk?
+                if index < tensor.chunkCount, case .pendingAlias(let held) = tensor.slots[index] { chunk = held }
+                let continues = end > start && holes[end - 1].tensor === tensor && holes[end - 1].index + 1 == index
+                    && chunk != nil && previous.map { pool.follows(chunk!, $0) } == true
+                if !continues {
+                    if made == calls { break }
+                    made += 1
+                }
+                previous = chunk
+                end += 1
+            }
+            return end
+        }
+    }
+
+    /// A slot claimed for a mapping made outside the lock, and the chunk it gets. `continuesRun`:
+    /// its chunk follows the previous claim's in one slab, at the next slot, so both are mapped
+    /// by one `mapRun` (a cached prefix packed into a slab, aliased here).
+    private struct Claim {
+        var tensor: VirtualTensor
+        var index: Int
+        var chunk: PhysicalChunk
+        var continuesRun = false
+    }
+
+    /// Whether slot `index` of `tensor`, a pending alias, continues `last`'s slab run.
+    private func continuesRunLocked(_ last: Claim?, _ tensor: VirtualTensor, _ index: Int) -> Bool {
+        guard let last, last.tensor === tensor, last.index + 1 == index,
+              case .mapping(_, fromPending: true) = tensor.slots[last.index],
+              case .pendingAlias(let chunk) = tensor.slots[index] else { return false }
+        return pool.follows(chunk, last.chunk)
+    }
 
     /// Claims the holes from `next` on, up to `claimBatch`, advancing `next` past each hole
     /// settled: a mapped, sealed or (when skipping) freed one is passed by, a retiring chunk
@@ -300,8 +352,12 @@ public final class VirtualMemory: @unchecked Sendable {
     private func claimHolesLocked(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, from next: inout Int,
                                   skippingFreed: Bool, into claims: inout [Claim],
                                   mapped: inout [(tensor: VirtualTensor, index: Int, kind: MappedKind)]) throws {
-        while next < holes.endIndex, claims.count < claimBatch {
+        // A batch counts driver calls: the slots of a slab run beyond its first are free.
+        var calls = 0
+        while next < holes.endIndex {
             let (tensor, index) = holes[next]
+            let continuing = continuesRunLocked(claims.last, tensor, index)
+            if calls >= claimBatch && !continuing { return }
             if tensor.isFreed && skippingFreed {
                 next += 1
                 continue
@@ -309,7 +365,7 @@ public final class VirtualMemory: @unchecked Sendable {
             let needsFreshChunk: Bool
             switch tensor.slots[index] {
             case .empty: needsFreshChunk = true
-            case .retiring(let held, _): needsFreshChunk = !(backend.ordersWork && pool.referenceCount(held) == 1)
+            case .retiring(let held, _): needsFreshChunk = !(canTakeBackLocked(tensor, index, held))
             default: needsFreshChunk = false
             }
             if slotInFlight(tensor, index) || (needsFreshChunk && onlyUnmapsCanFree) {
@@ -345,30 +401,61 @@ public final class VirtualMemory: @unchecked Sendable {
             }
             tensor.mappingsInFlight += 1
             mappingsInFlight += 1
-            claims.append((tensor, index, chunk))
+            claims.append(Claim(tensor: tensor, index: index, chunk: chunk, continuesRun: continuing))
+            if !continuing { calls += 1 }
         }
     }
 
-    /// Map + set access for claimed slots, in order, without the lock: a run of adjacent slots in
-    /// one tensor at a time (one slot when access is granted per chunk), its chunks mapped and
-    /// then access granted over the whole run. Returns how many leading claims are mapped, and the
-    /// error that stopped it, if any (the failed run's own mappings are undone).
+    /// Where the driver call that maps `claims[start]` ends (exclusive), and whether it is one
+    /// `mapRun` of a slab: a slab run; else, with access granted per run, adjacent single
+    /// chunks of one tensor up to the next slab run; else the one chunk.
+    private func callEnd(_ claims: [Claim], from start: Int) -> (end: Int, slabRun: Bool) {
+        var end = start + 1
+        if end < claims.count && claims[end].continuesRun {
+            while end < claims.count && claims[end].continuesRun { end += 1 }
+            return (end, true)
+        }
+        guard accessPerRun else { return (end, false) }
+        while end < claims.count, claims[end].tensor === claims[start].tensor, claims[end].index == claims[end - 1].index + 1,
+              !(end + 1 < claims.count && claims[end + 1].continuesRun) {
+            end += 1
+        }
+        return (end, false)
+    }
+
+    /// Whether a retiring mapping at `tensor`'s slot `index` can serve as its fresh chunk at once:
+    /// work runs in order, nobody else maps the chunk, and it is not part of a run (which
+    /// unmaps whole).
+    private func canTakeBackLocked(_ tensor: VirtualTensor, _ index: Int, _ held: PhysicalChunk) -> Bool {
+        backend.ordersWork && pool.referenceCount(held) == 1 && tensor.runs.run(containing: index) == nil
+    }
+
+    /// Map + set access for claimed slots, in order, without the lock, one driver call at a time
+    /// (`callEnd`): a slab run is one `mapRun` and one set access; single chunks are mapped one by
+    /// one, access granted per chunk or over the run of them. Returns how many leading claims
+    /// are mapped, and the error that stopped it, if any (the failed call's own mappings are undone).
     private func mapOutsideLock(_ claims: [Claim], onChunkMapped: ((UInt64) -> Void)?) -> (done: Int, error: (any Error)?) {
-        let places = accessPerRun ? claims.map { ($0.tensor, $0.index) } : []
         var runStart = 0
         while runStart < claims.count {
-            let runEnd = accessPerRun ? Self.runEnd(places, from: runStart) : runStart + 1
+            let (runEnd, slabRun) = callEnd(claims, from: runStart)
             let start = onChunkMapped == nil ? 0 : monotonicNanos()
             let base = claims[runStart].tensor.address(ofChunk: claims[runStart].index)
             var mapped = 0
             var failure: (any Error)?
-            for claim in claims[runStart..<runEnd] {
+            if slabRun {
                 do {
-                    try backend.map(claim.chunk, at: claim.tensor.address(ofChunk: claim.index))
-                    mapped += 1
-                } catch {
-                    failure = error
-                    break
+                    try backend.mapRun(claims[runStart..<runEnd].map(\.chunk), at: base)
+                    mapped = runEnd - runStart
+                } catch { failure = error }
+            } else {
+                for claim in claims[runStart..<runEnd] {
+                    do {
+                        try backend.map(claim.chunk, at: claim.tensor.address(ofChunk: claim.index))
+                        mapped += 1
+                    } catch {
+                        failure = error
+                        break
+                    }
                 }
             }
             if failure == nil {
@@ -377,8 +464,12 @@ public final class VirtualMemory: @unchecked Sendable {
                 } catch { failure = error }
             }
             if let failure {
-                for claim in claims[runStart..<(runStart + mapped)] {
-                    try? backend.unmap(at: claim.tensor.address(ofChunk: claim.index))
+                if slabRun {
+                    if mapped > 0 { try? backend.unmapRun(at: base, chunks: mapped) }
+                } else {
+                    for claim in claims[runStart..<(runStart + mapped)] {
+                        try? backend.unmap(at: claim.tensor.address(ofChunk: claim.index))
+                    }
                 }
                 return (runStart, failure)
             }
@@ -394,7 +485,16 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Ends the claims: the first `mappedCount` are mapped now, the rest go back to what they were
     /// (a pending alias again, or empty with the chunk back in the pool). Wakes waiters.
     private func publishLocked(_ claims: [Claim], mappedCount: Int, into mapped: inout [(tensor: VirtualTensor, index: Int, kind: MappedKind)]) {
-        for (k, (tensor, index, chunk)) in claims.enumerated() {
+        // Slab runs mapped whole (a call maps all of its claims or none) are recorded.
+        var first = 0
+        while first < mappedCount {
+            var end = first + 1
+            while end < mappedCount && claims[end].continuesRun { end += 1 }
+            if end - first > 1 { claims[first].tensor.runs.add(claims[first].index..<(claims[first].index + end - first)) }
+            first = end
+        }
+        for (k, claim) in claims.enumerated() {
+            let (tensor, index, chunk) = (claim.tensor, claim.index, claim.chunk)
             guard case .mapping(_, let fromPending) = tensor.slots[index] else { preconditionFailure("a claimed slot changed") }
             tensor.mappingsInFlight -= 1
             mappingsInFlight -= 1
@@ -422,7 +522,17 @@ public final class VirtualMemory: @unchecked Sendable {
                 // Kernels queued before may still read it: retire it again behind a fence.
                 try? retireLocked(tensor, indices: [index])
             case .pending:
-                // Never handed to a kernel: safe to unmap without a fence.
+                // Never handed to a kernel: safe to unmap without a fence. A slab run goes whole.
+                if let run = tensor.runs.run(containing: index) {
+                    try? backend.unmapRun(at: tensor.address(ofChunk: run.lowerBound), chunks: run.count)
+                    tensor.runs.remove(run)
+                    for i in run {
+                        guard let held = tensor.slots[i].heldChunk else { preconditionFailure("a run's slot is not mapped") }
+                        tensor.slots[i] = .pendingAlias(held)
+                        pendingAliases += 1
+                    }
+                    continue
+                }
                 try? backend.unmap(at: tensor.address(ofChunk: index))
                 tensor.slots[index] = .pendingAlias(chunk)
                 pendingAliases += 1
@@ -463,6 +573,18 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
+    /// Maps `tensor`'s pending alias at slot `index` now, alone (a packed holder's boundary
+    /// chunk, the source of copies); a slot that holds no pending alias is left as it is.
+    public func mapPendingAlias(_ tensor: VirtualTensor, chunk index: Int) throws {
+        try lock.withLock {
+            waitLocked { slotInFlight(tensor, index) }
+            try checkLive(tensor, index)
+            guard case .pendingAlias(let chunk) = tensor.slots[index] else { return }
+            try mapChunkLocked(chunk, tensor, index)
+            pendingAliases -= 1
+        }
+    }
+
     /// Moves `tensor`'s address range, mappings and pending aliases to a new tensor object,
     /// open to growth, and leaves the old object freed and empty (its reservation now the new
     /// one's). Work still queued for the old object (a request that left) then finds a freed
@@ -475,7 +597,9 @@ public final class VirtualMemory: @unchecked Sendable {
             let successor = VirtualTensor(id: nextTensorID, base: tensor.base, chunkCount: tensor.chunkCount, chunkSize: chunkSize)
             nextTensorID += 1
             successor.slots = tensor.slots
+            successor.runs = tensor.runs
             tensor.slots = Array(repeating: .empty, count: tensor.chunkCount)
+            tensor.runs = MappingRuns()
             tensor.isFreed = true
             tensor.isSealed = true
             tensor.reservationReleased = true
@@ -548,6 +672,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 throw VTensorError.notMapped(tensor: tensor.id, chunk: index)
             }
             guard pool.referenceCount(shared) > 1 else { return }
+            if let run = tensor.runs.run(containing: index) { try splitRunLocked(tensor, run) }
             let scratch = try scratchLocked()
             let scratchAddress = scratch.address(ofChunk: 0)
             try mapFreshLocked(scratch, 0)
@@ -615,6 +740,76 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
+    /// Copies chunks `range` of `source` (mapped) into one new slab and gives `holder` the
+    /// slab's chunks at the same slots as pending aliases: references, no mapping, so a prefix
+    /// cache's holder gives them back one by one at no cost. Every tensor that aliases a run of
+    /// them later maps it with one `mapRun` and one set access, where a chunk of its own takes
+    /// one of each per chunk. The copy runs in stream order after the work that wrote `source`,
+    /// through a scratch range that maps the slab once and retires behind a fence.
+    ///
+    /// Returns false, with nothing changed, when the backend makes no slabs or the budget cannot
+    /// hold one of `range.count` chunks now; throws when a driver call fails (nothing leaks).
+    @discardableResult
+    public func packSlab(from source: VirtualTensor, chunks range: Range<Int>, into holder: VirtualTensor) throws -> Bool {
+        guard !range.isEmpty, backend.makesSlabs else { return false }
+        return try lock.withLock {
+            waitLocked { range.contains { slotInFlight(source, $0) || slotInFlight(holder, $0) } }
+            try checkLive(source, range.upperBound - 1)
+            try checkLive(holder, range.upperBound - 1)
+            for index in range {
+                guard case .mapped = source.slots[index] else { throw VTensorError.notMapped(tensor: source.id, chunk: index) }
+                guard holder.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: holder.id, chunk: index) }
+            }
+            let bytes = range.count * chunkSize
+            let made: [PhysicalChunk]?
+            do { made = try pool.makeSlab(range.count) } catch { throw VTensorError.from(error) }
+            guard let chunks = made else { return false }
+            let base: UInt64
+            if let spare = spareRanges[bytes]?.popLast() {
+                spareRangeCount -= 1
+                base = spare
+            } else {
+                do { base = try backend.reserve(bytes: bytes) } catch {
+                    for chunk in chunks { pool.giveBack(chunk) }
+                    throw VTensorError.from(error)
+                }
+            }
+            let staging = VirtualTensor(id: nextTensorID, base: base, chunkCount: range.count, chunkSize: chunkSize)
+            nextTensorID += 1
+            tensors[staging.id] = staging
+            do {
+                try backend.mapRun(chunks, at: base)
+            } catch {
+                for chunk in chunks { pool.giveBack(chunk) }
+                staging.isFreed = true
+                releaseReservationIfIdleLocked(staging)
+                throw VTensorError.from(error)
+            }
+            for (index, chunk) in chunks.enumerated() {
+                staging.slots[index] = .mapped(chunk)
+                pool.addReference(chunk)
+            }
+            if range.count > 1 { staging.runs.add(0..<range.count) }
+            defer {
+                // The scratch mapping goes behind a fence after the copy; the holder's references keep the slab.
+                try? retireLocked(staging, indices: Array(0..<range.count))
+                staging.isFreed = true
+                releaseReservationIfIdleLocked(staging)
+            }
+            do {
+                try backend.setAccess(at: base, bytes: bytes)
+                try backend.copy(from: source.address(ofChunk: range.lowerBound), to: base, bytes: bytes)
+            } catch { throw VTensorError.from(error) }
+            for (index, chunk) in zip(range, chunks) {
+                holder.slots[index] = .pendingAlias(chunk)
+                pool.addReference(chunk)
+                pendingAliases += 1
+            }
+            packedSlabs += 1
+            return true
+        }
+    }
+
     // MARK: Queries
 
     /// Read-only questions about tensors, answered under one hold of the lock: the engine
@@ -638,6 +833,11 @@ public final class VirtualMemory: @unchecked Sendable {
 
         /// The physical chunk slot `index` holds for data (mapped, or a pending alias), if any.
         public func heldChunk(_ tensor: VirtualTensor, chunk index: Int) -> PhysicalChunk? { tensor.slots[index].heldChunk }
+
+        /// Whether the chunk slot `index` holds (mapped or pending) belongs to a slab.
+        public func isSlabChunk(_ tensor: VirtualTensor, chunk index: Int) -> Bool {
+            tensor.slots[index].heldChunk.map { memory.pool.isSlabChunk($0) } ?? false
+        }
 
         /// Whether slot `index` holds a chunk for data: mapped, or a pending alias.
         public func isHeld(_ tensor: VirtualTensor, chunk index: Int) -> Bool { tensor.slots[index].heldChunk != nil }
@@ -683,7 +883,9 @@ public final class VirtualMemory: @unchecked Sendable {
             liveTensors: tensors.values.filter { !$0.isFreed }.count,
             reservedBytes: tensors.values.filter { !$0.reservationReleased }.reduce(0) { $0 + $1.reservedBytes },
             reservations: tensors.values.filter { !$0.reservationReleased }.count + (scratch == nil ? 0 : 1) + spareRangeCount,
-            totalCreated: pool.totalCreated, totalReleased: pool.totalReleased)
+            totalCreated: pool.totalCreated, totalReleased: pool.totalReleased,
+            slabs: pool.slabCount, slabChunks: pool.slabChunkCount,
+            runMappings: tensors.values.reduce(0) { $0 + $1.runs.count }, runSplits: runSplits, packedSlabs: packedSlabs)
     }
 
     /// Recomputes ownership from the tensors and compares with the pool; returns every
@@ -714,8 +916,33 @@ public final class VirtualMemory: @unchecked Sendable {
                 problems.append("created \(pool.created) != reserve \(pool.reserve.count) + in use \(pool.references.count)")
             }
             if pool.created > pool.budgetChunks { problems.append("created \(pool.created) exceeds the budget \(pool.budgetChunks)") }
-            let retiringCount = all.reduce(0) { $0 + $1.slots.filter { if case .retiring = $0 { return true } else { return false } }.count }
+            // A retiring run has one entry in the queue, for its first slot.
+            let retiringCount = all.reduce(0) { sum, tensor in
+                sum + tensor.slots.indices.filter { index in
+                    guard case .retiring = tensor.slots[index] else { return false }
+                    return tensor.runs.run(containing: index).map { $0.lowerBound == index } ?? true
+                }.count
+            }
             if retiringCount != retiring.count { problems.append("retire queue holds \(retiring.count) entries, tensors \(retiringCount)") }
+            for tensor in all {
+                for (first, length) in tensor.runs.lengths {
+                    let run = first..<(first + length)
+                    let states = Set(run.map { index -> String in
+                        switch tensor.slots[index] {
+                        case .mapped: return "mapped"
+                        case .retiring: return "retiring"
+                        case .unmapping: return "unmapping"
+                        default: return "other"
+                        }
+                    })
+                    if states.count != 1 || states.contains("other") {
+                        problems.append("\(tensor)'s run \(run) is not all mapped, all retiring or all unmapping: \(states.sorted())")
+                    }
+                    if !pool.formRun(run.compactMap { tensor.slots[$0].chunk }) {
+                        problems.append("\(tensor)'s run \(run) does not hold adjacent chunks of one slab")
+                    }
+                }
+            }
             let pendingCount = all.reduce(0) { $0 + $1.slots.filter { if case .pendingAlias = $0 { return true } else { return false } }.count }
             if pendingCount != pendingAliases { problems.append("\(pendingAliases) pending aliases counted, tensors hold \(pendingCount)") }
             return problems
@@ -733,26 +960,30 @@ public final class VirtualMemory: @unchecked Sendable {
         var total = 0
         while total < limit {
             let batch = min(unmapBatch, limit - total)
-            let claimed = try lock.withLock { () throws -> [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)] in
+            let claimed = try lock.withLock { () throws -> [Retired] in
                 let completed = try completedRetirementsLocked(limit: batch)
-                for (tensor, index, chunk) in completed {
-                    tensor.slots[index] = .unmapping(chunk)
-                    tensor.unmappingsInFlight += 1
+                for entry in completed {
+                    for index in entry.slots {
+                        guard case .retiring(let chunk, _) = entry.tensor.slots[index] else { preconditionFailure("a run's slot is not retiring") }
+                        entry.tensor.slots[index] = .unmapping(chunk)
+                    }
+                    entry.tensor.unmappingsInFlight += entry.count
+                    unmappingsInFlight += entry.count
                 }
-                unmappingsInFlight += completed.count
                 return completed
             }
             guard !claimed.isEmpty else { break }
             unmapCompleted(claimed)
             try lock.withLock {
-                for (tensor, index, chunk) in claimed {
-                    guard case .unmapping = tensor.slots[index] else { preconditionFailure("a slot being unmapped changed") }
-                    tensor.slots[index] = .empty
-                    tensor.unmappingsInFlight -= 1
-                    pool.dropReference(chunk)
+                for entry in claimed {
+                    for index in entry.slots {
+                        guard case .unmapping = entry.tensor.slots[index] else { preconditionFailure("a slot being unmapped changed") }
+                    }
+                    emptyRetiredLocked(entry)
+                    entry.tensor.unmappingsInFlight -= entry.count
+                    unmappingsInFlight -= entry.count
                 }
-                unmappingsInFlight -= claimed.count
-                for (tensor, _, _) in claimed where tensor.isFreed { releaseReservationIfIdleLocked(tensor) }
+                for entry in claimed where entry.tensor.isFreed { releaseReservationIfIdleLocked(entry.tensor) }
                 wakeWaitersLocked()
                 do { _ = try pool.trim(to: pool.highWatermark) } catch { throw VTensorError.from(error) }
             }
@@ -878,7 +1109,7 @@ public final class VirtualMemory: @unchecked Sendable {
         // work runs in order, it serves as the fresh chunk at once (whatever writes it now runs
         // after the work that reads it), with no driver call and no wait for the device. A range
         // a request takes over has such chunks just past its tokens.
-        if backend.ordersWork, case .retiring(let chunk, _) = tensor.slots[index], pool.referenceCount(chunk) == 1 {
+        if case .retiring(let chunk, _) = tensor.slots[index], canTakeBackLocked(tensor, index, chunk) {
             retiring.remove(tensor, index)
             tensor.slots[index] = .mapped(chunk)
             return
@@ -929,30 +1160,75 @@ public final class VirtualMemory: @unchecked Sendable {
     /// The physical unmaps of retirements whose fences completed: one call a run of adjacent
     /// chunks of one tensor (`unmapPerRun`), else one a chunk. A failure here would leave the
     /// books and the device apart, so it stops the process.
-    private func unmapCompleted(_ completed: [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)]) {
+    private func unmapCompleted(_ completed: [Retired]) {
         let places = unmapPerRun ? completed.map { ($0.tensor, $0.index) } : []
         var start = 0
         while start < completed.count {
-            let end = unmapPerRun ? Self.runEnd(places, from: start) : start + 1
-            let (tensor, index, _) = completed[start]
+            let entry = completed[start]
+            if entry.count > 1 {
+                do {
+                    try backend.unmapRun(at: entry.tensor.address(ofChunk: entry.index), chunks: entry.count)
+                } catch {
+                    preconditionFailure("unmap of \(entry.tensor)'s run \(entry.index)..<\(entry.index + entry.count) after its fence failed: \(error)")
+                }
+                start += 1
+                continue
+            }
+            var end = unmapPerRun ? Self.runEnd(places, from: start) : start + 1
+            if let run = completed[start..<end].dropFirst().firstIndex(where: { $0.count > 1 }) { end = run }
             do {
-                try backend.unmap(at: tensor.address(ofChunk: index), chunks: end - start)
+                try backend.unmap(at: entry.tensor.address(ofChunk: entry.index), chunks: end - start)
             } catch {
-                preconditionFailure("unmap of \(tensor) chunks \(index)..<\(index + end - start) after their fence failed: \(error)")
+                preconditionFailure("unmap of \(entry.tensor) chunks \(entry.index)..<\(entry.index + end - start) after their fence failed: \(error)")
             }
             start = end
         }
     }
 
+    /// A retirement whose fence completed: one slot, or a run of `count` slots from `index`.
+    private struct Retired {
+        var tensor: VirtualTensor
+        var index: Int
+        var count: Int
+        var slots: Range<Int> { index..<(index + count) }
+    }
+
+    /// Marks mapped slots retiring behind one fence. A run retires whole: its first slot's entry
+    /// in the retire queue stands for all of it; a run `indices` cover only in part is split
+    /// into single mappings first.
     private func retireLocked(_ tensor: VirtualTensor, indices: [Int]) throws {
         guard !indices.isEmpty else { return }
+        for run in tensor.runs.cut(by: indices) { try splitRunLocked(tensor, run) }
         let fence: Fence
         do { fence = try backend.recordFence() } catch { throw VTensorError.from(error) }
         for index in indices {
             guard case .mapped(let chunk) = tensor.slots[index] else { preconditionFailure("retiring an unmapped slot") }
             tensor.slots[index] = .retiring(chunk, fence)
+            if let run = tensor.runs.run(containing: index), run.lowerBound != index { continue }
             retiring.append((tensor, index))
         }
+    }
+
+    /// Turns a run mapped whole into single mappings, because part of it is to go or change:
+    /// waits until the device has finished all work submitted so far (a kernel could read the
+    /// run while it is remapped), unmaps the run, and maps each chunk alone at its offset. The
+    /// callers (retiring part of a tensor, copy-on-write) run on the thread that submits device
+    /// work, so nothing new reads the range meanwhile. Rare by design: a prefix cache's holders
+    /// keep slab chunks as pending aliases, and requests give their runs back whole.
+    private func splitRunLocked(_ tensor: VirtualTensor, _ run: Range<Int>) throws {
+        let chunks = run.map { index -> PhysicalChunk in
+            guard case .mapped(let chunk) = tensor.slots[index] else { preconditionFailure("splitting a run whose slot \(index) is not mapped") }
+            return chunk
+        }
+        do {
+            try backend.wait(try backend.recordFence())
+            try backend.unmapRun(at: tensor.address(ofChunk: run.lowerBound), chunks: run.count)
+        } catch { throw VTensorError.from(error) }
+        tensor.runs.remove(run)
+        for (index, chunk) in zip(run, chunks) where !mapWithRetries(chunk, at: tensor.address(ofChunk: index)) {
+            preconditionFailure("splitting a run of \(tensor): chunk \(index) could not be mapped back")
+        }
+        runSplits += 1
     }
 
     /// Completes retirements under the lock (waiting for the oldest fence first if asked): the
@@ -963,24 +1239,21 @@ public final class VirtualMemory: @unchecked Sendable {
         }
         let completed = try completedRetirementsLocked(limit: limit)
         unmapCompleted(completed)
-        for (tensor, index, chunk) in completed {
-            tensor.slots[index] = .empty
-            pool.dropReference(chunk)
-        }
-        for (tensor, _, _) in completed where tensor.isFreed { releaseReservationIfIdleLocked(tensor) }
+        for entry in completed { emptyRetiredLocked(entry) }
+        for entry in completed where entry.tensor.isFreed { releaseReservationIfIdleLocked(entry.tensor) }
         do { _ = try pool.trim(to: pool.highWatermark) } catch { throw VTensorError.from(error) }
         return completed.count
     }
 
     /// Takes up to `limit` retirements whose fences have completed out of the retire queue, oldest
     /// first; their slots stay `.retiring` for the caller to unmap.
-    private func completedRetirementsLocked(limit: Int) throws -> [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)] {
+    private func completedRetirementsLocked(limit: Int) throws -> [Retired] {
         var done: [Fence: Bool] = [:]
-        var completed: [(tensor: VirtualTensor, index: Int, chunk: PhysicalChunk)] = []
+        var completed: [Retired] = []
         // Stopping at the limit: a slice of a few unmaps looks at the queue's front, not the
         // whole queue (which made reclaiming n chunks cost n^2 / 4 steps).
         try retiring.scan(while: { completed.count < limit }) { entry in
-            guard case .retiring(let chunk, let fence) = entry.tensor.slots[entry.index] else {
+            guard case .retiring(_, let fence) = entry.tensor.slots[entry.index] else {
                 preconditionFailure("retire queue entry is not retiring")
             }
             let complete: Bool
@@ -991,10 +1264,22 @@ public final class VirtualMemory: @unchecked Sendable {
                 done[fence] = complete
             }
             guard complete else { return false }
-            completed.append((entry.tensor, entry.index, chunk))
+            let count = entry.tensor.runs.run(containing: entry.index)?.count ?? 1
+            completed.append(Retired(tensor: entry.tensor, index: entry.index, count: count))
             return true
         }
         return completed
+    }
+
+    /// The slots of a retirement whose physical unmap is done: empty, their chunks' references
+    /// dropped, a run forgotten.
+    private func emptyRetiredLocked(_ entry: Retired) {
+        for index in entry.slots {
+            guard let chunk = entry.tensor.slots[index].chunk else { preconditionFailure("an unmapped slot held no chunk") }
+            entry.tensor.slots[index] = .empty
+            pool.dropReference(chunk)
+        }
+        if entry.count > 1 { entry.tensor.runs.remove(entry.slots) }
     }
 
     private func releaseReservationIfIdleLocked(_ tensor: VirtualTensor) {
@@ -1041,12 +1326,15 @@ public final class VirtualMemory: @unchecked Sendable {
             guard let chunk = tensor.slots[index].chunk else { continue }
             if case .pendingAlias = tensor.slots[index] {
                 pendingAliases -= 1
+            } else if let run = tensor.runs.run(containing: index) {
+                if run.lowerBound == index { try? backend.unmapRun(at: tensor.address(ofChunk: index), chunks: run.count) }
             } else {
                 try? backend.unmap(at: tensor.address(ofChunk: index))
             }
             tensor.slots[index] = .empty
             pool.dropReference(chunk)
         }
+        tensor.runs = MappingRuns()
         if !tensor.reservationReleased {
             try? backend.releaseReservation(base: tensor.base, bytes: tensor.reservedBytes)
             tensor.reservationReleased = true

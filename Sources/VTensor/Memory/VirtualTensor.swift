@@ -58,6 +58,8 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     var slots: [Slot]
+    /// Slots mapped together by one `mapRun` (adjacent chunks of a slab): unmapped whole.
+    var runs = MappingRuns()
     var isFreed = false
     /// Takes no new mappings (a prefix-cache holder): a grow, including one the mapper thread
     /// still has queued for the request it was, passes it by.
@@ -81,4 +83,46 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     public var description: String { "tensor#\(id)@\(hex(base))" }
+}
+
+/// The runs of a tensor's slots that one driver mapping covers (a slab's chunks mapped with one
+/// `mapRun`). A run's slots are all mapped, all retiring, or all being unmapped: it is retired
+/// and unmapped whole, or split into single mappings first.
+struct MappingRuns {
+    /// First slot -> slots in the run (two or more).
+    private(set) var lengths: [Int: Int] = [:]
+    /// Every slot of a run -> the run's first slot.
+    private var firstOf: [Int: Int] = [:]
+
+    var isEmpty: Bool { lengths.isEmpty }
+    var count: Int { lengths.count }
+
+    func run(containing index: Int) -> Range<Int>? {
+        guard !lengths.isEmpty, let first = firstOf[index] else { return nil }
+        return first..<(first + lengths[first]!)
+    }
+
+    mutating func add(_ run: Range<Int>) {
+        precondition(run.count > 1, "a run has two slots or more")
+        lengths[run.lowerBound] = run.count
+        for index in run { firstOf[index] = run.lowerBound }
+    }
+
+    mutating func remove(_ run: Range<Int>) {
+        lengths[run.lowerBound] = nil
+        for index in run { firstOf[index] = nil }
+    }
+
+    /// The runs that `indices` cover only in part.
+    func cut(by indices: [Int]) -> [Range<Int>] {
+        guard !lengths.isEmpty else { return [] }
+        let chosen = Set(indices)
+        var seen: Set<Int> = []
+        var cut: [Range<Int>] = []
+        for index in indices {
+            guard let run = run(containing: index), seen.insert(run.lowerBound).inserted else { continue }
+            if !run.allSatisfy(chosen.contains) { cut.append(run) }
+        }
+        return cut
+    }
 }

@@ -52,6 +52,7 @@ struct ServerCounters: Sendable, Equatable {
         let failures = (deltas["vtensor:prefix_cache_attach_failures_total"] ?? 0) + (deltas["vtensor:prefix_cache_publish_failures_total"] ?? 0)
         if failures > 0 { parts.append("\(Int(failures)) prefix cache failures (the server's log says why)") }
         if let takeovers = deltas["vtensor:prefix_cache_takeovers_total"] { parts.append("\(Int(takeovers)) takeovers") }
+        if let packs = deltas["vtensor:prefix_cache_packs_total"] { parts.append("\(Int(packs)) prefixes packed into slabs") }
         if let preemptions = deltas["vllm:num_preemptions_total"] { parts.append("\(Int(preemptions)) preemptions") }
         if let waits = deltas["vtensor:mapping_waits_total"] {
             let blocked = deltas["vtensor:mapping_waits_blocked_total"] ?? 0

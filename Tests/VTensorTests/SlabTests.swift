@@ -1,0 +1,242 @@
+import Testing
+@testable import VTensor
+
+/// Slabs: a prefix copied into one allocation of several chunks (`packSlab`) that every tensor
+/// aliasing it maps with one `mapRun` and one set access. The host backend enforces CUDA's rule
+/// that a run mapping is unmapped whole; the manager's books must match its census throughout,
+/// the slab must go back to the device only when all its chunks are free, and a run cut in part
+/// (a release of some of its chunks, a copy-on-write) is split into single mappings first.
+@Suite struct SlabTests {
+    struct Setup {
+        let host: HostBackend
+        let faulty: FaultInjectingBackend
+        let memory: VirtualMemory
+        /// A source of 10 chunks, chunk i holding 1000 + i at byte 8.
+        let source: VirtualTensor
+        /// A holder with chunks 2..<10 of the source packed into a slab (pending aliases).
+        let holder: VirtualTensor
+    }
+
+    func setup(budget: Int = 64, high: Int = 0, pack: Bool = true) throws -> Setup {
+        let host = try makeHost()
+        let faulty = FaultInjectingBackend(wrapping: host)
+        let memory = try makeMemory(faulty, budgetChunks: budget, low: 0, high: high)
+        let source = try memory.makeTensor(bytes: 12 * testChunk)
+        try memory.grow(source, toChunks: 10)
+        for i in 0..<10 { store(1000 + UInt32(i), at: source.address(ofChunk: i) + 8) }
+        let holder = try memory.makeTensor(bytes: 12 * testChunk)
+        if pack { #expect(try memory.packSlab(from: source, chunks: 2..<10, into: holder)) }
+        return Setup(host: host, faulty: faulty, memory: memory, source: source, holder: holder)
+    }
+
+    /// A follower aliasing the source's first two chunks and the packed eight, then two fresh.
+    func follower(_ s: Setup) throws -> VirtualTensor {
+        let t = try s.memory.makeTensor(bytes: 12 * testChunk)
+        try s.memory.aliasOnGrow((0..<2).map { (t, $0, s.source, $0) } + (2..<10).map { (t, $0, s.holder, $0) })
+        try s.memory.grow(t, toChunks: 12)
+        return t
+    }
+
+    func readsSource(_ t: VirtualTensor, chunks: Range<Int> = 0..<10) -> Bool {
+        chunks.allSatisfy { load(t.address(ofChunk: $0) + 8) == 1000 + UInt32($0) }
+    }
+
+    @Test func aPackedPrefixMapsAsOneRunInEachFollower() throws {
+        let s = try setup()
+        #expect(s.memory.accounting.slabs == 1)
+        #expect(s.memory.accounting.slabChunks == 8)
+        let maps = s.faulty.callCounts[.map, default: 0], access = s.faulty.callCounts[.setAccess, default: 0]
+        let a = try follower(s), b = try follower(s)
+        // Each follower: two single aliases, one run of eight, two fresh chunks.
+        #expect(s.faulty.callCounts[.map, default: 0] - maps == 2 * 5)
+        #expect(s.faulty.callCounts[.setAccess, default: 0] - access == 2 * 5)
+        #expect(readsSource(a) && readsSource(b))
+        #expect(s.memory.physicalChunk(a, chunk: 5) == s.memory.physicalChunk(b, chunk: 5))
+        #expect(s.memory.physicalChunk(a, chunk: 5) != s.memory.physicalChunk(s.source, chunk: 5))
+        try s.memory.drain()  // the packing's scratch mapping goes
+        #expect(s.host.census().runMappings == 2)
+        #expect(backendAgrees(s.memory, s.host) == [])
+
+        // Freed followers give their runs back whole: one unmap call each.
+        let unmaps = s.faulty.unmapCalls
+        try s.memory.free(a)
+        try s.memory.free(b)
+        try s.memory.drain()
+        #expect(s.memory.accounting.runSplits == 0)
+        #expect(s.host.census().runMappings == 0)
+        // Each: the run in one call, four single chunks one call each.
+        #expect(s.faulty.unmapCalls - unmaps == 2 * 5)
+        #expect(backendAgrees(s.memory, s.host) == [])
+
+        // The holder's pending aliases go one by one at no driver cost; the slab outlives all but
+        // the last, then returns to the device whole.
+        for i in (2..<10).reversed() {
+            try s.memory.release(s.holder, chunks: [i])
+            #expect(s.memory.accounting.slabs == 1)
+            _ = try s.memory.trim(to: 0)
+        }
+        #expect(s.memory.accounting.slabs == 0)
+        #expect(s.host.census().slabs == 0)
+        try s.memory.free(s.source)
+        try s.memory.free(s.holder)
+        try s.memory.drain()
+        _ = try s.memory.trim(to: 0)
+        #expect(s.host.census().liveChunks == 0)
+        #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
+    /// Giving back part of a run (a release, a shrink, an unmap) splits it into single mappings
+    /// first; the rest of the run stays readable and the books match the backend.
+    @Test(arguments: ["release", "shrink", "unmap", "makePrivate"])
+    func cuttingARunSplitsItFirst(how: String) throws {
+        let s = try setup()
+        let t = try follower(s)
+        switch how {
+        case "release": try s.memory.release(t, chunks: [5, 6])
+        case "shrink": try s.memory.shrink(t, toChunks: 7)
+        case "unmap": try s.memory.unmap(t, chunk: 9)
+        default:
+            try s.memory.makePrivate(t, chunk: 4)
+            store(77, at: t.address(ofChunk: 4) + 8)
+        }
+        #expect(s.memory.accounting.runSplits == 1)
+        try s.memory.drain()
+        let kept: [Int] = switch how {
+        case "release": [0, 1, 2, 3, 4, 7, 8, 9]
+        case "shrink": [0, 1, 2, 3, 4, 5, 6]
+        case "unmap": Array(0..<9)
+        default: [0, 1, 2, 3, 5, 6, 7, 8, 9]
+        }
+        #expect(kept.allSatisfy { load(t.address(ofChunk: $0) + 8) == 1000 + UInt32($0) })
+        if how == "makePrivate" {
+            // The write went to a private copy: another follower still reads the packed value.
+            #expect(load(t.address(ofChunk: 4) + 8) == 77)
+            let other = try follower(s)
+            #expect(load(other.address(ofChunk: 4) + 8) == 1004)
+        }
+        #expect(backendAgrees(s.memory, s.host) == [])
+        try s.memory.free(t)
+        try s.memory.drain()
+        #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
+    /// A tensor handed over keeps its run; freeing the successor unmaps it whole.
+    @Test func aHandedOverRunStaysOneMapping() throws {
+        let s = try setup()
+        let t = try follower(s)
+        let next = try s.memory.handOver(t)
+        #expect(readsSource(next))
+        try s.memory.free(next)
+        try s.memory.drain()
+        #expect(s.memory.accounting.runSplits == 0)
+        #expect(s.host.census().runMappings == 0)
+        #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
+    /// A slab's chunks that nobody maps are fresh chunks like any other: a tiny budget is filled
+    /// with them, each mapped alone at its offset, and the books stay exact.
+    @Test func freeSlabChunksServeAsFreshChunks() throws {
+        // A high watermark that keeps the free slab in the reserve.
+        let s = try setup(budget: 20, high: 20)
+        try s.memory.free(s.holder)
+        try s.memory.drain()
+        #expect(s.memory.accounting.inReserve == 8)
+        try s.memory.free(s.source)
+        try s.memory.drain()
+        let t = try s.memory.makeTensor(bytes: 20 * testChunk)
+        try s.memory.grow(t, toChunks: 20)
+        #expect(s.memory.accounting.created == 20)
+        for i in 0..<20 { store(UInt32(i) &* 7, at: t.address(ofChunk: i) + 12) }
+        #expect((0..<20).allSatisfy { load(t.address(ofChunk: $0) + 12) == UInt32($0) &* 7 })
+        #expect(backendAgrees(s.memory, s.host) == [])
+        try s.memory.free(t)
+        try s.memory.drain()
+        _ = try s.memory.trim(to: 0)
+        #expect(s.host.census().liveChunks == 0)
+    }
+
+    /// With no room in the budget for the slab, packing declines and changes nothing.
+    @Test func packingDeclinesWhenTheBudgetIsFull() throws {
+        let s = try setup(budget: 14, pack: false)
+        let other = try s.memory.makeTensor(bytes: 4 * testChunk)
+        try s.memory.grow(other, toChunks: 4)
+        let before = s.memory.accounting
+        #expect(try s.memory.packSlab(from: s.source, chunks: 2..<10, into: s.holder) == false)
+        #expect(s.memory.accounting == before)
+        #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
+    /// A failed slab creation, copy, or run mapping in a follower's grow: an error, nothing
+    /// leaked, and the same grow succeeds afterwards.
+    @Test(arguments: [FaultInjectingBackend.Operation.create, .copy, .setAccess])
+    func failuresLeakNothing(failing: FaultInjectingBackend.Operation) throws {
+        let s = try setup(pack: false)
+        s.faulty.failNext(failing)
+        #expect(throws: VTensorError.self) { try s.memory.packSlab(from: s.source, chunks: 2..<10, into: s.holder) }
+        try s.memory.drain()
+        #expect(s.memory.accounting.pendingAliases == 0)
+        #expect(backendAgrees(s.memory, s.host) == [])
+        #expect(try s.memory.packSlab(from: s.source, chunks: 2..<10, into: s.holder))
+        let t = try s.memory.makeTensor(bytes: 12 * testChunk)
+        try s.memory.aliasOnGrow((2..<10).map { (t, $0, s.holder, $0) })
+        s.faulty.failNext(.map)
+        #expect(throws: VTensorError.self) { try s.memory.grow(t, toChunks: 10) }
+        #expect(s.memory.accounting.pendingAliases == 16)
+        try s.memory.grow(t, toChunks: 10)
+        #expect(readsSource(t, chunks: 2..<10))
+        try s.memory.drain()
+        #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
+    /// A grow that fails after it mapped a run (a fresh chunk past it refused) undoes the run
+    /// whole: the slots are pending aliases again, nothing is mapped, and the grow then succeeds.
+    @Test func aFailureAfterARunUndoesTheRunWhole() throws {
+        let s = try setup()
+        let t = try s.memory.makeTensor(bytes: 12 * testChunk)
+        try s.memory.aliasOnGrow((2..<10).map { (t, $0, s.holder, $0) })
+        let runs = s.host.census().runMappings
+        // Holes in order: 0, 1 (fresh), the run 2..<10, then 10, 11 (fresh): the fourth map fails.
+        s.faulty.failNext(.map, after: 3)
+        #expect(throws: VTensorError.self) { try s.memory.grow(t, toChunks: 12) }
+        #expect(s.host.census().runMappings == runs)
+        #expect(s.memory.accounting.pendingAliases == 16)
+        #expect(backendAgrees(s.memory, s.host) == [])
+        try s.memory.grow(t, toChunks: 12)
+        #expect(readsSource(t, chunks: 2..<10))
+        #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
+    /// The mapper thread maps a packed prefix as one run even when its slices are shorter than
+    /// the run (a run's chunks after the first cost a slice nothing).
+    @Test func theMapperMapsARunInOneCallWhateverItsSlices() throws {
+        let s = try setup()
+        let mapper = AsyncMapper(memory: s.memory, sliceChunks: 2)
+        defer { mapper.shutdown() }
+        let t = try s.memory.makeTensor(bytes: 12 * testChunk)
+        try s.memory.aliasOnGrow((2..<10).map { (t, $0, s.holder, $0) })
+        let maps = s.faulty.callCounts[.map, default: 0]
+        try mapper.wait(mapper.submit([(t, 12)], priority: 0))
+        // Chunks 0 and 1, the run, chunks 10 and 11: five calls.
+        #expect(s.faulty.callCounts[.map, default: 0] - maps == 5)
+        #expect(readsSource(t, chunks: 2..<10))
+        try s.memory.drain()
+        #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
+    /// The host backend holds the manager to CUDA's rules for runs.
+    @Test func theHostBackendRefusesToCutARun() throws {
+        let host = try makeHost()
+        let slab = try host.createSlab(chunks: 4)
+        let base = try host.reserve(bytes: 4 * testChunk)
+        try host.mapRun(slab, at: base)
+        #expect(throws: BackendError.self) { try host.unmap(at: base + UInt64(testChunk)) }
+        #expect(throws: BackendError.self) { try host.unmap(at: base, chunks: 2) }
+        #expect(throws: BackendError.self) { try host.releaseChunk(slab[0]) }
+        #expect(throws: BackendError.self) { try host.releaseSlab(slab) }
+        #expect(throws: BackendError.self) { try host.mapRun([slab[0], slab[2]], at: base) }
+        try host.unmapRun(at: base, chunks: 4)
+        try host.releaseSlab(slab)
+        try host.releaseReservation(base: base, bytes: 4 * testChunk)
+        #expect(host.census().liveChunks == 0)
+    }
+}
