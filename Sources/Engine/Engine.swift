@@ -311,7 +311,7 @@ public final class Engine: @unchecked Sendable {
             stats.prefixHeldChunks = prefixCache.cachedUnits
             stats.prefixAttachFailures = prefixCache.attachFailures
             stats.prefixPublishFailures = prefixCache.publishFailures
-            stats.prefixPacks = prefixCache.packs
+            stats.prefixPacks = prefixCache.packs + prefixCache.repacks
             stats.prefixPackedChunks = prefixCache.packedUnits
             stats.prefixLastFailure = prefixCache.lastFailure
         }

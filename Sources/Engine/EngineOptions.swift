@@ -34,10 +34,11 @@ public struct EngineOptions: Sendable, Equatable {
     public var aliasAheadChunks = 16384
     /// With the prefix cache on virtual tensors: a running request that publishes at least this
     /// many new chunks of its prompt while other waiting requests share them gives the cache a
-    /// copy packed into one slab (one physical allocation) instead of its own chunks, so each
-    /// request that aliases the prefix maps it with one driver call and one set access instead of
-    /// one of each per chunk (0: never). The copy costs the published chunks again while the
-    /// request runs. Off until measured on a GPU (docs/perf.md, 2026-12-05, "slabs").
+    /// copy packed into one slab (one physical allocation) instead of its own chunks, and a cached
+    /// stretch this long that running requests map is packed at its next hit; each request that
+    /// aliases the prefix then maps it with one driver call and one set access instead of one of
+    /// each per chunk (0: never). A copy costs its chunks again until the requests mapping the
+    /// originals leave. Off until measured on a GPU (docs/perf.md, 2026-12-05, "slabs").
     public var packPrefixChunks = 0
     /// Plan and queue step N+1 while the model runs step N, feeding N's picks to N+1 where they
     /// are (for a model that samples on the device; others collect each step before the next).

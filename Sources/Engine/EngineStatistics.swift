@@ -87,7 +87,8 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     /// store would not share, and the last such error: each should stay 0 / nil.
     public var prefixAttachFailures = 0
     public var prefixPublishFailures = 0
-    /// Publishes whose chunks the cache took as a copy packed into a slab, and the chunks copied.
+    /// Prefixes the cache packed into a slab (a publish waiting requests share, or a cached stretch
+    /// running requests map, copied at its next hit), and the chunks copied.
     public var prefixPacks = 0
     public var prefixPackedChunks = 0
     public var prefixLastFailure: String?

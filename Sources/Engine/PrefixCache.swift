@@ -41,8 +41,16 @@ final class PrefixCache {
         self.packBlocks = packBlocks > 0 && store.packsPrefixes ? packBlocks : 0
     }
 
-    /// Chunks (ledger units) the cache holds.
-    var cachedUnits: Int { tree.count * unitsPerNode }
+    /// Units of cached blocks that a repack moved into a slab while running requests still map
+    /// the old chunks: they stay the cache's in the ledger (those requests count them as shared,
+    /// not their own) until the last of those requests leaves.
+    private var orphans: [(units: Int, requests: Set<RequestID>)] = []
+    private(set) var orphanUnits = 0
+    /// Attaches that first repacked a hot stretch of their prefix into a slab.
+    private(set) var repacks = 0
+
+    /// Chunks (ledger units) the cache holds: its tree's, and orphans still mapped.
+    var cachedUnits: Int { tree.count * unitsPerNode + orphanUnits }
 
     /// The cached prefix a waiting request could start from: at most all its tokens but the
     /// last (whose logits it must compute).
@@ -64,8 +72,9 @@ final class PrefixCache {
     /// Starts a waiting request (no KV yet) from its longest cached prefix, when the ledger has
     /// room for the part that will be its own.
     func start(_ sequence: EngineSequence, ledger: inout KVLedger) -> Start {
-        let match = lookup(sequence)
+        var match = lookup(sequence)
         guard match.tokens > 0 else { return .none }
+        if packBlocks > 0 { match = repackIfShared(match, ledger: &ledger) }
         let own = ledger.attachChunks(sharedUnits: sharedUnits(match), tokens: match.tokens)
         guard own <= ledger.freeChunks else { return .needs(units: own - ledger.freeChunks) }
         do {
@@ -76,6 +85,59 @@ final class PrefixCache {
             return .none
         }
         return .attached(tokens: match.tokens)
+    }
+
+    /// A stretch of at least `packBlocks` blocks at the end of `match`'s whole blocks, held chunk
+    /// by chunk (not packed), that running requests map right now (a system prompt published
+    /// when nobody waited for it, shared since): copied into one slab, and its nodes moved there,
+    /// so this request and every later one maps it with one driver call. The old chunks go back
+    /// as the requests mapping them leave (orphans). Returns the match with its new locations,
+    /// or as it was when nothing is packed (not shared now, no room for the copy, no slab).
+    /// A conversation's next round finds its history unreferenced (the round before ended) and
+    /// takes its holder over as before.
+    private func repackIfShared(_ match: PrefixTree.Match, ledger: inout KVLedger) -> PrefixTree.Match {
+        let full = match.tokens / tree.tokensPerBlock
+        guard full >= packBlocks, tree.references(of: match.nodes[full - 1]) > 0 else { return match }
+        let places = match.locations[..<full].map { ($0.holder, $0.chunk) }
+        let packed = cache.arePacked(places)
+        var first = full
+        while first > 0 && !packed[first - 1] { first -= 1 }
+        let units = (full - first) * unitsPerNode
+        guard full - first >= packBlocks,
+              ledger.attachChunks(sharedUnits: sharedUnits(match), tokens: match.tokens) + units <= ledger.freeChunks else { return match }
+        let holder = nextHolder
+        nextHolder += 1
+        do {
+            guard try cache.packPlaces(Array(places[first..<full]), asHolder: holder) else { return match }
+        } catch {
+            lastFailure = "packing cached chunks \(first)..<\(full): \(error)"
+            return match
+        }
+        let stretch = Array(match.nodes[first..<full])
+        let moved = tree.relocate(stretch, to: holder)
+        giveBack(moved.displaced, emptyHolders: moved.emptyHolders)
+        ledger.cache(units)
+        keptUnits += units
+        repacks += 1
+        packedUnits += units
+        // The old chunks: the cache's in the ledger until the requests that map them leave.
+        let mapping = Set(pins.compactMap { id, pinned in pinned.nodes.contains(stretch[0]) ? id : nil })
+        orphans.append((units, mapping))
+        orphanUnits += units
+        var repacked = match
+        for i in first..<full { repacked.locations[i] = PrefixTree.Location(holder: holder, chunk: i) }
+        return repacked
+    }
+
+    /// Request `id` no longer maps anything: orphans nobody else maps leave the ledger.
+    private func releaseOrphans(of id: RequestID, ledger: inout KVLedger) {
+        guard !orphans.isEmpty else { return }
+        for i in orphans.indices { orphans[i].requests.remove(id) }
+        for orphan in orphans where orphan.requests.isEmpty {
+            ledger.uncache(orphan.units)
+            orphanUnits -= orphan.units
+        }
+        orphans.removeAll { $0.requests.isEmpty }
     }
 
     /// Takes back the KV of a request that waits and will start over (a start that was not
@@ -114,6 +176,7 @@ final class PrefixCache {
         let pinned = pins.removeValue(forKey: sequence.id)
         if let pinned { tree.release(pinned) }
         ledger.release(sequence.id)
+        releaseOrphans(of: sequence.id, ledger: &ledger)
         guard sequence.hasKV else { return 0 }
         sequence.hasKV = false
         guard tokens > 0 else {

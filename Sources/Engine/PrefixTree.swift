@@ -283,6 +283,25 @@ struct PrefixTree {
         return out
     }
 
+    /// Moves the nodes `ids` to the same chunks of `holder` (a packed copy of their blocks now
+    /// lives there). Returns where they lived before and the holders left with no node.
+    mutating func relocate(_ ids: [Int], to holder: Int) -> (displaced: [Location], emptyHolders: [Int]) {
+        var displaced: [Location] = []
+        var empty: [Int] = []
+        for id in ids {
+            guard let node = nodes[id] else { preconditionFailure("relocate of node \(id), which is gone") }
+            displaced.append(node.location)
+            countOut(node.location.holder, emptyHolders: &empty)
+            node.location = Location(holder: holder, chunk: node.location.chunk)
+            nodesPerHolder[holder, default: 0] += 1
+        }
+        empty.removeAll { nodesPerHolder[$0] != nil }
+        return (displaced, empty)
+    }
+
+    /// How many requests reference node `id` now (0 for a node that is gone).
+    func references(of id: Int) -> Int { nodes[id]?.references ?? 0 }
+
     /// Where node `id` lives now (nodes move when `insert` relocates them), nil once it is gone.
     func location(of id: Int) -> Location? { nodes[id]?.location }
 

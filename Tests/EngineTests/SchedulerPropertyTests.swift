@@ -612,6 +612,64 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         #expect(memory.accounting.inUse == 0 && memory.accounting.slabs == 0 && memory.accounting.runMappings == 0)
     }
 
+    /// A prefix published when nobody waited for it is held chunk by chunk; the first request
+    /// that attaches it while another maps it (the publisher, still generating) repacks it into a
+    /// slab, and every later request maps that as one run. The publisher's old chunks stay the
+    /// cache's in the ledger until it leaves. Same tokens and hits as without packing.
+    @Test(arguments: [0, 2]) func aSharedPrefixIsRepackedAtItsNextHit(pack: Int) throws {
+        let model = try FakeModel(context: 96, budgetChunks: 96)
+        var options = EngineOptions(maxNumSeqs: 8, maxNumBatchedTokens: 64)
+        options.packPrefixChunks = pack
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let memory = try #require(model.kvStorage.virtualCache?.memory)
+        let system = (0..<40).map { 1 + ($0 &* 11) % 47 }
+        // The leader alone: it publishes its prompt with nobody waiting, then generates for a while.
+        let leader = try engine.add(GenerationRequest(prompt: system + [2], parameters: SamplingParameters(temperature: 0, maxTokens: 30, ignoreEOS: true)))
+        var outputs: [RequestID: [Int]] = [:]
+        func step() {
+            for output in engine.step() { outputs[output.id, default: []] += output.tokens.map(\.id) }
+            #expect(memory.audit().isEmpty, "\(memory.audit())")
+            #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+            try? memory.drain()
+            #expect(memory.accounting.inUse <= engine.snapshot.committedChunks,
+                    "\(memory.accounting.inUse) chunks in use, \(engine.snapshot.committedChunks) committed")
+        }
+        for _ in 0..<4 { step() }
+        #expect(engine.statistics.prefixPacks == 0)
+        let prompts = (0..<6).map { i in system + [3 + i, 5, 7 + i] }
+        var ids: [RequestID] = []
+        var sawRuns = false
+        for prompt in prompts {
+            ids.append(try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 3))))
+            step()
+            sawRuns = sawRuns || memory.accounting.runMappings > 0
+        }
+        while engine.hasWork {
+            step()
+            sawRuns = sawRuns || memory.accounting.runMappings > 0
+        }
+        #expect(outputs[leader] == fakeReference(prompt: system + [2], maxTokens: 30, maxLength: engine.maxSequenceLength, eos: nil))
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 3, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        let stats = engine.statistics
+        #expect(stats.prefixHitTokens == 6 * 40, "hits \(stats.prefixHitTokens)")
+        #expect(memory.accounting.runSplits == 0)
+        if pack > 0 {
+            #expect(stats.prefixPacks == 1, "\(stats.prefixPacks) packs")
+            #expect(sawRuns, "no request mapped the repacked prefix as a run")
+        } else {
+            #expect(stats.prefixPacks == 0)
+        }
+        // Nothing running: the ledger holds exactly what the tree does (the orphans are gone).
+        #expect(engine.snapshot.committedChunks == stats.prefixHeldChunks)
+        #expect(engine.resetPrefixCache())
+        _ = engine.step()
+        try memory.drain()
+        _ = try memory.trim(to: 0)
+        #expect(memory.accounting.inUse == 0 && memory.accounting.slabs == 0)
+    }
+
     /// A cached prefix that cannot be aliased (here the driver refuses the new request's address
     /// range) is computed again, correctly, and counted with its error: a lost hit is never silent.
     @Test func aPrefixThatCannotBeAliasedIsComputedAgainAndCounted() throws {

@@ -223,6 +223,24 @@ import Testing
         #expect(backendAgrees(s.memory, s.host) == [])
     }
 
+    /// A slab packed from chunks of two tensors (a cached prefix held by two holders): each run
+    /// of adjacent source chunks is copied in one call, and a follower reads every chunk right.
+    @Test func aSlabPackedFromSeveralSources() throws {
+        let s = try setup(pack: false)
+        let other = try s.memory.makeTensor(bytes: 12 * testChunk)
+        try s.memory.grow(other, toChunks: 10)
+        for i in 5..<8 { store(2000 + UInt32(i), at: other.address(ofChunk: i) + 8) }
+        let copies = s.faulty.callCounts[.copy, default: 0]
+        let sources = (2..<5).map { (s.source, $0) } + (5..<8).map { (other, $0) } + (8..<10).map { (s.source, $0) }
+        #expect(try s.memory.packSlab(from: sources, into: s.holder, at: 2))
+        #expect(s.faulty.callCounts[.copy, default: 0] - copies == 3)
+        let t = try follower(s)
+        #expect(readsSource(t, chunks: 0..<5) && readsSource(t, chunks: 8..<10))
+        #expect((5..<8).allSatisfy { load(t.address(ofChunk: $0) + 8) == 2000 + UInt32($0) })
+        try s.memory.drain()
+        #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
     /// The host backend holds the manager to CUDA's rules for runs.
     @Test func theHostBackendRefusesToCutARun() throws {
         let host = try makeHost()

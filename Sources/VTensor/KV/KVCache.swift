@@ -292,6 +292,55 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    /// A new holder `holder` keeping a packed copy of cached chunks: chunk `places[i].chunk` of
+    /// holder `places[i].holder` (adjacent chunks `first...` of a prefix, wherever they live), all
+    /// copied into one slab per range that the new holder keeps as pending aliases at the same
+    /// indices. Each chunk is copied from a range that maps it (its holder's, or the twin
+    /// request's). Returns false, with nothing changed, when a chunk has no mapped copy source or
+    /// no slab can be made now.
+    public func packPlaces(_ places: [(holder: Int, chunk: Int)], asHolder holder: Int) throws -> Bool {
+        try lock.withLock {
+            guard holders[holder] == nil else { throw VTensorError.duplicateRequest(holder) }
+            guard let first = places.first?.chunk, places.enumerated().allSatisfy({ $1.chunk == first + $0 }) else {
+                throw VTensorError.invalidSize("packed places must be adjacent chunks of a prefix")
+            }
+            guard memory.backend.makesSlabs else { return false }
+            var sources: [[VirtualTensor]] = []
+            for place in places {
+                guard let mapped = mappedSourceLocked(holder: place.holder, chunk: place.chunk) else { return false }
+                sources.append(mapped)
+            }
+            let made = try makeTensorsLocked()
+            do {
+                for (range, mine) in made.enumerated() {
+                    guard try memory.packSlab(from: zip(sources, places).map { ($0[range], $1.chunk) }, into: mine, at: first) else {
+                        for tensor in made { try? memory.free(tensor) }
+                        return false
+                    }
+                }
+                for tensor in made { try memory.seal(tensor) }
+            } catch {
+                for tensor in made { try? memory.free(tensor) }
+                throw error
+            }
+            holders[holder] = made
+            holderTokens[holder] = (first + places.count) * layout.tokensPerChunk
+            return true
+        }
+    }
+
+    /// For each place, whether the chunk its holder keeps there belongs to a slab (a packed copy).
+    public func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool] {
+        lock.withLock {
+            memory.inspect { memory in
+                places.map { place in
+                    guard let tensors = holders[place.holder] else { return false }
+                    return tensors.allSatisfy { place.chunk < $0.chunkCount && memory.isSlabChunk($0, chunk: place.chunk) }
+                }
+            }
+        }
+    }
+
     /// Whether the memory makes slabs: `sharePacked` can pack.
     public var packsPrefixes: Bool { memory.backend.makesSlabs }
 

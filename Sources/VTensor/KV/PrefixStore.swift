@@ -17,6 +17,11 @@ public protocol PrefixStore: AnyObject {
     /// one allocation, which requests map in one call (`KVCache.sharePacked`); false when the
     /// store cannot pack now, with nothing changed.
     func sharePacked(_ id: Int, from first: Int, chunks: Int, asHolder holder: Int) throws -> Bool
+    /// Cached blocks at `places` (adjacent blocks of a prefix) copied into one allocation kept by
+    /// a new holder (`KVCache.packPlaces`); false when the store cannot pack them now.
+    func packPlaces(_ places: [(holder: Int, chunk: Int)], asHolder holder: Int) throws -> Bool
+    /// For each place, whether its block is a packed copy.
+    func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool]
     /// Whether `sharePacked` can ever pack here.
     var packsPrefixes: Bool { get }
     func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws
@@ -41,6 +46,8 @@ extension PagedKVCache: PrefixStore {
     /// Pages are one pool already: nothing to pack.
     public var packsPrefixes: Bool { false }
     public func sharePacked(_ id: Int, from first: Int, chunks: Int, asHolder holder: Int) throws -> Bool { false }
+    public func packPlaces(_ places: [(holder: Int, chunk: Int)], asHolder holder: Int) throws -> Bool { false }
+    public func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool] { places.map { _ in false } }
 }
 
 extension KVStorage {

@@ -751,15 +751,24 @@ public final class VirtualMemory: @unchecked Sendable {
     /// hold one of `range.count` chunks now; throws when a driver call fails (nothing leaks).
     @discardableResult
     public func packSlab(from source: VirtualTensor, chunks range: Range<Int>, into holder: VirtualTensor) throws -> Bool {
-        guard !range.isEmpty, backend.makesSlabs else { return false }
+        try packSlab(from: range.map { (source, $0) }, into: holder, at: range.lowerBound)
+    }
+
+    /// `packSlab` from chunks of several tensors: chunk i of the slab is a copy of
+    /// `sources[i]` (mapped), and `holder` gets it at slot `start + i`. Adjacent source chunks of
+    /// one tensor are copied in one call.
+    @discardableResult
+    public func packSlab(from sources: [(tensor: VirtualTensor, index: Int)], into holder: VirtualTensor, at start: Int) throws -> Bool {
+        guard !sources.isEmpty, backend.makesSlabs else { return false }
+        let range = start..<(start + sources.count)
         return try lock.withLock {
-            waitLocked { range.contains { slotInFlight(source, $0) || slotInFlight(holder, $0) } }
-            try checkLive(source, range.upperBound - 1)
+            waitLocked { sources.contains { slotInFlight($0.tensor, $0.index) } || range.contains { slotInFlight(holder, $0) } }
             try checkLive(holder, range.upperBound - 1)
-            for index in range {
-                guard case .mapped = source.slots[index] else { throw VTensorError.notMapped(tensor: source.id, chunk: index) }
-                guard holder.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: holder.id, chunk: index) }
+            for (tensor, index) in sources {
+                try checkLive(tensor, index)
+                guard case .mapped = tensor.slots[index] else { throw VTensorError.notMapped(tensor: tensor.id, chunk: index) }
             }
+            for index in range where holder.slots[index] != .empty { throw VTensorError.alreadyMapped(tensor: holder.id, chunk: index) }
             let bytes = range.count * chunkSize
             let made: [PhysicalChunk]?
             do { made = try pool.makeSlab(range.count) } catch { throw VTensorError.from(error) }
@@ -798,7 +807,14 @@ public final class VirtualMemory: @unchecked Sendable {
             }
             do {
                 try backend.setAccess(at: base, bytes: bytes)
-                try backend.copy(from: source.address(ofChunk: range.lowerBound), to: base, bytes: bytes)
+                var first = 0
+                while first < sources.count {
+                    var end = first + 1
+                    while end < sources.count, sources[end].tensor === sources[first].tensor, sources[end].index == sources[end - 1].index + 1 { end += 1 }
+                    try backend.copy(from: sources[first].tensor.address(ofChunk: sources[first].index), to: staging.address(ofChunk: first),
+                                     bytes: (end - first) * chunkSize)
+                    first = end
+                }
             } catch { throw VTensorError.from(error) }
             for (index, chunk) in zip(range, chunks) {
                 holder.slots[index] = .pendingAlias(chunk)
