@@ -319,7 +319,15 @@ final class PrefixCache {
     func evict(units: Int, ledger: inout KVLedger) -> Int {
         guard units > 0 else { return 0 }
         let nodes = (units + unitsPerNode - 1) / unitsPerNode
-        let out = tree.evict(nodes)
+        var out = tree.evict(nodes)
+        if packBlocks > 0 {
+            // A packed holder's slab returns to the device only whole: the rest of it goes too.
+            for holder in Set(out.locations.map(\.holder)) where cache.isPackedHolder(holder) {
+                let rest = tree.evictHolder(holder)
+                out.locations += rest.locations
+                out.emptyHolders += rest.emptyHolders
+            }
+        }
         giveBack(out.locations, emptyHolders: out.emptyHolders)
         let freed = out.locations.count * unitsPerNode
         ledger.uncache(freed)

@@ -245,16 +245,34 @@ struct PrefixTree {
             // Stale entries: the node went, is referenced, has children, or was used since
             // (then it has a newer entry of its own).
             guard let node = nodes[id], node.lastUse == stamp, node.references == 0, node.children.isEmpty else { continue }
-            nodes[id] = nil
-            unreferencedCount -= 1
-            if let parent = node.parent {
-                parent.children[node.block] = nil
-                if parent.id != 0 && parent.children.isEmpty && parent.references == 0 { candidates.push((parent.lastUse, parent.id)) }
-            }
-            locations.append(node.location)
-            countOut(node.location.holder, emptyHolders: &empty)
+            remove(node, into: &locations, emptyHolders: &empty)
         }
         return (locations, empty)
+    }
+
+    /// Removes every node at `holder` that nobody references and that is a leaf, or becomes one
+    /// as the others go (deepest first), whatever their last use: a packed holder's slab goes back
+    /// to the device whole, so once eviction takes one of its blocks it takes all it can.
+    mutating func evictHolder(_ holder: Int) -> (locations: [Location], emptyHolders: [Int]) {
+        var locations: [Location] = []
+        var empty: [Int] = []
+        for node in nodes.values.filter({ $0.location.holder == holder }).sorted(by: { $0.location.chunk > $1.location.chunk })
+        where node.references == 0 && node.children.isEmpty && nodes[node.id] != nil {
+            remove(node, into: &locations, emptyHolders: &empty)
+        }
+        return (locations, empty)
+    }
+
+    /// Takes an unreferenced leaf out of the tree.
+    private mutating func remove(_ node: Node, into locations: inout [Location], emptyHolders empty: inout [Int]) {
+        nodes[node.id] = nil
+        unreferencedCount -= 1
+        if let parent = node.parent {
+            parent.children[node.block] = nil
+            if parent.id != 0 && parent.children.isEmpty && parent.references == 0 { candidates.push((parent.lastUse, parent.id)) }
+        }
+        locations.append(node.location)
+        countOut(node.location.holder, emptyHolders: &empty)
     }
 
     /// Every node's tokens from its root (tests' brute-force model).

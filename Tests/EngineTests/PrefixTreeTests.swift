@@ -57,6 +57,33 @@ import VTensor
         #expect(extended.emptyHolders == [5] && tree.count == 7 && tree.audit().isEmpty)
     }
 
+    /// A packed copy: nodes move to a new holder's same chunks (the old holder empties), and
+    /// evicting that holder takes every block of it nobody references, deepest first, but none
+    /// that a request reads or that another holder's block hangs from.
+    @Test func relocatedNodesAndAHolderEvictedWhole() {
+        var tree = PrefixTree(tokensPerBlock: 2)
+        let system = Array(0..<8)  // four blocks at holder 1
+        _ = tree.insert(system, holder: 1)
+        let match = tree.lookup(system + [9], limit: 8)
+        let moved = tree.relocate(match.nodes, to: 7)
+        #expect(moved.displaced == (0..<4).map { .init(holder: 1, chunk: $0) } && moved.emptyHolders == [1])
+        #expect(tree.lookup(system + [9], limit: 8).locations.map(\.holder) == [7, 7, 7, 7])
+        #expect(tree.audit().isEmpty)
+        // A question hangs from the third block; a request reads the first two.
+        _ = tree.insert(Array(0..<6) + [40, 41], holder: 8)
+        let reader = tree.lookup([0, 1, 2, 3, 99], limit: 4)
+        tree.acquire(reader)
+        let out = tree.evictHolder(7)
+        // Only the fourth block goes: the third has a child at holder 8, the first two are read.
+        #expect(out.locations == [.init(holder: 7, chunk: 3)] && out.emptyHolders.isEmpty)
+        #expect(tree.count == 4 && tree.audit().isEmpty)
+        tree.release(reader)
+        _ = tree.evict(1)  // the question, the only leaf
+        let rest = tree.evictHolder(7)
+        #expect(rest.locations == [2, 1, 0].map { .init(holder: 7, chunk: $0) } && rest.emptyHolders == [7])
+        #expect(tree.count == 0 && tree.audit().isEmpty)
+    }
+
     @Test func evictionTakesUnreferencedLeavesOldestFirst() {
         var tree = PrefixTree(tokensPerBlock: 2)
         _ = tree.insert([1, 2, 3, 4, 5, 6], holder: 1)     // chain of 3

@@ -670,6 +670,32 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         #expect(memory.accounting.inUse == 0 && memory.accounting.slabs == 0)
     }
 
+    /// Eviction takes a packed holder's blocks together: an idle engine trimming its cache to a
+    /// few chunks never leaves a slab partly cached, so every slab left is whole in the cache and
+    /// the rest of the memory goes back to the device.
+    @Test func anIdleTrimGivesSlabsBackWhole() throws {
+        let model = try FakeModel(context: 80, budgetChunks: 96)
+        var options = EngineOptions(maxNumSeqs: 16, maxNumBatchedTokens: 100)
+        options.packPrefixChunks = 2
+        options.prefixCacheIdleChunks = 3
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let prompts = (0..<4).flatMap { g in
+            (0..<4).map { q in (0..<40).map { 1 + ($0 * 7 + g * 13) % 47 } + [3 + q, 5 + g, 7] }
+        }
+        for prompt in prompts { try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 4))) }
+        try engine.runUntilIdle()
+        let memory = try #require(model.kvStorage.virtualCache?.memory)
+        #expect(engine.statistics.prefixPacks >= 4)
+        // The next step finds nothing to run: the cache is trimmed to 3 chunks' worth or less.
+        _ = engine.step()
+        try memory.drain()
+        _ = try memory.trim(to: 0)
+        let accounting = memory.accounting
+        #expect(engine.statistics.prefixHeldChunks <= 3)
+        #expect(accounting.created == accounting.inUse, "\(accounting.created) chunks held, \(accounting.inUse) in use: a slab is partly cached")
+        #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+    }
+
     /// A cached prefix that cannot be aliased (here the driver refuses the new request's address
     /// range) is computed again, correctly, and counted with its error: a lost hit is never silent.
     @Test func aPrefixThatCannotBeAliasedIsComputedAgainAndCounted() throws {

@@ -53,6 +53,8 @@ public final class KVCache: @unchecked Sendable {
     /// Holders whose chunks a live request maps at the same places: holder -> request.
     private var twins: [Int: Int] = [:]
     private var takeoverCount = 0
+    /// Holders that keep a packed copy (`sharePacked`, `packPlaces`).
+    private var packedHolders: Set<Int> = []
     private var padding: VirtualTensor?
 
     public init(shape: KVShape, layout kind: KVLayoutKind = .default, memory: VirtualMemory, maxTokensPerRequest: Int, guardTokens: Int = 0) throws {
@@ -288,6 +290,7 @@ public final class KVCache: @unchecked Sendable {
             }
             holders[holder] = made
             holderTokens[holder] = chunks * layout.tokensPerChunk
+            packedHolders.insert(holder)
             return true
         }
     }
@@ -325,6 +328,7 @@ public final class KVCache: @unchecked Sendable {
             }
             holders[holder] = made
             holderTokens[holder] = (first + places.count) * layout.tokensPerChunk
+            packedHolders.insert(holder)
             return true
         }
     }
@@ -340,6 +344,8 @@ public final class KVCache: @unchecked Sendable {
             }
         }
     }
+
+    public func isPackedHolder(_ holder: Int) -> Bool { lock.withLock { packedHolders.contains(holder) } }
 
     /// Whether the memory makes slabs: `sharePacked` can pack.
     public var packsPrefixes: Bool { memory.backend.makesSlabs }
@@ -358,6 +364,7 @@ public final class KVCache: @unchecked Sendable {
             guard let tensors = holders.removeValue(forKey: holder) else { throw VTensorError.unknownRequest(holder) }
             holderTokens[holder] = nil
             twins[holder] = nil
+            packedHolders.remove(holder)
             for tensor in tensors { try memory.free(tensor) }
         }
     }

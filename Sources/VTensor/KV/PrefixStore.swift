@@ -22,6 +22,8 @@ public protocol PrefixStore: AnyObject {
     func packPlaces(_ places: [(holder: Int, chunk: Int)], asHolder holder: Int) throws -> Bool
     /// For each place, whether its block is a packed copy.
     func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool]
+    /// Whether `holder` keeps a packed copy (its blocks return to the device together).
+    func isPackedHolder(_ holder: Int) -> Bool
     /// Whether `sharePacked` can ever pack here.
     var packsPrefixes: Bool { get }
     func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws
@@ -48,6 +50,7 @@ extension PagedKVCache: PrefixStore {
     public func sharePacked(_ id: Int, from first: Int, chunks: Int, asHolder holder: Int) throws -> Bool { false }
     public func packPlaces(_ places: [(holder: Int, chunk: Int)], asHolder holder: Int) throws -> Bool { false }
     public func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool] { places.map { _ in false } }
+    public func isPackedHolder(_ holder: Int) -> Bool { false }
 }
 
 extension KVStorage {
