@@ -141,7 +141,9 @@ struct PackedPrefixCost: Codable {
     /// Driver calls a follower made (maps, set accesses), packed and per chunk.
     var packedCallsPerFollower: Int
     var perChunkCallsPerFollower: Int
-    /// 32-bit words of the followers' prefixes that did not read what the source holds (must be 0).
+    /// 32-bit words of the followers' prefixes that did not read what the source holds (must be
+    /// 0); a last follower maps chunks 32..<96 (a run at an offset into the slab), and that run
+    /// is then cut in part, so `runSplits` is 1.
     var mismatches: Int
     var runSplits: Int
 }
@@ -252,7 +254,7 @@ struct BenchVMMCommand: ParsableCommand {
         }
         if let p = r.packed {
             var packed = Table(title: "A \(p.chunks)-chunk prefix aliased by \(p.followers) followers: packed into one slab (one run a follower) or chunk by chunk (pack: \(fixed(p.packMillis, 2)) ms)",
-                               header: ["followers map", "grow p50 us", "p99 us", "driver calls a follower", "mismatched words", "runs split"])
+                               header: ["followers map", "grow p50 us", "p99 us", "driver calls a follower", "mismatched words", "runs split (1 on purpose)"])
             packed.add(["the packed slab", fixed(p.packedGrow.p50Micros, 1), fixed(p.packedGrow.p99Micros, 1), "\(p.packedCallsPerFollower)", "\(p.mismatches)", "\(p.runSplits)"])
             packed.add(["the source's chunks", fixed(p.perChunkGrow.p50Micros, 1), fixed(p.perChunkGrow.p99Micros, 1), "\(p.perChunkCallsPerFollower)", "", ""])
             out += packed.render() + "\n"

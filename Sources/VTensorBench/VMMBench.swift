@@ -499,7 +499,11 @@ struct VMMBench {
         let memory = try VirtualMemory(backend: counting, budget: .bytes((2 * n + 4 * followers + 16) * chunk), lowWatermark: 0, highWatermark: 0)
         let source = try memory.makeTensor(bytes: (n + 2) * chunk)
         try memory.grow(source, toChunks: n)
-        try device.fill(source.base, words: n * words, seed: 41)
+        for i in 0..<n { try device.fill(source.address(ofChunk: i), words: words, seed: 41 + UInt32(i)) }
+        /// Words of `t`'s chunks `chunks` that do not read what the source's same chunks hold.
+        func mismatched(_ t: VirtualTensor, _ chunks: some Sequence<Int>) throws -> Int {
+            try chunks.reduce(0) { $0 + (try device.mismatches(t.address(ofChunk: $1), words: words, seed: 41 + UInt32($1))) }
+        }
         let holder = try memory.makeTensor(bytes: (n + 2) * chunk)
         let packStart = monotonicNanos()
         guard try memory.packSlab(from: source, chunks: 0..<n, into: holder) else { throw VTensorError.outOfMemory("packing \(n) chunks was refused") }
@@ -517,11 +521,7 @@ struct VMMBench {
                 try memory.grow(t, toChunks: n + 2)
                 samples.append(monotonicNanos() - start)
                 // The whole prefix for the first follower, its first and last chunk for the others.
-                if k == 0 {
-                    mismatches += try device.mismatches(t.base, words: n * words, seed: 41)
-                } else {
-                    mismatches += try device.mismatches(t.base, words: words, seed: 41)
-                }
+                mismatches += try mismatched(t, k == 0 ? Array(0..<n) : [0, n - 1])
                 made.append(t)
             }
             let calls = counting.callCounts.values.reduce(0, +) - callsBefore
@@ -532,6 +532,15 @@ struct VMMBench {
         }
         let (packedGrow, packedCalls) = try followersOf(holder)
         let (perChunkGrow, perChunkCalls) = try followersOf(source)
+        // A run from the middle of the slab (mapped at an offset into the allocation), then cut in
+        // part: split into single chunks, each mapped alone at its offset. It must read the same.
+        let middle = try memory.makeTensor(bytes: (n + 2) * chunk)
+        try memory.aliasOnGrow((32..<96).map { (middle, $0, holder, $0) })
+        try memory.grow(middle, toChunks: 96)
+        mismatches += try mismatched(middle, 32..<96)
+        try memory.release(middle, chunks: [50])
+        mismatches += try mismatched(middle, Array(32..<50) + Array(51..<96))
+        try memory.free(middle)
         let splits = memory.accounting.runSplits
         try memory.free(holder)
         try memory.free(source)
