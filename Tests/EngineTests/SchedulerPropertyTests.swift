@@ -696,6 +696,40 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
     }
 
+    /// A pack the driver refuses (the copy into the slab fails) leaves nothing behind: the
+    /// publish shares the request's own chunks instead, the group still finds its prefix cached,
+    /// and every request makes its own tokens.
+    @Test func aFailedPackFallsBackToSharing() throws {
+        let model = try FakeModel(context: 80, budgetChunks: 96, faults: true)
+        var options = EngineOptions(maxNumSeqs: 8, maxNumBatchedTokens: 64)
+        options.packPrefixChunks = 2
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let faults = try #require(model.kvCache.memory.backend as? FaultInjectingBackend)
+        faults.failNext(.copy, times: 100)
+        let shared = (0..<40).map { 1 + ($0 &* 3) % 47 }
+        let prompts = (0..<6).map { i in shared + [3 + i, 5, 7 + i] }
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 4))) }
+        var outputs: [RequestID: [Int]] = [:]
+        let memory = model.kvCache.memory
+        engine.runUntilIdle { step in
+            for output in step { outputs[output.id, default: []] += output.tokens.map(\.id) }
+            #expect(memory.audit().isEmpty, "\(memory.audit())")
+            #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+        }
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 4, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        let stats = engine.statistics
+        #expect(faults.injectedCounts[.copy, default: 0] >= 1)
+        #expect(stats.prefixPacks == 0 && stats.prefixPublishFailures == 0 && stats.prefixAttachFailures == 0)
+        #expect(stats.prefixHitTokens == 5 * 40, "hits \(stats.prefixHitTokens)")
+        #expect(stats.prefixLastFailure?.contains("packing") == true, "\(stats.prefixLastFailure ?? "nil")")
+        // The refused slabs went back to the pool; none is left held.
+        try memory.drain()
+        _ = try memory.trim(to: 0)
+        #expect(memory.accounting.packedSlabs == 0 && memory.accounting.slabs == 0)
+    }
+
     /// A cached prefix that cannot be aliased (here the driver refuses the new request's address
     /// range) is computed again, correctly, and counted with its error: a lost hit is never silent.
     @Test func aPrefixThatCannotBeAliasedIsComputedAgainAndCounted() throws {
