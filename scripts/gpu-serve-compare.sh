@@ -206,7 +206,7 @@ for w in workloads:
             continue
         q, h = c.get("vllm:prefix_cache_queries_total", 0), c.get("vllm:prefix_cache_hits_total", 0)
         print(f"server {s:<14}{w:<14} hit {100 * h / q if q else 0:5.1f}% of {int(q)} tokens, computed {int(c.get('vtensor:prompt_tokens_computed_total', 0))}, "
-              f"attach/publish failures {int(c.get('vtensor:prefix_cache_attach_failures_total', 0))}/{int(c.get('vtensor:prefix_cache_publish_failures_total', 0))}, "
+              f"attach/publish/pack failures {int(c.get('vtensor:prefix_cache_attach_failures_total', 0))}/{int(c.get('vtensor:prefix_cache_publish_failures_total', 0))}/{int(c.get('vtensor:prefix_cache_pack_failures_total', 0))}, "
               f"prefetches {int(c.get('vtensor:prefetches_total', 0))} (aliased ahead {int(c.get('vtensor:prefetches_aliased_ahead_total', 0))}), "
               f"packed {int(c.get('vtensor:prefix_cache_packs_total', 0))} ({int(c.get('vtensor:prefix_cache_packed_chunks_total', 0))} chunks), "
               f"evicted {int(c.get('vtensor:prefix_cache_evicted_chunks_total', 0))} chunks, takeovers {int(c.get('vtensor:prefix_cache_takeovers_total', 0))}, "

@@ -312,6 +312,7 @@ public final class Engine: @unchecked Sendable {
             stats.prefixAttachFailures = prefixCache.attachFailures
             stats.prefixPublishFailures = prefixCache.publishFailures
             stats.prefixPacks = prefixCache.packs + prefixCache.repacks
+            stats.prefixPackFailures = prefixCache.packFailures
             stats.prefixPackedChunks = prefixCache.packedUnits
             stats.prefixLastFailure = prefixCache.lastFailure
         }
@@ -888,6 +889,7 @@ extension EngineStatistics {
         prefixAttachFailures = step.prefixAttachFailures
         prefixPublishFailures = step.prefixPublishFailures
         prefixPacks = step.prefixPacks
+        prefixPackFailures = step.prefixPackFailures
         prefixPackedChunks = step.prefixPackedChunks
         prefixLastFailure = step.prefixLastFailure
     }

@@ -90,6 +90,8 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     /// Prefixes the cache packed into a slab (a publish waiting requests share, or a cached stretch
     /// running requests map, copied at its next hit), and the chunks copied.
     public var prefixPacks = 0
+    /// Packs refused with an error (the prefix stayed unpacked; `prefixLastFailure` says why).
+    public var prefixPackFailures = 0
     public var prefixPackedChunks = 0
     public var prefixLastFailure: String?
     /// Hit tokens over queried tokens (0 with nothing queried).

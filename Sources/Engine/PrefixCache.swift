@@ -25,6 +25,8 @@ final class PrefixCache {
     /// again), publishes a running request's store refused, and the last such error.
     private(set) var attachFailures = 0
     private(set) var publishFailures = 0
+    /// Packs the store refused with an error (the prefix was shared or kept unpacked instead).
+    private(set) var packFailures = 0
     private(set) var lastFailure: String?
 
     /// Publishes of at least this many new blocks that waiting requests share are packed into a
@@ -110,6 +112,7 @@ final class PrefixCache {
         do {
             guard try cache.packPlaces(Array(places[first..<full]), asHolder: holder) else { return match }
         } catch {
+            packFailures += 1
             lastFailure = "packing cached chunks \(first)..<\(full): \(error)"
             return match
         }
@@ -233,6 +236,7 @@ final class PrefixCache {
                     packed = try cache.sharePacked(sequence.id, from: known, chunks: full, asHolder: holder)
                 } catch {
                     // Not a failure to publish: the plain share below still does.
+                    packFailures += 1
                     lastFailure = "packing chunks \(known)..<\(full) of running request \(sequence.id): \(error)"
                 }
             }

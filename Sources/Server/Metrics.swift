@@ -111,6 +111,8 @@ struct ServingMetrics {
                     Double(s.prefixPacks))
         out.counter("vtensor:prefix_cache_packed_chunks_total", help: "KV chunks copied into packed prefixes.",
                     Double(s.prefixPackedChunks))
+        out.counter("vtensor:prefix_cache_pack_failures_total",
+                    help: "Prefixes the store refused to pack with an error (kept unpacked; should stay 0).", Double(s.prefixPackFailures))
         out.counter("vtensor:prefetches_total", help: "Waiting requests given their first prompt chunk's KV ahead of admission (virtual tensors).",
                     Double(s.prefetches))
         out.counter("vtensor:prefetches_released_total", help: "Prefetched requests that gave their KV back for memory a running request needed.",

@@ -411,7 +411,7 @@ struct BenchThroughputCommand: ParsableCommand {
                    + (stats.prefixPacks > 0 ? "; \(stats.prefixPacks) prefixes packed into slabs (\(stats.prefixPackedChunks) chunks, "
                       + "\(model.kvStorage.virtualCache?.memory.accounting.runSplits ?? 0) runs split)" : "")])
         if let failure = stats.prefixLastFailure {
-            table.add(["prefix cache failures", "\(stats.prefixAttachFailures) found but not reused, \(stats.prefixPublishFailures) not shared; the last: \(failure)"])
+            table.add(["prefix cache failures", "\(stats.prefixAttachFailures) found but not reused, \(stats.prefixPublishFailures) not shared, \(stats.prefixPackFailures) not packed; the last: \(failure)"])
         }
         if let mapper = engine.mapperStatistics {
             table.add(["mapper", "\(mapper.chunksMapped) chunks mapped, p50 \(fixed(Double(mapper.chunkLatencyP50) / 1000, 1)) us, p99 \(fixed(Double(mapper.chunkLatencyP99) / 1000, 1)) us a chunk"])

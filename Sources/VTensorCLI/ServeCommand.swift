@@ -97,7 +97,7 @@ struct ServeCommand: ParsableCommand {
         let result = Self.waitFor { try await server.run(onRunning: { logger.info("\(banner)") }) }
         let stats = model.generator.engine.statistics
         if let failure = stats.prefixLastFailure {
-            logger.warning("prefix cache: \(stats.prefixAttachFailures) prefixes found but not reused, \(stats.prefixPublishFailures) not shared; the last: \(failure)")
+            logger.warning("prefix cache: \(stats.prefixAttachFailures) prefixes found but not reused, \(stats.prefixPublishFailures) not shared, \(stats.prefixPackFailures) not packed; the last: \(failure)")
         }
         withExtendedLifetime(model) {}
         if case .failure(let error) = result { throw ValidationError("serve: \(error)") }

@@ -722,6 +722,7 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         let stats = engine.statistics
         #expect(faults.injectedCounts[.copy, default: 0] >= 1)
         #expect(stats.prefixPacks == 0 && stats.prefixPublishFailures == 0 && stats.prefixAttachFailures == 0)
+        #expect(stats.prefixPackFailures >= 1)
         #expect(stats.prefixHitTokens == 5 * 40, "hits \(stats.prefixHitTokens)")
         #expect(stats.prefixLastFailure?.contains("packing") == true, "\(stats.prefixLastFailure ?? "nil")")
         // The refused slabs went back to the pool; none is left held.

@@ -50,6 +50,7 @@ struct ServerCounters: Sendable, Equatable {
         }
         if let computed = deltas["vtensor:prompt_tokens_computed_total"] { parts.append("\(Int(computed)) prompt tokens computed") }
         let failures = (deltas["vtensor:prefix_cache_attach_failures_total"] ?? 0) + (deltas["vtensor:prefix_cache_publish_failures_total"] ?? 0)
+            + (deltas["vtensor:prefix_cache_pack_failures_total"] ?? 0)
         if failures > 0 { parts.append("\(Int(failures)) prefix cache failures (the server's log says why)") }
         if let takeovers = deltas["vtensor:prefix_cache_takeovers_total"] { parts.append("\(Int(takeovers)) takeovers") }
         if let packs = deltas["vtensor:prefix_cache_packs_total"] { parts.append("\(Int(packs)) prefixes packed into slabs") }
