@@ -171,7 +171,8 @@ import Testing
     @Test(arguments: [FaultInjectingBackend.Operation.create, .copy, .setAccess])
     func failuresLeakNothing(failing: FaultInjectingBackend.Operation) throws {
         let s = try setup(pack: false)
-        s.faulty.failNext(failing)
+        // A refused copy is retried a chunk at a time (below): refuse those too.
+        s.faulty.failNext(failing, times: failing == .copy ? 2 : 1)
         #expect(throws: VTensorError.self) { try s.memory.packSlab(from: s.source, chunks: 2..<10, into: s.holder) }
         try s.memory.drain()
         #expect(s.memory.accounting.pendingAliases == 0)
@@ -238,6 +239,18 @@ import Testing
         #expect(readsSource(t, chunks: 0..<5) && readsSource(t, chunks: 8..<10))
         #expect((5..<8).allSatisfy { load(t.address(ofChunk: $0) + 8) == 2000 + UInt32($0) })
         try s.memory.drain()
+        #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
+    /// A copy over several allocations that the driver refuses is done again a chunk at a time
+    /// (and every copy after it): the pack succeeds and reads right.
+    @Test func aRefusedRangeCopyIsRetriedAChunkAtATime() throws {
+        let s = try setup(pack: false)
+        s.faulty.failNext(.copy)
+        let copies = s.faulty.callCounts[.copy, default: 0]
+        #expect(try s.memory.packSlab(from: s.source, chunks: 2..<10, into: s.holder))
+        #expect(s.faulty.callCounts[.copy, default: 0] - copies == 1 + 8)
+        #expect(readsSource(try follower(s)))
         #expect(backendAgrees(s.memory, s.host) == [])
     }
 

@@ -91,6 +91,8 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Runs split into single mappings (`splitRunLocked`), and prefixes packed into slabs.
     private var runSplits = 0
     private var packedSlabs = 0
+    /// A copy over several allocations was refused once: copies go a chunk at a time.
+    private var copiesPerChunk = false
     /// Slots claimed per hold of the lock for driver calls made outside it: enough to amortize
     /// the two holds, few enough that an operation waiting on one of them waits briefly.
     static let claimBatch = 8
@@ -811,8 +813,8 @@ public final class VirtualMemory: @unchecked Sendable {
                 while first < sources.count {
                     var end = first + 1
                     while end < sources.count, sources[end].tensor === sources[first].tensor, sources[end].index == sources[end - 1].index + 1 { end += 1 }
-                    try backend.copy(from: sources[first].tensor.address(ofChunk: sources[first].index), to: staging.address(ofChunk: first),
-                                     bytes: (end - first) * chunkSize)
+                    try copyRangeLocked(from: sources[first].tensor.address(ofChunk: sources[first].index),
+                                        to: staging.address(ofChunk: first), chunks: end - first)
                     first = end
                 }
             } catch { throw VTensorError.from(error) }
@@ -823,6 +825,22 @@ public final class VirtualMemory: @unchecked Sendable {
             }
             packedSlabs += 1
             return true
+        }
+    }
+
+    /// Copies `chunks` chunks between two mapped ranges: in one call, or one call a chunk where a
+    /// copy that spans several allocations was refused once (a driver that checks a copy against
+    /// the one allocation its first byte lies in; none of ours has, but the fallback is cheap).
+    private func copyRangeLocked(from source: UInt64, to destination: UInt64, chunks: Int) throws {
+        if chunks > 1 && !copiesPerChunk {
+            do {
+                return try backend.copy(from: source, to: destination, bytes: chunks * chunkSize)
+            } catch {
+                copiesPerChunk = true
+            }
+        }
+        for i in 0..<chunks {
+            try backend.copy(from: source + UInt64(i * chunkSize), to: destination + UInt64(i * chunkSize), bytes: chunkSize)
         }
     }
 
