@@ -54,7 +54,7 @@ struct BenchEngineCommand: ParsableCommand {
     var arrivalGapUs: Int?
     @Option(help: "shared-prefix: milliseconds each step of the null model takes (a sleep standing in for the GPU).")
     var stepSleepMs = 0.0
-    @Option(help: "Microseconds each mapping's granted access takes on the host backend (an H200's cuMemSetAccess: ~26 a chunk, or a slab's run), so the mapper is as slow as a GPU's. Copies (a packed prefix's) then move no bytes: on a GPU they are queued on the stream, and the null model's KV holds nothing.")
+    @Option(help: "Microseconds each mapping's granted access takes on the host backend (an H200's cuMemSetAccess: ~26 a chunk, or a slab's run), so the mapper is as slow as a GPU's. (Copies never move bytes here: the null model's KV holds nothing, and on a GPU a copy is queued on the stream.)")
     var setAccessDelayUs: UInt32 = 0
     @Option(help: "shared-prefix, virtual tensors: --pack-prefix-chunks values to run as arms, comma-separated (0: no packing; e.g. 0,64 for the A/B).")
     var packPrefixChunks = "0"
@@ -158,13 +158,13 @@ struct BenchEngineCommand: ParsableCommand {
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
         let bytes = requestsHeld * (tokensPerRequest + 16) * shape.tokenBytes
         let host = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
-        var backend: any MemoryBackend = host
-        if setAccessDelayUs > 0 {
-            let slow = FaultInjectingBackend(wrapping: host)
-            slow.setSetAccessDelay(micros: setAccessDelayUs)
-            slow.setSkipsCopies(true)
-            backend = slow
-        }
+        // Copies move no bytes: the null model's KV holds nothing, and on a GPU a copy is queued
+        // on the stream, costing the host nothing (the host backend's memmove would fault in and
+        // zero every page of a packed prefix).
+        let model = FaultInjectingBackend(wrapping: host)
+        model.setSkipsCopies(true)
+        if setAccessDelayUs > 0 { model.setSetAccessDelay(micros: setAccessDelayUs) }
+        let backend: any MemoryBackend = model
         let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)), accessPerRun: perRun ?? (accessPerRun == .on),
                                        unmapPerRun: unmapPerRun == .on)
         let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
