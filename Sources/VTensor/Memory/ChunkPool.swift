@@ -123,7 +123,6 @@ struct ChunkPool {
     private(set) var slabs: [Int: [PhysicalChunk]] = [:]
     private(set) var slabChunksInReserve: [Int: Int] = [:]
     private(set) var nextSlab = 1
-    private(set) var totalSlabs = 0
 
     var inUse: Int { references.count }
 
@@ -155,7 +154,6 @@ struct ChunkPool {
         for (index, chunk) in chunks.enumerated() { slabOf[chunk] = (slab, index) }
         created += count
         totalCreated += count
-        totalSlabs += 1
         peakCreated = max(peakCreated, created)
         return chunks
     }
