@@ -18,7 +18,7 @@ import Testing
     @Test func multiTurnComputesOnlyTheNewTurnsWithTheCache() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("vtensor-mt-\(UUID().uuidString).json").path
         defer { try? FileManager.default.removeItem(atPath: path) }
-        var command = try BenchEngineCommand.parse(["--workload", "multi-turn", "--num-conversations", "8", "--max-in-flight", "4",
+        let command = try BenchEngineCommand.parse(["--workload", "multi-turn", "--num-conversations", "8", "--max-in-flight", "4",
                                                     "--rounds", "3", "--user-len", "64", "--answer-len", "8", "--kv-budget-gib", "1",
                                                     "--json-out", path])
         try command.run()
