@@ -230,6 +230,56 @@ import Testing
         }
     }
 
+    /// A conversation's holder that keeps only its own tail (its system prompt lives at another
+    /// holder, here a packed copy) is still taken over: the tail's mappings stay, the head is
+    /// aliased (a slab's chunks: one run a range once mapped), and every token reads right.
+    @Test func aHolderKeepingOnlyTheTailIsTakenOver() throws {
+        for kind in KVLayoutKind.allCases {
+            let host = try makeHost()
+            let faulty = FaultInjectingBackend(wrapping: host)
+            let memory = try makeMemory(faulty, budgetChunks: 400)
+            let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 256)
+            let perChunk = cache.layout.tokensPerChunk, ranges = cache.layout.rangesPerRequest
+            let n = 3 * perChunk + perChunk / 2
+            try cache.addRequest(1)
+            try cache.reserve(1, tokens: n + 1)
+            try cache.setLength(1, n)
+            let first = try cache.view(1, layer: 1, component: .value)
+            for t in 0..<n { store(UInt32(t + 1), at: first.address(token: t, head: 1)) }
+            let oldBases = try cache.tensors(of: 1).map(\.base)
+            try cache.detach(1, tokens: n, asHolder: 10)
+            // The first two chunks (the "system prompt") packed into holder 20; holder 10 gives
+            // them back, as the tree does when it moves their nodes to the copy.
+            #expect(try cache.packPlaces([(10, 0), (10, 1)], asHolder: 20))
+            try cache.releaseHolderChunks(10, chunks: [0, 1])
+            try memory.drain()
+            let prefix = [(holder: 20, chunk: 0), (20, 1), (10, 2), (10, 3)]
+            try cache.addRequest(2, aliasing: prefix, tokens: n)
+            #expect(cache.takeovers == 1 && cache.partialTakeovers == 1)
+            #expect(try cache.tensors(of: 2).map(\.base) == oldBases, "the holder's ranges, taken over")
+            let maps = faulty.callCounts[.map, default: 0]
+            try cache.reserve(2, tokens: n + 1)
+            // The head maps as one run a range; the tail was mapped already.
+            #expect(faulty.callCounts[.map, default: 0] - maps == ranges)
+            try cache.setLength(2, n + 1)
+            let two = try cache.view(2, layer: 1, component: .value)
+            for t in 0..<n { #expect(load(two.address(token: t, head: 1)) == UInt32(t + 1)) }
+            // The new round appends in place; the holder keeps reading its own tokens.
+            store(4242, at: two.address(token: n, head: 1))
+            let held = try cache.holderView(10, layer: 1, component: .value)
+            for t in (2 * perChunk)..<n { #expect(load(held.address(token: t, head: 1)) == UInt32(t + 1)) }
+            #expect(cache.holdSameChunks(10, as: [(10, 2), (10, 3)]) == [true, true])
+            #expect(memory.audit { backendAgrees($0, host) } == [])
+            try cache.free(2)
+            try cache.freeHolder(10)
+            try cache.freeHolder(20)
+            try memory.drain()
+            _ = try memory.trim(to: 0)
+            #expect(memory.accounting.inUse == 0 && memory.accounting.slabs == 0 && memory.accounting.pendingAliases == 0)
+            #expect(memory.audit { backendAgrees($0, host) } == [])
+        }
+    }
+
     @Test func requestErrorsAreNamed() throws {
         let memory = try makeMemory(try makeHost(), budgetChunks: 64)
         let cache = try KVCache(shape: shape, layout: .perToken, memory: memory, maxTokensPerRequest: 40)

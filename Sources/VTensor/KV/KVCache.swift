@@ -53,6 +53,8 @@ public final class KVCache: @unchecked Sendable {
     /// Holders whose chunks a live request maps at the same places: holder -> request.
     private var twins: [Int: Int] = [:]
     private var takeoverCount = 0
+    /// Of the takeovers, those of a holder that kept only the prefix's tail (the head aliased).
+    private var partialTakeoverCount = 0
     /// Holders that keep a packed copy (`sharePacked`, `packPlaces`).
     private var packedHolders: Set<Int> = []
     private var padding: VirtualTensor?
@@ -371,8 +373,10 @@ public final class KVCache: @unchecked Sendable {
 
     public var holderIDs: [Int] { lock.withLock { Array(holders.keys) } }
 
-    /// Requests that took over a holder's ranges whole (`addRequest(_:aliasing:tokens:)`), in all.
+    /// Requests that took over a holder's ranges (`addRequest(_:aliasing:tokens:)`), in all, and
+    /// of those, the ones whose holder kept only the tail (the head aliased).
     public var takeovers: Int { lock.withLock { takeoverCount } }
+    public var partialTakeovers: Int { lock.withLock { partialTakeoverCount } }
 
     /// Where a holder's (layer, component) K/V lives, for checks of what a prefix cache keeps.
     public func holderView(_ holder: Int, layer: Int, component: KVComponent) throws -> KVView {
@@ -395,7 +399,10 @@ public final class KVCache: @unchecked Sendable {
     /// - When the request continues a holder's whole sequence (every chunk from that holder,
     ///   `tokens` all it keeps, all mapped), it takes over the holder's range with its mappings
     ///   (no driver call at all: the next round of a conversation), appending into the last chunk
-    ///   in place; the holder keeps its chunks as pending aliases in a range of its own.
+    ///   in place; the holder keeps its chunks as pending aliases in a range of its own. The
+    ///   same when the holder keeps only the prefix's tail and nothing before it (a conversation
+    ///   whose system prompt other conversations share lives at another holder): the head is
+    ///   aliased into the range taken over, pending, as any alias.
     /// - Otherwise the aliases are recorded, not mapped: the request's first growth maps them (on
     ///   the mapper thread, for the engine), so admission costs the engine thread no driver call
     ///   per chunk. When `tokens` ends inside the last chunk, that chunk is the request's own from
@@ -412,8 +419,8 @@ public final class KVCache: @unchecked Sendable {
                 guard let tensors = holders[place.holder] else { throw VTensorError.unknownRequest(place.holder) }
                 return tensors
             }
-            if let holder = adoptableLocked(prefix, tokens: tokens) {
-                try adoptLocked(holder, by: id, chunks: prefix.count, tokens: tokens)
+            if let (holder, from) = adoptableLocked(prefix, tokens: tokens) {
+                try adoptLocked(holder, from: from, by: id, chunks: prefix.count, tokens: tokens, head: sources)
                 return
             }
             let tensors = try makeTensorsLocked()
@@ -482,24 +489,38 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
-    /// The holder a request with this prefix can take over whole, if there is one.
-    private func adoptableLocked(_ prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int? {
-        guard let holder = prefix.first?.holder, prefix.allSatisfy({ $0.holder == holder }), holderTokens[holder] == tokens,
-              twins[holder] == nil, let tensors = holders[holder] else { return nil }
+    /// The holder a request with this prefix can take over, if there is one, and the first chunk
+    /// it keeps: the holder of the prefix's last chunk, when it keeps exactly the prefix's tail
+    /// from that chunk on (all `tokens` its own, those chunks mapped, nothing before or after).
+    private func adoptableLocked(_ prefix: [(holder: Int, chunk: Int)], tokens: Int) -> (holder: Int, from: Int)? {
+        guard let holder = prefix.last?.holder, holderTokens[holder] == tokens, twins[holder] == nil, let tensors = holders[holder] else { return nil }
+        var from = prefix.count
+        while from > 0 && prefix[from - 1].holder == holder { from -= 1 }
         let whole = memory.inspect { memory in
             tensors.allSatisfy { tensor in
-                (0..<prefix.count).allSatisfy { memory.isMapped(tensor, chunk: $0) }
+                (0..<from).allSatisfy { memory.heldChunk(tensor, chunk: $0) == nil }
+                    && (from..<prefix.count).allSatisfy { memory.isMapped(tensor, chunk: $0) }
                     && (prefix.count..<tensor.chunkCount).allSatisfy { memory.heldChunk(tensor, chunk: $0) == nil }
             }
         }
-        return whole ? holder : nil
+        return whole ? (holder, from) : nil
     }
 
     /// Request `id` takes over holder `holder`'s ranges (their mappings stay, no driver call);
-    /// the holder keeps its chunks as pending aliases in new ranges of its own.
-    private func adoptLocked(_ holder: Int, by id: Int, chunks: Int, tokens: Int) throws {
+    /// the holder keeps its chunks `from..<chunks` as pending aliases in new ranges of its own.
+    /// Chunks `0..<from` (the head, which the holder does not keep) are aliased from `head`'s
+    /// ranges first, pending: all or nothing, the holder unchanged if that fails.
+    private func adoptLocked(_ holder: Int, from: Int, by id: Int, chunks: Int, tokens: Int, head: [[VirtualTensor]]) throws {
         let old = holders[holder]!
-        let kept = try pendingCopyLocked(of: old, chunks: chunks)
+        let kept = try pendingCopyLocked(of: old, chunks: from..<chunks)
+        if from > 0 {
+            do {
+                try memory.aliasOnGrow((0..<from).flatMap { i in zip(old, head[i]).map { mine, theirs in (mine, i, theirs, i) } })
+            } catch {
+                for tensor in kept { try? memory.free(tensor) }
+                throw error
+            }
+        }
         // New tensor objects for the ranges: growth still queued for the request that left them
         // finds its tensors freed and passes by.
         let taken = old.map { tensor -> VirtualTensor in
@@ -508,6 +529,7 @@ public final class KVCache: @unchecked Sendable {
         holders[holder] = kept
         twins[holder] = id
         takeoverCount += 1
+        if from > 0 { partialTakeoverCount += 1 }
         let partial = tokens % layout.tokensPerChunk > 0
         entries[id] = Entry(tensors: taken, length: tokens, appendChunk: partial ? chunks - 1 : nil, twinHolders: [holder])
     }
@@ -515,9 +537,13 @@ public final class KVCache: @unchecked Sendable {
     /// New sealed ranges holding chunks `0..<chunks` of `tensors` as pending aliases (a holder's
     /// references, no driver call). All or nothing.
     private func pendingCopyLocked(of tensors: [VirtualTensor], chunks: Int) throws -> [VirtualTensor] {
+        try pendingCopyLocked(of: tensors, chunks: 0..<chunks)
+    }
+
+    private func pendingCopyLocked(of tensors: [VirtualTensor], chunks: Range<Int>) throws -> [VirtualTensor] {
         let made = try makeTensorsLocked()
         do {
-            try memory.aliasOnGrow(zip(made, tensors).flatMap { mine, theirs in (0..<chunks).map { (mine, $0, theirs, $0) } })
+            try memory.aliasOnGrow(zip(made, tensors).flatMap { mine, theirs in chunks.map { (mine, $0, theirs, $0) } })
             for tensor in made { try memory.seal(tensor) }
         } catch {
             for tensor in made { try? memory.free(tensor) }
