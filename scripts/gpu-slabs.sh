@@ -11,7 +11,10 @@
 #      what matters is that packing changes nothing).
 #   3. bench throughput, dummy Llama-3-8B: shared prefix (16 x 16, 2048 + 128 in, 64 out, and
 #      32 x 16 with 256 out) with --pack-prefix-chunks 0 and 32, alternated, then paged; multi-turn
-#      (the issue's defaults) with 0 and 32 (nothing to pack there: it must not change).
+#      (the issue's defaults) with 0 and 32 (nothing to pack there: it must not change); and
+#      multi-turn with a 2,048-token system prompt every conversation shares (128 conversations):
+#      unpacked, packed (the prompt maps as one run; rounds take their holders over with the
+#      head aliased) and paged.
 # Usage: scripts/gpu-slabs.sh [OUTDIR]   (carry gpu-pack, gpu-kcache)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +46,13 @@ run sp32-packed 90 "$bin" bench throughput "${dummy[@]}" "${sp32[@]}" --pack-pre
 run sp32-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp32[@]}" --kv paged --json-out "$out/sp32-paged.json"
 run mt-plain 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$out/mt-plain.json"
 run mt-packed 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --pack-prefix-chunks 32 --json-out "$out/mt-packed.json"
+mts=(--dataset multi-turn --num-conversations 128 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128 --conversation-system-len 2048)
+run mts-plain 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --json-out "$out/mts-plain.json"
+run mts-packed 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --pack-prefix-chunks 32 --json-out "$out/mts-packed.json"
+run mts-paged 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --kv paged --json-out "$out/mts-paged.json"
 save_kernel_cache "$out/kernel-cache.tgz"
 
-runs="sp-plain sp-packed sp-plain-2 sp-packed-2 sp-paged sp32-plain sp32-packed sp32-paged mt-plain mt-packed"
+runs="sp-plain sp-packed sp-plain-2 sp-packed-2 sp-paged sp32-plain sp32-packed sp32-paged mt-plain mt-packed mts-plain mts-packed mts-paged"
 python3 - "$out" "$runs" <<'PY' >> "$out/summary.txt"
 import json, os, sys
 out, runs = sys.argv[1], sys.argv[2].split()
@@ -75,7 +82,7 @@ for name in runs:
           f"{r['engine_host_ms_per_step']:8.2f} {r.get('gpu_idle_gap_ms_per_step') or 0:8.2f} {r['mapping_wait_ms_total']:11.0f} {r['kv_peak_created_bytes']/2**30:11.1f}")
 PY
 { for f in dev-engine-packed dev-engine-plain; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "teacher-forced|^result|prefix cache" "$out/$f.txt"; }; done
-  for f in sp-packed sp32-packed mt-packed; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "prefix cache" "$out/$f.txt"; }; done
+  for f in sp-packed sp32-packed mt-packed mts-plain mts-packed; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "prefix cache" "$out/$f.txt"; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 (cd "$out" && tar czf /tmp/slabs-details.tgz --exclude=summary.txt --exclude=kernel-cache.tgz . 2>/dev/null \
   && find . -mindepth 1 ! -name summary.txt ! -name kernel-cache.tgz -delete && mv /tmp/slabs-details.tgz details.tgz)

@@ -76,6 +76,8 @@ struct BenchThroughputCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "multi-turn: conversations.") var numConversations = 256
     @Option(parsing: .unconditional, help: "multi-turn: rounds a conversation.") var rounds = 5
     @Option(parsing: .unconditional, help: "multi-turn: tokens of each new user turn.") var userLen = 512
+    @Option(parsing: .unconditional, help: "multi-turn: tokens of a system prompt every conversation starts with (default 0: none; the conversations then share it, as chats with one system prompt do).")
+    var conversationSystemLen = 0
     @Option(parsing: .unconditional, help: "multi-turn: tokens of each answer.") var answerLen = 64
     @Option(parsing: .unconditional, help: "multi-turn: conversations under way at once.") var maxInFlight = 128
     @Option(help: "Prompt tokens: N, or A-B with --dataset random.") var inputLen = "128"
@@ -208,7 +210,8 @@ struct BenchThroughputCommand: ParsableCommand {
             guard numConversations >= 1, rounds >= 1, userLen >= 1, answerLen >= 1, maxInFlight >= 1 else {
                 throw ValidationError("--num-conversations, --rounds, --user-len, --answer-len and --max-in-flight must be at least 1")
             }
-            workload.shapes = [.init(input: rounds * userLen + (rounds - 1) * answerLen, output: answerLen)]
+            guard conversationSystemLen >= 0 else { throw ValidationError("--conversation-system-len must be at least 0") }
+            workload.shapes = [.init(input: conversationSystemLen + rounds * userLen + (rounds - 1) * answerLen, output: answerLen)]
         }
 
         var runtimeOptions = engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
@@ -245,7 +248,8 @@ struct BenchThroughputCommand: ParsableCommand {
         case .sharedPrefix: requests = sharedPrefix.requests(vocabulary: low..<config.vocabSize, seed: seed)
         case .multiTurn:
             conversations = ConversationDriver(conversations: numConversations, rounds: rounds, userLength: userLen, answerLength: answerLen,
-                                               maxInFlight: maxInFlight, vocabulary: low..<config.vocabSize, seed: seed)
+                                               maxInFlight: maxInFlight, vocabulary: low..<config.vocabSize, seed: seed,
+                                               systemLength: conversationSystemLen)
         default:
             requests = workload.shapes.map { shape in
                 GenerationRequest(prompt: (0..<shape.input).map { _ in Int.random(in: low..<config.vocabSize, using: &rng) },
@@ -407,7 +411,7 @@ struct BenchThroughputCommand: ParsableCommand {
         }
         table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (hit rate \(fixed(stats.prefixHitRate * 100, 1))%); "
                    + "\(stats.prefixKeptChunks) chunks kept (\(stats.prefixSharedRunningChunks) from running requests), \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"
-                   + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges whole" } ?? "")
+                   + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges (\($0.partialTakeovers) with the head aliased)" } ?? "")
                    + (stats.prefixPacks > 0 ? "; \(stats.prefixPacks) prefixes packed into slabs (\(stats.prefixPackedChunks) chunks, "
                       + "\(model.kvStorage.virtualCache?.memory.accounting.runSplits ?? 0) runs split)" : "")])
         if let failure = stats.prefixLastFailure {

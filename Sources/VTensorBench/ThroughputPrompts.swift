@@ -28,6 +28,8 @@ struct SharedPrefixWorkload {
 /// most `maxInFlight` conversations are under way at once.
 final class ConversationDriver {
     let conversations: Int, rounds: Int, userLength: Int, answerLength: Int, maxInFlight: Int
+    /// Tokens of a system prompt every conversation starts with (0: none).
+    let systemLength: Int
     private let vocabulary: Range<Int>
     private var rng: SplitMix64
     private var histories: [[Int]]
@@ -40,20 +42,24 @@ final class ConversationDriver {
     /// Told of every request sent, with its round (0-based).
     var onSend: ((RequestID, Int) -> Void)?
 
-    init(conversations: Int, rounds: Int, userLength: Int, answerLength: Int, maxInFlight: Int, vocabulary: Range<Int>, seed: UInt64) {
+    init(conversations: Int, rounds: Int, userLength: Int, answerLength: Int, maxInFlight: Int, vocabulary: Range<Int>, seed: UInt64,
+         systemLength: Int = 0) {
         self.conversations = conversations
+        self.systemLength = systemLength
         self.rounds = rounds
         self.userLength = userLength
         self.answerLength = answerLength
         self.maxInFlight = maxInFlight
         self.vocabulary = vocabulary
         rng = SplitMix64(seed: seed &+ 11)
-        histories = Array(repeating: [], count: conversations)
+        var system = SplitMix64(seed: seed &+ 29)
+        let prompt = (0..<systemLength).map { _ in Int.random(in: vocabulary, using: &system) }
+        histories = Array(repeating: prompt, count: conversations)
         nextRound = Array(repeating: 0, count: conversations)
     }
 
     /// The longest sequence a round reaches.
-    var longest: Int { rounds * (userLength + answerLength) }
+    var longest: Int { systemLength + rounds * (userLength + answerLength) }
 
     /// Sends the first round of the first `maxInFlight` conversations.
     func start(_ engine: Engine) throws {
