@@ -101,6 +101,8 @@ final class PrefixCache {
         let full = match.tokens / tree.tokensPerBlock
         guard full >= packBlocks, tree.references(of: match.nodes[full - 1]) > 0 else { return match }
         let places = match.locations[..<full].map { ($0.holder, $0.chunk) }
+        // Admission's common case once a prefix is packed: its last block is, and nothing is to do.
+        guard cache.arePacked([places[full - 1]]) == [false] else { return match }
         let packed = cache.arePacked(places)
         var first = full
         while first > 0 && !packed[first - 1] { first -= 1 }
@@ -252,28 +254,22 @@ final class PrefixCache {
         }
         let insertion = tree.insert(tokens, salt: sequence.salt, holder: holder)
         settle(insertion, holder: holder, ledger: &ledger)
-        if packed {
-            // The copy is the cache's own memory; the request keeps all of its chunks.
-            let units = insertion.kept.count * unitsPerNode
-            ledger.cache(units)
-            keptUnits += units
-            packs += 1
-            packedUnits += units
-            let path = tree.lookup(tokens, salt: sequence.salt, limit: tokens.count)
-            tree.acquire(path)
-            if let current { tree.release(current) }
-            pins[sequence.id] = path
-            return !insertion.kept.isEmpty
-        }
         // Its pins now cover the whole path (the nodes it matched, and those it just added).
         let path = tree.lookup(tokens, salt: sequence.salt, limit: tokens.count)
         tree.acquire(path)
         if let current { tree.release(current) }
         pins[sequence.id] = path
-        let shared = insertion.kept.count * unitsPerNode
-        ledger.share(sequence.id, units: shared)
-        keptUnits += shared
-        sharedRunningUnits += shared
+        let units = insertion.kept.count * unitsPerNode
+        keptUnits += units
+        if packed {
+            // The copy is the cache's own memory; the request keeps all of its chunks.
+            ledger.cache(units)
+            packs += 1
+            packedUnits += units
+        } else {
+            ledger.share(sequence.id, units: units)
+            sharedRunningUnits += units
+        }
         return !insertion.kept.isEmpty
     }
 

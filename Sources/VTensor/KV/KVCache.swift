@@ -254,7 +254,7 @@ public final class KVCache: @unchecked Sendable {
             guard chunks > 0, chunks * layout.tokensPerChunk <= entry.length else {
                 throw VTensorError.invalidSize("cannot share \(chunks) chunks of request \(id), which holds \(entry.length) tokens")
             }
-            holders[holder] = try pendingCopyLocked(of: entry.tensors, chunks: chunks)
+            holders[holder] = try pendingCopyLocked(of: entry.tensors, chunks: 0..<chunks)
             holderTokens[holder] = chunks * layout.tokensPerChunk
             twins[holder] = id
             entries[id]!.twinHolders.append(holder)
@@ -277,23 +277,9 @@ public final class KVCache: @unchecked Sendable {
                 throw VTensorError.invalidSize("cannot pack chunks \(first)..<\(chunks) of request \(id), which holds \(entry.length) tokens")
             }
             guard memory.backend.makesSlabs else { return false }
-            let made = try makeTensorsLocked()
-            do {
-                for (mine, theirs) in zip(made, entry.tensors) {
-                    guard try memory.packSlab(from: theirs, chunks: first..<chunks, into: mine) else {
-                        for tensor in made { try? memory.free(tensor) }
-                        return false
-                    }
-                }
-                for tensor in made { try memory.seal(tensor) }
-            } catch {
-                for tensor in made { try? memory.free(tensor) }
-                throw error
+            return try makePackedHolderLocked(holder, at: first, tokens: chunks * layout.tokensPerChunk) { range in
+                (first..<chunks).map { (entry.tensors[range], $0) }
             }
-            holders[holder] = made
-            holderTokens[holder] = chunks * layout.tokensPerChunk
-            packedHolders.insert(holder)
-            return true
         }
     }
 
@@ -315,24 +301,34 @@ public final class KVCache: @unchecked Sendable {
                 guard let mapped = mappedSourceLocked(holder: place.holder, chunk: place.chunk) else { return false }
                 sources.append(mapped)
             }
-            let made = try makeTensorsLocked()
-            do {
-                for (range, mine) in made.enumerated() {
-                    guard try memory.packSlab(from: zip(sources, places).map { ($0[range], $1.chunk) }, into: mine, at: first) else {
-                        for tensor in made { try? memory.free(tensor) }
-                        return false
-                    }
-                }
-                for tensor in made { try memory.seal(tensor) }
-            } catch {
-                for tensor in made { try? memory.free(tensor) }
-                throw error
+            return try makePackedHolderLocked(holder, at: first, tokens: (first + places.count) * layout.tokensPerChunk) { range in
+                zip(sources, places).map { ($0[range], $1.chunk) }
             }
-            holders[holder] = made
-            holderTokens[holder] = (first + places.count) * layout.tokensPerChunk
-            packedHolders.insert(holder)
-            return true
         }
+    }
+
+    /// New sealed ranges for holder `holder`, each keeping at slots `first...` a slab packed from
+    /// `sources(range)` (that range's source chunks, in order). False, with nothing left behind,
+    /// when a slab cannot be made now.
+    private func makePackedHolderLocked(_ holder: Int, at first: Int, tokens: Int,
+                                        sources: (Int) -> [(tensor: VirtualTensor, index: Int)]) throws -> Bool {
+        let made = try makeTensorsLocked()
+        do {
+            for (range, mine) in made.enumerated() {
+                guard try memory.packSlab(from: sources(range), into: mine, at: first) else {
+                    for tensor in made { try? memory.free(tensor) }
+                    return false
+                }
+            }
+            for tensor in made { try memory.seal(tensor) }
+        } catch {
+            for tensor in made { try? memory.free(tensor) }
+            throw error
+        }
+        holders[holder] = made
+        holderTokens[holder] = tokens
+        packedHolders.insert(holder)
+        return true
     }
 
     /// For each place, whether the chunk its holder keeps there belongs to a slab (a packed copy).
@@ -534,12 +530,8 @@ public final class KVCache: @unchecked Sendable {
         entries[id] = Entry(tensors: taken, length: tokens, appendChunk: partial ? chunks - 1 : nil, twinHolders: [holder])
     }
 
-    /// New sealed ranges holding chunks `0..<chunks` of `tensors` as pending aliases (a holder's
+    /// New sealed ranges holding chunks `chunks` of `tensors` as pending aliases (a holder's
     /// references, no driver call). All or nothing.
-    private func pendingCopyLocked(of tensors: [VirtualTensor], chunks: Int) throws -> [VirtualTensor] {
-        try pendingCopyLocked(of: tensors, chunks: 0..<chunks)
-    }
-
     private func pendingCopyLocked(of tensors: [VirtualTensor], chunks: Range<Int>) throws -> [VirtualTensor] {
         let made = try makeTensorsLocked()
         do {
