@@ -25,8 +25,15 @@ start_summary() {
 # Runs a step of a GPU script: run NAME TIMEOUT_SECONDS COMMAND...; its output goes to
 # $out/NAME.txt, and a line with its exit status and seconds to $out/rcs.txt (and the terminal).
 # Returns the command's status. (gpu-decode-variants.sh defines a run of its own.)
+# With RUN_DEADLINE=S, a step gets at most what is left of S seconds since the script started
+# (bash's SECONDS), and none once fewer than 15 are left, so the summary still gets printed.
 run() {
   local name=$1 limit=$2; shift 2
+  if [ -n "${RUN_DEADLINE:-}" ]; then
+    local left=$(( RUN_DEADLINE - SECONDS ))
+    if [ "$left" -lt 15 ]; then echo "$name: skipped, $SECONDS s into the call (RUN_DEADLINE=$RUN_DEADLINE)" | tee -a "$out/rcs.txt"; return 124; fi
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   local t0=$(date +%s)
   timeout "$limit" "$@" > "$out/$name.txt" 2>&1; local rc=$?
   echo "$name: rc=$rc, $(( $(date +%s) - t0 )) s" | tee -a "$out/rcs.txt"

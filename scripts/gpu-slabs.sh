@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: prefixes packed into slabs (issue 12), checked and timed in one call.
+#   0. scripts/gpu-vmm-offsets.py: which cuMemMap shapes the driver takes for one allocation of
+#      several chunks (whole, part from offset 0, part at an offset, twice at once), by ctypes.
+#      CUDA 13 refused offsets (2026-12-05): slabs then map only whole (`mapsSlabParts` false).
 #   1. bench vmm --only slabs,packed: one allocation of n chunks mapped with one call; then a
 #      128-chunk prefix packed into a slab and aliased by 16 followers, each mapping it as one run
 #      (every follower's prefix checked against the source), against 16 aliasing it chunk by chunk.
@@ -15,7 +18,7 @@
 #      multi-turn with a 2,048-token system prompt every conversation shares (128 conversations):
 #      unpacked, packed (the prompt maps as one run; rounds take their holders over with the
 #      head aliased) and paged.
-# Usage: scripts/gpu-slabs.sh [OUTDIR]   (carry gpu-pack, gpu-kcache)
+# Usage: [RUN_DEADLINE=540] scripts/gpu-slabs.sh [OUTDIR]   (carry gpu-pack, gpu-kcache)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
@@ -33,13 +36,12 @@ prompts = [stems[k % 4] + [random.randrange(4, 4096) for _ in range(random.randi
 json.dump(prompts, open("/tmp/shared-prompts.json", "w"))
 PY
 
+run offsets 30 python3 scripts/gpu-vmm-offsets.py
 run vmm 90 "$bin" bench vmm --backend cuda --only slabs,packed --json-out "$out/vmm.json"
 run dev-engine-packed 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 96 --pack-prefix-chunks 2
 run dev-engine-plain 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 96
 run sp-plain 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-plain.json"
 run sp-packed 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --pack-prefix-chunks 32 --json-out "$out/sp-packed.json"
-run sp-plain-2 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-plain-2.json"
-run sp-packed-2 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --pack-prefix-chunks 32 --json-out "$out/sp-packed-2.json"
 run sp-paged 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
 run sp32-plain 90 "$bin" bench throughput "${dummy[@]}" "${sp32[@]}" --json-out "$out/sp32-plain.json"
 run sp32-packed 90 "$bin" bench throughput "${dummy[@]}" "${sp32[@]}" --pack-prefix-chunks 32 --json-out "$out/sp32-packed.json"
@@ -50,6 +52,8 @@ mts=(--dataset multi-turn --num-conversations 128 --rounds 5 --user-len 512 --an
 run mts-plain 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --json-out "$out/mts-plain.json"
 run mts-packed 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --pack-prefix-chunks 32 --json-out "$out/mts-packed.json"
 run mts-paged 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --kv paged --json-out "$out/mts-paged.json"
+run sp-plain-2 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-plain-2.json"
+run sp-packed-2 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --pack-prefix-chunks 32 --json-out "$out/sp-packed-2.json"
 save_kernel_cache "$out/kernel-cache.tgz"
 
 runs="sp-plain sp-packed sp-plain-2 sp-packed-2 sp-paged sp32-plain sp32-packed sp32-paged mt-plain mt-packed mts-plain mts-packed mts-paged"
@@ -81,7 +85,8 @@ for name in runs:
     print(f"{name:12} {r['output_tokens_per_second']:9.0f} {100*r['prefix_cache_hit_rate']:5.1f}% {r['step_mean_ms']:8.2f} "
           f"{r['engine_host_ms_per_step']:8.2f} {r.get('gpu_idle_gap_ms_per_step') or 0:8.2f} {r['mapping_wait_ms_total']:11.0f} {r['kv_peak_created_bytes']/2**30:11.1f}")
 PY
-{ for f in dev-engine-packed dev-engine-plain; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "teacher-forced|^result|prefix cache" "$out/$f.txt"; }; done
+{ [ -f "$out/offsets.txt" ] && { echo "== cuMemMap shapes (ctypes)"; cat "$out/offsets.txt"; }
+  for f in dev-engine-packed dev-engine-plain; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "teacher-forced|^result|prefix cache" "$out/$f.txt"; }; done
   for f in sp-packed sp32-packed mt-packed mts-plain mts-packed; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "prefix cache" "$out/$f.txt"; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 (cd "$out" && tar czf /tmp/slabs-details.tgz --exclude=summary.txt --exclude=kernel-cache.tgz . 2>/dev/null \

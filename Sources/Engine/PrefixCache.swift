@@ -51,8 +51,16 @@ final class PrefixCache {
     /// Attaches that first repacked a hot stretch of their prefix into a slab.
     private(set) var repacks = 0
 
-    /// Chunks (ledger units) the cache holds: its tree's, and orphans still mapped.
-    var cachedUnits: Int { tree.count * unitsPerNode + orphanUnits }
+    /// Where a packed copy is released only whole (`PrefixStore.releasesPackedWhole`: CUDA maps
+    /// and unmaps a slab only whole), blocks evicted from the tree while other blocks of their
+    /// packed holder stay cached (requests pin them): their chunks stay the holder's, and the
+    /// cache's in the ledger, until the holder's last block goes and the holder is freed.
+    private(set) var heldBack: [Int: [Int]] = [:]
+    private(set) var heldBackUnits = 0
+
+    /// Chunks (ledger units) the cache holds: its tree's, orphans still mapped, and blocks held
+    /// back with their packed holder.
+    var cachedUnits: Int { tree.count * unitsPerNode + orphanUnits + heldBackUnits }
 
     /// The cached prefix a waiting request could start from: at most all its tokens but the
     /// last (whose logits it must compute).
@@ -120,7 +128,7 @@ final class PrefixCache {
         }
         let stretch = Array(match.nodes[first..<full])
         let moved = tree.relocate(stretch, to: holder)
-        giveBack(moved.displaced, emptyHolders: moved.emptyHolders)
+        ledger.uncache(giveBack(moved.displaced, emptyHolders: moved.emptyHolders))
         ledger.cache(units)
         keptUnits += units
         repacks += 1
@@ -156,10 +164,12 @@ final class PrefixCache {
     /// chunks, pins them, and records it in the ledger, which must have room for its own part.
     func attach(_ sequence: EngineSequence, _ match: PrefixTree.Match, ledger: inout KVLedger) throws {
         precondition(!sequence.hasKV && pins[sequence.id] == nil, "attach of a request that has KV")
+        // Asked before the request exists: what it will copy depends on the holders as they are now.
+        let shared = sharedUnits(match)
         try cache.addRequest(sequence.id, aliasing: match.locations.map { ($0.holder, $0.chunk) }, tokens: match.tokens)
         tree.acquire(match)
         pins[sequence.id] = match
-        ledger.attach(sequence.id, sharedUnits: sharedUnits(match), tokens: match.tokens)
+        ledger.attach(sequence.id, sharedUnits: shared, tokens: match.tokens)
         sequence.hasKV = true
         sequence.computed = match.tokens
     }
@@ -167,7 +177,10 @@ final class PrefixCache {
     /// Units of `match` a request shares with the cache: its full chunks (a chunk it matched only
     /// in part becomes its own copy at its first write).
     func sharedUnits(_ match: PrefixTree.Match) -> Int {
-        (match.tokens / tree.tokensPerBlock) * unitsPerNode
+        let full = (match.tokens / tree.tokensPerBlock) * unitsPerNode
+        // A packed copy that maps only whole, matched in part, is copied: the request's own.
+        guard packBlocks > 0 else { return full }
+        return full - cache.copiedUnits(aliasing: match.locations.map { ($0.holder, $0.chunk) }, tokens: match.tokens)
     }
 
     /// A request leaves (finished, aborted, preempted): its KV's first `tokens` tokens go into
@@ -300,36 +313,56 @@ final class PrefixCache {
             // The holder was made just now: the store refusing it is a bug, not a state to carry on in.
             preconditionFailure("prefix cache: settling holder \(holder) failed: \(error)")
         }
-        giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
-        ledger.uncache(insertion.removed * unitsPerNode)
+        let released = giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
+        ledger.uncache(insertion.removed * unitsPerNode + released)
     }
 
     /// Gives back the chunks at `locations` and frees `emptyHolders` (they keep nothing now).
-    private func giveBack(_ locations: [PrefixTree.Location], emptyHolders: [Int]) {
+    /// Returns the units held back with those holders that went with them (the caller takes
+    /// them out of the ledger).
+    @discardableResult
+    private func giveBack(_ locations: [PrefixTree.Location], emptyHolders: [Int]) -> Int {
         var byHolder: [Int: [Int]] = [:]
         for location in locations { byHolder[location.holder, default: []].append(location.chunk) }
         let empty = Set(emptyHolders)
         for (holder, chunks) in byHolder where !empty.contains(holder) { try? cache.releaseHolderChunks(holder, chunks: chunks) }
-        for holder in empty { try? cache.freeHolder(holder) }
+        var released = 0
+        for holder in empty {
+            try? cache.freeHolder(holder)
+            if let chunks = heldBack.removeValue(forKey: holder) { released += chunks.count * unitsPerNode }
+        }
+        heldBackUnits -= released
+        return released
     }
 
     /// Gives back at least `units` units (whole nodes), least recently used unreferenced leaves
     /// first. Returns the units given back (0: nothing is evictable).
     @discardableResult
     func evict(units: Int, ledger: inout KVLedger) -> Int {
-        guard units > 0 else { return 0 }
-        let nodes = (units + unitsPerNode - 1) / unitsPerNode
-        var out = tree.evict(nodes)
-        if packBlocks > 0 {
-            // A packed holder's slab returns to the device only whole: the rest of it goes too.
-            for holder in Set(out.locations.map(\.holder)) where cache.isPackedHolder(holder) {
-                let rest = tree.evictHolder(holder)
-                out.locations += rest.locations
-                out.emptyHolders += rest.emptyHolders
+        var freed = 0
+        while freed < units {
+            var out = tree.evict((units - freed + unitsPerNode - 1) / unitsPerNode)
+            guard !out.locations.isEmpty else { break }
+            if packBlocks > 0 {
+                // A packed holder's slab returns to the device only whole: the rest of it goes too.
+                for holder in Set(out.locations.map(\.holder)) where cache.isPackedHolder(holder) {
+                    let rest = tree.evictHolder(holder)
+                    out.locations += rest.locations
+                    out.emptyHolders += rest.emptyHolders
+                }
+                if cache.releasesPackedWhole {
+                    // Blocks of a packed holder that keeps others (pinned) stay with it, mapped.
+                    let empty = Set(out.emptyHolders)
+                    out.locations.removeAll { location in
+                        guard !empty.contains(location.holder), cache.isPackedHolder(location.holder) else { return false }
+                        heldBack[location.holder, default: []].append(location.chunk)
+                        heldBackUnits += unitsPerNode
+                        return true
+                    }
+                }
             }
+            freed += out.locations.count * unitsPerNode + giveBack(out.locations, emptyHolders: out.emptyHolders)
         }
-        giveBack(out.locations, emptyHolders: out.emptyHolders)
-        let freed = out.locations.count * unitsPerNode
         ledger.uncache(freed)
         evictedUnits += freed
         return freed

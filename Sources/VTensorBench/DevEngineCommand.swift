@@ -72,12 +72,14 @@ struct DevEngineCommand: ParsableCommand {
             weights = ModelWeights.dummy(config: Self.config, seed: seed, std: 0.1)
         }
         let config = weights.config
+        // The reference runs each prompt in one step: the workspace holds the longest (set below).
+        var workspaceTokens = 1024
         // 8 layers x 2 KV heads x 64 x 2 (K, V): 4 KiB a token on the GPU (bf16), 512 tokens a 2 MiB chunk.
         func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor, graphs: Bool = false, perRun: Bool = false) throws -> any LanguageModel {
             switch kind {
             case .cuda:
                 return try GPUModel(config: config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
-                                    maxBatchTokens: 1024, maxLogitRows: 64, maxTokensPerSequence: 2048,
+                                    maxBatchTokens: workspaceTokens, maxLogitRows: 64, maxTokensPerSequence: 2048,
                                     options: GPUModel.Options(cudaGraphs: graphs, accessPerRun: perRun, unmapPerRun: perRun), kvMode: kvMode)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
@@ -91,6 +93,7 @@ struct DevEngineCommand: ParsableCommand {
             prompts = try JSONDecoder().decode([[Int]].self, from: data)
         }
         let lengths = prompts.map { _ in Int.random(in: 16...48, using: &rng) }
+        workspaceTokens = max(1024, (prompts.map(\.count).max() ?? 0) + 64)
 
         // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
         if kv == .paged && kind != .cuda { throw ValidationError("--kv paged runs on the GPU only") }

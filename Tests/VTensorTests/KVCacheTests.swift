@@ -280,6 +280,59 @@ import Testing
         }
     }
 
+    /// Where a slab maps only whole (CUDA), a request that shares part of a packed prefix, or
+    /// whose prefix ends inside one, gets copies of those chunks (`copiedUnits` says how many
+    /// beforehand); one that shares all of it maps it as one run. Every token reads right, and
+    /// once all leave the slab goes back whole.
+    @Test func aPackedPrefixSharedInPartIsCopiedWhereSlabsMapOnlyWhole() throws {
+        for kind in KVLayoutKind.allCases {
+            let host = try makeHost()
+            let faulty = FaultInjectingBackend(wrapping: host)
+            let memory = try makeMemory(faulty, budgetChunks: 400)
+            let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 512)
+            let perChunk = cache.layout.tokensPerChunk, ranges = cache.layout.rangesPerRequest
+            let n = 4 * perChunk
+            try cache.addRequest(1)
+            try cache.reserve(1, tokens: n + 1)
+            try cache.setLength(1, n)
+            let first = try cache.view(1, layer: 1, component: .value)
+            for t in 0..<n { store(UInt32(t + 1), at: first.address(token: t, head: 1)) }
+            #expect(try cache.sharePacked(1, from: 0, chunks: 4, asHolder: 20))
+            let packed = (0..<4).map { (holder: 20, chunk: $0) }
+            // All four chunks: aliased, one run a range; two and a half: copies, charged as own.
+            #expect(cache.copiedUnits(aliasing: packed, tokens: n) == 0)
+            #expect(cache.copiedUnits(aliasing: Array(packed[0..<3]), tokens: 2 * perChunk + perChunk / 2) == 2 * ranges)
+            // Request 2 continues the holder's whole sequence: it takes the ranges over, run and
+            // all, and the holder keeps the slab as pending aliases. Request 4 shares it too.
+            try cache.addRequest(2, aliasing: packed, tokens: n)
+            #expect(cache.takeovers == 1)
+            try cache.reserve(2, tokens: n + 1)
+            let runs = host.census().runMappings
+            try cache.addRequest(4, aliasing: packed, tokens: n)
+            try cache.reserve(4, tokens: n + 1)
+            #expect(host.census().runMappings - runs == ranges, "the packed prefix, one run a range")
+            let half = 2 * perChunk + perChunk / 2
+            try cache.addRequest(3, aliasing: Array(packed[0..<3]), tokens: half)
+            try cache.reserve(3, tokens: half + 1)
+            for (id, length) in [(2, n), (3, half), (4, n)] {
+                try cache.setLength(id, length)
+                let view = try cache.view(id, layer: 1, component: .value)
+                for t in 0..<length { #expect(load(view.address(token: t, head: 1)) == UInt32(t + 1), "request \(id) token \(t)") }
+            }
+            // Request 3 writes its own copies; request 2 and the holder still read the packed values.
+            let three = try cache.view(3, layer: 1, component: .value)
+            store(9999, at: three.address(token: 0, head: 1))
+            #expect(load(try cache.view(2, layer: 1, component: .value).address(token: 0, head: 1)) == 1)
+            #expect(memory.audit { backendAgrees($0, host) } == [])
+            for id in [1, 2, 3, 4] { try cache.free(id) }
+            try cache.freeHolder(20)
+            try memory.drain()
+            _ = try memory.trim(to: 0)
+            #expect(memory.accounting.inUse == 0 && memory.accounting.slabs == 0 && host.census().slabs == 0)
+            #expect(memory.audit { backendAgrees($0, host) } == [])
+        }
+    }
+
     @Test func requestErrorsAreNamed() throws {
         let memory = try makeMemory(try makeHost(), budgetChunks: 64)
         let cache = try KVCache(shape: shape, layout: .perToken, memory: memory, maxTokensPerRequest: 40)

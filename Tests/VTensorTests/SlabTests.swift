@@ -2,10 +2,13 @@ import Testing
 @testable import VTensor
 
 /// Slabs: a prefix copied into one allocation of several chunks (`packSlab`) that every tensor
-/// aliasing it maps with one `mapRun` and one set access. The host backend enforces CUDA's rule
-/// that a run mapping is unmapped whole; the manager's books must match its census throughout,
+/// aliasing it maps with one `mapRun` and one set access. The host backend enforces CUDA's rules
+/// that a run mapping is unmapped whole and (by default, as CUDA 13's `cuMemMap` takes no
+/// offset) that a slab maps only whole; the manager's books must match its census throughout,
 /// the slab must go back to the device only when all its chunks are free, and a run cut in part
-/// (a release of some of its chunks, a copy-on-write) is split into single mappings first.
+/// (a release of some of its chunks, a copy-on-write) is split into single mappings first, or,
+/// where slabs map only whole, replaced by private copies. `parts: true` runs a backend that
+/// maps a slab's chunks alone too.
 @Suite struct SlabTests {
     struct Setup {
         let host: HostBackend
@@ -17,8 +20,8 @@ import Testing
         let holder: VirtualTensor
     }
 
-    func setup(budget: Int = 64, high: Int = 0, pack: Bool = true) throws -> Setup {
-        let host = try makeHost()
+    func setup(budget: Int = 64, high: Int = 0, pack: Bool = true, parts: Bool = false) throws -> Setup {
+        let host = try makeHost(slabParts: parts)
         let faulty = FaultInjectingBackend(wrapping: host)
         let memory = try makeMemory(faulty, budgetChunks: budget, low: 0, high: high)
         let source = try memory.makeTensor(bytes: 12 * testChunk)
@@ -42,7 +45,7 @@ import Testing
     }
 
     @Test func aPackedPrefixMapsAsOneRunInEachFollower() throws {
-        let s = try setup()
+        let s = try setup(parts: true)
         #expect(s.memory.accounting.slabs == 1)
         #expect(s.memory.accounting.slabChunks == 8)
         let maps = s.faulty.callCounts[.map, default: 0], access = s.faulty.callCounts[.setAccess, default: 0]
@@ -87,9 +90,9 @@ import Testing
 
     /// Giving back part of a run (a release, a shrink, an unmap) splits it into single mappings
     /// first; the rest of the run stays readable and the books match the backend.
-    @Test(arguments: ["release", "shrink", "unmap", "makePrivate"])
-    func cuttingARunSplitsItFirst(how: String) throws {
-        let s = try setup()
+    @Test(arguments: ["release", "shrink", "unmap", "makePrivate"], [true, false])
+    func cuttingARunSplitsItFirst(how: String, parts: Bool) throws {
+        let s = try setup(parts: parts)
         let t = try follower(s)
         switch how {
         case "release": try s.memory.release(t, chunks: [5, 6])
@@ -121,15 +124,18 @@ import Testing
     }
 
     /// A tensor handed over keeps its run; freeing the successor unmaps it whole.
-    @Test func aHandedOverRunStaysOneMapping() throws {
-        let s = try setup()
+    @Test(arguments: [true, false]) func aHandedOverRunStaysOneMapping(parts: Bool) throws {
+        let s = try setup(parts: parts)
+        try s.memory.drain()
+        let runs = s.host.census().runMappings
         let t = try follower(s)
         let next = try s.memory.handOver(t)
         #expect(readsSource(next))
+        #expect(s.host.census().runMappings == runs + 1)
         try s.memory.free(next)
         try s.memory.drain()
         #expect(s.memory.accounting.runSplits == 0)
-        #expect(s.host.census().runMappings == 0)
+        #expect(s.host.census().runMappings == runs)
         #expect(backendAgrees(s.memory, s.host) == [])
     }
 
@@ -137,7 +143,7 @@ import Testing
     /// with them, each mapped alone at its offset, and the books stay exact.
     @Test func freeSlabChunksServeAsFreshChunks() throws {
         // A high watermark that keeps the free slab in the reserve.
-        let s = try setup(budget: 20, high: 20)
+        let s = try setup(budget: 20, high: 20, parts: true)
         try s.memory.free(s.holder)
         try s.memory.drain()
         #expect(s.memory.accounting.inReserve == 8)
@@ -148,6 +154,39 @@ import Testing
         #expect(s.memory.accounting.created == 20)
         for i in 0..<20 { store(UInt32(i) &* 7, at: t.address(ofChunk: i) + 12) }
         #expect((0..<20).allSatisfy { load(t.address(ofChunk: $0) + 12) == UInt32($0) &* 7 })
+        #expect(backendAgrees(s.memory, s.host) == [])
+        try s.memory.free(t)
+        try s.memory.drain()
+        _ = try s.memory.trim(to: 0)
+        #expect(s.host.census().liveChunks == 0)
+    }
+
+    /// Where slabs map only whole (CUDA): the holder maps its slab as one run, followers map it
+    /// whole, and once nobody maps it its chunks are idle, never handed out alone: the next
+    /// trim (any, the mapper's after its unmaps too) releases the slab whole, and books and
+    /// census agree throughout.
+    @Test func aSlabThatMapsOnlyWholeIsReleasedWholeWhenIdle() throws {
+        let s = try setup(budget: 24, high: 24)
+        try s.memory.drain()
+        #expect(s.host.census().runMappings == 1)
+        let maps = s.faulty.callCounts[.map, default: 0]
+        let a = try follower(s), b = try follower(s)
+        #expect(s.faulty.callCounts[.map, default: 0] - maps == 2 * 5)
+        #expect(readsSource(a) && readsSource(b))
+        for t in [a, b, s.source] { try s.memory.free(t) }
+        try s.memory.drain()
+        #expect(s.memory.accounting.slabs == 1)
+        #expect(s.host.census().runMappings == 1)
+        try s.memory.free(s.holder)
+        try s.memory.drain()
+        #expect(s.memory.accounting.slabs == 0)
+        #expect(s.host.census().slabs == 0)
+        // The source's ten chunks and the followers' four fresh ones wait in the reserve.
+        #expect(s.memory.accounting.inReserve == 14)
+        #expect(s.memory.accounting.created == 14)
+        #expect(backendAgrees(s.memory, s.host) == [])
+        let t = try s.memory.makeTensor(bytes: 24 * testChunk)
+        try s.memory.grow(t, toChunks: 24)
         #expect(backendAgrees(s.memory, s.host) == [])
         try s.memory.free(t)
         try s.memory.drain()
@@ -168,9 +207,9 @@ import Testing
 
     /// A failed slab creation, copy, or run mapping in a follower's grow: an error, nothing
     /// leaked, and the same grow succeeds afterwards.
-    @Test(arguments: [FaultInjectingBackend.Operation.create, .copy, .setAccess])
-    func failuresLeakNothing(failing: FaultInjectingBackend.Operation) throws {
-        let s = try setup(pack: false)
+    @Test(arguments: [FaultInjectingBackend.Operation.create, .copy, .setAccess], [true, false])
+    func failuresLeakNothing(failing: FaultInjectingBackend.Operation, parts: Bool) throws {
+        let s = try setup(pack: false, parts: parts)
         // A refused copy is retried a chunk at a time (below): refuse those too.
         s.faulty.failNext(failing, times: failing == .copy ? 2 : 1)
         #expect(throws: VTensorError.self) { try s.memory.packSlab(from: s.source, chunks: 2..<10, into: s.holder) }
@@ -182,7 +221,8 @@ import Testing
         try s.memory.aliasOnGrow((2..<10).map { (t, $0, s.holder, $0) })
         s.faulty.failNext(.map)
         #expect(throws: VTensorError.self) { try s.memory.grow(t, toChunks: 10) }
-        #expect(s.memory.accounting.pendingAliases == 16)
+        // The holder keeps pending aliases where slabs map in part, the slab mapped otherwise.
+        #expect(s.memory.accounting.pendingAliases == (parts ? 16 : 8))
         try s.memory.grow(t, toChunks: 10)
         #expect(readsSource(t, chunks: 2..<10))
         try s.memory.drain()
@@ -191,8 +231,8 @@ import Testing
 
     /// A grow that fails after it mapped a run (a fresh chunk past it refused) undoes the run
     /// whole: the slots are pending aliases again, nothing is mapped, and the grow then succeeds.
-    @Test func aFailureAfterARunUndoesTheRunWhole() throws {
-        let s = try setup()
+    @Test(arguments: [true, false]) func aFailureAfterARunUndoesTheRunWhole(parts: Bool) throws {
+        let s = try setup(parts: parts)
         let t = try s.memory.makeTensor(bytes: 12 * testChunk)
         try s.memory.aliasOnGrow((2..<10).map { (t, $0, s.holder, $0) })
         let runs = s.host.census().runMappings
@@ -200,7 +240,7 @@ import Testing
         s.faulty.failNext(.map, after: 3)
         #expect(throws: VTensorError.self) { try s.memory.grow(t, toChunks: 12) }
         #expect(s.host.census().runMappings == runs)
-        #expect(s.memory.accounting.pendingAliases == 16)
+        #expect(s.memory.accounting.pendingAliases == (parts ? 16 : 8))
         #expect(backendAgrees(s.memory, s.host) == [])
         try s.memory.grow(t, toChunks: 12)
         #expect(readsSource(t, chunks: 2..<10))
@@ -209,8 +249,8 @@ import Testing
 
     /// The mapper thread maps a packed prefix as one run even when its slices are shorter than
     /// the run (a run's chunks after the first cost a slice nothing).
-    @Test func theMapperMapsARunInOneCallWhateverItsSlices() throws {
-        let s = try setup()
+    @Test(arguments: [true, false]) func theMapperMapsARunInOneCallWhateverItsSlices(parts: Bool) throws {
+        let s = try setup(parts: parts)
         let mapper = AsyncMapper(memory: s.memory, sliceChunks: 2)
         defer { mapper.shutdown() }
         let t = try s.memory.makeTensor(bytes: 12 * testChunk)
@@ -226,8 +266,8 @@ import Testing
 
     /// A slab packed from chunks of two tensors (a cached prefix held by two holders): each run
     /// of adjacent source chunks is copied in one call, and a follower reads every chunk right.
-    @Test func aSlabPackedFromSeveralSources() throws {
-        let s = try setup(pack: false)
+    @Test(arguments: [true, false]) func aSlabPackedFromSeveralSources(parts: Bool) throws {
+        let s = try setup(pack: false, parts: parts)
         let other = try s.memory.makeTensor(bytes: 12 * testChunk)
         try s.memory.grow(other, toChunks: 10)
         for i in 5..<8 { store(2000 + UInt32(i), at: other.address(ofChunk: i) + 8) }
@@ -244,8 +284,8 @@ import Testing
 
     /// A copy over several allocations that the driver refuses is done again a chunk at a time
     /// (and every copy after it): the pack succeeds and reads right.
-    @Test func aRefusedRangeCopyIsRetriedAChunkAtATime() throws {
-        let s = try setup(pack: false)
+    @Test(arguments: [true, false]) func aRefusedRangeCopyIsRetriedAChunkAtATime(parts: Bool) throws {
+        let s = try setup(pack: false, parts: parts)
         s.faulty.failNext(.copy)
         let copies = s.faulty.callCounts[.copy, default: 0]
         #expect(try s.memory.packSlab(from: s.source, chunks: 2..<10, into: s.holder))
@@ -265,6 +305,14 @@ import Testing
         #expect(throws: BackendError.self) { try host.releaseChunk(slab[0]) }
         #expect(throws: BackendError.self) { try host.releaseSlab(slab) }
         #expect(throws: BackendError.self) { try host.mapRun([slab[0], slab[2]], at: base) }
+        // CUDA's cuMemMap takes no offset: no chunk of the slab alone, no run of part of it.
+        let other = try host.reserve(bytes: 4 * testChunk)
+        #expect(throws: BackendError.self) { try host.map(slab[1], at: other) }
+        #expect(throws: BackendError.self) { try host.mapRun(Array(slab[0..<2]), at: other) }
+        #expect(throws: BackendError.self) { try host.mapRun(Array(slab[1..<4]), at: other) }
+        try host.mapRun(slab, at: other)
+        try host.unmapRun(at: other, chunks: 4)
+        try host.releaseReservation(base: other, bytes: 4 * testChunk)
         try host.unmapRun(at: base, chunks: 4)
         try host.releaseSlab(slab)
         try host.releaseReservation(base: base, bytes: 4 * testChunk)

@@ -3,8 +3,8 @@
 /// Page-sized chunks keep host tests fast while exercising many chunks.
 let testChunk = 4096
 
-func makeHost(capacityChunks: Int = 4096) throws -> HostBackend {
-    try HostBackend(chunkSize: testChunk, capacityBytes: capacityChunks * testChunk)
+func makeHost(capacityChunks: Int = 4096, slabParts: Bool = false) throws -> HostBackend {
+    try HostBackend(chunkSize: testChunk, capacityBytes: capacityChunks * testChunk, slabParts: slabParts)
 }
 
 func makeMemory(_ backend: any MemoryBackend, budgetChunks: Int, low: Int = 2, high: Int = 8) throws -> VirtualMemory {

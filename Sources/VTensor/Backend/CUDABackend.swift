@@ -64,7 +64,10 @@ public final class CUDABackend: MemoryBackend {
 
     public func map(_ chunk: PhysicalChunk, at address: UInt64) throws {
         if let (slab, index) = Self.slabPart(chunk) {
-            let handle = try slabHandle(slab)
+            let (handle, count) = try slabEntry(slab)
+            guard count == 1 || mapsSlabParts else {
+                throw BackendError(operation: "map", message: "chunk \(index) of a slab of \(count) alone: the driver maps an allocation only whole (cuMemMap takes no offset)")
+            }
             try wrap { try current().map(address: address, size: chunkSize, offset: index * chunkSize, handle: handle) }
         } else {
             try wrap { try current().map(address: address, size: chunkSize, handle: chunk.raw) }
@@ -90,22 +93,25 @@ public final class CUDABackend: MemoryBackend {
         return (bits >> indexBits, Int(bits & ((1 << indexBits) - 1)))
     }
 
-    private func slabHandle(_ slab: UInt64) throws -> UInt64 {
+    private func slabEntry(_ slab: UInt64) throws -> (handle: UInt64, count: Int) {
         guard let entry = slabTable.withLock({ $0.handles[slab] }) else {
             throw BackendError(operation: "map", message: "slab \(slab) is not live")
         }
-        return entry.handle
+        return entry
     }
 
-    /// Whether `cuMemMap` takes an offset into an allocation here, for one chunk and for a run
-    /// (asked once, on a scratch allocation of two chunks).
+    /// Whether an allocation of several chunks maps whole here, twice at once, with access
+    /// (slabs), and whether `cuMemMap` also takes an offset into one (`mapsSlabParts`; CUDA 13
+    /// on an H200 refused it, 2026-12-05). Asked once, on a scratch allocation of two chunks.
     public var makesSlabs: Bool { slabProbe.withLock { known in
-        if let known { return known }
-        let answer = probeSlabs()
-        known = answer
-        return answer
+        if known == nil { known = probeSlabs() }
+        return known!.whole
     } }
-    private let slabProbe = Mutex<Bool?>(nil)
+    public var mapsSlabParts: Bool { slabProbe.withLock { known in
+        if known == nil { known = probeSlabs() }
+        return known!.parts
+    } }
+    private let slabProbe = Mutex<(whole: Bool, parts: Bool)?>(nil)
 
     public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
         guard count > 0, UInt64(count) < (1 << Self.indexBits) else {
@@ -135,7 +141,10 @@ public final class CUDABackend: MemoryBackend {
               chunks.enumerated().allSatisfy({ $1.raw == first.raw + UInt64($0) }) else {
             throw BackendError(operation: "mapRun", message: "\(chunks.count) chunks that are not adjacent chunks of one slab")
         }
-        let handle = try slabHandle(slab)
+        let (handle, count) = try slabEntry(slab)
+        guard mapsSlabParts || (index == 0 && chunks.count == count) else {
+            throw BackendError(operation: "mapRun", message: "chunks \(index)..<\(index + chunks.count) of a slab of \(count): the driver maps an allocation only whole (cuMemMap takes no offset)")
+        }
         try wrap { try current().map(address: address, size: chunks.count * chunkSize, offset: index * chunkSize, handle: handle) }
     }
 
@@ -143,20 +152,24 @@ public final class CUDABackend: MemoryBackend {
         try wrap { try current().unmap(address: address, size: count * chunkSize) }
     }
 
-    /// Maps the second chunk of a two-chunk allocation alone (offset one chunk), then both as one
-    /// run, with access each time; false if the driver refuses any of it.
-    private func probeSlabs() -> Bool {
-        guard let driver = try? current(), let base = try? driver.reserveAddressRange(size: 3 * chunkSize, alignment: chunkSize) else { return false }
-        defer { try? driver.freeAddressRange(base, size: 3 * chunkSize) }
-        guard let handle = try? driver.createPhysical(size: 2 * chunkSize, device: ordinal) else { return false }
+    /// Maps a two-chunk allocation whole at two addresses at once, with access (slabs), then its
+    /// second chunk alone at offset one chunk (parts).
+    private func probeSlabs() -> (whole: Bool, parts: Bool) {
+        guard let driver = try? current(), let base = try? driver.reserveAddressRange(size: 5 * chunkSize, alignment: chunkSize) else { return (false, false) }
+        defer { try? driver.freeAddressRange(base, size: 5 * chunkSize) }
+        guard let handle = try? driver.createPhysical(size: 2 * chunkSize, device: ordinal) else { return (false, false) }
         defer { try? driver.releasePhysical(handle) }
-        guard (try? driver.map(address: base, size: chunkSize, offset: chunkSize, handle: handle)) != nil else { return false }
-        defer { try? driver.unmap(address: base, size: chunkSize) }
-        guard (try? driver.setAccess(address: base, size: chunkSize, device: ordinal)) != nil else { return false }
-        let run = base + UInt64(chunkSize)
-        guard (try? driver.map(address: run, size: 2 * chunkSize, offset: 0, handle: handle)) != nil else { return false }
-        defer { try? driver.unmap(address: run, size: 2 * chunkSize) }
-        return (try? driver.setAccess(address: run, size: 2 * chunkSize, device: ordinal)) != nil
+        var mapped: [UInt64] = []
+        defer { for at in mapped { try? driver.unmap(address: at, size: 2 * chunkSize) } }
+        for at in [base, base + UInt64(2 * chunkSize)] {
+            guard (try? driver.map(address: at, size: 2 * chunkSize, offset: 0, handle: handle)) != nil else { return (false, false) }
+            mapped.append(at)
+            guard (try? driver.setAccess(address: at, size: 2 * chunkSize, device: ordinal)) != nil else { return (false, false) }
+        }
+        let part = base + UInt64(4 * chunkSize)
+        guard (try? driver.map(address: part, size: chunkSize, offset: chunkSize, handle: handle)) != nil else { return (true, false) }
+        defer { try? driver.unmap(address: part, size: chunkSize) }
+        return (true, (try? driver.setAccess(address: part, size: chunkSize, device: ordinal)) != nil)
     }
 
     public func setAccess(at address: UInt64, bytes: Int) throws {

@@ -157,6 +157,7 @@ public final class FaultInjectingBackend: MemoryBackend {
     }
 
     public var makesSlabs: Bool { inner.makesSlabs }
+    public var mapsSlabParts: Bool { inner.mapsSlabParts }
 
     public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
         try maybeFail(.create)

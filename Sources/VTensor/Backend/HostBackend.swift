@@ -19,6 +19,9 @@ public final class HostBackend: MemoryBackend {
     /// Readers (leases) are not ordered by default: a lease is device work that may still be
     /// running whatever comes after. `ordersWork: true` models one stream, as CUDA's.
     public let ordersWork: Bool
+    /// Whether a slab's chunks map alone or in part (`mapsSlabParts`). Off by default, as on
+    /// CUDA, whose `cuMemMap` takes no offset: then mapping part of a slab is an error here.
+    public let mapsSlabParts: Bool
     public let totalPhysicalBytes: Int
     private let fd: Int32
     private let capacityChunks: UInt64
@@ -49,8 +52,10 @@ public final class HostBackend: MemoryBackend {
     ///   - chunkSize: bytes per chunk; a multiple of the system page size.
     ///   - capacityBytes: the "device" size: creating more chunks than fit fails with out of memory.
     ///   - ordersWork: whether work is modelled as one ordered stream (see `ordersWork`).
-    public init(chunkSize: Int = 2 << 20, capacityBytes: Int = 4 << 30, ordersWork: Bool = false) throws {
+    ///   - slabParts: whether a slab's chunks map alone or in part (see `mapsSlabParts`).
+    public init(chunkSize: Int = 2 << 20, capacityBytes: Int = 4 << 30, ordersWork: Bool = false, slabParts: Bool = false) throws {
         self.ordersWork = ordersWork
+        self.mapsSlabParts = slabParts
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         guard chunkSize > 0, chunkSize % page == 0 else {
             throw BackendError(operation: "host backend", message: "chunk size \(chunkSize) is not a multiple of the page size \(page)")
@@ -231,6 +236,9 @@ public final class HostBackend: MemoryBackend {
                   chunks.enumerated().allSatisfy({ $1.raw == first.raw + UInt64($0) && s.slabOf[$1.raw] == slab }) else {
                 throw BackendError(operation: "mapRun", message: "\(first) + \(chunks.count) chunks are not adjacent chunks of one slab")
             }
+            guard mapsSlabParts || (first.raw == slab && chunks.count == s.slabs[slab]) else {
+                throw BackendError(operation: "mapRun", message: "\(first) + \(chunks.count) chunks are part of a slab of \(s.slabs[slab]!): this backend maps slabs only whole (cuMemMap takes no offset)")
+            }
             for i in 0..<chunks.count where s.mappings[address + UInt64(i * chunkSize)] != nil {
                 throw BackendError(operation: "mapRun", message: "\(hex(address + UInt64(i * chunkSize))) is already mapped")
             }
@@ -261,6 +269,9 @@ public final class HostBackend: MemoryBackend {
             try checkInsideReservation(s, address: address, bytes: chunkSize, operation: "map")
             guard let maps = s.liveChunks[chunk.raw] else {
                 throw BackendError(operation: "map", message: "\(chunk) is not a live chunk")
+            }
+            if !mapsSlabParts, let slab = s.slabOf[chunk.raw], s.slabs[slab]! > 1 {
+                throw BackendError(operation: "map", message: "\(chunk) is one chunk of a slab of \(s.slabs[slab]!): this backend maps slabs only whole (cuMemMap takes no offset)")
             }
             guard s.mappings[address] == nil else {
                 throw BackendError(operation: "map", message: "\(hex(address)) is already mapped")

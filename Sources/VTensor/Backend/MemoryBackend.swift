@@ -79,6 +79,11 @@ public protocol MemoryBackend: AnyObject, Sendable {
     /// per allocation mapped, not per byte (docs/perf.md, 2026-12-05), so a run of a slab maps
     /// and gets access for about the price of one chunk.
     var makesSlabs: Bool { get }
+    /// Whether a slab's chunks also map alone or in runs shorter than the slab (a mapping at an
+    /// offset into the allocation). CUDA 13's `cuMemMap` refuses any offset but zero (measured
+    /// on an H200, 2026-12-05), so there a slab maps only whole, and the memory manager keeps to
+    /// that: see `ChunkPool` and `VirtualMemory.packSlab`.
+    var mapsSlabParts: Bool { get }
     /// Creates one allocation of `count` chunks; returns its chunks in order (chunk i is bytes
     /// `i * chunkSize ..< (i + 1) * chunkSize` of it). They are released together (`releaseSlab`),
     /// never one by one.
@@ -112,6 +117,7 @@ extension MemoryBackend {
     public var ordersWork: Bool { false }
     public var unmapsRuns: Bool { false }
     public var makesSlabs: Bool { false }
+    public var mapsSlabParts: Bool { false }
     public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
         throw BackendError(operation: "createSlab", message: "the \(name) backend makes no slabs")
     }

@@ -345,6 +345,25 @@ public final class KVCache: @unchecked Sendable {
 
     public func isPackedHolder(_ holder: Int) -> Bool { lock.withLock { packedHolders.contains(holder) } }
 
+    /// Units (chunks over all ranges) of `addRequest(id, aliasing: prefix, tokens:)`'s prefix
+    /// that the request would get as copies: blocks of a slab, which maps only whole here, that
+    /// the prefix holds in part (`partialSlabSlotsLocked`). 0 when no slab is alive.
+    public func copiedUnits(aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int {
+        guard memory.holdsSlabs else { return 0 }
+        return lock.withLock {
+            var sources: [[VirtualTensor]] = []
+            for place in prefix {
+                guard let tensors = holders[place.holder] else { return 0 }
+                sources.append(tensors)
+            }
+            let count = adoptableLocked(prefix, tokens: tokens)?.from ?? min(prefix.count, tokens / layout.tokensPerChunk)
+            return partialSlabSlotsLocked(sources, count: count).reduce(0) { $0 + $1.count }
+        }
+    }
+
+    /// Whether a packed holder's chunks go back only all together: slabs map only whole.
+    public var releasesPackedWhole: Bool { memory.backend.makesSlabs && !memory.backend.mapsSlabParts }
+
     /// Whether the memory makes slabs: `sharePacked` can pack.
     public var packsPrefixes: Bool { memory.backend.makesSlabs }
 
@@ -416,7 +435,7 @@ public final class KVCache: @unchecked Sendable {
                 return tensors
             }
             if let (holder, from) = adoptableLocked(prefix, tokens: tokens) {
-                try adoptLocked(holder, from: from, by: id, chunks: prefix.count, tokens: tokens, head: sources)
+                try adoptLocked(holder, from: from, by: id, chunks: prefix.count, tokens: tokens, head: sources, prefix: prefix)
                 return
             }
             let tensors = try makeTensorsLocked()
@@ -434,9 +453,11 @@ public final class KVCache: @unchecked Sendable {
                     copyFrom = theirs
                 }
                 let aliased = copyFrom == nil ? prefix.count : last
+                let copied = partialSlabSlotsLocked(sources, count: aliased)
                 try memory.aliasOnGrow((0..<aliased).flatMap { i in
-                    zip(tensors, sources[i]).map { mine, theirs in (mine, i, theirs, i) }
+                    zip(tensors, sources[i]).enumerated().compactMap { r, pair in copied[r].contains(i) ? nil : (pair.0, i, pair.1, i) }
                 })
+                try copyPrefixSlotsLocked(copied, into: tensors, prefix: prefix)
                 if let copyFrom {
                     for (mine, theirs) in zip(tensors, copyFrom) {
                         try memory.map(mine, chunk: last)
@@ -506,13 +527,20 @@ public final class KVCache: @unchecked Sendable {
     /// the holder keeps its chunks `from..<chunks` as pending aliases in new ranges of its own.
     /// Chunks `0..<from` (the head, which the holder does not keep) are aliased from `head`'s
     /// ranges first, pending: all or nothing, the holder unchanged if that fails.
-    private func adoptLocked(_ holder: Int, from: Int, by id: Int, chunks: Int, tokens: Int, head: [[VirtualTensor]]) throws {
+    private func adoptLocked(_ holder: Int, from: Int, by id: Int, chunks: Int, tokens: Int, head: [[VirtualTensor]],
+                             prefix: [(holder: Int, chunk: Int)]) throws {
         let old = holders[holder]!
         let kept = try pendingCopyLocked(of: old, chunks: from..<chunks)
         if from > 0 {
             do {
-                try memory.aliasOnGrow((0..<from).flatMap { i in zip(old, head[i]).map { mine, theirs in (mine, i, theirs, i) } })
+                let copied = partialSlabSlotsLocked(head, count: from)
+                try memory.aliasOnGrow((0..<from).flatMap { i in
+                    zip(old, head[i]).enumerated().compactMap { r, pair in copied[r].contains(i) ? nil : (pair.0, i, pair.1, i) }
+                })
+                try copyPrefixSlotsLocked(copied, into: old, prefix: Array(prefix.prefix(from)))
             } catch {
+                // The holder gets its head slots back empty, as it had them.
+                for tensor in old { try? memory.release(tensor, chunks: Array(0..<from)) }
                 for tensor in kept { try? memory.free(tensor) }
                 throw error
             }
@@ -542,6 +570,57 @@ public final class KVCache: @unchecked Sendable {
             throw error
         }
         return made
+    }
+
+    /// Where slabs map only whole (CUDA): for each range, the prefix slots among `0..<count`
+    /// whose chunk (slot i of `sources[i]`'s range) belongs to a slab that those slots do not
+    /// hold whole, each chunk at its own place. A request cannot map such a chunk, so it gets a
+    /// copy (`copyPrefixSlotsLocked`): a request that shares only part of a packed prefix, or
+    /// whose prefix ends inside one. Empty sets where slabs map in part, or hold no slab.
+    private func partialSlabSlotsLocked(_ sources: [[VirtualTensor]], count: Int) -> [Set<Int>] {
+        let ranges = sources.first?.count ?? 0
+        return memory.inspect { memory in
+            (0..<ranges).map { r in
+                var partial = Set<Int>()
+                var i = 0
+                while i < count {
+                    guard let place = memory.wholeSlabPlace(sources[i][r], chunk: i) else {
+                        i += 1
+                        continue
+                    }
+                    let first = i - place.index
+                    let run = first..<(first + place.count)
+                    let whole = first >= 0 && run.upperBound <= count && run.allSatisfy { j in
+                        memory.wholeSlabPlace(sources[j][r], chunk: j).map { $0.slab == place.slab && $0.index == j - first } ?? false
+                    }
+                    if whole {
+                        i = run.upperBound
+                    } else {
+                        partial.insert(i)
+                        i += 1
+                    }
+                }
+                return partial
+            }
+        }
+    }
+
+    /// Gives `tensors` (a request's ranges) private copies of the prefix chunks at `slots` (per
+    /// range), read from a range that maps them: the holder's or its twin request's, else the
+    /// holder's own, its slab mapped there whole first.
+    private func copyPrefixSlotsLocked(_ slots: [Set<Int>], into tensors: [VirtualTensor], prefix: [(holder: Int, chunk: Int)]) throws {
+        for (r, indices) in slots.enumerated() where !indices.isEmpty {
+            for i in indices.sorted() {
+                var source = mappedSourceLocked(holder: prefix[i].holder, chunk: i)
+                if source == nil, let theirs = holders[prefix[i].holder] {
+                    try memory.mapPendingAlias(theirs[r], chunk: i)
+                    source = theirs
+                }
+                guard let source else { throw VTensorError.unknownRequest(prefix[i].holder) }
+                try memory.map(tensors[r], chunk: i)
+                try memory.copyChunk(from: source[r], chunk: i, to: tensors[r], chunk: i, bytes: layout.chunkSize)
+            }
+        }
     }
 
     /// Ranges that map chunk `index` of holder `holder`: its own, or those of its twin request

@@ -24,8 +24,15 @@ public protocol PrefixStore: AnyObject {
     func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool]
     /// Whether `holder` keeps a packed copy (its blocks return to the device together).
     func isPackedHolder(_ holder: Int) -> Bool
+    /// Whether a packed holder's blocks can be given back only all together (CUDA: a slab maps
+    /// and unmaps only whole): a prefix cache keeps the evicted ones until the last goes.
+    var releasesPackedWhole: Bool { get }
     /// Whether `sharePacked` can ever pack here.
     var packsPrefixes: Bool { get }
+    /// Units of a new request's prefix (`addRequest`'s arguments) that it would get as copies of
+    /// its own rather than share: where a packed copy maps only whole (CUDA), the blocks of one
+    /// that the prefix holds only in part. The ledger charges them to the request.
+    func copiedUnits(aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int
     func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws
     func freeHolder(_ holder: Int) throws
     /// For each place, whether `holder` holds the same memory there as the place's holder.
@@ -51,6 +58,8 @@ extension PagedKVCache: PrefixStore {
     public func packPlaces(_ places: [(holder: Int, chunk: Int)], asHolder holder: Int) throws -> Bool { false }
     public func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool] { places.map { _ in false } }
     public func isPackedHolder(_ holder: Int) -> Bool { false }
+    public var releasesPackedWhole: Bool { false }
+    public func copiedUnits(aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int { 0 }
 }
 
 extension KVStorage {

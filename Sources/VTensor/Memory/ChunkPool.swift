@@ -97,11 +97,14 @@ struct ChunkQueue {
 /// excess to the device. Not thread-safe: `VirtualMemory` owns it under its lock.
 ///
 /// Slabs (one allocation of several chunks, `makeSlab`) hold a cached prefix that many tensors
-/// map as one run each. Their chunks are chunks like any other here: counted in `created`,
-/// referenced per mapping, and, once no tensor maps one, in the reserve as a fresh chunk for
-/// anyone (mapped alone at its offset). Only their release differs: a slab goes back to the
-/// device whole, when all its chunks wait in the reserve. So the books stay exact in chunks:
-/// a chunk nobody maps is always one a new mapping can take.
+/// map as one run each. Their chunks are counted in `created` and referenced per mapping like
+/// any chunk. Once no tensor maps one:
+/// - where the backend maps a slab's chunks alone (`mapsSlabParts`), it waits in the reserve as
+///   a fresh chunk for anyone, and a slab goes back to the device whole when all its chunks wait
+///   there, so a chunk nobody maps is always one a new mapping can take;
+/// - where it maps slabs only whole (CUDA: `cuMemMap` takes no offset), it is idle
+///   (`idleSlabChunks`), never handed out alone; a slab whose chunks are all idle is released at
+///   the next trim, or at once when the budget needs its room.
 struct ChunkPool {
     let backend: any MemoryBackend
     let budgetChunks: Int
@@ -123,12 +126,43 @@ struct ChunkPool {
     private(set) var slabs: [Int: [PhysicalChunk]] = [:]
     private(set) var slabChunksInReserve: [Int: Int] = [:]
     private(set) var nextSlab = 1
+    /// Slab chunks nobody maps where slabs map only whole: not in the reserve.
+    private(set) var idleSlab: Set<PhysicalChunk> = []
+    var idleSlabChunks: Int { idleSlab.count }
 
     var inUse: Int { references.count }
+    /// Whether a slab's chunks map only as the whole slab (see the type's note).
+    var wholeSlabsOnly: Bool { !backend.mapsSlabParts }
 
     private mutating func putInReserve(_ chunk: PhysicalChunk) {
+        if let slab = slabOf[chunk]?.slab {
+            slabChunksInReserve[slab, default: 0] += 1
+            if wholeSlabsOnly {
+                idleSlab.insert(chunk)
+                return
+            }
+        }
         reserve.append(chunk)
-        if let slab = slabOf[chunk]?.slab { slabChunksInReserve[slab, default: 0] += 1 }
+    }
+
+    /// Releases every slab whose chunks are all idle (slabs mapped only whole).
+    private mutating func releaseIdleSlabs() throws -> Int {
+        guard wholeSlabsOnly, !idleSlab.isEmpty else { return 0 }
+        var released = 0
+        for (slab, idle) in slabChunksInReserve where idle == slabs[slab]!.count {
+            let chunks = slabs[slab]!
+            try backend.releaseSlab(chunks)
+            slabs[slab] = nil
+            slabChunksInReserve[slab] = nil
+            for chunk in chunks {
+                slabOf[chunk] = nil
+                idleSlab.remove(chunk)
+            }
+            created -= chunks.count
+            totalReleased += chunks.count
+            released += chunks.count
+        }
+        return released
     }
 
     private mutating func takeFromReserve() -> PhysicalChunk? {
@@ -142,6 +176,7 @@ struct ChunkPool {
     /// then `addReference`d) or to hand back (`giveBack`).
     mutating func makeSlab(_ count: Int) throws -> [PhysicalChunk]? {
         guard count > 0, count <= budgetChunks else { return nil }
+        if created + count > budgetChunks { _ = try releaseIdleSlabs() }
         if created + count > budgetChunks {
             _ = try trim(to: max(0, reserve.count - (created + count - budgetChunks)))
             guard created + count <= budgetChunks else { return nil }
@@ -160,6 +195,18 @@ struct ChunkPool {
 
     func isSlabChunk(_ chunk: PhysicalChunk) -> Bool { slabOf[chunk] != nil }
 
+    /// A slab chunk's slab, its index there and the slab's chunk count.
+    func slabPlace(_ chunk: PhysicalChunk) -> (slab: Int, index: Int, count: Int)? {
+        guard let place = slabOf[chunk] else { return nil }
+        return (place.slab, place.index, slabs[place.slab]!.count)
+    }
+
+    /// Whether `chunk` belongs to a slab of several chunks that maps only whole.
+    func mapsOnlyWithItsSlab(_ chunk: PhysicalChunk) -> Bool {
+        guard wholeSlabsOnly, let place = slabOf[chunk] else { return false }
+        return slabs[place.slab]!.count > 1
+    }
+
     /// Whether `chunks` are adjacent chunks of one slab, in order: they map as one run.
     func formRun(_ chunks: some Collection<PhysicalChunk>) -> Bool {
         guard let first = chunks.first, let place = slabOf[first], let all = slabs[place.slab],
@@ -177,6 +224,7 @@ struct ChunkPool {
     /// Returns nil when the budget is exhausted; throws when the device itself is out of memory.
     mutating func take() throws -> PhysicalChunk? {
         let chunk: PhysicalChunk
+        if created >= budgetChunks && reserve.isEmpty { _ = try releaseIdleSlabs() }
         if let reused = takeFromReserve() {
             chunk = reused
         } else if created < budgetChunks {
@@ -192,6 +240,7 @@ struct ChunkPool {
 
     /// Records a new mapping of a chunk just taken (count 1) or already mapped (alias).
     mutating func addReference(_ chunk: PhysicalChunk) {
+        if !idleSlab.isEmpty, idleSlab.remove(chunk) != nil { slabChunksInReserve[slabOf[chunk]!.slab]! -= 1 }
         references[chunk, default: 0] += 1
     }
 
@@ -231,7 +280,7 @@ struct ChunkPool {
     /// chunks all wait in the reserve (whole, so possibly a little below `limit`), then single
     /// chunks from the newest end. A slab's chunk alone is never released.
     mutating func trim(to limit: Int) throws -> Int {
-        var released = 0
+        var released = try releaseIdleSlabs()
         if reserve.count > limit, slabChunksInReserve.values.contains(where: { $0 > 0 }) {
             for (slab, waiting) in slabChunksInReserve where reserve.count > limit && waiting == slabs[slab]!.count {
                 let chunks = slabs[slab]!

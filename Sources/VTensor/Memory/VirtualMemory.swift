@@ -356,8 +356,14 @@ public final class VirtualMemory: @unchecked Sendable {
                                   mapped: inout [(tensor: VirtualTensor, index: Int, kind: MappedKind)]) throws {
         // A batch counts driver calls: the slots of a slab run beyond its first are free.
         var calls = 0
+        // Slots claimed ahead of the holes, with the rest of their slab (slabs mapped only whole).
+        var claimedAhead = Set<SlotKey>()
         while next < holes.endIndex {
             let (tensor, index) = holes[next]
+            if !claimedAhead.isEmpty, claimedAhead.contains(SlotKey(tensor, index)) {
+                next += 1
+                continue
+            }
             let continuing = continuesRunLocked(claims.last, tensor, index)
             if calls >= claimBatch && !continuing { return }
             if tensor.isFreed && skippingFreed {
@@ -405,6 +411,38 @@ public final class VirtualMemory: @unchecked Sendable {
             mappingsInFlight += 1
             claims.append(Claim(tensor: tensor, index: index, chunk: chunk, continuesRun: continuing))
             if !continuing { calls += 1 }
+            if !continuing, pool.mapsOnlyWithItsSlab(chunk) {
+                try claimRestOfSlabLocked(tensor, after: index, into: &claims, ahead: &claimedAhead)
+            }
+        }
+    }
+
+    /// A tensor slot, as a set member.
+    private struct SlotKey: Hashable {
+        let tensor: ObjectIdentifier
+        let index: Int
+        init(_ tensor: VirtualTensor, _ index: Int) { self.tensor = ObjectIdentifier(tensor); self.index = index }
+    }
+
+    /// Where slabs map only whole: the claim just made at `index` (a pending alias of a slab's
+    /// first chunk) takes the slab's other chunks, pending at the slots after it, into the same
+    /// run, whether or not the holes list reaches them. A tensor that holds part of a slab
+    /// cannot map it: an error, which the callers' undo turns back.
+    private func claimRestOfSlabLocked(_ tensor: VirtualTensor, after index: Int, into claims: inout [Claim], ahead: inout Set<SlotKey>) throws {
+        guard let place = pool.slabPlace(claims.last!.chunk) else { return }
+        let broken = VTensorError.backend(operation: "map", message: "\(tensor) holds chunk \(place.index) of a slab of \(place.count) at slot \(index) without the whole slab after it; a slab maps only whole here")
+        guard place.index == 0 else { throw broken }
+        var previous = claims.last!.chunk
+        for slot in (index + 1)..<(index + place.count) {
+            guard slot < tensor.chunkCount, !slotInFlight(tensor, slot), case .pendingAlias(let chunk) = tensor.slots[slot],
+                  pool.follows(chunk, previous) else { throw broken }
+            tensor.slots[slot] = .mapping(chunk, fromPending: true)
+            pendingAliases -= 1
+            tensor.mappingsInFlight += 1
+            mappingsInFlight += 1
+            claims.append(Claim(tensor: tensor, index: slot, chunk: chunk, continuesRun: true))
+            ahead.insert(SlotKey(tensor, slot))
+            previous = chunk
         }
     }
 
@@ -569,10 +607,44 @@ public final class VirtualMemory: @unchecked Sendable {
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
             for index in 0..<tensor.chunkCount {
                 guard case .pendingAlias(let chunk) = tensor.slots[index] else { continue }
-                try mapChunkLocked(chunk, tensor, index)
-                pendingAliases -= 1
+                try mapPendingLocked(chunk, tensor, index)
             }
         }
+    }
+
+    /// Maps the pending alias `chunk` at `tensor`'s slot `index`: alone, or, where slabs map
+    /// only whole, with the rest of its slab (pending at the slots around it) as one run.
+    private func mapPendingLocked(_ chunk: PhysicalChunk, _ tensor: VirtualTensor, _ index: Int) throws {
+        guard pool.mapsOnlyWithItsSlab(chunk), let place = pool.slabPlace(chunk) else {
+            try mapChunkLocked(chunk, tensor, index)
+            pendingAliases -= 1
+            return
+        }
+        let first = index - place.index
+        let run = first..<(first + place.count)
+        guard first >= 0, run.upperBound <= tensor.chunkCount else {
+            throw VTensorError.backend(operation: "map", message: "\(tensor) holds chunk \(place.index) of a slab of \(place.count) at slot \(index): the slab does not fit there, and it maps only whole")
+        }
+        let chunks = try run.map { slot -> PhysicalChunk in
+            guard !slotInFlight(tensor, slot), case .pendingAlias(let held) = tensor.slots[slot], pool.slabPlace(held)?.slab == place.slab,
+                  pool.slabPlace(held)?.index == slot - first else {
+                throw VTensorError.backend(operation: "map", message: "\(tensor) holds part of a slab of \(place.count) at slots \(run); a slab maps only whole here")
+            }
+            return held
+        }
+        let base = tensor.address(ofChunk: first)
+        do {
+            try backend.mapRun(chunks, at: base)
+        } catch { throw VTensorError.from(error) }
+        do {
+            try backend.setAccess(at: base, bytes: chunks.count * chunkSize)
+        } catch {
+            try? backend.unmapRun(at: base, chunks: chunks.count)
+            throw VTensorError.from(error)
+        }
+        for (slot, held) in zip(run, chunks) { tensor.slots[slot] = .mapped(held) }
+        tensor.runs.add(run)
+        pendingAliases -= chunks.count
     }
 
     /// Maps `tensor`'s pending alias at slot `index` now, alone (a packed holder's boundary
@@ -582,8 +654,7 @@ public final class VirtualMemory: @unchecked Sendable {
             waitLocked { slotInFlight(tensor, index) }
             try checkLive(tensor, index)
             guard case .pendingAlias(let chunk) = tensor.slots[index] else { return }
-            try mapChunkLocked(chunk, tensor, index)
-            pendingAliases -= 1
+            try mapPendingLocked(chunk, tensor, index)
         }
     }
 
@@ -667,14 +738,17 @@ public final class VirtualMemory: @unchecked Sendable {
                 // Held by this slot alone: mapping it later gives the tensor a private chunk already.
                 guard pool.referenceCount(chunk) > 1 else { return }
                 // Shared: map the alias now, so the copy below reads it from here.
-                try mapChunkLocked(chunk, tensor, index)
-                pendingAliases -= 1
+                try mapPendingLocked(chunk, tensor, index)
             }
             guard case .mapped(let shared) = tensor.slots[index] else {
                 throw VTensorError.notMapped(tensor: tensor.id, chunk: index)
             }
             guard pool.referenceCount(shared) > 1 else { return }
-            if let run = tensor.runs.run(containing: index) { try splitRunLocked(tensor, run) }
+            if let run = tensor.runs.run(containing: index) {
+                try splitRunLocked(tensor, run)
+                // Where slabs map only whole, the split gave every chunk of the run a private copy.
+                if pool.wholeSlabsOnly { return }
+            }
             let scratch = try scratchLocked()
             let scratchAddress = scratch.address(ofChunk: 0)
             try mapFreshLocked(scratch, 0)
@@ -775,6 +849,10 @@ public final class VirtualMemory: @unchecked Sendable {
             let made: [PhysicalChunk]?
             do { made = try pool.makeSlab(range.count) } catch { throw VTensorError.from(error) }
             guard let chunks = made else { return false }
+            if pool.wholeSlabsOnly {
+                try packMappedLocked(sources, chunks: chunks, into: holder, at: range)
+                return true
+            }
             let base: UInt64
             if let spare = spareRanges[bytes]?.popLast() {
                 spareRangeCount -= 1
@@ -809,14 +887,7 @@ public final class VirtualMemory: @unchecked Sendable {
             }
             do {
                 try backend.setAccess(at: base, bytes: bytes)
-                var first = 0
-                while first < sources.count {
-                    var end = first + 1
-                    while end < sources.count, sources[end].tensor === sources[first].tensor, sources[end].index == sources[end - 1].index + 1 { end += 1 }
-                    try copyRangeLocked(from: sources[first].tensor.address(ofChunk: sources[first].index),
-                                        to: staging.address(ofChunk: first), chunks: end - first)
-                    first = end
-                }
+                try copySourcesLocked(sources, to: staging, at: 0)
             } catch { throw VTensorError.from(error) }
             for (index, chunk) in zip(range, chunks) {
                 holder.slots[index] = .pendingAlias(chunk)
@@ -825,6 +896,47 @@ public final class VirtualMemory: @unchecked Sendable {
             }
             packedSlabs += 1
             return true
+        }
+    }
+
+    /// `packSlab` where slabs map only whole: the slab is mapped into `holder` itself, as one
+    /// run, and the copy lands there, so the holder maps it (the copy source of boundary chunks
+    /// and of requests that share only part of it) for one driver call, and retires it whole.
+    private func packMappedLocked(_ sources: [(tensor: VirtualTensor, index: Int)], chunks: [PhysicalChunk],
+                                  into holder: VirtualTensor, at range: Range<Int>) throws {
+        let base = holder.address(ofChunk: range.lowerBound)
+        do {
+            try backend.mapRun(chunks, at: base)
+        } catch {
+            for chunk in chunks { pool.giveBack(chunk) }
+            throw VTensorError.from(error)
+        }
+        for (index, chunk) in zip(range, chunks) {
+            holder.slots[index] = .mapped(chunk)
+            pool.addReference(chunk)
+        }
+        if range.count > 1 { holder.runs.add(range) }
+        do {
+            try backend.setAccess(at: base, bytes: range.count * chunkSize)
+            try copySourcesLocked(sources, to: holder, at: range.lowerBound)
+        } catch {
+            // Nothing was handed to a kernel: retired behind a fence like any mapping.
+            try? retireLocked(holder, indices: Array(range))
+            throw VTensorError.from(error)
+        }
+        packedSlabs += 1
+    }
+
+    /// Copies `sources` (mapped chunks) to `destination`'s slots from `start` on, adjacent
+    /// source chunks of one tensor in one call.
+    private func copySourcesLocked(_ sources: [(tensor: VirtualTensor, index: Int)], to destination: VirtualTensor, at start: Int) throws {
+        var first = 0
+        while first < sources.count {
+            var end = first + 1
+            while end < sources.count, sources[end].tensor === sources[first].tensor, sources[end].index == sources[end - 1].index + 1 { end += 1 }
+            try copyRangeLocked(from: sources[first].tensor.address(ofChunk: sources[first].index),
+                                to: destination.address(ofChunk: start + first), chunks: end - first)
+            first = end
         }
     }
 
@@ -868,6 +980,14 @@ public final class VirtualMemory: @unchecked Sendable {
         /// The physical chunk slot `index` holds for data (mapped, or a pending alias), if any.
         public func heldChunk(_ tensor: VirtualTensor, chunk index: Int) -> PhysicalChunk? { tensor.slots[index].heldChunk }
 
+        /// The slab of the chunk slot `index` holds (mapped or pending), the chunk's index in it
+        /// and its chunk count, where that slab maps only whole (a slab of several chunks, on a
+        /// backend without `mapsSlabParts`); nil otherwise.
+        public func wholeSlabPlace(_ tensor: VirtualTensor, chunk index: Int) -> (slab: Int, index: Int, count: Int)? {
+            guard let chunk = tensor.slots[index].heldChunk, memory.pool.mapsOnlyWithItsSlab(chunk) else { return nil }
+            return memory.pool.slabPlace(chunk)
+        }
+
         /// Whether the chunk slot `index` holds (mapped or pending) belongs to a slab.
         public func isSlabChunk(_ tensor: VirtualTensor, chunk index: Int) -> Bool {
             tensor.slots[index].heldChunk.map { memory.pool.isSlabChunk($0) } ?? false
@@ -897,6 +1017,9 @@ public final class VirtualMemory: @unchecked Sendable {
 
     /// The pool's chunk counts, read in constant time (`accounting` walks every tensor): for
     /// gauges a scraper reads many times a second.
+    /// Whether any slab is alive (a cheap look before asking about slabs).
+    public var holdsSlabs: Bool { lock.withLock { pool.slabCount > 0 } }
+
     public var poolCounts: PoolCounts {
         lock.withLock {
             PoolCounts(chunkSize: chunkSize, budgetChunks: pool.budgetChunks, created: pool.created,
@@ -946,9 +1069,10 @@ public final class VirtualMemory: @unchecked Sendable {
             let reserve = Set(pool.reserve.chunks)
             if reserve.count != pool.reserve.count { problems.append("a chunk is in the reserve twice") }
             if !reserve.isDisjoint(with: counted.keys) { problems.append("a chunk is both in the reserve and mapped") }
-            if pool.created != pool.reserve.count + pool.references.count {
-                problems.append("created \(pool.created) != reserve \(pool.reserve.count) + in use \(pool.references.count)")
+            if pool.created != pool.reserve.count + pool.references.count + pool.idleSlabChunks {
+                problems.append("created \(pool.created) != reserve \(pool.reserve.count) + in use \(pool.references.count) + idle slab chunks \(pool.idleSlabChunks)")
             }
+            if !pool.idleSlab.isDisjoint(with: counted.keys) { problems.append("a slab chunk is both idle and held") }
             if pool.created > pool.budgetChunks { problems.append("created \(pool.created) exceeds the budget \(pool.budgetChunks)") }
             // A retiring run has one entry in the queue, for its first slot.
             let retiringCount = all.reduce(0) { sum, tensor in
@@ -974,6 +1098,15 @@ public final class VirtualMemory: @unchecked Sendable {
                     }
                     if !pool.formRun(run.compactMap { tensor.slots[$0].chunk }) {
                         problems.append("\(tensor)'s run \(run) does not hold adjacent chunks of one slab")
+                    } else if pool.wholeSlabsOnly, let place = tensor.slots[first].chunk.flatMap(pool.slabPlace), place.index != 0 || place.count != length {
+                        problems.append("\(tensor)'s run \(run) maps part of a slab of \(place.count), which maps only whole")
+                    }
+                }
+                if pool.wholeSlabsOnly {
+                    for index in tensor.slots.indices where tensor.runs.run(containing: index) == nil {
+                        if case .mapped(let chunk) = tensor.slots[index], pool.mapsOnlyWithItsSlab(chunk) {
+                            problems.append("\(tensor) maps chunk \(index), part of a slab, alone; a slab maps only whole")
+                        }
                     }
                 }
             }
@@ -1249,10 +1382,17 @@ public final class VirtualMemory: @unchecked Sendable {
     /// callers (retiring part of a tensor, copy-on-write) run on the thread that submits device
     /// work, so nothing new reads the range meanwhile. Rare by design: a prefix cache's holders
     /// keep slab chunks as pending aliases, and requests give their runs back whole.
+    ///
+    /// Where slabs map only whole, the chunks cannot map alone: the run is replaced by private
+    /// copies instead (`privatizeRunLocked`).
     private func splitRunLocked(_ tensor: VirtualTensor, _ run: Range<Int>) throws {
         let chunks = run.map { index -> PhysicalChunk in
             guard case .mapped(let chunk) = tensor.slots[index] else { preconditionFailure("splitting a run whose slot \(index) is not mapped") }
             return chunk
+        }
+        if pool.wholeSlabsOnly {
+            try privatizeRunLocked(tensor, run, chunks)
+            return
         }
         do {
             try backend.wait(try backend.recordFence())
@@ -1261,6 +1401,56 @@ public final class VirtualMemory: @unchecked Sendable {
         tensor.runs.remove(run)
         for (index, chunk) in zip(run, chunks) where !mapWithRetries(chunk, at: tensor.address(ofChunk: index)) {
             preconditionFailure("splitting a run of \(tensor): chunk \(index) could not be mapped back")
+        }
+        runSplits += 1
+    }
+
+    /// Replaces the slab run `run` of `tensor` (mapping `slabChunks`) with fresh chunks of its
+    /// own holding the same bytes: each fresh chunk is mapped in a scratch range and filled by
+    /// one copy, the device is waited for, and the run is unmapped and the copies mapped in its
+    /// place. Costs `run.count` chunks of the budget (out of memory leaves the run as it was)
+    /// and a device wait; counted in `runSplits`. The callers run on the thread that submits
+    /// device work, so nothing new reads the range meanwhile.
+    private func privatizeRunLocked(_ tensor: VirtualTensor, _ run: Range<Int>, _ slabChunks: [PhysicalChunk]) throws {
+        let bytes = run.count * chunkSize
+        let base: UInt64
+        do { base = try backend.reserve(bytes: bytes) } catch { throw VTensorError.from(error) }
+        var fresh: [PhysicalChunk] = []
+        var mapped = 0
+        func undo() {
+            for i in 0..<mapped { try? backend.unmap(at: base + UInt64(i * chunkSize)) }
+            for chunk in fresh { pool.giveBack(chunk) }
+            try? backend.releaseReservation(base: base, bytes: bytes)
+        }
+        do {
+            for i in 0..<run.count {
+                fresh.append(try takeChunkLocked())
+                try backend.map(fresh[i], at: base + UInt64(i * chunkSize))
+                mapped += 1
+                try backend.setAccess(at: base + UInt64(i * chunkSize), bytes: chunkSize)
+            }
+            try copyRangeLocked(from: tensor.address(ofChunk: run.lowerBound), to: base, chunks: run.count)
+            try backend.wait(try backend.recordFence())
+        } catch {
+            undo()
+            throw VTensorError.from(error)
+        }
+        // Nothing in flight reads either range now: swap without deferral, as copy-on-write does.
+        do {
+            for i in 0..<run.count { try backend.unmap(at: base + UInt64(i * chunkSize)) }
+            try backend.unmapRun(at: tensor.address(ofChunk: run.lowerBound), chunks: run.count)
+            try backend.releaseReservation(base: base, bytes: bytes)
+        } catch {
+            preconditionFailure("replacing \(tensor)'s run \(run) with copies: an unmap failed: \(error)")
+        }
+        tensor.runs.remove(run)
+        for (i, index) in run.enumerated() {
+            guard mapWithRetries(fresh[i], at: tensor.address(ofChunk: index)) else {
+                preconditionFailure("replacing \(tensor)'s run \(run) with copies: chunk \(index) could not be mapped")
+            }
+            tensor.slots[index] = .mapped(fresh[i])
+            pool.addReference(fresh[i])
+            pool.dropReference(slabChunks[i])
         }
         runSplits += 1
     }
