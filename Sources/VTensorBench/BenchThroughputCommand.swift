@@ -413,6 +413,7 @@ struct BenchThroughputCommand: ParsableCommand {
                    + "\(stats.prefixKeptChunks) chunks kept (\(stats.prefixSharedRunningChunks) from running requests), \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"
                    + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges (\($0.partialTakeovers) with the head aliased)" } ?? "")
                    + (stats.prefixPacks > 0 ? "; \(stats.prefixPacks) prefixes packed into slabs (\(stats.prefixPackedChunks) chunks, "
+                      + "\(model.kvStorage.virtualCache?.copiedPrefixChunks ?? 0) copied into requests that held a slab in part, "
                       + "\(model.kvStorage.virtualCache?.memory.accounting.runSplits ?? 0) runs split)" : "")])
         if let failure = stats.prefixLastFailure {
             table.add(["prefix cache failures", "\(stats.prefixAttachFailures) found but not reused, \(stats.prefixPublishFailures) not shared, \(stats.prefixPackFailures) not packed; the last: \(failure)"])

@@ -53,6 +53,7 @@ public final class KVCache: @unchecked Sendable {
     /// Holders whose chunks a live request maps at the same places: holder -> request.
     private var twins: [Int: Int] = [:]
     private var takeoverCount = 0
+    private var copiedPrefixCount = 0
     /// Of the takeovers, those of a holder that kept only the prefix's tail (the head aliased).
     private var partialTakeoverCount = 0
     /// Holders that keep a packed copy (`sharePacked`, `packPlaces`).
@@ -391,6 +392,8 @@ public final class KVCache: @unchecked Sendable {
     /// Requests that took over a holder's ranges (`addRequest(_:aliasing:tokens:)`), in all, and
     /// of those, the ones whose holder kept only the tail (the head aliased).
     public var takeovers: Int { lock.withLock { takeoverCount } }
+    /// Chunks copied into requests because they held a slab that maps only whole in part.
+    public var copiedPrefixChunks: Int { lock.withLock { copiedPrefixCount } }
     public var partialTakeovers: Int { lock.withLock { partialTakeoverCount } }
 
     /// Where a holder's (layer, component) K/V lives, for checks of what a prefix cache keeps.
@@ -619,6 +622,7 @@ public final class KVCache: @unchecked Sendable {
                 guard let source else { throw VTensorError.unknownRequest(prefix[i].holder) }
                 try memory.map(tensors[r], chunk: i)
                 try memory.copyChunk(from: source[r], chunk: i, to: tensors[r], chunk: i, bytes: layout.chunkSize)
+                copiedPrefixCount += 1
             }
         }
     }
