@@ -203,8 +203,8 @@ struct ChunkPool {
 
     /// Whether `chunk` belongs to a slab of several chunks that maps only whole.
     func mapsOnlyWithItsSlab(_ chunk: PhysicalChunk) -> Bool {
-        guard wholeSlabsOnly, let place = slabOf[chunk] else { return false }
-        return slabs[place.slab]!.count > 1
+        guard let place = slabOf[chunk], slabs[place.slab]!.count > 1 else { return false }
+        return wholeSlabsOnly
     }
 
     /// Whether `chunks` are adjacent chunks of one slab, in order: they map as one run.
