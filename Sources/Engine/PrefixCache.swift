@@ -236,23 +236,30 @@ final class PrefixCache {
     func publish(_ sequence: EngineSequence, written: Int, ledger: inout KVLedger, waiting: [EngineSequence] = []) -> Bool {
         guard sequence.hasKV else { return false }
         let block = tree.tokensPerBlock
-        let full = min(written, sequence.tokens.count) / block
+        var full = min(written, sequence.tokens.count) / block
         let current = pins[sequence.id]
         guard full > (current?.tokens ?? 0) / block else { return false }
         let holder = nextHolder
         nextHolder += 1
-        let tokens = Array(sequence.tokens.prefix(full * block))
+        var tokens = Array(sequence.tokens.prefix(full * block))
         var packed = false
         if packBlocks > 0 {
             let known = tree.lookup(tokens, salt: sequence.salt, limit: tokens.count).tokens / block
-            let units = (full - known) * unitsPerNode
-            if full - known >= packBlocks, units <= ledger.freeChunks, sharedByWaiting(sequence, blocks: known, waiting) {
+            // Only what a waiting request shares is packed (and published now): a slab that maps
+            // only whole serves requests that share all of it, so it ends where they diverge.
+            let shared = full - known >= packBlocks ? sharedByWaiting(sequence, blocks: known, upTo: full, waiting) : 0
+            let units = (shared - known) * unitsPerNode
+            if shared - known >= packBlocks, units <= ledger.freeChunks {
                 do {
-                    packed = try cache.sharePacked(sequence.id, from: known, chunks: full, asHolder: holder)
+                    packed = try cache.sharePacked(sequence.id, from: known, chunks: shared, asHolder: holder)
+                    if packed {
+                        full = shared
+                        tokens = Array(tokens.prefix(full * block))
+                    }
                 } catch {
                     // Not a failure to publish: the plain share below still does.
                     packFailures += 1
-                    lastFailure = "packing chunks \(known)..<\(full) of running request \(sequence.id): \(error)"
+                    lastFailure = "packing chunks \(known)..<\(shared) of running request \(sequence.id): \(error)"
                 }
             }
         }
@@ -286,17 +293,28 @@ final class PrefixCache {
         return !insertion.kept.isEmpty
     }
 
-    /// Whether a waiting request that reads the cache starts with `sequence`'s first block and its
-    /// block `blocks` (the first one a publish would add): it would alias what is published. A
-    /// look at two blocks of at most 64 requests, not a whole-prefix comparison.
-    private func sharedByWaiting(_ sequence: EngineSequence, blocks: Int, _ waiting: [EngineSequence]) -> Bool {
+    /// How far (in whole blocks, at most `end`) waiting requests that read the cache share
+    /// `sequence`'s tokens, among those that start with its first block and its block `blocks`
+    /// (the first one a publish would add): they would alias what is published. 0 when none
+    /// does. At most 64 requests are looked at; the stretch is compared block by block only for
+    /// those that pass the two-block look.
+    private func sharedByWaiting(_ sequence: EngineSequence, blocks: Int, upTo end: Int, _ waiting: [EngineSequence]) -> Int {
         let block = tree.tokensPerBlock
         let first = 0..<block, next = (blocks * block)..<((blocks + 1) * block)
-        guard sequence.tokens.count >= next.upperBound else { return false }
-        return waiting.prefix(64).contains { other in
-            other !== sequence && other.salt == sequence.salt && other.readsPrefixCache && other.tokens.count > next.upperBound
-                && other.tokens[first] == sequence.tokens[first] && other.tokens[next] == sequence.tokens[next]
+        guard sequence.tokens.count >= next.upperBound else { return 0 }
+        var shared = 0
+        for other in waiting.prefix(64) where other !== sequence && other.salt == sequence.salt && other.readsPrefixCache
+            && other.tokens.count > next.upperBound && other.tokens[first] == sequence.tokens[first] && other.tokens[next] == sequence.tokens[next] {
+            // Its cached prefix stops before its last token (whose logits it computes).
+            let limit = min(end, (other.tokens.count - 1) / block)
+            var common = blocks + 1
+            while common < limit, other.tokens[(common * block)..<((common + 1) * block)] == sequence.tokens[(common * block)..<((common + 1) * block)] {
+                common += 1
+            }
+            shared = max(shared, min(common, limit))
+            if shared == end { break }
         }
+        return shared
     }
 
     /// Carries out what an insertion at `holder` decided: the holder is freed if the tree keeps
