@@ -38,20 +38,20 @@ PY
 
 run offsets 30 python3 scripts/gpu-vmm-offsets.py
 run vmm 90 "$bin" bench vmm --backend cuda --only slabs,packed --json-out "$out/vmm.json"
-run dev-engine-packed 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 96 --pack-prefix-chunks 2
-run dev-engine-plain 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 96
 run sp-plain 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-plain.json"
 run sp-packed 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --pack-prefix-chunks 32 --json-out "$out/sp-packed.json"
 run sp-paged 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
+mts=(--dataset multi-turn --num-conversations 128 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128 --conversation-system-len 2048)
+run mts-plain 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --json-out "$out/mts-plain.json"
+run mts-packed 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --pack-prefix-chunks 32 --json-out "$out/mts-packed.json"
+run mts-paged 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --kv paged --json-out "$out/mts-paged.json"
+run dev-engine-packed 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 96 --pack-prefix-chunks 2
+run dev-engine-plain 150 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 96
 run sp32-plain 90 "$bin" bench throughput "${dummy[@]}" "${sp32[@]}" --json-out "$out/sp32-plain.json"
 run sp32-packed 90 "$bin" bench throughput "${dummy[@]}" "${sp32[@]}" --pack-prefix-chunks 32 --json-out "$out/sp32-packed.json"
 run sp32-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp32[@]}" --kv paged --json-out "$out/sp32-paged.json"
 run mt-plain 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --json-out "$out/mt-plain.json"
 run mt-packed 100 "$bin" bench throughput "${dummy[@]}" "${mtd[@]}" --pack-prefix-chunks 32 --json-out "$out/mt-packed.json"
-mts=(--dataset multi-turn --num-conversations 128 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128 --conversation-system-len 2048)
-run mts-plain 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --json-out "$out/mts-plain.json"
-run mts-packed 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --pack-prefix-chunks 32 --json-out "$out/mts-packed.json"
-run mts-paged 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --kv paged --json-out "$out/mts-paged.json"
 run sp-plain-2 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-plain-2.json"
 run sp-packed-2 60 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --pack-prefix-chunks 32 --json-out "$out/sp-packed-2.json"
 save_kernel_cache "$out/kernel-cache.tgz"
