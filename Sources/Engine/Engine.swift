@@ -117,7 +117,7 @@ public final class Engine: @unchecked Sendable {
         mapper = options.asyncMapping ? storage.virtualCache.map { AsyncMapper(memory: $0.memory, threadSetup: mapperThreadSetup) } : nil
         pipelined = options.pipelineSteps && model.samplesOnDevice
         lateDraws = pipelined && options.lateDraws && model.queuesSteps && model.queuesSamplingLate
-        prefixCache = options.prefixCaching ? PrefixCache(store: storage.prefixStore, packBlocks: options.packPrefixChunks) : nil
+        prefixCache = options.prefixCaching ? PrefixCache(store: storage.prefixStore, packBlocks: options.packPrefixChunks ?? storage.prefixStore.defaultPackBlocks) : nil
     }
 
     deinit { mapper?.shutdown() }

@@ -38,8 +38,10 @@ public struct EngineOptions: Sendable, Equatable {
     /// stretch this long that running requests map is packed at its next hit; each request that
     /// aliases the prefix then maps it with one driver call and one set access instead of one of
     /// each per chunk (0: never). A copy costs its chunks again until the requests mapping the
-    /// originals leave. Off until measured on a GPU (docs/perf.md, 2026-12-05, "slabs").
-    public var packPrefixChunks = 0
+    /// originals leave. nil: the KV store's default (`PrefixStore.defaultPackBlocks`): 32 on
+    /// CUDA, where mapping costs per allocation (docs/perf.md, 2026-12-05, third session), 0 on
+    /// host memory, where a copy costs more than the mappings it saves.
+    public var packPrefixChunks: Int?
     /// Plan and queue step N+1 while the model runs step N, feeding N's picks to N+1 where they
     /// are (for a model that samples on the device; others collect each step before the next).
     public var pipelineSteps: Bool
@@ -93,7 +95,7 @@ public struct EngineOptions: Sendable, Equatable {
             throw EngineError.invalidOptions("step overhead tokens must be at least 1, got \(stepOverheadTokens)")
         }
         guard aliasAheadChunks >= 0 else { throw EngineError.invalidOptions("alias-ahead chunks must be >= 0, got \(aliasAheadChunks)") }
-        guard packPrefixChunks >= 0 else { throw EngineError.invalidOptions("pack-prefix chunks must be >= 0, got \(packPrefixChunks)") }
+        if let packPrefixChunks, packPrefixChunks < 0 { throw EngineError.invalidOptions("pack-prefix chunks must be >= 0, got \(packPrefixChunks)") }
     }
 }
 

@@ -362,6 +362,8 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
+    public var defaultPackBlocks: Int { memory.backend.makesSlabs ? memory.backend.defaultPackChunks : 0 }
+
     /// Whether a packed holder's chunks go back only all together: slabs map only whole.
     public var releasesPackedWhole: Bool { memory.backend.makesSlabs && !memory.backend.mapsSlabParts }
 

@@ -29,6 +29,9 @@ public protocol PrefixStore: AnyObject {
     var releasesPackedWhole: Bool { get }
     /// Whether `sharePacked` can ever pack here.
     var packsPrefixes: Bool { get }
+    /// Blocks a publish must share with waiting requests to be packed, unless the engine says
+    /// otherwise (`EngineOptions.packPrefixChunks`): the memory backend's `defaultPackChunks`.
+    var defaultPackBlocks: Int { get }
     /// Units of a new request's prefix (`addRequest`'s arguments) that it would get as copies of
     /// its own rather than share: where a packed copy maps only whole (CUDA), the blocks of one
     /// that the prefix holds only in part. The ledger charges them to the request.
@@ -59,6 +62,7 @@ extension PagedKVCache: PrefixStore {
     public func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool] { places.map { _ in false } }
     public func isPackedHolder(_ holder: Int) -> Bool { false }
     public var releasesPackedWhole: Bool { false }
+    public var defaultPackBlocks: Int { 0 }
     public func copiedUnits(aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int { 0 }
 }
 
