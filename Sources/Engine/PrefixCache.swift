@@ -85,10 +85,11 @@ final class PrefixCache {
         var match = lookup(sequence)
         guard match.tokens > 0 else { return .none }
         if packBlocks > 0 { match = repackIfShared(match, ledger: &ledger) }
-        let own = ledger.attachChunks(sharedUnits: sharedUnits(match), tokens: match.tokens)
+        let shared = sharedUnits(match)
+        let own = ledger.attachChunks(sharedUnits: shared, tokens: match.tokens)
         guard own <= ledger.freeChunks else { return .needs(units: own - ledger.freeChunks) }
         do {
-            try attach(sequence, match, ledger: &ledger)
+            try attach(sequence, match, sharedUnits: shared, ledger: &ledger)
         } catch {
             attachFailures += 1
             lastFailure = "aliasing \(match.tokens) cached tokens for request \(sequence.id): \(error)"
@@ -162,10 +163,10 @@ final class PrefixCache {
 
     /// Gives `sequence` (no KV yet) a KV entry whose first `match.tokens` tokens alias the cached
     /// chunks, pins them, and records it in the ledger, which must have room for its own part.
-    func attach(_ sequence: EngineSequence, _ match: PrefixTree.Match, ledger: inout KVLedger) throws {
+    /// `shared`: `sharedUnits(match)`, asked before the request exists (what it will copy depends
+    /// on the holders as they are now).
+    func attach(_ sequence: EngineSequence, _ match: PrefixTree.Match, sharedUnits shared: Int, ledger: inout KVLedger) throws {
         precondition(!sequence.hasKV && pins[sequence.id] == nil, "attach of a request that has KV")
-        // Asked before the request exists: what it will copy depends on the holders as they are now.
-        let shared = sharedUnits(match)
         try cache.addRequest(sequence.id, aliasing: match.locations.map { ($0.holder, $0.chunk) }, tokens: match.tokens)
         tree.acquire(match)
         pins[sequence.id] = match

@@ -59,6 +59,16 @@ import Testing
 @Suite struct KVCacheTests {
     let shape = KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32)
 
+    /// Request `id` holding `n` tokens, token t's layer-1 value at head 1 set to t + 1, mapped
+    /// for one token more.
+    func addWrittenRequest(_ cache: KVCache, _ id: Int, tokens n: Int) throws {
+        try cache.addRequest(id)
+        try cache.reserve(id, tokens: n + 1)
+        try cache.setLength(id, n)
+        let view = try cache.view(id, layer: 1, component: .value)
+        for t in 0..<n { store(UInt32(t + 1), at: view.address(token: t, head: 1)) }
+    }
+
     @Test func forkSharesFullChunksAndCopiesTheBoundary() throws {
         for kind in KVLayoutKind.allCases {
             let host = try makeHost()
@@ -173,11 +183,7 @@ import Testing
             let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 256)
             let perChunk = cache.layout.tokensPerChunk, ranges = cache.layout.rangesPerRequest
             let n = 2 * perChunk + perChunk / 2
-            try cache.addRequest(1)
-            try cache.reserve(1, tokens: n + 1)
-            try cache.setLength(1, n)
-            let first = try cache.view(1, layer: 1, component: .value)
-            for t in 0..<n { store(UInt32(t + 1), at: first.address(token: t, head: 1)) }
+            try addWrittenRequest(cache, 1, tokens: n)
             let oldTensors = try cache.tensors(of: 1)
             try cache.detach(1, tokens: n, asHolder: 10)
             try memory.drain()
@@ -241,11 +247,7 @@ import Testing
             let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 256)
             let perChunk = cache.layout.tokensPerChunk, ranges = cache.layout.rangesPerRequest
             let n = 3 * perChunk + perChunk / 2
-            try cache.addRequest(1)
-            try cache.reserve(1, tokens: n + 1)
-            try cache.setLength(1, n)
-            let first = try cache.view(1, layer: 1, component: .value)
-            for t in 0..<n { store(UInt32(t + 1), at: first.address(token: t, head: 1)) }
+            try addWrittenRequest(cache, 1, tokens: n)
             let oldBases = try cache.tensors(of: 1).map(\.base)
             try cache.detach(1, tokens: n, asHolder: 10)
             // The first two chunks (the "system prompt") packed into holder 20; holder 10 gives
@@ -292,11 +294,7 @@ import Testing
             let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 512)
             let perChunk = cache.layout.tokensPerChunk, ranges = cache.layout.rangesPerRequest
             let n = 4 * perChunk
-            try cache.addRequest(1)
-            try cache.reserve(1, tokens: n + 1)
-            try cache.setLength(1, n)
-            let first = try cache.view(1, layer: 1, component: .value)
-            for t in 0..<n { store(UInt32(t + 1), at: first.address(token: t, head: 1)) }
+            try addWrittenRequest(cache, 1, tokens: n)
             #expect(try cache.sharePacked(1, from: 0, chunks: 4, asHolder: 20))
             let packed = (0..<4).map { (holder: 20, chunk: $0) }
             // All four chunks: aliased, one run a range; two and a half: copies, charged as own.

@@ -429,21 +429,39 @@ public final class VirtualMemory: @unchecked Sendable {
     /// run, whether or not the holes list reaches them. A tensor that holds part of a slab
     /// cannot map it: an error, which the callers' undo turns back.
     private func claimRestOfSlabLocked(_ tensor: VirtualTensor, after index: Int, into claims: inout [Claim], ahead: inout Set<SlotKey>) throws {
-        guard let place = pool.slabPlace(claims.last!.chunk) else { return }
-        let broken = VTensorError.backend(operation: "map", message: "\(tensor) holds chunk \(place.index) of a slab of \(place.count) at slot \(index) without the whole slab after it; a slab maps only whole here")
-        guard place.index == 0 else { throw broken }
-        var previous = claims.last!.chunk
-        for slot in (index + 1)..<(index + place.count) {
-            guard slot < tensor.chunkCount, !slotInFlight(tensor, slot), case .pendingAlias(let chunk) = tensor.slots[slot],
-                  pool.follows(chunk, previous) else { throw broken }
+        let (run, chunks) = try pendingSlabRunLocked(tensor, at: index, holding: claims.last!.chunk, claimed: true)
+        guard run.lowerBound == index else {
+            throw VTensorError.backend(operation: "map", message: "\(tensor) holds a slab at slots \(run) whose first slots are not pending; a slab maps only whole here")
+        }
+        for (slot, chunk) in zip(run, chunks).dropFirst() {
             tensor.slots[slot] = .mapping(chunk, fromPending: true)
             pendingAliases -= 1
             tensor.mappingsInFlight += 1
             mappingsInFlight += 1
             claims.append(Claim(tensor: tensor, index: slot, chunk: chunk, continuesRun: true))
             ahead.insert(SlotKey(tensor, slot))
-            previous = chunk
         }
+    }
+
+    /// The slots of `tensor` that the whole slab of `chunk` (held at slot `index`) must occupy,
+    /// and the slab's chunks in order; an error unless every one of them holds its chunk as a
+    /// pending alias, out of flight (slot `index` itself may be claimed already).
+    private func pendingSlabRunLocked(_ tensor: VirtualTensor, at index: Int, holding chunk: PhysicalChunk,
+                                      claimed: Bool = false) throws -> (run: Range<Int>, chunks: [PhysicalChunk]) {
+        guard let place = pool.slabPlace(chunk) else { return (index..<(index + 1), [chunk]) }
+        let run = (index - place.index)..<(index - place.index + place.count)
+        guard run.lowerBound >= 0, run.upperBound <= tensor.chunkCount else {
+            throw VTensorError.backend(operation: "map", message: "\(tensor) holds chunk \(place.index) of a slab of \(place.count) at slot \(index): the slab does not fit there, and it maps only whole")
+        }
+        let chunks = try run.map { slot -> PhysicalChunk in
+            if claimed && slot == index { return chunk }
+            guard !slotInFlight(tensor, slot), case .pendingAlias(let held) = tensor.slots[slot],
+                  let other = pool.slabPlace(held), other.slab == place.slab, other.index == slot - run.lowerBound else {
+                throw VTensorError.backend(operation: "map", message: "\(tensor) holds part of a slab of \(place.count) at slots \(run); a slab maps only whole here")
+            }
+            return held
+        }
+        return (run, chunks)
     }
 
     /// Where the driver call that maps `claims[start]` ends (exclusive), and whether it is one
@@ -615,24 +633,13 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Maps the pending alias `chunk` at `tensor`'s slot `index`: alone, or, where slabs map
     /// only whole, with the rest of its slab (pending at the slots around it) as one run.
     private func mapPendingLocked(_ chunk: PhysicalChunk, _ tensor: VirtualTensor, _ index: Int) throws {
-        guard pool.mapsOnlyWithItsSlab(chunk), let place = pool.slabPlace(chunk) else {
+        guard pool.mapsOnlyWithItsSlab(chunk) else {
             try mapChunkLocked(chunk, tensor, index)
             pendingAliases -= 1
             return
         }
-        let first = index - place.index
-        let run = first..<(first + place.count)
-        guard first >= 0, run.upperBound <= tensor.chunkCount else {
-            throw VTensorError.backend(operation: "map", message: "\(tensor) holds chunk \(place.index) of a slab of \(place.count) at slot \(index): the slab does not fit there, and it maps only whole")
-        }
-        let chunks = try run.map { slot -> PhysicalChunk in
-            guard !slotInFlight(tensor, slot), case .pendingAlias(let held) = tensor.slots[slot], pool.slabPlace(held)?.slab == place.slab,
-                  pool.slabPlace(held)?.index == slot - first else {
-                throw VTensorError.backend(operation: "map", message: "\(tensor) holds part of a slab of \(place.count) at slots \(run); a slab maps only whole here")
-            }
-            return held
-        }
-        let base = tensor.address(ofChunk: first)
+        let (run, chunks) = try pendingSlabRunLocked(tensor, at: index, holding: chunk)
+        let base = tensor.address(ofChunk: run.lowerBound)
         do {
             try backend.mapRun(chunks, at: base)
         } catch { throw VTensorError.from(error) }
@@ -1015,11 +1022,11 @@ public final class VirtualMemory: @unchecked Sendable {
 
     public var accounting: MemoryAccounting { lock.withLock { accountingLocked() } }
 
-    /// The pool's chunk counts, read in constant time (`accounting` walks every tensor): for
-    /// gauges a scraper reads many times a second.
     /// Whether any slab is alive (a cheap look before asking about slabs).
     public var holdsSlabs: Bool { lock.withLock { pool.slabCount > 0 } }
 
+    /// The pool's chunk counts, read in constant time (`accounting` walks every tensor): for
+    /// gauges a scraper reads many times a second.
     public var poolCounts: PoolCounts {
         lock.withLock {
             PoolCounts(chunkSize: chunkSize, budgetChunks: pool.budgetChunks, created: pool.created,
