@@ -43,6 +43,8 @@ public struct EngineFlags: ParsableArguments {
     public var accessPerRun: OnOff = .off
     @Option(help: "GPU, virtual tensors: unmap each run of adjacent freed chunks in one cuMemUnmap where the driver takes one (on), or one call per chunk (off).")
     public var unmapPerRun: OnOff = .off
+    @Option(parsing: .unconditional, help: "GPU, virtual tensors: the chunks a step's new tokens fill whole map as slabs of up to N chunks (a power of two), one allocation, one map and one set access each, where a chunk of its own costs one of each (default 32 on CUDA, 0 on host memory; 0: a chunk an allocation).")
+    public var freshSlabChunks: Int?
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -63,6 +65,7 @@ public struct EngineFlags: ParsableArguments {
         if let prefetchSteps, prefetchSteps < 0 { throw ValidationError("--prefetch-steps must be at least 0, got \(prefetchSteps)") }
         if let aliasAheadChunks, aliasAheadChunks < 0 { throw ValidationError("--alias-ahead-chunks must be at least 0, got \(aliasAheadChunks)") }
         if let packPrefixChunks, packPrefixChunks < 0 { throw ValidationError("--pack-prefix-chunks must be at least 0, got \(packPrefixChunks)") }
+        if let freshSlabChunks, freshSlabChunks < 0 { throw ValidationError("--fresh-slab-chunks must be at least 0, got \(freshSlabChunks)") }
         if let maxModelLen, maxModelLen < 2 {
             throw ValidationError("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
         }
@@ -82,7 +85,7 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
         options.kvMode = kv
         options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on,
-                                       unmapPerRun: unmapPerRun == .on)
+                                       unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlabChunks)
         return options
     }
 

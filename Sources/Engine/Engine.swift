@@ -309,6 +309,7 @@ public final class Engine: @unchecked Sendable {
             stats.prefixSharedRunningChunks = prefixCache.sharedRunningUnits
             stats.prefixEvictedChunks = prefixCache.evictedUnits
             stats.prefixHeldChunks = prefixCache.cachedUnits
+            stats.strandedChunks = ledger.strandedUnits
             stats.prefixAttachFailures = prefixCache.attachFailures
             stats.prefixPublishFailures = prefixCache.publishFailures
             stats.prefixPacks = prefixCache.packs + prefixCache.repacks
@@ -895,6 +896,7 @@ extension EngineStatistics {
         prefixSharedRunningChunks = step.prefixSharedRunningChunks
         prefixEvictedChunks = step.prefixEvictedChunks
         prefixHeldChunks = step.prefixHeldChunks
+        strandedChunks = step.strandedChunks
         prefixAttachFailures = step.prefixAttachFailures
         prefixPublishFailures = step.prefixPublishFailures
         prefixPacks = step.prefixPacks

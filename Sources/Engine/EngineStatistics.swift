@@ -83,6 +83,9 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     public var prefixSharedRunningChunks = 0
     public var prefixEvictedChunks = 0
     public var prefixHeldChunks = 0
+    /// Chunks given back inside a slab run whose other chunks are still held (a holder's
+    /// evicted tail, say): mapped until the rest goes, counted as committed (now, not a total).
+    public var strandedChunks = 0
     /// Cached prefixes found but not aliased (computed again), running requests' chunks the
     /// store would not share, and the last such error: each should stay 0 / nil.
     public var prefixAttachFailures = 0

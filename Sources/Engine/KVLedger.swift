@@ -37,6 +37,12 @@ struct KVLedger {
     private(set) var sharedUnits: [RequestID: Int] = [:]
     /// Units the prefix cache holds (counted in `committedChunks`: reclaimable by eviction).
     private(set) var cachedUnits = 0
+    /// Units given back inside a slab run that stay mapped until the rest of it goes
+    /// (`PrefixStore.strandedUnits`), counted in `committedChunks`: the memory is in use. A
+    /// stranded chunk that a cached block also holds is counted twice: the ledger errs high
+    /// (admitting a little less) rather than low (a mapping that finds no memory), and
+    /// `committedChunks` may then pass `capacityChunks` by at most this much.
+    private(set) var strandedUnits = 0
 
     init(units: Units, capacityChunks: Int) {
         self.units = units
@@ -111,6 +117,14 @@ struct KVLedger {
         precondition(reservedTokens[id] != nil, "share by a request the ledger does not hold")
         sharedUnits[id, default: 0] += units
         cachedUnits += units
+    }
+
+    /// The store now strands `units` units (read after whatever gave chunks back; a grow that
+    /// takes a stranded chunk back is counted at the next reading, the ledger erring high).
+    mutating func setStranded(_ units: Int) {
+        committedChunks += units - strandedUnits
+        strandedUnits = units
+        peakCommittedChunks = max(peakCommittedChunks, committedChunks)
     }
 
     /// The prefix cache gave `units` units back.

@@ -130,6 +130,7 @@ final class PrefixCache {
         let stretch = Array(match.nodes[first..<full])
         let moved = tree.relocate(stretch, to: holder)
         ledger.uncache(giveBack(moved.displaced, emptyHolders: moved.emptyHolders))
+        syncStranded(&ledger)
         ledger.cache(units)
         keptUnits += units
         repacks += 1
@@ -179,9 +180,16 @@ final class PrefixCache {
     /// in part becomes its own copy at its first write).
     func sharedUnits(_ match: PrefixTree.Match) -> Int {
         let full = (match.tokens / tree.tokensPerBlock) * unitsPerNode
-        // A packed copy that maps only whole, matched in part, is copied: the request's own.
-        guard packBlocks > 0 else { return full }
+        // A slab that maps only whole (a packed copy, or a run of fresh chunks), matched in
+        // part, is copied: the request's own.
         return full - cache.copiedUnits(aliasing: match.locations.map { ($0.holder, $0.chunk) }, tokens: match.tokens)
+    }
+
+    /// Brings the ledger's count of stranded units (given back inside a slab run, still in
+    /// use) up to date after the store gave chunks back.
+    func syncStranded(_ ledger: inout KVLedger) {
+        let stranded = cache.strandedUnits
+        if stranded != ledger.strandedUnits { ledger.setStranded(stranded) }
     }
 
     /// A request leaves (finished, aborted, preempted): its KV's first `tokens` tokens go into
@@ -200,6 +208,7 @@ final class PrefixCache {
         sequence.hasKV = false
         guard tokens > 0 else {
             try? cache.free(sequence.id)
+            syncStranded(&ledger)
             return 0
         }
         let holder = nextHolder
@@ -220,6 +229,7 @@ final class PrefixCache {
         let kept = insertion.kept.count * unitsPerNode
         ledger.cache(kept)
         keptUnits += kept
+        syncStranded(&ledger)
         return kept
     }
 
@@ -334,6 +344,7 @@ final class PrefixCache {
         }
         let released = giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
         ledger.uncache(insertion.removed * unitsPerNode + released)
+        syncStranded(&ledger)
     }
 
     /// Gives back the chunks at `locations` and frees `emptyHolders` (they keep nothing now).
@@ -358,7 +369,7 @@ final class PrefixCache {
     /// first. Returns the units given back (0: nothing is evictable).
     @discardableResult
     func evict(units: Int, ledger: inout KVLedger) -> Int {
-        var freed = 0
+        var freed = 0, given = 0
         while freed < units {
             var out = tree.evict((units - freed + unitsPerNode - 1) / unitsPerNode)
             guard !out.locations.isEmpty else { break }
@@ -380,10 +391,15 @@ final class PrefixCache {
                     }
                 }
             }
-            freed += out.locations.count * unitsPerNode + giveBack(out.locations, emptyHolders: out.emptyHolders)
+            let stranded = ledger.strandedUnits
+            let gave = out.locations.count * unitsPerNode + giveBack(out.locations, emptyHolders: out.emptyHolders)
+            ledger.uncache(gave)
+            syncStranded(&ledger)
+            given += gave
+            // Units stranded (given back inside a slab run whose rest stays) freed nothing yet.
+            freed += gave - (ledger.strandedUnits - stranded)
         }
-        ledger.uncache(freed)
-        evictedUnits += freed
-        return freed
+        evictedUnits += given
+        return max(0, freed)
     }
 }

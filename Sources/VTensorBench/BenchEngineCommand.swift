@@ -58,6 +58,8 @@ struct BenchEngineCommand: ParsableCommand {
     var setAccessDelayUs: UInt32 = 0
     @Option(help: "shared-prefix, virtual tensors: --pack-prefix-chunks values to run as arms, comma-separated (0: no packing; e.g. 0,64 for the A/B).")
     var packPrefixChunks = "0"
+    @Option(help: "Virtual tensors: the largest slab a run of fresh chunks that a step fills whole maps as (0: a chunk an allocation); for shared-prefix, comma-separated values to run as arms (e.g. 0,32).")
+    var freshSlabChunks = "0"
     @Option(help: "multi-turn: the order waiting requests start in.") var schedulePolicy: SchedulePolicy = .fcfs
     @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
     @Option(help: "multi-turn: size each step's prompt tokens to the work waiting, with this step overhead in tokens (default: a fixed budget).")
@@ -152,7 +154,7 @@ struct BenchEngineCommand: ParsableCommand {
     /// so that address space, not memory, is what a run uses), its budget holding
     /// `requestsHeld` requests of `tokensPerRequest` tokens.
     func makeEngine(config: ModelConfig, rows: Int, tokensPerRequest: Int, requestsHeld: Int, paged: Bool = false,
-                            perRun: Bool? = nil, options: EngineOptions? = nil, cost: StepCostModel? = nil) throws -> Engine {
+                            perRun: Bool? = nil, options: EngineOptions? = nil, cost: StepCostModel? = nil, freshSlab: Int? = nil) throws -> Engine {
         var config = config
         config.maxPositionEmbeddings = tokensPerRequest
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
@@ -166,7 +168,7 @@ struct BenchEngineCommand: ParsableCommand {
         if setAccessDelayUs > 0 { model.setSetAccessDelay(micros: setAccessDelayUs) }
         let backend: any MemoryBackend = model
         let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)), accessPerRun: perRun ?? (accessPerRun == .on),
-                                       unmapPerRun: unmapPerRun == .on)
+                                       unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlab ?? Int(freshSlabChunks.split(separator: ",").first ?? "0") ?? 0)
         let cache = try KVCache(shape: shape, memory: memory, maxTokensPerRequest: tokensPerRequest)
         let storage: KVStorage = paged
             ? .paged(try PagedKVCache(shape: shape, pageTokens: 16, pageCount: bytes / (16 * shape.tokenBytes), maxTokensPerRequest: tokensPerRequest,
@@ -192,22 +194,28 @@ struct BenchEngineCommand: ParsableCommand {
             guard let n = Int(text), n >= 0 else { throw ValidationError("--pack-prefix-chunks takes integers >= 0, got \(text)") }
             return n
         }
-        var arms: [(label: String, paged: Bool, perRun: Bool, pack: Int)] = []
+        let freshes = try freshSlabChunks.split(separator: ",").map { text -> Int in
+            guard let n = Int(text), n >= 0 else { throw ValidationError("--fresh-slab-chunks takes integers >= 0, got \(text)") }
+            return n
+        }
+        var arms: [(label: String, paged: Bool, perRun: Bool, pack: Int, fresh: Int)] = []
         if kv != .paged {
             for pack in packs {
-                let packed = pack > 0 ? ", pack \(pack)" : ""
-                if accessPerRun != .on { arms.append((accessPerRun == .both ? "vtensor, access per chunk" + packed : "vtensor" + packed, false, false, pack)) }
-                if accessPerRun != .off { arms.append((accessPerRun == .both ? "vtensor, access per run" + packed : "vtensor" + packed, false, true, pack)) }
+                for fresh in freshes {
+                    let packed = (pack > 0 ? ", pack \(pack)" : "") + (fresh > 1 ? ", fresh slabs \(fresh)" : "")
+                    if accessPerRun != .on { arms.append((accessPerRun == .both ? "vtensor, access per chunk" + packed : "vtensor" + packed, false, false, pack, fresh)) }
+                    if accessPerRun != .off { arms.append((accessPerRun == .both ? "vtensor, access per run" + packed : "vtensor" + packed, false, true, pack, fresh)) }
+                }
             }
         }
-        if kv != .vtensor { arms.append(("paged", true, false, 0)) }
+        if kv != .vtensor { arms.append(("paged", true, false, 0, 0)) }
         for round in 0..<3 {
-            for (label, paged, perRun, pack) in arms {
+            for (label, paged, perRun, pack, fresh) in arms {
                 var options = EngineOptions(maxNumSeqs: 256, maxNumBatchedTokens: 8192, pipelineSteps: pipelineSteps == .on, prefixCaching: prefixCache == .on)
                 options.packPrefixChunks = pack
                 let engine = try makeEngine(config: config, rows: 256,
                                             tokensPerRequest: workload.systemLength + workload.questionLength + workload.outputLength + 8,
-                                            requestsHeld: 2 * requests.count, paged: paged, perRun: perRun, options: options)
+                                            requestsHeld: 2 * requests.count, paged: paged, perRun: perRun, options: options, freshSlab: fresh)
                 (engine.model as? NullModel)?.sleepMs = stepSleepMs
                 // All at once, a few before each step, or from another thread in real time (as a
                 // server's requests come in).
@@ -244,6 +252,7 @@ struct BenchEngineCommand: ParsableCommand {
                 table.add([label, "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
                            fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%", "\(engine.statistics.prefixPacks)"])
                 let name = paged ? "shared-prefix-paged" : (perRun ? "shared-prefix-access-per-run" : "shared-prefix") + (pack > 0 ? "-pack-\(pack)" : "")
+                    + (fresh > 1 ? "-fresh-\(fresh)" : "")
                 results.append(Result(rows: requests.count, medianMs: seconds * 1000 / Double(steps), microsPerRow: 0, addMs: 0,
                                       workload: name, prefixCache: prefixCache == .on, prefixHitRate: hit))
             }

@@ -19,10 +19,11 @@ import VTensor
     }()
     static let weights = ModelWeights.dummy(config: config, seed: 5, std: 0.5)
 
-    /// A CPU model over a host KV cache of 4 KiB chunks (8 tokens a chunk), `budgetChunks` of them.
-    static func model(budgetChunks: Int = 64) throws -> CPUModel {
+    /// A CPU model over a host KV cache of 4 KiB chunks (8 tokens a chunk), `budgetChunks` of them;
+    /// chunks a step fills whole map as slabs of up to `freshSlabChunks`.
+    static func model(budgetChunks: Int = 64, freshSlabChunks: Int = 0) throws -> CPUModel {
         let backend = try HostBackend(chunkSize: 4096, capacityBytes: 4096 * (budgetChunks + 4))
-        let memory = try VirtualMemory(backend: backend, budget: .bytes(4096 * budgetChunks), lowWatermark: 0)
+        let memory = try VirtualMemory(backend: backend, budget: .bytes(4096 * budgetChunks), lowWatermark: 0, freshSlabChunks: freshSlabChunks)
         let cache = try KVCache(shape: CPUModel.kvShape(config), memory: memory, maxTokensPerRequest: config.maxPositionEmbeddings)
         return try CPUModel(weights: weights, cache: cache, threads: 2)
     }
@@ -128,9 +129,10 @@ import VTensor
     /// A conversation's next turn resends the whole conversation: the engine finds the last
     /// turn's K/V cached (prompt and answer), computes only the new tokens, and generates what
     /// the whole prompt makes alone. Another salt finds nothing; a branch inside a chunk reuses
-    /// the chunks before it.
-    @Test func nextTurnsStartFromTheCachedConversation() throws {
-        let model = try Self.model(budgetChunks: 64)
+    /// the chunks before it. Also where the chunks a step fills whole map as slabs (which map only
+    /// whole: the branch, sharing part of one, gets copies, and the K/V it reads is the same).
+    @Test(arguments: [0, 4]) func nextTurnsStartFromTheCachedConversation(freshSlabChunks: Int) throws {
+        let model = try Self.model(budgetChunks: 64, freshSlabChunks: freshSlabChunks)
         var options = EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 64)
         options.prefixCacheIdleChunks = 64  // keep everything between turns (the engine idles after each)
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
@@ -160,6 +162,8 @@ import VTensor
         let branched = try runAll(engine, [GenerationRequest(prompt: branch, parameters: parameters)]).values.first!
         #expect(engine.statistics.prefixHitTokens == before + 20)
         #expect(branched.tokens == (try Self.aloneIgnoringEOS(branch, maxTokens: 6).tokens))
+        #expect((model.cache.memory.accounting.freshRuns > 0) == (freshSlabChunks > 0))
+        #expect(model.cache.memory.audit() == [])
         branch.removeAll()
         #expect(engine.resetPrefixCache())
         _ = engine.step()

@@ -45,11 +45,11 @@ final class FakeModel: LanguageModel {
     /// A KV cache on host memory with `chunkBytes` chunks (4 KiB: 8 tokens a chunk) and a budget of `budgetChunks`.
     /// `faults`: wrap the host backend to make chosen driver calls fail.
     static func cache(config: ModelConfig, chunkBytes: Int = 4096, budgetChunks: Int, maxTokens: Int, guardTokens: Int = 0,
-                      ordersWork: Bool = false, accessPerRun: Bool = false, faults: Bool = false) throws -> KVCache {
+                      ordersWork: Bool = false, accessPerRun: Bool = false, faults: Bool = false, freshSlabChunks: Int = 0) throws -> KVCache {
         let host = try HostBackend(chunkSize: chunkBytes, capacityBytes: chunkBytes * (budgetChunks + 8), ordersWork: ordersWork)
         let backend: any MemoryBackend = faults ? FaultInjectingBackend(wrapping: host) : host
         let memory = try VirtualMemory(backend: backend, budget: .bytes(chunkBytes * budgetChunks), lowWatermark: 0, accessPerRun: accessPerRun,
-                                       unmapPerRun: accessPerRun)
+                                       unmapPerRun: accessPerRun, freshSlabChunks: freshSlabChunks)
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .fp32)
         return try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens, guardTokens: guardTokens)
     }
@@ -59,8 +59,9 @@ final class FakeModel: LanguageModel {
     /// - Parameter ordersWork: the host backend models one ordered stream (retiring mappings
     ///   are taken back into use, as on CUDA).
     /// - Parameter accessPerRun: the memory manager grants access, and unmaps, once per run of chunks.
+    /// - Parameter freshSlabChunks: chunks a step fills whole map as slabs of up to this many.
     init(context: Int, budgetChunks: Int, samplesOnDevice: Bool = false, queuesSteps: Bool = false, guardTokens: Int = 0,
-         pagedPages: Int? = nil, ordersWork: Bool = false, accessPerRun: Bool = false, faults: Bool = false) throws {
+         pagedPages: Int? = nil, ordersWork: Bool = false, accessPerRun: Bool = false, faults: Bool = false, freshSlabChunks: Int = 0) throws {
         config = try Self.config(context: context)
         if let pagedPages {
             let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .fp32)
@@ -70,7 +71,7 @@ final class FakeModel: LanguageModel {
             pagedPool!.initializeMemory(as: UInt8.self, repeating: 0xEE, count: paged.poolBytes)
         } else {
             kvStorage = .virtual(try Self.cache(config: config, budgetChunks: budgetChunks, maxTokens: context, guardTokens: guardTokens,
-                                                ordersWork: ordersWork, accessPerRun: accessPerRun, faults: faults))
+                                                ordersWork: ordersWork, accessPerRun: accessPerRun, faults: faults, freshSlabChunks: freshSlabChunks))
         }
         self.samplesOnDevice = samplesOnDevice || queuesSteps
         self.queuesSteps = queuesSteps

@@ -25,7 +25,7 @@ struct PropertyRun {
     var stats: [String: Int] = [:]
 
     init(layout: KVLayoutKind, seed: UInt64, faultRate: Double, useMapper: Bool, guardTokens: Int = 0,
-         reuseOrder: ChunkReuseOrder = .newestFirst, accessPerRun: Bool = false) throws {
+         reuseOrder: ChunkReuseOrder = .newestFirst, accessPerRun: Bool = false, freshSlabChunks: Int = 0) throws {
         host = try HostBackend(chunkSize: testChunk, capacityBytes: 1024 * testChunk)
         if faultRate > 0 {
             let faulty = FaultInjectingBackend(wrapping: host, seed: seed ^ 0x5EED)
@@ -35,7 +35,7 @@ struct PropertyRun {
             backend = host
         }
         memory = try VirtualMemory(backend: backend, budget: .bytes(160 * testChunk), lowWatermark: 3, highWatermark: 10,
-                                   reuseOrder: reuseOrder, accessPerRun: accessPerRun, unmapPerRun: accessPerRun)
+                                   reuseOrder: reuseOrder, accessPerRun: accessPerRun, unmapPerRun: accessPerRun, freshSlabChunks: freshSlabChunks)
         // 2 layers x 2 heads x 8 dims x fp32: 64 bytes per layer-token, 256 per token.
         // Chunks hold 64 tokens per range (per-layer) or 16 (per-token, blocked).
         cache = try KVCache(shape: KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32), layout: layout,
@@ -85,7 +85,7 @@ struct PropertyRun {
         #expect(problems == [], "\(problems)")
         let a = memory.accounting
         #expect(a.created <= a.budgetChunks)
-        #expect(a.created == a.inReserve + a.inUse)
+        #expect(a.created == a.inReserve + a.inUse + a.idleSlabChunks)
         let kv = cache.accounting
         #expect(kv.requests == model.tokens.count)
         #expect(kv.tokens == model.tokens.values.reduce(0) { $0 + $1.count })
@@ -197,6 +197,29 @@ struct PropertyRun {
         #expect(run.memory.accounting.inUse == 0)
         #expect(run.host.census().liveChunks == 0)
         #expect(run.stats["fork", default: 0] > 20)
+    }
+
+    /// With the chunks each grow writes whole mapped as slabs (which map only whole): forks and
+    /// truncations cut runs (stranded, or copied on write), and every invariant still holds.
+    /// (Per-token and blocked layouts: per layer, a chunk holds 64 tokens of a 200-token request.)
+    @Test(arguments: [KVLayoutKind.perToken, .blocked])
+    func freshSlabsKeepEveryInvariant(layout: KVLayoutKind) throws {
+        var run = try PropertyRun(layout: layout, seed: 0xF5E5 + UInt64(layout.hashValue & 0xFF), faultRate: 0, useMapper: false, freshSlabChunks: 4)
+        for i in 0..<2000 {
+            try run.step()
+            run.verifyAccounting()
+            if i % 50 == 0 { try run.verifyContents() }
+        }
+        run.endLeases()
+        try run.verifyContents()
+        #expect(run.memory.accounting.freshRuns > 20)
+        for id in run.model.tokens.keys { try run.cache.free(id) }
+        run.model.tokens.removeAll()
+        try run.memory.drain()
+        try run.memory.trim(to: 0)
+        run.verifyAccounting()
+        #expect(run.memory.accounting.inUse == 0 && run.memory.accounting.stranded == 0)
+        #expect(run.host.census().liveChunks == 0)
     }
 
     /// Also with access granted (and chunks unmapped) per run, where a failed set access undoes a whole run.

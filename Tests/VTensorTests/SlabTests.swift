@@ -89,7 +89,10 @@ import Testing
     }
 
     /// Giving back part of a run (a release, a shrink, an unmap) splits it into single mappings
-    /// first; the rest of the run stays readable and the books match the backend.
+    /// first where slabs map in part; where they map only whole, the slots given back are
+    /// stranded instead (mapped on, counted, nobody's) until the rest of the run goes, and the
+    /// run unmaps whole. A copy-on-write replaces the run by private copies. Either way the rest
+    /// of the run stays readable and the books match the backend.
     @Test(arguments: ["release", "shrink", "unmap", "makePrivate"], [true, false])
     func cuttingARunSplitsItFirst(how: String, parts: Bool) throws {
         let s = try setup(parts: parts)
@@ -102,7 +105,12 @@ import Testing
             try s.memory.makePrivate(t, chunk: 4)
             store(77, at: t.address(ofChunk: 4) + 8)
         }
-        #expect(s.memory.accounting.runSplits == 1)
+        let strands = !parts && how != "makePrivate"
+        #expect(s.memory.accounting.runSplits == (strands ? 0 : 1))
+        // The run's slots given back: 5 and 6, 7 to 9 (10 and 11 are single), or 9.
+        let stranded = switch how { case "release": 2; case "shrink": 3; case "unmap": 1; default: 0 }
+        #expect(s.memory.accounting.stranded == (strands ? stranded : 0))
+        #expect(s.memory.strandedChunks == s.memory.accounting.stranded)
         try s.memory.drain()
         let kept: [Int] = switch how {
         case "release": [0, 1, 2, 3, 4, 7, 8, 9]
@@ -111,6 +119,7 @@ import Testing
         default: [0, 1, 2, 3, 5, 6, 7, 8, 9]
         }
         #expect(kept.allSatisfy { load(t.address(ofChunk: $0) + 8) == 1000 + UInt32($0) })
+        #expect(s.memory.inspect { m in (0..<12).filter { m.isStranded(t, chunk: $0) }.count } == s.memory.accounting.stranded)
         if how == "makePrivate" {
             // The write went to a private copy: another follower still reads the packed value.
             #expect(load(t.address(ofChunk: 4) + 8) == 77)
@@ -118,9 +127,16 @@ import Testing
             #expect(load(other.address(ofChunk: 4) + 8) == 1004)
         }
         #expect(backendAgrees(s.memory, s.host) == [])
+        #expect(s.memory.audit() == [])
+        let unmaps = s.faulty.unmapCalls
         try s.memory.free(t)
         try s.memory.drain()
+        // A stranded run goes whole with the rest: one unmap for its eight slots, one for each
+        // single chunk (0 and 1, and 10 and 11 unless the shrink took them).
+        if strands { #expect(s.faulty.unmapCalls - unmaps == 1 + 2 + (how == "shrink" ? 0 : 2)) }
+        #expect(s.memory.accounting.stranded == 0)
         #expect(backendAgrees(s.memory, s.host) == [])
+        #expect(s.memory.audit() == [])
     }
 
     /// A tensor handed over keeps its run; freeing the successor unmaps it whole.

@@ -112,13 +112,16 @@ public final class GPUModel: @unchecked Sendable {
         /// Virtual-tensor KV: unmap each run of adjacent retired chunks in one call where the
         /// driver takes one (`VirtualMemory.unmapPerRun`).
         public let unmapPerRun: Bool
+        /// Virtual-tensor KV: the largest slab a run of fresh chunks a step fills whole maps as
+        /// (`VirtualMemory.freshSlabChunks`; nil: the backend's default, 32 on CUDA; 0: off).
+        public let freshSlabChunks: Int?
 
         public init(matmulPolicy: MatmulPolicy = .auto, persistentLayers: Bool = false, cudaGraphs: Bool = true,
                     prefetchBytesPerRow: Int? = 0, persistentBlocksPerSM: Int = 4, programmaticLaunch: Bool = true,
                     splitKMaxPairs: Int = 0, decodeMinTokensPerCTA: Int? = nil, timingOnlySkipAttention: Bool = false,
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
                     decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true,
-                    accessPerRun: Bool = false, unmapPerRun: Bool = false) {
+                    accessPerRun: Bool = false, unmapPerRun: Bool = false, freshSlabChunks: Int? = nil) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
@@ -136,6 +139,7 @@ public final class GPUModel: @unchecked Sendable {
             self.sharedDecodeTable = sharedDecodeTable
             self.accessPerRun = accessPerRun
             self.unmapPerRun = unmapPerRun
+            self.freshSlabChunks = freshSlabChunks
         }
     }
 
@@ -368,7 +372,7 @@ public final class GPUModel: @unchecked Sendable {
             // The KV cache, capped by the budget, mapped as sequences grow.
             let backend = try CUDABackend(context: context, workStream: stream)
             let memory = try VirtualMemory(backend: backend, budget: kvBudget, accessPerRun: options.accessPerRun,
-                                           unmapPerRun: options.unmapPerRun)
+                                           unmapPerRun: options.unmapPerRun, freshSlabChunks: options.freshSlabChunks)
             let cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens)
             kvStorage = .virtual(cache)
             pagedPool = nil

@@ -116,6 +116,7 @@ public final class CUDABackend: MemoryBackend {
     /// system prompt (128 chunks of Llama-3-8B) took shared-prefix throughput from 0.84-0.98x
     /// paged to 0.97-0.99x, and multi-turn with a shared system prompt from 0.77x to 0.94x.
     public var defaultPackChunks: Int { 32 }
+    public var defaultFreshSlabChunks: Int { 32 }
 
     public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
         guard count > 0, UInt64(count) < (1 << Self.indexBits) else {

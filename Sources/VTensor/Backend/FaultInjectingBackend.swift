@@ -159,6 +159,7 @@ public final class FaultInjectingBackend: MemoryBackend {
     public var makesSlabs: Bool { inner.makesSlabs }
     public var mapsSlabParts: Bool { inner.mapsSlabParts }
     public var defaultPackChunks: Int { inner.defaultPackChunks }
+    public var defaultFreshSlabChunks: Int { inner.defaultFreshSlabChunks }
 
     public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
         try maybeFail(.create)

@@ -88,6 +88,10 @@ public protocol MemoryBackend: AnyObject, Sendable {
     /// default (0: none): where a mapping costs per allocation, as CUDA's set access does, a
     /// 128-chunk prefix maps in ~45 us packed against ~2.8 ms chunk by chunk (H200).
     var defaultPackChunks: Int { get }
+    /// The largest slab a run of fresh chunks maps as by default (`VirtualMemory.freshSlabChunks`;
+    /// 0: a fresh chunk is an allocation of its own): where a mapping costs per allocation, the
+    /// chunks a prompt fills map in a few calls instead of one per chunk.
+    var defaultFreshSlabChunks: Int { get }
     /// Creates one allocation of `count` chunks; returns its chunks in order (chunk i is bytes
     /// `i * chunkSize ..< (i + 1) * chunkSize` of it). They are released together (`releaseSlab`),
     /// never one by one.
@@ -123,6 +127,7 @@ extension MemoryBackend {
     public var makesSlabs: Bool { false }
     public var mapsSlabParts: Bool { false }
     public var defaultPackChunks: Int { 0 }
+    public var defaultFreshSlabChunks: Int { 0 }
     public func createSlab(chunks count: Int) throws -> [PhysicalChunk] {
         throw BackendError(operation: "createSlab", message: "the \(name) backend makes no slabs")
     }

@@ -58,6 +58,11 @@ public final class KVCache: @unchecked Sendable {
     private var partialTakeoverCount = 0
     /// Holders that keep a packed copy (`sharePacked`, `packPlaces`).
     private var packedHolders: Set<Int> = []
+    /// Per holder and range, slots given back while the holder still keeps other chunks of the
+    /// same slab as pending aliases (a slab maps, and goes back to the device, only whole): kept
+    /// until the rest goes, and counted in `strandedUnits`.
+    private var deferredReleases: [Int: [Set<Int>]] = [:]
+    private var deferredUnits = 0
     private var padding: VirtualTensor?
 
     public init(shape: KVShape, layout kind: KVLayoutKind = .default, memory: VirtualMemory, maxTokensPerRequest: Int, guardTokens: Int = 0) throws {
@@ -132,12 +137,18 @@ public final class KVCache: @unchecked Sendable {
                 growing.flatMap { entry, chunks in
                     entry.tensors.flatMap { tensor in
                         ((entry.length / layout.tokensPerChunk)..<min(chunks, tensor.chunkCount))
-                            .filter { memory.shareCount(tensor, chunk: $0) > 1 && $0 != entry.appendChunk }
+                            .filter { memory.needsPrivateCopy(tensor, chunk: $0) && $0 != entry.appendChunk }
                             .map { (tensor, $0) }
                     }
                 }
             }
             for (tensor, index) in shared { try memory.makePrivate(tensor, chunk: index) }
+            // The chunks the new tokens fill whole can map as runs of one slab.
+            if memory.freshSlabChunks > 1 {
+                memory.setWholeWrites(requests.flatMap { id, tokens in
+                    (entries[id]?.tensors ?? []).map { ($0, tokens / layout.tokensPerChunk) }
+                })
+            }
             return job
         }
     }
@@ -177,6 +188,7 @@ public final class KVCache: @unchecked Sendable {
             }
             let keep = layout.chunks(forTokens: n + guardTokens)
             for tensor in entry.tensors { try memory.shrink(tensor, toChunks: keep) }
+            memory.setWholeWrites(entry.tensors.map { ($0, n / layout.tokensPerChunk) })
             entry.length = n
             entry.appendChunk = nil
             entries[id] = entry
@@ -364,6 +376,10 @@ public final class KVCache: @unchecked Sendable {
 
     public var defaultPackBlocks: Int { memory.backend.makesSlabs ? memory.backend.defaultPackChunks : 0 }
 
+    /// Chunks given back inside a slab run that stay mapped until the rest of the run goes
+    /// (`VirtualMemory.strandedChunks`): memory in use that no request or holder counts.
+    public var strandedUnits: Int { memory.strandedChunks + lock.withLock { deferredUnits } }
+
     /// Whether a packed holder's chunks go back only all together: slabs map only whole.
     public var releasesPackedWhole: Bool { memory.backend.makesSlabs && !memory.backend.mapsSlabParts }
 
@@ -371,11 +387,46 @@ public final class KVCache: @unchecked Sendable {
     public var packsPrefixes: Bool { memory.backend.makesSlabs }
 
     /// Gives back chunks `chunks` of holder `holder` (every range), once in-flight work is done.
+    /// Where slabs map only whole, a pending alias of a slab's chunk waits (deferred, counted in
+    /// `strandedUnits`) while the holder keeps other chunks of that slab: the slab's memory is in
+    /// use until its last chunk goes, and then the holder gives all of them back at once.
     public func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws {
         try lock.withLock {
             guard let tensors = holders[holder] else { throw VTensorError.unknownRequest(holder) }
-            for tensor in tensors { try memory.release(tensor, chunks: chunks) }
+            guard memory.holdsSlabs && releasesPackedWhole else {
+                for tensor in tensors { try memory.release(tensor, chunks: chunks) }
+                return
+            }
+            var deferred = deferredReleases[holder] ?? tensors.map { _ in [] }
+            let before = deferred.reduce(0) { $0 + $1.count }
+            let now = memory.inspect { memory in
+                tensors.enumerated().map { r, tensor in wholeSlabReleases(memory, tensor, chunks, deferred: &deferred[r]) }
+            }
+            let after = deferred.reduce(0) { $0 + $1.count }
+            deferredUnits += after - before
+            deferredReleases[holder] = after > 0 ? deferred : nil
+            for (tensor, release) in zip(tensors, now) { try memory.release(tensor, chunks: release) }
         }
+    }
+
+    /// Of `chunks` and the slots deferred before (`deferred`, updated), those `tensor` can give
+    /// back now: all but pending aliases of a slab whose other chunks the tensor keeps.
+    private func wholeSlabReleases(_ memory: VirtualMemory.Inspector, _ tensor: VirtualTensor, _ chunks: [Int], deferred: inout Set<Int>) -> [Int] {
+        let candidates = deferred.union(chunks.filter { $0 >= 0 && $0 < tensor.chunkCount })
+        var now: [Int] = [], waiting = Set<Int>()
+        for index in candidates.sorted() {
+            guard !memory.isMapped(tensor, chunk: index), let place = memory.wholeSlabPlace(tensor, chunk: index) else {
+                now.append(index)
+                continue
+            }
+            let first = index - place.index
+            let kept = (max(0, first)..<min(tensor.chunkCount, first + place.count)).contains { slot in
+                !candidates.contains(slot) && memory.wholeSlabPlace(tensor, chunk: slot).map { $0.slab == place.slab } == true
+            }
+            if kept { waiting.insert(index) } else { now.append(index) }
+        }
+        deferred = waiting
+        return now
     }
 
     /// Gives back everything holder `holder` still keeps and forgets it.
@@ -385,6 +436,7 @@ public final class KVCache: @unchecked Sendable {
             holderTokens[holder] = nil
             twins[holder] = nil
             packedHolders.remove(holder)
+            if let deferred = deferredReleases.removeValue(forKey: holder) { deferredUnits -= deferred.reduce(0) { $0 + $1.count } }
             for tensor in tensors { try memory.free(tensor) }
         }
     }
@@ -479,19 +531,19 @@ public final class KVCache: @unchecked Sendable {
 
     /// For each place, whether holder `holder` holds the same physical chunk there as the
     /// place's holder, in every range (a request that aliased cached chunks and left holds what
-    /// the cache's holders hold). One look at the memory manager for all of them. A slab's chunk
-    /// never counts: it stays with the packed holder, which holds it without a mapping, and the
-    /// request that mapped it as part of a run gives the run back whole.
+    /// the cache's holders hold). One look at the memory manager for all of them. A packed
+    /// holder's chunk never counts: it stays with the packed holder, which maps the slab itself,
+    /// and the request that mapped it as part of a run gives the run back whole. (A fresh slab's
+    /// chunk does: the request's range maps the run, the holder it came from keeps an alias.)
     public func holdSameChunks(_ holder: Int, as places: [(holder: Int, chunk: Int)]) -> [Bool] {
         lock.withLock {
             guard let mine = holders[holder] else { return places.map { _ in false } }
             return memory.inspect { memory in
                 places.map { place in
-                    guard let theirs = holders[place.holder] else { return false }
+                    guard let theirs = holders[place.holder], !packedHolders.contains(place.holder) else { return false }
                     let index = place.chunk
                     return zip(mine, theirs).allSatisfy { x, y in
-                        guard index < x.chunkCount, index < y.chunkCount, let chunk = memory.heldChunk(x, chunk: index),
-                              !memory.isSlabChunk(x, chunk: index) else { return false }
+                        guard index < x.chunkCount, index < y.chunkCount, let chunk = memory.heldChunk(x, chunk: index) else { return false }
                         return memory.heldChunk(y, chunk: index) == chunk
                     }
                 }
@@ -515,12 +567,16 @@ public final class KVCache: @unchecked Sendable {
     /// it keeps: the holder of the prefix's last chunk, when it keeps exactly the prefix's tail
     /// from that chunk on (all `tokens` its own, those chunks mapped, nothing before or after).
     private func adoptableLocked(_ prefix: [(holder: Int, chunk: Int)], tokens: Int) -> (holder: Int, from: Int)? {
-        guard let holder = prefix.last?.holder, holderTokens[holder] == tokens, twins[holder] == nil, let tensors = holders[holder] else { return nil }
+        guard let holder = prefix.last?.holder, holderTokens[holder] == tokens, twins[holder] == nil, deferredReleases[holder] == nil,
+              let tensors = holders[holder] else { return nil }
         var from = prefix.count
         while from > 0 && prefix[from - 1].holder == holder { from -= 1 }
         let whole = memory.inspect { memory in
             tensors.allSatisfy { tensor in
-                (0..<from).allSatisfy { memory.heldChunk(tensor, chunk: $0) == nil }
+                // A slot stranded in a slab run (given back, still mapped): its run is not the
+                // holder's whole, and a range holding it is not one to take over.
+                !(memory.anyStranded && (0..<tensor.chunkCount).contains { memory.isStranded(tensor, chunk: $0) })
+                    && (0..<from).allSatisfy { memory.heldChunk(tensor, chunk: $0) == nil }
                     && (from..<prefix.count).allSatisfy { memory.isMapped(tensor, chunk: $0) }
                     && (prefix.count..<tensor.chunkCount).allSatisfy { memory.heldChunk(tensor, chunk: $0) == nil }
             }

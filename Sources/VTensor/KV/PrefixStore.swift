@@ -36,6 +36,9 @@ public protocol PrefixStore: AnyObject {
     /// its own rather than share: where a packed copy maps only whole (CUDA), the blocks of one
     /// that the prefix holds only in part. The ledger charges them to the request.
     func copiedUnits(aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int
+    /// Units given back that stay in use until the rest of their allocation goes (a slab run
+    /// that unmaps only whole, `KVCache.strandedUnits`); the ledger counts them as committed.
+    var strandedUnits: Int { get }
     func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws
     func freeHolder(_ holder: Int) throws
     /// For each place, whether `holder` holds the same memory there as the place's holder.
@@ -64,6 +67,7 @@ extension PagedKVCache: PrefixStore {
     public var releasesPackedWhole: Bool { false }
     public var defaultPackBlocks: Int { 0 }
     public func copiedUnits(aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int { 0 }
+    public var strandedUnits: Int { 0 }
 }
 
 extension KVStorage {

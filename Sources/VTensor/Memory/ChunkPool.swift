@@ -97,14 +97,17 @@ struct ChunkQueue {
 /// excess to the device. Not thread-safe: `VirtualMemory` owns it under its lock.
 ///
 /// Slabs (one allocation of several chunks, `makeSlab`) hold a cached prefix that many tensors
-/// map as one run each. Their chunks are counted in `created` and referenced per mapping like
-/// any chunk. Once no tensor maps one:
+/// map as one run each, or a run of fresh chunks a step writes whole (`takeIdleOrNewSlab`).
+/// Their chunks are counted in `created` and referenced per mapping like any chunk. Once no
+/// tensor maps one:
 /// - where the backend maps a slab's chunks alone (`mapsSlabParts`), it waits in the reserve as
 ///   a fresh chunk for anyone, and a slab goes back to the device whole when all its chunks wait
 ///   there, so a chunk nobody maps is always one a new mapping can take;
 /// - where it maps slabs only whole (CUDA: `cuMemMap` takes no offset), it is idle
-///   (`idleSlabChunks`), never handed out alone; a slab whose chunks are all idle is released at
-///   the next trim, or at once when the budget needs its room.
+///   (`idleSlabChunks`), never handed out alone; a slab whose chunks are all idle maps whole
+///   again as a fresh run if its size is one (`reusableSlabChunks`, counted against the high
+///   watermark with the reserve), and is otherwise released at the next trim, or at once when
+///   the budget needs its room.
 struct ChunkPool {
     let backend: any MemoryBackend
     let budgetChunks: Int
@@ -129,6 +132,10 @@ struct ChunkPool {
     /// Slab chunks nobody maps where slabs map only whole: not in the reserve.
     private(set) var idleSlab: Set<PhysicalChunk> = []
     var idleSlabChunks: Int { idleSlab.count }
+    /// Slabs whose chunks are all idle, by chunk count: ready to map whole again
+    /// (`takeIdleSlab`), or to release.
+    private(set) var wholeIdle: [Int: Set<Int>] = [:]
+    private(set) var wholeIdleChunks = 0
 
     var inUse: Int { references.count }
     /// Whether a slab's chunks map only as the whole slab (see the type's note).
@@ -139,30 +146,63 @@ struct ChunkPool {
             slabChunksInReserve[slab, default: 0] += 1
             if wholeSlabsOnly {
                 idleSlab.insert(chunk)
+                let count = slabs[slab]!.count
+                if slabChunksInReserve[slab] == count {
+                    wholeIdle[count, default: []].insert(slab)
+                    wholeIdleChunks += count
+                }
                 return
             }
         }
         reserve.append(chunk)
     }
 
-    /// Releases every slab whose chunks are all idle (slabs mapped only whole).
-    private mutating func releaseIdleSlabs() throws -> Int {
-        guard wholeSlabsOnly, !idleSlab.isEmpty else { return 0 }
+    /// The largest slab kept idle for reuse as a fresh slab (`VirtualMemory.freshSlabChunks`): an
+    /// idle slab of a power of two up to this many chunks waits like a reserve chunk; any other
+    /// goes back to the device at the next trim.
+    var reusableSlabChunks = 0
+
+    private func isReusable(_ count: Int) -> Bool {
+        count <= reusableSlabChunks && count & (count - 1) == 0
+    }
+
+    /// Releases slabs whose chunks are all idle (slabs mapped only whole): every one no fresh
+    /// run can reuse, then reusable ones, largest first, until the reserve and the idle whole
+    /// slabs hold at most `keeping` chunks. Returns the chunks released (possibly more than
+    /// asked: a slab goes whole).
+    private mutating func releaseIdleSlabs(keeping: Int = 0) throws -> Int {
+        guard wholeSlabsOnly, wholeIdleChunks > 0 else { return 0 }
         var released = 0
-        for (slab, idle) in slabChunksInReserve where idle == slabs[slab]!.count {
-            let chunks = slabs[slab]!
-            try backend.releaseSlab(chunks)
-            slabs[slab] = nil
-            slabChunksInReserve[slab] = nil
-            for chunk in chunks {
-                slabOf[chunk] = nil
-                idleSlab.remove(chunk)
+        let sizes = wholeIdle.keys.sorted { (isReusable($0) ? 1 : 0, -$0) < (isReusable($1) ? 1 : 0, -$1) }
+        for count in sizes {
+            while !isReusable(count) || reserve.count + wholeIdleChunks > keeping, let slab = wholeIdle[count]?.first {
+                let chunks = slabs[slab]!
+                try backend.releaseSlab(chunks)
+                wholeIdle[count]!.remove(slab)
+                wholeIdleChunks -= count
+                slabs[slab] = nil
+                slabChunksInReserve[slab] = nil
+                for chunk in chunks {
+                    slabOf[chunk] = nil
+                    idleSlab.remove(chunk)
+                }
+                created -= chunks.count
+                totalReleased += chunks.count
+                released += chunks.count
             }
-            created -= chunks.count
-            totalReleased += chunks.count
-            released += chunks.count
+            if wholeIdle[count]?.isEmpty == true { wholeIdle[count] = nil }
         }
         return released
+    }
+
+    /// A slab of `count` chunks to map whole at fresh slots (a run of new tokens): one whose
+    /// chunks are all idle, else one made under the budget (idle slabs of other sizes, then
+    /// reserve chunks, released to make room); nil when neither is possible. The caller maps
+    /// it (each chunk then `addReference`d) or hands its chunks back (`giveBack`).
+    mutating func takeIdleOrNewSlab(_ count: Int) throws -> [PhysicalChunk]? {
+        guard wholeSlabsOnly, count > 1 else { return nil }
+        if let slab = wholeIdle[count]?.first { return slabs[slab]! }
+        return try makeSlab(count)
     }
 
     private mutating func takeFromReserve() -> PhysicalChunk? {
@@ -176,7 +216,7 @@ struct ChunkPool {
     /// then `addReference`d) or to hand back (`giveBack`).
     mutating func makeSlab(_ count: Int) throws -> [PhysicalChunk]? {
         guard count > 0, count <= budgetChunks else { return nil }
-        if created + count > budgetChunks { _ = try releaseIdleSlabs() }
+        if created + count > budgetChunks { _ = try releaseIdleSlabs(keeping: max(0, reserve.count + wholeIdleChunks - (created + count - budgetChunks))) }
         if created + count > budgetChunks {
             _ = try trim(to: max(0, reserve.count - (created + count - budgetChunks)))
             guard created + count <= budgetChunks else { return nil }
@@ -194,6 +234,9 @@ struct ChunkPool {
     }
 
     func isSlabChunk(_ chunk: PhysicalChunk) -> Bool { slabOf[chunk] != nil }
+
+    /// A live slab's chunks, in order.
+    func slabChunks(_ slab: Int) -> [PhysicalChunk]? { slabs[slab] }
 
     /// A slab chunk's slab, its index there and the slab's chunk count.
     func slabPlace(_ chunk: PhysicalChunk) -> (slab: Int, index: Int, count: Int)? {
@@ -224,7 +267,7 @@ struct ChunkPool {
     /// Returns nil when the budget is exhausted; throws when the device itself is out of memory.
     mutating func take() throws -> PhysicalChunk? {
         let chunk: PhysicalChunk
-        if created >= budgetChunks && reserve.isEmpty { _ = try releaseIdleSlabs() }
+        if created >= budgetChunks && reserve.isEmpty { _ = try releaseIdleSlabs(keeping: max(0, wholeIdleChunks - 1)) }
         if let reused = takeFromReserve() {
             chunk = reused
         } else if created < budgetChunks {
@@ -240,7 +283,14 @@ struct ChunkPool {
 
     /// Records a new mapping of a chunk just taken (count 1) or already mapped (alias).
     mutating func addReference(_ chunk: PhysicalChunk) {
-        if !idleSlab.isEmpty, idleSlab.remove(chunk) != nil { slabChunksInReserve[slabOf[chunk]!.slab]! -= 1 }
+        if !idleSlab.isEmpty, idleSlab.remove(chunk) != nil {
+            let slab = slabOf[chunk]!.slab, count = slabs[slab]!.count
+            if slabChunksInReserve[slab] == count, wholeIdle[count]?.remove(slab) != nil {
+                wholeIdleChunks -= count
+                if wholeIdle[count]!.isEmpty { wholeIdle[count] = nil }
+            }
+            slabChunksInReserve[slab]! -= 1
+        }
         references[chunk, default: 0] += 1
     }
 
@@ -280,7 +330,7 @@ struct ChunkPool {
     /// chunks all wait in the reserve (whole, so possibly a little below `limit`), then single
     /// chunks from the newest end. A slab's chunk alone is never released.
     mutating func trim(to limit: Int) throws -> Int {
-        var released = try releaseIdleSlabs()
+        var released = try releaseIdleSlabs(keeping: limit)
         if reserve.count > limit, slabChunksInReserve.values.contains(where: { $0 > 0 }) {
             for (slab, waiting) in slabChunksInReserve where reserve.count > limit && waiting == slabs[slab]!.count {
                 let chunks = slabs[slab]!

@@ -4,7 +4,7 @@ public struct MemoryAccounting: Equatable, Sendable, Codable {
     public var budgetChunks: Int
     public var lowWatermark: Int
     public var highWatermark: Int
-    /// Physical chunks that exist now (= inReserve + inUse).
+    /// Physical chunks that exist now (= inReserve + inUse + idleSlabChunks).
     public var created: Int
     public var peakCreated: Int
     /// Created but mapped nowhere: the warm reserve.
@@ -36,6 +36,13 @@ public struct MemoryAccounting: Equatable, Sendable, Codable {
     public var runSplits: Int = 0
     /// Prefixes copied into a slab of their own so far (`packSlab`).
     public var packedSlabs: Int = 0
+    /// Slots given back but still mapped, waiting for the rest of their run (`Slot.stranded`:
+    /// counted in `inUse`), and runs of fresh chunks mapped as one slab so far.
+    public var stranded: Int = 0
+    public var freshRuns: Int = 0
+    /// Chunks of slabs that nobody maps, where slabs map only whole (created = inReserve +
+    /// inUse + idleSlabChunks).
+    public var idleSlabChunks: Int = 0
 
     public var createdBytes: Int { created * chunkSize }
     public var inUseBytes: Int { inUse * chunkSize }
@@ -45,7 +52,7 @@ public struct MemoryAccounting: Equatable, Sendable, Codable {
 public struct PoolCounts: Equatable, Sendable {
     public var chunkSize: Int
     public var budgetChunks: Int
-    /// Physical chunks that exist now (= inReserve + inUse).
+    /// Physical chunks that exist now (= inReserve + inUse, plus idle slab chunks).
     public var created: Int
     /// Created but mapped nowhere: the warm reserve.
     public var inReserve: Int
@@ -91,6 +98,14 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Runs split into single mappings (`splitRunLocked`), and prefixes packed into slabs.
     private var runSplits = 0
     private var packedSlabs = 0
+    /// Slots in the `.stranded` state, over all tensors, and fresh runs mapped as slabs.
+    private var strandedCount = 0
+    private var freshRuns = 0
+    /// The most fresh chunks one grow maps as one slab (a power of two; 0 or 1: every fresh
+    /// chunk is an allocation of its own). Where slabs map only whole and the driver's cost is
+    /// per allocation mapped (CUDA: ~26 us of set access for one chunk, 49 us for a slab of 32),
+    /// a run of fresh slots that the next step writes whole maps as slabs of 32, 16, ... chunks.
+    public let freshSlabChunks: Int
     /// A copy over several allocations was refused once: copies go a chunk at a time.
     private var copiesPerChunk = false
     /// Slots claimed per hold of the lock for driver calls made outside it: enough to amortize
@@ -117,9 +132,16 @@ public final class VirtualMemory: @unchecked Sendable {
     ///   - reuseOrder: which reserve chunk a new mapping takes.
     ///   - accessPerRun: access granted once per run of adjacent chunks mapped together.
     ///   - unmapPerRun: retired chunks unmapped a run at a time where the backend can.
+    ///   - freshSlabChunks: the largest slab a run of fresh chunks maps as (nil: the backend's
+    ///     `defaultFreshSlabChunks`); only where slabs map only whole (elsewhere 0).
     public init(backend: any MemoryBackend, budget: MemoryBudget, lowWatermark: Int? = nil, highWatermark: Int? = nil,
-                reuseOrder: ChunkReuseOrder = .default, accessPerRun: Bool = false, unmapPerRun: Bool = false) throws {
+                reuseOrder: ChunkReuseOrder = .default, accessPerRun: Bool = false, unmapPerRun: Bool = false,
+                freshSlabChunks: Int? = nil) throws {
         self.backend = backend
+        let fresh = freshSlabChunks ?? backend.defaultFreshSlabChunks
+        guard fresh >= 0 else { throw VTensorError.invalidSize("fresh slab chunks must be at least 0, got \(fresh)") }
+        // The largest power of two within the request; slabs only where they map only whole.
+        self.freshSlabChunks = backend.makesSlabs && !backend.mapsSlabParts && fresh > 1 ? 1 << (Int.bitWidth - 1 - fresh.leadingZeroBitCount) : 0
         self.accessPerRun = accessPerRun
         self.unmapPerRun = unmapPerRun && backend.unmapsRuns
         self.chunkSize = backend.chunkSize
@@ -134,6 +156,7 @@ public final class VirtualMemory: @unchecked Sendable {
             throw VTensorError.invalidWatermarks("need 0 <= low (\(low)) <= high (\(high)) <= budget (\(budgetChunks) chunks)")
         }
         pool = ChunkPool(backend: backend, budgetChunks: budgetChunks, lowWatermark: low, highWatermark: high, reuseOrder: reuseOrder)
+        pool.reusableSlabChunks = self.freshSlabChunks
     }
 
     deinit {
@@ -310,14 +333,22 @@ public final class VirtualMemory: @unchecked Sendable {
     /// (the run maps in one), so a slice never cuts a packed prefix into several runs.
     public func sliceEnd(_ holes: [(tensor: VirtualTensor, index: Int)], from start: Int, calls: Int) -> Int {
         lock.withLock {
-            var end = start, made = 0
+            var end = start, made = 0, freshLength = 0
             var previous: PhysicalChunk?
             while end < holes.count {
                 let (tensor, index) = holes[end]
                 var chunk: PhysicalChunk?
                 if index < tensor.chunkCount, case .pendingAlias(let held) = tensor.slots[index] { chunk = held }
-                let continues = end > start && holes[end - 1].tensor === tensor && holes[end - 1].index + 1 == index
-                    && chunk != nil && previous.map { pool.follows(chunk!, $0) } == true
+                let adjacent = end > start && holes[end - 1].tensor === tensor && holes[end - 1].index + 1 == index
+                var continues = adjacent && chunk != nil && previous.map { pool.follows(chunk!, $0) } == true
+                // A run of fresh slots that maps as one slab (see `claimHolesLocked`).
+                let fresh = freshSlabChunks > 1 && index < tensor.chunkCount && index < tensor.wholeWritesBelow && tensor.slots[index] == .empty
+                if fresh && adjacent && freshLength > 0 && freshLength < freshSlabChunks {
+                    continues = true
+                    freshLength += 1
+                } else {
+                    freshLength = fresh ? 1 : 0
+                }
                 if !continues {
                     if made == calls { break }
                     made += 1
@@ -376,6 +407,7 @@ public final class VirtualMemory: @unchecked Sendable {
             case .retiring(let held, _): needsFreshChunk = !(canTakeBackLocked(tensor, index, held))
             default: needsFreshChunk = false
             }
+            // A fresh run claims its slots whole: the batch ends before it rather than cut it.
             if slotInFlight(tensor, index) || (needsFreshChunk && onlyUnmapsCanFree) {
                 if !claims.isEmpty { return }
                 waitLocked { slotInFlight(tensor, index) || (needsFreshChunk && onlyUnmapsCanFree) }
@@ -398,6 +430,28 @@ public final class VirtualMemory: @unchecked Sendable {
                 tensor.slots[index] = .mapped(held)
                 mapped.append((tensor, index, .takenBack))
                 continue
+            case .stranded:
+                try unstrandLocked(tensor, index)
+                mapped.append((tensor, index, .unstranded))
+                continue
+            case .empty where freshSlabChunks > 1 && index + 1 < tensor.wholeWritesBelow:
+                let length = freshRunLengthLocked(holes, from: next - 1)
+                if length > 1, let chunks = freshSlabLocked(length) {
+                    for (offset, chunk) in chunks.enumerated() {
+                        pool.addReference(chunk)
+                        tensor.slots[index + offset] = .mapping(chunk, fromPending: false)
+                        tensor.mappingsInFlight += 1
+                        mappingsInFlight += 1
+                        claims.append(Claim(tensor: tensor, index: index + offset, chunk: chunk, continuesRun: offset > 0))
+                    }
+                    next += chunks.count - 1
+                    calls += 1
+                    freshRuns += 1
+                    continue
+                }
+                chunk = try takeChunkLocked()
+                pool.addReference(chunk)
+                tensor.slots[index] = .mapping(chunk, fromPending: false)
             case .empty, .retiring:
                 try settleLocked(tensor, index)
                 guard tensor.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: tensor.id, chunk: index) }
@@ -441,6 +495,42 @@ public final class VirtualMemory: @unchecked Sendable {
             claims.append(Claim(tensor: tensor, index: slot, chunk: chunk, continuesRun: true))
             ahead.insert(SlotKey(tensor, slot))
         }
+    }
+
+    /// How many of `holes` from `start` on are adjacent empty slots of one tensor, out of
+    /// flight, below its `wholeWritesBelow` (at most `freshSlabChunks`): a run a fresh slab can
+    /// fill.
+    private func freshRunLengthLocked(_ holes: ArraySlice<(tensor: VirtualTensor, index: Int)>, from start: Int) -> Int {
+        let (tensor, first) = holes[start]
+        var length = 1
+        while length < freshSlabChunks, start + length < holes.endIndex {
+            let (next, index) = holes[start + length]
+            guard next === tensor, index == first + length, index < tensor.wholeWritesBelow, tensor.slots[index] == .empty else { break }
+            length += 1
+        }
+        return length
+    }
+
+    /// A slab for `length` adjacent fresh slots (at least two): the largest power of two
+    /// within it, idle or made under the budget; nil when none can be had (the slot then
+    /// takes a chunk of its own).
+    private func freshSlabLocked(_ length: Int) -> [PhysicalChunk]? {
+        let count = 1 << (Int.bitWidth - 1 - length.leadingZeroBitCount)
+        // A slab is only cheaper: a device that cannot make one now (no room for it in one
+        // piece) still gives single chunks.
+        return try? pool.takeIdleOrNewSlab(count)
+    }
+
+    /// Takes back a stranded slot for its tensor (a grow over it): the chunk is mapped there
+    /// already and nobody else maps it, so it serves as the fresh chunk with no driver call. A
+    /// chunk another tensor maps too cannot take writes: `makePrivate` must copy the run first.
+    private func unstrandLocked(_ tensor: VirtualTensor, _ index: Int) throws {
+        guard case .stranded(let chunk) = tensor.slots[index] else { preconditionFailure("slot \(index) of \(tensor) is not stranded") }
+        guard pool.referenceCount(chunk) == 1 else {
+            throw VTensorError.backend(operation: "map", message: "\(tensor) chunk \(index), given back inside a run, is mapped elsewhere too; copy it on write first (makePrivate)")
+        }
+        tensor.slots[index] = .mapped(chunk)
+        strandedCount -= 1
     }
 
     /// The slots of `tensor` that the whole slab of `chunk` (held at slot `index`) must occupy,
@@ -595,18 +685,42 @@ public final class VirtualMemory: @unchecked Sendable {
                 tensor.slots[index] = .pendingAlias(chunk)
                 pendingAliases += 1
             case .fresh:
+                // Never handed to a kernel: a fresh run goes whole, at once.
+                if let run = tensor.runs.run(containing: index) {
+                    try? backend.unmapRun(at: tensor.address(ofChunk: run.lowerBound), chunks: run.count)
+                    tensor.runs.remove(run)
+                    for i in run {
+                        guard let held = tensor.slots[i].heldChunk else { preconditionFailure("a run's slot is not mapped") }
+                        tensor.slots[i] = .empty
+                        pool.dropReference(held)
+                    }
+                    continue
+                }
                 try? backend.unmap(at: tensor.address(ofChunk: index))
                 tensor.slots[index] = .empty
                 pool.dropReference(chunk)
+            case .unstranded:
+                try? retireLocked(tensor, indices: [index])
             }
         }
     }
 
     /// How `mapHoles` filled a slot, for undoing it.
-    private enum MappedKind { case fresh, pending, takenBack }
+    private enum MappedKind { case fresh, pending, takenBack, unstranded }
 
     public func grow(_ tensor: VirtualTensor, toChunks chunks: Int) throws {
         try grow([(tensor, chunks)])
+    }
+
+    /// Declares that each tensor's slots below `below` that are not mapped now will be written
+    /// whole (every byte) before anything reads them (the next step's new tokens fill them), so
+    /// a grow may map them as runs of one fresh slab (`freshSlabChunks`). Replaces what was
+    /// declared before (a truncation lowers it).
+    public func setWholeWrites(_ targets: [(tensor: VirtualTensor, below: Int)]) {
+        guard freshSlabChunks > 1 else { return }
+        lock.withLock {
+            for (tensor, below) in targets { tensor.wholeWritesBelow = max(0, below) }
+        }
     }
 
     /// Closes `tensor` to new mappings (its mapped chunks stay until unmapped or freed): growth
@@ -638,7 +752,9 @@ public final class VirtualMemory: @unchecked Sendable {
             pendingAliases -= 1
             return
         }
-        let (run, chunks) = try pendingSlabRunLocked(tensor, at: index, holding: chunk)
+        guard let (run, chunks) = try? pendingSlabRunLocked(tensor, at: index, holding: chunk) else {
+            return try copyOutPendingLocked(chunk, tensor, index)
+        }
         let base = tensor.address(ofChunk: run.lowerBound)
         do {
             try backend.mapRun(chunks, at: base)
@@ -652,6 +768,48 @@ public final class VirtualMemory: @unchecked Sendable {
         for (slot, held) in zip(run, chunks) { tensor.slots[slot] = .mapped(held) }
         tensor.runs.add(run)
         pendingAliases -= chunks.count
+    }
+
+    /// Where slabs map only whole: the pending alias `chunk` at `tensor`'s slot `index`, part of
+    /// a slab the tensor does not hold whole there (a holder that kept part of a request's fresh
+    /// run), becomes a private copy: the slab is mapped whole in a scratch range (an allocation
+    /// maps at several places at once), the chunk copied into a fresh chunk mapped at the slot,
+    /// and the scratch mapping goes once the copy is done. Costs one chunk of the budget (the
+    /// slab's chunk is then this slot's no more) and a device wait.
+    private func copyOutPendingLocked(_ chunk: PhysicalChunk, _ tensor: VirtualTensor, _ index: Int) throws {
+        guard let place = pool.slabPlace(chunk), let slab = pool.slabChunks(place.slab) else { preconditionFailure("\(chunk) is in no slab") }
+        let bytes = slab.count * chunkSize
+        let base: UInt64
+        do { base = try backend.reserve(bytes: bytes) } catch { throw VTensorError.from(error) }
+        defer { try? backend.releaseReservation(base: base, bytes: bytes) }
+        do {
+            try backend.mapRun(slab, at: base)
+        } catch { throw VTensorError.from(error) }
+        defer { try? backend.unmapRun(at: base, chunks: slab.count) }
+        let fresh = try takeChunkLocked()
+        let address = tensor.address(ofChunk: index)
+        do {
+            try backend.setAccess(at: base, bytes: bytes)
+            try backend.map(fresh, at: address)
+        } catch {
+            pool.giveBack(fresh)
+            throw VTensorError.from(error)
+        }
+        do {
+            try backend.setAccess(at: address, bytes: chunkSize)
+            try backend.copy(from: base + UInt64(place.index * chunkSize), to: address, bytes: chunkSize)
+            // The scratch mapping goes (deferred above) only after the copy has read it.
+            try backend.wait(try backend.recordFence())
+        } catch {
+            try? backend.unmap(at: address)
+            pool.giveBack(fresh)
+            throw VTensorError.from(error)
+        }
+        tensor.slots[index] = .mapped(fresh)
+        pool.addReference(fresh)
+        pool.dropReference(chunk)
+        pendingAliases -= 1
+        runSplits += 1
     }
 
     /// Maps `tensor`'s pending alias at slot `index` now, alone (a packed holder's boundary
@@ -741,6 +899,13 @@ public final class VirtualMemory: @unchecked Sendable {
         try lock.withLock {
             waitLocked { slotInFlight(tensor, index) || onlyUnmapsCanFree }
             try checkLive(tensor, index)
+            if case .stranded(let chunk) = tensor.slots[index] {
+                // Given back inside a run and about to be written again: the tensor's own at
+                // once where nobody else maps it, else the run is copied (the slot keeps its copy).
+                if pool.referenceCount(chunk) == 1 { return try unstrandLocked(tensor, index) }
+                guard let run = tensor.runs.run(containing: index) else { preconditionFailure("a stranded slot outside a run") }
+                return try splitRunLocked(tensor, run, keeping: index)
+            }
             if case .pendingAlias(let chunk) = tensor.slots[index] {
                 // Held by this slot alone: mapping it later gives the tensor a private chunk already.
                 guard pool.referenceCount(chunk) > 1 else { return }
@@ -1003,6 +1168,20 @@ public final class VirtualMemory: @unchecked Sendable {
         /// Whether slot `index` holds a chunk for data: mapped, or a pending alias.
         public func isHeld(_ tensor: VirtualTensor, chunk index: Int) -> Bool { tensor.slots[index].heldChunk != nil }
 
+        /// Whether slot `index` was given back inside a run and waits, still mapped, for the rest
+        /// of it (`Slot.stranded`): nothing can be aliased into it, and a grow takes it back.
+        public func isStranded(_ tensor: VirtualTensor, chunk index: Int) -> Bool { tensor.slots[index].isStranded }
+
+        /// Whether any slot of any tensor is stranded (a cheap look first).
+        public var anyStranded: Bool { memory.strandedCount > 0 }
+
+        /// Whether a write to slot `index` needs a private copy first (`makePrivate`): its chunk is
+        /// shared, or it is stranded and its chunk mapped elsewhere too.
+        public func needsPrivateCopy(_ tensor: VirtualTensor, chunk index: Int) -> Bool {
+            if case .stranded(let chunk) = tensor.slots[index] { return memory.pool.referenceCount(chunk) > 1 }
+            return shareCount(tensor, chunk: index) > 1
+        }
+
         /// Number of holders of the chunk behind `tensor`'s chunk `index`, pending aliases
         /// included (0 when the slot holds none).
         public func shareCount(_ tensor: VirtualTensor, chunk index: Int) -> Int {
@@ -1024,6 +1203,10 @@ public final class VirtualMemory: @unchecked Sendable {
 
     /// Whether any slab is alive (a cheap look before asking about slabs).
     public var holdsSlabs: Bool { lock.withLock { pool.slabCount > 0 } }
+
+    /// Slots given back inside a run, still mapped (`Slot.stranded`): memory in use that no
+    /// owner counts, read in constant time.
+    public var strandedChunks: Int { lock.withLock { strandedCount } }
 
     /// The pool's chunk counts, read in constant time (`accounting` walks every tensor): for
     /// gauges a scraper reads many times a second.
@@ -1049,7 +1232,8 @@ public final class VirtualMemory: @unchecked Sendable {
             reservations: tensors.values.filter { !$0.reservationReleased }.count + (scratch == nil ? 0 : 1) + spareRangeCount,
             totalCreated: pool.totalCreated, totalReleased: pool.totalReleased,
             slabs: pool.slabCount, slabChunks: pool.slabChunkCount,
-            runMappings: tensors.values.reduce(0) { $0 + $1.runs.count }, runSplits: runSplits, packedSlabs: packedSlabs)
+            runMappings: tensors.values.reduce(0) { $0 + $1.runs.count }, runSplits: runSplits, packedSlabs: packedSlabs,
+            stranded: strandedCount, freshRuns: freshRuns, idleSlabChunks: pool.idleSlabChunks)
     }
 
     /// Recomputes ownership from the tensors and compares with the pool; returns every
@@ -1092,16 +1276,19 @@ public final class VirtualMemory: @unchecked Sendable {
             for tensor in all {
                 for (first, length) in tensor.runs.lengths {
                     let run = first..<(first + length)
-                    let states = Set(run.map { index -> String in
+                    var states = Set(run.map { index -> String in
                         switch tensor.slots[index] {
                         case .mapped: return "mapped"
+                        case .stranded: return "stranded"
                         case .retiring: return "retiring"
                         case .unmapping: return "unmapping"
                         default: return "other"
                         }
                     })
-                    if states.count != 1 || states.contains("other") {
-                        problems.append("\(tensor)'s run \(run) is not all mapped, all retiring or all unmapping: \(states.sorted())")
+                    // Stranded slots wait with held ones: a run of them alone should have retired.
+                    if states.contains("stranded") && states.contains("mapped") { states.remove("stranded") }
+                    if states.count != 1 || states.contains("other") || states.contains("stranded") {
+                        problems.append("\(tensor)'s run \(run) is not all mapped (some perhaps stranded), all retiring or all unmapping: \(states.sorted())")
                     }
                     if !pool.formRun(run.compactMap { tensor.slots[$0].chunk }) {
                         problems.append("\(tensor)'s run \(run) does not hold adjacent chunks of one slab")
@@ -1119,6 +1306,15 @@ public final class VirtualMemory: @unchecked Sendable {
             }
             let pendingCount = all.reduce(0) { $0 + $1.slots.filter { if case .pendingAlias = $0 { return true } else { return false } }.count }
             if pendingCount != pendingAliases { problems.append("\(pendingAliases) pending aliases counted, tensors hold \(pendingCount)") }
+            var strandedSlots = 0
+            for tensor in all {
+                for index in tensor.slots.indices where tensor.slots[index].isStranded {
+                    strandedSlots += 1
+                    if tensor.runs.run(containing: index) == nil { problems.append("\(tensor) chunk \(index) is stranded outside a run") }
+                    if tensor.isFreed { problems.append("\(tensor) is freed but chunk \(index) is stranded") }
+                }
+            }
+            if strandedSlots != strandedCount { problems.append("\(strandedCount) stranded slots counted, tensors hold \(strandedSlots)") }
             return problems
         }
     }
@@ -1279,6 +1475,7 @@ public final class VirtualMemory: @unchecked Sendable {
     }
 
     private func mapFreshLocked(_ tensor: VirtualTensor, _ index: Int) throws {
+        if tensor.slots[index].isStranded { return try unstrandLocked(tensor, index) }
         // A chunk still mapped here, waiting for its fence, and nobody else's: on a backend whose
         // work runs in order, it serves as the fresh chunk at once (whatever writes it now runs
         // after the work that reads it), with no driver call and no wait for the device. A range
@@ -1372,6 +1569,11 @@ public final class VirtualMemory: @unchecked Sendable {
     /// into single mappings first.
     private func retireLocked(_ tensor: VirtualTensor, indices: [Int]) throws {
         guard !indices.isEmpty else { return }
+        var indices = indices
+        if pool.wholeSlabsOnly && !tensor.runs.isEmpty {
+            indices = strandLocked(tensor, indices)
+            guard !indices.isEmpty else { return }
+        }
         for run in tensor.runs.cut(by: indices) { try splitRunLocked(tensor, run) }
         let fence: Fence
         do { fence = try backend.recordFence() } catch { throw VTensorError.from(error) }
@@ -1383,6 +1585,42 @@ public final class VirtualMemory: @unchecked Sendable {
         }
     }
 
+    /// Where slabs map only whole: of the slots `indices` gives back, those in a run whose other
+    /// slots are still held are stranded (mapped on, waiting for the rest: a slab cannot be
+    /// unmapped in part, and copying what stays would cost fresh chunks just when memory is
+    /// wanted); returns the slots to retire now: those outside runs, and every slot of each run
+    /// whose last held slot goes now (its stranded slots too, mapped again for the retirement).
+    private func strandLocked(_ tensor: VirtualTensor, _ indices: [Int]) -> [Int] {
+        let chosen = Set(indices)
+        var now: [Int] = []
+        var seen: Set<Int> = []
+        for index in indices {
+            guard let run = tensor.runs.run(containing: index) else {
+                now.append(index)
+                continue
+            }
+            guard seen.insert(run.lowerBound).inserted else { continue }
+            let held = run.contains { slot in
+                if chosen.contains(slot) { return false }
+                if case .mapped = tensor.slots[slot] { return true } else { return false }
+            }
+            for slot in run {
+                if held {
+                    guard chosen.contains(slot), case .mapped(let chunk) = tensor.slots[slot] else { continue }
+                    tensor.slots[slot] = .stranded(chunk)
+                    strandedCount += 1
+                } else {
+                    if case .stranded(let chunk) = tensor.slots[slot] {
+                        tensor.slots[slot] = .mapped(chunk)
+                        strandedCount -= 1
+                    }
+                    now.append(slot)
+                }
+            }
+        }
+        return now
+    }
+
     /// Turns a run mapped whole into single mappings, because part of it is to go or change:
     /// waits until the device has finished all work submitted so far (a kernel could read the
     /// run while it is remapped), unmaps the run, and maps each chunk alone at its offset. The
@@ -1392,15 +1630,27 @@ public final class VirtualMemory: @unchecked Sendable {
     ///
     /// Where slabs map only whole, the chunks cannot map alone: the run is replaced by private
     /// copies instead (`privatizeRunLocked`).
-    private func splitRunLocked(_ tensor: VirtualTensor, _ run: Range<Int>) throws {
+    ///
+    /// Stranded slots of the run (given back) get copies too, which are then retired at once,
+    /// but for `keeping`'s (a grow over it, by `makePrivate`), which stays the tensor's.
+    private func splitRunLocked(_ tensor: VirtualTensor, _ run: Range<Int>, keeping: Int? = nil) throws {
+        var stranded: [Int] = []
         let chunks = run.map { index -> PhysicalChunk in
-            guard case .mapped(let chunk) = tensor.slots[index] else { preconditionFailure("splitting a run whose slot \(index) is not mapped") }
-            return chunk
+            switch tensor.slots[index] {
+            case .mapped(let chunk): return chunk
+            case .stranded(let chunk):
+                stranded.append(index)
+                return chunk
+            default: preconditionFailure("splitting a run whose slot \(index) is not mapped")
+            }
         }
         if pool.wholeSlabsOnly {
             try privatizeRunLocked(tensor, run, chunks)
+            strandedCount -= stranded.count
+            try retireLocked(tensor, indices: stranded.filter { $0 != keeping })
             return
         }
+        precondition(stranded.isEmpty, "a run is stranded where slabs map in part")
         do {
             try backend.wait(try backend.recordFence())
             try backend.unmapRun(at: tensor.address(ofChunk: run.lowerBound), chunks: run.count)

@@ -31,22 +31,30 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
         /// Its fence has completed and a thread unmaps it outside the manager's lock; `.empty`
         /// (and the reference dropped) when that is done.
         case unmapping(PhysicalChunk)
+        /// Given back by its owner but still mapped: part of a run of a slab that maps (and
+        /// unmaps) only whole, whose other slots are still held. The run retires whole when its
+        /// last held slot is given back; a grow over the slot takes the chunk back (nobody else
+        /// maps it: a slot stranded holds nothing anyone can alias). Its memory is in use.
+        case stranded(PhysicalChunk)
 
         var chunk: PhysicalChunk? {
             switch self {
             case .empty: return nil
-            case .mapped(let chunk), .retiring(let chunk, _), .pendingAlias(let chunk), .mapping(let chunk, _), .unmapping(let chunk):
+            case .mapped(let chunk), .retiring(let chunk, _), .pendingAlias(let chunk), .mapping(let chunk, _), .unmapping(let chunk),
+                 .stranded(let chunk):
                 return chunk
             }
         }
 
-        /// The chunk this slot holds for data, mapped or about to be (not one retiring).
+        /// The chunk this slot holds for data, mapped or about to be (not one retiring or stranded).
         var heldChunk: PhysicalChunk? {
             switch self {
             case .mapped(let chunk), .pendingAlias(let chunk), .mapping(let chunk, _): return chunk
-            case .empty, .retiring, .unmapping: return nil
+            case .empty, .retiring, .unmapping, .stranded: return nil
             }
         }
+
+        var isStranded: Bool { if case .stranded = self { return true } else { return false } }
 
         /// A driver call on this slot is running outside the lock: other operations on the slot wait.
         var isInFlight: Bool {
@@ -64,6 +72,9 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
     /// Takes no new mappings (a prefix-cache holder): a grow, including one the mapper thread
     /// still has queued for the request it was, passes it by.
     var isSealed = false
+    /// Slots below this are written whole (every byte) before anything reads them: a grow may
+    /// map its fresh chunks there as runs of one slab (`VirtualMemory.freshSlabChunks`).
+    var wholeWritesBelow = 0
     var reservationReleased = false
     /// Slots in `.mapping` / `.unmapping`: operations on the whole tensor wait for them.
     var mappingsInFlight = 0
@@ -86,8 +97,9 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
 }
 
 /// The runs of a tensor's slots that one driver mapping covers (a slab's chunks mapped with one
-/// `mapRun`). A run's slots are all mapped, all retiring, or all being unmapped: it is retired
-/// and unmapped whole, or split into single mappings first.
+/// `mapRun`). A run's slots are all mapped (some of them may be stranded: given back, waiting
+/// for the rest), all retiring, or all being unmapped: it is retired and unmapped whole, or split
+/// into single mappings first.
 struct MappingRuns {
     /// First slot -> slots in the run (two or more).
     private(set) var lengths: [Int: Int] = [:]
