@@ -414,7 +414,12 @@ struct BenchThroughputCommand: ParsableCommand {
                    + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges (\($0.partialTakeovers) with the head aliased)" } ?? "")
                    + (stats.prefixPacks > 0 ? "; \(stats.prefixPacks) prefixes packed into slabs (\(stats.prefixPackedChunks) chunks, "
                       + "\(model.kvStorage.virtualCache?.copiedPrefixChunks ?? 0) copied into requests that held a slab in part, "
-                      + "\(model.kvStorage.virtualCache?.memory.accounting.runSplits ?? 0) runs split)" : "")])
+                      + "\(model.kvStorage.virtualCache?.memory.accounting.runSplits ?? 0) runs split)" : "")
+                   + (model.kvStorage.virtualCache.map { cache in
+                       let a = cache.memory.accounting
+                       return a.freshRuns > 0 ? "; \(a.freshRuns) runs of fresh chunks mapped as slabs (up to \(cache.memory.freshSlabChunks)), "
+                           + "\(cache.copiedPrefixChunks) chunks copied into requests that held a slab in part, \(a.runSplits) runs split, \(stats.strandedChunks) chunks stranded now" : ""
+                   } ?? "")])
         if let failure = stats.prefixLastFailure {
             table.add(["prefix cache failures", "\(stats.prefixAttachFailures) found but not reused, \(stats.prefixPublishFailures) not shared, \(stats.prefixPackFailures) not packed; the last: \(failure)"])
         }

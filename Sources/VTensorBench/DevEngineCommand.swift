@@ -39,6 +39,8 @@ struct DevEngineCommand: ParsableCommand {
     var accessPerRun: OnOff = .off
     @Option(help: "Batched run, virtual tensors: published prefixes of at least this many new chunks that waiting requests share go into the cache packed into one allocation (0: never).")
     var packPrefixChunks = 0
+    @Option(help: "Batched run, GPU, virtual tensors: the chunks a step fills whole map as slabs of up to N chunks (default: the backend's, 32 on CUDA; 0: a chunk an allocation). The alone runs map a chunk an allocation.")
+    var freshSlabChunks: Int?
 
     static let config: ModelConfig = {
         let json = """
@@ -75,12 +77,13 @@ struct DevEngineCommand: ParsableCommand {
         // The reference runs each prompt in one step: the workspace holds the longest (set below).
         var workspaceTokens = 1024
         // 8 layers x 2 KV heads x 64 x 2 (K, V): 4 KiB a token on the GPU (bf16), 512 tokens a 2 MiB chunk.
-        func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor, graphs: Bool = false, perRun: Bool = false) throws -> any LanguageModel {
+        func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor, graphs: Bool = false, perRun: Bool = false, freshSlabs: Int? = 0) throws -> any LanguageModel {
             switch kind {
             case .cuda:
                 return try GPUModel(config: config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
                                     maxBatchTokens: workspaceTokens, maxLogitRows: 64, maxTokensPerSequence: 2048,
-                                    options: GPUModel.Options(cudaGraphs: graphs, accessPerRun: perRun, unmapPerRun: perRun), kvMode: kvMode)
+                                    options: GPUModel.Options(cudaGraphs: graphs, accessPerRun: perRun, unmapPerRun: perRun, freshSlabChunks: freshSlabs),
+                                    kvMode: kvMode)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
                 return try CPUModel(weights: weights, kvBudgetBytes: (2 * kvChunks) << 21, maxTokensPerSequence: 2048)
@@ -97,7 +100,7 @@ struct DevEngineCommand: ParsableCommand {
 
         // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
         if kv == .paged && kind != .cuda { throw ValidationError("--kv paged runs on the GPU only") }
-        let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv, graphs: cudaGraphs == .on, perRun: accessPerRun == .on)
+        let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv, graphs: cudaGraphs == .on, perRun: accessPerRun == .on, freshSlabs: freshSlabChunks)
         var options = EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
                                     asyncMapping: batchedModel.computesAsynchronously, pipelineSteps: pipelineSteps == .on)
         options.packPrefixChunks = packPrefixChunks
