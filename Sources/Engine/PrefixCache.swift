@@ -276,7 +276,13 @@ final class PrefixCache {
         }
         if !packed {
             do {
-                try cache.share(sequence.id, chunks: full, asHolder: holder)
+                // Fewer where a fresh slab run is still being written (it is shared once whole).
+                let shared = try cache.share(sequence.id, chunks: full, asHolder: holder)
+                guard shared > 0 else { return false }
+                if shared < full {
+                    full = shared
+                    tokens = Array(tokens.prefix(full * block))
+                }
             } catch {
                 publishFailures += 1
                 lastFailure = "publishing \(full) chunks of running request \(sequence.id): \(error)"

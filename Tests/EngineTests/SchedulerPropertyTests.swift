@@ -150,7 +150,7 @@ struct TestRandom: RandomNumberGenerator {
                 // plus the prefix cache's), once deferred unmaps complete.
                 try memory.drain()
                 #expect(memory.accounting.inUse <= engine.snapshot.committedChunks,
-                        "\(memory.accounting.inUse) chunks in use, \(engine.snapshot.committedChunks) committed")
+                        "\(memory.accounting.inUse) chunks in use, \(engine.snapshot.committedChunks) committed; stranded: ledger \(engine.statistics.strandedChunks), memory \(memory.accounting.stranded); cached \(engine.statistics.prefixHeldChunks)")
                 let audit = engine.auditPrefixCache()
                 #expect(audit.problems.isEmpty, "\(audit.problems)")
                 let cache = model.kvCache, perChunk = cache.layout.tokensPerChunk

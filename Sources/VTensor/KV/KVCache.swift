@@ -259,18 +259,29 @@ public final class KVCache: @unchecked Sendable {
     /// Makes the first `chunks` chunks of running request `id` (tokens it has computed) a holder
     /// too, while it runs: the holder keeps them as pending aliases (no driver call), so a prefix
     /// cache can hand them to other requests now instead of when `id` leaves. Copies of a
-    /// boundary inside them are made from `id`'s own mapping.
-    public func share(_ id: Int, chunks: Int, asHolder holder: Int) throws {
+    /// boundary inside them are made from `id`'s own mapping. Returns the chunks shared: fewer
+    /// where a fresh slab run crosses chunk `chunks` (it is shared once written whole), 0 (and no
+    /// holder made) when that leaves none.
+    @discardableResult
+    public func share(_ id: Int, chunks: Int, asHolder holder: Int) throws -> Int {
         try lock.withLock {
             let entry = try entry(id)
             guard holders[holder] == nil else { throw VTensorError.duplicateRequest(holder) }
             guard chunks > 0, chunks * layout.tokensPerChunk <= entry.length else {
                 throw VTensorError.invalidSize("cannot share \(chunks) chunks of request \(id), which holds \(entry.length) tokens")
             }
-            holders[holder] = try pendingCopyLocked(of: entry.tensors, chunks: 0..<chunks)
-            holderTokens[holder] = chunks * layout.tokensPerChunk
+            // A fresh run the chunks end inside (the request's growth reached past what it has
+            // written) is not shared yet: a holder never keeps part of a slab, and the run's
+            // other chunks, still to be written, must stay the request's alone.
+            let shared = memory.inspect { memory in
+                entry.tensors.map { tensor in memory.run(of: tensor, containing: chunks - 1).map { $0.upperBound > chunks ? $0.lowerBound : chunks } ?? chunks }.min()!
+            }
+            guard shared > 0 else { return 0 }
+            holders[holder] = try pendingCopyLocked(of: entry.tensors, chunks: 0..<shared)
+            holderTokens[holder] = shared * layout.tokensPerChunk
             twins[holder] = id
             entries[id]!.twinHolders.append(holder)
+            return shared
         }
     }
 

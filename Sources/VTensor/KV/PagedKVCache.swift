@@ -195,7 +195,8 @@ public final class PagedKVCache: @unchecked Sendable {
 
     /// Makes running request `id`'s first `chunks` pages (tokens it has computed) a holder's
     /// too, while it runs.
-    public func share(_ id: Int, chunks: Int, asHolder holder: Int) throws {
+    @discardableResult
+    public func share(_ id: Int, chunks: Int, asHolder holder: Int) throws -> Int {
         try lock.withLock {
             guard let entry = entries[id] else { throw VTensorError.unknownRequest(id) }
             guard holders[holder] == nil else { throw VTensorError.duplicateRequest(holder) }
@@ -205,6 +206,7 @@ public final class PagedKVCache: @unchecked Sendable {
             for page in entry.pages[..<chunks] { references[Int(page)] += 1 }
             holders[holder] = entry.pages[..<chunks].map { $0 }
             holderTokens[holder] = chunks * pageTokens
+            return chunks
         }
     }
 

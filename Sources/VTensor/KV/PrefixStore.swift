@@ -11,8 +11,9 @@ public protocol PrefixStore: AnyObject {
     func addRequest(_ id: Int, aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) throws
     /// Request `id` ends; its first `tokens` tokens' blocks stay `holder`'s.
     func detach(_ id: Int, tokens: Int, asHolder holder: Int) throws
-    /// Running request `id`'s first `chunks` blocks become `holder`'s too.
-    func share(_ id: Int, chunks: Int, asHolder holder: Int) throws
+    /// Running request `id`'s first `chunks` blocks, or fewer (the count returned; 0: no holder
+    /// made), become `holder`'s too.
+    func share(_ id: Int, chunks: Int, asHolder holder: Int) throws -> Int
     /// Running request `id`'s blocks `first..<chunks` become `holder`'s as a copy packed into
     /// one allocation, which requests map in one call (`KVCache.sharePacked`); false when the
     /// store cannot pack now, with nothing changed.

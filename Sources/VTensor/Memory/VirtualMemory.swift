@@ -1172,6 +1172,11 @@ public final class VirtualMemory: @unchecked Sendable {
         /// of it (`Slot.stranded`): nothing can be aliased into it, and a grow takes it back.
         public func isStranded(_ tensor: VirtualTensor, chunk index: Int) -> Bool { tensor.slots[index].isStranded }
 
+        /// The slots mapped together with slot `index` as one run (a slab's), if it is in one.
+        public func run(of tensor: VirtualTensor, containing index: Int) -> Range<Int>? {
+            index >= 0 && index < tensor.chunkCount ? tensor.runs.run(containing: index) : nil
+        }
+
         /// Whether any slot of any tensor is stranded (a cheap look first).
         public var anyStranded: Bool { memory.strandedCount > 0 }
 
