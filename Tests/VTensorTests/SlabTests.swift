@@ -7,8 +7,8 @@ import Testing
 /// offset) that a slab maps only whole; the manager's books must match its census throughout,
 /// the slab must go back to the device only when all its chunks are free, and a run cut in part
 /// (a release of some of its chunks, a copy-on-write) is split into single mappings first, or,
-/// where slabs map only whole, replaced by private copies. `parts: true` runs a backend that
-/// maps a slab's chunks alone too.
+/// where slabs map only whole, stranded until the rest goes (a release) or replaced by private
+/// copies (a copy-on-write). `parts: true` runs a backend that maps a slab's chunks alone too.
 @Suite struct SlabTests {
     struct Setup {
         let host: HostBackend

@@ -133,7 +133,7 @@ struct ChunkPool {
     private(set) var idleSlab: Set<PhysicalChunk> = []
     var idleSlabChunks: Int { idleSlab.count }
     /// Slabs whose chunks are all idle, by chunk count: ready to map whole again
-    /// (`takeIdleSlab`), or to release.
+    /// (`takeIdleOrNewSlab`), or to release.
     private(set) var wholeIdle: [Int: Set<Int>] = [:]
     private(set) var wholeIdleChunks = 0
 

@@ -407,7 +407,6 @@ public final class VirtualMemory: @unchecked Sendable {
             case .retiring(let held, _): needsFreshChunk = !(canTakeBackLocked(tensor, index, held))
             default: needsFreshChunk = false
             }
-            // A fresh run claims its slots whole: the batch ends before it rather than cut it.
             if slotInFlight(tensor, index) || (needsFreshChunk && onlyUnmapsCanFree) {
                 if !claims.isEmpty { return }
                 waitLocked { slotInFlight(tensor, index) || (needsFreshChunk && onlyUnmapsCanFree) }
