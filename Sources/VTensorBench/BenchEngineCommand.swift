@@ -64,6 +64,10 @@ struct BenchEngineCommand: ParsableCommand {
     @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
     @Option(help: "multi-turn: size each step's prompt tokens to the work waiting, with this step overhead in tokens (default: a fixed budget).")
     var stepOverheadTokens: Int?
+    @Option(help: "multi-turn: tokens of a system prompt every conversation starts with (0: none).")
+    var conversationSystemLen = 0
+    @Flag(help: "multi-turn: each step sleeps its modeled GPU time, and the arms are the prefix cache with each --fresh-slab-chunks value (packing as --pack-prefix-chunks' first value) and, with --kv both, paged, timed on the wall clock: the mapper's driver calls (--set-access-delay-us) race the modeled GPU as on a real one.")
+    var realTime = false
 
     /// Takes each row's tokens into the cache (as a model would) and returns a fixed token.
     /// With a step cost model it also keeps a clock of the GPU time its steps would take.
@@ -81,6 +85,9 @@ struct BenchEngineCommand: ParsableCommand {
         var computesAsynchronously: Bool { true }
         /// Milliseconds each step sleeps (standing in for a GPU's step time in real time).
         var sleepMs = 0.0
+        /// Each step sleeps its modeled GPU time (`cost`): the engine, the mapper and the driver
+        /// calls' modeled costs then run against a GPU's clock in real time.
+        var sleepsModeledTime = false
         init(config: ModelConfig, storage: KVStorage, cost: StepCostModel? = nil) { self.config = config; kvStorage = storage; self.cost = cost }
         func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
             throw RuntimeError.unsupported("the null model only samples")
@@ -89,7 +96,9 @@ struct BenchEngineCommand: ParsableCommand {
             let starts = try inputs.map { try kvStorage.length(of: $0.id) }
             if sleepMs > 0 { usleep(UInt32(sleepMs * 1000)) }
             if let cost {
-                clockMs += cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
+                let ms = cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
+                if sleepsModeledTime { usleep(UInt32(ms * 1000)) }
+                clockMs += ms
                 promptTokens += inputs.reduce(0) { $0 + ($1.tokens.count > 1 ? $1.tokens.count : 0) }
             }
             try kvStorage.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
