@@ -218,7 +218,7 @@ struct BenchThroughputCommand: ParsableCommand {
                                                         nativeCPUWeights: modelOptions.nativeCPUWeights)
         runtimeOptions.gpu = GPUModel.Options(cudaGraphs: engineFlags.cudaGraphs == .on, splitMixedAttention: mixedAttention == .split,
                                               sharedDecodeTable: decodeTable == .shared, accessPerRun: engineFlags.accessPerRun == .on,
-                                              unmapPerRun: engineFlags.unmapPerRun == .on)
+                                              unmapPerRun: engineFlags.unmapPerRun == .on, freshSlabChunks: engineFlags.freshSlabChunks)
         let longest = workload.shapes.map { $0.input + $0.output }.max()!
         if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)
