@@ -258,9 +258,12 @@ final class PrefixCache {
             let known = tree.lookup(tokens, salt: sequence.salt, limit: tokens.count).tokens / block
             // Only what a waiting request shares is packed (and published now): a slab that maps
             // only whole serves requests that share all of it, so it ends where they diverge.
-            let shared = full - known >= packBlocks ? sharedByWaiting(sequence, blocks: known, upTo: full, waiting) : 0
+            let shared = full > known ? sharedByWaiting(sequence, blocks: known, upTo: full, waiting) : 0
+            // A shorter stretch is packed too where it ends inside one of the request's fresh
+            // slab runs: each waiting request would otherwise copy that part of the run.
+            let worthIt = shared - known >= packBlocks || (shared > known && cache.cutsRun(of: sequence.id, atChunk: shared))
             let units = (shared - known) * unitsPerNode
-            if shared - known >= packBlocks, units <= ledger.freeChunks {
+            if worthIt, units <= ledger.freeChunks {
                 do {
                     packed = try cache.sharePacked(sequence.id, from: known, chunks: shared, asHolder: holder)
                     if packed {

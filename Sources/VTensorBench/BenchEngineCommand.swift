@@ -196,7 +196,7 @@ struct BenchEngineCommand: ParsableCommand {
         let workload = SharedPrefixWorkload(groups: groups, perGroup: 16, systemLength: 2048, questionLength: 128, outputLength: sharedOutputLen)
         let requests = workload.requests(vocabulary: 1000..<config.vocabSize, seed: 1)
         var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
-                          header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate", "packs"])
+                          header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate", "packs", "copied", "fresh runs"])
         var results: [Result] = []
         // The arms: virtual tensors with access granted per chunk and/or per run, then paged.
         let packs = try packPrefixChunks.split(separator: ",").map { text -> Int in
@@ -259,7 +259,8 @@ struct BenchEngineCommand: ParsableCommand {
                 let seconds = Double(monotonicNanos() - start) / 1e9
                 let hit = engine.statistics.prefixHitRate
                 table.add([label, "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
-                           fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%", "\(engine.statistics.prefixPacks)"])
+                           fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%", "\(engine.statistics.prefixPacks)",
+                           "\(engine.model.kvStorage.virtualCache?.copiedPrefixChunks ?? 0)", "\(engine.model.kvStorage.virtualCache?.memory.accounting.freshRuns ?? 0)"])
                 let name = paged ? "shared-prefix-paged" : (perRun ? "shared-prefix-access-per-run" : "shared-prefix") + (pack > 0 ? "-pack-\(pack)" : "")
                     + (fresh > 1 ? "-fresh-\(fresh)" : "")
                 results.append(Result(rows: requests.count, medianMs: seconds * 1000 / Double(steps), microsPerRow: 0, addMs: 0,

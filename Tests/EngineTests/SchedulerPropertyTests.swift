@@ -621,6 +621,36 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         #expect(memory.accounting.inUse == 0 && memory.accounting.slabs == 0 && memory.accounting.runMappings == 0)
     }
 
+    /// With fresh slabs, the first leader, its prompt computed over two steps, publishes its second
+    /// stretch of the shared prefix (one chunk, fewer than the pack size) ending inside a fresh
+    /// run (chunks 4-5 map as one slab; the system prompt ends at chunk 5): that stretch is packed,
+    /// so no follower copies part of the run. Same tokens as alone.
+    @Test func aSharedStretchEndingInsideAFreshRunIsPacked() throws {
+        let model = try FakeModel(context: 80, budgetChunks: 160, freshSlabChunks: 4)
+        var options = EngineOptions(maxNumSeqs: 16, maxNumBatchedTokens: 32)
+        options.packPrefixChunks = 8
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let cache = try #require(model.kvStorage.virtualCache)
+        // 40 system tokens (5 chunks of 8) and a 16-token question: 7 chunks a prompt.
+        let prompts = (0..<2).flatMap { g in
+            (0..<5).map { q in (0..<40).map { 1 + ($0 * 7 + g * 13) % 47 } + (0..<16).map { 2 + ($0 + 3 * q + g) % 45 } }
+        }
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 3))) }
+        var outputs: [RequestID: [Int]] = [:]
+        engine.runUntilIdle { step in
+            for output in step { outputs[output.id, default: []] += output.tokens.map(\.id) }
+            #expect(cache.memory.audit().isEmpty, "\(cache.memory.audit())")
+            #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+        }
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 3, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        #expect(cache.memory.accounting.freshRuns > 0)
+        #expect(engine.statistics.prefixPacks >= 1, "\(engine.statistics.prefixPacks) packs")
+        #expect(cache.copiedPrefixChunks == 0, "\(cache.copiedPrefixChunks) chunks copied")
+        #expect(engine.statistics.prefixHitTokens == 2 * 4 * 40, "hits \(engine.statistics.prefixHitTokens)")
+    }
+
     /// A prefix published when nobody waited for it is held chunk by chunk; the first request
     /// that attaches it while another maps it (the publisher, still generating) repacks it into a
     /// slab, and every later request maps that as one run. The publisher's old chunks stay the

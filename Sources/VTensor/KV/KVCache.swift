@@ -391,6 +391,15 @@ public final class KVCache: @unchecked Sendable {
     /// (`VirtualMemory.strandedChunks`): memory in use that no request or holder counts.
     public var strandedUnits: Int { memory.strandedChunks + lock.withLock { deferredUnits } }
 
+    public func cutsRun(of id: Int, atChunk chunk: Int) -> Bool {
+        lock.withLock {
+            guard let entry = entries[id], chunk > 0 else { return false }
+            return memory.inspect { memory in
+                entry.tensors.contains { tensor in memory.run(of: tensor, containing: chunk - 1).map { $0.upperBound > chunk } ?? false }
+            }
+        }
+    }
+
     /// Whether a packed holder's chunks go back only all together: slabs map only whole.
     public var releasesPackedWhole: Bool { memory.backend.makesSlabs && !memory.backend.mapsSlabParts }
 

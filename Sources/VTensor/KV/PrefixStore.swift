@@ -40,6 +40,9 @@ public protocol PrefixStore: AnyObject {
     /// Units given back that stay in use until the rest of their allocation goes (a slab run
     /// that unmaps only whole, `KVCache.strandedUnits`); the ledger counts them as committed.
     var strandedUnits: Int { get }
+    /// Whether running request `id` holds a run of one slab (mapped only whole) that chunk
+    /// `chunk` cuts: chunks `..<chunk` shared alone would be copied by every request that aliases them.
+    func cutsRun(of id: Int, atChunk chunk: Int) -> Bool
     func releaseHolderChunks(_ holder: Int, chunks: [Int]) throws
     func freeHolder(_ holder: Int) throws
     /// For each place, whether `holder` holds the same memory there as the place's holder.
@@ -69,6 +72,7 @@ extension PagedKVCache: PrefixStore {
     public var defaultPackBlocks: Int { 0 }
     public func copiedUnits(aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int { 0 }
     public var strandedUnits: Int { 0 }
+    public func cutsRun(of id: Int, atChunk chunk: Int) -> Bool { false }
 }
 
 extension KVStorage {
