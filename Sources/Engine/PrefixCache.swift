@@ -375,7 +375,8 @@ final class PrefixCache {
     }
 
     /// Gives back at least `units` units (whole nodes), least recently used unreferenced leaves
-    /// first. Returns the units given back (0: nothing is evictable).
+    /// first, counting only units whose memory really goes (one stranded inside a slab run whose
+    /// rest stays frees nothing yet). Returns those units (0: nothing more can be freed).
     @discardableResult
     func evict(units: Int, ledger: inout KVLedger) -> Int {
         var freed = 0, given = 0
