@@ -829,17 +829,7 @@ public final class Engine: @unchecked Sendable {
             }
             owner[held] = node
         }
-        // Blocks held back with their packed holder hold memory too.
-        let heldBack = prefixCache.heldBack.flatMap { holder, chunks in chunks.map { (holder, $0) } }
-        var held = Set(owner.keys.joined())
-        for (place, memory) in zip(heldBack, prefixCache.cache.heldBlocks(heldBack)) {
-            guard let memory else {
-                problems.append("block held back at holder \(place.0) chunk \(place.1) holds no memory")
-                continue
-            }
-            held.formUnion(memory)
-        }
-        return (nodes, held.count, problems)
+        return (nodes, Set(owner.keys.joined()).count, problems)
     }
 
     /// The draw of a row that samples nothing (a prefill chunk short of the prompt's end): greedy,

@@ -51,16 +51,11 @@ final class PrefixCache {
     /// Attaches that first repacked a hot stretch of their prefix into a slab.
     private(set) var repacks = 0
 
-    /// Where a packed copy is released only whole (`PrefixStore.releasesPackedWhole`: CUDA maps
-    /// and unmaps a slab only whole), blocks evicted from the tree while other blocks of their
-    /// packed holder stay cached (requests pin them): their chunks stay the holder's, and the
-    /// cache's in the ledger, until the holder's last block goes and the holder is freed.
-    private(set) var heldBack: [Int: [Int]] = [:]
-    private(set) var heldBackUnits = 0
-
-    /// Chunks (ledger units) the cache holds: its tree's, orphans still mapped, and blocks held
-    /// back with their packed holder.
-    var cachedUnits: Int { tree.count * unitsPerNode + orphanUnits + heldBackUnits }
+    /// Chunks (ledger units) the cache holds: its tree's, and orphans still mapped. (Where a
+    /// slab maps only whole, a packed holder's block evicted while others of the slab stay
+    /// cached keeps its memory until they go: the store counts it as stranded, and
+    /// `syncStranded` puts it in the ledger.)
+    var cachedUnits: Int { tree.count * unitsPerNode + orphanUnits }
 
     /// The cached prefix a waiting request could start from: at most all its tokens but the
     /// last (whose logits it must compute).
@@ -129,7 +124,7 @@ final class PrefixCache {
         }
         let stretch = Array(match.nodes[first..<full])
         let moved = tree.relocate(stretch, to: holder)
-        ledger.uncache(giveBack(moved.displaced, emptyHolders: moved.emptyHolders))
+        giveBack(moved.displaced, emptyHolders: moved.emptyHolders)
         syncStranded(&ledger)
         ledger.cache(units)
         keptUnits += units
@@ -351,27 +346,18 @@ final class PrefixCache {
             // The holder was made just now: the store refusing it is a bug, not a state to carry on in.
             preconditionFailure("prefix cache: settling holder \(holder) failed: \(error)")
         }
-        let released = giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
-        ledger.uncache(insertion.removed * unitsPerNode + released)
+        giveBack(insertion.displaced, emptyHolders: insertion.emptyHolders)
+        ledger.uncache(insertion.removed * unitsPerNode)
         syncStranded(&ledger)
     }
 
     /// Gives back the chunks at `locations` and frees `emptyHolders` (they keep nothing now).
-    /// Returns the units held back with those holders that went with them (the caller takes
-    /// them out of the ledger).
-    @discardableResult
-    private func giveBack(_ locations: [PrefixTree.Location], emptyHolders: [Int]) -> Int {
+    private func giveBack(_ locations: [PrefixTree.Location], emptyHolders: [Int]) {
         var byHolder: [Int: [Int]] = [:]
         for location in locations { byHolder[location.holder, default: []].append(location.chunk) }
         let empty = Set(emptyHolders)
         for (holder, chunks) in byHolder where !empty.contains(holder) { try? cache.releaseHolderChunks(holder, chunks: chunks) }
-        var released = 0
-        for holder in empty {
-            try? cache.freeHolder(holder)
-            if let chunks = heldBack.removeValue(forKey: holder) { released += chunks.count * unitsPerNode }
-        }
-        heldBackUnits -= released
-        return released
+        for holder in empty { try? cache.freeHolder(holder) }
     }
 
     /// Gives back at least `units` units (whole nodes), least recently used unreferenced leaves
@@ -384,25 +370,17 @@ final class PrefixCache {
             var out = tree.evict((units - freed + unitsPerNode - 1) / unitsPerNode)
             guard !out.locations.isEmpty else { break }
             if packBlocks > 0 {
-                // A packed holder's slab returns to the device only whole: the rest of it goes too.
+                // A packed holder's slab returns to the device only whole: the rest of it goes too
+                // (the blocks requests pin stay, and keep the slab: stranded, in the ledger).
                 for holder in Set(out.locations.map(\.holder)) where cache.isPackedHolder(holder) {
                     let rest = tree.evictHolder(holder)
                     out.locations += rest.locations
                     out.emptyHolders += rest.emptyHolders
                 }
-                if cache.releasesPackedWhole {
-                    // Blocks of a packed holder that keeps others (pinned) stay with it, mapped.
-                    let empty = Set(out.emptyHolders)
-                    out.locations.removeAll { location in
-                        guard !empty.contains(location.holder), cache.isPackedHolder(location.holder) else { return false }
-                        heldBack[location.holder, default: []].append(location.chunk)
-                        heldBackUnits += unitsPerNode
-                        return true
-                    }
-                }
             }
             let stranded = ledger.strandedUnits
-            let gave = out.locations.count * unitsPerNode + giveBack(out.locations, emptyHolders: out.emptyHolders)
+            let gave = out.locations.count * unitsPerNode
+            giveBack(out.locations, emptyHolders: out.emptyHolders)
             ledger.uncache(gave)
             syncStranded(&ledger)
             given += gave

@@ -400,7 +400,7 @@ public final class KVCache: @unchecked Sendable {
         }
     }
 
-    /// Whether a packed holder's chunks go back only all together: slabs map only whole.
+    /// Whether a slab's chunks go back to the device only all together: slabs map only whole.
     public var releasesPackedWhole: Bool { memory.backend.makesSlabs && !memory.backend.mapsSlabParts }
 
     /// Whether the memory makes slabs: `sharePacked` can pack.

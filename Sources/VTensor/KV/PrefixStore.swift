@@ -25,9 +25,6 @@ public protocol PrefixStore: AnyObject {
     func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool]
     /// Whether `holder` keeps a packed copy (its blocks return to the device together).
     func isPackedHolder(_ holder: Int) -> Bool
-    /// Whether a packed holder's blocks can be given back only all together (CUDA: a slab maps
-    /// and unmaps only whole): a prefix cache keeps the evicted ones until the last goes.
-    var releasesPackedWhole: Bool { get }
     /// Whether `sharePacked` can ever pack here.
     var packsPrefixes: Bool { get }
     /// Blocks a publish must share with waiting requests to be packed, unless the engine says
@@ -68,7 +65,6 @@ extension PagedKVCache: PrefixStore {
     public func packPlaces(_ places: [(holder: Int, chunk: Int)], asHolder holder: Int) throws -> Bool { false }
     public func arePacked(_ places: [(holder: Int, chunk: Int)]) -> [Bool] { places.map { _ in false } }
     public func isPackedHolder(_ holder: Int) -> Bool { false }
-    public var releasesPackedWhole: Bool { false }
     public var defaultPackBlocks: Int { 0 }
     public func copiedUnits(aliasing prefix: [(holder: Int, chunk: Int)], tokens: Int) -> Int { 0 }
     public var strandedUnits: Int { 0 }
