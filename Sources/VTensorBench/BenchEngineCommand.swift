@@ -66,7 +66,7 @@ struct BenchEngineCommand: ParsableCommand {
     var stepOverheadTokens: Int?
     @Option(help: "multi-turn: tokens of a system prompt every conversation starts with (0: none).")
     var conversationSystemLen = 0
-    @Flag(help: "multi-turn: each step sleeps its modeled GPU time, and the arms are the prefix cache with each --fresh-slab-chunks value (packing as --pack-prefix-chunks' first value) and, with --kv both, paged, timed on the wall clock: the mapper's driver calls (--set-access-delay-us) race the modeled GPU as on a real one.")
+    @Flag(help: "multi-turn and shared-prefix: every step runs on a modeled device for its modeled H200 time, queued as on a GPU (the engine plans the next step meanwhile, and memory given back waits for the step in flight); multi-turn's arms are the prefix cache with each --fresh-slab-chunks value (packing as --pack-prefix-chunks' first value) and, with --kv both, paged; timed on the wall clock, with the device's idle time: the mapper's driver calls (--set-access-delay-us) race the modeled GPU as on a real one.")
     var realTime = false
 
     /// Takes each row's tokens into the cache (as a model would) and returns a fixed token.
@@ -85,10 +85,51 @@ struct BenchEngineCommand: ParsableCommand {
         var computesAsynchronously: Bool { true }
         /// Milliseconds each step sleeps (standing in for a GPU's step time in real time).
         var sleepMs = 0.0
-        /// Each step sleeps its modeled GPU time (`cost`): the engine, the mapper and the driver
-        /// calls' modeled costs then run against a GPU's clock in real time.
-        var sleepsModeledTime = false
+        /// Steps queue and return at once, as on a GPU, each running for its modeled time after
+        /// the one before on the wall clock: the engine plans the next step meanwhile, and a
+        /// fence recorded while a step runs (memory given back) completes when it ends, as a
+        /// CUDA event would. Set with `cost`.
+        var device: HostBackend?
+        private var busyUntil: UInt64 = 0
+        private var queued: [Int: (due: UInt64, rows: Int)] = [:]
+        private var serial = 0
+        /// Nanoseconds the modeled device sat idle between steps, and ran steps.
+        private(set) var idleNanos: UInt64 = 0
+        private(set) var busyNanos: UInt64 = 0
+        var queuesSteps: Bool { device != nil && cost != nil }
         init(config: ModelConfig, storage: KVStorage, cost: StepCostModel? = nil) { self.config = config; kvStorage = storage; self.cost = cost }
+
+        func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
+            guard let device, let cost else { throw RuntimeError.unsupported("the null model queues steps only with a modeled device") }
+            let starts = try inputs.map { try kvStorage.length(of: $0.id) }
+            let ms = cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
+            clockMs += ms
+            promptTokens += inputs.reduce(0) { $0 + ($1.tokens.count > 1 ? $1.tokens.count : 0) }
+            try kvStorage.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
+            if let paged = kvStorage.pagedCache {
+                _ = paged.takeChangedTables()
+                _ = paged.takePageCopies()
+            }
+            let now = monotonicNanos()
+            if busyUntil < now {
+                if busyUntil > 0 { idleNanos += now - busyUntil }
+                busyUntil = now
+            }
+            let nanos = UInt64(ms * 1e6)
+            busyUntil += nanos
+            busyNanos += nanos
+            _ = device.beginWork(until: busyUntil)
+            serial += 1
+            queued[serial] = (busyUntil, inputs.count)
+            return QueuedStep(serial: serial, rows: inputs.count)
+        }
+
+        func collect(_ step: QueuedStep) throws -> [SampledToken] {
+            guard let entry = queued.removeValue(forKey: step.serial) else { throw RuntimeError.invalidRequest("step \(step.serial) was not queued") }
+            let now = monotonicNanos()
+            if entry.due > now { usleep(UInt32((entry.due - now) / 1000)) }
+            return Array(repeating: SampledToken(id: 5), count: entry.rows)
+        }
         func forward(_ inputs: [ForwardInput]) throws -> [[Float]] {
             throw RuntimeError.unsupported("the null model only samples")
         }
@@ -97,7 +138,6 @@ struct BenchEngineCommand: ParsableCommand {
             if sleepMs > 0 { usleep(UInt32(sleepMs * 1000)) }
             if let cost {
                 let ms = cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
-                if sleepsModeledTime { usleep(UInt32(ms * 1000)) }
                 clockMs += ms
                 promptTokens += inputs.reduce(0) { $0 + ($1.tokens.count > 1 ? $1.tokens.count : 0) }
             }
@@ -163,12 +203,14 @@ struct BenchEngineCommand: ParsableCommand {
     /// so that address space, not memory, is what a run uses), its budget holding
     /// `requestsHeld` requests of `tokensPerRequest` tokens.
     func makeEngine(config: ModelConfig, rows: Int, tokensPerRequest: Int, requestsHeld: Int, paged: Bool = false,
-                            perRun: Bool? = nil, options: EngineOptions? = nil, cost: StepCostModel? = nil, freshSlab: Int? = nil) throws -> Engine {
+                            perRun: Bool? = nil, options: EngineOptions? = nil, cost: StepCostModel? = nil, freshSlab: Int? = nil,
+                            modeledDevice: Bool = false) throws -> Engine {
         var config = config
         config.maxPositionEmbeddings = tokensPerRequest
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
         let bytes = requestsHeld * (tokensPerRequest + 16) * shape.tokenBytes
-        let host = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20))
+        // A modeled device runs its work in order, as a CUDA stream does.
+        let host = try HostBackend(chunkSize: 2 << 20, capacityBytes: bytes + (64 << 20), ordersWork: modeledDevice)
         // Copies move no bytes: the null model's KV holds nothing, and on a GPU a copy is queued
         // on the stream, costing the host nothing (the host backend's memmove would fault in and
         // zero every page of a packed prefix).
@@ -183,7 +225,9 @@ struct BenchEngineCommand: ParsableCommand {
             ? .paged(try PagedKVCache(shape: shape, pageTokens: 16, pageCount: bytes / (16 * shape.tokenBytes), maxTokensPerRequest: tokensPerRequest,
                                       maxRequests: max(1024, 4 * rows)))
             : .virtual(cache)
-        return try Engine(model: NullModel(config: config, storage: storage, cost: cost), tokenizer: nil, eosTokenIds: [],
+        let null = NullModel(config: config, storage: storage, cost: cost)
+        if modeledDevice { null.device = host }
+        return try Engine(model: null, tokenizer: nil, eosTokenIds: [],
                           options: options ?? EngineOptions(maxNumSeqs: rows, maxNumBatchedTokens: max(8192, rows), pipelineSteps: pipelineSteps == .on,
                                                             prefixCaching: prefixCache == .on))
     }
@@ -196,7 +240,8 @@ struct BenchEngineCommand: ParsableCommand {
         let workload = SharedPrefixWorkload(groups: groups, perGroup: 16, systemLength: 2048, questionLength: 128, outputLength: sharedOutputLen)
         let requests = workload.requests(vocabulary: 1000..<config.vocabSize, seed: 1)
         var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
-                          header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate", "packs", "copied", "fresh runs"])
+                          header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate", "packs", "copied", "fresh runs"]
+                            + (realTime ? ["device idle ms", "busy", "out tok/s"] : []))
         var results: [Result] = []
         // The arms: virtual tensors with access granted per chunk and/or per run, then paged.
         let packs = try packPrefixChunks.split(separator: ",").map { text -> Int in
@@ -224,8 +269,10 @@ struct BenchEngineCommand: ParsableCommand {
                 options.packPrefixChunks = pack
                 let engine = try makeEngine(config: config, rows: 256,
                                             tokensPerRequest: workload.systemLength + workload.questionLength + workload.outputLength + 8,
-                                            requestsHeld: 2 * requests.count, paged: paged, perRun: perRun, options: options, freshSlab: fresh)
-                (engine.model as? NullModel)?.sleepMs = stepSleepMs
+                                            requestsHeld: 2 * requests.count, paged: paged, perRun: perRun, options: options,
+                                            cost: realTime ? StepCostModel.h200Llama3_8B : nil, freshSlab: fresh, modeledDevice: realTime)
+                let null = engine.model as! NullModel
+                null.sleepMs = realTime ? 0 : stepSleepMs
                 // All at once, a few before each step, or from another thread in real time (as a
                 // server's requests come in).
                 var pending = requests[...]
@@ -260,7 +307,9 @@ struct BenchEngineCommand: ParsableCommand {
                 let hit = engine.statistics.prefixHitRate
                 table.add([label, "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
                            fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%", "\(engine.statistics.prefixPacks)",
-                           "\(engine.model.kvStorage.virtualCache?.copiedPrefixChunks ?? 0)", "\(engine.model.kvStorage.virtualCache?.memory.accounting.freshRuns ?? 0)"])
+                           "\(engine.model.kvStorage.virtualCache?.copiedPrefixChunks ?? 0)", "\(engine.model.kvStorage.virtualCache?.memory.accounting.freshRuns ?? 0)"]
+                          + (realTime ? [fixed(Double(null.idleNanos) / 1e6, 0), fixed(100 * Double(null.busyNanos) / Double(max(1, null.busyNanos + null.idleNanos)), 1) + "%",
+                                         fixed(Double(requests.count * workload.outputLength) / seconds, 0)] : []))
                 let name = paged ? "shared-prefix-paged" : (perRun ? "shared-prefix-access-per-run" : "shared-prefix") + (pack > 0 ? "-pack-\(pack)" : "")
                     + (fresh > 1 ? "-fresh-\(fresh)" : "")
                 results.append(Result(rows: requests.count, medianMs: seconds * 1000 / Double(steps), microsPerRow: 0, addMs: 0,

@@ -203,8 +203,12 @@ extension BenchEngineCommand {
         let held = max(maxInFlight, (kvBudgetGib << 30) / ((tokensPerRequest + 16) * shape.tokenBytes))
         var table = Table(title: "multi-turn in real time on a modeled H200 (null model sleeping each step's modeled time; \(numConversations) x \(rounds) rounds, "
                           + "\(conversationSystemLen) system + \(userLen) + \(answerLen) tokens, \(maxInFlight) in flight, set access \(setAccessDelayUs) us, pack \(pack))",
-                          header: ["arm", "round", "wall s", "out tok/s", "steps", "mapping waits ms", "blocked steps", "hit rate", "later first token p50 ms"])
-        struct Row: Codable { var arm: String; var round: Int; var seconds: Double; var outputTokensPerSecond: Double; var mappingWaitMs: Double; var hitRate: Double }
+                          header: ["arm", "round", "wall s", "out tok/s", "steps", "device idle ms", "busy", "mapping waits ms", "blocked steps", "engine host ms a step",
+                                   "hit rate", "later first token p50 ms"])
+        struct Row: Codable {
+            var arm: String; var round: Int; var seconds: Double; var outputTokensPerSecond: Double; var mappingWaitMs: Double; var hitRate: Double
+            var deviceIdleMs: Double; var deviceBusy: Double; var engineHostMsPerStep: Double
+        }
         var rows: [Row] = []
         for round in 1...2 {
             for arm in arms {
@@ -213,9 +217,8 @@ extension BenchEngineCommand {
                 options.packPrefixChunks = pack
                 options.stepOverheadTokens = stepOverheadTokens
                 let engine = try makeEngine(config: config, rows: 256, tokensPerRequest: tokensPerRequest, requestsHeld: held, paged: arm.paged,
-                                            options: options, cost: StepCostModel.h200Llama3_8B, freshSlab: arm.fresh)
+                                            options: options, cost: StepCostModel.h200Llama3_8B, freshSlab: arm.fresh, modeledDevice: true)
                 let model = engine.model as! NullModel
-                model.sleepsModeledTime = true
                 let driver = ConversationDriver(conversations: numConversations, rounds: rounds, userLength: userLen, answerLength: answerLen,
                                                 maxInFlight: maxInFlight, vocabulary: 1000..<config.vocabSize, seed: 1, systemLength: conversationSystemLen)
                 let start = monotonicNanos()
@@ -240,10 +243,14 @@ extension BenchEngineCommand {
                 let seconds = nowMs() / 1000
                 let stats = engine.statistics
                 let p50 = later.isEmpty ? 0 : later.sorted()[later.count / 2]
-                table.add([arm.label, "\(round)", fixed(seconds, 2), fixed(Double(outputTokens) / seconds, 0), "\(steps)",
-                           fixed(stats.mappingWaitSeconds * 1000, 0), "\(stats.blockedMappingWaits)", fixed(100 * stats.prefixHitRate, 1) + "%", fixed(p50, 0)])
+                let idleMs = Double(model.idleNanos) / 1e6, busy = Double(model.busyNanos) / Double(max(1, model.busyNanos + model.idleNanos))
+                let hostMs = stats.hostSeconds * 1000 / Double(max(1, stats.steps))
+                table.add([arm.label, "\(round)", fixed(seconds, 2), fixed(Double(outputTokens) / seconds, 0), "\(steps)", fixed(idleMs, 0),
+                           fixed(100 * busy, 1) + "%", fixed(stats.mappingWaitSeconds * 1000, 0), "\(stats.blockedMappingWaits)", fixed(hostMs, 2),
+                           fixed(100 * stats.prefixHitRate, 1) + "%", fixed(p50, 0)])
                 rows.append(Row(arm: arm.label, round: round, seconds: seconds, outputTokensPerSecond: Double(outputTokens) / seconds,
-                                mappingWaitMs: stats.mappingWaitSeconds * 1000, hitRate: stats.prefixHitRate))
+                                mappingWaitMs: stats.mappingWaitSeconds * 1000, hitRate: stats.prefixHitRate, deviceIdleMs: idleMs, deviceBusy: busy,
+                                engineHostMsPerStep: hostMs))
             }
         }
         print(table.render())

@@ -411,7 +411,8 @@ struct BenchThroughputCommand: ParsableCommand {
         }
         table.add(["prefix cache", "\(stats.prefixHitTokens) of \(stats.prefixQueriedTokens) prompt tokens found cached (hit rate \(fixed(stats.prefixHitRate * 100, 1))%); "
                    + "\(stats.prefixKeptChunks) chunks kept (\(stats.prefixSharedRunningChunks) from running requests), \(stats.prefixEvictedChunks) evicted, \(stats.prefixHeldChunks) held"
-                   + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges (\($0.partialTakeovers) with the head aliased)" } ?? "")
+                   + (model.kvStorage.virtualCache.map { "; \($0.takeovers) requests took over a holder's ranges (\($0.partialTakeovers) with the head aliased, "
+                      + "\($0.memory.accounting.realiasedRetiring) head chunks kept mapped from their last round, still retiring)" } ?? "")
                    + (stats.prefixPacks > 0 ? "; \(stats.prefixPacks) prefixes packed into slabs (\(stats.prefixPackedChunks) chunks, "
                       + "\(model.kvStorage.virtualCache?.copiedPrefixChunks ?? 0) copied into requests that held a slab in part, "
                       + "\(model.kvStorage.virtualCache?.memory.accounting.runSplits ?? 0) runs split)" : "")

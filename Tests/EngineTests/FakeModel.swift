@@ -29,6 +29,9 @@ final class FakeModel: LanguageModel {
     /// Device draws keep off ids with a bias of minus infinity (a grammar's refusals): the
     /// history's next token when allowed, else the lowest allowed id.
     var honorsRefusals = false
+    /// Each queued step also runs this long as device work on the host backend (a lease that
+    /// ends by itself): memory given back meanwhile retires behind it, as behind a GPU step.
+    var stepWorkNanos: UInt64 = 0
     /// Tokens written per step, to check budgets from the model's side too.
     private(set) var stepTokenCounts: [Int] = []
 
@@ -93,6 +96,9 @@ final class FakeModel: LanguageModel {
         guard forwardOnly == nil else { throw RuntimeError.invalidRequest("the step before waits for its sampling") }
         let inputs = try queued.feeding(inputs, feeds)
         forwardOnly = (queued.upcomingSerial, inputs.map(\.id), try run(inputs))
+        if stepWorkNanos > 0, let host = kvStorage.virtualCache?.memory.backend as? HostBackend {
+            _ = host.beginWork(until: monotonicNanos() + stepWorkNanos)
+        }
         return QueuedStep(serial: queued.upcomingSerial, rows: inputs.count)
     }
 

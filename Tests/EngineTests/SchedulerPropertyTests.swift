@@ -709,6 +709,56 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         #expect(memory.accounting.inUse == 0 && memory.accounting.slabs == 0)
     }
 
+    /// Conversations sharing a packed system prompt: each next round takes its last round's
+    /// ranges over and aliases the shared head again, which its last round gave back while the
+    /// step that read it may still run (every step here is device work for 40 ms). Those slots,
+    /// still retiring, keep their mappings: no wait for the device on the engine thread. Same
+    /// tokens as each conversation alone.
+    @Test func aNextRoundKeepsTheHeadItsLastRoundGaveBack() throws {
+        let model = try FakeModel(context: 160, budgetChunks: 160, queuesSteps: true, ordersWork: true)
+        model.stepWorkNanos = 40_000_000
+        var options = EngineOptions(maxNumSeqs: 8, maxNumBatchedTokens: 64)
+        options.packPrefixChunks = 2
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let memory = model.kvCache.memory
+        let system = (0..<40).map { 1 + ($0 &* 13) % 47 }
+        let parameters = SamplingParameters(temperature: 0, maxTokens: 5, ignoreEOS: true)
+        var conversations: [RequestID: (prompt: [Int], round: Int, index: Int)] = [:]
+        for c in 0..<4 {
+            let prompt = system + [3 + c, 9, 4 + c]
+            conversations[try engine.add(GenerationRequest(prompt: prompt, parameters: parameters))] = (prompt, 0, c)
+        }
+        var outputs: [RequestID: [Int]] = [:]
+        var rounds = 0
+        while engine.hasWork {
+            let step = engine.step()
+            #expect(memory.audit().isEmpty, "\(memory.audit())")
+            #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+            for output in step {
+                outputs[output.id, default: []] += output.tokens.map(\.id)
+                guard output.isFinal, let conversation = conversations[output.id] else { continue }
+                let answer = outputs[output.id]!
+                #expect(answer == fakeReference(prompt: conversation.prompt, maxTokens: 5, maxLength: engine.maxSequenceLength, eos: nil),
+                        "conversation \(conversation.index) round \(conversation.round)")
+                rounds += 1
+                guard conversation.round < 3 else { continue }
+                // The next round at once, as a client that was waiting for this answer.
+                let next = conversation.prompt + answer + [10 + conversation.round, 20 + conversation.index, 30]
+                conversations[try engine.add(GenerationRequest(prompt: next, parameters: parameters))] = (next, conversation.round + 1, conversation.index)
+            }
+        }
+        #expect(rounds == 16)
+        let cache = model.kvCache
+        #expect(engine.statistics.prefixPacks >= 1)
+        #expect(cache.partialTakeovers >= 1, "\(cache.takeovers) takeovers, \(cache.partialTakeovers) with the head aliased")
+        #expect(memory.accounting.realiasedRetiring >= 5, "\(memory.accounting.realiasedRetiring) retiring head chunks kept")
+        #expect(engine.resetPrefixCache())
+        _ = engine.step()
+        try memory.drain()
+        _ = try memory.trim(to: 0)
+        #expect(memory.accounting.inUse == 0 && memory.accounting.slabs == 0)
+    }
+
     /// Eviction takes a packed holder's blocks together: an idle engine trimming its cache to a
     /// few chunks never leaves a slab partly cached, so every slab left is whole in the cache and
     /// the rest of the memory goes back to the device.

@@ -36,6 +36,27 @@ import Testing
         #expect(host.census() == .init(liveChunks: 0, mappings: 0, reservations: 0))
     }
 
+    /// Work on no particular range (a modeled GPU step) ends by itself at its deadline: a fence
+    /// recorded before then waits for it, one recorded after does not, and it reads no range.
+    @Test func workLeasesEndAtTheirDeadline() throws {
+        let host = try makeHost(capacityChunks: 4)
+        let base = try host.reserve(bytes: testChunk)
+        let a = try host.createChunk()
+        try host.map(a, at: base)
+        try host.setAccess(at: base, bytes: testChunk)
+        _ = host.beginWork(until: monotonicNanos() + 30_000_000)
+        let fence = try host.recordFence()
+        #expect(try !host.isComplete(fence))
+        try host.wait(fence)
+        #expect(try host.isComplete(fence))
+        #expect(try host.isComplete(try host.recordFence()), "the work has ended")
+        _ = host.beginWork(until: monotonicNanos() + 10_000_000_000)
+        try host.unmap(at: base)
+        try host.releaseChunk(a)
+        try host.releaseReservation(base: base, bytes: testChunk)
+        #expect(host.census() == .init(liveChunks: 0, mappings: 0, reservations: 0))
+    }
+
     @Test func oneChunkAtTwoAddressesSharesBytes() throws {
         let host = try makeHost(capacityChunks: 4)
         let first = try host.reserve(bytes: testChunk)

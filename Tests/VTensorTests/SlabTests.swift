@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import VTensor
 
@@ -153,6 +154,57 @@ import Testing
         #expect(s.memory.accounting.runSplits == 0)
         #expect(s.host.census().runMappings == runs)
         #expect(backendAgrees(s.memory, s.host) == [])
+    }
+
+    /// A conversation's next round takes its range over and aliases again the head its last
+    /// round gave back, while the step that read it may still run: slots still retiring that are
+    /// to alias the very chunk they map keep their mappings (a run whole), with no wait for the
+    /// device and no driver call. A slot to alias another chunk, or part of a retiring run, still
+    /// waits for the device first.
+    @Test(arguments: [true, false]) func aRetiringHeadAliasedAgainStaysMapped(parts: Bool) throws {
+        let s = try setup(parts: parts)
+        let t = try follower(s)
+        try s.memory.drain()
+        let head = (0..<2).map { (t, $0, s.source, $0) } + (2..<10).map { (t, $0, s.holder, $0) }
+        // The step in flight reads the follower; its head is given back meanwhile.
+        var reader = try s.host.beginRead(address: t.address(ofChunk: 0), bytes: 12 * testChunk)
+        try s.memory.release(t, chunks: Array(0..<10))
+        #expect(s.memory.accounting.retiring == 3, "two single chunks and the run, behind the reader's fence")
+        let calls = s.faulty.callCounts, unmaps = s.faulty.unmapCalls, pending = s.memory.accounting.pendingAliases
+        let start = monotonicNanos()
+        try s.memory.aliasOnGrow(head)
+        #expect(monotonicNanos() - start < 1_000_000_000, "no wait for the step in flight")
+        #expect(s.faulty.callCounts == calls && s.faulty.unmapCalls == unmaps, "no driver call")
+        #expect((0..<12).allSatisfy { s.memory.isMapped(t, chunk: $0) })
+        #expect(s.memory.accounting.retiring == 0 && s.memory.accounting.pendingAliases == pending)
+        #expect(s.memory.accounting.realiasedRetiring == 10)
+        #expect(s.memory.shareCount(t, chunk: 5) == 2 && s.memory.shareCount(t, chunk: 1) == 2)
+        #expect(readsSource(t))
+        #expect(backendAgrees(s.memory, s.host) == [])
+        s.host.endRead(reader)
+        try s.memory.drain()
+        #expect(readsSource(t), "nothing was unmapped behind the fence")
+        #expect(s.memory.audit { backendAgrees($0, s.host) } == [])
+
+        // Another chunk for slot 0 (and, where a slab maps in part, half of the run): those wait
+        // for the reader, then map; slot 1 (and the whole run) keep their mappings.
+        reader = try s.host.beginRead(address: t.address(ofChunk: 0), bytes: 12 * testChunk)
+        try s.memory.release(t, chunks: Array(0..<10))
+        let ending = reader
+        let host = s.host
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(100)) { host.endRead(ending) }
+        let waitStart = monotonicNanos()
+        try s.memory.aliasOnGrow([(t, 0, s.source, 1), (t, 1, s.source, 1)] + (2..<(parts ? 6 : 10)).map { (t, $0, s.holder, $0) })
+        #expect(monotonicNanos() - waitStart >= 50_000_000, "slot 0 waited for the step in flight")
+        #expect(s.memory.accounting.realiasedRetiring == (parts ? 11 : 19))
+        try s.memory.grow(t, toChunks: 12)
+        #expect(load(t.address(ofChunk: 0) + 8) == 1001 && readsSource(t, chunks: 1..<(parts ? 6 : 10)))
+        #expect(s.memory.audit { backendAgrees($0, s.host) } == [])
+        for tensor in [t, s.source, s.holder] { try s.memory.free(tensor) }
+        try s.memory.drain()
+        _ = try s.memory.trim(to: 0)
+        #expect(s.host.census().liveChunks == 0)
+        #expect(s.memory.audit { backendAgrees($0, s.host) } == [])
     }
 
     /// A slab's chunks that nobody maps are fresh chunks like any other: a tiny budget is filled

@@ -39,7 +39,10 @@ public final class HostBackend: MemoryBackend {
         var reservationBases: [UInt64] = []  // sorted
         var reservationSizes: [UInt64: Int] = [:]
         var mappings: [UInt64: Mapping] = [:]  // chunk-aligned address -> mapping
+        /// Live leases: a range read (`beginRead`, ended by `endRead`), or work on no particular
+        /// range that ends by itself at `until` (`beginWork`, a modeled GPU step).
         var readers: [UInt64: (address: UInt64, bytes: Int)] = [:]
+        var workUntil: [UInt64: UInt64] = [:]
         var nextReader: UInt64 = 1
         var fences: [UInt64: Set<UInt64>] = [:]
         var nextFence: UInt64 = 1
@@ -363,6 +366,29 @@ public final class HostBackend: MemoryBackend {
         }
     }
 
+    /// Starts simulated device work on no particular range that ends by itself at `deadline`
+    /// (monotonic nanoseconds): a step of a modeled GPU. Fences recorded before then wait for it.
+    public func beginWork(until deadline: UInt64) -> UInt64 {
+        state.withLock { s in
+            Self.endWorkDone(&s)
+            let id = s.nextReader
+            s.nextReader += 1
+            s.readers[id] = (0, 0)
+            s.workUntil[id] = deadline
+            return id
+        }
+    }
+
+    /// Work leases whose time has come end.
+    private static func endWorkDone(_ s: inout State) {
+        guard !s.workUntil.isEmpty else { return }
+        let now = monotonicNanos()
+        for (id, deadline) in s.workUntil where deadline <= now {
+            s.workUntil[id] = nil
+            s.readers[id] = nil
+        }
+    }
+
     public func endRead(_ reader: UInt64) {
         state.withLock { s in
             precondition(s.readers.removeValue(forKey: reader) != nil, "endRead of unknown reader \(reader)")
@@ -371,6 +397,7 @@ public final class HostBackend: MemoryBackend {
 
     public func recordFence() throws -> Fence {
         state.withLock { s in
+            Self.endWorkDone(&s)
             let id = s.nextFence
             s.nextFence += 1
             if !s.readers.isEmpty { s.fences[id] = Set(s.readers.keys) }
@@ -381,6 +408,7 @@ public final class HostBackend: MemoryBackend {
     public func isComplete(_ fence: Fence) throws -> Bool {
         state.withLock { s in
             guard let pending = s.fences[fence.raw] else { return true }
+            Self.endWorkDone(&s)
             if pending.contains(where: { s.readers[$0] != nil }) { return false }
             s.fences[fence.raw] = nil
             return true

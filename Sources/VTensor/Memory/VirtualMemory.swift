@@ -43,6 +43,9 @@ public struct MemoryAccounting: Equatable, Sendable, Codable {
     /// Chunks of slabs that nobody maps, where slabs map only whole (created = inReserve +
     /// inUse + idleSlabChunks).
     public var idleSlabChunks: Int = 0
+    /// Retiring slots aliased again with the chunk they still map, kept mapped so far (no wait
+    /// for the device, no driver call).
+    public var realiasedRetiring: Int = 0
 
     public var createdBytes: Int { created * chunkSize }
     public var inUseBytes: Int { inUse * chunkSize }
@@ -101,6 +104,8 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Slots in the `.stranded` state, over all tensors, and fresh runs mapped as slabs.
     private var strandedCount = 0
     private var freshRuns = 0
+    /// Retiring slots aliased again with the chunk they map, kept mapped (`aliasOnGrow`).
+    private var realiasedRetiring = 0
     /// The most fresh chunks one grow maps as one slab (a power of two; 0 or 1: every fresh
     /// chunk is an allocation of its own). Where slabs map only whole and the driver's cost is
     /// per allocation mapped (CUDA: ~26 us of set access for one chunk, 49 us for a slab of 32),
@@ -231,12 +236,29 @@ public final class VirtualMemory: @unchecked Sendable {
     }
 
     /// `aliasOnGrow` for many slots under one hold of the lock. All or nothing.
+    ///
+    /// A slot still mapped but retiring (given back, its unmap waiting for the device to finish
+    /// reading it) that is to alias the very chunk it maps keeps its mapping instead: no wait for
+    /// the device, no driver call. A conversation's next round takes its range over and aliases
+    /// again the shared head its last round gave back, often while the step that read it runs.
     public func aliasOnGrow(_ places: [(tensor: VirtualTensor, index: Int, source: VirtualTensor, sourceIndex: Int)]) throws {
         try lock.withLock {
             waitLocked { places.contains { slotInFlight($0.tensor, $0.index) || slotInFlight($0.source, $0.sourceIndex) } }
+            let kept = retiringRealiasedLocked(places)
+            for (tensor, index, source, sourceIndex) in places where kept.slots.contains(SlotKey(tensor, index)) {
+                try checkLive(tensor, index)
+                try checkLive(source, sourceIndex)
+            }
+            // Taken back first: settling another slot completes whatever retirements are done.
+            // The retiring slots' references become the aliases' own.
+            for (tensor, first) in kept.entries { retiring.remove(tensor, first) }
+            for (tensor, index, _, _) in places where kept.slots.contains(SlotKey(tensor, index)) {
+                guard case .retiring(let chunk, _) = tensor.slots[index] else { preconditionFailure("a slot kept is not retiring") }
+                tensor.slots[index] = .mapped(chunk)
+            }
             var done = 0
             do {
-                for (tensor, index, source, sourceIndex) in places {
+                for (tensor, index, source, sourceIndex) in places where !kept.slots.contains(SlotKey(tensor, index)) {
                     let chunk = try aliasSourceLocked(tensor, index, source, sourceIndex)
                     tensor.slots[index] = .pendingAlias(chunk)
                     pool.addReference(chunk)
@@ -244,10 +266,44 @@ public final class VirtualMemory: @unchecked Sendable {
                     done += 1
                 }
             } catch {
-                for (tensor, index, _, _) in places.prefix(done) { dropPendingLocked(tensor, indices: [index]) }
+                // All or nothing: the pending ones go, the ones kept retire again.
+                let pending = places.filter { !kept.slots.contains(SlotKey($0.tensor, $0.index)) }
+                for (tensor, index, _, _) in pending.prefix(done) { dropPendingLocked(tensor, indices: [index]) }
+                for (tensor, first) in kept.entries {
+                    let indices = tensor.runs.run(containing: first).map(Array.init) ?? [first]
+                    try? retireLocked(tensor, indices: indices)
+                }
                 throw error
             }
+            realiasedRetiring += kept.slots.count
         }
+    }
+
+    /// Of `places`, the retiring slots that alias the chunk they still map, by whole retirements
+    /// (a run retires, and comes back, whole): their retire-queue entries and their slots.
+    private func retiringRealiasedLocked(_ places: [(tensor: VirtualTensor, index: Int, source: VirtualTensor, sourceIndex: Int)])
+        -> (entries: [(VirtualTensor, Int)], slots: Set<SlotKey>) {
+        var same = Set<SlotKey>()
+        for (tensor, index, source, sourceIndex) in places {
+            guard index >= 0, index < tensor.chunkCount, sourceIndex >= 0, sourceIndex < source.chunkCount, !tensor.isFreed,
+                  case .retiring(let held, _) = tensor.slots[index], source.slots[sourceIndex].heldChunk == held else { continue }
+            same.insert(SlotKey(tensor, index))
+        }
+        guard !same.isEmpty else { return ([], []) }
+        var entries: [(VirtualTensor, Int)] = []
+        var slots = Set<SlotKey>()
+        var seenRuns = Set<SlotKey>()
+        for (tensor, index, _, _) in places where same.contains(SlotKey(tensor, index)) {
+            guard let run = tensor.runs.run(containing: index) else {
+                entries.append((tensor, index))
+                slots.insert(SlotKey(tensor, index))
+                continue
+            }
+            guard seenRuns.insert(SlotKey(tensor, run.lowerBound)).inserted, run.allSatisfy({ same.contains(SlotKey(tensor, $0)) }) else { continue }
+            entries.append((tensor, run.lowerBound))
+            for i in run { slots.insert(SlotKey(tensor, i)) }
+        }
+        return (entries, slots)
     }
 
     /// Unmaps chunk `index` once in-flight device work is done with it (a pending alias is
@@ -1237,7 +1293,7 @@ public final class VirtualMemory: @unchecked Sendable {
             totalCreated: pool.totalCreated, totalReleased: pool.totalReleased,
             slabs: pool.slabCount, slabChunks: pool.slabChunkCount,
             runMappings: tensors.values.reduce(0) { $0 + $1.runs.count }, runSplits: runSplits, packedSlabs: packedSlabs,
-            stranded: strandedCount, freshRuns: freshRuns, idleSlabChunks: pool.idleSlabChunks)
+            stranded: strandedCount, freshRuns: freshRuns, idleSlabChunks: pool.idleSlabChunks, realiasedRetiring: realiasedRetiring)
     }
 
     /// Recomputes ownership from the tensors and compares with the pool; returns every
