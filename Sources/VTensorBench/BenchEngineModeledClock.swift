@@ -182,9 +182,11 @@ extension BenchEngineCommand {
         if let jsonOut { try writeFile(jsonOut, try jsonString(arms)) }
     }
 
-    /// Multi-turn with every step sleeping its modeled GPU time, arms the prefix cache with each
-    /// `--fresh-slab-chunks` value and paged: what the mapper's driver calls cost a step (the
-    /// set-access delay standing in for the driver), on the wall clock.
+    /// Multi-turn with every step queued on a modeled device for its modeled GPU time (the engine
+    /// plans the next step meanwhile; memory given back retires behind the step in flight), arms
+    /// the prefix cache with each `--fresh-slab-chunks` value and paged: what the mapper's driver
+    /// calls (the set-access delay standing in for the driver) and the engine thread's waits cost
+    /// the device, on the wall clock.
     func runMultiTurnInRealTime() throws {
         guard let config = ModelPresets.config(named: "llama-3-8b") else { throw ValidationError("no llama-3-8b preset") }
         guard numConversations >= 1, rounds >= 2, userLen >= 1, answerLen >= 1, maxInFlight >= 1, conversationSystemLen >= 0 else {
@@ -201,7 +203,7 @@ extension BenchEngineCommand {
         let tokensPerRequest = conversationSystemLen + rounds * (userLen + answerLen) + 8
         let shape = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16)
         let held = max(maxInFlight, (kvBudgetGib << 30) / ((tokensPerRequest + 16) * shape.tokenBytes))
-        var table = Table(title: "multi-turn in real time on a modeled H200 (null model sleeping each step's modeled time; \(numConversations) x \(rounds) rounds, "
+        var table = Table(title: "multi-turn in real time on a modeled H200 (null model, each step queued on a modeled device for its modeled time; \(numConversations) x \(rounds) rounds, "
                           + "\(conversationSystemLen) system + \(userLen) + \(answerLen) tokens, \(maxInFlight) in flight, set access \(setAccessDelayUs) us, pack \(pack))",
                           header: ["arm", "round", "wall s", "out tok/s", "steps", "device idle ms", "busy", "mapping waits ms", "blocked steps", "engine host ms a step",
                                    "hit rate", "later first token p50 ms"])
