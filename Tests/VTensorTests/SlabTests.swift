@@ -186,6 +186,21 @@ import Testing
         #expect(readsSource(t), "nothing was unmapped behind the fence")
         #expect(s.memory.audit { backendAgrees($0, s.host) } == [])
 
+        // All or nothing: a batch with a bad place leaves the slots it would keep retiring.
+        reader = try s.host.beginRead(address: t.address(ofChunk: 0), bytes: 12 * testChunk)
+        try s.memory.release(t, chunks: Array(0..<10))
+        let empty = try s.memory.makeTensor(bytes: testChunk)
+        #expect(throws: VTensorError.notMapped(tensor: empty.id, chunk: 0)) { try s.memory.aliasOnGrow(head + [(t, 11, empty, 0)]) }
+        #expect(s.memory.accounting.realiasedRetiring == 10)
+        #expect((0..<10).allSatisfy { !s.memory.isMapped(t, chunk: $0) } && s.memory.accounting.retiring == 3)
+        #expect(s.memory.audit { backendAgrees($0, s.host) } == [])
+        s.host.endRead(reader)
+        try s.memory.drain()
+        try s.memory.free(empty)
+        try s.memory.aliasOnGrow(head)
+        try s.memory.grow(t, toChunks: 12)
+        #expect(readsSource(t))
+
         // Another chunk for slot 0 (and, where a slab maps in part, half of the run): those wait
         // for the reader, then map; slot 1 (and the whole run) keep their mappings.
         reader = try s.host.beginRead(address: t.address(ofChunk: 0), bytes: 12 * testChunk)
