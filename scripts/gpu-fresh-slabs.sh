@@ -9,6 +9,12 @@
 #      ShareGPT (1,000 length pairs).
 #   2. dev engine, random model, 24 prompts on 1,200-token stems, batched with the prefix cache
 #      against each alone (the alone runs map a chunk an allocation): fresh slabs on and off.
+#   3. dev decode, timings only: 256 x 2,304-token decode with nothing shared against groups of 16
+#      sharing 2,048 tokens as one physical copy (aliased chunks; paged: the same pages), to see
+#      whether the L2 serves a shared prefix once per group (docs/perf.md, 2026-12-05, fifth session).
+# Predicted (binary b5d6ea8 or later, which no longer waits on the engine thread to alias a next
+# round's head): mts at 0.99-1.00x paged with engine host under 4 ms a step (was ~22) and an idle
+# gap under 0.2 ms; mt and sg 1.00x; sp at 0.97-1.00x with 0 chunks copied.
 # Usage: [RUN_DEADLINE=560] scripts/gpu-fresh-slabs.sh [OUTDIR]   (carry gpu-pack, gpu-kcache)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +50,7 @@ run sg-f32 90 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/
 run sg-paged 90 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --kv paged --json-out "$out/sg-paged.json"
 run mts-f32-2 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --json-out "$out/mts-f32-2.json"
 run mts-f0-2 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --fresh-slab-chunks 0 --json-out "$out/mts-f0-2.json"
+run shared-decode 150 "$bin" dev decode --skip-checks --filter "x 2304" --reps 20
 save_kernel_cache "$out/kernel-cache.tgz"
 
 runs="mts-f0 mts-f32 mts-f0-2 mts-f32-2 mts-paged mt-f0 mt-f32 mt-paged sp-f0 sp-f32 sp-paged sg-f0 sg-f32 sg-paged"
@@ -65,6 +72,7 @@ for name in runs:
 PY
 { for f in dev-engine-f32 dev-engine-f0; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "teacher-forced|^result|prefix cache" "$out/$f.txt"; }; done
   for f in mts-f0 mts-f32 mt-f32 sp-f32 sg-f32; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "prefix cache|first token" "$out/$f.txt"; }; done
+  [ -f "$out/shared-decode.txt" ] && { echo "== shared-decode"; grep -E "read ceiling|2304" "$out/shared-decode.txt"; }
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 (cd "$out" && tar czf /tmp/fresh-details.tgz --exclude=summary.txt --exclude=kernel-cache.tgz --exclude='*.json' . 2>/dev/null \
   && find . -mindepth 1 -name '*.txt' ! -name summary.txt -delete && mv /tmp/fresh-details.tgz details.tgz)

@@ -84,7 +84,7 @@ struct DevDecodeCommand: ParsableCommand {
         }
         if !skipTiming {
             do {
-                try bench.runTimings(into: &report)
+                try bench.runTimings(into: &report, cases: filter == nil ? DecodeBench.timingCases : DecodeBench.sweepCases)
             } catch {
                 print("FAIL  timing: \(error)")
                 report.checks.append(.init(name: "timing", passed: false, detail: String(describing: error)))
@@ -521,8 +521,15 @@ final class DecodeBench {
         var layout: KVLayoutKind = .blocked
         /// Also time the paged baseline on this shape.
         var paged = true
+        /// Requests come in groups of `groupSize` whose first `sharedPrefix` tokens are the same
+        /// K/V: one physical copy (vTensor: the leader's chunks aliased by a fork; paged: the
+        /// leader's pages in every member's block table), as the prefix cache leaves them.
+        var sharedPrefix = 0
+        var groupSize = 16
 
-        var label: String { "\(batch) x \(length)" + (ragged ? " ragged" : "") }
+        var label: String {
+            "\(batch) x \(length)" + (ragged ? " ragged" : "") + (sharedPrefix > 0 ? " (\(sharedPrefix) shared by \(groupSize))" : "")
+        }
 
         /// Each request's KV length.
         var lengths: [Int] {
@@ -548,6 +555,10 @@ final class DecodeBench {
             TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: 256, length: 2048, cuDNN: nil, vllm: nil, ragged: true),
             TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: 32, length: 4096, cuDNN: 2.81, vllm: 1.14, layout: .perLayer, paged: false),
             TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: 32, length: 4096, cuDNN: 2.81, vllm: 1.14, layout: .perToken, paged: false),
+            // Issue 12's shared-prefix decode: 16 groups of 16 on a 2,048-token system prompt,
+            // 256 tokens each of their own, against the same shape with nothing shared.
+            TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: 256, length: 2304, cuDNN: nil, vllm: nil),
+            TimingCase(model: "Llama-3-8B", parameters: llama3, layers: 32, batch: 256, length: 2304, cuDNN: nil, vllm: nil, sharedPrefix: 2048),
         ]
         return cases + timingCases
     }
@@ -603,7 +614,9 @@ final class DecodeBench {
         let shape = KVShape(layers: layers, kvHeads: p.kvHeads, headDim: p.headDim, dtype: p.dtype)
         let layout = try KVLayout(c.layout, shape: shape, chunkSize: chunk)
         let lengths = c.lengths
-        let note = layers < c.layers ? "cache of \(layers) of \(c.layers) layers (\(layout.tokensPerChunk) tokens/chunk)" : nil
+        let notes = [layers < c.layers ? "cache of \(layers) of \(c.layers) layers (\(layout.tokensPerChunk) tokens/chunk)" : nil,
+                     c.sharedPrefix > 0 ? "TB/s counts every request's keys; the shared ones are one copy a group" : nil].compactMap { $0 }
+        let note = notes.isEmpty ? nil : notes.joined(separator: "; ")
         print("timing \(c.model) \(c.label) (\(c.layout.rawValue)): \(layers) layers in the cache, \(layout.tokensPerChunk) tokens/chunk, rotating \(rotation) layers")
 
         let write = try writer(paged: false)
@@ -637,11 +650,17 @@ final class DecodeBench {
                 try? memory.drain()
             }
             for id in 0..<c.batch {
-                try cache.addRequest(id)
+                // A group member starts as a fork of its leader's shared prefix (its chunks aliased).
+                let leader = id - id % max(1, c.groupSize)
+                let shares = c.sharedPrefix > 0 && id != leader
+                if shares { try cache.fork(from: leader, prefix: c.sharedPrefix, into: id) } else { try cache.addRequest(id) }
                 try cache.reserve(id, tokens: lengths[id])
                 try cache.setLength(id, lengths[id])
+                let own = shares ? c.sharedPrefix / layout.tokensPerChunk : 0
                 for t in try cache.tensors(of: id) {
-                    try write.fillRandom(address: t.base, count: memory.mappedChunkCount(t) * chunk / 2, dtype: p.dtype,
+                    let mapped = memory.mappedChunkCount(t)
+                    guard mapped > own else { continue }
+                    try write.fillRandom(address: t.base + UInt64(own * chunk), count: (mapped - own) * chunk / 2, dtype: p.dtype,
                                          seed: UInt32(id + 1), stream: stream)
                 }
             }
@@ -668,11 +687,21 @@ final class DecodeBench {
             let pages = lengths.map { ($0 + pageTokens - 1) / pageTokens }
             var firstPage = [0]
             for n in pages { firstPage.append(firstPage.last! + n) }
-            let pageCount = firstPage.last!
+            let tableEntries = firstPage.last!
+            // A group member's table starts with its leader's shared pages; its own pages follow.
+            let sharedPages = c.sharedPrefix / pageTokens
+            var tableOf: [[Int]] = []
+            var pageCount = 0
+            for (id, n) in pages.enumerated() {
+                let leader = id - id % max(1, c.groupSize)
+                let shared = c.sharedPrefix > 0 && id != leader ? min(sharedPages, n) : 0
+                tableOf.append(Array(tableOf.isEmpty || shared == 0 ? [] : tableOf[leader].prefix(shared)) + (pageCount..<(pageCount + n - shared)))
+                pageCount += n - shared
+            }
             var order = Array(0..<pageCount)
             for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-            let tables = try DeviceBuffer(context: context, bytes: pageCount * 4)
-            try context.copyHostToDevice(destination: tables.address, from: order.map { Int32($0) })
+            let tables = try DeviceBuffer(context: context, bytes: tableEntries * 4)
+            try context.copyHostToDevice(destination: tables.address, from: tableOf.flatMap { $0.map { Int32(order[$0]) } })
             var pools: [(DeviceBuffer, DeviceBuffer)] = []
             var layerPools: [PagedKVPool] = []
             for layer in 0..<rotation {
@@ -696,7 +725,7 @@ final class DecodeBench {
                         try decode.run(batches[i], queries: queries.address, output: output.address, stream: stream)
                     }
                 }
-                results.append(entry("paged (16-token pages, shuffled)", variant, ms, batches[0].schedule, tokensPerBlock: pageTokens, note: nil))
+                results.append(entry("paged (16-token pages, shuffled)", variant, ms, batches[0].schedule, tokensPerBlock: pageTokens, note: c.sharedPrefix > 0 ? notes.last : nil))
             }
         }
         return results
