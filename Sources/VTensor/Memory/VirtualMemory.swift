@@ -283,12 +283,14 @@ public final class VirtualMemory: @unchecked Sendable {
     /// (a run retires, and comes back, whole): their retire-queue entries and their slots.
     private func retiringRealiasedLocked(_ places: [(tensor: VirtualTensor, index: Int, source: VirtualTensor, sourceIndex: Int)])
         -> (entries: [(VirtualTensor, Int)], slots: Set<SlotKey>) {
-        var same = Set<SlotKey>()
+        var same = Set<SlotKey>(), twice = Set<SlotKey>()
         for (tensor, index, source, sourceIndex) in places {
             guard index >= 0, index < tensor.chunkCount, sourceIndex >= 0, sourceIndex < source.chunkCount, !tensor.isFreed,
                   case .retiring(let held, _) = tensor.slots[index], source.slots[sourceIndex].heldChunk == held else { continue }
-            same.insert(SlotKey(tensor, index))
+            if !same.insert(SlotKey(tensor, index)).inserted { twice.insert(SlotKey(tensor, index)) }
         }
+        // A slot named twice is the caller's error, reported as before (already mapped).
+        same.subtract(twice)
         guard !same.isEmpty else { return ([], []) }
         var entries: [(VirtualTensor, Int)] = []
         var slots = Set<SlotKey>()
