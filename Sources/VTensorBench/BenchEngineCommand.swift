@@ -96,20 +96,14 @@ struct BenchEngineCommand: ParsableCommand {
         /// Nanoseconds the modeled device sat idle between steps, and ran steps.
         private(set) var idleNanos: UInt64 = 0
         private(set) var busyNanos: UInt64 = 0
+        /// The modeled device's busy share of the time since its first step.
+        var busyShare: Double { Double(busyNanos) / Double(max(1, busyNanos + idleNanos)) }
         var queuesSteps: Bool { device != nil && cost != nil }
         init(config: ModelConfig, storage: KVStorage, cost: StepCostModel? = nil) { self.config = config; kvStorage = storage; self.cost = cost }
 
         func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
-            guard let device, let cost else { throw RuntimeError.unsupported("the null model queues steps only with a modeled device") }
-            let starts = try inputs.map { try kvStorage.length(of: $0.id) }
-            let ms = cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
-            clockMs += ms
-            promptTokens += inputs.reduce(0) { $0 + ($1.tokens.count > 1 ? $1.tokens.count : 0) }
-            try kvStorage.setLengths(zip(inputs, starts).map { ($0.id, $1 + $0.tokens.count) })
-            if let paged = kvStorage.pagedCache {
-                _ = paged.takeChangedTables()
-                _ = paged.takePageCopies()
-            }
+            guard let device, cost != nil else { throw RuntimeError.unsupported("the null model queues steps only with a modeled device") }
+            let ms = try takeStep(inputs)
             let now = monotonicNanos()
             if busyUntil < now {
                 if busyUntil > 0 { idleNanos += now - busyUntil }
@@ -134,10 +128,18 @@ struct BenchEngineCommand: ParsableCommand {
             throw RuntimeError.unsupported("the null model only samples")
         }
         func forwardAndSample(_ inputs: [ForwardInput], draws: [DeviceDraw], vocabularyLimit: Int) throws -> [SampledToken] {
-            let starts = try inputs.map { try kvStorage.length(of: $0.id) }
             if sleepMs > 0 { usleep(UInt32(sleepMs * 1000)) }
+            _ = try takeStep(inputs)
+            return inputs.map { _ in SampledToken(id: 5) }
+        }
+
+        /// Takes the rows' tokens into the cache and, with a cost model, advances the clock by
+        /// the step's modeled milliseconds (returned; 0 without one).
+        private func takeStep(_ inputs: [ForwardInput]) throws -> Double {
+            let starts = try inputs.map { try kvStorage.length(of: $0.id) }
+            var ms = 0.0
             if let cost {
-                let ms = cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
+                ms = cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
                 clockMs += ms
                 promptTokens += inputs.reduce(0) { $0 + ($1.tokens.count > 1 ? $1.tokens.count : 0) }
             }
@@ -146,7 +148,7 @@ struct BenchEngineCommand: ParsableCommand {
                 _ = paged.takeChangedTables()
                 _ = paged.takePageCopies()
             }
-            return inputs.map { _ in SampledToken(id: 5) }
+            return ms
         }
     }
 
@@ -308,7 +310,7 @@ struct BenchEngineCommand: ParsableCommand {
                 table.add([label, "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
                            fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%", "\(engine.statistics.prefixPacks)",
                            "\(engine.model.kvStorage.virtualCache?.copiedPrefixChunks ?? 0)", "\(engine.model.kvStorage.virtualCache?.memory.accounting.freshRuns ?? 0)"]
-                          + (realTime ? [fixed(Double(null.idleNanos) / 1e6, 0), fixed(100 * Double(null.busyNanos) / Double(max(1, null.busyNanos + null.idleNanos)), 1) + "%",
+                          + (realTime ? [fixed(Double(null.idleNanos) / 1e6, 0), fixed(100 * null.busyShare, 1) + "%",
                                          fixed(Double(requests.count * workload.outputLength) / seconds, 0)] : []))
                 let name = paged ? "shared-prefix-paged" : (perRun ? "shared-prefix-access-per-run" : "shared-prefix") + (pack > 0 ? "-pack-\(pack)" : "")
                     + (fresh > 1 ? "-fresh-\(fresh)" : "")

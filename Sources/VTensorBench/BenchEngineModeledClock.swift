@@ -245,7 +245,7 @@ extension BenchEngineCommand {
                 let seconds = nowMs() / 1000
                 let stats = engine.statistics
                 let p50 = later.isEmpty ? 0 : later.sorted()[later.count / 2]
-                let idleMs = Double(model.idleNanos) / 1e6, busy = Double(model.busyNanos) / Double(max(1, model.busyNanos + model.idleNanos))
+                let idleMs = Double(model.idleNanos) / 1e6, busy = model.busyShare
                 let hostMs = stats.hostSeconds * 1000 / Double(max(1, stats.steps))
                 table.add([arm.label, "\(round)", fixed(seconds, 2), fixed(Double(outputTokens) / seconds, 0), "\(steps)", fixed(idleMs, 0),
                            fixed(100 * busy, 1) + "%", fixed(stats.mappingWaitSeconds * 1000, 0), "\(stats.blockedMappingWaits)", fixed(hostMs, 2),
