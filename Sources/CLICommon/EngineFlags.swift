@@ -45,6 +45,8 @@ public struct EngineFlags: ParsableArguments {
     public var unmapPerRun: OnOff = .off
     @Option(parsing: .unconditional, help: "GPU, virtual tensors: the chunks a step's new tokens fill whole map as slabs of up to N chunks (a power of two), one allocation, one map and one set access each, where a chunk of its own costs one of each (default 32 on CUDA, 0 on host memory; 0: a chunk an allocation).")
     public var freshSlabChunks: Int?
+    @Option(help: "GPU: decode requests whose first tokens' K/V is one copy (prefix-cache hits: aliased chunks, or the same pages) read it once per tile of requests, their query heads side by side (on), or each request reads its own (off).")
+    public var sharedPrefixDecode: OnOff = .off
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -85,7 +87,8 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
         options.kvMode = kv
         options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on,
-                                       unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlabChunks)
+                                       unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlabChunks,
+                                       sharedPrefixDecode: sharedPrefixDecode == .on)
         return options
     }
 

@@ -218,7 +218,8 @@ struct BenchThroughputCommand: ParsableCommand {
                                                         nativeCPUWeights: modelOptions.nativeCPUWeights)
         runtimeOptions.gpu = GPUModel.Options(cudaGraphs: engineFlags.cudaGraphs == .on, splitMixedAttention: mixedAttention == .split,
                                               sharedDecodeTable: decodeTable == .shared, accessPerRun: engineFlags.accessPerRun == .on,
-                                              unmapPerRun: engineFlags.unmapPerRun == .on, freshSlabChunks: engineFlags.freshSlabChunks)
+                                              unmapPerRun: engineFlags.unmapPerRun == .on, freshSlabChunks: engineFlags.freshSlabChunks,
+                                              sharedPrefixDecode: engineFlags.sharedPrefixDecode == .on)
         let longest = workload.shapes.map { $0.input + $0.output }.max()!
         if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)
@@ -394,6 +395,9 @@ struct BenchThroughputCommand: ParsableCommand {
                 table.add(["GPU ms a \(kind) step", "\(steps) steps, \(fixed(total / Double(steps), 3)) ms of operations: "
                            + operations.sorted { $0.value > $1.value }.map { "\($0.key) \(fixed($0.value / Double(steps), 3))" }.joined(separator: ", ")])
             }
+            table.add(["shared-prefix decode", engineFlags.sharedPrefixDecode == .on
+                       ? "\(gpuModel.sharedPrefixTiles) tiles planned; \(fixed(Double(gpuModel.sharedPrefixBytesSaved) / 1e9, 1)) GB of K/V not read again"
+                       : "off"])
             table.add(["CUDA graphs", engineFlags.cudaGraphs == .on
                        ? "\(gpu.graphReplays) decode steps replayed, \(gpu.graphCaptures) graphs captured, \(gpu.graphDirect) first sightings run directly"
                        : "off"])

@@ -148,6 +148,11 @@ struct DecodeCheckCase {
     var queryAmplitude: Float = 2
     var allPlans = true
     var layout: KVLayoutKind = .blocked
+    /// Requests come in groups of `groupSize`: each member but the first starts as a fork of the
+    /// first's `sharedTokens` tokens (aliased chunks; paged: the same pages), and decode reads
+    /// them once per tile of members (shared-prefix decode). 0: nothing shared.
+    var sharedTokens = 0
+    var groupSize = 1
 }
 
 final class DecodeBench {
@@ -250,6 +255,16 @@ final class DecodeBench {
                             lengths: [1, 17, 1023, 1024, 1025, 3001], queryCounts: [1, 1, 1, 1, 1, 3], pageTokens: nil, layout: .perLayer),
             DecodeCheckCase(name: "yi-34b bf16 ragged, per-token layout (128 KiB token stride)", parameters: yi34, layers: 60, layer: 31,
                             lengths: [1, 8, 9, 100, 2049], queryCounts: [1, 1, 1, 1, 1], pageTokens: nil, layout: .perToken),
+            // Shared-prefix decode (tiles): groups sharing their first keys as one copy.
+            DecodeCheckCase(name: "llama3-8b bf16 shared prefix, groups of 5 on 1024 keys", parameters: llama3, layers: 32, layer: 4,
+                            lengths: [1100, 1025, 2000, 1500, 1030, 1300, 1024 + 17, 1090, 1400, 3000, 1111], queryCounts: Array(repeating: 1, count: 11),
+                            pageTokens: 16, sharedTokens: 1024, groupSize: 5),
+            DecodeCheckCase(name: "smollm2 fp16 9/3 (group 3) shared prefix, groups of 6 on 182 keys", parameters: with(smol, dtype: .fp16), layers: 30,
+                            layer: 2, lengths: [200, 183, 400, 190, 1000, 250, 185, 200], queryCounts: Array(repeating: 1, count: 8),
+                            pageTokens: 91, sharedTokens: 182, groupSize: 6),
+            DecodeCheckCase(name: "llama2-7b fp16 32/32 (group 1) shared prefix, 16 on 512 keys", parameters: with(llama2, dtype: .fp16), layers: 32,
+                            layer: 1, lengths: (0..<18).map { 513 + 37 * $0 }, queryCounts: Array(repeating: 1, count: 18),
+                            pageTokens: 16, sharedTokens: 512, groupSize: 18),
         ]
     }
 
@@ -301,18 +316,24 @@ final class DecodeBench {
             try? gpuMemory.drain()
             try? hostMemory.drain()
         }
+        // A group member's first keys are its leader's (a fork: aliased chunks); it writes only its own.
+        let leaderOf = c.lengths.indices.map { $0 - $0 % max(1, c.groupSize) }
+        let sharedFrom = c.lengths.indices.map { c.sharedTokens > 0 && leaderOf[$0] != $0 ? c.sharedTokens : 0 }
+        precondition(c.sharedTokens % layout.tokensPerChunk == 0 && c.sharedTokens % (c.pageTokens ?? 1) == 0
+                     && c.lengths.indices.allSatisfy { c.lengths[$0] - c.queryCounts[$0] >= sharedFrom[$0] }, "shared keys are whole chunks and pages of every prefix")
         for (id, n) in c.lengths.enumerated() {
             for cache in [hostCache, gpuCache] {
-                try cache.addRequest(id)
+                if sharedFrom[id] > 0 { try cache.fork(from: leaderOf[id], prefix: sharedFrom[id], into: id) } else { try cache.addRequest(id) }
                 try cache.reserve(id, tokens: n)
                 try cache.setLength(id, n)
             }
         }
 
-        // Rows: the prefix (positions 0 ..< L - q, written as a prefill) and the step (the last
-        // q positions, written as a decode or extend step), both fresh random data.
+        // Rows: the prefix (positions 0 ..< L - q, written as a prefill; a member's from its
+        // shared keys on) and the step (the last q positions, written as a decode or extend
+        // step), both fresh random data.
         let prefixCounts = zip(c.lengths, c.queryCounts).map { $0 - $1 }
-        let prefixRows = prefixCounts.reduce(0, +)
+        let prefixRows = zip(prefixCounts, sharedFrom).reduce(0) { $0 + $1.0 - $1.1 }
         let stepRows = c.queryCounts.reduce(0, +)
         let prefixK = randomHalfs(prefixRows * rowElements, dtype: p.dtype)
         let prefixV = randomHalfs(prefixRows * rowElements, dtype: p.dtype)
@@ -325,7 +346,7 @@ final class DecodeBench {
             return try c.lengths.indices.map { id in
                 var k = try cache.view(id, layer: c.layer, component: .key)
                 var v = try cache.view(id, layer: c.layer, component: .value)
-                let count = step ? c.queryCounts[id] : prefixCounts[id]
+                let count = step ? c.queryCounts[id] : prefixCounts[id] - sharedFrom[id]
                 if !step { k.length = prefixCounts[id]; v.length = prefixCounts[id] }
                 defer { start += count }
                 return AttentionRequest(key: k, value: v, queryStart: start, queryCount: count)
@@ -380,6 +401,18 @@ final class DecodeBench {
 
         let decode = try make(p, paged: false, variants[0])
         let saturating = decode.saturatingCTAs
+        // Tiles from the GPU cache's chunk identities, as the model plans them.
+        let tiles = c.sharedTokens == 0 ? [] : DecodeSchedule.sharedPrefixTiles(
+            blocks: try gpuCache.sharedChunkIdentities(Array(c.lengths.indices)),
+            requests: zip(c.lengths, c.queryCounts).map { .init(length: $0, queryStart: 0, queryCount: $1) },
+            tokensPerBlock: layout.tokensPerChunk, membersPerTile: decode.membersPerTile, minTokens: 16)
+        if c.sharedTokens > 0 {
+            record("\(c.name): tiles") {
+                let members = tiles.reduce(0) { $0 + $1.requests.count }
+                try require(!tiles.isEmpty || decode.membersPerTile == 1, "no tiles for requests that share \(c.sharedTokens) keys")
+                return "\(tiles.count) tiles (\(members) requests, \(decode.membersPerTile) at most a tile) on \(tiles.map(\.tokens)) shared keys"
+            }
+        }
         // The grid as the launcher plans it (whole pairs where that is chosen), the grid always
         // split, 16-key CTAs (many splits), one CTA (every pair whole, in sequence).
         let plans: [(String, Int?, Int?, Int)] = c.allPlans
@@ -387,11 +420,14 @@ final class DecodeBench {
                ("one CTA", 1, nil, 0)]
             : [("grid", maxCTAs(decode), nil, saturating)]
         for (planName, ctas, minTokens, saturation) in plans {
-            record("\(c.name): decode (virtual, \(planName))") {
-                decode.saturatingCTAs = saturation
-                let batch = try decode.prepare(gpuStep, stream: stream, maxCTAs: ctas, minTokensPerCTA: minTokens)
-                let out = try runAndRead(decode, batch: batch, queries: dQueries, output: dOutput, count: reference.count)
-                return try compare(out, reference, p: p, requests: gpuStep, plan: batch.schedule)
+            for tiled in tiles.isEmpty ? [false] : [false, true] {
+                record("\(c.name): decode (virtual, \(planName)\(tiled ? ", shared-prefix tiles" : ""))") {
+                    decode.saturatingCTAs = saturation
+                    let batch = try decode.prepare(gpuStep, stream: stream, maxCTAs: ctas, minTokensPerCTA: minTokens, sharedPrefixes: tiled ? tiles : [])
+                    try require(!tiled || batch.schedule.tiles == tiles.count, "the plan took \(batch.schedule.tiles) of \(tiles.count) tiles")
+                    let out = try runAndRead(decode, batch: batch, queries: dQueries, output: dOutput, count: reference.count)
+                    return try compare(out, reference, p: p, requests: gpuStep, plan: batch.schedule)
+                }
             }
         }
 
@@ -403,7 +439,13 @@ final class DecodeBench {
         for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
         var tables: [[Int32]] = []
         var next = 0
-        for n in pagesPer { tables.append(order[next..<(next + n)].map { Int32($0) }); next += n }
+        for (id, n) in pagesPer.enumerated() {
+            // A group member's table starts with its leader's pages for the shared keys.
+            let shared = sharedFrom[id] / pageTokens
+            tables.append(Array(tables.indices.contains(leaderOf[id]) ? tables[leaderOf[id]].prefix(shared) : [])
+                          + order[next..<(next + n - shared)].map { Int32($0) })
+            next += n - shared
+        }
         let poolBytes = pageCount * pageTokens * rowBytes
         let kPool = try DeviceBuffer(context: context, bytes: poolBytes)
         let vPool = try DeviceBuffer(context: context, bytes: poolBytes)
@@ -417,7 +459,7 @@ final class DecodeBench {
         func pagedRequests(step: Bool) -> [PagedRequest] {
             var start = 0
             return c.lengths.indices.map { id in
-                let count = step ? c.queryCounts[id] : prefixCounts[id]
+                let count = step ? c.queryCounts[id] : prefixCounts[id] - sharedFrom[id]
                 defer { start += count }
                 return PagedRequest(blockTable: tableAddresses[id], length: step ? c.lengths[id] : prefixCounts[id],
                                     queryStart: start, queryCount: count)
@@ -442,12 +484,19 @@ final class DecodeBench {
             return "\(sampled.count) token rows x K,V identical"
         }
         let pagedDecode = try make(p, paged: true, variants[0])
+        let pagedTiles = c.sharedTokens == 0 ? [] : DecodeSchedule.sharedPrefixTiles(
+            blocks: tables.enumerated().map { id, pages in pages.prefix((c.lengths[id] - 1) / pageTokens).map { UInt64(UInt32(bitPattern: $0)) } },
+            requests: zip(c.lengths, c.queryCounts).map { .init(length: $0, queryStart: 0, queryCount: $1) },
+            tokensPerBlock: pageTokens, membersPerTile: pagedDecode.membersPerTile, minTokens: 16)
         for (planName, ctas, minTokens, saturation) in plans.prefix(3) {
-            record("\(c.name): decode (paged, \(pageTokens)-token pages, \(planName))") {
-                pagedDecode.saturatingCTAs = saturation
-                let batch = try pagedDecode.prepare(pagedStep, pool: pool, stream: stream, maxCTAs: ctas, minTokensPerCTA: minTokens)
-                let out = try runAndRead(pagedDecode, batch: batch, queries: dQueries, output: dOutput, count: reference.count)
-                return try compare(out, reference, p: p, requests: gpuStep, plan: batch.schedule)
+            for tiled in pagedTiles.isEmpty ? [false] : [false, true] {
+                record("\(c.name): decode (paged, \(pageTokens)-token pages, \(planName)\(tiled ? ", shared-prefix tiles" : ""))") {
+                    pagedDecode.saturatingCTAs = saturation
+                    let batch = try pagedDecode.prepare(pagedStep, pool: pool, stream: stream, maxCTAs: ctas, minTokensPerCTA: minTokens,
+                                                        sharedPrefixes: tiled ? pagedTiles : [])
+                    let out = try runAndRead(pagedDecode, batch: batch, queries: dQueries, output: dOutput, count: reference.count)
+                    return try compare(out, reference, p: p, requests: gpuStep, plan: batch.schedule)
+                }
             }
         }
     }
@@ -664,19 +713,27 @@ final class DecodeBench {
                                          seed: UInt32(id + 1), stream: stream)
                 }
             }
+            let identities = try cache.sharedChunkIdentities(Array(0..<c.batch))
             for variant in variants {
                 let decode = try make(p, paged: false, variant)
-                let batches = try (0..<rotation).map { layer in
-                    try decode.prepare((0..<c.batch).map { id in
-                        AttentionRequest(key: try cache.view(id, layer: layer, component: .key),
-                                         value: try cache.view(id, layer: layer, component: .value), queryStart: id, queryCount: 1)
-                    }, stream: stream, maxCTAs: maxCTAs(decode))
+                // Shared keys: as each request reads its own, and once a tile (shared-prefix decode).
+                let tiles = c.sharedPrefix == 0 ? [] : DecodeSchedule.sharedPrefixTiles(
+                    blocks: identities, requests: lengths.map { .init(length: $0, queryStart: 0, queryCount: 1) },
+                    tokensPerBlock: layout.tokensPerChunk, membersPerTile: decode.membersPerTile)
+                for tiled in tiles.isEmpty ? [false] : [false, true] {
+                    let batches = try (0..<rotation).map { layer in
+                        try decode.prepare((0..<c.batch).map { id in
+                            AttentionRequest(key: try cache.view(id, layer: layer, component: .key),
+                                             value: try cache.view(id, layer: layer, component: .value), queryStart: id, queryCount: 1)
+                        }, stream: stream, maxCTAs: maxCTAs(decode), sharedPrefixes: tiled ? tiles : [])
+                    }
+                    let ms = try timeRotating(batches.count) { i in
+                        try decode.run(batches[i], queries: queries.address, output: output.address, stream: stream)
+                    }
+                    results.append(entry((c.layout == .blocked ? "vTensor" : "vTensor (\(c.layout.rawValue))") + (tiled ? ", tiles" : ""), variant, ms,
+                                         batches[0].schedule, tokensPerBlock: layout.tokensPerChunk,
+                                         note: tiled ? "\(tiles.count) tiles; " + (note ?? "") : note))
                 }
-                let ms = try timeRotating(batches.count) { i in
-                    try decode.run(batches[i], queries: queries.address, output: output.address, stream: stream)
-                }
-                results.append(entry(c.layout == .blocked ? "vTensor" : "vTensor (\(c.layout.rawValue))", variant, ms, batches[0].schedule,
-                                     tokensPerBlock: layout.tokensPerChunk, note: note))
             }
         }
         guard c.paged else { return results }
@@ -715,17 +772,25 @@ final class DecodeBench {
             }
             for variant in variants {
                 let decode = try make(p, paged: true, variant)
-                let batches = try layerPools.map { pool in
-                    try decode.prepare((0..<c.batch).map { id in
-                        PagedRequest(blockTable: tables.address + UInt64(4 * firstPage[id]), length: lengths[id], queryStart: id, queryCount: 1)
-                    }, pool: pool, stream: stream, maxCTAs: maxCTAs(decode))
-                }
-                let ms = try withExtendedLifetime(pools) {
-                    try timeRotating(batches.count) { i in
-                        try decode.run(batches[i], queries: queries.address, output: output.address, stream: stream)
+                let tiles = c.sharedPrefix == 0 ? [] : DecodeSchedule.sharedPrefixTiles(
+                    blocks: tableOf.enumerated().map { id, pages in pages.prefix((lengths[id] - 1) / pageTokens).map { UInt64($0) } },
+                    requests: lengths.map { .init(length: $0, queryStart: 0, queryCount: 1) },
+                    tokensPerBlock: pageTokens, membersPerTile: decode.membersPerTile)
+                for tiled in tiles.isEmpty ? [false] : [false, true] {
+                    let batches = try layerPools.map { pool in
+                        try decode.prepare((0..<c.batch).map { id in
+                            PagedRequest(blockTable: tables.address + UInt64(4 * firstPage[id]), length: lengths[id], queryStart: id, queryCount: 1)
+                        }, pool: pool, stream: stream, maxCTAs: maxCTAs(decode), sharedPrefixes: tiled ? tiles : [])
                     }
+                    let ms = try withExtendedLifetime(pools) {
+                        try timeRotating(batches.count) { i in
+                            try decode.run(batches[i], queries: queries.address, output: output.address, stream: stream)
+                        }
+                    }
+                    results.append(entry("paged (16-token pages, shuffled)" + (tiled ? ", tiles" : ""), variant, ms, batches[0].schedule,
+                                         tokensPerBlock: pageTokens,
+                                         note: c.sharedPrefix > 0 ? (tiled ? "\(tiles.count) tiles; " : "") + (notes.last ?? "") : nil))
                 }
-                results.append(entry("paged (16-token pages, shuffled)", variant, ms, batches[0].schedule, tokensPerBlock: pageTokens, note: c.sharedPrefix > 0 ? notes.last : nil))
             }
         }
         return results

@@ -41,6 +41,8 @@ struct DevEngineCommand: ParsableCommand {
     var packPrefixChunks = 0
     @Option(help: "Batched run, GPU, virtual tensors: the chunks a step fills whole map as slabs of up to N chunks (default: the backend's, 32 on CUDA; 0: a chunk an allocation). The alone runs map a chunk an allocation.")
     var freshSlabChunks: Int?
+    @Option(help: "Batched run, GPU: decode reads a prefix several requests map as one copy once per tile of requests (on) or once per request (off). The alone runs read their own.")
+    var sharedPrefixDecode: OnOff = .off
 
     static let config: ModelConfig = {
         let json = """
@@ -77,12 +79,14 @@ struct DevEngineCommand: ParsableCommand {
         // The reference runs each prompt in one step: the workspace holds the longest (set below).
         var workspaceTokens = 1024
         // 8 layers x 2 KV heads x 64 x 2 (K, V): 4 KiB a token on the GPU (bf16), 512 tokens a 2 MiB chunk.
-        func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor, graphs: Bool = false, perRun: Bool = false, freshSlabs: Int? = 0) throws -> any LanguageModel {
+        func makeModel(kvChunks: Int, kvMode: KVMode = .vtensor, graphs: Bool = false, perRun: Bool = false, freshSlabs: Int? = 0,
+                       sharedDecode: Bool = false) throws -> any LanguageModel {
             switch kind {
             case .cuda:
                 return try GPUModel(config: config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
                                     maxBatchTokens: workspaceTokens, maxLogitRows: 64, maxTokensPerSequence: 2048,
-                                    options: GPUModel.Options(cudaGraphs: graphs, accessPerRun: perRun, unmapPerRun: perRun, freshSlabChunks: freshSlabs),
+                                    options: GPUModel.Options(cudaGraphs: graphs, accessPerRun: perRun, unmapPerRun: perRun, freshSlabChunks: freshSlabs,
+                                                              sharedPrefixDecode: sharedDecode),
                                     kvMode: kvMode)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.
@@ -100,7 +104,8 @@ struct DevEngineCommand: ParsableCommand {
 
         // Batched, by default: 16 sequences, 256 tokens a step, 12 chunks of KV (about 6k tokens for 24 requests of up to 950).
         if kv == .paged && kind != .cuda { throw ValidationError("--kv paged runs on the GPU only") }
-        let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv, graphs: cudaGraphs == .on, perRun: accessPerRun == .on, freshSlabs: freshSlabChunks)
+        let batchedModel = try makeModel(kvChunks: kvChunks, kvMode: kv, graphs: cudaGraphs == .on, perRun: accessPerRun == .on, freshSlabs: freshSlabChunks,
+                                         sharedDecode: sharedPrefixDecode == .on)
         var options = EngineOptions(maxNumSeqs: maxNumSeqs, maxNumBatchedTokens: maxNumBatchedTokens,
                                     asyncMapping: batchedModel.computesAsynchronously, pipelineSteps: pipelineSteps == .on)
         options.packPrefixChunks = packPrefixChunks
@@ -180,6 +185,10 @@ struct DevEngineCommand: ParsableCommand {
         if let gpu = batchedModel as? GPUModel, cudaGraphs == .on {
             let totals = gpu.stepTotals
             table.add(["CUDA graphs", "\(totals.graphReplays) decode steps replayed, \(totals.graphCaptures) graphs captured, \(totals.graphDirect) first sightings run directly"])
+        }
+        if let gpu = batchedModel as? GPUModel {
+            table.add(["shared-prefix decode", sharedPrefixDecode == .on
+                       ? "\(gpu.sharedPrefixTiles) tiles planned, \(fixed(Double(gpu.sharedPrefixBytesSaved) / 1e6, 1)) MB of K/V not read again" : "off"])
         }
         let sortedGaps = gaps.sorted()
         table.add(["alone top-1 margins", "median \(fixed(sortedGaps[sortedGaps.count / 2], 3)), \(fixed(Double(gaps.filter { $0 < tieMargin }.count) * 100 / Double(gaps.count), 1))% below \(tieMargin)"])

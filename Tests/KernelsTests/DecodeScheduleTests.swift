@@ -161,9 +161,9 @@ import VTensor
         #expect(s.items.map(\.start) == [0, 32, 0, 24] && s.items.map(\.end) == [32, 40, 24, 40])
         #expect(s.ctaItemOffsets == [0, 1, 3, 4])
         let bytes = s.kernelItems { _ in (0xAAAA_0000, 0xBBBB_0000) }
-        #expect(bytes.count == 48 * 4)
-        func u64(_ item: Int, _ at: Int) -> UInt64 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 48 * item + at, as: UInt64.self) } }
-        func int(_ item: Int, _ field: Int) -> Int32 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 48 * item + 16 + 4 * field, as: Int32.self) } }
+        #expect(bytes.count == DecodeSchedule.kernelItemBytes * 4)
+        func u64(_ item: Int, _ at: Int) -> UInt64 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: DecodeSchedule.kernelItemBytes * item + at, as: UInt64.self) } }
+        func int(_ item: Int, _ field: Int) -> Int32 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: DecodeSchedule.kernelItemBytes * item + 16 + 4 * field, as: Int32.self) } }
         // CTA c's first item at index c; CTA 1's second item after all first items.
         let order = [0, 1, 3, 2]  // table index of items[0...3]
         for (k, item) in s.items.enumerated() {
@@ -185,8 +185,8 @@ import VTensor
                                    maxCTAs: 1 + Int(rng.next() % 40), minTokensPerCTA: 16 * (1 + Int(rng.next() % 4)))
             let grid = s.ctas + Int(rng.next() % 9)
             let bytes = s.kernelItems(grid: grid) { (UInt64($0) << 20, UInt64($0) << 21) }
-            #expect(bytes.count == s.kernelItemsBytes(grid: grid) && bytes.count == 48 * (s.items.count + grid - s.ctas))
-            func int(_ slot: Int, _ field: Int) -> Int32 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 48 * slot + 16 + 4 * field, as: Int32.self) } }
+            #expect(bytes.count == s.kernelItemsBytes(grid: grid) && bytes.count == DecodeSchedule.kernelItemBytes * (s.items.count + grid - s.ctas))
+            func int(_ slot: Int, _ field: Int) -> Int32 { bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: DecodeSchedule.kernelItemBytes * slot + 16 + 4 * field, as: Int32.self) } }
             for c in 0..<grid {
                 var chain: [(row: Int32, start: Int32, end: Int32, pair: Int32)] = []
                 var slot = c

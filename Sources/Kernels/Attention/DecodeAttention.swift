@@ -110,30 +110,35 @@ public final class DecodeAttention: @unchecked Sendable {
 
     /// The work split of a batch (host only).
     /// `maxCTAs` defaults to a full grid, `minTokensPerCTA` to one 16-token step per warp.
-    public func schedule(_ requests: [DecodeSchedule.Request], maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) -> DecodeSchedule {
+    /// `sharedPrefixes`: tiles of requests whose first keys are one copy (cascade), read once a tile.
+    public func schedule(_ requests: [DecodeSchedule.Request], maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil,
+                         sharedPrefixes: [DecodeSchedule.SharedPrefix] = []) -> DecodeSchedule {
         DecodeSchedule(requests: requests, queryHeads: parameters.queryHeads, kvHeads: parameters.kvHeads,
                        window: parameters.window, maxCTAs: maxCTAs ?? defaultMaxCTAs, minTokensPerCTA: minTokensPerCTA ?? 16 * config.warps,
-                       saturatingCTAs: saturatingCTAs)
+                       saturatingCTAs: saturatingCTAs, sharedPrefixes: sharedPrefixes)
     }
+
+    /// Requests a cascade tile holds with this model's group (1: none; a sliding window has none).
+    public var membersPerTile: Int { parameters.window == nil ? DecodeSchedule.membersPerTile(groupSize: parameters.groupSize) : 1 }
 
     /// Plans `requests` (virtual-tensor views) and uploads the plan on `stream`.
     public func prepare(_ requests: [AttentionRequest], stream: CUDAStream, maxCTAs: Int? = nil,
-                        minTokensPerCTA: Int? = nil) throws -> DecodeBatch {
+                        minTokensPerCTA: Int? = nil, sharedPrefixes: [DecodeSchedule.SharedPrefix] = []) throws -> DecodeBatch {
         precondition(!paged, "this kernel reads through block tables")
         let plan = schedule(requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
-                            minTokensPerCTA: minTokensPerCTA)
+                            minTokensPerCTA: minTokensPerCTA, sharedPrefixes: sharedPrefixes)
         return try upload(plan, items: plan.kernelItems { (requests[$0].key.base, requests[$0].value.base) },
                           geometry: DecodeKVGeometry(requests), kPool: 0, vPool: 0, stream: stream)
     }
 
     /// Plans a paged batch (block tables into `pool`) and uploads the plan on `stream`.
     public func prepare(_ requests: [PagedRequest], pool: PagedKVPool, stream: CUDAStream, maxCTAs: Int? = nil,
-                        minTokensPerCTA: Int? = nil) throws -> DecodeBatch {
+                        minTokensPerCTA: Int? = nil, sharedPrefixes: [DecodeSchedule.SharedPrefix] = []) throws -> DecodeBatch {
         precondition(paged, "this kernel reads through views")
         let p = parameters
         precondition(pool.kvHeads == p.kvHeads && pool.headDim == p.headDim && pool.dtype == p.dtype, "pool does not match the parameters")
         let plan = schedule(requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
-                            minTokensPerCTA: minTokensPerCTA)
+                            minTokensPerCTA: minTokensPerCTA, sharedPrefixes: sharedPrefixes)
         return try upload(plan, items: plan.kernelItems { (requests[$0].blockTable, 0) }, geometry: DecodeKVGeometry(pool),
                           kPool: pool.keys, vPool: pool.values, stream: stream)
     }
@@ -154,11 +159,11 @@ public final class DecodeAttention: @unchecked Sendable {
     /// The batches are valid until the next call: the caller orders the next call after this
     /// step's kernels (a step sync).
     public func prepare(layers: [[AttentionRequest]], stream: CUDAStream, workspace: inout DeviceBuffer?,
-                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil) throws -> [DecodeBatch] {
+                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil, sharedPrefixes: [DecodeSchedule.SharedPrefix] = []) throws -> [DecodeBatch] {
         precondition(!paged, "this kernel reads through block tables")
         guard let first = layers.first else { return [] }
         let plan = schedule(first.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) }, maxCTAs: maxCTAs,
-                            minTokensPerCTA: minTokensPerCTA)
+                            minTokensPerCTA: minTokensPerCTA, sharedPrefixes: sharedPrefixes)
         try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
         let stride = Self.layerStride(of: plan)
         let total = max(stride * layers.count, 16)
@@ -192,12 +197,12 @@ public final class DecodeAttention: @unchecked Sendable {
     /// any batch.
     public func prepare(layerZero requests: [AttentionRequest], layerOffsets: [(key: UInt64, value: UInt64)], stream: CUDAStream,
                         workspace: inout DeviceBuffer?, maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil,
-                        fixedGrid: Bool = false) throws -> [DecodeBatch] {
+                        fixedGrid: Bool = false, sharedPrefixes: [DecodeSchedule.SharedPrefix] = []) throws -> [DecodeBatch] {
         precondition(!paged, "this kernel reads through block tables")
         let (plan, address, buffer, grid) = try uploadOneTable(
             requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) },
             addresses: { (requests[$0].key.base, requests[$0].value.base) }, stream: stream, workspace: &workspace,
-            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA, fixedGrid: fixedGrid)
+            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA, fixedGrid: fixedGrid, sharedPrefixes: sharedPrefixes)
         let geometry = DecodeKVGeometry(requests)
         return layerOffsets.map { offset in
             DecodeBatch(schedule: plan, geometry: geometry, kPool: offset.key, vPool: offset.value, address: address, owner: buffer,
@@ -210,7 +215,8 @@ public final class DecodeAttention: @unchecked Sendable {
     /// table serve them all, uploaded once into `workspace`; each layer's batch differs only in
     /// its pools. Valid until the next call, as `prepare(layers:)`.
     public func prepare(paged requests: [PagedRequest], pools: [PagedKVPool], stream: CUDAStream, workspace: inout DeviceBuffer?,
-                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil, fixedGrid: Bool = false) throws -> [DecodeBatch] {
+                        maxCTAs: Int? = nil, minTokensPerCTA: Int? = nil, fixedGrid: Bool = false,
+                        sharedPrefixes: [DecodeSchedule.SharedPrefix] = []) throws -> [DecodeBatch] {
         precondition(paged, "this kernel reads through views")
         guard let first = pools.first else { return [] }
         let p = parameters
@@ -218,7 +224,7 @@ public final class DecodeAttention: @unchecked Sendable {
         let (plan, address, buffer, grid) = try uploadOneTable(
             requests.map { .init(length: $0.length, queryStart: $0.queryStart, queryCount: $0.queryCount) },
             addresses: { (requests[$0].blockTable, 0) }, stream: stream, workspace: &workspace,
-            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA, fixedGrid: fixedGrid)
+            maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA, fixedGrid: fixedGrid, sharedPrefixes: sharedPrefixes)
         return pools.map { pool in
             DecodeBatch(schedule: plan, geometry: DecodeKVGeometry(pool), kPool: pool.keys, vPool: pool.values, address: address, owner: buffer,
                         launchCTAs: grid)
@@ -229,9 +235,10 @@ public final class DecodeAttention: @unchecked Sendable {
     /// `addresses`) into `workspace`, grown when too small, through the page-locked staging.
     /// Returns the grid to launch: the plan's CTAs, or a full grid with `fixedGrid`.
     private func uploadOneTable(_ requests: [DecodeSchedule.Request], addresses: (Int) -> (UInt64, UInt64), stream: CUDAStream,
-                                workspace: inout DeviceBuffer?, maxCTAs: Int?, minTokensPerCTA: Int?, fixedGrid: Bool)
+                                workspace: inout DeviceBuffer?, maxCTAs: Int?, minTokensPerCTA: Int?, fixedGrid: Bool,
+                                sharedPrefixes: [DecodeSchedule.SharedPrefix])
         throws -> (plan: DecodeSchedule, address: UInt64, buffer: DeviceBuffer, grid: Int) {
-        let plan = schedule(requests, maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA)
+        let plan = schedule(requests, maxCTAs: maxCTAs, minTokensPerCTA: minTokensPerCTA, sharedPrefixes: sharedPrefixes)
         let grid = fixedGrid ? max(maxCTAs ?? defaultMaxCTAs, plan.ctas) : plan.ctas
         try ensureWorkspace(slots: plan.partialSlots, pairs: plan.pairs, stream: stream)
         let bytes = plan.kernelItemsBytes(grid: grid)
@@ -254,21 +261,25 @@ public final class DecodeAttention: @unchecked Sendable {
     }
 
     /// Most work items a batch of `maxRequests` decode requests can need (one per CTA, plus one
-    /// per (request, KV head, head block) pair that a CTA boundary splits).
+    /// per (request, KV head, head block) pair and per tile and KV head).
     public func maxItems(maxRequests: Int) -> Int {
         DecodeSchedule.maxItems(requests: maxRequests, kvHeads: parameters.kvHeads, groupSize: parameters.groupSize, maxCTAs: defaultMaxCTAs)
     }
 
-    /// Bytes of one layer's work items for `maxRequests` requests (what `prepare(layers:)` uploads per layer).
+    /// Bytes of one layer's work items (and tiles' member entries) for `maxRequests` requests
+    /// (what `prepare(layers:)` uploads per layer).
     public func itemBytesPerLayer(maxRequests: Int) -> Int {
-        (maxItems(maxRequests: maxRequests) * DecodeSchedule.kernelItemBytes + 255) / 256 * 256
+        let members = DecodeSchedule.maxMembers(requests: maxRequests, kvHeads: parameters.kvHeads, groupSize: parameters.groupSize,
+                                                maxCTAs: defaultMaxCTAs)
+        return (maxItems(maxRequests: maxRequests) * DecodeSchedule.kernelItemBytes + members * DecodeSchedule.kernelMemberBytes + 255) / 256 * 256
     }
 
     /// Allocates the split-KV scratch (partial outputs, merge counters) for up to `maxRequests`
     /// requests now, so decode steps never allocate.
     public func reserveWorkspace(maxRequests: Int, stream: CUDAStream) throws {
-        let items = maxItems(maxRequests: maxRequests)
-        try ensureWorkspace(slots: items, pairs: items, stream: stream)
+        let slots = DecodeSchedule.maxPartialSlots(requests: maxRequests, kvHeads: parameters.kvHeads, groupSize: parameters.groupSize,
+                                                   maxCTAs: defaultMaxCTAs)
+        try ensureWorkspace(slots: slots, pairs: maxItems(maxRequests: maxRequests), stream: stream)
     }
 
     /// Device bytes of the split-KV scratch.

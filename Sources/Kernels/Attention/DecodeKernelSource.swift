@@ -22,6 +22,11 @@
 /// fp32, with exp2 and log2(e) folded into the scale; P goes from the S accumulators to the A
 /// operand of P.V in registers (FlashAttention-2).
 ///
+/// Shared prefixes (cascade): an item may be a tile's, whose keys are one physical copy for
+/// several requests (aliased chunks or shared pages, read through the first member's
+/// addresses). Its members' query heads fill the 16 rows together (group g: 16 / g members),
+/// so the keys are read once for all of them; each member's rows are a pair's split.
+///
 /// End of a segment: the warps' (m, l, O) merge in shared memory. A pair in one segment writes
 /// its output; a split writes (m, l, unnormalized O) to a partial slot, and the CTA that
 /// completes the pair's last split (a counter per pair, reset by that CTA) merges all of them
@@ -54,8 +59,8 @@ typedef unsigned long long u64;
 
 static_assert(DH == 64 || DH == 128, "head dim 64 or 128");
 
-struct __align__(16) DecodeItem {   /* 48 bytes, written by the host (DecodeSchedule.kernelItems) */
-    u64 k;          /* the request's K base (PAGED: its block table) */
+struct __align__(16) DecodeItem {   /* 64 bytes, written by the host (DecodeSchedule.kernelItems) */
+    u64 k;          /* the request's K base (PAGED: its block table); a tile's: its first member's */
     u64 v;          /* its V base (PAGED: unused) */
     int row;        /* query row (output row) */
     int headSlot;   /* kvHead * headBlocks + headBlock */
@@ -65,6 +70,13 @@ struct __align__(16) DecodeItem {   /* 48 bytes, written by the host (DecodeSche
     int firstSlot;  /* partial slot of the pair's split 0 */
     int split;      /* low 16 bits: this split; high 16 bits: the pair's split count */
     int next;       /* this CTA's next item, -1 after its last */
+    int members;    /* 1: the pair above; more: a tile's query rows sharing these keys (one copy) */
+    int memberOffset;  /* a tile's DecodeMember entries: byte offset from the table's start */
+    int pad[2];
+};
+
+struct __align__(16) DecodeMember {  /* one query row of a tile: the pair fields of an item */
+    int row, pair, firstSlot, split;
 };
 
 /* K/V loads: weak (not .nc) and volatile, so that ptxas keeps all of a step's loads ahead of
@@ -147,7 +159,9 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
     __shared__ __align__(16) float sO[WARPS][ROWS][DH + 4];
     __shared__ float sM[WARPS][ROWS];
     __shared__ float sL[WARPS][ROWS];
-    __shared__ int sLast;
+    __shared__ int sLast[ROWS];
+    /* The item's query rows (a tile: up to ROWS / group members, each `rows` rows of the A operand). */
+    __shared__ int sRow[ROWS], sPair[ROWS], sFirst[ROWS], sSplit[ROWS];
 #if QSMEM
     /* Rows padded by 64 bytes: the 8 lanes of a quarter warp (rows g, g+1) hit distinct banks. */
     __shared__ __align__(16) u16 sQ[ROWS][DH + 32];
@@ -169,7 +183,18 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
         const int kvHead = item.headSlot / headBlocks;
         const int headBlock = item.headSlot - kvHead * headBlocks;
         const int head0 = kvHead * group + headBlock * ROWS;
-        const int rows = min(ROWS, group - headBlock * ROWS);
+        const int rows = min(ROWS, group - headBlock * ROWS);   /* A rows of one query row */
+        const int members = item.members;
+        const int used = members * rows;                          /* A rows in use */
+        if (threadIdx.x < members) {
+            DecodeMember m;
+            if (members == 1) { m.row = item.row; m.pair = item.pair; m.firstSlot = item.firstSlot; m.split = item.split; }
+            else m = ((const DecodeMember *)((const char *)items + item.memberOffset))[threadIdx.x];
+            sRow[threadIdx.x] = m.row; sPair[threadIdx.x] = m.pair; sFirst[threadIdx.x] = m.firstSlot; sSplit[threadIdx.x] = m.split;
+        }
+        /* A tile's Q rows come from its members' entries; a single pair's from the item (the
+           entries are read after the warps' merge, past a barrier). */
+        if (members > 1) __syncthreads();
 
         /* Q as A fragments: lane (g, c) holds rows g and g + 8, elements 32j + 8c .. 32j + 8c + 7
            (logical k order: step (j, s) pairs k = 2c, 2c+1 with elements 32j + 8c + 4s + {0, 1}
@@ -178,8 +203,9 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
 #if QSMEM
         for (int e = threadIdx.x; e < ROWS * (DH / 8); e += THREADS) {
             const int r = e / (DH / 8), x = e % (DH / 8);
-            const uint4 *src = (const uint4 *)(queries + ((u64)item.row * queryHeads + head0 + (r < rows ? r : 0)) * DH);
-            *(uint4 *)&sQ[r][8 * x] = r < rows ? src[x] : make_uint4(0, 0, 0, 0);
+            const int m = r < used ? r / rows : 0;
+            const uint4 *src = (const uint4 *)(queries + ((u64)(members == 1 ? item.row : sRow[m]) * queryHeads + head0 + (r < used ? r - m * rows : 0)) * DH);
+            *(uint4 *)&sQ[r][8 * x] = r < used ? src[x] : make_uint4(0, 0, 0, 0);
         }
         __syncthreads();
 #else
@@ -187,8 +213,9 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const int hr = g + 8 * r;
-            const bool live = hr < rows;
-            const uint4 *src = (const uint4 *)(queries + ((u64)item.row * queryHeads + head0 + (live ? hr : 0)) * DH);
+            const bool live = hr < used;
+            const int m = live ? hr / rows : 0;
+            const uint4 *src = (const uint4 *)(queries + ((u64)(members == 1 ? item.row : sRow[m]) * queryHeads + head0 + (live ? hr - m * rows : 0)) * DH);
 #pragma unroll
             for (int j = 0; j < KJ; ++j) {
                 const uint4 v = live ? src[4 * j + c] : make_uint4(0, 0, 0, 0);
@@ -332,9 +359,11 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
         }
         __syncthreads();
 
-        const int split = item.split & 0xffff, splits = item.split >> 16;
-        for (int e = threadIdx.x; e < rows * DH; e += THREADS) {
+        /* Row r of the A operand: member r / rows, its query head head0 + r % rows. A member
+           whose keys all lie in this item writes its output; the others write a partial slot. */
+        for (int e = threadIdx.x; e < used * DH; e += THREADS) {
             const int r = e / DH, d = e % DH;
+            const int m = r / rows, local = r - m * rows;
             float M = sM[0][r];
 #pragma unroll
             for (int w = 1; w < WARPS; ++w) M = fmaxf(M, sM[w][r]);
@@ -345,41 +374,48 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
                 L += sL[w][r] * f;
                 O += sO[w][r][d] * f;
             }
+            const int split = sSplit[m] & 0xffff, splits = sSplit[m] >> 16;
             if (splits == 1) {
-                output[((u64)item.row * queryHeads + head0 + r) * DH + d] = (u16)(pack2(O / L, 0.f) & 0xffffu);
+                output[((u64)sRow[m] * queryHeads + head0 + local) * DH + d] = (u16)(pack2(O / L, 0.f) & 0xffffu);
             } else {
-                const u64 slot = (u64)(item.firstSlot + split) * ROWS + r;
+                const u64 slot = (u64)(sFirst[m] + split) * ROWS + local;
                 partialO[slot * DH + d] = O;
                 if (d == 0) { partialML[2 * slot] = M; partialML[2 * slot + 1] = L; }
             }
         }
 
-        if (splits > 1) {
+        if (members > 1 || (item.split >> 16) > 1) {
             __threadfence();
             __syncthreads();
-            if (threadIdx.x == 0) {
-                const int done = atomicAdd(counters + item.pair, 1);
-                sLast = done == splits - 1;
-                if (done == splits - 1) atomicExch(counters + item.pair, 0);  /* ready for the next launch */
+            if (threadIdx.x < members) {
+                const int splits = sSplit[threadIdx.x] >> 16;
+                int last = 0;
+                if (splits > 1) {
+                    const int done = atomicAdd(counters + sPair[threadIdx.x], 1);
+                    last = done == splits - 1;
+                    if (last) atomicExch(counters + sPair[threadIdx.x], 0);  /* ready for the next launch */
+                }
+                sLast[threadIdx.x] = last;
             }
             __syncthreads();
-            if (sLast) {
-                __threadfence();
-                for (int e = threadIdx.x; e < rows * DH; e += THREADS) {
-                    const int r = e / DH, d = e % DH;
-                    const float *ml = partialML + 2 * ((u64)item.firstSlot * ROWS + r);
-                    const float *po = partialO + ((u64)item.firstSlot * ROWS + r) * DH + d;
-                    float M = NEG_INF;
-                    for (int s = 0; s < splits; ++s) M = fmaxf(M, ld_cg(ml + 2 * ROWS * s));
-                    float L = 0.f, O = 0.f;
+            __threadfence();
+            for (int e = threadIdx.x; e < used * DH; e += THREADS) {
+                const int r = e / DH, d = e % DH;
+                const int m = r / rows, local = r - m * rows;
+                if (!sLast[m]) continue;
+                const int splits = sSplit[m] >> 16;
+                const float *ml = partialML + 2 * ((u64)sFirst[m] * ROWS + local);
+                const float *po = partialO + ((u64)sFirst[m] * ROWS + local) * DH + d;
+                float M = NEG_INF;
+                for (int s = 0; s < splits; ++s) M = fmaxf(M, ld_cg(ml + 2 * ROWS * s));
+                float L = 0.f, O = 0.f;
 #pragma unroll 4
-                    for (int s = 0; s < splits; ++s) {
-                        const float f = ex2(ld_cg(ml + 2 * ROWS * s) - M);
-                        L += ld_cg(ml + 2 * ROWS * s + 1) * f;
-                        O += ld_cg(po + (u64)ROWS * DH * s) * f;
-                    }
-                    output[((u64)item.row * queryHeads + head0 + r) * DH + d] = (u16)(pack2(O / L, 0.f) & 0xffffu);
+                for (int s = 0; s < splits; ++s) {
+                    const float f = ex2(ld_cg(ml + 2 * ROWS * s) - M);
+                    L += ld_cg(ml + 2 * ROWS * s + 1) * f;
+                    O += ld_cg(po + (u64)ROWS * DH * s) * f;
                 }
+                output[((u64)sRow[m] * queryHeads + head0 + local) * DH + d] = (u16)(pack2(O / L, 0.f) & 0xffffu);
             }
         }
         __syncthreads();  /* shared memory and sLast are reused by the next item */

@@ -47,6 +47,10 @@ public final class GPUModel: @unchecked Sendable {
     let sampler: GPUSampler
     let workspace: Workspace
     var decodeWorkspace: DeviceBuffer?
+    /// Decode tiles planned, and the K/V bytes (all layers) they spared reading again, over the
+    /// model's life (`sharedPrefixDecode`).
+    public private(set) var sharedPrefixTiles = 0
+    public private(set) var sharedPrefixBytesSaved = 0
     var prefillWorkspace: DeviceBuffer?
     /// Page-locked host memory each step's metadata and prefill plans are uploaded from, two
     /// sets used by alternate steps: queueing step N+1 never waits for step N's copies.
@@ -115,13 +119,17 @@ public final class GPUModel: @unchecked Sendable {
         /// Virtual-tensor KV: the largest slab a run of fresh chunks a step fills whole maps as
         /// (`VirtualMemory.freshSlabChunks`; nil: the backend's default, 32 on CUDA; 0: off).
         public let freshSlabChunks: Int?
+        /// Decode attention reads a prefix that several requests map as one copy (prefix-cache
+        /// hits: aliased chunks, or the same pages) once per tile of requests, their query heads
+        /// side by side in one head block, instead of once per request (`DecodeSchedule`'s tiles).
+        public let sharedPrefixDecode: Bool
 
         public init(matmulPolicy: MatmulPolicy = .auto, persistentLayers: Bool = false, cudaGraphs: Bool = true,
                     prefetchBytesPerRow: Int? = 0, persistentBlocksPerSM: Int = 4, programmaticLaunch: Bool = true,
                     splitKMaxPairs: Int = 0, decodeMinTokensPerCTA: Int? = nil, timingOnlySkipAttention: Bool = false,
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
                     decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true,
-                    accessPerRun: Bool = false, unmapPerRun: Bool = false, freshSlabChunks: Int? = nil) {
+                    accessPerRun: Bool = false, unmapPerRun: Bool = false, freshSlabChunks: Int? = nil, sharedPrefixDecode: Bool = false) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
@@ -140,6 +148,7 @@ public final class GPUModel: @unchecked Sendable {
             self.accessPerRun = accessPerRun
             self.unmapPerRun = unmapPerRun
             self.freshSlabChunks = freshSlabChunks
+            self.sharedPrefixDecode = sharedPrefixDecode
         }
     }
 
@@ -612,9 +621,21 @@ public final class GPUModel: @unchecked Sendable {
         var layerZeroRequests: [AttentionRequest] = []
         var changedTables: [(slot: Int, pages: [Int32])] = []
         var pageCopies: [(source: Int32, destination: Int32)] = []
+        // Identities of each request's leading blocks that other requests may share (for the
+        // decode tiles); filled where sharedPrefixDecode is on.
+        let wantsShared = options.sharedPrefixDecode && decode.membersPerTile > 1
+        var sharedBlocks: [[UInt64]] = []
+        var blockTokens = 1
         if let paged = kvStorage.pagedCache {
             // Row addresses through the block tables; attention reads the same tables in every layer.
             let tables = try inputs.map { try paged.blockTable(of: $0.id) }
+            if wantsShared {
+                // Full pages before a request's newest token: the same page at the same place is one copy.
+                blockTokens = paged.pageTokens
+                sharedBlocks = inputs.indices.map { i in
+                    tables[i].pages.prefix((starts[i] + inputs[i].tokens.count - 1) / paged.pageTokens).map { UInt64(UInt32(bitPattern: $0)) }
+                }
+            }
             let rowBytes = UInt64(paged.maxPagesPerRequest * 4)
             let tokenBytes = UInt64(pagedPools[0].tokenStride), pageBytes = UInt64(pagedPools[0].pageStride)
             var queryStart = 0, row = 0
@@ -639,6 +660,10 @@ public final class GPUModel: @unchecked Sendable {
             // Layers at fixed offsets from layer 0 (the blocked layout): layer-0 views only; a
             // row's address in layer L is its layer-0 address plus L's offset.
             let zero = try cache!.views(inputs.map(\.id), layer: 0)
+            if wantsShared {
+                sharedBlocks = try cache!.sharedChunkIdentities(inputs.map(\.id))
+                blockTokens = cache!.layout.tokensPerChunk
+            }
             var queryStart = 0, row = 0
             for (i, input) in inputs.enumerated() {
                 let (key, value) = zero[i]
@@ -655,6 +680,10 @@ public final class GPUModel: @unchecked Sendable {
             }
         } else {
             let views = try cache!.layerViews(inputs.map(\.id))
+            if wantsShared {
+                sharedBlocks = try cache!.sharedChunkIdentities(inputs.map(\.id))
+                blockTokens = cache!.layout.tokensPerChunk
+            }
             for layer in 0..<layers {
                 var requests: [AttentionRequest] = []
                 var queryStart = 0, row = 0
@@ -721,19 +750,29 @@ public final class GPUModel: @unchecked Sendable {
         var decodeBatches: [DecodeBatch] = []
         var prefillPlans: [(plan: PrefillPlan, offset: Int)] = []
         if anyDecode {
+            let decodeIndices = inputs.indices.filter { decodeRows[$0] }
+            // Decode requests whose leading blocks are one copy, in tiles (indices into the decode rows).
+            let tiles = sharedBlocks.isEmpty || decodeIndices.count < 2 ? [] : DecodeSchedule.sharedPrefixTiles(
+                blocks: decodeIndices.map { sharedBlocks[$0] },
+                requests: decodeIndices.map { .init(length: starts[$0] + 1, queryStart: 0, queryCount: 1) },
+                tokensPerBlock: blockTokens, membersPerTile: decode.membersPerTile)
             if kvStorage.pagedCache != nil {
-                decodeBatches = try decode.prepare(paged: pagedRequests.indices.filter { decodeRows[$0] }.map { pagedRequests[$0] }, pools: pagedPools,
+                decodeBatches = try decode.prepare(paged: decodeIndices.map { pagedRequests[$0] }, pools: pagedPools,
                                                    stream: stream, workspace: &decodeWorkspace, minTokensPerCTA: options.decodeMinTokensPerCTA,
-                                                   fixedGrid: graphRows != nil)
+                                                   fixedGrid: graphRows != nil, sharedPrefixes: tiles)
             } else if let layerOffsets {
-                decodeBatches = try decode.prepare(layerZero: layerZeroRequests.indices.filter { decodeRows[$0] }.map { layerZeroRequests[$0] },
+                decodeBatches = try decode.prepare(layerZero: decodeIndices.map { layerZeroRequests[$0] },
                                                    layerOffsets: layerOffsets, stream: stream, workspace: &decodeWorkspace,
-                                                   minTokensPerCTA: options.decodeMinTokensPerCTA, fixedGrid: graphRows != nil)
+                                                   minTokensPerCTA: options.decodeMinTokensPerCTA, fixedGrid: graphRows != nil, sharedPrefixes: tiles)
             } else {
-                let decodeRequests = requestsPerLayer.map { requests in requests.indices.filter { decodeRows[$0] }.map { requests[$0] } }
+                let decodeRequests = requestsPerLayer.map { requests in decodeIndices.map { requests[$0] } }
                 decodeBatches = try decode.prepare(layers: decodeRequests, stream: stream, workspace: &decodeWorkspace,
-                                                   minTokensPerCTA: options.decodeMinTokensPerCTA)
+                                                   minTokensPerCTA: options.decodeMinTokensPerCTA, sharedPrefixes: tiles)
             }
+            sharedPrefixTiles += decodeBatches.first?.schedule.tiles ?? 0
+            // Keys are counted per KV head: K and V rows of one head, every layer.
+            sharedPrefixBytesSaved += (decodeBatches.first?.schedule.sharedKeysSaved ?? 0) * 2 * decode.parameters.headDim
+                * decode.parameters.dtype.bytes * layers
         }
         if anyPrefill {
             var descriptors: [UInt8] = []

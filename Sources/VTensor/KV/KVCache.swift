@@ -41,6 +41,12 @@ public final class KVCache: @unchecked Sendable {
         /// Holders whose chunks this request maps at the same places: the one whose ranges it took
         /// over (`addRequest(_:aliasing:tokens:)`), those it shared its chunks as (`share`).
         var twinHolders: [Int] = []
+        /// Leading full chunks other requests may map as the same physical chunks: aliased from a
+        /// holder or a fork's source, or given to a holder (`share`). They stay as they are while
+        /// the request runs (only a truncation below them changes them).
+        var sharedChunks = 0
+        /// The physical identities of those chunks, once read in full (`sharedChunkIdentities`).
+        var chunkIdentities: [UInt64] = []
     }
 
     private let lock = ConditionLock()
@@ -191,6 +197,8 @@ public final class KVCache: @unchecked Sendable {
             memory.setWholeWrites(entry.tensors.map { ($0, n / layout.tokensPerChunk) })
             entry.length = n
             entry.appendChunk = nil
+            entry.sharedChunks = min(entry.sharedChunks, n / layout.tokensPerChunk)
+            if entry.chunkIdentities.count > entry.sharedChunks { entry.chunkIdentities.removeAll() }
             entries[id] = entry
         }
     }
@@ -224,7 +232,9 @@ public final class KVCache: @unchecked Sendable {
                 for tensor in tensors { try? memory.free(tensor) }
                 throw error
             }
-            entries[destination] = Entry(tensors: tensors, length: tokens)
+            entries[destination] = Entry(tensors: tensors, length: tokens, sharedChunks: tokens / layout.tokensPerChunk)
+            // The source's full chunks are mapped twice now.
+            entries[source]!.sharedChunks = max(src.sharedChunks, tokens / layout.tokensPerChunk)
         }
     }
 
@@ -281,6 +291,7 @@ public final class KVCache: @unchecked Sendable {
             holderTokens[holder] = shared * layout.tokensPerChunk
             twins[holder] = id
             entries[id]!.twinHolders.append(holder)
+            entries[id]!.sharedChunks = max(entries[id]!.sharedChunks, shared)
             return shared
         }
     }
@@ -545,7 +556,7 @@ public final class KVCache: @unchecked Sendable {
                 for tensor in tensors { try? memory.free(tensor) }
                 throw error
             }
-            entries[id] = Entry(tensors: tensors, length: tokens)
+            entries[id] = Entry(tensors: tensors, length: tokens, sharedChunks: tokens / layout.tokensPerChunk)
         }
     }
 
@@ -636,7 +647,8 @@ public final class KVCache: @unchecked Sendable {
         takeoverCount += 1
         if from > 0 { partialTakeoverCount += 1 }
         let partial = tokens % layout.tokensPerChunk > 0
-        entries[id] = Entry(tensors: taken, length: tokens, appendChunk: partial ? chunks - 1 : nil, twinHolders: [holder])
+        entries[id] = Entry(tensors: taken, length: tokens, appendChunk: partial ? chunks - 1 : nil, twinHolders: [holder],
+                            sharedChunks: tokens / layout.tokensPerChunk)
     }
 
     /// New sealed ranges holding chunks `chunks` of `tensors` as pending aliases (a holder's
@@ -734,6 +746,53 @@ public final class KVCache: @unchecked Sendable {
     }
 
     // MARK: Views
+
+    /// For each request, the physical identities of its leading chunks that other requests may
+    /// map too (see `Entry.sharedChunks`), one number a chunk (all of the request's ranges
+    /// together): two requests with the same number at chunk j read the same bytes for its
+    /// tokens. Empty for a request that shares nothing. Read from the memory manager once per
+    /// request, then kept (the chunks do not change while it runs).
+    public func sharedChunkIdentities(_ ids: [Int]) throws -> [[UInt64]] {
+        try lock.withLock {
+            var result = [[UInt64]](repeating: [], count: ids.count)
+            var missing: [Int] = []
+            for (i, id) in ids.enumerated() {
+                let entry = try entry(id)
+                let count = min(entry.sharedChunks, entry.length / layout.tokensPerChunk)
+                if entry.chunkIdentities.count == count { result[i] = entry.chunkIdentities } else { missing.append(i) }
+            }
+            guard !missing.isEmpty else { return result }
+            memory.inspect { memory in
+                for i in missing {
+                    let entry = entries[ids[i]]!
+                    let count = min(entry.sharedChunks, entry.length / layout.tokensPerChunk)
+                    var identities: [UInt64] = []
+                    identities.reserveCapacity(count)
+                    chunks: for j in 0..<count {
+                        var identity: UInt64 = 0
+                        for (r, tensor) in entry.tensors.enumerated() {
+                            guard j < tensor.chunkCount, let chunk = memory.heldChunk(tensor, chunk: j) else { break chunks }
+                            identity = r == 0 ? chunk.raw : Self.mix(identity, chunk.raw)
+                        }
+                        identities.append(identity)
+                    }
+                    result[i] = identities
+                    // Kept once complete: a chunk not held yet (an alias still to map) is read again.
+                    if identities.count == count && count == entry.sharedChunks { entries[ids[i]]!.chunkIdentities = identities }
+                }
+            }
+            return result
+        }
+    }
+
+    /// One number for a chunk held in several ranges (a 64-bit mix; distinct chunks collide
+    /// with probability about 2^-64).
+    private static func mix(_ a: UInt64, _ b: UInt64) -> UInt64 {
+        var x = a &* 0x9E37_79B9_7F4A_7C15 ^ b
+        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+        return x ^ (x >> 31)
+    }
 
     /// Where (request, layer, component) lives: the descriptor kernels read.
     public func view(_ id: Int, layer: Int, component: KVComponent) throws -> KVView {
