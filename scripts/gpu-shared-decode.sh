@@ -30,15 +30,16 @@ prompts = [stems[k % 4] + [random.randrange(4, 4096) for _ in range(random.randi
 json.dump(prompts, open("/tmp/shared-prompts.json", "w"))
 PY
 
-run checks 200 "$bin" dev decode --skip-timing --json-out "$out/checks.json"
-run shared-decode 120 "$bin" dev decode --skip-checks --filter "x 2304" --reps 20 --json-out "$out/shared-decode.json"
-run sp-on 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --shared-prefix-decode on --json-out "$out/sp-on.json"
-run sp-off 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-off.json"
-run sp-paged-on 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --shared-prefix-decode on --json-out "$out/sp-paged-on.json"
-run sp-paged 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
+# Most important first: a call cut short by RUN_DEADLINE still answers the main questions.
+run checks 150 "$bin" dev decode --skip-timing --json-out "$out/checks.json"
+run shared-decode 100 "$bin" dev decode --skip-checks --filter "x 2304" --reps 20 --json-out "$out/shared-decode.json"
+run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --shared-prefix-decode on --json-out "$out/sp-on.json"
+run sp-nocache 130 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/sp-nocache.json"
+run sp-off 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-off.json"
+run sp-paged-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --shared-prefix-decode on --json-out "$out/sp-paged-on.json"
+run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
 run dev-engine-on 60 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 96 --pack-prefix-chunks 2 --shared-prefix-decode on
 run dev-engine-off 60 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 96 --pack-prefix-chunks 2
-run sp-nocache 150 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/sp-nocache.json"
 
 python3 - "$out" <<'PY' >> "$out/summary.txt"
 import json, os, sys
