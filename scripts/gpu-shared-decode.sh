@@ -31,11 +31,12 @@ json.dump(prompts, open("/tmp/shared-prompts.json", "w"))
 PY
 
 # Most important first: a call cut short by RUN_DEADLINE still answers the main questions.
-run checks 150 "$bin" dev decode --skip-timing --json-out "$out/checks.json"
+run checks-shared 90 "$bin" dev decode --skip-timing --filter "shared prefix" --json-out "$out/checks-shared.json"
 run shared-decode 100 "$bin" dev decode --skip-checks --filter "x 2304" --reps 20 --json-out "$out/shared-decode.json"
 run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --shared-prefix-decode on --json-out "$out/sp-on.json"
 run sp-nocache 130 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --no-prefix-cache --json-out "$out/sp-nocache.json"
 run sp-off 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-off.json"
+run checks 150 "$bin" dev decode --skip-timing --json-out "$out/checks.json"
 run sp-paged-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --shared-prefix-decode on --json-out "$out/sp-paged-on.json"
 run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
 run dev-engine-on 60 "$bin" dev engine --backend cuda --prompts /tmp/shared-prompts.json --max-num-seqs 8 --kv-chunks 96 --pack-prefix-chunks 2 --shared-prefix-decode on
@@ -47,13 +48,13 @@ out = sys.argv[1]
 def load(name):
     try: return json.load(open(os.path.join(out, name + ".json")))
     except Exception: return None
-c = load("checks")
-if c:
+for c in [load("checks-shared"), load("checks")]:
+    if not c: continue
     failed = [x for x in c["checks"] if not x["passed"]]
     print(f"== checks: {len(c['checks']) - len(failed)} passed, {len(failed)} failed")
     for x in failed[:10]: print("FAIL", x["name"], x["detail"][:300])
     for x in c["checks"]:
-        if "shared prefix" in x["name"] and ("tiles" in x["name"]): print("    ", x["name"], "|", x["detail"][:160])
+        if "shared prefix" in x["name"] and "tiles" in x["name"] and len(c["checks"]) < 60: print("    ", x["name"], "|", x["detail"][:160])
 d = load("shared-decode")
 if d:
     print(f"== shared decode (read ceiling {d.get('readCeilingTBps', 0):.3f} TB/s)")
