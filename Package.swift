@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers", "Models", "GGUFTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "JinjaTests", dependencies: ["Jinja"]),
         .testTarget(name: "StructuredTests", dependencies: ["Structured", "Tokenizers"]),
-        .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon"]),
+        .testTarget(name: "VTensorBenchTests", dependencies: ["VTensorBench", "CLICommon", "Engine", "Runtime"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Runtime", "Models", "Tokenizers", "VTensor", "Structured"]),
         // Launches the built `vtensor serve` and talks to it with curl and the openai package; tests the /metrics writer,
         // and reads Server's route table and OpenAPI document.

@@ -3,6 +3,7 @@ import ArgumentParser
 import CLICommon
 import Engine
 import Foundation
+import Kernels
 import Models
 import Runtime
 import VTensor
@@ -61,6 +62,8 @@ struct BenchEngineCommand: ParsableCommand {
     @Option(help: "Virtual tensors: the largest slab a run of fresh chunks that a step fills whole maps as (0: a chunk an allocation); for shared-prefix, comma-separated values to run as arms (e.g. 0,32).")
     var freshSlabChunks = "0"
     @Option(help: "multi-turn: the order waiting requests start in.") var schedulePolicy: SchedulePolicy = .fcfs
+    @Option(help: "With --real-time: price decode as the shared-prefix decode reads it, a shared prefix once per tile of requests (on), or once per request (off).")
+    var sharedPrefixDecode: OnOff = .off
     @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
     @Option(help: "multi-turn: size each step's prompt tokens to the work waiting, with this step overhead in tokens (default: a fixed budget).")
     var stepOverheadTokens: Int?
@@ -99,6 +102,12 @@ struct BenchEngineCommand: ParsableCommand {
         /// The modeled device's busy share of the time since its first step.
         var busyShare: Double { Double(busyNanos) / Double(max(1, busyNanos + idleNanos)) }
         var queuesSteps: Bool { device != nil && cost != nil }
+        /// With a cost model: decode rows whose leading K/V is one copy are priced as the
+        /// shared-prefix decode reads them (each tile's shared keys once; `DecodeSchedule`).
+        var sharedPrefixDecode = false
+        /// Decode tiles planned and keys they spared, over the run.
+        private(set) var tiles = 0
+        private(set) var sparedKeys = 0
         init(config: ModelConfig, storage: KVStorage, cost: StepCostModel? = nil) { self.config = config; kvStorage = storage; self.cost = cost }
 
         func queueStep(_ inputs: [ForwardInput], feeds: [StepFeed], draws: [DeviceDraw], vocabularyLimit: Int) throws -> QueuedStep {
@@ -139,7 +148,28 @@ struct BenchEngineCommand: ParsableCommand {
             let starts = try inputs.map { try kvStorage.length(of: $0.id) }
             var ms = 0.0
             if let cost {
-                ms = cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) })
+                var spared = 0
+                if sharedPrefixDecode {
+                    let decodes = inputs.indices.filter { inputs[$0].tokens.count == 1 }
+                    var blocks: [[UInt64]] = [], tokensPerBlock = 1
+                    if let cache = kvStorage.virtualCache {
+                        blocks = try cache.sharedChunkIdentities(decodes.map { inputs[$0].id })
+                        tokensPerBlock = cache.layout.tokensPerChunk
+                    } else if let paged = kvStorage.pagedCache {
+                        tokensPerBlock = paged.pageTokens
+                        blocks = try decodes.map { i in
+                            try paged.blockTable(of: inputs[i].id).pages.prefix(starts[i] / paged.pageTokens).map { UInt64(UInt32(bitPattern: $0)) }
+                        }
+                    }
+                    let tiles = DecodeSchedule.sharedPrefixTiles(
+                        blocks: blocks, requests: decodes.map { .init(length: starts[$0] + 1, queryStart: 0, queryCount: 1) },
+                        tokensPerBlock: tokensPerBlock,
+                        membersPerTile: DecodeSchedule.membersPerTile(groupSize: config.numAttentionHeads / config.numKeyValueHeads))
+                    spared = tiles.reduce(0) { $0 + ($1.requests.count - 1) * $1.tokens }
+                    self.tiles += tiles.count
+                    sparedKeys += spared
+                }
+                ms = cost.milliseconds(rows: zip(starts, inputs).map { ($0, $1.tokens.count) }, sparedKeys: spared)
                 clockMs += ms
                 promptTokens += inputs.reduce(0) { $0 + ($1.tokens.count > 1 ? $1.tokens.count : 0) }
             }
@@ -229,6 +259,7 @@ struct BenchEngineCommand: ParsableCommand {
             : .virtual(cache)
         let null = NullModel(config: config, storage: storage, cost: cost)
         if modeledDevice { null.device = host }
+        null.sharedPrefixDecode = sharedPrefixDecode == .on
         return try Engine(model: null, tokenizer: nil, eosTokenIds: [],
                           options: options ?? EngineOptions(maxNumSeqs: rows, maxNumBatchedTokens: max(8192, rows), pipelineSteps: pipelineSteps == .on,
                                                             prefixCaching: prefixCache == .on))
@@ -241,6 +272,7 @@ struct BenchEngineCommand: ParsableCommand {
         // bench throughput's shared-prefix workload, as the GPU runs use it (shuffled arrivals).
         let workload = SharedPrefixWorkload(groups: groups, perGroup: 16, systemLength: 2048, questionLength: 128, outputLength: sharedOutputLen)
         let requests = workload.requests(vocabulary: 1000..<config.vocabSize, seed: 1)
+        var sharedSummary = ""
         var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
                           header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate", "packs", "copied", "fresh runs"]
                             + (realTime ? ["device idle ms", "busy", "out tok/s"] : []))
@@ -307,6 +339,7 @@ struct BenchEngineCommand: ParsableCommand {
                 }
                 let seconds = Double(monotonicNanos() - start) / 1e9
                 let hit = engine.statistics.prefixHitRate
+                sharedSummary += "\(label) round \(round + 1): \(null.tiles) tiles, \(null.sparedKeys) keys not read again; "
                 table.add([label, "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
                            fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%", "\(engine.statistics.prefixPacks)",
                            "\(engine.model.kvStorage.virtualCache?.copiedPrefixChunks ?? 0)", "\(engine.model.kvStorage.virtualCache?.memory.accounting.freshRuns ?? 0)"]
@@ -319,6 +352,7 @@ struct BenchEngineCommand: ParsableCommand {
             }
         }
         print(table.render())
+        if realTime && sharedPrefixDecode == .on { print("shared-prefix decode priced: \(sharedSummary)") }
         if let jsonOut { try writeFile(jsonOut, try jsonString(results)) }
     }
 

@@ -21,7 +21,9 @@ struct StepCostModel: Sendable {
     static let h200Llama3_8B = StepCostModel()
 
     /// Milliseconds for a step whose rows each bring `tokens` new tokens after `start` cached ones.
-    func milliseconds(rows: [(start: Int, tokens: Int)]) -> Double {
+    /// `sparedKeys`: decode keys not read again (shared-prefix decode tiles read a shared prefix
+    /// once a tile).
+    func milliseconds(rows: [(start: Int, tokens: Int)], sparedKeys: Int = 0) -> Double {
         var ms = baseMs + rowMs * Double(rows.count)
         var flops = 0.0
         var bytes = 0.0
@@ -33,6 +35,7 @@ struct StepCostModel: Sendable {
                 flops += n * flopsPerToken + n * (Double(row.start) + n / 2) * attentionFlopsPerContextToken
             }
         }
+        bytes -= kvBytesPerToken * Double(sparedKeys)
         ms += bytes / readBytesPerSecond * 1000 + flops / flopsPerSecond * 1000
         return ms
     }
