@@ -398,8 +398,10 @@ vt_decode_attention(const DecodeItem *__restrict__ items, const u16 *__restrict_
                 sLast[threadIdx.x] = last;
             }
             __syncthreads();
-            __threadfence();
-            for (int e = threadIdx.x; e < used * DH; e += THREADS) {
+            bool anyLast = false;
+            for (int k = 0; k < members; ++k) anyLast |= sLast[k] != 0;
+            if (anyLast) __threadfence();  /* the other splits' partials, as the CTA that finishes a pair reads them */
+            for (int e = threadIdx.x; anyLast && e < used * DH; e += THREADS) {
                 const int r = e / DH, d = e % DH;
                 const int m = r / rows, local = r - m * rows;
                 if (!sLast[m]) continue;
