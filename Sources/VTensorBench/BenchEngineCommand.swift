@@ -151,19 +151,10 @@ struct BenchEngineCommand: ParsableCommand {
                 var spared = 0
                 if sharedPrefixDecode {
                     let decodes = inputs.indices.filter { inputs[$0].tokens.count == 1 }
-                    var blocks: [[UInt64]] = [], tokensPerBlock = 1
-                    if let cache = kvStorage.virtualCache {
-                        blocks = try cache.sharedChunkIdentities(decodes.map { inputs[$0].id })
-                        tokensPerBlock = cache.layout.tokensPerChunk
-                    } else if let paged = kvStorage.pagedCache {
-                        tokensPerBlock = paged.pageTokens
-                        blocks = try decodes.map { i in
-                            try paged.blockTable(of: inputs[i].id).pages.prefix(starts[i] / paged.pageTokens).map { UInt64(UInt32(bitPattern: $0)) }
-                        }
-                    }
+                    let shared = try kvStorage.sharedBlockIdentities(decodes.map { inputs[$0].id })
                     let tiles = DecodeSchedule.sharedPrefixTiles(
-                        blocks: blocks, requests: decodes.map { .init(length: starts[$0] + 1, queryStart: 0, queryCount: 1) },
-                        tokensPerBlock: tokensPerBlock,
+                        blocks: shared.blocks, requests: decodes.map { .init(length: starts[$0] + 1, queryStart: 0, queryCount: 1) },
+                        tokensPerBlock: shared.tokensPerBlock,
                         membersPerTile: DecodeSchedule.membersPerTile(groupSize: config.numAttentionHeads / config.numKeyValueHeads))
                     spared = tiles.reduce(0) { $0 + ($1.requests.count - 1) * $1.tokens }
                     self.tiles += tiles.count

@@ -485,7 +485,7 @@ final class DecodeBench {
         }
         let pagedDecode = try make(p, paged: true, variants[0])
         let pagedTiles = c.sharedTokens == 0 ? [] : DecodeSchedule.sharedPrefixTiles(
-            blocks: tables.enumerated().map { id, pages in pages.prefix((c.lengths[id] - 1) / pageTokens).map { UInt64(UInt32(bitPattern: $0)) } },
+            blocks: tables.enumerated().map { id, pages in PagedKVCache.sharedPageIdentities(pages, length: c.lengths[id] - 1, pageTokens: pageTokens) },
             requests: zip(c.lengths, c.queryCounts).map { .init(length: $0, queryStart: 0, queryCount: $1) },
             tokensPerBlock: pageTokens, membersPerTile: pagedDecode.membersPerTile, minTokens: 16)
         for (planName, ctas, minTokens, saturation) in plans.prefix(3) {
@@ -773,7 +773,9 @@ final class DecodeBench {
             for variant in variants {
                 let decode = try make(p, paged: true, variant)
                 let tiles = c.sharedPrefix == 0 ? [] : DecodeSchedule.sharedPrefixTiles(
-                    blocks: tableOf.enumerated().map { id, pages in pages.prefix((lengths[id] - 1) / pageTokens).map { UInt64($0) } },
+                    blocks: tableOf.enumerated().map { id, pages in
+                        PagedKVCache.sharedPageIdentities(pages.map { Int32($0) }, length: lengths[id] - 1, pageTokens: pageTokens)
+                    },
                     requests: lengths.map { .init(length: $0, queryStart: 0, queryCount: 1) },
                     tokensPerBlock: pageTokens, membersPerTile: decode.membersPerTile)
                 for tiled in tiles.isEmpty ? [false] : [false, true] {

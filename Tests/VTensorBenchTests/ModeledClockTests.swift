@@ -48,36 +48,38 @@ import Testing
     }
 
     /// Priced as the shared-prefix decode reads them, requests that alias one cached prefix make
-    /// tiles (the engine's real prefix cache and KV cache decide who shares) and cost less
-    /// modeled time; priced plainly, none.
+    /// tiles (the engine's real prefix cache and KV cache decide who shares: aliased chunks, or
+    /// the same pages) and cost less modeled time; priced plainly, none.
     @Test func sharedPrefixDecodeIsPricedFromTheCachesOwnSharing() throws {
         let config = try #require(ModelPresets.config(named: "llama-3-8b"))
-        var clocks: [Bool: Double] = [:]
-        for tiled in [false, true] {
-            let command = try BenchEngineCommand.parse(["--shared-prefix-decode", tiled ? "on" : "off"])
-            let engine = try command.makeEngine(config: config, rows: 16, tokensPerRequest: 400, requestsHeld: 16,
-                                                cost: StepCostModel.h200Llama3_8B)
-            let null = try #require(engine.model as? BenchEngineCommand.NullModel)
-            for group in 0..<2 {
-                let system = (0..<256).map { 1000 + group * 1000 + $0 }
-                for k in 0..<4 {
-                    let prompt = system + (0..<20).map { 5000 + group * 100 + k * 20 + $0 }
-                    try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 24, ignoreEOS: true)))
+        for paged in [false, true] {
+            var clocks: [Bool: Double] = [:]
+            for tiled in [false, true] {
+                let command = try BenchEngineCommand.parse(["--shared-prefix-decode", tiled ? "on" : "off"])
+                let engine = try command.makeEngine(config: config, rows: 16, tokensPerRequest: 400, requestsHeld: 16, paged: paged,
+                                                    cost: StepCostModel.h200Llama3_8B)
+                let null = try #require(engine.model as? BenchEngineCommand.NullModel)
+                for group in 0..<2 {
+                    let system = (0..<256).map { 1000 + group * 1000 + $0 }
+                    for k in 0..<4 {
+                        let prompt = system + (0..<20).map { 5000 + group * 100 + k * 20 + $0 }
+                        try engine.add(GenerationRequest(prompt: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 24, ignoreEOS: true)))
+                    }
                 }
+                while engine.hasWork {
+                    for output in engine.step() { #expect(output.error == nil) }
+                }
+                #expect(engine.statistics.prefixHitTokens >= 6 * 256, "the followers found the system prompt cached")
+                if tiled {
+                    #expect(null.tiles > 0 && null.sparedKeys > 0)
+                    // A tile spares at most (4 - 1) x 256 keys a step; a group of 4 makes one tile.
+                    #expect(null.sparedKeys <= null.tiles * 3 * 256)
+                } else {
+                    #expect(null.tiles == 0 && null.sparedKeys == 0)
+                }
+                clocks[tiled] = null.clockMs
             }
-            while engine.hasWork {
-                for output in engine.step() { #expect(output.error == nil) }
-            }
-            #expect(engine.statistics.prefixHitTokens >= 6 * 256, "the followers found the system prompt cached")
-            if tiled {
-                #expect(null.tiles > 0 && null.sparedKeys > 0)
-                // A tile spares at most (4 - 1) x 256 keys a step; a group of 4 makes one tile.
-                #expect(null.sparedKeys <= null.tiles * 3 * 256)
-            } else {
-                #expect(null.tiles == 0 && null.sparedKeys == 0)
-            }
-            clocks[tiled] = null.clockMs
+            #expect(clocks[true]! < clocks[false]!, paged ? "paged" : "virtual tensors")
         }
-        #expect(clocks[true]! < clocks[false]!)
     }
 }

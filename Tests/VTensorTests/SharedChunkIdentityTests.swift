@@ -6,16 +6,11 @@ import Testing
 @Suite struct SharedChunkIdentityTests {
     let shape = KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32)
 
-    func written(_ cache: KVCache, _ id: Int, tokens n: Int, seed: UInt32) throws {
+    /// A request of `n` tokens, mapped for one more (identities name chunks, so its bytes do not matter).
+    func addMapped(_ cache: KVCache, _ id: Int, tokens n: Int) throws {
         try cache.addRequest(id)
         try cache.reserve(id, tokens: n + 1)
         try cache.setLength(id, n)
-        for layer in 0..<shape.layers {
-            for component in KVComponent.allCases {
-                let view = try cache.view(id, layer: layer, component: component)
-                for t in 0..<n { store(seed &* 1000 &+ UInt32(t), at: view.address(token: t, head: 1)) }
-            }
-        }
     }
 
     /// Every pair of requests that name chunk j alike maps the same memory there in every range;
@@ -46,7 +41,7 @@ import Testing
             let cache = try KVCache(shape: shape, layout: kind, memory: memory, maxTokensPerRequest: 256)
             let perChunk = cache.layout.tokensPerChunk
             let n = 3 * perChunk + perChunk / 2
-            try written(cache, 1, tokens: n, seed: 1)
+            try addMapped(cache, 1, tokens: n)
             #expect(try cache.sharedChunkIdentities([1]) == [[]], "a request that shares nothing names nothing")
 
             // A fork shares the full chunks of its prefix; its source now shares them too.
@@ -58,7 +53,7 @@ import Testing
 
             // A holder's chunks aliased into two later requests (the second named while its aliases
             // are still pending: before its first growth).
-            try written(cache, 3, tokens: n, seed: 3)
+            try addMapped(cache, 3, tokens: n)
             try cache.detach(3, tokens: n, asHolder: 50)
             let prefix = (0..<4).map { (holder: 50, chunk: $0) }
             try cache.addRequest(4, aliasing: prefix, tokens: n)
@@ -73,7 +68,7 @@ import Testing
             #expect(both[1] == both[0] && Set(both[0]).isDisjoint(with: forked[0]), "the same chunks, and none of request 1's")
 
             // A running request that gives its chunks to a holder shares them from then on.
-            try written(cache, 6, tokens: 2 * perChunk, seed: 6)
+            try addMapped(cache, 6, tokens: 2 * perChunk)
             #expect(try cache.sharedChunkIdentities([6]) == [[]])
             #expect(try cache.share(6, chunks: 2, asHolder: 60) == 2)
             try cache.addRequest(7, aliasing: [(60, 0), (60, 1)], tokens: 2 * perChunk)

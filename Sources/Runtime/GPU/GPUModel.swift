@@ -621,21 +621,9 @@ public final class GPUModel: @unchecked Sendable {
         var layerZeroRequests: [AttentionRequest] = []
         var changedTables: [(slot: Int, pages: [Int32])] = []
         var pageCopies: [(source: Int32, destination: Int32)] = []
-        // Identities of each request's leading blocks that other requests may share (for the
-        // decode tiles); filled where sharedPrefixDecode is on.
-        let wantsShared = options.sharedPrefixDecode && decode.membersPerTile > 1
-        var sharedBlocks: [[UInt64]] = []
-        var blockTokens = 1
         if let paged = kvStorage.pagedCache {
             // Row addresses through the block tables; attention reads the same tables in every layer.
             let tables = try inputs.map { try paged.blockTable(of: $0.id) }
-            if wantsShared {
-                // Full pages before a request's newest token: the same page at the same place is one copy.
-                blockTokens = paged.pageTokens
-                sharedBlocks = inputs.indices.map { i in
-                    tables[i].pages.prefix((starts[i] + inputs[i].tokens.count - 1) / paged.pageTokens).map { UInt64(UInt32(bitPattern: $0)) }
-                }
-            }
             let rowBytes = UInt64(paged.maxPagesPerRequest * 4)
             let tokenBytes = UInt64(pagedPools[0].tokenStride), pageBytes = UInt64(pagedPools[0].pageStride)
             var queryStart = 0, row = 0
@@ -660,10 +648,6 @@ public final class GPUModel: @unchecked Sendable {
             // Layers at fixed offsets from layer 0 (the blocked layout): layer-0 views only; a
             // row's address in layer L is its layer-0 address plus L's offset.
             let zero = try cache!.views(inputs.map(\.id), layer: 0)
-            if wantsShared {
-                sharedBlocks = try cache!.sharedChunkIdentities(inputs.map(\.id))
-                blockTokens = cache!.layout.tokensPerChunk
-            }
             var queryStart = 0, row = 0
             for (i, input) in inputs.enumerated() {
                 let (key, value) = zero[i]
@@ -680,10 +664,6 @@ public final class GPUModel: @unchecked Sendable {
             }
         } else {
             let views = try cache!.layerViews(inputs.map(\.id))
-            if wantsShared {
-                sharedBlocks = try cache!.sharedChunkIdentities(inputs.map(\.id))
-                blockTokens = cache!.layout.tokensPerChunk
-            }
             for layer in 0..<layers {
                 var requests: [AttentionRequest] = []
                 var queryStart = 0, row = 0
@@ -752,10 +732,13 @@ public final class GPUModel: @unchecked Sendable {
         if anyDecode {
             let decodeIndices = inputs.indices.filter { decodeRows[$0] }
             // Decode requests whose leading blocks are one copy, in tiles (indices into the decode rows).
-            let tiles = sharedBlocks.isEmpty || decodeIndices.count < 2 ? [] : DecodeSchedule.sharedPrefixTiles(
-                blocks: decodeIndices.map { sharedBlocks[$0] },
-                requests: decodeIndices.map { .init(length: starts[$0] + 1, queryStart: 0, queryCount: 1) },
-                tokensPerBlock: blockTokens, membersPerTile: decode.membersPerTile)
+            var tiles: [DecodeSchedule.SharedPrefix] = []
+            if options.sharedPrefixDecode && decode.membersPerTile > 1 && decodeIndices.count > 1 {
+                let shared = try kvStorage.sharedBlockIdentities(decodeIndices.map { inputs[$0].id })
+                tiles = DecodeSchedule.sharedPrefixTiles(
+                    blocks: shared.blocks, requests: decodeIndices.map { .init(length: starts[$0] + 1, queryStart: 0, queryCount: 1) },
+                    tokensPerBlock: shared.tokensPerBlock, membersPerTile: decode.membersPerTile)
+            }
             if kvStorage.pagedCache != nil {
                 decodeBatches = try decode.prepare(paged: decodeIndices.map { pagedRequests[$0] }, pools: pagedPools,
                                                    stream: stream, workspace: &decodeWorkspace, minTokensPerCTA: options.decodeMinTokensPerCTA,

@@ -55,6 +55,16 @@ public enum KVStorage: @unchecked Sendable {
         }
     }
 
+    /// Each request's leading blocks that other requests may map as the same memory, named by
+    /// physical identity, and the tokens a block holds (the shared-prefix decode's tiles):
+    /// `KVCache.sharedChunkIdentities`, or the full pages of a paged request's table.
+    public func sharedBlockIdentities(_ ids: [Int]) throws -> (blocks: [[UInt64]], tokensPerBlock: Int) {
+        switch self {
+        case .virtual(let cache): (try cache.sharedChunkIdentities(ids), cache.layout.tokensPerChunk)
+        case .paged(let cache): (try cache.sharedPageIdentities(ids), cache.pageTokens)
+        }
+    }
+
     /// Gives each request the memory for `tokens` tokens, now (tools and tests; the engine maps
     /// virtual tensors through its mapper, ahead of the step).
     public func reserveNow(_ targets: [(id: Int, tokens: Int)]) throws {

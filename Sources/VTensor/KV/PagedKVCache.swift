@@ -152,6 +152,23 @@ public final class PagedKVCache: @unchecked Sendable {
         }
     }
 
+    /// The pages of a table that other tables may hold too and that stay as they are: the full
+    /// pages before its next token (`length` tokens written). The same page id at the same place
+    /// in two tables is one copy (the shared-prefix decode's tiles).
+    public static func sharedPageIdentities(_ pages: [Int32], length: Int, pageTokens: Int) -> [UInt64] {
+        pages.prefix(min(pages.count, length / pageTokens)).map { UInt64(UInt32(bitPattern: $0)) }
+    }
+
+    /// `sharedPageIdentities` of each request, under one hold of the lock.
+    public func sharedPageIdentities(_ ids: [Int]) throws -> [[UInt64]] {
+        try lock.withLock {
+            try ids.map { id in
+                guard let entry = entries[id] else { throw VTensorError.unknownRequest(id) }
+                return Self.sharedPageIdentities(entry.pages, length: entry.length, pageTokens: pageTokens)
+            }
+        }
+    }
+
     /// The tables that changed since the last call (slot, pages), for the device copy.
     public func takeChangedTables() -> [(slot: Int, pages: [Int32])] {
         lock.withLock {
