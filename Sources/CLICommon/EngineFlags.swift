@@ -47,6 +47,8 @@ public struct EngineFlags: ParsableArguments {
     public var freshSlabChunks: Int?
     @Option(help: "GPU: decode requests whose first tokens' K/V is one copy (prefix-cache hits: aliased chunks, or the same pages) read it once per tile of requests, their query heads side by side (on), or each request reads its own (off).")
     public var sharedPrefixDecode: OnOff = .off
+    @Option(help: "Virtual tensors with the prefix cache, when memory is short: evict unused cached chunks a step early, as many as the step just planned grew by, so the next step maps chunks that have already retired instead of waiting for the step in flight to finish (on), or evict only what a step needs, when it needs it (off).")
+    public var evictAhead: OnOff = .on
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -108,6 +110,7 @@ public struct EngineFlags: ParsableArguments {
         if let aliasAheadChunks { options.aliasAheadChunks = aliasAheadChunks }
         if let packPrefixChunks { options.packPrefixChunks = packPrefixChunks }
         options.stepOverheadTokens = stepOverheadTokens
+        options.evictAhead = evictAhead == .on
         return options
     }
 }

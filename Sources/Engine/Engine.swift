@@ -56,6 +56,10 @@ public final class Engine: @unchecked Sendable {
     public let lateDraws: Bool
     /// The last step's plan (read it on the stepping thread: benchmarks chart batch sizes with it).
     public private(set) var lastPlan = SchedulerOutput()
+    /// The chunks the last steps grew by (the plan and the admissions prefetched after it),
+    /// newest last, and the ledger's growth count when the last was taken (`evictAhead`).
+    private var recentGrowth: [Int] = []
+    private var grownAtLastPlan = 0
 
     // Shared with other threads.
     private struct Shared {
@@ -265,6 +269,7 @@ public final class Engine: @unchecked Sendable {
             if inFlight == nil { trimWhileIdle() }
         } else {
             let plan = scheduler.schedule(ledger: &ledger, prefix: prefixCache)
+            evictAhead(stats: &stats)
             if prefixCache != nil {
                 for hit in plan.prefixHits { stats.prefixHitTokens += hit.tokens }
                 for id in plan.admitted { stats.prefixQueriedTokens += sequences[id].map { $0.tokens.count } ?? 0 }
@@ -343,6 +348,20 @@ public final class Engine: @unchecked Sendable {
         }
         // The mapper thread goes on reclaiming while idle; without one, nothing else would.
         _ = try? storage.virtualCache?.memory.reclaim(limit: mapper == nil ? .max : 64)
+    }
+
+    /// Keeps a step's growth free in the budget once memory is short (`EngineOptions.evictAhead`):
+    /// evicts cached chunks no request uses now, before the step just planned is queued, so they
+    /// retire behind the step in flight rather than behind this one.
+    /// The next step's growth is guessed as the most any of the last 16 grew by: a decode-only
+    /// step grows little, and the one that admits a wave of prompts a lot.
+    private func evictAhead(stats: inout EngineStatistics) {
+        guard options.evictAhead, let prefixCache, storage.virtualCache != nil else { return }
+        recentGrowth.append(ledger.grownChunks - grownAtLastPlan)
+        grownAtLastPlan = ledger.grownChunks
+        if recentGrowth.count > 16 { recentGrowth.removeFirst() }
+        let short = recentGrowth.max()! - ledger.freeChunks
+        if short > 0 { stats.chunksEvictedAhead += prefixCache.evict(units: short, ledger: &ledger) }
     }
 
     /// A step queued on the model: its rows, and its picks when they are known.
@@ -881,6 +900,7 @@ extension EngineStatistics {
         peakCommittedChunks = max(peakCommittedChunks, step.peakCommittedChunks)
         prefixQueriedTokens += step.prefixQueriedTokens
         prefixHitTokens += step.prefixHitTokens
+        chunksEvictedAhead += step.chunksEvictedAhead
         // The cache's own running totals (set, not added).
         prefixKeptChunks = step.prefixKeptChunks
         prefixSharedRunningChunks = step.prefixSharedRunningChunks

@@ -66,6 +66,13 @@ public struct EngineOptions: Sendable, Equatable {
     /// `maxNumBatchedTokens`: the value is a step's fixed cost (weights read, decodes' K/V, launch)
     /// counted in prompt tokens; nil: fixed. See `Scheduler.stepBudget`.
     public var stepOverheadTokens: Int?
+    /// Virtual tensors with the prefix cache: after each step is planned, evict cached chunks no
+    /// one uses until the budget has as many free chunks as that step grew by. A chunk given
+    /// back retires behind the step in flight (the GPU may still read it), so a step that finds
+    /// the budget spent waits for the GPU to finish the one before it; the next step's chunks
+    /// evicted a step early have retired by the time it maps them. Costs the cache about one
+    /// step's growth, only while memory is short.
+    public var evictAhead = true
 
     public init(maxNumSeqs: Int = 256, maxNumBatchedTokens: Int = 8192, maxModelLen: Int? = nil, mapAheadTokens: Int = 2,
                 asyncMapping: Bool = true, prefetchAdmissions: Bool = true, pipelineSteps: Bool = true,

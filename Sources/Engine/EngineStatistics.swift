@@ -82,6 +82,8 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     /// while requests waited).
     public var prefixSharedRunningChunks = 0
     public var prefixEvictedChunks = 0
+    /// Of those, evicted a step early to keep a step's growth free (`EngineOptions.evictAhead`).
+    public var chunksEvictedAhead = 0
     public var prefixHeldChunks = 0
     /// Chunks given back inside a slab run whose other chunks are still held (a holder's
     /// evicted tail, say): mapped until the rest goes, counted as committed (now, not a total).

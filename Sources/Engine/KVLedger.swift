@@ -31,6 +31,9 @@ struct KVLedger {
     let capacityChunks: Int
     private(set) var committedChunks = 0
     private(set) var peakCommittedChunks = 0
+    /// Units requests have grown by (`grow`, `attach`) since the start: a step's growth is
+    /// the difference across its scheduling.
+    private(set) var grownChunks = 0
     /// Per request: the tokens its mappings cover (or will, once the mapper is done).
     private(set) var reservedTokens: [RequestID: Int] = [:]
     /// Per request: units it maps that the prefix cache holds (aliased full chunks), not its own.
@@ -77,6 +80,7 @@ struct KVLedger {
         precondition(extra <= freeChunks, "grow past the budget: admission must ask canGrow first")
         reservedTokens[id] = max(reservedTokens[id] ?? 0, tokens)
         committedChunks += extra
+        grownChunks += extra
         peakCommittedChunks = max(peakCommittedChunks, committedChunks)
     }
 
@@ -100,6 +104,7 @@ struct KVLedger {
         reservedTokens[id] = tokens
         sharedUnits[id] = shared
         committedChunks += own
+        grownChunks += own
         peakCommittedChunks = max(peakCommittedChunks, committedChunks)
     }
 

@@ -65,6 +65,10 @@ struct BenchEngineCommand: ParsableCommand {
     @Option(help: "With --real-time: price decode as the shared-prefix decode reads it, a shared prefix once per tile of requests (on), or once per request (off).")
     var sharedPrefixDecode: OnOff = .off
     @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
+    @Option(help: "shared-prefix: KV budget in GiB (default: twice what the requests hold, no pressure; an H100's runs have about 56).")
+    var sharedKvBudgetGib: Double?
+    @Option(help: "shared-prefix: evict unused cached chunks a step early when memory is short (EngineOptions.evictAhead): on, off, or both as arms.")
+    var evictAhead: AccessChoice = .on
     @Option(help: "multi-turn: size each step's prompt tokens to the work waiting, with this step overhead in tokens (default: a fixed budget).")
     var stepOverheadTokens: Int?
     @Option(help: "multi-turn: tokens of a system prompt every conversation starts with (0: none).")
@@ -277,24 +281,34 @@ struct BenchEngineCommand: ParsableCommand {
             guard let n = Int(text), n >= 0 else { throw ValidationError("--fresh-slab-chunks takes integers >= 0, got \(text)") }
             return n
         }
-        var arms: [(label: String, paged: Bool, perRun: Bool, pack: Int, fresh: Int)] = []
+        var arms: [(label: String, paged: Bool, perRun: Bool, pack: Int, fresh: Int, ahead: Bool)] = []
         if kv != .paged {
+            let aheads = evictAhead == .both ? [false, true] : [evictAhead == .on]
             for pack in packs {
                 for fresh in freshes {
-                    let packed = (pack > 0 ? ", pack \(pack)" : "") + (fresh > 1 ? ", fresh slabs \(fresh)" : "")
-                    if accessPerRun != .on { arms.append((accessPerRun == .both ? "vtensor, access per chunk" + packed : "vtensor" + packed, false, false, pack, fresh)) }
-                    if accessPerRun != .off { arms.append((accessPerRun == .both ? "vtensor, access per run" + packed : "vtensor" + packed, false, true, pack, fresh)) }
+                    for ahead in aheads {
+                        let packed = (pack > 0 ? ", pack \(pack)" : "") + (fresh > 1 ? ", fresh slabs \(fresh)" : "")
+                            + (evictAhead == .both ? (ahead ? ", evict ahead" : ", evict when needed") : "")
+                        if accessPerRun != .on {
+                            arms.append((accessPerRun == .both ? "vtensor, access per chunk" + packed : "vtensor" + packed, false, false, pack, fresh, ahead))
+                        }
+                        if accessPerRun != .off {
+                            arms.append((accessPerRun == .both ? "vtensor, access per run" + packed : "vtensor" + packed, false, true, pack, fresh, ahead))
+                        }
+                    }
                 }
             }
         }
-        if kv != .vtensor { arms.append(("paged", true, false, 0, 0)) }
+        if kv != .vtensor { arms.append(("paged", true, false, 0, 0, false)) }
         for round in 0..<3 {
-            for (label, paged, perRun, pack, fresh) in arms {
+            for (label, paged, perRun, pack, fresh, ahead) in arms {
                 var options = EngineOptions(maxNumSeqs: 256, maxNumBatchedTokens: 8192, pipelineSteps: pipelineSteps == .on, prefixCaching: prefixCache == .on)
                 options.packPrefixChunks = pack
-                let engine = try makeEngine(config: config, rows: 256,
-                                            tokensPerRequest: workload.systemLength + workload.questionLength + workload.outputLength + 8,
-                                            requestsHeld: 2 * requests.count, paged: paged, perRun: perRun, options: options,
+                options.evictAhead = ahead
+                let tokensPerRequest = workload.systemLength + workload.questionLength + workload.outputLength + 8
+                let held = sharedKvBudgetGib.map { Int($0 * Double(1 << 30)) / ((tokensPerRequest + 16) * KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16).tokenBytes) }
+                let engine = try makeEngine(config: config, rows: 256, tokensPerRequest: tokensPerRequest,
+                                            requestsHeld: held ?? 2 * requests.count, paged: paged, perRun: perRun, options: options,
                                             cost: realTime ? StepCostModel.h200Llama3_8B : nil, freshSlab: fresh, modeledDevice: realTime)
                 let null = engine.model as! NullModel
                 null.sleepMs = realTime ? 0 : stepSleepMs

@@ -75,6 +75,8 @@ struct TestRandom: RandomNumberGenerator {
         options.lateDraws = trial.seed % 4 >= 2
         // Published prefixes packed into slabs in two trials of five (from one new chunk, or two).
         options.packPrefixChunks = [1, 0, 2, 0, 0][Int(trial.seed % 5)]
+        // Cached chunks evicted a step early when memory is short, but in one trial of seven.
+        options.evictAhead = trial.seed % 7 != 3
         let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [0], options: options)
         #expect(engine.maxSequenceLength <= context)
         #expect(engine.maxSequenceLength <= (trial.paged ? pageCount * 4 : budgetChunks * 8))
@@ -323,6 +325,41 @@ struct TestRandom: RandomNumberGenerator {
         #expect(engine.resetPrefixCache())
         _ = engine.step()
         #expect(memory.accounting.retiring == 0 && memory.accounting.inUse == 0, "\(memory.accounting)")
+    }
+
+    /// Memory short, a cache full of chunks no one uses: with `evictAhead` each planned step
+    /// leaves as many chunks free as the steps before it grew by (so the next step maps chunks
+    /// retired a step earlier, not ones the step in flight may still read); evicting only when
+    /// needed leaves none. Either way every request makes the tokens it makes alone.
+    @Test func evictAheadKeepsAStepsGrowthFree() throws {
+        var shortSteps: [Bool: Int] = [:], evictedAhead: [Bool: Int] = [:]
+        for ahead in [false, true] {
+            let model = try FakeModel(context: 64, budgetChunks: 24, queuesSteps: true)
+            // (No prefetched admissions: they take the next step's chunks after the plan.)
+            var options = EngineOptions(maxNumSeqs: 3, maxNumBatchedTokens: 24, prefetchAdmissions: false)
+            options.evictAhead = ahead
+            let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+            var random = TestRandom(seed: 17)
+            let prompts = (0..<24).map { _ in (0..<Int.random(in: 9...30, using: &random)).map { _ in Int.random(in: 1..<50, using: &random) } }
+            let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 6))) }
+            var outputs: [RequestID: [Int]] = [:]
+            var steps = 0
+            while engine.hasWork {
+                for output in engine.step() { outputs[output.id, default: []] += output.tokens.map(\.id) }
+                let snapshot = engine.snapshot
+                if snapshot.evictableChunks > 0 && snapshot.capacityChunks == snapshot.committedChunks { shortSteps[ahead, default: 0] += 1 }
+                #expect(model.kvCache.memory.audit().isEmpty)
+                steps += 1
+                #expect(steps < 5000)
+            }
+            for (id, prompt) in zip(ids, prompts) {
+                #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 6, maxLength: engine.maxSequenceLength, eos: nil))
+            }
+            evictedAhead[ahead] = engine.statistics.chunksEvictedAhead
+        }
+        #expect(evictedAhead[false] == 0 && (evictedAhead[true] ?? 0) > 0, "\(evictedAhead)")
+        #expect(shortSteps[true, default: 0] == 0, "\(shortSteps)")
+        #expect(shortSteps[false, default: 0] > 0, "\(shortSteps)")
     }
 
     /// A draw with penalties counts every token generated before it, so a pipelined engine

@@ -233,4 +233,45 @@ import Testing
         try cache.freeHolder(10)
         #expect(memory.audit { backendAgrees($0, host) } == [])
     }
+
+    /// A fork of a request whose chunks are fresh slabs (the GPU's first map of a prompt) where
+    /// slabs map only whole, as on CUDA: a slab the prefix covers whole is aliased as one run,
+    /// a slab it covers in part is copied chunk by chunk, and the partial chunk is copied. The
+    /// fork reads what its source wrote, shares the chunks it aliased, and nothing leaks.
+    @Test func aForkOfSlabsAliasesWholeSlabsAndCopiesTheRest() throws {
+        let host = try makeHost()
+        let memory = try VirtualMemory(backend: host, budget: .bytes(200 * testChunk), lowWatermark: 0, highWatermark: 0, freshSlabChunks: 8)
+        let cache = try KVCache(shape: KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32), layout: .perToken, memory: memory,
+                                maxTokensPerRequest: 1024)
+        let perChunk = cache.layout.tokensPerChunk
+        try cache.addRequest(1)
+        try cache.reserve(1, tokens: 20 * perChunk)
+        try cache.setLength(1, 20 * perChunk)
+        let source = try cache.tensors(of: 1)
+        #expect(memory.accounting.freshRuns >= 2 * source.count, "the source maps slabs of 8, 8 and 4")
+        for t in source { fill(t, 0..<20, tag: 1000) }
+
+        // 10 full chunks and half of the 11th: slab 0..<8 whole, 8 and 9 of the next slab.
+        try cache.fork(from: 1, prefix: 10 * perChunk + perChunk / 2, into: 2)
+        try cache.reserve(2, tokens: 12 * perChunk)
+        try cache.setLength(2, 10 * perChunk + perChunk / 2)
+        let forked = try cache.tensors(of: 2)
+        for (mine, theirs) in zip(forked, source) {
+            #expect(holds(mine, 0..<10, tag: 1000))
+            for j in 0..<8 { #expect(memory.physicalChunk(mine, chunk: j) == memory.physicalChunk(theirs, chunk: j), "chunk \(j) aliased") }
+            for j in 8..<11 { #expect(memory.physicalChunk(mine, chunk: j) != memory.physicalChunk(theirs, chunk: j), "chunk \(j) copied") }
+        }
+        let identities = try cache.sharedChunkIdentities([1, 2])
+        #expect(identities[0].prefix(8) == identities[1].prefix(8))
+        #expect(zip(identities[0].dropFirst(8), identities[1].dropFirst(8)).allSatisfy { $0 != $1 })
+        #expect(backendAgrees(memory, host) == [])
+        #expect(memory.audit() == [])
+
+        try cache.free(1)
+        try cache.free(2)
+        try memory.drain()
+        _ = try memory.trim(to: 0)
+        #expect(host.census().liveChunks == 0)
+        #expect(memory.audit { backendAgrees($0, host) } == [])
+    }
 }

@@ -217,9 +217,20 @@ public final class KVCache: @unchecked Sendable {
             do {
                 let full = tokens / layout.tokensPerChunk
                 let partial = tokens % layout.tokensPerChunk
-                for (mine, theirs) in zip(tensors, src.tensors) {
-                    for index in 0..<full {
-                        try memory.alias(mine, chunk: index, from: theirs, chunk: index)
+                // Where the driver maps an allocation only whole (CUDA), a source chunk in a slab
+                // (a fresh run of its prompt) maps only with the rest of its slab: slabs the
+                // prefix covers whole are aliased as one run by the grow below; a slab it covers
+                // in part is copied.
+                let copied = full > 0 ? partialSlabSlotsLocked(Array(repeating: src.tensors, count: full), count: full)
+                                      : Array(repeating: Set<Int>(), count: tensors.count)
+                try memory.aliasOnGrow(zip(zip(tensors, src.tensors), copied).flatMap { pair, copy in
+                    (0..<full).filter { !copy.contains($0) }.map { (tensor: pair.0, index: $0, source: pair.1, sourceIndex: $0) }
+                })
+                for ((mine, theirs), copy) in zip(zip(tensors, src.tensors), copied) {
+                    for index in copy.sorted() {
+                        try memory.map(mine, chunk: index)
+                        try memory.copyChunk(from: theirs, chunk: index, to: mine, chunk: index, bytes: layout.chunkSize)
+                        copiedPrefixCount += 1
                     }
                     if partial > 0 {
                         try memory.map(mine, chunk: full)
