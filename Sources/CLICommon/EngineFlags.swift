@@ -46,7 +46,7 @@ public struct EngineFlags: ParsableArguments {
     @Option(parsing: .unconditional, help: "GPU, virtual tensors: the chunks a step's new tokens fill whole map as slabs of up to N chunks (a power of two), one allocation, one map and one set access each, where a chunk of its own costs one of each (default 32 on CUDA, 0 on host memory; 0: a chunk an allocation).")
     public var freshSlabChunks: Int?
     @Option(help: "GPU: decode requests whose first tokens' K/V is one copy (prefix-cache hits: aliased chunks, or the same pages) read it once per tile of requests, their query heads side by side (on), or each request reads its own (off).")
-    public var sharedPrefixDecode: OnOff = .off
+    public var sharedPrefixDecode: OnOff = .on
     @Option(help: "Virtual tensors with the prefix cache, when memory is short: evict unused cached chunks a step early, as many as the step just planned grew by, so the next step maps chunks that have already retired instead of waiting for the step in flight to finish (on), or evict only what a step needs, when it needs it (off).")
     public var evictAhead: OnOff = .on
 

@@ -63,7 +63,7 @@ struct BenchEngineCommand: ParsableCommand {
     var freshSlabChunks = "0"
     @Option(help: "multi-turn: the order waiting requests start in.") var schedulePolicy: SchedulePolicy = .fcfs
     @Option(help: "With --real-time: price decode as the shared-prefix decode reads it, a shared prefix once per tile of requests (on), or once per request (off).")
-    var sharedPrefixDecode: OnOff = .off
+    var sharedPrefixDecode: OnOff = .on
     @Option(help: "multi-turn: KV budget in GiB (the GPU runs had about 110).") var kvBudgetGib = 110
     @Option(help: "shared-prefix: KV budget in GiB (default: twice what the requests hold, no pressure; an H100's runs have about 56).")
     var sharedKvBudgetGib: Double?

@@ -42,7 +42,7 @@ struct DevEngineCommand: ParsableCommand {
     @Option(help: "Batched run, GPU, virtual tensors: the chunks a step fills whole map as slabs of up to N chunks (default: the backend's, 32 on CUDA; 0: a chunk an allocation). The alone runs map a chunk an allocation.")
     var freshSlabChunks: Int?
     @Option(help: "Batched run, GPU: decode reads a prefix several requests map as one copy once per tile of requests (on) or once per request (off). The alone runs read their own.")
-    var sharedPrefixDecode: OnOff = .off
+    var sharedPrefixDecode: OnOff = .on
 
     static let config: ModelConfig = {
         let json = """

@@ -129,7 +129,7 @@ public final class GPUModel: @unchecked Sendable {
                     splitKMaxPairs: Int = 0, decodeMinTokensPerCTA: Int? = nil, timingOnlySkipAttention: Bool = false,
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
                     decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true,
-                    accessPerRun: Bool = false, unmapPerRun: Bool = false, freshSlabChunks: Int? = nil, sharedPrefixDecode: Bool = false) {
+                    accessPerRun: Bool = false, unmapPerRun: Bool = false, freshSlabChunks: Int? = nil, sharedPrefixDecode: Bool = true) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
