@@ -2,6 +2,7 @@
 # Runs on the GPU machine: the prefix cache's workloads at the defaults after eviction a step
 # ahead (--evict-ahead, on) and shared-prefix decode tiles (--shared-prefix-decode, on) became
 # defaults (issue 12). One call, every arm on the same card:
+#   0. correctness: dev engine on a byte-level model trained in the call, tiles on and off.
 #   1. multi-turn at the issue's defaults (256 conversations x 5 rounds, 512 + 64, 128 in flight):
 #      cache on (defaults), paged, no cache, and cache on with --evict-ahead off.
 #   2. multi-turn with a 2,048-token system prompt every conversation shares (128 conversations).
@@ -20,9 +21,21 @@ mt=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --ans
 mts=(--dataset multi-turn --num-conversations 128 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128 --conversation-system-len 2048)
 sp=(--dataset shared-prefix --groups 64 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256)
 
+# Correctness first: the byte-level model trained here (real top-1 choices, not near ties), 24
+# prompts on four 600-token stems, batched with the prefix cache (tiles on, the default; then
+# off) against each request alone: teacher-forced top-1 at least 99%.
+PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
+python3 - <<'PY'
+import json, random
+p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
+out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
+json.dump(out, open("/tmp/tiny/shared.json", "w"))
+PY
+run trained-tiles 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 8 --kv-chunks 32
+run trained-no-tiles 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 8 --kv-chunks 32 --shared-prefix-decode off
 run mt-on 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/mt-on.json"
-run mt-paged 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv paged --json-out "$out/mt-paged.json"
 run mt-nocache 120 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/mt-nocache.json"
+run mt-paged 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv paged --json-out "$out/mt-paged.json"
 run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-on.json"
 run mts-on 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --json-out "$out/mts-on.json"
 run mts-paged 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --kv paged --json-out "$out/mts-paged.json"
@@ -53,7 +66,8 @@ if on and off and on.get("first_token_mean_by_round_seconds") and off.get("first
     print("multi-turn first token, rounds 2-5, mean on/off:", " ".join(f"{a/b:.2f}" for a, b in zip(m_on, m_off)),
           f"(all later rounds: mean {sum(m_on)/sum(m_off):.2f}, p50 {on['first_token_p50_later_rounds_seconds']/off['first_token_p50_later_rounds_seconds']:.2f})")
 PY
-{ for f in mt-on mt-late sp-on mts-on; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "shared-prefix decode|prefix cache  |mapping waits|^per step|^GPU per step|^KV memory|^GPU memory free" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-300; }; done
+{ for f in trained-tiles trained-no-tiles; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "teacher-forced|^result|shared-prefix decode|exact|prefix cache" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-300; }; done
+  for f in mt-on mt-late sp-on mts-on; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "shared-prefix decode|prefix cache  |mapping waits|^per step|^GPU per step|^KV memory|^GPU memory free" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-300; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 # Everything but the summary in one archive (the device tool brings back only a few files).
 (cd "$out" && tar czf /tmp/evict-details.tgz --exclude=summary.txt . 2>/dev/null \
