@@ -67,7 +67,8 @@ public struct EngineOptions: Sendable, Equatable {
     /// counted in prompt tokens; nil: fixed. See `Scheduler.stepBudget`.
     public var stepOverheadTokens: Int?
     /// Virtual tensors with the prefix cache: after each step is planned, evict cached chunks no
-    /// one uses until the budget has as many free chunks as that step grew by. A chunk given
+    /// one uses until the budget has as many free chunks as any of the last 16 steps grew by
+    /// (a step's plan and the admissions prefetched after it). A chunk given
     /// back retires behind the step in flight (the GPU may still read it), so a step that finds
     /// the budget spent waits for the GPU to finish the one before it; the next step's chunks
     /// evicted a step early have retired by the time it maps them. Costs the cache about one

@@ -31,8 +31,8 @@ struct KVLedger {
     let capacityChunks: Int
     private(set) var committedChunks = 0
     private(set) var peakCommittedChunks = 0
-    /// Units requests have grown by (`grow`, `attach`) since the start: a step's growth is
-    /// the difference across its scheduling.
+    /// Units requests have grown by (`grow`, `attach`) since the start: the engine reads a
+    /// step's growth (its plan and the admissions prefetched after it) as a difference.
     private(set) var grownChunks = 0
     /// Per request: the tokens its mappings cover (or will, once the mapper is done).
     private(set) var reservedTokens: [RequestID: Int] = [:]

@@ -191,6 +191,12 @@ struct BenchEngineCommand: ParsableCommand {
         if accessPerRun == .both && workload != .sharedPrefix {
             throw ValidationError("--access-per-run both runs the shared-prefix workload only; give on or off")
         }
+        if let sharedKvBudgetGib, !(sharedKvBudgetGib > 0) {
+            throw ValidationError("--shared-kv-budget-gib must be positive, got \(sharedKvBudgetGib)")
+        }
+        if evictAhead == .both && workload != .sharedPrefix {
+            throw ValidationError("--evict-ahead both runs the shared-prefix workload only; give on or off")
+        }
         if workload == .churn { return try runChurn(counts) }
         if workload == .sharedPrefix { return try runSharedPrefix() }
         if workload == .multiTurn { return try runMultiTurn() }

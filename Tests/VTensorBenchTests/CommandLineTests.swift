@@ -42,6 +42,16 @@ import Testing
         #expect(message(EngineFlags.self, ["--access-per-run", "yes"]) != nil)
     }
 
+    /// Shared-prefix decode tiles and eviction a step ahead are on unless turned off.
+    @Test func sharedPrefixDecodeAndEvictAheadDefaults() throws {
+        let defaults = try EngineFlags.parse([])
+        #expect(defaults.evictAhead == .on && defaults.sharedPrefixDecode == .on)
+        #expect(defaults.runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false).gpu.sharedPrefixDecode)
+        let off = try EngineFlags.parse(["--evict-ahead", "off", "--shared-prefix-decode", "off"])
+        #expect(off.evictAhead == .off && !off.runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false).gpu.sharedPrefixDecode)
+        #expect(message(EngineFlags.self, ["--evict-ahead", "sometimes"]) != nil)
+    }
+
     @Test func gpuMemoryUtilization() throws {
         let options = try EngineFlags.parse(["--gpu-memory-utilization", "0.8"]).runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false)
         #expect(options.kvBudget == .fractionOfTotal(0.8))
