@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import VTensor
 
@@ -94,5 +95,93 @@ import Testing
             #expect(memory.accounting.inUse == 0)
             #expect(backendAgrees(memory, host) == [])
         }
+    }
+
+    /// Random requests, forks of random prefixes (over fresh slabs that map only whole, so some
+    /// chunks are aliased and some copied), truncations that grow again (copy on write) and
+    /// frees: after every operation, any two live requests that name chunk j alike hold the
+    /// same bytes there in every range. What the shared-prefix decode relies on when it reads
+    /// one member's keys for a whole tile.
+    @Test(arguments: KVLayoutKind.allCases, [UInt64(1), 2, 3])
+    func requestsNamingAChunkAlikeHoldTheSameBytes(layout: KVLayoutKind, seed: UInt64) throws {
+        let host = try makeHost()
+        let memory = try VirtualMemory(backend: host, budget: .bytes(1500 * testChunk), lowWatermark: 0, highWatermark: 8, freshSlabChunks: 4)
+        let cache = try KVCache(shape: shape, layout: layout, memory: memory, maxTokensPerRequest: 256)
+        let perChunk = cache.layout.tokensPerChunk
+        var rng = SplitMix64(seed: seed)
+        var live: [Int: Int] = [:]
+        var nextId = 0
+        var stamp: UInt8 = 1
+        // Fresh bytes in chunks from..<to of each range (the tokens a step writes), one value a write.
+        func write(_ id: Int, chunks: Range<Int>) throws {
+            stamp = stamp == 255 ? 1 : stamp + 1
+            for tensor in try cache.tensors(of: id) {
+                for j in chunks { memset(pointer(tensor.address(ofChunk: j)), Int32(stamp), testChunk) }
+            }
+        }
+        func check() throws {
+            let ids = live.keys.sorted()
+            let identities = try cache.sharedChunkIdentities(ids)
+            let tensors = try ids.map { try cache.tensors(of: $0) }
+            var pairs = 0
+            for (a, x) in identities.enumerated() {
+                for (b, y) in identities.enumerated() where b > a {
+                    for j in 0..<min(x.count, y.count) where x[j] == y[j] {
+                        pairs += 1
+                        for r in 0..<tensors[a].count where memcmp(pointer(tensors[a][r].address(ofChunk: j)), pointer(tensors[b][r].address(ofChunk: j)), testChunk) != 0 {
+                            Issue.record("requests \(ids[a]) and \(ids[b]) name chunk \(j) alike but hold different bytes in range \(r)")
+                        }
+                    }
+                }
+            }
+            shared += pairs
+        }
+        var shared = 0
+        for _ in 0..<400 {
+            let choice = Int(rng.next() % 10)
+            if live.count < 3 || choice < 2 {
+                let n = Int(rng.next() % 200) + 1
+                let id = nextId
+                nextId += 1
+                try cache.addRequest(id)
+                try cache.reserve(id, tokens: n)
+                try cache.setLength(id, n)
+                try write(id, chunks: 0..<cache.layout.chunks(forTokens: n))
+                live[id] = n
+            } else if choice < 6 && live.count < 14 {
+                let source = live.keys.sorted()[Int(rng.next() % UInt64(live.count))]
+                let prefix = Int(rng.next() % UInt64(live[source]! + 1))
+                let n = min(250, prefix + Int(rng.next() % 40) + 1)
+                let id = nextId
+                nextId += 1
+                try cache.fork(from: source, prefix: prefix, into: id)
+                try cache.reserve(id, tokens: n)
+                try cache.setLength(id, n)
+                try write(id, chunks: (prefix / perChunk)..<cache.layout.chunks(forTokens: n))
+                live[id] = n
+            } else if choice < 8 {
+                let id = live.keys.sorted()[Int(rng.next() % UInt64(live.count))]
+                let m = Int(rng.next() % UInt64(live[id]! + 1))
+                try cache.truncate(id, to: m)
+                let n = min(250, m + Int(rng.next() % 30))
+                // (A shared slab run cut by the truncation is made private here, copy on write.)
+                try cache.reserve(id, tokens: n)
+                try cache.setLength(id, n)
+                if n > m { try write(id, chunks: (m / perChunk)..<cache.layout.chunks(forTokens: n)) }
+                live[id] = n
+            } else {
+                let id = live.keys.sorted()[Int(rng.next() % UInt64(live.count))]
+                try cache.free(id)
+                live[id] = nil
+            }
+            try check()
+            #expect(memory.audit() == [])
+        }
+        #expect(shared > 0, "the random operations shared chunks (\(shared) pairs of equal names checked)")
+        #expect(memory.accounting.freshRuns > 0)
+        for id in live.keys { try cache.free(id) }
+        try memory.drain()
+        #expect(memory.accounting.inUse == 0)
+        #expect(backendAgrees(memory, host) == [])
     }
 }

@@ -951,11 +951,17 @@ public final class VirtualMemory: @unchecked Sendable {
     /// Gives chunk `index` of `tensor` a private copy if it is shared (copy-on-write before a
     /// write). Waits for in-flight device work, since the shared mapping is replaced in place. A
     /// shared pending alias is mapped first (the copy's source); one held by this slot alone
-    /// stays pending.
+    /// stays pending. A slot that holds no chunk now (empty, or retiring: a split of its run,
+    /// made private a moment before for the slot next to it, retired it) has nothing to copy:
+    /// the next grow maps it a chunk of its own.
     public func makePrivate(_ tensor: VirtualTensor, chunk index: Int) throws {
         try lock.withLock {
             waitLocked { slotInFlight(tensor, index) || onlyUnmapsCanFree }
             try checkLive(tensor, index)
+            switch tensor.slots[index] {
+            case .empty, .retiring: return
+            default: break
+            }
             if case .stranded(let chunk) = tensor.slots[index] {
                 // Given back inside a run and about to be written again: the tensor's own at
                 // once where nobody else maps it, else the run is copied (the slot keeps its copy).
