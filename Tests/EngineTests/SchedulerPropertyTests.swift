@@ -159,6 +159,24 @@ struct TestRandom: RandomNumberGenerator {
                 let audit = engine.auditPrefixCache()
                 #expect(audit.problems.isEmpty, "\(audit.problems)")
                 let cache = model.kvCache, perChunk = cache.layout.tokensPerChunk
+                // Requests that name a chunk alike (what the shared-prefix decode tiles by: one
+                // chunk aliased, or a packed or copied prefix and its source) hold the same tokens there.
+                let ids = cache.requestIDs.sorted()
+                let identities = try cache.sharedChunkIdentities(ids)
+                for (a, x) in identities.enumerated() {
+                    for (b, y) in identities.enumerated() where b > a {
+                        // (Mapped ones only: a waiting request's aliases may still be pending.)
+                        let tensors = try [ids[a], ids[b]].map { try cache.tensors(of: $0) }
+                        for j in 0..<min(x.count, y.count) where x[j] == y[j]
+                            && memory.inspect({ m in tensors.allSatisfy { $0.allSatisfy { m.isMapped($0, chunk: j) } } }) {
+                            let held = try [ids[a], ids[b]].map { id in
+                                let view = try cache.view(id, layer: 1, component: .key)
+                                return (0..<perChunk).map { UnsafePointer<Int32>(bitPattern: UInt(view.address(token: j * perChunk + $0, head: 1)))!.pointee }
+                            }
+                            #expect(held[0] == held[1], "requests \(ids[a]) and \(ids[b]) name chunk \(j) alike but hold \(held[0]) and \(held[1])")
+                        }
+                    }
+                }
                 for node in audit.nodes {
                     let view = try cache.holderView(node.holder, layer: 1, component: .key)
                     let held = node.tokens.indices.map {

@@ -14,21 +14,18 @@ import Testing
         try cache.setLength(id, n)
     }
 
-    /// Every pair of requests that name chunk j alike maps the same memory there in every range;
-    /// with one range, the identity is the chunk itself.
+    /// Every pair of requests that name chunk j alike holds the same bytes there in every range
+    /// (one chunk mapped twice, or a copy and its source).
     func checkIdentities(_ cache: KVCache, _ memory: VirtualMemory, _ ids: [Int]) throws {
         let identities = try cache.sharedChunkIdentities(ids)
         let tensors = try ids.map { try cache.tensors(of: $0) }
         for (a, x) in identities.enumerated() {
             #expect(x.count <= (try cache.length(of: ids[a])) / cache.layout.tokensPerChunk)
-            if cache.layout.rangesPerRequest == 1 {
-                for (j, identity) in x.enumerated() { #expect(memory.physicalChunk(tensors[a][0], chunk: j)?.raw == identity) }
-            }
             for (b, y) in identities.enumerated() where b > a {
                 for j in 0..<min(x.count, y.count) where x[j] == y[j] {
                     for r in 0..<tensors[a].count {
-                        #expect(memory.physicalChunk(tensors[a][r], chunk: j) == memory.physicalChunk(tensors[b][r], chunk: j),
-                                "requests \(ids[a]) and \(ids[b]) name chunk \(j) alike but map different chunks in range \(r)")
+                        #expect(memcmp(pointer(tensors[a][r].address(ofChunk: j)), pointer(tensors[b][r].address(ofChunk: j)), testChunk) == 0,
+                                "requests \(ids[a]) and \(ids[b]) name chunk \(j) alike but hold different bytes in range \(r)")
                     }
                 }
             }
@@ -102,7 +99,7 @@ import Testing
     /// frees: after every operation, any two live requests that name chunk j alike hold the
     /// same bytes there in every range. What the shared-prefix decode relies on when it reads
     /// one member's keys for a whole tile.
-    @Test(arguments: KVLayoutKind.allCases, [UInt64(1), 2, 3])
+    @Test(arguments: KVLayoutKind.allCases, (UInt64(1)...12).map { $0 })
     func requestsNamingAChunkAlikeHoldTheSameBytes(layout: KVLayoutKind, seed: UInt64) throws {
         let host = try makeHost()
         let memory = try VirtualMemory(backend: host, budget: .bytes(1500 * testChunk), lowWatermark: 0, highWatermark: 8, freshSlabChunks: 4)
@@ -137,7 +134,7 @@ import Testing
             shared += pairs
         }
         var shared = 0
-        for _ in 0..<400 {
+        for _ in 0..<1000 {
             let choice = Int(rng.next() % 10)
             if live.count < 3 || choice < 2 {
                 let n = Int(rng.next() % 200) + 1
@@ -177,7 +174,8 @@ import Testing
             try check()
             #expect(memory.audit() == [])
         }
-        #expect(shared > 0, "the random operations shared chunks (\(shared) pairs of equal names checked)")
+        // (64-token chunks a range leave the per-layer layout few full chunks to share.)
+        #expect(shared > 0 || layout == .perLayer, "the random operations shared chunks (\(shared) pairs of equal names checked)")
         #expect(memory.accounting.freshRuns > 0)
         for id in live.keys { try cache.free(id) }
         try memory.drain()

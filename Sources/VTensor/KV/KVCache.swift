@@ -41,11 +41,12 @@ public final class KVCache: @unchecked Sendable {
         /// Holders whose chunks this request maps at the same places: the one whose ranges it took
         /// over (`addRequest(_:aliasing:tokens:)`), those it shared its chunks as (`share`).
         var twinHolders: [Int] = []
-        /// Leading full chunks other requests may map as the same physical chunks: aliased from a
-        /// holder or a fork's source, or given to a holder (`share`). They stay as they are while
+        /// Leading full chunks other requests may map as the same physical chunks or hold copies
+        /// of: aliased from a holder or a fork's source, given to a holder (`share`), or packed
+        /// into a holder's copy (`sharePacked`). They stay as they are while
         /// the request runs (only a truncation below them changes them).
         var sharedChunks = 0
-        /// The physical identities of those chunks, once read in full (`sharedChunkIdentities`).
+        /// The content identities of those chunks, once read in full (`sharedChunkIdentities`).
         var chunkIdentities: [UInt64] = []
     }
 
@@ -193,7 +194,11 @@ public final class KVCache: @unchecked Sendable {
                 throw VTensorError.invalidSize("cannot truncate request \(id) of \(entry.length) tokens to \(n)")
             }
             let keep = layout.chunks(forTokens: n + guardTokens)
-            for tensor in entry.tensors { try memory.shrink(tensor, toChunks: keep) }
+            for tensor in entry.tensors {
+                try memory.shrink(tensor, toChunks: keep)
+                // Chunks from the one token n lands in on may be written again in place.
+                memory.forgetContent(tensor, from: n / layout.tokensPerChunk)
+            }
             memory.setWholeWrites(entry.tensors.map { ($0, n / layout.tokensPerChunk) })
             entry.length = n
             entry.appendChunk = nil
@@ -230,6 +235,7 @@ public final class KVCache: @unchecked Sendable {
                     for index in copy.sorted() {
                         try memory.map(mine, chunk: index)
                         try memory.copyChunk(from: theirs, chunk: index, to: mine, chunk: index, bytes: layout.chunkSize)
+                        memory.inheritContent(mine, chunk: index, from: theirs, chunk: index)
                         copiedPrefixCount += 1
                     }
                     if partial > 0 {
@@ -323,9 +329,12 @@ public final class KVCache: @unchecked Sendable {
                 throw VTensorError.invalidSize("cannot pack chunks \(first)..<\(chunks) of request \(id), which holds \(entry.length) tokens")
             }
             guard memory.backend.makesSlabs else { return false }
-            return try makePackedHolderLocked(holder, at: first, tokens: chunks * layout.tokensPerChunk) { range in
+            let packed = try makePackedHolderLocked(holder, at: first, tokens: chunks * layout.tokensPerChunk) { range in
                 (first..<chunks).map { (entry.tensors[range], $0) }
             }
+            // The requests that alias the copy read this request's bytes (content identities).
+            if packed { entries[id]!.sharedChunks = max(entry.sharedChunks, chunks) }
+            return packed
         }
     }
 
@@ -723,6 +732,7 @@ public final class KVCache: @unchecked Sendable {
                 guard let source else { throw VTensorError.unknownRequest(prefix[i].holder) }
                 try memory.map(tensors[r], chunk: i)
                 try memory.copyChunk(from: source[r], chunk: i, to: tensors[r], chunk: i, bytes: layout.chunkSize)
+                memory.inheritContent(tensors[r], chunk: i, from: source[r], chunk: i)
                 copiedPrefixCount += 1
             }
         }
@@ -758,8 +768,9 @@ public final class KVCache: @unchecked Sendable {
 
     // MARK: Views
 
-    /// For each request, the physical identities of its leading chunks that other requests may
-    /// map too (see `Entry.sharedChunks`), one number a chunk (all of the request's ranges
+    /// For each request, the content identities of its leading chunks that other requests may
+    /// map too or hold copies of (see `Entry.sharedChunks`, `VirtualMemory.Inspector.contentIdentity`),
+    /// one number a chunk (all of the request's ranges
     /// together): two requests with the same number at chunk j read the same bytes for its
     /// tokens. Empty for a request that shares nothing. Read from the memory manager once per
     /// request, then kept (the chunks do not change while it runs).
@@ -782,8 +793,8 @@ public final class KVCache: @unchecked Sendable {
                     chunks: for j in 0..<count {
                         var identity: UInt64 = 0
                         for (r, tensor) in entry.tensors.enumerated() {
-                            guard j < tensor.chunkCount, let chunk = memory.heldChunk(tensor, chunk: j) else { break chunks }
-                            identity = r == 0 ? chunk.raw : Self.mix(identity, chunk.raw)
+                            guard j < tensor.chunkCount, let content = memory.contentIdentity(tensor, chunk: j) else { break chunks }
+                            identity = r == 0 ? content : Self.mix(identity, content)
                         }
                         identities.append(identity)
                     }

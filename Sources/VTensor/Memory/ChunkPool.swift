@@ -137,11 +137,34 @@ struct ChunkPool {
     private(set) var wholeIdle: [Int: Set<Int>] = [:]
     private(set) var wholeIdleChunks = 0
 
+    /// Content identities: a number per chunk whose bytes copies share (`VirtualMemory`'s
+    /// `contentIdentity`). Taken from a counter, so a number is never reused; a copy of a chunk
+    /// whose bytes stay as they are gets its source's; a chunk given back forgets its number.
+    private(set) var contentOf: [PhysicalChunk: UInt64] = [:]
+    private(set) var nextContent: UInt64 = 1
+
+    mutating func contentIdentity(_ chunk: PhysicalChunk) -> UInt64 {
+        if let known = contentOf[chunk] { return known }
+        let fresh = nextContent
+        nextContent += 1
+        contentOf[chunk] = fresh
+        return fresh
+    }
+
+    /// `copy` now holds `source`'s bytes, and neither will be written again.
+    mutating func inheritContent(_ copy: PhysicalChunk, from source: PhysicalChunk) {
+        contentOf[copy] = contentIdentity(source)
+    }
+
+    /// `chunk`'s bytes are about to change (it serves as a fresh chunk again).
+    mutating func forgetContent(_ chunk: PhysicalChunk) { contentOf[chunk] = nil }
+
     var inUse: Int { references.count }
     /// Whether a slab's chunks map only as the whole slab (see the type's note).
     var wholeSlabsOnly: Bool { !backend.mapsSlabParts }
 
     private mutating func putInReserve(_ chunk: PhysicalChunk) {
+        contentOf[chunk] = nil
         if let slab = slabOf[chunk]?.slab {
             slabChunksInReserve[slab, default: 0] += 1
             if wholeSlabsOnly {

@@ -485,6 +485,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 // As in `mapFreshLocked`: serves as the fresh chunk, with no driver call.
                 retiring.remove(tensor, index)
                 tensor.slots[index] = .mapped(held)
+                pool.forgetContent(held)
                 mapped.append((tensor, index, .takenBack))
                 continue
             case .stranded:
@@ -587,6 +588,7 @@ public final class VirtualMemory: @unchecked Sendable {
             throw VTensorError.backend(operation: "map", message: "\(tensor) chunk \(index), given back inside a run, is mapped elsewhere too; copy it on write first (makePrivate)")
         }
         tensor.slots[index] = .mapped(chunk)
+        pool.forgetContent(chunk)
         strandedCount -= 1
     }
 
@@ -864,6 +866,7 @@ public final class VirtualMemory: @unchecked Sendable {
         }
         tensor.slots[index] = .mapped(fresh)
         pool.addReference(fresh)
+        pool.inheritContent(fresh, from: chunk)
         pool.dropReference(chunk)
         pendingAliases -= 1
         runSplits += 1
@@ -1129,6 +1132,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 pool.addReference(chunk)
                 pendingAliases += 1
             }
+            inheritContentLocked(chunks, from: sources)
             packedSlabs += 1
             return true
         }
@@ -1159,7 +1163,35 @@ public final class VirtualMemory: @unchecked Sendable {
             try? retireLocked(holder, indices: Array(range))
             throw VTensorError.from(error)
         }
+        inheritContentLocked(chunks, from: sources)
         packedSlabs += 1
+    }
+
+    /// A packed slab's chunks hold their sources' bytes (full prompt chunks, never written again).
+    private func inheritContentLocked(_ chunks: [PhysicalChunk], from sources: [(tensor: VirtualTensor, index: Int)]) {
+        for (chunk, (tensor, index)) in zip(chunks, sources) {
+            if let source = tensor.slots[index].heldChunk { pool.inheritContent(chunk, from: source) }
+        }
+    }
+
+    /// Records that `tensor`'s chunk `index` now holds a copy of `source`'s chunk
+    /// `sourceIndex`, and that neither will be written again (a full prompt chunk copied where
+    /// it could not be aliased): both then have one content identity.
+    public func inheritContent(_ tensor: VirtualTensor, chunk index: Int, from source: VirtualTensor, chunk sourceIndex: Int) {
+        lock.withLock {
+            guard let copy = tensor.slots[index].heldChunk, let original = source.slots[sourceIndex].heldChunk else { return }
+            pool.inheritContent(copy, from: original)
+        }
+    }
+
+    /// `tensor`'s chunks from `first` on may be written again (a truncation): they forget their
+    /// content identities (copies made before keep theirs, which no chunk reused gets again).
+    public func forgetContent(_ tensor: VirtualTensor, from first: Int) {
+        lock.withLock {
+            for index in max(0, first)..<tensor.chunkCount {
+                if let chunk = tensor.slots[index].chunk { pool.forgetContent(chunk) }
+            }
+        }
     }
 
     /// Copies `sources` (mapped chunks) to `destination`'s slots from `start` on, adjacent
@@ -1214,6 +1246,13 @@ public final class VirtualMemory: @unchecked Sendable {
 
         /// The physical chunk slot `index` holds for data (mapped, or a pending alias), if any.
         public func heldChunk(_ tensor: VirtualTensor, chunk index: Int) -> PhysicalChunk? { tensor.slots[index].heldChunk }
+
+        /// A number for the bytes of the chunk slot `index` holds: two slots with the same number
+        /// hold the same bytes, whether they map one chunk or a copy and its source (see
+        /// `inheritContent`). Nil when the slot holds no chunk.
+        public func contentIdentity(_ tensor: VirtualTensor, chunk index: Int) -> UInt64? {
+            tensor.slots[index].heldChunk.map { memory.pool.contentIdentity($0) }
+        }
 
         /// The slab of the chunk slot `index` holds (mapped or pending), the chunk's index in it
         /// and its chunk count, where that slab maps only whole (a slab of several chunks, on a
@@ -1551,6 +1590,7 @@ public final class VirtualMemory: @unchecked Sendable {
         if case .retiring(let chunk, _) = tensor.slots[index], canTakeBackLocked(tensor, index, chunk) {
             retiring.remove(tensor, index)
             tensor.slots[index] = .mapped(chunk)
+            pool.forgetContent(chunk)
             return
         }
         try settleLocked(tensor, index)
