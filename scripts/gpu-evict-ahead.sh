@@ -6,11 +6,14 @@
 #   1. multi-turn at the issue's defaults (256 conversations x 5 rounds, 512 + 64, 128 in flight):
 #      cache on (defaults), paged, no cache, and cache on with --evict-ahead off.
 #   2. multi-turn with a 2,048-token system prompt every conversation shares (128 conversations).
-#   3. shared prefix at the issue's defaults (64 x 16, 2,048 + 128, 256 out), the defaults only.
+#   3. shared prefix at the issue's defaults (64 x 16, 2,048 + 128, 256 out), vTensor and paged:
+#      content identities (a copy of a full prompt chunk named as its source) let requests that
+#      read a copy tile with those that read the source (modeled: paged's 73,850 tiles, was 71,180).
+#   Also every dev decode check against the CPU, after the trained model's agreement.
 # Predicted: multi-turn >= 2.4x no cache (2.39x on an H200 before; an H100's smaller KV budget
 # leaves it short of memory, where eviction a step ahead helps), at least equal to paged; the
 # later rounds' first token ~0.7 of no cache's with fixed steps (not the issue's third); shared
-# prefix as the previous call's tiles arm (3.28x no cache, 0.95x paged on an H100).
+# prefix ~0.98x of paged (0.95x before content identities, on an H100).
 # Usage: [RUN_DEADLINE=400] scripts/gpu-evict-ahead.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,10 +36,12 @@ json.dump(out, open("/tmp/tiny/shared.json", "w"))
 PY
 run trained-tiles 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 8 --kv-chunks 32
 run trained-no-tiles 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 8 --kv-chunks 32 --shared-prefix-decode off
+run checks 150 "$bin" dev decode --skip-timing --json-out "$out/checks.json"
 run mt-on 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/mt-on.json"
 run mt-nocache 120 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/mt-nocache.json"
 run mt-paged 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --kv paged --json-out "$out/mt-paged.json"
 run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-on.json"
+run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
 run mts-on 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --json-out "$out/mts-on.json"
 run mts-paged 90 "$bin" bench throughput "${dummy[@]}" "${mts[@]}" --kv paged --json-out "$out/mts-paged.json"
 run mt-late 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --evict-ahead off --json-out "$out/mt-late.json"
@@ -47,9 +52,14 @@ out = sys.argv[1]
 def load(name):
     try: return json.load(open(os.path.join(out, name + ".json")))
     except Exception: return None
+c = load("checks")
+if c:
+    failed = [x for x in c["checks"] if not x["passed"]]
+    print(f"== dev decode checks: {len(c['checks']) - len(failed)} passed, {len(failed)} failed")
+    for x in failed[:10]: print("FAIL", x["name"], x["detail"][:300])
 print("== throughput (dummy Llama-3-8B)")
 print(f"{'run':10} {'out tok/s':>9} {'vs paged':>8} {'vs nocache':>10} {'hit':>6} {'step ms':>8} {'host ms':>8} {'idle ms':>8} {'map wait ms':>11} {'KV peak GiB':>11} {'1st tok p50 first/later ms':>26}")
-for name in ["mt-on", "mt-late", "mt-paged", "mt-nocache", "mts-on", "mts-paged", "sp-on"]:
+for name in ["mt-on", "mt-late", "mt-paged", "mt-nocache", "mts-on", "mts-paged", "sp-on", "sp-paged"]:
     r = load(name)
     if not r: print(f"{name:10} missing"); continue
     p = load(name.split("-")[0] + "-paged") if not name.endswith("paged") else None
@@ -67,7 +77,7 @@ if on and off and on.get("first_token_mean_by_round_seconds") and off.get("first
           f"(all later rounds: mean {sum(m_on)/sum(m_off):.2f}, p50 {on['first_token_p50_later_rounds_seconds']/off['first_token_p50_later_rounds_seconds']:.2f})")
 PY
 { for f in trained-tiles trained-no-tiles; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "teacher-forced|^result|shared-prefix decode|exact|prefix cache" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-300; }; done
-  for f in mt-on mt-late sp-on mts-on; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "shared-prefix decode|prefix cache  |mapping waits|^per step|^GPU per step|^KV memory|^GPU memory free" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-300; }; done
+  for f in mt-on mt-late sp-on sp-paged mts-on; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "shared-prefix decode|prefix cache  |mapping waits|^per step|^GPU per step|^KV memory|^GPU memory free" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-300; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 # Everything but the summary in one archive (the device tool brings back only a few files).
 (cd "$out" && tar czf /tmp/evict-details.tgz --exclude=summary.txt . 2>/dev/null \
