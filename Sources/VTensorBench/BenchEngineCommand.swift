@@ -306,15 +306,17 @@ struct BenchEngineCommand: ParsableCommand {
             }
         }
         if kv != .vtensor { arms.append(("paged", true, false, 0, 0, false)) }
+        let tokensPerRequest = workload.systemLength + workload.questionLength + workload.outputLength + 8
+        let tokenBytes = KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16).tokenBytes
+        // Requests' worth of KV the budget holds (as makeEngine counts them).
+        let held = sharedKvBudgetGib.map { Int($0 * Double(1 << 30)) / ((tokensPerRequest + 16) * tokenBytes) } ?? 2 * requests.count
         for round in 0..<3 {
             for (label, paged, perRun, pack, fresh, ahead) in arms {
                 var options = EngineOptions(maxNumSeqs: 256, maxNumBatchedTokens: 8192, pipelineSteps: pipelineSteps == .on, prefixCaching: prefixCache == .on)
                 options.packPrefixChunks = pack
                 options.evictAhead = ahead
-                let tokensPerRequest = workload.systemLength + workload.questionLength + workload.outputLength + 8
-                let held = sharedKvBudgetGib.map { Int($0 * Double(1 << 30)) / ((tokensPerRequest + 16) * KVShape(layers: config.numHiddenLayers, kvHeads: config.numKeyValueHeads, headDim: config.headDim, dtype: .bf16).tokenBytes) }
                 let engine = try makeEngine(config: config, rows: 256, tokensPerRequest: tokensPerRequest,
-                                            requestsHeld: held ?? 2 * requests.count, paged: paged, perRun: perRun, options: options,
+                                            requestsHeld: held, paged: paged, perRun: perRun, options: options,
                                             cost: realTime ? StepCostModel.h200Llama3_8B : nil, freshSlab: fresh, modeledDevice: realTime)
                 let null = engine.model as! NullModel
                 null.sleepMs = realTime ? 0 : stepSleepMs

@@ -16,6 +16,16 @@ import Testing
         return (host, faulty, memory)
     }
 
+    /// A per-token KV cache over 200 chunks of host memory, fresh chunks mapped as slabs.
+    func perTokenCache(freshSlabChunks: Int, maxTokens: Int) throws -> (HostBackend, VirtualMemory, KVCache) {
+        let host = try makeHost()
+        let memory = try VirtualMemory(backend: host, budget: .bytes(200 * testChunk), lowWatermark: 0, highWatermark: 0,
+                                       freshSlabChunks: freshSlabChunks)
+        let cache = try KVCache(shape: KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32), layout: .perToken, memory: memory,
+                                maxTokensPerRequest: maxTokens)
+        return (host, memory, cache)
+    }
+
     func fill(_ t: VirtualTensor, _ chunks: Range<Int>, tag: UInt32) {
         for i in chunks { store(tag + UInt32(i), at: t.address(ofChunk: i) + 16) }
     }
@@ -207,10 +217,7 @@ import Testing
     /// by block, the slab's chunks wait (counted as stranded) until the last goes, then all go
     /// together and the slab is whole again.
     @Test func aHolderGivesASlabsChunksBackTogether() throws {
-        let host = try makeHost()
-        let memory = try VirtualMemory(backend: host, budget: .bytes(200 * testChunk), lowWatermark: 0, highWatermark: 0, freshSlabChunks: 4)
-        let cache = try KVCache(shape: KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32), layout: .perToken, memory: memory,
-                                maxTokensPerRequest: 256)
+        let (host, memory, cache) = try perTokenCache(freshSlabChunks: 4, maxTokens: 256)
         let perChunk = cache.layout.tokensPerChunk
         try cache.addRequest(1)
         try cache.reserve(1, tokens: 4 * perChunk)
@@ -240,10 +247,7 @@ import Testing
     /// fork reads what its source wrote, names its full chunks as its source does (aliased or
     /// copied, the bytes are the same), and nothing leaks.
     @Test func aForkOfSlabsAliasesWholeSlabsAndCopiesTheRest() throws {
-        let host = try makeHost()
-        let memory = try VirtualMemory(backend: host, budget: .bytes(200 * testChunk), lowWatermark: 0, highWatermark: 0, freshSlabChunks: 8)
-        let cache = try KVCache(shape: KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32), layout: .perToken, memory: memory,
-                                maxTokensPerRequest: 1024)
+        let (host, memory, cache) = try perTokenCache(freshSlabChunks: 8, maxTokens: 1024)
         let perChunk = cache.layout.tokensPerChunk
         try cache.addRequest(1)
         try cache.reserve(1, tokens: 20 * perChunk)

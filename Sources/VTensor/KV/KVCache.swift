@@ -226,8 +226,7 @@ public final class KVCache: @unchecked Sendable {
                 // (a fresh run of its prompt) maps only with the rest of its slab: slabs the
                 // prefix covers whole are aliased as one run by the grow below; a slab it covers
                 // in part is copied.
-                let copied = full > 0 ? partialSlabSlotsLocked(Array(repeating: src.tensors, count: full), count: full)
-                                      : Array(repeating: Set<Int>(), count: tensors.count)
+                let copied = partialSlabSlotsLocked(Array(repeating: src.tensors, count: full), count: full)
                 try memory.aliasOnGrow(zip(zip(tensors, src.tensors), copied).flatMap { pair, copy in
                     (0..<full).filter { !copy.contains($0) }.map { (tensor: pair.0, index: $0, source: pair.1, sourceIndex: $0) }
                 })
@@ -689,11 +688,11 @@ public final class KVCache: @unchecked Sendable {
     /// whose chunk (slot i of `sources[i]`'s range) belongs to a slab that those slots do not
     /// hold whole, each chunk at its own place. A request cannot map such a chunk, so it gets a
     /// copy (`copyPrefixSlotsLocked`): a request that shares only part of a packed prefix, or
-    /// whose prefix ends inside one. Empty sets where slabs map in part, or hold no slab.
+    /// whose prefix ends inside one. Empty sets where slabs map in part, hold no slab, or
+    /// `count` is 0 (one set a range, always).
     private func partialSlabSlotsLocked(_ sources: [[VirtualTensor]], count: Int) -> [Set<Int>] {
-        let ranges = sources.first?.count ?? 0
-        return memory.inspect { memory in
-            (0..<ranges).map { r in
+        memory.inspect { memory in
+            (0..<layout.rangesPerRequest).map { r in
                 var partial = Set<Int>()
                 var i = 0
                 while i < count {
