@@ -431,7 +431,7 @@ public final class Engine: @unchecked Sendable {
 
         // Memory: map what this step writes, then ask ahead for what the next step will write.
         do {
-            try mapMemory(for: rows, stats: &stats)
+            try mapMemory(for: rows, inFlight: previous?.rows, stats: &stats)
         } catch {
             return (nil, fail(rows.map { (sequences[$0.id]!, "mapping KV memory: \(error)") } + failedRows, stats: &stats))
         }
@@ -619,7 +619,8 @@ public final class Engine: @unchecked Sendable {
     /// Maps what `rows` write (waiting on the mapper when it has not finished), then submits what
     /// the next step will likely write (its decodes' next tokens, the first prompt chunk of the
     /// requests it will likely admit), so the mapper works while the model computes.
-    private func mapMemory(for rows: [ScheduledRow], stats: inout EngineStatistics) throws {
+    /// `inFlight`: the rows of the step queued before this one, if it is still running.
+    private func mapMemory(for rows: [ScheduledRow], inFlight: [ScheduledRow]?, stats: inout EngineStatistics) throws {
         let targets = rows.map { (id: $0.id, tokens: $0.start + $0.count) }
         guard let cache = storage.virtualCache else {
             // Paged: pages come off a free list on this thread; there is nothing to map ahead.
@@ -634,13 +635,15 @@ public final class Engine: @unchecked Sendable {
         // The previous step's look-ahead covers this step's decodes; this step's own job maps
         // whatever it missed (the look-ahead is an optimization, so its failure is not this step's).
         let waitStart = monotonicNanos()
-        var blocked = false
+        var blocked = false, aheadUnfinished = false
         if let ahead = aheadTicket {
             aheadTicket = nil
-            blocked = !mapper.isDone(ahead)
+            aheadUnfinished = !mapper.isDone(ahead)
+            blocked = aheadUnfinished
             try? mapper.wait(ahead)
         }
-        if !(try cache.memory.holes(in: job).isEmpty) {
+        let ownChunks = try cache.memory.holes(in: job).count
+        if ownChunks > 0 {
             let ticket = mapper.submit(job, priority: stepIndex)
             blocked = blocked || !mapper.isDone(ticket)
             try mapper.wait(ticket)
@@ -652,6 +655,11 @@ public final class Engine: @unchecked Sendable {
             if rows.allSatisfy(\.isDecode) { stats.blockedDecodeOnlyWaits += 1 }
             stats.mappingWaitSeconds += waited
             stats.maxMappingWaitSeconds = max(stats.maxMappingWaitSeconds, waited)
+            let promptTokens = { (rows: [ScheduledRow]) in rows.reduce(0) { $0 + ($1.isDecode ? 0 : $1.count) } }
+            stats.longestMappingWaits = MappingWait.longest(stats.longestMappingWaits, [MappingWait(
+                step: stepIndex, seconds: waited, rows: rows.count, promptTokens: promptTokens(rows),
+                promptTokensInFlight: inFlight.map(promptTokens), aheadUnfinished: aheadUnfinished,
+                ownChunks: ownChunks, freeChunks: ledger.freeChunks)])
         }
 
         // Ahead, for the next step, mapped while this one computes: each decode's next token(s),
@@ -895,6 +903,7 @@ extension EngineStatistics {
         blockedDecodeOnlyWaits += step.blockedDecodeOnlyWaits
         mappingWaitSeconds += step.mappingWaitSeconds
         maxMappingWaitSeconds = max(maxMappingWaitSeconds, step.maxMappingWaitSeconds)
+        if !step.longestMappingWaits.isEmpty { longestMappingWaits = MappingWait.longest(longestMappingWaits, step.longestMappingWaits) }
         hostSeconds += step.hostSeconds
         modelSeconds += step.modelSeconds
         peakCommittedChunks = max(peakCommittedChunks, step.peakCommittedChunks)

@@ -65,6 +65,9 @@ public struct EngineStatistics: Sendable, Codable, Equatable {
     public var blockedDecodeOnlyWaits = 0
     public var mappingWaitSeconds = 0.0
     public var maxMappingWaitSeconds = 0.0
+    /// The longest blocked waits, longest first (at most `MappingWait.kept`): where a run's
+    /// waits come from, since a few long ones can outweigh many short ones.
+    public var longestMappingWaits: [MappingWait] = []
 
     // Time on the engine thread: planning and bookkeeping, and inside the model's step.
     public var hostSeconds = 0.0
@@ -135,5 +138,41 @@ public struct EngineSnapshot: Sendable, Equatable {
     /// `kv_cache_usage_perc`, which also counts cached blocks nobody uses as free).
     public var usage: Double {
         capacityChunks > 0 ? Double(committedChunks - evictableChunks) / Double(capacityChunks) : 0
+    }
+}
+
+/// A blocked wait on the mapper before a step could run, and what the step and the step in flight
+/// (whose end the mapping may have had to wait for) held.
+public struct MappingWait: Sendable, Codable, Equatable {
+    /// How many of the longest waits the statistics keep.
+    public static let kept = 8
+    public var step: Int
+    public var seconds: Double
+    public var rows: Int
+    public var promptTokens: Int
+    /// Prompt tokens of the step queued before this one and still in flight (nil: none was).
+    public var promptTokensInFlight: Int?
+    /// Whether the mapping asked for a step ahead (the look-ahead) was unfinished.
+    public var aheadUnfinished: Bool
+    /// Chunks this step's own job had left to map when it was submitted.
+    public var ownChunks: Int
+    /// Chunks free in the KV budget after the plan.
+    public var freeChunks: Int
+
+    public init(step: Int, seconds: Double, rows: Int, promptTokens: Int, promptTokensInFlight: Int?,
+                aheadUnfinished: Bool, ownChunks: Int, freeChunks: Int) {
+        self.step = step
+        self.seconds = seconds
+        self.rows = rows
+        self.promptTokens = promptTokens
+        self.promptTokensInFlight = promptTokensInFlight
+        self.aheadUnfinished = aheadUnfinished
+        self.ownChunks = ownChunks
+        self.freeChunks = freeChunks
+    }
+
+    /// `waits` with `more` in, the longest `kept`, longest first.
+    static func longest(_ waits: [MappingWait], _ more: [MappingWait]) -> [MappingWait] {
+        Array((waits + more).sorted { ($0.seconds, $1.step) > ($1.seconds, $0.step) }.prefix(kept))
     }
 }

@@ -432,6 +432,13 @@ struct BenchThroughputCommand: ParsableCommand {
             table.add(["mapper", "\(mapper.chunksMapped) chunks mapped, p50 \(fixed(Double(mapper.chunkLatencyP50) / 1000, 1)) us, p99 \(fixed(Double(mapper.chunkLatencyP99) / 1000, 1)) us a chunk"])
         }
         table.add(["mapping waits", "\(stats.blockedMappingWaits) of \(stats.mappingWaits) blocked (\(stats.blockedDecodeOnlyWaits) in decode-only steps), \(fixed(report.mappingWaitMsTotal, 2)) ms in all"])
+        if !stats.longestMappingWaits.isEmpty {
+            table.add(["longest mapping waits", stats.longestMappingWaits.map { wait in
+                "step \(wait.step) \(fixed(wait.seconds * 1000, 1)) ms (\(wait.rows) rows, \(wait.promptTokens) prompt tokens; in flight "
+                    + (wait.promptTokensInFlight.map { "\($0) prompt tokens" } ?? "none")
+                    + "; \(wait.aheadUnfinished ? "look-ahead unfinished, " : "")\(wait.ownChunks) own chunks, \(wait.freeChunks) free)"
+            }.joined(separator: "; ")])
+        }
         table.add(["KV memory", "\(report.kvMode): peak \(mib(report.kvPeakCreatedBytes)) created (committed \(mib(report.kvPeakCommittedBytes))) of a \(mib(report.kvBudgetBytes)) budget; "
                    + "held at the end \(mib(report.kvHeldAtEndBytes)), after trim \(mib(report.kvHeldAfterTrimBytes))"])
         if let before = report.deviceFreeBeforeBytes, let lowest = report.deviceFreeLowestBytes, let after = report.deviceFreeAfterTrimBytes,
