@@ -24,7 +24,7 @@ run mt-on 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/m
 run mt-nocache 120 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/mt-nocache.json"
 run mt-prof 120 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --profile-operations --json-out "$out/mt-prof.json"
 
-{ for f in sp-prof sp-paged-prof mt-sized mt-nocache-sized mt-on mt-nocache mt-prof; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "^throughput|^steps|^GPU ms a|^GPU per step|mapping waits|^first token by|^multi-turn first" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-900; }; done
+{ for f in sp-prof sp-paged-prof mt-sized mt-nocache-sized mt-on mt-nocache mt-prof; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "^throughput|^steps|^GPU ms a|^GPU per step|mapping waits|^first token by|^multi-turn first|^longest mapping waits" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-900; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 python3 - "$out" <<'PY' >> "$out/summary.txt"
 import json, os, sys
