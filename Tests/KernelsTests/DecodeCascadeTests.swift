@@ -46,13 +46,14 @@ import VTensor
             #expect(keys <= s.tokensPerCTA)
         }
         let sharedOf = Dictionary(uniqueKeysWithValues: tiles.flatMap { t in t.requests.map { ($0, t) } })
-        // A tile's item: its members are one tile's requests, the item reads through the first.
+        // A tile's item: its members are one tile's requests, the item reads through its reader.
         for item in s.items where item.members > 1 {
             let members = s.members[Int(item.memberStart)..<Int(item.memberStart + item.members)]
             #expect(Int(item.members) <= perTile)
-            #expect(item.request == members.first!.request && item.pair == members.first!.pair)
-            let tile = sharedOf[Int(item.request)]
+            #expect(item.pair == members.first!.pair)
+            let tile = sharedOf[Int(members.first!.request)]
             #expect(tile != nil && members.allSatisfy { sharedOf[Int($0.request)] == tile })
+            #expect(Int(item.request) == tile?.readerIndex)
             #expect(Int(item.end) <= tile?.tokens ?? 0)
         }
         let byPair = pieces(s)
@@ -137,9 +138,10 @@ import VTensor
         let tiles = DecodeSchedule.sharedPrefixTiles(blocks: blocks, requests: requests, tokensPerBlock: 16, membersPerTile: 4, minTokens: 16)
         #expect(tiles.count == 1 && Set(tiles[0].requests) == [0, 1, 2, 3] && tiles[0].tokens == 128)
         // Two to a tile (group 8): neighbours in sorted order pair up (0 and 1, 3 and 2, whose
-        // extra block sorts it last); 4 would spare only 32 keys and 5 shares nothing.
+        // extra block sorts it last), both reading the 8 blocks through 0; 4 would spare only 32
+        // keys and 5 shares nothing.
         let pairs = DecodeSchedule.sharedPrefixTiles(blocks: blocks, requests: requests, tokensPerBlock: 16, membersPerTile: 2, minTokens: 16)
-        #expect(pairs == [SharedPrefix(requests: [0, 1], tokens: 128), SharedPrefix(requests: [3, 2], tokens: 128)])
+        #expect(pairs == [SharedPrefix(requests: [0, 1], tokens: 128), SharedPrefix(requests: [3, 2], tokens: 128, reader: 0)])
         // A request shares at most all but its last key; below minTokens nothing is shared.
         let short = [Request(length: 20, queryStart: 0, queryCount: 1), Request(length: 40, queryStart: 1, queryCount: 1)]
         #expect(DecodeSchedule.sharedPrefixTiles(blocks: [[1, 2], [1, 2]], requests: short, tokensPerBlock: 16, membersPerTile: 4, minTokens: 16)
@@ -166,6 +168,36 @@ import VTensor
         // A window, or no tiles given: the plain schedule.
         let windowed = DecodeSchedule(requests: requests, queryHeads: 32, kvHeads: 8, window: 4096, maxCTAs: 264, sharedPrefixes: tiles)
         #expect(windowed.tiles == 0 && windowed.members.isEmpty && windowed.totalKeys == plain.totalKeys)
+    }
+
+    /// Every tile of one prefix reads it through one request, the first of the order holding
+    /// it (one physical copy at one address, whatever copy each tile's first member maps).
+    @Test func tilesOfOnePrefixShareOneReader() {
+        let head = (1...8).map { UInt64($0) }
+        // 0-9 hold the whole head; 10-13 only its first 4 blocks; then 14 and 15 a head of their own.
+        let blocks = (0..<10).map { _ in head } + (0..<4).map { _ in Array(head.prefix(4)) } + [[40, 41, 42], [40, 41, 42]]
+        let requests = blocks.indices.map { Request(length: 16 * 9 + $0, queryStart: $0, queryCount: 1) }
+        let tiles = DecodeSchedule.sharedPrefixTiles(blocks: blocks, requests: requests, tokensPerBlock: 16, membersPerTile: 4, minTokens: 16)
+        #expect(tiles.flatMap(\.requests).count == 16)
+        var readerOf: [[UInt64]: Int] = [:]
+        for tile in tiles {
+            let needed = (tile.tokens + 15) / 16
+            let reader = tile.readerIndex
+            // The reader names the tile's blocks as every member does; tiles naming them alike
+            // share it.
+            let names = Array(blocks[reader].prefix(needed))
+            #expect(names.count == needed && tile.requests.allSatisfy { Array(blocks[$0].prefix(needed)) == names })
+            #expect(readerOf[names, default: reader] == reader)
+            readerOf[names] = reader
+        }
+        let whole = tiles.filter { $0.tokens == 128 }
+        #expect(whole.count >= 2 && Set(whole.map(\.readerIndex)).count == 1)
+        #expect(tiles.contains { $0.reader != nil })
+        let other = tiles.first { $0.requests.contains(14) }
+        #expect(other?.readerIndex == 14 && other?.reader == nil)
+        // The schedule's tile items read through the reader.
+        let s = DecodeSchedule(requests: requests, queryHeads: 32, kvHeads: 8, window: nil, maxCTAs: 64, sharedPrefixes: tiles)
+        Self.validate(s, requests, tiles: tiles, queryHeads: 32, kvHeads: 8, maxCTAs: 64)
     }
 
     @Test func kernelTableCarriesTheMembers() {
@@ -209,26 +241,36 @@ import VTensor
 
     /// The items run on the host the way the kernel runs them: each item's rows (one pair, or a
     /// tile's members' query heads) attend to its keys read through the item's request (a tile's
-    /// first member); pairs in several pieces merge their partials by log-sum-exp. Against plain
+    /// reader); pairs in several pieces merge their partials by log-sum-exp. Against plain
     /// attention per request, with tile members whose shared keys are equal data.
     @Test func runningTheItemsEqualsAttention() {
         var rng = SplitMix64(seed: 99)
         func random() -> Double { Double(rng.next() >> 11) / Double(1 << 53) * 2 - 1 }
+        var readersElsewhere = 0
+        defer { #expect(readersElsewhere > 0, "some tiles read through a request that is not their first member") }
         for trial in 0..<40 {
             let (qh, kvh) = [(8, 2), (9, 3), (4, 4), (16, 2)][trial % 4]
             let d = 4, group = qh / kvh
             let (requests, blocks, tpb) = Self.groups(&rng, count: 2 + Int(rng.next() % 14))
             let tiles = DecodeSchedule.sharedPrefixTiles(blocks: blocks, requests: requests, tokensPerBlock: tpb,
                                                          membersPerTile: DecodeSchedule.membersPerTile(groupSize: group), minTokens: 16)
-            // K/V [request][token][kvHead][d]; a tile's members get its first member's shared keys.
+            // K/V [request][token][kvHead][d]: a block's tokens are its identity's data, so
+            // requests naming a block alike hold the same bytes there (what tiles and their
+            // readers rely on); the rest is each request's own.
             var keys = requests.map { r in (0..<r.length * kvh * d).map { _ in random() } }
             var values = requests.map { r in (0..<r.length * kvh * d).map { _ in random() } }
-            for tile in tiles {
-                let lead = tile.requests[0]
-                for m in tile.requests.dropFirst() {
-                    for x in 0..<tile.tokens * kvh * d { keys[m][x] = keys[lead][x]; values[m][x] = values[lead][x] }
+            let width = tpb * kvh * d
+            var blockData: [UInt64: (k: [Double], v: [Double])] = [:]
+            for (i, names) in blocks.enumerated() {
+                for (j, name) in names.enumerated() {
+                    if blockData[name] == nil { blockData[name] = ((0..<width).map { _ in random() }, (0..<width).map { _ in random() }) }
+                    for x in 0..<width where j * width + x < keys[i].count {
+                        keys[i][j * width + x] = blockData[name]!.k[x]
+                        values[i][j * width + x] = blockData[name]!.v[x]
+                    }
                 }
             }
+            readersElsewhere += tiles.filter { $0.reader != nil }.count
             let queries = requests.map { _ in (0..<qh * d).map { _ in 2 * random() } }
             let s = DecodeSchedule(requests: requests, queryHeads: qh, kvHeads: kvh, window: nil, maxCTAs: [3, 50, 264][trial % 3],
                                    minTokensPerCTA: 16, saturatingCTAs: [0, 4][trial % 2], sharedPrefixes: tiles)

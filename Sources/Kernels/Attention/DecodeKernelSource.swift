@@ -23,8 +23,8 @@
 /// operand of P.V in registers (FlashAttention-2).
 ///
 /// Shared prefixes (cascade): an item may be a tile's, whose keys are one physical copy for
-/// several requests (aliased chunks or shared pages, read through the first member's
-/// addresses). Its members' query heads fill the 16 rows together (group g: 16 / g members),
+/// several requests (aliased chunks or shared pages, read through one request's addresses,
+/// the same for every tile of that prefix). Its members' query heads fill the 16 rows together (group g: 16 / g members),
 /// so the keys are read once for all of them; each member's rows are a pair's split.
 ///
 /// End of a segment: the warps' (m, l, O) merge in shared memory. A pair in one segment writes
@@ -60,7 +60,7 @@ typedef unsigned long long u64;
 static_assert(DH == 64 || DH == 128, "head dim 64 or 128");
 
 struct __align__(16) DecodeItem {   /* 64 bytes, written by the host (DecodeSchedule.kernelItems) */
-    u64 k;          /* the request's K base (PAGED: its block table); a tile's: its first member's */
+    u64 k;          /* the request's K base (PAGED: its block table); a tile's: its reader's */
     u64 v;          /* its V base (PAGED: unused) */
     int row;        /* query row (output row) */
     int headSlot;   /* kvHead * headBlocks + headBlock */

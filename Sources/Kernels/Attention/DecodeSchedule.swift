@@ -56,8 +56,9 @@ public struct DecodeFastDivisor: Sendable, Equatable {
 public struct DecodeSchedule: Sendable, Equatable {
     /// A run of keys of one KV head and head block, for one pair or (`members` > 1) for the
     /// members of a tile, whose rows are in `DecodeSchedule.members[memberStart ..< +members]`.
-    /// The inline request, row, pair and split fields are the single member's (for a tile: its
-    /// first member, whose K/V addresses the kernel reads the shared keys through).
+    /// The inline row, pair and split fields are the single member's (for a tile: its first
+    /// member's); `request` is whose K/V addresses the keys are read through (for a tile: its
+    /// reader, `SharedPrefix.readerIndex`).
     public struct Item: Sendable, Equatable {
         public var request: Int32
         public var row: Int32
@@ -101,10 +102,19 @@ public struct DecodeSchedule: Sendable, Equatable {
     public struct SharedPrefix: Sendable, Equatable {
         public var requests: [Int]
         public var tokens: Int
-        public init(requests: [Int], tokens: Int) {
+        /// The request whose K/V addresses the kernel reads the shared keys through, when not the
+        /// first member: any request of the batch holding the same bytes for [0, tokens). Tiles
+        /// of one prefix that all read one request's view read one physical copy at one virtual
+        /// address, where each tile's own first member might read another copy of the same
+        /// content (a packed slab and its source) or the same copy at another address.
+        public var reader: Int?
+        public init(requests: [Int], tokens: Int, reader: Int? = nil) {
             self.requests = requests
             self.tokens = tokens
+            self.reader = reader == requests.first ? nil : reader
         }
+        /// The request the shared keys are read through.
+        public var readerIndex: Int { reader ?? requests[0] }
     }
 
     public static let rowsPerHeadBlock = 16
@@ -196,6 +206,8 @@ public struct DecodeSchedule: Sendable, Equatable {
         // Units: each tile's shared keys per KV head, then every pair's own keys. A unit's pairs
         // are unitPairs[unitStart[u] ..< unitStart[u + 1]].
         var unitLo: [Int] = [], unitHi: [Int] = [], unitStart: [Int] = [0], unitPairs: [Int32] = []
+        // The request a tile's units read their keys through (the tiles' units come first).
+        var unitReader: [Int32] = []
         var ownFrom = [Int](repeating: 0, count: pairs)  // first key of each pair's own unit
         var inTile = [Bool](repeating: false, count: requests.count)
         var saved = 0
@@ -208,9 +220,12 @@ public struct DecodeSchedule: Sendable, Equatable {
                              "a tile member has one query and keys of its own past the shared ones")
                 inTile[index] = true
             }
+            precondition(requests.indices.contains(tile.readerIndex) && requests[tile.readerIndex].length >= tile.tokens,
+                         "a tile's reader holds its shared keys")
             for slot in 0..<headSlots {
                 unitLo.append(0)
                 unitHi.append(tile.tokens)
+                unitReader.append(Int32(tile.readerIndex))
                 for index in tile.requests {
                     let p = firstPair[index] + slot
                     unitPairs.append(Int32(p))
@@ -291,7 +306,8 @@ public struct DecodeSchedule: Sendable, Equatable {
             let range = unitStart[piece.unit]..<unitStart[piece.unit + 1]
             let p0 = Int(unitPairs[range.lowerBound])
             let pair = pairList[p0]
-            var item = Item(request: pair.request, row: pair.row, headSlot: pair.slot, start: Int32(piece.lo), end: Int32(piece.hi),
+            var item = Item(request: piece.unit < unitReader.count ? unitReader[piece.unit] : pair.request, row: pair.row,
+                            headSlot: pair.slot, start: Int32(piece.lo), end: Int32(piece.hi),
                             pair: Int32(p0), firstSlot: firstSlot[p0], split: next[p0], splits: count[p0])
             if range.count > 1 {
                 item.members = Int32(range.count)

@@ -9,7 +9,8 @@ extension DecodeSchedule {
     /// Requests are sorted by their identities, so those sharing the longest prefixes sit next
     /// to each other; a run of neighbours becomes a tile while adding the next one does not
     /// lower what the tile spares, (members - 1) x shared keys. A tile shares at least
-    /// `minTokens` keys and leaves each member one key of its own.
+    /// `minTokens` keys and leaves each member one key of its own. Every tile reads its keys
+    /// through the first request of the order that holds them (`SharedPrefix.reader`).
     public static func sharedPrefixTiles(blocks: [[UInt64]], requests: [Request], tokensPerBlock: Int, membersPerTile: Int,
                                          minTokens: Int = 64) -> [SharedPrefix] {
         precondition(blocks.count == requests.count && tokensPerBlock >= 1, "one identity list per request")
@@ -32,13 +33,29 @@ extension DecodeSchedule {
             return min(j * tokensPerBlock, shareable(a), shareable(b))
         }
 
+        // Identities neighbours in the order have in common: requests sharing a prefix of them
+        // are one stretch of the order.
+        let sameBlocks = [0] + (1..<order.count).map { k -> Int in
+            let x = blocks[order[k - 1]], y = blocks[order[k]]
+            var j = 0
+            while j < x.count && j < y.count && x[j] == y[j] { j += 1 }
+            return j
+        }
+
         var tiles: [SharedPrefix] = []
         var members = [order[0]]
+        var start = 0  // the first member's place in the order
         var tokens = shareable(order[0])
         func close() {
-            if members.count > 1 && tokens >= minTokens { tiles.append(SharedPrefix(requests: members, tokens: tokens)) }
+            guard members.count > 1 && tokens >= minTokens else { return }
+            // The reader: the first request of the order holding the tile's blocks, so every tile
+            // of one prefix reads it through the same request.
+            let needed = (tokens + tokensPerBlock - 1) / tokensPerBlock
+            var first = start
+            while first > 0 && sameBlocks[first] >= needed { first -= 1 }
+            tiles.append(SharedPrefix(requests: members, tokens: tokens, reader: order[first]))
         }
-        for index in order.dropFirst() {
+        for (position, index) in order.enumerated().dropFirst() {
             let joined = min(tokens, commonTokens(members.last!, index))
             if members.count < membersPerTile && joined >= minTokens && members.count * joined >= (members.count - 1) * tokens {
                 members.append(index)
@@ -46,6 +63,7 @@ extension DecodeSchedule {
             } else {
                 close()
                 members = [index]
+                start = position
                 tokens = shareable(index)
             }
         }
