@@ -389,6 +389,10 @@ struct BenchThroughputCommand: ParsableCommand {
                        + "\(gpu.queuedAhead) of \(gpu.followingSteps) steps queued before the step ahead ended; "
                        + "\(stats.synchronizedSteps) waited for picks, \(stats.discardedRows) rows discarded; "
                        + "\(gpu.matmulShapes) cuBLASLt shapes set up in \(fixed(gpu.matmulSetupMs, 1)) ms"])
+            if !gpu.longestIdleGaps.isEmpty {
+                table.add(["longest GPU idle gaps", gpu.longestIdleGaps.map { "step \($0.step) \(fixed($0.ms, 2)) ms (\($0.rows) rows)" }
+                    .joined(separator: "; ")])
+            }
             for (kind, operations, steps) in [("prompt", gpu.promptStepOperationsMs, gpu.profiledPromptSteps),
                                               ("decode-only", gpu.decodeStepOperationsMs, gpu.profiledDecodeSteps)] where steps > 0 {
                 let total = operations.values.reduce(0, +)

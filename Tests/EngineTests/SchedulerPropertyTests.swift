@@ -380,6 +380,42 @@ struct TestRandom: RandomNumberGenerator {
         #expect(shortSteps[false, default: 0] > 0, "\(shortSteps)")
     }
 
+    /// Eviction a step ahead keeps at least a full step's prompt chunks free (at most a
+    /// sixteenth of the budget) while the cache has chunks to give, even through decode-only
+    /// steps that grow little: the wave of prompts after them then maps chunks retired a step
+    /// earlier. Every request still makes the tokens it makes alone.
+    @Test func evictAheadKeepsAFullStepFree() throws {
+        let model = try FakeModel(context: 64, budgetChunks: 320, queuesSteps: true)
+        var options = EngineOptions(maxNumSeqs: 4, maxNumBatchedTokens: 128, prefetchAdmissions: false)
+        options.evictAhead = true
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let floor = engine.evictAheadFloor
+        #expect(floor == min(engine.ledger.units.perRequest * ((128 + engine.kvBlockTokens - 1) / engine.kvBlockTokens), 320 / 16) && floor >= 12)
+        // After the plan, the decodes' next tokens are mapped ahead out of what it kept free: a
+        // chunk a request at most.
+        let lookAhead = 4 * engine.ledger.units.perRequest
+        var random = TestRandom(seed: 23)
+        // Waves of distinct prompts, each wave then decoding long enough that only decodes grow.
+        let prompts = (0..<60).map { _ in (0..<Int.random(in: 20...40, using: &random)).map { _ in Int.random(in: 1..<50, using: &random) } }
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 20))) }
+        var outputs: [RequestID: [Int]] = [:]
+        var shortSteps = 0, checked = 0
+        while engine.hasWork {
+            for output in engine.step() { outputs[output.id, default: []] += output.tokens.map(\.id) }
+            let snapshot = engine.snapshot
+            if snapshot.evictableChunks > 0 {
+                checked += 1
+                if snapshot.capacityChunks - snapshot.committedChunks < floor - lookAhead { shortSteps += 1 }
+            }
+            #expect(model.kvCache.memory.audit().isEmpty)
+        }
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 20, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        #expect(checked > 20 && shortSteps == 0, "\(shortSteps) of \(checked) steps with cached chunks left less than \(floor) - \(lookAhead) free")
+        #expect(engine.statistics.chunksEvictedAhead > 0)
+    }
+
     /// A draw with penalties counts every token generated before it, so a pipelined engine
     /// collects the step in flight before planning the next one for such a request, or (late
     /// draws) queues the next step's forward pass and its draws after the collect.

@@ -206,9 +206,22 @@ public final class GPUModel: @unchecked Sendable {
         /// (a row of more than one token) and over decode-only steps, and those steps' counts.
         public var promptStepOperationsMs: [String: Double] = [:], decodeStepOperationsMs: [String: Double] = [:]
         public var profiledPromptSteps = 0, profiledDecodeSteps = 0
+        /// The longest idle gaps before a step, longest first (at most `IdleGap.kept`): whether a
+        /// run's idle time is many small gaps or a few stalls, and at which steps.
+        public var longestIdleGaps: [IdleGap] = []
+    }
+    /// The GPU idle before a step: the step's number (steps queued since the totals were reset,
+    /// from 1, as the engine counts them), the gap, and the logits rows the step wrote.
+    public struct IdleGap: Sendable, Codable, Equatable {
+        public static let kept = 8
+        public var step: Int
+        public var ms: Double
+        public var rows: Int
     }
     public private(set) var stepTotals = StepTotals()
-    public func resetStepTotals() { lock.lock(); stepTotals = StepTotals(); lock.unlock() }
+    public func resetStepTotals() { lock.lock(); stepTotals = StepTotals(); serialBase = nextSerial; lock.unlock() }
+    /// The serial of the first step since the totals were reset (idle gaps count steps from it).
+    private var serialBase = 0
 
     /// A step queued and not yet collected: its sampler round and the events around it.
     private struct InFlight {
@@ -507,6 +520,10 @@ public final class GPUModel: @unchecked Sendable {
         // The step before ran ahead of this one on the stream, so its end is complete by now.
         if let before = entry.previousMarks, let gap = try? CUDAEvent.elapsedMilliseconds(from: self.marks[before].end, to: mark.begin) {
             stepTotals.idleGapMs += max(0, Double(gap))
+            let idle = IdleGap(step: step.serial - serialBase + 1, ms: max(0, Double(gap)), rows: entry.rows)
+            if stepTotals.longestIdleGaps.count < IdleGap.kept || idle.ms > stepTotals.longestIdleGaps.last!.ms {
+                stepTotals.longestIdleGaps = Array((stepTotals.longestIdleGaps + [idle]).sorted { $0.ms > $1.ms }.prefix(IdleGap.kept))
+            }
         }
         try addProfile(entry.operations, takesPrompt: entry.takesPrompt)
         return picks
