@@ -60,6 +60,9 @@ public final class Engine: @unchecked Sendable {
     /// newest last, and the ledger's growth count when the last was taken (`evictAhead`).
     private var recentGrowth: [Int] = []
     private var grownAtLastPlan = 0
+    /// Where the stepping thread's time went in recent steps (`stepTrace(_:)`), a ring.
+    private var traces: [StepTrace] = []
+    private static let tracesKept = 4096
 
     // Shared with other threads.
     private struct Shared {
@@ -228,10 +231,20 @@ public final class Engine: @unchecked Sendable {
 
     // MARK: The stepping thread
 
+    /// The stepping thread's time in the step that queued step `number` (counted from 1, as the
+    /// statistics' mapping waits count them), if it is among the last 4,096. Read it on the
+    /// stepping thread or once it has stopped.
+    public func stepTrace(_ number: Int) -> StepTrace? {
+        guard number >= 1, number <= stepIndex, (number - 1) % Self.tracesKept < traces.count else { return nil }
+        let trace = traces[(number - 1) % Self.tracesKept]
+        return trace.step == number ? trace : nil
+    }
+
     /// Runs one step: takes in new requests and aborts, schedules, maps, runs the model, and
     /// feeds each sampled token to its request. Returns every request's output of this step.
     public func step() -> [RequestOutput] {
         let start = monotonicNanos()
+        var trace = StepTrace()
         var outputs: [RequestOutput] = []
         var stats = EngineStatistics()
         let (added, aborts, reset) = shared.withLock { s -> ([EngineSequence], [RequestID], Bool) in
@@ -268,20 +281,31 @@ public final class Engine: @unchecked Sendable {
             lastPlan = SchedulerOutput()
             if inFlight == nil { trimWhileIdle() }
         } else {
+            let planStart = monotonicNanos()
+            trace.beforePlanMs = Double(planStart - start) / 1e6
             let plan = scheduler.schedule(ledger: &ledger, prefix: prefixCache)
             evictAhead(stats: &stats)
+            let queueStart = monotonicNanos()
+            trace.planMs = Double(queueStart - planStart) / 1e6
+            let waitsBefore = stats.mappingWaitSeconds, modelBefore = modelNanos
             if prefixCache != nil {
                 for hit in plan.prefixHits { stats.prefixHitTokens += hit.tokens }
                 for id in plan.admitted { stats.prefixQueriedTokens += sequences[id].map { $0.tokens.count } ?? 0 }
             }
             lastPlan = plan
             let result = queue(plan, after: inFlight, drawLate: drawLate, stats: &stats, modelNanos: &modelNanos)
+            trace.queueMs = Double(monotonicNanos() - queueStart) / 1e6
+            trace.blockedMappingMs = (stats.mappingWaitSeconds - waitsBefore) * 1000
+            trace.modelQueueMs = Double(modelNanos - modelBefore) / 1e6
+            if result.step != nil { trace.step = stepIndex }
             outputs += result.outputs
             queued = result.step
         }
         if let flight = inFlight {
             inFlight = nil
+            let collectStart = monotonicNanos()
             outputs += collect(flight, stats: &stats, modelNanos: &modelNanos)
+            trace.collectMs = Double(monotonicNanos() - collectStart) / 1e6
         }
         if let step = queued, step.drawsPending {
             // The step before is in: its picks are on the host, so the draws can count them.
@@ -306,6 +330,12 @@ public final class Engine: @unchecked Sendable {
                                       prefixCacheChunks: prefixCache?.cachedUnits ?? 0,
                                       evictableChunks: prefixCache.map { $0.tree.evictableCount * $0.unitsPerNode } ?? 0)
         let elapsed = monotonicNanos() - start
+        trace.totalMs = Double(elapsed) / 1e6
+        if trace.step > 0 {
+            let slot = (trace.step - 1) % Self.tracesKept
+            while traces.count <= slot { traces.append(StepTrace()) }
+            traces[slot] = trace
+        }
         stats.hostSeconds = Double(elapsed - modelNanos) / 1e9
         stats.modelSeconds = Double(modelNanos) / 1e9
         let peak = ledger.peakCommittedChunks

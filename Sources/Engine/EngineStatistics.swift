@@ -176,3 +176,20 @@ public struct MappingWait: Sendable, Codable, Equatable {
         Array((waits + more).sorted { ($0.seconds, $1.step) > ($1.seconds, $0.step) }.prefix(kept))
     }
 }
+
+/// Where the stepping thread's time went in the step that queued step `step`: taking in new
+/// requests and aborts (and, unpipelined, collecting the step before), planning (scheduling and
+/// eviction ahead), queueing (admissions, mapping, of which the waits on the mapper that found it
+/// busy, and the model's planning and launches), and collecting the step in flight (its wait on
+/// the device and the outputs' bookkeeping: finishes, publishing to the prefix cache).
+public struct StepTrace: Sendable, Codable, Equatable {
+    public var step = 0
+    public var beforePlanMs = 0.0
+    public var planMs = 0.0
+    public var queueMs = 0.0
+    public var blockedMappingMs = 0.0
+    public var modelQueueMs = 0.0
+    public var collectMs = 0.0
+    public var totalMs = 0.0
+    public init() {}
+}

@@ -392,6 +392,17 @@ struct BenchThroughputCommand: ParsableCommand {
             if !gpu.longestIdleGaps.isEmpty {
                 table.add(["longest GPU idle gaps", gpu.longestIdleGaps.map { "step \($0.step) \(fixed($0.ms, 2)) ms (\($0.rows) rows)" }
                     .joined(separator: "; ")])
+                // The engine thread between queueing the step before and the one the GPU waited for.
+                func described(_ trace: StepTrace) -> String {
+                    "before plan \(fixed(trace.beforePlanMs, 1)), plan \(fixed(trace.planMs, 1)), queue \(fixed(trace.queueMs, 1)) (mapper \(fixed(trace.blockedMappingMs, 1)), "
+                        + "model \(fixed(trace.modelQueueMs, 1))), collect \(fixed(trace.collectMs, 1)), all \(fixed(trace.totalMs, 1)) ms"
+                }
+                let traced = gpu.longestIdleGaps.prefix(4).compactMap { gap -> String? in
+                    guard let late = engine.stepTrace(gap.step) else { return nil }
+                    let before = engine.stepTrace(gap.step - 1).map { "; the call before: " + described($0) } ?? ""
+                    return "step \(gap.step): " + described(late) + before
+                }
+                if !traced.isEmpty { table.add(["engine thread at those steps", traced.joined(separator: " | ")]) }
             }
             for (kind, operations, steps) in [("prompt", gpu.promptStepOperationsMs, gpu.profiledPromptSteps),
                                               ("decode-only", gpu.decodeStepOperationsMs, gpu.profiledDecodeSteps)] where steps > 0 {
