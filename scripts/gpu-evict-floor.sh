@@ -37,7 +37,7 @@ for a, b in [("sp-on", "sp-paged"), ("sp-on-2", "sp-paged-2"), ("mt-on", "mt-pag
         print(f"{name:12} {r['output_tokens_per_second']:9.0f} {ratio} {100*(r.get('prefix_cache_hit_rate') or 0):5.1f}% {r['step_mean_ms']:8.2f} "
               f"{r['decode_step_mean_ms']:9.2f} {r.get('gpu_idle_gap_ms_per_step') or 0:8.2f} {r['mapping_wait_ms_total']:11.0f} {r['statistics']['chunks_evicted_ahead']:13}")
 PY
-{ for f in sp-on sp-on-2 mt-on; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "^GPU per step|mapping waits|^longest|^per step" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-900; }; done
+{ for f in sp-on sp-on-2 mt-on; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "^GPU per step|mapping waits|^longest|^per step|^engine thread at" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-900; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 (cd "$out" && tar czf /tmp/floor-details.tgz --exclude=summary.txt . 2>/dev/null \
   && find . -mindepth 1 \( -name '*.txt' -o -name '*.json' \) ! -name summary.txt -delete && mv /tmp/floor-details.tgz details.tgz)
