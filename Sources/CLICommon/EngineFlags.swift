@@ -47,7 +47,7 @@ public struct EngineFlags: ParsableArguments {
     public var freshSlabChunks: Int?
     @Option(help: "GPU: decode requests whose first tokens' K/V is one copy (prefix-cache hits: aliased chunks, or the same pages) read it once per tile of requests, their query heads side by side (on), or each request reads its own (off).")
     public var sharedPrefixDecode: OnOff = .on
-    @Option(help: "Virtual tensors with the prefix cache, when memory is short: evict unused cached chunks a step early, until as many are free as any of the last 16 steps grew by, so the next step maps chunks that have already retired instead of waiting for the step in flight to finish (on), or evict only what a step needs, when it needs it (off).")
+    @Option(help: "Virtual tensors with the prefix cache, when memory is short: evict unused cached chunks a step early, until as many are free as any of the last 16 steps grew by and at least a full step of prompt tokens' chunks (at most a sixteenth of the budget), so the next step maps chunks that have already retired instead of waiting for the step in flight to finish (on), or evict only what a step needs, when it needs it (off).")
     public var evictAhead: OnOff = .on
 
     public func validate() throws {

@@ -68,7 +68,8 @@ public struct EngineOptions: Sendable, Equatable {
     public var stepOverheadTokens: Int?
     /// Virtual tensors with the prefix cache: after each step is planned, evict cached chunks no
     /// one uses until the budget has as many free chunks as any of the last 16 steps grew by
-    /// (a step's plan and the admissions prefetched after it). A chunk given
+    /// (a step's plan and the admissions prefetched after it), and at least the chunks a full
+    /// step of prompt tokens fills (at most a sixteenth of the budget). A chunk given
     /// back retires behind the step in flight (the GPU may still read it), so a step that finds
     /// the budget spent waits for the GPU to finish the one before it; the next step's chunks
     /// evicted a step early have retired by the time it maps them. Costs the cache about one
