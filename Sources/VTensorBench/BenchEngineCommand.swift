@@ -57,6 +57,8 @@ struct BenchEngineCommand: ParsableCommand {
     var stepSleepMs = 0.0
     @Option(help: "Microseconds each mapping's granted access takes on the host backend (an H200's cuMemSetAccess: ~26 a chunk, or a slab's run), so the mapper is as slow as a GPU's. (Copies never move bytes here: the null model's KV holds nothing, and on a GPU a copy is queued on the stream.)")
     var setAccessDelayUs: UInt32 = 0
+    @Option(help: "Microseconds each chunk created takes on the host backend (cuMemCreate: ~9-15 a 2 MiB chunk; a slab that much a chunk).")
+    var createDelayUs: UInt32 = 0
     @Option(help: "shared-prefix, virtual tensors: --pack-prefix-chunks values to run as arms, comma-separated (0: no packing; e.g. 0,64 for the A/B).")
     var packPrefixChunks = "0"
     @Option(help: "Virtual tensors: the largest slab a run of fresh chunks that a step fills whole maps as (0: a chunk an allocation); for shared-prefix, comma-separated values to run as arms (e.g. 0,32).")
@@ -250,6 +252,7 @@ struct BenchEngineCommand: ParsableCommand {
         let model = FaultInjectingBackend(wrapping: host)
         model.setSkipsCopies(true)
         if setAccessDelayUs > 0 { model.setSetAccessDelay(micros: setAccessDelayUs) }
+        if createDelayUs > 0 { model.setCreateDelay(micros: createDelayUs) }
         let backend: any MemoryBackend = model
         let memory = try VirtualMemory(backend: backend, budget: .bytes(bytes + (32 << 20)), accessPerRun: perRun ?? (accessPerRun == .on),
                                        unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlab ?? Int(freshSlabChunks.split(separator: ",").first ?? "0") ?? 0)

@@ -26,6 +26,8 @@ public final class FaultInjectingBackend: MemoryBackend {
         var injected: [Operation: Int] = [:]
         /// Microseconds each granted access takes, on the caller's thread (a driver's cost per mapping).
         var setAccessDelayMicros: UInt32 = 0
+        /// Microseconds creating a chunk takes, on the caller's thread (a slab: that much a chunk).
+        var createDelayMicros: UInt32 = 0
         /// Mappings `mapRun` made (address -> chunks): a set access pays the delay once per mapping.
         var runs: [UInt64: Int] = [:]
         /// Copies succeed without moving bytes (see `setSkipsCopies`).
@@ -54,6 +56,12 @@ public final class FaultInjectingBackend: MemoryBackend {
     /// so the host backend's mapper is as slow as a GPU's.
     public func setSetAccessDelay(micros: UInt32) {
         state.withLock { $0.setAccessDelayMicros = micros }
+    }
+
+    /// Makes each chunk created take `micros` microseconds (`cuMemCreate`: ~9-15 us a 2 MiB
+    /// chunk on H100s and H200s), a slab that much a chunk.
+    public func setCreateDelay(micros: UInt32) {
+        state.withLock { $0.createDelayMicros = micros }
     }
 
     /// Makes copies succeed without moving a byte: for benchmarks over a model that writes
@@ -120,6 +128,8 @@ public final class FaultInjectingBackend: MemoryBackend {
             state.withLock { $0.injected[.create, default: 0] += 1 }
             throw BackendError(operation: "create", message: "device out of memory (injected chunk limit)", isOutOfMemory: true)
         }
+        let delay = state.withLock { $0.createDelayMicros }
+        if delay > 0 { usleep(delay) }
         do {
             return try inner.createChunk()
         } catch {
@@ -172,6 +182,8 @@ public final class FaultInjectingBackend: MemoryBackend {
             state.withLock { $0.injected[.create, default: 0] += 1 }
             throw BackendError(operation: "create", message: "device out of memory (injected chunk limit)", isOutOfMemory: true)
         }
+        let delay = state.withLock { $0.createDelayMicros }
+        if delay > 0 { usleep(delay * UInt32(count)) }
         do {
             return try inner.createSlab(chunks: count)
         } catch {
