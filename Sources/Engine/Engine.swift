@@ -293,7 +293,7 @@ public final class Engine: @unchecked Sendable {
                 for id in plan.admitted { stats.prefixQueriedTokens += sequences[id].map { $0.tokens.count } ?? 0 }
             }
             lastPlan = plan
-            let result = queue(plan, after: inFlight, drawLate: drawLate, stats: &stats, modelNanos: &modelNanos)
+            let result = queue(plan, after: inFlight, drawLate: drawLate, stats: &stats, modelNanos: &modelNanos, trace: &trace)
             trace.queueMs = Double(monotonicNanos() - queueStart) / 1e6
             trace.blockedMappingMs = (stats.mappingWaitSeconds - waitsBefore) * 1000
             trace.modelQueueMs = Double(modelNanos - modelBefore) / 1e6
@@ -434,7 +434,7 @@ public final class Engine: @unchecked Sendable {
     /// With `drawLate`, a step the device samples gets its forward pass queued and its draws later
     /// (`queueSampling(_:stats:modelNanos:failures:)`).
     private func queue(_ plan: SchedulerOutput, after previous: InFlightStep?, drawLate: Bool = false, stats: inout EngineStatistics,
-                       modelNanos: inout UInt64) -> (step: InFlightStep?, outputs: [RequestOutput]) {
+                       modelNanos: inout UInt64, trace: inout StepTrace) -> (step: InFlightStep?, outputs: [RequestOutput]) {
         // Preempted running requests and released prefetches give their KV back (after the work
         // already queued: the free's fence covers it). With the prefix cache the scheduler gave it
         // back already, and a released prefetch it admitted later in the same plan holds a new
@@ -472,7 +472,9 @@ public final class Engine: @unchecked Sendable {
 
         // Memory: map what this step writes, then ask ahead for what the next step will write.
         do {
-            try mapMemory(for: rows, inFlight: previous?.rows, stats: &stats)
+            let mapStart = monotonicNanos()
+            try mapMemory(for: rows, inFlight: previous?.rows, stats: &stats, trace: &trace)
+            trace.mapMs = Double(monotonicNanos() - mapStart) / 1e6
         } catch {
             return (nil, fail(rows.map { (sequences[$0.id]!, "mapping KV memory: \(error)") } + failedRows, stats: &stats))
         }
@@ -661,7 +663,8 @@ public final class Engine: @unchecked Sendable {
     /// the next step will likely write (its decodes' next tokens, the first prompt chunk of the
     /// requests it will likely admit), so the mapper works while the model computes.
     /// `inFlight`: the rows of the step queued before this one, if it is still running.
-    private func mapMemory(for rows: [ScheduledRow], inFlight: [ScheduledRow]?, stats: inout EngineStatistics) throws {
+    private func mapMemory(for rows: [ScheduledRow], inFlight: [ScheduledRow]?, stats: inout EngineStatistics,
+                           trace: inout StepTrace) throws {
         let targets = rows.map { (id: $0.id, tokens: $0.start + $0.count) }
         guard let cache = storage.virtualCache else {
             // Paged: pages come off a free list on this thread; there is nothing to map ahead.
@@ -690,6 +693,7 @@ public final class Engine: @unchecked Sendable {
             try mapper.wait(ticket)
         }
         let waited = Double(monotonicNanos() - waitStart) / 1e9
+        trace.mapWaitMs = waited * 1000
         stats.mappingWaits += 1
         if blocked {
             stats.blockedMappingWaits += 1
@@ -819,9 +823,9 @@ public final class Engine: @unchecked Sendable {
         // Chunks still queued for earlier aliases (finished jobs were collected this step).
         var queued = backgroundJobs.reduce(0) { $0 + $1.aliasChunks }
         var targets: [(id: RequestID, tokens: Int)] = []
-        var looked = 0
+        var looked = 0, aliasedThisStep = 0
         for sequence in candidates where !sequence.hasKV {
-            guard queued < options.aliasAheadChunks, looked < Self.aliasAheadLooks else { break }
+            guard queued < options.aliasAheadChunks, looked < Self.aliasAheadLooks, aliasedThisStep < aliasAheadChunksPerStep else { break }
             looked += 1
             if scheduler.isHeldBack(sequence, prefix: prefixCache, computing: computing) { continue }
             let start = prefixCache.start(sequence, ledger: &ledger)
@@ -832,7 +836,9 @@ public final class Engine: @unchecked Sendable {
             stats.aliasedAhead += 1
             sequence.prefetched = true
             sequence.aliasedAhead = true
-            queued += tokens / prefixCache.tree.tokensPerBlock * prefixCache.unitsPerNode
+            let chunks = tokens / prefixCache.tree.tokensPerBlock * prefixCache.unitsPerNode
+            queued += chunks
+            aliasedThisStep += chunks
             targets.append((sequence.id, tokens))
         }
         return targets
@@ -840,6 +846,14 @@ public final class Engine: @unchecked Sendable {
 
     /// Waiting requests `aliasAhead` looks at in one step, so its host cost stays bounded.
     static let aliasAheadLooks = 64
+    /// Chunks `aliasAhead` attaches in one step at most: attaching costs the engine thread per
+    /// chunk, and a deep queue of requests sharing long prefixes (a wave arriving at once) would
+    /// otherwise attach up to `aliasAheadChunks` in the first steps, while the GPU waits for
+    /// them to be queued (modeled shared prefix: the device idled ~100 ms in steps 22-32 with
+    /// 64 requests of 128 chunks a step, ~0 with 1,024 chunks a step). A step admits fewer
+    /// than this from the queue's head, so aliasing stays ahead of admission. (A request is
+    /// attached whole, so a step may pass the bound by one request's prefix.)
+    var aliasAheadChunksPerStep = 1024
 
     /// Takes a request out for good: out of the queues, its KV back to the pool, or (with the
     /// prefix cache, unless a step failed under it) into the cache.

@@ -188,6 +188,10 @@ public struct StepTrace: Sendable, Codable, Equatable {
     public var planMs = 0.0
     public var queueMs = 0.0
     public var blockedMappingMs = 0.0
+    /// Of the queueing: mapping memory in all (this step's, then the look-ahead for the next
+    /// ones: prefetched admissions, prefixes aliased ahead), and its waits on the mapper.
+    public var mapMs = 0.0
+    public var mapWaitMs = 0.0
     public var modelQueueMs = 0.0
     public var collectMs = 0.0
     public var totalMs = 0.0

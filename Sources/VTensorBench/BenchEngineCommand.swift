@@ -105,6 +105,8 @@ struct BenchEngineCommand: ParsableCommand {
         /// Nanoseconds the modeled device sat idle between steps, and ran steps.
         private(set) var idleNanos: UInt64 = 0
         private(set) var busyNanos: UInt64 = 0
+        /// The longest idle gaps before a step: (step, ms), longest first, at most 8.
+        private(set) var longestIdleGaps: [(step: Int, ms: Double)] = []
         /// The modeled device's busy share of the time since its first step.
         var busyShare: Double { Double(busyNanos) / Double(max(1, busyNanos + idleNanos)) }
         var queuesSteps: Bool { device != nil && cost != nil }
@@ -121,7 +123,13 @@ struct BenchEngineCommand: ParsableCommand {
             let ms = try takeStep(inputs)
             let now = monotonicNanos()
             if busyUntil < now {
-                if busyUntil > 0 { idleNanos += now - busyUntil }
+                if busyUntil > 0 {
+                    idleNanos += now - busyUntil
+                    let gap = (step: serial + 1, ms: Double(now - busyUntil) / 1e6)
+                    if longestIdleGaps.count < 8 || gap.ms > longestIdleGaps.last!.ms {
+                        longestIdleGaps = Array((longestIdleGaps + [gap]).sorted { $0.ms > $1.ms }.prefix(8))
+                    }
+                }
                 busyUntil = now
             }
             let nanos = UInt64(ms * 1e6)
@@ -276,7 +284,7 @@ struct BenchEngineCommand: ParsableCommand {
         // bench throughput's shared-prefix workload, as the GPU runs use it (shuffled arrivals).
         let workload = SharedPrefixWorkload(groups: groups, perGroup: 16, systemLength: 2048, questionLength: 128, outputLength: sharedOutputLen)
         let requests = workload.requests(vocabulary: 1000..<config.vocabSize, seed: 1)
-        var sharedSummary = ""
+        var sharedSummary = "", idleSummary = ""
         var table = Table(title: "engine host time, shared prefix (null model, host memory, prefix cache \(prefixCache.rawValue))",
                           header: ["KV", "round", "steps", "host s", "ms a step", "mapping waits ms", "hit rate", "packs", "copied", "fresh runs"]
                             + (realTime ? ["device idle ms", "busy", "out tok/s"] : []))
@@ -356,6 +364,12 @@ struct BenchEngineCommand: ParsableCommand {
                 let seconds = Double(monotonicNanos() - start) / 1e9
                 let hit = engine.statistics.prefixHitRate
                 sharedSummary += "\(label) round \(round + 1): \(null.tiles) tiles, \(null.sparedKeys) keys not read again; "
+                if realTime && !null.longestIdleGaps.isEmpty {
+                    idleSummary += "\(label) round \(round + 1): " + null.longestIdleGaps.map { gap in
+                        let trace = engine.stepTrace(gap.step).map { " [plan \(fixed($0.planMs, 1)), queue \(fixed($0.queueMs, 1)) (map \(fixed($0.mapMs, 1)), of which waits \(fixed($0.mapWaitMs, 1)); model \(fixed($0.modelQueueMs, 1))), collect \(fixed($0.collectMs, 1))]" } ?? ""
+                        return "step \(gap.step) \(fixed(gap.ms, 1)) ms" + trace
+                    }.joined(separator: ", ") + "\n"
+                }
                 table.add([label, "\(round + 1)", "\(steps)", fixed(seconds, 3), fixed(seconds * 1000 / Double(steps), 3),
                            fixed(engine.statistics.mappingWaitSeconds * 1000, 1), fixed(100 * hit, 1) + "%", "\(engine.statistics.prefixPacks)",
                            "\(engine.model.kvStorage.virtualCache?.copiedPrefixChunks ?? 0)", "\(engine.model.kvStorage.virtualCache?.memory.accounting.freshRuns ?? 0)"]
@@ -369,6 +383,7 @@ struct BenchEngineCommand: ParsableCommand {
         }
         print(table.render())
         if realTime && sharedPrefixDecode == .on { print("shared-prefix decode priced: \(sharedSummary)") }
+        if !idleSummary.isEmpty { print("longest device idle gaps (with the engine thread's step trace):\n" + idleSummary) }
         if let jsonOut { try writeFile(jsonOut, try jsonString(results)) }
     }
 

@@ -639,6 +639,35 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         }
     }
 
+    /// Aliasing ahead attaches at most about `aliasAheadChunksPerStep` chunks a step (a request
+    /// whole), so a deep queue sharing a cached prefix is aliased over several steps instead of
+    /// all in the first, while the engine thread keeps the GPU fed; every request still makes
+    /// its tokens and finds its prefix cached.
+    @Test func aliasingAheadIsSpreadOverSteps() throws {
+        let model = try FakeModel(context: 80, budgetChunks: 160)
+        var options = EngineOptions(maxNumSeqs: 2, maxNumBatchedTokens: 48)
+        options.aliasAheadChunks = 4096
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        engine.aliasAheadChunksPerStep = 1
+        let shared = (0..<40).map { 1 + ($0 * 5) % 47 }
+        let prompts = (0..<12).map { i in shared + [3 + i, 5, 7 + i] }
+        let ids = try prompts.map { try engine.add(GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 6))) }
+        var outputs: [RequestID: [Int]] = [:]
+        var aliased = 0, mostInAStep = 0
+        while engine.hasWork {
+            for output in engine.step() { outputs[output.id, default: []] += output.tokens.map(\.id) }
+            let now = engine.statistics.aliasedAhead
+            mostInAStep = max(mostInAStep, now - aliased)
+            aliased = now
+        }
+        for (id, prompt) in zip(ids, prompts) {
+            #expect(outputs[id] == fakeReference(prompt: prompt, maxTokens: 6, maxLength: engine.maxSequenceLength, eos: nil))
+        }
+        #expect(mostInAStep == 1 && aliased >= 6, "\(aliased) aliased ahead, at most \(mostInAStep) in a step")
+        #expect(engine.statistics.prefixHitTokens == 11 * 40)
+        #expect(engine.auditPrefixCache().problems.isEmpty)
+    }
+
     /// A group whose prompt is partly cached (an earlier request shared its first 24 tokens)
     /// queues behind running requests that hold every seat: the requests further back alias
     /// what is cached ahead, the leader among them too. Once the leader computes the rest of the
