@@ -394,8 +394,8 @@ struct BenchThroughputCommand: ParsableCommand {
                     .joined(separator: "; ")])
                 // The engine thread between queueing the step before and the one the GPU waited for.
                 func described(_ trace: StepTrace) -> String {
-                    "before plan \(fixed(trace.beforePlanMs, 1)), plan \(fixed(trace.planMs, 1)), queue \(fixed(trace.queueMs, 1)) (mapper \(fixed(trace.blockedMappingMs, 1)), "
-                        + "model \(fixed(trace.modelQueueMs, 1))), collect \(fixed(trace.collectMs, 1)), all \(fixed(trace.totalMs, 1)) ms"
+                    "before plan \(fixed(trace.beforePlanMs, 1)), plan \(fixed(trace.planMs, 1)), queue \(fixed(trace.queueMs, 1)) (map \(fixed(trace.mapMs, 1)), "
+                        + "of which waits \(fixed(trace.mapWaitMs, 1)); model \(fixed(trace.modelQueueMs, 1))), collect \(fixed(trace.collectMs, 1)), all \(fixed(trace.totalMs, 1)) ms"
                 }
                 let traced = gpu.longestIdleGaps.prefix(4).compactMap { gap -> String? in
                     guard let late = engine.stepTrace(gap.step) else { return nil }
