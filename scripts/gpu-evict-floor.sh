@@ -6,6 +6,9 @@
 # gaps by step next to the longest mapping waits.
 # Predicted: those two waits go (mapping waits ~0.39 -> ~0.15 s), the same hit rate; shared
 # prefix a little closer to paged (0.958-0.976x before, noise ~1%); multi-turn unchanged.
+# Measured (binary 3df7691, H100): waits 128 ms, 0.961 / 0.973x; the idle left was the ramp,
+# steps 14-23. Since then aliasing ahead attaches ~1,024 chunks a step at most (modeled: the
+# ramp's idle goes): predicted ~0.98-0.99x of paged, the ramp's gaps gone from the list.
 # Usage: [RUN_DEADLINE=400] scripts/gpu-evict-floor.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
 cd "$(dirname "$0")/.."
