@@ -59,7 +59,7 @@ let package = Package(
         .target(
             name: "VTensorBench",
             dependencies: [
-                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "Engine", "CLinux", "Tokenizers", "Structured",
+                "CLICommon", "VTensor", "GPU", "Kernels", "Models", "Runtime", "Engine", "CLinux", "Tokenizers", "Structured", "Support",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,3 +1,6 @@
+import Foundation
+import Support
+
 /// What the engine counted since it started: request transitions, steps, tokens and waits.
 /// Plain data, copied out under the engine's lock (the server's /metrics reads it).
 public struct EngineStatistics: Sendable, Codable, Equatable {
@@ -173,7 +176,7 @@ public struct MappingWait: Sendable, Codable, Equatable {
 
     /// `waits` with `more` in, the longest `kept`, longest first.
     static func longest(_ waits: [MappingWait], _ more: [MappingWait]) -> [MappingWait] {
-        Array((waits + more).sorted { ($0.seconds, $1.step) > ($1.seconds, $0.step) }.prefix(kept))
+        waits.keepingLargest(more, limit: kept) { ($0.seconds, $1.step) > ($1.seconds, $0.step) }
     }
 }
 
@@ -196,4 +199,11 @@ public struct StepTrace: Sendable, Codable, Equatable {
     public var collectMs = 0.0
     public var totalMs = 0.0
     public init() {}
+
+    /// One line for reports.
+    public var summary: String {
+        func ms(_ value: Double) -> String { String(format: "%.1f", value) }
+        return "before plan \(ms(beforePlanMs)), plan \(ms(planMs)), queue \(ms(queueMs)) (map \(ms(mapMs)), of which waits \(ms(mapWaitMs)); "
+            + "model \(ms(modelQueueMs))), collect \(ms(collectMs)), all \(ms(totalMs)) ms"
+    }
 }

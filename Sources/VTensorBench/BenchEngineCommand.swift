@@ -6,6 +6,7 @@ import Foundation
 import Kernels
 import Models
 import Runtime
+import Support
 import VTensor
 
 /// `vtensor bench engine`: the engine's own host time a step (scheduling, admission, mapping,
@@ -125,10 +126,7 @@ struct BenchEngineCommand: ParsableCommand {
             if busyUntil < now {
                 if busyUntil > 0 {
                     idleNanos += now - busyUntil
-                    let gap = (step: serial + 1, ms: Double(now - busyUntil) / 1e6)
-                    if longestIdleGaps.count < 8 || gap.ms > longestIdleGaps.last!.ms {
-                        longestIdleGaps = Array((longestIdleGaps + [gap]).sorted { $0.ms > $1.ms }.prefix(8))
-                    }
+                    longestIdleGaps = longestIdleGaps.keepingLargest([(step: serial + 1, ms: Double(now - busyUntil) / 1e6)], limit: 8) { $0.ms > $1.ms }
                 }
                 busyUntil = now
             }
@@ -366,7 +364,7 @@ struct BenchEngineCommand: ParsableCommand {
                 sharedSummary += "\(label) round \(round + 1): \(null.tiles) tiles, \(null.sparedKeys) keys not read again; "
                 if realTime && !null.longestIdleGaps.isEmpty {
                     idleSummary += "\(label) round \(round + 1): " + null.longestIdleGaps.map { gap in
-                        let trace = engine.stepTrace(gap.step).map { " [plan \(fixed($0.planMs, 1)), queue \(fixed($0.queueMs, 1)) (map \(fixed($0.mapMs, 1)), of which waits \(fixed($0.mapWaitMs, 1)); model \(fixed($0.modelQueueMs, 1))), collect \(fixed($0.collectMs, 1))]" } ?? ""
+                        let trace = engine.stepTrace(gap.step).map { " [\($0.summary)]" } ?? ""
                         return "step \(gap.step) \(fixed(gap.ms, 1)) ms" + trace
                     }.joined(separator: ", ") + "\n"
                 }

@@ -393,14 +393,10 @@ struct BenchThroughputCommand: ParsableCommand {
                 table.add(["longest GPU idle gaps", gpu.longestIdleGaps.map { "step \($0.step) \(fixed($0.ms, 2)) ms (\($0.rows) rows)" }
                     .joined(separator: "; ")])
                 // The engine thread between queueing the step before and the one the GPU waited for.
-                func described(_ trace: StepTrace) -> String {
-                    "before plan \(fixed(trace.beforePlanMs, 1)), plan \(fixed(trace.planMs, 1)), queue \(fixed(trace.queueMs, 1)) (map \(fixed(trace.mapMs, 1)), "
-                        + "of which waits \(fixed(trace.mapWaitMs, 1)); model \(fixed(trace.modelQueueMs, 1))), collect \(fixed(trace.collectMs, 1)), all \(fixed(trace.totalMs, 1)) ms"
-                }
                 let traced = gpu.longestIdleGaps.prefix(4).compactMap { gap -> String? in
                     guard let late = engine.stepTrace(gap.step) else { return nil }
-                    let before = engine.stepTrace(gap.step - 1).map { "; the call before: " + described($0) } ?? ""
-                    return "step \(gap.step): " + described(late) + before
+                    let before = engine.stepTrace(gap.step - 1).map { "; the call before: " + $0.summary } ?? ""
+                    return "step \(gap.step): " + late.summary + before
                 }
                 if !traced.isEmpty { table.add(["engine thread at those steps", traced.joined(separator: " | ")]) }
             }

@@ -2,6 +2,7 @@ import Foundation
 import GPU
 import Kernels
 import Models
+import Support
 import VTensor
 
 /// Where the GPU model keeps its KV cache: virtual tensors mapped as requests grow (the
@@ -521,9 +522,7 @@ public final class GPUModel: @unchecked Sendable {
         if let before = entry.previousMarks, let gap = try? CUDAEvent.elapsedMilliseconds(from: self.marks[before].end, to: mark.begin) {
             stepTotals.idleGapMs += max(0, Double(gap))
             let idle = IdleGap(step: step.serial - serialBase + 1, ms: max(0, Double(gap)), rows: entry.rows)
-            if stepTotals.longestIdleGaps.count < IdleGap.kept || idle.ms > stepTotals.longestIdleGaps.last!.ms {
-                stepTotals.longestIdleGaps = Array((stepTotals.longestIdleGaps + [idle]).sorted { $0.ms > $1.ms }.prefix(IdleGap.kept))
-            }
+            stepTotals.longestIdleGaps = stepTotals.longestIdleGaps.keepingLargest([idle], limit: IdleGap.kept) { $0.ms > $1.ms }
         }
         try addProfile(entry.operations, takesPrompt: entry.takesPrompt)
         return picks
