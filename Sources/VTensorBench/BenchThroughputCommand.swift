@@ -396,7 +396,9 @@ struct BenchThroughputCommand: ParsableCommand {
                 let traced = gpu.longestIdleGaps.prefix(4).compactMap { gap -> String? in
                     guard let late = engine.stepTrace(gap.step) else { return nil }
                     let before = engine.stepTrace(gap.step - 1).map { "; the call before: " + $0.summary } ?? ""
-                    return "step \(gap.step): " + late.summary + before
+                    let model = " [model: " + gap.host.summary + (gap.hostBefore.map { "; the step before: " + $0.summary } ?? "")
+                        + (gap.spanBeforeMs.map { ", its GPU span " + fixed($0, 1) + " ms" } ?? "") + "]"
+                    return "step \(gap.step): " + late.summary + before + model
                 }
                 if !traced.isEmpty { table.add(["engine thread at those steps", traced.joined(separator: " | ")]) }
             }

@@ -212,12 +212,24 @@ public final class GPUModel: @unchecked Sendable {
         public var longestIdleGaps: [IdleGap] = []
     }
     /// The GPU idle before a step: the step's number (steps queued since the totals were reset,
-    /// from 1, as the engine counts them), the gap, and the logits rows the step wrote.
+    /// from 1, as the engine counts them), the gap, and the logits rows the step wrote; with the
+    /// model's host time queueing it and the step before (a stall inside the queueing, such as a
+    /// launch that waits for the device, shows as host time near the GPU's span).
     public struct IdleGap: Sendable, Codable, Equatable {
         public static let kept = 8
         public var step: Int
         public var ms: Double
         public var rows: Int
+        public var host: QueueHost
+        public var hostBefore: QueueHost?
+        /// The GPU's span of the step before (its begin to end marks).
+        public var spanBeforeMs: Double?
+    }
+    /// The model's host time queueing one step: planning and uploading its metadata, launching
+    /// its kernels, queueing its sampling.
+    public struct QueueHost: Sendable, Codable, Equatable {
+        public var planMs = 0.0, launchMs = 0.0, samplingMs = 0.0
+        public var summary: String { String(format: "plan %.1f, launch %.1f, sampling %.1f ms", planMs, launchMs, samplingMs) }
     }
     public private(set) var stepTotals = StepTotals()
     public func resetStepTotals() { lock.lock(); stepTotals = StepTotals(); serialBase = nextSerial; lock.unlock() }
@@ -236,8 +248,11 @@ public final class GPUModel: @unchecked Sendable {
         /// With `profile` on: the events around each operation, and whether it took prompt tokens.
         var operations: [(name: String, start: CUDAEvent, end: CUDAEvent)] = []
         var takesPrompt = false
+        var host = QueueHost()
     }
     private var inFlight: [Int: InFlight] = [:]
+    /// The host time and GPU span of the step collected last (for the idle gap of the next).
+    private var lastCollected: (host: QueueHost, spanMs: Double)?
     private var nextSerial = 0
     private var stagingRound = 0
     /// Timing events (begin, end) of recent steps, used in turn; the end of the step before is
@@ -473,7 +488,8 @@ public final class GPUModel: @unchecked Sendable {
         let rows = try enqueue(inputs.map { ForwardInput(id: $0.id, tokens: $0.tokens, allLogits: false) }, feeds: feeds)
         nextSerial += 1
         inFlight[serial] = InFlight(draws: nil, rows: rows.total, marks: marks, previousMarks: previousMarks, operations: recorded,
-                                    takesPrompt: profile && inputs.contains { $0.tokens.count > 1 })
+                                    takesPrompt: profile && inputs.contains { $0.tokens.count > 1 },
+                                    host: QueueHost(planMs: lastStep.planMs, launchMs: lastStep.launchMs))
         previousMarks = marks
         return QueuedStep(serial: serial, rows: rows.total)
     }
@@ -487,6 +503,8 @@ public final class GPUModel: @unchecked Sendable {
             throw RuntimeError.invalidRequest("step \(step.serial) is not in flight waiting for its sampling")
         }
         try context.makeCurrent()
+        let samplingStart = DispatchTime.now().uptimeNanoseconds
+        defer { inFlight[step.serial]?.host.samplingMs = Double(DispatchTime.now().uptimeNanoseconds - samplingStart) / 1e6 }
         entry.draws = try sampler.queue(logits: workspace.logits, stride: config.vocabSize, limit: min(max(vocabularyLimit, 1), config.vocabSize),
                                         draws: Array(draws.prefix(entry.rows)), stream: stream)
         try self.marks[entry.marks].end.record(on: stream)
@@ -517,13 +535,16 @@ public final class GPUModel: @unchecked Sendable {
         lastStep.waitMs = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
         stepTotals.waitMs += lastStep.waitMs
         let mark = self.marks[entry.marks]
-        stepTotals.gpuSpanMs += Double(try CUDAEvent.elapsedMilliseconds(from: mark.begin, to: mark.end))
+        let spanMs = Double(try CUDAEvent.elapsedMilliseconds(from: mark.begin, to: mark.end))
+        stepTotals.gpuSpanMs += spanMs
         // The step before ran ahead of this one on the stream, so its end is complete by now.
         if let before = entry.previousMarks, let gap = try? CUDAEvent.elapsedMilliseconds(from: self.marks[before].end, to: mark.begin) {
             stepTotals.idleGapMs += max(0, Double(gap))
-            let idle = IdleGap(step: step.serial - serialBase + 1, ms: max(0, Double(gap)), rows: entry.rows)
+            let idle = IdleGap(step: step.serial - serialBase + 1, ms: max(0, Double(gap)), rows: entry.rows, host: entry.host,
+                               hostBefore: lastCollected?.host, spanBeforeMs: lastCollected?.spanMs)
             stepTotals.longestIdleGaps = stepTotals.longestIdleGaps.keepingLargest([idle], limit: IdleGap.kept) { $0.ms > $1.ms }
         }
+        lastCollected = (entry.host, spanMs)
         try addProfile(entry.operations, takesPrompt: entry.takesPrompt)
         return picks
     }
