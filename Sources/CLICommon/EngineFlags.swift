@@ -49,6 +49,8 @@ public struct EngineFlags: ParsableArguments {
     public var sharedPrefixDecode: OnOff = .on
     @Option(help: "Virtual tensors with the prefix cache, when memory is short: evict unused cached chunks a step early, until as many are free as any of the last 16 steps grew by and at least a full step of prompt tokens' chunks (at most a sixteenth of the budget), so the next step maps chunks that have already retired instead of waiting for the step in flight to finish (on), or evict only what a step needs, when it needs it (off).")
     public var evictAhead: OnOff = .on
+    @Option(help: "GPU: run cuBLASLt products at bucketed token counts (padded rows), every bucket set up and run once when the model loads, so no step waits on a shape's first run (on), or at each step's exact count, set up when first met (off).")
+    public var matmulBuckets: OnOff = .on
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -90,7 +92,7 @@ public struct EngineFlags: ParsableArguments {
         options.kvMode = kv
         options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on,
                                        unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlabChunks,
-                                       sharedPrefixDecode: sharedPrefixDecode == .on)
+                                       sharedPrefixDecode: sharedPrefixDecode == .on, matmulBuckets: matmulBuckets == .on)
         return options
     }
 

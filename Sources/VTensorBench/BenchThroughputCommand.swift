@@ -388,7 +388,8 @@ struct BenchThroughputCommand: ParsableCommand {
                        + "busy \(fixed(100 * report.gpuBusyShare!, 1))% of the run; \(engine.pipelined ? "pipelined" : "one step at a time"): "
                        + "\(gpu.queuedAhead) of \(gpu.followingSteps) steps queued before the step ahead ended; "
                        + "\(stats.synchronizedSteps) waited for picks, \(stats.discardedRows) rows discarded; "
-                       + "\(gpu.matmulShapes) cuBLASLt shapes set up in \(fixed(gpu.matmulSetupMs, 1)) ms"])
+                       + "\(gpu.matmulShapes) cuBLASLt shapes set up in \(fixed(gpu.matmulSetupMs, 1)) ms "
+                       + "(\(gpuModel.matmulWarmup.shapes) more when the model was built, in \(fixed(gpuModel.matmulWarmup.ms, 1)) ms)"])
             if !gpu.longestIdleGaps.isEmpty {
                 table.add(["longest GPU idle gaps", gpu.longestIdleGaps.map { "step \($0.step) \(fixed($0.ms, 2)) ms (\($0.rows) rows)" }
                     .joined(separator: "; ")])

@@ -124,13 +124,20 @@ public final class GPUModel: @unchecked Sendable {
         /// hits: aliased chunks, or the same pages) once per tile of requests, their query heads
         /// side by side in one head block, instead of once per request (`DecodeSchedule`'s tiles).
         public let sharedPrefixDecode: Bool
+        /// cuBLASLt products run at a bucketed token count (`matmulTokens`: the rows past the
+        /// real ones are padding, computed and never read), and the model sets up and runs every
+        /// bucket's products once when it is built: no step meets a new shape. The first run of
+        /// a new shape waited for the device (the LM head's, at each new row count of the
+        /// shared-prefix ramp: ~200 ms stalls on an H100, the GPU idle while the host planned).
+        public let matmulBuckets: Bool
 
         public init(matmulPolicy: MatmulPolicy = .auto, persistentLayers: Bool = false, cudaGraphs: Bool = true,
                     prefetchBytesPerRow: Int? = 0, persistentBlocksPerSM: Int = 4, programmaticLaunch: Bool = true,
                     splitKMaxPairs: Int = 0, decodeMinTokensPerCTA: Int? = nil, timingOnlySkipAttention: Bool = false,
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
                     decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true,
-                    accessPerRun: Bool = false, unmapPerRun: Bool = false, freshSlabChunks: Int? = nil, sharedPrefixDecode: Bool = true) {
+                    accessPerRun: Bool = false, unmapPerRun: Bool = false, freshSlabChunks: Int? = nil, sharedPrefixDecode: Bool = true,
+                    matmulBuckets: Bool = true) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
@@ -150,6 +157,7 @@ public final class GPUModel: @unchecked Sendable {
             self.unmapPerRun = unmapPerRun
             self.freshSlabChunks = freshSlabChunks
             self.sharedPrefixDecode = sharedPrefixDecode
+            self.matmulBuckets = matmulBuckets
         }
     }
 
@@ -179,6 +187,40 @@ public final class GPUModel: @unchecked Sendable {
         }
         return min(bucket, cap)
     }
+
+    /// The token count a cuBLASLt product of `tokens` rows runs at with `Options.matmulBuckets`:
+    /// a multiple of 16 up to 256 rows, of 64 to 1024, 128 to 4096, 256 to 16384 and 1024
+    /// above, capped at `capacity`, the rows the buffers hold: under a quarter more rows just
+    /// past a range's start, a sixteenth at its end (and a product's partial tile of 64-256
+    /// rows costs a whole one anyway). 67 buckets for 8192 rows.
+    public static func matmulTokens(_ tokens: Int, capacity: Int) -> Int {
+        let step: Int
+        switch tokens {
+        case ...256: step = 16
+        case ...1024: step = 64
+        case ...4096: step = 128
+        case ...16384: step = 256
+        default: step = 1024
+        }
+        return min((tokens + step - 1) / step * step, max(capacity, tokens))
+    }
+
+    /// Every token count `matmulTokens` gives for `first...capacity` rows, ascending.
+    public static func matmulBucketList(from first: Int, capacity: Int) -> [Int] {
+        guard first <= capacity else { return [] }
+        var buckets: [Int] = []
+        var tokens = first
+        while tokens <= capacity {
+            let bucket = matmulTokens(tokens, capacity: capacity)
+            buckets.append(bucket)
+            tokens = bucket + 1
+        }
+        return buckets
+    }
+
+    /// cuBLASLt products set up and run once when the model was built (`Options.matmulBuckets`),
+    /// and the time that took.
+    public private(set) var matmulWarmup: (shapes: Int, ms: Double) = (0, 0)
 
     /// Per-step timings: host phases always; GPU time per operation when `profile` is on
     /// (CUDA events around every launch, which adds a little host time).
@@ -229,7 +271,12 @@ public final class GPUModel: @unchecked Sendable {
     /// its kernels, queueing its sampling.
     public struct QueueHost: Sendable, Codable, Equatable {
         public var planMs = 0.0, launchMs = 0.0, samplingMs = 0.0
-        public var summary: String { String(format: "plan %.1f, launch %.1f, sampling %.1f ms", planMs, launchMs, samplingMs) }
+        /// Of the launch: the operation that took longest to queue, and its host time.
+        public var slowestLaunch = "", slowestLaunchMs = 0.0
+        public var summary: String {
+            func ms(_ value: Double) -> String { String(format: "%.1f", value) }
+            return "plan \(ms(planMs)), launch \(ms(launchMs)) (longest: \(slowestLaunch) \(ms(slowestLaunchMs))), sampling \(ms(samplingMs)) ms"
+        }
     }
     public private(set) var stepTotals = StepTotals()
     public func resetStepTotals() { lock.lock(); stepTotals = StepTotals(); serialBase = nextSerial; lock.unlock() }
@@ -269,8 +316,18 @@ public final class GPUModel: @unchecked Sendable {
     private var eventPoolSlot = 0
     private var recorded: [(name: String, start: CUDAEvent, end: CUDAEvent)] = []
 
+    /// The operation whose launch took the most host time in the step being queued (a launch
+    /// that blocks, waiting for the device, stands out here).
+    private var slowestLaunch: (name: String, ms: Double) = ("", 0)
+
     private func timed(_ name: String, _ body: () throws -> Void) throws {
-        guard profile else { return try body() }
+        guard profile else {
+            let clock = DispatchTime.now().uptimeNanoseconds
+            try body()
+            let ms = Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6
+            if ms > slowestLaunch.ms { slowestLaunch = (name, ms) }
+            return
+        }
         let index = recorded.count * 2
         while eventPools[eventPoolSlot].count < index + 2 { eventPools[eventPoolSlot].append(try CUDAEvent(context: context, timing: true)) }
         let start = eventPools[eventPoolSlot][index], end = eventPools[eventPoolSlot][index + 1]
@@ -423,6 +480,34 @@ public final class GPUModel: @unchecked Sendable {
             } : []
         }
         captureStream = options.cudaGraphs && CUDAGraphExec.isSupported(context: context) ? try CUDAStream(context: context) : nil
+        if options.matmulBuckets { try warmMatmuls() }
+    }
+
+    /// Sets up and runs once every bucket's cuBLASLt products (layer 0's weights, the
+    /// workspace's rows as they are), so a step never runs a shape for the first time.
+    private func warmMatmuls() throws {
+        let c = config
+        let clock = DispatchTime.now().uptimeNanoseconds
+        let shapesBefore = matmuls.count
+        try context.makeCurrent()
+        let h = c.hiddenSize, d = c.headDim, f = c.intermediateSize
+        let qkvWidth = (c.numAttentionHeads + 2 * c.numKeyValueHeads) * d
+        let first = ModelKernels.skinnyMaxTokens + 1, w = workspace
+        guard let layer = weights.layers.first else { return }
+        for tokens in Self.matmulBucketList(from: first, capacity: maxBatchTokens) {
+            try matmul(out: qkvWidth, tokens: tokens, k: h, weight: layer.qkv, input: w.normed, output: w.qkv, stream: stream)
+            try matmul(out: h, tokens: tokens, k: c.numAttentionHeads * d, weight: layer.output, input: w.attended, output: w.residual,
+                       accumulate: true, stream: stream)
+            try matmul(out: 2 * f, tokens: tokens, k: h, weight: layer.gateUp, input: w.normed, output: w.gateUp, stream: stream)
+            try matmul(out: h, tokens: tokens, k: f, weight: layer.down, input: w.activated, output: w.residual, accumulate: true, stream: stream)
+        }
+        for tokens in Self.matmulBucketList(from: first, capacity: min(maxLogitRows, maxBatchTokens)) {
+            try matmul(out: c.vocabSize, tokens: tokens, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true,
+                       rowCapacity: maxLogitRows, stream: stream)
+        }
+        try stream.synchronize()
+        matmulWarmup = (matmuls.count - shapesBefore, Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6)
+        stepTotals = StepTotals()
     }
 
     /// Whether the driver offers cuLaunchKernelEx (programmatic dependent launch).
@@ -489,7 +574,8 @@ public final class GPUModel: @unchecked Sendable {
         nextSerial += 1
         inFlight[serial] = InFlight(draws: nil, rows: rows.total, marks: marks, previousMarks: previousMarks, operations: recorded,
                                     takesPrompt: profile && inputs.contains { $0.tokens.count > 1 },
-                                    host: QueueHost(planMs: lastStep.planMs, launchMs: lastStep.launchMs))
+                                    host: QueueHost(planMs: lastStep.planMs, launchMs: lastStep.launchMs,
+                                                    slowestLaunch: slowestLaunch.name, slowestLaunchMs: slowestLaunch.ms))
         previousMarks = marks
         return QueuedStep(serial: serial, rows: rows.total)
     }
@@ -607,6 +693,7 @@ public final class GPUModel: @unchecked Sendable {
         guard !inputs.isEmpty else { return ([], 0) }
         let clock0 = DispatchTime.now().uptimeNanoseconds
         recorded.removeAll(keepingCapacity: true)
+        slowestLaunch = ("", 0)
         guard n <= maxBatchTokens else { throw RuntimeError.invalidRequest("a step of \(n) tokens exceeds the \(maxBatchTokens)-token workspace") }
         guard logitRows <= maxLogitRows else { throw RuntimeError.invalidRequest("\(logitRows) rows of logits exceed the \(maxLogitRows) a step can return") }
         try context.makeCurrent()
@@ -944,7 +1031,7 @@ public final class GPUModel: @unchecked Sendable {
             }
             try timed("lm head") {
                 try matmul(out: c.vocabSize, tokens: kernelLogitRows, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true,
-                           stream: stream)
+                           rowCapacity: maxLogitRows, stream: stream)
             }
         }
         let queueKernels = fused ? queueFused : queueUnfused
@@ -984,8 +1071,10 @@ public final class GPUModel: @unchecked Sendable {
     }
 
     /// output[tokens, out] (=|+=) input[tokens, k] · weight[out, k]ᵀ through cuBLASLt.
-    private func matmul(out: Int, tokens: Int, k: Int, weight: UInt64, input: UInt64, output: UInt64, accumulate: Bool = false,
-                        floatOutput: Bool? = nil, stream: CUDAStream) throws {
+    /// `rowCapacity`: the rows `input` and `output` hold (a bucketed product may run past `tokens`).
+    private func matmul(out: Int, tokens asked: Int, k: Int, weight: UInt64, input: UInt64, output: UInt64, accumulate: Bool = false,
+                        floatOutput: Bool? = nil, rowCapacity: Int? = nil, stream: CUDAStream) throws {
+        var tokens = asked
         let float = floatOutput ?? accumulate
         if options.matmulPolicy == .auto && tokens <= 4 && k % 8 == 0 {
             return try kernels.gemv(weight: weight, input: input, output: output, tokens: tokens, out: out, k: k,
@@ -994,6 +1083,9 @@ public final class GPUModel: @unchecked Sendable {
         if options.matmulPolicy == .auto && tokens <= ModelKernels.skinnyMaxTokens && k % 32 == 0 {
             return try kernels.skinny(weight: weight, input: input, output: output, tokens: tokens, out: out, k: k,
                                       mode: float ? (accumulate ? 2 : 1) : 0, stream: stream)
+        }
+        if options.matmulBuckets && tokens > ModelKernels.skinnyMaxTokens {
+            tokens = Self.matmulTokens(tokens, capacity: rowCapacity ?? maxBatchTokens)
         }
         let key = "\(out)x\(tokens)x\(k)\(float ? "f" : "b")"
         let product: CuBLASLtMatmul
