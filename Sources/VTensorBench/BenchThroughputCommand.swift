@@ -219,7 +219,8 @@ struct BenchThroughputCommand: ParsableCommand {
         runtimeOptions.gpu = GPUModel.Options(cudaGraphs: engineFlags.cudaGraphs == .on, splitMixedAttention: mixedAttention == .split,
                                               sharedDecodeTable: decodeTable == .shared, accessPerRun: engineFlags.accessPerRun == .on,
                                               unmapPerRun: engineFlags.unmapPerRun == .on, freshSlabChunks: engineFlags.freshSlabChunks,
-                                              sharedPrefixDecode: engineFlags.sharedPrefixDecode == .on)
+                                              sharedPrefixDecode: engineFlags.sharedPrefixDecode == .on,
+                                              matmulBuckets: engineFlags.matmulBuckets == .on)
         let longest = workload.shapes.map { $0.input + $0.output }.max()!
         if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)
