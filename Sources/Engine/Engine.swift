@@ -70,6 +70,9 @@ public final class Engine: @unchecked Sendable {
         var aborts: [RequestID] = []
         /// Asked to drop every cached prefix no request uses (`resetPrefixCache`).
         var resetPrefixCache = false
+        /// The last request just left: the next step (idle) gives memory back, after the step
+        /// that returned its last output (so that output never waits for the trim).
+        var trimPending = false
         /// Requests added and not yet finished or aborted.
         var live: Set<RequestID> = []
         var nextID: RequestID = 1
@@ -220,7 +223,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Whether a step would do anything: requests queued, running, or arriving, or a reset asked for.
     public var hasWork: Bool {
-        shared.withLock { !$0.live.isEmpty || !$0.aborts.isEmpty || $0.resetPrefixCache }
+        shared.withLock { !$0.live.isEmpty || !$0.aborts.isEmpty || $0.resetPrefixCache || $0.trimPending }
     }
 
     public var statistics: EngineStatistics { shared.withLock { $0.statistics } }
@@ -248,7 +251,7 @@ public final class Engine: @unchecked Sendable {
         var outputs: [RequestOutput] = []
         var stats = EngineStatistics()
         let (added, aborts, reset) = shared.withLock { s -> ([EngineSequence], [RequestID], Bool) in
-            defer { s.added.removeAll(); s.aborts.removeAll(); s.resetPrefixCache = false }
+            defer { s.added.removeAll(); s.aborts.removeAll(); s.resetPrefixCache = false; s.trimPending = false }
             return (s.added, s.aborts, s.resetPrefixCache)
         }
         if reset, let prefixCache { prefixCache.evict(units: Int.max / 2, ledger: &ledger) }
@@ -319,8 +322,10 @@ public final class Engine: @unchecked Sendable {
                 outputs += collect(step, stats: &stats, modelNanos: &modelNanos)
             }
         }
-        // The last request just left: give memory back now, not at some later idle step.
-        if scheduler.isIdle && inFlight == nil && !outputs.isEmpty { trimWhileIdle() }
+        // The last request just left: the next step gives memory back (`hasWork` stays true
+        // until it has), not this one, whose outputs would wait for it (on an H100 the trim of a
+        // full cache took ~0.2 s).
+        let trimNext = scheduler.isIdle && inFlight == nil && !outputs.isEmpty
         var promptLeft = 0
         for sequence in scheduler.waiting { promptLeft += max(0, sequence.state.promptCount - sequence.computed) }
         for sequence in scheduler.running { promptLeft += max(0, sequence.state.promptCount - sequence.computed) }
@@ -357,6 +362,7 @@ public final class Engine: @unchecked Sendable {
             s.statistics.peakCommittedChunks = max(s.statistics.peakCommittedChunks, peak)
             s.snapshot = snapshot
             for output in outputs where output.isFinal { s.live.remove(output.id) }
+            if trimNext { s.trimPending = true }
         }
         return outputs
     }

