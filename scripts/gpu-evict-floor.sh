@@ -9,6 +9,9 @@
 # Measured (binary 3df7691, H100): waits 128 ms, 0.961 / 0.973x; the idle left was the ramp,
 # steps 14-23. Since then aliasing ahead attaches ~1,024 chunks a step at most (modeled: the
 # ramp's idle goes): predicted ~0.98-0.99x of paged, the ramp's gaps gone from the list.
+# Measured (ed24fc4, H100): 0.982 / 0.988x of paged, waits 77-96 ms, multi-turn 1.000x; the
+# ramp stayed (8-34 ms gaps): the model's queueing blocked for a whole step there (found next:
+# the LM head's first run at each new row count; see scripts/gpu-matmul-buckets.sh).
 # Usage: [RUN_DEADLINE=400] scripts/gpu-evict-floor.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -14,6 +14,10 @@
 #    set access may invalidate the GPU's TLBs). With --map-ahead-tokens 256 every request's
 #    decode chunks map at admission, so decode-only steps map nothing. Predicted: if the
 #    suspicion holds, decode-only steps fall to paged's time.
+# Measured (7f0d005, H100): the stall sat in the launch (~200 ms); EAGER loading kept it (and
+# slowed every step ~5%); --map-ahead-tokens 256 left decode-only steps as they were (20.63 ms
+# against 20.62): neither hypothesis held. scripts/experiments/ramp-launch-probe.sh then named
+# the LM head's first run at each new row count (fixed by --matmul-buckets).
 # Usage: [RUN_DEADLINE=400] scripts/gpu-ramp-probe.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
 cd "$(dirname "$0")/.."
