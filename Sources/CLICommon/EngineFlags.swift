@@ -51,6 +51,8 @@ public struct EngineFlags: ParsableArguments {
     public var evictAhead: OnOff = .on
     @Option(help: "GPU: run cuBLASLt products at bucketed token counts (padded rows), every bucket set up and run once when the model loads, so no step waits on a shape's first run (on), or at each step's exact count, set up when first met (off).")
     public var matmulBuckets: OnOff = .on
+    @Option(help: "GPU, with --matmul-buckets: at load, time the heuristic's first cuBLASLt candidates for each bucket's products up to 512 rows on the model's weights and keep the fastest (on), or let cuBLASLt pick by its heuristic (off).")
+    public var matmulAutotune: OnOff = .off
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -92,7 +94,8 @@ public struct EngineFlags: ParsableArguments {
         options.kvMode = kv
         options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on,
                                        unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlabChunks,
-                                       sharedPrefixDecode: sharedPrefixDecode == .on, matmulBuckets: matmulBuckets == .on)
+                                       sharedPrefixDecode: sharedPrefixDecode == .on, matmulBuckets: matmulBuckets == .on,
+                                       matmulAutotune: matmulAutotune == .on)
         return options
     }
 

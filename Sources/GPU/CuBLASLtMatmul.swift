@@ -25,8 +25,35 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
         }
     }
 
+    /// The entry points that choose an algorithm (`candidates`), loaded when first asked for.
+    struct ChoiceAPI: @unchecked Sendable {
+        let preferenceCreate: PFN_cublasLtMatmulPreferenceCreate
+        let preferenceDestroy: PFN_cublasLtMatmulPreferenceDestroy
+        let preferenceSetAttribute: PFN_cublasLtMatmulPreferenceSetAttribute
+        let getHeuristic: PFN_cublasLtMatmulAlgoGetHeuristic
+
+        init(_ library: DynamicLibrary) throws {
+            preferenceCreate = try library.function("cublasLtMatmulPreferenceCreate", as: PFN_cublasLtMatmulPreferenceCreate.self)
+            preferenceDestroy = try library.function("cublasLtMatmulPreferenceDestroy", as: PFN_cublasLtMatmulPreferenceDestroy.self)
+            preferenceSetAttribute = try library.function("cublasLtMatmulPreferenceSetAttribute",
+                                                          as: PFN_cublasLtMatmulPreferenceSetAttribute.self)
+            getHeuristic = try library.function("cublasLtMatmulAlgoGetHeuristic", as: PFN_cublasLtMatmulAlgoGetHeuristic.self)
+        }
+    }
+
+    /// One algorithm the heuristic offers for a product: the opaque value `cublasLtMatmul`
+    /// takes, the workspace it needs, and the heuristic's estimate of its waves.
+    public struct Candidate: @unchecked Sendable {
+        public let algorithm: cublasLtMatmulAlgo_t
+        public let workspaceBytes: Int
+        public let waves: Float
+    }
+
     public let handle: CuBLASLtHandle
     public let m: Int, n: Int, k: Int
+    /// The algorithm `run` uses; nil lets cuBLASLt choose at each call by its heuristic.
+    /// Set it only while no other thread runs this product.
+    public var chosen: Candidate?
     let api: API
     let desc: cublasLtMatmulDesc_t
     let layouts: (a: cublasLtMatrixLayout_t, b: cublasLtMatrixLayout_t, d: cublasLtMatrixLayout_t)
@@ -79,15 +106,48 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
     /// FLOPs of one product.
     public var flops: Double { 2 * Double(m) * Double(n) * Double(k) }
 
-    /// Queues D = A^T B (or D += A^T B with `accumulate`) on `stream` (the context current on this thread).
+    /// Queues D = A^T B (or D += A^T B with `accumulate`) on `stream` (the context current on this
+    /// thread), with `algorithm` if given, else `chosen`, else cuBLASLt's own heuristic.
     public func run(a: UInt64, b: UInt64, d: UInt64, workspace: UInt64, workspaceBytes: Int, stream: CUDAStream,
-                    accumulate: Bool = false) throws {
+                    accumulate: Bool = false, algorithm: Candidate? = nil) throws {
         var alpha: Float = 1, beta: Float = accumulate ? 1 : 0
-        let status = api.matmul(
-            handle.handle, desc, &alpha, UnsafeRawPointer(bitPattern: UInt(a)), layouts.a,
-            UnsafeRawPointer(bitPattern: UInt(b)), layouts.b, &beta, UnsafeRawPointer(bitPattern: UInt(d)), layouts.d,
-            UnsafeMutableRawPointer(bitPattern: UInt(d)), layouts.d, nil, UnsafeMutableRawPointer(bitPattern: UInt(workspace)),
-            workspaceBytes, stream.handle)
+        func call(_ algo: UnsafeRawPointer?) -> cublasStatus_t {
+            api.matmul(
+                handle.handle, desc, &alpha, UnsafeRawPointer(bitPattern: UInt(a)), layouts.a,
+                UnsafeRawPointer(bitPattern: UInt(b)), layouts.b, &beta, UnsafeRawPointer(bitPattern: UInt(d)), layouts.d,
+                UnsafeMutableRawPointer(bitPattern: UInt(d)), layouts.d, algo, UnsafeMutableRawPointer(bitPattern: UInt(workspace)),
+                workspaceBytes, stream.handle)
+        }
+        let status: cublasStatus_t
+        if var algo = (algorithm ?? chosen)?.algorithm {
+            status = withUnsafePointer(to: &algo) { call(UnsafeRawPointer($0)) }
+        } else {
+            status = call(nil)
+        }
         guard status == CUBLAS_STATUS_SUCCESS else { throw GPUError.cublasCall(function: "cublasLtMatmul", status: status) }
+    }
+
+    /// Up to `count` algorithms the heuristic offers for this product within `workspaceBytes`,
+    /// in its order of preference (the first is what a call without an algorithm would run).
+    public func candidates(count: Int, workspaceBytes: Int) throws -> [Candidate] {
+        precondition(count > 0, "ask for at least one candidate")
+        let choice = try ChoiceAPI(try CuBLASLt.shared().library)
+        func check(_ status: cublasStatus_t, _ function: String) throws {
+            guard status == CUBLAS_STATUS_SUCCESS else { throw GPUError.cublasCall(function: function, status: status) }
+        }
+        var preference: cublasLtMatmulPreference_t? = nil
+        try check(choice.preferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
+        guard let preference else { preconditionFailure("cublasLtMatmulPreferenceCreate succeeded without a preference") }
+        defer { _ = choice.preferenceDestroy(preference) }
+        var limit = UInt64(workspaceBytes)
+        try check(choice.preferenceSetAttribute(preference, Int32(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES), &limit, 8),
+                  "cublasLtMatmulPreferenceSetAttribute")
+        var results = [cublasLtMatmulHeuristicResult_t](repeating: cublasLtMatmulHeuristicResult_t(), count: count)
+        var returned: Int32 = 0
+        try check(choice.getHeuristic(handle.handle, desc, layouts.a, layouts.b, layouts.d, layouts.d, preference, Int32(count),
+                                      &results, &returned), "cublasLtMatmulAlgoGetHeuristic")
+        return results.prefix(Int(max(0, returned))).filter { $0.state == CUBLAS_STATUS_SUCCESS }.map {
+            Candidate(algorithm: $0.algo, workspaceBytes: $0.workspaceSize, waves: $0.wavesCount)
+        }
     }
 }

@@ -86,6 +86,8 @@ struct BenchModelCommand: ParsableCommand {
     var splitKPairs = 0
     @Option(help: "GPU decode matmuls: load the first weights before waiting on the previous kernel: on or off.")
     var earlyWeights = "on"
+    @Option(help: "GPU: time the heuristic's first cuBLASLt candidates for each bucket's products up to 512 rows at load and keep the fastest: on or off.")
+    var matmulAutotune = "off"
     @Flag(help: "GPU decode, timing experiments only: leave attention out of the step (the output is wrong) to measure its cost in the pipelined step.")
     var skipAttention = false
 
@@ -161,12 +163,13 @@ extension BenchModelCommand {
                 if let n = attentionSubsteps { decodeConfig.subSteps = n }
                 if l2Hint != "auto" { decodeConfig.l2Prefetch = l2Hint == "on" }
                 return decodeConfig
-            }())
+            }(), matmulAutotune: matmulAutotune == "on")
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device, checkpoint: checkpoint,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
                                  maxTokensPerSequence: promptTokens + decodeTokens + 8, options: options)
         if skipAttention { print("--skip-attention: decode steps leave attention out; times only, the logits are wrong") }
         print("model: \(label) on \(model.name): \(fixed(Double(model.weights.bytes) / 1e9, 2)) GB of weights (bf16), workspace \(mib(model.workspaceBytes))")
+        if let report = GPUModel.autotuneSummary(model.matmulAutotuned) { print("cuBLASLt autotune: " + report) }
         var rng = SplitMix64(seed: 7)
         let c = config
         func prompts() -> [[Int]] { (0..<batch).map { _ in (0..<promptTokens).map { _ in Int(rng.next() % UInt64(c.vocabSize)) } } }

@@ -220,7 +220,8 @@ struct BenchThroughputCommand: ParsableCommand {
                                               sharedDecodeTable: decodeTable == .shared, accessPerRun: engineFlags.accessPerRun == .on,
                                               unmapPerRun: engineFlags.unmapPerRun == .on, freshSlabChunks: engineFlags.freshSlabChunks,
                                               sharedPrefixDecode: engineFlags.sharedPrefixDecode == .on,
-                                              matmulBuckets: engineFlags.matmulBuckets == .on)
+                                              matmulBuckets: engineFlags.matmulBuckets == .on,
+                                              matmulAutotune: engineFlags.matmulAutotune == .on)
         let longest = workload.shapes.map { $0.input + $0.output }.max()!
         if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)
@@ -394,6 +395,7 @@ struct BenchThroughputCommand: ParsableCommand {
                        + "\(stats.synchronizedSteps) waited for picks, \(stats.discardedRows) rows discarded; "
                        + "\(gpu.matmulShapes) cuBLASLt shapes set up in \(fixed(gpu.matmulSetupMs, 1)) ms "
                        + "(\(gpuModel.matmulWarmup.shapes) more when the model was built, in \(fixed(gpuModel.matmulWarmup.ms, 1)) ms)"])
+            if let report = GPUModel.autotuneSummary(gpuModel.matmulAutotuned) { table.add(["cuBLASLt autotune", report]) }
             if !gpu.longestIdleGaps.isEmpty {
                 table.add(["longest GPU idle gaps", gpu.longestIdleGaps.map { "step \($0.step) \(fixed($0.ms, 2)) ms (\($0.rows) rows)" }
                     .joined(separator: "; ")])

@@ -31,3 +31,24 @@ import Testing
         #expect(GPUModel.matmulTokens(300, capacity: 200) == 300)
     }
 }
+
+/// The one-line report of an autotune at load (`GPUModel.autotuneSummary`).
+@Suite struct AutotuneSummaryTests {
+    @Test func reportsTheLayerAt128RowsWithTheSwitchedTimes() throws {
+        func product(_ name: String, _ tokens: Int, _ before: Double, _ after: Double, _ switched: Bool) -> GPUModel.AutotunedProduct {
+            GPUModel.AutotunedProduct(name: name, tokens: tokens, heuristicMicroseconds: before, bestMicroseconds: after, candidates: 8,
+                                      switched: switched)
+        }
+        #expect(GPUModel.autotuneSummary([]) == nil)
+        let line = try #require(GPUModel.autotuneSummary([
+            product("qkv", 112, 30, 20, true), product("qkv", 128, 26, 17, true), product("o proj", 128, 20, 19.9, false),
+            product("qkv", 144, 28, 20, true),
+        ]))
+        // 128 rows: qkv switched (26 -> 17), o proj kept (20): 46 -> 37.
+        #expect(line.hasPrefix("4 products timed, 3 switched; at 128 rows"), "\(line)")
+        #expect(line.contains("46.0 -> 37.0 us") && line.contains("qkv 26.0 -> 17.0") && line.contains("o proj 20.0 -> 20.0"), "\(line)")
+        // Without a bucket up to 128 rows, the smallest bucket is reported.
+        let small = try #require(GPUModel.autotuneSummary([product("down", 256, 40, 30, true), product("down", 512, 70, 69, false)]))
+        #expect(small.contains("at 256 rows") && small.contains("40.0 -> 30.0"), "\(small)")
+    }
+}

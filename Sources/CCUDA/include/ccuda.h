@@ -232,6 +232,28 @@ typedef cublasStatus_t (*PFN_cublasLtMatmulDescSetAttribute)(cublasLtMatmulDesc_
 typedef cublasStatus_t (*PFN_cublasLtMatrixLayoutCreate)(cublasLtMatrixLayout_t *matLayout, int type, uint64_t rows,
                                                         uint64_t cols, int64_t ld);
 typedef cublasStatus_t (*PFN_cublasLtMatrixLayoutDestroy)(cublasLtMatrixLayout_t matLayout);
+// Choosing an algorithm (autotuning): the heuristic's candidates for a product, each an opaque
+// 64-byte algorithm value passed back to cublasLtMatmul. Preference attribute 1 is the most
+// workspace a candidate may use (CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, a uint64).
+typedef struct { uint64_t data[8]; } cublasLtMatmulAlgo_t;
+typedef struct {
+    cublasLtMatmulAlgo_t algo;
+    size_t workspaceSize;
+    cublasStatus_t state;
+    float wavesCount;
+    int reserved[4];
+} cublasLtMatmulHeuristicResult_t;
+enum { CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1 };
+typedef cublasStatus_t (*PFN_cublasLtMatmulPreferenceCreate)(cublasLtMatmulPreference_t *pref);
+typedef cublasStatus_t (*PFN_cublasLtMatmulPreferenceDestroy)(cublasLtMatmulPreference_t pref);
+typedef cublasStatus_t (*PFN_cublasLtMatmulPreferenceSetAttribute)(cublasLtMatmulPreference_t pref, int attr, const void *buf,
+                                                                  size_t sizeInBytes);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoGetHeuristic)(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t operationDesc,
+                                                            cublasLtMatrixLayout_t Adesc, cublasLtMatrixLayout_t Bdesc,
+                                                            cublasLtMatrixLayout_t Cdesc, cublasLtMatrixLayout_t Ddesc,
+                                                            cublasLtMatmulPreference_t preference, int requestedAlgoCount,
+                                                            cublasLtMatmulHeuristicResult_t heuristicResultsArray[],
+                                                            int *returnAlgoCount);
 typedef cublasStatus_t (*PFN_cublasLtMatmul)(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t computeDesc,
                                             const void *alpha, const void *A, cublasLtMatrixLayout_t Adesc,
                                             const void *B, cublasLtMatrixLayout_t Bdesc, const void *beta,

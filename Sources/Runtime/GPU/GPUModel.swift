@@ -130,6 +130,12 @@ public final class GPUModel: @unchecked Sendable {
         /// a new shape waited for the device (the LM head's, at each new row count of the
         /// shared-prefix ramp: ~200 ms stalls on an H100, the GPU idle while the host planned).
         public let matmulBuckets: Bool
+        /// With `matmulBuckets`: at load, each bucket's products up to `autotuneMaxTokens` rows
+        /// (decode and small mixed steps, where a product reads its weights once and the
+        /// heuristic's pick may leave bandwidth unused) time the heuristic's first candidates on
+        /// the model's own weights, a different layer each run so none sits in L2, and keep the
+        /// fastest when it beats the heuristic's pick by more than 2%. Off until measured.
+        public let matmulAutotune: Bool
 
         public init(matmulPolicy: MatmulPolicy = .auto, persistentLayers: Bool = false, cudaGraphs: Bool = true,
                     prefetchBytesPerRow: Int? = 0, persistentBlocksPerSM: Int = 4, programmaticLaunch: Bool = true,
@@ -137,7 +143,7 @@ public final class GPUModel: @unchecked Sendable {
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
                     decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true,
                     accessPerRun: Bool = false, unmapPerRun: Bool = false, freshSlabChunks: Int? = nil, sharedPrefixDecode: Bool = true,
-                    matmulBuckets: Bool = true) {
+                    matmulBuckets: Bool = true, matmulAutotune: Bool = false) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
@@ -158,6 +164,7 @@ public final class GPUModel: @unchecked Sendable {
             self.freshSlabChunks = freshSlabChunks
             self.sharedPrefixDecode = sharedPrefixDecode
             self.matmulBuckets = matmulBuckets
+            self.matmulAutotune = matmulAutotune
         }
     }
 
@@ -221,6 +228,36 @@ public final class GPUModel: @unchecked Sendable {
     /// cuBLASLt products set up and run once when the model was built (`Options.matmulBuckets`),
     /// and the time that took.
     public private(set) var matmulWarmup: (shapes: Int, ms: Double) = (0, 0)
+
+    /// The largest bucket `Options.matmulAutotune` times.
+    public static let autotuneMaxTokens = 512
+    /// One product timed at load (`Options.matmulAutotune`): its name and rows, the heuristic's
+    /// pick and the fastest candidate in microseconds a run, how many were timed, and whether the
+    /// fastest replaced the pick.
+    public struct AutotunedProduct: Sendable, Codable, Equatable {
+        public var name: String
+        public var tokens: Int
+        public var heuristicMicroseconds: Double
+        public var bestMicroseconds: Double
+        public var candidates: Int
+        public var switched: Bool
+    }
+    public private(set) var matmulAutotuned: [AutotunedProduct] = []
+
+    /// One line on an autotune: products timed and switched, and at 128 rows (a decode step of 128
+    /// requests; the largest bucket up to it) one layer's products and the LM head, before and after.
+    public static func autotuneSummary(_ products: [AutotunedProduct]) -> String? {
+        guard !products.isEmpty else { return nil }
+        let switched = products.filter(\.switched).count
+        let rows = products.map(\.tokens).filter { $0 <= 128 }.max() ?? products.map(\.tokens).min()!
+        let at = products.filter { $0.tokens == rows }
+        let before = at.reduce(0) { $0 + $1.heuristicMicroseconds }
+        let after = at.reduce(0) { $0 + ($1.switched ? $1.bestMicroseconds : $1.heuristicMicroseconds) }
+        func us(_ value: Double) -> String { String(format: "%.1f", value) }
+        let detail = at.map { "\($0.name) \(us($0.heuristicMicroseconds)) -> \(us($0.switched ? $0.bestMicroseconds : $0.heuristicMicroseconds))" }
+        return "\(products.count) products timed, \(switched) switched; at \(rows) rows a layer's products and the LM head \(us(before)) -> "
+            + "\(us(after)) us (" + detail.joined(separator: ", ") + ")"
+    }
 
     /// Per-step timings: host phases always; GPU time per operation when `profile` is on
     /// (CUDA events around every launch, which adds a little host time).
@@ -500,14 +537,64 @@ public final class GPUModel: @unchecked Sendable {
                        accumulate: true, stream: stream)
             try matmul(out: 2 * f, tokens: tokens, k: h, weight: layer.gateUp, input: w.normed, output: w.gateUp, stream: stream)
             try matmul(out: h, tokens: tokens, k: f, weight: layer.down, input: w.activated, output: w.residual, accumulate: true, stream: stream)
+            if options.matmulAutotune && tokens <= Self.autotuneMaxTokens {
+                let layers = weights.layers
+                try autotune("qkv", out: qkvWidth, tokens: tokens, k: h, weights: layers.map(\.qkv), input: w.normed, output: w.qkv)
+                try autotune("o proj", out: h, tokens: tokens, k: c.numAttentionHeads * d, weights: layers.map(\.output), input: w.attended,
+                             output: w.residual, accumulate: true)
+                try autotune("gate+up", out: 2 * f, tokens: tokens, k: h, weights: layers.map(\.gateUp), input: w.normed, output: w.gateUp)
+                try autotune("down", out: h, tokens: tokens, k: f, weights: layers.map(\.down), input: w.activated, output: w.residual,
+                             accumulate: true)
+            }
         }
         for tokens in Self.matmulBucketList(from: first, capacity: min(maxLogitRows, maxBatchTokens)) {
             try matmul(out: c.vocabSize, tokens: tokens, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true,
                        rowCapacity: maxLogitRows, stream: stream)
+            if options.matmulAutotune && tokens <= Self.autotuneMaxTokens {
+                try autotune("lm head", out: c.vocabSize, tokens: tokens, k: h, weights: [weights.lmHead], input: w.normed, output: w.logits,
+                             floatOutput: true)
+            }
         }
         try stream.synchronize()
         matmulWarmup = (matmuls.count - shapesBefore, Double(DispatchTime.now().uptimeNanoseconds - clock) / 1e6)
         stepTotals = StepTotals()
+    }
+
+    /// Times the heuristic's first candidates for one bucketed product (set up by `matmul`
+    /// already) and keeps the fastest if it beats the heuristic's pick by more than 2%: each
+    /// timing runs the product 8 times, on the weights of 8 different layers (`weights` in turn),
+    /// after one untimed run.
+    private func autotune(_ name: String, out: Int, tokens: Int, k: Int, weights: [UInt64], input: UInt64, output: UInt64,
+                          accumulate: Bool = false, floatOutput: Bool? = nil) throws {
+        let float = floatOutput ?? accumulate
+        guard let product = matmuls["\(out)x\(tokens)x\(k)\(float ? "f" : "b")"], !weights.isEmpty else { return }
+        let candidates = try product.candidates(count: 8, workspaceBytes: workspace.blasBytes)
+        guard candidates.count > 1 else { return }
+        let start = try CUDAEvent(context: context, timing: true), end = try CUDAEvent(context: context, timing: true)
+        func time(_ candidate: CuBLASLtMatmul.Candidate?) throws -> Double {
+            let runs = 8
+            try product.run(a: weights[0], b: input, d: output, workspace: workspace.blas, workspaceBytes: workspace.blasBytes, stream: stream,
+                            accumulate: accumulate, algorithm: candidate)
+            try start.record(on: stream)
+            for run in 0..<runs {
+                try product.run(a: weights[(run + 1) % weights.count], b: input, d: output, workspace: workspace.blas,
+                                workspaceBytes: workspace.blasBytes, stream: stream, accumulate: accumulate, algorithm: candidate)
+            }
+            try end.record(on: stream)
+            try end.synchronize()
+            return Double(try CUDAEvent.elapsedMilliseconds(from: start, to: end)) * 1000 / Double(runs)
+        }
+        let heuristic = try time(nil)
+        var best = (candidate: CuBLASLtMatmul.Candidate?.none, us: heuristic)
+        for candidate in candidates {
+            // A candidate the library refuses at run time is skipped, not fatal.
+            guard let us = try? time(candidate) else { continue }
+            if us < best.us { best = (candidate, us) }
+        }
+        let switched = best.candidate != nil && best.us < heuristic * 0.98
+        if switched { product.chosen = best.candidate }
+        matmulAutotuned.append(AutotunedProduct(name: name, tokens: tokens, heuristicMicroseconds: heuristic, bestMicroseconds: best.us,
+                                                candidates: candidates.count, switched: switched))
     }
 
     /// Whether the driver offers cuLaunchKernelEx (programmatic dependent launch).
