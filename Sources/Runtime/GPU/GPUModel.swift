@@ -316,7 +316,7 @@ public final class GPUModel: @unchecked Sendable {
         }
     }
     public private(set) var stepTotals = StepTotals()
-    public func resetStepTotals() { lock.lock(); stepTotals = StepTotals(); serialBase = nextSerial; lock.unlock() }
+    public func resetStepTotals() { lock.lock(); stepTotals = StepTotals(); serialBase = nextSerial; lastCollected = nil; lock.unlock() }
     /// The serial of the first step since the totals were reset (idle gaps count steps from it).
     private var serialBase = 0
 
@@ -568,8 +568,8 @@ public final class GPUModel: @unchecked Sendable {
                           accumulate: Bool = false, floatOutput: Bool? = nil) throws {
         let float = floatOutput ?? accumulate
         guard let product = matmuls["\(out)x\(tokens)x\(k)\(float ? "f" : "b")"], !weights.isEmpty else { return }
-        let candidates = try product.candidates(count: 8, workspaceBytes: workspace.blasBytes)
-        guard candidates.count > 1 else { return }
+        // An autotune that cannot run leaves the heuristic's pick (it is an optimization).
+        guard let candidates = try? product.candidates(count: 8, workspaceBytes: workspace.blasBytes), candidates.count > 1 else { return }
         let start = try CUDAEvent(context: context, timing: true), end = try CUDAEvent(context: context, timing: true)
         func time(_ candidate: CuBLASLtMatmul.Candidate?) throws -> Double {
             let runs = 8
@@ -584,7 +584,7 @@ public final class GPUModel: @unchecked Sendable {
             try end.synchronize()
             return Double(try CUDAEvent.elapsedMilliseconds(from: start, to: end)) * 1000 / Double(runs)
         }
-        let heuristic = try time(nil)
+        guard let heuristic = try? time(nil) else { return }
         var best = (candidate: CuBLASLtMatmul.Candidate?.none, us: heuristic)
         for candidate in candidates {
             // A candidate the library refuses at run time is skipped, not fatal.
