@@ -229,6 +229,10 @@ public final class GPUModel: @unchecked Sendable {
     /// and the time that took.
     public private(set) var matmulWarmup: (shapes: Int, ms: Double) = (0, 0)
 
+    /// The rows the LM head's product may run at: its input holds `maxBatchTokens` rows, its
+    /// output `maxLogitRows`.
+    var logitsRowCapacity: Int { min(maxLogitRows, maxBatchTokens) }
+
     /// The largest bucket `Options.matmulAutotune` times.
     public static let autotuneMaxTokens = 512
     /// One product timed at load (`Options.matmulAutotune`): its name and rows, the heuristic's
@@ -547,9 +551,9 @@ public final class GPUModel: @unchecked Sendable {
                              accumulate: true)
             }
         }
-        for tokens in Self.matmulBucketList(from: first, capacity: min(maxLogitRows, maxBatchTokens)) {
+        for tokens in Self.matmulBucketList(from: first, capacity: logitsRowCapacity) {
             try matmul(out: c.vocabSize, tokens: tokens, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true,
-                       rowCapacity: maxLogitRows, stream: stream)
+                       rowCapacity: logitsRowCapacity, stream: stream)
             if options.matmulAutotune && tokens <= Self.autotuneMaxTokens {
                 try autotune("lm head", out: c.vocabSize, tokens: tokens, k: h, weights: [weights.lmHead], input: w.normed, output: w.logits,
                              floatOutput: true)
@@ -1118,7 +1122,7 @@ public final class GPUModel: @unchecked Sendable {
             }
             try timed("lm head") {
                 try matmul(out: c.vocabSize, tokens: kernelLogitRows, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true,
-                           rowCapacity: maxLogitRows, stream: stream)
+                           rowCapacity: logitsRowCapacity, stream: stream)
             }
         }
         let queueKernels = fused ? queueFused : queueUnfused
