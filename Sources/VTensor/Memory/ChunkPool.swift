@@ -116,6 +116,9 @@ struct ChunkPool {
 
     /// Chunks with no mapping, ready for reuse.
     let reuseOrder: ChunkReuseOrder
+    /// Whether a slab's chunks map only as the whole slab (see the type's note): the backend's
+    /// answer, asked once (the hot paths ask per chunk, and CUDA answers under a lock).
+    let wholeSlabsOnly: Bool
     private(set) var reserve = ChunkQueue()
     /// Mapping count of every chunk that is mapped at least once (retiring mappings count).
     private(set) var references: [PhysicalChunk: Int] = [:]
@@ -160,8 +163,6 @@ struct ChunkPool {
     mutating func forgetContent(_ chunk: PhysicalChunk) { contentOf[chunk] = nil }
 
     var inUse: Int { references.count }
-    /// Whether a slab's chunks map only as the whole slab (see the type's note).
-    var wholeSlabsOnly: Bool { !backend.mapsSlabParts }
 
     private mutating func putInReserve(_ chunk: PhysicalChunk) {
         contentOf[chunk] = nil

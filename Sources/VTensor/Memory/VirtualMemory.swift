@@ -160,7 +160,8 @@ public final class VirtualMemory: @unchecked Sendable {
         guard low >= 0, low <= high, high <= budgetChunks else {
             throw VTensorError.invalidWatermarks("need 0 <= low (\(low)) <= high (\(high)) <= budget (\(budgetChunks) chunks)")
         }
-        pool = ChunkPool(backend: backend, budgetChunks: budgetChunks, lowWatermark: low, highWatermark: high, reuseOrder: reuseOrder)
+        pool = ChunkPool(backend: backend, budgetChunks: budgetChunks, lowWatermark: low, highWatermark: high, reuseOrder: reuseOrder,
+                         wholeSlabsOnly: !backend.mapsSlabParts)
         pool.reusableSlabChunks = self.freshSlabChunks
     }
 
@@ -1258,8 +1259,11 @@ public final class VirtualMemory: @unchecked Sendable {
         /// and its chunk count, where that slab maps only whole (a slab of several chunks, on a
         /// backend without `mapsSlabParts`); nil otherwise.
         public func wholeSlabPlace(_ tensor: VirtualTensor, chunk index: Int) -> (slab: Int, index: Int, count: Int)? {
-            guard let chunk = tensor.slots[index].heldChunk, memory.pool.mapsOnlyWithItsSlab(chunk) else { return nil }
-            return memory.pool.slabPlace(chunk)
+            // Field by field: calling the pool's methods here copied the whole pool (every
+            // reference in it retained and released) once per chunk asked about.
+            guard memory.pool.wholeSlabsOnly, let chunk = tensor.slots[index].heldChunk, let place = memory.pool.slabOf[chunk],
+                  let count = memory.pool.slabs[place.slab]?.count, count > 1 else { return nil }
+            return (place.slab, place.index, count)
         }
 
         /// Whether the chunk slot `index` holds (mapped or pending) belongs to a slab.
