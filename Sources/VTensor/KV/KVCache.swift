@@ -464,15 +464,24 @@ public final class KVCache: @unchecked Sendable {
     private func wholeSlabReleases(_ memory: VirtualMemory.Inspector, _ tensor: VirtualTensor, _ chunks: [Int], deferred: inout Set<Int>) -> [Int] {
         let candidates = deferred.union(chunks.filter { $0 >= 0 && $0 < tensor.chunkCount })
         var now: [Int] = [], waiting = Set<Int>()
+        // Whether the tensor keeps another slot of a slab placed at a first slot: the same for
+        // every candidate of that placement, so asked once each (a packed prefix's holder gives
+        // back a whole slab of 128 chunks at once).
+        var keptByPlacement: [Int64: Bool] = [:]
         for index in candidates.sorted() {
             guard !memory.isMapped(tensor, chunk: index), let place = memory.wholeSlabPlace(tensor, chunk: index) else {
                 now.append(index)
                 continue
             }
             let first = index - place.index
-            let kept = (max(0, first)..<min(tensor.chunkCount, first + place.count)).contains { slot in
-                !candidates.contains(slot) && memory.wholeSlabPlace(tensor, chunk: slot).map { $0.slab == place.slab } == true
-            }
+            let key = Int64(place.slab) << 32 | Int64(UInt32(truncatingIfNeeded: first))
+            let kept = keptByPlacement[key] ?? {
+                let answer = (max(0, first)..<min(tensor.chunkCount, first + place.count)).contains { slot in
+                    !candidates.contains(slot) && memory.wholeSlabPlace(tensor, chunk: slot).map { $0.slab == place.slab } == true
+                }
+                keptByPlacement[key] = answer
+                return answer
+            }()
             if kept { waiting.insert(index) } else { now.append(index) }
         }
         deferred = waiting
