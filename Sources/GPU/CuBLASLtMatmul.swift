@@ -14,6 +14,11 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
         let layoutCreate: PFN_cublasLtMatrixLayoutCreate
         let layoutDestroy: PFN_cublasLtMatrixLayoutDestroy
         let matmul: PFN_cublasLtMatmul
+        // Choosing an algorithm (`candidates`).
+        let preferenceCreate: PFN_cublasLtMatmulPreferenceCreate
+        let preferenceDestroy: PFN_cublasLtMatmulPreferenceDestroy
+        let preferenceSetAttribute: PFN_cublasLtMatmulPreferenceSetAttribute
+        let getHeuristic: PFN_cublasLtMatmulAlgoGetHeuristic
 
         init(_ library: DynamicLibrary) throws {
             descCreate = try library.function("cublasLtMatmulDescCreate", as: PFN_cublasLtMatmulDescCreate.self)
@@ -22,17 +27,6 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
             layoutCreate = try library.function("cublasLtMatrixLayoutCreate", as: PFN_cublasLtMatrixLayoutCreate.self)
             layoutDestroy = try library.function("cublasLtMatrixLayoutDestroy", as: PFN_cublasLtMatrixLayoutDestroy.self)
             matmul = try library.function("cublasLtMatmul", as: PFN_cublasLtMatmul.self)
-        }
-    }
-
-    /// The entry points that choose an algorithm (`candidates`), loaded when first asked for.
-    struct ChoiceAPI: @unchecked Sendable {
-        let preferenceCreate: PFN_cublasLtMatmulPreferenceCreate
-        let preferenceDestroy: PFN_cublasLtMatmulPreferenceDestroy
-        let preferenceSetAttribute: PFN_cublasLtMatmulPreferenceSetAttribute
-        let getHeuristic: PFN_cublasLtMatmulAlgoGetHeuristic
-
-        init(_ library: DynamicLibrary) throws {
             preferenceCreate = try library.function("cublasLtMatmulPreferenceCreate", as: PFN_cublasLtMatmulPreferenceCreate.self)
             preferenceDestroy = try library.function("cublasLtMatmulPreferenceDestroy", as: PFN_cublasLtMatmulPreferenceDestroy.self)
             preferenceSetAttribute = try library.function("cublasLtMatmulPreferenceSetAttribute",
@@ -76,20 +70,17 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
         self.m = m
         self.n = n
         self.k = k
-        func check(_ status: cublasStatus_t, _ function: String) throws {
-            guard status == CUBLAS_STATUS_SUCCESS else { throw GPUError.cublasCall(function: function, status: status) }
-        }
         var desc: cublasLtMatmulDesc_t? = nil
-        try check(api.descCreate(&desc, Int32(CUBLAS_COMPUTE_32F), Int32(CUDA_R_32F)), "cublasLtMatmulDescCreate")
+        try checkCuBLAS(api.descCreate(&desc, Int32(CUBLAS_COMPUTE_32F), Int32(CUDA_R_32F)), "cublasLtMatmulDescCreate")
         guard let desc else { preconditionFailure("cublasLtMatmulDescCreate succeeded without a descriptor") }
         self.desc = desc
         var transA = Int32(CUBLAS_OP_T), transB = Int32(CUBLAS_OP_N)
-        try check(api.descSetAttribute(desc, Int32(CUBLASLT_MATMUL_DESC_TRANSA), &transA, 4), "cublasLtMatmulDescSetAttribute")
-        try check(api.descSetAttribute(desc, Int32(CUBLASLT_MATMUL_DESC_TRANSB), &transB, 4), "cublasLtMatmulDescSetAttribute")
+        try checkCuBLAS(api.descSetAttribute(desc, Int32(CUBLASLT_MATMUL_DESC_TRANSA), &transA, 4), "cublasLtMatmulDescSetAttribute")
+        try checkCuBLAS(api.descSetAttribute(desc, Int32(CUBLASLT_MATMUL_DESC_TRANSB), &transB, 4), "cublasLtMatmulDescSetAttribute")
         let type = Int32(fp16 ? CUDA_R_16F : CUDA_R_16BF)
         func layout(_ rows: Int, _ cols: Int, _ type: Int32) throws -> cublasLtMatrixLayout_t {
             var layout: cublasLtMatrixLayout_t? = nil
-            try check(api.layoutCreate(&layout, type, UInt64(rows), UInt64(cols), Int64(rows)), "cublasLtMatrixLayoutCreate")
+            try checkCuBLAS(api.layoutCreate(&layout, type, UInt64(rows), UInt64(cols), Int64(rows)), "cublasLtMatrixLayoutCreate")
             guard let layout else { preconditionFailure("cublasLtMatrixLayoutCreate succeeded without a layout") }
             return layout
         }
@@ -124,30 +115,30 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
         } else {
             status = call(nil)
         }
-        guard status == CUBLAS_STATUS_SUCCESS else { throw GPUError.cublasCall(function: "cublasLtMatmul", status: status) }
+        try checkCuBLAS(status, "cublasLtMatmul")
     }
 
     /// Up to `count` algorithms the heuristic offers for this product within `workspaceBytes`,
     /// in its order of preference (the first is what a call without an algorithm would run).
     public func candidates(count: Int, workspaceBytes: Int) throws -> [Candidate] {
         precondition(count > 0, "ask for at least one candidate")
-        let choice = try ChoiceAPI(try CuBLASLt.shared().library)
-        func check(_ status: cublasStatus_t, _ function: String) throws {
-            guard status == CUBLAS_STATUS_SUCCESS else { throw GPUError.cublasCall(function: function, status: status) }
-        }
         var preference: cublasLtMatmulPreference_t? = nil
-        try check(choice.preferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
+        try checkCuBLAS(api.preferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
         guard let preference else { preconditionFailure("cublasLtMatmulPreferenceCreate succeeded without a preference") }
-        defer { _ = choice.preferenceDestroy(preference) }
+        defer { _ = api.preferenceDestroy(preference) }
         var limit = UInt64(workspaceBytes)
-        try check(choice.preferenceSetAttribute(preference, Int32(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES), &limit, 8),
-                  "cublasLtMatmulPreferenceSetAttribute")
+        try checkCuBLAS(api.preferenceSetAttribute(preference, Int32(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES), &limit, 8),
+                        "cublasLtMatmulPreferenceSetAttribute")
         var results = [cublasLtMatmulHeuristicResult_t](repeating: cublasLtMatmulHeuristicResult_t(), count: count)
         var returned: Int32 = 0
-        try check(choice.getHeuristic(handle.handle, desc, layouts.a, layouts.b, layouts.d, layouts.d, preference, Int32(count),
-                                      &results, &returned), "cublasLtMatmulAlgoGetHeuristic")
+        try checkCuBLAS(api.getHeuristic(handle.handle, desc, layouts.a, layouts.b, layouts.d, layouts.d, preference, Int32(count),
+                                            &results, &returned), "cublasLtMatmulAlgoGetHeuristic")
         return results.prefix(Int(max(0, returned))).filter { $0.state == CUBLAS_STATUS_SUCCESS }.map {
             Candidate(algorithm: $0.algo, workspaceBytes: $0.workspaceSize, waves: $0.wavesCount)
         }
     }
+}
+
+private func checkCuBLAS(_ status: cublasStatus_t, _ function: String) throws {
+    guard status == CUBLAS_STATUS_SUCCESS else { throw GPUError.cublasCall(function: function, status: status) }
 }

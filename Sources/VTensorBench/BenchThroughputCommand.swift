@@ -216,12 +216,9 @@ struct BenchThroughputCommand: ParsableCommand {
 
         var runtimeOptions = engineFlags.runtimeOptions(backend: kind, device: backendOptions.device,
                                                         nativeCPUWeights: modelOptions.nativeCPUWeights)
-        runtimeOptions.gpu = GPUModel.Options(cudaGraphs: engineFlags.cudaGraphs == .on, splitMixedAttention: mixedAttention == .split,
-                                              sharedDecodeTable: decodeTable == .shared, accessPerRun: engineFlags.accessPerRun == .on,
-                                              unmapPerRun: engineFlags.unmapPerRun == .on, freshSlabChunks: engineFlags.freshSlabChunks,
-                                              sharedPrefixDecode: engineFlags.sharedPrefixDecode == .on,
-                                              matmulBuckets: engineFlags.matmulBuckets == .on,
-                                              matmulAutotune: engineFlags.matmulAutotune == .on)
+        // The engine flags' GPU options, with this bench's own two A/B switches.
+        runtimeOptions.gpu.splitMixedAttention = mixedAttention == .split
+        runtimeOptions.gpu.sharedDecodeTable = decodeTable == .shared
         let longest = workload.shapes.map { $0.input + $0.output }.max()!
         if runtimeOptions.maxTokensPerSequence == nil { runtimeOptions.maxTokensPerSequence = longest }
         let runtime = try ModelRuntime.open(modelOptions.model, format: format, options: runtimeOptions)

@@ -107,10 +107,10 @@ public final class GPUModel: @unchecked Sendable {
         /// In a step that mixes one-token rows (decodes) with longer ones (prompt chunks), run the
         /// one-token rows through decode attention and the rest through prefill attention (off:
         /// every row of a mixed step through prefill attention, as before the engine).
-        public let splitMixedAttention: Bool
+        public var splitMixedAttention: Bool
         /// Decode attention reads one table of layer-0 K/V bases with a per-layer offset (where
         /// the layout puts layers at fixed offsets), instead of a table per layer.
-        public let sharedDecodeTable: Bool
+        public var sharedDecodeTable: Bool
         /// Virtual-tensor KV: grant access once per run of adjacent chunks the mapper maps
         /// together (`VirtualMemory.accessPerRun`), not once per chunk.
         public let accessPerRun: Bool

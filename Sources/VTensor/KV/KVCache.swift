@@ -467,14 +467,14 @@ public final class KVCache: @unchecked Sendable {
         // Whether the tensor keeps another slot of a slab placed at a first slot: the same for
         // every candidate of that placement, so asked once each (a packed prefix's holder gives
         // back a whole slab of 128 chunks at once).
-        var keptByPlacement: [Int64: Bool] = [:]
+        var keptByPlacement: [SIMD2<Int>: Bool] = [:]
         for index in candidates.sorted() {
             guard !memory.isMapped(tensor, chunk: index), let place = memory.wholeSlabPlace(tensor, chunk: index) else {
                 now.append(index)
                 continue
             }
             let first = index - place.index
-            let key = Int64(place.slab) << 32 | Int64(UInt32(truncatingIfNeeded: first))
+            let key = SIMD2(place.slab, first)
             let kept = keptByPlacement[key] ?? {
                 let answer = (max(0, first)..<min(tensor.chunkCount, first + place.count)).contains { slot in
                     !candidates.contains(slot) && memory.wholeSlabPlace(tensor, chunk: slot).map { $0.slab == place.slab } == true
