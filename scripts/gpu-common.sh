@@ -41,3 +41,13 @@ run() {
 }
 # The dummy Llama-3-8B the engine benchmarks run.
 dummy=(--backend cuda --load-format dummy --model llama-3-8b)
+# Issue 12's workloads at the issue's defaults (bench throughput flags).
+sp=(--dataset shared-prefix --groups 64 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256)
+mt=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
+
+# Packs every .txt and .json under $out but summary.txt into $out/details.tgz and removes them:
+# the device tool brings back only a few files.
+pack_details() {
+  (cd "$out" && tar czf /tmp/vtensor-details.tgz --exclude=summary.txt . 2>/dev/null \
+    && find . -mindepth 1 \( -name '*.txt' -o -name '*.json' \) ! -name summary.txt -delete && mv /tmp/vtensor-details.tgz details.tgz)
+}

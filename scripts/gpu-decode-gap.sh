@@ -20,12 +20,12 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 
-sp=(--dataset shared-prefix --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256 --profile-operations)
-run sp64-paged 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --groups 64 --kv paged --json-out "$out/sp64-paged.json"
-run sp64-on 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --groups 64 --json-out "$out/sp64-on.json"
-run sp64-unmap-runs 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --groups 64 --unmap-per-run on --json-out "$out/sp64-unmap-runs.json"
-run sp32-paged 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --groups 32 --kv paged --json-out "$out/sp32-paged.json"
-run sp32-on 100 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --groups 32 --json-out "$out/sp32-on.json"
+spg=(--dataset shared-prefix --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256 --profile-operations)
+run sp64-paged 100 "$bin" bench throughput "${dummy[@]}" "${spg[@]}" --groups 64 --kv paged --json-out "$out/sp64-paged.json"
+run sp64-on 100 "$bin" bench throughput "${dummy[@]}" "${spg[@]}" --groups 64 --json-out "$out/sp64-on.json"
+run sp64-unmap-runs 100 "$bin" bench throughput "${dummy[@]}" "${spg[@]}" --groups 64 --unmap-per-run on --json-out "$out/sp64-unmap-runs.json"
+run sp32-paged 100 "$bin" bench throughput "${dummy[@]}" "${spg[@]}" --groups 32 --kv paged --json-out "$out/sp32-paged.json"
+run sp32-on 100 "$bin" bench throughput "${dummy[@]}" "${spg[@]}" --groups 32 --json-out "$out/sp32-on.json"
 
 { printf '%-16s %10s %10s %12s %14s\n' run "out tok/s" "decode ms" "attention ms" "evicted chunks"
   for f in sp64-on sp64-unmap-runs sp64-paged sp32-on sp32-paged; do
@@ -40,6 +40,5 @@ PY
   done
   for f in sp64-on sp32-on; do echo "== $f"; grep -E "^GPU ms a" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-400; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
-(cd "$out" && tar czf /tmp/gap-details.tgz --exclude=summary.txt . 2>/dev/null \
-  && find . -mindepth 1 \( -name '*.txt' -o -name '*.json' \) ! -name summary.txt -delete && mv /tmp/gap-details.tgz details.tgz)
+pack_details
 cat "$out/summary.txt"

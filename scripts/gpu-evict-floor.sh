@@ -18,8 +18,6 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 
-sp=(--dataset shared-prefix --groups 64 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256)
-mt=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
 run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-on.json"
 run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
 run mt-on 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/mt-on.json"
@@ -45,6 +43,5 @@ for a, b in [("sp-on", "sp-paged"), ("sp-on-2", "sp-paged-2"), ("mt-on", "mt-pag
 PY
 { for f in sp-on sp-on-2 mt-on; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "^GPU per step|mapping waits|^longest|^per step|^engine thread at" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-900; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
-(cd "$out" && tar czf /tmp/floor-details.tgz --exclude=summary.txt . 2>/dev/null \
-  && find . -mindepth 1 \( -name '*.txt' -o -name '*.json' \) ! -name summary.txt -delete && mv /tmp/floor-details.tgz details.tgz)
+pack_details
 cat "$out/summary.txt"

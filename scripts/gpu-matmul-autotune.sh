@@ -16,7 +16,6 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 
-mt=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
 run dev-model-tuned 150 "$bin" dev model --matmul-autotune --json-out "$out/dev-model-tuned.json"
 model=(bench model --backend cuda --load-format dummy --model llama-3-8b --batch 128 --prompt-tokens 256 --decode-tokens 32)
 run model-base 90 "$bin" "${model[@]}" --json-out "$out/model-base.json"
@@ -48,6 +47,5 @@ PY
   for f in model-base model-tuned; do echo "== $f"; grep -vE "^\s*$" "$out/$f.txt" | head -30; done
   for f in mt-tuned mt-nocache-tuned; do echo "== $f"; grep -E "autotune" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-900; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
-(cd "$out" && tar czf /tmp/autotune-details.tgz --exclude=summary.txt . 2>/dev/null \
-  && find . -mindepth 1 \( -name '*.txt' -o -name '*.json' \) ! -name summary.txt -delete && mv /tmp/autotune-details.tgz details.tgz)
+pack_details
 cat "$out/summary.txt"

@@ -23,8 +23,6 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 
-sp=(--dataset shared-prefix --groups 64 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256)
-mt=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
 # Correctness: the GPU forward pass against the CPU's (padded products in every prompt step),
 # then the byte-level model trained here through the engine with the prefix cache, against each
 # request alone: teacher-forced top-1 at least 99%.
@@ -70,6 +68,5 @@ PY
   echo "== trained model through the engine"; grep -E "teacher-forced|^result|exact" "$out/trained.txt" | sed 's/   */  /g' | cut -c1-300
   for f in sp-on sp-paged sp-on-exact mt-on; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "^GPU per step|^longest GPU" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-700; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
-(cd "$out" && tar czf /tmp/buckets-details.tgz --exclude=summary.txt . 2>/dev/null \
-  && find . -mindepth 1 \( -name '*.txt' -o -name '*.json' \) ! -name summary.txt -delete && mv /tmp/buckets-details.tgz details.tgz)
+pack_details
 cat "$out/summary.txt"

@@ -24,7 +24,6 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 
-sp=(--dataset shared-prefix --groups 64 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256)
 run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-on.json"
 run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
 run sp-on-eager 90 env CUDA_MODULE_LOADING=EAGER "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-on-eager.json"
@@ -48,6 +47,5 @@ for name, base in [("sp-on", "sp-paged"), ("sp-paged", None), ("sp-on-eager", "s
 PY
 { for f in sp-on sp-paged sp-on-eager sp-paged-eager sp-on-ahead; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "^GPU per step|^longest GPU|^engine thread at" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-1400; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
-(cd "$out" && tar czf /tmp/ramp-details.tgz --exclude=summary.txt . 2>/dev/null \
-  && find . -mindepth 1 \( -name '*.txt' -o -name '*.json' \) ! -name summary.txt -delete && mv /tmp/ramp-details.tgz details.tgz)
+pack_details
 cat "$out/summary.txt"

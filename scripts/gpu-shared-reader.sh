@@ -14,7 +14,6 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 
-sp=(--dataset shared-prefix --groups 64 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256)
 run checks 150 "$bin" dev decode --skip-timing --json-out "$out/checks.json"
 run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-on.json"
 run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
@@ -53,6 +52,5 @@ if a and b:
 PY
 { for f in sp-on sp-on-2 sp-prof; do [ -f "$out/$f.txt" ] && { echo "== $f"; grep -E "^GPU per step|shared-prefix decode|mapping waits|^per step|cuBLASLt shapes" "$out/$f.txt" | sed 's/   */  /g' | cut -c1-700; }; done
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
-(cd "$out" && tar czf /tmp/reader-details.tgz --exclude=summary.txt . 2>/dev/null \
-  && find . -mindepth 1 \( -name '*.txt' -o -name '*.json' \) ! -name summary.txt -delete && mv /tmp/reader-details.tgz details.tgz)
+pack_details
 cat "$out/summary.txt"

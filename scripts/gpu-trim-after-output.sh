@@ -15,8 +15,6 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 
-sp=(--dataset shared-prefix --groups 64 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256)
-mt=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
 run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
 run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-on.json"
 run mt-on 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/mt-on.json"
@@ -39,6 +37,5 @@ for name, base in [("sp-on", "sp-paged"), ("sp-paged", None), ("mt-on", "mt-page
           f"{r['decode_step_mean_ms']:9.2f} {r.get('gpu_idle_gap_ms_per_step') or 0:8.2f} {outside:9.3f} {r['kv_held_after_trim_bytes']/2**30:17.1f}")
 PY
 { echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
-(cd "$out" && tar czf /tmp/trim-details.tgz --exclude=summary.txt . 2>/dev/null \
-  && find . -mindepth 1 \( -name '*.txt' -o -name '*.json' \) ! -name summary.txt -delete && mv /tmp/trim-details.tgz details.tgz)
+pack_details
 cat "$out/summary.txt"
