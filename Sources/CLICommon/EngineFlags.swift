@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Engine
 import Runtime
 
@@ -52,7 +53,9 @@ public struct EngineFlags: ParsableArguments {
     @Option(help: "GPU: run cuBLASLt products at bucketed token counts (padded rows), every bucket set up and run once when the model loads, so no step waits on a shape's first run (on), or at each step's exact count, set up when first met (off).")
     public var matmulBuckets: OnOff = .on
     @Option(help: "GPU, with --matmul-buckets: at load, time the heuristic's first cuBLASLt candidates for each bucket's products up to 512 rows on the model's weights and keep the fastest (on), or let cuBLASLt pick by its heuristic (off).")
-    public var matmulAutotune: OnOff = .off
+    public var matmulAutotune: OnOff = .on
+    @Option(help: "GPU, with --matmul-autotune: the file that keeps the autotune's choices, so a later start on the same device and cuBLASLt runs the same algorithms without timing them (default: $VTENSOR_CACHE_DIR, else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor, then matmul-tuning.json; none: time at every start).")
+    public var matmulTuningCache: String?
 
     public func validate() throws {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -74,6 +77,9 @@ public struct EngineFlags: ParsableArguments {
         if let aliasAheadChunks, aliasAheadChunks < 0 { throw ValidationError("--alias-ahead-chunks must be at least 0, got \(aliasAheadChunks)") }
         if let packPrefixChunks, packPrefixChunks < 0 { throw ValidationError("--pack-prefix-chunks must be at least 0, got \(packPrefixChunks)") }
         if let freshSlabChunks, freshSlabChunks < 0 { throw ValidationError("--fresh-slab-chunks must be at least 0, got \(freshSlabChunks)") }
+        if let matmulTuningCache, matmulTuningCache.isEmpty {
+            throw ValidationError("--matmul-tuning-cache needs a file path, or none")
+        }
         if let maxModelLen, maxModelLen < 2 {
             throw ValidationError("--max-model-len must be at least 2 (one prompt token and one generated), got \(maxModelLen)")
         }
@@ -95,8 +101,14 @@ public struct EngineFlags: ParsableArguments {
         options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on,
                                        unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlabChunks,
                                        sharedPrefixDecode: sharedPrefixDecode == .on, matmulBuckets: matmulBuckets == .on,
-                                       matmulAutotune: matmulAutotune == .on)
+                                       matmulAutotune: matmulAutotune == .on, matmulTuningCache: tuningCachePath)
         return options
+    }
+
+    /// `--matmul-tuning-cache` resolved: the path given, the default one, or nil for none.
+    public var tuningCachePath: String? {
+        if let matmulTuningCache { return matmulTuningCache == "none" ? nil : matmulTuningCache }
+        return MatmulTuningCache.defaultPath(environment: ProcessInfo.processInfo.environment)
     }
 
     public func engineOptions(for model: any LanguageModel) -> EngineOptions {

@@ -18,8 +18,11 @@ public func mib(_ bytes: Int) -> String { fixed(Double(bytes) / 1_048_576, 1) + 
 public func gib(_ bytes: Int) -> String { fixed(Double(bytes) / 1_073_741_824, 2) + " GiB" }
 public func micros(_ nanos: UInt64) -> String { fixed(Double(nanos) / 1000, 1) }
 
-/// A plain text table with right-aligned numeric columns.
+/// A plain text table: the first column left-aligned, the others right-aligned. A cell longer
+/// than `wideCell` characters (a sentence of detail, as in a metric/value table) is left out of
+/// its column's width and printed as it is, so one long line does not pad every other row.
 public struct Table {
+    public static let wideCell = 48
     public var title: String
     public var header: [String]
     public var rows: [[String]] = []
@@ -34,10 +37,12 @@ public struct Table {
 
     public func render() -> String {
         var widths = header.map(\.count)
-        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        for row in rows {
+            for (i, cell) in row.enumerated() where i < widths.count && cell.count <= Self.wideCell { widths[i] = max(widths[i], cell.count) }
+        }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { i, cell in
-                let pad = String(repeating: " ", count: widths[i] - cell.count)
+                let pad = String(repeating: " ", count: max(0, (i < widths.count ? widths[i] : 0) - cell.count))
                 return i == 0 ? cell + pad : pad + cell
             }.joined(separator: "  ")
         }

@@ -41,6 +41,11 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
         public let algorithm: cublasLtMatmulAlgo_t
         public let workspaceBytes: Int
         public let waves: Float
+
+        /// The algorithm value's eight words (what identifies it across calls to the heuristic).
+        public var words: [UInt64] {
+            withUnsafeBytes(of: algorithm) { Array($0.bindMemory(to: UInt64.self)) }
+        }
     }
 
     public let handle: CuBLASLtHandle

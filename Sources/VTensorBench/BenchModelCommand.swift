@@ -86,8 +86,8 @@ struct BenchModelCommand: ParsableCommand {
     var splitKPairs = 0
     @Option(help: "GPU decode matmuls: load the first weights before waiting on the previous kernel: on or off.")
     var earlyWeights = "on"
-    @Option(help: "GPU: time the heuristic's first cuBLASLt candidates for each bucket's products up to 512 rows at load and keep the fastest: on or off.")
-    var matmulAutotune = "off"
+    @Option(help: "GPU: time the heuristic's first cuBLASLt candidates for each bucket's products up to 512 rows at load and keep the fastest: on (the default, as in service; no tuning cache: every run times) or off.")
+    var matmulAutotune = "on"
     @Flag(help: "GPU decode, timing experiments only: leave attention out of the step (the output is wrong) to measure its cost in the pipelined step.")
     var skipAttention = false
 
@@ -169,7 +169,7 @@ extension BenchModelCommand {
                                  maxTokensPerSequence: promptTokens + decodeTokens + 8, options: options)
         if skipAttention { print("--skip-attention: decode steps leave attention out; times only, the logits are wrong") }
         print("model: \(label) on \(model.name): \(fixed(Double(model.weights.bytes) / 1e9, 2)) GB of weights (bf16), workspace \(mib(model.workspaceBytes))")
-        if let report = GPUModel.autotuneSummary(model.matmulAutotuned) { print("cuBLASLt autotune: " + report) }
+        if let report = GPUModel.autotuneSummary(model.matmulAutotuned, cacheNote: model.matmulTuningCacheNote) { print("cuBLASLt autotune: " + report) }
         var rng = SplitMix64(seed: 7)
         let c = config
         func prompts() -> [[Int]] { (0..<batch).map { _ in (0..<promptTokens).map { _ in Int(rng.next() % UInt64(c.vocabSize)) } } }

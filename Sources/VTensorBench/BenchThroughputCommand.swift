@@ -392,7 +392,7 @@ struct BenchThroughputCommand: ParsableCommand {
                        + "\(stats.synchronizedSteps) waited for picks, \(stats.discardedRows) rows discarded; "
                        + "\(gpu.matmulShapes) cuBLASLt shapes set up in \(fixed(gpu.matmulSetupMs, 1)) ms "
                        + "(\(gpuModel.matmulWarmup.shapes) more when the model was built, in \(fixed(gpuModel.matmulWarmup.ms, 1)) ms)"])
-            if let report = GPUModel.autotuneSummary(gpuModel.matmulAutotuned) { table.add(["cuBLASLt autotune", report]) }
+            if let report = GPUModel.autotuneSummary(gpuModel.matmulAutotuned, cacheNote: gpuModel.matmulTuningCacheNote) { table.add(["cuBLASLt autotune", report]) }
             if !gpu.longestIdleGaps.isEmpty {
                 table.add(["longest GPU idle gaps", gpu.longestIdleGaps.map { "step \($0.step) \(fixed($0.ms, 2)) ms (\($0.rows) rows)" }
                     .joined(separator: "; ")])

@@ -20,6 +20,9 @@ final class GPUModelOptionsTests: XCTestCase {
         XCTAssertTrue(o.earlyWeights)
         XCTAssertNil(o.weightL2Hint)
         XCTAssertNil(o.decodeConfig)
+        XCTAssertTrue(o.matmulBuckets)
+        XCTAssertTrue(o.matmulAutotune)
+        XCTAssertNil(o.matmulTuningCache)
     }
 
     func testDefaultKernelProgramIsTheCatalogs() {
