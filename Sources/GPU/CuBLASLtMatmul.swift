@@ -124,7 +124,9 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
     }
 
     /// Up to `count` algorithms the heuristic offers for this product within `workspaceBytes`,
-    /// in its order of preference (the first is what a call without an algorithm would run).
+    /// in its order of preference. With a half-precision D, only algorithms that add split-K
+    /// partial sums in fp32 (or do not split K) are offered: the others round every partial sum
+    /// to bf16, and a timed choice must not cost accuracy.
     public func candidates(count: Int, workspaceBytes: Int) throws -> [Candidate] {
         precondition(count > 0, "ask for at least one candidate")
         var preference: cublasLtMatmulPreference_t? = nil
@@ -133,6 +135,9 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
         defer { _ = api.preferenceDestroy(preference) }
         var limit = UInt64(workspaceBytes)
         try checkCuBLAS(api.preferenceSetAttribute(preference, Int32(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES), &limit, 8),
+                        "cublasLtMatmulPreferenceSetAttribute")
+        var schemes = UInt32(floatOutput ? CUBLASLT_REDUCTION_SCHEME_MASK : CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE)
+        try checkCuBLAS(api.preferenceSetAttribute(preference, Int32(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK), &schemes, 4),
                         "cublasLtMatmulPreferenceSetAttribute")
         var results = [cublasLtMatmulHeuristicResult_t](repeating: cublasLtMatmulHeuristicResult_t(), count: count)
         var returned: Int32 = 0

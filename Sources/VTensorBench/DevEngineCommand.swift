@@ -41,6 +41,8 @@ struct DevEngineCommand: ParsableCommand {
     var packPrefixChunks = 0
     @Option(help: "Batched run, GPU, virtual tensors: the chunks a step fills whole map as slabs of up to N chunks (default: the backend's, 32 on CUDA; 0: a chunk an allocation). The alone runs map a chunk an allocation.")
     var freshSlabChunks: Int?
+    @Option(help: "GPU, both runs: cuBLASLt products with the algorithms an autotune at load chose (on, as in service) or cuBLASLt's heuristic picks (off).")
+    var matmulAutotune: OnOff = .on
     @Option(help: "Batched run, GPU: decode reads a prefix several requests map as one copy once per tile of requests (on) or once per request (off). The alone runs read their own.")
     var sharedPrefixDecode: OnOff = .on
 
@@ -86,7 +88,7 @@ struct DevEngineCommand: ParsableCommand {
                 return try GPUModel(config: config, weights: weights, device: backendOptions.device, kvBudget: .bytes(kvChunks << 21),
                                     maxBatchTokens: workspaceTokens, maxLogitRows: 64, maxTokensPerSequence: 2048,
                                     options: GPUModel.Options(cudaGraphs: graphs, accessPerRun: perRun, unmapPerRun: perRun, freshSlabChunks: freshSlabs,
-                                                              sharedPrefixDecode: sharedDecode),
+                                                              sharedPrefixDecode: sharedDecode, matmulAutotune: matmulAutotune == .on),
                                     kvMode: kvMode)
             case .cpu:
                 // fp32 on the CPU: 8 KiB a token, 256 a chunk; twice the chunks for the same tokens.

@@ -52,13 +52,13 @@ import Testing
         #expect(message(EngineFlags.self, ["--evict-ahead", "sometimes"]) != nil)
     }
 
-    /// Matmul buckets are on and the autotune off unless asked; both reach the GPU model's options.
+    /// Matmul buckets and the autotune are on unless turned off; both reach the GPU model's options.
     @Test func matmulBucketsAndAutotuneFlags() throws {
         let defaults = try EngineFlags.parse([]).runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false)
-        #expect(defaults.gpu.matmulBuckets && !defaults.gpu.matmulAutotune)
-        let flipped = try EngineFlags.parse(["--matmul-buckets", "off", "--matmul-autotune", "on"])
+        #expect(defaults.gpu.matmulBuckets && defaults.gpu.matmulAutotune)
+        let flipped = try EngineFlags.parse(["--matmul-buckets", "off", "--matmul-autotune", "off"])
             .runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false)
-        #expect(!flipped.gpu.matmulBuckets && flipped.gpu.matmulAutotune)
+        #expect(!flipped.gpu.matmulBuckets && !flipped.gpu.matmulAutotune)
         #expect(message(EngineFlags.self, ["--matmul-autotune", "maybe"]) != nil)
     }
 

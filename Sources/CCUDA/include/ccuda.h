@@ -244,6 +244,11 @@ typedef struct {
     int reserved[4];
 } cublasLtMatmulHeuristicResult_t;
 enum { CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1 };
+// Preference attribute 3 (a uint32) masks the split-K reduction schemes a candidate may use:
+// INPLACE (1) and OUTPUT_TYPE (4) add partial sums in the output type, COMPUTE_TYPE (2) in fp32;
+// an algorithm without split-K (scheme NONE, 0) always passes.
+enum { CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK = 3 };
+enum { CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE = 2, CUBLASLT_REDUCTION_SCHEME_MASK = 7 };
 typedef cublasStatus_t (*PFN_cublasLtMatmulPreferenceCreate)(cublasLtMatmulPreference_t *pref);
 typedef cublasStatus_t (*PFN_cublasLtMatmulPreferenceDestroy)(cublasLtMatmulPreference_t pref);
 typedef cublasStatus_t (*PFN_cublasLtMatmulPreferenceSetAttribute)(cublasLtMatmulPreference_t pref, int attr, const void *buf,
