@@ -74,7 +74,7 @@ print(f"shared prefix: on/nocache {ratio('sp-on', 'sp-nocache')}x, on/paged {rat
 PY
 { echo "== dev model"; grep -E "FAIL|checks passed|failed" "$out/dev-model.txt" | tail -5
   echo "== trained model through the engine"; grep -E "teacher-forced|^result|exact" "$out/trained.txt" | sed 's/   */  /g' | cut -c1-300
-  echo "== tuning cache"; python3 -c "import json,sys; c=json.load(open(sys.argv[1])); e=c['entries']; print(len(e), 'entries,', sum(1 for v in e.values() if v['algorithm']), 'switched')" "$out/matmul-tuning.json" 2>&1
+  echo "== tuning cache"; python3 -c "import json,sys; c=json.load(open(sys.argv[1])); e=c['entries']; print(len(e), 'entries,', sum(1 for v in e.values() if v.get('algorithm')), 'switched')" "$out/matmul-tuning.json" 2>&1
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 pack_details
 cat "$out/summary.txt"
