@@ -180,6 +180,11 @@ struct BenchThroughputCommand: ParsableCommand {
         var queueP50ByRoundSeconds: [Double]?
         /// Virtual tensors: admissions that took over a prefix-cache holder's ranges whole.
         var prefixTakeovers: Int?
+        /// GPU: the cuBLASLt products set up when the model loaded and how long that took (the
+        /// autotune included), each autotuned product, and what became of the tuning cache.
+        var matmulWarmupMs: Double?
+        var matmulAutotune: [GPUModel.AutotunedProduct]?
+        var matmulTuningCache: String?
         var statistics: EngineStatistics
     }
 
@@ -369,6 +374,8 @@ struct BenchThroughputCommand: ParsableCommand {
             } },
             queueP50ByRoundSeconds: conversations.map { c in (0..<c.rounds).map { r in percentile(firstTokenByRound.filter { $0.round == r }.map(\.queue), 0.5) } },
             prefixTakeovers: model.kvStorage.virtualCache?.takeovers,
+            matmulWarmupMs: (model as? GPUModel)?.matmulWarmup.ms, matmulAutotune: (model as? GPUModel)?.matmulAutotuned,
+            matmulTuningCache: (model as? GPUModel)?.matmulTuningCacheNote,
             statistics: stats)
         var table = Table(title: "offline throughput", header: ["metric", "value"])
         table.add(["requests", "\(numPrompts) (\(finished) finished) in \(fixed(seconds, 2)) s: \(fixed(report.requestsPerSecond, 2)) req/s"])
