@@ -117,6 +117,15 @@ public struct ModelRuntime: @unchecked Sendable {
         }
     }
 
+    /// GPU: the cuBLASLt products the model set up when it loaded, how long that took, and what
+    /// the autotune chose and where its choices came from; nil on the CPU.
+    public var matmulReport: String? {
+        guard let gpu = model as? GPUModel, gpu.matmulWarmup.shapes > 0 else { return nil }
+        let warmup = "cuBLASLt: \(gpu.matmulWarmup.shapes) products set up at load in \(Int(gpu.matmulWarmup.ms.rounded())) ms"
+        guard let tune = GPUModel.autotuneSummary(gpu.matmulAutotuned, cacheNote: gpu.matmulTuningCacheNote) else { return warmup }
+        return warmup + "; autotune: " + tune
+    }
+
     /// KV memory the model's cache holds now and at its peak, and the weights' and workspace's
     /// device bytes where they apply (GPU).
     public var memoryReport: String {

@@ -298,6 +298,7 @@ struct GenerateCommand: ParsableCommand {
         FileHandle.standardError.write(Data(line.utf8))
         if runtime.backend == .cuda {
             FileHandle.standardError.write(Data("[GPU memory: \(runtime.memoryReport)]\n".utf8))
+            if let matmuls = runtime.matmulReport { FileHandle.standardError.write(Data("[\(matmuls)]\n".utf8)) }
         }
     }
 

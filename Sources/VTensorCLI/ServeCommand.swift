@@ -94,7 +94,13 @@ struct ServeCommand: ParsableCommand {
         let banner = "model loaded in \(fixed(model.loadSeconds, 2)) s (\(model.runtime.description)); \(note); "
             + "serving \"\(name)\" on http://\(host):\(port)"
         // The server's service group joins the engine thread before it returns.
-        let result = Self.waitFor { try await server.run(onRunning: { logger.info("\(banner)") }) }
+        let matmuls = model.runtime.matmulReport
+        let result = Self.waitFor {
+            try await server.run(onRunning: {
+                logger.info("\(banner)")
+                if let matmuls { logger.info("\(matmuls)") }
+            })
+        }
         let stats = model.generator.engine.statistics
         if let failure = stats.prefixLastFailure {
             logger.warning("prefix cache: \(stats.prefixAttachFailures) prefixes found but not reused, \(stats.prefixPublishFailures) not shared, \(stats.prefixPackFailures) not packed; the last: \(failure)")
