@@ -51,6 +51,22 @@ struct StepAheadResult: Codable {
     var blockedMicros: [Double]
 }
 
+/// One layer's K/V reads (`VMMBench.measureReadsUnderChurn`): milliseconds a read (medians of
+/// timings of 10 reads each), with the mapper idle, mapping, unmapping, and idle again.
+struct ReadsUnderChurn: Codable {
+    var requests: Int
+    var tokens: Int
+    var bytesRead: Int
+    var idleMillis: Double
+    var mappingMillis: Double?
+    var readsWhileMapping: Int
+    var chunksMapped: Int
+    var unmappingMillis: Double?
+    var readsWhileUnmapping: Int
+    var chunksUnmapped: Int
+    var idleAfterMillis: Double
+}
+
 struct LaunchInterference: Codable {
     var idle: Percentiles
     var whileMapping: Percentiles
@@ -160,6 +176,7 @@ struct VMMBenchReport: Codable {
     var packed: PackedPrefixCost?
     var stepAhead: [StepAheadResult]
     var launch: LaunchInterference?
+    var churn: ReadsUnderChurn?
     var copy: CopyBandwidth?
     var layoutShape: String
     var layouts: [LayoutRead]
@@ -181,7 +198,7 @@ struct BenchVMMCommand: ParsableCommand {
     @Option(help: "Chunks for the latency and mapper measurements (default: 2000 on cuda, 256 on cpu).")
     var chunks: Int?
 
-    @Option(help: "Comma-separated stages to run (latency, mapper, access, steps, launch, copy, layouts); default all.")
+    @Option(help: "Comma-separated stages to run (latency, mapper, access, slabs, packed, steps, launch, churn, copy, layouts); default all.")
     var only: String?
 
     @Option(help: "Decode steps for the step-ahead measurement.")
@@ -279,6 +296,17 @@ struct BenchVMMCommand: ParsableCommand {
             busy.add(["GPU idle", fixed(l.mapGPUIdle.p50Micros, 1), fixed(l.mapGPUIdle.p99Micros, 1), fixed(l.mapGPUIdle.maxMicros, 1)])
             busy.add(["kernel running", fixed(l.mapWhileKernelRuns.p50Micros, 1), fixed(l.mapWhileKernelRuns.p99Micros, 1), fixed(l.mapWhileKernelRuns.maxMicros, 1)])
             out += busy.render() + "\n"
+        }
+        if let c = r.churn {
+            func tbps(_ ms: Double?) -> String { ms.map { fixed(Double(c.bytesRead) / ($0 / 1000) / 1e12, 3) } ?? "-" }
+            var churn = Table(title: "One layer's K/V reads (\(c.requests) x \(c.tokens) tokens, blocked layout, \(mib(c.bytesRead))) while the mapper works",
+                              header: ["mapper", "reads timed", "ms a read", "TB/s"])
+            churn.add(["idle", "9 x 10", fixed(c.idleMillis, 4), tbps(c.idleMillis)])
+            churn.add(["mapping \(c.chunksMapped) chunks", "\(c.readsWhileMapping) x 10", c.mappingMillis.map { fixed($0, 4) } ?? "-", tbps(c.mappingMillis)])
+            churn.add(["unmapping \(c.chunksUnmapped) chunks", "\(c.readsWhileUnmapping) x 10", c.unmappingMillis.map { fixed($0, 4) } ?? "-",
+                       tbps(c.unmappingMillis)])
+            churn.add(["idle again", "9 x 10", fixed(c.idleAfterMillis, 4), tbps(c.idleAfterMillis)])
+            out += churn.render() + "\n"
         }
         if let c = r.copy {
             var copy = Table(title: "Copy bandwidth, \(mib(c.bytes)) read + written (TB/s)", header: ["memory", "TB/s"])

@@ -11,7 +11,7 @@ struct VMMBench {
     let steps: Int
     let log: Bool
     let stages: Set<String>
-    static let allStages = ["latency", "mapper", "access", "slabs", "packed", "steps", "launch", "copy", "layouts"]
+    static let allStages = ["latency", "mapper", "access", "slabs", "packed", "steps", "launch", "churn", "copy", "layouts"]
     var gpu: CUDAWork? { device as? CUDAWork }
     var backend: any MemoryBackend { device.backend }
     var chunk: Int { backend.chunkSize }
@@ -29,15 +29,17 @@ struct VMMBench {
         let latencies = try stage("latency", "measuring per-chunk driver calls (\(chunks) chunks)...") { try measureLatencies() } ?? []
         let mapper = try stage("mapper", "measuring the asynchronous mapper...") { try measureMapper() }
         let access = try stage("access", "measuring access granted per run of chunks...") { try measureAccessRuns() }
-        for name in ["slabs", "launch"] where gpu == nil && stages.contains(name) { say("(\(name): a GPU stage, not measured on \(backend.name))") }
+        for name in ["slabs", "launch", "churn"] where gpu == nil && stages.contains(name) { say("(\(name): a GPU stage, not measured on \(backend.name))") }
         let slabs = try gpu.flatMap { gpu in try stage("slabs", "measuring allocations of several chunks, mapped in one call...") { try measureSlabs(gpu) } }
         let packed = try stage("packed", "measuring a prefix packed into a slab, aliased as one run...") { try measurePacked() } ?? nil
         let stepAhead = try stage("steps", "measuring step-ahead waits (\(steps) steps)...") { try measureStepAhead() } ?? []
         let launch = try gpu.flatMap { gpu in try stage("launch", "measuring kernel launches while mapping...") { try measureLaunches(gpu) } }
+        let churn = try gpu.flatMap { gpu in try stage("churn", "measuring KV reads while the mapper maps and unmaps...") { try measureReadsUnderChurn(gpu) } }
         let copy = try stage("copy", "measuring copy bandwidth...") { try measureCopy() }
         let layouts = try stage("layouts", "measuring KV layout read bandwidth...") { try measureLayouts() }
         return VMMBenchReport(date: todayUTC(), backend: backend.name, device: device.name, chunkSize: chunk,
                               latencies: latencies, mapper: mapper, access: access, slabs: slabs ?? [], packed: packed, stepAhead: stepAhead, launch: launch,
+                              churn: churn ?? nil,
                               copy: copy, layoutShape: layouts?.0 ?? "", layouts: layouts?.1 ?? [])
     }
 
@@ -348,6 +350,81 @@ struct VMMBench {
                                   copyMillisWhileCreating: creatingCopies.median,
                                   chunksCreatedMeanwhile: createdMeanwhile,
                                   mapGPUIdle: Percentiles(mapIdle), mapWhileKernelRuns: Percentiles(mapBusy))
+    }
+
+    /// Decode attention's reads of one layer (K and V of 64 requests x 2,048 tokens, Llama-3-8B's
+    /// shape, the blocked layout the engine maps) timed with the mapper idle, while it maps 4,000
+    /// chunks into another tensor, and while it unmaps them: does a change to the GPU's page
+    /// tables slow reads of mapped memory it does not touch? Shared prefix under a full budget
+    /// evicts and unmaps cached chunks all through its decode steps, and only then is its decode
+    /// attention slower than paged's (docs/perf.md, 2026-12-06, fourth session). nil when the KV
+    /// does not fit the free memory.
+    func measureReadsUnderChurn(_ gpu: CUDAWork) throws -> ReadsUnderChurn? {
+        let shape = KVShape.llama3_8B
+        let requests = 64, tokens = 2048, n = min(chunks * 2, 4000)
+        let layout = try KVLayout(.blocked, shape: shape, chunkSize: chunk)
+        let kvChunks = requests * layout.rangesPerRequest * layout.chunks(forTokens: tokens)
+        guard (kvChunks + n + 64) * chunk < (try backend.freePhysicalBytes()) * 9 / 10 else {
+            say("  skipped: \(gib((kvChunks + n) * chunk)) does not fit the free memory")
+            return nil
+        }
+        let memory = try VirtualMemory(backend: backend, budget: .bytes((kvChunks + 64) * chunk), lowWatermark: 0, highWatermark: 0)
+        let cache = try KVCache(shape: shape, layout: .blocked, memory: memory, maxTokensPerRequest: tokens)
+        defer {
+            for id in 0..<requests { try? cache.free(id) }
+            try? memory.drain()
+        }
+        for id in 0..<requests {
+            try cache.addRequest(id)
+            try cache.reserve(id, tokens: tokens)
+            try cache.setLength(id, tokens)
+            for t in try cache.tensors(of: id) { try gpu.fill(t.base, words: memory.mappedChunkCount(t) * chunk / 4, seed: UInt32(id)) }
+        }
+        let views = try (0..<shape.layers).map { layer in
+            try (0..<requests).map { id in (try cache.view(id, layer: layer, component: .key), try cache.view(id, layer: layer, component: .value)) }
+        }
+        let sample = views[0][0].0
+        let bases = try views.map { layerViews -> DeviceBuffer in
+            let buffer = try DeviceBuffer(context: gpu.context, bytes: 16 * requests)
+            try gpu.context.copyHostToDevice(destination: buffer.address, from: layerViews.flatMap { [$0.0.base, $0.1.base] })
+            return buffer
+        }
+        let output = try DeviceBuffer(context: gpu.context, bytes: 4 * MemoryKernels.kvReadOutputWords(requests: requests, tokens: tokens))
+        var layer = 0
+        // One timing: the median of 10 reads, each of the next layer, so none is in L2.
+        func timeRead() throws -> Double {
+            try timeGPU(gpu, reps: 10) {
+                try gpu.kernels.kvRead(bases: bases[layer % shape.layers].address, requests: requests, tokens: tokens,
+                                       tokenStride: sample.tokenStride, blockStride: sample.blockStride, tokensPerBlock: sample.tokensPerBlock,
+                                       output: output.address, stream: gpu.stream)
+                layer += 1
+            }
+        }
+        func medianWhile(_ busy: () -> Bool) throws -> (median: Double?, count: Int) {
+            var times: [Double] = []
+            while busy() && times.count < 500 { times.append(try timeRead()) }
+            return (times.isEmpty ? nil : median(times), times.count)
+        }
+        let idle = median(try (0..<9).map { _ in try timeRead() })
+        let churn = try VirtualMemory(backend: backend, budget: .bytes((n + 8) * chunk), lowWatermark: 0, highWatermark: n)
+        let mapper = AsyncMapper(memory: churn, threadSetup: threadSetup(for: device))
+        defer {
+            mapper.shutdown()
+            _ = try? churn.trim(to: 0)
+        }
+        let tensor = try churn.makeTensor(bytes: n * chunk)
+        let ticket = mapper.submit([(tensor, n)])
+        let mapping = try medianWhile { !mapper.isDone(ticket) }
+        try mapper.wait(ticket)
+        let mappedBefore = churn.poolCounts.inUse
+        try churn.free(tensor)
+        let unmapping = try medianWhile { churn.poolCounts.inUse > 0 }
+        let unmapped = mappedBefore - churn.poolCounts.inUse
+        let idleAfter = median(try (0..<9).map { _ in try timeRead() })
+        return ReadsUnderChurn(requests: requests, tokens: tokens, bytesRead: requests * tokens * 2 * shape.tokenLayerBytes,
+                               idleMillis: idle, mappingMillis: mapping.median, readsWhileMapping: mapping.count, chunksMapped: n,
+                               unmappingMillis: unmapping.median, readsWhileUnmapping: unmapping.count, chunksUnmapped: unmapped,
+                               idleAfterMillis: idleAfter)
     }
 
     /// A 256 MiB copy kernel timed on the GPU while something else goes on: what a kernel under
