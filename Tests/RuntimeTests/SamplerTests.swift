@@ -108,6 +108,26 @@ final class SamplerTests: XCTestCase {
         XCTAssertEqual(s.penalized(x), [1.5, -6, 0.25, 4, -1])  // each seen id once, whatever its count
     }
 
+    /// Without a penalty nothing is kept per id (a long prompt's ids are not hashed); with a
+    /// presence or frequency penalty only the generated ids are, with their counts.
+    func testIdsAreKeptOnlyForAPenaltyThatReadsThem() throws {
+        var plain = try Sampler(parameters: SamplingParameters(temperature: 0.7))
+        plain.acceptPrompt(Array(0..<2000))
+        plain.accept(5)
+        XCTAssertEqual(plain.penalizedIds, [])
+        XCTAssertEqual(plain.generatedCount(of: 5), 0)
+        XCTAssertEqual(plain.generated, 1)
+        XCTAssertEqual(plain.deviceDraw().penalties, [])
+        var presence = try Sampler(parameters: SamplingParameters(presencePenalty: 0.5))
+        presence.acceptPrompt([1, 2, 3])
+        presence.accept(7)
+        presence.accept(7)
+        presence.accept(2)
+        XCTAssertEqual(presence.penalizedIds, [2, 7])
+        XCTAssertEqual(presence.deviceDraw().penalties, [SIMD2(2, 1), SIMD2(7, 2)])
+        XCTAssertEqual(presence.penalized([1, 1, 1, 1, 1, 1, 1, 1]), [1, 1, 0.5, 1, 1, 1, 1, 0.5])
+    }
+
     func testPresenceAndFrequencyCountGeneratedTokensOnly() throws {
         var s = try Sampler(parameters: SamplingParameters(presencePenalty: 0.5, frequencyPenalty: 0.25))
         s.acceptPrompt([0, 3])

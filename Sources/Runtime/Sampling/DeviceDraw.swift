@@ -111,8 +111,9 @@ extension Sampler {
         let p = parameters
         var pairs: [SIMD2<Int32>] = []
         if p.hasPenalties {
-            pairs.reserveCapacity(seenIds.count)
-            for id in seenIds.sorted() { pairs.append(SIMD2(Int32(clamping: id), Int32(clamping: generatedCount(of: id)))) }
+            let ids = penalizedIds
+            pairs.reserveCapacity(ids.count)
+            for id in ids.sorted() { pairs.append(SIMD2(Int32(clamping: id), Int32(clamping: generatedCount(of: id)))) }
         }
         return DeviceDraw(parameters: p, u: u, penalties: pairs, biases: biases)
     }

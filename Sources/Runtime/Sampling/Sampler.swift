@@ -71,10 +71,14 @@ public struct SampledToken: Sendable, Equatable {
 public struct Sampler: Sendable {
     public let parameters: SamplingParameters
     private var random: Xoshiro256StarStar
-    /// Every id seen in the prompt or generated, for the repetition penalty.
+    /// Every id seen in the prompt or generated, for the repetition penalty (kept only with one:
+    /// hashing a long prompt's ids costs the engine thread tens of microseconds a request).
     private var seen: Set<Int> = []
-    /// How often each id was generated, for the presence and frequency penalties.
+    /// How often each id was generated, for the presence and frequency penalties (kept only
+    /// with a penalty).
     private var generatedCounts: [Int: Int] = [:]
+    private let tracksSeen: Bool
+    private let tracksCounts: Bool
     /// Tokens generated so far (for `minTokens`).
     public private(set) var generated = 0
     /// The ids `minTokens` keeps from being drawn early (the sequence's stop ids).
@@ -101,6 +105,8 @@ public struct Sampler: Sendable {
     public init(parameters: SamplingParameters, eosTokenIds: [Int] = []) throws {
         try parameters.validate()
         self.parameters = parameters
+        tracksSeen = parameters.repetitionPenalty != 1
+        tracksCounts = parameters.hasPenalties
         minTokenStops = parameters.minTokens > 0 ? parameters.stopTokens(eosTokenIds: eosTokenIds).sorted() : []
         bias = parameters.logitBias.sorted { $0.key < $1.key }.map { LogitBias(id: $0.key, value: Float($0.value)) }
         if let seed = parameters.seed {
@@ -112,13 +118,13 @@ public struct Sampler: Sendable {
 
     /// Records prompt ids: they count for the repetition penalty only.
     public mutating func acceptPrompt<S: Sequence>(_ tokens: S) where S.Element == Int {
-        seen.formUnion(tokens)
+        if tracksSeen { seen.formUnion(tokens) }
     }
 
     /// Records a generated id: it counts for every penalty from the next call to `sample` on.
     public mutating func accept(_ token: Int) {
-        seen.insert(token)
-        generatedCounts[token, default: 0] += 1
+        if tracksSeen { seen.insert(token) }
+        if tracksCounts { generatedCounts[token, default: 0] += 1 }
         generated += 1
     }
 
@@ -131,11 +137,12 @@ public struct Sampler: Sendable {
         return merged.sorted { $0.key < $1.key }.map { LogitBias(id: $0.key, value: $0.value) }
     }
 
-    /// How often `token` was generated so far.
+    /// How often `token` was generated so far (counted with a penalty only; 0 without one).
     public func generatedCount(of token: Int) -> Int { generatedCounts[token] ?? 0 }
 
-    /// Every id seen in the prompt or generated so far.
-    public var seenIds: Set<Int> { seen }
+    /// The ids a penalty applies to: with a repetition penalty every id seen in the prompt or
+    /// generated so far, else (presence or frequency) every id generated; empty without penalties.
+    public var penalizedIds: Set<Int> { tracksSeen ? seen : Set(generatedCounts.keys) }
 
     /// The next uniform of this sampler's generator (what a draw consumes).
     mutating func nextUnit() -> Double { random.nextUnit() }
