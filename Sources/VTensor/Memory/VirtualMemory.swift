@@ -342,8 +342,11 @@ public final class VirtualMemory: @unchecked Sendable {
                 }
                 guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
                 if tensor.isSealed { continue }
+                // One read of the slot table, not one (with its exclusivity check) a slot: a
+                // decode row's job covers every chunk it maps, hundreds, every step.
+                let slots = tensor.slots
                 for index in 0..<chunks {
-                    if case .mapped = tensor.slots[index] { continue }
+                    if case .mapped = slots[index] { continue }
                     holes.append((tensor, index))
                 }
             }
