@@ -140,21 +140,31 @@ public final class KVCache: @unchecked Sendable {
                 for tensor in entry.tensors { job.append((tensor, chunks)) }
             }
             // Chunks the new tokens land in that another request still maps: copy on write.
+            // (Plain loops: this runs for every row of every step, and nested flatMaps allocated
+            // an array a row.)
             let shared = memory.inspect { memory in
-                growing.flatMap { entry, chunks in
-                    entry.tensors.flatMap { tensor in
-                        ((entry.length / layout.tokensPerChunk)..<min(chunks, tensor.chunkCount))
-                            .filter { memory.needsPrivateCopy(tensor, chunk: $0) && $0 != entry.appendChunk }
-                            .map { (tensor, $0) }
+                var found: [(tensor: VirtualTensor, index: Int)] = []
+                for (entry, chunks) in growing {
+                    let first = entry.length / layout.tokensPerChunk
+                    for tensor in entry.tensors {
+                        let end = min(chunks, tensor.chunkCount)
+                        guard first < end else { continue }
+                        for index in first..<end where index != entry.appendChunk && memory.needsPrivateCopy(tensor, chunk: index) {
+                            found.append((tensor, index))
+                        }
                     }
                 }
+                return found
             }
             for (tensor, index) in shared { try memory.makePrivate(tensor, chunk: index) }
             // The chunks the new tokens fill whole can map as runs of one slab.
             if memory.freshSlabChunks > 1 {
-                memory.setWholeWrites(requests.flatMap { id, tokens in
-                    (entries[id]?.tensors ?? []).map { ($0, tokens / layout.tokensPerChunk) }
-                })
+                var whole: [(tensor: VirtualTensor, below: Int)] = []
+                whole.reserveCapacity(requests.count * layout.rangesPerRequest)
+                for (id, tokens) in requests {
+                    for tensor in entries[id]?.tensors ?? [] { whole.append((tensor, tokens / layout.tokensPerChunk)) }
+                }
+                memory.setWholeWrites(whole)
             }
             return job
         }
