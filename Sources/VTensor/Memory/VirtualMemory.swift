@@ -255,13 +255,13 @@ public final class VirtualMemory: @unchecked Sendable {
             for (tensor, first) in kept.entries { retiring.remove(tensor, first) }
             for (tensor, index, _, _) in places where kept.slots.contains(SlotKey(tensor, index)) {
                 guard case .retiring(let chunk, _) = tensor.slots[index] else { preconditionFailure("a slot kept is not retiring") }
-                tensor.slots[index] = .mapped(chunk)
+                tensor.setSlot(index, .mapped(chunk))
             }
             var done = 0
             do {
                 for (tensor, index, source, sourceIndex) in places where !kept.slots.contains(SlotKey(tensor, index)) {
                     let chunk = try aliasSourceLocked(tensor, index, source, sourceIndex)
-                    tensor.slots[index] = .pendingAlias(chunk)
+                    tensor.setSlot(index, .pendingAlias(chunk))
                     pool.addReference(chunk)
                     pendingAliases += 1
                     done += 1
@@ -342,10 +342,13 @@ public final class VirtualMemory: @unchecked Sendable {
                 }
                 guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
                 if tensor.isSealed { continue }
-                // One read of the slot table, not one (with its exclusivity check) a slot: a
-                // decode row's job covers every chunk it maps, hundreds, every step.
+                // From the slots known mapped on (a decode row's job covers every chunk the row
+                // maps, every step), with one read of the slot table, not one a slot.
                 let slots = tensor.slots
-                for index in 0..<chunks {
+                var leading = min(tensor.leadingMapped, chunks)
+                while leading < chunks, case .mapped = slots[leading] { leading += 1 }
+                tensor.noteLeadingMapped(leading)
+                for index in leading..<chunks {
                     if case .mapped = slots[index] { continue }
                     holes.append((tensor, index))
                 }
@@ -483,12 +486,12 @@ public final class VirtualMemory: @unchecked Sendable {
                 continue
             case .pendingAlias(let held):
                 chunk = held
-                tensor.slots[index] = .mapping(held, fromPending: true)
+                tensor.setSlot(index, .mapping(held, fromPending: true))
                 pendingAliases -= 1
             case .retiring(let held, _) where !needsFreshChunk:
                 // As in `mapFreshLocked`: serves as the fresh chunk, with no driver call.
                 retiring.remove(tensor, index)
-                tensor.slots[index] = .mapped(held)
+                tensor.setSlot(index, .mapped(held))
                 pool.forgetContent(held)
                 mapped.append((tensor, index, .takenBack))
                 continue
@@ -501,7 +504,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 if length > 1, let chunks = freshSlabLocked(length) {
                     for (offset, chunk) in chunks.enumerated() {
                         pool.addReference(chunk)
-                        tensor.slots[index + offset] = .mapping(chunk, fromPending: false)
+                        tensor.setSlot(index + offset, .mapping(chunk, fromPending: false))
                         tensor.mappingsInFlight += 1
                         mappingsInFlight += 1
                         claims.append(Claim(tensor: tensor, index: index + offset, chunk: chunk, continuesRun: offset > 0))
@@ -513,13 +516,13 @@ public final class VirtualMemory: @unchecked Sendable {
                 }
                 chunk = try takeChunkLocked()
                 pool.addReference(chunk)
-                tensor.slots[index] = .mapping(chunk, fromPending: false)
+                tensor.setSlot(index, .mapping(chunk, fromPending: false))
             case .empty, .retiring:
                 try settleLocked(tensor, index)
                 guard tensor.slots[index] == .empty else { throw VTensorError.alreadyMapped(tensor: tensor.id, chunk: index) }
                 chunk = try takeChunkLocked()
                 pool.addReference(chunk)
-                tensor.slots[index] = .mapping(chunk, fromPending: false)
+                tensor.setSlot(index, .mapping(chunk, fromPending: false))
             case .mapping, .unmapping:
                 preconditionFailure("a slot in flight was claimed")
             }
@@ -550,7 +553,7 @@ public final class VirtualMemory: @unchecked Sendable {
             throw VTensorError.backend(operation: "map", message: "\(tensor) holds a slab at slots \(run) whose first slots are not pending; a slab maps only whole here")
         }
         for (slot, chunk) in zip(run, chunks).dropFirst() {
-            tensor.slots[slot] = .mapping(chunk, fromPending: true)
+            tensor.setSlot(slot, .mapping(chunk, fromPending: true))
             pendingAliases -= 1
             tensor.mappingsInFlight += 1
             mappingsInFlight += 1
@@ -591,7 +594,7 @@ public final class VirtualMemory: @unchecked Sendable {
         guard pool.referenceCount(chunk) == 1 else {
             throw VTensorError.backend(operation: "map", message: "\(tensor) chunk \(index), given back inside a run, is mapped elsewhere too; copy it on write first (makePrivate)")
         }
-        tensor.slots[index] = .mapped(chunk)
+        tensor.setSlot(index, .mapped(chunk))
         pool.forgetContent(chunk)
         strandedCount -= 1
     }
@@ -710,13 +713,13 @@ public final class VirtualMemory: @unchecked Sendable {
             tensor.mappingsInFlight -= 1
             mappingsInFlight -= 1
             if k < mappedCount {
-                tensor.slots[index] = .mapped(chunk)
+                tensor.setSlot(index, .mapped(chunk))
                 mapped.append((tensor, index, fromPending ? .pending : .fresh))
             } else if fromPending {
-                tensor.slots[index] = .pendingAlias(chunk)
+                tensor.setSlot(index, .pendingAlias(chunk))
                 pendingAliases += 1
             } else {
-                tensor.slots[index] = .empty
+                tensor.setSlot(index, .empty)
                 pool.dropReference(chunk)
             }
         }
@@ -739,13 +742,13 @@ public final class VirtualMemory: @unchecked Sendable {
                     tensor.runs.remove(run)
                     for i in run {
                         guard let held = tensor.slots[i].heldChunk else { preconditionFailure("a run's slot is not mapped") }
-                        tensor.slots[i] = .pendingAlias(held)
+                        tensor.setSlot(i, .pendingAlias(held))
                         pendingAliases += 1
                     }
                     continue
                 }
                 try? backend.unmap(at: tensor.address(ofChunk: index))
-                tensor.slots[index] = .pendingAlias(chunk)
+                tensor.setSlot(index, .pendingAlias(chunk))
                 pendingAliases += 1
             case .fresh:
                 // Never handed to a kernel: a fresh run goes whole, at once.
@@ -754,13 +757,13 @@ public final class VirtualMemory: @unchecked Sendable {
                     tensor.runs.remove(run)
                     for i in run {
                         guard let held = tensor.slots[i].heldChunk else { preconditionFailure("a run's slot is not mapped") }
-                        tensor.slots[i] = .empty
+                        tensor.setSlot(i, .empty)
                         pool.dropReference(held)
                     }
                     continue
                 }
                 try? backend.unmap(at: tensor.address(ofChunk: index))
-                tensor.slots[index] = .empty
+                tensor.setSlot(index, .empty)
                 pool.dropReference(chunk)
             case .unstranded:
                 try? retireLocked(tensor, indices: [index])
@@ -828,7 +831,7 @@ public final class VirtualMemory: @unchecked Sendable {
             try? backend.unmapRun(at: base, chunks: chunks.count)
             throw VTensorError.from(error)
         }
-        for (slot, held) in zip(run, chunks) { tensor.slots[slot] = .mapped(held) }
+        for (slot, held) in zip(run, chunks) { tensor.setSlot(slot, .mapped(held)) }
         tensor.runs.add(run)
         pendingAliases -= chunks.count
     }
@@ -868,7 +871,7 @@ public final class VirtualMemory: @unchecked Sendable {
             pool.giveBack(fresh)
             throw VTensorError.from(error)
         }
-        tensor.slots[index] = .mapped(fresh)
+        tensor.setSlot(index, .mapped(fresh))
         pool.addReference(fresh)
         pool.inheritContent(fresh, from: chunk)
         pool.dropReference(chunk)
@@ -898,9 +901,9 @@ public final class VirtualMemory: @unchecked Sendable {
             guard !tensor.isFreed else { throw VTensorError.tensorFreed(tensor: tensor.id) }
             let successor = VirtualTensor(id: nextTensorID, base: tensor.base, chunkCount: tensor.chunkCount, chunkSize: chunkSize)
             nextTensorID += 1
-            successor.slots = tensor.slots
+            successor.replaceSlots(tensor.slots)
             successor.runs = tensor.runs
-            tensor.slots = Array(repeating: .empty, count: tensor.chunkCount)
+            tensor.replaceSlots(Array(repeating: .empty, count: tensor.chunkCount))
             tensor.runs = MappingRuns()
             tensor.isFreed = true
             tensor.isSealed = true
@@ -1001,7 +1004,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 try backend.wait(try backend.recordFence())
             } catch {
                 try? backend.unmap(at: scratchAddress)
-                scratch.slots[0] = .empty
+                scratch.setSlot(0, .empty)
                 pool.dropReference(fresh)
                 throw VTensorError.from(error)
             }
@@ -1009,13 +1012,13 @@ public final class VirtualMemory: @unchecked Sendable {
             // here is retried, then the shared chunk is put back, so the tensor never loses data.
             do {
                 try backend.unmap(at: scratchAddress)
-                scratch.slots[0] = .empty
+                scratch.setSlot(0, .empty)
                 try backend.unmap(at: address)
             } catch {
                 preconditionFailure("copy-on-write unmap of \(tensor) chunk \(index) failed: \(error)")
             }
             if mapWithRetries(fresh, at: address) {
-                tensor.slots[index] = .mapped(fresh)
+                tensor.setSlot(index, .mapped(fresh))
                 pool.dropReference(shared)
             } else {
                 pool.dropReference(fresh)
@@ -1117,7 +1120,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 throw VTensorError.from(error)
             }
             for (index, chunk) in chunks.enumerated() {
-                staging.slots[index] = .mapped(chunk)
+                staging.setSlot(index, .mapped(chunk))
                 pool.addReference(chunk)
             }
             if range.count > 1 { staging.runs.add(0..<range.count) }
@@ -1132,7 +1135,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 try copySourcesLocked(sources, to: staging, at: 0)
             } catch { throw VTensorError.from(error) }
             for (index, chunk) in zip(range, chunks) {
-                holder.slots[index] = .pendingAlias(chunk)
+                holder.setSlot(index, .pendingAlias(chunk))
                 pool.addReference(chunk)
                 pendingAliases += 1
             }
@@ -1155,7 +1158,7 @@ public final class VirtualMemory: @unchecked Sendable {
             throw VTensorError.from(error)
         }
         for (index, chunk) in zip(range, chunks) {
-            holder.slots[index] = .mapped(chunk)
+            holder.setSlot(index, .mapped(chunk))
             pool.addReference(chunk)
         }
         if range.count > 1 { holder.runs.add(range) }
@@ -1367,6 +1370,9 @@ public final class VirtualMemory: @unchecked Sendable {
                 if tensor.isFreed, tensor.slots.contains(where: { if case .mapped = $0 { return true } else { return false } }) {
                     problems.append("\(tensor) is freed but still has mapped chunks")
                 }
+                if let index = tensor.slots.prefix(tensor.leadingMapped).firstIndex(where: { if case .mapped = $0 { return false } else { return true } }) {
+                    problems.append("\(tensor) counts its first \(tensor.leadingMapped) chunks mapped, but chunk \(index) is not")
+                }
             }
             if counted != pool.references {
                 problems.append("mapping counts differ: tensors say \(counted.count) chunks / \(counted.values.reduce(0, +)) mappings, pool says \(pool.references.count) / \(pool.references.values.reduce(0, +))")
@@ -1449,7 +1455,7 @@ public final class VirtualMemory: @unchecked Sendable {
                 for entry in completed {
                     for index in entry.slots {
                         guard case .retiring(let chunk, _) = entry.tensor.slots[index] else { preconditionFailure("a run's slot is not retiring") }
-                        entry.tensor.slots[index] = .unmapping(chunk)
+                        entry.tensor.setSlot(index, .unmapping(chunk))
                     }
                     entry.tensor.unmappingsInFlight += entry.count
                     unmappingsInFlight += entry.count
@@ -1575,14 +1581,14 @@ public final class VirtualMemory: @unchecked Sendable {
             try? backend.unmap(at: address)
             throw VTensorError.from(error)
         }
-        tensor.slots[index] = .mapped(chunk)
+        tensor.setSlot(index, .mapped(chunk))
     }
 
     /// Drops the pending aliases among `indices`: their references go, nothing was mapped.
     private func dropPendingLocked(_ tensor: VirtualTensor, indices: some Sequence<Int>) {
         for index in indices {
             guard case .pendingAlias(let chunk) = tensor.slots[index] else { continue }
-            tensor.slots[index] = .empty
+            tensor.setSlot(index, .empty)
             pool.dropReference(chunk)
             pendingAliases -= 1
         }
@@ -1596,7 +1602,7 @@ public final class VirtualMemory: @unchecked Sendable {
         // a request takes over has such chunks just past its tokens.
         if case .retiring(let chunk, _) = tensor.slots[index], canTakeBackLocked(tensor, index, chunk) {
             retiring.remove(tensor, index)
-            tensor.slots[index] = .mapped(chunk)
+            tensor.setSlot(index, .mapped(chunk))
             pool.forgetContent(chunk)
             return
         }
@@ -1617,7 +1623,7 @@ public final class VirtualMemory: @unchecked Sendable {
             pool.giveBack(chunk)
             throw VTensorError.from(error)
         }
-        tensor.slots[index] = .mapped(chunk)
+        tensor.setSlot(index, .mapped(chunk))
         pool.addReference(chunk)
     }
 
@@ -1694,7 +1700,7 @@ public final class VirtualMemory: @unchecked Sendable {
         do { fence = try backend.recordFence() } catch { throw VTensorError.from(error) }
         for index in indices {
             guard case .mapped(let chunk) = tensor.slots[index] else { preconditionFailure("retiring an unmapped slot") }
-            tensor.slots[index] = .retiring(chunk, fence)
+            tensor.setSlot(index, .retiring(chunk, fence))
             if let run = tensor.runs.run(containing: index), run.lowerBound != index { continue }
             retiring.append((tensor, index))
         }
@@ -1722,11 +1728,11 @@ public final class VirtualMemory: @unchecked Sendable {
             for slot in run {
                 if held {
                     guard chosen.contains(slot), case .mapped(let chunk) = tensor.slots[slot] else { continue }
-                    tensor.slots[slot] = .stranded(chunk)
+                    tensor.setSlot(slot, .stranded(chunk))
                     strandedCount += 1
                 } else {
                     if case .stranded(let chunk) = tensor.slots[slot] {
-                        tensor.slots[slot] = .mapped(chunk)
+                        tensor.setSlot(slot, .mapped(chunk))
                         strandedCount -= 1
                     }
                     now.append(slot)
@@ -1820,7 +1826,7 @@ public final class VirtualMemory: @unchecked Sendable {
             guard mapWithRetries(fresh[i], at: tensor.address(ofChunk: index)) else {
                 preconditionFailure("replacing \(tensor)'s run \(run) with copies: chunk \(index) could not be mapped")
             }
-            tensor.slots[index] = .mapped(fresh[i])
+            tensor.setSlot(index, .mapped(fresh[i]))
             pool.addReference(fresh[i])
             pool.dropReference(slabChunks[i])
         }
@@ -1872,7 +1878,7 @@ public final class VirtualMemory: @unchecked Sendable {
     private func emptyRetiredLocked(_ entry: Retired) {
         for index in entry.slots {
             guard let chunk = entry.tensor.slots[index].chunk else { preconditionFailure("an unmapped slot held no chunk") }
-            entry.tensor.slots[index] = .empty
+            entry.tensor.setSlot(index, .empty)
             pool.dropReference(chunk)
         }
         if entry.count > 1 { entry.tensor.runs.remove(entry.slots) }
@@ -1927,7 +1933,7 @@ public final class VirtualMemory: @unchecked Sendable {
             } else {
                 try? backend.unmap(at: tensor.address(ofChunk: index))
             }
-            tensor.slots[index] = .empty
+            tensor.setSlot(index, .empty)
             pool.dropReference(chunk)
         }
         tensor.runs = MappingRuns()

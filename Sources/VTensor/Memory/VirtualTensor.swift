@@ -65,7 +65,32 @@ public final class VirtualTensor: @unchecked Sendable, CustomStringConvertible {
         }
     }
 
-    var slots: [Slot]
+    /// Written only through `setSlot` and `replaceSlots`, which keep `leadingMapped` true.
+    private(set) var slots: [Slot]
+    /// A lower bound on the slots mapped from index 0 on: every slot below it is `.mapped`.
+    /// `VirtualMemory.holes` scans from here instead of from 0 (a decode row's growth job covers
+    /// every chunk the row maps, every step), and raises it to what it found; any write of
+    /// another state below it lowers it.
+    private(set) var leadingMapped = 0
+
+    func setSlot(_ index: Int, _ slot: Slot) {
+        if index < leadingMapped {
+            if case .mapped = slot {} else { leadingMapped = index }
+        }
+        slots[index] = slot
+    }
+
+    /// Replaces the whole table (a hand-over moves it to a successor).
+    func replaceSlots(_ table: [Slot]) {
+        precondition(table.count == slots.count, "a slot table keeps its size")
+        slots = table
+        leadingMapped = 0
+    }
+
+    /// Raises `leadingMapped` to `count` after a scan found slots 0..<count all mapped.
+    func noteLeadingMapped(_ count: Int) {
+        if count > leadingMapped { leadingMapped = count }
+    }
     /// Slots mapped together by one `mapRun` (adjacent chunks of a slab): unmapped whole.
     var runs = MappingRuns()
     var isFreed = false
