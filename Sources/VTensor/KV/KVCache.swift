@@ -130,6 +130,10 @@ public final class KVCache: @unchecked Sendable {
             var job: AsyncMapper.Job = []
             job.reserveCapacity(requests.count * layout.rangesPerRequest)
             var growing: [(entry: Entry, chunks: Int)] = []
+            // The chunks the new tokens fill whole, marked below (one look up of each entry).
+            let marksWholeWrites = memory.freshSlabChunks > 1
+            var whole: [(tensor: VirtualTensor, below: Int)] = []
+            if marksWholeWrites { whole.reserveCapacity(job.capacity) }
             for (id, tokens) in requests {
                 let entry = try entry(id)
                 guard tokens <= maxTokensPerRequest else {
@@ -137,7 +141,10 @@ public final class KVCache: @unchecked Sendable {
                 }
                 let chunks = layout.chunks(forTokens: tokens + guardTokens)
                 if tokens > entry.length { growing.append((entry, chunks)) }
-                for tensor in entry.tensors { job.append((tensor, chunks)) }
+                for tensor in entry.tensors {
+                    job.append((tensor, chunks))
+                    if marksWholeWrites { whole.append((tensor, tokens / layout.tokensPerChunk)) }
+                }
             }
             // Chunks the new tokens land in that another request still maps: copy on write.
             // (Plain loops: this runs for every row of every step, and nested flatMaps allocated
@@ -158,14 +165,7 @@ public final class KVCache: @unchecked Sendable {
             }
             for (tensor, index) in shared { try memory.makePrivate(tensor, chunk: index) }
             // The chunks the new tokens fill whole can map as runs of one slab.
-            if memory.freshSlabChunks > 1 {
-                var whole: [(tensor: VirtualTensor, below: Int)] = []
-                whole.reserveCapacity(requests.count * layout.rangesPerRequest)
-                for (id, tokens) in requests {
-                    for tensor in entries[id]?.tensors ?? [] { whole.append((tensor, tokens / layout.tokensPerChunk)) }
-                }
-                memory.setWholeWrites(whole)
-            }
+            if marksWholeWrites { memory.setWholeWrites(whole) }
             return job
         }
     }
