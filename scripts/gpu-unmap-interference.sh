@@ -16,7 +16,11 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 for i in 1 2 3; do run vmm-launch-$i 90 "$bin" bench vmm --backend cuda --only launch,churn --json-out "$out/vmm-launch-$i.json"; done
+# Whether the driver unmaps a run of adjacent mappings in one call (--unmap-per-run changed
+# nothing at 64 groups: rare adjacency, or a driver that takes one mapping a call).
+run vmm-access 90 "$bin" bench vmm --backend cuda --only access --json-out "$out/vmm-access.json"
 { for i in 1 2 3; do echo "== run $i"; grep -E "copy kernel|mapper|kernel running|GPU idle|reads|^idle|^mapping|^unmapping" "$out/vmm-launch-$i.txt" | sed 's/   */  /g'; done
+  echo "== access"; grep -E "unmaps a run|^run|^ *[0-9]+ " "$out/vmm-access.txt" | sed 's/   */  /g' | head -12
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 pack_details
 cat "$out/summary.txt"
