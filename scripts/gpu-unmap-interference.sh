@@ -10,16 +10,20 @@
 # Predicted, if unmaps slow kernels (GPU TLB invalidations): reads 2-10% slower while unmapping
 # than idle or mapping (shared prefix at 64 groups: +0.17 ms on 12.1 ms of attention a step,
 # 1.4%, at ~9 unmaps a step); else within 1%.
-# Usage: [RUN_DEADLINE=200] scripts/gpu-unmap-interference.sh [OUTDIR]   (carry gpu-pack)
+# Usage: [RUN_DEADLINE=400] scripts/gpu-unmap-interference.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
+# First, the CUDA path of this binary's memory manager (the slot table now keeps a mark of the
+# slots mapped from 0 on, VirtualTensor.leadingMapped): selftest's VMM, KV and attention checks.
+run selftest 240 "$bin" selftest
 for i in 1 2 3; do run vmm-launch-$i 90 "$bin" bench vmm --backend cuda --only launch,churn --json-out "$out/vmm-launch-$i.json"; done
 # Whether the driver unmaps a run of adjacent mappings in one call (--unmap-per-run changed
 # nothing at 64 groups: rare adjacency, or a driver that takes one mapping a call).
 run vmm-access 90 "$bin" bench vmm --backend cuda --only access --json-out "$out/vmm-access.json"
-{ for i in 1 2 3; do echo "== run $i"; grep -E "copy kernel|mapper|kernel running|GPU idle|reads|^idle|^mapping|^unmapping" "$out/vmm-launch-$i.txt" | sed 's/   */  /g'; done
+{ echo "== selftest"; grep -E "^FAIL|passed|failed" "$out/selftest.txt" | tail -5
+  for i in 1 2 3; do echo "== run $i"; grep -E "copy kernel|mapper|kernel running|GPU idle|reads|^idle|^mapping|^unmapping" "$out/vmm-launch-$i.txt" | sed 's/   */  /g'; done
   echo "== access"; grep -E "unmaps a run|^run|^ *[0-9]+ " "$out/vmm-access.txt" | sed 's/   */  /g' | head -12
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
 pack_details
