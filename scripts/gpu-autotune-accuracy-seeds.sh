@@ -7,18 +7,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
-for s in 1 2; do
-  (PYTHONUNBUFFERED=1 python3 scripts/reference/train_tiny.py /tmp/tiny$s --steps 600 --seed $s > "$out/train-$s.txt" 2>&1; echo "train-$s: rc=$?" >> "$out/rcs.txt") &
-done
+for s in 1 2; do train_with_shared_prompts /tmp/tiny$s $s train-$s & done
 wait
 for s in 1 2; do
-  python3 - $s <<'PY2'
-import json, random, sys
-s = sys.argv[1]
-p = json.load(open(f"/tmp/tiny{s}/prompts.json")); random.seed(5)
-out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
-json.dump(out, open(f"/tmp/tiny{s}/shared.json", "w"))
-PY2
   for a in off on; do
     run trained-$s-$a 100 "$bin" dev engine --backend cuda --model /tmp/tiny$s --prompts /tmp/tiny$s/shared.json --max-num-seqs 8 --kv-chunks 32 --matmul-autotune $a
   done

@@ -17,13 +17,7 @@ cd "$(dirname "$0")/.."
 start_summary
 rm -f "$VTENSOR_CACHE_DIR/matmul-tuning.json"
 
-PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
-python3 - <<'PY2'
-import json, random
-p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
-out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
-json.dump(out, open("/tmp/tiny/shared.json", "w"))
-PY2
+train_with_shared_prompts
 trained=(dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 8 --kv-chunks 32)
 run trained-off 100 "$bin" "${trained[@]}" --matmul-autotune off
 for i in 1 2 3; do run trained-on-$i 100 "$bin" "${trained[@]}"; done

@@ -45,6 +45,21 @@ dummy=(--backend cuda --load-format dummy --model llama-3-8b)
 sp=(--dataset shared-prefix --groups 64 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 256)
 mt=(--dataset multi-turn --num-conversations 256 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 128)
 
+# The byte-level model trained here (scripts/reference/train_tiny.py) and 24 prompts on four
+# 600-token stems (DIR/shared.json), for the engine-against-alone checks with the prefix cache:
+# train_with_shared_prompts [DIR (/tmp/tiny)] [SEED (0)] [STEP NAME (train)].
+train_with_shared_prompts() {
+  local dir=${1:-/tmp/tiny} seed=${2:-0} name=${3:-train}
+  PYTHONUNBUFFERED=1 run "$name" 170 python3 scripts/reference/train_tiny.py "$dir" --steps 600 --seed "$seed" || return
+  python3 - "$dir" <<'PY'
+import json, random, sys
+d = sys.argv[1]
+p = json.load(open(f"{d}/prompts.json")); random.seed(5)
+out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
+json.dump(out, open(f"{d}/shared.json", "w"))
+PY
+}
+
 # Packs every .txt and .json under $out but summary.txt into $out/details.tgz and removes them:
 # the device tool brings back only a few files.
 pack_details() {

@@ -45,17 +45,6 @@ cd "$(dirname "$0")/.."
 start_summary
 quick=${2:-}
 
-# The trained tiny model and 24 prompts sharing 600-token stems (/tmp/tiny/shared.json), for the
-# prefix cache's checks against each request alone.
-train_with_shared_prompts() {
-  PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
-  python3 - <<'PY'
-import json, random
-p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
-out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
-json.dump(out, open("/tmp/tiny/shared.json", "w"))
-PY
-}
 # The prefix cache's workloads (sharedprefix, workloads, lpm).
 mt=(--dataset multi-turn --num-conversations 64 --rounds 5 --user-len 512 --answer-len 64 --max-in-flight 32)
 sp=(--dataset shared-prefix --groups 16 --prompts-per-group 16 --system-len 2048 --question-len 128 --output-len 64)

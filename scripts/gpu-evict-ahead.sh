@@ -27,13 +27,7 @@ sp=(--dataset shared-prefix --groups 64 --prompts-per-group 16 --system-len 2048
 # Correctness first: the byte-level model trained here (real top-1 choices, not near ties), 24
 # prompts on four 600-token stems, batched with the prefix cache (tiles on, the default; then
 # off) against each request alone: teacher-forced top-1 at least 99%.
-PYTHONUNBUFFERED=1 run train 150 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
-python3 - <<'PY'
-import json, random
-p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
-out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
-json.dump(out, open("/tmp/tiny/shared.json", "w"))
-PY
+train_with_shared_prompts
 run trained-tiles 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 8 --kv-chunks 32
 run trained-no-tiles 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 8 --kv-chunks 32 --shared-prefix-decode off
 run checks 150 "$bin" dev decode --skip-timing --json-out "$out/checks.json"

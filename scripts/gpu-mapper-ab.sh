@@ -49,13 +49,7 @@ if [ "${MODE:-}" = mapahead ]; then
   run sg-new-2 120 "$bin" bench throughput "${dummy[@]}" "${sg[@]}" --json-out "$out/sg-new-2.json"
   runs="sg-new sg-ahead16 sg-ahead32 sg-new-2 sg-paged"
 elif [ "${MODE:-}" = trained ]; then
-  PYTHONUNBUFFERED=1 run train 170 python3 scripts/reference/train_tiny.py /tmp/tiny --steps 600
-  python3 - <<'PY'
-import json, random
-p = json.load(open("/tmp/tiny/prompts.json")); random.seed(5)
-out = [p[k % 4][:600] + p[4 + k % 20][:random.randint(10, 200)] for k in range(24)]
-json.dump(out, open("/tmp/tiny/shared.json", "w"))
-PY
+  train_with_shared_prompts
   run dev-engine-trained 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24
   run dev-engine-trained-paged 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 4 --kv-chunks 24 --kv paged
   run dev-engine-trained-wide 100 "$bin" dev engine --backend cuda --model /tmp/tiny --prompts /tmp/tiny/shared.json --max-num-seqs 16 --kv-chunks 64

@@ -383,28 +383,10 @@ struct VMMBench {
         let views = try (0..<shape.layers).map { layer in
             try (0..<requests).map { id in (try cache.view(id, layer: layer, component: .key), try cache.view(id, layer: layer, component: .value)) }
         }
-        let sample = views[0][0].0
-        let bases = try views.map { layerViews -> DeviceBuffer in
-            let buffer = try DeviceBuffer(context: gpu.context, bytes: 16 * requests)
-            try gpu.context.copyHostToDevice(destination: buffer.address, from: layerViews.flatMap { [$0.0.base, $0.1.base] })
-            return buffer
-        }
-        let output = try DeviceBuffer(context: gpu.context, bytes: 4 * MemoryKernels.kvReadOutputWords(requests: requests, tokens: tokens))
-        var layer = 0
+        let reads = try LayerReads(gpu: gpu, views: views, tokens: tokens)
         // One timing: the median of 10 reads, each of the next layer, so none is in L2.
-        func timeRead() throws -> Double {
-            try timeGPU(gpu, reps: 10) {
-                try gpu.kernels.kvRead(bases: bases[layer % shape.layers].address, requests: requests, tokens: tokens,
-                                       tokenStride: sample.tokenStride, blockStride: sample.blockStride, tokensPerBlock: sample.tokensPerBlock,
-                                       output: output.address, stream: gpu.stream)
-                layer += 1
-            }
-        }
-        func medianWhile(_ busy: () -> Bool) throws -> (median: Double?, count: Int) {
-            var times: [Double] = []
-            while busy() && times.count < 500 { times.append(try timeRead()) }
-            return (times.isEmpty ? nil : median(times), times.count)
-        }
+        func timeRead() throws -> Double { try timeGPU(gpu, reps: 10) { try reads.readNextLayer() } }
+        func medianWhile(_ busy: () -> Bool) throws -> (median: Double?, count: Int) { try Self.medianOfTimings(while: busy, timeRead) }
         let idle = median(try (0..<9).map { _ in try timeRead() })
         let churn = try VirtualMemory(backend: backend, budget: .bytes((n + 8) * chunk), lowWatermark: 0, highWatermark: n)
         let mapper = AsyncMapper(memory: churn, threadSetup: threadSetup(for: device))
@@ -454,11 +436,47 @@ struct VMMBench {
 
         /// Timings over a whole window of other work, not one: the median of many says what a
         /// kernel under page-table changes costs, beyond the noise of a single timing.
-        func median(while busy: () -> Bool) throws -> (median: Double?, count: Int) {
-            var times: [Double] = []
-            while busy() && times.count < 500 { times.append(try time()) }
-            return (times.isEmpty ? nil : times.sorted()[times.count / 2], times.count)
+        func median(while busy: () -> Bool) throws -> (median: Double?, count: Int) { try VMMBench.medianOfTimings(while: busy, time) }
+    }
+
+    /// One layer's K and V of every request read by the decode-style kernel (`kvRead`), a layer
+    /// a call in turn so no read finds the last one's data in L2. `views[layer][request]`.
+    final class LayerReads {
+        let gpu: CUDAWork
+        let bases: [DeviceBuffer]
+        let output: DeviceBuffer
+        let sample: KVView
+        let requests: Int, tokens: Int
+        private var layer = 0
+
+        init(gpu: CUDAWork, views: [[(KVView, KVView)]], tokens: Int) throws {
+            self.gpu = gpu
+            self.tokens = tokens
+            requests = views[0].count
+            sample = views[0][0].0
+            bases = try views.map { layerViews -> DeviceBuffer in
+                let buffer = try DeviceBuffer(context: gpu.context, bytes: 16 * layerViews.count)
+                try gpu.context.copyHostToDevice(destination: buffer.address, from: layerViews.flatMap { [$0.0.base, $0.1.base] })
+                return buffer
+            }
+            output = try DeviceBuffer(context: gpu.context, bytes: 4 * MemoryKernels.kvReadOutputWords(requests: requests, tokens: tokens))
         }
+
+        func readNextLayer() throws {
+            try gpu.kernels.kvRead(bases: bases[layer % bases.count].address, requests: requests, tokens: tokens,
+                                   tokenStride: sample.tokenStride, blockStride: sample.blockStride, tokensPerBlock: sample.tokensPerBlock,
+                                   output: output.address, stream: gpu.stream)
+            layer += 1
+        }
+    }
+
+    /// Timings taken one after another over a window of other work (at most 500): their median
+    /// says what a kernel under that work costs, beyond the noise of one timing; nil if the
+    /// window closed before the first.
+    static func medianOfTimings(while busy: () -> Bool, _ time: () throws -> Double) throws -> (median: Double?, count: Int) {
+        var times: [Double] = []
+        while busy() && times.count < 500 { times.append(try time()) }
+        return (times.isEmpty ? nil : median(times), times.count)
     }
 
     // MARK: Access granted per run of chunks
@@ -765,21 +783,9 @@ struct VMMBench {
                 (try cache.view(id, layer: layer, component: .key), try cache.view(id, layer: layer, component: .value))
             }
         }
-        let sample = views[0][0].0
         if let gpu {
-            let bases = try (0..<layers).map { layer -> DeviceBuffer in
-                let buffer = try DeviceBuffer(context: gpu.context, bytes: 16 * requests)
-                try gpu.context.copyHostToDevice(destination: buffer.address, from: views[layer].flatMap { [$0.0.base, $0.1.base] })
-                return buffer
-            }
-            let output = try DeviceBuffer(context: gpu.context, bytes: 4 * MemoryKernels.kvReadOutputWords(requests: requests, tokens: tokens))
-            var layer = 0
-            return try timeGPU(gpu, reps: 20) {
-                try gpu.kernels.kvRead(bases: bases[layer % layers].address, requests: requests, tokens: tokens,
-                                       tokenStride: sample.tokenStride, blockStride: sample.blockStride, tokensPerBlock: sample.tokensPerBlock,
-                                       output: output.address, stream: gpu.stream)
-                layer += 1
-            }
+            let reads = try LayerReads(gpu: gpu, views: views, tokens: tokens)
+            return try timeGPU(gpu, reps: 20) { try reads.readNextLayer() }
         } else {
             var layer = 0
             var sink: UInt64 = 0

@@ -555,28 +555,25 @@ public final class GPUModel: @unchecked Sendable {
                 matmulTuningCacheNote = "\(error)"
             }
         }
-        for tokens in Self.matmulBucketList(from: first, capacity: maxBatchTokens) {
-            try matmul(out: qkvWidth, tokens: tokens, k: h, weight: layer.qkv, input: w.normed, output: w.qkv, stream: stream)
-            try matmul(out: h, tokens: tokens, k: c.numAttentionHeads * d, weight: layer.output, input: w.attended, output: w.residual,
-                       accumulate: true, stream: stream)
-            try matmul(out: 2 * f, tokens: tokens, k: h, weight: layer.gateUp, input: w.normed, output: w.gateUp, stream: stream)
-            try matmul(out: h, tokens: tokens, k: f, weight: layer.down, input: w.activated, output: w.residual, accumulate: true, stream: stream)
-            if options.matmulAutotune && tokens <= Self.autotuneMaxTokens {
-                let layers = weights.layers
-                try autotune("qkv", out: qkvWidth, tokens: tokens, k: h, weights: layers.map(\.qkv), input: w.normed, output: w.qkv)
-                try autotune("o proj", out: h, tokens: tokens, k: c.numAttentionHeads * d, weights: layers.map(\.output), input: w.attended,
-                             output: w.residual, accumulate: true)
-                try autotune("gate+up", out: 2 * f, tokens: tokens, k: h, weights: layers.map(\.gateUp), input: w.normed, output: w.gateUp)
-                try autotune("down", out: h, tokens: tokens, k: f, weights: layers.map(\.down), input: w.activated, output: w.residual,
-                             accumulate: true)
-            }
-        }
-        for tokens in Self.matmulBucketList(from: first, capacity: logitsRowCapacity) {
-            try matmul(out: c.vocabSize, tokens: tokens, k: h, weight: weights.lmHead, input: w.normed, output: w.logits, floatOutput: true,
-                       rowCapacity: logitsRowCapacity, stream: stream)
-            if options.matmulAutotune && tokens <= Self.autotuneMaxTokens {
-                try autotune("lm head", out: c.vocabSize, tokens: tokens, k: h, weights: [weights.lmHead], input: w.normed, output: w.logits,
-                             floatOutput: true)
+        // A layer's products as the forward pass runs them (weights: every layer's, for the
+        // autotune), then the LM head, at its own row capacity.
+        let layers = weights.layers
+        let products: [(name: String, out: Int, k: Int, weights: [UInt64], input: UInt64, output: UInt64, accumulate: Bool, float: Bool?,
+                        capacity: Int)] = [
+            ("qkv", qkvWidth, h, layers.map(\.qkv), w.normed, w.qkv, false, nil, maxBatchTokens),
+            ("o proj", h, c.numAttentionHeads * d, layers.map(\.output), w.attended, w.residual, true, nil, maxBatchTokens),
+            ("gate+up", 2 * f, h, layers.map(\.gateUp), w.normed, w.gateUp, false, nil, maxBatchTokens),
+            ("down", h, f, layers.map(\.down), w.activated, w.residual, true, nil, maxBatchTokens),
+            ("lm head", c.vocabSize, h, [weights.lmHead], w.normed, w.logits, false, true, logitsRowCapacity),
+        ]
+        for p in products {
+            for tokens in Self.matmulBucketList(from: first, capacity: p.capacity) {
+                try matmul(out: p.out, tokens: tokens, k: p.k, weight: p.weights[0], input: p.input, output: p.output, accumulate: p.accumulate,
+                           floatOutput: p.float, rowCapacity: p.capacity, stream: stream)
+                if options.matmulAutotune && tokens <= Self.autotuneMaxTokens {
+                    try autotune(p.name, out: p.out, tokens: tokens, k: p.k, weights: p.weights, input: p.input, output: p.output,
+                                 accumulate: p.accumulate, floatOutput: p.float)
+                }
             }
         }
         try stream.synchronize()
@@ -606,7 +603,7 @@ public final class GPUModel: @unchecked Sendable {
     private func autotune(_ name: String, out: Int, tokens: Int, k: Int, weights: [UInt64], input: UInt64, output: UInt64,
                           accumulate: Bool = false, floatOutput: Bool? = nil) throws {
         let float = floatOutput ?? accumulate
-        guard let product = matmuls["\(out)x\(tokens)x\(k)\(float ? "f" : "b")"], !weights.isEmpty else { return }
+        guard let product = matmuls[Self.productKey(out: out, tokens: tokens, k: k, float: float)], !weights.isEmpty else { return }
         // An autotune that cannot run leaves the heuristic's pick (it is an optimization).
         guard let candidates = try? product.candidates(count: 8, workspaceBytes: workspace.blasBytes), candidates.count > 1 else { return }
         let key = MatmulTuningCache.key(device: self.name, library: (try? CuBLASLt.shared().versionString) ?? "?", m: out, n: tokens, k: k,
@@ -1223,6 +1220,9 @@ public final class GPUModel: @unchecked Sendable {
         return (counts, logitRows)
     }
 
+    /// The key of a cuBLASLt product in `matmuls`: its shape and whether D is fp32.
+    private static func productKey(out: Int, tokens: Int, k: Int, float: Bool) -> String { "\(out)x\(tokens)x\(k)\(float ? "f" : "b")" }
+
     /// output[tokens, out] (=|+=) input[tokens, k] · weight[out, k]ᵀ through cuBLASLt.
     /// `rowCapacity`: the rows `input` and `output` hold (a bucketed product may run past `tokens`).
     private func matmul(out: Int, tokens asked: Int, k: Int, weight: UInt64, input: UInt64, output: UInt64, accumulate: Bool = false,
@@ -1240,7 +1240,7 @@ public final class GPUModel: @unchecked Sendable {
         if options.matmulBuckets && tokens > ModelKernels.skinnyMaxTokens {
             tokens = Self.matmulTokens(tokens, capacity: rowCapacity ?? maxBatchTokens)
         }
-        let key = "\(out)x\(tokens)x\(k)\(float ? "f" : "b")"
+        let key = Self.productKey(out: out, tokens: tokens, k: k, float: float)
         let product: CuBLASLtMatmul
         if let cached = matmuls[key] {
             product = cached
