@@ -67,6 +67,24 @@ struct ReadsUnderChurn: Codable {
     var idleAfterMillis: Double
 }
 
+/// One layer's K/V reads by where the KV's chunks sit (`VMMBench.measurePlacement`): each arm's
+/// median, least and most over the rounds (each timing the median of 10 reads).
+struct KVPlacementReads: Codable {
+    struct Arm: Codable {
+        var placement: String
+        var chunksInSlabs: Int
+        var chunks: Int
+        var millis: Double
+        var minMillis: Double
+        var maxMillis: Double
+    }
+    var requests: Int
+    var tokens: Int
+    var bytesRead: Int
+    var rounds: Int
+    var arms: [Arm]
+}
+
 struct LaunchInterference: Codable {
     var idle: Percentiles
     var whileMapping: Percentiles
@@ -177,6 +195,7 @@ struct VMMBenchReport: Codable {
     var stepAhead: [StepAheadResult]
     var launch: LaunchInterference?
     var churn: ReadsUnderChurn?
+    var placement: KVPlacementReads?
     var copy: CopyBandwidth?
     var layoutShape: String
     var layouts: [LayoutRead]
@@ -198,7 +217,7 @@ struct BenchVMMCommand: ParsableCommand {
     @Option(help: "Chunks for the latency and mapper measurements (default: 2000 on cuda, 256 on cpu).")
     var chunks: Int?
 
-    @Option(help: "Comma-separated stages to run (latency, mapper, access, slabs, packed, steps, launch, churn, copy, layouts); default all.")
+    @Option(help: "Comma-separated stages to run (latency, mapper, access, slabs, packed, steps, launch, churn, placement, copy, layouts); default all.")
     var only: String?
 
     @Option(help: "Decode steps for the step-ahead measurement.")
@@ -307,6 +326,15 @@ struct BenchVMMCommand: ParsableCommand {
                        tbps(c.unmappingMillis)])
             churn.add(["idle again", "9 x 10", fixed(c.idleAfterMillis, 4), tbps(c.idleAfterMillis)])
             out += churn.render() + "\n"
+        }
+        if let p = r.placement, let first = p.arms.first {
+            var placement = Table(title: "One layer's K/V reads (\(p.requests) x \(p.tokens) tokens, \(mib(p.bytesRead))) by where the chunks sit, \(p.rounds) rounds in turn",
+                                  header: ["KV", "chunks in slabs", "ms a read (median)", "least", "most", "TB/s", "vs slabs"])
+            for a in p.arms {
+                placement.add([a.placement, a.chunks > 0 ? "\(a.chunksInSlabs) of \(a.chunks)" : "-", fixed(a.millis, 4), fixed(a.minMillis, 4),
+                               fixed(a.maxMillis, 4), fixed(Double(p.bytesRead) / (a.millis / 1000) / 1e12, 3), fixed(a.millis / first.millis, 3)])
+            }
+            out += placement.render() + "\n"
         }
         if let c = r.copy {
             var copy = Table(title: "Copy bandwidth, \(mib(c.bytes)) read + written (TB/s)", header: ["memory", "TB/s"])

@@ -11,7 +11,7 @@ struct VMMBench {
     let steps: Int
     let log: Bool
     let stages: Set<String>
-    static let allStages = ["latency", "mapper", "access", "slabs", "packed", "steps", "launch", "churn", "copy", "layouts"]
+    static let allStages = ["latency", "mapper", "access", "slabs", "packed", "steps", "launch", "churn", "placement", "copy", "layouts"]
     var gpu: CUDAWork? { device as? CUDAWork }
     var backend: any MemoryBackend { device.backend }
     var chunk: Int { backend.chunkSize }
@@ -29,17 +29,18 @@ struct VMMBench {
         let latencies = try stage("latency", "measuring per-chunk driver calls (\(chunks) chunks)...") { try measureLatencies() } ?? []
         let mapper = try stage("mapper", "measuring the asynchronous mapper...") { try measureMapper() }
         let access = try stage("access", "measuring access granted per run of chunks...") { try measureAccessRuns() }
-        for name in ["slabs", "launch", "churn"] where gpu == nil && stages.contains(name) { say("(\(name): a GPU stage, not measured on \(backend.name))") }
+        for name in ["slabs", "launch", "churn", "placement"] where gpu == nil && stages.contains(name) { say("(\(name): a GPU stage, not measured on \(backend.name))") }
         let slabs = try gpu.flatMap { gpu in try stage("slabs", "measuring allocations of several chunks, mapped in one call...") { try measureSlabs(gpu) } }
         let packed = try stage("packed", "measuring a prefix packed into a slab, aliased as one run...") { try measurePacked() } ?? nil
         let stepAhead = try stage("steps", "measuring step-ahead waits (\(steps) steps)...") { try measureStepAhead() } ?? []
         let launch = try gpu.flatMap { gpu in try stage("launch", "measuring kernel launches while mapping...") { try measureLaunches(gpu) } }
         let churn = try gpu.flatMap { gpu in try stage("churn", "measuring KV reads while the mapper maps and unmaps...") { try measureReadsUnderChurn(gpu) } }
+        let placement = try gpu.flatMap { gpu in try stage("placement", "measuring KV reads by where the chunks sit...") { try measurePlacement(gpu) } }
         let copy = try stage("copy", "measuring copy bandwidth...") { try measureCopy() }
         let layouts = try stage("layouts", "measuring KV layout read bandwidth...") { try measureLayouts() }
         return VMMBenchReport(date: todayUTC(), backend: backend.name, device: device.name, chunkSize: chunk,
                               latencies: latencies, mapper: mapper, access: access, slabs: slabs ?? [], packed: packed, stepAhead: stepAhead, launch: launch,
-                              churn: churn ?? nil,
+                              churn: churn ?? nil, placement: placement ?? nil,
                               copy: copy, layoutShape: layouts?.0 ?? "", layouts: layouts?.1 ?? [])
     }
 
@@ -407,6 +408,69 @@ struct VMMBench {
                                idleMillis: idle, mappingMillis: mapping.median, readsWhileMapping: mapping.count, chunksMapped: n,
                                unmappingMillis: unmapping.median, readsWhileUnmapping: unmapping.count, chunksUnmapped: unmapped,
                                idleAfterMillis: idleAfter)
+    }
+
+    /// One layer's K/V reads (64 x 2,048 tokens, decode attention's access) with the KV mapped
+    /// from 64 MiB slabs (a fresh grow's runs), from 2 MiB chunks each its own allocation (what
+    /// requests grow from once the budget is full and slabs are given back for single chunks), and
+    /// in the per-layer layout from single chunks (one layer's read touches 1/32 of the pages, as
+    /// paged's per-layer pools do), against one layer in a plain allocation; the arms are timed in
+    /// turn, 7 rounds. Shared prefix's decode attention is 1.4% slower than paged's only when the
+    /// budget is full (docs/perf.md, 2026-12-06): is it the chunks it grows from? nil when the
+    /// arms do not fit the free memory.
+    func measurePlacement(_ gpu: CUDAWork) throws -> KVPlacementReads? {
+        let shape = KVShape.llama3_8B
+        let requests = 64, tokens = 2048
+        let arms: [(name: String, kind: KVLayoutKind, slab: Int)] = [
+            ("blocked, slabs of 32 chunks", .blocked, 32), ("blocked, single chunks", .blocked, 1), ("per-layer, single chunks", .perLayer, 1),
+        ]
+        let kvChunks = try arms.map { arm in requests * (try KVLayout(arm.kind, shape: shape, chunkSize: chunk)).rangesPerRequest
+            * (try KVLayout(arm.kind, shape: shape, chunkSize: chunk)).chunks(forTokens: tokens) }
+        let plainBytes = 4 * requests * tokens * 2 * shape.tokenLayerBytes
+        guard (kvChunks.reduce(0, +) + 64 * arms.count) * chunk + plainBytes < (try backend.freePhysicalBytes()) * 9 / 10 else {
+            say("  skipped: \(gib(kvChunks.reduce(0, +) * chunk + plainBytes)) does not fit the free memory")
+            return nil
+        }
+        var caches: [(memory: VirtualMemory, cache: KVCache)] = []
+        defer {
+            for (memory, cache) in caches {
+                for id in 0..<requests { try? cache.free(id) }
+                try? memory.drain()
+            }
+        }
+        var reads: [LayerReads] = []
+        var placed: [(slabChunks: Int, chunks: Int)] = []
+        for (arm, count) in zip(arms, kvChunks) {
+            let memory = try VirtualMemory(backend: backend, budget: .bytes((count + 64) * chunk), lowWatermark: 0, highWatermark: 0,
+                                           freshSlabChunks: arm.slab)
+            let cache = try KVCache(shape: shape, layout: arm.kind, memory: memory, maxTokensPerRequest: tokens)
+            caches.append((memory, cache))
+            for id in 0..<requests {
+                try cache.addRequest(id)
+                try cache.reserve(id, tokens: tokens)
+                try cache.setLength(id, tokens)
+                for t in try cache.tensors(of: id) { try gpu.fill(t.base, words: memory.mappedChunkCount(t) * chunk / 4, seed: UInt32(id)) }
+            }
+            let views = try (0..<shape.layers).map { layer in
+                try (0..<requests).map { id in (try cache.view(id, layer: layer, component: .key), try cache.view(id, layer: layer, component: .value)) }
+            }
+            reads.append(try LayerReads(gpu: gpu, views: views, tokens: tokens))
+            let counts = memory.accounting
+            placed.append((counts.slabChunks, counts.inUse))
+        }
+        var rounds = Array(repeating: [Double](), count: arms.count + 1)
+        for _ in 0..<7 {
+            for (i, read) in reads.enumerated() { rounds[i].append(try timeGPU(gpu, reps: 10) { try read.readNextLayer() }) }
+            rounds[arms.count].append(try readPlain(requests: requests, tokens: tokens, rowBytes: shape.tokenLayerBytes))
+        }
+        let bytesRead = requests * tokens * 2 * shape.tokenLayerBytes
+        var rows = zip(arms.indices, arms).map { i, arm in
+            KVPlacementReads.Arm(placement: arm.name, chunksInSlabs: placed[i].slabChunks, chunks: placed[i].chunks,
+                                 millis: median(rounds[i]), minMillis: rounds[i].min() ?? 0, maxMillis: rounds[i].max() ?? 0)
+        }
+        rows.append(.init(placement: "plain allocation, one layer", chunksInSlabs: 0, chunks: 0, millis: median(rounds[arms.count]),
+                          minMillis: rounds[arms.count].min() ?? 0, maxMillis: rounds[arms.count].max() ?? 0))
+        return KVPlacementReads(requests: requests, tokens: tokens, bytesRead: bytesRead, rounds: 7, arms: rows)
     }
 
     /// A 256 MiB copy kernel timed on the GPU while something else goes on: what a kernel under
