@@ -8,8 +8,11 @@
 # tokens from slabs of 32 chunks, from single chunks, and in the per-layer layout from single
 # chunks (a layer's read touches 1/32 of the pages, like paged's per-layer pools), against one
 # layer in a plain allocation; the arms in turn, 7 rounds; two runs.
-# Predicted, if the GPU's TLB reaches further over slabs: blocked singles 2-5% slower than slabs,
-# per-layer singles at the slabs' speed; else all within 1%.
+# Call 1 (H100): blocked reads 0.215 ms a layer from slabs and singles alike (median; least 0.183),
+# per-layer and plain 0.181: the layout, not the placement. This version times phases: the
+# blocked slab arm alone, with two more arms mapped, in turn with them, after a plain allocation
+# is made, read and freed; every timing printed. Predicted: alone 0.182 (as the churn stage),
+# slower once other memory is mapped or read in between (which one says TLB reach or walks).
 # On an H200 it then runs multi-turn with and without the prefix cache (issue 12's 2.4x).
 # Usage: [RUN_DEADLINE=420] scripts/gpu-kv-placement.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail

@@ -67,22 +67,19 @@ struct ReadsUnderChurn: Codable {
     var idleAfterMillis: Double
 }
 
-/// One layer's K/V reads by where the KV's chunks sit (`VMMBench.measurePlacement`): each arm's
-/// median, least and most over the rounds (each timing the median of 10 reads).
+/// One layer's K/V reads by where the KV's chunks sit and what else is mapped and read
+/// (`VMMBench.measurePlacement`): each phase's timings, each the median of 10 reads.
 struct KVPlacementReads: Codable {
-    struct Arm: Codable {
-        var placement: String
-        var chunksInSlabs: Int
-        var chunks: Int
-        var millis: Double
-        var minMillis: Double
-        var maxMillis: Double
+    struct Phase: Codable {
+        var phase: String
+        var kv: String
+        var chunks: String
+        var millis: [Double]
     }
     var requests: Int
     var tokens: Int
     var bytesRead: Int
-    var rounds: Int
-    var arms: [Arm]
+    var phases: [Phase]
 }
 
 struct LaunchInterference: Codable {
@@ -327,12 +324,13 @@ struct BenchVMMCommand: ParsableCommand {
             churn.add(["idle again", "9 x 10", fixed(c.idleAfterMillis, 4), tbps(c.idleAfterMillis)])
             out += churn.render() + "\n"
         }
-        if let p = r.placement, let first = p.arms.first {
-            var placement = Table(title: "One layer's K/V reads (\(p.requests) x \(p.tokens) tokens, \(mib(p.bytesRead))) by where the chunks sit, \(p.rounds) rounds in turn",
-                                  header: ["KV", "chunks in slabs", "ms a read (median)", "least", "most", "TB/s", "vs slabs"])
-            for a in p.arms {
-                placement.add([a.placement, a.chunks > 0 ? "\(a.chunksInSlabs) of \(a.chunks)" : "-", fixed(a.millis, 4), fixed(a.minMillis, 4),
-                               fixed(a.maxMillis, 4), fixed(Double(p.bytesRead) / (a.millis / 1000) / 1e12, 3), fixed(a.millis / first.millis, 3)])
+        if let p = r.placement {
+            var placement = Table(title: "One layer's K/V reads (\(p.requests) x \(p.tokens) tokens, \(mib(p.bytesRead))) by where the chunks sit and what else is mapped",
+                                  header: ["phase", "KV", "chunks", "ms a read (median)", "least", "most", "TB/s", "timings"])
+            for a in p.phases {
+                let m = median(a.millis)
+                placement.add([a.phase, a.kv, a.chunks, fixed(m, 4), fixed(a.millis.min() ?? 0, 4), fixed(a.millis.max() ?? 0, 4),
+                               fixed(Double(p.bytesRead) / (m / 1000) / 1e12, 3), a.millis.map { fixed($0, 3) }.joined(separator: " ")])
             }
             out += placement.render() + "\n"
         }

@@ -410,22 +410,25 @@ struct VMMBench {
                                idleAfterMillis: idleAfter)
     }
 
-    /// One layer's K/V reads (64 x 2,048 tokens, decode attention's access) with the KV mapped
-    /// from 64 MiB slabs (a fresh grow's runs), from 2 MiB chunks each its own allocation (what
-    /// requests grow from once the budget is full and slabs are given back for single chunks), and
-    /// in the per-layer layout from single chunks (one layer's read touches 1/32 of the pages, as
-    /// paged's per-layer pools do), against one layer in a plain allocation; the arms are timed in
-    /// turn, 7 rounds. Shared prefix's decode attention is 1.4% slower than paged's only when the
-    /// budget is full (docs/perf.md, 2026-12-06): is it the chunks it grows from? nil when the
-    /// arms do not fit the free memory.
+    /// One layer's K/V reads (64 x 2,048 tokens, decode attention's access) by where the chunks
+    /// sit and what else the GPU maps and reads: the blocked layout from 64 MiB slabs (a fresh
+    /// grow's runs) alone, then with two more arms mapped (the blocked layout from single 2 MiB
+    /// chunks, what requests grow from once a full budget gives slabs back; the per-layer layout
+    /// from single chunks, whose layer read touches 1/32 of the pages, as paged's per-layer pools
+    /// do), read in a row, the three in turn, and after a plain allocation made, read and freed.
+    /// Each phase 7 timings (each the median of 10 reads). Shared prefix's decode attention is
+    /// 1.4% slower than paged's only when the budget is full (docs/perf.md, 2026-12-06). nil when
+    /// the arms do not fit the free memory.
     func measurePlacement(_ gpu: CUDAWork) throws -> KVPlacementReads? {
         let shape = KVShape.llama3_8B
-        let requests = 64, tokens = 2048
+        let requests = 64, tokens = 2048, rounds = 7
         let arms: [(name: String, kind: KVLayoutKind, slab: Int)] = [
             ("blocked, slabs of 32 chunks", .blocked, 32), ("blocked, single chunks", .blocked, 1), ("per-layer, single chunks", .perLayer, 1),
         ]
-        let kvChunks = try arms.map { arm in requests * (try KVLayout(arm.kind, shape: shape, chunkSize: chunk)).rangesPerRequest
-            * (try KVLayout(arm.kind, shape: shape, chunkSize: chunk)).chunks(forTokens: tokens) }
+        let kvChunks = try arms.map { arm in
+            let layout = try KVLayout(arm.kind, shape: shape, chunkSize: chunk)
+            return requests * layout.rangesPerRequest * layout.chunks(forTokens: tokens)
+        }
         let plainBytes = 4 * requests * tokens * 2 * shape.tokenLayerBytes
         guard (kvChunks.reduce(0, +) + 64 * arms.count) * chunk + plainBytes < (try backend.freePhysicalBytes()) * 9 / 10 else {
             say("  skipped: \(gib(kvChunks.reduce(0, +) * chunk + plainBytes)) does not fit the free memory")
@@ -439,9 +442,10 @@ struct VMMBench {
             }
         }
         var reads: [LayerReads] = []
-        var placed: [(slabChunks: Int, chunks: Int)] = []
-        for (arm, count) in zip(arms, kvChunks) {
-            let memory = try VirtualMemory(backend: backend, budget: .bytes((count + 64) * chunk), lowWatermark: 0, highWatermark: 0,
+        var placed: [String] = []
+        func build(_ i: Int) throws {
+            let arm = arms[i]
+            let memory = try VirtualMemory(backend: backend, budget: .bytes((kvChunks[i] + 64) * chunk), lowWatermark: 0, highWatermark: 0,
                                            freshSlabChunks: arm.slab)
             let cache = try KVCache(shape: shape, layout: arm.kind, memory: memory, maxTokensPerRequest: tokens)
             caches.append((memory, cache))
@@ -456,21 +460,30 @@ struct VMMBench {
             }
             reads.append(try LayerReads(gpu: gpu, views: views, tokens: tokens))
             let counts = memory.accounting
-            placed.append((counts.slabChunks, counts.inUse))
+            placed.append("\(counts.slabChunks) of \(counts.inUse) in slabs")
         }
-        var rounds = Array(repeating: [Double](), count: arms.count + 1)
-        for _ in 0..<7 {
-            for (i, read) in reads.enumerated() { rounds[i].append(try timeGPU(gpu, reps: 10) { try read.readNextLayer() }) }
-            rounds[arms.count].append(try readPlain(requests: requests, tokens: tokens, rowBytes: shape.tokenLayerBytes))
+        func time(_ i: Int) throws -> Double { try timeGPU(gpu, reps: 10) { try reads[i].readNextLayer() } }
+        var phases: [KVPlacementReads.Phase] = []
+        func record(_ phase: String, _ i: Int, _ times: [Double]) {
+            phases.append(.init(phase: phase, kv: i < arms.count ? arms[i].name : "plain allocation, one layer",
+                                chunks: i < arms.count ? placed[i] : "-", millis: times))
         }
-        let bytesRead = requests * tokens * 2 * shape.tokenLayerBytes
-        var rows = zip(arms.indices, arms).map { i, arm in
-            KVPlacementReads.Arm(placement: arm.name, chunksInSlabs: placed[i].slabChunks, chunks: placed[i].chunks,
-                                 millis: median(rounds[i]), minMillis: rounds[i].min() ?? 0, maxMillis: rounds[i].max() ?? 0)
+        try build(0)
+        record("alone, in a row", 0, try (0..<rounds).map { _ in try time(0) })
+        try build(1)
+        try build(2)
+        record("three arms mapped, in a row", 0, try (0..<rounds).map { _ in try time(0) })
+        var inTurn = Array(repeating: [Double](), count: arms.count)
+        for _ in 0..<rounds { for i in arms.indices { inTurn[i].append(try time(i)) } }
+        for i in arms.indices { record("three arms mapped, in turn", i, inTurn[i]) }
+        var plain: [Double] = [], afterPlain: [Double] = []
+        for _ in 0..<rounds {
+            plain.append(try readPlain(requests: requests, tokens: tokens, rowBytes: shape.tokenLayerBytes))
+            afterPlain.append(try time(0))
         }
-        rows.append(.init(placement: "plain allocation, one layer", chunksInSlabs: 0, chunks: 0, millis: median(rounds[arms.count]),
-                          minMillis: rounds[arms.count].min() ?? 0, maxMillis: rounds[arms.count].max() ?? 0))
-        return KVPlacementReads(requests: requests, tokens: tokens, bytesRead: bytesRead, rounds: 7, arms: rows)
+        record("in turn with a plain allocation made, read, freed", arms.count, plain)
+        record("after a plain allocation made, read, freed", 0, afterPlain)
+        return KVPlacementReads(requests: requests, tokens: tokens, bytesRead: requests * tokens * 2 * shape.tokenLayerBytes, phases: phases)
     }
 
     /// A 256 MiB copy kernel timed on the GPU while something else goes on: what a kernel under
