@@ -13,6 +13,9 @@
 # blocked slab arm alone, with two more arms mapped, in turn with them, after a plain allocation
 # is made, read and freed; every timing printed. Predicted: alone 0.182 (as the churn stage),
 # slower once other memory is mapped or read in between (which one says TLB reach or walks).
+# Call 2: alone, mapped together and in turn all 0.181; after a plain allocation (cuMemAlloc 2
+# GiB) was made, read and freed, the blocked read 0.215 every time (+18.6%), per-layer and plain
+# unaffected. Now: does it last, and is it the allocation, the free, or the size.
 # On an H200 it then runs multi-turn with and without the prefix cache (issue 12's 2.4x).
 # Usage: [RUN_DEADLINE=420] scripts/gpu-kv-placement.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail

@@ -483,6 +483,24 @@ struct VMMBench {
         }
         record("in turn with a plain allocation made, read, freed", arms.count, plain)
         record("after a plain allocation made, read, freed", 0, afterPlain)
+        // Does the slower read last, and what brings it: an allocation made, or one freed, or its size?
+        record("then in a row, nothing else", 0, try (0..<rounds).map { _ in try time(0) })
+        usleep(1_000_000)
+        record("then after 1 s idle", 0, try (0..<rounds).map { _ in try time(0) })
+        record("each after 2 MiB allocated and freed", 0, try (0..<rounds).map { _ in
+            do { _ = try DeviceBuffer(context: gpu.context, bytes: chunk) }
+            return try time(0)
+        })
+        let kept = try DeviceBuffer(context: gpu.context, bytes: 2 << 30)
+        record("with 2 GiB allocated (kept)", 0, try (0..<rounds).map { _ in try time(0) })
+        try gpu.fill(kept.address, words: (2 << 30) / 4, seed: 9)
+        record("with 2 GiB allocated and written", 0, try (0..<rounds).map { _ in try time(0) })
+        withExtendedLifetime(kept) {}
+        record("each after 512 MiB allocated and freed", 0, try (0..<rounds).map { _ in
+            do { _ = try DeviceBuffer(context: gpu.context, bytes: 512 << 20) }
+            return try time(0)
+        })
+        record("per-layer arm, now", 2, try (0..<rounds).map { _ in try time(2) })
         return KVPlacementReads(requests: requests, tokens: tokens, bytesRead: requests * tokens * 2 * shape.tokenLayerBytes, phases: phases)
     }
 
