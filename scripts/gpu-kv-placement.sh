@@ -15,19 +15,24 @@
 # slower once other memory is mapped or read in between (which one says TLB reach or walks).
 # Call 2: alone, mapped together and in turn all 0.181; after a plain allocation (cuMemAlloc 2
 # GiB) was made, read and freed, the blocked read 0.215 every time (+18.6%), per-layer and plain
-# unaffected. Now: does it last, and is it the allocation, the free, or the size.
+# unaffected. Now: does it last, and is it the allocation, the free, or the size; then each
+# trigger in a fresh process (`--placement-trigger`: cuMemAlloc + cuMemFree of 2 GiB or 2 MiB,
+# cuMemAlloc kept, VMM chunks unmapped and kept, VMM chunks unmapped and released).
 # On an H200 it then runs multi-turn with and without the prefix cache (issue 12's 2.4x).
 # Usage: [RUN_DEADLINE=420] scripts/gpu-kv-placement.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
-for i in 1 2; do run placement-$i 120 "$bin" bench vmm --backend cuda --only placement --json-out "$out/placement-$i.json"; done
+run placement-1 120 "$bin" bench vmm --backend cuda --only placement --json-out "$out/placement-1.json"
+triggers="none alloc-free-2g alloc-free-2m alloc-kept vmm-unmap vmm-release"
+for t in $triggers; do run trigger-$t 60 "$bin" bench vmm --backend cuda --only placement --placement-trigger $t --json-out "$out/trigger-$t.json"; done
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   run mt-on 150 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/mt-on.json"
   run mt-nocache 150 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/mt-nocache.json"
 fi
-{ for i in 1 2; do echo "== placement run $i"; sed -n '/by where the chunks sit/,/^$/p' "$out/placement-$i.txt" | sed 's/   */  /g'; done
+{ echo "== placement phases"; sed -n '/by where the chunks sit/,/^$/p' "$out/placement-1.txt" | sed 's/   */  /g' | cut -c1-230
+  for t in $triggers; do echo "== trigger $t"; sed -n '/by where the chunks sit/,/^$/p' "$out/trigger-$t.txt" | grep -E "^(before|after|then|each|per-layer)" | sed 's/   */  /g' | cut -c1-200; done
   python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]

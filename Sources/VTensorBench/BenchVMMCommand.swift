@@ -79,6 +79,8 @@ struct KVPlacementReads: Codable {
     var requests: Int
     var tokens: Int
     var bytesRead: Int
+    /// The trigger mode's trigger (`--placement-trigger`), nil for the phases.
+    var trigger: String?
     var phases: [Phase]
 }
 
@@ -220,6 +222,9 @@ struct BenchVMMCommand: ParsableCommand {
     @Option(help: "Decode steps for the step-ahead measurement.")
     var steps = 200
 
+    @Option(help: "The placement stage reads the blocked KV before and after this, once a fresh process: none, alloc-free-2g, alloc-free-2m, alloc-kept, vmm-unmap, vmm-release (default: the stage's phases).")
+    var placementTrigger: VMMBench.PlacementTrigger?
+
     func run() throws {
         let (kind, unavailable) = options.resolve()
         if kind == .cpu, let unavailable, options.backend == nil, !json { print("(\(unavailable); measuring the cpu backend)") }
@@ -228,7 +233,8 @@ struct BenchVMMCommand: ParsableCommand {
         if let unknown = stages.first(where: { !VMMBench.allStages.contains($0) }) {
             throw ValidationError("unknown stage '\(unknown)'; stages are \(VMMBench.allStages.joined(separator: ", "))")
         }
-        let bench = VMMBench(device: device, chunks: chunks ?? (kind == .cuda ? 2000 : 256), steps: steps, log: !json, stages: stages)
+        let bench = VMMBench(device: device, chunks: chunks ?? (kind == .cuda ? 2000 : 256), steps: steps, log: !json, stages: stages,
+                             placementTrigger: placementTrigger)
         let report = try bench.run()
         if let jsonOut { try writeFile(jsonOut, try jsonString(report) + "\n") }
         if json {
@@ -325,7 +331,8 @@ struct BenchVMMCommand: ParsableCommand {
             out += churn.render() + "\n"
         }
         if let p = r.placement {
-            var placement = Table(title: "One layer's K/V reads (\(p.requests) x \(p.tokens) tokens, \(mib(p.bytesRead))) by where the chunks sit and what else is mapped",
+            var placement = Table(title: "One layer's K/V reads (\(p.requests) x \(p.tokens) tokens, \(mib(p.bytesRead))) by where the chunks sit and what else is mapped"
+                                    + (p.trigger.map { ", trigger \($0)" } ?? ""),
                                   header: ["phase", "KV", "chunks", "ms a read (median)", "least", "most", "TB/s", "timings"])
             for a in p.phases {
                 let m = median(a.millis)

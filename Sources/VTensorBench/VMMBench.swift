@@ -1,3 +1,4 @@
+import ArgumentParser
 import CLICommon
 import GPU
 import Glibc
@@ -11,6 +12,8 @@ struct VMMBench {
     let steps: Int
     let log: Bool
     let stages: Set<String>
+    /// The placement stage's trigger mode (`--placement-trigger`): nil runs its phases.
+    var placementTrigger: PlacementTrigger? = nil
     static let allStages = ["latency", "mapper", "access", "slabs", "packed", "steps", "launch", "churn", "placement", "copy", "layouts"]
     var gpu: CUDAWork? { device as? CUDAWork }
     var backend: any MemoryBackend { device.backend }
@@ -443,6 +446,7 @@ struct VMMBench {
         }
         var reads: [LayerReads] = []
         var placed: [String] = []
+        var built: [Int] = []  // the arm behind each of `reads`
         func build(_ i: Int) throws {
             let arm = arms[i]
             let memory = try VirtualMemory(backend: backend, budget: .bytes((kvChunks[i] + 64) * chunk), lowWatermark: 0, highWatermark: 0,
@@ -461,14 +465,51 @@ struct VMMBench {
             reads.append(try LayerReads(gpu: gpu, views: views, tokens: tokens))
             let counts = memory.accounting
             placed.append("\(counts.slabChunks) of \(counts.inUse) in slabs")
+            built.append(i)
         }
         func time(_ i: Int) throws -> Double { try timeGPU(gpu, reps: 10) { try reads[i].readNextLayer() } }
         var phases: [KVPlacementReads.Phase] = []
+        /// `i` indexes `reads`; past its end, the plain allocation.
         func record(_ phase: String, _ i: Int, _ times: [Double]) {
-            phases.append(.init(phase: phase, kv: i < arms.count ? arms[i].name : "plain allocation, one layer",
-                                chunks: i < arms.count ? placed[i] : "-", millis: times))
+            phases.append(.init(phase: phase, kv: i < reads.count ? arms[built[i]].name : "plain allocation, one layer",
+                                chunks: i < reads.count ? placed[i] : "-", millis: times))
         }
         try build(0)
+        if let trigger = placementTrigger {
+            // One trigger a process, from a fresh context: what changes the blocked read, and for how long.
+            try build(2)
+            record("before", 0, try (0..<rounds).map { _ in try time(0) })
+            var kept: [DeviceBuffer] = []
+            let scratch = try VirtualMemory(backend: backend, budget: .bytes(64 * chunk), lowWatermark: 0,
+                                            highWatermark: trigger == .vmmUnmap ? 64 : 0, freshSlabChunks: 1)
+            defer { _ = try? scratch.trim(to: 0) }
+            func pull() throws {
+                switch trigger {
+                case .none: break
+                case .allocFree2G: _ = try DeviceBuffer(context: gpu.context, bytes: 2 << 30)
+                case .allocFree2M: _ = try DeviceBuffer(context: gpu.context, bytes: chunk)
+                case .allocKept: kept.append(try DeviceBuffer(context: gpu.context, bytes: 256 << 20))
+                case .vmmUnmap, .vmmRelease:
+                    let tensor = try scratch.makeTensor(bytes: 32 * chunk)
+                    try scratch.grow(tensor, toChunks: 32)
+                    try scratch.free(tensor)
+                    _ = try scratch.reclaim()
+                    if trigger == .vmmRelease { _ = try scratch.trim(to: 0) }
+                }
+            }
+            try pull()
+            record("after the trigger once, in a row", 0, try (0..<rounds).map { _ in try time(0) })
+            usleep(1_000_000)
+            record("then after 1 s idle", 0, try (0..<rounds).map { _ in try time(0) })
+            record("each after the trigger", 0, try (0..<rounds).map { _ in
+                try pull()
+                return try time(0)
+            })
+            record("per-layer arm, now", 1, try (0..<rounds).map { _ in try time(1) })
+            withExtendedLifetime(kept) {}
+            return KVPlacementReads(requests: requests, tokens: tokens, bytesRead: requests * tokens * 2 * shape.tokenLayerBytes,
+                                    trigger: trigger.rawValue, phases: phases)
+        }
         record("alone, in a row", 0, try (0..<rounds).map { _ in try time(0) })
         try build(1)
         try build(2)
@@ -481,7 +522,7 @@ struct VMMBench {
             plain.append(try readPlain(requests: requests, tokens: tokens, rowBytes: shape.tokenLayerBytes))
             afterPlain.append(try time(0))
         }
-        record("in turn with a plain allocation made, read, freed", arms.count, plain)
+        record("in turn with a plain allocation made, read, freed", reads.count, plain)
         record("after a plain allocation made, read, freed", 0, afterPlain)
         // Does the slower read last, and what brings it: an allocation made, or one freed, or its size?
         record("then in a row, nothing else", 0, try (0..<rounds).map { _ in try time(0) })
@@ -501,7 +542,23 @@ struct VMMBench {
             return try time(0)
         })
         record("per-layer arm, now", 2, try (0..<rounds).map { _ in try time(2) })
-        return KVPlacementReads(requests: requests, tokens: tokens, bytesRead: requests * tokens * 2 * shape.tokenLayerBytes, phases: phases)
+        return KVPlacementReads(requests: requests, tokens: tokens, bytesRead: requests * tokens * 2 * shape.tokenLayerBytes, trigger: nil,
+                                phases: phases)
+    }
+
+    /// What the placement stage's trigger mode does between reads of the blocked KV.
+    enum PlacementTrigger: String, CaseIterable, ExpressibleByArgument {
+        case none
+        /// cuMemAlloc of 2 GiB, then cuMemFree.
+        case allocFree2G = "alloc-free-2g"
+        /// cuMemAlloc of 2 MiB, then cuMemFree.
+        case allocFree2M = "alloc-free-2m"
+        /// cuMemAlloc of 256 MiB, kept.
+        case allocKept = "alloc-kept"
+        /// 32 single chunks created, mapped, unmapped and kept in the pool's reserve.
+        case vmmUnmap = "vmm-unmap"
+        /// 32 single chunks created, mapped, unmapped and released (cuMemRelease).
+        case vmmRelease = "vmm-release"
     }
 
     /// A 256 MiB copy kernel timed on the GPU while something else goes on: what a kernel under
