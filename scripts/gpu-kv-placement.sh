@@ -17,7 +17,8 @@
 # GiB) was made, read and freed, the blocked read 0.215 every time (+18.6%), per-layer and plain
 # unaffected. Now: does it last, and is it the allocation, the free, or the size; then each
 # trigger in a fresh process (`--placement-trigger`: cuMemAlloc + cuMemFree of 2 GiB or 2 MiB,
-# cuMemAlloc kept, VMM chunks unmapped and kept, VMM chunks unmapped and released).
+# cuMemAlloc kept, VMM chunks unmapped and kept, VMM chunks unmapped and released, address space
+# reserved and freed).
 # On an H200 it then runs multi-turn with and without the prefix cache (issue 12's 2.4x).
 # Usage: [RUN_DEADLINE=420] scripts/gpu-kv-placement.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
 run placement-1 120 "$bin" bench vmm --backend cuda --only placement --json-out "$out/placement-1.json"
-triggers="none alloc-free-2g alloc-free-2m alloc-kept vmm-unmap vmm-release"
+triggers="none alloc-free-2g alloc-free-2m alloc-kept vmm-unmap vmm-release address-free"
 for t in $triggers; do run trigger-$t 60 "$bin" bench vmm --backend cuda --only placement --placement-trigger $t --json-out "$out/trigger-$t.json"; done
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   run mt-on 150 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/mt-on.json"

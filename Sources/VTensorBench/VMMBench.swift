@@ -482,7 +482,12 @@ struct VMMBench {
             var kept: [DeviceBuffer] = []
             let scratch = try VirtualMemory(backend: backend, budget: .bytes(64 * chunk), lowWatermark: 0,
                                             highWatermark: trigger == .vmmUnmap ? 64 : 0, freshSlabChunks: 1)
-            defer { _ = try? scratch.trim(to: 0) }
+            let tensor = try scratch.makeTensor(bytes: 32 * chunk)
+            defer {
+                try? scratch.free(tensor)
+                _ = try? scratch.reclaim()
+                _ = try? scratch.trim(to: 0)
+            }
             func pull() throws {
                 switch trigger {
                 case .none: break
@@ -490,11 +495,15 @@ struct VMMBench {
                 case .allocFree2M: _ = try DeviceBuffer(context: gpu.context, bytes: chunk)
                 case .allocKept: kept.append(try DeviceBuffer(context: gpu.context, bytes: 256 << 20))
                 case .vmmUnmap, .vmmRelease:
-                    let tensor = try scratch.makeTensor(bytes: 32 * chunk)
+                    // The tensor stays (its address range too): only chunks are unmapped, and released.
                     try scratch.grow(tensor, toChunks: 32)
-                    try scratch.free(tensor)
+                    try scratch.release(tensor, chunks: Array(0..<32))
                     _ = try scratch.reclaim()
                     if trigger == .vmmRelease { _ = try scratch.trim(to: 0) }
+                case .addressFree:
+                    let bytes = 64 * chunk
+                    let base = try backend.reserve(bytes: bytes)
+                    try backend.releaseReservation(base: base, bytes: bytes)
                 }
             }
             try pull()
@@ -559,6 +568,8 @@ struct VMMBench {
         case vmmUnmap = "vmm-unmap"
         /// 32 single chunks created, mapped, unmapped and released (cuMemRelease).
         case vmmRelease = "vmm-release"
+        /// 128 MiB of address space reserved and freed (cuMemAddressReserve, cuMemAddressFree), nothing mapped.
+        case addressFree = "address-free"
     }
 
     /// A 256 MiB copy kernel timed on the GPU while something else goes on: what a kernel under
