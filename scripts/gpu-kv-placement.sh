@@ -18,7 +18,9 @@
 # unaffected. Now: does it last, and is it the allocation, the free, or the size; then each
 # trigger in a fresh process (`--placement-trigger`: cuMemAlloc + cuMemFree of 2 GiB or 2 MiB,
 # cuMemAlloc kept, VMM chunks unmapped and kept, VMM chunks unmapped and released, address space
-# reserved and freed).
+# reserved and freed); the engine's decode attention kernel over the same KV, before and after.
+# Predicted: the free (cuMemFree or cuMemRelease) is the trigger, the slow read lasts, and decode
+# attention slows less than the plain read (the engine matched paged with nothing released).
 # On an H200 it then runs multi-turn with and without the prefix cache (issue 12's 2.4x).
 # Usage: [RUN_DEADLINE=420] scripts/gpu-kv-placement.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail

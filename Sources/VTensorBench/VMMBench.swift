@@ -478,7 +478,33 @@ struct VMMBench {
         if let trigger = placementTrigger {
             // One trigger a process, from a fresh context: what changes the blocked read, and for how long.
             try build(2)
+            // The engine's decode attention over the blocked slab arm too: one query a request,
+            // Llama-3-8B's heads, a batch a layer, all prepared (and its scratch reserved) first,
+            // so nothing is allocated or freed between here and the trigger.
+            let decode = try DecodeAttention(compiler: gpu.compiler, parameters: AttentionParameters(queryHeads: 32, kvHeads: 8, headDim: 128))
+            try decode.reserveWorkspace(maxRequests: requests, stream: gpu.stream)
+            let cache0 = caches[0].cache
+            let batches = try (0..<shape.layers).map { layer in
+                try decode.prepare((0..<requests).map { id in
+                    AttentionRequest(key: try cache0.view(id, layer: layer, component: .key),
+                                     value: try cache0.view(id, layer: layer, component: .value), queryStart: id, queryCount: 1)
+                }, stream: gpu.stream)
+            }
+            let queries = try DeviceBuffer(context: gpu.context, bytes: requests * 32 * 128 * 2)
+            let output = try DeviceBuffer(context: gpu.context, bytes: requests * 32 * 128 * 2)
+            try gpu.fill(queries.address, words: requests * 32 * 128 / 2, seed: 11)
+            var decodeLayer = 0
+            func timeDecode() throws -> Double {
+                try timeGPU(gpu, reps: 10) {
+                    try decode.run(batches[decodeLayer % batches.count], queries: queries.address, output: output.address, stream: gpu.stream)
+                    decodeLayer += 1
+                }
+            }
+            func recordDecode(_ phase: String, _ times: [Double]) {
+                phases.append(.init(phase: phase, kv: "decode attention, " + arms[0].name, chunks: placed[0], millis: times))
+            }
             record("before", 0, try (0..<rounds).map { _ in try time(0) })
+            recordDecode("before", try (0..<rounds).map { _ in try timeDecode() })
             var kept: [DeviceBuffer] = []
             let scratch = try VirtualMemory(backend: backend, budget: .bytes(64 * chunk), lowWatermark: 0,
                                             highWatermark: trigger == .vmmUnmap ? 64 : 0, freshSlabChunks: 1)
@@ -508,14 +534,19 @@ struct VMMBench {
             }
             try pull()
             record("after the trigger once, in a row", 0, try (0..<rounds).map { _ in try time(0) })
+            recordDecode("after the trigger once, in a row", try (0..<rounds).map { _ in try timeDecode() })
             usleep(1_000_000)
             record("then after 1 s idle", 0, try (0..<rounds).map { _ in try time(0) })
             record("each after the trigger", 0, try (0..<rounds).map { _ in
                 try pull()
                 return try time(0)
             })
+            recordDecode("each after the trigger", try (0..<rounds).map { _ in
+                try pull()
+                return try timeDecode()
+            })
             record("per-layer arm, now", 1, try (0..<rounds).map { _ in try time(1) })
-            withExtendedLifetime(kept) {}
+            withExtendedLifetime((kept, batches, queries, output)) {}
             return KVPlacementReads(requests: requests, tokens: tokens, bytesRead: requests * tokens * 2 * shape.tokenLayerBytes,
                                     trigger: trigger.rawValue, phases: phases)
         }
