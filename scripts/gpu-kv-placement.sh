@@ -22,19 +22,22 @@
 # Predicted: the free (cuMemFree or cuMemRelease) is the trigger, the slow read lasts, and decode
 # attention slows less than the plain read (the engine matched paged with nothing released).
 # On an H200 it then runs multi-turn with and without the prefix cache (issue 12's 2.4x).
-# Usage: [RUN_DEADLINE=420] scripts/gpu-kv-placement.sh [OUTDIR]   (carry gpu-pack)
+# Call 4: only a large cuMemFree slows reads (2 GiB +18%, 512 MiB +14%, 2 MiB nothing), for a few
+# milliseconds, every layout and decode attention alike; VMM unmaps and releases of single
+# chunks and freed address space cost nothing. Next: slab-release (8 slabs of 64 MiB released).
+# Usage: [RUN_DEADLINE=420] [PHASES=0] [TRIGGERS="none slab-release"] scripts/gpu-kv-placement.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
 start_summary
-run placement-1 120 "$bin" bench vmm --backend cuda --only placement --json-out "$out/placement-1.json"
-triggers="none alloc-free-2g alloc-free-2m alloc-kept vmm-unmap vmm-release address-free"
+[ "${PHASES:-1}" = 1 ] && run placement-1 120 "$bin" bench vmm --backend cuda --only placement --json-out "$out/placement-1.json"
+triggers=${TRIGGERS:-"none alloc-free-2g alloc-free-2m alloc-kept vmm-unmap vmm-release slab-release address-free"}
 for t in $triggers; do run trigger-$t 60 "$bin" bench vmm --backend cuda --only placement --placement-trigger $t --json-out "$out/trigger-$t.json"; done
 if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
   run mt-on 150 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/mt-on.json"
   run mt-nocache 150 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --no-prefix-cache --json-out "$out/mt-nocache.json"
 fi
-{ echo "== placement phases"; sed -n '/by where the chunks sit/,/^$/p' "$out/placement-1.txt" | sed 's/   */  /g' | cut -c1-230
+{ [ -f "$out/placement-1.txt" ] && { echo "== placement phases"; sed -n '/by where the chunks sit/,/^$/p' "$out/placement-1.txt" | sed 's/   */  /g' | cut -c1-230; }
   for t in $triggers; do echo "== trigger $t"; sed -n '/by where the chunks sit/,/^$/p' "$out/trigger-$t.txt" | grep -E "^(before|after|then|each|per-layer)" | sed 's/   */  /g' | cut -c1-200; done
   python3 - "$out" <<'PY'
 import json, os, sys

@@ -222,7 +222,7 @@ struct BenchVMMCommand: ParsableCommand {
     @Option(help: "Decode steps for the step-ahead measurement.")
     var steps = 200
 
-    @Option(help: "The placement stage reads the blocked KV before and after this, once a fresh process: none, alloc-free-2g, alloc-free-2m, alloc-kept, vmm-unmap, vmm-release, address-free (default: the stage's phases).")
+    @Option(help: "The placement stage reads the blocked KV before and after this, once a fresh process: none, alloc-free-2g, alloc-free-2m, alloc-kept, vmm-unmap, vmm-release, slab-release, address-free (default: the stage's phases).")
     var placementTrigger: VMMBench.PlacementTrigger?
 
     func run() throws {

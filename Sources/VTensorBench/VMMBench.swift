@@ -526,6 +526,19 @@ struct VMMBench {
                     try scratch.release(tensor, chunks: Array(0..<32))
                     _ = try scratch.reclaim()
                     if trigger == .vmmRelease { _ = try scratch.trim(to: 0) }
+                case .slabRelease:
+                    // 8 slabs of 32 chunks (512 MiB) mapped fresh, unmapped and released whole.
+                    let slabs = try VirtualMemory(backend: backend, budget: .bytes(256 * chunk), lowWatermark: 0, highWatermark: 0,
+                                                  freshSlabChunks: 32)
+                    let tensor = try slabs.makeTensor(bytes: 256 * chunk)
+                    slabs.setWholeWrites([(tensor, 256)])
+                    try slabs.grow(tensor, toChunks: 256)
+                    let inSlabs = slabs.accounting.slabChunks
+                    try slabs.free(tensor)
+                    _ = try slabs.reclaim()
+                    _ = try slabs.trim(to: 0)
+                    try slabs.drain()
+                    if inSlabs != 256 { say("  (slab trigger: \(inSlabs) of 256 chunks were in slabs)") }
                 case .addressFree:
                     let bytes = 64 * chunk
                     let base = try backend.reserve(bytes: bytes)
@@ -599,6 +612,8 @@ struct VMMBench {
         case vmmUnmap = "vmm-unmap"
         /// 32 single chunks created, mapped, unmapped and released (cuMemRelease).
         case vmmRelease = "vmm-release"
+        /// 8 slabs of 32 chunks (64 MiB allocations) mapped, unmapped and released.
+        case slabRelease = "slab-release"
         /// 128 MiB of address space reserved and freed (cuMemAddressReserve, cuMemAddressFree), nothing mapped.
         case addressFree = "address-free"
     }
