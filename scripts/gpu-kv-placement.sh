@@ -24,7 +24,8 @@
 # On an H200 it then runs multi-turn with and without the prefix cache (issue 12's 2.4x).
 # Call 4: only a large cuMemFree slows reads (2 GiB +18%, 512 MiB +14%, 2 MiB nothing), for a few
 # milliseconds, every layout and decode attention alike; VMM unmaps and releases of single
-# chunks and freed address space cost nothing. Next: slab-release (8 slabs of 64 MiB released).
+# chunks and freed address space cost nothing. Call 5: slab-release (8 slabs of 64 MiB released)
+# costs nothing either.
 # Usage: [RUN_DEADLINE=420] [PHASES=0] [TRIGGERS="none slab-release"] scripts/gpu-kv-placement.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
 cd "$(dirname "$0")/.."
