@@ -19,3 +19,24 @@ import Testing
         #expect(access.copyMillisIdle == nil, "no copy kernel on the CPU")
     }
 }
+
+/// The placement stage reads GPU memory only: on the host backend it reports nothing rather than
+/// a number, and each `--placement-trigger` name parses to its trigger.
+@Suite struct VMMPlacementStageTests {
+    @Test func thePlacementStageIsAGPUStage() throws {
+        let device = try openDevice(.cpu, ordinal: 0, hostCapacity: 1 << 30)
+        let bench = VMMBench(device: device, chunks: 0, steps: 0, log: false, stages: ["placement"], placementTrigger: .slabRelease)
+        let report = try bench.run()
+        #expect(report.placement == nil)
+        #expect(report.layouts.isEmpty && report.churn == nil)
+    }
+
+    @Test func everyTriggerNameParses() throws {
+        for trigger in VMMBench.PlacementTrigger.allCases {
+            #expect(VMMBench.PlacementTrigger(argument: trigger.rawValue) == trigger)
+        }
+        #expect(VMMBench.PlacementTrigger(argument: "bogus") == nil)
+        let command = try BenchVMMCommand.parse(["--only", "placement", "--placement-trigger", "alloc-free-2g"])
+        #expect(command.placementTrigger == .allocFree2G)
+    }
+}
