@@ -420,8 +420,10 @@ struct VMMBench {
     /// from single chunks, whose layer read touches 1/32 of the pages, as paged's per-layer pools
     /// do), read in a row, the three in turn, and after a plain allocation made, read and freed.
     /// Each phase 7 timings (each the median of 10 reads). Shared prefix's decode attention is
-    /// 1.4% slower than paged's only when the budget is full (docs/perf.md, 2026-12-06). nil when
-    /// the arms do not fit the free memory.
+    /// 1.4% slower than paged's only when the budget is full (docs/perf.md, 2026-12-06). With a
+    /// `placementTrigger`, instead: the blocked slab arm and the decode attention kernel over it,
+    /// before and after one trigger (found: only a large cuMemFree slows reads, for a few
+    /// milliseconds; VMM unmaps and releases do not). nil when the arms do not fit the free memory.
     func measurePlacement(_ gpu: CUDAWork) throws -> KVPlacementReads? {
         let shape = KVShape.llama3_8B
         let requests = 64, tokens = 2048, rounds = 7
@@ -530,11 +532,11 @@ struct VMMBench {
                     // 8 slabs of 32 chunks (512 MiB) mapped fresh, unmapped and released whole.
                     let slabs = try VirtualMemory(backend: backend, budget: .bytes(256 * chunk), lowWatermark: 0, highWatermark: 0,
                                                   freshSlabChunks: 32)
-                    let tensor = try slabs.makeTensor(bytes: 256 * chunk)
-                    slabs.setWholeWrites([(tensor, 256)])
-                    try slabs.grow(tensor, toChunks: 256)
+                    let slabbed = try slabs.makeTensor(bytes: 256 * chunk)
+                    slabs.setWholeWrites([(slabbed, 256)])
+                    try slabs.grow(slabbed, toChunks: 256)
                     let inSlabs = slabs.accounting.slabChunks
-                    try slabs.free(tensor)
+                    try slabs.free(slabbed)
                     _ = try slabs.reclaim()
                     _ = try slabs.trim(to: 0)
                     try slabs.drain()
