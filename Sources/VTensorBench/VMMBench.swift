@@ -378,16 +378,7 @@ struct VMMBench {
             for id in 0..<requests { try? cache.free(id) }
             try? memory.drain()
         }
-        for id in 0..<requests {
-            try cache.addRequest(id)
-            try cache.reserve(id, tokens: tokens)
-            try cache.setLength(id, tokens)
-            for t in try cache.tensors(of: id) { try gpu.fill(t.base, words: memory.mappedChunkCount(t) * chunk / 4, seed: UInt32(id)) }
-        }
-        let views = try (0..<shape.layers).map { layer in
-            try (0..<requests).map { id in (try cache.view(id, layer: layer, component: .key), try cache.view(id, layer: layer, component: .value)) }
-        }
-        let reads = try LayerReads(gpu: gpu, views: views, tokens: tokens)
+        let reads = try LayerReads(gpu: gpu, filling: cache, memory: memory, requests: requests, tokens: tokens)
         // One timing: the median of 10 reads, each of the next layer, so none is in L2.
         func timeRead() throws -> Double { try timeGPU(gpu, reps: 10) { try reads.readNextLayer() } }
         func medianWhile(_ busy: () -> Bool) throws -> (median: Double?, count: Int) { try Self.medianOfTimings(while: busy, timeRead) }
@@ -455,16 +446,7 @@ struct VMMBench {
                                            freshSlabChunks: arm.slab)
             let cache = try KVCache(shape: shape, layout: arm.kind, memory: memory, maxTokensPerRequest: tokens)
             caches.append((memory, cache))
-            for id in 0..<requests {
-                try cache.addRequest(id)
-                try cache.reserve(id, tokens: tokens)
-                try cache.setLength(id, tokens)
-                for t in try cache.tensors(of: id) { try gpu.fill(t.base, words: memory.mappedChunkCount(t) * chunk / 4, seed: UInt32(id)) }
-            }
-            let views = try (0..<shape.layers).map { layer in
-                try (0..<requests).map { id in (try cache.view(id, layer: layer, component: .key), try cache.view(id, layer: layer, component: .value)) }
-            }
-            reads.append(try LayerReads(gpu: gpu, views: views, tokens: tokens))
+            reads.append(try LayerReads(gpu: gpu, filling: cache, memory: memory, requests: requests, tokens: tokens))
             let counts = memory.accounting
             placed.append("\(counts.slabChunks) of \(counts.inUse) in slabs")
             built.append(i)
@@ -671,6 +653,21 @@ struct VMMBench {
                 return buffer
             }
             output = try DeviceBuffer(context: gpu.context, bytes: 4 * MemoryKernels.kvReadOutputWords(requests: requests, tokens: tokens))
+        }
+
+        /// Requests 0..<requests added to `cache`, `tokens` long, their chunks filled with a
+        /// pattern a request, and every layer of them read in turn.
+        convenience init(gpu: CUDAWork, filling cache: KVCache, memory: VirtualMemory, requests: Int, tokens: Int) throws {
+            for id in 0..<requests {
+                try cache.addRequest(id)
+                try cache.reserve(id, tokens: tokens)
+                try cache.setLength(id, tokens)
+                for t in try cache.tensors(of: id) { try gpu.fill(t.base, words: memory.mappedChunkCount(t) * memory.chunkSize / 4, seed: UInt32(id)) }
+            }
+            let views = try (0..<cache.layout.shape.layers).map { layer in
+                try (0..<requests).map { id in (try cache.view(id, layer: layer, component: .key), try cache.view(id, layer: layer, component: .value)) }
+            }
+            try self.init(gpu: gpu, views: views, tokens: tokens)
         }
 
         func readNextLayer() throws {
