@@ -54,6 +54,8 @@ public struct EngineFlags: ParsableArguments {
     public var matmulBuckets: OnOff = .on
     @Option(help: "GPU, with --matmul-buckets: at load, time the heuristic's first cuBLASLt candidates for each bucket's products up to 512 rows on the model's weights and keep the fastest (on), or let cuBLASLt pick by its heuristic (off).")
     public var matmulAutotune: OnOff = .on
+    @Option(help: "GPU, with --matmul-autotune: also time the heuristic's candidates with K split into 2-8 parts, for products whose tiles leave SMs idle (a decode step's 4096-wide projections) (on), or only the candidates the heuristic offers (off).")
+    public var matmulAutotuneSplitK: OnOff = .off
     @Option(help: "GPU, with --matmul-autotune: the file that keeps the autotune's choices, so a later start on the same device and cuBLASLt runs the same algorithms without timing them (default: $VTENSOR_CACHE_DIR, else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor, then matmul-tuning.json; none: time at every start).")
     public var matmulTuningCache: String?
 
@@ -101,7 +103,8 @@ public struct EngineFlags: ParsableArguments {
         options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on,
                                        unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlabChunks,
                                        sharedPrefixDecode: sharedPrefixDecode == .on, matmulBuckets: matmulBuckets == .on,
-                                       matmulAutotune: matmulAutotune == .on, matmulTuningCache: tuningCachePath)
+                                       matmulAutotune: matmulAutotune == .on, matmulAutotuneSplitK: matmulAutotuneSplitK == .on,
+                                       matmulTuningCache: tuningCachePath)
         return options
     }
 

@@ -19,6 +19,11 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
         let preferenceDestroy: PFN_cublasLtMatmulPreferenceDestroy
         let preferenceSetAttribute: PFN_cublasLtMatmulPreferenceSetAttribute
         let getHeuristic: PFN_cublasLtMatmulAlgoGetHeuristic
+        // Reading and changing an algorithm (`splitVariants`, `configuration`).
+        let capGetAttribute: PFN_cublasLtMatmulAlgoCapGetAttribute
+        let configGetAttribute: PFN_cublasLtMatmulAlgoConfigGetAttribute
+        let configSetAttribute: PFN_cublasLtMatmulAlgoConfigSetAttribute
+        let check: PFN_cublasLtMatmulAlgoCheck
 
         init(_ library: DynamicLibrary) throws {
             descCreate = try library.function("cublasLtMatmulDescCreate", as: PFN_cublasLtMatmulDescCreate.self)
@@ -32,6 +37,12 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
             preferenceSetAttribute = try library.function("cublasLtMatmulPreferenceSetAttribute",
                                                           as: PFN_cublasLtMatmulPreferenceSetAttribute.self)
             getHeuristic = try library.function("cublasLtMatmulAlgoGetHeuristic", as: PFN_cublasLtMatmulAlgoGetHeuristic.self)
+            capGetAttribute = try library.function("cublasLtMatmulAlgoCapGetAttribute", as: PFN_cublasLtMatmulAlgoCapGetAttribute.self)
+            configGetAttribute = try library.function("cublasLtMatmulAlgoConfigGetAttribute",
+                                                      as: PFN_cublasLtMatmulAlgoConfigGetAttribute.self)
+            configSetAttribute = try library.function("cublasLtMatmulAlgoConfigSetAttribute",
+                                                      as: PFN_cublasLtMatmulAlgoConfigSetAttribute.self)
+            check = try library.function("cublasLtMatmulAlgoCheck", as: PFN_cublasLtMatmulAlgoCheck.self)
         }
     }
 
@@ -146,6 +157,75 @@ public final class CuBLASLtMatmul: @unchecked Sendable {
         return results.prefix(Int(max(0, returned))).filter { $0.state == CUBLAS_STATUS_SUCCESS }.map {
             Candidate(algorithm: $0.algo, workspaceBytes: $0.workspaceSize, waves: $0.wavesCount)
         }
+    }
+}
+
+extension CuBLASLtMatmul {
+    /// What an algorithm value is, read from its configuration: cuBLASLt's algorithm id, tile and
+    /// stages ids (cuBLASLt's enums; 0 where the family does not use them), and how many parts K
+    /// is split into (1: none).
+    public struct Configuration: Sendable, Equatable, CustomStringConvertible {
+        public var algorithmID: Int32
+        public var tile: UInt32
+        public var stages: UInt32
+        public var splits: UInt32
+        public var description: String { "algo \(algorithmID) tile \(tile) stages \(stages) split-K \(splits)" }
+    }
+
+    /// The configuration of `candidate`; nil where cuBLASLt will not say.
+    public func configuration(of candidate: Candidate) -> Configuration? {
+        var algo = candidate.algorithm
+        func read<T: FixedWidthInteger>(_ attribute: Int32, as _: T.Type) -> T? {
+            var value: T = 0
+            var written = 0
+            let status = api.configGetAttribute(&algo, attribute, &value, MemoryLayout<T>.size, &written)
+            return status == CUBLAS_STATUS_SUCCESS ? value : nil
+        }
+        guard let id = read(Int32(CUBLASLT_ALGO_CONFIG_ID), as: Int32.self) else { return nil }
+        return Configuration(algorithmID: id, tile: read(Int32(CUBLASLT_ALGO_CONFIG_TILE_ID), as: UInt32.self) ?? 0,
+                             stages: read(Int32(CUBLASLT_ALGO_CONFIG_STAGES_ID), as: UInt32.self) ?? 0,
+                             splits: read(Int32(CUBLASLT_ALGO_CONFIG_SPLITK_NUM), as: UInt32.self) ?? 1)
+    }
+
+    /// `candidate` with K split into each of `splits` parts, where the algorithm can split K and
+    /// cuBLASLt accepts the result for this product within `workspaceBytes`: the heuristic offers
+    /// a product that launches too few tiles to fill the device (a decode step's 4096-wide
+    /// projections at 128 rows: 32 tiles of 128 x 128 on 132 SMs) mostly unsplit, and splitting K
+    /// gives every SM a part of the weights to stream. Partial sums add up in fp32 (reduction
+    /// scheme COMPUTE_TYPE) when the algorithm can; in D's own type otherwise, only when D is fp32,
+    /// so a bf16 D never rounds a partial sum (see `candidates`).
+    public func splitVariants(of candidate: Candidate, splits: [Int], workspaceBytes: Int) -> [Candidate] {
+        var base = candidate.algorithm
+        var support: Int32 = 0, schemes: UInt32 = 0, written = 0
+        guard api.capGetAttribute(&base, Int32(CUBLASLT_ALGO_CAP_SPLITK_SUPPORT), &support, 4, &written) == CUBLAS_STATUS_SUCCESS,
+              support != 0,
+              api.capGetAttribute(&base, Int32(CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK), &schemes, 4, &written) == CUBLAS_STATUS_SUCCESS
+        else { return [] }
+        let scheme: UInt32
+        if schemes & UInt32(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE) != 0 {
+            scheme = UInt32(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE)
+        } else if floatOutput && schemes & UInt32(CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE) != 0 {
+            scheme = UInt32(CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE)
+        } else if floatOutput && schemes & UInt32(CUBLASLT_REDUCTION_SCHEME_INPLACE) != 0 {
+            scheme = UInt32(CUBLASLT_REDUCTION_SCHEME_INPLACE)
+        } else {
+            return []
+        }
+        let current = configuration(of: candidate)?.splits ?? 1
+        var variants: [Candidate] = []
+        for parts in splits where parts > 1 && UInt32(parts) != current && k / parts >= 128 {
+            var algo = candidate.algorithm
+            var count = UInt32(parts), reduction = scheme
+            guard api.configSetAttribute(&algo, Int32(CUBLASLT_ALGO_CONFIG_SPLITK_NUM), &count, 4) == CUBLAS_STATUS_SUCCESS,
+                  api.configSetAttribute(&algo, Int32(CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME), &reduction, 4) == CUBLAS_STATUS_SUCCESS
+            else { continue }
+            var result = cublasLtMatmulHeuristicResult_t()
+            guard api.check(handle.handle, desc, layouts.a, layouts.b, layouts.d, layouts.d, &algo, &result) == CUBLAS_STATUS_SUCCESS,
+                  result.workspaceSize <= workspaceBytes
+            else { continue }
+            variants.append(Candidate(algorithm: algo, workspaceBytes: result.workspaceSize, waves: result.wavesCount))
+        }
+        return variants
     }
 }
 

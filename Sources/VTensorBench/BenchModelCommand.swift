@@ -88,6 +88,8 @@ struct BenchModelCommand: ParsableCommand {
     var earlyWeights = "on"
     @Option(help: "GPU: time the heuristic's first cuBLASLt candidates for each bucket's products up to 512 rows at load and keep the fastest: on (the default, as in service; no tuning cache: every run times) or off.")
     var matmulAutotune = "on"
+    @Option(help: "GPU, with --matmul-autotune on: also time split-K variants of the heuristic's candidates (on or off).")
+    var matmulAutotuneSplitK = "off"
     @Flag(help: "GPU decode, timing experiments only: leave attention out of the step (the output is wrong) to measure its cost in the pipelined step.")
     var skipAttention = false
 
@@ -163,13 +165,21 @@ extension BenchModelCommand {
                 if let n = attentionSubsteps { decodeConfig.subSteps = n }
                 if l2Hint != "auto" { decodeConfig.l2Prefetch = l2Hint == "on" }
                 return decodeConfig
-            }(), matmulAutotune: matmulAutotune == "on")
+            }(), matmulAutotune: matmulAutotune == "on", matmulAutotuneSplitK: matmulAutotuneSplitK == "on")
         let model = try GPUModel(config: config, weights: hostWeights, device: backendOptions.device, checkpoint: checkpoint,
                                  maxBatchTokens: max(tokensPerStep, batch), maxLogitRows: max(batch, 1),
                                  maxTokensPerSequence: promptTokens + decodeTokens + 8, options: options)
         if skipAttention { print("--skip-attention: decode steps leave attention out; times only, the logits are wrong") }
         print("model: \(label) on \(model.name): \(fixed(Double(model.weights.bytes) / 1e9, 2)) GB of weights (bf16), workspace \(mib(model.workspaceBytes))")
         if let report = GPUModel.autotuneSummary(model.matmulAutotuned, cacheNote: model.matmulTuningCacheNote) { print("cuBLASLt autotune: " + report) }
+        // Every contender timed for the decode step's products (the bucket holding `batch` rows).
+        do {
+            let rows = GPUModel.matmulTokens(batch, capacity: max(tokensPerStep, batch))
+            for trial in model.matmulAutotuneTrials where trial.tokens == rows {
+                print("  autotune \(trial.name) @\(rows): \(trial.configuration), waves \(trial.waves.map { fixed(Double($0), 2) } ?? "-"), "
+                      + "\(trial.microseconds.map { fixed($0, 1) + " us" } ?? "refused")")
+            }
+        }
         var rng = SplitMix64(seed: 7)
         let c = config
         func prompts() -> [[Int]] { (0..<batch).map { _ in (0..<promptTokens).map { _ in Int(rng.next() % UInt64(c.vocabSize)) } } }

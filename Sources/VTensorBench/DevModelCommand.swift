@@ -20,6 +20,8 @@ struct DevModelCommand: ParsableCommand {
     var jsonOut: String?
     @Option(help: "Run the cuBLASLt products with the algorithms an autotune at load chose (on, the default, as in service; no tuning cache), or with cuBLASLt's heuristic (off) (GPUModel.Options.matmulAutotune).")
     var matmulAutotune: OnOff = .on
+    @Option(help: "With --matmul-autotune on: also time split-K variants of the heuristic's candidates (GPUModel.Options.matmulAutotuneSplitK).")
+    var matmulAutotuneSplitK: OnOff = .off
 
     struct Check: Codable {
         var model: String
@@ -54,14 +56,15 @@ struct DevModelCommand: ParsableCommand {
           for (policy, persistent, graphs) in [(GPUModel.MatmulPolicy.auto, false, false), (.cublas, false, false), (.auto, true, false),
                                                (.auto, false, true)] {
             let name = "\(name) [matmul \(policy.rawValue)\(persistent ? ", persistent layers" : "")\(graphs ? ", CUDA graphs" : "")"
-                + "\(matmulAutotune == .on ? ", autotuned" : "")]"
+                + "\(matmulAutotune == .on ? ", autotuned" : "")\(matmulAutotune == .on && matmulAutotuneSplitK == .on ? " with split-K" : "")]"
             // Both sides get the same bf16-representable weights, so differences come from the arithmetic alone.
             let weights = Self.roundedToBF16(ModelWeights.dummy(config: config, seed: 5, std: 0.05))
             let cpu = try CPUModel(weights: weights, kvBudgetBytes: 1 << 30, maxTokensPerSequence: 8192)
             let gpu = try GPUModel(config: config, weights: weights, device: device, kvBudget: .bytes(1 << 30), maxBatchTokens: 6000,
                                    maxLogitRows: 256, maxTokensPerSequence: 8192,
                                    options: GPUModel.Options(matmulPolicy: policy, persistentLayers: persistent, cudaGraphs: graphs,
-                                                             matmulAutotune: matmulAutotune == .on))
+                                                             matmulAutotune: matmulAutotune == .on,
+                                                             matmulAutotuneSplitK: matmulAutotuneSplitK == .on))
             func tokens(_ n: Int) -> [Int] { (0..<n).map { _ in Int(rng.next() % UInt64(config.vocabSize)) } }
             func compare(_ step: String, _ inputs: [ForwardInput]) throws {
                 let a = try cpu.reserveAndForward(inputs), b = try gpu.reserveAndForward(inputs)

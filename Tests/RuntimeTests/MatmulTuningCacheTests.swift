@@ -25,11 +25,12 @@ import Testing
 
     @Test func keysSeparateEverythingAChoiceDependsOn() {
         func key(_ device: String = "A", _ library: String = "13.1.0", n: Int = 128, output: String = "bf16", accumulate: Bool = false,
-                 workspace: Int = 1 << 25) -> String {
+                 workspace: Int = 1 << 25, splitK: Bool = false) -> String {
             MatmulTuningCache.key(device: device, library: library, m: 6144, n: n, k: 4096, output: output, accumulate: accumulate,
-                                  workspaceBytes: workspace)
+                                  workspaceBytes: workspace, splitK: splitK)
         }
-        let keys = [key(), key("B"), key("A", "13.0.2"), key(n: 144), key(output: "f32"), key(accumulate: true), key(workspace: 1 << 24)]
+        let keys = [key(), key("B"), key("A", "13.0.2"), key(n: 144), key(output: "f32"), key(accumulate: true), key(workspace: 1 << 24),
+                    key(splitK: true)]
         #expect(Set(keys).count == keys.count)
     }
 

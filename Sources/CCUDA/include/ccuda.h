@@ -259,6 +259,33 @@ typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoGetHeuristic)(cublasLtHandle_t li
                                                             cublasLtMatmulPreference_t preference, int requestedAlgoCount,
                                                             cublasLtMatmulHeuristicResult_t heuristicResultsArray[],
                                                             int *returnAlgoCount);
+// Reading and changing an algorithm value (the autotune's split-K variants): capability
+// attributes (SPLITK_SUPPORT = 0, an int32; REDUCTION_SCHEME_MASK = 1, a uint32), configuration
+// attributes (ID = 0, an int32; TILE_ID = 1, SPLITK_NUM = 2, REDUCTION_SCHEME = 3, STAGES_ID = 6,
+// uint32s), and a check that a changed value is valid for a product, which fills in the
+// workspace it needs and its waves.
+enum {
+    CUBLASLT_ALGO_CAP_SPLITK_SUPPORT = 0,
+    CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK = 1,
+    CUBLASLT_ALGO_CONFIG_ID = 0,
+    CUBLASLT_ALGO_CONFIG_TILE_ID = 1,
+    CUBLASLT_ALGO_CONFIG_SPLITK_NUM = 2,
+    CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME = 3,
+    CUBLASLT_ALGO_CONFIG_STAGES_ID = 6,
+    CUBLASLT_REDUCTION_SCHEME_NONE = 0,
+    CUBLASLT_REDUCTION_SCHEME_INPLACE = 1,
+    CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE = 4,
+};
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoCapGetAttribute)(const cublasLtMatmulAlgo_t *algo, int attr, void *buf,
+                                                               size_t sizeInBytes, size_t *sizeWritten);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoConfigGetAttribute)(const cublasLtMatmulAlgo_t *algo, int attr, void *buf,
+                                                                  size_t sizeInBytes, size_t *sizeWritten);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoConfigSetAttribute)(cublasLtMatmulAlgo_t *algo, int attr, const void *buf,
+                                                                  size_t sizeInBytes);
+typedef cublasStatus_t (*PFN_cublasLtMatmulAlgoCheck)(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t operationDesc,
+                                                     cublasLtMatrixLayout_t Adesc, cublasLtMatrixLayout_t Bdesc,
+                                                     cublasLtMatrixLayout_t Cdesc, cublasLtMatrixLayout_t Ddesc,
+                                                     const cublasLtMatmulAlgo_t *algo, cublasLtMatmulHeuristicResult_t *result);
 typedef cublasStatus_t (*PFN_cublasLtMatmul)(cublasLtHandle_t lightHandle, cublasLtMatmulDesc_t computeDesc,
                                             const void *alpha, const void *A, cublasLtMatrixLayout_t Adesc,
                                             const void *B, cublasLtMatrixLayout_t Bdesc, const void *beta,

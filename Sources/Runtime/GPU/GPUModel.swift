@@ -137,6 +137,9 @@ public final class GPUModel: @unchecked Sendable {
         /// fastest when it beats the heuristic's pick by more than 2%. On by default: a decode
         /// step of 128 rows 3.4% shorter on an H100 (docs/perf.md, 2026-12-06, fourth session).
         public let matmulAutotune: Bool
+        /// With `matmulAutotune`: also time the heuristic's candidates with K split into 2-8
+        /// parts (`CuBLASLtMatmul.splitVariants`), for products whose tiles leave SMs idle.
+        public let matmulAutotuneSplitK: Bool
         /// Where `matmulAutotune` keeps its choices (`MatmulTuningCache`): a later load on the same
         /// device and cuBLASLt runs the same algorithms without timing them, so outputs do not
         /// change from one start to the next. nil: time at every load and keep nothing.
@@ -148,7 +151,8 @@ public final class GPUModel: @unchecked Sendable {
                     gemvUnroll: Int = 8, earlyWeights: Bool = true, weightL2Hint: Bool? = nil,
                     decodeConfig: DecodeAttention.Config? = nil, splitMixedAttention: Bool = true, sharedDecodeTable: Bool = true,
                     accessPerRun: Bool = false, unmapPerRun: Bool = false, freshSlabChunks: Int? = nil, sharedPrefixDecode: Bool = true,
-                    matmulBuckets: Bool = true, matmulAutotune: Bool = true, matmulTuningCache: String? = nil) {
+                    matmulBuckets: Bool = true, matmulAutotune: Bool = true, matmulAutotuneSplitK: Bool = false,
+                    matmulTuningCache: String? = nil) {
             self.matmulPolicy = matmulPolicy
             self.persistentLayers = persistentLayers
             self.cudaGraphs = cudaGraphs
@@ -170,6 +174,7 @@ public final class GPUModel: @unchecked Sendable {
             self.sharedPrefixDecode = sharedPrefixDecode
             self.matmulBuckets = matmulBuckets
             self.matmulAutotune = matmulAutotune
+            self.matmulAutotuneSplitK = matmulAutotuneSplitK
             self.matmulTuningCache = matmulTuningCache
         }
     }
@@ -253,8 +258,24 @@ public final class GPUModel: @unchecked Sendable {
         public var candidates: Int
         public var switched: Bool
         public var cached = false
+        /// The configuration of the algorithm run (`CuBLASLtMatmul.Configuration`) when it
+        /// replaced the heuristic's pick, and how many of the candidates timed were split-K
+        /// variants (`Options.matmulAutotuneSplitK`).
+        public var chosen: String? = nil
+        public var splitVariants = 0
     }
     public private(set) var matmulAutotuned: [AutotunedProduct] = []
+    /// Every contender an autotune timed (not those taken from the tuning cache): the product and
+    /// rows, the algorithm's configuration ("heuristic" for cuBLASLt's own pick), the heuristic's
+    /// or the check's wave count, and the median microseconds a run (nil: refused at run time).
+    public struct AutotuneTrial: Sendable, Codable {
+        public var name: String
+        public var tokens: Int
+        public var configuration: String
+        public var waves: Float?
+        public var microseconds: Double?
+    }
+    public private(set) var matmulAutotuneTrials: [AutotuneTrial] = []
     /// What became of `Options.matmulTuningCache` at load: read, written, or why not.
     public private(set) var matmulTuningCacheNote: String?
     private var tuningCache: MatmulTuningCache?
@@ -270,7 +291,10 @@ public final class GPUModel: @unchecked Sendable {
         let before = at.reduce(0) { $0 + $1.heuristicMicroseconds }
         let after = at.reduce(0) { $0 + ($1.switched ? $1.bestMicroseconds : $1.heuristicMicroseconds) }
         func us(_ value: Double) -> String { String(format: "%.1f", value) }
-        let detail = at.map { "\($0.name) \(us($0.heuristicMicroseconds)) -> \(us($0.switched ? $0.bestMicroseconds : $0.heuristicMicroseconds))" }
+        let detail = at.map {
+            "\($0.name) \(us($0.heuristicMicroseconds)) -> \(us($0.switched ? $0.bestMicroseconds : $0.heuristicMicroseconds))"
+                + ($0.switched ? $0.chosen.map { " [\($0)]" } ?? "" : "")
+        }
         let source = cached == 0 ? "\(products.count) products timed" : "\(products.count) products (\(cached) from the tuning cache, "
             + "\(products.count - cached) timed)"
         return source + ", \(switched) switched\(cacheNote.map { " (\($0))" } ?? ""); at \(rows) rows a layer's products and the LM head \(us(before)) -> "
@@ -605,16 +629,22 @@ public final class GPUModel: @unchecked Sendable {
         let float = floatOutput ?? accumulate
         guard let product = matmuls[Self.productKey(out: out, tokens: tokens, k: k, float: float)], !weights.isEmpty else { return }
         // An autotune that cannot run leaves the heuristic's pick (it is an optimization).
-        guard let candidates = try? product.candidates(count: 8, workspaceBytes: workspace.blasBytes), candidates.count > 1 else { return }
+        guard let offered = try? product.candidates(count: 8, workspaceBytes: workspace.blasBytes), !offered.isEmpty else { return }
+        let variants = options.matmulAutotuneSplitK ? Self.splitVariants(of: offered, product: product, workspaceBytes: workspace.blasBytes) : []
+        let candidates = offered + variants
+        guard candidates.count > 1 else { return }
         let key = MatmulTuningCache.key(device: self.name, library: (try? CuBLASLt.shared().versionString) ?? "?", m: out, n: tokens, k: k,
-                                        output: float ? "f32" : "bf16", accumulate: accumulate, workspaceBytes: workspace.blasBytes)
+                                        output: float ? "f32" : "bf16", accumulate: accumulate, workspaceBytes: workspace.blasBytes,
+                                        splitK: options.matmulAutotuneSplitK)
         if let entry = tuningCache?.entries[key] {
             let match = entry.algorithm.flatMap { hex in candidates.first { MatmulTuningCache.hex($0.words) == hex } }
             if entry.algorithm == nil || match != nil {
                 product.chosen = match
                 matmulAutotuned.append(AutotunedProduct(name: name, tokens: tokens, heuristicMicroseconds: entry.heuristicMicroseconds,
                                                         bestMicroseconds: entry.bestMicroseconds, candidates: entry.candidates,
-                                                        switched: match != nil, cached: true))
+                                                        switched: match != nil, cached: true,
+                                                        chosen: match.flatMap { product.configuration(of: $0)?.description },
+                                                        splitVariants: variants.count))
                 return
             }
             // The heuristic no longer offers the cached algorithm: time again.
@@ -643,6 +673,12 @@ public final class GPUModel: @unchecked Sendable {
             }
         }
         func median(_ values: [Double]) -> Double? { values.isEmpty ? nil : values.sorted()[values.count / 2] }
+        for (i, candidate) in contenders.enumerated() {
+            matmulAutotuneTrials.append(AutotuneTrial(
+                name: name, tokens: tokens,
+                configuration: candidate.map { product.configuration(of: $0)?.description ?? "?" } ?? "heuristic",
+                waves: candidate?.waves, microseconds: median(samples[i])))
+        }
         guard let heuristic = median(samples[0]) else { return }
         var best = (index: 0, us: heuristic)
         for i in 1..<contenders.count {
@@ -651,13 +687,32 @@ public final class GPUModel: @unchecked Sendable {
         let switched = best.index > 0 && best.us < heuristic * 0.98
         if switched { product.chosen = contenders[best.index] }
         matmulAutotuned.append(AutotunedProduct(name: name, tokens: tokens, heuristicMicroseconds: heuristic, bestMicroseconds: best.us,
-                                                candidates: candidates.count, switched: switched))
+                                                candidates: candidates.count, switched: switched,
+                                                chosen: switched ? contenders[best.index].flatMap { product.configuration(of: $0)?.description } : nil,
+                                                splitVariants: variants.count))
         if tuningCache != nil {
             tuningCache?.entries[key] = MatmulTuningCache.Entry(
                 algorithm: switched ? contenders[best.index].map { MatmulTuningCache.hex($0.words) } : nil,
                 heuristicMicroseconds: heuristic, bestMicroseconds: best.us, candidates: candidates.count)
             tuningCacheChanged = true
         }
+    }
+
+    /// Split-K variants of the heuristic's first candidates that launch less than a wave: each
+    /// with K in 2, 3, 4, 6 or 8 parts, as long as the parts stay within about two waves (the
+    /// heuristic's wave count times the parts), at most 16 in all, none twice.
+    static func splitVariants(of offered: [CuBLASLtMatmul.Candidate], product: CuBLASLtMatmul,
+                              workspaceBytes: Int) -> [CuBLASLtMatmul.Candidate] {
+        var seen = Set(offered.map(\.words))
+        var variants: [CuBLASLtMatmul.Candidate] = []
+        for candidate in offered.prefix(4) where candidate.waves < 0.9 {
+            let splits = [2, 3, 4, 6, 8].filter { candidate.waves <= 0 || Float($0) * candidate.waves <= 2.2 }
+            for variant in product.splitVariants(of: candidate, splits: splits, workspaceBytes: workspaceBytes)
+            where seen.insert(variant.words).inserted && variants.count < 16 {
+                variants.append(variant)
+            }
+        }
+        return variants
     }
 
     /// Whether the driver offers cuLaunchKernelEx (programmatic dependent launch).

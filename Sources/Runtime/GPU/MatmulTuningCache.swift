@@ -42,9 +42,12 @@ public struct MatmulTuningCache: Codable, Sendable, Equatable {
     ///   - output: the type of D ("bf16", "f32").
     ///   - accumulate: D += product (beta 1) rather than D = product.
     ///   - workspaceBytes: the workspace the algorithms may use.
+    ///   - splitK: whether the candidates included split-K variants (a choice made without them
+    ///     is not the answer of a search with them).
     public static func key(device: String, library: String, m: Int, n: Int, k: Int, output: String, accumulate: Bool,
-                           workspaceBytes: Int) -> String {
+                           workspaceBytes: Int, splitK: Bool = false) -> String {
         "\(device) | cuBLASLt \(library) | \(m)x\(n)x\(k) bf16 -> \(output)\(accumulate ? " accumulate" : "") | workspace \(workspaceBytes)"
+            + (splitK ? " | split-K" : "")
     }
 
     /// The words of a cuBLASLt algorithm value as the hex an entry stores.
