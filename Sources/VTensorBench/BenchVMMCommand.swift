@@ -84,6 +84,17 @@ struct KVPlacementReads: Codable {
     var phases: [Phase]
 }
 
+/// One read of the reach stage: a layer's K/V of 64 requests at `tokens` each, in `layout`, with
+/// `kvBytes` of KV mapped.
+struct KVReachRead: Codable {
+    var pass: Int
+    var layout: String
+    var tokens: Int
+    var kvBytes: Int
+    var bytesRead: Int
+    var millis: [Double]
+}
+
 struct LaunchInterference: Codable {
     var idle: Percentiles
     var whileMapping: Percentiles
@@ -195,6 +206,7 @@ struct VMMBenchReport: Codable {
     var launch: LaunchInterference?
     var churn: ReadsUnderChurn?
     var placement: KVPlacementReads?
+    var reach: [KVReachRead] = []
     var copy: CopyBandwidth?
     var layoutShape: String
     var layouts: [LayoutRead]
@@ -216,7 +228,7 @@ struct BenchVMMCommand: ParsableCommand {
     @Option(help: "Chunks for the latency and mapper measurements (default: 2000 on cuda, 256 on cpu).")
     var chunks: Int?
 
-    @Option(help: "Comma-separated stages to run (latency, mapper, access, slabs, packed, steps, launch, churn, placement, copy, layouts); default all.")
+    @Option(help: "Comma-separated stages to run (latency, mapper, access, slabs, packed, steps, launch, churn, placement, reach, copy, layouts); default all.")
     var only: String?
 
     @Option(help: "Decode steps for the step-ahead measurement.")
@@ -340,6 +352,16 @@ struct BenchVMMCommand: ParsableCommand {
                                fixed(Double(p.bytesRead) / (m / 1000) / 1e12, 3), a.millis.map { fixed($0, 3) }.joined(separator: " ")])
             }
             out += placement.render() + "\n"
+        }
+        if !r.reach.isEmpty {
+            var reach = Table(title: "One layer's K/V reads of 64 requests as the KV grows (TB/s; median of 5 x 10)",
+                              header: ["pass", "layout", "tokens", "KV GiB", "MiB read", "ms", "TB/s"])
+            for a in r.reach {
+                let m = median(a.millis)
+                reach.add(["\(a.pass)", a.layout, "\(a.tokens)", fixed(Double(a.kvBytes) / Double(1 << 30), 1), mib(a.bytesRead), fixed(m, 4),
+                           fixed(Double(a.bytesRead) / (m / 1000) / 1e12, 3)])
+            }
+            out += reach.render() + "\n"
         }
         if let c = r.copy {
             var copy = Table(title: "Copy bandwidth, \(mib(c.bytes)) read + written (TB/s)", header: ["memory", "TB/s"])

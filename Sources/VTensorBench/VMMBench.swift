@@ -14,7 +14,7 @@ struct VMMBench {
     let stages: Set<String>
     /// The placement stage's trigger mode (`--placement-trigger`): nil runs its phases.
     var placementTrigger: PlacementTrigger? = nil
-    static let allStages = ["latency", "mapper", "access", "slabs", "packed", "steps", "launch", "churn", "placement", "copy", "layouts"]
+    static let allStages = ["latency", "mapper", "access", "slabs", "packed", "steps", "launch", "churn", "placement", "reach", "copy", "layouts"]
     var gpu: CUDAWork? { device as? CUDAWork }
     var backend: any MemoryBackend { device.backend }
     var chunk: Int { backend.chunkSize }
@@ -32,18 +32,19 @@ struct VMMBench {
         let latencies = try stage("latency", "measuring per-chunk driver calls (\(chunks) chunks)...") { try measureLatencies() } ?? []
         let mapper = try stage("mapper", "measuring the asynchronous mapper...") { try measureMapper() }
         let access = try stage("access", "measuring access granted per run of chunks...") { try measureAccessRuns() }
-        for name in ["slabs", "launch", "churn", "placement"] where gpu == nil && stages.contains(name) { say("(\(name): a GPU stage, not measured on \(backend.name))") }
+        for name in ["slabs", "launch", "churn", "placement", "reach"] where gpu == nil && stages.contains(name) { say("(\(name): a GPU stage, not measured on \(backend.name))") }
         let slabs = try gpu.flatMap { gpu in try stage("slabs", "measuring allocations of several chunks, mapped in one call...") { try measureSlabs(gpu) } }
         let packed = try stage("packed", "measuring a prefix packed into a slab, aliased as one run...") { try measurePacked() } ?? nil
         let stepAhead = try stage("steps", "measuring step-ahead waits (\(steps) steps)...") { try measureStepAhead() } ?? []
         let launch = try gpu.flatMap { gpu in try stage("launch", "measuring kernel launches while mapping...") { try measureLaunches(gpu) } }
         let churn = try gpu.flatMap { gpu in try stage("churn", "measuring KV reads while the mapper maps and unmaps...") { try measureReadsUnderChurn(gpu) } }
         let placement = try gpu.flatMap { gpu in try stage("placement", "measuring KV reads by where the chunks sit...") { try measurePlacement(gpu) } }
+        let reach = try gpu.flatMap { gpu in try stage("reach", "measuring KV reads as the KV grows past the TLB's reach...") { try measureReach(gpu) } }
         let copy = try stage("copy", "measuring copy bandwidth...") { try measureCopy() }
         let layouts = try stage("layouts", "measuring KV layout read bandwidth...") { try measureLayouts() }
         return VMMBenchReport(date: todayUTC(), backend: backend.name, device: device.name, chunkSize: chunk,
                               latencies: latencies, mapper: mapper, access: access, slabs: slabs ?? [], packed: packed, stepAhead: stepAhead, launch: launch,
-                              churn: churn ?? nil, placement: placement ?? nil,
+                              churn: churn ?? nil, placement: placement ?? nil, reach: reach ?? [],
                               copy: copy, layoutShape: layouts?.0 ?? "", layouts: layouts?.1 ?? [])
     }
 
@@ -854,6 +855,50 @@ struct VMMBench {
         _ = try memory.trim(to: 0)
         return PackedPrefixCost(chunks: n, followers: followers, packMillis: packMillis, packedGrow: packedGrow, perChunkGrow: perChunkGrow,
                                 packedCallsPerFollower: packedCalls, perChunkCallsPerFollower: perChunkCalls, mismatches: mismatches, runSplits: splits)
+    }
+
+    /// One layer's K/V reads (64 requests, decode-style) as the KV grows from 8 to 48 GiB, in the
+    /// blocked layout (a 2 MiB chunk holds 16 tokens of every layer: a layer's read takes 64 KiB
+    /// from every chunk of the KV), the blocked layout with each request's range reserved 4x
+    /// longer than it is mapped (the engine reserves a request's whole `--max-model-len`), and
+    /// the per-layer layout (a layer's read takes whole chunks of that layer, as the paged pools
+    /// do). One arm at a time, built, read and freed; the sizes run twice, ascending. If the
+    /// blocked reads fall behind the per-layer ones only at the larger sizes, the GPU's TLB
+    /// stops covering the chunks a blocked layer read touches.
+    func measureReach(_ gpu: CUDAWork) throws -> [KVReachRead] {
+        let shape = KVShape.llama3_8B
+        let requests = 64
+        let arms: [(name: String, kind: KVLayoutKind, reserve: Int)] = [
+            ("blocked", .blocked, 1), ("blocked, 4x reserved", .blocked, 4), ("per-layer", .perLayer, 1),
+        ]
+        var results: [KVReachRead] = []
+        for pass in 0..<2 {
+            for tokens in [1024, 2048, 4096, 6144] {
+                for arm in arms {
+                    let layout = try KVLayout(arm.kind, shape: shape, chunkSize: chunk)
+                    let chunks = requests * layout.rangesPerRequest * layout.chunks(forTokens: tokens)
+                    guard (chunks + 64) * chunk < (try backend.freePhysicalBytes()) * 9 / 10 else {
+                        if pass == 0 { say("  \(arm.name) at \(tokens) tokens: skipped, \(gib(chunks * chunk)) does not fit") }
+                        continue
+                    }
+                    let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 64) * chunk), lowWatermark: 0, highWatermark: 0,
+                                                   freshSlabChunks: 32)
+                    let cache = try KVCache(shape: shape, layout: arm.kind, memory: memory, maxTokensPerRequest: tokens * arm.reserve)
+                    defer {
+                        for id in 0..<requests { try? cache.free(id) }
+                        try? memory.drain()
+                    }
+                    let reads = try LayerReads(gpu: gpu, filling: cache, memory: memory, requests: requests, tokens: tokens)
+                    let times = try (0..<5).map { _ in try timeGPU(gpu, reps: 10) { try reads.readNextLayer() } }
+                    let bytes = requests * tokens * 2 * shape.tokenLayerBytes
+                    let result = KVReachRead(pass: pass, layout: arm.name, tokens: tokens, kvBytes: chunks * chunk, bytesRead: bytes, millis: times)
+                    say("  pass \(pass) \(arm.name), 64 x \(tokens) tokens (\(gib(chunks * chunk)) of KV): \(fixed(median(times), 4)) ms, "
+                        + "\(fixed(Double(bytes) / (median(times) / 1000) / 1e12, 3)) TB/s")
+                    results.append(result)
+                }
+            }
+        }
+        return results
     }
 
     /// Median milliseconds of `body` over `reps` runs, timed with CUDA events after one warm-up.
