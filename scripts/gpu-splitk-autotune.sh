@@ -59,7 +59,7 @@ for line in text("model-split-a").splitlines():
     if not m: continue
     name, conf, waves, us = m.group(1), m.group(2), m.group(3), float(m.group(4))
     b = best.setdefault(name, {})
-    if conf == "heuristic": b["heuristic"] = us
+    if conf == "heuristic": b["heuristic"] = us; continue
     key = "split" if re.search(r"split-K ([2-9])", conf) else "plain"
     if key not in b or us < b[key][0]: b[key] = (us, conf, waves)
 for name, b in best.items():
