@@ -56,6 +56,8 @@ public struct EngineFlags: ParsableArguments {
     public var matmulAutotune: OnOff = .on
     @Option(help: "GPU, with --matmul-autotune: also time the heuristic's candidates with K split into 2-8 parts, for products whose tiles leave SMs idle (a decode step's 4096-wide projections) (on), or only the candidates the heuristic offers (off).")
     public var matmulAutotuneSplitK: OnOff = .off
+    @Option(help: "GPU, virtual tensors, an experiment: align each request's address range to N MiB (0: a chunk, the driver's choice beyond that).")
+    public var kvReservationAlignmentMib = 0
     @Option(help: "GPU, with --matmul-autotune: the file that keeps the autotune's choices, so a later start on the same device and cuBLASLt runs the same algorithms without timing them (default: $VTENSOR_CACHE_DIR, else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor, then matmul-tuning.json; none: time at every start).")
     public var matmulTuningCache: String?
 
@@ -79,6 +81,9 @@ public struct EngineFlags: ParsableArguments {
         if let aliasAheadChunks, aliasAheadChunks < 0 { throw ValidationError("--alias-ahead-chunks must be at least 0, got \(aliasAheadChunks)") }
         if let packPrefixChunks, packPrefixChunks < 0 { throw ValidationError("--pack-prefix-chunks must be at least 0, got \(packPrefixChunks)") }
         if let freshSlabChunks, freshSlabChunks < 0 { throw ValidationError("--fresh-slab-chunks must be at least 0, got \(freshSlabChunks)") }
+        if kvReservationAlignmentMib < 0 || kvReservationAlignmentMib % 2 != 0 {
+            throw ValidationError("--kv-reservation-alignment-mib must be a non-negative multiple of 2 (the chunk size), got \(kvReservationAlignmentMib)")
+        }
         if let matmulTuningCache, matmulTuningCache.isEmpty {
             throw ValidationError("--matmul-tuning-cache needs a file path, or none")
         }
@@ -100,11 +105,13 @@ public struct EngineFlags: ParsableArguments {
         if let maxNumSeqs { options.maxStepRows = maxNumSeqs }
         if let maxNumBatchedTokens { options.maxStepTokens = maxNumBatchedTokens }
         options.kvMode = kv
-        options.gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on,
-                                       unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlabChunks,
-                                       sharedPrefixDecode: sharedPrefixDecode == .on, matmulBuckets: matmulBuckets == .on,
-                                       matmulAutotune: matmulAutotune == .on, matmulAutotuneSplitK: matmulAutotuneSplitK == .on,
-                                       matmulTuningCache: tuningCachePath)
+        var gpu = GPUModel.Options(cudaGraphs: cudaGraphs == .on, accessPerRun: accessPerRun == .on,
+                                   unmapPerRun: unmapPerRun == .on, freshSlabChunks: freshSlabChunks,
+                                   sharedPrefixDecode: sharedPrefixDecode == .on, matmulBuckets: matmulBuckets == .on,
+                                   matmulAutotune: matmulAutotune == .on, matmulAutotuneSplitK: matmulAutotuneSplitK == .on,
+                                   matmulTuningCache: tuningCachePath)
+        gpu.reservationAlignment = kvReservationAlignmentMib << 20
+        options.gpu = gpu
         return options
     }
 

@@ -93,6 +93,9 @@ struct KVReachRead: Codable {
     var kvBytes: Int
     var bytesRead: Int
     var millis: [Double]
+    /// The largest power of two dividing each request range's base: the least, and the median.
+    var leastAlignment: Int = 0
+    var medianAlignment: Int = 0
 }
 
 struct LaunchInterference: Codable {
@@ -354,12 +357,12 @@ struct BenchVMMCommand: ParsableCommand {
             out += placement.render() + "\n"
         }
         if !r.reach.isEmpty {
-            var reach = Table(title: "One layer's K/V reads of 64 requests as the KV grows (TB/s; median of 5 x 10)",
-                              header: ["pass", "layout", "tokens", "KV GiB", "MiB read", "ms", "TB/s"])
+            var reach = Table(title: "One layer's K/V reads of 64 requests by where their address ranges lie (TB/s; median of 5 x 10)",
+                              header: ["pass", "layout", "tokens", "KV GiB", "MiB read", "ms", "TB/s", "ranges aligned (least / median)"])
             for a in r.reach {
                 let m = median(a.millis)
                 reach.add(["\(a.pass)", a.layout, "\(a.tokens)", fixed(Double(a.kvBytes) / Double(1 << 30), 1), mib(a.bytesRead), fixed(m, 4),
-                           fixed(Double(a.bytesRead) / (m / 1000) / 1e12, 3)])
+                           fixed(Double(a.bytesRead) / (m / 1000) / 1e12, 3), mib(a.leastAlignment) + " / " + mib(a.medianAlignment)])
             }
             out += reach.render() + "\n"
         }

@@ -857,23 +857,29 @@ struct VMMBench {
                                 packedCallsPerFollower: packedCalls, perChunkCallsPerFollower: perChunkCalls, mismatches: mismatches, runSplits: splits)
     }
 
-    /// One layer's K/V reads (64 requests, decode-style) as the KV grows from 8 to 48 GiB, in the
-    /// blocked layout (a 2 MiB chunk holds 16 tokens of every layer: a layer's read takes 64 KiB
-    /// from every chunk of the KV), the blocked layout with each request's range reserved 4x
-    /// longer than it is mapped (the engine reserves a request's whole `--max-model-len`), and
-    /// the per-layer layout (a layer's read takes whole chunks of that layer, as the paged pools
-    /// do). One arm at a time, built, read and freed; the sizes run twice, ascending. If the
-    /// blocked reads fall behind the per-layer ones only at the larger sizes, the GPU's TLB
-    /// stops covering the chunks a blocked layer read touches.
+    /// One layer's K/V reads (64 requests, decode-style) by the geometry of the address space
+    /// they sit in: the blocked layout (a 2 MiB chunk holds 16 tokens of every layer: a layer's
+    /// read takes 64 KiB from every chunk of the KV) with each request's range reserved exactly,
+    /// or 4x longer than it is mapped (the engine reserves a request's whole `--max-model-len`),
+    /// with fresh runs mapped as 64 MiB slabs or chunk by chunk, and with reservations aligned
+    /// to a chunk (the default), 64 MiB or 1 GiB; and the per-layer layout (a layer's read
+    /// takes whole chunks of that layer, as the paged pools do). One arm at a time, built, read
+    /// and freed, at 16 and 48 GiB of KV, twice. Each arm says how its requests' ranges are
+    /// aligned (the largest power of two dividing each base: least and median).
     func measureReach(_ gpu: CUDAWork) throws -> [KVReachRead] {
         let shape = KVShape.llama3_8B
         let requests = 64
-        let arms: [(name: String, kind: KVLayoutKind, reserve: Int)] = [
-            ("blocked", .blocked, 1), ("blocked, 4x reserved", .blocked, 4), ("per-layer", .perLayer, 1),
+        let cuda = backend as? CUDABackend
+        let arms: [(name: String, kind: KVLayoutKind, reserve: Int, slabs: Int, alignment: Int)] = [
+            ("blocked", .blocked, 1, 32, 0), ("blocked, 4x reserved", .blocked, 4, 32, 0),
+            ("blocked, 4x reserved, aligned 1 GiB", .blocked, 4, 32, 1 << 30), ("blocked, 4x reserved, aligned 64 MiB", .blocked, 4, 32, 64 << 20),
+            ("blocked, 4x reserved, single chunks", .blocked, 4, 1, 0), ("blocked, single chunks", .blocked, 1, 1, 0),
+            ("blocked, aligned 1 GiB", .blocked, 1, 32, 1 << 30), ("per-layer", .perLayer, 1, 32, 0),
         ]
+        func alignmentOf(_ base: UInt64) -> Int { base == 0 ? 0 : 1 << base.trailingZeroBitCount }
         var results: [KVReachRead] = []
         for pass in 0..<2 {
-            for tokens in [1024, 2048, 4096, 6144] {
+            for tokens in [2048, 6144] {
                 for arm in arms {
                     let layout = try KVLayout(arm.kind, shape: shape, chunkSize: chunk)
                     let chunks = requests * layout.rangesPerRequest * layout.chunks(forTokens: tokens)
@@ -881,19 +887,24 @@ struct VMMBench {
                         if pass == 0 { say("  \(arm.name) at \(tokens) tokens: skipped, \(gib(chunks * chunk)) does not fit") }
                         continue
                     }
+                    cuda?.setReservationAlignment(arm.alignment)
+                    defer { cuda?.setReservationAlignment(0) }
                     let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 64) * chunk), lowWatermark: 0, highWatermark: 0,
-                                                   freshSlabChunks: 32)
+                                                   freshSlabChunks: arm.slabs)
                     let cache = try KVCache(shape: shape, layout: arm.kind, memory: memory, maxTokensPerRequest: tokens * arm.reserve)
                     defer {
                         for id in 0..<requests { try? cache.free(id) }
                         try? memory.drain()
                     }
                     let reads = try LayerReads(gpu: gpu, filling: cache, memory: memory, requests: requests, tokens: tokens)
+                    let aligned = try (0..<requests).flatMap { try cache.tensors(of: $0).map { alignmentOf($0.base) } }.sorted()
                     let times = try (0..<5).map { _ in try timeGPU(gpu, reps: 10) { try reads.readNextLayer() } }
                     let bytes = requests * tokens * 2 * shape.tokenLayerBytes
-                    let result = KVReachRead(pass: pass, layout: arm.name, tokens: tokens, kvBytes: chunks * chunk, bytesRead: bytes, millis: times)
+                    let result = KVReachRead(pass: pass, layout: arm.name, tokens: tokens, kvBytes: chunks * chunk, bytesRead: bytes, millis: times,
+                                             leastAlignment: aligned.first ?? 0, medianAlignment: aligned.isEmpty ? 0 : aligned[aligned.count / 2])
                     say("  pass \(pass) \(arm.name), 64 x \(tokens) tokens (\(gib(chunks * chunk)) of KV): \(fixed(median(times), 4)) ms, "
-                        + "\(fixed(Double(bytes) / (median(times) / 1000) / 1e12, 3)) TB/s")
+                        + "\(fixed(Double(bytes) / (median(times) / 1000) / 1e12, 3)) TB/s; ranges aligned to \(mib(result.leastAlignment)) "
+                        + "at least, \(mib(result.medianAlignment)) median")
                     results.append(result)
                 }
             }

@@ -120,6 +120,10 @@ public final class GPUModel: @unchecked Sendable {
         /// Virtual-tensor KV: the largest slab a run of fresh chunks a step fills whole maps as
         /// (`VirtualMemory.freshSlabChunks`; nil: the backend's default, 32 on CUDA; 0: off).
         public let freshSlabChunks: Int?
+        /// Virtual tensors: the alignment of each request's address range, in bytes (0: a chunk,
+        /// the driver's choice beyond that). An experiment: `bench vmm --only reach` found one
+        /// layer's reads up to 15% slower in some ranges' placement.
+        public var reservationAlignment = 0
         /// Decode attention reads a prefix that several requests map as one copy (prefix-cache
         /// hits: aliased chunks, or the same pages) once per tile of requests, their query heads
         /// side by side in one head block, instead of once per request (`DecodeSchedule`'s tiles).
@@ -545,6 +549,7 @@ public final class GPUModel: @unchecked Sendable {
         } else {
             // The KV cache, capped by the budget, mapped as sequences grow.
             let backend = try CUDABackend(context: context, workStream: stream)
+            backend.setReservationAlignment(options.reservationAlignment)
             let memory = try VirtualMemory(backend: backend, budget: kvBudget, accessPerRun: options.accessPerRun,
                                            unmapPerRun: options.unmapPerRun, freshSlabChunks: options.freshSlabChunks)
             let cache = try KVCache(shape: shape, layout: .default, memory: memory, maxTokensPerRequest: maxTokens)

@@ -19,6 +19,8 @@ public final class CUDABackend: MemoryBackend {
     private let driver: CUDADriver
     private let ordinal: Int
     private let fences = Mutex(FenceTable())
+    /// The alignment of new reservations (0: a chunk); see `setReservationAlignment`.
+    private let alignment = Mutex(0)
 
     private struct FenceTable {
         var next: UInt64 = 1
@@ -44,7 +46,15 @@ public final class CUDABackend: MemoryBackend {
     }
 
     public func reserve(bytes: Int) throws -> UInt64 {
-        try wrap { try current().reserveAddressRange(size: bytes, alignment: chunkSize) }
+        let aligned = max(chunkSize, alignment.withLock { $0 })
+        return try wrap { try current().reserveAddressRange(size: bytes, alignment: aligned) }
+    }
+
+    /// Aligns every reservation made from now on to `bytes` (a multiple of the chunk size; 0: a
+    /// chunk): measurements of how where the address space lands changes reads (`bench vmm`).
+    public func setReservationAlignment(_ bytes: Int) {
+        precondition(bytes >= 0 && bytes % chunkSize == 0, "a reservation alignment is a multiple of the chunk size")
+        alignment.withLock { $0 = bytes }
     }
 
     public func releaseReservation(base: UInt64, bytes: Int) throws {
