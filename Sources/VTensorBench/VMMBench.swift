@@ -658,8 +658,12 @@ struct VMMBench {
 
         /// Requests 0..<requests added to `cache`, `tokens` long, their chunks filled with a
         /// pattern a request, and every layer of them read in turn.
-        convenience init(gpu: CUDAWork, filling cache: KVCache, memory: VirtualMemory, requests: Int, tokens: Int) throws {
+        /// `beforeEach` runs before each request is added (the reach stage reserves address space
+        /// there, to leave gaps between the requests' ranges).
+        convenience init(gpu: CUDAWork, filling cache: KVCache, memory: VirtualMemory, requests: Int, tokens: Int,
+                         beforeEach: (() throws -> Void)? = nil) throws {
             for id in 0..<requests {
+                try beforeEach?()
                 try cache.addRequest(id)
                 try cache.reserve(id, tokens: tokens)
                 try cache.setLength(id, tokens)
@@ -870,11 +874,12 @@ struct VMMBench {
         let shape = KVShape.llama3_8B
         let requests = 64
         let cuda = backend as? CUDABackend
-        let arms: [(name: String, kind: KVLayoutKind, reserve: Int, slabs: Int, alignment: Int)] = [
-            ("blocked", .blocked, 1, 32, 0), ("blocked, 4x reserved", .blocked, 4, 32, 0),
-            ("blocked, 4x reserved, aligned 1 GiB", .blocked, 4, 32, 1 << 30), ("blocked, 4x reserved, aligned 64 MiB", .blocked, 4, 32, 64 << 20),
-            ("blocked, 4x reserved, single chunks", .blocked, 4, 1, 0), ("blocked, single chunks", .blocked, 1, 1, 0),
-            ("blocked, aligned 1 GiB", .blocked, 1, 32, 1 << 30), ("per-layer", .perLayer, 1, 32, 0),
+        // gap: address space reserved (never mapped) before each request, in multiples of its range.
+        let arms: [(name: String, kind: KVLayoutKind, reserve: Int, slabs: Int, alignment: Int, gap: Int)] = [
+            ("blocked", .blocked, 1, 32, 0, 0), ("blocked, 4x reserved", .blocked, 4, 32, 0, 0),
+            ("blocked, 4x reserved, slabs of 8", .blocked, 4, 8, 0, 0), ("blocked, 4x reserved, slabs of 2", .blocked, 4, 2, 0, 0),
+            ("blocked, 2x reserved", .blocked, 2, 32, 0, 0), ("blocked, 3x gaps reserved between", .blocked, 1, 32, 0, 3),
+            ("blocked, 4x reserved, single chunks", .blocked, 4, 1, 0, 0), ("blocked, 4x reserved, aligned 1 GiB", .blocked, 4, 32, 1 << 30, 0),
         ]
         func alignmentOf(_ base: UInt64) -> Int { base == 0 ? 0 : 1 << base.trailingZeroBitCount }
         var results: [KVReachRead] = []
@@ -896,7 +901,12 @@ struct VMMBench {
                         for id in 0..<requests { try? cache.free(id) }
                         try? memory.drain()
                     }
-                    let reads = try LayerReads(gpu: gpu, filling: cache, memory: memory, requests: requests, tokens: tokens)
+                    let rangeBytes = layout.chunks(forTokens: tokens) * chunk
+                    var gaps: [UInt64] = []
+                    defer { for base in gaps { try? backend.releaseReservation(base: base, bytes: arm.gap * rangeBytes) } }
+                    let reads = try LayerReads(gpu: gpu, filling: cache, memory: memory, requests: requests, tokens: tokens) {
+                        if arm.gap > 0 { gaps.append(try backend.reserve(bytes: arm.gap * rangeBytes)) }
+                    }
                     let aligned = try (0..<requests).flatMap { try cache.tensors(of: $0).map { alignmentOf($0.base) } }.sorted()
                     let times = try (0..<5).map { _ in try timeGPU(gpu, reps: 10) { try reads.readNextLayer() } }
                     let bytes = requests * tokens * 2 * shape.tokenLayerBytes
