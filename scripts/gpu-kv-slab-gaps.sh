@@ -22,9 +22,9 @@ run vmm-reach 120 "$bin" bench vmm --backend cuda --only reach --json-out "$out/
 singles=(--fresh-slab-chunks 0 --pack-prefix-chunks 0)
 run sp-singles 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" "${singles[@]}" --json-out "$out/sp-singles.json"
 run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-on.json"
-run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
 run mt-singles 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" "${singles[@]}" --json-out "$out/mt-singles.json"
 run mt-on 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/mt-on.json"
+run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
 
 python3 - "$out" <<'PY' >> "$out/summary.txt"
 import json, os, sys
