@@ -862,14 +862,15 @@ struct VMMBench {
     }
 
     /// One layer's K/V reads (64 requests, decode-style) by the geometry of the address space
-    /// they sit in: the blocked layout (a 2 MiB chunk holds 16 tokens of every layer: a layer's
-    /// read takes 64 KiB from every chunk of the KV) with each request's range reserved exactly,
-    /// or 4x longer than it is mapped (the engine reserves a request's whole `--max-model-len`),
-    /// with fresh runs mapped as 64 MiB slabs or chunk by chunk, and with reservations aligned
-    /// to a chunk (the default), 64 MiB or 1 GiB; and the per-layer layout (a layer's read
-    /// takes whole chunks of that layer, as the paged pools do). One arm at a time, built, read
-    /// and freed, at 16 and 48 GiB of KV, twice. Each arm says how its requests' ranges are
-    /// aligned (the largest power of two dividing each base: least and median).
+    /// they sit in, the blocked layout (a 2 MiB chunk holds 16 tokens of every layer: a layer's
+    /// read takes 64 KiB from every chunk of the KV): each request's range reserved exactly or
+    /// 2x / 4x longer than it is mapped (the engine reserves a request's whole `--max-model-len`),
+    /// fresh runs mapped as slabs of 32, 8 or 2 chunks or chunk by chunk, ranges aligned to a
+    /// chunk (the default) or 1 GiB, and exact ranges with 3x their size of unmapped address
+    /// space reserved before each. One arm at a time, built, read and freed, at 16 and 48 GiB of
+    /// KV, twice. Each arm says how its requests' ranges are aligned (the largest power of two
+    /// dividing each base: least and median). Calls 1-2 of 2026-12-06 (sixth session, H100):
+    /// 64 MiB slabs in 4x ranges read ~15% slower in most placements; the rest at full speed.
     func measureReach(_ gpu: CUDAWork) throws -> [KVReachRead] {
         let shape = KVShape.llama3_8B
         let requests = 64
