@@ -54,9 +54,9 @@ public struct EngineFlags: ParsableArguments {
     public var matmulBuckets: OnOff = .on
     @Option(help: "GPU, with --matmul-buckets: at load, time the heuristic's first cuBLASLt candidates for each bucket's products up to 512 rows on the model's weights and keep the fastest (on), or let cuBLASLt pick by its heuristic (off).")
     public var matmulAutotune: OnOff = .on
-    @Option(help: "GPU, with --matmul-autotune: also time the heuristic's candidates with K split into 2-8 parts, for products whose tiles leave SMs idle (a decode step's 4096-wide projections) (on), or only the candidates the heuristic offers (off).")
+    @Option(help: "GPU, with --matmul-autotune, an experiment: also time the heuristic's candidates with K split into 2-8 parts (on), or only the candidates the heuristic offers (off). On an H100 every split variant at 128 rows ran 25-40% slower (docs/perf.md, 2026-12-06, sixth session).")
     public var matmulAutotuneSplitK: OnOff = .off
-    @Option(help: "GPU, virtual tensors, an experiment: align each request's address range to N MiB (0: a chunk, the driver's choice beyond that).")
+    @Option(help: "GPU, virtual tensors, an experiment: align each request's address range to N MiB (0: a chunk, the driver's choice beyond that). On an H100 1 GiB changed neither reads nor throughput (docs/perf.md, 2026-12-06, sixth session).")
     public var kvReservationAlignmentMib = 0
     @Option(help: "GPU, with --matmul-autotune: the file that keeps the autotune's choices, so a later start on the same device and cuBLASLt runs the same algorithms without timing them (default: $VTENSOR_CACHE_DIR, else $XDG_CACHE_HOME/vtensor, else ~/.cache/vtensor, then matmul-tuning.json; none: time at every start).")
     public var matmulTuningCache: String?

@@ -62,6 +62,19 @@ import Testing
         #expect(message(EngineFlags.self, ["--matmul-autotune", "maybe"]) != nil)
     }
 
+    /// The two experiments of 2026-12-06 (sixth session) are off unless asked for, reach the GPU
+    /// model's options when they are, and refuse values they cannot take.
+    @Test func splitKAndReservationAlignmentExperiments() throws {
+        let defaults = try EngineFlags.parse([]).runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false)
+        #expect(!defaults.gpu.matmulAutotuneSplitK && defaults.gpu.reservationAlignment == 0)
+        let on = try EngineFlags.parse(["--matmul-autotune-split-k", "on", "--kv-reservation-alignment-mib", "1024"])
+            .runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false)
+        #expect(on.gpu.matmulAutotuneSplitK && on.gpu.reservationAlignment == 1 << 30)
+        #expect(message(EngineFlags.self, ["--kv-reservation-alignment-mib", "3"])
+                == "--kv-reservation-alignment-mib must be a non-negative multiple of 2 (the chunk size), got 3")
+        #expect(message(EngineFlags.self, ["--kv-reservation-alignment-mib", "-2"]) != nil)
+    }
+
     @Test func gpuMemoryUtilization() throws {
         let options = try EngineFlags.parse(["--gpu-memory-utilization", "0.8"]).runtimeOptions(backend: nil, device: 0, nativeCPUWeights: false)
         #expect(options.kvBudget == .fractionOfTotal(0.8))

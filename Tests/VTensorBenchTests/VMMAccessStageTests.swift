@@ -31,6 +31,13 @@ import Testing
         #expect(report.layouts.isEmpty && report.churn == nil)
     }
 
+    @Test func theReachStageIsAGPUStage() throws {
+        let device = try openDevice(.cpu, ordinal: 0, hostCapacity: 1 << 30)
+        let report = try VMMBench(device: device, chunks: 0, steps: 0, log: false, stages: ["reach"]).run()
+        #expect(report.reach.isEmpty && report.placement == nil)
+        #expect(VMMBench.allStages.contains("reach"))
+    }
+
     @Test func everyTriggerNameParses() throws {
         for trigger in VMMBench.PlacementTrigger.allCases {
             #expect(VMMBench.PlacementTrigger(argument: trigger.rawValue) == trigger)

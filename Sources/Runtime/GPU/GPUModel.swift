@@ -122,7 +122,8 @@ public final class GPUModel: @unchecked Sendable {
         public let freshSlabChunks: Int?
         /// Virtual tensors: the alignment of each request's address range, in bytes (0: a chunk,
         /// the driver's choice beyond that). An experiment: `bench vmm --only reach` found one
-        /// layer's reads up to 15% slower in some ranges' placement.
+        /// layer's reads ~15% slower from slabs in ranges reserved longer than mapped, at any
+        /// alignment; aligning the engine's ranges to 1 GiB changed nothing (H100).
         public var reservationAlignment = 0
         /// Decode attention reads a prefix that several requests map as one copy (prefix-cache
         /// hits: aliased chunks, or the same pages) once per tile of requests, their query heads
@@ -142,7 +143,8 @@ public final class GPUModel: @unchecked Sendable {
         /// step of 128 rows 3.4% shorter on an H100 (docs/perf.md, 2026-12-06, fourth session).
         public let matmulAutotune: Bool
         /// With `matmulAutotune`: also time the heuristic's candidates with K split into 2-8
-        /// parts (`CuBLASLtMatmul.splitVariants`), for products whose tiles leave SMs idle.
+        /// parts (`CuBLASLtMatmul.splitVariants`), for products whose tiles leave SMs idle. Off:
+        /// on an H100 every variant at 128 rows was 25-40% slower than the unsplit candidates.
         public let matmulAutotuneSplitK: Bool
         /// Where `matmulAutotune` keeps its choices (`MatmulTuningCache`): a later load on the same
         /// device and cuBLASLt runs the same algorithms without timing them, so outputs do not
