@@ -7,12 +7,12 @@
 # This call: slabs of 32, 8 and 2 chunks into 4x ranges; 2x ranges; exact ranges with 3x unmapped
 # address space reserved between them; single chunks; at 16 and 48 GiB, twice. Then the engine
 # (which maps fresh runs and packed prefixes as 64 MiB slabs into --max-model-len ranges) with
-# slabs (the default) and with single chunks (--fresh-slab-chunks 0 --pack-prefix-chunks 0),
+# slabs of 32 (the default), of 8, and single chunks (--fresh-slab-chunks 0 --pack-prefix-chunks 0),
 # shared prefix at 64 groups and multi-turn, and paged.
 # Predicted: smaller slabs slow less; the gaps alone slow like 4x ranges if address space is the
 # cause. The engine with single chunks: decode-only steps 0-3% shorter if its slabs cost reads
 # (shared prefix up to ~paged's throughput), and more mapping time on the host.
-# Usage: [RUN_DEADLINE=300] scripts/gpu-kv-slab-gaps.sh [OUTDIR]   (carry gpu-pack)
+# Usage: [RUN_DEADLINE=330] scripts/gpu-kv-slab-gaps.sh [OUTDIR]   (carry gpu-pack)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu-common.sh
@@ -22,6 +22,7 @@ run vmm-reach 120 "$bin" bench vmm --backend cuda --only reach --json-out "$out/
 singles=(--fresh-slab-chunks 0 --pack-prefix-chunks 0)
 run sp-singles 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" "${singles[@]}" --json-out "$out/sp-singles.json"
 run sp-on 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --json-out "$out/sp-on.json"
+run sp-slabs8 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --fresh-slab-chunks 8 --pack-prefix-chunks 8 --json-out "$out/sp-slabs8.json"
 run mt-singles 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" "${singles[@]}" --json-out "$out/mt-singles.json"
 run mt-on 90 "$bin" bench throughput "${dummy[@]}" "${mt[@]}" --json-out "$out/mt-on.json"
 run sp-paged 90 "$bin" bench throughput "${dummy[@]}" "${sp[@]}" --kv paged --json-out "$out/sp-paged.json"
@@ -33,7 +34,7 @@ def load(n):
     try: return json.load(open(os.path.join(out, n + ".json")))
     except Exception: return None
 print(f"{'run':11} {'out tok/s':>9} {'decode-only ms':>14} {'host ms/step':>12} {'GPU idle ms/step':>16} {'hit rate':>8}")
-for name in ("sp-singles", "sp-on", "sp-paged", "mt-singles", "mt-on"):
+for name in ("sp-singles", "sp-on", "sp-slabs8", "sp-paged", "mt-singles", "mt-on"):
     r = load(name)
     if not r: print(f"{name:11} missing"); continue
     print(f"{name:11} {r['output_tokens_per_second']:9.0f} {r['decode_step_mean_ms']:14.2f} {r.get('engine_host_ms_per_step', 0):12.3f} "
@@ -41,7 +42,8 @@ for name in ("sp-singles", "sp-on", "sp-paged", "mt-singles", "mt-on"):
 def ratio(a, b):
     x, y = load(a), load(b)
     return f"{x['output_tokens_per_second'] / y['output_tokens_per_second']:.3f}" if x and y else "?"
-print(f"shared prefix: slabs/paged {ratio('sp-on', 'sp-paged')}x, singles/paged {ratio('sp-singles', 'sp-paged')}x; multi-turn singles/slabs {ratio('mt-singles', 'mt-on')}x")
+print(f"shared prefix: slabs/paged {ratio('sp-on', 'sp-paged')}x, slabs of 8/paged {ratio('sp-slabs8', 'sp-paged')}x, singles/paged {ratio('sp-singles', 'sp-paged')}x; "
+      f"multi-turn singles/slabs {ratio('mt-singles', 'mt-on')}x")
 PY
 { echo "== KV reads by where their ranges lie (bench vmm --only reach)"; sed -n '/One layer.s K\/V reads of 64 requests/,/^$/p' "$out/vmm-reach.txt" | cut -c1-110
   echo "== rcs"; cat "$out/rcs.txt"; } >> "$out/summary.txt"
