@@ -39,7 +39,7 @@ struct VMMBench {
         let launch = try gpu.flatMap { gpu in try stage("launch", "measuring kernel launches while mapping...") { try measureLaunches(gpu) } }
         let churn = try gpu.flatMap { gpu in try stage("churn", "measuring KV reads while the mapper maps and unmaps...") { try measureReadsUnderChurn(gpu) } }
         let placement = try gpu.flatMap { gpu in try stage("placement", "measuring KV reads by where the chunks sit...") { try measurePlacement(gpu) } }
-        let reach = try gpu.flatMap { gpu in try stage("reach", "measuring KV reads as the KV grows past the TLB's reach...") { try measureReach(gpu) } }
+        let reach = try gpu.flatMap { gpu in try stage("reach", "measuring KV reads by the address ranges they sit in...") { try measureReach(gpu) } }
         let copy = try stage("copy", "measuring copy bandwidth...") { try measureCopy() }
         let layouts = try stage("layouts", "measuring KV layout read bandwidth...") { try measureLayouts() }
         return VMMBenchReport(date: todayUTC(), backend: backend.name, device: device.name, chunkSize: chunk,
