@@ -281,3 +281,36 @@ import Testing
         #expect(memory.audit { backendAgrees($0, host) } == [])
     }
 }
+
+/// A request's range reserved longer than it is mapped (the engine reserves `--max-model-len`)
+/// maps its fresh runs with exactly the driver calls an exact range makes: the memory manager
+/// does not change with the range's length. (On an H100, slabs in 4x ranges read ~15% slower
+/// than in exact ones; docs/perf.md, 2026-12-06, sixth session: that difference is the GPU's,
+/// not the manager's.)
+@Suite struct FreshSlabRangeLengthTests {
+    @Test(arguments: [2, 4])
+    func aLongerRangeMakesTheSameDriverCalls(reserve: Int) throws {
+        let shape = KVShape(layers: 2, kvHeads: 2, headDim: 8, dtype: .fp32)
+        let tokens = try KVLayout(.blocked, shape: shape, chunkSize: testChunk).tokensPerChunk * 20
+        func calls(reserve: Int) throws -> (calls: [FaultInjectingBackend.Operation: Int], slabChunks: Int, inUse: Int) {
+            let backend = FaultInjectingBackend(wrapping: try makeHost())
+            let memory = try VirtualMemory(backend: backend, budget: .bytes(200 * testChunk), lowWatermark: 0, highWatermark: 0,
+                                           freshSlabChunks: 8)
+            let cache = try KVCache(shape: shape, layout: .blocked, memory: memory, maxTokensPerRequest: tokens * reserve)
+            for id in 0..<4 {
+                try cache.addRequest(id)
+                try cache.reserve(id, tokens: tokens)
+                try cache.setLength(id, tokens)
+            }
+            let books = memory.accounting
+            for id in 0..<4 { try cache.free(id) }
+            return (backend.callCounts, books.slabChunks, books.inUse)
+        }
+        let exact = try calls(reserve: 1), longer = try calls(reserve: reserve)
+        #expect(longer.calls == exact.calls)
+        #expect(longer.slabChunks == exact.slabChunks && longer.inUse == exact.inUse)
+        // 20 chunks a request, written whole: slabs of 8, 8 and 4, three creates and maps each.
+        #expect(exact.inUse == 80 && exact.slabChunks == 80)
+        #expect(exact.calls[.create] == 12 && exact.calls[.map] == 12)
+    }
+}
