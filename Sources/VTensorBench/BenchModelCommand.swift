@@ -173,12 +173,10 @@ extension BenchModelCommand {
         print("model: \(label) on \(model.name): \(fixed(Double(model.weights.bytes) / 1e9, 2)) GB of weights (bf16), workspace \(mib(model.workspaceBytes))")
         if let report = GPUModel.autotuneSummary(model.matmulAutotuned, cacheNote: model.matmulTuningCacheNote) { print("cuBLASLt autotune: " + report) }
         // Every contender timed for the decode step's products (the bucket holding `batch` rows).
-        do {
-            let rows = GPUModel.matmulTokens(batch, capacity: max(tokensPerStep, batch))
-            for trial in model.matmulAutotuneTrials where trial.tokens == rows {
-                print("  autotune \(trial.name) @\(rows): \(trial.configuration), waves \(trial.waves.map { fixed(Double($0), 2) } ?? "-"), "
-                      + "\(trial.microseconds.map { fixed($0, 1) + " us" } ?? "refused")")
-            }
+        let tunedRows = GPUModel.matmulTokens(batch, capacity: max(tokensPerStep, batch))
+        for trial in model.matmulAutotuneTrials where trial.tokens == tunedRows {
+            print("  autotune \(trial.name) @\(tunedRows): \(trial.configuration), waves \(trial.waves.map { fixed(Double($0), 2) } ?? "-"), "
+                  + "\(trial.microseconds.map { fixed($0, 1) + " us" } ?? "refused")")
         }
         var rng = SplitMix64(seed: 7)
         let c = config

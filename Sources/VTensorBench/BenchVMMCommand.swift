@@ -96,6 +96,10 @@ struct KVReachRead: Codable {
     /// The largest power of two dividing each request range's base: the least, and the median.
     var leastAlignment: Int = 0
     var medianAlignment: Int = 0
+
+    /// The median timing, and the read rate it gives.
+    var medianMillis: Double { median(millis) }
+    var tbps: Double { Double(bytesRead) / (medianMillis / 1000) / 1e12 }
 }
 
 struct LaunchInterference: Codable {
@@ -360,9 +364,8 @@ struct BenchVMMCommand: ParsableCommand {
             var reach = Table(title: "One layer's K/V reads of 64 requests by where their address ranges lie (TB/s; median of 5 x 10)",
                               header: ["pass", "layout", "tokens", "KV GiB", "MiB read", "ms", "TB/s", "ranges aligned (least / median)"])
             for a in r.reach {
-                let m = median(a.millis)
-                reach.add(["\(a.pass)", a.layout, "\(a.tokens)", fixed(Double(a.kvBytes) / Double(1 << 30), 1), mib(a.bytesRead), fixed(m, 4),
-                           fixed(Double(a.bytesRead) / (m / 1000) / 1e12, 3), mib(a.leastAlignment) + " / " + mib(a.medianAlignment)])
+                reach.add(["\(a.pass)", a.layout, "\(a.tokens)", fixed(Double(a.kvBytes) / Double(1 << 30), 1), mib(a.bytesRead),
+                           fixed(a.medianMillis, 4), fixed(a.tbps, 3), mib(a.leastAlignment) + " / " + mib(a.medianAlignment)])
             }
             out += reach.render() + "\n"
         }

@@ -876,18 +876,18 @@ struct VMMBench {
         let requests = 64
         let cuda = backend as? CUDABackend
         // gap: address space reserved (never mapped) before each request, in multiples of its range.
-        let arms: [(name: String, kind: KVLayoutKind, reserve: Int, slabs: Int, alignment: Int, gap: Int)] = [
-            ("blocked", .blocked, 1, 32, 0, 0), ("blocked, 4x reserved", .blocked, 4, 32, 0, 0),
-            ("blocked, 4x reserved, slabs of 8", .blocked, 4, 8, 0, 0), ("blocked, 4x reserved, slabs of 2", .blocked, 4, 2, 0, 0),
-            ("blocked, 2x reserved", .blocked, 2, 32, 0, 0), ("blocked, 3x gaps reserved between", .blocked, 1, 32, 0, 3),
-            ("blocked, 4x reserved, single chunks", .blocked, 4, 1, 0, 0), ("blocked, 4x reserved, aligned 1 GiB", .blocked, 4, 32, 1 << 30, 0),
+        let arms: [(name: String, reserve: Int, slabs: Int, alignment: Int, gap: Int)] = [
+            ("blocked", 1, 32, 0, 0), ("blocked, 4x reserved", 4, 32, 0, 0),
+            ("blocked, 4x reserved, slabs of 8", 4, 8, 0, 0), ("blocked, 4x reserved, slabs of 2", 4, 2, 0, 0),
+            ("blocked, 2x reserved", 2, 32, 0, 0), ("blocked, 3x gaps reserved between", 1, 32, 0, 3),
+            ("blocked, 4x reserved, single chunks", 4, 1, 0, 0), ("blocked, 4x reserved, aligned 1 GiB", 4, 32, 1 << 30, 0),
         ]
+        let layout = try KVLayout(.blocked, shape: shape, chunkSize: chunk)
         func alignmentOf(_ base: UInt64) -> Int { base == 0 ? 0 : 1 << base.trailingZeroBitCount }
         var results: [KVReachRead] = []
         for pass in 0..<2 {
             for tokens in [2048, 6144] {
                 for arm in arms {
-                    let layout = try KVLayout(arm.kind, shape: shape, chunkSize: chunk)
                     let chunks = requests * layout.rangesPerRequest * layout.chunks(forTokens: tokens)
                     guard (chunks + 64) * chunk < (try backend.freePhysicalBytes()) * 9 / 10 else {
                         if pass == 0 { say("  \(arm.name) at \(tokens) tokens: skipped, \(gib(chunks * chunk)) does not fit") }
@@ -897,7 +897,7 @@ struct VMMBench {
                     defer { cuda?.setReservationAlignment(0) }
                     let memory = try VirtualMemory(backend: backend, budget: .bytes((chunks + 64) * chunk), lowWatermark: 0, highWatermark: 0,
                                                    freshSlabChunks: arm.slabs)
-                    let cache = try KVCache(shape: shape, layout: arm.kind, memory: memory, maxTokensPerRequest: tokens * arm.reserve)
+                    let cache = try KVCache(shape: shape, layout: .blocked, memory: memory, maxTokensPerRequest: tokens * arm.reserve)
                     defer {
                         for id in 0..<requests { try? cache.free(id) }
                         try? memory.drain()
@@ -913,8 +913,8 @@ struct VMMBench {
                     let bytes = requests * tokens * 2 * shape.tokenLayerBytes
                     let result = KVReachRead(pass: pass, layout: arm.name, tokens: tokens, kvBytes: chunks * chunk, bytesRead: bytes, millis: times,
                                              leastAlignment: aligned.first ?? 0, medianAlignment: aligned.isEmpty ? 0 : aligned[aligned.count / 2])
-                    say("  pass \(pass) \(arm.name), 64 x \(tokens) tokens (\(gib(chunks * chunk)) of KV): \(fixed(median(times), 4)) ms, "
-                        + "\(fixed(Double(bytes) / (median(times) / 1000) / 1e12, 3)) TB/s; ranges aligned to \(mib(result.leastAlignment)) "
+                    say("  pass \(pass) \(arm.name), 64 x \(tokens) tokens (\(gib(chunks * chunk)) of KV): \(fixed(result.medianMillis, 4)) ms, "
+                        + "\(fixed(result.tbps, 3)) TB/s; ranges aligned to \(mib(result.leastAlignment)) "
                         + "at least, \(mib(result.medianAlignment)) median")
                     results.append(result)
                 }

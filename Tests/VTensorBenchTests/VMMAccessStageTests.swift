@@ -38,6 +38,12 @@ import Testing
         #expect(VMMBench.allStages.contains("reach"))
     }
 
+    @Test func aReachReadIsRatedByItsMedianTiming() {
+        let read = KVReachRead(pass: 0, layout: "blocked", tokens: 2048, kvBytes: 16 << 30, bytesRead: 512 << 20, millis: [0.3, 0.2, 0.1])
+        #expect(read.medianMillis == 0.2)
+        #expect(abs(read.tbps - Double(512 << 20) / 0.0002 / 1e12) < 1e-9)
+    }
+
     @Test func everyTriggerNameParses() throws {
         for trigger in VMMBench.PlacementTrigger.allCases {
             #expect(VMMBench.PlacementTrigger(argument: trigger.rawValue) == trigger)
