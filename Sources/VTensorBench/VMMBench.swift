@@ -869,8 +869,9 @@ struct VMMBench {
     /// chunk (the default) or 1 GiB, and exact ranges with 3x their size of unmapped address
     /// space reserved before each. One arm at a time, built, read and freed, at 16 and 48 GiB of
     /// KV, twice. Each arm says how its requests' ranges are aligned (the largest power of two
-    /// dividing each base: least and median). Calls 1-2 of 2026-12-06 (sixth session, H100):
-    /// 64 MiB slabs in 4x ranges read ~15% slower in most placements; the rest at full speed.
+    /// dividing each base: least and median). On H100s (2026-12-06, sixth and seventh sessions)
+    /// some arms read ~15% slower in some calls, but which arm did changed from call to call
+    /// (4x ranges with slabs in one, exact ranges with gaps in the next): no layout predicts it.
     func measureReach(_ gpu: CUDAWork) throws -> [KVReachRead] {
         let shape = KVShape.llama3_8B
         let requests = 64

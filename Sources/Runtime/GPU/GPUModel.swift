@@ -121,9 +121,9 @@ public final class GPUModel: @unchecked Sendable {
         /// (`VirtualMemory.freshSlabChunks`; nil: the backend's default, 32 on CUDA; 0: off).
         public let freshSlabChunks: Int?
         /// Virtual tensors: the alignment of each request's address range, in bytes (0: a chunk,
-        /// the driver's choice beyond that). An experiment: `bench vmm --only reach` found one
-        /// layer's reads ~15% slower from slabs in ranges reserved longer than mapped, at any
-        /// alignment; aligning the engine's ranges to 1 GiB changed nothing (H100).
+        /// the driver's choice beyond that). An experiment: aligning the engine's ranges to 1 GiB
+        /// changed neither reads nor throughput on an H100 (docs/perf.md, 2026-12-06, sixth and
+        /// seventh sessions).
         public var reservationAlignment = 0
         /// Decode attention reads a prefix that several requests map as one copy (prefix-cache
         /// hits: aliased chunks, or the same pages) once per tile of requests, their query heads
